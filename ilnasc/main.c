@@ -1,0 +1,138 @@
+/* ilnasc: model.ilnas -> a trainable executable.
+ *
+ * The pipeline, in order: parse and check (frontend), lower to the
+ * super-network with its seed α (ir), schedule, then emit the graph driver
+ * with LLVM and link it with the runtime library (codegen). */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "codegen/driver.h"
+#include "frontend/spec.h"
+#include "ir/ir.h"
+
+static void usage(FILE *f) {
+  fprintf(f,
+          "usage: ilnasc [options] model.ilnas\n"
+          "\n"
+          "Compiles a model description into an executable that trains, grows\n"
+          "and evaluates the network ('./model --help' once built).\n"
+          "\n"
+          "options:\n"
+          "  -o FILE          output executable (default: the model file's name\n"
+          "                   without .ilnas)\n"
+          "  --check          parse and check only\n"
+          "  --dump-ir        print the IR (tensors, layers, α counts, schedule)\n"
+          "  --emit-llvm FILE write the graph driver as LLVM IR text\n"
+          "  -c FILE          write the graph driver as an object file, no link\n"
+          "  -h, --help       this text\n");
+}
+
+typedef struct opts {
+  const char *in, *out, *ll, *obj;
+  int check, dump;
+} opts;
+
+static int parse_args(int argc, char **argv, opts *o) {
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    const char **val = strcmp(a, "-o") == 0            ? &o->out
+                       : strcmp(a, "--emit-llvm") == 0 ? &o->ll
+                       : strcmp(a, "-c") == 0          ? &o->obj
+                                                       : NULL;
+    if (val) {
+      if (i + 1 >= argc) {
+        fprintf(stderr, "ilnasc: error: %s needs a file name\n", a);
+        return 2;
+      }
+      *val = argv[++i];
+    } else if (strcmp(a, "--check") == 0) {
+      o->check = 1;
+    } else if (strcmp(a, "--dump-ir") == 0) {
+      o->dump = 1;
+    } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+      usage(stdout);
+      return 1;
+    } else if (a[0] == '-' && a[1]) {
+      fprintf(stderr, "ilnasc: error: unknown option '%s' (see --help)\n", a);
+      return 2;
+    } else if (o->in) {
+      fprintf(stderr, "ilnasc: error: more than one model file ('%s', '%s')\n",
+              o->in, a);
+      return 2;
+    } else {
+      o->in = a;
+    }
+  }
+  if (!o->in) {
+    usage(stderr);
+    return 2;
+  }
+  return 0;
+}
+
+/* Default output: the model file's base name without its extension. */
+static char *default_out(const char *in) {
+  const char *base = strrchr(in, '/');
+  base = base ? base + 1 : in;
+  size_t n = strlen(base);
+  if (n > 6 && strcmp(base + n - 6, ".ilnas") == 0) n -= 6;
+  char *out = malloc(n + 8);
+  if (!out) return NULL;
+  memcpy(out, base, n);
+  strcpy(out + n, n ? "" : "a.out");
+  if (strcmp(out, base) == 0) strcat(out, ".bin"); /* never overwrite the input */
+  return out;
+}
+
+static int emit(const ir_graph *g, const opts *o, const char *out) {
+  ir_call *fwd, *bwd;
+  int nf, nb;
+  uint8_t *blob;
+  size_t blob_size;
+  char err[2048];
+  if (ir_schedule(g, &fwd, &nf, &bwd, &nb) || ir_serialize(g, &blob, &blob_size)) {
+    fprintf(stderr, "ilnasc: error: out of memory\n");
+    return 1;
+  }
+  _Static_assert(sizeof(cg_call) == sizeof(ir_call) && (int)CG_MAX_ARGS == (int)IR_MAX_ARGS,
+                 "ir_call and cg_call must agree");
+  cg_driver d = {blob, blob_size, (const cg_call *)fwd, nf, (const cg_call *)bwd, nb};
+  int rc = 0;
+  if (o->ll && cg_emit_llvm(&d, o->ll, err, sizeof err)) rc = 1;
+  if (!rc && o->obj && cg_emit_object(&d, o->obj, err, sizeof err)) rc = 1;
+  if (!rc && out) {
+    char obj[4096];
+    snprintf(obj, sizeof obj, "%s.%ld.o", out, (long)getpid());
+    if (cg_emit_object(&d, obj, err, sizeof err) || cg_link(obj, out, err, sizeof err))
+      rc = 1;
+    remove(obj);
+  }
+  if (rc) fprintf(stderr, "ilnasc: error: %s\n", err);
+  free(fwd), free(bwd), free(blob);
+  return rc;
+}
+
+int main(int argc, char **argv) {
+  opts o = {0};
+  int rc = parse_args(argc, argv, &o);
+  if (rc) return rc == 1 ? 0 : rc;
+
+  fe_model m;
+  if (fe_parse_file(o.in, &m, stderr)) return 1;
+  ir_graph *g = ir_build(&m, stderr);
+  fe_model_free(&m);
+  if (!g) return 1;
+  if (o.dump) ir_dump(g, stdout);
+  rc = 0;
+  if (!o.check) {
+    char *out = NULL;
+    if (!o.out && !o.ll && !o.obj && !o.dump) out = default_out(o.in);
+    rc = emit(g, &o, o.out ? o.out : out);
+    free(out);
+  }
+  ir_free(g);
+  return rc;
+}

@@ -1,0 +1,184 @@
+/* ir.c: the IR's accounting, readable dump and static schedule. */
+#include "ir/ir.h"
+
+#include <assert.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+
+int64_t ir_fan_in(const ir_layer *l) { return (int64_t)l->cin * l->k * l->k; }
+
+void ir_free(ir_graph *g) {
+  if (!g) return;
+  free(g->tensors);
+  free(g->layers);
+  free(g->alpha);
+  free(g);
+}
+
+static int64_t popcount_range(const ir_graph *g, int64_t from, int64_t n) {
+  int64_t c = 0;
+  for (int64_t i = from; i < from + n; i++) c += ir_alpha_get(g, i);
+  return c;
+}
+
+ir_count ir_count_layer(const ir_graph *g, const ir_layer *l) {
+  ir_count c = {0, 0, 0, 0};
+  if (l->w_off < 0) return c;
+  c.total = l->n_w + l->cout;
+  c.active = popcount_range(g, l->w_off, l->n_w) +
+             popcount_range(g, l->b_off, l->cout);
+  c.candidate = c.total - c.active;
+  c.bn = l->bn ? 2 * (int64_t)l->cout : 0;
+  return c;
+}
+
+ir_count ir_count_params(const ir_graph *g) {
+  ir_count c = {0, 0, 0, 0};
+  for (int i = 0; i < g->n_layers; i++) {
+    ir_count k = ir_count_layer(g, &g->layers[i]);
+    c.active += k.active, c.candidate += k.candidate;
+    c.total += k.total, c.bn += k.bn;
+  }
+  return c;
+}
+
+int ir_live_outputs(const ir_graph *g, const ir_layer *l) {
+  if (l->w_off < 0) return l->cout;
+  int64_t row = (int64_t)l->cin * l->k * l->k, live = 0;
+  for (int co = 0; co < l->cout; co++) {
+    int64_t base = l->w_off + co * row;
+    for (int64_t i = 0; i < row; i++)
+      if (ir_alpha_get(g, base + i)) { live++; break; }
+  }
+  return (int)live;
+}
+
+const char *ir_search_name(fe_search s) {
+  switch (s) {
+  case FE_SEARCH_RANDOM: return "random";
+  case FE_SEARCH_FIXED: return "fixed";
+  case FE_SEARCH_ILNAS: break;
+  }
+  return "ilnas";
+}
+
+const char *ir_data_name(fe_data d) {
+  switch (d) {
+  case FE_DATA_CIFAR10: return "cifar10";
+  case FE_DATA_STL10: return "stl10";
+  case FE_DATA_DIGITS_CSV: return "digits-csv";
+  case FE_DATA_IDX: break;
+  }
+  return "idx";
+}
+
+static const char *kind_name(ir_kind k) {
+  switch (k) {
+  case IR_CONV: return "conv";
+  case IR_LINEAR: return "linear";
+  case IR_MAXPOOL: return "maxpool";
+  case IR_GAP: return "gap";
+  case IR_COPY: return "copy";
+  }
+  return "?";
+}
+
+void ir_dump(const ir_graph *g, FILE *out) {
+  const fe_model *m = &g->cfg;
+  fprintf(out, "model %s: input %dx%dx%d, %d classes, %s granularity, ",
+          m->name, m->in_c, m->in_h, m->in_w, m->classes,
+          m->gran == FE_GRAN_KERNEL ? "kernel" : "weight");
+  if (m->budget == INT64_MAX) fprintf(out, "no budget\n");
+  else fprintf(out, "budget %" PRId64 "\n", m->budget);
+  fprintf(out, "tensors (per sample, %" PRId64 " floats):\n", g->act_size);
+  for (int i = 0; i < g->n_tensors; i++) {
+    const ir_tensor *t = &g->tensors[i];
+    fprintf(out, "  t%-3d %-14s %4dx%dx%d  @%" PRId64 "\n", i, t->name, t->c,
+            t->h, t->w, t->off);
+  }
+  fprintf(out, "layers:\n");
+  for (int i = 0; i < g->n_layers; i++) {
+    const ir_layer *l = &g->layers[i];
+    fprintf(out, "  %-12s %-7s t%d[%d:%d] %dx%dx%d -> t%d[%d:%d] %dx%dx%d",
+            l->name, kind_name(l->kind), l->in_t, l->in_ch, l->in_ch + l->cin,
+            l->cin, l->h, l->w, l->out_t, l->out_ch, l->out_ch + l->cout,
+            l->cout, l->oh, l->ow);
+    if (l->kind == IR_CONV || l->kind == IR_MAXPOOL)
+      fprintf(out, " k%d s%d p%d", l->k, l->stride, l->pad);
+    if (l->bn) fprintf(out, " bn");
+    if (l->relu) fprintf(out, " relu");
+    if (l->can_die) fprintf(out, l->alive ? " alive" : " dead(pass t%d[%d])",
+                            l->prev_t, l->prev_ch);
+    if (l->w_off >= 0) {
+      ir_count c = ir_count_layer(g, l);
+      fprintf(out, " params %" PRId64 "/%" PRId64 " live %d", c.active,
+              c.total, ir_live_outputs(g, l));
+    }
+    fputc('\n', out);
+  }
+  ir_count c = ir_count_params(g);
+  fprintf(out,
+          "params: active %" PRId64 ", candidate %" PRId64 ", total %" PRId64
+          ", batch norm %" PRId64 "\n",
+          c.active, c.candidate, c.total, c.bn);
+  ir_call *fwd, *bwd;
+  int nf, nb;
+  if (ir_schedule(g, &fwd, &nf, &bwd, &nb) == 0) {
+    for (int pass = 0; pass < 2; pass++) {
+      fprintf(out, "%s:\n", pass ? "backward" : "forward");
+      const ir_call *cs = pass ? bwd : fwd;
+      for (int i = 0; i < (pass ? nb : nf); i++) {
+        fprintf(out, "  %s(", cs[i].fn);
+        for (int a = 0; a < cs[i].nargs; a++)
+          fprintf(out, "%s%" PRId64, a ? ", " : "", cs[i].args[a]);
+        fprintf(out, ")\n");
+      }
+    }
+    free(fwd);
+    free(bwd);
+  }
+}
+
+/* The schedule: forward in layer order, backward in reverse. Each call
+ * carries the layer index and the per-sample arena offsets it touches. */
+static ir_call layer_call(const ir_graph *g, int i, int backward) {
+  const ir_layer *l = &g->layers[i];
+  const ir_tensor *T = g->tensors;
+  int64_t in = T[l->in_t].off + (int64_t)l->in_ch * l->h * l->w;
+  int64_t out = T[l->out_t].off + (int64_t)l->out_ch * l->oh * l->ow;
+  int64_t z = l->z_t >= 0 ? T[l->z_t].off : -1;
+  int64_t prev = l->prev_t >= 0
+                     ? T[l->prev_t].off + (int64_t)l->prev_ch * l->oh * l->ow
+                     : -1;
+  ir_call c = {0};
+  static const char *names[][2] = {
+      [IR_CONV] = {"rt_op_conv_fwd", "rt_op_conv_bwd"},
+      [IR_LINEAR] = {"rt_op_linear_fwd", "rt_op_linear_bwd"},
+      [IR_MAXPOOL] = {"rt_op_maxpool_fwd", "rt_op_maxpool_bwd"},
+      [IR_GAP] = {"rt_op_gap_fwd", "rt_op_gap_bwd"},
+      [IR_COPY] = {"rt_op_copy_fwd", "rt_op_copy_bwd"},
+  };
+  c.fn = names[l->kind][backward];
+  c.nargs = 5;
+  c.args[0] = i, c.args[1] = in, c.args[2] = z, c.args[3] = out;
+  c.args[4] = prev;
+  return c;
+}
+
+int ir_schedule(const ir_graph *g, ir_call **fwd, int *n_fwd, ir_call **bwd,
+                int *n_bwd) {
+  *fwd = malloc((size_t)g->n_layers * sizeof **fwd);
+  *bwd = malloc((size_t)g->n_layers * sizeof **bwd);
+  if (!*fwd || !*bwd) {
+    free(*fwd), free(*bwd);
+    return -1;
+  }
+  for (int i = 0; i < g->n_layers; i++) {
+    (*fwd)[i] = layer_call(g, i, 0);
+    (*bwd)[g->n_layers - 1 - i] = layer_call(g, i, 1);
+  }
+  *n_fwd = *n_bwd = g->n_layers;
+  return 0;
+}

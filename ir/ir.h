@@ -1,0 +1,134 @@
+/* ir.h: the super-network at its bounds, with its α masks.
+ *
+ * The IR owns everything that is static about a model: tensors (per-sample
+ * shapes and their place in the activation arena), layers (shapes, which
+ * tensor slice they read and write, where their parameters live), the
+ * parameter layout, and the α bitset that says which weights and biases
+ * exist. Growth flips α bits and layer `alive` flags; nothing else changes,
+ * so shapes, buffers and the schedule are fixed when the model is compiled.
+ *
+ *   ir_graph *g = ir_build(&model, stderr);      // NULL after diagnostics
+ *   ir_dump(g, stdout);
+ *   ir_count c = ir_count_params(g);            // active / candidate / total
+ *   uint8_t *b; size_t n; ir_serialize(g, &b, &n);
+ *   ir_graph *h = ir_deserialize(b, n, err, sizeof err);
+ *   ir_free(g);
+ *
+ * Layout of activations: NCHW per sample. A conv stage with dense links
+ * keeps one concatenation tensor [stage input | layer 0 | layer 1 | ...]; a
+ * layer reads a channel prefix of it and writes its own slice. A dead layer
+ * passes its predecessor's output through, which is exactly what a layer
+ * initialised to the identity after a ReLU computes, so a layer can come
+ * alive without changing the network's function.
+ */
+#ifndef ILNAS_IR_H
+#define ILNAS_IR_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "frontend/spec.h"
+
+typedef enum {
+  IR_CONV,    /* conv [+ batch norm] [+ ReLU]; dead: pass-through */
+  IR_LINEAR,  /* linear [+ ReLU]; dead: pass-through */
+  IR_MAXPOOL, /* window = stride = k */
+  IR_GAP,     /* global average pool */
+  IR_COPY     /* copy a stage's input into its concatenation tensor */
+} ir_kind;
+
+typedef struct ir_tensor {
+  char name[40];
+  int c, h, w;     /* per-sample shape */
+  int64_t off;     /* per-sample float offset in the activation arena */
+} ir_tensor;
+
+typedef struct ir_layer {
+  ir_kind kind;
+  char name[40];      /* "conv1.0", "reduce1", "linear1.1", "classifier" */
+  int item;           /* index of the model item it came from; -1: classifier */
+  int index;          /* position inside its stage */
+  int cin, h, w;      /* what it reads: a channel prefix of in_t */
+  int cout, oh, ow;   /* what it writes */
+  int k, stride, pad;
+  int relu, bn;
+  int alive;          /* dead layers pass prev_t's slice through */
+  int can_die;        /* stage layers beyond the first; others always live */
+  int in_t, in_ch;    /* input tensor and first channel read */
+  int z_t;            /* pre-activation tensor (conv/linear), -1 if none */
+  int out_t, out_ch;  /* output tensor and first channel written */
+  int prev_t, prev_ch;/* pass-through source when dead, -1 if none */
+  int64_t w_off, n_w; /* weights [cout][cin][k][k] in the parameter array */
+  int64_t b_off;      /* bias [cout], -1 if none */
+  int64_t g_off;      /* batch norm gamma [cout] then beta [cout], -1 if none */
+  int64_t s_off;      /* batch norm running mean [cout] then var [cout] in stats */
+} ir_layer;
+
+typedef struct ir_graph {
+  fe_model cfg;          /* the checked model (src/file pointers not kept) */
+  ir_tensor *tensors;
+  int n_tensors;
+  ir_layer *layers;
+  int n_layers;
+  int input_t, logits_t; /* network input and output tensors */
+  int64_t act_size;      /* floats per sample in the activation arena */
+  int64_t n_params;      /* floats in the parameter array */
+  int64_t n_stats;       /* floats of batch norm running statistics */
+  uint64_t *alpha;       /* one bit per parameter; BN affine bits always 1 */
+} ir_graph;
+
+typedef struct ir_count {
+  int64_t active;    /* weights and biases whose α bit is set */
+  int64_t candidate; /* missing weights and biases (α = 0) */
+  int64_t total;     /* active + candidate: the super-network's size */
+  int64_t bn;        /* batch norm affine parameters (not searched) */
+} ir_count;
+
+/* Lowers a checked model: shapes, buffers, parameters and the seed α
+ * (the lower bounds, at the model's density, drawn from its seed). Reports
+ * a budget below the seed network against the source. NULL on error. */
+ir_graph *ir_build(const fe_model *m, FILE *diag);
+void ir_free(ir_graph *g);
+
+static inline int ir_alpha_get(const ir_graph *g, int64_t i) {
+  return (int)((g->alpha[i >> 6] >> (i & 63)) & 1u);
+}
+static inline void ir_alpha_set(ir_graph *g, int64_t i, int on) {
+  uint64_t bit = (uint64_t)1 << (i & 63);
+  if (on) g->alpha[i >> 6] |= bit; else g->alpha[i >> 6] &= ~bit;
+}
+
+ir_count ir_count_params(const ir_graph *g);
+ir_count ir_count_layer(const ir_graph *g, const ir_layer *l);
+/* Channels (conv) or neurons (linear) of a layer with at least one active
+ * incoming weight. */
+int ir_live_outputs(const ir_graph *g, const ir_layer *l);
+/* Per-layer fan-in of the weights, for initialisation. */
+int64_t ir_fan_in(const ir_layer *l);
+
+void ir_dump(const ir_graph *g, FILE *out);
+
+/* Names of settings, for messages (the runtime has no frontend). */
+const char *ir_search_name(fe_search s);
+const char *ir_data_name(fe_data d);
+
+/* Binary form, little-endian, versioned; round-trips exactly. */
+int ir_serialize(const ir_graph *g, uint8_t **buf, size_t *n);
+ir_graph *ir_deserialize(const uint8_t *buf, size_t n, char *err, size_t errlen);
+
+/* The static schedule: calls into the runtime's graph ops, every shape and
+ * offset a constant. ilnasc emits it as the graph driver; the runtime can
+ * also interpret it (tests compare the two). */
+enum { IR_MAX_ARGS = 8 };
+typedef struct ir_call {
+  const char *fn;
+  int nargs;
+  int64_t args[IR_MAX_ARGS];
+} ir_call;
+
+/* Fills *fwd and *bwd (malloc'd). Returns 0, or -1 when out of memory. */
+int ir_schedule(const ir_graph *g, ir_call **fwd, int *n_fwd, ir_call **bwd,
+                int *n_bwd);
+
+#endif

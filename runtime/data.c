@@ -1,0 +1,695 @@
+/* data.c: the four on-disk formats, read into rt_dataset; statistics and
+ * augmented batches out of them.
+ *
+ * Every loader reads the bytes of a file into memory before it trusts any
+ * count in a header, so a corrupt header can make it fail but cannot make
+ * it allocate much more than the file actually holds. */
+#include "data.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <zlib.h>
+
+enum { PATH_LEN = 4096 };
+
+static int fail(char *err, size_t errlen, const char *fmt, ...) {
+  if (err && errlen) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+  }
+  return -1;
+}
+
+static int join(char *out, const char *dir, const char *name, char *err, size_t errlen) {
+  int k = snprintf(out, PATH_LEN, "%s/%s", dir, name);
+  if (k < 0 || k >= PATH_LEN) return fail(err, errlen, "%s/%s: path too long", dir, name);
+  return 0;
+}
+
+static int is_dir(const char *path) {
+  struct stat st;
+  return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+static int exists(const char *path) {
+  struct stat st;
+  return stat(path, &st) == 0;
+}
+
+/* Pixel bytes become floats through a table: one load per pixel, and every
+ * loader maps byte b to exactly the same float. */
+static void bytes_to_floats(float *dst, const uint8_t *src, size_t n, float scale) {
+  float lut[256];
+  for (int i = 0; i < 256; i++) lut[i] = (float)i * scale;
+  for (size_t i = 0; i < n; i++) dst[i] = lut[src[i]];
+}
+
+static int alloc_dataset(rt_dataset *d, int n, int c, int h, int w, char *err, size_t errlen,
+                         const char *what) {
+  size_t px = (size_t)n * (size_t)c * (size_t)h * (size_t)w;
+  memset(d, 0, sizeof *d);
+  d->n = n; d->c = c; d->h = h; d->w = w;
+  d->x = malloc(px ? px * sizeof(float) : 1);
+  d->y = malloc(n ? (size_t)n : 1);
+  if (!d->x || !d->y) {
+    free(d->x); free(d->y);
+    memset(d, 0, sizeof *d);
+    return fail(err, errlen, "%s: out of memory for %d images of %dx%dx%d", what, n, c, h, w);
+  }
+  return 0;
+}
+
+/* ---- gzip or raw streams (IDX, CSV) ---- */
+
+/* Opens `path` through zlib, which reads gzip and raw files alike. */
+static gzFile open_gz(const char *path, int *enoent) {
+  errno = 0;
+  gzFile f = gzopen(path, "rb");
+  if (enoent) *enoent = !f && errno == ENOENT;
+  if (f) gzbuffer(f, 1u << 18); /* large reads: the whole set loads in well under a second */
+  return f;
+}
+
+/* Reads up to `want` bytes into buf, in large chunks. A gzip stream that
+ * ends early is not an error here: the short count is, and the caller
+ * turns it into "truncated". Other gzip errors (bad data, bad CRC) are. */
+static int gz_fill(gzFile f, const char *path, uint8_t *buf, size_t want, size_t *got,
+                   char *err, size_t errlen) {
+  *got = 0;
+  while (*got < want) {
+    size_t chunk = want - *got;
+    if (chunk > (1u << 30)) chunk = 1u << 30;
+    int r = gzread(f, buf + *got, (unsigned)chunk);
+    if (r <= 0) break;
+    *got += (size_t)r;
+  }
+  if (*got < want) {
+    int zerr = Z_OK;
+    const char *msg = gzerror(f, &zerr);
+    if (zerr == Z_ERRNO) return fail(err, errlen, "%s: read error: %s", path, strerror(errno));
+    if (zerr != Z_OK && zerr != Z_BUF_ERROR)
+      return fail(err, errlen, "%s: corrupt gzip data: %s", path, msg);
+  }
+  return 0;
+}
+
+/* Reads exactly `want` more bytes and checks that nothing follows. The
+ * buffer grows with what arrives, so a header that claims billions of
+ * bytes costs at most what the file holds. `done` is what the caller has
+ * read already (the header), for the sizes in messages. */
+static int gz_read_exact(gzFile f, const char *path, size_t done, size_t want, uint8_t **out,
+                         char *err, size_t errlen) {
+  size_t cap = want < ((size_t)1 << 24) ? want : ((size_t)1 << 24), have = 0;
+  uint8_t *buf = malloc(cap ? cap : 1);
+  if (!buf) return fail(err, errlen, "%s: out of memory", path);
+  for (;;) {
+    size_t got;
+    if (gz_fill(f, path, buf + have, cap - have, &got, err, errlen)) { free(buf); return -1; }
+    have += got;
+    if (have < cap) break;
+    if (cap == want) break;
+    size_t ncap = cap > want / 2 ? want : cap * 2;
+    uint8_t *nb = realloc(buf, ncap);
+    if (!nb) { free(buf); return fail(err, errlen, "%s: out of memory", path); }
+    buf = nb; cap = ncap;
+  }
+  if (have < want) {
+    free(buf);
+    return fail(err, errlen, "%s: truncated: expected %zu bytes, got %zu", path, done + want,
+                done + have);
+  }
+  /* One more byte: a longer file means the header does not describe it, and
+   * for gzip this read is also what checks the stream's trailing CRC. */
+  uint8_t extra;
+  size_t more;
+  if (gz_fill(f, path, &extra, 1, &more, err, errlen)) { free(buf); return -1; }
+  if (more) {
+    free(buf);
+    return fail(err, errlen, "%s: expected %zu bytes, but the file is longer", path, done + want);
+  }
+  *out = buf;
+  return 0;
+}
+
+/* ---- IDX ---- */
+
+static uint32_t be32(const uint8_t *p) {
+  return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | (uint32_t)p[3];
+}
+
+/* Opens dir/name.gz, else dir/name; the path actually opened goes to `path`. */
+static gzFile open_idx(const char *dir, const char *name, char *path, char *err, size_t errlen) {
+  char gzname[256];
+  snprintf(gzname, sizeof gzname, "%s.gz", name);
+  if (join(path, dir, gzname, err, errlen)) return NULL;
+  int enoent;
+  gzFile f = open_gz(path, &enoent);
+  if (f) return f;
+  if (!enoent) {
+    fail(err, errlen, "%s: cannot open: %s", path, errno ? strerror(errno) : "out of memory");
+    return NULL;
+  }
+  if (join(path, dir, name, err, errlen)) return NULL;
+  f = open_gz(path, &enoent);
+  if (f) return f;
+  if (enoent)
+    fail(err, errlen, "%s[.gz]: missing file (%s)", path, strerror(ENOENT));
+  else
+    fail(err, errlen, "%s: cannot open: %s", path, errno ? strerror(errno) : "out of memory");
+  return NULL;
+}
+
+/* Reads the header of an IDX file with `ndim` dimensions after the magic;
+ * the data that follows is read by the caller. */
+static int idx_header(gzFile f, const char *path, uint32_t magic, int ndim, uint32_t *dims,
+                      const char *what, char *err, size_t errlen) {
+  uint8_t h[16];
+  size_t hlen = 4 + 4 * (size_t)ndim, got;
+  if (gz_fill(f, path, h, hlen, &got, err, errlen)) return -1;
+  if (got >= 4 && be32(h) != magic)
+    return fail(err, errlen, "%s: wrong magic 0x%08x, expected 0x%08x (IDX %s)", path,
+                (unsigned)be32(h), (unsigned)magic, what);
+  if (got < hlen)
+    return fail(err, errlen, "%s: truncated: expected at least %zu bytes (IDX header), got %zu",
+                path, hlen, got);
+  for (int i = 0; i < ndim; i++) dims[i] = be32(h + 4 + 4 * i);
+  return 0;
+}
+
+typedef struct { /* one split as bytes, before conversion */
+  uint8_t *px, *lab;
+  int n, h, w;
+} idx_split;
+
+static int load_idx_split(const char *dir, const char *img_name, const char *lab_name,
+                          idx_split *s, char *err, size_t errlen) {
+  char path[PATH_LEN];
+  uint32_t d[3];
+  memset(s, 0, sizeof *s);
+
+  gzFile f = open_idx(dir, img_name, path, err, errlen);
+  if (!f) return -1;
+  if (idx_header(f, path, 0x00000803u, 3, d, "unsigned-byte images, 3 dimensions", err, errlen)) {
+    gzclose(f); return -1;
+  }
+  if (d[0] == 0 || d[1] == 0 || d[2] == 0 || d[0] > INT_MAX || d[1] > 65536 || d[2] > 65536) {
+    gzclose(f);
+    return fail(err, errlen, "%s: implausible image count or size %ux%ux%u", path,
+                (unsigned)d[0], (unsigned)d[1], (unsigned)d[2]);
+  }
+  uint64_t bytes = (uint64_t)d[0] * d[1] * d[2];
+  if (bytes > SIZE_MAX / sizeof(float)) {
+    gzclose(f);
+    return fail(err, errlen, "%s: %ux%ux%u images do not fit in memory", path, (unsigned)d[0],
+                (unsigned)d[1], (unsigned)d[2]);
+  }
+  int rc = gz_read_exact(f, path, 16, (size_t)bytes, &s->px, err, errlen);
+  gzclose(f);
+  if (rc) return -1;
+  s->n = (int)d[0]; s->h = (int)d[1]; s->w = (int)d[2];
+
+  f = open_idx(dir, lab_name, path, err, errlen);
+  if (!f) goto fail;
+  if (idx_header(f, path, 0x00000801u, 1, d, "unsigned-byte labels, 1 dimension", err, errlen)) {
+    gzclose(f); goto fail;
+  }
+  if (d[0] != (uint32_t)s->n) {
+    gzclose(f);
+    fail(err, errlen, "%s: %u labels, but the images file %s holds %d images", path,
+         (unsigned)d[0], img_name, s->n);
+    goto fail;
+  }
+  rc = gz_read_exact(f, path, 8, (size_t)s->n, &s->lab, err, errlen);
+  gzclose(f);
+  if (rc) goto fail;
+  return 0;
+fail:
+  free(s->px);
+  memset(s, 0, sizeof *s);
+  return -1;
+}
+
+static int idx_to_dataset(idx_split *s, int classes, rt_dataset *d, const char *dir,
+                          char *err, size_t errlen) {
+  if (alloc_dataset(d, s->n, 1, s->h, s->w, err, errlen, dir)) return -1;
+  bytes_to_floats(d->x, s->px, (size_t)s->n * (size_t)s->h * (size_t)s->w, 1.0f / 255.0f);
+  memcpy(d->y, s->lab, (size_t)s->n);
+  d->classes = classes;
+  return 0;
+}
+
+static int max_label(const uint8_t *y, int n) {
+  int m = 0;
+  for (int i = 0; i < n; i++) if (y[i] > m) m = y[i];
+  return m;
+}
+
+static int load_idx(const char *dir, rt_dataset *train, rt_dataset *test, char *err,
+                    size_t errlen) {
+  idx_split a, b;
+  if (load_idx_split(dir, "train-images-idx3-ubyte", "train-labels-idx1-ubyte", &a, err, errlen))
+    return -1;
+  if (load_idx_split(dir, "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", &b, err, errlen)) {
+    free(a.px); free(a.lab);
+    return -1;
+  }
+  int rc = -1;
+  if (a.h != b.h || a.w != b.w) {
+    fail(err, errlen, "%s: test images are %dx%d, training images %dx%d", dir, b.h, b.w, a.h,
+         a.w);
+    goto done;
+  }
+  /* IDX does not say how many classes there are (EMNIST has 26 or 47), so
+   * the labels do; both splits must agree on one count for the output layer. */
+  int ma = max_label(a.lab, a.n), mb = max_label(b.lab, b.n);
+  int classes = 1 + (ma > mb ? ma : mb);
+  if (idx_to_dataset(&a, classes, train, dir, err, errlen)) goto done;
+  if (idx_to_dataset(&b, classes, test, dir, err, errlen)) { rt_dataset_free(train); goto done; }
+  rc = 0;
+done:
+  free(a.px); free(a.lab); free(b.px); free(b.lab);
+  return rc;
+}
+
+/* ---- raw binary files (CIFAR-10, STL-10) ---- */
+
+/* The size of a file that must exist, for the checks made before reading. */
+static int file_size(const char *path, size_t *size, char *err, size_t errlen) {
+  struct stat st;
+  if (stat(path, &st) != 0) {
+    if (errno == ENOENT) return fail(err, errlen, "%s: missing file (%s)", path, strerror(errno));
+    return fail(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+  }
+  if (!S_ISREG(st.st_mode)) return fail(err, errlen, "%s: not a regular file", path);
+  if ((uintmax_t)st.st_size > SIZE_MAX) return fail(err, errlen, "%s: too large", path);
+  *size = (size_t)st.st_size;
+  return 0;
+}
+
+/* Reads exactly `size` bytes (the size checked earlier) into a new buffer. */
+static int read_raw(const char *path, size_t size, uint8_t **out, char *err, size_t errlen) {
+  FILE *f = fopen(path, "rb");
+  if (!f) return fail(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+  uint8_t *buf = malloc(size ? size : 1);
+  if (!buf) { fclose(f); return fail(err, errlen, "%s: out of memory", path); }
+  size_t got = fread(buf, 1, size, f);
+  int bad = ferror(f), more = got == size && fgetc(f) != EOF;
+  fclose(f);
+  if (bad || got != size || more) {
+    free(buf);
+    if (bad) return fail(err, errlen, "%s: read error", path);
+    return fail(err, errlen, "%s: changed size while being read (expected %zu bytes)", path, size);
+  }
+  *out = buf;
+  return 0;
+}
+
+/* ---- CIFAR-10 ---- */
+
+enum { CIFAR_PX = 3 * 32 * 32, CIFAR_REC = 1 + CIFAR_PX, CIFAR_TRAIN_FILES = 5 };
+
+/* Checks a batch file's size; returns its record count or -1. */
+static int cifar_count(const char *path, char *err, size_t errlen) {
+  size_t size;
+  if (file_size(path, &size, err, errlen)) return -1;
+  if (size == 0 || size % CIFAR_REC != 0)
+    return fail(err, errlen,
+                "%s: size %zu bytes is not a positive multiple of %d (1 label byte + 3x32x32 "
+                "pixels per record)", path, size, CIFAR_REC);
+  if (size / CIFAR_REC > INT_MAX) return fail(err, errlen, "%s: too many records", path);
+  return (int)(size / CIFAR_REC);
+}
+
+/* Appends the records of one batch file at image `at` of d. */
+static int cifar_read(const char *path, int count, rt_dataset *d, int at, char *err,
+                      size_t errlen) {
+  uint8_t *buf;
+  if (read_raw(path, (size_t)count * CIFAR_REC, &buf, err, errlen)) return -1;
+  for (int i = 0; i < count; i++) {
+    const uint8_t *rec = buf + (size_t)i * CIFAR_REC;
+    if (rec[0] > 9) {
+      fail(err, errlen, "%s: record %d: label %d out of range 0..9", path, i, rec[0]);
+      free(buf);
+      return -1;
+    }
+    d->y[at + i] = rec[0];
+    /* The record is channel-planar and row-major: already NCHW. */
+    bytes_to_floats(d->x + (size_t)(at + i) * CIFAR_PX, rec + 1, CIFAR_PX, 1.0f / 255.0f);
+  }
+  free(buf);
+  return 0;
+}
+
+static int load_cifar_files(char paths[][PATH_LEN], int nfiles, rt_dataset *d, const char *what,
+                            char *err, size_t errlen) {
+  int counts[CIFAR_TRAIN_FILES];
+  long total = 0;
+  for (int i = 0; i < nfiles; i++) {
+    if ((counts[i] = cifar_count(paths[i], err, errlen)) < 0) return -1;
+    total += counts[i];
+  }
+  if (total > INT_MAX) return fail(err, errlen, "%s: too many records", what);
+  if (alloc_dataset(d, (int)total, 3, 32, 32, err, errlen, what)) return -1;
+  d->classes = 10;
+  for (int i = 0, at = 0; i < nfiles; at += counts[i], i++)
+    if (cifar_read(paths[i], counts[i], d, at, err, errlen)) { rt_dataset_free(d); return -1; }
+  return 0;
+}
+
+static int load_cifar(const char *path, rt_dataset *train, rt_dataset *test, char *err,
+                      size_t errlen) {
+  char dir[PATH_LEN], probe[PATH_LEN], files[CIFAR_TRAIN_FILES][PATH_LEN];
+  /* The official archive unpacks into cifar-10-batches-bin/: accept the
+   * folder that holds the archive as well as the unpacked folder itself. */
+  snprintf(dir, sizeof dir, "%s", path);
+  if (join(probe, path, "data_batch_1.bin", err, errlen)) return -1;
+  if (!exists(probe)) {
+    if (join(probe, path, "cifar-10-batches-bin", err, errlen)) return -1;
+    if (is_dir(probe)) snprintf(dir, sizeof dir, "%s", probe);
+  }
+  for (int i = 0; i < CIFAR_TRAIN_FILES; i++) {
+    char name[32];
+    snprintf(name, sizeof name, "data_batch_%d.bin", i + 1);
+    if (join(files[i], dir, name, err, errlen)) return -1;
+  }
+  /* Every file is checked before anything is read (load_cifar_files checks
+   * the training batches): a missing test batch fails in a millisecond, not
+   * after reading 150 MB. */
+  char tfile[1][PATH_LEN];
+  if (join(tfile[0], dir, "test_batch.bin", err, errlen)) return -1;
+  size_t size;
+  if (file_size(tfile[0], &size, err, errlen)) return -1;
+
+  if (load_cifar_files(files, CIFAR_TRAIN_FILES, train, dir, err, errlen)) return -1;
+  if (load_cifar_files(tfile, 1, test, dir, err, errlen)) { rt_dataset_free(train); return -1; }
+  return 0;
+}
+
+/* ---- STL-10 ---- */
+
+enum { STL_SIDE = 96, STL_PLANE = STL_SIDE * STL_SIDE, STL_PX = 3 * STL_PLANE };
+
+static int load_stl_split(const char *dir, const char *xname, const char *yname, rt_dataset *d,
+                          char *err, size_t errlen) {
+  char xpath[PATH_LEN], ypath[PATH_LEN];
+  size_t xsize, ysize;
+  if (join(xpath, dir, xname, err, errlen) || join(ypath, dir, yname, err, errlen)) return -1;
+  if (file_size(xpath, &xsize, err, errlen) || file_size(ypath, &ysize, err, errlen)) return -1;
+  if (xsize == 0 || xsize % STL_PX != 0)
+    return fail(err, errlen, "%s: size %zu bytes is not a positive multiple of %d (3x96x96 "
+                "pixels per image)", xpath, xsize, STL_PX);
+  if (xsize / STL_PX > INT_MAX) return fail(err, errlen, "%s: too many images", xpath);
+  int n = (int)(xsize / STL_PX);
+  if (ysize != (size_t)n)
+    return fail(err, errlen, "%s: %zu labels, but %s holds %d images", ypath, ysize, xname, n);
+
+  uint8_t *lab, *px;
+  if (read_raw(ypath, ysize, &lab, err, errlen)) return -1;
+  for (int i = 0; i < n; i++)
+    if (lab[i] < 1 || lab[i] > 10) {
+      fail(err, errlen, "%s: label %d of image %d out of range 1..10", ypath, lab[i], i);
+      free(lab);
+      return -1;
+    }
+  if (read_raw(xpath, xsize, &px, err, errlen)) { free(lab); return -1; }
+  if (alloc_dataset(d, n, 3, STL_SIDE, STL_SIDE, err, errlen, dir)) {
+    free(lab); free(px);
+    return -1;
+  }
+  d->classes = 10;
+  for (int i = 0; i < n; i++) d->y[i] = (uint8_t)(lab[i] - 1);
+  /* The official files were written from MATLAB, column-major: within a
+   * channel plane the row index varies fastest. Transpose each plane. */
+  const float s = 1.0f / 255.0f;
+  for (size_t p = 0; p < (size_t)n * 3; p++) {
+    const uint8_t *src = px + p * STL_PLANE;
+    float *dst = d->x + p * STL_PLANE;
+    for (int col = 0; col < STL_SIDE; col++)
+      for (int row = 0; row < STL_SIDE; row++)
+        dst[row * STL_SIDE + col] = (float)src[col * STL_SIDE + row] * s;
+  }
+  free(lab); free(px);
+  return 0;
+}
+
+static int load_stl(const char *path, rt_dataset *train, rt_dataset *test, char *err,
+                    size_t errlen) {
+  char dir[PATH_LEN], probe[PATH_LEN];
+  snprintf(dir, sizeof dir, "%s", path);
+  if (join(probe, path, "train_X.bin", err, errlen)) return -1;
+  if (!exists(probe)) {
+    if (join(probe, path, "stl10_binary", err, errlen)) return -1;
+    if (is_dir(probe)) snprintf(dir, sizeof dir, "%s", probe);
+  }
+  if (load_stl_split(dir, "train_X.bin", "train_y.bin", train, err, errlen)) return -1;
+  if (load_stl_split(dir, "test_X.bin", "test_y.bin", test, err, errlen)) {
+    rt_dataset_free(train);
+    return -1;
+  }
+  return 0;
+}
+
+/* ---- digits CSV ---- */
+
+enum { DIG_PX = 64, DIG_COLS = DIG_PX + 1 };
+
+/* Reads a whole (gzip or raw) text file into a NUL-terminated buffer. */
+static int read_text(const char *path, char **out, size_t *len, char *err, size_t errlen) {
+  int enoent;
+  gzFile f = open_gz(path, &enoent);
+  if (!f) {
+    if (enoent) return fail(err, errlen, "%s: missing file (%s)", path, strerror(ENOENT));
+    return fail(err, errlen, "%s: cannot open: %s", path,
+                errno ? strerror(errno) : "out of memory");
+  }
+  size_t cap = 1 << 16, have = 0;
+  char *buf = malloc(cap);
+  for (;;) {
+    if (!buf) { gzclose(f); return fail(err, errlen, "%s: out of memory", path); }
+    size_t got;
+    if (gz_fill(f, path, (uint8_t *)buf + have, cap - 1 - have, &got, err, errlen)) {
+      free(buf); gzclose(f); return -1;
+    }
+    have += got;
+    if (have < cap - 1) break;
+    char *nb = cap > SIZE_MAX / 2 ? NULL : realloc(buf, cap * 2);
+    if (!nb) free(buf);
+    buf = nb; cap *= 2;
+  }
+  /* gz_fill accepts a gzip stream cut short (for the IDX messages); text
+   * has no length to compare with, so ask zlib directly. */
+  int zerr = Z_OK;
+  gzerror(f, &zerr);
+  gzclose(f);
+  if (zerr == Z_BUF_ERROR) {
+    free(buf);
+    return fail(err, errlen, "%s: truncated gzip stream", path);
+  }
+  buf[have] = '\0';
+  *out = buf; *len = have;
+  return 0;
+}
+
+/* Parses one row into 65 bytes; returns 0 or -1 with a message. */
+static int parse_row(const char *path, long line, const char *s, const char *end, uint8_t *row,
+                     char *err, size_t errlen) {
+  int k = 0;
+  for (;;) {
+    while (s < end && (*s == ' ' || *s == '\t')) s++;
+    const char *start = s;
+    long v = 0;
+    while (s < end && *s >= '0' && *s <= '9' && v <= 1000) v = v * 10 + (*s++ - '0');
+    while (s < end && *s >= '0' && *s <= '9') s++;
+    const char *num_end = s;
+    while (s < end && (*s == ' ' || *s == '\t')) s++;
+    if (num_end == start || (s < end && *s != ',')) {
+      int w = 0;
+      while (start + w < end && start[w] != ',' && w < 20) w++;
+      return fail(err, errlen, "%s:%ld: field %d: expected an integer, got '%.*s'", path, line,
+                  k + 1, w, start);
+    }
+    if (k < DIG_PX && v > 16)
+      return fail(err, errlen, "%s:%ld: field %d: pixel value %ld out of range 0..16", path, line,
+                  k + 1, v);
+    if (k == DIG_PX && v > 9)
+      return fail(err, errlen, "%s:%ld: label %ld out of range 0..9", path, line, v);
+    if (k < DIG_COLS) row[k] = (uint8_t)v;
+    k++;
+    if (s >= end) break;
+    s++; /* the comma */
+  }
+  if (k != DIG_COLS)
+    return fail(err, errlen, "%s:%ld: expected %d comma-separated integers (64 pixels 0..16, "
+                "then the label 0..9), got %d", path, line, DIG_COLS, k);
+  return 0;
+}
+
+static void digits_to_dataset(const uint8_t *rows, int n, rt_dataset *d) {
+  d->classes = 10;
+  for (int i = 0; i < n; i++) {
+    bytes_to_floats(d->x + (size_t)i * DIG_PX, rows + (size_t)i * DIG_COLS, DIG_PX, 1.0f / 16.0f);
+    d->y[i] = rows[(size_t)i * DIG_COLS + DIG_PX];
+  }
+}
+
+static int load_digits(const char *path, double split, rt_dataset *train, rt_dataset *test,
+                       char *err, size_t errlen) {
+  if (!(split >= 0.0 && split < 1.0))
+    return fail(err, errlen, "%s: test split %g must be in [0, 1)", path, split);
+  char *text = NULL;
+  size_t len = 0;
+  if (read_text(path, &text, &len, err, errlen)) return -1;
+
+  size_t lines = 1;
+  for (size_t i = 0; i < len; i++) lines += text[i] == '\n';
+  uint8_t *rows = malloc(lines * DIG_COLS);
+  if (!rows) { free(text); return fail(err, errlen, "%s: out of memory", path); }
+
+  long n = 0, line = 0;
+  for (const char *s = text, *stop = text + len; s < stop;) {
+    const char *nl = memchr(s, '\n', (size_t)(stop - s)), *end = nl ? nl : stop;
+    line++;
+    const char *e = end;
+    if (e > s && e[-1] == '\r') e--;
+    const char *t = s;
+    while (t < e && (*t == ' ' || *t == '\t')) t++;
+    if (t < e && parse_row(path, line, s, e, rows + (size_t)n * DIG_COLS, err, errlen)) {
+      free(rows); free(text);
+      return -1;
+    }
+    if (t < e) n++;
+    s = nl ? nl + 1 : stop;
+  }
+  free(text);
+  if (n < 2 || n > INT_MAX) {
+    free(rows);
+    return fail(err, errlen, "%s: %ld rows; a training and a test set need at least 2", path, n);
+  }
+  long ntest = (long)floor((double)n * split);
+  if (ntest < 1) ntest = 1;
+  if (ntest >= n) ntest = n - 1;
+  int ntrain = (int)(n - ntest);
+  if (alloc_dataset(train, ntrain, 1, 8, 8, err, errlen, path)) { free(rows); return -1; }
+  if (alloc_dataset(test, (int)ntest, 1, 8, 8, err, errlen, path)) {
+    rt_dataset_free(train); free(rows);
+    return -1;
+  }
+  digits_to_dataset(rows, ntrain, train);
+  digits_to_dataset(rows + (size_t)ntrain * DIG_COLS, (int)ntest, test);
+  free(rows);
+  return 0;
+}
+
+/* ---- the public API ---- */
+
+int rt_data_load(rt_data_format fmt, const char *path, double split, rt_dataset *train,
+                 rt_dataset *test, char *err, size_t errlen) {
+  rt_dataset a, b;
+  int rc;
+  memset(&a, 0, sizeof a);
+  memset(&b, 0, sizeof b);
+  memset(train, 0, sizeof *train);
+  memset(test, 0, sizeof *test);
+  if (err && errlen) err[0] = '\0';
+  switch (fmt) {
+    case RT_DATA_IDX: rc = load_idx(path, &a, &b, err, errlen); break;
+    case RT_DATA_CIFAR10: rc = load_cifar(path, &a, &b, err, errlen); break;
+    case RT_DATA_STL10: rc = load_stl(path, &a, &b, err, errlen); break;
+    case RT_DATA_DIGITS_CSV: rc = load_digits(path, split, &a, &b, err, errlen); break;
+    default: return fail(err, errlen, "%s: unknown data format %d", path, (int)fmt);
+  }
+  if (rc) return -1;
+  *train = a;
+  *test = b;
+  return 0;
+}
+
+void rt_dataset_free(rt_dataset *d) {
+  if (!d) return;
+  free(d->x);
+  free(d->y);
+  memset(d, 0, sizeof *d);
+}
+
+void rt_dataset_truncate(rt_dataset *d, int n) {
+  assert(n >= 0);
+  if (n >= d->n) return;
+  d->n = n;
+  if (n == 0) return;
+  /* Give the memory back: a --train-limit run on a big set should not keep
+   * paying for the images it dropped. Failure to shrink is harmless. */
+  size_t px = (size_t)n * (size_t)d->c * (size_t)d->h * (size_t)d->w;
+  float *x = realloc(d->x, px * sizeof(float));
+  if (x) d->x = x;
+  uint8_t *y = realloc(d->y, (size_t)n);
+  if (y) d->y = y;
+}
+
+void rt_data_norm(const rt_dataset *d, rt_norm *nm) {
+  assert(d->c >= 1 && d->c <= 4);
+  memset(nm, 0, sizeof *nm);
+  nm->c = d->c;
+  for (int ch = 0; ch < 4; ch++) nm->std[ch] = 1.0f;
+  size_t plane = (size_t)d->h * (size_t)d->w, count = plane * (size_t)d->n;
+  if (count == 0) return;
+  for (int ch = 0; ch < d->c; ch++) {
+    /* Sums of values in [0, 1] in double: over 47M pixels the error of
+     * E[x^2] - E[x]^2 stays far below float resolution. */
+    double s = 0, s2 = 0;
+    for (int i = 0; i < d->n; i++) {
+      const float *p = d->x + ((size_t)i * (size_t)d->c + (size_t)ch) * plane;
+      for (size_t k = 0; k < plane; k++) { s += p[k]; s2 += (double)p[k] * p[k]; }
+    }
+    double mean = s / (double)count, var = s2 / (double)count - mean * mean;
+    double sd = var > 0 ? sqrt(var) : 0;
+    nm->mean[ch] = (float)mean;
+    /* A constant channel carries no information; dividing by 1 keeps it
+     * finite instead of turning it into infinities. */
+    nm->std[ch] = sd > 1e-12 ? (float)sd : 1.0f;
+  }
+}
+
+void rt_data_batch(const rt_dataset *d, const int *idx, int n, const rt_norm *nm, int crop,
+                   int flip, rt_rng *rng, float *out, uint8_t *labels) {
+  assert(nm && nm->c == d->c && crop >= 0);
+  const int c = d->c, h = d->h, w = d->w;
+  const size_t chw = (size_t)c * (size_t)h * (size_t)w;
+  for (int i = 0; i < n; i++) {
+    assert(idx[i] >= 0 && idx[i] < d->n);
+    const float *src = d->x + (size_t)idx[i] * chw;
+    float *dst = out + (size_t)i * chw;
+    /* Offsets into the padded image; crop == offset means no shift. */
+    int ox = crop, oy = crop, mirror = 0;
+    if (crop > 0) {
+      ox = (int)rt_rng_below(rng, (uint32_t)(2 * crop + 1));
+      oy = (int)rt_rng_below(rng, (uint32_t)(2 * crop + 1));
+    }
+    if (flip) mirror = (int)rt_rng_below(rng, 2);
+    for (int ch = 0; ch < c; ch++) {
+      const float mean = nm->mean[ch], sd = nm->std[ch];
+      const float pad = (0.0f - mean) / sd;
+      const float *sp = src + (size_t)ch * h * w;
+      float *dp = dst + (size_t)ch * h * w;
+      for (int y = 0; y < h; y++) {
+        const int sy = y + oy - crop;
+        for (int x = 0; x < w; x++) {
+          /* Crop, then flip the crop, as torchvision's RandomCrop followed
+           * by RandomHorizontalFlip does. */
+          const int sx = (mirror ? w - 1 - x : x) + ox - crop;
+          dp[y * w + x] = (sy >= 0 && sy < h && sx >= 0 && sx < w)
+                              ? (sp[sy * w + sx] - mean) / sd : pad;
+        }
+      }
+    }
+    if (labels) labels[i] = d->y[idx[i]];
+  }
+}

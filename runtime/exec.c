@@ -1,0 +1,463 @@
+/* exec.c: execution state and graph ops on the reference kernels.
+ *
+ * The batch is split into one contiguous chunk per thread. Forward and
+ * backward-to-input work is per sample, so chunking changes nothing; weight
+ * gradients are summed from per-thread partials in chunk order, so a run is
+ * deterministic for a given seed and thread count. */
+#include "runtime/exec.h"
+
+#include <assert.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "runtime/ref.h"
+#include "runtime/rng.h"
+
+enum { RT_MAX_THREADS = 64 };
+
+/* Per-thread partial weight gradients live here: the largest layer's
+ * weights and biases, once per thread. */
+typedef struct exec_impl {
+  rt_exec pub;
+  float *wpart;
+  int64_t wpart_size;
+} exec_impl;
+
+static void *xcalloc(size_t n, size_t sz, int *oom) {
+  void *p = calloc(n ? n : 1, sz);
+  if (!p) *oom = 1;
+  return p;
+}
+
+rt_exec *rt_exec_new(ir_graph *g, int cap, int threads, char *err,
+                     size_t errlen) {
+  exec_impl *e = calloc(1, sizeof *e);
+  if (!e) {
+    snprintf(err, errlen, "out of memory");
+    return NULL;
+  }
+  rt_exec *x = &e->pub;
+  x->g = g;
+  x->cap = cap;
+  x->threads = threads < 1 ? 1 : threads > RT_MAX_THREADS ? RT_MAX_THREADS : threads;
+  int64_t largest_out = 1, largest_w = 1;
+  for (int i = 0; i < g->n_layers; i++) {
+    const ir_layer *l = &g->layers[i];
+    int64_t o = (int64_t)l->cout * l->oh * l->ow;
+    if (o > largest_out) largest_out = o;
+    if (l->w_off >= 0 && l->n_w + l->cout > largest_w) largest_w = l->n_w + l->cout;
+  }
+  int oom = 0;
+  size_t arena = (size_t)cap * (size_t)g->act_size;
+  x->act = xcalloc(arena, sizeof(float), &oom);
+  x->dact = xcalloc(arena, sizeof(float), &oom);
+  x->params = xcalloc((size_t)g->n_params, sizeof(float), &oom);
+  x->grads = xcalloc((size_t)g->n_params, sizeof(float), &oom);
+  x->mom = xcalloc((size_t)g->n_params, sizeof(float), &oom);
+  x->mask = xcalloc((size_t)g->n_params, 1, &oom);
+  x->stats = xcalloc((size_t)g->n_stats, sizeof(float), &oom);
+  x->bn_save = xcalloc((size_t)g->n_stats, sizeof(float), &oom);
+  x->scratch = xcalloc((size_t)cap * (size_t)largest_out, sizeof(float), &oom);
+  x->logits = xcalloc((size_t)cap * (size_t)g->cfg.classes, sizeof(float), &oom);
+  e->wpart_size = largest_w;
+  e->wpart = xcalloc((size_t)largest_w * (size_t)x->threads, sizeof(float), &oom);
+  if (oom) {
+    snprintf(err, errlen,
+             "out of memory planning the arena (%zu floats for batch %d)",
+             2 * arena, cap);
+    rt_exec_free(x);
+    return NULL;
+  }
+  x->training = 1;
+  rt_exec_sync_mask(x);
+  return x;
+}
+
+void rt_exec_free(rt_exec *x) {
+  if (!x) return;
+  exec_impl *e = (exec_impl *)x;
+  free(x->act), free(x->dact), free(x->params), free(x->grads);
+  free(x->mom), free(x->mask), free(x->stats), free(x->bn_save);
+  free(x->scratch), free(x->logits), free(e->wpart);
+  free(e);
+}
+
+void rt_exec_sync_mask(rt_exec *x) {
+  const ir_graph *g = x->g;
+  for (int64_t i = 0; i < g->n_params; i++) {
+    x->mask[i] = (uint8_t)ir_alpha_get(g, i);
+    if (!x->mask[i]) x->params[i] = 0.0f, x->mom[i] = 0.0f;
+  }
+}
+
+void rt_exec_init_params(rt_exec *x, uint64_t seed) {
+  const ir_graph *g = x->g;
+  rt_rng rng;
+  rt_rng_seed(&rng, seed);
+  memset(x->params, 0, (size_t)g->n_params * sizeof(float));
+  memset(x->mom, 0, (size_t)g->n_params * sizeof(float));
+  for (int i = 0; i < g->n_layers; i++) {
+    const ir_layer *l = &g->layers[i];
+    if (l->w_off < 0) continue;
+    int64_t row = ir_fan_in(l);
+    for (int co = 0; co < l->cout; co++) {
+      const uint8_t *m = x->mask + l->w_off + co * row;
+      int64_t fan = 0;
+      for (int64_t k = 0; k < row; k++) fan += m[k];
+      float bound = 1.0f / sqrtf((float)(fan > 0 ? fan : 1));
+      /* ReLU layers: torch.nn.init.kaiming_uniform_(nonlinearity='relu'),
+       * which keeps deep sparse stacks from fading; the classifier keeps
+       * PyTorch's default. Biases: PyTorch's default. */
+      float wbound = l->relu ? bound * sqrtf(6.0f) : bound;
+      float *w = x->params + l->w_off + co * row;
+      for (int64_t k = 0; k < row; k++) {
+        float u = (2.0f * rt_rng_uniform(&rng) - 1.0f) * wbound;
+        w[k] = m[k] ? u : 0.0f;
+      }
+      float u = (2.0f * rt_rng_uniform(&rng) - 1.0f) * bound;
+      x->params[l->b_off + co] = x->mask[l->b_off + co] ? u : 0.0f;
+    }
+    if (l->bn) {
+      for (int c = 0; c < l->cout; c++) {
+        x->params[l->g_off + c] = 1.0f;
+        x->params[l->g_off + l->cout + c] = 0.0f;
+        x->stats[l->s_off + c] = 0.0f;
+        x->stats[l->s_off + l->cout + c] = 1.0f;
+      }
+    }
+  }
+}
+
+void rt_exec_set_input(rt_exec *x, const float *batch, int n) {
+  assert(n >= 1 && n <= x->cap);
+  const ir_graph *g = x->g;
+  const ir_tensor *t = &g->tensors[g->input_t];
+  size_t len = (size_t)t->c * t->h * t->w;
+  x->n = n;
+  for (int i = 0; i < n; i++)
+    memcpy(x->act + (size_t)i * g->act_size + t->off, batch + i * len,
+           len * sizeof(float));
+}
+
+double rt_exec_loss(rt_exec *x, const uint8_t *labels, int grad, int *correct) {
+  const ir_graph *g = x->g;
+  int k = g->cfg.classes, n = x->n;
+  int64_t off = g->tensors[g->logits_t].off, ns = g->act_size;
+  for (int i = 0; i < n; i++)
+    memcpy(x->logits + i * k, x->act + i * ns + off, (size_t)k * sizeof(float));
+  if (!grad) return rt_ref_softmax_xent(n, k, x->logits, labels, NULL, correct);
+  memset(x->dact, 0, (size_t)n * (size_t)ns * sizeof(float));
+  float *dl = x->scratch;
+  double loss = rt_ref_softmax_xent(n, k, x->logits, labels, dl, correct);
+  for (int i = 0; i < n; i++)
+    memcpy(x->dact + i * ns + off, dl + i * k, (size_t)k * sizeof(float));
+  return loss;
+}
+
+void rt_exec_sgd(rt_exec *x, float lr, float momentum, float decay) {
+  rt_ref_sgd((size_t)x->g->n_params, x->params, x->grads, x->mom, x->mask, lr,
+             momentum, decay);
+}
+
+/* Batch splitting. fn(job, chunk, n0, n1) runs samples [n0, n1). */
+typedef struct job job;
+typedef void (*chunk_fn)(const job *j, int chunk, int n0, int n1);
+struct job {
+  rt_exec *x;
+  const ir_layer *l;
+  int64_t in, z, out;
+  chunk_fn fn;
+};
+
+typedef struct task {
+  const job *j;
+  int chunk, n0, n1;
+} task;
+
+static void *task_main(void *p) {
+  task *t = p;
+  t->j->fn(t->j, t->chunk, t->n0, t->n1);
+  return NULL;
+}
+
+/* Returns the number of chunks used. Small batches stay on one thread. */
+static int run_chunks(const job *j) {
+  int n = j->x->n, T = j->x->threads;
+  if (T > n) T = n;
+  if (T <= 1) {
+    j->fn(j, 0, 0, n);
+    return 1;
+  }
+  task ts[RT_MAX_THREADS];
+  pthread_t th[RT_MAX_THREADS];
+  int started[RT_MAX_THREADS] = {0};
+  for (int c = 0; c < T; c++) {
+    ts[c] = (task){j, c, (int)((int64_t)n * c / T), (int)((int64_t)n * (c + 1) / T)};
+    if (c > 0) started[c] = pthread_create(&th[c], NULL, task_main, &ts[c]) == 0;
+  }
+  j->fn(j, 0, ts[0].n0, ts[0].n1);
+  for (int c = 1; c < T; c++) {
+    if (started[c]) pthread_join(th[c], NULL);
+    else task_main(&ts[c]); /* no thread to be had: run it here */
+  }
+  return T;
+}
+
+/* Sums the per-chunk weight-gradient partials, in chunk order. */
+static void reduce_wgrad(rt_exec *x, const ir_layer *l, int chunks) {
+  exec_impl *e = (exec_impl *)x;
+  int64_t nw = l->n_w, nb = l->cout;
+  float *dw = x->grads + l->w_off, *db = x->grads + l->b_off;
+  memcpy(dw, e->wpart, (size_t)nw * sizeof(float));
+  memcpy(db, e->wpart + nw, (size_t)nb * sizeof(float));
+  for (int c = 1; c < chunks; c++) {
+    const float *p = e->wpart + c * e->wpart_size;
+    for (int64_t i = 0; i < nw; i++) dw[i] += p[i];
+    for (int64_t i = 0; i < nb; i++) db[i] += p[nw + i];
+  }
+}
+
+static rt_exec *X(void *x) { return x; }
+
+static void pass_fwd(rt_exec *x, const ir_layer *l, int64_t prev, int64_t out) {
+  size_t len = (size_t)l->cout * l->oh * l->ow;
+  for (int i = 0; i < x->n; i++)
+    memcpy(x->act + i * x->g->act_size + out, x->act + i * x->g->act_size + prev,
+           len * sizeof(float));
+}
+
+static void pass_bwd(rt_exec *x, const ir_layer *l, int64_t prev, int64_t out) {
+  long len = (long)l->cout * l->oh * l->ow;
+  for (int i = 0; i < x->n; i++) {
+    float *d = x->dact + i * x->g->act_size;
+    for (long k = 0; k < len; k++) d[prev + k] += d[out + k];
+  }
+}
+
+static rt_conv_shape conv_shape(const rt_exec *x, const ir_layer *l, int n) {
+  rt_conv_shape s = {.n = n, .cin = l->cin, .h = l->h, .w = l->w,
+                     .cout = l->cout, .k = l->k, .stride = l->stride,
+                     .pad = l->pad, .x_ns = x->g->act_size,
+                     .y_ns = x->g->act_size};
+  rt_conv_shape_finish(&s);
+  assert(s.oh == l->oh && s.ow == l->ow);
+  return s;
+}
+
+static void conv_fwd_chunk(const job *j, int chunk, int n0, int n1) {
+  (void)chunk;
+  rt_exec *x = j->x;
+  const ir_layer *l = j->l;
+  int64_t ns = x->g->act_size, o = (int64_t)n0 * ns;
+  rt_conv_shape s = conv_shape(x, l, n1 - n0);
+  rt_ref_conv_fwd(&s, x->act + o + j->in, x->params + l->w_off,
+                  x->params + l->b_off, x->mask + l->w_off,
+                  x->mask + l->b_off, x->act + o + j->z);
+  if (!l->bn && l->relu)
+    rt_ref_relu_fwd(n1 - n0, (long)l->cout * l->oh * l->ow, x->act + o + j->z,
+                    ns, x->act + o + j->out, ns);
+}
+
+void rt_op_conv_fwd(RT_OP_ARGS) {
+  rt_exec *e = X(x);
+  const ir_layer *ly = &e->g->layers[l];
+  if (!ly->alive) {
+    pass_fwd(e, ly, prev, out);
+    return;
+  }
+  job j = {e, ly, in, z, out, conv_fwd_chunk};
+  run_chunks(&j);
+  if (ly->bn) {
+    int64_t ns = e->g->act_size;
+    rt_bn_shape s = {e->n, ly->cout, ly->oh * ly->ow, ns, ns};
+    rt_ref_bn_fwd(&s, e->training, e->act + z, e->params + ly->g_off,
+                  e->params + ly->g_off + ly->cout, e->stats + ly->s_off,
+                  e->stats + ly->s_off + ly->cout, e->bn_save + ly->s_off,
+                  e->bn_save + ly->s_off + ly->cout, e->act + out);
+    if (ly->relu)
+      rt_ref_relu_fwd(e->n, (long)ly->cout * ly->oh * ly->ow, e->act + out, ns,
+                      e->act + out, ns);
+  }
+}
+
+static void conv_bwd_chunk(const job *j, int chunk, int n0, int n1) {
+  rt_exec *x = j->x;
+  exec_impl *e = (exec_impl *)x;
+  const ir_layer *l = j->l;
+  int64_t ns = x->g->act_size, o = (int64_t)n0 * ns;
+  rt_conv_shape s = conv_shape(x, l, n1 - n0);
+  float *dw = e->wpart + chunk * e->wpart_size;
+  rt_ref_conv_bwd_weight(&s, x->act + o + j->in, x->dact + o + j->z,
+                         x->mask + l->w_off, x->mask + l->b_off, dw,
+                         dw + l->n_w);
+  rt_ref_conv_bwd_data(&s, x->dact + o + j->z, x->params + l->w_off,
+                       x->mask + l->w_off, x->dact + o + j->in);
+}
+
+/* Gradient of the pre-activation z: through the ReLU, and through batch
+ * norm via the scratch buffer. Shared by conv and linear. */
+static void act_bwd(rt_exec *e, const ir_layer *ly, int64_t z, int64_t out) {
+  int64_t ns = e->g->act_size;
+  long len = (long)ly->cout * ly->oh * ly->ow;
+  if (!ly->bn) {
+    rt_ref_relu_bwd(e->n, len, e->act + out, ns, e->dact + out, ns,
+                    e->dact + z, ns);
+    return;
+  }
+  float *d = e->scratch;
+  memset(d, 0, (size_t)e->n * (size_t)len * sizeof(float));
+  if (ly->relu)
+    rt_ref_relu_bwd(e->n, len, e->act + out, ns, e->dact + out, ns, d, len);
+  else
+    for (int i = 0; i < e->n; i++)
+      memcpy(d + i * len, e->dact + i * ns + out, (size_t)len * sizeof(float));
+  rt_bn_shape s = {e->n, ly->cout, ly->oh * ly->ow, ns, len};
+  /* bn_bwd reads x with x_ns and dy with y_ns */
+  rt_ref_bn_bwd(&s, e->act + z, d, e->params + ly->g_off,
+                e->bn_save + ly->s_off, e->bn_save + ly->s_off + ly->cout,
+                e->dact + z, e->grads + ly->g_off,
+                e->grads + ly->g_off + ly->cout);
+}
+
+void rt_op_conv_bwd(RT_OP_ARGS) {
+  rt_exec *e = X(x);
+  const ir_layer *ly = &e->g->layers[l];
+  if (!ly->alive) {
+    pass_bwd(e, ly, prev, out);
+    return;
+  }
+  act_bwd(e, ly, z, out);
+  job j = {e, ly, in, z, out, conv_bwd_chunk};
+  reduce_wgrad(e, ly, run_chunks(&j));
+}
+
+static rt_linear_shape lin_shape(const rt_exec *x, const ir_layer *l, int n) {
+  rt_linear_shape s = {n, l->cin, l->cout, x->g->act_size, x->g->act_size};
+  return s;
+}
+
+static void lin_fwd_chunk(const job *j, int chunk, int n0, int n1) {
+  (void)chunk;
+  rt_exec *x = j->x;
+  const ir_layer *l = j->l;
+  int64_t ns = x->g->act_size, o = (int64_t)n0 * ns;
+  rt_linear_shape s = lin_shape(x, l, n1 - n0);
+  int64_t dst = l->relu ? j->z : j->out;
+  rt_ref_linear_fwd(&s, x->act + o + j->in, x->params + l->w_off,
+                    x->params + l->b_off, x->mask + l->w_off,
+                    x->mask + l->b_off, x->act + o + dst);
+  if (l->relu)
+    rt_ref_relu_fwd(n1 - n0, l->cout, x->act + o + j->z, ns,
+                    x->act + o + j->out, ns);
+}
+
+void rt_op_linear_fwd(RT_OP_ARGS) {
+  rt_exec *e = X(x);
+  const ir_layer *ly = &e->g->layers[l];
+  if (!ly->alive) {
+    pass_fwd(e, ly, prev, out);
+    return;
+  }
+  job j = {e, ly, in, z, out, lin_fwd_chunk};
+  run_chunks(&j);
+}
+
+static void lin_bwd_chunk(const job *j, int chunk, int n0, int n1) {
+  rt_exec *x = j->x;
+  exec_impl *e = (exec_impl *)x;
+  const ir_layer *l = j->l;
+  int64_t ns = x->g->act_size, o = (int64_t)n0 * ns;
+  rt_linear_shape s = lin_shape(x, l, n1 - n0);
+  int64_t dz = l->relu ? j->z : j->out;
+  float *dw = e->wpart + chunk * e->wpart_size;
+  rt_ref_linear_bwd_weight(&s, x->act + o + j->in, x->dact + o + dz,
+                           x->mask + l->w_off, x->mask + l->b_off, dw,
+                           dw + l->n_w);
+  rt_ref_linear_bwd_data(&s, x->dact + o + dz, x->params + l->w_off,
+                         x->mask + l->w_off, x->dact + o + j->in);
+}
+
+void rt_op_linear_bwd(RT_OP_ARGS) {
+  rt_exec *e = X(x);
+  const ir_layer *ly = &e->g->layers[l];
+  if (!ly->alive) {
+    pass_bwd(e, ly, prev, out);
+    return;
+  }
+  if (ly->relu) act_bwd(e, ly, z, out);
+  job j = {e, ly, in, z, out, lin_bwd_chunk};
+  reduce_wgrad(e, ly, run_chunks(&j));
+}
+
+void rt_op_maxpool_fwd(RT_OP_ARGS) {
+  (void)z, (void)prev;
+  rt_exec *e = X(x);
+  const ir_layer *ly = &e->g->layers[l];
+  rt_pool_shape s = {e->n, ly->cin, ly->h, ly->w, ly->k, e->g->act_size,
+                     e->g->act_size};
+  rt_ref_maxpool_fwd(&s, e->act + in, e->act + out);
+}
+
+void rt_op_maxpool_bwd(RT_OP_ARGS) {
+  (void)z, (void)prev;
+  rt_exec *e = X(x);
+  const ir_layer *ly = &e->g->layers[l];
+  rt_pool_shape s = {e->n, ly->cin, ly->h, ly->w, ly->k, e->g->act_size,
+                     e->g->act_size};
+  rt_ref_maxpool_bwd(&s, e->act + in, e->dact + out, e->dact + in);
+}
+
+void rt_op_gap_fwd(RT_OP_ARGS) {
+  (void)z, (void)prev;
+  rt_exec *e = X(x);
+  const ir_layer *ly = &e->g->layers[l];
+  rt_ref_gap_fwd(e->n, ly->cin, ly->h * ly->w, e->act + in, e->g->act_size,
+                 e->act + out, e->g->act_size);
+}
+
+void rt_op_gap_bwd(RT_OP_ARGS) {
+  (void)z, (void)prev;
+  rt_exec *e = X(x);
+  const ir_layer *ly = &e->g->layers[l];
+  rt_ref_gap_bwd(e->n, ly->cin, ly->h * ly->w, e->dact + out, e->g->act_size,
+                 e->dact + in, e->g->act_size);
+}
+
+void rt_op_copy_fwd(RT_OP_ARGS) {
+  (void)z;
+  rt_exec *e = X(x);
+  pass_fwd(e, &e->g->layers[l], in, out);
+  (void)prev;
+}
+
+void rt_op_copy_bwd(RT_OP_ARGS) {
+  (void)z;
+  rt_exec *e = X(x);
+  pass_bwd(e, &e->g->layers[l], in, out);
+  (void)prev;
+}
+
+typedef void (*op_fn)(RT_OP_ARGS);
+static const struct {
+  const char *name;
+  op_fn fn;
+} ops[] = {
+    {"rt_op_conv_fwd", rt_op_conv_fwd},       {"rt_op_conv_bwd", rt_op_conv_bwd},
+    {"rt_op_linear_fwd", rt_op_linear_fwd},   {"rt_op_linear_bwd", rt_op_linear_bwd},
+    {"rt_op_maxpool_fwd", rt_op_maxpool_fwd}, {"rt_op_maxpool_bwd", rt_op_maxpool_bwd},
+    {"rt_op_gap_fwd", rt_op_gap_fwd},         {"rt_op_gap_bwd", rt_op_gap_bwd},
+    {"rt_op_copy_fwd", rt_op_copy_fwd},       {"rt_op_copy_bwd", rt_op_copy_bwd},
+};
+
+void rt_exec_run(rt_exec *x, const ir_call *calls, int n) {
+  for (int i = 0; i < n; i++) {
+    const ir_call *c = &calls[i];
+    op_fn fn = NULL;
+    for (size_t k = 0; k < sizeof ops / sizeof ops[0]; k++)
+      if (strcmp(ops[k].name, c->fn) == 0) fn = ops[k].fn;
+    assert(fn && c->nargs == 5);
+    fn(x, c->args[0], c->args[1], c->args[2], c->args[3], c->args[4]);
+  }
+}

@@ -1,0 +1,89 @@
+/* exec.h: one compiled graph's execution state and its graph ops.
+ *
+ * An rt_exec owns the memory of a graph for a batch capacity, planned once:
+ * the activation arena and its gradient (sample-major: sample i's tensors
+ * sit at i * act_size), parameters, their gradients and momentum, the
+ * per-parameter masks expanded from α, and batch norm statistics. Nothing
+ * is allocated inside a training step.
+ *
+ * The graph driver (emitted by ilnasc, or interpreted from ir_schedule for
+ * tests) calls the rt_op_* entry points with the layer index and per-sample
+ * arena offsets baked in:
+ *
+ *   rt_exec *x = rt_exec_new(g, 128, 2, err, sizeof err);
+ *   rt_exec_init_params(x, seed);
+ *   rt_exec_set_input(x, batch, n);
+ *   fwd(x);                       // il_graph_forward, or rt_exec_run(x, calls, n)
+ *   double loss = rt_exec_loss(x, labels, &correct);
+ *   bwd(x);  rt_exec_sgd(x, lr, momentum, decay);
+ *   rt_exec_free(x);
+ */
+#ifndef ILNAS_RT_EXEC_H
+#define ILNAS_RT_EXEC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ir/ir.h"
+
+typedef struct rt_exec {
+  ir_graph *g;      /* not owned */
+  int cap;          /* batch capacity the arena was planned for */
+  int n;            /* current batch */
+  int training;     /* batch norm uses batch statistics when set */
+  float *act;       /* cap * act_size */
+  float *dact;      /* gradient of act, same layout */
+  float *params, *grads, *mom; /* n_params each */
+  uint8_t *mask;    /* n_params: α expanded to bytes */
+  float *stats;     /* n_stats: batch norm running mean, var */
+  float *bn_save;   /* n_stats: batch mean, 1/std of the last forward */
+  float *scratch;   /* cap * largest layer output: batch norm's gradient */
+  float *logits;    /* cap * classes, packed */
+  int threads;      /* worker threads for batch-split ops */
+} rt_exec;
+
+typedef void (*rt_graph_fn)(void *x);
+
+rt_exec *rt_exec_new(ir_graph *g, int cap, int threads, char *err, size_t errlen);
+void rt_exec_free(rt_exec *x);
+
+/* Re-expands α into the byte masks; call after α changes. Weights whose α
+ * bit is clear are forced to exactly zero, with their momentum. */
+void rt_exec_sync_mask(rt_exec *x);
+
+/* PyTorch-style initialisation of the active weights: Kaiming-uniform
+ * (torch.nn.init.kaiming_uniform_, ReLU gain) for ReLU layers, uniform in
+ * ±1/sqrt(fan-in) for the classifier and all biases (PyTorch's default),
+ * the fan-in counted over a neuron's active inputs;
+ * batch norm gamma 1, beta 0, running mean 0, var 1; momentum 0. */
+void rt_exec_init_params(rt_exec *x, uint64_t seed);
+
+/* Copies a packed batch [n][c][h][w] into the input tensor. */
+void rt_exec_set_input(rt_exec *x, const float *batch, int n);
+
+/* Softmax cross-entropy on the logits; leaves the logits' gradient in the
+ * gradient arena (which it clears first) when `grad` is set. Returns the
+ * mean loss. */
+double rt_exec_loss(rt_exec *x, const uint8_t *labels, int grad, int *correct);
+
+/* One SGD step on the active parameters. */
+void rt_exec_sgd(rt_exec *x, float lr, float momentum, float decay);
+
+/* Interprets a schedule (the same calls the emitted driver makes). */
+void rt_exec_run(rt_exec *x, const ir_call *calls, int n);
+
+/* Graph ops: x is the rt_exec, l the layer index, the rest per-sample arena
+ * offsets (-1 when the layer has no such tensor). */
+#define RT_OP_ARGS void *x, int64_t l, int64_t in, int64_t z, int64_t out, int64_t prev
+void rt_op_conv_fwd(RT_OP_ARGS);
+void rt_op_conv_bwd(RT_OP_ARGS);
+void rt_op_linear_fwd(RT_OP_ARGS);
+void rt_op_linear_bwd(RT_OP_ARGS);
+void rt_op_maxpool_fwd(RT_OP_ARGS);
+void rt_op_maxpool_bwd(RT_OP_ARGS);
+void rt_op_gap_fwd(RT_OP_ARGS);
+void rt_op_gap_bwd(RT_OP_ARGS);
+void rt_op_copy_fwd(RT_OP_ARGS);
+void rt_op_copy_bwd(RT_OP_ARGS);
+
+#endif

@@ -1,0 +1,210 @@
+/* main.c: the produced binary's command line. The graph driver emitted by
+ * ilnasc defines main(), which hands the embedded IR and the compiled
+ * forward and backward passes to il_main. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ir/ir.h"
+#include "runtime/train.h"
+
+int il_main(int argc, char **argv, const unsigned char *blob,
+            unsigned long blob_size, rt_graph_fn fwd, rt_graph_fn bwd);
+
+static const char *prog = "model";
+
+static void usage_main(FILE *f, const ir_graph *g) {
+  fprintf(f,
+          "usage: %s <command> [options]\n"
+          "\n"
+          "A network compiled by ilnasc from model '%s'.\n"
+          "\n"
+          "commands:\n"
+          "  train          train (and grow) the network, write RUN_DIR/metrics.jsonl\n"
+          "                 and RUN_DIR/final.ckpt\n"
+          "  eval CKPT      test accuracy of a checkpoint\n"
+          "  info CKPT      per-layer table of a checkpoint\n"
+          "  ir             print the embedded IR\n"
+          "\n"
+          "'%s <command> --help' shows a command's options.\n",
+          prog, g ? g->cfg.name : "?", prog);
+}
+
+static void usage_train(FILE *f, const ir_graph *g) {
+  const fe_model *m = &g->cfg;
+  fprintf(f,
+          "usage: %s train [options]\n"
+          "\n"
+          "  --epochs N        epochs to train (model: %d)\n"
+          "  --train-limit N   use the first N training images (default: all)\n"
+          "  --test-limit N    evaluate on the first N test images (default: all)\n"
+          "  --data PATH       data set location (model: %s)\n"
+          "  --run-dir DIR     where metrics.jsonl and checkpoints go (default: run)\n"
+          "  --seed N          seed for initialisation and data order (model: %" PRIu64 ")\n"
+          "  --threads N       worker threads (default: all cores)\n"
+          "  --search MODE     fixed | ilnas | random (model: %s)\n"
+          "  --backend NAME    ref (the reference kernels)\n"
+          "  --resume CKPT     continue a run from its checkpoint\n"
+          "  --quiet           no progress output\n",
+          prog, m->epochs, m->data_path, m->seed, ir_search_name(m->method));
+}
+
+/* Parses the integer value of option argv[*i]; reports and returns -1 on
+ * a missing or malformed value. */
+static int int_arg(int argc, char **argv, int *i, long long lo, long long *out) {
+  const char *opt = argv[*i];
+  if (*i + 1 >= argc) {
+    fprintf(stderr, "%s: error: %s needs a value\n", prog, opt);
+    return -1;
+  }
+  char *end;
+  errno = 0;
+  long long v = strtoll(argv[++*i], &end, 10);
+  if (errno || *end || end == argv[*i] || v < lo || v > INT32_MAX) {
+    fprintf(stderr, "%s: error: %s expects an integer >= %lld, got '%s'\n", prog,
+            opt, lo, argv[*i]);
+    return -1;
+  }
+  *out = v;
+  return 0;
+}
+
+static int str_arg(int argc, char **argv, int *i, const char **out) {
+  if (*i + 1 >= argc) {
+    fprintf(stderr, "%s: error: %s needs a value\n", prog, argv[*i]);
+    return -1;
+  }
+  *out = argv[++*i];
+  return 0;
+}
+
+static int is_help(const char *a) {
+  return strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0;
+}
+
+static int cmd_train(ir_graph *g, int argc, char **argv, rt_graph_fn fwd,
+                     rt_graph_fn bwd) {
+  rt_train_opts o;
+  rt_train_opts_default(&o);
+  for (int i = 2; i < argc; i++) {
+    const char *a = argv[i], *s;
+    long long v;
+    if (is_help(a)) {
+      usage_train(stdout, g);
+      return 0;
+    } else if (strcmp(a, "--epochs") == 0) {
+      if (int_arg(argc, argv, &i, 1, &v)) return 2;
+      o.epochs = (int)v;
+    } else if (strcmp(a, "--train-limit") == 0) {
+      if (int_arg(argc, argv, &i, 1, &v)) return 2;
+      o.train_limit = (int)v;
+    } else if (strcmp(a, "--test-limit") == 0) {
+      if (int_arg(argc, argv, &i, 1, &v)) return 2;
+      o.test_limit = (int)v;
+    } else if (strcmp(a, "--seed") == 0) {
+      if (int_arg(argc, argv, &i, 0, &v)) return 2;
+      o.seed = v;
+    } else if (strcmp(a, "--threads") == 0) {
+      if (int_arg(argc, argv, &i, 1, &v)) return 2;
+      o.threads = (int)v;
+    } else if (strcmp(a, "--data") == 0) {
+      if (str_arg(argc, argv, &i, &o.data)) return 2;
+    } else if (strcmp(a, "--run-dir") == 0) {
+      if (str_arg(argc, argv, &i, &o.run_dir)) return 2;
+    } else if (strcmp(a, "--resume") == 0) {
+      if (str_arg(argc, argv, &i, &o.resume)) return 2;
+    } else if (strcmp(a, "--quiet") == 0) {
+      o.quiet = 1;
+    } else if (strcmp(a, "--search") == 0) {
+      if (str_arg(argc, argv, &i, &s)) return 2;
+      if (strcmp(s, "fixed") == 0) o.search = FE_SEARCH_FIXED;
+      else if (strcmp(s, "ilnas") == 0) o.search = FE_SEARCH_ILNAS;
+      else if (strcmp(s, "random") == 0) o.search = FE_SEARCH_RANDOM;
+      else {
+        fprintf(stderr, "%s: error: --search expects fixed, ilnas or random, got '%s'\n",
+                prog, s);
+        return 2;
+      }
+    } else if (strcmp(a, "--backend") == 0) {
+      if (str_arg(argc, argv, &i, &s)) return 2;
+      if (strcmp(s, "ref") != 0) {
+        fprintf(stderr, "%s: error: unknown backend '%s' (this build has: ref)\n",
+                prog, s);
+        return 2;
+      }
+    } else {
+      fprintf(stderr, "%s: error: unknown option '%s' for train (see --help)\n",
+              prog, a);
+      return 2;
+    }
+  }
+  return rt_train(g, fwd, bwd, &o);
+}
+
+/* eval and info: one checkpoint plus a few options. */
+static int cmd_ckpt(ir_graph *g, int argc, char **argv, rt_graph_fn fwd) {
+  int eval = strcmp(argv[1], "eval") == 0;
+  const char *ckpt = NULL, *data = NULL;
+  long long threads = 0;
+  for (int i = 2; i < argc; i++) {
+    if (is_help(argv[i])) {
+      if (eval)
+        printf("usage: %s eval CKPT [--data PATH] [--threads N]\n\n"
+               "Evaluates a checkpoint on the test set; the last line is JSON\n"
+               "with test_acc.\n", prog);
+      else
+        printf("usage: %s info CKPT\n\nPer-layer shapes, active and total "
+               "parameters, density and live channels of a checkpoint.\n", prog);
+      return 0;
+    } else if (eval && strcmp(argv[i], "--data") == 0) {
+      if (str_arg(argc, argv, &i, &data)) return 2;
+    } else if (eval && strcmp(argv[i], "--threads") == 0) {
+      if (int_arg(argc, argv, &i, 1, &threads)) return 2;
+    } else if (argv[i][0] == '-' || ckpt) {
+      fprintf(stderr, "%s: error: unexpected argument '%s' for %s (see --help)\n",
+              prog, argv[i], argv[1]);
+      return 2;
+    } else {
+      ckpt = argv[i];
+    }
+  }
+  if (!ckpt) {
+    fprintf(stderr, "%s: error: %s needs a checkpoint (see --help)\n", prog, argv[1]);
+    return 2;
+  }
+  return eval ? rt_eval(g, fwd, ckpt, data, (int)threads) : rt_info(ckpt, stdout);
+}
+
+int il_main(int argc, char **argv, const unsigned char *blob,
+            unsigned long blob_size, rt_graph_fn fwd, rt_graph_fn bwd) {
+  if (argc > 0 && argv[0]) prog = argv[0];
+  char err[512];
+  ir_graph *g = ir_deserialize(blob, blob_size, err, sizeof err);
+  if (!g) {
+    fprintf(stderr, "%s: error: the embedded IR is damaged: %s\n", prog, err);
+    return 1;
+  }
+  int rc;
+  if (argc < 2) {
+    usage_main(stderr, g);
+    rc = 2;
+  } else if (is_help(argv[1])) {
+    usage_main(stdout, g);
+    rc = 0;
+  } else if (strcmp(argv[1], "train") == 0) {
+    rc = cmd_train(g, argc, argv, fwd, bwd);
+  } else if (strcmp(argv[1], "eval") == 0 || strcmp(argv[1], "info") == 0) {
+    rc = cmd_ckpt(g, argc, argv, fwd);
+  } else if (strcmp(argv[1], "ir") == 0) {
+    ir_dump(g, stdout);
+    rc = 0;
+  } else {
+    fprintf(stderr, "%s: error: unknown command '%s'\n", prog, argv[1]);
+    usage_main(stderr, g);
+    rc = 2;
+  }
+  ir_free(g);
+  return rc;
+}

@@ -1,0 +1,126 @@
+/* ref.h: the reference kernels, plain C, obviously right before fast.
+ *
+ * Every op the graph uses, forward and backward. They are the oracle that
+ * the JIT and GPU backends are tested against, and the fallback backend.
+ *
+ * Layout: NCHW, batch-major. An activation is a base pointer plus a
+ * per-sample stride in floats (`*_ns`), so a layer can read a channel prefix
+ * of a larger concatenation (dense connectivity) without copies.
+ *
+ * Masks: one byte per weight (and per bias), 1 = active. A NULL mask means
+ * all active. Masked weights are exactly zero; the kernels honour the mask
+ * anyway (forward skips them, weight gradients are written as exactly 0).
+ *
+ * Conventions: forward ops overwrite their output; backward-to-input ops
+ * ACCUMULATE into dx (several consumers can read one buffer); weight
+ * gradients OVERWRITE dw/db.
+ *
+ *   rt_conv_shape s = {.n = 8, .cin = 3, .h = 32, .w = 32, .cout = 16,
+ *                      .k = 3, .stride = 1, .pad = 1};
+ *   rt_conv_shape_finish(&s);           // oh, ow, default strides
+ *   rt_ref_conv_fwd(&s, x, w, b, wm, bm, y);
+ */
+#ifndef ILNAS_RT_REF_H
+#define ILNAS_RT_REF_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct rt_conv_shape {
+  int n;                /* batch */
+  int cin, h, w;        /* input channels (read), height, width */
+  int cout, oh, ow;     /* output channels, height, width */
+  int k, stride, pad;   /* square kernel */
+  long x_ns, y_ns;      /* floats between samples; 0 = packed */
+} rt_conv_shape;
+
+/* Fills oh, ow from h, w, k, stride, pad, and packed strides where 0. */
+void rt_conv_shape_finish(rt_conv_shape *s);
+
+/* Weights are [cout][cin][k][k]; bias [cout]; masks have the same shapes. */
+void rt_ref_conv_fwd(const rt_conv_shape *s, const float *x, const float *w,
+                     const float *b, const uint8_t *wm, const uint8_t *bm,
+                     float *y);
+void rt_ref_conv_bwd_data(const rt_conv_shape *s, const float *dy,
+                          const float *w, const uint8_t *wm, float *dx);
+void rt_ref_conv_bwd_weight(const rt_conv_shape *s, const float *x,
+                            const float *dy, const uint8_t *wm,
+                            const uint8_t *bm, float *dw, float *db);
+
+/* Linear: y[n][out] = W[out][in] x[n][in] + b[out]. Strides as above. */
+typedef struct rt_linear_shape {
+  int n, in, out;
+  long x_ns, y_ns; /* 0 = packed */
+} rt_linear_shape;
+
+void rt_ref_linear_fwd(const rt_linear_shape *s, const float *x,
+                       const float *w, const float *b, const uint8_t *wm,
+                       const uint8_t *bm, float *y);
+void rt_ref_linear_bwd_data(const rt_linear_shape *s, const float *dy,
+                            const float *w, const uint8_t *wm, float *dx);
+void rt_ref_linear_bwd_weight(const rt_linear_shape *s, const float *x,
+                              const float *dy, const uint8_t *wm,
+                              const uint8_t *bm, float *dw, float *db);
+
+/* Elementwise ops see a tensor as n samples of `len` floats, stride *_ns. */
+
+/* y = max(x, 0); y may equal x. */
+void rt_ref_relu_fwd(int n, long len, const float *x, long x_ns, float *y,
+                     long y_ns);
+/* dx += dy * (y > 0). */
+void rt_ref_relu_bwd(int n, long len, const float *y, long y_ns,
+                     const float *dy, long dy_ns, float *dx, long dx_ns);
+
+/* Batch norm over (n, h, w) per channel, eps 1e-5.
+ * Training: uses batch statistics, stores mean and 1/sqrt(var+eps) in
+ * save_mean/save_invstd, and updates the running statistics as PyTorch does
+ * (momentum 0.1, unbiased variance for the running value).
+ * Inference (training == 0): uses the running statistics. */
+typedef struct rt_bn_shape {
+  int n, c, hw;
+  long x_ns, y_ns; /* 0 = packed */
+} rt_bn_shape;
+
+void rt_ref_bn_fwd(const rt_bn_shape *s, int training, const float *x,
+                   const float *gamma, const float *beta, float *run_mean,
+                   float *run_var, float *save_mean, float *save_invstd,
+                   float *y);
+/* Training-mode backward: dx += ..., dgamma and dbeta overwritten.
+ * x and dx use the stride x_ns, dy uses y_ns. */
+void rt_ref_bn_bwd(const rt_bn_shape *s, const float *x, const float *dy,
+                   const float *gamma, const float *save_mean,
+                   const float *save_invstd, float *dx, float *dgamma,
+                   float *dbeta);
+
+/* Max-pool, window = stride = f, floor: oh = h / f. */
+typedef struct rt_pool_shape {
+  int n, c, h, w, f;
+  long x_ns, y_ns; /* 0 = packed */
+} rt_pool_shape;
+
+void rt_ref_maxpool_fwd(const rt_pool_shape *s, const float *x, float *y);
+/* dx += dy routed to the first maximum of each window (ties: lowest index),
+ * recomputed from x. */
+void rt_ref_maxpool_bwd(const rt_pool_shape *s, const float *x,
+                        const float *dy, float *dx);
+
+/* Global average pool: [n][c][hw] -> [n][c]. */
+void rt_ref_gap_fwd(int n, int c, int hw, const float *x, long x_ns,
+                    float *y, long y_ns);
+void rt_ref_gap_bwd(int n, int c, int hw, const float *dy, long dy_ns,
+                    float *dx, long dx_ns);
+
+/* Softmax cross-entropy, mean over the batch. Writes dlogits (overwrite,
+ * already divided by n) when dlogits is not NULL; counts argmax hits
+ * (ties: lowest index) into *correct when not NULL. Returns the mean loss. */
+double rt_ref_softmax_xent(int n, int classes, const float *logits,
+                           const uint8_t *labels, float *dlogits,
+                           int *correct);
+
+/* SGD with momentum and weight decay, PyTorch semantics:
+ *   g' = g + decay * w;  v = momentum * v + g';  w -= lr * v
+ * Entries with mask 0 are left untouched (they stay exactly 0). */
+void rt_ref_sgd(size_t n, float *w, const float *g, float *v,
+                const uint8_t *mask, float lr, float momentum, float decay);
+
+#endif

@@ -1,0 +1,556 @@
+/* train.c: the training loop, evaluation, and what a checkpoint holds. */
+#include "runtime/train.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "runtime/ckpt.h"
+#include "runtime/data.h"
+#include "search/search.h"
+
+void rt_train_opts_default(rt_train_opts *o) {
+  memset(o, 0, sizeof *o);
+  o->epochs = -1;
+  o->seed = -1;
+  o->search = -1;
+  o->run_dir = "run";
+}
+
+static double now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+int rt_default_threads(void) {
+  long n = sysconf(_SC_NPROCESSORS_ONLN);
+  return n < 1 ? 1 : n > 64 ? 64 : (int)n;
+}
+
+static rt_data_format data_format(fe_data d) {
+  switch (d) {
+  case FE_DATA_CIFAR10: return RT_DATA_CIFAR10;
+  case FE_DATA_STL10: return RT_DATA_STL10;
+  case FE_DATA_DIGITS_CSV: return RT_DATA_DIGITS_CSV;
+  case FE_DATA_IDX: break;
+  }
+  return RT_DATA_IDX;
+}
+
+/* Loads both splits and checks they fit the model's input and classes. */
+static int load_data(const ir_graph *g, const char *path, rt_dataset *train,
+                     rt_dataset *test) {
+  const fe_model *m = &g->cfg;
+  char err[1024];
+  if (!path) path = m->data_path;
+  if (rt_data_load(data_format(m->data), path, m->test_split, train, test, err,
+                   sizeof err)) {
+    fprintf(stderr, "error: %s\n", err);
+    return -1;
+  }
+  if (train->c != m->in_c || train->h != m->in_h || train->w != m->in_w) {
+    fprintf(stderr,
+            "error: %s: the %s images are %dx%dx%d but model '%s' expects "
+            "input %dx%dx%d\n",
+            path, ir_data_name(m->data), train->c, train->h, train->w, m->name,
+            m->in_c, m->in_h, m->in_w);
+  } else if (train->classes > m->classes || test->classes > m->classes) {
+    fprintf(stderr, "error: %s: labels go up to %d but model '%s' has %d classes\n",
+            path, (train->classes > test->classes ? train->classes : test->classes) - 1,
+            m->name, m->classes);
+  } else {
+    return 0;
+  }
+  rt_dataset_free(train);
+  rt_dataset_free(test);
+  return -1;
+}
+
+static void run_fwd(rt_exec *x, rt_graph_fn fwd, const ir_call *calls, int n) {
+  if (fwd) fwd(x);
+  else rt_exec_run(x, calls, n);
+}
+
+/* Accuracy and mean loss over a data set, in inference mode. */
+static double evaluate(rt_exec *x, rt_graph_fn fwd, const ir_call *calls,
+                       int ncalls, const rt_dataset *d, const rt_norm *nm,
+                       int limit, double *loss) {
+  int n = limit > 0 && limit < d->n ? limit : d->n, cap = x->cap, correct = 0;
+  size_t img = (size_t)d->c * d->h * d->w;
+  float *buf = malloc((size_t)cap * img * sizeof(float));
+  uint8_t *lab = malloc((size_t)cap);
+  int *idx = malloc((size_t)cap * sizeof(int));
+  double total = 0;
+  if (!buf || !lab || !idx) {
+    free(buf), free(lab), free(idx);
+    *loss = NAN;
+    return NAN;
+  }
+  x->training = 0;
+  for (int at = 0; at < n; at += cap) {
+    int b = n - at < cap ? n - at : cap, c = 0;
+    for (int i = 0; i < b; i++) idx[i] = at + i;
+    rt_data_batch(d, idx, b, nm, 0, 0, NULL, buf, lab);
+    rt_exec_set_input(x, buf, b);
+    run_fwd(x, fwd, calls, ncalls);
+    total += rt_exec_loss(x, lab, 0, &c) * b;
+    correct += c;
+  }
+  x->training = 1;
+  free(buf), free(lab), free(idx);
+  *loss = total / n;
+  return (double)correct / n;
+}
+
+static float lr_at(const fe_model *m, int epochs, int epoch, double frac) {
+  double t = epoch + frac;
+  switch (m->sched) {
+  case FE_SCHED_COSINE: return (float)(m->lr * 0.5 * (1 + cos(3.14159265358979323846 * t / epochs)));
+  case FE_SCHED_STEP: return (float)(m->lr * pow(m->step_gamma, epoch / m->step_every));
+  case FE_SCHED_CONSTANT: break;
+  }
+  return (float)m->lr;
+}
+
+static int make_dir(const char *dir) {
+  if (mkdir(dir, 0777) == 0 || errno == EEXIST) return 0;
+  fprintf(stderr, "error: cannot create run directory '%s': %s\n", dir,
+          strerror(errno));
+  return -1;
+}
+
+static void shuffle(int *idx, int n, rt_rng *rng) {
+  for (int i = 0; i < n; i++) idx[i] = i;
+  for (int i = n - 1; i > 0; i--) {
+    int j = (int)rt_rng_below(rng, (uint32_t)i + 1), t = idx[i];
+    idx[i] = idx[j], idx[j] = t;
+  }
+}
+
+/* The phase II batches: grow_batches random training batches, without
+ * augmentation, drawn from the run's RNG. */
+static int phase2_batches(const fe_model *m, const rt_dataset *d,
+                          const rt_norm *nm, rt_rng *rng, srch_batches *b,
+                          float *xbuf, uint8_t *ybuf, int *idx) {
+  int n = m->batch < d->n ? m->batch : d->n;
+  size_t img = (size_t)d->c * d->h * d->w;
+  for (int k = 0; k < m->grow_batches; k++) {
+    for (int i = 0; i < n; i++) idx[i] = (int)rt_rng_below(rng, (uint32_t)d->n);
+    rt_data_batch(d, idx, n, nm, 0, 0, NULL, xbuf + (size_t)k * n * img,
+                  ybuf + (size_t)k * n);
+  }
+  *b = (srch_batches){m->grow_batches, n, xbuf, ybuf};
+  return 0;
+}
+
+/* Whether phase II runs after `done` epochs: every grow_every epochs, or
+ * when the epoch's relative loss drop fell below the flat threshold; never
+ * in the frozen last epochs. */
+static int expand_now(const fe_model *m, int epochs, int done, double prev_loss,
+                      double loss) {
+  if (done >= epochs - m->freeze_last) return 0;
+  if (done % m->grow_every == 0) return 1;
+  return m->flat > 0 && prev_loss > 0 && (prev_loss - loss) / prev_loss < m->flat;
+}
+
+static void log_expand(FILE *f, const ir_graph *g, int epoch, const srch_event *ev) {
+  fprintf(f, "{\"event\": \"expand\", \"epoch\": %d, \"added\": %" PRId64
+          ", \"active_params\": %" PRId64 ", \"new_nodes\": %d, \"new_layers\": %d"
+          ", \"placeholders\": %d, \"loss_before\": %.6f, \"loss_after\": %.6f"
+          ", \"per_layer\": {", epoch, ev->added, ev->active, ev->new_nodes,
+          ev->new_layers, ev->placeholders, ev->loss_before, ev->loss_after);
+  int first = 1;
+  for (int i = 0; i < g->n_layers; i++)
+    if (ev->per_layer && ev->per_layer[i]) {
+      fprintf(f, "%s\"%s\": %" PRId64, first ? "" : ", ", g->layers[i].name,
+              ev->per_layer[i]);
+      first = 0;
+    }
+  fprintf(f, "}}\n");
+  fflush(f);
+}
+
+int rt_train(ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd,
+             const rt_train_opts *o) {
+  const fe_model *m = &g->cfg;
+  int epochs = o->epochs > 0 ? o->epochs : m->epochs;
+  int threads = o->threads > 0 ? o->threads : rt_default_threads();
+  fe_search method = o->search >= 0 ? (fe_search)o->search : m->method;
+  char err[1024];
+  int rc = 1;
+
+  rt_dataset train, test;
+  if (load_data(g, o->data, &train, &test)) return 1;
+  if (o->train_limit > 0 && o->train_limit < train.n)
+    rt_dataset_truncate(&train, o->train_limit);
+  rt_norm nm;
+  rt_data_norm(&train, &nm);
+
+  ir_call *fc = NULL, *bc = NULL;
+  int nf = 0, nb = 0, have_srch = 0;
+  rt_exec *x = NULL;
+  rt_train_state st = {0};
+  srch_state ss;
+  size_t img = (size_t)train.c * train.h * train.w;
+  int *order = malloc((size_t)train.n * sizeof(int));
+  float *buf = malloc((size_t)m->batch * img * sizeof(float));
+  float *pbuf = malloc((size_t)m->grow_batches * m->batch * img * sizeof(float));
+  uint8_t *lab = malloc((size_t)m->batch);
+  uint8_t *plab = malloc((size_t)m->grow_batches * m->batch);
+  FILE *metrics = NULL;
+  if (!order || !buf || !lab || !pbuf || !plab ||
+      ir_schedule(g, &fc, &nf, &bc, &nb)) {
+    fprintf(stderr, "error: out of memory\n");
+    goto out;
+  }
+  if (o->resume) {
+    ir_graph *cg;
+    if (rt_ckpt_load(o->resume, m->batch, threads, &cg, &x, &st, err, sizeof err) ||
+        rt_ir_compatible(g, cg, err, sizeof err)) {
+      fprintf(stderr, "error: %s\n", err);
+      if (x) { ir_free(x->g); rt_exec_free(x); x = NULL; }
+      goto out;
+    }
+    /* the checkpoint's architecture replaces the binary's seed */
+    memcpy(g->alpha, cg->alpha, (size_t)(g->n_params + 63) / 64 * 8);
+    for (int i = 0; i < g->n_layers; i++) g->layers[i].alive = cg->layers[i].alive;
+    ir_free(cg);
+    x->g = g;
+  } else {
+    x = rt_exec_new(g, m->batch, threads, err, sizeof err);
+    if (!x) {
+      fprintf(stderr, "error: %s\n", err);
+      goto out;
+    }
+    st.seed = o->seed >= 0 ? (uint64_t)o->seed : m->seed;
+    rt_rng_seed(&st.rng, st.seed * 2 + 1);
+    rt_exec_init_params(x, st.seed);
+    st.alr = m->alr;
+  }
+  if (srch_init(&ss, g, method, st.seed, fwd, bwd)) {
+    fprintf(stderr, "error: out of memory\n");
+    goto out;
+  }
+  have_srch = 1;
+  if (o->resume) {
+    ss.alr = st.alr, ss.expansions = st.expansions, ss.rng = st.srng;
+  } else if (method == FE_SEARCH_FIXED && m->budget != INT64_MAX) {
+    /* the fixed baseline: the same final size, grown at random, frozen */
+    srch_event ev = {0};
+    ir_count c = ir_count_params(g);
+    srch_grow_random(&ss, x, m->budget - c.active, &ev);
+    rt_exec_init_params(x, st.seed); /* a static network starts from scratch */
+  } else if (method != FE_SEARCH_FIXED) {
+    srch_refill(&ss, x);
+  }
+  if (make_dir(o->run_dir)) goto out;
+  char path[4096];
+  snprintf(path, sizeof path, "%s/metrics.jsonl", o->run_dir);
+  metrics = fopen(path, o->resume ? "a" : "w");
+  if (!metrics) {
+    fprintf(stderr, "error: cannot write '%s': %s\n", path, strerror(errno));
+    goto out;
+  }
+
+  int tty = isatty(2) && !o->quiet;
+  int steps_per_epoch = (train.n + m->batch - 1) / m->batch;
+  double t0 = now(), prev_loss = 0;
+  ir_count pc = ir_count_params(g);
+  char budget[32] = "no budget";
+  if (m->budget != INT64_MAX) snprintf(budget, sizeof budget, "%" PRId64, m->budget);
+  if (!o->quiet)
+    fprintf(stderr, "training %s: %d images, %d epochs, batch %d, %d threads, "
+            "search %s, %" PRId64 " active parameters of %s\n", m->name, train.n,
+            epochs, m->batch, threads, ir_search_name(method), pc.active, budget);
+  double test_acc = 0;
+  for (int ep = st.epoch; ep < epochs; ep++) {
+    double te = now(), loss_sum = 0;
+    int seen = 0, correct = 0;
+    shuffle(order, train.n, &st.rng);
+    for (int s = 0; s < steps_per_epoch; s++) {
+      int at = s * m->batch, b = train.n - at < m->batch ? train.n - at : m->batch;
+      rt_data_batch(&train, order + at, b, &nm, m->aug_crop, m->aug_flip,
+                    &st.rng, buf, lab);
+      rt_exec_set_input(x, buf, b);
+      run_fwd(x, fwd, fc, nf);
+      int c = 0;
+      double loss = rt_exec_loss(x, lab, 1, &c);
+      if (bwd) bwd(x);
+      else rt_exec_run(x, bc, nb);
+      rt_exec_sgd(x, lr_at(m, epochs, ep, (double)s / steps_per_epoch),
+                  (float)m->momentum, (float)m->decay);
+      st.step++;
+      loss_sum += loss * b, seen += b, correct += c;
+      if (tty && (s % 8 == 0 || s == steps_per_epoch - 1))
+        fprintf(stderr, "\repoch %d/%d  %3d%%  loss %.4f  acc %.2f%%  params %"
+                PRId64 "/%s   ", ep + 1, epochs, 100 * (s + 1) / steps_per_epoch,
+                loss_sum / seen, 100.0 * correct / seen, pc.active, budget);
+    }
+    if (!isfinite(loss_sum)) {
+      fprintf(stderr, "%serror: the training loss diverged in epoch %d "
+              "(try a smaller learning rate than %g)\n", tty ? "\n" : "", ep + 1, m->lr);
+      goto out;
+    }
+    double test_loss;
+    test_acc = evaluate(x, fwd, fc, nf, &test, &nm, o->test_limit, &test_loss);
+    st.epoch = ep + 1;
+    pc = ir_count_params(g);
+    double train_loss = loss_sum / seen, secs = now() - te;
+    fprintf(metrics,
+            "{\"epoch\": %d, \"train_loss\": %.6f, \"train_acc\": %.6f, "
+            "\"test_loss\": %.6f, \"test_acc\": %.6f, \"active_params\": %" PRId64
+            ", \"lr\": %.6g, \"seconds\": %.3f}\n",
+            ep + 1, train_loss, (double)correct / seen, test_loss, test_acc,
+            pc.active, lr_at(m, epochs, ep, 0), secs);
+    fflush(metrics);
+    if (!o->quiet)
+      fprintf(stderr, "%sepoch %d/%d  loss %.4f  train %.2f%%  test %.2f%%  "
+              "params %" PRId64 "/%s  %.1fs\n", tty ? "\r" : "", ep + 1, epochs,
+              train_loss, 100.0 * correct / seen, 100 * test_acc, pc.active,
+              budget, secs);
+    if (method != FE_SEARCH_FIXED &&
+        expand_now(m, epochs, ep + 1, prev_loss, train_loss)) {
+      srch_batches pb;
+      srch_event ev;
+      phase2_batches(m, &train, &nm, &st.rng, &pb, pbuf, plab, order);
+      ss.lr = lr_at(m, epochs, ep + 1, 0);
+      double tg = now();
+      if (srch_expand(&ss, x, &pb, &ev) == 0) {
+        log_expand(metrics, g, ep + 1, &ev);
+        if (!o->quiet)
+          fprintf(stderr, "  grew %" PRId64 " parameters to %" PRId64 "/%s "
+                  "(%d new nodes, %d new layers) loss %.4f -> %.4f  %.1fs\n",
+                  ev.added, ev.active, budget, ev.new_nodes, ev.new_layers,
+                  ev.loss_before, ev.loss_after, now() - tg);
+      }
+      pc = ir_count_params(g);
+    }
+    prev_loss = train_loss;
+    st.alr = ss.alr, st.expansions = ss.expansions, st.srng = ss.rng;
+    snprintf(path, sizeof path, "%s/last.ckpt", o->run_dir);
+    if (rt_ckpt_save(path, x, &st, err, sizeof err)) {
+      fprintf(stderr, "error: %s\n", err);
+      goto out;
+    }
+  }
+  snprintf(path, sizeof path, "%s/final.ckpt", o->run_dir);
+  if (rt_ckpt_save(path, x, &st, err, sizeof err)) {
+    fprintf(stderr, "error: %s\n", err);
+    goto out;
+  }
+  printf("{\"test_acc\": %.6f, \"active_params\": %" PRId64 ", \"epochs\": %d, "
+         "\"seconds\": %.3f, \"checkpoint\": \"%s\"}\n",
+         test_acc, ir_count_params(g).active, st.epoch, now() - t0, path);
+  rc = 0;
+out:
+  if (metrics) fclose(metrics);
+  if (have_srch) srch_free(&ss);
+  rt_exec_free(x);
+  free(fc), free(bc), free(order), free(buf), free(lab), free(pbuf), free(plab);
+  rt_dataset_free(&train);
+  rt_dataset_free(&test);
+  return rc;
+}
+
+int rt_eval(ir_graph *bin, rt_graph_fn fwd, const char *ckpt, const char *data,
+            int threads) {
+  char err[1024];
+  ir_graph *g;
+  rt_exec *x;
+  rt_train_state st;
+  if (threads <= 0) threads = rt_default_threads();
+  int cap = bin ? bin->cfg.batch : 128;
+  if (rt_ckpt_load(ckpt, cap, threads, &g, &x, &st, err, sizeof err)) {
+    fprintf(stderr, "error: %s\n", err);
+    return 1;
+  }
+  if (bin && rt_ir_compatible(bin, g, err, sizeof err)) {
+    fprintf(stderr, "error: %s: %s\n", ckpt, err);
+    rt_exec_free(x), ir_free(g);
+    return 1;
+  }
+  ir_call *fc = NULL, *bc = NULL;
+  int nf, nb, rc = 1;
+  rt_dataset train, test;
+  if (ir_schedule(g, &fc, &nf, &bc, &nb) == 0 && load_data(g, data, &train, &test) == 0) {
+    rt_norm nm;
+    rt_data_norm(&train, &nm);
+    double loss, acc = evaluate(x, fwd, fc, nf, &test, &nm, 0, &loss);
+    printf("{\"test_acc\": %.6f, \"test_loss\": %.6f, \"images\": %d, "
+           "\"active_params\": %" PRId64 "}\n",
+           acc, loss, test.n, ir_count_params(g).active);
+    rt_dataset_free(&train);
+    rt_dataset_free(&test);
+    rc = 0;
+  }
+  free(fc), free(bc);
+  rt_exec_free(x);
+  ir_free(g);
+  return rc;
+}
+
+int rt_info(const char *ckpt, FILE *out) {
+  char err[1024];
+  ir_graph *g;
+  rt_exec *x;
+  rt_train_state st;
+  if (rt_ckpt_load(ckpt, 1, 1, &g, &x, &st, err, sizeof err)) {
+    fprintf(stderr, "error: %s\n", err);
+    return 1;
+  }
+  const fe_model *m = &g->cfg;
+  fprintf(out, "model %s  (%s granularity, epoch %d, seed %" PRIu64 ")\n",
+          m->name, m->gran == FE_GRAN_KERNEL ? "kernel" : "weight", st.epoch,
+          st.seed);
+  fprintf(out, "%-12s %-8s %-22s %10s %10s %8s %6s %s\n", "layer", "kind",
+          "shape", "active", "total", "density", "live", "state");
+  for (int i = 0; i < g->n_layers; i++) {
+    const ir_layer *l = &g->layers[i];
+    if (l->w_off < 0) continue;
+    ir_count c = ir_count_layer(g, l);
+    char shape[64];
+    if (l->kind == IR_CONV)
+      snprintf(shape, sizeof shape, "%d->%d %dx%d k%d", l->cin, l->cout, l->oh,
+               l->ow, l->k);
+    else
+      snprintf(shape, sizeof shape, "%d->%d", l->cin, l->cout);
+    fprintf(out, "%-12s %-8s %-22s %10" PRId64 " %10" PRId64 " %7.2f%% %3d/%-3d %s\n",
+            l->name, l->kind == IR_CONV ? "conv" : "linear", shape, c.active,
+            c.total, 100.0 * (double)c.active / (double)c.total,
+            ir_live_outputs(g, l), l->cout,
+            !l->can_die ? "" : l->alive ? "alive" : "dead");
+  }
+  ir_count c = ir_count_params(g);
+  fprintf(out, "total: %" PRId64 " active of %" PRId64 " (%.2f%%), budget %s",
+          c.active, c.total, 100.0 * (double)c.active / (double)c.total,
+          m->budget == INT64_MAX ? "none" : "");
+  if (m->budget != INT64_MAX) fprintf(out, "%" PRId64, m->budget);
+  fprintf(out, ", batch norm %" PRId64 "\n", c.bn);
+  rt_exec_free(x);
+  ir_free(g);
+  return 0;
+}
+
+/* Checkpoint sections. Float arrays are stored in the host's byte order,
+ * which the loader checks against a marker. */
+static const uint32_t ENDIAN_MARK = 0x01020304u;
+
+typedef struct train_rec {
+  uint32_t mark;
+  int32_t epoch;
+  int64_t step;
+  uint64_t seed;
+  uint64_t rng[4];
+  double alr;
+  int64_t expansions;
+  uint64_t srng[4];
+} train_rec;
+
+int rt_ckpt_save(const char *path, const rt_exec *x, const rt_train_state *st,
+                 char *err, size_t errlen) {
+  const ir_graph *g = x->g;
+  uint8_t *ir;
+  size_t irn;
+  if (ir_serialize(g, &ir, &irn)) {
+    snprintf(err, errlen, "%s: out of memory", path);
+    return -1;
+  }
+  train_rec tr = {ENDIAN_MARK, st->epoch, st->step, st->seed,
+                  {st->rng.s[0], st->rng.s[1], st->rng.s[2], st->rng.s[3]},
+                  st->alr, st->expansions,
+                  {st->srng.s[0], st->srng.s[1], st->srng.s[2], st->srng.s[3]}};
+  size_t np = (size_t)g->n_params * sizeof(float), ns = (size_t)g->n_stats * sizeof(float);
+  rt_ckpt_writer *w = rt_ckpt_writer_new();
+  int bad = !w || rt_ckpt_add(w, "IRGR", ir, irn) ||
+            rt_ckpt_add(w, "PARM", x->params, np) ||
+            rt_ckpt_add(w, "MOMT", x->mom, np) ||
+            rt_ckpt_add(w, "BNST", x->stats, ns) ||
+            rt_ckpt_add(w, "TRST", &tr, sizeof tr);
+  free(ir);
+  if (bad) {
+    snprintf(err, errlen, "%s: out of memory", path);
+    rt_ckpt_writer_free(w);
+    return -1;
+  }
+  int rc = rt_ckpt_write(w, path, err, errlen);
+  rt_ckpt_writer_free(w);
+  return rc;
+}
+
+int rt_ckpt_load(const char *path, int cap, int threads, ir_graph **gp,
+                 rt_exec **xp, rt_train_state *st, char *err, size_t errlen) {
+  *gp = NULL, *xp = NULL;
+  rt_ckpt *c = rt_ckpt_read(path, err, errlen);
+  if (!c) return -1;
+  size_t n, np, nm, ns, nt;
+  const void *ir = rt_ckpt_get(c, "IRGR", &n);
+  const void *params = rt_ckpt_get(c, "PARM", &np);
+  const void *mom = rt_ckpt_get(c, "MOMT", &nm);
+  const void *stats = rt_ckpt_get(c, "BNST", &ns);
+  const train_rec *tr = rt_ckpt_get(c, "TRST", &nt);
+  char why[512];
+  if (!ir || !params || !mom || !stats || !tr || nt != sizeof *tr) {
+    snprintf(err, errlen, "%s: checkpoint lacks a section (written by another version?)", path);
+    rt_ckpt_free(c);
+    return -1;
+  }
+  ir_graph *g = ir_deserialize(ir, n, why, sizeof why);
+  if (!g) {
+    snprintf(err, errlen, "%s: %s", path, why);
+    rt_ckpt_free(c);
+    return -1;
+  }
+  size_t want_p = (size_t)g->n_params * sizeof(float);
+  if (np != want_p || nm != want_p || ns != (size_t)g->n_stats * sizeof(float) ||
+      tr->mark != ENDIAN_MARK || tr->epoch < 0) {
+    snprintf(err, errlen, "%s: checkpoint sections do not match its IR", path);
+    ir_free(g), rt_ckpt_free(c);
+    return -1;
+  }
+  rt_exec *x = rt_exec_new(g, cap, threads, why, sizeof why);
+  if (!x) {
+    snprintf(err, errlen, "%s: %s", path, why);
+    ir_free(g), rt_ckpt_free(c);
+    return -1;
+  }
+  memcpy(x->params, params, np);
+  memcpy(x->mom, mom, nm);
+  memcpy(x->stats, stats, ns);
+  rt_exec_sync_mask(x);
+  st->epoch = tr->epoch, st->step = tr->step, st->seed = tr->seed;
+  memcpy(st->rng.s, tr->rng, sizeof st->rng.s);
+  st->alr = tr->alr, st->expansions = (int)tr->expansions;
+  memcpy(st->srng.s, tr->srng, sizeof st->srng.s);
+  rt_ckpt_free(c);
+  *gp = g, *xp = x;
+  return 0;
+}
+
+int rt_ir_compatible(const ir_graph *a, const ir_graph *b, char *err,
+                     size_t errlen) {
+  if (a->n_layers != b->n_layers || a->n_tensors != b->n_tensors ||
+      a->act_size != b->act_size || a->n_params != b->n_params ||
+      a->n_stats != b->n_stats || a->cfg.classes != b->cfg.classes) {
+    snprintf(err, errlen, "checkpoint of model '%s' (%" PRId64 " parameters) "
+             "does not fit this binary's model '%s' (%" PRId64 " parameters)",
+             b->cfg.name, b->n_params, a->cfg.name, a->n_params);
+    return -1;
+  }
+  for (int i = 0; i < a->n_layers; i++) {
+    const ir_layer *p = &a->layers[i], *q = &b->layers[i];
+    if (p->kind != q->kind || p->cin != q->cin || p->cout != q->cout ||
+        p->k != q->k || p->stride != q->stride || p->w_off != q->w_off ||
+        p->in_t != q->in_t || p->out_t != q->out_t) {
+      snprintf(err, errlen, "checkpoint layer %s differs from this binary's %s",
+               q->name, p->name);
+      return -1;
+    }
+  }
+  return 0;
+}

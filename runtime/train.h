@@ -1,0 +1,70 @@
+/* train.h: the training loop, evaluation and the checkpoint contents.
+ *
+ * What the produced binary's subcommands do, as library calls so tests can
+ * drive them without a compiled model: `fwd` and `bwd` are the graph
+ * driver's functions (emitted by ilnasc) or NULL to interpret the schedule.
+ *
+ *   rt_train_opts o; rt_train_opts_default(&o);
+ *   o.epochs = 2; o.run_dir = "run";
+ *   int rc = rt_train(g, fwd, bwd, &o);    // 0, or 1 after a message
+ */
+#ifndef ILNAS_RT_TRAIN_H
+#define ILNAS_RT_TRAIN_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "ir/ir.h"
+#include "runtime/exec.h"
+#include "runtime/rng.h"
+
+typedef struct rt_train_opts {
+  int epochs;          /* -1: the model's */
+  int train_limit;     /* 0: the whole training set */
+  int test_limit;      /* 0: the whole test set */
+  const char *data;    /* NULL: the model's data path */
+  const char *run_dir; /* metrics.jsonl, last.ckpt, final.ckpt */
+  int64_t seed;        /* -1: the model's */
+  int threads;         /* 0: all cores */
+  int search;          /* -1: the model's, else an fe_search */
+  const char *resume;  /* checkpoint to continue from, or NULL */
+  int quiet;           /* no progress output */
+} rt_train_opts;
+
+void rt_train_opts_default(rt_train_opts *o);
+/* Cores online, at most 64. */
+int rt_default_threads(void);
+int rt_train(ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd,
+             const rt_train_opts *o);
+
+/* Evaluates a checkpoint on its test set; prints one JSON line. */
+int rt_eval(ir_graph *binary_ir, rt_graph_fn fwd, const char *ckpt,
+            const char *data, int threads);
+
+/* Prints the per-layer table of a checkpoint. */
+int rt_info(const char *ckpt, FILE *out);
+
+/* Checkpoint contents: the IR with α, weights, momentum, batch norm
+ * statistics, RNG and training state. */
+typedef struct rt_train_state {
+  int epoch;      /* epochs completed */
+  int64_t step;   /* SGD steps taken */
+  uint64_t seed;  /* the run's seed */
+  rt_rng rng;     /* data order and augmentation */
+  double alr;     /* the search's current architecture learning rate */
+  int expansions; /* expansions so far */
+  rt_rng srng;    /* the search's random choices */
+} rt_train_state;
+
+int rt_ckpt_save(const char *path, const rt_exec *x, const rt_train_state *st,
+                 char *err, size_t errlen);
+/* Loads a checkpoint into a new IR and exec (batch capacity cap). */
+int rt_ckpt_load(const char *path, int cap, int threads, ir_graph **g,
+                 rt_exec **x, rt_train_state *st, char *err, size_t errlen);
+
+/* Whether two IRs describe the same super-network (α aside), i.e. whether a
+ * checkpoint can run on a binary's compiled schedule. */
+int rt_ir_compatible(const ir_graph *a, const ir_graph *b, char *err,
+                     size_t errlen);
+
+#endif

@@ -1,0 +1,596 @@
+/* search.c: phase II of ILNAS (the seed's Algorithm 1) and its baselines.
+ *
+ * Candidates are "units": one weight or bias at weight granularity, one
+ * (c_out, c_in) kernel or one bias at kernel granularity. Every count and
+ * every budget check is in parameters, so a kernel costs k*k. */
+#include "search/search.h"
+
+#include <assert.h>
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef srch_unit unit;
+
+int srch_init(srch_state *s, ir_graph *g, fe_search method, uint64_t seed,
+              rt_graph_fn fwd, rt_graph_fn bwd) {
+  memset(s, 0, sizeof *s);
+  s->g = g;
+  s->method = method;
+  s->alr = g->cfg.alr;
+  s->lr = (float)g->cfg.lr;
+  rt_rng_seed(&s->rng, seed ^ 0x9a0b1c2dull);
+  s->fwd = fwd, s->bwd = bwd;
+  int64_t col = 1;
+  for (int i = 0; i < g->n_layers; i++) {
+    const ir_layer *l = &g->layers[i];
+    if (l->kind == IR_CONV) {
+      int64_t c = ir_fan_in(l) * l->oh * l->ow;
+      if (c > col) col = c;
+    }
+  }
+  s->col_size = col;
+  s->gsum = calloc((size_t)g->n_params, sizeof(float));
+  s->gstar = calloc((size_t)g->n_params, sizeof(float));
+  s->col = calloc((size_t)col, sizeof(float));
+  s->per_layer = calloc((size_t)g->n_layers, sizeof(int64_t));
+  if (!s->gsum || !s->gstar || !s->col || !s->per_layer ||
+      ir_schedule(g, &s->fc, &s->nf, &s->bc, &s->nb)) {
+    srch_free(s);
+    return -1;
+  }
+  return 0;
+}
+
+void srch_free(srch_state *s) {
+  free(s->gsum), free(s->gstar), free(s->col), free(s->per_layer);
+  free(s->fc), free(s->bc);
+  memset(s, 0, sizeof *s);
+}
+
+static int weighted(const ir_layer *l) {
+  return (l->kind == IR_CONV || l->kind == IR_LINEAR) && l->w_off >= 0;
+}
+
+/* ---- the graph's channels: who produces and who consumes them ---- */
+
+/* The layer that writes channel ch of tensor t, or -1 (network input). */
+static int producer(const ir_graph *g, int t, int ch) {
+  for (int i = 0; i < g->n_layers; i++) {
+    const ir_layer *l = &g->layers[i];
+    if (l->out_t == t && ch >= l->out_ch && ch < l->out_ch + l->cout) return i;
+  }
+  return -1;
+}
+
+static int row_any(const ir_graph *g, const ir_layer *l, int co) {
+  int64_t row = ir_fan_in(l), base = l->w_off + co * row;
+  for (int64_t i = 0; i < row; i++)
+    if (ir_alpha_get(g, base + i)) return 1;
+  return 0;
+}
+
+/* Whether channel ch of tensor t can carry a signal: it has an active
+ * incoming weight, directly or through pass-throughs and pooling. */
+static int has_incoming(const ir_graph *g, int t, int ch) {
+  for (int depth = 0; depth < 4 * g->n_layers + 4; depth++) {
+    int p = producer(g, t, ch);
+    if (p < 0) return 1;
+    const ir_layer *l = &g->layers[p];
+    int c = ch - l->out_ch;
+    if (weighted(l) && l->alive) return row_any(g, l, c);
+    if (weighted(l)) { /* dead: its predecessor's slice */
+      t = l->prev_t, ch = l->prev_ch + c;
+    } else {           /* pooling or copy: same channel of its input */
+      t = l->in_t, ch = l->in_ch + c;
+    }
+  }
+  return 0;
+}
+
+/* Whether channel ch of tensor t reaches the output through an active
+ * weight of some consumer. */
+static int has_outgoing(const ir_graph *g, int t, int ch, int depth) {
+  if (t == g->logits_t) return 1;
+  if (depth > 4 * g->n_layers) return 0;
+  for (int i = 0; i < g->n_layers; i++) {
+    const ir_layer *l = &g->layers[i];
+    if (l->in_t != t) continue;
+    if (weighted(l) && l->alive) {
+      const ir_tensor *in = &g->tensors[t];
+      int per = l->kind == IR_LINEAR ? in->h * in->w : 1;
+      int lo = l->in_ch * per, c0 = ch * per - lo;
+      if (ch < l->in_ch || c0 >= l->cin) continue;
+      int kk = l->k * l->k;
+      for (int co = 0; co < l->cout; co++)
+        for (int f = c0; f < c0 + per; f++)
+          for (int k = 0; k < kk; k++)
+            if (ir_alpha_get(g, l->w_off + ((int64_t)co * l->cin + f) * kk + k))
+              return 1;
+    } else if (!weighted(l)) {
+      if (ch >= l->in_ch && ch < l->in_ch + l->cin &&
+          has_outgoing(g, l->out_t, l->out_ch + ch - l->in_ch, depth + 1))
+        return 1;
+    }
+  }
+  /* a dead layer passes this slice on */
+  for (int i = 0; i < g->n_layers; i++) {
+    const ir_layer *l = &g->layers[i];
+    if (weighted(l) && !l->alive && l->prev_t == t && ch >= l->prev_ch &&
+        ch < l->prev_ch + l->cout &&
+        has_outgoing(g, l->out_t, l->out_ch + ch - l->prev_ch, depth + 1))
+      return 1;
+  }
+  return 0;
+}
+
+/* ---- growth moves ---- */
+
+int64_t srch_revive_layer(rt_exec *x, int li) {
+  ir_graph *g = x->g;
+  ir_layer *l = &g->layers[li];
+  assert(weighted(l) && !l->alive && l->prev_t >= 0);
+  int kk = l->k * l->k, centre = (l->k / 2) * l->k + l->k / 2;
+  int64_t added = 0;
+  l->alive = 1;
+  for (int c = 0; c < l->cout; c++) {
+    if (!has_incoming(g, l->prev_t, l->prev_ch + c)) continue;
+    int ci = l->prev_ch - l->in_ch + c;
+    if (l->kind == IR_LINEAR) ci = c; /* reads the previous layer whole */
+    int64_t base = l->w_off + ((int64_t)c * l->cin + ci) * kk;
+    for (int k = 0; k < kk; k++) {
+      if (g->cfg.gran == FE_GRAN_WEIGHT && k != centre) continue;
+      if (!ir_alpha_get(g, base + k)) added++;
+      ir_alpha_set(g, base + k, 1);
+      x->mask[base + k] = 1;
+      x->params[base + k] = k == centre ? 1.0f : 0.0f;
+    }
+  }
+  if (l->bn)
+    for (int c = 0; c < l->cout; c++) {
+      for (int k = 0; k < 2; k++) {
+        ir_alpha_set(g, l->g_off + k * l->cout + c, 1);
+        x->mask[l->g_off + k * l->cout + c] = 1;
+      }
+      x->params[l->g_off + c] = 1.0f, x->params[l->g_off + l->cout + c] = 0.0f;
+      x->stats[l->s_off + c] = 0.0f, x->stats[l->s_off + l->cout + c] = 1.0f;
+    }
+  return added;
+}
+
+/* Undo a revival that kept no candidate: back to a pass-through. */
+static void kill_layer(rt_exec *x, int li) {
+  ir_graph *g = x->g;
+  ir_layer *l = &g->layers[li];
+  l->alive = 0;
+  int64_t n = l->n_w + l->cout + (l->bn ? 2 * l->cout : 0);
+  for (int64_t i = l->w_off; i < l->w_off + n; i++) {
+    ir_alpha_set(g, i, 0);
+    x->mask[i] = 0, x->params[i] = 0.0f, x->mom[i] = 0.0f;
+  }
+}
+
+/* Parameters a revival would add: its identity taps. */
+static int64_t revive_cost(const ir_graph *g, const ir_layer *l) {
+  int64_t n = 0;
+  for (int c = 0; c < l->cout; c++)
+    n += has_incoming(g, l->prev_t, l->prev_ch + c);
+  return n * (g->cfg.gran == FE_GRAN_KERNEL ? l->k * l->k : 1);
+}
+
+static void activate(rt_exec *x, const unit *u, const float *values) {
+  for (int32_t k = 0; k < u->len; k++) {
+    ir_alpha_set(x->g, u->start + k, 1);
+    x->mask[u->start + k] = 1;
+    x->params[u->start + k] = values ? values[u->start + k] : 0.0f;
+    x->mom[u->start + k] = 0.0f;
+  }
+}
+
+static void deactivate(rt_exec *x, const unit *u) {
+  for (int32_t k = 0; k < u->len; k++) {
+    ir_alpha_set(x->g, u->start + k, 0);
+    x->mask[u->start + k] = 0;
+    x->params[u->start + k] = 0.0f, x->mom[u->start + k] = 0.0f;
+  }
+}
+
+/* Every missing unit of every weighted layer (dead layers included: a
+ * unit there is a new layer). Kernel granularity keeps kernels whole. */
+static unit *missing_units(const ir_graph *g, int64_t *count) {
+  int64_t n = 0, cap = 1024;
+  unit *u = malloc((size_t)cap * sizeof *u);
+  if (!u) return NULL;
+  for (int li = 0; li < g->n_layers; li++) {
+    const ir_layer *l = &g->layers[li];
+    if (!weighted(l)) continue;
+    int len = g->cfg.gran == FE_GRAN_KERNEL ? l->k * l->k : 1;
+    int64_t nw_units = l->n_w / len;
+    for (int64_t k = 0; k < nw_units + l->cout; k++) {
+      int64_t start = k < nw_units ? l->w_off + k * len : l->b_off + (k - nw_units);
+      int32_t ulen = k < nw_units ? len : 1;
+      if (ir_alpha_get(g, start)) continue;
+      if (n == cap) {
+        cap *= 2;
+        unit *v = realloc(u, (size_t)cap * sizeof *u);
+        if (!v) { free(u); return NULL; }
+        u = v;
+      }
+      u[n++] = (unit){start, ulen, li, 0.0f};
+    }
+  }
+  *count = n;
+  return u;
+}
+
+void srch_sizes(const srch_state *s, int64_t *m, int64_t *n) {
+  const ir_graph *g = s->g;
+  ir_count c = ir_count_params(g);
+  int64_t room = g->cfg.budget == INT64_MAX ? c.candidate : g->cfg.budget - c.active;
+  if (room > c.candidate) room = c.candidate;
+  if (room < 0) room = 0;
+  int64_t want = (int64_t)ceil(s->alr * (double)c.active);
+  if (want < 1) want = 1;
+  *m = want < room ? want : room;
+  double nn = g->cfg.candidates * (double)*m;
+  *n = nn < (double)room ? (int64_t)nn : room;
+  if (*n < *m) *n = *m;
+}
+
+/* ---- placeholders ---- */
+
+int srch_refill(srch_state *s, rt_exec *x) {
+  ir_graph *g = s->g;
+  int added = 0;
+  for (int li = 0; li < g->n_layers; li++) {
+    ir_layer *l = &g->layers[li];
+    if (!weighted(l) || !l->alive || l->out_t == g->logits_t) continue;
+    int nodes = 0, holders = 0;
+    for (int c = 0; c < l->cout; c++) {
+      if (!row_any(g, l, c)) continue;
+      if (has_outgoing(g, l->out_t, l->out_ch + c, 0)) nodes++;
+      else holders++;
+    }
+    int want = (int)ceil(0.1 * nodes);
+    if (want < 1) want = 1;
+    /* live inputs and the incoming weights a placeholder gets */
+    int kk = l->k * l->k, per = l->kind == IR_LINEAR ? g->tensors[l->in_t].h * g->tensors[l->in_t].w : 1;
+    int live_in = 0;
+    for (int ci = 0; ci < l->cin; ci += per)
+      live_in += has_incoming(g, l->in_t, l->in_ch + ci / per);
+    if (live_in == 0) continue;
+    for (int c = 0; c < l->cout && holders < want; c++) {
+      if (row_any(g, l, c)) continue;
+      ir_count pc = ir_count_params(g);
+      double d = g->cfg.density;
+      int64_t cost = (int64_t)ceil(d * live_in * per) * (g->cfg.gran == FE_GRAN_KERNEL ? kk : 1);
+      if (g->cfg.gran == FE_GRAN_WEIGHT) cost *= kk;
+      if (cost < 1) cost = 1;
+      if (pc.active + cost > g->cfg.budget) return added;
+      int64_t row = ir_fan_in(l), base = l->w_off + c * row, got = 0;
+      float bound = 1.0f / sqrtf((float)cost);
+      for (int ci = 0; ci < l->cin; ci++) {
+        if (!has_incoming(g, l->in_t, l->in_ch + ci / per)) continue;
+        for (int k = 0; k < kk; k++) {
+          int on = g->cfg.gran == FE_GRAN_KERNEL && k > 0
+                       ? ir_alpha_get(g, base + (int64_t)ci * kk)
+                       : rt_rng_uniform(&s->rng) < d;
+          if (!on || pc.active + got >= g->cfg.budget) continue;
+          int64_t i = base + (int64_t)ci * kk + k;
+          ir_alpha_set(g, i, 1);
+          x->mask[i] = 1;
+          x->params[i] = (2.0f * rt_rng_uniform(&s->rng) - 1.0f) * bound;
+          got++;
+        }
+      }
+      if (got == 0) continue;
+      holders++, added++;
+    }
+  }
+  return added;
+}
+
+/* ---- the dense gradient ---- */
+
+static void im2col(const float *x, int64_t ns_unused, const ir_layer *l, float *col) {
+  (void)ns_unused;
+  int k = l->k, oh = l->oh, ow = l->ow;
+  for (int ci = 0; ci < l->cin; ci++)
+    for (int ky = 0; ky < k; ky++)
+      for (int kx = 0; kx < k; kx++) {
+        float *dst = col + (((int64_t)ci * k + ky) * k + kx) * oh * ow;
+        const float *src = x + (int64_t)ci * l->h * l->w;
+        for (int oy = 0; oy < oh; oy++) {
+          int iy = oy * l->stride - l->pad + ky;
+          for (int ox = 0; ox < ow; ox++) {
+            int ix = ox * l->stride - l->pad + kx;
+            dst[oy * ow + ox] = iy >= 0 && iy < l->h && ix >= 0 && ix < l->w
+                                    ? src[iy * l->w + ix] : 0.0f;
+          }
+        }
+      }
+}
+
+static int64_t layer_in(const ir_graph *g, const ir_layer *l) {
+  return g->tensors[l->in_t].off + (int64_t)l->in_ch * l->h * l->w;
+}
+static int64_t layer_out(const ir_graph *g, const ir_layer *l) {
+  return g->tensors[l->out_t].off + (int64_t)l->out_ch * l->oh * l->ow;
+}
+
+/* Adds this batch's dense weight gradient of layer li to out. The gradient
+ * of the pre-activation is in the gradient arena for live layers; a dead
+ * layer is the identity followed by a ReLU, so its is dout * (out > 0). */
+static void layer_dense_grad(srch_state *s, rt_exec *x, int li, float *out) {
+  const ir_graph *g = x->g;
+  const ir_layer *l = &g->layers[li];
+  int64_t ns = g->act_size, in = layer_in(g, l), o = layer_out(g, l);
+  int64_t len = (int64_t)l->cout * l->oh * l->ow, dz_ld = ns;
+  const float *dz = NULL;
+  if (l->alive) {
+    dz = x->dact + (l->z_t >= 0 ? g->tensors[l->z_t].off : o);
+  } else {
+    float *t = x->scratch;
+    for (int i = 0; i < x->n; i++)
+      for (int64_t k = 0; k < len; k++)
+        t[i * len + k] = x->act[i * ns + o + k] > 0 ? x->dact[i * ns + o + k] : 0.0f;
+    dz = t, dz_ld = len;
+  }
+  float *dw = out + l->w_off, *db = out + l->b_off;
+  if (l->kind == IR_LINEAR) {
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, l->cout, l->cin, x->n,
+                1.0f, dz, (int)dz_ld, x->act + in, (int)ns, 1.0f, dw, l->cin);
+    for (int i = 0; i < x->n; i++)
+      for (int c = 0; c < l->cout; c++) db[c] += dz[i * dz_ld + c];
+    return;
+  }
+  int ohw = l->oh * l->ow, fan = (int)ir_fan_in(l);
+  for (int i = 0; i < x->n; i++) {
+    im2col(x->act + i * ns + in, ns, l, s->col);
+    const float *d = dz + i * dz_ld;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, l->cout, fan, ohw,
+                1.0f, d, ohw, s->col, ohw, 1.0f, dw, fan);
+    for (int c = 0; c < l->cout; c++) {
+      float acc = 0;
+      for (int p = 0; p < ohw; p++) acc += d[c * ohw + p];
+      db[c] += acc;
+    }
+  }
+}
+
+static void run_graph(srch_state *s, rt_exec *x, int backward) {
+  if (backward) {
+    if (s->bwd) s->bwd(x);
+    else rt_exec_run(x, s->bc, s->nb);
+  } else {
+    if (s->fwd) s->fwd(x);
+    else rt_exec_run(x, s->fc, s->nf);
+  }
+}
+
+/* Loss on the phase II batches, no gradients; batch norm in training mode
+ * as during phase I, with its running statistics left untouched. */
+static double batches_loss(srch_state *s, rt_exec *x, const srch_batches *b) {
+  const ir_tensor *t = &x->g->tensors[x->g->input_t];
+  size_t img = (size_t)t->c * t->h * t->w;
+  double loss = 0;
+  for (int k = 0; k < b->count; k++) {
+    rt_exec_set_input(x, b->x + (size_t)k * b->n * img, b->n);
+    run_graph(s, x, 0);
+    loss += rt_exec_loss(x, b->y + (size_t)k * b->n, 0, NULL);
+  }
+  return loss / b->count;
+}
+
+double srch_dense_grad(srch_state *s, rt_exec *x, const srch_batches *b,
+                       float *out) {
+  const ir_graph *g = x->g;
+  const ir_tensor *t = &g->tensors[g->input_t];
+  size_t img = (size_t)t->c * t->h * t->w;
+  memset(out, 0, (size_t)g->n_params * sizeof(float));
+  double loss = 0;
+  for (int k = 0; k < b->count; k++) {
+    rt_exec_set_input(x, b->x + (size_t)k * b->n * img, b->n);
+    run_graph(s, x, 0);
+    loss += rt_exec_loss(x, b->y + (size_t)k * b->n, 1, NULL);
+    run_graph(s, x, 1);
+    for (int li = 0; li < g->n_layers; li++)
+      if (weighted(&g->layers[li])) layer_dense_grad(s, x, li, out);
+  }
+  float inv = 1.0f / (float)b->count;
+  for (int64_t i = 0; i < g->n_params; i++) out[i] *= inv;
+  return loss / b->count;
+}
+
+/* ---- one expansion ---- */
+
+static int by_score(const void *a, const void *b) {
+  const unit *p = a, *q = b;
+  if (p->score != q->score) return p->score < q->score ? 1 : -1;
+  return p->start < q->start ? -1 : p->start > q->start;
+}
+
+static float unit_norm(const unit *u, const float *g1, const float *g2) {
+  double acc = 0;
+  for (int32_t k = 0; k < u->len; k++) {
+    double v = g1[u->start + k] + (g2 ? g2[u->start + k] : 0.0f);
+    acc += v * v;
+  }
+  return (float)sqrt(acc);
+}
+
+/* Takes units in order while the parameter count (with the identity taps
+ * of layers they revive) stays within `cap`; returns how many. */
+static int64_t take_prefix(const ir_graph *g, unit *u, int64_t n, int64_t cap,
+                           uint8_t *revive) {
+  int64_t used = 0, k = 0, w = 0;
+  memset(revive, 0, (size_t)g->n_layers);
+  for (k = 0; k < n && used < cap; k++) {
+    const ir_layer *l = &g->layers[u[k].layer];
+    int64_t cost = u[k].len + (!l->alive && !revive[u[k].layer] ? revive_cost(g, l) : 0);
+    if (used + cost > cap) continue;
+    used += cost;
+    if (!l->alive) revive[u[k].layer] = 1;
+    u[w++] = u[k];
+  }
+  return w;
+}
+
+static void count_event(srch_state *s, rt_exec *x, const int64_t before,
+                        srch_event *ev) {
+  ir_count c = ir_count_params(x->g);
+  ev->active = c.active;
+  ev->added = c.active - before;
+  ev->per_layer = s->per_layer;
+}
+
+int64_t srch_add_candidates(const ir_graph *g, const float *grad, int64_t n,
+                            srch_unit **out) {
+  int64_t nu;
+  unit *u = missing_units(g, &nu);
+  uint8_t *revive = malloc((size_t)g->n_layers);
+  *out = NULL;
+  if (!u || !revive) {
+    free(u), free(revive);
+    return -1;
+  }
+  for (int64_t i = 0; i < nu; i++) u[i].score = unit_norm(&u[i], grad, NULL);
+  qsort(u, (size_t)nu, sizeof *u, by_score);
+  while (nu > 0 && u[nu - 1].score == 0.0f) nu--; /* no signal, no growth */
+  int64_t nc = take_prefix(g, u, nu, n, revive);
+  free(revive);
+  *out = u;
+  return nc;
+}
+
+int64_t srch_update_arch(const ir_graph *g, srch_unit *cand, int64_t nc,
+                         const float *grad, const float *gstar, int64_t m) {
+  uint8_t *revive = malloc((size_t)g->n_layers);
+  if (!revive) return 0;
+  for (int64_t i = 0; i < nc; i++) cand[i].score = unit_norm(&cand[i], grad, gstar);
+  qsort(cand, (size_t)nc, sizeof *cand, by_score);
+  int64_t nk = take_prefix(g, cand, nc, m, revive);
+  free(revive);
+  return nk;
+}
+
+int64_t srch_grow_random(srch_state *s, rt_exec *x, int64_t m, srch_event *ev) {
+  ir_graph *g = x->g;
+  int64_t n, before = ir_count_params(g).active;
+  unit *u = missing_units(g, &n);
+  uint8_t *revive = calloc((size_t)g->n_layers, 1);
+  if (!u || !revive) {
+    free(u), free(revive);
+    return -1;
+  }
+  for (int64_t i = 0; i < n; i++) u[i].score = rt_rng_uniform(&s->rng);
+  qsort(u, (size_t)n, sizeof *u, by_score);
+  int64_t k = take_prefix(g, u, n, m, revive);
+  for (int li = 0; li < g->n_layers; li++)
+    if (revive[li]) srch_revive_layer(x, li), ev->new_layers++;
+  for (int64_t i = 0; i < k; i++) {
+    activate(x, &u[i], NULL);
+    s->per_layer[u[i].layer] += u[i].len;
+  }
+  free(u), free(revive);
+  count_event(s, x, before, ev);
+  return ev->added;
+}
+
+/* Placeholders now: channels with incoming and no outgoing weights. */
+static int *placeholder_list(const ir_graph *g, int *count) {
+  int n = 0, cap = 64;
+  int *p = malloc((size_t)cap * 2 * sizeof *p);
+  for (int li = 0; p && li < g->n_layers; li++) {
+    const ir_layer *l = &g->layers[li];
+    if (!weighted(l) || !l->alive || l->out_t == g->logits_t) continue;
+    for (int c = 0; c < l->cout; c++) {
+      if (!row_any(g, l, c) || has_outgoing(g, l->out_t, l->out_ch + c, 0)) continue;
+      if (n == cap) {
+        cap *= 2;
+        int *q = realloc(p, (size_t)cap * 2 * sizeof *p);
+        if (!q) { free(p); return NULL; }
+        p = q;
+      }
+      p[2 * n] = li, p[2 * n + 1] = c, n++;
+    }
+  }
+  *count = n;
+  return p;
+}
+
+int srch_expand(srch_state *s, rt_exec *x, const srch_batches *b,
+                srch_event *ev) {
+  ir_graph *g = x->g;
+  memset(ev, 0, sizeof *ev);
+  memset(s->per_layer, 0, (size_t)g->n_layers * sizeof(int64_t));
+  if (s->method == FE_SEARCH_FIXED) return -1;
+  int64_t m, n;
+  srch_sizes(s, &m, &n);
+  if (m <= 0) return -1;
+  int64_t before = ir_count_params(g).active;
+  float *stats = malloc((size_t)(g->n_stats ? g->n_stats : 1) * sizeof(float));
+  int nph = 0;
+  int *ph = placeholder_list(g, &nph);
+  if (!stats || !ph) {
+    free(stats), free(ph);
+    return -1;
+  }
+  memcpy(stats, x->stats, (size_t)g->n_stats * sizeof(float));
+  ev->loss_before = batches_loss(s, x, b);
+  int rc = 0;
+
+  if (s->method == FE_SEARCH_RANDOM) {
+    if (srch_grow_random(s, x, m, ev) <= 0) rc = -1;
+  } else {
+    srch_dense_grad(s, x, b, s->gsum);
+    unit *u = NULL;
+    int64_t nc = srch_add_candidates(g, s->gsum, n, &u);
+    float *wstar = malloc((size_t)g->n_params * sizeof(float));
+    uint8_t *revive = calloc((size_t)g->n_layers, 1);
+    if (nc < 0 || !wstar || !revive) {
+      free(u), free(revive), free(wstar), free(stats), free(ph);
+      return -1;
+    }
+    /* α* and one SGD step on it: W* = -lr g on the candidates */
+    for (int64_t i = 0; i < nc; i++)
+      if (!g->layers[u[i].layer].alive && !revive[u[i].layer])
+        revive[u[i].layer] = 1, srch_revive_layer(x, u[i].layer);
+    for (int64_t i = 0; i < nc; i++)
+      for (int32_t k = 0; k < u[i].len; k++)
+        wstar[u[i].start + k] = -s->lr * s->gsum[u[i].start + k];
+    for (int64_t i = 0; i < nc; i++) activate(x, &u[i], wstar);
+    srch_dense_grad(s, x, b, s->gstar);
+    for (int64_t i = 0; i < nc; i++) deactivate(x, &u[i]);
+    for (int li = 0; li < g->n_layers; li++)
+      if (revive[li]) kill_layer(x, li);
+    /* UpdateArch: keep the m best by |g + g*|, the rest stay zero */
+    int64_t nk = srch_update_arch(g, u, nc, s->gsum, s->gstar, m);
+    memset(revive, 0, (size_t)g->n_layers);
+    for (int64_t i = 0; i < nk; i++)
+      if (!g->layers[u[i].layer].alive && !revive[u[i].layer])
+        revive[u[i].layer] = 1, srch_revive_layer(x, u[i].layer), ev->new_layers++;
+    for (int64_t i = 0; i < nk; i++) {
+      activate(x, &u[i], wstar);
+      s->per_layer[u[i].layer] += u[i].len;
+    }
+    free(revive), free(wstar);
+    count_event(s, x, before, ev);
+    if (ev->added <= 0) rc = -1;
+    free(u);
+  }
+  for (int i = 0; i < nph; i++)
+    if (has_outgoing(g, g->layers[ph[2 * i]].out_t,
+                     g->layers[ph[2 * i]].out_ch + ph[2 * i + 1], 0))
+      ev->new_nodes++;
+  free(ph);
+  ev->placeholders = srch_refill(s, x);
+  count_event(s, x, before, ev);
+  ev->loss_after = batches_loss(s, x, b);
+  memcpy(x->stats, stats, (size_t)g->n_stats * sizeof(float));
+  free(stats);
+  s->alr *= g->cfg.alr_decay;
+  s->expansions++;
+  return rc;
+}

@@ -1,0 +1,126 @@
+/* search.h: phase II, growing the architecture with the weights fixed.
+ *
+ * The search owns every change to α after the seed: scoring the missing
+ * parameters by their loss gradient at zero (one dense GEMM per layer),
+ * AddCandidates (the n largest |g| form α*), one SGD step on the candidates
+ * to get W* and g*, UpdateArch (keep the m best by |g + g*|, zero the rest),
+ * and the three ways a network grows:
+ *
+ *   - a new connection: a missing weight between live nodes;
+ *   - a new node: placeholders are channels (neurons) with incoming weights
+ *     and no outgoing ones, so they leave the output unchanged; one becomes
+ *     a node when it gains an outgoing connection, and the pool is refilled;
+ *   - a new layer: a dead layer passes its input through; a candidate in it
+ *     brings it alive initialised to the identity (centre tap c -> c), which
+ *     after a ReLU changes nothing.
+ *
+ * The random baseline grows the same number of parameters at the same
+ * moments, uniformly among the missing ones; the fixed baseline grows once,
+ * at random, to the budget, before training.
+ *
+ *   srch_state s; srch_init(&s, g, seed);
+ *   srch_refill(&s, x);                        // placeholders, at the start
+ *   srch_event ev;
+ *   if (srch_expand(&s, x, &batches, &ev) == 0) ... ev.added ...
+ *   srch_free(&s);
+ */
+#ifndef ILNAS_SRCH_H
+#define ILNAS_SRCH_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "ir/ir.h"
+#include "runtime/exec.h"
+#include "runtime/rng.h"
+
+/* A candidate: one weight or bias (weight granularity), or one whole
+ * (c_out, c_in) kernel or bias (kernel granularity). */
+typedef struct srch_unit {
+  int64_t start; /* first parameter */
+  int32_t len;   /* parameters in the unit */
+  int32_t layer;
+  float score;   /* |g|, then |g + g*| (the L2 norm over a kernel) */
+} srch_unit;
+
+/* The batches phase II looks at: inputs already normalised, packed. */
+typedef struct srch_batches {
+  int count;            /* batches */
+  int n;                /* images per batch */
+  const float *x;       /* count * n * (c*h*w) */
+  const uint8_t *y;     /* count * n */
+} srch_batches;
+
+typedef struct srch_state {
+  ir_graph *g;          /* not owned */
+  fe_search method;
+  double alr;           /* growth per expansion relative to the active size */
+  float lr;             /* step size of the hyper step (the caller's lr) */
+  int expansions;
+  rt_rng rng;
+  float *gsum;          /* n_params: dense gradient at W */
+  float *gstar;         /* n_params: dense gradient at W* */
+  float *col;           /* im2col scratch */
+  int64_t col_size;
+  int64_t *per_layer;   /* [n_layers]: parameters added by the last expansion */
+  rt_graph_fn fwd, bwd; /* the graph driver, or NULL to interpret */
+  ir_call *fc, *bc;
+  int nf, nb;
+} srch_state;
+
+typedef struct srch_event {
+  int64_t added;        /* parameters that became active */
+  int64_t *per_layer;   /* [n_layers], owned by the state until the next call */
+  int64_t active;       /* active parameters after the expansion */
+  int new_nodes;        /* placeholders that gained an outgoing connection */
+  int new_layers;       /* dead layers brought alive */
+  int placeholders;     /* placeholder channels/neurons added by the refill */
+  double loss_before, loss_after; /* on the phase II batches */
+} srch_event;
+
+int srch_init(srch_state *s, ir_graph *g, fe_search method, uint64_t seed,
+              rt_graph_fn fwd, rt_graph_fn bwd);
+void srch_free(srch_state *s);
+
+/* How many parameters the next expansion adds (m) and how many candidates
+ * it scores (n), from Alr, the budget and what is missing. */
+void srch_sizes(const srch_state *s, int64_t *m, int64_t *n);
+
+/* Tops up each growable layer's pool of placeholder nodes, within the
+ * budget. Does not change the network's output. Returns how many were
+ * added. */
+int srch_refill(srch_state *s, rt_exec *x);
+
+/* One expansion by the state's method. Returns 0, or -1 when nothing could
+ * be added (budget reached, nothing missing). Decays Alr. */
+int srch_expand(srch_state *s, rt_exec *x, const srch_batches *b,
+                srch_event *ev);
+
+/* AddCandidates: the missing units with the largest |g| (ties: lowest
+ * parameter index), as many as fit in n parameters, counting the identity
+ * taps of dead layers they would bring alive; units with g = 0 never
+ * qualify. *out (malloc'd) holds them best first. Returns the count, or -1
+ * when out of memory. */
+int64_t srch_add_candidates(const ir_graph *g, const float *grad, int64_t n,
+                            srch_unit **out);
+
+/* UpdateArch: reorders the candidates by |g + g*| and returns how many of
+ * the best fit in m parameters; those are kept, the rest go back to zero. */
+int64_t srch_update_arch(const ir_graph *g, srch_unit *cand, int64_t nc,
+                         const float *grad, const float *gstar, int64_t m);
+
+/* Grows `m` parameters chosen uniformly among the missing ones (the random
+ * baseline, and the fixed baseline's one-time growth). */
+int64_t srch_grow_random(srch_state *s, rt_exec *x, int64_t m, srch_event *ev);
+
+/* Dense gradient of the loss at every parameter, missing ones included (at
+ * their current value: zero, or the identity for a dead layer), summed
+ * over the batches into out[n_params]. Returns the mean loss. */
+double srch_dense_grad(srch_state *s, rt_exec *x, const srch_batches *b,
+                       float *out);
+
+/* Brings a dead layer alive as the identity on its live channels. Returns
+ * the number of parameters that became active. */
+int64_t srch_revive_layer(rt_exec *x, int layer);
+
+#endif

@@ -1,0 +1,261 @@
+/* test_search: the ranking of phase II, the growth moves that must leave
+ * the network's function unchanged, the budget, kernel granularity. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ir/ir.h"
+#include "runtime/exec.h"
+#include "runtime/rng.h"
+#include "search/search.h"
+
+static int failures;
+#define CHECK(c, ...)                                                          \
+  do {                                                                         \
+    if (!(c)) {                                                                \
+      failures++;                                                              \
+      fprintf(stderr, "%s:%d: FAIL: ", __FILE__, __LINE__);                    \
+      fprintf(stderr, __VA_ARGS__);                                            \
+      fputc('\n', stderr);                                                     \
+    }                                                                          \
+  } while (0)
+
+static ir_graph *build(const char *src) {
+  fe_model m;
+  if (fe_parse_string("test.ilnas", src, &m, stderr)) return NULL;
+  ir_graph *g = ir_build(&m, stderr);
+  fe_model_free(&m);
+  return g;
+}
+
+static size_t input_size(const ir_graph *g) {
+  const ir_tensor *t = &g->tensors[g->input_t];
+  return (size_t)t->c * t->h * t->w;
+}
+
+/* Logits of a fixed random batch. */
+static void logits(rt_exec *x, srch_state *s, const float *in, int n, float *out) {
+  rt_exec_set_input(x, in, n);
+  rt_exec_run(x, s->fc, s->nf);
+  const ir_graph *g = x->g;
+  int k = g->cfg.classes;
+  for (int i = 0; i < n; i++)
+    memcpy(out + i * k, x->act + i * g->act_size + g->tensors[g->logits_t].off,
+           (size_t)k * sizeof(float));
+}
+
+/* Brute force: is `idx` among the top-`count` of `score` over `cand`? */
+static void test_ranking(void) {
+  ir_graph *g = build("model r { input 1x1x6; classes 4; "
+                      "search weight budget 1k from density 0.5 seed 3; }");
+  CHECK(g, "build");
+  if (!g) return;
+  rt_rng rng;
+  rt_rng_seed(&rng, 9);
+  float *grad = calloc((size_t)g->n_params, sizeof(float));
+  float *gstar = calloc((size_t)g->n_params, sizeof(float));
+  for (int64_t i = 0; i < g->n_params; i++) {
+    grad[i] = (float)(rt_rng_uniform(&rng) * 2 - 1);
+    gstar[i] = (float)(rt_rng_uniform(&rng) * 2 - 1);
+  }
+  int64_t missing = ir_count_params(g).candidate;
+  CHECK(missing >= 6, "too few missing parameters (%lld)", (long long)missing);
+  srch_unit *u;
+  int64_t n = 5, nc = srch_add_candidates(g, grad, n, &u);
+  CHECK(nc == 5, "AddCandidates took %lld of 5", (long long)nc);
+  /* every candidate is missing and no missing one beats the weakest */
+  float weakest = INFINITY;
+  for (int64_t i = 0; i < nc; i++) {
+    CHECK(!ir_alpha_get(g, u[i].start), "candidate %lld is active", (long long)u[i].start);
+    float a = fabsf(grad[u[i].start]);
+    if (a < weakest) weakest = a;
+    CHECK(fabsf(u[i].score - a) < 1e-7f, "score is not |g|");
+  }
+  for (int64_t p = 0; p < g->n_params; p++) {
+    if (ir_alpha_get(g, p)) continue;
+    int in = 0;
+    for (int64_t i = 0; i < nc; i++) in |= u[i].start == p;
+    CHECK(in || fabsf(grad[p]) <= weakest, "missing %lld with |g| %g left out",
+          (long long)p, fabsf(grad[p]));
+  }
+  /* UpdateArch keeps the best 2 by |g + g*| among the candidates */
+  srch_unit cand[5];
+  memcpy(cand, u, sizeof cand);
+  int64_t nk = srch_update_arch(g, u, nc, grad, gstar, 2);
+  CHECK(nk == 2, "UpdateArch kept %lld of 2", (long long)nk);
+  for (int i = 0; i < 5; i++) {
+    int kept = cand[i].start == u[0].start || cand[i].start == u[1].start;
+    float v = fabsf(grad[cand[i].start] + gstar[cand[i].start]);
+    CHECK(kept || (v <= fabsf(grad[u[0].start] + gstar[u[0].start]) &&
+                   v <= fabsf(grad[u[1].start] + gstar[u[1].start])),
+          "candidate %lld with |g+g*| %g dropped", (long long)cand[i].start, v);
+  }
+  free(u), free(grad), free(gstar);
+  ir_free(g);
+
+  /* kernel granularity: whole kernels, scored by the norm of the gradient */
+  g = build("model k { input 2x5x5; classes 3; search kernel seed 2 from density 0.5;"
+            " stage conv { layers 1 channels 3 kernel 3x3; } }");
+  CHECK(g, "build kernel model");
+  if (!g) return;
+  grad = calloc((size_t)g->n_params, sizeof(float));
+  rt_rng_seed(&rng, 4);
+  for (int64_t i = 0; i < g->n_params; i++) grad[i] = rt_rng_uniform(&rng) - 0.5f;
+  nc = srch_add_candidates(g, grad, 30, &u);
+  int64_t total = 0;
+  for (int64_t i = 0; i < nc; i++) {
+    const ir_layer *l = &g->layers[u[i].layer];
+    total += u[i].len;
+    if (u[i].start < l->b_off) {
+      CHECK(u[i].len == 9 && (u[i].start - l->w_off) % 9 == 0, "kernel unit split");
+      double s = 0;
+      for (int k = 0; k < 9; k++) s += (double)grad[u[i].start + k] * grad[u[i].start + k];
+      CHECK(fabs(sqrt(s) - u[i].score) < 1e-5, "kernel score is not the norm");
+    }
+    if (i > 0) CHECK(u[i].score <= u[i - 1].score, "candidates out of order");
+  }
+  CHECK(total <= 30 && total > 20, "kernel candidates hold %lld parameters", (long long)total);
+  free(u), free(grad);
+  ir_free(g);
+}
+
+/* New nodes (placeholders) and new layers do not change the output. */
+static void test_function_preserving(void) {
+  ir_graph *g = build(
+      "model f { input 1x8x8; classes 5; search weight seed 5 from density 0.6;"
+      " stage conv { layers 1..3 channels 3..6 kernel 3x3 dense; }"
+      " reduce maxpool 2;"
+      " stage conv { layers 1..2 channels 4..6 kernel 3x3; }"
+      " stage linear { layers 1..3 width 6..9; } }");
+  CHECK(g, "build");
+  if (!g) return;
+  char err[256];
+  int n = 6;
+  rt_exec *x = rt_exec_new(g, n, 1, err, sizeof err);
+  srch_state s;
+  CHECK(x && srch_init(&s, g, FE_SEARCH_ILNAS, 1, NULL, NULL) == 0, "init");
+  rt_exec_init_params(x, 3);
+  size_t img = input_size(g);
+  float *in = malloc((size_t)n * img * sizeof(float));
+  rt_rng rng;
+  rt_rng_seed(&rng, 8);
+  for (size_t i = 0; i < n * img; i++) in[i] = rt_rng_uniform(&rng) * 2 - 1;
+  int k = g->cfg.classes;
+  float *a = malloc((size_t)n * k * sizeof(float)), *b = malloc((size_t)n * k * sizeof(float));
+  logits(x, &s, in, n, a);
+  int64_t before = ir_count_params(g).active;
+  int added = srch_refill(&s, x);
+  CHECK(added > 0, "no placeholders added");
+  CHECK(ir_count_params(g).active > before, "placeholders have no incoming weights");
+  logits(x, &s, in, n, b);
+  CHECK(memcmp(a, b, (size_t)n * k * sizeof(float)) == 0,
+        "placeholder nodes changed the logits");
+  int revived = 0;
+  for (int li = 0; li < g->n_layers; li++) {
+    ir_layer *l = &g->layers[li];
+    if (l->w_off < 0 || l->alive || !l->can_die) continue;
+    CHECK(srch_revive_layer(x, li) > 0, "%s: identity has no taps", l->name);
+    revived++;
+    logits(x, &s, in, n, b);
+    double worst = 0;
+    for (int i = 0; i < n * k; i++) worst = fmax(worst, fabs(a[i] - b[i]));
+    CHECK(worst <= 1e-6, "reviving %s changed the logits by %g", l->name, worst);
+  }
+  CHECK(revived >= 3, "only %d dead layers to revive", revived);
+  free(in), free(a), free(b);
+  srch_free(&s);
+  rt_exec_free(x);
+  ir_free(g);
+}
+
+static void check_whole_kernels(const ir_graph *g, const char *what) {
+  if (g->cfg.gran != FE_GRAN_KERNEL) return;
+  for (int i = 0; i < g->n_layers; i++) {
+    const ir_layer *l = &g->layers[i];
+    if (l->w_off < 0) continue;
+    int kk = l->k * l->k;
+    for (int64_t u = 0; u < l->n_w / kk; u++) {
+      int first = ir_alpha_get(g, l->w_off + u * kk);
+      for (int t = 1; t < kk; t++)
+        if (ir_alpha_get(g, l->w_off + u * kk + t) != first) {
+          CHECK(0, "%s: %s kernel %lld split", what, l->name, (long long)u);
+          return;
+        }
+    }
+  }
+}
+
+/* Random models and expansions: the budget holds, even for α*; kernel
+ * granularity stays whole; the outputs stay finite. */
+static void test_budget(void) {
+  rt_rng rng;
+  rt_rng_seed(&rng, 2024);
+  for (int trial = 0; trial < 24; trial++) {
+    char src[1024];
+    int gran = trial % 2, c1 = 2 + (int)rt_rng_below(&rng, 4), l1 = 1 + (int)rt_rng_below(&rng, 3);
+    int w = 3 + (int)rt_rng_below(&rng, 6), dense = (int)rt_rng_below(&rng, 2);
+    int budget = 300 + (int)rt_rng_below(&rng, 3000);
+    int method = trial % 3 == 2 ? FE_SEARCH_RANDOM : FE_SEARCH_ILNAS;
+    snprintf(src, sizeof src,
+             "model b%d { input 2x6x6; classes 3; search %s budget %d from density 0.%d seed %d;"
+             " stage conv { layers 1..%d channels 2..%d kernel 3x3 %s; }"
+             " reduce maxpool 2; stage linear { layers 1..2 width 3..%d; } }",
+             trial, gran ? "kernel" : "weight", budget, 1 + (int)rt_rng_below(&rng, 9),
+             trial, l1, c1, dense ? "dense" : "", w);
+    fe_model m;
+    FILE *null = fopen("/dev/null", "w");
+    int bad = fe_parse_string("b.ilnas", src, &m, null);
+    ir_graph *g = bad ? NULL : ir_build(&m, null);
+    if (!bad) fe_model_free(&m);
+    fclose(null);
+    if (!g) continue; /* budget below the seed: refused, as it should be */
+    char err[256];
+    int n = 4;
+    rt_exec *x = rt_exec_new(g, n, 1, err, sizeof err);
+    srch_state s;
+    srch_init(&s, g, (fe_search)method, (uint64_t)trial, NULL, NULL);
+    s.lr = 0.1f;
+    rt_exec_init_params(x, 1);
+    srch_refill(&s, x);
+    size_t img = input_size(g);
+    float *in = malloc((size_t)n * img * sizeof(float));
+    uint8_t lab[4];
+    for (size_t i = 0; i < n * img; i++) in[i] = rt_rng_uniform(&rng);
+    for (int i = 0; i < n; i++) lab[i] = (uint8_t)rt_rng_below(&rng, 3);
+    srch_batches b = {1, n, in, lab};
+    for (int e = 0; e < 6; e++) {
+      int64_t mm, nn;
+      srch_sizes(&s, &mm, &nn);
+      ir_count c = ir_count_params(g);
+      CHECK(c.active + nn <= g->cfg.budget, "trial %d: α* of %lld would exceed the budget %lld",
+            trial, (long long)(c.active + nn), (long long)g->cfg.budget);
+      srch_event ev;
+      srch_expand(&s, x, &b, &ev);
+      c = ir_count_params(g);
+      CHECK(c.active <= g->cfg.budget, "trial %d: %lld active > budget %lld", trial,
+            (long long)c.active, (long long)g->cfg.budget);
+      CHECK(isfinite(ev.loss_after), "trial %d: loss not finite", trial);
+      /* the masks mirror α */
+      for (int64_t i = 0; i < g->n_params; i++)
+        if (x->mask[i] != ir_alpha_get(g, i) || (!x->mask[i] && x->params[i] != 0.0f)) {
+          CHECK(0, "trial %d: mask or masked weight out of step at %lld", trial, (long long)i);
+          break;
+        }
+      check_whole_kernels(g, "after an expansion");
+    }
+    free(in);
+    srch_free(&s);
+    rt_exec_free(x);
+    ir_free(g);
+  }
+}
+
+int main(void) {
+  test_ranking();
+  test_function_preserving();
+  test_budget();
+  if (failures) fprintf(stderr, "%d failures\n", failures);
+  else printf("ok\n");
+  return failures != 0;
+}
