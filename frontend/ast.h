@@ -34,12 +34,12 @@ typedef struct fe_span {
 /* A number as written: 100k, 0.1, 5e-4, 4x, -3. */
 typedef struct fe_num {
   fe_span at;
-  double v;     /* value, k/M/G applied */
-  int64_t i;    /* the exact value when whole; saturated when huge */
-  int whole;    /* a whole number, decided on the digits (1.5k is, 0.1 is not) */
-  int huge;     /* whole but beyond int64 */
-  char suffix;  /* 'k', 'M', 'G', 'x' or 0 */
-  int bad;      /* malformed; the lexer already reported it */
+  double v;    /* value, k/M/G applied */
+  int64_t i;   /* the exact value when whole; saturated when huge */
+  int whole;   /* a whole number, decided on the digits (1.5k is, 0.1 is not) */
+  int huge;    /* whole but beyond int64 */
+  char suffix; /* 'k', 'M', 'G', 'x' or 0 */
+  int bad;     /* malformed; the lexer already reported it */
 } fe_num;
 
 /* A size as written: 1x28x28, 3x3, or one number. */
@@ -57,41 +57,71 @@ typedef struct fe_size {
  * one value (dense/chain, cosine/constant/step, ...): those share a key so
  * that giving two of them is a duplicate. */
 typedef enum fe_key {
-  FE_K_INPUT, FE_K_CLASSES,
-  FE_K_GRAN, FE_K_BUDGET, FE_K_DENSITY, FE_K_SEED,
-  FE_K_LAYERS, FE_K_CHANNELS, FE_K_WIDTH, FE_K_KERNEL, FE_K_CONNECT, FE_K_NORM,
-  FE_K_FACTOR,
-  FE_K_PATH, FE_K_CROP, FE_K_FLIP, FE_K_SPLIT,
-  FE_K_BATCH, FE_K_EPOCHS, FE_K_LR, FE_K_SCHED, FE_K_MOMENTUM, FE_K_DECAY,
-  FE_K_METHOD, FE_K_EVERY, FE_K_ALR, FE_K_ALR_DECAY, FE_K_CANDIDATES,
-  FE_K_FREEZE, FE_K_BATCHES, FE_K_FLAT,
+  FE_K_INPUT, /* model */
+  FE_K_CLASSES,
+  FE_K_GRAN, /* search */
+  FE_K_BUDGET,
+  FE_K_DENSITY,
+  FE_K_SEED,
+  FE_K_LAYERS, /* stage */
+  FE_K_CHANNELS,
+  FE_K_WIDTH,
+  FE_K_KERNEL,
+  FE_K_CONNECT,
+  FE_K_NORM,
+  FE_K_FACTOR, /* reduce */
+  FE_K_PATH,   /* data */
+  FE_K_CROP,
+  FE_K_FLIP,
+  FE_K_SPLIT,
+  FE_K_BATCH, /* train */
+  FE_K_EPOCHS,
+  FE_K_LR,
+  FE_K_SCHED,
+  FE_K_MOMENTUM,
+  FE_K_DECAY,
+  FE_K_METHOD, /* grow */
+  FE_K_EVERY,
+  FE_K_ALR,
+  FE_K_ALR_DECAY,
+  FE_K_CANDIDATES,
+  FE_K_FREEZE,
+  FE_K_BATCHES,
+  FE_K_FLAT,
   FE_K_COUNT
 } fe_key;
 
 typedef struct fe_setting {
   fe_key key;
-  fe_span at;       /* the keyword (for a choice: the chosen word) */
-  int choice;       /* GRAN, SCHED, METHOD: the fe_* enum; CONNECT: dense; NORM: batch */
-  fe_num a, b;      /* values; a range lo..hi; step's epochs and factor */
-  int nargs;        /* how many of a, b were written */
-  fe_size size;     /* INPUT, KERNEL */
-  const char *str;  /* PATH, unescaped */
+  fe_span at;      /* the keyword (for a choice: the chosen word) */
+  int choice;      /* GRAN, SCHED, METHOD: the fe_* enum; CONNECT: dense; NORM: batch */
+  fe_num a, b;     /* values; a range lo..hi; step's epochs and factor */
+  int nargs;       /* how many of a, b were written */
+  fe_size size;    /* INPUT, KERNEL */
+  const char *str; /* PATH, unescaped */
   struct fe_setting *next;
 } fe_setting;
 
 typedef enum fe_stmt_kind {
-  FE_ST_MODEL, FE_ST_DATA, FE_ST_TRAIN, FE_ST_GROW,              /* top level */
-  FE_ST_INPUT, FE_ST_CLASSES, FE_ST_SEARCH, FE_ST_STAGE, FE_ST_REDUCE /* in a model */
+  FE_ST_MODEL,
+  FE_ST_DATA,
+  FE_ST_TRAIN,
+  FE_ST_GROW, /* top level */
+  FE_ST_INPUT,
+  FE_ST_CLASSES,
+  FE_ST_SEARCH,
+  FE_ST_STAGE,
+  FE_ST_REDUCE /* in a model */
 } fe_stmt_kind;
 
 typedef struct fe_stmt {
   fe_stmt_kind kind;
-  fe_item_kind item;      /* STAGE, REDUCE: which one */
-  fe_span at;             /* the first keyword */
-  const char *name;       /* model, stage: the name; data: the format; NULL if absent */
+  fe_item_kind item; /* STAGE, REDUCE: which one */
+  fe_span at;        /* the first keyword */
+  const char *name;  /* model, stage: the name; data: the format; NULL if absent */
   fe_span name_at;
-  fe_setting *settings;   /* in source order */
-  struct fe_stmt *body;   /* model: its entries, in source order */
+  fe_setting *settings; /* in source order */
+  struct fe_stmt *body; /* model: its entries, in source order */
   struct fe_stmt *next;
 } fe_stmt;
 
@@ -107,8 +137,8 @@ typedef struct fe_chunk fe_chunk;
 
 /* An error and its notes, rendered, waiting to be printed in source order. */
 typedef struct fe_report {
-  fe_loc loc;     /* line 0: about the whole file, printed last */
-  int seq;        /* order of reporting, among equal locations */
+  fe_loc loc; /* line 0: about the whole file, printed last */
+  int seq;    /* order of reporting, among equal locations */
   char *text;
   size_t len;
 } fe_report;
@@ -119,21 +149,22 @@ typedef struct fe_ctx {
   const char *file, *src; /* not owned */
   size_t src_len;
   FILE *diag;
-  int errors;             /* all diagnostics with "error:" so far */
-  int syntax_errors;      /* of those, the ones bison reported */
-  int stopped;            /* FE_MAX_ERRORS reached: report nothing more */
-  int shown;              /* the last error was kept (its notes may follow) */
-  fe_report *reports;     /* held until fe_flush */
+  int errors;         /* all diagnostics with "error:" so far */
+  int syntax_errors;  /* of those, the ones bison reported */
+  int stopped;        /* FE_MAX_ERRORS reached: report nothing more */
+  int shown;          /* the last error was kept (its notes may follow) */
+  fe_report *reports; /* held until fe_flush */
   int n_reports, cap_reports;
   fe_chunk *arena;
-  jmp_buf *oom;           /* where to go when memory runs out during fe_syntax */
-  void *scanner;          /* the flex scanner, while fe_syntax runs */
-  int line, col, off;     /* the scanner's position: the next byte to read */
-  fe_span tok, prev;      /* the last token read and the one before it */
-  fe_span stmt, prev_stmt;/* the statement keyword before tok / before prev */
-  int tok_kind, prev_kind;/* their bison token kinds */
-  int resync;             /* a ';' was missing: parsing may resume at tok */
-  fe_stmt *file_ast;      /* the result: top-level statements in order */
+  jmp_buf *oom;                 /* where to go when memory runs out during fe_syntax */
+  void *scanner;                /* the flex scanner, while fe_syntax runs */
+  struct fe_block *flex_blocks; /* what the scanner has allocated (grammar/lexer.l) */
+  int line, col, off;           /* the scanner's position: the next byte to read */
+  fe_span tok, prev;            /* the last token read and the one before it */
+  fe_span stmt, prev_stmt;      /* the statement keyword before tok / before prev */
+  int tok_kind, prev_kind;      /* their bison token kinds */
+  int resync;                   /* a ';' was missing: parsing may resume at tok */
+  fe_stmt *file_ast;            /* the result: top-level statements in order */
 } fe_ctx;
 
 void fe_ctx_init(fe_ctx *c, const char *file, const char *src, size_t len, FILE *diag);

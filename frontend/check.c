@@ -15,10 +15,10 @@
 #include "frontend/ast.h"
 
 enum {
-  MAX_LAYERS = 64,      /* per stage and for the conv layers of a model */
-  MAX_CHANNELS = 1024,  /* conv stage width */
-  MAX_WIDTH = 65536,    /* linear stage width, classes */
-  MAX_IMAGE = 4096,     /* input height and width, reduction factor, crop */
+  MAX_LAYERS = 64,     /* per stage and for the conv layers of a model */
+  MAX_CHANNELS = 1024, /* conv stage width */
+  MAX_WIDTH = 65536,   /* linear stage width, classes */
+  MAX_IMAGE = 4096,    /* input height and width, reduction factor, crop */
   MAX_IN_CHANNELS = 4,
   MAX_BATCH = 65536,
 };
@@ -26,7 +26,7 @@ enum {
 typedef struct checker {
   fe_ctx *c;
   fe_model *m;
-  int complete;   /* no syntax error: the tree holds all that was written */
+  int complete; /* no syntax error: the tree holds all that was written */
 } checker;
 
 /* "%.*s" arguments for the source text of a span. */
@@ -46,7 +46,8 @@ static int duplicate(checker *k, const fe_setting **seen, const fe_setting *s) {
   else if (same)
     fe_error(k->c, s->at.loc, "'%.*s' given twice", TEXT(k, s->at));
   else
-    fe_error(k->c, s->at.loc, "'%.*s' conflicts with '%.*s' given before", TEXT(k, s->at), TEXT(k, first->at));
+    fe_error(k->c, s->at.loc, "'%.*s' conflicts with '%.*s' given before", TEXT(k, s->at),
+             TEXT(k, first->at));
   fe_note(k->c, first->at.loc, "first given here");
   return 1;
 }
@@ -54,7 +55,7 @@ static int duplicate(checker *k, const fe_setting **seen, const fe_setting *s) {
 static int suffix_ok(checker *k, const fe_num *n, const char *allowed) {
   if (!n->suffix || (allowed && strchr(allowed, n->suffix))) return 1;
   fe_error(k->c, n->at.loc, "the '%c' in '%.*s' is only allowed on %s", n->suffix, TEXT(k, n->at),
-        n->suffix == 'x' ? "candidates" : "budget");
+           n->suffix == 'x' ? "candidates" : "budget");
   return 0;
 }
 
@@ -71,11 +72,13 @@ static int whole(checker *k, const fe_num *n, const char *what, int64_t lo, int6
     return 0;
   }
   if (n->i < lo) {
-    fe_error(k->c, n->at.loc, "%s must be at least %lld, not '%.*s'", what, (long long)lo, TEXT(k, n->at));
+    fe_error(k->c, n->at.loc, "%s must be at least %lld, not '%.*s'", what, (long long)lo,
+             TEXT(k, n->at));
     return 0;
   }
   if (n->i > hi) {
-    fe_error(k->c, n->at.loc, "%s must be at most %lld, not '%.*s'", what, (long long)hi, TEXT(k, n->at));
+    fe_error(k->c, n->at.loc, "%s must be at most %lld, not '%.*s'", what, (long long)hi,
+             TEXT(k, n->at));
     return 0;
   }
   *out = n->i;
@@ -98,11 +101,11 @@ static int real(checker *k, const fe_num *n, const char *what, double lo, int lo
   int ok = (lo_open ? v > lo : v >= lo) && (hi_open ? v < hi : v <= hi);
   if (!ok) {
     if (isinf(hi))
-      fe_error(k->c, n->at.loc, "%s must be %s %g, not '%.*s'", what, lo_open ? "greater than" : "at least",
-            lo, TEXT(k, n->at));
+      fe_error(k->c, n->at.loc, "%s must be %s %g, not '%.*s'", what,
+               lo_open ? "greater than" : "at least", lo, TEXT(k, n->at));
     else
-      fe_error(k->c, n->at.loc, "%s must be in %c%g, %g%c, not '%.*s'", what, lo_open ? '(' : '[', lo, hi,
-            hi_open ? ')' : ']', TEXT(k, n->at));
+      fe_error(k->c, n->at.loc, "%s must be in %c%g, %g%c, not '%.*s'", what, lo_open ? '(' : '[',
+               lo, hi, hi_open ? ')' : ']', TEXT(k, n->at));
     return 0;
   }
   *out = v;
@@ -120,8 +123,8 @@ static int range(checker *k, const fe_setting *s, const char *what, int max, int
     b = a;
   if (!ok_a || !ok_b) return 0;
   if (a > b) {
-    fe_error(k->c, s->a.at.loc, "%s %d..%d starts above its bound; write seed..bound, like %d..%d", what, a,
-          b, b, a);
+    fe_error(k->c, s->a.at.loc, "%s %d..%d starts above its bound; write seed..bound, like %d..%d",
+             what, a, b, b, a);
     return 0;
   }
   *lo = a;
@@ -131,7 +134,8 @@ static int range(checker *k, const fe_setting *s, const char *what, int max, int
 
 static int name_ok(checker *k, const char *name, fe_span at, const char *what) {
   if (strlen(name) < FE_NAME_MAX) return 1;
-  fe_error(k->c, at.loc, "%s name '%s' is too long (at most %d characters)", what, name, FE_NAME_MAX - 1);
+  fe_error(k->c, at.loc, "%s name '%s' is too long (at most %d characters)", what, name,
+           FE_NAME_MAX - 1);
   return 0;
 }
 
@@ -150,17 +154,18 @@ static const char *item_words(fe_item_kind kind) {
 
 typedef struct item_info {
   const fe_stmt *st;
-  fe_loc layers_at;    /* for the model-wide layer count */
+  fe_loc layers_at; /* for the model-wide layer count */
   fe_loc factor_at;
-  int ok;              /* every setting the shape walk uses is valid */
-  int named;           /* the name was written, not defaulted */
+  int ok;    /* every setting the shape walk uses is valid */
+  int named; /* the name was written, not defaulted */
 } item_info;
 
 static void check_input(checker *k, const fe_setting *s, int *ok) {
   const fe_size *z = &s->size;
   if (z->bad) return;
   if (z->suffix || z->n != 3 || !z->whole) {
-    fe_error(k->c, z->at.loc, "input must be channels x height x width, like 1x28x28, not '%.*s'", TEXT(k, z->at));
+    fe_error(k->c, z->at.loc, "input must be channels x height x width, like 1x28x28, not '%.*s'",
+             TEXT(k, z->at));
     return;
   }
   if (z->d[0] < 1 || z->d[1] < 1 || z->d[2] < 1) {
@@ -169,12 +174,12 @@ static void check_input(checker *k, const fe_setting *s, int *ok) {
   }
   if (z->d[0] > MAX_IN_CHANNELS) {
     fe_error(k->c, z->at.loc, "input may have at most %d channels, not %lld", MAX_IN_CHANNELS,
-          (long long)z->d[0]);
+             (long long)z->d[0]);
     return;
   }
   if (z->d[1] > MAX_IMAGE || z->d[2] > MAX_IMAGE) {
     fe_error(k->c, z->at.loc, "input height and width must be at most %d, not '%.*s'", MAX_IMAGE,
-          TEXT(k, z->at));
+             TEXT(k, z->at));
     return;
   }
   k->m->in_c = (int)z->d[0];
@@ -187,8 +192,9 @@ static void check_kernel(checker *k, const fe_setting *s, fe_item *it) {
   const fe_size *z = &s->size;
   if (z->bad) return;
   if (z->suffix || !z->whole || z->n > 2) {
-    fe_error(k->c, z->at.loc, "kernel must be one size or two equal ones, like 3 or 3x3, not '%.*s'",
-          TEXT(k, z->at));
+    fe_error(k->c, z->at.loc,
+             "kernel must be one size or two equal ones, like 3 or 3x3, not '%.*s'",
+             TEXT(k, z->at));
     return;
   }
   if (z->n == 2 && z->d[0] != z->d[1]) {
@@ -200,8 +206,9 @@ static void check_kernel(checker *k, const fe_setting *s, fe_item *it) {
     return;
   }
   if (z->d[0] % 2 == 0) {
-    fe_error(k->c, z->at.loc, "kernel size must be odd so that a layer keeps the image size, not '%.*s'",
-          TEXT(k, z->at));
+    fe_error(k->c, z->at.loc,
+             "kernel size must be odd so that a layer keeps the image size, not '%.*s'",
+             TEXT(k, z->at));
     return;
   }
   it->kernel = (int)z->d[0];
@@ -244,13 +251,12 @@ static void check_stage(checker *k, const fe_stmt *st, fe_item *it, item_info *i
       if (s->key == FE_K_CONNECT) it->dense = s->choice;
       if (s->key == FE_K_NORM) it->batchnorm = s->choice;
       break;
-    default:
-      break;
+    default: break;
     }
   }
   if (k->complete && !seen[conv ? FE_K_CHANNELS : FE_K_WIDTH])
-    fe_error(k->c, st->at.loc, "%s stage '%s' needs '%s', like '%s'", conv ? "conv" : "linear", it->name,
-          conv ? "channels" : "width", conv ? "channels 16..32" : "width 32..128");
+    fe_error(k->c, st->at.loc, "%s stage '%s' needs '%s', like '%s'", conv ? "conv" : "linear",
+             it->name, conv ? "channels" : "width", conv ? "channels 16..32" : "width 32..128");
   info->ok = layers_ok;
 }
 
@@ -274,8 +280,8 @@ static void check_items(checker *k, item_info *info, int input_ok) {
       if (info[i].named)
         fe_error(k->c, info[i].st->name_at.loc, "duplicate stage name '%s'", it->name);
       else
-        fe_error(k->c, info[i].st->at.loc, "this stage's default name '%s' is taken; give it a name",
-              it->name);
+        fe_error(k->c, info[i].st->at.loc,
+                 "this stage's default name '%s' is taken; give it a name", it->name);
       fe_note(k->c, first, "'%s' is first used here", it->name);
       break;
     }
@@ -293,13 +299,13 @@ static void check_items(checker *k, item_info *info, int input_ok) {
         fe_note(k->c, linear->at.loc, "the linear stage is here");
       } else {
         fe_error(k->c, st->at.loc, "'%s' after the linear stage; the linear stage comes last",
-              item_words(it->kind));
+                 item_words(it->kind));
       }
       continue;
     }
     if (gap && it->kind != FE_STAGE_LINEAR) {
       fe_error(k->c, st->at.loc, "'%s' after 'reduce gap': the image is already pooled to 1x1",
-            item_words(it->kind));
+               item_words(it->kind));
       continue;
     }
     switch (it->kind) {
@@ -308,7 +314,7 @@ static void check_items(checker *k, item_info *info, int input_ok) {
       layers += it->layers_hi;
       if (layers > MAX_LAYERS && !too_deep) {
         fe_error(k->c, info[i].layers_at,
-              "conv layers add up to %d here; a model may have at most %d", layers, MAX_LAYERS);
+                 "conv layers add up to %d here; a model may have at most %d", layers, MAX_LAYERS);
         too_deep = 1;
       }
       break;
@@ -334,9 +340,7 @@ static void check_items(checker *k, item_info *info, int input_ok) {
       gap = st;
       h = w = 1;
       break;
-    case FE_STAGE_LINEAR:
-      linear = st;
-      break;
+    case FE_STAGE_LINEAR: linear = st; break;
     }
   }
 }
@@ -354,10 +358,10 @@ static void check_model(checker *k, const fe_stmt *model) {
   item_info info[FE_MAX_ITEMS];
   int input_ok = 0, convs = 0, linears = 0;
   for (const fe_stmt *st = model->body; st; st = st->next) {
-    const fe_stmt **once = st->kind == FE_ST_INPUT ? &input
+    const fe_stmt **once = st->kind == FE_ST_INPUT     ? &input
                            : st->kind == FE_ST_CLASSES ? &classes
-                           : st->kind == FE_ST_SEARCH ? &search
-                                                      : NULL;
+                           : st->kind == FE_ST_SEARCH  ? &search
+                                                       : NULL;
     if (once && *once) {
       fe_error(k->c, st->at.loc, "duplicate '%.*s' statement", TEXT(k, st->at));
       fe_note(k->c, (*once)->at.loc, "the first one is here");
@@ -375,8 +379,9 @@ static void check_model(checker *k, const fe_stmt *model) {
         case FE_K_GRAN: m->gran = (fe_gran)s->choice; break;
         case FE_K_BUDGET:
           if (!s->a.bad && s->a.suffix != 'x' && !s->a.whole)
-            fe_error(k->c, s->a.at.loc, "budget must come out a whole number of parameters, not '%.*s'",
-                  TEXT(k, s->a.at));
+            fe_error(k->c, s->a.at.loc,
+                     "budget must come out a whole number of parameters, not '%.*s'",
+                     TEXT(k, s->a.at));
           else if (whole(k, &s->a, "budget", 1, INT64_MAX, "kMG", &v))
             m->budget = v, m->budget_loc = s->a.at.loc;
           break;
@@ -412,8 +417,10 @@ static void check_model(checker *k, const fe_stmt *model) {
     else
       check_reduce(k, st, it, in);
   }
-  if (k->complete && !input) fe_error(k->c, here, "the model has no 'input', like 'input 1x28x28;'");
-  if (k->complete && !classes) fe_error(k->c, here, "the model has no 'classes', like 'classes 10;'");
+  if (k->complete && !input)
+    fe_error(k->c, here, "the model has no 'input', like 'input 1x28x28;'");
+  if (k->complete && !classes)
+    fe_error(k->c, here, "the model has no 'classes', like 'classes 10;'");
   check_items(k, info, input_ok);
 }
 
@@ -426,8 +433,9 @@ static void check_data(checker *k, const fe_stmt *st) {
   for (int i = 0; i < 4; i++)
     if (strcmp(st->name, formats[i]) == 0) m->data = (fe_data)i, found = 1;
   if (!found)
-    fe_error(k->c, st->name_at.loc, "unknown data format '%s'; the formats are idx, cifar10, stl10 and digits-csv",
-          st->name);
+    fe_error(k->c, st->name_at.loc,
+             "unknown data format '%s'; the formats are idx, cifar10, stl10 and digits-csv",
+             st->name);
   m->data_loc = st->name_at.loc;
   const fe_setting *seen[FE_K_COUNT] = {0};
   for (const fe_setting *s = st->settings; s; s = s->next) {
@@ -481,7 +489,9 @@ static void check_grow(checker *k, const fe_stmt *st, const fe_setting **freeze)
     case FE_K_EVERY: whole_int(k, &s->a, "every", 1, INT_MAX, &m->grow_every); break;
     case FE_K_ALR: real(k, &s->a, "alr", 0, 0, INFINITY, 0, NULL, &m->alr); break;
     case FE_K_ALR_DECAY: real(k, &s->a, "decay", 0, 1, 1, 0, NULL, &m->alr_decay); break;
-    case FE_K_CANDIDATES: real(k, &s->a, "candidates", 1, 0, INFINITY, 0, "x", &m->candidates); break;
+    case FE_K_CANDIDATES:
+      real(k, &s->a, "candidates", 1, 0, INFINITY, 0, "x", &m->candidates);
+      break;
     case FE_K_FREEZE:
       if (whole_int(k, &s->a, "freeze last", 0, INT_MAX, &m->freeze_last)) *freeze = s;
       break;
@@ -539,7 +549,9 @@ int fe_check(fe_ctx *c, fe_model *m) {
     }
     if (!model && any_model && k.complete)
       fe_error(c, st->at.loc, "'%.*s' must come after the model", TEXT(&k, st->at));
-    const fe_stmt **once = st->kind == FE_ST_DATA ? &data : st->kind == FE_ST_TRAIN ? &train : &grow;
+    const fe_stmt **once = st->kind == FE_ST_DATA    ? &data
+                           : st->kind == FE_ST_TRAIN ? &train
+                                                     : &grow;
     if (*once) {
       fe_error(c, st->at.loc, "duplicate '%.*s' statement", TEXT(&k, st->at));
       fe_note(c, (*once)->at.loc, "the first one is here");
@@ -548,7 +560,8 @@ int fe_check(fe_ctx *c, fe_model *m) {
     *once = st;
     if (st->kind == FE_ST_DATA) check_data(&k, st);
     if (st->kind == FE_ST_TRAIN) {
-      for (const fe_setting *s = st->settings; s; s = s->next) epochs_given |= s->key == FE_K_EPOCHS;
+      for (const fe_setting *s = st->settings; s; s = s->next)
+        epochs_given |= s->key == FE_K_EPOCHS;
       check_train(&k, st, &epochs_ok);
     }
     if (st->kind == FE_ST_GROW) check_grow(&k, st, &freeze);
@@ -556,7 +569,7 @@ int fe_check(fe_ctx *c, fe_model *m) {
   if (k.complete && !model)
     fe_error(c, (fe_loc){0, 0}, "no model; a file starts with 'model NAME { ... }'");
   if (k.complete && freeze && epochs_ok && m->freeze_last >= m->epochs)
-    fe_error(c, freeze->a.at.loc, "freeze last %d must be less than the %d epochs%s", m->freeze_last,
-          m->epochs, epochs_given ? "" : " (the default; set 'train epochs N')");
+    fe_error(c, freeze->a.at.loc, "freeze last %d must be less than the %d epochs%s",
+             m->freeze_last, m->epochs, epochs_given ? "" : " (the default; set 'train epochs N')");
   return c->errors;
 }

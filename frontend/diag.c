@@ -123,7 +123,8 @@ void fe_note(fe_ctx *c, fe_loc loc, const char *fmt, ...) {
 
 static int by_place(const void *a, const void *b) {
   const fe_report *x = a, *y = b;
-  long lx = x->loc.line > 0 ? x->loc.line : INT32_MAX, ly = y->loc.line > 0 ? y->loc.line : INT32_MAX;
+  long lx = x->loc.line > 0 ? x->loc.line : INT32_MAX,
+       ly = y->loc.line > 0 ? y->loc.line : INT32_MAX;
   if (lx != ly) return lx < ly ? -1 : 1;
   if (x->loc.col != y->loc.col) return x->loc.col < y->loc.col ? -1 : 1;
   return (x->seq > y->seq) - (x->seq < y->seq);
@@ -143,7 +144,7 @@ void fe_flush(fe_ctx *c) {
 void fe_error_at(const fe_model *m, fe_loc loc, FILE *diag, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
-  fe_vdiag(diag, m->file ? m->file : "<input>", m->src, m->src ? strlen(m->src) : 0, loc,
-           "error", fmt, ap);
+  fe_vdiag(diag, m->file ? m->file : "<input>", m->src, m->src ? strlen(m->src) : 0, loc, "error",
+           fmt, ap);
   va_end(ap);
 }

@@ -374,9 +374,7 @@ static const char *describe(yysymbol_kind_t s, const fe_ctx *c) {
   switch (s) {
   case YYSYMBOL_YYEOF: return "end of file";
   case YYSYMBOL_IDENT:
-    return c->tok_kind == T_DATA || c->prev_kind == T_DATA
-               ? "a data format (idx, cifar10, stl10 or digits-csv)"
-               : "a name";
+    return c->prev_kind == T_DATA ? "a data format (idx, cifar10, stl10 or digits-csv)" : "a name";
   case YYSYMBOL_NUMBER: return "a number";
   case YYSYMBOL_SIZE:
     return c->prev_kind == T_INPUT ? "a size like 1x28x28" : "a size like 3x3";
@@ -425,9 +423,9 @@ static int yyreport_syntax_error(const yypcontext_t *ctx, fe_ctx *c) {
   if (c->prev.loc.line == 0) after = c->tok.loc;
 
   /* A statement that ends where the next one (or the block, or the file)
-   * begins is missing its ';'. Within braces where '}' may come, ';' is
-   * only a separator and not what is missing. */
-  if (semi && !rbrace &&
+   * begins is missing its ';'. Where '}' or a statement may come, ';' is
+   * only a separator or an empty statement, and not what is missing. */
+  if (semi && !rbrace && !stmt &&
       (c->tok_kind == T_YYEOF || c->tok_kind == T_RBRACE || starts_statement(c->tok_kind))) {
     fe_span s = c->prev_stmt;
     int end = c->prev.off + c->prev.len;

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "ir/ir.h"
+#include "runtime/plot.h"
 #include "runtime/train.h"
 
 int il_main(int argc, char **argv, const unsigned char *blob,
@@ -26,6 +27,9 @@ static void usage_main(FILE *f, const ir_graph *g) {
           "                 and RUN_DIR/final.ckpt\n"
           "  eval CKPT      test accuracy of a checkpoint\n"
           "  info CKPT      per-layer table of a checkpoint\n"
+          "  plot RUN_DIR... -o FILE.svg\n"
+          "                 training loss, test accuracy and active parameters\n"
+          "                 against epochs, one line per run\n"
           "  ir             print the embedded IR\n"
           "\n"
           "'%s <command> --help' shows a command's options.\n",
@@ -46,7 +50,8 @@ static void usage_train(FILE *f, const ir_graph *g) {
           "  --threads N       worker threads (default: all cores)\n"
           "  --search MODE     fixed | ilnas | random (model: %s)\n"
           "  --backend NAME    ref (the reference kernels)\n"
-          "  --resume CKPT     continue a run from its checkpoint\n"
+          "  --resume CKPT     continue a run from its checkpoint (same options)\n"
+          "  --stop-after N    stop after epoch N, leaving RUN_DIR/last.ckpt\n"
           "  --quiet           no progress output\n",
           prog, m->epochs, m->data_path, m->seed, ir_search_name(m->method));
 }
@@ -103,6 +108,9 @@ static int cmd_train(ir_graph *g, int argc, char **argv, rt_graph_fn fwd,
     } else if (strcmp(a, "--test-limit") == 0) {
       if (int_arg(argc, argv, &i, 1, &v)) return 2;
       o.test_limit = (int)v;
+    } else if (strcmp(a, "--stop-after") == 0) {
+      if (int_arg(argc, argv, &i, 1, &v)) return 2;
+      o.stop_after = (int)v;
     } else if (strcmp(a, "--seed") == 0) {
       if (int_arg(argc, argv, &i, 0, &v)) return 2;
       o.seed = v;
@@ -177,6 +185,36 @@ static int cmd_ckpt(ir_graph *g, int argc, char **argv, rt_graph_fn fwd) {
   return eval ? rt_eval(g, fwd, ckpt, data, (int)threads) : rt_info(ckpt, stdout);
 }
 
+static int cmd_plot(int argc, char **argv) {
+  const char *out = NULL;
+  const char **dirs = calloc((size_t)argc, sizeof *dirs);
+  int n = 0;
+  if (!dirs) return 1;
+  for (int i = 2; i < argc; i++) {
+    if (is_help(argv[i])) {
+      printf("usage: %s plot RUN_DIR... -o FILE.svg\n\nDraws training loss, test "
+             "accuracy and active parameters against epochs from each run's\n"
+             "metrics.jsonl, one line per run.\n", prog);
+      free(dirs);
+      return 0;
+    } else if (strcmp(argv[i], "-o") == 0) {
+      if (str_arg(argc, argv, &i, &out)) { free(dirs); return 2; }
+    } else {
+      dirs[n++] = argv[i];
+    }
+  }
+  if (!n || !out) {
+    fprintf(stderr, "%s: error: plot needs run directories and -o FILE.svg\n", prog);
+    free(dirs);
+    return 2;
+  }
+  char err[1024];
+  int rc = rt_plot(dirs, n, out, err, sizeof err);
+  if (rc) fprintf(stderr, "%s: error: %s\n", prog, err);
+  free(dirs);
+  return rc ? 1 : 0;
+}
+
 int il_main(int argc, char **argv, const unsigned char *blob,
             unsigned long blob_size, rt_graph_fn fwd, rt_graph_fn bwd) {
   if (argc > 0 && argv[0]) prog = argv[0];
@@ -197,6 +235,8 @@ int il_main(int argc, char **argv, const unsigned char *blob,
     rc = cmd_train(g, argc, argv, fwd, bwd);
   } else if (strcmp(argv[1], "eval") == 0 || strcmp(argv[1], "info") == 0) {
     rc = cmd_ckpt(g, argc, argv, fwd);
+  } else if (strcmp(argv[1], "plot") == 0) {
+    rc = cmd_plot(argc, argv);
   } else if (strcmp(argv[1], "ir") == 0) {
     ir_dump(g, stdout);
     rc = 0;

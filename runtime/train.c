@@ -297,7 +297,7 @@ int rt_train(ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd,
               "(try a smaller learning rate than %g)\n", tty ? "\n" : "", ep + 1, m->lr);
       goto out;
     }
-    double test_loss;
+    double train_secs = now() - te, test_loss;
     test_acc = evaluate(x, fwd, fc, nf, &test, &nm, o->test_limit, &test_loss);
     st.epoch = ep + 1;
     pc = ir_count_params(g);
@@ -305,9 +305,9 @@ int rt_train(ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd,
     fprintf(metrics,
             "{\"epoch\": %d, \"train_loss\": %.6f, \"train_acc\": %.6f, "
             "\"test_loss\": %.6f, \"test_acc\": %.6f, \"active_params\": %" PRId64
-            ", \"lr\": %.6g, \"seconds\": %.3f}\n",
+            ", \"lr\": %.6g, \"train_seconds\": %.3f, \"seconds\": %.3f}\n",
             ep + 1, train_loss, (double)correct / seen, test_loss, test_acc,
-            pc.active, lr_at(m, epochs, ep, 0), secs);
+            pc.active, lr_at(m, epochs, ep, 0), train_secs, secs);
     fflush(metrics);
     if (!o->quiet)
       fprintf(stderr, "%sepoch %d/%d  loss %.4f  train %.2f%%  test %.2f%%  "
@@ -336,6 +336,15 @@ int rt_train(ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd,
     snprintf(path, sizeof path, "%s/last.ckpt", o->run_dir);
     if (rt_ckpt_save(path, x, &st, err, sizeof err)) {
       fprintf(stderr, "error: %s\n", err);
+      goto out;
+    }
+    if (o->stop_after > 0 && st.epoch >= o->stop_after && st.epoch < epochs) {
+      if (!o->quiet)
+        fprintf(stderr, "stopped after epoch %d; continue with --resume %s\n",
+                st.epoch, path);
+      printf("{\"stopped\": true, \"epochs\": %d, \"checkpoint\": \"%s\"}\n",
+             st.epoch, path);
+      rc = 0;
       goto out;
     }
   }

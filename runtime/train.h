@@ -28,6 +28,8 @@ typedef struct rt_train_opts {
   int threads;         /* 0: all cores */
   int search;          /* -1: the model's, else an fe_search */
   const char *resume;  /* checkpoint to continue from, or NULL */
+  int stop_after;      /* stop once this many epochs are done (0: never);
+                          the run resumes from RUN_DIR/last.ckpt */
   int quiet;           /* no progress output */
 } rt_train_opts;
 

@@ -64,8 +64,10 @@ static int producer(const ir_graph *g, int t, int ch) {
   return -1;
 }
 
+/* Whether output co of a layer has an active weight or bias into it. */
 static int row_any(const ir_graph *g, const ir_layer *l, int co) {
   int64_t row = ir_fan_in(l), base = l->w_off + co * row;
+  if (ir_alpha_get(g, l->b_off + co)) return 1;
   for (int64_t i = 0; i < row; i++)
     if (ir_alpha_get(g, base + i)) return 1;
   return 0;
@@ -179,13 +181,19 @@ static int64_t revive_cost(const ir_graph *g, const ir_layer *l) {
   return n * (g->cfg.gran == FE_GRAN_KERNEL ? l->k * l->k : 1);
 }
 
-static void activate(rt_exec *x, const unit *u, const float *values) {
+/* Switches a unit on; parameters already on (a revived layer's identity
+ * taps) keep their value. Returns how many came on. */
+static int activate(rt_exec *x, const unit *u, const float *values) {
+  int n = 0;
   for (int32_t k = 0; k < u->len; k++) {
+    if (ir_alpha_get(x->g, u->start + k)) continue;
+    n++;
     ir_alpha_set(x->g, u->start + k, 1);
     x->mask[u->start + k] = 1;
     x->params[u->start + k] = values ? values[u->start + k] : 0.0f;
     x->mom[u->start + k] = 0.0f;
   }
+  return n;
 }
 
 static void deactivate(rt_exec *x, const unit *u) {
@@ -490,8 +498,7 @@ int64_t srch_grow_random(srch_state *s, rt_exec *x, int64_t m, srch_event *ev) {
   for (int li = 0; li < g->n_layers; li++)
     if (revive[li]) srch_revive_layer(x, li), ev->new_layers++;
   for (int64_t i = 0; i < k; i++) {
-    activate(x, &u[i], NULL);
-    s->per_layer[u[i].layer] += u[i].len;
+    s->per_layer[u[i].layer] += activate(x, &u[i], NULL);
   }
   free(u), free(revive);
   count_event(s, x, before, ev);
@@ -560,9 +567,16 @@ int srch_expand(srch_state *s, rt_exec *x, const srch_batches *b,
     for (int64_t i = 0; i < nc; i++)
       for (int32_t k = 0; k < u[i].len; k++)
         wstar[u[i].start + k] = -s->lr * s->gsum[u[i].start + k];
-    for (int64_t i = 0; i < nc; i++) activate(x, &u[i], wstar);
+    uint8_t *on = calloc((size_t)(nc ? nc : 1), 1);
+    if (!on) {
+      free(u), free(revive), free(wstar), free(stats), free(ph);
+      return -1;
+    }
+    for (int64_t i = 0; i < nc; i++) on[i] = activate(x, &u[i], wstar) > 0;
     srch_dense_grad(s, x, b, s->gstar);
-    for (int64_t i = 0; i < nc; i++) deactivate(x, &u[i]);
+    for (int64_t i = 0; i < nc; i++)
+      if (on[i]) deactivate(x, &u[i]);
+    free(on);
     for (int li = 0; li < g->n_layers; li++)
       if (revive[li]) kill_layer(x, li);
     /* UpdateArch: keep the m best by |g + g*|, the rest stay zero */
@@ -571,9 +585,11 @@ int srch_expand(srch_state *s, rt_exec *x, const srch_batches *b,
     for (int64_t i = 0; i < nk; i++)
       if (!g->layers[u[i].layer].alive && !revive[u[i].layer])
         revive[u[i].layer] = 1, srch_revive_layer(x, u[i].layer), ev->new_layers++;
+    /* The kept parameters join at zero: W* only ranked them, and starting
+     * from zero leaves the network's function unchanged by the expansion,
+     * while phase I moves them from the next step on. */
     for (int64_t i = 0; i < nk; i++) {
-      activate(x, &u[i], wstar);
-      s->per_layer[u[i].layer] += u[i].len;
+      s->per_layer[u[i].layer] += activate(x, &u[i], NULL);
     }
     free(revive), free(wstar);
     count_event(s, x, before, ev);

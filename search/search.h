@@ -3,7 +3,8 @@
  * The search owns every change to α after the seed: scoring the missing
  * parameters by their loss gradient at zero (one dense GEMM per layer),
  * AddCandidates (the n largest |g| form α*), one SGD step on the candidates
- * to get W* and g*, UpdateArch (keep the m best by |g + g*|, zero the rest),
+ * to get W* and g*, UpdateArch (keep the m best by |g + g*|; they join at
+ * zero, like the rest, so an expansion never changes the network's output),
  * and the three ways a network grows:
  *
  *   - a new connection: a missing weight between live nodes;

@@ -187,7 +187,8 @@ int main(int argc, char **argv) {
   int update = argc > 1 && strcmp(argv[1], "--update") == 0;
   if (argc > 1 && strcmp(argv[1], "--clean") == 0) return run_clean(argc - 2, argv + 2);
   if (argc < 2 + update) {
-    fprintf(stderr, "usage: fe_golden [--update] DIR [CASE.ilnas ...] | fe_golden --clean FILE...\n");
+    fprintf(stderr,
+            "usage: fe_golden [--update] DIR [CASE.ilnas ...] | fe_golden --clean FILE...\n");
     return 2;
   }
   const char *dir = argv[1 + update];

@@ -12,12 +12,12 @@
 
 static int failures;
 
-#define CHECK(cond)                                                            \
-  do {                                                                         \
-    if (!(cond)) {                                                             \
-      fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-      failures++;                                                              \
-    }                                                                          \
+#define CHECK(cond)                                                                                \
+  do {                                                                                             \
+    if (!(cond)) {                                                                                 \
+      fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);                     \
+      failures++;                                                                                  \
+    }                                                                                              \
   } while (0)
 #define CHECK_STR(a, b) CHECK(strcmp((a), (b)) == 0)
 #define CHECK_LOC(l, ln, cl) CHECK((l).line == (ln) && (l).col == (cl))
@@ -54,7 +54,8 @@ static const char full[] =
     "  reduce gap;\n"
     "  stage linear { layers 1..2 width 32..128 }\n"
     "}\n"
-    "grow random every 2 epochs alr 0.5 decay 0.8 candidates 2.5x freeze last 3 batches 4 flat 0.01;\n"
+    "grow random every 2 epochs alr 0.5 decay 0.8 candidates 2.5x freeze last 3 batches 4 flat "
+    "0.01;\n"
     "train constant batch 64 epochs 20 lr 0.1 step 5 0.5 momentum 0 decay 0;\n"
     "data digits-csv \"/data/\\\"q\\\"\\\\d.csv\" split 0.3 augment flip crop 4;\n";
 
@@ -147,7 +148,8 @@ static void test_full(void) {
 static void test_defaults(void) {
   fe_model m;
   char *out = NULL;
-  CHECK(parse("model tiny { input 1x8x8; classes 2; stage conv { channels 4 } stage linear { width 8 } }",
+  CHECK(parse("model tiny { input 1x8x8; classes 2; stage conv { channels 4 } stage linear { width "
+              "8 } }",
               &m, &out) == 0);
   CHECK_STR(out, "");
   CHECK_STR(m.name, "tiny");
@@ -194,12 +196,13 @@ static void test_budget(void) {
     const char *text;
     int64_t want;
   } cases[] = {
-      {"100k", 100000}, {"1.5M", 1500000}, {"2G", 2000000000}, {"4.35k", 4350},
-      {"1e3k", 1000000}, {"250", 250},     {"0.001M", 1000},   {"9223372036854775807", INT64_MAX},
+      {"100k", 100000},  {"1.5M", 1500000}, {"2G", 2000000000}, {"4.35k", 4350},
+      {"1e3k", 1000000}, {"250", 250},      {"0.001M", 1000},   {"9223372036854775807", INT64_MAX},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     char src[256];
-    snprintf(src, sizeof src, "model b { input 1x4x4; classes 2; search budget %s; }", cases[i].text);
+    snprintf(src, sizeof src, "model b { input 1x4x4; classes 2; search budget %s; }",
+             cases[i].text);
     fe_model m;
     char *out = NULL;
     CHECK(parse(src, &m, &out) == 0);
@@ -240,7 +243,8 @@ static void test_files(void) {
   fe_error_at(&m, (fe_loc){0, 0}, diag, "no line");
   fclose(diag);
   char want[512];
-  snprintf(want, sizeof want, "%s:3:11: error: classes 4 is odd\n  classes 4;\n          ^\n%s: error: no line\n",
+  snprintf(want, sizeof want,
+           "%s:3:11: error: classes 4 is odd\n  classes 4;\n          ^\n%s: error: no line\n",
            path, path);
   CHECK_STR(out, want);
   free(out);
@@ -267,7 +271,8 @@ static void test_limits(void) {
   fe_model m;
   char *out = NULL;
   /* 30 mistakes: 20 are reported, then the parse stops. */
-  CHECK(parse("model x { input 1x4x4; classes 2; @@@@@@@@@@@@@@@@@@@@@@@@@@@@@@ }", &m, &out) == 20);
+  CHECK(parse("model x { input 1x4x4; classes 2; @@@@@@@@@@@@@@@@@@@@@@@@@@@@@@ }", &m, &out) ==
+        20);
   CHECK(strstr(out, "t.ilnas: note: stopping after 20 errors\n") != NULL);
   CHECK(model_is_empty(&m));
   free(out);
@@ -277,7 +282,8 @@ static void test_limits(void) {
   CHECK(model_is_empty(&m));
 
   /* An error inside a stage does not lose the rest of the model. */
-  CHECK(parse("model a { input 1x8x8; stage conv { layers ? channels 0 } classes 1; }", &m, &out) == 4);
+  CHECK(parse("model a { input 1x8x8; stage conv { layers ? channels 0 } classes 1; }", &m, &out) ==
+        4);
   CHECK(strstr(out, "t.ilnas:1:44: error: unexpected character '?'\n") != NULL);
   CHECK(strstr(out, "t.ilnas:1:46: error: unexpected 'channels', expected a number\n") != NULL);
   CHECK(strstr(out, "t.ilnas:1:55: error: channels must be at least 1, not '0'\n") != NULL);
@@ -298,7 +304,8 @@ static void test_names(void) {
   fe_model m;
   char *out = NULL;
   CHECK(parse("model model { input 1x4x4; classes 2; stage conv batch { channels 2 } "
-              "stage linear conv { width 2 } }", &m, &out) == 0);
+              "stage linear conv { width 2 } }",
+              &m, &out) == 0);
   CHECK_STR(m.name, "model");
   CHECK_STR(m.items[0].name, "batch");
   CHECK_STR(m.items[1].name, "conv");

@@ -107,7 +107,7 @@ static void test_ranking(void) {
   for (int64_t i = 0; i < nc; i++) {
     const ir_layer *l = &g->layers[u[i].layer];
     total += u[i].len;
-    if (u[i].start < l->b_off) {
+    if (l->kind == IR_CONV && u[i].start < l->b_off) {
       CHECK(u[i].len == 9 && (u[i].start - l->w_off) % 9 == 0, "kernel unit split");
       double s = 0;
       for (int k = 0; k < 9; k++) s += (double)grad[u[i].start + k] * grad[u[i].start + k];
@@ -236,6 +236,10 @@ static void test_budget(void) {
       CHECK(c.active <= g->cfg.budget, "trial %d: %lld active > budget %lld", trial,
             (long long)c.active, (long long)g->cfg.budget);
       CHECK(isfinite(ev.loss_after), "trial %d: loss not finite", trial);
+      /* every move joins at zero or as the identity: same function */
+      CHECK(fabs(ev.loss_after - ev.loss_before) <= 1e-5 * (1 + fabs(ev.loss_before)),
+            "trial %d: expansion %d changed the loss %g -> %g", trial, e,
+            ev.loss_before, ev.loss_after);
       /* the masks mirror α */
       for (int64_t i = 0; i < g->n_params; i++)
         if (x->mask[i] != ir_alpha_get(g, i) || (!x->mask[i] && x->params[i] != 0.0f)) {
