@@ -273,7 +273,9 @@ static void check_items(checker *k, item_info *info, int input_ok) {
   fe_model *m = k->m;
   for (int i = 0; i < m->n_items; i++) {
     const fe_item *it = &m->items[i];
-    if (it->kind != FE_STAGE_CONV && it->kind != FE_STAGE_LINEAR) continue;
+    /* Reductions have no name; a stage whose name was too long has none
+     * either, and has been reported. */
+    if (!it->name[0]) continue;
     for (int j = 0; j < i; j++) {
       if (strcmp(m->items[j].name, it->name) != 0) continue;
       fe_loc first = info[j].named ? info[j].st->name_at.loc : info[j].st->at.loc;
@@ -428,7 +430,7 @@ static void check_model(checker *k, const fe_stmt *model) {
 
 static void check_data(checker *k, const fe_stmt *st) {
   fe_model *m = k->m;
-  static const char *formats[] = {"idx", "cifar10", "stl10", "digits-csv"};
+  static const char *const formats[] = {"idx", "cifar10", "stl10", "digits-csv"};
   int found = 0;
   for (int i = 0; i < 4; i++)
     if (strcmp(st->name, formats[i]) == 0) m->data = (fe_data)i, found = 1;

@@ -189,9 +189,6 @@ int rt_train(ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd,
   if (load_data(g, o->data, &train, &test)) return 1;
   if (o->train_limit > 0 && o->train_limit < train.n)
     rt_dataset_truncate(&train, o->train_limit);
-  rt_norm nm;
-  rt_data_norm(&train, &nm);
-
   ir_call *fc = NULL, *bc = NULL;
   int nf = 0, nb = 0, have_srch = 0;
   rt_exec *x = NULL;
@@ -233,6 +230,9 @@ int rt_train(ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd,
     rt_exec_init_params(x, st.seed);
     st.alr = m->alr;
   }
+  /* a resumed run keeps the statistics it started with */
+  if (!o->resume) rt_data_norm(&train, &st.norm);
+  rt_norm nm = st.norm;
   if (srch_init(&ss, g, method, st.seed, fwd, bwd)) {
     fprintf(stderr, "error: out of memory\n");
     goto out;
@@ -388,9 +388,8 @@ int rt_eval(ir_graph *bin, rt_graph_fn fwd, const char *ckpt, const char *data,
   int nf, nb, rc = 1;
   rt_dataset train, test;
   if (ir_schedule(g, &fc, &nf, &bc, &nb) == 0 && load_data(g, data, &train, &test) == 0) {
-    rt_norm nm;
-    rt_data_norm(&train, &nm);
-    double loss, acc = evaluate(x, fwd, fc, nf, &test, &nm, 0, &loss);
+    if (st.norm.c != test.c) rt_data_norm(&train, &st.norm); /* not recorded */
+    double loss, acc = evaluate(x, fwd, fc, nf, &test, &st.norm, 0, &loss);
     printf("{\"test_acc\": %.6f, \"test_loss\": %.6f, \"images\": %d, "
            "\"active_params\": %" PRId64 "}\n",
            acc, loss, test.n, ir_count_params(g).active);
@@ -459,6 +458,8 @@ typedef struct train_rec {
   double alr;
   int64_t expansions;
   uint64_t srng[4];
+  int32_t norm_c;
+  float norm_mean[4], norm_std[4];
 } train_rec;
 
 int rt_ckpt_save(const char *path, const rt_exec *x, const rt_train_state *st,
@@ -473,7 +474,10 @@ int rt_ckpt_save(const char *path, const rt_exec *x, const rt_train_state *st,
   train_rec tr = {ENDIAN_MARK, st->epoch, st->step, st->seed,
                   {st->rng.s[0], st->rng.s[1], st->rng.s[2], st->rng.s[3]},
                   st->alr, st->expansions,
-                  {st->srng.s[0], st->srng.s[1], st->srng.s[2], st->srng.s[3]}};
+                  {st->srng.s[0], st->srng.s[1], st->srng.s[2], st->srng.s[3]},
+                  st->norm.c,
+                  {st->norm.mean[0], st->norm.mean[1], st->norm.mean[2], st->norm.mean[3]},
+                  {st->norm.std[0], st->norm.std[1], st->norm.std[2], st->norm.std[3]}};
   size_t np = (size_t)g->n_params * sizeof(float), ns = (size_t)g->n_stats * sizeof(float);
   rt_ckpt_writer *w = rt_ckpt_writer_new();
   int bad = !w || rt_ckpt_add(w, "IRGR", ir, irn) ||
@@ -517,7 +521,7 @@ int rt_ckpt_load(const char *path, int cap, int threads, ir_graph **gp,
   }
   size_t want_p = (size_t)g->n_params * sizeof(float);
   if (np != want_p || nm != want_p || ns != (size_t)g->n_stats * sizeof(float) ||
-      tr->mark != ENDIAN_MARK || tr->epoch < 0) {
+      tr->mark != ENDIAN_MARK || tr->epoch < 0 || tr->norm_c < 0 || tr->norm_c > 4) {
     snprintf(err, errlen, "%s: checkpoint sections do not match its IR", path);
     ir_free(g), rt_ckpt_free(c);
     return -1;
@@ -536,6 +540,9 @@ int rt_ckpt_load(const char *path, int cap, int threads, ir_graph **gp,
   memcpy(st->rng.s, tr->rng, sizeof st->rng.s);
   st->alr = tr->alr, st->expansions = (int)tr->expansions;
   memcpy(st->srng.s, tr->srng, sizeof st->srng.s);
+  st->norm.c = tr->norm_c;
+  memcpy(st->norm.mean, tr->norm_mean, sizeof st->norm.mean);
+  memcpy(st->norm.std, tr->norm_std, sizeof st->norm.std);
   rt_ckpt_free(c);
   *gp = g, *xp = x;
   return 0;

@@ -15,6 +15,7 @@
 #include <stdio.h>
 
 #include "ir/ir.h"
+#include "runtime/data.h"
 #include "runtime/exec.h"
 #include "runtime/rng.h"
 
@@ -56,6 +57,7 @@ typedef struct rt_train_state {
   double alr;     /* the search's current architecture learning rate */
   int expansions; /* expansions so far */
   rt_rng srng;    /* the search's random choices */
+  rt_norm norm;   /* input normalisation the network was trained with */
 } rt_train_state;
 
 int rt_ckpt_save(const char *path, const rt_exec *x, const rt_train_state *st,
