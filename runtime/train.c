@@ -260,7 +260,7 @@ int rt_train(ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd,
 
   int tty = isatty(2) && !o->quiet;
   int steps_per_epoch = (train.n + m->batch - 1) / m->batch;
-  double t0 = now(), prev_loss = 0;
+  double t0 = now();
   ir_count pc = ir_count_params(g);
   char budget[32] = "no budget";
   if (m->budget != INT64_MAX) snprintf(budget, sizeof budget, "%" PRId64, m->budget);
@@ -298,7 +298,9 @@ int rt_train(ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd,
       goto out;
     }
     double train_secs = now() - te, test_loss;
-    test_acc = evaluate(x, fwd, fc, nf, &test, &nm, o->test_limit, &test_loss);
+    /* the limit saves time between epochs; the last one sees every image */
+    test_acc = evaluate(x, fwd, fc, nf, &test, &nm, ep + 1 < epochs ? o->test_limit : 0,
+                        &test_loss);
     st.epoch = ep + 1;
     pc = ir_count_params(g);
     double train_loss = loss_sum / seen, secs = now() - te;
@@ -315,7 +317,7 @@ int rt_train(ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd,
               train_loss, 100.0 * correct / seen, 100 * test_acc, pc.active,
               budget, secs);
     if (method != FE_SEARCH_FIXED &&
-        expand_now(m, epochs, ep + 1, prev_loss, train_loss)) {
+        expand_now(m, epochs, ep + 1, st.prev_loss, train_loss)) {
       srch_batches pb;
       srch_event ev;
       phase2_batches(m, &train, &nm, &st.rng, &pb, pbuf, plab, order);
@@ -331,7 +333,7 @@ int rt_train(ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd,
       }
       pc = ir_count_params(g);
     }
-    prev_loss = train_loss;
+    st.prev_loss = train_loss;
     st.alr = ss.alr, st.expansions = ss.expansions, st.srng = ss.rng;
     snprintf(path, sizeof path, "%s/last.ckpt", o->run_dir);
     if (rt_ckpt_save(path, x, &st, err, sizeof err)) {
@@ -460,6 +462,7 @@ typedef struct train_rec {
   uint64_t srng[4];
   int32_t norm_c;
   float norm_mean[4], norm_std[4];
+  double prev_loss;
 } train_rec;
 
 int rt_ckpt_save(const char *path, const rt_exec *x, const rt_train_state *st,
@@ -471,13 +474,16 @@ int rt_ckpt_save(const char *path, const rt_exec *x, const rt_train_state *st,
     snprintf(err, errlen, "%s: out of memory", path);
     return -1;
   }
-  train_rec tr = {ENDIAN_MARK, st->epoch, st->step, st->seed,
-                  {st->rng.s[0], st->rng.s[1], st->rng.s[2], st->rng.s[3]},
-                  st->alr, st->expansions,
-                  {st->srng.s[0], st->srng.s[1], st->srng.s[2], st->srng.s[3]},
-                  st->norm.c,
-                  {st->norm.mean[0], st->norm.mean[1], st->norm.mean[2], st->norm.mean[3]},
-                  {st->norm.std[0], st->norm.std[1], st->norm.std[2], st->norm.std[3]}};
+  train_rec tr;
+  memset(&tr, 0, sizeof tr); /* padding too: checkpoints are reproducible */
+  tr.mark = ENDIAN_MARK, tr.epoch = st->epoch, tr.step = st->step, tr.seed = st->seed;
+  memcpy(tr.rng, st->rng.s, sizeof tr.rng);
+  tr.alr = st->alr, tr.expansions = st->expansions;
+  memcpy(tr.srng, st->srng.s, sizeof tr.srng);
+  tr.norm_c = st->norm.c;
+  memcpy(tr.norm_mean, st->norm.mean, sizeof tr.norm_mean);
+  memcpy(tr.norm_std, st->norm.std, sizeof tr.norm_std);
+  tr.prev_loss = st->prev_loss;
   size_t np = (size_t)g->n_params * sizeof(float), ns = (size_t)g->n_stats * sizeof(float);
   rt_ckpt_writer *w = rt_ckpt_writer_new();
   int bad = !w || rt_ckpt_add(w, "IRGR", ir, irn) ||
@@ -543,6 +549,7 @@ int rt_ckpt_load(const char *path, int cap, int threads, ir_graph **gp,
   st->norm.c = tr->norm_c;
   memcpy(st->norm.mean, tr->norm_mean, sizeof st->norm.mean);
   memcpy(st->norm.std, tr->norm_std, sizeof st->norm.std);
+  st->prev_loss = tr->prev_loss;
   rt_ckpt_free(c);
   *gp = g, *xp = x;
   return 0;

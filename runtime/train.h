@@ -58,6 +58,7 @@ typedef struct rt_train_state {
   int expansions; /* expansions so far */
   rt_rng srng;    /* the search's random choices */
   rt_norm norm;   /* input normalisation the network was trained with */
+  double prev_loss; /* last epoch's training loss, for the flat trigger */
 } rt_train_state;
 
 int rt_ckpt_save(const char *path, const rt_exec *x, const rt_train_state *st,
