@@ -39,14 +39,14 @@ typedef enum {
 } ir_kind;
 
 typedef struct ir_tensor {
-  char name[40];
+  char name[64];
   int c, h, w;     /* per-sample shape */
   int64_t off;     /* per-sample float offset in the activation arena */
 } ir_tensor;
 
 typedef struct ir_layer {
   ir_kind kind;
-  char name[40];      /* "conv1.0", "reduce1", "linear1.1", "classifier" */
+  char name[64];      /* "conv1.0", "reduce1", "linear1.1", "classifier" */
   int item;           /* index of the model item it came from; -1: classifier */
   int index;          /* position inside its stage */
   int cin, h, w;      /* what it reads: a channel prefix of in_t */

@@ -118,7 +118,7 @@ static void mark_live(builder *b, int t, int ch, int n) {
 static void lower_conv_stage(builder *b, const fe_item *it, int item,
                              cursor *cur) {
   int C = it->width_hi, L = it->layers_hi;
-  char name[40];
+  char name[64];
   int cat_t = -1;
   if (it->dense) {
     cat_t = add_tensor(b, it->name, cur->c + L * C, cur->h, cur->w);
@@ -165,7 +165,7 @@ static void lower_conv_stage(builder *b, const fe_item *it, int item,
 
 static void lower_reduce(builder *b, const fe_item *it, int item, int n,
                          cursor *cur, int bn) {
-  char name[40];
+  char name[64];
   snprintf(name, sizeof name, "reduce%d", n);
   int f = it->factor;
   ir_layer *l;
@@ -211,7 +211,7 @@ static void lower_linear(builder *b, const char *name, int item, int index,
   l->alive = alive;
   l->can_die = index > 0 && item >= 0;
   l->in_t = cur->t, l->in_ch = cur->ch;
-  char zname[48];
+  char zname[80];
   snprintf(zname, sizeof zname, "%s.z", name);
   if (l->can_die) l->prev_t = cur->t, l->prev_ch = cur->ch;
   l->out_t = add_tensor(b, name, width, 1, 1), l->out_ch = 0;
@@ -265,7 +265,7 @@ ir_graph *ir_build(const fe_model *m, FILE *diag) {
       break;
     case FE_STAGE_LINEAR:
       for (int k = 0; k < it->layers_hi; k++) {
-        char name[40];
+        char name[64];
         snprintf(name, sizeof name, "%s.%d", it->name, k);
         lower_linear(&b, name, i, k, it->width_hi, it->width_lo,
                      k < it->layers_lo, 1, &cur);
