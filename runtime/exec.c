@@ -31,8 +31,8 @@ static void *xcalloc(size_t n, size_t sz, int *oom) {
   return p;
 }
 
-rt_exec *rt_exec_new(ir_graph *g, int cap, int threads, char *err,
-                     size_t errlen) {
+rt_exec *rt_exec_new(ir_graph *g, int cap, int threads, const char *backend,
+                     char *err, size_t errlen) {
   exec_impl *e = calloc(1, sizeof *e);
   if (!e) {
     snprintf(err, errlen, "out of memory");
@@ -71,7 +71,19 @@ rt_exec *rt_exec_new(ir_graph *g, int cap, int threads, char *err,
     return NULL;
   }
   x->training = 1;
-  rt_exec_sync_mask(x);
+  x->ref = rt_backend_ref_new(g);
+  x->backend = backend && strcmp(backend, "ref") != 0
+                   ? rt_backend_new(backend, g, err, errlen)
+                   : x->ref;
+  if (!x->ref || !x->backend) {
+    if (!x->ref) snprintf(err, errlen, "out of memory");
+    rt_exec_free(x);
+    return NULL;
+  }
+  if (rt_exec_sync_mask(x, err, errlen)) {
+    rt_exec_free(x);
+    return NULL;
+  }
   return x;
 }
 
@@ -81,15 +93,31 @@ void rt_exec_free(rt_exec *x) {
   free(x->act), free(x->dact), free(x->params), free(x->grads);
   free(x->mom), free(x->mask), free(x->stats), free(x->bn_save);
   free(x->scratch), free(x->logits), free(e->wpart);
+  if (x->backend && x->backend != x->ref) x->backend->free(x->backend);
+  if (x->ref) x->ref->free(x->ref);
   free(e);
 }
 
-void rt_exec_sync_mask(rt_exec *x) {
+int rt_exec_prepare(rt_exec *x, char *err, size_t errlen) {
+  const ir_graph *g = x->g;
+  for (int i = 0; i < g->n_layers; i++) {
+    const ir_layer *l = &g->layers[i];
+    if (l->w_off < 0) continue;
+    const uint8_t *wm = x->mask + l->w_off, *bm = x->mask + l->b_off;
+    if (x->ref->prepare(x->ref, i, wm, bm, err, errlen)) return -1;
+    if (x->backend != x->ref && x->backend->prepare(x->backend, i, wm, bm, err, errlen))
+      return -1;
+  }
+  return 0;
+}
+
+int rt_exec_sync_mask(rt_exec *x, char *err, size_t errlen) {
   const ir_graph *g = x->g;
   for (int64_t i = 0; i < g->n_params; i++) {
     x->mask[i] = (uint8_t)ir_alpha_get(g, i);
     if (!x->mask[i]) x->params[i] = 0.0f, x->mom[i] = 0.0f;
   }
+  return rt_exec_prepare(x, err, errlen);
 }
 
 void rt_exec_init_params(rt_exec *x, uint64_t seed) {
@@ -252,9 +280,9 @@ static void conv_fwd_chunk(const job *j, int chunk, int n0, int n1) {
   const ir_layer *l = j->l;
   int64_t ns = x->g->act_size, o = (int64_t)n0 * ns;
   rt_conv_shape s = conv_shape(x, l, n1 - n0);
-  rt_ref_conv_fwd(&s, x->act + o + j->in, x->params + l->w_off,
-                  x->params + l->b_off, x->mask + l->w_off,
-                  x->mask + l->b_off, x->act + o + j->z);
+  rt_backend *b = x->use_ref ? x->ref : x->backend;
+  b->conv_fwd(b, (int)(l - x->g->layers), &s, x->act + o + j->in,
+              x->params + l->w_off, x->params + l->b_off, x->act + o + j->z);
   if (!l->bn && l->relu)
     rt_ref_relu_fwd(n1 - n0, (long)l->cout * l->oh * l->ow, x->act + o + j->z,
                     ns, x->act + o + j->out, ns);
@@ -289,11 +317,12 @@ static void conv_bwd_chunk(const job *j, int chunk, int n0, int n1) {
   int64_t ns = x->g->act_size, o = (int64_t)n0 * ns;
   rt_conv_shape s = conv_shape(x, l, n1 - n0);
   float *dw = e->wpart + chunk * e->wpart_size;
-  rt_ref_conv_bwd_weight(&s, x->act + o + j->in, x->dact + o + j->z,
-                         x->mask + l->w_off, x->mask + l->b_off, dw,
-                         dw + l->n_w);
-  rt_ref_conv_bwd_data(&s, x->dact + o + j->z, x->params + l->w_off,
-                       x->mask + l->w_off, x->dact + o + j->in);
+  rt_backend *b = x->use_ref ? x->ref : x->backend;
+  int li = (int)(l - x->g->layers);
+  b->conv_bwd_weight(b, li, &s, x->act + o + j->in, x->dact + o + j->z, dw,
+                     dw + l->n_w);
+  b->conv_bwd_data(b, li, &s, x->dact + o + j->z, x->params + l->w_off,
+                   x->dact + o + j->in);
 }
 
 /* Gradient of the pre-activation z: through the ReLU, and through batch
@@ -345,9 +374,9 @@ static void lin_fwd_chunk(const job *j, int chunk, int n0, int n1) {
   int64_t ns = x->g->act_size, o = (int64_t)n0 * ns;
   rt_linear_shape s = lin_shape(x, l, n1 - n0);
   int64_t dst = l->relu ? j->z : j->out;
-  rt_ref_linear_fwd(&s, x->act + o + j->in, x->params + l->w_off,
-                    x->params + l->b_off, x->mask + l->w_off,
-                    x->mask + l->b_off, x->act + o + dst);
+  rt_backend *b = x->use_ref ? x->ref : x->backend;
+  b->linear_fwd(b, (int)(l - x->g->layers), &s, x->act + o + j->in,
+                x->params + l->w_off, x->params + l->b_off, x->act + o + dst);
   if (l->relu)
     rt_ref_relu_fwd(n1 - n0, l->cout, x->act + o + j->z, ns,
                     x->act + o + j->out, ns);
@@ -372,11 +401,12 @@ static void lin_bwd_chunk(const job *j, int chunk, int n0, int n1) {
   rt_linear_shape s = lin_shape(x, l, n1 - n0);
   int64_t dz = l->relu ? j->z : j->out;
   float *dw = e->wpart + chunk * e->wpart_size;
-  rt_ref_linear_bwd_weight(&s, x->act + o + j->in, x->dact + o + dz,
-                           x->mask + l->w_off, x->mask + l->b_off, dw,
-                           dw + l->n_w);
-  rt_ref_linear_bwd_data(&s, x->dact + o + dz, x->params + l->w_off,
-                         x->mask + l->w_off, x->dact + o + j->in);
+  rt_backend *b = x->use_ref ? x->ref : x->backend;
+  int li = (int)(l - x->g->layers);
+  b->linear_bwd_weight(b, li, &s, x->act + o + j->in, x->dact + o + dz, dw,
+                       dw + l->n_w);
+  b->linear_bwd_data(b, li, &s, x->dact + o + dz, x->params + l->w_off,
+                     x->dact + o + j->in);
 }
 
 void rt_op_linear_bwd(RT_OP_ARGS) {

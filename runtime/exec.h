@@ -25,6 +25,7 @@
 #include <stdint.h>
 
 #include "ir/ir.h"
+#include "runtime/backend.h"
 
 typedef struct rt_exec {
   ir_graph *g;      /* not owned */
@@ -40,16 +41,26 @@ typedef struct rt_exec {
   float *scratch;   /* cap * largest layer output: batch norm's gradient */
   float *logits;    /* cap * classes, packed */
   int threads;      /* worker threads for batch-split ops */
+  rt_backend *backend; /* computes conv and linear layers */
+  rt_backend *ref;     /* the reference kernels, for phase II */
+  int use_ref;         /* run on ref instead of backend (phase II) */
 } rt_exec;
 
 typedef void (*rt_graph_fn)(void *x);
 
-rt_exec *rt_exec_new(ir_graph *g, int cap, int threads, char *err, size_t errlen);
+/* backend: "ref" or "cpu"; NULL means "ref". */
+rt_exec *rt_exec_new(ir_graph *g, int cap, int threads, const char *backend,
+                     char *err, size_t errlen);
 void rt_exec_free(rt_exec *x);
 
 /* Re-expands α into the byte masks; call after α changes. Weights whose α
- * bit is clear are forced to exactly zero, with their momentum. */
-void rt_exec_sync_mask(rt_exec *x);
+ * bit is clear are forced to exactly zero, with their momentum. Then
+ * prepares the backend's kernels for the new pattern. */
+int rt_exec_sync_mask(rt_exec *x, char *err, size_t errlen);
+
+/* Has the backend (re)build every weighted layer's kernels for the current
+ * masks; layers whose pattern did not change come from its cache. */
+int rt_exec_prepare(rt_exec *x, char *err, size_t errlen);
 
 /* PyTorch-style initialisation of the active weights: Kaiming-uniform
  * (torch.nn.init.kaiming_uniform_, ReLU gain) for ReLU layers, uniform in

@@ -138,11 +138,7 @@ static int cmd_train(ir_graph *g, int argc, char **argv, rt_graph_fn fwd,
       }
     } else if (strcmp(a, "--backend") == 0) {
       if (str_arg(argc, argv, &i, &s)) return 2;
-      if (strcmp(s, "ref") != 0) {
-        fprintf(stderr, "%s: error: unknown backend '%s' (this build has: ref)\n",
-                prog, s);
-        return 2;
-      }
+      o.backend = s;
     } else {
       fprintf(stderr, "%s: error: unknown option '%s' for train (see --help)\n",
               prog, a);
@@ -155,12 +151,12 @@ static int cmd_train(ir_graph *g, int argc, char **argv, rt_graph_fn fwd,
 /* eval and info: one checkpoint plus a few options. */
 static int cmd_ckpt(ir_graph *g, int argc, char **argv, rt_graph_fn fwd) {
   int eval = strcmp(argv[1], "eval") == 0;
-  const char *ckpt = NULL, *data = NULL;
+  const char *ckpt = NULL, *data = NULL, *backend = NULL;
   long long threads = 0;
   for (int i = 2; i < argc; i++) {
     if (is_help(argv[i])) {
       if (eval)
-        printf("usage: %s eval CKPT [--data PATH] [--threads N]\n\n"
+        printf("usage: %s eval CKPT [--data PATH] [--threads N] [--backend NAME]\n\n"
                "Evaluates a checkpoint on the test set; the last line is JSON\n"
                "with test_acc.\n", prog);
       else
@@ -169,6 +165,8 @@ static int cmd_ckpt(ir_graph *g, int argc, char **argv, rt_graph_fn fwd) {
       return 0;
     } else if (eval && strcmp(argv[i], "--data") == 0) {
       if (str_arg(argc, argv, &i, &data)) return 2;
+    } else if (eval && strcmp(argv[i], "--backend") == 0) {
+      if (str_arg(argc, argv, &i, &backend)) return 2;
     } else if (eval && strcmp(argv[i], "--threads") == 0) {
       if (int_arg(argc, argv, &i, 1, &threads)) return 2;
     } else if (argv[i][0] == '-' || ckpt) {
@@ -183,7 +181,8 @@ static int cmd_ckpt(ir_graph *g, int argc, char **argv, rt_graph_fn fwd) {
     fprintf(stderr, "%s: error: %s needs a checkpoint (see --help)\n", prog, argv[1]);
     return 2;
   }
-  return eval ? rt_eval(g, fwd, ckpt, data, (int)threads) : rt_info(ckpt, stdout);
+  return eval ? rt_eval(g, fwd, ckpt, data, (int)threads, backend)
+              : rt_info(ckpt, stdout);
 }
 
 static int cmd_plot(int argc, char **argv) {

@@ -208,7 +208,7 @@ int rt_train(ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd,
   }
   if (o->resume) {
     ir_graph *cg;
-    if (rt_ckpt_load(o->resume, m->batch, threads, &cg, &x, &st, err, sizeof err) ||
+    if (rt_ckpt_load(o->resume, m->batch, threads, o->backend, &cg, &x, &st, err, sizeof err) ||
         rt_ir_compatible(g, cg, err, sizeof err)) {
       fprintf(stderr, "error: %s\n", err);
       if (x) { ir_free(x->g); rt_exec_free(x); x = NULL; }
@@ -220,7 +220,7 @@ int rt_train(ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd,
     ir_free(cg);
     x->g = g;
   } else {
-    x = rt_exec_new(g, m->batch, threads, err, sizeof err);
+    x = rt_exec_new(g, m->batch, threads, o->backend, err, sizeof err);
     if (!x) {
       fprintf(stderr, "error: %s\n", err);
       goto out;
@@ -248,6 +248,10 @@ int rt_train(ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd,
     rt_exec_init_params(x, st.seed); /* a static network starts from scratch */
   } else if (method != FE_SEARCH_FIXED) {
     srch_refill(&ss, x);
+  }
+  if (rt_exec_prepare(x, err, sizeof err)) {
+    fprintf(stderr, "error: %s\n", err);
+    goto out;
   }
   if (make_dir(o->run_dir)) goto out;
   char path[4096];
@@ -323,7 +327,12 @@ int rt_train(ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd,
       phase2_batches(m, &train, &nm, &st.rng, &pb, pbuf, plab, order);
       ss.lr = lr_at(m, epochs, ep + 1, 0);
       double tg = now();
-      if (srch_expand(&ss, x, &pb, &ev) == 0) {
+      int grown = srch_expand(&ss, x, &pb, &ev);
+      if (rt_exec_prepare(x, err, sizeof err)) { /* kernels for the new α */
+        fprintf(stderr, "error: %s\n", err);
+        goto out;
+      }
+      if (grown == 0) {
         log_expand(metrics, g, ep + 1, &ev);
         if (!o->quiet)
           fprintf(stderr, "  grew %" PRId64 " parameters to %" PRId64 "/%s "
@@ -370,14 +379,14 @@ out:
 }
 
 int rt_eval(ir_graph *bin, rt_graph_fn fwd, const char *ckpt, const char *data,
-            int threads) {
+            int threads, const char *backend) {
   char err[1024];
   ir_graph *g;
   rt_exec *x;
   rt_train_state st;
   if (threads <= 0) threads = rt_default_threads();
   int cap = bin ? bin->cfg.batch : 128;
-  if (rt_ckpt_load(ckpt, cap, threads, &g, &x, &st, err, sizeof err)) {
+  if (rt_ckpt_load(ckpt, cap, threads, backend, &g, &x, &st, err, sizeof err)) {
     fprintf(stderr, "error: %s\n", err);
     return 1;
   }
@@ -410,7 +419,7 @@ int rt_info(const char *ckpt, FILE *out) {
   ir_graph *g;
   rt_exec *x;
   rt_train_state st;
-  if (rt_ckpt_load(ckpt, 1, 1, &g, &x, &st, err, sizeof err)) {
+  if (rt_ckpt_load(ckpt, 1, 1, NULL, &g, &x, &st, err, sizeof err)) {
     fprintf(stderr, "error: %s\n", err);
     return 1;
   }
@@ -502,8 +511,9 @@ int rt_ckpt_save(const char *path, const rt_exec *x, const rt_train_state *st,
   return rc;
 }
 
-int rt_ckpt_load(const char *path, int cap, int threads, ir_graph **gp,
-                 rt_exec **xp, rt_train_state *st, char *err, size_t errlen) {
+int rt_ckpt_load(const char *path, int cap, int threads, const char *backend,
+                 ir_graph **gp, rt_exec **xp, rt_train_state *st, char *err,
+                 size_t errlen) {
   *gp = NULL, *xp = NULL;
   rt_ckpt *c = rt_ckpt_read(path, err, errlen);
   if (!c) return -1;
@@ -532,7 +542,7 @@ int rt_ckpt_load(const char *path, int cap, int threads, ir_graph **gp,
     ir_free(g), rt_ckpt_free(c);
     return -1;
   }
-  rt_exec *x = rt_exec_new(g, cap, threads, why, sizeof why);
+  rt_exec *x = rt_exec_new(g, cap, threads, backend, why, sizeof why);
   if (!x) {
     snprintf(err, errlen, "%s: %s", path, why);
     ir_free(g), rt_ckpt_free(c);
@@ -541,7 +551,11 @@ int rt_ckpt_load(const char *path, int cap, int threads, ir_graph **gp,
   memcpy(x->params, params, np);
   memcpy(x->mom, mom, nm);
   memcpy(x->stats, stats, ns);
-  rt_exec_sync_mask(x);
+  if (rt_exec_sync_mask(x, why, sizeof why)) {
+    snprintf(err, errlen, "%s: %s", path, why);
+    rt_exec_free(x), ir_free(g), rt_ckpt_free(c);
+    return -1;
+  }
   st->epoch = tr->epoch, st->step = tr->step, st->seed = tr->seed;
   memcpy(st->rng.s, tr->rng, sizeof st->rng.s);
   st->alr = tr->alr, st->expansions = (int)tr->expansions;

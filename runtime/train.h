@@ -32,6 +32,7 @@ typedef struct rt_train_opts {
   int stop_after;      /* stop once this many epochs are done (0: never);
                           the run resumes from RUN_DIR/last.ckpt */
   int quiet;           /* no progress output */
+  const char *backend; /* "ref" or "cpu"; NULL: the default */
 } rt_train_opts;
 
 void rt_train_opts_default(rt_train_opts *o);
@@ -42,7 +43,7 @@ int rt_train(ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd,
 
 /* Evaluates a checkpoint on its test set; prints one JSON line. */
 int rt_eval(ir_graph *binary_ir, rt_graph_fn fwd, const char *ckpt,
-            const char *data, int threads);
+            const char *data, int threads, const char *backend);
 
 /* Prints the per-layer table of a checkpoint. */
 int rt_info(const char *ckpt, FILE *out);
@@ -64,8 +65,9 @@ typedef struct rt_train_state {
 int rt_ckpt_save(const char *path, const rt_exec *x, const rt_train_state *st,
                  char *err, size_t errlen);
 /* Loads a checkpoint into a new IR and exec (batch capacity cap). */
-int rt_ckpt_load(const char *path, int cap, int threads, ir_graph **g,
-                 rt_exec **x, rt_train_state *st, char *err, size_t errlen);
+int rt_ckpt_load(const char *path, int cap, int threads, const char *backend,
+                 ir_graph **g, rt_exec **x, rt_train_state *st, char *err,
+                 size_t errlen);
 
 /* Whether two IRs describe the same super-network (α aside), i.e. whether a
  * checkpoint can run on a binary's compiled schedule. */

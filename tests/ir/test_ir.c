@@ -102,7 +102,7 @@ static void check_ckpt(ir_graph *g) {
   char err[512], dir[] = "/tmp/ilnas-test-ir-XXXXXX", path[512];
   CHECK(mkdtemp(dir), "mkdtemp");
   snprintf(path, sizeof path, "%s/x.ckpt", dir);
-  rt_exec *x = rt_exec_new(g, 4, 1, err, sizeof err);
+  rt_exec *x = rt_exec_new(g, 4, 1, NULL, err, sizeof err);
   CHECK(x, "exec: %s", err);
   rt_exec_init_params(x, 11);
   rt_train_state st = {.epoch = 3, .step = 77, .seed = 11, .alr = 0.25, .expansions = 2};
@@ -112,7 +112,7 @@ static void check_ckpt(ir_graph *g) {
   ir_graph *h;
   rt_exec *y;
   rt_train_state st2;
-  CHECK(rt_ckpt_load(path, 4, 1, &h, &y, &st2, err, sizeof err) == 0, "load: %s", err);
+  CHECK(rt_ckpt_load(path, 4, 1, NULL, &h, &y, &st2, err, sizeof err) == 0, "load: %s", err);
   if (y) {
     CHECK(memcmp(x->params, y->params, (size_t)g->n_params * sizeof(float)) == 0,
           "params differ after the checkpoint round trip");
@@ -134,7 +134,7 @@ static void check_ckpt(ir_graph *g) {
     fwrite(bytes, 1, n, f);
     fclose(f);
     err[0] = 0;
-    int rc = rt_ckpt_load(path, 4, 1, &h, &y, &st2, err, sizeof err);
+    int rc = rt_ckpt_load(path, 4, 1, NULL, &h, &y, &st2, err, sizeof err);
     CHECK(rc != 0 && err[0], "damaged byte %zu accepted", k);
     if (rc == 0) rt_exec_free(y), ir_free(h);
     bytes[k] ^= 0x01;

@@ -132,7 +132,7 @@ static void test_function_preserving(void) {
   if (!g) return;
   char err[256];
   int n = 6;
-  rt_exec *x = rt_exec_new(g, n, 1, err, sizeof err);
+  rt_exec *x = rt_exec_new(g, n, 1, NULL, err, sizeof err);
   srch_state s;
   CHECK(x && srch_init(&s, g, FE_SEARCH_ILNAS, 1, NULL, NULL) == 0, "init");
   rt_exec_init_params(x, 3);
@@ -212,7 +212,7 @@ static void test_budget(void) {
     if (!g) continue; /* budget below the seed: refused, as it should be */
     char err[256];
     int n = 4;
-    rt_exec *x = rt_exec_new(g, n, 1, err, sizeof err);
+    rt_exec *x = rt_exec_new(g, n, 1, NULL, err, sizeof err);
     srch_state s;
     srch_init(&s, g, (fe_search)method, (uint64_t)trial, NULL, NULL);
     s.lr = 0.1f;

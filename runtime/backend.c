@@ -1,0 +1,80 @@
+/* backend.c: choosing a backend, and the reference backend: the kernels of
+ * ref.h with the masks each layer was prepared with. */
+#include "runtime/backend.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct ref_backend {
+  rt_backend pub;
+  const uint8_t **wmask, **bmask; /* per layer, into the exec's masks */
+} ref_backend;
+
+static ref_backend *R(rt_backend *b) { return (ref_backend *)b; }
+
+static int ref_prepare(rt_backend *b, int layer, const uint8_t *wmask,
+                       const uint8_t *bmask, char *err, size_t errlen) {
+  (void)err, (void)errlen;
+  R(b)->wmask[layer] = wmask;
+  R(b)->bmask[layer] = bmask;
+  return 0;
+}
+
+static void ref_conv_fwd(rt_backend *b, int l, const rt_conv_shape *s,
+                         const float *x, const float *w, const float *bias, float *y) {
+  rt_ref_conv_fwd(s, x, w, bias, R(b)->wmask[l], R(b)->bmask[l], y);
+}
+static void ref_conv_bwd_data(rt_backend *b, int l, const rt_conv_shape *s,
+                              const float *dy, const float *w, float *dx) {
+  rt_ref_conv_bwd_data(s, dy, w, R(b)->wmask[l], dx);
+}
+static void ref_conv_bwd_weight(rt_backend *b, int l, const rt_conv_shape *s,
+                                const float *x, const float *dy, float *dw, float *db) {
+  rt_ref_conv_bwd_weight(s, x, dy, R(b)->wmask[l], R(b)->bmask[l], dw, db);
+}
+static void ref_linear_fwd(rt_backend *b, int l, const rt_linear_shape *s,
+                           const float *x, const float *w, const float *bias, float *y) {
+  rt_ref_linear_fwd(s, x, w, bias, R(b)->wmask[l], R(b)->bmask[l], y);
+}
+static void ref_linear_bwd_data(rt_backend *b, int l, const rt_linear_shape *s,
+                                const float *dy, const float *w, float *dx) {
+  rt_ref_linear_bwd_data(s, dy, w, R(b)->wmask[l], dx);
+}
+static void ref_linear_bwd_weight(rt_backend *b, int l, const rt_linear_shape *s,
+                                  const float *x, const float *dy, float *dw, float *db) {
+  rt_ref_linear_bwd_weight(s, x, dy, R(b)->wmask[l], R(b)->bmask[l], dw, db);
+}
+
+static void ref_free(rt_backend *b) {
+  if (!b) return;
+  free(R(b)->wmask), free(R(b)->bmask);
+  free(b);
+}
+
+rt_backend *rt_backend_ref_new(const ir_graph *g) {
+  ref_backend *r = calloc(1, sizeof *r);
+  if (!r) return NULL;
+  r->wmask = calloc((size_t)g->n_layers, sizeof *r->wmask);
+  r->bmask = calloc((size_t)g->n_layers, sizeof *r->bmask);
+  if (!r->wmask || !r->bmask) {
+    ref_free(&r->pub);
+    return NULL;
+  }
+  r->pub = (rt_backend){"ref", g, ref_prepare, ref_conv_fwd, ref_conv_bwd_data,
+                        ref_conv_bwd_weight, ref_linear_fwd, ref_linear_bwd_data,
+                        ref_linear_bwd_weight, ref_free};
+  return &r->pub;
+}
+
+rt_backend *rt_backend_new(const char *name, const ir_graph *g, char *err,
+                           size_t errlen) {
+  rt_backend *b = NULL;
+  if (strcmp(name, "ref") == 0) b = rt_backend_ref_new(g);
+  else {
+    snprintf(err, errlen, "unknown backend '%s' (this build has: ref)", name);
+    return NULL;
+  }
+  if (!b) snprintf(err, errlen, "out of memory");
+  return b;
+}

@@ -1,0 +1,66 @@
+/* backend.h: the table of functions a backend fills for the weighted ops.
+ *
+ * The graph ops (exec.c) own the schedule, the arena and the batch split;
+ * a backend owns how one chunk of a conv or linear layer is computed. The
+ * reference backend wraps the plain-C kernels of ref.h; the CPU backend
+ * runs kernels generated for each layer's α pattern and compiled by the
+ * LLVM JIT. No #ifdef anywhere: a backend is a table.
+ *
+ * Every kernel has the semantics of its ref.h counterpart (forward
+ * overwrites y, backward-to-input accumulates into dx, weight gradients
+ * overwrite dw and db, masked weights get exactly 0) and is called on a
+ * chunk of the batch: s->n samples, strides in s.
+ *
+ *   rt_backend *b = rt_backend_new("cpu", g, threads, err, sizeof err);
+ *   b->prepare(b, layer, mask + l->w_off, mask + l->b_off, err, sizeof err);
+ *   b->conv_fwd(b, layer, &shape, x, w, bias, y);
+ *   b->free(b);
+ */
+#ifndef ILNAS_RT_BACKEND_H
+#define ILNAS_RT_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ir/ir.h"
+#include "runtime/ref.h"
+
+typedef struct rt_backend rt_backend;
+
+struct rt_backend {
+  const char *name;
+  const ir_graph *g;
+
+  /* Builds (or fetches from the cache) the kernels of a conv or linear
+   * layer for its current masks; called for every such layer before the
+   * first step and again for each layer whose α changed. Only the layer's
+   * shapes and mask pattern may be baked in, never weight values. */
+  int (*prepare)(rt_backend *b, int layer, const uint8_t *wmask,
+                 const uint8_t *bmask, char *err, size_t errlen);
+
+  void (*conv_fwd)(rt_backend *b, int layer, const rt_conv_shape *s,
+                   const float *x, const float *w, const float *bias, float *y);
+  void (*conv_bwd_data)(rt_backend *b, int layer, const rt_conv_shape *s,
+                        const float *dy, const float *w, float *dx);
+  void (*conv_bwd_weight)(rt_backend *b, int layer, const rt_conv_shape *s,
+                          const float *x, const float *dy, float *dw, float *db);
+
+  void (*linear_fwd)(rt_backend *b, int layer, const rt_linear_shape *s,
+                     const float *x, const float *w, const float *bias, float *y);
+  void (*linear_bwd_data)(rt_backend *b, int layer, const rt_linear_shape *s,
+                          const float *dy, const float *w, float *dx);
+  void (*linear_bwd_weight)(rt_backend *b, int layer, const rt_linear_shape *s,
+                            const float *x, const float *dy, float *dw, float *db);
+
+  void (*free)(rt_backend *b);
+};
+
+/* "ref", or "cpu" (the LLVM JIT). NULL with a message for an unknown name
+ * or a backend that cannot start here. */
+rt_backend *rt_backend_new(const char *name, const ir_graph *g, char *err,
+                           size_t errlen);
+
+/* The reference backend. */
+rt_backend *rt_backend_ref_new(const ir_graph *g);
+
+#endif
