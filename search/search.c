@@ -278,18 +278,20 @@ int srch_refill(srch_state *s, rt_exec *x) {
       if (pc.active + cost > g->cfg.budget) return added;
       int64_t row = ir_fan_in(l), base = l->w_off + c * row, got = 0;
       float bound = 1.0f / sqrtf((float)cost);
+      /* a unit is one weight, or one whole kernel at kernel granularity */
+      int kernel = g->cfg.gran == FE_GRAN_KERNEL, ulen = kernel ? kk : 1;
       for (int ci = 0; ci < l->cin; ci++) {
         if (!has_incoming(g, l->in_t, l->in_ch + ci / per)) continue;
-        for (int k = 0; k < kk; k++) {
-          int on = g->cfg.gran == FE_GRAN_KERNEL && k > 0
-                       ? ir_alpha_get(g, base + (int64_t)ci * kk)
-                       : rt_rng_uniform(&s->rng) < d;
-          if (!on || pc.active + got >= g->cfg.budget) continue;
-          int64_t i = base + (int64_t)ci * kk + k;
-          ir_alpha_set(g, i, 1);
-          x->mask[i] = 1;
-          x->params[i] = (2.0f * rt_rng_uniform(&s->rng) - 1.0f) * bound;
-          got++;
+        for (int k = 0; k < kk; k += ulen) {
+          if (rt_rng_uniform(&s->rng) >= d || pc.active + got + ulen > g->cfg.budget)
+            continue;
+          for (int t = k; t < k + ulen; t++) {
+            int64_t i = base + (int64_t)ci * kk + t;
+            ir_alpha_set(g, i, 1);
+            x->mask[i] = 1;
+            x->params[i] = (2.0f * rt_rng_uniform(&s->rng) - 1.0f) * bound;
+          }
+          got += ulen;
         }
       }
       if (got == 0) continue;
