@@ -71,8 +71,9 @@ rt_backend *rt_backend_new(const char *name, const ir_graph *g, char *err,
                            size_t errlen) {
   rt_backend *b = NULL;
   if (strcmp(name, "ref") == 0) b = rt_backend_ref_new(g);
+  else if (strcmp(name, "cpu") == 0) return rt_backend_cpu_new(g, err, errlen);
   else {
-    snprintf(err, errlen, "unknown backend '%s' (this build has: ref)", name);
+    snprintf(err, errlen, "unknown backend '%s' (this build has: ref, cpu)", name);
     return NULL;
   }
   if (!b) snprintf(err, errlen, "out of memory");

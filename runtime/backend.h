@@ -63,4 +63,8 @@ rt_backend *rt_backend_new(const char *name, const ir_graph *g, char *err,
 /* The reference backend. */
 rt_backend *rt_backend_ref_new(const ir_graph *g);
 
+/* The CPU backend: per-layer kernels compiled by the LLVM JIT
+ * (runtime/cpu/cpu.c). NULL with a message when the JIT cannot start. */
+rt_backend *rt_backend_cpu_new(const ir_graph *g, char *err, size_t errlen);
+
 #endif

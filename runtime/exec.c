@@ -8,10 +8,10 @@
 
 #include <assert.h>
 #include <math.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "runtime/pool.h"
 #include "runtime/ref.h"
 #include "runtime/rng.h"
 
@@ -23,6 +23,7 @@ typedef struct exec_impl {
   rt_exec pub;
   float *wpart;
   int64_t wpart_size;
+  rt_pool *pool; /* threads - 1 workers; NULL: everything on the caller */
 } exec_impl;
 
 static void *xcalloc(size_t n, size_t sz, int *oom) {
@@ -71,6 +72,9 @@ rt_exec *rt_exec_new(ir_graph *g, int cap, int threads, const char *backend,
     return NULL;
   }
   x->training = 1;
+  if (x->threads > 1) e->pool = rt_pool_new(x->threads);
+  /* a pool that could start fewer threads than asked splits fewer ways */
+  x->threads = e->pool ? rt_pool_threads(e->pool) : 1;
   x->ref = rt_backend_ref_new(g);
   x->backend = backend && strcmp(backend, "ref") != 0
                    ? rt_backend_new(backend, g, err, errlen)
@@ -95,6 +99,7 @@ void rt_exec_free(rt_exec *x) {
   free(x->scratch), free(x->logits), free(e->wpart);
   if (x->backend && x->backend != x->ref) x->backend->free(x->backend);
   if (x->ref) x->ref->free(x->ref);
+  rt_pool_free(e->pool);
   free(e);
 }
 
@@ -199,37 +204,21 @@ struct job {
   chunk_fn fn;
 };
 
-typedef struct task {
-  const job *j;
-  int chunk, n0, n1;
-} task;
-
-static void *task_main(void *p) {
-  task *t = p;
-  t->j->fn(t->j, t->chunk, t->n0, t->n1);
-  return NULL;
+static void chunk_task(void *arg, int c) {
+  const job *j = arg;
+  int n = j->x->n, T = j->x->threads < n ? j->x->threads : n;
+  j->fn(j, c, (int)((int64_t)n * c / T), (int)((int64_t)n * (c + 1) / T));
 }
 
 /* Returns the number of chunks used. Small batches stay on one thread. */
 static int run_chunks(const job *j) {
-  int n = j->x->n, T = j->x->threads;
-  if (T > n) T = n;
-  if (T <= 1) {
-    j->fn(j, 0, 0, n);
+  exec_impl *e = (exec_impl *)j->x;
+  int T = j->x->threads < j->x->n ? j->x->threads : j->x->n;
+  if (T <= 1 || !e->pool) {
+    j->fn(j, 0, 0, j->x->n);
     return 1;
   }
-  task ts[RT_MAX_THREADS];
-  pthread_t th[RT_MAX_THREADS];
-  int started[RT_MAX_THREADS] = {0};
-  for (int c = 0; c < T; c++) {
-    ts[c] = (task){j, c, (int)((int64_t)n * c / T), (int)((int64_t)n * (c + 1) / T)};
-    if (c > 0) started[c] = pthread_create(&th[c], NULL, task_main, &ts[c]) == 0;
-  }
-  j->fn(j, 0, ts[0].n0, ts[0].n1);
-  for (int c = 1; c < T; c++) {
-    if (started[c]) pthread_join(th[c], NULL);
-    else task_main(&ts[c]); /* no thread to be had: run it here */
-  }
+  rt_pool_run(e->pool, T, chunk_task, (void *)j);
   return T;
 }
 

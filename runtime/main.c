@@ -50,7 +50,8 @@ static void usage_train(FILE *f, const ir_graph *g) {
           "  --seed N          seed for initialisation and data order (model: %" PRIu64 ")\n"
           "  --threads N       worker threads (default: all cores)\n"
           "  --search MODE     fixed | ilnas | random (model: %s)\n"
-          "  --backend NAME    ref (the reference kernels)\n"
+          "  --backend NAME    ref (the reference kernels) | cpu (LLVM-JIT kernels\n"
+          "                    specialised to each layer's α pattern)\n"
           "  --resume CKPT     continue a run from its checkpoint (same options)\n"
           "  --stop-after N    stop after epoch N, leaving RUN_DIR/last.ckpt\n"
           "  --quiet           no progress output\n",

@@ -1,0 +1,210 @@
+/* layer_bench: one conv and one linear layer, forward + backward (data and
+ * weight), JIT-sparse kernels of the CPU backend against dense OpenBLAS
+ * (im2col + sgemm for conv, sgemm for linear) on the same layer, in the
+ * same run, at several densities, on 1 and 2 threads. Threads split the
+ * batch the way runtime/exec.c does; OpenBLAS runs single-threaded inside
+ * each. Weight-gradient partials are left per thread on both sides (the
+ * runtime's reduction is the same for both). Build: see bench/README.md. */
+#include <cblas.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "ir/ir.h"
+#include "runtime/backend.h"
+#include "runtime/cpu/cpu.h"
+
+void openblas_set_num_threads(int);
+
+static double now_s(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static uint64_t rs = 12345;
+static float frand(void) {
+  rs ^= rs << 13, rs ^= rs >> 7, rs ^= rs << 17;
+  return (float)((double)(rs >> 11) / 9007199254740992.0 * 2 - 1);
+}
+
+typedef struct lay {
+  int conv;             /* else linear */
+  int cin, h, w, cout, k, pad, oh, ow, in, out;
+  int n;                /* batch */
+  float *x, *dy, *wt, *bias, *y, *dx;
+  float *dw[2], *db[2]; /* per thread */
+  float *col[2];        /* im2col scratch per thread */
+  rt_backend *b;
+} lay;
+
+typedef struct task {
+  lay *L;
+  int t, n0, n1, jit;
+} task;
+
+static void im2col(const lay *L, const float *x, float *col) {
+  int P = L->oh * L->ow;
+  for (int ci = 0; ci < L->cin; ci++)
+    for (int ky = 0; ky < L->k; ky++)
+      for (int kx = 0; kx < L->k; kx++) {
+        float *c = col + ((long)(ci * L->k + ky) * L->k + kx) * P;
+        for (int oy = 0; oy < L->oh; oy++)
+          for (int ox = 0; ox < L->ow; ox++) {
+            int iy = oy - L->pad + ky, ix = ox - L->pad + kx;
+            c[oy * L->ow + ox] = iy >= 0 && iy < L->h && ix >= 0 && ix < L->w
+                                     ? x[((long)ci * L->h + iy) * L->w + ix] : 0.0f;
+          }
+      }
+}
+
+static void col2im_add(const lay *L, const float *col, float *dx) {
+  int P = L->oh * L->ow;
+  for (int ci = 0; ci < L->cin; ci++)
+    for (int ky = 0; ky < L->k; ky++)
+      for (int kx = 0; kx < L->k; kx++) {
+        const float *c = col + ((long)(ci * L->k + ky) * L->k + kx) * P;
+        for (int oy = 0; oy < L->oh; oy++)
+          for (int ox = 0; ox < L->ow; ox++) {
+            int iy = oy - L->pad + ky, ix = ox - L->pad + kx;
+            if (iy >= 0 && iy < L->h && ix >= 0 && ix < L->w)
+              dx[((long)ci * L->h + iy) * L->w + ix] += c[oy * L->ow + ox];
+          }
+      }
+}
+
+/* One chunk: forward, backward-data, backward-weight. */
+static void *run_task(void *arg) {
+  task *T = arg;
+  lay *L = T->L;
+  int n = T->n1 - T->n0;
+  if (L->conv) {
+    long xs = (long)L->cin * L->h * L->w, ys = (long)L->cout * L->oh * L->ow;
+    const float *x = L->x + T->n0 * xs, *dy = L->dy + T->n0 * ys;
+    float *y = L->y + T->n0 * ys, *dx = L->dx + T->n0 * xs;
+    if (T->jit) {
+      rt_conv_shape s = {.n = n, .cin = L->cin, .h = L->h, .w = L->w, .cout = L->cout,
+                         .k = L->k, .stride = 1, .pad = L->pad};
+      rt_conv_shape_finish(&s);
+      L->b->conv_fwd(L->b, 0, &s, x, L->wt, L->bias, y);
+      L->b->conv_bwd_data(L->b, 0, &s, dy, L->wt, dx);
+      L->b->conv_bwd_weight(L->b, 0, &s, x, dy, L->dw[T->t], L->db[T->t]);
+    } else {
+      int P = L->oh * L->ow, KC = L->cin * L->k * L->k;
+      float *col = L->col[T->t];
+      memset(L->dw[T->t], 0, (size_t)L->cout * KC * sizeof(float));
+      for (int i = 0; i < n; i++) {
+        im2col(L, x + i * xs, col);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, L->cout, P, KC, 1.0f, L->wt, KC,
+                    col, P, 0.0f, y + i * ys, P);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, L->cout, KC, P, 1.0f, dy + i * ys,
+                    P, col, P, 1.0f, L->dw[T->t], KC);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, KC, P, L->cout, 1.0f, L->wt, KC,
+                    dy + i * ys, P, 0.0f, col, P);
+        col2im_add(L, col, dx + i * xs);
+      }
+    }
+  } else {
+    const float *x = L->x + (long)T->n0 * L->in, *dy = L->dy + (long)T->n0 * L->out;
+    float *y = L->y + (long)T->n0 * L->out, *dx = L->dx + (long)T->n0 * L->in;
+    if (T->jit) {
+      rt_linear_shape s = {n, L->in, L->out, 0, 0};
+      L->b->linear_fwd(L->b, 0, &s, x, L->wt, L->bias, y);
+      L->b->linear_bwd_data(L->b, 0, &s, dy, L->wt, dx);
+      L->b->linear_bwd_weight(L->b, 0, &s, x, dy, L->dw[T->t], L->db[T->t]);
+    } else {
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, L->out, L->in, 1.0f, x, L->in,
+                  L->wt, L->in, 0.0f, y, L->out);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, L->in, L->out, 1.0f, dy,
+                  L->out, L->wt, L->in, 1.0f, dx, L->in);
+      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, L->out, L->in, n, 1.0f, dy, L->out,
+                  x, L->in, 0.0f, L->dw[T->t], L->in);
+    }
+  }
+  return NULL;
+}
+
+/* Best of `reps` runs of the whole batch on `threads` threads. */
+static double timed(lay *L, int threads, int jit, int reps) {
+  double best = 1e30;
+  for (int r = 0; r < reps; r++) {
+    task T[2];
+    pthread_t th[2];
+    double t0 = now_s();
+    for (int t = 0; t < threads; t++) {
+      T[t] = (task){L, t, L->n * t / threads, L->n * (t + 1) / threads, jit};
+      if (t) pthread_create(&th[t], NULL, run_task, &T[t]);
+    }
+    run_task(&T[0]);
+    for (int t = 1; t < threads; t++) pthread_join(th[t], NULL);
+    double d = now_s() - t0;
+    if (d < best) best = d;
+  }
+  return best;
+}
+
+static void bench(lay *L, const char *title) {
+  static const double dens[] = {0.01, 0.05, 0.10, 0.25, 0.50, 1.00};
+  long nw = L->conv ? (long)L->cout * L->cin * L->k * L->k : (long)L->out * L->in;
+  long nx = L->conv ? (long)L->n * L->cin * L->h * L->w : (long)L->n * L->in;
+  long ny = L->conv ? (long)L->n * L->cout * L->oh * L->ow : (long)L->n * L->out;
+  L->x = malloc(nx * sizeof(float)), L->dx = calloc(nx, sizeof(float));
+  L->dy = malloc(ny * sizeof(float)), L->y = malloc(ny * sizeof(float));
+  L->wt = malloc(nw * sizeof(float)), L->bias = malloc(L->cout * sizeof(float));
+  for (long i = 0; i < nx; i++) L->x[i] = frand();
+  for (long i = 0; i < ny; i++) L->dy[i] = frand();
+  for (int i = 0; i < L->cout; i++) L->bias[i] = frand();
+  for (int t = 0; t < 2; t++) {
+    L->dw[t] = malloc(nw * sizeof(float)), L->db[t] = malloc(L->cout * sizeof(float));
+    L->col[t] = L->conv ? malloc((size_t)L->cin * L->k * L->k * L->oh * L->ow * sizeof(float))
+                        : NULL;
+  }
+  ir_layer l = {.kind = L->conv ? IR_CONV : IR_LINEAR, .cin = L->conv ? L->cin : L->in,
+                .h = L->h, .w = L->w, .cout = L->conv ? L->cout : L->out, .k = L->k,
+                .stride = 1, .pad = L->pad, .oh = L->oh, .ow = L->ow, .n_w = nw};
+  ir_graph g = {.layers = &l, .n_layers = 1};
+  char err[256];
+  uint8_t *wm = malloc(nw), *bm = malloc(L->cout);
+  memset(bm, 1, L->cout);
+  printf("\n%s, batch %d, fwd + bwd data + bwd weight, seconds (best of 3)\n", title, L->n);
+  printf("| density | threads | dense sgemm | JIT sparse | speed-up | compile |\n");
+  printf("|--------:|--------:|------------:|-----------:|---------:|--------:|\n");
+  double dense[3];
+  for (int th = 1; th <= 2; th++) {
+    for (long i = 0; i < nw; i++) L->wt[i] = frand();
+    dense[th] = timed(L, th, 0, 3);
+  }
+  for (int d = 0; d < 6; d++) {
+    for (long i = 0; i < nw; i++) {
+      wm[i] = (uint8_t)((frand() + 1) * 0.5 < dens[d]);
+      L->wt[i] = wm[i] ? frand() : 0.0f;
+    }
+    L->b = rt_backend_cpu_new(&g, err, sizeof err);
+    if (!L->b || L->b->prepare(L->b, 0, wm, bm, err, sizeof err)) {
+      fprintf(stderr, "%s\n", err);
+      exit(1);
+    }
+    rt_cpu_stats st = rt_cpu_get_stats(L->b);
+    for (int th = 1; th <= 2; th++) {
+      double j = timed(L, th, 1, 3);
+      printf("| %6.0f%% | %7d | %11.4f | %10.4f | %7.2fx | %6.2fs |\n", 100 * dens[d], th,
+             dense[th], j, dense[th] / j, st.emit_s + st.compile_s);
+      fflush(stdout);
+    }
+    L->b->free(L->b);
+  }
+  free(wm), free(bm), free(L->x), free(L->dx), free(L->dy), free(L->y), free(L->wt), free(L->bias);
+  for (int t = 0; t < 2; t++) free(L->dw[t]), free(L->db[t]), free(L->col[t]);
+}
+
+int main(void) {
+  openblas_set_num_threads(1);
+  lay c = {.conv = 1, .cin = 64, .h = 14, .w = 14, .cout = 64, .k = 3, .pad = 1, .oh = 14,
+           .ow = 14, .n = 128};
+  bench(&c, "conv 3x3 64->64 at 14x14, stride 1, pad 1");
+  lay l = {.conv = 0, .in = 3136, .out = 512, .cin = 3136, .cout = 512, .k = 1, .h = 1, .w = 1, .oh = 1, .ow = 1, .n = 128};
+  bench(&l, "linear 3136->512");
+  return 0;
+}
