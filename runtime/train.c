@@ -182,6 +182,7 @@ int rt_train(ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd,
   int epochs = o->epochs > 0 ? o->epochs : m->epochs;
   int threads = o->threads > 0 ? o->threads : rt_default_threads();
   fe_search method = o->search >= 0 ? (fe_search)o->search : m->method;
+  const char *backend = o->backend ? o->backend : RT_DEFAULT_BACKEND;
   char err[1024];
   int rc = 1;
 
@@ -208,7 +209,7 @@ int rt_train(ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd,
   }
   if (o->resume) {
     ir_graph *cg;
-    if (rt_ckpt_load(o->resume, m->batch, threads, o->backend, &cg, &x, &st, err, sizeof err) ||
+    if (rt_ckpt_load(o->resume, m->batch, threads, backend, &cg, &x, &st, err, sizeof err) ||
         rt_ir_compatible(g, cg, err, sizeof err)) {
       fprintf(stderr, "error: %s\n", err);
       if (x) { ir_free(x->g); rt_exec_free(x); x = NULL; }
@@ -220,7 +221,7 @@ int rt_train(ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd,
     ir_free(cg);
     x->g = g;
   } else {
-    x = rt_exec_new(g, m->batch, threads, o->backend, err, sizeof err);
+    x = rt_exec_new(g, m->batch, threads, backend, err, sizeof err);
     if (!x) {
       fprintf(stderr, "error: %s\n", err);
       goto out;
@@ -270,8 +271,9 @@ int rt_train(ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd,
   if (m->budget != INT64_MAX) snprintf(budget, sizeof budget, "%" PRId64, m->budget);
   if (!o->quiet)
     fprintf(stderr, "training %s: %d images, %d epochs, batch %d, %d threads, "
-            "search %s, %" PRId64 " active parameters of %s\n", m->name, train.n,
-            epochs, m->batch, threads, ir_search_name(method), pc.active, budget);
+            "search %s, backend %s, %" PRId64 " active parameters of %s\n", m->name,
+            train.n, epochs, m->batch, threads, ir_search_name(method), backend,
+            pc.active, budget);
   double test_acc = 0;
   for (int ep = st.epoch; ep < epochs; ep++) {
     double te = now(), loss_sum = 0;
@@ -386,6 +388,7 @@ int rt_eval(ir_graph *bin, rt_graph_fn fwd, const char *ckpt, const char *data,
   rt_train_state st;
   if (threads <= 0) threads = rt_default_threads();
   int cap = bin ? bin->cfg.batch : 128;
+  if (!backend) backend = RT_DEFAULT_BACKEND;
   if (rt_ckpt_load(ckpt, cap, threads, backend, &g, &x, &st, err, sizeof err)) {
     fprintf(stderr, "error: %s\n", err);
     return 1;

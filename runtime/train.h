@@ -19,6 +19,9 @@
 #include "runtime/exec.h"
 #include "runtime/rng.h"
 
+/* Kernels specialised to each layer's α pattern, compiled by the LLVM JIT. */
+#define RT_DEFAULT_BACKEND "cpu"
+
 typedef struct rt_train_opts {
   int epochs;          /* -1: the model's */
   int train_limit;     /* 0: the whole training set */
@@ -32,7 +35,7 @@ typedef struct rt_train_opts {
   int stop_after;      /* stop once this many epochs are done (0: never);
                           the run resumes from RUN_DIR/last.ckpt */
   int quiet;           /* no progress output */
-  const char *backend; /* "ref" or "cpu"; NULL: the default */
+  const char *backend; /* "ref" or "cpu"; NULL: RT_DEFAULT_BACKEND */
 } rt_train_opts;
 
 void rt_train_opts_default(rt_train_opts *o);
