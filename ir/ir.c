@@ -18,8 +18,10 @@ void ir_free(ir_graph *g) {
 }
 
 static int64_t popcount_range(const ir_graph *g, int64_t from, int64_t n) {
-  int64_t c = 0;
-  for (int64_t i = from; i < from + n; i++) c += ir_alpha_get(g, i);
+  int64_t c = 0, i = from, end = from + n;
+  for (; i < end && (i & 63); i++) c += ir_alpha_get(g, i);
+  for (; i + 64 <= end; i += 64) c += __builtin_popcountll(g->alpha[i >> 6]);
+  for (; i < end; i++) c += ir_alpha_get(g, i);
   return c;
 }
 

@@ -250,7 +250,9 @@ void srch_sizes(const srch_state *s, int64_t *m, int64_t *n) {
 
 int srch_refill(srch_state *s, rt_exec *x) {
   ir_graph *g = s->g;
-  int added = 0;
+  int64_t active = ir_count_params(g).active;
+  int added = 0, kernel = g->cfg.gran == FE_GRAN_KERNEL;
+  double d = g->cfg.density;
   for (int li = 0; li < g->n_layers; li++) {
     ir_layer *l = &g->layers[li];
     if (!weighted(l) || !l->alive || l->out_t == g->logits_t) continue;
@@ -262,28 +264,27 @@ int srch_refill(srch_state *s, rt_exec *x) {
     }
     int want = (int)ceil(0.1 * nodes);
     if (want < 1) want = 1;
-    /* live inputs and the incoming weights a placeholder gets */
+    /* the input channels that carry a signal, once per layer */
     int kk = l->k * l->k, per = l->kind == IR_LINEAR ? g->tensors[l->in_t].h * g->tensors[l->in_t].w : 1;
-    int live_in = 0;
-    for (int ci = 0; ci < l->cin; ci += per)
-      live_in += has_incoming(g, l->in_t, l->in_ch + ci / per);
-    if (live_in == 0) continue;
-    for (int c = 0; c < l->cout && holders < want; c++) {
+    int n_in = l->cin / per, live_in = 0;
+    uint8_t *in_live = malloc((size_t)n_in);
+    if (!in_live) return added;
+    for (int ci = 0; ci < n_in; ci++)
+      live_in += in_live[ci] = (uint8_t)has_incoming(g, l->in_t, l->in_ch + ci);
+    /* a placeholder's incoming weights: each live input joined with the
+     * seed's density, one weight (or one whole kernel) at a time */
+    int ulen = kernel ? kk : 1;
+    int64_t cost = (int64_t)ceil(d * live_in * per * kk);
+    if (cost < 1) cost = 1;
+    float bound = 1.0f / sqrtf((float)cost);
+    for (int c = 0; c < l->cout && holders < want && live_in > 0; c++) {
       if (row_any(g, l, c)) continue;
-      ir_count pc = ir_count_params(g);
-      double d = g->cfg.density;
-      int64_t cost = (int64_t)ceil(d * live_in * per) * (g->cfg.gran == FE_GRAN_KERNEL ? kk : 1);
-      if (g->cfg.gran == FE_GRAN_WEIGHT) cost *= kk;
-      if (cost < 1) cost = 1;
-      if (pc.active + cost > g->cfg.budget) return added;
-      int64_t row = ir_fan_in(l), base = l->w_off + c * row, got = 0;
-      float bound = 1.0f / sqrtf((float)cost);
-      /* a unit is one weight, or one whole kernel at kernel granularity */
-      int kernel = g->cfg.gran == FE_GRAN_KERNEL, ulen = kernel ? kk : 1;
+      if (active + cost > g->cfg.budget) break;
+      int64_t base = l->w_off + c * ir_fan_in(l), got = 0;
       for (int ci = 0; ci < l->cin; ci++) {
-        if (!has_incoming(g, l->in_t, l->in_ch + ci / per)) continue;
+        if (!in_live[ci / per]) continue;
         for (int k = 0; k < kk; k += ulen) {
-          if (rt_rng_uniform(&s->rng) >= d || pc.active + got + ulen > g->cfg.budget)
+          if (rt_rng_uniform(&s->rng) >= d || active + got + ulen > g->cfg.budget)
             continue;
           for (int t = k; t < k + ulen; t++) {
             int64_t i = base + (int64_t)ci * kk + t;
@@ -294,9 +295,10 @@ int srch_refill(srch_state *s, rt_exec *x) {
           got += ulen;
         }
       }
-      if (got == 0) continue;
-      holders++, added++;
+      active += got;
+      if (got > 0) holders++, added++;
     }
+    free(in_live);
   }
   return added;
 }
