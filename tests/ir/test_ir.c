@@ -10,16 +10,8 @@
 #include "runtime/exec.h"
 #include "runtime/train.h"
 
-static int failures;
-#define CHECK(c, ...)                                                          \
-  do {                                                                         \
-    if (!(c)) {                                                                \
-      failures++;                                                              \
-      fprintf(stderr, "%s:%d: FAIL: ", __FILE__, __LINE__);                    \
-      fprintf(stderr, __VA_ARGS__);                                            \
-      fputc('\n', stderr);                                                     \
-    }                                                                          \
-  } while (0)
+#include "tests/check.h"
+
 
 static char *slurp(const char *path, size_t *n) {
   FILE *f = fopen(path, "rb");

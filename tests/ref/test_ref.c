@@ -15,18 +15,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int failures;
+#include "tests/check.h"
+
 static rt_rng rng;
 
-#define CHECK(cond, ...)                                        \
-  do {                                                          \
-    if (!(cond)) {                                              \
-      failures++;                                               \
-      fprintf(stderr, "%s:%d: FAIL: ", __FILE__, __LINE__);     \
-      fprintf(stderr, __VA_ARGS__);                             \
-      fputc('\n', stderr);                                      \
-    }                                                           \
-  } while (0)
 
 /* Normalised max error: max|a-b| / max(max|a|, max|b|). A non-finite
  * entry is an error of infinity. The tolerance sits above the float noise

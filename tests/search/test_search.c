@@ -10,16 +10,8 @@
 #include "runtime/rng.h"
 #include "search/search.h"
 
-static int failures;
-#define CHECK(c, ...)                                                          \
-  do {                                                                         \
-    if (!(c)) {                                                                \
-      failures++;                                                              \
-      fprintf(stderr, "%s:%d: FAIL: ", __FILE__, __LINE__);                    \
-      fprintf(stderr, __VA_ARGS__);                                            \
-      fputc('\n', stderr);                                                     \
-    }                                                                          \
-  } while (0)
+#include "tests/check.h"
+
 
 static ir_graph *build(const char *src) {
   fe_model m;
