@@ -19,7 +19,6 @@
 
 static rt_rng rng;
 
-
 /* Normalised max error: max|a-b| / max(max|a|, max|b|). A non-finite
  * entry is an error of infinity. The tolerance sits above the float noise
  * of the central differences (at most 5e-4 over many seeds) and below what
