@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "codegen/driver.h"
+#include "codegen/export.h"
 #include "frontend/spec.h"
 #include "ir/ir.h"
 
@@ -27,11 +28,16 @@ static void usage(FILE *f) {
           "  --dump-ir        print the IR (tensors, layers, α counts, schedule)\n"
           "  --emit-llvm FILE write the graph driver as LLVM IR text\n"
           "  -c FILE          write the graph driver as an object file, no link\n"
+          "  --emit-c CKPT -o FILE.c, --emit-cuda CKPT -o FILE.cu\n"
+          "                   a trained checkpoint as fixed-architecture C or CUDA\n"
+          "                   source plus FILE.h (and FILE.weights past 4 MiB of\n"
+          "                   weights); see './model export --help'\n"
           "  -h, --help       this text\n");
 }
 
 typedef struct opts {
   const char *in, *out, *ll, *obj;
+  const char *emit_c, *emit_cuda; /* checkpoints to export */
   int check, dump;
 } opts;
 
@@ -41,6 +47,8 @@ static int parse_args(int argc, char **argv, opts *o) {
     const char **val = strcmp(a, "-o") == 0            ? &o->out
                        : strcmp(a, "--emit-llvm") == 0 ? &o->ll
                        : strcmp(a, "-c") == 0          ? &o->obj
+                       : strcmp(a, "--emit-c") == 0    ? &o->emit_c
+                       : strcmp(a, "--emit-cuda") == 0 ? &o->emit_cuda
                                                        : NULL;
     if (val) {
       if (i + 1 >= argc) {
@@ -65,6 +73,14 @@ static int parse_args(int argc, char **argv, opts *o) {
     } else {
       o->in = a;
     }
+  }
+  if (o->emit_c || o->emit_cuda) {
+    if (o->in || (o->emit_c && o->emit_cuda) || !o->out) {
+      fprintf(stderr, "ilnasc: error: --emit-c/--emit-cuda take one checkpoint and "
+                      "-o FILE, and no model file\n");
+      return 2;
+    }
+    return 0;
   }
   if (!o->in) {
     usage(stderr);
@@ -119,6 +135,18 @@ int main(int argc, char **argv) {
   opts o = {0};
   int rc = parse_args(argc, argv, &o);
   if (rc) return rc == 1 ? 0 : rc;
+  if (o.emit_c || o.emit_cuda) {
+    cg_export_opts eo;
+    cg_export_opts_default(&eo);
+    eo.target = o.emit_c ? CG_EXPORT_C : CG_EXPORT_CUDA;
+    eo.out = o.out;
+    char err[1024];
+    if (cg_export(o.emit_c ? o.emit_c : o.emit_cuda, &eo, NULL, err, sizeof err)) {
+      fprintf(stderr, "ilnasc: error: %s\n", err);
+      return 1;
+    }
+    return 0;
+  }
 
   fe_model m;
   if (fe_parse_file(o.in, &m, stderr)) return 1;

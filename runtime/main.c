@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "codegen/export.h"
 #include "ir/ir.h"
 #include "runtime/plot.h"
 #include "runtime/train.h"
@@ -27,6 +28,9 @@ static void usage_main(FILE *f, const ir_graph *g) {
           "                 and RUN_DIR/final.ckpt\n"
           "  eval CKPT      test accuracy of a checkpoint\n"
           "  info CKPT      per-layer table of a checkpoint\n"
+          "  export --c CKPT -o FILE.c | --cuda CKPT -o FILE.cu\n"
+          "                 the trained network as fixed-architecture C or CUDA\n"
+          "                 source with its header FILE.h (no ilnas runtime needed)\n"
           "  plot RUN_DIR... -o FILE.svg\n"
           "                 training loss, test accuracy and active parameters\n"
           "                 against epochs, one line per run\n"
@@ -50,8 +54,8 @@ static void usage_train(FILE *f, const ir_graph *g) {
           "  --seed N          seed for initialisation and data order (model: %" PRIu64 ")\n"
           "  --threads N       worker threads (default: all cores)\n"
           "  --search MODE     fixed | ilnas | random (model: %s)\n"
-          "  --backend NAME    ref (the reference kernels) | cpu (LLVM-JIT kernels\n"
-          "                    specialised to each layer's α pattern)\n"
+          "  --backend NAME    cpu (default: LLVM-JIT kernels specialised to each\n"
+          "                    layer's α pattern) | ref (the reference kernels)\n"
           "  --resume CKPT     continue a run from its checkpoint (same options)\n"
           "  --stop-after N    stop after epoch N, leaving RUN_DIR/last.ckpt\n"
           "  --quiet           no progress output\n",
@@ -216,6 +220,79 @@ static int cmd_plot(int argc, char **argv) {
   return rc ? 1 : 0;
 }
 
+static void usage_export(FILE *f) {
+  fprintf(f,
+          "usage: %s export --c CKPT -o FILE.c [options]\n"
+          "       %s export --cuda CKPT -o FILE.cu [options]\n"
+          "\n"
+          "Writes the trained network as plain C (needs only libm) or CUDA (the CUDA\n"
+          "runtime, kernels of its own) with the architecture fixed: only active\n"
+          "weights are stored and multiplied, dead layers and channels are gone,\n"
+          "batch norm is folded. FILE.h beside it declares\n"
+          "  int PREFIX_forward(const float *input, float *logits, int batch);\n"
+          "  extern const int PREFIX_input_shape[3], PREFIX_classes;\n"
+          "with PREFIX the file's stem; input is raw images scaled to [0, 1], NCHW:\n"
+          "the training normalisation is applied inside. Past the threshold the\n"
+          "weights go to FILE.weights, read by int PREFIX_load(const char *path).\n"
+          "\n"
+          "  -o FILE                   output source file (required)\n"
+          "  --weights-threshold BYTES weights larger than this go to FILE.weights\n"
+          "                            (default %d; 0: always)\n"
+          "  --dense                   store every weight between live channels, zeros\n"
+          "                            included (the masked-dense network, to compare\n"
+          "                            sizes); computes the same function\n",
+          prog, prog, (int)CG_EXPORT_THRESHOLD);
+}
+
+static int cmd_export(int argc, char **argv) {
+  cg_export_opts o;
+  cg_export_opts_default(&o);
+  const char *ckpt = NULL;
+  for (int i = 2; i < argc; i++) {
+    const char *a = argv[i];
+    long long v;
+    if (is_help(a)) {
+      usage_export(stdout);
+      return 0;
+    } else if (strcmp(a, "--c") == 0 || strcmp(a, "--cuda") == 0) {
+      if (ckpt) {
+        fprintf(stderr, "%s: error: export takes one of --c or --cuda, once\n", prog);
+        return 2;
+      }
+      o.target = strcmp(a, "--c") == 0 ? CG_EXPORT_C : CG_EXPORT_CUDA;
+      if (str_arg(argc, argv, &i, &ckpt)) return 2;
+    } else if (strcmp(a, "-o") == 0) {
+      if (str_arg(argc, argv, &i, &o.out)) return 2;
+    } else if (strcmp(a, "--weights-threshold") == 0) {
+      if (int_arg(argc, argv, &i, 0, &v)) return 2;
+      o.weights_threshold = v;
+    } else if (strcmp(a, "--dense") == 0) {
+      o.dense = 1;
+    } else {
+      fprintf(stderr, "%s: error: unexpected argument '%s' for export (see --help)\n",
+              prog, a);
+      return 2;
+    }
+  }
+  if (!ckpt || !o.out) {
+    fprintf(stderr, "%s: error: export needs --c CKPT or --cuda CKPT, and -o FILE "
+                    "(see --help)\n", prog);
+    return 2;
+  }
+  char err[1024];
+  cg_export_stats s;
+  if (cg_export(ckpt, &o, &s, err, sizeof err)) {
+    fprintf(stderr, "%s: error: %s\n", prog, err);
+    return 1;
+  }
+  printf("wrote %s: %d ops, %lld weights (%lld bytes%s), index tables %lld bytes, "
+         "workspace %lld floats per image\n",
+         o.out, s.ops, (long long)s.weights, (long long)s.weight_bytes,
+         s.weights_file ? ", in the .weights file" : "", (long long)s.table_bytes,
+         (long long)s.ws_floats);
+  return 0;
+}
+
 int il_main(int argc, char **argv, const unsigned char *blob,
             unsigned long blob_size, rt_graph_fn fwd, rt_graph_fn bwd) {
   if (argc > 0 && argv[0]) prog = argv[0];
@@ -238,6 +315,8 @@ int il_main(int argc, char **argv, const unsigned char *blob,
     rc = cmd_ckpt(g, argc, argv, fwd);
   } else if (strcmp(argv[1], "plot") == 0) {
     rc = cmd_plot(argc, argv);
+  } else if (strcmp(argv[1], "export") == 0) {
+    rc = cmd_export(argc, argv);
   } else if (strcmp(argv[1], "ir") == 0) {
     ir_dump(g, stdout);
     rc = 0;

@@ -1,0 +1,1084 @@
+/* export.c: a trained network as fixed-architecture C or CUDA source.
+ *
+ * Two steps. plan_build walks the layers in schedule order and tracks, for
+ * every channel of every IR tensor, where its plane lives in a per-image
+ * workspace of the emitted code, or that it is constant zero. Copies and
+ * dead layers only re-point channels (they cost nothing at run time); a
+ * weighted layer keeps the output channels that have active weights from
+ * non-zero inputs or a non-zero bias after ReLU, and gives each a fresh
+ * plane. Then emit_c / emit_cuda print one specialised function (or
+ * kernel) per remaining op, every shape a literal, over constant tables.
+ *
+ * Output files are written under temporary names in their own directory
+ * and renamed into place only when all of them are complete, so an error
+ * never leaves a partial file. */
+#include "codegen/export.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "runtime/data.h"
+
+/* The batch norm epsilon of the reference kernels (runtime/ref.c). */
+#define XP_BN_EPS 1e-5
+
+typedef enum { OP_CONV, OP_LINEAR, OP_POOL, OP_GAP } op_kind;
+
+typedef struct xp_op {
+  op_kind kind;
+  int layer;            /* IR layer it comes from */
+  int n;                /* output planes (conv, pool, gap) or neurons (linear) */
+  int64_t out;          /* workspace offset of the first output plane */
+  int h, w, oh, ow;     /* input and output plane sizes */
+  int k, stride, pad, relu;
+  int32_t *start;       /* conv, linear: n + 1 entry starts */
+  int32_t *src;         /* conv: input plane per entry; linear: input float
+                           per entry; pool, gap: input plane per output */
+  uint16_t *tap;        /* conv: ky * k + kx per entry */
+  float *wt;            /* conv, linear: weight per entry (batch norm folded) */
+  float *bias;          /* conv, linear: n */
+  int64_t n_ent;        /* entries */
+} xp_op;
+
+typedef struct xp_plan {
+  xp_op *ops;
+  int n_ops;
+  int64_t ws;           /* workspace floats per image */
+  int in_c, in_h, in_w, classes;
+  int32_t *logit_src;   /* per class: workspace offset, -1 for constant 0 */
+  int32_t **loc;        /* per tensor, per channel: plane offset or -1 */
+  uint8_t *spatial;     /* per tensor: its planes carry the zero border */
+  int n_tensors;
+  int B;                /* zero border around every spatial plane */
+} xp_plan;
+
+/* Spatial planes (the input, conv and max-pool outputs) are stored with a
+ * border of B zeros, B the largest conv padding, so the conv loops read
+ * the padding instead of testing bounds; it is never written, and the
+ * workspace starts zeroed. Unit tensors (average-pool and linear outputs)
+ * are plain floats. */
+static int64_t padded(const xp_plan *p, int h, int w) {
+  return (int64_t)(h + 2 * p->B) * (w + 2 * p->B);
+}
+
+static void plan_free(xp_plan *p) {
+  for (int i = 0; i < p->n_ops; i++) {
+    xp_op *o = &p->ops[i];
+    free(o->start), free(o->src), free(o->tap), free(o->wt), free(o->bias);
+  }
+  free(p->ops);
+  if (p->loc)
+    for (int t = 0; t < p->n_tensors; t++) free(p->loc[t]);
+  free(p->loc), free(p->logit_src), free(p->spatial);
+  memset(p, 0, sizeof *p);
+}
+
+static int fail(char *err, size_t errlen, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(err, errlen, fmt, ap);
+  va_end(ap);
+  return -1;
+}
+
+/* Reserves `floats` of workspace; the emitted code indexes it with int. */
+static int ws_take(xp_plan *p, int64_t floats, int64_t *off) {
+  *off = p->ws;
+  p->ws += floats;
+  return p->ws > INT32_MAX ? -1 : 0;
+}
+
+static xp_op *op_new(xp_plan *p) {
+  xp_op *ops = realloc(p->ops, (size_t)(p->n_ops + 1) * sizeof *ops);
+  if (!ops) return NULL;
+  p->ops = ops;
+  xp_op *o = &ops[p->n_ops++];
+  memset(o, 0, sizeof *o);
+  return o;
+}
+
+/* A weighted layer's fold of inference-mode batch norm:
+ * y = (z - mean) * gamma / sqrt(var + eps) + beta, with z = w.x + b. */
+static void bn_fold(const ir_layer *l, const rt_exec *x, int co, double *scale,
+                    double *shift) {
+  *scale = 1.0, *shift = 0.0;
+  if (!l->bn) return;
+  const float *gamma = x->params + l->g_off, *beta = gamma + l->cout;
+  const float *mean = x->stats + l->s_off, *var = mean + l->cout;
+  *scale = gamma[co] / sqrt((double)var[co] + XP_BN_EPS);
+  *shift = beta[co] - mean[co] * *scale;
+}
+
+/* Conv and linear: one op over the kept output channels. A conv input
+ * "unit" is a channel (an input plane); a linear one is a single float of
+ * its channel-major flattened input. */
+static int plan_weighted(xp_plan *p, const ir_graph *g, const rt_exec *x,
+                         int li, int dense, char *err, size_t errlen) {
+  const ir_layer *l = &g->layers[li];
+  const ir_tensor *it = &g->tensors[l->in_t];
+  const int conv = l->kind == IR_CONV;
+  const int kk = l->k * l->k, per = conv ? 1 : it->h * it->w;
+  const int64_t plane = conv ? padded(p, l->oh, l->ow) : 1;
+  p->spatial[l->out_t] = (uint8_t)conv;
+  const float *w = x->params + l->w_off, *b = x->params + l->b_off;
+  const uint8_t *m = x->mask;
+
+  /* Where each input unit lives; -1 where it is constant zero. */
+  int32_t *in = malloc((size_t)l->cin * sizeof *in);
+  int32_t *out = malloc((size_t)l->cout * sizeof *out);
+  xp_op *o = op_new(p);
+  if (!in || !out || !o) {
+    free(in), free(out);
+    return fail(err, errlen, "out of memory");
+  }
+  for (int ci = 0; ci < l->cin; ci++) {
+    int32_t s = p->loc[l->in_t][l->in_ch + ci / per];
+    int at = ci % per; /* a linear layer's position in the plane */
+    if (!conv && p->spatial[l->in_t])
+      at = (at / it->w + p->B) * (it->w + 2 * p->B) + at % it->w + p->B;
+    in[ci] = s < 0 ? -1 : s + at;
+  }
+  o->kind = conv ? OP_CONV : OP_LINEAR;
+  o->layer = li;
+  o->h = l->h, o->w = l->w, o->oh = l->oh, o->ow = l->ow;
+  o->k = l->k, o->stride = l->stride, o->pad = l->pad, o->relu = l->relu;
+  o->start = malloc(((size_t)l->cout + 1) * sizeof *o->start);
+  o->bias = malloc((size_t)l->cout * sizeof *o->bias);
+  if (!o->start || !o->bias) {
+    free(in), free(out);
+    return fail(err, errlen, "out of memory");
+  }
+  if (conv && !p->spatial[l->in_t]) {
+    free(in), free(out);
+    return fail(err, errlen, "layer %s: a conv reading a flat tensor cannot be exported",
+                l->name);
+  }
+
+  /* Pass 1: which outputs stay, and how many entries they take. An output
+   * with no surviving weight is the constant act(bias); it goes only when
+   * that constant is exactly zero. */
+  int64_t n_ent = 0;
+  o->start[0] = 0;
+  for (int co = 0; co < l->cout; co++) {
+    double scale, shift;
+    bn_fold(l, x, co, &scale, &shift);
+    double bias = (m[l->b_off + co] ? b[co] : 0.0) * scale + shift;
+    int64_t active = 0, reach = 0;
+    for (int ci = 0; ci < l->cin; ci++) {
+      if (in[ci] < 0) continue;
+      const int64_t base = ((int64_t)co * l->cin + ci) * kk;
+      reach += kk;
+      for (int t = 0; t < kk; t++)
+        if (m[l->w_off + base + t] && w[base + t] != 0.0f) active++;
+    }
+    float fb = (float)bias;
+    if (active == 0 && (l->relu ? fb <= 0.0f : fb == 0.0f)) {
+      out[co] = -1;
+      continue;
+    }
+    if (!isfinite(fb)) {
+      free(in), free(out);
+      return fail(err, errlen, "layer %s: output %d has a non-finite bias", l->name, co);
+    }
+    out[co] = o->n;
+    o->bias[o->n] = fb;
+    n_ent += dense ? reach : active;
+    if (n_ent > INT32_MAX) {
+      free(in), free(out);
+      return fail(err, errlen, "layer %s has more weights than the emitted code can index",
+                  l->name);
+    }
+    o->start[++o->n] = (int32_t)n_ent;
+  }
+  o->n_ent = n_ent;
+  size_t ne = n_ent ? (size_t)n_ent : 1;
+  o->src = malloc(ne * sizeof *o->src);
+  o->wt = malloc(ne * sizeof *o->wt);
+  o->tap = conv ? malloc(ne * sizeof *o->tap) : NULL;
+  if (!o->src || !o->wt || (conv && !o->tap)) {
+    free(in), free(out);
+    return fail(err, errlen, "out of memory");
+  }
+
+  /* Pass 2: the entries, in the reference kernels' order (input channel,
+   * then tap) so the sums round alike. */
+  int64_t e = 0;
+  for (int co = 0; co < l->cout; co++) {
+    if (out[co] < 0) continue;
+    double scale, shift;
+    bn_fold(l, x, co, &scale, &shift);
+    for (int ci = 0; ci < l->cin; ci++) {
+      if (in[ci] < 0) continue;
+      const int64_t base = ((int64_t)co * l->cin + ci) * kk;
+      for (int t = 0; t < kk; t++) {
+        int on = m[l->w_off + base + t] && w[base + t] != 0.0f;
+        if (!on && !dense) continue;
+        float v = on ? (float)(w[base + t] * scale) : 0.0f;
+        if (!isfinite(v)) {
+          free(in), free(out);
+          return fail(err, errlen, "layer %s has a non-finite weight", l->name);
+        }
+        o->src[e] = in[ci];
+        if (conv) o->tap[e] = (uint16_t)t;
+        o->wt[e++] = v;
+      }
+    }
+  }
+
+  int64_t first;
+  if (ws_take(p, o->n * plane, &first)) {
+    free(in), free(out);
+    return fail(err, errlen, "the network's activations exceed 2^31 floats per image");
+  }
+  o->out = first;
+  for (int co = 0; co < l->cout; co++)
+    p->loc[l->out_t][l->out_ch + co] =
+        out[co] < 0 ? -1 : (int32_t)(first + out[co] * plane);
+  free(in), free(out);
+  return 0;
+}
+
+/* Max-pool and global average pool: one output plane per non-zero input
+ * plane; a zero plane pools to zero. */
+static int plan_pool(xp_plan *p, const ir_graph *g, int li, char *err,
+                     size_t errlen) {
+  const ir_layer *l = &g->layers[li];
+  xp_op *o = op_new(p);
+  if (!o || !(o->src = malloc(((size_t)l->cin + 1) * sizeof *o->src)))
+    return fail(err, errlen, "out of memory");
+  o->kind = l->kind == IR_GAP ? OP_GAP : OP_POOL;
+  o->layer = li;
+  o->h = l->h, o->w = l->w, o->oh = l->oh, o->ow = l->ow;
+  o->k = o->stride = l->k;
+  const int64_t plane = o->kind == OP_GAP ? 1 : padded(p, l->oh, l->ow);
+  p->spatial[l->out_t] = o->kind == OP_POOL;
+  int32_t *dst = p->loc[l->out_t] + l->out_ch;
+  for (int c = 0; c < l->cin; c++) {
+    int32_t s = p->loc[l->in_t][l->in_ch + c];
+    dst[c] = s < 0 ? -1 : o->n;
+    if (s >= 0) o->src[o->n++] = s;
+  }
+  int64_t first;
+  if (ws_take(p, o->n * plane, &first))
+    return fail(err, errlen, "the network's activations exceed 2^31 floats per image");
+  o->out = first;
+  for (int c = 0; c < l->cin; c++)
+    if (dst[c] >= 0) dst[c] = (int32_t)(first + dst[c] * plane);
+  return 0;
+}
+
+static int plan_build(xp_plan *p, const ir_graph *g, const rt_exec *x, int dense,
+                      char *err, size_t errlen) {
+  memset(p, 0, sizeof *p);
+  const ir_tensor *in = &g->tensors[g->input_t];
+  p->in_c = in->c, p->in_h = in->h, p->in_w = in->w;
+  p->classes = g->cfg.classes;
+  p->n_tensors = g->n_tensors;
+  p->loc = calloc((size_t)g->n_tensors, sizeof *p->loc);
+  p->logit_src = malloc((size_t)p->classes * sizeof *p->logit_src);
+  p->spatial = calloc((size_t)g->n_tensors, 1);
+  if (!p->loc || !p->logit_src || !p->spatial) return fail(err, errlen, "out of memory");
+  for (int li = 0; li < g->n_layers; li++)
+    if (g->layers[li].kind == IR_CONV && g->layers[li].pad > p->B) p->B = g->layers[li].pad;
+  for (int t = 0; t < g->n_tensors; t++) {
+    p->loc[t] = malloc((size_t)g->tensors[t].c * sizeof **p->loc);
+    if (!p->loc[t]) return fail(err, errlen, "out of memory");
+    for (int c = 0; c < g->tensors[t].c; c++) p->loc[t][c] = -1;
+  }
+  /* The normalised input occupies the start of the workspace. */
+  int64_t plane = padded(p, in->h, in->w), off;
+  if (ws_take(p, in->c * plane, &off))
+    return fail(err, errlen, "the input exceeds 2^31 floats per image");
+  for (int c = 0; c < in->c; c++) p->loc[g->input_t][c] = (int32_t)(c * plane);
+  p->spatial[g->input_t] = 1;
+
+  for (int li = 0; li < g->n_layers; li++) {
+    const ir_layer *l = &g->layers[li];
+    int rc = 0;
+    switch (l->kind) {
+    case IR_COPY:
+      for (int c = 0; c < l->cin; c++)
+        p->loc[l->out_t][l->out_ch + c] = p->loc[l->in_t][l->in_ch + c];
+      p->spatial[l->out_t] = p->spatial[l->in_t];
+      break;
+    case IR_CONV:
+    case IR_LINEAR:
+      if (l->alive) {
+        rc = plan_weighted(p, g, x, li, dense, err, errlen);
+      } else if (l->prev_t >= 0) {
+        /* A dead layer is its predecessor's output under another name. */
+        for (int c = 0; c < l->cout; c++)
+          p->loc[l->out_t][l->out_ch + c] = p->loc[l->prev_t][l->prev_ch + c];
+        p->spatial[l->out_t] = p->spatial[l->prev_t];
+      } else {
+        return fail(err, errlen, "layer %s is dead but has nothing to pass through",
+                    l->name);
+      }
+      break;
+    case IR_MAXPOOL:
+    case IR_GAP:
+      rc = plan_pool(p, g, li, err, errlen);
+      break;
+    }
+    if (rc) return rc;
+  }
+  for (int k = 0; k < p->classes; k++) p->logit_src[k] = p->loc[g->logits_t][k];
+  return 0;
+}
+
+/* ---- emission ---------------------------------------------------------- */
+
+typedef struct xp_out {
+  FILE *f;
+  const char *P;      /* name prefix */
+  int cuda;
+  int file_weights;   /* weights come from FILE.weights at run time */
+  FILE *wf;           /* the weights file being written */
+} xp_out;
+
+/* Shortest exact decimal of a float that is also a valid C float literal
+ * in both C and CUDA ("1" alone would not take an f suffix). */
+static void put_float(FILE *f, float v) {
+  char b[48];
+  snprintf(b, sizeof b, "%.9g", (double)v);
+  if (!strpbrk(b, ".e")) strcat(b, ".0");
+  fprintf(f, "%sf", b);
+}
+
+static const char *dev(const xp_out *o) { return o->cuda ? "__device__ " : ""; }
+
+static void put_i32s(const xp_out *o, const char *type, const char *name, int id,
+                     const int32_t *v, int64_t n) {
+  fprintf(o->f, "static %s%s%s %s_%s%d[%" PRId64 "] = {", dev(o), o->cuda ? "" : "const ",
+          type, o->P, name, id, n ? n : 1);
+  for (int64_t i = 0; i < n; i++)
+    fprintf(o->f, "%s%" PRId32 ",", i % 16 ? "" : "\n ", v[i]);
+  fprintf(o->f, "%s};\n", n ? "\n" : "0");
+}
+
+static void put_taps(const xp_out *o, int id, const uint16_t *v, int64_t n, int kk) {
+  fprintf(o->f, "static %s%sunsigned %s %s_t%d[%" PRId64 "] = {", dev(o),
+          o->cuda ? "" : "const ", kk > 256 ? "short" : "char", o->P, id, n ? n : 1);
+  for (int64_t i = 0; i < n; i++)
+    fprintf(o->f, "%s%u,", i % 24 ? "" : "\n ", (unsigned)v[i]);
+  fprintf(o->f, "%s};\n", n ? "\n" : "0");
+}
+
+/* Weights are either literal constants or a zeroed array that net_load
+ * fills, in emission order, from the weights file. */
+static int put_weights(xp_out *o, const char *name, int id, const float *v, int64_t n) {
+  int64_t len = n ? n : 1;
+  if (o->file_weights) {
+    fprintf(o->f, "static %sfloat %s_%s%d[%" PRId64 "];\n", dev(o), o->P, name, id, len);
+    for (int64_t i = 0; i < n; i++) {
+      uint32_t u;
+      memcpy(&u, &v[i], 4);
+      unsigned char le[4] = {(unsigned char)u, (unsigned char)(u >> 8),
+                             (unsigned char)(u >> 16), (unsigned char)(u >> 24)};
+      if (fwrite(le, 1, 4, o->wf) != 4) return -1;
+    }
+    return 0;
+  }
+  fprintf(o->f, "static %s%sfloat %s_%s%d[%" PRId64 "] = {", dev(o), o->cuda ? "" : "const ",
+          o->P, name, id, len);
+  for (int64_t i = 0; i < n; i++) {
+    fputs(i % 8 ? " " : "\n ", o->f);
+    put_float(o->f, v[i]);
+    fputc(',', o->f);
+  }
+  fprintf(o->f, "%s};\n", n ? "\n" : "0");
+  return 0;
+}
+
+static int put_tables(xp_out *o, const xp_plan *p) {
+  for (int i = 0; i < p->n_ops; i++) {
+    const xp_op *op = &p->ops[i];
+    if (op->kind == OP_CONV || op->kind == OP_LINEAR) {
+      put_i32s(o, "int", "s", i, op->start, op->n + 1);
+      put_i32s(o, "int", "i", i, op->src, op->n_ent);
+      if (op->kind == OP_CONV) put_taps(o, i, op->tap, op->n_ent, op->k * op->k);
+      if (put_weights(o, "w", i, op->wt, op->n_ent) || put_weights(o, "b", i, op->bias, op->n))
+        return -1;
+    } else {
+      put_i32s(o, "int", "i", i, op->src, op->n);
+    }
+  }
+  put_i32s(o, "int", "logit", 0, p->logit_src, p->classes);
+  return 0;
+}
+
+/* FNV-1a over what the tables encode (shapes, patterns, offsets): a
+ * weights file is only loaded by the code it was written with, even when
+ * another network happens to have as many weights. */
+static uint64_t fnv(uint64_t h, const void *p, size_t n) {
+  const unsigned char *b = p;
+  for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 1099511628211u;
+  return h;
+}
+
+static uint64_t plan_fingerprint(const xp_plan *p) {
+  uint64_t h = 14695981039346656037u;
+  for (int i = 0; i < p->n_ops; i++) {
+    const xp_op *o = &p->ops[i];
+    int64_t shape[11] = {o->kind, o->n, o->out, o->h, o->w, o->k, o->stride, o->pad,
+                         o->relu, o->n_ent, o->oh};
+    h = fnv(h, shape, sizeof shape);
+    if (o->start) h = fnv(h, o->start, ((size_t)o->n + 1) * sizeof *o->start);
+    h = fnv(h, o->src, (size_t)(o->start ? o->n_ent : o->n) * sizeof *o->src);
+    if (o->tap) h = fnv(h, o->tap, (size_t)o->n_ent * sizeof *o->tap);
+  }
+  return fnv(h, p->logit_src, (size_t)p->classes * sizeof *p->logit_src);
+}
+
+/* The loader shared by C and CUDA: FILE.weights is an 8-byte magic, the
+ * float count and the fingerprint of the code, 8 bytes little-endian
+ * each, then the floats little-endian in the order the arrays are
+ * declared. */
+static void put_loader(const xp_out *o, const xp_plan *p, int64_t total, uint64_t fp) {
+  const char *P = o->P;
+  fprintf(o->f,
+          "\nstatic int %s_loaded;\n\n"
+          "/* Reads one array's floats from the file image at *at. */\n"
+          "static void %s_take(const unsigned char *buf, long *at, float *dst, long n) {\n"
+          "  for (long i = 0; i < n; i++, *at += 4) {\n"
+          "    const unsigned char *q = buf + *at;\n"
+          "    unsigned int u = (unsigned int)q[0] | (unsigned int)q[1] << 8 |\n"
+          "                     (unsigned int)q[2] << 16 | (unsigned int)q[3] << 24;\n"
+          "    memcpy(&dst[i], &u, 4);\n"
+          "  }\n",
+          P, P);
+  fprintf(o->f,
+          "}\n\n"
+          "int %s_load(const char *weights_path) {\n"
+          "  static const unsigned char fp[8] = {%u, %u, %u, %u, %u, %u, %u, %u};\n"
+          "  const long total = %" PRId64 "L, size = 24 + 4 * total;\n"
+          "  FILE *f = fopen(weights_path, \"rb\");\n"
+          "  if (!f) return -1;\n"
+          "  unsigned char *buf = (unsigned char *)malloc((size_t)size + 1);\n"
+          "  size_t got = buf ? fread(buf, 1, (size_t)size + 1, f) : 0;\n"
+          "  fclose(f);\n"
+          "  long count = 0;\n"
+          "  for (int i = 7; buf && got >= 16 && i >= 0; i--) count = count << 8 | buf[8 + i];\n"
+          "  if (!buf || got != (size_t)size || memcmp(buf, \"ILNASWT1\", 8) != 0 ||\n"
+          "      count != total || memcmp(buf + 16, fp, 8) != 0) {\n"
+          "    free(buf);\n"
+          "    return -1;\n"
+          "  }\n"
+          "  long at = 24;\n"
+          "  int rc = 0;\n",
+          P, (unsigned)(fp & 255), (unsigned)(fp >> 8 & 255), (unsigned)(fp >> 16 & 255),
+          (unsigned)(fp >> 24 & 255), (unsigned)(fp >> 32 & 255), (unsigned)(fp >> 40 & 255),
+          (unsigned)(fp >> 48 & 255), (unsigned)(fp >> 56 & 255), total);
+  for (int i = 0; i < p->n_ops; i++) {
+    const xp_op *op = &p->ops[i];
+    if (op->kind != OP_CONV && op->kind != OP_LINEAR) continue;
+    const char *names[2] = {"w", "b"};
+    int64_t lens[2] = {op->n_ent, op->n};
+    for (int k = 0; k < 2; k++) {
+      if (!lens[k]) continue;
+      if (o->cuda)
+        fprintf(o->f,
+                "  {\n"
+                "    float *h = (float *)malloc(%" PRId64 " * sizeof(float));\n"
+                "    if (!h) rc = -1;\n"
+                "    else {\n"
+                "      %s_take(buf, &at, h, %" PRId64 ");\n"
+                "      if (cudaMemcpyToSymbol(%s_%s%d, h, %" PRId64 " * sizeof(float)) != cudaSuccess) rc = -1;\n"
+                "      free(h);\n"
+                "    }\n"
+                "  }\n",
+                lens[k], P, lens[k], P, names[k], i, lens[k]);
+      else
+        fprintf(o->f, "  %s_take(buf, &at, %s_%s%d, %" PRId64 ");\n", P, P, names[k], i,
+                lens[k]);
+    }
+  }
+  fprintf(o->f,
+          "  free(buf);\n"
+          "  %s_loaded = rc == 0;\n"
+          "  return rc;\n"
+          "}\n",
+          P);
+}
+
+static void put_norm_tables(const xp_out *o, const rt_norm *nm, int c) {
+  const char *names[2] = {"mean", "std"};
+  for (int k = 0; k < 2; k++) {
+    fprintf(o->f, "static %s%sfloat %s_%s[%d] = {", dev(o), o->cuda ? "" : "const ", o->P,
+            names[k], c);
+    for (int i = 0; i < c; i++) {
+      put_float(o->f, k ? nm->std[i] : nm->mean[i]);
+      fputs(i + 1 < c ? ", " : "", o->f);
+    }
+    fprintf(o->f, "};\n");
+  }
+}
+
+static const char *op_what(op_kind k) {
+  return k == OP_CONV ? "conv" : k == OP_LINEAR ? "linear" : k == OP_POOL ? "maxpool" : "gap";
+}
+
+/* Each op's shapes as named constants, so the bodies below are fixed text:
+ * N outputs; H x W in, OH x OW out; PW, OPW the padded row lengths and
+ * IPP, OPP the padded plane sizes; OUT the first output plane. */
+static void put_shape(FILE *f, const xp_plan *p, const xp_op *op) {
+  const int B = p->B, pw = op->w + 2 * B, opw = op->ow + 2 * B;
+  /* CW: the columns one accumulator covers, a divisor of OW. Up to 16
+   * floats stay in vector registers across a conv's entries; wider rows
+   * spill. */
+  int cw = op->ow;
+  for (int d = 16; op->ow > 16 && d >= 8; d--)
+    if (op->ow % d == 0) {
+      cw = d;
+      break;
+    }
+  fprintf(f,
+          "  enum { N = %d, H = %d, W = %d, OH = %d, OW = %d, K = %d, S = %d, P = %d, B = %d,\n"
+          "         PW = %d, OPW = %d, IPP = %d, OPP = %d, CW = %d, OUT = %" PRId64 " };\n",
+          op->n, op->h, op->w, op->oh, op->ow, op->k, op->stride, op->pad, B, pw, opw,
+          pw * (op->h + 2 * B), opw * (op->oh + 2 * B), cw, op->out);
+}
+
+/* Prints `text` with every '@' replaced by "<prefix>_" and every '#' by
+ * the op's number: table names in the fixed bodies. */
+static void put_body(FILE *f, const char *text, const char *P, int i) {
+  for (const char *c = text; *c; c++) {
+    if (*c == '@') fprintf(f, "%s_", P);
+    else if (*c == '#') fprintf(f, "%d", i);
+    else fputc(*c, f);
+  }
+}
+
+static void emit_c_ops(const xp_out *o, const xp_plan *p, const ir_graph *g) {
+  const char *P = o->P;
+  FILE *f = o->f;
+  for (int i = 0; i < p->n_ops; i++) {
+    const xp_op *op = &p->ops[i];
+    fprintf(f, "\n/* %s: %s, %d outputs", g->layers[op->layer].name, op_what(op->kind), op->n);
+    if (op->kind == OP_CONV || op->kind == OP_LINEAR)
+      fprintf(f, ", %" PRId64 " weights", op->n_ent);
+    fprintf(f, " */\nstatic void %s_op%d(float *ws) {\n", P, i);
+    put_shape(f, p, op);
+    switch (op->kind) {
+    case OP_CONV:
+      /* CW outputs of a row at a time in a local accumulator the compiler
+       * keeps in registers; the zero border stands in for the padding. */
+      put_body(f,
+               "  for (int co = 0; co < N; co++) {\n"
+               "    float *y = ws + OUT + co * OPP + B * OPW + B;\n"
+               "    for (int oy = 0; oy < OH; oy++)\n"
+               "      for (int x0 = 0; x0 < OW; x0 += CW) {\n"
+               "        float acc[CW];\n"
+               "        for (int ox = 0; ox < CW; ox++) acc[ox] = @b#[co];\n"
+               "        for (int e = @s#[co]; e < @s#[co + 1]; e++) {\n"
+               "          const int ky = @t#[e] / K, kx = @t#[e] % K;\n"
+               "          const float *xr =\n"
+               "              ws + @i#[e] + (oy * S + ky + B - P) * PW + x0 * S + kx + B - P;\n"
+               "          const float wv = @w#[e];\n"
+               "          for (int ox = 0; ox < CW; ox++) acc[ox] += wv * xr[ox * S];\n"
+               "        }\n",
+               P, i);
+      put_body(f, op->relu ? "        for (int ox = 0; ox < CW; ox++)\n"
+                             "          y[oy * OPW + x0 + ox] = acc[ox] > 0.0f ? acc[ox] : 0.0f;\n"
+                           : "        for (int ox = 0; ox < CW; ox++) y[oy * OPW + x0 + ox] = acc[ox];\n",
+               P, i);
+      fprintf(f, "      }\n  }\n");
+      break;
+    case OP_LINEAR:
+      put_body(f,
+               "  for (int o = 0; o < N; o++) {\n"
+               "    float acc = 0.0f;\n"
+               "    for (int e = @s#[o]; e < @s#[o + 1]; e++) acc += @w#[e] * ws[@i#[e]];\n"
+               "    acc += @b#[o];\n",
+               P, i);
+      put_body(f, op->relu ? "    ws[OUT + o] = acc > 0.0f ? acc : 0.0f;\n  }\n"
+                           : "    ws[OUT + o] = acc;\n  }\n",
+               P, i);
+      break;
+    case OP_POOL:
+      put_body(f,
+               "  for (int c = 0; c < N; c++) {\n"
+               "    const float *x = ws + @i#[c] + B * PW + B;\n"
+               "    float *y = ws + OUT + c * OPP + B * OPW + B;\n"
+               "    for (int oy = 0; oy < OH; oy++)\n"
+               "      for (int ox = 0; ox < OW; ox++) {\n"
+               "        float m = x[oy * K * PW + ox * K];\n"
+               "        for (int dy = 0; dy < K; dy++)\n"
+               "          for (int dx = 0; dx < K; dx++) {\n"
+               "            const float v = x[(oy * K + dy) * PW + ox * K + dx];\n"
+               "            if (v > m) m = v;\n"
+               "          }\n"
+               "        y[oy * OPW + ox] = m;\n"
+               "      }\n"
+               "  }\n",
+               P, i);
+      break;
+    case OP_GAP:
+      put_body(f,
+               "  for (int c = 0; c < N; c++) {\n"
+               "    const float *x = ws + @i#[c] + B * PW + B;\n"
+               "    double sum = 0.0;\n"
+               "    for (int y = 0; y < H; y++)\n"
+               "      for (int x0 = 0; x0 < W; x0++) sum += x[y * PW + x0];\n"
+               "    ws[OUT + c] = (float)(sum / (H * W));\n"
+               "  }\n",
+               P, i);
+      break;
+    }
+    fprintf(f, "}\n");
+  }
+  const int B = p->B, pw = p->in_w + 2 * B;
+  const int64_t plane = (int64_t)p->in_h * p->in_w, img = p->in_c * plane;
+  fprintf(f,
+          "\nint %s_forward(const float *input, float *logits, int batch) {\n"
+          "  enum { C = %d, H = %d, W = %d, B = %d, PW = %d, IPP = %" PRId64 ", IMG = %" PRId64
+          ", K = %d };\n"
+          "  if (batch < 0 || (batch > 0 && (!input || !logits))) return -1;\n",
+          P, p->in_c, p->in_h, p->in_w, B, pw, padded(p, p->in_h, p->in_w), img, p->classes);
+  if (o->file_weights) fprintf(f, "  if (!%s_loaded) return -1;\n", P);
+  fprintf(f,
+          "  /* zeroed once: the borders of the planes are never written */\n"
+          "  float *ws = (float *)calloc(%" PRId64 ", sizeof(float));\n",
+          p->ws ? p->ws : 1);
+  put_body(f,
+           "  if (!ws) return -1;\n"
+           "  for (int n = 0; n < batch; n++) {\n"
+           "    const float *in = input + (long)n * IMG;\n"
+           "    for (int c = 0; c < C; c++)\n"
+           "      for (int y = 0; y < H; y++)\n"
+           "        for (int x = 0; x < W; x++)\n"
+           "          ws[c * IPP + (y + B) * PW + x + B] =\n"
+           "              (in[(c * H + y) * W + x] - @mean[c]) / @std[c];\n",
+           P, 0);
+  for (int i = 0; i < p->n_ops; i++) fprintf(f, "    %s_op%d(ws);\n", P, i);
+  put_body(f,
+           "    for (int k = 0; k < K; k++)\n"
+           "      logits[(long)n * K + k] = @logit0[k] >= 0 ? ws[@logit0[k]] : 0.0f;\n"
+           "  }\n"
+           "  free(ws);\n"
+           "  return 0;\n"
+           "}\n",
+           P, 0);
+}
+
+/* One thread per output element; sample n's workspace is ws + n * WS. */
+static void emit_cuda_ops(const xp_out *o, const xp_plan *p, const ir_graph *g) {
+  const char *P = o->P;
+  FILE *f = o->f;
+  const int64_t WS = p->ws ? p->ws : 1;
+  const int B = p->B, pw = p->in_w + 2 * B;
+  const int64_t plane = (int64_t)p->in_h * p->in_w, img = p->in_c * plane;
+  fprintf(f,
+          "\n__global__ void %s_knorm(const float *in, float *ws, int batch) {\n"
+          "  enum { H = %d, W = %d, B = %d, PW = %d, IPP = %" PRId64 ", IMG = %" PRId64 " };\n"
+          "  const long long WS = %" PRId64 "LL;\n",
+          P, p->in_h, p->in_w, B, pw, padded(p, p->in_h, p->in_w), img, WS);
+  put_body(f,
+           "  const long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x;\n"
+           "  if (t >= (long long)batch * IMG) return;\n"
+           "  const long long n = t / IMG;\n"
+           "  const int r = (int)(t % IMG), c = r / (H * W), y = r % (H * W) / W, x = r % W;\n"
+           "  ws[n * WS + c * IPP + (y + B) * PW + x + B] = (in[t] - @mean[c]) / @std[c];\n"
+           "}\n",
+           P, 0);
+  for (int i = 0; i < p->n_ops; i++) {
+    const xp_op *op = &p->ops[i];
+    fprintf(f,
+            "\n/* %s: %s, %d outputs */\n"
+            "__global__ void %s_k%d(float *ws, int batch) {\n",
+            g->layers[op->layer].name, op_what(op->kind), op->n, P, i);
+    put_shape(f, p, op);
+    fprintf(f, "  const long long WS = %" PRId64 "LL, PER = %" PRId64 "LL;\n", WS,
+            op->kind == OP_LINEAR || op->kind == OP_GAP ? (int64_t)op->n
+                                                        : (int64_t)op->n * op->oh * op->ow);
+    put_body(f,
+             "  const long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x;\n"
+             "  if (t >= (long long)batch * PER) return;\n"
+             "  float *s = ws + (t / PER) * WS;\n"
+             "  const int r = (int)(t % PER);\n",
+             P, i);
+    switch (op->kind) {
+    case OP_CONV:
+      put_body(f,
+               "  const int co = r / (OH * OW), oy = r % (OH * OW) / OW, ox = r % OW;\n"
+               "  float acc = @b#[co];\n"
+               "  for (int e = @s#[co]; e < @s#[co + 1]; e++) {\n"
+               "    const int ky = @t#[e] / K, kx = @t#[e] % K;\n"
+               "    acc += @w#[e] * s[@i#[e] + (oy * S + ky + B - P) * PW + ox * S + kx + B - P];\n"
+               "  }\n",
+               P, i);
+      put_body(f, op->relu ? "  s[OUT + co * OPP + (oy + B) * OPW + ox + B] = acc > 0.0f ? acc : 0.0f;\n"
+                           : "  s[OUT + co * OPP + (oy + B) * OPW + ox + B] = acc;\n",
+               P, i);
+      break;
+    case OP_LINEAR:
+      put_body(f,
+               "  float acc = 0.0f;\n"
+               "  for (int e = @s#[r]; e < @s#[r + 1]; e++) acc += @w#[e] * s[@i#[e]];\n"
+               "  acc += @b#[r];\n",
+               P, i);
+      put_body(f, op->relu ? "  s[OUT + r] = acc > 0.0f ? acc : 0.0f;\n" : "  s[OUT + r] = acc;\n",
+               P, i);
+      break;
+    case OP_POOL:
+      put_body(f,
+               "  const int c = r / (OH * OW), oy = r % (OH * OW) / OW, ox = r % OW;\n"
+               "  const float *x = s + @i#[c] + B * PW + B;\n"
+               "  float m = x[oy * K * PW + ox * K];\n"
+               "  for (int dy = 0; dy < K; dy++)\n"
+               "    for (int dx = 0; dx < K; dx++) {\n"
+               "      const float v = x[(oy * K + dy) * PW + ox * K + dx];\n"
+               "      if (v > m) m = v;\n"
+               "    }\n"
+               "  s[OUT + c * OPP + (oy + B) * OPW + ox + B] = m;\n",
+               P, i);
+      break;
+    case OP_GAP:
+      put_body(f,
+               "  const float *x = s + @i#[r] + B * PW + B;\n"
+               "  double sum = 0.0;\n"
+               "  for (int y = 0; y < H; y++)\n"
+               "    for (int x0 = 0; x0 < W; x0++) sum += x[y * PW + x0];\n"
+               "  s[OUT + r] = (float)(sum / (H * W));\n",
+               P, i);
+      break;
+    }
+    fprintf(f, "}\n");
+  }
+  fprintf(f,
+          "\n__global__ void %s_klogits(const float *ws, float *logits, int batch) {\n"
+          "  const long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x;\n"
+          "  if (t >= (long long)batch * %d) return;\n"
+          "  const int k = (int)(t %% %d), src = %s_logit0[k];\n"
+          "  logits[t] = src >= 0 ? ws[(t / %d) * %" PRId64 "LL + src] : 0.0f;\n"
+          "}\n",
+          P, p->classes, p->classes, P, p->classes, WS);
+
+  fprintf(f,
+          "\n/* Blocks for one thread per element of `per` outputs per image. */\n"
+          "static unsigned int %s_blocks(long long per, int batch) {\n"
+          "  return (unsigned int)((per * batch + 255) / 256);\n"
+          "}\n"
+          "\nint %s_forward(const float *input, float *logits, int batch) {\n"
+          "  if (batch < 0 || (batch > 0 && (!input || !logits))) return -1;\n"
+          "  if (batch == 0) return 0;\n",
+          P, P);
+  if (o->file_weights) fprintf(f, "  if (!%s_loaded) return -1;\n", P);
+  fprintf(f,
+          "  float *d_in = NULL, *d_ws = NULL, *d_lg = NULL;\n"
+          "  int rc = -1;\n"
+          "  const size_t in_bytes = (size_t)batch * %" PRId64 " * sizeof(float);\n"
+          "  const size_t ws_bytes = (size_t)batch * %" PRId64 " * sizeof(float);\n"
+          "  const size_t lg_bytes = (size_t)batch * %d * sizeof(float);\n"
+          "  /* zeroed: the borders of the planes are never written */\n"
+          "  if (cudaMalloc((void **)&d_in, in_bytes) != cudaSuccess ||\n"
+          "      cudaMalloc((void **)&d_ws, ws_bytes) != cudaSuccess ||\n"
+          "      cudaMalloc((void **)&d_lg, lg_bytes) != cudaSuccess ||\n"
+          "      cudaMemset(d_ws, 0, ws_bytes) != cudaSuccess ||\n"
+          "      cudaMemcpy(d_in, input, in_bytes, cudaMemcpyHostToDevice) != cudaSuccess)\n"
+          "    goto done;\n"
+          "  ILNAS_LAUNCH(%s_knorm, %s_blocks(%" PRId64 ", batch), d_in, d_ws, batch);\n",
+          img, WS, p->classes, P, P, img);
+  for (int i = 0; i < p->n_ops; i++) {
+    const xp_op *op = &p->ops[i];
+    int64_t per = op->kind == OP_LINEAR || op->kind == OP_GAP ? op->n
+                                                               : op->n * (int64_t)op->oh * op->ow;
+    fprintf(f, "  ILNAS_LAUNCH(%s_k%d, %s_blocks(%" PRId64 ", batch), d_ws, batch);\n", P, i, P,
+            per);
+  }
+  fprintf(f,
+          "  ILNAS_LAUNCH(%s_klogits, %s_blocks(%d, batch), d_ws, d_lg, batch);\n"
+          "  if (cudaGetLastError() != cudaSuccess ||\n"
+          "      cudaMemcpy(logits, d_lg, lg_bytes, cudaMemcpyDeviceToHost) != cudaSuccess)\n"
+          "    goto done;\n"
+          "  rc = 0;\n"
+          "done:\n"
+          "  cudaFree(d_in);\n"
+          "  cudaFree(d_ws);\n"
+          "  cudaFree(d_lg);\n"
+          "  return rc;\n"
+          "}\n",
+          P, P, p->classes);
+}
+
+static void emit_header(FILE *f, const char *P, const char *guard, const xp_plan *p,
+                        const rt_norm *nm, const char *origin, int cuda, int file_weights,
+                        const char *weights_name) {
+  fprintf(f,
+          "/* %s.h: generated by ilnas export from %s; do not edit.\n"
+          " *\n"
+          " * A fixed-architecture network: input %dx%dx%d, %d classes.\n"
+          " * input: raw images scaled to [0, 1] (pixels / 255), NCHW, float32,\n"
+          " * batch * %d * %d * %d floats; the normalisation the network was trained\n"
+          " * with is applied inside:",
+          P, origin, p->in_c, p->in_h, p->in_w, p->classes, p->in_c, p->in_h, p->in_w);
+  for (int c = 0; c < p->in_c; c++)
+    fprintf(f, "%s (x - %.6g) / %.6g", c ? "," : "", (double)nm->mean[c], (double)nm->std[c]);
+  fprintf(f,
+          ".\n * logits: batch * %d floats, unnormalised (argmax is the class).\n"
+          " * %s_forward returns 0, or -1 on bad arguments, out of memory%s.\n",
+          p->classes, P, cuda ? " or a CUDA error" : "");
+  if (cuda)
+    fprintf(f, " * input and logits are host pointers; the copies to and from the GPU\n"
+               " * happen inside.\n");
+  if (file_weights)
+    fprintf(f,
+            " * The weights live in %s: call %s_load(path) once before\n"
+            " * %s_forward (which returns -1 until then); it returns 0, or -1 when\n"
+            " * the file cannot be read or does not belong to this code.\n",
+            weights_name, P, P);
+  fprintf(f,
+          " */\n#ifndef %s\n#define %s\n\n#ifdef __cplusplus\nextern \"C\" {\n#endif\n\n"
+          "extern const int %s_input_shape[3]; /* C, H, W */\n"
+          "extern const int %s_classes;\n"
+          "int %s_forward(const float *input, float *logits, int batch);\n",
+          guard, guard, P, P, P);
+  if (file_weights) fprintf(f, "int %s_load(const char *weights_path);\n", P);
+  fprintf(f, "\n#ifdef __cplusplus\n}\n#endif\n\n#endif\n");
+}
+
+/* ---- files ------------------------------------------------------------- */
+
+typedef struct xp_file {
+  char *path, *tmp;
+  FILE *f;
+} xp_file;
+
+static int file_open(xp_file *x, const char *path, const char *mode, char *err,
+                     size_t errlen) {
+  size_t n = strlen(path) + 32;
+  x->path = malloc(n);
+  x->tmp = malloc(n);
+  if (!x->path || !x->tmp) return fail(err, errlen, "out of memory");
+  snprintf(x->path, n, "%s", path);
+  snprintf(x->tmp, n, "%s.tmp%ld", path, (long)getpid());
+  x->f = fopen(x->tmp, mode);
+  if (!x->f) {
+    int e = errno;
+    free(x->tmp), x->tmp = NULL;
+    return fail(err, errlen, "cannot write '%s': %s", path, strerror(e));
+  }
+  return 0;
+}
+
+/* Closes and checks; on failure the temporary is removed. */
+static int file_close(xp_file *x, char *err, size_t errlen) {
+  if (!x->f) return 0;
+  int bad = ferror(x->f);
+  int e = errno;
+  if (fclose(x->f)) bad = 1, e = errno;
+  x->f = NULL;
+  if (bad) {
+    remove(x->tmp);
+    free(x->tmp), x->tmp = NULL;
+    return fail(err, errlen, "cannot write '%s': %s", x->path, strerror(e ? e : EIO));
+  }
+  return 0;
+}
+
+static void file_discard(xp_file *x) {
+  if (x->f) fclose(x->f), x->f = NULL;
+  if (x->tmp) remove(x->tmp);
+  free(x->tmp), free(x->path);
+  x->tmp = x->path = NULL;
+}
+
+/* ---- the entry points -------------------------------------------------- */
+
+void cg_export_opts_default(cg_export_opts *o) {
+  memset(o, 0, sizeof *o);
+  o->target = CG_EXPORT_C;
+  o->weights_threshold = CG_EXPORT_THRESHOLD;
+}
+
+/* FILE.c -> FILE (the stem) and the C prefix from its base name. */
+static char *stem_of(const char *out) {
+  const char *base = strrchr(out, '/');
+  base = base ? base + 1 : out;
+  const char *dot = strrchr(base, '.');
+  size_t n = dot && dot != base ? (size_t)(dot - out) : strlen(out);
+  char *s = malloc(n + 1);
+  if (s) memcpy(s, out, n), s[n] = 0;
+  return s;
+}
+
+static void prefix_of(const char *stem, char *P, size_t cap) {
+  const char *base = strrchr(stem, '/');
+  base = base ? base + 1 : stem;
+  size_t n = 0;
+  for (const char *c = base; *c && n + 1 < cap; c++) {
+    int ok = (*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') ||
+             (*c >= '0' && *c <= '9') || *c == '_';
+    P[n++] = ok ? *c : '_';
+  }
+  P[n] = 0;
+  /* A C identifier cannot start with a digit or be empty. */
+  if (!n || (P[0] >= '0' && P[0] <= '9')) snprintf(P, cap, "net");
+}
+
+int cg_export_graph(const ir_graph *g, const rt_exec *x, const rt_train_state *st,
+                    const char *origin, const cg_export_opts *o,
+                    cg_export_stats *stats, char *err, size_t errlen) {
+  const ir_tensor *it = &g->tensors[g->input_t];
+  if (st->norm.c != it->c)
+    return fail(err, errlen,
+                "%s: the checkpoint does not record the input normalisation the network "
+                "was trained with (re-save it with a current 'model train')",
+                origin);
+  if (!o->out || !*o->out) return fail(err, errlen, "no output file given");
+
+  /* The checkpoint's name goes into comments, where a "*" followed by "/"
+   * would end them early. */
+  char from[512];
+  snprintf(from, sizeof from, "%s", origin);
+  for (char *c = from; *c; c++)
+    if (c[0] == '*' && c[1] == '/') c[0] = '_';
+  origin = from;
+
+  xp_plan p;
+  int rc = plan_build(&p, g, x, o->dense, err, errlen);
+  cg_export_stats s;
+  memset(&s, 0, sizeof s);
+  if (rc) {
+    plan_free(&p);
+    return rc;
+  }
+  for (int i = 0; i < p.n_ops; i++) {
+    const xp_op *op = &p.ops[i];
+    int64_t idx = op->kind == OP_CONV || op->kind == OP_LINEAR
+                      ? 4 * ((int64_t)op->n + 1) + 4 * op->n_ent
+                      : 4 * (int64_t)op->n;
+    if (op->kind == OP_CONV) idx += op->n_ent * (op->k * op->k > 256 ? 2 : 1);
+    if (op->kind == OP_CONV || op->kind == OP_LINEAR) s.weights += op->n_ent + op->n;
+    s.table_bytes += idx;
+  }
+  s.weight_bytes = 4 * s.weights;
+  s.ws_floats = p.ws;
+  s.ops = p.n_ops;
+  s.weights_file = s.weight_bytes > o->weights_threshold;
+
+  char *stem = stem_of(o->out);
+  size_t sn = stem ? strlen(stem) + 16 : 0;
+  char *hpath = stem ? malloc(sn) : NULL, *wpath = stem ? malloc(sn) : NULL;
+  xp_file src = {0}, hdr = {0}, wts = {0};
+  if (!stem || !hpath || !wpath) {
+    rc = fail(err, errlen, "out of memory");
+    goto out;
+  }
+  snprintf(hpath, sn, "%s.h", stem);
+  snprintf(wpath, sn, "%s.weights", stem);
+  if (strcmp(hpath, o->out) == 0 || strcmp(wpath, o->out) == 0) {
+    rc = fail(err, errlen, "output '%s' would be overwritten by its own header or weights; "
+                           "name it FILE.%s", o->out, o->target == CG_EXPORT_CUDA ? "cu" : "c");
+    goto out;
+  }
+  prefix_of(stem, s.prefix, sizeof s.prefix);
+  const char *P = s.prefix;
+  const int cuda = o->target == CG_EXPORT_CUDA;
+  const char *hbase = strrchr(hpath, '/') ? strrchr(hpath, '/') + 1 : hpath;
+  const char *wbase = strrchr(wpath, '/') ? strrchr(wpath, '/') + 1 : wpath;
+
+  if ((rc = file_open(&src, o->out, "w", err, errlen)) ||
+      (rc = file_open(&hdr, hpath, "w", err, errlen)) ||
+      (s.weights_file && (rc = file_open(&wts, wpath, "wb", err, errlen))))
+    goto out;
+
+  char guard[96];
+  snprintf(guard, sizeof guard, "%s_NET_H", P);
+  for (char *c = guard; *c; c++)
+    if (*c >= 'a' && *c <= 'z') *c = (char)(*c - 'a' + 'A');
+  emit_header(hdr.f, P, guard, &p, &st->norm, origin, cuda, s.weights_file, wbase);
+
+  xp_out eo = {src.f, P, cuda, s.weights_file, wts.f};
+  const uint64_t fp = plan_fingerprint(&p);
+  FILE *f = src.f;
+  ir_count c = ir_count_params(g);
+  fprintf(f,
+          "/* %s: generated by ilnas export from %s; do not edit.\n"
+          " *\n"
+          " * Model '%s' after %d epochs: %" PRId64 " active parameters of a %" PRId64
+          "-parameter\n"
+          " * super-network; %d ops here, %" PRId64 " stored weights and biases (batch\n"
+          " * norm folded%s). Each op keeps constant tables over its live outputs:\n"
+          " * entry starts (s), input offsets in the per-image workspace (i), taps\n"
+          " * (t: ky * k + kx), weights (w), biases (b). See %s for the API.\n"
+          " */\n",
+          strrchr(o->out, '/') ? strrchr(o->out, '/') + 1 : o->out, origin, g->cfg.name,
+          st->epoch, c.active, c.total, p.n_ops, s.weights,
+          o->dense ? "; dense: every weight between live channels" : "", hbase);
+  fprintf(f, "#include <stdio.h>\n#include <stdlib.h>\n#include <string.h>\n\n");
+  if (cuda)
+    fprintf(f, "#include <cuda_runtime.h>\n\n"
+               "/* A test harness may define this to run the kernels on the CPU. */\n"
+               "#ifndef ILNAS_LAUNCH\n"
+               "#define ILNAS_LAUNCH(kernel, blocks, ...) kernel<<<(blocks), 256>>>(__VA_ARGS__)\n"
+               "#endif\n\n");
+  fprintf(f, "#include \"%s\"\n\n", hbase);
+  fprintf(f, "const int %s_input_shape[3] = {%d, %d, %d};\nconst int %s_classes = %d;\n\n", P,
+          p.in_c, p.in_h, p.in_w, P, p.classes);
+  put_norm_tables(&eo, &st->norm, p.in_c);
+  if (s.weights_file) {
+    const unsigned char magic[8] = {'I', 'L', 'N', 'A', 'S', 'W', 'T', '1'};
+    unsigned char cnt[16];
+    for (int i = 0; i < 8; i++) {
+      cnt[i] = (unsigned char)((uint64_t)s.weights >> (8 * i));
+      cnt[8 + i] = (unsigned char)(fp >> (8 * i));
+    }
+    fwrite(magic, 1, 8, wts.f);
+    fwrite(cnt, 1, 16, wts.f);
+  }
+  if (put_tables(&eo, &p)) {
+    rc = fail(err, errlen, "cannot write '%s': %s", wpath, strerror(errno));
+    goto out;
+  }
+  if (s.weights_file) put_loader(&eo, &p, s.weights, fp);
+  if (cuda) emit_cuda_ops(&eo, &p, g);
+  else emit_c_ops(&eo, &p, g);
+
+  if ((rc = file_close(&src, err, errlen)) || (rc = file_close(&hdr, err, errlen)) ||
+      (rc = file_close(&wts, err, errlen)))
+    goto out;
+  /* The source last: its presence says the set is complete. */
+  xp_file *order[3] = {&wts, &hdr, &src};
+  for (int i = 0; i < 3; i++) {
+    if (!order[i]->tmp) continue;
+    if (rename(order[i]->tmp, order[i]->path)) {
+      rc = fail(err, errlen, "cannot write '%s': %s", order[i]->path, strerror(errno));
+      for (int k = 0; k < i; k++)
+        if (order[k]->tmp) remove(order[k]->path);
+      goto out;
+    }
+    free(order[i]->tmp), order[i]->tmp = NULL;
+  }
+out:
+  file_discard(&src), file_discard(&hdr), file_discard(&wts);
+  free(stem), free(hpath), free(wpath);
+  plan_free(&p);
+  if (!rc && stats) *stats = s;
+  return rc;
+}
+
+int cg_export(const char *ckpt, const cg_export_opts *o, cg_export_stats *stats,
+              char *err, size_t errlen) {
+  ir_graph *g;
+  rt_exec *x;
+  rt_train_state st;
+  if (rt_ckpt_load(ckpt, 1, 1, NULL, &g, &x, &st, err, errlen)) return -1;
+  int rc;
+  if (st.epoch <= 0)
+    rc = fail(err, errlen,
+              "%s: the network has not been trained yet (0 epochs done); export a "
+              "checkpoint written after at least one epoch",
+              ckpt);
+  else
+    rc = cg_export_graph(g, x, &st, ckpt, o, stats, err, errlen);
+  rt_exec_free(x);
+  ir_free(g);
+  return rc;
+}

@@ -1,0 +1,69 @@
+/* export.h: a trained network as fixed-architecture C or CUDA source.
+ *
+ * Owns deployment: from a checkpoint it writes FILE.c (or FILE.cu) and
+ * FILE.h, and past a size threshold FILE.weights, that compute the
+ * network's logits with no ilnas runtime behind them. The sparse pattern is
+ * baked in: each layer keeps, per live output channel, constant tables of
+ * (input plane, tap, weight) over its active weights only; dead layers and
+ * channels that are constant zero are gone; inference-mode batch norm is
+ * folded into the conv before it; the input normalisation recorded in the
+ * checkpoint is applied inside, so callers feed pixels scaled to [0, 1].
+ *
+ * It lives in the runtime library because produced binaries (`model
+ * export`) link only that; ilnasc reaches it through the same library.
+ *
+ *   cg_export_opts o;
+ *   cg_export_opts_default(&o);
+ *   o.target = CG_EXPORT_C; o.out = "net.c";
+ *   cg_export_stats s;
+ *   if (cg_export("run/final.ckpt", &o, &s, err, sizeof err)) ... err names
+ *   the file at fault; no output file is left behind on error.
+ */
+#ifndef ILNAS_CG_EXPORT_H
+#define ILNAS_CG_EXPORT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ir/ir.h"
+#include "runtime/exec.h"
+#include "runtime/train.h"
+
+typedef enum { CG_EXPORT_C, CG_EXPORT_CUDA } cg_export_target;
+
+enum { CG_EXPORT_THRESHOLD = 4 << 20 }; /* default: weights past 4 MiB go to a file */
+
+typedef struct cg_export_opts {
+  cg_export_target target;
+  const char *out;           /* FILE.c / FILE.cu; FILE.h (and FILE.weights) beside it */
+  int64_t weights_threshold; /* weight bytes above which FILE.weights is written */
+  int dense;                 /* store every weight between live channels, zeros
+                                included: the masked-dense network, for size
+                                comparisons; computes the same function */
+} cg_export_opts;
+
+typedef struct cg_export_stats {
+  int64_t weights;      /* floats stored: weights and biases after folding */
+  int64_t table_bytes;  /* bytes of the index tables (the baked pattern) */
+  int64_t weight_bytes; /* 4 * weights */
+  int64_t ws_floats;    /* per-image workspace of the emitted code */
+  int ops;              /* layers left in the emitted code */
+  int weights_file;     /* whether FILE.weights was written */
+  char prefix[64];      /* the C name prefix of the API ("net") */
+} cg_export_stats;
+
+void cg_export_opts_default(cg_export_opts *o);
+
+/* Loads the checkpoint and exports it. Refuses a checkpoint with no
+ * completed epoch (an untrained network), or one without a recorded input
+ * normalisation. Returns 0, or -1 with a message in err. */
+int cg_export(const char *ckpt, const cg_export_opts *o, cg_export_stats *stats,
+              char *err, size_t errlen);
+
+/* Exports an already loaded network: x holds its parameters and batch norm
+ * statistics, st its normalisation. `origin` names it in the comments. */
+int cg_export_graph(const ir_graph *g, const rt_exec *x, const rt_train_state *st,
+                    const char *origin, const cg_export_opts *o,
+                    cg_export_stats *stats, char *err, size_t errlen);
+
+#endif
