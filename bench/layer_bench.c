@@ -1,7 +1,9 @@
 /* layer_bench: one conv and one linear layer, forward + backward (data and
  * weight), JIT-sparse kernels of the CPU backend against dense OpenBLAS
  * (im2col + sgemm for conv, sgemm for linear) on the same layer, in the
- * same run, at several densities, on 1 and 2 threads. Threads split the
+ * same run, at several densities, on 1 and 2 threads: the backend forced
+ * onto its JIT kernels, forced onto its dense OpenBLAS path, and left to
+ * its own threshold ("auto", what training runs). Threads split the
  * batch the way runtime/exec.c does; OpenBLAS runs single-threaded inside
  * each. Weight-gradient partials are left per thread on both sides (the
  * runtime's reduction is the same for both). Build: see bench/README.md. */
@@ -126,24 +128,24 @@ static void *run_task(void *arg) {
   return NULL;
 }
 
-/* Best of `reps` runs of the whole batch on `threads` threads. */
-static double timed(lay *L, int threads, int jit, int reps) {
-  double best = 1e30;
-  for (int r = 0; r < reps; r++) {
-    task T[2];
-    pthread_t th[2];
-    double t0 = now_s();
-    for (int t = 0; t < threads; t++) {
-      T[t] = (task){L, t, L->n * t / threads, L->n * (t + 1) / threads, jit};
-      if (t) pthread_create(&th[t], NULL, run_task, &T[t]);
-    }
-    run_task(&T[0]);
-    for (int t = 1; t < threads; t++) pthread_join(th[t], NULL);
-    double d = now_s() - t0;
-    if (d < best) best = d;
+/* One run of the whole batch on `threads` threads: dense OpenBLAS here
+ * (jit 0) or the backend L->b (jit 1). */
+static double run_once(lay *L, int threads, int jit) {
+  task T[2];
+  pthread_t th[2];
+  double t0 = now_s();
+  for (int t = 0; t < threads; t++) {
+    T[t] = (task){L, t, L->n * t / threads, L->n * (t + 1) / threads, jit};
+    if (t) pthread_create(&th[t], NULL, run_task, &T[t]);
   }
-  return best;
+  run_task(&T[0]);
+  for (int t = 1; t < threads; t++) pthread_join(th[t], NULL);
+  return now_s() - t0;
 }
+
+/* Runs compared in one row, interleaved round by round so that load from
+ * other jobs on the shared cores hits all of them alike; best of REPS. */
+enum { REPS = 7 };
 
 static void bench(lay *L, const char *title) {
   static const double dens[] = {0.01, 0.05, 0.10, 0.25, 0.50, 1.00};
@@ -168,32 +170,48 @@ static void bench(lay *L, const char *title) {
   char err[256];
   uint8_t *wm = malloc(nw), *bm = malloc(L->cout);
   memset(bm, 1, L->cout);
-  printf("\n%s, batch %d, fwd + bwd data + bwd weight, seconds (best of 3)\n", title, L->n);
-  printf("| density | threads | dense sgemm | JIT sparse | speed-up | compile |\n");
-  printf("|--------:|--------:|------------:|-----------:|---------:|--------:|\n");
-  double dense[3];
-  for (int th = 1; th <= 2; th++) {
-    for (long i = 0; i < nw; i++) L->wt[i] = frand();
-    dense[th] = timed(L, th, 0, 3);
-  }
+  printf("\n%s, batch %d, fwd + bwd data + bwd weight, seconds (best of %d)\n", title, L->n,
+         REPS);
+  printf("| density | threads | dense sgemm | JIT sparse | backend dense | auto | auto path | "
+         "auto speed-up | compile |\n");
+  printf("|--------:|--------:|------------:|-----------:|--------------:|-----:|:----------|"
+         "--------------:|--------:|\n");
   for (int d = 0; d < 6; d++) {
     for (long i = 0; i < nw; i++) {
       wm[i] = (uint8_t)((frand() + 1) * 0.5 < dens[d]);
       L->wt[i] = wm[i] ? frand() : 0.0f;
     }
-    L->b = rt_backend_cpu_new(&g, err, sizeof err);
-    if (!L->b || L->b->prepare(L->b, 0, wm, bm, err, sizeof err)) {
-      fprintf(stderr, "%s\n", err);
-      exit(1);
+    /* three backends: forced sparse, forced dense, the default threshold */
+    rt_backend *bk[3];
+    for (int v = 0; v < 3; v++) {
+      bk[v] = rt_backend_cpu_new(&g, err, sizeof err);
+      if (!bk[v]) {
+        fprintf(stderr, "%s\n", err);
+        exit(1);
+      }
+      if (v < 2) rt_cpu_set_dense_threshold(bk[v], v == 0 ? 2.0 : 0.0, v == 0 ? 2.0 : 0.0);
+      if (bk[v]->prepare(bk[v], 0, wm, bm, err, sizeof err)) {
+        fprintf(stderr, "%s\n", err);
+        exit(1);
+      }
     }
-    rt_cpu_stats st = rt_cpu_get_stats(L->b);
+    rt_cpu_stats st = rt_cpu_get_stats(bk[0]);
     for (int th = 1; th <= 2; th++) {
-      double j = timed(L, th, 1, 3);
-      printf("| %6.0f%% | %7d | %11.4f | %10.4f | %7.2fx | %6.2fs |\n", 100 * dens[d], th,
-             dense[th], j, dense[th] / j, st.emit_s + st.compile_s);
+      /* t[0]: OpenBLAS here; t[1..3]: the three backends */
+      double t[4] = {1e30, 1e30, 1e30, 1e30};
+      for (int r = 0; r < REPS; r++)
+        for (int v = 0; v < 4; v++) {
+          if (v) L->b = bk[v - 1];
+          double u = run_once(L, th, v > 0);
+          if (u < t[v]) t[v] = u;
+        }
+      printf("| %6.0f%% | %7d | %11.4f | %10.4f | %13.4f | %.4f | %-9s | %12.2fx | %6.2fs |\n",
+             100 * dens[d], th, t[0], t[1], t[2], t[3],
+             rt_cpu_layer_dense(bk[2], 0) ? "dense" : "JIT", t[0] / t[3],
+             st.emit_s + st.compile_s);
       fflush(stdout);
     }
-    L->b->free(L->b);
+    for (int v = 0; v < 3; v++) bk[v]->free(bk[v]);
   }
   free(wm), free(bm), free(L->x), free(L->dx), free(L->dy), free(L->y), free(L->wt), free(L->bias);
   for (int t = 0; t < 2; t++) free(L->dw[t]), free(L->db[t]), free(L->col[t]);

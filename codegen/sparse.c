@@ -1,32 +1,31 @@
 /* sparse.c: the sparse kernel generators (see sparse.h).
  *
- * Shape of the generated code. Loops whose bounds the pattern fixes are
- * loops over constant index tables, not unrolled code, so a layer of a
- * million active weights still emits a few hundred instructions and
- * compiles in well under a second; what is unrolled is only what is small
- * and fixed by the shape: the k*k kernel taps, whose valid output ranges
- * (padding) are computed here, so the innermost loops carry constant
- * bounds and no bounds checks, and the optimiser vectorises them.
+ * Shape of the generated code. Every kernel is one of two loop nests over
+ * constant index tables; no per-weight code is emitted, so a layer of a
+ * million active weights is a few hundred instructions and its compile
+ * time is that of its tables (well under a second).
  *
- *   conv fwd:      per sample, per output channel: y = bias, then per tap
- *                  position (ky, kx) the channel's active (ci, w index)
- *                  entries, each a row loop over a contiguous column loop.
- *   conv bwd_data: the transposed tables: per input channel the taps that
- *                  read it, accumulating into dx in the same row/column
- *                  loops.
- *   conv bwd_wt:   per active weight a dot product over the chunk and the
- *                  valid pixels, accumulated lane-wise in a small buffer
- *                  (elementwise adds vectorise without reassociation, so no
- *                  fast-math is needed), summed once per weight.
- *   linear:        the batch is the vector dimension (the caller passes the
- *                  activations transposed): CSR rows for fwd and dw, CSC
- *                  columns for dx, each entry one broadcast weight times
- *                  four 8-float vectors held in registers.
+ *   gather (conv fwd, conv bwd_data, linear fwd, linear bwd_data): per
+ *     output row, per register tile of T vectors of 8 floats, the tile
+ *     stays in registers across ALL of the row's entries; an entry is
+ *     (source offset, weight index): one broadcast weight, T FMAs on a
+ *     contiguous span of the source; weights come packed (the active
+ *     ones in mask order, a few hundred KB that stay in L2 where the full
+ *     matrix, read at 10% of its entries, would stream through it on
+ *     every batch block and tile). For conv the row is an output
+ *     channel's plane (fwd) or an input channel's phase plane (bwd_data),
+ *     and the packed layout (cg_conv_plan) makes each tap a shifted span,
+ *     so padding and stride cost nothing in the loop; for linear the row
+ *     is one feature over a block of the batch.
+ *   groups (conv and linear bwd_weight): entries of one output row come in
+ *     groups of 8 weights; one load of the output gradient feeds 8 FMAs,
+ *     one per weight, into 8 vector accumulators; the group is summed by a
+ *     shuffle tree into one vector of 8 sums at the end of the call.
+ *     Elementwise vector FMAs keep float semantics without fast-math.
  */
 #include "codegen/sparse.h"
 
-#include <llvm-c/DebugInfo.h>
-
+#include <assert.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,7 +41,7 @@ typedef struct gen {
   const char *name;       /* of the function, prefixes its tables */
 } gen;
 
-enum { VW = 8, NVEC = CG_LIN_NB / VW };
+enum { VW = 8 };
 
 typedef struct loop {
   LLVMBasicBlockRef body, exit;
@@ -75,25 +74,6 @@ static void loop_close(gen *g, loop *L) {
                                 L->body, L->exit);
   LLVMAddIncoming(L->iv, &next, &cur, 1);
   LLVMPositionBuilderAtEnd(g->b, L->exit);
-}
-
-/* Closes a loop like loop_close, marking it "vectorise": the column loops
- * of a conv have constant trip counts (the width, often 14 or 7), below
- * the vectoriser's tiny-trip-count threshold, where it would otherwise
- * leave them scalar. The loop ID must refer to itself, hence the
- * temporary node. */
-static void loop_close_vec(gen *g, loop *L) {
-  loop_close(g, L);
-  LLVMValueRef br = L->latch_br;
-  LLVMMetadataRef tmp = LLVMTemporaryMDNode(g->ctx, NULL, 0);
-  const char *key = "llvm.loop.vectorize.enable";
-  LLVMMetadataRef kv[2] = {LLVMMDStringInContext2(g->ctx, key, strlen(key)),
-                           LLVMValueAsMetadata(LLVMConstInt(LLVMInt1TypeInContext(g->ctx), 1, 0))};
-  LLVMMetadataRef ops[2] = {tmp, LLVMMDNodeInContext2(g->ctx, kv, 2)};
-  LLVMMetadataRef id = LLVMMDNodeInContext2(g->ctx, ops, 2);
-  LLVMMetadataReplaceAllUsesWith(tmp, id);
-  LLVMSetMetadata(br, LLVMGetMDKindIDInContext(g->ctx, "llvm.loop", 9),
-                  LLVMMetadataAsValue(g->ctx, id));
 }
 
 static LLVMValueRef add(gen *g, LLVMValueRef a, LLVMValueRef b) {
@@ -240,6 +220,170 @@ static LLVMValueRef bias_of(gen *g, LLVMValueRef bias, const uint8_t *bm, int no
   return ldf(g, safe, idx);
 }
 
+/* ---- the two loop nests ------------------------------------------------ */
+
+/* Most vectors one gather tile keeps in registers: 14 accumulators and the
+ * broadcast weight fill 15 of the 16 AVX2 registers; the source operand of
+ * each FMA is folded into it as a memory load. */
+enum { MAXT = 14, GROUP = 8 };
+
+/* Table entries are (source offset, weight index) pairs of int32. */
+typedef struct etab {
+  int32_t *start;      /* per row: first entry; start[rows] = count */
+  int32_t *pair;       /* [count][2] */
+  long n, cap;
+  int rows;
+} etab;
+
+static int etab_init(etab *t, int rows, long cap) {
+  memset(t, 0, sizeof *t);
+  t->rows = rows;
+  t->cap = cap > 0 ? cap : 1;
+  t->start = calloc((size_t)rows + 1, sizeof *t->start);
+  t->pair = malloc((size_t)t->cap * 2 * sizeof *t->pair);
+  return t->start && t->pair ? 0 : -1;
+}
+static void etab_free(etab *t) { free(t->start), free(t->pair); }
+
+/* Appends an entry to the row being filled; -1 when an offset does not fit
+ * in 32 bits. */
+static int etab_add(etab *t, int64_t off, int64_t wi) {
+  if (off < 0 || off >= INT32_MAX || wi >= INT32_MAX) return -1;
+  assert(t->n < t->cap);
+  t->pair[2 * t->n] = (int32_t)off, t->pair[2 * t->n + 1] = (int32_t)wi;
+  t->n++;
+  return 0;
+}
+
+/* The sample (or batch-block) loop of a kernel: `count` iterations, the two
+ * buffers advanced by their strides. */
+typedef struct span {
+  LLVMValueRef count, sstride, dstride;
+} span;
+
+/* dst[row * rlen + t .. + 8T) = init(row) + sum over the row's entries of
+ * w[wi] * src[off + t ..], for t in [0, rlen) by tiles of T vectors, for
+ * every sample of the span. init is the bias (fwd) or 0. */
+static void gen_gather(gen *g, const etab *t, int T, long rlen, span sp, LLVMValueRef src,
+                       LLVMValueRef w, LLVMValueRef dst, LLVMValueRef bias,
+                       const uint8_t *bm) {
+  LLVMValueRef tstart = table(g, "start", t->start, (size_t)t->rows + 1, 4, g->i32);
+  LLVMValueRef tpair = table(g, "pair", t->pair, (size_t)t->n * 2, 4, g->i32);
+  LLVMValueRef acc[MAXT];
+  for (int v = 0; v < T; v++) acc[v] = LLVMBuildAlloca(g->b, g->vec, "acc");
+  loop ls, lr, lt, le;
+  loop_open(g, &ls, ci64(g, 0), sp.count, 1);
+  LLVMValueRef ss = at(g, src, mul(g, ls.iv, sp.sstride));
+  LLVMValueRef ds = at(g, dst, mul(g, ls.iv, sp.dstride));
+  loop_open(g, &lr, ci64(g, 0), ci64(g, t->rows), 1);
+  LLVMValueRef init = bias ? splat(g, bias_of(g, bias, bm, t->rows, lr.iv)) : LLVMConstNull(g->vec);
+  LLVMValueRef e0 = ld32(g, tstart, lr.iv), e1 = ld32(g, tstart, add(g, lr.iv, ci64(g, 1)));
+  LLVMValueRef rowbase = mul(g, lr.iv, ci64(g, rlen));
+  loop_open(g, &lt, ci64(g, 0), ci64(g, rlen), (int64_t)VW * T);
+  for (int v = 0; v < T; v++) LLVMBuildStore(g->b, init, acc[v]);
+  loop_open(g, &le, e0, e1, 1);
+  LLVMValueRef two = mul(g, le.iv, ci64(g, 2));
+  LLVMValueRef off = add(g, ld32(g, tpair, two), lt.iv);
+  LLVMValueRef wv = splat(g, ldf(g, w, ld32(g, tpair, add(g, two, ci64(g, 1)))));
+  for (int v = 0; v < T; v++) {
+    LLVMValueRef x = ldv(g, ss, add(g, off, ci64(g, v * VW)));
+    LLVMBuildStore(g->b, fma3(g, wv, x, LLVMBuildLoad2(g->b, g->vec, acc[v], "")), acc[v]);
+  }
+  loop_close(g, &le);
+  LLVMValueRef db = add(g, rowbase, lt.iv);
+  for (int v = 0; v < T; v++)
+    stv(g, LLVMBuildLoad2(g->b, g->vec, acc[v], ""), ds, add(g, db, ci64(g, v * VW)));
+  loop_close(g, &lt);
+  loop_close(g, &lr);
+  loop_close(g, &ls);
+}
+
+static LLVMValueRef shuf(gen *g, LLVMValueRef a, LLVMValueRef b, const int *idx) {
+  LLVMValueRef m[VW];
+  for (int i = 0; i < VW; i++) m[i] = LLVMConstInt(g->i32, (unsigned long long)idx[i], 0);
+  return LLVMBuildShuffleVector(g->b, a, b, LLVMConstVector(m, VW), "");
+}
+
+/* Eight vectors to one vector of their eight sums, lane i = sum of v[i]:
+ * three levels of pairwise shuffles and adds instead of 56 scalar adds. */
+static LLVMValueRef sum8(gen *g, LLVMValueRef v[GROUP]) {
+  static const int lo[3][VW] = {{0, 8, 2, 10, 4, 12, 6, 14}, {0, 1, 8, 9, 4, 5, 12, 13},
+                                {0, 1, 2, 3, 8, 9, 10, 11}};
+  static const int hi[3][VW] = {{1, 9, 3, 11, 5, 13, 7, 15}, {2, 3, 10, 11, 6, 7, 14, 15},
+                                {4, 5, 6, 7, 12, 13, 14, 15}};
+  int n = GROUP;
+  for (int l = 0; l < 3; l++, n /= 2)
+    for (int i = 0; i < n / 2; i++)
+      v[i] = LLVMBuildFAdd(g->b, shuf(g, v[2 * i], v[2 * i + 1], lo[l]),
+                           shuf(g, v[2 * i], v[2 * i + 1], hi[l]), "");
+  return v[0];
+}
+
+/* Weight gradients by groups of 8 weights of one output row. A group is 17
+ * int32: the output-gradient offset, 8 input offsets, 8 weight indices (-1
+ * pads the last group of a row and writes nowhere). dw[wi] += sum over the
+ * span's samples and t in [0, len) of dy[dyoff + t] * x[xoff + t]. */
+static void gen_groups(gen *g, const int32_t *grp, long ngroups, long len, span sp,
+                       LLVMValueRef x, LLVMValueRef dy, LLVMValueRef dw) {
+  LLVMValueRef tg = table(g, "group", grp, (size_t)ngroups * (2 * GROUP + 1), 4, g->i32);
+  LLVMValueRef acc[GROUP], xo[GROUP], wi[GROUP], sum[GROUP];
+  for (int b = 0; b < GROUP; b++) acc[b] = LLVMBuildAlloca(g->b, g->vec, "acc");
+  LLVMValueRef sink = LLVMBuildAlloca(g->b, g->f32, "sink");
+  loop lg, ls, lt;
+  loop_open(g, &lg, ci64(g, 0), ci64(g, ngroups), 1);
+  LLVMValueRef gb = mul(g, lg.iv, ci64(g, 2 * GROUP + 1));
+  LLVMValueRef yo = ld32(g, tg, gb);
+  for (int b = 0; b < GROUP; b++) {
+    xo[b] = ld32(g, tg, add(g, gb, ci64(g, 1 + b)));
+    wi[b] = ld32(g, tg, add(g, gb, ci64(g, 1 + GROUP + b)));
+    LLVMBuildStore(g->b, LLVMConstNull(g->vec), acc[b]);
+  }
+  loop_open(g, &ls, ci64(g, 0), sp.count, 1);
+  LLVMValueRef xs = at(g, x, mul(g, ls.iv, sp.sstride));
+  LLVMValueRef ys = at(g, dy, mul(g, ls.iv, sp.dstride));
+  loop_open(g, &lt, ci64(g, 0), ci64(g, len), VW);
+  LLVMValueRef dv = ldv(g, ys, add(g, yo, lt.iv));
+  for (int b = 0; b < GROUP; b++) {
+    LLVMValueRef xv = ldv(g, xs, add(g, xo[b], lt.iv));
+    LLVMBuildStore(g->b, fma3(g, dv, xv, LLVMBuildLoad2(g->b, g->vec, acc[b], "")), acc[b]);
+  }
+  loop_close(g, &lt);
+  loop_close(g, &ls);
+  for (int b = 0; b < GROUP; b++) sum[b] = LLVMBuildLoad2(g->b, g->vec, acc[b], "");
+  LLVMValueRef s = sum8(g, sum);
+  for (int b = 0; b < GROUP; b++) {
+    LLVMValueRef pad = LLVMBuildICmp(g->b, LLVMIntSLT, wi[b], ci64(g, 0), "");
+    LLVMValueRef p = at(g, LLVMBuildSelect(g->b, pad, sink, dw, ""),
+                        LLVMBuildSelect(g->b, pad, ci64(g, 0), wi[b], ""));
+    LLVMValueRef v = LLVMBuildExtractElement(g->b, s, LLVMConstInt(g->i32, (unsigned)b, 0), "");
+    LLVMBuildStore(g->b, LLVMBuildFAdd(g->b, LLVMBuildLoad2(g->b, g->f32, p, ""), v, ""), p);
+  }
+  loop_close(g, &lg);
+}
+
+/* Groups from a table of rows: each row's entries padded to a multiple of
+ * 8; the row's output offset is rowoff * row. Returns the group count, or
+ * -1 when out of memory. */
+static long make_groups(const etab *t, int64_t rowoff, int32_t **out) {
+  long ng = 0;
+  for (int r = 0; r < t->rows; r++) ng += (t->start[r + 1] - t->start[r] + GROUP - 1) / GROUP;
+  int32_t *grp = malloc((size_t)(ng ? ng : 1) * (2 * GROUP + 1) * sizeof *grp);
+  if (!grp) return -1;
+  long k = 0;
+  for (int r = 0; r < t->rows; r++)
+    for (long e = t->start[r]; e < t->start[r + 1]; e += GROUP, k++) {
+      int32_t *q = grp + k * (2 * GROUP + 1);
+      q[0] = (int32_t)(rowoff * r);
+      for (int b = 0; b < GROUP; b++) {
+        int real = e + b < t->start[r + 1];
+        q[1 + b] = real ? t->pair[2 * (e + b)] : 0;
+        q[1 + GROUP + b] = real ? t->pair[2 * (e + b) + 1] : -1;
+      }
+    }
+  *out = grp;
+  return ng;
+}
+
 /* ---- conv ----------------------------------------------------------- */
 
 /* Output positions o in [*lo, *hi) whose input o*stride - pad + tap lies in
@@ -254,351 +398,231 @@ static void conv_range(int tap, int pad, int stride, int size, int osize, int *l
   *hi = h < l ? l : h;
 }
 
-typedef struct conv_geo {
-  int K, KK, st, pad, H, W, OH, OW, cin, cout;
-  long hw, ohw;
-  int oy0[32], oy1[32], ox0[32], ox1[32]; /* per ky / kx */
-} conv_geo;
-
-static int conv_geo_init(conv_geo *c, const cg_conv_desc *d) {
-  if (d->k < 1 || d->k > 32 || d->stride < 1 || d->pad < 0) return -1;
-  c->K = d->k, c->KK = d->k * d->k, c->st = d->stride, c->pad = d->pad;
-  c->H = d->h, c->W = d->w, c->cin = d->cin, c->cout = d->cout;
-  c->OH = (d->h + 2 * d->pad - d->k) / d->stride + 1;
-  c->OW = (d->w + 2 * d->pad - d->k) / d->stride + 1;
-  if (c->OH < 1 || c->OW < 1) return -1;
-  c->hw = (long)c->H * c->W, c->ohw = (long)c->OH * c->OW;
-  if ((int64_t)c->cout * c->cin * c->KK >= INT32_MAX) return -1;
-  for (int t = 0; t < c->K; t++) {
-    conv_range(t, c->pad, c->st, c->H, c->OH, &c->oy0[t], &c->oy1[t]);
-    conv_range(t, c->pad, c->st, c->W, c->OW, &c->ox0[t], &c->ox1[t]);
-  }
-  return 0;
-}
-
-static int tap_live(const conv_geo *c, int t) {
-  int ky = t / c->K, kx = t % c->K;
-  return c->oy0[ky] < c->oy1[ky] && c->ox0[kx] < c->ox1[kx];
+/* Does tap (ky, kx) read any real input? One that reads only padding adds
+ * exactly 0 and is left out of the tables. */
+static int tap_live(const cg_conv_desc *d, const cg_conv_plan *p, int ky, int kx) {
+  int a, b, c, e;
+  conv_range(ky, d->pad, d->stride, d->h, p->oh, &a, &b);
+  conv_range(kx, d->pad, d->stride, d->w, p->ow, &c, &e);
+  return a < b && c < e;
 }
 
 static int active(const uint8_t *m, long i) { return !m || m[i]; }
 
-/* Tables grouped by (outer channel, tap): start[outer * KK + t] .. +1 index
- * the entries; `other` is the channel on the other side, wi the weight. */
-typedef struct conv_tab {
-  int32_t *start, *other, *wi;
-  long n;
-  int used[1024]; /* per tap: does any entry exist (emit its code)? */
-} conv_tab;
+/* Position of each weight among the active ones in mask order: where the
+ * gather kernels find it in the packed weights (sparse.h). */
+static int32_t *ranks(const uint8_t *wm, long nw) {
+  int32_t *r = malloc((size_t)(nw ? nw : 1) * sizeof *r);
+  if (!r) return NULL;
+  int32_t k = 0;
+  for (long i = 0; i < nw; i++) r[i] = active(wm, i) ? k++ : -1;
+  return r;
+}
 
-static void conv_tab_free(conv_tab *t) { free(t->start), free(t->other), free(t->wi); }
+static long round_up(long v, long m) { return (v + m - 1) / m * m; }
 
-static int conv_tab_build(conv_tab *t, const conv_geo *c, const uint8_t *wm, int by_out) {
-  int outer = by_out ? c->cout : c->cin, inner = by_out ? c->cin : c->cout;
-  long cap = (long)c->cout * c->cin * c->KK;
-  memset(t, 0, sizeof *t);
-  t->start = malloc(((size_t)outer * c->KK + 1) * sizeof *t->start);
-  t->other = malloc((size_t)(cap ? cap : 1) * sizeof *t->other);
-  t->wi = malloc((size_t)(cap ? cap : 1) * sizeof *t->wi);
-  if (!t->start || !t->other || !t->wi) return -1;
-  for (int o = 0; o < outer; o++)
-    for (int k = 0; k < c->KK; k++) {
-      t->start[o * c->KK + k] = (int32_t)t->n;
-      if (!tap_live(c, k)) continue; /* reads only padding: contributes 0 */
-      for (int i = 0; i < inner; i++) {
-        int co = by_out ? o : i, ci = by_out ? i : o;
-        long wi = ((long)co * c->cin + ci) * c->KK + k;
-        if (!active(wm, wi)) continue;
-        t->other[t->n] = i, t->wi[t->n] = (int32_t)wi, t->n++;
-        t->used[k] = 1;
-      }
-    }
-  t->start[outer * c->KK] = (int32_t)t->n;
+/* Vectors per tile for rows of `len` floats: the fewest tile iterations
+ * weighted by their cost (T FMAs plus about two for the broadcast and the
+ * table), so that short planes are not rounded up to a mostly idle tile. */
+static int pick_tile(long len) {
+  long nv = (len + VW - 1) / VW, best = -1;
+  int bt = 1;
+  for (int T = 1; T <= MAXT; T++) {
+    long cost = (nv + T - 1) / T * (T + 2);
+    if (best < 0 || cost <= best) best = cost, bt = T;
+  }
+  return bt;
+}
+
+int cg_conv_plan_init(cg_conv_plan *p, const cg_conv_desc *d) {
+  if (d->k < 1 || d->k > 32 || d->stride < 1 || d->pad < 0 || d->cin < 1 || d->cout < 1)
+    return -1;
+  int s = d->stride, hp = d->h + 2 * d->pad, wp = d->w + 2 * d->pad;
+  p->s = s;
+  p->oh = (hp - d->k) / s + 1, p->ow = (wp - d->k) / s + 1;
+  if (hp < d->k || wp < d->k || p->oh < 1 || p->ow < 1) return -1;
+  p->hq = (hp + s - 1) / s, p->wq = (wp + s - 1) / s;
+  p->pq = (long)p->hq * p->wq;
+  p->xcs = (long)s * s * p->pq;
+  p->yq = (long)p->oh * p->wq;
+  p->ytile = pick_tile(p->yq);
+  p->yrs = round_up(p->yq, (long)VW * p->ytile);
+  /* reads of the don't-care tail of the last channel's last tile */
+  p->xlen = (long)d->cin * p->xcs + p->yrs;
+  int sh = (d->k - 1) / s;
+  p->marg = round_up((long)sh * p->wq + sh, VW);
+  p->dxtile = pick_tile(p->pq);
+  p->dxrs = round_up(p->pq, (long)VW * p->dxtile);
+  p->dycs = p->marg + (p->dxrs > p->yrs ? p->dxrs : p->yrs);
+  p->dylen = (long)d->cout * p->dycs;
+  p->dxlen = (long)d->cin * s * s * p->dxrs;
+  if (p->xlen >= INT32_MAX || p->dylen >= INT32_MAX || p->dxlen >= INT32_MAX ||
+      (int64_t)d->cout * d->cin * d->k * d->k >= INT32_MAX)
+    return -1;
   return 0;
 }
 
-/* The rows and columns of one tap: acc[yrow + ox] (op) x[xrow + ox*st] for
- * ox in the tap's valid columns, oy in its valid rows. `fwd` adds w*x into
- * y; otherwise adds w*dy into dx (the mirror image). */
-static void conv_rows(gen *g, const conv_geo *c, int k, LLVMValueRef wv, LLVMValueRef xs,
-                      LLVMValueRef xbase, LLVMValueRef ys, LLVMValueRef ybase, int into_y) {
-  int ky = k / c->K, kx = k % c->K;
-  loop ly, lx;
-  loop_open(g, &ly, ci64(g, c->oy0[ky]), ci64(g, c->oy1[ky]), 1);
-  LLVMValueRef xrow = add(g, xbase, mul(g, ly.iv, ci64(g, (int64_t)c->st * c->W)));
-  LLVMValueRef yrow = add(g, ybase, mul(g, ly.iv, ci64(g, c->OW)));
-  loop_open(g, &lx, ci64(g, c->ox0[kx]), ci64(g, c->ox1[kx]), 1);
-  LLVMValueRef xi = add(g, xrow, c->st == 1 ? lx.iv : mul(g, lx.iv, ci64(g, c->st)));
-  LLVMValueRef yi = add(g, yrow, lx.iv);
-  LLVMValueRef src = into_y ? ldf(g, xs, xi) : ldf(g, ys, yi);
-  LLVMValueRef dp = into_y ? at(g, ys, yi) : at(g, xs, xi);
-  LLVMValueRef old = LLVMBuildLoad2(g->b, g->f32, dp, "");
-  LLVMBuildStore(g->b, fma3(g, wv, src, old), dp);
-  loop_close_vec(g, &lx);
-  loop_close(g, &ly);
+/* Offset of tap (ky, kx) of channel ci in xp, for output position 0. */
+static int64_t tap_xoff(const cg_conv_plan *p, int ci, int ky, int kx) {
+  int s = p->s;
+  return (int64_t)ci * p->xcs + (int64_t)((ky % s) * s + kx % s) * p->pq +
+         (int64_t)(ky / s) * p->wq + kx / s;
 }
 
-/* Offset of tap k's (oy = 0, ox = 0) input in a channel plane; negative
- * under padding, which the valid ranges make up for. */
-static int64_t tap_off(const conv_geo *c, int k) {
-  return (int64_t)(k / c->K - c->pad) * c->W + (k % c->K - c->pad);
+/* Per output channel, its active live taps: (offset into xp, weight),
+ * the weight as its packed position (rank != NULL) or its index. */
+static int conv_fwd_tab(etab *t, const cg_conv_desc *d, const cg_conv_plan *p,
+                        const int32_t *rank) {
+  int K = d->k, KK = K * K;
+  if (etab_init(t, d->cout, (long)d->cout * d->cin * KK)) return -1;
+  for (int co = 0; co < d->cout; co++) {
+    t->start[co] = (int32_t)t->n;
+    for (int ci = 0; ci < d->cin; ci++)
+      for (int k = 0; k < KK; k++) {
+        long wi = ((long)co * d->cin + ci) * KK + k;
+        if (!active(d->wm, wi) || !tap_live(d, p, k / K, k % K)) continue;
+        if (etab_add(t, tap_xoff(p, ci, k / K, k % K), rank ? rank[wi] : wi)) return -1;
+      }
+  }
+  t->start[d->cout] = (int32_t)t->n;
+  return 0;
 }
 
 int cg_sparse_conv_fwd(LLVMModuleRef m, const cg_conv_desc *d, const char *name) {
-  conv_geo c;
-  conv_tab t;
-  if (conv_geo_init(&c, d)) return -1;
-  if (conv_tab_build(&t, &c, d->wm, 1)) return conv_tab_free(&t), -1;
+  cg_conv_plan p;
+  etab t;
+  if (cg_conv_plan_init(&p, d)) return -1;
+  int32_t *rank = ranks(d->wm, (long)d->cout * d->cin * d->k * d->k);
+  int bad = !rank || conv_fwd_tab(&t, d, &p, rank);
+  free(rank);
+  if (bad) return etab_free(&t), -1;
   gen G, *g = &G;
   gen_begin(g, m, name);
-  LLVMValueRef tstart = table(g, "start", t.start, (size_t)c.cout * c.KK + 1, 4, g->i32);
-  LLVMValueRef tci = table(g, "ci", t.other, (size_t)t.n, 4, g->i32);
-  LLVMValueRef twi = table(g, "wi", t.wi, (size_t)t.n, 4, g->i32);
-  LLVMValueRef x = arg(g, 0), w = arg(g, 1), bias = arg(g, 2), y = arg(g, 3);
-  loop ls, lco, lt, li;
-  loop_open(g, &ls, ci64(g, 0), arg(g, 4), 1);
-  LLVMValueRef xs = at(g, x, mul(g, ls.iv, arg(g, 5)));
-  LLVMValueRef ys = at(g, y, mul(g, ls.iv, arg(g, 6)));
-  loop_open(g, &lco, ci64(g, 0), ci64(g, c.cout), 1);
-  LLVMValueRef ybase = mul(g, lco.iv, ci64(g, c.ohw));
-  LLVMValueRef bv = bias_of(g, bias, d->bm, c.cout, lco.iv);
-  loop_open(g, &li, ci64(g, 0), ci64(g, c.ohw), 1);
-  LLVMBuildStore(g->b, bv, at(g, ys, add(g, ybase, li.iv)));
-  loop_close(g, &li);
-  for (int k = 0; k < c.KK; k++) {
-    if (!t.used[k]) continue;
-    LLVMValueRef row = add(g, mul(g, lco.iv, ci64(g, c.KK)), ci64(g, k));
-    loop_open(g, &lt, ld32(g, tstart, row), ld32(g, tstart, add(g, row, ci64(g, 1))), 1);
-    LLVMValueRef ci = ld32(g, tci, lt.iv);
-    LLVMValueRef wv = ldf(g, w, ld32(g, twi, lt.iv));
-    LLVMValueRef xbase = add(g, mul(g, ci, ci64(g, c.hw)), ci64(g, tap_off(&c, k)));
-    conv_rows(g, &c, k, wv, xs, xbase, ys, ybase, 1);
-    loop_close(g, &lt);
-  }
-  loop_close(g, &lco);
-  loop_close(g, &ls);
+  span sp = {arg(g, 4), arg(g, 5), arg(g, 6)};
+  gen_gather(g, &t, p.ytile, p.yrs, sp, arg(g, 0), arg(g, 1), arg(g, 3), arg(g, 2), d->bm);
   gen_end(g);
-  conv_tab_free(&t);
+  etab_free(&t);
   return 0;
 }
 
+/* Per phase plane of each input channel (row ci*s*s + phase), the taps of
+ * that phase: dxp[row][q] += w * dyq[co][q - shift]. */
 int cg_sparse_conv_bwd_data(LLVMModuleRef m, const cg_conv_desc *d, const char *name) {
-  conv_geo c;
-  conv_tab t;
-  if (conv_geo_init(&c, d)) return -1;
-  if (conv_tab_build(&t, &c, d->wm, 0)) return conv_tab_free(&t), -1;
+  cg_conv_plan p;
+  etab t;
+  if (cg_conv_plan_init(&p, d)) return -1;
+  int K = d->k, KK = K * K, s = p.s, ss = s * s;
+  int32_t *rank = ranks(d->wm, (long)d->cout * d->cin * KK);
+  if (!rank || etab_init(&t, d->cin * ss, (long)d->cout * d->cin * KK))
+    return free(rank), etab_free(&t), -1;
+  for (int ci = 0; ci < d->cin; ci++)
+    for (int ph = 0; ph < ss; ph++) {
+      t.start[ci * ss + ph] = (int32_t)t.n;
+      for (int co = 0; co < d->cout; co++)
+        for (int k = 0; k < KK; k++) {
+          int ky = k / K, kx = k % K;
+          long wi = ((long)co * d->cin + ci) * KK + k;
+          if ((ky % s) * s + kx % s != ph || !active(d->wm, wi) || !tap_live(d, &p, ky, kx))
+            continue;
+          int64_t off = (int64_t)co * p.dycs + p.marg - ((int64_t)(ky / s) * p.wq + kx / s);
+          if (etab_add(&t, off, rank[wi])) return free(rank), etab_free(&t), -1;
+        }
+    }
+  t.start[d->cin * ss] = (int32_t)t.n;
+  free(rank);
   gen G, *g = &G;
   gen_begin(g, m, name);
-  LLVMValueRef tstart = table(g, "start", t.start, (size_t)c.cin * c.KK + 1, 4, g->i32);
-  LLVMValueRef tco = table(g, "co", t.other, (size_t)t.n, 4, g->i32);
-  LLVMValueRef twi = table(g, "wi", t.wi, (size_t)t.n, 4, g->i32);
-  LLVMValueRef dy = arg(g, 0), w = arg(g, 1), dx = arg(g, 2);
-  loop ls, lci, lt;
-  loop_open(g, &ls, ci64(g, 0), arg(g, 4), 1);
-  LLVMValueRef dxs = at(g, dx, mul(g, ls.iv, arg(g, 5)));
-  LLVMValueRef dys = at(g, dy, mul(g, ls.iv, arg(g, 6)));
-  /* ci outside the taps keeps one dx plane hot while dy planes feed it. */
-  loop_open(g, &lci, ci64(g, 0), ci64(g, c.cin), 1);
-  for (int k = 0; k < c.KK; k++) {
-    if (!t.used[k]) continue;
-    LLVMValueRef row = add(g, mul(g, lci.iv, ci64(g, c.KK)), ci64(g, k));
-    loop_open(g, &lt, ld32(g, tstart, row), ld32(g, tstart, add(g, row, ci64(g, 1))), 1);
-    LLVMValueRef co = ld32(g, tco, lt.iv);
-    LLVMValueRef wv = ldf(g, w, ld32(g, twi, lt.iv));
-    LLVMValueRef xbase = add(g, mul(g, lci.iv, ci64(g, c.hw)), ci64(g, tap_off(&c, k)));
-    conv_rows(g, &c, k, wv, dxs, xbase, dys, mul(g, co, ci64(g, c.ohw)), 0);
-    loop_close(g, &lt);
-  }
-  loop_close(g, &lci);
-  loop_close(g, &ls);
+  span sp = {arg(g, 4), arg(g, 5), arg(g, 6)};
+  gen_gather(g, &t, p.dxtile, p.dxrs, sp, arg(g, 0), arg(g, 1), arg(g, 2), NULL, NULL);
   gen_end(g);
-  conv_tab_free(&t);
+  etab_free(&t);
   return 0;
 }
 
 int cg_sparse_conv_bwd_weight(LLVMModuleRef m, const cg_conv_desc *d, const char *name) {
-  conv_geo c;
-  conv_tab t;
-  if (conv_geo_init(&c, d)) return -1;
-  /* Grouped by output channel so consecutive weights share a dy plane. */
-  if (conv_tab_build(&t, &c, d->wm, 1)) return conv_tab_free(&t), -1;
-  /* Regroup by tap alone: the tap's ranges are constants of its code. */
-  long *kn = calloc((size_t)c.KK + 1, sizeof *kn);
-  int32_t *pair = malloc((size_t)(t.n ? t.n : 1) * 2 * sizeof *pair);
-  int32_t *wi = malloc((size_t)(t.n ? t.n : 1) * sizeof *wi);
-  if (!kn || !pair || !wi) return free(kn), free(pair), free(wi), conv_tab_free(&t), -1;
-  for (int k = 0; k < c.KK; k++) {
-    kn[k + 1] = kn[k];
-    for (int co = 0; co < c.cout; co++)
-      kn[k + 1] += t.start[co * c.KK + k + 1] - t.start[co * c.KK + k];
-  }
-  long fill = 0;
-  for (int k = 0; k < c.KK; k++)
-    for (int co = 0; co < c.cout; co++)
-      for (long e = t.start[co * c.KK + k]; e < t.start[co * c.KK + k + 1]; e++) {
-        pair[2 * fill] = t.other[e], pair[2 * fill + 1] = co, wi[fill] = t.wi[e];
-        fill++;
-      }
+  cg_conv_plan p;
+  etab t;
+  if (cg_conv_plan_init(&p, d)) return -1;
+  /* Grouped by output channel: a group shares its dy plane. */
+  if (conv_fwd_tab(&t, d, &p, NULL)) return etab_free(&t), -1;
+  int32_t *grp;
+  long ng = make_groups(&t, p.dycs, &grp);
+  etab_free(&t);
+  if (ng < 0) return -1;
+  /* the row offset of a group is co * dycs; its plane starts after the margin */
+  for (long k = 0; k < ng; k++) grp[k * (2 * GROUP + 1)] += (int32_t)p.marg;
   gen G, *g = &G;
   gen_begin(g, m, name);
-  LLVMValueRef tpair = table(g, "pair", pair, (size_t)fill * 2, 4, g->i32);
-  LLVMValueRef twi = table(g, "wi", wi, (size_t)fill, 4, g->i32);
-  LLVMValueRef x = arg(g, 0), dy = arg(g, 1), dw = arg(g, 2);
-  LLVMValueRef acc = LLVMBuildArrayAlloca(g->b, g->f32, ci64(g, c.OW), "acc");
-  LLVMValueRef sum = LLVMBuildAlloca(g->b, g->f32, "sum");
-  for (int k = 0; k < c.KK; k++) {
-    if (kn[k] == kn[k + 1]) continue;
-    int ky = k / c.K, kx = k % c.K;
-    loop lt, lo, ls, ly, lx;
-    loop_open(g, &lt, ci64(g, kn[k]), ci64(g, kn[k + 1]), 1);
-    LLVMValueRef ci = ld32(g, tpair, mul(g, lt.iv, ci64(g, 2)));
-    LLVMValueRef co = ld32(g, tpair, add(g, mul(g, lt.iv, ci64(g, 2)), ci64(g, 1)));
-    loop_open(g, &lo, ci64(g, c.ox0[kx]), ci64(g, c.ox1[kx]), 1);
-    LLVMBuildStore(g->b, LLVMConstReal(g->f32, 0.0), at(g, acc, lo.iv));
-    loop_close(g, &lo);
-    LLVMValueRef xc = add(g, mul(g, ci, ci64(g, c.hw)), ci64(g, tap_off(&c, k)));
-    LLVMValueRef yc = mul(g, co, ci64(g, c.ohw));
-    loop_open(g, &ls, ci64(g, 0), arg(g, 4), 1);
-    LLVMValueRef xb = add(g, xc, mul(g, ls.iv, arg(g, 5)));
-    LLVMValueRef yb = add(g, yc, mul(g, ls.iv, arg(g, 6)));
-    loop_open(g, &ly, ci64(g, c.oy0[ky]), ci64(g, c.oy1[ky]), 1);
-    LLVMValueRef xrow = add(g, xb, mul(g, ly.iv, ci64(g, (int64_t)c.st * c.W)));
-    LLVMValueRef yrow = add(g, yb, mul(g, ly.iv, ci64(g, c.OW)));
-    loop_open(g, &lx, ci64(g, c.ox0[kx]), ci64(g, c.ox1[kx]), 1);
-    LLVMValueRef xv = ldf(g, x, add(g, xrow, c.st == 1 ? lx.iv : mul(g, lx.iv, ci64(g, c.st))));
-    LLVMValueRef yv = ldf(g, dy, add(g, yrow, lx.iv));
-    LLVMValueRef ap = at(g, acc, lx.iv);
-    LLVMBuildStore(g->b, fma3(g, yv, xv, LLVMBuildLoad2(g->b, g->f32, ap, "")), ap);
-    loop_close_vec(g, &lx);
-    loop_close(g, &ly);
-    loop_close(g, &ls);
-    LLVMBuildStore(g->b, LLVMConstReal(g->f32, 0.0), sum);
-    loop_open(g, &lo, ci64(g, c.ox0[kx]), ci64(g, c.ox1[kx]), 1);
-    LLVMBuildStore(g->b,
-                   LLVMBuildFAdd(g->b, LLVMBuildLoad2(g->b, g->f32, sum, ""),
-                                 ldf(g, acc, lo.iv), ""),
-                   sum);
-    loop_close(g, &lo);
-    LLVMBuildStore(g->b, LLVMBuildLoad2(g->b, g->f32, sum, ""), at(g, dw, ld32(g, twi, lt.iv)));
-    loop_close(g, &lt);
-  }
+  span sp = {arg(g, 4), arg(g, 5), arg(g, 6)};
+  gen_groups(g, grp, ng, p.yrs, sp, arg(g, 0), arg(g, 1), arg(g, 2));
   gen_end(g);
-  free(kn), free(pair), free(wi);
-  conv_tab_free(&t);
+  free(grp);
   return 0;
 }
 
 /* ---- linear --------------------------------------------------------- */
 
 /* CSR (by_row: per output, the active inputs) or CSC (per input, the
- * active outputs) of the pattern. */
-static int lin_tab(const cg_linear_desc *d, int by_row, int32_t **start, int32_t **idx, long *nnz) {
+ * active outputs) of the pattern, as entries (source row * NB, weight):
+ * the weight's packed position (packed) or its index. */
+static int lin_tab(etab *t, const cg_linear_desc *d, int by_row, int packed) {
   int outer = by_row ? d->out : d->in, inner = by_row ? d->in : d->out;
-  long cap = (long)d->in * d->out;
-  *start = malloc(((size_t)outer + 1) * sizeof **start);
-  *idx = malloc((size_t)(cap ? cap : 1) * sizeof **idx);
-  if (!*start || !*idx) return free(*start), free(*idx), -1;
-  long n = 0;
+  if ((int64_t)d->in * d->out >= INT32_MAX ||
+      (int64_t)(d->in > d->out ? d->in : d->out) * CG_LIN_NB >= INT32_MAX)
+    return -1;
+  int32_t *rank = packed ? ranks(d->wm, (long)d->in * d->out) : NULL;
+  if ((packed && !rank) || etab_init(t, outer, (long)d->in * d->out)) return free(rank), -1;
   for (int o = 0; o < outer; o++) {
-    (*start)[o] = (int32_t)n;
+    t->start[o] = (int32_t)t->n;
     for (int i = 0; i < inner; i++) {
       long wi = by_row ? (long)o * d->in + i : (long)i * d->in + o;
-      if (active(d->wm, wi)) (*idx)[n++] = i;
+      if (active(d->wm, wi) && etab_add(t, (int64_t)i * CG_LIN_NB, rank ? rank[wi] : wi))
+        return free(rank), -1;
     }
   }
-  (*start)[outer] = (int32_t)n;
-  *nnz = n;
+  t->start[outer] = (int32_t)t->n;
+  free(rank);
   return 0;
 }
 
-/* out[o][jb .. jb+NB) = init + sum over o's entries e of w(o, e) * src[e][..]:
- * the register-blocked core of linear fwd (CSR) and bwd_data (CSC). */
-static int lin_axpy(LLVMModuleRef m, const cg_linear_desc *d, const char *name, int fwd) {
-  if ((int64_t)d->in * d->out >= INT32_MAX) return -1;
-  int32_t *start, *idx;
-  long nnz;
-  if (lin_tab(d, fwd, &start, &idx, &nnz)) return -1;
-  int outer = fwd ? d->out : d->in;
+/* The batch blocks of a call: n / NB of them, each a [features][NB] slab. */
+static span lin_span(gen *g, int sfeat, int dfeat) {
+  LLVMValueRef blocks = LLVMBuildSDiv(g->b, arg(g, 4), ci64(g, CG_LIN_NB), "");
+  return (span){blocks, ci64(g, (int64_t)sfeat * CG_LIN_NB), ci64(g, (int64_t)dfeat * CG_LIN_NB)};
+}
+
+static int lin_gather(LLVMModuleRef m, const cg_linear_desc *d, const char *name, int fwd) {
+  etab t;
+  if (lin_tab(&t, d, fwd, 1)) return etab_free(&t), -1;
   gen G, *g = &G;
   gen_begin(g, m, name);
-  LLVMValueRef tstart = table(g, "start", start, (size_t)outer + 1, 4, g->i32);
-  LLVMValueRef tidx = table(g, "idx", idx, (size_t)nnz, 4, g->i32);
-  free(start), free(idx);
-  LLVMValueRef src = arg(g, 0), w = arg(g, 1), dst = fwd ? arg(g, 3) : arg(g, 2);
-  LLVMValueRef np = arg(g, 4);
-  LLVMValueRef acc[NVEC];
-  for (int v = 0; v < NVEC; v++) acc[v] = LLVMBuildAlloca(g->b, g->vec, "acc");
-  loop lo, lj, lt;
-  loop_open(g, &lo, ci64(g, 0), ci64(g, outer), 1);
-  LLVMValueRef init = fwd ? splat(g, bias_of(g, arg(g, 2), d->bm, d->out, lo.iv))
-                          : LLVMConstNull(g->vec);
-  LLVMValueRef t0 = ld32(g, tstart, lo.iv), t1 = ld32(g, tstart, add(g, lo.iv, ci64(g, 1)));
-  loop_open(g, &lj, ci64(g, 0), np, CG_LIN_NB);
-  for (int v = 0; v < NVEC; v++) LLVMBuildStore(g->b, init, acc[v]);
-  loop_open(g, &lt, t0, t1, 1);
-  LLVMValueRef e = ld32(g, tidx, lt.iv);
-  LLVMValueRef wi = fwd ? add(g, mul(g, lo.iv, ci64(g, d->in)), e)
-                        : add(g, mul(g, e, ci64(g, d->in)), lo.iv);
-  LLVMValueRef wv = splat(g, ldf(g, w, wi));
-  LLVMValueRef sb = add(g, mul(g, e, np), lj.iv);
-  for (int v = 0; v < NVEC; v++) {
-    LLVMValueRef s = ldv(g, src, add(g, sb, ci64(g, v * VW)));
-    LLVMBuildStore(g->b, fma3(g, wv, s, LLVMBuildLoad2(g->b, g->vec, acc[v], "")), acc[v]);
-  }
-  loop_close(g, &lt);
-  LLVMValueRef db = add(g, mul(g, lo.iv, np), lj.iv);
-  for (int v = 0; v < NVEC; v++)
-    stv(g, LLVMBuildLoad2(g->b, g->vec, acc[v], ""), dst, add(g, db, ci64(g, v * VW)));
-  loop_close(g, &lj);
-  loop_close(g, &lo);
+  span sp = fwd ? lin_span(g, d->in, d->out) : lin_span(g, d->out, d->in);
+  gen_gather(g, &t, CG_LIN_NB / VW, CG_LIN_NB, sp, arg(g, 0), arg(g, 1),
+             fwd ? arg(g, 3) : arg(g, 2), fwd ? arg(g, 2) : NULL, d->bm);
   gen_end(g);
+  etab_free(&t);
   return 0;
 }
 
 int cg_sparse_linear_fwd(LLVMModuleRef m, const cg_linear_desc *d, const char *name) {
-  return lin_axpy(m, d, name, 1);
+  return lin_gather(m, d, name, 1);
 }
 
 int cg_sparse_linear_bwd_data(LLVMModuleRef m, const cg_linear_desc *d, const char *name) {
-  return lin_axpy(m, d, name, 0);
+  return lin_gather(m, d, name, 0);
 }
 
 int cg_sparse_linear_bwd_weight(LLVMModuleRef m, const cg_linear_desc *d, const char *name) {
-  if ((int64_t)d->in * d->out >= INT32_MAX) return -1;
-  int32_t *start, *idx;
-  long nnz;
-  if (lin_tab(d, 1, &start, &idx, &nnz)) return -1;
+  etab t;
+  if (lin_tab(&t, d, 1, 0)) return etab_free(&t), -1;
+  int32_t *grp;
+  long ng = make_groups(&t, CG_LIN_NB, &grp);
+  etab_free(&t);
+  if (ng < 0) return -1;
   gen G, *g = &G;
   gen_begin(g, m, name);
-  LLVMValueRef tstart = table(g, "start", start, (size_t)d->out + 1, 4, g->i32);
-  LLVMValueRef tidx = table(g, "idx", idx, (size_t)nnz, 4, g->i32);
-  free(start), free(idx);
-  LLVMValueRef xT = arg(g, 0), dyT = arg(g, 1), dw = arg(g, 2), np = arg(g, 4);
-  LLVMValueRef acc[NVEC];
-  for (int v = 0; v < NVEC; v++) acc[v] = LLVMBuildAlloca(g->b, g->vec, "acc");
-  loop lo, lt, lj;
-  loop_open(g, &lo, ci64(g, 0), ci64(g, d->out), 1);
-  LLVMValueRef yb = mul(g, lo.iv, np);
-  loop_open(g, &lt, ld32(g, tstart, lo.iv), ld32(g, tstart, add(g, lo.iv, ci64(g, 1))), 1);
-  LLVMValueRef e = ld32(g, tidx, lt.iv);
-  LLVMValueRef xb = mul(g, e, np);
-  for (int v = 0; v < NVEC; v++) LLVMBuildStore(g->b, LLVMConstNull(g->vec), acc[v]);
-  loop_open(g, &lj, ci64(g, 0), np, CG_LIN_NB);
-  for (int v = 0; v < NVEC; v++) {
-    LLVMValueRef off = add(g, lj.iv, ci64(g, v * VW));
-    LLVMValueRef a = ldv(g, dyT, add(g, yb, off)), b = ldv(g, xT, add(g, xb, off));
-    LLVMBuildStore(g->b, fma3(g, a, b, LLVMBuildLoad2(g->b, g->vec, acc[v], "")), acc[v]);
-  }
-  loop_close(g, &lj);
-  LLVMValueRef s = LLVMBuildLoad2(g->b, g->vec, acc[0], "");
-  for (int v = 1; v < NVEC; v++)
-    s = LLVMBuildFAdd(g->b, s, LLVMBuildLoad2(g->b, g->vec, acc[v], ""), "");
-  LLVMValueRef r = LLVMBuildExtractElement(g->b, s, LLVMConstInt(g->i32, 0, 0), "");
-  for (int l = 1; l < VW; l++)
-    r = LLVMBuildFAdd(g->b, r, LLVMBuildExtractElement(g->b, s, LLVMConstInt(g->i32, (unsigned)l, 0), ""), "");
-  LLVMBuildStore(g->b, r, at(g, dw, add(g, mul(g, lo.iv, ci64(g, d->in)), e)));
-  loop_close(g, &lt);
-  loop_close(g, &lo);
+  gen_groups(g, grp, ng, CG_LIN_NB, lin_span(g, d->in, d->out), arg(g, 0), arg(g, 1), arg(g, 2));
   gen_end(g);
+  free(grp);
   return 0;
 }

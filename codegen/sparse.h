@@ -2,9 +2,10 @@
  *
  * Each generator writes one function into an LLVM module from a layer's
  * shapes and its α pattern (the masks). The pattern is baked in: loop
- * bounds, the valid output ranges of every kernel tap, and index tables of
- * the active weights as constant globals. Weight values are not: kernels
- * read w on every call, since it changes every step. The IR is target
+ * bounds and index tables of the active weights (which taps of which
+ * channels, where they read) as constant globals; taps that read only
+ * padding are left out. Weight values are not: kernels read w on every
+ * call, since it changes every step. The IR is target
  * independent (no triple, no data layout, no intrinsics of one target):
  * the CPU backend JIT-compiles it for the host, and the same module can be
  * retargeted to NVPTX. Index tables are stored little-endian.
@@ -15,28 +16,44 @@
  *   cg_sparse_conv_bwd_data(mod, &d, "l3_bwd_data");
  *   cg_sparse_conv_bwd_weight(mod, &d, "l3_bwd_weight");
  *
+ * The fwd and bwd_data kernels read the weights packed: wp, the active
+ * weights in mask order (w[i] for every i with wm[i], ascending i), which
+ * the caller gathers once per call.
+ *
  * Every generated function has the C type
  *   void fn(float *a, float *b, float *c, float *d, int64_t n,
  *           int64_t a_ns, int64_t b_ns)
- * with, per kernel:
- *   conv fwd:         a = x, b = w, c = bias (may be NULL), d = y;
- *                     y = conv(x, w) + bias, overwritten. a_ns = x_ns,
- *                     b_ns = y_ns (floats between samples).
- *   conv bwd_data:    a = dy, b = w, c = dx, d unused; dx += conv^T(dy, w).
- *                     a_ns = x_ns (of dx), b_ns = y_ns (of dy).
- *   conv bwd_weight:  a = x, b = dy, c = dw; d unused. Writes dw at the
- *                     active weights only: the caller clears dw first.
- *                     a_ns = x_ns, b_ns = y_ns.
+ * The conv kernels work on one packed layout per tensor (cg_conv_plan,
+ * filled by cg_conv_plan_init; the caller packs and unpacks, see
+ * runtime/cpu/cpu.c): the input zero-padded and split into stride*stride
+ * phase planes of Hq x Wq, so that every kernel tap is one contiguous
+ * shifted span of the flattened plane; outputs on rows of Wq columns
+ * (columns >= ow are don't-care on output, zero on input). With it the
+ * three kernels are one loop nest over an index table of (offset, weight)
+ * pairs, register-blocked over a tile of the flattened plane.
+ *   conv fwd:         a = xp, b = wp, c = bias (may be NULL), d = yq;
+ *                     yq = conv(xp, w) + bias, overwritten. a_ns, b_ns:
+ *                     floats between samples of xp and of yq.
+ *   conv bwd_data:    a = dyq, b = wp, c = dxp, d unused; dxp overwritten
+ *                     (the caller adds it into dx as it unpacks).
+ *                     a_ns = of dyq, b_ns = of dxp.
+ *   conv bwd_weight:  a = xp, b = dyq, c = dw; d unused. ADDS into dw at
+ *                     the active weights only: the caller clears dw first,
+ *                     then may call once per block of samples.
+ *                     a_ns = of xp, b_ns = of dyq.
  * The linear kernels work on the batch transposed, feature-major, so that
- * the batch is the vector dimension: a tensor [n][f] is passed as
- * [f][n] with n rounded up to a multiple of CG_LIN_NB (padding lanes are
- * zero), and `n` is that padded count; a_ns, b_ns are unused.
- *   linear fwd:        a = xT [in][n], b = w, c = bias (may be NULL),
- *                      d = yT [out][n], overwritten.
- *   linear bwd_data:   a = dyT [out][n], b = w, c = dxT [in][n], OVERWRITTEN
+ * the batch is the vector dimension, in blocks of CG_LIN_NB samples: a
+ * tensor [n][f] is passed as [n/CG_LIN_NB][f][CG_LIN_NB] with n rounded up
+ * to a multiple of CG_LIN_NB (padding lanes are zero), and `n` is that
+ * padded count; a_ns, b_ns are unused. One block of one feature is a row
+ * of eight vectors, the register tile; a block of all inputs (in *
+ * CG_LIN_NB floats) is what stays in L2 while the outputs are swept.
+ *   linear fwd:        a = xT, b = wp, c = bias (may be NULL),
+ *                      d = yT, overwritten.
+ *   linear bwd_data:   a = dyT, b = wp, c = dxT, OVERWRITTEN
  *                      (the caller adds it into dx as it transposes back).
- *   linear bwd_weight: a = xT, b = dyT, c = dw: active weights written,
- *                      the caller clears dw first.
+ *   linear bwd_weight: a = xT, b = dyT, c = dw: ADDS into dw at the
+ *                      active weights; the caller clears dw first.
  * Bias gradients are left to the caller (one sum per output).
  */
 #ifndef ILNAS_CG_SPARSE_H
@@ -46,8 +63,9 @@
 
 #include <llvm-c/Core.h>
 
-/* Lanes of the batch one linear kernel block handles: 4 vectors of 8. */
-enum { CG_LIN_NB = 32 };
+/* Lanes of the batch one linear kernel block handles: 8 vectors of 8, the
+ * accumulators of one output row (of 16 AVX2 registers). */
+enum { CG_LIN_NB = 64 };
 
 typedef struct cg_conv_desc {
   int cin, h, w;          /* input channels, height, width */
@@ -61,6 +79,22 @@ typedef struct cg_linear_desc {
   const uint8_t *wm;      /* [out][in]; NULL = all */
   const uint8_t *bm;      /* [out]; NULL = all */
 } cg_linear_desc;
+
+/* Where each packed conv tensor lives, in floats. */
+typedef struct cg_conv_plan {
+  int s, oh, ow;          /* stride, output height and width */
+  int hq, wq;             /* one phase plane: ceil((h+2pad)/s) x ceil((w+2pad)/s) */
+  long pq;                /* hq * wq */
+  long xcs, xlen;         /* xp: channel stride (s*s*pq), floats per sample */
+  long yq, yrs;           /* output rows: oh * wq used, tile-rounded stride */
+  long marg, dycs, dylen; /* dyq: zero margin before each channel, stride, size */
+  long dxrs, dxlen;       /* dxp: [cin*s*s] rows of dxrs (>= pq), size */
+  int ytile, dxtile;      /* vectors of 8 per register tile: fwd, bwd_data */
+} cg_conv_plan;
+
+/* -1 for a shape the generators cannot handle (kernel over 32, empty
+ * output), else 0. */
+int cg_conv_plan_init(cg_conv_plan *p, const cg_conv_desc *d);
 
 /* The function type every generator emits (see above). */
 LLVMTypeRef cg_sparse_fn_type(LLVMContextRef ctx);

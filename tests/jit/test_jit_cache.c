@@ -1,6 +1,8 @@
 /* test_jit_cache: the CPU backend compiles a pattern once, recompiles only
  * the layer whose mask changed, and compiles a layer of about a million
- * active weights in bounded time. */
+ * active weights in bounded time. The layers are forced onto the JIT path
+ * (their densities would run dense on OpenBLAS by default, compiling
+ * nothing); one more check: a dense layer compiles nothing. */
 #include <time.h>
 
 #include "jitutil.h"
@@ -21,6 +23,7 @@ static void test_cache(void) {
   rt_backend *b = rt_backend_new("cpu", g, err, sizeof err);
   CHECK(b, "cpu backend: %s", err);
   if (!b) return;
+  rt_cpu_set_dense_threshold(b, 2.0, 2.0);
   uint8_t *wm = jt_mask(6 * 5 * 9, 1, 0.3), *bm = jt_mask(5, 1, 1.0);
   uint8_t *lm = jt_mask(20 * 7, 1, 0.5), *lb = jt_mask(7, 1, 1.0);
   CHECK(b->prepare(b, 0, wm, bm, err, sizeof err) == 0, "%s", err);
@@ -62,6 +65,15 @@ static void test_cache(void) {
   rt_ref_linear_fwd(&ls, x, w, bias, lm, lb, y0);
   b->linear_fwd(b, 1, &ls, x, w, bias, y1);
   CHECK(jt_nerr(y1, y0, 21) <= 1e-6, "linear after a bias change: %g", jt_nerr(y1, y0, 21));
+  /* forced dense, a new pattern compiles nothing and still computes */
+  rt_cpu_set_dense_threshold(b, 0.0, 0.0);
+  lm[0] = !lm[0], w[0] = lm[0] ? w[0] : 0.0f;
+  rt_ref_linear_fwd(&ls, x, w, bias, lm, lb, y0);
+  CHECK(b->prepare(b, 1, lm, lb, err, sizeof err) == 0, "%s", err);
+  s = rt_cpu_get_stats(b);
+  CHECK(s.compiles == 4 && rt_cpu_layer_dense(b, 1), "dense layer compiled (%ld)", s.compiles);
+  b->linear_fwd(b, 1, &ls, x, w, bias, y1);
+  CHECK(jt_nerr(y1, y0, 21) <= 1e-6, "dense linear: %g", jt_nerr(y1, y0, 21));
   free(x), free(w), free(bias);
   free(wm), free(wm2), free(bm), free(lm), free(lb);
   b->free(b);
@@ -75,6 +87,7 @@ static void test_big(ir_kind kind, int cin, int h, int cout, int k, double dens)
   rt_backend *b = rt_backend_new("cpu", g, err, sizeof err);
   CHECK(b, "cpu backend: %s", err);
   if (!b) return;
+  rt_cpu_set_dense_threshold(b, 2.0, 2.0);
   size_t nw = (size_t)g->layers[0].n_w;
   uint8_t *wm = jt_mask(nw, 1, dens), *bm = jt_mask((size_t)cout, 1, 1.0);
   size_t active = 0;

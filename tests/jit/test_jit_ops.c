@@ -2,7 +2,9 @@
  * kernels, over random shapes, strides, paddings, kernel sizes, channel-
  * prefix views (per-sample strides larger than packed), densities from
  * empty to full and both mask granularities. Compared by normalised error;
- * exact where the semantics are exact (dx accumulates, masked dw is 0). */
+ * exact where the semantics are exact (dx accumulates, masked dw is 0).
+ * Every case runs three times: with the backend's measured dense
+ * threshold, and forced onto the JIT kernels and onto OpenBLAS. */
 #include "jitutil.h"
 #include "runtime/backend.h"
 #include "runtime/cpu/cpu.h"
@@ -10,6 +12,19 @@
 static const double densities[] = {0.0, 0.01, 0.1, 0.5, 1.0};
 enum { ND = sizeof densities / sizeof densities[0] };
 #define TOL 1e-5
+
+/* The dense threshold of the run: < 0 the backend's own, 0 all dense, 2
+ * none dense. */
+static double force_thr = -1;
+
+static void set_path(rt_backend *b, int layer, const char *what) {
+  if (force_thr < 0) return;
+  CHECK(rt_cpu_layer_dense(b, layer) == (force_thr == 0), "%s: forced path not taken", what);
+}
+
+static void force(rt_backend *b) {
+  if (force_thr >= 0) rt_cpu_set_dense_threshold(b, force_thr, force_thr);
+}
 
 static void conv_case(rt_backend **bp, int cin, int h, int w, int cout, int k, int stride,
                       int pad, int n, double dens, int kernel_gran, int with_bias) {
@@ -19,6 +34,7 @@ static void conv_case(rt_backend **bp, int cin, int h, int w, int cout, int k, i
   CHECK(b, "cpu backend: %s", err);
   if (!b) return;
   *bp = b;
+  force(b);
   rt_conv_shape s = {.n = n, .cin = cin, .h = h, .w = w, .cout = cout, .k = k,
                      .stride = stride, .pad = pad};
   rt_conv_shape_finish(&s);
@@ -42,6 +58,7 @@ static void conv_case(rt_backend **bp, int cin, int h, int w, int cout, int k, i
   snprintf(what, sizeof what, "conv cin %d %dx%d cout %d k %d s %d p %d n %d dens %.2f %s%s",
            cin, h, w, cout, k, stride, pad, n, dens, kernel_gran ? "kernel" : "weight",
            with_bias ? "" : " nobias");
+  set_path(b, 0, what);
   rt_ref_conv_fwd(&s, x, wt, bias, wm, bm, y0);
   b->conv_fwd(b, 0, &s, x, wt, bias, y1);
   double e = jt_nerr(y1, y0, ny);
@@ -80,6 +97,7 @@ static void linear_case(int in, int out, int n, double dens, int with_bias) {
   rt_backend *b = rt_backend_new("cpu", g, err, sizeof err);
   CHECK(b, "cpu backend: %s", err);
   if (!b) return;
+  force(b);
   rt_linear_shape s = {n, in, out, in + jt_int(0, 5), out + jt_int(0, 5)};
   size_t nw = (size_t)in * out, nx = (size_t)n * s.x_ns, ny = (size_t)n * s.y_ns;
   uint8_t *wm = jt_mask(nw, 1, dens), *bm = jt_mask((size_t)out, 1, dens < 1 ? 0.5 : 1.0);
@@ -93,6 +111,7 @@ static void linear_case(int in, int out, int n, double dens, int with_bias) {
   char what[128];
   snprintf(what, sizeof what, "linear %d->%d n %d dens %.2f%s", in, out, n, dens,
            with_bias ? "" : " nobias");
+  set_path(b, 1, what);
   rt_ref_linear_fwd(&s, x, wt, bias, wm, bm, y0);
   b->linear_fwd(b, 1, &s, x, wt, bias, y1);
   double e = jt_nerr(y1, y0, ny);
@@ -150,10 +169,14 @@ static void random_cases(int nconv, int nlin) {
 }
 
 int main(int argc, char **argv) {
-  edge_cases();
-  /* Each conv case compiles a module (~0.2 s); more cases are a flag away. */
+  /* Each sparse case compiles a module; more cases are a flag away. */
   int nconv = argc > 1 ? atoi(argv[1]) : 20;
-  random_cases(nconv, 2 * nconv);
+  static const double thr[] = {-1, 2.0, 0.0};
+  for (int i = 0; i < 3; i++) {
+    force_thr = thr[i];
+    edge_cases();
+    random_cases(nconv, 2 * nconv);
+  }
   if (failures) fprintf(stderr, "test_jit_ops: %d failures\n", failures);
   else printf("test_jit_ops: ok\n");
   return failures != 0;
