@@ -159,11 +159,12 @@ static int expand_now(const fe_model *m, int epochs, int done, double prev_loss,
   return m->flat > 0 && prev_loss > 0 && (prev_loss - loss) / prev_loss < m->flat;
 }
 
-static void log_expand(FILE *f, const ir_graph *g, int epoch, const srch_event *ev) {
-  fprintf(f, "{\"event\": \"expand\", \"epoch\": %d, \"added\": %" PRId64
+static void log_expand(FILE *f, const ir_graph *g, int epoch, const srch_event *ev,
+                       double secs) {
+  fprintf(f, "{\"event\": \"expand\", \"epoch\": %d, \"seconds\": %.3f, \"added\": %" PRId64
           ", \"active_params\": %" PRId64 ", \"new_nodes\": %d, \"new_layers\": %d"
           ", \"placeholders\": %d, \"loss_before\": %.6f, \"loss_after\": %.6f"
-          ", \"per_layer\": {", epoch, ev->added, ev->active, ev->new_nodes,
+          ", \"per_layer\": {", epoch, secs, ev->added, ev->active, ev->new_nodes,
           ev->new_layers, ev->placeholders, ev->loss_before, ev->loss_after);
   int first = 1;
   for (int i = 0; i < g->n_layers; i++)
@@ -335,7 +336,7 @@ int rt_train(ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd,
         goto out;
       }
       if (grown == 0) {
-        log_expand(metrics, g, ep + 1, &ev);
+        log_expand(metrics, g, ep + 1, &ev, now() - tg);
         if (!o->quiet)
           fprintf(stderr, "  grew %" PRId64 " parameters to %" PRId64 "/%s "
                   "(%d new nodes, %d new layers) loss %.4f -> %.4f  %.1fs\n",
