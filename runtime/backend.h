@@ -55,8 +55,8 @@ struct rt_backend {
   void (*free)(rt_backend *b);
 };
 
-/* "ref", or "cpu" (the LLVM JIT). NULL with a message for an unknown name
- * or a backend that cannot start here. */
+/* "ref", "cpu" (the LLVM JIT) or "cuda". NULL with a message for an
+ * unknown name or a backend that cannot start here. */
 rt_backend *rt_backend_new(const char *name, const ir_graph *g, char *err,
                            size_t errlen);
 
@@ -66,5 +66,10 @@ rt_backend *rt_backend_ref_new(const ir_graph *g);
 /* The CPU backend: per-layer kernels compiled by the LLVM JIT
  * (runtime/cpu/cpu.c). NULL with a message when the JIT cannot start. */
 rt_backend *rt_backend_cpu_new(const ir_graph *g, char *err, size_t errlen);
+
+/* The CUDA backend: per-layer kernels emitted as PTX and run through the
+ * driver API, which it opens with dlopen (runtime/cuda/cuda.c). NULL with
+ * a message ("no CUDA driver: ...", "no GPU: ...") where it cannot run. */
+rt_backend *rt_backend_cuda_new(const ir_graph *g, char *err, size_t errlen);
 
 #endif

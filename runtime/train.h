@@ -35,7 +35,7 @@ typedef struct rt_train_opts {
   int stop_after;      /* stop once this many epochs are done (0: never);
                           the run resumes from RUN_DIR/last.ckpt */
   int quiet;           /* no progress output */
-  const char *backend; /* "ref" or "cpu"; NULL: RT_DEFAULT_BACKEND */
+  const char *backend; /* "cpu", "ref" or "cuda"; NULL: RT_DEFAULT_BACKEND */
 } rt_train_opts;
 
 void rt_train_opts_default(rt_train_opts *o);

@@ -1,0 +1,610 @@
+/* ptx.c: the GPU kernel generators and the PTX emitter (see ptx.h).
+ *
+ * The kernels are simple on purpose: one thread per output element walks
+ * the active taps of its output channel (or, transposed, of its input
+ * channel) from a baked index table; one thread per active weight sums
+ * its gradient over the batch. Locals are allocas in the entry block:
+ * cg_ptx_emit runs the O3 pipeline, whose mem2reg turns them into
+ * registers, and the generator stays straight-line C. */
+#include "codegen/ptx.h"
+
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <llvm-c/Analysis.h>
+#include <llvm-c/Target.h>
+#include <llvm-c/TargetMachine.h>
+#include <llvm-c/Transforms/PassBuilder.h>
+#include <llvm/Config/llvm-config.h>
+
+/* What the generators hold while writing one kernel. */
+typedef struct pg {
+  LLVMModuleRef m;
+  LLVMContextRef ctx;
+  LLVMBuilderRef b;
+  LLVMValueRef fn;
+  LLVMBasicBlockRef entry;       /* allocas only; branches to the body at the end */
+  LLVMTypeRef i8, i32, i64, f32, f64, fp;
+  LLVMValueRef pa, pb, pc, pd;   /* the four buffers */
+  LLVMValueRef n, a_ns, b_ns;
+  const char *name;
+} pg;
+
+typedef struct pg_table {
+  LLVMTypeRef ty;                /* [len x iN] */
+  LLVMValueRef g;                /* the global, addrspace(1) */
+} pg_table;
+
+typedef struct pg_loop {
+  LLVMValueRef var, hi;          /* i64 counter alloca, exclusive bound */
+  LLVMBasicBlockRef cond, body, exit;
+} pg_loop;
+
+static LLVMValueRef c64(pg *p, int64_t v) { return LLVMConstInt(p->i64, (unsigned long long)v, 1); }
+
+static LLVMBasicBlockRef block(pg *p, const char *name) {
+  return LLVMAppendBasicBlockInContext(p->ctx, p->fn, name);
+}
+
+static LLVMValueRef local(pg *p, LLVMTypeRef t, const char *name) {
+  LLVMBuilderRef eb = LLVMCreateBuilderInContext(p->ctx);
+  LLVMPositionBuilderAtEnd(eb, p->entry);
+  LLVMValueRef v = LLVMBuildAlloca(eb, t, name);
+  LLVMDisposeBuilder(eb);
+  return v;
+}
+
+static LLVMValueRef sreg(pg *p, const char *reg) {
+  char name[64];
+  snprintf(name, sizeof name, "llvm.nvvm.read.ptx.sreg.%s", reg);
+  LLVMTypeRef ft = LLVMFunctionType(p->i32, NULL, 0, 0);
+  LLVMValueRef f = LLVMGetNamedFunction(p->m, name);
+  if (!f) f = LLVMAddFunction(p->m, name, ft);
+  return LLVMBuildZExt(p->b, LLVMBuildCall2(p->b, ft, f, NULL, 0, ""), p->i64, reg);
+}
+
+/* Starts a kernel: signature, the thread's global index, and a return for
+ * the threads past `total` (i64). Returns that index. */
+static LLVMValueRef begin(pg *p, LLVMModuleRef m, const char *name, LLVMValueRef (*total)(pg *, const void *),
+                          const void *arg) {
+  memset(p, 0, sizeof *p);
+  p->m = m, p->name = name;
+  p->ctx = LLVMGetModuleContext(m);
+  p->i8 = LLVMInt8TypeInContext(p->ctx), p->i32 = LLVMInt32TypeInContext(p->ctx);
+  p->i64 = LLVMInt64TypeInContext(p->ctx);
+  p->f32 = LLVMFloatTypeInContext(p->ctx), p->f64 = LLVMDoubleTypeInContext(p->ctx);
+  p->fp = LLVMPointerType(p->f32, 0);
+  p->fn = LLVMAddFunction(m, name, cg_sparse_fn_type(p->ctx));
+  p->pa = LLVMGetParam(p->fn, 0), p->pb = LLVMGetParam(p->fn, 1);
+  p->pc = LLVMGetParam(p->fn, 2), p->pd = LLVMGetParam(p->fn, 3);
+  p->n = LLVMGetParam(p->fn, 4), p->a_ns = LLVMGetParam(p->fn, 5);
+  p->b_ns = LLVMGetParam(p->fn, 6);
+  /* The buffers of one call are distinct tensors: noalias lets loads of
+   * x and w be hoisted and cached (ld.global.nc) past the stores. */
+  unsigned noalias = LLVMGetEnumAttributeKindForName("noalias", 7);
+  for (unsigned i = 1; i <= 4; i++)
+    LLVMAddAttributeAtIndex(p->fn, i, LLVMCreateEnumAttribute(p->ctx, noalias, 0));
+  /* Mark it a kernel: an entry point the driver can launch. */
+  LLVMValueRef md[3] = {p->fn, LLVMMDStringInContext(p->ctx, "kernel", 6),
+                        LLVMConstInt(p->i32, 1, 0)};
+  LLVMAddNamedMetadataOperand(m, "nvvm.annotations", LLVMMDNodeInContext(p->ctx, md, 3));
+
+  p->b = LLVMCreateBuilderInContext(p->ctx);
+  p->entry = block(p, "entry");
+  LLVMBasicBlockRef start = block(p, "start");
+  LLVMPositionBuilderAtEnd(p->b, start);
+  LLVMValueRef gid = LLVMBuildAdd(p->b, LLVMBuildMul(p->b, sreg(p, "ctaid.x"), sreg(p, "ntid.x"), ""),
+                                  sreg(p, "tid.x"), "gid");
+  LLVMValueRef in = LLVMBuildICmp(p->b, LLVMIntULT, gid, total(p, arg), "");
+  LLVMBasicBlockRef work = block(p, "work"), done = block(p, "done");
+  LLVMBuildCondBr(p->b, in, work, done);
+  LLVMPositionBuilderAtEnd(p->b, done);
+  LLVMBuildRetVoid(p->b);
+  LLVMPositionBuilderAtEnd(p->b, work);
+  return gid;
+}
+
+static void end(pg *p) {
+  LLVMBuildRetVoid(p->b);
+  LLVMPositionBuilderAtEnd(p->b, p->entry);
+  LLVMBuildBr(p->b, LLVMGetNextBasicBlock(p->entry));
+  LLVMDisposeBuilder(p->b);
+}
+
+/* A constant table of 32-bit (or 8-bit) entries in addrspace(1), the GPU's
+ * global memory: the tables can be far larger than the 64 KB of constant
+ * memory, and they are read-only, so loads go through the read-only cache.
+ * A table always has at least one entry (an empty pattern still links). */
+static pg_table table(pg *p, const char *what, const void *vals, size_t len, int bits) {
+  size_t nl = len ? len : 1;
+  LLVMTypeRef et = bits == 8 ? p->i8 : p->i32;
+  LLVMValueRef *c = malloc(nl * sizeof *c);
+  for (size_t i = 0; i < nl; i++) {
+    unsigned long long v = 0;
+    if (i < len) v = bits == 8 ? ((const uint8_t *)vals)[i] : (unsigned long long)((const int32_t *)vals)[i];
+    c[i] = LLVMConstInt(et, v, 0);
+  }
+  pg_table t;
+  t.ty = LLVMArrayType(et, (unsigned)nl);
+  char name[160];
+  snprintf(name, sizeof name, "%s_%s", p->name, what);
+  t.g = LLVMAddGlobalInAddressSpace(p->m, t.ty, name, 1);
+  LLVMSetInitializer(t.g, LLVMConstArray(et, c, (unsigned)nl));
+  LLVMSetGlobalConstant(t.g, 1);
+  LLVMSetLinkage(t.g, LLVMInternalLinkage);
+  LLVMSetUnnamedAddr(t.g, 1);
+  free(c);
+  return t;
+}
+
+/* table[i] zero-extended to i64. */
+static LLVMValueRef tab_get(pg *p, pg_table t, LLVMValueRef i) {
+  LLVMValueRef idx[2] = {c64(p, 0), i};
+  LLVMValueRef ptr = LLVMBuildInBoundsGEP2(p->b, t.ty, t.g, idx, 2, "");
+  LLVMTypeRef et = LLVMGetElementType(t.ty);
+  return LLVMBuildZExt(p->b, LLVMBuildLoad2(p->b, et, ptr, ""), p->i64, "");
+}
+
+static LLVMValueRef fload(pg *p, LLVMValueRef base, LLVMValueRef i) {
+  LLVMValueRef ptr = LLVMBuildInBoundsGEP2(p->b, p->f32, base, &i, 1, "");
+  return LLVMBuildLoad2(p->b, p->f32, ptr, "");
+}
+
+static LLVMValueRef fptr(pg *p, LLVMValueRef base, LLVMValueRef i) {
+  return LLVMBuildInBoundsGEP2(p->b, p->f32, base, &i, 1, "");
+}
+
+/* for (var = lo; var < hi; var++) { body }: loop_begin leaves the builder
+ * in the body; loop_end closes it and leaves the builder after the loop. */
+static LLVMValueRef loop_begin(pg *p, pg_loop *l, LLVMValueRef lo, LLVMValueRef hi, const char *name) {
+  l->var = local(p, p->i64, name), l->hi = hi;
+  LLVMBuildStore(p->b, lo, l->var);
+  l->cond = block(p, "cond"), l->body = block(p, "body"), l->exit = block(p, "exit");
+  LLVMBuildBr(p->b, l->cond);
+  LLVMPositionBuilderAtEnd(p->b, l->cond);
+  LLVMValueRef i = LLVMBuildLoad2(p->b, p->i64, l->var, "");
+  LLVMBuildCondBr(p->b, LLVMBuildICmp(p->b, LLVMIntSLT, i, hi, ""), l->body, l->exit);
+  LLVMPositionBuilderAtEnd(p->b, l->body);
+  return LLVMBuildLoad2(p->b, p->i64, l->var, name);
+}
+
+static void loop_end(pg *p, pg_loop *l) {
+  LLVMValueRef i = LLVMBuildLoad2(p->b, p->i64, l->var, "");
+  LLVMBuildStore(p->b, LLVMBuildAdd(p->b, i, c64(p, 1), ""), l->var);
+  LLVMBuildBr(p->b, l->cond);
+  LLVMPositionBuilderAtEnd(p->b, l->exit);
+}
+
+/* if (c) { ...: returns the join block; the builder is in the then-block. */
+static LLVMBasicBlockRef if_begin(pg *p, LLVMValueRef c) {
+  LLVMBasicBlockRef then = block(p, "then"), join = block(p, "join");
+  LLVMBuildCondBr(p->b, c, then, join);
+  LLVMPositionBuilderAtEnd(p->b, then);
+  return join;
+}
+
+static void if_end(pg *p, LLVMBasicBlockRef join) {
+  LLVMBuildBr(p->b, join);
+  LLVMPositionBuilderAtEnd(p->b, join);
+}
+
+static LLVMValueRef add(pg *p, LLVMValueRef a, LLVMValueRef b) { return LLVMBuildAdd(p->b, a, b, ""); }
+static LLVMValueRef mul(pg *p, LLVMValueRef a, LLVMValueRef b) { return LLVMBuildMul(p->b, a, b, ""); }
+static LLVMValueRef mulc(pg *p, LLVMValueRef a, int64_t c) { return mul(p, a, c64(p, c)); }
+static LLVMValueRef udivc(pg *p, LLVMValueRef a, int64_t c) { return LLVMBuildUDiv(p->b, a, c64(p, c), ""); }
+static LLVMValueRef uremc(pg *p, LLVMValueRef a, int64_t c) { return LLVMBuildURem(p->b, a, c64(p, c), ""); }
+
+/* 0 <= v < lim, as one unsigned compare. */
+static LLVMValueRef in_range(pg *p, LLVMValueRef v, int64_t lim) {
+  return LLVMBuildICmp(p->b, LLVMIntULT, v, c64(p, lim), "");
+}
+
+/* acc += a * b, in the accumulator's type. */
+static void accumulate(pg *p, LLVMValueRef acc, LLVMTypeRef t, LLVMValueRef a, LLVMValueRef b) {
+  if (t == p->f64) a = LLVMBuildFPExt(p->b, a, p->f64, ""), b = LLVMBuildFPExt(p->b, b, p->f64, "");
+  LLVMValueRef v = LLVMBuildLoad2(p->b, t, acc, "");
+  LLVMBuildStore(p->b, LLVMBuildFAdd(p->b, v, LLVMBuildFMul(p->b, a, b, ""), ""), acc);
+}
+
+/* acc = bias[o] when the bias pointer is not NULL and bias o is active. */
+static void init_bias(pg *p, LLVMValueRef acc, const uint8_t *bm, int nout, LLVMValueRef o) {
+  LLVMBuildStore(p->b, LLVMConstReal(p->f32, 0), acc);
+  LLVMValueRef has = LLVMBuildICmp(p->b, LLVMIntNE, p->pc, LLVMConstNull(p->fp), "");
+  if (bm) {
+    pg_table bt = table(p, "bm", bm, (size_t)nout, 8);
+    LLVMValueRef on = LLVMBuildICmp(p->b, LLVMIntNE, tab_get(p, bt, o), c64(p, 0), "");
+    has = LLVMBuildAnd(p->b, has, on, "");
+  }
+  LLVMBasicBlockRef join = if_begin(p, has);
+  LLVMBuildStore(p->b, fload(p, p->pc, o), acc);
+  if_end(p, join);
+}
+
+/* ---- tables from a mask ------------------------------------------------ */
+
+/* CSR of the active entries of a [rows][cols] mask: start[rows + 1] and,
+ * per row in ascending column order, col (if !full) or the full index
+ * row * cols + col (if full). NULL mask: all active. -1 when an index does
+ * not fit in 32 bits or memory runs out. */
+static int csr(const uint8_t *m, int64_t rows, int64_t cols, int transpose, int full, int32_t **start,
+               int32_t **idx, size_t *nnz) {
+  int64_t total = rows * cols;
+  if (total > INT32_MAX) return -1;
+  int64_t outer = transpose ? cols : rows, inner = transpose ? rows : cols;
+  *start = malloc((size_t)(outer + 1) * sizeof **start);
+  size_t cnt = 0;
+  for (int64_t i = 0; i < total; i++) cnt += !m || m[i];
+  *idx = malloc((cnt ? cnt : 1) * sizeof **idx);
+  if (!*start || !*idx) {
+    free(*start), free(*idx);
+    return -1;
+  }
+  size_t k = 0;
+  for (int64_t o = 0; o < outer; o++) {
+    (*start)[o] = (int32_t)k;
+    for (int64_t j = 0; j < inner; j++) {
+      int64_t r = transpose ? j : o, c = transpose ? o : j, i = r * cols + c;
+      if (m && !m[i]) continue;
+      (*idx)[k++] = (int32_t)(full ? i : (transpose ? r : c));
+    }
+  }
+  (*start)[outer] = (int32_t)k;
+  *nnz = cnt;
+  return 0;
+}
+
+/* ---- conv ------------------------------------------------------------- */
+
+static int conv_out(const cg_conv_desc *d, int *oh, int *ow) {
+  if (d->k < 1 || d->stride < 1) return -1;
+  *oh = (d->h + 2 * d->pad - d->k) / d->stride + 1;
+  *ow = (d->w + 2 * d->pad - d->k) / d->stride + 1;
+  return *oh > 0 && *ow > 0 && d->cin > 0 && d->cout > 0 ? 0 : -1;
+}
+
+static size_t count_active(const uint8_t *m, size_t n) {
+  size_t c = 0;
+  for (size_t i = 0; i < n; i++) c += !m || m[i];
+  return c;
+}
+
+int64_t cg_ptx_conv_threads(const cg_conv_desc *d, cg_ptx_op op, int64_t n) {
+  int oh, ow;
+  if (conv_out(d, &oh, &ow)) return 0;
+  int64_t kk = (int64_t)d->k * d->k;
+  switch (op) {
+  case CG_PTX_FWD: return n * d->cout * oh * ow;
+  case CG_PTX_BWD_DATA: return n * d->cin * d->h * d->w;
+  default: return (int64_t)count_active(d->wm, (size_t)((int64_t)d->cout * d->cin * kk));
+  }
+}
+
+int64_t cg_ptx_linear_threads(const cg_linear_desc *d, cg_ptx_op op, int64_t n) {
+  switch (op) {
+  case CG_PTX_FWD: return n * d->out;
+  case CG_PTX_BWD_DATA: return n * d->in;
+  default: return (int64_t)count_active(d->wm, (size_t)((int64_t)d->out * d->in));
+  }
+}
+
+typedef struct conv_ctx {
+  const cg_conv_desc *d;
+  int oh, ow;
+  int64_t per;                    /* threads per sample, or all (bwd_weight) */
+  int batch;                      /* per counts per sample */
+} conv_ctx;
+
+static LLVMValueRef conv_total(pg *p, const void *arg) {
+  const conv_ctx *c = arg;
+  return c->batch ? mulc(p, p->n, c->per) : c64(p, c->per);
+}
+
+int cg_ptx_conv_fwd(LLVMModuleRef m, const cg_conv_desc *d, const char *name) {
+  conv_ctx c = {d, 0, 0, 0, 1};
+  if (conv_out(d, &c.oh, &c.ow)) return -1;
+  const int64_t K = d->k, kk = K * K, ohw = (int64_t)c.oh * c.ow, hw = (int64_t)d->h * d->w;
+  int32_t *start, *taps;
+  size_t nnz;
+  /* Rows are output channels, entries the tap t = ci*k*k + ky*k + kx. */
+  if (csr(d->wm, d->cout, d->cin * kk, 0, 0, &start, &taps, &nnz)) return -1;
+  c.per = d->cout * ohw;
+  pg p;
+  LLVMValueRef gid = begin(&p, m, name, conv_total, &c);
+  pg_table st = table(&p, "start", start, (size_t)d->cout + 1, 32);
+  pg_table tt = table(&p, "taps", taps, nnz, 32);
+  free(start), free(taps);
+  LLVMValueRef nn = udivc(&p, gid, c.per), r = uremc(&p, gid, c.per);
+  LLVMValueRef co = udivc(&p, r, ohw), px = uremc(&p, r, ohw);
+  LLVMValueRef oy = udivc(&p, px, c.ow), ox = uremc(&p, px, c.ow);
+  LLVMValueRef y0 = add(&p, mulc(&p, oy, d->stride), c64(&p, -d->pad));
+  LLVMValueRef x0 = add(&p, mulc(&p, ox, d->stride), c64(&p, -d->pad));
+  LLVMValueRef xb = mul(&p, nn, p.a_ns), wb = mulc(&p, co, d->cin * kk);
+  LLVMValueRef acc = local(&p, p.f32, "acc");
+  init_bias(&p, acc, d->bm, d->cout, co);
+  LLVMValueRef lo = tab_get(&p, st, co), hi = tab_get(&p, st, add(&p, co, c64(&p, 1)));
+  pg_loop l;
+  LLVMValueRef j = loop_begin(&p, &l, lo, hi, "j");
+  LLVMValueRef t = tab_get(&p, tt, j);
+  LLVMValueRef ci = udivc(&p, t, kk), kyx = uremc(&p, t, kk);
+  LLVMValueRef iy = add(&p, y0, udivc(&p, kyx, K)), ix = add(&p, x0, uremc(&p, kyx, K));
+  LLVMValueRef ok = LLVMBuildAnd(p.b, in_range(&p, iy, d->h), in_range(&p, ix, d->w), "");
+  LLVMBasicBlockRef join = if_begin(&p, ok);
+  LLVMValueRef xi = add(&p, add(&p, xb, mulc(&p, ci, hw)), add(&p, mulc(&p, iy, d->w), ix));
+  accumulate(&p, acc, p.f32, fload(&p, p.pa, xi), fload(&p, p.pb, add(&p, wb, t)));
+  if_end(&p, join);
+  loop_end(&p, &l);
+  LLVMValueRef yi = add(&p, mul(&p, nn, p.b_ns), r);
+  LLVMBuildStore(p.b, LLVMBuildLoad2(p.b, p.f32, acc, ""), fptr(&p, p.pd, yi));
+  end(&p);
+  return 0;
+}
+
+int cg_ptx_conv_bwd_data(LLVMModuleRef m, const cg_conv_desc *d, const char *name) {
+  conv_ctx c = {d, 0, 0, 0, 1};
+  if (conv_out(d, &c.oh, &c.ow)) return -1;
+  const int64_t K = d->k, kk = K * K, ohw = (int64_t)c.oh * c.ow, hw = (int64_t)d->h * d->w;
+  int32_t *start, *widx;
+  size_t nnz;
+  /* Transposed: rows are input channels, entries full weight indices. The
+   * mask seen as [cout][cin][kk] is [cout][cin*kk]; the input channel of
+   * column j is j / kk, so per input channel the columns are a block. */
+  int32_t *s0, *w0;
+  if (csr(d->wm, d->cout, d->cin * kk, 1, 1, &s0, &w0, &nnz)) return -1;
+  start = malloc(((size_t)d->cin + 1) * sizeof *start);
+  widx = w0;
+  if (!start) {
+    free(s0), free(w0);
+    return -1;
+  }
+  for (int64_t ci = 0; ci <= d->cin; ci++) start[ci] = s0[ci * kk];
+  free(s0);
+  c.per = d->cin * hw;
+  pg p;
+  LLVMValueRef gid = begin(&p, m, name, conv_total, &c);
+  pg_table st = table(&p, "start", start, (size_t)d->cin + 1, 32);
+  pg_table wt = table(&p, "widx", widx, nnz, 32);
+  free(start), free(widx);
+  LLVMValueRef nn = udivc(&p, gid, c.per), r = uremc(&p, gid, c.per);
+  LLVMValueRef ci = udivc(&p, r, hw), px = uremc(&p, r, hw);
+  LLVMValueRef ty0 = add(&p, udivc(&p, px, d->w), c64(&p, d->pad));
+  LLVMValueRef tx0 = add(&p, uremc(&p, px, d->w), c64(&p, d->pad));
+  LLVMValueRef yb = mul(&p, nn, p.a_ns);
+  LLVMValueRef acc = local(&p, p.f32, "acc");
+  LLVMBuildStore(p.b, LLVMConstReal(p.f32, 0), acc);
+  LLVMValueRef lo = tab_get(&p, st, ci), hi = tab_get(&p, st, add(&p, ci, c64(&p, 1)));
+  pg_loop l;
+  LLVMValueRef j = loop_begin(&p, &l, lo, hi, "j");
+  LLVMValueRef wi = tab_get(&p, wt, j);
+  LLVMValueRef co = udivc(&p, wi, d->cin * kk), kyx = uremc(&p, wi, kk);
+  /* oy*stride = iy + pad - ky: nonnegative, a multiple of the stride, and
+   * below oh*stride; as unsigned, a negative value is out of range. */
+  LLVMValueRef ty = LLVMBuildSub(p.b, ty0, udivc(&p, kyx, K), "");
+  LLVMValueRef tx = LLVMBuildSub(p.b, tx0, uremc(&p, kyx, K), "");
+  LLVMValueRef oy = udivc(&p, ty, d->stride), ox = udivc(&p, tx, d->stride);
+  LLVMValueRef ok = LLVMBuildAnd(p.b, in_range(&p, ty, (int64_t)c.oh * d->stride),
+                                 in_range(&p, tx, (int64_t)c.ow * d->stride), "");
+  if (d->stride > 1) {
+    LLVMValueRef ex = LLVMBuildOr(p.b, uremc(&p, ty, d->stride), uremc(&p, tx, d->stride), "");
+    ok = LLVMBuildAnd(p.b, ok, LLVMBuildICmp(p.b, LLVMIntEQ, ex, c64(&p, 0), ""), "");
+  }
+  LLVMBasicBlockRef join = if_begin(&p, ok);
+  LLVMValueRef yi = add(&p, add(&p, yb, mulc(&p, co, ohw)), add(&p, mulc(&p, oy, c.ow), ox));
+  accumulate(&p, acc, p.f32, fload(&p, p.pa, yi), fload(&p, p.pb, wi));
+  if_end(&p, join);
+  loop_end(&p, &l);
+  LLVMValueRef dxp = fptr(&p, p.pc, add(&p, mul(&p, nn, p.b_ns), r));
+  LLVMValueRef old = LLVMBuildLoad2(p.b, p.f32, dxp, "");
+  LLVMBuildStore(p.b, LLVMBuildFAdd(p.b, old, LLVMBuildLoad2(p.b, p.f32, acc, ""), ""), dxp);
+  end(&p);
+  return 0;
+}
+
+int cg_ptx_conv_bwd_weight(LLVMModuleRef m, const cg_conv_desc *d, const char *name) {
+  conv_ctx c = {d, 0, 0, 0, 0};
+  if (conv_out(d, &c.oh, &c.ow)) return -1;
+  const int64_t K = d->k, kk = K * K, ohw = (int64_t)c.oh * c.ow, hw = (int64_t)d->h * d->w;
+  int32_t *start, *widx;
+  size_t nnz;
+  if (csr(d->wm, 1, (int64_t)d->cout * d->cin * kk, 0, 1, &start, &widx, &nnz)) return -1;
+  free(start);
+  c.per = (int64_t)nnz;
+  pg p;
+  LLVMValueRef gid = begin(&p, m, name, conv_total, &c);
+  pg_table wt = table(&p, "widx", widx, nnz, 32);
+  free(widx);
+  LLVMValueRef wi = tab_get(&p, wt, gid);
+  LLVMValueRef co = udivc(&p, wi, d->cin * kk), ci = uremc(&p, udivc(&p, wi, kk), d->cin);
+  LLVMValueRef kyx = uremc(&p, wi, kk), ky = udivc(&p, kyx, K), kx = uremc(&p, kyx, K);
+  LLVMValueRef acc = local(&p, p.f64, "acc");
+  LLVMBuildStore(p.b, LLVMConstReal(p.f64, 0), acc);
+  pg_loop ln, ly, lx;
+  LLVMValueRef nn = loop_begin(&p, &ln, c64(&p, 0), p.n, "n");
+  LLVMValueRef xb = add(&p, mul(&p, nn, p.a_ns), mulc(&p, ci, hw));
+  LLVMValueRef yb = add(&p, mul(&p, nn, p.b_ns), mulc(&p, co, ohw));
+  LLVMValueRef oy = loop_begin(&p, &ly, c64(&p, 0), c64(&p, c.oh), "oy");
+  LLVMValueRef iy = add(&p, add(&p, mulc(&p, oy, d->stride), c64(&p, -d->pad)), ky);
+  LLVMBasicBlockRef jy = if_begin(&p, in_range(&p, iy, d->h));
+  LLVMValueRef xr = add(&p, xb, mulc(&p, iy, d->w)), yr = add(&p, yb, mulc(&p, oy, c.ow));
+  LLVMValueRef ox = loop_begin(&p, &lx, c64(&p, 0), c64(&p, c.ow), "ox");
+  LLVMValueRef ix = add(&p, add(&p, mulc(&p, ox, d->stride), c64(&p, -d->pad)), kx);
+  LLVMBasicBlockRef jx = if_begin(&p, in_range(&p, ix, d->w));
+  accumulate(&p, acc, p.f64, fload(&p, p.pb, add(&p, yr, ox)), fload(&p, p.pa, add(&p, xr, ix)));
+  if_end(&p, jx);
+  loop_end(&p, &lx);
+  if_end(&p, jy);
+  loop_end(&p, &ly);
+  loop_end(&p, &ln);
+  LLVMValueRef v = LLVMBuildFPTrunc(p.b, LLVMBuildLoad2(p.b, p.f64, acc, ""), p.f32, "");
+  LLVMBuildStore(p.b, v, fptr(&p, p.pc, wi));
+  end(&p);
+  return 0;
+}
+
+/* ---- linear ----------------------------------------------------------- */
+
+static LLVMValueRef lin_total(pg *p, const void *arg) {
+  const int64_t *per = arg; /* per[0]: per sample (per[1] != 0) or all */
+  return per[1] ? mulc(p, p->n, per[0]) : c64(p, per[0]);
+}
+
+/* fwd (transpose 0) and bwd_data (transpose 1) differ only in which index
+ * a thread owns and where it reads. */
+static int linear_gemv(LLVMModuleRef m, const cg_linear_desc *d, const char *name, int transpose) {
+  if (d->in < 1 || d->out < 1) return -1;
+  int32_t *start, *idx;
+  size_t nnz;
+  if (csr(d->wm, d->out, d->in, transpose, 0, &start, &idx, &nnz)) return -1;
+  int64_t rows = transpose ? d->in : d->out, per[2] = {rows, 1};
+  pg p;
+  LLVMValueRef gid = begin(&p, m, name, lin_total, per);
+  pg_table st = table(&p, "start", start, (size_t)rows + 1, 32);
+  pg_table it = table(&p, "idx", idx, nnz, 32);
+  free(start), free(idx);
+  LLVMValueRef nn = udivc(&p, gid, rows), r = uremc(&p, gid, rows);
+  LLVMValueRef acc = local(&p, p.f32, "acc");
+  if (transpose) LLVMBuildStore(p.b, LLVMConstReal(p.f32, 0), acc);
+  else init_bias(&p, acc, d->bm, d->out, r);
+  LLVMValueRef ab = mul(&p, nn, p.a_ns);
+  LLVMValueRef lo = tab_get(&p, st, r), hi = tab_get(&p, st, add(&p, r, c64(&p, 1)));
+  pg_loop l;
+  LLVMValueRef j = loop_begin(&p, &l, lo, hi, "j");
+  LLVMValueRef o = tab_get(&p, it, j);
+  /* fwd: r = output, o = input; bwd_data: r = input, o = output. */
+  LLVMValueRef wi = transpose ? add(&p, mulc(&p, o, d->in), r) : add(&p, mulc(&p, r, d->in), o);
+  accumulate(&p, acc, p.f32, fload(&p, p.pa, add(&p, ab, o)), fload(&p, p.pb, wi));
+  loop_end(&p, &l);
+  LLVMValueRef outp = fptr(&p, transpose ? p.pc : p.pd, add(&p, mul(&p, nn, p.b_ns), r));
+  LLVMValueRef v = LLVMBuildLoad2(p.b, p.f32, acc, "");
+  if (transpose) v = LLVMBuildFAdd(p.b, LLVMBuildLoad2(p.b, p.f32, outp, ""), v, "");
+  LLVMBuildStore(p.b, v, outp);
+  end(&p);
+  return 0;
+}
+
+int cg_ptx_linear_fwd(LLVMModuleRef m, const cg_linear_desc *d, const char *name) {
+  return linear_gemv(m, d, name, 0);
+}
+
+int cg_ptx_linear_bwd_data(LLVMModuleRef m, const cg_linear_desc *d, const char *name) {
+  return linear_gemv(m, d, name, 1);
+}
+
+int cg_ptx_linear_bwd_weight(LLVMModuleRef m, const cg_linear_desc *d, const char *name) {
+  if (d->in < 1 || d->out < 1) return -1;
+  int32_t *start, *widx;
+  size_t nnz;
+  if (csr(d->wm, 1, (int64_t)d->out * d->in, 0, 1, &start, &widx, &nnz)) return -1;
+  free(start);
+  int64_t per[2] = {(int64_t)nnz, 0};
+  pg p;
+  LLVMValueRef gid = begin(&p, m, name, lin_total, per);
+  pg_table wt = table(&p, "widx", widx, nnz, 32);
+  free(widx);
+  LLVMValueRef wi = tab_get(&p, wt, gid);
+  LLVMValueRef o = udivc(&p, wi, d->in), i = uremc(&p, wi, d->in);
+  LLVMValueRef acc = local(&p, p.f64, "acc");
+  LLVMBuildStore(p.b, LLVMConstReal(p.f64, 0), acc);
+  pg_loop ln;
+  LLVMValueRef nn = loop_begin(&p, &ln, c64(&p, 0), p.n, "n");
+  accumulate(&p, acc, p.f64, fload(&p, p.pb, add(&p, mul(&p, nn, p.b_ns), o)),
+             fload(&p, p.pa, add(&p, mul(&p, nn, p.a_ns), i)));
+  loop_end(&p, &ln);
+  LLVMValueRef v = LLVMBuildFPTrunc(p.b, LLVMBuildLoad2(p.b, p.f64, acc, ""), p.f32, "");
+  LLVMBuildStore(p.b, v, fptr(&p, p.pc, wi));
+  end(&p);
+  return 0;
+}
+
+/* ---- PTX -------------------------------------------------------------- */
+
+/* The GPU and PTX ISA the emitted code targets at most. LLVM 14 knows
+ * processors up to sm_86, but sm_80 with PTX 7.5 (its newest ISA) is the
+ * pair whose output `ptxas -arch=sm_90` accepts and the driver JIT-compiles
+ * for every newer GPU, so a newer request is lowered to it. LLVM 16 added
+ * sm_90 with PTX 7.8. */
+#if LLVM_VERSION_MAJOR >= 16
+#define PTX_MAX_SM 90
+#define PTX_FEATURES "+ptx78"
+#else
+#define PTX_MAX_SM 80
+#define PTX_FEATURES "+ptx75"
+#endif
+
+const char *cg_ptx_target_sm(const char *sm, char *buf, size_t len) {
+  int v = 80;
+  if (sm && strncmp(sm, "sm_", 3) == 0 && atoi(sm + 3) > 0) v = atoi(sm + 3);
+  if (v > PTX_MAX_SM) v = PTX_MAX_SM;
+  snprintf(buf, len, "sm_%d", v);
+  return buf;
+}
+
+static pthread_once_t ptx_once = PTHREAD_ONCE_INIT;
+
+static void ptx_init(void) {
+  LLVMInitializeNVPTXTargetInfo();
+  LLVMInitializeNVPTXTarget();
+  LLVMInitializeNVPTXTargetMC();
+  LLVMInitializeNVPTXAsmPrinter();
+}
+
+int cg_ptx_emit(LLVMModuleRef m, const char *sm, char **ptx, char *err, size_t errlen) {
+  static const char triple[] = "nvptx64-nvidia-cuda";
+  *ptx = NULL;
+  pthread_once(&ptx_once, ptx_init);
+  LLVMTargetRef t;
+  char *msg = NULL;
+  if (LLVMGetTargetFromTriple(triple, &t, &msg)) {
+    snprintf(err, errlen, "ptx: this LLVM cannot target %s: %s", triple, msg ? msg : "?");
+    LLVMDisposeMessage(msg);
+    return -1;
+  }
+  char cpu[16];
+  cg_ptx_target_sm(sm, cpu, sizeof cpu);
+  LLVMTargetMachineRef tm = LLVMCreateTargetMachine(t, triple, cpu, PTX_FEATURES, LLVMCodeGenLevelAggressive,
+                                                    LLVMRelocDefault, LLVMCodeModelDefault);
+  if (!tm) {
+    snprintf(err, errlen, "ptx: cannot create a target machine for %s %s", triple, cpu);
+    return -1;
+  }
+  LLVMSetTarget(m, triple);
+  LLVMTargetDataRef dl = LLVMCreateTargetDataLayout(tm);
+  LLVMSetModuleDataLayout(m, dl);
+  LLVMDisposeTargetData(dl);
+  int rc = -1;
+  if (LLVMVerifyModule(m, LLVMReturnStatusAction, &msg)) {
+    snprintf(err, errlen, "ptx: generated module is invalid: %s", msg);
+    goto out;
+  }
+  LLVMDisposeMessage(msg), msg = NULL;
+  LLVMPassBuilderOptionsRef po = LLVMCreatePassBuilderOptions();
+  LLVMErrorRef e = LLVMRunPasses(m, "default<O3>", tm, po);
+  LLVMDisposePassBuilderOptions(po);
+  if (e) {
+    char *em = LLVMGetErrorMessage(e);
+    snprintf(err, errlen, "ptx: optimising: %s", em);
+    LLVMDisposeErrorMessage(em);
+    goto out;
+  }
+  LLVMMemoryBufferRef buf;
+  if (LLVMTargetMachineEmitToMemoryBuffer(tm, m, LLVMAssemblyFile, &msg, &buf)) {
+    snprintf(err, errlen, "ptx: emitting %s: %s", cpu, msg ? msg : "?");
+    goto out;
+  }
+  size_t n = LLVMGetBufferSize(buf);
+  *ptx = malloc(n + 1);
+  if (!*ptx) {
+    snprintf(err, errlen, "ptx: out of memory");
+  } else {
+    memcpy(*ptx, LLVMGetBufferStart(buf), n);
+    (*ptx)[n] = 0;
+    rc = 0;
+  }
+  LLVMDisposeMemoryBuffer(buf);
+out:
+  if (msg) LLVMDisposeMessage(msg);
+  LLVMDisposeTargetMachine(tm);
+  return rc;
+}

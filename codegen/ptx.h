@@ -1,0 +1,83 @@
+/* ptx.h: GPU kernel generators for the sparse conv and linear ops, and the
+ * PTX emitter that retargets a module to NVPTX.
+ *
+ * Like codegen/sparse.h, each generator writes one function into an LLVM
+ * module from a layer's shapes and α pattern; the IR is target independent
+ * (no triple, no data layout): GPU parallelism is expressed only through
+ * calls to the NVVM special-register intrinsics (tid.x, ctaid.x, ntid.x)
+ * and the function is marked a kernel in !nvvm.annotations. The pattern is
+ * baked in as constant index tables in addrspace(1); weight values are read
+ * from the weight pointer on every call. cg_ptx_emit then sets the NVPTX
+ * triple and data layout, optimises, and writes PTX text, which the CUDA
+ * backend loads with cuModuleLoadDataEx (runtime/cuda/cuda.c).
+ *
+ *   cg_conv_desc d = {.cin = 64, .h = 14, .w = 14, .cout = 64, .k = 3,
+ *                     .stride = 1, .pad = 1, .wm = wmask, .bm = bmask};
+ *   cg_ptx_conv_fwd(mod, &d, "l3_fwd");
+ *   char *ptx, err[256];
+ *   if (cg_ptx_emit(mod, "sm_90", &ptx, err, sizeof err)) ...;
+ *   free(ptx);
+ *
+ * Unlike the CPU kernels, these work on the plain NCHW layout of ref.h
+ * (per-sample strides, no packing): on a GPU one thread per output element
+ * already has enough parallelism, and the host wrapper stays a copy.
+ * Every kernel has the C type of cg_sparse_fn_type:
+ *   void fn(float *a, float *b, float *c, float *d, int64_t n,
+ *           int64_t a_ns, int64_t b_ns)
+ * and is launched with at least cg_ptx_threads(...) threads in one
+ * dimension (extra threads return at once):
+ *   conv/linear fwd:        a = x, b = w (full, unpacked), c = bias (NULL:
+ *                           none), d = y, overwritten; a_ns = x's per-
+ *                           sample stride, b_ns = y's. One thread per y
+ *                           element.
+ *   conv/linear bwd_data:   a = dy, b = w, c = dx, ACCUMULATED; d unused;
+ *                           a_ns = dy's stride, b_ns = dx's. One thread per
+ *                           dx element.
+ *   conv/linear bwd_weight: a = x, b = dy, c = dw; d unused; a_ns = x's
+ *                           stride, b_ns = dy's. One thread per ACTIVE
+ *                           weight, which it overwrites with its sum over
+ *                           the batch (in double); the caller zeroes dw
+ *                           first, so masked weights get exactly 0. Bias
+ *                           gradients are left to the caller.
+ */
+#ifndef ILNAS_CG_PTX_H
+#define ILNAS_CG_PTX_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <llvm-c/Core.h>
+
+#include "codegen/sparse.h"
+
+/* Threads per block the kernels are written for (any block size works;
+ * this is what the CUDA backend launches with). */
+enum { CG_PTX_BLOCK = 256 };
+
+typedef enum { CG_PTX_FWD, CG_PTX_BWD_DATA, CG_PTX_BWD_WEIGHT } cg_ptx_op;
+
+/* Threads one launch needs: outputs of the batch for fwd and bwd_data,
+ * active weights for bwd_weight. */
+int64_t cg_ptx_conv_threads(const cg_conv_desc *d, cg_ptx_op op, int64_t n);
+int64_t cg_ptx_linear_threads(const cg_linear_desc *d, cg_ptx_op op, int64_t n);
+
+/* Each adds the kernel `name` to m. 0, or -1 for a shape whose weight
+ * indices do not fit in 32 bits or whose output is empty. */
+int cg_ptx_conv_fwd(LLVMModuleRef m, const cg_conv_desc *d, const char *name);
+int cg_ptx_conv_bwd_data(LLVMModuleRef m, const cg_conv_desc *d, const char *name);
+int cg_ptx_conv_bwd_weight(LLVMModuleRef m, const cg_conv_desc *d, const char *name);
+int cg_ptx_linear_fwd(LLVMModuleRef m, const cg_linear_desc *d, const char *name);
+int cg_ptx_linear_bwd_data(LLVMModuleRef m, const cg_linear_desc *d, const char *name);
+int cg_ptx_linear_bwd_weight(LLVMModuleRef m, const cg_linear_desc *d, const char *name);
+
+/* Retargets m to nvptx64-nvidia-cuda, optimises it and writes its PTX into
+ * *ptx (NUL-terminated, malloc'd; the caller frees it). `sm` is the GPU's
+ * "sm_XY" (NULL: sm_80); one newer than this LLVM can target is lowered to
+ * the newest it can, since the driver JIT-compiles PTX forward. 0, or -1
+ * with a message. */
+int cg_ptx_emit(LLVMModuleRef m, const char *sm, char **ptx, char *err, size_t errlen);
+
+/* The "sm_XY" cg_ptx_emit targets for a request (NULL: sm_80), into buf. */
+const char *cg_ptx_target_sm(const char *sm, char *buf, size_t len);
+
+#endif

@@ -1,0 +1,247 @@
+/* test_gpu_emu: the GPU kernels' semantics, checked without a GPU.
+ *
+ * The generators write target-independent IR whose only GPU-specific part
+ * is the special-register reads (tid.x, ctaid.x, ntid.x). Here those three
+ * declarations are renamed into ordinary functions that read globals of
+ * the module, the module is JIT-compiled for the host, and every thread of
+ * a launch is run one after another (ntid = 1, tid = 0, ctaid = the
+ * thread's index). Each kernel is called exactly as runtime/cuda/cuda.c
+ * calls it (same buffers, strides, thread counts, dw zeroed first) and
+ * compared with the reference kernels by normalised error (<= 1e-5), over
+ * random shapes, strides, paddings, channel-prefix views and densities
+ * from empty to full. What this cannot catch is the NVPTX lowering and the
+ * driver calls: test_gpu_ptx and test_gpu_ops cover those. */
+#include <llvm-c/Analysis.h>
+#include <llvm-c/Core.h>
+#include <llvm-c/LLJIT.h>
+#include <llvm-c/Orc.h>
+#include <llvm-c/Target.h>
+
+#include "codegen/ptx.h"
+#include "runtime/ref.h"
+#include "tests/jit/jitutil.h"
+
+#define TOL 1e-5
+
+typedef void (*kern)(float *, float *, float *, float *, int64_t, int64_t, int64_t);
+
+typedef struct emu {
+  LLVMOrcLLJITRef jit;
+  kern fn[3];
+  int32_t *ctaid;             /* the module's "blockIdx.x" */
+} emu;
+
+static LLVMOrcLLJITRef jit_new(void) {
+  LLVMOrcLLJITRef j = NULL;
+  LLVMErrorRef e = LLVMOrcCreateLLJIT(&j, NULL);
+  if (e) {
+    char *m = LLVMGetErrorMessage(e);
+    CHECK(0, "LLJIT: %s", m);
+    LLVMDisposeErrorMessage(m);
+    return NULL;
+  }
+  return j;
+}
+
+/* An executor address is the code's address in this process. */
+static void *lookup(LLVMOrcLLJITRef j, const char *name) {
+  LLVMOrcExecutorAddress a = 0;
+  LLVMErrorRef e = LLVMOrcLLJITLookup(j, &a, name);
+  if (e) {
+    char *m = LLVMGetErrorMessage(e);
+    CHECK(0, "lookup %s: %s", name, m);
+    LLVMDisposeErrorMessage(m);
+    return NULL;
+  }
+  uintptr_t ip = (uintptr_t)a;
+  void *p;
+  memcpy(&p, &ip, sizeof p);
+  return p;
+}
+
+/* Turns llvm.nvvm.read.ptx.sreg.<reg> into a function returning a global. */
+static void emulate_sreg(LLVMModuleRef m, const char *reg, int init) {
+  char name[64], gname[32];
+  snprintf(name, sizeof name, "llvm.nvvm.read.ptx.sreg.%s", reg);
+  LLVMValueRef f = LLVMGetNamedFunction(m, name);
+  if (!f) return;
+  LLVMContextRef ctx = LLVMGetModuleContext(m);
+  LLVMTypeRef i32 = LLVMInt32TypeInContext(ctx);
+  snprintf(gname, sizeof gname, "emu_%.5s", reg);
+  LLVMValueRef g = LLVMAddGlobal(m, i32, gname);
+  LLVMSetInitializer(g, LLVMConstInt(i32, (unsigned)init, 0));
+  snprintf(name, sizeof name, "emu_%.5s_fn", reg);
+  LLVMSetValueName2(f, name, strlen(name));
+  LLVMBuilderRef b = LLVMCreateBuilderInContext(ctx);
+  LLVMPositionBuilderAtEnd(b, LLVMAppendBasicBlockInContext(ctx, f, "e"));
+  LLVMBuildRet(b, LLVMBuildLoad2(b, i32, g, ""));
+  LLVMDisposeBuilder(b);
+}
+
+/* Builds the layer's three kernels and JIT-compiles them for the host. */
+static int emu_new(emu *E, int kind, const cg_conv_desc *cd, const cg_linear_desc *ld) {
+  memset(E, 0, sizeof *E);
+  E->jit = jit_new();
+  if (!E->jit) return -1;
+  LLVMOrcThreadSafeContextRef tsc = LLVMOrcCreateNewThreadSafeContext();
+  LLVMModuleRef m = LLVMModuleCreateWithNameInContext("emu", LLVMOrcThreadSafeContextGetContext(tsc));
+  int rc = kind == IR_CONV
+               ? cg_ptx_conv_fwd(m, cd, "k_fwd") || cg_ptx_conv_bwd_data(m, cd, "k_bwd_data") ||
+                     cg_ptx_conv_bwd_weight(m, cd, "k_bwd_weight")
+               : cg_ptx_linear_fwd(m, ld, "k_fwd") || cg_ptx_linear_bwd_data(m, ld, "k_bwd_data") ||
+                     cg_ptx_linear_bwd_weight(m, ld, "k_bwd_weight");
+  CHECK(rc == 0, "generator refused the layer");
+  emulate_sreg(m, "tid.x", 0);
+  emulate_sreg(m, "ntid.x", 1);
+  emulate_sreg(m, "ctaid.x", 0);
+  LLVMSetTarget(m, LLVMOrcLLJITGetTripleString(E->jit));
+  LLVMSetDataLayout(m, LLVMOrcLLJITGetDataLayoutStr(E->jit));
+  char *msg = NULL;
+  if (!rc && LLVMVerifyModule(m, LLVMReturnStatusAction, &msg)) {
+    CHECK(0, "invalid module: %s", msg);
+    rc = -1;
+  }
+  LLVMDisposeMessage(msg);
+  if (rc) {
+    LLVMDisposeModule(m);
+    LLVMOrcDisposeThreadSafeContext(tsc);
+    return -1;
+  }
+  LLVMOrcThreadSafeModuleRef tsm = LLVMOrcCreateNewThreadSafeModule(m, tsc);
+  LLVMOrcDisposeThreadSafeContext(tsc);
+  LLVMErrorRef e = LLVMOrcLLJITAddLLVMIRModule(E->jit, LLVMOrcLLJITGetMainJITDylib(E->jit), tsm);
+  if (e) {
+    char *em = LLVMGetErrorMessage(e);
+    CHECK(0, "adding module: %s", em);
+    LLVMDisposeErrorMessage(em);
+    return -1;
+  }
+  const char *names[3] = {"k_fwd", "k_bwd_data", "k_bwd_weight"};
+  for (int i = 0; i < 3; i++) {
+    void *p = lookup(E->jit, names[i]);
+    if (!p) return -1;
+    memcpy(&E->fn[i], &p, sizeof p);
+  }
+  E->ctaid = lookup(E->jit, "emu_ctaid");
+  return E->ctaid ? 0 : -1;
+}
+
+static void emu_free(emu *E) {
+  if (E->jit) LLVMOrcDisposeLLJIT(E->jit);
+}
+
+/* One launch: every thread in turn. */
+static void launch(emu *E, int op, int64_t threads, float *a, float *b, float *c, float *d, int64_t n,
+                   int64_t a_ns, int64_t b_ns) {
+  for (int64_t t = 0; t < threads; t++) {
+    *E->ctaid = (int32_t)t;
+    E->fn[op](a, b, c, d, n, a_ns, b_ns);
+  }
+}
+
+static void conv_case(int cin, int h, int w, int cout, int k, int stride, int pad, int n, double dens,
+                      int kernel_gran, int with_bias) {
+  rt_conv_shape s = {.n = n, .cin = cin, .h = h, .w = w, .cout = cout, .k = k, .stride = stride, .pad = pad};
+  rt_conv_shape_finish(&s);
+  s.x_ns = (long)(cin + jt_int(0, 2)) * h * w + jt_int(0, 3);
+  s.y_ns = (long)(cout + jt_int(0, 2)) * s.oh * s.ow + jt_int(0, 3);
+  size_t nw = (size_t)cout * cin * k * k, nx = (size_t)n * s.x_ns, ny = (size_t)n * s.y_ns;
+  uint8_t *wm = jt_mask(nw, kernel_gran ? (size_t)k * k : 1, dens);
+  uint8_t *bm = jt_mask((size_t)cout, 1, dens < 1 ? 0.5 : 1.0);
+  float *wt = jt_randf(nw), *bias = with_bias ? jt_randf((size_t)cout) : NULL;
+  for (size_t i = 0; i < nw; i++)
+    if (!wm[i]) wt[i] = 0.0f;
+  if (bias)
+    for (int i = 0; i < cout; i++)
+      if (!bm[i]) bias[i] = 0.0f;
+  char what[160];
+  snprintf(what, sizeof what, "conv cin %d %dx%d cout %d k %d s %d p %d n %d dens %.2f %s%s", cin, h, w,
+           cout, k, stride, pad, n, dens, kernel_gran ? "kernel" : "weight", with_bias ? "" : " nobias");
+  cg_conv_desc d = {cin, h, w, cout, k, stride, pad, wm, bm};
+  emu E;
+  if (emu_new(&E, IR_CONV, &d, NULL) == 0) {
+    float *x = jt_randf(nx), *dy = jt_randf(ny);
+    float *y0 = jt_randf(ny), *y1 = malloc(ny * sizeof *y1);
+    memcpy(y1, y0, ny * sizeof *y1);
+    rt_ref_conv_fwd(&s, x, wt, bias, wm, bm, y0);
+    launch(&E, 0, cg_ptx_conv_threads(&d, CG_PTX_FWD, n), x, wt, bias, y1, n, s.x_ns, s.y_ns);
+    double e = jt_nerr(y1, y0, ny);
+    CHECK(e <= TOL, "%s: fwd error %g", what, e);
+    float *dx0 = jt_randf(nx), *dx1 = malloc(nx * sizeof *dx1);
+    memcpy(dx1, dx0, nx * sizeof *dx1);
+    rt_ref_conv_bwd_data(&s, dy, wt, wm, dx0);
+    launch(&E, 1, cg_ptx_conv_threads(&d, CG_PTX_BWD_DATA, n), dy, wt, dx1, NULL, n, s.y_ns, s.x_ns);
+    e = jt_nerr(dx1, dx0, nx);
+    CHECK(e <= TOL, "%s: bwd_data error %g", what, e);
+    float *dw0 = jt_randf(nw), *dw1 = calloc(nw, sizeof *dw1);
+    rt_ref_conv_bwd_weight(&s, x, dy, wm, bm, dw0, NULL);
+    launch(&E, 2, cg_ptx_conv_threads(&d, CG_PTX_BWD_WEIGHT, n), x, dy, dw1, NULL, n, s.x_ns, s.y_ns);
+    e = jt_nerr(dw1, dw0, nw);
+    CHECK(e <= TOL, "%s: bwd_weight error %g", what, e);
+    free(x), free(dy), free(y0), free(y1), free(dx0), free(dx1), free(dw0), free(dw1);
+  }
+  emu_free(&E);
+  free(wm), free(bm), free(wt), free(bias);
+}
+
+static void linear_case(int in, int out, int n, double dens, int with_bias) {
+  rt_linear_shape s = {.n = n, .in = in, .out = out, .x_ns = in + jt_int(0, 5), .y_ns = out + jt_int(0, 5)};
+  size_t nw = (size_t)in * out, nx = (size_t)n * s.x_ns, ny = (size_t)n * s.y_ns;
+  uint8_t *wm = jt_mask(nw, 1, dens), *bm = jt_mask((size_t)out, 1, dens < 1 ? 0.5 : 1.0);
+  float *wt = jt_randf(nw), *bias = with_bias ? jt_randf((size_t)out) : NULL;
+  for (size_t i = 0; i < nw; i++)
+    if (!wm[i]) wt[i] = 0.0f;
+  if (bias)
+    for (int i = 0; i < out; i++)
+      if (!bm[i]) bias[i] = 0.0f;
+  char what[128];
+  snprintf(what, sizeof what, "linear %d -> %d n %d dens %.2f%s", in, out, n, dens, with_bias ? "" : " nobias");
+  cg_linear_desc d = {in, out, wm, bm};
+  emu E;
+  if (emu_new(&E, IR_LINEAR, NULL, &d) == 0) {
+    float *x = jt_randf(nx), *dy = jt_randf(ny);
+    float *y0 = jt_randf(ny), *y1 = malloc(ny * sizeof *y1);
+    memcpy(y1, y0, ny * sizeof *y1);
+    rt_ref_linear_fwd(&s, x, wt, bias, wm, bm, y0);
+    launch(&E, 0, cg_ptx_linear_threads(&d, CG_PTX_FWD, n), x, wt, bias, y1, n, s.x_ns, s.y_ns);
+    double e = jt_nerr(y1, y0, ny);
+    CHECK(e <= TOL, "%s: fwd error %g", what, e);
+    float *dx0 = jt_randf(nx), *dx1 = malloc(nx * sizeof *dx1);
+    memcpy(dx1, dx0, nx * sizeof *dx1);
+    rt_ref_linear_bwd_data(&s, dy, wt, wm, dx0);
+    launch(&E, 1, cg_ptx_linear_threads(&d, CG_PTX_BWD_DATA, n), dy, wt, dx1, NULL, n, s.y_ns, s.x_ns);
+    e = jt_nerr(dx1, dx0, nx);
+    CHECK(e <= TOL, "%s: bwd_data error %g", what, e);
+    float *dw0 = jt_randf(nw), *dw1 = calloc(nw, sizeof *dw1);
+    rt_ref_linear_bwd_weight(&s, x, dy, wm, bm, dw0, NULL);
+    launch(&E, 2, cg_ptx_linear_threads(&d, CG_PTX_BWD_WEIGHT, n), x, dy, dw1, NULL, n, s.x_ns, s.y_ns);
+    e = jt_nerr(dw1, dw0, nw);
+    CHECK(e <= TOL, "%s: bwd_weight error %g", what, e);
+    free(x), free(dy), free(y0), free(y1), free(dx0), free(dx1), free(dw0), free(dw1);
+  }
+  emu_free(&E);
+  free(wm), free(bm), free(wt), free(bias);
+}
+
+int main(void) {
+  if (LLVMInitializeNativeTarget() || LLVMInitializeNativeAsmPrinter()) {
+    printf("SKIP: this LLVM cannot JIT for the host\n");
+    return 77;
+  }
+  static const double dens[] = {0.0, 0.1, 0.5, 1.0};
+  conv_case(3, 8, 8, 4, 3, 1, 1, 2, 1.0, 0, 1);
+  conv_case(2, 7, 9, 3, 3, 2, 1, 2, 0.5, 0, 1);
+  conv_case(2, 5, 5, 2, 5, 1, 4, 1, 1.0, 0, 0); /* taps that read only padding */
+  for (int di = 0; di < 4; di++)
+    for (int c = 0; c < 8; c++) {
+      int k = jt_int(1, 5), stride = jt_int(1, 3), pad = jt_int(0, k - 1);
+      int lo = k > 2 * pad ? k - 2 * pad : 1;
+      conv_case(jt_int(1, 6), jt_int(lo, 10), jt_int(lo, 10), jt_int(1, 6), k, stride, pad, jt_int(1, 3),
+                dens[di], c % 2, c % 3 != 2);
+    }
+  for (int di = 0; di < 4; di++)
+    for (int c = 0; c < 6; c++)
+      linear_case(jt_int(1, 200), jt_int(1, 40), jt_int(1, 6), dens[di], c % 3 != 2);
+  printf("GPU kernels (emulated on the host) against ref: %d failures\n", failures);
+  return failures ? 1 : 0;
+}

@@ -1,0 +1,172 @@
+/* test_gpu_ptx: the GPU kernels of every layer of every sample model (at
+ * its seed α) and of random layer shapes and densities (0% and 100%
+ * included) are generated as target-independent IR, emitted as PTX and
+ * assembled by ptxas for sm_90 and sm_80. Needs no GPU, only ptxas; skips
+ * (77) without it.
+ * usage: test_gpu_ptx SAMPLES_DIR WORK_DIR [PTXAS] */
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <llvm-c/Core.h>
+
+#include "codegen/ptx.h"
+#include "frontend/spec.h"
+#include "ir/ir.h"
+#include "tests/jit/jitutil.h"
+
+static const char *ptxas;
+static const char *work;
+static int modules;
+
+static int is_exec(const char *p) { return access(p, X_OK) == 0; }
+
+/* ptxas from the command line, the toolkit's default place, or PATH. */
+static const char *find_ptxas(const char *arg) {
+  static char buf[4096];
+  if (arg && *arg) return is_exec(arg) ? arg : NULL;
+  if (is_exec("/usr/local/cuda/bin/ptxas")) return "/usr/local/cuda/bin/ptxas";
+  const char *path = getenv("PATH");
+  while (path && *path) {
+    size_t n = strcspn(path, ":");
+    snprintf(buf, sizeof buf, "%.*s/ptxas", (int)n, path);
+    if (n && is_exec(buf)) return buf;
+    path += n + (path[n] == ':');
+  }
+  return NULL;
+}
+
+/* Runs ptxas on file for arch; 0 when it assembles. Its diagnostics go to
+ * stderr, where ctest shows them. */
+static int assemble(const char *file, const char *arch) {
+  pid_t pid = fork();
+  if (pid == 0) {
+    execl(ptxas, ptxas, "-arch", arch, "-o", "/dev/null", file, (char *)NULL);
+    _exit(127);
+  }
+  int st = 0;
+  if (pid < 0 || waitpid(pid, &st, 0) < 0) return -1;
+  return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -1;
+}
+
+/* One layer's three kernels in one module, as the CUDA backend builds it. */
+static void layer_case(const char *what, int kind, const cg_conv_desc *cd, const cg_linear_desc *ld) {
+  LLVMContextRef ctx = LLVMContextCreate();
+  LLVMModuleRef m = LLVMModuleCreateWithNameInContext(what, ctx);
+  int rc = kind == IR_CONV
+               ? cg_ptx_conv_fwd(m, cd, "k_fwd") || cg_ptx_conv_bwd_data(m, cd, "k_bwd_data") ||
+                     cg_ptx_conv_bwd_weight(m, cd, "k_bwd_weight")
+               : cg_ptx_linear_fwd(m, ld, "k_fwd") || cg_ptx_linear_bwd_data(m, ld, "k_bwd_data") ||
+                     cg_ptx_linear_bwd_weight(m, ld, "k_bwd_weight");
+  CHECK(rc == 0, "%s: generator refused the layer", what);
+  /* The generators write target-independent IR: no triple, no layout. */
+  CHECK(strcmp(LLVMGetTarget(m), "") == 0, "%s: generator set a triple", what);
+  CHECK(strcmp(LLVMGetDataLayoutStr(m), "") == 0, "%s: generator set a data layout", what);
+  CHECK(LLVMGetNamedMetadataNumOperands(m, "nvvm.annotations") == 3, "%s: kernels not annotated", what);
+  char *ptx = NULL, err[512];
+  if (!rc && cg_ptx_emit(m, "sm_90", &ptx, err, sizeof err)) CHECK(0, "%s: %s", what, err);
+  LLVMDisposeModule(m);
+  LLVMContextDispose(ctx);
+  if (!ptx) return;
+  CHECK(strstr(ptx, ".target sm_80") != NULL, "%s: PTX not for sm_80", what);
+  CHECK(strstr(ptx, ".entry k_fwd") && strstr(ptx, ".entry k_bwd_data") &&
+            strstr(ptx, ".entry k_bwd_weight"),
+        "%s: PTX lacks a kernel entry", what);
+  char file[4096];
+  snprintf(file, sizeof file, "%s/m%d.ptx", work, modules++);
+  FILE *f = fopen(file, "w");
+  CHECK(f != NULL, "cannot write %s", file);
+  if (f) {
+    fputs(ptx, f);
+    fclose(f);
+    CHECK(assemble(file, "sm_90") == 0, "%s: ptxas -arch=sm_90 rejects %s", what, file);
+    CHECK(assemble(file, "sm_80") == 0, "%s: ptxas -arch=sm_80 rejects %s", what, file);
+  }
+  free(ptx);
+}
+
+static void sample_case(const char *path) {
+  fe_model fm;
+  if (fe_parse_file(path, &fm, stderr) != 0) {
+    CHECK(0, "%s: does not parse", path);
+    return;
+  }
+  ir_graph *g = ir_build(&fm, stderr);
+  CHECK(g != NULL, "%s: ir_build failed", path);
+  int layers = 0;
+  for (int i = 0; g && i < g->n_layers; i++) {
+    const ir_layer *l = &g->layers[i];
+    if (l->kind != IR_CONV && l->kind != IR_LINEAR) continue;
+    uint8_t *wm = malloc((size_t)l->n_w), *bm = malloc((size_t)l->cout);
+    for (int64_t j = 0; j < l->n_w; j++) wm[j] = (uint8_t)ir_alpha_get(g, l->w_off + j);
+    for (int j = 0; j < l->cout; j++) bm[j] = (uint8_t)(l->b_off < 0 || ir_alpha_get(g, l->b_off + j));
+    cg_conv_desc cd = {l->cin, l->h, l->w, l->cout, l->k, l->stride, l->pad, wm, bm};
+    cg_linear_desc ld = {l->cin, l->cout, wm, bm};
+    char what[256];
+    snprintf(what, sizeof what, "%.180s: layer %.60s", path, l->name);
+    layer_case(what, l->kind, &cd, &ld);
+    layers++;
+    free(wm), free(bm);
+  }
+  printf("%s: %d layers assembled\n", path, layers);
+  if (g) ir_free(g);
+  fe_model_free(&fm);
+}
+
+int main(int argc, char **argv) {
+  if (argc < 3) {
+    fprintf(stderr, "usage: %s SAMPLES_DIR WORK_DIR [PTXAS]\n", argv[0]);
+    return 2;
+  }
+  ptxas = find_ptxas(argc > 3 ? argv[3] : NULL);
+  if (!ptxas) {
+    printf("SKIP: ptxas not found (/usr/local/cuda/bin/ptxas or on PATH)\n");
+    return 77;
+  }
+  work = argv[2];
+  mkdir(work, 0777);
+  DIR *dir = opendir(argv[1]);
+  CHECK(dir != NULL, "cannot open %s", argv[1]);
+  int samples = 0;
+  for (struct dirent *e; dir && (e = readdir(dir));) {
+    size_t n = strlen(e->d_name);
+    if (n < 7 || strcmp(e->d_name + n - 6, ".ilnas") != 0) continue;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", argv[1], e->d_name);
+    sample_case(path);
+    samples++;
+  }
+  if (dir) closedir(dir);
+  CHECK(samples > 0, "no sample models in %s", argv[1]);
+
+  /* Random shapes: strides, paddings (incl. taps that read only padding),
+   * kernel sizes, tiny and odd sizes, densities from empty to full, and
+   * whole-kernel masks. */
+  static const double dens[] = {0.0, 0.05, 0.5, 1.0};
+  for (int c = 0; c < 16; c++) {
+    int k = jt_int(1, 5), stride = jt_int(1, 3), pad = jt_int(0, k);
+    int h = jt_int(k > 2 * pad ? k - 2 * pad : 1, 12), w = jt_int(k > 2 * pad ? k - 2 * pad : 1, 12);
+    int cin = jt_int(1, 9), cout = jt_int(1, 9);
+    double d = dens[c % 4];
+    size_t nw = (size_t)cout * cin * k * k;
+    uint8_t *wm = jt_mask(nw, c % 2 ? (size_t)k * k : 1, d), *bm = jt_mask((size_t)cout, 1, 0.5);
+    cg_conv_desc cd = {cin, h, w, cout, k, stride, pad, wm, bm};
+    char what[160];
+    snprintf(what, sizeof what, "conv cin %d %dx%d cout %d k %d s %d p %d dens %.2f", cin, h, w, cout, k,
+             stride, pad, d);
+    layer_case(what, IR_CONV, &cd, NULL);
+    free(wm), free(bm);
+    int in = jt_int(1, 300), out = jt_int(1, 40);
+    wm = jt_mask((size_t)in * out, 1, d), bm = jt_mask((size_t)out, 1, 0.5);
+    cg_linear_desc ld = {in, out, c == 3 ? NULL : wm, c == 3 ? NULL : bm};
+    snprintf(what, sizeof what, "linear %d -> %d dens %.2f", in, out, d);
+    layer_case(what, IR_LINEAR, NULL, &ld);
+    free(wm), free(bm);
+  }
+  printf("%d modules assembled by %s for sm_90 and sm_80, %d failures\n", modules, ptxas, failures);
+  return failures ? 1 : 0;
+}
