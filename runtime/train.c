@@ -209,18 +209,30 @@ int rt_train(ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd,
     goto out;
   }
   if (o->resume) {
-    ir_graph *cg;
-    if (rt_ckpt_load(o->resume, m->batch, threads, backend, &cg, &x, &st, err, sizeof err) ||
+    /* The checkpoint's architecture replaces the binary's seed; the state
+     * is loaded on the reference backend (nothing to compile) and copied
+     * into an execution state built on the binary's own graph. */
+    ir_graph *cg = NULL;
+    rt_exec *cx = NULL;
+    if (rt_ckpt_load(o->resume, 1, 1, "ref", &cg, &cx, &st, err, sizeof err) ||
         rt_ir_compatible(g, cg, err, sizeof err)) {
       fprintf(stderr, "error: %s\n", err);
-      if (x) { ir_free(x->g); rt_exec_free(x); x = NULL; }
+      rt_exec_free(cx), ir_free(cg);
       goto out;
     }
-    /* the checkpoint's architecture replaces the binary's seed */
     memcpy(g->alpha, cg->alpha, (size_t)(g->n_params + 63) / 64 * 8);
     for (int i = 0; i < g->n_layers; i++) g->layers[i].alive = cg->layers[i].alive;
-    ir_free(cg);
-    x->g = g;
+    x = rt_exec_new(g, m->batch, threads, backend, err, sizeof err);
+    if (x) {
+      memcpy(x->params, cx->params, (size_t)g->n_params * sizeof(float));
+      memcpy(x->mom, cx->mom, (size_t)g->n_params * sizeof(float));
+      memcpy(x->stats, cx->stats, (size_t)g->n_stats * sizeof(float));
+    }
+    rt_exec_free(cx), ir_free(cg);
+    if (!x || rt_exec_sync_mask(x, err, sizeof err)) {
+      fprintf(stderr, "error: %s\n", err);
+      goto out;
+    }
   } else {
     x = rt_exec_new(g, m->batch, threads, backend, err, sizeof err);
     if (!x) {
