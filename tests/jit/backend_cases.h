@@ -1,0 +1,144 @@
+/* backend_cases.h: the check every backend (cpu, cuda) must pass: one
+ * layer's three ops against the reference kernels, by normalised error,
+ * and exact where the semantics are exact (dx accumulates onto what was
+ * there, masked dw and db come out 0). Channel-prefix views: samples lie
+ * further apart than packed, and the gaps must be left alone. */
+#ifndef ILNAS_TESTS_BACKEND_CASES_H
+#define ILNAS_TESTS_BACKEND_CASES_H
+
+#include "jitutil.h"
+#include "runtime/backend.h"
+
+#define BC_TOL 1e-5
+
+typedef struct bc_hooks {
+  const char *backend;                      /* "cpu", "cuda" */
+  void (*created)(rt_backend *b);           /* before prepare; NULL: nothing */
+  void (*prepared)(rt_backend *b, int layer, const char *what); /* NULL: nothing */
+} bc_hooks;
+
+static rt_backend *bc_backend(const bc_hooks *h, ir_graph *g) {
+  char err[1024];
+  rt_backend *b = rt_backend_new(h->backend, g, err, sizeof err);
+  CHECK(b, "%s backend: %s", h->backend, err);
+  if (b && h->created) h->created(b);
+  return b;
+}
+
+/* Zeroes the masked entries, as the runtime guarantees for weights. */
+static void bc_apply_mask(float *v, const uint8_t *m, size_t n) {
+  if (v)
+    for (size_t i = 0; i < n; i++)
+      if (!m[i]) v[i] = 0.0f;
+}
+
+/* The two weight-gradient checks shared by conv and linear. */
+static void bc_check_wgrad(const char *what, const float *dw0, const float *dw1,
+                           const uint8_t *wm, size_t nw, const float *db0,
+                           const float *db1, const uint8_t *bm, size_t nb) {
+  double e = jt_nerr(dw1, dw0, nw);
+  CHECK(e <= BC_TOL, "%s: bwd_weight dw error %g", what, e);
+  int masked_bad = 0;
+  for (size_t i = 0; i < nw; i++) masked_bad += !wm[i] && dw1[i] != 0.0f;
+  CHECK(masked_bad == 0, "%s: %d masked dw not exactly 0", what, masked_bad);
+  if (!db0) return;
+  e = jt_nerr(db1, db0, nb);
+  CHECK(e <= BC_TOL, "%s: bwd_weight db error %g", what, e);
+  for (size_t i = 0; i < nb; i++) CHECK(bm[i] || db1[i] == 0.0f, "%s: masked db", what);
+}
+
+static void bc_conv_case(const bc_hooks *h, int cin, int ih, int iw, int cout, int k,
+                         int stride, int pad, int n, double dens, int kernel_gran,
+                         int with_bias) {
+  char err[1024];
+  ir_graph *g = jt_graph(IR_CONV, cin, ih, iw, cout, k, stride, pad);
+  rt_backend *b = bc_backend(h, g);
+  if (!b) {
+    jt_graph_free(g);
+    return;
+  }
+  rt_conv_shape s = {.n = n, .cin = cin, .h = ih, .w = iw, .cout = cout, .k = k,
+                     .stride = stride, .pad = pad};
+  rt_conv_shape_finish(&s);
+  s.x_ns = (long)(cin + jt_int(0, 2)) * ih * iw + jt_int(0, 3);
+  s.y_ns = (long)(cout + jt_int(0, 2)) * s.oh * s.ow + jt_int(0, 3);
+  size_t nw = (size_t)cout * cin * k * k, nx = (size_t)n * s.x_ns, ny = (size_t)n * s.y_ns;
+  uint8_t *wm = jt_mask(nw, kernel_gran ? (size_t)k * k : 1, dens);
+  uint8_t *bm = jt_mask((size_t)cout, 1, dens < 1 ? 0.5 : 1.0);
+  float *wt = jt_randf(nw), *bias = with_bias ? jt_randf((size_t)cout) : NULL;
+  bc_apply_mask(wt, wm, nw), bc_apply_mask(bias, bm, (size_t)cout);
+  float *x = jt_randf(nx), *dy = jt_randf(ny);
+  float *y0 = jt_randf(ny), *y1 = malloc(ny * sizeof *y1);
+  memcpy(y1, y0, ny * sizeof *y1);
+  CHECK(b->prepare(b, 0, wm, bm, err, sizeof err) == 0, "prepare: %s", err);
+  char what[160];
+  snprintf(what, sizeof what, "%s conv cin %d %dx%d cout %d k %d s %d p %d n %d dens %.2f %s%s",
+           h->backend, cin, ih, iw, cout, k, stride, pad, n, dens,
+           kernel_gran ? "kernel" : "weight", with_bias ? "" : " nobias");
+  if (h->prepared) h->prepared(b, 0, what);
+  rt_ref_conv_fwd(&s, x, wt, bias, wm, bm, y0);
+  b->conv_fwd(b, 0, &s, x, wt, bias, y1);
+  double e = jt_nerr(y1, y0, ny);
+  CHECK(e <= BC_TOL, "%s: fwd error %g", what, e);
+  float *dx0 = jt_randf(nx), *dx1 = malloc(nx * sizeof *dx1);
+  memcpy(dx1, dx0, nx * sizeof *dx1);
+  rt_ref_conv_bwd_data(&s, dy, wt, wm, dx0);
+  b->conv_bwd_data(b, 0, &s, dy, wt, dx1);
+  e = jt_nerr(dx1, dx0, nx);
+  CHECK(e <= BC_TOL, "%s: bwd_data error %g", what, e);
+  float *dw0 = jt_randf(nw), *dw1 = jt_randf(nw);
+  float *db0 = jt_randf((size_t)cout), *db1 = jt_randf((size_t)cout);
+  rt_ref_conv_bwd_weight(&s, x, dy, wm, bm, dw0, with_bias ? db0 : NULL);
+  b->conv_bwd_weight(b, 0, &s, x, dy, dw1, with_bias ? db1 : NULL);
+  bc_check_wgrad(what, dw0, dw1, wm, nw, with_bias ? db0 : NULL, db1, bm, (size_t)cout);
+  b->free(b);
+  jt_graph_free(g);
+  free(wm), free(bm), free(wt), free(bias), free(x), free(dy), free(y0), free(y1);
+  free(dx0), free(dx1), free(dw0), free(dw1), free(db0), free(db1);
+}
+
+static void bc_linear_case(const bc_hooks *h, int in, int out, int n, double dens,
+                           int with_bias) {
+  char err[1024];
+  ir_graph *g = jt_graph(IR_LINEAR, in, 1, 1, out, 1, 1, 0);
+  rt_backend *b = bc_backend(h, g);
+  if (!b) {
+    jt_graph_free(g);
+    return;
+  }
+  rt_linear_shape s = {.n = n, .in = in, .out = out, .x_ns = in + jt_int(0, 5),
+                       .y_ns = out + jt_int(0, 5)};
+  size_t nw = (size_t)in * out, nx = (size_t)n * s.x_ns, ny = (size_t)n * s.y_ns;
+  uint8_t *wm = jt_mask(nw, 1, dens), *bm = jt_mask((size_t)out, 1, dens < 1 ? 0.5 : 1.0);
+  float *wt = jt_randf(nw), *bias = with_bias ? jt_randf((size_t)out) : NULL;
+  bc_apply_mask(wt, wm, nw), bc_apply_mask(bias, bm, (size_t)out);
+  float *x = jt_randf(nx), *dy = jt_randf(ny);
+  float *y0 = jt_randf(ny), *y1 = malloc(ny * sizeof *y1);
+  memcpy(y1, y0, ny * sizeof *y1);
+  CHECK(b->prepare(b, 0, wm, bm, err, sizeof err) == 0, "prepare: %s", err);
+  char what[128];
+  snprintf(what, sizeof what, "%s linear %d->%d n %d dens %.2f%s", h->backend, in, out,
+           n, dens, with_bias ? "" : " nobias");
+  if (h->prepared) h->prepared(b, 0, what);
+  rt_ref_linear_fwd(&s, x, wt, bias, wm, bm, y0);
+  b->linear_fwd(b, 0, &s, x, wt, bias, y1);
+  double e = jt_nerr(y1, y0, ny);
+  CHECK(e <= BC_TOL, "%s: fwd error %g", what, e);
+  float *dx0 = jt_randf(nx), *dx1 = malloc(nx * sizeof *dx1);
+  memcpy(dx1, dx0, nx * sizeof *dx1);
+  rt_ref_linear_bwd_data(&s, dy, wt, wm, dx0);
+  b->linear_bwd_data(b, 0, &s, dy, wt, dx1);
+  e = jt_nerr(dx1, dx0, nx);
+  CHECK(e <= BC_TOL, "%s: bwd_data error %g", what, e);
+  float *dw0 = jt_randf(nw), *dw1 = jt_randf(nw);
+  float *db0 = jt_randf((size_t)out), *db1 = jt_randf((size_t)out);
+  rt_ref_linear_bwd_weight(&s, x, dy, wm, bm, dw0, with_bias ? db0 : NULL);
+  b->linear_bwd_weight(b, 0, &s, x, dy, dw1, with_bias ? db1 : NULL);
+  bc_check_wgrad(what, dw0, dw1, wm, nw, with_bias ? db0 : NULL, db1, bm, (size_t)out);
+  b->free(b);
+  jt_graph_free(g);
+  free(wm), free(bm), free(wt), free(bias), free(x), free(dy), free(y0), free(y1);
+  free(dx0), free(dx1), free(dw0), free(dw1), free(db0), free(db1);
+}
+
+#endif
