@@ -4,10 +4,10 @@
 # and data, several seeds each. Prints one table (mean and spread of the
 # final test accuracy) and draws the curves of every run.
 #
-# usage: bench/figure5.sh [IMAGES=60000] [EPOCHS=15] [SEEDS="1 2 3"] [BACKEND=ref]
+# usage: bench/figure5.sh [IMAGES=60000] [EPOCHS=15] [SEEDS="1 2 3"] [BACKEND=cpu]
 #   IMAGES: training images (the test set is always the full 10,000)
 set -eu
-images=${1:-60000} epochs=${2:-15} seeds=${3:-"1 2 3"} backend=${4:-ref}
+images=${1:-60000} epochs=${2:-15} seeds=${3:-"1 2 3"} backend=${4:-cpu}
 top=$(cd "$(dirname "$0")/.." && pwd)
 work=${BENCH_DIR:-$top/build/bench-figure5}
 cmake --build "$top/build" --target ilnasc >/dev/null
