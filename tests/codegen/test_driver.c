@@ -20,17 +20,7 @@
 
 #include <llvm-c/Core.h>
 
-static int failures;
-
-#define CHECK(cond, ...)                                                                   \
-  do {                                                                                     \
-    if (!(cond)) {                                                                         \
-      fprintf(stderr, "%s:%d: FAIL: ", __FILE__, __LINE__);                                \
-      fprintf(stderr, __VA_ARGS__);                                                        \
-      fputc('\n', stderr);                                                                 \
-      failures++;                                                                          \
-    }                                                                                      \
-  } while (0)
+#include "tests/check.h"
 
 static const char *rt_lib;
 static const char *work;

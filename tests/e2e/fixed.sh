@@ -5,12 +5,7 @@
 # usage: fixed.sh ILNASC SAMPLE WORKDIR
 set -eu
 ilnasc=$1 sample=$2 work=$3
-data=/usr/share/datasets/fashion-mnist
-if [ ! -e "$data/train-images-idx3-ubyte.gz" ]; then
-  echo "SKIP: Fashion-MNIST not installed in $data (apt-get install dataset-fashion-mnist)"
-  exit 77
-fi
-rm -rf "$work" && mkdir -p "$work" && cd "$work"
+. "$(cd "$(dirname "$0")" && pwd)/common.sh"
 
 "$ilnasc" "$sample" -o model
 ./model --help | grep -q "train"

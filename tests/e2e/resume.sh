@@ -5,12 +5,7 @@
 # usage: resume.sh ILNASC MODEL WORKDIR
 set -eu
 ilnasc=$1 model=$2 work=$3
-data=/usr/share/datasets/fashion-mnist
-if [ ! -e "$data/train-images-idx3-ubyte.gz" ]; then
-  echo "SKIP: Fashion-MNIST not installed in $data (apt-get install dataset-fashion-mnist)"
-  exit 77
-fi
-rm -rf "$work" && mkdir -p "$work" && cd "$work"
+. "$(cd "$(dirname "$0")" && pwd)/common.sh"
 "$ilnasc" "$model" -o grow
 opts="--train-limit 640 --test-limit 200 --epochs 5 --threads 2 --seed 4 --quiet"
 ./grow train $opts --run-dir a >/dev/null

@@ -5,12 +5,7 @@
 # usage: search.sh ILNASC MODEL WORKDIR
 set -eu
 ilnasc=$1 model=$2 work=$3
-data=/usr/share/datasets/fashion-mnist
-if [ ! -e "$data/train-images-idx3-ubyte.gz" ]; then
-  echo "SKIP: Fashion-MNIST not installed in $data (apt-get install dataset-fashion-mnist)"
-  exit 77
-fi
-rm -rf "$work" && mkdir -p "$work" && cd "$work"
+. "$(cd "$(dirname "$0")" && pwd)/common.sh"
 "$ilnasc" "$model" -o grow
 ./grow train --train-limit 6000 --test-limit 1000 --run-dir run --seed 1 --threads 2 >train.out
 cat train.out

@@ -11,16 +11,7 @@
 
 #include "ir/ir.h"
 
-static int failures;
-#define CHECK(c, ...)                                                          \
-  do {                                                                         \
-    if (!(c)) {                                                                \
-      failures++;                                                              \
-      fprintf(stderr, "%s:%d: FAIL: ", __FILE__, __LINE__);                    \
-      fprintf(stderr, __VA_ARGS__);                                            \
-      fputc('\n', stderr);                                                     \
-    }                                                                          \
-  } while (0)
+#include "tests/check.h"
 
 static uint64_t jt_state = 88172645463325252ull;
 static inline uint64_t jt_next(void) {
