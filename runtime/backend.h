@@ -53,6 +53,10 @@ struct rt_backend {
                             const float *x, const float *dy, float *dw, float *db);
 
   void (*free)(rt_backend *b);
+
+  /* 1: conv_fwd honours rt_conv_shape.relu (the activation is applied
+   * while the output is still in cache); 0: the graph op applies it. */
+  int fuses_relu;
 };
 
 /* "ref", "cpu" (the LLVM JIT) or "cuda". NULL with a message for an

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "runtime/elem.h"
 #include "runtime/pool.h"
 #include "runtime/ref.h"
 #include "runtime/rng.h"
@@ -189,9 +190,27 @@ double rt_exec_loss(rt_exec *x, const uint8_t *labels, int grad, int *correct) {
   return loss;
 }
 
+typedef struct sgd_job {
+  rt_exec *x;
+  int parts;
+  float lr, momentum, decay;
+} sgd_job;
+
+static void sgd_task(void *arg, int c) {
+  const sgd_job *j = arg;
+  rt_exec *x = j->x;
+  /* parts of whole cache lines, so that threads never share one */
+  size_t n = (size_t)x->g->n_params, lines = (n + 15) / 16;
+  size_t i0 = lines * c / j->parts * 16, i1 = lines * (c + 1) / j->parts * 16;
+  rt_sgd(i0 < n ? i0 : n, i1 < n ? i1 : n, x->params, x->grads, x->mom, x->mask,
+         j->lr, j->momentum, j->decay);
+}
+
 void rt_exec_sgd(rt_exec *x, float lr, float momentum, float decay) {
-  rt_ref_sgd((size_t)x->g->n_params, x->params, x->grads, x->mom, x->mask, lr,
-             momentum, decay);
+  exec_impl *e = (exec_impl *)x;
+  sgd_job j = {x, e->pool ? x->threads : 1, lr, momentum, decay};
+  if (j.parts > 1) rt_pool_run(e->pool, j.parts, sgd_task, &j);
+  else sgd_task(&j, 0);
 }
 
 /* Batch splitting. fn(job, chunk, n0, n1) runs samples [n0, n1). */
@@ -263,6 +282,22 @@ static rt_conv_shape conv_shape(const rt_exec *x, const ir_layer *l, int n) {
   return s;
 }
 
+/* y = max(z, 0) for samples [n0, n1), where y may be z. */
+static void relu_fwd(rt_exec *x, const ir_layer *l, int64_t z, int64_t out, int n0, int n1) {
+  int64_t ns = x->g->act_size;
+  long len = (long)l->cout * l->oh * l->ow;
+  for (int i = n0; i < n1; i++) rt_relu(len, x->act + i * ns + z, x->act + i * ns + out);
+}
+
+/* A layer without batch norm: the pre-activation is only needed by the
+ * backward, as its gradient dz = dout * (out > 0), written (not added). */
+static void relu_bwd(rt_exec *x, const ir_layer *l, int64_t z, int64_t out, int n0, int n1) {
+  int64_t ns = x->g->act_size;
+  long len = (long)l->cout * l->oh * l->ow;
+  for (int i = n0; i < n1; i++)
+    rt_relu_mask(len, x->act + i * ns + out, x->dact + i * ns + out, x->dact + i * ns + z);
+}
+
 static void conv_fwd_chunk(const job *j, int chunk, int n0, int n1) {
   (void)chunk;
   rt_exec *x = j->x;
@@ -270,11 +305,13 @@ static void conv_fwd_chunk(const job *j, int chunk, int n0, int n1) {
   int64_t ns = x->g->act_size, o = (int64_t)n0 * ns;
   rt_conv_shape s = conv_shape(x, l, n1 - n0);
   rt_backend *b = x->use_ref ? x->ref : x->backend;
+  /* Without batch norm the pre-activation z is never read again, so a
+   * backend that fuses the ReLU writes the activation directly. */
+  s.relu = !l->bn && l->relu && b->fuses_relu;
   b->conv_fwd(b, (int)(l - x->g->layers), &s, x->act + o + j->in,
-              x->params + l->w_off, x->params + l->b_off, x->act + o + j->z);
-  if (!l->bn && l->relu)
-    rt_ref_relu_fwd(n1 - n0, (long)l->cout * l->oh * l->ow, x->act + o + j->z,
-                    ns, x->act + o + j->out, ns);
+              x->params + l->w_off, x->params + l->b_off,
+              x->act + o + (s.relu ? j->out : j->z));
+  if (!l->bn && l->relu && !s.relu) relu_fwd(x, l, j->z, j->out, n0, n1);
 }
 
 void rt_op_conv_fwd(RT_OP_ARGS) {
@@ -293,9 +330,7 @@ void rt_op_conv_fwd(RT_OP_ARGS) {
                   e->params + ly->g_off + ly->cout, e->stats + ly->s_off,
                   e->stats + ly->s_off + ly->cout, e->bn_save + ly->s_off,
                   e->bn_save + ly->s_off + ly->cout, e->act + out);
-    if (ly->relu)
-      rt_ref_relu_fwd(e->n, (long)ly->cout * ly->oh * ly->ow, e->act + out, ns,
-                      e->act + out, ns);
+    if (ly->relu) relu_fwd(e, ly, out, out, 0, e->n);
   }
 }
 
@@ -308,28 +343,24 @@ static void conv_bwd_chunk(const job *j, int chunk, int n0, int n1) {
   float *dw = e->wpart + chunk * e->wpart_size;
   rt_backend *b = x->use_ref ? x->ref : x->backend;
   int li = (int)(l - x->g->layers);
+  if (!l->bn) relu_bwd(x, l, j->z, j->out, n0, n1);
   b->conv_bwd_weight(b, li, &s, x->act + o + j->in, x->dact + o + j->z, dw,
                      dw + l->n_w);
   b->conv_bwd_data(b, li, &s, x->dact + o + j->z, x->params + l->w_off,
                    x->dact + o + j->in);
 }
 
-/* Gradient of the pre-activation z: through the ReLU, and through batch
- * norm via the scratch buffer. Shared by conv and linear. */
-static void act_bwd(rt_exec *e, const ir_layer *ly, int64_t z, int64_t out) {
+/* Gradient of the pre-activation z of a layer with batch norm: through
+ * the ReLU into the scratch buffer, then through batch norm. (Without
+ * batch norm, each chunk does relu_bwd itself.) */
+static void bn_act_bwd(rt_exec *e, const ir_layer *ly, int64_t z, int64_t out) {
   int64_t ns = e->g->act_size;
   long len = (long)ly->cout * ly->oh * ly->ow;
-  if (!ly->bn) {
-    rt_ref_relu_bwd(e->n, len, e->act + out, ns, e->dact + out, ns,
-                    e->dact + z, ns);
-    return;
-  }
   float *d = e->scratch;
-  memset(d, 0, (size_t)e->n * (size_t)len * sizeof(float));
-  if (ly->relu)
-    rt_ref_relu_bwd(e->n, len, e->act + out, ns, e->dact + out, ns, d, len);
-  else
-    for (int i = 0; i < e->n; i++)
+  for (int i = 0; i < e->n; i++)
+    if (ly->relu)
+      rt_relu_mask(len, e->act + i * ns + out, e->dact + i * ns + out, d + i * len);
+    else
       memcpy(d + i * len, e->dact + i * ns + out, (size_t)len * sizeof(float));
   rt_bn_shape s = {e->n, ly->cout, ly->oh * ly->ow, ns, len};
   /* bn_bwd reads x with x_ns and dy with y_ns */
@@ -346,7 +377,7 @@ void rt_op_conv_bwd(RT_OP_ARGS) {
     pass_bwd(e, ly, prev, out);
     return;
   }
-  act_bwd(e, ly, z, out);
+  if (ly->bn) bn_act_bwd(e, ly, z, out);
   job j = {e, ly, in, z, out, conv_bwd_chunk};
   reduce_wgrad(e, ly, run_chunks(&j));
 }
@@ -366,9 +397,7 @@ static void lin_fwd_chunk(const job *j, int chunk, int n0, int n1) {
   rt_backend *b = x->use_ref ? x->ref : x->backend;
   b->linear_fwd(b, (int)(l - x->g->layers), &s, x->act + o + j->in,
                 x->params + l->w_off, x->params + l->b_off, x->act + o + dst);
-  if (l->relu)
-    rt_ref_relu_fwd(n1 - n0, l->cout, x->act + o + j->z, ns,
-                    x->act + o + j->out, ns);
+  if (l->relu) relu_fwd(x, l, j->z, j->out, n0, n1);
 }
 
 void rt_op_linear_fwd(RT_OP_ARGS) {
@@ -392,6 +421,7 @@ static void lin_bwd_chunk(const job *j, int chunk, int n0, int n1) {
   float *dw = e->wpart + chunk * e->wpart_size;
   rt_backend *b = x->use_ref ? x->ref : x->backend;
   int li = (int)(l - x->g->layers);
+  if (l->relu && !l->bn) relu_bwd(x, l, j->z, j->out, n0, n1);
   b->linear_bwd_weight(b, li, &s, x->act + o + j->in, x->dact + o + dz, dw,
                        dw + l->n_w);
   b->linear_bwd_data(b, li, &s, x->dact + o + dz, x->params + l->w_off,
@@ -405,27 +435,40 @@ void rt_op_linear_bwd(RT_OP_ARGS) {
     pass_bwd(e, ly, prev, out);
     return;
   }
-  if (ly->relu) act_bwd(e, ly, z, out);
+  if (ly->relu && ly->bn) bn_act_bwd(e, ly, z, out);
   job j = {e, ly, in, z, out, lin_bwd_chunk};
   reduce_wgrad(e, ly, run_chunks(&j));
 }
 
+static rt_pool_shape pool_shape(const rt_exec *x, const ir_layer *l) {
+  rt_pool_shape s = {x->n, l->cin, l->h, l->w, l->k, x->g->act_size, x->g->act_size};
+  return s;
+}
+
+static void pool_fwd_chunk(const job *j, int chunk, int n0, int n1) {
+  (void)chunk;
+  rt_pool_shape s = pool_shape(j->x, j->l);
+  rt_maxpool_fwd(&s, n0, n1, j->x->act + j->in, j->x->act + j->out);
+}
+
+static void pool_bwd_chunk(const job *j, int chunk, int n0, int n1) {
+  (void)chunk;
+  rt_pool_shape s = pool_shape(j->x, j->l);
+  rt_maxpool_bwd(&s, n0, n1, j->x->act + j->in, j->x->dact + j->out, j->x->dact + j->in);
+}
+
 void rt_op_maxpool_fwd(RT_OP_ARGS) {
-  (void)z, (void)prev;
+  (void)prev;
   rt_exec *e = X(x);
-  const ir_layer *ly = &e->g->layers[l];
-  rt_pool_shape s = {e->n, ly->cin, ly->h, ly->w, ly->k, e->g->act_size,
-                     e->g->act_size};
-  rt_ref_maxpool_fwd(&s, e->act + in, e->act + out);
+  job j = {e, &e->g->layers[l], in, z, out, pool_fwd_chunk};
+  run_chunks(&j);
 }
 
 void rt_op_maxpool_bwd(RT_OP_ARGS) {
-  (void)z, (void)prev;
+  (void)prev;
   rt_exec *e = X(x);
-  const ir_layer *ly = &e->g->layers[l];
-  rt_pool_shape s = {e->n, ly->cin, ly->h, ly->w, ly->k, e->g->act_size,
-                     e->g->act_size};
-  rt_ref_maxpool_bwd(&s, e->act + in, e->dact + out, e->dact + in);
+  job j = {e, &e->g->layers[l], in, z, out, pool_bwd_chunk};
+  run_chunks(&j);
 }
 
 void rt_op_gap_fwd(RT_OP_ARGS) {

@@ -84,6 +84,8 @@ void rt_ref_conv_fwd(const rt_conv_shape *s, const float *x, const float *w,
           }
         }
       }
+      if (s->relu)
+        for (long i = 0; i < ohw; i++) yp[i] = yp[i] > 0.0f ? yp[i] : 0.0f;
     }
   }
 }

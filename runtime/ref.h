@@ -32,12 +32,14 @@ typedef struct rt_conv_shape {
   int cout, oh, ow;     /* output channels, height, width */
   int k, stride, pad;   /* square kernel */
   long x_ns, y_ns;      /* floats between samples; 0 = packed */
+  int relu;             /* forward: y = max(conv, 0), the activation fused */
 } rt_conv_shape;
 
 /* Fills oh, ow from h, w, k, stride, pad, and packed strides where 0. */
 void rt_conv_shape_finish(rt_conv_shape *s);
 
-/* Weights are [cout][cin][k][k]; bias [cout]; masks have the same shapes. */
+/* Weights are [cout][cin][k][k]; bias [cout]; masks have the same shapes.
+ * The forward applies the ReLU when s->relu; the backward ignores it. */
 void rt_ref_conv_fwd(const rt_conv_shape *s, const float *x, const float *w,
                      const float *b, const uint8_t *wm, const uint8_t *bm,
                      float *y);

@@ -37,6 +37,7 @@
 #include <llvm-c/Transforms/PassBuilder.h>
 
 #include "codegen/sparse.h"
+#include "runtime/elem.h"
 
 typedef void (*rt_kern)(float *, float *, float *, float *, int64_t, int64_t, int64_t);
 
@@ -419,6 +420,11 @@ static void pack_x(const cg_conv_plan *p, const rt_conv_shape *s, const float *x
     for (int py = 0; py < S; py++)
       for (int px = 0; px < S; px++) {
         float *d = xp + ci * p->xcs + (py * S + px) * p->pq;
+        /* plane columns [j0, j1) hold image columns j * S + px - pad */
+        int j0 = s->pad > px ? (s->pad - px + S - 1) / S : 0;
+        int j1 = (s->w + s->pad - px + S - 1) / S;
+        if (j1 > p->wq) j1 = p->wq;
+        if (j0 > j1) j0 = j1;
         for (int i = 0; i < p->hq; i++, d += p->wq) {
           int r = i * S + py - s->pad;
           if (r < 0 || r >= s->h) {
@@ -426,10 +432,12 @@ static void pack_x(const cg_conv_plan *p, const rt_conv_shape *s, const float *x
             continue;
           }
           const float *row = x + ((long)ci * s->h + r) * s->w;
-          for (int j = 0; j < p->wq; j++) {
-            int c = j * S + px - s->pad;
-            d[j] = c >= 0 && c < s->w ? row[c] : 0.0f;
-          }
+          memset(d, 0, (size_t)j0 * sizeof *d);
+          if (S == 1)
+            memcpy(d + j0, row + j0 + px - s->pad, (size_t)(j1 - j0) * sizeof *d);
+          else
+            for (int j = j0; j < j1; j++) d[j] = row[j * S + px - s->pad];
+          memset(d + j1, 0, (size_t)(p->wq - j1) * sizeof *d);
         }
       }
   long used = (long)s->cin * p->xcs;
@@ -453,9 +461,12 @@ static void pack_dy(const cg_conv_plan *p, const rt_conv_shape *s, const float *
 
 static void unpack_y(const cg_conv_plan *p, const rt_conv_shape *s, const float *yq, float *y) {
   for (int co = 0; co < s->cout; co++)
-    for (int oy = 0; oy < s->oh; oy++)
-      memcpy(y + ((long)co * s->oh + oy) * s->ow, yq + co * p->yrs + (long)oy * p->wq,
-             (size_t)s->ow * sizeof *y);
+    for (int oy = 0; oy < s->oh; oy++) {
+      const float *src = yq + co * p->yrs + (long)oy * p->wq;
+      float *dst = y + ((long)co * s->oh + oy) * s->ow;
+      if (s->relu) rt_relu(s->ow, src, dst);
+      else memcpy(dst, src, (size_t)s->ow * sizeof *y);
+    }
 }
 
 /* dx += the real (not padding) positions of the phase planes dxp. */
@@ -466,6 +477,11 @@ static void add_dx(const cg_conv_plan *p, const rt_conv_shape *s, const float *d
       int r = iy + s->pad;
       float *d = dx + ((long)ci * s->h + iy) * s->w;
       const float *rowp = dxp + (long)ci * S * S * p->dxrs + (long)(r / S) * p->wq;
+      if (S == 1) {
+        rowp += s->pad;
+        for (int ix = 0; ix < s->w; ix++) d[ix] += rowp[ix];
+        continue;
+      }
       for (int ix = 0; ix < s->w; ix++) {
         int c = ix + s->pad;
         d[ix] += rowp[((r % S) * S + c % S) * p->dxrs + c / S];
@@ -537,6 +553,7 @@ static void cpu_conv_fwd(rt_backend *b, int l, const rt_conv_shape *s, const flo
       }
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, s->cout, P, KC, 1.0f, w, KC, buf,
                   P, 1.0f, yi, P);
+      if (s->relu) rt_relu((long)s->cout * P, yi, yi);
     }
   } else {
     float *wp = buf, *xp = buf + e->active, *yq = xp + CONV_SB * p->xlen;
@@ -839,7 +856,7 @@ rt_backend *rt_backend_cpu_new(const ir_graph *g, char *err, size_t errlen) {
   openblas_set_num_threads(1);
   cb->pub = (rt_backend){"cpu", g, cpu_prepare, cpu_conv_fwd, cpu_conv_bwd_data,
                          cpu_conv_bwd_weight, cpu_linear_fwd, cpu_linear_bwd_data,
-                         cpu_linear_bwd_weight, cpu_free};
+                         cpu_linear_bwd_weight, cpu_free, 1};
   /* The JIT generates code for this CPU, with its vector extensions. */
   LLVMOrcJITTargetMachineBuilderRef jtmb;
   LLVMErrorRef er = LLVMOrcJITTargetMachineBuilderDetectHost(&jtmb);

@@ -1,0 +1,129 @@
+/* elem.c: vectorisable elementwise kernels (see elem.h). The loops are
+ * written without branches on data and with restrict pointers, so that
+ * -O3 turns them into SIMD selects and blends. */
+#include "runtime/elem.h"
+
+static void relu_inplace(long len, float *restrict y) {
+  for (long i = 0; i < len; i++) {
+    float v = y[i];
+    y[i] = v > 0.0f ? v : 0.0f;
+  }
+}
+
+void rt_relu(long len, const float *x, float *y) {
+  if (x == y) {
+    relu_inplace(len, y);
+    return;
+  }
+  for (long i = 0; i < len; i++) {
+    float v = x[i]; /* one load: the select then vectorises */
+    y[i] = v > 0.0f ? v : 0.0f;
+  }
+}
+
+void rt_relu_mask(long len, const float *restrict y, const float *restrict dy,
+                  float *restrict dx) {
+  /* 0 + dy, as the reference's accumulation into zeros: -0 becomes +0 */
+  for (long i = 0; i < len; i++) {
+    float g = 0.0f + dy[i];
+    dx[i] = y[i] > 0.0f ? g : 0.0f;
+  }
+}
+
+static long pool_x_ns(const rt_pool_shape *s) {
+  return s->x_ns ? s->x_ns : (long)s->c * s->h * s->w;
+}
+
+static long pool_y_ns(const rt_pool_shape *s) {
+  return s->y_ns ? s->y_ns : (long)s->c * (s->h / s->f) * (s->w / s->f);
+}
+
+/* One 2x2 window's first maximum, as rt_ref_maxpool's scan order: (0,0),
+ * (0,1), (1,0), (1,1), a later value winning only when strictly greater. */
+static inline int max2_at(float a, float b, float c, float d) {
+  int i = 0;
+  float m = a;
+  i = b > m ? 1 : i, m = b > m ? b : m;
+  i = c > m ? 2 : i, m = c > m ? c : m;
+  i = d > m ? 3 : i;
+  return i;
+}
+
+static inline float max2(float a, float b, float c, float d) {
+  float m = a;
+  m = b > m ? b : m;
+  m = c > m ? c : m;
+  return d > m ? d : m;
+}
+
+void rt_maxpool_fwd(const rt_pool_shape *s, int n0, int n1, const float *x, float *y) {
+  if (s->f != 2) {
+    rt_pool_shape t = *s;
+    t.n = n1 - n0, t.x_ns = pool_x_ns(s), t.y_ns = pool_y_ns(s);
+    rt_ref_maxpool_fwd(&t, x + n0 * t.x_ns, y + n0 * t.y_ns);
+    return;
+  }
+  const int OH = s->h / 2, OW = s->w / 2, W = s->w;
+  const long xns = pool_x_ns(s), yns = pool_y_ns(s);
+  for (int n = n0; n < n1; n++)
+    for (int c = 0; c < s->c; c++) {
+      const float *xp = x + n * xns + (long)c * s->h * W;
+      float *restrict yp = y + n * yns + (long)c * OH * OW;
+      for (int oy = 0; oy < OH; oy++) {
+        const float *r0 = xp + (long)2 * oy * W, *r1 = r0 + W;
+        for (int ox = 0; ox < OW; ox++)
+          yp[(long)oy * OW + ox] =
+              max2(r0[2 * ox], r0[2 * ox + 1], r1[2 * ox], r1[2 * ox + 1]);
+      }
+    }
+}
+
+void rt_maxpool_bwd(const rt_pool_shape *s, int n0, int n1, const float *x,
+                    const float *dy, float *dx) {
+  if (s->f != 2) {
+    rt_pool_shape t = *s;
+    t.n = n1 - n0, t.x_ns = pool_x_ns(s), t.y_ns = pool_y_ns(s);
+    rt_ref_maxpool_bwd(&t, x + n0 * t.x_ns, dy + n0 * t.y_ns, dx + n0 * t.x_ns);
+    return;
+  }
+  const int OH = s->h / 2, OW = s->w / 2, W = s->w;
+  const long xns = pool_x_ns(s), yns = pool_y_ns(s);
+  for (int n = n0; n < n1; n++)
+    for (int c = 0; c < s->c; c++) {
+      const long plane = (long)c * s->h * W;
+      const float *xp = x + n * xns + plane;
+      const float *dyp = dy + n * yns + (long)c * OH * OW;
+      float *dxp = dx + n * xns + plane;
+      for (int oy = 0; oy < OH; oy++) {
+        const float *r0 = xp + (long)2 * oy * W, *r1 = r0 + W;
+        float *d0 = dxp + (long)2 * oy * W, *d1 = d0 + W;
+        for (int ox = 0; ox < OW; ox++) {
+          float g = dyp[(long)oy * OW + ox];
+          int i = max2_at(r0[2 * ox], r0[2 * ox + 1], r1[2 * ox], r1[2 * ox + 1]);
+          d0[2 * ox] += i == 0 ? g : 0.0f;
+          d0[2 * ox + 1] += i == 1 ? g : 0.0f;
+          d1[2 * ox] += i == 2 ? g : 0.0f;
+          d1[2 * ox + 1] += i == 3 ? g : 0.0f;
+        }
+      }
+    }
+}
+
+void rt_sgd(size_t i0, size_t i1, float *restrict w, const float *restrict g,
+            float *restrict v, const uint8_t *restrict mask, float lr,
+            float momentum, float decay) {
+  if (!mask) {
+    for (size_t i = i0; i < i1; i++) {
+      float vi = momentum * v[i] + (g[i] + decay * w[i]);
+      v[i] = vi;
+      w[i] -= lr * vi;
+    }
+    return;
+  }
+  for (size_t i = i0; i < i1; i++) {
+    float vi = momentum * v[i] + (g[i] + decay * w[i]);
+    float wi = w[i] - lr * vi;
+    v[i] = mask[i] ? vi : v[i];
+    w[i] = mask[i] ? wi : w[i];
+  }
+}

@@ -1,0 +1,31 @@
+/* elem.h: the elementwise ops of a training step, written to be fast on
+ * the host: branch-free loops the compiler vectorises (elem.c is built at
+ * -O3), one sample at a time so that a chunk's threads share the work.
+ *
+ * Each has the semantics of its ref.h counterpart, which stays the oracle
+ * (tests/ref checks them against it bit for bit), except where said. */
+#ifndef ILNAS_RT_ELEM_H
+#define ILNAS_RT_ELEM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "runtime/ref.h"
+
+/* y = max(x, 0) over len floats; y may equal x. */
+void rt_relu(long len, const float *x, float *y);
+
+/* dx = dy * (y > 0): OVERWRITES dx, unlike rt_ref_relu_bwd. */
+void rt_relu_mask(long len, const float *y, const float *dy, float *dx);
+
+/* rt_ref_maxpool_fwd and _bwd (first maximum wins) for samples [n0, n1). */
+void rt_maxpool_fwd(const rt_pool_shape *s, int n0, int n1, const float *x,
+                    float *y);
+void rt_maxpool_bwd(const rt_pool_shape *s, int n0, int n1, const float *x,
+                    const float *dy, float *dx);
+
+/* rt_ref_sgd over params [i0, i1). */
+void rt_sgd(size_t i0, size_t i1, float *w, const float *g, float *v,
+            const uint8_t *mask, float lr, float momentum, float decay);
+
+#endif

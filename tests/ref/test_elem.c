@@ -1,0 +1,151 @@
+/* test_elem.c: the vectorised elementwise kernels (runtime/elem.h) against
+ * their reference counterparts, bit for bit, on data that exercises every
+ * branch the reference takes: negative values, exact zeros, signed zeros,
+ * ties inside a pooling window, NaN, odd sizes and strided samples.
+ * Also the ReLU fused into the reference conv forward (rt_conv_shape.relu),
+ * which the CPU backend is checked against in tests/jit. */
+#include "runtime/elem.h"
+#include "runtime/ref.h"
+#include "runtime/rng.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tests/check.h"
+
+static rt_rng rng;
+
+static float *falloc(long n) {
+  float *p = calloc((size_t)(n > 0 ? n : 1), sizeof *p);
+  if (!p) abort();
+  return p;
+}
+
+/* Mostly uniform in [-1, 1), with a few of the values that differ
+ * between sloppy and exact implementations; small integers make ties. */
+static void fill(float *p, long n, int ties) {
+  for (long i = 0; i < n; i++) {
+    uint32_t k = rt_rng_below(&rng, 16);
+    p[i] = k == 0   ? 0.0f
+           : k == 1 ? -0.0f
+           : k == 2 ? NAN
+           : ties   ? (float)((int)rt_rng_below(&rng, 5) - 2)
+                    : 2.0f * rt_rng_uniform(&rng) - 1.0f;
+  }
+}
+
+static int same_bits(const float *a, const float *b, long n, long *at) {
+  for (long i = 0; i < n; i++)
+    if (memcmp(a + i, b + i, sizeof *a) != 0) {
+      *at = i;
+      return 0;
+    }
+  return 1;
+}
+
+static void test_relu(void) {
+  for (long len = 0; len < 70; len += 1 + len / 4) {
+    float *x = falloc(len), *y1 = falloc(len), *y2 = falloc(len);
+    float *dy = falloc(len), *d1 = falloc(len), *d2 = falloc(len);
+    fill(x, len, 0), fill(dy, len, 0);
+    rt_ref_relu_fwd(1, len, x, 0, y1, 0);
+    rt_relu(len, x, y2);
+    long at = -1;
+    CHECK(same_bits(y1, y2, len, &at), "relu len %ld differs at %ld", len, at);
+    memcpy(y2, x, (size_t)len * sizeof *x);
+    rt_relu(len, y2, y2); /* in place */
+    CHECK(same_bits(y1, y2, len, &at), "in-place relu len %ld differs at %ld", len, at);
+    /* the reference adds into dx; the fast one writes: start from zeros,
+     * and from garbage for the fast one */
+    rt_ref_relu_bwd(1, len, y1, 0, dy, 0, d1, 0);
+    fill(d2, len, 0);
+    rt_relu_mask(len, y1, dy, d2);
+    CHECK(same_bits(d1, d2, len, &at), "relu mask len %ld differs at %ld", len, at);
+    free(x), free(y1), free(y2), free(dy), free(d1), free(d2);
+  }
+}
+
+static void pool_case(int n, int c, int h, int w, int f, long xextra, long yextra) {
+  rt_pool_shape s = {n, c, h, w, f, 0, 0};
+  long xns = (long)c * h * w + xextra, yns = (long)c * (h / f) * (w / f) + yextra;
+  s.x_ns = xns, s.y_ns = yns;
+  float *x = falloc(n * xns), *y1 = falloc(n * yns), *y2 = falloc(n * yns);
+  float *dy = falloc(n * yns), *d1 = falloc(n * xns), *d2 = falloc(n * xns);
+  fill(x, n * xns, 1), fill(dy, n * yns, 0);
+  for (long i = 0; i < n * xns; i++) d1[i] = d2[i] = (float)(i % 7) - 3.0f;
+  memcpy(y2, y1, (size_t)(n * yns) * sizeof *y1);
+  rt_ref_maxpool_fwd(&s, x, y1);
+  rt_ref_maxpool_bwd(&s, x, dy, d1);
+  /* two halves of the batch, as two threads' chunks */
+  rt_maxpool_fwd(&s, 0, n / 2, x, y2);
+  rt_maxpool_fwd(&s, n / 2, n, x, y2);
+  rt_maxpool_bwd(&s, n / 2, n, x, dy, d2);
+  rt_maxpool_bwd(&s, 0, n / 2, x, dy, d2);
+  long at = -1;
+  CHECK(same_bits(y1, y2, n * yns, &at), "maxpool fwd %dx%dx%dx%d f%d differs at %ld", n, c,
+        h, w, f, at);
+  CHECK(same_bits(d1, d2, n * xns, &at), "maxpool bwd %dx%dx%dx%d f%d differs at %ld", n, c,
+        h, w, f, at);
+  free(x), free(y1), free(y2), free(dy), free(d1), free(d2);
+}
+
+static void test_pool(void) {
+  pool_case(3, 4, 8, 8, 2, 0, 0);
+  pool_case(4, 3, 7, 9, 2, 5, 3);  /* odd sizes drop the last row/column */
+  pool_case(2, 2, 9, 9, 3, 0, 0);  /* not 2: the reference path */
+  pool_case(5, 1, 2, 2, 2, 1, 1);
+  pool_case(1, 16, 28, 28, 2, 0, 0);
+}
+
+static void test_sgd(void) {
+  for (int masked = 0; masked < 2; masked++) {
+    enum { N = 1000 };
+    float w1[N], w2[N], g[N], v1[N], v2[N];
+    uint8_t m[N];
+    fill(w1, N, 0), fill(g, N, 0), fill(v1, N, 0);
+    for (int i = 0; i < N; i++) m[i] = rt_rng_below(&rng, 3) != 0;
+    memcpy(w2, w1, sizeof w1), memcpy(v2, v1, sizeof v1);
+    rt_ref_sgd(N, w1, g, v1, masked ? m : NULL, 0.05f, 0.9f, 5e-4f);
+    rt_sgd(0, 333, w2, g, v2, masked ? m : NULL, 0.05f, 0.9f, 5e-4f);
+    rt_sgd(333, N, w2, g, v2, masked ? m : NULL, 0.05f, 0.9f, 5e-4f);
+    long at = -1;
+    CHECK(same_bits(w1, w2, N, &at), "sgd (mask %d) weights differ at %ld", masked, at);
+    CHECK(same_bits(v1, v2, N, &at), "sgd (mask %d) momentum differs at %ld", masked, at);
+  }
+}
+
+static void test_conv_relu(void) {
+  rt_conv_shape s = {.n = 2, .cin = 3, .h = 9, .w = 7, .cout = 4, .k = 3, .stride = 2,
+                     .pad = 1};
+  rt_conv_shape_finish(&s);
+  long nx = s.n * s.x_ns, ny = s.n * s.y_ns, nw = (long)s.cout * s.cin * 9;
+  float *x = falloc(nx), *w = falloc(nw), *b = falloc(s.cout);
+  float *y1 = falloc(ny), *y2 = falloc(ny);
+  for (long i = 0; i < nx; i++) x[i] = 2.0f * rt_rng_uniform(&rng) - 1.0f;
+  for (long i = 0; i < nw; i++) w[i] = 2.0f * rt_rng_uniform(&rng) - 1.0f;
+  for (int i = 0; i < s.cout; i++) b[i] = 0.5f * rt_rng_uniform(&rng) - 0.25f;
+  rt_ref_conv_fwd(&s, x, w, b, NULL, NULL, y1);
+  rt_ref_relu_fwd(1, ny, y1, 0, y1, 0);
+  s.relu = 1;
+  rt_ref_conv_fwd(&s, x, w, b, NULL, NULL, y2);
+  long at = -1, neg = 0;
+  for (long i = 0; i < ny; i++) neg += y1[i] == 0.0f;
+  CHECK(neg > 0 && neg < ny, "the case should have both signs (%ld zeros of %ld)", neg, ny);
+  CHECK(same_bits(y1, y2, ny, &at), "conv with fused relu differs at %ld", at);
+  free(x), free(w), free(b), free(y1), free(y2);
+}
+
+int main(void) {
+  rt_rng_seed(&rng, 20261128);
+  test_relu();
+  test_pool();
+  test_sgd();
+  test_conv_relu();
+  if (failures) {
+    fprintf(stderr, "%d failures\n", failures);
+    return 1;
+  }
+  printf("elementwise kernels match the reference bit for bit\n");
+  return 0;
+}
