@@ -80,6 +80,14 @@ static void bc_conv_case(const bc_hooks *h, int cin, int ih, int iw, int cout, i
   b->conv_fwd(b, 0, &s, x, wt, bias, y1);
   double e = jt_nerr(y1, y0, ny);
   CHECK(e <= BC_TOL, "%s: fwd error %g", what, e);
+  if (b->fuses_relu) { /* the activation applied inside the forward */
+    s.relu = 1;
+    rt_ref_conv_fwd(&s, x, wt, bias, wm, bm, y0);
+    b->conv_fwd(b, 0, &s, x, wt, bias, y1);
+    s.relu = 0;
+    e = jt_nerr(y1, y0, ny);
+    CHECK(e <= BC_TOL, "%s: fwd with fused relu error %g", what, e);
+  }
   float *dx0 = jt_randf(nx), *dx1 = malloc(nx * sizeof *dx1);
   memcpy(dx1, dx0, nx * sizeof *dx1);
   rt_ref_conv_bwd_data(&s, dy, wt, wm, dx0);
