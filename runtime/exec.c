@@ -25,12 +25,62 @@ typedef struct exec_impl {
   float *wpart;
   int64_t wpart_size;
   rt_pool *pool; /* threads - 1 workers; NULL: everything on the caller */
+  /* The per-sample ranges [lo, hi) of the gradient arena that the backward
+   * accumulates into, cleared before each one; the rest is written before
+   * it is read. */
+  int64_t (*zero)[2];
+  int n_zero;
 } exec_impl;
 
 static void *xcalloc(size_t n, size_t sz, int *oom) {
   void *p = calloc(n ? n : 1, sz);
   if (!p) *oom = 1;
   return p;
+}
+
+/* The pre-activation of a ReLU layer without batch norm gets its gradient
+ * by assignment (relu_bwd), so it needs no clearing if no other layer
+ * touches that tensor. Everything else is accumulated into. */
+static int written_before_read(const ir_graph *g, int t) {
+  int owner = 0;
+  for (int i = 0; i < g->n_layers; i++) {
+    const ir_layer *l = &g->layers[i];
+    if (l->in_t == t || l->out_t == t || l->prev_t == t) return 0;
+    if (l->z_t == t) {
+      if (!l->relu || l->bn || owner) return 0;
+      owner = 1;
+    }
+  }
+  return owner;
+}
+
+static int range_cmp(const void *a, const void *b) {
+  const int64_t *x = a, *y = b;
+  return x[0] < y[0] ? -1 : x[0] > y[0];
+}
+
+/* Fills e->zero: the tensors to clear, sorted, adjacent ones merged. */
+static int plan_zero(exec_impl *e) {
+  const ir_graph *g = e->pub.g;
+  e->zero = malloc((size_t)(g->n_tensors ? g->n_tensors : 1) * sizeof *e->zero);
+  if (!e->zero) return -1;
+  int n = 0;
+  for (int t = 0; t < g->n_tensors; t++) {
+    const ir_tensor *r = &g->tensors[t];
+    if (t == g->input_t || written_before_read(g, t)) continue;
+    e->zero[n][0] = r->off, e->zero[n][1] = r->off + (int64_t)r->c * r->h * r->w;
+    n++;
+  }
+  qsort(e->zero, (size_t)n, sizeof *e->zero, range_cmp);
+  int m = 0;
+  for (int i = 0; i < n; i++)
+    if (m > 0 && e->zero[i][0] <= e->zero[m - 1][1]) {
+      if (e->zero[i][1] > e->zero[m - 1][1]) e->zero[m - 1][1] = e->zero[i][1];
+    } else {
+      e->zero[m][0] = e->zero[i][0], e->zero[m][1] = e->zero[i][1], m++;
+    }
+  e->n_zero = m;
+  return 0;
 }
 
 rt_exec *rt_exec_new(ir_graph *g, int cap, int threads, const char *backend,
@@ -65,6 +115,7 @@ rt_exec *rt_exec_new(ir_graph *g, int cap, int threads, const char *backend,
   x->logits = xcalloc((size_t)cap * (size_t)g->cfg.classes, sizeof(float), &oom);
   e->wpart_size = largest_w;
   e->wpart = xcalloc((size_t)largest_w * (size_t)x->threads, sizeof(float), &oom);
+  if (plan_zero(e)) oom = 1;
   if (oom) {
     snprintf(err, errlen,
              "out of memory planning the arena (%zu floats for batch %d)",
@@ -97,7 +148,7 @@ void rt_exec_free(rt_exec *x) {
   exec_impl *e = (exec_impl *)x;
   free(x->act), free(x->dact), free(x->params), free(x->grads);
   free(x->mom), free(x->mask), free(x->stats), free(x->bn_save);
-  free(x->scratch), free(x->logits), free(e->wpart);
+  free(x->scratch), free(x->logits), free(e->wpart), free(e->zero);
   if (x->backend && x->backend != x->ref) x->backend->free(x->backend);
   if (x->ref) x->ref->free(x->ref);
   rt_pool_free(e->pool);
@@ -175,6 +226,8 @@ void rt_exec_set_input(rt_exec *x, const float *batch, int n) {
            len * sizeof(float));
 }
 
+static void clear_dact(rt_exec *x);
+
 double rt_exec_loss(rt_exec *x, const uint8_t *labels, int grad, int *correct) {
   const ir_graph *g = x->g;
   int k = g->cfg.classes, n = x->n;
@@ -182,7 +235,7 @@ double rt_exec_loss(rt_exec *x, const uint8_t *labels, int grad, int *correct) {
   for (int i = 0; i < n; i++)
     memcpy(x->logits + i * k, x->act + i * ns + off, (size_t)k * sizeof(float));
   if (!grad) return rt_ref_softmax_xent(n, k, x->logits, labels, NULL, correct);
-  memset(x->dact, 0, (size_t)n * (size_t)ns * sizeof(float));
+  clear_dact(x);
   float *dl = x->scratch;
   double loss = rt_ref_softmax_xent(n, k, x->logits, labels, dl, correct);
   for (int i = 0; i < n; i++)
@@ -239,6 +292,21 @@ static int run_chunks(const job *j) {
   }
   rt_pool_run(e->pool, T, chunk_task, (void *)j);
   return T;
+}
+
+static void clear_chunk(const job *j, int chunk, int n0, int n1) {
+  (void)chunk;
+  const exec_impl *e = (const exec_impl *)j->x;
+  int64_t ns = j->x->g->act_size;
+  for (int i = n0; i < n1; i++)
+    for (int r = 0; r < e->n_zero; r++)
+      memset(j->x->dact + i * ns + e->zero[r][0], 0,
+             (size_t)(e->zero[r][1] - e->zero[r][0]) * sizeof(float));
+}
+
+static void clear_dact(rt_exec *x) {
+  job j = {x, NULL, 0, 0, 0, clear_chunk};
+  run_chunks(&j);
 }
 
 /* Sums the per-chunk weight-gradient partials, in chunk order. */

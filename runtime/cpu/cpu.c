@@ -461,12 +461,10 @@ static void pack_dy(const cg_conv_plan *p, const rt_conv_shape *s, const float *
 
 static void unpack_y(const cg_conv_plan *p, const rt_conv_shape *s, const float *yq, float *y) {
   for (int co = 0; co < s->cout; co++)
-    for (int oy = 0; oy < s->oh; oy++) {
-      const float *src = yq + co * p->yrs + (long)oy * p->wq;
-      float *dst = y + ((long)co * s->oh + oy) * s->ow;
-      if (s->relu) rt_relu(s->ow, src, dst);
-      else memcpy(dst, src, (size_t)s->ow * sizeof *y);
-    }
+    for (int oy = 0; oy < s->oh; oy++)
+      memcpy(y + ((long)co * s->oh + oy) * s->ow, yq + co * p->yrs + (long)oy * p->wq,
+             (size_t)s->ow * sizeof *y);
+  if (s->relu) rt_relu((long)s->cout * s->oh * s->ow, y, y); /* still in cache */
 }
 
 /* dx += the real (not padding) positions of the phase planes dxp. */
