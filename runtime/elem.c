@@ -21,6 +21,25 @@ void rt_relu(long len, const float *x, float *y) {
   }
 }
 
+void rt_copy_2d(int rows, int len, const float *x, long xs, float *y, long ys) {
+  for (int r = 0; r < rows; r++) {
+    const float *restrict a = x + r * xs;
+    float *restrict b = y + r * ys;
+    for (int i = 0; i < len; i++) b[i] = a[i];
+  }
+}
+
+void rt_relu_2d(int rows, int len, const float *x, long xs, float *y, long ys) {
+  for (int r = 0; r < rows; r++) {
+    const float *restrict a = x + r * xs;
+    float *restrict b = y + r * ys;
+    for (int i = 0; i < len; i++) {
+      float v = a[i];
+      b[i] = v > 0.0f ? v : 0.0f;
+    }
+  }
+}
+
 void rt_relu_mask(long len, const float *restrict y, const float *restrict dy,
                   float *restrict dx) {
   /* 0 + dy, as the reference's accumulation into zeros: -0 becomes +0 */
@@ -36,17 +55,6 @@ static long pool_x_ns(const rt_pool_shape *s) {
 
 static long pool_y_ns(const rt_pool_shape *s) {
   return s->y_ns ? s->y_ns : (long)s->c * (s->h / s->f) * (s->w / s->f);
-}
-
-/* One 2x2 window's first maximum, as rt_ref_maxpool's scan order: (0,0),
- * (0,1), (1,0), (1,1), a later value winning only when strictly greater. */
-static inline int max2_at(float a, float b, float c, float d) {
-  int i = 0;
-  float m = a;
-  i = b > m ? 1 : i, m = b > m ? b : m;
-  i = c > m ? 2 : i, m = c > m ? c : m;
-  i = d > m ? 3 : i;
-  return i;
 }
 
 static inline float max2(float a, float b, float c, float d) {
@@ -95,15 +103,25 @@ void rt_maxpool_bwd(const rt_pool_shape *s, int n0, int n1, const float *x,
       const float *dyp = dy + n * yns + (long)c * OH * OW;
       float *dxp = dx + n * xns + plane;
       for (int oy = 0; oy < OH; oy++) {
-        const float *r0 = xp + (long)2 * oy * W, *r1 = r0 + W;
-        float *d0 = dxp + (long)2 * oy * W, *d1 = d0 + W;
+        /* dx is another tensor than x and dy: restrict lets this vectorise */
+        const float *restrict r0 = xp + (long)2 * oy * W, *restrict r1 = r0 + W;
+        const float *restrict g0 = dyp + (long)oy * OW;
+        float *restrict d0 = dxp + (long)2 * oy * W, *restrict d1 = d0 + W;
         for (int ox = 0; ox < OW; ox++) {
-          float g = dyp[(long)oy * OW + ox];
-          int i = max2_at(r0[2 * ox], r0[2 * ox + 1], r1[2 * ox], r1[2 * ox + 1]);
-          d0[2 * ox] += i == 0 ? g : 0.0f;
-          d0[2 * ox + 1] += i == 1 ? g : 0.0f;
-          d1[2 * ox] += i == 2 ? g : 0.0f;
-          d1[2 * ox + 1] += i == 3 ? g : 0.0f;
+          /* the first maximum, in rt_ref_maxpool's scan order (0,0), (0,1),
+           * (1,0), (1,1), a later value winning only when strictly greater;
+           * as masks, without branches */
+          float a = r0[2 * ox], b = r0[2 * ox + 1], c = r1[2 * ox], d = r1[2 * ox + 1];
+          int t1 = b > a;
+          float m = t1 ? b : a;
+          int t2 = c > m;
+          m = t2 ? c : m;
+          int t3 = d > m;
+          float g = g0[ox];
+          d0[2 * ox] += (!t1 & !t2 & !t3) ? g : 0.0f;
+          d0[2 * ox + 1] += (t1 & !t2 & !t3) ? g : 0.0f;
+          d1[2 * ox] += (t2 & !t3) ? g : 0.0f;
+          d1[2 * ox + 1] += t3 ? g : 0.0f;
         }
       }
     }

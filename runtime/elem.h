@@ -15,6 +15,12 @@
 /* y = max(x, 0) over len floats; y may equal x. */
 void rt_relu(long len, const float *x, float *y);
 
+/* rows of len floats, x rows xs apart, y rows ys apart (not overlapping):
+ * y = x, and y = max(x, 0). For the short rows of layout changes, where a
+ * memcpy call per row costs more than the copy. */
+void rt_copy_2d(int rows, int len, const float *x, long xs, float *y, long ys);
+void rt_relu_2d(int rows, int len, const float *x, long xs, float *y, long ys);
+
 /* dx = dy * (y > 0): OVERWRITES dx, unlike rt_ref_relu_bwd. */
 void rt_relu_mask(long len, const float *y, const float *dy, float *dx);
 

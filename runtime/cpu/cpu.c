@@ -420,6 +420,14 @@ static void pack_x(const cg_conv_plan *p, const rt_conv_shape *s, const float *x
     for (int py = 0; py < S; py++)
       for (int px = 0; px < S; px++) {
         float *d = xp + ci * p->xcs + (py * S + px) * p->pq;
+        if (S == 1) { /* the plane is the image inside a zero frame */
+          int rows = s->h < p->hq - s->pad ? s->h : p->hq - s->pad;
+          int cols = s->w < p->wq - s->pad ? s->w : p->wq - s->pad;
+          memset(d, 0, (size_t)p->pq * sizeof *d);
+          rt_copy_2d(rows, cols, x + (long)ci * s->h * s->w, s->w, d + (long)s->pad * p->wq + s->pad,
+                     p->wq);
+          continue;
+        }
         /* plane columns [j0, j1) hold image columns j * S + px - pad */
         int j0 = s->pad > px ? (s->pad - px + S - 1) / S : 0;
         int j1 = (s->w + s->pad - px + S - 1) / S;
@@ -433,10 +441,7 @@ static void pack_x(const cg_conv_plan *p, const rt_conv_shape *s, const float *x
           }
           const float *row = x + ((long)ci * s->h + r) * s->w;
           memset(d, 0, (size_t)j0 * sizeof *d);
-          if (S == 1)
-            memcpy(d + j0, row + j0 + px - s->pad, (size_t)(j1 - j0) * sizeof *d);
-          else
-            for (int j = j0; j < j1; j++) d[j] = row[j * S + px - s->pad];
+          for (int j = j0; j < j1; j++) d[j] = row[j * S + px - s->pad];
           memset(d + j1, 0, (size_t)(p->wq - j1) * sizeof *d);
         }
       }
@@ -449,22 +454,15 @@ static void pack_x(const cg_conv_plan *p, const rt_conv_shape *s, const float *x
 static void pack_dy(const cg_conv_plan *p, const rt_conv_shape *s, const float *dy, float *dyq) {
   for (int co = 0; co < s->cout; co++) {
     float *d = dyq + co * p->dycs;
-    memset(d, 0, (size_t)p->marg * sizeof *d);
-    d += p->marg;
-    for (int oy = 0; oy < s->oh; oy++, d += p->wq) {
-      memcpy(d, dy + ((long)co * s->oh + oy) * s->ow, (size_t)s->ow * sizeof *d);
-      memset(d + s->ow, 0, (size_t)(p->wq - s->ow) * sizeof *d);
-    }
-    memset(d, 0, (size_t)(p->dycs - p->marg - p->yq) * sizeof *d);
+    memset(d, 0, (size_t)p->dycs * sizeof *d);
+    rt_copy_2d(s->oh, s->ow, dy + (long)co * s->oh * s->ow, s->ow, d + p->marg, p->wq);
   }
 }
 
 static void unpack_y(const cg_conv_plan *p, const rt_conv_shape *s, const float *yq, float *y) {
   for (int co = 0; co < s->cout; co++)
-    for (int oy = 0; oy < s->oh; oy++)
-      memcpy(y + ((long)co * s->oh + oy) * s->ow, yq + co * p->yrs + (long)oy * p->wq,
-             (size_t)s->ow * sizeof *y);
-  if (s->relu) rt_relu((long)s->cout * s->oh * s->ow, y, y); /* still in cache */
+    (s->relu ? rt_relu_2d : rt_copy_2d)(s->oh, s->ow, yq + co * p->yrs, p->wq,
+                                        y + (long)co * s->oh * s->ow, s->ow);
 }
 
 /* dx += the real (not padding) positions of the phase planes dxp. */

@@ -66,6 +66,22 @@ static void test_relu(void) {
   }
 }
 
+static void test_2d(void) {
+  enum { R = 5, L = 13, XS = 17, YS = 15 };
+  float x[R * XS], y[R * YS], want[R * YS];
+  fill(x, R * XS, 0);
+  for (int relu = 0; relu < 2; relu++) {
+    for (int i = 0; i < R * YS; i++) y[i] = want[i] = (float)i; /* the gaps stay */
+    for (int r = 0; r < R; r++)
+      rt_ref_relu_fwd(1, L, x + r * XS, 0, want + r * YS, 0);
+    if (!relu)
+      for (int r = 0; r < R; r++) memcpy(want + r * YS, x + r * XS, L * sizeof *x);
+    (relu ? rt_relu_2d : rt_copy_2d)(R, L, x, XS, y, YS);
+    long at = -1;
+    CHECK(same_bits(want, y, R * YS, &at), "%s differs at %ld", relu ? "relu_2d" : "copy_2d", at);
+  }
+}
+
 static void pool_case(int n, int c, int h, int w, int f, long xextra, long yextra) {
   rt_pool_shape s = {n, c, h, w, f, 0, 0};
   long xns = (long)c * h * w + xextra, yns = (long)c * (h / f) * (w / f) + yextra;
@@ -139,6 +155,7 @@ static void test_conv_relu(void) {
 int main(void) {
   rt_rng_seed(&rng, 20261128);
   test_relu();
+  test_2d();
   test_pool();
   test_sgd();
   test_conv_relu();
