@@ -20,6 +20,8 @@ void rt_relu(long len, const float *x, float *y);
  * memcpy call per row costs more than the copy. */
 void rt_copy_2d(int rows, int len, const float *x, long xs, float *y, long ys);
 void rt_relu_2d(int rows, int len, const float *x, long xs, float *y, long ys);
+/* y += x, same shapes. */
+void rt_add_2d(int rows, int len, const float *x, long xs, float *y, long ys);
 
 /* dx = dy * (y > 0): OVERWRITES dx, unlike rt_ref_relu_bwd. */
 void rt_relu_mask(long len, const float *y, const float *dy, float *dx);
