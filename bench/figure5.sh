@@ -14,8 +14,8 @@ cmake --build "$top/build" --target ilnasc >/dev/null
 mkdir -p "$work" && cd "$work"
 "$top/build/bin/ilnasc" "$top/samples/fmnist.ilnas" -o fmnist
 start=$(date +%s)
-for method in ilnas random fixed; do
-  for seed in $seeds; do
+for seed in $seeds; do  # seed-major: a partial run compares all three
+  for method in ilnas random fixed; do
     dir=$method-$seed
     if [ -e "$dir/final.ckpt" ]; then continue; fi  # resumable benchmark
     echo "== $method, seed $seed" >&2
