@@ -275,11 +275,14 @@ static void gen_gather(gen *g, const etab *t, int T, long rlen, span sp, LLVMVal
   loop_open(g, &ls, ci64(g, 0), sp.count, 1);
   LLVMValueRef ss = at(g, src, mul(g, ls.iv, sp.sstride));
   LLVMValueRef ds = at(g, dst, mul(g, ls.iv, sp.dstride));
+  /* Tiles outside rows: one tile's source window of every row's entries
+   * (for a conv, a few rows of each input plane) stays in L1 while all the
+   * rows, which share it, are computed. */
+  loop_open(g, &lt, ci64(g, 0), ci64(g, rlen), (int64_t)VW * T);
   loop_open(g, &lr, ci64(g, 0), ci64(g, t->rows), 1);
   LLVMValueRef init = bias ? splat(g, bias_of(g, bias, bm, t->rows, lr.iv)) : LLVMConstNull(g->vec);
   LLVMValueRef e0 = ld32(g, tstart, lr.iv), e1 = ld32(g, tstart, add(g, lr.iv, ci64(g, 1)));
   LLVMValueRef rowbase = mul(g, lr.iv, ci64(g, rlen));
-  loop_open(g, &lt, ci64(g, 0), ci64(g, rlen), (int64_t)VW * T);
   for (int v = 0; v < T; v++) LLVMBuildStore(g->b, init, acc[v]);
   loop_open(g, &le, e0, e1, 1);
   LLVMValueRef two = mul(g, le.iv, ci64(g, 2));
@@ -293,8 +296,8 @@ static void gen_gather(gen *g, const etab *t, int T, long rlen, span sp, LLVMVal
   LLVMValueRef db = add(g, rowbase, lt.iv);
   for (int v = 0; v < T; v++)
     stv(g, LLVMBuildLoad2(g->b, g->vec, acc[v], ""), ds, add(g, db, ci64(g, v * VW)));
-  loop_close(g, &lt);
   loop_close(g, &lr);
+  loop_close(g, &lt);
   loop_close(g, &ls);
 }
 
