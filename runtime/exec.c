@@ -325,6 +325,10 @@ static void reduce_wgrad(rt_exec *x, const ir_layer *l, int chunks) {
 
 static rt_exec *X(void *x) { return x; }
 
+/* Nothing reads the gradient of the network's input: layers that read it
+ * skip their backward to the input. */
+static int needs_dx(const rt_exec *x, const ir_layer *l) { return l->in_t != x->g->input_t; }
+
 static void pass_fwd(rt_exec *x, const ir_layer *l, int64_t prev, int64_t out) {
   size_t len = (size_t)l->cout * l->oh * l->ow;
   for (int i = 0; i < x->n; i++)
@@ -414,8 +418,9 @@ static void conv_bwd_chunk(const job *j, int chunk, int n0, int n1) {
   if (!l->bn) relu_bwd(x, l, j->z, j->out, n0, n1);
   b->conv_bwd_weight(b, li, &s, x->act + o + j->in, x->dact + o + j->z, dw,
                      dw + l->n_w);
-  b->conv_bwd_data(b, li, &s, x->dact + o + j->z, x->params + l->w_off,
-                   x->dact + o + j->in);
+  if (needs_dx(x, l))
+    b->conv_bwd_data(b, li, &s, x->dact + o + j->z, x->params + l->w_off,
+                     x->dact + o + j->in);
 }
 
 /* Gradient of the pre-activation z of a layer with batch norm: through
@@ -492,8 +497,9 @@ static void lin_bwd_chunk(const job *j, int chunk, int n0, int n1) {
   if (l->relu && !l->bn) relu_bwd(x, l, j->z, j->out, n0, n1);
   b->linear_bwd_weight(b, li, &s, x->act + o + j->in, x->dact + o + dz, dw,
                        dw + l->n_w);
-  b->linear_bwd_data(b, li, &s, x->dact + o + dz, x->params + l->w_off,
-                     x->dact + o + j->in);
+  if (needs_dx(x, l))
+    b->linear_bwd_data(b, li, &s, x->dact + o + dz, x->params + l->w_off,
+                       x->dact + o + j->in);
 }
 
 void rt_op_linear_bwd(RT_OP_ARGS) {
@@ -536,7 +542,7 @@ void rt_op_maxpool_bwd(RT_OP_ARGS) {
   (void)prev;
   rt_exec *e = X(x);
   job j = {e, &e->g->layers[l], in, z, out, pool_bwd_chunk};
-  run_chunks(&j);
+  if (needs_dx(e, j.l)) run_chunks(&j);
 }
 
 void rt_op_gap_fwd(RT_OP_ARGS) {
@@ -551,8 +557,9 @@ void rt_op_gap_bwd(RT_OP_ARGS) {
   (void)z, (void)prev;
   rt_exec *e = X(x);
   const ir_layer *ly = &e->g->layers[l];
-  rt_ref_gap_bwd(e->n, ly->cin, ly->h * ly->w, e->dact + out, e->g->act_size,
-                 e->dact + in, e->g->act_size);
+  if (needs_dx(e, ly))
+    rt_ref_gap_bwd(e->n, ly->cin, ly->h * ly->w, e->dact + out, e->g->act_size,
+                   e->dact + in, e->g->act_size);
 }
 
 void rt_op_copy_fwd(RT_OP_ARGS) {
@@ -565,7 +572,7 @@ void rt_op_copy_fwd(RT_OP_ARGS) {
 void rt_op_copy_bwd(RT_OP_ARGS) {
   (void)z;
   rt_exec *e = X(x);
-  pass_bwd(e, &e->g->layers[l], in, out);
+  if (needs_dx(e, &e->g->layers[l])) pass_bwd(e, &e->g->layers[l], in, out);
   (void)prev;
 }
 
