@@ -3,6 +3,10 @@
  * -O3 turns them into SIMD selects and blends. */
 #include "runtime/elem.h"
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 static void relu_inplace(long len, float *restrict y) {
   for (long i = 0; i < len; i++) {
     float v = y[i];
@@ -152,4 +156,47 @@ void rt_sgd(size_t i0, size_t i1, float *restrict w, const float *restrict g,
     v[i] = mask[i] ? vi : v[i];
     w[i] = mask[i] ? wi : w[i];
   }
+}
+
+static void transpose_scalar(int r0, int r1, int c0, int c1, const float *src, long ss,
+                             float *dst, long ds, int add) {
+  for (int r = r0; r < r1; r++)
+    for (int c = c0; c < c1; c++) {
+      float v = src[r * ss + c];
+      dst[c * ds + r] = add ? dst[c * ds + r] + v : v;
+    }
+}
+
+/* Rows in blocks of 16, so that the block's source lines stay in L1 while
+ * its columns are swept. */
+enum { TR_ROWS = 16 };
+
+void rt_transpose(int rows, int cols, const float *src, long ss, float *dst, long ds,
+                  int add) {
+#if defined(__SSE2__)
+  for (int r0 = 0; r0 < rows; r0 += TR_ROWS) {
+    int r1 = r0 + TR_ROWS < rows ? r0 + TR_ROWS : rows, r4 = r0 + (r1 - r0) / 4 * 4;
+    int c4 = cols / 4 * 4;
+    for (int c = 0; c < c4; c += 4)
+      for (int r = r0; r < r4; r += 4) {
+        const float *p = src + r * ss + c;
+        __m128 a = _mm_loadu_ps(p), b = _mm_loadu_ps(p + ss);
+        __m128 e = _mm_loadu_ps(p + 2 * ss), f = _mm_loadu_ps(p + 3 * ss);
+        _MM_TRANSPOSE4_PS(a, b, e, f);
+        float *q = dst + c * ds + r;
+        if (add) {
+          a = _mm_add_ps(_mm_loadu_ps(q), a);
+          b = _mm_add_ps(_mm_loadu_ps(q + ds), b);
+          e = _mm_add_ps(_mm_loadu_ps(q + 2 * ds), e);
+          f = _mm_add_ps(_mm_loadu_ps(q + 3 * ds), f);
+        }
+        _mm_storeu_ps(q, a), _mm_storeu_ps(q + ds, b);
+        _mm_storeu_ps(q + 2 * ds, e), _mm_storeu_ps(q + 3 * ds, f);
+      }
+    transpose_scalar(r4, r1, 0, c4, src, ss, dst, ds, add);
+    transpose_scalar(r0, r1, c4, cols, src, ss, dst, ds, add);
+  }
+#else
+  transpose_scalar(0, rows, 0, cols, src, ss, dst, ds, add);
+#endif
 }

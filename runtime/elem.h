@@ -23,6 +23,10 @@ void rt_relu_2d(int rows, int len, const float *x, long xs, float *y, long ys);
 /* y += x, same shapes. */
 void rt_add_2d(int rows, int len, const float *x, long xs, float *y, long ys);
 
+/* dst[c * ds + r] = src[r * ss + c] (add: +=) for r < rows, c < cols:
+ * the layout changes of the linear kernels, by 4x4 register tiles. */
+void rt_transpose(int rows, int cols, const float *src, long ss, float *dst, long ds, int add);
+
 /* dx = dy * (y > 0): OVERWRITES dx, unlike rt_ref_relu_bwd. */
 void rt_relu_mask(long len, const float *y, const float *dy, float *dx);
 

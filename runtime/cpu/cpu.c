@@ -672,11 +672,6 @@ static void cpu_conv_bwd_weight(rt_backend *b, int l, const rt_conv_shape *s, co
 /* Batch rounded up to the kernels' block of lanes. */
 static int64_t lin_pad(int n) { return ((int64_t)n + CG_LIN_NB - 1) / CG_LIN_NB * CG_LIN_NB; }
 
-/* Features per step of the transposes: one cache line of a sample's row,
- * and 16 destination rows, all of which stay in L1 while the block's
- * samples are swept. */
-enum { TR_F = 16 };
-
 /* src [n][f] (stride ns) -> dst [np/NB][f][NB], padding lanes zero. */
 static void to_lanes(const float *src, int n, int f, int64_t ns, float *dst, int64_t np) {
   for (int64_t b0 = 0; b0 < np; b0 += CG_LIN_NB, dst += (int64_t)f * CG_LIN_NB) {
@@ -684,13 +679,7 @@ static void to_lanes(const float *src, int n, int f, int64_t ns, float *dst, int
     if (m < CG_LIN_NB)
       for (int i = 0; i < f; i++)
         memset(dst + (int64_t)i * CG_LIN_NB + m, 0, (size_t)(CG_LIN_NB - m) * sizeof *dst);
-    for (int i0 = 0; i0 < f; i0 += TR_F) {
-      int i1 = i0 + TR_F < f ? i0 + TR_F : f;
-      for (int l = 0; l < m; l++) {
-        const float *r = src + (b0 + l) * ns;
-        for (int i = i0; i < i1; i++) dst[(int64_t)i * CG_LIN_NB + l] = r[i];
-      }
-    }
+    if (m > 0) rt_transpose(m, f, src + b0 * ns, ns, dst, CG_LIN_NB, 0);
   }
 }
 
@@ -698,16 +687,7 @@ static void to_lanes(const float *src, int n, int f, int64_t ns, float *dst, int
 static void from_lanes(const float *src, int n, int f, int64_t ns, float *dst, int add) {
   for (int b0 = 0; b0 < n; b0 += CG_LIN_NB, src += (int64_t)f * CG_LIN_NB) {
     int m = n - b0 < CG_LIN_NB ? n - b0 : CG_LIN_NB;
-    for (int i0 = 0; i0 < f; i0 += TR_F) {
-      int i1 = i0 + TR_F < f ? i0 + TR_F : f;
-      for (int l = 0; l < m; l++) {
-        float *d = dst + (b0 + l) * ns;
-        if (add)
-          for (int i = i0; i < i1; i++) d[i] += src[(int64_t)i * CG_LIN_NB + l];
-        else
-          for (int i = i0; i < i1; i++) d[i] = src[(int64_t)i * CG_LIN_NB + l];
-      }
-    }
+    rt_transpose(f, m, src, CG_LIN_NB, dst + b0 * ns, ns, add);
   }
 }
 

@@ -82,6 +82,26 @@ static void test_2d(void) {
   }
 }
 
+static void test_transpose(void) {
+  static const int shapes[][2] = {{1, 1}, {3, 5}, {4, 4}, {16, 8}, {17, 19}, {64, 37}, {5, 130}};
+  for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++)
+    for (int add = 0; add < 2; add++) {
+      int R = shapes[k][0], C = shapes[k][1];
+      long ss = C + 3, ds = R + 2;
+      float *src = falloc(R * ss), *dst = falloc(C * ds), *want = falloc(C * ds);
+      fill(src, R * ss, 0);
+      for (long i = 0; i < C * ds; i++) dst[i] = want[i] = (float)(i % 11) - 5.0f;
+      for (int r = 0; r < R; r++)
+        for (int c = 0; c < C; c++)
+          want[c * ds + r] = add ? want[c * ds + r] + src[r * ss + c] : src[r * ss + c];
+      rt_transpose(R, C, src, ss, dst, ds, add);
+      long at = -1;
+      CHECK(same_bits(want, dst, C * ds, &at), "transpose %dx%d add %d differs at %ld", R, C, add,
+            at);
+      free(src), free(dst), free(want);
+    }
+}
+
 static void pool_case(int n, int c, int h, int w, int f, long xextra, long yextra) {
   rt_pool_shape s = {n, c, h, w, f, 0, 0};
   long xns = (long)c * h * w + xextra, yns = (long)c * (h / f) * (w / f) + yextra;
@@ -156,6 +176,7 @@ int main(void) {
   rt_rng_seed(&rng, 20261128);
   test_relu();
   test_2d();
+  test_transpose();
   test_pool();
   test_sgd();
   test_conv_relu();
