@@ -263,10 +263,16 @@ typedef struct span {
 
 /* dst[row * rlen + t .. + 8T) = init(row) + sum over the row's entries of
  * w[wi] * src[off + t ..], for t in [0, rlen) by tiles of T vectors, for
- * every sample of the span. init is the bias (fwd) or 0. */
+ * every sample of the span. init is the bias (fwd) or 0.
+ * Sliced (drows > 0, one tile per row): the table's rows are slices of the
+ * source, drows rows each, all adding into dst row r % drows, which is
+ * first set to init; a slice's source block stays in L1 while every row
+ * reads it. */
 static void gen_gather(gen *g, const etab *t, int T, long rlen, span sp, LLVMValueRef src,
                        LLVMValueRef w, LLVMValueRef dst, LLVMValueRef bias,
-                       const uint8_t *bm) {
+                       const uint8_t *bm, int drows) {
+  assert(!drows || rlen == (long)VW * T);
+  int nout = drows ? drows : t->rows;
   LLVMValueRef tstart = table(g, "start", t->start, (size_t)t->rows + 1, 4, g->i32);
   LLVMValueRef tpair = table(g, "pair", t->pair, (size_t)t->n * 2, 4, g->i32);
   LLVMValueRef acc[MAXT];
@@ -275,15 +281,28 @@ static void gen_gather(gen *g, const etab *t, int T, long rlen, span sp, LLVMVal
   loop_open(g, &ls, ci64(g, 0), sp.count, 1);
   LLVMValueRef ss = at(g, src, mul(g, ls.iv, sp.sstride));
   LLVMValueRef ds = at(g, dst, mul(g, ls.iv, sp.dstride));
+  if (drows) {
+    loop li;
+    loop_open(g, &li, ci64(g, 0), ci64(g, drows), 1);
+    LLVMValueRef init = bias ? splat(g, bias_of(g, bias, bm, nout, li.iv)) : LLVMConstNull(g->vec);
+    for (int v = 0; v < T; v++) stv(g, init, ds, add(g, mul(g, li.iv, ci64(g, rlen)), ci64(g, v * VW)));
+    loop_close(g, &li);
+  }
   /* Tiles outside rows: one tile's source window of every row's entries
    * (for a conv, a few rows of each input plane) stays in L1 while all the
    * rows, which share it, are computed. */
   loop_open(g, &lt, ci64(g, 0), ci64(g, rlen), (int64_t)VW * T);
   loop_open(g, &lr, ci64(g, 0), ci64(g, t->rows), 1);
-  LLVMValueRef init = bias ? splat(g, bias_of(g, bias, bm, t->rows, lr.iv)) : LLVMConstNull(g->vec);
   LLVMValueRef e0 = ld32(g, tstart, lr.iv), e1 = ld32(g, tstart, add(g, lr.iv, ci64(g, 1)));
-  LLVMValueRef rowbase = mul(g, lr.iv, ci64(g, rlen));
-  for (int v = 0; v < T; v++) LLVMBuildStore(g->b, init, acc[v]);
+  LLVMValueRef drow = drows ? LLVMBuildURem(g->b, lr.iv, ci64(g, drows), "") : lr.iv;
+  LLVMValueRef rowbase = mul(g, drow, ci64(g, rlen));
+  if (drows) {
+    for (int v = 0; v < T; v++)
+      LLVMBuildStore(g->b, ldv(g, ds, add(g, add(g, rowbase, lt.iv), ci64(g, v * VW))), acc[v]);
+  } else {
+    LLVMValueRef init = bias ? splat(g, bias_of(g, bias, bm, nout, lr.iv)) : LLVMConstNull(g->vec);
+    for (int v = 0; v < T; v++) LLVMBuildStore(g->b, init, acc[v]);
+  }
   loop_open(g, &le, e0, e1, 1);
   LLVMValueRef two = mul(g, le.iv, ci64(g, 2));
   LLVMValueRef off = add(g, ld32(g, tpair, two), lt.iv);
@@ -502,7 +521,7 @@ int cg_sparse_conv_fwd(LLVMModuleRef m, const cg_conv_desc *d, const char *name)
   gen G, *g = &G;
   gen_begin(g, m, name);
   span sp = {arg(g, 4), arg(g, 5), arg(g, 6)};
-  gen_gather(g, &t, p.ytile, p.yrs, sp, arg(g, 0), arg(g, 1), arg(g, 3), arg(g, 2), d->bm);
+  gen_gather(g, &t, p.ytile, p.yrs, sp, arg(g, 0), arg(g, 1), arg(g, 3), arg(g, 2), d->bm, 0);
   gen_end(g);
   etab_free(&t);
   return 0;
@@ -536,7 +555,7 @@ int cg_sparse_conv_bwd_data(LLVMModuleRef m, const cg_conv_desc *d, const char *
   gen G, *g = &G;
   gen_begin(g, m, name);
   span sp = {arg(g, 4), arg(g, 5), arg(g, 6)};
-  gen_gather(g, &t, p.dxtile, p.dxrs, sp, arg(g, 0), arg(g, 1), arg(g, 2), NULL, NULL);
+  gen_gather(g, &t, p.dxtile, p.dxrs, sp, arg(g, 0), arg(g, 1), arg(g, 2), NULL, NULL, 0);
   gen_end(g);
   etab_free(&t);
   return 0;
@@ -565,25 +584,37 @@ int cg_sparse_conv_bwd_weight(LLVMModuleRef m, const cg_conv_desc *d, const char
 
 /* ---- linear --------------------------------------------------------- */
 
+/* Source features per slice of the sliced gathers: a slice of the source
+ * (LIN_SLICE rows of NB floats, 16 KB) stays in L1 while every output row
+ * reads it. */
+enum { LIN_SLICE = 64 };
+
 /* CSR (by_row: per output, the active inputs) or CSC (per input, the
  * active outputs) of the pattern, as entries (source row * NB, weight):
- * the weight's packed position (packed) or its index. */
-static int lin_tab(etab *t, const cg_linear_desc *d, int by_row, int packed) {
+ * the weight's packed position (packed) or its index. With slices > 1,
+ * rows are (slice, outer) pairs, slice-major, each with the entries whose
+ * inner index lies in the slice. */
+static int lin_tab(etab *t, const cg_linear_desc *d, int by_row, int packed, int slices) {
   int outer = by_row ? d->out : d->in, inner = by_row ? d->in : d->out;
   if ((int64_t)d->in * d->out >= INT32_MAX ||
       (int64_t)(d->in > d->out ? d->in : d->out) * CG_LIN_NB >= INT32_MAX)
     return -1;
   int32_t *rank = packed ? ranks(d->wm, (long)d->in * d->out) : NULL;
-  if ((packed && !rank) || etab_init(t, outer, (long)d->in * d->out)) return free(rank), -1;
-  for (int o = 0; o < outer; o++) {
-    t->start[o] = (int32_t)t->n;
-    for (int i = 0; i < inner; i++) {
-      long wi = by_row ? (long)o * d->in + i : (long)i * d->in + o;
-      if (active(d->wm, wi) && etab_add(t, (int64_t)i * CG_LIN_NB, rank ? rank[wi] : wi))
-        return free(rank), -1;
+  if ((packed && !rank) || etab_init(t, slices * outer, (long)d->in * d->out))
+    return free(rank), -1;
+  for (int sl = 0; sl < slices; sl++) {
+    int i0 = slices > 1 ? sl * LIN_SLICE : 0;
+    int i1 = slices > 1 && i0 + LIN_SLICE < inner ? i0 + LIN_SLICE : inner;
+    for (int o = 0; o < outer; o++) {
+      t->start[sl * outer + o] = (int32_t)t->n;
+      for (int i = i0; i < i1; i++) {
+        long wi = by_row ? (long)o * d->in + i : (long)i * d->in + o;
+        if (active(d->wm, wi) && etab_add(t, (int64_t)i * CG_LIN_NB, rank ? rank[wi] : wi))
+          return free(rank), -1;
+      }
     }
   }
-  t->start[outer] = (int32_t)t->n;
+  t->start[slices * outer] = (int32_t)t->n;
   free(rank);
   return 0;
 }
@@ -596,12 +627,15 @@ static span lin_span(gen *g, int sfeat, int dfeat) {
 
 static int lin_gather(LLVMModuleRef m, const cg_linear_desc *d, const char *name, int fwd) {
   etab t;
-  if (lin_tab(&t, d, fwd, 1)) return etab_free(&t), -1;
+  int outer = fwd ? d->out : d->in, inner = fwd ? d->in : d->out;
+  int slices = inner > LIN_SLICE ? (inner + LIN_SLICE - 1) / LIN_SLICE : 1;
+  if (lin_tab(&t, d, fwd, 1, slices)) return etab_free(&t), -1;
   gen G, *g = &G;
   gen_begin(g, m, name);
   span sp = fwd ? lin_span(g, d->in, d->out) : lin_span(g, d->out, d->in);
   gen_gather(g, &t, CG_LIN_NB / VW, CG_LIN_NB, sp, arg(g, 0), arg(g, 1),
-             fwd ? arg(g, 3) : arg(g, 2), fwd ? arg(g, 2) : NULL, d->bm);
+             fwd ? arg(g, 3) : arg(g, 2), fwd ? arg(g, 2) : NULL, d->bm,
+             slices > 1 ? outer : 0);
   gen_end(g);
   etab_free(&t);
   return 0;
@@ -617,7 +651,7 @@ int cg_sparse_linear_bwd_data(LLVMModuleRef m, const cg_linear_desc *d, const ch
 
 int cg_sparse_linear_bwd_weight(LLVMModuleRef m, const cg_linear_desc *d, const char *name) {
   etab t;
-  if (lin_tab(&t, d, 1, 0)) return etab_free(&t), -1;
+  if (lin_tab(&t, d, 1, 0, 1)) return etab_free(&t), -1;
   int32_t *grp;
   long ng = make_groups(&t, CG_LIN_NB, &grp);
   etab_free(&t);
