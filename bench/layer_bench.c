@@ -8,6 +8,7 @@
  * each. Weight-gradient partials are left per thread on both sides (the
  * runtime's reduction is the same for both). Build: see bench/README.md. */
 #include <cblas.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,18 +48,27 @@ typedef struct task {
   int t, n0, n1, jit;
 } task;
 
+/* The peer's lowering, stride 1: per tap, whole rows of valid columns are
+ * copied (or added back), the rest zeroed; no test per element. */
+static void tap_cols(const lay *L, int k, int size, int osize, int *lo, int *hi) {
+  *lo = L->pad - k > 0 ? L->pad - k : 0;
+  *hi = size + L->pad - k < osize ? size + L->pad - k : osize;
+  if (*hi < *lo) *hi = *lo;
+}
+
 static void im2col(const lay *L, const float *x, float *col) {
   int P = L->oh * L->ow;
   for (int ci = 0; ci < L->cin; ci++)
     for (int ky = 0; ky < L->k; ky++)
       for (int kx = 0; kx < L->k; kx++) {
         float *c = col + ((long)(ci * L->k + ky) * L->k + kx) * P;
-        for (int oy = 0; oy < L->oh; oy++)
-          for (int ox = 0; ox < L->ow; ox++) {
-            int iy = oy - L->pad + ky, ix = ox - L->pad + kx;
-            c[oy * L->ow + ox] = iy >= 0 && iy < L->h && ix >= 0 && ix < L->w
-                                     ? x[((long)ci * L->h + iy) * L->w + ix] : 0.0f;
-          }
+        int oy0, oy1, ox0, ox1;
+        tap_cols(L, ky, L->h, L->oh, &oy0, &oy1);
+        tap_cols(L, kx, L->w, L->ow, &ox0, &ox1);
+        memset(c, 0, (size_t)P * sizeof *c);
+        for (int oy = oy0; oy < oy1; oy++)
+          memcpy(c + oy * L->ow + ox0, x + ((long)ci * L->h + oy - L->pad + ky) * L->w + ox0 -
+                                           L->pad + kx, (size_t)(ox1 - ox0) * sizeof *c);
       }
 }
 
@@ -68,12 +78,14 @@ static void col2im_add(const lay *L, const float *col, float *dx) {
     for (int ky = 0; ky < L->k; ky++)
       for (int kx = 0; kx < L->k; kx++) {
         const float *c = col + ((long)(ci * L->k + ky) * L->k + kx) * P;
-        for (int oy = 0; oy < L->oh; oy++)
-          for (int ox = 0; ox < L->ow; ox++) {
-            int iy = oy - L->pad + ky, ix = ox - L->pad + kx;
-            if (iy >= 0 && iy < L->h && ix >= 0 && ix < L->w)
-              dx[((long)ci * L->h + iy) * L->w + ix] += c[oy * L->ow + ox];
-          }
+        int oy0, oy1, ox0, ox1;
+        tap_cols(L, ky, L->h, L->oh, &oy0, &oy1);
+        tap_cols(L, kx, L->w, L->ow, &ox0, &ox1);
+        for (int oy = oy0; oy < oy1; oy++) {
+          float *d = dx + ((long)ci * L->h + oy - L->pad + ky) * L->w - L->pad + kx;
+          const float *r = c + oy * L->ow;
+          for (int ox = ox0; ox < ox1; ox++) d[ox] += r[ox];
+        }
       }
 }
 
@@ -157,7 +169,7 @@ static void bench(lay *L, const char *title) {
   L->wt = malloc(nw * sizeof(float)), L->bias = malloc(L->cout * sizeof(float));
   for (long i = 0; i < nx; i++) L->x[i] = frand();
   for (long i = 0; i < ny; i++) L->dy[i] = frand();
-  for (int i = 0; i < L->cout; i++) L->bias[i] = frand();
+  for (int i = 0; i < L->cout; i++) L->bias[i] = 0.0f; /* the dense peer adds none */
   for (int t = 0; t < 2; t++) {
     L->dw[t] = malloc(nw * sizeof(float)), L->db[t] = malloc(L->cout * sizeof(float));
     L->col[t] = L->conv ? malloc((size_t)L->cin * L->k * L->k * L->oh * L->ow * sizeof(float))
@@ -196,6 +208,23 @@ static void bench(lay *L, const char *title) {
       }
     }
     rt_cpu_stats st = rt_cpu_get_stats(bk[0]);
+    { /* both sides compute the same thing: the outputs and input gradients agree */
+      float *y0 = malloc(ny * sizeof(float)), *dx0 = malloc(nx * sizeof(float));
+      memset(L->dx, 0, nx * sizeof(float));
+      run_once(L, 1, 0);
+      memcpy(y0, L->y, ny * sizeof(float)), memcpy(dx0, L->dx, nx * sizeof(float));
+      memset(L->dx, 0, nx * sizeof(float));
+      L->b = bk[0];
+      run_once(L, 1, 1);
+      double e = 0, m = 1e-30;
+      for (long i = 0; i < ny; i++) e = fmax(e, fabs(y0[i] - L->y[i])), m = fmax(m, fabs(y0[i]));
+      for (long i = 0; i < nx; i++) e = fmax(e, fabs(dx0[i] - L->dx[i])), m = fmax(m, fabs(dx0[i]));
+      if (e / m > 1e-4) {
+        fprintf(stderr, "layer_bench: dense and JIT disagree (relative error %g)\n", e / m);
+        exit(1);
+      }
+      free(y0), free(dx0);
+    }
     for (int th = 1; th <= 2; th++) {
       /* t[0]: OpenBLAS here; t[1..3]: the three backends */
       double t[4] = {1e30, 1e30, 1e30, 1e30};
@@ -217,12 +246,13 @@ static void bench(lay *L, const char *title) {
   for (int t = 0; t < 2; t++) free(L->dw[t]), free(L->db[t]), free(L->col[t]);
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+  const char *only = argc > 1 ? argv[1] : ""; /* "conv" or "linear": just that one */
   openblas_set_num_threads(1);
   lay c = {.conv = 1, .cin = 64, .h = 14, .w = 14, .cout = 64, .k = 3, .pad = 1, .oh = 14,
            .ow = 14, .n = 128};
-  bench(&c, "conv 3x3 64->64 at 14x14, stride 1, pad 1");
+  if (strcmp(only, "linear") != 0) bench(&c, "conv 3x3 64->64 at 14x14, stride 1, pad 1");
   lay l = {.conv = 0, .in = 3136, .out = 512, .cin = 3136, .cout = 512, .k = 1, .h = 1, .w = 1, .oh = 1, .ow = 1, .n = 128};
-  bench(&l, "linear 3136->512");
+  if (strcmp(only, "conv") != 0) bench(&l, "linear 3136->512");
   return 0;
 }

@@ -52,6 +52,16 @@ void rt_relu_2d(int rows, int len, const float *x, long xs, float *y, long ys) {
   }
 }
 
+float rt_sum(long len, const float *x) {
+  float a[8] = {0};
+  long i = 0;
+  for (; i + 8 <= len; i += 8)
+    for (int j = 0; j < 8; j++) a[j] += x[i + j];
+  float tail = 0.0f;
+  for (; i < len; i++) tail += x[i];
+  return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7])) + tail;
+}
+
 void rt_relu_mask(long len, const float *restrict y, const float *restrict dy,
                   float *restrict dx) {
   /* 0 + dy, as the reference's accumulation into zeros: -0 becomes +0 */

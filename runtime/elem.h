@@ -27,6 +27,10 @@ void rt_add_2d(int rows, int len, const float *x, long xs, float *y, long ys);
  * the layout changes of the linear kernels, by 4x4 register tiles. */
 void rt_transpose(int rows, int cols, const float *src, long ss, float *dst, long ds, int add);
 
+/* The sum of len floats, in eight interleaved partial sums (so that it
+ * vectorises; the order differs from a sequential sum). */
+float rt_sum(long len, const float *x);
+
 /* dx = dy * (y > 0): OVERWRITES dx, unlike rt_ref_relu_bwd. */
 void rt_relu_mask(long len, const float *y, const float *dy, float *dx);
 

@@ -468,16 +468,17 @@ static void unpack_y(const cg_conv_plan *p, const rt_conv_shape *s, const float 
 /* dx += the real (not padding) positions of the phase planes dxp. */
 static void add_dx(const cg_conv_plan *p, const rt_conv_shape *s, const float *dxp, float *dx) {
   int S = p->s;
+  if (S == 1) { /* the plane is the image inside a frame of pad */
+    for (int ci = 0; ci < s->cin; ci++)
+      rt_add_2d(s->h, s->w, dxp + (long)ci * p->dxrs + (long)s->pad * p->wq + s->pad, p->wq,
+                dx + (long)ci * s->h * s->w, s->w);
+    return;
+  }
   for (int ci = 0; ci < s->cin; ci++)
     for (int iy = 0; iy < s->h; iy++) {
       int r = iy + s->pad;
       float *d = dx + ((long)ci * s->h + iy) * s->w;
       const float *rowp = dxp + (long)ci * S * S * p->dxrs + (long)(r / S) * p->wq;
-      if (S == 1) {
-        rowp += s->pad;
-        for (int ix = 0; ix < s->w; ix++) d[ix] += rowp[ix];
-        continue;
-      }
       for (int ix = 0; ix < s->w; ix++) {
         int c = ix + s->pad;
         d[ix] += rowp[((r % S) * S + c % S) * p->dxrs + c / S];
@@ -657,12 +658,7 @@ static void cpu_conv_bwd_weight(rt_backend *b, int l, const rt_conv_shape *s, co
   for (int co = 0; co < s->cout; co++) {
     double acc = 0.0;
     if (e->bm[co])
-      for (int n = 0; n < s->n; n++) {
-        const float *q = dy + n * yns + co * ohw;
-        float plane = 0.0f;
-        for (long i = 0; i < ohw; i++) plane += q[i];
-        acc += plane;
-      }
+      for (int n = 0; n < s->n; n++) acc += rt_sum(ohw, dy + n * yns + co * ohw);
     db[co] = (float)acc;
   }
 }

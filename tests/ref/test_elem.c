@@ -102,6 +102,16 @@ static void test_transpose(void) {
     }
 }
 
+static void test_sum(void) {
+  for (long len = 0; len < 100; len += 1 + len / 3) {
+    float x[100];
+    double want = 0;
+    for (long i = 0; i < len; i++) x[i] = (float)((int)rt_rng_below(&rng, 17) - 8), want += x[i];
+    float got = rt_sum(len, x); /* small integers: exact in any order */
+    CHECK(got == (float)want, "sum of %ld integers: %g, want %g", len, got, want);
+  }
+}
+
 static void pool_case(int n, int c, int h, int w, int f, long xextra, long yextra) {
   rt_pool_shape s = {n, c, h, w, f, 0, 0};
   long xns = (long)c * h * w + xextra, yns = (long)c * (h / f) * (w / f) + yextra;
@@ -177,6 +187,7 @@ int main(void) {
   test_relu();
   test_2d();
   test_transpose();
+  test_sum();
   test_pool();
   test_sgd();
   test_conv_relu();
