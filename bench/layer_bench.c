@@ -103,8 +103,12 @@ static void *run_task(void *arg) {
                          .k = L->k, .stride = 1, .pad = L->pad};
       rt_conv_shape_finish(&s);
       L->b->conv_fwd(L->b, 0, &s, x, L->wt, L->bias, y);
-      L->b->conv_bwd_data(L->b, 0, &s, dy, L->wt, dx);
-      L->b->conv_bwd_weight(L->b, 0, &s, x, dy, L->dw[T->t], L->db[T->t]);
+      if (L->b->conv_bwd) { /* what runtime/exec.c calls when the backend has it */
+        L->b->conv_bwd(L->b, 0, &s, x, dy, L->wt, dx, L->dw[T->t], L->db[T->t]);
+      } else {
+        L->b->conv_bwd_data(L->b, 0, &s, dy, L->wt, dx);
+        L->b->conv_bwd_weight(L->b, 0, &s, x, dy, L->dw[T->t], L->db[T->t]);
+      }
     } else {
       int P = L->oh * L->ow, KC = L->cin * L->k * L->k;
       float *col = L->col[T->t];

@@ -57,6 +57,12 @@ struct rt_backend {
   /* 1: conv_fwd honours rt_conv_shape.relu (the activation is applied
    * while the output is still in cache); 0: the graph op applies it. */
   int fuses_relu;
+
+  /* Optional, NULL: the graph op calls conv_bwd_weight and conv_bwd_data.
+   * Both in one call, sharing the work on dy; the same semantics, and no
+   * input gradient when dx is NULL. */
+  void (*conv_bwd)(rt_backend *b, int layer, const rt_conv_shape *s, const float *x,
+                   const float *dy, const float *w, float *dx, float *dw, float *db);
 };
 
 /* "ref", "cpu" (the LLVM JIT) or "cuda". NULL with a message for an

@@ -416,6 +416,11 @@ static void conv_bwd_chunk(const job *j, int chunk, int n0, int n1) {
   rt_backend *b = x->use_ref ? x->ref : x->backend;
   int li = (int)(l - x->g->layers);
   if (!l->bn) relu_bwd(x, l, j->z, j->out, n0, n1);
+  if (b->conv_bwd) {
+    b->conv_bwd(b, li, &s, x->act + o + j->in, x->dact + o + j->z, x->params + l->w_off,
+                needs_dx(x, l) ? x->dact + o + j->in : NULL, dw, dw + l->n_w);
+    return;
+  }
   b->conv_bwd_weight(b, li, &s, x->act + o + j->in, x->dact + o + j->z, dw,
                      dw + l->n_w);
   if (needs_dx(x, l))

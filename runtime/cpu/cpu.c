@@ -324,9 +324,10 @@ static int cpu_prepare(rt_backend *b, int layer, const uint8_t *wmask, const uin
     need = (size_t)l->cin * k * k * (size_t)e->plan.oh * (size_t)e->plan.ow;
   else if (l->kind == IR_CONV) {
     const cg_conv_plan *p = &e->plan;
-    size_t fwd = (size_t)(p->xlen + (long)l->cout * p->yrs), bd = (size_t)(p->dylen + p->dxlen),
-           bw = (size_t)(p->xlen + p->dylen);
-    need = e->active + CONV_SB * (fwd > bd ? (fwd > bw ? fwd : bw) : (bd > bw ? bd : bw));
+    /* the forward's buffers, or the combined backward's */
+    size_t fwd = (size_t)(p->xlen + (long)l->cout * p->yrs),
+           bwd = (size_t)(p->xlen + p->dylen + p->dxlen);
+    need = e->active + CONV_SB * (fwd > bwd ? fwd : bwd);
   } else
     need = dense ? 1 : e->active + (size_t)LIN_SUB * (size_t)(l->cin + l->cout);
   if (need > cb->need) cb->need = need;
@@ -619,6 +620,19 @@ static void cpu_conv_bwd_data(rt_backend *b, int l, const rt_conv_shape *s, cons
   scratch_put(C(b), buf, id);
 }
 
+/* db[co] = the sum of dy over samples and positions (0 where masked). */
+static void conv_bias_grad(const rt_cpu_entry *e, const rt_conv_shape *s, const float *dy,
+                           int64_t yns, float *db) {
+  if (!db) return;
+  long ohw = (long)s->oh * s->ow;
+  for (int co = 0; co < s->cout; co++) {
+    double acc = 0.0;
+    if (e->bm[co])
+      for (int n = 0; n < s->n; n++) acc += rt_sum(ohw, dy + n * yns + co * ohw);
+    db[co] = (float)acc;
+  }
+}
+
 static void cpu_conv_bwd_weight(rt_backend *b, int l, const rt_conv_shape *s, const float *x,
                                 const float *dy, float *dw, float *db) {
   rt_cpu_entry *e = entry_for(b, l);
@@ -654,13 +668,41 @@ static void cpu_conv_bwd_weight(rt_backend *b, int l, const rt_conv_shape *s, co
   }
   if (buf) scratch_put(C(b), buf, id);
   if (!db) return;
-  long ohw = (long)s->oh * s->ow;
-  for (int co = 0; co < s->cout; co++) {
-    double acc = 0.0;
-    if (e->bm[co])
-      for (int n = 0; n < s->n; n++) acc += rt_sum(ohw, dy + n * yns + co * ohw);
-    db[co] = (float)acc;
+  conv_bias_grad(e, s, dy, yns, db);
+}
+
+/* Both backward kernels, dy packed once per sample for the two. */
+static void cpu_conv_bwd(rt_backend *b, int l, const rt_conv_shape *s, const float *x,
+                         const float *dy, const float *w, float *dx, float *dw, float *db) {
+  rt_cpu_entry *e = entry_for(b, l);
+  int id;
+  float *buf = s->n > 0 && !is_dense(b, l) ? scratch_get(C(b), &id) : NULL;
+  if (!buf) { /* the dense path has nothing to share */
+    cpu_conv_bwd_weight(b, l, s, x, dy, dw, db);
+    if (dx) cpu_conv_bwd_data(b, l, s, dy, w, dx);
+    return;
   }
+  conv_check(e, s);
+  int64_t xns, yns;
+  conv_strides(s, &xns, &yns);
+  const cg_conv_plan *p = &e->plan;
+  float *wp = buf, *xp = wp + e->active, *dyq = xp + CONV_SB * p->xlen;
+  float *dxp = dyq + CONV_SB * p->dylen;
+  pack_w(e, w, wp);
+  memset(dw, 0, e->nw * sizeof *dw);
+  for (int n0 = 0; n0 < s->n; n0 += CONV_SB) {
+    int nb = s->n - n0 < CONV_SB ? s->n - n0 : CONV_SB;
+    for (int i = 0; i < nb; i++) {
+      pack_x(p, s, x + (n0 + i) * xns, xp + i * p->xlen);
+      pack_dy(p, s, dy + (n0 + i) * yns, dyq + i * p->dylen);
+    }
+    e->bwd_weight(xp, dyq, dw, NULL, nb, p->xlen, p->dylen);
+    if (!dx) continue;
+    e->bwd_data(dyq, wp, dxp, NULL, nb, p->dylen, p->dxlen);
+    for (int i = 0; i < nb; i++) add_dx(p, s, dxp + i * p->dxlen, dx + (n0 + i) * xns);
+  }
+  scratch_put(C(b), buf, id);
+  conv_bias_grad(e, s, dy, yns, db);
 }
 
 /* ---- linear ------------------------------------------------------------- */
@@ -847,7 +889,7 @@ rt_backend *rt_backend_cpu_new(const ir_graph *g, char *err, size_t errlen) {
   openblas_set_num_threads(1);
   cb->pub = (rt_backend){"cpu", g, cpu_prepare, cpu_conv_fwd, cpu_conv_bwd_data,
                          cpu_conv_bwd_weight, cpu_linear_fwd, cpu_linear_bwd_data,
-                         cpu_linear_bwd_weight, cpu_free, 1};
+                         cpu_linear_bwd_weight, cpu_free, 1, cpu_conv_bwd};
   /* The JIT generates code for this CPU, with its vector extensions. */
   LLVMOrcJITTargetMachineBuilderRef jtmb;
   LLVMErrorRef er = LLVMOrcJITTargetMachineBuilderDetectHost(&jtmb);
