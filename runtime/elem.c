@@ -125,11 +125,36 @@ void rt_maxpool_bwd(const rt_pool_shape *s, int n0, int n1, const float *x,
       const float *dyp = dy + n * yns + (long)c * OH * OW;
       float *dxp = dx + n * xns + plane;
       for (int oy = 0; oy < OH; oy++) {
-        /* dx is another tensor than x and dy: restrict lets this vectorise */
+        /* dx is another tensor than x and dy */
         const float *restrict r0 = xp + (long)2 * oy * W, *restrict r1 = r0 + W;
         const float *restrict g0 = dyp + (long)oy * OW;
         float *restrict d0 = dxp + (long)2 * oy * W, *restrict d1 = d0 + W;
-        for (int ox = 0; ox < OW; ox++) {
+        int ox = 0;
+#if defined(__SSE2__)
+        for (; ox + 4 <= OW; ox += 4) { /* four windows: the loop below, in lanes */
+          __m128 p0 = _mm_loadu_ps(r0 + 2 * ox), p1 = _mm_loadu_ps(r0 + 2 * ox + 4);
+          __m128 q0 = _mm_loadu_ps(r1 + 2 * ox), q1 = _mm_loadu_ps(r1 + 2 * ox + 4);
+          __m128 a = _mm_shuffle_ps(p0, p1, _MM_SHUFFLE(2, 0, 2, 0));
+          __m128 b = _mm_shuffle_ps(p0, p1, _MM_SHUFFLE(3, 1, 3, 1));
+          __m128 c = _mm_shuffle_ps(q0, q1, _MM_SHUFFLE(2, 0, 2, 0));
+          __m128 d = _mm_shuffle_ps(q0, q1, _MM_SHUFFLE(3, 1, 3, 1));
+          __m128 t1 = _mm_cmpgt_ps(b, a);
+          __m128 m = _mm_or_ps(_mm_and_ps(t1, b), _mm_andnot_ps(t1, a));
+          __m128 t2 = _mm_cmpgt_ps(c, m);
+          m = _mm_or_ps(_mm_and_ps(t2, c), _mm_andnot_ps(t2, m));
+          __m128 t3 = _mm_cmpgt_ps(d, m), g = _mm_loadu_ps(g0 + ox);
+          __m128 ga = _mm_andnot_ps(_mm_or_ps(_mm_or_ps(t1, t2), t3), g);
+          __m128 gb = _mm_andnot_ps(_mm_or_ps(t2, t3), _mm_and_ps(t1, g));
+          __m128 gc = _mm_andnot_ps(t3, _mm_and_ps(t2, g)), gd = _mm_and_ps(t3, g);
+          _mm_storeu_ps(d0 + 2 * ox, _mm_add_ps(_mm_loadu_ps(d0 + 2 * ox), _mm_unpacklo_ps(ga, gb)));
+          _mm_storeu_ps(d0 + 2 * ox + 4,
+                        _mm_add_ps(_mm_loadu_ps(d0 + 2 * ox + 4), _mm_unpackhi_ps(ga, gb)));
+          _mm_storeu_ps(d1 + 2 * ox, _mm_add_ps(_mm_loadu_ps(d1 + 2 * ox), _mm_unpacklo_ps(gc, gd)));
+          _mm_storeu_ps(d1 + 2 * ox + 4,
+                        _mm_add_ps(_mm_loadu_ps(d1 + 2 * ox + 4), _mm_unpackhi_ps(gc, gd)));
+        }
+#endif
+        for (; ox < OW; ox++) {
           /* the first maximum, in rt_ref_maxpool's scan order (0,0), (0,1),
            * (1,0), (1,1), a later value winning only when strictly greater;
            * as masks, without branches */
