@@ -71,10 +71,11 @@ rt_backend *rt_backend_new(const char *name, const ir_graph *g, char *err,
                            size_t errlen) {
   rt_backend *b = NULL;
   if (strcmp(name, "ref") == 0) b = rt_backend_ref_new(g);
+  else if (strcmp(name, "blas") == 0) b = rt_backend_blas_new(g);
   else if (strcmp(name, "cpu") == 0) return rt_backend_cpu_new(g, err, errlen);
   else if (strcmp(name, "cuda") == 0) return rt_backend_cuda_new(g, err, errlen);
   else {
-    snprintf(err, errlen, "unknown backend '%s' (this build has: ref, cpu, cuda)", name);
+    snprintf(err, errlen, "unknown backend '%s' (this build has: cpu, ref, blas, cuda)", name);
     return NULL;
   }
   if (!b) snprintf(err, errlen, "out of memory");

@@ -73,6 +73,11 @@ rt_backend *rt_backend_new(const char *name, const ir_graph *g, char *err,
 /* The reference backend. */
 rt_backend *rt_backend_ref_new(const ir_graph *g);
 
+/* Dense OpenBLAS kernels that, like the reference, follow the masks as they
+ * are at each call (runtime/blas.c): what phase II runs on, since it flips
+ * masks between passes. */
+rt_backend *rt_backend_blas_new(const ir_graph *g);
+
 /* The CPU backend: per-layer kernels compiled by the LLVM JIT
  * (runtime/cpu/cpu.c). NULL with a message when the JIT cannot start. */
 rt_backend *rt_backend_cpu_new(const ir_graph *g, char *err, size_t errlen);

@@ -3,6 +3,8 @@
  * -O3 turns them into SIMD selects and blends. */
 #include "runtime/elem.h"
 
+#include <string.h>
+
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
@@ -234,4 +236,58 @@ void rt_transpose(int rows, int cols, const float *src, long ss, float *dst, lon
 #else
   transpose_scalar(0, rows, 0, cols, src, ss, dst, ds, add);
 #endif
+}
+
+/* Outputs o in [*lo, *hi) read input o * stride - pad + tap inside [0, size). */
+static void tap_range(int tap, int pad, int stride, int size, int osize, int *lo, int *hi) {
+  int first = pad - tap, last = size - 1 + pad - tap;
+  int l = first > 0 ? (first + stride - 1) / stride : 0;
+  int h = last < 0 ? 0 : last / stride + 1;
+  if (h > osize) h = osize;
+  *lo = l, *hi = h < l ? l : h;
+}
+
+void rt_im2col(const rt_conv_shape *s, const float *x, float *col) {
+  const int st = s->stride, OW = s->ow;
+  const long P = (long)s->oh * OW;
+  for (int ci = 0; ci < s->cin; ci++)
+    for (int ky = 0; ky < s->k; ky++)
+      for (int kx = 0; kx < s->k; kx++, col += P) {
+        int oy0, oy1, ox0, ox1;
+        tap_range(ky, s->pad, st, s->h, s->oh, &oy0, &oy1);
+        tap_range(kx, s->pad, st, s->w, OW, &ox0, &ox1);
+        if (oy0 > 0 || oy1 < s->oh || ox0 > 0 || ox1 < OW) memset(col, 0, (size_t)P * sizeof *col);
+        if (oy1 <= oy0 || ox1 <= ox0) continue;
+        const float *src = x + ((long)ci * s->h + oy0 * st - s->pad + ky) * s->w +
+                           ox0 * st - s->pad + kx;
+        float *dst = col + (long)oy0 * OW + ox0;
+        if (st == 1) {
+          rt_copy_2d(oy1 - oy0, ox1 - ox0, src, s->w, dst, OW);
+          continue;
+        }
+        for (int oy = oy0; oy < oy1; oy++, src += (long)st * s->w, dst += OW)
+          for (int i = 0; i < ox1 - ox0; i++) dst[i] = src[(long)i * st];
+      }
+}
+
+void rt_col2im_add(const rt_conv_shape *s, const float *col, float *dx) {
+  const int st = s->stride, OW = s->ow;
+  const long P = (long)s->oh * OW;
+  for (int ci = 0; ci < s->cin; ci++)
+    for (int ky = 0; ky < s->k; ky++)
+      for (int kx = 0; kx < s->k; kx++, col += P) {
+        int oy0, oy1, ox0, ox1;
+        tap_range(ky, s->pad, st, s->h, s->oh, &oy0, &oy1);
+        tap_range(kx, s->pad, st, s->w, OW, &ox0, &ox1);
+        if (oy1 <= oy0 || ox1 <= ox0) continue;
+        float *dst = dx + ((long)ci * s->h + oy0 * st - s->pad + ky) * s->w +
+                     ox0 * st - s->pad + kx;
+        const float *src = col + (long)oy0 * OW + ox0;
+        if (st == 1) {
+          rt_add_2d(oy1 - oy0, ox1 - ox0, src, OW, dst, s->w);
+          continue;
+        }
+        for (int oy = oy0; oy < oy1; oy++, dst += (long)st * s->w, src += OW)
+          for (int i = 0; i < ox1 - ox0; i++) dst[(long)i * st] += src[i];
+      }
 }

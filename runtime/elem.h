@@ -31,6 +31,12 @@ void rt_transpose(int rows, int cols, const float *src, long ss, float *dst, lon
  * vectorises; the order differs from a sequential sum). */
 float rt_sum(long len, const float *x);
 
+/* The dense lowering of a convolution, one sample (x, dx: [cin][h][w]):
+ * col [cin*k*k][oh*ow], one plane per tap, the input shifted by the tap
+ * inside a zero frame; and dx += its transpose applied to col. */
+void rt_im2col(const rt_conv_shape *s, const float *x, float *col);
+void rt_col2im_add(const rt_conv_shape *s, const float *col, float *dx);
+
 /* dx = dy * (y > 0): OVERWRITES dx, unlike rt_ref_relu_bwd. */
 void rt_relu_mask(long len, const float *y, const float *dy, float *dx);
 

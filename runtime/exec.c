@@ -127,12 +127,11 @@ rt_exec *rt_exec_new(ir_graph *g, int cap, int threads, const char *backend,
   if (x->threads > 1) e->pool = rt_pool_new(x->threads);
   /* a pool that could start fewer threads than asked splits fewer ways */
   x->threads = e->pool ? rt_pool_threads(e->pool) : 1;
-  x->ref = rt_backend_ref_new(g);
-  x->backend = backend && strcmp(backend, "ref") != 0
-                   ? rt_backend_new(backend, g, err, errlen)
-                   : x->ref;
-  if (!x->ref || !x->backend) {
-    if (!x->ref) snprintf(err, errlen, "out of memory");
+  int ref = !backend || strcmp(backend, "ref") == 0;
+  x->live = ref ? rt_backend_ref_new(g) : rt_backend_blas_new(g);
+  x->backend = ref ? x->live : rt_backend_new(backend, g, err, errlen);
+  if (!x->live || !x->backend) {
+    if (!x->live) snprintf(err, errlen, "out of memory");
     rt_exec_free(x);
     return NULL;
   }
@@ -149,8 +148,8 @@ void rt_exec_free(rt_exec *x) {
   free(x->act), free(x->dact), free(x->params), free(x->grads);
   free(x->mom), free(x->mask), free(x->stats), free(x->bn_save);
   free(x->scratch), free(x->logits), free(e->wpart), free(e->zero);
-  if (x->backend && x->backend != x->ref) x->backend->free(x->backend);
-  if (x->ref) x->ref->free(x->ref);
+  if (x->backend && x->backend != x->live) x->backend->free(x->backend);
+  if (x->live) x->live->free(x->live);
   rt_pool_free(e->pool);
   free(e);
 }
@@ -161,8 +160,8 @@ int rt_exec_prepare(rt_exec *x, char *err, size_t errlen) {
     const ir_layer *l = &g->layers[i];
     if (l->w_off < 0) continue;
     const uint8_t *wm = x->mask + l->w_off, *bm = x->mask + l->b_off;
-    if (x->ref->prepare(x->ref, i, wm, bm, err, errlen)) return -1;
-    if (x->backend != x->ref && x->backend->prepare(x->backend, i, wm, bm, err, errlen))
+    if (x->live->prepare(x->live, i, wm, bm, err, errlen)) return -1;
+    if (x->backend != x->live && x->backend->prepare(x->backend, i, wm, bm, err, errlen))
       return -1;
   }
   return 0;
@@ -376,7 +375,7 @@ static void conv_fwd_chunk(const job *j, int chunk, int n0, int n1) {
   const ir_layer *l = j->l;
   int64_t ns = x->g->act_size, o = (int64_t)n0 * ns;
   rt_conv_shape s = conv_shape(x, l, n1 - n0);
-  rt_backend *b = x->use_ref ? x->ref : x->backend;
+  rt_backend *b = x->use_live ? x->live : x->backend;
   /* Without batch norm the pre-activation z is never read again, so a
    * backend that fuses the ReLU writes the activation directly. */
   s.relu = !l->bn && l->relu && b->fuses_relu;
@@ -413,7 +412,7 @@ static void conv_bwd_chunk(const job *j, int chunk, int n0, int n1) {
   int64_t ns = x->g->act_size, o = (int64_t)n0 * ns;
   rt_conv_shape s = conv_shape(x, l, n1 - n0);
   float *dw = e->wpart + chunk * e->wpart_size;
-  rt_backend *b = x->use_ref ? x->ref : x->backend;
+  rt_backend *b = x->use_live ? x->live : x->backend;
   int li = (int)(l - x->g->layers);
   if (!l->bn) relu_bwd(x, l, j->z, j->out, n0, n1);
   if (b->conv_bwd) {
@@ -472,7 +471,7 @@ static void lin_fwd_chunk(const job *j, int chunk, int n0, int n1) {
   int64_t ns = x->g->act_size, o = (int64_t)n0 * ns;
   rt_linear_shape s = lin_shape(x, l, n1 - n0);
   int64_t dst = l->relu ? j->z : j->out;
-  rt_backend *b = x->use_ref ? x->ref : x->backend;
+  rt_backend *b = x->use_live ? x->live : x->backend;
   b->linear_fwd(b, (int)(l - x->g->layers), &s, x->act + o + j->in,
                 x->params + l->w_off, x->params + l->b_off, x->act + o + dst);
   if (l->relu) relu_fwd(x, l, j->z, j->out, n0, n1);
@@ -497,7 +496,7 @@ static void lin_bwd_chunk(const job *j, int chunk, int n0, int n1) {
   rt_linear_shape s = lin_shape(x, l, n1 - n0);
   int64_t dz = l->relu ? j->z : j->out;
   float *dw = e->wpart + chunk * e->wpart_size;
-  rt_backend *b = x->use_ref ? x->ref : x->backend;
+  rt_backend *b = x->use_live ? x->live : x->backend;
   int li = (int)(l - x->g->layers);
   if (l->relu && !l->bn) relu_bwd(x, l, j->z, j->out, n0, n1);
   b->linear_bwd_weight(b, li, &s, x->act + o + j->in, x->dact + o + dz, dw,

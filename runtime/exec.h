@@ -42,8 +42,11 @@ typedef struct rt_exec {
   float *logits;    /* cap * classes, packed */
   int threads;      /* worker threads for batch-split ops */
   rt_backend *backend; /* computes conv and linear layers */
-  rt_backend *ref;     /* the reference kernels, for phase II */
-  int use_ref;         /* run on ref instead of backend (phase II) */
+  rt_backend *live;    /* follows the masks as they are at each call, for
+                        * phase II, which flips them between passes: the
+                        * reference kernels under "ref", else dense
+                        * OpenBLAS (blas.c) */
+  int use_live;        /* run on live instead of backend (phase II) */
 } rt_exec;
 
 typedef void (*rt_graph_fn)(void *x);

@@ -56,6 +56,7 @@ static void usage_train(FILE *f, const ir_graph *g) {
           "  --search MODE     fixed | ilnas | random (model: %s)\n"
           "  --backend NAME    cpu (default: LLVM-JIT kernels specialised to each\n"
           "                    layer's α pattern) | ref (the reference kernels) |\n"
+          "                    blas (dense OpenBLAS times the 0/1 masks) |\n"
           "                    cuda (PTX kernels through the CUDA driver; needs a GPU)\n"
           "  --resume CKPT     continue a run from its checkpoint (same options)\n"
           "  --stop-after N    stop after epoch N, leaving RUN_DIR/last.ckpt\n"

@@ -549,9 +549,9 @@ int srch_expand(srch_state *s, rt_exec *x, const srch_batches *b,
     return -1;
   }
   memcpy(stats, x->stats, (size_t)g->n_stats * sizeof(float));
-  /* phase II flips masks every few batches: the reference kernels take any
+  /* phase II flips masks every few batches: the live backend takes any
    * mask as it is, where compiled kernels would have to be rebuilt */
-  x->use_ref = 1;
+  x->use_live = 1;
   ev->loss_before = batches_loss(s, x, b);
   int rc = 0;
 
@@ -612,7 +612,7 @@ int srch_expand(srch_state *s, rt_exec *x, const srch_batches *b,
   count_event(s, x, before, ev);
   ev->loss_after = batches_loss(s, x, b);
   memcpy(x->stats, stats, (size_t)g->n_stats * sizeof(float));
-  x->use_ref = 0;
+  x->use_live = 0;
   free(stats);
   s->alr *= g->cfg.alr_decay;
   s->expansions++;

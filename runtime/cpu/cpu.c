@@ -487,63 +487,6 @@ static void add_dx(const cg_conv_plan *p, const rt_conv_shape *s, const float *d
     }
 }
 
-/* Outputs o in [*lo, *hi) read input o * stride - pad + tap inside [0, size). */
-static void tap_range(int tap, int pad, int stride, int size, int osize, int *lo, int *hi) {
-  int first = pad - tap, last = size - 1 + pad - tap;
-  int l = first > 0 ? (first + stride - 1) / stride : 0;
-  int h = last < 0 ? 0 : last / stride + 1;
-  if (h > osize) h = osize;
-  *lo = l, *hi = h < l ? l : h;
-}
-
-/* The dense path's lowering: col [cin*k*k][oh*ow], one plane per tap: the
- * input shifted by the tap inside a zero frame. */
-static void im2col(const rt_conv_shape *s, const float *x, float *col) {
-  const int st = s->stride, OW = s->ow;
-  const long P = (long)s->oh * OW;
-  for (int ci = 0; ci < s->cin; ci++)
-    for (int ky = 0; ky < s->k; ky++)
-      for (int kx = 0; kx < s->k; kx++, col += P) {
-        int oy0, oy1, ox0, ox1;
-        tap_range(ky, s->pad, st, s->h, s->oh, &oy0, &oy1);
-        tap_range(kx, s->pad, st, s->w, OW, &ox0, &ox1);
-        if (oy0 > 0 || oy1 < s->oh || ox0 > 0 || ox1 < OW) memset(col, 0, (size_t)P * sizeof *col);
-        if (oy1 <= oy0 || ox1 <= ox0) continue;
-        const float *src = x + ((long)ci * s->h + oy0 * st - s->pad + ky) * s->w +
-                           ox0 * st - s->pad + kx;
-        float *dst = col + (long)oy0 * OW + ox0;
-        if (st == 1) {
-          rt_copy_2d(oy1 - oy0, ox1 - ox0, src, s->w, dst, OW);
-          continue;
-        }
-        for (int oy = oy0; oy < oy1; oy++, src += (long)st * s->w, dst += OW)
-          for (int i = 0; i < ox1 - ox0; i++) dst[i] = src[(long)i * st];
-      }
-}
-
-/* dx += the transpose of im2col. */
-static void col2im_add(const rt_conv_shape *s, const float *col, float *dx) {
-  const int st = s->stride, OW = s->ow;
-  const long P = (long)s->oh * OW;
-  for (int ci = 0; ci < s->cin; ci++)
-    for (int ky = 0; ky < s->k; ky++)
-      for (int kx = 0; kx < s->k; kx++, col += P) {
-        int oy0, oy1, ox0, ox1;
-        tap_range(ky, s->pad, st, s->h, s->oh, &oy0, &oy1);
-        tap_range(kx, s->pad, st, s->w, OW, &ox0, &ox1);
-        if (oy1 <= oy0 || ox1 <= ox0) continue;
-        float *dst = dx + ((long)ci * s->h + oy0 * st - s->pad + ky) * s->w +
-                     ox0 * st - s->pad + kx;
-        const float *src = col + (long)oy0 * OW + ox0;
-        if (st == 1) {
-          rt_add_2d(oy1 - oy0, ox1 - ox0, src, OW, dst, s->w);
-          continue;
-        }
-        for (int oy = oy0; oy < oy1; oy++, dst += (long)st * s->w, src += OW)
-          for (int i = 0; i < ox1 - ox0; i++) dst[(long)i * st] += src[i];
-      }
-}
-
 static int is_dense(rt_backend *b, int l) { return C(b)->dense[l]; }
 
 static void cpu_conv_fwd(rt_backend *b, int l, const rt_conv_shape *s, const float *x,
@@ -563,7 +506,7 @@ static void cpu_conv_fwd(rt_backend *b, int l, const rt_conv_shape *s, const flo
     int P = s->oh * s->ow, KC = s->cin * s->k * s->k;
     for (int i = 0; i < s->n; i++) {
       float *yi = y + i * yns;
-      im2col(s, x + i * xns, buf);
+      rt_im2col(s, x + i * xns, buf);
       for (int co = 0; co < s->cout; co++) {
         float bv = bias && e->bm[co] ? bias[co] : 0.0f;
         for (int q = 0; q < P; q++) yi[(long)co * P + q] = bv;
@@ -605,7 +548,7 @@ static void cpu_conv_bwd_data(rt_backend *b, int l, const rt_conv_shape *s, cons
     for (int i = 0; i < s->n; i++) {
       cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, KC, P, s->cout, 1.0f, w, KC,
                   dy + i * yns, P, 0.0f, buf, P);
-      col2im_add(s, buf, dx + i * xns);
+      rt_col2im_add(s, buf, dx + i * xns);
     }
   } else {
     float *wp = buf, *dyq = buf + e->active, *dxp = dyq + CONV_SB * p->dylen;
@@ -650,7 +593,7 @@ static void cpu_conv_bwd_weight(rt_backend *b, int l, const rt_conv_shape *s, co
   if (buf && is_dense(b, l)) {
     int P = s->oh * s->ow, KC = s->cin * s->k * s->k;
     for (int i = 0; i < s->n; i++) {
-      im2col(s, x + i * xns, buf);
+      rt_im2col(s, x + i * xns, buf);
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, s->cout, KC, P, 1.0f, dy + i * yns,
                   P, buf, P, 1.0f, dw, KC);
     }

@@ -4,7 +4,9 @@
  * empty to full and both mask granularities. Compared by normalised error;
  * exact where the semantics are exact (dx accumulates, masked dw is 0).
  * Every case runs three times: with the backend's measured dense
- * threshold, and forced onto the JIT kernels and onto OpenBLAS. */
+ * threshold, and forced onto the JIT kernels and onto OpenBLAS.
+ * The same cases for the blas backend (phase II's), and that it follows
+ * masks changed after prepare, as phase II changes them. */
 #include "backend_cases.h"
 #include "runtime/cpu/cpu.h"
 
@@ -25,30 +27,79 @@ static void check_path(rt_backend *b, int layer, const char *what) {
 }
 
 static const bc_hooks cpu = {"cpu", force, check_path};
+static const bc_hooks blas = {"blas", NULL, NULL};
 
 /* The empty layer must still overwrite y with the bias and dw with 0, and
  * leave dx as it was; the full layer is the dense computation. */
-static void edge_cases(void) {
-  bc_conv_case(&cpu, 3, 5, 5, 4, 3, 1, 1, 2, 0.0, 0, 1);
-  bc_conv_case(&cpu, 3, 5, 5, 4, 3, 1, 1, 2, 1.0, 0, 1);
-  bc_conv_case(&cpu, 2, 3, 3, 2, 5, 1, 2, 1, 1.0, 0, 1);  /* kernel larger than the image */
-  bc_conv_case(&cpu, 1, 1, 1, 1, 1, 1, 0, 1, 1.0, 0, 0);  /* one pixel */
-  bc_conv_case(&cpu, 4, 7, 6, 3, 3, 2, 0, 3, 0.5, 1, 0);  /* stride 2, no padding, odd sizes */
-  bc_linear_case(&cpu, 7, 5, 1, 0.0, 1);
-  bc_linear_case(&cpu, 7, 5, 33, 1.0, 1);
-  bc_linear_case(&cpu, 1, 1, 1, 1.0, 0);
+static void edge_cases(const bc_hooks *h) {
+  bc_conv_case(h, 3, 5, 5, 4, 3, 1, 1, 2, 0.0, 0, 1);
+  bc_conv_case(h, 3, 5, 5, 4, 3, 1, 1, 2, 1.0, 0, 1);
+  bc_conv_case(h, 2, 3, 3, 2, 5, 1, 2, 1, 1.0, 0, 1);  /* kernel larger than the image */
+  bc_conv_case(h, 1, 1, 1, 1, 1, 1, 0, 1, 1.0, 0, 0);  /* one pixel */
+  bc_conv_case(h, 4, 7, 6, 3, 3, 2, 0, 3, 0.5, 1, 0);  /* stride 2, no padding, odd sizes */
+  bc_linear_case(h, 7, 5, 1, 0.0, 1);
+  bc_linear_case(h, 7, 5, 33, 1.0, 1);
+  bc_linear_case(h, 1, 1, 1, 1.0, 0);
 }
 
-static void random_cases(int nconv, int nlin) {
+/* Masks flipped after prepare, and garbage under clear bits: the blas
+ * backend must compute what the reference computes with the new masks. */
+static void live_masks(void) {
+  char err[256];
+  for (int kind = 0; kind < 2; kind++) {
+    int conv = kind == 0, cin = conv ? 3 : 20, cout = conv ? 4 : 9, k = conv ? 3 : 1, n = 3;
+    ir_graph *g = jt_graph(conv ? IR_CONV : IR_LINEAR, cin, conv ? 6 : 1, conv ? 6 : 1, cout, k,
+                           1, conv ? 1 : 0);
+    rt_backend *b = rt_backend_new("blas", g, err, sizeof err);
+    CHECK(b, "blas: %s", err);
+    if (!b) continue;
+    size_t nw = (size_t)cout * cin * k * k;
+    uint8_t *wm = jt_mask(nw, 1, 0.3), *bm = jt_mask((size_t)cout, 1, 0.5);
+    CHECK(b->prepare(b, 0, wm, bm, err, sizeof err) == 0, "prepare: %s", err);
+    for (size_t i = 0; i < nw; i++) wm[i] ^= jt_int(0, 3) == 0; /* after prepare */
+    for (int i = 0; i < cout; i++) bm[i] ^= 1;
+    float *w = jt_randf(nw), *bias = jt_randf((size_t)cout); /* nonzero under clear bits too */
+    rt_conv_shape cs = {.n = n, .cin = cin, .h = 6, .w = 6, .cout = cout, .k = 3, .stride = 1,
+                        .pad = 1};
+    rt_conv_shape_finish(&cs);
+    rt_linear_shape ls = {n, cin, cout, 0, 0};
+    size_t nx = conv ? (size_t)n * cs.x_ns : (size_t)n * cin;
+    size_t ny = conv ? (size_t)n * cs.y_ns : (size_t)n * cout;
+    float *x = jt_randf(nx), *dy = jt_randf(ny), *y0 = jt_randf(ny), *y1 = jt_randf(ny);
+    float *dw0 = jt_randf(nw), *dw1 = jt_randf(nw), *db0 = jt_randf(cout), *db1 = jt_randf(cout);
+    if (conv) {
+      rt_ref_conv_fwd(&cs, x, w, bias, wm, bm, y0);
+      b->conv_fwd(b, 0, &cs, x, w, bias, y1);
+      rt_ref_conv_bwd_weight(&cs, x, dy, wm, bm, dw0, db0);
+      b->conv_bwd_weight(b, 0, &cs, x, dy, dw1, db1);
+    } else {
+      rt_ref_linear_fwd(&ls, x, w, bias, wm, bm, y0);
+      b->linear_fwd(b, 0, &ls, x, w, bias, y1);
+      rt_ref_linear_bwd_weight(&ls, x, dy, wm, bm, dw0, db0);
+      b->linear_bwd_weight(b, 0, &ls, x, dy, dw1, db1);
+    }
+    double e = jt_nerr(y1, y0, ny);
+    CHECK(e <= BC_TOL, "blas %s with masks changed after prepare: fwd error %g",
+          conv ? "conv" : "linear", e);
+    bc_check_wgrad(conv ? "blas conv, live masks" : "blas linear, live masks", dw0, dw1, wm, nw,
+                   db0, db1, bm, (size_t)cout);
+    b->free(b);
+    jt_graph_free(g);
+    free(wm), free(bm), free(w), free(bias), free(x), free(dy), free(y0), free(y1);
+    free(dw0), free(dw1), free(db0), free(db1);
+  }
+}
+
+static void random_cases(const bc_hooks *hk, int nconv, int nlin) {
   static const int ks[] = {1, 3, 5};
   for (int c = 0; c < nconv; c++) {
     int k = ks[jt_int(0, 2)], pad = jt_int(0, 2), stride = jt_int(1, 2);
     int h = jt_int(k > 2 * pad ? k - 2 * pad : 1, 12), w = jt_int(k > 2 * pad ? k - 2 * pad : 1, 12);
-    bc_conv_case(&cpu, jt_int(1, 6), h, w, jt_int(1, 6), k, stride, pad, jt_int(1, 4),
+    bc_conv_case(hk, jt_int(1, 6), h, w, jt_int(1, 6), k, stride, pad, jt_int(1, 4),
               densities[c % ND], jt_int(0, 1), jt_int(0, 3) != 0);
   }
   for (int c = 0; c < nlin; c++)
-    bc_linear_case(&cpu, jt_int(1, 70), jt_int(1, 40), jt_int(1, 70), densities[c % ND], jt_int(0, 3) != 0);
+    bc_linear_case(hk, jt_int(1, 70), jt_int(1, 40), jt_int(1, 70), densities[c % ND], jt_int(0, 3) != 0);
 }
 
 int main(int argc, char **argv) {
@@ -57,9 +108,12 @@ int main(int argc, char **argv) {
   static const double thr[] = {-1, 2.0, 0.0};
   for (int i = 0; i < 3; i++) {
     force_thr = thr[i];
-    edge_cases();
-    random_cases(nconv, 2 * nconv);
+    edge_cases(&cpu);
+    random_cases(&cpu, nconv, 2 * nconv);
   }
+  edge_cases(&blas);
+  random_cases(&blas, nconv, 2 * nconv);
+  live_masks();
   if (failures) fprintf(stderr, "test_jit_ops: %d failures\n", failures);
   else printf("test_jit_ops: ok\n");
   return failures != 0;
