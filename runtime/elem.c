@@ -247,26 +247,41 @@ static void tap_range(int tap, int pad, int stride, int size, int osize, int *lo
   *lo = l, *hi = h < l ? l : h;
 }
 
+/* Tap (ky, kx) of channel ci: the outputs [oy0, oy1) x [ox0, ox1) that
+ * read inside the image, and the input offset the first of them reads.
+ * 0 when the tap reads only padding. */
+typedef struct tap_win {
+  int oy0, oy1, ox0, ox1;
+  long in;
+} tap_win;
+
+static int tap_window(const rt_conv_shape *s, int ci, int ky, int kx, tap_win *t) {
+  tap_range(ky, s->pad, s->stride, s->h, s->oh, &t->oy0, &t->oy1);
+  tap_range(kx, s->pad, s->stride, s->w, s->ow, &t->ox0, &t->ox1);
+  t->in = ((long)ci * s->h + t->oy0 * s->stride - s->pad + ky) * s->w + t->ox0 * s->stride -
+          s->pad + kx;
+  return t->oy1 > t->oy0 && t->ox1 > t->ox0;
+}
+
 void rt_im2col(const rt_conv_shape *s, const float *x, float *col) {
   const int st = s->stride, OW = s->ow;
   const long P = (long)s->oh * OW;
   for (int ci = 0; ci < s->cin; ci++)
     for (int ky = 0; ky < s->k; ky++)
       for (int kx = 0; kx < s->k; kx++, col += P) {
-        int oy0, oy1, ox0, ox1;
-        tap_range(ky, s->pad, st, s->h, s->oh, &oy0, &oy1);
-        tap_range(kx, s->pad, st, s->w, OW, &ox0, &ox1);
-        if (oy0 > 0 || oy1 < s->oh || ox0 > 0 || ox1 < OW) memset(col, 0, (size_t)P * sizeof *col);
-        if (oy1 <= oy0 || ox1 <= ox0) continue;
-        const float *src = x + ((long)ci * s->h + oy0 * st - s->pad + ky) * s->w +
-                           ox0 * st - s->pad + kx;
-        float *dst = col + (long)oy0 * OW + ox0;
+        tap_win t;
+        int live = tap_window(s, ci, ky, kx, &t);
+        if (t.oy0 > 0 || t.oy1 < s->oh || t.ox0 > 0 || t.ox1 < OW)
+          memset(col, 0, (size_t)P * sizeof *col);
+        if (!live) continue;
+        const float *src = x + t.in;
+        float *dst = col + (long)t.oy0 * OW + t.ox0;
         if (st == 1) {
-          rt_copy_2d(oy1 - oy0, ox1 - ox0, src, s->w, dst, OW);
+          rt_copy_2d(t.oy1 - t.oy0, t.ox1 - t.ox0, src, s->w, dst, OW);
           continue;
         }
-        for (int oy = oy0; oy < oy1; oy++, src += (long)st * s->w, dst += OW)
-          for (int i = 0; i < ox1 - ox0; i++) dst[i] = src[(long)i * st];
+        for (int oy = t.oy0; oy < t.oy1; oy++, src += (long)st * s->w, dst += OW)
+          for (int i = 0; i < t.ox1 - t.ox0; i++) dst[i] = src[(long)i * st];
       }
 }
 
@@ -276,18 +291,15 @@ void rt_col2im_add(const rt_conv_shape *s, const float *col, float *dx) {
   for (int ci = 0; ci < s->cin; ci++)
     for (int ky = 0; ky < s->k; ky++)
       for (int kx = 0; kx < s->k; kx++, col += P) {
-        int oy0, oy1, ox0, ox1;
-        tap_range(ky, s->pad, st, s->h, s->oh, &oy0, &oy1);
-        tap_range(kx, s->pad, st, s->w, OW, &ox0, &ox1);
-        if (oy1 <= oy0 || ox1 <= ox0) continue;
-        float *dst = dx + ((long)ci * s->h + oy0 * st - s->pad + ky) * s->w +
-                     ox0 * st - s->pad + kx;
-        const float *src = col + (long)oy0 * OW + ox0;
+        tap_win t;
+        if (!tap_window(s, ci, ky, kx, &t)) continue;
+        float *dst = dx + t.in;
+        const float *src = col + (long)t.oy0 * OW + t.ox0;
         if (st == 1) {
-          rt_add_2d(oy1 - oy0, ox1 - ox0, src, OW, dst, s->w);
+          rt_add_2d(t.oy1 - t.oy0, t.ox1 - t.ox0, src, OW, dst, s->w);
           continue;
         }
-        for (int oy = oy0; oy < oy1; oy++, dst += (long)st * s->w, src += OW)
-          for (int i = 0; i < ox1 - ox0; i++) dst[(long)i * st] += src[i];
+        for (int oy = t.oy0; oy < t.oy1; oy++, dst += (long)st * s->w, src += OW)
+          for (int i = 0; i < t.ox1 - t.ox0; i++) dst[(long)i * st] += src[i];
       }
 }
