@@ -76,7 +76,7 @@ const char *ir_data_name(fe_data d) {
   return "idx";
 }
 
-static const char *kind_name(ir_kind k) {
+const char *ir_kind_name(ir_kind k) {
   switch (k) {
   case IR_CONV: return "conv";
   case IR_LINEAR: return "linear";
@@ -104,7 +104,7 @@ void ir_dump(const ir_graph *g, FILE *out) {
   for (int i = 0; i < g->n_layers; i++) {
     const ir_layer *l = &g->layers[i];
     fprintf(out, "  %-12s %-7s t%d[%d:%d] %dx%dx%d -> t%d[%d:%d] %dx%dx%d",
-            l->name, kind_name(l->kind), l->in_t, l->in_ch, l->in_ch + l->cin,
+            l->name, ir_kind_name(l->kind), l->in_t, l->in_ch, l->in_ch + l->cin,
             l->cin, l->h, l->w, l->out_t, l->out_ch, l->out_ch + l->cout,
             l->cout, l->oh, l->ow);
     if (l->kind == IR_CONV || l->kind == IR_MAXPOOL)

@@ -112,6 +112,7 @@ void ir_dump(const ir_graph *g, FILE *out);
 /* Names of settings, for messages (the runtime has no frontend). */
 const char *ir_search_name(fe_search s);
 const char *ir_data_name(fe_data d);
+const char *ir_kind_name(ir_kind k); /* "conv", "linear", "maxpool", ... */
 
 /* Binary form, little-endian, versioned; round-trips exactly. */
 int ir_serialize(const ir_graph *g, uint8_t **buf, size_t *n);

@@ -8,8 +8,10 @@
 
 #include <assert.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "runtime/elem.h"
 #include "runtime/pool.h"
@@ -30,7 +32,20 @@ typedef struct exec_impl {
    * it is read. */
   int64_t (*zero)[2];
   int n_zero;
+  /* Seconds spent per op under a profile (rt_exec_profile), else NULL:
+   * the loss (with the gradient arena's clearing), the SGD step, then the
+   * forward and the backward of each layer. */
+  double *prof, *prof_paused;
 } exec_impl;
+
+enum { PROF_LOSS, PROF_SGD, PROF_LAYER };
+
+static double prof_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 
 static void *xcalloc(size_t n, size_t sz, int *oom) {
   void *p = calloc(n ? n : 1, sz);
@@ -147,7 +162,8 @@ void rt_exec_free(rt_exec *x) {
   exec_impl *e = (exec_impl *)x;
   free(x->act), free(x->dact), free(x->params), free(x->grads);
   free(x->mom), free(x->mask), free(x->stats), free(x->bn_save);
-  free(x->scratch), free(x->logits), free(e->wpart), free(e->zero);
+  free(x->scratch), free(x->logits), free(e->wpart), free(e->zero), free(e->prof),
+      free(e->prof_paused);
   if (x->backend && x->backend != x->live) x->backend->free(x->backend);
   if (x->live) x->live->free(x->live);
   rt_pool_free(e->pool);
@@ -227,7 +243,17 @@ void rt_exec_set_input(rt_exec *x, const float *batch, int n) {
 
 static void clear_dact(rt_exec *x);
 
+static double loss_op(rt_exec *x, const uint8_t *labels, int grad, int *correct);
+
 double rt_exec_loss(rt_exec *x, const uint8_t *labels, int grad, int *correct) {
+  exec_impl *e = (exec_impl *)x;
+  double t0 = e->prof ? prof_now() : 0.0;
+  double loss = loss_op(x, labels, grad, correct);
+  if (e->prof) e->prof[PROF_LOSS] += prof_now() - t0;
+  return loss;
+}
+
+static double loss_op(rt_exec *x, const uint8_t *labels, int grad, int *correct) {
   const ir_graph *g = x->g;
   int k = g->cfg.classes, n = x->n;
   int64_t off = g->tensors[g->logits_t].off, ns = g->act_size;
@@ -261,8 +287,47 @@ static void sgd_task(void *arg, int c) {
 void rt_exec_sgd(rt_exec *x, float lr, float momentum, float decay) {
   exec_impl *e = (exec_impl *)x;
   sgd_job j = {x, e->pool ? x->threads : 1, lr, momentum, decay};
+  double t0 = e->prof ? prof_now() : 0.0;
   if (j.parts > 1) rt_pool_run(e->pool, j.parts, sgd_task, &j);
   else sgd_task(&j, 0);
+  if (e->prof) e->prof[PROF_SGD] += prof_now() - t0;
+}
+
+int rt_exec_profile(rt_exec *x) {
+  exec_impl *e = (exec_impl *)x;
+  size_t n = PROF_LAYER + 2 * (size_t)x->g->n_layers;
+  if (!e->prof) e->prof = calloc(n, sizeof *e->prof);
+  else memset(e->prof, 0, n * sizeof *e->prof);
+  return e->prof ? 0 : -1;
+}
+
+void rt_exec_profile_pause(rt_exec *x, int pause) {
+  exec_impl *e = (exec_impl *)x;
+  if (pause && e->prof) e->prof_paused = e->prof, e->prof = NULL;
+  if (!pause && e->prof_paused) e->prof = e->prof_paused, e->prof_paused = NULL;
+}
+
+void rt_exec_profile_report(const rt_exec *x, FILE *f, long steps) {
+  const exec_impl *e = (const exec_impl *)x;
+  const double *prof = e->prof ? e->prof : e->prof_paused;
+  if (!prof) return;
+  const ir_graph *g = x->g;
+  double total = 0.0, k = steps > 0 ? 1e3 / (double)steps : 0.0;
+  for (int i = 0; i < PROF_LAYER + 2 * g->n_layers; i++) total += prof[i];
+  if (total <= 0.0) total = 1.0;
+  fprintf(f, "profile: milliseconds per training step over %ld steps\n", steps);
+  fprintf(f, "  %-14s %-8s %9s %9s %6s\n", "op", "kind", "forward", "backward", "share");
+  for (int i = 0; i < g->n_layers; i++) {
+    const ir_layer *l = &g->layers[i];
+    double a = prof[PROF_LAYER + 2 * i], b = prof[PROF_LAYER + 2 * i + 1];
+    fprintf(f, "  %-14s %-8s %9.3f %9.3f %5.1f%%%s\n", l->name, ir_kind_name(l->kind), a * k,
+            b * k, 100.0 * (a + b) / total, l->w_off >= 0 && !l->alive ? "  (dead: a copy)" : "");
+  }
+  fprintf(f, "  %-14s %-8s %9.3f %9s %5.1f%%\n", "loss", "", prof[PROF_LOSS] * k, "",
+          100.0 * prof[PROF_LOSS] / total);
+  fprintf(f, "  %-14s %-8s %9s %9.3f %5.1f%%\n", "sgd", "", "", prof[PROF_SGD] * k,
+          100.0 * prof[PROF_SGD] / total);
+  fprintf(f, "  %-14s %-8s %19.3f\n", "total", "", total * k);
 }
 
 /* Batch splitting. fn(job, chunk, n0, n1) runs samples [n0, n1). */
@@ -385,7 +450,7 @@ static void conv_fwd_chunk(const job *j, int chunk, int n0, int n1) {
   if (!l->bn && l->relu && !s.relu) relu_fwd(x, l, j->z, j->out, n0, n1);
 }
 
-void rt_op_conv_fwd(RT_OP_ARGS) {
+static void conv_fwd_op(RT_OP_ARGS) {
   rt_exec *e = X(x);
   const ir_layer *ly = &e->g->layers[l];
   if (!ly->alive) {
@@ -447,7 +512,7 @@ static void bn_act_bwd(rt_exec *e, const ir_layer *ly, int64_t z, int64_t out) {
                 e->grads + ly->g_off + ly->cout);
 }
 
-void rt_op_conv_bwd(RT_OP_ARGS) {
+static void conv_bwd_op(RT_OP_ARGS) {
   rt_exec *e = X(x);
   const ir_layer *ly = &e->g->layers[l];
   if (!ly->alive) {
@@ -477,7 +542,7 @@ static void lin_fwd_chunk(const job *j, int chunk, int n0, int n1) {
   if (l->relu) relu_fwd(x, l, j->z, j->out, n0, n1);
 }
 
-void rt_op_linear_fwd(RT_OP_ARGS) {
+static void linear_fwd_op(RT_OP_ARGS) {
   rt_exec *e = X(x);
   const ir_layer *ly = &e->g->layers[l];
   if (!ly->alive) {
@@ -506,7 +571,7 @@ static void lin_bwd_chunk(const job *j, int chunk, int n0, int n1) {
                        x->dact + o + j->in);
 }
 
-void rt_op_linear_bwd(RT_OP_ARGS) {
+static void linear_bwd_op(RT_OP_ARGS) {
   rt_exec *e = X(x);
   const ir_layer *ly = &e->g->layers[l];
   if (!ly->alive) {
@@ -535,21 +600,21 @@ static void pool_bwd_chunk(const job *j, int chunk, int n0, int n1) {
   rt_maxpool_bwd(&s, n0, n1, j->x->act + j->in, j->x->dact + j->out, j->x->dact + j->in);
 }
 
-void rt_op_maxpool_fwd(RT_OP_ARGS) {
+static void maxpool_fwd_op(RT_OP_ARGS) {
   (void)prev;
   rt_exec *e = X(x);
   job j = {e, &e->g->layers[l], in, z, out, pool_fwd_chunk};
   run_chunks(&j);
 }
 
-void rt_op_maxpool_bwd(RT_OP_ARGS) {
+static void maxpool_bwd_op(RT_OP_ARGS) {
   (void)prev;
   rt_exec *e = X(x);
   job j = {e, &e->g->layers[l], in, z, out, pool_bwd_chunk};
   if (needs_dx(e, j.l)) run_chunks(&j);
 }
 
-void rt_op_gap_fwd(RT_OP_ARGS) {
+static void gap_fwd_op(RT_OP_ARGS) {
   (void)z, (void)prev;
   rt_exec *e = X(x);
   const ir_layer *ly = &e->g->layers[l];
@@ -557,7 +622,7 @@ void rt_op_gap_fwd(RT_OP_ARGS) {
                  e->act + out, e->g->act_size);
 }
 
-void rt_op_gap_bwd(RT_OP_ARGS) {
+static void gap_bwd_op(RT_OP_ARGS) {
   (void)z, (void)prev;
   rt_exec *e = X(x);
   const ir_layer *ly = &e->g->layers[l];
@@ -566,19 +631,44 @@ void rt_op_gap_bwd(RT_OP_ARGS) {
                    e->dact + in, e->g->act_size);
 }
 
-void rt_op_copy_fwd(RT_OP_ARGS) {
+static void copy_fwd_op(RT_OP_ARGS) {
   (void)z;
   rt_exec *e = X(x);
   pass_fwd(e, &e->g->layers[l], in, out);
   (void)prev;
 }
 
-void rt_op_copy_bwd(RT_OP_ARGS) {
+static void copy_bwd_op(RT_OP_ARGS) {
   (void)z;
   rt_exec *e = X(x);
   if (needs_dx(e, &e->g->layers[l])) pass_bwd(e, &e->g->layers[l], in, out);
   (void)prev;
 }
+
+/* ---- the graph ops, timed per layer and direction under a profile ---- */
+
+#define TIMED_OP(name, dir)                                         \
+  void rt_op_##name(RT_OP_ARGS) {                                   \
+    exec_impl *e = x;                                               \
+    if (!e->prof) {                                                 \
+      name##_op(x, l, in, z, out, prev);                            \
+      return;                                                       \
+    }                                                               \
+    double t0 = prof_now();                                         \
+    name##_op(x, l, in, z, out, prev);                              \
+    e->prof[PROF_LAYER + 2 * l + (dir)] += prof_now() - t0;         \
+  }
+TIMED_OP(conv_fwd, 0)
+TIMED_OP(conv_bwd, 1)
+TIMED_OP(linear_fwd, 0)
+TIMED_OP(linear_bwd, 1)
+TIMED_OP(maxpool_fwd, 0)
+TIMED_OP(maxpool_bwd, 1)
+TIMED_OP(gap_fwd, 0)
+TIMED_OP(gap_bwd, 1)
+TIMED_OP(copy_fwd, 0)
+TIMED_OP(copy_bwd, 1)
+#undef TIMED_OP
 
 typedef void (*op_fn)(RT_OP_ARGS);
 static const struct {

@@ -22,6 +22,7 @@
 #define ILNAS_RT_EXEC_H
 
 #include <stddef.h>
+#include <stdio.h>
 #include <stdint.h>
 
 #include "ir/ir.h"
@@ -82,6 +83,13 @@ double rt_exec_loss(rt_exec *x, const uint8_t *labels, int grad, int *correct);
 
 /* One SGD step on the active parameters. */
 void rt_exec_sgd(rt_exec *x, float lr, float momentum, float decay);
+
+/* Starts (or restarts) timing every graph op, the loss and the SGD step;
+ * -1 when out of memory. The report prints milliseconds per step for each
+ * layer's forward and backward and their share of the timed total. */
+int rt_exec_profile(rt_exec *x);
+void rt_exec_profile_pause(rt_exec *x, int pause); /* 1: stop counting, 0: go on */
+void rt_exec_profile_report(const rt_exec *x, FILE *f, long steps);
 
 /* Interprets a schedule (the same calls the emitted driver makes). */
 void rt_exec_run(rt_exec *x, const ir_call *calls, int n);

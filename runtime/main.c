@@ -60,7 +60,9 @@ static void usage_train(FILE *f, const ir_graph *g) {
           "                    cuda (PTX kernels through the CUDA driver; needs a GPU)\n"
           "  --resume CKPT     continue a run from its checkpoint (same options)\n"
           "  --stop-after N    stop after epoch N, leaving RUN_DIR/last.ckpt\n"
-          "  --quiet           no progress output\n",
+          "  --quiet           no progress output\n"
+          "  --profile         time every layer's forward and backward, the loss\n"
+          "                    and the SGD step; a table on stderr at the end\n",
           prog, m->epochs, m->data_path, m->seed, ir_search_name(m->method));
 }
 
@@ -133,6 +135,8 @@ static int cmd_train(ir_graph *g, int argc, char **argv, rt_graph_fn fwd,
       if (str_arg(argc, argv, &i, &o.resume)) return 2;
     } else if (strcmp(a, "--quiet") == 0) {
       o.quiet = 1;
+    } else if (strcmp(a, "--profile") == 0) {
+      o.profile = 1;
     } else if (strcmp(a, "--search") == 0) {
       if (str_arg(argc, argv, &i, &s)) return 2;
       if (strcmp(s, "fixed") == 0) o.search = FE_SEARCH_FIXED;

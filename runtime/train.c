@@ -288,10 +288,16 @@ int rt_train(ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd,
             train.n, epochs, m->batch, threads, ir_search_name(method), backend,
             pc.active, budget);
   double test_acc = 0;
+  long profiled = 0; /* training steps timed */
+  if (o->profile && rt_exec_profile(x)) {
+    fprintf(stderr, "error: out of memory\n");
+    goto out;
+  }
   for (int ep = st.epoch; ep < epochs; ep++) {
     double te = now(), loss_sum = 0;
     int seen = 0, correct = 0;
     shuffle(order, train.n, &st.rng);
+    rt_exec_profile_pause(x, 0); /* the training steps only */
     for (int s = 0; s < steps_per_epoch; s++) {
       int at = s * m->batch, b = train.n - at < m->batch ? train.n - at : m->batch;
       rt_data_batch(&train, order + at, b, &nm, m->aug_crop, m->aug_flip,
@@ -304,7 +310,7 @@ int rt_train(ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd,
       else rt_exec_run(x, bc, nb);
       rt_exec_sgd(x, lr_at(m, epochs, ep, (double)s / steps_per_epoch),
                   (float)m->momentum, (float)m->decay);
-      st.step++;
+      st.step++, profiled++;
       loss_sum += loss * b, seen += b, correct += c;
       if (tty && (s % 8 == 0 || s == steps_per_epoch - 1))
         fprintf(stderr, "\repoch %d/%d  %3d%%  loss %.4f  acc %.2f%%  params %"
@@ -316,6 +322,7 @@ int rt_train(ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd,
               "(try a smaller learning rate than %g)\n", tty ? "\n" : "", ep + 1, m->lr);
       goto out;
     }
+    rt_exec_profile_pause(x, 1);
     double train_secs = now() - te, test_loss;
     /* the limit saves time between epochs; the last one sees every image */
     test_acc = evaluate(x, fwd, fc, nf, &test, &nm, ep + 1 < epochs ? o->test_limit : 0,
@@ -379,6 +386,7 @@ int rt_train(ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd,
     fprintf(stderr, "error: %s\n", err);
     goto out;
   }
+  if (o->profile) rt_exec_profile_report(x, stderr, profiled);
   printf("{\"test_acc\": %.6f, \"active_params\": %" PRId64 ", \"epochs\": %d, "
          "\"seconds\": %.3f, \"checkpoint\": \"%s\"}\n",
          test_acc, ir_count_params(g).active, st.epoch, now() - t0, path);

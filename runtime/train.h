@@ -35,6 +35,7 @@ typedef struct rt_train_opts {
   int stop_after;      /* stop once this many epochs are done (0: never);
                           the run resumes from RUN_DIR/last.ckpt */
   int quiet;           /* no progress output */
+  int profile;         /* time every op; a table on stderr at the end */
   const char *backend; /* "cpu", "ref" or "cuda"; NULL: RT_DEFAULT_BACKEND */
 } rt_train_opts;
 

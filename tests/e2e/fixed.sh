@@ -29,6 +29,18 @@ cat eval.out
 eacc=$(sed -n 's/.*"test_acc": \([0-9.]*\).*/\1/p' eval.out | tail -n 1)
 [ "$eacc" = "$acc" ] || { echo "FAIL: eval $eacc != train $acc"; exit 1; }
 
+# --profile: a table of every layer's time per step, on stderr
+./model train --help | grep -q -- "--profile"
+./model train --search fixed --train-limit 640 --epochs 1 --test-limit 100 --run-dir prof \
+  --threads 2 --quiet --profile >/dev/null 2>prof.out
+cat prof.out
+grep -q "^profile: milliseconds per training step over 10 steps" prof.out
+for op in conv1.0 conv2.0 reduce1 linear1.0 classifier loss sgd total; do
+  grep -q "^  $op " prof.out || { echo "FAIL: the profile lacks $op"; exit 1; }
+done
+awk '$1 == "conv2.0" && $3 > 0 && $4 > 0 { ok = 1 } END { exit !ok }' prof.out ||
+  { echo "FAIL: conv2.0 has no time in the profile"; exit 1; }
+
 ./model info run/final.ckpt | tee info.out
 grep -q "^total:" info.out
 
