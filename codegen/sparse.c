@@ -255,15 +255,33 @@ static int etab_add(etab *t, int64_t off, int64_t wi) {
   return 0;
 }
 
+/* The weight column of a gather table: the order in which its kernel
+ * reads the packed weights. ord may be NULL (not wanted). */
+static int take_order(const etab *t, cg_order *ord) {
+  if (!ord) return 0;
+  ord->n = t->n;
+  ord->idx = malloc((size_t)(t->n ? t->n : 1) * sizeof *ord->idx);
+  if (!ord->idx) return -1;
+  for (long k = 0; k < t->n; k++) ord->idx[k] = t->pair[2 * k + 1];
+  return 0;
+}
+
+void cg_order_free(cg_order *ord) {
+  if (ord) free(ord->idx), ord->idx = NULL, ord->n = 0;
+}
+
 /* The sample (or batch-block) loop of a kernel: `count` iterations, the two
  * buffers advanced by their strides. */
 typedef struct span {
   LLVMValueRef count, sstride, dstride;
 } span;
 
-/* dst[row * rlen + t .. + 8T) = init(row) + sum over the row's entries of
- * w[wi] * src[off + t ..], for t in [0, rlen) by tiles of T vectors, for
- * every sample of the span. init is the bias (fwd) or 0.
+/* dst[row * rlen + t .. + 8T) = init(row) + sum over the row's entries e
+ * of w[e] * src[off(e) + t ..], for t in [0, rlen) by tiles of T vectors,
+ * for every sample of the span. init is the bias (fwd) or 0. The weights
+ * come packed in entry order (cg_order: the caller gathers them), so that
+ * only the offsets are a table: one index load per entry, and the weight
+ * stream is sequential.
  * Sliced (drows > 0, one tile per row): the table's rows are slices of the
  * source, drows rows each, all adding into dst row r % drows, which is
  * first set to init; a slice's source block stays in L1 while every row
@@ -274,7 +292,11 @@ static void gen_gather(gen *g, const etab *t, int T, long rlen, span sp, LLVMVal
   assert(!drows || rlen == (long)VW * T);
   int nout = drows ? drows : t->rows;
   LLVMValueRef tstart = table(g, "start", t->start, (size_t)t->rows + 1, 4, g->i32);
-  LLVMValueRef tpair = table(g, "pair", t->pair, (size_t)t->n * 2, 4, g->i32);
+  int32_t *offs = malloc((size_t)(t->n ? t->n : 1) * sizeof *offs);
+  if (!offs) abort();
+  for (long k = 0; k < t->n; k++) offs[k] = t->pair[2 * k];
+  LLVMValueRef toff = table(g, "off", offs, (size_t)t->n, 4, g->i32);
+  free(offs);
   LLVMValueRef acc[MAXT];
   for (int v = 0; v < T; v++) acc[v] = LLVMBuildAlloca(g->b, g->vec, "acc");
   loop ls, lr, lt, le;
@@ -304,9 +326,8 @@ static void gen_gather(gen *g, const etab *t, int T, long rlen, span sp, LLVMVal
     for (int v = 0; v < T; v++) LLVMBuildStore(g->b, init, acc[v]);
   }
   loop_open(g, &le, e0, e1, 1);
-  LLVMValueRef two = mul(g, le.iv, ci64(g, 2));
-  LLVMValueRef off = add(g, ld32(g, tpair, two), lt.iv);
-  LLVMValueRef wv = splat(g, ldf(g, w, ld32(g, tpair, add(g, two, ci64(g, 1)))));
+  LLVMValueRef off = add(g, ld32(g, toff, le.iv), lt.iv);
+  LLVMValueRef wv = splat(g, ldf(g, w, le.iv));
   for (int v = 0; v < T; v++) {
     LLVMValueRef x = ldv(g, ss, add(g, off, ci64(g, v * VW)));
     LLVMBuildStore(g->b, fma3(g, wv, x, LLVMBuildLoad2(g->b, g->vec, acc[v], "")), acc[v]);
@@ -431,16 +452,6 @@ static int tap_live(const cg_conv_desc *d, const cg_conv_plan *p, int ky, int kx
 
 static int active(const uint8_t *m, long i) { return !m || m[i]; }
 
-/* Position of each weight among the active ones in mask order: where the
- * gather kernels find it in the packed weights (sparse.h). */
-static int32_t *ranks(const uint8_t *wm, long nw) {
-  int32_t *r = malloc((size_t)(nw ? nw : 1) * sizeof *r);
-  if (!r) return NULL;
-  int32_t k = 0;
-  for (long i = 0; i < nw; i++) r[i] = active(wm, i) ? k++ : -1;
-  return r;
-}
-
 static long round_up(long v, long m) { return (v + m - 1) / m * m; }
 
 /* Vectors per tile for rows of `len` floats: the fewest tile iterations
@@ -491,10 +502,9 @@ static int64_t tap_xoff(const cg_conv_plan *p, int ci, int ky, int kx) {
          (int64_t)(ky / s) * p->wq + kx / s;
 }
 
-/* Per output channel, its active live taps: (offset into xp, weight),
- * the weight as its packed position (rank != NULL) or its index. */
-static int conv_fwd_tab(etab *t, const cg_conv_desc *d, const cg_conv_plan *p,
-                        const int32_t *rank) {
+/* Per output channel, its active live taps: (offset into xp, weight
+ * index). */
+static int conv_fwd_tab(etab *t, const cg_conv_desc *d, const cg_conv_plan *p) {
   int K = d->k, KK = K * K;
   if (etab_init(t, d->cout, (long)d->cout * d->cin * KK)) return -1;
   for (int co = 0; co < d->cout; co++) {
@@ -503,21 +513,19 @@ static int conv_fwd_tab(etab *t, const cg_conv_desc *d, const cg_conv_plan *p,
       for (int k = 0; k < KK; k++) {
         long wi = ((long)co * d->cin + ci) * KK + k;
         if (!active(d->wm, wi) || !tap_live(d, p, k / K, k % K)) continue;
-        if (etab_add(t, tap_xoff(p, ci, k / K, k % K), rank ? rank[wi] : wi)) return -1;
+        if (etab_add(t, tap_xoff(p, ci, k / K, k % K), wi)) return -1;
       }
   }
   t->start[d->cout] = (int32_t)t->n;
   return 0;
 }
 
-int cg_sparse_conv_fwd(LLVMModuleRef m, const cg_conv_desc *d, const char *name) {
+int cg_sparse_conv_fwd(LLVMModuleRef m, const cg_conv_desc *d, const char *name,
+                       cg_order *ord) {
   cg_conv_plan p;
   etab t;
   if (cg_conv_plan_init(&p, d)) return -1;
-  int32_t *rank = ranks(d->wm, (long)d->cout * d->cin * d->k * d->k);
-  int bad = !rank || conv_fwd_tab(&t, d, &p, rank);
-  free(rank);
-  if (bad) return etab_free(&t), -1;
+  if (conv_fwd_tab(&t, d, &p) || take_order(&t, ord)) return etab_free(&t), -1;
   gen G, *g = &G;
   gen_begin(g, m, name);
   span sp = {arg(g, 4), arg(g, 5), arg(g, 6)};
@@ -529,14 +537,13 @@ int cg_sparse_conv_fwd(LLVMModuleRef m, const cg_conv_desc *d, const char *name)
 
 /* Per phase plane of each input channel (row ci*s*s + phase), the taps of
  * that phase: dxp[row][q] += w * dyq[co][q - shift]. */
-int cg_sparse_conv_bwd_data(LLVMModuleRef m, const cg_conv_desc *d, const char *name) {
+int cg_sparse_conv_bwd_data(LLVMModuleRef m, const cg_conv_desc *d, const char *name,
+                            cg_order *ord) {
   cg_conv_plan p;
   etab t;
   if (cg_conv_plan_init(&p, d)) return -1;
   int K = d->k, KK = K * K, s = p.s, ss = s * s;
-  int32_t *rank = ranks(d->wm, (long)d->cout * d->cin * KK);
-  if (!rank || etab_init(&t, d->cin * ss, (long)d->cout * d->cin * KK))
-    return free(rank), etab_free(&t), -1;
+  if (etab_init(&t, d->cin * ss, (long)d->cout * d->cin * KK)) return etab_free(&t), -1;
   for (int ci = 0; ci < d->cin; ci++)
     for (int ph = 0; ph < ss; ph++) {
       t.start[ci * ss + ph] = (int32_t)t.n;
@@ -547,11 +554,11 @@ int cg_sparse_conv_bwd_data(LLVMModuleRef m, const cg_conv_desc *d, const char *
           if ((ky % s) * s + kx % s != ph || !active(d->wm, wi) || !tap_live(d, &p, ky, kx))
             continue;
           int64_t off = (int64_t)co * p.dycs + p.marg - ((int64_t)(ky / s) * p.wq + kx / s);
-          if (etab_add(&t, off, rank[wi])) return free(rank), etab_free(&t), -1;
+          if (etab_add(&t, off, wi)) return etab_free(&t), -1;
         }
     }
   t.start[d->cin * ss] = (int32_t)t.n;
-  free(rank);
+  if (take_order(&t, ord)) return etab_free(&t), -1;
   gen G, *g = &G;
   gen_begin(g, m, name);
   span sp = {arg(g, 4), arg(g, 5), arg(g, 6)};
@@ -566,7 +573,7 @@ int cg_sparse_conv_bwd_weight(LLVMModuleRef m, const cg_conv_desc *d, const char
   etab t;
   if (cg_conv_plan_init(&p, d)) return -1;
   /* Grouped by output channel: a group shares its dy plane. */
-  if (conv_fwd_tab(&t, d, &p, NULL)) return etab_free(&t), -1;
+  if (conv_fwd_tab(&t, d, &p)) return etab_free(&t), -1;
   int32_t *grp;
   long ng = make_groups(&t, p.dycs, &grp);
   etab_free(&t);
@@ -590,18 +597,15 @@ int cg_sparse_conv_bwd_weight(LLVMModuleRef m, const cg_conv_desc *d, const char
 enum { LIN_SLICE = 64 };
 
 /* CSR (by_row: per output, the active inputs) or CSC (per input, the
- * active outputs) of the pattern, as entries (source row * NB, weight):
- * the weight's packed position (packed) or its index. With slices > 1,
- * rows are (slice, outer) pairs, slice-major, each with the entries whose
- * inner index lies in the slice. */
-static int lin_tab(etab *t, const cg_linear_desc *d, int by_row, int packed, int slices) {
+ * active outputs) of the pattern, as entries (source row * NB, weight
+ * index). With slices > 1, rows are (slice, outer) pairs, slice-major,
+ * each with the entries whose inner index lies in the slice. */
+static int lin_tab(etab *t, const cg_linear_desc *d, int by_row, int slices) {
   int outer = by_row ? d->out : d->in, inner = by_row ? d->in : d->out;
   if ((int64_t)d->in * d->out >= INT32_MAX ||
       (int64_t)(d->in > d->out ? d->in : d->out) * CG_LIN_NB >= INT32_MAX)
     return -1;
-  int32_t *rank = packed ? ranks(d->wm, (long)d->in * d->out) : NULL;
-  if ((packed && !rank) || etab_init(t, slices * outer, (long)d->in * d->out))
-    return free(rank), -1;
+  if (etab_init(t, slices * outer, (long)d->in * d->out)) return -1;
   for (int sl = 0; sl < slices; sl++) {
     int i0 = slices > 1 ? sl * LIN_SLICE : 0;
     int i1 = slices > 1 && i0 + LIN_SLICE < inner ? i0 + LIN_SLICE : inner;
@@ -609,13 +613,11 @@ static int lin_tab(etab *t, const cg_linear_desc *d, int by_row, int packed, int
       t->start[sl * outer + o] = (int32_t)t->n;
       for (int i = i0; i < i1; i++) {
         long wi = by_row ? (long)o * d->in + i : (long)i * d->in + o;
-        if (active(d->wm, wi) && etab_add(t, (int64_t)i * CG_LIN_NB, rank ? rank[wi] : wi))
-          return free(rank), -1;
+        if (active(d->wm, wi) && etab_add(t, (int64_t)i * CG_LIN_NB, wi)) return -1;
       }
     }
   }
   t->start[slices * outer] = (int32_t)t->n;
-  free(rank);
   return 0;
 }
 
@@ -625,11 +627,12 @@ static span lin_span(gen *g, int sfeat, int dfeat) {
   return (span){blocks, ci64(g, (int64_t)sfeat * CG_LIN_NB), ci64(g, (int64_t)dfeat * CG_LIN_NB)};
 }
 
-static int lin_gather(LLVMModuleRef m, const cg_linear_desc *d, const char *name, int fwd) {
+static int lin_gather(LLVMModuleRef m, const cg_linear_desc *d, const char *name, int fwd,
+                      cg_order *ord) {
   etab t;
   int outer = fwd ? d->out : d->in, inner = fwd ? d->in : d->out;
   int slices = inner > LIN_SLICE ? (inner + LIN_SLICE - 1) / LIN_SLICE : 1;
-  if (lin_tab(&t, d, fwd, 1, slices)) return etab_free(&t), -1;
+  if (lin_tab(&t, d, fwd, slices) || take_order(&t, ord)) return etab_free(&t), -1;
   gen G, *g = &G;
   gen_begin(g, m, name);
   span sp = fwd ? lin_span(g, d->in, d->out) : lin_span(g, d->out, d->in);
@@ -641,17 +644,19 @@ static int lin_gather(LLVMModuleRef m, const cg_linear_desc *d, const char *name
   return 0;
 }
 
-int cg_sparse_linear_fwd(LLVMModuleRef m, const cg_linear_desc *d, const char *name) {
-  return lin_gather(m, d, name, 1);
+int cg_sparse_linear_fwd(LLVMModuleRef m, const cg_linear_desc *d, const char *name,
+                         cg_order *ord) {
+  return lin_gather(m, d, name, 1, ord);
 }
 
-int cg_sparse_linear_bwd_data(LLVMModuleRef m, const cg_linear_desc *d, const char *name) {
-  return lin_gather(m, d, name, 0);
+int cg_sparse_linear_bwd_data(LLVMModuleRef m, const cg_linear_desc *d, const char *name,
+                              cg_order *ord) {
+  return lin_gather(m, d, name, 0, ord);
 }
 
 int cg_sparse_linear_bwd_weight(LLVMModuleRef m, const cg_linear_desc *d, const char *name) {
   etab t;
-  if (lin_tab(&t, d, 1, 0, 1)) return etab_free(&t), -1;
+  if (lin_tab(&t, d, 1, 1)) return etab_free(&t), -1;
   int32_t *grp;
   long ng = make_groups(&t, CG_LIN_NB, &grp);
   etab_free(&t);

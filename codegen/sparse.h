@@ -12,13 +12,15 @@
  *
  *   cg_conv_desc d = {.cin = 64, .h = 14, .w = 14, .cout = 64, .k = 3,
  *                     .stride = 1, .pad = 1, .wm = wmask, .bm = bmask};
- *   cg_sparse_conv_fwd(mod, &d, "l3_fwd");
- *   cg_sparse_conv_bwd_data(mod, &d, "l3_bwd_data");
+ *   cg_order of, ob;
+ *   cg_sparse_conv_fwd(mod, &d, "l3_fwd", &of);
+ *   cg_sparse_conv_bwd_data(mod, &d, "l3_bwd_data", &ob);
  *   cg_sparse_conv_bwd_weight(mod, &d, "l3_bwd_weight");
  *
- * The fwd and bwd_data kernels read the weights packed: wp, the active
- * weights in mask order (w[i] for every i with wm[i], ascending i), which
- * the caller gathers once per call.
+ * The fwd and bwd_data kernels read the weights packed in the order they
+ * use them: wp[k] = w[ord.idx[k]] for k < ord.n, where ord (cg_order) is
+ * filled by their generator and the caller gathers wp once per call. Only
+ * offsets are then a table; the weight stream is sequential.
  *
  * Every generated function has the C type
  *   void fn(float *a, float *b, float *c, float *d, int64_t n,
@@ -99,13 +101,27 @@ int cg_conv_plan_init(cg_conv_plan *p, const cg_conv_desc *d);
 /* The function type every generator emits (see above). */
 LLVMTypeRef cg_sparse_fn_type(LLVMContextRef ctx);
 
-/* Each adds the function `name` to m. 0, or -1 when a table is too large
- * to index with 32 bits. */
-int cg_sparse_conv_fwd(LLVMModuleRef m, const cg_conv_desc *d, const char *name);
-int cg_sparse_conv_bwd_data(LLVMModuleRef m, const cg_conv_desc *d, const char *name);
+/* The packed-weight order of a fwd or bwd_data kernel: the index in w of
+ * each weight it reads, in the order it reads them (each active weight of
+ * a live tap once). Owned by the caller; cg_order_free releases it. */
+typedef struct cg_order {
+  int32_t *idx;
+  long n;
+} cg_order;
+void cg_order_free(cg_order *ord);
+
+/* Each adds the function `name` to m, and the gathers fill *ord (when not
+ * NULL). 0, or -1 when a table is too large to index with 32 bits or
+ * memory runs out. */
+int cg_sparse_conv_fwd(LLVMModuleRef m, const cg_conv_desc *d, const char *name,
+                       cg_order *ord);
+int cg_sparse_conv_bwd_data(LLVMModuleRef m, const cg_conv_desc *d, const char *name,
+                            cg_order *ord);
 int cg_sparse_conv_bwd_weight(LLVMModuleRef m, const cg_conv_desc *d, const char *name);
-int cg_sparse_linear_fwd(LLVMModuleRef m, const cg_linear_desc *d, const char *name);
-int cg_sparse_linear_bwd_data(LLVMModuleRef m, const cg_linear_desc *d, const char *name);
+int cg_sparse_linear_fwd(LLVMModuleRef m, const cg_linear_desc *d, const char *name,
+                         cg_order *ord);
+int cg_sparse_linear_bwd_data(LLVMModuleRef m, const cg_linear_desc *d, const char *name,
+                              cg_order *ord);
 int cg_sparse_linear_bwd_weight(LLVMModuleRef m, const cg_linear_desc *d, const char *name);
 
 #endif

@@ -48,7 +48,7 @@ typedef struct rt_cpu_entry {
   uint8_t *wm, *bm;           /* the pattern compiled (copies) */
   size_t nw, nb;
   size_t active;              /* active weights in wm */
-  int32_t *act;               /* their indices, ascending: how w is packed */
+  cg_order ord[2];            /* how fwd and bwd_data read w packed */
   cg_conv_plan plan;          /* conv: the packed layouts of its kernels */
   int compiled;               /* kernels built: only the sparse path needs them */
   int refs;                   /* layers using it */
@@ -163,12 +163,13 @@ static void entry_drop_code(cpu_backend *cb, rt_cpu_entry *e) {
     cb->st.cached--;
     e->rt = NULL;
   }
+  cg_order_free(&e->ord[0]), cg_order_free(&e->ord[1]);
   e->compiled = 0;
 }
 
 static void entry_free(cpu_backend *cb, rt_cpu_entry *e) {
   entry_drop_code(cb, e);
-  free(e->wm), free(e->bm), free(e->act), free(e);
+  free(e->wm), free(e->bm), free(e);
 }
 
 /* ---- compiling one layer --------------------------------------------- */
@@ -188,11 +189,13 @@ static int compile_entry(cpu_backend *cb, rt_cpu_entry *e, char *err, size_t err
   if (e->kind == IR_CONV) {
     cg_conv_desc d = {e->shape[0], e->shape[1], e->shape[2], e->shape[3],
                       e->shape[4], e->shape[5], e->shape[6], e->wm, e->bm};
-    rc = cg_sparse_conv_fwd(m, &d, names[0]) || cg_sparse_conv_bwd_data(m, &d, names[1]) ||
+    rc = cg_sparse_conv_fwd(m, &d, names[0], &e->ord[0]) ||
+         cg_sparse_conv_bwd_data(m, &d, names[1], &e->ord[1]) ||
          cg_sparse_conv_bwd_weight(m, &d, names[2]);
   } else {
     cg_linear_desc d = {e->shape[0], e->shape[3], e->wm, e->bm};
-    rc = cg_sparse_linear_fwd(m, &d, names[0]) || cg_sparse_linear_bwd_data(m, &d, names[1]) ||
+    rc = cg_sparse_linear_fwd(m, &d, names[0], &e->ord[0]) ||
+         cg_sparse_linear_bwd_data(m, &d, names[1], &e->ord[1]) ||
          cg_sparse_linear_bwd_weight(m, &d, names[2]);
   }
   char *msg = NULL;
@@ -291,13 +294,6 @@ static int cpu_prepare(rt_backend *b, int layer, const uint8_t *wmask, const uin
     fresh = 1;
     memcpy(e->shape, shape, sizeof shape);
     for (size_t i = 0; i < nw; i++) e->active += wm[i];
-    if (!(e->act = malloc((e->active ? e->active : 1) * sizeof *e->act))) {
-      snprintf(err, errlen, "cpu backend: out of memory");
-      entry_free(cb, e);
-      return -1;
-    }
-    for (size_t i = 0, k = 0; i < nw; i++)
-      if (wm[i]) e->act[k++] = (int32_t)i;
     cg_conv_desc d = {shape[0], shape[1], shape[2], shape[3], shape[4], shape[5], shape[6],
                       wm, bm};
     if (l->kind == IR_CONV && cg_conv_plan_init(&e->plan, &d)) {
@@ -374,10 +370,11 @@ static void scratch_put(cpu_backend *cb, float *p, int id) {
   else atomic_flag_clear_explicit(&cb->slots[id].busy, memory_order_release);
 }
 
-/* The active weights in mask order into wp, where the fwd and bwd_data
- * kernels read them: one sequential pass per call. */
-static void pack_w(const rt_cpu_entry *e, const float *w, float *wp) {
-  for (size_t k = 0; k < e->active; k++) wp[k] = w[e->act[k]];
+/* The weights of the fwd (dir 0) or bwd_data (1) kernel into wp, in the
+ * order it reads them: once per call, a few percent of the kernel's time. */
+static void pack_w(const rt_cpu_entry *e, int dir, const float *w, float *wp) {
+  const cg_order *o = &e->ord[dir];
+  for (long k = 0; k < o->n; k++) wp[k] = w[o->idx[k]];
 }
 
 /* Masked weights' gradients to exactly 0 after a dense sgemm. Bit masks,
@@ -517,7 +514,7 @@ static void cpu_conv_fwd(rt_backend *b, int l, const rt_conv_shape *s, const flo
     }
   } else {
     float *wp = buf, *xp = buf + e->active, *yq = xp + CONV_SB * p->xlen;
-    pack_w(e, w, wp);
+    pack_w(e, 0, w, wp);
     for (int n0 = 0; n0 < s->n; n0 += CONV_SB) {
       int nb = s->n - n0 < CONV_SB ? s->n - n0 : CONV_SB;
       for (int i = 0; i < nb; i++) pack_x(p, s, x + (n0 + i) * xns, xp + i * p->xlen);
@@ -552,7 +549,7 @@ static void cpu_conv_bwd_data(rt_backend *b, int l, const rt_conv_shape *s, cons
     }
   } else {
     float *wp = buf, *dyq = buf + e->active, *dxp = dyq + CONV_SB * p->dylen;
-    pack_w(e, w, wp);
+    pack_w(e, 1, w, wp);
     for (int n0 = 0; n0 < s->n; n0 += CONV_SB) {
       int nb = s->n - n0 < CONV_SB ? s->n - n0 : CONV_SB;
       for (int i = 0; i < nb; i++) pack_dy(p, s, dy + (n0 + i) * yns, dyq + i * p->dylen);
@@ -631,7 +628,7 @@ static void cpu_conv_bwd(rt_backend *b, int l, const rt_conv_shape *s, const flo
   const cg_conv_plan *p = &e->plan;
   float *wp = buf, *xp = wp + e->active, *dyq = xp + CONV_SB * p->xlen;
   float *dxp = dyq + CONV_SB * p->dylen;
-  pack_w(e, w, wp);
+  pack_w(e, 1, w, wp);
   memset(dw, 0, e->nw * sizeof *dw);
   for (int n0 = 0; n0 < s->n; n0 += CONV_SB) {
     int nb = s->n - n0 < CONV_SB ? s->n - n0 : CONV_SB;
@@ -697,7 +694,7 @@ static void cpu_linear_fwd(rt_backend *b, int l, const rt_linear_shape *s, const
     return;
   }
   float *wp = xT, *yT = xT + e->active + (int64_t)LIN_SUB * s->in;
-  pack_w(e, w, wp);
+  pack_w(e, 0, w, wp);
   xT += e->active;
   for (int n0 = 0; n0 < s->n; n0 += LIN_SUB) {
     int nb = s->n - n0 < LIN_SUB ? s->n - n0 : LIN_SUB;
@@ -727,7 +724,7 @@ static void cpu_linear_bwd_data(rt_backend *b, int l, const rt_linear_shape *s, 
     return;
   }
   float *wp = dyT, *dxT = dyT + e->active + (int64_t)LIN_SUB * s->out;
-  pack_w(e, w, wp);
+  pack_w(e, 1, w, wp);
   dyT += e->active;
   for (int n0 = 0; n0 < s->n; n0 += LIN_SUB) {
     int nb = s->n - n0 < LIN_SUB ? s->n - n0 : LIN_SUB;
