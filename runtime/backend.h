@@ -63,6 +63,17 @@ struct rt_backend {
    * input gradient when dx is NULL. */
   void (*conv_bwd)(rt_backend *b, int layer, const rt_conv_shape *s, const float *x,
                    const float *dy, const float *w, float *dx, float *dw, float *db);
+
+  /* Optional, NULL: prepare each layer in turn. Prepares n layers at once,
+   * with the same result, so that their kernels can be built in parallel.
+   * A layer that fails keeps what it had; -1 and the first message. */
+  int (*prepare_layers)(rt_backend *b, int n, const int *layers,
+                        const uint8_t *const *wmasks, const uint8_t *const *bmasks,
+                        char *err, size_t errlen);
+
+  /* Threads the backend may use for work of its own, such as building
+   * kernels; the graph ops (exec.c) set it to theirs. */
+  int threads;
 };
 
 /* "ref", "cpu" (the LLVM JIT) or "cuda". NULL with a message for an

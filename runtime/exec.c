@@ -150,6 +150,7 @@ rt_exec *rt_exec_new(ir_graph *g, int cap, int threads, const char *backend,
     rt_exec_free(x);
     return NULL;
   }
+  x->live->threads = x->backend->threads = x->threads;
   if (rt_exec_sync_mask(x, err, errlen)) {
     rt_exec_free(x);
     return NULL;
@@ -170,17 +171,33 @@ void rt_exec_free(rt_exec *x) {
   free(e);
 }
 
-int rt_exec_prepare(rt_exec *x, char *err, size_t errlen) {
+/* Every weighted layer of b, at once where b can (its kernels built in
+ * parallel), else one by one. */
+static int prepare_on(rt_exec *x, rt_backend *b, char *err, size_t errlen) {
   const ir_graph *g = x->g;
-  for (int i = 0; i < g->n_layers; i++) {
+  int n = 0, *ls = malloc((size_t)(g->n_layers ? g->n_layers : 1) * sizeof *ls);
+  const uint8_t **wm = malloc((size_t)(g->n_layers ? g->n_layers : 1) * sizeof *wm);
+  const uint8_t **bm = malloc((size_t)(g->n_layers ? g->n_layers : 1) * sizeof *bm);
+  int rc = 0;
+  if (!ls || !wm || !bm) {
+    snprintf(err, errlen, "out of memory");
+    rc = -1;
+  }
+  for (int i = 0; !rc && i < g->n_layers; i++) {
     const ir_layer *l = &g->layers[i];
     if (l->w_off < 0) continue;
-    const uint8_t *wm = x->mask + l->w_off, *bm = x->mask + l->b_off;
-    if (x->live->prepare(x->live, i, wm, bm, err, errlen)) return -1;
-    if (x->backend != x->live && x->backend->prepare(x->backend, i, wm, bm, err, errlen))
-      return -1;
+    ls[n] = i, wm[n] = x->mask + l->w_off, bm[n] = x->mask + l->b_off;
+    if (!b->prepare_layers) rc = b->prepare(b, i, wm[n], bm[n], err, errlen);
+    n++;
   }
-  return 0;
+  if (!rc && b->prepare_layers) rc = b->prepare_layers(b, n, ls, wm, bm, err, errlen);
+  free(ls), free(wm), free(bm);
+  return rc;
+}
+
+int rt_exec_prepare(rt_exec *x, char *err, size_t errlen) {
+  if (prepare_on(x, x->live, err, errlen)) return -1;
+  return x->backend != x->live ? prepare_on(x, x->backend, err, errlen) : 0;
 }
 
 int rt_exec_sync_mask(rt_exec *x, char *err, size_t errlen) {

@@ -15,8 +15,10 @@ typedef struct rt_cpu_stats {
   long compiles;       /* layer modules generated and compiled so far */
   long hits;           /* prepares answered from the cache */
   long cached;         /* modules alive in the JIT now */
-  double emit_s;       /* seconds spent generating IR, all compiles */
-  double compile_s;    /* seconds in the optimiser and code generator */
+  double emit_s;       /* seconds generating IR, all compiles (summed over
+                          the threads that build kernels) */
+  double compile_s;    /* seconds optimising, generating code (summed
+                          likewise) and linking */
 } rt_cpu_stats;
 
 /* b must come from rt_backend_cpu_new (or rt_backend_new("cpu", ...)). */
