@@ -8,8 +8,11 @@
 #include <assert.h>
 #include <cblas.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "runtime/elem.h"
 
 typedef srch_unit unit;
 
@@ -45,6 +48,7 @@ int srch_init(srch_state *s, ir_graph *g, fe_search method, uint64_t seed,
 
 void srch_free(srch_state *s) {
   free(s->gsum), free(s->gstar), free(s->col), free(s->per_layer);
+  free(s->pcol), free(s->part);
   free(s->fc), free(s->bc);
   memset(s, 0, sizeof *s);
 }
@@ -305,30 +309,62 @@ int srch_refill(srch_state *s, rt_exec *x) {
 
 /* ---- the dense gradient ---- */
 
-static void im2col(const float *x, int64_t ns_unused, const ir_layer *l, float *col) {
-  (void)ns_unused;
-  int k = l->k, oh = l->oh, ow = l->ow;
-  for (int ci = 0; ci < l->cin; ci++)
-    for (int ky = 0; ky < k; ky++)
-      for (int kx = 0; kx < k; kx++) {
-        float *dst = col + (((int64_t)ci * k + ky) * k + kx) * oh * ow;
-        const float *src = x + (int64_t)ci * l->h * l->w;
-        for (int oy = 0; oy < oh; oy++) {
-          int iy = oy * l->stride - l->pad + ky;
-          for (int ox = 0; ox < ow; ox++) {
-            int ix = ox * l->stride - l->pad + kx;
-            dst[oy * ow + ox] = iy >= 0 && iy < l->h && ix >= 0 && ix < l->w
-                                    ? src[iy * l->w + ix] : 0.0f;
-          }
-        }
-      }
-}
-
 static int64_t layer_in(const ir_graph *g, const ir_layer *l) {
   return g->tensors[l->in_t].off + (int64_t)l->in_ch * l->h * l->w;
 }
 static int64_t layer_out(const ir_graph *g, const ir_layer *l) {
   return g->tensors[l->out_t].off + (int64_t)l->out_ch * l->oh * l->ow;
+}
+
+/* One thread's share of a conv layer's dense weight gradient: samples
+ * [n0, n1), added into dw and db. */
+typedef struct conv_part {
+  const ir_layer *l;
+  const float *x, *dz; /* sample 0's input and pre-activation gradient */
+  int64_t x_ld, dz_ld;
+  int n0, n1;
+  float *col, *dw, *db;
+} conv_part;
+
+static void *conv_part_run(void *arg) {
+  const conv_part *p = arg;
+  const ir_layer *l = p->l;
+  rt_conv_shape cs = {.n = 1, .cin = l->cin, .h = l->h, .w = l->w, .cout = l->cout,
+                      .k = l->k, .stride = l->stride, .pad = l->pad};
+  rt_conv_shape_finish(&cs);
+  int ohw = l->oh * l->ow, fan = (int)ir_fan_in(l);
+  for (int i = p->n0; i < p->n1; i++) {
+    rt_im2col(&cs, p->x + i * p->x_ld, p->col);
+    const float *d = p->dz + i * p->dz_ld;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, l->cout, fan, ohw,
+                1.0f, d, ohw, p->col, ohw, 1.0f, p->dw, fan);
+    for (int c = 0; c < l->cout; c++) {
+      float acc = 0;
+      for (int q = 0; q < ohw; q++) acc += d[c * ohw + q];
+      p->db[c] += acc;
+    }
+  }
+  return NULL;
+}
+
+/* The buffers of threads 1..T-1: an im2col scratch and a partial gradient
+ * of the largest layer each. -1 when they cannot be had (then one thread
+ * does the work). */
+static int grad_parts(srch_state *s, int T) {
+  if (T > RT_SRCH_THREADS) return -1;
+  if (T <= s->parts + 1) return 0;
+  const ir_graph *g = s->g;
+  int64_t pw = 1;
+  for (int i = 0; i < g->n_layers; i++)
+    if (g->layers[i].kind == IR_CONV && g->layers[i].n_w + g->layers[i].cout > pw)
+      pw = g->layers[i].n_w + g->layers[i].cout;
+  float *pcol = realloc(s->pcol, (size_t)(T - 1) * (size_t)s->col_size * sizeof(float));
+  if (pcol) s->pcol = pcol;
+  float *part = realloc(s->part, (size_t)(T - 1) * (size_t)pw * sizeof(float));
+  if (part) s->part = part;
+  if (!pcol || !part) return -1;
+  s->parts = T - 1, s->part_size = pw;
+  return 0;
 }
 
 /* Adds this batch's dense weight gradient of layer li to out. The gradient
@@ -357,17 +393,30 @@ static void layer_dense_grad(srch_state *s, rt_exec *x, int li, float *out) {
       for (int c = 0; c < l->cout; c++) db[c] += dz[i * dz_ld + c];
     return;
   }
-  int ohw = l->oh * l->ow, fan = (int)ir_fan_in(l);
-  for (int i = 0; i < x->n; i++) {
-    im2col(x->act + i * ns + in, ns, l, s->col);
-    const float *d = dz + i * dz_ld;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, l->cout, fan, ohw,
-                1.0f, d, ohw, s->col, ohw, 1.0f, dw, fan);
-    for (int c = 0; c < l->cout; c++) {
-      float acc = 0;
-      for (int p = 0; p < ohw; p++) acc += d[c * ohw + p];
-      db[c] += acc;
-    }
+  /* conv: per sample, im2col and one GEMM; the samples split over the
+   * threads, each adding into a partial of its own (the first into dw),
+   * summed in thread order so that a run is deterministic */
+  int T = x->threads < x->n ? x->threads : x->n;
+  if (T < 1 || grad_parts(s, T)) T = 1;
+  conv_part part[RT_SRCH_THREADS];
+  pthread_t th[RT_SRCH_THREADS];
+  int64_t pw = s->part_size, nw = l->n_w;
+  for (int t = 0; t < T; t++) {
+    float *pdw = t ? s->part + (t - 1) * pw : dw;
+    if (t) memset(pdw, 0, (size_t)(nw + l->cout) * sizeof(float));
+    part[t] = (conv_part){l, x->act + in, dz, ns, dz_ld,
+                          (int)((int64_t)x->n * t / T), (int)((int64_t)x->n * (t + 1) / T),
+                          t ? s->pcol + (t - 1) * s->col_size : s->col, pdw, t ? pdw + nw : db};
+  }
+  int started = 1;
+  for (int t = 1; t < T && !pthread_create(&th[t], NULL, conv_part_run, &part[t]); t++) started++;
+  for (int t = started; t < T; t++) conv_part_run(&part[t]); /* a thread that did not start */
+  conv_part_run(&part[0]);
+  for (int t = 1; t < started; t++) pthread_join(th[t], NULL);
+  for (int t = 1; t < T; t++) {
+    const float *p = part[t].dw;
+    for (int64_t k = 0; k < nw; k++) dw[k] += p[k];
+    for (int c = 0; c < l->cout; c++) db[c] += p[nw + c];
   }
 }
 

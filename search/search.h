@@ -52,6 +52,9 @@ typedef struct srch_batches {
   const uint8_t *y;     /* count * n */
 } srch_batches;
 
+/* Most threads the dense gradient of phase II splits a batch over. */
+enum { RT_SRCH_THREADS = 64 };
+
 typedef struct srch_state {
   ir_graph *g;          /* not owned */
   fe_search method;
@@ -63,6 +66,11 @@ typedef struct srch_state {
   float *gstar;         /* n_params: dense gradient at W* */
   float *col;           /* im2col scratch */
   int64_t col_size;
+  /* threads 1.. of the dense gradient: parts of each, an im2col scratch
+   * and a partial gradient of part_size floats each, made on first use */
+  int parts;
+  float *pcol, *part;
+  int64_t part_size;
   int64_t *per_layer;   /* [n_layers]: parameters added by the last expansion */
   rt_graph_fn fwd, bwd; /* the graph driver, or NULL to interpret */
   ir_call *fc, *bc;
