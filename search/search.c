@@ -498,6 +498,69 @@ static int64_t take_prefix(const ir_graph *g, unit *u, int64_t n, int64_t cap,
   return w;
 }
 
+static void swap_unit(unit *a, unit *b) {
+  unit t = *a;
+  *a = *b, *b = t;
+}
+
+/* Partitions u so that its k best units by_score come first (in no
+ * order): quickselect, median-of-three pivots. */
+static void select_best(unit *u, int64_t n, int64_t k) {
+  int64_t lo = 0, hi = n - 1;
+  while (lo < hi && k > lo && k <= hi) {
+    int64_t mid = lo + (hi - lo) / 2;
+    if (by_score(&u[mid], &u[lo]) < 0) swap_unit(&u[mid], &u[lo]);
+    if (by_score(&u[hi], &u[lo]) < 0) swap_unit(&u[hi], &u[lo]);
+    if (by_score(&u[hi], &u[mid]) < 0) swap_unit(&u[hi], &u[mid]);
+    unit pivot = u[mid];
+    int64_t i = lo, j = hi;
+    while (i <= j) {
+      while (by_score(&u[i], &pivot) < 0) i++;
+      while (by_score(&pivot, &u[j]) < 0) j--;
+      if (i <= j) {
+        swap_unit(&u[i], &u[j]);
+        i++, j--;
+      }
+    }
+    if (k <= j) hi = j;
+    else if (k >= i) lo = i;
+    else break;
+  }
+}
+
+/* Whether take_prefix over u[0..k) stops because the cap is reached (and
+ * so would not look further). */
+static int prefix_fills(const ir_graph *g, const unit *u, int64_t k, int64_t cap) {
+  uint8_t *seen = calloc((size_t)(g->n_layers ? g->n_layers : 1), 1);
+  int64_t used = 0;
+  for (int64_t i = 0; seen && i < k && used < cap; i++) {
+    const ir_layer *l = &g->layers[u[i].layer];
+    int64_t cost = u[i].len + (!l->alive && !seen[u[i].layer] ? revive_cost(g, l) : 0);
+    if (used + cost > cap) continue;
+    used += cost;
+    if (!l->alive) seen[u[i].layer] = 1;
+  }
+  free(seen);
+  return used >= cap;
+}
+
+/* Sorts as much of u by_score as take_prefix with this cap will look at,
+ * dropping units of zero score (no signal, no growth); returns how many
+ * that is. The result is that of sorting everything, at the cost of a
+ * selection: phase II ranks every missing parameter, and takes few. */
+static int64_t sort_best(const ir_graph *g, unit *u, int64_t nu, int64_t cap) {
+  int64_t k = cap < nu / 4 ? 2 * cap + 1024 : nu;
+  for (;;) {
+    if (k > nu) k = nu;
+    select_best(u, nu, k);
+    qsort(u, (size_t)k, sizeof *u, by_score);
+    int64_t m = k;
+    while (m > 0 && u[m - 1].score == 0.0f) m--;
+    if (m < k || k == nu || prefix_fills(g, u, k, cap)) return m;
+    k *= 2;
+  }
+}
+
 static void count_event(srch_state *s, rt_exec *x, const int64_t before,
                         srch_event *ev) {
   ir_count c = ir_count_params(x->g);
@@ -517,8 +580,7 @@ int64_t srch_add_candidates(const ir_graph *g, const float *grad, int64_t n,
     return -1;
   }
   for (int64_t i = 0; i < nu; i++) u[i].score = unit_norm(&u[i], grad, NULL);
-  qsort(u, (size_t)nu, sizeof *u, by_score);
-  while (nu > 0 && u[nu - 1].score == 0.0f) nu--; /* no signal, no growth */
+  nu = sort_best(g, u, nu, n);
   int64_t nc = take_prefix(g, u, nu, n, revive);
   free(revive);
   *out = u;

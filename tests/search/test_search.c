@@ -112,6 +112,54 @@ static void test_ranking(void) {
   ir_free(g);
 }
 
+/* AddCandidates ranks by selecting the best, not by sorting all: against
+ * a brute-force full sort, on gradients with many ties and zeros, for caps
+ * from one parameter to every missing one. */
+static int by_rank(const void *a, const void *b) {
+  const float *p = a, *q = b; /* (|g|, index) pairs */
+  if (p[0] != q[0]) return p[0] < q[0] ? 1 : -1;
+  return p[1] < q[1] ? -1 : p[1] > q[1];
+}
+
+static void test_ranking_select(void) {
+  ir_graph *g = build("model q { input 1x1x40; classes 10; "
+                      "search weight budget 10k from density 0.3 seed 5; "
+                      "stage linear { layers 1..1 width 60..60; } }");
+  CHECK(g, "build");
+  if (!g) return;
+  rt_rng rng;
+  rt_rng_seed(&rng, 11);
+  float *grad = calloc((size_t)g->n_params, sizeof(float));
+  float *ref = malloc((size_t)g->n_params * 2 * sizeof(float));
+  int64_t nm = 0;
+  for (int64_t i = 0; i < g->n_params; i++) {
+    /* eight levels, a quarter of them zero */
+    grad[i] = (float)((int)(rt_rng_uniform(&rng) * 8) - 2) * 0.25f;
+    if (ir_alpha_get(g, i)) continue;
+    ref[2 * nm] = fabsf(grad[i]), ref[2 * nm + 1] = (float)i, nm++;
+  }
+  qsort(ref, (size_t)nm, 2 * sizeof(float), by_rank);
+  int64_t nz = nm;
+  while (nz > 0 && ref[2 * (nz - 1)] == 0.0f) nz--;
+  const int64_t caps[] = {1, 7, 100, nm / 5, nm / 4 + 1, nm / 2, nz, nm, nm + 10};
+  for (size_t c = 0; c < sizeof caps / sizeof caps[0]; c++) {
+    srch_unit *u;
+    int64_t nc = srch_add_candidates(g, grad, caps[c], &u);
+    int64_t want = caps[c] < nz ? caps[c] : nz;
+    CHECK(nc == want, "cap %lld: %lld candidates, want %lld", (long long)caps[c],
+          (long long)nc, (long long)want);
+    for (int64_t i = 0; i < nc && i < want; i++)
+      if (u[i].start != (int64_t)ref[2 * i + 1]) {
+        CHECK(0, "cap %lld: candidate %lld is %lld, want %lld", (long long)caps[c],
+              (long long)i, (long long)u[i].start, (long long)ref[2 * i + 1]);
+        break;
+      }
+    free(u);
+  }
+  free(grad), free(ref);
+  ir_free(g);
+}
+
 /* New nodes (placeholders) and new layers do not change the output. */
 static void test_function_preserving(void) {
   ir_graph *g = build(
@@ -249,6 +297,7 @@ static void test_budget(void) {
 
 int main(void) {
   test_ranking();
+  test_ranking_select();
   test_function_preserving();
   test_budget();
   if (failures) fprintf(stderr, "%d failures\n", failures);
