@@ -36,6 +36,7 @@ typedef struct exec_impl {
    * the loss (with the gradient arena's clearing), the SGD step, then the
    * forward and the backward of each layer. */
   double *prof, *prof_paused;
+  int64_t *active; /* per layer: active weights, as of the last prepare */
 } exec_impl;
 
 enum { PROF_LOSS, PROF_SGD, PROF_LAYER };
@@ -130,6 +131,7 @@ rt_exec *rt_exec_new(ir_graph *g, int cap, int threads, const char *backend,
   x->logits = xcalloc((size_t)cap * (size_t)g->cfg.classes, sizeof(float), &oom);
   e->wpart_size = largest_w;
   e->wpart = xcalloc((size_t)largest_w * (size_t)x->threads, sizeof(float), &oom);
+  e->active = xcalloc((size_t)g->n_layers, sizeof *e->active, &oom);
   if (plan_zero(e)) oom = 1;
   if (oom) {
     snprintf(err, errlen,
@@ -164,7 +166,7 @@ void rt_exec_free(rt_exec *x) {
   free(x->act), free(x->dact), free(x->params), free(x->grads);
   free(x->mom), free(x->mask), free(x->stats), free(x->bn_save);
   free(x->scratch), free(x->logits), free(e->wpart), free(e->zero), free(e->prof),
-      free(e->prof_paused);
+      free(e->prof_paused), free(e->active);
   if (x->backend && x->backend != x->live) x->backend->free(x->backend);
   if (x->live) x->live->free(x->live);
   rt_pool_free(e->pool);
@@ -196,6 +198,13 @@ static int prepare_on(rt_exec *x, rt_backend *b, char *err, size_t errlen) {
 }
 
 int rt_exec_prepare(rt_exec *x, char *err, size_t errlen) {
+  exec_impl *e = (exec_impl *)x;
+  for (int i = 0; i < x->g->n_layers; i++) {
+    const ir_layer *l = &x->g->layers[i];
+    int64_t n = 0;
+    for (int64_t k = 0; l->w_off >= 0 && k < l->n_w; k++) n += x->mask[l->w_off + k] != 0;
+    e->active[i] = n;
+  }
   if (prepare_on(x, x->live, err, errlen)) return -1;
   return x->backend != x->live ? prepare_on(x, x->backend, err, errlen) : 0;
 }
@@ -355,7 +364,14 @@ struct job {
   const ir_layer *l;
   int64_t in, z, out;
   chunk_fn fn;
+  int64_t work; /* multiply-adds of a weighted layer's op; 0: not known */
 };
+
+/* A weighted layer's multiply-adds over the batch, one direction. */
+static int64_t layer_work(const rt_exec *x, const ir_layer *l) {
+  const exec_impl *e = (const exec_impl *)x;
+  return e->active[l - x->g->layers] * l->oh * l->ow * x->n;
+}
 
 static void chunk_task(void *arg, int c) {
   const job *j = arg;
@@ -363,11 +379,17 @@ static void chunk_task(void *arg, int c) {
   j->fn(j, c, (int)((int64_t)n * c / T), (int)((int64_t)n * (c + 1) / T));
 }
 
-/* Returns the number of chunks used. Small batches stay on one thread. */
+/* Multiply-adds below which a weighted layer runs on the calling thread:
+ * waking the workers costs tens of microseconds, the time of about a
+ * million multiply-adds on one core. */
+enum { SPLIT_WORK = 1 << 18 };
+
+/* Returns the number of chunks used. Small batches and small layers stay
+ * on one thread. */
 static int run_chunks(const job *j) {
   exec_impl *e = (exec_impl *)j->x;
   int T = j->x->threads < j->x->n ? j->x->threads : j->x->n;
-  if (T <= 1 || !e->pool) {
+  if (T <= 1 || !e->pool || (j->work > 0 && j->work < SPLIT_WORK)) {
     j->fn(j, 0, 0, j->x->n);
     return 1;
   }
@@ -386,7 +408,7 @@ static void clear_chunk(const job *j, int chunk, int n0, int n1) {
 }
 
 static void clear_dact(rt_exec *x) {
-  job j = {x, NULL, 0, 0, 0, clear_chunk};
+  job j = {x, NULL, 0, 0, 0, clear_chunk, 0};
   run_chunks(&j);
 }
 
@@ -410,19 +432,38 @@ static rt_exec *X(void *x) { return x; }
  * skip their backward to the input. */
 static int needs_dx(const rt_exec *x, const ir_layer *l) { return l->in_t != x->g->input_t; }
 
+/* A dead layer (or a copy) is the identity: out = prev, and its gradient
+ * passes back added into prev's. Split over the threads like the layers
+ * around it, since it moves as much memory as they do. */
+static void pass_fwd_chunk(const job *j, int chunk, int n0, int n1) {
+  (void)chunk;
+  int64_t ns = j->x->g->act_size;
+  size_t len = (size_t)j->l->cout * j->l->oh * j->l->ow;
+  for (int i = n0; i < n1; i++)
+    memcpy(j->x->act + i * ns + j->out, j->x->act + i * ns + j->in, len * sizeof(float));
+}
+
+static void pass_bwd_chunk(const job *j, int chunk, int n0, int n1) {
+  (void)chunk;
+  int64_t ns = j->x->g->act_size;
+  int len = j->l->cout * j->l->oh * j->l->ow;
+  for (int i = n0; i < n1; i++)
+    rt_add_2d(1, len, j->x->dact + i * ns + j->out, len, j->x->dact + i * ns + j->in, len);
+}
+
+/* Below this many floats a pass is not worth waking the threads for. */
+enum { PASS_SPLIT = 1 << 16 };
+
 static void pass_fwd(rt_exec *x, const ir_layer *l, int64_t prev, int64_t out) {
-  size_t len = (size_t)l->cout * l->oh * l->ow;
-  for (int i = 0; i < x->n; i++)
-    memcpy(x->act + i * x->g->act_size + out, x->act + i * x->g->act_size + prev,
-           len * sizeof(float));
+  job j = {x, l, prev, -1, out, pass_fwd_chunk, 0};
+  if ((int64_t)l->cout * l->oh * l->ow * x->n < PASS_SPLIT) pass_fwd_chunk(&j, 0, 0, x->n);
+  else run_chunks(&j);
 }
 
 static void pass_bwd(rt_exec *x, const ir_layer *l, int64_t prev, int64_t out) {
-  long len = (long)l->cout * l->oh * l->ow;
-  for (int i = 0; i < x->n; i++) {
-    float *d = x->dact + i * x->g->act_size;
-    for (long k = 0; k < len; k++) d[prev + k] += d[out + k];
-  }
+  job j = {x, l, prev, -1, out, pass_bwd_chunk, 0};
+  if ((int64_t)l->cout * l->oh * l->ow * x->n < PASS_SPLIT) pass_bwd_chunk(&j, 0, 0, x->n);
+  else run_chunks(&j);
 }
 
 static rt_conv_shape conv_shape(const rt_exec *x, const ir_layer *l, int n) {
@@ -474,7 +515,7 @@ static void conv_fwd_op(RT_OP_ARGS) {
     pass_fwd(e, ly, prev, out);
     return;
   }
-  job j = {e, ly, in, z, out, conv_fwd_chunk};
+  job j = {e, ly, in, z, out, conv_fwd_chunk, layer_work(e, ly)};
   run_chunks(&j);
   if (ly->bn) {
     int64_t ns = e->g->act_size;
@@ -537,7 +578,7 @@ static void conv_bwd_op(RT_OP_ARGS) {
     return;
   }
   if (ly->bn) bn_act_bwd(e, ly, z, out);
-  job j = {e, ly, in, z, out, conv_bwd_chunk};
+  job j = {e, ly, in, z, out, conv_bwd_chunk, layer_work(e, ly)};
   reduce_wgrad(e, ly, run_chunks(&j));
 }
 
@@ -566,7 +607,7 @@ static void linear_fwd_op(RT_OP_ARGS) {
     pass_fwd(e, ly, prev, out);
     return;
   }
-  job j = {e, ly, in, z, out, lin_fwd_chunk};
+  job j = {e, ly, in, z, out, lin_fwd_chunk, layer_work(e, ly)};
   run_chunks(&j);
 }
 
@@ -596,7 +637,7 @@ static void linear_bwd_op(RT_OP_ARGS) {
     return;
   }
   if (ly->relu && ly->bn) bn_act_bwd(e, ly, z, out);
-  job j = {e, ly, in, z, out, lin_bwd_chunk};
+  job j = {e, ly, in, z, out, lin_bwd_chunk, layer_work(e, ly)};
   reduce_wgrad(e, ly, run_chunks(&j));
 }
 
@@ -620,14 +661,14 @@ static void pool_bwd_chunk(const job *j, int chunk, int n0, int n1) {
 static void maxpool_fwd_op(RT_OP_ARGS) {
   (void)prev;
   rt_exec *e = X(x);
-  job j = {e, &e->g->layers[l], in, z, out, pool_fwd_chunk};
+  job j = {e, &e->g->layers[l], in, z, out, pool_fwd_chunk, 0};
   run_chunks(&j);
 }
 
 static void maxpool_bwd_op(RT_OP_ARGS) {
   (void)prev;
   rt_exec *e = X(x);
-  job j = {e, &e->g->layers[l], in, z, out, pool_bwd_chunk};
+  job j = {e, &e->g->layers[l], in, z, out, pool_bwd_chunk, 0};
   if (needs_dx(e, j.l)) run_chunks(&j);
 }
 

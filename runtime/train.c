@@ -372,6 +372,7 @@ int rt_train(ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd,
       goto out;
     }
     if (o->stop_after > 0 && st.epoch >= o->stop_after && st.epoch < epochs) {
+      if (o->profile) rt_exec_profile_report(x, stderr, profiled);
       if (!o->quiet)
         fprintf(stderr, "stopped after epoch %d; continue with --resume %s\n",
                 st.epoch, path);
