@@ -60,9 +60,14 @@ struct rt_backend {
 
   /* Optional, NULL: the graph op calls conv_bwd_weight and conv_bwd_data.
    * Both in one call, sharing the work on dy; the same semantics, and no
-   * input gradient when dx is NULL. */
+   * input gradient when dx is NULL. When s->relu is set (a backend that
+   * fuses_relu), dy is the gradient of the activation y = max(z, 0) (the
+   * forward's output, same layout), and the backend takes the ReLU's
+   * gradient dy * (y > 0) itself; it may overwrite dy with it. Else y is
+   * unused. */
   void (*conv_bwd)(rt_backend *b, int layer, const rt_conv_shape *s, const float *x,
-                   const float *dy, const float *w, float *dx, float *dw, float *db);
+                   const float *dy, const float *y, const float *w, float *dx, float *dw,
+                   float *db);
 
   /* Optional, NULL: prepare each layer in turn. Prepares n layers at once,
    * with the same result, so that their kernels can be built in parallel.

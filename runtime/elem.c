@@ -54,6 +54,25 @@ void rt_relu_2d(int rows, int len, const float *x, long xs, float *y, long ys) {
   }
 }
 
+void rt_pad_rows(int rows, int len, const float *x, long xs, float *y, long ys, int lpad,
+                 const float *gate, long gs) {
+  for (int r = 0; r < rows; r++) {
+    const float *restrict a = x + r * xs;
+    float *restrict b = y + r * ys;
+    for (int i = 0; i < lpad; i++) b[i] = 0.0f;
+    if (gate) {
+      const float *restrict g = gate + r * gs;
+      for (int i = 0; i < len; i++) { /* as rt_relu_mask: -0 becomes +0 */
+        float v = 0.0f + a[i]; /* loaded unconditionally, so that it vectorises */
+        b[lpad + i] = g[i] > 0.0f ? v : 0.0f;
+      }
+    } else {
+      for (int i = 0; i < len; i++) b[lpad + i] = a[i];
+    }
+    for (long i = lpad + len; i < ys; i++) b[i] = 0.0f;
+  }
+}
+
 float rt_sum(long len, const float *x) {
   float a[8] = {0};
   long i = 0;

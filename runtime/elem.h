@@ -22,6 +22,12 @@ void rt_copy_2d(int rows, int len, const float *x, long xs, float *y, long ys);
 void rt_relu_2d(int rows, int len, const float *x, long xs, float *y, long ys);
 /* y += x, same shapes. */
 void rt_add_2d(int rows, int len, const float *x, long xs, float *y, long ys);
+/* Whole rows of ys floats: lpad zeros, x's row (rows of len, xs apart),
+ * zeros to the end (lpad + len <= ys): a plane into a zero frame in one
+ * pass. With a gate (rows gs apart), x's values where the gate is > 0, as
+ * rt_relu_mask; else 0. */
+void rt_pad_rows(int rows, int len, const float *x, long xs, float *y, long ys, int lpad,
+                 const float *gate, long gs);
 
 /* dst[c * ds + r] = src[r * ss + c] (add: +=) for r < rows, c < cols:
  * the layout changes of the linear kernels, by 4x4 register tiles. */

@@ -537,12 +537,18 @@ static void conv_bwd_chunk(const job *j, int chunk, int n0, int n1) {
   float *dw = e->wpart + chunk * e->wpart_size;
   rt_backend *b = x->use_live ? x->live : x->backend;
   int li = (int)(l - x->g->layers);
-  if (!l->bn) relu_bwd(x, l, j->z, j->out, n0, n1);
   if (b->conv_bwd) {
-    b->conv_bwd(b, li, &s, x->act + o + j->in, x->dact + o + j->z, x->params + l->w_off,
+    /* A backend that fuses the ReLU takes the activation's gradient and
+     * applies the ReLU's as it packs it: dz is never written (phase II,
+     * which reads dz for its dense gradient, runs on the live backend). */
+    s.relu = !l->bn && l->relu && b->fuses_relu && !x->use_live;
+    if (!l->bn && !s.relu) relu_bwd(x, l, j->z, j->out, n0, n1);
+    b->conv_bwd(b, li, &s, x->act + o + j->in, x->dact + o + (s.relu ? j->out : j->z),
+                x->act + o + j->out, x->params + l->w_off,
                 needs_dx(x, l) ? x->dact + o + j->in : NULL, dw, dw + l->n_w);
     return;
   }
+  if (!l->bn) relu_bwd(x, l, j->z, j->out, n0, n1);
   b->conv_bwd_weight(b, li, &s, x->act + o + j->in, x->dact + o + j->z, dw,
                      dw + l->n_w);
   if (needs_dx(x, l))

@@ -419,10 +419,10 @@ static void entry_attach(cpu_backend *cb, int layer, rt_cpu_entry *e) {
     need = (size_t)l->cin * k * k * (size_t)e->plan.oh * (size_t)e->plan.ow;
   else if (l->kind == IR_CONV) {
     const cg_conv_plan *p = &e->plan;
-    /* the forward's buffers, or the combined backward's */
+    /* the forward's buffers, or the combined backward's and its bias sums */
     size_t fwd = (size_t)(p->xlen + (long)l->cout * p->yrs),
            bwd = (size_t)(p->xlen + p->dylen + p->dxlen);
-    need = e->active + CONV_SB * (fwd > bwd ? fwd : bwd);
+    need = 2 * (size_t)l->cout + e->active + CONV_SB * (fwd > bwd ? fwd : bwd);
   } else
     need = dense ? 1 : e->active + (size_t)LIN_SUB * (size_t)(l->cin + l->cout);
   if (need > cb->need) cb->need = need;
@@ -566,12 +566,13 @@ static void pack_x(const cg_conv_plan *p, const rt_conv_shape *s, const float *x
     for (int py = 0; py < S; py++)
       for (int px = 0; px < S; px++) {
         float *d = xp + ci * p->xcs + (py * S + px) * p->pq;
-        if (S == 1) { /* the plane is the image inside a zero frame */
+        if (S == 1) { /* the plane is the image inside a zero frame, written once */
           int rows = s->h < p->hq - s->pad ? s->h : p->hq - s->pad;
           int cols = s->w < p->wq - s->pad ? s->w : p->wq - s->pad;
-          memset(d, 0, (size_t)p->pq * sizeof *d);
-          rt_copy_2d(rows, cols, x + (long)ci * s->h * s->w, s->w, d + (long)s->pad * p->wq + s->pad,
-                     p->wq);
+          long top = (long)s->pad * p->wq, body = top + (long)rows * p->wq;
+          memset(d, 0, (size_t)top * sizeof *d);
+          rt_pad_rows(rows, cols, x + (long)ci * s->h * s->w, s->w, d + top, p->wq, s->pad, NULL, 0);
+          memset(d + body, 0, (size_t)(p->pq - body) * sizeof *d);
           continue;
         }
         /* plane columns [j0, j1) hold image columns j * S + px - pad */
@@ -596,12 +597,18 @@ static void pack_x(const cg_conv_plan *p, const rt_conv_shape *s, const float *x
 }
 
 /* One sample dy [cout][oh][ow] into dyq: a zero margin, rows of wq with
- * zero don't-care columns, zeros to the channel stride. */
-static void pack_dy(const cg_conv_plan *p, const rt_conv_shape *s, const float *dy, float *dyq) {
+ * zero don't-care columns, zeros to the channel stride; every float
+ * written once. With y (the ReLU's output, same layout as dy), dy is the
+ * activation's gradient and goes through the ReLU on the way. */
+static void pack_dy(const cg_conv_plan *p, const rt_conv_shape *s, const float *dy,
+                    const float *y, float *dyq) {
+  long ohw = (long)s->oh * s->ow, body = p->marg + (long)s->oh * p->wq;
   for (int co = 0; co < s->cout; co++) {
     float *d = dyq + co * p->dycs;
-    memset(d, 0, (size_t)p->dycs * sizeof *d);
-    rt_copy_2d(s->oh, s->ow, dy + (long)co * s->oh * s->ow, s->ow, d + p->marg, p->wq);
+    memset(d, 0, (size_t)p->marg * sizeof *d);
+    rt_pad_rows(s->oh, s->ow, dy + co * ohw, s->ow, d + p->marg, p->wq, 0, y ? y + co * ohw : NULL,
+                s->ow);
+    memset(d + body, 0, (size_t)(p->dycs - body) * sizeof *d);
   }
 }
 
@@ -700,7 +707,7 @@ static void cpu_conv_bwd_data(rt_backend *b, int l, const rt_conv_shape *s, cons
     pack_w(e, 1, w, wp);
     for (int n0 = 0; n0 < s->n; n0 += CONV_SB) {
       int nb = s->n - n0 < CONV_SB ? s->n - n0 : CONV_SB;
-      for (int i = 0; i < nb; i++) pack_dy(p, s, dy + (n0 + i) * yns, dyq + i * p->dylen);
+      for (int i = 0; i < nb; i++) pack_dy(p, s, dy + (n0 + i) * yns, NULL, dyq + i * p->dylen);
       e->bwd_data(dyq, wp, dxp, NULL, nb, p->dylen, p->dxlen);
       for (int i = 0; i < nb; i++) add_dx(p, s, dxp + i * p->dxlen, dx + (n0 + i) * xns);
     }
@@ -749,7 +756,7 @@ static void cpu_conv_bwd_weight(rt_backend *b, int l, const rt_conv_shape *s, co
       int nb = s->n - n0 < CONV_SB ? s->n - n0 : CONV_SB;
       for (int i = 0; i < nb; i++) {
         pack_x(p, s, x + (n0 + i) * xns, buf + i * p->xlen);
-        pack_dy(p, s, dy + (n0 + i) * yns, dyq + i * p->dylen);
+        pack_dy(p, s, dy + (n0 + i) * yns, NULL, dyq + i * p->dylen);
       }
       e->bwd_weight(buf, dyq, dw, NULL, nb, p->xlen, p->dylen);
     }
@@ -759,38 +766,50 @@ static void cpu_conv_bwd_weight(rt_backend *b, int l, const rt_conv_shape *s, co
   conv_bias_grad(e, s, dy, yns, db);
 }
 
-/* Both backward kernels, dy packed once per sample for the two. */
+/* Both backward kernels, dy packed once per sample for the two; with
+ * s->relu, the ReLU's gradient applied as dy is packed, and the bias
+ * gradient summed from the packed planes (their frames are zero). */
 static void cpu_conv_bwd(rt_backend *b, int l, const rt_conv_shape *s, const float *x,
-                         const float *dy, const float *w, float *dx, float *dw, float *db) {
+                         const float *dy, const float *y, const float *w, float *dx, float *dw,
+                         float *db) {
   rt_cpu_entry *e = entry_for(b, l);
+  int64_t xns, yns;
+  conv_strides(s, &xns, &yns);
   int id;
   float *buf = s->n > 0 && !is_dense(b, l) ? scratch_get(C(b), &id) : NULL;
   if (!buf) { /* the dense path has nothing to share */
+    if (s->relu && y) { /* dy becomes the pre-activation's gradient, in place */
+      long ohw = (long)s->cout * s->oh * s->ow;
+      for (int i = 0; i < s->n; i++) rt_relu_mask(ohw, y + i * yns, dy + i * yns, (float *)dy + i * yns);
+    }
     cpu_conv_bwd_weight(b, l, s, x, dy, dw, db);
     if (dx) cpu_conv_bwd_data(b, l, s, dy, w, dx);
     return;
   }
   conv_check(e, s);
-  int64_t xns, yns;
-  conv_strides(s, &xns, &yns);
   const cg_conv_plan *p = &e->plan;
-  float *wp = buf, *xp = wp + e->active, *dyq = xp + CONV_SB * p->xlen;
+  /* bias sums first: the buffer's start is aligned for doubles */
+  double *bsum = db ? (double *)(void *)buf : NULL;
+  float *wp = buf + 2 * (long)s->cout, *xp = wp + e->active, *dyq = xp + CONV_SB * p->xlen;
   float *dxp = dyq + CONV_SB * p->dylen;
   pack_w(e, 1, w, wp);
   memset(dw, 0, e->nw * sizeof *dw);
+  if (bsum) memset(bsum, 0, (size_t)s->cout * sizeof *bsum);
   for (int n0 = 0; n0 < s->n; n0 += CONV_SB) {
     int nb = s->n - n0 < CONV_SB ? s->n - n0 : CONV_SB;
     for (int i = 0; i < nb; i++) {
+      float *q = dyq + i * p->dylen;
       pack_x(p, s, x + (n0 + i) * xns, xp + i * p->xlen);
-      pack_dy(p, s, dy + (n0 + i) * yns, dyq + i * p->dylen);
+      pack_dy(p, s, dy + (n0 + i) * yns, s->relu ? y + (n0 + i) * yns : NULL, q);
+      for (int co = 0; bsum && co < s->cout; co++) bsum[co] += rt_sum(p->dycs, q + co * p->dycs);
     }
     e->bwd_weight(xp, dyq, dw, NULL, nb, p->xlen, p->dylen);
     if (!dx) continue;
     e->bwd_data(dyq, wp, dxp, NULL, nb, p->dylen, p->dxlen);
     for (int i = 0; i < nb; i++) add_dx(p, s, dxp + i * p->dxlen, dx + (n0 + i) * xns);
   }
+  for (int co = 0; bsum && co < s->cout; co++) db[co] = e->bm[co] ? (float)bsum[co] : 0.0f;
   scratch_put(C(b), buf, id);
-  conv_bias_grad(e, s, dy, yns, db);
 }
 
 /* ---- linear ------------------------------------------------------------- */

@@ -106,12 +106,32 @@ static void bc_conv_case(const bc_hooks *h, int cin, int ih, int iw, int cout, i
       if (with_dx) rt_ref_conv_bwd_data(&s, dy, wt, wm, dxr);
       for (size_t i = 0; i < nw; i++) dw1[i] = 1e30f; /* overwritten, not added to */
       for (int i = 0; i < cout; i++) db1[i] = 1e30f;
-      b->conv_bwd(b, 0, &s, x, dy, wt, with_dx ? dx2 : NULL, dw1, with_bias ? db1 : NULL);
+      b->conv_bwd(b, 0, &s, x, dy, NULL, wt, with_dx ? dx2 : NULL, dw1,
+                  with_bias ? db1 : NULL);
       bc_check_wgrad(what, dw0, dw1, wm, nw, with_bias ? db0 : NULL, db1, bm, (size_t)cout);
       e = jt_nerr(dx2, dxr, nx);
       CHECK(e <= BC_TOL, "%s: combined bwd (dx %s) error %g", what, with_dx ? "on" : "off", e);
       free(dx2), free(dxr);
     }
+  }
+  if (b->conv_bwd && b->fuses_relu) { /* the ReLU's gradient taken inside */
+    float *act = jt_randf(ny), *dz = malloc(ny * sizeof *dz), *dya = malloc(ny * sizeof *dya);
+    for (size_t i = 0; i < ny; i++) {
+      act[i] = act[i] > 0.0f ? act[i] : 0.0f; /* an activation: half of it 0 */
+      dz[i] = act[i] > 0.0f ? dy[i] : 0.0f;
+    }
+    memcpy(dya, dy, ny * sizeof *dya);
+    float *dx2 = jt_randf(nx), *dxr = malloc(nx * sizeof *dxr);
+    memcpy(dxr, dx2, nx * sizeof *dxr);
+    rt_ref_conv_bwd_data(&s, dz, wt, wm, dxr);
+    rt_ref_conv_bwd_weight(&s, x, dz, wm, bm, dw0, with_bias ? db0 : NULL);
+    s.relu = 1;
+    b->conv_bwd(b, 0, &s, x, dya, act, wt, dx2, dw1, with_bias ? db1 : NULL);
+    s.relu = 0;
+    bc_check_wgrad(what, dw0, dw1, wm, nw, with_bias ? db0 : NULL, db1, bm, (size_t)cout);
+    e = jt_nerr(dx2, dxr, nx);
+    CHECK(e <= BC_TOL, "%s: combined bwd with fused relu error %g", what, e);
+    free(act), free(dz), free(dya), free(dx2), free(dxr);
   }
   b->free(b);
   jt_graph_free(g);

@@ -82,6 +82,26 @@ static void test_2d(void) {
   }
 }
 
+/* Rows into a zero frame, plain and gated as the ReLU's gradient. */
+static void test_pad_rows(void) {
+  enum { R = 5, L = 13, XS = 17, YS = 23, PAD = 3 };
+  float x[R * XS], g[R * XS], y[R * YS + 4], want[R * YS + 4];
+  fill(x, R * XS, 0), fill(g, R * XS, 1);
+  x[2] = -0.0f, g[2] = 1.0f; /* -0 comes out +0, as from rt_relu_mask */
+  for (int gated = 0; gated < 2; gated++) {
+    for (int i = 0; i < R * YS + 4; i++) y[i] = want[i] = (float)i + 0.5f; /* no write past */
+    for (int r = 0; r < R; r++) {
+      float *w = want + r * YS;
+      for (int i = 0; i < YS; i++) w[i] = 0.0f;
+      if (gated) rt_relu_mask(L, g + r * XS, x + r * XS, w + PAD);
+      else memcpy(w + PAD, x + r * XS, L * sizeof *x);
+    }
+    rt_pad_rows(R, L, x, XS, y, YS, PAD, gated ? g : NULL, XS);
+    long at = -1;
+    CHECK(same_bits(want, y, R * YS + 4, &at), "pad_rows (gated %d) differs at %ld", gated, at);
+  }
+}
+
 static void test_transpose(void) {
   static const int shapes[][2] = {{1, 1}, {3, 5}, {4, 4}, {16, 8}, {17, 19}, {64, 37}, {5, 130}};
   for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++)
@@ -186,6 +206,7 @@ int main(void) {
   rt_rng_seed(&rng, 20261128);
   test_relu();
   test_2d();
+  test_pad_rows();
   test_transpose();
   test_sum();
   test_pool();
