@@ -591,29 +591,37 @@ int cg_sparse_conv_bwd_weight(LLVMModuleRef m, const cg_conv_desc *d, const char
 
 /* ---- linear --------------------------------------------------------- */
 
-/* Source features per slice of the sliced gathers: a slice of the source
- * (LIN_SLICE rows of NB floats, 16 KB) stays in L1 while every output row
+/* Bytes of the source per slice of the sliced gathers: a slice (16 KB,
+ * LIN_SLICE_BYTES / 4 / NB features) stays in L1 while every output row
  * reads it. */
-enum { LIN_SLICE = 64 };
+enum { LIN_SLICE_BYTES = 16384 };
+
+/* The desc's block of lanes: 64 or 32 (the register tile is NB / 8
+ * vectors). */
+static int lanes(const cg_linear_desc *d) {
+  return d->lanes == CG_LIN_NB_HALF ? CG_LIN_NB_HALF : CG_LIN_NB;
+}
+
+static int slice_len(int NB) { return LIN_SLICE_BYTES / (4 * NB); }
 
 /* CSR (by_row: per output, the active inputs) or CSC (per input, the
  * active outputs) of the pattern, as entries (source row * NB, weight
  * index). With slices > 1, rows are (slice, outer) pairs, slice-major,
  * each with the entries whose inner index lies in the slice. */
 static int lin_tab(etab *t, const cg_linear_desc *d, int by_row, int slices) {
-  int outer = by_row ? d->out : d->in, inner = by_row ? d->in : d->out;
+  int NB = lanes(d), outer = by_row ? d->out : d->in, inner = by_row ? d->in : d->out;
   if ((int64_t)d->in * d->out >= INT32_MAX ||
-      (int64_t)(d->in > d->out ? d->in : d->out) * CG_LIN_NB >= INT32_MAX)
+      (int64_t)(d->in > d->out ? d->in : d->out) * NB >= INT32_MAX)
     return -1;
   if (etab_init(t, slices * outer, (long)d->in * d->out)) return -1;
   for (int sl = 0; sl < slices; sl++) {
-    int i0 = slices > 1 ? sl * LIN_SLICE : 0;
-    int i1 = slices > 1 && i0 + LIN_SLICE < inner ? i0 + LIN_SLICE : inner;
+    int i0 = slices > 1 ? sl * slice_len(NB) : 0;
+    int i1 = slices > 1 && i0 + slice_len(NB) < inner ? i0 + slice_len(NB) : inner;
     for (int o = 0; o < outer; o++) {
       t->start[sl * outer + o] = (int32_t)t->n;
       for (int i = i0; i < i1; i++) {
         long wi = by_row ? (long)o * d->in + i : (long)i * d->in + o;
-        if (active(d->wm, wi) && etab_add(t, (int64_t)i * CG_LIN_NB, wi)) return -1;
+        if (active(d->wm, wi) && etab_add(t, (int64_t)i * NB, wi)) return -1;
       }
     }
   }
@@ -622,21 +630,23 @@ static int lin_tab(etab *t, const cg_linear_desc *d, int by_row, int slices) {
 }
 
 /* The batch blocks of a call: n / NB of them, each a [features][NB] slab. */
-static span lin_span(gen *g, int sfeat, int dfeat) {
-  LLVMValueRef blocks = LLVMBuildSDiv(g->b, arg(g, 4), ci64(g, CG_LIN_NB), "");
-  return (span){blocks, ci64(g, (int64_t)sfeat * CG_LIN_NB), ci64(g, (int64_t)dfeat * CG_LIN_NB)};
+static span lin_span(gen *g, int NB, int sfeat, int dfeat) {
+  LLVMValueRef blocks = LLVMBuildSDiv(g->b, arg(g, 4), ci64(g, NB), "");
+  return (span){blocks, ci64(g, (int64_t)sfeat * NB), ci64(g, (int64_t)dfeat * NB)};
 }
 
 static int lin_gather(LLVMModuleRef m, const cg_linear_desc *d, const char *name, int fwd,
                       cg_order *ord) {
   etab t;
   int outer = fwd ? d->out : d->in, inner = fwd ? d->in : d->out;
-  int slices = inner > LIN_SLICE ? (inner + LIN_SLICE - 1) / LIN_SLICE : 1;
+  int SL = slice_len(lanes(d));
+  int slices = inner > SL ? (inner + SL - 1) / SL : 1;
   if (lin_tab(&t, d, fwd, slices) || take_order(&t, ord)) return etab_free(&t), -1;
   gen G, *g = &G;
   gen_begin(g, m, name);
-  span sp = fwd ? lin_span(g, d->in, d->out) : lin_span(g, d->out, d->in);
-  gen_gather(g, &t, CG_LIN_NB / VW, CG_LIN_NB, sp, arg(g, 0), arg(g, 1),
+  int NB = lanes(d);
+  span sp = fwd ? lin_span(g, NB, d->in, d->out) : lin_span(g, NB, d->out, d->in);
+  gen_gather(g, &t, NB / VW, NB, sp, arg(g, 0), arg(g, 1),
              fwd ? arg(g, 3) : arg(g, 2), fwd ? arg(g, 2) : NULL, d->bm,
              slices > 1 ? outer : 0);
   gen_end(g);
@@ -658,12 +668,13 @@ int cg_sparse_linear_bwd_weight(LLVMModuleRef m, const cg_linear_desc *d, const 
   etab t;
   if (lin_tab(&t, d, 1, 1)) return etab_free(&t), -1;
   int32_t *grp;
-  long ng = make_groups(&t, CG_LIN_NB, &grp);
+  int NB = lanes(d);
+  long ng = make_groups(&t, NB, &grp);
   etab_free(&t);
   if (ng < 0) return -1;
   gen G, *g = &G;
   gen_begin(g, m, name);
-  gen_groups(g, grp, ng, CG_LIN_NB, lin_span(g, d->in, d->out), arg(g, 0), arg(g, 1), arg(g, 2));
+  gen_groups(g, grp, ng, NB, lin_span(g, NB, d->in, d->out), arg(g, 0), arg(g, 1), arg(g, 2));
   gen_end(g);
   free(grp);
   return 0;

@@ -44,12 +44,12 @@
  *                     then may call once per block of samples.
  *                     a_ns = of xp, b_ns = of dyq.
  * The linear kernels work on the batch transposed, feature-major, so that
- * the batch is the vector dimension, in blocks of CG_LIN_NB samples: a
- * tensor [n][f] is passed as [n/CG_LIN_NB][f][CG_LIN_NB] with n rounded up
- * to a multiple of CG_LIN_NB (padding lanes are zero), and `n` is that
- * padded count; a_ns, b_ns are unused. One block of one feature is a row
- * of eight vectors, the register tile; a block of all inputs (in *
- * CG_LIN_NB floats) is what stays in L2 while the outputs are swept.
+ * the batch is the vector dimension, in blocks of NB samples (the desc's
+ * lanes): a tensor [n][f] is passed as [n/NB][f][NB] with n rounded up to
+ * a multiple of NB (padding lanes are zero), and `n` is that padded
+ * count; a_ns, b_ns are unused. One block of one feature is a row of NB/8
+ * vectors, the register tile; a block of all inputs (in * NB floats) is
+ * what stays in L2 while the outputs are swept.
  *   linear fwd:        a = xT, b = wp, c = bias (may be NULL),
  *                      d = yT, overwritten.
  *   linear bwd_data:   a = dyT, b = wp, c = dxT, OVERWRITTEN
@@ -66,8 +66,9 @@
 #include <llvm-c/Core.h>
 
 /* Lanes of the batch one linear kernel block handles: 8 vectors of 8, the
- * accumulators of one output row (of 16 AVX2 registers). */
-enum { CG_LIN_NB = 64 };
+ * accumulators of one output row (of 16 AVX2 registers); or half of that,
+ * for calls of at most 32 samples, which would leave half a block idle. */
+enum { CG_LIN_NB = 64, CG_LIN_NB_HALF = 32 };
 
 typedef struct cg_conv_desc {
   int cin, h, w;          /* input channels, height, width */
@@ -80,6 +81,7 @@ typedef struct cg_linear_desc {
   int in, out;
   const uint8_t *wm;      /* [out][in]; NULL = all */
   const uint8_t *bm;      /* [out]; NULL = all */
+  int lanes;              /* NB: CG_LIN_NB or CG_LIN_NB_HALF; 0 = CG_LIN_NB */
 } cg_linear_desc;
 
 /* Where each packed conv tensor lives, in floats. */

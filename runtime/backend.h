@@ -79,6 +79,10 @@ struct rt_backend {
   /* Threads the backend may use for work of its own, such as building
    * kernels; the graph ops (exec.c) set it to theirs. */
   int threads;
+  /* The most samples one call gets, as far as known before the first
+   * prepare (exec sets it: its batch capacity over its threads); 0: not
+   * known. Kernels may be shaped for it, never limited by it. */
+  int chunk;
 };
 
 /* "ref", "cpu" (the LLVM JIT) or "cuda". NULL with a message for an

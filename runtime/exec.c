@@ -153,6 +153,7 @@ rt_exec *rt_exec_new(ir_graph *g, int cap, int threads, const char *backend,
     return NULL;
   }
   x->live->threads = x->backend->threads = x->threads;
+  x->live->chunk = x->backend->chunk = (cap + x->threads - 1) / x->threads;
   if (rt_exec_sync_mask(x, err, errlen)) {
     rt_exec_free(x);
     return NULL;

@@ -48,6 +48,7 @@ typedef struct rt_cpu_entry {
   uint8_t *wm, *bm;           /* the pattern compiled (copies) */
   size_t nw, nb;
   size_t active;              /* active weights in wm */
+  int lanes;                  /* linear: the kernels' block of samples */
   cg_order ord[2];            /* how fwd and bwd_data read w packed */
   cg_conv_plan plan;          /* conv: the packed layouts of its kernels */
   int compiled;               /* kernels built: only the sparse path needs them */
@@ -75,8 +76,8 @@ typedef struct rt_cpu_entry {
  * for 64 channels at 14x14) stay in L2 while the weight-gradient groups
  * sweep them, and the groups' sums are added to dw once per two samples. */
 enum { CONV_SB = 2 };
-/* Linear samples transposed per kernel call (two lane blocks): bounds the
- * scratch by the layer, not the batch. */
+/* Linear samples transposed per kernel call: two blocks of the entry's
+ * lanes, at most LIN_SUB; bounds the scratch by the layer, not the batch. */
 enum { LIN_SUB = 2 * CG_LIN_NB };
 /* Scratch slots: one per concurrent caller, as many as exec's threads. */
 enum { NSLOT = 64 };
@@ -223,7 +224,7 @@ static int build_object(const rt_cpu_entry *e_, long id, LLVMTargetMachineRef tm
          cg_sparse_conv_bwd_data(m, &d, names[1], &e->ord[1]) ||
          cg_sparse_conv_bwd_weight(m, &d, names[2]);
   } else {
-    cg_linear_desc d = {e->shape[0], e->shape[3], e->wm, e->bm};
+    cg_linear_desc d = {e->shape[0], e->shape[3], e->wm, e->bm, e->lanes};
     rc = cg_sparse_linear_fwd(m, &d, names[0], &e->ord[0]) ||
          cg_sparse_linear_bwd_data(m, &d, names[1], &e->ord[1]) ||
          cg_sparse_linear_bwd_weight(m, &d, names[2]);
@@ -373,12 +374,16 @@ static rt_cpu_entry *entry_get(cpu_backend *cb, int layer, const uint8_t *wmask,
     snprintf(err, errlen, "cpu backend: out of memory");
     return NULL;
   }
+  /* linear blocks of half the lanes when no call has more samples */
+  int lanes = l->kind == IR_LINEAR && cb->pub.chunk > 0 && cb->pub.chunk <= CG_LIN_NB_HALF
+                  ? CG_LIN_NB_HALF
+                  : CG_LIN_NB;
   uint64_t h = mix(0x1234567ull, (uint64_t)l->kind);
   for (int i = 0; i < 7; i++) h = mix(h, (uint64_t)(uint32_t)shape[i]);
-  h = hash_bytes(hash_bytes(h, wm, nw), bm, nb);
+  h = hash_bytes(hash_bytes(mix(h, (uint64_t)lanes), wm, nw), bm, nb);
   for (rt_cpu_entry *e = cb->cache; e; e = e->next)
     if (e->hash == h && e->kind == (int)l->kind && !memcmp(e->shape, shape, sizeof shape) &&
-        e->nw == nw && !memcmp(e->wm, wm, nw) && !memcmp(e->bm, bm, nb)) {
+        e->lanes == lanes && e->nw == nw && !memcmp(e->wm, wm, nw) && !memcmp(e->bm, bm, nb)) {
       cb->st.hits++;
       free(wm), free(bm);
       return e;
@@ -389,7 +394,8 @@ static rt_cpu_entry *entry_get(cpu_backend *cb, int layer, const uint8_t *wmask,
     snprintf(err, errlen, "cpu backend: out of memory");
     return NULL;
   }
-  *e = (rt_cpu_entry){.hash = h, .kind = (int)l->kind, .wm = wm, .bm = bm, .nw = nw, .nb = nb};
+  *e = (rt_cpu_entry){.hash = h, .kind = (int)l->kind, .wm = wm, .bm = bm, .nw = nw, .nb = nb,
+                      .lanes = lanes};
   memcpy(e->shape, shape, sizeof shape);
   for (size_t i = 0; i < nw; i++) e->active += wm[i];
   cg_conv_desc d = {shape[0], shape[1], shape[2], shape[3], shape[4], shape[5], shape[6], wm, bm};
@@ -814,25 +820,24 @@ static void cpu_conv_bwd(rt_backend *b, int l, const rt_conv_shape *s, const flo
 
 /* ---- linear ------------------------------------------------------------- */
 
-/* Batch rounded up to the kernels' block of lanes. */
-static int64_t lin_pad(int n) { return ((int64_t)n + CG_LIN_NB - 1) / CG_LIN_NB * CG_LIN_NB; }
+/* Batch rounded up to a block of NB lanes. */
+static int64_t lin_pad(int n, int NB) { return ((int64_t)n + NB - 1) / NB * NB; }
 
 /* src [n][f] (stride ns) -> dst [np/NB][f][NB], padding lanes zero. */
-static void to_lanes(const float *src, int n, int f, int64_t ns, float *dst, int64_t np) {
-  for (int64_t b0 = 0; b0 < np; b0 += CG_LIN_NB, dst += (int64_t)f * CG_LIN_NB) {
-    int m = n - b0 < CG_LIN_NB ? (int)(n - b0) : CG_LIN_NB;
-    if (m < CG_LIN_NB)
-      for (int i = 0; i < f; i++)
-        memset(dst + (int64_t)i * CG_LIN_NB + m, 0, (size_t)(CG_LIN_NB - m) * sizeof *dst);
-    if (m > 0) rt_transpose(m, f, src + b0 * ns, ns, dst, CG_LIN_NB, 0);
+static void to_lanes(const float *src, int n, int f, int64_t ns, float *dst, int64_t np, int NB) {
+  for (int64_t b0 = 0; b0 < np; b0 += NB, dst += (int64_t)f * NB) {
+    int m = n - b0 < NB ? (int)(n - b0) : NB;
+    if (m < NB)
+      for (int i = 0; i < f; i++) memset(dst + (int64_t)i * NB + m, 0, (size_t)(NB - m) * sizeof *dst);
+    if (m > 0) rt_transpose(m, f, src + b0 * ns, ns, dst, NB, 0);
   }
 }
 
 /* The inverse for n real samples: dst[s][i] = (or +=) the lanes. */
-static void from_lanes(const float *src, int n, int f, int64_t ns, float *dst, int add) {
-  for (int b0 = 0; b0 < n; b0 += CG_LIN_NB, src += (int64_t)f * CG_LIN_NB) {
-    int m = n - b0 < CG_LIN_NB ? n - b0 : CG_LIN_NB;
-    rt_transpose(f, m, src, CG_LIN_NB, dst + b0 * ns, ns, add);
+static void from_lanes(const float *src, int n, int f, int64_t ns, float *dst, int add, int NB) {
+  for (int b0 = 0; b0 < n; b0 += NB, src += (int64_t)f * NB) {
+    int m = n - b0 < NB ? n - b0 : NB;
+    rt_transpose(f, m, src, NB, dst + b0 * ns, ns, add);
   }
 }
 
@@ -863,12 +868,13 @@ static void cpu_linear_fwd(rt_backend *b, int l, const rt_linear_shape *s, const
   float *wp = xT, *yT = xT + e->active + (int64_t)LIN_SUB * s->in;
   pack_w(e, 0, w, wp);
   xT += e->active;
-  for (int n0 = 0; n0 < s->n; n0 += LIN_SUB) {
-    int nb = s->n - n0 < LIN_SUB ? s->n - n0 : LIN_SUB;
-    int64_t np = lin_pad(nb);
-    to_lanes(x + n0 * xns, nb, s->in, xns, xT, np);
+  int NB = e->lanes, sub = 2 * NB;
+  for (int n0 = 0; n0 < s->n; n0 += sub) {
+    int nb = s->n - n0 < sub ? s->n - n0 : sub;
+    int64_t np = lin_pad(nb, NB);
+    to_lanes(x + n0 * xns, nb, s->in, xns, xT, np, NB);
     e->fwd(xT, wp, (float *)bias, yT, np, 0, 0);
-    from_lanes(yT, nb, s->out, yns, y + n0 * yns, 0);
+    from_lanes(yT, nb, s->out, yns, y + n0 * yns, 0, NB);
   }
   scratch_put(C(b), wp, id);
 }
@@ -893,12 +899,13 @@ static void cpu_linear_bwd_data(rt_backend *b, int l, const rt_linear_shape *s, 
   float *wp = dyT, *dxT = dyT + e->active + (int64_t)LIN_SUB * s->out;
   pack_w(e, 1, w, wp);
   dyT += e->active;
-  for (int n0 = 0; n0 < s->n; n0 += LIN_SUB) {
-    int nb = s->n - n0 < LIN_SUB ? s->n - n0 : LIN_SUB;
-    int64_t np = lin_pad(nb);
-    to_lanes(dy + n0 * yns, nb, s->out, yns, dyT, np);
+  int NB = e->lanes, sub = 2 * NB;
+  for (int n0 = 0; n0 < s->n; n0 += sub) {
+    int nb = s->n - n0 < sub ? s->n - n0 : sub;
+    int64_t np = lin_pad(nb, NB);
+    to_lanes(dy + n0 * yns, nb, s->out, yns, dyT, np, NB);
     e->bwd_data(dyT, wp, dxT, NULL, np, 0, 0);
-    from_lanes(dxT, nb, s->in, xns, dx + n0 * xns, 1);
+    from_lanes(dxT, nb, s->in, xns, dx + n0 * xns, 1, NB);
   }
   scratch_put(C(b), wp, id);
 }
@@ -923,11 +930,12 @@ static void cpu_linear_bwd_weight(rt_backend *b, int l, const rt_linear_shape *s
   }
   if (xT) {
     float *dyT = xT + (int64_t)LIN_SUB * s->in;
-    for (int n0 = 0; n0 < s->n; n0 += LIN_SUB) {
-      int nb = s->n - n0 < LIN_SUB ? s->n - n0 : LIN_SUB;
-      int64_t np = lin_pad(nb);
-      to_lanes(x + n0 * xns, nb, s->in, xns, xT, np);
-      to_lanes(dy + n0 * yns, nb, s->out, yns, dyT, np);
+    int NB = e->lanes, sub = 2 * NB;
+    for (int n0 = 0; n0 < s->n; n0 += sub) {
+      int nb = s->n - n0 < sub ? s->n - n0 : sub;
+      int64_t np = lin_pad(nb, NB);
+      to_lanes(x + n0 * xns, nb, s->in, xns, xT, np, NB);
+      to_lanes(dy + n0 * yns, nb, s->out, yns, dyT, np, NB);
       e->bwd_weight(xT, dyT, dw, NULL, np, 0, 0);
     }
     scratch_put(C(b), xT, id);
@@ -997,7 +1005,7 @@ rt_backend *rt_backend_cpu_new(const ir_graph *g, char *err, size_t errlen) {
   cb->pub = (rt_backend){"cpu", g, cpu_prepare, cpu_conv_fwd, cpu_conv_bwd_data,
                          cpu_conv_bwd_weight, cpu_linear_fwd, cpu_linear_bwd_data,
                          cpu_linear_bwd_weight, cpu_free, 1, cpu_conv_bwd,
-                         cpu_prepare_layers, 1};
+                         cpu_prepare_layers, 1, 0};
   /* The JIT generates code for this CPU, with its vector extensions. */
   LLVMOrcJITTargetMachineBuilderRef jtmb;
   LLVMErrorRef er = LLVMOrcJITTargetMachineBuilderDetectHost(&jtmb);

@@ -205,7 +205,7 @@ static int cuda_prepare(rt_backend *b, int layer, const uint8_t *wmask, const ui
   layer_clear(l);
   l->kind = (int)il->kind, l->wm = wm, l->bm = bm, l->nw = nw, l->nb = nb;
   l->cd = (cg_conv_desc){il->cin, il->h, il->w, il->cout, k, il->stride, il->pad, wm, bm};
-  l->ld = (cg_linear_desc){il->cin, il->cout, wm, bm};
+  l->ld = (cg_linear_desc){il->cin, il->cout, wm, bm, 0};
   char names[3][64];
   const char *ops[3] = {"fwd", "bwd_data", "bwd_weight"};
   long id = cb->serial++;
@@ -440,7 +440,7 @@ rt_backend *rt_backend_cuda_new(const ir_graph *g, char *err, size_t errlen) {
   pthread_mutex_init(&cb->lock, NULL);
   cb->pub = (rt_backend){"cuda", g, cuda_prepare, cuda_conv_fwd, cuda_conv_bwd_data, cuda_conv_bwd_weight,
                          cuda_linear_fwd, cuda_linear_bwd_data, cuda_linear_bwd_weight, cuda_free, 0, NULL,
-                         NULL, 1};
+                         NULL, 1, 0};
   cb->layers = calloc((size_t)(g->n_layers > 0 ? g->n_layers : 1), sizeof *cb->layers);
   int major = 0, minor = 0;
   const char *what = "out of memory";

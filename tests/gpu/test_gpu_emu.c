@@ -196,7 +196,7 @@ static void linear_case(int in, int out, int n, double dens, int with_bias) {
       if (!bm[i]) bias[i] = 0.0f;
   char what[128];
   snprintf(what, sizeof what, "linear %d -> %d n %d dens %.2f%s", in, out, n, dens, with_bias ? "" : " nobias");
-  cg_linear_desc d = {in, out, wm, bm};
+  cg_linear_desc d = {in, out, wm, bm, 0};
   emu E;
   if (emu_new(&E, IR_LINEAR, NULL, &d) == 0) {
     float *x = jt_randf(nx), *dy = jt_randf(ny);

@@ -105,7 +105,7 @@ static void sample_case(const char *path) {
     for (int64_t j = 0; j < l->n_w; j++) wm[j] = (uint8_t)ir_alpha_get(g, l->w_off + j);
     for (int j = 0; j < l->cout; j++) bm[j] = (uint8_t)(l->b_off < 0 || ir_alpha_get(g, l->b_off + j));
     cg_conv_desc cd = {l->cin, l->h, l->w, l->cout, l->k, l->stride, l->pad, wm, bm};
-    cg_linear_desc ld = {l->cin, l->cout, wm, bm};
+    cg_linear_desc ld = {l->cin, l->cout, wm, bm, 0};
     char what[256];
     snprintf(what, sizeof what, "%.180s: layer %.60s", path, l->name);
     layer_case(what, l->kind, &cd, &ld);
@@ -162,7 +162,7 @@ int main(int argc, char **argv) {
     free(wm), free(bm);
     int in = jt_int(1, 300), out = jt_int(1, 40);
     wm = jt_mask((size_t)in * out, 1, d), bm = jt_mask((size_t)out, 1, 0.5);
-    cg_linear_desc ld = {in, out, c == 3 ? NULL : wm, c == 3 ? NULL : bm};
+    cg_linear_desc ld = {in, out, c == 3 ? NULL : wm, c == 3 ? NULL : bm, 0};
     snprintf(what, sizeof what, "linear %d -> %d dens %.2f", in, out, d);
     layer_case(what, IR_LINEAR, NULL, &ld);
     free(wm), free(bm);

@@ -18,7 +18,11 @@ enum { ND = sizeof densities / sizeof densities[0] };
 static double force_thr = -1;
 
 static void force(rt_backend *b) {
+  static int calls;
   if (force_thr >= 0) rt_cpu_set_dense_threshold(b, force_thr, force_thr);
+  /* every other case as exec sets it up for calls of up to 32 samples:
+   * linear kernels of half the lanes (the cases still pass more) */
+  b->chunk = ++calls % 2 ? 32 : 0;
 }
 
 static void check_path(rt_backend *b, int layer, const char *what) {
