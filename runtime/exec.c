@@ -20,8 +20,9 @@
 
 enum { RT_MAX_THREADS = 64 };
 
-/* Per-thread partial weight gradients live here: the largest layer's
- * weights and biases, once per thread. */
+/* The partial weight gradients of chunks 1.. live in wpart: the largest
+ * layer's weights and biases, once per thread but the first (chunk 0
+ * writes into grads). */
 typedef struct exec_impl {
   rt_exec pub;
   float *wpart;
@@ -130,7 +131,8 @@ rt_exec *rt_exec_new(ir_graph *g, int cap, int threads, const char *backend,
   x->scratch = xcalloc((size_t)cap * (size_t)largest_out, sizeof(float), &oom);
   x->logits = xcalloc((size_t)cap * (size_t)g->cfg.classes, sizeof(float), &oom);
   e->wpart_size = largest_w;
-  e->wpart = xcalloc((size_t)largest_w * (size_t)x->threads, sizeof(float), &oom);
+  e->wpart = xcalloc((size_t)largest_w * (size_t)(x->threads > 1 ? x->threads - 1 : 1),
+                     sizeof(float), &oom);
   e->active = xcalloc((size_t)g->n_layers, sizeof *e->active, &oom);
   if (plan_zero(e)) oom = 1;
   if (oom) {
@@ -413,18 +415,47 @@ static void clear_dact(rt_exec *x) {
   run_chunks(&j);
 }
 
-/* Sums the per-chunk weight-gradient partials, in chunk order. */
+/* Where chunk c writes a layer's weight and bias gradients: the first
+ * straight into grads, the others into partials of their own. */
+static float *wgrad_of(rt_exec *x, const ir_layer *l, int c, float **db) {
+  exec_impl *e = (exec_impl *)x;
+  if (c == 0) {
+    *db = x->grads + l->b_off;
+    return x->grads + l->w_off;
+  }
+  float *p = e->wpart + (c - 1) * e->wpart_size;
+  *db = p + l->n_w;
+  return p;
+}
+
+/* Adds the other chunks' partials into grads, in chunk order, each thread
+ * over its own range of whole cache lines. */
+typedef struct reduce_job {
+  rt_exec *x;
+  const ir_layer *l;
+  int chunks, parts;
+} reduce_job;
+
+static void reduce_task(void *arg, int t) {
+  const reduce_job *r = arg;
+  int64_t nw = r->l->n_w, lines = (nw + 15) / 16;
+  int64_t i0 = lines * t / r->parts * 16, i1 = lines * (t + 1) / r->parts * 16;
+  if (i1 > nw) i1 = nw;
+  float *db, *dw = wgrad_of(r->x, r->l, 0, &db);
+  for (int c = 1; c < r->chunks; c++) {
+    float *pb, *p = wgrad_of(r->x, r->l, c, &pb);
+    rt_add_2d(1, (int)(i1 > i0 ? i1 - i0 : 0), p + i0, 0, dw + i0, 0);
+    if (t == 0)
+      for (int k = 0; k < r->l->cout; k++) db[k] += pb[k];
+  }
+}
+
 static void reduce_wgrad(rt_exec *x, const ir_layer *l, int chunks) {
   exec_impl *e = (exec_impl *)x;
-  int64_t nw = l->n_w, nb = l->cout;
-  float *dw = x->grads + l->w_off, *db = x->grads + l->b_off;
-  memcpy(dw, e->wpart, (size_t)nw * sizeof(float));
-  memcpy(db, e->wpart + nw, (size_t)nb * sizeof(float));
-  for (int c = 1; c < chunks; c++) {
-    const float *p = e->wpart + c * e->wpart_size;
-    for (int64_t i = 0; i < nw; i++) dw[i] += p[i];
-    for (int64_t i = 0; i < nb; i++) db[i] += p[nw + i];
-  }
+  if (chunks <= 1) return;
+  reduce_job r = {x, l, chunks, l->n_w >= (1 << 16) && e->pool ? x->threads : 1};
+  if (r.parts > 1) rt_pool_run(e->pool, r.parts, reduce_task, &r);
+  else reduce_task(&r, 0);
 }
 
 static rt_exec *X(void *x) { return x; }
@@ -531,11 +562,10 @@ static void conv_fwd_op(RT_OP_ARGS) {
 
 static void conv_bwd_chunk(const job *j, int chunk, int n0, int n1) {
   rt_exec *x = j->x;
-  exec_impl *e = (exec_impl *)x;
   const ir_layer *l = j->l;
   int64_t ns = x->g->act_size, o = (int64_t)n0 * ns;
   rt_conv_shape s = conv_shape(x, l, n1 - n0);
-  float *dw = e->wpart + chunk * e->wpart_size;
+  float *db, *dw = wgrad_of(x, l, chunk, &db);
   rt_backend *b = x->use_live ? x->live : x->backend;
   int li = (int)(l - x->g->layers);
   if (b->conv_bwd) {
@@ -546,12 +576,11 @@ static void conv_bwd_chunk(const job *j, int chunk, int n0, int n1) {
     if (!l->bn && !s.relu) relu_bwd(x, l, j->z, j->out, n0, n1);
     b->conv_bwd(b, li, &s, x->act + o + j->in, x->dact + o + (s.relu ? j->out : j->z),
                 x->act + o + j->out, x->params + l->w_off,
-                needs_dx(x, l) ? x->dact + o + j->in : NULL, dw, dw + l->n_w);
+                needs_dx(x, l) ? x->dact + o + j->in : NULL, dw, db);
     return;
   }
   if (!l->bn) relu_bwd(x, l, j->z, j->out, n0, n1);
-  b->conv_bwd_weight(b, li, &s, x->act + o + j->in, x->dact + o + j->z, dw,
-                     dw + l->n_w);
+  b->conv_bwd_weight(b, li, &s, x->act + o + j->in, x->dact + o + j->z, dw, db);
   if (needs_dx(x, l))
     b->conv_bwd_data(b, li, &s, x->dact + o + j->z, x->params + l->w_off,
                      x->dact + o + j->in);
@@ -620,17 +649,15 @@ static void linear_fwd_op(RT_OP_ARGS) {
 
 static void lin_bwd_chunk(const job *j, int chunk, int n0, int n1) {
   rt_exec *x = j->x;
-  exec_impl *e = (exec_impl *)x;
   const ir_layer *l = j->l;
   int64_t ns = x->g->act_size, o = (int64_t)n0 * ns;
   rt_linear_shape s = lin_shape(x, l, n1 - n0);
   int64_t dz = l->relu ? j->z : j->out;
-  float *dw = e->wpart + chunk * e->wpart_size;
+  float *db, *dw = wgrad_of(x, l, chunk, &db);
   rt_backend *b = x->use_live ? x->live : x->backend;
   int li = (int)(l - x->g->layers);
   if (l->relu && !l->bn) relu_bwd(x, l, j->z, j->out, n0, n1);
-  b->linear_bwd_weight(b, li, &s, x->act + o + j->in, x->dact + o + dz, dw,
-                       dw + l->n_w);
+  b->linear_bwd_weight(b, li, &s, x->act + o + j->in, x->dact + o + dz, dw, db);
   if (needs_dx(x, l))
     b->linear_bwd_data(b, li, &s, x->dact + o + dz, x->params + l->w_off,
                        x->dact + o + j->in);
