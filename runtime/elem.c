@@ -129,16 +129,15 @@ void rt_maxpool_fwd(const rt_pool_shape *s, int n0, int n1, const float *x, floa
     }
 }
 
-void rt_maxpool_bwd(const rt_pool_shape *s, int n0, int n1, const float *x,
-                    const float *dy, float *dx) {
-  if (s->f != 2) {
-    rt_pool_shape t = *s;
-    t.n = n1 - n0, t.x_ns = pool_x_ns(s), t.y_ns = pool_y_ns(s);
-    rt_ref_maxpool_bwd(&t, x + n0 * t.x_ns, dy + n0 * t.y_ns, dx + n0 * t.x_ns);
-    return;
-  }
+/* The 2x2 backward; set: dx = 0 + the gradient (every position of an even
+ * plane is in one window), else dx += it. */
+static void pool2_bwd(const rt_pool_shape *s, int n0, int n1, const float *x, const float *dy,
+                      float *dx, int set) {
   const int OH = s->h / 2, OW = s->w / 2, W = s->w;
   const long xns = pool_x_ns(s), yns = pool_y_ns(s);
+#if defined(__SSE2__)
+  const __m128 zero = _mm_setzero_ps();
+#endif
   for (int n = n0; n < n1; n++)
     for (int c = 0; c < s->c; c++) {
       const long plane = (long)c * s->h * W;
@@ -167,12 +166,14 @@ void rt_maxpool_bwd(const rt_pool_shape *s, int n0, int n1, const float *x,
           __m128 ga = _mm_andnot_ps(_mm_or_ps(_mm_or_ps(t1, t2), t3), g);
           __m128 gb = _mm_andnot_ps(_mm_or_ps(t2, t3), _mm_and_ps(t1, g));
           __m128 gc = _mm_andnot_ps(t3, _mm_and_ps(t2, g)), gd = _mm_and_ps(t3, g);
-          _mm_storeu_ps(d0 + 2 * ox, _mm_add_ps(_mm_loadu_ps(d0 + 2 * ox), _mm_unpacklo_ps(ga, gb)));
-          _mm_storeu_ps(d0 + 2 * ox + 4,
-                        _mm_add_ps(_mm_loadu_ps(d0 + 2 * ox + 4), _mm_unpackhi_ps(ga, gb)));
-          _mm_storeu_ps(d1 + 2 * ox, _mm_add_ps(_mm_loadu_ps(d1 + 2 * ox), _mm_unpacklo_ps(gc, gd)));
-          _mm_storeu_ps(d1 + 2 * ox + 4,
-                        _mm_add_ps(_mm_loadu_ps(d1 + 2 * ox + 4), _mm_unpackhi_ps(gc, gd)));
+          __m128 o0 = set ? zero : _mm_loadu_ps(d0 + 2 * ox);
+          __m128 o1 = set ? zero : _mm_loadu_ps(d0 + 2 * ox + 4);
+          __m128 o2 = set ? zero : _mm_loadu_ps(d1 + 2 * ox);
+          __m128 o3 = set ? zero : _mm_loadu_ps(d1 + 2 * ox + 4);
+          _mm_storeu_ps(d0 + 2 * ox, _mm_add_ps(o0, _mm_unpacklo_ps(ga, gb)));
+          _mm_storeu_ps(d0 + 2 * ox + 4, _mm_add_ps(o1, _mm_unpackhi_ps(ga, gb)));
+          _mm_storeu_ps(d1 + 2 * ox, _mm_add_ps(o2, _mm_unpacklo_ps(gc, gd)));
+          _mm_storeu_ps(d1 + 2 * ox + 4, _mm_add_ps(o3, _mm_unpackhi_ps(gc, gd)));
         }
 #endif
         for (; ox < OW; ox++) {
@@ -186,13 +187,34 @@ void rt_maxpool_bwd(const rt_pool_shape *s, int n0, int n1, const float *x,
           m = t2 ? c : m;
           int t3 = d > m;
           float g = g0[ox];
-          d0[2 * ox] += (!t1 & !t2 & !t3) ? g : 0.0f;
-          d0[2 * ox + 1] += (t1 & !t2 & !t3) ? g : 0.0f;
-          d1[2 * ox] += (t2 & !t3) ? g : 0.0f;
-          d1[2 * ox + 1] += t3 ? g : 0.0f;
+          float base[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+          if (!set) base[0] = d0[2 * ox], base[1] = d0[2 * ox + 1], base[2] = d1[2 * ox],
+                    base[3] = d1[2 * ox + 1];
+          d0[2 * ox] = base[0] + ((!t1 & !t2 & !t3) ? g : 0.0f);
+          d0[2 * ox + 1] = base[1] + ((t1 & !t2 & !t3) ? g : 0.0f);
+          d1[2 * ox] = base[2] + ((t2 & !t3) ? g : 0.0f);
+          d1[2 * ox + 1] = base[3] + (t3 ? g : 0.0f);
         }
       }
     }
+}
+
+void rt_maxpool_bwd(const rt_pool_shape *s, int n0, int n1, const float *x,
+                    const float *dy, float *dx, int assign) {
+  const long xns = pool_x_ns(s), yns = pool_y_ns(s);
+  /* 2x2 windows tiling the plane write every position; else assigning is
+   * adding into zeros (positions no window covers included) */
+  int tiled = s->f == 2 && s->h % 2 == 0 && s->w % 2 == 0;
+  if (assign && !tiled)
+    for (int n = n0; n < n1; n++)
+      memset(dx + n * xns, 0, (size_t)s->c * s->h * s->w * sizeof *dx);
+  if (s->f != 2) {
+    rt_pool_shape t = *s;
+    t.n = n1 - n0, t.x_ns = xns, t.y_ns = yns;
+    rt_ref_maxpool_bwd(&t, x + n0 * t.x_ns, dy + n0 * t.y_ns, dx + n0 * t.x_ns);
+    return;
+  }
+  pool2_bwd(s, n0, n1, x, dy, dx, assign && tiled);
 }
 
 void rt_sgd(size_t i0, size_t i1, float *restrict w, const float *restrict g,

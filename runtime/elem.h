@@ -46,11 +46,13 @@ void rt_col2im_add(const rt_conv_shape *s, const float *col, float *dx);
 /* dx = dy * (y > 0): OVERWRITES dx, unlike rt_ref_relu_bwd. */
 void rt_relu_mask(long len, const float *y, const float *dy, float *dx);
 
-/* rt_ref_maxpool_fwd and _bwd (first maximum wins) for samples [n0, n1). */
+/* rt_ref_maxpool_fwd and _bwd (first maximum wins) for samples [n0, n1);
+ * with assign, the backward overwrites dx (as if it had been cleared)
+ * instead of adding into it. */
 void rt_maxpool_fwd(const rt_pool_shape *s, int n0, int n1, const float *x,
                     float *y);
 void rt_maxpool_bwd(const rt_pool_shape *s, int n0, int n1, const float *x,
-                    const float *dy, float *dx);
+                    const float *dy, float *dx, int assign);
 
 /* rt_ref_sgd over params [i0, i1). */
 void rt_sgd(size_t i0, size_t i1, float *w, const float *g, float *v,

@@ -38,6 +38,8 @@ typedef struct exec_impl {
    * forward and the backward of each layer. */
   double *prof, *prof_paused;
   int64_t *active; /* per layer: active weights, as of the last prepare */
+  uint8_t *pool_set; /* per layer: a max pool that overwrites its input's
+                      * gradient (sole_pool_writer) */
 } exec_impl;
 
 enum { PROF_LOSS, PROF_SGD, PROF_LAYER };
@@ -71,6 +73,24 @@ static int written_before_read(const ir_graph *g, int t) {
   return owner;
 }
 
+/* The layer whose backward alone writes tensor t's gradient, when it is
+ * a max pool over all of t: it can overwrite that gradient instead of
+ * adding into it, and t needs no clearing. -1 otherwise. */
+static int sole_pool_writer(const ir_graph *g, int t) {
+  int w = -1, n = 0;
+  for (int i = 0; i < g->n_layers; i++) {
+    const ir_layer *l = &g->layers[i];
+    if (l->in_t == t || l->prev_t == t || l->z_t == t) n++, w = i;
+  }
+  if (n != 1) return -1;
+  const ir_layer *l = &g->layers[w];
+  const ir_tensor *r = &g->tensors[t];
+  if (l->kind != IR_MAXPOOL || l->in_t != t || l->in_ch != 0 || l->cin != r->c ||
+      l->h != r->h || l->w != r->w)
+    return -1;
+  return w;
+}
+
 static int range_cmp(const void *a, const void *b) {
   const int64_t *x = a, *y = b;
   return x[0] < y[0] ? -1 : x[0] > y[0];
@@ -85,6 +105,11 @@ static int plan_zero(exec_impl *e) {
   for (int t = 0; t < g->n_tensors; t++) {
     const ir_tensor *r = &g->tensors[t];
     if (t == g->input_t || written_before_read(g, t)) continue;
+    int pool = sole_pool_writer(g, t);
+    if (pool >= 0) {
+      e->pool_set[pool] = 1;
+      continue;
+    }
     e->zero[n][0] = r->off, e->zero[n][1] = r->off + (int64_t)r->c * r->h * r->w;
     n++;
   }
@@ -134,7 +159,8 @@ rt_exec *rt_exec_new(ir_graph *g, int cap, int threads, const char *backend,
   e->wpart = xcalloc((size_t)largest_w * (size_t)(x->threads > 1 ? x->threads - 1 : 1),
                      sizeof(float), &oom);
   e->active = xcalloc((size_t)g->n_layers, sizeof *e->active, &oom);
-  if (plan_zero(e)) oom = 1;
+  e->pool_set = xcalloc((size_t)g->n_layers, 1, &oom);
+  if (oom || plan_zero(e)) oom = 1;
   if (oom) {
     snprintf(err, errlen,
              "out of memory planning the arena (%zu floats for batch %d)",
@@ -169,7 +195,7 @@ void rt_exec_free(rt_exec *x) {
   free(x->act), free(x->dact), free(x->params), free(x->grads);
   free(x->mom), free(x->mask), free(x->stats), free(x->bn_save);
   free(x->scratch), free(x->logits), free(e->wpart), free(e->zero), free(e->prof),
-      free(e->prof_paused), free(e->active);
+      free(e->prof_paused), free(e->active), free(e->pool_set);
   if (x->backend && x->backend != x->live) x->backend->free(x->backend);
   if (x->live) x->live->free(x->live);
   rt_pool_free(e->pool);
@@ -689,7 +715,9 @@ static void pool_fwd_chunk(const job *j, int chunk, int n0, int n1) {
 static void pool_bwd_chunk(const job *j, int chunk, int n0, int n1) {
   (void)chunk;
   rt_pool_shape s = pool_shape(j->x, j->l);
-  rt_maxpool_bwd(&s, n0, n1, j->x->act + j->in, j->x->dact + j->out, j->x->dact + j->in);
+  const exec_impl *e = (const exec_impl *)j->x;
+  rt_maxpool_bwd(&s, n0, n1, j->x->act + j->in, j->x->dact + j->out, j->x->dact + j->in,
+                 e->pool_set[j->l - j->x->g->layers]);
 }
 
 static void maxpool_fwd_op(RT_OP_ARGS) {

@@ -27,6 +27,17 @@ static const char *src_bn =
     " reduce gap;"
     " stage linear { layers 1..2 width 8..12 } }";
 
+/* Plain (not dense) stages: each max pool alone writes its input's
+ * gradient, overwriting it; the second pools a 7x7 plane (its last row and
+ * column are in no window). */
+static const char *src_pool =
+    "model p { input 1x14x14; classes 3; search weight budget 2k from density 0.4 seed 4;"
+    " stage conv { layers 1..2 channels 4..6 kernel 3x3; }"
+    " reduce maxpool 2;"
+    " stage conv { layers 1..1 channels 4..6 kernel 3x3; }"
+    " reduce maxpool 2;"
+    " stage linear { layers 1..1 width 6..8; } }";
+
 static ir_graph *build_src(const char *text) {
   fe_model m;
   if (fe_parse_string("t.ilnas", text, &m, stderr)) return NULL;
@@ -101,6 +112,7 @@ int main(void) {
   for (int k = 0; k < 2; k++) {
     check_stale_arena(src, k ? "cpu" : "ref");
     check_stale_arena(src_bn, k ? "cpu" : "ref");
+    check_stale_arena(src_pool, k ? "cpu" : "ref");
   }
   ir_graph *g[2] = {build(), build()};
   CHECK(g[0] && g[1], "model does not build");

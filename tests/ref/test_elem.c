@@ -146,13 +146,22 @@ static void pool_case(int n, int c, int h, int w, int f, long xextra, long yextr
   /* two halves of the batch, as two threads' chunks */
   rt_maxpool_fwd(&s, 0, n / 2, x, y2);
   rt_maxpool_fwd(&s, n / 2, n, x, y2);
-  rt_maxpool_bwd(&s, n / 2, n, x, dy, d2);
-  rt_maxpool_bwd(&s, 0, n / 2, x, dy, d2);
+  rt_maxpool_bwd(&s, n / 2, n, x, dy, d2, 0);
+  rt_maxpool_bwd(&s, 0, n / 2, x, dy, d2, 0);
   long at = -1;
   CHECK(same_bits(y1, y2, n * yns, &at), "maxpool fwd %dx%dx%dx%d f%d differs at %ld", n, c,
         h, w, f, at);
   CHECK(same_bits(d1, d2, n * xns, &at), "maxpool bwd %dx%dx%dx%d f%d differs at %ld", n, c,
         h, w, f, at);
+  /* assigning: as the reference added into zeros, over garbage, and the
+   * gaps between samples left alone */
+  for (long i = 0; i < n * xns; i++) d1[i] = d2[i] = (float)(i % 5) - 2.0f;
+  for (int k = 0; k < n; k++) memset(d1 + k * xns, 0, (size_t)c * h * w * sizeof *d1);
+  rt_ref_maxpool_bwd(&s, x, dy, d1);
+  rt_maxpool_bwd(&s, n / 2, n, x, dy, d2, 1);
+  rt_maxpool_bwd(&s, 0, n / 2, x, dy, d2, 1);
+  CHECK(same_bits(d1, d2, n * xns, &at), "maxpool bwd (assign) %dx%dx%dx%d f%d differs at %ld",
+        n, c, h, w, f, at);
   free(x), free(y1), free(y2), free(dy), free(d1), free(d2);
 }
 
