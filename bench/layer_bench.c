@@ -104,7 +104,7 @@ static void *run_task(void *arg) {
       rt_conv_shape_finish(&s);
       L->b->conv_fwd(L->b, 0, &s, x, L->wt, L->bias, y);
       if (L->b->conv_bwd) { /* what runtime/exec.c calls when the backend has it */
-        L->b->conv_bwd(L->b, 0, &s, x, dy, L->wt, dx, L->dw[T->t], L->db[T->t]);
+        L->b->conv_bwd(L->b, 0, &s, x, dy, NULL, L->wt, dx, L->dw[T->t], L->db[T->t]);
       } else {
         L->b->conv_bwd_data(L->b, 0, &s, dy, L->wt, dx);
         L->b->conv_bwd_weight(L->b, 0, &s, x, dy, L->dw[T->t], L->db[T->t]);
