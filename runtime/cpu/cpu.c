@@ -49,7 +49,9 @@ typedef struct rt_cpu_entry {
   size_t nw, nb;
   size_t active;              /* active weights in wm */
   int lanes;                  /* linear: the kernels' block of samples */
-  cg_order ord[2];            /* how fwd and bwd_data read w packed */
+  /* How fwd (0) and bwd_data (1) read w packed: the j-th active weight
+   * (ascending index act[j]) goes to wp[pos[dir][j]] */
+  int32_t *act, *pos[2];
   cg_conv_plan plan;          /* conv: the packed layouts of its kernels */
   int compiled;               /* kernels built: only the sparse path needs them */
   int queued;                 /* to be built by the prepare under way */
@@ -104,6 +106,9 @@ typedef struct cpu_backend {
 } cpu_backend;
 
 static cpu_backend *C(rt_backend *b) { return (cpu_backend *)b; }
+/* Floats of a packed weight buffer: the active weights and one slot for
+ * those no kernel reads (their taps read only padding). */
+static size_t wp_len(const rt_cpu_entry *e) { return e->active + 1; }
 
 static double now_s(void) {
   struct timespec t;
@@ -166,7 +171,8 @@ static void entry_drop_code(cpu_backend *cb, rt_cpu_entry *e) {
     cb->st.cached--;
     e->rt = NULL;
   }
-  cg_order_free(&e->ord[0]), cg_order_free(&e->ord[1]);
+  free(e->act), free(e->pos[0]), free(e->pos[1]);
+  e->act = e->pos[0] = e->pos[1] = NULL;
   e->compiled = 0;
 }
 
@@ -198,10 +204,33 @@ static LLVMTargetMachineRef host_tm(const cpu_backend *cb) {
 static const char *const PIPELINE =
     "function(sroa,early-cse,instcombine,simplifycfg,loop-mssa(licm),gvn,instcombine)";
 
+/* e->act and e->pos from the kernels' read orders. -1 when out of
+ * memory. */
+static int scatter_plan(rt_cpu_entry *e, const cg_order ord[2]) {
+  size_t na = e->active ? e->active : 1;
+  int32_t *rank = malloc((e->nw ? e->nw : 1) * sizeof *rank);
+  e->act = malloc(na * sizeof *e->act);
+  e->pos[0] = malloc(na * sizeof *e->pos[0]), e->pos[1] = malloc(na * sizeof *e->pos[1]);
+  if (!rank || !e->act || !e->pos[0] || !e->pos[1]) {
+    free(rank);
+    return -1;
+  }
+  for (size_t i = 0, j = 0; i < e->nw; i++) {
+    rank[i] = e->wm[i] ? (int32_t)j : -1;
+    if (e->wm[i]) e->act[j++] = (int32_t)i;
+  }
+  for (int dir = 0; dir < 2; dir++) {
+    for (size_t j = 0; j < e->active; j++) e->pos[dir][j] = (int32_t)ord[dir].n;
+    for (long k = 0; k < ord[dir].n; k++) e->pos[dir][rank[ord[dir].idx[k]]] = (int32_t)k;
+  }
+  free(rank);
+  return 0;
+}
+
 /* One layer's kernels to a relocatable object in memory: generation,
  * optimisation and code generation in a context of its own, with the
  * caller's target machine, so that builds of different layers run on
- * different threads. Fills e->ord. */
+ * different threads. Fills e->act and e->pos. */
 static int build_object(const rt_cpu_entry *e_, long id, LLVMTargetMachineRef tm,
                         LLVMMemoryBufferRef *obj, double sec[2], char *err, size_t errlen) {
   rt_cpu_entry *e = (rt_cpu_entry *)e_;
@@ -217,18 +246,21 @@ static int build_object(const rt_cpu_entry *e_, long id, LLVMTargetMachineRef tm
   LLVMSetModuleDataLayout(m, dl);
   LLVMDisposeTargetData(dl);
   int rc = 0;
+  cg_order ord[2] = {{NULL, 0}, {NULL, 0}};
   if (e->kind == IR_CONV) {
     cg_conv_desc d = {e->shape[0], e->shape[1], e->shape[2], e->shape[3],
                       e->shape[4], e->shape[5], e->shape[6], e->wm, e->bm};
-    rc = cg_sparse_conv_fwd(m, &d, names[0], &e->ord[0]) ||
-         cg_sparse_conv_bwd_data(m, &d, names[1], &e->ord[1]) ||
+    rc = cg_sparse_conv_fwd(m, &d, names[0], &ord[0]) ||
+         cg_sparse_conv_bwd_data(m, &d, names[1], &ord[1]) ||
          cg_sparse_conv_bwd_weight(m, &d, names[2]);
   } else {
     cg_linear_desc d = {e->shape[0], e->shape[3], e->wm, e->bm, e->lanes};
-    rc = cg_sparse_linear_fwd(m, &d, names[0], &e->ord[0]) ||
-         cg_sparse_linear_bwd_data(m, &d, names[1], &e->ord[1]) ||
+    rc = cg_sparse_linear_fwd(m, &d, names[0], &ord[0]) ||
+         cg_sparse_linear_bwd_data(m, &d, names[1], &ord[1]) ||
          cg_sparse_linear_bwd_weight(m, &d, names[2]);
   }
+  if (!rc) rc = scatter_plan(e, ord);
+  cg_order_free(&ord[0]), cg_order_free(&ord[1]);
   char *msg = NULL;
   if (!rc && LLVMVerifyModule(m, LLVMReturnStatusAction, &msg)) {
     snprintf(err, errlen, "cpu backend: generated module is invalid: %s", msg);
@@ -428,9 +460,9 @@ static void entry_attach(cpu_backend *cb, int layer, rt_cpu_entry *e) {
     /* the forward's buffers, or the combined backward's and its bias sums */
     size_t fwd = (size_t)(p->xlen + (long)l->cout * p->yrs),
            bwd = (size_t)(p->xlen + p->dylen + p->dxlen);
-    need = 2 * (size_t)l->cout + e->active + CONV_SB * (fwd > bwd ? fwd : bwd);
+    need = 2 * (size_t)l->cout + wp_len(e) + CONV_SB * (fwd > bwd ? fwd : bwd);
   } else
-    need = dense ? 1 : e->active + (size_t)LIN_SUB * (size_t)(l->cin + l->cout);
+    need = dense ? 1 : wp_len(e) + (size_t)LIN_SUB * (size_t)(l->cin + l->cout);
   if (need > cb->need) cb->need = need;
   e->refs++;
   rt_cpu_entry *old = cb->layer[layer];
@@ -525,11 +557,13 @@ static void scratch_put(cpu_backend *cb, float *p, int id) {
 }
 
 /* The weights of the fwd (dir 0) or bwd_data (1) kernel into wp, in the
- * order it reads them: once per call, a few percent of the kernel's time. */
+ * order it reads them, once per call: w read in ascending order (it is
+ * the large one, dense), wp (the active ones) written where they go. */
 static void pack_w(const rt_cpu_entry *e, int dir, const float *w, float *wp) {
-  const cg_order *o = &e->ord[dir];
-  for (long k = 0; k < o->n; k++) wp[k] = w[o->idx[k]];
+  const int32_t *act = e->act, *pos = e->pos[dir];
+  for (size_t j = 0; j < e->active; j++) wp[pos[j]] = w[act[j]];
 }
+
 
 /* Masked weights' gradients to exactly 0 after a dense sgemm. Bit masks,
  * not a branch: on a random half-dense mask a branch mispredicts every
@@ -674,7 +708,7 @@ static void cpu_conv_fwd(rt_backend *b, int l, const rt_conv_shape *s, const flo
       if (s->relu) rt_relu((long)s->cout * P, yi, yi);
     }
   } else {
-    float *wp = buf, *xp = buf + e->active, *yq = xp + CONV_SB * p->xlen;
+    float *wp = buf, *xp = buf + wp_len(e), *yq = xp + CONV_SB * p->xlen;
     pack_w(e, 0, w, wp);
     for (int n0 = 0; n0 < s->n; n0 += CONV_SB) {
       int nb = s->n - n0 < CONV_SB ? s->n - n0 : CONV_SB;
@@ -709,7 +743,7 @@ static void cpu_conv_bwd_data(rt_backend *b, int l, const rt_conv_shape *s, cons
       rt_col2im_add(s, buf, dx + i * xns);
     }
   } else {
-    float *wp = buf, *dyq = buf + e->active, *dxp = dyq + CONV_SB * p->dylen;
+    float *wp = buf, *dyq = buf + wp_len(e), *dxp = dyq + CONV_SB * p->dylen;
     pack_w(e, 1, w, wp);
     for (int n0 = 0; n0 < s->n; n0 += CONV_SB) {
       int nb = s->n - n0 < CONV_SB ? s->n - n0 : CONV_SB;
@@ -796,7 +830,7 @@ static void cpu_conv_bwd(rt_backend *b, int l, const rt_conv_shape *s, const flo
   const cg_conv_plan *p = &e->plan;
   /* bias sums first: the buffer's start is aligned for doubles */
   double *bsum = db ? (double *)(void *)buf : NULL;
-  float *wp = buf + 2 * (long)s->cout, *xp = wp + e->active, *dyq = xp + CONV_SB * p->xlen;
+  float *wp = buf + 2 * (long)s->cout, *xp = wp + wp_len(e), *dyq = xp + CONV_SB * p->xlen;
   float *dxp = dyq + CONV_SB * p->dylen;
   pack_w(e, 1, w, wp);
   memset(dw, 0, e->nw * sizeof *dw);
@@ -865,9 +899,9 @@ static void cpu_linear_fwd(rt_backend *b, int l, const rt_linear_shape *s, const
     rt_ref_linear_fwd(s, x, w, bias, e->wm, e->bm, y);
     return;
   }
-  float *wp = xT, *yT = xT + e->active + (int64_t)LIN_SUB * s->in;
+  float *wp = xT, *yT = xT + wp_len(e) + (int64_t)LIN_SUB * s->in;
   pack_w(e, 0, w, wp);
-  xT += e->active;
+  xT += wp_len(e);
   int NB = e->lanes, sub = 2 * NB;
   for (int n0 = 0; n0 < s->n; n0 += sub) {
     int nb = s->n - n0 < sub ? s->n - n0 : sub;
@@ -896,9 +930,9 @@ static void cpu_linear_bwd_data(rt_backend *b, int l, const rt_linear_shape *s, 
     rt_ref_linear_bwd_data(s, dy, w, e->wm, dx);
     return;
   }
-  float *wp = dyT, *dxT = dyT + e->active + (int64_t)LIN_SUB * s->out;
+  float *wp = dyT, *dxT = dyT + wp_len(e) + (int64_t)LIN_SUB * s->out;
   pack_w(e, 1, w, wp);
-  dyT += e->active;
+  dyT += wp_len(e);
   int NB = e->lanes, sub = 2 * NB;
   for (int n0 = 0; n0 < s->n; n0 += sub) {
     int nb = s->n - n0 < sub ? s->n - n0 : sub;
