@@ -408,10 +408,11 @@ static void chunk_task(void *arg, int c) {
   j->fn(j, c, (int)((int64_t)n * c / T), (int)((int64_t)n * (c + 1) / T));
 }
 
-/* Multiply-adds below which a weighted layer runs on the calling thread:
- * waking the workers costs tens of microseconds, the time of about a
- * million multiply-adds on one core. */
-enum { SPLIT_WORK = 1 << 18 };
+/* Multiply-adds below which a weighted layer runs on the calling thread: a
+ * dispatch costs under a microsecond while the workers spin (pool.c), but
+ * tens when they have gone to sleep, and then the split does not pay for
+ * itself below about 2^16 multiply-adds. */
+enum { SPLIT_WORK = 1 << 16 };
 
 /* Returns the number of chunks used. Small batches and small layers stay
  * on one thread. */
@@ -509,8 +510,8 @@ static void pass_bwd_chunk(const job *j, int chunk, int n0, int n1) {
     rt_add_2d(1, len, j->x->dact + i * ns + j->out, len, j->x->dact + i * ns + j->in, len);
 }
 
-/* Below this many floats a pass is not worth waking the threads for. */
-enum { PASS_SPLIT = 1 << 16 };
+/* Below this many floats a pass is not worth a dispatch (see SPLIT_WORK). */
+enum { PASS_SPLIT = 1 << 14 };
 
 static void pass_fwd(rt_exec *x, const ir_layer *l, int64_t prev, int64_t out) {
   job j = {x, l, prev, -1, out, pass_fwd_chunk, 0};
