@@ -31,7 +31,9 @@ static void ref_conv_bwd_data(rt_backend *b, int l, const rt_conv_shape *s,
 }
 static void ref_conv_bwd_weight(rt_backend *b, int l, const rt_conv_shape *s,
                                 const float *x, const float *dy, float *dw, float *db) {
-  rt_ref_conv_bwd_weight(s, x, dy, R(b)->wmask[l], R(b)->bmask[l], dw, db);
+  int all = b->unmasked_wgrad; /* phase II's dense gradient */
+  rt_ref_conv_bwd_weight(s, x, dy, all ? NULL : R(b)->wmask[l], all ? NULL : R(b)->bmask[l], dw,
+                         db);
 }
 static void ref_linear_fwd(rt_backend *b, int l, const rt_linear_shape *s,
                            const float *x, const float *w, const float *bias, float *y) {
@@ -43,7 +45,9 @@ static void ref_linear_bwd_data(rt_backend *b, int l, const rt_linear_shape *s,
 }
 static void ref_linear_bwd_weight(rt_backend *b, int l, const rt_linear_shape *s,
                                   const float *x, const float *dy, float *dw, float *db) {
-  rt_ref_linear_bwd_weight(s, x, dy, R(b)->wmask[l], R(b)->bmask[l], dw, db);
+  int all = b->unmasked_wgrad;
+  rt_ref_linear_bwd_weight(s, x, dy, all ? NULL : R(b)->wmask[l], all ? NULL : R(b)->bmask[l], dw,
+                           db);
 }
 
 static void ref_free(rt_backend *b) {
@@ -63,7 +67,7 @@ rt_backend *rt_backend_ref_new(const ir_graph *g) {
   }
   r->pub = (rt_backend){"ref", g, ref_prepare, ref_conv_fwd, ref_conv_bwd_data,
                         ref_conv_bwd_weight, ref_linear_fwd, ref_linear_bwd_data,
-                        ref_linear_bwd_weight, ref_free, 0, NULL, NULL, 1, 0};
+                        ref_linear_bwd_weight, ref_free, 0, NULL, NULL, 1, 0, 0};
   return &r->pub;
 }
 

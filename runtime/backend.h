@@ -83,6 +83,11 @@ struct rt_backend {
    * prepare (exec sets it: its batch capacity over its threads); 0: not
    * known. Kernels may be shaped for it, never limited by it. */
   int chunk;
+
+  /* When set, weight and bias gradients come out for every weight, the
+   * masked ones too: phase II's dense gradient. Honoured by the backends
+   * that follow live masks (ref, blas), which phase II runs on. */
+  int unmasked_wgrad;
 };
 
 /* "ref", "cpu" (the LLVM JIT) or "cuda". NULL with a message for an

@@ -95,9 +95,16 @@ static void blas_conv_bwd_data(rt_backend *b, int l, const rt_conv_shape *s, con
   free(wc), free(col);
 }
 
+/* The masks the weight gradients honour: none for phase II's dense one. */
+static void wgrad_masks(rt_backend *b, int l, const uint8_t **wm, const uint8_t **bm) {
+  *wm = b->unmasked_wgrad ? NULL : B(b)->wmask[l];
+  *bm = b->unmasked_wgrad ? NULL : B(b)->bmask[l];
+}
+
 static void blas_conv_bwd_weight(rt_backend *b, int l, const rt_conv_shape *s, const float *x,
                                  const float *dy, float *dw, float *db) {
-  const uint8_t *wm = B(b)->wmask[l], *bm = B(b)->bmask[l];
+  const uint8_t *wm, *bm;
+  wgrad_masks(b, l, &wm, &bm);
   long KC = conv_kc(s), P = (long)s->oh * s->ow;
   float *col = malloc((size_t)(KC * P) * sizeof *col);
   if (!col) {
@@ -155,7 +162,8 @@ static void blas_linear_bwd_data(rt_backend *b, int l, const rt_linear_shape *s,
 
 static void blas_linear_bwd_weight(rt_backend *b, int l, const rt_linear_shape *s,
                                    const float *x, const float *dy, float *dw, float *db) {
-  const uint8_t *wm = B(b)->wmask[l], *bm = B(b)->bmask[l];
+  const uint8_t *wm, *bm;
+  wgrad_masks(b, l, &wm, &bm);
   size_t nw = (size_t)s->out * (size_t)s->in;
   if (s->n > 0)
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, s->out, s->in, s->n, 1.0f, dy,
@@ -189,6 +197,6 @@ rt_backend *rt_backend_blas_new(const ir_graph *g) {
   openblas_set_num_threads(1); /* exec runs one chunk per thread already */
   r->pub = (rt_backend){"blas", g, blas_prepare, blas_conv_fwd, blas_conv_bwd_data,
                         blas_conv_bwd_weight, blas_linear_fwd, blas_linear_bwd_data,
-                        blas_linear_bwd_weight, blas_free, 1, NULL, NULL, 1, 0};
+                        blas_linear_bwd_weight, blas_free, 1, NULL, NULL, 1, 0, 0};
   return &r->pub;
 }

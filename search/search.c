@@ -451,14 +451,28 @@ double srch_dense_grad(srch_state *s, rt_exec *x, const srch_batches *b,
   size_t img = (size_t)t->c * t->h * t->w;
   memset(out, 0, (size_t)g->n_params * sizeof(float));
   double loss = 0;
+  /* Live layers: the backward itself leaves their dense gradient in
+   * grads (the live backend computes it dense, then would mask it). Dead
+   * layers pass their input through; theirs is computed here. */
+  int was_live = x->use_live;
+  x->use_live = 1, x->live->unmasked_wgrad = 1;
   for (int k = 0; k < b->count; k++) {
     rt_exec_set_input(x, b->x + (size_t)k * b->n * img, b->n);
     run_graph(s, x, 0);
     loss += rt_exec_loss(x, b->y + (size_t)k * b->n, 1, NULL);
     run_graph(s, x, 1);
-    for (int li = 0; li < g->n_layers; li++)
-      if (weighted(&g->layers[li])) layer_dense_grad(s, x, li, out);
+    for (int li = 0; li < g->n_layers; li++) {
+      const ir_layer *l = &g->layers[li];
+      if (!weighted(l)) continue;
+      if (!l->alive) {
+        layer_dense_grad(s, x, li, out);
+        continue;
+      }
+      for (int64_t i = 0; i < l->n_w; i++) out[l->w_off + i] += x->grads[l->w_off + i];
+      for (int c = 0; c < l->cout; c++) out[l->b_off + c] += x->grads[l->b_off + c];
+    }
   }
+  x->use_live = was_live, x->live->unmasked_wgrad = 0;
   float inv = 1.0f / (float)b->count;
   for (int64_t i = 0; i < g->n_params; i++) out[i] *= inv;
   return loss / b->count;

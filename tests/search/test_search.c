@@ -160,6 +160,70 @@ static void test_ranking_select(void) {
   ir_free(g);
 }
 
+/* The dense gradient of phase II (srch_dense_grad) against central
+ * differences of the loss, at active and missing weights alike of the
+ * live layers (whose backward computes it with the masks lifted), on the
+ * cpu backend with two threads as in training. (A dead layer's gradient
+ * is that of its revival as the identity, which no single weight's
+ * difference shows.) */
+static void test_dense_grad(void) {
+  ir_graph *g = build("model d { input 1x6x6; classes 3; search weight budget 2k from "
+                      "density 0.4 seed 8; stage conv { layers 1..2 channels 3..4 kernel 3x3; }"
+                      " reduce maxpool 2; stage linear { layers 1..1 width 5..6; } }");
+  CHECK(g, "build");
+  if (!g) return;
+  enum { N = 8 };
+  char err[256];
+  rt_exec *x = rt_exec_new(g, N, 2, "cpu", err, sizeof err);
+  CHECK(x, "exec: %s", err);
+  srch_state st;
+  if (!x || srch_init(&st, g, FE_SEARCH_ILNAS, 1, NULL, NULL)) {
+    rt_exec_free(x), ir_free(g);
+    return;
+  }
+  rt_exec_init_params(x, 3);
+  rt_rng rng;
+  rt_rng_seed(&rng, 21);
+  size_t img = input_size(g);
+  float *in = malloc(N * img * sizeof *in), *grad = malloc((size_t)g->n_params * sizeof *grad);
+  uint8_t lab[N];
+  for (size_t i = 0; i < N * img; i++) in[i] = rt_rng_uniform(&rng) * 2.0f - 1.0f;
+  for (int i = 0; i < N; i++) lab[i] = (uint8_t)rt_rng_below(&rng, 3);
+  srch_batches b = {1, N, in, lab};
+  srch_dense_grad(&st, x, &b, grad);
+  int checked = 0, off = 0;
+  x->use_live = 1; /* the loss with masks flipped, as phase II evaluates it */
+  for (int li = 0; li < g->n_layers; li++) {
+    const ir_layer *l = &g->layers[li];
+    if (l->w_off < 0 || !l->alive) continue;
+    for (int64_t k = 0; k < l->n_w; k += 1 + l->n_w / 12) {
+      int64_t i = l->w_off + k;
+      uint8_t m = x->mask[i];
+      float w = x->params[i], h = 1e-2f;
+      x->mask[i] = 1;
+      x->params[i] = w + h;
+      rt_exec_set_input(x, in, N);
+      rt_exec_run(x, st.fc, st.nf);
+      double lp = rt_exec_loss(x, lab, 0, NULL);
+      x->params[i] = w - h;
+      rt_exec_set_input(x, in, N);
+      rt_exec_run(x, st.fc, st.nf);
+      double lm = rt_exec_loss(x, lab, 0, NULL);
+      x->mask[i] = m, x->params[i] = w;
+      double fd = (lp - lm) / (2.0 * h);
+      checked++;
+      if (fabs(fd - grad[i]) > 2e-3 + 0.05 * fabs(fd)) off++;
+    }
+  }
+  x->use_live = 0;
+  /* a ReLU kink inside +-h may spoil a few */
+  CHECK(off * 10 <= checked, "%d of %d dense gradients off the central differences", off,
+        checked);
+  free(in), free(grad);
+  srch_free(&st);
+  rt_exec_free(x), ir_free(g);
+}
+
 /* New nodes (placeholders) and new layers do not change the output. */
 static void test_function_preserving(void) {
   ir_graph *g = build(
@@ -298,6 +362,7 @@ static void test_budget(void) {
 int main(void) {
   test_ranking();
   test_ranking_select();
+  test_dense_grad();
   test_function_preserving();
   test_budget();
   if (failures) fprintf(stderr, "%d failures\n", failures);
