@@ -259,14 +259,17 @@ static int build_object(const rt_cpu_entry *e_, long id, LLVMTargetMachineRef tm
          cg_sparse_linear_bwd_data(m, &d, names[1], &ord[1]) ||
          cg_sparse_linear_bwd_weight(m, &d, names[2]);
   }
-  if (!rc) rc = scatter_plan(e, ord);
+  if (rc) {
+    snprintf(err, errlen, "cpu backend: layer too large to index with 32 bits or bad shape");
+  } else if (scatter_plan(e, ord)) {
+    snprintf(err, errlen, "cpu backend: out of memory");
+    rc = -1;
+  }
   cg_order_free(&ord[0]), cg_order_free(&ord[1]);
   char *msg = NULL;
   if (!rc && LLVMVerifyModule(m, LLVMReturnStatusAction, &msg)) {
     snprintf(err, errlen, "cpu backend: generated module is invalid: %s", msg);
     rc = -1;
-  } else if (rc) {
-    snprintf(err, errlen, "cpu backend: layer too large to index with 32 bits or bad shape");
   }
   LLVMDisposeMessage(msg);
   double t1 = now_s();
