@@ -50,7 +50,6 @@ static double prof_now(void) {
   return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-
 static void *xcalloc(size_t n, size_t sz, int *oom) {
   void *p = calloc(n ? n : 1, sz);
   if (!p) *oom = 1;
