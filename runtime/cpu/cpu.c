@@ -319,7 +319,7 @@ static int link_entry(cpu_backend *cb, rt_cpu_entry *e, long id, LLVMMemoryBuffe
 /* Builds entries in parallel: each worker takes the next unbuilt one. */
 typedef struct build_job {
   cpu_backend *cb;
-  rt_cpu_entry **todo;
+  rt_cpu_entry **queue;
   long *ids;
   LLVMMemoryBufferRef *objs;
   int *rc;
@@ -339,7 +339,7 @@ static void *build_worker(void *arg) {
       j->rc[i] = -1;
       continue;
     }
-    j->rc[i] = build_object(j->todo[i], j->ids[i], tm, &j->objs[i], j->sec[i], j->err[i],
+    j->rc[i] = build_object(j->queue[i], j->ids[i], tm, &j->objs[i], j->sec[i], j->err[i],
                             sizeof j->err[i]);
   }
   if (tm) LLVMDisposeTargetMachine(tm);
@@ -349,10 +349,10 @@ static void *build_worker(void *arg) {
 /* Compiles n entries' kernels on up to cb->pub.threads threads, then links
  * them here. rc[i] is each one's result; err gets the first failure's
  * message. Returns -1 when out of memory. */
-static int compile_entries(cpu_backend *cb, rt_cpu_entry **todo, int n, int *rc, char *err,
+static int compile_entries(cpu_backend *cb, rt_cpu_entry **queue, int n, int *rc, char *err,
                            size_t errlen) {
   if (n <= 0) return 0;
-  build_job j = {.cb = cb, .todo = todo, .rc = rc, .n = n};
+  build_job j = {.cb = cb, .queue = queue, .rc = rc, .n = n};
   j.ids = malloc((size_t)n * sizeof *j.ids), j.objs = malloc((size_t)n * sizeof *j.objs);
   j.sec = calloc((size_t)n, sizeof *j.sec), j.err = malloc((size_t)n * sizeof *j.err);
   if (!j.ids || !j.objs || !j.sec || !j.err) {
@@ -374,7 +374,7 @@ static int compile_entries(cpu_backend *cb, rt_cpu_entry **todo, int n, int *rc,
   double t0 = now_s();
   for (int i = 0; i < n; i++) {
     cb->st.emit_s += j.sec[i][0], cb->st.compile_s += j.sec[i][1];
-    if (!rc[i]) rc[i] = link_entry(cb, todo[i], j.ids[i], j.objs[i], j.err[i], sizeof j.err[i]);
+    if (!rc[i]) rc[i] = link_entry(cb, queue[i], j.ids[i], j.objs[i], j.err[i], sizeof j.err[i]);
     else if (j.objs[i]) LLVMDisposeMemoryBuffer(j.objs[i]);
     if (!rc[i]) cb->st.compiles++;
     if (rc[i] && !reported++) snprintf(err, errlen, "%s", j.err[i]);
@@ -485,10 +485,10 @@ static int cpu_prepare_layers(rt_backend *b, int n, const int *layers,
                               char *err, size_t errlen) {
   cpu_backend *cb = C(b);
   rt_cpu_entry **ent = calloc((size_t)(n > 0 ? n : 1), sizeof *ent);
-  rt_cpu_entry **todo = calloc((size_t)(n > 0 ? n : 1), sizeof *todo);
+  rt_cpu_entry **queue = calloc((size_t)(n > 0 ? n : 1), sizeof *queue);
   int *rc = calloc((size_t)(n > 0 ? n : 1), sizeof *rc), nt = 0, fail = 0;
-  if (!ent || !todo || !rc) {
-    free(ent), free(todo), free(rc);
+  if (!ent || !queue || !rc) {
+    free(ent), free(queue), free(rc);
     snprintf(err, errlen, "cpu backend: out of memory");
     return -1;
   }
@@ -496,16 +496,16 @@ static int cpu_prepare_layers(rt_backend *b, int n, const int *layers,
     assert(layers[i] >= 0 && layers[i] < b->g->n_layers);
     if (!(ent[i] = entry_get(cb, layers[i], wmasks[i], bmasks[i], err, errlen))) fail = 1;
     else if (!entry_dense(cb, ent[i]) && !ent[i]->compiled && !ent[i]->queued)
-      ent[i]->queued = 1, todo[nt++] = ent[i];
+      ent[i]->queued = 1, queue[nt++] = ent[i];
   }
-  if (!fail && compile_entries(cb, todo, nt, rc, err, errlen)) {
+  if (!fail && compile_entries(cb, queue, nt, rc, err, errlen)) {
     snprintf(err, errlen, "cpu backend: out of memory");
     fail = 1;
     for (int t = 0; t < nt; t++) rc[t] = -1;
   }
   for (int t = 0; t < nt; t++) {
-    todo[t]->queued = 0;
-    if (rc[t] || fail) entry_drop_code(cb, todo[t]), fail = 1;
+    queue[t]->queued = 0;
+    if (rc[t] || fail) entry_drop_code(cb, queue[t]), fail = 1;
   }
   for (int i = 0; i < n; i++)
     if (ent[i] && (ent[i]->compiled || entry_dense(cb, ent[i]))) entry_attach(cb, layers[i], ent[i]);
@@ -519,7 +519,7 @@ static int cpu_prepare_layers(rt_backend *b, int n, const int *layers,
       p = &e->next;
     }
   }
-  free(ent), free(todo), free(rc);
+  free(ent), free(queue), free(rc);
   return fail ? -1 : 0;
 }
 
@@ -878,6 +878,28 @@ static void from_lanes(const float *src, int n, int f, int64_t ns, float *dst, i
   }
 }
 
+/* The JIT path of linear fwd (dir 0: y = W x + bias) and bwd_data (1:
+ * dx += W^T dy): n samples of sf source features (sns apart) through the
+ * kernel in blocks of two lane blocks, transposed into lanes and back into
+ * df destination features (dns apart). buf holds wp_len(e) + LIN_SUB *
+ * (sf + df) floats. */
+static void lin_gather(const rt_cpu_entry *e, int dir, int n, const float *src, int sf,
+                       int64_t sns, const float *w, const float *bias, float *dst, int df,
+                       int64_t dns, float *buf) {
+  float *wp = buf, *sT = buf + wp_len(e), *dT = sT + (int64_t)LIN_SUB * sf;
+  pack_w(e, dir, w, wp);
+  int NB = e->lanes, sub = 2 * NB;
+  for (int n0 = 0; n0 < n; n0 += sub) {
+    int nb = n - n0 < sub ? n - n0 : sub;
+    int64_t np = lin_pad(nb, NB);
+    to_lanes(src + n0 * sns, nb, sf, sns, sT, np, NB);
+    /* The kernels take non-const pointers (one C type for all of them) */
+    if (dir) e->bwd_data(sT, wp, dT, NULL, np, 0, 0);
+    else e->fwd(sT, wp, (float *)bias, dT, np, 0, 0);
+    from_lanes(dT, nb, df, dns, dst + n0 * dns, dir, NB);
+  }
+}
+
 static void lin_check(const rt_cpu_entry *e, const rt_linear_shape *s) {
   (void)e, (void)s;
   assert(e->kind == IR_LINEAR && s->in == e->shape[0] && s->out == e->shape[3]);
@@ -902,18 +924,8 @@ static void cpu_linear_fwd(rt_backend *b, int l, const rt_linear_shape *s, const
     rt_ref_linear_fwd(s, x, w, bias, e->wm, e->bm, y);
     return;
   }
-  float *wp = xT, *yT = xT + wp_len(e) + (int64_t)LIN_SUB * s->in;
-  pack_w(e, 0, w, wp);
-  xT += wp_len(e);
-  int NB = e->lanes, sub = 2 * NB;
-  for (int n0 = 0; n0 < s->n; n0 += sub) {
-    int nb = s->n - n0 < sub ? s->n - n0 : sub;
-    int64_t np = lin_pad(nb, NB);
-    to_lanes(x + n0 * xns, nb, s->in, xns, xT, np, NB);
-    e->fwd(xT, wp, (float *)bias, yT, np, 0, 0);
-    from_lanes(yT, nb, s->out, yns, y + n0 * yns, 0, NB);
-  }
-  scratch_put(C(b), wp, id);
+  lin_gather(e, 0, s->n, x, s->in, xns, w, bias, y, s->out, yns, xT);
+  scratch_put(C(b), xT, id);
 }
 
 static void cpu_linear_bwd_data(rt_backend *b, int l, const rt_linear_shape *s, const float *dy,
@@ -933,18 +945,8 @@ static void cpu_linear_bwd_data(rt_backend *b, int l, const rt_linear_shape *s, 
     rt_ref_linear_bwd_data(s, dy, w, e->wm, dx);
     return;
   }
-  float *wp = dyT, *dxT = dyT + wp_len(e) + (int64_t)LIN_SUB * s->out;
-  pack_w(e, 1, w, wp);
-  dyT += wp_len(e);
-  int NB = e->lanes, sub = 2 * NB;
-  for (int n0 = 0; n0 < s->n; n0 += sub) {
-    int nb = s->n - n0 < sub ? s->n - n0 : sub;
-    int64_t np = lin_pad(nb, NB);
-    to_lanes(dy + n0 * yns, nb, s->out, yns, dyT, np, NB);
-    e->bwd_data(dyT, wp, dxT, NULL, np, 0, 0);
-    from_lanes(dxT, nb, s->in, xns, dx + n0 * xns, 1, NB);
-  }
-  scratch_put(C(b), wp, id);
+  lin_gather(e, 1, s->n, dy, s->out, yns, w, NULL, dx, s->in, xns, dyT);
+  scratch_put(C(b), dyT, id);
 }
 
 static void cpu_linear_bwd_weight(rt_backend *b, int l, const rt_linear_shape *s, const float *x,
