@@ -919,13 +919,13 @@ static void cpu_linear_fwd(rt_backend *b, int l, const rt_linear_shape *s, const
     return;
   }
   int id;
-  float *xT = scratch_get(C(b), &id);
-  if (!xT) {
+  float *buf = scratch_get(C(b), &id);
+  if (!buf) {
     rt_ref_linear_fwd(s, x, w, bias, e->wm, e->bm, y);
     return;
   }
-  lin_gather(e, 0, s->n, x, s->in, xns, w, bias, y, s->out, yns, xT);
-  scratch_put(C(b), xT, id);
+  lin_gather(e, 0, s->n, x, s->in, xns, w, bias, y, s->out, yns, buf);
+  scratch_put(C(b), buf, id);
 }
 
 static void cpu_linear_bwd_data(rt_backend *b, int l, const rt_linear_shape *s, const float *dy,
@@ -940,13 +940,13 @@ static void cpu_linear_bwd_data(rt_backend *b, int l, const rt_linear_shape *s, 
     return;
   }
   int id;
-  float *dyT = scratch_get(C(b), &id);
-  if (!dyT) {
+  float *buf = scratch_get(C(b), &id);
+  if (!buf) {
     rt_ref_linear_bwd_data(s, dy, w, e->wm, dx);
     return;
   }
-  lin_gather(e, 1, s->n, dy, s->out, yns, w, NULL, dx, s->in, xns, dyT);
-  scratch_put(C(b), dyT, id);
+  lin_gather(e, 1, s->n, dy, s->out, yns, w, NULL, dx, s->in, xns, buf);
+  scratch_put(C(b), buf, id);
 }
 
 static void cpu_linear_bwd_weight(rt_backend *b, int l, const rt_linear_shape *s, const float *x,
