@@ -87,7 +87,9 @@ typedef struct cg_linear_desc {
 /* Where each packed conv tensor lives, in floats. */
 typedef struct cg_conv_plan {
   int s, oh, ow;          /* stride, output height and width */
-  int hq, wq;             /* one phase plane: ceil((h+2pad)/s) x ceil((w+2pad)/s) */
+  int hq, wq;             /* one phase plane: ceil((h+2pad)/s) x ceil((w+2pad)/s),
+                             at stride 1 rows of w + pad (they share their
+                             padding columns) when k > pad */
   long pq;                /* hq * wq */
   long xcs, xlen;         /* xp: channel stride (s*s*pq), floats per sample */
   long yq, yrs;           /* output rows: oh * wq used, tile-rounded stride */
