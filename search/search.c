@@ -367,24 +367,20 @@ static int grad_parts(srch_state *s, int T) {
   return 0;
 }
 
-/* Adds this batch's dense weight gradient of layer li to out. The gradient
- * of the pre-activation is in the gradient arena for live layers; a dead
- * layer is the identity followed by a ReLU, so its is dout * (out > 0). */
-static void layer_dense_grad(srch_state *s, rt_exec *x, int li, float *out) {
+/* Adds this batch's dense weight gradient of dead layer li to out (a live
+ * layer's comes out of the backward itself, see srch_dense_grad). A dead
+ * layer revives as the identity followed by a ReLU, so the gradient of its
+ * pre-activation is dout * (out > 0). */
+static void dead_layer_grad(srch_state *s, rt_exec *x, int li, float *out) {
   const ir_graph *g = x->g;
   const ir_layer *l = &g->layers[li];
+  assert(!l->alive);
   int64_t ns = g->act_size, in = layer_in(g, l), o = layer_out(g, l);
-  int64_t len = (int64_t)l->cout * l->oh * l->ow, dz_ld = ns;
-  const float *dz = NULL;
-  if (l->alive) {
-    dz = x->dact + (l->z_t >= 0 ? g->tensors[l->z_t].off : o);
-  } else {
-    float *t = x->scratch;
-    for (int i = 0; i < x->n; i++)
-      for (int64_t k = 0; k < len; k++)
-        t[i * len + k] = x->act[i * ns + o + k] > 0 ? x->dact[i * ns + o + k] : 0.0f;
-    dz = t, dz_ld = len;
-  }
+  int64_t len = (int64_t)l->cout * l->oh * l->ow, dz_ld = len;
+  float *dz = x->scratch;
+  for (int i = 0; i < x->n; i++)
+    for (int64_t k = 0; k < len; k++)
+      dz[i * len + k] = x->act[i * ns + o + k] > 0 ? x->dact[i * ns + o + k] : 0.0f;
   float *dw = out + l->w_off, *db = out + l->b_off;
   if (l->kind == IR_LINEAR) {
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, l->cout, l->cin, x->n,
@@ -465,7 +461,7 @@ double srch_dense_grad(srch_state *s, rt_exec *x, const srch_batches *b,
       const ir_layer *l = &g->layers[li];
       if (!weighted(l)) continue;
       if (!l->alive) {
-        layer_dense_grad(s, x, li, out);
+        dead_layer_grad(s, x, li, out);
         continue;
       }
       for (int64_t i = 0; i < l->n_w; i++) out[l->w_off + i] += x->grads[l->w_off + i];
