@@ -130,8 +130,12 @@ static void *run_task(void *arg) {
     if (T->jit) {
       rt_linear_shape s = {n, L->in, L->out, 0, 0};
       L->b->linear_fwd(L->b, 0, &s, x, L->wt, L->bias, y);
-      L->b->linear_bwd_data(L->b, 0, &s, dy, L->wt, dx);
-      L->b->linear_bwd_weight(L->b, 0, &s, x, dy, L->dw[T->t], L->db[T->t]);
+      if (L->b->linear_bwd) { /* what runtime/exec.c calls when the backend has it */
+        L->b->linear_bwd(L->b, 0, &s, x, dy, L->wt, dx, L->dw[T->t], L->db[T->t]);
+      } else {
+        L->b->linear_bwd_data(L->b, 0, &s, dy, L->wt, dx);
+        L->b->linear_bwd_weight(L->b, 0, &s, x, dy, L->dw[T->t], L->db[T->t]);
+      }
     } else {
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, L->out, L->in, 1.0f, x, L->in,
                   L->wt, L->in, 0.0f, y, L->out);

@@ -530,7 +530,7 @@ static int conv_fwd_tab(etab *t, const cg_conv_desc *d, const cg_conv_plan *p) {
 int cg_sparse_conv_fwd(LLVMModuleRef m, const cg_conv_desc *d, const char *name,
                        cg_order *ord) {
   cg_conv_plan p;
-  etab t;
+  etab t = {0};
   if (cg_conv_plan_init(&p, d)) return -1;
   if (conv_fwd_tab(&t, d, &p) || take_order(&t, ord)) return etab_free(&t), -1;
   gen G, *g = &G;
@@ -547,7 +547,7 @@ int cg_sparse_conv_fwd(LLVMModuleRef m, const cg_conv_desc *d, const char *name,
 int cg_sparse_conv_bwd_data(LLVMModuleRef m, const cg_conv_desc *d, const char *name,
                             cg_order *ord) {
   cg_conv_plan p;
-  etab t;
+  etab t = {0};
   if (cg_conv_plan_init(&p, d)) return -1;
   int K = d->k, KK = K * K, s = p.s, ss = s * s;
   if (etab_init(&t, d->cin * ss, (long)d->cout * d->cin * KK)) return etab_free(&t), -1;
@@ -577,7 +577,7 @@ int cg_sparse_conv_bwd_data(LLVMModuleRef m, const cg_conv_desc *d, const char *
 
 int cg_sparse_conv_bwd_weight(LLVMModuleRef m, const cg_conv_desc *d, const char *name) {
   cg_conv_plan p;
-  etab t;
+  etab t = {0};
   if (cg_conv_plan_init(&p, d)) return -1;
   /* Grouped by output channel: a group shares its dy plane. */
   if (conv_fwd_tab(&t, d, &p)) return etab_free(&t), -1;
@@ -644,7 +644,7 @@ static span lin_span(gen *g, int NB, int sfeat, int dfeat) {
 
 static int lin_gather(LLVMModuleRef m, const cg_linear_desc *d, const char *name, int fwd,
                       cg_order *ord) {
-  etab t;
+  etab t = {0};
   int outer = fwd ? d->out : d->in, inner = fwd ? d->in : d->out;
   int SL = slice_len(lanes(d));
   int slices = inner > SL ? (inner + SL - 1) / SL : 1;
@@ -671,8 +671,133 @@ int cg_sparse_linear_bwd_data(LLVMModuleRef m, const cg_linear_desc *d, const ch
   return lin_gather(m, d, name, 0, ord);
 }
 
+/* The fused linear backward (see sparse.h). Rows are (slice of outputs,
+ * input) pairs, slice-major; a row's entries (its active outputs in the
+ * slice) are padded to a multiple of LIN_BWD_U with entries that read the
+ * zero row `out` of dyT and carry a zero weight. Per row, the input's
+ * block of x (4 vectors) and its dx accumulators stay in registers; an
+ * entry loads its output's 4 vectors of dy once and feeds 8 FMAs: 4 into
+ * dx (w * dy), 4 into its weight's gradient (x * dy), whose 4 lanes-sums
+ * of LIN_BWD_U entries are reduced together and added to dwp. */
+enum { LIN_BWD_U = 4, LIN_BWD_SLICE = 512 };
+
+static int lin_bwd_tab(const cg_linear_desc *d, etab *t, int slices) {
+  int NB = CG_LIN_BWD_NB;
+  if ((int64_t)d->in * d->out >= INT32_MAX / 2 || (int64_t)(d->out + 1) * NB >= INT32_MAX ||
+      (int64_t)d->in * NB >= INT32_MAX)
+    return -1;
+  long cap = (long)d->in * d->out + (long)slices * d->in * (LIN_BWD_U - 1);
+  if (etab_init(t, slices * d->in, cap)) return -1;
+  for (int sl = 0; sl < slices; sl++) {
+    int o0 = sl * LIN_BWD_SLICE, o1 = o0 + LIN_BWD_SLICE < d->out ? o0 + LIN_BWD_SLICE : d->out;
+    for (int i = 0; i < d->in; i++) {
+      t->start[sl * d->in + i] = (int32_t)t->n;
+      for (int o = o0; o < o1; o++)
+        if (active(d->wm, (long)o * d->in + i) && etab_add(t, (int64_t)o * NB, (long)o * d->in + i))
+          return -1;
+      while ((t->n - t->start[sl * d->in + i]) % LIN_BWD_U) {
+        assert(t->n < t->cap);
+        t->pair[2 * t->n] = (int32_t)((int64_t)d->out * NB), t->pair[2 * t->n + 1] = -1;
+        t->n++;
+      }
+    }
+  }
+  t->start[slices * d->in] = (int32_t)t->n;
+  return 0;
+}
+
+long cg_sparse_linear_bwd_len(const cg_linear_desc *d) {
+  long n = 0;
+  for (int o0 = 0; o0 < d->out; o0 += LIN_BWD_SLICE)
+    for (int i = 0; i < d->in; i++) {
+      long c = 0;
+      for (int o = o0; o < d->out && o < o0 + LIN_BWD_SLICE; o++) c += active(d->wm, (long)o * d->in + i);
+      n += (c + LIN_BWD_U - 1) / LIN_BWD_U * LIN_BWD_U;
+    }
+  return n;
+}
+
+/* Four vectors to the four sums of their lanes, as a <4 x float>. */
+static LLVMValueRef sum4(gen *g, LLVMValueRef v[LIN_BWD_U]) {
+  static const int lo[2][VW] = {{0, 8, 2, 10, 4, 12, 6, 14}, {0, 1, 8, 9, 4, 5, 12, 13}};
+  static const int hi[2][VW] = {{1, 9, 3, 11, 5, 13, 7, 15}, {2, 3, 10, 11, 6, 7, 14, 15}};
+  LLVMValueRef a = LLVMBuildFAdd(g->b, shuf(g, v[0], v[1], lo[0]), shuf(g, v[0], v[1], hi[0]), "");
+  LLVMValueRef b = LLVMBuildFAdd(g->b, shuf(g, v[2], v[3], lo[0]), shuf(g, v[2], v[3], hi[0]), "");
+  LLVMValueRef c = LLVMBuildFAdd(g->b, shuf(g, a, b, lo[1]), shuf(g, a, b, hi[1]), "");
+  LLVMValueRef m[2][4];
+  for (int k = 0; k < 4; k++)
+    m[0][k] = LLVMConstInt(g->i32, (unsigned)k, 0), m[1][k] = LLVMConstInt(g->i32, (unsigned)k + 4, 0);
+  return LLVMBuildFAdd(g->b, LLVMBuildShuffleVector(g->b, c, c, LLVMConstVector(m[0], 4), ""),
+                       LLVMBuildShuffleVector(g->b, c, c, LLVMConstVector(m[1], 4), ""), "");
+}
+
+int cg_sparse_linear_bwd(LLVMModuleRef m, const cg_linear_desc *d, const char *name,
+                         cg_order *ord) {
+  enum { NB = CG_LIN_BWD_NB, V = CG_LIN_BWD_NB / VW };
+  int slices = d->out > LIN_BWD_SLICE ? (d->out + LIN_BWD_SLICE - 1) / LIN_BWD_SLICE : 1;
+  etab t = {0};
+  if (lin_bwd_tab(d, &t, slices) || take_order(&t, ord)) return etab_free(&t), -1;
+  gen G, *g = &G;
+  gen_begin(g, m, name);
+  LLVMValueRef tstart = table(g, "start", t.start, (size_t)t.rows + 1, 4, g->i32);
+  int32_t *offs = malloc((size_t)(t.n ? t.n : 1) * sizeof *offs);
+  if (!offs) abort();
+  for (long k = 0; k < t.n; k++) offs[k] = t.pair[2 * k];
+  LLVMValueRef toff = table(g, "off", offs, (size_t)t.n, 4, g->i32);
+  free(offs);
+  LLVMValueRef wp = arg(g, 3), dwp = at(g, arg(g, 3), ci64(g, t.n));
+  LLVMTypeRef v4 = LLVMVectorType(g->f32, 4), v4p = LLVMPointerType(v4, 0);
+  LLVMValueRef acc[V];
+  for (int v = 0; v < V; v++) acc[v] = LLVMBuildAlloca(g->b, g->vec, "acc");
+  span sp = lin_span(g, NB, d->in, d->out + 1);
+  loop ls, lr, le;
+  loop_open(g, &ls, ci64(g, 0), sp.count, 1);
+  LLVMValueRef xs = at(g, arg(g, 0), mul(g, ls.iv, sp.sstride));
+  LLVMValueRef ys = at(g, arg(g, 1), mul(g, ls.iv, sp.dstride));
+  LLVMValueRef ds = at(g, arg(g, 2), mul(g, ls.iv, sp.sstride));
+  if (slices > 1) { /* the rows of later slices add into the first's */
+    loop lz;
+    loop_open(g, &lz, ci64(g, 0), ci64(g, (int64_t)d->in * NB), VW);
+    stv(g, LLVMConstNull(g->vec), ds, lz.iv);
+    loop_close(g, &lz);
+  }
+  loop_open(g, &lr, ci64(g, 0), ci64(g, t.rows), 1);
+  LLVMValueRef e0 = ld32(g, tstart, lr.iv), e1 = ld32(g, tstart, add(g, lr.iv, ci64(g, 1)));
+  LLVMValueRef row = slices > 1 ? LLVMBuildURem(g->b, lr.iv, ci64(g, d->in), "") : lr.iv;
+  LLVMValueRef rb = mul(g, row, ci64(g, NB)), xv[V];
+  for (int v = 0; v < V; v++) {
+    LLVMValueRef i = add(g, rb, ci64(g, v * VW));
+    xv[v] = ldv(g, xs, i);
+    LLVMBuildStore(g->b, slices > 1 ? ldv(g, ds, i) : LLVMConstNull(g->vec), acc[v]);
+  }
+  loop_open(g, &le, e0, e1, LIN_BWD_U);
+  LLVMValueRef gs[LIN_BWD_U];
+  for (int u = 0; u < LIN_BWD_U; u++) {
+    LLVMValueRef e = add(g, le.iv, ci64(g, u));
+    LLVMValueRef off = ld32(g, toff, e), w = splat(g, ldf(g, wp, e)), dot = NULL;
+    for (int v = 0; v < V; v++) {
+      LLVMValueRef dy = ldv(g, ys, add(g, off, ci64(g, v * VW)));
+      LLVMBuildStore(g->b, fma3(g, w, dy, LLVMBuildLoad2(g->b, g->vec, acc[v], "")), acc[v]);
+      dot = dot ? fma3(g, xv[v], dy, dot) : LLVMBuildFMul(g->b, xv[v], dy, "");
+    }
+    gs[u] = dot;
+  }
+  LLVMValueRef p = LLVMBuildBitCast(g->b, at(g, dwp, le.iv), v4p, "");
+  LLVMValueRef old = LLVMBuildLoad2(g->b, v4, p, "");
+  LLVMSetAlignment(old, 4);
+  LLVMSetAlignment(LLVMBuildStore(g->b, LLVMBuildFAdd(g->b, old, sum4(g, gs), ""), p), 4);
+  loop_close(g, &le);
+  for (int v = 0; v < V; v++)
+    stv(g, LLVMBuildLoad2(g->b, g->vec, acc[v], ""), ds, add(g, rb, ci64(g, v * VW)));
+  loop_close(g, &lr);
+  loop_close(g, &ls);
+  gen_end(g);
+  etab_free(&t);
+  return 0;
+}
+
 int cg_sparse_linear_bwd_weight(LLVMModuleRef m, const cg_linear_desc *d, const char *name) {
-  etab t;
+  etab t = {0};
   if (lin_tab(&t, d, 1, 1)) return etab_free(&t), -1;
   int32_t *grp;
   int NB = lanes(d);

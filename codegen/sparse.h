@@ -56,6 +56,15 @@
  *                      (the caller adds it into dx as it transposes back).
  *   linear bwd_weight: a = xT, b = dyT, c = dw: ADDS into dw at the
  *                      active weights; the caller clears dw first.
+ *   linear bwd:        both backward directions in one pass over dy
+ *                      (the CPU backend's choice: each load of dy feeds
+ *                      8 FMAs, 4 into dx and 4 into weight gradients).
+ *                      Blocks of CG_LIN_BWD_NB lanes whatever the desc's
+ *                      lanes. a = xT; b = dyT laid out [n/NB][out+1][NB],
+ *                      row `out` of each block ZERO (padding entries read
+ *                      it); c = dxT, OVERWRITTEN; d = the packed weights
+ *                      in ord's order (ord.n floats) followed by their
+ *                      gradients (ord.n more), which it ADDS to.
  * Bias gradients are left to the caller (one sum per output).
  */
 #ifndef ILNAS_CG_SPARSE_H
@@ -69,6 +78,9 @@
  * accumulators of one output row (of 16 AVX2 registers); or half of that,
  * for calls of at most 32 samples, which would leave half a block idle. */
 enum { CG_LIN_NB = 64, CG_LIN_NB_HALF = 32 };
+/* Lanes of the fused linear backward's block: 4 vectors of x and 4 of
+ * dx accumulators leave registers for the 4 weight gradients in flight. */
+enum { CG_LIN_BWD_NB = 32 };
 
 typedef struct cg_conv_desc {
   int cin, h, w;          /* input channels, height, width */
@@ -105,9 +117,11 @@ int cg_conv_plan_init(cg_conv_plan *p, const cg_conv_desc *d);
 /* The function type every generator emits (see above). */
 LLVMTypeRef cg_sparse_fn_type(LLVMContextRef ctx);
 
-/* The packed-weight order of a fwd or bwd_data kernel: the index in w of
- * each weight it reads, in the order it reads them (each active weight of
- * a live tap once). Owned by the caller; cg_order_free releases it. */
+/* The packed-weight order of a gather kernel (fwd, bwd_data, the fused
+ * linear bwd): the index in w of each weight it reads, in the order it
+ * reads them (each active weight of a live tap once); -1 marks a padding
+ * entry, whose packed weight the caller sets to 0. Owned by the caller;
+ * cg_order_free releases it. */
 typedef struct cg_order {
   int32_t *idx;
   long n;
@@ -127,5 +141,10 @@ int cg_sparse_linear_fwd(LLVMModuleRef m, const cg_linear_desc *d, const char *n
 int cg_sparse_linear_bwd_data(LLVMModuleRef m, const cg_linear_desc *d, const char *name,
                               cg_order *ord);
 int cg_sparse_linear_bwd_weight(LLVMModuleRef m, const cg_linear_desc *d, const char *name);
+int cg_sparse_linear_bwd(LLVMModuleRef m, const cg_linear_desc *d, const char *name,
+                         cg_order *ord);
+/* The ord.n that cg_sparse_linear_bwd will fill: the active weights and
+ * their padding, for sizing buffers before the kernel is built. */
+long cg_sparse_linear_bwd_len(const cg_linear_desc *d);
 
 #endif

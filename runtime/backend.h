@@ -68,6 +68,11 @@ struct rt_backend {
   void (*conv_bwd)(rt_backend *b, int layer, const rt_conv_shape *s, const float *x,
                    const float *dy, const float *y, const float *w, float *dx, float *dw,
                    float *db);
+  /* Optional, NULL: the graph op calls linear_bwd_weight and
+   * linear_bwd_data. Both in one call, with their semantics; no input
+   * gradient when dx is NULL. */
+  void (*linear_bwd)(rt_backend *b, int layer, const rt_linear_shape *s, const float *x,
+                     const float *dy, const float *w, float *dx, float *dw, float *db);
 
   /* Optional, NULL: prepare each layer in turn. Prepares n layers at once,
    * with the same result, so that their kernels can be built in parallel.

@@ -683,6 +683,11 @@ static void lin_bwd_chunk(const job *j, int chunk, int n0, int n1) {
   rt_backend *b = x->use_live ? x->live : x->backend;
   int li = (int)(l - x->g->layers);
   if (l->relu && !l->bn) relu_bwd(x, l, j->z, j->out, n0, n1);
+  if (b->linear_bwd) {
+    b->linear_bwd(b, li, &s, x->act + o + j->in, x->dact + o + dz, x->params + l->w_off,
+                  needs_dx(x, l) ? x->dact + o + j->in : NULL, dw, db);
+    return;
+  }
   b->linear_bwd_weight(b, li, &s, x->act + o + j->in, x->dact + o + dz, dw, db);
   if (needs_dx(x, l))
     b->linear_bwd_data(b, li, &s, x->dact + o + dz, x->params + l->w_off,

@@ -49,15 +49,19 @@ typedef struct rt_cpu_entry {
   size_t nw, nb;
   size_t active;              /* active weights in wm */
   int lanes;                  /* linear: the kernels' block of samples */
-  /* How fwd (0) and bwd_data (1) read w packed: the j-th active weight
-   * (ascending index act[j]) goes to wp[pos[dir][j]] */
-  int32_t *act, *pos[2];
+  /* How fwd (0) and bwd_data (1; for linear the fused bwd) read w
+   * packed: the j-th active weight (ascending index act[j]) goes to
+   * wp[pos[dir][j]]; the fused bwd's npad padding slots pad[] hold 0 */
+  int32_t *act, *pos[2], *pad;
+  long npad;
+  long nbwd;                  /* linear: packed weights of the fused bwd */
   cg_conv_plan plan;          /* conv: the packed layouts of its kernels */
   int compiled;               /* kernels built: only the sparse path needs them */
   int queued;                 /* to be built by the prepare under way */
   int refs;                   /* layers using it */
   LLVMOrcResourceTrackerRef rt; /* its code in the JIT */
-  rt_kern fwd, bwd_data, bwd_weight;
+  rt_kern fwd, bwd_data, bwd_weight; /* conv */
+  rt_kern bwd;                /* linear: fwd, and bwd for both directions */
   struct rt_cpu_entry *next;
 } rt_cpu_entry;
 
@@ -171,8 +175,9 @@ static void entry_drop_code(cpu_backend *cb, rt_cpu_entry *e) {
     cb->st.cached--;
     e->rt = NULL;
   }
-  free(e->act), free(e->pos[0]), free(e->pos[1]);
-  e->act = e->pos[0] = e->pos[1] = NULL;
+  free(e->act), free(e->pos[0]), free(e->pos[1]), free(e->pad);
+  e->act = e->pos[0] = e->pos[1] = e->pad = NULL;
+  e->npad = 0;
   e->compiled = 0;
 }
 
@@ -183,9 +188,13 @@ static void entry_free(cpu_backend *cb, rt_cpu_entry *e) {
 
 /* ---- compiling one layer --------------------------------------------- */
 
-static void kernel_names(long id, char names[3][64]) {
-  const char *ops[3] = {"fwd", "bwd_data", "bwd_weight"};
-  for (int i = 0; i < 3; i++) snprintf(names[i], 64, "ilnas_k%ld_%s", id, ops[i]);
+/* The kernels of an entry: conv fwd, bwd_data, bwd_weight; linear fwd
+ * and the fused bwd. Returns how many. */
+static int kernel_names(const rt_cpu_entry *e, long id, char names[3][64]) {
+  static const char *ops[2][3] = {{"fwd", "bwd_data", "bwd_weight"}, {"fwd", "bwd", ""}};
+  int lin = e->kind == IR_LINEAR;
+  for (int i = 0; i < 3; i++) snprintf(names[i], 64, "ilnas_k%ld_%s", id, ops[lin][i]);
+  return lin ? 2 : 3;
 }
 
 /* A host target machine, one per thread that builds kernels: the large
@@ -204,24 +213,30 @@ static LLVMTargetMachineRef host_tm(const cpu_backend *cb) {
 static const char *const PIPELINE =
     "function(sroa,early-cse,instcombine,simplifycfg,loop-mssa(licm),gvn,instcombine)";
 
-/* e->act and e->pos from the kernels' read orders. -1 when out of
- * memory. */
+/* e->act, e->pos and e->pad from the kernels' read orders. -1 when out
+ * of memory. */
 static int scatter_plan(rt_cpu_entry *e, const cg_order ord[2]) {
   size_t na = e->active ? e->active : 1;
   int32_t *rank = malloc((e->nw ? e->nw : 1) * sizeof *rank);
   e->act = malloc(na * sizeof *e->act);
   e->pos[0] = malloc(na * sizeof *e->pos[0]), e->pos[1] = malloc(na * sizeof *e->pos[1]);
-  if (!rank || !e->act || !e->pos[0] || !e->pos[1]) {
+  long npad = 0;
+  for (long k = 0; k < ord[1].n; k++) npad += ord[1].idx[k] < 0;
+  e->pad = malloc((size_t)(npad ? npad : 1) * sizeof *e->pad);
+  if (!rank || !e->act || !e->pos[0] || !e->pos[1] || !e->pad) {
     free(rank);
     return -1;
   }
+  for (long k = 0; k < ord[1].n; k++)
+    if (ord[1].idx[k] < 0) e->pad[e->npad++] = (int32_t)k;
   for (size_t i = 0, j = 0; i < e->nw; i++) {
     rank[i] = e->wm[i] ? (int32_t)j : -1;
     if (e->wm[i]) e->act[j++] = (int32_t)i;
   }
   for (int dir = 0; dir < 2; dir++) {
     for (size_t j = 0; j < e->active; j++) e->pos[dir][j] = (int32_t)ord[dir].n;
-    for (long k = 0; k < ord[dir].n; k++) e->pos[dir][rank[ord[dir].idx[k]]] = (int32_t)k;
+    for (long k = 0; k < ord[dir].n; k++)
+      if (ord[dir].idx[k] >= 0) e->pos[dir][rank[ord[dir].idx[k]]] = (int32_t)k;
   }
   free(rank);
   return 0;
@@ -237,7 +252,7 @@ static int build_object(const rt_cpu_entry *e_, long id, LLVMTargetMachineRef tm
   double t0 = now_s();
   LLVMContextRef ctx = LLVMContextCreate();
   char names[3][64];
-  kernel_names(id, names);
+  kernel_names(e, id, names);
   LLVMModuleRef m = LLVMModuleCreateWithNameInContext(names[0], ctx);
   char *triple = LLVMGetTargetMachineTriple(tm);
   LLVMSetTarget(m, triple);
@@ -256,8 +271,8 @@ static int build_object(const rt_cpu_entry *e_, long id, LLVMTargetMachineRef tm
   } else {
     cg_linear_desc d = {e->shape[0], e->shape[3], e->wm, e->bm, e->lanes};
     rc = cg_sparse_linear_fwd(m, &d, names[0], &ord[0]) ||
-         cg_sparse_linear_bwd_data(m, &d, names[1], &ord[1]) ||
-         cg_sparse_linear_bwd_weight(m, &d, names[2]);
+         cg_sparse_linear_bwd(m, &d, names[1], &ord[1]);
+    assert(rc || ord[1].n == e->nbwd);
   }
   if (rc) {
     snprintf(err, errlen, "cpu backend: layer too large to index with 32 bits or bad shape");
@@ -292,18 +307,19 @@ static int build_object(const rt_cpu_entry *e_, long id, LLVMTargetMachineRef tm
   return rc;
 }
 
-/* Adds a built object to the JIT and resolves its three kernels. */
+/* Adds a built object to the JIT and resolves its kernels. */
 static int link_entry(cpu_backend *cb, rt_cpu_entry *e, long id, LLVMMemoryBufferRef obj,
                       char *err, size_t errlen) {
   char names[3][64];
-  kernel_names(id, names);
+  int nk = kernel_names(e, id, names);
   e->rt = LLVMOrcJITDylibCreateResourceTracker(LLVMOrcLLJITGetMainJITDylib(cb->jit));
   cb->st.cached++;
   LLVMErrorRef er = LLVMOrcLLJITAddObjectFileWithRT(cb->jit, e->rt, obj);
   if (er) /* the JIT owns the buffer even when adding fails */
     return llvm_fail(er, "adding an object", err, errlen);
   rt_kern *slot[3] = {&e->fwd, &e->bwd_data, &e->bwd_weight};
-  for (int i = 0; i < 3; i++) {
+  if (e->kind == IR_LINEAR) slot[1] = &e->bwd;
+  for (int i = 0; i < nk; i++) {
     LLVMOrcExecutorAddress a = 0;
     if ((er = LLVMOrcLLJITLookup(cb->jit, &a, names[i])))
       return llvm_fail(er, "linking", err, errlen);
@@ -433,6 +449,10 @@ static rt_cpu_entry *entry_get(cpu_backend *cb, int layer, const uint8_t *wmask,
                       .lanes = lanes};
   memcpy(e->shape, shape, sizeof shape);
   for (size_t i = 0; i < nw; i++) e->active += wm[i];
+  if (l->kind == IR_LINEAR) {
+    cg_linear_desc ld = {shape[0], shape[3], wm, bm, lanes};
+    e->nbwd = cg_sparse_linear_bwd_len(&ld);
+  }
   cg_conv_desc d = {shape[0], shape[1], shape[2], shape[3], shape[4], shape[5], shape[6], wm, bm};
   if (l->kind == IR_CONV && cg_conv_plan_init(&e->plan, &d)) {
     snprintf(err, errlen, "cpu backend: layer %d (%s): shape too large or empty", layer, l->name);
@@ -464,8 +484,11 @@ static void entry_attach(cpu_backend *cb, int layer, rt_cpu_entry *e) {
     size_t fwd = (size_t)(p->xlen + (long)l->cout * p->yrs),
            bwd = (size_t)(p->xlen + p->dylen + p->dxlen);
     need = 2 * (size_t)l->cout + wp_len(e) + CONV_SB * (fwd > bwd ? fwd : bwd);
-  } else
-    need = dense ? 1 : wp_len(e) + (size_t)LIN_SUB * (size_t)(l->cin + l->cout);
+  } else { /* the forward's, or the fused backward's */
+    size_t fwd = wp_len(e) + (size_t)LIN_SUB * (size_t)(l->cin + l->cout),
+           bwd = 2 * (size_t)e->nbwd + (size_t)LIN_SUB * (size_t)(2 * l->cin + l->cout + 1);
+    need = dense ? 1 : fwd > bwd ? fwd : bwd;
+  }
   if (need > cb->need) cb->need = need;
   e->refs++;
   rt_cpu_entry *old = cb->layer[layer];
@@ -565,6 +588,8 @@ static void scratch_put(cpu_backend *cb, float *p, int id) {
 static void pack_w(const rt_cpu_entry *e, int dir, const float *w, float *wp) {
   const int32_t *act = e->act, *pos = e->pos[dir];
   for (size_t j = 0; j < e->active; j++) wp[pos[j]] = w[act[j]];
+  if (dir)
+    for (long k = 0; k < e->npad; k++) wp[e->pad[k]] = 0.0f;
 }
 
 
@@ -860,13 +885,16 @@ static void cpu_conv_bwd(rt_backend *b, int l, const rt_conv_shape *s, const flo
 /* Batch rounded up to a block of NB lanes. */
 static int64_t lin_pad(int n, int NB) { return ((int64_t)n + NB - 1) / NB * NB; }
 
-/* src [n][f] (stride ns) -> dst [np/NB][f][NB], padding lanes zero. */
-static void to_lanes(const float *src, int n, int f, int64_t ns, float *dst, int64_t np, int NB) {
-  for (int64_t b0 = 0; b0 < np; b0 += NB, dst += (int64_t)f * NB) {
+/* src [n][f] (stride ns) -> dst [np/NB][f + extra][NB], padding lanes and
+ * the extra rows of each block zero. */
+static void to_lanes(const float *src, int n, int f, int extra, int64_t ns, float *dst,
+                     int64_t np, int NB) {
+  for (int64_t b0 = 0; b0 < np; b0 += NB, dst += (int64_t)(f + extra) * NB) {
     int m = n - b0 < NB ? (int)(n - b0) : NB;
     if (m < NB)
       for (int i = 0; i < f; i++) memset(dst + (int64_t)i * NB + m, 0, (size_t)(NB - m) * sizeof *dst);
     if (m > 0) rt_transpose(m, f, src + b0 * ns, ns, dst, NB, 0);
+    memset(dst + (int64_t)f * NB, 0, (size_t)extra * NB * sizeof *dst);
   }
 }
 
@@ -875,28 +903,6 @@ static void from_lanes(const float *src, int n, int f, int64_t ns, float *dst, i
   for (int b0 = 0; b0 < n; b0 += NB, src += (int64_t)f * NB) {
     int m = n - b0 < NB ? n - b0 : NB;
     rt_transpose(f, m, src, NB, dst + b0 * ns, ns, add);
-  }
-}
-
-/* The JIT path of linear fwd (dir 0: y = W x + bias) and bwd_data (1:
- * dx += W^T dy): n samples of sf source features (sns apart) through the
- * kernel in blocks of two lane blocks, transposed into lanes and back into
- * df destination features (dns apart). buf holds wp_len(e) + LIN_SUB *
- * (sf + df) floats. */
-static void lin_gather(const rt_cpu_entry *e, int dir, int n, const float *src, int sf,
-                       int64_t sns, const float *w, const float *bias, float *dst, int df,
-                       int64_t dns, float *buf) {
-  float *wp = buf, *sT = buf + wp_len(e), *dT = sT + (int64_t)LIN_SUB * sf;
-  pack_w(e, dir, w, wp);
-  int NB = e->lanes, sub = 2 * NB;
-  for (int n0 = 0; n0 < n; n0 += sub) {
-    int nb = n - n0 < sub ? n - n0 : sub;
-    int64_t np = lin_pad(nb, NB);
-    to_lanes(src + n0 * sns, nb, sf, sns, sT, np, NB);
-    /* The kernels take non-const pointers (one C type for all of them) */
-    if (dir) e->bwd_data(sT, wp, dT, NULL, np, 0, 0);
-    else e->fwd(sT, wp, (float *)bias, dT, np, 0, 0);
-    from_lanes(dT, nb, df, dns, dst + n0 * dns, dir, NB);
   }
 }
 
@@ -924,68 +930,98 @@ static void cpu_linear_fwd(rt_backend *b, int l, const rt_linear_shape *s, const
     rt_ref_linear_fwd(s, x, w, bias, e->wm, e->bm, y);
     return;
   }
-  lin_gather(e, 0, s->n, x, s->in, xns, w, bias, y, s->out, yns, buf);
+  /* blocks of two lane blocks, transposed into lanes and back */
+  float *wp = buf, *xT = buf + wp_len(e), *yT = xT + (int64_t)LIN_SUB * s->in;
+  pack_w(e, 0, w, wp);
+  int NB = e->lanes, sub = 2 * NB;
+  for (int n0 = 0; n0 < s->n; n0 += sub) {
+    int nb = s->n - n0 < sub ? s->n - n0 : sub;
+    int64_t np = lin_pad(nb, NB);
+    to_lanes(x + n0 * xns, nb, s->in, 0, xns, xT, np, NB);
+    /* The kernels take non-const pointers (one C type for all of them) */
+    e->fwd(xT, wp, (float *)bias, yT, np, 0, 0);
+    from_lanes(yT, nb, s->out, yns, y + n0 * yns, 0, NB);
+  }
   scratch_put(C(b), buf, id);
 }
 
-static void cpu_linear_bwd_data(rt_backend *b, int l, const rt_linear_shape *s, const float *dy,
-                                const float *w, float *dx) {
-  rt_cpu_entry *e = entry_for(b, l);
-  lin_check(e, s);
-  int64_t xns = s->x_ns ? s->x_ns : s->in, yns = s->y_ns ? s->y_ns : s->out;
-  if (s->n <= 0) return;
-  if (is_dense(b, l)) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, s->n, s->in, s->out, 1.0f, dy,
-                (int)yns, w, s->in, 1.0f, dx, (int)xns);
-    return;
+/* dw = the packed gradients dwp of the fused bwd where active, 0 elsewhere:
+ * cleared and filled by blocks of 64K weights, which stay in L2 from the
+ * clearing to the scatter (clearing all of a large dw first left the
+ * scatter missing on most of its lines). */
+static void scatter_dw(const rt_cpu_entry *e, const float *dwp, float *dw) {
+  enum { BLK = 1 << 16 };
+  const int32_t *act = e->act, *pos = e->pos[1];
+  size_t j = 0;
+  for (size_t i0 = 0; i0 < e->nw; i0 += BLK) {
+    size_t i1 = i0 + BLK < e->nw ? i0 + BLK : e->nw;
+    memset(dw + i0, 0, (i1 - i0) * sizeof *dw);
+    for (; j < e->active && (size_t)act[j] < i1; j++) dw[act[j]] = dwp[pos[j]];
   }
-  int id;
-  float *buf = scratch_get(C(b), &id);
-  if (!buf) {
-    rt_ref_linear_bwd_data(s, dy, w, e->wm, dx);
-    return;
-  }
-  lin_gather(e, 1, s->n, dy, s->out, yns, w, NULL, dx, s->in, xns, buf);
-  scratch_put(C(b), buf, id);
 }
 
-static void cpu_linear_bwd_weight(rt_backend *b, int l, const rt_linear_shape *s, const float *x,
-                                  const float *dy, float *dw, float *db) {
+/* Both backward directions, or either (dx or dw NULL): dense, both on
+ * OpenBLAS; sparse, one pass of the fused kernel, whose packed weight
+ * gradients are scattered into dw at the end. */
+static void cpu_linear_bwd(rt_backend *b, int l, const rt_linear_shape *s, const float *x,
+                           const float *dy, const float *w, float *dx, float *dw, float *db) {
   rt_cpu_entry *e = entry_for(b, l);
   lin_check(e, s);
   int64_t xns = s->x_ns ? s->x_ns : s->in, yns = s->y_ns ? s->y_ns : s->out;
   int id = -1;
-  float *xT = s->n > 0 && !is_dense(b, l) ? scratch_get(C(b), &id) : NULL;
-  if (s->n > 0 && !is_dense(b, l) && !xT) {
-    rt_ref_linear_bwd_weight(s, x, dy, e->wm, e->bm, dw, db);
+  float *buf = s->n > 0 && !is_dense(b, l) ? scratch_get(C(b), &id) : NULL;
+  if (s->n > 0 && !is_dense(b, l) && !buf) {
+    if (dw) rt_ref_linear_bwd_weight(s, x, dy, e->wm, e->bm, dw, db);
+    if (dx) rt_ref_linear_bwd_data(s, dy, w, e->wm, dx);
     return;
   }
-  if (s->n > 0 && is_dense(b, l)) { /* beta 0: sgemm overwrites all of dw */
+  if (dw && s->n > 0 && is_dense(b, l)) { /* beta 0: sgemm overwrites all of dw */
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, s->out, s->in, s->n, 1.0f, dy,
                 (int)yns, x, (int)xns, 0.0f, dw, s->in);
     if (e->active < e->nw) mask_dw(e, dw);
-  } else {
+  }
+  if (dx && s->n > 0 && is_dense(b, l))
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, s->n, s->in, s->out, 1.0f, dy,
+                (int)yns, w, s->in, 1.0f, dx, (int)xns);
+  if (buf) {
+    enum { NB = CG_LIN_BWD_NB };
+    float *wp = buf, *dwp = wp + e->nbwd, *xT = dwp + e->nbwd;
+    float *dyT = xT + (int64_t)LIN_SUB * s->in, *dxT = dyT + (int64_t)LIN_SUB * (s->out + 1);
+    /* a call for one direction gives the other zeros (its result unused) */
+    if (w) pack_w(e, 1, w, wp);
+    else memset(wp, 0, (size_t)e->nbwd * sizeof *wp);
+    memset(dwp, 0, (size_t)e->nbwd * sizeof *dwp);
+    for (int n0 = 0; n0 < s->n; n0 += LIN_SUB) {
+      int nb = s->n - n0 < LIN_SUB ? s->n - n0 : LIN_SUB;
+      int64_t np = lin_pad(nb, NB);
+      if (x) to_lanes(x + n0 * xns, nb, s->in, 0, xns, xT, np, NB);
+      else memset(xT, 0, (size_t)(np * s->in) * sizeof *xT);
+      to_lanes(dy + n0 * yns, nb, s->out, 1, yns, dyT, np, NB);
+      e->bwd(xT, dyT, dxT, wp, np, 0, 0);
+      if (dx) from_lanes(dxT, nb, s->in, xns, dx + n0 * xns, 1, NB);
+    }
+    if (dw) scatter_dw(e, dwp, dw);
+    scratch_put(C(b), buf, id);
+  } else if (dw && s->n <= 0) {
     memset(dw, 0, e->nw * sizeof *dw);
   }
-  if (xT) {
-    float *dyT = xT + (int64_t)LIN_SUB * s->in;
-    int NB = e->lanes, sub = 2 * NB;
-    for (int n0 = 0; n0 < s->n; n0 += sub) {
-      int nb = s->n - n0 < sub ? s->n - n0 : sub;
-      int64_t np = lin_pad(nb, NB);
-      to_lanes(x + n0 * xns, nb, s->in, xns, xT, np, NB);
-      to_lanes(dy + n0 * yns, nb, s->out, yns, dyT, np, NB);
-      e->bwd_weight(xT, dyT, dw, NULL, np, 0, 0);
-    }
-    scratch_put(C(b), xT, id);
-  }
-  if (!db) return;
+  if (!dw || !db) return;
   for (int o = 0; o < s->out; o++) {
     double acc = 0.0;
     if (e->bm[o])
       for (int n = 0; n < s->n; n++) acc += dy[n * yns + o];
     db[o] = (float)acc;
   }
+}
+
+static void cpu_linear_bwd_data(rt_backend *b, int l, const rt_linear_shape *s, const float *dy,
+                                const float *w, float *dx) {
+  cpu_linear_bwd(b, l, s, NULL, dy, w, dx, NULL, NULL);
+}
+
+static void cpu_linear_bwd_weight(rt_backend *b, int l, const rt_linear_shape *s, const float *x,
+                                  const float *dy, float *dw, float *db) {
+  cpu_linear_bwd(b, l, s, x, dy, NULL, NULL, dw, db);
 }
 
 /* ---- lifetime ----------------------------------------------------------- */
@@ -1044,7 +1080,7 @@ rt_backend *rt_backend_cpu_new(const ir_graph *g, char *err, size_t errlen) {
   cb->pub = (rt_backend){"cpu", g, cpu_prepare, cpu_conv_fwd, cpu_conv_bwd_data,
                          cpu_conv_bwd_weight, cpu_linear_fwd, cpu_linear_bwd_data,
                          cpu_linear_bwd_weight, cpu_free, 1, cpu_conv_bwd,
-                         cpu_prepare_layers, 1, 0, 0};
+                         cpu_linear_bwd, cpu_prepare_layers, 1, 0, 0};
   /* The JIT generates code for this CPU, with its vector extensions. */
   LLVMOrcJITTargetMachineBuilderRef jtmb;
   LLVMErrorRef er = LLVMOrcJITTargetMachineBuilderDetectHost(&jtmb);

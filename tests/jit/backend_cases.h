@@ -177,6 +177,20 @@ static void bc_linear_case(const bc_hooks *h, int in, int out, int n, double den
   rt_ref_linear_bwd_weight(&s, x, dy, wm, bm, dw0, with_bias ? db0 : NULL);
   b->linear_bwd_weight(b, 0, &s, x, dy, dw1, with_bias ? db1 : NULL);
   bc_check_wgrad(what, dw0, dw1, wm, nw, with_bias ? db0 : NULL, db1, bm, (size_t)out);
+  if (b->linear_bwd) { /* the combined backward, with and without dx */
+    for (int with_dx = 0; with_dx < 2; with_dx++) {
+      float *dx2 = jt_randf(nx), *dxr = malloc(nx * sizeof *dxr);
+      memcpy(dxr, dx2, nx * sizeof *dxr);
+      if (with_dx) rt_ref_linear_bwd_data(&s, dy, wt, wm, dxr);
+      for (size_t i = 0; i < nw; i++) dw1[i] = 1e30f; /* overwritten, not added to */
+      for (int i = 0; i < out; i++) db1[i] = 1e30f;
+      b->linear_bwd(b, 0, &s, x, dy, wt, with_dx ? dx2 : NULL, dw1, with_bias ? db1 : NULL);
+      bc_check_wgrad(what, dw0, dw1, wm, nw, with_bias ? db0 : NULL, db1, bm, (size_t)out);
+      e = jt_nerr(dx2, dxr, nx);
+      CHECK(e <= BC_TOL, "%s: combined bwd (dx %s) error %g", what, with_dx ? "on" : "off", e);
+      free(dx2), free(dxr);
+    }
+  }
   b->free(b);
   jt_graph_free(g);
   free(wm), free(bm), free(wt), free(bias), free(x), free(dy), free(y0), free(y1);
