@@ -52,10 +52,6 @@
  * what stays in L2 while the outputs are swept.
  *   linear fwd:        a = xT, b = wp, c = bias (may be NULL),
  *                      d = yT, overwritten.
- *   linear bwd_data:   a = dyT, b = wp, c = dxT, OVERWRITTEN
- *                      (the caller adds it into dx as it transposes back).
- *   linear bwd_weight: a = xT, b = dyT, c = dw: ADDS into dw at the
- *                      active weights; the caller clears dw first.
  *   linear bwd:        both backward directions in one pass over dy
  *                      (the CPU backend's choice: each load of dy feeds
  *                      8 FMAs, 4 into dx and 4 into weight gradients).
@@ -138,9 +134,6 @@ int cg_sparse_conv_bwd_data(LLVMModuleRef m, const cg_conv_desc *d, const char *
 int cg_sparse_conv_bwd_weight(LLVMModuleRef m, const cg_conv_desc *d, const char *name);
 int cg_sparse_linear_fwd(LLVMModuleRef m, const cg_linear_desc *d, const char *name,
                          cg_order *ord);
-int cg_sparse_linear_bwd_data(LLVMModuleRef m, const cg_linear_desc *d, const char *name,
-                              cg_order *ord);
-int cg_sparse_linear_bwd_weight(LLVMModuleRef m, const cg_linear_desc *d, const char *name);
 int cg_sparse_linear_bwd(LLVMModuleRef m, const cg_linear_desc *d, const char *name,
                          cg_order *ord);
 /* The ord.n that cg_sparse_linear_bwd will fill: the active weights and
