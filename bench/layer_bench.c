@@ -41,6 +41,7 @@ typedef struct lay {
   float *dw[2], *db[2]; /* per thread */
   float *col[2];        /* im2col scratch per thread */
   rt_backend *b;
+  uint64_t pass;        /* the run's wgen (rt_linear_shape) */
 } lay;
 
 typedef struct task {
@@ -128,7 +129,8 @@ static void *run_task(void *arg) {
     const float *x = L->x + (long)T->n0 * L->in, *dy = L->dy + (long)T->n0 * L->out;
     float *y = L->y + (long)T->n0 * L->out, *dx = L->dx + (long)T->n0 * L->in;
     if (T->jit) {
-      rt_linear_shape s = {n, L->in, L->out, 0, 0};
+      /* one pass per run, as a training step: its calls share wgen */
+      rt_linear_shape s = {n, L->in, L->out, 0, 0, L->pass};
       L->b->linear_fwd(L->b, 0, &s, x, L->wt, L->bias, y);
       if (L->b->linear_bwd) { /* what runtime/exec.c calls when the backend has it */
         L->b->linear_bwd(L->b, 0, &s, x, dy, L->wt, dx, L->dw[T->t], L->db[T->t]);
@@ -151,6 +153,7 @@ static void *run_task(void *arg) {
 /* One run of the whole batch on `threads` threads: dense OpenBLAS here
  * (jit 0) or the backend L->b (jit 1). */
 static double run_once(lay *L, int threads, int jit) {
+  L->pass++;
   task T[2];
   pthread_t th[2];
   double t0 = now_s();

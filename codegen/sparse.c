@@ -755,7 +755,7 @@ int cg_sparse_linear_bwd(LLVMModuleRef m, const cg_linear_desc *d, const char *n
   for (long k = 0; k < t.n; k++) offs[k] = t.pair[2 * k];
   LLVMValueRef toff = table(g, "off", offs, (size_t)t.n, 4, g->i32);
   free(offs);
-  LLVMValueRef wp = arg(g, 3), dwp = at(g, arg(g, 3), ci64(g, t.n));
+  LLVMValueRef wp = arg(g, 3), dwp = arg(g, 2), dxT = at(g, arg(g, 2), ci64(g, t.n));
   LLVMTypeRef v4 = LLVMVectorType(g->f32, 4), v4p = LLVMPointerType(v4, 0);
   LLVMValueRef acc[V];
   for (int v = 0; v < V; v++) acc[v] = LLVMBuildAlloca(g->b, g->vec, "acc");
@@ -764,7 +764,7 @@ int cg_sparse_linear_bwd(LLVMModuleRef m, const cg_linear_desc *d, const char *n
   loop_open(g, &ls, ci64(g, 0), sp.count, 1);
   LLVMValueRef xs = at(g, arg(g, 0), mul(g, ls.iv, sp.sstride));
   LLVMValueRef ys = at(g, arg(g, 1), mul(g, ls.iv, sp.dstride));
-  LLVMValueRef ds = at(g, arg(g, 2), mul(g, ls.iv, sp.sstride));
+  LLVMValueRef ds = at(g, dxT, mul(g, ls.iv, sp.sstride));
   if (slices > 1) { /* the rows of later slices add into the first's */
     loop lz;
     loop_open(g, &lz, ci64(g, 0), ci64(g, (int64_t)d->in * NB), VW);

@@ -58,9 +58,9 @@
  *                      Blocks of CG_LIN_BWD_NB lanes whatever the desc's
  *                      lanes. a = xT; b = dyT laid out [n/NB][out+1][NB],
  *                      row `out` of each block ZERO (padding entries read
- *                      it); c = dxT, OVERWRITTEN; d = the packed weights
- *                      in ord's order (ord.n floats) followed by their
- *                      gradients (ord.n more), which it ADDS to.
+ *                      it); c = the packed weights' gradients in ord's
+ *                      order (ord.n floats), which it ADDS to, followed
+ *                      by dxT, OVERWRITTEN; d = the packed weights.
  * Bias gradients are left to the caller (one sum per output).
  */
 #ifndef ILNAS_CG_SPARSE_H

@@ -8,6 +8,7 @@
 
 #include <assert.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,7 +41,17 @@ typedef struct exec_impl {
   int64_t *active; /* per layer: active weights, as of the last prepare */
   uint8_t *pool_set; /* per layer: a max pool that overwrites its input's
                       * gradient (sole_pool_writer) */
+  /* Names the parameters' values for the backend (rt_linear_shape.wgen):
+   * new at every rt_exec_set_input (a pass begins; backprop needs the
+   * parameters fixed until its backward ends), SGD step and init. */
+  uint64_t wgen;
 } exec_impl;
+
+/* wgens unique across every exec of the process, 0 never. */
+static uint64_t next_wgen(void) {
+  static atomic_uint_fast64_t counter;
+  return (uint64_t)atomic_fetch_add(&counter, 1) + 1;
+}
 
 enum { PROF_LOSS, PROF_SGD, PROF_LAYER };
 
@@ -250,6 +261,7 @@ void rt_exec_init_params(rt_exec *x, uint64_t seed) {
   const ir_graph *g = x->g;
   rt_rng rng;
   rt_rng_seed(&rng, seed);
+  ((exec_impl *)x)->wgen = next_wgen();
   memset(x->params, 0, (size_t)g->n_params * sizeof(float));
   memset(x->mom, 0, (size_t)g->n_params * sizeof(float));
   for (int i = 0; i < g->n_layers; i++) {
@@ -286,6 +298,7 @@ void rt_exec_init_params(rt_exec *x, uint64_t seed) {
 
 void rt_exec_set_input(rt_exec *x, const float *batch, int n) {
   assert(n >= 1 && n <= x->cap);
+  ((exec_impl *)x)->wgen = next_wgen();
   const ir_graph *g = x->g;
   const ir_tensor *t = &g->tensors[g->input_t];
   size_t len = (size_t)t->c * t->h * t->w;
@@ -341,6 +354,7 @@ static void sgd_task(void *arg, int c) {
 void rt_exec_sgd(rt_exec *x, float lr, float momentum, float decay) {
   exec_impl *e = (exec_impl *)x;
   sgd_job j = {x, e->pool ? x->threads : 1, lr, momentum, decay};
+  e->wgen = next_wgen();
   double t0 = e->prof ? prof_now() : 0.0;
   if (j.parts > 1) rt_pool_run(e->pool, j.parts, sgd_task, &j);
   else sgd_task(&j, 0);
@@ -645,7 +659,8 @@ static void conv_bwd_op(RT_OP_ARGS) {
 }
 
 static rt_linear_shape lin_shape(const rt_exec *x, const ir_layer *l, int n) {
-  rt_linear_shape s = {n, l->cin, l->cout, x->g->act_size, x->g->act_size};
+  rt_linear_shape s = {n, l->cin, l->cout, x->g->act_size, x->g->act_size,
+                       ((const exec_impl *)x)->wgen};
   return s;
 }
 

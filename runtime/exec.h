@@ -12,7 +12,7 @@
  *
  *   rt_exec *x = rt_exec_new(g, 128, 2, err, sizeof err);
  *   rt_exec_init_params(x, seed);
- *   rt_exec_set_input(x, batch, n);
+ *   rt_exec_set_input(x, batch, n);   // a pass begins: parameters fixed to its end
  *   fwd(x);                       // il_graph_forward, or rt_exec_run(x, calls, n)
  *   double loss = rt_exec_loss(x, labels, &correct);
  *   bwd(x);  rt_exec_sgd(x, lr, momentum, decay);
@@ -73,7 +73,11 @@ int rt_exec_prepare(rt_exec *x, char *err, size_t errlen);
  * batch norm gamma 1, beta 0, running mean 0, var 1; momentum 0. */
 void rt_exec_init_params(rt_exec *x, uint64_t seed);
 
-/* Copies a packed batch [n][c][h][w] into the input tensor. */
+/* Copies a packed batch [n][c][h][w] into the input tensor. A pass (the
+ * forward, and the backward after it) begins here: whoever changes
+ * parameters in place (not through rt_exec_sgd) does it before this call,
+ * never between it and the backward, since backends may keep what they
+ * derived from the parameters for the whole pass. */
 void rt_exec_set_input(rt_exec *x, const float *batch, int n);
 
 /* Softmax cross-entropy on the logits; leaves the logits' gradient in the

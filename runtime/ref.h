@@ -53,6 +53,11 @@ void rt_ref_conv_bwd_weight(const rt_conv_shape *s, const float *x,
 typedef struct rt_linear_shape {
   int n, in, out;
   long x_ns, y_ns; /* 0 = packed */
+  /* Nonzero: names the values of w. A later call with the same wgen (and
+   * w) promises the same values, so a backend may reuse what it derived
+   * from them (the graph ops give every forward-and-backward pass its
+   * own). 0: no promise. */
+  uint64_t wgen;
 } rt_linear_shape;
 
 void rt_ref_linear_fwd(const rt_linear_shape *s, const float *x,

@@ -94,6 +94,18 @@ typedef struct rt_cpu_slot {
   size_t cap;                 /* floats */
 } rt_cpu_slot;
 
+/* A linear layer's weights packed for both its kernels, kept from the
+ * forward for the backward of the same pass (rt_linear_shape.wgen): one
+ * read of the dense weights a pass instead of one a call. */
+typedef struct rt_cpu_wpack {
+  pthread_mutex_t mu;
+  uint64_t gen;               /* the wgen packed; 0: none */
+  const float *w;             /* packed from */
+  const rt_cpu_entry *e;      /* for this pattern */
+  float *buf;                 /* fwd's wp_len(e), then the fused bwd's nbwd */
+  size_t cap;
+} rt_cpu_wpack;
+
 typedef struct cpu_backend {
   rt_backend pub;
   LLVMOrcLLJITRef jit;
@@ -104,6 +116,7 @@ typedef struct cpu_backend {
   long serial;                /* names modules uniquely */
   rt_cpu_stats st;
   uint8_t *dense;             /* per layer: runs on OpenBLAS */
+  rt_cpu_wpack *wpack;        /* per layer */
   double thr_conv, thr_lin;   /* density from which a layer runs dense */
   size_t need;                /* scratch floats of the largest prepared layer */
   rt_cpu_slot slots[NSLOT];
@@ -491,6 +504,9 @@ static void entry_attach(cpu_backend *cb, int layer, rt_cpu_entry *e) {
   }
   if (need > cb->need) cb->need = need;
   e->refs++;
+  pthread_mutex_lock(&cb->wpack[layer].mu);
+  cb->wpack[layer].gen = 0;
+  pthread_mutex_unlock(&cb->wpack[layer].mu);
   rt_cpu_entry *old = cb->layer[layer];
   cb->layer[layer] = e;
   if (old && --old->refs == 0) { /* no layer has that pattern any more */
@@ -906,6 +922,43 @@ static void from_lanes(const float *src, int n, int f, int64_t ns, float *dst, i
   }
 }
 
+/* Linear layer l's weights packed for its fwd (dir 0) or fused bwd (1)
+ * kernel. With s->wgen set, from the layer's pack: made under its lock by
+ * the first call of a pass, both directions in one read of w, and taken
+ * as is by the pass's other calls (its other chunks, its backward).
+ * Otherwise, or when the pack cannot grow, packed into scratch. */
+static const float *lin_weights(cpu_backend *cb, int l, const rt_cpu_entry *e,
+                                const rt_linear_shape *s, const float *w, int dir,
+                                float *scratch) {
+  rt_cpu_wpack *p = &cb->wpack[l];
+  size_t n0 = wp_len(e), need = n0 + (size_t)e->nbwd;
+  if (s->wgen) {
+    pthread_mutex_lock(&p->mu);
+    if (p->gen != s->wgen || p->w != w || p->e != e) {
+      p->gen = 0;
+      if (p->cap < need) {
+        float *q = realloc(p->buf, need * sizeof *q);
+        if (q) p->buf = q, p->cap = need;
+      }
+      if (p->cap >= need) {
+        const int32_t *act = e->act, *pos0 = e->pos[0], *pos1 = e->pos[1];
+        float *wp0 = p->buf, *wp1 = p->buf + n0;
+        for (size_t j = 0; j < e->active; j++) {
+          float v = w[act[j]];
+          wp0[pos0[j]] = v, wp1[pos1[j]] = v;
+        }
+        for (long k = 0; k < e->npad; k++) wp1[e->pad[k]] = 0.0f;
+        p->gen = s->wgen, p->w = w, p->e = e;
+      }
+    }
+    int hit = p->gen == s->wgen;
+    pthread_mutex_unlock(&p->mu);
+    if (hit) return p->buf + (dir ? n0 : 0);
+  }
+  pack_w(e, dir, w, scratch);
+  return scratch;
+}
+
 static void lin_check(const rt_cpu_entry *e, const rt_linear_shape *s) {
   (void)e, (void)s;
   assert(e->kind == IR_LINEAR && s->in == e->shape[0] && s->out == e->shape[3]);
@@ -931,15 +984,15 @@ static void cpu_linear_fwd(rt_backend *b, int l, const rt_linear_shape *s, const
     return;
   }
   /* blocks of two lane blocks, transposed into lanes and back */
-  float *wp = buf, *xT = buf + wp_len(e), *yT = xT + (int64_t)LIN_SUB * s->in;
-  pack_w(e, 0, w, wp);
+  float *xT = buf + wp_len(e), *yT = xT + (int64_t)LIN_SUB * s->in;
+  const float *wp = lin_weights(C(b), l, e, s, w, 0, buf);
   int NB = e->lanes, sub = 2 * NB;
   for (int n0 = 0; n0 < s->n; n0 += sub) {
     int nb = s->n - n0 < sub ? s->n - n0 : sub;
     int64_t np = lin_pad(nb, NB);
     to_lanes(x + n0 * xns, nb, s->in, 0, xns, xT, np, NB);
     /* The kernels take non-const pointers (one C type for all of them) */
-    e->fwd(xT, wp, (float *)bias, yT, np, 0, 0);
+    e->fwd(xT, (float *)wp, (float *)bias, yT, np, 0, 0);
     from_lanes(yT, nb, s->out, yns, y + n0 * yns, 0, NB);
   }
   scratch_put(C(b), buf, id);
@@ -985,10 +1038,12 @@ static void cpu_linear_bwd(rt_backend *b, int l, const rt_linear_shape *s, const
                 (int)yns, w, s->in, 1.0f, dx, (int)xns);
   if (buf) {
     enum { NB = CG_LIN_BWD_NB };
-    float *wp = buf, *dwp = wp + e->nbwd, *xT = dwp + e->nbwd;
-    float *dyT = xT + (int64_t)LIN_SUB * s->in, *dxT = dyT + (int64_t)LIN_SUB * (s->out + 1);
+    /* scratch: [wp] [dwp dxT] [xT] [dyT]; c of the kernel is dwp then dxT */
+    float *wp = buf, *dwp = wp + e->nbwd, *dxT = dwp + e->nbwd;
+    float *xT = dxT + (int64_t)LIN_SUB * s->in, *dyT = xT + (int64_t)LIN_SUB * s->in;
     /* a call for one direction gives the other zeros (its result unused) */
-    if (w) pack_w(e, 1, w, wp);
+    const float *wk = wp;
+    if (w) wk = lin_weights(C(b), l, e, s, w, 1, wp);
     else memset(wp, 0, (size_t)e->nbwd * sizeof *wp);
     memset(dwp, 0, (size_t)e->nbwd * sizeof *dwp);
     for (int n0 = 0; n0 < s->n; n0 += LIN_SUB) {
@@ -997,7 +1052,7 @@ static void cpu_linear_bwd(rt_backend *b, int l, const rt_linear_shape *s, const
       if (x) to_lanes(x + n0 * xns, nb, s->in, 0, xns, xT, np, NB);
       else memset(xT, 0, (size_t)(np * s->in) * sizeof *xT);
       to_lanes(dy + n0 * yns, nb, s->out, 1, yns, dyT, np, NB);
-      e->bwd(xT, dyT, dxT, wp, np, 0, 0);
+      e->bwd(xT, dyT, dwp, (float *)wk, np, 0, 0);
       if (dx) from_lanes(dxT, nb, s->in, xns, dx + n0 * xns, 1, NB);
     }
     if (dw) scatter_dw(e, dwp, dw);
@@ -1037,7 +1092,11 @@ static void cpu_free(rt_backend *b) {
   if (cb->jit) LLVMOrcDisposeLLJIT(cb->jit);
   LLVMDisposeMessage(cb->triple), LLVMDisposeMessage(cb->cpu), LLVMDisposeMessage(cb->feat);
   for (int i = 0; i < NSLOT; i++) free(cb->slots[i].buf);
-  free(cb->layer), free(cb->dense);
+  for (int l = 0; cb->wpack && l < b->g->n_layers; l++) {
+    pthread_mutex_destroy(&cb->wpack[l].mu);
+    free(cb->wpack[l].buf);
+  }
+  free(cb->layer), free(cb->dense), free(cb->wpack);
   free(cb);
 }
 
@@ -1065,13 +1124,15 @@ rt_backend *rt_backend_cpu_new(const ir_graph *g, char *err, size_t errlen) {
   cpu_backend *cb = calloc(1, sizeof *cb);
   size_t nl = (size_t)(g->n_layers ? g->n_layers : 1);
   if (!cb || !(cb->layer = calloc(nl, sizeof *cb->layer)) ||
-      !(cb->dense = calloc(nl, sizeof *cb->dense))) {
-    if (cb) free(cb->layer);
+      !(cb->dense = calloc(nl, sizeof *cb->dense)) ||
+      !(cb->wpack = calloc(nl, sizeof *cb->wpack))) {
+    if (cb) free(cb->layer), free(cb->dense);
     free(cb);
     snprintf(err, errlen, "out of memory");
     return NULL;
   }
   for (int i = 0; i < NSLOT; i++) atomic_flag_clear(&cb->slots[i].busy);
+  for (int l = 0; l < g->n_layers; l++) pthread_mutex_init(&cb->wpack[l].mu, NULL);
   cb->thr_conv = RT_CPU_DENSE_CONV, cb->thr_lin = RT_CPU_DENSE_LINEAR;
   /* exec splits the batch into one chunk per thread and calls the backend
    * on each at once: OpenBLAS threading inside would oversubscribe the

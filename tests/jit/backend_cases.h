@@ -177,6 +177,30 @@ static void bc_linear_case(const bc_hooks *h, int in, int out, int n, double den
   rt_ref_linear_bwd_weight(&s, x, dy, wm, bm, dw0, with_bias ? db0 : NULL);
   b->linear_bwd_weight(b, 0, &s, x, dy, dw1, with_bias ? db1 : NULL);
   bc_check_wgrad(what, dw0, dw1, wm, nw, with_bias ? db0 : NULL, db1, bm, (size_t)out);
+  { /* a pass (wgen): fwd and bwd share what the backend keeps of w; a new
+     * pass with new weights must not see the old ones */
+    static uint64_t pass = 1000;
+    float *w2 = malloc(nw * sizeof *w2), *dx2 = malloc(nx * sizeof *dx2);
+    float *dxr = malloc(nx * sizeof *dxr);
+    for (size_t i = 0; i < nx; i++) dx2[i] = x[i] * 0.5f; /* not from jt_rand: cases stay put */
+    for (int round = 0; round < 2; round++) {
+      for (size_t i = 0; i < nw; i++) w2[i] = wt[i] * (float)(round + 1);
+      s.wgen = ++pass;
+      rt_ref_linear_fwd(&s, x, w2, bias, wm, bm, y0);
+      b->linear_fwd(b, 0, &s, x, w2, bias, y1);
+      e = jt_nerr(y1, y0, ny);
+      CHECK(e <= BC_TOL, "%s: fwd in pass %d error %g", what, round, e);
+      memcpy(dxr, dx2, nx * sizeof *dxr);
+      rt_ref_linear_bwd_data(&s, dy, w2, wm, dxr);
+      if (b->linear_bwd) b->linear_bwd(b, 0, &s, x, dy, w2, dx2, dw1, NULL);
+      else b->linear_bwd_data(b, 0, &s, dy, w2, dx2);
+      e = jt_nerr(dx2, dxr, nx);
+      CHECK(e <= BC_TOL, "%s: bwd in pass %d error %g", what, round, e);
+      memcpy(dx2, dxr, nx * sizeof *dxr);
+    }
+    s.wgen = 0;
+    free(w2), free(dx2), free(dxr);
+  }
   if (b->linear_bwd) { /* the combined backward, with and without dx */
     for (int with_dx = 0; with_dx < 2; with_dx++) {
       float *dx2 = jt_randf(nx), *dxr = malloc(nx * sizeof *dxr);
