@@ -20,6 +20,7 @@
 
 #include <assert.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -99,12 +100,18 @@ typedef struct rt_cpu_slot {
  * read of the dense weights a pass instead of one a call. */
 typedef struct rt_cpu_wpack {
   pthread_mutex_t mu;
-  uint64_t gen;               /* the wgen packed; 0: none */
+  uint64_t gen;               /* the wgen packed and complete; 0: none */
+  uint64_t work;              /* the wgen being packed */
   const float *w;             /* packed from */
   const rt_cpu_entry *e;      /* for this pattern */
   float *buf;                 /* fwd's wp_len(e), then the fused bwd's nbwd */
   size_t cap;
+  atomic_int next, done;      /* pieces of the packing taken, finished */
 } rt_cpu_wpack;
+
+/* The packing is split in pieces that every caller arriving during it
+ * takes in turn (the chunks of a pass arrive together). */
+enum { WPACK_PIECES = 16 };
 
 typedef struct cpu_backend {
   rt_backend pub;
@@ -505,7 +512,7 @@ static void entry_attach(cpu_backend *cb, int layer, rt_cpu_entry *e) {
   if (need > cb->need) cb->need = need;
   e->refs++;
   pthread_mutex_lock(&cb->wpack[layer].mu);
-  cb->wpack[layer].gen = 0;
+  cb->wpack[layer].gen = cb->wpack[layer].work = 0;
   pthread_mutex_unlock(&cb->wpack[layer].mu);
   rt_cpu_entry *old = cb->layer[layer];
   cb->layer[layer] = e;
@@ -922,11 +929,26 @@ static void from_lanes(const float *src, int n, int f, int64_t ns, float *dst, i
   }
 }
 
+/* Piece k of the packing of w into both of the pack's orders. */
+static void wpack_piece(rt_cpu_wpack *p, const float *w, int k) {
+  const rt_cpu_entry *e = p->e;
+  size_t j0 = e->active * (size_t)k / WPACK_PIECES, j1 = e->active * (size_t)(k + 1) / WPACK_PIECES;
+  const int32_t *act = e->act, *pos0 = e->pos[0], *pos1 = e->pos[1];
+  float *wp0 = p->buf, *wp1 = p->buf + wp_len(e);
+  for (size_t j = j0; j < j1; j++) {
+    float v = w[act[j]];
+    wp0[pos0[j]] = v, wp1[pos1[j]] = v;
+  }
+  if (k == 0)
+    for (long i = 0; i < e->npad; i++) wp1[e->pad[i]] = 0.0f;
+}
+
 /* Linear layer l's weights packed for its fwd (dir 0) or fused bwd (1)
- * kernel. With s->wgen set, from the layer's pack: made under its lock by
- * the first call of a pass, both directions in one read of w, and taken
- * as is by the pass's other calls (its other chunks, its backward).
- * Otherwise, or when the pack cannot grow, packed into scratch. */
+ * kernel. With s->wgen set, from the layer's pack: made by the first
+ * calls of a pass, both directions in one read of w, each caller that
+ * arrives while it is made taking pieces of it, and then taken as is by
+ * the pass's other calls (its backward). Otherwise, or when the pack
+ * cannot grow, packed into scratch. */
 static const float *lin_weights(cpu_backend *cb, int l, const rt_cpu_entry *e,
                                 const rt_linear_shape *s, const float *w, int dir,
                                 float *scratch) {
@@ -934,26 +956,31 @@ static const float *lin_weights(cpu_backend *cb, int l, const rt_cpu_entry *e,
   size_t n0 = wp_len(e), need = n0 + (size_t)e->nbwd;
   if (s->wgen) {
     pthread_mutex_lock(&p->mu);
-    if (p->gen != s->wgen || p->w != w || p->e != e) {
-      p->gen = 0;
+    int ready = p->gen == s->wgen && p->w == w && p->e == e;
+    if (!ready && (p->work != s->wgen || p->w != w || p->e != e)) { /* a new packing */
+      p->gen = p->work = 0;
       if (p->cap < need) {
         float *q = realloc(p->buf, need * sizeof *q);
         if (q) p->buf = q, p->cap = need;
       }
       if (p->cap >= need) {
-        const int32_t *act = e->act, *pos0 = e->pos[0], *pos1 = e->pos[1];
-        float *wp0 = p->buf, *wp1 = p->buf + n0;
-        for (size_t j = 0; j < e->active; j++) {
-          float v = w[act[j]];
-          wp0[pos0[j]] = v, wp1[pos1[j]] = v;
-        }
-        for (long k = 0; k < e->npad; k++) wp1[e->pad[k]] = 0.0f;
-        p->gen = s->wgen, p->w = w, p->e = e;
+        p->work = s->wgen, p->w = w, p->e = e;
+        atomic_store(&p->next, 0), atomic_store(&p->done, 0);
       }
     }
-    int hit = p->gen == s->wgen;
+    int join = !ready && p->work == s->wgen;
     pthread_mutex_unlock(&p->mu);
-    if (hit) return p->buf + (dir ? n0 : 0);
+    if (join) {
+      for (int k; (k = atomic_fetch_add(&p->next, 1)) < WPACK_PIECES;) {
+        wpack_piece(p, w, k);
+        atomic_fetch_add_explicit(&p->done, 1, memory_order_release);
+      }
+      while (atomic_load_explicit(&p->done, memory_order_acquire) < WPACK_PIECES) sched_yield();
+      pthread_mutex_lock(&p->mu);
+      if (p->work == s->wgen) p->gen = s->wgen;
+      pthread_mutex_unlock(&p->mu);
+    }
+    if (ready || join) return p->buf + (dir ? n0 : 0);
   }
   pack_w(e, dir, w, scratch);
   return scratch;
@@ -1061,11 +1088,15 @@ static void cpu_linear_bwd(rt_backend *b, int l, const rt_linear_shape *s, const
     memset(dw, 0, e->nw * sizeof *dw);
   }
   if (!dw || !db) return;
-  for (int o = 0; o < s->out; o++) {
-    double acc = 0.0;
-    if (e->bm[o])
-      for (int n = 0; n < s->n; n++) acc += dy[n * yns + o];
-    db[o] = (float)acc;
+  /* by rows of dy, in blocks of outputs: contiguous loads, not a column
+   * walk per output */
+  enum { OB = 256 };
+  for (int o0 = 0; o0 < s->out; o0 += OB) {
+    int m = s->out - o0 < OB ? s->out - o0 : OB;
+    double acc[OB] = {0};
+    for (int n = 0; n < s->n; n++)
+      for (int o = 0; o < m; o++) acc[o] += dy[n * yns + o0 + o];
+    for (int o = 0; o < m; o++) db[o0 + o] = e->bm[o0 + o] ? (float)acc[o] : 0.0f;
   }
 }
 
