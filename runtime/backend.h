@@ -93,6 +93,17 @@ struct rt_backend {
    * masked ones too: phase II's dense gradient. Honoured by the backends
    * that follow live masks (ref, blas), which phase II runs on. */
   int unmasked_wgrad;
+
+  /* Set by a caller that takes weight gradients packed (exec.c does): a
+   * backend may then write a layer's weight gradient as its active
+   * weights' only, in the layout wgrad_index gives. */
+  int packed_wgrad;
+  /* Optional, NULL: gradients are dense. The layer's packed layout as of
+   * its last prepare, or NULL for a dense one: with packed_wgrad set, its
+   * backward writes the gradient of weight idx[j] (ascending indices into
+   * the layer's weights, its active ones) at dw[j] for j < *n and leaves
+   * the rest of dw alone. Bias gradients stay dense. */
+  const int32_t *(*wgrad_index)(rt_backend *b, int layer, size_t *n);
 };
 
 /* "ref", "cpu" (the LLVM JIT) or "cuda". NULL with a message for an

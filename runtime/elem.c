@@ -236,6 +236,17 @@ void rt_sgd(size_t i0, size_t i1, float *restrict w, const float *restrict g,
   }
 }
 
+void rt_sgd_packed(size_t j0, size_t j1, const int32_t *restrict idx, float *restrict w,
+                   const float *restrict g, float *restrict v, float lr, float momentum,
+                   float decay) {
+  for (size_t j = j0; j < j1; j++) {
+    int32_t i = idx[j];
+    float vi = momentum * v[i] + (g[j] + decay * w[i]);
+    v[i] = vi;
+    w[i] -= lr * vi;
+  }
+}
+
 static void transpose_scalar(int r0, int r1, int c0, int c1, const float *src, long ss,
                              float *dst, long ds, int add) {
   for (int r = r0; r < r1; r++)

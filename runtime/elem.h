@@ -54,6 +54,11 @@ void rt_maxpool_fwd(const rt_pool_shape *s, int n0, int n1, const float *x,
 void rt_maxpool_bwd(const rt_pool_shape *s, int n0, int n1, const float *x,
                     const float *dy, float *dx, int assign);
 
+/* The same step for the packed entries [j0, j1) of one layer: gradient
+ * g[j] belongs to weight w[idx[j]] (momentum v[idx[j]]). */
+void rt_sgd_packed(size_t j0, size_t j1, const int32_t *idx, float *w, const float *g,
+                   float *v, float lr, float momentum, float decay);
+
 /* rt_ref_sgd over params [i0, i1). */
 void rt_sgd(size_t i0, size_t i1, float *w, const float *g, float *v,
             const uint8_t *mask, float lr, float momentum, float decay);

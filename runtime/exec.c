@@ -45,6 +45,13 @@ typedef struct exec_impl {
    * new at every rt_exec_set_input (a pass begins; backprop needs the
    * parameters fixed until its backward ends), SGD step and init. */
   uint64_t wgen;
+  /* Packed weight gradients (rt_backend.wgrad_index): per layer, the
+   * backend's layout as of the last prepare (pidx, NULL: dense), and the
+   * layout its last backward wrote into grads (gidx: the live backend's
+   * are dense), which the reduction and the SGD step follow. */
+  const int32_t **pidx, **gidx;
+  size_t *pn, *gn;
+  int *pk; /* the SGD step's list of packed layers */
 } exec_impl;
 
 /* wgens unique across every exec of the process, 0 never. */
@@ -170,6 +177,11 @@ rt_exec *rt_exec_new(ir_graph *g, int cap, int threads, const char *backend,
                      sizeof(float), &oom);
   e->active = xcalloc((size_t)g->n_layers, sizeof *e->active, &oom);
   e->pool_set = xcalloc((size_t)g->n_layers, 1, &oom);
+  e->pidx = xcalloc((size_t)g->n_layers, sizeof *e->pidx, &oom);
+  e->gidx = xcalloc((size_t)g->n_layers, sizeof *e->gidx, &oom);
+  e->pn = xcalloc((size_t)g->n_layers, sizeof *e->pn, &oom);
+  e->gn = xcalloc((size_t)g->n_layers, sizeof *e->gn, &oom);
+  e->pk = xcalloc((size_t)g->n_layers, sizeof *e->pk, &oom);
   if (oom || plan_zero(e)) oom = 1;
   if (oom) {
     snprintf(err, errlen,
@@ -192,6 +204,7 @@ rt_exec *rt_exec_new(ir_graph *g, int cap, int threads, const char *backend,
   }
   x->live->threads = x->backend->threads = x->threads;
   x->live->chunk = x->backend->chunk = (cap + x->threads - 1) / x->threads;
+  if (x->backend != x->live) x->backend->packed_wgrad = 1;
   if (rt_exec_sync_mask(x, err, errlen)) {
     rt_exec_free(x);
     return NULL;
@@ -206,6 +219,7 @@ void rt_exec_free(rt_exec *x) {
   free(x->mom), free(x->mask), free(x->stats), free(x->bn_save);
   free(x->scratch), free(x->logits), free(e->wpart), free(e->zero), free(e->prof),
       free(e->prof_paused), free(e->active), free(e->pool_set);
+  free(e->pidx), free(e->gidx), free(e->pn), free(e->gn), free(e->pk);
   if (x->backend && x->backend != x->live) x->backend->free(x->backend);
   if (x->live) x->live->free(x->live);
   rt_pool_free(e->pool);
@@ -245,7 +259,13 @@ int rt_exec_prepare(rt_exec *x, char *err, size_t errlen) {
     e->active[i] = n;
   }
   if (prepare_on(x, x->live, err, errlen)) return -1;
-  return x->backend != x->live ? prepare_on(x, x->backend, err, errlen) : 0;
+  int rc = x->backend != x->live ? prepare_on(x, x->backend, err, errlen) : 0;
+  for (int i = 0; i < x->g->n_layers; i++) {
+    rt_backend *b = x->backend;
+    e->pidx[i] = b->packed_wgrad && b->wgrad_index ? b->wgrad_index(b, i, &e->pn[i]) : NULL;
+    e->gidx[i] = NULL; /* what grads holds now is no backward's of this layout */
+  }
+  return rc;
 }
 
 int rt_exec_sync_mask(rt_exec *x, char *err, size_t errlen) {
@@ -308,6 +328,17 @@ void rt_exec_set_input(rt_exec *x, const float *batch, int n) {
            len * sizeof(float));
 }
 
+void rt_exec_grads_dense(const rt_exec *x, float *out) {
+  const exec_impl *e = (const exec_impl *)x;
+  memcpy(out, x->grads, (size_t)x->g->n_params * sizeof *out);
+  for (int i = 0; i < x->g->n_layers; i++) {
+    const ir_layer *l = &x->g->layers[i];
+    if (!e->gidx[i]) continue;
+    memset(out + l->w_off, 0, (size_t)l->n_w * sizeof *out);
+    for (size_t j = 0; j < e->gn[i]; j++) out[l->w_off + e->gidx[i][j]] = x->grads[l->w_off + j];
+  }
+}
+
 static void clear_dact(rt_exec *x);
 
 static double loss_op(rt_exec *x, const uint8_t *labels, int grad, int *correct);
@@ -339,21 +370,44 @@ typedef struct sgd_job {
   rt_exec *x;
   int parts;
   float lr, momentum, decay;
+  int npk, *pk; /* the layers whose gradients are packed, by w_off */
 } sgd_job;
 
 static void sgd_task(void *arg, int c) {
   const sgd_job *j = arg;
   rt_exec *x = j->x;
+  const exec_impl *e = (const exec_impl *)x;
   /* parts of whole cache lines, so that threads never share one */
   size_t n = (size_t)x->g->n_params, lines = (n + 15) / 16;
   size_t i0 = lines * c / j->parts * 16, i1 = lines * (c + 1) / j->parts * 16;
-  rt_sgd(i0 < n ? i0 : n, i1 < n ? i1 : n, x->params, x->grads, x->mom, x->mask,
-         j->lr, j->momentum, j->decay);
+  if (i1 > n) i1 = n;
+  /* dense: the part's range but the packed layers' weights */
+  for (int k = 0; k <= j->npk && i0 < i1; k++) {
+    const ir_layer *l = k < j->npk ? &x->g->layers[j->pk[k]] : NULL;
+    size_t a = l ? (size_t)l->w_off : i1, b = l ? (size_t)(l->w_off + l->n_w) : i1;
+    if (a > i0) rt_sgd(i0, a < i1 ? a : i1, x->params, x->grads, x->mom, x->mask, j->lr,
+                       j->momentum, j->decay);
+    if (b > i0) i0 = b;
+  }
+  /* packed: each layer's entries split the same way */
+  for (int k = 0; k < j->npk; k++) {
+    const ir_layer *l = &x->g->layers[j->pk[k]];
+    size_t m = e->gn[j->pk[k]], j0 = m * c / j->parts, j1 = m * (c + 1) / j->parts;
+    rt_sgd_packed(j0, j1, e->gidx[j->pk[k]], x->params + l->w_off, x->grads + l->w_off,
+                  x->mom + l->w_off, j->lr, j->momentum, j->decay);
+  }
 }
 
 void rt_exec_sgd(rt_exec *x, float lr, float momentum, float decay) {
   exec_impl *e = (exec_impl *)x;
-  sgd_job j = {x, e->pool ? x->threads : 1, lr, momentum, decay};
+  int *pk = e->pk, npk = 0;
+  for (int i = 0; i < x->g->n_layers; i++) {
+    if (!e->gidx[i]) continue;
+    int k = npk++; /* by w_off */
+    for (; k > 0 && x->g->layers[pk[k - 1]].w_off > x->g->layers[i].w_off; k--) pk[k] = pk[k - 1];
+    pk[k] = i;
+  }
+  sgd_job j = {x, e->pool ? x->threads : 1, lr, momentum, decay, npk, pk};
   e->wgen = next_wgen();
   double t0 = e->prof ? prof_now() : 0.0;
   if (j.parts > 1) rt_pool_run(e->pool, j.parts, sgd_task, &j);
@@ -478,7 +532,9 @@ typedef struct reduce_job {
 
 static void reduce_task(void *arg, int t) {
   const reduce_job *r = arg;
-  int64_t nw = r->l->n_w, lines = (nw + 15) / 16;
+  const exec_impl *e = (const exec_impl *)r->x;
+  int li = (int)(r->l - r->x->g->layers);
+  int64_t nw = e->gidx[li] ? (int64_t)e->gn[li] : r->l->n_w, lines = (nw + 15) / 16;
   int64_t i0 = lines * t / r->parts * 16, i1 = lines * (t + 1) / r->parts * 16;
   if (i1 > nw) i1 = nw;
   float *db, *dw = wgrad_of(r->x, r->l, 0, &db);
@@ -654,6 +710,7 @@ static void conv_bwd_op(RT_OP_ARGS) {
     return;
   }
   if (ly->bn) bn_act_bwd(e, ly, z, out);
+  ((exec_impl *)e)->gidx[l] = NULL; /* conv gradients are dense */
   job j = {e, ly, in, z, out, conv_bwd_chunk, layer_work(e, ly)};
   reduce_wgrad(e, ly, run_chunks(&j));
 }
@@ -717,6 +774,8 @@ static void linear_bwd_op(RT_OP_ARGS) {
     return;
   }
   if (ly->relu && ly->bn) bn_act_bwd(e, ly, z, out);
+  exec_impl *ei = (exec_impl *)e;
+  ei->gidx[l] = e->use_live ? NULL : ei->pidx[l], ei->gn[l] = ei->pn[l];
   job j = {e, ly, in, z, out, lin_bwd_chunk, layer_work(e, ly)};
   reduce_wgrad(e, ly, run_chunks(&j));
 }

@@ -73,6 +73,12 @@ int rt_exec_prepare(rt_exec *x, char *err, size_t errlen);
  * batch norm gamma 1, beta 0, running mean 0, var 1; momentum 0. */
 void rt_exec_init_params(rt_exec *x, uint64_t seed);
 
+/* The gradients of the last backward, one per parameter in the layout of
+ * params: grads itself, but for the layers whose weight gradients the
+ * backend wrote packed (rt_backend.wgrad_index), expanded (0 at their
+ * inactive weights). out holds n_params floats. */
+void rt_exec_grads_dense(const rt_exec *x, float *out);
+
 /* Copies a packed batch [n][c][h][w] into the input tensor. A pass (the
  * forward, and the backward after it) begins here: whoever changes
  * parameters in place (not through rt_exec_sgd) does it before this call,

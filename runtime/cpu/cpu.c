@@ -1048,10 +1048,12 @@ static void cpu_linear_bwd(rt_backend *b, int l, const rt_linear_shape *s, const
   rt_cpu_entry *e = entry_for(b, l);
   lin_check(e, s);
   int64_t xns = s->x_ns ? s->x_ns : s->in, yns = s->y_ns ? s->y_ns : s->out;
-  int id = -1;
+  int id = -1, packed = b->packed_wgrad && !is_dense(b, l);
   float *buf = s->n > 0 && !is_dense(b, l) ? scratch_get(C(b), &id) : NULL;
   if (s->n > 0 && !is_dense(b, l) && !buf) {
     if (dw) rt_ref_linear_bwd_weight(s, x, dy, e->wm, e->bm, dw, db);
+    if (dw && packed) /* in place: act[j] >= j */
+      for (size_t j = 0; j < e->active; j++) dw[j] = dw[e->act[j]];
     if (dx) rt_ref_linear_bwd_data(s, dy, w, e->wm, dx);
     return;
   }
@@ -1082,10 +1084,15 @@ static void cpu_linear_bwd(rt_backend *b, int l, const rt_linear_shape *s, const
       e->bwd(xT, dyT, dwp, (float *)wk, np, 0, 0);
       if (dx) from_lanes(dxT, nb, s->in, xns, dx + n0 * xns, 1, NB);
     }
-    if (dw) scatter_dw(e, dwp, dw);
+    if (dw && packed) { /* the kernel's order to the packed layout */
+      const int32_t *pos = e->pos[1];
+      for (size_t j = 0; j < e->active; j++) dw[j] = dwp[pos[j]];
+    } else if (dw) {
+      scatter_dw(e, dwp, dw);
+    }
     scratch_put(C(b), buf, id);
   } else if (dw && s->n <= 0) {
-    memset(dw, 0, e->nw * sizeof *dw);
+    memset(dw, 0, (packed ? e->active : e->nw) * sizeof *dw);
   }
   if (!dw || !db) return;
   /* by rows of dy, in blocks of outputs: contiguous loads, not a column
@@ -1098,6 +1105,16 @@ static void cpu_linear_bwd(rt_backend *b, int l, const rt_linear_shape *s, const
       for (int o = 0; o < m; o++) acc[o] += dy[n * yns + o0 + o];
     for (int o = 0; o < m; o++) db[o0 + o] = e->bm[o0 + o] ? (float)acc[o] : 0.0f;
   }
+}
+
+/* With packed_wgrad, the sparse linear layers' gradients are packed in
+ * mask order (e->act); conv and dense layers stay dense. */
+static const int32_t *cpu_wgrad_index(rt_backend *b, int l, size_t *n) {
+  rt_cpu_entry *e = C(b)->layer[l];
+  if (!b->packed_wgrad || !e || e->kind != IR_LINEAR || is_dense(b, l) || !e->compiled)
+    return NULL;
+  *n = e->active;
+  return e->act;
 }
 
 static void cpu_linear_bwd_data(rt_backend *b, int l, const rt_linear_shape *s, const float *dy,
@@ -1172,7 +1189,7 @@ rt_backend *rt_backend_cpu_new(const ir_graph *g, char *err, size_t errlen) {
   cb->pub = (rt_backend){"cpu", g, cpu_prepare, cpu_conv_fwd, cpu_conv_bwd_data,
                          cpu_conv_bwd_weight, cpu_linear_fwd, cpu_linear_bwd_data,
                          cpu_linear_bwd_weight, cpu_free, 1, cpu_conv_bwd,
-                         cpu_linear_bwd, cpu_prepare_layers, 1, 0, 0};
+                         cpu_linear_bwd, cpu_prepare_layers, 1, 0, 0, 0, cpu_wgrad_index};
   /* The JIT generates code for this CPU, with its vector extensions. */
   LLVMOrcJITTargetMachineBuilderRef jtmb;
   LLVMErrorRef er = LLVMOrcJITTargetMachineBuilderDetectHost(&jtmb);

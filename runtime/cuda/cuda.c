@@ -440,7 +440,7 @@ rt_backend *rt_backend_cuda_new(const ir_graph *g, char *err, size_t errlen) {
   pthread_mutex_init(&cb->lock, NULL);
   cb->pub = (rt_backend){"cuda", g, cuda_prepare, cuda_conv_fwd, cuda_conv_bwd_data, cuda_conv_bwd_weight,
                          cuda_linear_fwd, cuda_linear_bwd_data, cuda_linear_bwd_weight, cuda_free, 0, NULL,
-                         NULL, NULL, 1, 0, 0};
+                         NULL, NULL, 1, 0, 0, 0, NULL};
   cb->layers = calloc((size_t)(g->n_layers > 0 ? g->n_layers : 1), sizeof *cb->layers);
   int major = 0, minor = 0;
   const char *what = "out of memory";

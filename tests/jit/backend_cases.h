@@ -201,6 +201,28 @@ static void bc_linear_case(const bc_hooks *h, int in, int out, int n, double den
     s.wgen = 0;
     free(w2), free(dx2), free(dxr);
   }
+  if (b->wgrad_index) { /* packed weight gradients: dw[j] is weight idx[j]'s */
+    b->packed_wgrad = 1;
+    size_t np = 0;
+    const int32_t *idx = b->wgrad_index(b, 0, &np);
+    if (idx) {
+      size_t k = 0, bad_idx = 0, untouched = 0;
+      for (size_t i = 0; i < nw; i++)
+        if (wm[i]) bad_idx += k >= np || (size_t)idx[k++] != i;
+      CHECK(bad_idx == 0 && k == np, "%s: packed layout is not the active weights", what);
+      float *dwr = malloc(np ? np * sizeof *dwr : 1);
+      for (size_t j = 0; j < np; j++) dwr[j] = dw0[idx[j]];
+      for (size_t i = 0; i < nw; i++) dw1[i] = 1e30f;
+      if (b->linear_bwd) b->linear_bwd(b, 0, &s, x, dy, wt, NULL, dw1, with_bias ? db1 : NULL);
+      else b->linear_bwd_weight(b, 0, &s, x, dy, dw1, with_bias ? db1 : NULL);
+      e = np ? jt_nerr(dw1, dwr, np) : 0;
+      CHECK(e <= BC_TOL, "%s: packed dw error %g", what, e);
+      for (size_t i = np; i < nw; i++) untouched += dw1[i] == 1e30f;
+      CHECK(untouched == nw - np, "%s: packed dw wrote past its %zu entries", what, np);
+      free(dwr);
+    }
+    b->packed_wgrad = 0;
+  }
   if (b->linear_bwd) { /* the combined backward, with and without dx */
     for (int with_dx = 0; with_dx < 2; with_dx++) {
       float *dx2 = jt_randf(nx), *dxr = malloc(nx * sizeof *dxr);
