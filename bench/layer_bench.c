@@ -6,7 +6,9 @@
  * its own threshold ("auto", what training runs). Threads split the
  * batch the way runtime/exec.c does; OpenBLAS runs single-threaded inside
  * each. Weight-gradient partials are left per thread on both sides (the
- * runtime's reduction is the same for both). Build: see bench/README.md. */
+ * runtime reduces them after); the backend writes them as runtime/exec.c
+ * takes them: packed (the active weights' only) for a sparse linear layer,
+ * dense for the rest. Build: see bench/README.md. */
 #include <cblas.h>
 #include <math.h>
 #include <pthread.h>
@@ -213,6 +215,9 @@ static void bench(lay *L, const char *title) {
         exit(1);
       }
       if (v < 2) rt_cpu_set_dense_threshold(bk[v], v == 0 ? 2.0 : 0.0, v == 0 ? 2.0 : 0.0);
+      /* gradients as runtime/exec.c takes them: packed where the backend
+       * can (sparse linear layers), dense otherwise */
+      bk[v]->packed_wgrad = 1;
       if (bk[v]->prepare(bk[v], 0, wm, bm, err, sizeof err)) {
         fprintf(stderr, "%s\n", err);
         exit(1);
