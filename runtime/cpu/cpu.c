@@ -55,6 +55,9 @@ typedef struct rt_cpu_entry {
    * wp[pos[dir][j]]; the fused bwd's npad padding slots pad[] hold 0 */
   int32_t *act, *pos[2], *pad;
   long npad;
+  /* linear: where the fused bwd's k-th packed weight sits in the fwd's
+   * packing (active: the zero slot, for padding) */
+  int32_t *src1;
   long nbwd;                  /* linear: packed weights of the fused bwd */
   cg_conv_plan plan;          /* conv: the packed layouts of its kernels */
   int compiled;               /* kernels built: only the sparse path needs them */
@@ -195,8 +198,8 @@ static void entry_drop_code(cpu_backend *cb, rt_cpu_entry *e) {
     cb->st.cached--;
     e->rt = NULL;
   }
-  free(e->act), free(e->pos[0]), free(e->pos[1]), free(e->pad);
-  e->act = e->pos[0] = e->pos[1] = e->pad = NULL;
+  free(e->act), free(e->pos[0]), free(e->pos[1]), free(e->pad), free(e->src1);
+  e->act = e->pos[0] = e->pos[1] = e->pad = e->src1 = NULL;
   e->npad = 0;
   e->compiled = 0;
 }
@@ -258,8 +261,14 @@ static int scatter_plan(rt_cpu_entry *e, const cg_order ord[2]) {
     for (long k = 0; k < ord[dir].n; k++)
       if (ord[dir].idx[k] >= 0) e->pos[dir][rank[ord[dir].idx[k]]] = (int32_t)k;
   }
+  if (e->kind == IR_LINEAR) { /* the forward reads every active weight */
+    assert((size_t)ord[0].n == e->active);
+    e->src1 = malloc((size_t)(ord[1].n ? ord[1].n : 1) * sizeof *e->src1);
+    for (long k = 0; e->src1 && k < ord[1].n; k++)
+      e->src1[k] = ord[1].idx[k] < 0 ? (int32_t)e->active : e->pos[0][rank[ord[1].idx[k]]];
+  }
   free(rank);
-  return 0;
+  return e->kind == IR_LINEAR && !e->src1 ? -1 : 0;
 }
 
 /* One layer's kernels to a relocatable object in memory: generation,
@@ -929,18 +938,25 @@ static void from_lanes(const float *src, int n, int f, int64_t ns, float *dst, i
   }
 }
 
-/* Piece k of the packing of w into both of the pack's orders. */
+/* Piece k of the packing: the first WPACK_PIECES scatter w's active
+ * weights into the forward's order, wp0 (the one read of the dense w;
+ * its slot `active` is set to 0); the next as many gather the fused
+ * backward's wp1 from wp0, which stays in L2 (scattering into both at
+ * once missed L2 on most stores). */
 static void wpack_piece(rt_cpu_wpack *p, const float *w, int k) {
   const rt_cpu_entry *e = p->e;
-  size_t j0 = e->active * (size_t)k / WPACK_PIECES, j1 = e->active * (size_t)(k + 1) / WPACK_PIECES;
-  const int32_t *act = e->act, *pos0 = e->pos[0], *pos1 = e->pos[1];
   float *wp0 = p->buf, *wp1 = p->buf + wp_len(e);
-  for (size_t j = j0; j < j1; j++) {
-    float v = w[act[j]];
-    wp0[pos0[j]] = v, wp1[pos1[j]] = v;
+  if (k < WPACK_PIECES) {
+    size_t j0 = e->active * (size_t)k / WPACK_PIECES, j1 = e->active * (size_t)(k + 1) / WPACK_PIECES;
+    const int32_t *act = e->act, *pos0 = e->pos[0];
+    for (size_t j = j0; j < j1; j++) wp0[pos0[j]] = w[act[j]];
+    if (k == 0) wp0[e->active] = 0.0f;
+    return;
   }
-  if (k == 0)
-    for (long i = 0; i < e->npad; i++) wp1[e->pad[i]] = 0.0f;
+  k -= WPACK_PIECES;
+  size_t k0 = (size_t)e->nbwd * (size_t)k / WPACK_PIECES;
+  size_t k1 = (size_t)e->nbwd * (size_t)(k + 1) / WPACK_PIECES;
+  for (size_t i = k0; i < k1; i++) wp1[i] = wp0[e->src1[i]];
 }
 
 /* Linear layer l's weights packed for its fwd (dir 0) or fused bwd (1)
@@ -971,11 +987,15 @@ static const float *lin_weights(cpu_backend *cb, int l, const rt_cpu_entry *e,
     int join = !ready && p->work == s->wgen;
     pthread_mutex_unlock(&p->mu);
     if (join) {
-      for (int k; (k = atomic_fetch_add(&p->next, 1)) < WPACK_PIECES;) {
+      for (int k; (k = atomic_fetch_add(&p->next, 1)) < 2 * WPACK_PIECES;) {
+        while (k >= WPACK_PIECES && /* the second half reads what the first wrote */
+               atomic_load_explicit(&p->done, memory_order_acquire) < WPACK_PIECES)
+          sched_yield();
         wpack_piece(p, w, k);
         atomic_fetch_add_explicit(&p->done, 1, memory_order_release);
       }
-      while (atomic_load_explicit(&p->done, memory_order_acquire) < WPACK_PIECES) sched_yield();
+      while (atomic_load_explicit(&p->done, memory_order_acquire) < 2 * WPACK_PIECES)
+        sched_yield();
       pthread_mutex_lock(&p->mu);
       if (p->work == s->wgen) p->gen = s->wgen;
       pthread_mutex_unlock(&p->mu);
