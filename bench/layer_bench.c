@@ -169,8 +169,11 @@ static double run_once(lay *L, int threads, int jit) {
 }
 
 /* Runs compared in one row, interleaved round by round so that load from
- * other jobs on the shared cores hits all of them alike; best of REPS. */
-enum { REPS = 7 };
+ * other jobs on the shared cores hits all of them alike, their order
+ * rotated every round so that none always inherits the caches another
+ * left (the dense peer used to run after a dense run, the backend's dense
+ * path after the JIT's); best of REPS. */
+enum { REPS = 8 };
 
 static void bench(lay *L, const char *title) {
   static const double dens[] = {0.01, 0.05, 0.10, 0.25, 0.50, 1.00};
@@ -245,7 +248,8 @@ static void bench(lay *L, const char *title) {
       /* t[0]: OpenBLAS here; t[1..3]: the three backends */
       double t[4] = {1e30, 1e30, 1e30, 1e30};
       for (int r = 0; r < REPS; r++)
-        for (int v = 0; v < 4; v++) {
+        for (int q = 0; q < 4; q++) {
+          int v = (q + r) % 4; /* each run after each of the others in turn */
           if (v) L->b = bk[v - 1];
           double u = run_once(L, th, v > 0);
           if (u < t[v]) t[v] = u;

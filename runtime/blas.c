@@ -43,12 +43,6 @@ static float bias_at(const float *bias, const uint8_t *bm, int o) {
   return bias && (!bm || bm[o]) ? bias[o] : 0.0f;
 }
 
-static void zero_masked(float *v, const uint8_t *m, size_t n) {
-  if (m)
-    for (size_t i = 0; i < n; i++)
-      if (!m[i]) v[i] = 0.0f;
-}
-
 static long conv_kc(const rt_conv_shape *s) { return (long)s->cin * s->k * s->k; }
 static long xstride(const rt_conv_shape *s) { return s->x_ns ? s->x_ns : (long)s->cin * s->h * s->w; }
 static long ystride(const rt_conv_shape *s) { return s->y_ns ? s->y_ns : (long)s->cout * s->oh * s->ow; }
@@ -118,7 +112,7 @@ static void blas_conv_bwd_weight(rt_backend *b, int l, const rt_conv_shape *s, c
                 dy + i * ystride(s), (int)P, col, (int)P, 1.0f, dw, (int)KC);
   }
   free(col);
-  zero_masked(dw, wm, (size_t)(s->cout * KC));
+  if (wm) rt_zero_masked(dw, wm, (size_t)(s->cout * KC));
   if (!db) return;
   for (int co = 0; co < s->cout; co++) {
     double acc = 0.0;
@@ -170,7 +164,7 @@ static void blas_linear_bwd_weight(rt_backend *b, int l, const rt_linear_shape *
                 (int)lin_y_ns(s), x, (int)lin_x_ns(s), 0.0f, dw, s->in);
   else
     memset(dw, 0, nw * sizeof *dw);
-  zero_masked(dw, wm, nw);
+  if (wm) rt_zero_masked(dw, wm, nw);
   if (!db) return;
   for (int o = 0; o < s->out; o++) {
     double acc = 0.0;

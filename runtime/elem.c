@@ -236,6 +236,29 @@ void rt_sgd(size_t i0, size_t i1, float *restrict w, const float *restrict g,
   }
 }
 
+void rt_zero_masked(float *v, const uint8_t *m, size_t n) {
+  size_t i = 0;
+#if defined(__SSE2__)
+  /* 16 mask bytes at a time, widened to four masks of four lanes */
+  const __m128i zero = _mm_setzero_si128();
+  for (; i + 16 <= n; i += 16) {
+    __m128i drop = _mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)(m + i)), zero);
+    __m128i lo = _mm_unpacklo_epi8(drop, drop), hi = _mm_unpackhi_epi8(drop, drop);
+    __m128i d[4] = {_mm_unpacklo_epi16(lo, lo), _mm_unpackhi_epi16(lo, lo),
+                    _mm_unpacklo_epi16(hi, hi), _mm_unpackhi_epi16(hi, hi)};
+    for (int k = 0; k < 4; k++)
+      _mm_storeu_ps(v + i + 4 * k,
+                    _mm_andnot_ps(_mm_castsi128_ps(d[k]), _mm_loadu_ps(v + i + 4 * k)));
+  }
+#endif
+  for (; i < n; i++) {
+    uint32_t u;
+    memcpy(&u, v + i, sizeof u);
+    u &= 0u - (uint32_t)(m[i] != 0);
+    memcpy(v + i, &u, sizeof u);
+  }
+}
+
 void rt_sgd_packed(size_t j0, size_t j1, const int32_t *restrict idx, float *restrict w,
                    const float *restrict g, float *restrict v, float lr, float momentum,
                    float decay) {

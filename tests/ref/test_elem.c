@@ -190,6 +190,42 @@ static void test_sgd(void) {
   }
 }
 
+/* The packed step on a layer's active weights is the masked dense step. */
+static void test_sgd_packed(void) {
+  enum { N = 1000 };
+  float w1[N], w2[N], g[N], gp[N], v1[N], v2[N];
+  uint8_t m[N];
+  int32_t idx[N];
+  fill(w1, N, 0), fill(g, N, 0), fill(v1, N, 0);
+  size_t n = 0;
+  for (int i = 0; i < N; i++)
+    if ((m[i] = rt_rng_below(&rng, 4) == 0)) idx[n] = i, gp[n++] = g[i];
+  memcpy(w2, w1, sizeof w1), memcpy(v2, v1, sizeof v1);
+  rt_sgd(0, N, w1, g, v1, m, 0.05f, 0.9f, 5e-4f);
+  rt_sgd_packed(0, n / 3, idx, w2, gp, v2, 0.05f, 0.9f, 5e-4f);
+  rt_sgd_packed(n / 3, n, idx, w2, gp, v2, 0.05f, 0.9f, 5e-4f);
+  long at = -1;
+  CHECK(same_bits(w1, w2, N, &at), "packed sgd weights differ at %ld", at);
+  CHECK(same_bits(v1, v2, N, &at), "packed sgd momentum differs at %ld", at);
+}
+
+/* Masked entries to exact zeros (NaN too), whatever nonzero byte marks an
+ * active one, at every length around the vector width. */
+static void test_zero_masked(void) {
+  for (int n = 0; n < 70; n++) {
+    float v[70], r[70];
+    uint8_t m[70];
+    fill(v, n, 0);
+    for (int i = 0; i < n; i++) {
+      m[i] = rt_rng_below(&rng, 3) ? (uint8_t)rt_rng_below(&rng, 256) : 0;
+      r[i] = m[i] ? v[i] : 0.0f;
+    }
+    rt_zero_masked(v, m, (size_t)n);
+    long at = -1;
+    CHECK(same_bits(v, r, n, &at), "zero_masked (n %d) differs at %ld", n, at);
+  }
+}
+
 static void test_conv_relu(void) {
   rt_conv_shape s = {.n = 2, .cin = 3, .h = 9, .w = 7, .cout = 4, .k = 3, .stride = 2,
                      .pad = 1};
@@ -220,6 +256,8 @@ int main(void) {
   test_sum();
   test_pool();
   test_sgd();
+  test_sgd_packed();
+  test_zero_masked();
   test_conv_relu();
   if (failures) {
     fprintf(stderr, "%d failures\n", failures);
