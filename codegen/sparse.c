@@ -127,7 +127,9 @@ static LLVMValueRef table(gen *g, const char *what, const void *data, size_t n,
   if (!raw) abort(); /* a few bytes per weight; running out here is fatal */
   for (size_t i = 0; i < n; i++)
     for (size_t k = 0; k < elt; k++) {
-      uint32_t v = elt == 4 ? ((const uint32_t *)data)[i] : ((const uint8_t *)data)[i];
+      uint32_t v = elt == 4   ? ((const uint32_t *)data)[i]
+                   : elt == 2 ? ((const uint16_t *)data)[i]
+                              : ((const uint8_t *)data)[i];
       raw[i * elt + k] = (char)((v >> (8 * k)) & 0xffu);
     }
   LLVMValueRef init = LLVMConstStringInContext(g->ctx, raw, (unsigned)bytes, 1);
@@ -750,11 +752,19 @@ int cg_sparse_linear_bwd(LLVMModuleRef m, const cg_linear_desc *d, const char *n
   gen G, *g = &G;
   gen_begin(g, m, name);
   LLVMValueRef tstart = table(g, "start", t.start, (size_t)t.rows + 1, 4, g->i32);
-  int32_t *offs = malloc((size_t)(t.n ? t.n : 1) * sizeof *offs);
-  if (!offs) abort();
-  for (long k = 0; k < t.n; k++) offs[k] = t.pair[2 * k];
-  LLVMValueRef toff = table(g, "off", offs, (size_t)t.n, 4, g->i32);
-  free(offs);
+  /* offsets as 16-bit output indices within the row's slice: a quarter
+   * of the table's bytes, which every block of the call reads again */
+  LLVMTypeRef i16 = LLVMInt16TypeInContext(g->ctx);
+  uint16_t *outs = malloc((size_t)(t.n ? t.n : 1) * sizeof *outs);
+  if (!outs) abort();
+  for (int r = 0; r < t.rows; r++)
+    for (long k = t.start[r]; k < t.start[r + 1]; k++) {
+      int32_t o = t.pair[2 * k] / NB - (r / d->in) * LIN_BWD_SLICE; /* at most the slice */
+      assert(o >= 0 && o <= LIN_BWD_SLICE);
+      outs[k] = (uint16_t)o;
+    }
+  LLVMValueRef toff = table(g, "out", outs, (size_t)t.n, 2, i16);
+  free(outs);
   LLVMValueRef wp = arg(g, 3), dwp = arg(g, 2), dxT = at(g, arg(g, 2), ci64(g, t.n));
   LLVMTypeRef v4 = LLVMVectorType(g->f32, 4), v4p = LLVMPointerType(v4, 0);
   LLVMValueRef acc[V];
@@ -775,6 +785,9 @@ int cg_sparse_linear_bwd(LLVMModuleRef m, const cg_linear_desc *d, const char *n
   LLVMValueRef e0 = ld32(g, tstart, lr.iv), e1 = ld32(g, tstart, add(g, lr.iv, ci64(g, 1)));
   LLVMValueRef row = slices > 1 ? LLVMBuildURem(g->b, lr.iv, ci64(g, d->in), "") : lr.iv;
   LLVMValueRef rb = mul(g, row, ci64(g, NB)), xv[V];
+  LLVMValueRef ybase = slices > 1 ? mul(g, LLVMBuildUDiv(g->b, lr.iv, ci64(g, d->in), ""),
+                                        ci64(g, (int64_t)LIN_BWD_SLICE * NB))
+                                  : ci64(g, 0);
   for (int v = 0; v < V; v++) {
     LLVMValueRef i = add(g, rb, ci64(g, v * VW));
     xv[v] = ldv(g, xs, i);
@@ -784,7 +797,9 @@ int cg_sparse_linear_bwd(LLVMModuleRef m, const cg_linear_desc *d, const char *n
   LLVMValueRef gs[LIN_BWD_U];
   for (int u = 0; u < LIN_BWD_U; u++) {
     LLVMValueRef e = add(g, le.iv, ci64(g, u));
-    LLVMValueRef off = ld32(g, toff, e), w = splat(g, ldf(g, wp, e)), dot = NULL;
+    LLVMValueRef o16 = LLVMBuildLoad2(g->b, i16, LLVMBuildInBoundsGEP2(g->b, i16, toff, &e, 1, ""), "");
+    LLVMValueRef off = add(g, ybase, mul(g, LLVMBuildZExt(g->b, o16, g->i64, ""), ci64(g, NB)));
+    LLVMValueRef w = splat(g, ldf(g, wp, e)), dot = NULL;
     for (int v = 0; v < V; v++) {
       LLVMValueRef dy = ldv(g, ys, add(g, off, ci64(g, v * VW)));
       LLVMBuildStore(g->b, fma3(g, w, dy, LLVMBuildLoad2(g->b, g->vec, acc[v], "")), acc[v]);
