@@ -752,19 +752,22 @@ int cg_sparse_linear_bwd(LLVMModuleRef m, const cg_linear_desc *d, const char *n
   gen G, *g = &G;
   gen_begin(g, m, name);
   LLVMValueRef tstart = table(g, "start", t.start, (size_t)t.rows + 1, 4, g->i32);
-  /* offsets as 16-bit output indices within the row's slice: a quarter
-   * of the table's bytes, which every block of the call reads again */
-  LLVMTypeRef i16 = LLVMInt16TypeInContext(g->ctx);
-  uint16_t *outs = malloc((size_t)(t.n ? t.n : 1) * sizeof *outs);
-  if (!outs) abort();
+  /* Offsets as output indices from the row's slice (padding: to the zero
+   * row `out`), 16-bit where they fit: half the table's bytes, which
+   * every block of a call reads again. */
+  int narrow = d->out <= UINT16_MAX;
+  LLVMTypeRef ity = narrow ? LLVMInt16TypeInContext(g->ctx) : g->i32;
+  int32_t *outs = malloc((size_t)(t.n ? t.n : 1) * sizeof *outs);
+  uint16_t *outs16 = malloc((size_t)(t.n ? t.n : 1) * sizeof *outs16);
+  if (!outs || !outs16) abort();
   for (int r = 0; r < t.rows; r++)
     for (long k = t.start[r]; k < t.start[r + 1]; k++) {
-      int32_t o = t.pair[2 * k] / NB - (r / d->in) * LIN_BWD_SLICE; /* at most the slice */
-      assert(o >= 0 && o <= LIN_BWD_SLICE);
-      outs[k] = (uint16_t)o;
+      outs[k] = t.pair[2 * k] / NB - (r / d->in) * LIN_BWD_SLICE;
+      outs16[k] = (uint16_t)outs[k];
     }
-  LLVMValueRef toff = table(g, "out", outs, (size_t)t.n, 2, i16);
-  free(outs);
+  LLVMValueRef toff = narrow ? table(g, "out", outs16, (size_t)t.n, 2, ity)
+                             : table(g, "out", outs, (size_t)t.n, 4, ity);
+  free(outs), free(outs16);
   LLVMValueRef wp = arg(g, 3), dwp = arg(g, 2), dxT = at(g, arg(g, 2), ci64(g, t.n));
   LLVMTypeRef v4 = LLVMVectorType(g->f32, 4), v4p = LLVMPointerType(v4, 0);
   LLVMValueRef acc[V];
@@ -797,8 +800,8 @@ int cg_sparse_linear_bwd(LLVMModuleRef m, const cg_linear_desc *d, const char *n
   LLVMValueRef gs[LIN_BWD_U];
   for (int u = 0; u < LIN_BWD_U; u++) {
     LLVMValueRef e = add(g, le.iv, ci64(g, u));
-    LLVMValueRef o16 = LLVMBuildLoad2(g->b, i16, LLVMBuildInBoundsGEP2(g->b, i16, toff, &e, 1, ""), "");
-    LLVMValueRef off = add(g, ybase, mul(g, LLVMBuildZExt(g->b, o16, g->i64, ""), ci64(g, NB)));
+    LLVMValueRef oi = LLVMBuildLoad2(g->b, ity, LLVMBuildInBoundsGEP2(g->b, ity, toff, &e, 1, ""), "");
+    LLVMValueRef off = add(g, ybase, mul(g, LLVMBuildZExt(g->b, oi, g->i64, ""), ci64(g, NB)));
     LLVMValueRef w = splat(g, ldf(g, wp, e)), dot = NULL;
     for (int v = 0; v < V; v++) {
       LLVMValueRef dy = ldv(g, ys, add(g, off, ci64(g, v * VW)));
