@@ -48,6 +48,8 @@ static void edge_cases(const bc_hooks *h) {
   bc_linear_case(h, 1, 1, 1, 1.0, 0);
   bc_linear_case(h, 6, 1100, 140, 0.3, 1); /* the fused bwd's output slices, several blocks */
   bc_linear_case(h, 2, 70000, 5, 0.05, 1); /* outputs past 16-bit offsets */
+  bc_linear_case(h, 600, 7, 40, 0.2, 1);   /* the forward's input slices (32 KB of lanes) */
+  bc_linear_case(h, 600, 7, 100, 0.2, 0);
 }
 
 /* Masks flipped after prepare, and garbage under clear bits: the blas
