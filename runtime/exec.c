@@ -46,13 +46,22 @@ typedef struct exec_impl {
    * parameters fixed until its backward ends), SGD step and init. */
   uint64_t wgen;
   /* Packed weight gradients (rt_backend.wgrad_index): per layer, the
-   * backend's layout as of the last prepare (pidx, NULL: dense), and the
-   * layout its last backward wrote into grads (gidx: the live backend's
-   * are dense), which the reduction and the SGD step follow. */
-  const int32_t **pidx, **gidx;
-  size_t *pn, *gn;
+   * backend's layout as of the last prepare (pidx, pn entries; NULL:
+   * dense), and whether its last backward wrote grads in it (gpacked: the
+   * live backend's are dense), which the reduction and the SGD step
+   * follow (packed_of). */
+  const int32_t **pidx;
+  size_t *pn;
+  uint8_t *gpacked;
   int *pk; /* the SGD step's list of packed layers */
 } exec_impl;
+
+/* Layer l's gradient layout in grads: its packed indices (*n of them), or
+ * NULL when dense. */
+static const int32_t *packed_of(const exec_impl *e, int l, size_t *n) {
+  *n = e->pn[l];
+  return e->gpacked[l] ? e->pidx[l] : NULL;
+}
 
 /* wgens unique across every exec of the process, 0 never. */
 static uint64_t next_wgen(void) {
@@ -178,9 +187,8 @@ rt_exec *rt_exec_new(ir_graph *g, int cap, int threads, const char *backend,
   e->active = xcalloc((size_t)g->n_layers, sizeof *e->active, &oom);
   e->pool_set = xcalloc((size_t)g->n_layers, 1, &oom);
   e->pidx = xcalloc((size_t)g->n_layers, sizeof *e->pidx, &oom);
-  e->gidx = xcalloc((size_t)g->n_layers, sizeof *e->gidx, &oom);
   e->pn = xcalloc((size_t)g->n_layers, sizeof *e->pn, &oom);
-  e->gn = xcalloc((size_t)g->n_layers, sizeof *e->gn, &oom);
+  e->gpacked = xcalloc((size_t)g->n_layers, 1, &oom);
   e->pk = xcalloc((size_t)g->n_layers, sizeof *e->pk, &oom);
   if (oom || plan_zero(e)) oom = 1;
   if (oom) {
@@ -219,7 +227,7 @@ void rt_exec_free(rt_exec *x) {
   free(x->mom), free(x->mask), free(x->stats), free(x->bn_save);
   free(x->scratch), free(x->logits), free(e->wpart), free(e->zero), free(e->prof),
       free(e->prof_paused), free(e->active), free(e->pool_set);
-  free(e->pidx), free(e->gidx), free(e->pn), free(e->gn), free(e->pk);
+  free(e->pidx), free(e->pn), free(e->gpacked), free(e->pk);
   if (x->backend && x->backend != x->live) x->backend->free(x->backend);
   if (x->live) x->live->free(x->live);
   rt_pool_free(e->pool);
@@ -263,7 +271,7 @@ int rt_exec_prepare(rt_exec *x, char *err, size_t errlen) {
   for (int i = 0; i < x->g->n_layers; i++) {
     rt_backend *b = x->backend;
     e->pidx[i] = b->packed_wgrad && b->wgrad_index ? b->wgrad_index(b, i, &e->pn[i]) : NULL;
-    e->gidx[i] = NULL; /* what grads holds now is no backward's of this layout */
+    e->gpacked[i] = 0; /* what grads holds now is no backward's of this layout */
   }
   return rc;
 }
@@ -333,9 +341,11 @@ void rt_exec_grads_dense(const rt_exec *x, float *out) {
   memcpy(out, x->grads, (size_t)x->g->n_params * sizeof *out);
   for (int i = 0; i < x->g->n_layers; i++) {
     const ir_layer *l = &x->g->layers[i];
-    if (!e->gidx[i]) continue;
+    size_t n;
+    const int32_t *idx = packed_of(e, i, &n);
+    if (!idx) continue;
     memset(out + l->w_off, 0, (size_t)l->n_w * sizeof *out);
-    for (size_t j = 0; j < e->gn[i]; j++) out[l->w_off + e->gidx[i][j]] = x->grads[l->w_off + j];
+    for (size_t j = 0; j < n; j++) out[l->w_off + idx[j]] = x->grads[l->w_off + j];
   }
 }
 
@@ -392,8 +402,10 @@ static void sgd_task(void *arg, int c) {
   /* packed: each layer's entries split the same way */
   for (int k = 0; k < j->npk; k++) {
     const ir_layer *l = &x->g->layers[j->pk[k]];
-    size_t m = e->gn[j->pk[k]], j0 = m * c / j->parts, j1 = m * (c + 1) / j->parts;
-    rt_sgd_packed(j0, j1, e->gidx[j->pk[k]], x->params + l->w_off, x->grads + l->w_off,
+    size_t m;
+    const int32_t *idx = packed_of(e, j->pk[k], &m);
+    size_t j0 = m * c / j->parts, j1 = m * (c + 1) / j->parts;
+    rt_sgd_packed(j0, j1, idx, x->params + l->w_off, x->grads + l->w_off,
                   x->mom + l->w_off, j->lr, j->momentum, j->decay);
   }
 }
@@ -402,7 +414,7 @@ void rt_exec_sgd(rt_exec *x, float lr, float momentum, float decay) {
   exec_impl *e = (exec_impl *)x;
   int *pk = e->pk, npk = 0;
   for (int i = 0; i < x->g->n_layers; i++) {
-    if (!e->gidx[i]) continue;
+    if (!e->gpacked[i]) continue;
     int k = npk++; /* by w_off */
     for (; k > 0 && x->g->layers[pk[k - 1]].w_off > x->g->layers[i].w_off; k--) pk[k] = pk[k - 1];
     pk[k] = i;
@@ -534,7 +546,8 @@ static void reduce_task(void *arg, int t) {
   const reduce_job *r = arg;
   const exec_impl *e = (const exec_impl *)r->x;
   int li = (int)(r->l - r->x->g->layers);
-  int64_t nw = e->gidx[li] ? (int64_t)e->gn[li] : r->l->n_w, lines = (nw + 15) / 16;
+  size_t np;
+  int64_t nw = packed_of(e, li, &np) ? (int64_t)np : r->l->n_w, lines = (nw + 15) / 16;
   int64_t i0 = lines * t / r->parts * 16, i1 = lines * (t + 1) / r->parts * 16;
   if (i1 > nw) i1 = nw;
   float *db, *dw = wgrad_of(r->x, r->l, 0, &db);
@@ -710,7 +723,7 @@ static void conv_bwd_op(RT_OP_ARGS) {
     return;
   }
   if (ly->bn) bn_act_bwd(e, ly, z, out);
-  ((exec_impl *)e)->gidx[l] = NULL; /* conv gradients are dense */
+  ((exec_impl *)e)->gpacked[l] = 0; /* conv gradients are dense */
   job j = {e, ly, in, z, out, conv_bwd_chunk, layer_work(e, ly)};
   reduce_wgrad(e, ly, run_chunks(&j));
 }
@@ -775,7 +788,7 @@ static void linear_bwd_op(RT_OP_ARGS) {
   }
   if (ly->relu && ly->bn) bn_act_bwd(e, ly, z, out);
   exec_impl *ei = (exec_impl *)e;
-  ei->gidx[l] = e->use_live ? NULL : ei->pidx[l], ei->gn[l] = ei->pn[l];
+  ei->gpacked[l] = !e->use_live && ei->pidx[l];
   job j = {e, ly, in, z, out, lin_bwd_chunk, layer_work(e, ly)};
   reduce_wgrad(e, ly, run_chunks(&j));
 }
