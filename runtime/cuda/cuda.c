@@ -17,7 +17,6 @@
  * double like the reference, from the dy the call already holds. */
 #include "runtime/backend.h"
 
-#include <dlfcn.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,100 +25,7 @@
 #include <llvm-c/Core.h>
 
 #include "codegen/ptx.h"
-
-/* ---- the driver API, as much as is used ------------------------------- */
-
-typedef int CUresult; /* 0 = CUDA_SUCCESS */
-typedef int CUdevice;
-typedef struct CUctx_st *CUcontext;
-typedef struct CUmod_st *CUmodule;
-typedef struct CUfunc_st *CUfunction;
-typedef struct CUstream_st *CUstream;
-typedef unsigned long long CUdeviceptr;
-typedef int CUjit_option;
-enum {
-  CU_JIT_ERROR_LOG_BUFFER = 5,            /* values from cuda.h (CUjit_option) */
-  CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES = 6,
-  CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 75,
-  CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR = 76,
-  CUDA_ERROR_NO_DEVICE = 100,
-};
-
-/* The entry points, resolved by name; the _v2 names are what cuda.h's
- * macros map the plain names to since CUDA 3.2 (64-bit sizes). */
-#define CU_FUNCS(X)                                                                          \
-  X(cuInit, (unsigned))                                                                      \
-  X(cuDeviceGetCount, (int *))                                                               \
-  X(cuDeviceGet, (CUdevice *, int))                                                          \
-  X(cuDeviceGetAttribute, (int *, int, CUdevice))                                            \
-  X(cuDevicePrimaryCtxRetain, (CUcontext *, CUdevice))                                       \
-  X(cuDevicePrimaryCtxRelease_v2, (CUdevice))                                                \
-  X(cuCtxSetCurrent, (CUcontext))                                                            \
-  X(cuModuleLoadDataEx, (CUmodule *, const void *, unsigned, CUjit_option *, void **))       \
-  X(cuModuleUnload, (CUmodule))                                                              \
-  X(cuModuleGetFunction, (CUfunction *, CUmodule, const char *))                             \
-  X(cuLaunchKernel, (CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, \
-                     unsigned, CUstream, void **, void **))                                  \
-  X(cuMemAlloc_v2, (CUdeviceptr *, size_t))                                                  \
-  X(cuMemFree_v2, (CUdeviceptr))                                                             \
-  X(cuMemcpyHtoD_v2, (CUdeviceptr, const void *, size_t))                                    \
-  X(cuMemcpyDtoH_v2, (void *, CUdeviceptr, size_t))                                          \
-  X(cuMemsetD32_v2, (CUdeviceptr, unsigned, size_t))                                         \
-  X(cuStreamCreate, (CUstream *, unsigned))                                                  \
-  X(cuStreamDestroy_v2, (CUstream))                                                          \
-  X(cuStreamSynchronize, (CUstream))                                                         \
-  X(cuGetErrorString, (CUresult, const char **))
-
-typedef struct cu_api {
-#define X(name, args) CUresult(*name) args;
-  CU_FUNCS(X)
-#undef X
-} cu_api;
-
-/* The driver library stays open for the process: unloading it under a
- * live context is undefined, and opening it costs once. */
-static pthread_mutex_t api_lock = PTHREAD_MUTEX_INITIALIZER;
-static cu_api api;
-static int api_state; /* 0 not tried, 1 ready, -1 failed (api_err says why) */
-static char api_err[256];
-
-static int api_open(char *err, size_t errlen) {
-  pthread_mutex_lock(&api_lock);
-  if (api_state == 0) {
-    void *h = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
-    api_state = -1;
-    if (!h) {
-      const char *why = dlerror();
-      snprintf(api_err, sizeof api_err, "no CUDA driver: libcuda.so.1 not found (%s)", why ? why : "dlopen failed");
-    } else {
-      api_state = 1;
-      /* POSIX guarantees a function pointer round-trips through void *;
-       * the memcpy says so without a pedantic cast warning. */
-#define X(name, args)                                                                        \
-      if (api_state == 1) {                                                                  \
-        void *sym = dlsym(h, #name);                                                         \
-        if (!sym) {                                                                          \
-          snprintf(api_err, sizeof api_err, "CUDA driver too old: libcuda.so.1 lacks %s", #name); \
-          api_state = -1;                                                                    \
-        } else {                                                                             \
-          memcpy(&api.name, &sym, sizeof sym);                                               \
-        }                                                                                    \
-      }
-      CU_FUNCS(X)
-#undef X
-    }
-  }
-  int rc = api_state == 1 ? 0 : -1;
-  if (rc) snprintf(err, errlen, "%s", api_err);
-  pthread_mutex_unlock(&api_lock);
-  return rc;
-}
-
-static const char *cu_str(CUresult r) {
-  const char *s = NULL;
-  if (api.cuGetErrorString && api.cuGetErrorString(r, &s) == 0 && s) return s;
-  return "unknown CUDA error";
-}
+#include "runtime/cuda/cu.h"
 
 /* ---- the backend ------------------------------------------------------ */
 
@@ -156,7 +62,7 @@ static void cu_check(CUresult r, const char *what) {
 }
 
 static void layer_clear(cu_layer *l) {
-  if (l->mod) api.cuModuleUnload(l->mod);
+  if (l->mod) cu.cuModuleUnload(l->mod);
   free(l->wm), free(l->bm);
   memset(l, 0, sizeof *l);
   l->kind = -1;
@@ -195,7 +101,7 @@ static int cuda_prepare(rt_backend *b, int layer, const uint8_t *wmask, const ui
   pthread_mutex_lock(&cb->lock);
   /* Unloading the old module and loading the new one need the context
    * current on this thread. */
-  CUresult r = api.cuCtxSetCurrent(cb->ctx);
+  CUresult r = cu.cuCtxSetCurrent(cb->ctx);
   if (r) {
     snprintf(err, errlen, "cuda backend: cuCtxSetCurrent: %s", cu_str(r));
     free(wm), free(bm);
@@ -226,7 +132,7 @@ static int cuda_prepare(rt_backend *b, int layer, const uint8_t *wmask, const ui
     char log[4096] = "";
     CUjit_option opt[2] = {CU_JIT_ERROR_LOG_BUFFER, CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES};
     void *val[2] = {log, (void *)(uintptr_t)sizeof log};
-    r = api.cuModuleLoadDataEx(&l->mod, ptx, 2, opt, val);
+    r = cu.cuModuleLoadDataEx(&l->mod, ptx, 2, opt, val);
     if (r) {
       snprintf(err, errlen, "cuda backend: loading layer %s's PTX: %s%s%s", il->name, cu_str(r),
                log[0] ? ": " : "", log);
@@ -234,7 +140,7 @@ static int cuda_prepare(rt_backend *b, int layer, const uint8_t *wmask, const ui
       rc = -1;
     }
     for (int i = 0; i < 3 && !rc; i++) {
-      r = api.cuModuleGetFunction(&l->fn[i], l->mod, names[i]);
+      r = cu.cuModuleGetFunction(&l->fn[i], l->mod, names[i]);
       if (r) {
         snprintf(err, errlen, "cuda backend: kernel %s: %s", names[i], cu_str(r));
         rc = -1;
@@ -255,22 +161,22 @@ typedef struct dbuf {
 
 static dbuf dalloc(size_t n) {
   dbuf d = {0, n};
-  if (n) cu_check(api.cuMemAlloc_v2(&d.p, n * sizeof(float)), "cuMemAlloc");
+  if (n) cu_check(cu.cuMemAlloc_v2(&d.p, n * sizeof(float)), "cuMemAlloc");
   return d;
 }
 
 static dbuf dput(const float *h, size_t n) {
   dbuf d = dalloc(h ? n : 0);
-  if (d.n) cu_check(api.cuMemcpyHtoD_v2(d.p, h, n * sizeof(float)), "cuMemcpyHtoD");
+  if (d.n) cu_check(cu.cuMemcpyHtoD_v2(d.p, h, n * sizeof(float)), "cuMemcpyHtoD");
   return d;
 }
 
 static void dget(float *h, dbuf d) {
-  if (d.n) cu_check(api.cuMemcpyDtoH_v2(h, d.p, d.n * sizeof(float)), "cuMemcpyDtoH");
+  if (d.n) cu_check(cu.cuMemcpyDtoH_v2(h, d.p, d.n * sizeof(float)), "cuMemcpyDtoH");
 }
 
 static void dfree(dbuf d) {
-  if (d.p) cu_check(api.cuMemFree_v2(d.p), "cuMemFree");
+  if (d.p) cu_check(cu.cuMemFree_v2(d.p), "cuMemFree");
 }
 
 /* Floats of a strided tensor of n samples: the last sample ends at
@@ -283,14 +189,14 @@ static void launch(cuda_backend *cb, CUfunction f, int64_t threads, dbuf a, dbuf
   if (threads <= 0) return;
   void *args[7] = {&a.p, &b.p, &c.p, &d.p, &n, &a_ns, &b_ns};
   unsigned grid = (unsigned)((threads + CG_PTX_BLOCK - 1) / CG_PTX_BLOCK);
-  cu_check(api.cuLaunchKernel(f, grid, 1, 1, CG_PTX_BLOCK, 1, 1, 0, cb->stream, args, NULL), "cuLaunchKernel");
-  cu_check(api.cuStreamSynchronize(cb->stream), "kernel");
+  cu_check(cu.cuLaunchKernel(f, grid, 1, 1, CG_PTX_BLOCK, 1, 1, 0, cb->stream, args, NULL), "cuLaunchKernel");
+  cu_check(cu.cuStreamSynchronize(cb->stream), "kernel");
 }
 
 static cu_layer *op_begin(rt_backend *b, int layer, int kind) {
   cuda_backend *cb = CB(b);
   pthread_mutex_lock(&cb->lock);
-  cu_check(api.cuCtxSetCurrent(cb->ctx), "cuCtxSetCurrent");
+  cu_check(cu.cuCtxSetCurrent(cb->ctx), "cuCtxSetCurrent");
   cu_layer *l = &cb->layers[layer];
   if (l->kind != kind) { /* an invariant of exec: prepare runs first */
     fprintf(stderr, "cuda backend: layer %d used before prepare\n", layer);
@@ -354,7 +260,7 @@ static void cuda_conv_bwd_weight(rt_backend *b, int layer, const rt_conv_shape *
   dbuf dx = dput(x, span(s->n, xns, (long)s->cin * s->h * s->w));
   dbuf ddy = dput(dy, span(s->n, yns, (long)s->cout * s->oh * s->ow)), ddw = dalloc(l->nw);
   /* The kernel writes the active weights only; masked ones must be 0. */
-  if (ddw.n) cu_check(api.cuMemsetD32_v2(ddw.p, 0, ddw.n), "cuMemsetD32");
+  if (ddw.n) cu_check(cu.cuMemsetD32Async(ddw.p, 0, ddw.n, CB(b)->stream), "cuMemsetD32");
   launch(CB(b), l->fn[2], cg_ptx_conv_threads(&l->cd, CG_PTX_BWD_WEIGHT, s->n), dx, ddy, ddw, none,
          s->n, xns, yns);
   dget(dw, ddw);
@@ -393,7 +299,7 @@ static void cuda_linear_bwd_weight(rt_backend *b, int layer, const rt_linear_sha
   long xns = s->x_ns ? s->x_ns : s->in, yns = s->y_ns ? s->y_ns : s->out;
   dbuf dx = dput(x, span(s->n, xns, s->in)), ddy = dput(dy, span(s->n, yns, s->out));
   dbuf ddw = dalloc(l->nw);
-  if (ddw.n) cu_check(api.cuMemsetD32_v2(ddw.p, 0, ddw.n), "cuMemsetD32");
+  if (ddw.n) cu_check(cu.cuMemsetD32Async(ddw.p, 0, ddw.n, CB(b)->stream), "cuMemsetD32");
   launch(CB(b), l->fn[2], cg_ptx_linear_threads(&l->ld, CG_PTX_BWD_WEIGHT, s->n), dx, ddy, ddw, none,
          s->n, xns, yns);
   dget(dw, ddw);
@@ -405,19 +311,19 @@ static void cuda_linear_bwd_weight(rt_backend *b, int layer, const rt_linear_sha
 static void cuda_free(rt_backend *b) {
   if (!b) return;
   cuda_backend *cb = CB(b);
-  if (cb->ctx) api.cuCtxSetCurrent(cb->ctx);
+  if (cb->ctx) cu.cuCtxSetCurrent(cb->ctx);
   if (cb->layers)
     for (int i = 0; i < b->g->n_layers; i++) layer_clear(&cb->layers[i]);
   free(cb->layers);
-  if (cb->stream) api.cuStreamDestroy_v2(cb->stream);
-  if (cb->ctx) api.cuDevicePrimaryCtxRelease_v2(cb->dev);
+  if (cb->stream) cu.cuStreamDestroy_v2(cb->stream);
+  if (cb->ctx) cu.cuDevicePrimaryCtxRelease_v2(cb->dev);
   pthread_mutex_destroy(&cb->lock);
   free(cb);
 }
 
 rt_backend *rt_backend_cuda_new(const ir_graph *g, char *err, size_t errlen) {
-  if (api_open(err, errlen)) return NULL;
-  CUresult r = api.cuInit(0);
+  if (cu_open(err, errlen)) return NULL;
+  CUresult r = cu.cuInit(0);
   if (r == CUDA_ERROR_NO_DEVICE) {
     snprintf(err, errlen, "no GPU: cuInit found no CUDA device");
     return NULL;
@@ -427,7 +333,7 @@ rt_backend *rt_backend_cuda_new(const ir_graph *g, char *err, size_t errlen) {
     return NULL;
   }
   int count = 0;
-  r = api.cuDeviceGetCount(&count);
+  r = cu.cuDeviceGetCount(&count);
   if (r || count < 1) {
     snprintf(err, errlen, "no GPU: cuDeviceGetCount returned %d%s%s", count, r ? ": " : "", r ? cu_str(r) : "");
     return NULL;
@@ -449,12 +355,12 @@ rt_backend *rt_backend_cuda_new(const ir_graph *g, char *err, size_t errlen) {
     for (int i = 0; i < g->n_layers; i++) cb->layers[i].kind = -1;
     /* The primary context is the one cuBLAS and the runtime API also use:
      * sharing it avoids a second copy of the device state. */
-    if ((r = api.cuDeviceGet(&cb->dev, 0))) what = "cuDeviceGet";
-    else if ((r = api.cuDevicePrimaryCtxRetain(&cb->ctx, cb->dev))) what = "cuDevicePrimaryCtxRetain";
-    else if ((r = api.cuCtxSetCurrent(cb->ctx))) what = "cuCtxSetCurrent";
-    else if ((r = api.cuStreamCreate(&cb->stream, 0))) what = "cuStreamCreate";
-    else if ((r = api.cuDeviceGetAttribute(&major, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, cb->dev)) ||
-             (r = api.cuDeviceGetAttribute(&minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, cb->dev)))
+    if ((r = cu.cuDeviceGet(&cb->dev, 0))) what = "cuDeviceGet";
+    else if ((r = cu.cuDevicePrimaryCtxRetain(&cb->ctx, cb->dev))) what = "cuDevicePrimaryCtxRetain";
+    else if ((r = cu.cuCtxSetCurrent(cb->ctx))) what = "cuCtxSetCurrent";
+    else if ((r = cu.cuStreamCreate(&cb->stream, 0))) what = "cuStreamCreate";
+    else if ((r = cu.cuDeviceGetAttribute(&major, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, cb->dev)) ||
+             (r = cu.cuDeviceGetAttribute(&minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, cb->dev)))
       what = "cuDeviceGetAttribute";
     else what = NULL;
   }

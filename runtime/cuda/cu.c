@@ -1,0 +1,92 @@
+/* cu.c: the driver API and cuBLAS through dlopen (see cu.h). */
+#include "runtime/cuda/cu.h"
+
+#include <dlfcn.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+
+cu_api cu;
+cublas_api cublas;
+
+/* A library opened once and kept open for the process: unloading the
+ * driver under a live context is undefined, and opening it costs once. */
+typedef struct lib_state {
+  pthread_mutex_t lock;
+  int state; /* 0 not tried, 1 ready, -1 failed (err says why) */
+  char err[256];
+} lib_state;
+
+static lib_state cu_state = {PTHREAD_MUTEX_INITIALIZER, 0, ""};
+static lib_state cublas_state = {PTHREAD_MUTEX_INITIALIZER, 0, ""};
+
+/* Resolves `name` into *slot (a function pointer's storage). POSIX
+ * guarantees a function pointer round-trips through void *; the memcpy
+ * says so without a pedantic cast warning. */
+static int resolve(void *h, const char *name, void *slot, size_t size, lib_state *s, const char *lib) {
+  void *sym = dlsym(h, name);
+  if (!sym) {
+    snprintf(s->err, sizeof s->err, "%s lacks %s", lib, name);
+    return -1;
+  }
+  memcpy(slot, &sym, size);
+  return 0;
+}
+
+static int finish(lib_state *s, char *err, size_t errlen) {
+  int rc = s->state == 1 ? 0 : -1;
+  if (rc) snprintf(err, errlen, "%s", s->err);
+  pthread_mutex_unlock(&s->lock);
+  return rc;
+}
+
+int cu_open(char *err, size_t errlen) {
+  lib_state *s = &cu_state;
+  pthread_mutex_lock(&s->lock);
+  if (s->state == 0) {
+    s->state = -1;
+    void *h = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+    if (!h) {
+      const char *why = dlerror();
+      snprintf(s->err, sizeof s->err, "no CUDA driver: libcuda.so.1 not found (%s)", why ? why : "dlopen failed");
+    } else {
+      int bad = 0;
+#define X(name, args) bad = bad || resolve(h, #name, &cu.name, sizeof cu.name, s, "CUDA driver too old: libcuda.so.1");
+      CU_FUNCS(X)
+#undef X
+      if (!bad) s->state = 1;
+    }
+  }
+  return finish(s, err, errlen);
+}
+
+const char *cu_str(CUresult r) {
+  const char *s = NULL;
+  if (cu.cuGetErrorString && cu.cuGetErrorString(r, &s) == 0 && s) return s;
+  return "unknown CUDA error";
+}
+
+int cublas_open(char *err, size_t errlen) {
+  static const char *const names[] = {"libcublas.so.13", "libcublas.so.12", "libcublas.so.11"};
+  lib_state *s = &cublas_state;
+  pthread_mutex_lock(&s->lock);
+  if (s->state == 0) {
+    s->state = -1;
+    void *h = NULL;
+    const char *name = NULL;
+    for (size_t i = 0; i < sizeof names / sizeof names[0] && !h; i++)
+      h = dlopen(name = names[i], RTLD_NOW | RTLD_LOCAL);
+    if (!h) {
+      const char *why = dlerror();
+      snprintf(s->err, sizeof s->err, "no cuBLAS: libcublas.so.13/.12/.11 not found (%s)", why ? why : "dlopen failed");
+    } else {
+      int bad = 0;
+#define X(name_, args) bad = bad || resolve(h, #name_, &cublas.name_, sizeof cublas.name_, s, "no cuBLAS: the library");
+      CUBLAS_FUNCS(X)
+#undef X
+      (void)name;
+      if (!bad) s->state = 1;
+    }
+  }
+  return finish(s, err, errlen);
+}
