@@ -6,10 +6,14 @@ weights times fixed 0/1 masks at each layer's measured density (from
 `model info CKPT`), which is what a PyTorch user writes for a sparse
 network, and times one epoch of SGD on the first N Fashion-MNIST images.
 
-usage: torch_epoch.py IR_DUMP INFO_TABLE N BATCH THREADS
-prints: {"seconds": S, "images": N}
+usage: torch_epoch.py IR_DUMP INFO_TABLE N BATCH THREADS [DEVICE]
+DEVICE is cpu (default) or cuda; on cuda the data set is moved to the
+GPU first, one untimed batch warms it up, and the epoch is timed to the
+last kernel's end. $FMNIST names the data set's folder
+(default /usr/share/datasets/fashion-mnist).
+prints: {"seconds": S, "images": N, "device": D}
 """
-import gzip, json, re, sys, time
+import gzip, json, os, re, sys, time
 
 import numpy as np
 import torch
@@ -81,26 +85,37 @@ def idx(path):
 
 def main():
     ir_path, info_path, n, batch, threads = sys.argv[1:6]
+    device = torch.device(sys.argv[6] if len(sys.argv) > 6 else "cpu")
     n, batch = int(n), int(batch)
     torch.set_num_threads(int(threads))
     torch.manual_seed(0)
     net = build(open(ir_path).read().splitlines(), open(info_path).read().splitlines())
-    root = "/usr/share/datasets/fashion-mnist/"
+    net = net.to(device)
+    root = os.environ.get("FMNIST", "/usr/share/datasets/fashion-mnist") + "/"
     x = torch.from_numpy(idx(root + "train-images-idx3-ubyte.gz")[:n].astype(np.float32) / 255)
     y = torch.from_numpy(idx(root + "train-labels-idx1-ubyte.gz")[:n].astype(np.int64))
-    x = ((x - x.mean()) / x.std()).unsqueeze(1)
+    x = ((x - x.mean()) / x.std()).unsqueeze(1).to(device)
+    y = y.to(device)
     opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
-    order = torch.randperm(n)
-    t0 = time.perf_counter()
-    for at in range(0, n, batch):
-        i = order[at:at + batch]
+    order = torch.randperm(n, device=device)
+
+    def step(i):
         xb = x[i]
-        xb = torch.where(torch.rand(len(i), 1, 1, 1) < 0.5, xb.flip(3), xb)
+        xb = torch.where(torch.rand(len(i), 1, 1, 1, device=device) < 0.5, xb.flip(3), xb)
         loss = F.cross_entropy(net(xb), y[i])
         opt.zero_grad()
         loss.backward()
         opt.step()
-    print(json.dumps({"seconds": time.perf_counter() - t0, "images": n}))
+
+    if device.type == "cuda":
+        step(order[:batch])  # CUDA and cuDNN start-up, not part of the epoch
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for at in range(0, n, batch):
+        step(order[at:at + batch])
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    print(json.dumps({"seconds": time.perf_counter() - t0, "images": n, "device": str(device)}))
 
 
 if __name__ == "__main__":

@@ -518,6 +518,37 @@ int cg_ptx_linear_bwd_weight(LLVMModuleRef m, const cg_linear_desc *d, const cha
   return 0;
 }
 
+/* ---- bias gradient ----------------------------------------------------- */
+
+/* One thread per (sample, output channel) sums its plane in double and
+ * adds the sum into db by an atomic: the caller zeroes db first, masked
+ * biases are skipped, so they stay exactly 0. */
+int cg_ptx_bias_grad(LLVMModuleRef m, int64_t nout, int64_t plane, const uint8_t *bm, const char *name) {
+  if (nout < 1 || plane < 1) return -1;
+  int64_t per[2] = {nout, 1};
+  pg p;
+  LLVMValueRef gid = begin(&p, m, name, lin_total, per);
+  LLVMValueRef nn = udivc(&p, gid, nout), o = uremc(&p, gid, nout);
+  LLVMBasicBlockRef join = NULL;
+  if (bm) {
+    pg_table bt = table(&p, "bm", bm, (size_t)nout, 8);
+    join = if_begin(&p, LLVMBuildICmp(p.b, LLVMIntNE, tab_get(&p, bt, o), c64(&p, 0), ""));
+  }
+  LLVMValueRef acc = local(&p, p.f64, "acc");
+  LLVMBuildStore(p.b, LLVMConstReal(p.f64, 0), acc);
+  LLVMValueRef base = add(&p, mul(&p, nn, p.a_ns), mulc(&p, o, plane));
+  pg_loop l;
+  LLVMValueRef i = loop_begin(&p, &l, c64(&p, 0), c64(&p, plane), "i");
+  LLVMValueRef v = LLVMBuildFPExt(p.b, fload(&p, p.pa, add(&p, base, i)), p.f64, "");
+  LLVMBuildStore(p.b, LLVMBuildFAdd(p.b, LLVMBuildLoad2(p.b, p.f64, acc, ""), v, ""), acc);
+  loop_end(&p, &l);
+  LLVMValueRef sum = LLVMBuildFPTrunc(p.b, LLVMBuildLoad2(p.b, p.f64, acc, ""), p.f32, "");
+  LLVMBuildAtomicRMW(p.b, LLVMAtomicRMWBinOpFAdd, fptr(&p, p.pc, o), sum, LLVMAtomicOrderingMonotonic, 0);
+  if (join) if_end(&p, join);
+  end(&p);
+  return 0;
+}
+
 /* ---- PTX -------------------------------------------------------------- */
 
 /* The GPU and PTX ISA the emitted code targets at most. LLVM 14 knows

@@ -70,6 +70,13 @@ int cg_ptx_linear_fwd(LLVMModuleRef m, const cg_linear_desc *d, const char *name
 int cg_ptx_linear_bwd_data(LLVMModuleRef m, const cg_linear_desc *d, const char *name);
 int cg_ptx_linear_bwd_weight(LLVMModuleRef m, const cg_linear_desc *d, const char *name);
 
+/* The bias gradient of a conv (plane = oh*ow) or linear (plane = 1) layer:
+ *   a = dy, c = db, ADDED into by atomics (the caller zeroes db first;
+ *   masked biases, bm[o] == 0, are left alone); b, d unused; a_ns = dy's
+ *   stride. One thread per (sample, output channel): n * nout threads.
+ * 0, or -1 for an empty shape. */
+int cg_ptx_bias_grad(LLVMModuleRef m, int64_t nout, int64_t plane, const uint8_t *bm, const char *name);
+
 /* Retargets m to nvptx64-nvidia-cuda, optimises it and writes its PTX into
  * *ptx (NUL-terminated, malloc'd; the caller frees it). `sm` is the GPU's
  * "sm_XY" (NULL: sm_80); one newer than this LLVM can target is lowered to

@@ -104,6 +104,10 @@ struct rt_backend {
    * the layer's weights, its active ones) at dw[j] for j < *n and leaves
    * the rest of dw alone. Bias gradients stay dense. */
   const int32_t *(*wgrad_index)(rt_backend *b, int layer, size_t *n);
+
+  /* 1: the weighted ops take the whole batch in one call (the backend
+   * spreads it over a device itself), rather than one chunk per thread. */
+  int whole_batch;
 };
 
 /* "ref", "cpu" (the LLVM JIT) or "cuda". NULL with a message for an

@@ -494,11 +494,12 @@ static void chunk_task(void *arg, int c) {
 enum { SPLIT_WORK = 1 << 16 };
 
 /* Returns the number of chunks used. Small batches and small layers stay
- * on one thread. */
+ * on one thread, and so do weighted layers on a whole-batch backend. */
 static int run_chunks(const job *j) {
   exec_impl *e = (exec_impl *)j->x;
   int T = j->x->threads < j->x->n ? j->x->threads : j->x->n;
-  if (T <= 1 || !e->pool || (j->work > 0 && j->work < SPLIT_WORK)) {
+  int whole = j->work > 0 && (j->work < SPLIT_WORK || (!j->x->use_live && j->x->backend->whole_batch));
+  if (T <= 1 || !e->pool || whole) {
     j->fn(j, 0, 0, j->x->n);
     return 1;
   }

@@ -1,20 +1,16 @@
 /* cuda.c: the CUDA backend. Each conv and linear layer gets kernels
- * generated for its shapes and α pattern (codegen/ptx.h), emitted as PTX
- * by LLVM's NVPTX target and loaded with cuModuleLoadDataEx, which JIT-
- * compiles them for the GPU at hand; nvcc is never needed.
+ * generated for its shapes and α pattern (runtime/cuda/kern.h over
+ * codegen/ptx.h), emitted as PTX by LLVM's NVPTX target and loaded with
+ * cuModuleLoadDataEx, which JIT-compiles them for the GPU at hand; nvcc
+ * is never needed. The driver is opened with dlopen (cu.h).
  *
- * The driver is opened with dlopen at first use, never linked: a binary
- * linked against libcuda (even the toolkit's stub) refuses to start where
- * the NVIDIA driver is absent, and one binary must run on both kinds of
- * machine. So the few driver types and entry points used here are
- * declared below rather than taken from cuda.h, and a build needs no CUDA
- * toolkit at all.
- *
- * This first version is correct, not fast: every call copies its chunk to
- * device memory, launches, synchronises and copies back, under one lock
- * (exec's threads share one context and one stream). A device-resident
- * arena is the next step. Bias gradients are summed on the host, in
- * double like the reference, from the dy the call already holds. */
+ * The graph ops (exec.c) still run on the host: each call copies its
+ * tensors into device buffers kept for the run (grown, never freed
+ * between calls), launches, and copies the results back, all on one
+ * stream under one lock. The backend asks for the whole batch in one call
+ * (whole_batch) and gives each backward both directions at once (conv_bwd,
+ * linear_bwd), so a layer's step costs one round trip, not one per
+ * thread and direction. Bias gradients are summed on the device. */
 #include "runtime/backend.h"
 
 #include <pthread.h>
@@ -22,22 +18,17 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <llvm-c/Core.h>
-
-#include "codegen/ptx.h"
-#include "runtime/cuda/cu.h"
+#include "runtime/cuda/kern.h"
 
 /* ---- the backend ------------------------------------------------------ */
 
-typedef struct cu_layer {
-  int kind;                      /* IR_CONV or IR_LINEAR; -1 not prepared */
-  uint8_t *wm, *bm;              /* the pattern compiled (0/1 copies) */
-  size_t nw, nb;
-  CUmodule mod;
-  CUfunction fn[3];              /* fwd, bwd_data, bwd_weight */
-  cg_conv_desc cd;               /* conv: shapes, masks pointing at wm/bm */
-  cg_linear_desc ld;             /* linear: the same */
-} cu_layer;
+/* A device buffer kept across calls, grown on demand. */
+typedef struct dbuf {
+  CUdeviceptr p;
+  size_t cap;                    /* floats */
+} dbuf;
+
+enum { B_X, B_W, B_BIAS, B_Y, B_DY, B_DX, B_DW, B_DB, N_BUF };
 
 typedef struct cuda_backend {
   rt_backend pub;
@@ -45,8 +36,8 @@ typedef struct cuda_backend {
   CUcontext ctx;                 /* the device's primary context */
   CUstream stream;
   char sm[16];                   /* the device's "sm_XY" */
-  cu_layer *layers;
-  long serial;                   /* names kernels uniquely */
+  cu_kern *layers;               /* per layer; empty (mod NULL) until prepared */
+  dbuf buf[N_BUF];
   pthread_mutex_t lock;          /* one op at a time on the device */
 } cuda_backend;
 
@@ -61,20 +52,6 @@ static void cu_check(CUresult r, const char *what) {
   abort();
 }
 
-static void layer_clear(cu_layer *l) {
-  if (l->mod) cu.cuModuleUnload(l->mod);
-  free(l->wm), free(l->bm);
-  memset(l, 0, sizeof *l);
-  l->kind = -1;
-}
-
-static uint8_t *norm_mask(const uint8_t *m, size_t n) {
-  uint8_t *c = malloc(n ? n : 1);
-  if (!c) return NULL;
-  for (size_t i = 0; i < n; i++) c[i] = (uint8_t)(!m || m[i]);
-  return c;
-}
-
 static int cuda_prepare(rt_backend *b, int layer, const uint8_t *wmask, const uint8_t *bmask,
                         char *err, size_t errlen) {
   cuda_backend *cb = CB(b);
@@ -83,100 +60,73 @@ static int cuda_prepare(rt_backend *b, int layer, const uint8_t *wmask, const ui
     snprintf(err, errlen, "cuda backend: layer %d is not a conv or linear layer", layer);
     return -1;
   }
-  cu_layer *l = &cb->layers[layer];
-  int k = il->kind == IR_CONV ? il->k : 1;
-  size_t nw = (size_t)il->cout * (size_t)il->cin * (size_t)k * (size_t)k, nb = (size_t)il->cout;
-  uint8_t *wm = norm_mask(wmask, nw), *bm = norm_mask(bmask, nb);
-  if (!wm || !bm) {
-    free(wm), free(bm);
-    snprintf(err, errlen, "cuda backend: out of memory");
-    return -1;
-  }
-  /* Unchanged pattern: keep the loaded kernels. */
-  if (l->kind == (int)il->kind && l->nw == nw && l->nb == nb && memcmp(l->wm, wm, nw) == 0 &&
-      memcmp(l->bm, bm, nb) == 0) {
-    free(wm), free(bm);
-    return 0;
-  }
+  cu_kern_desc d = {0};
+  d.conv = il->kind == IR_CONV;
+  if (d.conv) d.cd = (cg_conv_desc){il->cin, il->h, il->w, il->cout, il->k, il->stride, il->pad, wmask, bmask};
+  else d.ld = (cg_linear_desc){il->cin, il->cout, wmask, bmask, 0};
+  cu_kern *k = &cb->layers[layer];
+  if (cu_kern_same(k, &d)) return 0; /* unchanged pattern: keep the loaded kernels */
   pthread_mutex_lock(&cb->lock);
-  /* Unloading the old module and loading the new one need the context
-   * current on this thread. */
+  /* Loading and unloading modules need the context current here. */
   CUresult r = cu.cuCtxSetCurrent(cb->ctx);
-  if (r) {
-    snprintf(err, errlen, "cuda backend: cuCtxSetCurrent: %s", cu_str(r));
-    free(wm), free(bm);
-    pthread_mutex_unlock(&cb->lock);
-    return -1;
+  int rc = -1;
+  cu_kern nk;
+  if (r) snprintf(err, errlen, "cuda backend: cuCtxSetCurrent: %s", cu_str(r));
+  else if (cu_kern_build(&nk, &d, cb->sm, err, errlen) == 0) {
+    cu_kern_free(k);
+    *k = nk;
+    rc = 0;
+  } else {
+    /* name the layer; the kernel's message follows */
+    char why[512];
+    snprintf(why, sizeof why, "%s", err);
+    snprintf(err, errlen, "cuda backend: layer %s: %s", il->name, why);
   }
-  layer_clear(l);
-  l->kind = (int)il->kind, l->wm = wm, l->bm = bm, l->nw = nw, l->nb = nb;
-  l->cd = (cg_conv_desc){il->cin, il->h, il->w, il->cout, k, il->stride, il->pad, wm, bm};
-  l->ld = (cg_linear_desc){il->cin, il->cout, wm, bm, 0};
-  char names[3][64];
-  const char *ops[3] = {"fwd", "bwd_data", "bwd_weight"};
-  long id = cb->serial++;
-  for (int i = 0; i < 3; i++) snprintf(names[i], sizeof names[i], "ilnas_g%ld_%s", id, ops[i]);
-  LLVMContextRef ctx = LLVMContextCreate();
-  LLVMModuleRef m = LLVMModuleCreateWithNameInContext(names[0], ctx);
-  int rc = il->kind == IR_CONV
-               ? cg_ptx_conv_fwd(m, &l->cd, names[0]) || cg_ptx_conv_bwd_data(m, &l->cd, names[1]) ||
-                     cg_ptx_conv_bwd_weight(m, &l->cd, names[2])
-               : cg_ptx_linear_fwd(m, &l->ld, names[0]) || cg_ptx_linear_bwd_data(m, &l->ld, names[1]) ||
-                     cg_ptx_linear_bwd_weight(m, &l->ld, names[2]);
-  char *ptx = NULL;
-  if (rc) snprintf(err, errlen, "cuda backend: layer %s: shape too large for the GPU kernels", il->name);
-  else rc = cg_ptx_emit(m, cb->sm, &ptx, err, errlen);
-  LLVMDisposeModule(m);
-  LLVMContextDispose(ctx);
-  if (!rc) {
-    char log[4096] = "";
-    CUjit_option opt[2] = {CU_JIT_ERROR_LOG_BUFFER, CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES};
-    void *val[2] = {log, (void *)(uintptr_t)sizeof log};
-    r = cu.cuModuleLoadDataEx(&l->mod, ptx, 2, opt, val);
-    if (r) {
-      snprintf(err, errlen, "cuda backend: loading layer %s's PTX: %s%s%s", il->name, cu_str(r),
-               log[0] ? ": " : "", log);
-      l->mod = NULL;
-      rc = -1;
-    }
-    for (int i = 0; i < 3 && !rc; i++) {
-      r = cu.cuModuleGetFunction(&l->fn[i], l->mod, names[i]);
-      if (r) {
-        snprintf(err, errlen, "cuda backend: kernel %s: %s", names[i], cu_str(r));
-        rc = -1;
-      }
-    }
-  }
-  free(ptx);
-  if (rc) layer_clear(l);
   pthread_mutex_unlock(&cb->lock);
   return rc;
 }
 
-/* Device copies of one call's buffers. */
-typedef struct dbuf {
-  CUdeviceptr p;
-  size_t n;                      /* floats */
-} dbuf;
-
-static dbuf dalloc(size_t n) {
-  dbuf d = {0, n};
-  if (n) cu_check(cu.cuMemAlloc_v2(&d.p, n * sizeof(float)), "cuMemAlloc");
-  return d;
+static const cu_kern *op_begin(rt_backend *b, int layer) {
+  cuda_backend *cb = CB(b);
+  pthread_mutex_lock(&cb->lock);
+  cu_check(cu.cuCtxSetCurrent(cb->ctx), "cuCtxSetCurrent");
+  const cu_kern *k = &cb->layers[layer];
+  if (!k->mod) { /* an invariant of exec: prepare runs first */
+    fprintf(stderr, "cuda backend: layer %d used before prepare\n", layer);
+    abort();
+  }
+  return k;
 }
 
-static dbuf dput(const float *h, size_t n) {
-  dbuf d = dalloc(h ? n : 0);
-  if (d.n) cu_check(cu.cuMemcpyHtoD_v2(d.p, h, n * sizeof(float)), "cuMemcpyHtoD");
-  return d;
+static void op_end(rt_backend *b) {
+  cuda_backend *cb = CB(b);
+  cu_check(cu.cuStreamSynchronize(cb->stream), "a kernel");
+  pthread_mutex_unlock(&cb->lock);
 }
 
-static void dget(float *h, dbuf d) {
-  if (d.n) cu_check(cu.cuMemcpyDtoH_v2(h, d.p, d.n * sizeof(float)), "cuMemcpyDtoH");
+/* Buffer i, at least n floats (contents undefined). */
+static CUdeviceptr dev(cuda_backend *cb, int i, size_t n) {
+  dbuf *d = &cb->buf[i];
+  if (n > d->cap) {
+    if (d->p) cu_check(cu.cuMemFree_v2(d->p), "cuMemFree");
+    d->p = 0, d->cap = 0;
+    size_t want = n + n / 4; /* room for a little growth */
+    cu_check(cu.cuMemAlloc_v2(&d->p, want * sizeof(float)), "cuMemAlloc");
+    d->cap = want;
+  }
+  return d->p;
 }
 
-static void dfree(dbuf d) {
-  if (d.p) cu_check(cu.cuMemFree_v2(d.p), "cuMemFree");
+/* Buffer i holding n floats of h (NULL: none, 0). */
+static CUdeviceptr put(cuda_backend *cb, int i, const float *h, size_t n) {
+  if (!h || !n) return 0;
+  CUdeviceptr p = dev(cb, i, n);
+  cu_check(cu.cuMemcpyHtoDAsync_v2(p, h, n * sizeof(float), cb->stream), "cuMemcpyHtoD");
+  return p;
+}
+
+static void get(cuda_backend *cb, float *h, CUdeviceptr p, size_t n) {
+  if (h && n) cu_check(cu.cuMemcpyDtoHAsync_v2(h, p, n * sizeof(float), cb->stream), "cuMemcpyDtoH");
 }
 
 /* Floats of a strided tensor of n samples: the last sample ends at
@@ -184,128 +134,94 @@ static void dfree(dbuf d) {
  * buffer written by a kernel is first copied in whole, then out whole. */
 static size_t span(int n, long ns, long per) { return n > 0 ? (size_t)((long)(n - 1) * ns + per) : 0; }
 
-static void launch(cuda_backend *cb, CUfunction f, int64_t threads, dbuf a, dbuf b, dbuf c, dbuf d,
-                   int64_t n, int64_t a_ns, int64_t b_ns) {
-  if (threads <= 0) return;
-  void *args[7] = {&a.p, &b.p, &c.p, &d.p, &n, &a_ns, &b_ns};
-  unsigned grid = (unsigned)((threads + CG_PTX_BLOCK - 1) / CG_PTX_BLOCK);
-  cu_check(cu.cuLaunchKernel(f, grid, 1, 1, CG_PTX_BLOCK, 1, 1, 0, cb->stream, args, NULL), "cuLaunchKernel");
-  cu_check(cu.cuStreamSynchronize(cb->stream), "kernel");
+typedef struct io {
+  long xns, yns, xper, yper;     /* strides, floats per sample */
+} io;
+
+static io conv_io(const rt_conv_shape *s) {
+  io v = {s->x_ns, s->y_ns, (long)s->cin * s->h * s->w, (long)s->cout * s->oh * s->ow};
+  if (!v.xns) v.xns = v.xper;
+  if (!v.yns) v.yns = v.yper;
+  return v;
 }
 
-static cu_layer *op_begin(rt_backend *b, int layer, int kind) {
+static io linear_io(const rt_linear_shape *s) {
+  io v = {s->x_ns ? s->x_ns : s->in, s->y_ns ? s->y_ns : s->out, s->in, s->out};
+  return v;
+}
+
+static void fwd(rt_backend *b, int layer, int n, io v, const float *x, const float *w, const float *bias,
+                float *y) {
   cuda_backend *cb = CB(b);
-  pthread_mutex_lock(&cb->lock);
-  cu_check(cu.cuCtxSetCurrent(cb->ctx), "cuCtxSetCurrent");
-  cu_layer *l = &cb->layers[layer];
-  if (l->kind != kind) { /* an invariant of exec: prepare runs first */
-    fprintf(stderr, "cuda backend: layer %d used before prepare\n", layer);
-    abort();
-  }
-  return l;
-}
-
-static void op_end(rt_backend *b) { pthread_mutex_unlock(&CB(b)->lock); }
-
-/* db[o] = sum of dy over the batch (and pixels), in double; masked: 0. */
-static void bias_grad(const uint8_t *bm, int nout, int n, const float *dy, long ns, long plane,
-                      float *db) {
-  for (int o = 0; o < nout; o++) {
-    double acc = 0;
-    if (bm[o])
-      for (int s = 0; s < n; s++) {
-        const float *p = dy + (long)s * ns + (long)o * plane;
-        float sum = 0;
-        for (long i = 0; i < plane; i++) sum += p[i];
-        acc += sum;
-      }
-    db[o] = (float)acc;
-  }
-}
-
-static const dbuf none = {0, 0};
-
-static void cuda_conv_fwd(rt_backend *b, int layer, const rt_conv_shape *s, const float *x,
-                          const float *w, const float *bias, float *y) {
-  cu_layer *l = op_begin(b, layer, IR_CONV);
-  long xns = s->x_ns ? s->x_ns : (long)s->cin * s->h * s->w;
-  long yns = s->y_ns ? s->y_ns : (long)s->cout * s->oh * s->ow;
-  dbuf dx = dput(x, span(s->n, xns, (long)s->cin * s->h * s->w)), dw = dput(w, l->nw);
-  dbuf db = dput(bias, l->nb), dy = dput(y, span(s->n, yns, (long)s->cout * s->oh * s->ow));
-  launch(CB(b), l->fn[0], cg_ptx_conv_threads(&l->cd, CG_PTX_FWD, s->n), dx, dw, db, dy, s->n, xns, yns);
-  dget(y, dy);
-  dfree(dx), dfree(dw), dfree(db), dfree(dy);
+  const cu_kern *k = op_begin(b, layer);
+  size_t xs = span(n, v.xns, v.xper), ys = span(n, v.yns, v.yper);
+  CUdeviceptr dx = put(cb, B_X, x, xs), dw = put(cb, B_W, w, k->nw), db = put(cb, B_BIAS, bias, k->nb);
+  CUdeviceptr dy = put(cb, B_Y, y, ys); /* the gaps between samples survive */
+  if (ys) cu_check(cu_kern_fwd(k, cb->stream, dx, dw, db, dy, n, v.xns, v.yns), "forward kernel");
+  get(cb, y, dy, ys);
   op_end(b);
+}
+
+/* Both backward directions (dx NULL: none, dw NULL: none). */
+static void bwd(rt_backend *b, int layer, int n, io v, const float *x, const float *dy, const float *w,
+                float *dx, float *dw, float *db) {
+  cuda_backend *cb = CB(b);
+  const cu_kern *k = op_begin(b, layer);
+  size_t xs = span(n, v.xns, v.xper), ys = span(n, v.yns, v.yper);
+  CUdeviceptr ddy = put(cb, B_DY, dy, ys);
+  if (dx) {
+    CUdeviceptr ddx = put(cb, B_DX, dx, xs), dwt = put(cb, B_W, w, k->nw);
+    if (xs) cu_check(cu_kern_bwd_data(k, cb->stream, ddy, dwt, ddx, n, v.yns, v.xns), "backward-data kernel");
+    get(cb, dx, ddx, xs);
+  }
+  if (dw) {
+    CUdeviceptr dxin = put(cb, B_X, x, xs), ddw = dev(cb, B_DW, k->nw), ddb = db ? dev(cb, B_DB, k->nb) : 0;
+    cu_check(cu_kern_bwd_weight(k, cb->stream, dxin, ddy, ddw, ddb, n, v.xns, v.yns), "weight-gradient kernel");
+    get(cb, dw, ddw, k->nw);
+    get(cb, db, ddb, k->nb);
+  }
+  op_end(b);
+}
+
+static void cuda_conv_fwd(rt_backend *b, int layer, const rt_conv_shape *s, const float *x, const float *w,
+                          const float *bias, float *y) {
+  fwd(b, layer, s->n, conv_io(s), x, w, bias, y);
 }
 
 static void cuda_conv_bwd_data(rt_backend *b, int layer, const rt_conv_shape *s, const float *dy,
                                const float *w, float *dx) {
-  cu_layer *l = op_begin(b, layer, IR_CONV);
-  long xns = s->x_ns ? s->x_ns : (long)s->cin * s->h * s->w;
-  long yns = s->y_ns ? s->y_ns : (long)s->cout * s->oh * s->ow;
-  dbuf ddy = dput(dy, span(s->n, yns, (long)s->cout * s->oh * s->ow)), dw = dput(w, l->nw);
-  dbuf ddx = dput(dx, span(s->n, xns, (long)s->cin * s->h * s->w));
-  launch(CB(b), l->fn[1], cg_ptx_conv_threads(&l->cd, CG_PTX_BWD_DATA, s->n), ddy, dw, ddx, none, s->n,
-         yns, xns);
-  dget(dx, ddx);
-  dfree(ddy), dfree(dw), dfree(ddx);
-  op_end(b);
+  bwd(b, layer, s->n, conv_io(s), NULL, dy, w, dx, NULL, NULL);
 }
 
 static void cuda_conv_bwd_weight(rt_backend *b, int layer, const rt_conv_shape *s, const float *x,
                                  const float *dy, float *dw, float *db) {
-  cu_layer *l = op_begin(b, layer, IR_CONV);
-  long xns = s->x_ns ? s->x_ns : (long)s->cin * s->h * s->w;
-  long yns = s->y_ns ? s->y_ns : (long)s->cout * s->oh * s->ow;
-  dbuf dx = dput(x, span(s->n, xns, (long)s->cin * s->h * s->w));
-  dbuf ddy = dput(dy, span(s->n, yns, (long)s->cout * s->oh * s->ow)), ddw = dalloc(l->nw);
-  /* The kernel writes the active weights only; masked ones must be 0. */
-  if (ddw.n) cu_check(cu.cuMemsetD32Async(ddw.p, 0, ddw.n, CB(b)->stream), "cuMemsetD32");
-  launch(CB(b), l->fn[2], cg_ptx_conv_threads(&l->cd, CG_PTX_BWD_WEIGHT, s->n), dx, ddy, ddw, none,
-         s->n, xns, yns);
-  dget(dw, ddw);
-  dfree(dx), dfree(ddy), dfree(ddw);
-  if (db) bias_grad(l->bm, s->cout, s->n, dy, yns, (long)s->oh * s->ow, db);
-  op_end(b);
+  bwd(b, layer, s->n, conv_io(s), x, dy, NULL, NULL, dw, db);
+}
+
+static void cuda_conv_bwd(rt_backend *b, int layer, const rt_conv_shape *s, const float *x, const float *dy,
+                          const float *y, const float *w, float *dx, float *dw, float *db) {
+  (void)y; /* the backend does not fuse the ReLU */
+  bwd(b, layer, s->n, conv_io(s), x, dy, w, dx, dw, db);
 }
 
 static void cuda_linear_fwd(rt_backend *b, int layer, const rt_linear_shape *s, const float *x,
                             const float *w, const float *bias, float *y) {
-  cu_layer *l = op_begin(b, layer, IR_LINEAR);
-  long xns = s->x_ns ? s->x_ns : s->in, yns = s->y_ns ? s->y_ns : s->out;
-  dbuf dx = dput(x, span(s->n, xns, s->in)), dw = dput(w, l->nw), db = dput(bias, l->nb);
-  dbuf dy = dput(y, span(s->n, yns, s->out));
-  launch(CB(b), l->fn[0], cg_ptx_linear_threads(&l->ld, CG_PTX_FWD, s->n), dx, dw, db, dy, s->n, xns, yns);
-  dget(y, dy);
-  dfree(dx), dfree(dw), dfree(db), dfree(dy);
-  op_end(b);
+  fwd(b, layer, s->n, linear_io(s), x, w, bias, y);
 }
 
 static void cuda_linear_bwd_data(rt_backend *b, int layer, const rt_linear_shape *s, const float *dy,
                                  const float *w, float *dx) {
-  cu_layer *l = op_begin(b, layer, IR_LINEAR);
-  long xns = s->x_ns ? s->x_ns : s->in, yns = s->y_ns ? s->y_ns : s->out;
-  dbuf ddy = dput(dy, span(s->n, yns, s->out)), dw = dput(w, l->nw), ddx = dput(dx, span(s->n, xns, s->in));
-  launch(CB(b), l->fn[1], cg_ptx_linear_threads(&l->ld, CG_PTX_BWD_DATA, s->n), ddy, dw, ddx, none, s->n,
-         yns, xns);
-  dget(dx, ddx);
-  dfree(ddy), dfree(dw), dfree(ddx);
-  op_end(b);
+  bwd(b, layer, s->n, linear_io(s), NULL, dy, w, dx, NULL, NULL);
 }
 
 static void cuda_linear_bwd_weight(rt_backend *b, int layer, const rt_linear_shape *s, const float *x,
                                    const float *dy, float *dw, float *db) {
-  cu_layer *l = op_begin(b, layer, IR_LINEAR);
-  long xns = s->x_ns ? s->x_ns : s->in, yns = s->y_ns ? s->y_ns : s->out;
-  dbuf dx = dput(x, span(s->n, xns, s->in)), ddy = dput(dy, span(s->n, yns, s->out));
-  dbuf ddw = dalloc(l->nw);
-  if (ddw.n) cu_check(cu.cuMemsetD32Async(ddw.p, 0, ddw.n, CB(b)->stream), "cuMemsetD32");
-  launch(CB(b), l->fn[2], cg_ptx_linear_threads(&l->ld, CG_PTX_BWD_WEIGHT, s->n), dx, ddy, ddw, none,
-         s->n, xns, yns);
-  dget(dw, ddw);
-  dfree(dx), dfree(ddy), dfree(ddw);
-  if (db) bias_grad(l->bm, s->out, s->n, dy, yns, 1, db);
-  op_end(b);
+  bwd(b, layer, s->n, linear_io(s), x, dy, NULL, NULL, dw, db);
+}
+
+static void cuda_linear_bwd(rt_backend *b, int layer, const rt_linear_shape *s, const float *x,
+                            const float *dy, const float *w, float *dx, float *dw, float *db) {
+  bwd(b, layer, s->n, linear_io(s), x, dy, w, dx, dw, db);
 }
 
 static void cuda_free(rt_backend *b) {
@@ -313,8 +229,10 @@ static void cuda_free(rt_backend *b) {
   cuda_backend *cb = CB(b);
   if (cb->ctx) cu.cuCtxSetCurrent(cb->ctx);
   if (cb->layers)
-    for (int i = 0; i < b->g->n_layers; i++) layer_clear(&cb->layers[i]);
+    for (int i = 0; i < b->g->n_layers; i++) cu_kern_free(&cb->layers[i]);
   free(cb->layers);
+  for (int i = 0; i < N_BUF; i++)
+    if (cb->buf[i].p) cu.cuMemFree_v2(cb->buf[i].p);
   if (cb->stream) cu.cuStreamDestroy_v2(cb->stream);
   if (cb->ctx) cu.cuDevicePrimaryCtxRelease_v2(cb->dev);
   pthread_mutex_destroy(&cb->lock);
@@ -345,14 +263,13 @@ rt_backend *rt_backend_cuda_new(const ir_graph *g, char *err, size_t errlen) {
   }
   pthread_mutex_init(&cb->lock, NULL);
   cb->pub = (rt_backend){"cuda", g, cuda_prepare, cuda_conv_fwd, cuda_conv_bwd_data, cuda_conv_bwd_weight,
-                         cuda_linear_fwd, cuda_linear_bwd_data, cuda_linear_bwd_weight, cuda_free, 0, NULL,
-                         NULL, NULL, 1, 0, 0, 0, NULL};
+                         cuda_linear_fwd, cuda_linear_bwd_data, cuda_linear_bwd_weight, cuda_free, 0,
+                         cuda_conv_bwd, cuda_linear_bwd, NULL, 1, 0, 0, 0, NULL, 1};
   cb->layers = calloc((size_t)(g->n_layers > 0 ? g->n_layers : 1), sizeof *cb->layers);
   int major = 0, minor = 0;
   const char *what = "out of memory";
   r = 0;
   if (cb->layers) {
-    for (int i = 0; i < g->n_layers; i++) cb->layers[i].kind = -1;
     /* The primary context is the one cuBLAS and the runtime API also use:
      * sharing it avoids a second copy of the device state. */
     if ((r = cu.cuDeviceGet(&cb->dev, 0))) what = "cuDeviceGet";

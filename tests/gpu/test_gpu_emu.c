@@ -27,7 +27,7 @@ typedef void (*kern)(float *, float *, float *, float *, int64_t, int64_t, int64
 
 typedef struct emu {
   LLVMOrcLLJITRef jit;
-  kern fn[3];
+  kern fn[4];                 /* fwd, bwd_data, bwd_weight, bias */
   int32_t *ctaid;             /* the module's "blockIdx.x" */
 } emu;
 
@@ -78,8 +78,9 @@ static void emulate_sreg(LLVMModuleRef m, const char *reg, int init) {
   LLVMDisposeBuilder(b);
 }
 
-/* Builds the layer's three kernels and JIT-compiles them for the host. */
-static int emu_new(emu *E, int kind, const cg_conv_desc *cd, const cg_linear_desc *ld) {
+/* Builds the layer's four kernels and JIT-compiles them for the host. */
+static int emu_new(emu *E, int kind, const cg_conv_desc *cd, const cg_linear_desc *ld, int64_t nout,
+                   int64_t plane, const uint8_t *bm) {
   memset(E, 0, sizeof *E);
   E->jit = jit_new();
   if (!E->jit) return -1;
@@ -90,6 +91,7 @@ static int emu_new(emu *E, int kind, const cg_conv_desc *cd, const cg_linear_des
                      cg_ptx_conv_bwd_weight(m, cd, "k_bwd_weight")
                : cg_ptx_linear_fwd(m, ld, "k_fwd") || cg_ptx_linear_bwd_data(m, ld, "k_bwd_data") ||
                      cg_ptx_linear_bwd_weight(m, ld, "k_bwd_weight");
+  rc = rc || cg_ptx_bias_grad(m, nout, plane, bm, "k_bias");
   CHECK(rc == 0, "generator refused the layer");
   emulate_sreg(m, "tid.x", 0);
   emulate_sreg(m, "ntid.x", 1);
@@ -116,8 +118,8 @@ static int emu_new(emu *E, int kind, const cg_conv_desc *cd, const cg_linear_des
     LLVMDisposeErrorMessage(em);
     return -1;
   }
-  const char *names[3] = {"k_fwd", "k_bwd_data", "k_bwd_weight"};
-  for (int i = 0; i < 3; i++) {
+  const char *names[4] = {"k_fwd", "k_bwd_data", "k_bwd_weight", "k_bias"};
+  for (int i = 0; i < 4; i++) {
     void *p = lookup(E->jit, names[i]);
     if (!p) return -1;
     memcpy(&E->fn[i], &p, sizeof p);
@@ -159,7 +161,7 @@ static void conv_case(int cin, int h, int w, int cout, int k, int stride, int pa
            cout, k, stride, pad, n, dens, kernel_gran ? "kernel" : "weight", with_bias ? "" : " nobias");
   cg_conv_desc d = {cin, h, w, cout, k, stride, pad, wm, bm};
   emu E;
-  if (emu_new(&E, IR_CONV, &d, NULL) == 0) {
+  if (emu_new(&E, IR_CONV, &d, NULL, cout, (int64_t)s.oh * s.ow, bm) == 0) {
     float *x = jt_randf(nx), *dy = jt_randf(ny);
     float *y0 = jt_randf(ny), *y1 = malloc(ny * sizeof *y1);
     memcpy(y1, y0, ny * sizeof *y1);
@@ -174,11 +176,15 @@ static void conv_case(int cin, int h, int w, int cout, int k, int stride, int pa
     e = jt_nerr(dx1, dx0, nx);
     CHECK(e <= TOL, "%s: bwd_data error %g", what, e);
     float *dw0 = jt_randf(nw), *dw1 = calloc(nw, sizeof *dw1);
-    rt_ref_conv_bwd_weight(&s, x, dy, wm, bm, dw0, NULL);
+    float *db0 = jt_randf((size_t)cout), *db1 = calloc((size_t)cout, sizeof *db1);
+    rt_ref_conv_bwd_weight(&s, x, dy, wm, bm, dw0, db0);
     launch(&E, 2, cg_ptx_conv_threads(&d, CG_PTX_BWD_WEIGHT, n), x, dy, dw1, NULL, n, s.x_ns, s.y_ns);
     e = jt_nerr(dw1, dw0, nw);
     CHECK(e <= TOL, "%s: bwd_weight error %g", what, e);
-    free(x), free(dy), free(y0), free(y1), free(dx0), free(dx1), free(dw0), free(dw1);
+    launch(&E, 3, (int64_t)n * cout, dy, NULL, db1, NULL, n, s.y_ns, 0);
+    e = jt_nerr(db1, db0, (size_t)cout);
+    CHECK(e <= TOL, "%s: bias gradient error %g", what, e);
+    free(x), free(dy), free(y0), free(y1), free(dx0), free(dx1), free(dw0), free(dw1), free(db0), free(db1);
   }
   emu_free(&E);
   free(wm), free(bm), free(wt), free(bias);
@@ -198,7 +204,7 @@ static void linear_case(int in, int out, int n, double dens, int with_bias) {
   snprintf(what, sizeof what, "linear %d -> %d n %d dens %.2f%s", in, out, n, dens, with_bias ? "" : " nobias");
   cg_linear_desc d = {in, out, wm, bm, 0};
   emu E;
-  if (emu_new(&E, IR_LINEAR, NULL, &d) == 0) {
+  if (emu_new(&E, IR_LINEAR, NULL, &d, out, 1, bm) == 0) {
     float *x = jt_randf(nx), *dy = jt_randf(ny);
     float *y0 = jt_randf(ny), *y1 = malloc(ny * sizeof *y1);
     memcpy(y1, y0, ny * sizeof *y1);
@@ -213,11 +219,15 @@ static void linear_case(int in, int out, int n, double dens, int with_bias) {
     e = jt_nerr(dx1, dx0, nx);
     CHECK(e <= TOL, "%s: bwd_data error %g", what, e);
     float *dw0 = jt_randf(nw), *dw1 = calloc(nw, sizeof *dw1);
-    rt_ref_linear_bwd_weight(&s, x, dy, wm, bm, dw0, NULL);
+    float *db0 = jt_randf((size_t)out), *db1 = calloc((size_t)out, sizeof *db1);
+    rt_ref_linear_bwd_weight(&s, x, dy, wm, bm, dw0, db0);
     launch(&E, 2, cg_ptx_linear_threads(&d, CG_PTX_BWD_WEIGHT, n), x, dy, dw1, NULL, n, s.x_ns, s.y_ns);
     e = jt_nerr(dw1, dw0, nw);
     CHECK(e <= TOL, "%s: bwd_weight error %g", what, e);
-    free(x), free(dy), free(y0), free(y1), free(dx0), free(dx1), free(dw0), free(dw1);
+    launch(&E, 3, (int64_t)n * out, dy, NULL, db1, NULL, n, s.y_ns, 0);
+    e = jt_nerr(db1, db0, (size_t)out);
+    CHECK(e <= TOL, "%s: bias gradient error %g", what, e);
+    free(x), free(dy), free(y0), free(y1), free(dx0), free(dx1), free(dw0), free(dw1), free(db0), free(db1);
   }
   emu_free(&E);
   free(wm), free(bm), free(wt), free(bias);

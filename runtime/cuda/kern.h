@@ -1,0 +1,61 @@
+/* kern.h: one conv or linear layer's GPU kernels, on device pointers.
+ *
+ * Generated for the layer's shapes and α pattern (codegen/ptx.h), emitted
+ * as PTX and loaded into the current context with cuModuleLoadDataEx, whose
+ * JIT log is surfaced in the error. The calls only enqueue work on a
+ * stream: the CUDA backend (cuda.c) runs them on its device buffers, the
+ * GPU benchmarks (bench/gpu) on theirs.
+ *
+ *   cu_kern k;
+ *   if (cu_kern_build(&k, &(cu_kern_desc){.conv = 1, .cd = d}, "sm_90", err, sizeof err)) ...;
+ *   cu_kern_fwd(&k, stream, x, w, bias, y, n, x_ns, y_ns);
+ *   cu_kern_bwd_data(&k, stream, dy, w, dx, n, dy_ns, dx_ns);
+ *   cu_kern_bwd_weight(&k, stream, x, dy, dw, db, n, x_ns, dy_ns);
+ *   cu_kern_free(&k);
+ *
+ * Semantics are ref.h's: forward overwrites y (bias 0: none), backward to
+ * the input ADDS into dx, weight gradients overwrite dw and db (db 0:
+ * none) with exactly 0 at masked weights. Strides are floats between
+ * samples. The context must be current on the calling thread.
+ */
+#ifndef ILNAS_RT_CUDA_KERN_H
+#define ILNAS_RT_CUDA_KERN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "codegen/ptx.h"
+#include "runtime/cuda/cu.h"
+
+typedef struct cu_kern_desc {
+  int conv;                      /* else linear */
+  cg_conv_desc cd;               /* conv: shapes and masks (NULL: all active) */
+  cg_linear_desc ld;             /* linear: the same */
+} cu_kern_desc;
+
+typedef struct cu_kern {
+  cu_kern_desc d;                /* masks point at wm, bm */
+  uint8_t *wm, *bm;              /* the pattern compiled (0/1 copies) */
+  size_t nw, nb;                 /* weights and biases of the layer */
+  CUmodule mod;
+  CUfunction fn[4];              /* fwd, bwd_data, bwd_weight, bias */
+  int64_t nout;                  /* outputs per sample: cout or out */
+  int64_t plane;                 /* pixels per output channel (1: linear) */
+} cu_kern;
+
+/* Builds and loads the kernels; `sm` is the device's "sm_XY". 0, or -1
+ * with a message (k is then empty). */
+int cu_kern_build(cu_kern *k, const cu_kern_desc *d, const char *sm, char *err, size_t errlen);
+void cu_kern_free(cu_kern *k);
+
+/* 1 when k was built for exactly this layer and pattern. */
+int cu_kern_same(const cu_kern *k, const cu_kern_desc *d);
+
+CUresult cu_kern_fwd(const cu_kern *k, CUstream s, CUdeviceptr x, CUdeviceptr w, CUdeviceptr bias,
+                     CUdeviceptr y, int64_t n, int64_t x_ns, int64_t y_ns);
+CUresult cu_kern_bwd_data(const cu_kern *k, CUstream s, CUdeviceptr dy, CUdeviceptr w, CUdeviceptr dx,
+                          int64_t n, int64_t dy_ns, int64_t dx_ns);
+CUresult cu_kern_bwd_weight(const cu_kern *k, CUstream s, CUdeviceptr x, CUdeviceptr dy, CUdeviceptr dw,
+                            CUdeviceptr db, int64_t n, int64_t x_ns, int64_t dy_ns);
+
+#endif
