@@ -278,7 +278,7 @@ int64_t cg_ptx_conv_threads(const cg_conv_desc *d, cg_ptx_op op, int64_t n) {
   switch (op) {
   case CG_PTX_FWD: return n * d->cout * oh * ow;
   case CG_PTX_BWD_DATA: return n * d->cin * d->h * d->w;
-  default: return (int64_t)count_active(d->wm, (size_t)((int64_t)d->cout * d->cin * kk));
+  default: return n * (int64_t)count_active(d->wm, (size_t)((int64_t)d->cout * d->cin * kk));
   }
 }
 
@@ -402,8 +402,12 @@ int cg_ptx_conv_bwd_data(LLVMModuleRef m, const cg_conv_desc *d, const char *nam
   return 0;
 }
 
+/* One thread per (sample, active weight), the weights fastest, so that a
+ * warp reads one dy plane (broadcast) and neighbouring taps of one x
+ * plane: it sums its tap's products over the sample's output plane in
+ * float and adds the sum into dw by an atomic. */
 int cg_ptx_conv_bwd_weight(LLVMModuleRef m, const cg_conv_desc *d, const char *name) {
-  conv_ctx c = {d, 0, 0, 0, 0};
+  conv_ctx c = {d, 0, 0, 0, 1};
   if (conv_out(d, &c.oh, &c.ow)) return -1;
   const int64_t K = d->k, kk = K * K, ohw = (int64_t)c.oh * c.ow, hw = (int64_t)d->h * d->w;
   int32_t *start, *widx;
@@ -415,13 +419,12 @@ int cg_ptx_conv_bwd_weight(LLVMModuleRef m, const cg_conv_desc *d, const char *n
   LLVMValueRef gid = begin(&p, m, name, conv_total, &c);
   pg_table wt = table(&p, "widx", widx, nnz, 32);
   free(widx);
-  LLVMValueRef wi = tab_get(&p, wt, gid);
+  LLVMValueRef nn = udivc(&p, gid, c.per > 0 ? c.per : 1), wi = tab_get(&p, wt, uremc(&p, gid, c.per > 0 ? c.per : 1));
   LLVMValueRef co = udivc(&p, wi, d->cin * kk), ci = uremc(&p, udivc(&p, wi, kk), d->cin);
   LLVMValueRef kyx = uremc(&p, wi, kk), ky = udivc(&p, kyx, K), kx = uremc(&p, kyx, K);
-  LLVMValueRef acc = local(&p, p.f64, "acc");
-  LLVMBuildStore(p.b, LLVMConstReal(p.f64, 0), acc);
-  pg_loop ln, ly, lx;
-  LLVMValueRef nn = loop_begin(&p, &ln, c64(&p, 0), p.n, "n");
+  LLVMValueRef acc = local(&p, p.f32, "acc");
+  LLVMBuildStore(p.b, LLVMConstReal(p.f32, 0), acc);
+  pg_loop ly, lx;
   LLVMValueRef xb = add(&p, mul(&p, nn, p.a_ns), mulc(&p, ci, hw));
   LLVMValueRef yb = add(&p, mul(&p, nn, p.b_ns), mulc(&p, co, ohw));
   LLVMValueRef oy = loop_begin(&p, &ly, c64(&p, 0), c64(&p, c.oh), "oy");
@@ -431,14 +434,13 @@ int cg_ptx_conv_bwd_weight(LLVMModuleRef m, const cg_conv_desc *d, const char *n
   LLVMValueRef ox = loop_begin(&p, &lx, c64(&p, 0), c64(&p, c.ow), "ox");
   LLVMValueRef ix = add(&p, add(&p, mulc(&p, ox, d->stride), c64(&p, -d->pad)), kx);
   LLVMBasicBlockRef jx = if_begin(&p, in_range(&p, ix, d->w));
-  accumulate(&p, acc, p.f64, fload(&p, p.pb, add(&p, yr, ox)), fload(&p, p.pa, add(&p, xr, ix)));
+  accumulate(&p, acc, p.f32, fload(&p, p.pb, add(&p, yr, ox)), fload(&p, p.pa, add(&p, xr, ix)));
   if_end(&p, jx);
   loop_end(&p, &lx);
   if_end(&p, jy);
   loop_end(&p, &ly);
-  loop_end(&p, &ln);
-  LLVMValueRef v = LLVMBuildFPTrunc(p.b, LLVMBuildLoad2(p.b, p.f64, acc, ""), p.f32, "");
-  LLVMBuildStore(p.b, v, fptr(&p, p.pc, wi));
+  LLVMBuildAtomicRMW(p.b, LLVMAtomicRMWBinOpFAdd, fptr(&p, p.pc, wi), LLVMBuildLoad2(p.b, p.f32, acc, ""),
+                     LLVMAtomicOrderingMonotonic, 0);
   end(&p);
   return 0;
 }
@@ -463,7 +465,9 @@ static int linear_gemv(LLVMModuleRef m, const cg_linear_desc *d, const char *nam
   pg_table st = table(&p, "start", start, (size_t)rows + 1, 32);
   pg_table it = table(&p, "idx", idx, nnz, 32);
   free(start), free(idx);
-  LLVMValueRef nn = udivc(&p, gid, rows), r = uremc(&p, gid, rows);
+  /* Samples fastest: a warp walks one row's entries together, so the
+   * table and weight loads are broadcasts and the loop does not diverge. */
+  LLVMValueRef r = LLVMBuildUDiv(p.b, gid, p.n, ""), nn = LLVMBuildURem(p.b, gid, p.n, "");
   LLVMValueRef acc = local(&p, p.f32, "acc");
   if (transpose) LLVMBuildStore(p.b, LLVMConstReal(p.f32, 0), acc);
   else init_bias(&p, acc, d->bm, d->out, r);

@@ -34,11 +34,13 @@
  *                           a_ns = dy's stride, b_ns = dx's. One thread per
  *                           dx element.
  *   conv/linear bwd_weight: a = x, b = dy, c = dw; d unused; a_ns = x's
- *                           stride, b_ns = dy's. One thread per ACTIVE
- *                           weight, which it overwrites with its sum over
- *                           the batch (in double); the caller zeroes dw
- *                           first, so masked weights get exactly 0. Bias
- *                           gradients are left to the caller.
+ *                           stride, b_ns = dy's. The caller zeroes dw
+ *                           first, so masked weights get exactly 0.
+ *                           linear: one thread per ACTIVE weight, which it
+ *                           overwrites with its sum over the batch (in
+ *                           double). conv: one thread per (sample, active
+ *                           weight), which ADDS its sample's sum into dw by
+ *                           an atomic. Bias gradients: cg_ptx_bias_grad.
  */
 #ifndef ILNAS_CG_PTX_H
 #define ILNAS_CG_PTX_H
@@ -57,7 +59,8 @@ enum { CG_PTX_BLOCK = 256 };
 typedef enum { CG_PTX_FWD, CG_PTX_BWD_DATA, CG_PTX_BWD_WEIGHT } cg_ptx_op;
 
 /* Threads one launch needs: outputs of the batch for fwd and bwd_data,
- * active weights for bwd_weight. */
+ * active weights for linear bwd_weight, active weights times samples for
+ * conv bwd_weight. */
 int64_t cg_ptx_conv_threads(const cg_conv_desc *d, cg_ptx_op op, int64_t n);
 int64_t cg_ptx_linear_threads(const cg_linear_desc *d, cg_ptx_op op, int64_t n);
 

@@ -71,15 +71,29 @@ rt_backend *rt_backend_ref_new(const ir_graph *g) {
   return &r->pub;
 }
 
+const char *rt_backend_resolve(const char *name, char *why, size_t len) {
+  if (len) why[0] = 0;
+  if (strcmp(name, "auto") != 0) return name;
+  char what[256];
+  if (rt_cuda_probe(what, sizeof what) == 0) {
+    snprintf(why, len, "backend auto: cuda, a GPU is present (%s)", what);
+    return "cuda";
+  }
+  snprintf(why, len, "backend auto: cpu (%s)", what);
+  return "cpu";
+}
+
 rt_backend *rt_backend_new(const char *name, const ir_graph *g, char *err,
                            size_t errlen) {
   rt_backend *b = NULL;
+  char why[512];
+  name = rt_backend_resolve(name, why, sizeof why);
   if (strcmp(name, "ref") == 0) b = rt_backend_ref_new(g);
   else if (strcmp(name, "blas") == 0) b = rt_backend_blas_new(g);
   else if (strcmp(name, "cpu") == 0) return rt_backend_cpu_new(g, err, errlen);
   else if (strcmp(name, "cuda") == 0) return rt_backend_cuda_new(g, err, errlen);
   else {
-    snprintf(err, errlen, "unknown backend '%s' (this build has: cpu, ref, blas, cuda)", name);
+    snprintf(err, errlen, "unknown backend '%s' (this build has: auto, cpu, ref, blas, cuda)", name);
     return NULL;
   }
   if (!b) snprintf(err, errlen, "out of memory");

@@ -110,8 +110,9 @@ struct rt_backend {
   int whole_batch;
 };
 
-/* "ref", "cpu" (the LLVM JIT) or "cuda". NULL with a message for an
- * unknown name or a backend that cannot start here. */
+/* "ref", "cpu" (the LLVM JIT), "blas", "cuda" or "auto" (see
+ * rt_backend_resolve). NULL with a message for an unknown name or a
+ * backend that cannot start here. */
 rt_backend *rt_backend_new(const char *name, const ir_graph *g, char *err,
                            size_t errlen);
 
@@ -131,5 +132,14 @@ rt_backend *rt_backend_cpu_new(const ir_graph *g, char *err, size_t errlen);
  * driver API, which it opens with dlopen (runtime/cuda/cuda.c). NULL with
  * a message ("no CUDA driver: ...", "no GPU: ...") where it cannot run. */
 rt_backend *rt_backend_cuda_new(const ir_graph *g, char *err, size_t errlen);
+
+/* Whether the CUDA backend can run here: 0 with the device's name and
+ * "sm_XY" in what, else -1 with the reason. Creates no context. */
+int rt_cuda_probe(char *what, size_t len);
+
+/* The backend a name stands for: "auto" is "cuda" where a GPU and its
+ * driver are present, else "cpu", and `why` says which and why; any other
+ * name is itself, and `why` is left empty. */
+const char *rt_backend_resolve(const char *name, char *why, size_t len);
 
 #endif

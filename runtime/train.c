@@ -183,8 +183,9 @@ int rt_train(ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd,
   int epochs = o->epochs > 0 ? o->epochs : m->epochs;
   int threads = o->threads > 0 ? o->threads : rt_default_threads();
   fe_search method = o->search >= 0 ? (fe_search)o->search : m->method;
-  const char *backend = o->backend ? o->backend : RT_DEFAULT_BACKEND;
-  char err[1024];
+  char err[1024], why[512];
+  const char *backend = rt_backend_resolve(o->backend ? o->backend : RT_DEFAULT_BACKEND, why, sizeof why);
+  if (why[0] && !o->quiet) fprintf(stderr, "%s\n", why);
   int rc = 1;
 
   rt_dataset train, test;
@@ -410,7 +411,9 @@ int rt_eval(ir_graph *bin, rt_graph_fn fwd, const char *ckpt, const char *data,
   rt_train_state st;
   if (threads <= 0) threads = rt_default_threads();
   int cap = bin ? bin->cfg.batch : 128;
-  if (!backend) backend = RT_DEFAULT_BACKEND;
+  char why[512];
+  backend = rt_backend_resolve(backend ? backend : RT_DEFAULT_BACKEND, why, sizeof why);
+  if (why[0]) fprintf(stderr, "%s\n", why);
   if (rt_ckpt_load(ckpt, cap, threads, backend, &g, &x, &st, err, sizeof err)) {
     fprintf(stderr, "error: %s\n", err);
     return 1;

@@ -36,7 +36,8 @@ typedef struct rt_train_opts {
                           the run resumes from RUN_DIR/last.ckpt */
   int quiet;           /* no progress output */
   int profile;         /* time every op; a table on stderr at the end */
-  const char *backend; /* "cpu", "ref" or "cuda"; NULL: RT_DEFAULT_BACKEND */
+  const char *backend; /* "cpu", "ref", "blas", "cuda" or "auto"; NULL:
+                        * RT_DEFAULT_BACKEND */
 } rt_train_opts;
 
 void rt_train_opts_default(rt_train_opts *o);

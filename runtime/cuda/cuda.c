@@ -239,23 +239,46 @@ static void cuda_free(rt_backend *b) {
   free(cb);
 }
 
-rt_backend *rt_backend_cuda_new(const ir_graph *g, char *err, size_t errlen) {
-  if (cu_open(err, errlen)) return NULL;
+/* The driver opened and initialised, with a device: 0; else -1 with the
+ * reason ("no CUDA driver: ...", "no GPU: ..."). */
+static int device_ready(char *err, size_t errlen) {
+  if (cu_open(err, errlen)) return -1;
   CUresult r = cu.cuInit(0);
   if (r == CUDA_ERROR_NO_DEVICE) {
     snprintf(err, errlen, "no GPU: cuInit found no CUDA device");
-    return NULL;
+    return -1;
   }
   if (r) {
     snprintf(err, errlen, "no GPU: cuInit failed: %s (CUresult %d)", cu_str(r), r);
-    return NULL;
+    return -1;
   }
   int count = 0;
   r = cu.cuDeviceGetCount(&count);
   if (r || count < 1) {
     snprintf(err, errlen, "no GPU: cuDeviceGetCount returned %d%s%s", count, r ? ": " : "", r ? cu_str(r) : "");
-    return NULL;
+    return -1;
   }
+  return 0;
+}
+
+int rt_cuda_probe(char *what, size_t len) {
+  if (device_ready(what, len)) return -1;
+  CUdevice d;
+  char name[128] = "";
+  int major = 0, minor = 0;
+  if (cu.cuDeviceGet(&d, 0) || cu.cuDeviceGetName(name, sizeof name, d) ||
+      cu.cuDeviceGetAttribute(&major, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, d) ||
+      cu.cuDeviceGetAttribute(&minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, d)) {
+    snprintf(what, len, "no GPU: device 0 cannot be queried");
+    return -1;
+  }
+  snprintf(what, len, "%s, sm_%d%d", name, major, minor);
+  return 0;
+}
+
+rt_backend *rt_backend_cuda_new(const ir_graph *g, char *err, size_t errlen) {
+  if (device_ready(err, errlen)) return NULL;
+  CUresult r;
   cuda_backend *cb = calloc(1, sizeof *cb);
   if (!cb) {
     snprintf(err, errlen, "cuda backend: out of memory");

@@ -4,6 +4,7 @@
  *                              refuse to start with a clear message
  *                              ("no CUDA driver: ..." or "no GPU: ..."),
  *                              never crash; with a GPU it must start.
+ *                              `auto` must pick cuda exactly then.
  *   test_gpu_ops               every op of the CUDA backend against the
  *                              reference kernels over random shapes,
  *                              strides, channel-prefix views and densities
@@ -33,9 +34,18 @@ int main(int argc, char **argv) {
       printf("cuda backend refused: %s\n", err);
       CHECK(clear_refusal(err), "unclear refusal: '%s'", err);
     }
-    /* The default stays the CPU backend, and an unknown name lists cuda. */
+    /* auto: cuda exactly when the backend could start, and one line why. */
+    char why[512];
+    const char *pick = rt_backend_resolve("auto", why, sizeof why);
+    printf("%s\n", why);
+    CHECK(strcmp(pick, b ? "cuda" : "cpu") == 0, "auto picked %s", pick);
+    CHECK(b ? strncmp(why, "backend auto: cuda, a GPU is present (", 38) == 0
+            : strncmp(why, "backend auto: cpu (no ", 22) == 0 && strstr(why, err),
+          "unclear auto line: '%s'", why);
+    CHECK(strcmp(rt_backend_resolve("cpu", why, sizeof why), "cpu") == 0 && !why[0], "cpu resolved to another");
+    /* An unknown name lists cuda and auto. */
     rt_backend *u = rt_backend_new("nope", g, err, sizeof err);
-    CHECK(!u && strstr(err, "cuda"), "unknown backend message lacks cuda: '%s'", err);
+    CHECK(!u && strstr(err, "cuda") && strstr(err, "auto"), "unknown backend message lacks cuda or auto: '%s'", err);
     if (b) b->free(b);
     jt_graph_free(g);
     return failures ? 1 : 0;

@@ -53,7 +53,8 @@ static int assemble(const char *file, const char *arch) {
   return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -1;
 }
 
-/* One layer's three kernels in one module, as the CUDA backend builds it. */
+/* One layer's four kernels in one module, as the CUDA backend builds it
+ * (runtime/cuda/kern.c). */
 static void layer_case(const char *what, int kind, const cg_conv_desc *cd, const cg_linear_desc *ld) {
   LLVMContextRef ctx = LLVMContextCreate();
   LLVMModuleRef m = LLVMModuleCreateWithNameInContext(what, ctx);
@@ -62,11 +63,17 @@ static void layer_case(const char *what, int kind, const cg_conv_desc *cd, const
                      cg_ptx_conv_bwd_weight(m, cd, "k_bwd_weight")
                : cg_ptx_linear_fwd(m, ld, "k_fwd") || cg_ptx_linear_bwd_data(m, ld, "k_bwd_data") ||
                      cg_ptx_linear_bwd_weight(m, ld, "k_bwd_weight");
+  if (kind == IR_CONV) {
+    int64_t oh = (cd->h + 2 * cd->pad - cd->k) / cd->stride + 1, ow = (cd->w + 2 * cd->pad - cd->k) / cd->stride + 1;
+    rc = rc || cg_ptx_bias_grad(m, cd->cout, oh * ow, cd->bm, "k_bias");
+  } else {
+    rc = rc || cg_ptx_bias_grad(m, ld->out, 1, ld->bm, "k_bias");
+  }
   CHECK(rc == 0, "%s: generator refused the layer", what);
   /* The generators write target-independent IR: no triple, no layout. */
   CHECK(strcmp(LLVMGetTarget(m), "") == 0, "%s: generator set a triple", what);
   CHECK(strcmp(LLVMGetDataLayoutStr(m), "") == 0, "%s: generator set a data layout", what);
-  CHECK(LLVMGetNamedMetadataNumOperands(m, "nvvm.annotations") == 3, "%s: kernels not annotated", what);
+  CHECK(LLVMGetNamedMetadataNumOperands(m, "nvvm.annotations") == 4, "%s: kernels not annotated", what);
   char *ptx = NULL, err[512];
   if (!rc && cg_ptx_emit(m, "sm_90", &ptx, err, sizeof err)) CHECK(0, "%s: %s", what, err);
   LLVMDisposeModule(m);
