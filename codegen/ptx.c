@@ -553,6 +553,139 @@ int cg_ptx_bias_grad(LLVMModuleRef m, int64_t nout, int64_t plane, const uint8_t
   return 0;
 }
 
+/* ---- dense helpers ----------------------------------------------------- */
+
+int cg_ptx_bias_fill(LLVMModuleRef m, int64_t nout, int64_t plane, const uint8_t *bm, const char *name) {
+  if (nout < 1 || plane < 1) return -1;
+  int64_t per[2] = {nout * plane, 1};
+  pg p;
+  LLVMValueRef gid = begin(&p, m, name, lin_total, per);
+  LLVMValueRef nn = udivc(&p, gid, per[0]), r = uremc(&p, gid, per[0]), o = udivc(&p, r, plane);
+  LLVMValueRef v = local(&p, p.f32, "v");
+  init_bias(&p, v, bm, (int)nout, o);
+  LLVMBuildStore(p.b, LLVMBuildLoad2(p.b, p.f32, v, ""), fptr(&p, p.pd, add(&p, mul(&p, nn, p.b_ns), r)));
+  end(&p);
+  return 0;
+}
+
+static LLVMValueRef count_total(pg *p, const void *arg) {
+  (void)arg;
+  return p->n;
+}
+
+int cg_ptx_scale(LLVMModuleRef m, const char *name) {
+  pg p;
+  LLVMValueRef i = begin(&p, m, name, count_total, NULL);
+  LLVMValueRef cp = fptr(&p, p.pc, i);
+  LLVMBuildStore(p.b, LLVMBuildFMul(p.b, LLVMBuildLoad2(p.b, p.f32, cp, ""), fload(&p, p.pa, i), ""), cp);
+  end(&p);
+  return 0;
+}
+
+/* The batch-wide column layout of the dense path: col[r][n * oh*ow],
+ * r = ci*k*k + ky*k + kx, sample-major within a row, so that one sgemm
+ * covers the batch. Its row length is runtime: n * oh*ow. */
+static LLVMValueRef cols_total(pg *p, const void *arg) { return mul(p, p->n, c64(p, *(const int64_t *)arg)); }
+
+/* One thread per col element, the pixels fastest. */
+int cg_ptx_im2col(LLVMModuleRef m, const cg_conv_desc *d, const char *name) {
+  int oh, ow;
+  if (conv_out(d, &oh, &ow)) return -1;
+  const int64_t K = d->k, kk = K * K, ohw = (int64_t)oh * ow, hw = (int64_t)d->h * d->w;
+  int64_t per = d->cin * kk * ohw;
+  pg p;
+  LLVMValueRef gid = begin(&p, m, name, cols_total, &per);
+  LLVMValueRef row = mulc(&p, p.n, ohw);
+  LLVMValueRef r = LLVMBuildUDiv(p.b, gid, row, ""), j = LLVMBuildURem(p.b, gid, row, "");
+  LLVMValueRef nn = udivc(&p, j, ohw), px = uremc(&p, j, ohw);
+  LLVMValueRef ci = udivc(&p, r, kk), kyx = uremc(&p, r, kk);
+  LLVMValueRef iy = add(&p, add(&p, mulc(&p, udivc(&p, px, ow), d->stride), c64(&p, -d->pad)), udivc(&p, kyx, K));
+  LLVMValueRef ix = add(&p, add(&p, mulc(&p, uremc(&p, px, ow), d->stride), c64(&p, -d->pad)), uremc(&p, kyx, K));
+  LLVMValueRef v = local(&p, p.f32, "v");
+  LLVMBuildStore(p.b, LLVMConstReal(p.f32, 0), v);
+  LLVMValueRef ok = LLVMBuildAnd(p.b, in_range(&p, iy, d->h), in_range(&p, ix, d->w), "");
+  LLVMBasicBlockRef join = if_begin(&p, ok);
+  LLVMValueRef xi = add(&p, add(&p, mul(&p, nn, p.a_ns), mulc(&p, ci, hw)), add(&p, mulc(&p, iy, d->w), ix));
+  LLVMBuildStore(p.b, fload(&p, p.pa, xi), v);
+  if_end(&p, join);
+  LLVMBuildStore(p.b, LLVMBuildLoad2(p.b, p.f32, v, ""), fptr(&p, p.pc, gid));
+  end(&p);
+  return 0;
+}
+
+/* dx[n][ci][iy][ix] += the col entries that read it: one thread per dx
+ * element, its taps in a fixed order. */
+int cg_ptx_col2im(LLVMModuleRef m, const cg_conv_desc *d, const char *name) {
+  conv_ctx c = {d, 0, 0, 0, 1};
+  if (conv_out(d, &c.oh, &c.ow)) return -1;
+  const int64_t K = d->k, kk = K * K, ohw = (int64_t)c.oh * c.ow, hw = (int64_t)d->h * d->w;
+  c.per = d->cin * hw;
+  pg p;
+  LLVMValueRef gid = begin(&p, m, name, conv_total, &c);
+  LLVMValueRef nn = udivc(&p, gid, c.per), r = uremc(&p, gid, c.per);
+  LLVMValueRef ci = udivc(&p, r, hw), px = uremc(&p, r, hw);
+  LLVMValueRef ty0 = add(&p, udivc(&p, px, d->w), c64(&p, d->pad));
+  LLVMValueRef tx0 = add(&p, uremc(&p, px, d->w), c64(&p, d->pad));
+  LLVMValueRef row = mulc(&p, p.n, ohw);
+  LLVMValueRef cb = add(&p, mul(&p, mulc(&p, ci, kk), row), mulc(&p, nn, ohw));
+  LLVMValueRef acc = local(&p, p.f32, "acc");
+  LLVMBuildStore(p.b, LLVMConstReal(p.f32, 0), acc);
+  pg_loop l;
+  LLVMValueRef kyx = loop_begin(&p, &l, c64(&p, 0), c64(&p, kk), "t");
+  LLVMValueRef ty = LLVMBuildSub(p.b, ty0, udivc(&p, kyx, K), "");
+  LLVMValueRef tx = LLVMBuildSub(p.b, tx0, uremc(&p, kyx, K), "");
+  LLVMValueRef oy = udivc(&p, ty, d->stride), ox = udivc(&p, tx, d->stride);
+  LLVMValueRef ok = LLVMBuildAnd(p.b, in_range(&p, ty, (int64_t)c.oh * d->stride),
+                                 in_range(&p, tx, (int64_t)c.ow * d->stride), "");
+  if (d->stride > 1) {
+    LLVMValueRef ex = LLVMBuildOr(p.b, uremc(&p, ty, d->stride), uremc(&p, tx, d->stride), "");
+    ok = LLVMBuildAnd(p.b, ok, LLVMBuildICmp(p.b, LLVMIntEQ, ex, c64(&p, 0), ""), "");
+  }
+  LLVMBasicBlockRef join = if_begin(&p, ok);
+  LLVMValueRef at = add(&p, cb, add(&p, mul(&p, kyx, row), add(&p, mulc(&p, oy, c.ow), ox)));
+  LLVMValueRef v = LLVMBuildLoad2(p.b, p.f32, acc, "");
+  LLVMBuildStore(p.b, LLVMBuildFAdd(p.b, v, fload(&p, p.pa, at), ""), acc);
+  if_end(&p, join);
+  loop_end(&p, &l);
+  LLVMValueRef dxp = fptr(&p, p.pc, add(&p, mul(&p, nn, p.b_ns), r));
+  LLVMValueRef old = LLVMBuildLoad2(p.b, p.f32, dxp, "");
+  LLVMBuildStore(p.b, LLVMBuildFAdd(p.b, old, LLVMBuildLoad2(p.b, p.f32, acc, ""), ""), dxp);
+  end(&p);
+  return 0;
+}
+
+/* Between a tensor t[n][nout][plane] (stride ns) and its batch-wide form
+ * cm[nout][n * plane]: gather (to cm) or scatter (from cm, adding the
+ * bias as bias_fill does). One thread per element, the pixels fastest. */
+static int cm_move(LLVMModuleRef m, int64_t nout, int64_t plane, const uint8_t *bm, const char *name, int scatter) {
+  if (nout < 1 || plane < 1) return -1;
+  int64_t per = nout * plane;
+  pg p;
+  LLVMValueRef gid = begin(&p, m, name, cols_total, &per);
+  LLVMValueRef row = mulc(&p, p.n, plane);
+  LLVMValueRef o = LLVMBuildUDiv(p.b, gid, row, ""), j = LLVMBuildURem(p.b, gid, row, "");
+  LLVMValueRef nn = udivc(&p, j, plane), px = uremc(&p, j, plane);
+  LLVMValueRef ti = add(&p, mul(&p, nn, scatter ? p.b_ns : p.a_ns), add(&p, mulc(&p, o, plane), px));
+  if (scatter) {
+    LLVMValueRef v = local(&p, p.f32, "v");
+    init_bias(&p, v, bm, (int)nout, o);
+    LLVMValueRef sum = LLVMBuildFAdd(p.b, LLVMBuildLoad2(p.b, p.f32, v, ""), fload(&p, p.pa, gid), "");
+    LLVMBuildStore(p.b, sum, fptr(&p, p.pd, ti));
+  } else {
+    LLVMBuildStore(p.b, fload(&p, p.pa, ti), fptr(&p, p.pc, gid));
+  }
+  end(&p);
+  return 0;
+}
+
+int cg_ptx_to_cm(LLVMModuleRef m, int64_t nout, int64_t plane, const char *name) {
+  return cm_move(m, nout, plane, NULL, name, 0);
+}
+
+int cg_ptx_from_cm(LLVMModuleRef m, int64_t nout, int64_t plane, const uint8_t *bm, const char *name) {
+  return cm_move(m, nout, plane, bm, name, 1);
+}
+
 /* ---- PTX -------------------------------------------------------------- */
 
 /* The GPU and PTX ISA the emitted code targets at most. LLVM 14 knows

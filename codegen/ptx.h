@@ -80,6 +80,28 @@ int cg_ptx_linear_bwd_weight(LLVMModuleRef m, const cg_linear_desc *d, const cha
  * 0, or -1 for an empty shape. */
 int cg_ptx_bias_grad(LLVMModuleRef m, int64_t nout, int64_t plane, const uint8_t *bm, const char *name);
 
+/* Dense helpers, for the layers that run on cuBLAS (runtime/cuda/kern.c).
+ * The batch-wide form of a tensor t[n][c][plane] is cm[c][n * plane]
+ * (samples side by side in each row), so one sgemm covers the batch.
+ *   bias_fill: d = y[n][nout][plane] at stride b_ns, overwritten with
+ *              bias c[o] (0 where c is NULL or bm[o] == 0); one thread per
+ *              element: n * nout * plane.
+ *   scale:     c[i] *= a[i] for i < n; n threads (masks a gradient).
+ *   im2col:    c = col[cin*k*k][n * oh*ow], batch-wide, from a = x
+ *              (stride a_ns), 0 outside the input; as many threads.
+ *   col2im:    c = dx (stride b_ns) ACCUMULATES the entries of a = col
+ *              that read it; n * cin*h*w threads.
+ *   to_cm:     c = cm[nout][n * plane] from a = t (stride a_ns).
+ *   from_cm:   d = t (stride b_ns) = a = cm plus bias c as in bias_fill.
+ *              Both: n * nout * plane threads.
+ * 0, or -1 for an empty shape. */
+int cg_ptx_bias_fill(LLVMModuleRef m, int64_t nout, int64_t plane, const uint8_t *bm, const char *name);
+int cg_ptx_scale(LLVMModuleRef m, const char *name);
+int cg_ptx_im2col(LLVMModuleRef m, const cg_conv_desc *d, const char *name);
+int cg_ptx_col2im(LLVMModuleRef m, const cg_conv_desc *d, const char *name);
+int cg_ptx_to_cm(LLVMModuleRef m, int64_t nout, int64_t plane, const char *name);
+int cg_ptx_from_cm(LLVMModuleRef m, int64_t nout, int64_t plane, const uint8_t *bm, const char *name);
+
 /* Retargets m to nvptx64-nvidia-cuda, optimises it and writes its PTX into
  * *ptx (NUL-terminated, malloc'd; the caller frees it). `sm` is the GPU's
  * "sm_XY" (NULL: sm_80); one newer than this LLVM can target is lowered to

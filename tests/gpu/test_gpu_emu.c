@@ -25,9 +25,11 @@
 
 typedef void (*kern)(float *, float *, float *, float *, int64_t, int64_t, int64_t);
 
+enum { EMU_MAX_FN = 6 };
+
 typedef struct emu {
   LLVMOrcLLJITRef jit;
-  kern fn[4];                 /* fwd, bwd_data, bwd_weight, bias */
+  kern fn[EMU_MAX_FN];        /* layer: fwd, bwd_data, bwd_weight, bias */
   int32_t *ctaid;             /* the module's "blockIdx.x" */
 } emu;
 
@@ -78,20 +80,17 @@ static void emulate_sreg(LLVMModuleRef m, const char *reg, int init) {
   LLVMDisposeBuilder(b);
 }
 
-/* Builds the layer's four kernels and JIT-compiles them for the host. */
-static int emu_new(emu *E, int kind, const cg_conv_desc *cd, const cg_linear_desc *ld, int64_t nout,
-                   int64_t plane, const uint8_t *bm) {
+/* The kernels a generator callback adds to m, named names[0..nfn). */
+typedef int (*emu_gen)(LLVMModuleRef m, const void *arg);
+
+/* Builds the kernels and JIT-compiles them for the host. */
+static int emu_build(emu *E, emu_gen gen, const void *arg, const char *const *names, int nfn) {
   memset(E, 0, sizeof *E);
   E->jit = jit_new();
   if (!E->jit) return -1;
   LLVMOrcThreadSafeContextRef tsc = LLVMOrcCreateNewThreadSafeContext();
   LLVMModuleRef m = LLVMModuleCreateWithNameInContext("emu", LLVMOrcThreadSafeContextGetContext(tsc));
-  int rc = kind == IR_CONV
-               ? cg_ptx_conv_fwd(m, cd, "k_fwd") || cg_ptx_conv_bwd_data(m, cd, "k_bwd_data") ||
-                     cg_ptx_conv_bwd_weight(m, cd, "k_bwd_weight")
-               : cg_ptx_linear_fwd(m, ld, "k_fwd") || cg_ptx_linear_bwd_data(m, ld, "k_bwd_data") ||
-                     cg_ptx_linear_bwd_weight(m, ld, "k_bwd_weight");
-  rc = rc || cg_ptx_bias_grad(m, nout, plane, bm, "k_bias");
+  int rc = gen(m, arg);
   CHECK(rc == 0, "generator refused the layer");
   emulate_sreg(m, "tid.x", 0);
   emulate_sreg(m, "ntid.x", 1);
@@ -118,14 +117,39 @@ static int emu_new(emu *E, int kind, const cg_conv_desc *cd, const cg_linear_des
     LLVMDisposeErrorMessage(em);
     return -1;
   }
-  const char *names[4] = {"k_fwd", "k_bwd_data", "k_bwd_weight", "k_bias"};
-  for (int i = 0; i < 4; i++) {
+  for (int i = 0; i < nfn; i++) {
     void *p = lookup(E->jit, names[i]);
     if (!p) return -1;
     memcpy(&E->fn[i], &p, sizeof p);
   }
   E->ctaid = lookup(E->jit, "emu_ctaid");
   return E->ctaid ? 0 : -1;
+}
+
+/* A layer's four kernels, as runtime/cuda/kern.c builds them. */
+typedef struct layer_arg {
+  int kind;
+  const cg_conv_desc *cd;
+  const cg_linear_desc *ld;
+  int64_t nout, plane;
+  const uint8_t *bm;
+} layer_arg;
+
+static int gen_layer(LLVMModuleRef m, const void *arg) {
+  const layer_arg *a = arg;
+  int rc = a->kind == IR_CONV
+               ? cg_ptx_conv_fwd(m, a->cd, "k_fwd") || cg_ptx_conv_bwd_data(m, a->cd, "k_bwd_data") ||
+                     cg_ptx_conv_bwd_weight(m, a->cd, "k_bwd_weight")
+               : cg_ptx_linear_fwd(m, a->ld, "k_fwd") || cg_ptx_linear_bwd_data(m, a->ld, "k_bwd_data") ||
+                     cg_ptx_linear_bwd_weight(m, a->ld, "k_bwd_weight");
+  return rc || cg_ptx_bias_grad(m, a->nout, a->plane, a->bm, "k_bias");
+}
+
+static int emu_new(emu *E, int kind, const cg_conv_desc *cd, const cg_linear_desc *ld, int64_t nout,
+                   int64_t plane, const uint8_t *bm) {
+  static const char *const names[4] = {"k_fwd", "k_bwd_data", "k_bwd_weight", "k_bias"};
+  layer_arg a = {kind, cd, ld, nout, plane, bm};
+  return emu_build(E, gen_layer, &a, names, 4);
 }
 
 static void emu_free(emu *E) {
@@ -233,6 +257,100 @@ static void linear_case(int in, int out, int n, double dens, int with_bias) {
   free(wm), free(bm), free(wt), free(bias);
 }
 
+/* The dense path's helpers (runtime/cuda/kern.c), with host loops in
+ * place of its sgemm calls: im2col, then y = from_cm(W col) + bias; dx +=
+ * col2im(W^T to_cm(dy)); dw = (to_cm(dy) col^T) * mask. */
+typedef struct dense_arg {
+  const cg_conv_desc *cd;
+  int64_t plane;
+} dense_arg;
+
+static int gen_dense(LLVMModuleRef m, const void *arg) {
+  const dense_arg *a = arg;
+  return cg_ptx_im2col(m, a->cd, "k_im2col") || cg_ptx_col2im(m, a->cd, "k_col2im") ||
+         cg_ptx_to_cm(m, a->cd->cout, a->plane, "k_to_cm") ||
+         cg_ptx_from_cm(m, a->cd->cout, a->plane, a->cd->bm, "k_from_cm") || cg_ptx_scale(m, "k_scale") ||
+         cg_ptx_bias_fill(m, a->cd->cout, a->plane, a->cd->bm, "k_bias_fill");
+}
+
+enum { D_IM2COL, D_COL2IM, D_TO_CM, D_FROM_CM, D_SCALE, D_BIAS_FILL };
+
+static void dense_case(int cin, int h, int w, int cout, int k, int stride, int pad, int n, double dens) {
+  rt_conv_shape s = {.n = n, .cin = cin, .h = h, .w = w, .cout = cout, .k = k, .stride = stride, .pad = pad};
+  rt_conv_shape_finish(&s);
+  s.x_ns = (long)cin * h * w + jt_int(0, 3);
+  s.y_ns = (long)cout * s.oh * s.ow + jt_int(0, 3);
+  const int64_t K2 = (int64_t)cin * k * k, P = (int64_t)s.oh * s.ow, cols = n * P;
+  size_t nw = (size_t)(cout * K2), nx = (size_t)n * s.x_ns, ny = (size_t)n * s.y_ns;
+  uint8_t *wm = jt_mask(nw, 1, dens), *bm = jt_mask((size_t)cout, 1, 0.5);
+  float *wt = jt_randf(nw), *bias = jt_randf((size_t)cout), *x = jt_randf(nx), *dy = jt_randf(ny);
+  for (size_t i = 0; i < nw; i++)
+    if (!wm[i]) wt[i] = 0.0f;
+  for (int i = 0; i < cout; i++)
+    if (!bm[i]) bias[i] = 0.0f;
+  char what[160];
+  snprintf(what, sizeof what, "dense conv cin %d %dx%d cout %d k %d s %d p %d n %d", cin, h, w, cout, k, stride,
+           pad, n);
+  cg_conv_desc d = {cin, h, w, cout, k, stride, pad, wm, bm};
+  dense_arg a = {&d, P};
+  static const char *const names[6] = {"k_im2col", "k_col2im", "k_to_cm", "k_from_cm", "k_scale", "k_bias_fill"};
+  emu E;
+  if (emu_build(&E, gen_dense, &a, names, 6) == 0) {
+    float *col = malloc((size_t)(K2 * cols) * sizeof *col), *ycm = calloc((size_t)(cout * cols), sizeof *ycm);
+    float *y0 = jt_randf(ny), *y1 = malloc(ny * sizeof *y1);
+    memcpy(y1, y0, ny * sizeof *y1);
+    launch(&E, D_IM2COL, K2 * cols, x, NULL, col, NULL, n, s.x_ns, 0);
+    for (int64_t o = 0; o < cout; o++)
+      for (int64_t r = 0; r < K2; r++)
+        for (int64_t j = 0; j < cols; j++) ycm[o * cols + j] += wt[o * K2 + r] * col[r * cols + j];
+    launch(&E, D_FROM_CM, cout * cols, ycm, NULL, bias, y1, n, 0, s.y_ns);
+    rt_ref_conv_fwd(&s, x, wt, bias, wm, bm, y0);
+    double e = jt_nerr(y1, y0, ny);
+    CHECK(e <= TOL, "%s: fwd error %g", what, e);
+    /* bias_fill alone: the bias, 0 where masked, the gaps untouched */
+    float *yb = malloc(ny * sizeof *yb);
+    memcpy(yb, y0, ny * sizeof *yb);
+    launch(&E, D_BIAS_FILL, cout * cols, NULL, NULL, bias, yb, n, 0, s.y_ns);
+    int bad = 0;
+    for (int i = 0; i < n; i++)
+      for (long j = 0; j < s.y_ns; j++) {
+        long at = (long)i * s.y_ns + j;
+        float want = j < cout * P ? bias[j / P] : y0[at];
+        bad += yb[at] != want;
+      }
+    CHECK(!bad, "%s: bias_fill wrong at %d places", what, bad);
+    float *dycm = malloc((size_t)(cout * cols) * sizeof *dycm), *dcol = calloc((size_t)(K2 * cols), sizeof *dcol);
+    launch(&E, D_TO_CM, cout * cols, dy, NULL, dycm, NULL, n, s.y_ns, 0);
+    for (int64_t r = 0; r < K2; r++)
+      for (int64_t o = 0; o < cout; o++)
+        for (int64_t j = 0; j < cols; j++) dcol[r * cols + j] += wt[o * K2 + r] * dycm[o * cols + j];
+    float *dx0 = jt_randf(nx), *dx1 = malloc(nx * sizeof *dx1);
+    memcpy(dx1, dx0, nx * sizeof *dx1);
+    launch(&E, D_COL2IM, (int64_t)n * cin * h * w, dcol, NULL, dx1, NULL, n, 0, s.x_ns);
+    rt_ref_conv_bwd_data(&s, dy, wt, wm, dx0);
+    e = jt_nerr(dx1, dx0, nx);
+    CHECK(e <= TOL, "%s: bwd_data error %g", what, e);
+    float *dw0 = jt_randf(nw), *dw1 = calloc(nw, sizeof *dw1), *mf = malloc(nw * sizeof *mf);
+    for (int64_t o = 0; o < cout; o++)
+      for (int64_t r = 0; r < K2; r++) {
+        double acc = 0;
+        for (int64_t j = 0; j < cols; j++) acc += (double)dycm[o * cols + j] * col[r * cols + j];
+        dw1[o * K2 + r] = (float)acc + 1.0f; /* the mask must clear the masked ones */
+      }
+    for (size_t i = 0; i < nw; i++) mf[i] = wm[i] ? 1.0f : 0.0f;
+    launch(&E, D_SCALE, (int64_t)nw, mf, NULL, dw1, NULL, (int64_t)nw, 0, 0);
+    for (size_t i = 0; i < nw; i++)
+      if (wm[i]) dw1[i] -= 1.0f;
+    rt_ref_conv_bwd_weight(&s, x, dy, wm, bm, dw0, NULL);
+    e = jt_nerr(dw1, dw0, nw);
+    CHECK(e <= TOL, "%s: bwd_weight error %g", what, e);
+    free(col), free(ycm), free(y0), free(y1), free(yb), free(dycm), free(dcol), free(dx0), free(dx1);
+    free(dw0), free(dw1), free(mf);
+  }
+  emu_free(&E);
+  free(wm), free(bm), free(wt), free(bias), free(x), free(dy);
+}
+
 int main(void) {
   if (LLVMInitializeNativeTarget() || LLVMInitializeNativeAsmPrinter()) {
     printf("SKIP: this LLVM cannot JIT for the host\n");
@@ -252,6 +370,14 @@ int main(void) {
   for (int di = 0; di < 4; di++)
     for (int c = 0; c < 6; c++)
       linear_case(jt_int(1, 200), jt_int(1, 40), jt_int(1, 6), dens[di], c % 3 != 2);
+  dense_case(3, 8, 8, 4, 3, 1, 1, 2, 0.5);
+  dense_case(2, 5, 5, 2, 5, 1, 4, 1, 1.0); /* taps that read only padding */
+  for (int c = 0; c < 8; c++) {
+    int k = jt_int(1, 4), stride = jt_int(1, 3), pad = jt_int(0, k - 1);
+    int lo = k > 2 * pad ? k - 2 * pad : 1;
+    dense_case(jt_int(1, 5), jt_int(lo, 9), jt_int(lo, 9), jt_int(1, 5), k, stride, pad, jt_int(1, 3),
+               c % 2 ? 0.3 : 1.0);
+  }
   printf("GPU kernels (emulated on the host) against ref: %d failures\n", failures);
   return failures ? 1 : 0;
 }
