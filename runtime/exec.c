@@ -211,7 +211,8 @@ rt_exec *rt_exec_new(ir_graph *g, int cap, int threads, const char *backend,
     return NULL;
   }
   x->live->threads = x->backend->threads = x->threads;
-  x->live->chunk = x->backend->chunk = (cap + x->threads - 1) / x->threads;
+  x->live->chunk = (cap + x->threads - 1) / x->threads;
+  x->backend->chunk = x->backend->whole_batch ? cap : x->live->chunk;
   if (x->backend != x->live) x->backend->packed_wgrad = 1;
   if (rt_exec_sync_mask(x, err, errlen)) {
     rt_exec_free(x);

@@ -10,7 +10,11 @@
  * stream under one lock. The backend asks for the whole batch in one call
  * (whole_batch) and gives each backward both directions at once (conv_bwd,
  * linear_bwd), so a layer's step costs one round trip, not one per
- * thread and direction. Bias gradients are summed on the device. */
+ * thread and direction. Bias gradients are summed on the device.
+ *
+ * Each layer runs on its sparse kernels or on cuBLAS over the masked
+ * weights, whichever a timed step at prepare finds faster for the batch
+ * ($ILNAS_CUDA_PATH=sparse|dense forces one). */
 #include "runtime/backend.h"
 
 #include <pthread.h>
@@ -30,8 +34,14 @@ typedef struct dbuf {
 
 enum { B_X, B_W, B_BIAS, B_Y, B_DY, B_DX, B_DW, B_DB, N_BUF };
 
+/* Which path a layer runs on: the faster by measurement at each prepare
+ * (PATH_AUTO), or forced by $ILNAS_CUDA_PATH=sparse|dense. */
+enum { PATH_AUTO, PATH_SPARSE, PATH_DENSE };
+
 typedef struct cuda_backend {
   rt_backend pub;
+  cublasHandle_t blas;           /* 0: no cuBLAS here, every layer sparse */
+  int path;
   CUdevice dev;
   CUcontext ctx;                 /* the device's primary context */
   CUstream stream;
@@ -51,6 +61,8 @@ static void cu_check(CUresult r, const char *what) {
   fprintf(stderr, "cuda backend: %s: %s\n", what, cu_str(r));
   abort();
 }
+
+static int choose_path(cuda_backend *cb, cu_kern *k, char *err, size_t errlen);
 
 static int cuda_prepare(rt_backend *b, int layer, const uint8_t *wmask, const uint8_t *bmask,
                         char *err, size_t errlen) {
@@ -73,10 +85,15 @@ static int cuda_prepare(rt_backend *b, int layer, const uint8_t *wmask, const ui
   cu_kern nk;
   if (r) snprintf(err, errlen, "cuda backend: cuCtxSetCurrent: %s", cu_str(r));
   else if (cu_kern_build(&nk, &d, cb->sm, err, errlen) == 0) {
-    cu_kern_free(k);
-    *k = nk;
-    rc = 0;
-  } else {
+    if (choose_path(cb, &nk, err, errlen) == 0) {
+      cu_kern_free(k);
+      *k = nk;
+      rc = 0;
+    } else {
+      cu_kern_free(&nk);
+    }
+  }
+  if (rc) {
     /* name the layer; the kernel's message follows */
     char why[512];
     snprintf(why, sizeof why, "%s", err);
@@ -86,11 +103,11 @@ static int cuda_prepare(rt_backend *b, int layer, const uint8_t *wmask, const ui
   return rc;
 }
 
-static const cu_kern *op_begin(rt_backend *b, int layer) {
+static cu_kern *op_begin(rt_backend *b, int layer) {
   cuda_backend *cb = CB(b);
   pthread_mutex_lock(&cb->lock);
   cu_check(cu.cuCtxSetCurrent(cb->ctx), "cuCtxSetCurrent");
-  const cu_kern *k = &cb->layers[layer];
+  cu_kern *k = &cb->layers[layer];
   if (!k->mod) { /* an invariant of exec: prepare runs first */
     fprintf(stderr, "cuda backend: layer %d used before prepare\n", layer);
     abort();
@@ -153,7 +170,7 @@ static io linear_io(const rt_linear_shape *s) {
 static void fwd(rt_backend *b, int layer, int n, io v, const float *x, const float *w, const float *bias,
                 float *y) {
   cuda_backend *cb = CB(b);
-  const cu_kern *k = op_begin(b, layer);
+  cu_kern *k = op_begin(b, layer);
   size_t xs = span(n, v.xns, v.xper), ys = span(n, v.yns, v.yper);
   CUdeviceptr dx = put(cb, B_X, x, xs), dw = put(cb, B_W, w, k->nw), db = put(cb, B_BIAS, bias, k->nb);
   CUdeviceptr dy = put(cb, B_Y, y, ys); /* the gaps between samples survive */
@@ -166,21 +183,65 @@ static void fwd(rt_backend *b, int layer, int n, io v, const float *x, const flo
 static void bwd(rt_backend *b, int layer, int n, io v, const float *x, const float *dy, const float *w,
                 float *dx, float *dw, float *db) {
   cuda_backend *cb = CB(b);
-  const cu_kern *k = op_begin(b, layer);
+  cu_kern *k = op_begin(b, layer);
   size_t xs = span(n, v.xns, v.xper), ys = span(n, v.yns, v.yper);
-  CUdeviceptr ddy = put(cb, B_DY, dy, ys);
-  if (dx) {
-    CUdeviceptr ddx = put(cb, B_DX, dx, xs), dwt = put(cb, B_W, w, k->nw);
-    if (xs) cu_check(cu_kern_bwd_data(k, cb->stream, ddy, dwt, ddx, n, v.yns, v.xns), "backward-data kernel");
-    get(cb, dx, ddx, xs);
+  CUdeviceptr ddy = put(cb, B_DY, dy, ys), dwt = dx ? put(cb, B_W, w, k->nw) : 0;
+  CUdeviceptr ddx = dx ? put(cb, B_DX, dx, xs) : 0, dxin = dw ? put(cb, B_X, x, xs) : 0;
+  CUdeviceptr ddw = dw ? dev(cb, B_DW, k->nw) : 0, ddb = dw && db ? dev(cb, B_DB, k->nb) : 0;
+  if (ys) cu_check(cu_kern_bwd(k, cb->stream, dxin, ddy, dwt, ddx, ddw, ddb, n, v.xns, v.yns), "backward kernels");
+  else if (dw) { /* an empty batch: zero gradients */
+    cu_check(cu.cuMemsetD32Async(ddw, 0, k->nw, cb->stream), "cuMemsetD32");
+    if (ddb) cu_check(cu.cuMemsetD32Async(ddb, 0, k->nb, cb->stream), "cuMemsetD32");
   }
-  if (dw) {
-    CUdeviceptr dxin = put(cb, B_X, x, xs), ddw = dev(cb, B_DW, k->nw), ddb = db ? dev(cb, B_DB, k->nb) : 0;
-    cu_check(cu_kern_bwd_weight(k, cb->stream, dxin, ddy, ddw, ddb, n, v.xns, v.yns), "weight-gradient kernel");
-    get(cb, dw, ddw, k->nw);
-    get(cb, db, ddb, k->nb);
-  }
+  get(cb, dx, ddx, xs);
+  get(cb, dw, ddw, k->nw);
+  get(cb, db, ddb, k->nb);
   op_end(b);
+}
+
+/* Seconds of one forward and backward (both directions, bias included)
+ * of k on n samples of zeros, the median of three after a warm-up. */
+static double time_step(cuda_backend *cb, cu_kern *k, int n) {
+  const cu_kern_desc *d = &k->d;
+  long xper = d->conv ? (long)d->cd.cin * d->cd.h * d->cd.w : d->ld.in, yper = (long)(k->nout * k->plane);
+  CUdeviceptr x = dev(cb, B_X, (size_t)(n * xper)), y = dev(cb, B_Y, (size_t)(n * yper));
+  CUdeviceptr dx = dev(cb, B_DX, (size_t)(n * xper)), dy = dev(cb, B_DY, (size_t)(n * yper));
+  CUdeviceptr w = dev(cb, B_W, k->nw), bias = dev(cb, B_BIAS, k->nb), dw = dev(cb, B_DW, k->nw);
+  CUdeviceptr db = dev(cb, B_DB, k->nb);
+  CUdeviceptr zero[] = {x, dx, dy, w, bias};
+  size_t len[] = {(size_t)(n * xper), (size_t)(n * xper), (size_t)(n * yper), k->nw, k->nb};
+  for (int i = 0; i < 5; i++) cu_check(cu.cuMemsetD32Async(zero[i], 0, len[i], cb->stream), "cuMemsetD32");
+  CUevent e0, e1;
+  cu_check(cu.cuEventCreate(&e0, 0), "cuEventCreate");
+  cu_check(cu.cuEventCreate(&e1, 0), "cuEventCreate");
+  float t[4];
+  for (int i = 0; i < 4; i++) {
+    cu_check(cu.cuEventRecord(e0, cb->stream), "cuEventRecord");
+    cu_check(cu_kern_fwd(k, cb->stream, x, w, bias, y, n, xper, yper), "forward kernel");
+    cu_check(cu_kern_bwd(k, cb->stream, x, dy, w, dx, dw, db, n, xper, yper), "backward kernels");
+    cu_check(cu.cuEventRecord(e1, cb->stream), "cuEventRecord");
+    cu_check(cu.cuEventSynchronize(e1), "a kernel");
+    cu_check(cu.cuEventElapsedTime(&t[i], e0, e1), "cuEventElapsedTime");
+  }
+  cu.cuEventDestroy_v2(e0), cu.cuEventDestroy_v2(e1);
+  float a = t[1], b = t[2], c = t[3]; /* t[0] warms up */
+  float med = a > b ? (b > c ? b : (a > c ? c : a)) : (a > c ? a : (b > c ? c : b));
+  return 1e-3 * med;
+}
+
+/* Puts k on the faster of its two paths for the batch the exec runs, or
+ * on the one $ILNAS_CUDA_PATH names (libxsmm decides the same way, by a
+ * measured threshold, here measured per layer and pattern). */
+static int choose_path(cuda_backend *cb, cu_kern *k, char *err, size_t errlen) {
+  if (!cb->blas || cb->path == PATH_SPARSE) return 0;
+  if (cu_kern_set_dense(k, cb->blas, err, errlen)) return -1;
+  if (cb->path == PATH_DENSE) return 0;
+  int n = cb->pub.chunk > 0 ? cb->pub.chunk : 64;
+  double dense = time_step(cb, k, n);
+  cu_kern_set_dense(k, 0, err, errlen);
+  double sparse = time_step(cb, k, n);
+  if (dense < sparse) cu_kern_set_dense(k, cb->blas, err, errlen);
+  return 0;
 }
 
 static void cuda_conv_fwd(rt_backend *b, int layer, const rt_conv_shape *s, const float *x, const float *w,
@@ -233,6 +294,7 @@ static void cuda_free(rt_backend *b) {
   free(cb->layers);
   for (int i = 0; i < N_BUF; i++)
     if (cb->buf[i].p) cu.cuMemFree_v2(cb->buf[i].p);
+  if (cb->blas) cublas.cublasDestroy_v2(cb->blas);
   if (cb->stream) cu.cuStreamDestroy_v2(cb->stream);
   if (cb->ctx) cu.cuDevicePrimaryCtxRelease_v2(cb->dev);
   pthread_mutex_destroy(&cb->lock);
@@ -310,5 +372,31 @@ rt_backend *rt_backend_cuda_new(const ir_graph *g, char *err, size_t errlen) {
     return NULL;
   }
   snprintf(cb->sm, sizeof cb->sm, "sm_%d%d", major, minor);
+  const char *path = getenv("ILNAS_CUDA_PATH");
+  cb->path = !path || !*path || strcmp(path, "auto") == 0 ? PATH_AUTO
+             : strcmp(path, "sparse") == 0                ? PATH_SPARSE
+             : strcmp(path, "dense") == 0                 ? PATH_DENSE
+                                                          : -1;
+  if (cb->path < 0) {
+    snprintf(err, errlen, "cuda backend: ILNAS_CUDA_PATH is '%s'; it takes auto, sparse or dense", path);
+    cuda_free(&cb->pub);
+    return NULL;
+  }
+  /* Without cuBLAS every layer runs on its sparse kernels. */
+  char why[256] = "";
+  if (cublas_open(why, sizeof why) == 0 && cublas.cublasCreate_v2(&cb->blas) == 0) {
+    if (cublas.cublasSetStream_v2(cb->blas, cb->stream)) {
+      cublas.cublasDestroy_v2(cb->blas);
+      cb->blas = 0;
+    }
+  } else {
+    cb->blas = 0;
+  }
+  if (!cb->blas && cb->path == PATH_DENSE) {
+    snprintf(err, errlen, "cuda backend: ILNAS_CUDA_PATH=dense, but cuBLAS cannot start (%s)",
+             why[0] ? why : "cublasCreate failed");
+    cuda_free(&cb->pub);
+    return NULL;
+  }
   return &cb->pub;
 }

@@ -9,8 +9,11 @@
 #include <llvm-c/Core.h>
 
 enum { K_FWD, K_BWD_DATA, K_BWD_WEIGHT, K_BIAS };
+enum { H_IM2COL, H_COL2IM, H_TO_CM, H_FROM_CM, H_SCALE, H_BIAS_FILL, N_HELPERS };
 
 void cu_kern_free(cu_kern *k) {
+  if (k->maskf) cu.cuMemFree_v2(k->maskf);
+  if (k->scratch) cu.cuMemFree_v2(k->scratch);
   if (k->mod) cu.cuModuleUnload(k->mod);
   free(k->wm), free(k->bm);
   memset(k, 0, sizeof *k);
@@ -74,19 +77,26 @@ int cu_kern_build(cu_kern *k, const cu_kern_desc *d, const char *sm, char *err, 
     k->d.ld.wm = k->wm, k->d.ld.bm = k->bm;
     k->nout = d->ld.out, k->plane = 1;
   }
+  k->k2 = (int64_t)(k->nw / k->nb);
   /* Kernel names are unique in the process: modules of one context may
    * be loaded side by side while a layer is being replaced. */
   long id = atomic_fetch_add(&serial, 1);
-  static const char *const ops[4] = {"fwd", "bwd_data", "bwd_weight", "bias"};
-  char names[4][64];
-  for (int i = 0; i < 4; i++) snprintf(names[i], sizeof names[i], "ilnas_k%ld_%s", id, ops[i]);
+  static const char *const ops[4 + N_HELPERS] = {"fwd",    "bwd_data", "bwd_weight", "bias",  "im2col",
+                                                  "col2im", "to_cm",    "from_cm",    "scale", "bias_fill"};
+  char names[4 + N_HELPERS][64];
+  for (int i = 0; i < 4 + N_HELPERS; i++) snprintf(names[i], sizeof names[i], "ilnas_k%ld_%s", id, ops[i]);
   LLVMContextRef ctx = LLVMContextCreate();
   LLVMModuleRef m = LLVMModuleCreateWithNameInContext(names[0], ctx);
   int rc = d->conv ? cg_ptx_conv_fwd(m, &k->d.cd, names[0]) || cg_ptx_conv_bwd_data(m, &k->d.cd, names[1]) ||
-                         cg_ptx_conv_bwd_weight(m, &k->d.cd, names[2])
+                         cg_ptx_conv_bwd_weight(m, &k->d.cd, names[2]) ||
+                         cg_ptx_im2col(m, &k->d.cd, names[4 + H_IM2COL]) ||
+                         cg_ptx_col2im(m, &k->d.cd, names[4 + H_COL2IM])
                    : cg_ptx_linear_fwd(m, &k->d.ld, names[0]) || cg_ptx_linear_bwd_data(m, &k->d.ld, names[1]) ||
                          cg_ptx_linear_bwd_weight(m, &k->d.ld, names[2]);
-  rc = rc || cg_ptx_bias_grad(m, k->nout, k->plane, k->bm, names[3]);
+  rc = rc || cg_ptx_bias_grad(m, k->nout, k->plane, k->bm, names[3]) ||
+       cg_ptx_to_cm(m, k->nout, k->plane, names[4 + H_TO_CM]) ||
+       cg_ptx_from_cm(m, k->nout, k->plane, k->bm, names[4 + H_FROM_CM]) || cg_ptx_scale(m, names[4 + H_SCALE]) ||
+       cg_ptx_bias_fill(m, k->nout, k->plane, k->bm, names[4 + H_BIAS_FILL]);
   char *ptx = NULL;
   if (rc) snprintf(err, errlen, "cuda: shape too large for the GPU kernels");
   else rc = cg_ptx_emit(m, sm, &ptx, err, errlen);
@@ -102,15 +112,40 @@ int cu_kern_build(cu_kern *k, const cu_kern_desc *d, const char *sm, char *err, 
       k->mod = NULL;
       rc = -1;
     }
-    for (int i = 0; i < 4 && !rc; i++)
-      if ((r = cu.cuModuleGetFunction(&k->fn[i], k->mod, names[i]))) {
+    for (int i = 0; i < 4 + N_HELPERS && !rc; i++) {
+      if (!d->conv && (i == 4 + H_IM2COL || i == 4 + H_COL2IM)) continue;
+      CUfunction *f = i < 4 ? &k->fn[i] : &k->hf[i - 4];
+      if ((r = cu.cuModuleGetFunction(f, k->mod, names[i]))) {
         snprintf(err, errlen, "cuda: kernel %s: %s", names[i], cu_str(r));
         rc = -1;
       }
+    }
   }
   free(ptx);
   if (rc) cu_kern_free(k);
   return rc;
+}
+
+int cu_kern_set_dense(cu_kern *k, cublasHandle_t h, char *err, size_t errlen) {
+  k->blas = h;
+  if (!h || k->maskf) return 0;
+  float *mf = malloc(k->nw * sizeof *mf);
+  if (!mf) {
+    snprintf(err, errlen, "cuda: out of memory");
+    k->blas = 0;
+    return -1;
+  }
+  for (size_t i = 0; i < k->nw; i++) mf[i] = k->wm[i] ? 1.0f : 0.0f;
+  CUresult r = cu.cuMemAlloc_v2(&k->maskf, k->nw * sizeof *mf);
+  if (!r) r = cu.cuMemcpyHtoD_v2(k->maskf, mf, k->nw * sizeof *mf);
+  free(mf);
+  if (r) {
+    snprintf(err, errlen, "cuda: the dense path's mask: %s", cu_str(r));
+    if (k->maskf) cu.cuMemFree_v2(k->maskf);
+    k->maskf = 0, k->blas = 0;
+    return -1;
+  }
+  return 0;
 }
 
 static CUresult launch(CUfunction f, CUstream s, int64_t threads, CUdeviceptr a, CUdeviceptr b, CUdeviceptr c,
@@ -125,23 +160,91 @@ static int64_t threads_of(const cu_kern *k, cg_ptx_op op, int64_t n) {
   return k->d.conv ? cg_ptx_conv_threads(&k->d.cd, op, n) : cg_ptx_linear_threads(&k->d.ld, op, n);
 }
 
-CUresult cu_kern_fwd(const cu_kern *k, CUstream s, CUdeviceptr x, CUdeviceptr w, CUdeviceptr bias,
-                     CUdeviceptr y, int64_t n, int64_t x_ns, int64_t y_ns) {
-  return launch(k->fn[K_FWD], s, threads_of(k, CG_PTX_FWD, n), x, w, bias, y, n, x_ns, y_ns);
+/* cuBLAS's status as a CUresult the callers report: 0, or 999
+ * (CUDA_ERROR_UNKNOWN); its own codes do not map onto the driver's. */
+static CUresult blas_ok(cublasStatus_t st) { return st ? 999 : 0; }
+
+static CUresult sgemm(cu_kern *k, int ta, int tb, int64_t m, int64_t n, int64_t kk, CUdeviceptr a, int64_t lda,
+                      CUdeviceptr b, int64_t ldb, float beta, CUdeviceptr c, int64_t ldc) {
+  const float one = 1.0f;
+  return blas_ok(cublas.cublasSgemm_v2(k->blas, ta, tb, (int)m, (int)n, (int)kk, &one, (const float *)a, (int)lda,
+                                       (const float *)b, (int)ldb, &beta, (float *)c, (int)ldc));
 }
 
-CUresult cu_kern_bwd_data(const cu_kern *k, CUstream s, CUdeviceptr dy, CUdeviceptr w, CUdeviceptr dx,
-                          int64_t n, int64_t dy_ns, int64_t dx_ns) {
-  return launch(k->fn[K_BWD_DATA], s, threads_of(k, CG_PTX_BWD_DATA, n), dy, w, dx, 0, n, dy_ns, dx_ns);
+/* The conv dense path's scratch, at least `floats`. Pending work may read
+ * the old buffer, so the stream drains before it is freed. */
+static CUresult scratch(cu_kern *k, CUstream s, size_t floats) {
+  if (floats <= k->scratch_cap) return 0;
+  CUresult r = cu.cuStreamSynchronize(s);
+  if (r) return r;
+  if (k->scratch) cu.cuMemFree_v2(k->scratch);
+  k->scratch = 0, k->scratch_cap = 0;
+  if ((r = cu.cuMemAlloc_v2(&k->scratch, floats * sizeof(float)))) return r;
+  k->scratch_cap = floats;
+  return 0;
 }
 
-CUresult cu_kern_bwd_weight(const cu_kern *k, CUstream s, CUdeviceptr x, CUdeviceptr dy, CUdeviceptr dw,
-                            CUdeviceptr db, int64_t n, int64_t x_ns, int64_t dy_ns) {
-  /* The kernels write (or add into) the active weights only: masked ones
-   * are zeroed here, and so is db, which is summed by atomics. */
-  CUresult r = cu.cuMemsetD32Async(dw, 0, k->nw, s);
-  if (!r) r = launch(k->fn[K_BWD_WEIGHT], s, threads_of(k, CG_PTX_BWD_WEIGHT, n), x, dy, dw, 0, n, x_ns, dy_ns);
-  if (!r && db) r = cu.cuMemsetD32Async(db, 0, k->nb, s);
-  if (!r && db) r = launch(k->fn[K_BIAS], s, n * k->nout, dy, 0, db, 0, n, dy_ns, 0);
+CUresult cu_kern_fwd(cu_kern *k, CUstream s, CUdeviceptr x, CUdeviceptr w, CUdeviceptr bias, CUdeviceptr y,
+                     int64_t n, int64_t x_ns, int64_t y_ns) {
+  if (!k->blas) return launch(k->fn[K_FWD], s, threads_of(k, CG_PTX_FWD, n), x, w, bias, y, n, x_ns, y_ns);
+  int64_t cols = n * k->plane;
+  CUresult r;
+  if (!k->d.conv) { /* y = bias, then y += x W^T, column-major: Y^T = W^T X^T */
+    r = launch(k->hf[H_BIAS_FILL], s, n * k->nout, 0, 0, bias, y, n, 0, y_ns);
+    return r ? r : sgemm(k, CUBLAS_OP_T, CUBLAS_OP_N, k->nout, n, k->k2, w, k->k2, x, x_ns, 1.0f, y, y_ns);
+  }
+  /* col = im2col(x); ycm[cout][cols] = W col; y = ycm + bias */
+  CUdeviceptr col = 0, ycm;
+  if ((r = scratch(k, s, (size_t)((k->k2 + k->nout) * cols)))) return r;
+  col = k->scratch, ycm = col + (CUdeviceptr)(k->k2 * cols) * sizeof(float);
+  if ((r = launch(k->hf[H_IM2COL], s, k->k2 * cols, x, 0, col, 0, n, x_ns, 0))) return r;
+  if ((r = sgemm(k, CUBLAS_OP_N, CUBLAS_OP_N, cols, k->nout, k->k2, col, cols, w, k->k2, 0.0f, ycm, cols))) return r;
+  return launch(k->hf[H_FROM_CM], s, k->nout * cols, ycm, 0, bias, y, n, 0, y_ns);
+}
+
+static CUresult bias_grad(cu_kern *k, CUstream s, CUdeviceptr dy, CUdeviceptr db, int64_t n, int64_t dy_ns) {
+  CUresult r = cu.cuMemsetD32Async(db, 0, k->nb, s);
+  return r ? r : launch(k->fn[K_BIAS], s, n * k->nout, dy, 0, db, 0, n, dy_ns, 0);
+}
+
+CUresult cu_kern_bwd(cu_kern *k, CUstream s, CUdeviceptr x, CUdeviceptr dy, CUdeviceptr w, CUdeviceptr dx,
+                     CUdeviceptr dw, CUdeviceptr db, int64_t n, int64_t x_ns, int64_t dy_ns) {
+  CUresult r = 0;
+  if (!k->blas) {
+    if (dx) r = launch(k->fn[K_BWD_DATA], s, threads_of(k, CG_PTX_BWD_DATA, n), dy, w, dx, 0, n, dy_ns, x_ns);
+    /* The kernels write (or add into) the active weights only: masked
+     * ones are zeroed here. */
+    if (!r && dw) r = cu.cuMemsetD32Async(dw, 0, k->nw, s);
+    if (!r && dw)
+      r = launch(k->fn[K_BWD_WEIGHT], s, threads_of(k, CG_PTX_BWD_WEIGHT, n), x, dy, dw, 0, n, x_ns, dy_ns);
+  } else if (!k->d.conv) {
+    /* dX += dY W; dW = dY^T X, then masked (column-major, as for fwd) */
+    if (dx) r = sgemm(k, CUBLAS_OP_N, CUBLAS_OP_N, k->k2, n, k->nout, w, k->k2, dy, dy_ns, 1.0f, dx, x_ns);
+    if (!r && dw) r = sgemm(k, CUBLAS_OP_N, CUBLAS_OP_T, k->k2, k->nout, n, x, x_ns, dy, dy_ns, 0.0f, dw, k->k2);
+    if (!r && dw) r = launch(k->hf[H_SCALE], s, (int64_t)k->nw, k->maskf, 0, dw, 0, (int64_t)k->nw, 0, 0);
+  } else {
+    /* dycm = to_cm(dy); dcol = W^T dycm, added into dx by col2im; then
+     * col = im2col(x) in the same place; dW = dycm col^T, masked */
+    int64_t cols = n * k->plane;
+    if ((r = scratch(k, s, (size_t)((k->k2 + k->nout) * cols)))) return r;
+    CUdeviceptr col = k->scratch, dycm = col + (CUdeviceptr)(k->k2 * cols) * sizeof(float);
+    r = launch(k->hf[H_TO_CM], s, k->nout * cols, dy, 0, dycm, 0, n, dy_ns, 0);
+    if (!r && dx) r = sgemm(k, CUBLAS_OP_N, CUBLAS_OP_T, cols, k->k2, k->nout, dycm, cols, w, k->k2, 0.0f, col, cols);
+    if (!r && dx) r = launch(k->hf[H_COL2IM], s, n * k->d.cd.cin * k->d.cd.h * k->d.cd.w, col, 0, dx, 0, n, 0, x_ns);
+    if (!r && dw) r = launch(k->hf[H_IM2COL], s, k->k2 * cols, x, 0, col, 0, n, x_ns, 0);
+    if (!r && dw) r = sgemm(k, CUBLAS_OP_T, CUBLAS_OP_N, k->k2, k->nout, cols, col, cols, dycm, cols, 0.0f, dw, k->k2);
+    if (!r && dw) r = launch(k->hf[H_SCALE], s, (int64_t)k->nw, k->maskf, 0, dw, 0, (int64_t)k->nw, 0, 0);
+  }
+  if (!r && dw && db) r = bias_grad(k, s, dy, db, n, dy_ns);
   return r;
+}
+
+CUresult cu_kern_bwd_data(cu_kern *k, CUstream s, CUdeviceptr dy, CUdeviceptr w, CUdeviceptr dx, int64_t n,
+                          int64_t dy_ns, int64_t dx_ns) {
+  return cu_kern_bwd(k, s, 0, dy, w, dx, 0, 0, n, dx_ns, dy_ns);
+}
+
+CUresult cu_kern_bwd_weight(cu_kern *k, CUstream s, CUdeviceptr x, CUdeviceptr dy, CUdeviceptr dw,
+                            CUdeviceptr db, int64_t n, int64_t x_ns, int64_t dy_ns) {
+  return cu_kern_bwd(k, s, x, dy, 0, 0, dw, db, n, x_ns, dy_ns);
 }

@@ -2,12 +2,15 @@
  *
  * Generated for the layer's shapes and α pattern (codegen/ptx.h), emitted
  * as PTX and loaded into the current context with cuModuleLoadDataEx, whose
- * JIT log is surfaced in the error. The calls only enqueue work on a
- * stream: the CUDA backend (cuda.c) runs them on its device buffers, the
+ * JIT log is surfaced in the error. A layer runs on its sparse kernels
+ * or, where that is faster (dense enough), on cuBLAS sgemm over the
+ * masked weights with generated helpers around it. The calls only enqueue
+ * work on a stream: the CUDA backend (cuda.c) runs them on its device buffers, the
  * GPU benchmarks (bench/gpu) on theirs.
  *
  *   cu_kern k;
  *   if (cu_kern_build(&k, &(cu_kern_desc){.conv = 1, .cd = d}, "sm_90", err, sizeof err)) ...;
+ *   cu_kern_set_dense(&k, cublas_handle, err, sizeof err);  // optional
  *   cu_kern_fwd(&k, stream, x, w, bias, y, n, x_ns, y_ns);
  *   cu_kern_bwd_data(&k, stream, dy, w, dx, n, dy_ns, dx_ns);
  *   cu_kern_bwd_weight(&k, stream, x, dy, dw, db, n, x_ns, dy_ns);
@@ -37,25 +40,40 @@ typedef struct cu_kern {
   cu_kern_desc d;                /* masks point at wm, bm */
   uint8_t *wm, *bm;              /* the pattern compiled (0/1 copies) */
   size_t nw, nb;                 /* weights and biases of the layer */
-  CUmodule mod;
-  CUfunction fn[4];              /* fwd, bwd_data, bwd_weight, bias */
   int64_t nout;                  /* outputs per sample: cout or out */
   int64_t plane;                 /* pixels per output channel (1: linear) */
+  int64_t k2;                    /* inputs per output: cin*k*k or in */
+  CUmodule mod;
+  CUfunction fn[4];              /* the sparse kernels: fwd, bwd_data, bwd_weight, bias */
+  CUfunction hf[6];              /* the dense path's helpers (ptx.h) */
+  /* The dense path (cu_kern_set_dense): cuBLAS on the masked weights. */
+  cublasHandle_t blas;           /* 0: the sparse kernels */
+  CUdeviceptr maskf;             /* nw floats, 1 at the active weights */
+  CUdeviceptr scratch;           /* conv: col and the batch-wide dy */
+  size_t scratch_cap;            /* floats */
 } cu_kern;
 
 /* Builds and loads the kernels; `sm` is the device's "sm_XY". 0, or -1
- * with a message (k is then empty). */
+ * with a message (k is then empty). The sparse kernels are in use. */
 int cu_kern_build(cu_kern *k, const cu_kern_desc *d, const char *sm, char *err, size_t errlen);
 void cu_kern_free(cu_kern *k);
 
 /* 1 when k was built for exactly this layer and pattern. */
 int cu_kern_same(const cu_kern *k, const cu_kern_desc *d);
 
-CUresult cu_kern_fwd(const cu_kern *k, CUstream s, CUdeviceptr x, CUdeviceptr w, CUdeviceptr bias,
-                     CUdeviceptr y, int64_t n, int64_t x_ns, int64_t y_ns);
-CUresult cu_kern_bwd_data(const cu_kern *k, CUstream s, CUdeviceptr dy, CUdeviceptr w, CUdeviceptr dx,
-                          int64_t n, int64_t dy_ns, int64_t dx_ns);
-CUresult cu_kern_bwd_weight(const cu_kern *k, CUstream s, CUdeviceptr x, CUdeviceptr dy, CUdeviceptr dw,
+/* Runs the layer on cuBLAS (h, whose stream must be the calls' stream) or,
+ * with h 0, on the sparse kernels. 0, or -1 with a message. */
+int cu_kern_set_dense(cu_kern *k, cublasHandle_t h, char *err, size_t errlen);
+
+CUresult cu_kern_fwd(cu_kern *k, CUstream s, CUdeviceptr x, CUdeviceptr w, CUdeviceptr bias, CUdeviceptr y,
+                     int64_t n, int64_t x_ns, int64_t y_ns);
+/* Both backward directions, sharing their work on dy: dx 0 skips the
+ * input's gradient, dw 0 the weights' (and db 0 the bias's). */
+CUresult cu_kern_bwd(cu_kern *k, CUstream s, CUdeviceptr x, CUdeviceptr dy, CUdeviceptr w, CUdeviceptr dx,
+                     CUdeviceptr dw, CUdeviceptr db, int64_t n, int64_t x_ns, int64_t dy_ns);
+CUresult cu_kern_bwd_data(cu_kern *k, CUstream s, CUdeviceptr dy, CUdeviceptr w, CUdeviceptr dx, int64_t n,
+                          int64_t dy_ns, int64_t dx_ns);
+CUresult cu_kern_bwd_weight(cu_kern *k, CUstream s, CUdeviceptr x, CUdeviceptr dy, CUdeviceptr dw,
                             CUdeviceptr db, int64_t n, int64_t x_ns, int64_t dy_ns);
 
 #endif

@@ -10,7 +10,9 @@
  *                              strides, channel-prefix views and densities
  *                              from empty to full, by normalised error
  *                              (<= 1e-5; exact where the semantics are:
- *                              masked dw is 0, dx accumulates). Skips (77)
+ *                              masked dw is 0, dx accumulates), on the
+ *                              sparse kernels, on cuBLAS and on the
+ *                              measured choice. Skips (77)
  *                              with the backend's message without a GPU.
  */
 #include "tests/jit/backend_cases.h"
@@ -58,21 +60,35 @@ int main(int argc, char **argv) {
     return 77;
   }
   b->free(b);
-  jt_graph_free(g);
 
-  bc_conv_case(&cuda, 3, 8, 8, 4, 3, 1, 1, 2, 1.0, 0, 1);
-  bc_conv_case(&cuda, 16, 14, 14, 32, 3, 1, 1, 16, 0.25, 0, 1); /* a realistic layer, larger batch */
-  for (int d = 0; d < ND; d++)
-    for (int c = 0; c < 6; c++) {
-      int k = jt_int(1, 5), stride = jt_int(1, 3), pad = jt_int(0, k - 1);
-      int lo = k > 2 * pad ? k - 2 * pad : 1;
-      bc_conv_case(&cuda, jt_int(1, 9), jt_int(lo, 13), jt_int(lo, 13), jt_int(1, 9), k, stride, pad, jt_int(1, 5),
-                densities[d], c % 2, c % 3 != 2);
-    }
-  bc_linear_case(&cuda, 784, 64, 32, 0.25, 1);
-  for (int d = 0; d < ND; d++)
-    for (int c = 0; c < 6; c++)
-      bc_linear_case(&cuda, jt_int(1, 300), jt_int(1, 70), jt_int(1, 9), densities[d], c % 3 != 2);
+  /* Every case on each path of the backend: the sparse kernels, cuBLAS
+   * with the dense path's helpers, and the measured choice. */
+  static const char *const paths[] = {"sparse", "dense", "auto"};
+  for (int p = 0; p < 3; p++) {
+    setenv("ILNAS_CUDA_PATH", paths[p], 1);
+    int before = failures;
+    bc_conv_case(&cuda, 3, 8, 8, 4, 3, 1, 1, 2, 1.0, 0, 1);
+    bc_conv_case(&cuda, 16, 14, 14, 32, 3, 1, 1, 16, 0.25, 0, 1); /* a realistic layer, larger batch */
+    bc_linear_case(&cuda, 784, 64, 32, 0.25, 1);
+    for (int d = 0; d < ND && p < 2; d++)
+      for (int c = 0; c < 6; c++) {
+        int k = jt_int(1, 5), stride = jt_int(1, 3), pad = jt_int(0, k - 1);
+        int lo = k > 2 * pad ? k - 2 * pad : 1;
+        bc_conv_case(&cuda, jt_int(1, 9), jt_int(lo, 13), jt_int(lo, 13), jt_int(1, 9), k, stride, pad,
+                     jt_int(1, 5), densities[d], c % 2, c % 3 != 2);
+      }
+    for (int d = 0; d < ND && p < 2; d++)
+      for (int c = 0; c < 6; c++)
+        bc_linear_case(&cuda, jt_int(1, 300), jt_int(1, 70), jt_int(1, 9), densities[d], c % 3 != 2);
+    printf("path %s: %d failures\n", paths[p], failures - before);
+  }
+  /* A path the backend does not know is refused with a message. */
+  setenv("ILNAS_CUDA_PATH", "fast", 1);
+  b = rt_backend_new("cuda", g, err, sizeof err);
+  CHECK(!b && strstr(err, "ILNAS_CUDA_PATH"), "ILNAS_CUDA_PATH=fast not refused: '%s'", err);
+  if (b) b->free(b);
+  unsetenv("ILNAS_CUDA_PATH");
+  jt_graph_free(g);
   printf("cuda ops against ref: %d failures\n", failures);
   return failures ? 1 : 0;
 }
