@@ -272,12 +272,12 @@ static size_t count_active(const uint8_t *m, size_t n) {
 }
 
 int64_t cg_ptx_conv_threads(const cg_conv_desc *d, cg_ptx_op op, int64_t n) {
-  int oh, ow;
-  if (conv_out(d, &oh, &ow)) return 0;
+  cg_ptx_conv_geom g;
+  if (cg_ptx_conv_geom_init(&g, d)) return 0;
   int64_t kk = (int64_t)d->k * d->k;
   switch (op) {
-  case CG_PTX_FWD: return n * d->cout * oh * ow;
-  case CG_PTX_BWD_DATA: return n * d->cin * d->h * d->w;
+  case CG_PTX_FWD: return n * d->cout * g.oh * g.tiles;
+  case CG_PTX_BWD_DATA: return g.fast_bwd ? n * d->cin * d->h * g.in_tiles : n * d->cin * d->h * d->w;
   default: return n * (int64_t)count_active(d->wm, (size_t)((int64_t)d->cout * d->cin * kk));
   }
 }
@@ -302,47 +302,166 @@ static LLVMValueRef conv_total(pg *p, const void *arg) {
   return c->batch ? mulc(p, p->n, c->per) : c64(p, c->per);
 }
 
-int cg_ptx_conv_fwd(LLVMModuleRef m, const cg_conv_desc *d, const char *name) {
-  conv_ctx c = {d, 0, 0, 0, 1};
-  if (conv_out(d, &c.oh, &c.ow)) return -1;
-  const int64_t K = d->k, kk = K * K, ohw = (int64_t)c.oh * c.ow, hw = (int64_t)d->h * d->w;
-  int32_t *start, *taps;
-  size_t nnz;
-  /* Rows are output channels, entries the tap t = ci*k*k + ky*k + kx. */
-  if (csr(d->wm, d->cout, d->cin * kk, 0, 0, &start, &taps, &nnz)) return -1;
-  c.per = d->cout * ohw;
+int cg_ptx_conv_geom_init(cg_ptx_conv_geom *g, const cg_conv_desc *d) {
+  memset(g, 0, sizeof *g);
+  if (conv_out(d, &g->oh, &g->ow)) return -1;
+  const int s = d->stride, K = d->k;
+  g->tiles = (g->ow + CG_PTX_TX - 1) / CG_PTX_TX;
+  /* x padded by pad on every side, and on the right far enough that the
+   * last tile's reads stay in the row. */
+  g->hp = d->h + 2 * d->pad;
+  g->wp = d->w + 2 * d->pad;
+  int need = (g->tiles * CG_PTX_TX - 1) * s + K;
+  if (g->wp < need) g->wp = need;
+  g->xp_ns = (int64_t)d->cin * g->hp * g->wp;
+  /* The input's gradient as a stride-1 correlation of dy padded by k-1-pad
+   * with the flipped kernel: only for stride 1 and pad < k. */
+  g->fast_bwd = s == 1 && d->pad <= K - 1;
+  if (g->fast_bwd) {
+    g->in_tiles = (d->w + CG_PTX_TX - 1) / CG_PTX_TX;
+    g->hq = g->oh + 2 * (K - 1 - d->pad);
+    g->wq = g->ow + 2 * (K - 1 - d->pad);
+    need = g->in_tiles * CG_PTX_TX - 1 + K;
+    if (g->wq < need) g->wq = need;
+    g->dyp_ns = (int64_t)d->cout * g->hq * g->wq;
+  }
+  return 0;
+}
+
+/* The padded copy of a tensor t[n][c][h][w] (stride a_ns) into c =
+ * tp[n][c][hp][wp], packed, t's pixel (y, x) at (y + top, x + left),
+ * zeros around: one thread per element of tp. */
+int cg_ptx_pad(LLVMModuleRef m, int64_t ch, int64_t h, int64_t w, int64_t top, int64_t left, int64_t hp,
+               int64_t wp, const char *name) {
+  if (ch < 1 || hp < 1 || wp < 1) return -1;
+  conv_ctx c = {NULL, 0, 0, ch * hp * wp, 1};
   pg p;
   LLVMValueRef gid = begin(&p, m, name, conv_total, &c);
-  pg_table st = table(&p, "start", start, (size_t)d->cout + 1, 32);
-  pg_table tt = table(&p, "taps", taps, nnz, 32);
-  free(start), free(taps);
   LLVMValueRef nn = udivc(&p, gid, c.per), r = uremc(&p, gid, c.per);
-  LLVMValueRef co = udivc(&p, r, ohw), px = uremc(&p, r, ohw);
-  LLVMValueRef oy = udivc(&p, px, c.ow), ox = uremc(&p, px, c.ow);
-  LLVMValueRef y0 = add(&p, mulc(&p, oy, d->stride), c64(&p, -d->pad));
-  LLVMValueRef x0 = add(&p, mulc(&p, ox, d->stride), c64(&p, -d->pad));
-  LLVMValueRef xb = mul(&p, nn, p.a_ns), wb = mulc(&p, co, d->cin * kk);
-  LLVMValueRef acc = local(&p, p.f32, "acc");
-  init_bias(&p, acc, d->bm, d->cout, co);
-  LLVMValueRef lo = tab_get(&p, st, co), hi = tab_get(&p, st, add(&p, co, c64(&p, 1)));
-  pg_loop l;
-  LLVMValueRef j = loop_begin(&p, &l, lo, hi, "j");
-  LLVMValueRef t = tab_get(&p, tt, j);
-  LLVMValueRef ci = udivc(&p, t, kk), kyx = uremc(&p, t, kk);
-  LLVMValueRef iy = add(&p, y0, udivc(&p, kyx, K)), ix = add(&p, x0, uremc(&p, kyx, K));
-  LLVMValueRef ok = LLVMBuildAnd(p.b, in_range(&p, iy, d->h), in_range(&p, ix, d->w), "");
-  LLVMBasicBlockRef join = if_begin(&p, ok);
-  LLVMValueRef xi = add(&p, add(&p, xb, mulc(&p, ci, hw)), add(&p, mulc(&p, iy, d->w), ix));
-  accumulate(&p, acc, p.f32, fload(&p, p.pa, xi), fload(&p, p.pb, add(&p, wb, t)));
+  LLVMValueRef cc = udivc(&p, r, hp * wp), px = uremc(&p, r, hp * wp);
+  LLVMValueRef y = add(&p, udivc(&p, px, wp), c64(&p, -top)), x = add(&p, uremc(&p, px, wp), c64(&p, -left));
+  LLVMValueRef v = local(&p, p.f32, "v");
+  LLVMBuildStore(p.b, LLVMConstReal(p.f32, 0), v);
+  LLVMBasicBlockRef join = if_begin(&p, LLVMBuildAnd(p.b, in_range(&p, y, h), in_range(&p, x, w), ""));
+  LLVMValueRef at = add(&p, add(&p, mul(&p, nn, p.a_ns), mulc(&p, cc, h * w)), add(&p, mulc(&p, y, w), x));
+  LLVMBuildStore(p.b, fload(&p, p.pa, at), v);
   if_end(&p, join);
-  loop_end(&p, &l);
-  LLVMValueRef yi = add(&p, mul(&p, nn, p.b_ns), r);
-  LLVMBuildStore(p.b, LLVMBuildLoad2(p.b, p.f32, acc, ""), fptr(&p, p.pd, yi));
+  LLVMBuildStore(p.b, LLVMBuildLoad2(p.b, p.f32, v, ""), fptr(&p, p.pc, gid));
   end(&p);
   return 0;
 }
 
-int cg_ptx_conv_bwd_data(LLVMModuleRef m, const cg_conv_desc *d, const char *name) {
+/* A convolution over a padded input as a table of taps: output row r (a
+ * channel) sums, over its entries j, w[widx[j]] times the input at
+ * off[j] from its window's corner. No bounds are tested: the padding
+ * holds the zeros. One thread per (sample, row, output line, tile of
+ * CG_PTX_TX outputs along the line), the tiles fastest; each entry's
+ * offset and weight, loaded once, feed CG_PTX_TX multiply-adds. */
+typedef struct tapconv {
+  int64_t rows, oh, ow, tiles;   /* output channels and plane, tiles per line */
+  int64_t s, in_ns, in_cs, wp;   /* input stride; padded sample, channel, line */
+  const int32_t *start, *off, *widx;
+  size_t nnz;
+  int accumulate;                /* dx += (else y = acc + bias) */
+  const uint8_t *bm;             /* the bias mask (y only) */
+} tapconv;
+
+static int tap_conv(LLVMModuleRef m, const tapconv *t, const char *name) {
+  conv_ctx c = {NULL, 0, 0, t->rows * t->oh * t->tiles, 1};
+  pg p;
+  LLVMValueRef gid = begin(&p, m, name, conv_total, &c);
+  pg_table st = table(&p, "start", t->start, (size_t)t->rows + 1, 32);
+  pg_table ot = table(&p, "off", t->off, t->nnz, 32);
+  pg_table wt = table(&p, "widx", t->widx, t->nnz, 32);
+  LLVMValueRef nn = udivc(&p, gid, c.per), q = uremc(&p, gid, c.per);
+  LLVMValueRef r = udivc(&p, q, t->oh * t->tiles), lt = uremc(&p, q, t->oh * t->tiles);
+  LLVMValueRef oy = udivc(&p, lt, t->tiles), tile = uremc(&p, lt, t->tiles);
+  LLVMValueRef ox0 = mulc(&p, tile, CG_PTX_TX);
+  LLVMValueRef base = add(&p, mulc(&p, nn, t->in_ns), add(&p, mulc(&p, oy, t->s * t->wp), mulc(&p, ox0, t->s)));
+  LLVMValueRef acc[CG_PTX_TX];
+  LLVMValueRef b0 = local(&p, p.f32, "b0");
+  if (t->accumulate) LLVMBuildStore(p.b, LLVMConstReal(p.f32, 0), b0);
+  else init_bias(&p, b0, t->bm, (int)t->rows, r);
+  LLVMValueRef bv = LLVMBuildLoad2(p.b, p.f32, b0, "");
+  for (int i = 0; i < CG_PTX_TX; i++) {
+    acc[i] = local(&p, p.f32, "acc");
+    LLVMBuildStore(p.b, bv, acc[i]);
+  }
+  LLVMValueRef lo = tab_get(&p, st, r), hi = tab_get(&p, st, add(&p, r, c64(&p, 1)));
+  pg_loop l;
+  LLVMValueRef j = loop_begin(&p, &l, lo, hi, "j");
+  LLVMValueRef at = add(&p, base, tab_get(&p, ot, j));
+  LLVMValueRef wv = fload(&p, p.pb, tab_get(&p, wt, j));
+  for (int i = 0; i < CG_PTX_TX; i++) {
+    LLVMValueRef xv = fload(&p, p.pa, add(&p, at, c64(&p, i * t->s)));
+    LLVMValueRef v = LLVMBuildLoad2(p.b, p.f32, acc[i], "");
+    LLVMBuildStore(p.b, LLVMBuildFAdd(p.b, v, LLVMBuildFMul(p.b, wv, xv, ""), ""), acc[i]);
+  }
+  loop_end(&p, &l);
+  LLVMValueRef ob = add(&p, mul(&p, nn, p.b_ns), add(&p, mulc(&p, r, t->oh * t->ow), mulc(&p, oy, t->ow)));
+  for (int i = 0; i < CG_PTX_TX; i++) {
+    LLVMValueRef ox = add(&p, ox0, c64(&p, i));
+    LLVMBasicBlockRef join = if_begin(&p, in_range(&p, ox, t->ow));
+    LLVMValueRef op = fptr(&p, t->accumulate ? p.pc : p.pd, add(&p, ob, ox));
+    LLVMValueRef v = LLVMBuildLoad2(p.b, p.f32, acc[i], "");
+    if (t->accumulate) v = LLVMBuildFAdd(p.b, LLVMBuildLoad2(p.b, p.f32, op, ""), v, "");
+    LLVMBuildStore(p.b, v, op);
+    if_end(&p, join);
+  }
+  end(&p);
+  return 0;
+}
+
+int cg_ptx_conv_fwd(LLVMModuleRef m, const cg_conv_desc *d, const char *name) {
+  cg_ptx_conv_geom g;
+  if (cg_ptx_conv_geom_init(&g, d)) return -1;
+  const int64_t K = d->k, kk = K * K;
+  int32_t *start, *taps;
+  size_t nnz;
+  /* Rows are output channels, entries the tap t = ci*k*k + ky*k + kx. */
+  if (csr(d->wm, d->cout, d->cin * kk, 0, 0, &start, &taps, &nnz)) return -1;
+  int32_t *off = malloc((nnz ? nnz : 1) * sizeof *off), *widx = malloc((nnz ? nnz : 1) * sizeof *widx);
+  int rc = -1;
+  if (off && widx) {
+    for (int64_t co = 0; co < d->cout; co++)
+      for (int32_t j = start[co]; j < start[co + 1]; j++) {
+        int64_t t = taps[j], ci = t / kk, ky = t % kk / K, kx = t % K;
+        off[j] = (int32_t)(ci * g.hp * g.wp + ky * g.wp + kx);
+        widx[j] = (int32_t)(co * d->cin * kk + t);
+      }
+    tapconv tc = {d->cout, g.oh, g.ow, g.tiles, d->stride, g.xp_ns, (int64_t)g.hp * g.wp, g.wp,
+                  start,   off,  widx, nnz,     0,         d->bm};
+    rc = g.xp_ns > INT32_MAX ? -1 : tap_conv(m, &tc, name);
+  }
+  free(start), free(taps), free(off), free(widx);
+  return rc;
+}
+
+/* Stride 1: dx[ci][iy][ix] = sum over (co, ky, kx) of w[co][ci][ky][kx]
+ * times dyp[co][iy + k-1-ky][ix + k-1-kx], dyp being dy padded by k-1-pad. */
+static int conv_bwd_data_fast(LLVMModuleRef m, const cg_conv_desc *d, const cg_ptx_conv_geom *g,
+                              const char *name) {
+  const int64_t K = d->k, kk = K * K;
+  int32_t *s0, *w0;
+  size_t nnz;
+  if (csr(d->wm, d->cout, d->cin * kk, 1, 1, &s0, &w0, &nnz)) return -1;
+  int32_t *start = malloc(((size_t)d->cin + 1) * sizeof *start), *off = malloc((nnz ? nnz : 1) * sizeof *off);
+  int rc = -1;
+  if (start && off) {
+    for (int64_t ci = 0; ci <= d->cin; ci++) start[ci] = s0[ci * kk];
+    for (size_t j = 0; j < nnz; j++) {
+      int64_t wi = w0[j], co = wi / (d->cin * kk), ky = wi % kk / K, kx = wi % K;
+      off[j] = (int32_t)(co * g->hq * g->wq + (K - 1 - ky) * g->wq + (K - 1 - kx));
+    }
+    tapconv tc = {d->cin, d->h, d->w, g->in_tiles, 1, g->dyp_ns, (int64_t)g->hq * g->wq, g->wq,
+                  start,  off,  w0,   nnz,         1, NULL};
+    rc = g->dyp_ns > INT32_MAX ? -1 : tap_conv(m, &tc, name);
+  }
+  free(s0), free(w0), free(start), free(off);
+  return rc;
+}
+
+static int conv_bwd_data_general(LLVMModuleRef m, const cg_conv_desc *d, const char *name) {
   conv_ctx c = {d, 0, 0, 0, 1};
   if (conv_out(d, &c.oh, &c.ow)) return -1;
   const int64_t K = d->k, kk = K * K, ohw = (int64_t)c.oh * c.ow, hw = (int64_t)d->h * d->w;
@@ -402,42 +521,53 @@ int cg_ptx_conv_bwd_data(LLVMModuleRef m, const cg_conv_desc *d, const char *nam
   return 0;
 }
 
+/* The stride-1 kernel over padded dy where it applies, else one thread
+ * per dx element testing each tap's bounds. */
+int cg_ptx_conv_bwd_data(LLVMModuleRef m, const cg_conv_desc *d, const char *name) {
+  cg_ptx_conv_geom g;
+  if (cg_ptx_conv_geom_init(&g, d)) return -1;
+  return g.fast_bwd ? conv_bwd_data_fast(m, d, &g, name) : conv_bwd_data_general(m, d, name);
+}
+
 /* One thread per (sample, active weight), the weights fastest, so that a
- * warp reads one dy plane (broadcast) and neighbouring taps of one x
- * plane: it sums its tap's products over the sample's output plane in
- * float and adds the sum into dw by an atomic. */
+ * warp reads one dy plane (broadcast) and neighbouring taps of one padded
+ * x plane: it sums its tap's products over the sample's output plane in
+ * float, with no bounds to test, and adds the sum into dw by an atomic. */
 int cg_ptx_conv_bwd_weight(LLVMModuleRef m, const cg_conv_desc *d, const char *name) {
-  conv_ctx c = {d, 0, 0, 0, 1};
-  if (conv_out(d, &c.oh, &c.ow)) return -1;
-  const int64_t K = d->k, kk = K * K, ohw = (int64_t)c.oh * c.ow, hw = (int64_t)d->h * d->w;
+  cg_ptx_conv_geom g;
+  if (cg_ptx_conv_geom_init(&g, d) || g.xp_ns > INT32_MAX) return -1;
+  const int64_t K = d->k, kk = K * K, ohw = (int64_t)g.oh * g.ow;
   int32_t *start, *widx;
   size_t nnz;
   if (csr(d->wm, 1, (int64_t)d->cout * d->cin * kk, 0, 1, &start, &widx, &nnz)) return -1;
   free(start);
-  c.per = (int64_t)nnz;
+  int32_t *off = malloc((nnz ? nnz : 1) * sizeof *off);
+  if (!off) {
+    free(widx);
+    return -1;
+  }
+  for (size_t j = 0; j < nnz; j++) {
+    int64_t wi = widx[j], ci = wi / kk % d->cin, ky = wi % kk / K, kx = wi % K;
+    off[j] = (int32_t)(ci * g.hp * g.wp + ky * g.wp + kx);
+  }
+  conv_ctx c = {d, g.oh, g.ow, (int64_t)(nnz ? nnz : 1), 1};
   pg p;
   LLVMValueRef gid = begin(&p, m, name, conv_total, &c);
   pg_table wt = table(&p, "widx", widx, nnz, 32);
-  free(widx);
-  LLVMValueRef nn = udivc(&p, gid, c.per > 0 ? c.per : 1), wi = tab_get(&p, wt, uremc(&p, gid, c.per > 0 ? c.per : 1));
-  LLVMValueRef co = udivc(&p, wi, d->cin * kk), ci = uremc(&p, udivc(&p, wi, kk), d->cin);
-  LLVMValueRef kyx = uremc(&p, wi, kk), ky = udivc(&p, kyx, K), kx = uremc(&p, kyx, K);
+  pg_table ot = table(&p, "off", off, nnz, 32);
+  free(widx), free(off);
+  LLVMValueRef nn = udivc(&p, gid, c.per), j = uremc(&p, gid, c.per);
+  LLVMValueRef wi = tab_get(&p, wt, j), co = udivc(&p, wi, d->cin * kk);
+  LLVMValueRef xb = add(&p, mulc(&p, nn, g.xp_ns), tab_get(&p, ot, j));
+  LLVMValueRef yb = add(&p, mul(&p, nn, p.b_ns), mulc(&p, co, ohw));
   LLVMValueRef acc = local(&p, p.f32, "acc");
   LLVMBuildStore(p.b, LLVMConstReal(p.f32, 0), acc);
   pg_loop ly, lx;
-  LLVMValueRef xb = add(&p, mul(&p, nn, p.a_ns), mulc(&p, ci, hw));
-  LLVMValueRef yb = add(&p, mul(&p, nn, p.b_ns), mulc(&p, co, ohw));
-  LLVMValueRef oy = loop_begin(&p, &ly, c64(&p, 0), c64(&p, c.oh), "oy");
-  LLVMValueRef iy = add(&p, add(&p, mulc(&p, oy, d->stride), c64(&p, -d->pad)), ky);
-  LLVMBasicBlockRef jy = if_begin(&p, in_range(&p, iy, d->h));
-  LLVMValueRef xr = add(&p, xb, mulc(&p, iy, d->w)), yr = add(&p, yb, mulc(&p, oy, c.ow));
-  LLVMValueRef ox = loop_begin(&p, &lx, c64(&p, 0), c64(&p, c.ow), "ox");
-  LLVMValueRef ix = add(&p, add(&p, mulc(&p, ox, d->stride), c64(&p, -d->pad)), kx);
-  LLVMBasicBlockRef jx = if_begin(&p, in_range(&p, ix, d->w));
-  accumulate(&p, acc, p.f32, fload(&p, p.pb, add(&p, yr, ox)), fload(&p, p.pa, add(&p, xr, ix)));
-  if_end(&p, jx);
+  LLVMValueRef oy = loop_begin(&p, &ly, c64(&p, 0), c64(&p, g.oh), "oy");
+  LLVMValueRef xr = add(&p, xb, mulc(&p, oy, d->stride * g.wp)), yr = add(&p, yb, mulc(&p, oy, g.ow));
+  LLVMValueRef ox = loop_begin(&p, &lx, c64(&p, 0), c64(&p, g.ow), "ox");
+  accumulate(&p, acc, p.f32, fload(&p, p.pb, add(&p, yr, ox)), fload(&p, p.pa, add(&p, xr, mulc(&p, ox, d->stride))));
   loop_end(&p, &lx);
-  if_end(&p, jy);
   loop_end(&p, &ly);
   LLVMBuildAtomicRMW(p.b, LLVMAtomicRMWBinOpFAdd, fptr(&p, p.pc, wi), LLVMBuildLoad2(p.b, p.f32, acc, ""),
                      LLVMAtomicOrderingMonotonic, 0);
@@ -471,14 +601,14 @@ static int linear_gemv(LLVMModuleRef m, const cg_linear_desc *d, const char *nam
   LLVMValueRef acc = local(&p, p.f32, "acc");
   if (transpose) LLVMBuildStore(p.b, LLVMConstReal(p.f32, 0), acc);
   else init_bias(&p, acc, d->bm, d->out, r);
-  LLVMValueRef ab = mul(&p, nn, p.a_ns);
   LLVMValueRef lo = tab_get(&p, st, r), hi = tab_get(&p, st, add(&p, r, c64(&p, 1)));
   pg_loop l;
   LLVMValueRef j = loop_begin(&p, &l, lo, hi, "j");
   LLVMValueRef o = tab_get(&p, it, j);
-  /* fwd: r = output, o = input; bwd_data: r = input, o = output. */
+  /* fwd: r = output, o = input; bwd_data: r = input, o = output. The
+   * input is batch-wide: sample nn of feature o at o * n + nn. */
   LLVMValueRef wi = transpose ? add(&p, mulc(&p, o, d->in), r) : add(&p, mulc(&p, r, d->in), o);
-  accumulate(&p, acc, p.f32, fload(&p, p.pa, add(&p, ab, o)), fload(&p, p.pb, wi));
+  accumulate(&p, acc, p.f32, fload(&p, p.pa, add(&p, mul(&p, o, p.n), nn)), fload(&p, p.pb, wi));
   loop_end(&p, &l);
   LLVMValueRef outp = fptr(&p, transpose ? p.pc : p.pd, add(&p, mul(&p, nn, p.b_ns), r));
   LLVMValueRef v = LLVMBuildLoad2(p.b, p.f32, acc, "");
@@ -508,16 +638,15 @@ int cg_ptx_linear_bwd_weight(LLVMModuleRef m, const cg_linear_desc *d, const cha
   pg_table wt = table(&p, "widx", widx, nnz, 32);
   free(widx);
   LLVMValueRef wi = tab_get(&p, wt, gid);
-  LLVMValueRef o = udivc(&p, wi, d->in), i = uremc(&p, wi, d->in);
-  LLVMValueRef acc = local(&p, p.f64, "acc");
-  LLVMBuildStore(p.b, LLVMConstReal(p.f64, 0), acc);
+  /* Two rows of the batch-wide inputs, each read in order. */
+  LLVMValueRef yb = mul(&p, udivc(&p, wi, d->in), p.n), xb = mul(&p, uremc(&p, wi, d->in), p.n);
+  LLVMValueRef acc = local(&p, p.f32, "acc");
+  LLVMBuildStore(p.b, LLVMConstReal(p.f32, 0), acc);
   pg_loop ln;
   LLVMValueRef nn = loop_begin(&p, &ln, c64(&p, 0), p.n, "n");
-  accumulate(&p, acc, p.f64, fload(&p, p.pb, add(&p, mul(&p, nn, p.b_ns), o)),
-             fload(&p, p.pa, add(&p, mul(&p, nn, p.a_ns), i)));
+  accumulate(&p, acc, p.f32, fload(&p, p.pb, add(&p, yb, nn)), fload(&p, p.pa, add(&p, xb, nn)));
   loop_end(&p, &ln);
-  LLVMValueRef v = LLVMBuildFPTrunc(p.b, LLVMBuildLoad2(p.b, p.f64, acc, ""), p.f32, "");
-  LLVMBuildStore(p.b, v, fptr(&p, p.pc, wi));
+  LLVMBuildStore(p.b, LLVMBuildLoad2(p.b, p.f32, acc, ""), fptr(&p, p.pc, wi));
   end(&p);
   return 0;
 }

@@ -18,29 +18,40 @@
  *   if (cg_ptx_emit(mod, "sm_90", &ptx, err, sizeof err)) ...;
  *   free(ptx);
  *
- * Unlike the CPU kernels, these work on the plain NCHW layout of ref.h
- * (per-sample strides, no packing): on a GPU one thread per output element
- * already has enough parallelism, and the host wrapper stays a copy.
+ * Unlike the CPU kernels, these read and write the plain NCHW layout of
+ * ref.h (per-sample strides) wherever they write, and take their inputs
+ * prepared by the dense helpers below, which the caller runs first
+ * (runtime/cuda/kern.c does): conv inputs zero-padded (cg_ptx_pad, the
+ * geometry of cg_ptx_conv_geom), so no kernel tests a bound in its inner
+ * loop; linear inputs transposed into the batch-wide form cm[f][n]
+ * (cg_ptx_to_cm), so a warp's 32 samples of one feature are one load.
  * Every kernel has the C type of cg_sparse_fn_type:
  *   void fn(float *a, float *b, float *c, float *d, int64_t n,
  *           int64_t a_ns, int64_t b_ns)
- * and is launched with at least cg_ptx_threads(...) threads in one
+ * and is launched with at least cg_ptx_*_threads(...) threads in one
  * dimension (extra threads return at once):
- *   conv/linear fwd:        a = x, b = w (full, unpacked), c = bias (NULL:
- *                           none), d = y, overwritten; a_ns = x's per-
- *                           sample stride, b_ns = y's. One thread per y
- *                           element.
- *   conv/linear bwd_data:   a = dy, b = w, c = dx, ACCUMULATED; d unused;
- *                           a_ns = dy's stride, b_ns = dx's. One thread per
- *                           dx element.
- *   conv/linear bwd_weight: a = x, b = dy, c = dw; d unused; a_ns = x's
- *                           stride, b_ns = dy's. The caller zeroes dw
- *                           first, so masked weights get exactly 0.
- *                           linear: one thread per ACTIVE weight, which it
- *                           overwrites with its sum over the batch (in
- *                           double). conv: one thread per (sample, active
- *                           weight), which ADDS its sample's sum into dw by
- *                           an atomic. Bias gradients: cg_ptx_bias_grad.
+ *   conv fwd:         a = xp (x padded by pad into hp x wp, packed, xp_ns
+ *                     floats a sample), b = w (full, unpacked), c = bias
+ *                     (NULL: none), d = y, overwritten; b_ns = y's stride.
+ *                     One thread per tile of CG_PTX_TX outputs of a line.
+ *   conv bwd_data:    g.fast_bwd (stride 1): a = dyp (dy padded by
+ *                     k-1-pad into hq x wq, packed, dyp_ns a sample); else
+ *                     a = dy itself, a_ns its stride. b = w, c = dx,
+ *                     ACCUMULATED; b_ns = dx's stride. One thread per tile
+ *                     of a dx line (fast) or per dx element.
+ *   conv bwd_weight:  a = xp (as for fwd), b = dy, c = dw, ADDED into by
+ *                     atomics; b_ns = dy's stride. One thread per (sample,
+ *                     active weight).
+ *   linear fwd:       a = xT = cm[in][n], b = w, c = bias (NULL: none),
+ *                     d = y, overwritten; b_ns = y's stride.
+ *   linear bwd_data:  a = dyT = cm[out][n], b = w, c = dx, ACCUMULATED;
+ *                     b_ns = dx's stride. Both gemvs: one thread per
+ *                     (feature, sample), the samples fastest.
+ *   linear bwd_weight: a = xT, b = dyT, c = dw; one thread per ACTIVE
+ *                     weight, which it overwrites with its sum over the
+ *                     batch.
+ * The caller zeroes dw first, so masked weights get exactly 0. Bias
+ * gradients: cg_ptx_bias_grad.
  */
 #ifndef ILNAS_CG_PTX_H
 #define ILNAS_CG_PTX_H
@@ -53,14 +64,28 @@
 #include "codegen/sparse.h"
 
 /* Threads per block the kernels are written for (any block size works;
- * this is what the CUDA backend launches with). */
-enum { CG_PTX_BLOCK = 256 };
+ * this is what the CUDA backend launches with), and the outputs along a
+ * line that one thread of the conv kernels computes. */
+enum { CG_PTX_BLOCK = 256, CG_PTX_TX = 4 };
+
+/* Where a conv layer's padded tensors live (cg_ptx_pad makes them). */
+typedef struct cg_ptx_conv_geom {
+  int oh, ow;
+  int tiles;                     /* CG_PTX_TX-wide tiles per output line */
+  int hp, wp;                    /* xp: x padded by pad (wider on the right) */
+  int64_t xp_ns;                 /* floats per sample of xp: cin * hp * wp */
+  int fast_bwd;                  /* bwd_data reads dyp (stride 1, pad < k) */
+  int in_tiles;                  /* tiles per dx line (fast_bwd) */
+  int hq, wq;                    /* dyp: dy padded by k-1-pad (fast_bwd) */
+  int64_t dyp_ns;                /* floats per sample of dyp: cout * hq * wq */
+} cg_ptx_conv_geom;
+
+/* Fills g for d. 0, or -1 for an empty output. */
+int cg_ptx_conv_geom_init(cg_ptx_conv_geom *g, const cg_conv_desc *d);
 
 typedef enum { CG_PTX_FWD, CG_PTX_BWD_DATA, CG_PTX_BWD_WEIGHT } cg_ptx_op;
 
-/* Threads one launch needs: outputs of the batch for fwd and bwd_data,
- * active weights for linear bwd_weight, active weights times samples for
- * conv bwd_weight. */
+/* Threads one launch of each kernel needs (see above). */
 int64_t cg_ptx_conv_threads(const cg_conv_desc *d, cg_ptx_op op, int64_t n);
 int64_t cg_ptx_linear_threads(const cg_linear_desc *d, cg_ptx_op op, int64_t n);
 
@@ -83,6 +108,9 @@ int cg_ptx_bias_grad(LLVMModuleRef m, int64_t nout, int64_t plane, const uint8_t
 /* Dense helpers, for the layers that run on cuBLAS (runtime/cuda/kern.c).
  * The batch-wide form of a tensor t[n][c][plane] is cm[c][n * plane]
  * (samples side by side in each row), so one sgemm covers the batch.
+ *   pad:       c = tp[n][ch][hp][wp], packed, from a = t[n][ch][h][w]
+ *              (stride a_ns) placed at (top, left), zeros around;
+ *              n * ch * hp * wp threads.
  *   bias_fill: d = y[n][nout][plane] at stride b_ns, overwritten with
  *              bias c[o] (0 where c is NULL or bm[o] == 0); one thread per
  *              element: n * nout * plane.
@@ -95,6 +123,8 @@ int cg_ptx_bias_grad(LLVMModuleRef m, int64_t nout, int64_t plane, const uint8_t
  *   from_cm:   d = t (stride b_ns) = a = cm plus bias c as in bias_fill.
  *              Both: n * nout * plane threads.
  * 0, or -1 for an empty shape. */
+int cg_ptx_pad(LLVMModuleRef m, int64_t ch, int64_t h, int64_t w, int64_t top, int64_t left, int64_t hp,
+               int64_t wp, const char *name);
 int cg_ptx_bias_fill(LLVMModuleRef m, int64_t nout, int64_t plane, const uint8_t *bm, const char *name);
 int cg_ptx_scale(LLVMModuleRef m, const char *name);
 int cg_ptx_im2col(LLVMModuleRef m, const cg_conv_desc *d, const char *name);

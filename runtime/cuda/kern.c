@@ -9,7 +9,9 @@
 #include <llvm-c/Core.h>
 
 enum { K_FWD, K_BWD_DATA, K_BWD_WEIGHT, K_BIAS };
-enum { H_IM2COL, H_COL2IM, H_TO_CM, H_FROM_CM, H_SCALE, H_BIAS_FILL, N_HELPERS };
+/* The helpers: the dense path's, and the sparse kernels' input
+ * preparation (conv: padded x and dy; linear: x batch-wide). */
+enum { H_IM2COL, H_COL2IM, H_TO_CM, H_FROM_CM, H_SCALE, H_BIAS_FILL, H_PREP_X, H_PREP_DY, N_HELPERS };
 
 void cu_kern_free(cu_kern *k) {
   if (k->maskf) cu.cuMemFree_v2(k->maskf);
@@ -81,18 +83,23 @@ int cu_kern_build(cu_kern *k, const cu_kern_desc *d, const char *sm, char *err, 
   /* Kernel names are unique in the process: modules of one context may
    * be loaded side by side while a layer is being replaced. */
   long id = atomic_fetch_add(&serial, 1);
-  static const char *const ops[4 + N_HELPERS] = {"fwd",    "bwd_data", "bwd_weight", "bias",  "im2col",
-                                                  "col2im", "to_cm",    "from_cm",    "scale", "bias_fill"};
+  static const char *const ops[4 + N_HELPERS] = {"fwd",   "bwd_data", "bwd_weight", "bias",   "im2col", "col2im",
+                                                  "to_cm", "from_cm",  "scale",      "bias_fill", "prep_x", "prep_dy"};
   char names[4 + N_HELPERS][64];
   for (int i = 0; i < 4 + N_HELPERS; i++) snprintf(names[i], sizeof names[i], "ilnas_k%ld_%s", id, ops[i]);
   LLVMContextRef ctx = LLVMContextCreate();
   LLVMModuleRef m = LLVMModuleCreateWithNameInContext(names[0], ctx);
-  int rc = d->conv ? cg_ptx_conv_fwd(m, &k->d.cd, names[0]) || cg_ptx_conv_bwd_data(m, &k->d.cd, names[1]) ||
-                         cg_ptx_conv_bwd_weight(m, &k->d.cd, names[2]) ||
-                         cg_ptx_im2col(m, &k->d.cd, names[4 + H_IM2COL]) ||
-                         cg_ptx_col2im(m, &k->d.cd, names[4 + H_COL2IM])
+  const cg_conv_desc *cd = &k->d.cd;
+  cg_ptx_conv_geom *g = &k->geom;
+  int rc = d->conv ? cg_ptx_conv_geom_init(g, cd) || cg_ptx_conv_fwd(m, cd, names[0]) ||
+                         cg_ptx_conv_bwd_data(m, cd, names[1]) || cg_ptx_conv_bwd_weight(m, cd, names[2]) ||
+                         cg_ptx_im2col(m, cd, names[4 + H_IM2COL]) || cg_ptx_col2im(m, cd, names[4 + H_COL2IM]) ||
+                         cg_ptx_pad(m, cd->cin, cd->h, cd->w, cd->pad, cd->pad, g->hp, g->wp, names[4 + H_PREP_X]) ||
+                         (g->fast_bwd && cg_ptx_pad(m, cd->cout, g->oh, g->ow, cd->k - 1 - cd->pad,
+                                                    cd->k - 1 - cd->pad, g->hq, g->wq, names[4 + H_PREP_DY]))
                    : cg_ptx_linear_fwd(m, &k->d.ld, names[0]) || cg_ptx_linear_bwd_data(m, &k->d.ld, names[1]) ||
-                         cg_ptx_linear_bwd_weight(m, &k->d.ld, names[2]);
+                         cg_ptx_linear_bwd_weight(m, &k->d.ld, names[2]) ||
+                         cg_ptx_to_cm(m, k->k2, 1, names[4 + H_PREP_X]);
   rc = rc || cg_ptx_bias_grad(m, k->nout, k->plane, k->bm, names[3]) ||
        cg_ptx_to_cm(m, k->nout, k->plane, names[4 + H_TO_CM]) ||
        cg_ptx_from_cm(m, k->nout, k->plane, k->bm, names[4 + H_FROM_CM]) || cg_ptx_scale(m, names[4 + H_SCALE]) ||
@@ -113,7 +120,8 @@ int cu_kern_build(cu_kern *k, const cu_kern_desc *d, const char *sm, char *err, 
       rc = -1;
     }
     for (int i = 0; i < 4 + N_HELPERS && !rc; i++) {
-      if (!d->conv && (i == 4 + H_IM2COL || i == 4 + H_COL2IM)) continue;
+      if (!d->conv && (i == 4 + H_IM2COL || i == 4 + H_COL2IM || i == 4 + H_PREP_DY)) continue;
+      if (d->conv && !k->geom.fast_bwd && i == 4 + H_PREP_DY) continue;
       CUfunction *f = i < 4 ? &k->fn[i] : &k->hf[i - 4];
       if ((r = cu.cuModuleGetFunction(f, k->mod, names[i]))) {
         snprintf(err, errlen, "cuda: kernel %s: %s", names[i], cu_str(r));
@@ -184,11 +192,33 @@ static CUresult scratch(cu_kern *k, CUstream s, size_t floats) {
   return 0;
 }
 
+/* Floats a sample of the sparse kernels' prepared x and dy take. */
+static int64_t prep_x_len(const cu_kern *k) { return k->d.conv ? k->geom.xp_ns : k->k2; }
+static int64_t prep_dy_len(const cu_kern *k) {
+  return k->d.conv ? (k->geom.fast_bwd ? k->geom.dyp_ns : 0) : k->nout;
+}
+
+/* conv: x padded; linear: x batch-wide. */
+static CUresult prep_x(cu_kern *k, CUstream s, CUdeviceptr x, CUdeviceptr to, int64_t n, int64_t x_ns) {
+  int64_t per = k->d.conv ? (int64_t)k->d.cd.cin * k->geom.hp * k->geom.wp : k->k2;
+  return launch(k->hf[H_PREP_X], s, n * per, x, 0, to, 0, n, x_ns, 0);
+}
+
+/* conv (fast_bwd): dy padded by k-1-pad; linear: dy batch-wide. */
+static CUresult prep_dy(cu_kern *k, CUstream s, CUdeviceptr dy, CUdeviceptr to, int64_t n, int64_t dy_ns) {
+  if (k->d.conv) return launch(k->hf[H_PREP_DY], s, n * k->geom.dyp_ns, dy, 0, to, 0, n, dy_ns, 0);
+  return launch(k->hf[H_TO_CM], s, n * k->nout, dy, 0, to, 0, n, dy_ns, 0);
+}
+
 CUresult cu_kern_fwd(cu_kern *k, CUstream s, CUdeviceptr x, CUdeviceptr w, CUdeviceptr bias, CUdeviceptr y,
                      int64_t n, int64_t x_ns, int64_t y_ns) {
-  if (!k->blas) return launch(k->fn[K_FWD], s, threads_of(k, CG_PTX_FWD, n), x, w, bias, y, n, x_ns, y_ns);
   int64_t cols = n * k->plane;
   CUresult r;
+  if (!k->blas) { /* the input prepared (padded or batch-wide), then the kernel */
+    if ((r = scratch(k, s, (size_t)(n * prep_x_len(k))))) return r;
+    if ((r = prep_x(k, s, x, k->scratch, n, x_ns))) return r;
+    return launch(k->fn[K_FWD], s, threads_of(k, CG_PTX_FWD, n), k->scratch, w, bias, y, n, 0, y_ns);
+  }
   if (!k->d.conv) { /* y = bias, then y += x W^T, column-major: Y^T = W^T X^T */
     r = launch(k->hf[H_BIAS_FILL], s, n * k->nout, 0, 0, bias, y, n, 0, y_ns);
     return r ? r : sgemm(k, CUBLAS_OP_T, CUBLAS_OP_N, k->nout, n, k->k2, w, k->k2, x, x_ns, 1.0f, y, y_ns);
@@ -211,12 +241,23 @@ CUresult cu_kern_bwd(cu_kern *k, CUstream s, CUdeviceptr x, CUdeviceptr dy, CUde
                      CUdeviceptr dw, CUdeviceptr db, int64_t n, int64_t x_ns, int64_t dy_ns) {
   CUresult r = 0;
   if (!k->blas) {
-    if (dx) r = launch(k->fn[K_BWD_DATA], s, threads_of(k, CG_PTX_BWD_DATA, n), dy, w, dx, 0, n, dy_ns, x_ns);
+    /* scratch: the prepared x, then the prepared dy */
+    int64_t xl = prep_x_len(k) * n, yl = prep_dy_len(k) * n;
+    if ((r = scratch(k, s, (size_t)(xl + yl)))) return r;
+    CUdeviceptr xp = k->scratch, dyp = xp + (CUdeviceptr)xl * sizeof(float);
+    /* conv's weight gradient reads dy itself, linear's the batch-wide one */
+    int prep = k->d.conv ? dx && k->geom.fast_bwd : 1;
+    if (prep) r = prep_dy(k, s, dy, dyp, n, dy_ns);
+    if (!r && dx)
+      r = launch(k->fn[K_BWD_DATA], s, threads_of(k, CG_PTX_BWD_DATA, n), prep ? dyp : dy, w, dx, 0, n, dy_ns, x_ns);
     /* The kernels write (or add into) the active weights only: masked
      * ones are zeroed here. */
     if (!r && dw) r = cu.cuMemsetD32Async(dw, 0, k->nw, s);
-    if (!r && dw)
-      r = launch(k->fn[K_BWD_WEIGHT], s, threads_of(k, CG_PTX_BWD_WEIGHT, n), x, dy, dw, 0, n, x_ns, dy_ns);
+    if (!r && dw) r = prep_x(k, s, x, xp, n, x_ns);
+    if (!r && dw) {
+      CUdeviceptr b = k->d.conv ? dy : dyp;
+      r = launch(k->fn[K_BWD_WEIGHT], s, threads_of(k, CG_PTX_BWD_WEIGHT, n), xp, b, dw, 0, n, 0, dy_ns);
+    }
   } else if (!k->d.conv) {
     /* dX += dY W; dW = dY^T X, then masked (column-major, as for fwd) */
     if (dx) r = sgemm(k, CUBLAS_OP_N, CUBLAS_OP_N, k->k2, n, k->nout, w, k->k2, dy, dy_ns, 1.0f, dx, x_ns);

@@ -43,9 +43,10 @@ typedef struct cu_kern {
   int64_t nout;                  /* outputs per sample: cout or out */
   int64_t plane;                 /* pixels per output channel (1: linear) */
   int64_t k2;                    /* inputs per output: cin*k*k or in */
+  cg_ptx_conv_geom geom;         /* conv: the padded inputs */
   CUmodule mod;
   CUfunction fn[4];              /* the sparse kernels: fwd, bwd_data, bwd_weight, bias */
-  CUfunction hf[6];              /* the dense path's helpers (ptx.h) */
+  CUfunction hf[8];              /* helpers: the dense path's and the inputs' preparation */
   /* The dense path (cu_kern_set_dense): cuBLAS on the masked weights. */
   cublasHandle_t blas;           /* 0: the sparse kernels */
   CUdeviceptr maskf;             /* nw floats, 1 at the active weights */

@@ -126,7 +126,9 @@ static int emu_build(emu *E, emu_gen gen, const void *arg, const char *const *na
   return E->ctaid ? 0 : -1;
 }
 
-/* A layer's four kernels, as runtime/cuda/kern.c builds them. */
+/* A layer's kernels and the preparation of their inputs (padded for conv,
+ * batch-wide for linear), as runtime/cuda/kern.c builds them. */
+enum { E_FWD, E_BWD_DATA, E_BWD_WEIGHT, E_BIAS, E_PREP_X, E_PREP_DY };
 typedef struct layer_arg {
   int kind;
   const cg_conv_desc *cd;
@@ -142,14 +144,22 @@ static int gen_layer(LLVMModuleRef m, const void *arg) {
                      cg_ptx_conv_bwd_weight(m, a->cd, "k_bwd_weight")
                : cg_ptx_linear_fwd(m, a->ld, "k_fwd") || cg_ptx_linear_bwd_data(m, a->ld, "k_bwd_data") ||
                      cg_ptx_linear_bwd_weight(m, a->ld, "k_bwd_weight");
-  return rc || cg_ptx_bias_grad(m, a->nout, a->plane, a->bm, "k_bias");
+  rc = rc || cg_ptx_bias_grad(m, a->nout, a->plane, a->bm, "k_bias");
+  if (a->kind != IR_CONV)
+    return rc || cg_ptx_to_cm(m, a->ld->in, 1, "k_prep_x") || cg_ptx_to_cm(m, a->ld->out, 1, "k_prep_dy");
+  const cg_conv_desc *d = a->cd;
+  cg_ptx_conv_geom g;
+  rc = rc || cg_ptx_conv_geom_init(&g, d) || cg_ptx_pad(m, d->cin, d->h, d->w, d->pad, d->pad, g.hp, g.wp, "k_prep_x");
+  /* without the fast backward, a stand-in so that the names resolve */
+  if (g.fast_bwd) return rc || cg_ptx_pad(m, d->cout, g.oh, g.ow, d->k - 1 - d->pad, d->k - 1 - d->pad, g.hq, g.wq, "k_prep_dy");
+  return rc || cg_ptx_scale(m, "k_prep_dy");
 }
 
 static int emu_new(emu *E, int kind, const cg_conv_desc *cd, const cg_linear_desc *ld, int64_t nout,
                    int64_t plane, const uint8_t *bm) {
-  static const char *const names[4] = {"k_fwd", "k_bwd_data", "k_bwd_weight", "k_bias"};
+  static const char *const names[6] = {"k_fwd", "k_bwd_data", "k_bwd_weight", "k_bias", "k_prep_x", "k_prep_dy"};
   layer_arg a = {kind, cd, ld, nout, plane, bm};
-  return emu_build(E, gen_layer, &a, names, 4);
+  return emu_build(E, gen_layer, &a, names, 6);
 }
 
 static void emu_free(emu *E) {
@@ -189,26 +199,34 @@ static void conv_case(int cin, int h, int w, int cout, int k, int stride, int pa
     float *x = jt_randf(nx), *dy = jt_randf(ny);
     float *y0 = jt_randf(ny), *y1 = malloc(ny * sizeof *y1);
     memcpy(y1, y0, ny * sizeof *y1);
+    cg_ptx_conv_geom g;
+    cg_ptx_conv_geom_init(&g, &d);
+    float *xp = malloc((size_t)(n * g.xp_ns) * sizeof *xp);
+    float *dyp = malloc((size_t)(g.fast_bwd ? n * g.dyp_ns : 1) * sizeof *dyp);
+    launch(&E, E_PREP_X, n * g.xp_ns, x, NULL, xp, NULL, n, s.x_ns, 0);
     rt_ref_conv_fwd(&s, x, wt, bias, wm, bm, y0);
-    launch(&E, 0, cg_ptx_conv_threads(&d, CG_PTX_FWD, n), x, wt, bias, y1, n, s.x_ns, s.y_ns);
+    launch(&E, E_FWD, cg_ptx_conv_threads(&d, CG_PTX_FWD, n), xp, wt, bias, y1, n, 0, s.y_ns);
     double e = jt_nerr(y1, y0, ny);
     CHECK(e <= TOL, "%s: fwd error %g", what, e);
     float *dx0 = jt_randf(nx), *dx1 = malloc(nx * sizeof *dx1);
     memcpy(dx1, dx0, nx * sizeof *dx1);
     rt_ref_conv_bwd_data(&s, dy, wt, wm, dx0);
-    launch(&E, 1, cg_ptx_conv_threads(&d, CG_PTX_BWD_DATA, n), dy, wt, dx1, NULL, n, s.y_ns, s.x_ns);
+    if (g.fast_bwd) launch(&E, E_PREP_DY, n * g.dyp_ns, dy, NULL, dyp, NULL, n, s.y_ns, 0);
+    launch(&E, E_BWD_DATA, cg_ptx_conv_threads(&d, CG_PTX_BWD_DATA, n), g.fast_bwd ? dyp : dy, wt, dx1, NULL, n,
+           s.y_ns, s.x_ns);
     e = jt_nerr(dx1, dx0, nx);
     CHECK(e <= TOL, "%s: bwd_data error %g", what, e);
     float *dw0 = jt_randf(nw), *dw1 = calloc(nw, sizeof *dw1);
     float *db0 = jt_randf((size_t)cout), *db1 = calloc((size_t)cout, sizeof *db1);
     rt_ref_conv_bwd_weight(&s, x, dy, wm, bm, dw0, db0);
-    launch(&E, 2, cg_ptx_conv_threads(&d, CG_PTX_BWD_WEIGHT, n), x, dy, dw1, NULL, n, s.x_ns, s.y_ns);
+    launch(&E, E_BWD_WEIGHT, cg_ptx_conv_threads(&d, CG_PTX_BWD_WEIGHT, n), xp, dy, dw1, NULL, n, 0, s.y_ns);
     e = jt_nerr(dw1, dw0, nw);
     CHECK(e <= TOL, "%s: bwd_weight error %g", what, e);
-    launch(&E, 3, (int64_t)n * cout, dy, NULL, db1, NULL, n, s.y_ns, 0);
+    launch(&E, E_BIAS, (int64_t)n * cout, dy, NULL, db1, NULL, n, s.y_ns, 0);
     e = jt_nerr(db1, db0, (size_t)cout);
     CHECK(e <= TOL, "%s: bias gradient error %g", what, e);
     free(x), free(dy), free(y0), free(y1), free(dx0), free(dx1), free(dw0), free(dw1), free(db0), free(db1);
+    free(xp), free(dyp);
   }
   emu_free(&E);
   free(wm), free(bm), free(wt), free(bias);
@@ -232,26 +250,30 @@ static void linear_case(int in, int out, int n, double dens, int with_bias) {
     float *x = jt_randf(nx), *dy = jt_randf(ny);
     float *y0 = jt_randf(ny), *y1 = malloc(ny * sizeof *y1);
     memcpy(y1, y0, ny * sizeof *y1);
+    float *xt = malloc((size_t)n * in * sizeof *xt), *dyt = malloc((size_t)n * out * sizeof *dyt);
+    launch(&E, E_PREP_X, (int64_t)n * in, x, NULL, xt, NULL, n, s.x_ns, 0);
+    launch(&E, E_PREP_DY, (int64_t)n * out, dy, NULL, dyt, NULL, n, s.y_ns, 0);
     rt_ref_linear_fwd(&s, x, wt, bias, wm, bm, y0);
-    launch(&E, 0, cg_ptx_linear_threads(&d, CG_PTX_FWD, n), x, wt, bias, y1, n, s.x_ns, s.y_ns);
+    launch(&E, E_FWD, cg_ptx_linear_threads(&d, CG_PTX_FWD, n), xt, wt, bias, y1, n, 0, s.y_ns);
     double e = jt_nerr(y1, y0, ny);
     CHECK(e <= TOL, "%s: fwd error %g", what, e);
     float *dx0 = jt_randf(nx), *dx1 = malloc(nx * sizeof *dx1);
     memcpy(dx1, dx0, nx * sizeof *dx1);
     rt_ref_linear_bwd_data(&s, dy, wt, wm, dx0);
-    launch(&E, 1, cg_ptx_linear_threads(&d, CG_PTX_BWD_DATA, n), dy, wt, dx1, NULL, n, s.y_ns, s.x_ns);
+    launch(&E, E_BWD_DATA, cg_ptx_linear_threads(&d, CG_PTX_BWD_DATA, n), dyt, wt, dx1, NULL, n, 0, s.x_ns);
     e = jt_nerr(dx1, dx0, nx);
     CHECK(e <= TOL, "%s: bwd_data error %g", what, e);
     float *dw0 = jt_randf(nw), *dw1 = calloc(nw, sizeof *dw1);
     float *db0 = jt_randf((size_t)out), *db1 = calloc((size_t)out, sizeof *db1);
     rt_ref_linear_bwd_weight(&s, x, dy, wm, bm, dw0, db0);
-    launch(&E, 2, cg_ptx_linear_threads(&d, CG_PTX_BWD_WEIGHT, n), x, dy, dw1, NULL, n, s.x_ns, s.y_ns);
+    launch(&E, E_BWD_WEIGHT, cg_ptx_linear_threads(&d, CG_PTX_BWD_WEIGHT, n), xt, dyt, dw1, NULL, n, 0, 0);
     e = jt_nerr(dw1, dw0, nw);
     CHECK(e <= TOL, "%s: bwd_weight error %g", what, e);
-    launch(&E, 3, (int64_t)n * out, dy, NULL, db1, NULL, n, s.y_ns, 0);
+    launch(&E, E_BIAS, (int64_t)n * out, dy, NULL, db1, NULL, n, s.y_ns, 0);
     e = jt_nerr(db1, db0, (size_t)out);
     CHECK(e <= TOL, "%s: bias gradient error %g", what, e);
     free(x), free(dy), free(y0), free(y1), free(dx0), free(dx1), free(dw0), free(dw1), free(db0), free(db1);
+    free(xt), free(dyt);
   }
   emu_free(&E);
   free(wm), free(bm), free(wt), free(bias);
