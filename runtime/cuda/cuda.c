@@ -173,7 +173,9 @@ static void fwd(rt_backend *b, int layer, int n, io v, const float *x, const flo
   cu_kern *k = op_begin(b, layer);
   size_t xs = span(n, v.xns, v.xper), ys = span(n, v.yns, v.yper);
   CUdeviceptr dx = put(cb, B_X, x, xs), dw = put(cb, B_W, w, k->nw), db = put(cb, B_BIAS, bias, k->nb);
-  CUdeviceptr dy = put(cb, B_Y, y, ys); /* the gaps between samples survive */
+  /* y's gaps between samples belong to other tensors and must survive the
+   * copy back: y goes in first where it has gaps. */
+  CUdeviceptr dy = v.yns > v.yper ? put(cb, B_Y, y, ys) : dev(cb, B_Y, ys);
   if (ys) cu_check(cu_kern_fwd(k, cb->stream, dx, dw, db, dy, n, v.xns, v.yns), "forward kernel");
   get(cb, y, dy, ys);
   op_end(b);

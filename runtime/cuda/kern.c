@@ -13,6 +13,8 @@ enum { K_FWD, K_BWD_DATA, K_BWD_WEIGHT, K_BIAS };
  * preparation (conv: padded x and dy; linear: x batch-wide). */
 enum { H_IM2COL, H_COL2IM, H_TO_CM, H_FROM_CM, H_SCALE, H_BIAS_FILL, H_PREP_X, H_PREP_DY, N_HELPERS };
 
+static void count_all(cu_kern *k);
+
 void cu_kern_free(cu_kern *k) {
   if (k->maskf) cu.cuMemFree_v2(k->maskf);
   if (k->scratch) cu.cuMemFree_v2(k->scratch);
@@ -131,6 +133,7 @@ int cu_kern_build(cu_kern *k, const cu_kern_desc *d, const char *sm, char *err, 
   }
   free(ptx);
   if (rc) cu_kern_free(k);
+  else count_all(k);
   return rc;
 }
 
@@ -164,8 +167,19 @@ static CUresult launch(CUfunction f, CUstream s, int64_t threads, CUdeviceptr a,
   return cu.cuLaunchKernel(f, grid, 1, 1, CG_PTX_BLOCK, 1, 1, 0, s, args, NULL);
 }
 
-static int64_t threads_of(const cu_kern *k, cg_ptx_op op, int64_t n) {
+/* A launch's threads: affine in the batch, so two counts at build (the
+ * counts walk the whole mask, far too slow for every call). */
+static int64_t count_threads(const cu_kern *k, cg_ptx_op op, int64_t n) {
   return k->d.conv ? cg_ptx_conv_threads(&k->d.cd, op, n) : cg_ptx_linear_threads(&k->d.ld, op, n);
+}
+
+static int64_t threads_of(const cu_kern *k, cg_ptx_op op, int64_t n) { return k->thr[op][0] + n * k->thr[op][1]; }
+
+static void count_all(cu_kern *k) {
+  for (int op = CG_PTX_FWD; op <= CG_PTX_BWD_WEIGHT; op++) {
+    k->thr[op][0] = count_threads(k, (cg_ptx_op)op, 0);
+    k->thr[op][1] = count_threads(k, (cg_ptx_op)op, 1) - k->thr[op][0];
+  }
 }
 
 /* cuBLAS's status as a CUresult the callers report: 0, or 999

@@ -44,6 +44,7 @@ typedef struct cu_kern {
   int64_t plane;                 /* pixels per output channel (1: linear) */
   int64_t k2;                    /* inputs per output: cin*k*k or in */
   cg_ptx_conv_geom geom;         /* conv: the padded inputs */
+  int64_t thr[3][2];             /* per op (cg_ptx_op): threads = [0] + n * [1] */
   CUmodule mod;
   CUfunction fn[4];              /* the sparse kernels: fwd, bwd_data, bwd_weight, bias */
   CUfunction hf[8];              /* helpers: the dense path's and the inputs' preparation */
