@@ -26,6 +26,24 @@ typedef struct CUstream_st *CUstream;
 typedef struct CUevent_st *CUevent;
 typedef unsigned long long CUdeviceptr;
 typedef int CUjit_option;
+typedef struct CUarray_st *CUarray;
+
+/* cuda.h's CUDA_MEMCPY2D (v2), field for field. */
+typedef struct CUDA_MEMCPY2D {
+  size_t srcXInBytes, srcY;
+  int srcMemoryType; /* CU_MEMORYTYPE_* */
+  const void *srcHost;
+  CUdeviceptr srcDevice;
+  CUarray srcArray;
+  size_t srcPitch;
+  size_t dstXInBytes, dstY;
+  int dstMemoryType;
+  void *dstHost;
+  CUdeviceptr dstDevice;
+  CUarray dstArray;
+  size_t dstPitch;
+  size_t WidthInBytes, Height;
+} CUDA_MEMCPY2D;
 enum {
   CU_JIT_ERROR_LOG_BUFFER = 5, /* CUjit_option */
   CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES = 6,
@@ -33,6 +51,8 @@ enum {
   CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 75,
   CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR = 76,
   CUDA_ERROR_NO_DEVICE = 100,
+  CU_MEMORYTYPE_HOST = 1,
+  CU_MEMORYTYPE_DEVICE = 2,
 };
 
 /* The entry points, resolved by name; the _v2 names are what cuda.h's
@@ -57,6 +77,7 @@ enum {
   X(cuMemcpyDtoH_v2, (void *, CUdeviceptr, size_t))                                          \
   X(cuMemcpyHtoDAsync_v2, (CUdeviceptr, const void *, size_t, CUstream))                     \
   X(cuMemcpyDtoHAsync_v2, (void *, CUdeviceptr, size_t, CUstream))                           \
+  X(cuMemcpy2DAsync_v2, (const CUDA_MEMCPY2D *, CUstream))                                  \
   X(cuMemsetD32Async, (CUdeviceptr, unsigned, size_t, CUstream))                             \
   X(cuStreamCreate, (CUstream *, unsigned))                                                  \
   X(cuStreamDestroy_v2, (CUstream))                                                          \

@@ -6,8 +6,9 @@
  *
  * The graph ops (exec.c) still run on the host: each call copies its
  * tensors into device buffers kept for the run (grown, never freed
- * between calls), launches, and copies the results back, all on one
- * stream under one lock. The backend asks for the whole batch in one call
+ * between calls), packed (only the tensor's own floats of each sample's
+ * arena cross), launches, and copies the results back, all on one stream
+ * under one lock. The backend asks for the whole batch in one call
  * (whole_batch) and gives each backward both directions at once (conv_bwd,
  * linear_bwd), so a layer's step costs one round trip, not one per
  * thread and direction. Bias gradients are summed on the device.
@@ -146,10 +147,54 @@ static void get(cuda_backend *cb, float *h, CUdeviceptr p, size_t n) {
   if (h && n) cu_check(cu.cuMemcpyDtoHAsync_v2(h, p, n * sizeof(float), cb->stream), "cuMemcpyDtoH");
 }
 
-/* Floats of a strided tensor of n samples: the last sample ends at
- * (n-1)*ns + per. The gaps between samples belong to other tensors, so a
- * buffer written by a kernel is first copied in whole, then out whole. */
-static size_t span(int n, long ns, long per) { return n > 0 ? (size_t)((long)(n - 1) * ns + per) : 0; }
+/* A tensor of the exec's arena: n samples of `per` floats, `ns` apart (the
+ * rest of a sample's arena lies between them). On the device it is packed,
+ * and only its own floats cross: one strided copy, or one per sample
+ * where the driver refuses the pitch. */
+typedef struct strided {
+  int n;
+  long ns, per;
+} strided;
+
+static void copy2d(cuda_backend *cb, strided t, float *h, CUdeviceptr d, int to_dev) {
+  if (t.n <= 0 || t.per <= 0) return;
+  size_t row = (size_t)t.per * sizeof(float), pitch = (size_t)t.ns * sizeof(float);
+  if (t.ns == t.per || t.n == 1) {
+    size_t all = row * (size_t)t.n;
+    cu_check(to_dev ? cu.cuMemcpyHtoDAsync_v2(d, h, all, cb->stream) : cu.cuMemcpyDtoHAsync_v2(h, d, all, cb->stream),
+             "cuMemcpy");
+    return;
+  }
+  CUDA_MEMCPY2D c;
+  memset(&c, 0, sizeof c);
+  c.WidthInBytes = row, c.Height = (size_t)t.n;
+  if (to_dev) {
+    c.srcMemoryType = CU_MEMORYTYPE_HOST, c.srcHost = h, c.srcPitch = pitch;
+    c.dstMemoryType = CU_MEMORYTYPE_DEVICE, c.dstDevice = d, c.dstPitch = row;
+  } else {
+    c.srcMemoryType = CU_MEMORYTYPE_DEVICE, c.srcDevice = d, c.srcPitch = row;
+    c.dstMemoryType = CU_MEMORYTYPE_HOST, c.dstHost = h, c.dstPitch = pitch;
+  }
+  if (cu.cuMemcpy2DAsync_v2(&c, cb->stream) == 0) return;
+  for (int i = 0; i < t.n; i++) {
+    float *hi = h + (long)i * t.ns;
+    CUdeviceptr di = d + (CUdeviceptr)((size_t)i * row);
+    cu_check(to_dev ? cu.cuMemcpyHtoDAsync_v2(di, hi, row, cb->stream) : cu.cuMemcpyDtoHAsync_v2(hi, di, row, cb->stream),
+             "cuMemcpy");
+  }
+}
+
+/* Buffer i holding t's samples of h, packed (h NULL: none, 0). */
+static CUdeviceptr put_t(cuda_backend *cb, int i, const float *h, strided t) {
+  if (!h || t.n <= 0) return 0;
+  CUdeviceptr p = dev(cb, i, (size_t)t.n * (size_t)t.per);
+  copy2d(cb, t, (float *)h, p, 1);
+  return p;
+}
+
+static void get_t(cuda_backend *cb, float *h, CUdeviceptr p, strided t) {
+  if (h && p) copy2d(cb, t, h, p, 0);
+}
 
 typedef struct io {
   long xns, yns, xper, yper;     /* strides, floats per sample */
@@ -167,17 +212,17 @@ static io linear_io(const rt_linear_shape *s) {
   return v;
 }
 
+/* On the device every tensor is packed: the kernels see strides of one
+ * sample. */
 static void fwd(rt_backend *b, int layer, int n, io v, const float *x, const float *w, const float *bias,
                 float *y) {
   cuda_backend *cb = CB(b);
   cu_kern *k = op_begin(b, layer);
-  size_t xs = span(n, v.xns, v.xper), ys = span(n, v.yns, v.yper);
-  CUdeviceptr dx = put(cb, B_X, x, xs), dw = put(cb, B_W, w, k->nw), db = put(cb, B_BIAS, bias, k->nb);
-  /* y's gaps between samples belong to other tensors and must survive the
-   * copy back: y goes in first where it has gaps. */
-  CUdeviceptr dy = v.yns > v.yper ? put(cb, B_Y, y, ys) : dev(cb, B_Y, ys);
-  if (ys) cu_check(cu_kern_fwd(k, cb->stream, dx, dw, db, dy, n, v.xns, v.yns), "forward kernel");
-  get(cb, y, dy, ys);
+  strided xt = {n, v.xns, v.xper}, yt = {n, v.yns, v.yper};
+  CUdeviceptr dx = put_t(cb, B_X, x, xt), dw = put(cb, B_W, w, k->nw), db = put(cb, B_BIAS, bias, k->nb);
+  CUdeviceptr dy = n > 0 ? dev(cb, B_Y, (size_t)n * (size_t)v.yper) : 0;
+  if (n > 0) cu_check(cu_kern_fwd(k, cb->stream, dx, dw, db, dy, n, v.xper, v.yper), "forward kernel");
+  get_t(cb, y, dy, yt);
   op_end(b);
 }
 
@@ -186,16 +231,16 @@ static void bwd(rt_backend *b, int layer, int n, io v, const float *x, const flo
                 float *dx, float *dw, float *db) {
   cuda_backend *cb = CB(b);
   cu_kern *k = op_begin(b, layer);
-  size_t xs = span(n, v.xns, v.xper), ys = span(n, v.yns, v.yper);
-  CUdeviceptr ddy = put(cb, B_DY, dy, ys), dwt = dx ? put(cb, B_W, w, k->nw) : 0;
-  CUdeviceptr ddx = dx ? put(cb, B_DX, dx, xs) : 0, dxin = dw ? put(cb, B_X, x, xs) : 0;
+  strided xt = {n, v.xns, v.xper}, yt = {n, v.yns, v.yper};
+  CUdeviceptr ddy = put_t(cb, B_DY, dy, yt), dwt = dx ? put(cb, B_W, w, k->nw) : 0;
+  CUdeviceptr ddx = dx ? put_t(cb, B_DX, dx, xt) : 0, dxin = dw ? put_t(cb, B_X, x, xt) : 0;
   CUdeviceptr ddw = dw ? dev(cb, B_DW, k->nw) : 0, ddb = dw && db ? dev(cb, B_DB, k->nb) : 0;
-  if (ys) cu_check(cu_kern_bwd(k, cb->stream, dxin, ddy, dwt, ddx, ddw, ddb, n, v.xns, v.yns), "backward kernels");
+  if (n > 0) cu_check(cu_kern_bwd(k, cb->stream, dxin, ddy, dwt, ddx, ddw, ddb, n, v.xper, v.yper), "backward kernels");
   else if (dw) { /* an empty batch: zero gradients */
     cu_check(cu.cuMemsetD32Async(ddw, 0, k->nw, cb->stream), "cuMemsetD32");
     if (ddb) cu_check(cu.cuMemsetD32Async(ddb, 0, k->nb, cb->stream), "cuMemsetD32");
   }
-  get(cb, dx, ddx, xs);
+  get_t(cb, dx, ddx, xt);
   get(cb, dw, ddw, k->nw);
   get(cb, db, ddb, k->nb);
   op_end(b);
