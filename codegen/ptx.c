@@ -31,11 +31,12 @@ typedef struct pg {
   LLVMValueRef pa, pb, pc, pd;   /* the four buffers */
   LLVMValueRef n, a_ns, b_ns;
   const char *name;
+  int failed;                    /* a table could not be kept: out of memory */
 } pg;
 
 typedef struct pg_table {
-  LLVMTypeRef ty;                /* [len x iN] */
-  LLVMValueRef g;                /* the global, addrspace(1) */
+  LLVMTypeRef et;                /* i32 or i8 */
+  LLVMValueRef base;             /* the table's address, loaded in the entry block */
 } pg_table;
 
 typedef struct pg_loop {
@@ -107,45 +108,101 @@ static LLVMValueRef begin(pg *p, LLVMModuleRef m, const char *name, LLVMValueRef
   return gid;
 }
 
-static void end(pg *p) {
+/* Closes the kernel: 0, or -1 if a table could not be kept. */
+static int end(pg *p) {
   LLVMBuildRetVoid(p->b);
   LLVMPositionBuilderAtEnd(p->b, p->entry);
   LLVMBuildBr(p->b, LLVMGetNextBasicBlock(p->entry));
   LLVMDisposeBuilder(p->b);
+  return p->failed ? -1 : 0;
 }
 
-/* A constant table of 32-bit (or 8-bit) entries in addrspace(1), the GPU's
- * global memory: the tables can be far larger than the 64 KB of constant
- * memory, and they are read-only, so loads go through the read-only cache.
- * A table always has at least one entry (an empty pattern still links). */
-static pg_table table(pg *p, const char *what, const void *vals, size_t len, int bits) {
-  size_t nl = len ? len : 1;
-  LLVMTypeRef et = bits == 8 ? p->i8 : p->i32;
-  LLVMValueRef *c = malloc(nl * sizeof *c);
-  for (size_t i = 0; i < nl; i++) {
-    unsigned long long v = 0;
-    if (i < len) v = bits == 8 ? ((const uint8_t *)vals)[i] : (unsigned long long)((const int32_t *)vals)[i];
-    c[i] = LLVMConstInt(et, v, 0);
+/* ---- tables ------------------------------------------------------------ */
+
+/* The tables the generators wrote, per module, until the caller takes
+ * them (cg_ptx_take_tables). */
+typedef struct reg_entry {
+  LLVMModuleRef m;
+  cg_ptx_table t;
+} reg_entry;
+
+static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
+static reg_entry *reg;
+static size_t reg_n, reg_cap;
+
+static int reg_add(LLVMModuleRef m, const cg_ptx_table *t) {
+  pthread_mutex_lock(&reg_lock);
+  int rc = 0;
+  if (reg_n == reg_cap) {
+    size_t cap = reg_cap ? 2 * reg_cap : 16;
+    reg_entry *r = realloc(reg, cap * sizeof *r);
+    if (r) reg = r, reg_cap = cap;
+    else rc = -1;
   }
-  pg_table t;
-  t.ty = LLVMArrayType(et, (unsigned)nl);
+  if (!rc) reg[reg_n++] = (reg_entry){m, *t};
+  pthread_mutex_unlock(&reg_lock);
+  return rc;
+}
+
+cg_ptx_table *cg_ptx_take_tables(LLVMModuleRef m, size_t *n) {
+  pthread_mutex_lock(&reg_lock);
+  size_t k = 0;
+  for (size_t i = 0; i < reg_n; i++) k += reg[i].m == m;
+  cg_ptx_table *out = malloc((k ? k : 1) * sizeof *out);
+  size_t j = 0, kept = 0;
+  for (size_t i = 0; i < reg_n; i++) {
+    if (reg[i].m == m && out) out[j++] = reg[i].t;
+    else if (reg[i].m == m) free(reg[i].t.data);
+    else reg[kept++] = reg[i];
+  }
+  reg_n = kept;
+  pthread_mutex_unlock(&reg_lock);
+  *n = out ? k : 0;
+  return out;
+}
+
+void cg_ptx_free_tables(cg_ptx_table *t, size_t n) {
+  for (size_t i = 0; t && i < n; i++) free(t[i].data);
+  free(t);
+}
+
+/* A table of 32-bit (or 8-bit) entries, read from global memory through a
+ * pointer the module holds in a global variable the caller sets after
+ * loading (cg_ptx_take_tables): large index tables as PTX constants would
+ * cost the driver's JIT seconds. The variable is externally initialised,
+ * so the optimiser does not take its null for its value; it is read once,
+ * in the entry block. A table always has at least one entry. */
+static pg_table table(pg *p, const char *what, const void *vals, size_t len, int bits) {
+  size_t nl = len ? len : 1, es = bits == 8 ? 1 : 4;
+  pg_table r;
+  r.et = bits == 8 ? p->i8 : p->i32;
+  LLVMTypeRef pt = LLVMPointerType(r.et, 1);
   char name[160];
   snprintf(name, sizeof name, "%s_%s", p->name, what);
-  t.g = LLVMAddGlobalInAddressSpace(p->m, t.ty, name, 1);
-  LLVMSetInitializer(t.g, LLVMConstArray(et, c, (unsigned)nl));
-  LLVMSetGlobalConstant(t.g, 1);
-  LLVMSetLinkage(t.g, LLVMInternalLinkage);
-  LLVMSetUnnamedAddr(t.g, 1);
-  free(c);
-  return t;
+  LLVMValueRef g = LLVMAddGlobalInAddressSpace(p->m, pt, name, 1);
+  LLVMSetInitializer(g, LLVMConstNull(pt));
+  LLVMSetExternallyInitialized(g, 1);
+  cg_ptx_table t;
+  size_t nlen;
+  snprintf(t.name, sizeof t.name, "%s", LLVMGetValueName2(g, &nlen)); /* as LLVM named it */
+  t.bytes = nl * es;
+  t.data = calloc(nl, es);
+  if (t.data && len) memcpy(t.data, vals, len * es);
+  if (!t.data || reg_add(p->m, &t)) {
+    free(t.data);
+    p->failed = 1;
+  }
+  LLVMBuilderRef eb = LLVMCreateBuilderInContext(p->ctx);
+  LLVMPositionBuilderAtEnd(eb, p->entry);
+  r.base = LLVMBuildLoad2(eb, pt, g, what);
+  LLVMDisposeBuilder(eb);
+  return r;
 }
 
 /* table[i] zero-extended to i64. */
 static LLVMValueRef tab_get(pg *p, pg_table t, LLVMValueRef i) {
-  LLVMValueRef idx[2] = {c64(p, 0), i};
-  LLVMValueRef ptr = LLVMBuildInBoundsGEP2(p->b, t.ty, t.g, idx, 2, "");
-  LLVMTypeRef et = LLVMGetElementType(t.ty);
-  return LLVMBuildZExt(p->b, LLVMBuildLoad2(p->b, et, ptr, ""), p->i64, "");
+  LLVMValueRef ptr = LLVMBuildInBoundsGEP2(p->b, t.et, t.base, &i, 1, "");
+  return LLVMBuildZExt(p->b, LLVMBuildLoad2(p->b, t.et, ptr, ""), p->i64, "");
 }
 
 static LLVMValueRef fload(pg *p, LLVMValueRef base, LLVMValueRef i) {
@@ -347,8 +404,7 @@ int cg_ptx_pad(LLVMModuleRef m, int64_t ch, int64_t h, int64_t w, int64_t top, i
   LLVMBuildStore(p.b, fload(&p, p.pa, at), v);
   if_end(&p, join);
   LLVMBuildStore(p.b, LLVMBuildLoad2(p.b, p.f32, v, ""), fptr(&p, p.pc, gid));
-  end(&p);
-  return 0;
+  return end(&p);
 }
 
 /* A convolution over a padded input as a table of taps: output row r (a
@@ -408,8 +464,7 @@ static int tap_conv(LLVMModuleRef m, const tapconv *t, const char *name) {
     LLVMBuildStore(p.b, v, op);
     if_end(&p, join);
   }
-  end(&p);
-  return 0;
+  return end(&p);
 }
 
 int cg_ptx_conv_fwd(LLVMModuleRef m, const cg_conv_desc *d, const char *name) {
@@ -517,8 +572,7 @@ static int conv_bwd_data_general(LLVMModuleRef m, const cg_conv_desc *d, const c
   LLVMValueRef dxp = fptr(&p, p.pc, add(&p, mul(&p, nn, p.b_ns), r));
   LLVMValueRef old = LLVMBuildLoad2(p.b, p.f32, dxp, "");
   LLVMBuildStore(p.b, LLVMBuildFAdd(p.b, old, LLVMBuildLoad2(p.b, p.f32, acc, ""), ""), dxp);
-  end(&p);
-  return 0;
+  return end(&p);
 }
 
 /* The stride-1 kernel over padded dy where it applies, else one thread
@@ -571,8 +625,7 @@ int cg_ptx_conv_bwd_weight(LLVMModuleRef m, const cg_conv_desc *d, const char *n
   loop_end(&p, &ly);
   LLVMBuildAtomicRMW(p.b, LLVMAtomicRMWBinOpFAdd, fptr(&p, p.pc, wi), LLVMBuildLoad2(p.b, p.f32, acc, ""),
                      LLVMAtomicOrderingMonotonic, 0);
-  end(&p);
-  return 0;
+  return end(&p);
 }
 
 /* ---- linear ----------------------------------------------------------- */
@@ -614,8 +667,7 @@ static int linear_gemv(LLVMModuleRef m, const cg_linear_desc *d, const char *nam
   LLVMValueRef v = LLVMBuildLoad2(p.b, p.f32, acc, "");
   if (transpose) v = LLVMBuildFAdd(p.b, LLVMBuildLoad2(p.b, p.f32, outp, ""), v, "");
   LLVMBuildStore(p.b, v, outp);
-  end(&p);
-  return 0;
+  return end(&p);
 }
 
 int cg_ptx_linear_fwd(LLVMModuleRef m, const cg_linear_desc *d, const char *name) {
@@ -647,8 +699,7 @@ int cg_ptx_linear_bwd_weight(LLVMModuleRef m, const cg_linear_desc *d, const cha
   accumulate(&p, acc, p.f32, fload(&p, p.pb, add(&p, yb, nn)), fload(&p, p.pa, add(&p, xb, nn)));
   loop_end(&p, &ln);
   LLVMBuildStore(p.b, LLVMBuildLoad2(p.b, p.f32, acc, ""), fptr(&p, p.pc, wi));
-  end(&p);
-  return 0;
+  return end(&p);
 }
 
 /* ---- bias gradient ----------------------------------------------------- */
@@ -678,8 +729,7 @@ int cg_ptx_bias_grad(LLVMModuleRef m, int64_t nout, int64_t plane, const uint8_t
   LLVMValueRef sum = LLVMBuildFPTrunc(p.b, LLVMBuildLoad2(p.b, p.f64, acc, ""), p.f32, "");
   LLVMBuildAtomicRMW(p.b, LLVMAtomicRMWBinOpFAdd, fptr(&p, p.pc, o), sum, LLVMAtomicOrderingMonotonic, 0);
   if (join) if_end(&p, join);
-  end(&p);
-  return 0;
+  return end(&p);
 }
 
 /* ---- dense helpers ----------------------------------------------------- */
@@ -693,8 +743,7 @@ int cg_ptx_bias_fill(LLVMModuleRef m, int64_t nout, int64_t plane, const uint8_t
   LLVMValueRef v = local(&p, p.f32, "v");
   init_bias(&p, v, bm, (int)nout, o);
   LLVMBuildStore(p.b, LLVMBuildLoad2(p.b, p.f32, v, ""), fptr(&p, p.pd, add(&p, mul(&p, nn, p.b_ns), r)));
-  end(&p);
-  return 0;
+  return end(&p);
 }
 
 static LLVMValueRef count_total(pg *p, const void *arg) {
@@ -707,8 +756,7 @@ int cg_ptx_scale(LLVMModuleRef m, const char *name) {
   LLVMValueRef i = begin(&p, m, name, count_total, NULL);
   LLVMValueRef cp = fptr(&p, p.pc, i);
   LLVMBuildStore(p.b, LLVMBuildFMul(p.b, LLVMBuildLoad2(p.b, p.f32, cp, ""), fload(&p, p.pa, i), ""), cp);
-  end(&p);
-  return 0;
+  return end(&p);
 }
 
 /* The batch-wide column layout of the dense path: col[r][n * oh*ow],
@@ -738,8 +786,7 @@ int cg_ptx_im2col(LLVMModuleRef m, const cg_conv_desc *d, const char *name) {
   LLVMBuildStore(p.b, fload(&p, p.pa, xi), v);
   if_end(&p, join);
   LLVMBuildStore(p.b, LLVMBuildLoad2(p.b, p.f32, v, ""), fptr(&p, p.pc, gid));
-  end(&p);
-  return 0;
+  return end(&p);
 }
 
 /* dx[n][ci][iy][ix] += the col entries that read it: one thread per dx
@@ -779,8 +826,7 @@ int cg_ptx_col2im(LLVMModuleRef m, const cg_conv_desc *d, const char *name) {
   LLVMValueRef dxp = fptr(&p, p.pc, add(&p, mul(&p, nn, p.b_ns), r));
   LLVMValueRef old = LLVMBuildLoad2(p.b, p.f32, dxp, "");
   LLVMBuildStore(p.b, LLVMBuildFAdd(p.b, old, LLVMBuildLoad2(p.b, p.f32, acc, ""), ""), dxp);
-  end(&p);
-  return 0;
+  return end(&p);
 }
 
 /* Between a tensor t[n][nout][plane] (stride ns) and its batch-wide form
@@ -803,8 +849,7 @@ static int cm_move(LLVMModuleRef m, int64_t nout, int64_t plane, const uint8_t *
   } else {
     LLVMBuildStore(p.b, fload(&p, p.pa, ti), fptr(&p, p.pc, gid));
   }
-  end(&p);
-  return 0;
+  return end(&p);
 }
 
 int cg_ptx_to_cm(LLVMModuleRef m, int64_t nout, int64_t plane, const char *name) {

@@ -6,7 +6,7 @@
  * (no triple, no data layout): GPU parallelism is expressed only through
  * calls to the NVVM special-register intrinsics (tid.x, ctaid.x, ntid.x)
  * and the function is marked a kernel in !nvvm.annotations. The pattern is
- * baked in as constant index tables in addrspace(1); weight values are read
+ * baked in as index tables (cg_ptx_take_tables); weight values are read
  * from the weight pointer on every call. cg_ptx_emit then sets the NVPTX
  * triple and data layout, optimises, and writes PTX text, which the CUDA
  * backend loads with cuModuleLoadDataEx (runtime/cuda/cuda.c).
@@ -131,6 +131,21 @@ int cg_ptx_im2col(LLVMModuleRef m, const cg_conv_desc *d, const char *name);
 int cg_ptx_col2im(LLVMModuleRef m, const cg_conv_desc *d, const char *name);
 int cg_ptx_to_cm(LLVMModuleRef m, int64_t nout, int64_t plane, const char *name);
 int cg_ptx_from_cm(LLVMModuleRef m, int64_t nout, int64_t plane, const uint8_t *bm, const char *name);
+
+/* The index tables of the kernels written into a module live in device
+ * memory, not in the PTX: each is a global variable of the module, `name`,
+ * holding a pointer that the caller sets after loading the module (with
+ * cuModuleGetGlobal) to a copy of `data`. */
+typedef struct cg_ptx_table {
+  char name[160];
+  void *data;                    /* malloc'd */
+  size_t bytes;
+} cg_ptx_table;
+
+/* The tables written into m since the last call, *n of them (malloc'd;
+ * cg_ptx_free_tables). Every module's must be taken, or they are kept. */
+cg_ptx_table *cg_ptx_take_tables(LLVMModuleRef m, size_t *n);
+void cg_ptx_free_tables(cg_ptx_table *t, size_t n);
 
 /* Retargets m to nvptx64-nvidia-cuda, optimises it and writes its PTX into
  * *ptx (NUL-terminated, malloc'd; the caller frees it). `sm` is the GPU's

@@ -69,6 +69,7 @@ enum {
   X(cuModuleLoadDataEx, (CUmodule *, const void *, unsigned, CUjit_option *, void **))       \
   X(cuModuleUnload, (CUmodule))                                                              \
   X(cuModuleGetFunction, (CUfunction *, CUmodule, const char *))                             \
+  X(cuModuleGetGlobal_v2, (CUdeviceptr *, size_t *, CUmodule, const char *))                 \
   X(cuLaunchKernel, (CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, \
                      unsigned, CUstream, void **, void **))                                  \
   X(cuMemAlloc_v2, (CUdeviceptr *, size_t))                                                  \

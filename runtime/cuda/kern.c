@@ -18,6 +18,7 @@ static void count_all(cu_kern *k);
 void cu_kern_free(cu_kern *k) {
   if (k->maskf) cu.cuMemFree_v2(k->maskf);
   if (k->scratch) cu.cuMemFree_v2(k->scratch);
+  if (k->tables) cu.cuMemFree_v2(k->tables);
   if (k->mod) cu.cuModuleUnload(k->mod);
   free(k->wm), free(k->bm);
   memset(k, 0, sizeof *k);
@@ -58,6 +59,34 @@ static uint8_t *norm_mask(const uint8_t *m, size_t n) {
   if (c)
     for (size_t i = 0; i < n; i++) c[i] = (uint8_t)(!m || m[i]);
   return c;
+}
+
+/* The tables into one device allocation, 16-byte aligned each, and each
+ * table's pointer variable in the module set to its copy. */
+static int upload_tables(cu_kern *k, const cg_ptx_table *t, size_t n, char *err, size_t errlen) {
+  size_t total = 0;
+  for (size_t i = 0; i < n; i++) total += (t[i].bytes + 15) / 16 * 16;
+  if (!total) return 0;
+  unsigned char *host = malloc(total);
+  if (!host) {
+    snprintf(err, errlen, "cuda: out of memory");
+    return -1;
+  }
+  CUresult r = cu.cuMemAlloc_v2(&k->tables, total);
+  const char *what = "cuMemAlloc";
+  size_t at = 0;
+  for (size_t i = 0; i < n && !r; i++) {
+    memcpy(host + at, t[i].data, t[i].bytes);
+    CUdeviceptr var, ptr = k->tables + at;
+    size_t vsize = 0;
+    if ((r = cu.cuModuleGetGlobal_v2(&var, &vsize, k->mod, t[i].name))) what = t[i].name;
+    else if ((r = cu.cuMemcpyHtoD_v2(var, &ptr, sizeof ptr))) what = "cuMemcpyHtoD";
+    at += (t[i].bytes + 15) / 16 * 16;
+  }
+  if (!r && (r = cu.cuMemcpyHtoD_v2(k->tables, host, total))) what = "cuMemcpyHtoD";
+  free(host);
+  if (r) snprintf(err, errlen, "cuda: the kernels' tables (%s): %s", what, cu_str(r));
+  return r ? -1 : 0;
 }
 
 int cu_kern_build(cu_kern *k, const cu_kern_desc *d, const char *sm, char *err, size_t errlen) {
@@ -107,8 +136,11 @@ int cu_kern_build(cu_kern *k, const cu_kern_desc *d, const char *sm, char *err, 
        cg_ptx_from_cm(m, k->nout, k->plane, k->bm, names[4 + H_FROM_CM]) || cg_ptx_scale(m, names[4 + H_SCALE]) ||
        cg_ptx_bias_fill(m, k->nout, k->plane, k->bm, names[4 + H_BIAS_FILL]);
   char *ptx = NULL;
-  if (rc) snprintf(err, errlen, "cuda: shape too large for the GPU kernels");
+  size_t nt = 0;
+  cg_ptx_table *tabs = cg_ptx_take_tables(m, &nt);
+  if (rc || !tabs) snprintf(err, errlen, "cuda: shape too large for the GPU kernels");
   else rc = cg_ptx_emit(m, sm, &ptx, err, errlen);
+  rc = rc || !tabs;
   LLVMDisposeModule(m);
   LLVMContextDispose(ctx);
   if (!rc) {
@@ -131,6 +163,8 @@ int cu_kern_build(cu_kern *k, const cu_kern_desc *d, const char *sm, char *err, 
       }
     }
   }
+  if (!rc) rc = upload_tables(k, tabs, nt, err, errlen);
+  cg_ptx_free_tables(tabs, nt);
   free(ptx);
   if (rc) cu_kern_free(k);
   else count_all(k);

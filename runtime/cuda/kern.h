@@ -46,6 +46,7 @@ typedef struct cu_kern {
   cg_ptx_conv_geom geom;         /* conv: the padded inputs */
   int64_t thr[3][2];             /* per op (cg_ptx_op): threads = [0] + n * [1] */
   CUmodule mod;
+  CUdeviceptr tables;            /* the kernels' index tables, one allocation */
   CUfunction fn[4];              /* the sparse kernels: fwd, bwd_data, bwd_weight, bias */
   CUfunction hf[8];              /* helpers: the dense path's and the inputs' preparation */
   /* The dense path (cu_kern_set_dense): cuBLAS on the masked weights. */

@@ -31,6 +31,8 @@ typedef struct emu {
   LLVMOrcLLJITRef jit;
   kern fn[EMU_MAX_FN];        /* layer: fwd, bwd_data, bwd_weight, bias */
   int32_t *ctaid;             /* the module's "blockIdx.x" */
+  cg_ptx_table *tabs;         /* the kernels' tables, which their globals point at */
+  size_t ntabs;
 } emu;
 
 static LLVMOrcLLJITRef jit_new(void) {
@@ -92,6 +94,8 @@ static int emu_build(emu *E, emu_gen gen, const void *arg, const char *const *na
   LLVMModuleRef m = LLVMModuleCreateWithNameInContext("emu", LLVMOrcThreadSafeContextGetContext(tsc));
   int rc = gen(m, arg);
   CHECK(rc == 0, "generator refused the layer");
+  E->tabs = cg_ptx_take_tables(m, &E->ntabs);
+  CHECK(E->tabs != NULL, "tables not taken");
   emulate_sreg(m, "tid.x", 0);
   emulate_sreg(m, "ntid.x", 1);
   emulate_sreg(m, "ctaid.x", 0);
@@ -121,6 +125,13 @@ static int emu_build(emu *E, emu_gen gen, const void *arg, const char *const *na
     void *p = lookup(E->jit, names[i]);
     if (!p) return -1;
     memcpy(&E->fn[i], &p, sizeof p);
+  }
+  /* What the CUDA backend does with cuModuleGetGlobal: each table's
+   * variable points at its data (host memory here). */
+  for (size_t i = 0; i < E->ntabs; i++) {
+    void **var = lookup(E->jit, E->tabs[i].name);
+    if (!var) return -1;
+    *var = E->tabs[i].data;
   }
   E->ctaid = lookup(E->jit, "emu_ctaid");
   return E->ctaid ? 0 : -1;
@@ -164,6 +175,7 @@ static int emu_new(emu *E, int kind, const cg_conv_desc *cd, const cg_linear_des
 
 static void emu_free(emu *E) {
   if (E->jit) LLVMOrcDisposeLLJIT(E->jit);
+  cg_ptx_free_tables(E->tabs, E->ntabs);
 }
 
 /* One launch: every thread in turn. */

@@ -75,6 +75,10 @@ static void layer_case(const char *what, int kind, const cg_conv_desc *cd, const
   CHECK(strcmp(LLVMGetDataLayoutStr(m), "") == 0, "%s: generator set a data layout", what);
   CHECK(LLVMGetNamedMetadataNumOperands(m, "nvvm.annotations") == 4, "%s: kernels not annotated", what);
   char *ptx = NULL, err[512];
+  size_t nt = 0;
+  cg_ptx_table *tabs = cg_ptx_take_tables(m, &nt);
+  CHECK(tabs && (nt > 0 || rc), "%s: no tables taken", what);
+  cg_ptx_free_tables(tabs, nt);
   if (!rc && cg_ptx_emit(m, "sm_90", &ptx, err, sizeof err)) CHECK(0, "%s: %s", what, err);
   LLVMDisposeModule(m);
   LLVMContextDispose(ctx);
