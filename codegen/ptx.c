@@ -516,6 +516,24 @@ static int conv_bwd_data_fast(LLVMModuleRef m, const cg_conv_desc *d, const cg_p
   return rc;
 }
 
+/* The output (oy, ox) that reads the input at (ty0 - pad, tx0 - pad)
+ * through tap kyx = ky*k + kx, and whether there is one: oy*stride =
+ * ty0 - ky must be nonnegative (as unsigned, a negative value is out of
+ * range), below oh*stride and a multiple of the stride; the same for x. */
+static LLVMValueRef tap_output(pg *p, const cg_conv_desc *d, const conv_ctx *c, LLVMValueRef ty0,
+                               LLVMValueRef tx0, LLVMValueRef kyx, LLVMValueRef *oy, LLVMValueRef *ox) {
+  LLVMValueRef ty = LLVMBuildSub(p->b, ty0, udivc(p, kyx, d->k), "");
+  LLVMValueRef tx = LLVMBuildSub(p->b, tx0, uremc(p, kyx, d->k), "");
+  *oy = udivc(p, ty, d->stride), *ox = udivc(p, tx, d->stride);
+  LLVMValueRef ok = LLVMBuildAnd(p->b, in_range(p, ty, (int64_t)c->oh * d->stride),
+                                 in_range(p, tx, (int64_t)c->ow * d->stride), "");
+  if (d->stride > 1) {
+    LLVMValueRef ex = LLVMBuildOr(p->b, uremc(p, ty, d->stride), uremc(p, tx, d->stride), "");
+    ok = LLVMBuildAnd(p->b, ok, LLVMBuildICmp(p->b, LLVMIntEQ, ex, c64(p, 0), ""), "");
+  }
+  return ok;
+}
+
 static int conv_bwd_data_general(LLVMModuleRef m, const cg_conv_desc *d, const char *name) {
   conv_ctx c = {d, 0, 0, 0, 1};
   if (conv_out(d, &c.oh, &c.ow)) return -1;
@@ -553,18 +571,8 @@ static int conv_bwd_data_general(LLVMModuleRef m, const cg_conv_desc *d, const c
   LLVMValueRef j = loop_begin(&p, &l, lo, hi, "j");
   LLVMValueRef wi = tab_get(&p, wt, j);
   LLVMValueRef co = udivc(&p, wi, d->cin * kk), kyx = uremc(&p, wi, kk);
-  /* oy*stride = iy + pad - ky: nonnegative, a multiple of the stride, and
-   * below oh*stride; as unsigned, a negative value is out of range. */
-  LLVMValueRef ty = LLVMBuildSub(p.b, ty0, udivc(&p, kyx, K), "");
-  LLVMValueRef tx = LLVMBuildSub(p.b, tx0, uremc(&p, kyx, K), "");
-  LLVMValueRef oy = udivc(&p, ty, d->stride), ox = udivc(&p, tx, d->stride);
-  LLVMValueRef ok = LLVMBuildAnd(p.b, in_range(&p, ty, (int64_t)c.oh * d->stride),
-                                 in_range(&p, tx, (int64_t)c.ow * d->stride), "");
-  if (d->stride > 1) {
-    LLVMValueRef ex = LLVMBuildOr(p.b, uremc(&p, ty, d->stride), uremc(&p, tx, d->stride), "");
-    ok = LLVMBuildAnd(p.b, ok, LLVMBuildICmp(p.b, LLVMIntEQ, ex, c64(&p, 0), ""), "");
-  }
-  LLVMBasicBlockRef join = if_begin(&p, ok);
+  LLVMValueRef oy, ox;
+  LLVMBasicBlockRef join = if_begin(&p, tap_output(&p, d, &c, ty0, tx0, kyx, &oy, &ox));
   LLVMValueRef yi = add(&p, add(&p, yb, mulc(&p, co, ohw)), add(&p, mulc(&p, oy, c.ow), ox));
   accumulate(&p, acc, p.f32, fload(&p, p.pa, yi), fload(&p, p.pb, wi));
   if_end(&p, join);
@@ -808,16 +816,8 @@ int cg_ptx_col2im(LLVMModuleRef m, const cg_conv_desc *d, const char *name) {
   LLVMBuildStore(p.b, LLVMConstReal(p.f32, 0), acc);
   pg_loop l;
   LLVMValueRef kyx = loop_begin(&p, &l, c64(&p, 0), c64(&p, kk), "t");
-  LLVMValueRef ty = LLVMBuildSub(p.b, ty0, udivc(&p, kyx, K), "");
-  LLVMValueRef tx = LLVMBuildSub(p.b, tx0, uremc(&p, kyx, K), "");
-  LLVMValueRef oy = udivc(&p, ty, d->stride), ox = udivc(&p, tx, d->stride);
-  LLVMValueRef ok = LLVMBuildAnd(p.b, in_range(&p, ty, (int64_t)c.oh * d->stride),
-                                 in_range(&p, tx, (int64_t)c.ow * d->stride), "");
-  if (d->stride > 1) {
-    LLVMValueRef ex = LLVMBuildOr(p.b, uremc(&p, ty, d->stride), uremc(&p, tx, d->stride), "");
-    ok = LLVMBuildAnd(p.b, ok, LLVMBuildICmp(p.b, LLVMIntEQ, ex, c64(&p, 0), ""), "");
-  }
-  LLVMBasicBlockRef join = if_begin(&p, ok);
+  LLVMValueRef oy, ox;
+  LLVMBasicBlockRef join = if_begin(&p, tap_output(&p, d, &c, ty0, tx0, kyx, &oy, &ox));
   LLVMValueRef at = add(&p, cb, add(&p, mul(&p, kyx, row), add(&p, mulc(&p, oy, c.ow), ox)));
   LLVMValueRef v = LLVMBuildLoad2(p.b, p.f32, acc, "");
   LLVMBuildStore(p.b, LLVMBuildFAdd(p.b, v, fload(&p, p.pa, at), ""), acc);
