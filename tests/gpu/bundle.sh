@@ -22,6 +22,7 @@ mkdir -p "$b/bin" "$b/lib" "$b/bench/gpu" "$b/data"
 cp "$build/bin/test_gpu_ops" "$build/bin/gpu_layer_bench" "$build/bin/test_export" "$b/bin/"
 "$build/bin/ilnasc" "$src/samples/fmnist.ilnas" -o "$b/bin/fmnist"
 cp "$src/bench/gpu/epoch_vs_torch.sh" "$b/bench/gpu/"
+cp "$src/bench/epoch_vs_torch.sh" "$b/bench/"
 cp "$src/bench/torch_epoch.py" "$b/bench/"
 cp "$src/tests/gpu/gpu_run.sh" "$b/"
 # Every library the binaries load but the C and C++ runtimes, which any
