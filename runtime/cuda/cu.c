@@ -40,22 +40,30 @@ static int finish(lib_state *s, char *err, size_t errlen) {
   return rc;
 }
 
+/* The first of names[0..n) that dlopen finds, or NULL with s->err set to
+ * "<what>: <listed> not found (<why>)". */
+static void *lib_load(lib_state *s, const char *const *names, size_t n, const char *what, const char *listed) {
+  void *h = NULL;
+  for (size_t i = 0; i < n && !h; i++) h = dlopen(names[i], RTLD_NOW | RTLD_LOCAL);
+  if (!h) {
+    const char *why = dlerror();
+    snprintf(s->err, sizeof s->err, "%s: %s not found (%s)", what, listed, why ? why : "dlopen failed");
+  }
+  return h;
+}
+
 int cu_open(char *err, size_t errlen) {
+  static const char *const names[] = {"libcuda.so.1"};
   lib_state *s = &cu_state;
   pthread_mutex_lock(&s->lock);
   if (s->state == 0) {
     s->state = -1;
-    void *h = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
-    if (!h) {
-      const char *why = dlerror();
-      snprintf(s->err, sizeof s->err, "no CUDA driver: libcuda.so.1 not found (%s)", why ? why : "dlopen failed");
-    } else {
-      int bad = 0;
+    void *h = lib_load(s, names, 1, "no CUDA driver", "libcuda.so.1");
+    int bad = !h;
 #define X(name, args) bad = bad || resolve(h, #name, &cu.name, sizeof cu.name, s, "CUDA driver too old: libcuda.so.1");
-      CU_FUNCS(X)
+    CU_FUNCS(X)
 #undef X
-      if (!bad) s->state = 1;
-    }
+    if (!bad) s->state = 1;
   }
   return finish(s, err, errlen);
 }
@@ -72,21 +80,12 @@ int cublas_open(char *err, size_t errlen) {
   pthread_mutex_lock(&s->lock);
   if (s->state == 0) {
     s->state = -1;
-    void *h = NULL;
-    const char *name = NULL;
-    for (size_t i = 0; i < sizeof names / sizeof names[0] && !h; i++)
-      h = dlopen(name = names[i], RTLD_NOW | RTLD_LOCAL);
-    if (!h) {
-      const char *why = dlerror();
-      snprintf(s->err, sizeof s->err, "no cuBLAS: libcublas.so.13/.12/.11 not found (%s)", why ? why : "dlopen failed");
-    } else {
-      int bad = 0;
-#define X(name_, args) bad = bad || resolve(h, #name_, &cublas.name_, sizeof cublas.name_, s, "no cuBLAS: the library");
-      CUBLAS_FUNCS(X)
+    void *h = lib_load(s, names, 3, "no cuBLAS", "libcublas.so.13/.12/.11");
+    int bad = !h;
+#define X(name, args) bad = bad || resolve(h, #name, &cublas.name, sizeof cublas.name, s, "no cuBLAS: the library");
+    CUBLAS_FUNCS(X)
 #undef X
-      (void)name;
-      if (!bad) s->state = 1;
-    }
+    if (!bad) s->state = 1;
   }
   return finish(s, err, errlen);
 }
