@@ -67,7 +67,7 @@ rt_backend *rt_backend_ref_new(const ir_graph *g) {
   }
   r->pub = (rt_backend){"ref", g, ref_prepare, ref_conv_fwd, ref_conv_bwd_data,
                         ref_conv_bwd_weight, ref_linear_fwd, ref_linear_bwd_data,
-                        ref_linear_bwd_weight, ref_free, 0, NULL, NULL, NULL, 1, 0, 0, 0, NULL, 0};
+                        ref_linear_bwd_weight, ref_free, 0, NULL, NULL, NULL, 1, 0, 0, 0, NULL, 0, NULL};
   return &r->pub;
 }
 

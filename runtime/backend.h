@@ -108,6 +108,12 @@ struct rt_backend {
   /* 1: the weighted ops take the whole batch in one call (the backend
    * spreads it over a device itself), rather than one chunk per thread. */
   int whole_batch;
+
+  /* Optional, NULL. The exec's activation arena and its gradient, told
+   * once: a backend that copies them to a device may page-lock them for
+   * faster copies. It releases them in free, which the exec calls before
+   * it frees the arena. */
+  void (*host_memory)(rt_backend *b, void *p, size_t bytes);
 };
 
 /* "ref", "cpu" (the LLVM JIT), "blas", "cuda" or "auto" (see

@@ -191,6 +191,6 @@ rt_backend *rt_backend_blas_new(const ir_graph *g) {
   openblas_set_num_threads(1); /* exec runs one chunk per thread already */
   r->pub = (rt_backend){"blas", g, blas_prepare, blas_conv_fwd, blas_conv_bwd_data,
                         blas_conv_bwd_weight, blas_linear_fwd, blas_linear_bwd_data,
-                        blas_linear_bwd_weight, blas_free, 1, NULL, NULL, NULL, 1, 0, 0, 0, NULL, 0};
+                        blas_linear_bwd_weight, blas_free, 1, NULL, NULL, NULL, 1, 0, 0, 0, NULL, 0, NULL};
   return &r->pub;
 }

@@ -210,6 +210,10 @@ rt_exec *rt_exec_new(ir_graph *g, int cap, int threads, const char *backend,
     rt_exec_free(x);
     return NULL;
   }
+  if (x->backend->host_memory) {
+    x->backend->host_memory(x->backend, x->act, arena * sizeof(float));
+    x->backend->host_memory(x->backend, x->dact, arena * sizeof(float));
+  }
   x->live->threads = x->backend->threads = x->threads;
   x->live->chunk = (cap + x->threads - 1) / x->threads;
   x->backend->chunk = x->backend->whole_batch ? cap : x->live->chunk;
@@ -224,13 +228,14 @@ rt_exec *rt_exec_new(ir_graph *g, int cap, int threads, const char *backend,
 void rt_exec_free(rt_exec *x) {
   if (!x) return;
   exec_impl *e = (exec_impl *)x;
+  /* the backends first: they may hold the arena page-locked (host_memory) */
+  if (x->backend && x->backend != x->live) x->backend->free(x->backend);
+  if (x->live) x->live->free(x->live);
   free(x->act), free(x->dact), free(x->params), free(x->grads);
   free(x->mom), free(x->mask), free(x->stats), free(x->bn_save);
   free(x->scratch), free(x->logits), free(e->wpart), free(e->zero), free(e->prof),
       free(e->prof_paused), free(e->active), free(e->pool_set);
   free(e->pidx), free(e->pn), free(e->gpacked), free(e->pk);
-  if (x->backend && x->backend != x->live) x->backend->free(x->backend);
-  if (x->live) x->live->free(x->live);
   rt_pool_free(e->pool);
   free(e);
 }

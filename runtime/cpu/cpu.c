@@ -1197,7 +1197,7 @@ rt_backend *rt_backend_cpu_new(const ir_graph *g, char *err, size_t errlen) {
   cb->pub = (rt_backend){"cpu", g, cpu_prepare, cpu_conv_fwd, cpu_conv_bwd_data,
                          cpu_conv_bwd_weight, cpu_linear_fwd, cpu_linear_bwd_data,
                          cpu_linear_bwd_weight, cpu_free, 1, cpu_conv_bwd,
-                         cpu_linear_bwd, cpu_prepare_layers, 1, 0, 0, 0, cpu_wgrad_index, 0};
+                         cpu_linear_bwd, cpu_prepare_layers, 1, 0, 0, 0, cpu_wgrad_index, 0, NULL};
   /* The JIT generates code for this CPU, with its vector extensions. */
   LLVMOrcJITTargetMachineBuilderRef jtmb;
   LLVMErrorRef er = LLVMOrcJITTargetMachineBuilderDetectHost(&jtmb);

@@ -79,6 +79,8 @@ enum {
   X(cuMemcpyHtoDAsync_v2, (CUdeviceptr, const void *, size_t, CUstream))                     \
   X(cuMemcpyDtoHAsync_v2, (void *, CUdeviceptr, size_t, CUstream))                           \
   X(cuMemcpy2DAsync_v2, (const CUDA_MEMCPY2D *, CUstream))                                  \
+  X(cuMemHostRegister_v2, (void *, size_t, unsigned))                                        \
+  X(cuMemHostUnregister, (void *))                                                           \
   X(cuMemsetD32Async, (CUdeviceptr, unsigned, size_t, CUstream))                             \
   X(cuStreamCreate, (CUstream *, unsigned))                                                  \
   X(cuStreamDestroy_v2, (CUstream))                                                          \

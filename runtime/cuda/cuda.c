@@ -49,6 +49,8 @@ typedef struct cuda_backend {
   char sm[16];                   /* the device's "sm_XY" */
   cu_kern *layers;               /* per layer; empty (mod NULL) until prepared */
   dbuf buf[N_BUF];
+  void *pinned[4];               /* host ranges page-locked (host_memory) */
+  int npinned;
   pthread_mutex_t lock;          /* one op at a time on the device */
 } cuda_backend;
 
@@ -332,10 +334,22 @@ static void cuda_linear_bwd(rt_backend *b, int layer, const rt_linear_shape *s, 
   bwd(b, layer, s->n, linear_io(s), x, dy, w, dx, dw, db);
 }
 
+/* Page-locked, the arena's copies run at the bus's speed, not through the
+ * driver's staging buffers. Where the driver refuses (no permission, no
+ * memory), the copies stay pageable: slower, the same results. */
+static void cuda_host_memory(rt_backend *b, void *p, size_t bytes) {
+  cuda_backend *cb = CB(b);
+  if (!p || !bytes || cb->npinned == (int)(sizeof cb->pinned / sizeof cb->pinned[0])) return;
+  pthread_mutex_lock(&cb->lock);
+  if (cu.cuCtxSetCurrent(cb->ctx) == 0 && cu.cuMemHostRegister_v2(p, bytes, 0) == 0) cb->pinned[cb->npinned++] = p;
+  pthread_mutex_unlock(&cb->lock);
+}
+
 static void cuda_free(rt_backend *b) {
   if (!b) return;
   cuda_backend *cb = CB(b);
   if (cb->ctx) cu.cuCtxSetCurrent(cb->ctx);
+  for (int i = 0; i < cb->npinned; i++) cu.cuMemHostUnregister(cb->pinned[i]);
   if (cb->layers)
     for (int i = 0; i < b->g->n_layers; i++) cu_kern_free(&cb->layers[i]);
   free(cb->layers);
@@ -396,7 +410,7 @@ rt_backend *rt_backend_cuda_new(const ir_graph *g, char *err, size_t errlen) {
   pthread_mutex_init(&cb->lock, NULL);
   cb->pub = (rt_backend){"cuda", g, cuda_prepare, cuda_conv_fwd, cuda_conv_bwd_data, cuda_conv_bwd_weight,
                          cuda_linear_fwd, cuda_linear_bwd_data, cuda_linear_bwd_weight, cuda_free, 0,
-                         cuda_conv_bwd, cuda_linear_bwd, NULL, 1, 0, 0, 0, NULL, 1};
+                         cuda_conv_bwd, cuda_linear_bwd, NULL, 1, 0, 0, 0, NULL, 1, cuda_host_memory};
   cb->layers = calloc((size_t)(g->n_layers > 0 ? g->n_layers : 1), sizeof *cb->layers);
   int major = 0, minor = 0;
   const char *what = "out of memory";
