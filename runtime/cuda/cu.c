@@ -68,6 +68,15 @@ int cu_open(char *err, size_t errlen) {
   return finish(s, err, errlen);
 }
 
+void cu_install(const cu_api *driver, const cublas_api *blas) {
+  pthread_mutex_lock(&cu_state.lock);
+  cu = *driver, cu_state.state = 1;
+  pthread_mutex_unlock(&cu_state.lock);
+  pthread_mutex_lock(&cublas_state.lock);
+  cublas = *blas, cublas_state.state = 1;
+  pthread_mutex_unlock(&cublas_state.lock);
+}
+
 const char *cu_str(CUresult r) {
   const char *s = NULL;
   if (cu.cuGetErrorString && cu.cuGetErrorString(r, &s) == 0 && s) return s;

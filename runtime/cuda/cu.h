@@ -135,4 +135,9 @@ extern cublas_api cublas;
  * process. 0, or -1 with "no cuBLAS: ...". */
 int cublas_open(char *err, size_t errlen);
 
+/* Puts other implementations in the tables (the tests' host emulation of
+ * a GPU, tests/gpu/emu_driver.h) before anything opened the libraries:
+ * from then on cu_open and cublas_open succeed at once. */
+void cu_install(const cu_api *driver, const cublas_api *blas);
+
 #endif

@@ -89,6 +89,26 @@ static int upload_tables(cu_kern *k, const cg_ptx_table *t, size_t n, char *err,
   return r ? -1 : 0;
 }
 
+static int load_ptx(LLVMModuleRef m, const char *sm, CUmodule *mod, char *err, size_t errlen) {
+  char *ptx = NULL;
+  if (cg_ptx_emit(m, sm, &ptx, err, errlen)) return -1;
+  char log[4096] = "";
+  CUjit_option opt[2] = {CU_JIT_ERROR_LOG_BUFFER, CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES};
+  void *val[2] = {log, (void *)(uintptr_t)sizeof log};
+  CUresult r = cu.cuModuleLoadDataEx(mod, ptx, 2, opt, val);
+  free(ptx);
+  if (r) {
+    snprintf(err, errlen, "cuda: loading the PTX: %s%s%s", cu_str(r), log[0] ? ": " : "", log);
+    *mod = NULL;
+    return -1;
+  }
+  return 0;
+}
+
+static cu_kern_loader loader = load_ptx;
+
+void cu_kern_set_loader(cu_kern_loader load) { loader = load ? load : load_ptx; }
+
 int cu_kern_build(cu_kern *k, const cu_kern_desc *d, const char *sm, char *err, size_t errlen) {
   static atomic_long serial;
   memset(k, 0, sizeof *k);
@@ -135,37 +155,25 @@ int cu_kern_build(cu_kern *k, const cu_kern_desc *d, const char *sm, char *err, 
        cg_ptx_to_cm(m, k->nout, k->plane, names[4 + H_TO_CM]) ||
        cg_ptx_from_cm(m, k->nout, k->plane, k->bm, names[4 + H_FROM_CM]) || cg_ptx_scale(m, names[4 + H_SCALE]) ||
        cg_ptx_bias_fill(m, k->nout, k->plane, k->bm, names[4 + H_BIAS_FILL]);
-  char *ptx = NULL;
   size_t nt = 0;
   cg_ptx_table *tabs = cg_ptx_take_tables(m, &nt);
   if (rc || !tabs) snprintf(err, errlen, "cuda: shape too large for the GPU kernels");
-  else rc = cg_ptx_emit(m, sm, &ptx, err, errlen);
+  else rc = loader(m, sm, &k->mod, err, errlen);
   rc = rc || !tabs;
   LLVMDisposeModule(m);
   LLVMContextDispose(ctx);
-  if (!rc) {
-    char log[4096] = "";
-    CUjit_option opt[2] = {CU_JIT_ERROR_LOG_BUFFER, CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES};
-    void *val[2] = {log, (void *)(uintptr_t)sizeof log};
-    CUresult r = cu.cuModuleLoadDataEx(&k->mod, ptx, 2, opt, val);
+  for (int i = 0; i < 4 + N_HELPERS && !rc; i++) {
+    if (!d->conv && (i == 4 + H_IM2COL || i == 4 + H_COL2IM || i == 4 + H_PREP_DY)) continue;
+    if (d->conv && !k->geom.fast_bwd && i == 4 + H_PREP_DY) continue;
+    CUfunction *f = i < 4 ? &k->fn[i] : &k->hf[i - 4];
+    CUresult r = cu.cuModuleGetFunction(f, k->mod, names[i]);
     if (r) {
-      snprintf(err, errlen, "cuda: loading the PTX: %s%s%s", cu_str(r), log[0] ? ": " : "", log);
-      k->mod = NULL;
+      snprintf(err, errlen, "cuda: kernel %s: %s", names[i], cu_str(r));
       rc = -1;
-    }
-    for (int i = 0; i < 4 + N_HELPERS && !rc; i++) {
-      if (!d->conv && (i == 4 + H_IM2COL || i == 4 + H_COL2IM || i == 4 + H_PREP_DY)) continue;
-      if (d->conv && !k->geom.fast_bwd && i == 4 + H_PREP_DY) continue;
-      CUfunction *f = i < 4 ? &k->fn[i] : &k->hf[i - 4];
-      if ((r = cu.cuModuleGetFunction(f, k->mod, names[i]))) {
-        snprintf(err, errlen, "cuda: kernel %s: %s", names[i], cu_str(r));
-        rc = -1;
-      }
     }
   }
   if (!rc) rc = upload_tables(k, tabs, nt, err, errlen);
   cg_ptx_free_tables(tabs, nt);
-  free(ptx);
   if (rc) cu_kern_free(k);
   else count_all(k);
   return rc;

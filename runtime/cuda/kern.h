@@ -56,6 +56,12 @@ typedef struct cu_kern {
   size_t scratch_cap;            /* floats */
 } cu_kern;
 
+/* How a module of generated kernels is loaded: by default its PTX
+ * (cg_ptx_emit) through cuModuleLoadDataEx, the JIT log in the message;
+ * the tests' GPU emulation loads the IR itself. 0, or -1 with a message. */
+typedef int (*cu_kern_loader)(LLVMModuleRef m, const char *sm, CUmodule *mod, char *err, size_t errlen);
+void cu_kern_set_loader(cu_kern_loader load);
+
 /* Builds and loads the kernels; `sm` is the device's "sm_XY". 0, or -1
  * with a message (k is then empty). The sparse kernels are in use. */
 int cu_kern_build(cu_kern *k, const cu_kern_desc *d, const char *sm, char *err, size_t errlen);

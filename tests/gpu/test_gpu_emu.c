@@ -19,6 +19,7 @@
 
 #include "codegen/ptx.h"
 #include "runtime/ref.h"
+#include "tests/gpu/emu_driver.h"
 #include "tests/jit/jitutil.h"
 
 #define TOL 1e-5
@@ -35,60 +36,13 @@ typedef struct emu {
   size_t ntabs;
 } emu;
 
-static LLVMOrcLLJITRef jit_new(void) {
-  LLVMOrcLLJITRef j = NULL;
-  LLVMErrorRef e = LLVMOrcCreateLLJIT(&j, NULL);
-  if (e) {
-    char *m = LLVMGetErrorMessage(e);
-    CHECK(0, "LLJIT: %s", m);
-    LLVMDisposeErrorMessage(m);
-    return NULL;
-  }
-  return j;
-}
-
-/* An executor address is the code's address in this process. */
-static void *lookup(LLVMOrcLLJITRef j, const char *name) {
-  LLVMOrcExecutorAddress a = 0;
-  LLVMErrorRef e = LLVMOrcLLJITLookup(j, &a, name);
-  if (e) {
-    char *m = LLVMGetErrorMessage(e);
-    CHECK(0, "lookup %s: %s", name, m);
-    LLVMDisposeErrorMessage(m);
-    return NULL;
-  }
-  uintptr_t ip = (uintptr_t)a;
-  void *p;
-  memcpy(&p, &ip, sizeof p);
-  return p;
-}
-
-/* Turns llvm.nvvm.read.ptx.sreg.<reg> into a function returning a global. */
-static void emulate_sreg(LLVMModuleRef m, const char *reg, int init) {
-  char name[64], gname[32];
-  snprintf(name, sizeof name, "llvm.nvvm.read.ptx.sreg.%s", reg);
-  LLVMValueRef f = LLVMGetNamedFunction(m, name);
-  if (!f) return;
-  LLVMContextRef ctx = LLVMGetModuleContext(m);
-  LLVMTypeRef i32 = LLVMInt32TypeInContext(ctx);
-  snprintf(gname, sizeof gname, "emu_%.5s", reg);
-  LLVMValueRef g = LLVMAddGlobal(m, i32, gname);
-  LLVMSetInitializer(g, LLVMConstInt(i32, (unsigned)init, 0));
-  snprintf(name, sizeof name, "emu_%.5s_fn", reg);
-  LLVMSetValueName2(f, name, strlen(name));
-  LLVMBuilderRef b = LLVMCreateBuilderInContext(ctx);
-  LLVMPositionBuilderAtEnd(b, LLVMAppendBasicBlockInContext(ctx, f, "e"));
-  LLVMBuildRet(b, LLVMBuildLoad2(b, i32, g, ""));
-  LLVMDisposeBuilder(b);
-}
-
 /* The kernels a generator callback adds to m, named names[0..nfn). */
 typedef int (*emu_gen)(LLVMModuleRef m, const void *arg);
 
 /* Builds the kernels and JIT-compiles them for the host. */
 static int emu_build(emu *E, emu_gen gen, const void *arg, const char *const *names, int nfn) {
   memset(E, 0, sizeof *E);
-  E->jit = jit_new();
+  E->jit = emu_jit_new();
   if (!E->jit) return -1;
   LLVMOrcThreadSafeContextRef tsc = LLVMOrcCreateNewThreadSafeContext();
   LLVMModuleRef m = LLVMModuleCreateWithNameInContext("emu", LLVMOrcThreadSafeContextGetContext(tsc));
@@ -96,9 +50,9 @@ static int emu_build(emu *E, emu_gen gen, const void *arg, const char *const *na
   CHECK(rc == 0, "generator refused the layer");
   E->tabs = cg_ptx_take_tables(m, &E->ntabs);
   CHECK(E->tabs != NULL, "tables not taken");
-  emulate_sreg(m, "tid.x", 0);
-  emulate_sreg(m, "ntid.x", 1);
-  emulate_sreg(m, "ctaid.x", 0);
+  emu_sreg(m, "tid.x", 0);
+  emu_sreg(m, "ntid.x", 1);
+  emu_sreg(m, "ctaid.x", 0);
   LLVMSetTarget(m, LLVMOrcLLJITGetTripleString(E->jit));
   LLVMSetDataLayout(m, LLVMOrcLLJITGetDataLayoutStr(E->jit));
   char *msg = NULL;
@@ -122,18 +76,18 @@ static int emu_build(emu *E, emu_gen gen, const void *arg, const char *const *na
     return -1;
   }
   for (int i = 0; i < nfn; i++) {
-    void *p = lookup(E->jit, names[i]);
+    void *p = emu_lookup(E->jit, names[i]);
     if (!p) return -1;
     memcpy(&E->fn[i], &p, sizeof p);
   }
   /* What the CUDA backend does with cuModuleGetGlobal: each table's
    * variable points at its data (host memory here). */
   for (size_t i = 0; i < E->ntabs; i++) {
-    void **var = lookup(E->jit, E->tabs[i].name);
+    void **var = emu_lookup(E->jit, E->tabs[i].name);
     if (!var) return -1;
     *var = E->tabs[i].data;
   }
-  E->ctaid = lookup(E->jit, "emu_ctaid");
+  E->ctaid = emu_lookup(E->jit, "emu_ctaid");
   return E->ctaid ? 0 : -1;
 }
 

@@ -5,6 +5,9 @@
  *                              ("no CUDA driver: ..." or "no GPU: ..."),
  *                              never crash; with a GPU it must start.
  *                              `auto` must pick cuda exactly then.
+ *   test_gpu_ops --emulate     the same on the host emulation of a GPU
+ *                              (emu_driver.h): the backend's own logic
+ *                              where no GPU is.
  *   test_gpu_ops               every op of the CUDA backend against the
  *                              reference kernels over random shapes,
  *                              strides, channel-prefix views and densities
@@ -16,6 +19,7 @@
  *                              with the backend's message without a GPU.
  */
 #include "tests/jit/backend_cases.h"
+#include "tests/gpu/emu_driver.h"
 
 static const double densities[] = {0.0, 0.1, 0.5, 1.0};
 enum { ND = sizeof densities / sizeof densities[0] };
@@ -28,6 +32,10 @@ static const bc_hooks cuda = {"cuda", NULL, NULL};
 
 int main(int argc, char **argv) {
   char err[1024] = "";
+  if (argc > 1 && strcmp(argv[1], "--emulate") == 0 && emu_driver_install()) {
+    printf("SKIP: this LLVM cannot JIT for the host\n");
+    return 77;
+  }
   ir_graph *g = jt_graph(IR_LINEAR, 4, 1, 1, 3, 1, 1, 0);
   rt_backend *b = rt_backend_new("cuda", g, err, sizeof err);
   if (argc > 1 && strcmp(argv[1], "--no-device") == 0) {

@@ -1,0 +1,32 @@
+/* emu_driver.h: the CUDA backend on the host, for the tests of machines
+ * without a GPU.
+ *
+ * emu_driver_install() fills the driver and cuBLAS tables (runtime/cuda/
+ * cu.h) with host implementations and has runtime/cuda/kern.c load each
+ * module of generated kernels as IR JIT-compiled for the host rather than
+ * as PTX. Device memory is host memory; a launch runs every thread of the
+ * grid one after another, the special registers (tid, ntid, ctaid) read
+ * from globals of the module; streams, events and page-locking are
+ * bookkeeping; sgemm is OpenBLAS's. Everything the backend does above the
+ * driver (its buffers, the strided copies, the tables' upload, the dense
+ * path and its choice, the kernels' launch sizes) then runs as on a GPU;
+ * what it cannot check is the NVPTX lowering (ptxas does, in gpu_ptx) and
+ * concurrency on a real device. */
+#ifndef ILNAS_TESTS_EMU_DRIVER_H
+#define ILNAS_TESTS_EMU_DRIVER_H
+
+#include <llvm-c/Core.h>
+#include <llvm-c/LLJIT.h>
+
+/* 0, or -1 when this LLVM cannot JIT for the host. */
+int emu_driver_install(void);
+
+/* The host-JIT helpers the emulation is made of, shared with
+ * test_gpu_emu.c: a JIT, a symbol's address, and the NVVM special
+ * register `reg` (tid.x, ntid.x, ctaid.x) turned into a function that
+ * reads the global emu_<reg> of the module, initialised to init. */
+LLVMOrcLLJITRef emu_jit_new(void);
+void *emu_lookup(LLVMOrcLLJITRef j, const char *name);
+void emu_sreg(LLVMModuleRef m, const char *reg, int init);
+
+#endif
