@@ -12,14 +12,14 @@ src=$(cd "$(dirname "$0")/../.." && pwd)
 build=$(cd "${1:-$src/build}" && pwd)
 out=${2:-$PWD/ilnas-gpu.tar.xz}
 data=${FMNIST:-/usr/share/datasets/fashion-mnist}
-for b in ilnasc test_gpu_ops gpu_layer_bench test_export; do
+for b in ilnasc test_gpu_ops test_jit_train gpu_layer_bench test_export; do
   [ -x "$build/bin/$b" ] || { echo "bundle: $build/bin/$b missing: build first" >&2; exit 1; }
 done
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 b=$tmp/ilnas-gpu
 mkdir -p "$b/bin" "$b/lib" "$b/bench/gpu" "$b/data"
-cp "$build/bin/test_gpu_ops" "$build/bin/gpu_layer_bench" "$build/bin/test_export" "$b/bin/"
+cp "$build/bin/test_gpu_ops" "$build/bin/test_jit_train" "$build/bin/gpu_layer_bench" "$build/bin/test_export" "$b/bin/"
 "$build/bin/ilnasc" "$src/samples/fmnist.ilnas" -o "$b/bin/fmnist"
 cp "$src/bench/gpu/epoch_vs_torch.sh" "$b/bench/gpu/"
 cp "$src/bench/epoch_vs_torch.sh" "$b/bench/"

@@ -27,7 +27,7 @@ if grep -q "gpu_ops .*Skipped" "$build.ctest.log"; then
 fi
 run=$build/gpu-run
 mkdir -p "$run"
-for b in test_gpu_ops gpu_layer_bench test_export; do ln -sf "$build/bin/$b" "$run/$b"; done
+for b in test_gpu_ops test_jit_train gpu_layer_bench test_export; do ln -sf "$build/bin/$b" "$run/$b"; done
 "$build/bin/ilnasc" "$src/samples/fmnist.ilnas" -o "$run/fmnist"
 exp=$build/gpu-run/export
 e=$build/tests/export/work

@@ -3,8 +3,8 @@
 # runs after building, and what a bundle (tests/gpu/bundle.sh) runs on a GPU
 # machine that lacks the build's toolchain. Under five minutes on an H200.
 # usage: gpu_run.sh BIN_DIR SRC_DIR [EXPORT_DIR] [DATA_DIR]
-#   BIN_DIR     test_gpu_ops, gpu_layer_bench, test_export, fmnist (the sample,
-#               compiled by ilnasc)
+#   BIN_DIR     test_gpu_ops, test_jit_train, gpu_layer_bench, test_export,
+#               fmnist (the sample, compiled by ilnasc)
 #   SRC_DIR     the source tree (or the bundle), for bench/gpu/epoch_vs_torch.sh
 #               and bench/torch_epoch.py
 #   EXPORT_DIR  runner, img2000.f32, ref2000.f32, labels.u8 from the export
@@ -23,6 +23,12 @@ st=$?
 tail -n 12 "$log" && rm -f "$log"
 [ "$st" -eq 0 ] || { echo "FAIL: gpu_ops exited $st (77: no usable GPU)"; rc=1; }
 "$bin/test_gpu_ops" --no-device || rc=1
+echo "== gpu_train: a growing run on --backend cuda against cpu"
+log=$(mktemp)
+timeout 120 "$bin/test_jit_train" cuda >"$log" 2>&1
+st=$?
+tail -n 4 "$log" && rm -f "$log"
+[ "$st" -eq 0 ] || { echo "FAIL: gpu_train exited $st"; rc=1; }
 if [ -n "$exp" ] && [ -x "$exp/runner" ]; then
   echo "== the CUDA export against the runtime's logits"
   (cd "$exp" && ./runner img2000.f32 got.f32 128 && "$bin/test_export" compare ref2000.f32 got.f32 labels.u8 10 &&
