@@ -235,8 +235,9 @@ static CUresult sgemm(cu_kern *k, int ta, int tb, int64_t m, int64_t n, int64_t 
                                        (const float *)b, (int)ldb, &beta, (float *)c, (int)ldc));
 }
 
-/* The conv dense path's scratch, at least `floats`. Pending work may read
- * the old buffer, so the stream drains before it is freed. */
+/* The layer's scratch, at least `floats`: the sparse kernels' prepared
+ * inputs, or the dense path's columns and batch-wide dy. Pending work may
+ * read the old buffer, so the stream drains before it is freed. */
 static CUresult scratch(cu_kern *k, CUstream s, size_t floats) {
   if (floats <= k->scratch_cap) return 0;
   CUresult r = cu.cuStreamSynchronize(s);
