@@ -266,6 +266,13 @@ static void accumulate(pg *p, LLVMValueRef acc, LLVMTypeRef t, LLVMValueRef a, L
   LLVMBuildStore(p->b, LLVMBuildFAdd(p->b, v, LLVMBuildFMul(p->b, a, b, ""), ""), acc);
 }
 
+/* base[i] += the value in acc (a local). */
+static void add_into(pg *p, LLVMValueRef base, LLVMValueRef i, LLVMValueRef acc) {
+  LLVMValueRef ptr = fptr(p, base, i);
+  LLVMValueRef sum = LLVMBuildFAdd(p->b, LLVMBuildLoad2(p->b, p->f32, ptr, ""), LLVMBuildLoad2(p->b, p->f32, acc, ""), "");
+  LLVMBuildStore(p->b, sum, ptr);
+}
+
 /* acc = bias[o] when the bias pointer is not NULL and bias o is active. */
 static void init_bias(pg *p, LLVMValueRef acc, const uint8_t *bm, int nout, LLVMValueRef o) {
   LLVMBuildStore(p->b, LLVMConstReal(p->f32, 0), acc);
@@ -577,9 +584,7 @@ static int conv_bwd_data_general(LLVMModuleRef m, const cg_conv_desc *d, const c
   accumulate(&p, acc, p.f32, fload(&p, p.pa, yi), fload(&p, p.pb, wi));
   if_end(&p, join);
   loop_end(&p, &l);
-  LLVMValueRef dxp = fptr(&p, p.pc, add(&p, mul(&p, nn, p.b_ns), r));
-  LLVMValueRef old = LLVMBuildLoad2(p.b, p.f32, dxp, "");
-  LLVMBuildStore(p.b, LLVMBuildFAdd(p.b, old, LLVMBuildLoad2(p.b, p.f32, acc, ""), ""), dxp);
+  add_into(&p, p.pc, add(&p, mul(&p, nn, p.b_ns), r), acc);
   return end(&p);
 }
 
@@ -823,9 +828,7 @@ int cg_ptx_col2im(LLVMModuleRef m, const cg_conv_desc *d, const char *name) {
   LLVMBuildStore(p.b, LLVMBuildFAdd(p.b, v, fload(&p, p.pa, at), ""), acc);
   if_end(&p, join);
   loop_end(&p, &l);
-  LLVMValueRef dxp = fptr(&p, p.pc, add(&p, mul(&p, nn, p.b_ns), r));
-  LLVMValueRef old = LLVMBuildLoad2(p.b, p.f32, dxp, "");
-  LLVMBuildStore(p.b, LLVMBuildFAdd(p.b, old, LLVMBuildLoad2(p.b, p.f32, acc, ""), ""), dxp);
+  add_into(&p, p.pc, add(&p, mul(&p, nn, p.b_ns), r), acc);
   return end(&p);
 }
 
