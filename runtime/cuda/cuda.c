@@ -273,9 +273,14 @@ static double time_step(cuda_backend *cb, cu_kern *k, int n) {
     cu_check(cu.cuEventElapsedTime(&t[i], e0, e1), "cuEventElapsedTime");
   }
   cu.cuEventDestroy_v2(e0), cu.cuEventDestroy_v2(e1);
-  float a = t[1], b = t[2], c = t[3]; /* t[0] warms up */
-  float med = a > b ? (b > c ? b : (a > c ? c : a)) : (a > c ? a : (b > c ? c : b));
-  return 1e-3 * med;
+  /* t[0] warms up; the median of the rest, sorted in place */
+  for (int i = 1; i < 4; i++)
+    for (int j = i + 1; j < 4; j++)
+      if (t[j] < t[i]) {
+        float v = t[i];
+        t[i] = t[j], t[j] = v;
+      }
+  return 1e-3 * t[2];
 }
 
 /* Puts k on the faster of its two paths for the batch the exec runs, or
