@@ -65,9 +65,12 @@ rt_backend *rt_backend_ref_new(const ir_graph *g) {
     ref_free(&r->pub);
     return NULL;
   }
-  r->pub = (rt_backend){"ref", g, ref_prepare, ref_conv_fwd, ref_conv_bwd_data,
-                        ref_conv_bwd_weight, ref_linear_fwd, ref_linear_bwd_data,
-                        ref_linear_bwd_weight, ref_free, 0, NULL, NULL, NULL, 1, 0, 0, 0, NULL, 0, NULL};
+  r->pub = (rt_backend){.name = "ref", .g = g, .prepare = ref_prepare,
+                        .conv_fwd = ref_conv_fwd, .conv_bwd_data = ref_conv_bwd_data,
+                        .conv_bwd_weight = ref_conv_bwd_weight, .linear_fwd = ref_linear_fwd,
+                        .linear_bwd_data = ref_linear_bwd_data,
+                        .linear_bwd_weight = ref_linear_bwd_weight, .free = ref_free,
+                        .threads = 1};
   return &r->pub;
 }
 

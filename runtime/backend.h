@@ -23,6 +23,7 @@
 #include <stdint.h>
 
 #include "ir/ir.h"
+#include "runtime/elem.h"
 #include "runtime/ref.h"
 
 typedef struct rt_backend rt_backend;
@@ -104,6 +105,15 @@ struct rt_backend {
    * the layer's weights, its active ones) at dw[j] for j < *n and leaves
    * the rest of dw alone. Bias gradients stay dense. */
   const int32_t *(*wgrad_index)(rt_backend *b, int layer, size_t *n);
+  /* Optional, NULL: none. Before an SGD step moves a packed layer's
+   * weights w from the values named `from` to those named `to`
+   * (rt_linear_shape.wgen): the backend's copy of the active ones, in the
+   * packed layout (wgrad_index), where it holds the values named `from`;
+   * else NULL. The step writes every new weight into it too before any
+   * other call, and the backend takes it as holding the values named
+   * `to`: its kernels' packings of the next pass are made from it, with
+   * no read of the dense w. */
+  float *(*wcopy)(rt_backend *b, int layer, const float *w, uint64_t from, uint64_t to);
 
   /* 1: the weighted ops take the whole batch in one call (the backend
    * spreads it over a device itself), rather than one chunk per thread. */

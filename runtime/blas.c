@@ -189,8 +189,11 @@ rt_backend *rt_backend_blas_new(const ir_graph *g) {
     return NULL;
   }
   openblas_set_num_threads(1); /* exec runs one chunk per thread already */
-  r->pub = (rt_backend){"blas", g, blas_prepare, blas_conv_fwd, blas_conv_bwd_data,
-                        blas_conv_bwd_weight, blas_linear_fwd, blas_linear_bwd_data,
-                        blas_linear_bwd_weight, blas_free, 1, NULL, NULL, NULL, 1, 0, 0, 0, NULL, 0, NULL};
+  r->pub = (rt_backend){.name = "blas", .g = g, .prepare = blas_prepare,
+                        .conv_fwd = blas_conv_fwd, .conv_bwd_data = blas_conv_bwd_data,
+                        .conv_bwd_weight = blas_conv_bwd_weight, .linear_fwd = blas_linear_fwd,
+                        .linear_bwd_data = blas_linear_bwd_data,
+                        .linear_bwd_weight = blas_linear_bwd_weight, .free = blas_free,
+                        .fuses_relu = 1, .threads = 1};
   return &r->pub;
 }

@@ -26,6 +26,7 @@ enum { RT_MAX_THREADS = 64 };
  * writes into grads). */
 typedef struct exec_impl {
   rt_exec pub;
+  float *params; /* pub.params, writable */
   float *wpart;
   int64_t wpart_size;
   rt_pool *pool; /* threads - 1 workers; NULL: everything on the caller */
@@ -41,9 +42,10 @@ typedef struct exec_impl {
   int64_t *active; /* per layer: active weights, as of the last prepare */
   uint8_t *pool_set; /* per layer: a max pool that overwrites its input's
                       * gradient (sole_pool_writer) */
-  /* Names the parameters' values for the backend (rt_linear_shape.wgen):
-   * new at every rt_exec_set_input (a pass begins; backprop needs the
-   * parameters fixed until its backward ends), SGD step and init. */
+  /* Names the parameters' values for the backends (rt_linear_shape.wgen):
+   * new at every change of them (rt_exec_params_write, the SGD step, init,
+   * sync_mask), so that a backend may keep what it derived from them
+   * (packed weights) across passes for as long as it stays the same. */
   uint64_t wgen;
   /* Packed weight gradients (rt_backend.wgrad_index): per layer, the
    * backend's layout as of the last prepare (pidx, pn entries; NULL:
@@ -54,6 +56,7 @@ typedef struct exec_impl {
   size_t *pn;
   uint8_t *gpacked;
   int *pk; /* the SGD step's list of packed layers */
+  float **wc; /* and the backend's copies of their weights (or NULL) */
 } exec_impl;
 
 /* Layer l's gradient layout in grads: its packed indices (*n of them), or
@@ -173,7 +176,7 @@ rt_exec *rt_exec_new(ir_graph *g, int cap, int threads, const char *backend,
   size_t arena = (size_t)cap * (size_t)g->act_size;
   x->act = xcalloc(arena, sizeof(float), &oom);
   x->dact = xcalloc(arena, sizeof(float), &oom);
-  x->params = xcalloc((size_t)g->n_params, sizeof(float), &oom);
+  x->params = e->params = xcalloc((size_t)g->n_params, sizeof(float), &oom);
   x->grads = xcalloc((size_t)g->n_params, sizeof(float), &oom);
   x->mom = xcalloc((size_t)g->n_params, sizeof(float), &oom);
   x->mask = xcalloc((size_t)g->n_params, 1, &oom);
@@ -190,6 +193,7 @@ rt_exec *rt_exec_new(ir_graph *g, int cap, int threads, const char *backend,
   e->pn = xcalloc((size_t)g->n_layers, sizeof *e->pn, &oom);
   e->gpacked = xcalloc((size_t)g->n_layers, 1, &oom);
   e->pk = xcalloc((size_t)g->n_layers, sizeof *e->pk, &oom);
+  e->wc = xcalloc((size_t)g->n_layers, sizeof *e->wc, &oom);
   if (oom || plan_zero(e)) oom = 1;
   if (oom) {
     snprintf(err, errlen,
@@ -231,11 +235,11 @@ void rt_exec_free(rt_exec *x) {
   /* the backends first: they may hold the arena page-locked (host_memory) */
   if (x->backend && x->backend != x->live) x->backend->free(x->backend);
   if (x->live) x->live->free(x->live);
-  free(x->act), free(x->dact), free(x->params), free(x->grads);
+  free(x->act), free(x->dact), free(e->params), free(x->grads);
   free(x->mom), free(x->mask), free(x->stats), free(x->bn_save);
   free(x->scratch), free(x->logits), free(e->wpart), free(e->zero), free(e->prof),
       free(e->prof_paused), free(e->active), free(e->pool_set);
-  free(e->pidx), free(e->pn), free(e->gpacked), free(e->pk);
+  free(e->pidx), free(e->pn), free(e->gpacked), free(e->pk), free(e->wc);
   rt_pool_free(e->pool);
   free(e);
 }
@@ -284,19 +288,26 @@ int rt_exec_prepare(rt_exec *x, char *err, size_t errlen) {
 
 int rt_exec_sync_mask(rt_exec *x, char *err, size_t errlen) {
   const ir_graph *g = x->g;
+  float *w = rt_exec_params_write(x);
   for (int64_t i = 0; i < g->n_params; i++) {
     x->mask[i] = (uint8_t)ir_alpha_get(g, i);
-    if (!x->mask[i]) x->params[i] = 0.0f, x->mom[i] = 0.0f;
+    if (!x->mask[i]) w[i] = 0.0f, x->mom[i] = 0.0f;
   }
   return rt_exec_prepare(x, err, errlen);
+}
+
+float *rt_exec_params_write(rt_exec *x) {
+  exec_impl *e = (exec_impl *)x;
+  e->wgen = next_wgen();
+  return e->params;
 }
 
 void rt_exec_init_params(rt_exec *x, uint64_t seed) {
   const ir_graph *g = x->g;
   rt_rng rng;
   rt_rng_seed(&rng, seed);
-  ((exec_impl *)x)->wgen = next_wgen();
-  memset(x->params, 0, (size_t)g->n_params * sizeof(float));
+  float *params = rt_exec_params_write(x);
+  memset(params, 0, (size_t)g->n_params * sizeof(float));
   memset(x->mom, 0, (size_t)g->n_params * sizeof(float));
   for (int i = 0; i < g->n_layers; i++) {
     const ir_layer *l = &g->layers[i];
@@ -311,18 +322,18 @@ void rt_exec_init_params(rt_exec *x, uint64_t seed) {
        * which keeps deep sparse stacks from fading; the classifier keeps
        * PyTorch's default. Biases: PyTorch's default. */
       float wbound = l->relu ? bound * sqrtf(6.0f) : bound;
-      float *w = x->params + l->w_off + co * row;
+      float *w = params + l->w_off + co * row;
       for (int64_t k = 0; k < row; k++) {
         float u = (2.0f * rt_rng_uniform(&rng) - 1.0f) * wbound;
         w[k] = m[k] ? u : 0.0f;
       }
       float u = (2.0f * rt_rng_uniform(&rng) - 1.0f) * bound;
-      x->params[l->b_off + co] = x->mask[l->b_off + co] ? u : 0.0f;
+      params[l->b_off + co] = x->mask[l->b_off + co] ? u : 0.0f;
     }
     if (l->bn) {
       for (int c = 0; c < l->cout; c++) {
-        x->params[l->g_off + c] = 1.0f;
-        x->params[l->g_off + l->cout + c] = 0.0f;
+        params[l->g_off + c] = 1.0f;
+        params[l->g_off + l->cout + c] = 0.0f;
         x->stats[l->s_off + c] = 0.0f;
         x->stats[l->s_off + l->cout + c] = 1.0f;
       }
@@ -332,7 +343,6 @@ void rt_exec_init_params(rt_exec *x, uint64_t seed) {
 
 void rt_exec_set_input(rt_exec *x, const float *batch, int n) {
   assert(n >= 1 && n <= x->cap);
-  ((exec_impl *)x)->wgen = next_wgen();
   const ir_graph *g = x->g;
   const ir_tensor *t = &g->tensors[g->input_t];
   size_t len = (size_t)t->c * t->h * t->w;
@@ -387,12 +397,14 @@ typedef struct sgd_job {
   int parts;
   float lr, momentum, decay;
   int npk, *pk; /* the layers whose gradients are packed, by w_off */
+  float *const *wc; /* per packed layer */
 } sgd_job;
 
 static void sgd_task(void *arg, int c) {
   const sgd_job *j = arg;
   rt_exec *x = j->x;
   const exec_impl *e = (const exec_impl *)x;
+  float *params = e->params;
   /* parts of whole cache lines, so that threads never share one */
   size_t n = (size_t)x->g->n_params, lines = (n + 15) / 16;
   size_t i0 = lines * c / j->parts * 16, i1 = lines * (c + 1) / j->parts * 16;
@@ -401,7 +413,7 @@ static void sgd_task(void *arg, int c) {
   for (int k = 0; k <= j->npk && i0 < i1; k++) {
     const ir_layer *l = k < j->npk ? &x->g->layers[j->pk[k]] : NULL;
     size_t a = l ? (size_t)l->w_off : i1, b = l ? (size_t)(l->w_off + l->n_w) : i1;
-    if (a > i0) rt_sgd(i0, a < i1 ? a : i1, x->params, x->grads, x->mom, x->mask, j->lr,
+    if (a > i0) rt_sgd(i0, a < i1 ? a : i1, params, x->grads, x->mom, x->mask, j->lr,
                        j->momentum, j->decay);
     if (b > i0) i0 = b;
   }
@@ -411,8 +423,8 @@ static void sgd_task(void *arg, int c) {
     size_t m;
     const int32_t *idx = packed_of(e, j->pk[k], &m);
     size_t j0 = m * c / j->parts, j1 = m * (c + 1) / j->parts;
-    rt_sgd_packed(j0, j1, idx, x->params + l->w_off, x->grads + l->w_off,
-                  x->mom + l->w_off, j->lr, j->momentum, j->decay);
+    rt_sgd_packed(j0, j1, idx, params + l->w_off, x->grads + l->w_off, x->mom + l->w_off,
+                  j->lr, j->momentum, j->decay, j->wc[k]);
   }
 }
 
@@ -425,9 +437,16 @@ void rt_exec_sgd(rt_exec *x, float lr, float momentum, float decay) {
     for (; k > 0 && x->g->layers[pk[k - 1]].w_off > x->g->layers[i].w_off; k--) pk[k] = pk[k - 1];
     pk[k] = i;
   }
-  sgd_job j = {x, e->pool ? x->threads : 1, lr, momentum, decay, npk, pk};
-  e->wgen = next_wgen();
+  sgd_job j = {x, e->pool ? x->threads : 1, lr, momentum, decay, npk, pk, e->wc};
   double t0 = e->prof ? prof_now() : 0.0;
+  /* new values; the backend's copies of the packed layers' weights that
+   * held the old follow them (rt_backend.wcopy) */
+  uint64_t from = e->wgen;
+  e->wgen = next_wgen();
+  rt_backend *b = x->backend;
+  for (int k = 0; k < npk; k++)
+    e->wc[k] = b->wcopy ? b->wcopy(b, pk[k], e->params + x->g->layers[pk[k]].w_off, from, e->wgen)
+                        : NULL;
   if (j.parts > 1) rt_pool_run(e->pool, j.parts, sgd_task, &j);
   else sgd_task(&j, 0);
   if (e->prof) e->prof[PROF_SGD] += prof_now() - t0;

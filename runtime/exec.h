@@ -35,7 +35,11 @@ typedef struct rt_exec {
   int training;     /* batch norm uses batch statistics when set */
   float *act;       /* cap * act_size */
   float *dact;      /* gradient of act, same layout */
-  float *params, *grads, *mom; /* n_params each */
+  /* n_params each. The parameters are read-only here: whoever changes them
+   * takes them from rt_exec_params_write, which names their new values
+   * for the backends (that may keep copies derived from them). */
+  const float *params;
+  float *grads, *mom;
   uint8_t *mask;    /* n_params: α expanded to bytes */
   float *stats;     /* n_stats: batch norm running mean, var */
   float *bn_save;   /* n_stats: batch mean, 1/std of the last forward */
@@ -79,11 +83,18 @@ void rt_exec_init_params(rt_exec *x, uint64_t seed);
  * inactive weights). out holds n_params floats. */
 void rt_exec_grads_dense(const rt_exec *x, float *out);
 
+/* The parameters, for writing: their values from now on are new ones
+ * (a new rt_linear_shape.wgen), so that no backend goes on with copies it
+ * made of the old (packed weights). Every change of the parameters but
+ * rt_exec_sgd's, rt_exec_init_params' and rt_exec_sync_mask's goes through
+ * a pointer from here, taken for each change (not kept from an earlier
+ * one), and outside a pass (never between rt_exec_set_input and the end
+ * of its backward). */
+float *rt_exec_params_write(rt_exec *x);
+
 /* Copies a packed batch [n][c][h][w] into the input tensor. A pass (the
- * forward, and the backward after it) begins here: whoever changes
- * parameters in place (not through rt_exec_sgd) does it before this call,
- * never between it and the backward, since backends may keep what they
- * derived from the parameters for the whole pass. */
+ * forward, and the backward after it) begins here; the parameters stay
+ * as they are until its backward ends. */
 void rt_exec_set_input(rt_exec *x, const float *batch, int n);
 
 /* Softmax cross-entropy on the logits; leaves the logits' gradient in the

@@ -225,7 +225,7 @@ int rt_train(ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd,
     for (int i = 0; i < g->n_layers; i++) g->layers[i].alive = cg->layers[i].alive;
     x = rt_exec_new(g, m->batch, threads, backend, err, sizeof err);
     if (x) {
-      memcpy(x->params, cx->params, (size_t)g->n_params * sizeof(float));
+      memcpy(rt_exec_params_write(x), cx->params, (size_t)g->n_params * sizeof(float));
       memcpy(x->mom, cx->mom, (size_t)g->n_params * sizeof(float));
       memcpy(x->stats, cx->stats, (size_t)g->n_stats * sizeof(float));
     }
@@ -576,7 +576,7 @@ int rt_ckpt_load(const char *path, int cap, int threads, const char *backend,
     ir_free(g), rt_ckpt_free(c);
     return -1;
   }
-  memcpy(x->params, params, np);
+  memcpy(rt_exec_params_write(x), params, np);
   memcpy(x->mom, mom, nm);
   memcpy(x->stats, stats, ns);
   if (rt_exec_sync_mask(x, why, sizeof why)) {

@@ -137,6 +137,7 @@ int64_t srch_revive_layer(rt_exec *x, int li) {
   ir_graph *g = x->g;
   ir_layer *l = &g->layers[li];
   assert(weighted(l) && !l->alive && l->prev_t >= 0);
+  float *params = rt_exec_params_write(x);
   int kk = l->k * l->k, centre = (l->k / 2) * l->k + l->k / 2;
   int64_t added = 0;
   l->alive = 1;
@@ -150,7 +151,7 @@ int64_t srch_revive_layer(rt_exec *x, int li) {
       if (!ir_alpha_get(g, base + k)) added++;
       ir_alpha_set(g, base + k, 1);
       x->mask[base + k] = 1;
-      x->params[base + k] = k == centre ? 1.0f : 0.0f;
+      params[base + k] = k == centre ? 1.0f : 0.0f;
     }
   }
   if (l->bn)
@@ -159,7 +160,7 @@ int64_t srch_revive_layer(rt_exec *x, int li) {
         ir_alpha_set(g, l->g_off + k * l->cout + c, 1);
         x->mask[l->g_off + k * l->cout + c] = 1;
       }
-      x->params[l->g_off + c] = 1.0f, x->params[l->g_off + l->cout + c] = 0.0f;
+      params[l->g_off + c] = 1.0f, params[l->g_off + l->cout + c] = 0.0f;
       x->stats[l->s_off + c] = 0.0f, x->stats[l->s_off + l->cout + c] = 1.0f;
     }
   return added;
@@ -169,11 +170,12 @@ int64_t srch_revive_layer(rt_exec *x, int li) {
 static void kill_layer(rt_exec *x, int li) {
   ir_graph *g = x->g;
   ir_layer *l = &g->layers[li];
+  float *params = rt_exec_params_write(x);
   l->alive = 0;
   int64_t n = l->n_w + l->cout + (l->bn ? 2 * l->cout : 0);
   for (int64_t i = l->w_off; i < l->w_off + n; i++) {
     ir_alpha_set(g, i, 0);
-    x->mask[i] = 0, x->params[i] = 0.0f, x->mom[i] = 0.0f;
+    x->mask[i] = 0, params[i] = 0.0f, x->mom[i] = 0.0f;
   }
 }
 
@@ -189,22 +191,24 @@ static int64_t revive_cost(const ir_graph *g, const ir_layer *l) {
  * taps) keep their value. Returns how many came on. */
 static int activate(rt_exec *x, const unit *u, const float *values) {
   int n = 0;
+  float *params = rt_exec_params_write(x);
   for (int32_t k = 0; k < u->len; k++) {
     if (ir_alpha_get(x->g, u->start + k)) continue;
     n++;
     ir_alpha_set(x->g, u->start + k, 1);
     x->mask[u->start + k] = 1;
-    x->params[u->start + k] = values ? values[u->start + k] : 0.0f;
+    params[u->start + k] = values ? values[u->start + k] : 0.0f;
     x->mom[u->start + k] = 0.0f;
   }
   return n;
 }
 
 static void deactivate(rt_exec *x, const unit *u) {
+  float *params = rt_exec_params_write(x);
   for (int32_t k = 0; k < u->len; k++) {
     ir_alpha_set(x->g, u->start + k, 0);
     x->mask[u->start + k] = 0;
-    x->params[u->start + k] = 0.0f, x->mom[u->start + k] = 0.0f;
+    params[u->start + k] = 0.0f, x->mom[u->start + k] = 0.0f;
   }
 }
 
@@ -254,6 +258,7 @@ void srch_sizes(const srch_state *s, int64_t *m, int64_t *n) {
 
 int srch_refill(srch_state *s, rt_exec *x) {
   ir_graph *g = s->g;
+  float *params = rt_exec_params_write(x);
   int64_t active = ir_count_params(g).active;
   int added = 0, kernel = g->cfg.gran == FE_GRAN_KERNEL;
   double d = g->cfg.density;
@@ -294,7 +299,7 @@ int srch_refill(srch_state *s, rt_exec *x) {
             int64_t i = base + (int64_t)ci * kk + t;
             ir_alpha_set(g, i, 1);
             x->mask[i] = 1;
-            x->params[i] = (2.0f * rt_rng_uniform(&s->rng) - 1.0f) * bound;
+            params[i] = (2.0f * rt_rng_uniform(&s->rng) - 1.0f) * bound;
           }
           got += ulen;
         }

@@ -55,9 +55,10 @@ typedef struct rt_cpu_entry {
    * wp[pos[dir][j]]; the fused bwd's npad padding slots pad[] hold 0 */
   int32_t *act, *pos[2], *pad;
   long npad;
-  /* linear: where the fused bwd's k-th packed weight sits in the fwd's
-   * packing (active: the zero slot, for padding) */
-  int32_t *src1;
+  /* linear: which active weight (j, the index into act) the fwd's
+   * (src[0]) and the fused bwd's (src[1]) k-th packed weight is; active
+   * for the zero slot and the bwd's padding */
+  int32_t *src[2];
   long nbwd;                  /* linear: packed weights of the fused bwd */
   cg_conv_plan plan;          /* conv: the packed layouts of its kernels */
   int compiled;               /* kernels built: only the sparse path needs them */
@@ -98,16 +99,21 @@ typedef struct rt_cpu_slot {
   size_t cap;                 /* floats */
 } rt_cpu_slot;
 
-/* A linear layer's weights packed for both its kernels, kept from the
- * forward for the backward of the same pass (rt_linear_shape.wgen): one
- * read of the dense weights a pass instead of one a call. */
+/* A linear layer's weights packed for both its kernels, made from a copy
+ * of its active weights in mask order (src): kept for as long as the
+ * weights keep their values (rt_linear_shape.wgen), the backward of a
+ * pass and the passes of an evaluation taking them as they are. The SGD
+ * step writes its new weights into src (cpu_wcopy), so that while
+ * training goes on the dense weights are never read here. */
 typedef struct rt_cpu_wpack {
   pthread_mutex_t mu;
   uint64_t gen;               /* the wgen packed and complete; 0: none */
+  uint64_t sgen;              /* the wgen src holds; 0: none */
   uint64_t work;              /* the wgen being packed */
+  int fill;                   /* that packing reads w into src first */
   const float *w;             /* packed from */
   const rt_cpu_entry *e;      /* for this pattern */
-  float *buf;                 /* fwd's wp_len(e), then the fused bwd's nbwd */
+  float *buf;                 /* fwd's wp_len(e), the fused bwd's nbwd, src's wp_len(e) */
   size_t cap;
   atomic_int next, done;      /* pieces of the packing taken, finished */
 } rt_cpu_wpack;
@@ -198,8 +204,8 @@ static void entry_drop_code(cpu_backend *cb, rt_cpu_entry *e) {
     cb->st.cached--;
     e->rt = NULL;
   }
-  free(e->act), free(e->pos[0]), free(e->pos[1]), free(e->pad), free(e->src1);
-  e->act = e->pos[0] = e->pos[1] = e->pad = e->src1 = NULL;
+  free(e->act), free(e->pos[0]), free(e->pos[1]), free(e->pad), free(e->src[0]), free(e->src[1]);
+  e->act = e->pos[0] = e->pos[1] = e->pad = e->src[0] = e->src[1] = NULL;
   e->npad = 0;
   e->compiled = 0;
 }
@@ -263,12 +269,16 @@ static int scatter_plan(rt_cpu_entry *e, const cg_order ord[2]) {
   }
   if (e->kind == IR_LINEAR) { /* the forward reads every active weight */
     assert((size_t)ord[0].n == e->active);
-    e->src1 = malloc((size_t)(ord[1].n ? ord[1].n : 1) * sizeof *e->src1);
-    for (long k = 0; e->src1 && k < ord[1].n; k++)
-      e->src1[k] = ord[1].idx[k] < 0 ? (int32_t)e->active : e->pos[0][rank[ord[1].idx[k]]];
+    for (int dir = 0; dir < 2; dir++) {
+      long n = ord[dir].n + (dir == 0); /* the fwd's zero slot */
+      e->src[dir] = malloc((size_t)n * sizeof *e->src[dir]);
+      for (long k = 0; e->src[dir] && k < n; k++)
+        e->src[dir][k] = k == ord[dir].n || ord[dir].idx[k] < 0 ? (int32_t)e->active
+                                                                : rank[ord[dir].idx[k]];
+    }
   }
   free(rank);
-  return e->kind == IR_LINEAR && !e->src1 ? -1 : 0;
+  return e->kind == IR_LINEAR && (!e->src[0] || !e->src[1]) ? -1 : 0;
 }
 
 /* One layer's kernels to a relocatable object in memory: generation,
@@ -521,7 +531,7 @@ static void entry_attach(cpu_backend *cb, int layer, rt_cpu_entry *e) {
   if (need > cb->need) cb->need = need;
   e->refs++;
   pthread_mutex_lock(&cb->wpack[layer].mu);
-  cb->wpack[layer].gen = cb->wpack[layer].work = 0;
+  cb->wpack[layer].gen = cb->wpack[layer].sgen = cb->wpack[layer].work = 0;
   pthread_mutex_unlock(&cb->wpack[layer].mu);
   rt_cpu_entry *old = cb->layer[layer];
   cb->layer[layer] = e;
@@ -926,49 +936,53 @@ static void from_lanes(const float *src, int n, int f, int64_t ns, float *dst, i
   }
 }
 
-/* Piece k of the packing: the first WPACK_PIECES scatter w's active
- * weights into the forward's order, wp0 (the one read of the dense w;
- * its slot `active` is set to 0); the next as many gather the fused
- * backward's wp1 from wp0, which stays in L2 (scattering into both at
- * once missed L2 on most stores). */
+/* Piece k of the packing: with p->fill, the first WPACK_PIECES copy w's
+ * active weights into src, in mask order (the one read of the dense w);
+ * the next as many gather both kernels' packings from src, which stays in
+ * L2 (scattering into them from w missed L2 on most stores). */
 static void wpack_piece(rt_cpu_wpack *p, const float *w, int k) {
   const rt_cpu_entry *e = p->e;
-  float *wp0 = p->buf, *wp1 = p->buf + wp_len(e);
+  size_t n0 = wp_len(e), n = n0 + (size_t)e->nbwd;
+  float *wp = p->buf, *src = p->buf + n;
   if (k < WPACK_PIECES) {
+    if (!p->fill) return;
     size_t j0 = e->active * (size_t)k / WPACK_PIECES, j1 = e->active * (size_t)(k + 1) / WPACK_PIECES;
-    const int32_t *act = e->act, *pos0 = e->pos[0];
-    for (size_t j = j0; j < j1; j++) wp0[pos0[j]] = w[act[j]];
-    if (k == 0) wp0[e->active] = 0.0f;
+    const int32_t *act = e->act;
+    for (size_t j = j0; j < j1; j++) src[j] = w[act[j]];
+    if (k == 0) src[e->active] = 0.0f; /* the zero slot */
     return;
   }
-  k -= WPACK_PIECES;
-  size_t k0 = (size_t)e->nbwd * (size_t)k / WPACK_PIECES;
-  size_t k1 = (size_t)e->nbwd * (size_t)(k + 1) / WPACK_PIECES;
-  for (size_t i = k0; i < k1; i++) wp1[i] = wp0[e->src1[i]];
+  k -= WPACK_PIECES; /* both packings as one: wp[i] for i < n */
+  size_t i0 = n * (size_t)k / WPACK_PIECES, i1 = n * (size_t)(k + 1) / WPACK_PIECES;
+  const int32_t *s0 = e->src[0], *s1 = e->src[1];
+  for (size_t i = i0; i < i1 && i < n0; i++) wp[i] = src[s0[i]];
+  for (size_t i = i0 > n0 ? i0 : n0; i < i1; i++) wp[i] = src[s1[i - n0]];
 }
 
 /* Linear layer l's weights packed for its fwd (dir 0) or fused bwd (1)
  * kernel. With s->wgen set, from the layer's pack: made by the first
- * calls of a pass, both directions in one read of w, each caller that
- * arrives while it is made taking pieces of it, and then taken as is by
- * the pass's other calls (its backward). Otherwise, or when the pack
- * cannot grow, packed into scratch. */
+ * calls of a pass with new values, each caller that arrives while it is
+ * made taking pieces of it, and then taken as is by the calls after
+ * (the pass's backward, the passes after while the values stay). Without
+ * s->wgen, or when the pack cannot grow, packed into scratch. */
 static const float *lin_weights(cpu_backend *cb, int l, const rt_cpu_entry *e,
                                 const rt_linear_shape *s, const float *w, int dir,
                                 float *scratch) {
   rt_cpu_wpack *p = &cb->wpack[l];
-  size_t n0 = wp_len(e), need = n0 + (size_t)e->nbwd;
+  size_t n0 = wp_len(e), need = 2 * n0 + (size_t)e->nbwd;
   if (s->wgen) {
     pthread_mutex_lock(&p->mu);
-    int ready = p->gen == s->wgen && p->w == w && p->e == e;
-    if (!ready && (p->work != s->wgen || p->w != w || p->e != e)) { /* a new packing */
+    int same = p->w == w && p->e == e;
+    int ready = same && p->gen == s->wgen;
+    if (!ready && (!same || p->work != s->wgen)) { /* a new packing */
+      if (!same) p->sgen = 0;
       p->gen = p->work = 0;
       if (p->cap < need) {
         float *q = realloc(p->buf, need * sizeof *q);
         if (q) p->buf = q, p->cap = need;
       }
       if (p->cap >= need) {
-        p->work = s->wgen, p->w = w, p->e = e;
+        p->work = s->wgen, p->w = w, p->e = e, p->fill = p->sgen != s->wgen;
         atomic_store(&p->next, 0), atomic_store(&p->done, 0);
       }
     }
@@ -985,7 +999,10 @@ static const float *lin_weights(cpu_backend *cb, int l, const rt_cpu_entry *e,
       while (atomic_load_explicit(&p->done, memory_order_acquire) < 2 * WPACK_PIECES)
         sched_yield();
       pthread_mutex_lock(&p->mu);
-      if (p->work == s->wgen) p->gen = s->wgen;
+      if (p->work == s->wgen && p->gen != s->wgen) { /* the one that finishes it */
+        p->gen = p->sgen = s->wgen;
+        if (p->fill) __atomic_fetch_add(&cb->st.packs, 1, __ATOMIC_RELAXED); /* locks differ */
+      }
       pthread_mutex_unlock(&p->mu);
     }
     if (ready || join) return p->buf + (dir ? n0 : 0);
@@ -1125,6 +1142,26 @@ static const int32_t *cpu_wgrad_index(rt_backend *b, int l, size_t *n) {
   return e->act;
 }
 
+/* A sparse linear layer's src, where it holds w's values named `from`:
+ * the SGD step writes the new weights into it, and the next pass packs
+ * from it (a sequential read of the active weights, not a read of the
+ * dense w). */
+static float *cpu_wcopy(rt_backend *b, int l, const float *w, uint64_t from, uint64_t to) {
+  cpu_backend *cb = C(b);
+  const rt_cpu_entry *e = cb->layer[l];
+  rt_cpu_wpack *p = &cb->wpack[l];
+  size_t n;
+  float *src = NULL;
+  if (!cpu_wgrad_index(b, l, &n)) return NULL; /* no packed layout */
+  pthread_mutex_lock(&p->mu);
+  if (from && p->sgen == from && p->w == w && p->e == e) {
+    src = p->buf + wp_len(e) + (size_t)e->nbwd;
+    p->sgen = to;
+  }
+  pthread_mutex_unlock(&p->mu);
+  return src;
+}
+
 static void cpu_linear_bwd_data(rt_backend *b, int l, const rt_linear_shape *s, const float *dy,
                                 const float *w, float *dx) {
   cpu_linear_bwd(b, l, s, NULL, dy, w, dx, NULL, NULL);
@@ -1194,10 +1231,14 @@ rt_backend *rt_backend_cpu_new(const ir_graph *g, char *err, size_t errlen) {
    * on each at once: OpenBLAS threading inside would oversubscribe the
    * cores. OpenBLAS 0.3.21 has no per-call thread count; this is global. */
   openblas_set_num_threads(1);
-  cb->pub = (rt_backend){"cpu", g, cpu_prepare, cpu_conv_fwd, cpu_conv_bwd_data,
-                         cpu_conv_bwd_weight, cpu_linear_fwd, cpu_linear_bwd_data,
-                         cpu_linear_bwd_weight, cpu_free, 1, cpu_conv_bwd,
-                         cpu_linear_bwd, cpu_prepare_layers, 1, 0, 0, 0, cpu_wgrad_index, 0, NULL};
+  cb->pub = (rt_backend){.name = "cpu", .g = g, .prepare = cpu_prepare,
+                         .conv_fwd = cpu_conv_fwd, .conv_bwd_data = cpu_conv_bwd_data,
+                         .conv_bwd_weight = cpu_conv_bwd_weight, .linear_fwd = cpu_linear_fwd,
+                         .linear_bwd_data = cpu_linear_bwd_data,
+                         .linear_bwd_weight = cpu_linear_bwd_weight, .free = cpu_free,
+                         .fuses_relu = 1, .conv_bwd = cpu_conv_bwd, .linear_bwd = cpu_linear_bwd,
+                         .prepare_layers = cpu_prepare_layers, .threads = 1,
+                         .wgrad_index = cpu_wgrad_index, .wcopy = cpu_wcopy};
   /* The JIT generates code for this CPU, with its vector extensions. */
   LLVMOrcJITTargetMachineBuilderRef jtmb;
   LLVMErrorRef er = LLVMOrcJITTargetMachineBuilderDetectHost(&jtmb);

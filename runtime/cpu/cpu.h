@@ -19,6 +19,9 @@ typedef struct rt_cpu_stats {
                           the threads that build kernels) */
   double compile_s;    /* seconds optimising, generating code (summed
                           likewise) and linking */
+  long packs;          /* sparse linear weights packed for the kernels from
+                          the dense ones (new values not from an SGD step,
+                          or a pattern that changed) */
 } rt_cpu_stats;
 
 /* b must come from rt_backend_cpu_new (or rt_backend_new("cpu", ...)). */

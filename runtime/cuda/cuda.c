@@ -413,9 +413,13 @@ rt_backend *rt_backend_cuda_new(const ir_graph *g, char *err, size_t errlen) {
     return NULL;
   }
   pthread_mutex_init(&cb->lock, NULL);
-  cb->pub = (rt_backend){"cuda", g, cuda_prepare, cuda_conv_fwd, cuda_conv_bwd_data, cuda_conv_bwd_weight,
-                         cuda_linear_fwd, cuda_linear_bwd_data, cuda_linear_bwd_weight, cuda_free, 0,
-                         cuda_conv_bwd, cuda_linear_bwd, NULL, 1, 0, 0, 0, NULL, 1, cuda_host_memory};
+  cb->pub = (rt_backend){.name = "cuda", .g = g, .prepare = cuda_prepare,
+                         .conv_fwd = cuda_conv_fwd, .conv_bwd_data = cuda_conv_bwd_data,
+                         .conv_bwd_weight = cuda_conv_bwd_weight, .linear_fwd = cuda_linear_fwd,
+                         .linear_bwd_data = cuda_linear_bwd_data,
+                         .linear_bwd_weight = cuda_linear_bwd_weight, .free = cuda_free,
+                         .conv_bwd = cuda_conv_bwd, .linear_bwd = cuda_linear_bwd, .threads = 1,
+                         .whole_batch = 1, .host_memory = cuda_host_memory};
   cb->layers = calloc((size_t)(g->n_layers > 0 ? g->n_layers : 1), sizeof *cb->layers);
   int major = 0, minor = 0;
   const char *what = "out of memory";

@@ -228,8 +228,9 @@ static int cmd_synth(const char *model, const char *out, uint64_t seed, int n) {
     const ir_layer *l = &g->layers[i];
     if (!l->bn) continue;
     for (int c = 0; c < l->cout; c++) {
-      x->params[l->g_off + c] = (float)(0.5 + rt_rng_uniform(&r));
-      x->params[l->g_off + l->cout + c] = (float)(0.4 * rt_rng_uniform(&r) - 0.2);
+      float *params = rt_exec_params_write(x);
+      params[l->g_off + c] = (float)(0.5 + rt_rng_uniform(&r));
+      params[l->g_off + l->cout + c] = (float)(0.4 * rt_rng_uniform(&r) - 0.2);
       x->stats[l->s_off + c] = (float)(rt_rng_uniform(&r) - 0.5);
       x->stats[l->s_off + l->cout + c] = (float)(0.5 + 1.5 * rt_rng_uniform(&r));
     }

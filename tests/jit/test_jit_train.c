@@ -113,6 +113,66 @@ static void check_stale_arena(const char *text, const char *backend) {
   rt_exec_free(x), ir_free(g);
 }
 
+/* The CPU backend's packed copies of the sparse linear weights follow
+ * every change of the parameters: packed once for passes on the same
+ * values, kept current by the SGD step (no packing after it), packed again
+ * after a write through rt_exec_params_write. Every pass's loss is the
+ * reference backend's on the same parameters. */
+static void check_params_follow(void) {
+  char err[256];
+  const char *names[2] = {"ref", "cpu"};
+  ir_graph *g[2] = {build(), build()};
+  rt_exec *x[2] = {NULL, NULL};
+  ir_call *f[2] = {NULL, NULL}, *bw[2] = {NULL, NULL};
+  int nf[2], nb[2], ok = g[0] && g[1];
+  CHECK(ok, "model does not build");
+  for (int i = 0; ok && i < 2; i++) {
+    x[i] = rt_exec_new(g[i], 8, 2, names[i], err, sizeof err);
+    CHECK(x[i], "%s exec: %s", names[i], err);
+    ok = x[i] && ir_schedule(g[i], &f[i], &nf[i], &bw[i], &nb[i]) == 0;
+    if (ok) rt_exec_init_params(x[i], 3);
+  }
+  const ir_tensor *t = ok ? &g[0]->tensors[g[0]->input_t] : NULL;
+  size_t img = t ? (size_t)t->c * t->h * t->w : 0;
+  float *in = ok ? jt_randf(8 * img) : NULL;
+  uint8_t lab[8];
+  for (int i = 0; i < 8; i++) lab[i] = (uint8_t)(i % 4);
+  /* what happens before each pass: 0 nothing, 1 an SGD step, 2 a write */
+  static const char *const what[] = {"the same values", "an SGD step", "a write"};
+  static const int before[] = {0, 0, 1, 0, 2, 1, 2};
+  long packs = 0, per = 0;
+  double last = 0;
+  for (int k = 0; ok && k < (int)(sizeof before / sizeof *before); k++) {
+    double loss[2];
+    for (int i = 0; i < 2; i++) {
+      if (before[k] == 1) {
+        step(x[i], f[i], nf[i], bw[i], nb[i], in, lab, 8);
+      } else if (before[k] == 2) { /* the linear layers' weights halved */
+        float *w = rt_exec_params_write(x[i]);
+        for (int li = 0; li < g[i]->n_layers; li++) {
+          const ir_layer *l = &g[i]->layers[li];
+          for (int64_t j = 0; l->kind == IR_LINEAR && j < l->n_w; j++) w[l->w_off + j] *= 0.5f;
+        }
+      }
+      rt_exec_set_input(x[i], in, 8);
+      rt_exec_run(x[i], f[i], nf[i]);
+      loss[i] = rt_exec_loss(x[i], lab, 0, NULL);
+    }
+    long now = rt_cpu_get_stats(x[1]->backend).packs;
+    if (k == 0) per = now; /* a pass that packs packs every sparse linear layer */
+    long want = before[k] == 2 ? per : 0;
+    CHECK(fabs(loss[1] - loss[0]) <= 1e-5, "pass %d, after %s: loss cpu %.7f ref %.7f", k,
+          what[before[k]], loss[1], loss[0]);
+    CHECK(k == 0 || now - packs == want, "pass %d, after %s: %ld packings, want %ld", k,
+          what[before[k]], now - packs, want);
+    CHECK(k == 0 || before[k] == 0 || loss[0] != last, "pass %d: the change changed nothing", k);
+    CHECK(k > 0 || per > 0, "no sparse linear layer was packed: the check proves nothing");
+    packs = now, last = loss[0];
+  }
+  free(in);
+  for (int i = 0; i < 2; i++) free(f[i]), free(bw[i]), rt_exec_free(x[i]), ir_free(g[i]);
+}
+
 int main(int argc, char **argv) {
   char err[256];
   /* the backend under test, and the one it is held to */
@@ -135,6 +195,7 @@ int main(int argc, char **argv) {
     check_stale_arena(src_bn, b);
     check_stale_arena(src_pool, b);
   }
+  if (cpu) check_params_follow();
   ir_graph *g[2] = {build(), build()};
   CHECK(g[0] && g[1], "model does not build");
   if (!g[0] || !g[1]) return 1;
@@ -173,7 +234,7 @@ int main(int argc, char **argv) {
       memcpy(g[1]->alpha, g[0]->alpha, words * sizeof *g[1]->alpha);
       for (int li = 0; li < g[0]->n_layers; li++) g[1]->layers[li].alive = g[0]->layers[li].alive;
       size_t np = (size_t)g[0]->n_params * sizeof(float);
-      memcpy(x[1]->params, x[0]->params, np), memcpy(x[1]->mom, x[0]->mom, np);
+      memcpy(rt_exec_params_write(x[1]), x[0]->params, np), memcpy(x[1]->mom, x[0]->mom, np);
       CHECK(rt_exec_sync_mask(x[1], err, sizeof err) == 0, "%s", err);
       if (cpu) {
         rt_cpu_stats st = rt_cpu_get_stats(x[1]->backend);

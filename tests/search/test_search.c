@@ -201,15 +201,15 @@ static void test_dense_grad(void) {
       uint8_t m = x->mask[i];
       float w = x->params[i], h = 1e-2f;
       x->mask[i] = 1;
-      x->params[i] = w + h;
+      rt_exec_params_write(x)[i] = w + h;
       rt_exec_set_input(x, in, N);
       rt_exec_run(x, st.fc, st.nf);
       double lp = rt_exec_loss(x, lab, 0, NULL);
-      x->params[i] = w - h;
+      rt_exec_params_write(x)[i] = w - h;
       rt_exec_set_input(x, in, N);
       rt_exec_run(x, st.fc, st.nf);
       double lm = rt_exec_loss(x, lab, 0, NULL);
-      x->mask[i] = m, x->params[i] = w;
+      x->mask[i] = m, rt_exec_params_write(x)[i] = w;
       double fd = (lp - lm) / (2.0 * h);
       checked++;
       if (fabs(fd - grad[i]) > 2e-3 + 0.05 * fabs(fd)) off++;
