@@ -43,6 +43,9 @@ typedef struct lay {
   float *dw[2], *db[2]; /* per thread */
   float *col[2];        /* im2col scratch per thread */
   rt_backend *b;
+  int v;                /* which of the row's backends b is */
+  uint64_t held[3];     /* per backend: the wgen its last run had */
+  float *mom;           /* the SGD step's momentum */
   uint64_t pass;        /* the run's wgen (rt_linear_shape) */
 } lay;
 
@@ -154,14 +157,36 @@ static void *run_task(void *arg) {
 
 static void pool_task(void *arg, int t) { run_task((task *)arg + t); }
 
+/* What training does between two passes, untimed on both sides: an SGD
+ * step, new weight values. On the backend it goes as runtime/exec.c's: a
+ * sparse linear layer's packed step (with `copies`) also writes the new
+ * weights into the copies its kernels read, which the next run then
+ * takes as they are rather than packing them again. The learning rate is
+ * 0 so that every run computes the same thing. */
+static double sgd_step(lay *L, int jit, int copies) {
+  static uint64_t wgens;
+  uint64_t from = jit ? L->held[L->v] : 0;
+  L->pass = ++wgens;
+  if (jit) L->held[L->v] = L->pass;
+  size_t n;
+  const int32_t *idx = jit && L->b->wgrad_index ? L->b->wgrad_index(L->b, 0, &n) : NULL;
+  if (!idx) return 0.0;
+  double t0 = now_s();
+  float *copy = copies && L->b->wcopy ? L->b->wcopy(L->b, 0, L->wt, from, L->pass) : NULL;
+  rt_sgd_packed(0, n, idx, L->wt, L->dw[0], L->mom, 0.0f, 0.0f, 0.0f, copy);
+  return now_s() - t0;
+}
+
 /* One run of the whole batch on `threads` threads: dense OpenBLAS here
- * (jit 0) or the backend L->b (jit 1). The threads are the runtime's pool,
- * started once, as runtime/exec.c runs its ops (creating threads for every
- * run cost both sides 0.1-0.3 ms on this VM, a ratio-bending constant). */
-static double run_once(lay *L, int threads, int jit) {
+ * (jit 0) or the backend L->b (jit 1), after an SGD step. The threads are
+ * the runtime's pool, started once, as runtime/exec.c runs its ops
+ * (creating threads for every run cost both sides 0.1-0.3 ms on this VM,
+ * a ratio-bending constant). */
+static double run_after(lay *L, int threads, int jit, int copies, double *sgd) {
   static rt_pool *pool;
   if (!pool) pool = rt_pool_new(2);
-  L->pass++;
+  double t = sgd_step(L, jit, copies);
+  if (sgd) *sgd = t;
   task T[2];
   for (int t = 0; t < threads; t++)
     T[t] = (task){L, t, L->n * t / threads, L->n * (t + 1) / threads, jit};
@@ -173,6 +198,8 @@ static double run_once(lay *L, int threads, int jit) {
   return now_s() - t0;
 }
 
+static double run_once(lay *L, int threads, int jit) { return run_after(L, threads, jit, 1, NULL); }
+
 /* Runs compared in one row, interleaved round by round so that load from
  * other jobs on the shared cores hits all of them alike, their order
  * rotated every round so that none always inherits the caches another
@@ -182,17 +209,19 @@ enum { REPS = 8 };
 
 static void bench(lay *L, const char *title) {
   static const double dens[] = {0.01, 0.05, 0.10, 0.25, 0.50, 1.00};
+  double cp[6][4]; /* linear: SGD steps without and with copies, the runs after */
   long nw = L->conv ? (long)L->cout * L->cin * L->k * L->k : (long)L->out * L->in;
   long nx = L->conv ? (long)L->n * L->cin * L->h * L->w : (long)L->n * L->in;
   long ny = L->conv ? (long)L->n * L->cout * L->oh * L->ow : (long)L->n * L->out;
   L->x = malloc(nx * sizeof(float)), L->dx = calloc(nx, sizeof(float));
   L->dy = malloc(ny * sizeof(float)), L->y = malloc(ny * sizeof(float));
   L->wt = malloc(nw * sizeof(float)), L->bias = malloc(L->cout * sizeof(float));
+  L->mom = calloc(nw, sizeof(float));
   for (long i = 0; i < nx; i++) L->x[i] = frand();
   for (long i = 0; i < ny; i++) L->dy[i] = frand();
   for (int i = 0; i < L->cout; i++) L->bias[i] = 0.0f; /* the dense peer adds none */
   for (int t = 0; t < 2; t++) {
-    L->dw[t] = malloc(nw * sizeof(float)), L->db[t] = malloc(L->cout * sizeof(float));
+    L->dw[t] = calloc(nw, sizeof(float)), L->db[t] = malloc(L->cout * sizeof(float));
     L->col[t] = L->conv ? malloc((size_t)L->cin * L->k * L->k * L->oh * L->ow * sizeof(float))
                         : NULL;
   }
@@ -238,7 +267,7 @@ static void bench(lay *L, const char *title) {
       run_once(L, 1, 0);
       memcpy(y0, L->y, ny * sizeof(float)), memcpy(dx0, L->dx, nx * sizeof(float));
       memset(L->dx, 0, nx * sizeof(float));
-      L->b = bk[0];
+      L->b = bk[0], L->v = 0;
       run_once(L, 1, 1);
       double e = 0, m = 1e-30;
       for (long i = 0; i < ny; i++) e = fmax(e, fabs(y0[i] - L->y[i])), m = fmax(m, fabs(y0[i]));
@@ -255,7 +284,7 @@ static void bench(lay *L, const char *title) {
       for (int r = 0; r < REPS; r++)
         for (int q = 0; q < 4; q++) {
           int v = (q + r) % 4; /* each run after each of the others in turn */
-          if (v) L->b = bk[v - 1];
+          if (v) L->b = bk[v - 1], L->v = v - 1;
           double u = run_once(L, th, v > 0);
           if (u < t[v]) t[v] = u;
         }
@@ -265,9 +294,30 @@ static void bench(lay *L, const char *title) {
              st.emit_s + st.compile_s);
       fflush(stdout);
     }
+    /* the forced-JIT backend, 1 thread: runs after SGD steps that do and
+     * do not write the kernels' copies, alternately */
+    cp[d][0] = cp[d][1] = cp[d][2] = cp[d][3] = 1e30;
+    L->b = bk[0], L->v = 0;
+    for (int r = 0; r < 2 * REPS && bk[0]->wgrad_index(bk[0], 0, &(size_t){0}); r++) {
+      double sgd, u = run_after(L, 1, 1, r % 2, &sgd);
+      cp[d][r % 2] = fmin(cp[d][r % 2], sgd), cp[d][2 + r % 2] = fmin(cp[d][2 + r % 2], u);
+    }
     for (int v = 0; v < 3; v++) bk[v]->free(bk[v]);
   }
+  if (!L->conv) {
+    printf("\n%s, the SGD step between two runs (1 thread, JIT sparse, seconds, best of %d): "
+           "packed, and packed writing the new weights into the kernels' copies too, which "
+           "the next run then does not pack again\n", title, REPS);
+    printf("| density | SGD step | SGD step + copies | run after the first | run after the "
+           "second | saved a step |\n");
+    printf("|--------:|---------:|------------------:|--------------------:|-----------------"
+           "------:|-------------:|\n");
+    for (int d = 0; d < 6; d++)
+      printf("| %6.0f%% | %8.5f | %17.5f | %19.5f | %22.5f | %12.5f |\n", 100 * dens[d], cp[d][0],
+             cp[d][1], cp[d][2], cp[d][3], cp[d][0] + cp[d][2] - cp[d][1] - cp[d][3]);
+  }
   free(wm), free(bm), free(L->x), free(L->dx), free(L->dy), free(L->y), free(L->wt), free(L->bias);
+  free(L->mom);
   for (int t = 0; t < 2; t++) free(L->dw[t]), free(L->db[t]), free(L->col[t]);
 }
 
