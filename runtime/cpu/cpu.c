@@ -55,10 +55,12 @@ typedef struct rt_cpu_entry {
    * wp[pos[dir][j]]; the fused bwd's npad padding slots pad[] hold 0 */
   int32_t *act, *pos[2], *pad;
   long npad;
-  /* linear: which active weight (j, the index into act) the fwd's
-   * (src[0]) and the fused bwd's (src[1]) k-th packed weight is; active
-   * for the zero slot and the bwd's padding */
-  int32_t *src[2];
+  /* linear: the fwd's packing as runs of consecutive active weights
+   * (runs[3r..3r+2]: from j, to the fwd's k, length), by ascending j;
+   * and which active weight j the fused bwd's k-th packed weight is
+   * (active for its padding) */
+  int32_t *runs, *src1;
+  long nruns;
   long nbwd;                  /* linear: packed weights of the fused bwd */
   cg_conv_plan plan;          /* conv: the packed layouts of its kernels */
   int compiled;               /* kernels built: only the sparse path needs them */
@@ -204,8 +206,8 @@ static void entry_drop_code(cpu_backend *cb, rt_cpu_entry *e) {
     cb->st.cached--;
     e->rt = NULL;
   }
-  free(e->act), free(e->pos[0]), free(e->pos[1]), free(e->pad), free(e->src[0]), free(e->src[1]);
-  e->act = e->pos[0] = e->pos[1] = e->pad = e->src[0] = e->src[1] = NULL;
+  free(e->act), free(e->pos[0]), free(e->pos[1]), free(e->pad), free(e->runs), free(e->src1);
+  e->act = e->pos[0] = e->pos[1] = e->pad = e->runs = e->src1 = NULL;
   e->npad = 0;
   e->compiled = 0;
 }
@@ -269,16 +271,26 @@ static int scatter_plan(rt_cpu_entry *e, const cg_order ord[2]) {
   }
   if (e->kind == IR_LINEAR) { /* the forward reads every active weight */
     assert((size_t)ord[0].n == e->active);
-    for (int dir = 0; dir < 2; dir++) {
-      long n = ord[dir].n + (dir == 0); /* the fwd's zero slot */
-      e->src[dir] = malloc((size_t)n * sizeof *e->src[dir]);
-      for (long k = 0; e->src[dir] && k < n; k++)
-        e->src[dir][k] = k == ord[dir].n || ord[dir].idx[k] < 0 ? (int32_t)e->active
-                                                                : rank[ord[dir].idx[k]];
+    e->src1 = malloc((size_t)(ord[1].n ? ord[1].n : 1) * sizeof *e->src1);
+    for (long k = 0; e->src1 && k < ord[1].n; k++)
+      e->src1[k] = ord[1].idx[k] < 0 ? (int32_t)e->active : rank[ord[1].idx[k]];
+    /* the fwd's runs: the j at which one starts marked (in rank's
+     * room: its k, else -1), then listed by j */
+    e->nruns = 0;
+    for (size_t j = 0; j < e->active; j++) {
+      int32_t k = e->pos[0][j];
+      rank[j] = j == 0 || k != e->pos[0][j - 1] + 1 ? (e->nruns++, k) : -1;
     }
+    e->runs = malloc((size_t)(e->nruns ? e->nruns : 1) * 3 * sizeof *e->runs);
+    for (size_t j = 0, r = 0; e->runs && j < e->active; j++)
+      if (rank[j] >= 0) {
+        if (r) e->runs[3 * r - 1] = (int32_t)j - e->runs[3 * r - 3];
+        e->runs[3 * r] = (int32_t)j, e->runs[3 * r + 1] = rank[j], r++;
+      }
+    if (e->runs && e->nruns) e->runs[3 * e->nruns - 1] = (int32_t)e->active - e->runs[3 * e->nruns - 3];
   }
   free(rank);
-  return e->kind == IR_LINEAR && (!e->src[0] || !e->src[1]) ? -1 : 0;
+  return e->kind == IR_LINEAR && (!e->src1 || !e->runs) ? -1 : 0;
 }
 
 /* One layer's kernels to a relocatable object in memory: generation,
@@ -938,12 +950,13 @@ static void from_lanes(const float *src, int n, int f, int64_t ns, float *dst, i
 
 /* Piece k of the packing: with p->fill, the first WPACK_PIECES copy w's
  * active weights into src, in mask order (the one read of the dense w);
- * the next as many gather both kernels' packings from src, which stays in
- * L2 (scattering into them from w missed L2 on most stores). */
+ * the next as many make both kernels' packings from src: the fwd's by
+ * its runs (src read in order, each run's stores to one place), the
+ * fused bwd's gathered. */
 static void wpack_piece(rt_cpu_wpack *p, const float *w, int k) {
   const rt_cpu_entry *e = p->e;
-  size_t n0 = wp_len(e), n = n0 + (size_t)e->nbwd;
-  float *wp = p->buf, *src = p->buf + n;
+  size_t n0 = wp_len(e);
+  float *wp0 = p->buf, *wp1 = wp0 + n0, *src = wp1 + e->nbwd;
   if (k < WPACK_PIECES) {
     if (!p->fill) return;
     size_t j0 = e->active * (size_t)k / WPACK_PIECES, j1 = e->active * (size_t)(k + 1) / WPACK_PIECES;
@@ -952,11 +965,15 @@ static void wpack_piece(rt_cpu_wpack *p, const float *w, int k) {
     if (k == 0) src[e->active] = 0.0f; /* the zero slot */
     return;
   }
-  k -= WPACK_PIECES; /* both packings as one: wp[i] for i < n */
-  size_t i0 = n * (size_t)k / WPACK_PIECES, i1 = n * (size_t)(k + 1) / WPACK_PIECES;
-  const int32_t *s0 = e->src[0], *s1 = e->src[1];
-  for (size_t i = i0; i < i1 && i < n0; i++) wp[i] = src[s0[i]];
-  for (size_t i = i0 > n0 ? i0 : n0; i < i1; i++) wp[i] = src[s1[i - n0]];
+  k -= WPACK_PIECES;
+  size_t r0 = (size_t)e->nruns * (size_t)k / WPACK_PIECES;
+  size_t r1 = (size_t)e->nruns * (size_t)(k + 1) / WPACK_PIECES;
+  for (const int32_t *r = e->runs + 3 * r0; r < e->runs + 3 * r1; r += 3)
+    memcpy(wp0 + r[1], src + r[0], (size_t)r[2] * sizeof *wp0);
+  if (k == 0) wp0[e->active] = 0.0f;
+  size_t i0 = (size_t)e->nbwd * (size_t)k / WPACK_PIECES;
+  size_t i1 = (size_t)e->nbwd * (size_t)(k + 1) / WPACK_PIECES;
+  for (size_t i = i0; i < i1; i++) wp1[i] = src[e->src1[i]];
 }
 
 /* Linear layer l's weights packed for its fwd (dir 0) or fused bwd (1)
