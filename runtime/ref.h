@@ -55,8 +55,8 @@ typedef struct rt_linear_shape {
   long x_ns, y_ns; /* 0 = packed */
   /* Nonzero: names the values of w. A later call with the same wgen (and
    * w) promises the same values, so a backend may reuse what it derived
-   * from them (the graph ops give every forward-and-backward pass its
-   * own). 0: no promise. */
+   * from them (the graph ops name the parameters' values: a new wgen at
+   * every change of them, rt_exec_params_write). 0: no promise. */
   uint64_t wgen;
 } rt_linear_shape;
 

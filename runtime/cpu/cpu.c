@@ -57,8 +57,8 @@ typedef struct rt_cpu_entry {
   long npad;
   /* linear: the fwd's packing as runs of consecutive active weights
    * (runs[3r..3r+2]: from j, to the fwd's k, length), by ascending j;
-   * and which active weight j the fused bwd's k-th packed weight is
-   * (active for its padding) */
+   * and where the fused bwd's k-th packed weight sits in the fwd's
+   * packing (active, the zero slot, for its padding) */
   int32_t *runs, *src1;
   long nruns;
   long nbwd;                  /* linear: packed weights of the fused bwd */
@@ -115,7 +115,7 @@ typedef struct rt_cpu_wpack {
   int fill;                   /* that packing reads w into src first */
   const float *w;             /* packed from */
   const rt_cpu_entry *e;      /* for this pattern */
-  float *buf;                 /* fwd's wp_len(e), the fused bwd's nbwd, src's wp_len(e) */
+  float *buf;                 /* fwd's wp_len(e), the fused bwd's nbwd, src's active */
   size_t cap;
   atomic_int next, done;      /* pieces of the packing taken, finished */
 } rt_cpu_wpack;
@@ -273,7 +273,7 @@ static int scatter_plan(rt_cpu_entry *e, const cg_order ord[2]) {
     assert((size_t)ord[0].n == e->active);
     e->src1 = malloc((size_t)(ord[1].n ? ord[1].n : 1) * sizeof *e->src1);
     for (long k = 0; e->src1 && k < ord[1].n; k++)
-      e->src1[k] = ord[1].idx[k] < 0 ? (int32_t)e->active : rank[ord[1].idx[k]];
+      e->src1[k] = ord[1].idx[k] < 0 ? (int32_t)e->active : e->pos[0][rank[ord[1].idx[k]]];
     /* the fwd's runs: the j at which one starts marked (in rank's
      * room: its k, else -1), then listed by j */
     e->nruns = 0;
@@ -948,11 +948,13 @@ static void from_lanes(const float *src, int n, int f, int64_t ns, float *dst, i
   }
 }
 
-/* Piece k of the packing: with p->fill, the first WPACK_PIECES copy w's
- * active weights into src, in mask order (the one read of the dense w);
- * the next as many make both kernels' packings from src: the fwd's by
- * its runs (src read in order, each run's stores to one place), the
- * fused bwd's gathered. */
+/* Piece k of the packing, in three stages of WPACK_PIECES pieces, each
+ * stage reading what the one before wrote: with p->fill, w's active
+ * weights copied into src in mask order (the one read of the dense w);
+ * the fwd's packing made from src by its runs (src read in order, each
+ * run's stores to one place); the fused bwd's gathered from the fwd's
+ * (a column's weights lie in one slice of it, in L2, where in src they
+ * are a row apart). */
 static void wpack_piece(rt_cpu_wpack *p, const float *w, int k) {
   const rt_cpu_entry *e = p->e;
   size_t n0 = wp_len(e);
@@ -962,18 +964,21 @@ static void wpack_piece(rt_cpu_wpack *p, const float *w, int k) {
     size_t j0 = e->active * (size_t)k / WPACK_PIECES, j1 = e->active * (size_t)(k + 1) / WPACK_PIECES;
     const int32_t *act = e->act;
     for (size_t j = j0; j < j1; j++) src[j] = w[act[j]];
-    if (k == 0) src[e->active] = 0.0f; /* the zero slot */
     return;
   }
   k -= WPACK_PIECES;
-  size_t r0 = (size_t)e->nruns * (size_t)k / WPACK_PIECES;
-  size_t r1 = (size_t)e->nruns * (size_t)(k + 1) / WPACK_PIECES;
-  for (const int32_t *r = e->runs + 3 * r0; r < e->runs + 3 * r1; r += 3)
-    memcpy(wp0 + r[1], src + r[0], (size_t)r[2] * sizeof *wp0);
-  if (k == 0) wp0[e->active] = 0.0f;
+  if (k < WPACK_PIECES) {
+    size_t r0 = (size_t)e->nruns * (size_t)k / WPACK_PIECES;
+    size_t r1 = (size_t)e->nruns * (size_t)(k + 1) / WPACK_PIECES;
+    for (const int32_t *r = e->runs + 3 * r0; r < e->runs + 3 * r1; r += 3)
+      memcpy(wp0 + r[1], src + r[0], (size_t)r[2] * sizeof *wp0);
+    if (k == 0) wp0[e->active] = 0.0f;
+    return;
+  }
+  k -= WPACK_PIECES;
   size_t i0 = (size_t)e->nbwd * (size_t)k / WPACK_PIECES;
   size_t i1 = (size_t)e->nbwd * (size_t)(k + 1) / WPACK_PIECES;
-  for (size_t i = i0; i < i1; i++) wp1[i] = src[e->src1[i]];
+  for (size_t i = i0; i < i1; i++) wp1[i] = wp0[e->src1[i]];
 }
 
 /* Linear layer l's weights packed for its fwd (dir 0) or fused bwd (1)
@@ -986,7 +991,7 @@ static const float *lin_weights(cpu_backend *cb, int l, const rt_cpu_entry *e,
                                 const rt_linear_shape *s, const float *w, int dir,
                                 float *scratch) {
   rt_cpu_wpack *p = &cb->wpack[l];
-  size_t n0 = wp_len(e), need = 2 * n0 + (size_t)e->nbwd;
+  size_t n0 = wp_len(e), need = n0 + (size_t)e->nbwd + e->active;
   if (s->wgen) {
     pthread_mutex_lock(&p->mu);
     int same = p->w == w && p->e == e;
@@ -1006,14 +1011,14 @@ static const float *lin_weights(cpu_backend *cb, int l, const rt_cpu_entry *e,
     int join = !ready && p->work == s->wgen;
     pthread_mutex_unlock(&p->mu);
     if (join) {
-      for (int k; (k = atomic_fetch_add(&p->next, 1)) < 2 * WPACK_PIECES;) {
-        while (k >= WPACK_PIECES && /* the second half reads what the first wrote */
-               atomic_load_explicit(&p->done, memory_order_acquire) < WPACK_PIECES)
+      for (int k; (k = atomic_fetch_add(&p->next, 1)) < 3 * WPACK_PIECES;) {
+        while (atomic_load_explicit(&p->done, memory_order_acquire) < /* the stage before */
+               k / WPACK_PIECES * WPACK_PIECES)
           sched_yield();
         wpack_piece(p, w, k);
         atomic_fetch_add_explicit(&p->done, 1, memory_order_release);
       }
-      while (atomic_load_explicit(&p->done, memory_order_acquire) < 2 * WPACK_PIECES)
+      while (atomic_load_explicit(&p->done, memory_order_acquire) < 3 * WPACK_PIECES)
         sched_yield();
       pthread_mutex_lock(&p->mu);
       if (p->work == s->wgen && p->gen != s->wgen) { /* the one that finishes it */
