@@ -274,20 +274,16 @@ static int scatter_plan(rt_cpu_entry *e, const cg_order ord[2]) {
     e->src1 = malloc((size_t)(ord[1].n ? ord[1].n : 1) * sizeof *e->src1);
     for (long k = 0; e->src1 && k < ord[1].n; k++)
       e->src1[k] = ord[1].idx[k] < 0 ? (int32_t)e->active : e->pos[0][rank[ord[1].idx[k]]];
-    /* the fwd's runs: the j at which one starts marked (in rank's
-     * room: its k, else -1), then listed by j */
+    /* the fwd's runs: the spans of j whose fwd positions follow on */
+    const int32_t *p0 = e->pos[0];
     e->nruns = 0;
-    for (size_t j = 0; j < e->active; j++) {
-      int32_t k = e->pos[0][j];
-      rank[j] = j == 0 || k != e->pos[0][j - 1] + 1 ? (e->nruns++, k) : -1;
-    }
+    for (size_t j = 0; j < e->active; j++) e->nruns += j == 0 || p0[j] != p0[j - 1] + 1;
     e->runs = malloc((size_t)(e->nruns ? e->nruns : 1) * 3 * sizeof *e->runs);
-    for (size_t j = 0, r = 0; e->runs && j < e->active; j++)
-      if (rank[j] >= 0) {
-        if (r) e->runs[3 * r - 1] = (int32_t)j - e->runs[3 * r - 3];
-        e->runs[3 * r] = (int32_t)j, e->runs[3 * r + 1] = rank[j], r++;
-      }
-    if (e->runs && e->nruns) e->runs[3 * e->nruns - 1] = (int32_t)e->active - e->runs[3 * e->nruns - 3];
+    for (size_t j = 0, r = 0; e->runs && j < e->active; j++) {
+      if (j == 0 || p0[j] != p0[j - 1] + 1)
+        e->runs[3 * r] = (int32_t)j, e->runs[3 * r + 1] = p0[j], e->runs[3 * r + 2] = 0, r++;
+      e->runs[3 * r - 1]++;
+    }
   }
   free(rank);
   return e->kind == IR_LINEAR && (!e->src1 || !e->runs) ? -1 : 0;
