@@ -172,8 +172,9 @@ static double sgd_step(lay *L, int jit, int copies) {
   const int32_t *idx = jit && L->b->wgrad_index ? L->b->wgrad_index(L->b, 0, &n) : NULL;
   if (!idx) return 0.0;
   double t0 = now_s();
-  float *copy = copies && L->b->wcopy ? L->b->wcopy(L->b, 0, L->wt, from, L->pass) : NULL;
-  rt_sgd_packed(0, n, idx, L->wt, L->dw[0], L->mom, 0.0f, 0.0f, 0.0f, copy);
+  const int32_t *at = NULL;
+  float *copy = copies && L->b->wcopy ? L->b->wcopy(L->b, 0, L->wt, from, L->pass, &at) : NULL;
+  rt_sgd_packed(0, n, idx, L->wt, L->dw[0], L->mom, 0.0f, 0.0f, 0.0f, copy, at);
   return now_s() - t0;
 }
 

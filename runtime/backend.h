@@ -107,13 +107,15 @@ struct rt_backend {
   const int32_t *(*wgrad_index)(rt_backend *b, int layer, size_t *n);
   /* Optional, NULL: none. Before an SGD step moves a packed layer's
    * weights w from the values named `from` to those named `to`
-   * (rt_linear_shape.wgen): the backend's copy of the active ones, in the
-   * packed layout (wgrad_index), where it holds the values named `from`;
-   * else NULL. The step writes every new weight into it too before any
-   * other call, and the backend takes it as holding the values named
-   * `to`: its kernels' packings of the next pass are made from it, with
-   * no read of the dense w. */
-  float *(*wcopy)(rt_backend *b, int layer, const float *w, uint64_t from, uint64_t to);
+   * (rt_linear_shape.wgen): the backend's copy of the active ones, where
+   * it holds the values named `from`, and in *at where each goes in it
+   * (the j-th of the packed layout, wgrad_index, at (*at)[j]); else
+   * NULL. The step writes every new weight into it too before any other
+   * call, and the backend takes it as holding the values named `to`: its
+   * kernels' packings of the next pass are made from it, with no read of
+   * the dense w. */
+  float *(*wcopy)(rt_backend *b, int layer, const float *w, uint64_t from, uint64_t to,
+                  const int32_t **at);
 
   /* 1: the weighted ops take the whole batch in one call (the backend
    * spreads it over a device itself), rather than one chunk per thread. */

@@ -261,13 +261,13 @@ void rt_zero_masked(float *v, const uint8_t *m, size_t n) {
 
 void rt_sgd_packed(size_t j0, size_t j1, const int32_t *restrict idx, float *restrict w,
                    const float *restrict g, float *restrict v, float lr, float momentum,
-                   float decay, float *restrict copy) {
+                   float decay, float *restrict copy, const int32_t *restrict at) {
   for (size_t j = j0; j < j1; j++) {
     int32_t i = idx[j];
     float vi = momentum * v[i] + (g[j] + decay * w[i]);
     v[i] = vi;
     w[i] -= lr * vi;
-    if (copy) copy[j] = w[i];
+    if (copy) copy[at[j]] = w[i];
   }
 }
 

@@ -61,9 +61,10 @@ void rt_zero_masked(float *v, const uint8_t *m, size_t n);
 
 /* The same step for the packed entries [j0, j1) of one layer: gradient
  * g[j] belongs to weight w[idx[j]] (momentum v[idx[j]]). With copy set,
- * each new weight w[idx[j]] is also written to copy[j]. */
+ * each new weight w[idx[j]] is also written to copy[at[j]]. */
 void rt_sgd_packed(size_t j0, size_t j1, const int32_t *idx, float *w, const float *g,
-                   float *v, float lr, float momentum, float decay, float *copy);
+                   float *v, float lr, float momentum, float decay, float *copy,
+                   const int32_t *at);
 
 /* rt_ref_sgd over params [i0, i1). */
 void rt_sgd(size_t i0, size_t i1, float *w, const float *g, float *v,

@@ -56,7 +56,8 @@ typedef struct exec_impl {
   size_t *pn;
   uint8_t *gpacked;
   int *pk; /* the SGD step's list of packed layers */
-  float **wc; /* and the backend's copies of their weights (or NULL) */
+  float **wc; /* and the backend's copies of their weights (or NULL), */
+  const int32_t **wat; /* where each weight goes in them */
 } exec_impl;
 
 /* Layer l's gradient layout in grads: its packed indices (*n of them), or
@@ -194,6 +195,7 @@ rt_exec *rt_exec_new(ir_graph *g, int cap, int threads, const char *backend,
   e->gpacked = xcalloc((size_t)g->n_layers, 1, &oom);
   e->pk = xcalloc((size_t)g->n_layers, sizeof *e->pk, &oom);
   e->wc = xcalloc((size_t)g->n_layers, sizeof *e->wc, &oom);
+  e->wat = xcalloc((size_t)g->n_layers, sizeof *e->wat, &oom);
   if (oom || plan_zero(e)) oom = 1;
   if (oom) {
     snprintf(err, errlen,
@@ -239,7 +241,7 @@ void rt_exec_free(rt_exec *x) {
   free(x->mom), free(x->mask), free(x->stats), free(x->bn_save);
   free(x->scratch), free(x->logits), free(e->wpart), free(e->zero), free(e->prof),
       free(e->prof_paused), free(e->active), free(e->pool_set);
-  free(e->pidx), free(e->pn), free(e->gpacked), free(e->pk), free(e->wc);
+  free(e->pidx), free(e->pn), free(e->gpacked), free(e->pk), free(e->wc), free(e->wat);
   rt_pool_free(e->pool);
   free(e);
 }
@@ -398,6 +400,7 @@ typedef struct sgd_job {
   float lr, momentum, decay;
   int npk, *pk; /* the layers whose gradients are packed, by w_off */
   float *const *wc; /* per packed layer */
+  const int32_t *const *wat;
 } sgd_job;
 
 static void sgd_task(void *arg, int c) {
@@ -424,7 +427,7 @@ static void sgd_task(void *arg, int c) {
     const int32_t *idx = packed_of(e, j->pk[k], &m);
     size_t j0 = m * c / j->parts, j1 = m * (c + 1) / j->parts;
     rt_sgd_packed(j0, j1, idx, params + l->w_off, x->grads + l->w_off, x->mom + l->w_off,
-                  j->lr, j->momentum, j->decay, j->wc[k]);
+                  j->lr, j->momentum, j->decay, j->wc[k], j->wat[k]);
   }
 }
 
@@ -437,7 +440,7 @@ void rt_exec_sgd(rt_exec *x, float lr, float momentum, float decay) {
     for (; k > 0 && x->g->layers[pk[k - 1]].w_off > x->g->layers[i].w_off; k--) pk[k] = pk[k - 1];
     pk[k] = i;
   }
-  sgd_job j = {x, e->pool ? x->threads : 1, lr, momentum, decay, npk, pk, e->wc};
+  sgd_job j = {x, e->pool ? x->threads : 1, lr, momentum, decay, npk, pk, e->wc, e->wat};
   double t0 = e->prof ? prof_now() : 0.0;
   /* new values; the backend's copies of the packed layers' weights that
    * held the old follow them (rt_backend.wcopy) */
@@ -445,7 +448,8 @@ void rt_exec_sgd(rt_exec *x, float lr, float momentum, float decay) {
   e->wgen = next_wgen();
   rt_backend *b = x->backend;
   for (int k = 0; k < npk; k++)
-    e->wc[k] = b->wcopy ? b->wcopy(b, pk[k], e->params + x->g->layers[pk[k]].w_off, from, e->wgen)
+    e->wc[k] = b->wcopy ? b->wcopy(b, pk[k], e->params + x->g->layers[pk[k]].w_off, from,
+                                   e->wgen, &e->wat[k])
                         : NULL;
   if (j.parts > 1) rt_pool_run(e->pool, j.parts, sgd_task, &j);
   else sgd_task(&j, 0);

@@ -55,12 +55,9 @@ typedef struct rt_cpu_entry {
    * wp[pos[dir][j]]; the fused bwd's npad padding slots pad[] hold 0 */
   int32_t *act, *pos[2], *pad;
   long npad;
-  /* linear: the fwd's packing as runs of consecutive active weights
-   * (runs[3r..3r+2]: from j, to the fwd's k, length), by ascending j;
-   * and where the fused bwd's k-th packed weight sits in the fwd's
-   * packing (active, the zero slot, for its padding) */
-  int32_t *runs, *src1;
-  long nruns;
+  /* linear: where the fused bwd's k-th packed weight sits in the fwd's
+   * packing (active: the zero slot, for padding) */
+  int32_t *src1;
   long nbwd;                  /* linear: packed weights of the fused bwd */
   cg_conv_plan plan;          /* conv: the packed layouts of its kernels */
   int compiled;               /* kernels built: only the sparse path needs them */
@@ -101,21 +98,21 @@ typedef struct rt_cpu_slot {
   size_t cap;                 /* floats */
 } rt_cpu_slot;
 
-/* A linear layer's weights packed for both its kernels, made from a copy
- * of its active weights in mask order (src): kept for as long as the
- * weights keep their values (rt_linear_shape.wgen), the backward of a
- * pass and the passes of an evaluation taking them as they are. The SGD
- * step writes its new weights into src (cpu_wcopy), so that while
+/* A linear layer's weights packed for both its kernels: kept for as long
+ * as the weights keep their values (rt_linear_shape.wgen), the backward
+ * of a pass and the passes of an evaluation taking them as they are. The
+ * SGD step writes its new weights into the forward's packing (cpu_wcopy),
+ * and the next pass makes only the fused backward's from it: while
  * training goes on the dense weights are never read here. */
 typedef struct rt_cpu_wpack {
   pthread_mutex_t mu;
   uint64_t gen;               /* the wgen packed and complete; 0: none */
-  uint64_t sgen;              /* the wgen src holds; 0: none */
+  uint64_t gen0;              /* the wgen the fwd's packing holds; 0: none */
   uint64_t work;              /* the wgen being packed */
-  int fill;                   /* that packing reads w into src first */
+  int fill;                   /* that packing reads w into the fwd's first */
   const float *w;             /* packed from */
   const rt_cpu_entry *e;      /* for this pattern */
-  float *buf;                 /* fwd's wp_len(e), the fused bwd's nbwd, src's active */
+  float *buf;                 /* fwd's wp_len(e), then the fused bwd's nbwd */
   size_t cap;
   atomic_int next, done;      /* pieces of the packing taken, finished */
 } rt_cpu_wpack;
@@ -206,8 +203,8 @@ static void entry_drop_code(cpu_backend *cb, rt_cpu_entry *e) {
     cb->st.cached--;
     e->rt = NULL;
   }
-  free(e->act), free(e->pos[0]), free(e->pos[1]), free(e->pad), free(e->runs), free(e->src1);
-  e->act = e->pos[0] = e->pos[1] = e->pad = e->runs = e->src1 = NULL;
+  free(e->act), free(e->pos[0]), free(e->pos[1]), free(e->pad), free(e->src1);
+  e->act = e->pos[0] = e->pos[1] = e->pad = e->src1 = NULL;
   e->npad = 0;
   e->compiled = 0;
 }
@@ -274,19 +271,9 @@ static int scatter_plan(rt_cpu_entry *e, const cg_order ord[2]) {
     e->src1 = malloc((size_t)(ord[1].n ? ord[1].n : 1) * sizeof *e->src1);
     for (long k = 0; e->src1 && k < ord[1].n; k++)
       e->src1[k] = ord[1].idx[k] < 0 ? (int32_t)e->active : e->pos[0][rank[ord[1].idx[k]]];
-    /* the fwd's runs: the spans of j whose fwd positions follow on */
-    const int32_t *p0 = e->pos[0];
-    e->nruns = 0;
-    for (size_t j = 0; j < e->active; j++) e->nruns += j == 0 || p0[j] != p0[j - 1] + 1;
-    e->runs = malloc((size_t)(e->nruns ? e->nruns : 1) * 3 * sizeof *e->runs);
-    for (size_t j = 0, r = 0; e->runs && j < e->active; j++) {
-      if (j == 0 || p0[j] != p0[j - 1] + 1)
-        e->runs[3 * r] = (int32_t)j, e->runs[3 * r + 1] = p0[j], e->runs[3 * r + 2] = 0, r++;
-      e->runs[3 * r - 1]++;
-    }
   }
   free(rank);
-  return e->kind == IR_LINEAR && (!e->src1 || !e->runs) ? -1 : 0;
+  return e->kind == IR_LINEAR && !e->src1 ? -1 : 0;
 }
 
 /* One layer's kernels to a relocatable object in memory: generation,
@@ -539,7 +526,7 @@ static void entry_attach(cpu_backend *cb, int layer, rt_cpu_entry *e) {
   if (need > cb->need) cb->need = need;
   e->refs++;
   pthread_mutex_lock(&cb->wpack[layer].mu);
-  cb->wpack[layer].gen = cb->wpack[layer].sgen = cb->wpack[layer].work = 0;
+  cb->wpack[layer].gen = cb->wpack[layer].gen0 = cb->wpack[layer].work = 0;
   pthread_mutex_unlock(&cb->wpack[layer].mu);
   rt_cpu_entry *old = cb->layer[layer];
   cb->layer[layer] = e;
@@ -944,37 +931,26 @@ static void from_lanes(const float *src, int n, int f, int64_t ns, float *dst, i
   }
 }
 
-/* Piece k of the packing, in three stages of WPACK_PIECES pieces, each
- * stage reading what the one before wrote: with p->fill, w's active
- * weights copied into src in mask order (the one read of the dense w);
- * the fwd's packing made from src by its runs (src read in order, each
- * run's stores to one place); the fused bwd's gathered from the fwd's
- * (a column's weights lie in one slice of it, in L2, where in src they
- * are a row apart). */
+/* Piece k of the packing: with p->fill, the first WPACK_PIECES scatter
+ * w's active weights into the forward's order, wp0 (the one read of the
+ * dense w; its slot `active` is set to 0); the next as many gather the
+ * fused backward's wp1 from wp0, which stays in L2 (scattering into both
+ * at once missed L2 on most stores). */
 static void wpack_piece(rt_cpu_wpack *p, const float *w, int k) {
   const rt_cpu_entry *e = p->e;
-  size_t n0 = wp_len(e);
-  float *wp0 = p->buf, *wp1 = wp0 + n0, *src = wp1 + e->nbwd;
+  float *wp0 = p->buf, *wp1 = p->buf + wp_len(e);
   if (k < WPACK_PIECES) {
     if (!p->fill) return;
     size_t j0 = e->active * (size_t)k / WPACK_PIECES, j1 = e->active * (size_t)(k + 1) / WPACK_PIECES;
-    const int32_t *act = e->act;
-    for (size_t j = j0; j < j1; j++) src[j] = w[act[j]];
-    return;
-  }
-  k -= WPACK_PIECES;
-  if (k < WPACK_PIECES) {
-    size_t r0 = (size_t)e->nruns * (size_t)k / WPACK_PIECES;
-    size_t r1 = (size_t)e->nruns * (size_t)(k + 1) / WPACK_PIECES;
-    for (const int32_t *r = e->runs + 3 * r0; r < e->runs + 3 * r1; r += 3)
-      memcpy(wp0 + r[1], src + r[0], (size_t)r[2] * sizeof *wp0);
+    const int32_t *act = e->act, *pos0 = e->pos[0];
+    for (size_t j = j0; j < j1; j++) wp0[pos0[j]] = w[act[j]];
     if (k == 0) wp0[e->active] = 0.0f;
     return;
   }
   k -= WPACK_PIECES;
-  size_t i0 = (size_t)e->nbwd * (size_t)k / WPACK_PIECES;
-  size_t i1 = (size_t)e->nbwd * (size_t)(k + 1) / WPACK_PIECES;
-  for (size_t i = i0; i < i1; i++) wp1[i] = wp0[e->src1[i]];
+  size_t k0 = (size_t)e->nbwd * (size_t)k / WPACK_PIECES;
+  size_t k1 = (size_t)e->nbwd * (size_t)(k + 1) / WPACK_PIECES;
+  for (size_t i = k0; i < k1; i++) wp1[i] = wp0[e->src1[i]];
 }
 
 /* Linear layer l's weights packed for its fwd (dir 0) or fused bwd (1)
@@ -987,38 +963,38 @@ static const float *lin_weights(cpu_backend *cb, int l, const rt_cpu_entry *e,
                                 const rt_linear_shape *s, const float *w, int dir,
                                 float *scratch) {
   rt_cpu_wpack *p = &cb->wpack[l];
-  size_t n0 = wp_len(e), need = n0 + (size_t)e->nbwd + e->active;
+  size_t n0 = wp_len(e), need = n0 + (size_t)e->nbwd;
   if (s->wgen) {
     pthread_mutex_lock(&p->mu);
     int same = p->w == w && p->e == e;
     int ready = same && p->gen == s->wgen;
     if (!ready && (!same || p->work != s->wgen)) { /* a new packing */
-      if (!same) p->sgen = 0;
+      if (!same) p->gen0 = 0;
       p->gen = p->work = 0;
       if (p->cap < need) {
         float *q = realloc(p->buf, need * sizeof *q);
         if (q) p->buf = q, p->cap = need;
       }
       if (p->cap >= need) {
-        p->work = s->wgen, p->w = w, p->e = e, p->fill = p->sgen != s->wgen;
+        p->work = s->wgen, p->w = w, p->e = e, p->fill = p->gen0 != s->wgen;
         atomic_store(&p->next, 0), atomic_store(&p->done, 0);
       }
     }
     int join = !ready && p->work == s->wgen;
     pthread_mutex_unlock(&p->mu);
     if (join) {
-      for (int k; (k = atomic_fetch_add(&p->next, 1)) < 3 * WPACK_PIECES;) {
-        while (atomic_load_explicit(&p->done, memory_order_acquire) < /* the stage before */
-               k / WPACK_PIECES * WPACK_PIECES)
+      for (int k; (k = atomic_fetch_add(&p->next, 1)) < 2 * WPACK_PIECES;) {
+        while (k >= WPACK_PIECES && /* the second half reads what the first wrote */
+               atomic_load_explicit(&p->done, memory_order_acquire) < WPACK_PIECES)
           sched_yield();
         wpack_piece(p, w, k);
         atomic_fetch_add_explicit(&p->done, 1, memory_order_release);
       }
-      while (atomic_load_explicit(&p->done, memory_order_acquire) < 3 * WPACK_PIECES)
+      while (atomic_load_explicit(&p->done, memory_order_acquire) < 2 * WPACK_PIECES)
         sched_yield();
       pthread_mutex_lock(&p->mu);
       if (p->work == s->wgen && p->gen != s->wgen) { /* the one that finishes it */
-        p->gen = p->sgen = s->wgen;
+        p->gen = p->gen0 = s->wgen;
         if (p->fill) __atomic_fetch_add(&cb->st.packs, 1, __ATOMIC_RELAXED); /* locks differ */
       }
       pthread_mutex_unlock(&p->mu);
@@ -1160,24 +1136,26 @@ static const int32_t *cpu_wgrad_index(rt_backend *b, int l, size_t *n) {
   return e->act;
 }
 
-/* A sparse linear layer's src, where it holds w's values named `from`:
- * the SGD step writes the new weights into it, and the next pass packs
- * from it (a sequential read of the active weights, not a read of the
- * dense w). */
-static float *cpu_wcopy(rt_backend *b, int l, const float *w, uint64_t from, uint64_t to) {
+/* A sparse linear layer's forward packing, where it holds w's values named
+ * `from`: the SGD step writes the new weights into it (the j-th active
+ * weight at pos[0][j]: runs of consecutive places, one output's inputs
+ * in one slice), and the next pass gathers the fused backward's from it
+ * with no read of the dense w. */
+static float *cpu_wcopy(rt_backend *b, int l, const float *w, uint64_t from, uint64_t to,
+                        const int32_t **at) {
   cpu_backend *cb = C(b);
   const rt_cpu_entry *e = cb->layer[l];
   rt_cpu_wpack *p = &cb->wpack[l];
   size_t n;
-  float *src = NULL;
+  float *copy = NULL;
   if (!cpu_wgrad_index(b, l, &n)) return NULL; /* no packed layout */
   pthread_mutex_lock(&p->mu);
-  if (from && p->sgen == from && p->w == w && p->e == e) {
-    src = p->buf + wp_len(e) + (size_t)e->nbwd;
-    p->sgen = to;
+  if (from && p->gen0 == from && p->w == w && p->e == e) {
+    copy = p->buf, *at = e->pos[0];
+    p->gen0 = to;
   }
   pthread_mutex_unlock(&p->mu);
-  return src;
+  return copy;
 }
 
 static void cpu_linear_bwd_data(rt_backend *b, int l, const rt_linear_shape *s, const float *dy,

@@ -191,30 +191,32 @@ static void test_sgd(void) {
 }
 
 /* The packed step on a layer's active weights is the masked dense step,
- * and leaves each new weight in the copy it is given, in packed order. */
+ * and leaves each new weight where the copy it is given wants it (here in
+ * reverse order, past a slot the step must not touch). */
 static void test_sgd_packed(void) {
   enum { N = 1000 };
   float w1[N], w2[N], g[N], gp[N], v1[N], v2[N], copy[N + 1];
   uint8_t m[N];
-  int32_t idx[N];
+  int32_t idx[N], at[N];
   fill(w1, N, 0), fill(g, N, 0), fill(v1, N, 0);
   size_t n = 0;
   for (int i = 0; i < N; i++)
     if ((m[i] = rt_rng_below(&rng, 4) == 0)) idx[n] = i, gp[n++] = g[i];
-  for (size_t j = 0; j <= n; j++) copy[j] = -7.0f;
+  for (size_t j = 0; j < n; j++) at[j] = (int32_t)(n - j);
+  copy[0] = -7.0f;
   memcpy(w2, w1, sizeof w1), memcpy(v2, v1, sizeof v1);
   rt_sgd(0, N, w1, g, v1, m, 0.05f, 0.9f, 5e-4f);
-  rt_sgd_packed(0, n / 3, idx, w2, gp, v2, 0.05f, 0.9f, 5e-4f, copy);
-  rt_sgd_packed(n / 3, n, idx, w2, gp, v2, 0.05f, 0.9f, 5e-4f, copy);
-  long at = -1;
-  CHECK(same_bits(w1, w2, N, &at), "packed sgd weights differ at %ld", at);
-  CHECK(same_bits(v1, v2, N, &at), "packed sgd momentum differs at %ld", at);
-  int bad = copy[n] != -7.0f; /* past the layer's entries: untouched */
-  for (size_t j = 0; j < n; j++) bad += memcmp(&copy[j], &w1[idx[j]], sizeof *copy) != 0;
-  CHECK(!bad, "packed sgd: %d entries of the copy are not the new weights", bad);
+  rt_sgd_packed(0, n / 3, idx, w2, gp, v2, 0.05f, 0.9f, 5e-4f, copy, at);
+  rt_sgd_packed(n / 3, n, idx, w2, gp, v2, 0.05f, 0.9f, 5e-4f, copy, at);
+  long at_ = -1;
+  CHECK(same_bits(w1, w2, N, &at_), "packed sgd weights differ at %ld", at_);
+  CHECK(same_bits(v1, v2, N, &at_), "packed sgd momentum differs at %ld", at_);
+  int bad = copy[0] != -7.0f;
+  for (size_t j = 0; j < n; j++) bad += memcmp(&copy[n - j], &w1[idx[j]], sizeof *copy) != 0;
+  CHECK(!bad, "packed sgd: %d places of the copy do not hold their new weight", bad);
   memcpy(w2, w1, sizeof w1);
-  rt_sgd_packed(0, n, idx, w2, gp, v2, 0.05f, 0.9f, 5e-4f, NULL); /* no copy: none written */
-  CHECK(memcmp(&copy[0], &w1[idx[0]], sizeof *copy) == 0, "packed sgd wrote a copy it was not given");
+  rt_sgd_packed(0, n, idx, w2, gp, v2, 0.05f, 0.9f, 5e-4f, NULL, NULL); /* no copy: none written */
+  CHECK(memcmp(&copy[n], &w1[idx[0]], sizeof *copy) == 0, "packed sgd wrote a copy it was not given");
 }
 
 /* Masked entries to exact zeros (NaN too), whatever nonzero byte marks an
