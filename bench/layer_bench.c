@@ -159,11 +159,12 @@ static void pool_task(void *arg, int t) { run_task((task *)arg + t); }
 
 /* What training does between two passes, untimed on both sides: an SGD
  * step, new weight values. On the backend it goes as runtime/exec.c's: a
- * sparse linear layer's packed step (with `copies`) also writes the new
- * weights into the copies its kernels read, which the next run then
- * takes as they are rather than packing them again. The learning rate is
- * 0 so that every run computes the same thing. */
-static double sgd_step(lay *L, int jit, int copies) {
+ * sparse linear layer's packed step (with `copy`) also writes the new
+ * weights into the forward kernel's packing, from which the next run
+ * makes the backward's rather than packing the dense weights. The
+ * learning rate is 0 so that every run computes the same thing. Returns
+ * the seconds of the packed step. */
+static double sgd_step(lay *L, int jit, int copy) {
   static uint64_t wgens;
   uint64_t from = jit ? L->held[L->v] : 0;
   L->pass = ++wgens;
@@ -173,8 +174,8 @@ static double sgd_step(lay *L, int jit, int copies) {
   if (!idx) return 0.0;
   double t0 = now_s();
   const int32_t *at = NULL;
-  float *copy = copies && L->b->wcopy ? L->b->wcopy(L->b, 0, L->wt, from, L->pass, &at) : NULL;
-  rt_sgd_packed(0, n, idx, L->wt, L->dw[0], L->mom, 0.0f, 0.0f, 0.0f, copy, at);
+  float *dst = copy && L->b->wcopy ? L->b->wcopy(L->b, 0, L->wt, from, L->pass, &at) : NULL;
+  rt_sgd_packed(0, n, idx, L->wt, L->dw[0], L->mom, 0.0f, 0.0f, 0.0f, dst, at);
   return now_s() - t0;
 }
 
@@ -183,10 +184,10 @@ static double sgd_step(lay *L, int jit, int copies) {
  * the runtime's pool, started once, as runtime/exec.c runs its ops
  * (creating threads for every run cost both sides 0.1-0.3 ms on this VM,
  * a ratio-bending constant). */
-static double run_after(lay *L, int threads, int jit, int copies, double *sgd) {
+static double run_after(lay *L, int threads, int jit, int copy, double *sgd) {
   static rt_pool *pool;
   if (!pool) pool = rt_pool_new(2);
-  double t = sgd_step(L, jit, copies);
+  double t = sgd_step(L, jit, copy);
   if (sgd) *sgd = t;
   task T[2];
   for (int t = 0; t < threads; t++)
@@ -210,7 +211,7 @@ enum { REPS = 8 };
 
 static void bench(lay *L, const char *title) {
   static const double dens[] = {0.01, 0.05, 0.10, 0.25, 0.50, 1.00};
-  double cp[6][4]; /* linear: SGD steps without and with copies, the runs after */
+  double cp[6][4]; /* linear: SGD steps without and with the copy, the runs after */
   long nw = L->conv ? (long)L->cout * L->cin * L->k * L->k : (long)L->out * L->in;
   long nx = L->conv ? (long)L->n * L->cin * L->h * L->w : (long)L->n * L->in;
   long ny = L->conv ? (long)L->n * L->cout * L->oh * L->ow : (long)L->n * L->out;
@@ -295,8 +296,8 @@ static void bench(lay *L, const char *title) {
              st.emit_s + st.compile_s);
       fflush(stdout);
     }
-    /* the forced-JIT backend, 1 thread: runs after SGD steps that do and
-     * do not write the kernels' copies, alternately */
+    /* the forced-JIT backend, 1 thread: runs after SGD steps that do not
+     * and do write the forward's packing, alternately */
     cp[d][0] = cp[d][1] = cp[d][2] = cp[d][3] = 1e30;
     L->b = bk[0], L->v = 0;
     for (int r = 0; r < 2 * REPS && bk[0]->wgrad_index(bk[0], 0, &(size_t){0}); r++) {
@@ -307,14 +308,14 @@ static void bench(lay *L, const char *title) {
   }
   if (!L->conv) {
     printf("\n%s, the SGD step between two runs (1 thread, JIT sparse, seconds, best of %d): "
-           "packed, and packed writing the new weights into the kernels' copies too, which "
-           "the next run then does not pack again\n", title, REPS);
-    printf("| density | SGD step | SGD step + copies | run after the first | run after the "
+           "packed, and packed writing the new weights into the forward kernel's packing "
+           "too, which the next run then does not make again\n", title, REPS);
+    printf("| density | SGD step | SGD step + copy | run after the first | run after the "
            "second | saved a step |\n");
-    printf("|--------:|---------:|------------------:|--------------------:|-----------------"
+    printf("|--------:|---------:|----------------:|--------------------:|-----------------"
            "------:|-------------:|\n");
     for (int d = 0; d < 6; d++)
-      printf("| %6.0f%% | %8.5f | %17.5f | %19.5f | %22.5f | %12.5f |\n", 100 * dens[d], cp[d][0],
+      printf("| %6.0f%% | %8.5f | %15.5f | %19.5f | %22.5f | %12.5f |\n", 100 * dens[d], cp[d][0],
              cp[d][1], cp[d][2], cp[d][3], cp[d][0] + cp[d][2] - cp[d][1] - cp[d][3]);
   }
   free(wm), free(bm), free(L->x), free(L->dx), free(L->dy), free(L->y), free(L->wt), free(L->bias);

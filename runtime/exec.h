@@ -85,11 +85,11 @@ void rt_exec_grads_dense(const rt_exec *x, float *out);
 
 /* The parameters, for writing: their values from now on are new ones
  * (a new rt_linear_shape.wgen), so that no backend goes on with copies it
- * made of the old (packed weights). Every change of the parameters but
- * rt_exec_sgd's, rt_exec_init_params' and rt_exec_sync_mask's goes through
- * a pointer from here, taken for each change (not kept from an earlier
- * one), and outside a pass (never between rt_exec_set_input and the end
- * of its backward). */
+ * made of the old (packed weights). Every change of the parameters goes
+ * through a pointer from here (rt_exec_sgd, rt_exec_init_params and
+ * rt_exec_sync_mask see to their own), taken for each change rather than
+ * kept from an earlier one, and outside a pass (never between
+ * rt_exec_set_input and the end of its backward). */
 float *rt_exec_params_write(rt_exec *x);
 
 /* Copies a packed batch [n][c][h][w] into the input tensor. A pass (the

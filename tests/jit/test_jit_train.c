@@ -114,10 +114,11 @@ static void check_stale_arena(const char *text, const char *backend) {
 }
 
 /* The CPU backend's packed copies of the sparse linear weights follow
- * every change of the parameters: packed once for passes on the same
- * values, kept current by the SGD step (no packing after it), packed again
- * after a write through rt_exec_params_write. Every pass's loss is the
- * reference backend's on the same parameters. */
+ * every change of the parameters: packed from the dense weights once for
+ * the passes on the same values, kept current by the SGD step (no packing
+ * from the dense weights after it), packed again after a write through
+ * rt_exec_params_write. Every pass's loss is the reference backend's on
+ * the same parameters. */
 static void check_params_follow(void) {
   char err[256];
   const char *names[2] = {"ref", "cpu"};
