@@ -9,8 +9,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "codegen/driver.h"
-#include "codegen/export.h"
+#include "ilnasc/driver.h"
+#include "app/export.h"
 #include "frontend/spec.h"
 #include "ir/ir.h"
 

@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "ir/ir.h"
-#include "runtime/rng.h"
+#include "base/rng.h"
 
 /* The graph grows in arrays sized from the model's bounds; `live` records,
  * per tensor channel, whether the seed network uses it, so each layer's

@@ -18,7 +18,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "rng.h"
+#include "base/rng.h"
 
 typedef enum {
   RT_DATA_IDX,        /* dir: train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], t10k-... */

@@ -17,7 +17,7 @@
 #include "runtime/elem.h"
 #include "runtime/pool.h"
 #include "runtime/ref.h"
-#include "runtime/rng.h"
+#include "base/rng.h"
 
 enum { RT_MAX_THREADS = 64 };
 
@@ -900,16 +900,9 @@ static void copy_bwd_op(RT_OP_ARGS) {
     name##_op(x, l, in, z, out, prev);                              \
     e->prof[PROF_LAYER + 2 * l + (dir)] += prof_now() - t0;         \
   }
-TIMED_OP(conv_fwd, 0)
-TIMED_OP(conv_bwd, 1)
-TIMED_OP(linear_fwd, 0)
-TIMED_OP(linear_bwd, 1)
-TIMED_OP(maxpool_fwd, 0)
-TIMED_OP(maxpool_bwd, 1)
-TIMED_OP(gap_fwd, 0)
-TIMED_OP(gap_bwd, 1)
-TIMED_OP(copy_fwd, 0)
-TIMED_OP(copy_bwd, 1)
+#define IR_OP(K, name, what) TIMED_OP(name##_fwd, 0) TIMED_OP(name##_bwd, 1)
+#include "ir/ops.def"
+#undef IR_OP
 #undef TIMED_OP
 
 typedef void (*op_fn)(RT_OP_ARGS);
@@ -917,11 +910,10 @@ static const struct {
   const char *name;
   op_fn fn;
 } ops[] = {
-    {"rt_op_conv_fwd", rt_op_conv_fwd},       {"rt_op_conv_bwd", rt_op_conv_bwd},
-    {"rt_op_linear_fwd", rt_op_linear_fwd},   {"rt_op_linear_bwd", rt_op_linear_bwd},
-    {"rt_op_maxpool_fwd", rt_op_maxpool_fwd}, {"rt_op_maxpool_bwd", rt_op_maxpool_bwd},
-    {"rt_op_gap_fwd", rt_op_gap_fwd},         {"rt_op_gap_bwd", rt_op_gap_bwd},
-    {"rt_op_copy_fwd", rt_op_copy_fwd},       {"rt_op_copy_bwd", rt_op_copy_bwd},
+#define IR_OP(K, name, what) {"rt_op_" #name "_fwd", rt_op_##name##_fwd}, \
+                             {"rt_op_" #name "_bwd", rt_op_##name##_bwd},
+#include "ir/ops.def"
+#undef IR_OP
 };
 
 void rt_exec_run(rt_exec *x, const ir_call *calls, int n) {

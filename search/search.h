@@ -33,7 +33,7 @@
 
 #include "ir/ir.h"
 #include "runtime/exec.h"
-#include "runtime/rng.h"
+#include "base/rng.h"
 
 /* A candidate: one weight or bias (weight granularity), or one whole
  * (c_out, c_in) kernel or bias (kernel granularity). */

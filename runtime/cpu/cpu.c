@@ -1,5 +1,5 @@
 /* cpu.c: the CPU backend. Every conv and linear layer gets kernels
- * generated for its shapes and α pattern (codegen/sparse.h), optimised at
+ * generated for its shapes and α pattern (kgen/sparse.h), optimised at
  * O3 for the host CPU and compiled in-process by an ORC LLJIT owned by the
  * backend. Compiled layers are cached by (op, shapes, pattern): prepare()
  * hashes the masks, and only a pattern not seen before is compiled. An
@@ -11,7 +11,7 @@
  * masked weight gradients are zeroed after): a register-blocked GEMM beats
  * any sparse kernel once enough weights exist (see RT_CPU_DENSE_*).
  *
- * The sparse kernels work on packed layouts (codegen/sparse.h): the
+ * The sparse kernels work on packed layouts (kgen/sparse.h): the
  * wrappers here pack conv samples into padded phase planes and linear
  * batches into feature-major blocks, in per-thread scratch slots
  * (O(n * features), small next to the O(n * active weights) of the
@@ -37,7 +37,7 @@
 #include <llvm-c/TargetMachine.h>
 #include <llvm-c/Transforms/PassBuilder.h>
 
-#include "codegen/sparse.h"
+#include "kgen/sparse.h"
 #include "runtime/elem.h"
 
 typedef void (*rt_kern)(float *, float *, float *, float *, int64_t, int64_t, int64_t);

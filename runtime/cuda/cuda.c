@@ -1,6 +1,6 @@
 /* cuda.c: the CUDA backend. Each conv and linear layer gets kernels
  * generated for its shapes and α pattern (runtime/cuda/kern.h over
- * codegen/ptx.h), emitted as PTX by LLVM's NVPTX target and loaded with
+ * kgen/ptx.h), emitted as PTX by LLVM's NVPTX target and loaded with
  * cuModuleLoadDataEx, which JIT-compiles them for the GPU at hand; nvcc
  * is never needed. The driver is opened with dlopen (cu.h).
  *

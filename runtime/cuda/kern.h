@@ -1,6 +1,6 @@
 /* kern.h: one conv or linear layer's GPU kernels, on device pointers.
  *
- * Generated for the layer's shapes and α pattern (codegen/ptx.h), emitted
+ * Generated for the layer's shapes and α pattern (kgen/ptx.h), emitted
  * as PTX and loaded into the current context with cuModuleLoadDataEx, whose
  * JIT log is surfaced in the error. A layer runs on its sparse kernels
  * or, where that is faster (dense enough), on cuBLAS sgemm over the
@@ -27,7 +27,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "codegen/ptx.h"
+#include "kgen/ptx.h"
 #include "runtime/cuda/cu.h"
 
 typedef struct cu_kern_desc {

@@ -5,7 +5,7 @@
  * blob byte for byte.
  *
  * usage: test_cg_driver <stand-in runtime .a> <scratch dir> */
-#include "codegen/driver.h"
+#include "ilnasc/driver.h"
 
 #include <errno.h>
 #include <inttypes.h>

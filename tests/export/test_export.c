@@ -36,8 +36,8 @@
 #include "ir/ir.h"
 #include "runtime/data.h"
 #include "runtime/exec.h"
-#include "runtime/rng.h"
-#include "runtime/train.h"
+#include "base/rng.h"
+#include "app/train.h"
 
 static int write_file(const char *dir, const char *name, const void *p, size_t n) {
   char path[4096];

@@ -17,7 +17,7 @@
 #include <llvm-c/Orc.h>
 #include <llvm-c/Target.h>
 
-#include "codegen/ptx.h"
+#include "kgen/ptx.h"
 #include "runtime/ref.h"
 #include "tests/gpu/emu_driver.h"
 #include "tests/jit/jitutil.h"

@@ -14,7 +14,7 @@
 
 #include <llvm-c/Core.h>
 
-#include "codegen/ptx.h"
+#include "kgen/ptx.h"
 #include "frontend/spec.h"
 #include "ir/ir.h"
 #include "tests/jit/jitutil.h"

@@ -8,7 +8,7 @@
 
 #include "ir/ir.h"
 #include "runtime/exec.h"
-#include "runtime/train.h"
+#include "app/train.h"
 
 #include "tests/check.h"
 

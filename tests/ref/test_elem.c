@@ -6,7 +6,7 @@
  * which the CPU backend is checked against in tests/jit. */
 #include "runtime/elem.h"
 #include "runtime/ref.h"
-#include "runtime/rng.h"
+#include "base/rng.h"
 
 #include <math.h>
 #include <stdlib.h>

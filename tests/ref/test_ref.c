@@ -8,7 +8,7 @@
  * a non-finite value or a changed sentinel rather than a small error.
  */
 #include "runtime/ref.h"
-#include "runtime/rng.h"
+#include "base/rng.h"
 
 #include <math.h>
 #include <stdio.h>

@@ -7,7 +7,7 @@
 
 #include "ir/ir.h"
 #include "runtime/exec.h"
-#include "runtime/rng.h"
+#include "base/rng.h"
 #include "search/search.h"
 
 #include "tests/check.h"

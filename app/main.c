@@ -7,10 +7,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "codegen/export.h"
+#include "app/export.h"
 #include "ir/ir.h"
-#include "runtime/plot.h"
-#include "runtime/train.h"
+#include "app/plot.h"
+#include "app/train.h"
 
 int il_main(int argc, char **argv, const unsigned char *blob,
             unsigned long blob_size, rt_graph_fn fwd, rt_graph_fn bwd);

@@ -12,7 +12,7 @@
  * Output files are written under temporary names in their own directory
  * and renamed into place only when all of them are complete, so an error
  * never leaves a partial file. */
-#include "codegen/export.h"
+#include "app/export.h"
 
 #include <errno.h>
 #include <inttypes.h>

@@ -6,7 +6,7 @@
  * its gradient over the batch. Locals are allocas in the entry block:
  * cg_ptx_emit runs the O3 pipeline, whose mem2reg turns them into
  * registers, and the generator stays straight-line C. */
-#include "codegen/ptx.h"
+#include "kgen/ptx.h"
 
 #include <limits.h>
 #include <pthread.h>

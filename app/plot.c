@@ -1,7 +1,7 @@
 /* plot.c: training curves of one or more runs as one SVG: training loss,
  * test accuracy and active parameters against epochs, a line per run, so
  * ILNAS, random and fixed can be compared at a glance. */
-#include "runtime/plot.h"
+#include "app/plot.h"
 
 #include <errno.h>
 #include <math.h>

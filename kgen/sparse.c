@@ -26,7 +26,7 @@
  *     dx FMAs and that weight's gradient (see cg_sparse_linear_bwd).
  *     Elementwise vector FMAs keep float semantics without fast-math.
  */
-#include "codegen/sparse.h"
+#include "kgen/sparse.h"
 
 #include <assert.h>
 #include <stdint.h>

@@ -17,7 +17,7 @@
 #include "ir/ir.h"
 #include "runtime/data.h"
 #include "runtime/exec.h"
-#include "runtime/rng.h"
+#include "base/rng.h"
 
 /* Kernels specialised to each layer's α pattern, compiled by the LLVM JIT. */
 #define RT_DEFAULT_BACKEND "cpu"

@@ -1,5 +1,5 @@
 /* train.c: the training loop, evaluation, and what a checkpoint holds. */
-#include "runtime/train.h"
+#include "app/train.h"
 
 #include <errno.h>
 #include <inttypes.h>

@@ -1,7 +1,7 @@
 /* ptx.h: GPU kernel generators for the sparse conv and linear ops, and the
  * PTX emitter that retargets a module to NVPTX.
  *
- * Like codegen/sparse.h, each generator writes one function into an LLVM
+ * Like kgen/sparse.h, each generator writes one function into an LLVM
  * module from a layer's shapes and α pattern; the IR is target independent
  * (no triple, no data layout): GPU parallelism is expressed only through
  * calls to the NVVM special-register intrinsics (tid.x, ctaid.x, ntid.x)
@@ -61,7 +61,7 @@
 
 #include <llvm-c/Core.h>
 
-#include "codegen/sparse.h"
+#include "kgen/sparse.h"
 
 /* Threads per block the kernels are written for (any block size works;
  * this is what the CUDA backend launches with), and the outputs along a

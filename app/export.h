@@ -9,8 +9,8 @@
  * folded into the conv before it; the input normalisation recorded in the
  * checkpoint is applied inside, so callers feed pixels scaled to [0, 1].
  *
- * It lives in the runtime library because produced binaries (`model
- * export`) link only that; ilnasc reaches it through the same library.
+ * It is part of app/ (`model export`, and `ilnasc --emit-c`), above the
+ * runtime whose checkpoints it reads.
  *
  *   cg_export_opts o;
  *   cg_export_opts_default(&o);
@@ -27,7 +27,7 @@
 
 #include "ir/ir.h"
 #include "runtime/exec.h"
-#include "runtime/train.h"
+#include "app/train.h"
 
 typedef enum { CG_EXPORT_C, CG_EXPORT_CUDA } cg_export_target;
 

@@ -3,7 +3,7 @@
  *
  * One LLVM context per emit, so concurrent emits never share state and
  * nothing outlives the call. */
-#include "driver.h"
+#include "ilnasc/driver.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -24,7 +24,7 @@
 #include <llvm-c/TargetMachine.h>
 
 #ifndef ILNAS_LINK_FLAGS
-#error "ILNAS_LINK_FLAGS must be set by the build (codegen/CMakeLists.txt)"
+#error "ILNAS_LINK_FLAGS must be set by the build (ilnasc/CMakeLists.txt)"
 #endif
 
 static void cg_errf(char *err, size_t errlen, const char *fmt, ...) {
