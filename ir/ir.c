@@ -77,14 +77,12 @@ const char *ir_data_name(fe_data d) {
 }
 
 const char *ir_kind_name(ir_kind k) {
-  switch (k) {
-  case IR_CONV: return "conv";
-  case IR_LINEAR: return "linear";
-  case IR_MAXPOOL: return "maxpool";
-  case IR_GAP: return "gap";
-  case IR_COPY: return "copy";
-  }
-  return "?";
+  static const char *const names[] = {
+#define IR_OP(K, name, what) [IR_##K] = #name,
+#include "ir/ops.def"
+#undef IR_OP
+  };
+  return (unsigned)k < IR_N_KINDS ? names[k] : "?";
 }
 
 void ir_dump(const ir_graph *g, FILE *out) {
@@ -155,12 +153,10 @@ static ir_call layer_call(const ir_graph *g, int i, int backward) {
                      ? T[l->prev_t].off + (int64_t)l->prev_ch * l->oh * l->ow
                      : -1;
   ir_call c = {0};
-  static const char *names[][2] = {
-      [IR_CONV] = {"rt_op_conv_fwd", "rt_op_conv_bwd"},
-      [IR_LINEAR] = {"rt_op_linear_fwd", "rt_op_linear_bwd"},
-      [IR_MAXPOOL] = {"rt_op_maxpool_fwd", "rt_op_maxpool_bwd"},
-      [IR_GAP] = {"rt_op_gap_fwd", "rt_op_gap_bwd"},
-      [IR_COPY] = {"rt_op_copy_fwd", "rt_op_copy_bwd"},
+  static const char *const names[][2] = {
+#define IR_OP(K, name, what) [IR_##K] = {"rt_op_" #name "_fwd", "rt_op_" #name "_bwd"},
+#include "ir/ops.def"
+#undef IR_OP
   };
   c.fn = names[l->kind][backward];
   c.nargs = 5;

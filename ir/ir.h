@@ -31,12 +31,16 @@
 #include "frontend/spec.h"
 
 typedef enum {
-  IR_CONV,    /* conv [+ batch norm] [+ ReLU]; dead: pass-through */
-  IR_LINEAR,  /* linear [+ ReLU]; dead: pass-through */
-  IR_MAXPOOL, /* window = stride = k */
-  IR_GAP,     /* global average pool */
-  IR_COPY     /* copy a stage's input into its concatenation tensor */
+#define IR_OP(K, name, what) IR_##K,
+#include "ir/ops.def"
+#undef IR_OP
 } ir_kind;
+enum {
+  IR_N_KINDS = 0
+#define IR_OP(K, name, what) + 1
+#include "ir/ops.def"
+#undef IR_OP
+};
 
 typedef struct ir_tensor {
   char name[64];

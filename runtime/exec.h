@@ -118,15 +118,8 @@ void rt_exec_run(rt_exec *x, const ir_call *calls, int n);
 /* Graph ops: x is the rt_exec, l the layer index, the rest per-sample arena
  * offsets (-1 when the layer has no such tensor). */
 #define RT_OP_ARGS void *x, int64_t l, int64_t in, int64_t z, int64_t out, int64_t prev
-void rt_op_conv_fwd(RT_OP_ARGS);
-void rt_op_conv_bwd(RT_OP_ARGS);
-void rt_op_linear_fwd(RT_OP_ARGS);
-void rt_op_linear_bwd(RT_OP_ARGS);
-void rt_op_maxpool_fwd(RT_OP_ARGS);
-void rt_op_maxpool_bwd(RT_OP_ARGS);
-void rt_op_gap_fwd(RT_OP_ARGS);
-void rt_op_gap_bwd(RT_OP_ARGS);
-void rt_op_copy_fwd(RT_OP_ARGS);
-void rt_op_copy_bwd(RT_OP_ARGS);
+#define IR_OP(K, name, what) void rt_op_##name##_fwd(RT_OP_ARGS); void rt_op_##name##_bwd(RT_OP_ARGS);
+#include "ir/ops.def"
+#undef IR_OP
 
 #endif
