@@ -34,195 +34,73 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct gen {
-  LLVMContextRef ctx;
-  LLVMModuleRef m;
-  LLVMBuilderRef b;
-  LLVMValueRef fn;
-  LLVMTypeRef f32, i8, i32, i64, fp, vec, vecp;
-  LLVMValueRef fma, vfma; /* llvm.fmuladd.f32 and .v8f32 */
-  const char *name;       /* of the function, prefixes its tables */
-} gen;
+#include "kgen/kit.h"
+#include "kgen/pattern.h"
 
-enum { VW = 8 };
-
-typedef struct loop {
-  LLVMBasicBlockRef body, exit;
-  LLVMValueRef iv, hi, step;
-  LLVMValueRef latch_br; /* the back edge, where loop metadata goes */
-} loop;
-
-static LLVMValueRef ci64(gen *g, int64_t v) {
-  return LLVMConstInt(g->i64, (unsigned long long)v, 1);
-}
-
-/* A counted loop lo <= iv < hi; the body is what is built between open and
- * close. Guarded, so an empty range runs nothing. */
-static void loop_open(gen *g, loop *L, LLVMValueRef lo, LLVMValueRef hi, int64_t step) {
-  LLVMBasicBlockRef pre = LLVMGetInsertBlock(g->b);
-  L->body = LLVMAppendBasicBlockInContext(g->ctx, g->fn, "loop");
-  L->exit = LLVMAppendBasicBlockInContext(g->ctx, g->fn, "done");
-  L->hi = hi;
-  L->step = ci64(g, step);
-  LLVMBuildCondBr(g->b, LLVMBuildICmp(g->b, LLVMIntSLT, lo, hi, ""), L->body, L->exit);
-  LLVMPositionBuilderAtEnd(g->b, L->body);
-  L->iv = LLVMBuildPhi(g->b, g->i64, "i");
-  LLVMAddIncoming(L->iv, &lo, &pre, 1);
-}
-
-static void loop_close(gen *g, loop *L) {
-  LLVMValueRef next = LLVMBuildNSWAdd(g->b, L->iv, L->step, "");
-  LLVMBasicBlockRef cur = LLVMGetInsertBlock(g->b);
-  L->latch_br = LLVMBuildCondBr(g->b, LLVMBuildICmp(g->b, LLVMIntSLT, next, L->hi, ""),
-                                L->body, L->exit);
-  LLVMAddIncoming(L->iv, &next, &cur, 1);
-  LLVMPositionBuilderAtEnd(g->b, L->exit);
-}
-
-static LLVMValueRef add(gen *g, LLVMValueRef a, LLVMValueRef b) {
-  return LLVMBuildNSWAdd(g->b, a, b, "");
-}
-static LLVMValueRef mul(gen *g, LLVMValueRef a, LLVMValueRef b) {
-  return LLVMBuildNSWMul(g->b, a, b, "");
-}
-
-/* Plain (not inbounds) GEP: intermediate bases of padded taps may point
- * before the buffer; only the final addresses are in range. */
-static LLVMValueRef at(gen *g, LLVMValueRef p, LLVMValueRef i) {
-  return LLVMBuildGEP2(g->b, g->f32, p, &i, 1, "");
-}
-static LLVMValueRef ldf(gen *g, LLVMValueRef p, LLVMValueRef i) {
-  return LLVMBuildLoad2(g->b, g->f32, at(g, p, i), "");
-}
-static LLVMValueRef ldv(gen *g, LLVMValueRef p, LLVMValueRef i) {
-  LLVMValueRef q = LLVMBuildBitCast(g->b, at(g, p, i), g->vecp, "");
+/* The CPU kernels' vector helpers: 8-float vectors at 4-byte alignment
+ * (a span of a packed plane starts at any float). */
+static LLVMValueRef ldv(kg_kit *g, LLVMValueRef p, LLVMValueRef i) {
+  LLVMValueRef q = LLVMBuildBitCast(g->b, kg_at(g, p, i), g->vecp, "");
   LLVMValueRef v = LLVMBuildLoad2(g->b, g->vec, q, "");
   LLVMSetAlignment(v, 4);
   return v;
 }
-static void stv(gen *g, LLVMValueRef v, LLVMValueRef p, LLVMValueRef i) {
-  LLVMValueRef q = LLVMBuildBitCast(g->b, at(g, p, i), g->vecp, "");
+static void stv(kg_kit *g, LLVMValueRef v, LLVMValueRef p, LLVMValueRef i) {
+  LLVMValueRef q = LLVMBuildBitCast(g->b, kg_at(g, p, i), g->vecp, "");
   LLVMSetAlignment(LLVMBuildStore(g->b, v, q), 4);
 }
-static LLVMValueRef fma3(gen *g, LLVMValueRef a, LLVMValueRef b, LLVMValueRef c) {
+
+/* llvm.fmuladd of the operands' type (float or <8 x float>). */
+static LLVMValueRef fma3(kg_kit *g, LLVMValueRef a, LLVMValueRef b, LLVMValueRef c) {
+  LLVMTypeRef t = LLVMTypeOf(a);
+  const char *name = LLVMGetTypeKind(t) == LLVMVectorTypeKind ? "llvm.fmuladd.v8f32" : "llvm.fmuladd.f32";
+  LLVMTypeRef p[3] = {t, t, t}, ft = LLVMFunctionType(t, p, 3, 0);
+  LLVMValueRef f = LLVMGetNamedFunction(g->m, name);
+  if (!f) f = LLVMAddFunction(g->m, name, ft);
   LLVMValueRef args[3] = {a, b, c};
-  int v = LLVMGetTypeKind(LLVMTypeOf(a)) == LLVMVectorTypeKind;
-  return LLVMBuildCall2(g->b, LLVMGlobalGetValueType(v ? g->vfma : g->fma),
-                        v ? g->vfma : g->fma, args, 3, "");
+  return LLVMBuildCall2(g->b, ft, f, args, 3, "");
 }
-static LLVMValueRef splat(gen *g, LLVMValueRef s) {
+static LLVMValueRef splat(kg_kit *g, LLVMValueRef s) {
   LLVMValueRef v = LLVMBuildInsertElement(g->b, LLVMGetUndef(g->vec), s,
                                           LLVMConstInt(g->i32, 0, 0), "");
   return LLVMBuildShuffleVector(g->b, v, LLVMGetUndef(g->vec),
-                                LLVMConstNull(LLVMVectorType(g->i32, VW)), "");
+                                LLVMConstNull(LLVMVectorType(g->i32, KG_VW)), "");
 }
 
-/* A constant table, emitted as raw little-endian bytes: one
- * ConstantDataArray instead of a million ConstantInts keeps emission of
- * big layers fast. Returns an i32* (or i8*) to its first element. */
-static LLVMValueRef table(gen *g, const char *what, const void *data, size_t n,
-                          size_t elt, LLVMTypeRef ty) {
-  size_t bytes = n > 0 ? n * elt : elt; /* never a zero-sized global */
-  char *raw = calloc(bytes, 1);
-  if (!raw) abort(); /* a few bytes per weight; running out here is fatal */
-  for (size_t i = 0; i < n; i++)
-    for (size_t k = 0; k < elt; k++) {
-      uint32_t v = elt == 4   ? ((const uint32_t *)data)[i]
-                   : elt == 2 ? ((const uint16_t *)data)[i]
-                              : ((const uint8_t *)data)[i];
-      raw[i * elt + k] = (char)((v >> (8 * k)) & 0xffu);
-    }
-  LLVMValueRef init = LLVMConstStringInContext(g->ctx, raw, (unsigned)bytes, 1);
-  free(raw);
-  char nm[256];
-  snprintf(nm, sizeof nm, "%s.%s", g->name, what);
-  LLVMValueRef gv = LLVMAddGlobal(g->m, LLVMTypeOf(init), nm);
-  LLVMSetInitializer(gv, init);
-  LLVMSetGlobalConstant(gv, 1);
-  LLVMSetLinkage(gv, LLVMPrivateLinkage);
-  LLVMSetUnnamedAddress(gv, LLVMGlobalUnnamedAddr);
-  LLVMSetAlignment(gv, 16);
-  return LLVMConstBitCast(gv, LLVMPointerType(ty, 0));
-}
-
-/* Element i of an i32 table, as i64. */
-static LLVMValueRef ld32(gen *g, LLVMValueRef tab, LLVMValueRef i) {
-  LLVMValueRef p = LLVMBuildInBoundsGEP2(g->b, g->i32, tab, &i, 1, "");
-  return LLVMBuildSExt(g->b, LLVMBuildLoad2(g->b, g->i32, p, ""), g->i64, "");
-}
-
-LLVMTypeRef cg_sparse_fn_type(LLVMContextRef ctx) {
-  LLVMTypeRef fp = LLVMPointerType(LLVMFloatTypeInContext(ctx), 0);
-  LLVMTypeRef i64 = LLVMInt64TypeInContext(ctx);
-  LLVMTypeRef p[7] = {fp, fp, fp, fp, i64, i64, i64};
-  return LLVMFunctionType(LLVMVoidTypeInContext(ctx), p, 7, 0);
-}
-
-static LLVMValueRef intrinsic(gen *g, const char *name, LLVMTypeRef t) {
-  LLVMValueRef f = LLVMGetNamedFunction(g->m, name);
-  if (f) return f;
-  LLVMTypeRef p[3] = {t, t, t};
-  return LLVMAddFunction(g->m, name, LLVMFunctionType(t, p, 3, 0));
-}
-
-static void gen_begin(gen *g, LLVMModuleRef m, const char *name) {
-  memset(g, 0, sizeof *g);
-  g->m = m;
-  g->ctx = LLVMGetModuleContext(m);
-  g->name = name;
-  g->f32 = LLVMFloatTypeInContext(g->ctx);
-  g->i8 = LLVMInt8TypeInContext(g->ctx);
-  g->i32 = LLVMInt32TypeInContext(g->ctx);
-  g->i64 = LLVMInt64TypeInContext(g->ctx);
-  g->fp = LLVMPointerType(g->f32, 0);
-  g->vec = LLVMVectorType(g->f32, VW);
-  g->vecp = LLVMPointerType(g->vec, 0);
-  g->fma = intrinsic(g, "llvm.fmuladd.f32", g->f32);
-  g->vfma = intrinsic(g, "llvm.fmuladd.v8f32", g->vec);
-  g->fn = LLVMAddFunction(m, name, cg_sparse_fn_type(g->ctx));
-  /* The four buffers of one call never overlap (distinct tensors, or
-   * disjoint slices of the arena); saying so lets loops vectorise without
-   * runtime alias checks. */
-  unsigned noalias = LLVMGetEnumAttributeKindForName("noalias", 7);
+/* A kernel for the host: constant tables, nounwind (the JIT's callers are
+ * C). */
+static void gen_begin(kg_kit *g, LLVMModuleRef m, const char *name) {
+  kg_begin(g, m, name, NULL);
   unsigned nounwind = LLVMGetEnumAttributeKindForName("nounwind", 8);
-  for (unsigned i = 1; i <= 4; i++)
-    LLVMAddAttributeAtIndex(g->fn, i, LLVMCreateEnumAttribute(g->ctx, noalias, 0));
   LLVMAddAttributeAtIndex(g->fn, LLVMAttributeFunctionIndex,
                           LLVMCreateEnumAttribute(g->ctx, nounwind, 0));
-  g->b = LLVMCreateBuilderInContext(g->ctx);
-  LLVMPositionBuilderAtEnd(g->b, LLVMAppendBasicBlockInContext(g->ctx, g->fn, "entry"));
 }
-
-static void gen_end(gen *g) {
-  LLVMBuildRetVoid(g->b);
-  LLVMDisposeBuilder(g->b);
-}
-
-static LLVMValueRef arg(gen *g, unsigned i) { return LLVMGetParam(g->fn, i); }
 
 /* The bias of output o as a float: 0 when the bias pointer is NULL or the
  * bias is masked. Branch-free: the load goes through a pointer to a zero
  * constant instead. */
-static LLVMValueRef bias_of(gen *g, LLVMValueRef bias, const uint8_t *bm, int nout,
+static LLVMValueRef bias_of(kg_kit *g, LLVMValueRef bias, const uint8_t *bm, int nout,
                             LLVMValueRef o) {
   uint8_t *act = malloc((size_t)nout);
-  if (!act) abort();
+  if (!act) {
+    kg_fail(g, "out of memory");
+    return LLVMConstReal(g->f32, 0.0);
+  }
   for (int i = 0; i < nout; i++) act[i] = (uint8_t)(!bm || bm[i]);
-  LLVMValueRef tab = table(g, "bact", act, (size_t)nout, 1, g->i8);
+  kg_tab tab = kg_table(g, "bact", act, (size_t)nout, 1);
   free(act);
   char nm[256];
-  snprintf(nm, sizeof nm, "%s.zero", g->name);
+  snprintf(nm, sizeof nm, "%s_zero", g->name);
   LLVMValueRef zero = LLVMAddGlobal(g->m, g->f32, nm);
   LLVMSetInitializer(zero, LLVMConstReal(g->f32, 0.0));
   LLVMSetGlobalConstant(zero, 1);
   LLVMSetLinkage(zero, LLVMPrivateLinkage);
-  LLVMValueRef a = LLVMBuildLoad2(g->b, g->i8, LLVMBuildInBoundsGEP2(g->b, g->i8, tab, &o, 1, ""), "");
   LLVMValueRef ok = LLVMBuildAnd(
-      g->b, LLVMBuildICmp(g->b, LLVMIntNE, a, LLVMConstInt(g->i8, 0, 0), ""),
+      g->b, LLVMBuildICmp(g->b, LLVMIntNE, kg_tab_get(g, tab, o), kg_c64(g, 0), ""),
       LLVMBuildICmp(g->b, LLVMIntNE, bias, LLVMConstNull(g->fp), ""), "");
   LLVMValueRef safe = LLVMBuildSelect(g->b, ok, bias, zero, "");
-  LLVMValueRef idx = LLVMBuildSelect(g->b, ok, o, ci64(g, 0), "");
-  return ldf(g, safe, idx);
+  LLVMValueRef idx = LLVMBuildSelect(g->b, ok, o, kg_c64(g, 0), "");
+  return kg_ldf(g, safe, idx);
 }
 
 /* ---- the two loop nests ------------------------------------------------ */
@@ -291,76 +169,80 @@ typedef struct span {
  * source, drows rows each, all adding into dst row rid[r] (r % drows when
  * rid is NULL), which is first set to init; a slice's source block stays
  * in L1 while every row reads it. */
-static void gen_gather(gen *g, const etab *t, int T, long rlen, span sp, LLVMValueRef src,
+static void gen_gather(kg_kit *g, const etab *t, int T, long rlen, span sp, LLVMValueRef src,
                        LLVMValueRef w, LLVMValueRef dst, LLVMValueRef bias,
                        const uint8_t *bm, int drows, const int32_t *rid) {
-  assert(!drows || rlen == (long)VW * T);
+  assert(!drows || rlen == (long)KG_VW * T);
   int nout = drows ? drows : t->rows;
-  LLVMValueRef tstart = table(g, "start", t->start, (size_t)t->rows + 1, 4, g->i32);
+  kg_tab tstart = kg_table(g, "start", t->start, (size_t)t->rows + 1, 4);
   int32_t *offs = malloc((size_t)(t->n ? t->n : 1) * sizeof *offs);
-  if (!offs) abort();
+  if (!offs) {
+    kg_fail(g, "out of memory");
+    return;
+  }
   for (long k = 0; k < t->n; k++) offs[k] = t->pair[2 * k];
-  LLVMValueRef toff = table(g, "off", offs, (size_t)t->n, 4, g->i32);
+  kg_tab toff = kg_table(g, "off", offs, (size_t)t->n, 4);
   free(offs);
-  LLVMValueRef trid = rid ? table(g, "rid", rid, (size_t)t->rows, 4, g->i32) : NULL;
+  kg_tab trid = {0};
+  if (rid) trid = kg_table(g, "rid", rid, (size_t)t->rows, 4);
   LLVMValueRef acc[MAXT];
-  for (int v = 0; v < T; v++) acc[v] = LLVMBuildAlloca(g->b, g->vec, "acc");
-  loop ls, lr, lt, le;
-  loop_open(g, &ls, ci64(g, 0), sp.count, 1);
-  LLVMValueRef ss = at(g, src, mul(g, ls.iv, sp.sstride));
-  LLVMValueRef ds = at(g, dst, mul(g, ls.iv, sp.dstride));
+  for (int v = 0; v < T; v++) acc[v] = kg_local(g, g->vec, "acc");
+  kg_loop ls, lr, lt, le;
+  kg_loop_open(g, &ls, kg_c64(g, 0), sp.count, 1);
+  LLVMValueRef ss = kg_at(g, src, kg_mul(g, ls.iv, sp.sstride));
+  LLVMValueRef ds = kg_at(g, dst, kg_mul(g, ls.iv, sp.dstride));
   if (drows) {
-    loop li;
-    loop_open(g, &li, ci64(g, 0), ci64(g, drows), 1);
+    kg_loop li;
+    kg_loop_open(g, &li, kg_c64(g, 0), kg_c64(g, drows), 1);
     LLVMValueRef init = bias ? splat(g, bias_of(g, bias, bm, nout, li.iv)) : LLVMConstNull(g->vec);
-    for (int v = 0; v < T; v++) stv(g, init, ds, add(g, mul(g, li.iv, ci64(g, rlen)), ci64(g, v * VW)));
-    loop_close(g, &li);
+    for (int v = 0; v < T; v++) stv(g, init, ds, kg_add(g, kg_mul(g, li.iv, kg_c64(g, rlen)), kg_c64(g, v * KG_VW)));
+    kg_loop_close(g, &li);
   }
   /* Tiles outside rows: one tile's source window of every row's entries
    * (for a conv, a few rows of each input plane) stays in L1 while all the
    * rows, which share it, are computed. */
-  loop_open(g, &lt, ci64(g, 0), ci64(g, rlen), (int64_t)VW * T);
-  loop_open(g, &lr, ci64(g, 0), ci64(g, t->rows), 1);
-  LLVMValueRef e0 = ld32(g, tstart, lr.iv), e1 = ld32(g, tstart, add(g, lr.iv, ci64(g, 1)));
-  LLVMValueRef drow = rid     ? ld32(g, trid, lr.iv)
-                      : drows ? LLVMBuildURem(g->b, lr.iv, ci64(g, drows), "")
+  kg_loop_open(g, &lt, kg_c64(g, 0), kg_c64(g, rlen), (int64_t)KG_VW * T);
+  kg_loop_open(g, &lr, kg_c64(g, 0), kg_c64(g, t->rows), 1);
+  LLVMValueRef e0 = kg_tab_get(g, tstart, lr.iv), e1 = kg_tab_get(g, tstart, kg_add(g, lr.iv, kg_c64(g, 1)));
+  LLVMValueRef drow = rid     ? kg_tab_get(g, trid, lr.iv)
+                      : drows ? LLVMBuildURem(g->b, lr.iv, kg_c64(g, drows), "")
                               : lr.iv;
-  LLVMValueRef rowbase = mul(g, drow, ci64(g, rlen));
+  LLVMValueRef rowbase = kg_mul(g, drow, kg_c64(g, rlen));
   if (drows) {
     for (int v = 0; v < T; v++)
-      LLVMBuildStore(g->b, ldv(g, ds, add(g, add(g, rowbase, lt.iv), ci64(g, v * VW))), acc[v]);
+      LLVMBuildStore(g->b, ldv(g, ds, kg_add(g, kg_add(g, rowbase, lt.iv), kg_c64(g, v * KG_VW))), acc[v]);
   } else {
     LLVMValueRef init = bias ? splat(g, bias_of(g, bias, bm, nout, lr.iv)) : LLVMConstNull(g->vec);
     for (int v = 0; v < T; v++) LLVMBuildStore(g->b, init, acc[v]);
   }
-  loop_open(g, &le, e0, e1, 1);
-  LLVMValueRef off = add(g, ld32(g, toff, le.iv), lt.iv);
-  LLVMValueRef wv = splat(g, ldf(g, w, le.iv));
+  kg_loop_open(g, &le, e0, e1, 1);
+  LLVMValueRef off = kg_add(g, kg_tab_get(g, toff, le.iv), lt.iv);
+  LLVMValueRef wv = splat(g, kg_ldf(g, w, le.iv));
   for (int v = 0; v < T; v++) {
-    LLVMValueRef x = ldv(g, ss, add(g, off, ci64(g, v * VW)));
+    LLVMValueRef x = ldv(g, ss, kg_add(g, off, kg_c64(g, v * KG_VW)));
     LLVMBuildStore(g->b, fma3(g, wv, x, LLVMBuildLoad2(g->b, g->vec, acc[v], "")), acc[v]);
   }
-  loop_close(g, &le);
-  LLVMValueRef db = add(g, rowbase, lt.iv);
+  kg_loop_close(g, &le);
+  LLVMValueRef db = kg_add(g, rowbase, lt.iv);
   for (int v = 0; v < T; v++)
-    stv(g, LLVMBuildLoad2(g->b, g->vec, acc[v], ""), ds, add(g, db, ci64(g, v * VW)));
-  loop_close(g, &lr);
-  loop_close(g, &lt);
-  loop_close(g, &ls);
+    stv(g, LLVMBuildLoad2(g->b, g->vec, acc[v], ""), ds, kg_add(g, db, kg_c64(g, v * KG_VW)));
+  kg_loop_close(g, &lr);
+  kg_loop_close(g, &lt);
+  kg_loop_close(g, &ls);
 }
 
-static LLVMValueRef shuf(gen *g, LLVMValueRef a, LLVMValueRef b, const int *idx) {
-  LLVMValueRef m[VW];
-  for (int i = 0; i < VW; i++) m[i] = LLVMConstInt(g->i32, (unsigned long long)idx[i], 0);
-  return LLVMBuildShuffleVector(g->b, a, b, LLVMConstVector(m, VW), "");
+static LLVMValueRef shuf(kg_kit *g, LLVMValueRef a, LLVMValueRef b, const int *idx) {
+  LLVMValueRef m[KG_VW];
+  for (int i = 0; i < KG_VW; i++) m[i] = LLVMConstInt(g->i32, (unsigned long long)idx[i], 0);
+  return LLVMBuildShuffleVector(g->b, a, b, LLVMConstVector(m, KG_VW), "");
 }
 
 /* Eight vectors to one vector of their eight sums, lane i = sum of v[i]:
  * three levels of pairwise shuffles and adds instead of 56 scalar adds. */
-static LLVMValueRef sum8(gen *g, LLVMValueRef v[GROUP]) {
-  static const int lo[3][VW] = {{0, 8, 2, 10, 4, 12, 6, 14}, {0, 1, 8, 9, 4, 5, 12, 13},
+static LLVMValueRef sum8(kg_kit *g, LLVMValueRef v[GROUP]) {
+  static const int lo[3][KG_VW] = {{0, 8, 2, 10, 4, 12, 6, 14}, {0, 1, 8, 9, 4, 5, 12, 13},
                                 {0, 1, 2, 3, 8, 9, 10, 11}};
-  static const int hi[3][VW] = {{1, 9, 3, 11, 5, 13, 7, 15}, {2, 3, 10, 11, 6, 7, 14, 15},
+  static const int hi[3][KG_VW] = {{1, 9, 3, 11, 5, 13, 7, 15}, {2, 3, 10, 11, 6, 7, 14, 15},
                                 {4, 5, 6, 7, 12, 13, 14, 15}};
   int n = GROUP;
   for (int l = 0; l < 3; l++, n /= 2)
@@ -374,42 +256,42 @@ static LLVMValueRef sum8(gen *g, LLVMValueRef v[GROUP]) {
  * int32: the output-gradient offset, 8 input offsets, 8 weight indices (-1
  * pads the last group of a row and writes nowhere). dw[wi] += sum over the
  * span's samples and t in [0, len) of dy[dyoff + t] * x[xoff + t]. */
-static void gen_groups(gen *g, const int32_t *grp, long ngroups, long len, span sp,
+static void gen_groups(kg_kit *g, const int32_t *grp, long ngroups, long len, span sp,
                        LLVMValueRef x, LLVMValueRef dy, LLVMValueRef dw) {
-  LLVMValueRef tg = table(g, "group", grp, (size_t)ngroups * (2 * GROUP + 1), 4, g->i32);
+  kg_tab tg = kg_table(g, "group", grp, (size_t)ngroups * (2 * GROUP + 1), 4);
   LLVMValueRef acc[GROUP], xo[GROUP], wi[GROUP], sum[GROUP];
-  for (int b = 0; b < GROUP; b++) acc[b] = LLVMBuildAlloca(g->b, g->vec, "acc");
-  LLVMValueRef sink = LLVMBuildAlloca(g->b, g->f32, "sink");
-  loop lg, ls, lt;
-  loop_open(g, &lg, ci64(g, 0), ci64(g, ngroups), 1);
-  LLVMValueRef gb = mul(g, lg.iv, ci64(g, 2 * GROUP + 1));
-  LLVMValueRef yo = ld32(g, tg, gb);
+  for (int b = 0; b < GROUP; b++) acc[b] = kg_local(g, g->vec, "acc");
+  LLVMValueRef sink = kg_local(g, g->f32, "sink");
+  kg_loop lg, ls, lt;
+  kg_loop_open(g, &lg, kg_c64(g, 0), kg_c64(g, ngroups), 1);
+  LLVMValueRef gb = kg_mul(g, lg.iv, kg_c64(g, 2 * GROUP + 1));
+  LLVMValueRef yo = kg_tab_get(g, tg, gb);
   for (int b = 0; b < GROUP; b++) {
-    xo[b] = ld32(g, tg, add(g, gb, ci64(g, 1 + b)));
-    wi[b] = ld32(g, tg, add(g, gb, ci64(g, 1 + GROUP + b)));
+    xo[b] = kg_tab_get(g, tg, kg_add(g, gb, kg_c64(g, 1 + b)));
+    wi[b] = kg_tab_get(g, tg, kg_add(g, gb, kg_c64(g, 1 + GROUP + b)));
     LLVMBuildStore(g->b, LLVMConstNull(g->vec), acc[b]);
   }
-  loop_open(g, &ls, ci64(g, 0), sp.count, 1);
-  LLVMValueRef xs = at(g, x, mul(g, ls.iv, sp.sstride));
-  LLVMValueRef ys = at(g, dy, mul(g, ls.iv, sp.dstride));
-  loop_open(g, &lt, ci64(g, 0), ci64(g, len), VW);
-  LLVMValueRef dv = ldv(g, ys, add(g, yo, lt.iv));
+  kg_loop_open(g, &ls, kg_c64(g, 0), sp.count, 1);
+  LLVMValueRef xs = kg_at(g, x, kg_mul(g, ls.iv, sp.sstride));
+  LLVMValueRef ys = kg_at(g, dy, kg_mul(g, ls.iv, sp.dstride));
+  kg_loop_open(g, &lt, kg_c64(g, 0), kg_c64(g, len), KG_VW);
+  LLVMValueRef dv = ldv(g, ys, kg_add(g, yo, lt.iv));
   for (int b = 0; b < GROUP; b++) {
-    LLVMValueRef xv = ldv(g, xs, add(g, xo[b], lt.iv));
+    LLVMValueRef xv = ldv(g, xs, kg_add(g, xo[b], lt.iv));
     LLVMBuildStore(g->b, fma3(g, dv, xv, LLVMBuildLoad2(g->b, g->vec, acc[b], "")), acc[b]);
   }
-  loop_close(g, &lt);
-  loop_close(g, &ls);
+  kg_loop_close(g, &lt);
+  kg_loop_close(g, &ls);
   for (int b = 0; b < GROUP; b++) sum[b] = LLVMBuildLoad2(g->b, g->vec, acc[b], "");
   LLVMValueRef s = sum8(g, sum);
   for (int b = 0; b < GROUP; b++) {
-    LLVMValueRef pad = LLVMBuildICmp(g->b, LLVMIntSLT, wi[b], ci64(g, 0), "");
-    LLVMValueRef p = at(g, LLVMBuildSelect(g->b, pad, sink, dw, ""),
-                        LLVMBuildSelect(g->b, pad, ci64(g, 0), wi[b], ""));
+    LLVMValueRef pad = LLVMBuildICmp(g->b, LLVMIntSLT, wi[b], kg_c64(g, 0), "");
+    LLVMValueRef p = kg_at(g, LLVMBuildSelect(g->b, pad, sink, dw, ""),
+                        LLVMBuildSelect(g->b, pad, kg_c64(g, 0), wi[b], ""));
     LLVMValueRef v = LLVMBuildExtractElement(g->b, s, LLVMConstInt(g->i32, (unsigned)b, 0), "");
     LLVMBuildStore(g->b, LLVMBuildFAdd(g->b, LLVMBuildLoad2(g->b, g->f32, p, ""), v, ""), p);
   }
-  loop_close(g, &lg);
+  kg_loop_close(g, &lg);
 }
 
 /* Groups from a table of rows: each row's entries padded to a multiple of
@@ -466,7 +348,7 @@ static long round_up(long v, long m) { return (v + m - 1) / m * m; }
  * weighted by their cost (T FMAs plus about two for the broadcast and the
  * table), so that short planes are not rounded up to a mostly idle tile. */
 static int pick_tile(long len) {
-  long nv = (len + VW - 1) / VW, best = -1;
+  long nv = (len + KG_VW - 1) / KG_VW, best = -1;
   int bt = 1;
   for (int T = 1; T <= MAXT; T++) {
     long cost = (nv + T - 1) / T * (T + 2);
@@ -494,13 +376,13 @@ int cg_conv_plan_init(cg_conv_plan *p, const cg_conv_desc *d) {
   p->xcs = (long)s * s * p->pq;
   p->yq = (long)p->oh * p->wq;
   p->ytile = pick_tile(p->yq);
-  p->yrs = round_up(p->yq, (long)VW * p->ytile);
+  p->yrs = round_up(p->yq, (long)KG_VW * p->ytile);
   /* reads of the don't-care tail of the last channel's last tile */
   p->xlen = (long)d->cin * p->xcs + p->yrs;
   int sh = (d->k - 1) / s;
-  p->marg = round_up((long)sh * p->wq + sh, VW);
+  p->marg = round_up((long)sh * p->wq + sh, KG_VW);
   p->dxtile = pick_tile(p->pq);
-  p->dxrs = round_up(p->pq, (long)VW * p->dxtile);
+  p->dxrs = round_up(p->pq, (long)KG_VW * p->dxtile);
   p->dycs = p->marg + (p->dxrs > p->yrs ? p->dxrs : p->yrs);
   p->dylen = (long)d->cout * p->dycs;
   p->dxlen = (long)d->cin * s * s * p->dxrs;
@@ -521,17 +403,19 @@ static int64_t tap_xoff(const cg_conv_plan *p, int ci, int ky, int kx) {
  * index). */
 static int conv_fwd_tab(etab *t, const cg_conv_desc *d, const cg_conv_plan *p) {
   int K = d->k, KK = K * K;
-  if (etab_init(t, d->cout, (long)d->cout * d->cin * KK)) return -1;
+  kg_pattern pat;
+  if (kg_pattern_init(&pat, d->wm, d->cout, d->cin, KK, KG_BY_OUTPUT)) return -1;
+  if (etab_init(t, d->cout, pat.nnz)) return kg_pattern_free(&pat), -1;
   for (int co = 0; co < d->cout; co++) {
     t->start[co] = (int32_t)t->n;
-    for (int ci = 0; ci < d->cin; ci++)
-      for (int k = 0; k < KK; k++) {
-        long wi = ((long)co * d->cin + ci) * KK + k;
-        if (!active(d->wm, wi) || !tap_live(d, p, k / K, k % K)) continue;
-        if (etab_add(t, tap_xoff(p, ci, k / K, k % K), wi)) return -1;
-      }
+    for (int32_t j = pat.start[co]; j < pat.start[co + 1]; j++) {
+      int wi = pat.idx[j], ci = wi / KK % d->cin, k = wi % KK;
+      if (tap_live(d, p, k / K, k % K) && etab_add(t, tap_xoff(p, ci, k / K, k % K), wi))
+        return kg_pattern_free(&pat), -1;
+    }
   }
   t->start[d->cout] = (int32_t)t->n;
+  kg_pattern_free(&pat);
   return 0;
 }
 
@@ -541,13 +425,12 @@ int cg_sparse_conv_fwd(LLVMModuleRef m, const cg_conv_desc *d, const char *name,
   etab t = {0};
   if (cg_conv_plan_init(&p, d)) return -1;
   if (conv_fwd_tab(&t, d, &p) || take_order(&t, ord)) return etab_free(&t), -1;
-  gen G, *g = &G;
+  kg_kit G, *g = &G;
   gen_begin(g, m, name);
-  span sp = {arg(g, 4), arg(g, 5), arg(g, 6)};
-  gen_gather(g, &t, p.ytile, p.yrs, sp, arg(g, 0), arg(g, 1), arg(g, 3), arg(g, 2), d->bm, 0, NULL);
-  gen_end(g);
+  span sp = {g->n, g->a_ns, g->b_ns};
+  gen_gather(g, &t, p.ytile, p.yrs, sp, g->pa, g->pb, g->pd, g->pc, d->bm, 0, NULL);
   etab_free(&t);
-  return 0;
+  return kg_end(g);
 }
 
 /* Per phase plane of each input channel (row ci*s*s + phase), the taps of
@@ -558,29 +441,28 @@ int cg_sparse_conv_bwd_data(LLVMModuleRef m, const cg_conv_desc *d, const char *
   etab t = {0};
   if (cg_conv_plan_init(&p, d)) return -1;
   int K = d->k, KK = K * K, s = p.s, ss = s * s;
-  if (etab_init(&t, d->cin * ss, (long)d->cout * d->cin * KK)) return etab_free(&t), -1;
+  kg_pattern pat;
+  if (kg_pattern_init(&pat, d->wm, d->cout, d->cin, KK, KG_BY_INPUT)) return -1;
+  if (etab_init(&t, d->cin * ss, pat.nnz)) return etab_free(&t), kg_pattern_free(&pat), -1;
   for (int ci = 0; ci < d->cin; ci++)
     for (int ph = 0; ph < ss; ph++) {
       t.start[ci * ss + ph] = (int32_t)t.n;
-      for (int co = 0; co < d->cout; co++)
-        for (int k = 0; k < KK; k++) {
-          int ky = k / K, kx = k % K;
-          long wi = ((long)co * d->cin + ci) * KK + k;
-          if ((ky % s) * s + kx % s != ph || !active(d->wm, wi) || !tap_live(d, &p, ky, kx))
-            continue;
-          int64_t off = (int64_t)co * p.dycs + p.marg - ((int64_t)(ky / s) * p.wq + kx / s);
-          if (etab_add(&t, off, wi)) return etab_free(&t), -1;
-        }
+      for (int32_t j = pat.start[ci]; j < pat.start[ci + 1]; j++) {
+        int wi = pat.idx[j], co = wi / (d->cin * KK), ky = wi % KK / K, kx = wi % K;
+        if ((ky % s) * s + kx % s != ph || !tap_live(d, &p, ky, kx)) continue;
+        int64_t off = (int64_t)co * p.dycs + p.marg - ((int64_t)(ky / s) * p.wq + kx / s);
+        if (etab_add(&t, off, wi)) return etab_free(&t), kg_pattern_free(&pat), -1;
+      }
     }
   t.start[d->cin * ss] = (int32_t)t.n;
+  kg_pattern_free(&pat);
   if (take_order(&t, ord)) return etab_free(&t), -1;
-  gen G, *g = &G;
+  kg_kit G, *g = &G;
   gen_begin(g, m, name);
-  span sp = {arg(g, 4), arg(g, 5), arg(g, 6)};
-  gen_gather(g, &t, p.dxtile, p.dxrs, sp, arg(g, 0), arg(g, 1), arg(g, 2), NULL, NULL, 0, NULL);
-  gen_end(g);
+  span sp = {g->n, g->a_ns, g->b_ns};
+  gen_gather(g, &t, p.dxtile, p.dxrs, sp, g->pa, g->pb, g->pc, NULL, NULL, 0, NULL);
   etab_free(&t);
-  return 0;
+  return kg_end(g);
 }
 
 int cg_sparse_conv_bwd_weight(LLVMModuleRef m, const cg_conv_desc *d, const char *name) {
@@ -595,13 +477,12 @@ int cg_sparse_conv_bwd_weight(LLVMModuleRef m, const cg_conv_desc *d, const char
   if (ng < 0) return -1;
   /* the row offset of a group is co * dycs; its plane starts after the margin */
   for (long k = 0; k < ng; k++) grp[k * (2 * GROUP + 1)] += (int32_t)p.marg;
-  gen G, *g = &G;
+  kg_kit G, *g = &G;
   gen_begin(g, m, name);
-  span sp = {arg(g, 4), arg(g, 5), arg(g, 6)};
-  gen_groups(g, grp, ng, p.yrs, sp, arg(g, 0), arg(g, 1), arg(g, 2));
-  gen_end(g);
+  span sp = {g->n, g->a_ns, g->b_ns};
+  gen_groups(g, grp, ng, p.yrs, sp, g->pa, g->pb, g->pc);
   free(grp);
-  return 0;
+  return kg_end(g);
 }
 
 /* ---- linear --------------------------------------------------------- */
@@ -629,40 +510,44 @@ static int slice_len(int NB) { return LIN_SLICE_BYTES / (4 * NB); }
 static int lin_tab(etab *t, const cg_linear_desc *d, int slices, int32_t **rid) {
   int NB = lanes(d), SL = slices > 1 ? slice_len(NB) : d->in;
   *rid = NULL;
-  if ((int64_t)d->in * d->out >= INT32_MAX || (int64_t)d->in * NB >= INT32_MAX) return -1;
-  if (etab_init(t, slices * d->out, (long)d->in * d->out)) return -1;
+  if ((int64_t)d->in * NB >= INT32_MAX) return -1;
+  kg_pattern pat;
+  if (kg_pattern_init(&pat, d->wm, d->out, d->in, 1, KG_BY_OUTPUT)) return -1;
+  /* Each output's entries in one slice are the next run of its row,
+   * [cur[o], end[o]). */
   int32_t *cnt = calloc((size_t)SL + 2, sizeof *cnt), *ord = malloc((size_t)d->out * sizeof *ord);
+  int32_t *cur = malloc((size_t)d->out * sizeof *cur), *end = malloc((size_t)d->out * sizeof *end);
   *rid = malloc((size_t)slices * d->out * sizeof **rid);
-  if (!cnt || !ord || !*rid) return free(cnt), free(ord), -1;
-  for (int sl = 0; sl < slices; sl++) {
-    int i0 = sl * SL, i1 = i0 + SL < d->in ? i0 + SL : d->in;
+  int rc = cnt && ord && cur && end && *rid ? etab_init(t, slices * d->out, pat.nnz) : -1;
+  if (!rc) memcpy(cur, pat.start, (size_t)d->out * sizeof *cur);
+  for (int sl = 0; !rc && sl < slices; sl++) {
+    int i1 = (sl + 1) * SL < d->in ? (sl + 1) * SL : d->in;
     /* counting sort of the outputs by their entries in the slice */
     memset(cnt, 0, ((size_t)SL + 2) * sizeof *cnt);
     for (int o = 0; o < d->out; o++) {
-      int c = 0;
-      for (int i = i0; i < i1; i++) c += active(d->wm, (long)o * d->in + i);
-      ord[o] = c, cnt[c + 1]++;
+      for (end[o] = cur[o]; end[o] < pat.start[o + 1] && pat.idx[end[o]] - (int64_t)o * d->in < i1;) end[o]++;
+      ord[o] = end[o] - cur[o], cnt[ord[o] + 1]++;
     }
     for (int c = 0; c <= SL; c++) cnt[c + 1] += cnt[c];
     for (int o = 0; o < d->out; o++) (*rid)[sl * d->out + (slices > 1 ? cnt[ord[o]]++ : o)] = o;
     for (int r = 0; r < d->out; r++) {
       int o = (*rid)[sl * d->out + r];
       t->start[sl * d->out + r] = (int32_t)t->n;
-      for (int i = i0; i < i1; i++) {
-        long wi = (long)o * d->in + i;
-        if (active(d->wm, wi) && etab_add(t, (int64_t)i * NB, wi)) return free(cnt), free(ord), -1;
-      }
+      for (int32_t j = cur[o]; !rc && j < end[o]; j++)
+        rc = etab_add(t, (pat.idx[j] - (int64_t)o * d->in) * NB, pat.idx[j]);
     }
+    memcpy(cur, end, (size_t)d->out * sizeof *cur);
   }
-  t->start[slices * d->out] = (int32_t)t->n;
-  free(cnt), free(ord);
-  return 0;
+  if (!rc) t->start[slices * d->out] = (int32_t)t->n;
+  free(cnt), free(ord), free(cur), free(end);
+  kg_pattern_free(&pat);
+  return rc;
 }
 
 /* The batch blocks of a call: n / NB of them, each a [features][NB] slab. */
-static span lin_span(gen *g, int NB, int sfeat, int dfeat) {
-  LLVMValueRef blocks = LLVMBuildSDiv(g->b, arg(g, 4), ci64(g, NB), "");
-  return (span){blocks, ci64(g, (int64_t)sfeat * NB), ci64(g, (int64_t)dfeat * NB)};
+static span lin_span(kg_kit *g, int NB, int sfeat, int dfeat) {
+  LLVMValueRef blocks = LLVMBuildSDiv(g->b, g->n, kg_c64(g, NB), "");
+  return (span){blocks, kg_c64(g, (int64_t)sfeat * NB), kg_c64(g, (int64_t)dfeat * NB)};
 }
 
 int cg_sparse_linear_fwd(LLVMModuleRef m, const cg_linear_desc *d, const char *name,
@@ -672,15 +557,14 @@ int cg_sparse_linear_fwd(LLVMModuleRef m, const cg_linear_desc *d, const char *n
   int slices = d->in > SL ? (d->in + SL - 1) / SL : 1;
   int32_t *rid;
   if (lin_tab(&t, d, slices, &rid) || take_order(&t, ord)) return etab_free(&t), free(rid), -1;
-  gen G, *g = &G;
+  kg_kit G, *g = &G;
   gen_begin(g, m, name);
   span sp = lin_span(g, NB, d->in, d->out);
-  gen_gather(g, &t, NB / VW, NB, sp, arg(g, 0), arg(g, 1), arg(g, 3), arg(g, 2), d->bm,
+  gen_gather(g, &t, NB / KG_VW, NB, sp, g->pa, g->pb, g->pd, g->pc, d->bm,
              slices > 1 ? d->out : 0, slices > 1 ? rid : NULL);
-  gen_end(g);
   etab_free(&t);
   free(rid);
-  return 0;
+  return kg_end(g);
 }
 
 /* The fused linear backward (see sparse.h). Rows are (slice of outputs,
@@ -698,15 +582,18 @@ static int lin_bwd_tab(const cg_linear_desc *d, etab *t, int slices) {
   if ((int64_t)d->in * d->out >= INT32_MAX / 2 || (int64_t)(d->out + 1) * NB >= INT32_MAX ||
       (int64_t)d->in * NB >= INT32_MAX)
     return -1;
-  long cap = (long)d->in * d->out + (long)slices * d->in * (LIN_BWD_U - 1);
-  if (etab_init(t, slices * d->in, cap)) return -1;
-  for (int sl = 0; sl < slices; sl++) {
-    int o0 = sl * LIN_BWD_SLICE, o1 = o0 + LIN_BWD_SLICE < d->out ? o0 + LIN_BWD_SLICE : d->out;
-    for (int i = 0; i < d->in; i++) {
+  kg_pattern pat;
+  if (kg_pattern_init(&pat, d->wm, d->out, d->in, 1, KG_BY_INPUT)) return -1;
+  /* An input's active outputs in one slice are the next run of its row. */
+  int32_t *cur = malloc((size_t)d->in * sizeof *cur);
+  int rc = cur ? etab_init(t, slices * d->in, pat.nnz + (long)slices * d->in * (LIN_BWD_U - 1)) : -1;
+  if (!rc) memcpy(cur, pat.start, (size_t)d->in * sizeof *cur);
+  for (int sl = 0; !rc && sl < slices; sl++) {
+    int o1 = (sl + 1) * LIN_BWD_SLICE < d->out ? (sl + 1) * LIN_BWD_SLICE : d->out;
+    for (int i = 0; !rc && i < d->in; i++) {
       t->start[sl * d->in + i] = (int32_t)t->n;
-      for (int o = o0; o < o1; o++)
-        if (active(d->wm, (long)o * d->in + i) && etab_add(t, (int64_t)o * NB, (long)o * d->in + i))
-          return -1;
+      for (; !rc && cur[i] < pat.start[i + 1] && pat.idx[cur[i]] / d->in < o1; cur[i]++)
+        rc = etab_add(t, (int64_t)(pat.idx[cur[i]] / d->in) * NB, pat.idx[cur[i]]);
       while ((t->n - t->start[sl * d->in + i]) % LIN_BWD_U) {
         assert(t->n < t->cap);
         t->pair[2 * t->n] = (int32_t)((int64_t)d->out * NB), t->pair[2 * t->n + 1] = -1;
@@ -714,8 +601,10 @@ static int lin_bwd_tab(const cg_linear_desc *d, etab *t, int slices) {
       }
     }
   }
-  t->start[slices * d->in] = (int32_t)t->n;
-  return 0;
+  if (!rc) t->start[slices * d->in] = (int32_t)t->n;
+  free(cur);
+  kg_pattern_free(&pat);
+  return rc;
 }
 
 long cg_sparse_linear_bwd_len(const cg_linear_desc *d) {
@@ -730,9 +619,9 @@ long cg_sparse_linear_bwd_len(const cg_linear_desc *d) {
 }
 
 /* Four vectors to the four sums of their lanes, as a <4 x float>. */
-static LLVMValueRef sum4(gen *g, LLVMValueRef v[LIN_BWD_U]) {
-  static const int lo[2][VW] = {{0, 8, 2, 10, 4, 12, 6, 14}, {0, 1, 8, 9, 4, 5, 12, 13}};
-  static const int hi[2][VW] = {{1, 9, 3, 11, 5, 13, 7, 15}, {2, 3, 10, 11, 6, 7, 14, 15}};
+static LLVMValueRef sum4(kg_kit *g, LLVMValueRef v[LIN_BWD_U]) {
+  static const int lo[2][KG_VW] = {{0, 8, 2, 10, 4, 12, 6, 14}, {0, 1, 8, 9, 4, 5, 12, 13}};
+  static const int hi[2][KG_VW] = {{1, 9, 3, 11, 5, 13, 7, 15}, {2, 3, 10, 11, 6, 7, 14, 15}};
   LLVMValueRef a = LLVMBuildFAdd(g->b, shuf(g, v[0], v[1], lo[0]), shuf(g, v[0], v[1], hi[0]), "");
   LLVMValueRef b = LLVMBuildFAdd(g->b, shuf(g, v[2], v[3], lo[0]), shuf(g, v[2], v[3], hi[0]), "");
   LLVMValueRef c = LLVMBuildFAdd(g->b, shuf(g, a, b, lo[1]), shuf(g, a, b, hi[1]), "");
@@ -745,81 +634,77 @@ static LLVMValueRef sum4(gen *g, LLVMValueRef v[LIN_BWD_U]) {
 
 int cg_sparse_linear_bwd(LLVMModuleRef m, const cg_linear_desc *d, const char *name,
                          cg_order *ord) {
-  enum { NB = CG_LIN_BWD_NB, V = CG_LIN_BWD_NB / VW };
+  enum { NB = CG_LIN_BWD_NB, V = CG_LIN_BWD_NB / KG_VW };
   int slices = d->out > LIN_BWD_SLICE ? (d->out + LIN_BWD_SLICE - 1) / LIN_BWD_SLICE : 1;
   etab t = {0};
   if (lin_bwd_tab(d, &t, slices) || take_order(&t, ord)) return etab_free(&t), -1;
-  gen G, *g = &G;
-  gen_begin(g, m, name);
-  LLVMValueRef tstart = table(g, "start", t.start, (size_t)t.rows + 1, 4, g->i32);
   /* Offsets as output indices from the row's slice (padding: to the zero
    * row `out`), 16-bit where they fit: half the table's bytes, which
    * every block of a call reads again. */
   int narrow = d->out <= UINT16_MAX;
-  LLVMTypeRef ity = narrow ? LLVMInt16TypeInContext(g->ctx) : g->i32;
   int32_t *outs = malloc((size_t)(t.n ? t.n : 1) * sizeof *outs);
   uint16_t *outs16 = malloc((size_t)(t.n ? t.n : 1) * sizeof *outs16);
-  if (!outs || !outs16) abort();
+  if (!outs || !outs16) return free(outs), free(outs16), etab_free(&t), -1;
   for (int r = 0; r < t.rows; r++)
     for (long k = t.start[r]; k < t.start[r + 1]; k++) {
       outs[k] = t.pair[2 * k] / NB - (r / d->in) * LIN_BWD_SLICE;
       outs16[k] = (uint16_t)outs[k];
     }
-  LLVMValueRef toff = narrow ? table(g, "out", outs16, (size_t)t.n, 2, ity)
-                             : table(g, "out", outs, (size_t)t.n, 4, ity);
+  kg_kit G, *g = &G;
+  gen_begin(g, m, name);
+  kg_tab tstart = kg_table(g, "start", t.start, (size_t)t.rows + 1, 4);
+  kg_tab toff = narrow ? kg_table(g, "out", outs16, (size_t)t.n, 2) : kg_table(g, "out", outs, (size_t)t.n, 4);
   free(outs), free(outs16);
-  LLVMValueRef wp = arg(g, 3), dwp = arg(g, 2), dxT = at(g, arg(g, 2), ci64(g, t.n));
+  LLVMValueRef wp = g->pd, dwp = g->pc, dxT = kg_at(g, g->pc, kg_c64(g, t.n));
   LLVMTypeRef v4 = LLVMVectorType(g->f32, 4), v4p = LLVMPointerType(v4, 0);
   LLVMValueRef acc[V];
-  for (int v = 0; v < V; v++) acc[v] = LLVMBuildAlloca(g->b, g->vec, "acc");
+  for (int v = 0; v < V; v++) acc[v] = kg_local(g, g->vec, "acc");
   span sp = lin_span(g, NB, d->in, d->out + 1);
-  loop ls, lr, le;
-  loop_open(g, &ls, ci64(g, 0), sp.count, 1);
-  LLVMValueRef xs = at(g, arg(g, 0), mul(g, ls.iv, sp.sstride));
-  LLVMValueRef ys = at(g, arg(g, 1), mul(g, ls.iv, sp.dstride));
-  LLVMValueRef ds = at(g, dxT, mul(g, ls.iv, sp.sstride));
+  kg_loop ls, lr, le;
+  kg_loop_open(g, &ls, kg_c64(g, 0), sp.count, 1);
+  LLVMValueRef xs = kg_at(g, g->pa, kg_mul(g, ls.iv, sp.sstride));
+  LLVMValueRef ys = kg_at(g, g->pb, kg_mul(g, ls.iv, sp.dstride));
+  LLVMValueRef ds = kg_at(g, dxT, kg_mul(g, ls.iv, sp.sstride));
   if (slices > 1) { /* the rows of later slices add into the first's */
-    loop lz;
-    loop_open(g, &lz, ci64(g, 0), ci64(g, (int64_t)d->in * NB), VW);
+    kg_loop lz;
+    kg_loop_open(g, &lz, kg_c64(g, 0), kg_c64(g, (int64_t)d->in * NB), KG_VW);
     stv(g, LLVMConstNull(g->vec), ds, lz.iv);
-    loop_close(g, &lz);
+    kg_loop_close(g, &lz);
   }
-  loop_open(g, &lr, ci64(g, 0), ci64(g, t.rows), 1);
-  LLVMValueRef e0 = ld32(g, tstart, lr.iv), e1 = ld32(g, tstart, add(g, lr.iv, ci64(g, 1)));
-  LLVMValueRef row = slices > 1 ? LLVMBuildURem(g->b, lr.iv, ci64(g, d->in), "") : lr.iv;
-  LLVMValueRef rb = mul(g, row, ci64(g, NB)), xv[V];
-  LLVMValueRef ybase = slices > 1 ? mul(g, LLVMBuildUDiv(g->b, lr.iv, ci64(g, d->in), ""),
-                                        ci64(g, (int64_t)LIN_BWD_SLICE * NB))
-                                  : ci64(g, 0);
+  kg_loop_open(g, &lr, kg_c64(g, 0), kg_c64(g, t.rows), 1);
+  LLVMValueRef e0 = kg_tab_get(g, tstart, lr.iv), e1 = kg_tab_get(g, tstart, kg_add(g, lr.iv, kg_c64(g, 1)));
+  LLVMValueRef row = slices > 1 ? LLVMBuildURem(g->b, lr.iv, kg_c64(g, d->in), "") : lr.iv;
+  LLVMValueRef rb = kg_mul(g, row, kg_c64(g, NB)), xv[V];
+  LLVMValueRef ybase = slices > 1 ? kg_mul(g, LLVMBuildUDiv(g->b, lr.iv, kg_c64(g, d->in), ""),
+                                        kg_c64(g, (int64_t)LIN_BWD_SLICE * NB))
+                                  : kg_c64(g, 0);
   for (int v = 0; v < V; v++) {
-    LLVMValueRef i = add(g, rb, ci64(g, v * VW));
+    LLVMValueRef i = kg_add(g, rb, kg_c64(g, v * KG_VW));
     xv[v] = ldv(g, xs, i);
     LLVMBuildStore(g->b, slices > 1 ? ldv(g, ds, i) : LLVMConstNull(g->vec), acc[v]);
   }
-  loop_open(g, &le, e0, e1, LIN_BWD_U);
+  kg_loop_open(g, &le, e0, e1, LIN_BWD_U);
   LLVMValueRef gs[LIN_BWD_U];
   for (int u = 0; u < LIN_BWD_U; u++) {
-    LLVMValueRef e = add(g, le.iv, ci64(g, u));
-    LLVMValueRef oi = LLVMBuildLoad2(g->b, ity, LLVMBuildInBoundsGEP2(g->b, ity, toff, &e, 1, ""), "");
-    LLVMValueRef off = add(g, ybase, mul(g, LLVMBuildZExt(g->b, oi, g->i64, ""), ci64(g, NB)));
-    LLVMValueRef w = splat(g, ldf(g, wp, e)), dot = NULL;
+    LLVMValueRef e = kg_add(g, le.iv, kg_c64(g, u));
+    LLVMValueRef off = kg_add(g, ybase, kg_mul(g, kg_tab_get(g, toff, e), kg_c64(g, NB)));
+    LLVMValueRef w = splat(g, kg_ldf(g, wp, e)), dot = NULL;
     for (int v = 0; v < V; v++) {
-      LLVMValueRef dy = ldv(g, ys, add(g, off, ci64(g, v * VW)));
+      LLVMValueRef dy = ldv(g, ys, kg_add(g, off, kg_c64(g, v * KG_VW)));
       LLVMBuildStore(g->b, fma3(g, w, dy, LLVMBuildLoad2(g->b, g->vec, acc[v], "")), acc[v]);
       dot = dot ? fma3(g, xv[v], dy, dot) : LLVMBuildFMul(g->b, xv[v], dy, "");
     }
     gs[u] = dot;
   }
-  LLVMValueRef p = LLVMBuildBitCast(g->b, at(g, dwp, le.iv), v4p, "");
+  LLVMValueRef p = LLVMBuildBitCast(g->b, kg_at(g, dwp, le.iv), v4p, "");
   LLVMValueRef old = LLVMBuildLoad2(g->b, v4, p, "");
   LLVMSetAlignment(old, 4);
   LLVMSetAlignment(LLVMBuildStore(g->b, LLVMBuildFAdd(g->b, old, sum4(g, gs), ""), p), 4);
-  loop_close(g, &le);
+  kg_loop_close(g, &le);
   for (int v = 0; v < V; v++)
-    stv(g, LLVMBuildLoad2(g->b, g->vec, acc[v], ""), ds, add(g, rb, ci64(g, v * VW)));
-  loop_close(g, &lr);
-  loop_close(g, &ls);
-  gen_end(g);
+    stv(g, LLVMBuildLoad2(g->b, g->vec, acc[v], ""), ds, kg_add(g, rb, kg_c64(g, v * KG_VW)));
+  kg_loop_close(g, &lr);
+  kg_loop_close(g, &ls);
   etab_free(&t);
-  return 0;
+  return kg_end(g);
 }
