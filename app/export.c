@@ -6,8 +6,9 @@
  * dead layers only re-point channels (they cost nothing at run time); a
  * weighted layer keeps the output channels that have active weights from
  * non-zero inputs or a non-zero bias after ReLU, and gives each a fresh
- * plane. Then emit_c / emit_cuda print one specialised function (or
- * kernel) per remaining op, every shape a literal, over constant tables.
+ * plane. Then emission prints one specialised function per remaining op,
+ * every shape a literal, over constant tables: its body once, behind a
+ * prologue that makes it a C loop or a CUDA kernel.
  *
  * Output files are written under temporary names in their own directory
  * and renamed into place only when all of them are complete, so an error
@@ -24,14 +25,16 @@
 #include <unistd.h>
 
 #include "runtime/data.h"
+#include "runtime/ref.h"
 
-/* The batch norm epsilon of the reference kernels (runtime/ref.c). */
-#define XP_BN_EPS 1e-5
-
-typedef enum { OP_CONV, OP_LINEAR, OP_POOL, OP_GAP } op_kind;
-
+/* An op of the plan is one IR layer that runs, so it carries the layer's
+ * ir_kind (ir/ops.def) rather than a kind list of its own: conv, linear,
+ * maxpool or gap. Copies and dead layers are no ops here; they only
+ * re-point channels in plan_build. The switches over ir_kind below have no
+ * default, so an op appended to ops.def fails the build (-Wswitch) until
+ * export knows it. */
 typedef struct xp_op {
-  op_kind kind;
+  ir_kind kind;         /* never IR_COPY */
   int layer;            /* IR layer it comes from */
   int n;                /* output planes (conv, pool, gap) or neurons (linear) */
   int64_t out;          /* workspace offset of the first output plane */
@@ -45,6 +48,9 @@ typedef struct xp_op {
   float *bias;          /* conv, linear: n */
   int64_t n_ent;        /* entries */
 } xp_op;
+
+/* Conv and linear: the ops with tables of entries, weights and biases. */
+static int has_weights(ir_kind k) { return k == IR_CONV || k == IR_LINEAR; }
 
 typedef struct xp_plan {
   xp_op *ops;
@@ -111,7 +117,7 @@ static void bn_fold(const ir_layer *l, const rt_exec *x, int co, double *scale,
   if (!l->bn) return;
   const float *gamma = x->params + l->g_off, *beta = gamma + l->cout;
   const float *mean = x->stats + l->s_off, *var = mean + l->cout;
-  *scale = gamma[co] / sqrt((double)var[co] + XP_BN_EPS);
+  *scale = gamma[co] / sqrt((double)var[co] + RT_BN_EPS);
   *shift = beta[co] - mean[co] * *scale;
 }
 
@@ -144,7 +150,7 @@ static int plan_weighted(xp_plan *p, const ir_graph *g, const rt_exec *x,
       at = (at / it->w + p->B) * (it->w + 2 * p->B) + at % it->w + p->B;
     in[ci] = s < 0 ? -1 : s + at;
   }
-  o->kind = conv ? OP_CONV : OP_LINEAR;
+  o->kind = l->kind;
   o->layer = li;
   o->h = l->h, o->w = l->w, o->oh = l->oh, o->ow = l->ow;
   o->k = l->k, o->stride = l->stride, o->pad = l->pad, o->relu = l->relu;
@@ -252,12 +258,12 @@ static int plan_pool(xp_plan *p, const ir_graph *g, int li, char *err,
   xp_op *o = op_new(p);
   if (!o || !(o->src = malloc(((size_t)l->cin + 1) * sizeof *o->src)))
     return fail(err, errlen, "out of memory");
-  o->kind = l->kind == IR_GAP ? OP_GAP : OP_POOL;
+  o->kind = l->kind;
   o->layer = li;
   o->h = l->h, o->w = l->w, o->oh = l->oh, o->ow = l->ow;
   o->k = o->stride = l->k;
-  const int64_t plane = o->kind == OP_GAP ? 1 : padded(p, l->oh, l->ow);
-  p->spatial[l->out_t] = o->kind == OP_POOL;
+  const int64_t plane = o->kind == IR_GAP ? 1 : padded(p, l->oh, l->ow);
+  p->spatial[l->out_t] = o->kind == IR_MAXPOOL;
   int32_t *dst = p->loc[l->out_t] + l->out_ch;
   for (int c = 0; c < l->cin; c++) {
     int32_t s = p->loc[l->in_t][l->in_ch + c];
@@ -340,6 +346,7 @@ typedef struct xp_out {
   int cuda;
   int file_weights;   /* weights come from FILE.weights at run time */
   FILE *wf;           /* the weights file being written */
+  int64_t ws;         /* workspace floats per image (at least 1) */
 } xp_out;
 
 /* Shortest exact decimal of a float that is also a valid C float literal
@@ -399,10 +406,10 @@ static int put_weights(xp_out *o, const char *name, int id, const float *v, int6
 static int put_tables(xp_out *o, const xp_plan *p) {
   for (int i = 0; i < p->n_ops; i++) {
     const xp_op *op = &p->ops[i];
-    if (op->kind == OP_CONV || op->kind == OP_LINEAR) {
+    if (has_weights(op->kind)) {
       put_i32s(o, "int", "s", i, op->start, op->n + 1);
       put_i32s(o, "int", "i", i, op->src, op->n_ent);
-      if (op->kind == OP_CONV) put_taps(o, i, op->tap, op->n_ent, op->k * op->k);
+      if (op->kind == IR_CONV) put_taps(o, i, op->tap, op->n_ent, op->k * op->k);
       if (put_weights(o, "w", i, op->wt, op->n_ent) || put_weights(o, "b", i, op->bias, op->n))
         return -1;
     } else {
@@ -477,7 +484,7 @@ static void put_loader(const xp_out *o, const xp_plan *p, int64_t total, uint64_
           (unsigned)(fp >> 48 & 255), (unsigned)(fp >> 56 & 255), total);
   for (int i = 0; i < p->n_ops; i++) {
     const xp_op *op = &p->ops[i];
-    if (op->kind != OP_CONV && op->kind != OP_LINEAR) continue;
+    if (!has_weights(op->kind)) continue;
     const char *names[2] = {"w", "b"};
     int64_t lens[2] = {op->n_ent, op->n};
     for (int k = 0; k < 2; k++) {
@@ -520,248 +527,247 @@ static void put_norm_tables(const xp_out *o, const rt_norm *nm, int c) {
   }
 }
 
-static const char *op_what(op_kind k) {
-  return k == OP_CONV ? "conv" : k == OP_LINEAR ? "linear" : k == OP_POOL ? "maxpool" : "gap";
-}
+/* ---- one body per op, two prologues -------------------------------------
+ *
+ * Every function of the emitted code (the input normalisation, each op,
+ * the logits) is a body over work unit r of one image's workspace s,
+ * written once here; only the prologue that picks the image and r differs
+ * by target. C: a loop over the image's UNITS, the function called once
+ * per image by net_forward. CUDA: one thread per unit of the whole batch,
+ * behind a bounds check. A unit of a spatial op is CW adjacent outputs of
+ * one row: on C the widest run an accumulator keeps in registers (or the
+ * row), on CUDA one output, so that neighbouring threads write
+ * neighbouring floats and the body collapses to one output per thread. */
 
-/* Each op's shapes as named constants, so the bodies below are fixed text:
- * N outputs; H x W in, OH x OW out; PW, OPW the padded row lengths and
- * IPP, OPP the padded plane sizes; OUT the first output plane. */
-static void put_shape(FILE *f, const xp_plan *p, const xp_op *op) {
-  const int B = p->B, pw = op->w + 2 * B, opw = op->ow + 2 * B;
-  /* CW: the columns one accumulator covers, a divisor of OW. Up to 16
-   * floats stay in vector registers across a conv's entries; wider rows
-   * spill. */
-  int cw = op->ow;
-  for (int d = 16; op->ow > 16 && d >= 8; d--)
-    if (op->ow % d == 0) {
-      cw = d;
-      break;
-    }
-  fprintf(f,
-          "  enum { N = %d, H = %d, W = %d, OH = %d, OW = %d, K = %d, S = %d, P = %d, B = %d,\n"
-          "         PW = %d, OPW = %d, IPP = %d, OPP = %d, CW = %d, OUT = %" PRId64 " };\n",
-          op->n, op->h, op->w, op->oh, op->ow, op->k, op->stride, op->pad, B, pw, opw,
-          pw * (op->h + 2 * B), opw * (op->oh + 2 * B), cw, op->out);
-}
+typedef struct xp_fn {
+  char name[32];      /* <prefix>_<name>: a C function or a CUDA kernel */
+  const char *io;     /* the per-image array besides s ("const float *in",
+                         "float *lg"), NULL for none */
+  int64_t io_per;     /* its floats per image */
+  char consts[512];   /* the enum of shapes the body reads, UNITS among them */
+  const char *body[2]; /* the body's text, a second part after the first */
+  int id;             /* the op number that '#' stands for in the body */
+} xp_fn;
 
 /* Prints `text` with every '@' replaced by "<prefix>_" and every '#' by
- * the op's number: table names in the fixed bodies. */
-static void put_body(FILE *f, const char *text, const char *P, int i) {
+ * the op's number (table names in the fixed bodies), each line indented. */
+static void put_body(FILE *f, const char *text, const char *P, int i, int indent) {
   for (const char *c = text; *c; c++) {
+    if (c == text || c[-1] == '\n') fprintf(f, "%*s", indent, "");
     if (*c == '@') fprintf(f, "%s_", P);
     else if (*c == '#') fprintf(f, "%d", i);
     else fputc(*c, f);
   }
 }
 
-static void emit_c_ops(const xp_out *o, const xp_plan *p, const ir_graph *g) {
-  const char *P = o->P;
+static void put_fn(const xp_out *o, const xp_fn *fn) {
   FILE *f = o->f;
+  const char *P = o->P;
+  if (o->cuda) {
+    /* Each thread finds its image and unit; images are WS floats apart. */
+    const char *io_name = fn->io ? strrchr(fn->io, '*') + 1 : "";
+    fprintf(f, "__global__ void %s_%s(float *ws, ", P, fn->name);
+    if (fn->io) fprintf(f, "%s_all, ", fn->io);
+    fprintf(f,
+            "int batch) {\n%s"
+            "  const long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x;\n"
+            "  if (t >= (long long)batch * UNITS) return;\n"
+            "  const long long n = t / UNITS;\n"
+            "  float *s = ws + n * %" PRId64 "LL;\n",
+            fn->consts, o->ws);
+    if (fn->io)
+      fprintf(f, "  %s = %s_all + n * %" PRId64 "LL;\n", fn->io, io_name, fn->io_per);
+    fprintf(f, "  const int r = (int)(t %% UNITS);\n");
+    for (int k = 0; k < 2; k++)
+      if (fn->body[k]) put_body(f, fn->body[k], P, fn->id, 2);
+  } else {
+    fprintf(f, "static void %s_%s(float *s%s%s) {\n%s  for (int r = 0; r < UNITS; r++) {\n",
+            P, fn->name, fn->io ? ", " : "", fn->io ? fn->io : "", fn->consts);
+    for (int k = 0; k < 2; k++)
+      if (fn->body[k]) put_body(f, fn->body[k], P, fn->id, 4);
+    fprintf(f, "  }\n");
+  }
+  fprintf(f, "}\n");
+}
+
+/* The first unit lines of a spatial op: output channel c, row oy, and the
+ * first column x0 of its CW. */
+#define ROW_UNIT "const int c = r / (OH * (OW / CW)), oy = r / (OW / CW) % OH, x0 = r % (OW / CW) * CW;\n"
+
+/* The body of each op, by IR kind; the ReLU store of conv and linear
+ * comes second. */
+static void op_body(const xp_op *op, const char *body[2]) {
+  body[0] = body[1] = NULL;
+  switch (op->kind) {
+  case IR_CONV:
+    /* CW outputs in a local accumulator the compiler keeps in registers;
+     * the zero border stands in for the padding. */
+    body[0] = ROW_UNIT
+              "float *y = s + OUT + c * OPP + (oy + B) * OPW + x0 + B;\n"
+              "float acc[CW];\n"
+              "for (int ox = 0; ox < CW; ox++) acc[ox] = @b#[c];\n"
+              "for (int e = @s#[c]; e < @s#[c + 1]; e++) {\n"
+              "  const int ky = @t#[e] / K, kx = @t#[e] % K;\n"
+              "  const float *xr = s + @i#[e] + (oy * S + ky + B - P) * PW + x0 * S + kx + B - P;\n"
+              "  const float wv = @w#[e];\n"
+              "  for (int ox = 0; ox < CW; ox++) acc[ox] += wv * xr[ox * S];\n"
+              "}\n";
+    body[1] = op->relu ? "for (int ox = 0; ox < CW; ox++) y[ox] = acc[ox] > 0.0f ? acc[ox] : 0.0f;\n"
+                       : "for (int ox = 0; ox < CW; ox++) y[ox] = acc[ox];\n";
+    break;
+  case IR_LINEAR:
+    body[0] = "float acc = 0.0f;\n"
+              "for (int e = @s#[r]; e < @s#[r + 1]; e++) acc += @w#[e] * s[@i#[e]];\n"
+              "acc += @b#[r];\n";
+    body[1] = op->relu ? "s[OUT + r] = acc > 0.0f ? acc : 0.0f;\n" : "s[OUT + r] = acc;\n";
+    break;
+  case IR_MAXPOOL:
+    body[0] = ROW_UNIT
+              "const float *x = s + @i#[c] + B * PW + B;\n"
+              "float *y = s + OUT + c * OPP + (oy + B) * OPW + B;\n"
+              "for (int ox = x0; ox < x0 + CW; ox++) {\n"
+              "  float m = x[oy * K * PW + ox * K];\n"
+              "  for (int dy = 0; dy < K; dy++)\n"
+              "    for (int dx = 0; dx < K; dx++) {\n"
+              "      const float v = x[(oy * K + dy) * PW + ox * K + dx];\n"
+              "      if (v > m) m = v;\n"
+              "    }\n"
+              "  y[ox] = m;\n"
+              "}\n";
+    break;
+  case IR_GAP:
+    body[0] = "const float *x = s + @i#[r] + B * PW + B;\n"
+              "double sum = 0.0;\n"
+              "for (int y = 0; y < H; y++)\n"
+              "  for (int x0 = 0; x0 < W; x0++) sum += x[y * PW + x0];\n"
+              "s[OUT + r] = (float)(sum / (H * W));\n";
+    break;
+  case IR_COPY: /* vanishes in the plan */
+    break;
+  }
+}
+
+/* CW, the outputs of a row one unit covers (a divisor of OW). On CUDA 1.
+ * On C a conv's accumulator holds up to 16 floats in vector registers
+ * across its entries (wider rows spill); a max pool takes the row. */
+static int unit_width(const xp_out *o, const xp_op *op) {
+  if (o->cuda || (op->kind != IR_CONV && op->kind != IR_MAXPOOL)) return 1;
+  if (op->kind == IR_MAXPOOL) return op->ow;
+  for (int d = 16; op->ow > 16 && d >= 8; d--)
+    if (op->ow % d == 0) return d;
+  return op->ow;
+}
+
+/* Each op's shapes as named constants, so the bodies are fixed text:
+ * N outputs; H x W in, OH x OW out; PW, OPW the padded row lengths and
+ * IPP, OPP the padded plane sizes; OUT the first output plane; UNITS the
+ * work units per image. */
+static int64_t op_fn(const xp_out *o, const xp_plan *p, const xp_op *op, int i, xp_fn *fn) {
+  const int B = p->B, pw = op->w + 2 * B, opw = op->ow + 2 * B, cw = unit_width(o, op);
+  const int64_t units =
+      op->kind == IR_CONV || op->kind == IR_MAXPOOL ? (int64_t)op->n * op->oh * (op->ow / cw)
+                                                    : op->n;
+  memset(fn, 0, sizeof *fn);
+  snprintf(fn->name, sizeof fn->name, "op%d", i);
+  snprintf(fn->consts, sizeof fn->consts,
+           "  enum { N = %d, H = %d, W = %d, OH = %d, OW = %d, K = %d, S = %d, P = %d, B = %d,\n"
+           "         PW = %d, OPW = %d, IPP = %d, OPP = %d, CW = %d, OUT = %" PRId64
+           ", UNITS = %" PRId64 " };\n",
+           op->n, op->h, op->w, op->oh, op->ow, op->k, op->stride, op->pad, B, pw, opw,
+           pw * (op->h + 2 * B), opw * (op->oh + 2 * B), cw, op->out, units);
+  op_body(op, fn->body);
+  fn->id = i;
+  return units;
+}
+
+/* The input normalisation: unit CW pixels of one row of a channel (C: the
+ * row). */
+static int64_t norm_fn(const xp_out *o, const xp_plan *p, xp_fn *fn) {
+  const int B = p->B, pw = p->in_w + 2 * B, cw = o->cuda ? 1 : p->in_w;
+  const int64_t units = (int64_t)p->in_c * p->in_h * (p->in_w / cw);
+  memset(fn, 0, sizeof *fn);
+  snprintf(fn->name, sizeof fn->name, "norm");
+  fn->io = "const float *in";
+  fn->io_per = (int64_t)p->in_c * p->in_h * p->in_w;
+  snprintf(fn->consts, sizeof fn->consts,
+           "  enum { H = %d, W = %d, B = %d, PW = %d, IPP = %" PRId64 ", CW = %d, UNITS = %" PRId64
+           " };\n",
+           p->in_h, p->in_w, B, pw, padded(p, p->in_h, p->in_w), cw, units);
+  fn->body[0] = "const int c = r / (H * (W / CW)), y = r / (W / CW) % H, x0 = r % (W / CW) * CW;\n"
+                "for (int x = x0; x < x0 + CW; x++)\n"
+                "  s[c * IPP + (y + B) * PW + x + B] = (in[(c * H + y) * W + x] - @mean[c]) / @std[c];\n";
+  return units;
+}
+
+/* The logits, one per unit, from wherever the plan left them. */
+static int64_t logits_fn(const xp_plan *p, xp_fn *fn) {
+  memset(fn, 0, sizeof *fn);
+  snprintf(fn->name, sizeof fn->name, "logits");
+  fn->io = "float *lg";
+  fn->io_per = p->classes;
+  snprintf(fn->consts, sizeof fn->consts, "  enum { UNITS = %d };\n", p->classes);
+  fn->body[0] = "lg[r] = @logit0[r] >= 0 ? s[@logit0[r]] : 0.0f;\n";
+  return p->classes;
+}
+
+/* All of the functions; per function, its units per image in units[],
+ * for the CUDA launches (the normalisation first, the logits last). */
+static void emit_fns(const xp_out *o, const xp_plan *p, const ir_graph *g, int64_t *units) {
+  FILE *f = o->f;
+  xp_fn fn;
+  units[0] = norm_fn(o, p, &fn);
+  fprintf(f, "\n/* the input normalisation */\n");
+  put_fn(o, &fn);
   for (int i = 0; i < p->n_ops; i++) {
     const xp_op *op = &p->ops[i];
-    fprintf(f, "\n/* %s: %s, %d outputs", g->layers[op->layer].name, op_what(op->kind), op->n);
-    if (op->kind == OP_CONV || op->kind == OP_LINEAR)
-      fprintf(f, ", %" PRId64 " weights", op->n_ent);
-    fprintf(f, " */\nstatic void %s_op%d(float *ws) {\n", P, i);
-    put_shape(f, p, op);
-    switch (op->kind) {
-    case OP_CONV:
-      /* CW outputs of a row at a time in a local accumulator the compiler
-       * keeps in registers; the zero border stands in for the padding. */
-      put_body(f,
-               "  for (int co = 0; co < N; co++) {\n"
-               "    float *y = ws + OUT + co * OPP + B * OPW + B;\n"
-               "    for (int oy = 0; oy < OH; oy++)\n"
-               "      for (int x0 = 0; x0 < OW; x0 += CW) {\n"
-               "        float acc[CW];\n"
-               "        for (int ox = 0; ox < CW; ox++) acc[ox] = @b#[co];\n"
-               "        for (int e = @s#[co]; e < @s#[co + 1]; e++) {\n"
-               "          const int ky = @t#[e] / K, kx = @t#[e] % K;\n"
-               "          const float *xr =\n"
-               "              ws + @i#[e] + (oy * S + ky + B - P) * PW + x0 * S + kx + B - P;\n"
-               "          const float wv = @w#[e];\n"
-               "          for (int ox = 0; ox < CW; ox++) acc[ox] += wv * xr[ox * S];\n"
-               "        }\n",
-               P, i);
-      put_body(f, op->relu ? "        for (int ox = 0; ox < CW; ox++)\n"
-                             "          y[oy * OPW + x0 + ox] = acc[ox] > 0.0f ? acc[ox] : 0.0f;\n"
-                           : "        for (int ox = 0; ox < CW; ox++) y[oy * OPW + x0 + ox] = acc[ox];\n",
-               P, i);
-      fprintf(f, "      }\n  }\n");
-      break;
-    case OP_LINEAR:
-      put_body(f,
-               "  for (int o = 0; o < N; o++) {\n"
-               "    float acc = 0.0f;\n"
-               "    for (int e = @s#[o]; e < @s#[o + 1]; e++) acc += @w#[e] * ws[@i#[e]];\n"
-               "    acc += @b#[o];\n",
-               P, i);
-      put_body(f, op->relu ? "    ws[OUT + o] = acc > 0.0f ? acc : 0.0f;\n  }\n"
-                           : "    ws[OUT + o] = acc;\n  }\n",
-               P, i);
-      break;
-    case OP_POOL:
-      put_body(f,
-               "  for (int c = 0; c < N; c++) {\n"
-               "    const float *x = ws + @i#[c] + B * PW + B;\n"
-               "    float *y = ws + OUT + c * OPP + B * OPW + B;\n"
-               "    for (int oy = 0; oy < OH; oy++)\n"
-               "      for (int ox = 0; ox < OW; ox++) {\n"
-               "        float m = x[oy * K * PW + ox * K];\n"
-               "        for (int dy = 0; dy < K; dy++)\n"
-               "          for (int dx = 0; dx < K; dx++) {\n"
-               "            const float v = x[(oy * K + dy) * PW + ox * K + dx];\n"
-               "            if (v > m) m = v;\n"
-               "          }\n"
-               "        y[oy * OPW + ox] = m;\n"
-               "      }\n"
-               "  }\n",
-               P, i);
-      break;
-    case OP_GAP:
-      put_body(f,
-               "  for (int c = 0; c < N; c++) {\n"
-               "    const float *x = ws + @i#[c] + B * PW + B;\n"
-               "    double sum = 0.0;\n"
-               "    for (int y = 0; y < H; y++)\n"
-               "      for (int x0 = 0; x0 < W; x0++) sum += x[y * PW + x0];\n"
-               "    ws[OUT + c] = (float)(sum / (H * W));\n"
-               "  }\n",
-               P, i);
-      break;
-    }
-    fprintf(f, "}\n");
+    fprintf(f, "\n/* %s: %s, %d outputs", g->layers[op->layer].name, ir_kind_name(op->kind),
+            op->n);
+    if (has_weights(op->kind)) fprintf(f, ", %" PRId64 " weights", op->n_ent);
+    fprintf(f, " */\n");
+    units[1 + i] = op_fn(o, p, op, i, &fn);
+    put_fn(o, &fn);
   }
-  const int B = p->B, pw = p->in_w + 2 * B;
-  const int64_t plane = (int64_t)p->in_h * p->in_w, img = p->in_c * plane;
+  units[1 + p->n_ops] = logits_fn(p, &fn);
+  fprintf(f, "\n/* the logits */\n");
+  put_fn(o, &fn);
+}
+
+/* ---- the drivers: the one part that is C or CUDA throughout ------------- */
+
+/* Per image: normalise, each op in turn, the logits; one workspace. */
+static void emit_c_forward(const xp_out *o, const xp_plan *p) {
+  const char *P = o->P;
+  FILE *f = o->f;
+  const int64_t img = (int64_t)p->in_c * p->in_h * p->in_w;
   fprintf(f,
           "\nint %s_forward(const float *input, float *logits, int batch) {\n"
-          "  enum { C = %d, H = %d, W = %d, B = %d, PW = %d, IPP = %" PRId64 ", IMG = %" PRId64
-          ", K = %d };\n"
           "  if (batch < 0 || (batch > 0 && (!input || !logits))) return -1;\n",
-          P, p->in_c, p->in_h, p->in_w, B, pw, padded(p, p->in_h, p->in_w), img, p->classes);
+          P);
   if (o->file_weights) fprintf(f, "  if (!%s_loaded) return -1;\n", P);
   fprintf(f,
           "  /* zeroed once: the borders of the planes are never written */\n"
-          "  float *ws = (float *)calloc(%" PRId64 ", sizeof(float));\n",
-          p->ws ? p->ws : 1);
-  put_body(f,
-           "  if (!ws) return -1;\n"
-           "  for (int n = 0; n < batch; n++) {\n"
-           "    const float *in = input + (long)n * IMG;\n"
-           "    for (int c = 0; c < C; c++)\n"
-           "      for (int y = 0; y < H; y++)\n"
-           "        for (int x = 0; x < W; x++)\n"
-           "          ws[c * IPP + (y + B) * PW + x + B] =\n"
-           "              (in[(c * H + y) * W + x] - @mean[c]) / @std[c];\n",
-           P, 0);
+          "  float *ws = (float *)calloc(%" PRId64 ", sizeof(float));\n"
+          "  if (!ws) return -1;\n"
+          "  for (int n = 0; n < batch; n++) {\n"
+          "    %s_norm(ws, input + (long)n * %" PRId64 ");\n",
+          o->ws, P, img);
   for (int i = 0; i < p->n_ops; i++) fprintf(f, "    %s_op%d(ws);\n", P, i);
-  put_body(f,
-           "    for (int k = 0; k < K; k++)\n"
-           "      logits[(long)n * K + k] = @logit0[k] >= 0 ? ws[@logit0[k]] : 0.0f;\n"
-           "  }\n"
-           "  free(ws);\n"
-           "  return 0;\n"
-           "}\n",
-           P, 0);
+  fprintf(f,
+          "    %s_logits(ws, logits + (long)n * %d);\n"
+          "  }\n"
+          "  free(ws);\n"
+          "  return 0;\n"
+          "}\n",
+          P, p->classes);
 }
 
-/* One thread per output element; sample n's workspace is ws + n * WS. */
-static void emit_cuda_ops(const xp_out *o, const xp_plan *p, const ir_graph *g) {
+/* The batch on the device: one launch per function, each thread a unit. */
+static void emit_cuda_forward(const xp_out *o, const xp_plan *p, const int64_t *units) {
   const char *P = o->P;
   FILE *f = o->f;
-  const int64_t WS = p->ws ? p->ws : 1;
-  const int B = p->B, pw = p->in_w + 2 * B;
-  const int64_t plane = (int64_t)p->in_h * p->in_w, img = p->in_c * plane;
+  const int64_t img = (int64_t)p->in_c * p->in_h * p->in_w;
   fprintf(f,
-          "\n__global__ void %s_knorm(const float *in, float *ws, int batch) {\n"
-          "  enum { H = %d, W = %d, B = %d, PW = %d, IPP = %" PRId64 ", IMG = %" PRId64 " };\n"
-          "  const long long WS = %" PRId64 "LL;\n",
-          P, p->in_h, p->in_w, B, pw, padded(p, p->in_h, p->in_w), img, WS);
-  put_body(f,
-           "  const long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x;\n"
-           "  if (t >= (long long)batch * IMG) return;\n"
-           "  const long long n = t / IMG;\n"
-           "  const int r = (int)(t % IMG), c = r / (H * W), y = r % (H * W) / W, x = r % W;\n"
-           "  ws[n * WS + c * IPP + (y + B) * PW + x + B] = (in[t] - @mean[c]) / @std[c];\n"
-           "}\n",
-           P, 0);
-  for (int i = 0; i < p->n_ops; i++) {
-    const xp_op *op = &p->ops[i];
-    fprintf(f,
-            "\n/* %s: %s, %d outputs */\n"
-            "__global__ void %s_k%d(float *ws, int batch) {\n",
-            g->layers[op->layer].name, op_what(op->kind), op->n, P, i);
-    put_shape(f, p, op);
-    fprintf(f, "  const long long WS = %" PRId64 "LL, PER = %" PRId64 "LL;\n", WS,
-            op->kind == OP_LINEAR || op->kind == OP_GAP ? (int64_t)op->n
-                                                        : (int64_t)op->n * op->oh * op->ow);
-    put_body(f,
-             "  const long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x;\n"
-             "  if (t >= (long long)batch * PER) return;\n"
-             "  float *s = ws + (t / PER) * WS;\n"
-             "  const int r = (int)(t % PER);\n",
-             P, i);
-    switch (op->kind) {
-    case OP_CONV:
-      put_body(f,
-               "  const int co = r / (OH * OW), oy = r % (OH * OW) / OW, ox = r % OW;\n"
-               "  float acc = @b#[co];\n"
-               "  for (int e = @s#[co]; e < @s#[co + 1]; e++) {\n"
-               "    const int ky = @t#[e] / K, kx = @t#[e] % K;\n"
-               "    acc += @w#[e] * s[@i#[e] + (oy * S + ky + B - P) * PW + ox * S + kx + B - P];\n"
-               "  }\n",
-               P, i);
-      put_body(f, op->relu ? "  s[OUT + co * OPP + (oy + B) * OPW + ox + B] = acc > 0.0f ? acc : 0.0f;\n"
-                           : "  s[OUT + co * OPP + (oy + B) * OPW + ox + B] = acc;\n",
-               P, i);
-      break;
-    case OP_LINEAR:
-      put_body(f,
-               "  float acc = 0.0f;\n"
-               "  for (int e = @s#[r]; e < @s#[r + 1]; e++) acc += @w#[e] * s[@i#[e]];\n"
-               "  acc += @b#[r];\n",
-               P, i);
-      put_body(f, op->relu ? "  s[OUT + r] = acc > 0.0f ? acc : 0.0f;\n" : "  s[OUT + r] = acc;\n",
-               P, i);
-      break;
-    case OP_POOL:
-      put_body(f,
-               "  const int c = r / (OH * OW), oy = r % (OH * OW) / OW, ox = r % OW;\n"
-               "  const float *x = s + @i#[c] + B * PW + B;\n"
-               "  float m = x[oy * K * PW + ox * K];\n"
-               "  for (int dy = 0; dy < K; dy++)\n"
-               "    for (int dx = 0; dx < K; dx++) {\n"
-               "      const float v = x[(oy * K + dy) * PW + ox * K + dx];\n"
-               "      if (v > m) m = v;\n"
-               "    }\n"
-               "  s[OUT + c * OPP + (oy + B) * OPW + ox + B] = m;\n",
-               P, i);
-      break;
-    case OP_GAP:
-      put_body(f,
-               "  const float *x = s + @i#[r] + B * PW + B;\n"
-               "  double sum = 0.0;\n"
-               "  for (int y = 0; y < H; y++)\n"
-               "    for (int x0 = 0; x0 < W; x0++) sum += x[y * PW + x0];\n"
-               "  s[OUT + r] = (float)(sum / (H * W));\n",
-               P, i);
-      break;
-    }
-    fprintf(f, "}\n");
-  }
-  fprintf(f,
-          "\n__global__ void %s_klogits(const float *ws, float *logits, int batch) {\n"
-          "  const long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x;\n"
-          "  if (t >= (long long)batch * %d) return;\n"
-          "  const int k = (int)(t %% %d), src = %s_logit0[k];\n"
-          "  logits[t] = src >= 0 ? ws[(t / %d) * %" PRId64 "LL + src] : 0.0f;\n"
-          "}\n",
-          P, p->classes, p->classes, P, p->classes, WS);
-
-  fprintf(f,
-          "\n/* Blocks for one thread per element of `per` outputs per image. */\n"
+          "\n/* Blocks for one thread per unit of `per` units per image. */\n"
           "static unsigned int %s_blocks(long long per, int batch) {\n"
           "  return (unsigned int)((per * batch + 255) / 256);\n"
           "}\n"
@@ -783,17 +789,13 @@ static void emit_cuda_ops(const xp_out *o, const xp_plan *p, const ir_graph *g) 
           "      cudaMemset(d_ws, 0, ws_bytes) != cudaSuccess ||\n"
           "      cudaMemcpy(d_in, input, in_bytes, cudaMemcpyHostToDevice) != cudaSuccess)\n"
           "    goto done;\n"
-          "  ILNAS_LAUNCH(%s_knorm, %s_blocks(%" PRId64 ", batch), d_in, d_ws, batch);\n",
-          img, WS, p->classes, P, P, img);
-  for (int i = 0; i < p->n_ops; i++) {
-    const xp_op *op = &p->ops[i];
-    int64_t per = op->kind == OP_LINEAR || op->kind == OP_GAP ? op->n
-                                                               : op->n * (int64_t)op->oh * op->ow;
-    fprintf(f, "  ILNAS_LAUNCH(%s_k%d, %s_blocks(%" PRId64 ", batch), d_ws, batch);\n", P, i, P,
-            per);
-  }
+          "  ILNAS_LAUNCH(%s_norm, %s_blocks(%" PRId64 ", batch), d_ws, d_in, batch);\n",
+          img, o->ws, p->classes, P, P, units[0]);
+  for (int i = 0; i < p->n_ops; i++)
+    fprintf(f, "  ILNAS_LAUNCH(%s_op%d, %s_blocks(%" PRId64 ", batch), d_ws, batch);\n", P, i,
+            P, units[1 + i]);
   fprintf(f,
-          "  ILNAS_LAUNCH(%s_klogits, %s_blocks(%d, batch), d_ws, d_lg, batch);\n"
+          "  ILNAS_LAUNCH(%s_logits, %s_blocks(%" PRId64 ", batch), d_ws, d_lg, batch);\n"
           "  if (cudaGetLastError() != cudaSuccess ||\n"
           "      cudaMemcpy(logits, d_lg, lg_bytes, cudaMemcpyDeviceToHost) != cudaSuccess)\n"
           "    goto done;\n"
@@ -804,7 +806,7 @@ static void emit_cuda_ops(const xp_out *o, const xp_plan *p, const ir_graph *g) 
           "  cudaFree(d_lg);\n"
           "  return rc;\n"
           "}\n",
-          P, P, p->classes);
+          P, P, units[1 + p->n_ops]);
 }
 
 static void emit_header(FILE *f, const char *P, const char *guard, const xp_plan *p,
@@ -891,10 +893,10 @@ static void file_discard(xp_file *x) {
 
 /* ---- the entry points -------------------------------------------------- */
 
-void cg_export_opts_default(cg_export_opts *o) {
+void app_export_opts_default(app_export_opts *o) {
   memset(o, 0, sizeof *o);
-  o->target = CG_EXPORT_C;
-  o->weights_threshold = CG_EXPORT_THRESHOLD;
+  o->target = APP_EXPORT_C;
+  o->weights_threshold = APP_EXPORT_THRESHOLD;
 }
 
 /* FILE.c -> FILE (the stem) and the C prefix from its base name. */
@@ -922,9 +924,9 @@ static void prefix_of(const char *stem, char *P, size_t cap) {
   if (!n || (P[0] >= '0' && P[0] <= '9')) snprintf(P, cap, "net");
 }
 
-int cg_export_graph(const ir_graph *g, const rt_exec *x, const rt_train_state *st,
-                    const char *origin, const cg_export_opts *o,
-                    cg_export_stats *stats, char *err, size_t errlen) {
+int app_export_graph(const ir_graph *g, const rt_exec *x, const rt_train_state *st,
+                    const char *origin, const app_export_opts *o,
+                    app_export_stats *stats, char *err, size_t errlen) {
   const ir_tensor *it = &g->tensors[g->input_t];
   if (st->norm.c != it->c)
     return fail(err, errlen,
@@ -943,7 +945,7 @@ int cg_export_graph(const ir_graph *g, const rt_exec *x, const rt_train_state *s
 
   xp_plan p;
   int rc = plan_build(&p, g, x, o->dense, err, errlen);
-  cg_export_stats s;
+  app_export_stats s;
   memset(&s, 0, sizeof s);
   if (rc) {
     plan_free(&p);
@@ -951,11 +953,10 @@ int cg_export_graph(const ir_graph *g, const rt_exec *x, const rt_train_state *s
   }
   for (int i = 0; i < p.n_ops; i++) {
     const xp_op *op = &p.ops[i];
-    int64_t idx = op->kind == OP_CONV || op->kind == OP_LINEAR
-                      ? 4 * ((int64_t)op->n + 1) + 4 * op->n_ent
-                      : 4 * (int64_t)op->n;
-    if (op->kind == OP_CONV) idx += op->n_ent * (op->k * op->k > 256 ? 2 : 1);
-    if (op->kind == OP_CONV || op->kind == OP_LINEAR) s.weights += op->n_ent + op->n;
+    int64_t idx = has_weights(op->kind) ? 4 * ((int64_t)op->n + 1) + 4 * op->n_ent
+                                        : 4 * (int64_t)op->n;
+    if (op->kind == IR_CONV) idx += op->n_ent * (op->k * op->k > 256 ? 2 : 1);
+    if (has_weights(op->kind)) s.weights += op->n_ent + op->n;
     s.table_bytes += idx;
   }
   s.weight_bytes = 4 * s.weights;
@@ -975,12 +976,12 @@ int cg_export_graph(const ir_graph *g, const rt_exec *x, const rt_train_state *s
   snprintf(wpath, sn, "%s.weights", stem);
   if (strcmp(hpath, o->out) == 0 || strcmp(wpath, o->out) == 0) {
     rc = fail(err, errlen, "output '%s' would be overwritten by its own header or weights; "
-                           "name it FILE.%s", o->out, o->target == CG_EXPORT_CUDA ? "cu" : "c");
+                           "name it FILE.%s", o->out, o->target == APP_EXPORT_CUDA ? "cu" : "c");
     goto out;
   }
   prefix_of(stem, s.prefix, sizeof s.prefix);
   const char *P = s.prefix;
-  const int cuda = o->target == CG_EXPORT_CUDA;
+  const int cuda = o->target == APP_EXPORT_CUDA;
   const char *hbase = strrchr(hpath, '/') ? strrchr(hpath, '/') + 1 : hpath;
   const char *wbase = strrchr(wpath, '/') ? strrchr(wpath, '/') + 1 : wpath;
 
@@ -995,7 +996,7 @@ int cg_export_graph(const ir_graph *g, const rt_exec *x, const rt_train_state *s
     if (*c >= 'a' && *c <= 'z') *c = (char)(*c - 'a' + 'A');
   emit_header(hdr.f, P, guard, &p, &st->norm, origin, cuda, s.weights_file, wbase);
 
-  xp_out eo = {src.f, P, cuda, s.weights_file, wts.f};
+  xp_out eo = {src.f, P, cuda, s.weights_file, wts.f, p.ws ? p.ws : 1};
   const uint64_t fp = plan_fingerprint(&p);
   FILE *f = src.f;
   ir_count c = ir_count_params(g);
@@ -1038,8 +1039,15 @@ int cg_export_graph(const ir_graph *g, const rt_exec *x, const rt_train_state *s
     goto out;
   }
   if (s.weights_file) put_loader(&eo, &p, s.weights, fp);
-  if (cuda) emit_cuda_ops(&eo, &p, g);
-  else emit_c_ops(&eo, &p, g);
+  int64_t *units = malloc(((size_t)p.n_ops + 2) * sizeof *units);
+  if (!units) {
+    rc = fail(err, errlen, "out of memory");
+    goto out;
+  }
+  emit_fns(&eo, &p, g, units);
+  if (cuda) emit_cuda_forward(&eo, &p, units);
+  else emit_c_forward(&eo, &p);
+  free(units);
 
   if ((rc = file_close(&src, err, errlen)) || (rc = file_close(&hdr, err, errlen)) ||
       (rc = file_close(&wts, err, errlen)))
@@ -1064,7 +1072,7 @@ out:
   return rc;
 }
 
-int cg_export(const char *ckpt, const cg_export_opts *o, cg_export_stats *stats,
+int app_export(const char *ckpt, const app_export_opts *o, app_export_stats *stats,
               char *err, size_t errlen) {
   ir_graph *g;
   rt_exec *x;
@@ -1077,7 +1085,7 @@ int cg_export(const char *ckpt, const cg_export_opts *o, cg_export_stats *stats,
               "checkpoint written after at least one epoch",
               ckpt);
   else
-    rc = cg_export_graph(g, x, &st, ckpt, o, stats, err, errlen);
+    rc = app_export_graph(g, x, &st, ckpt, o, stats, err, errlen);
   rt_exec_free(x);
   ir_free(g);
   return rc;

@@ -12,15 +12,15 @@
  * It is part of app/ (`model export`, and `ilnasc --emit-c`), above the
  * runtime whose checkpoints it reads.
  *
- *   cg_export_opts o;
- *   cg_export_opts_default(&o);
- *   o.target = CG_EXPORT_C; o.out = "net.c";
- *   cg_export_stats s;
- *   if (cg_export("run/final.ckpt", &o, &s, err, sizeof err)) ... err names
+ *   app_export_opts o;
+ *   app_export_opts_default(&o);
+ *   o.target = APP_EXPORT_C; o.out = "net.c";
+ *   app_export_stats s;
+ *   if (app_export("run/final.ckpt", &o, &s, err, sizeof err)) ... err names
  *   the file at fault; no output file is left behind on error.
  */
-#ifndef ILNAS_CG_EXPORT_H
-#define ILNAS_CG_EXPORT_H
+#ifndef ILNAS_APP_EXPORT_H
+#define ILNAS_APP_EXPORT_H
 
 #include <stddef.h>
 #include <stdint.h>
@@ -29,20 +29,20 @@
 #include "runtime/exec.h"
 #include "app/train.h"
 
-typedef enum { CG_EXPORT_C, CG_EXPORT_CUDA } cg_export_target;
+typedef enum { APP_EXPORT_C, APP_EXPORT_CUDA } app_export_target;
 
-enum { CG_EXPORT_THRESHOLD = 4 << 20 }; /* default: weights past 4 MiB go to a file */
+enum { APP_EXPORT_THRESHOLD = 4 << 20 }; /* default: weights past 4 MiB go to a file */
 
-typedef struct cg_export_opts {
-  cg_export_target target;
+typedef struct app_export_opts {
+  app_export_target target;
   const char *out;           /* FILE.c / FILE.cu; FILE.h (and FILE.weights) beside it */
   int64_t weights_threshold; /* weight bytes above which FILE.weights is written */
   int dense;                 /* store every weight between live channels, zeros
                                 included: the masked-dense network, for size
                                 comparisons; computes the same function */
-} cg_export_opts;
+} app_export_opts;
 
-typedef struct cg_export_stats {
+typedef struct app_export_stats {
   int64_t weights;      /* floats stored: weights and biases after folding */
   int64_t table_bytes;  /* bytes of the index tables (the baked pattern) */
   int64_t weight_bytes; /* 4 * weights */
@@ -50,20 +50,20 @@ typedef struct cg_export_stats {
   int ops;              /* layers left in the emitted code */
   int weights_file;     /* whether FILE.weights was written */
   char prefix[64];      /* the C name prefix of the API ("net") */
-} cg_export_stats;
+} app_export_stats;
 
-void cg_export_opts_default(cg_export_opts *o);
+void app_export_opts_default(app_export_opts *o);
 
 /* Loads the checkpoint and exports it. Refuses a checkpoint with no
  * completed epoch (an untrained network), or one without a recorded input
  * normalisation. Returns 0, or -1 with a message in err. */
-int cg_export(const char *ckpt, const cg_export_opts *o, cg_export_stats *stats,
+int app_export(const char *ckpt, const app_export_opts *o, app_export_stats *stats,
               char *err, size_t errlen);
 
 /* Exports an already loaded network: x holds its parameters and batch norm
  * statistics, st its normalisation. `origin` names it in the comments. */
-int cg_export_graph(const ir_graph *g, const rt_exec *x, const rt_train_state *st,
-                    const char *origin, const cg_export_opts *o,
-                    cg_export_stats *stats, char *err, size_t errlen);
+int app_export_graph(const ir_graph *g, const rt_exec *x, const rt_train_state *st,
+                    const char *origin, const app_export_opts *o,
+                    app_export_stats *stats, char *err, size_t errlen);
 
 #endif

@@ -248,12 +248,12 @@ static void usage_export(FILE *f) {
           "  --dense                   store every weight between live channels, zeros\n"
           "                            included (the masked-dense network, to compare\n"
           "                            sizes); computes the same function\n",
-          prog, prog, (int)CG_EXPORT_THRESHOLD);
+          prog, prog, (int)APP_EXPORT_THRESHOLD);
 }
 
 static int cmd_export(int argc, char **argv) {
-  cg_export_opts o;
-  cg_export_opts_default(&o);
+  app_export_opts o;
+  app_export_opts_default(&o);
   const char *ckpt = NULL;
   for (int i = 2; i < argc; i++) {
     const char *a = argv[i];
@@ -266,7 +266,7 @@ static int cmd_export(int argc, char **argv) {
         fprintf(stderr, "%s: error: export takes one of --c or --cuda, once\n", prog);
         return 2;
       }
-      o.target = strcmp(a, "--c") == 0 ? CG_EXPORT_C : CG_EXPORT_CUDA;
+      o.target = strcmp(a, "--c") == 0 ? APP_EXPORT_C : APP_EXPORT_CUDA;
       if (str_arg(argc, argv, &i, &ckpt)) return 2;
     } else if (strcmp(a, "-o") == 0) {
       if (str_arg(argc, argv, &i, &o.out)) return 2;
@@ -287,8 +287,8 @@ static int cmd_export(int argc, char **argv) {
     return 2;
   }
   char err[1024];
-  cg_export_stats s;
-  if (cg_export(ckpt, &o, &s, err, sizeof err)) {
+  app_export_stats s;
+  if (app_export(ckpt, &o, &s, err, sizeof err)) {
     fprintf(stderr, "%s: error: %s\n", prog, err);
     return 1;
   }

@@ -136,12 +136,12 @@ int main(int argc, char **argv) {
   int rc = parse_args(argc, argv, &o);
   if (rc) return rc == 1 ? 0 : rc;
   if (o.emit_c || o.emit_cuda) {
-    cg_export_opts eo;
-    cg_export_opts_default(&eo);
-    eo.target = o.emit_c ? CG_EXPORT_C : CG_EXPORT_CUDA;
+    app_export_opts eo;
+    app_export_opts_default(&eo);
+    eo.target = o.emit_c ? APP_EXPORT_C : APP_EXPORT_CUDA;
     eo.out = o.out;
     char err[1024];
-    if (cg_export(o.emit_c ? o.emit_c : o.emit_cuda, &eo, NULL, err, sizeof err)) {
+    if (app_export(o.emit_c ? o.emit_c : o.emit_cuda, &eo, NULL, err, sizeof err)) {
       fprintf(stderr, "ilnasc: error: %s\n", err);
       return 1;
     }

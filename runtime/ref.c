@@ -12,7 +12,6 @@
 #include <math.h>
 #include <string.h>
 
-#define BN_EPS 1e-5
 #define BN_MOMENTUM 0.1
 
 void rt_conv_shape_finish(rt_conv_shape *s) {
@@ -332,7 +331,7 @@ void rt_ref_bn_fwd(const rt_bn_shape *s, int training, const float *x,
         }
       }
       double var = ss / count;
-      invstd = 1.0 / sqrt(var + BN_EPS);
+      invstd = 1.0 / sqrt(var + RT_BN_EPS);
       if (save_mean) save_mean[c] = (float)mean;
       if (save_invstd) save_invstd[c] = (float)invstd;
       if (run_mean && run_var) {
@@ -346,7 +345,7 @@ void rt_ref_bn_fwd(const rt_bn_shape *s, int training, const float *x,
       }
     } else {
       mean = run_mean[c];
-      invstd = 1.0 / sqrt((double)run_var[c] + BN_EPS);
+      invstd = 1.0 / sqrt((double)run_var[c] + RT_BN_EPS);
     }
     /* In double: folding into float x*scale + shift cancels two large
      * terms when the mean is large, and the oracle must not. */

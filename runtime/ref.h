@@ -78,7 +78,12 @@ void rt_ref_relu_fwd(int n, long len, const float *x, long x_ns, float *y,
 void rt_ref_relu_bwd(int n, long len, const float *y, long y_ns,
                      const float *dy, long dy_ns, float *dx, long dx_ns);
 
-/* Batch norm over (n, h, w) per channel, eps 1e-5.
+/* The batch norm epsilon, in var + eps. Here because the kernels are not
+ * its only user: export folds inference-mode batch norm into the conv
+ * before it, and must divide by the same sqrt to match them. */
+#define RT_BN_EPS 1e-5
+
+/* Batch norm over (n, h, w) per channel, eps RT_BN_EPS.
  * Training: uses batch statistics, stores mean and 1/sqrt(var+eps) in
  * save_mean/save_invstd, and updates the running statistics as PyTorch does
  * (momentum 0.1, unbiased variance for the running value).
