@@ -1,4 +1,16 @@
-/* train.c: the training loop, evaluation, and what a checkpoint holds. */
+/* train.c: the training loop, evaluation, and what a checkpoint holds.
+ *
+ * rt_train is a pipeline of stages over one train_run:
+ *   setup            data, buffers, execution state (fresh_exec or
+ *                    resume_exec), search state, metrics file
+ *   per epoch:
+ *     train_epoch    phase I: SGD over the shuffled set, progress line
+ *     test_epoch     the test set, the metrics and terminal lines
+ *     grow           phase II when due, its log line, kernels for the new α
+ *     checkpoint     last.ckpt; stop_here for --stop-after
+ *   finish           final.ckpt and the closing JSON line (or
+ *                    report_stopped), then teardown
+ */
 #include "app/train.h"
 
 #include <errno.h>
@@ -177,230 +189,357 @@ static void log_expand(FILE *f, const ir_graph *g, int epoch, const srch_event *
   fflush(f);
 }
 
-int rt_train(ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd,
-             const rt_train_opts *o) {
-  const fe_model *m = &g->cfg;
-  int epochs = o->epochs > 0 ? o->epochs : m->epochs;
-  int threads = o->threads > 0 ? o->threads : rt_default_threads();
-  fe_search method = o->search >= 0 ? (fe_search)o->search : m->method;
-  char err[1024], why[512];
-  const char *backend = rt_backend_resolve(o->backend ? o->backend : RT_DEFAULT_BACKEND, why, sizeof why);
-  if (why[0] && !o->quiet) fprintf(stderr, "%s\n", why);
-  int rc = 1;
-
+/* The state of one training run, handed from stage to stage. */
+typedef struct train_run {
+  ir_graph *g;
+  const fe_model *m;       /* &g->cfg */
+  const rt_train_opts *o;
+  rt_graph_fn fwd, bwd;    /* the compiled graph, or NULL: the schedule */
+  int epochs, threads;     /* resolved from the options and the model */
+  fe_search method;
+  const char *backend;     /* resolved */
   rt_dataset train, test;
-  if (load_data(g, o->data, &train, &test)) return 1;
-  if (o->train_limit > 0 && o->train_limit < train.n)
-    rt_dataset_truncate(&train, o->train_limit);
-  ir_call *fc = NULL, *bc = NULL;
-  int nf = 0, nb = 0, have_srch = 0;
-  rt_exec *x = NULL;
-  rt_train_state st = {0};
+  rt_norm nm;              /* input normalisation, = st.norm */
+  ir_call *fc, *bc;        /* the schedule, when fwd/bwd are NULL */
+  int nf, nb;
+  rt_exec *x;
+  rt_train_state st;       /* what a checkpoint records */
   srch_state ss;
-  size_t img = (size_t)train.c * train.h * train.w;
-  int *order = malloc((size_t)train.n * sizeof(int));
-  float *buf = malloc((size_t)m->batch * img * sizeof(float));
-  float *pbuf = malloc((size_t)m->grow_batches * m->batch * img * sizeof(float));
-  uint8_t *lab = malloc((size_t)m->batch);
-  uint8_t *plab = malloc((size_t)m->grow_batches * m->batch);
-  FILE *metrics = NULL;
-  if (!order || !buf || !lab || !pbuf || !plab ||
-      ir_schedule(g, &fc, &nf, &bc, &nb)) {
-    fprintf(stderr, "error: out of memory\n");
-    goto out;
-  }
-  if (o->resume) {
-    /* The checkpoint's architecture replaces the binary's seed; the state
-     * is loaded on the reference backend (nothing to compile) and copied
-     * into an execution state built on the binary's own graph. */
-    ir_graph *cg = NULL;
-    rt_exec *cx = NULL;
-    if (rt_ckpt_load(o->resume, 1, 1, "ref", &cg, &cx, &st, err, sizeof err) ||
-        rt_ir_compatible(g, cg, err, sizeof err)) {
-      fprintf(stderr, "error: %s\n", err);
-      rt_exec_free(cx), ir_free(cg);
-      goto out;
-    }
-    memcpy(g->alpha, cg->alpha, (size_t)(g->n_params + 63) / 64 * 8);
-    for (int i = 0; i < g->n_layers; i++) g->layers[i].alive = cg->layers[i].alive;
-    x = rt_exec_new(g, m->batch, threads, backend, err, sizeof err);
-    if (x) {
-      memcpy(rt_exec_params_write(x), cx->params, (size_t)g->n_params * sizeof(float));
-      memcpy(x->mom, cx->mom, (size_t)g->n_params * sizeof(float));
-      memcpy(x->stats, cx->stats, (size_t)g->n_stats * sizeof(float));
-    }
+  int have_srch;           /* ss is initialised */
+  int *order;              /* train.n: the epoch's order, phase II's draws */
+  float *buf, *pbuf;       /* one training batch; phase II's batches */
+  uint8_t *lab, *plab;     /* their labels */
+  FILE *metrics;           /* run_dir/metrics.jsonl */
+  char path[4096];         /* the file last opened or saved */
+  char budget[32];         /* the model's budget, for the terminal */
+  int tty;                 /* progress lines on a terminal */
+  int steps;               /* SGD steps per epoch */
+  double t0;               /* when training started, for the report */
+  int64_t active;          /* active parameters, for the terminal */
+  double test_acc;         /* the last epoch's */
+  long profiled;           /* training steps timed */
+} train_run;
+
+/* What one epoch of phase I measured. */
+typedef struct epoch_stats {
+  int ep;                  /* the epoch's index, from 0 */
+  double start;            /* now() when it began */
+  int seen, correct;       /* training images and correct predictions */
+  double train_secs;       /* the steps alone */
+  double train_loss;       /* the mean */
+} epoch_stats;
+
+/* A resumed run: the checkpoint's architecture replaces the binary's seed;
+ * the state is loaded on the reference backend (nothing to compile) and
+ * copied into an execution state built on the binary's own graph. The
+ * checkpoint's training state goes to *st. */
+static rt_exec *resume_exec(ir_graph *g, const char *resume, int threads,
+                            const char *backend, rt_train_state *st) {
+  const fe_model *m = &g->cfg;
+  char err[1024];
+  rt_exec *x;
+  ir_graph *cg = NULL;
+  rt_exec *cx = NULL;
+  if (rt_ckpt_load(resume, 1, 1, "ref", &cg, &cx, st, err, sizeof err) ||
+      rt_ir_compatible(g, cg, err, sizeof err)) {
+    fprintf(stderr, "error: %s\n", err);
     rt_exec_free(cx), ir_free(cg);
-    if (!x || rt_exec_sync_mask(x, err, sizeof err)) {
-      fprintf(stderr, "error: %s\n", err);
-      goto out;
-    }
-  } else {
-    x = rt_exec_new(g, m->batch, threads, backend, err, sizeof err);
-    if (!x) {
-      fprintf(stderr, "error: %s\n", err);
-      goto out;
-    }
-    st.seed = o->seed >= 0 ? (uint64_t)o->seed : m->seed;
-    rt_rng_seed(&st.rng, st.seed * 2 + 1);
-    rt_exec_init_params(x, st.seed);
-    st.alr = m->alr;
+    return NULL;
   }
-  /* a resumed run keeps the statistics it started with */
-  if (!o->resume) rt_data_norm(&train, &st.norm);
-  rt_norm nm = st.norm;
-  if (srch_init(&ss, g, method, st.seed, fwd, bwd)) {
+  memcpy(g->alpha, cg->alpha, (size_t)(g->n_params + 63) / 64 * 8);
+  for (int i = 0; i < g->n_layers; i++) g->layers[i].alive = cg->layers[i].alive;
+  x = rt_exec_new(g, m->batch, threads, backend, err, sizeof err);
+  if (x) {
+    memcpy(rt_exec_params_write(x), cx->params, (size_t)g->n_params * sizeof(float));
+    memcpy(x->mom, cx->mom, (size_t)g->n_params * sizeof(float));
+    memcpy(x->stats, cx->stats, (size_t)g->n_stats * sizeof(float));
+  }
+  rt_exec_free(cx), ir_free(cg);
+  if (!x || rt_exec_sync_mask(x, err, sizeof err)) {
+    fprintf(stderr, "error: %s\n", err);
+    rt_exec_free(x);
+    return NULL;
+  }
+  return x;
+}
+
+/* A fresh run: the binary's seed architecture, weights drawn from the
+ * run's seed. */
+static rt_exec *fresh_exec(ir_graph *g, const rt_train_opts *o, int threads,
+                           const char *backend, rt_train_state *st) {
+  const fe_model *m = &g->cfg;
+  char err[1024];
+  rt_exec *x = rt_exec_new(g, m->batch, threads, backend, err, sizeof err);
+  if (!x) {
+    fprintf(stderr, "error: %s\n", err);
+    return NULL;
+  }
+  st->seed = o->seed >= 0 ? (uint64_t)o->seed : m->seed;
+  rt_rng_seed(&st->rng, st->seed * 2 + 1);
+  rt_exec_init_params(x, st->seed);
+  st->alr = m->alr;
+  return x;
+}
+
+/* The search state: a resumed run's from its checkpoint; a fresh fixed
+ * baseline grown at random to the budget; a fresh search's placeholders. */
+static int start_search(train_run *r) {
+  const fe_model *m = r->m;
+  if (srch_init(&r->ss, r->g, r->method, r->st.seed, r->fwd, r->bwd)) {
     fprintf(stderr, "error: out of memory\n");
-    goto out;
+    return -1;
   }
-  have_srch = 1;
-  if (o->resume) {
-    ss.alr = st.alr, ss.expansions = st.expansions, ss.rng = st.srng;
-  } else if (method == FE_SEARCH_FIXED && m->budget != INT64_MAX) {
+  r->have_srch = 1;
+  if (r->o->resume) {
+    r->ss.alr = r->st.alr, r->ss.expansions = r->st.expansions, r->ss.rng = r->st.srng;
+  } else if (r->method == FE_SEARCH_FIXED && m->budget != INT64_MAX) {
     /* the fixed baseline: the same final size, grown at random, frozen */
     srch_event ev = {0};
-    ir_count c = ir_count_params(g);
-    srch_grow_random(&ss, x, m->budget - c.active, &ev);
-    rt_exec_init_params(x, st.seed); /* a static network starts from scratch */
-  } else if (method != FE_SEARCH_FIXED) {
-    srch_refill(&ss, x);
+    ir_count c = ir_count_params(r->g);
+    srch_grow_random(&r->ss, r->x, m->budget - c.active, &ev);
+    rt_exec_init_params(r->x, r->st.seed); /* a static network starts from scratch */
+  } else if (r->method != FE_SEARCH_FIXED) {
+    srch_refill(&r->ss, r->x);
   }
-  if (rt_exec_prepare(x, err, sizeof err)) {
-    fprintf(stderr, "error: %s\n", err);
-    goto out;
-  }
-  if (make_dir(o->run_dir)) goto out;
-  char path[4096];
-  snprintf(path, sizeof path, "%s/metrics.jsonl", o->run_dir);
-  metrics = fopen(path, o->resume ? "a" : "w");
-  if (!metrics) {
-    fprintf(stderr, "error: cannot write '%s': %s\n", path, strerror(errno));
-    goto out;
-  }
+  return 0;
+}
 
-  int tty = isatty(2) && !o->quiet;
-  int steps_per_epoch = (train.n + m->batch - 1) / m->batch;
-  double t0 = now();
-  ir_count pc = ir_count_params(g);
-  char budget[32] = "no budget";
-  if (m->budget != INT64_MAX) snprintf(budget, sizeof budget, "%" PRId64, m->budget);
+/* The run directory and its metrics.jsonl, appended to by a resumed run. */
+static int open_metrics(train_run *r) {
+  if (make_dir(r->o->run_dir)) return -1;
+  snprintf(r->path, sizeof r->path, "%s/metrics.jsonl", r->o->run_dir);
+  r->metrics = fopen(r->path, r->o->resume ? "a" : "w");
+  if (!r->metrics) {
+    fprintf(stderr, "error: cannot write '%s': %s\n", r->path, strerror(errno));
+    return -1;
+  }
+  return 0;
+}
+
+/* Setup: the data, the buffers and schedule, the execution state (fresh
+ * or resumed), the search state, the metrics file, the opening line. */
+static int setup(train_run *r, ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd,
+                 const rt_train_opts *o) {
+  const fe_model *m = &g->cfg;
+  char err[1024], why[512];
+  *r = (train_run){.g = g, .m = m, .o = o, .fwd = fwd, .bwd = bwd};
+  r->epochs = o->epochs > 0 ? o->epochs : m->epochs;
+  r->threads = o->threads > 0 ? o->threads : rt_default_threads();
+  r->method = o->search >= 0 ? (fe_search)o->search : m->method;
+  r->backend = rt_backend_resolve(o->backend ? o->backend : RT_DEFAULT_BACKEND, why, sizeof why);
+  if (why[0] && !o->quiet) fprintf(stderr, "%s\n", why);
+
+  if (load_data(g, o->data, &r->train, &r->test)) return -1;
+  if (o->train_limit > 0 && o->train_limit < r->train.n)
+    rt_dataset_truncate(&r->train, o->train_limit);
+  size_t img = (size_t)r->train.c * r->train.h * r->train.w;
+  r->order = malloc((size_t)r->train.n * sizeof(int));
+  r->buf = malloc((size_t)m->batch * img * sizeof(float));
+  r->pbuf = malloc((size_t)m->grow_batches * m->batch * img * sizeof(float));
+  r->lab = malloc((size_t)m->batch);
+  r->plab = malloc((size_t)m->grow_batches * m->batch);
+  if (!r->order || !r->buf || !r->lab || !r->pbuf || !r->plab ||
+      ir_schedule(g, &r->fc, &r->nf, &r->bc, &r->nb)) {
+    fprintf(stderr, "error: out of memory\n");
+    return -1;
+  }
+  r->x = o->resume ? resume_exec(g, o->resume, r->threads, r->backend, &r->st)
+                   : fresh_exec(g, o, r->threads, r->backend, &r->st);
+  if (!r->x) return -1;
+  /* a resumed run keeps the statistics it started with */
+  if (!o->resume) rt_data_norm(&r->train, &r->st.norm);
+  r->nm = r->st.norm;
+  if (start_search(r)) return -1;
+  if (rt_exec_prepare(r->x, err, sizeof err)) {
+    fprintf(stderr, "error: %s\n", err);
+    return -1;
+  }
+  if (open_metrics(r)) return -1;
+
+  r->tty = isatty(2) && !o->quiet;
+  r->steps = (r->train.n + m->batch - 1) / m->batch;
+  r->t0 = now();
+  r->active = ir_count_params(g).active;
+  snprintf(r->budget, sizeof r->budget, "no budget");
+  if (m->budget != INT64_MAX) snprintf(r->budget, sizeof r->budget, "%" PRId64, m->budget);
   if (!o->quiet)
     fprintf(stderr, "training %s: %d images, %d epochs, batch %d, %d threads, "
             "search %s, backend %s, %" PRId64 " active parameters of %s\n", m->name,
-            train.n, epochs, m->batch, threads, ir_search_name(method), backend,
-            pc.active, budget);
-  double test_acc = 0;
-  long profiled = 0; /* training steps timed */
-  if (o->profile && rt_exec_profile(x)) {
+            r->train.n, r->epochs, m->batch, r->threads, ir_search_name(r->method),
+            r->backend, r->active, r->budget);
+  if (o->profile && rt_exec_profile(r->x)) {
     fprintf(stderr, "error: out of memory\n");
-    goto out;
+    return -1;
   }
-  for (int ep = st.epoch; ep < epochs; ep++) {
-    double te = now(), loss_sum = 0;
-    int seen = 0, correct = 0;
-    shuffle(order, train.n, &st.rng);
-    rt_exec_profile_pause(x, 0); /* the training steps only */
-    for (int s = 0; s < steps_per_epoch; s++) {
-      int at = s * m->batch, b = train.n - at < m->batch ? train.n - at : m->batch;
-      rt_data_batch(&train, order + at, b, &nm, m->aug_crop, m->aug_flip,
-                    &st.rng, buf, lab);
-      rt_exec_set_input(x, buf, b);
-      run_fwd(x, fwd, fc, nf);
-      int c = 0;
-      double loss = rt_exec_loss(x, lab, 1, &c);
-      if (bwd) bwd(x);
-      else rt_exec_run(x, bc, nb);
-      rt_exec_sgd(x, lr_at(m, epochs, ep, (double)s / steps_per_epoch),
-                  (float)m->momentum, (float)m->decay);
-      st.step++, profiled++;
-      loss_sum += loss * b, seen += b, correct += c;
-      if (tty && (s % 8 == 0 || s == steps_per_epoch - 1))
-        fprintf(stderr, "\repoch %d/%d  %3d%%  loss %.4f  acc %.2f%%  params %"
-                PRId64 "/%s   ", ep + 1, epochs, 100 * (s + 1) / steps_per_epoch,
-                loss_sum / seen, 100.0 * correct / seen, pc.active, budget);
-    }
-    if (!isfinite(loss_sum)) {
-      fprintf(stderr, "%serror: the training loss diverged in epoch %d "
-              "(try a smaller learning rate than %g)\n", tty ? "\n" : "", ep + 1, m->lr);
-      goto out;
-    }
-    rt_exec_profile_pause(x, 1);
-    double train_secs = now() - te, test_loss;
-    /* the limit saves time between epochs; the last one sees every image */
-    test_acc = evaluate(x, fwd, fc, nf, &test, &nm, ep + 1 < epochs ? o->test_limit : 0,
-                        &test_loss);
-    st.epoch = ep + 1;
-    pc = ir_count_params(g);
-    double train_loss = loss_sum / seen, secs = now() - te;
-    fprintf(metrics,
-            "{\"epoch\": %d, \"train_loss\": %.6f, \"train_acc\": %.6f, "
-            "\"test_loss\": %.6f, \"test_acc\": %.6f, \"active_params\": %" PRId64
-            ", \"lr\": %.6g, \"train_seconds\": %.3f, \"seconds\": %.3f}\n",
-            ep + 1, train_loss, (double)correct / seen, test_loss, test_acc,
-            pc.active, lr_at(m, epochs, ep, 0), train_secs, secs);
-    fflush(metrics);
-    if (!o->quiet)
-      fprintf(stderr, "%sepoch %d/%d  loss %.4f  train %.2f%%  test %.2f%%  "
-              "params %" PRId64 "/%s  %.1fs\n", tty ? "\r" : "", ep + 1, epochs,
-              train_loss, 100.0 * correct / seen, 100 * test_acc, pc.active,
-              budget, secs);
-    if (method != FE_SEARCH_FIXED &&
-        expand_now(m, epochs, ep + 1, st.prev_loss, train_loss)) {
-      srch_batches pb;
-      srch_event ev;
-      phase2_batches(m, &train, &nm, &st.rng, &pb, pbuf, plab, order);
-      ss.lr = lr_at(m, epochs, ep + 1, 0);
-      double tg = now();
-      int grown = srch_expand(&ss, x, &pb, &ev);
-      if (rt_exec_prepare(x, err, sizeof err)) { /* kernels for the new α */
-        fprintf(stderr, "error: %s\n", err);
-        goto out;
-      }
-      if (grown == 0) {
-        log_expand(metrics, g, ep + 1, &ev, now() - tg);
-        if (!o->quiet)
-          fprintf(stderr, "  grew %" PRId64 " parameters to %" PRId64 "/%s "
-                  "(%d new nodes, %d new layers) loss %.4f -> %.4f  %.1fs\n",
-                  ev.added, ev.active, budget, ev.new_nodes, ev.new_layers,
-                  ev.loss_before, ev.loss_after, now() - tg);
-      }
-      pc = ir_count_params(g);
-    }
-    st.prev_loss = train_loss;
-    st.alr = ss.alr, st.expansions = ss.expansions, st.srng = ss.rng;
-    snprintf(path, sizeof path, "%s/last.ckpt", o->run_dir);
-    if (rt_ckpt_save(path, x, &st, err, sizeof err)) {
-      fprintf(stderr, "error: %s\n", err);
-      goto out;
-    }
-    if (o->stop_after > 0 && st.epoch >= o->stop_after && st.epoch < epochs) {
-      if (o->profile) rt_exec_profile_report(x, stderr, profiled);
-      if (!o->quiet)
-        fprintf(stderr, "stopped after epoch %d; continue with --resume %s\n",
-                st.epoch, path);
-      printf("{\"stopped\": true, \"epochs\": %d, \"checkpoint\": \"%s\"}\n",
-             st.epoch, path);
-      rc = 0;
-      goto out;
-    }
+  return 0;
+}
+
+/* Phase I: one epoch of SGD over the shuffled training set, with a
+ * progress line on a terminal. */
+static int train_epoch(train_run *r, epoch_stats *e) {
+  const fe_model *m = r->m;
+  rt_exec *x = r->x;
+  int ep = r->st.epoch, seen = 0, correct = 0;
+  double start = now(), loss_sum = 0;
+  shuffle(r->order, r->train.n, &r->st.rng);
+  rt_exec_profile_pause(x, 0); /* the training steps only */
+  for (int s = 0; s < r->steps; s++) {
+    int at = s * m->batch, b = r->train.n - at < m->batch ? r->train.n - at : m->batch;
+    rt_data_batch(&r->train, r->order + at, b, &r->nm, m->aug_crop, m->aug_flip,
+                  &r->st.rng, r->buf, r->lab);
+    rt_exec_set_input(x, r->buf, b);
+    run_fwd(x, r->fwd, r->fc, r->nf);
+    int c = 0;
+    double loss = rt_exec_loss(x, r->lab, 1, &c);
+    if (r->bwd) r->bwd(x);
+    else rt_exec_run(x, r->bc, r->nb);
+    rt_exec_sgd(x, lr_at(m, r->epochs, ep, (double)s / r->steps),
+                (float)m->momentum, (float)m->decay);
+    r->st.step++, r->profiled++;
+    loss_sum += loss * b, seen += b, correct += c;
+    if (r->tty && (s % 8 == 0 || s == r->steps - 1))
+      fprintf(stderr, "\repoch %d/%d  %3d%%  loss %.4f  acc %.2f%%  params %"
+              PRId64 "/%s   ", ep + 1, r->epochs, 100 * (s + 1) / r->steps,
+              loss_sum / seen, 100.0 * correct / seen, r->active, r->budget);
   }
-  snprintf(path, sizeof path, "%s/final.ckpt", o->run_dir);
-  if (rt_ckpt_save(path, x, &st, err, sizeof err)) {
+  if (!isfinite(loss_sum)) {
+    fprintf(stderr, "%serror: the training loss diverged in epoch %d "
+            "(try a smaller learning rate than %g)\n", r->tty ? "\n" : "", ep + 1, m->lr);
+    return -1;
+  }
+  rt_exec_profile_pause(x, 1);
+  *e = (epoch_stats){.ep = ep, .start = start, .seen = seen,
+                     .correct = correct, .train_secs = now() - start,
+                     .train_loss = loss_sum / seen};
+  return 0;
+}
+
+/* Evaluation: the test set, then the epoch's metrics line and terminal
+ * line. The epoch counts as done from here. */
+static void test_epoch(train_run *r, const epoch_stats *e) {
+  const fe_model *m = r->m;
+  int ep = e->ep;
+  double test_loss;
+  /* the limit saves time between epochs; the last one sees every image */
+  r->test_acc = evaluate(r->x, r->fwd, r->fc, r->nf, &r->test, &r->nm,
+                         ep + 1 < r->epochs ? r->o->test_limit : 0, &test_loss);
+  r->st.epoch = ep + 1;
+  r->active = ir_count_params(r->g).active;
+  double secs = now() - e->start;
+  fprintf(r->metrics,
+          "{\"epoch\": %d, \"train_loss\": %.6f, \"train_acc\": %.6f, "
+          "\"test_loss\": %.6f, \"test_acc\": %.6f, \"active_params\": %" PRId64
+          ", \"lr\": %.6g, \"train_seconds\": %.3f, \"seconds\": %.3f}\n",
+          ep + 1, e->train_loss, (double)e->correct / e->seen, test_loss, r->test_acc,
+          r->active, lr_at(m, r->epochs, ep, 0), e->train_secs, secs);
+  fflush(r->metrics);
+  if (!r->o->quiet)
+    fprintf(stderr, "%sepoch %d/%d  loss %.4f  train %.2f%%  test %.2f%%  "
+            "params %" PRId64 "/%s  %.1fs\n", r->tty ? "\r" : "", ep + 1, r->epochs,
+            e->train_loss, 100.0 * e->correct / e->seen, 100 * r->test_acc, r->active,
+            r->budget, secs);
+}
+
+/* Phase II, when due after this epoch: grow, record the expansion, and
+ * compile kernels for the new α. */
+static int grow(train_run *r, const epoch_stats *e) {
+  const fe_model *m = r->m;
+  int done = e->ep + 1;
+  char err[1024];
+  if (r->method == FE_SEARCH_FIXED ||
+      !expand_now(m, r->epochs, done, r->st.prev_loss, e->train_loss))
+    return 0;
+  srch_batches pb;
+  srch_event ev;
+  phase2_batches(m, &r->train, &r->nm, &r->st.rng, &pb, r->pbuf, r->plab, r->order);
+  r->ss.lr = lr_at(m, r->epochs, done, 0);
+  double tg = now();
+  int grown = srch_expand(&r->ss, r->x, &pb, &ev);
+  if (rt_exec_prepare(r->x, err, sizeof err)) { /* kernels for the new α */
     fprintf(stderr, "error: %s\n", err);
-    goto out;
+    return -1;
   }
-  if (o->profile) rt_exec_profile_report(x, stderr, profiled);
+  if (grown == 0) {
+    log_expand(r->metrics, r->g, done, &ev, now() - tg);
+    if (!r->o->quiet)
+      fprintf(stderr, "  grew %" PRId64 " parameters to %" PRId64 "/%s "
+              "(%d new nodes, %d new layers) loss %.4f -> %.4f  %.1fs\n",
+              ev.added, ev.active, r->budget, ev.new_nodes, ev.new_layers,
+              ev.loss_before, ev.loss_after, now() - tg);
+  }
+  r->active = ir_count_params(r->g).active;
+  return 0;
+}
+
+/* Saves RUN_DIR/name; r->path names it afterwards. */
+static int save(train_run *r, const char *name) {
+  char err[1024];
+  snprintf(r->path, sizeof r->path, "%s/%s", r->o->run_dir, name);
+  if (rt_ckpt_save(r->path, r->x, &r->st, err, sizeof err)) {
+    fprintf(stderr, "error: %s\n", err);
+    return -1;
+  }
+  return 0;
+}
+
+/* Checkpoint: the epoch's training and search state, then last.ckpt. */
+static int checkpoint(train_run *r, const epoch_stats *e) {
+  r->st.prev_loss = e->train_loss;
+  r->st.alr = r->ss.alr, r->st.expansions = r->ss.expansions, r->st.srng = r->ss.rng;
+  return save(r, "last.ckpt");
+}
+
+/* --stop-after: whether the run ends here, to be resumed from last.ckpt. */
+static int stop_here(const train_run *r) {
+  const rt_train_opts *o = r->o;
+  return o->stop_after > 0 && r->st.epoch >= o->stop_after && r->st.epoch < r->epochs;
+}
+
+static void report_stopped(train_run *r) {
+  if (r->o->profile) rt_exec_profile_report(r->x, stderr, r->profiled);
+  if (!r->o->quiet)
+    fprintf(stderr, "stopped after epoch %d; continue with --resume %s\n",
+            r->st.epoch, r->path);
+  printf("{\"stopped\": true, \"epochs\": %d, \"checkpoint\": \"%s\"}\n",
+         r->st.epoch, r->path);
+}
+
+/* The final report: final.ckpt, the profile, one JSON line on stdout. */
+static int finish(train_run *r) {
+  if (save(r, "final.ckpt")) return -1;
+  if (r->o->profile) rt_exec_profile_report(r->x, stderr, r->profiled);
   printf("{\"test_acc\": %.6f, \"active_params\": %" PRId64 ", \"epochs\": %d, "
          "\"seconds\": %.3f, \"checkpoint\": \"%s\"}\n",
-         test_acc, ir_count_params(g).active, st.epoch, now() - t0, path);
-  rc = 0;
-out:
-  if (metrics) fclose(metrics);
-  if (have_srch) srch_free(&ss);
-  rt_exec_free(x);
-  free(fc), free(bc), free(order), free(buf), free(lab), free(pbuf), free(plab);
-  rt_dataset_free(&train);
-  rt_dataset_free(&test);
-  return rc;
+         r->test_acc, ir_count_params(r->g).active, r->st.epoch, now() - r->t0, r->path);
+  return 0;
+}
+
+static void teardown(train_run *r) {
+  if (r->metrics) fclose(r->metrics);
+  if (r->have_srch) srch_free(&r->ss);
+  rt_exec_free(r->x);
+  free(r->fc), free(r->bc), free(r->order), free(r->buf), free(r->lab);
+  free(r->pbuf), free(r->plab);
+  rt_dataset_free(&r->train);
+  rt_dataset_free(&r->test);
+}
+
+int rt_train(ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd,
+             const rt_train_opts *o) {
+  train_run r;
+  int rc = setup(&r, g, fwd, bwd, o), stopped = 0;
+  while (rc == 0 && !stopped && r.st.epoch < r.epochs) {
+    epoch_stats e;
+    rc = train_epoch(&r, &e);
+    if (rc == 0) test_epoch(&r, &e);
+    if (rc == 0) rc = grow(&r, &e);
+    if (rc == 0) rc = checkpoint(&r, &e);
+    stopped = stop_here(&r);
+  }
+  if (rc == 0 && stopped) report_stopped(&r);
+  else if (rc == 0) rc = finish(&r);
+  teardown(&r);
+  return rc ? 1 : 0;
 }
 
 int rt_eval(ir_graph *bin, rt_graph_fn fwd, const char *ckpt, const char *data,

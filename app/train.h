@@ -7,6 +7,8 @@
  *   rt_train_opts o; rt_train_opts_default(&o);
  *   o.epochs = 2; o.run_dir = "run";
  *   int rc = rt_train(g, fwd, bwd, &o);    // 0, or 1 after a message
+ *   rt_eval(g, fwd, "run/final.ckpt", NULL, 0, NULL); // one JSON line
+ *   rt_info("run/final.ckpt", stdout);
  */
 #ifndef ILNAS_RT_TRAIN_H
 #define ILNAS_RT_TRAIN_H
