@@ -20,43 +20,11 @@
 #include <llvm-c/Transforms/PassBuilder.h>
 #include <llvm/Config/llvm-config.h>
 
-/* What the generators hold while writing one kernel. */
-typedef struct pg {
-  LLVMModuleRef m;
-  LLVMContextRef ctx;
-  LLVMBuilderRef b;
-  LLVMValueRef fn;
-  LLVMBasicBlockRef entry;       /* allocas only; branches to the body at the end */
-  LLVMTypeRef i8, i32, i64, f32, f64, fp;
-  LLVMValueRef pa, pb, pc, pd;   /* the four buffers */
-  LLVMValueRef n, a_ns, b_ns;
-  const char *name;
-  int failed;                    /* a table could not be kept: out of memory */
-} pg;
+#include "kgen/kit.h"
+#include "kgen/pattern.h"
 
-typedef struct pg_table {
-  LLVMTypeRef et;                /* i32 or i8 */
-  LLVMValueRef base;             /* the table's address, loaded in the entry block */
-} pg_table;
-
-typedef struct pg_loop {
-  LLVMValueRef var, hi;          /* i64 counter alloca, exclusive bound */
-  LLVMBasicBlockRef cond, body, exit;
-} pg_loop;
-
-static LLVMValueRef c64(pg *p, int64_t v) { return LLVMConstInt(p->i64, (unsigned long long)v, 1); }
-
-static LLVMBasicBlockRef block(pg *p, const char *name) {
-  return LLVMAppendBasicBlockInContext(p->ctx, p->fn, name);
-}
-
-static LLVMValueRef local(pg *p, LLVMTypeRef t, const char *name) {
-  LLVMBuilderRef eb = LLVMCreateBuilderInContext(p->ctx);
-  LLVMPositionBuilderAtEnd(eb, p->entry);
-  LLVMValueRef v = LLVMBuildAlloca(eb, t, name);
-  LLVMDisposeBuilder(eb);
-  return v;
-}
+/* A kernel is written with the kit alone; the name says which side. */
+typedef kg_kit pg;
 
 static LLVMValueRef sreg(pg *p, const char *reg) {
   char name[64];
@@ -67,54 +35,29 @@ static LLVMValueRef sreg(pg *p, const char *reg) {
   return LLVMBuildZExt(p->b, LLVMBuildCall2(p->b, ft, f, NULL, 0, ""), p->i64, reg);
 }
 
+static int keep_table(LLVMModuleRef m, const char *name, void *data, size_t bytes);
+
 /* Starts a kernel: signature, the thread's global index, and a return for
- * the threads past `total` (i64). Returns that index. */
+ * the threads past `total` (i64). Returns that index. Its tables are
+ * device globals (keep_table); its element pointers inbounds, since no
+ * base it forms lies outside its buffer. */
 static LLVMValueRef begin(pg *p, LLVMModuleRef m, const char *name, LLVMValueRef (*total)(pg *, const void *),
                           const void *arg) {
-  memset(p, 0, sizeof *p);
-  p->m = m, p->name = name;
-  p->ctx = LLVMGetModuleContext(m);
-  p->i8 = LLVMInt8TypeInContext(p->ctx), p->i32 = LLVMInt32TypeInContext(p->ctx);
-  p->i64 = LLVMInt64TypeInContext(p->ctx);
-  p->f32 = LLVMFloatTypeInContext(p->ctx), p->f64 = LLVMDoubleTypeInContext(p->ctx);
-  p->fp = LLVMPointerType(p->f32, 0);
-  p->fn = LLVMAddFunction(m, name, cg_sparse_fn_type(p->ctx));
-  p->pa = LLVMGetParam(p->fn, 0), p->pb = LLVMGetParam(p->fn, 1);
-  p->pc = LLVMGetParam(p->fn, 2), p->pd = LLVMGetParam(p->fn, 3);
-  p->n = LLVMGetParam(p->fn, 4), p->a_ns = LLVMGetParam(p->fn, 5);
-  p->b_ns = LLVMGetParam(p->fn, 6);
-  /* The buffers of one call are distinct tensors: noalias lets loads of
-   * x and w be hoisted and cached (ld.global.nc) past the stores. */
-  unsigned noalias = LLVMGetEnumAttributeKindForName("noalias", 7);
-  for (unsigned i = 1; i <= 4; i++)
-    LLVMAddAttributeAtIndex(p->fn, i, LLVMCreateEnumAttribute(p->ctx, noalias, 0));
+  kg_begin(p, m, name, keep_table);
+  p->inbounds = 1;
   /* Mark it a kernel: an entry point the driver can launch. */
   LLVMValueRef md[3] = {p->fn, LLVMMDStringInContext(p->ctx, "kernel", 6),
                         LLVMConstInt(p->i32, 1, 0)};
   LLVMAddNamedMetadataOperand(m, "nvvm.annotations", LLVMMDNodeInContext(p->ctx, md, 3));
-
-  p->b = LLVMCreateBuilderInContext(p->ctx);
-  p->entry = block(p, "entry");
-  LLVMBasicBlockRef start = block(p, "start");
-  LLVMPositionBuilderAtEnd(p->b, start);
   LLVMValueRef gid = LLVMBuildAdd(p->b, LLVMBuildMul(p->b, sreg(p, "ctaid.x"), sreg(p, "ntid.x"), ""),
                                   sreg(p, "tid.x"), "gid");
   LLVMValueRef in = LLVMBuildICmp(p->b, LLVMIntULT, gid, total(p, arg), "");
-  LLVMBasicBlockRef work = block(p, "work"), done = block(p, "done");
+  LLVMBasicBlockRef work = kg_block(p, "work"), done = kg_block(p, "done");
   LLVMBuildCondBr(p->b, in, work, done);
   LLVMPositionBuilderAtEnd(p->b, done);
   LLVMBuildRetVoid(p->b);
   LLVMPositionBuilderAtEnd(p->b, work);
   return gid;
-}
-
-/* Closes the kernel: 0, or -1 if a table could not be kept. */
-static int end(pg *p) {
-  LLVMBuildRetVoid(p->b);
-  LLVMPositionBuilderAtEnd(p->b, p->entry);
-  LLVMBuildBr(p->b, LLVMGetNextBasicBlock(p->entry));
-  LLVMDisposeBuilder(p->b);
-  return p->failed ? -1 : 0;
 }
 
 /* ---- tables ------------------------------------------------------------ */
@@ -144,6 +87,13 @@ static int reg_add(LLVMModuleRef m, const cg_ptx_table *t) {
   return rc;
 }
 
+/* The kit's hook for device tables: the registry takes the bytes. */
+static int keep_table(LLVMModuleRef m, const char *name, void *data, size_t bytes) {
+  cg_ptx_table t = {.data = data, .bytes = bytes};
+  snprintf(t.name, sizeof t.name, "%s", name);
+  return reg_add(m, &t);
+}
+
 cg_ptx_table *cg_ptx_take_tables(LLVMModuleRef m, size_t *n) {
   pthread_mutex_lock(&reg_lock);
   size_t k = 0;
@@ -166,97 +116,13 @@ void cg_ptx_free_tables(cg_ptx_table *t, size_t n) {
   free(t);
 }
 
-/* A table of 32-bit (or 8-bit) entries, read from global memory through a
- * pointer the module holds in a global variable the caller sets after
- * loading (cg_ptx_take_tables): large index tables as PTX constants would
- * cost the driver's JIT seconds. The variable is externally initialised,
- * so the optimiser does not take its null for its value; it is read once,
- * in the entry block. A table always has at least one entry. */
-static pg_table table(pg *p, const char *what, const void *vals, size_t len, int bits) {
-  size_t nl = len ? len : 1, es = bits == 8 ? 1 : 4;
-  pg_table r;
-  r.et = bits == 8 ? p->i8 : p->i32;
-  LLVMTypeRef pt = LLVMPointerType(r.et, 1);
-  char name[160];
-  snprintf(name, sizeof name, "%s_%s", p->name, what);
-  LLVMValueRef g = LLVMAddGlobalInAddressSpace(p->m, pt, name, 1);
-  LLVMSetInitializer(g, LLVMConstNull(pt));
-  LLVMSetExternallyInitialized(g, 1);
-  cg_ptx_table t;
-  size_t nlen;
-  snprintf(t.name, sizeof t.name, "%s", LLVMGetValueName2(g, &nlen)); /* as LLVM named it */
-  t.bytes = nl * es;
-  t.data = calloc(nl, es);
-  if (t.data && len) memcpy(t.data, vals, len * es);
-  if (!t.data || reg_add(p->m, &t)) {
-    free(t.data);
-    p->failed = 1;
-  }
-  LLVMBuilderRef eb = LLVMCreateBuilderInContext(p->ctx);
-  LLVMPositionBuilderAtEnd(eb, p->entry);
-  r.base = LLVMBuildLoad2(eb, pt, g, what);
-  LLVMDisposeBuilder(eb);
-  return r;
-}
-
-/* table[i] zero-extended to i64. */
-static LLVMValueRef tab_get(pg *p, pg_table t, LLVMValueRef i) {
-  LLVMValueRef ptr = LLVMBuildInBoundsGEP2(p->b, t.et, t.base, &i, 1, "");
-  return LLVMBuildZExt(p->b, LLVMBuildLoad2(p->b, t.et, ptr, ""), p->i64, "");
-}
-
-static LLVMValueRef fload(pg *p, LLVMValueRef base, LLVMValueRef i) {
-  LLVMValueRef ptr = LLVMBuildInBoundsGEP2(p->b, p->f32, base, &i, 1, "");
-  return LLVMBuildLoad2(p->b, p->f32, ptr, "");
-}
-
-static LLVMValueRef fptr(pg *p, LLVMValueRef base, LLVMValueRef i) {
-  return LLVMBuildInBoundsGEP2(p->b, p->f32, base, &i, 1, "");
-}
-
-/* for (var = lo; var < hi; var++) { body }: loop_begin leaves the builder
- * in the body; loop_end closes it and leaves the builder after the loop. */
-static LLVMValueRef loop_begin(pg *p, pg_loop *l, LLVMValueRef lo, LLVMValueRef hi, const char *name) {
-  l->var = local(p, p->i64, name), l->hi = hi;
-  LLVMBuildStore(p->b, lo, l->var);
-  l->cond = block(p, "cond"), l->body = block(p, "body"), l->exit = block(p, "exit");
-  LLVMBuildBr(p->b, l->cond);
-  LLVMPositionBuilderAtEnd(p->b, l->cond);
-  LLVMValueRef i = LLVMBuildLoad2(p->b, p->i64, l->var, "");
-  LLVMBuildCondBr(p->b, LLVMBuildICmp(p->b, LLVMIntSLT, i, hi, ""), l->body, l->exit);
-  LLVMPositionBuilderAtEnd(p->b, l->body);
-  return LLVMBuildLoad2(p->b, p->i64, l->var, name);
-}
-
-static void loop_end(pg *p, pg_loop *l) {
-  LLVMValueRef i = LLVMBuildLoad2(p->b, p->i64, l->var, "");
-  LLVMBuildStore(p->b, LLVMBuildAdd(p->b, i, c64(p, 1), ""), l->var);
-  LLVMBuildBr(p->b, l->cond);
-  LLVMPositionBuilderAtEnd(p->b, l->exit);
-}
-
-/* if (c) { ...: returns the join block; the builder is in the then-block. */
-static LLVMBasicBlockRef if_begin(pg *p, LLVMValueRef c) {
-  LLVMBasicBlockRef then = block(p, "then"), join = block(p, "join");
-  LLVMBuildCondBr(p->b, c, then, join);
-  LLVMPositionBuilderAtEnd(p->b, then);
-  return join;
-}
-
-static void if_end(pg *p, LLVMBasicBlockRef join) {
-  LLVMBuildBr(p->b, join);
-  LLVMPositionBuilderAtEnd(p->b, join);
-}
-
-static LLVMValueRef add(pg *p, LLVMValueRef a, LLVMValueRef b) { return LLVMBuildAdd(p->b, a, b, ""); }
-static LLVMValueRef mul(pg *p, LLVMValueRef a, LLVMValueRef b) { return LLVMBuildMul(p->b, a, b, ""); }
-static LLVMValueRef mulc(pg *p, LLVMValueRef a, int64_t c) { return mul(p, a, c64(p, c)); }
-static LLVMValueRef udivc(pg *p, LLVMValueRef a, int64_t c) { return LLVMBuildUDiv(p->b, a, c64(p, c), ""); }
-static LLVMValueRef uremc(pg *p, LLVMValueRef a, int64_t c) { return LLVMBuildURem(p->b, a, c64(p, c), ""); }
+static LLVMValueRef mulc(pg *p, LLVMValueRef a, int64_t c) { return kg_mul(p, a, kg_c64(p, c)); }
+static LLVMValueRef udivc(pg *p, LLVMValueRef a, int64_t c) { return LLVMBuildUDiv(p->b, a, kg_c64(p, c), ""); }
+static LLVMValueRef uremc(pg *p, LLVMValueRef a, int64_t c) { return LLVMBuildURem(p->b, a, kg_c64(p, c), ""); }
 
 /* 0 <= v < lim, as one unsigned compare. */
 static LLVMValueRef in_range(pg *p, LLVMValueRef v, int64_t lim) {
-  return LLVMBuildICmp(p->b, LLVMIntULT, v, c64(p, lim), "");
+  return LLVMBuildICmp(p->b, LLVMIntULT, v, kg_c64(p, lim), "");
 }
 
 /* acc += a * b, in the accumulator's type. */
@@ -268,7 +134,7 @@ static void accumulate(pg *p, LLVMValueRef acc, LLVMTypeRef t, LLVMValueRef a, L
 
 /* base[i] += the value in acc (a local). */
 static void add_into(pg *p, LLVMValueRef base, LLVMValueRef i, LLVMValueRef acc) {
-  LLVMValueRef ptr = fptr(p, base, i);
+  LLVMValueRef ptr = kg_at(p, base, i);
   LLVMValueRef sum = LLVMBuildFAdd(p->b, LLVMBuildLoad2(p->b, p->f32, ptr, ""), LLVMBuildLoad2(p->b, p->f32, acc, ""), "");
   LLVMBuildStore(p->b, sum, ptr);
 }
@@ -278,46 +144,13 @@ static void init_bias(pg *p, LLVMValueRef acc, const uint8_t *bm, int nout, LLVM
   LLVMBuildStore(p->b, LLVMConstReal(p->f32, 0), acc);
   LLVMValueRef has = LLVMBuildICmp(p->b, LLVMIntNE, p->pc, LLVMConstNull(p->fp), "");
   if (bm) {
-    pg_table bt = table(p, "bm", bm, (size_t)nout, 8);
-    LLVMValueRef on = LLVMBuildICmp(p->b, LLVMIntNE, tab_get(p, bt, o), c64(p, 0), "");
+    kg_tab bt = kg_table(p, "bm", bm, (size_t)nout, 1);
+    LLVMValueRef on = LLVMBuildICmp(p->b, LLVMIntNE, kg_tab_get(p, bt, o), kg_c64(p, 0), "");
     has = LLVMBuildAnd(p->b, has, on, "");
   }
-  LLVMBasicBlockRef join = if_begin(p, has);
-  LLVMBuildStore(p->b, fload(p, p->pc, o), acc);
-  if_end(p, join);
-}
-
-/* ---- tables from a mask ------------------------------------------------ */
-
-/* CSR of the active entries of a [rows][cols] mask: start[rows + 1] and,
- * per row in ascending column order, col (if !full) or the full index
- * row * cols + col (if full). NULL mask: all active. -1 when an index does
- * not fit in 32 bits or memory runs out. */
-static int csr(const uint8_t *m, int64_t rows, int64_t cols, int transpose, int full, int32_t **start,
-               int32_t **idx, size_t *nnz) {
-  int64_t total = rows * cols;
-  if (total > INT32_MAX) return -1;
-  int64_t outer = transpose ? cols : rows, inner = transpose ? rows : cols;
-  *start = malloc((size_t)(outer + 1) * sizeof **start);
-  size_t cnt = 0;
-  for (int64_t i = 0; i < total; i++) cnt += !m || m[i];
-  *idx = malloc((cnt ? cnt : 1) * sizeof **idx);
-  if (!*start || !*idx) {
-    free(*start), free(*idx);
-    return -1;
-  }
-  size_t k = 0;
-  for (int64_t o = 0; o < outer; o++) {
-    (*start)[o] = (int32_t)k;
-    for (int64_t j = 0; j < inner; j++) {
-      int64_t r = transpose ? j : o, c = transpose ? o : j, i = r * cols + c;
-      if (m && !m[i]) continue;
-      (*idx)[k++] = (int32_t)(full ? i : (transpose ? r : c));
-    }
-  }
-  (*start)[outer] = (int32_t)k;
-  *nnz = cnt;
-  return 0;
+  LLVMBasicBlockRef join = kg_if_begin(p, has);
+  LLVMBuildStore(p->b, kg_ldf(p, p->pc, o), acc);
+  kg_if_end(p, join);
 }
 
 /* ---- conv ------------------------------------------------------------- */
@@ -329,12 +162,6 @@ static int conv_out(const cg_conv_desc *d, int *oh, int *ow) {
   return *oh > 0 && *ow > 0 && d->cin > 0 && d->cout > 0 ? 0 : -1;
 }
 
-static size_t count_active(const uint8_t *m, size_t n) {
-  size_t c = 0;
-  for (size_t i = 0; i < n; i++) c += !m || m[i];
-  return c;
-}
-
 int64_t cg_ptx_conv_threads(const cg_conv_desc *d, cg_ptx_op op, int64_t n) {
   cg_ptx_conv_geom g;
   if (cg_ptx_conv_geom_init(&g, d)) return 0;
@@ -342,7 +169,7 @@ int64_t cg_ptx_conv_threads(const cg_conv_desc *d, cg_ptx_op op, int64_t n) {
   switch (op) {
   case CG_PTX_FWD: return n * d->cout * g.oh * g.tiles;
   case CG_PTX_BWD_DATA: return g.fast_bwd ? n * d->cin * d->h * g.in_tiles : n * d->cin * d->h * d->w;
-  default: return n * (int64_t)count_active(d->wm, (size_t)((int64_t)d->cout * d->cin * kk));
+  default: return n * kg_mask_count(d->wm, (int64_t)d->cout * d->cin * kk);
   }
 }
 
@@ -350,7 +177,7 @@ int64_t cg_ptx_linear_threads(const cg_linear_desc *d, cg_ptx_op op, int64_t n) 
   switch (op) {
   case CG_PTX_FWD: return n * d->out;
   case CG_PTX_BWD_DATA: return n * d->in;
-  default: return (int64_t)count_active(d->wm, (size_t)((int64_t)d->out * d->in));
+  default: return kg_mask_count(d->wm, (int64_t)d->out * d->in);
   }
 }
 
@@ -363,7 +190,7 @@ typedef struct conv_ctx {
 
 static LLVMValueRef conv_total(pg *p, const void *arg) {
   const conv_ctx *c = arg;
-  return c->batch ? mulc(p, p->n, c->per) : c64(p, c->per);
+  return c->batch ? mulc(p, p->n, c->per) : kg_c64(p, c->per);
 }
 
 int cg_ptx_conv_geom_init(cg_ptx_conv_geom *g, const cg_conv_desc *d) {
@@ -403,15 +230,15 @@ int cg_ptx_pad(LLVMModuleRef m, int64_t ch, int64_t h, int64_t w, int64_t top, i
   LLVMValueRef gid = begin(&p, m, name, conv_total, &c);
   LLVMValueRef nn = udivc(&p, gid, c.per), r = uremc(&p, gid, c.per);
   LLVMValueRef cc = udivc(&p, r, hp * wp), px = uremc(&p, r, hp * wp);
-  LLVMValueRef y = add(&p, udivc(&p, px, wp), c64(&p, -top)), x = add(&p, uremc(&p, px, wp), c64(&p, -left));
-  LLVMValueRef v = local(&p, p.f32, "v");
+  LLVMValueRef y = kg_add(&p, udivc(&p, px, wp), kg_c64(&p, -top)), x = kg_add(&p, uremc(&p, px, wp), kg_c64(&p, -left));
+  LLVMValueRef v = kg_local(&p, p.f32, "v");
   LLVMBuildStore(p.b, LLVMConstReal(p.f32, 0), v);
-  LLVMBasicBlockRef join = if_begin(&p, LLVMBuildAnd(p.b, in_range(&p, y, h), in_range(&p, x, w), ""));
-  LLVMValueRef at = add(&p, add(&p, mul(&p, nn, p.a_ns), mulc(&p, cc, h * w)), add(&p, mulc(&p, y, w), x));
-  LLVMBuildStore(p.b, fload(&p, p.pa, at), v);
-  if_end(&p, join);
-  LLVMBuildStore(p.b, LLVMBuildLoad2(p.b, p.f32, v, ""), fptr(&p, p.pc, gid));
-  return end(&p);
+  LLVMBasicBlockRef join = kg_if_begin(&p, LLVMBuildAnd(p.b, in_range(&p, y, h), in_range(&p, x, w), ""));
+  LLVMValueRef at = kg_add(&p, kg_add(&p, kg_mul(&p, nn, p.a_ns), mulc(&p, cc, h * w)), kg_add(&p, mulc(&p, y, w), x));
+  LLVMBuildStore(p.b, kg_ldf(&p, p.pa, at), v);
+  kg_if_end(&p, join);
+  LLVMBuildStore(p.b, LLVMBuildLoad2(p.b, p.f32, v, ""), kg_at(&p, p.pc, gid));
+  return kg_end(&p);
 }
 
 /* A convolution over a padded input as a table of taps: output row r (a
@@ -433,69 +260,67 @@ static int tap_conv(LLVMModuleRef m, const tapconv *t, const char *name) {
   conv_ctx c = {NULL, 0, 0, t->rows * t->oh * t->tiles, 1};
   pg p;
   LLVMValueRef gid = begin(&p, m, name, conv_total, &c);
-  pg_table st = table(&p, "start", t->start, (size_t)t->rows + 1, 32);
-  pg_table ot = table(&p, "off", t->off, t->nnz, 32);
-  pg_table wt = table(&p, "widx", t->widx, t->nnz, 32);
+  kg_tab st = kg_table(&p, "start", t->start, (size_t)t->rows + 1, 4);
+  kg_tab ot = kg_table(&p, "off", t->off, t->nnz, 4);
+  kg_tab wt = kg_table(&p, "widx", t->widx, t->nnz, 4);
   LLVMValueRef nn = udivc(&p, gid, c.per), q = uremc(&p, gid, c.per);
   LLVMValueRef r = udivc(&p, q, t->oh * t->tiles), lt = uremc(&p, q, t->oh * t->tiles);
   LLVMValueRef oy = udivc(&p, lt, t->tiles), tile = uremc(&p, lt, t->tiles);
   LLVMValueRef ox0 = mulc(&p, tile, CG_PTX_TX);
-  LLVMValueRef base = add(&p, mulc(&p, nn, t->in_ns), add(&p, mulc(&p, oy, t->s * t->wp), mulc(&p, ox0, t->s)));
+  LLVMValueRef base = kg_add(&p, mulc(&p, nn, t->in_ns), kg_add(&p, mulc(&p, oy, t->s * t->wp), mulc(&p, ox0, t->s)));
   LLVMValueRef acc[CG_PTX_TX];
-  LLVMValueRef b0 = local(&p, p.f32, "b0");
+  LLVMValueRef b0 = kg_local(&p, p.f32, "b0");
   if (t->accumulate) LLVMBuildStore(p.b, LLVMConstReal(p.f32, 0), b0);
   else init_bias(&p, b0, t->bm, (int)t->rows, r);
   LLVMValueRef bv = LLVMBuildLoad2(p.b, p.f32, b0, "");
   for (int i = 0; i < CG_PTX_TX; i++) {
-    acc[i] = local(&p, p.f32, "acc");
+    acc[i] = kg_local(&p, p.f32, "acc");
     LLVMBuildStore(p.b, bv, acc[i]);
   }
-  LLVMValueRef lo = tab_get(&p, st, r), hi = tab_get(&p, st, add(&p, r, c64(&p, 1)));
-  pg_loop l;
-  LLVMValueRef j = loop_begin(&p, &l, lo, hi, "j");
-  LLVMValueRef at = add(&p, base, tab_get(&p, ot, j));
-  LLVMValueRef wv = fload(&p, p.pb, tab_get(&p, wt, j));
+  LLVMValueRef lo = kg_tab_get(&p, st, r), hi = kg_tab_get(&p, st, kg_add(&p, r, kg_c64(&p, 1)));
+  kg_loop l;
+  kg_loop_open(&p, &l, lo, hi, 1);
+  LLVMValueRef j = l.iv;
+  LLVMValueRef at = kg_add(&p, base, kg_tab_get(&p, ot, j));
+  LLVMValueRef wv = kg_ldf(&p, p.pb, kg_tab_get(&p, wt, j));
   for (int i = 0; i < CG_PTX_TX; i++) {
-    LLVMValueRef xv = fload(&p, p.pa, add(&p, at, c64(&p, i * t->s)));
+    LLVMValueRef xv = kg_ldf(&p, p.pa, kg_add(&p, at, kg_c64(&p, i * t->s)));
     LLVMValueRef v = LLVMBuildLoad2(p.b, p.f32, acc[i], "");
     LLVMBuildStore(p.b, LLVMBuildFAdd(p.b, v, LLVMBuildFMul(p.b, wv, xv, ""), ""), acc[i]);
   }
-  loop_end(&p, &l);
-  LLVMValueRef ob = add(&p, mul(&p, nn, p.b_ns), add(&p, mulc(&p, r, t->oh * t->ow), mulc(&p, oy, t->ow)));
+  kg_loop_close(&p, &l);
+  LLVMValueRef ob = kg_add(&p, kg_mul(&p, nn, p.b_ns), kg_add(&p, mulc(&p, r, t->oh * t->ow), mulc(&p, oy, t->ow)));
   for (int i = 0; i < CG_PTX_TX; i++) {
-    LLVMValueRef ox = add(&p, ox0, c64(&p, i));
-    LLVMBasicBlockRef join = if_begin(&p, in_range(&p, ox, t->ow));
-    LLVMValueRef op = fptr(&p, t->accumulate ? p.pc : p.pd, add(&p, ob, ox));
+    LLVMValueRef ox = kg_add(&p, ox0, kg_c64(&p, i));
+    LLVMBasicBlockRef join = kg_if_begin(&p, in_range(&p, ox, t->ow));
+    LLVMValueRef op = kg_at(&p, t->accumulate ? p.pc : p.pd, kg_add(&p, ob, ox));
     LLVMValueRef v = LLVMBuildLoad2(p.b, p.f32, acc[i], "");
     if (t->accumulate) v = LLVMBuildFAdd(p.b, LLVMBuildLoad2(p.b, p.f32, op, ""), v, "");
     LLVMBuildStore(p.b, v, op);
-    if_end(&p, join);
+    kg_if_end(&p, join);
   }
-  return end(&p);
+  return kg_end(&p);
 }
 
 int cg_ptx_conv_fwd(LLVMModuleRef m, const cg_conv_desc *d, const char *name) {
   cg_ptx_conv_geom g;
   if (cg_ptx_conv_geom_init(&g, d)) return -1;
   const int64_t K = d->k, kk = K * K;
-  int32_t *start, *taps;
-  size_t nnz;
-  /* Rows are output channels, entries the tap t = ci*k*k + ky*k + kx. */
-  if (csr(d->wm, d->cout, d->cin * kk, 0, 0, &start, &taps, &nnz)) return -1;
-  int32_t *off = malloc((nnz ? nnz : 1) * sizeof *off), *widx = malloc((nnz ? nnz : 1) * sizeof *widx);
+  kg_pattern pat;
+  /* Rows are output channels, entries their active weights. */
+  if (kg_pattern_init(&pat, d->wm, d->cout, d->cin, kk, KG_BY_OUTPUT)) return -1;
+  int32_t *off = malloc((size_t)(pat.nnz ? pat.nnz : 1) * sizeof *off);
   int rc = -1;
-  if (off && widx) {
-    for (int64_t co = 0; co < d->cout; co++)
-      for (int32_t j = start[co]; j < start[co + 1]; j++) {
-        int64_t t = taps[j], ci = t / kk, ky = t % kk / K, kx = t % K;
-        off[j] = (int32_t)(ci * g.hp * g.wp + ky * g.wp + kx);
-        widx[j] = (int32_t)(co * d->cin * kk + t);
-      }
-    tapconv tc = {d->cout, g.oh, g.ow, g.tiles, d->stride, g.xp_ns, (int64_t)g.hp * g.wp, g.wp,
-                  start,   off,  widx, nnz,     0,         d->bm};
+  if (off) {
+    for (int64_t j = 0; j < pat.nnz; j++) {
+      int64_t wi = pat.idx[j], ci = wi / kk % d->cin, ky = wi % kk / K, kx = wi % K;
+      off[j] = (int32_t)(ci * g.hp * g.wp + ky * g.wp + kx);
+    }
+    tapconv tc = {d->cout,   g.oh, g.ow,    g.tiles, d->stride, g.xp_ns, (int64_t)g.hp * g.wp, g.wp,
+                  pat.start, off,  pat.idx, (size_t)pat.nnz, 0, d->bm};
     rc = g.xp_ns > INT32_MAX ? -1 : tap_conv(m, &tc, name);
   }
-  free(start), free(taps), free(off), free(widx);
+  kg_pattern_free(&pat), free(off);
   return rc;
 }
 
@@ -504,22 +329,21 @@ int cg_ptx_conv_fwd(LLVMModuleRef m, const cg_conv_desc *d, const char *name) {
 static int conv_bwd_data_fast(LLVMModuleRef m, const cg_conv_desc *d, const cg_ptx_conv_geom *g,
                               const char *name) {
   const int64_t K = d->k, kk = K * K;
-  int32_t *s0, *w0;
-  size_t nnz;
-  if (csr(d->wm, d->cout, d->cin * kk, 1, 1, &s0, &w0, &nnz)) return -1;
-  int32_t *start = malloc(((size_t)d->cin + 1) * sizeof *start), *off = malloc((nnz ? nnz : 1) * sizeof *off);
+  kg_pattern pat;
+  /* Rows are input channels, entries the weights that read them. */
+  if (kg_pattern_init(&pat, d->wm, d->cout, d->cin, kk, KG_BY_INPUT)) return -1;
+  int32_t *off = malloc((size_t)(pat.nnz ? pat.nnz : 1) * sizeof *off);
   int rc = -1;
-  if (start && off) {
-    for (int64_t ci = 0; ci <= d->cin; ci++) start[ci] = s0[ci * kk];
-    for (size_t j = 0; j < nnz; j++) {
-      int64_t wi = w0[j], co = wi / (d->cin * kk), ky = wi % kk / K, kx = wi % K;
+  if (off) {
+    for (int64_t j = 0; j < pat.nnz; j++) {
+      int64_t wi = pat.idx[j], co = wi / (d->cin * kk), ky = wi % kk / K, kx = wi % K;
       off[j] = (int32_t)(co * g->hq * g->wq + (K - 1 - ky) * g->wq + (K - 1 - kx));
     }
-    tapconv tc = {d->cin, d->h, d->w, g->in_tiles, 1, g->dyp_ns, (int64_t)g->hq * g->wq, g->wq,
-                  start,  off,  w0,   nnz,         1, NULL};
+    tapconv tc = {d->cin,    d->h, d->w,    g->in_tiles, 1, g->dyp_ns, (int64_t)g->hq * g->wq, g->wq,
+                  pat.start, off,  pat.idx, (size_t)pat.nnz, 1, NULL};
     rc = g->dyp_ns > INT32_MAX ? -1 : tap_conv(m, &tc, name);
   }
-  free(s0), free(w0), free(start), free(off);
+  kg_pattern_free(&pat), free(off);
   return rc;
 }
 
@@ -536,7 +360,7 @@ static LLVMValueRef tap_output(pg *p, const cg_conv_desc *d, const conv_ctx *c, 
                                  in_range(p, tx, (int64_t)c->ow * d->stride), "");
   if (d->stride > 1) {
     LLVMValueRef ex = LLVMBuildOr(p->b, uremc(p, ty, d->stride), uremc(p, tx, d->stride), "");
-    ok = LLVMBuildAnd(p->b, ok, LLVMBuildICmp(p->b, LLVMIntEQ, ex, c64(p, 0), ""), "");
+    ok = LLVMBuildAnd(p->b, ok, LLVMBuildICmp(p->b, LLVMIntEQ, ex, kg_c64(p, 0), ""), "");
   }
   return ok;
 }
@@ -545,47 +369,36 @@ static int conv_bwd_data_general(LLVMModuleRef m, const cg_conv_desc *d, const c
   conv_ctx c = {d, 0, 0, 0, 1};
   if (conv_out(d, &c.oh, &c.ow)) return -1;
   const int64_t K = d->k, kk = K * K, ohw = (int64_t)c.oh * c.ow, hw = (int64_t)d->h * d->w;
-  int32_t *start, *widx;
-  size_t nnz;
-  /* Transposed: rows are input channels, entries full weight indices. The
-   * mask seen as [cout][cin][kk] is [cout][cin*kk]; the input channel of
-   * column j is j / kk, so per input channel the columns are a block. */
-  int32_t *s0, *w0;
-  if (csr(d->wm, d->cout, d->cin * kk, 1, 1, &s0, &w0, &nnz)) return -1;
-  start = malloc(((size_t)d->cin + 1) * sizeof *start);
-  widx = w0;
-  if (!start) {
-    free(s0), free(w0);
-    return -1;
-  }
-  for (int64_t ci = 0; ci <= d->cin; ci++) start[ci] = s0[ci * kk];
-  free(s0);
+  kg_pattern pat;
+  /* Rows are input channels, entries the weights that read them. */
+  if (kg_pattern_init(&pat, d->wm, d->cout, d->cin, kk, KG_BY_INPUT)) return -1;
   c.per = d->cin * hw;
   pg p;
   LLVMValueRef gid = begin(&p, m, name, conv_total, &c);
-  pg_table st = table(&p, "start", start, (size_t)d->cin + 1, 32);
-  pg_table wt = table(&p, "widx", widx, nnz, 32);
-  free(start), free(widx);
+  kg_tab st = kg_table(&p, "start", pat.start, (size_t)d->cin + 1, 4);
+  kg_tab wt = kg_table(&p, "widx", pat.idx, (size_t)pat.nnz, 4);
+  kg_pattern_free(&pat);
   LLVMValueRef nn = udivc(&p, gid, c.per), r = uremc(&p, gid, c.per);
   LLVMValueRef ci = udivc(&p, r, hw), px = uremc(&p, r, hw);
-  LLVMValueRef ty0 = add(&p, udivc(&p, px, d->w), c64(&p, d->pad));
-  LLVMValueRef tx0 = add(&p, uremc(&p, px, d->w), c64(&p, d->pad));
-  LLVMValueRef yb = mul(&p, nn, p.a_ns);
-  LLVMValueRef acc = local(&p, p.f32, "acc");
+  LLVMValueRef ty0 = kg_add(&p, udivc(&p, px, d->w), kg_c64(&p, d->pad));
+  LLVMValueRef tx0 = kg_add(&p, uremc(&p, px, d->w), kg_c64(&p, d->pad));
+  LLVMValueRef yb = kg_mul(&p, nn, p.a_ns);
+  LLVMValueRef acc = kg_local(&p, p.f32, "acc");
   LLVMBuildStore(p.b, LLVMConstReal(p.f32, 0), acc);
-  LLVMValueRef lo = tab_get(&p, st, ci), hi = tab_get(&p, st, add(&p, ci, c64(&p, 1)));
-  pg_loop l;
-  LLVMValueRef j = loop_begin(&p, &l, lo, hi, "j");
-  LLVMValueRef wi = tab_get(&p, wt, j);
+  LLVMValueRef lo = kg_tab_get(&p, st, ci), hi = kg_tab_get(&p, st, kg_add(&p, ci, kg_c64(&p, 1)));
+  kg_loop l;
+  kg_loop_open(&p, &l, lo, hi, 1);
+  LLVMValueRef j = l.iv;
+  LLVMValueRef wi = kg_tab_get(&p, wt, j);
   LLVMValueRef co = udivc(&p, wi, d->cin * kk), kyx = uremc(&p, wi, kk);
   LLVMValueRef oy, ox;
-  LLVMBasicBlockRef join = if_begin(&p, tap_output(&p, d, &c, ty0, tx0, kyx, &oy, &ox));
-  LLVMValueRef yi = add(&p, add(&p, yb, mulc(&p, co, ohw)), add(&p, mulc(&p, oy, c.ow), ox));
-  accumulate(&p, acc, p.f32, fload(&p, p.pa, yi), fload(&p, p.pb, wi));
-  if_end(&p, join);
-  loop_end(&p, &l);
-  add_into(&p, p.pc, add(&p, mul(&p, nn, p.b_ns), r), acc);
-  return end(&p);
+  LLVMBasicBlockRef join = kg_if_begin(&p, tap_output(&p, d, &c, ty0, tx0, kyx, &oy, &ox));
+  LLVMValueRef yi = kg_add(&p, kg_add(&p, yb, mulc(&p, co, ohw)), kg_add(&p, mulc(&p, oy, c.ow), ox));
+  accumulate(&p, acc, p.f32, kg_ldf(&p, p.pa, yi), kg_ldf(&p, p.pb, wi));
+  kg_if_end(&p, join);
+  kg_loop_close(&p, &l);
+  add_into(&p, p.pc, kg_add(&p, kg_mul(&p, nn, p.b_ns), r), acc);
+  return kg_end(&p);
 }
 
 /* The stride-1 kernel over padded dy where it applies, else one thread
@@ -604,83 +417,87 @@ int cg_ptx_conv_bwd_weight(LLVMModuleRef m, const cg_conv_desc *d, const char *n
   cg_ptx_conv_geom g;
   if (cg_ptx_conv_geom_init(&g, d) || g.xp_ns > INT32_MAX) return -1;
   const int64_t K = d->k, kk = K * K, ohw = (int64_t)g.oh * g.ow;
-  int32_t *start, *widx;
-  size_t nnz;
-  if (csr(d->wm, 1, (int64_t)d->cout * d->cin * kk, 0, 1, &start, &widx, &nnz)) return -1;
-  free(start);
+  kg_pattern pat;
+  if (kg_pattern_init(&pat, d->wm, d->cout, d->cin, kk, KG_BY_OUTPUT)) return -1;
+  size_t nnz = (size_t)pat.nnz;
   int32_t *off = malloc((nnz ? nnz : 1) * sizeof *off);
   if (!off) {
-    free(widx);
+    kg_pattern_free(&pat);
     return -1;
   }
   for (size_t j = 0; j < nnz; j++) {
-    int64_t wi = widx[j], ci = wi / kk % d->cin, ky = wi % kk / K, kx = wi % K;
+    int64_t wi = pat.idx[j], ci = wi / kk % d->cin, ky = wi % kk / K, kx = wi % K;
     off[j] = (int32_t)(ci * g.hp * g.wp + ky * g.wp + kx);
   }
   conv_ctx c = {d, g.oh, g.ow, (int64_t)(nnz ? nnz : 1), 1};
   pg p;
   LLVMValueRef gid = begin(&p, m, name, conv_total, &c);
-  pg_table wt = table(&p, "widx", widx, nnz, 32);
-  pg_table ot = table(&p, "off", off, nnz, 32);
-  free(widx), free(off);
+  kg_tab wt = kg_table(&p, "widx", pat.idx, nnz, 4);
+  kg_tab ot = kg_table(&p, "off", off, nnz, 4);
+  kg_pattern_free(&pat), free(off);
   LLVMValueRef nn = udivc(&p, gid, c.per), j = uremc(&p, gid, c.per);
-  LLVMValueRef wi = tab_get(&p, wt, j), co = udivc(&p, wi, d->cin * kk);
-  LLVMValueRef xb = add(&p, mulc(&p, nn, g.xp_ns), tab_get(&p, ot, j));
-  LLVMValueRef yb = add(&p, mul(&p, nn, p.b_ns), mulc(&p, co, ohw));
-  LLVMValueRef acc = local(&p, p.f32, "acc");
+  LLVMValueRef wi = kg_tab_get(&p, wt, j), co = udivc(&p, wi, d->cin * kk);
+  LLVMValueRef xb = kg_add(&p, mulc(&p, nn, g.xp_ns), kg_tab_get(&p, ot, j));
+  LLVMValueRef yb = kg_add(&p, kg_mul(&p, nn, p.b_ns), mulc(&p, co, ohw));
+  LLVMValueRef acc = kg_local(&p, p.f32, "acc");
   LLVMBuildStore(p.b, LLVMConstReal(p.f32, 0), acc);
-  pg_loop ly, lx;
-  LLVMValueRef oy = loop_begin(&p, &ly, c64(&p, 0), c64(&p, g.oh), "oy");
-  LLVMValueRef xr = add(&p, xb, mulc(&p, oy, d->stride * g.wp)), yr = add(&p, yb, mulc(&p, oy, g.ow));
-  LLVMValueRef ox = loop_begin(&p, &lx, c64(&p, 0), c64(&p, g.ow), "ox");
-  accumulate(&p, acc, p.f32, fload(&p, p.pb, add(&p, yr, ox)), fload(&p, p.pa, add(&p, xr, mulc(&p, ox, d->stride))));
-  loop_end(&p, &lx);
-  loop_end(&p, &ly);
-  LLVMBuildAtomicRMW(p.b, LLVMAtomicRMWBinOpFAdd, fptr(&p, p.pc, wi), LLVMBuildLoad2(p.b, p.f32, acc, ""),
+  kg_loop ly, lx;
+  kg_loop_open(&p, &ly, kg_c64(&p, 0), kg_c64(&p, g.oh), 1);
+  LLVMValueRef oy = ly.iv;
+  LLVMValueRef xr = kg_add(&p, xb, mulc(&p, oy, d->stride * g.wp)), yr = kg_add(&p, yb, mulc(&p, oy, g.ow));
+  kg_loop_open(&p, &lx, kg_c64(&p, 0), kg_c64(&p, g.ow), 1);
+  LLVMValueRef ox = lx.iv;
+  accumulate(&p, acc, p.f32, kg_ldf(&p, p.pb, kg_add(&p, yr, ox)), kg_ldf(&p, p.pa, kg_add(&p, xr, mulc(&p, ox, d->stride))));
+  kg_loop_close(&p, &lx);
+  kg_loop_close(&p, &ly);
+  LLVMBuildAtomicRMW(p.b, LLVMAtomicRMWBinOpFAdd, kg_at(&p, p.pc, wi), LLVMBuildLoad2(p.b, p.f32, acc, ""),
                      LLVMAtomicOrderingMonotonic, 0);
-  return end(&p);
+  return kg_end(&p);
 }
 
 /* ---- linear ----------------------------------------------------------- */
 
 static LLVMValueRef lin_total(pg *p, const void *arg) {
   const int64_t *per = arg; /* per[0]: per sample (per[1] != 0) or all */
-  return per[1] ? mulc(p, p->n, per[0]) : c64(p, per[0]);
+  return per[1] ? mulc(p, p->n, per[0]) : kg_c64(p, per[0]);
 }
 
 /* fwd (transpose 0) and bwd_data (transpose 1) differ only in which index
  * a thread owns and where it reads. */
 static int linear_gemv(LLVMModuleRef m, const cg_linear_desc *d, const char *name, int transpose) {
   if (d->in < 1 || d->out < 1) return -1;
-  int32_t *start, *idx;
-  size_t nnz;
-  if (csr(d->wm, d->out, d->in, transpose, 0, &start, &idx, &nnz)) return -1;
-  int64_t rows = transpose ? d->in : d->out, per[2] = {rows, 1};
+  kg_pattern pat;
+  if (kg_pattern_init(&pat, d->wm, d->out, d->in, 1, transpose ? KG_BY_INPUT : KG_BY_OUTPUT)) return -1;
+  /* The entries as the other side's feature: fwd an input, bwd_data an
+   * output. */
+  for (int64_t j = 0; j < pat.nnz; j++) pat.idx[j] = transpose ? pat.idx[j] / d->in : pat.idx[j] % d->in;
+  int64_t rows = pat.rows, per[2] = {rows, 1};
   pg p;
   LLVMValueRef gid = begin(&p, m, name, lin_total, per);
-  pg_table st = table(&p, "start", start, (size_t)rows + 1, 32);
-  pg_table it = table(&p, "idx", idx, nnz, 32);
-  free(start), free(idx);
+  kg_tab st = kg_table(&p, "start", pat.start, (size_t)rows + 1, 4);
+  kg_tab it = kg_table(&p, "idx", pat.idx, (size_t)pat.nnz, 4);
+  kg_pattern_free(&pat);
   /* Samples fastest: a warp walks one row's entries together, so the
    * table and weight loads are broadcasts and the loop does not diverge. */
   LLVMValueRef r = LLVMBuildUDiv(p.b, gid, p.n, ""), nn = LLVMBuildURem(p.b, gid, p.n, "");
-  LLVMValueRef acc = local(&p, p.f32, "acc");
+  LLVMValueRef acc = kg_local(&p, p.f32, "acc");
   if (transpose) LLVMBuildStore(p.b, LLVMConstReal(p.f32, 0), acc);
   else init_bias(&p, acc, d->bm, d->out, r);
-  LLVMValueRef lo = tab_get(&p, st, r), hi = tab_get(&p, st, add(&p, r, c64(&p, 1)));
-  pg_loop l;
-  LLVMValueRef j = loop_begin(&p, &l, lo, hi, "j");
-  LLVMValueRef o = tab_get(&p, it, j);
+  LLVMValueRef lo = kg_tab_get(&p, st, r), hi = kg_tab_get(&p, st, kg_add(&p, r, kg_c64(&p, 1)));
+  kg_loop l;
+  kg_loop_open(&p, &l, lo, hi, 1);
+  LLVMValueRef j = l.iv;
+  LLVMValueRef o = kg_tab_get(&p, it, j);
   /* fwd: r = output, o = input; bwd_data: r = input, o = output. The
    * input is batch-wide: sample nn of feature o at o * n + nn. */
-  LLVMValueRef wi = transpose ? add(&p, mulc(&p, o, d->in), r) : add(&p, mulc(&p, r, d->in), o);
-  accumulate(&p, acc, p.f32, fload(&p, p.pa, add(&p, mul(&p, o, p.n), nn)), fload(&p, p.pb, wi));
-  loop_end(&p, &l);
-  LLVMValueRef outp = fptr(&p, transpose ? p.pc : p.pd, add(&p, mul(&p, nn, p.b_ns), r));
+  LLVMValueRef wi = transpose ? kg_add(&p, mulc(&p, o, d->in), r) : kg_add(&p, mulc(&p, r, d->in), o);
+  accumulate(&p, acc, p.f32, kg_ldf(&p, p.pa, kg_add(&p, kg_mul(&p, o, p.n), nn)), kg_ldf(&p, p.pb, wi));
+  kg_loop_close(&p, &l);
+  LLVMValueRef outp = kg_at(&p, transpose ? p.pc : p.pd, kg_add(&p, kg_mul(&p, nn, p.b_ns), r));
   LLVMValueRef v = LLVMBuildLoad2(p.b, p.f32, acc, "");
   if (transpose) v = LLVMBuildFAdd(p.b, LLVMBuildLoad2(p.b, p.f32, outp, ""), v, "");
   LLVMBuildStore(p.b, v, outp);
-  return end(&p);
+  return kg_end(&p);
 }
 
 int cg_ptx_linear_fwd(LLVMModuleRef m, const cg_linear_desc *d, const char *name) {
@@ -693,26 +510,25 @@ int cg_ptx_linear_bwd_data(LLVMModuleRef m, const cg_linear_desc *d, const char 
 
 int cg_ptx_linear_bwd_weight(LLVMModuleRef m, const cg_linear_desc *d, const char *name) {
   if (d->in < 1 || d->out < 1) return -1;
-  int32_t *start, *widx;
-  size_t nnz;
-  if (csr(d->wm, 1, (int64_t)d->out * d->in, 0, 1, &start, &widx, &nnz)) return -1;
-  free(start);
-  int64_t per[2] = {(int64_t)nnz, 0};
+  kg_pattern pat;
+  if (kg_pattern_init(&pat, d->wm, d->out, d->in, 1, KG_BY_OUTPUT)) return -1;
+  int64_t per[2] = {pat.nnz, 0};
   pg p;
   LLVMValueRef gid = begin(&p, m, name, lin_total, per);
-  pg_table wt = table(&p, "widx", widx, nnz, 32);
-  free(widx);
-  LLVMValueRef wi = tab_get(&p, wt, gid);
+  kg_tab wt = kg_table(&p, "widx", pat.idx, (size_t)pat.nnz, 4);
+  kg_pattern_free(&pat);
+  LLVMValueRef wi = kg_tab_get(&p, wt, gid);
   /* Two rows of the batch-wide inputs, each read in order. */
-  LLVMValueRef yb = mul(&p, udivc(&p, wi, d->in), p.n), xb = mul(&p, uremc(&p, wi, d->in), p.n);
-  LLVMValueRef acc = local(&p, p.f32, "acc");
+  LLVMValueRef yb = kg_mul(&p, udivc(&p, wi, d->in), p.n), xb = kg_mul(&p, uremc(&p, wi, d->in), p.n);
+  LLVMValueRef acc = kg_local(&p, p.f32, "acc");
   LLVMBuildStore(p.b, LLVMConstReal(p.f32, 0), acc);
-  pg_loop ln;
-  LLVMValueRef nn = loop_begin(&p, &ln, c64(&p, 0), p.n, "n");
-  accumulate(&p, acc, p.f32, fload(&p, p.pb, add(&p, yb, nn)), fload(&p, p.pa, add(&p, xb, nn)));
-  loop_end(&p, &ln);
-  LLVMBuildStore(p.b, LLVMBuildLoad2(p.b, p.f32, acc, ""), fptr(&p, p.pc, wi));
-  return end(&p);
+  kg_loop ln;
+  kg_loop_open(&p, &ln, kg_c64(&p, 0), p.n, 1);
+  LLVMValueRef nn = ln.iv;
+  accumulate(&p, acc, p.f32, kg_ldf(&p, p.pb, kg_add(&p, yb, nn)), kg_ldf(&p, p.pa, kg_add(&p, xb, nn)));
+  kg_loop_close(&p, &ln);
+  LLVMBuildStore(p.b, LLVMBuildLoad2(p.b, p.f32, acc, ""), kg_at(&p, p.pc, wi));
+  return kg_end(&p);
 }
 
 /* ---- bias gradient ----------------------------------------------------- */
@@ -728,21 +544,22 @@ int cg_ptx_bias_grad(LLVMModuleRef m, int64_t nout, int64_t plane, const uint8_t
   LLVMValueRef nn = udivc(&p, gid, nout), o = uremc(&p, gid, nout);
   LLVMBasicBlockRef join = NULL;
   if (bm) {
-    pg_table bt = table(&p, "bm", bm, (size_t)nout, 8);
-    join = if_begin(&p, LLVMBuildICmp(p.b, LLVMIntNE, tab_get(&p, bt, o), c64(&p, 0), ""));
+    kg_tab bt = kg_table(&p, "bm", bm, (size_t)nout, 1);
+    join = kg_if_begin(&p, LLVMBuildICmp(p.b, LLVMIntNE, kg_tab_get(&p, bt, o), kg_c64(&p, 0), ""));
   }
-  LLVMValueRef acc = local(&p, p.f64, "acc");
+  LLVMValueRef acc = kg_local(&p, p.f64, "acc");
   LLVMBuildStore(p.b, LLVMConstReal(p.f64, 0), acc);
-  LLVMValueRef base = add(&p, mul(&p, nn, p.a_ns), mulc(&p, o, plane));
-  pg_loop l;
-  LLVMValueRef i = loop_begin(&p, &l, c64(&p, 0), c64(&p, plane), "i");
-  LLVMValueRef v = LLVMBuildFPExt(p.b, fload(&p, p.pa, add(&p, base, i)), p.f64, "");
+  LLVMValueRef base = kg_add(&p, kg_mul(&p, nn, p.a_ns), mulc(&p, o, plane));
+  kg_loop l;
+  kg_loop_open(&p, &l, kg_c64(&p, 0), kg_c64(&p, plane), 1);
+  LLVMValueRef i = l.iv;
+  LLVMValueRef v = LLVMBuildFPExt(p.b, kg_ldf(&p, p.pa, kg_add(&p, base, i)), p.f64, "");
   LLVMBuildStore(p.b, LLVMBuildFAdd(p.b, LLVMBuildLoad2(p.b, p.f64, acc, ""), v, ""), acc);
-  loop_end(&p, &l);
+  kg_loop_close(&p, &l);
   LLVMValueRef sum = LLVMBuildFPTrunc(p.b, LLVMBuildLoad2(p.b, p.f64, acc, ""), p.f32, "");
-  LLVMBuildAtomicRMW(p.b, LLVMAtomicRMWBinOpFAdd, fptr(&p, p.pc, o), sum, LLVMAtomicOrderingMonotonic, 0);
-  if (join) if_end(&p, join);
-  return end(&p);
+  LLVMBuildAtomicRMW(p.b, LLVMAtomicRMWBinOpFAdd, kg_at(&p, p.pc, o), sum, LLVMAtomicOrderingMonotonic, 0);
+  if (join) kg_if_end(&p, join);
+  return kg_end(&p);
 }
 
 /* ---- dense helpers ----------------------------------------------------- */
@@ -753,10 +570,10 @@ int cg_ptx_bias_fill(LLVMModuleRef m, int64_t nout, int64_t plane, const uint8_t
   pg p;
   LLVMValueRef gid = begin(&p, m, name, lin_total, per);
   LLVMValueRef nn = udivc(&p, gid, per[0]), r = uremc(&p, gid, per[0]), o = udivc(&p, r, plane);
-  LLVMValueRef v = local(&p, p.f32, "v");
+  LLVMValueRef v = kg_local(&p, p.f32, "v");
   init_bias(&p, v, bm, (int)nout, o);
-  LLVMBuildStore(p.b, LLVMBuildLoad2(p.b, p.f32, v, ""), fptr(&p, p.pd, add(&p, mul(&p, nn, p.b_ns), r)));
-  return end(&p);
+  LLVMBuildStore(p.b, LLVMBuildLoad2(p.b, p.f32, v, ""), kg_at(&p, p.pd, kg_add(&p, kg_mul(&p, nn, p.b_ns), r)));
+  return kg_end(&p);
 }
 
 static LLVMValueRef count_total(pg *p, const void *arg) {
@@ -767,15 +584,15 @@ static LLVMValueRef count_total(pg *p, const void *arg) {
 int cg_ptx_scale(LLVMModuleRef m, const char *name) {
   pg p;
   LLVMValueRef i = begin(&p, m, name, count_total, NULL);
-  LLVMValueRef cp = fptr(&p, p.pc, i);
-  LLVMBuildStore(p.b, LLVMBuildFMul(p.b, LLVMBuildLoad2(p.b, p.f32, cp, ""), fload(&p, p.pa, i), ""), cp);
-  return end(&p);
+  LLVMValueRef cp = kg_at(&p, p.pc, i);
+  LLVMBuildStore(p.b, LLVMBuildFMul(p.b, LLVMBuildLoad2(p.b, p.f32, cp, ""), kg_ldf(&p, p.pa, i), ""), cp);
+  return kg_end(&p);
 }
 
 /* The batch-wide column layout of the dense path: col[r][n * oh*ow],
  * r = ci*k*k + ky*k + kx, sample-major within a row, so that one sgemm
  * covers the batch. Its row length is runtime: n * oh*ow. */
-static LLVMValueRef cols_total(pg *p, const void *arg) { return mul(p, p->n, c64(p, *(const int64_t *)arg)); }
+static LLVMValueRef cols_total(pg *p, const void *arg) { return kg_mul(p, p->n, kg_c64(p, *(const int64_t *)arg)); }
 
 /* One thread per col element, the pixels fastest. */
 int cg_ptx_im2col(LLVMModuleRef m, const cg_conv_desc *d, const char *name) {
@@ -789,17 +606,17 @@ int cg_ptx_im2col(LLVMModuleRef m, const cg_conv_desc *d, const char *name) {
   LLVMValueRef r = LLVMBuildUDiv(p.b, gid, row, ""), j = LLVMBuildURem(p.b, gid, row, "");
   LLVMValueRef nn = udivc(&p, j, ohw), px = uremc(&p, j, ohw);
   LLVMValueRef ci = udivc(&p, r, kk), kyx = uremc(&p, r, kk);
-  LLVMValueRef iy = add(&p, add(&p, mulc(&p, udivc(&p, px, ow), d->stride), c64(&p, -d->pad)), udivc(&p, kyx, K));
-  LLVMValueRef ix = add(&p, add(&p, mulc(&p, uremc(&p, px, ow), d->stride), c64(&p, -d->pad)), uremc(&p, kyx, K));
-  LLVMValueRef v = local(&p, p.f32, "v");
+  LLVMValueRef iy = kg_add(&p, kg_add(&p, mulc(&p, udivc(&p, px, ow), d->stride), kg_c64(&p, -d->pad)), udivc(&p, kyx, K));
+  LLVMValueRef ix = kg_add(&p, kg_add(&p, mulc(&p, uremc(&p, px, ow), d->stride), kg_c64(&p, -d->pad)), uremc(&p, kyx, K));
+  LLVMValueRef v = kg_local(&p, p.f32, "v");
   LLVMBuildStore(p.b, LLVMConstReal(p.f32, 0), v);
   LLVMValueRef ok = LLVMBuildAnd(p.b, in_range(&p, iy, d->h), in_range(&p, ix, d->w), "");
-  LLVMBasicBlockRef join = if_begin(&p, ok);
-  LLVMValueRef xi = add(&p, add(&p, mul(&p, nn, p.a_ns), mulc(&p, ci, hw)), add(&p, mulc(&p, iy, d->w), ix));
-  LLVMBuildStore(p.b, fload(&p, p.pa, xi), v);
-  if_end(&p, join);
-  LLVMBuildStore(p.b, LLVMBuildLoad2(p.b, p.f32, v, ""), fptr(&p, p.pc, gid));
-  return end(&p);
+  LLVMBasicBlockRef join = kg_if_begin(&p, ok);
+  LLVMValueRef xi = kg_add(&p, kg_add(&p, kg_mul(&p, nn, p.a_ns), mulc(&p, ci, hw)), kg_add(&p, mulc(&p, iy, d->w), ix));
+  LLVMBuildStore(p.b, kg_ldf(&p, p.pa, xi), v);
+  kg_if_end(&p, join);
+  LLVMBuildStore(p.b, LLVMBuildLoad2(p.b, p.f32, v, ""), kg_at(&p, p.pc, gid));
+  return kg_end(&p);
 }
 
 /* dx[n][ci][iy][ix] += the col entries that read it: one thread per dx
@@ -813,23 +630,24 @@ int cg_ptx_col2im(LLVMModuleRef m, const cg_conv_desc *d, const char *name) {
   LLVMValueRef gid = begin(&p, m, name, conv_total, &c);
   LLVMValueRef nn = udivc(&p, gid, c.per), r = uremc(&p, gid, c.per);
   LLVMValueRef ci = udivc(&p, r, hw), px = uremc(&p, r, hw);
-  LLVMValueRef ty0 = add(&p, udivc(&p, px, d->w), c64(&p, d->pad));
-  LLVMValueRef tx0 = add(&p, uremc(&p, px, d->w), c64(&p, d->pad));
+  LLVMValueRef ty0 = kg_add(&p, udivc(&p, px, d->w), kg_c64(&p, d->pad));
+  LLVMValueRef tx0 = kg_add(&p, uremc(&p, px, d->w), kg_c64(&p, d->pad));
   LLVMValueRef row = mulc(&p, p.n, ohw);
-  LLVMValueRef cb = add(&p, mul(&p, mulc(&p, ci, kk), row), mulc(&p, nn, ohw));
-  LLVMValueRef acc = local(&p, p.f32, "acc");
+  LLVMValueRef cb = kg_add(&p, kg_mul(&p, mulc(&p, ci, kk), row), mulc(&p, nn, ohw));
+  LLVMValueRef acc = kg_local(&p, p.f32, "acc");
   LLVMBuildStore(p.b, LLVMConstReal(p.f32, 0), acc);
-  pg_loop l;
-  LLVMValueRef kyx = loop_begin(&p, &l, c64(&p, 0), c64(&p, kk), "t");
+  kg_loop l;
+  kg_loop_open(&p, &l, kg_c64(&p, 0), kg_c64(&p, kk), 1);
+  LLVMValueRef kyx = l.iv;
   LLVMValueRef oy, ox;
-  LLVMBasicBlockRef join = if_begin(&p, tap_output(&p, d, &c, ty0, tx0, kyx, &oy, &ox));
-  LLVMValueRef at = add(&p, cb, add(&p, mul(&p, kyx, row), add(&p, mulc(&p, oy, c.ow), ox)));
+  LLVMBasicBlockRef join = kg_if_begin(&p, tap_output(&p, d, &c, ty0, tx0, kyx, &oy, &ox));
+  LLVMValueRef at = kg_add(&p, cb, kg_add(&p, kg_mul(&p, kyx, row), kg_add(&p, mulc(&p, oy, c.ow), ox)));
   LLVMValueRef v = LLVMBuildLoad2(p.b, p.f32, acc, "");
-  LLVMBuildStore(p.b, LLVMBuildFAdd(p.b, v, fload(&p, p.pa, at), ""), acc);
-  if_end(&p, join);
-  loop_end(&p, &l);
-  add_into(&p, p.pc, add(&p, mul(&p, nn, p.b_ns), r), acc);
-  return end(&p);
+  LLVMBuildStore(p.b, LLVMBuildFAdd(p.b, v, kg_ldf(&p, p.pa, at), ""), acc);
+  kg_if_end(&p, join);
+  kg_loop_close(&p, &l);
+  add_into(&p, p.pc, kg_add(&p, kg_mul(&p, nn, p.b_ns), r), acc);
+  return kg_end(&p);
 }
 
 /* Between a tensor t[n][nout][plane] (stride ns) and its batch-wide form
@@ -843,16 +661,16 @@ static int cm_move(LLVMModuleRef m, int64_t nout, int64_t plane, const uint8_t *
   LLVMValueRef row = mulc(&p, p.n, plane);
   LLVMValueRef o = LLVMBuildUDiv(p.b, gid, row, ""), j = LLVMBuildURem(p.b, gid, row, "");
   LLVMValueRef nn = udivc(&p, j, plane), px = uremc(&p, j, plane);
-  LLVMValueRef ti = add(&p, mul(&p, nn, scatter ? p.b_ns : p.a_ns), add(&p, mulc(&p, o, plane), px));
+  LLVMValueRef ti = kg_add(&p, kg_mul(&p, nn, scatter ? p.b_ns : p.a_ns), kg_add(&p, mulc(&p, o, plane), px));
   if (scatter) {
-    LLVMValueRef v = local(&p, p.f32, "v");
+    LLVMValueRef v = kg_local(&p, p.f32, "v");
     init_bias(&p, v, bm, (int)nout, o);
-    LLVMValueRef sum = LLVMBuildFAdd(p.b, LLVMBuildLoad2(p.b, p.f32, v, ""), fload(&p, p.pa, gid), "");
-    LLVMBuildStore(p.b, sum, fptr(&p, p.pd, ti));
+    LLVMValueRef sum = LLVMBuildFAdd(p.b, LLVMBuildLoad2(p.b, p.f32, v, ""), kg_ldf(&p, p.pa, gid), "");
+    LLVMBuildStore(p.b, sum, kg_at(&p, p.pd, ti));
   } else {
-    LLVMBuildStore(p.b, fload(&p, p.pa, ti), fptr(&p, p.pc, gid));
+    LLVMBuildStore(p.b, kg_ldf(&p, p.pa, ti), kg_at(&p, p.pc, gid));
   }
-  return end(&p);
+  return kg_end(&p);
 }
 
 int cg_ptx_to_cm(LLVMModuleRef m, int64_t nout, int64_t plane, const char *name) {
