@@ -246,23 +246,36 @@ int cg_ptx_pad(LLVMModuleRef m, int64_t ch, int64_t h, int64_t w, int64_t top, i
  * off[j] from its window's corner. No bounds are tested: the padding
  * holds the zeros. One thread per (sample, row, output line, tile of
  * CG_PTX_TX outputs along the line), the tiles fastest; each entry's
- * offset and weight, loaded once, feed CG_PTX_TX multiply-adds. */
+ * offset and weight, loaded once, feed CG_PTX_TX multiply-adds.
+ * Transposed (bwd_data at stride 1), rows are input channels and a
+ * weight reads output channel co through the flipped tap. */
 typedef struct tapconv {
-  int64_t rows, oh, ow, tiles;   /* output channels and plane, tiles per line */
+  int64_t oh, ow, tiles;         /* output plane, tiles per line */
   int64_t s, in_ns, in_cs, wp;   /* input stride; padded sample, channel, line */
-  const int32_t *start, *off, *widx;
-  size_t nnz;
-  int accumulate;                /* dx += (else y = acc + bias) */
-  const uint8_t *bm;             /* the bias mask (y only) */
+  int transposed;                /* dx += (else y = acc + bias) */
 } tapconv;
 
-static int tap_conv(LLVMModuleRef m, const tapconv *t, const char *name) {
-  conv_ctx c = {NULL, 0, 0, t->rows * t->oh * t->tiles, 1};
+static int tap_conv(LLVMModuleRef m, const cg_conv_desc *d, const tapconv *t, const char *name) {
+  const int64_t K = d->k, kk = K * K;
+  if (t->in_ns > INT32_MAX) return -1;
+  kg_pattern pat;
+  if (kg_pattern_init(&pat, d->wm, d->cout, d->cin, kk, t->transposed ? KG_BY_INPUT : KG_BY_OUTPUT)) return -1;
+  int32_t *off = malloc((size_t)(pat.nnz ? pat.nnz : 1) * sizeof *off);
+  if (!off) return kg_pattern_free(&pat), -1;
+  for (int64_t j = 0; j < pat.nnz; j++) {
+    int64_t wi = pat.idx[j], ky = wi % kk / K, kx = wi % K;
+    int64_t ch = t->transposed ? wi / (d->cin * kk) : wi / kk % d->cin;
+    if (t->transposed) ky = K - 1 - ky, kx = K - 1 - kx;
+    off[j] = (int32_t)(ch * t->in_cs + ky * t->wp + kx);
+  }
+  const int64_t rows = pat.rows;
+  conv_ctx c = {NULL, 0, 0, rows * t->oh * t->tiles, 1};
   pg p;
   LLVMValueRef gid = begin(&p, m, name, conv_total, &c);
-  kg_tab st = kg_table(&p, "start", t->start, (size_t)t->rows + 1, 4);
-  kg_tab ot = kg_table(&p, "off", t->off, t->nnz, 4);
-  kg_tab wt = kg_table(&p, "widx", t->widx, t->nnz, 4);
+  kg_tab st = kg_table(&p, "start", pat.start, (size_t)rows + 1, 4);
+  kg_tab ot = kg_table(&p, "off", off, (size_t)pat.nnz, 4);
+  kg_tab wt = kg_table(&p, "widx", pat.idx, (size_t)pat.nnz, 4);
+  kg_pattern_free(&pat), free(off);
   LLVMValueRef nn = udivc(&p, gid, c.per), q = uremc(&p, gid, c.per);
   LLVMValueRef r = udivc(&p, q, t->oh * t->tiles), lt = uremc(&p, q, t->oh * t->tiles);
   LLVMValueRef oy = udivc(&p, lt, t->tiles), tile = uremc(&p, lt, t->tiles);
@@ -270,8 +283,8 @@ static int tap_conv(LLVMModuleRef m, const tapconv *t, const char *name) {
   LLVMValueRef base = kg_add(&p, mulc(&p, nn, t->in_ns), kg_add(&p, mulc(&p, oy, t->s * t->wp), mulc(&p, ox0, t->s)));
   LLVMValueRef acc[CG_PTX_TX];
   LLVMValueRef b0 = kg_local(&p, p.f32, "b0");
-  if (t->accumulate) LLVMBuildStore(p.b, LLVMConstReal(p.f32, 0), b0);
-  else init_bias(&p, b0, t->bm, (int)t->rows, r);
+  if (t->transposed) LLVMBuildStore(p.b, LLVMConstReal(p.f32, 0), b0);
+  else init_bias(&p, b0, d->bm, (int)rows, r);
   LLVMValueRef bv = LLVMBuildLoad2(p.b, p.f32, b0, "");
   for (int i = 0; i < CG_PTX_TX; i++) {
     acc[i] = kg_local(&p, p.f32, "acc");
@@ -293,9 +306,9 @@ static int tap_conv(LLVMModuleRef m, const tapconv *t, const char *name) {
   for (int i = 0; i < CG_PTX_TX; i++) {
     LLVMValueRef ox = kg_add(&p, ox0, kg_c64(&p, i));
     LLVMBasicBlockRef join = kg_if_begin(&p, in_range(&p, ox, t->ow));
-    LLVMValueRef op = kg_at(&p, t->accumulate ? p.pc : p.pd, kg_add(&p, ob, ox));
+    LLVMValueRef op = kg_at(&p, t->transposed ? p.pc : p.pd, kg_add(&p, ob, ox));
     LLVMValueRef v = LLVMBuildLoad2(p.b, p.f32, acc[i], "");
-    if (t->accumulate) v = LLVMBuildFAdd(p.b, LLVMBuildLoad2(p.b, p.f32, op, ""), v, "");
+    if (t->transposed) v = LLVMBuildFAdd(p.b, LLVMBuildLoad2(p.b, p.f32, op, ""), v, "");
     LLVMBuildStore(p.b, v, op);
     kg_if_end(&p, join);
   }
@@ -305,46 +318,16 @@ static int tap_conv(LLVMModuleRef m, const tapconv *t, const char *name) {
 int cg_ptx_conv_fwd(LLVMModuleRef m, const cg_conv_desc *d, const char *name) {
   cg_ptx_conv_geom g;
   if (cg_ptx_conv_geom_init(&g, d)) return -1;
-  const int64_t K = d->k, kk = K * K;
-  kg_pattern pat;
-  /* Rows are output channels, entries their active weights. */
-  if (kg_pattern_init(&pat, d->wm, d->cout, d->cin, kk, KG_BY_OUTPUT)) return -1;
-  int32_t *off = malloc((size_t)(pat.nnz ? pat.nnz : 1) * sizeof *off);
-  int rc = -1;
-  if (off) {
-    for (int64_t j = 0; j < pat.nnz; j++) {
-      int64_t wi = pat.idx[j], ci = wi / kk % d->cin, ky = wi % kk / K, kx = wi % K;
-      off[j] = (int32_t)(ci * g.hp * g.wp + ky * g.wp + kx);
-    }
-    tapconv tc = {d->cout,   g.oh, g.ow,    g.tiles, d->stride, g.xp_ns, (int64_t)g.hp * g.wp, g.wp,
-                  pat.start, off,  pat.idx, (size_t)pat.nnz, 0, d->bm};
-    rc = g.xp_ns > INT32_MAX ? -1 : tap_conv(m, &tc, name);
-  }
-  kg_pattern_free(&pat), free(off);
-  return rc;
+  tapconv tc = {g.oh, g.ow, g.tiles, d->stride, g.xp_ns, (int64_t)g.hp * g.wp, g.wp, 0};
+  return tap_conv(m, d, &tc, name);
 }
 
 /* Stride 1: dx[ci][iy][ix] = sum over (co, ky, kx) of w[co][ci][ky][kx]
  * times dyp[co][iy + k-1-ky][ix + k-1-kx], dyp being dy padded by k-1-pad. */
 static int conv_bwd_data_fast(LLVMModuleRef m, const cg_conv_desc *d, const cg_ptx_conv_geom *g,
                               const char *name) {
-  const int64_t K = d->k, kk = K * K;
-  kg_pattern pat;
-  /* Rows are input channels, entries the weights that read them. */
-  if (kg_pattern_init(&pat, d->wm, d->cout, d->cin, kk, KG_BY_INPUT)) return -1;
-  int32_t *off = malloc((size_t)(pat.nnz ? pat.nnz : 1) * sizeof *off);
-  int rc = -1;
-  if (off) {
-    for (int64_t j = 0; j < pat.nnz; j++) {
-      int64_t wi = pat.idx[j], co = wi / (d->cin * kk), ky = wi % kk / K, kx = wi % K;
-      off[j] = (int32_t)(co * g->hq * g->wq + (K - 1 - ky) * g->wq + (K - 1 - kx));
-    }
-    tapconv tc = {d->cin,    d->h, d->w,    g->in_tiles, 1, g->dyp_ns, (int64_t)g->hq * g->wq, g->wq,
-                  pat.start, off,  pat.idx, (size_t)pat.nnz, 1, NULL};
-    rc = g->dyp_ns > INT32_MAX ? -1 : tap_conv(m, &tc, name);
-  }
-  kg_pattern_free(&pat), free(off);
-  return rc;
+  tapconv tc = {d->h, d->w, g->in_tiles, 1, g->dyp_ns, (int64_t)g->hq * g->wq, g->wq, 1};
+  return tap_conv(m, d, &tc, name);
 }
 
 /* The output (oy, ox) that reads the input at (ty0 - pad, tx0 - pad)
