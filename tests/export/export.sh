@@ -52,6 +52,16 @@ if [ "$mode" = synth ]; then
     $v/runner_emu data/images.f32 $v/got.f32 13 $v/net.weights
     "$tx" compare data/ref.f32 $v/got.f32 data/labels.u8 7
   done
+  # each function's body is written once: the C loop's body and the CUDA
+  # kernel's, after its prologue, are the same text
+  awk '/^  for \(int r = 0; r < UNITS; r\+\+\) \{$/ { on = 1; next }
+       on && /^  \}$/ { on = 0; print "--"; next }
+       on { sub(/^    /, ""); print }' embedded/net.c >bodies_c.txt
+  awk '/^  const int r = \(int\)\(t % UNITS\);$/ { on = 1; next }
+       on && /^\}$/ { on = 0; print "--"; next }
+       on { sub(/^  /, ""); print }' cuda/net.cu >bodies_cu.txt
+  [ -s bodies_c.txt ] || fail "no function bodies found in embedded/net.c"
+  cmp bodies_c.txt bodies_cu.txt || fail "the C and CUDA bodies differ"
   nvcc=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
   if [ -x "$nvcc" ]; then
     "$nvcc" -c cuda/net.cu -o cuda/net.o
