@@ -246,16 +246,15 @@ static rt_exec *resume_exec(ir_graph *g, const char *resume, int threads,
     rt_exec_free(cx), ir_free(cg);
     return NULL;
   }
-  memcpy(g->alpha, cg->alpha, (size_t)(g->n_params + 63) / 64 * 8);
-  for (int i = 0; i < g->n_layers; i++) g->layers[i].alive = cg->layers[i].alive;
   x = rt_exec_new(g, m->batch, threads, backend, err, sizeof err);
-  if (x) {
+  int bad = !x || rt_exec_set_arch(x, cx->arch, err, sizeof err);
+  if (!bad) {
     memcpy(rt_exec_params_write(x), cx->params, (size_t)g->n_params * sizeof(float));
     memcpy(x->mom, cx->mom, (size_t)g->n_params * sizeof(float));
     memcpy(x->stats, cx->stats, (size_t)g->n_stats * sizeof(float));
   }
   rt_exec_free(cx), ir_free(cg);
-  if (!x || rt_exec_sync_mask(x, err, sizeof err)) {
+  if (bad) {
     fprintf(stderr, "error: %s\n", err);
     rt_exec_free(x);
     return NULL;
@@ -295,7 +294,7 @@ static int start_search(train_run *r) {
   } else if (r->method == FE_SEARCH_FIXED && m->budget != INT64_MAX) {
     /* the fixed baseline: the same final size, grown at random, frozen */
     srch_event ev = {0};
-    ir_count c = ir_count_params(r->g);
+    ir_count c = ir_count_params(r->g, r->x->arch);
     srch_grow_random(&r->ss, r->x, m->budget - c.active, &ev);
     rt_exec_init_params(r->x, r->st.seed); /* a static network starts from scratch */
   } else if (r->method != FE_SEARCH_FIXED) {
@@ -359,7 +358,7 @@ static int setup(train_run *r, ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd,
   r->tty = isatty(2) && !o->quiet;
   r->steps = (r->train.n + m->batch - 1) / m->batch;
   r->t0 = now();
-  r->active = ir_count_params(g).active;
+  r->active = ir_count_params(g, r->x->arch).active;
   snprintf(r->budget, sizeof r->budget, "no budget");
   if (m->budget != INT64_MAX) snprintf(r->budget, sizeof r->budget, "%" PRId64, m->budget);
   if (!o->quiet)
@@ -424,7 +423,7 @@ static void test_epoch(train_run *r, const epoch_stats *e) {
   r->test_acc = evaluate(r->x, r->fwd, r->fc, r->nf, &r->test, &r->nm,
                          ep + 1 < r->epochs ? r->o->test_limit : 0, &test_loss);
   r->st.epoch = ep + 1;
-  r->active = ir_count_params(r->g).active;
+  r->active = ir_count_params(r->g, r->x->arch).active;
   double secs = now() - e->start;
   fprintf(r->metrics,
           "{\"epoch\": %d, \"train_loss\": %.6f, \"train_acc\": %.6f, "
@@ -467,7 +466,7 @@ static int grow(train_run *r, const epoch_stats *e) {
               ev.added, ev.active, r->budget, ev.new_nodes, ev.new_layers,
               ev.loss_before, ev.loss_after, now() - tg);
   }
-  r->active = ir_count_params(r->g).active;
+  r->active = ir_count_params(r->g, r->x->arch).active;
   return 0;
 }
 
@@ -510,7 +509,7 @@ static int finish(train_run *r) {
   if (r->o->profile) rt_exec_profile_report(r->x, stderr, r->profiled);
   printf("{\"test_acc\": %.6f, \"active_params\": %" PRId64 ", \"epochs\": %d, "
          "\"seconds\": %.3f, \"checkpoint\": \"%s\"}\n",
-         r->test_acc, ir_count_params(r->g).active, r->st.epoch, now() - r->t0, r->path);
+         r->test_acc, ir_count_params(r->g, r->x->arch).active, r->st.epoch, now() - r->t0, r->path);
   return 0;
 }
 
@@ -570,7 +569,7 @@ int rt_eval(ir_graph *bin, rt_graph_fn fwd, const char *ckpt, const char *data,
     double loss, acc = evaluate(x, fwd, fc, nf, &test, &st.norm, 0, &loss);
     printf("{\"test_acc\": %.6f, \"test_loss\": %.6f, \"images\": %d, "
            "\"active_params\": %" PRId64 "}\n",
-           acc, loss, test.n, ir_count_params(g).active);
+           acc, loss, test.n, ir_count_params(g, x->arch).active);
     rt_dataset_free(&train);
     rt_dataset_free(&test);
     rc = 0;
@@ -599,7 +598,7 @@ int rt_info(const char *ckpt, FILE *out) {
   for (int i = 0; i < g->n_layers; i++) {
     const ir_layer *l = &g->layers[i];
     if (l->w_off < 0) continue;
-    ir_count c = ir_count_layer(g, l);
+    ir_count c = ir_count_layer(g, &g->arch, l);
     char shape[64];
     if (l->kind == IR_CONV)
       snprintf(shape, sizeof shape, "%d->%d %dx%d k%d", l->cin, l->cout, l->oh,
@@ -609,10 +608,10 @@ int rt_info(const char *ckpt, FILE *out) {
     fprintf(out, "%-12s %-8s %-22s %10" PRId64 " %10" PRId64 " %7.2f%% %3d/%-3d %s\n",
             l->name, l->kind == IR_CONV ? "conv" : "linear", shape, c.active,
             c.total, 100.0 * (double)c.active / (double)c.total,
-            ir_live_outputs(g, l), l->cout,
-            !l->can_die ? "" : l->alive ? "alive" : "dead");
+            ir_live_outputs(g, &g->arch, l), l->cout,
+            !l->can_die ? "" : g->arch.alive[i] ? "alive" : "dead");
   }
-  ir_count c = ir_count_params(g);
+  ir_count c = ir_count_params(g, &g->arch);
   fprintf(out, "total: %" PRId64 " active of %" PRId64 " (%.2f%%), budget %s",
           c.active, c.total, 100.0 * (double)c.active / (double)c.total,
           m->budget == INT64_MAX ? "none" : "");
@@ -646,7 +645,7 @@ int rt_ckpt_save(const char *path, const rt_exec *x, const rt_train_state *st,
   const ir_graph *g = x->g;
   uint8_t *ir;
   size_t irn;
-  if (ir_serialize(g, &ir, &irn)) {
+  if (ir_serialize(g, x->arch, &ir, &irn)) {
     snprintf(err, errlen, "%s: out of memory", path);
     return -1;
   }
@@ -718,7 +717,7 @@ int rt_ckpt_load(const char *path, int cap, int threads, const char *backend,
   memcpy(rt_exec_params_write(x), params, np);
   memcpy(x->mom, mom, nm);
   memcpy(x->stats, stats, ns);
-  if (rt_exec_sync_mask(x, why, sizeof why)) {
+  if (rt_exec_set_arch(x, x->arch, why, sizeof why)) {
     snprintf(err, errlen, "%s: %s", path, why);
     rt_exec_free(x), ir_free(g), rt_ckpt_free(c);
     return -1;

@@ -109,7 +109,7 @@ static int emit(const ir_graph *g, const opts *o, const char *out) {
   uint8_t *blob;
   size_t blob_size;
   char err[2048];
-  if (ir_schedule(g, &fwd, &nf, &bwd, &nb) || ir_serialize(g, &blob, &blob_size)) {
+  if (ir_schedule(g, &fwd, &nf, &bwd, &nb) || ir_serialize(g, &g->arch, &blob, &blob_size)) {
     fprintf(stderr, "ilnasc: error: out of memory\n");
     return 1;
   }

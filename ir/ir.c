@@ -13,46 +13,69 @@ void ir_free(ir_graph *g) {
   if (!g) return;
   free(g->tensors);
   free(g->layers);
-  free(g->alpha);
+  ir_arch_free(&g->arch);
   free(g);
 }
 
-static int64_t popcount_range(const ir_graph *g, int64_t from, int64_t n) {
+int ir_arch_init(ir_arch *a, const ir_graph *g) {
+  a->alpha = calloc((size_t)(g->n_params + 63) / 64 + 1, 8);
+  a->alive = malloc((size_t)g->n_layers + 1);
+  if (!a->alpha || !a->alive) {
+    ir_arch_free(a);
+    return -1;
+  }
+  memset(a->alive, 1, (size_t)g->n_layers + 1);
+  return 0;
+}
+
+void ir_arch_copy(ir_arch *dst, const ir_arch *src, const ir_graph *g) {
+  memcpy(dst->alpha, src->alpha, (size_t)(g->n_params + 63) / 64 * 8);
+  memcpy(dst->alive, src->alive, (size_t)g->n_layers);
+}
+
+void ir_arch_free(ir_arch *a) {
+  free(a->alpha), free(a->alive);
+  a->alpha = NULL, a->alive = NULL;
+}
+
+static int64_t popcount_range(const ir_arch *a, int64_t from, int64_t n) {
   int64_t c = 0, i = from, end = from + n;
-  for (; i < end && (i & 63); i++) c += ir_alpha_get(g, i);
-  for (; i + 64 <= end; i += 64) c += __builtin_popcountll(g->alpha[i >> 6]);
-  for (; i < end; i++) c += ir_alpha_get(g, i);
+  for (; i < end && (i & 63); i++) c += ir_alpha_get(a, i);
+  for (; i + 64 <= end; i += 64) c += __builtin_popcountll(a->alpha[i >> 6]);
+  for (; i < end; i++) c += ir_alpha_get(a, i);
   return c;
 }
 
-ir_count ir_count_layer(const ir_graph *g, const ir_layer *l) {
+ir_count ir_count_layer(const ir_graph *g, const ir_arch *a, const ir_layer *l) {
+  (void)g;
   ir_count c = {0, 0, 0, 0};
   if (l->w_off < 0) return c;
   c.total = l->n_w + l->cout;
-  c.active = popcount_range(g, l->w_off, l->n_w) +
-             popcount_range(g, l->b_off, l->cout);
+  c.active = popcount_range(a, l->w_off, l->n_w) +
+             popcount_range(a, l->b_off, l->cout);
   c.candidate = c.total - c.active;
   c.bn = l->bn ? 2 * (int64_t)l->cout : 0;
   return c;
 }
 
-ir_count ir_count_params(const ir_graph *g) {
+ir_count ir_count_params(const ir_graph *g, const ir_arch *a) {
   ir_count c = {0, 0, 0, 0};
   for (int i = 0; i < g->n_layers; i++) {
-    ir_count k = ir_count_layer(g, &g->layers[i]);
+    ir_count k = ir_count_layer(g, a, &g->layers[i]);
     c.active += k.active, c.candidate += k.candidate;
     c.total += k.total, c.bn += k.bn;
   }
   return c;
 }
 
-int ir_live_outputs(const ir_graph *g, const ir_layer *l) {
+int ir_live_outputs(const ir_graph *g, const ir_arch *a, const ir_layer *l) {
+  (void)g;
   if (l->w_off < 0) return l->cout;
   int64_t row = (int64_t)l->cin * l->k * l->k, live = 0;
   for (int co = 0; co < l->cout; co++) {
     int64_t base = l->w_off + co * row;
     for (int64_t i = 0; i < row; i++)
-      if (ir_alpha_get(g, base + i)) { live++; break; }
+      if (ir_alpha_get(a, base + i)) { live++; break; }
   }
   return (int)live;
 }
@@ -109,16 +132,16 @@ void ir_dump(const ir_graph *g, FILE *out) {
       fprintf(out, " k%d s%d p%d", l->k, l->stride, l->pad);
     if (l->bn) fprintf(out, " bn");
     if (l->relu) fprintf(out, " relu");
-    if (l->can_die) fprintf(out, l->alive ? " alive" : " dead(pass t%d[%d])",
+    if (l->can_die) fprintf(out, g->arch.alive[i] ? " alive" : " dead(pass t%d[%d])",
                             l->prev_t, l->prev_ch);
     if (l->w_off >= 0) {
-      ir_count c = ir_count_layer(g, l);
+      ir_count c = ir_count_layer(g, &g->arch, l);
       fprintf(out, " params %" PRId64 "/%" PRId64 " live %d", c.active,
-              c.total, ir_live_outputs(g, l));
+              c.total, ir_live_outputs(g, &g->arch, l));
     }
     fputc('\n', out);
   }
-  ir_count c = ir_count_params(g);
+  ir_count c = ir_count_params(g, &g->arch);
   fprintf(out,
           "params: active %" PRId64 ", candidate %" PRId64 ", total %" PRId64
           ", batch norm %" PRId64 "\n",

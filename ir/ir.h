@@ -2,15 +2,18 @@
  *
  * The IR owns everything that is static about a model: tensors (per-sample
  * shapes and their place in the activation arena), layers (shapes, which
- * tensor slice they read and write, where their parameters live), the
- * parameter layout, and the α bitset that says which weights and biases
- * exist. Growth flips α bits and layer `alive` flags; nothing else changes,
- * so shapes, buffers and the schedule are fixed when the model is compiled.
+ * tensor slice they read and write, where their parameters live) and the
+ * parameter layout. It is const once built. An architecture over it
+ * (ir_arch: the α bitset that says which weights and biases exist, and
+ * which layers are alive) is a value of its own: the graph carries the one
+ * it was built (or saved) with, and the executor owns the one that trains
+ * (runtime/exec.h). Growth flips α bits and alive flags; nothing else
+ * changes, so shapes, buffers and the schedule are fixed at compile time.
  *
  *   ir_graph *g = ir_build(&model, stderr);      // NULL after diagnostics
  *   ir_dump(g, stdout);
- *   ir_count c = ir_count_params(g);            // active / candidate / total
- *   uint8_t *b; size_t n; ir_serialize(g, &b, &n);
+ *   ir_count c = ir_count_params(g, &g->arch);  // active / candidate / total
+ *   uint8_t *b; size_t n; ir_serialize(g, &g->arch, &b, &n);
  *   ir_graph *h = ir_deserialize(b, n, err, sizeof err);
  *   ir_free(g);
  *
@@ -57,7 +60,6 @@ typedef struct ir_layer {
   int cout, oh, ow;   /* what it writes */
   int k, stride, pad;
   int relu, bn;
-  int alive;          /* dead layers pass prev_t's slice through */
   int can_die;        /* stage layers beyond the first; others always live */
   int in_t, in_ch;    /* input tensor and first channel read */
   int z_t;            /* pre-activation tensor (conv/linear), -1 if none */
@@ -69,6 +71,13 @@ typedef struct ir_layer {
   int64_t s_off;      /* batch norm running mean [cout] then var [cout] in stats */
 } ir_layer;
 
+/* Which parameters exist and which layers are alive. A dead layer (only
+ * those that can_die) passes prev_t's slice through. */
+typedef struct ir_arch {
+  uint64_t *alpha;  /* one bit per parameter; BN affine bits always 1 */
+  uint8_t *alive;   /* per layer */
+} ir_arch;
+
 typedef struct ir_graph {
   fe_model cfg;          /* the checked model (src/file pointers not kept) */
   ir_tensor *tensors;
@@ -79,7 +88,7 @@ typedef struct ir_graph {
   int64_t act_size;      /* floats per sample in the activation arena */
   int64_t n_params;      /* floats in the parameter array */
   int64_t n_stats;       /* floats of batch norm running statistics */
-  uint64_t *alpha;       /* one bit per parameter; BN affine bits always 1 */
+  ir_arch arch;          /* the architecture it was built or saved with */
 } ir_graph;
 
 typedef struct ir_count {
@@ -95,19 +104,26 @@ typedef struct ir_count {
 ir_graph *ir_build(const fe_model *m, FILE *diag);
 void ir_free(ir_graph *g);
 
-static inline int ir_alpha_get(const ir_graph *g, int64_t i) {
-  return (int)((g->alpha[i >> 6] >> (i & 63)) & 1u);
+static inline int ir_alpha_get(const ir_arch *a, int64_t i) {
+  return (int)((a->alpha[i >> 6] >> (i & 63)) & 1u);
 }
-static inline void ir_alpha_set(ir_graph *g, int64_t i, int on) {
+static inline void ir_alpha_set(ir_arch *a, int64_t i, int on) {
   uint64_t bit = (uint64_t)1 << (i & 63);
-  if (on) g->alpha[i >> 6] |= bit; else g->alpha[i >> 6] &= ~bit;
+  if (on) a->alpha[i >> 6] |= bit; else a->alpha[i >> 6] &= ~bit;
 }
 
-ir_count ir_count_params(const ir_graph *g);
-ir_count ir_count_layer(const ir_graph *g, const ir_layer *l);
+/* An architecture for g with nothing active and every layer alive; 0, or
+ * -1 when out of memory. */
+int ir_arch_init(ir_arch *a, const ir_graph *g);
+/* dst (initialised for g) becomes src. */
+void ir_arch_copy(ir_arch *dst, const ir_arch *src, const ir_graph *g);
+void ir_arch_free(ir_arch *a);
+
+ir_count ir_count_params(const ir_graph *g, const ir_arch *a);
+ir_count ir_count_layer(const ir_graph *g, const ir_arch *a, const ir_layer *l);
 /* Channels (conv) or neurons (linear) of a layer with at least one active
  * incoming weight. */
-int ir_live_outputs(const ir_graph *g, const ir_layer *l);
+int ir_live_outputs(const ir_graph *g, const ir_arch *a, const ir_layer *l);
 /* Per-layer fan-in of the weights, for initialisation. */
 int64_t ir_fan_in(const ir_layer *l);
 
@@ -118,8 +134,10 @@ const char *ir_search_name(fe_search s);
 const char *ir_data_name(fe_data d);
 const char *ir_kind_name(ir_kind k); /* "conv", "linear", "maxpool", ... */
 
-/* Binary form, little-endian, versioned; round-trips exactly. */
-int ir_serialize(const ir_graph *g, uint8_t **buf, size_t *n);
+/* Binary form, little-endian, versioned; round-trips exactly. The graph
+ * is written with architecture a (g->arch when NULL), and read back with
+ * it as its arch. */
+int ir_serialize(const ir_graph *g, const ir_arch *a, uint8_t **buf, size_t *n);
 ir_graph *ir_deserialize(const uint8_t *buf, size_t n, char *err, size_t errlen);
 
 /* The static schedule: calls into the runtime's graph ops, every shape and

@@ -46,7 +46,7 @@ static ir_layer *add_layer(builder *b, ir_kind kind, const char *name,
   l->item = item;
   l->z_t = l->prev_t = -1;
   l->w_off = l->b_off = l->g_off = l->s_off = -1;
-  l->alive = 1;
+  g->arch.alive[g->n_layers - 1] = 1;
   l->k = l->stride = 1;
   return l;
 }
@@ -77,12 +77,12 @@ static void add_params(builder *b, ir_layer *l, int live_out) {
   }
   size_t words = (size_t)(g->n_params + 63) / 64;
   if (words > b->alpha_words) {
-    g->alpha = realloc(g->alpha, words * 8);
-    assert(g->alpha);
-    memset(g->alpha + b->alpha_words, 0, (words - b->alpha_words) * 8);
+    g->arch.alpha = realloc(g->arch.alpha, words * 8);
+    assert(g->arch.alpha);
+    memset(g->arch.alpha + b->alpha_words, 0, (words - b->alpha_words) * 8);
     b->alpha_words = words;
   }
-  if (!l->alive) return;
+  if (!g->arch.alive[l - g->layers]) return;
   double d = g->cfg.density;
   int kk = l->k * l->k, per = feat_per_ch(g, l);
   const uint8_t *in_live = b->live[l->in_t];
@@ -94,15 +94,15 @@ static void add_params(builder *b, ir_layer *l, int live_out) {
       for (int t = 0; t < kk; t++) {
         if (t > 0 && g->cfg.gran == FE_GRAN_WEIGHT)
           on = d >= 1.0 || rt_rng_uniform(&b->rng) < d;
-        ir_alpha_set(g, base + t, on);
+        ir_alpha_set(&g->arch, base + t, on);
       }
     }
-    ir_alpha_set(g, l->b_off + co, 1);
+    ir_alpha_set(&g->arch, l->b_off + co, 1);
     b->live[l->out_t][l->out_ch + co] = 1;
   }
   if (l->bn)
     for (int64_t i = 0; i < 2 * (int64_t)l->cout; i++)
-      ir_alpha_set(g, l->g_off + i, 1);
+      ir_alpha_set(&g->arch, l->g_off + i, 1);
 }
 
 /* Where the network is while lowering: a channel slice of a tensor. */
@@ -140,7 +140,7 @@ static void lower_conv_stage(builder *b, const fe_item *it, int item,
     l->k = it->kernel, l->stride = 1, l->pad = it->kernel / 2;
     l->relu = 1, l->bn = it->batchnorm;
     l->cout = C;
-    l->alive = i < it->layers_lo;
+    b->g->arch.alive[l - b->g->layers] = i < it->layers_lo;
     l->can_die = i > 0;
     if (it->dense) {
       l->in_t = cat_t, l->in_ch = 0, l->cin = cur->c + i * C;
@@ -155,7 +155,7 @@ static void lower_conv_stage(builder *b, const fe_item *it, int item,
     snprintf(name, sizeof name, "%s.%d.z", it->name, i);
     l->z_t = add_tensor(b, name, C, cur->h, cur->w);
     add_params(b, l, it->width_lo);
-    if (!l->alive && l->prev_t >= 0) /* pass-through: same live channels */
+    if (!b->g->arch.alive[l - b->g->layers] && l->prev_t >= 0) /* pass-through: same live channels */
       for (int c = 0; c < C; c++)
         b->live[l->out_t][l->out_ch + c] = b->live[l->prev_t][l->prev_ch + c];
   }
@@ -208,7 +208,7 @@ static void lower_linear(builder *b, const char *name, int item, int index,
   l->h = l->w = l->oh = l->ow = 1;
   l->cout = width;
   l->relu = relu;
-  l->alive = alive;
+  b->g->arch.alive[l - b->g->layers] = (uint8_t)alive;
   l->can_die = index > 0 && item >= 0;
   l->in_t = cur->t, l->in_ch = cur->ch;
   char zname[80];
@@ -238,9 +238,10 @@ ir_graph *ir_build(const fe_model *m, FILE *diag) {
   g->tensors = calloc((size_t)b.cap_t, sizeof *g->tensors);
   g->layers = calloc((size_t)b.cap_l, sizeof *g->layers);
   b.live = calloc((size_t)b.cap_t, sizeof *b.live);
-  g->alpha = calloc(1, 8);
+  g->arch.alpha = calloc(1, 8);
+  g->arch.alive = calloc((size_t)b.cap_l, 1);
   b.alpha_words = 1;
-  if (!g->tensors || !g->layers || !b.live || !g->alpha) {
+  if (!g->tensors || !g->layers || !b.live || !g->arch.alpha || !g->arch.alive) {
     free(b.live);
     ir_free(g);
     return NULL;
@@ -278,7 +279,7 @@ ir_graph *ir_build(const fe_model *m, FILE *diag) {
   for (int i = 0; i < g->n_tensors; i++) free(b.live[i]);
   free(b.live);
 
-  ir_count c = ir_count_params(g);
+  ir_count c = ir_count_params(g, &g->arch);
   if (c.active > m->budget) {
     fe_error_at(m, m->budget_loc, diag,
                 "budget %" PRId64 " is below the seed network's %" PRId64

@@ -117,12 +117,15 @@ static void get_str(rbuf *r, char *dst, size_t max) {
 #define TENSOR_INTS(X) X(c) X(h) X(w)
 #define LAYER_INTS(X)                                                          \
   X(kind) X(item) X(index) X(cin) X(h) X(w) X(cout) X(oh) X(ow) X(k)          \
-  X(stride) X(pad) X(relu) X(bn) X(alive) X(can_die) X(in_t) X(in_ch) X(z_t)  \
-  X(out_t) X(out_ch) X(prev_t) X(prev_ch)
+  X(stride) X(pad) X(relu) X(bn)
+/* then the layer's alive flag, which the architecture holds */
+#define LAYER_INTS2(X)                                                         \
+  X(can_die) X(in_t) X(in_ch) X(z_t) X(out_t) X(out_ch) X(prev_t) X(prev_ch)
 #define LAYER_I64S(X) X(w_off) X(n_w) X(b_off) X(g_off) X(s_off)
 
-int ir_serialize(const ir_graph *g, uint8_t **buf, size_t *n) {
+int ir_serialize(const ir_graph *g, const ir_arch *a, uint8_t **buf, size_t *n) {
   wbuf w = {0};
+  if (!a) a = &g->arch;
   const fe_model *m = &g->cfg;
   put(&w, IR_MAGIC, 8);
   put_u64(&w, IR_VERSION);
@@ -158,6 +161,8 @@ int ir_serialize(const ir_graph *g, uint8_t **buf, size_t *n) {
     put_str(&w, l->name, sizeof l->name);
 #define W(f) put_i64(&w, l->f);
     LAYER_INTS(W)
+    put_i64(&w, a->alive[i]);
+    LAYER_INTS2(W)
     LAYER_I64S(W)
 #undef W
   }
@@ -166,7 +171,7 @@ int ir_serialize(const ir_graph *g, uint8_t **buf, size_t *n) {
   put_i64(&w, g->act_size);
   put_i64(&w, g->n_params);
   put_i64(&w, g->n_stats);
-  for (int64_t i = 0; i < (g->n_params + 63) / 64; i++) put_u64(&w, g->alpha[i]);
+  for (int64_t i = 0; i < (g->n_params + 63) / 64; i++) put_u64(&w, a->alpha[i]);
   if (w.oom) {
     free(w.p);
     return -1;
@@ -262,12 +267,17 @@ ir_graph *ir_deserialize(const uint8_t *buf, size_t n, char *err,
     t->off = get_i64(&r);
   }
   g->n_layers = get_int(&r, 1, 1 << 16, "n_layers");
-  if (!r.bad) g->layers = calloc((size_t)g->n_layers, sizeof *g->layers);
-  for (int i = 0; i < g->n_layers && g->layers && !r.bad; i++) {
+  if (!r.bad) {
+    g->layers = calloc((size_t)g->n_layers, sizeof *g->layers);
+    g->arch.alive = calloc((size_t)g->n_layers, 1);
+  }
+  for (int i = 0; i < g->n_layers && g->layers && g->arch.alive && !r.bad; i++) {
     ir_layer *l = &g->layers[i];
     get_str(&r, l->name, sizeof l->name);
 #define R(f) l->f = get_int(&r, -1, 1 << 24, #f);
     LAYER_INTS(R)
+    g->arch.alive[i] = (uint8_t)get_int(&r, 0, 1, "alive");
+    LAYER_INTS2(R)
 #undef R
 #define R(f) l->f = get_i64(&r);
     LAYER_I64S(R)
@@ -282,12 +292,12 @@ ir_graph *ir_deserialize(const uint8_t *buf, size_t n, char *err,
                  (uint64_t)(g->n_params + 63) / 64 > (r.n - r.at) / 8))
     fail(&r, "IR parameter count %lld does not match its size",
          (long long)g->n_params);
-  if (!r.bad && (!g->tensors || !g->layers)) fail(&r, "out of memory");
+  if (!r.bad && (!g->tensors || !g->layers || !g->arch.alive)) fail(&r, "out of memory");
   if (!r.bad) {
     size_t words = (size_t)(g->n_params + 63) / 64;
-    g->alpha = calloc(words ? words : 1, 8);
-    if (!g->alpha) fail(&r, "out of memory");
-    for (size_t i = 0; i < words && !r.bad; i++) g->alpha[i] = get_u64(&r);
+    g->arch.alpha = calloc(words ? words : 1, 8);
+    if (!g->arch.alpha) fail(&r, "out of memory");
+    for (size_t i = 0; i < words && !r.bad; i++) g->arch.alpha[i] = get_u64(&r);
   }
   if (!r.bad && r.at != r.n) fail(&r, "IR has %zu trailing bytes", r.n - r.at);
   if (!r.bad) check_graph(&r, g);

@@ -26,7 +26,10 @@ enum { RT_MAX_THREADS = 64 };
  * writes into grads). */
 typedef struct exec_impl {
   rt_exec pub;
+  ir_arch arch;  /* pub.arch, writable */
   float *params; /* pub.params, writable */
+  uint8_t *mask; /* pub.mask, writable */
+  uint8_t *dirty; /* per layer: α changed since the last prepare */
   float *wpart;
   int64_t wpart_size;
   rt_pool *pool; /* threads - 1 workers; NULL: everything on the caller */
@@ -155,7 +158,7 @@ static int plan_zero(exec_impl *e) {
   return 0;
 }
 
-rt_exec *rt_exec_new(ir_graph *g, int cap, int threads, const char *backend,
+rt_exec *rt_exec_new(const ir_graph *g, int cap, int threads, const char *backend,
                      char *err, size_t errlen) {
   exec_impl *e = calloc(1, sizeof *e);
   if (!e) {
@@ -180,7 +183,10 @@ rt_exec *rt_exec_new(ir_graph *g, int cap, int threads, const char *backend,
   x->params = e->params = xcalloc((size_t)g->n_params, sizeof(float), &oom);
   x->grads = xcalloc((size_t)g->n_params, sizeof(float), &oom);
   x->mom = xcalloc((size_t)g->n_params, sizeof(float), &oom);
-  x->mask = xcalloc((size_t)g->n_params, 1, &oom);
+  x->mask = e->mask = xcalloc((size_t)g->n_params, 1, &oom);
+  e->dirty = xcalloc((size_t)g->n_layers, 1, &oom);
+  if (ir_arch_init(&e->arch, g)) oom = 1;
+  x->arch = &e->arch;
   x->stats = xcalloc((size_t)g->n_stats, sizeof(float), &oom);
   x->bn_save = xcalloc((size_t)g->n_stats, sizeof(float), &oom);
   x->scratch = xcalloc((size_t)cap * (size_t)largest_out, sizeof(float), &oom);
@@ -224,7 +230,7 @@ rt_exec *rt_exec_new(ir_graph *g, int cap, int threads, const char *backend,
   x->live->chunk = (cap + x->threads - 1) / x->threads;
   x->backend->chunk = x->backend->whole_batch ? cap : x->live->chunk;
   if (x->backend != x->live) x->backend->packed_wgrad = 1;
-  if (rt_exec_sync_mask(x, err, errlen)) {
+  if (rt_exec_set_arch(x, &g->arch, err, errlen)) {
     rt_exec_free(x);
     return NULL;
   }
@@ -238,7 +244,8 @@ void rt_exec_free(rt_exec *x) {
   if (x->backend && x->backend != x->live) x->backend->free(x->backend);
   if (x->live) x->live->free(x->live);
   free(x->act), free(x->dact), free(e->params), free(x->grads);
-  free(x->mom), free(x->mask), free(x->stats), free(x->bn_save);
+  free(x->mom), free(e->mask), free(e->dirty), free(x->stats), free(x->bn_save);
+  ir_arch_free(&e->arch);
   free(x->scratch), free(x->logits), free(e->wpart), free(e->zero), free(e->prof),
       free(e->prof_paused), free(e->active), free(e->pool_set);
   free(e->pidx), free(e->pn), free(e->gpacked), free(e->pk), free(e->wc), free(e->wat);
@@ -246,8 +253,8 @@ void rt_exec_free(rt_exec *x) {
   free(e);
 }
 
-/* Every weighted layer of b, at once where b can (its kernels built in
- * parallel), else one by one. */
+/* The dirty weighted layers of b, at once where b can (its kernels built
+ * in parallel), else one by one. */
 static int prepare_on(rt_exec *x, rt_backend *b, char *err, size_t errlen) {
   const ir_graph *g = x->g;
   int n = 0, *ls = malloc((size_t)(g->n_layers ? g->n_layers : 1) * sizeof *ls);
@@ -260,12 +267,12 @@ static int prepare_on(rt_exec *x, rt_backend *b, char *err, size_t errlen) {
   }
   for (int i = 0; !rc && i < g->n_layers; i++) {
     const ir_layer *l = &g->layers[i];
-    if (l->w_off < 0) continue;
+    if (l->w_off < 0 || !((exec_impl *)x)->dirty[i]) continue;
     ls[n] = i, wm[n] = x->mask + l->w_off, bm[n] = x->mask + l->b_off;
     if (!b->prepare_layers) rc = b->prepare(b, i, wm[n], bm[n], err, errlen);
     n++;
   }
-  if (!rc && b->prepare_layers) rc = b->prepare_layers(b, n, ls, wm, bm, err, errlen);
+  if (!rc && n && b->prepare_layers) rc = b->prepare_layers(b, n, ls, wm, bm, err, errlen);
   free(ls), free(wm), free(bm);
   return rc;
 }
@@ -275,6 +282,7 @@ int rt_exec_prepare(rt_exec *x, char *err, size_t errlen) {
   for (int i = 0; i < x->g->n_layers; i++) {
     const ir_layer *l = &x->g->layers[i];
     int64_t n = 0;
+    if (!e->dirty[i]) continue;
     for (int64_t k = 0; l->w_off >= 0 && k < l->n_w; k++) n += x->mask[l->w_off + k] != 0;
     e->active[i] = n;
   }
@@ -282,19 +290,81 @@ int rt_exec_prepare(rt_exec *x, char *err, size_t errlen) {
   int rc = x->backend != x->live ? prepare_on(x, x->backend, err, errlen) : 0;
   for (int i = 0; i < x->g->n_layers; i++) {
     rt_backend *b = x->backend;
+    if (!e->dirty[i]) continue;
     e->pidx[i] = b->packed_wgrad && b->wgrad_index ? b->wgrad_index(b, i, &e->pn[i]) : NULL;
     e->gpacked[i] = 0; /* what grads holds now is no backward's of this layout */
   }
+  if (!rc) memset(e->dirty, 0, (size_t)x->g->n_layers);
   return rc;
 }
 
-int rt_exec_sync_mask(rt_exec *x, char *err, size_t errlen) {
+/* The weighted layer whose parameters (weights, biases, batch norm's
+ * affine ones) include parameter i, or -1. */
+static int layer_of(const ir_graph *g, int64_t i) {
+  for (int li = 0; li < g->n_layers; li++) {
+    const ir_layer *l = &g->layers[li];
+    if (l->w_off < 0) continue;
+    int64_t end = l->b_off + l->cout + (l->bn ? 2 * (int64_t)l->cout : 0);
+    if (i >= l->w_off && i < end) return li;
+  }
+  return -1;
+}
+
+int64_t rt_exec_set_unit(rt_exec *x, int64_t start, int64_t len, int on,
+                         const float *values) {
+  exec_impl *e = (exec_impl *)x;
+  assert(start >= 0 && len >= 0 && start + len <= x->g->n_params);
+  int li = layer_of(x->g, start);
+  assert(li >= 0 && (len == 0 || layer_of(x->g, start + len - 1) == li));
+  float *w = rt_exec_params_write(x);
+  int64_t changed = 0;
+  for (int64_t k = 0; k < len; k++) {
+    int64_t i = start + k;
+    if (ir_alpha_get(&e->arch, i) == !!on) {
+      if (!on) w[i] = 0.0f; /* already off: already zero */
+      continue;
+    }
+    changed++;
+    ir_alpha_set(&e->arch, i, on);
+    e->mask[i] = (uint8_t)!!on;
+    w[i] = on && values ? values[k] : 0.0f;
+    x->mom[i] = 0.0f;
+  }
+  if (changed) e->dirty[li] = 1;
+  return changed;
+}
+
+void rt_exec_set_alive(rt_exec *x, int li, int alive) {
+  exec_impl *e = (exec_impl *)x;
+  const ir_layer *l = &x->g->layers[li];
+  assert(l->can_die && l->w_off >= 0);
+  e->arch.alive[li] = (uint8_t)!!alive;
+  e->dirty[li] = 1;
+  if (!alive) {
+    rt_exec_set_unit(x, l->w_off, l->n_w, 0, NULL);
+    rt_exec_set_unit(x, l->b_off, l->cout, 0, NULL);
+    if (l->bn) rt_exec_set_unit(x, l->g_off, 2 * (int64_t)l->cout, 0, NULL);
+    return;
+  }
+  if (!l->bn) return;
+  rt_exec_set_unit(x, l->g_off, 2 * (int64_t)l->cout, 1, NULL);
+  float *w = rt_exec_params_write(x);
+  for (int c = 0; c < l->cout; c++) {
+    w[l->g_off + c] = 1.0f, w[l->g_off + l->cout + c] = 0.0f;
+    x->stats[l->s_off + c] = 0.0f, x->stats[l->s_off + l->cout + c] = 1.0f;
+  }
+}
+
+int rt_exec_set_arch(rt_exec *x, const ir_arch *a, char *err, size_t errlen) {
+  exec_impl *e = (exec_impl *)x;
   const ir_graph *g = x->g;
+  if (a != &e->arch) ir_arch_copy(&e->arch, a, g);
   float *w = rt_exec_params_write(x);
   for (int64_t i = 0; i < g->n_params; i++) {
-    x->mask[i] = (uint8_t)ir_alpha_get(g, i);
-    if (!x->mask[i]) w[i] = 0.0f, x->mom[i] = 0.0f;
+    e->mask[i] = (uint8_t)ir_alpha_get(&e->arch, i);
+    if (!e->mask[i]) w[i] = 0.0f, x->mom[i] = 0.0f;
   }
+  memset(e->dirty, 1, (size_t)g->n_layers);
   return rt_exec_prepare(x, err, errlen);
 }
 
@@ -484,7 +554,7 @@ void rt_exec_profile_report(const rt_exec *x, FILE *f, long steps) {
     const ir_layer *l = &g->layers[i];
     double a = prof[PROF_LAYER + 2 * i], b = prof[PROF_LAYER + 2 * i + 1];
     fprintf(f, "  %-14s %-8s %9.3f %9.3f %5.1f%%%s\n", l->name, ir_kind_name(l->kind), a * k,
-            b * k, 100.0 * (a + b) / total, l->w_off >= 0 && !l->alive ? "  (dead: a copy)" : "");
+            b * k, 100.0 * (a + b) / total, l->w_off >= 0 && !x->arch->alive[i] ? "  (dead: a copy)" : "");
   }
   fprintf(f, "  %-14s %-8s %9.3f %9s %5.1f%%\n", "loss", "", prof[PROF_LOSS] * k, "",
           100.0 * prof[PROF_LOSS] / total);
@@ -682,7 +752,7 @@ static void conv_fwd_chunk(const job *j, int chunk, int n0, int n1) {
 static void conv_fwd_op(RT_OP_ARGS) {
   rt_exec *e = X(x);
   const ir_layer *ly = &e->g->layers[l];
-  if (!ly->alive) {
+  if (!e->arch->alive[l]) {
     pass_fwd(e, ly, prev, out);
     return;
   }
@@ -748,7 +818,7 @@ static void bn_act_bwd(rt_exec *e, const ir_layer *ly, int64_t z, int64_t out) {
 static void conv_bwd_op(RT_OP_ARGS) {
   rt_exec *e = X(x);
   const ir_layer *ly = &e->g->layers[l];
-  if (!ly->alive) {
+  if (!e->arch->alive[l]) {
     pass_bwd(e, ly, prev, out);
     return;
   }
@@ -780,7 +850,7 @@ static void lin_fwd_chunk(const job *j, int chunk, int n0, int n1) {
 static void linear_fwd_op(RT_OP_ARGS) {
   rt_exec *e = X(x);
   const ir_layer *ly = &e->g->layers[l];
-  if (!ly->alive) {
+  if (!e->arch->alive[l]) {
     pass_fwd(e, ly, prev, out);
     return;
   }
@@ -812,7 +882,7 @@ static void lin_bwd_chunk(const job *j, int chunk, int n0, int n1) {
 static void linear_bwd_op(RT_OP_ARGS) {
   rt_exec *e = X(x);
   const ir_layer *ly = &e->g->layers[l];
-  if (!ly->alive) {
+  if (!e->arch->alive[l]) {
     pass_bwd(e, ly, prev, out);
     return;
   }

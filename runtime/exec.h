@@ -1,21 +1,27 @@
 /* exec.h: one compiled graph's execution state and its graph ops.
  *
- * An rt_exec owns the memory of a graph for a batch capacity, planned once:
- * the activation arena and its gradient (sample-major: sample i's tensors
- * sit at i * act_size), parameters, their gradients and momentum, the
+ * An rt_exec owns the architecture that trains (α, alive layers: one
+ * ir_arch, changed only through rt_exec_set_unit, rt_exec_set_alive and
+ * rt_exec_set_arch, each of which keeps the masks, the parameters and
+ * their momentum in step and marks the layers it touched dirty), and the
+ * memory of a graph for a batch capacity, planned once: the activation
+ * arena and its gradient (sample-major: sample i's tensors sit at
+ * i * act_size), parameters, their gradients and momentum, the
  * per-parameter masks expanded from α, and batch norm statistics. Nothing
- * is allocated inside a training step.
+ * is allocated inside a training step. The graph itself is const.
  *
  * The graph driver (emitted by ilnasc, or interpreted from ir_schedule for
  * tests) calls the rt_op_* entry points with the layer index and per-sample
  * arena offsets baked in:
  *
- *   rt_exec *x = rt_exec_new(g, 128, 2, err, sizeof err);
+ *   rt_exec *x = rt_exec_new(g, 128, 2, "cpu", err, sizeof err); // g->arch
  *   rt_exec_init_params(x, seed);
  *   rt_exec_set_input(x, batch, n);   // a pass begins: parameters fixed to its end
  *   fwd(x);                       // il_graph_forward, or rt_exec_run(x, calls, n)
  *   double loss = rt_exec_loss(x, labels, &correct);
  *   bwd(x);  rt_exec_sgd(x, lr, momentum, decay);
+ *   rt_exec_set_unit(x, start, len, 1, NULL);   // growth: α, mask, value
+ *   rt_exec_prepare(x, err, sizeof err);        // kernels of dirty layers
  *   rt_exec_free(x);
  */
 #ifndef ILNAS_RT_EXEC_H
@@ -29,7 +35,8 @@
 #include "runtime/backend.h"
 
 typedef struct rt_exec {
-  ir_graph *g;      /* not owned */
+  const ir_graph *g; /* not owned */
+  const ir_arch *arch; /* owned; see rt_exec_set_unit */
   int cap;          /* batch capacity the arena was planned for */
   int n;            /* current batch */
   int training;     /* batch norm uses batch statistics when set */
@@ -40,7 +47,7 @@ typedef struct rt_exec {
    * for the backends (that may keep copies derived from them). */
   const float *params;
   float *grads, *mom;
-  uint8_t *mask;    /* n_params: α expanded to bytes */
+  const uint8_t *mask; /* n_params: α expanded to bytes, for the backends */
   float *stats;     /* n_stats: batch norm running mean, var */
   float *bn_save;   /* n_stats: batch mean, 1/std of the last forward */
   float *scratch;   /* cap * largest layer output: batch norm's gradient */
@@ -56,18 +63,34 @@ typedef struct rt_exec {
 
 typedef void (*rt_graph_fn)(void *x);
 
-/* backend: "ref" or "cpu"; NULL means "ref". */
-rt_exec *rt_exec_new(ir_graph *g, int cap, int threads, const char *backend,
+/* backend: "ref", "cpu", "blas", "cuda" (see rt_backend_new); NULL means
+ * "ref". The exec starts with the graph's architecture (g->arch), every
+ * layer prepared. */
+rt_exec *rt_exec_new(const ir_graph *g, int cap, int threads, const char *backend,
                      char *err, size_t errlen);
 void rt_exec_free(rt_exec *x);
 
-/* Re-expands α into the byte masks; call after α changes. Weights whose α
- * bit is clear are forced to exactly zero, with their momentum. Then
- * prepares the backend's kernels for the new pattern. */
-int rt_exec_sync_mask(rt_exec *x, char *err, size_t errlen);
+/* The one way the architecture changes, a unit at a time: parameters
+ * [start, start + len) of one layer become active (on: those inactive
+ * take values[k], or 0 when values is NULL; those already active keep
+ * theirs) or inactive (value 0). Either way the momentum of those that
+ * change is 0, and the layer is marked dirty. Returns how many changed. */
+int64_t rt_exec_set_unit(rt_exec *x, int64_t start, int64_t len, int on,
+                         const float *values);
 
-/* Has the backend (re)build every weighted layer's kernels for the current
- * masks; layers whose pattern did not change come from its cache. */
+/* Layer li (one that can die) comes alive, as what its active parameters
+ * make it, its batch norm the identity (gamma 1, beta 0, running mean 0,
+ * var 1); or dies: every parameter of it inactive, a pass-through again.
+ * Marks it dirty. */
+void rt_exec_set_alive(rt_exec *x, int li, int alive);
+
+/* The whole architecture at once (a resumed run, a test): the masks follow
+ * it, inactive parameters and their momentum become 0, every layer dirty,
+ * and the kernels are prepared. */
+int rt_exec_set_arch(rt_exec *x, const ir_arch *a, char *err, size_t errlen);
+
+/* Has the backends (re)build the kernels of the dirty layers for their
+ * current masks; patterns seen before come from their caches. */
 int rt_exec_prepare(rt_exec *x, char *err, size_t errlen);
 
 /* PyTorch-style initialisation of the active weights: Kaiming-uniform

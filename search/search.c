@@ -16,7 +16,7 @@
 
 typedef srch_unit unit;
 
-int srch_init(srch_state *s, ir_graph *g, fe_search method, uint64_t seed,
+int srch_init(srch_state *s, const ir_graph *g, fe_search method, uint64_t seed,
               rt_graph_fn fwd, rt_graph_fn bwd) {
   memset(s, 0, sizeof *s);
   s->g = g;
@@ -69,23 +69,23 @@ static int producer(const ir_graph *g, int t, int ch) {
 }
 
 /* Whether output co of a layer has an active weight or bias into it. */
-static int row_any(const ir_graph *g, const ir_layer *l, int co) {
+static int row_any(const ir_arch *a, const ir_layer *l, int co) {
   int64_t row = ir_fan_in(l), base = l->w_off + co * row;
-  if (ir_alpha_get(g, l->b_off + co)) return 1;
+  if (ir_alpha_get(a, l->b_off + co)) return 1;
   for (int64_t i = 0; i < row; i++)
-    if (ir_alpha_get(g, base + i)) return 1;
+    if (ir_alpha_get(a, base + i)) return 1;
   return 0;
 }
 
 /* Whether channel ch of tensor t can carry a signal: it has an active
  * incoming weight, directly or through pass-throughs and pooling. */
-static int has_incoming(const ir_graph *g, int t, int ch) {
+static int has_incoming(const ir_graph *g, const ir_arch *a, int t, int ch) {
   for (int depth = 0; depth < 4 * g->n_layers + 4; depth++) {
     int p = producer(g, t, ch);
     if (p < 0) return 1;
     const ir_layer *l = &g->layers[p];
     int c = ch - l->out_ch;
-    if (weighted(l) && l->alive) return row_any(g, l, c);
+    if (weighted(l) && a->alive[l - g->layers]) return row_any(a, l, c);
     if (weighted(l)) { /* dead: its predecessor's slice */
       t = l->prev_t, ch = l->prev_ch + c;
     } else {           /* pooling or copy: same channel of its input */
@@ -97,13 +97,13 @@ static int has_incoming(const ir_graph *g, int t, int ch) {
 
 /* Whether channel ch of tensor t reaches the output through an active
  * weight of some consumer. */
-static int has_outgoing(const ir_graph *g, int t, int ch, int depth) {
+static int has_outgoing(const ir_graph *g, const ir_arch *a, int t, int ch, int depth) {
   if (t == g->logits_t) return 1;
   if (depth > 4 * g->n_layers) return 0;
   for (int i = 0; i < g->n_layers; i++) {
     const ir_layer *l = &g->layers[i];
     if (l->in_t != t) continue;
-    if (weighted(l) && l->alive) {
+    if (weighted(l) && a->alive[l - g->layers]) {
       const ir_tensor *in = &g->tensors[t];
       int per = l->kind == IR_LINEAR ? in->h * in->w : 1;
       int lo = l->in_ch * per, c0 = ch * per - lo;
@@ -112,20 +112,20 @@ static int has_outgoing(const ir_graph *g, int t, int ch, int depth) {
       for (int co = 0; co < l->cout; co++)
         for (int f = c0; f < c0 + per; f++)
           for (int k = 0; k < kk; k++)
-            if (ir_alpha_get(g, l->w_off + ((int64_t)co * l->cin + f) * kk + k))
+            if (ir_alpha_get(a, l->w_off + ((int64_t)co * l->cin + f) * kk + k))
               return 1;
     } else if (!weighted(l)) {
       if (ch >= l->in_ch && ch < l->in_ch + l->cin &&
-          has_outgoing(g, l->out_t, l->out_ch + ch - l->in_ch, depth + 1))
+          has_outgoing(g, a, l->out_t, l->out_ch + ch - l->in_ch, depth + 1))
         return 1;
     }
   }
   /* a dead layer passes this slice on */
   for (int i = 0; i < g->n_layers; i++) {
     const ir_layer *l = &g->layers[i];
-    if (weighted(l) && !l->alive && l->prev_t == t && ch >= l->prev_ch &&
+    if (weighted(l) && !a->alive[l - g->layers] && l->prev_t == t && ch >= l->prev_ch &&
         ch < l->prev_ch + l->cout &&
-        has_outgoing(g, l->out_t, l->out_ch + ch - l->prev_ch, depth + 1))
+        has_outgoing(g, a, l->out_t, l->out_ch + ch - l->prev_ch, depth + 1))
       return 1;
   }
   return 0;
@@ -134,87 +134,54 @@ static int has_outgoing(const ir_graph *g, int t, int ch, int depth) {
 /* ---- growth moves ---- */
 
 int64_t srch_revive_layer(rt_exec *x, int li) {
-  ir_graph *g = x->g;
-  ir_layer *l = &g->layers[li];
-  assert(weighted(l) && !l->alive && l->prev_t >= 0);
-  float *params = rt_exec_params_write(x);
+  const ir_graph *g = x->g;
+  const ir_arch *a = x->arch;
+  const ir_layer *l = &g->layers[li];
+  assert(weighted(l) && !a->alive[li] && l->prev_t >= 0);
   int kk = l->k * l->k, centre = (l->k / 2) * l->k + l->k / 2;
   int64_t added = 0;
-  l->alive = 1;
+  rt_exec_set_alive(x, li, 1);
+  /* the identity on the live channels: the centre tap c -> c (and, at
+   * kernel granularity, the rest of that kernel at zero) */
+  float tap[64 * 64];
+  assert(kk <= 64 * 64);
+  for (int k = 0; k < kk; k++) tap[k] = k == centre ? 1.0f : 0.0f;
+  int weight = g->cfg.gran == FE_GRAN_WEIGHT;
   for (int c = 0; c < l->cout; c++) {
-    if (!has_incoming(g, l->prev_t, l->prev_ch + c)) continue;
+    if (!has_incoming(g, a, l->prev_t, l->prev_ch + c)) continue;
     int ci = l->prev_ch - l->in_ch + c;
     if (l->kind == IR_LINEAR) ci = c; /* reads the previous layer whole */
     int64_t base = l->w_off + ((int64_t)c * l->cin + ci) * kk;
-    for (int k = 0; k < kk; k++) {
-      if (g->cfg.gran == FE_GRAN_WEIGHT && k != centre) continue;
-      if (!ir_alpha_get(g, base + k)) added++;
-      ir_alpha_set(g, base + k, 1);
-      x->mask[base + k] = 1;
-      params[base + k] = k == centre ? 1.0f : 0.0f;
-    }
+    added += weight ? rt_exec_set_unit(x, base + centre, 1, 1, tap + centre)
+                    : rt_exec_set_unit(x, base, kk, 1, tap);
   }
-  if (l->bn)
-    for (int c = 0; c < l->cout; c++) {
-      for (int k = 0; k < 2; k++) {
-        ir_alpha_set(g, l->g_off + k * l->cout + c, 1);
-        x->mask[l->g_off + k * l->cout + c] = 1;
-      }
-      params[l->g_off + c] = 1.0f, params[l->g_off + l->cout + c] = 0.0f;
-      x->stats[l->s_off + c] = 0.0f, x->stats[l->s_off + l->cout + c] = 1.0f;
-    }
   return added;
 }
 
 /* Undo a revival that kept no candidate: back to a pass-through. */
-static void kill_layer(rt_exec *x, int li) {
-  ir_graph *g = x->g;
-  ir_layer *l = &g->layers[li];
-  float *params = rt_exec_params_write(x);
-  l->alive = 0;
-  int64_t n = l->n_w + l->cout + (l->bn ? 2 * l->cout : 0);
-  for (int64_t i = l->w_off; i < l->w_off + n; i++) {
-    ir_alpha_set(g, i, 0);
-    x->mask[i] = 0, params[i] = 0.0f, x->mom[i] = 0.0f;
-  }
-}
+static void kill_layer(rt_exec *x, int li) { rt_exec_set_alive(x, li, 0); }
 
 /* Parameters a revival would add: its identity taps. */
-static int64_t revive_cost(const ir_graph *g, const ir_layer *l) {
+static int64_t revive_cost(const ir_graph *g, const ir_arch *a, const ir_layer *l) {
   int64_t n = 0;
   for (int c = 0; c < l->cout; c++)
-    n += has_incoming(g, l->prev_t, l->prev_ch + c);
+    n += has_incoming(g, a, l->prev_t, l->prev_ch + c);
   return n * (g->cfg.gran == FE_GRAN_KERNEL ? l->k * l->k : 1);
 }
 
 /* Switches a unit on; parameters already on (a revived layer's identity
  * taps) keep their value. Returns how many came on. */
 static int activate(rt_exec *x, const unit *u, const float *values) {
-  int n = 0;
-  float *params = rt_exec_params_write(x);
-  for (int32_t k = 0; k < u->len; k++) {
-    if (ir_alpha_get(x->g, u->start + k)) continue;
-    n++;
-    ir_alpha_set(x->g, u->start + k, 1);
-    x->mask[u->start + k] = 1;
-    params[u->start + k] = values ? values[u->start + k] : 0.0f;
-    x->mom[u->start + k] = 0.0f;
-  }
-  return n;
+  return (int)rt_exec_set_unit(x, u->start, u->len, 1, values ? values + u->start : NULL);
 }
 
 static void deactivate(rt_exec *x, const unit *u) {
-  float *params = rt_exec_params_write(x);
-  for (int32_t k = 0; k < u->len; k++) {
-    ir_alpha_set(x->g, u->start + k, 0);
-    x->mask[u->start + k] = 0;
-    params[u->start + k] = 0.0f, x->mom[u->start + k] = 0.0f;
-  }
+  rt_exec_set_unit(x, u->start, u->len, 0, NULL);
 }
 
 /* Every missing unit of every weighted layer (dead layers included: a
  * unit there is a new layer). Kernel granularity keeps kernels whole. */
-static unit *missing_units(const ir_graph *g, int64_t *count) {
+static unit *missing_units(const ir_graph *g, const ir_arch *a, int64_t *count) {
   int64_t n = 0, cap = 1024;
   unit *u = malloc((size_t)cap * sizeof *u);
   if (!u) return NULL;
@@ -226,7 +193,7 @@ static unit *missing_units(const ir_graph *g, int64_t *count) {
     for (int64_t k = 0; k < nw_units + l->cout; k++) {
       int64_t start = k < nw_units ? l->w_off + k * len : l->b_off + (k - nw_units);
       int32_t ulen = k < nw_units ? len : 1;
-      if (ir_alpha_get(g, start)) continue;
+      if (ir_alpha_get(a, start)) continue;
       if (n == cap) {
         cap *= 2;
         unit *v = realloc(u, (size_t)cap * sizeof *u);
@@ -240,9 +207,9 @@ static unit *missing_units(const ir_graph *g, int64_t *count) {
   return u;
 }
 
-void srch_sizes(const srch_state *s, int64_t *m, int64_t *n) {
+void srch_sizes(const srch_state *s, const ir_arch *a, int64_t *m, int64_t *n) {
   const ir_graph *g = s->g;
-  ir_count c = ir_count_params(g);
+  ir_count c = ir_count_params(g, a);
   int64_t room = g->cfg.budget == INT64_MAX ? c.candidate : g->cfg.budget - c.active;
   if (room > c.candidate) room = c.candidate;
   if (room < 0) room = 0;
@@ -257,18 +224,18 @@ void srch_sizes(const srch_state *s, int64_t *m, int64_t *n) {
 /* ---- placeholders ---- */
 
 int srch_refill(srch_state *s, rt_exec *x) {
-  ir_graph *g = s->g;
-  float *params = rt_exec_params_write(x);
-  int64_t active = ir_count_params(g).active;
+  const ir_graph *g = s->g;
+  const ir_arch *a = x->arch;
+  int64_t active = ir_count_params(g, a).active;
   int added = 0, kernel = g->cfg.gran == FE_GRAN_KERNEL;
   double d = g->cfg.density;
   for (int li = 0; li < g->n_layers; li++) {
-    ir_layer *l = &g->layers[li];
-    if (!weighted(l) || !l->alive || l->out_t == g->logits_t) continue;
+    const ir_layer *l = &g->layers[li];
+    if (!weighted(l) || !a->alive[li] || l->out_t == g->logits_t) continue;
     int nodes = 0, holders = 0;
     for (int c = 0; c < l->cout; c++) {
-      if (!row_any(g, l, c)) continue;
-      if (has_outgoing(g, l->out_t, l->out_ch + c, 0)) nodes++;
+      if (!row_any(a, l, c)) continue;
+      if (has_outgoing(g, a, l->out_t, l->out_ch + c, 0)) nodes++;
       else holders++;
     }
     int want = (int)ceil(0.1 * nodes);
@@ -279,7 +246,7 @@ int srch_refill(srch_state *s, rt_exec *x) {
     uint8_t *in_live = malloc((size_t)n_in);
     if (!in_live) return added;
     for (int ci = 0; ci < n_in; ci++)
-      live_in += in_live[ci] = (uint8_t)has_incoming(g, l->in_t, l->in_ch + ci);
+      live_in += in_live[ci] = (uint8_t)has_incoming(g, a, l->in_t, l->in_ch + ci);
     /* a placeholder's incoming weights: each live input joined with the
      * seed's density, one weight (or one whole kernel) at a time */
     int ulen = kernel ? kk : 1;
@@ -287,7 +254,7 @@ int srch_refill(srch_state *s, rt_exec *x) {
     if (cost < 1) cost = 1;
     float bound = 1.0f / sqrtf((float)cost);
     for (int c = 0; c < l->cout && holders < want && live_in > 0; c++) {
-      if (row_any(g, l, c)) continue;
+      if (row_any(a, l, c)) continue;
       if (active + cost > g->cfg.budget) break;
       int64_t base = l->w_off + c * ir_fan_in(l), got = 0;
       for (int ci = 0; ci < l->cin; ci++) {
@@ -295,12 +262,10 @@ int srch_refill(srch_state *s, rt_exec *x) {
         for (int k = 0; k < kk; k += ulen) {
           if (rt_rng_uniform(&s->rng) >= d || active + got + ulen > g->cfg.budget)
             continue;
-          for (int t = k; t < k + ulen; t++) {
-            int64_t i = base + (int64_t)ci * kk + t;
-            ir_alpha_set(g, i, 1);
-            x->mask[i] = 1;
-            params[i] = (2.0f * rt_rng_uniform(&s->rng) - 1.0f) * bound;
-          }
+          float v[64 * 64];
+          assert(ulen <= 64 * 64);
+          for (int t = 0; t < ulen; t++) v[t] = (2.0f * rt_rng_uniform(&s->rng) - 1.0f) * bound;
+          rt_exec_set_unit(x, base + (int64_t)ci * kk + k, ulen, 1, v);
           got += ulen;
         }
       }
@@ -379,7 +344,7 @@ static int grad_parts(srch_state *s, int T) {
 static void dead_layer_grad(srch_state *s, rt_exec *x, int li, float *out) {
   const ir_graph *g = x->g;
   const ir_layer *l = &g->layers[li];
-  assert(!l->alive);
+  assert(!x->arch->alive[li]);
   int64_t ns = g->act_size, in = layer_in(g, l), o = layer_out(g, l);
   int64_t len = (int64_t)l->cout * l->oh * l->ow, dz_ld = len;
   float *dz = x->scratch;
@@ -465,7 +430,7 @@ double srch_dense_grad(srch_state *s, rt_exec *x, const srch_batches *b,
     for (int li = 0; li < g->n_layers; li++) {
       const ir_layer *l = &g->layers[li];
       if (!weighted(l)) continue;
-      if (!l->alive) {
+      if (!x->arch->alive[li]) {
         dead_layer_grad(s, x, li, out);
         continue;
       }
@@ -498,16 +463,16 @@ static float unit_norm(const unit *u, const float *g1, const float *g2) {
 
 /* Takes units in order while the parameter count (with the identity taps
  * of layers they revive) stays within `cap`; returns how many. */
-static int64_t take_prefix(const ir_graph *g, unit *u, int64_t n, int64_t cap,
+static int64_t take_prefix(const ir_graph *g, const ir_arch *a, unit *u, int64_t n, int64_t cap,
                            uint8_t *revive) {
   int64_t used = 0, k = 0, w = 0;
   memset(revive, 0, (size_t)g->n_layers);
   for (k = 0; k < n && used < cap; k++) {
     const ir_layer *l = &g->layers[u[k].layer];
-    int64_t cost = u[k].len + (!l->alive && !revive[u[k].layer] ? revive_cost(g, l) : 0);
+    int64_t cost = u[k].len + (!a->alive[l - g->layers] && !revive[u[k].layer] ? revive_cost(g, a, l) : 0);
     if (used + cost > cap) continue;
     used += cost;
-    if (!l->alive) revive[u[k].layer] = 1;
+    if (!a->alive[l - g->layers]) revive[u[k].layer] = 1;
     u[w++] = u[k];
   }
   return w;
@@ -545,15 +510,15 @@ static void select_best(unit *u, int64_t n, int64_t k) {
 
 /* Whether take_prefix over u[0..k) stops because the cap is reached (and
  * so would not look further). */
-static int prefix_fills(const ir_graph *g, const unit *u, int64_t k, int64_t cap) {
+static int prefix_fills(const ir_graph *g, const ir_arch *a, const unit *u, int64_t k, int64_t cap) {
   uint8_t *seen = calloc((size_t)(g->n_layers ? g->n_layers : 1), 1);
   int64_t used = 0;
   for (int64_t i = 0; seen && i < k && used < cap; i++) {
     const ir_layer *l = &g->layers[u[i].layer];
-    int64_t cost = u[i].len + (!l->alive && !seen[u[i].layer] ? revive_cost(g, l) : 0);
+    int64_t cost = u[i].len + (!a->alive[l - g->layers] && !seen[u[i].layer] ? revive_cost(g, a, l) : 0);
     if (used + cost > cap) continue;
     used += cost;
-    if (!l->alive) seen[u[i].layer] = 1;
+    if (!a->alive[l - g->layers]) seen[u[i].layer] = 1;
   }
   free(seen);
   return used >= cap;
@@ -563,7 +528,7 @@ static int prefix_fills(const ir_graph *g, const unit *u, int64_t k, int64_t cap
  * dropping units of zero score (no signal, no growth); returns how many
  * that is. The result is that of sorting everything, at the cost of a
  * selection: phase II ranks every missing parameter, and takes few. */
-static int64_t sort_best(const ir_graph *g, unit *u, int64_t nu, int64_t cap) {
+static int64_t sort_best(const ir_graph *g, const ir_arch *a, unit *u, int64_t nu, int64_t cap) {
   int64_t k = cap < nu / 4 ? 2 * cap + 1024 : nu;
   for (;;) {
     if (k > nu) k = nu;
@@ -571,23 +536,23 @@ static int64_t sort_best(const ir_graph *g, unit *u, int64_t nu, int64_t cap) {
     qsort(u, (size_t)k, sizeof *u, by_score);
     int64_t m = k;
     while (m > 0 && u[m - 1].score == 0.0f) m--;
-    if (m < k || k == nu || prefix_fills(g, u, k, cap)) return m;
+    if (m < k || k == nu || prefix_fills(g, a, u, k, cap)) return m;
     k *= 2;
   }
 }
 
 static void count_event(srch_state *s, rt_exec *x, const int64_t before,
                         srch_event *ev) {
-  ir_count c = ir_count_params(x->g);
+  ir_count c = ir_count_params(x->g, x->arch);
   ev->active = c.active;
   ev->added = c.active - before;
   ev->per_layer = s->per_layer;
 }
 
-int64_t srch_add_candidates(const ir_graph *g, const float *grad, int64_t n,
+int64_t srch_add_candidates(const ir_graph *g, const ir_arch *a, const float *grad, int64_t n,
                             srch_unit **out) {
   int64_t nu;
-  unit *u = missing_units(g, &nu);
+  unit *u = missing_units(g, a, &nu);
   uint8_t *revive = malloc((size_t)g->n_layers);
   *out = NULL;
   if (!u || !revive) {
@@ -595,28 +560,29 @@ int64_t srch_add_candidates(const ir_graph *g, const float *grad, int64_t n,
     return -1;
   }
   for (int64_t i = 0; i < nu; i++) u[i].score = unit_norm(&u[i], grad, NULL);
-  nu = sort_best(g, u, nu, n);
-  int64_t nc = take_prefix(g, u, nu, n, revive);
+  nu = sort_best(g, a, u, nu, n);
+  int64_t nc = take_prefix(g, a, u, nu, n, revive);
   free(revive);
   *out = u;
   return nc;
 }
 
-int64_t srch_update_arch(const ir_graph *g, srch_unit *cand, int64_t nc,
+int64_t srch_update_arch(const ir_graph *g, const ir_arch *a, srch_unit *cand, int64_t nc,
                          const float *grad, const float *gstar, int64_t m) {
   uint8_t *revive = malloc((size_t)g->n_layers);
   if (!revive) return 0;
   for (int64_t i = 0; i < nc; i++) cand[i].score = unit_norm(&cand[i], grad, gstar);
   qsort(cand, (size_t)nc, sizeof *cand, by_score);
-  int64_t nk = take_prefix(g, cand, nc, m, revive);
+  int64_t nk = take_prefix(g, a, cand, nc, m, revive);
   free(revive);
   return nk;
 }
 
 int64_t srch_grow_random(srch_state *s, rt_exec *x, int64_t m, srch_event *ev) {
-  ir_graph *g = x->g;
-  int64_t n, before = ir_count_params(g).active;
-  unit *u = missing_units(g, &n);
+  const ir_graph *g = x->g;
+  const ir_arch *a = x->arch;
+  int64_t n, before = ir_count_params(g, a).active;
+  unit *u = missing_units(g, a, &n);
   uint8_t *revive = calloc((size_t)g->n_layers, 1);
   if (!u || !revive) {
     free(u), free(revive);
@@ -624,7 +590,7 @@ int64_t srch_grow_random(srch_state *s, rt_exec *x, int64_t m, srch_event *ev) {
   }
   for (int64_t i = 0; i < n; i++) u[i].score = rt_rng_uniform(&s->rng);
   qsort(u, (size_t)n, sizeof *u, by_score);
-  int64_t k = take_prefix(g, u, n, m, revive);
+  int64_t k = take_prefix(g, a, u, n, m, revive);
   for (int li = 0; li < g->n_layers; li++)
     if (revive[li]) srch_revive_layer(x, li), ev->new_layers++;
   for (int64_t i = 0; i < k; i++) {
@@ -636,14 +602,14 @@ int64_t srch_grow_random(srch_state *s, rt_exec *x, int64_t m, srch_event *ev) {
 }
 
 /* Placeholders now: channels with incoming and no outgoing weights. */
-static int *placeholder_list(const ir_graph *g, int *count) {
+static int *placeholder_list(const ir_graph *g, const ir_arch *a, int *count) {
   int n = 0, cap = 64;
   int *p = malloc((size_t)cap * 2 * sizeof *p);
   for (int li = 0; p && li < g->n_layers; li++) {
     const ir_layer *l = &g->layers[li];
-    if (!weighted(l) || !l->alive || l->out_t == g->logits_t) continue;
+    if (!weighted(l) || !a->alive[l - g->layers] || l->out_t == g->logits_t) continue;
     for (int c = 0; c < l->cout; c++) {
-      if (!row_any(g, l, c) || has_outgoing(g, l->out_t, l->out_ch + c, 0)) continue;
+      if (!row_any(a, l, c) || has_outgoing(g, a, l->out_t, l->out_ch + c, 0)) continue;
       if (n == cap) {
         cap *= 2;
         int *q = realloc(p, (size_t)cap * 2 * sizeof *p);
@@ -659,17 +625,18 @@ static int *placeholder_list(const ir_graph *g, int *count) {
 
 int srch_expand(srch_state *s, rt_exec *x, const srch_batches *b,
                 srch_event *ev) {
-  ir_graph *g = x->g;
+  const ir_graph *g = x->g;
+  const ir_arch *a = x->arch;
   memset(ev, 0, sizeof *ev);
   memset(s->per_layer, 0, (size_t)g->n_layers * sizeof(int64_t));
   if (s->method == FE_SEARCH_FIXED) return -1;
   int64_t m, n;
-  srch_sizes(s, &m, &n);
+  srch_sizes(s, a, &m, &n);
   if (m <= 0) return -1;
-  int64_t before = ir_count_params(g).active;
+  int64_t before = ir_count_params(g, a).active;
   float *stats = malloc((size_t)(g->n_stats ? g->n_stats : 1) * sizeof(float));
   int nph = 0;
-  int *ph = placeholder_list(g, &nph);
+  int *ph = placeholder_list(g, a, &nph);
   if (!stats || !ph) {
     free(stats), free(ph);
     return -1;
@@ -686,7 +653,7 @@ int srch_expand(srch_state *s, rt_exec *x, const srch_batches *b,
   } else {
     srch_dense_grad(s, x, b, s->gsum);
     unit *u = NULL;
-    int64_t nc = srch_add_candidates(g, s->gsum, n, &u);
+    int64_t nc = srch_add_candidates(g, a, s->gsum, n, &u);
     float *wstar = malloc((size_t)g->n_params * sizeof(float));
     uint8_t *revive = calloc((size_t)g->n_layers, 1);
     if (nc < 0 || !wstar || !revive) {
@@ -695,7 +662,7 @@ int srch_expand(srch_state *s, rt_exec *x, const srch_batches *b,
     }
     /* α* and one SGD step on it: W* = -lr g on the candidates */
     for (int64_t i = 0; i < nc; i++)
-      if (!g->layers[u[i].layer].alive && !revive[u[i].layer])
+      if (!a->alive[u[i].layer] && !revive[u[i].layer])
         revive[u[i].layer] = 1, srch_revive_layer(x, u[i].layer);
     for (int64_t i = 0; i < nc; i++)
       for (int32_t k = 0; k < u[i].len; k++)
@@ -713,10 +680,10 @@ int srch_expand(srch_state *s, rt_exec *x, const srch_batches *b,
     for (int li = 0; li < g->n_layers; li++)
       if (revive[li]) kill_layer(x, li);
     /* UpdateArch: keep the m best by |g + g*|, the rest stay zero */
-    int64_t nk = srch_update_arch(g, u, nc, s->gsum, s->gstar, m);
+    int64_t nk = srch_update_arch(g, a, u, nc, s->gsum, s->gstar, m);
     memset(revive, 0, (size_t)g->n_layers);
     for (int64_t i = 0; i < nk; i++)
-      if (!g->layers[u[i].layer].alive && !revive[u[i].layer])
+      if (!a->alive[u[i].layer] && !revive[u[i].layer])
         revive[u[i].layer] = 1, srch_revive_layer(x, u[i].layer), ev->new_layers++;
     /* The kept parameters join at zero: W* only ranked them, and starting
      * from zero leaves the network's function unchanged by the expansion,
@@ -730,7 +697,7 @@ int srch_expand(srch_state *s, rt_exec *x, const srch_batches *b,
     free(u);
   }
   for (int i = 0; i < nph; i++)
-    if (has_outgoing(g, g->layers[ph[2 * i]].out_t,
+    if (has_outgoing(g, a, g->layers[ph[2 * i]].out_t,
                      g->layers[ph[2 * i]].out_ch + ph[2 * i + 1], 0))
       ev->new_nodes++;
   free(ph);

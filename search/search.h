@@ -56,7 +56,7 @@ typedef struct srch_batches {
 enum { RT_SRCH_THREADS = 64 };
 
 typedef struct srch_state {
-  ir_graph *g;          /* not owned */
+  const ir_graph *g;    /* not owned */
   fe_search method;
   double alr;           /* growth per expansion relative to the active size */
   float lr;             /* step size of the hyper step (the caller's lr) */
@@ -87,13 +87,13 @@ typedef struct srch_event {
   double loss_before, loss_after; /* on the phase II batches */
 } srch_event;
 
-int srch_init(srch_state *s, ir_graph *g, fe_search method, uint64_t seed,
+int srch_init(srch_state *s, const ir_graph *g, fe_search method, uint64_t seed,
               rt_graph_fn fwd, rt_graph_fn bwd);
 void srch_free(srch_state *s);
 
 /* How many parameters the next expansion adds (m) and how many candidates
  * it scores (n), from Alr, the budget and what is missing. */
-void srch_sizes(const srch_state *s, int64_t *m, int64_t *n);
+void srch_sizes(const srch_state *s, const ir_arch *a, int64_t *m, int64_t *n);
 
 /* Tops up each growable layer's pool of placeholder nodes, within the
  * budget. Does not change the network's output. Returns how many were
@@ -110,12 +110,12 @@ int srch_expand(srch_state *s, rt_exec *x, const srch_batches *b,
  * taps of dead layers they would bring alive; units with g = 0 never
  * qualify. *out (malloc'd) holds them best first. Returns the count, or -1
  * when out of memory. */
-int64_t srch_add_candidates(const ir_graph *g, const float *grad, int64_t n,
+int64_t srch_add_candidates(const ir_graph *g, const ir_arch *a, const float *grad, int64_t n,
                             srch_unit **out);
 
 /* UpdateArch: reorders the candidates by |g + g*| and returns how many of
  * the best fit in m parameters; those are kept, the rest go back to zero. */
-int64_t srch_update_arch(const ir_graph *g, srch_unit *cand, int64_t nc,
+int64_t srch_update_arch(const ir_graph *g, const ir_arch *a, srch_unit *cand, int64_t nc,
                          const float *grad, const float *gstar, int64_t m);
 
 /* Grows `m` parameters chosen uniformly among the missing ones (the random

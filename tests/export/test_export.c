@@ -312,7 +312,7 @@ static int cmd_describe(const char *ckpt, const char *out) {
             "\"prev_ch\": %d, \"w_off\": %" PRId64 ", \"b_off\": %" PRId64 ", \"g_off\": %" PRId64
             ", \"s_off\": %" PRId64 "}%s\n",
             kinds[l->kind], l->name, l->cin, l->cout, l->k, l->stride, l->pad, l->relu, l->bn,
-            l->alive, l->in_t, l->in_ch, l->out_t, l->out_ch, l->prev_t, l->prev_ch, l->w_off,
+            g->arch.alive[i], l->in_t, l->in_ch, l->out_t, l->out_ch, l->prev_t, l->prev_ch, l->w_off,
             l->b_off, l->g_off, l->s_off, i + 1 < g->n_layers ? "," : "");
   }
   fprintf(f, " ]}\n");

@@ -113,8 +113,8 @@ static void sample_case(const char *path) {
     const ir_layer *l = &g->layers[i];
     if (l->kind != IR_CONV && l->kind != IR_LINEAR) continue;
     uint8_t *wm = malloc((size_t)l->n_w), *bm = malloc((size_t)l->cout);
-    for (int64_t j = 0; j < l->n_w; j++) wm[j] = (uint8_t)ir_alpha_get(g, l->w_off + j);
-    for (int j = 0; j < l->cout; j++) bm[j] = (uint8_t)(l->b_off < 0 || ir_alpha_get(g, l->b_off + j));
+    for (int64_t j = 0; j < l->n_w; j++) wm[j] = (uint8_t)ir_alpha_get(&g->arch, l->w_off + j);
+    for (int j = 0; j < l->cout; j++) bm[j] = (uint8_t)(l->b_off < 0 || ir_alpha_get(&g->arch, l->b_off + j));
     cg_conv_desc cd = {l->cin, l->h, l->w, l->cout, l->k, l->stride, l->pad, wm, bm};
     cg_linear_desc ld = {l->cin, l->cout, wm, bm, 0};
     char what[256];

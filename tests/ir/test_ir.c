@@ -50,11 +50,11 @@ static void round_trip(const char *name, ir_graph *g) {
   uint8_t *b1, *b2;
   size_t n1, n2;
   char err[256];
-  CHECK(ir_serialize(g, &b1, &n1) == 0, "%s: serialize", name);
+  CHECK(ir_serialize(g, NULL, &b1, &n1) == 0, "%s: serialize", name);
   ir_graph *h = ir_deserialize(b1, n1, err, sizeof err);
   CHECK(h, "%s: deserialize: %s", name, err);
   if (!h) return;
-  CHECK(ir_serialize(h, &b2, &n2) == 0, "%s: serialize again", name);
+  CHECK(ir_serialize(h, NULL, &b2, &n2) == 0, "%s: serialize again", name);
   CHECK(n1 == n2 && memcmp(b1, b2, n1) == 0, "%s: round trip differs", name);
   char *d1, *d2;
   size_t l1, l2;
@@ -82,9 +82,9 @@ static void check_kernels_whole(const ir_graph *g) {
     if (l->w_off < 0) continue;
     int kk = l->k * l->k;
     for (int64_t u = 0; u < l->n_w / kk; u++) {
-      int first = ir_alpha_get(g, l->w_off + u * kk);
+      int first = ir_alpha_get(&g->arch, l->w_off + u * kk);
       for (int t = 1; t < kk; t++)
-        CHECK(ir_alpha_get(g, l->w_off + u * kk + t) == first,
+        CHECK(ir_alpha_get(&g->arch, l->w_off + u * kk + t) == first,
               "%s: kernel %lld split", l->name, (long long)u);
     }
   }
@@ -108,7 +108,8 @@ static void check_ckpt(ir_graph *g) {
   if (y) {
     CHECK(memcmp(x->params, y->params, (size_t)g->n_params * sizeof(float)) == 0,
           "params differ after the checkpoint round trip");
-    CHECK(memcmp(g->alpha, h->alpha, (size_t)(g->n_params + 63) / 64 * 8) == 0,
+    CHECK(memcmp(x->arch->alpha, h->arch.alpha, (size_t)(g->n_params + 63) / 64 * 8) == 0 &&
+              memcmp(x->arch->alive, h->arch.alive, (size_t)g->n_layers) == 0,
           "alpha differs after the checkpoint round trip");
     CHECK(st2.epoch == 3 && st2.step == 77 && st2.alr == 0.25 &&
           st2.expansions == 2 && memcmp(&st2.rng, &st.rng, sizeof st.rng) == 0 &&

@@ -72,7 +72,7 @@ static void check_stale_arena(const char *text, const char *backend) {
   CHECK(g, "model does not build");
   if (!g) return;
   int dead = 0; /* stages start at their lower bound: the rest are dead */
-  for (int i = 0; i < g->n_layers; i++) dead += !g->layers[i].alive;
+  for (int i = 0; i < g->n_layers; i++) dead += !g->arch.alive[i];
   CHECK(dead > 0, "the model should have a dead layer to pass through");
   const int n = 6;
   rt_exec *x = rt_exec_new(g, n, 2, backend, err, sizeof err);
@@ -231,12 +231,9 @@ int main(int argc, char **argv) {
       CHECK(srch_expand(&s, x[0], &pb, &ev) == 0 && ev.added > 0, "expansion grew nothing");
       CHECK(rt_exec_prepare(x[0], err, sizeof err) == 0, "%s", err);
       compiles_before = cpu ? rt_cpu_get_stats(x[1]->backend).compiles : 1;
-      size_t words = (size_t)(g[0]->n_params + 63) / 64;
-      memcpy(g[1]->alpha, g[0]->alpha, words * sizeof *g[1]->alpha);
-      for (int li = 0; li < g[0]->n_layers; li++) g[1]->layers[li].alive = g[0]->layers[li].alive;
       size_t np = (size_t)g[0]->n_params * sizeof(float);
       memcpy(rt_exec_params_write(x[1]), x[0]->params, np), memcpy(x[1]->mom, x[0]->mom, np);
-      CHECK(rt_exec_sync_mask(x[1], err, sizeof err) == 0, "%s", err);
+      CHECK(rt_exec_set_arch(x[1], x[0]->arch, err, sizeof err) == 0, "%s", err);
       if (cpu) {
         rt_cpu_stats st = rt_cpu_get_stats(x[1]->backend);
         CHECK(st.compiles > compiles_before, "growth re-emitted nothing");

@@ -51,21 +51,21 @@ static void test_ranking(void) {
     grad[i] = (float)(rt_rng_uniform(&rng) * 2 - 1);
     gstar[i] = (float)(rt_rng_uniform(&rng) * 2 - 1);
   }
-  int64_t missing = ir_count_params(g).candidate;
+  int64_t missing = ir_count_params(g, &g->arch).candidate;
   CHECK(missing >= 6, "too few missing parameters (%lld)", (long long)missing);
   srch_unit *u;
-  int64_t n = 5, nc = srch_add_candidates(g, grad, n, &u);
+  int64_t n = 5, nc = srch_add_candidates(g, &g->arch, grad, n, &u);
   CHECK(nc == 5, "AddCandidates took %lld of 5", (long long)nc);
   /* every candidate is missing and no missing one beats the weakest */
   float weakest = INFINITY;
   for (int64_t i = 0; i < nc; i++) {
-    CHECK(!ir_alpha_get(g, u[i].start), "candidate %lld is active", (long long)u[i].start);
+    CHECK(!ir_alpha_get(&g->arch, u[i].start), "candidate %lld is active", (long long)u[i].start);
     float a = fabsf(grad[u[i].start]);
     if (a < weakest) weakest = a;
     CHECK(fabsf(u[i].score - a) < 1e-7f, "score is not |g|");
   }
   for (int64_t p = 0; p < g->n_params; p++) {
-    if (ir_alpha_get(g, p)) continue;
+    if (ir_alpha_get(&g->arch, p)) continue;
     int in = 0;
     for (int64_t i = 0; i < nc; i++) in |= u[i].start == p;
     CHECK(in || fabsf(grad[p]) <= weakest, "missing %lld with |g| %g left out",
@@ -74,7 +74,7 @@ static void test_ranking(void) {
   /* UpdateArch keeps the best 2 by |g + g*| among the candidates */
   srch_unit cand[5];
   memcpy(cand, u, sizeof cand);
-  int64_t nk = srch_update_arch(g, u, nc, grad, gstar, 2);
+  int64_t nk = srch_update_arch(g, &g->arch, u, nc, grad, gstar, 2);
   CHECK(nk == 2, "UpdateArch kept %lld of 2", (long long)nk);
   for (int i = 0; i < 5; i++) {
     int kept = cand[i].start == u[0].start || cand[i].start == u[1].start;
@@ -94,7 +94,7 @@ static void test_ranking(void) {
   grad = calloc((size_t)g->n_params, sizeof(float));
   rt_rng_seed(&rng, 4);
   for (int64_t i = 0; i < g->n_params; i++) grad[i] = rt_rng_uniform(&rng) - 0.5f;
-  nc = srch_add_candidates(g, grad, 30, &u);
+  nc = srch_add_candidates(g, &g->arch, grad, 30, &u);
   int64_t total = 0;
   for (int64_t i = 0; i < nc; i++) {
     const ir_layer *l = &g->layers[u[i].layer];
@@ -135,7 +135,7 @@ static void test_ranking_select(void) {
   for (int64_t i = 0; i < g->n_params; i++) {
     /* eight levels, a quarter of them zero */
     grad[i] = (float)((int)(rt_rng_uniform(&rng) * 8) - 2) * 0.25f;
-    if (ir_alpha_get(g, i)) continue;
+    if (ir_alpha_get(&g->arch, i)) continue;
     ref[2 * nm] = fabsf(grad[i]), ref[2 * nm + 1] = (float)i, nm++;
   }
   qsort(ref, (size_t)nm, 2 * sizeof(float), by_rank);
@@ -144,7 +144,7 @@ static void test_ranking_select(void) {
   const int64_t caps[] = {1, 7, 100, nm / 5, nm / 4 + 1, nm / 2, nz, nm, nm + 10};
   for (size_t c = 0; c < sizeof caps / sizeof caps[0]; c++) {
     srch_unit *u;
-    int64_t nc = srch_add_candidates(g, grad, caps[c], &u);
+    int64_t nc = srch_add_candidates(g, &g->arch, grad, caps[c], &u);
     int64_t want = caps[c] < nz ? caps[c] : nz;
     CHECK(nc == want, "cap %lld: %lld candidates, want %lld", (long long)caps[c],
           (long long)nc, (long long)want);
@@ -195,12 +195,12 @@ static void test_dense_grad(void) {
   x->use_live = 1; /* the loss with masks flipped, as phase II evaluates it */
   for (int li = 0; li < g->n_layers; li++) {
     const ir_layer *l = &g->layers[li];
-    if (l->w_off < 0 || !l->alive) continue;
+    if (l->w_off < 0 || !x->arch->alive[li]) continue;
     for (int64_t k = 0; k < l->n_w; k += 1 + l->n_w / 12) {
       int64_t i = l->w_off + k;
       uint8_t m = x->mask[i];
       float w = x->params[i], h = 1e-2f;
-      x->mask[i] = 1;
+      if (!m) rt_exec_set_unit(x, i, 1, 1, NULL);
       rt_exec_params_write(x)[i] = w + h;
       rt_exec_set_input(x, in, N);
       rt_exec_run(x, st.fc, st.nf);
@@ -209,7 +209,8 @@ static void test_dense_grad(void) {
       rt_exec_set_input(x, in, N);
       rt_exec_run(x, st.fc, st.nf);
       double lm = rt_exec_loss(x, lab, 0, NULL);
-      x->mask[i] = m, rt_exec_params_write(x)[i] = w;
+      if (!m) rt_exec_set_unit(x, i, 1, 0, NULL);
+      rt_exec_params_write(x)[i] = w;
       double fd = (lp - lm) / (2.0 * h);
       checked++;
       if (fabs(fd - grad[i]) > 2e-3 + 0.05 * fabs(fd)) off++;
@@ -248,17 +249,17 @@ static void test_function_preserving(void) {
   int k = g->cfg.classes;
   float *a = malloc((size_t)n * k * sizeof(float)), *b = malloc((size_t)n * k * sizeof(float));
   logits(x, &s, in, n, a);
-  int64_t before = ir_count_params(g).active;
+  int64_t before = ir_count_params(g, x->arch).active;
   int added = srch_refill(&s, x);
   CHECK(added > 0, "no placeholders added");
-  CHECK(ir_count_params(g).active > before, "placeholders have no incoming weights");
+  CHECK(ir_count_params(g, x->arch).active > before, "placeholders have no incoming weights");
   logits(x, &s, in, n, b);
   CHECK(memcmp(a, b, (size_t)n * k * sizeof(float)) == 0,
         "placeholder nodes changed the logits");
   int revived = 0;
   for (int li = 0; li < g->n_layers; li++) {
-    ir_layer *l = &g->layers[li];
-    if (l->w_off < 0 || l->alive || !l->can_die) continue;
+    const ir_layer *l = &g->layers[li];
+    if (l->w_off < 0 || x->arch->alive[li] || !l->can_die) continue;
     CHECK(srch_revive_layer(x, li) > 0, "%s: identity has no taps", l->name);
     revived++;
     logits(x, &s, in, n, b);
@@ -273,16 +274,16 @@ static void test_function_preserving(void) {
   ir_free(g);
 }
 
-static void check_whole_kernels(const ir_graph *g, const char *what) {
+static void check_whole_kernels(const ir_graph *g, const ir_arch *a, const char *what) {
   if (g->cfg.gran != FE_GRAN_KERNEL) return;
   for (int i = 0; i < g->n_layers; i++) {
     const ir_layer *l = &g->layers[i];
     if (l->w_off < 0) continue;
     int kk = l->k * l->k;
     for (int64_t u = 0; u < l->n_w / kk; u++) {
-      int first = ir_alpha_get(g, l->w_off + u * kk);
+      int first = ir_alpha_get(a, l->w_off + u * kk);
       for (int t = 1; t < kk; t++)
-        if (ir_alpha_get(g, l->w_off + u * kk + t) != first) {
+        if (ir_alpha_get(a, l->w_off + u * kk + t) != first) {
           CHECK(0, "%s: %s kernel %lld split", what, l->name, (long long)u);
           return;
         }
@@ -330,13 +331,13 @@ static void test_budget(void) {
     srch_batches b = {1, n, in, lab};
     for (int e = 0; e < 6; e++) {
       int64_t mm, nn;
-      srch_sizes(&s, &mm, &nn);
-      ir_count c = ir_count_params(g);
+      srch_sizes(&s, x->arch, &mm, &nn);
+      ir_count c = ir_count_params(g, x->arch);
       CHECK(c.active + nn <= g->cfg.budget, "trial %d: α* of %lld would exceed the budget %lld",
             trial, (long long)(c.active + nn), (long long)g->cfg.budget);
       srch_event ev;
       srch_expand(&s, x, &b, &ev);
-      c = ir_count_params(g);
+      c = ir_count_params(g, x->arch);
       CHECK(c.active <= g->cfg.budget, "trial %d: %lld active > budget %lld", trial,
             (long long)c.active, (long long)g->cfg.budget);
       CHECK(isfinite(ev.loss_after), "trial %d: loss not finite", trial);
@@ -346,11 +347,11 @@ static void test_budget(void) {
             ev.loss_before, ev.loss_after);
       /* the masks mirror α */
       for (int64_t i = 0; i < g->n_params; i++)
-        if (x->mask[i] != ir_alpha_get(g, i) || (!x->mask[i] && x->params[i] != 0.0f)) {
+        if (x->mask[i] != ir_alpha_get(x->arch, i) || (!x->mask[i] && x->params[i] != 0.0f)) {
           CHECK(0, "trial %d: mask or masked weight out of step at %lld", trial, (long long)i);
           break;
         }
-      check_whole_kernels(g, "after an expansion");
+      check_whole_kernels(g, x->arch, "after an expansion");
     }
     free(in);
     srch_free(&s);
