@@ -91,6 +91,11 @@ void kg_loop_close(kg_kit *k, kg_loop *l) {
   LLVMPositionBuilderAtEnd(k->b, l->exit);
 }
 
+void kg_row_loop(kg_kit *k, kg_loop *l, kg_tab start, LLVMValueRef r, int64_t step) {
+  LLVMValueRef lo = kg_tab_get(k, start, r), hi = kg_tab_get(k, start, kg_add(k, r, kg_c64(k, 1)));
+  kg_loop_open(k, l, lo, hi, step);
+}
+
 LLVMBasicBlockRef kg_if_begin(kg_kit *k, LLVMValueRef c) {
   LLVMBasicBlockRef then = kg_block(k, "then"), join = kg_block(k, "join");
   LLVMBuildCondBr(k->b, c, then, join);

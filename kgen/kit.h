@@ -105,4 +105,8 @@ kg_tab kg_table(kg_kit *k, const char *what, const void *data, size_t n, int byt
  * extended. */
 LLVMValueRef kg_tab_get(kg_kit *k, kg_tab t, LLVMValueRef i);
 
+/* The loop over row r's entries of a CSR table (start[r] <= iv <
+ * start[r+1]), by step. */
+void kg_row_loop(kg_kit *k, kg_loop *l, kg_tab start, LLVMValueRef r, int64_t step);
+
 #endif

@@ -290,9 +290,8 @@ static int tap_conv(LLVMModuleRef m, const cg_conv_desc *d, const tapconv *t, co
     acc[i] = kg_local(&p, p.f32, "acc");
     LLVMBuildStore(p.b, bv, acc[i]);
   }
-  LLVMValueRef lo = kg_tab_get(&p, st, r), hi = kg_tab_get(&p, st, kg_add(&p, r, kg_c64(&p, 1)));
   kg_loop l;
-  kg_loop_open(&p, &l, lo, hi, 1);
+  kg_row_loop(&p, &l, st, r, 1);
   LLVMValueRef j = l.iv;
   LLVMValueRef at = kg_add(&p, base, kg_tab_get(&p, ot, j));
   LLVMValueRef wv = kg_ldf(&p, p.pb, kg_tab_get(&p, wt, j));
@@ -368,9 +367,8 @@ static int conv_bwd_data_general(LLVMModuleRef m, const cg_conv_desc *d, const c
   LLVMValueRef yb = kg_mul(&p, nn, p.a_ns);
   LLVMValueRef acc = kg_local(&p, p.f32, "acc");
   LLVMBuildStore(p.b, LLVMConstReal(p.f32, 0), acc);
-  LLVMValueRef lo = kg_tab_get(&p, st, ci), hi = kg_tab_get(&p, st, kg_add(&p, ci, kg_c64(&p, 1)));
   kg_loop l;
-  kg_loop_open(&p, &l, lo, hi, 1);
+  kg_row_loop(&p, &l, st, ci, 1);
   LLVMValueRef j = l.iv;
   LLVMValueRef wi = kg_tab_get(&p, wt, j);
   LLVMValueRef co = udivc(&p, wi, d->cin * kk), kyx = uremc(&p, wi, kk);
@@ -466,9 +464,8 @@ static int linear_gemv(LLVMModuleRef m, const cg_linear_desc *d, const char *nam
   LLVMValueRef acc = kg_local(&p, p.f32, "acc");
   if (transpose) LLVMBuildStore(p.b, LLVMConstReal(p.f32, 0), acc);
   else init_bias(&p, acc, d->bm, d->out, r);
-  LLVMValueRef lo = kg_tab_get(&p, st, r), hi = kg_tab_get(&p, st, kg_add(&p, r, kg_c64(&p, 1)));
   kg_loop l;
-  kg_loop_open(&p, &l, lo, hi, 1);
+  kg_row_loop(&p, &l, st, r, 1);
   LLVMValueRef j = l.iv;
   LLVMValueRef o = kg_tab_get(&p, it, j);
   /* fwd: r = output, o = input; bwd_data: r = input, o = output. The

@@ -203,7 +203,6 @@ static void gen_gather(kg_kit *g, const etab *t, int T, long rlen, span sp, LLVM
    * rows, which share it, are computed. */
   kg_loop_open(g, &lt, kg_c64(g, 0), kg_c64(g, rlen), (int64_t)KG_VW * T);
   kg_loop_open(g, &lr, kg_c64(g, 0), kg_c64(g, t->rows), 1);
-  LLVMValueRef e0 = kg_tab_get(g, tstart, lr.iv), e1 = kg_tab_get(g, tstart, kg_add(g, lr.iv, kg_c64(g, 1)));
   LLVMValueRef drow = rid     ? kg_tab_get(g, trid, lr.iv)
                       : drows ? LLVMBuildURem(g->b, lr.iv, kg_c64(g, drows), "")
                               : lr.iv;
@@ -215,7 +214,7 @@ static void gen_gather(kg_kit *g, const etab *t, int T, long rlen, span sp, LLVM
     LLVMValueRef init = bias ? splat(g, bias_of(g, bias, bm, nout, lr.iv)) : LLVMConstNull(g->vec);
     for (int v = 0; v < T; v++) LLVMBuildStore(g->b, init, acc[v]);
   }
-  kg_loop_open(g, &le, e0, e1, 1);
+  kg_row_loop(g, &le, tstart, lr.iv, 1);
   LLVMValueRef off = kg_add(g, kg_tab_get(g, toff, le.iv), lt.iv);
   LLVMValueRef wv = splat(g, kg_ldf(g, w, le.iv));
   for (int v = 0; v < T; v++) {
@@ -672,7 +671,6 @@ int cg_sparse_linear_bwd(LLVMModuleRef m, const cg_linear_desc *d, const char *n
     kg_loop_close(g, &lz);
   }
   kg_loop_open(g, &lr, kg_c64(g, 0), kg_c64(g, t.rows), 1);
-  LLVMValueRef e0 = kg_tab_get(g, tstart, lr.iv), e1 = kg_tab_get(g, tstart, kg_add(g, lr.iv, kg_c64(g, 1)));
   LLVMValueRef row = slices > 1 ? LLVMBuildURem(g->b, lr.iv, kg_c64(g, d->in), "") : lr.iv;
   LLVMValueRef rb = kg_mul(g, row, kg_c64(g, NB)), xv[V];
   LLVMValueRef ybase = slices > 1 ? kg_mul(g, LLVMBuildUDiv(g->b, lr.iv, kg_c64(g, d->in), ""),
@@ -683,7 +681,7 @@ int cg_sparse_linear_bwd(LLVMModuleRef m, const cg_linear_desc *d, const char *n
     xv[v] = ldv(g, xs, i);
     LLVMBuildStore(g->b, slices > 1 ? ldv(g, ds, i) : LLVMConstNull(g->vec), acc[v]);
   }
-  kg_loop_open(g, &le, e0, e1, LIN_BWD_U);
+  kg_row_loop(g, &le, tstart, lr.iv, LIN_BWD_U);
   LLVMValueRef gs[LIN_BWD_U];
   for (int u = 0; u < LIN_BWD_U; u++) {
     LLVMValueRef e = kg_add(g, le.iv, kg_c64(g, u));
