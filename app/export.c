@@ -924,7 +924,7 @@ static void prefix_of(const char *stem, char *P, size_t cap) {
   if (!n || (P[0] >= '0' && P[0] <= '9')) snprintf(P, cap, "net");
 }
 
-int app_export_graph(const ir_graph *g, const rt_exec *x, const rt_train_state *st,
+int app_export_graph(const ir_graph *g, const rt_exec *x, const app_train_state *st,
                     const char *origin, const app_export_opts *o,
                     app_export_stats *stats, char *err, size_t errlen) {
   const ir_tensor *it = &g->tensors[g->input_t];
@@ -1076,8 +1076,8 @@ int app_export(const char *ckpt, const app_export_opts *o, app_export_stats *sta
               char *err, size_t errlen) {
   ir_graph *g;
   rt_exec *x;
-  rt_train_state st;
-  if (rt_ckpt_load(ckpt, 1, 1, NULL, &g, &x, &st, err, errlen)) return -1;
+  app_train_state st;
+  if (app_ckpt_load(ckpt, 1, 1, NULL, &g, &x, &st, err, errlen)) return -1;
   int rc;
   if (st.epoch <= 0)
     rc = fail(err, errlen,

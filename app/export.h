@@ -62,7 +62,7 @@ int app_export(const char *ckpt, const app_export_opts *o, app_export_stats *sta
 
 /* Exports an already loaded network: x holds its parameters and batch norm
  * statistics, st its normalisation. `origin` names it in the comments. */
-int app_export_graph(const ir_graph *g, const rt_exec *x, const rt_train_state *st,
+int app_export_graph(const ir_graph *g, const rt_exec *x, const app_train_state *st,
                     const char *origin, const app_export_opts *o,
                     app_export_stats *stats, char *err, size_t errlen);
 

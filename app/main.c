@@ -102,8 +102,8 @@ static int is_help(const char *a) {
 
 static int cmd_train(ir_graph *g, int argc, char **argv, rt_graph_fn fwd,
                      rt_graph_fn bwd) {
-  rt_train_opts o;
-  rt_train_opts_default(&o);
+  app_train_opts o;
+  app_train_opts_default(&o);
   for (int i = 2; i < argc; i++) {
     const char *a = argv[i], *s;
     long long v;
@@ -157,7 +157,7 @@ static int cmd_train(ir_graph *g, int argc, char **argv, rt_graph_fn fwd,
       return 2;
     }
   }
-  return rt_train(g, fwd, bwd, &o);
+  return app_train(g, fwd, bwd, &o);
 }
 
 /* eval and info: one checkpoint plus a few options. */
@@ -193,8 +193,8 @@ static int cmd_ckpt(ir_graph *g, int argc, char **argv, rt_graph_fn fwd) {
     fprintf(stderr, "%s: error: %s needs a checkpoint (see --help)\n", prog, argv[1]);
     return 2;
   }
-  return eval ? rt_eval(g, fwd, ckpt, data, (int)threads, backend)
-              : rt_info(ckpt, stdout);
+  return eval ? app_eval(g, fwd, ckpt, data, (int)threads, backend)
+              : app_info(ckpt, stdout);
 }
 
 static int cmd_plot(int argc, char **argv) {
@@ -221,7 +221,7 @@ static int cmd_plot(int argc, char **argv) {
     return 2;
   }
   char err[1024];
-  int rc = rt_plot(dirs, n, out, err, sizeof err);
+  int rc = app_plot(dirs, n, out, err, sizeof err);
   if (rc) fprintf(stderr, "%s: error: %s\n", prog, err);
   free(dirs);
   return rc ? 1 : 0;

@@ -103,7 +103,7 @@ static void panel(FILE *o, const series *s, int ns, int which, double x0,
   }
 }
 
-int rt_plot(const char *const *dirs, int ndirs, const char *out_path, char *err,
+int app_plot(const char *const *dirs, int ndirs, const char *out_path, char *err,
             size_t errlen) {
   series *s = calloc((size_t)ndirs, sizeof *s);
   if (!s) {

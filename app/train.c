@@ -1,6 +1,6 @@
 /* train.c: the training loop, evaluation, and what a checkpoint holds.
  *
- * rt_train is a pipeline of stages over one train_run:
+ * app_train is a pipeline of stages over one train_run:
  *   setup            data, buffers, execution state (fresh_exec or
  *                    resume_exec), search state, metrics file
  *   per epoch:
@@ -26,7 +26,7 @@
 #include "runtime/data.h"
 #include "search/search.h"
 
-void rt_train_opts_default(rt_train_opts *o) {
+void app_train_opts_default(app_train_opts *o) {
   memset(o, 0, sizeof *o);
   o->epochs = -1;
   o->seed = -1;
@@ -40,7 +40,7 @@ static double now(void) {
   return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-int rt_default_threads(void) {
+int app_default_threads(void) {
   long n = sysconf(_SC_NPROCESSORS_ONLN);
   return n < 1 ? 1 : n > 64 ? 64 : (int)n;
 }
@@ -193,7 +193,7 @@ static void log_expand(FILE *f, const ir_graph *g, int epoch, const srch_event *
 typedef struct train_run {
   ir_graph *g;
   const fe_model *m;       /* &g->cfg */
-  const rt_train_opts *o;
+  const app_train_opts *o;
   rt_graph_fn fwd, bwd;    /* the compiled graph, or NULL: the schedule */
   int epochs, threads;     /* resolved from the options and the model */
   fe_search method;
@@ -203,7 +203,7 @@ typedef struct train_run {
   ir_call *fc, *bc;        /* the schedule, when fwd/bwd are NULL */
   int nf, nb;
   rt_exec *x;
-  rt_train_state st;       /* what a checkpoint records */
+  app_train_state st;       /* what a checkpoint records */
   srch_state ss;
   int have_srch;           /* ss is initialised */
   int *order;              /* train.n: the epoch's order, phase II's draws */
@@ -234,14 +234,14 @@ typedef struct epoch_stats {
  * copied into an execution state built on the binary's own graph. The
  * checkpoint's training state goes to *st. */
 static rt_exec *resume_exec(ir_graph *g, const char *resume, int threads,
-                            const char *backend, rt_train_state *st) {
+                            const char *backend, app_train_state *st) {
   const fe_model *m = &g->cfg;
   char err[1024];
   rt_exec *x;
   ir_graph *cg = NULL;
   rt_exec *cx = NULL;
-  if (rt_ckpt_load(resume, 1, 1, "ref", &cg, &cx, st, err, sizeof err) ||
-      rt_ir_compatible(g, cg, err, sizeof err)) {
+  if (app_ckpt_load(resume, 1, 1, "ref", &cg, &cx, st, err, sizeof err) ||
+      app_ir_compatible(g, cg, err, sizeof err)) {
     fprintf(stderr, "error: %s\n", err);
     rt_exec_free(cx), ir_free(cg);
     return NULL;
@@ -264,8 +264,8 @@ static rt_exec *resume_exec(ir_graph *g, const char *resume, int threads,
 
 /* A fresh run: the binary's seed architecture, weights drawn from the
  * run's seed. */
-static rt_exec *fresh_exec(ir_graph *g, const rt_train_opts *o, int threads,
-                           const char *backend, rt_train_state *st) {
+static rt_exec *fresh_exec(ir_graph *g, const app_train_opts *o, int threads,
+                           const char *backend, app_train_state *st) {
   const fe_model *m = &g->cfg;
   char err[1024];
   rt_exec *x = rt_exec_new(g, m->batch, threads, backend, err, sizeof err);
@@ -318,14 +318,14 @@ static int open_metrics(train_run *r) {
 /* Setup: the data, the buffers and schedule, the execution state (fresh
  * or resumed), the search state, the metrics file, the opening line. */
 static int setup(train_run *r, ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd,
-                 const rt_train_opts *o) {
+                 const app_train_opts *o) {
   const fe_model *m = &g->cfg;
   char err[1024], why[512];
   *r = (train_run){.g = g, .m = m, .o = o, .fwd = fwd, .bwd = bwd};
   r->epochs = o->epochs > 0 ? o->epochs : m->epochs;
-  r->threads = o->threads > 0 ? o->threads : rt_default_threads();
+  r->threads = o->threads > 0 ? o->threads : app_default_threads();
   r->method = o->search >= 0 ? (fe_search)o->search : m->method;
-  r->backend = rt_backend_resolve(o->backend ? o->backend : RT_DEFAULT_BACKEND, why, sizeof why);
+  r->backend = rt_backend_resolve(o->backend ? o->backend : APP_DEFAULT_BACKEND, why, sizeof why);
   if (why[0] && !o->quiet) fprintf(stderr, "%s\n", why);
 
   if (load_data(g, o->data, &r->train, &r->test)) return -1;
@@ -474,7 +474,7 @@ static int grow(train_run *r, const epoch_stats *e) {
 static int save(train_run *r, const char *name) {
   char err[1024];
   snprintf(r->path, sizeof r->path, "%s/%s", r->o->run_dir, name);
-  if (rt_ckpt_save(r->path, r->x, &r->st, err, sizeof err)) {
+  if (app_ckpt_save(r->path, r->x, &r->st, err, sizeof err)) {
     fprintf(stderr, "error: %s\n", err);
     return -1;
   }
@@ -490,7 +490,7 @@ static int checkpoint(train_run *r, const epoch_stats *e) {
 
 /* --stop-after: whether the run ends here, to be resumed from last.ckpt. */
 static int stop_here(const train_run *r) {
-  const rt_train_opts *o = r->o;
+  const app_train_opts *o = r->o;
   return o->stop_after > 0 && r->st.epoch >= o->stop_after && r->st.epoch < r->epochs;
 }
 
@@ -523,8 +523,8 @@ static void teardown(train_run *r) {
   rt_dataset_free(&r->test);
 }
 
-int rt_train(ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd,
-             const rt_train_opts *o) {
+int app_train(ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd,
+             const app_train_opts *o) {
   train_run r;
   int rc = setup(&r, g, fwd, bwd, o), stopped = 0;
   while (rc == 0 && !stopped && r.st.epoch < r.epochs) {
@@ -541,22 +541,22 @@ int rt_train(ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd,
   return rc ? 1 : 0;
 }
 
-int rt_eval(ir_graph *bin, rt_graph_fn fwd, const char *ckpt, const char *data,
+int app_eval(ir_graph *bin, rt_graph_fn fwd, const char *ckpt, const char *data,
             int threads, const char *backend) {
   char err[1024];
   ir_graph *g;
   rt_exec *x;
-  rt_train_state st;
-  if (threads <= 0) threads = rt_default_threads();
+  app_train_state st;
+  if (threads <= 0) threads = app_default_threads();
   int cap = bin ? bin->cfg.batch : 128;
   char why[512];
-  backend = rt_backend_resolve(backend ? backend : RT_DEFAULT_BACKEND, why, sizeof why);
+  backend = rt_backend_resolve(backend ? backend : APP_DEFAULT_BACKEND, why, sizeof why);
   if (why[0]) fprintf(stderr, "%s\n", why);
-  if (rt_ckpt_load(ckpt, cap, threads, backend, &g, &x, &st, err, sizeof err)) {
+  if (app_ckpt_load(ckpt, cap, threads, backend, &g, &x, &st, err, sizeof err)) {
     fprintf(stderr, "error: %s\n", err);
     return 1;
   }
-  if (bin && rt_ir_compatible(bin, g, err, sizeof err)) {
+  if (bin && app_ir_compatible(bin, g, err, sizeof err)) {
     fprintf(stderr, "error: %s: %s\n", ckpt, err);
     rt_exec_free(x), ir_free(g);
     return 1;
@@ -580,12 +580,12 @@ int rt_eval(ir_graph *bin, rt_graph_fn fwd, const char *ckpt, const char *data,
   return rc;
 }
 
-int rt_info(const char *ckpt, FILE *out) {
+int app_info(const char *ckpt, FILE *out) {
   char err[1024];
   ir_graph *g;
   rt_exec *x;
-  rt_train_state st;
-  if (rt_ckpt_load(ckpt, 1, 1, NULL, &g, &x, &st, err, sizeof err)) {
+  app_train_state st;
+  if (app_ckpt_load(ckpt, 1, 1, NULL, &g, &x, &st, err, sizeof err)) {
     fprintf(stderr, "error: %s\n", err);
     return 1;
   }
@@ -640,7 +640,7 @@ typedef struct train_rec {
   double prev_loss;
 } train_rec;
 
-int rt_ckpt_save(const char *path, const rt_exec *x, const rt_train_state *st,
+int app_ckpt_save(const char *path, const rt_exec *x, const app_train_state *st,
                  char *err, size_t errlen) {
   const ir_graph *g = x->g;
   uint8_t *ir;
@@ -677,8 +677,8 @@ int rt_ckpt_save(const char *path, const rt_exec *x, const rt_train_state *st,
   return rc;
 }
 
-int rt_ckpt_load(const char *path, int cap, int threads, const char *backend,
-                 ir_graph **gp, rt_exec **xp, rt_train_state *st, char *err,
+int app_ckpt_load(const char *path, int cap, int threads, const char *backend,
+                 ir_graph **gp, rt_exec **xp, app_train_state *st, char *err,
                  size_t errlen) {
   *gp = NULL, *xp = NULL;
   rt_ckpt *c = rt_ckpt_read(path, err, errlen);
@@ -735,7 +735,7 @@ int rt_ckpt_load(const char *path, int cap, int threads, const char *backend,
   return 0;
 }
 
-int rt_ir_compatible(const ir_graph *a, const ir_graph *b, char *err,
+int app_ir_compatible(const ir_graph *a, const ir_graph *b, char *err,
                      size_t errlen) {
   if (a->n_layers != b->n_layers || a->n_tensors != b->n_tensors ||
       a->act_size != b->act_size || a->n_params != b->n_params ||

@@ -4,14 +4,14 @@
  * drive them without a compiled model: `fwd` and `bwd` are the graph
  * driver's functions (emitted by ilnasc) or NULL to interpret the schedule.
  *
- *   rt_train_opts o; rt_train_opts_default(&o);
+ *   app_train_opts o; app_train_opts_default(&o);
  *   o.epochs = 2; o.run_dir = "run";
- *   int rc = rt_train(g, fwd, bwd, &o);    // 0, or 1 after a message
- *   rt_eval(g, fwd, "run/final.ckpt", NULL, 0, NULL); // one JSON line
- *   rt_info("run/final.ckpt", stdout);
+ *   int rc = app_train(g, fwd, bwd, &o);    // 0, or 1 after a message
+ *   app_eval(g, fwd, "run/final.ckpt", NULL, 0, NULL); // one JSON line
+ *   app_info("run/final.ckpt", stdout);
  */
-#ifndef ILNAS_RT_TRAIN_H
-#define ILNAS_RT_TRAIN_H
+#ifndef ILNAS_APP_TRAIN_H
+#define ILNAS_APP_TRAIN_H
 
 #include <stdint.h>
 #include <stdio.h>
@@ -22,9 +22,9 @@
 #include "base/rng.h"
 
 /* Kernels specialised to each layer's α pattern, compiled by the LLVM JIT. */
-#define RT_DEFAULT_BACKEND "cpu"
+#define APP_DEFAULT_BACKEND "cpu"
 
-typedef struct rt_train_opts {
+typedef struct app_train_opts {
   int epochs;          /* -1: the model's */
   int train_limit;     /* 0: the whole training set */
   int test_limit;      /* 0: the whole test set */
@@ -39,25 +39,25 @@ typedef struct rt_train_opts {
   int quiet;           /* no progress output */
   int profile;         /* time every op; a table on stderr at the end */
   const char *backend; /* "cpu", "ref", "blas", "cuda" or "auto"; NULL:
-                        * RT_DEFAULT_BACKEND */
-} rt_train_opts;
+                        * APP_DEFAULT_BACKEND */
+} app_train_opts;
 
-void rt_train_opts_default(rt_train_opts *o);
+void app_train_opts_default(app_train_opts *o);
 /* Cores online, at most 64. */
-int rt_default_threads(void);
-int rt_train(ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd,
-             const rt_train_opts *o);
+int app_default_threads(void);
+int app_train(ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd,
+             const app_train_opts *o);
 
 /* Evaluates a checkpoint on its test set; prints one JSON line. */
-int rt_eval(ir_graph *binary_ir, rt_graph_fn fwd, const char *ckpt,
+int app_eval(ir_graph *binary_ir, rt_graph_fn fwd, const char *ckpt,
             const char *data, int threads, const char *backend);
 
 /* Prints the per-layer table of a checkpoint. */
-int rt_info(const char *ckpt, FILE *out);
+int app_info(const char *ckpt, FILE *out);
 
 /* Checkpoint contents: the IR with α, weights, momentum, batch norm
  * statistics, RNG and training state. */
-typedef struct rt_train_state {
+typedef struct app_train_state {
   int epoch;      /* epochs completed */
   int64_t step;   /* SGD steps taken */
   uint64_t seed;  /* the run's seed */
@@ -67,18 +67,18 @@ typedef struct rt_train_state {
   rt_rng srng;    /* the search's random choices */
   rt_norm norm;   /* input normalisation the network was trained with */
   double prev_loss; /* last epoch's training loss, for the flat trigger */
-} rt_train_state;
+} app_train_state;
 
-int rt_ckpt_save(const char *path, const rt_exec *x, const rt_train_state *st,
+int app_ckpt_save(const char *path, const rt_exec *x, const app_train_state *st,
                  char *err, size_t errlen);
 /* Loads a checkpoint into a new IR and exec (batch capacity cap). */
-int rt_ckpt_load(const char *path, int cap, int threads, const char *backend,
-                 ir_graph **g, rt_exec **x, rt_train_state *st, char *err,
+int app_ckpt_load(const char *path, int cap, int threads, const char *backend,
+                 ir_graph **g, rt_exec **x, app_train_state *st, char *err,
                  size_t errlen);
 
 /* Whether two IRs describe the same super-network (α aside), i.e. whether a
  * checkpoint can run on a binary's compiled schedule. */
-int rt_ir_compatible(const ir_graph *a, const ir_graph *b, char *err,
+int app_ir_compatible(const ir_graph *a, const ir_graph *b, char *err,
                      size_t errlen);
 
 #endif

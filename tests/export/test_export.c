@@ -80,9 +80,9 @@ static int cmd_dump(const char *ckpt, const char *data, const char *out, int lim
   char err[1024];
   ir_graph *g;
   rt_exec *x;
-  rt_train_state st;
+  app_train_state st;
   enum { CAP = 100 };
-  if (rt_ckpt_load(ckpt, CAP, 2, NULL, &g, &x, &st, err, sizeof err)) {
+  if (app_ckpt_load(ckpt, CAP, 2, NULL, &g, &x, &st, err, sizeof err)) {
     fprintf(stderr, "FAIL: %s\n", err);
     return 1;
   }
@@ -174,13 +174,13 @@ static int cmd_untrain(const char *ckpt, const char *out) {
   char err[1024];
   ir_graph *g;
   rt_exec *x;
-  rt_train_state st;
-  if (rt_ckpt_load(ckpt, 1, 1, NULL, &g, &x, &st, err, sizeof err)) {
+  app_train_state st;
+  if (app_ckpt_load(ckpt, 1, 1, NULL, &g, &x, &st, err, sizeof err)) {
     fprintf(stderr, "FAIL: %s\n", err);
     return 1;
   }
   st.epoch = 0, st.step = 0;
-  int rc = rt_ckpt_save(out, x, &st, err, sizeof err);
+  int rc = app_ckpt_save(out, x, &st, err, sizeof err);
   if (rc) fprintf(stderr, "FAIL: %s\n", err);
   rt_exec_free(x), ir_free(g);
   return rc ? 1 : 0;
@@ -235,7 +235,7 @@ static int cmd_synth(const char *model, const char *out, uint64_t seed, int n) {
       x->stats[l->s_off + l->cout + c] = (float)(0.5 + 1.5 * rt_rng_uniform(&r));
     }
   }
-  rt_train_state st;
+  app_train_state st;
   memset(&st, 0, sizeof st);
   st.epoch = 1, st.seed = seed;
   rt_rng_seed(&st.rng, seed), rt_rng_seed(&st.srng, seed);
@@ -253,7 +253,7 @@ static int cmd_synth(const char *model, const char *out, uint64_t seed, int n) {
   float *logits = malloc((size_t)n * k * sizeof(float));
   uint8_t *lab = malloc((size_t)n);
   if (!raw || !in || !logits || !lab) goto out;
-  if (rt_ckpt_save(path, x, &st, err, sizeof err)) {
+  if (app_ckpt_save(path, x, &st, err, sizeof err)) {
     fprintf(stderr, "FAIL: %s\n", err);
     goto out;
   }
@@ -279,8 +279,8 @@ static int cmd_describe(const char *ckpt, const char *out) {
   char err[1024], path[4096];
   ir_graph *g;
   rt_exec *x;
-  rt_train_state st;
-  if (rt_ckpt_load(ckpt, 1, 1, NULL, &g, &x, &st, err, sizeof err)) {
+  app_train_state st;
+  if (app_ckpt_load(ckpt, 1, 1, NULL, &g, &x, &st, err, sizeof err)) {
     fprintf(stderr, "FAIL: %s\n", err);
     return 1;
   }
@@ -340,9 +340,9 @@ static int cmd_bench(const char *ckpt, const char *images, int batch, double sec
   char err[1024];
   ir_graph *g;
   rt_exec *x;
-  rt_train_state st;
+  app_train_state st;
   if (batch < 1) batch = 1;
-  if (rt_ckpt_load(ckpt, batch, threads, NULL, &g, &x, &st, err, sizeof err)) {
+  if (app_ckpt_load(ckpt, batch, threads, NULL, &g, &x, &st, err, sizeof err)) {
     fprintf(stderr, "FAIL: %s\n", err);
     return 1;
   }

@@ -97,14 +97,14 @@ static void check_ckpt(ir_graph *g) {
   rt_exec *x = rt_exec_new(g, 4, 1, NULL, err, sizeof err);
   CHECK(x, "exec: %s", err);
   rt_exec_init_params(x, 11);
-  rt_train_state st = {.epoch = 3, .step = 77, .seed = 11, .alr = 0.25, .expansions = 2};
+  app_train_state st = {.epoch = 3, .step = 77, .seed = 11, .alr = 0.25, .expansions = 2};
   rt_rng_seed(&st.rng, 5);
   rt_rng_seed(&st.srng, 6);
-  CHECK(rt_ckpt_save(path, x, &st, err, sizeof err) == 0, "save: %s", err);
+  CHECK(app_ckpt_save(path, x, &st, err, sizeof err) == 0, "save: %s", err);
   ir_graph *h;
   rt_exec *y;
-  rt_train_state st2;
-  CHECK(rt_ckpt_load(path, 4, 1, NULL, &h, &y, &st2, err, sizeof err) == 0, "load: %s", err);
+  app_train_state st2;
+  CHECK(app_ckpt_load(path, 4, 1, NULL, &h, &y, &st2, err, sizeof err) == 0, "load: %s", err);
   if (y) {
     CHECK(memcmp(x->params, y->params, (size_t)g->n_params * sizeof(float)) == 0,
           "params differ after the checkpoint round trip");
@@ -115,7 +115,7 @@ static void check_ckpt(ir_graph *g) {
           st2.expansions == 2 && memcmp(&st2.rng, &st.rng, sizeof st.rng) == 0 &&
           memcmp(&st2.srng, &st.srng, sizeof st.srng) == 0,
           "training state differs after the checkpoint round trip");
-    CHECK(rt_ir_compatible(g, h, err, sizeof err) == 0, "compatible: %s", err);
+    CHECK(app_ir_compatible(g, h, err, sizeof err) == 0, "compatible: %s", err);
     rt_exec_free(y), ir_free(h);
   }
   /* one damaged byte anywhere is refused, with a message */
@@ -127,7 +127,7 @@ static void check_ckpt(ir_graph *g) {
     fwrite(bytes, 1, n, f);
     fclose(f);
     err[0] = 0;
-    int rc = rt_ckpt_load(path, 4, 1, NULL, &h, &y, &st2, err, sizeof err);
+    int rc = app_ckpt_load(path, 4, 1, NULL, &h, &y, &st2, err, sizeof err);
     CHECK(rc != 0 && err[0], "damaged byte %zu accepted", k);
     if (rc == 0) rt_exec_free(y), ir_free(h);
     bytes[k] ^= 0x01;
