@@ -109,7 +109,8 @@ void kg_if_end(kg_kit *k, LLVMBasicBlockRef join) {
 }
 
 LLVMValueRef kg_at(kg_kit *k, LLVMValueRef p, LLVMValueRef i) {
-  return k->inbounds ? LLVMBuildInBoundsGEP2(k->b, k->f32, p, &i, 1, "") : LLVMBuildGEP2(k->b, k->f32, p, &i, 1, "");
+  if (k->inbounds) return LLVMBuildInBoundsGEP2(k->b, k->f32, p, &i, 1, "");
+  return LLVMBuildGEP2(k->b, k->f32, p, &i, 1, "");
 }
 
 LLVMValueRef kg_ldf(kg_kit *k, LLVMValueRef p, LLVMValueRef i) {

@@ -3,9 +3,11 @@
  * The kernels are simple on purpose: one thread per output element walks
  * the active taps of its output channel (or, transposed, of its input
  * channel) from a baked index table; one thread per active weight sums
- * its gradient over the batch. Locals are allocas in the entry block:
- * cg_ptx_emit runs the O3 pipeline, whose mem2reg turns them into
- * registers, and the generator stays straight-line C. */
+ * its gradient over the batch. They are written with the shared kit
+ * (kgen/kit.h), their index tables from kg_pattern (kgen/pattern.h);
+ * accumulators are allocas in the entry block, which the O3 pipeline of
+ * cg_ptx_emit turns into registers, so the generator stays straight-line
+ * C. */
 #include "kgen/ptx.h"
 
 #include <limits.h>
@@ -23,10 +25,7 @@
 #include "kgen/kit.h"
 #include "kgen/pattern.h"
 
-/* A kernel is written with the kit alone; the name says which side. */
-typedef kg_kit pg;
-
-static LLVMValueRef sreg(pg *p, const char *reg) {
+static LLVMValueRef sreg(kg_kit *p, const char *reg) {
   char name[64];
   snprintf(name, sizeof name, "llvm.nvvm.read.ptx.sreg.%s", reg);
   LLVMTypeRef ft = LLVMFunctionType(p->i32, NULL, 0, 0);
@@ -41,7 +40,7 @@ static int keep_table(LLVMModuleRef m, const char *name, void *data, size_t byte
  * the threads past `total` (i64). Returns that index. Its tables are
  * device globals (keep_table); its element pointers inbounds, since no
  * base it forms lies outside its buffer. */
-static LLVMValueRef begin(pg *p, LLVMModuleRef m, const char *name, LLVMValueRef (*total)(pg *, const void *),
+static LLVMValueRef begin(kg_kit *p, LLVMModuleRef m, const char *name, LLVMValueRef (*total)(kg_kit *, const void *),
                           const void *arg) {
   kg_begin(p, m, name, keep_table);
   p->inbounds = 1;
@@ -116,31 +115,31 @@ void cg_ptx_free_tables(cg_ptx_table *t, size_t n) {
   free(t);
 }
 
-static LLVMValueRef mulc(pg *p, LLVMValueRef a, int64_t c) { return kg_mul(p, a, kg_c64(p, c)); }
-static LLVMValueRef udivc(pg *p, LLVMValueRef a, int64_t c) { return LLVMBuildUDiv(p->b, a, kg_c64(p, c), ""); }
-static LLVMValueRef uremc(pg *p, LLVMValueRef a, int64_t c) { return LLVMBuildURem(p->b, a, kg_c64(p, c), ""); }
+static LLVMValueRef mulc(kg_kit *p, LLVMValueRef a, int64_t c) { return kg_mul(p, a, kg_c64(p, c)); }
+static LLVMValueRef udivc(kg_kit *p, LLVMValueRef a, int64_t c) { return LLVMBuildUDiv(p->b, a, kg_c64(p, c), ""); }
+static LLVMValueRef uremc(kg_kit *p, LLVMValueRef a, int64_t c) { return LLVMBuildURem(p->b, a, kg_c64(p, c), ""); }
 
 /* 0 <= v < lim, as one unsigned compare. */
-static LLVMValueRef in_range(pg *p, LLVMValueRef v, int64_t lim) {
+static LLVMValueRef in_range(kg_kit *p, LLVMValueRef v, int64_t lim) {
   return LLVMBuildICmp(p->b, LLVMIntULT, v, kg_c64(p, lim), "");
 }
 
 /* acc += a * b, in the accumulator's type. */
-static void accumulate(pg *p, LLVMValueRef acc, LLVMTypeRef t, LLVMValueRef a, LLVMValueRef b) {
+static void accumulate(kg_kit *p, LLVMValueRef acc, LLVMTypeRef t, LLVMValueRef a, LLVMValueRef b) {
   if (t == p->f64) a = LLVMBuildFPExt(p->b, a, p->f64, ""), b = LLVMBuildFPExt(p->b, b, p->f64, "");
   LLVMValueRef v = LLVMBuildLoad2(p->b, t, acc, "");
   LLVMBuildStore(p->b, LLVMBuildFAdd(p->b, v, LLVMBuildFMul(p->b, a, b, ""), ""), acc);
 }
 
 /* base[i] += the value in acc (a local). */
-static void add_into(pg *p, LLVMValueRef base, LLVMValueRef i, LLVMValueRef acc) {
+static void add_into(kg_kit *p, LLVMValueRef base, LLVMValueRef i, LLVMValueRef acc) {
   LLVMValueRef ptr = kg_at(p, base, i);
   LLVMValueRef sum = LLVMBuildFAdd(p->b, LLVMBuildLoad2(p->b, p->f32, ptr, ""), LLVMBuildLoad2(p->b, p->f32, acc, ""), "");
   LLVMBuildStore(p->b, sum, ptr);
 }
 
 /* acc = bias[o] when the bias pointer is not NULL and bias o is active. */
-static void init_bias(pg *p, LLVMValueRef acc, const uint8_t *bm, int nout, LLVMValueRef o) {
+static void init_bias(kg_kit *p, LLVMValueRef acc, const uint8_t *bm, int nout, LLVMValueRef o) {
   LLVMBuildStore(p->b, LLVMConstReal(p->f32, 0), acc);
   LLVMValueRef has = LLVMBuildICmp(p->b, LLVMIntNE, p->pc, LLVMConstNull(p->fp), "");
   if (bm) {
@@ -188,7 +187,7 @@ typedef struct conv_ctx {
   int batch;                      /* per counts per sample */
 } conv_ctx;
 
-static LLVMValueRef conv_total(pg *p, const void *arg) {
+static LLVMValueRef conv_total(kg_kit *p, const void *arg) {
   const conv_ctx *c = arg;
   return c->batch ? mulc(p, p->n, c->per) : kg_c64(p, c->per);
 }
@@ -226,7 +225,7 @@ int cg_ptx_pad(LLVMModuleRef m, int64_t ch, int64_t h, int64_t w, int64_t top, i
                int64_t wp, const char *name) {
   if (ch < 1 || hp < 1 || wp < 1) return -1;
   conv_ctx c = {NULL, 0, 0, ch * hp * wp, 1};
-  pg p;
+  kg_kit p;
   LLVMValueRef gid = begin(&p, m, name, conv_total, &c);
   LLVMValueRef nn = udivc(&p, gid, c.per), r = uremc(&p, gid, c.per);
   LLVMValueRef cc = udivc(&p, r, hp * wp), px = uremc(&p, r, hp * wp);
@@ -270,7 +269,7 @@ static int tap_conv(LLVMModuleRef m, const cg_conv_desc *d, const tapconv *t, co
   }
   const int64_t rows = pat.rows;
   conv_ctx c = {NULL, 0, 0, rows * t->oh * t->tiles, 1};
-  pg p;
+  kg_kit p;
   LLVMValueRef gid = begin(&p, m, name, conv_total, &c);
   kg_tab st = kg_table(&p, "start", pat.start, (size_t)rows + 1, 4);
   kg_tab ot = kg_table(&p, "off", off, (size_t)pat.nnz, 4);
@@ -333,7 +332,7 @@ static int conv_bwd_data_fast(LLVMModuleRef m, const cg_conv_desc *d, const cg_p
  * through tap kyx = ky*k + kx, and whether there is one: oy*stride =
  * ty0 - ky must be nonnegative (as unsigned, a negative value is out of
  * range), below oh*stride and a multiple of the stride; the same for x. */
-static LLVMValueRef tap_output(pg *p, const cg_conv_desc *d, const conv_ctx *c, LLVMValueRef ty0,
+static LLVMValueRef tap_output(kg_kit *p, const cg_conv_desc *d, const conv_ctx *c, LLVMValueRef ty0,
                                LLVMValueRef tx0, LLVMValueRef kyx, LLVMValueRef *oy, LLVMValueRef *ox) {
   LLVMValueRef ty = LLVMBuildSub(p->b, ty0, udivc(p, kyx, d->k), "");
   LLVMValueRef tx = LLVMBuildSub(p->b, tx0, uremc(p, kyx, d->k), "");
@@ -355,7 +354,7 @@ static int conv_bwd_data_general(LLVMModuleRef m, const cg_conv_desc *d, const c
   /* Rows are input channels, entries the weights that read them. */
   if (kg_pattern_init(&pat, d->wm, d->cout, d->cin, kk, KG_BY_INPUT)) return -1;
   c.per = d->cin * hw;
-  pg p;
+  kg_kit p;
   LLVMValueRef gid = begin(&p, m, name, conv_total, &c);
   kg_tab st = kg_table(&p, "start", pat.start, (size_t)d->cin + 1, 4);
   kg_tab wt = kg_table(&p, "widx", pat.idx, (size_t)pat.nnz, 4);
@@ -411,7 +410,7 @@ int cg_ptx_conv_bwd_weight(LLVMModuleRef m, const cg_conv_desc *d, const char *n
     off[j] = (int32_t)(ci * g.hp * g.wp + ky * g.wp + kx);
   }
   conv_ctx c = {d, g.oh, g.ow, (int64_t)(nnz ? nnz : 1), 1};
-  pg p;
+  kg_kit p;
   LLVMValueRef gid = begin(&p, m, name, conv_total, &c);
   kg_tab wt = kg_table(&p, "widx", pat.idx, nnz, 4);
   kg_tab ot = kg_table(&p, "off", off, nnz, 4);
@@ -438,7 +437,7 @@ int cg_ptx_conv_bwd_weight(LLVMModuleRef m, const cg_conv_desc *d, const char *n
 
 /* ---- linear ----------------------------------------------------------- */
 
-static LLVMValueRef lin_total(pg *p, const void *arg) {
+static LLVMValueRef lin_total(kg_kit *p, const void *arg) {
   const int64_t *per = arg; /* per[0]: per sample (per[1] != 0) or all */
   return per[1] ? mulc(p, p->n, per[0]) : kg_c64(p, per[0]);
 }
@@ -453,7 +452,7 @@ static int linear_gemv(LLVMModuleRef m, const cg_linear_desc *d, const char *nam
    * output. */
   for (int64_t j = 0; j < pat.nnz; j++) pat.idx[j] = transpose ? pat.idx[j] / d->in : pat.idx[j] % d->in;
   int64_t rows = pat.rows, per[2] = {rows, 1};
-  pg p;
+  kg_kit p;
   LLVMValueRef gid = begin(&p, m, name, lin_total, per);
   kg_tab st = kg_table(&p, "start", pat.start, (size_t)rows + 1, 4);
   kg_tab it = kg_table(&p, "idx", pat.idx, (size_t)pat.nnz, 4);
@@ -493,7 +492,7 @@ int cg_ptx_linear_bwd_weight(LLVMModuleRef m, const cg_linear_desc *d, const cha
   kg_pattern pat;
   if (kg_pattern_init(&pat, d->wm, d->out, d->in, 1, KG_BY_OUTPUT)) return -1;
   int64_t per[2] = {pat.nnz, 0};
-  pg p;
+  kg_kit p;
   LLVMValueRef gid = begin(&p, m, name, lin_total, per);
   kg_tab wt = kg_table(&p, "widx", pat.idx, (size_t)pat.nnz, 4);
   kg_pattern_free(&pat);
@@ -519,7 +518,7 @@ int cg_ptx_linear_bwd_weight(LLVMModuleRef m, const cg_linear_desc *d, const cha
 int cg_ptx_bias_grad(LLVMModuleRef m, int64_t nout, int64_t plane, const uint8_t *bm, const char *name) {
   if (nout < 1 || plane < 1) return -1;
   int64_t per[2] = {nout, 1};
-  pg p;
+  kg_kit p;
   LLVMValueRef gid = begin(&p, m, name, lin_total, per);
   LLVMValueRef nn = udivc(&p, gid, nout), o = uremc(&p, gid, nout);
   LLVMBasicBlockRef join = NULL;
@@ -547,7 +546,7 @@ int cg_ptx_bias_grad(LLVMModuleRef m, int64_t nout, int64_t plane, const uint8_t
 int cg_ptx_bias_fill(LLVMModuleRef m, int64_t nout, int64_t plane, const uint8_t *bm, const char *name) {
   if (nout < 1 || plane < 1) return -1;
   int64_t per[2] = {nout * plane, 1};
-  pg p;
+  kg_kit p;
   LLVMValueRef gid = begin(&p, m, name, lin_total, per);
   LLVMValueRef nn = udivc(&p, gid, per[0]), r = uremc(&p, gid, per[0]), o = udivc(&p, r, plane);
   LLVMValueRef v = kg_local(&p, p.f32, "v");
@@ -556,13 +555,13 @@ int cg_ptx_bias_fill(LLVMModuleRef m, int64_t nout, int64_t plane, const uint8_t
   return kg_end(&p);
 }
 
-static LLVMValueRef count_total(pg *p, const void *arg) {
+static LLVMValueRef count_total(kg_kit *p, const void *arg) {
   (void)arg;
   return p->n;
 }
 
 int cg_ptx_scale(LLVMModuleRef m, const char *name) {
-  pg p;
+  kg_kit p;
   LLVMValueRef i = begin(&p, m, name, count_total, NULL);
   LLVMValueRef cp = kg_at(&p, p.pc, i);
   LLVMBuildStore(p.b, LLVMBuildFMul(p.b, LLVMBuildLoad2(p.b, p.f32, cp, ""), kg_ldf(&p, p.pa, i), ""), cp);
@@ -572,7 +571,7 @@ int cg_ptx_scale(LLVMModuleRef m, const char *name) {
 /* The batch-wide column layout of the dense path: col[r][n * oh*ow],
  * r = ci*k*k + ky*k + kx, sample-major within a row, so that one sgemm
  * covers the batch. Its row length is runtime: n * oh*ow. */
-static LLVMValueRef cols_total(pg *p, const void *arg) { return kg_mul(p, p->n, kg_c64(p, *(const int64_t *)arg)); }
+static LLVMValueRef cols_total(kg_kit *p, const void *arg) { return kg_mul(p, p->n, kg_c64(p, *(const int64_t *)arg)); }
 
 /* One thread per col element, the pixels fastest. */
 int cg_ptx_im2col(LLVMModuleRef m, const cg_conv_desc *d, const char *name) {
@@ -580,7 +579,7 @@ int cg_ptx_im2col(LLVMModuleRef m, const cg_conv_desc *d, const char *name) {
   if (conv_out(d, &oh, &ow)) return -1;
   const int64_t K = d->k, kk = K * K, ohw = (int64_t)oh * ow, hw = (int64_t)d->h * d->w;
   int64_t per = d->cin * kk * ohw;
-  pg p;
+  kg_kit p;
   LLVMValueRef gid = begin(&p, m, name, cols_total, &per);
   LLVMValueRef row = mulc(&p, p.n, ohw);
   LLVMValueRef r = LLVMBuildUDiv(p.b, gid, row, ""), j = LLVMBuildURem(p.b, gid, row, "");
@@ -606,7 +605,7 @@ int cg_ptx_col2im(LLVMModuleRef m, const cg_conv_desc *d, const char *name) {
   if (conv_out(d, &c.oh, &c.ow)) return -1;
   const int64_t K = d->k, kk = K * K, ohw = (int64_t)c.oh * c.ow, hw = (int64_t)d->h * d->w;
   c.per = d->cin * hw;
-  pg p;
+  kg_kit p;
   LLVMValueRef gid = begin(&p, m, name, conv_total, &c);
   LLVMValueRef nn = udivc(&p, gid, c.per), r = uremc(&p, gid, c.per);
   LLVMValueRef ci = udivc(&p, r, hw), px = uremc(&p, r, hw);
@@ -636,7 +635,7 @@ int cg_ptx_col2im(LLVMModuleRef m, const cg_conv_desc *d, const char *name) {
 static int cm_move(LLVMModuleRef m, int64_t nout, int64_t plane, const uint8_t *bm, const char *name, int scatter) {
   if (nout < 1 || plane < 1) return -1;
   int64_t per = nout * plane;
-  pg p;
+  kg_kit p;
   LLVMValueRef gid = begin(&p, m, name, cols_total, &per);
   LLVMValueRef row = mulc(&p, p.n, plane);
   LLVMValueRef o = LLVMBuildUDiv(p.b, gid, row, ""), j = LLVMBuildURem(p.b, gid, row, "");

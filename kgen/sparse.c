@@ -25,6 +25,9 @@
  *     in registers; each active output's dy, loaded once, feeds both the
  *     dx FMAs and that weight's gradient (see cg_sparse_linear_bwd).
  *     Elementwise vector FMAs keep float semantics without fast-math.
+ *
+ * Written with the shared kit (kgen/kit.h: constant tables, phi loops);
+ * the tables start from kg_pattern (kgen/pattern.h).
  */
 #include "kgen/sparse.h"
 
