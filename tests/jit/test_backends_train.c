@@ -1,0 +1,206 @@
+/* test_backends_train: one model, one seed, one data set, trained for 12
+ * SGD steps with one phase II expansion (method ilnas) before step 6,
+ * independently on each backend: ref, cpu, blas and cuda on the host
+ * emulation of a GPU (tests/gpu/emu_driver.h). Each backend runs its own
+ * search, so the growth it picks comes from its own gradients. Every
+ * step's loss must agree with ref's within 1e-5 relative, and the final
+ * architecture (α, alive layers) must be ref's, bit for bit.
+ *
+ * Two models: weight granularity, and kernel granularity with batch norm
+ * in a dense conv stage and a dead layer that the growth brings alive.
+ *
+ * The emulation runs wherever the LLVM JIT does, so a cuda leg that cannot
+ * start fails; it does not skip. */
+#include "jitutil.h"
+#include "runtime/exec.h"
+#include "search/search.h"
+#include "tests/gpu/emu_driver.h"
+
+enum { N_LEGS = 4, STEPS = 12, GROW_AT = 6, BATCH = 16, DATA_BATCHES = 4, P2_BATCHES = 2 };
+
+static const char *const backends[N_LEGS] = {"ref", "cpu", "blas", "cuda"};
+static int emulated; /* the GPU emulation started: the cuda leg can run */
+
+typedef struct model_case {
+  const char *name;
+  const char *src;
+  int want_new_layer; /* the expansion must bring a dead layer alive */
+} model_case;
+
+static const model_case cases[] = {
+    {"weight",
+     "model w { input 2x10x10; classes 4; search weight budget 3k from density 0.3 seed 5;"
+     " stage conv { layers 1..2 channels 4..8 kernel 3x3 dense; }"
+     " reduce maxpool 2;"
+     " stage conv { layers 1..1 channels 6..8 kernel 5x5; }"
+     " reduce conv 2;"
+     " stage linear { layers 1..2 width 8..16; } }",
+     0},
+    {"kernel+bn",
+     "model k { input 3x8x8; classes 5; search kernel budget 4k from density 0.5 seed 2;"
+     " stage conv { layers 2..3 channels 4..6 kernel 3x3 dense norm batch }"
+     " reduce maxpool 2;"
+     " stage conv { layers 1..2 channels 6..8 kernel 3x3 }"
+     " reduce gap;"
+     " stage linear { layers 1..2 width 8..12 } }",
+     1},
+};
+
+/* One backend's run: its own graph, exec, schedule and search. */
+typedef struct leg {
+  ir_graph *g;
+  rt_exec *x;
+  ir_call *f, *bw;
+  int nf, nb;
+  srch_state s;
+  int have_s;
+  double loss[STEPS];
+  srch_event ev;
+  int grown;       /* srch_expand returned 0 */
+  int dead_before; /* dead layers just before the expansion */
+  int dead_after;
+} leg;
+
+static ir_graph *build_src(const char *text) {
+  fe_model m;
+  if (fe_parse_string("t.ilnas", text, &m, stderr)) return NULL;
+  ir_graph *g = ir_build(&m, stderr);
+  fe_model_free(&m);
+  return g;
+}
+
+static int dead_layers(const leg *L) {
+  int d = 0;
+  for (int i = 0; i < L->g->n_layers; i++) d += !L->x->arch->alive[i];
+  return d;
+}
+
+static void leg_free(leg *L) {
+  if (L->have_s) srch_free(&L->s);
+  free(L->f), free(L->bw);
+  rt_exec_free(L->x);
+  ir_free(L->g);
+}
+
+/* Trains one leg; 0, or -1 when it could not start (already reported). */
+static int train(leg *L, const char *backend, const model_case *mc, const float *in,
+                 const uint8_t *lab) {
+  char err[256];
+  L->g = build_src(mc->src);
+  CHECK(L->g, "%s: model does not build", mc->name);
+  if (!L->g) return -1;
+  L->x = rt_exec_new(L->g, BATCH, 2, backend, err, sizeof err);
+  CHECK(L->x, "%s, %s: exec: %s", mc->name, backend, err);
+  if (!L->x) return -1;
+  if (ir_schedule(L->g, &L->f, &L->nf, &L->bw, &L->nb)) {
+    CHECK(0, "%s, %s: schedule", mc->name, backend);
+    return -1;
+  }
+  rt_exec_init_params(L->x, 3);
+  if (srch_init(&L->s, L->g, FE_SEARCH_ILNAS, 1, NULL, NULL)) {
+    CHECK(0, "%s, %s: srch_init", mc->name, backend);
+    return -1;
+  }
+  L->have_s = 1;
+  L->s.lr = 0.05f;
+  srch_refill(&L->s, L->x); /* placeholders, as a fresh search starts */
+  CHECK(rt_exec_prepare(L->x, err, sizeof err) == 0, "%s, %s: %s", mc->name, backend, err);
+  const ir_tensor *t = &L->g->tensors[L->g->input_t];
+  size_t img = (size_t)t->c * t->h * t->w;
+  for (int it = 0; it < STEPS; it++) {
+    if (it == GROW_AT) {
+      srch_batches pb = {P2_BATCHES, BATCH, in, lab};
+      L->dead_before = dead_layers(L);
+      L->grown = srch_expand(&L->s, L->x, &pb, &L->ev) == 0;
+      CHECK(rt_exec_prepare(L->x, err, sizeof err) == 0, "%s, %s: %s", mc->name, backend, err);
+      L->dead_after = dead_layers(L);
+    }
+    const float *bx = in + (size_t)(it % DATA_BATCHES) * BATCH * img;
+    const uint8_t *by = lab + (it % DATA_BATCHES) * BATCH;
+    rt_exec_set_input(L->x, bx, BATCH);
+    rt_exec_run(L->x, L->f, L->nf);
+    L->loss[it] = rt_exec_loss(L->x, by, 1, NULL);
+    rt_exec_run(L->x, L->bw, L->nb);
+    rt_exec_sgd(L->x, 0.05f, 0.9f, 5e-4f);
+  }
+  return 0;
+}
+
+/* Parameters whose α bit differs, over the n_params bits. */
+static int64_t alpha_diff(const ir_arch *a, const ir_arch *b, int64_t np) {
+  int64_t d = 0;
+  for (int64_t i = 0; i < np; i++) d += ir_alpha_get(a, i) != ir_alpha_get(b, i);
+  return d;
+}
+
+static void check_model(const model_case *mc) {
+  /* the data, the same for every leg */
+  ir_graph *g = build_src(mc->src);
+  CHECK(g, "%s: model does not build", mc->name);
+  if (!g) return;
+  const ir_tensor *t = &g->tensors[g->input_t];
+  size_t img = (size_t)t->c * t->h * t->w;
+  int classes = g->cfg.classes;
+  ir_free(g);
+  float *in = jt_randf((size_t)DATA_BATCHES * BATCH * img);
+  uint8_t lab[DATA_BATCHES * BATCH];
+  for (int i = 0; i < DATA_BATCHES * BATCH; i++) lab[i] = (uint8_t)jt_int(0, classes - 1);
+
+  leg legs[N_LEGS];
+  int ok[N_LEGS];
+  for (int b = 0; b < N_LEGS; b++) {
+    legs[b] = (leg){0};
+    ok[b] = (emulated || strcmp(backends[b], "cuda") != 0) &&
+            train(&legs[b], backends[b], mc, in, lab) == 0;
+  }
+  const leg *R = &legs[0];
+  if (ok[0]) {
+    CHECK(R->grown && R->ev.added > 0, "%s: the expansion grew nothing", mc->name);
+    CHECK(!mc->want_new_layer || (R->ev.new_layers > 0 && R->dead_after < R->dead_before),
+          "%s: the expansion brought no dead layer alive (%d new, dead %d -> %d)", mc->name,
+          R->ev.new_layers, R->dead_before, R->dead_after);
+    printf("%s: ref grew %lld parameters (%d new nodes, %d new layers, dead layers %d -> %d)\n",
+           mc->name, (long long)R->ev.added, R->ev.new_nodes, R->ev.new_layers, R->dead_before,
+           R->dead_after);
+  }
+  for (int b = 1; ok[0] && b < N_LEGS; b++) {
+    if (!ok[b]) continue;
+    const leg *L = &legs[b];
+    double worst = 0;
+    int worst_at = 0;
+    for (int it = 0; it < STEPS; it++) {
+      double rel = fabs(L->loss[it] - R->loss[it]) / fabs(R->loss[it]);
+      if (!(rel <= worst)) worst = rel, worst_at = it; /* NaN counts as worst */
+      CHECK(rel <= 1e-5, "%s, %s: step %d: loss %.8f, ref %.8f (rel %.2e)", mc->name,
+            backends[b], it, L->loss[it], R->loss[it], rel);
+    }
+    CHECK(L->grown == R->grown && L->ev.added == R->ev.added,
+          "%s, %s: grew %lld parameters, ref %lld", mc->name, backends[b],
+          (long long)L->ev.added, (long long)R->ev.added);
+    int64_t da = alpha_diff(L->x->arch, R->x->arch, R->g->n_params);
+    int dl = 0;
+    for (int i = 0; i < R->g->n_layers; i++) dl += L->x->arch->alive[i] != R->x->arch->alive[i];
+    CHECK(da == 0 && dl == 0, "%s, %s: final α differs from ref's in %lld of %lld bits, "
+          "alive flags in %d of %d layers", mc->name, backends[b], (long long)da,
+          (long long)R->g->n_params, dl, R->g->n_layers);
+    printf("%s, %-4s: largest relative loss difference %.2e (step %d); final α %s\n", mc->name,
+           backends[b], worst, worst_at, da == 0 && dl == 0 ? "identical" : "DIFFERS");
+  }
+  for (int b = 0; b < N_LEGS; b++) leg_free(&legs[b]);
+  free(in);
+}
+
+int main(void) {
+  char err[256];
+  /* cuda is the host emulation: it must start wherever this test runs */
+  emulated = emu_driver_install() == 0;
+  CHECK(emulated, "cuda: the GPU emulation cannot start (this LLVM cannot JIT for the host)");
+  if (emulated && rt_cuda_probe(err, sizeof err)) {
+    CHECK(0, "cuda: the emulated device is not found: %s", err);
+    emulated = 0;
+  }
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) check_model(&cases[i]);
+  if (failures) fprintf(stderr, "test_backends_train: %d failures\n", failures);
+  else printf("test_backends_train: ok\n");
+  return failures != 0;
+}
