@@ -84,15 +84,9 @@ static int load_data(const ir_graph *g, const char *path, rt_dataset *train,
   return -1;
 }
 
-static void run_fwd(rt_exec *x, rt_graph_fn fwd, const ir_call *calls, int n) {
-  if (fwd) fwd(x);
-  else rt_exec_run(x, calls, n);
-}
-
 /* Accuracy and mean loss over a data set, in inference mode. */
-static double evaluate(rt_exec *x, rt_graph_fn fwd, const ir_call *calls,
-                       int ncalls, const rt_dataset *d, const rt_norm *nm,
-                       int limit, double *loss) {
+static double evaluate(rt_exec *x, const rt_dataset *d, const rt_norm *nm, int limit,
+                       double *loss) {
   int n = limit > 0 && limit < d->n ? limit : d->n, cap = x->cap, correct = 0;
   size_t img = (size_t)d->c * d->h * d->w;
   float *buf = malloc((size_t)cap * img * sizeof(float));
@@ -110,7 +104,7 @@ static double evaluate(rt_exec *x, rt_graph_fn fwd, const ir_call *calls,
     for (int i = 0; i < b; i++) idx[i] = at + i;
     rt_data_batch(d, idx, b, nm, 0, 0, NULL, buf, lab);
     rt_exec_set_input(x, buf, b);
-    run_fwd(x, fwd, calls, ncalls);
+    rt_exec_forward(x);
     total += rt_exec_loss(x, lab, 0, &c) * b;
     correct += c;
   }
@@ -194,14 +188,11 @@ typedef struct train_run {
   ir_graph *g;
   const fe_model *m;       /* &g->cfg */
   const app_train_opts *o;
-  rt_graph_fn fwd, bwd;    /* the compiled graph, or NULL: the schedule */
   int epochs, threads;     /* resolved from the options and the model */
   fe_search method;
   const char *backend;     /* resolved */
   rt_dataset train, test;
   rt_norm nm;              /* input normalisation, = st.norm */
-  ir_call *fc, *bc;        /* the schedule, when fwd/bwd are NULL */
-  int nf, nb;
   rt_exec *x;
   app_train_state st;       /* what a checkpoint records */
   srch_state ss;
@@ -284,7 +275,7 @@ static rt_exec *fresh_exec(ir_graph *g, const app_train_opts *o, int threads,
  * baseline grown at random to the budget; a fresh search's placeholders. */
 static int start_search(train_run *r) {
   const fe_model *m = r->m;
-  if (srch_init(&r->ss, r->g, r->method, r->st.seed, r->fwd, r->bwd)) {
+  if (srch_init(&r->ss, r->g, r->method, r->st.seed)) {
     fprintf(stderr, "error: out of memory\n");
     return -1;
   }
@@ -321,7 +312,7 @@ static int setup(train_run *r, ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd,
                  const app_train_opts *o) {
   const fe_model *m = &g->cfg;
   char err[1024], why[512];
-  *r = (train_run){.g = g, .m = m, .o = o, .fwd = fwd, .bwd = bwd};
+  *r = (train_run){.g = g, .m = m, .o = o};
   r->epochs = o->epochs > 0 ? o->epochs : m->epochs;
   r->threads = o->threads > 0 ? o->threads : app_default_threads();
   r->method = o->search >= 0 ? (fe_search)o->search : m->method;
@@ -337,14 +328,14 @@ static int setup(train_run *r, ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd,
   r->pbuf = malloc((size_t)m->grow_batches * m->batch * img * sizeof(float));
   r->lab = malloc((size_t)m->batch);
   r->plab = malloc((size_t)m->grow_batches * m->batch);
-  if (!r->order || !r->buf || !r->lab || !r->pbuf || !r->plab ||
-      ir_schedule(g, &r->fc, &r->nf, &r->bc, &r->nb)) {
+  if (!r->order || !r->buf || !r->lab || !r->pbuf || !r->plab) {
     fprintf(stderr, "error: out of memory\n");
     return -1;
   }
   r->x = o->resume ? resume_exec(g, o->resume, r->threads, r->backend, &r->st)
                    : fresh_exec(g, o, r->threads, r->backend, &r->st);
   if (!r->x) return -1;
+  rt_exec_set_driver(r->x, fwd, bwd);
   /* a resumed run keeps the statistics it started with */
   if (!o->resume) rt_data_norm(&r->train, &r->st.norm);
   r->nm = r->st.norm;
@@ -387,11 +378,10 @@ static int train_epoch(train_run *r, epoch_stats *e) {
     rt_data_batch(&r->train, r->order + at, b, &r->nm, m->aug_crop, m->aug_flip,
                   &r->st.rng, r->buf, r->lab);
     rt_exec_set_input(x, r->buf, b);
-    run_fwd(x, r->fwd, r->fc, r->nf);
+    rt_exec_forward(x);
     int c = 0;
     double loss = rt_exec_loss(x, r->lab, 1, &c);
-    if (r->bwd) r->bwd(x);
-    else rt_exec_run(x, r->bc, r->nb);
+    rt_exec_backward(x);
     rt_exec_sgd(x, lr_at(m, r->epochs, ep, (double)s / r->steps),
                 (float)m->momentum, (float)m->decay);
     r->st.step++, r->profiled++;
@@ -420,8 +410,8 @@ static void test_epoch(train_run *r, const epoch_stats *e) {
   int ep = e->ep;
   double test_loss;
   /* the limit saves time between epochs; the last one sees every image */
-  r->test_acc = evaluate(r->x, r->fwd, r->fc, r->nf, &r->test, &r->nm,
-                         ep + 1 < r->epochs ? r->o->test_limit : 0, &test_loss);
+  r->test_acc = evaluate(r->x, &r->test, &r->nm, ep + 1 < r->epochs ? r->o->test_limit : 0,
+                         &test_loss);
   r->st.epoch = ep + 1;
   r->active = ir_count_params(r->g, r->x->arch).active;
   double secs = now() - e->start;
@@ -454,6 +444,10 @@ static int grow(train_run *r, const epoch_stats *e) {
   r->ss.lr = lr_at(m, r->epochs, done, 0);
   double tg = now();
   int grown = srch_expand(&r->ss, r->x, &pb, &ev);
+  if (grown == -2) {
+    fprintf(stderr, "error: phase II: %s\n", r->ss.err);
+    return -1;
+  }
   if (rt_exec_prepare(r->x, err, sizeof err)) { /* kernels for the new α */
     fprintf(stderr, "error: %s\n", err);
     return -1;
@@ -517,7 +511,7 @@ static void teardown(train_run *r) {
   if (r->metrics) fclose(r->metrics);
   if (r->have_srch) srch_free(&r->ss);
   rt_exec_free(r->x);
-  free(r->fc), free(r->bc), free(r->order), free(r->buf), free(r->lab);
+  free(r->order), free(r->buf), free(r->lab);
   free(r->pbuf), free(r->plab);
   rt_dataset_free(&r->train);
   rt_dataset_free(&r->test);
@@ -561,12 +555,12 @@ int app_eval(ir_graph *bin, rt_graph_fn fwd, const char *ckpt, const char *data,
     rt_exec_free(x), ir_free(g);
     return 1;
   }
-  ir_call *fc = NULL, *bc = NULL;
-  int nf, nb, rc = 1;
+  int rc = 1;
   rt_dataset train, test;
-  if (ir_schedule(g, &fc, &nf, &bc, &nb) == 0 && load_data(g, data, &train, &test) == 0) {
+  rt_exec_set_driver(x, fwd, NULL);
+  if (load_data(g, data, &train, &test) == 0) {
     if (st.norm.c != test.c) rt_data_norm(&train, &st.norm); /* not recorded */
-    double loss, acc = evaluate(x, fwd, fc, nf, &test, &st.norm, 0, &loss);
+    double loss, acc = evaluate(x, &test, &st.norm, 0, &loss);
     printf("{\"test_acc\": %.6f, \"test_loss\": %.6f, \"images\": %d, "
            "\"active_params\": %" PRId64 "}\n",
            acc, loss, test.n, ir_count_params(g, x->arch).active);
@@ -574,7 +568,6 @@ int app_eval(ir_graph *bin, rt_graph_fn fwd, const char *ckpt, const char *data,
     rt_dataset_free(&test);
     rc = 0;
   }
-  free(fc), free(bc);
   rt_exec_free(x);
   ir_free(g);
   return rc;

@@ -92,8 +92,19 @@ struct rt_backend {
 
   /* When set, weight and bias gradients come out for every weight, the
    * masked ones too: phase II's dense gradient. Honoured by the backends
-   * that follow live masks (ref, blas), which phase II runs on. */
+   * that follow live masks (ref, blas), which phase II's passes run on. */
   int unmasked_wgrad;
+
+  /* Optional, NULL: the exec computes it on the host (im2col and OpenBLAS
+   * on its threads, or the live backend's unmasked_wgrad). Phase II's
+   * dense gradient of a layer for the whole batch s->n: dL/dW and dL/db
+   * at every weight and bias, the missing ones included, from the layer's
+   * input x and the gradient dz of its pre-activation (strides s->x_ns and
+   * s->y_ns), added into dw and db. 0, or -1 with a message. */
+  int (*conv_dense_wgrad)(rt_backend *b, int layer, const rt_conv_shape *s, const float *x,
+                          const float *dz, float *dw, float *db, char *err, size_t errlen);
+  int (*linear_dense_wgrad)(rt_backend *b, int layer, const rt_linear_shape *s, const float *x,
+                            const float *dz, float *dw, float *db, char *err, size_t errlen);
 
   /* Set by a caller that takes weight gradients packed (exec.c does): a
    * backend may then write a layer's weight gradient as its active

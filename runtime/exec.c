@@ -14,6 +14,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <cblas.h>
+
 #include "runtime/elem.h"
 #include "runtime/pool.h"
 #include "runtime/ref.h"
@@ -30,6 +32,15 @@ typedef struct exec_impl {
   float *params; /* pub.params, writable */
   uint8_t *mask; /* pub.mask, writable */
   uint8_t *dirty; /* per layer: α changed since the last prepare */
+  rt_graph_fn fwd, bwd; /* the graph driver, or NULL: the schedule, */
+  ir_call *fc, *bc;     /* interpreted */
+  int nf, nb;
+  /* Phase II's dense gradient on the host, made on first use: per thread
+   * an im2col scratch of dg_col floats, and but the first a partial
+   * gradient of the largest conv layer (dg_part floats) */
+  float *dg_cols, *dg_parts;
+  int64_t dg_col, dg_part;
+  rt_exec_stats stats;
   float *wpart;
   int64_t wpart_size;
   rt_pool *pool; /* threads - 1 workers; NULL: everything on the caller */
@@ -202,7 +213,7 @@ rt_exec *rt_exec_new(const ir_graph *g, int cap, int threads, const char *backen
   e->pk = xcalloc((size_t)g->n_layers, sizeof *e->pk, &oom);
   e->wc = xcalloc((size_t)g->n_layers, sizeof *e->wc, &oom);
   e->wat = xcalloc((size_t)g->n_layers, sizeof *e->wat, &oom);
-  if (oom || plan_zero(e)) oom = 1;
+  if (oom || plan_zero(e) || ir_schedule(g, &e->fc, &e->nf, &e->bc, &e->nb)) oom = 1;
   if (oom) {
     snprintf(err, errlen,
              "out of memory planning the arena (%zu floats for batch %d)",
@@ -249,6 +260,7 @@ void rt_exec_free(rt_exec *x) {
   free(x->scratch), free(x->logits), free(e->wpart), free(e->zero), free(e->prof),
       free(e->prof_paused), free(e->active), free(e->pool_set);
   free(e->pidx), free(e->pn), free(e->gpacked), free(e->pk), free(e->wc), free(e->wat);
+  free(e->fc), free(e->bc), free(e->dg_cols), free(e->dg_parts);
   rt_pool_free(e->pool);
   free(e);
 }
@@ -955,6 +967,183 @@ static void copy_bwd_op(RT_OP_ARGS) {
   rt_exec *e = X(x);
   if (needs_dx(e, &e->g->layers[l])) pass_bwd(e, &e->g->layers[l], in, out);
   (void)prev;
+}
+
+/* ---- the driver, and phase II's dense gradient ---- */
+
+void rt_exec_set_driver(rt_exec *x, rt_graph_fn fwd, rt_graph_fn bwd) {
+  exec_impl *e = (exec_impl *)x;
+  e->fwd = fwd, e->bwd = bwd;
+}
+
+void rt_exec_forward(rt_exec *x) {
+  exec_impl *e = (exec_impl *)x;
+  if (e->fwd) e->fwd(x);
+  else rt_exec_run(x, e->fc, e->nf);
+}
+
+void rt_exec_backward(rt_exec *x) {
+  exec_impl *e = (exec_impl *)x;
+  if (e->bwd) e->bwd(x);
+  else rt_exec_run(x, e->bc, e->nb);
+}
+
+void rt_exec_phase2(rt_exec *x, int on) { x->use_live = on; }
+
+rt_exec_stats rt_exec_get_stats(const rt_exec *x) { return ((const exec_impl *)x)->stats; }
+
+/* One thread's share of a conv layer's dense weight gradient: samples
+ * [n * t / T, n * (t + 1) / T), added into dw and db (thread 0's) or into
+ * a zeroed partial of its own. */
+typedef struct dg_job {
+  rt_exec *x;
+  const ir_layer *l;
+  const float *in, *dz; /* sample 0's input and pre-activation gradient */
+  int64_t x_ns, dz_ns;
+  int T;
+  float *dw, *db;
+} dg_job;
+
+static void dg_conv_task(void *arg, int t) {
+  const dg_job *j = arg;
+  exec_impl *e = (exec_impl *)j->x;
+  const ir_layer *l = j->l;
+  rt_conv_shape cs = {.n = 1, .cin = l->cin, .h = l->h, .w = l->w, .cout = l->cout,
+                      .k = l->k, .stride = l->stride, .pad = l->pad};
+  rt_conv_shape_finish(&cs);
+  int ohw = l->oh * l->ow, fan = (int)ir_fan_in(l), n = j->x->n;
+  float *col = e->dg_cols + t * e->dg_col;
+  float *dw = t ? e->dg_parts + (t - 1) * e->dg_part : j->dw, *db = t ? dw + l->n_w : j->db;
+  if (t) memset(dw, 0, (size_t)(l->n_w + l->cout) * sizeof(float));
+  for (int i = (int)((int64_t)n * t / j->T); i < (int)((int64_t)n * (t + 1) / j->T); i++) {
+    rt_im2col(&cs, j->in + i * j->x_ns, col);
+    const float *d = j->dz + i * j->dz_ns;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, l->cout, fan, ohw, 1.0f, d, ohw, col,
+                ohw, 1.0f, dw, fan);
+    for (int c = 0; c < l->cout; c++) {
+      float acc = 0;
+      for (int q = 0; q < ohw; q++) acc += d[c * ohw + q];
+      db[c] += acc;
+    }
+  }
+}
+
+/* The host's scratch for dg_conv_task; -1 when out of memory. */
+static int dg_scratch(exec_impl *e) {
+  if (e->dg_cols) return 0;
+  const ir_graph *g = e->pub.g;
+  int64_t col = 1, part = 1;
+  for (int i = 0; i < g->n_layers; i++) {
+    const ir_layer *l = &g->layers[i];
+    if (l->kind != IR_CONV) continue;
+    if (ir_fan_in(l) * l->oh * l->ow > col) col = ir_fan_in(l) * l->oh * l->ow;
+    if (l->n_w + l->cout > part) part = l->n_w + l->cout;
+  }
+  int T = e->pub.threads;
+  e->dg_cols = malloc((size_t)T * (size_t)col * sizeof(float));
+  e->dg_parts = malloc((size_t)(T > 1 ? T - 1 : 1) * (size_t)part * sizeof(float));
+  if (!e->dg_cols || !e->dg_parts) {
+    free(e->dg_cols), free(e->dg_parts);
+    e->dg_cols = e->dg_parts = NULL;
+    return -1;
+  }
+  e->dg_col = col, e->dg_part = part;
+  return 0;
+}
+
+/* Layer l's dense gradient on the host, added into dw and db: one GEMM
+ * for a linear layer; for a conv, per sample im2col and one GEMM, the
+ * samples split over the threads and summed in thread order, so that a
+ * run is deterministic. */
+static int host_dense_wgrad(rt_exec *x, const ir_layer *l, const float *in, int64_t x_ns,
+                            const float *dz, int64_t dz_ns, float *dw, float *db) {
+  exec_impl *e = (exec_impl *)x;
+  if (l->kind == IR_LINEAR) {
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, l->cout, l->cin, x->n, 1.0f, dz,
+                (int)dz_ns, in, (int)x_ns, 1.0f, dw, l->cin);
+    for (int i = 0; i < x->n; i++)
+      for (int c = 0; c < l->cout; c++) db[c] += dz[i * dz_ns + c];
+    return 0;
+  }
+  if (dg_scratch(e)) return -1;
+  int T = x->threads < x->n ? x->threads : x->n;
+  if (T < 1 || !e->pool) T = 1;
+  dg_job j = {x, l, in, dz, x_ns, dz_ns, T, dw, db};
+  if (T > 1) rt_pool_run(e->pool, T, dg_conv_task, &j);
+  else dg_conv_task(&j, 0);
+  for (int t = 1; t < T; t++) {
+    const float *p = e->dg_parts + (t - 1) * e->dg_part;
+    for (int64_t k = 0; k < l->n_w; k++) dw[k] += p[k];
+    for (int c = 0; c < l->cout; c++) db[c] += p[l->n_w + c];
+  }
+  return 0;
+}
+
+int rt_exec_dense_grad(rt_exec *x, const float *in, const uint8_t *labels, int n, float *out,
+                       double *loss, char *err, size_t errlen) {
+  exec_impl *e = (exec_impl *)x;
+  const ir_graph *g = x->g;
+  rt_backend *b = x->backend;
+  int dense = b->conv_dense_wgrad && b->linear_dense_wgrad;
+  /* The passes run on the live backend (phase II flips masks between
+   * them). A live layer's dense gradient comes from the training
+   * backend where it has one, else out of the live backend's backward
+   * itself, unmasked. A dead layer passes its input through; it revives
+   * as the identity followed by a ReLU, so the gradient of its
+   * pre-activation is dout * (out > 0). */
+  int was = x->use_live;
+  x->use_live = 1, x->live->unmasked_wgrad = !dense;
+  rt_exec_set_input(x, in, n);
+  rt_exec_forward(x);
+  *loss = rt_exec_loss(x, labels, 1, NULL);
+  rt_exec_backward(x);
+  x->live->unmasked_wgrad = 0, x->use_live = was;
+  int64_t ns = g->act_size;
+  for (int li = 0; li < g->n_layers; li++) {
+    const ir_layer *l = &g->layers[li];
+    if (l->w_off < 0 || (l->kind != IR_CONV && l->kind != IR_LINEAR)) continue;
+    const ir_tensor *ti = &g->tensors[l->in_t], *to = &g->tensors[l->out_t];
+    int64_t ioff = ti->off + (int64_t)l->in_ch * l->h * l->w;
+    int64_t ooff = to->off + (int64_t)l->out_ch * l->oh * l->ow;
+    const float *dz;
+    int64_t dz_ns = ns, len = (int64_t)l->cout * l->oh * l->ow;
+    if (x->arch->alive[li]) {
+      if (!dense) {
+        for (int64_t i = 0; i < l->n_w; i++) out[l->w_off + i] += x->grads[l->w_off + i];
+        for (int c = 0; c < l->cout; c++) out[l->b_off + c] += x->grads[l->b_off + c];
+        continue;
+      }
+      dz = x->dact + (l->z_t >= 0 ? g->tensors[l->z_t].off : ooff);
+    } else {
+      float *d = x->scratch;
+      for (int i = 0; i < n; i++)
+        for (int64_t k = 0; k < len; k++)
+          d[i * len + k] = x->act[i * ns + ooff + k] > 0 ? x->dact[i * ns + ooff + k] : 0.0f;
+      dz = d, dz_ns = len;
+    }
+    const float *xin = x->act + ioff;
+    float *dw = out + l->w_off, *db = out + l->b_off;
+    int rc;
+    if (dense) {
+      e->stats.dense_backend++;
+      if (l->kind == IR_CONV) {
+        rt_conv_shape s = {.n = n, .cin = l->cin, .h = l->h, .w = l->w, .cout = l->cout,
+                           .k = l->k, .stride = l->stride, .pad = l->pad, .x_ns = ns,
+                           .y_ns = dz_ns};
+        rt_conv_shape_finish(&s);
+        rc = b->conv_dense_wgrad(b, li, &s, xin, dz, dw, db, err, errlen);
+      } else {
+        rt_linear_shape s = {n, l->cin, l->cout, ns, dz_ns, 0};
+        rc = b->linear_dense_wgrad(b, li, &s, xin, dz, dw, db, err, errlen);
+      }
+    } else {
+      e->stats.dense_host++;
+      rc = host_dense_wgrad(x, l, xin, ns, dz, dz_ns, dw, db);
+      if (rc) snprintf(err, errlen, "out of memory for phase II's dense gradient");
+    }
+    if (rc) return -1;
+  }
+  return 0;
 }
 
 /* ---- the graph ops, timed per layer and direction under a profile ---- */

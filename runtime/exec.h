@@ -138,6 +138,35 @@ void rt_exec_profile_report(const rt_exec *x, FILE *f, long steps);
 /* Interprets a schedule (the same calls the emitted driver makes). */
 void rt_exec_run(rt_exec *x, const ir_call *calls, int n);
 
+/* The graph driver: the forward and backward functions ilnasc emitted,
+ * or NULL (the default) to interpret the graph's schedule. */
+void rt_exec_set_driver(rt_exec *x, rt_graph_fn fwd, rt_graph_fn bwd);
+/* One pass of the graph, by the driver; the backward follows
+ * rt_exec_loss with its gradient. */
+void rt_exec_forward(rt_exec *x);
+void rt_exec_backward(rt_exec *x);
+
+/* Phase II (on: 1) flips masks between passes: the passes then run on
+ * kernels that follow the masks as they are at each call, where the
+ * training backend's compiled ones would have to be rebuilt. */
+void rt_exec_phase2(rt_exec *x, int on);
+
+/* Phase II's dense gradient on one batch (n images, normalised, packed):
+ * dL/dW at every parameter, the missing ones included (at their current
+ * value: zero, or the identity for a dead layer), added into out
+ * (n_params floats; batch norm's stay 0), and the batch's mean loss in
+ * *loss. The training backend computes each layer's where it can (cuBLAS
+ * on the GPU), else the host does (OpenBLAS on the exec's threads). 0, or
+ * -1 with a message. */
+int rt_exec_dense_grad(rt_exec *x, const float *in, const uint8_t *labels, int n, float *out,
+                       double *loss, char *err, size_t errlen);
+
+typedef struct rt_exec_stats {
+  long dense_backend; /* layer dense gradients the training backend computed */
+  long dense_host;    /* ... that the host computed */
+} rt_exec_stats;
+rt_exec_stats rt_exec_get_stats(const rt_exec *x);
+
 /* Graph ops: x is the rt_exec, l the layer index, the rest per-sample arena
  * offsets (-1 when the layer has no such tensor). */
 #define RT_OP_ARGS void *x, int64_t l, int64_t in, int64_t z, int64_t out, int64_t prev

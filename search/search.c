@@ -6,9 +6,7 @@
 #include "search/search.h"
 
 #include <assert.h>
-#include <cblas.h>
 #include <math.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -16,30 +14,17 @@
 
 typedef srch_unit unit;
 
-int srch_init(srch_state *s, const ir_graph *g, fe_search method, uint64_t seed,
-              rt_graph_fn fwd, rt_graph_fn bwd) {
+int srch_init(srch_state *s, const ir_graph *g, fe_search method, uint64_t seed) {
   memset(s, 0, sizeof *s);
   s->g = g;
   s->method = method;
   s->alr = g->cfg.alr;
   s->lr = (float)g->cfg.lr;
   rt_rng_seed(&s->rng, seed ^ 0x9a0b1c2dull);
-  s->fwd = fwd, s->bwd = bwd;
-  int64_t col = 1;
-  for (int i = 0; i < g->n_layers; i++) {
-    const ir_layer *l = &g->layers[i];
-    if (l->kind == IR_CONV) {
-      int64_t c = ir_fan_in(l) * l->oh * l->ow;
-      if (c > col) col = c;
-    }
-  }
-  s->col_size = col;
   s->gsum = calloc((size_t)g->n_params, sizeof(float));
   s->gstar = calloc((size_t)g->n_params, sizeof(float));
-  s->col = calloc((size_t)col, sizeof(float));
   s->per_layer = calloc((size_t)g->n_layers, sizeof(int64_t));
-  if (!s->gsum || !s->gstar || !s->col || !s->per_layer ||
-      ir_schedule(g, &s->fc, &s->nf, &s->bc, &s->nb)) {
+  if (!s->gsum || !s->gstar || !s->per_layer) {
     srch_free(s);
     return -1;
   }
@@ -47,9 +32,7 @@ int srch_init(srch_state *s, const ir_graph *g, fe_search method, uint64_t seed,
 }
 
 void srch_free(srch_state *s) {
-  free(s->gsum), free(s->gstar), free(s->col), free(s->per_layer);
-  free(s->pcol), free(s->part);
-  free(s->fc), free(s->bc);
+  free(s->gsum), free(s->gstar), free(s->per_layer);
   memset(s, 0, sizeof *s);
 }
 
@@ -279,169 +262,38 @@ int srch_refill(srch_state *s, rt_exec *x) {
 
 /* ---- the dense gradient ---- */
 
-static int64_t layer_in(const ir_graph *g, const ir_layer *l) {
-  return g->tensors[l->in_t].off + (int64_t)l->in_ch * l->h * l->w;
-}
-static int64_t layer_out(const ir_graph *g, const ir_layer *l) {
-  return g->tensors[l->out_t].off + (int64_t)l->out_ch * l->oh * l->ow;
-}
-
-/* One thread's share of a conv layer's dense weight gradient: samples
- * [n0, n1), added into dw and db. */
-typedef struct conv_part {
-  const ir_layer *l;
-  const float *x, *dz; /* sample 0's input and pre-activation gradient */
-  int64_t x_ld, dz_ld;
-  int n0, n1;
-  float *col, *dw, *db;
-} conv_part;
-
-static void *conv_part_run(void *arg) {
-  const conv_part *p = arg;
-  const ir_layer *l = p->l;
-  rt_conv_shape cs = {.n = 1, .cin = l->cin, .h = l->h, .w = l->w, .cout = l->cout,
-                      .k = l->k, .stride = l->stride, .pad = l->pad};
-  rt_conv_shape_finish(&cs);
-  int ohw = l->oh * l->ow, fan = (int)ir_fan_in(l);
-  for (int i = p->n0; i < p->n1; i++) {
-    rt_im2col(&cs, p->x + i * p->x_ld, p->col);
-    const float *d = p->dz + i * p->dz_ld;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, l->cout, fan, ohw,
-                1.0f, d, ohw, p->col, ohw, 1.0f, p->dw, fan);
-    for (int c = 0; c < l->cout; c++) {
-      float acc = 0;
-      for (int q = 0; q < ohw; q++) acc += d[c * ohw + q];
-      p->db[c] += acc;
-    }
-  }
-  return NULL;
-}
-
-/* The buffers of threads 1..T-1: an im2col scratch and a partial gradient
- * of the largest layer each. -1 when they cannot be had (then one thread
- * does the work). */
-static int grad_parts(srch_state *s, int T) {
-  if (T > RT_SRCH_THREADS) return -1;
-  if (T <= s->parts + 1) return 0;
-  const ir_graph *g = s->g;
-  int64_t pw = 1;
-  for (int i = 0; i < g->n_layers; i++)
-    if (g->layers[i].kind == IR_CONV && g->layers[i].n_w + g->layers[i].cout > pw)
-      pw = g->layers[i].n_w + g->layers[i].cout;
-  float *pcol = realloc(s->pcol, (size_t)(T - 1) * (size_t)s->col_size * sizeof(float));
-  if (pcol) s->pcol = pcol;
-  float *part = realloc(s->part, (size_t)(T - 1) * (size_t)pw * sizeof(float));
-  if (part) s->part = part;
-  if (!pcol || !part) return -1;
-  s->parts = T - 1, s->part_size = pw;
-  return 0;
-}
-
-/* Adds this batch's dense weight gradient of dead layer li to out (a live
- * layer's comes out of the backward itself, see srch_dense_grad). A dead
- * layer revives as the identity followed by a ReLU, so the gradient of its
- * pre-activation is dout * (out > 0). */
-static void dead_layer_grad(srch_state *s, rt_exec *x, int li, float *out) {
-  const ir_graph *g = x->g;
-  const ir_layer *l = &g->layers[li];
-  assert(!x->arch->alive[li]);
-  int64_t ns = g->act_size, in = layer_in(g, l), o = layer_out(g, l);
-  int64_t len = (int64_t)l->cout * l->oh * l->ow, dz_ld = len;
-  float *dz = x->scratch;
-  for (int i = 0; i < x->n; i++)
-    for (int64_t k = 0; k < len; k++)
-      dz[i * len + k] = x->act[i * ns + o + k] > 0 ? x->dact[i * ns + o + k] : 0.0f;
-  float *dw = out + l->w_off, *db = out + l->b_off;
-  if (l->kind == IR_LINEAR) {
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, l->cout, l->cin, x->n,
-                1.0f, dz, (int)dz_ld, x->act + in, (int)ns, 1.0f, dw, l->cin);
-    for (int i = 0; i < x->n; i++)
-      for (int c = 0; c < l->cout; c++) db[c] += dz[i * dz_ld + c];
-    return;
-  }
-  /* conv: per sample, im2col and one GEMM; the samples split over the
-   * threads, each adding into a partial of its own (the first into dw),
-   * summed in thread order so that a run is deterministic */
-  int T = x->threads < x->n ? x->threads : x->n;
-  if (T < 1 || grad_parts(s, T)) T = 1;
-  conv_part part[RT_SRCH_THREADS];
-  pthread_t th[RT_SRCH_THREADS];
-  int64_t pw = s->part_size, nw = l->n_w;
-  for (int t = 0; t < T; t++) {
-    float *pdw = t ? s->part + (t - 1) * pw : dw;
-    if (t) memset(pdw, 0, (size_t)(nw + l->cout) * sizeof(float));
-    part[t] = (conv_part){l, x->act + in, dz, ns, dz_ld,
-                          (int)((int64_t)x->n * t / T), (int)((int64_t)x->n * (t + 1) / T),
-                          t ? s->pcol + (t - 1) * s->col_size : s->col, pdw, t ? pdw + nw : db};
-  }
-  int started = 1;
-  for (int t = 1; t < T && !pthread_create(&th[t], NULL, conv_part_run, &part[t]); t++) started++;
-  for (int t = started; t < T; t++) conv_part_run(&part[t]); /* a thread that did not start */
-  conv_part_run(&part[0]);
-  for (int t = 1; t < started; t++) pthread_join(th[t], NULL);
-  for (int t = 1; t < T; t++) {
-    const float *p = part[t].dw;
-    for (int64_t k = 0; k < nw; k++) dw[k] += p[k];
-    for (int c = 0; c < l->cout; c++) db[c] += p[nw + c];
-  }
-}
-
-static void run_graph(srch_state *s, rt_exec *x, int backward) {
-  if (backward) {
-    if (s->bwd) s->bwd(x);
-    else rt_exec_run(x, s->bc, s->nb);
-  } else {
-    if (s->fwd) s->fwd(x);
-    else rt_exec_run(x, s->fc, s->nf);
-  }
-}
-
 /* Loss on the phase II batches, no gradients; batch norm in training mode
  * as during phase I, with its running statistics left untouched. */
-static double batches_loss(srch_state *s, rt_exec *x, const srch_batches *b) {
+static double batches_loss(rt_exec *x, const srch_batches *b) {
   const ir_tensor *t = &x->g->tensors[x->g->input_t];
   size_t img = (size_t)t->c * t->h * t->w;
   double loss = 0;
   for (int k = 0; k < b->count; k++) {
     rt_exec_set_input(x, b->x + (size_t)k * b->n * img, b->n);
-    run_graph(s, x, 0);
+    rt_exec_forward(x);
     loss += rt_exec_loss(x, b->y + (size_t)k * b->n, 0, NULL);
   }
   return loss / b->count;
 }
 
-double srch_dense_grad(srch_state *s, rt_exec *x, const srch_batches *b,
-                       float *out) {
+int srch_dense_grad(srch_state *s, rt_exec *x, const srch_batches *b, float *out,
+                    double *loss) {
   const ir_graph *g = x->g;
   const ir_tensor *t = &g->tensors[g->input_t];
   size_t img = (size_t)t->c * t->h * t->w;
   memset(out, 0, (size_t)g->n_params * sizeof(float));
-  double loss = 0;
-  /* Live layers: the backward itself leaves their dense gradient in
-   * grads (the live backend computes it dense, then would mask it). Dead
-   * layers pass their input through; theirs is computed here. */
-  int was_live = x->use_live;
-  x->use_live = 1, x->live->unmasked_wgrad = 1;
+  *loss = 0;
   for (int k = 0; k < b->count; k++) {
-    rt_exec_set_input(x, b->x + (size_t)k * b->n * img, b->n);
-    run_graph(s, x, 0);
-    loss += rt_exec_loss(x, b->y + (size_t)k * b->n, 1, NULL);
-    run_graph(s, x, 1);
-    for (int li = 0; li < g->n_layers; li++) {
-      const ir_layer *l = &g->layers[li];
-      if (!weighted(l)) continue;
-      if (!x->arch->alive[li]) {
-        dead_layer_grad(s, x, li, out);
-        continue;
-      }
-      for (int64_t i = 0; i < l->n_w; i++) out[l->w_off + i] += x->grads[l->w_off + i];
-      for (int c = 0; c < l->cout; c++) out[l->b_off + c] += x->grads[l->b_off + c];
-    }
+    double l;
+    if (rt_exec_dense_grad(x, b->x + (size_t)k * b->n * img, b->y + (size_t)k * b->n, b->n, out,
+                           &l, s->err, sizeof s->err))
+      return -1;
+    *loss += l;
   }
-  x->use_live = was_live, x->live->unmasked_wgrad = 0;
   float inv = 1.0f / (float)b->count;
   for (int64_t i = 0; i < g->n_params; i++) out[i] *= inv;
-  return loss / b->count;
+  *loss /= b->count;
+  return 0;
 }
 
 /* ---- one expansion ---- */
@@ -642,22 +494,26 @@ int srch_expand(srch_state *s, rt_exec *x, const srch_batches *b,
     return -1;
   }
   memcpy(stats, x->stats, (size_t)g->n_stats * sizeof(float));
-  /* phase II flips masks every few batches: the live backend takes any
-   * mask as it is, where compiled kernels would have to be rebuilt */
-  x->use_live = 1;
-  ev->loss_before = batches_loss(s, x, b);
+  rt_exec_phase2(x, 1);
+  ev->loss_before = batches_loss(x, b);
   int rc = 0;
+  double loss;
 
   if (s->method == FE_SEARCH_RANDOM) {
     if (srch_grow_random(s, x, m, ev) <= 0) rc = -1;
   } else {
-    srch_dense_grad(s, x, b, s->gsum);
     unit *u = NULL;
+    if (srch_dense_grad(s, x, b, s->gsum, &loss)) {
+      rt_exec_phase2(x, 0);
+      free(stats), free(ph);
+      return -2;
+    }
     int64_t nc = srch_add_candidates(g, a, s->gsum, n, &u);
     float *wstar = malloc((size_t)g->n_params * sizeof(float));
     uint8_t *revive = calloc((size_t)g->n_layers, 1);
     if (nc < 0 || !wstar || !revive) {
       free(u), free(revive), free(wstar), free(stats), free(ph);
+      rt_exec_phase2(x, 0);
       return -1;
     }
     /* α* and one SGD step on it: W* = -lr g on the candidates */
@@ -670,10 +526,11 @@ int srch_expand(srch_state *s, rt_exec *x, const srch_batches *b,
     uint8_t *on = calloc((size_t)(nc ? nc : 1), 1);
     if (!on) {
       free(u), free(revive), free(wstar), free(stats), free(ph);
+      rt_exec_phase2(x, 0);
       return -1;
     }
     for (int64_t i = 0; i < nc; i++) on[i] = activate(x, &u[i], wstar) > 0;
-    srch_dense_grad(s, x, b, s->gstar);
+    if (srch_dense_grad(s, x, b, s->gstar, &loss)) rc = -2;
     for (int64_t i = 0; i < nc; i++)
       if (on[i]) deactivate(x, &u[i]);
     free(on);
@@ -693,7 +550,7 @@ int srch_expand(srch_state *s, rt_exec *x, const srch_batches *b,
     }
     free(revive), free(wstar);
     count_event(s, x, before, ev);
-    if (ev->added <= 0) rc = -1;
+    if (ev->added <= 0 && rc == 0) rc = -1;
     free(u);
   }
   for (int i = 0; i < nph; i++)
@@ -703,9 +560,9 @@ int srch_expand(srch_state *s, rt_exec *x, const srch_batches *b,
   free(ph);
   ev->placeholders = srch_refill(s, x);
   count_event(s, x, before, ev);
-  ev->loss_after = batches_loss(s, x, b);
+  ev->loss_after = batches_loss(x, b);
   memcpy(x->stats, stats, (size_t)g->n_stats * sizeof(float));
-  x->use_live = 0;
+  rt_exec_phase2(x, 0);
   free(stats);
   s->alr *= g->cfg.alr_decay;
   s->expansions++;

@@ -1,8 +1,10 @@
 /* search.h: phase II, growing the architecture with the weights fixed.
  *
- * The search owns every change to α after the seed: scoring the missing
- * parameters by their loss gradient at zero (one dense GEMM per layer),
- * AddCandidates (the n largest |g| form α*), one SGD step on the candidates
+ * The search decides every change to α after the seed; the executor
+ * applies each one (rt_exec_set_unit, rt_exec_set_alive), so the masks,
+ * values and momentum stay in step. It scores the missing parameters by
+ * their loss gradient at zero (rt_exec_dense_grad: one dense GEMM per
+ * layer, on the backend that trains), AddCandidates (the n largest |g| form α*), one SGD step on the candidates
  * to get W* and g*, UpdateArch (keep the m best by |g + g*|; they join at
  * zero, like the rest, so an expansion never changes the network's output),
  * and the three ways a network grows:
@@ -19,10 +21,11 @@
  * moments, uniformly among the missing ones; the fixed baseline grows once,
  * at random, to the budget, before training.
  *
- *   srch_state s; srch_init(&s, g, seed);
+ *   srch_state s; srch_init(&s, g, FE_SEARCH_ILNAS, seed);
  *   srch_refill(&s, x);                        // placeholders, at the start
  *   srch_event ev;
- *   if (srch_expand(&s, x, &batches, &ev) == 0) ... ev.added ...
+ *   int rc = srch_expand(&s, x, &batches, &ev); // 0: ev.added; -2: s.err
+ *   rt_exec_prepare(x, err, sizeof err);       // kernels of the grown layers
  *   srch_free(&s);
  */
 #ifndef ILNAS_SRCH_H
@@ -52,9 +55,6 @@ typedef struct srch_batches {
   const uint8_t *y;     /* count * n */
 } srch_batches;
 
-/* Most threads the dense gradient of phase II splits a batch over. */
-enum { RT_SRCH_THREADS = 64 };
-
 typedef struct srch_state {
   const ir_graph *g;    /* not owned */
   fe_search method;
@@ -64,17 +64,8 @@ typedef struct srch_state {
   rt_rng rng;
   float *gsum;          /* n_params: dense gradient at W */
   float *gstar;         /* n_params: dense gradient at W* */
-  float *col;           /* im2col scratch */
-  int64_t col_size;
-  /* threads 1.. of the dense gradient: parts of each, an im2col scratch
-   * and a partial gradient of part_size floats each, made on first use */
-  int parts;
-  float *pcol, *part;
-  int64_t part_size;
   int64_t *per_layer;   /* [n_layers]: parameters added by the last expansion */
-  rt_graph_fn fwd, bwd; /* the graph driver, or NULL to interpret */
-  ir_call *fc, *bc;
-  int nf, nb;
+  char err[256];        /* why the last call returned -2 */
 } srch_state;
 
 typedef struct srch_event {
@@ -87,8 +78,7 @@ typedef struct srch_event {
   double loss_before, loss_after; /* on the phase II batches */
 } srch_event;
 
-int srch_init(srch_state *s, const ir_graph *g, fe_search method, uint64_t seed,
-              rt_graph_fn fwd, rt_graph_fn bwd);
+int srch_init(srch_state *s, const ir_graph *g, fe_search method, uint64_t seed);
 void srch_free(srch_state *s);
 
 /* How many parameters the next expansion adds (m) and how many candidates
@@ -100,8 +90,9 @@ void srch_sizes(const srch_state *s, const ir_arch *a, int64_t *m, int64_t *n);
  * added. */
 int srch_refill(srch_state *s, rt_exec *x);
 
-/* One expansion by the state's method. Returns 0, or -1 when nothing could
- * be added (budget reached, nothing missing). Decays Alr. */
+/* One expansion by the state's method. Returns 0, -1 when nothing could
+ * be added (budget reached, nothing missing), or -2 when the backend
+ * failed (s->err says why). Decays Alr. */
 int srch_expand(srch_state *s, rt_exec *x, const srch_batches *b,
                 srch_event *ev);
 
@@ -123,10 +114,11 @@ int64_t srch_update_arch(const ir_graph *g, const ir_arch *a, srch_unit *cand, i
 int64_t srch_grow_random(srch_state *s, rt_exec *x, int64_t m, srch_event *ev);
 
 /* Dense gradient of the loss at every parameter, missing ones included (at
- * their current value: zero, or the identity for a dead layer), summed
- * over the batches into out[n_params]. Returns the mean loss. */
-double srch_dense_grad(srch_state *s, rt_exec *x, const srch_batches *b,
-                       float *out);
+ * their current value: zero, or the identity for a dead layer), the mean
+ * over the batches in out[n_params], and their mean loss in *loss
+ * (rt_exec_dense_grad). 0, or -1 when the backend failed (s->err). */
+int srch_dense_grad(srch_state *s, rt_exec *x, const srch_batches *b, float *out,
+                    double *loss);
 
 /* Brings a dead layer alive as the identity on its live channels. Returns
  * the number of parameters that became active. */

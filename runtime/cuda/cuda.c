@@ -339,6 +339,56 @@ static void cuda_linear_bwd(rt_backend *b, int layer, const rt_linear_shape *s, 
   bwd(b, layer, s->n, linear_io(s), x, dy, w, dx, dw, db);
 }
 
+/* Phase II's dense gradient of a layer on cuBLAS, added into the host's
+ * dw and db: the pass itself ran on the host (phase II flips masks
+ * between passes, and a pattern compiled for each would cost more than
+ * the pass). */
+static int dense_wgrad(rt_backend *b, int layer, int n, io v, const float *x, const float *dz, float *dw,
+                       float *db, char *err, size_t errlen) {
+  cuda_backend *cb = CB(b);
+  cu_kern *k = op_begin(b, layer);
+  float *h = malloc(k->nw * sizeof *h);
+  if (!h) {
+    op_end(b);
+    snprintf(err, errlen, "cuda backend: out of memory");
+    return -1;
+  }
+  strided xt = {n, v.xns, v.xper}, yt = {n, v.yns, v.yper};
+  CUdeviceptr dx = put_t(cb, B_X, x, xt), ddz = put_t(cb, B_DY, dz, yt);
+  CUdeviceptr ddw = dev(cb, B_DW, k->nw);
+  CUresult r = cu_kern_dense_wgrad(k, cb->stream, cb->blas, dx, ddz, ddw, n, v.xper, v.yper);
+  if (!r) get(cb, h, ddw, k->nw);
+  op_end(b);
+  if (r) {
+    snprintf(err, errlen, "cuda backend: layer %s: dense gradient: %s", b->g->layers[layer].name, cu_str(r));
+    free(h);
+    return -1;
+  }
+  for (size_t i = 0; i < k->nw; i++) dw[i] += h[i];
+  free(h);
+  /* the biases', missing ones included: sums of dz the host holds anyway
+   * (the device's bias kernel covers the active ones only) */
+  long plane = v.yper / (long)k->nout;
+  for (int i = 0; i < n; i++)
+    for (long c = 0; c < (long)k->nout; c++) {
+      const float *d = dz + i * v.yns + c * plane;
+      float acc = 0;
+      for (long q = 0; q < plane; q++) acc += d[q];
+      db[c] += acc;
+    }
+  return 0;
+}
+
+static int cuda_conv_dense_wgrad(rt_backend *b, int layer, const rt_conv_shape *s, const float *x,
+                                 const float *dz, float *dw, float *db, char *err, size_t errlen) {
+  return dense_wgrad(b, layer, s->n, conv_io(s), x, dz, dw, db, err, errlen);
+}
+
+static int cuda_linear_dense_wgrad(rt_backend *b, int layer, const rt_linear_shape *s, const float *x,
+                                   const float *dz, float *dw, float *db, char *err, size_t errlen) {
+  return dense_wgrad(b, layer, s->n, linear_io(s), x, dz, dw, db, err, errlen);
+}
+
 /* Page-locked, the arena's copies run at the bus's speed, not through the
  * driver's staging buffers. Where the driver refuses (no permission, no
  * memory), the copies stay pageable: slower, the same results. */
@@ -467,6 +517,11 @@ rt_backend *rt_backend_cuda_new(const ir_graph *g, char *err, size_t errlen) {
              why[0] ? why : "cublasCreate failed");
     cuda_free(&cb->pub);
     return NULL;
+  }
+  /* phase II's dense gradient on cuBLAS; without it, on the host */
+  if (cb->blas) {
+    cb->pub.conv_dense_wgrad = cuda_conv_dense_wgrad;
+    cb->pub.linear_dense_wgrad = cuda_linear_dense_wgrad;
   }
   return &cb->pub;
 }

@@ -346,3 +346,23 @@ CUresult cu_kern_bwd_weight(cu_kern *k, CUstream s, CUdeviceptr x, CUdeviceptr d
                             CUdeviceptr db, int64_t n, int64_t x_ns, int64_t dy_ns) {
   return cu_kern_bwd(k, s, x, dy, 0, 0, dw, db, n, x_ns, dy_ns);
 }
+
+CUresult cu_kern_dense_wgrad(cu_kern *k, CUstream s, cublasHandle_t h, CUdeviceptr x, CUdeviceptr dy,
+                             CUdeviceptr dw, int64_t n, int64_t x_ns, int64_t dy_ns) {
+  /* the dense path's weight gradient on handle h, without its mask */
+  cublasHandle_t had = k->blas;
+  CUresult r = 0;
+  k->blas = h;
+  if (!k->d.conv) {
+    r = sgemm(k, CUBLAS_OP_N, CUBLAS_OP_T, k->k2, k->nout, n, x, x_ns, dy, dy_ns, 0.0f, dw, k->k2);
+  } else {
+    int64_t cols = n * k->plane;
+    r = scratch(k, s, (size_t)((k->k2 + k->nout) * cols));
+    CUdeviceptr col = k->scratch, dycm = col + (CUdeviceptr)(k->k2 * cols) * sizeof(float);
+    if (!r) r = launch(k->hf[H_TO_CM], s, k->nout * cols, dy, 0, dycm, 0, n, dy_ns, 0);
+    if (!r) r = launch(k->hf[H_IM2COL], s, k->k2 * cols, x, 0, col, 0, n, x_ns, 0);
+    if (!r) r = sgemm(k, CUBLAS_OP_T, CUBLAS_OP_N, k->k2, k->nout, cols, col, cols, dycm, cols, 0.0f, dw, k->k2);
+  }
+  k->blas = had;
+  return r;
+}

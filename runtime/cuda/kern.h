@@ -84,5 +84,11 @@ CUresult cu_kern_bwd_data(cu_kern *k, CUstream s, CUdeviceptr dy, CUdeviceptr w,
                           int64_t dy_ns, int64_t dx_ns);
 CUresult cu_kern_bwd_weight(cu_kern *k, CUstream s, CUdeviceptr x, CUdeviceptr dy, CUdeviceptr dw,
                             CUdeviceptr db, int64_t n, int64_t x_ns, int64_t dy_ns);
+/* Phase II's dense weight gradient (the missing weights' too) on cuBLAS
+ * handle h, whichever path the layer runs on: dw is overwritten. (The
+ * bias kernel covers the active biases only; the dense bias gradient is
+ * the caller's.) */
+CUresult cu_kern_dense_wgrad(cu_kern *k, CUstream s, cublasHandle_t h, CUdeviceptr x, CUdeviceptr dy,
+                             CUdeviceptr dw, int64_t n, int64_t x_ns, int64_t dy_ns);
 
 #endif

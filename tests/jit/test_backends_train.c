@@ -97,7 +97,7 @@ static int train(leg *L, const char *backend, const model_case *mc, const float 
     return -1;
   }
   rt_exec_init_params(L->x, 3);
-  if (srch_init(&L->s, L->g, FE_SEARCH_ILNAS, 1, NULL, NULL)) {
+  if (srch_init(&L->s, L->g, FE_SEARCH_ILNAS, 1)) {
     CHECK(0, "%s, %s: srch_init", mc->name, backend);
     return -1;
   }
@@ -111,8 +111,23 @@ static int train(leg *L, const char *backend, const model_case *mc, const float 
     if (it == GROW_AT) {
       srch_batches pb = {P2_BATCHES, BATCH, in, lab};
       L->dead_before = dead_layers(L);
+      rt_exec_stats before = rt_exec_get_stats(L->x);
       L->grown = srch_expand(&L->s, L->x, &pb, &L->ev) == 0;
       CHECK(rt_exec_prepare(L->x, err, sizeof err) == 0, "%s, %s: %s", mc->name, backend, err);
+      /* phase II's dense gradient on the backend that trains: cuBLAS under
+       * cuda, never the host's OpenBLAS; the host where the backend has
+       * none (every dead layer's, at least) */
+      rt_exec_stats after = rt_exec_get_stats(L->x);
+      long on_backend = after.dense_backend - before.dense_backend;
+      long on_host = after.dense_host - before.dense_host;
+      if (strcmp(backend, "cuda") == 0)
+        CHECK(on_backend > 0 && on_host == 0,
+              "%s, cuda: phase II computed %ld layer gradients on the backend, %ld on the host",
+              mc->name, on_backend, on_host);
+      else
+        CHECK(on_backend == 0 && on_host > 0,
+              "%s, %s: phase II computed %ld layer gradients on the backend, %ld on the host",
+              mc->name, backend, on_backend, on_host);
       L->dead_after = dead_layers(L);
     }
     const float *bx = in + (size_t)(it % DATA_BATCHES) * BATCH * img;

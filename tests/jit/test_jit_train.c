@@ -217,7 +217,7 @@ int main(int argc, char **argv) {
   uint8_t lab[4 * 16];
   for (int i = 0; i < 4 * n; i++) lab[i] = (uint8_t)jt_int(0, 3);
   srch_state s;
-  CHECK(srch_init(&s, g[0], FE_SEARCH_ILNAS, 1, NULL, NULL) == 0, "srch_init");
+  CHECK(srch_init(&s, g[0], FE_SEARCH_ILNAS, 1) == 0, "srch_init");
   s.lr = 0.05f;
   long compiles_before = 0;
   double worst = 0;

@@ -27,9 +27,9 @@ static size_t input_size(const ir_graph *g) {
 }
 
 /* Logits of a fixed random batch. */
-static void logits(rt_exec *x, srch_state *s, const float *in, int n, float *out) {
+static void logits(rt_exec *x, const float *in, int n, float *out) {
   rt_exec_set_input(x, in, n);
-  rt_exec_run(x, s->fc, s->nf);
+  rt_exec_forward(x);
   const ir_graph *g = x->g;
   int k = g->cfg.classes;
   for (int i = 0; i < n; i++)
@@ -177,7 +177,7 @@ static void test_dense_grad(void) {
   rt_exec *x = rt_exec_new(g, N, 2, "cpu", err, sizeof err);
   CHECK(x, "exec: %s", err);
   srch_state st;
-  if (!x || srch_init(&st, g, FE_SEARCH_ILNAS, 1, NULL, NULL)) {
+  if (!x || srch_init(&st, g, FE_SEARCH_ILNAS, 1)) {
     rt_exec_free(x), ir_free(g);
     return;
   }
@@ -190,9 +190,10 @@ static void test_dense_grad(void) {
   for (size_t i = 0; i < N * img; i++) in[i] = rt_rng_uniform(&rng) * 2.0f - 1.0f;
   for (int i = 0; i < N; i++) lab[i] = (uint8_t)rt_rng_below(&rng, 3);
   srch_batches b = {1, N, in, lab};
-  srch_dense_grad(&st, x, &b, grad);
+  double loss;
+  CHECK(srch_dense_grad(&st, x, &b, grad, &loss) == 0, "dense gradient: %s", st.err);
   int checked = 0, off = 0;
-  x->use_live = 1; /* the loss with masks flipped, as phase II evaluates it */
+  rt_exec_phase2(x, 1); /* the loss with masks flipped, as phase II evaluates it */
   for (int li = 0; li < g->n_layers; li++) {
     const ir_layer *l = &g->layers[li];
     if (l->w_off < 0 || !x->arch->alive[li]) continue;
@@ -203,11 +204,11 @@ static void test_dense_grad(void) {
       if (!m) rt_exec_set_unit(x, i, 1, 1, NULL);
       rt_exec_params_write(x)[i] = w + h;
       rt_exec_set_input(x, in, N);
-      rt_exec_run(x, st.fc, st.nf);
+      rt_exec_forward(x);
       double lp = rt_exec_loss(x, lab, 0, NULL);
       rt_exec_params_write(x)[i] = w - h;
       rt_exec_set_input(x, in, N);
-      rt_exec_run(x, st.fc, st.nf);
+      rt_exec_forward(x);
       double lm = rt_exec_loss(x, lab, 0, NULL);
       if (!m) rt_exec_set_unit(x, i, 1, 0, NULL);
       rt_exec_params_write(x)[i] = w;
@@ -216,7 +217,7 @@ static void test_dense_grad(void) {
       if (fabs(fd - grad[i]) > 2e-3 + 0.05 * fabs(fd)) off++;
     }
   }
-  x->use_live = 0;
+  rt_exec_phase2(x, 0);
   /* a ReLU kink inside +-h may spoil a few */
   CHECK(off * 10 <= checked, "%d of %d dense gradients off the central differences", off,
         checked);
@@ -239,7 +240,7 @@ static void test_function_preserving(void) {
   int n = 6;
   rt_exec *x = rt_exec_new(g, n, 1, NULL, err, sizeof err);
   srch_state s;
-  CHECK(x && srch_init(&s, g, FE_SEARCH_ILNAS, 1, NULL, NULL) == 0, "init");
+  CHECK(x && srch_init(&s, g, FE_SEARCH_ILNAS, 1) == 0, "init");
   rt_exec_init_params(x, 3);
   size_t img = input_size(g);
   float *in = malloc((size_t)n * img * sizeof(float));
@@ -248,12 +249,12 @@ static void test_function_preserving(void) {
   for (size_t i = 0; i < n * img; i++) in[i] = rt_rng_uniform(&rng) * 2 - 1;
   int k = g->cfg.classes;
   float *a = malloc((size_t)n * k * sizeof(float)), *b = malloc((size_t)n * k * sizeof(float));
-  logits(x, &s, in, n, a);
+  logits(x, in, n, a);
   int64_t before = ir_count_params(g, x->arch).active;
   int added = srch_refill(&s, x);
   CHECK(added > 0, "no placeholders added");
   CHECK(ir_count_params(g, x->arch).active > before, "placeholders have no incoming weights");
-  logits(x, &s, in, n, b);
+  logits(x, in, n, b);
   CHECK(memcmp(a, b, (size_t)n * k * sizeof(float)) == 0,
         "placeholder nodes changed the logits");
   int revived = 0;
@@ -262,7 +263,7 @@ static void test_function_preserving(void) {
     if (l->w_off < 0 || x->arch->alive[li] || !l->can_die) continue;
     CHECK(srch_revive_layer(x, li) > 0, "%s: identity has no taps", l->name);
     revived++;
-    logits(x, &s, in, n, b);
+    logits(x, in, n, b);
     double worst = 0;
     for (int i = 0; i < n * k; i++) worst = fmax(worst, fabs(a[i] - b[i]));
     CHECK(worst <= 1e-6, "reviving %s changed the logits by %g", l->name, worst);
@@ -319,7 +320,7 @@ static void test_budget(void) {
     int n = 4;
     rt_exec *x = rt_exec_new(g, n, 1, NULL, err, sizeof err);
     srch_state s;
-    srch_init(&s, g, (fe_search)method, (uint64_t)trial, NULL, NULL);
+    srch_init(&s, g, (fe_search)method, (uint64_t)trial);
     s.lr = 0.1f;
     rt_exec_init_params(x, 1);
     srch_refill(&s, x);
