@@ -3,6 +3,8 @@
  * -O3 turns them into SIMD selects and blends. */
 #include "runtime/elem.h"
 
+#include <assert.h>
+#include <math.h>
 #include <string.h>
 
 #if defined(__SSE2__)
@@ -378,4 +380,202 @@ void rt_col2im_add(const rt_conv_shape *s, const float *col, float *dx) {
         for (int oy = t.oy0; oy < t.oy1; oy++, dst += (long)st * s->w, src += OW)
           for (int i = 0; i < t.ox1 - t.ox0; i++) dst[(long)i * st] += src[i];
       }
+}
+
+/* Batch norm. A channel's rows (one per sample, hw floats) are summed in
+ * float, eight lanes as rt_sum, while they sit in L1; the row results are
+ * combined in double, so that the error grows with hw, not with n * hw.
+ * The mean and variance come from each row's sums about its own float
+ * mean (shifted sums: no cancellation when the mean is large against the
+ * spread), merged row by row as Chan et al.'s parallel variance. */
+
+static long bn_x_ns(const rt_bn_shape *s) {
+  return s->x_ns ? s->x_ns : (long)s->c * s->hw;
+}
+
+static long bn_y_ns(const rt_bn_shape *s) {
+  return s->y_ns ? s->y_ns : (long)s->c * s->hw;
+}
+
+static float lanes_sum(const float a[8]) {
+  return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+}
+
+/* Sum and sum of squares of x - m over one row. */
+static void row_moments(long len, const float *restrict x, float m, float *s1, float *s2) {
+  float a[8] = {0}, b[8] = {0};
+  long i = 0;
+  for (; i + 8 <= len; i += 8)
+    for (int j = 0; j < 8; j++) {
+      float d = x[i + j] - m;
+      a[j] += d, b[j] += d * d;
+    }
+  float ta = 0.0f, tb = 0.0f;
+  for (; i < len; i++) {
+    float d = x[i] - m;
+    ta += d, tb += d * d;
+  }
+  *s1 = lanes_sum(a) + ta, *s2 = lanes_sum(b) + tb;
+}
+
+/* y = (x - m) * k + b, and max(., 0) with relu (as rt_relu: -0 and NaN
+ * become +0). */
+static void row_affine(long len, const float *restrict x, float m, float k, float b, int relu,
+                       float *restrict y) {
+  if (relu)
+    for (long i = 0; i < len; i++) {
+      float v = (x[i] - m) * k + b;
+      y[i] = v > 0.0f ? v : 0.0f;
+    }
+  else
+    for (long i = 0; i < len; i++) y[i] = (x[i] - m) * k + b;
+}
+
+typedef struct bn_job {
+  const rt_bn_shape *s;
+  int parts, training, relu;
+  const float *x, *y, *dy, *gamma, *beta, *save_mean, *save_invstd;
+  float *run_mean, *run_var, *save_mean_w, *save_invstd_w, *out, *dx, *dgamma, *dbeta;
+} bn_job;
+
+static void bn_fwd_task(void *arg, int part) {
+  const bn_job *j = arg;
+  const rt_bn_shape *s = j->s;
+  const long xns = bn_x_ns(s), yns = bn_y_ns(s), hw = s->hw;
+  const double count = (double)s->n * hw;
+  const int c0 = (int)((long)s->c * part / j->parts), c1 = (int)((long)s->c * (part + 1) / j->parts);
+  for (int c = c0; c < c1; c++) {
+    double mean, invstd;
+    if (j->training) {
+      assert(count > 0);
+      double cnt = 0.0, m2 = 0.0;
+      mean = 0.0;
+      for (int n = 0; n < s->n && hw > 0; n++) {
+        const float *xp = j->x + n * xns + c * hw;
+        float rm = rt_sum(hw, xp) / (float)hw; /* a shift near the row's mean */
+        float s1, s2;
+        row_moments(hw, xp, rm, &s1, &s2);
+        double rmean = rm + (double)s1 / hw, rm2 = s2 - (double)s1 * s1 / hw;
+        if (rm2 < 0.0) rm2 = 0.0;
+        double tot = cnt + hw, d = rmean - mean;
+        mean += d * hw / tot;
+        m2 += rm2 + d * d * cnt * hw / tot;
+        cnt = tot;
+      }
+      double var = m2 / count;
+      invstd = 1.0 / sqrt(var + RT_BN_EPS);
+      if (j->save_mean_w) j->save_mean_w[c] = (float)mean;
+      if (j->save_invstd_w) j->save_invstd_w[c] = (float)invstd;
+      if (j->run_mean && j->run_var) {
+        double unbiased = count > 1 ? m2 / (count - 1) : var;
+        j->run_mean[c] = (float)((1 - RT_BN_MOMENTUM) * j->run_mean[c] + RT_BN_MOMENTUM * mean);
+        j->run_var[c] = (float)((1 - RT_BN_MOMENTUM) * j->run_var[c] + RT_BN_MOMENTUM * unbiased);
+      }
+    } else {
+      mean = j->run_mean[c];
+      invstd = 1.0 / sqrt((double)j->run_var[c] + RT_BN_EPS);
+    }
+    const float m = (float)mean, k = (float)(j->gamma[c] * invstd), b = j->beta[c];
+    for (int n = 0; n < s->n; n++)
+      row_affine(hw, j->x + n * xns + c * hw, m, k, b, j->relu, j->out + n * yns + c * hw);
+  }
+}
+
+/* Sum of g and of g * (x - m), g = dy masked by y > 0 with relu (as
+ * rt_relu_mask), over one row. */
+static void row_grad_sums(long len, const float *restrict x, const float *restrict y,
+                          const float *restrict dy, int relu, float m, float *sg, float *sgx) {
+  float a[8] = {0}, b[8] = {0}, ta = 0.0f, tb = 0.0f;
+  long i = 0;
+  if (relu) {
+    for (; i + 8 <= len; i += 8)
+      for (int t = 0; t < 8; t++) {
+        float g = 0.0f + dy[i + t];
+        g = y[i + t] > 0.0f ? g : 0.0f;
+        a[t] += g, b[t] += g * (x[i + t] - m);
+      }
+    for (; i < len; i++) {
+      float g = 0.0f + dy[i];
+      g = y[i] > 0.0f ? g : 0.0f;
+      ta += g, tb += g * (x[i] - m);
+    }
+  } else {
+    for (; i + 8 <= len; i += 8)
+      for (int t = 0; t < 8; t++) a[t] += dy[i + t], b[t] += dy[i + t] * (x[i + t] - m);
+    for (; i < len; i++) ta += dy[i], tb += dy[i] * (x[i] - m);
+  }
+  *sg = lanes_sum(a) + ta, *sgx = lanes_sum(b) + tb;
+}
+
+/* dx += (g - gm) * k - (x - m) * kx */
+static void row_dx(long len, const float *restrict x, const float *restrict y,
+                   const float *restrict dy, int relu, float m, float gm, float k, float kx,
+                   float *restrict dx) {
+  if (relu)
+    for (long i = 0; i < len; i++) {
+      float g = 0.0f + dy[i];
+      g = y[i] > 0.0f ? g : 0.0f;
+      dx[i] += (g - gm) * k - (x[i] - m) * kx;
+    }
+  else
+    for (long i = 0; i < len; i++) dx[i] += (dy[i] - gm) * k - (x[i] - m) * kx;
+}
+
+static void bn_bwd_task(void *arg, int part) {
+  const bn_job *j = arg;
+  const rt_bn_shape *s = j->s;
+  const long xns = bn_x_ns(s), yns = bn_y_ns(s), hw = s->hw;
+  const double count = (double)s->n * hw;
+  const int c0 = (int)((long)s->c * part / j->parts), c1 = (int)((long)s->c * (part + 1) / j->parts);
+  for (int c = c0; c < c1; c++) {
+    const float m = j->save_mean[c];
+    const double invstd = j->save_invstd[c];
+    double sdy = 0.0, sdyx = 0.0;
+    for (int n = 0; n < s->n; n++) {
+      float a, b;
+      row_grad_sums(hw, j->x + n * xns + c * hw, j->relu ? j->y + n * yns + c * hw : NULL,
+                    j->dy + n * yns + c * hw, j->relu, m, &a, &b);
+      sdy += a, sdyx += b;
+    }
+    const double sdyxh = sdyx * invstd;
+    j->dbeta[c] = (float)sdy;
+    j->dgamma[c] = (float)sdyxh;
+    /* dx = k * (g - mean(g) - xhat * mean(g * xhat)), as the reference */
+    const double k = j->gamma[c] * invstd;
+    const float gm = (float)(sdy / count), kf = (float)k;
+    const float kx = (float)(k * invstd * (sdyxh / count));
+    for (int n = 0; n < s->n; n++)
+      row_dx(hw, j->x + n * xns + c * hw, j->relu ? j->y + n * yns + c * hw : NULL,
+             j->dy + n * yns + c * hw, j->relu, m, gm, kf, kx, j->dx + n * xns + c * hw);
+  }
+}
+
+/* Below this many values a layer's batch norm stays on the caller: a
+ * dispatch to sleeping workers costs tens of microseconds (pool.c). */
+enum { BN_SPLIT = 1 << 14 };
+
+static int bn_parts(rt_pool *pool, int parts, const rt_bn_shape *s) {
+  if (!pool || (long)s->n * s->c * s->hw < BN_SPLIT) return 1;
+  if (parts > s->c) parts = s->c;
+  return parts < 1 ? 1 : parts;
+}
+
+void rt_bn_fwd(rt_pool *pool, int parts, const rt_bn_shape *s, int training, int relu,
+               const float *x, const float *gamma, const float *beta, float *run_mean,
+               float *run_var, float *save_mean, float *save_invstd, float *y) {
+  bn_job j = {.s = s, .parts = bn_parts(pool, parts, s), .training = training, .relu = relu,
+              .x = x, .gamma = gamma, .beta = beta, .run_mean = run_mean, .run_var = run_var,
+              .save_mean_w = save_mean, .save_invstd_w = save_invstd, .out = y};
+  if (j.parts > 1) rt_pool_run(pool, j.parts, bn_fwd_task, &j);
+  else bn_fwd_task(&j, 0);
+}
+
+void rt_bn_bwd(rt_pool *pool, int parts, const rt_bn_shape *s, int relu, const float *x,
+               const float *y, const float *dy, const float *gamma, const float *save_mean,
+               const float *save_invstd, float *dx, float *dgamma, float *dbeta) {
+  bn_job j = {.s = s, .parts = bn_parts(pool, parts, s), .relu = relu, .x = x, .y = y,
+              .dy = dy, .gamma = gamma, .save_mean = save_mean, .save_invstd = save_invstd,
+              .dx = dx, .dgamma = dgamma, .dbeta = dbeta};
+  if (j.parts > 1) rt_pool_run(pool, j.parts, bn_bwd_task, &j);
+  else bn_bwd_task(&j, 0);
 }

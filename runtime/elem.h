@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "runtime/pool.h"
 #include "runtime/ref.h"
 
 /* y = max(x, 0) over len floats; y may equal x. */
@@ -65,6 +66,22 @@ void rt_zero_masked(float *v, const uint8_t *m, size_t n);
 void rt_sgd_packed(size_t j0, size_t j1, const int32_t *idx, float *w, const float *g,
                    float *v, float lr, float momentum, float decay, float *copy,
                    const int32_t *at);
+
+/* rt_ref_bn_fwd, then with relu max(y, 0) as rt_relu; and rt_ref_bn_bwd
+ * of dy masked by y > 0 (y: the forward's output) with relu, as
+ * rt_relu_mask, dy otherwise (y unused, may be NULL). Strides as there: x
+ * and dx x_ns, y and dy y_ns. Channels are split over parts tasks of pool
+ * (NULL, or a small tensor: all on the caller); each channel is computed
+ * whole by one task, so the results do not depend on parts. Within float
+ * rounding of the reference, not bit for bit: rows are summed in float
+ * (eight lanes), their sums combined in double, and the affine maps are
+ * applied in float. */
+void rt_bn_fwd(rt_pool *pool, int parts, const rt_bn_shape *s, int training, int relu,
+               const float *x, const float *gamma, const float *beta, float *run_mean,
+               float *run_var, float *save_mean, float *save_invstd, float *y);
+void rt_bn_bwd(rt_pool *pool, int parts, const rt_bn_shape *s, int relu, const float *x,
+               const float *y, const float *dy, const float *gamma, const float *save_mean,
+               const float *save_invstd, float *dx, float *dgamma, float *dbeta);
 
 /* rt_ref_sgd over params [i0, i1). */
 void rt_sgd(size_t i0, size_t i1, float *w, const float *g, float *v,

@@ -773,11 +773,10 @@ static void conv_fwd_op(RT_OP_ARGS) {
   if (ly->bn) {
     int64_t ns = e->g->act_size;
     rt_bn_shape s = {e->n, ly->cout, ly->oh * ly->ow, ns, ns};
-    rt_ref_bn_fwd(&s, e->training, e->act + z, e->params + ly->g_off,
-                  e->params + ly->g_off + ly->cout, e->stats + ly->s_off,
-                  e->stats + ly->s_off + ly->cout, e->bn_save + ly->s_off,
-                  e->bn_save + ly->s_off + ly->cout, e->act + out);
-    if (ly->relu) relu_fwd(e, ly, out, out, 0, e->n);
+    rt_bn_fwd(((exec_impl *)e)->pool, e->threads, &s, e->training, ly->relu, e->act + z,
+              e->params + ly->g_off, e->params + ly->g_off + ly->cout, e->stats + ly->s_off,
+              e->stats + ly->s_off + ly->cout, e->bn_save + ly->s_off,
+              e->bn_save + ly->s_off + ly->cout, e->act + out);
   }
 }
 
@@ -807,24 +806,17 @@ static void conv_bwd_chunk(const job *j, int chunk, int n0, int n1) {
                      x->dact + o + j->in);
 }
 
-/* Gradient of the pre-activation z of a layer with batch norm: through
- * the ReLU into the scratch buffer, then through batch norm. (Without
- * batch norm, each chunk does relu_bwd itself.) */
+/* Gradient of the pre-activation z of a layer with batch norm, through
+ * the ReLU (its mask applied as batch norm reads dout) and batch norm,
+ * split over channels. (Without batch norm, each chunk does relu_bwd
+ * itself.) */
 static void bn_act_bwd(rt_exec *e, const ir_layer *ly, int64_t z, int64_t out) {
   int64_t ns = e->g->act_size;
-  long len = (long)ly->cout * ly->oh * ly->ow;
-  float *d = e->scratch;
-  for (int i = 0; i < e->n; i++)
-    if (ly->relu)
-      rt_relu_mask(len, e->act + i * ns + out, e->dact + i * ns + out, d + i * len);
-    else
-      memcpy(d + i * len, e->dact + i * ns + out, (size_t)len * sizeof(float));
-  rt_bn_shape s = {e->n, ly->cout, ly->oh * ly->ow, ns, len};
-  /* bn_bwd reads x with x_ns and dy with y_ns */
-  rt_ref_bn_bwd(&s, e->act + z, d, e->params + ly->g_off,
-                e->bn_save + ly->s_off, e->bn_save + ly->s_off + ly->cout,
-                e->dact + z, e->grads + ly->g_off,
-                e->grads + ly->g_off + ly->cout);
+  rt_bn_shape s = {e->n, ly->cout, ly->oh * ly->ow, ns, ns};
+  rt_bn_bwd(((exec_impl *)e)->pool, e->threads, &s, ly->relu, e->act + z, e->act + out,
+            e->dact + out, e->params + ly->g_off, e->bn_save + ly->s_off,
+            e->bn_save + ly->s_off + ly->cout, e->dact + z, e->grads + ly->g_off,
+            e->grads + ly->g_off + ly->cout);
 }
 
 static void conv_bwd_op(RT_OP_ARGS) {

@@ -12,8 +12,6 @@
 #include <math.h>
 #include <string.h>
 
-#define BN_MOMENTUM 0.1
-
 void rt_conv_shape_finish(rt_conv_shape *s) {
   assert(s->k >= 1 && s->stride >= 1 && s->pad >= 0);
   s->oh = (s->h + 2 * s->pad - s->k) / s->stride + 1;
@@ -338,10 +336,10 @@ void rt_ref_bn_fwd(const rt_bn_shape *s, int training, const float *x,
         /* PyTorch raises for a single value per channel; the biased value
          * (0) is the one that keeps the update finite. */
         double unbiased = count > 1 ? ss / (count - 1) : var;
-        run_mean[c] = (float)((1 - BN_MOMENTUM) * run_mean[c] +
-                              BN_MOMENTUM * mean);
-        run_var[c] = (float)((1 - BN_MOMENTUM) * run_var[c] +
-                             BN_MOMENTUM * unbiased);
+        run_mean[c] = (float)((1 - RT_BN_MOMENTUM) * run_mean[c] +
+                              RT_BN_MOMENTUM * mean);
+        run_var[c] = (float)((1 - RT_BN_MOMENTUM) * run_var[c] +
+                             RT_BN_MOMENTUM * unbiased);
       }
     } else {
       mean = run_mean[c];

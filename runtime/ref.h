@@ -82,6 +82,9 @@ void rt_ref_relu_bwd(int n, long len, const float *y, long y_ns,
  * its only user: export folds inference-mode batch norm into the conv
  * before it, and must divide by the same sqrt to match them. */
 #define RT_BN_EPS 1e-5
+/* The running statistics' update weight, as PyTorch's default: here so
+ * that the fast kernels (elem.h) update them as the reference does. */
+#define RT_BN_MOMENTUM 0.1
 
 /* Batch norm over (n, h, w) per channel, eps RT_BN_EPS.
  * Training: uses batch statistics, stores mean and 1/sqrt(var+eps) in

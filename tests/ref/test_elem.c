@@ -3,11 +3,13 @@
  * branch the reference takes: negative values, exact zeros, signed zeros,
  * ties inside a pooling window, NaN, odd sizes and strided samples.
  * Also the ReLU fused into the reference conv forward (rt_conv_shape.relu),
- * which the CPU backend is checked against in tests/jit. */
+ * which the CPU backend is checked against in tests/jit; and batch norm
+ * with its ReLU, held to float rounding instead (test_bn). */
 #include "runtime/elem.h"
 #include "runtime/ref.h"
 #include "base/rng.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -257,6 +259,228 @@ static void test_conv_relu(void) {
   free(x), free(w), free(b), free(y1), free(y2);
 }
 
+/* Batch norm with and without its ReLU (rt_bn_fwd, rt_bn_bwd) against
+ * rt_ref_bn_* and the ReLU's reference, composed as the exec composed them.
+ * Not bit for bit (elem.h): each value is held to the rounding of the
+ * float expression that computes it. Tensors are laid out as the exec's
+ * arena (samples ns apart, x and y inside each sample, gaps around them
+ * that must stay as they were) or packed; 1, 2 and 3 tasks of a pool must
+ * agree bit for bit. */
+typedef struct bn_case {
+  int n, c, hw;
+  float shift; /* added to x: a mean large against the spread */
+  int packed;  /* x_ns = y_ns = 0 */
+} bn_case;
+
+typedef struct bn_buf {
+  float *a, *b;      /* x's arena, y's (the same one unless packed) */
+  float *rm, *rv, *sm, *si, *dg, *db;
+} bn_buf;
+
+static void bn_buf_new(bn_buf *u, long size, int packed, int c) {
+  u->a = falloc(size), u->b = packed ? falloc(size) : u->a;
+  u->rm = falloc(c), u->rv = falloc(c), u->sm = falloc(c), u->si = falloc(c);
+  u->dg = falloc(c), u->db = falloc(c);
+}
+
+static void bn_buf_free(bn_buf *u) {
+  if (u->b != u->a) free(u->b);
+  free(u->a), free(u->rm), free(u->rv), free(u->sm), free(u->si), free(u->dg), free(u->db);
+}
+
+/* |got - want| within tol * scale (NaN fails) */
+static int near(double got, double want, double tol, double scale) {
+  return fabs(got - want) <= tol * scale;
+}
+
+static void test_bn_case(rt_pool *pool, const bn_case *k, int training, int relu) {
+  const int n = k->n, c = k->c, hw = k->hw;
+  const long len = (long)c * hw, ns = k->packed ? len : 2 * len + 7;
+  const long xo = k->packed ? 0 : 3, yo = k->packed ? 0 : len + 5, size = n * ns;
+  rt_bn_shape s = {n, c, hw, k->packed ? 0 : ns, k->packed ? 0 : ns};
+  char what[120];
+  snprintf(what, sizeof what, "bn n %d c %d hw %d shift %g%s, %s, relu %d", n, c, hw,
+           (double)k->shift, k->packed ? " packed" : "", training ? "training" : "inference",
+           relu);
+  /* the inputs: x and the running statistics; the gaps hold garbage */
+  bn_buf r, f, f2;
+  bn_buf_new(&r, size, k->packed, c), bn_buf_new(&f, size, k->packed, c);
+  bn_buf_new(&f2, size, k->packed, c);
+  for (long i = 0; i < size; i++) r.a[i] = 2.0f * rt_rng_uniform(&rng) - 1.0f;
+  if (r.b != r.a)
+    for (long i = 0; i < size; i++) r.b[i] = 2.0f * rt_rng_uniform(&rng) - 1.0f;
+  float *gamma = falloc(c), *beta = falloc(c);
+  for (int i = 0; i < n; i++)
+    for (long j = 0; j < len; j++) {
+      uint32_t q = rt_rng_below(&rng, 16);
+      float u = 2.0f * rt_rng_uniform(&rng) - 1.0f;
+      r.a[i * ns + xo + j] = k->shift == 0.0f && q == 0   ? 0.0f
+                             : k->shift == 0.0f && q == 1 ? -0.0f
+                                                          : k->shift + u * (float)(1 + j / hw % 3);
+    }
+  for (int i = 0; i < c; i++) {
+    gamma[i] = (i % 2 ? -1.0f : 1.0f) * (0.5f + rt_rng_uniform(&rng));
+    beta[i] = rt_rng_uniform(&rng) - 0.5f;
+    r.rm[i] = k->shift + rt_rng_uniform(&rng) - 0.5f;
+    r.rv[i] = 0.1f + 4.0f * rt_rng_uniform(&rng);
+  }
+  const bn_buf *src = &r;
+  bn_buf *dst[2] = {&f, &f2};
+  for (int d = 0; d < 2; d++) {
+    memcpy(dst[d]->a, src->a, (size_t)size * sizeof(float));
+    if (src->b != src->a) memcpy(dst[d]->b, src->b, (size_t)size * sizeof(float));
+    memcpy(dst[d]->rm, src->rm, (size_t)c * sizeof(float));
+    memcpy(dst[d]->rv, src->rv, (size_t)c * sizeof(float));
+  }
+  float *rm0 = falloc(c), *rv0 = falloc(c);
+  memcpy(rm0, r.rm, (size_t)c * sizeof(float)), memcpy(rv0, r.rv, (size_t)c * sizeof(float));
+
+  /* forward */
+  rt_ref_bn_fwd(&s, training, r.a + xo, gamma, beta, r.rm, r.rv, r.sm, r.si, r.b + yo);
+  if (relu)
+    for (int i = 0; i < n; i++) rt_ref_relu_fwd(1, len, r.b + i * ns + yo, 0, r.b + i * ns + yo, 0);
+  rt_bn_fwd(NULL, 1, &s, training, relu, f.a + xo, gamma, beta, f.rm, f.rv, f.sm, f.si,
+            f.b + yo);
+  int bad = 0;
+  for (int i = 0; i < n; i++)
+    for (int ch = 0; ch < c; ch++) {
+      double m = training ? r.sm[ch] : rm0[ch];
+      double kk = gamma[ch] * (training ? r.si[ch] : 1.0 / sqrt(rv0[ch] + RT_BN_EPS));
+      for (int j = 0; j < hw; j++) {
+        long at = i * ns + ch * hw + j;
+        double xv = r.a[xo + at];
+        double scale = fabs(kk) * (fabs(xv) + fabs(m)) + fabs(beta[ch]);
+        bad += !near(f.b[yo + at], r.b[yo + at], 8 * FLT_EPSILON, scale + 1e-30);
+      }
+    }
+  CHECK(!bad, "%s: %d outputs out of tolerance", what, bad);
+  /* nothing else in the arenas written */
+  bad = 0;
+  for (int i = 0; i < n; i++)
+    for (long j = 0; j < ns; j++) {
+      int in_y = j >= yo && j < yo + len;
+      if (r.b != r.a) bad += memcmp(&f.a[i * ns + j], &r.a[i * ns + j], sizeof(float)) != 0;
+      if (!in_y) bad += memcmp(&f.b[i * ns + j], &r.b[i * ns + j], sizeof(float)) != 0;
+    }
+  CHECK(!bad, "%s: %d values outside y written", what, bad);
+  if (training) {
+    bad = 0;
+    for (int ch = 0; ch < c; ch++) {
+      double sd = 1.0 / r.si[ch];
+      bad += !near(f.sm[ch], r.sm[ch], 4 * FLT_EPSILON, fabs(r.sm[ch]) + sd);
+      bad += !near(f.si[ch], r.si[ch], 1e-5, r.si[ch]);
+      bad += !near(f.rm[ch], r.rm[ch], 4 * FLT_EPSILON, fabs(r.rm[ch]) + sd);
+      bad += !near(f.rv[ch], r.rv[ch], 1e-5, r.rv[ch]);
+    }
+    CHECK(!bad, "%s: %d statistics out of tolerance", what, bad);
+  } else {
+    CHECK(!memcmp(f.rm, rm0, (size_t)c * sizeof(float)) && !memcmp(f.rv, rv0, (size_t)c * sizeof(float)),
+          "%s: inference changed the running statistics", what);
+  }
+  for (int parts = 2; parts <= 3; parts++) {
+    memcpy(f2.rm, rm0, (size_t)c * sizeof(float)), memcpy(f2.rv, rv0, (size_t)c * sizeof(float));
+    rt_bn_fwd(pool, parts, &s, training, relu, f2.a + xo, gamma, beta, f2.rm, f2.rv, f2.sm,
+              f2.si, f2.b + yo);
+    int same = !memcmp(f.b, f2.b, (size_t)size * sizeof(float)) &&
+               !memcmp(f.rm, f2.rm, (size_t)c * sizeof(float)) &&
+               !memcmp(f.rv, f2.rv, (size_t)c * sizeof(float));
+    if (training)
+      same = same && !memcmp(f.sm, f2.sm, (size_t)c * sizeof(float)) &&
+             !memcmp(f.si, f2.si, (size_t)c * sizeof(float));
+    CHECK(same, "%s: forward on %d tasks differs from 1", what, parts);
+  }
+
+  /* backward, training only; y: the reference's output (the mask), dy in
+   * its place in a gradient arena, dx accumulated into */
+  if (training) {
+    float *ga = falloc(size), *gb = r.b != r.a ? falloc(size) : ga, *g2 = falloc(size);
+    float *g3 = falloc(size), *d = falloc(n * len);
+    for (long i = 0; i < size; i++) ga[i] = 2.0f * rt_rng_uniform(&rng) - 1.0f;
+    if (gb != ga)
+      for (long i = 0; i < size; i++) gb[i] = 2.0f * rt_rng_uniform(&rng) - 1.0f;
+    for (int i = 0; i < n; i++)
+      for (long j = 0; j < len; j++) {
+        uint32_t q = rt_rng_below(&rng, 8);
+        if (q < 2) gb[i * ns + yo + j] = q ? -0.0f : 0.0f;
+      }
+    /* the exec's old composition: the ReLU's gradient into a packed
+     * buffer, then the reference */
+    for (int i = 0; i < n; i++)
+      if (relu)
+        rt_relu_mask(len, r.b + i * ns + yo, gb + i * ns + yo, d + i * len);
+      else
+        memcpy(d + i * len, gb + i * ns + yo, (size_t)len * sizeof(float));
+    float *dxr = falloc(size), *gbr = gb != ga ? falloc(size) : NULL;
+    memcpy(dxr, ga, (size_t)size * sizeof(float));
+    if (gbr) memcpy(gbr, gb, (size_t)size * sizeof(float));
+    rt_bn_shape sr = s;
+    sr.y_ns = len;
+    rt_ref_bn_bwd(&sr, r.a + xo, d, gamma, r.sm, r.si, dxr + xo, r.dg, r.db);
+    float *dxf = ga, *dyf = gb + yo; /* the fast one works in place */
+    memcpy(g2, ga, (size_t)size * sizeof(float));
+    rt_bn_bwd(NULL, 1, &s, relu, r.a + xo, r.b + yo, dyf, gamma, r.sm, r.si, dxf + xo, f.dg,
+              f.db);
+    bad = 0;
+    for (int ch = 0; ch < c; ch++) {
+      /* the scales of the terms: mean |g|, mean |g * xhat| */
+      double m = r.sm[ch], is = r.si[ch], kk = fabs(gamma[ch] * is), ag = 0.0, agx = 0.0;
+      for (int i = 0; i < n; i++)
+        for (int j = 0; j < hw; j++) {
+          double g = d[i * len + ch * hw + j], xh = (r.a[i * ns + xo + ch * hw + j] - m) * is;
+          ag += fabs(g), agx += fabs(g * xh);
+        }
+      bad += !near(f.db[ch], r.db[ch], 1e-5, ag + 1e-30);
+      bad += !near(f.dg[ch], r.dg[ch], 1e-5, agx + 1e-30);
+      ag /= (double)n * hw, agx /= (double)n * hw;
+      for (int i = 0; i < n; i++)
+        for (int j = 0; j < hw; j++) {
+          long at = i * ns + xo + ch * hw + j;
+          double g = d[i * len + ch * hw + j], xh = (r.a[at] - m) * is;
+          double scale = kk * (fabs(g) + ag + fabs(xh) * agx) + fabs(g2[at]);
+          bad += !near(dxf[at], dxr[at], 1e-5, scale + 1e-30);
+        }
+    }
+    CHECK(!bad, "%s: %d gradients out of tolerance", what, bad);
+    bad = 0;
+    for (int i = 0; i < n; i++)
+      for (long j = 0; j < ns; j++) {
+        int in_x = j >= xo && j < xo + len;
+        if (!in_x) bad += memcmp(&dxf[i * ns + j], &dxr[i * ns + j], sizeof(float)) != 0;
+        if (gbr) bad += memcmp(&gb[i * ns + j], &gbr[i * ns + j], sizeof(float)) != 0;
+      }
+    CHECK(!bad, "%s: %d values outside dx written", what, bad);
+    for (int parts = 2; parts <= 3; parts++) {
+      memcpy(g3, g2, (size_t)size * sizeof(float));
+      float *dx3 = g3, *dy3 = gb != ga ? gb + yo : g3 + yo;
+      rt_bn_bwd(pool, parts, &s, relu, r.a + xo, r.b + yo, dy3, gamma, r.sm, r.si, dx3 + xo,
+                f2.dg, f2.db);
+      CHECK(!memcmp(g3, ga, (size_t)size * sizeof(float)) &&
+                !memcmp(f.dg, f2.dg, (size_t)c * sizeof(float)) &&
+                !memcmp(f.db, f2.db, (size_t)c * sizeof(float)),
+            "%s: backward on %d tasks differs from 1", what, parts);
+    }
+    if (gb != ga) free(gb);
+    free(ga), free(g2), free(g3), free(d), free(dxr), free(gbr);
+  }
+  bn_buf_free(&r), bn_buf_free(&f), bn_buf_free(&f2);
+  free(gamma), free(beta), free(rm0), free(rv0);
+}
+
+static void test_bn(void) {
+  static const bn_case cases[] = {
+      {2, 3, 5, 0.0f, 0},    {1, 4, 1, 0.0f, 0},   {64, 5, 1, 0.0f, 1},
+      {3, 2, 49, 0.0f, 1},   {4, 3, 784, 0.0f, 0}, {8, 7, 300, 0.0f, 0},
+      {8, 7, 300, 1000.0f, 0}, {16, 9, 196, 0.0f, 1}, {5, 6, 37, -300.0f, 0},
+  };
+  rt_pool *pool = rt_pool_new(3);
+  CHECK(pool && rt_pool_threads(pool) == 3, "bn: no pool of 3 threads");
+  if (!pool) return;
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
+    for (int training = 0; training < 2; training++)
+      for (int relu = 0; relu < 2; relu++) test_bn_case(pool, &cases[i], training, relu);
+  rt_pool_free(pool);
+}
+
 int main(void) {
   rt_rng_seed(&rng, 20261128);
   test_relu();
@@ -269,10 +493,11 @@ int main(void) {
   test_sgd_packed();
   test_zero_masked();
   test_conv_relu();
+  test_bn();
   if (failures) {
     fprintf(stderr, "%d failures\n", failures);
     return 1;
   }
-  printf("elementwise kernels match the reference bit for bit\n");
+  printf("elementwise kernels match the reference bit for bit, batch norm within rounding\n");
   return 0;
 }
