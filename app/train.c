@@ -88,6 +88,10 @@ static int load_data(const ir_graph *g, const char *path, rt_dataset *train,
 static double evaluate(rt_exec *x, const rt_dataset *d, const rt_norm *nm, int limit,
                        double *loss) {
   int n = limit > 0 && limit < d->n ? limit : d->n, cap = x->cap, correct = 0;
+  if (n == 0) {
+    *loss = 0;
+    return 0;
+  }
   size_t img = (size_t)d->c * d->h * d->w;
   float *buf = malloc((size_t)cap * img * sizeof(float));
   uint8_t *lab = malloc((size_t)cap);
@@ -95,6 +99,7 @@ static double evaluate(rt_exec *x, const rt_dataset *d, const rt_norm *nm, int l
   double total = 0;
   if (!buf || !lab || !idx) {
     free(buf), free(lab), free(idx);
+    fprintf(stderr, "error: out of memory evaluating\n");
     *loss = NAN;
     return NAN;
   }
@@ -110,6 +115,12 @@ static double evaluate(rt_exec *x, const rt_dataset *d, const rt_norm *nm, int l
   }
   x->training = 1;
   free(buf), free(lab), free(idx);
+  char err[512];
+  if (rt_exec_status(x, err, sizeof err)) {
+    fprintf(stderr, "error: evaluating: %s\n", err);
+    *loss = NAN;
+    return NAN;
+  }
   *loss = total / n;
   return (double)correct / n;
 }
@@ -382,6 +393,11 @@ static int train_epoch(train_run *r, epoch_stats *e) {
     int c = 0;
     double loss = rt_exec_loss(x, r->lab, 1, &c);
     rt_exec_backward(x);
+    char err[512];
+    if (rt_exec_status(x, err, sizeof err)) {
+      fprintf(stderr, "%serror: step %d of epoch %d: %s\n", r->tty ? "\n" : "", s + 1, ep + 1, err);
+      return -1;
+    }
     rt_exec_sgd(x, lr_at(m, r->epochs, ep, (double)s / r->steps),
                 (float)m->momentum, (float)m->decay);
     r->st.step++, r->profiled++;
@@ -405,13 +421,14 @@ static int train_epoch(train_run *r, epoch_stats *e) {
 
 /* Evaluation: the test set, then the epoch's metrics line and terminal
  * line. The epoch counts as done from here. */
-static void test_epoch(train_run *r, const epoch_stats *e) {
+static int test_epoch(train_run *r, const epoch_stats *e) {
   const fe_model *m = r->m;
   int ep = e->ep;
   double test_loss;
   /* the limit saves time between epochs; the last one sees every image */
   r->test_acc = evaluate(r->x, &r->test, &r->nm, ep + 1 < r->epochs ? r->o->test_limit : 0,
                          &test_loss);
+  if (isnan(r->test_acc)) return -1;
   r->st.epoch = ep + 1;
   r->active = ir_count_params(r->g, r->x->arch).active;
   double secs = now() - e->start;
@@ -427,6 +444,7 @@ static void test_epoch(train_run *r, const epoch_stats *e) {
             "params %" PRId64 "/%s  %.1fs\n", r->tty ? "\r" : "", ep + 1, r->epochs,
             e->train_loss, 100.0 * e->correct / e->seen, 100 * r->test_acc, r->active,
             r->budget, secs);
+  return 0;
 }
 
 /* Phase II, when due after this epoch: grow, record the expansion, and
@@ -524,7 +542,7 @@ int app_train(ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd,
   while (rc == 0 && !stopped && r.st.epoch < r.epochs) {
     epoch_stats e;
     rc = train_epoch(&r, &e);
-    if (rc == 0) test_epoch(&r, &e);
+    if (rc == 0) rc = test_epoch(&r, &e);
     if (rc == 0) rc = grow(&r, &e);
     if (rc == 0) rc = checkpoint(&r, &e);
     stopped = stop_here(&r);
@@ -561,12 +579,12 @@ int app_eval(ir_graph *bin, rt_graph_fn fwd, const char *ckpt, const char *data,
   if (load_data(g, data, &train, &test) == 0) {
     if (st.norm.c != test.c) rt_data_norm(&train, &st.norm); /* not recorded */
     double loss, acc = evaluate(x, &test, &st.norm, 0, &loss);
-    printf("{\"test_acc\": %.6f, \"test_loss\": %.6f, \"images\": %d, "
+    if (!isnan(acc)) printf("{\"test_acc\": %.6f, \"test_loss\": %.6f, \"images\": %d, "
            "\"active_params\": %" PRId64 "}\n",
            acc, loss, test.n, ir_count_params(g, x->arch).active);
     rt_dataset_free(&train);
     rt_dataset_free(&test);
-    rc = 0;
+    rc = isnan(acc);
   }
   rt_exec_free(x);
   ir_free(g);

@@ -17,7 +17,7 @@
 #include <time.h>
 
 #include "ir/ir.h"
-#include "runtime/backend.h"
+#include "runtime/kernels.h"
 #include "runtime/cpu/cpu.h"
 #include "runtime/pool.h"
 
@@ -42,7 +42,7 @@ typedef struct lay {
   float *x, *dy, *wt, *bias, *y, *dx;
   float *dw[2], *db[2]; /* per thread */
   float *col[2];        /* im2col scratch per thread */
-  rt_backend *b;
+  rt_kernels *b;
   int v;                /* which of the row's backends b is */
   uint64_t held[3];     /* per backend: the wgen its last run had */
   float *mom;           /* the SGD step's momentum */
@@ -246,9 +246,9 @@ static void bench(lay *L, const char *title) {
       L->wt[i] = wm[i] ? frand() : 0.0f;
     }
     /* three backends: forced sparse, forced dense, the default threshold */
-    rt_backend *bk[3];
+    rt_kernels *bk[3];
     for (int v = 0; v < 3; v++) {
-      bk[v] = rt_backend_cpu_new(&g, err, sizeof err);
+      bk[v] = rt_kernels_cpu_new(&g, err, sizeof err);
       if (!bk[v]) {
         fprintf(stderr, "%s\n", err);
         exit(1);

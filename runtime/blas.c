@@ -7,7 +7,7 @@
  * masked copy, so a stray value under a clear bit is never read), and
  * writes masked weight and bias gradients as exactly zero: the semantics
  * of ref.h, summed in GEMM order. */
-#include "runtime/backend.h"
+#include "runtime/kernels.h"
 
 #include <cblas.h>
 #include <stdio.h>
@@ -17,13 +17,13 @@
 #include "runtime/elem.h"
 
 typedef struct blas_backend {
-  rt_backend pub;
+  rt_kernels pub;
   const uint8_t **wmask, **bmask; /* per layer, into the exec's masks */
 } blas_backend;
 
-static blas_backend *B(rt_backend *b) { return (blas_backend *)b; }
+static blas_backend *B(rt_kernels *b) { return (blas_backend *)b; }
 
-static int blas_prepare(rt_backend *b, int layer, const uint8_t *wmask, const uint8_t *bmask,
+static int blas_prepare(rt_kernels *b, int layer, const uint8_t *wmask, const uint8_t *bmask,
                         char *err, size_t errlen) {
   (void)err, (void)errlen;
   B(b)->wmask[layer] = wmask;
@@ -47,7 +47,7 @@ static long conv_kc(const rt_conv_shape *s) { return (long)s->cin * s->k * s->k;
 static long xstride(const rt_conv_shape *s) { return s->x_ns ? s->x_ns : (long)s->cin * s->h * s->w; }
 static long ystride(const rt_conv_shape *s) { return s->y_ns ? s->y_ns : (long)s->cout * s->oh * s->ow; }
 
-static void blas_conv_fwd(rt_backend *b, int l, const rt_conv_shape *s, const float *x,
+static int blas_conv_fwd(rt_kernels *b, int l, const rt_conv_shape *s, const float *x,
                           const float *w, const float *bias, float *y) {
   const uint8_t *wm = B(b)->wmask[l], *bm = B(b)->bmask[l];
   long KC = conv_kc(s), P = (long)s->oh * s->ow;
@@ -55,7 +55,7 @@ static void blas_conv_fwd(rt_backend *b, int l, const rt_conv_shape *s, const fl
   if (!wc || !col) { /* the reference computes the same */
     free(wc), free(col);
     rt_ref_conv_fwd(s, x, w, bias, wm, bm, y);
-    return;
+    return 0;
   }
   for (int i = 0; i < s->n; i++) {
     float *yi = y + i * ystride(s);
@@ -69,9 +69,10 @@ static void blas_conv_fwd(rt_backend *b, int l, const rt_conv_shape *s, const fl
     if (s->relu) rt_relu((long)s->cout * P, yi, yi);
   }
   free(wc), free(col);
+  return 0;
 }
 
-static void blas_conv_bwd_data(rt_backend *b, int l, const rt_conv_shape *s, const float *dy,
+static int blas_conv_bwd_data(rt_kernels *b, int l, const rt_conv_shape *s, const float *dy,
                                const float *w, float *dx) {
   const uint8_t *wm = B(b)->wmask[l];
   long KC = conv_kc(s), P = (long)s->oh * s->ow;
@@ -79,7 +80,7 @@ static void blas_conv_bwd_data(rt_backend *b, int l, const rt_conv_shape *s, con
   if (!wc || !col) {
     free(wc), free(col);
     rt_ref_conv_bwd_data(s, dy, w, wm, dx);
-    return;
+    return 0;
   }
   for (int i = 0; i < s->n; i++) {
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)KC, (int)P, s->cout, 1.0f, wc,
@@ -87,15 +88,16 @@ static void blas_conv_bwd_data(rt_backend *b, int l, const rt_conv_shape *s, con
     rt_col2im_add(s, col, dx + i * xstride(s));
   }
   free(wc), free(col);
+  return 0;
 }
 
 /* The masks the weight gradients honour: none for phase II's dense one. */
-static void wgrad_masks(rt_backend *b, int l, const uint8_t **wm, const uint8_t **bm) {
+static void wgrad_masks(rt_kernels *b, int l, const uint8_t **wm, const uint8_t **bm) {
   *wm = b->unmasked_wgrad ? NULL : B(b)->wmask[l];
   *bm = b->unmasked_wgrad ? NULL : B(b)->bmask[l];
 }
 
-static void blas_conv_bwd_weight(rt_backend *b, int l, const rt_conv_shape *s, const float *x,
+static int blas_conv_bwd_weight(rt_kernels *b, int l, const rt_conv_shape *s, const float *x,
                                  const float *dy, float *dw, float *db) {
   const uint8_t *wm, *bm;
   wgrad_masks(b, l, &wm, &bm);
@@ -103,7 +105,7 @@ static void blas_conv_bwd_weight(rt_backend *b, int l, const rt_conv_shape *s, c
   float *col = malloc((size_t)(KC * P) * sizeof *col);
   if (!col) {
     rt_ref_conv_bwd_weight(s, x, dy, wm, bm, dw, db);
-    return;
+    return 0;
   }
   memset(dw, 0, (size_t)(s->cout * KC) * sizeof *dw);
   for (int i = 0; i < s->n; i++) {
@@ -113,24 +115,25 @@ static void blas_conv_bwd_weight(rt_backend *b, int l, const rt_conv_shape *s, c
   }
   free(col);
   if (wm) rt_zero_masked(dw, wm, (size_t)(s->cout * KC));
-  if (!db) return;
+  if (!db) return 0;
   for (int co = 0; co < s->cout; co++) {
     double acc = 0.0;
     for (int i = 0; i < s->n; i++) acc += rt_sum(P, dy + i * ystride(s) + co * P);
     db[co] = !bm || bm[co] ? (float)acc : 0.0f;
   }
+  return 0;
 }
 
 static long lin_x_ns(const rt_linear_shape *s) { return s->x_ns ? s->x_ns : s->in; }
 static long lin_y_ns(const rt_linear_shape *s) { return s->y_ns ? s->y_ns : s->out; }
 
-static void blas_linear_fwd(rt_backend *b, int l, const rt_linear_shape *s, const float *x,
+static int blas_linear_fwd(rt_kernels *b, int l, const rt_linear_shape *s, const float *x,
                             const float *w, const float *bias, float *y) {
   const uint8_t *wm = B(b)->wmask[l], *bm = B(b)->bmask[l];
   float *wc = masked(w, wm, (size_t)s->out * (size_t)s->in);
   if (!wc) {
     rt_ref_linear_fwd(s, x, w, bias, wm, bm, y);
-    return;
+    return 0;
   }
   for (int i = 0; i < s->n; i++)
     for (int o = 0; o < s->out; o++) y[i * lin_y_ns(s) + o] = bias_at(bias, bm, o);
@@ -138,23 +141,25 @@ static void blas_linear_fwd(rt_backend *b, int l, const rt_linear_shape *s, cons
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, s->n, s->out, s->in, 1.0f, x,
                 (int)lin_x_ns(s), wc, s->in, 1.0f, y, (int)lin_y_ns(s));
   free(wc);
+  return 0;
 }
 
-static void blas_linear_bwd_data(rt_backend *b, int l, const rt_linear_shape *s, const float *dy,
+static int blas_linear_bwd_data(rt_kernels *b, int l, const rt_linear_shape *s, const float *dy,
                                  const float *w, float *dx) {
   const uint8_t *wm = B(b)->wmask[l];
   float *wc = masked(w, wm, (size_t)s->out * (size_t)s->in);
   if (!wc) {
     rt_ref_linear_bwd_data(s, dy, w, wm, dx);
-    return;
+    return 0;
   }
   if (s->n > 0)
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, s->n, s->in, s->out, 1.0f, dy,
                 (int)lin_y_ns(s), wc, s->in, 1.0f, dx, (int)lin_x_ns(s));
   free(wc);
+  return 0;
 }
 
-static void blas_linear_bwd_weight(rt_backend *b, int l, const rt_linear_shape *s,
+static int blas_linear_bwd_weight(rt_kernels *b, int l, const rt_linear_shape *s,
                                    const float *x, const float *dy, float *dw, float *db) {
   const uint8_t *wm, *bm;
   wgrad_masks(b, l, &wm, &bm);
@@ -165,21 +170,22 @@ static void blas_linear_bwd_weight(rt_backend *b, int l, const rt_linear_shape *
   else
     memset(dw, 0, nw * sizeof *dw);
   if (wm) rt_zero_masked(dw, wm, nw);
-  if (!db) return;
+  if (!db) return 0;
   for (int o = 0; o < s->out; o++) {
     double acc = 0.0;
     for (int i = 0; i < s->n; i++) acc += dy[i * lin_y_ns(s) + o];
     db[o] = !bm || bm[o] ? (float)acc : 0.0f;
   }
+  return 0;
 }
 
-static void blas_free(rt_backend *b) {
+static void blas_free(rt_kernels *b) {
   if (!b) return;
   free(B(b)->wmask), free(B(b)->bmask);
   free(b);
 }
 
-rt_backend *rt_backend_blas_new(const ir_graph *g) {
+rt_kernels *rt_kernels_blas_new(const ir_graph *g) {
   blas_backend *r = calloc(1, sizeof *r);
   if (!r) return NULL;
   r->wmask = calloc((size_t)(g->n_layers ? g->n_layers : 1), sizeof *r->wmask);
@@ -189,7 +195,7 @@ rt_backend *rt_backend_blas_new(const ir_graph *g) {
     return NULL;
   }
   openblas_set_num_threads(1); /* exec runs one chunk per thread already */
-  r->pub = (rt_backend){.name = "blas", .g = g, .prepare = blas_prepare,
+  r->pub = (rt_kernels){.name = "blas", .g = g, .prepare = blas_prepare,
                         .conv_fwd = blas_conv_fwd, .conv_bwd_data = blas_conv_bwd_data,
                         .conv_bwd_weight = blas_conv_bwd_weight, .linear_fwd = blas_linear_fwd,
                         .linear_bwd_data = blas_linear_bwd_data,

@@ -41,6 +41,8 @@ typedef struct exec_impl {
   float *dg_cols, *dg_parts;
   int64_t dg_col, dg_part;
   rt_exec_stats stats;
+  atomic_int failed;    /* a kernel failed since the last rt_exec_status */
+  char error[256];      /* its message */
   float *wpart;
   int64_t wpart_size;
   rt_pool *pool; /* threads - 1 workers; NULL: everything on the caller */
@@ -61,7 +63,7 @@ typedef struct exec_impl {
    * sync_mask), so that a backend may keep what it derived from them
    * (packed weights) across passes for as long as it stays the same. */
   uint64_t wgen;
-  /* Packed weight gradients (rt_backend.wgrad_index): per layer, the
+  /* Packed weight gradients (rt_kernels.wgrad_index): per layer, the
    * backend's layout as of the last prepare (pidx, pn entries; NULL:
    * dense), and whether its last backward wrote grads in it (gpacked: the
    * live backend's are dense), which the reduction and the SGD step
@@ -79,6 +81,21 @@ typedef struct exec_impl {
 static const int32_t *packed_of(const exec_impl *e, int l, size_t *n) {
   *n = e->pn[l];
   return e->gpacked[l] ? e->pidx[l] : NULL;
+}
+
+/* A kernel's status: the first failure is kept (chunks run on several
+ * threads) for rt_exec_status; the pass goes on, its results void. */
+static void check(void *x, rt_kernels *b, int rc) {
+  exec_impl *e = x;
+  if (rc && atomic_exchange(&e->failed, 1) == 0)
+    snprintf(e->error, sizeof e->error, "%s", b->error[0] ? b->error : "a kernel failed");
+}
+
+int rt_exec_status(rt_exec *x, char *err, size_t errlen) {
+  exec_impl *e = (exec_impl *)x;
+  if (!atomic_exchange(&e->failed, 0)) return 0;
+  snprintf(err, errlen, "%s", e->error);
+  return -1;
 }
 
 /* wgens unique across every exec of the process, 0 never. */
@@ -226,8 +243,8 @@ rt_exec *rt_exec_new(const ir_graph *g, int cap, int threads, const char *backen
   /* a pool that could start fewer threads than asked splits fewer ways */
   x->threads = e->pool ? rt_pool_threads(e->pool) : 1;
   int ref = !backend || strcmp(backend, "ref") == 0;
-  x->live = ref ? rt_backend_ref_new(g) : rt_backend_blas_new(g);
-  x->backend = ref ? x->live : rt_backend_new(backend, g, err, errlen);
+  x->live = ref ? rt_kernels_ref_new(g) : rt_kernels_blas_new(g);
+  x->backend = ref ? x->live : rt_kernels_new(backend, g, err, errlen);
   if (!x->live || !x->backend) {
     if (!x->live) snprintf(err, errlen, "out of memory");
     rt_exec_free(x);
@@ -267,7 +284,7 @@ void rt_exec_free(rt_exec *x) {
 
 /* The dirty weighted layers of b, at once where b can (its kernels built
  * in parallel), else one by one. */
-static int prepare_on(rt_exec *x, rt_backend *b, char *err, size_t errlen) {
+static int prepare_on(rt_exec *x, rt_kernels *b, char *err, size_t errlen) {
   const ir_graph *g = x->g;
   int n = 0, *ls = malloc((size_t)(g->n_layers ? g->n_layers : 1) * sizeof *ls);
   const uint8_t **wm = malloc((size_t)(g->n_layers ? g->n_layers : 1) * sizeof *wm);
@@ -301,7 +318,7 @@ int rt_exec_prepare(rt_exec *x, char *err, size_t errlen) {
   if (prepare_on(x, x->live, err, errlen)) return -1;
   int rc = x->backend != x->live ? prepare_on(x, x->backend, err, errlen) : 0;
   for (int i = 0; i < x->g->n_layers; i++) {
-    rt_backend *b = x->backend;
+    rt_kernels *b = x->backend;
     if (!e->dirty[i]) continue;
     e->pidx[i] = b->packed_wgrad && b->wgrad_index ? b->wgrad_index(b, i, &e->pn[i]) : NULL;
     e->gpacked[i] = 0; /* what grads holds now is no backward's of this layout */
@@ -525,10 +542,10 @@ void rt_exec_sgd(rt_exec *x, float lr, float momentum, float decay) {
   sgd_job j = {x, e->pool ? x->threads : 1, lr, momentum, decay, npk, pk, e->wc, e->wat};
   double t0 = e->prof ? prof_now() : 0.0;
   /* new values; the backend's copies of the packed layers' weights that
-   * held the old follow them (rt_backend.wcopy) */
+   * held the old follow them (rt_kernels.wcopy) */
   uint64_t from = e->wgen;
   e->wgen = next_wgen();
-  rt_backend *b = x->backend;
+  rt_kernels *b = x->backend;
   for (int k = 0; k < npk; k++)
     e->wc[k] = b->wcopy ? b->wcopy(b, pk[k], e->params + x->g->layers[pk[k]].w_off, from,
                                    e->wgen, &e->wat[k])
@@ -751,13 +768,13 @@ static void conv_fwd_chunk(const job *j, int chunk, int n0, int n1) {
   const ir_layer *l = j->l;
   int64_t ns = x->g->act_size, o = (int64_t)n0 * ns;
   rt_conv_shape s = conv_shape(x, l, n1 - n0);
-  rt_backend *b = x->use_live ? x->live : x->backend;
+  rt_kernels *b = x->use_live ? x->live : x->backend;
   /* Without batch norm the pre-activation z is never read again, so a
    * backend that fuses the ReLU writes the activation directly. */
   s.relu = !l->bn && l->relu && b->fuses_relu;
-  b->conv_fwd(b, (int)(l - x->g->layers), &s, x->act + o + j->in,
+  check(x, b, b->conv_fwd(b, (int)(l - x->g->layers), &s, x->act + o + j->in,
               x->params + l->w_off, x->params + l->b_off,
-              x->act + o + (s.relu ? j->out : j->z));
+              x->act + o + (s.relu ? j->out : j->z)));
   if (!l->bn && l->relu && !s.relu) relu_fwd(x, l, j->z, j->out, n0, n1);
 }
 
@@ -786,7 +803,7 @@ static void conv_bwd_chunk(const job *j, int chunk, int n0, int n1) {
   int64_t ns = x->g->act_size, o = (int64_t)n0 * ns;
   rt_conv_shape s = conv_shape(x, l, n1 - n0);
   float *db, *dw = wgrad_of(x, l, chunk, &db);
-  rt_backend *b = x->use_live ? x->live : x->backend;
+  rt_kernels *b = x->use_live ? x->live : x->backend;
   int li = (int)(l - x->g->layers);
   if (b->conv_bwd) {
     /* A backend that fuses the ReLU takes the activation's gradient and
@@ -794,16 +811,16 @@ static void conv_bwd_chunk(const job *j, int chunk, int n0, int n1) {
      * which reads dz for its dense gradient, runs on the live backend). */
     s.relu = !l->bn && l->relu && b->fuses_relu && !x->use_live;
     if (!l->bn && !s.relu) relu_bwd(x, l, j->z, j->out, n0, n1);
-    b->conv_bwd(b, li, &s, x->act + o + j->in, x->dact + o + (s.relu ? j->out : j->z),
+    check(x, b, b->conv_bwd(b, li, &s, x->act + o + j->in, x->dact + o + (s.relu ? j->out : j->z),
                 x->act + o + j->out, x->params + l->w_off,
-                needs_dx(x, l) ? x->dact + o + j->in : NULL, dw, db);
+                needs_dx(x, l) ? x->dact + o + j->in : NULL, dw, db));
     return;
   }
   if (!l->bn) relu_bwd(x, l, j->z, j->out, n0, n1);
-  b->conv_bwd_weight(b, li, &s, x->act + o + j->in, x->dact + o + j->z, dw, db);
+  check(x, b, b->conv_bwd_weight(b, li, &s, x->act + o + j->in, x->dact + o + j->z, dw, db));
   if (needs_dx(x, l))
-    b->conv_bwd_data(b, li, &s, x->dact + o + j->z, x->params + l->w_off,
-                     x->dact + o + j->in);
+    check(x, b, b->conv_bwd_data(b, li, &s, x->dact + o + j->z, x->params + l->w_off,
+                     x->dact + o + j->in));
 }
 
 /* Gradient of the pre-activation z of a layer with batch norm, through
@@ -845,9 +862,9 @@ static void lin_fwd_chunk(const job *j, int chunk, int n0, int n1) {
   int64_t ns = x->g->act_size, o = (int64_t)n0 * ns;
   rt_linear_shape s = lin_shape(x, l, n1 - n0);
   int64_t dst = l->relu ? j->z : j->out;
-  rt_backend *b = x->use_live ? x->live : x->backend;
-  b->linear_fwd(b, (int)(l - x->g->layers), &s, x->act + o + j->in,
-                x->params + l->w_off, x->params + l->b_off, x->act + o + dst);
+  rt_kernels *b = x->use_live ? x->live : x->backend;
+  check(x, b, b->linear_fwd(b, (int)(l - x->g->layers), &s, x->act + o + j->in,
+                x->params + l->w_off, x->params + l->b_off, x->act + o + dst));
   if (l->relu) relu_fwd(x, l, j->z, j->out, n0, n1);
 }
 
@@ -869,18 +886,18 @@ static void lin_bwd_chunk(const job *j, int chunk, int n0, int n1) {
   rt_linear_shape s = lin_shape(x, l, n1 - n0);
   int64_t dz = l->relu ? j->z : j->out;
   float *db, *dw = wgrad_of(x, l, chunk, &db);
-  rt_backend *b = x->use_live ? x->live : x->backend;
+  rt_kernels *b = x->use_live ? x->live : x->backend;
   int li = (int)(l - x->g->layers);
   if (l->relu && !l->bn) relu_bwd(x, l, j->z, j->out, n0, n1);
   if (b->linear_bwd) {
-    b->linear_bwd(b, li, &s, x->act + o + j->in, x->dact + o + dz, x->params + l->w_off,
-                  needs_dx(x, l) ? x->dact + o + j->in : NULL, dw, db);
+    check(x, b, b->linear_bwd(b, li, &s, x->act + o + j->in, x->dact + o + dz, x->params + l->w_off,
+                  needs_dx(x, l) ? x->dact + o + j->in : NULL, dw, db));
     return;
   }
-  b->linear_bwd_weight(b, li, &s, x->act + o + j->in, x->dact + o + dz, dw, db);
+  check(x, b, b->linear_bwd_weight(b, li, &s, x->act + o + j->in, x->dact + o + dz, dw, db));
   if (needs_dx(x, l))
-    b->linear_bwd_data(b, li, &s, x->dact + o + dz, x->params + l->w_off,
-                       x->dact + o + j->in);
+    check(x, b, b->linear_bwd_data(b, li, &s, x->dact + o + dz, x->params + l->w_off,
+                       x->dact + o + j->in));
 }
 
 static void linear_bwd_op(RT_OP_ARGS) {
@@ -1075,7 +1092,7 @@ int rt_exec_dense_grad(rt_exec *x, const float *in, const uint8_t *labels, int n
                        double *loss, char *err, size_t errlen) {
   exec_impl *e = (exec_impl *)x;
   const ir_graph *g = x->g;
-  rt_backend *b = x->backend;
+  rt_kernels *b = x->backend;
   int dense = b->conv_dense_wgrad && b->linear_dense_wgrad;
   /* The passes run on the live backend (phase II flips masks between
    * them). A live layer's dense gradient comes from the training
@@ -1090,6 +1107,7 @@ int rt_exec_dense_grad(rt_exec *x, const float *in, const uint8_t *labels, int n
   *loss = rt_exec_loss(x, labels, 1, NULL);
   rt_exec_backward(x);
   x->live->unmasked_wgrad = 0, x->use_live = was;
+  if (rt_exec_status(x, err, errlen)) return -1;
   int64_t ns = g->act_size;
   for (int li = 0; li < g->n_layers; li++) {
     const ir_layer *l = &g->layers[li];

@@ -32,7 +32,7 @@
 #include <stdint.h>
 
 #include "ir/ir.h"
-#include "runtime/backend.h"
+#include "runtime/kernels.h"
 
 typedef struct rt_exec {
   const ir_graph *g; /* not owned */
@@ -53,8 +53,8 @@ typedef struct rt_exec {
   float *scratch;   /* cap * largest layer output: batch norm's gradient */
   float *logits;    /* cap * classes, packed */
   int threads;      /* worker threads for batch-split ops */
-  rt_backend *backend; /* computes conv and linear layers */
-  rt_backend *live;    /* follows the masks as they are at each call, for
+  rt_kernels *backend; /* computes conv and linear layers */
+  rt_kernels *live;    /* follows the masks as they are at each call, for
                         * phase II, which flips them between passes: the
                         * reference kernels under "ref", else dense
                         * OpenBLAS (blas.c) */
@@ -63,7 +63,7 @@ typedef struct rt_exec {
 
 typedef void (*rt_graph_fn)(void *x);
 
-/* backend: "ref", "cpu", "blas", "cuda" (see rt_backend_new); NULL means
+/* backend: "ref", "cpu", "blas", "cuda" (see rt_kernels_new); NULL means
  * "ref". The exec starts with the graph's architecture (g->arch), every
  * layer prepared. */
 rt_exec *rt_exec_new(const ir_graph *g, int cap, int threads, const char *backend,
@@ -102,7 +102,7 @@ void rt_exec_init_params(rt_exec *x, uint64_t seed);
 
 /* The gradients of the last backward, one per parameter in the layout of
  * params: grads itself, but for the layers whose weight gradients the
- * backend wrote packed (rt_backend.wgrad_index), expanded (0 at their
+ * backend wrote packed (rt_kernels.wgrad_index), expanded (0 at their
  * inactive weights). out holds n_params floats. */
 void rt_exec_grads_dense(const rt_exec *x, float *out);
 
@@ -124,6 +124,11 @@ void rt_exec_set_input(rt_exec *x, const float *batch, int n);
  * gradient arena (which it clears first) when `grad` is set. Returns the
  * mean loss. */
 double rt_exec_loss(rt_exec *x, const uint8_t *labels, int grad, int *correct);
+
+/* 0, or -1 with the reason when a kernel failed (a device error) since
+ * the last call: the passes since then computed nothing to trust. The
+ * train loop asks after every step. */
+int rt_exec_status(rt_exec *x, char *err, size_t errlen);
 
 /* One SGD step on the active parameters. */
 void rt_exec_sgd(rt_exec *x, float lr, float momentum, float decay);

@@ -122,7 +122,7 @@ typedef struct rt_cpu_wpack {
 enum { WPACK_PIECES = 16 };
 
 typedef struct cpu_backend {
-  rt_backend pub;
+  rt_kernels pub;
   LLVMOrcLLJITRef jit;
   LLVMTargetRef target;       /* the host's, for target machines per thread */
   char *triple, *cpu, *feat;
@@ -137,7 +137,7 @@ typedef struct cpu_backend {
   rt_cpu_slot slots[NSLOT];
 } cpu_backend;
 
-static cpu_backend *C(rt_backend *b) { return (cpu_backend *)b; }
+static cpu_backend *C(rt_kernels *b) { return (cpu_backend *)b; }
 /* Floats of a packed weight buffer: the active weights and one slot for
  * those no kernel reads (their taps read only padding). */
 static size_t wp_len(const rt_cpu_entry *e) { return e->active + 1; }
@@ -540,7 +540,7 @@ static void entry_attach(cpu_backend *cb, int layer, rt_cpu_entry *e) {
  * kernels of the new sparse ones built together (on up to pub.threads
  * threads), then the layers switched over. A layer whose build fails
  * keeps its previous kernels; the first failure's message is returned. */
-static int cpu_prepare_layers(rt_backend *b, int n, const int *layers,
+static int cpu_prepare_layers(rt_kernels *b, int n, const int *layers,
                               const uint8_t *const *wmasks, const uint8_t *const *bmasks,
                               char *err, size_t errlen) {
   cpu_backend *cb = C(b);
@@ -583,7 +583,7 @@ static int cpu_prepare_layers(rt_backend *b, int n, const int *layers,
   return fail ? -1 : 0;
 }
 
-static int cpu_prepare(rt_backend *b, int layer, const uint8_t *wmask, const uint8_t *bmask,
+static int cpu_prepare(rt_kernels *b, int layer, const uint8_t *wmask, const uint8_t *bmask,
                        char *err, size_t errlen) {
   return cpu_prepare_layers(b, 1, &layer, &wmask, &bmask, err, errlen);
 }
@@ -632,7 +632,7 @@ static void pack_w(const rt_cpu_entry *e, int dir, const float *w, float *wp) {
 
 /* ---- conv --------------------------------------------------------------- */
 
-static rt_cpu_entry *entry_for(rt_backend *b, int layer) {
+static rt_cpu_entry *entry_for(rt_kernels *b, int layer) {
   rt_cpu_entry *e = C(b)->layer[layer];
   assert(e && "cpu backend: layer used before prepare()");
   return e;
@@ -732,9 +732,9 @@ static void add_dx(const cg_conv_plan *p, const rt_conv_shape *s, const float *d
     }
 }
 
-static int is_dense(rt_backend *b, int l) { return C(b)->dense[l]; }
+static int is_dense(rt_kernels *b, int l) { return C(b)->dense[l]; }
 
-static void cpu_conv_fwd(rt_backend *b, int l, const rt_conv_shape *s, const float *x,
+static int cpu_conv_fwd(rt_kernels *b, int l, const rt_conv_shape *s, const float *x,
                          const float *w, const float *bias, float *y) {
   rt_cpu_entry *e = entry_for(b, l);
   conv_check(e, s);
@@ -744,7 +744,7 @@ static void cpu_conv_fwd(rt_backend *b, int l, const rt_conv_shape *s, const flo
   float *buf = s->n > 0 ? scratch_get(C(b), &id) : NULL;
   if (!buf) { /* no scratch (or no samples): the reference computes the same */
     rt_ref_conv_fwd(s, x, w, bias, e->wm, e->bm, y);
-    return;
+    return 0;
   }
   const cg_conv_plan *p = &e->plan;
   if (is_dense(b, l)) {
@@ -773,9 +773,10 @@ static void cpu_conv_fwd(rt_backend *b, int l, const rt_conv_shape *s, const flo
     }
   }
   scratch_put(C(b), buf, id);
+  return 0;
 }
 
-static void cpu_conv_bwd_data(rt_backend *b, int l, const rt_conv_shape *s, const float *dy,
+static int cpu_conv_bwd_data(rt_kernels *b, int l, const rt_conv_shape *s, const float *dy,
                               const float *w, float *dx) {
   rt_cpu_entry *e = entry_for(b, l);
   conv_check(e, s);
@@ -785,7 +786,7 @@ static void cpu_conv_bwd_data(rt_backend *b, int l, const rt_conv_shape *s, cons
   float *buf = s->n > 0 ? scratch_get(C(b), &id) : NULL;
   if (!buf) {
     rt_ref_conv_bwd_data(s, dy, w, e->wm, dx);
-    return;
+    return 0;
   }
   const cg_conv_plan *p = &e->plan;
   if (is_dense(b, l)) {
@@ -806,6 +807,7 @@ static void cpu_conv_bwd_data(rt_backend *b, int l, const rt_conv_shape *s, cons
     }
   }
   scratch_put(C(b), buf, id);
+  return 0;
 }
 
 /* db[co] = the sum of dy over samples and positions (0 where masked). */
@@ -821,7 +823,7 @@ static void conv_bias_grad(const rt_cpu_entry *e, const rt_conv_shape *s, const 
   }
 }
 
-static void cpu_conv_bwd_weight(rt_backend *b, int l, const rt_conv_shape *s, const float *x,
+static int cpu_conv_bwd_weight(rt_kernels *b, int l, const rt_conv_shape *s, const float *x,
                                 const float *dy, float *dw, float *db) {
   rt_cpu_entry *e = entry_for(b, l);
   conv_check(e, s);
@@ -831,7 +833,7 @@ static void cpu_conv_bwd_weight(rt_backend *b, int l, const rt_conv_shape *s, co
   float *buf = s->n > 0 ? scratch_get(C(b), &id) : NULL;
   if (s->n > 0 && !buf) {
     rt_ref_conv_bwd_weight(s, x, dy, e->wm, e->bm, dw, db);
-    return;
+    return 0;
   }
   memset(dw, 0, e->nw * sizeof *dw);
   const cg_conv_plan *p = &e->plan;
@@ -855,14 +857,15 @@ static void cpu_conv_bwd_weight(rt_backend *b, int l, const rt_conv_shape *s, co
     }
   }
   if (buf) scratch_put(C(b), buf, id);
-  if (!db) return;
+  if (!db) return 0;
   conv_bias_grad(e, s, dy, yns, db);
+  return 0;
 }
 
 /* Both backward kernels, dy packed once per sample for the two; with
  * s->relu, the ReLU's gradient applied as dy is packed, and the bias
  * gradient summed from the packed planes (their frames are zero). */
-static void cpu_conv_bwd(rt_backend *b, int l, const rt_conv_shape *s, const float *x,
+static int cpu_conv_bwd(rt_kernels *b, int l, const rt_conv_shape *s, const float *x,
                          const float *dy, const float *y, const float *w, float *dx, float *dw,
                          float *db) {
   rt_cpu_entry *e = entry_for(b, l);
@@ -877,7 +880,7 @@ static void cpu_conv_bwd(rt_backend *b, int l, const rt_conv_shape *s, const flo
     }
     cpu_conv_bwd_weight(b, l, s, x, dy, dw, db);
     if (dx) cpu_conv_bwd_data(b, l, s, dy, w, dx);
-    return;
+    return 0;
   }
   conv_check(e, s);
   const cg_conv_plan *p = &e->plan;
@@ -903,6 +906,7 @@ static void cpu_conv_bwd(rt_backend *b, int l, const rt_conv_shape *s, const flo
   }
   for (int co = 0; bsum && co < s->cout; co++) db[co] = e->bm[co] ? (float)bsum[co] : 0.0f;
   scratch_put(C(b), buf, id);
+  return 0;
 }
 
 /* ---- linear ------------------------------------------------------------- */
@@ -1010,24 +1014,24 @@ static void lin_check(const rt_cpu_entry *e, const rt_linear_shape *s) {
   assert(e->kind == IR_LINEAR && s->in == e->shape[0] && s->out == e->shape[3]);
 }
 
-static void cpu_linear_fwd(rt_backend *b, int l, const rt_linear_shape *s, const float *x,
+static int cpu_linear_fwd(rt_kernels *b, int l, const rt_linear_shape *s, const float *x,
                            const float *w, const float *bias, float *y) {
   rt_cpu_entry *e = entry_for(b, l);
   lin_check(e, s);
   int64_t xns = s->x_ns ? s->x_ns : s->in, yns = s->y_ns ? s->y_ns : s->out;
-  if (s->n <= 0) return;
+  if (s->n <= 0) return 0;
   if (is_dense(b, l)) {
     for (int n = 0; n < s->n; n++)
       for (int o = 0; o < s->out; o++) y[n * yns + o] = bias && e->bm[o] ? bias[o] : 0.0f;
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, s->n, s->out, s->in, 1.0f, x,
                 (int)xns, w, s->in, 1.0f, y, (int)yns);
-    return;
+    return 0;
   }
   int id;
   float *buf = scratch_get(C(b), &id);
   if (!buf) {
     rt_ref_linear_fwd(s, x, w, bias, e->wm, e->bm, y);
-    return;
+    return 0;
   }
   /* blocks of two lane blocks, transposed into lanes and back */
   float *xT = buf + wp_len(e), *yT = xT + (int64_t)LIN_SUB * s->in;
@@ -1042,6 +1046,7 @@ static void cpu_linear_fwd(rt_backend *b, int l, const rt_linear_shape *s, const
     from_lanes(yT, nb, s->out, yns, y + n0 * yns, 0, NB);
   }
   scratch_put(C(b), buf, id);
+  return 0;
 }
 
 /* dw = the packed gradients dwp of the fused bwd where active, 0 elsewhere:
@@ -1062,7 +1067,7 @@ static void scatter_dw(const rt_cpu_entry *e, const float *dwp, float *dw) {
 /* Both backward directions, or either (dx or dw NULL): dense, both on
  * OpenBLAS; sparse, one pass of the fused kernel, whose packed weight
  * gradients are scattered into dw at the end. */
-static void cpu_linear_bwd(rt_backend *b, int l, const rt_linear_shape *s, const float *x,
+static int cpu_linear_bwd(rt_kernels *b, int l, const rt_linear_shape *s, const float *x,
                            const float *dy, const float *w, float *dx, float *dw, float *db) {
   rt_cpu_entry *e = entry_for(b, l);
   lin_check(e, s);
@@ -1074,7 +1079,7 @@ static void cpu_linear_bwd(rt_backend *b, int l, const rt_linear_shape *s, const
     if (dw && packed) /* in place: act[j] >= j */
       for (size_t j = 0; j < e->active; j++) dw[j] = dw[e->act[j]];
     if (dx) rt_ref_linear_bwd_data(s, dy, w, e->wm, dx);
-    return;
+    return 0;
   }
   if (dw && s->n > 0 && is_dense(b, l)) { /* beta 0: sgemm overwrites all of dw */
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, s->out, s->in, s->n, 1.0f, dy,
@@ -1113,7 +1118,7 @@ static void cpu_linear_bwd(rt_backend *b, int l, const rt_linear_shape *s, const
   } else if (dw && s->n <= 0) {
     memset(dw, 0, (packed ? e->active : e->nw) * sizeof *dw);
   }
-  if (!dw || !db) return;
+  if (!dw || !db) return 0;
   /* by rows of dy, in blocks of outputs: contiguous loads, not a column
    * walk per output */
   enum { OB = 256 };
@@ -1124,11 +1129,12 @@ static void cpu_linear_bwd(rt_backend *b, int l, const rt_linear_shape *s, const
       for (int o = 0; o < m; o++) acc[o] += dy[n * yns + o0 + o];
     for (int o = 0; o < m; o++) db[o0 + o] = e->bm[o0 + o] ? (float)acc[o] : 0.0f;
   }
+  return 0;
 }
 
 /* With packed_wgrad, the sparse linear layers' gradients are packed in
  * mask order (e->act); conv and dense layers stay dense. */
-static const int32_t *cpu_wgrad_index(rt_backend *b, int l, size_t *n) {
+static const int32_t *cpu_wgrad_index(rt_kernels *b, int l, size_t *n) {
   rt_cpu_entry *e = C(b)->layer[l];
   if (!b->packed_wgrad || !e || e->kind != IR_LINEAR || is_dense(b, l) || !e->compiled)
     return NULL;
@@ -1141,7 +1147,7 @@ static const int32_t *cpu_wgrad_index(rt_backend *b, int l, size_t *n) {
  * weight at pos[0][j]: runs of consecutive places, one output's inputs
  * in one slice), and the next pass gathers the fused backward's from it
  * with no read of the dense w. */
-static float *cpu_wcopy(rt_backend *b, int l, const float *w, uint64_t from, uint64_t to,
+static float *cpu_wcopy(rt_kernels *b, int l, const float *w, uint64_t from, uint64_t to,
                         const int32_t **at) {
   cpu_backend *cb = C(b);
   const rt_cpu_entry *e = cb->layer[l];
@@ -1158,19 +1164,21 @@ static float *cpu_wcopy(rt_backend *b, int l, const float *w, uint64_t from, uin
   return copy;
 }
 
-static void cpu_linear_bwd_data(rt_backend *b, int l, const rt_linear_shape *s, const float *dy,
+static int cpu_linear_bwd_data(rt_kernels *b, int l, const rt_linear_shape *s, const float *dy,
                                 const float *w, float *dx) {
   cpu_linear_bwd(b, l, s, NULL, dy, w, dx, NULL, NULL);
+  return 0;
 }
 
-static void cpu_linear_bwd_weight(rt_backend *b, int l, const rt_linear_shape *s, const float *x,
+static int cpu_linear_bwd_weight(rt_kernels *b, int l, const rt_linear_shape *s, const float *x,
                                   const float *dy, float *dw, float *db) {
   cpu_linear_bwd(b, l, s, x, dy, NULL, NULL, dw, db);
+  return 0;
 }
 
 /* ---- lifetime ----------------------------------------------------------- */
 
-static void cpu_free(rt_backend *b) {
+static void cpu_free(rt_kernels *b) {
   if (!b) return;
   cpu_backend *cb = C(b);
   while (cb->cache) {
@@ -1189,22 +1197,22 @@ static void cpu_free(rt_backend *b) {
   free(cb);
 }
 
-void rt_cpu_set_dense_threshold(rt_backend *b, double conv, double linear) {
+void rt_cpu_set_dense_threshold(rt_kernels *b, double conv, double linear) {
   assert(b && strcmp(b->name, "cpu") == 0);
   C(b)->thr_conv = conv, C(b)->thr_lin = linear;
 }
 
-int rt_cpu_layer_dense(const rt_backend *b, int layer) {
+int rt_cpu_layer_dense(const rt_kernels *b, int layer) {
   assert(b && strcmp(b->name, "cpu") == 0 && layer >= 0 && layer < b->g->n_layers);
   return ((const cpu_backend *)b)->dense[layer];
 }
 
-rt_cpu_stats rt_cpu_get_stats(const rt_backend *b) {
+rt_cpu_stats rt_cpu_get_stats(const rt_kernels *b) {
   assert(b && strcmp(b->name, "cpu") == 0);
   return ((const cpu_backend *)b)->st;
 }
 
-rt_backend *rt_backend_cpu_new(const ir_graph *g, char *err, size_t errlen) {
+rt_kernels *rt_kernels_cpu_new(const ir_graph *g, char *err, size_t errlen) {
   pthread_once(&cpu_once, cpu_init_llvm);
   if (cpu_init_failed) {
     snprintf(err, errlen, "cpu backend: this LLVM has no code generator for the host");
@@ -1227,7 +1235,7 @@ rt_backend *rt_backend_cpu_new(const ir_graph *g, char *err, size_t errlen) {
    * on each at once: OpenBLAS threading inside would oversubscribe the
    * cores. OpenBLAS 0.3.21 has no per-call thread count; this is global. */
   openblas_set_num_threads(1);
-  cb->pub = (rt_backend){.name = "cpu", .g = g, .prepare = cpu_prepare,
+  cb->pub = (rt_kernels){.name = "cpu", .g = g, .prepare = cpu_prepare,
                          .conv_fwd = cpu_conv_fwd, .conv_bwd_data = cpu_conv_bwd_data,
                          .conv_bwd_weight = cpu_conv_bwd_weight, .linear_fwd = cpu_linear_fwd,
                          .linear_bwd_data = cpu_linear_bwd_data,

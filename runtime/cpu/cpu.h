@@ -1,15 +1,15 @@
-/* cpu.h: what the CPU (LLVM-JIT) backend shows beyond the rt_backend table,
+/* cpu.h: what the CPU (LLVM-JIT) backend shows beyond the rt_kernels table,
  * for tests and benchmarks: how much it compiled, and which layers run
  * dense (OpenBLAS) rather than on JIT kernels.
  *
- *   rt_backend *b = rt_backend_cpu_new(g, err, sizeof err);
+ *   rt_kernels *b = rt_kernels_cpu_new(g, err, sizeof err);
  *   b->prepare(b, 0, wm, bm, err, sizeof err);
  *   rt_cpu_stats st = rt_cpu_get_stats(b);   // st.compiles == 1
  */
 #ifndef ILNAS_RT_CPU_H
 #define ILNAS_RT_CPU_H
 
-#include "runtime/backend.h"
+#include "runtime/kernels.h"
 
 typedef struct rt_cpu_stats {
   long compiles;       /* layer modules generated and compiled so far */
@@ -24,16 +24,16 @@ typedef struct rt_cpu_stats {
                           or a pattern that changed) */
 } rt_cpu_stats;
 
-/* b must come from rt_backend_cpu_new (or rt_backend_new("cpu", ...)). */
-rt_cpu_stats rt_cpu_get_stats(const rt_backend *b);
+/* b must come from rt_kernels_cpu_new (or rt_kernels_new("cpu", ...)). */
+rt_cpu_stats rt_cpu_get_stats(const rt_kernels *b);
 
 /* The densities from which conv and linear layers run dense on OpenBLAS
  * instead of JIT kernels, for the layers prepared after the call: 0 makes
  * every layer dense, anything above 1 none (tests and benchmarks force the
  * two paths so). Defaults: RT_CPU_DENSE_* in cpu.c, measured. */
-void rt_cpu_set_dense_threshold(rt_backend *b, double conv, double linear);
+void rt_cpu_set_dense_threshold(rt_kernels *b, double conv, double linear);
 
 /* Whether the layer was prepared for the dense path. */
-int rt_cpu_layer_dense(const rt_backend *b, int layer);
+int rt_cpu_layer_dense(const rt_kernels *b, int layer);
 
 #endif

@@ -16,7 +16,7 @@
  * Each layer runs on its sparse kernels or on cuBLAS over the masked
  * weights, whichever a timed step at prepare finds faster for the batch
  * ($ILNAS_CUDA_PATH=sparse|dense forces one). */
-#include "runtime/backend.h"
+#include "runtime/kernels.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -40,7 +40,7 @@ enum { B_X, B_W, B_BIAS, B_Y, B_DY, B_DX, B_DW, B_DB, N_BUF };
 enum { PATH_AUTO, PATH_SPARSE, PATH_DENSE };
 
 typedef struct cuda_backend {
-  rt_backend pub;
+  rt_kernels pub;
   cublasHandle_t blas;           /* 0: no cuBLAS here, every layer sparse */
   int path;
   CUdevice dev;
@@ -52,22 +52,26 @@ typedef struct cuda_backend {
   void *pinned[4];               /* host ranges page-locked (host_memory) */
   int npinned;
   pthread_mutex_t lock;          /* one op at a time on the device */
+  CUresult fail;                 /* the op's first failure; 0: none */
 } cuda_backend;
 
-static cuda_backend *CB(rt_backend *b) { return (cuda_backend *)b; }
+static cuda_backend *CB(rt_kernels *b) { return (cuda_backend *)b; }
 
-/* Failures inside an op cannot be returned (the table's ops are void),
- * and training on silently wrong gradients is worse than stopping: an op
- * that fails reports the driver's reason and aborts. */
-static void cu_check(CUresult r, const char *what) {
-  if (r == 0) return;
-  fprintf(stderr, "cuda backend: %s: %s\n", what, cu_str(r));
-  abort();
+/* A driver call's failure inside an op: the first is kept (cb->fail and
+ * the message in pub.error), every later call of the op is skipped, and
+ * the op returns -1 (op_end). Training on silently wrong gradients would
+ * be worse than stopping; the exec stops the run with the message. */
+static CUresult cu_check(cuda_backend *cb, CUresult r, const char *what) {
+  if (r && !cb->fail) {
+    cb->fail = r;
+    snprintf(cb->pub.error, sizeof cb->pub.error, "cuda backend: %s: %s (CUresult %d)", what, cu_str(r), (int)r);
+  }
+  return r;
 }
 
 static int choose_path(cuda_backend *cb, cu_kern *k, char *err, size_t errlen);
 
-static int cuda_prepare(rt_backend *b, int layer, const uint8_t *wmask, const uint8_t *bmask,
+static int cuda_prepare(rt_kernels *b, int layer, const uint8_t *wmask, const uint8_t *bmask,
                         char *err, size_t errlen) {
   cuda_backend *cb = CB(b);
   const ir_layer *il = &b->g->layers[layer];
@@ -106,32 +110,40 @@ static int cuda_prepare(rt_backend *b, int layer, const uint8_t *wmask, const ui
   return rc;
 }
 
-static cu_kern *op_begin(rt_backend *b, int layer) {
+/* An op begins: the device's lock, its context, the layer's kernels
+ * (NULL, and the op fails, when the layer was never prepared). */
+static cu_kern *op_begin(rt_kernels *b, int layer) {
   cuda_backend *cb = CB(b);
   pthread_mutex_lock(&cb->lock);
-  cu_check(cu.cuCtxSetCurrent(cb->ctx), "cuCtxSetCurrent");
+  cb->fail = 0;
+  cu_check(cb, cu.cuCtxSetCurrent(cb->ctx), "cuCtxSetCurrent");
   cu_kern *k = &cb->layers[layer];
-  if (!k->mod) { /* an invariant of exec: prepare runs first */
-    fprintf(stderr, "cuda backend: layer %d used before prepare\n", layer);
-    abort();
+  if (!k->mod && !cb->fail) { /* an invariant of exec: prepare runs first */
+    cb->fail = CUDA_ERROR_INVALID_HANDLE;
+    snprintf(b->error, sizeof b->error, "cuda backend: layer %d used before prepare", layer);
   }
-  return k;
+  return cb->fail ? NULL : k;
 }
 
-static void op_end(rt_backend *b) {
+/* The op ends: its work done, the lock released; 0, or -1 with the first
+ * failure in b->error. */
+static int op_end(rt_kernels *b) {
   cuda_backend *cb = CB(b);
-  cu_check(cu.cuStreamSynchronize(cb->stream), "a kernel");
+  if (!cb->fail) cu_check(cb, cu.cuStreamSynchronize(cb->stream), "a kernel");
+  int rc = cb->fail ? -1 : 0;
   pthread_mutex_unlock(&cb->lock);
+  return rc;
 }
 
 /* Buffer i, at least n floats (contents undefined). */
 static CUdeviceptr dev(cuda_backend *cb, int i, size_t n) {
   dbuf *d = &cb->buf[i];
+  if (cb->fail) return 0;
   if (n > d->cap) {
-    if (d->p) cu_check(cu.cuMemFree_v2(d->p), "cuMemFree");
+    if (d->p) cu_check(cb, cu.cuMemFree_v2(d->p), "cuMemFree");
     d->p = 0, d->cap = 0;
     size_t want = n + n / 4; /* room for a little growth */
-    cu_check(cu.cuMemAlloc_v2(&d->p, want * sizeof(float)), "cuMemAlloc");
+    cu_check(cb, cu.cuMemAlloc_v2(&d->p, want * sizeof(float)), "cuMemAlloc");
     d->cap = want;
   }
   return d->p;
@@ -139,14 +151,14 @@ static CUdeviceptr dev(cuda_backend *cb, int i, size_t n) {
 
 /* Buffer i holding n floats of h (NULL: none, 0). */
 static CUdeviceptr put(cuda_backend *cb, int i, const float *h, size_t n) {
-  if (!h || !n) return 0;
+  if (!h || !n || cb->fail) return 0;
   CUdeviceptr p = dev(cb, i, n);
-  cu_check(cu.cuMemcpyHtoDAsync_v2(p, h, n * sizeof(float), cb->stream), "cuMemcpyHtoD");
+  cu_check(cb, cu.cuMemcpyHtoDAsync_v2(p, h, n * sizeof(float), cb->stream), "cuMemcpyHtoD");
   return p;
 }
 
 static void get(cuda_backend *cb, float *h, CUdeviceptr p, size_t n) {
-  if (h && n) cu_check(cu.cuMemcpyDtoHAsync_v2(h, p, n * sizeof(float), cb->stream), "cuMemcpyDtoH");
+  if (h && n && !cb->fail) cu_check(cb, cu.cuMemcpyDtoHAsync_v2(h, p, n * sizeof(float), cb->stream), "cuMemcpyDtoH");
 }
 
 /* A tensor of the exec's arena: n samples of `per` floats, `ns` apart (the
@@ -159,11 +171,11 @@ typedef struct strided {
 } strided;
 
 static void copy2d(cuda_backend *cb, strided t, float *h, CUdeviceptr d, int to_dev) {
-  if (t.n <= 0 || t.per <= 0) return;
+  if (t.n <= 0 || t.per <= 0 || cb->fail) return;
   size_t row = (size_t)t.per * sizeof(float), pitch = (size_t)t.ns * sizeof(float);
   if (t.ns == t.per || t.n == 1) {
     size_t all = row * (size_t)t.n;
-    cu_check(to_dev ? cu.cuMemcpyHtoDAsync_v2(d, h, all, cb->stream) : cu.cuMemcpyDtoHAsync_v2(h, d, all, cb->stream),
+    cu_check(cb, to_dev ? cu.cuMemcpyHtoDAsync_v2(d, h, all, cb->stream) : cu.cuMemcpyDtoHAsync_v2(h, d, all, cb->stream),
              "cuMemcpy");
     return;
   }
@@ -181,7 +193,7 @@ static void copy2d(cuda_backend *cb, strided t, float *h, CUdeviceptr d, int to_
   for (int i = 0; i < t.n; i++) {
     float *hi = h + (long)i * t.ns;
     CUdeviceptr di = d + (CUdeviceptr)((size_t)i * row);
-    cu_check(to_dev ? cu.cuMemcpyHtoDAsync_v2(di, hi, row, cb->stream) : cu.cuMemcpyDtoHAsync_v2(hi, di, row, cb->stream),
+    cu_check(cb, to_dev ? cu.cuMemcpyHtoDAsync_v2(di, hi, row, cb->stream) : cu.cuMemcpyDtoHAsync_v2(hi, di, row, cb->stream),
              "cuMemcpy");
   }
 }
@@ -216,42 +228,46 @@ static io linear_io(const rt_linear_shape *s) {
 
 /* On the device every tensor is packed: the kernels see strides of one
  * sample. */
-static void fwd(rt_backend *b, int layer, int n, io v, const float *x, const float *w, const float *bias,
-                float *y) {
+static int fwd(rt_kernels *b, int layer, int n, io v, const float *x, const float *w, const float *bias,
+               float *y) {
   cuda_backend *cb = CB(b);
   cu_kern *k = op_begin(b, layer);
+  if (!k) return op_end(b);
   strided xt = {n, v.xns, v.xper}, yt = {n, v.yns, v.yper};
   CUdeviceptr dx = put_t(cb, B_X, x, xt), dw = put(cb, B_W, w, k->nw), db = put(cb, B_BIAS, bias, k->nb);
   CUdeviceptr dy = n > 0 ? dev(cb, B_Y, (size_t)n * (size_t)v.yper) : 0;
-  if (n > 0) cu_check(cu_kern_fwd(k, cb->stream, dx, dw, db, dy, n, v.xper, v.yper), "forward kernel");
+  if (n > 0) cu_check(cb, cu_kern_fwd(k, cb->stream, dx, dw, db, dy, n, v.xper, v.yper), "forward kernel");
   get_t(cb, y, dy, yt);
-  op_end(b);
+  return op_end(b);
 }
 
 /* Both backward directions (dx NULL: none, dw NULL: none). */
-static void bwd(rt_backend *b, int layer, int n, io v, const float *x, const float *dy, const float *w,
-                float *dx, float *dw, float *db) {
+static int bwd(rt_kernels *b, int layer, int n, io v, const float *x, const float *dy, const float *w,
+               float *dx, float *dw, float *db) {
   cuda_backend *cb = CB(b);
   cu_kern *k = op_begin(b, layer);
+  if (!k) return op_end(b);
   strided xt = {n, v.xns, v.xper}, yt = {n, v.yns, v.yper};
   CUdeviceptr ddy = put_t(cb, B_DY, dy, yt), dwt = dx ? put(cb, B_W, w, k->nw) : 0;
   CUdeviceptr ddx = dx ? put_t(cb, B_DX, dx, xt) : 0, dxin = dw ? put_t(cb, B_X, x, xt) : 0;
   CUdeviceptr ddw = dw ? dev(cb, B_DW, k->nw) : 0, ddb = dw && db ? dev(cb, B_DB, k->nb) : 0;
-  if (n > 0) cu_check(cu_kern_bwd(k, cb->stream, dxin, ddy, dwt, ddx, ddw, ddb, n, v.xper, v.yper), "backward kernels");
+  if (n > 0) cu_check(cb, cu_kern_bwd(k, cb->stream, dxin, ddy, dwt, ddx, ddw, ddb, n, v.xper, v.yper), "backward kernels");
   else if (dw) { /* an empty batch: zero gradients */
-    cu_check(cu.cuMemsetD32Async(ddw, 0, k->nw, cb->stream), "cuMemsetD32");
-    if (ddb) cu_check(cu.cuMemsetD32Async(ddb, 0, k->nb, cb->stream), "cuMemsetD32");
+    cu_check(cb, cu.cuMemsetD32Async(ddw, 0, k->nw, cb->stream), "cuMemsetD32");
+    if (ddb) cu_check(cb, cu.cuMemsetD32Async(ddb, 0, k->nb, cb->stream), "cuMemsetD32");
   }
   get_t(cb, dx, ddx, xt);
   get(cb, dw, ddw, k->nw);
   get(cb, db, ddb, k->nb);
-  op_end(b);
+  return op_end(b);
 }
 
 /* Seconds of one forward and backward (both directions, bias included)
- * of k on n samples of zeros, the median of three after a warm-up. */
+ * of k on n samples of zeros, the median of three after a warm-up; -1
+ * when the device failed (cb->fail, the message in pub.error). */
 static double time_step(cuda_backend *cb, cu_kern *k, int n) {
   const cu_kern_desc *d = &k->d;
+  cb->fail = 0;
   long xper = d->conv ? (long)d->cd.cin * d->cd.h * d->cd.w : d->ld.in, yper = (long)(k->nout * k->plane);
   CUdeviceptr x = dev(cb, B_X, (size_t)(n * xper)), y = dev(cb, B_Y, (size_t)(n * yper));
   CUdeviceptr dx = dev(cb, B_DX, (size_t)(n * xper)), dy = dev(cb, B_DY, (size_t)(n * yper));
@@ -259,20 +275,22 @@ static double time_step(cuda_backend *cb, cu_kern *k, int n) {
   CUdeviceptr db = dev(cb, B_DB, k->nb);
   CUdeviceptr zero[] = {x, dx, dy, w, bias};
   size_t len[] = {(size_t)(n * xper), (size_t)(n * xper), (size_t)(n * yper), k->nw, k->nb};
-  for (int i = 0; i < 5; i++) cu_check(cu.cuMemsetD32Async(zero[i], 0, len[i], cb->stream), "cuMemsetD32");
-  CUevent e0, e1;
-  cu_check(cu.cuEventCreate(&e0, 0), "cuEventCreate");
-  cu_check(cu.cuEventCreate(&e1, 0), "cuEventCreate");
-  float t[4];
-  for (int i = 0; i < 4; i++) {
-    cu_check(cu.cuEventRecord(e0, cb->stream), "cuEventRecord");
-    cu_check(cu_kern_fwd(k, cb->stream, x, w, bias, y, n, xper, yper), "forward kernel");
-    cu_check(cu_kern_bwd(k, cb->stream, x, dy, w, dx, dw, db, n, xper, yper), "backward kernels");
-    cu_check(cu.cuEventRecord(e1, cb->stream), "cuEventRecord");
-    cu_check(cu.cuEventSynchronize(e1), "a kernel");
-    cu_check(cu.cuEventElapsedTime(&t[i], e0, e1), "cuEventElapsedTime");
+  for (int i = 0; i < 5; i++) cu_check(cb, cu.cuMemsetD32Async(zero[i], 0, len[i], cb->stream), "cuMemsetD32");
+  CUevent e0 = NULL, e1 = NULL;
+  if (!cb->fail) cu_check(cb, cu.cuEventCreate(&e0, 0), "cuEventCreate");
+  if (!cb->fail) cu_check(cb, cu.cuEventCreate(&e1, 0), "cuEventCreate");
+  float t[4] = {0, 0, 0, 0};
+  for (int i = 0; i < 4 && !cb->fail; i++) {
+    cu_check(cb, cu.cuEventRecord(e0, cb->stream), "cuEventRecord");
+    cu_check(cb, cu_kern_fwd(k, cb->stream, x, w, bias, y, n, xper, yper), "forward kernel");
+    cu_check(cb, cu_kern_bwd(k, cb->stream, x, dy, w, dx, dw, db, n, xper, yper), "backward kernels");
+    cu_check(cb, cu.cuEventRecord(e1, cb->stream), "cuEventRecord");
+    cu_check(cb, cu.cuEventSynchronize(e1), "a kernel");
+    cu_check(cb, cu.cuEventElapsedTime(&t[i], e0, e1), "cuEventElapsedTime");
   }
-  cu.cuEventDestroy_v2(e0), cu.cuEventDestroy_v2(e1);
+  if (e0) cu.cuEventDestroy_v2(e0);
+  if (e1) cu.cuEventDestroy_v2(e1);
+  if (cb->fail) return -1;
   /* t[0] warms up; the median of the rest, sorted in place */
   for (int i = 1; i < 4; i++)
     for (int j = i + 1; j < 4; j++)
@@ -293,74 +311,78 @@ static int choose_path(cuda_backend *cb, cu_kern *k, char *err, size_t errlen) {
   int n = cb->pub.chunk > 0 ? cb->pub.chunk : 64;
   double dense = time_step(cb, k, n);
   cu_kern_set_dense(k, 0, err, errlen);
-  double sparse = time_step(cb, k, n);
+  double sparse = dense < 0 ? -1 : time_step(cb, k, n);
+  if (sparse < 0) {
+    snprintf(err, errlen, "%s (timing the layer's two paths)", cb->pub.error);
+    return -1;
+  }
   if (dense < sparse) cu_kern_set_dense(k, cb->blas, err, errlen);
   return 0;
 }
 
-static void cuda_conv_fwd(rt_backend *b, int layer, const rt_conv_shape *s, const float *x, const float *w,
+static int cuda_conv_fwd(rt_kernels *b, int layer, const rt_conv_shape *s, const float *x, const float *w,
                           const float *bias, float *y) {
-  fwd(b, layer, s->n, conv_io(s), x, w, bias, y);
+  return fwd(b, layer, s->n, conv_io(s), x, w, bias, y);
 }
 
-static void cuda_conv_bwd_data(rt_backend *b, int layer, const rt_conv_shape *s, const float *dy,
+static int cuda_conv_bwd_data(rt_kernels *b, int layer, const rt_conv_shape *s, const float *dy,
                                const float *w, float *dx) {
-  bwd(b, layer, s->n, conv_io(s), NULL, dy, w, dx, NULL, NULL);
+  return bwd(b, layer, s->n, conv_io(s), NULL, dy, w, dx, NULL, NULL);
 }
 
-static void cuda_conv_bwd_weight(rt_backend *b, int layer, const rt_conv_shape *s, const float *x,
+static int cuda_conv_bwd_weight(rt_kernels *b, int layer, const rt_conv_shape *s, const float *x,
                                  const float *dy, float *dw, float *db) {
-  bwd(b, layer, s->n, conv_io(s), x, dy, NULL, NULL, dw, db);
+  return bwd(b, layer, s->n, conv_io(s), x, dy, NULL, NULL, dw, db);
 }
 
-static void cuda_conv_bwd(rt_backend *b, int layer, const rt_conv_shape *s, const float *x, const float *dy,
+static int cuda_conv_bwd(rt_kernels *b, int layer, const rt_conv_shape *s, const float *x, const float *dy,
                           const float *y, const float *w, float *dx, float *dw, float *db) {
   (void)y; /* the backend does not fuse the ReLU */
-  bwd(b, layer, s->n, conv_io(s), x, dy, w, dx, dw, db);
+  return bwd(b, layer, s->n, conv_io(s), x, dy, w, dx, dw, db);
 }
 
-static void cuda_linear_fwd(rt_backend *b, int layer, const rt_linear_shape *s, const float *x,
+static int cuda_linear_fwd(rt_kernels *b, int layer, const rt_linear_shape *s, const float *x,
                             const float *w, const float *bias, float *y) {
-  fwd(b, layer, s->n, linear_io(s), x, w, bias, y);
+  return fwd(b, layer, s->n, linear_io(s), x, w, bias, y);
 }
 
-static void cuda_linear_bwd_data(rt_backend *b, int layer, const rt_linear_shape *s, const float *dy,
+static int cuda_linear_bwd_data(rt_kernels *b, int layer, const rt_linear_shape *s, const float *dy,
                                  const float *w, float *dx) {
-  bwd(b, layer, s->n, linear_io(s), NULL, dy, w, dx, NULL, NULL);
+  return bwd(b, layer, s->n, linear_io(s), NULL, dy, w, dx, NULL, NULL);
 }
 
-static void cuda_linear_bwd_weight(rt_backend *b, int layer, const rt_linear_shape *s, const float *x,
+static int cuda_linear_bwd_weight(rt_kernels *b, int layer, const rt_linear_shape *s, const float *x,
                                    const float *dy, float *dw, float *db) {
-  bwd(b, layer, s->n, linear_io(s), x, dy, NULL, NULL, dw, db);
+  return bwd(b, layer, s->n, linear_io(s), x, dy, NULL, NULL, dw, db);
 }
 
-static void cuda_linear_bwd(rt_backend *b, int layer, const rt_linear_shape *s, const float *x,
+static int cuda_linear_bwd(rt_kernels *b, int layer, const rt_linear_shape *s, const float *x,
                             const float *dy, const float *w, float *dx, float *dw, float *db) {
-  bwd(b, layer, s->n, linear_io(s), x, dy, w, dx, dw, db);
+  return bwd(b, layer, s->n, linear_io(s), x, dy, w, dx, dw, db);
 }
 
 /* Phase II's dense gradient of a layer on cuBLAS, added into the host's
  * dw and db: the pass itself ran on the host (phase II flips masks
  * between passes, and a pattern compiled for each would cost more than
  * the pass). */
-static int dense_wgrad(rt_backend *b, int layer, int n, io v, const float *x, const float *dz, float *dw,
+static int dense_wgrad(rt_kernels *b, int layer, int n, io v, const float *x, const float *dz, float *dw,
                        float *db, char *err, size_t errlen) {
   cuda_backend *cb = CB(b);
   cu_kern *k = op_begin(b, layer);
-  float *h = malloc(k->nw * sizeof *h);
+  float *h = k ? malloc(k->nw * sizeof *h) : NULL;
   if (!h) {
-    op_end(b);
-    snprintf(err, errlen, "cuda backend: out of memory");
+    int failed = op_end(b);
+    snprintf(err, errlen, "%s", failed ? b->error : "cuda backend: out of memory");
     return -1;
   }
   strided xt = {n, v.xns, v.xper}, yt = {n, v.yns, v.yper};
   CUdeviceptr dx = put_t(cb, B_X, x, xt), ddz = put_t(cb, B_DY, dz, yt);
   CUdeviceptr ddw = dev(cb, B_DW, k->nw);
-  CUresult r = cu_kern_dense_wgrad(k, cb->stream, cb->blas, dx, ddz, ddw, n, v.xper, v.yper);
-  if (!r) get(cb, h, ddw, k->nw);
-  op_end(b);
-  if (r) {
-    snprintf(err, errlen, "cuda backend: layer %s: dense gradient: %s", b->g->layers[layer].name, cu_str(r));
+  cu_check(cb, cu_kern_dense_wgrad(k, cb->stream, cb->blas, dx, ddz, ddw, n, v.xper, v.yper),
+           "the dense gradient");
+  get(cb, h, ddw, k->nw);
+  if (op_end(b)) {
+    snprintf(err, errlen, "%s (layer %s)", b->error, b->g->layers[layer].name);
     free(h);
     return -1;
   }
@@ -379,12 +401,12 @@ static int dense_wgrad(rt_backend *b, int layer, int n, io v, const float *x, co
   return 0;
 }
 
-static int cuda_conv_dense_wgrad(rt_backend *b, int layer, const rt_conv_shape *s, const float *x,
+static int cuda_conv_dense_wgrad(rt_kernels *b, int layer, const rt_conv_shape *s, const float *x,
                                  const float *dz, float *dw, float *db, char *err, size_t errlen) {
   return dense_wgrad(b, layer, s->n, conv_io(s), x, dz, dw, db, err, errlen);
 }
 
-static int cuda_linear_dense_wgrad(rt_backend *b, int layer, const rt_linear_shape *s, const float *x,
+static int cuda_linear_dense_wgrad(rt_kernels *b, int layer, const rt_linear_shape *s, const float *x,
                                    const float *dz, float *dw, float *db, char *err, size_t errlen) {
   return dense_wgrad(b, layer, s->n, linear_io(s), x, dz, dw, db, err, errlen);
 }
@@ -392,7 +414,7 @@ static int cuda_linear_dense_wgrad(rt_backend *b, int layer, const rt_linear_sha
 /* Page-locked, the arena's copies run at the bus's speed, not through the
  * driver's staging buffers. Where the driver refuses (no permission, no
  * memory), the copies stay pageable: slower, the same results. */
-static void cuda_host_memory(rt_backend *b, void *p, size_t bytes) {
+static void cuda_host_memory(rt_kernels *b, void *p, size_t bytes) {
   cuda_backend *cb = CB(b);
   if (!p || !bytes || cb->npinned == (int)(sizeof cb->pinned / sizeof cb->pinned[0])) return;
   pthread_mutex_lock(&cb->lock);
@@ -400,7 +422,7 @@ static void cuda_host_memory(rt_backend *b, void *p, size_t bytes) {
   pthread_mutex_unlock(&cb->lock);
 }
 
-static void cuda_free(rt_backend *b) {
+static void cuda_free(rt_kernels *b) {
   if (!b) return;
   cuda_backend *cb = CB(b);
   if (cb->ctx) cu.cuCtxSetCurrent(cb->ctx);
@@ -454,7 +476,7 @@ int rt_cuda_probe(char *what, size_t len) {
   return 0;
 }
 
-rt_backend *rt_backend_cuda_new(const ir_graph *g, char *err, size_t errlen) {
+rt_kernels *rt_kernels_cuda_new(const ir_graph *g, char *err, size_t errlen) {
   if (device_ready(err, errlen)) return NULL;
   CUresult r;
   cuda_backend *cb = calloc(1, sizeof *cb);
@@ -463,7 +485,7 @@ rt_backend *rt_backend_cuda_new(const ir_graph *g, char *err, size_t errlen) {
     return NULL;
   }
   pthread_mutex_init(&cb->lock, NULL);
-  cb->pub = (rt_backend){.name = "cuda", .g = g, .prepare = cuda_prepare,
+  cb->pub = (rt_kernels){.name = "cuda", .g = g, .prepare = cuda_prepare,
                          .conv_fwd = cuda_conv_fwd, .conv_bwd_data = cuda_conv_bwd_data,
                          .conv_bwd_weight = cuda_conv_bwd_weight, .linear_fwd = cuda_linear_fwd,
                          .linear_bwd_data = cuda_linear_bwd_data,

@@ -158,9 +158,15 @@ static CUresult e_ModuleGetGlobal(CUdeviceptr *dp, size_t *bytes, CUmodule mod, 
 
 static float *fp(CUdeviceptr p) { return (float *)(uintptr_t)p; }
 
+static long fail_after = -1; /* emu_fail_launches */
+
+void emu_fail_launches(long after) { fail_after = after; }
+
 static CUresult e_LaunchKernel(CUfunction fn, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by,
                                unsigned bz, unsigned shmem, CUstream s, void **params, void **extra) {
   (void)s, (void)shmem, (void)extra;
+  if (fail_after == 0) return 719; /* CUDA_ERROR_LAUNCH_FAILED */
+  if (fail_after > 0) fail_after--;
   if (gy != 1 || gz != 1 || by != 1 || bz != 1) return 1; /* CUDA_ERROR_INVALID_VALUE: 1-D only */
   efn *f = (efn *)fn;
   CUdeviceptr a[4];

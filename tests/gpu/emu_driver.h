@@ -21,6 +21,10 @@
 /* 0, or -1 when this LLVM cannot JIT for the host. */
 int emu_driver_install(void);
 
+/* A device that fails: after `after` more launches every kernel launch
+ * returns CUDA_ERROR_LAUNCH_FAILED; -1 (the default): never. */
+void emu_fail_launches(long after);
+
 /* The host-JIT helpers the emulation is made of, shared with
  * test_gpu_emu.c: a JIT, a symbol's address, and the NVVM special
  * register `reg` (tid.x, ntid.x, ctaid.x) turned into a function that

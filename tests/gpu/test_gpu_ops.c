@@ -37,7 +37,7 @@ int main(int argc, char **argv) {
     return 77;
   }
   ir_graph *g = jt_graph(IR_LINEAR, 4, 1, 1, 3, 1, 1, 0);
-  rt_backend *b = rt_backend_new("cuda", g, err, sizeof err);
+  rt_kernels *b = rt_kernels_new("cuda", g, err, sizeof err);
   if (argc > 1 && strcmp(argv[1], "--no-device") == 0) {
     if (b) printf("a GPU is present: the cuda backend started\n");
     else {
@@ -54,7 +54,7 @@ int main(int argc, char **argv) {
           "unclear auto line: '%s'", why);
     CHECK(strcmp(rt_backend_resolve("cpu", why, sizeof why), "cpu") == 0 && !why[0], "cpu resolved to another");
     /* An unknown name lists cuda and auto. */
-    rt_backend *u = rt_backend_new("nope", g, err, sizeof err);
+    rt_kernels *u = rt_kernels_new("nope", g, err, sizeof err);
     CHECK(!u && strstr(err, "cuda") && strstr(err, "auto"), "unknown backend message lacks cuda or auto: '%s'", err);
     if (b) b->free(b);
     jt_graph_free(g);
@@ -92,7 +92,7 @@ int main(int argc, char **argv) {
   }
   /* A path the backend does not know is refused with a message. */
   setenv("ILNAS_CUDA_PATH", "fast", 1);
-  b = rt_backend_new("cuda", g, err, sizeof err);
+  b = rt_kernels_new("cuda", g, err, sizeof err);
   CHECK(!b && strstr(err, "ILNAS_CUDA_PATH"), "ILNAS_CUDA_PATH=fast not refused: '%s'", err);
   if (b) b->free(b);
   unsetenv("ILNAS_CUDA_PATH");

@@ -7,19 +7,19 @@
 #define ILNAS_TESTS_BACKEND_CASES_H
 
 #include "jitutil.h"
-#include "runtime/backend.h"
+#include "runtime/kernels.h"
 
 #define BC_TOL 1e-5
 
 typedef struct bc_hooks {
   const char *backend;                      /* "cpu", "cuda" */
-  void (*created)(rt_backend *b);           /* before prepare; NULL: nothing */
-  void (*prepared)(rt_backend *b, int layer, const char *what); /* NULL: nothing */
+  void (*created)(rt_kernels *b);           /* before prepare; NULL: nothing */
+  void (*prepared)(rt_kernels *b, int layer, const char *what); /* NULL: nothing */
 } bc_hooks;
 
-static rt_backend *bc_backend(const bc_hooks *h, ir_graph *g) {
+static rt_kernels *bc_backend(const bc_hooks *h, ir_graph *g) {
   char err[1024];
-  rt_backend *b = rt_backend_new(h->backend, g, err, sizeof err);
+  rt_kernels *b = rt_kernels_new(h->backend, g, err, sizeof err);
   CHECK(b, "%s backend: %s", h->backend, err);
   if (b && h->created) h->created(b);
   return b;
@@ -52,7 +52,7 @@ static void bc_conv_case(const bc_hooks *h, int cin, int ih, int iw, int cout, i
                          int with_bias) {
   char err[1024];
   ir_graph *g = jt_graph(IR_CONV, cin, ih, iw, cout, k, stride, pad);
-  rt_backend *b = bc_backend(h, g);
+  rt_kernels *b = bc_backend(h, g);
   if (!b) {
     jt_graph_free(g);
     return;
@@ -143,7 +143,7 @@ static void bc_linear_case(const bc_hooks *h, int in, int out, int n, double den
                            int with_bias) {
   char err[1024];
   ir_graph *g = jt_graph(IR_LINEAR, in, 1, 1, out, 1, 1, 0);
-  rt_backend *b = bc_backend(h, g);
+  rt_kernels *b = bc_backend(h, g);
   if (!b) {
     jt_graph_free(g);
     return;

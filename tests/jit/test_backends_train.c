@@ -205,6 +205,46 @@ static void check_model(const model_case *mc) {
   free(in);
 }
 
+/* A device that fails mid-step: the step reports it through
+ * rt_exec_status, with the driver's reason, and nothing aborts; once the
+ * device works again, so do the steps. */
+static void check_device_failure(void) {
+  char err[256];
+  ir_graph *g = build_src(cases[0].src);
+  rt_exec *x = g ? rt_exec_new(g, BATCH, 2, "cuda", err, sizeof err) : NULL;
+  CHECK(x, "device failure: exec: %s", g ? err : "model does not build");
+  if (!x) {
+    ir_free(g);
+    return;
+  }
+  rt_exec_init_params(x, 3);
+  const ir_tensor *t = &g->tensors[g->input_t];
+  size_t img = (size_t)t->c * t->h * t->w;
+  float *in = calloc((size_t)BATCH * img, sizeof *in);
+  uint8_t lab[BATCH] = {0};
+  for (size_t i = 0; in && i < (size_t)BATCH * img; i++) in[i] = (float)(i % 7) * 0.1f;
+  for (int round = 0; in && round < 3; round++) {
+    emu_fail_launches(round == 1 ? 2 : -1); /* round 1: the third launch fails */
+    rt_exec_set_input(x, in, BATCH);
+    rt_exec_forward(x);
+    double loss = rt_exec_loss(x, lab, 1, NULL);
+    rt_exec_backward(x);
+    err[0] = 0;
+    int rc = rt_exec_status(x, err, sizeof err);
+    if (round == 1)
+      CHECK(rc == -1 && strstr(err, "cuda backend") && strstr(err, "CUresult 719"),
+            "device failure: status %d, message '%s'", rc, err);
+    else
+      CHECK(rc == 0 && isfinite(loss), "device failure, round %d: status %d (%s), loss %g", round,
+            rc, err, loss);
+    rt_exec_sgd(x, 0.05f, 0.9f, 5e-4f);
+  }
+  emu_fail_launches(-1);
+  free(in);
+  rt_exec_free(x);
+  ir_free(g);
+}
+
 int main(void) {
   char err[256];
   /* cuda is the host emulation: it must start wherever this test runs */
@@ -215,6 +255,7 @@ int main(void) {
     emulated = 0;
   }
   for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) check_model(&cases[i]);
+  if (emulated) check_device_failure();
   if (failures) fprintf(stderr, "test_backends_train: %d failures\n", failures);
   else printf("test_backends_train: ok\n");
   return failures != 0;

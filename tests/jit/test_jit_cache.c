@@ -6,7 +6,7 @@
 #include <time.h>
 
 #include "jitutil.h"
-#include "runtime/backend.h"
+#include "runtime/kernels.h"
 #include "runtime/cpu/cpu.h"
 
 static double now_s(void) {
@@ -20,7 +20,7 @@ static void test_cache(void) {
   ir_graph *g = jt_graph(IR_CONV, 6, 8, 8, 5, 3, 1, 1);
   /* layer 1: another shape, so that the two layers never share an entry */
   g->layers[1].kind = IR_LINEAR, g->layers[1].cin = 20, g->layers[1].cout = 7;
-  rt_backend *b = rt_backend_new("cpu", g, err, sizeof err);
+  rt_kernels *b = rt_kernels_new("cpu", g, err, sizeof err);
   CHECK(b, "cpu backend: %s", err);
   if (!b) return;
   rt_cpu_set_dense_threshold(b, 2.0, 2.0);
@@ -84,7 +84,7 @@ static void test_cache(void) {
 static void test_big(ir_kind kind, int cin, int h, int cout, int k, double dens) {
   char err[256];
   ir_graph *g = jt_graph(kind, cin, h, h, cout, k, 1, k / 2);
-  rt_backend *b = rt_backend_new("cpu", g, err, sizeof err);
+  rt_kernels *b = rt_kernels_new("cpu", g, err, sizeof err);
   CHECK(b, "cpu backend: %s", err);
   if (!b) return;
   rt_cpu_set_dense_threshold(b, 2.0, 2.0);

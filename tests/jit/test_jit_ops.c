@@ -17,7 +17,7 @@ enum { ND = sizeof densities / sizeof densities[0] };
  * none dense. */
 static double force_thr = -1;
 
-static void force(rt_backend *b) {
+static void force(rt_kernels *b) {
   static int calls;
   if (force_thr >= 0) rt_cpu_set_dense_threshold(b, force_thr, force_thr);
   /* every other case as exec sets it up for calls of up to 32 samples:
@@ -25,7 +25,7 @@ static void force(rt_backend *b) {
   b->chunk = ++calls % 2 ? 32 : 0;
 }
 
-static void check_path(rt_backend *b, int layer, const char *what) {
+static void check_path(rt_kernels *b, int layer, const char *what) {
   if (force_thr < 0) return;
   CHECK(rt_cpu_layer_dense(b, layer) == (force_thr == 0), "%s: forced path not taken", what);
 }
@@ -60,7 +60,7 @@ static void live_masks(void) {
     int conv = kind == 0, cin = conv ? 3 : 20, cout = conv ? 4 : 9, k = conv ? 3 : 1, n = 3;
     ir_graph *g = jt_graph(conv ? IR_CONV : IR_LINEAR, cin, conv ? 6 : 1, conv ? 6 : 1, cout, k,
                            1, conv ? 1 : 0);
-    rt_backend *b = rt_backend_new("blas", g, err, sizeof err);
+    rt_kernels *b = rt_kernels_new("blas", g, err, sizeof err);
     CHECK(b, "blas: %s", err);
     if (!b) continue;
     size_t nw = (size_t)cout * cin * k * k;

@@ -1,23 +1,29 @@
-/* backend.h: the table of functions a backend fills for the weighted ops.
+/* kernels.h: a kernel set, the table of functions that compute one chunk
+ * of a conv or linear layer for the exec's step (runtime/exec.c).
  *
- * The graph ops (exec.c) own the schedule, the arena and the batch split;
- * a backend owns how one chunk of a conv or linear layer is computed. The
- * reference backend wraps the plain-C kernels of ref.h; the CPU backend
- * runs kernels generated for each layer's α pattern and compiled by the
- * LLVM JIT. No #ifdef anywhere: a backend is a table.
+ * The exec owns the step: the schedule, the arena, the parameters, the
+ * batch split, the elementwise ops, the loss and the SGD step; a kernel
+ * set owns how a weighted layer's chunk is computed. The reference set
+ * wraps the plain-C kernels of ref.h; blas runs OpenBLAS on the masked
+ * weights; cpu runs kernels generated for each layer's α pattern and
+ * compiled by the LLVM JIT; cuda runs kernels emitted as PTX, and cuBLAS.
+ * This table is the runtime's own: nothing above runtime/ sees it. No
+ * #ifdef anywhere: a kernel set is a table.
  *
  * Every kernel has the semantics of its ref.h counterpart (forward
  * overwrites y, backward-to-input accumulates into dx, weight gradients
  * overwrite dw and db, masked weights get exactly 0) and is called on a
- * chunk of the batch: s->n samples, strides in s.
+ * chunk of the batch: s->n samples, strides in s. Each returns 0, or -1
+ * with the reason in b->error (a device that failed); the exec stops the
+ * step and reports it.
  *
- *   rt_backend *b = rt_backend_new("cpu", g, threads, err, sizeof err);
+ *   rt_kernels *b = rt_kernels_new("cpu", g, err, sizeof err);
  *   b->prepare(b, layer, mask + l->w_off, mask + l->b_off, err, sizeof err);
- *   b->conv_fwd(b, layer, &shape, x, w, bias, y);
+ *   if (b->conv_fwd(b, layer, &shape, x, w, bias, y)) ... b->error ...
  *   b->free(b);
  */
-#ifndef ILNAS_RT_BACKEND_H
-#define ILNAS_RT_BACKEND_H
+#ifndef ILNAS_RT_KERNELS_H
+#define ILNAS_RT_KERNELS_H
 
 #include <stddef.h>
 #include <stdint.h>
@@ -26,34 +32,35 @@
 #include "runtime/elem.h"
 #include "runtime/ref.h"
 
-typedef struct rt_backend rt_backend;
+typedef struct rt_kernels rt_kernels;
 
-struct rt_backend {
+struct rt_kernels {
   const char *name;
   const ir_graph *g;
+  char error[256]; /* why the last op returned -1 */
 
   /* Builds (or fetches from the cache) the kernels of a conv or linear
    * layer for its current masks; called for every such layer before the
    * first step and again for each layer whose α changed. Only the layer's
    * shapes and mask pattern may be baked in, never weight values. */
-  int (*prepare)(rt_backend *b, int layer, const uint8_t *wmask,
+  int (*prepare)(rt_kernels *b, int layer, const uint8_t *wmask,
                  const uint8_t *bmask, char *err, size_t errlen);
 
-  void (*conv_fwd)(rt_backend *b, int layer, const rt_conv_shape *s,
+  int (*conv_fwd)(rt_kernels *b, int layer, const rt_conv_shape *s,
                    const float *x, const float *w, const float *bias, float *y);
-  void (*conv_bwd_data)(rt_backend *b, int layer, const rt_conv_shape *s,
+  int (*conv_bwd_data)(rt_kernels *b, int layer, const rt_conv_shape *s,
                         const float *dy, const float *w, float *dx);
-  void (*conv_bwd_weight)(rt_backend *b, int layer, const rt_conv_shape *s,
+  int (*conv_bwd_weight)(rt_kernels *b, int layer, const rt_conv_shape *s,
                           const float *x, const float *dy, float *dw, float *db);
 
-  void (*linear_fwd)(rt_backend *b, int layer, const rt_linear_shape *s,
+  int (*linear_fwd)(rt_kernels *b, int layer, const rt_linear_shape *s,
                      const float *x, const float *w, const float *bias, float *y);
-  void (*linear_bwd_data)(rt_backend *b, int layer, const rt_linear_shape *s,
+  int (*linear_bwd_data)(rt_kernels *b, int layer, const rt_linear_shape *s,
                           const float *dy, const float *w, float *dx);
-  void (*linear_bwd_weight)(rt_backend *b, int layer, const rt_linear_shape *s,
+  int (*linear_bwd_weight)(rt_kernels *b, int layer, const rt_linear_shape *s,
                             const float *x, const float *dy, float *dw, float *db);
 
-  void (*free)(rt_backend *b);
+  void (*free)(rt_kernels *b);
 
   /* 1: conv_fwd honours rt_conv_shape.relu (the activation is applied
    * while the output is still in cache); 0: the graph op applies it. */
@@ -66,19 +73,19 @@ struct rt_backend {
    * forward's output, same layout), and the backend takes the ReLU's
    * gradient dy * (y > 0) itself; it may overwrite dy with it. Else y is
    * unused. */
-  void (*conv_bwd)(rt_backend *b, int layer, const rt_conv_shape *s, const float *x,
+  int (*conv_bwd)(rt_kernels *b, int layer, const rt_conv_shape *s, const float *x,
                    const float *dy, const float *y, const float *w, float *dx, float *dw,
                    float *db);
   /* Optional, NULL: the graph op calls linear_bwd_weight and
    * linear_bwd_data. Both in one call, with their semantics; no input
    * gradient when dx is NULL. */
-  void (*linear_bwd)(rt_backend *b, int layer, const rt_linear_shape *s, const float *x,
+  int (*linear_bwd)(rt_kernels *b, int layer, const rt_linear_shape *s, const float *x,
                      const float *dy, const float *w, float *dx, float *dw, float *db);
 
   /* Optional, NULL: prepare each layer in turn. Prepares n layers at once,
    * with the same result, so that their kernels can be built in parallel.
    * A layer that fails keeps what it had; -1 and the first message. */
-  int (*prepare_layers)(rt_backend *b, int n, const int *layers,
+  int (*prepare_layers)(rt_kernels *b, int n, const int *layers,
                         const uint8_t *const *wmasks, const uint8_t *const *bmasks,
                         char *err, size_t errlen);
 
@@ -101,9 +108,9 @@ struct rt_backend {
    * at every weight and bias, the missing ones included, from the layer's
    * input x and the gradient dz of its pre-activation (strides s->x_ns and
    * s->y_ns), added into dw and db. 0, or -1 with a message. */
-  int (*conv_dense_wgrad)(rt_backend *b, int layer, const rt_conv_shape *s, const float *x,
+  int (*conv_dense_wgrad)(rt_kernels *b, int layer, const rt_conv_shape *s, const float *x,
                           const float *dz, float *dw, float *db, char *err, size_t errlen);
-  int (*linear_dense_wgrad)(rt_backend *b, int layer, const rt_linear_shape *s, const float *x,
+  int (*linear_dense_wgrad)(rt_kernels *b, int layer, const rt_linear_shape *s, const float *x,
                             const float *dz, float *dw, float *db, char *err, size_t errlen);
 
   /* Set by a caller that takes weight gradients packed (exec.c does): a
@@ -115,7 +122,7 @@ struct rt_backend {
    * backward writes the gradient of weight idx[j] (ascending indices into
    * the layer's weights, its active ones) at dw[j] for j < *n and leaves
    * the rest of dw alone. Bias gradients stay dense. */
-  const int32_t *(*wgrad_index)(rt_backend *b, int layer, size_t *n);
+  const int32_t *(*wgrad_index)(rt_kernels *b, int layer, size_t *n);
   /* Optional, NULL: none. Before an SGD step moves a packed layer's
    * weights w from the values named `from` to those named `to`
    * (rt_linear_shape.wgen): the backend's copy of the active ones, where
@@ -125,7 +132,7 @@ struct rt_backend {
    * call, and the backend takes it as holding the values named `to`: its
    * kernels' packings of the next pass are made from it, with no read of
    * the dense w. */
-  float *(*wcopy)(rt_backend *b, int layer, const float *w, uint64_t from, uint64_t to,
+  float *(*wcopy)(rt_kernels *b, int layer, const float *w, uint64_t from, uint64_t to,
                   const int32_t **at);
 
   /* 1: the weighted ops take the whole batch in one call (the backend
@@ -136,31 +143,31 @@ struct rt_backend {
    * once: a backend that copies them to a device may page-lock them for
    * faster copies. It releases them in free, which the exec calls before
    * it frees the arena. */
-  void (*host_memory)(rt_backend *b, void *p, size_t bytes);
+  void (*host_memory)(rt_kernels *b, void *p, size_t bytes);
 };
 
 /* "ref", "cpu" (the LLVM JIT), "blas", "cuda" or "auto" (see
  * rt_backend_resolve). NULL with a message for an unknown name or a
  * backend that cannot start here. */
-rt_backend *rt_backend_new(const char *name, const ir_graph *g, char *err,
+rt_kernels *rt_kernels_new(const char *name, const ir_graph *g, char *err,
                            size_t errlen);
 
 /* The reference backend. */
-rt_backend *rt_backend_ref_new(const ir_graph *g);
+rt_kernels *rt_kernels_ref_new(const ir_graph *g);
 
 /* Dense OpenBLAS kernels that, like the reference, follow the masks as they
  * are at each call (runtime/blas.c): what phase II runs on, since it flips
  * masks between passes. */
-rt_backend *rt_backend_blas_new(const ir_graph *g);
+rt_kernels *rt_kernels_blas_new(const ir_graph *g);
 
 /* The CPU backend: per-layer kernels compiled by the LLVM JIT
  * (runtime/cpu/cpu.c). NULL with a message when the JIT cannot start. */
-rt_backend *rt_backend_cpu_new(const ir_graph *g, char *err, size_t errlen);
+rt_kernels *rt_kernels_cpu_new(const ir_graph *g, char *err, size_t errlen);
 
 /* The CUDA backend: per-layer kernels emitted as PTX and run through the
  * driver API, which it opens with dlopen (runtime/cuda/cuda.c). NULL with
  * a message ("no CUDA driver: ...", "no GPU: ...") where it cannot run. */
-rt_backend *rt_backend_cuda_new(const ir_graph *g, char *err, size_t errlen);
+rt_kernels *rt_kernels_cuda_new(const ir_graph *g, char *err, size_t errlen);
 
 /* Whether the CUDA backend can run here: 0 with the device's name and
  * "sm_XY" in what, else -1 with the reason. Creates no context. */
