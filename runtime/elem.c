@@ -488,6 +488,22 @@ static void row_grad_sums(long len, const float *restrict x, const float *restri
   float a[8] = {0}, b[8] = {0}, ta = 0.0f, tb = 0.0f;
   long i = 0;
   if (relu) {
+#if defined(__SSE2__)
+    /* GCC 12 does not if-convert the select of the loop below: the same
+     * lanes, by hand (an and with the mask is the select) */
+    const __m128 zero = _mm_setzero_ps(), mv = _mm_set1_ps(m);
+    __m128 a0 = zero, a1 = zero, b0 = zero, b1 = zero;
+    for (; i + 8 <= len; i += 8) {
+      __m128 g0 = _mm_and_ps(_mm_cmpgt_ps(_mm_loadu_ps(y + i), zero), _mm_loadu_ps(dy + i));
+      __m128 g1 =
+          _mm_and_ps(_mm_cmpgt_ps(_mm_loadu_ps(y + i + 4), zero), _mm_loadu_ps(dy + i + 4));
+      a0 = _mm_add_ps(a0, g0), a1 = _mm_add_ps(a1, g1);
+      b0 = _mm_add_ps(b0, _mm_mul_ps(g0, _mm_sub_ps(_mm_loadu_ps(x + i), mv)));
+      b1 = _mm_add_ps(b1, _mm_mul_ps(g1, _mm_sub_ps(_mm_loadu_ps(x + i + 4), mv)));
+    }
+    _mm_storeu_ps(a, a0), _mm_storeu_ps(a + 4, a1);
+    _mm_storeu_ps(b, b0), _mm_storeu_ps(b + 4, b1);
+#endif
     for (; i + 8 <= len; i += 8)
       for (int t = 0; t < 8; t++) {
         float g = 0.0f + dy[i + t];
