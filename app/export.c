@@ -115,8 +115,8 @@ static void bn_fold(const ir_layer *l, const rt_exec *x, int co, double *scale,
                     double *shift) {
   *scale = 1.0, *shift = 0.0;
   if (!l->bn) return;
-  const float *gamma = x->params + l->g_off, *beta = gamma + l->cout;
-  const float *mean = x->stats + l->s_off, *var = mean + l->cout;
+  const float *gamma = rt_exec_view(x, RT_PARAMS) + l->g_off, *beta = gamma + l->cout;
+  const float *mean = rt_exec_view(x, RT_STATS) + l->s_off, *var = mean + l->cout;
   *scale = gamma[co] / sqrt((double)var[co] + RT_BN_EPS);
   *shift = beta[co] - mean[co] * *scale;
 }
@@ -132,7 +132,8 @@ static int plan_weighted(xp_plan *p, const ir_graph *g, const rt_exec *x,
   const int kk = l->k * l->k, per = conv ? 1 : it->h * it->w;
   const int64_t plane = conv ? padded(p, l->oh, l->ow) : 1;
   p->spatial[l->out_t] = (uint8_t)conv;
-  const float *w = x->params + l->w_off, *b = x->params + l->b_off;
+  const float *params = rt_exec_view(x, RT_PARAMS);
+  const float *w = params + l->w_off, *b = params + l->b_off;
   const uint8_t *m = x->mask;
 
   /* Where each input unit lives; -1 where it is constant zero. */

@@ -103,7 +103,7 @@ static double evaluate(rt_exec *x, const rt_dataset *d, const rt_norm *nm, int l
     *loss = NAN;
     return NAN;
   }
-  x->training = 0;
+  rt_exec_set_training(x, 0);
   for (int at = 0; at < n; at += cap) {
     int b = n - at < cap ? n - at : cap, c = 0;
     for (int i = 0; i < b; i++) idx[i] = at + i;
@@ -113,7 +113,7 @@ static double evaluate(rt_exec *x, const rt_dataset *d, const rt_norm *nm, int l
     total += rt_exec_loss(x, lab, 0, &c) * b;
     correct += c;
   }
-  x->training = 1;
+  rt_exec_set_training(x, 1);
   free(buf), free(lab), free(idx);
   char err[512];
   if (rt_exec_status(x, err, sizeof err)) {
@@ -251,9 +251,9 @@ static rt_exec *resume_exec(ir_graph *g, const char *resume, int threads,
   x = rt_exec_new(g, m->batch, threads, backend, err, sizeof err);
   int bad = !x || rt_exec_set_arch(x, cx->arch, err, sizeof err);
   if (!bad) {
-    memcpy(rt_exec_params_write(x), cx->params, (size_t)g->n_params * sizeof(float));
-    memcpy(x->mom, cx->mom, (size_t)g->n_params * sizeof(float));
-    memcpy(x->stats, cx->stats, (size_t)g->n_stats * sizeof(float));
+    memcpy(rt_exec_params_write(x), rt_exec_view(cx, RT_PARAMS), (size_t)g->n_params * sizeof(float));
+    memcpy(rt_exec_edit(x, RT_MOMENTUM), rt_exec_view(cx, RT_MOMENTUM), (size_t)g->n_params * sizeof(float));
+    memcpy(rt_exec_edit(x, RT_STATS), rt_exec_view(cx, RT_STATS), (size_t)g->n_stats * sizeof(float));
   }
   rt_exec_free(cx), ir_free(cg);
   if (bad) {
@@ -673,9 +673,9 @@ int app_ckpt_save(const char *path, const rt_exec *x, const app_train_state *st,
   size_t np = (size_t)g->n_params * sizeof(float), ns = (size_t)g->n_stats * sizeof(float);
   rt_ckpt_writer *w = rt_ckpt_writer_new();
   int bad = !w || rt_ckpt_add(w, "IRGR", ir, irn) ||
-            rt_ckpt_add(w, "PARM", x->params, np) ||
-            rt_ckpt_add(w, "MOMT", x->mom, np) ||
-            rt_ckpt_add(w, "BNST", x->stats, ns) ||
+            rt_ckpt_add(w, "PARM", rt_exec_view(x, RT_PARAMS), np) ||
+            rt_ckpt_add(w, "MOMT", rt_exec_view(x, RT_MOMENTUM), np) ||
+            rt_ckpt_add(w, "BNST", rt_exec_view(x, RT_STATS), ns) ||
             rt_ckpt_add(w, "TRST", &tr, sizeof tr);
   free(ir);
   if (bad) {
@@ -726,8 +726,8 @@ int app_ckpt_load(const char *path, int cap, int threads, const char *backend,
     return -1;
   }
   memcpy(rt_exec_params_write(x), params, np);
-  memcpy(x->mom, mom, nm);
-  memcpy(x->stats, stats, ns);
+  memcpy(rt_exec_edit(x, RT_MOMENTUM), mom, nm);
+  memcpy(rt_exec_edit(x, RT_STATS), stats, ns);
   if (rt_exec_set_arch(x, x->arch, why, sizeof why)) {
     snprintf(err, errlen, "%s: %s", path, why);
     rt_exec_free(x), ir_free(g), rt_ckpt_free(c);

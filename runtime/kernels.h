@@ -31,6 +31,7 @@
 #include "ir/ir.h"
 #include "runtime/elem.h"
 #include "runtime/ref.h"
+#include "runtime/backend.h"
 
 typedef struct rt_kernels rt_kernels;
 
@@ -173,9 +174,6 @@ rt_kernels *rt_kernels_cuda_new(const ir_graph *g, char *err, size_t errlen);
  * "sm_XY" in what, else -1 with the reason. Creates no context. */
 int rt_cuda_probe(char *what, size_t len);
 
-/* The backend a name stands for: "auto" is "cuda" where a GPU and its
- * driver are present, else "cpu", and `why` says which and why; any other
- * name is itself, and `why` is left empty. */
-const char *rt_backend_resolve(const char *name, char *why, size_t len);
+
 
 #endif

@@ -493,7 +493,7 @@ int srch_expand(srch_state *s, rt_exec *x, const srch_batches *b,
     free(stats), free(ph);
     return -1;
   }
-  memcpy(stats, x->stats, (size_t)g->n_stats * sizeof(float));
+  memcpy(stats, rt_exec_view(x, RT_STATS), (size_t)g->n_stats * sizeof(float));
   rt_exec_phase2(x, 1);
   ev->loss_before = batches_loss(x, b);
   int rc = 0;
@@ -561,7 +561,7 @@ int srch_expand(srch_state *s, rt_exec *x, const srch_batches *b,
   ev->placeholders = srch_refill(s, x);
   count_event(s, x, before, ev);
   ev->loss_after = batches_loss(x, b);
-  memcpy(x->stats, stats, (size_t)g->n_stats * sizeof(float));
+  memcpy(rt_exec_edit(x, RT_STATS), stats, (size_t)g->n_stats * sizeof(float));
   rt_exec_phase2(x, 0);
   free(stats);
   s->alr *= g->cfg.alr_decay;

@@ -104,16 +104,16 @@ static int cmd_dump(const char *ckpt, const char *data, const char *out, int lim
     fprintf(stderr, "FAIL: out of memory\n");
     goto out;
   }
-  x->training = 0;
+  rt_exec_set_training(x, 0);
   for (int at = 0; at < n; at += CAP) {
     int b = n - at < CAP ? n - at : CAP;
     for (int i = 0; i < b; i++) idx[i] = at + i;
     rt_data_batch(&test, idx, b, &st.norm, 0, 0, NULL, buf, NULL);
     rt_exec_set_input(x, buf, b);
     rt_exec_run(x, fc, nf);
-    const ir_tensor *lt = &g->tensors[g->logits_t];
+    const float *lg = rt_exec_view(x, RT_LOGITS);
     for (int i = 0; i < b; i++) {
-      const float *l = x->act + (size_t)i * g->act_size + lt->off;
+      const float *l = lg + (size_t)i * k;
       memcpy(logits + (size_t)(at + i) * k, l, (size_t)k * sizeof(float));
       correct += argmax(l, k) == test.y[at + i];
     }
@@ -191,17 +191,15 @@ static int run_images(ir_graph *g, rt_exec *x, const float *in, int n, float *lo
   ir_call *fc, *bc;
   int nf, nb;
   if (ir_schedule(g, &fc, &nf, &bc, &nb)) return -1;
-  const ir_tensor *it = &g->tensors[g->input_t], *lt = &g->tensors[g->logits_t];
+  const ir_tensor *it = &g->tensors[g->input_t];
   const size_t img = (size_t)it->c * it->h * it->w;
   const int k = g->cfg.classes;
-  x->training = 0;
+  rt_exec_set_training(x, 0);
   for (int at = 0; at < n; at += x->cap) {
     int b = n - at < x->cap ? n - at : x->cap;
     rt_exec_set_input(x, in + (size_t)at * img, b);
     rt_exec_run(x, fc, nf);
-    for (int i = 0; i < b; i++)
-      memcpy(logits + (size_t)(at + i) * k, x->act + (size_t)i * g->act_size + lt->off,
-             (size_t)k * sizeof(float));
+    memcpy(logits + (size_t)at * k, rt_exec_view(x, RT_LOGITS), (size_t)b * k * sizeof(float));
   }
   free(fc), free(bc);
   return 0;
@@ -231,8 +229,9 @@ static int cmd_synth(const char *model, const char *out, uint64_t seed, int n) {
       float *params = rt_exec_params_write(x);
       params[l->g_off + c] = (float)(0.5 + rt_rng_uniform(&r));
       params[l->g_off + l->cout + c] = (float)(0.4 * rt_rng_uniform(&r) - 0.2);
-      x->stats[l->s_off + c] = (float)(rt_rng_uniform(&r) - 0.5);
-      x->stats[l->s_off + l->cout + c] = (float)(0.5 + 1.5 * rt_rng_uniform(&r));
+      float *stats = rt_exec_edit(x, RT_STATS);
+      stats[l->s_off + c] = (float)(rt_rng_uniform(&r) - 0.5);
+      stats[l->s_off + l->cout + c] = (float)(0.5 + 1.5 * rt_rng_uniform(&r));
     }
   }
   app_train_state st;
@@ -320,8 +319,8 @@ static int cmd_describe(const char *ckpt, const char *out) {
     fprintf(stderr, "FAIL: cannot write %s\n", path);
     goto out;
   }
-  if (write_file(out, "params.f32", x->params, (size_t)g->n_params * sizeof(float)) ||
-      write_file(out, "stats.f32", x->stats, (size_t)(g->n_stats ? g->n_stats : 0) * sizeof(float)))
+  if (write_file(out, "params.f32", rt_exec_view(x, RT_PARAMS), (size_t)g->n_params * sizeof(float)) ||
+      write_file(out, "stats.f32", rt_exec_view(x, RT_STATS), (size_t)(g->n_stats ? g->n_stats : 0) * sizeof(float)))
     goto out;
   rc = 0;
 out:
@@ -357,7 +356,7 @@ static int cmd_bench(const char *ckpt, const char *images, int batch, double sec
     fprintf(stderr, "FAIL: cannot set up the benchmark\n");
     goto out;
   }
-  x->training = 0;
+  rt_exec_set_training(x, 0);
   double t0 = now(), t = t0;
   size_t done = 0;
   while (t - t0 < seconds) {

@@ -106,7 +106,7 @@ static void check_ckpt(ir_graph *g) {
   app_train_state st2;
   CHECK(app_ckpt_load(path, 4, 1, NULL, &h, &y, &st2, err, sizeof err) == 0, "load: %s", err);
   if (y) {
-    CHECK(memcmp(x->params, y->params, (size_t)g->n_params * sizeof(float)) == 0,
+    CHECK(memcmp(rt_exec_view(x, RT_PARAMS), rt_exec_view(y, RT_PARAMS), (size_t)g->n_params * sizeof(float)) == 0,
           "params differ after the checkpoint round trip");
     CHECK(memcmp(x->arch->alpha, h->arch.alpha, (size_t)(g->n_params + 63) / 64 * 8) == 0 &&
               memcmp(x->arch->alive, h->arch.alive, (size_t)g->n_layers) == 0,

@@ -13,6 +13,7 @@
  * start fails; it does not skip. */
 #include "jitutil.h"
 #include "runtime/exec.h"
+#include "runtime/kernels.h"
 #include "search/search.h"
 #include "tests/gpu/emu_driver.h"
 
@@ -111,13 +112,13 @@ static int train(leg *L, const char *backend, const model_case *mc, const float 
     if (it == GROW_AT) {
       srch_batches pb = {P2_BATCHES, BATCH, in, lab};
       L->dead_before = dead_layers(L);
-      rt_exec_stats before = rt_exec_get_stats(L->x);
+      rt_backend_stats before = rt_exec_get_stats(L->x);
       L->grown = srch_expand(&L->s, L->x, &pb, &L->ev) == 0;
       CHECK(rt_exec_prepare(L->x, err, sizeof err) == 0, "%s, %s: %s", mc->name, backend, err);
       /* phase II's dense gradient on the backend that trains: cuBLAS under
        * cuda, never the host's OpenBLAS; the host where the backend has
        * none (every dead layer's, at least) */
-      rt_exec_stats after = rt_exec_get_stats(L->x);
+      rt_backend_stats after = rt_exec_get_stats(L->x);
       long on_backend = after.dense_backend - before.dense_backend;
       long on_host = after.dense_host - before.dense_host;
       if (strcmp(backend, "cuda") == 0)

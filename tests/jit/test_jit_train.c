@@ -14,6 +14,7 @@
 #include "jitutil.h"
 #include "runtime/cpu/cpu.h"
 #include "runtime/exec.h"
+#include "runtime/host.h"
 #include "search/search.h"
 #include "tests/gpu/emu_driver.h"
 
@@ -91,15 +92,17 @@ static void check_stale_arena(const char *text, const char *backend) {
   for (int i = 0; i < n; i++) lab[i] = (uint8_t)jt_int(0, g->cfg.classes - 1);
   for (int pass = 0; pass < 2; pass++) {
     if (pass == 1) {
-      size_t arena = (size_t)x->cap * (size_t)g->act_size;
-      for (size_t i = 0; i < arena; i++) x->dact[i] = x->act[i] = 1e30f;
-      for (size_t i = 0; i < np; i++) x->grads[i] = 1e30f;
+      float *act, *dact, *grads;
+      size_t arena;
+      rt_host_arena(x->backend, &act, &dact, &grads, &arena);
+      for (size_t i = 0; i < arena; i++) dact[i] = act[i] = 1e30f;
+      for (size_t i = 0; i < np; i++) grads[i] = 1e30f;
     }
     rt_exec_set_input(x, in, n);
     rt_exec_run(x, f, nf);
     rt_exec_loss(x, lab, 1, NULL);
     rt_exec_run(x, bw, nb);
-    rt_exec_grads_dense(x, pass == 0 ? g1 : g2);
+    memcpy(pass == 0 ? g1 : g2, rt_exec_view(x, RT_GRADS), np * sizeof *g1);
   }
   size_t bad = 0, live = 0; /* inactive parameters' gradients are not used */
   for (size_t i = 0; i < np; i++) {
@@ -159,7 +162,7 @@ static void check_params_follow(void) {
       rt_exec_run(x[i], f[i], nf[i]);
       loss[i] = rt_exec_loss(x[i], lab, 0, NULL);
     }
-    long now = rt_cpu_get_stats(x[1]->backend).packs;
+    long now = rt_cpu_get_stats(x[1]->backend->i->kernels(x[1]->backend)).packs;
     if (k == 0) per = now; /* a pass that packs packs every sparse linear layer */
     long want = before[k] == 2 ? per : 0;
     CHECK(fabs(loss[1] - loss[0]) <= 1e-5, "pass %d, after %s: loss cpu %.7f ref %.7f", k,
@@ -230,12 +233,13 @@ int main(int argc, char **argv) {
       srch_event ev;
       CHECK(srch_expand(&s, x[0], &pb, &ev) == 0 && ev.added > 0, "expansion grew nothing");
       CHECK(rt_exec_prepare(x[0], err, sizeof err) == 0, "%s", err);
-      compiles_before = cpu ? rt_cpu_get_stats(x[1]->backend).compiles : 1;
+      compiles_before = cpu ? rt_cpu_get_stats(x[1]->backend->i->kernels(x[1]->backend)).compiles : 1;
       size_t np = (size_t)g[0]->n_params * sizeof(float);
-      memcpy(rt_exec_params_write(x[1]), x[0]->params, np), memcpy(x[1]->mom, x[0]->mom, np);
+      memcpy(rt_exec_params_write(x[1]), rt_exec_view(x[0], RT_PARAMS), np);
+      memcpy(rt_exec_edit(x[1], RT_MOMENTUM), rt_exec_view(x[0], RT_MOMENTUM), np);
       CHECK(rt_exec_set_arch(x[1], x[0]->arch, err, sizeof err) == 0, "%s", err);
       if (cpu) {
-        rt_cpu_stats st = rt_cpu_get_stats(x[1]->backend);
+        rt_cpu_stats st = rt_cpu_get_stats(x[1]->backend->i->kernels(x[1]->backend));
         CHECK(st.compiles > compiles_before, "growth re-emitted nothing");
         printf("growth: %lld parameters added, %ld layer modules re-emitted, %ld from cache\n",
                (long long)ev.added, st.compiles - compiles_before, st.hits);

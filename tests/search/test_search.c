@@ -30,11 +30,7 @@ static size_t input_size(const ir_graph *g) {
 static void logits(rt_exec *x, const float *in, int n, float *out) {
   rt_exec_set_input(x, in, n);
   rt_exec_forward(x);
-  const ir_graph *g = x->g;
-  int k = g->cfg.classes;
-  for (int i = 0; i < n; i++)
-    memcpy(out + i * k, x->act + i * g->act_size + g->tensors[g->logits_t].off,
-           (size_t)k * sizeof(float));
+  memcpy(out, rt_exec_view(x, RT_LOGITS), (size_t)n * x->g->cfg.classes * sizeof(float));
 }
 
 /* Brute force: is `idx` among the top-`count` of `score` over `cand`? */
@@ -200,7 +196,7 @@ static void test_dense_grad(void) {
     for (int64_t k = 0; k < l->n_w; k += 1 + l->n_w / 12) {
       int64_t i = l->w_off + k;
       uint8_t m = x->mask[i];
-      float w = x->params[i], h = 1e-2f;
+      float w = rt_exec_view(x, RT_PARAMS)[i], h = 1e-2f;
       if (!m) rt_exec_set_unit(x, i, 1, 1, NULL);
       rt_exec_params_write(x)[i] = w + h;
       rt_exec_set_input(x, in, N);
@@ -347,8 +343,9 @@ static void test_budget(void) {
             "trial %d: expansion %d changed the loss %g -> %g", trial, e,
             ev.loss_before, ev.loss_after);
       /* the masks mirror α */
+      const float *params = rt_exec_view(x, RT_PARAMS);
       for (int64_t i = 0; i < g->n_params; i++)
-        if (x->mask[i] != ir_alpha_get(x->arch, i) || (!x->mask[i] && x->params[i] != 0.0f)) {
+        if (x->mask[i] != ir_alpha_get(x->arch, i) || (!x->mask[i] && params[i] != 0.0f)) {
           CHECK(0, "trial %d: mask or masked weight out of step at %lld", trial, (long long)i);
           break;
         }

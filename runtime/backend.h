@@ -1,0 +1,126 @@
+/* backend.h: a backend owns a training step, the way ggml's backends run a
+ * whole graph.
+ *
+ * Its memory is its own: the parameters, the optimizer state, batch
+ * norm's statistics, the activations and their gradients. It uploads a
+ * batch, runs the forward and the backward (the graph driver's calls, or
+ * the schedule interpreted), the loss, the SGD step, and phase II's dense
+ * gradient; the caller reads back the loss and the metrics, and reads or
+ * writes the state through host views (checkpoints, export, growth).
+ * Kernel layouts (packed weights, index tables) never appear here.
+ *
+ * The executor (exec.h) owns the architecture and drives one backend; it
+ * tells the backend which layers' masks changed (prepare). A backend is a
+ * const table of operations (rt_backend_i) and an instance that points at
+ * it; every operation returns 0, or -1 with the reason in the instance's
+ * error. Today there is one implementation, the host step (host.c), over
+ * a kernel set (kernels.h: ref, cpu, blas, cuda); a device-resident step
+ * is another table.
+ *
+ *   rt_backend *b = rt_backend_new("cpu", g, 128, 2, err, sizeof err);
+ *   b->i->prepare(b, dirty, mask);        // every layer, the first time
+ *   b->i->upload(b, images, n);
+ *   b->i->forward(b);
+ *   b->i->loss(b, labels, 1, &loss, &correct);
+ *   b->i->backward(b);
+ *   b->i->sgd(b, lr, momentum, decay);
+ *   b->i->free(b);
+ */
+#ifndef ILNAS_RT_BACKEND_H
+#define ILNAS_RT_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "ir/ir.h"
+
+typedef struct rt_backend rt_backend;
+typedef struct rt_kernels rt_kernels;
+
+/* The graph driver: ilnasc's emitted forward or backward, called with the
+ * backend whose graph ops (rt_op_*) it calls. */
+typedef void (*rt_graph_fn)(void *x);
+
+/* The state a caller reads or writes: n_params floats each but stats
+ * (n_stats) and logits (the last forward's, [n][classes], to read). */
+typedef enum { RT_PARAMS, RT_MOMENTUM, RT_STATS, RT_GRADS, RT_LOGITS } rt_state;
+
+typedef struct rt_backend_stats {
+  long dense_backend; /* phase II's layer gradients its kernels computed */
+  long dense_host;    /* ... that the host computed */
+} rt_backend_stats;
+
+typedef struct rt_backend_i {
+  const char *name;
+  void (*free)(rt_backend *b);
+
+  /* Kernels for the current masks (n_params bytes, α expanded) of the
+   * weighted layers marked in dirty (n_layers bytes); the first call
+   * marks them all. */
+  int (*prepare)(rt_backend *b, const uint8_t *dirty, const uint8_t *mask);
+  /* The driver's functions, or NULL (the default): the schedule. */
+  void (*set_driver)(rt_backend *b, rt_graph_fn fwd, rt_graph_fn bwd);
+
+  /* A pass begins: n images (normalised, packed [n][c][h][w]); the
+   * parameters stay as they are until its backward ends. */
+  int (*upload)(rt_backend *b, const float *images, int n);
+  int (*forward)(rt_backend *b);
+  /* Softmax cross-entropy of the last forward, its mean in *loss and the
+   * correct predictions in *correct (NULL: not wanted); with grad, the
+   * logits' gradient for the backward. */
+  int (*loss)(rt_backend *b, const uint8_t *labels, int grad, double *loss, int *correct);
+  int (*backward)(rt_backend *b);
+  /* Calls of a schedule, interpreted (tests compare them with a driver). */
+  int (*run)(rt_backend *b, const ir_call *calls, int n);
+  /* One SGD step with momentum and weight decay on the active parameters. */
+  int (*sgd)(rt_backend *b, float lr, float momentum, float decay);
+  /* Batch norm on batch statistics (1, training) or running ones (0). */
+  void (*set_training)(rt_backend *b, int on);
+
+  /* Host views of the state. view: to read, until the next operation;
+   * RT_GRADS is the last backward's, dense. edit: to write, between
+   * steps; the values are taken as new (RT_GRADS cannot be edited). */
+  const float *(*view)(rt_backend *b, rt_state which);
+  float *(*edit)(rt_backend *b, rt_state which);
+
+  /* Phase II. phase2(1): masks flip between passes, which then run on
+   * kernels that follow them as they are. dense_grad: on one batch, the
+   * loss's gradient at every weight and bias, the missing ones included,
+   * added into out (n_params floats), the batch's mean loss in *loss. */
+  void (*phase2)(rt_backend *b, int on);
+  int (*dense_grad)(rt_backend *b, const float *images, const uint8_t *labels, int n, float *out,
+                    double *loss);
+  rt_backend_stats (*stats)(const rt_backend *b);
+
+  /* Timing of every graph op, the loss and the SGD step (--profile). */
+  int (*profile)(rt_backend *b);
+  void (*profile_pause)(rt_backend *b, int pause);
+  void (*profile_report)(const rt_backend *b, FILE *f, long steps);
+
+  /* The kernel set it runs on, or NULL (tests and benchmarks look inside). */
+  rt_kernels *(*kernels)(rt_backend *b);
+} rt_backend_i;
+
+struct rt_backend {
+  const rt_backend_i *i;
+  const ir_graph *g;
+  const ir_arch *arch; /* the executor's: which layers are alive */
+  int cap;             /* batch capacity */
+  int threads;         /* worker threads it uses */
+  char error[512];     /* why the last operation returned -1 */
+};
+
+/* The host step over the kernel set `name` ("ref", "cpu", "blas", "cuda";
+ * "auto" resolves, see rt_backend_resolve), for batches of up to cap
+ * images on `threads` threads, reading alive flags from arch. NULL with a
+ * message when it cannot start here. */
+rt_backend *rt_backend_new(const char *name, const ir_graph *g, const ir_arch *arch, int cap,
+                           int threads, char *err, size_t errlen);
+
+/* The backend a name stands for: "auto" is "cuda" where a GPU and its
+ * driver are present, else "cpu", and `why` says which and why; any other
+ * name is itself, and `why` is left empty. */
+const char *rt_backend_resolve(const char *name, char *why, size_t len);
+
+#endif

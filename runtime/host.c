@@ -1,0 +1,1215 @@
+/* host.c: the host step, a backend (backend.h) whose state lives in host
+ * memory and whose weighted layers run on a kernel set (kernels.h): the
+ * activation arena and its gradient, the parameters, their gradients and
+ * momentum, batch norm's statistics, the graph ops the driver calls, the
+ * loss, the SGD step and phase II's dense gradient.
+ *
+ * The batch is split into one contiguous chunk per thread. Forward and
+ * backward-to-input work is per sample, so chunking changes nothing; weight
+ * gradients are summed from per-thread partials in chunk order, so a run is
+ * deterministic for a given seed and thread count. */
+#include "runtime/host.h"
+
+#include <assert.h>
+#include <math.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cblas.h>
+
+#include "runtime/elem.h"
+#include "runtime/pool.h"
+#include "runtime/ref.h"
+#include "base/rng.h"
+
+enum { RT_MAX_THREADS = 64 };
+
+/* What the graph ops read: the host step's state. */
+struct hx {
+  rt_backend base;  /* first: an hx is its rt_backend */
+  const ir_graph *g;
+  const ir_arch *arch; /* the executor's */
+  int cap;          /* batch capacity the arena was planned for */
+  int n;            /* current batch */
+  int training;     /* batch norm uses batch statistics when set */
+  float *act;       /* cap * act_size, sample-major */
+  float *dact;      /* gradient of act, same layout */
+  const float *params; /* n_params; changed through edit (a new wgen) */
+  float *grads, *mom;
+  const uint8_t *mask; /* n_params: the executor's, as of the last prepare */
+  float *stats;     /* n_stats: batch norm running mean, var */
+  float *bn_save;   /* n_stats: batch mean, 1/std of the last forward */
+  float *scratch;   /* cap * largest layer output: batch norm's gradient */
+  float *logits;    /* cap * classes, packed */
+  int threads;      /* worker threads for batch-split ops */
+  rt_kernels *backend; /* computes conv and linear layers */
+  rt_kernels *live;    /* follows the masks as they are at each call, for
+                        * phase II, which flips them between passes: the
+                        * reference kernels under "ref", else dense
+                        * OpenBLAS (blas.c) */
+  int use_live;        /* run on live instead of backend (phase II) */
+};
+
+/* The partial weight gradients of chunks 1.. live in wpart: the largest
+ * layer's weights and biases, once per thread but the first (chunk 0
+ * writes into grads). */
+typedef struct host {
+  hx pub;
+  float *params; /* pub.params, writable */
+  float *gdense; /* n_params: the last backward's gradients, dense (view) */
+  uint8_t *dirty; /* per layer: to prepare (prepare's argument) */
+  rt_graph_fn fwd, bwd; /* the graph driver, or NULL: the schedule, */
+  ir_call *fc, *bc;     /* interpreted */
+  int nf, nb;
+  /* Phase II's dense gradient on the host, made on first use: per thread
+   * an im2col scratch of dg_col floats, and but the first a partial
+   * gradient of the largest conv layer (dg_part floats) */
+  float *dg_cols, *dg_parts;
+  int64_t dg_col, dg_part;
+  rt_backend_stats stats;
+  atomic_int failed;    /* a kernel failed in the current operation */
+  char error[256];      /* its message */
+  float *wpart;
+  int64_t wpart_size;
+  rt_pool *pool; /* threads - 1 workers; NULL: everything on the caller */
+  /* The per-sample ranges [lo, hi) of the gradient arena that the backward
+   * accumulates into, cleared before each one; the rest is written before
+   * it is read. */
+  int64_t (*zero)[2];
+  int n_zero;
+  /* Seconds spent per op under a profile (rt_exec_profile), else NULL:
+   * the loss (with the gradient arena's clearing), the SGD step, then the
+   * forward and the backward of each layer. */
+  double *prof, *prof_paused;
+  int64_t *active; /* per layer: active weights, as of the last prepare */
+  uint8_t *pool_set; /* per layer: a max pool that overwrites its input's
+                      * gradient (sole_pool_writer) */
+  /* Names the parameters' values for the backends (rt_linear_shape.wgen):
+   * new at every change of them (rt_exec_params_write, the SGD step, init,
+   * sync_mask), so that a backend may keep what it derived from them
+   * (packed weights) across passes for as long as it stays the same. */
+  uint64_t wgen;
+  /* Packed weight gradients (rt_kernels.wgrad_index): per layer, the
+   * backend's layout as of the last prepare (pidx, pn entries; NULL:
+   * dense), and whether its last backward wrote grads in it (gpacked: the
+   * live backend's are dense), which the reduction and the SGD step
+   * follow (packed_of). */
+  const int32_t **pidx;
+  size_t *pn;
+  uint8_t *gpacked;
+  int *pk; /* the SGD step's list of packed layers */
+  float **wc; /* and the backend's copies of their weights (or NULL), */
+  const int32_t **wat; /* where each weight goes in them */
+} host;
+
+/* Layer l's gradient layout in grads: its packed indices (*n of them), or
+ * NULL when dense. */
+static const int32_t *packed_of(const host *e, int l, size_t *n) {
+  *n = e->pn[l];
+  return e->gpacked[l] ? e->pidx[l] : NULL;
+}
+
+/* A kernel's status: the first failure is kept (chunks run on several
+ * threads); the operation goes on, its results void, and returns -1 (op_status). */
+static void check(void *x, rt_kernels *b, int rc) {
+  host *e = x;
+  if (rc && atomic_exchange(&e->failed, 1) == 0)
+    snprintf(e->error, sizeof e->error, "%s", b->error[0] ? b->error : "a kernel failed");
+}
+
+/* An operation's status: 0, or -1 with the first kernel failure in the
+ * backend's error. */
+static int op_status(hx *x) {
+  host *e = (host *)x;
+  if (!atomic_exchange(&e->failed, 0)) return 0;
+  snprintf(x->base.error, sizeof x->base.error, "%s", e->error);
+  return -1;
+}
+
+/* wgens unique across every exec of the process, 0 never. */
+static uint64_t next_wgen(void) {
+  static atomic_uint_fast64_t counter;
+  return (uint64_t)atomic_fetch_add(&counter, 1) + 1;
+}
+
+enum { PROF_LOSS, PROF_SGD, PROF_LAYER };
+
+static double prof_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void *xcalloc(size_t n, size_t sz, int *oom) {
+  void *p = calloc(n ? n : 1, sz);
+  if (!p) *oom = 1;
+  return p;
+}
+
+/* The pre-activation of a ReLU layer without batch norm gets its gradient
+ * by assignment (relu_bwd), so it needs no clearing if no other layer
+ * touches that tensor. Everything else is accumulated into. */
+static int written_before_read(const ir_graph *g, int t) {
+  int owner = 0;
+  for (int i = 0; i < g->n_layers; i++) {
+    const ir_layer *l = &g->layers[i];
+    if (l->in_t == t || l->out_t == t || l->prev_t == t) return 0;
+    if (l->z_t == t) {
+      if (!l->relu || l->bn || owner) return 0;
+      owner = 1;
+    }
+  }
+  return owner;
+}
+
+/* The layer whose backward alone writes tensor t's gradient, when it is
+ * a max pool over all of t: it can overwrite that gradient instead of
+ * adding into it, and t needs no clearing. -1 otherwise. */
+static int sole_pool_writer(const ir_graph *g, int t) {
+  int w = -1, n = 0;
+  for (int i = 0; i < g->n_layers; i++) {
+    const ir_layer *l = &g->layers[i];
+    if (l->in_t == t || l->prev_t == t || l->z_t == t) n++, w = i;
+  }
+  if (n != 1) return -1;
+  const ir_layer *l = &g->layers[w];
+  const ir_tensor *r = &g->tensors[t];
+  if (l->kind != IR_MAXPOOL || l->in_t != t || l->in_ch != 0 || l->cin != r->c ||
+      l->h != r->h || l->w != r->w)
+    return -1;
+  return w;
+}
+
+static int range_cmp(const void *a, const void *b) {
+  const int64_t *x = a, *y = b;
+  return x[0] < y[0] ? -1 : x[0] > y[0];
+}
+
+/* Fills e->zero: the tensors to clear, sorted, adjacent ones merged. */
+static int plan_zero(host *e) {
+  const ir_graph *g = e->pub.g;
+  e->zero = malloc((size_t)(g->n_tensors ? g->n_tensors : 1) * sizeof *e->zero);
+  if (!e->zero) return -1;
+  int n = 0;
+  for (int t = 0; t < g->n_tensors; t++) {
+    const ir_tensor *r = &g->tensors[t];
+    if (t == g->input_t || written_before_read(g, t)) continue;
+    int pool = sole_pool_writer(g, t);
+    if (pool >= 0) {
+      e->pool_set[pool] = 1;
+      continue;
+    }
+    e->zero[n][0] = r->off, e->zero[n][1] = r->off + (int64_t)r->c * r->h * r->w;
+    n++;
+  }
+  qsort(e->zero, (size_t)n, sizeof *e->zero, range_cmp);
+  int m = 0;
+  for (int i = 0; i < n; i++)
+    if (m > 0 && e->zero[i][0] <= e->zero[m - 1][1]) {
+      if (e->zero[i][1] > e->zero[m - 1][1]) e->zero[m - 1][1] = e->zero[i][1];
+    } else {
+      e->zero[m][0] = e->zero[i][0], e->zero[m][1] = e->zero[i][1], m++;
+    }
+  e->n_zero = m;
+  return 0;
+}
+
+static const rt_backend_i host_i;
+static void host_free(rt_backend *b);
+
+rt_backend *rt_backend_new(const char *backend, const ir_graph *g, const ir_arch *arch, int cap,
+                           int threads, char *err, size_t errlen) {
+  host *e = calloc(1, sizeof *e);
+  if (!e) {
+    snprintf(err, errlen, "out of memory");
+    return NULL;
+  }
+  hx *x = &e->pub;
+  x->g = g;
+  x->arch = arch;
+  x->cap = cap;
+  x->threads = threads < 1 ? 1 : threads > RT_MAX_THREADS ? RT_MAX_THREADS : threads;
+  int64_t largest_out = 1, largest_w = 1;
+  for (int i = 0; i < g->n_layers; i++) {
+    const ir_layer *l = &g->layers[i];
+    int64_t o = (int64_t)l->cout * l->oh * l->ow;
+    if (o > largest_out) largest_out = o;
+    if (l->w_off >= 0 && l->n_w + l->cout > largest_w) largest_w = l->n_w + l->cout;
+  }
+  int oom = 0;
+  size_t arena = (size_t)cap * (size_t)g->act_size;
+  x->act = xcalloc(arena, sizeof(float), &oom);
+  x->dact = xcalloc(arena, sizeof(float), &oom);
+  x->params = e->params = xcalloc((size_t)g->n_params, sizeof(float), &oom);
+  x->grads = xcalloc((size_t)g->n_params, sizeof(float), &oom);
+  x->mom = xcalloc((size_t)g->n_params, sizeof(float), &oom);
+  e->gdense = xcalloc((size_t)g->n_params, sizeof(float), &oom);
+  e->dirty = xcalloc((size_t)g->n_layers, 1, &oom);
+  x->stats = xcalloc((size_t)g->n_stats, sizeof(float), &oom);
+  x->bn_save = xcalloc((size_t)g->n_stats, sizeof(float), &oom);
+  x->scratch = xcalloc((size_t)cap * (size_t)largest_out, sizeof(float), &oom);
+  x->logits = xcalloc((size_t)cap * (size_t)g->cfg.classes, sizeof(float), &oom);
+  e->wpart_size = largest_w;
+  e->wpart = xcalloc((size_t)largest_w * (size_t)(x->threads > 1 ? x->threads - 1 : 1),
+                     sizeof(float), &oom);
+  e->active = xcalloc((size_t)g->n_layers, sizeof *e->active, &oom);
+  e->pool_set = xcalloc((size_t)g->n_layers, 1, &oom);
+  e->pidx = xcalloc((size_t)g->n_layers, sizeof *e->pidx, &oom);
+  e->pn = xcalloc((size_t)g->n_layers, sizeof *e->pn, &oom);
+  e->gpacked = xcalloc((size_t)g->n_layers, 1, &oom);
+  e->pk = xcalloc((size_t)g->n_layers, sizeof *e->pk, &oom);
+  e->wc = xcalloc((size_t)g->n_layers, sizeof *e->wc, &oom);
+  e->wat = xcalloc((size_t)g->n_layers, sizeof *e->wat, &oom);
+  if (oom || plan_zero(e) || ir_schedule(g, &e->fc, &e->nf, &e->bc, &e->nb)) oom = 1;
+  if (oom) {
+    snprintf(err, errlen,
+             "out of memory planning the arena (%zu floats for batch %d)",
+             2 * arena, cap);
+    host_free(&x->base);
+    return NULL;
+  }
+  x->training = 1;
+  if (x->threads > 1) e->pool = rt_pool_new(x->threads);
+  /* a pool that could start fewer threads than asked splits fewer ways */
+  x->threads = e->pool ? rt_pool_threads(e->pool) : 1;
+  int ref = !backend || strcmp(backend, "ref") == 0;
+  x->live = ref ? rt_kernels_ref_new(g) : rt_kernels_blas_new(g);
+  x->backend = ref ? x->live : rt_kernels_new(backend, g, err, errlen);
+  if (!x->live || !x->backend) {
+    if (!x->live) snprintf(err, errlen, "out of memory");
+    host_free(&x->base);
+    return NULL;
+  }
+  if (x->backend->host_memory) {
+    x->backend->host_memory(x->backend, x->act, arena * sizeof(float));
+    x->backend->host_memory(x->backend, x->dact, arena * sizeof(float));
+  }
+  x->live->threads = x->backend->threads = x->threads;
+  x->live->chunk = (cap + x->threads - 1) / x->threads;
+  x->backend->chunk = x->backend->whole_batch ? cap : x->live->chunk;
+  if (x->backend != x->live) x->backend->packed_wgrad = 1;
+  x->base = (rt_backend){.i = &host_i, .g = g, .arch = arch, .cap = cap, .threads = x->threads};
+  return &x->base;
+}
+
+static void host_free(rt_backend *b) {
+  if (!b) return;
+  hx *x = (hx *)b;
+  host *e = (host *)x;
+  /* the backends first: they may hold the arena page-locked (host_memory) */
+  if (x->backend && x->backend != x->live) x->backend->free(x->backend);
+  if (x->live) x->live->free(x->live);
+  free(x->act), free(x->dact), free(e->params), free(x->grads);
+  free(x->mom), free(e->gdense), free(e->dirty), free(x->stats), free(x->bn_save);
+  free(x->scratch), free(x->logits), free(e->wpart), free(e->zero), free(e->prof),
+      free(e->prof_paused), free(e->active), free(e->pool_set);
+  free(e->pidx), free(e->pn), free(e->gpacked), free(e->pk), free(e->wc), free(e->wat);
+  free(e->fc), free(e->bc), free(e->dg_cols), free(e->dg_parts);
+  rt_pool_free(e->pool);
+  free(e);
+}
+
+/* The dirty weighted layers of b, at once where b can (its kernels built
+ * in parallel), else one by one. */
+static int prepare_on(hx *x, rt_kernels *b, char *err, size_t errlen) {
+  const ir_graph *g = x->g;
+  int n = 0, *ls = malloc((size_t)(g->n_layers ? g->n_layers : 1) * sizeof *ls);
+  const uint8_t **wm = malloc((size_t)(g->n_layers ? g->n_layers : 1) * sizeof *wm);
+  const uint8_t **bm = malloc((size_t)(g->n_layers ? g->n_layers : 1) * sizeof *bm);
+  int rc = 0;
+  if (!ls || !wm || !bm) {
+    snprintf(err, errlen, "out of memory");
+    rc = -1;
+  }
+  for (int i = 0; !rc && i < g->n_layers; i++) {
+    const ir_layer *l = &g->layers[i];
+    if (l->w_off < 0 || !((host *)x)->dirty[i]) continue;
+    ls[n] = i, wm[n] = x->mask + l->w_off, bm[n] = x->mask + l->b_off;
+    if (!b->prepare_layers) rc = b->prepare(b, i, wm[n], bm[n], err, errlen);
+    n++;
+  }
+  if (!rc && n && b->prepare_layers) rc = b->prepare_layers(b, n, ls, wm, bm, err, errlen);
+  free(ls), free(wm), free(bm);
+  return rc;
+}
+
+static int host_prepare(rt_backend *b_, const uint8_t *dirty, const uint8_t *mask) {
+  hx *x = (hx *)b_;
+  host *e = (host *)x;
+  char *err = b_->error;
+  size_t errlen = sizeof b_->error;
+  x->mask = mask;
+  for (int i = 0; i < x->g->n_layers; i++) e->dirty[i] |= dirty[i];
+  for (int i = 0; i < x->g->n_layers; i++) {
+    const ir_layer *l = &x->g->layers[i];
+    int64_t n = 0;
+    if (!e->dirty[i]) continue;
+    for (int64_t k = 0; l->w_off >= 0 && k < l->n_w; k++) n += x->mask[l->w_off + k] != 0;
+    e->active[i] = n;
+  }
+  if (prepare_on(x, x->live, err, errlen)) return -1;
+  int rc = x->backend != x->live ? prepare_on(x, x->backend, err, errlen) : 0;
+  for (int i = 0; i < x->g->n_layers; i++) {
+    rt_kernels *b = x->backend;
+    if (!e->dirty[i]) continue;
+    e->pidx[i] = b->packed_wgrad && b->wgrad_index ? b->wgrad_index(b, i, &e->pn[i]) : NULL;
+    e->gpacked[i] = 0; /* what grads holds now is no backward's of this layout */
+  }
+  if (!rc) memset(e->dirty, 0, (size_t)x->g->n_layers);
+  return rc;
+}
+
+/* The parameters, for writing: their values from now on are new ones (a
+ * new rt_linear_shape.wgen), so that no kernel set goes on with copies it
+ * made of the old (packed weights). */
+static float *params_write(hx *x) {
+  host *e = (host *)x;
+  e->wgen = next_wgen();
+  return e->params;
+}
+
+static int host_upload(rt_backend *b, const float *batch, int n) {
+  hx *x = (hx *)b;
+  assert(n >= 1 && n <= x->cap);
+  const ir_graph *g = x->g;
+  const ir_tensor *t = &g->tensors[g->input_t];
+  size_t len = (size_t)t->c * t->h * t->w;
+  x->n = n;
+  for (int i = 0; i < n; i++)
+    memcpy(x->act + (size_t)i * g->act_size + t->off, batch + i * len,
+           len * sizeof(float));
+  return 0;
+}
+
+/* The gradients of the last backward, dense: grads itself, but for the
+ * layers whose weight gradients the kernel set wrote packed
+ * (rt_kernels.wgrad_index), expanded (0 at their inactive weights). */
+static void grads_dense(const hx *x, float *out) {
+  const host *e = (const host *)x;
+  memcpy(out, x->grads, (size_t)x->g->n_params * sizeof *out);
+  for (int i = 0; i < x->g->n_layers; i++) {
+    const ir_layer *l = &x->g->layers[i];
+    size_t n;
+    const int32_t *idx = packed_of(e, i, &n);
+    if (!idx) continue;
+    memset(out + l->w_off, 0, (size_t)l->n_w * sizeof *out);
+    for (size_t j = 0; j < n; j++) out[l->w_off + idx[j]] = x->grads[l->w_off + j];
+  }
+}
+
+static void clear_dact(hx *x);
+
+static double loss_op(hx *x, const uint8_t *labels, int grad, int *correct);
+
+static int host_loss(rt_backend *b, const uint8_t *labels, int grad, double *loss, int *correct) {
+  hx *x = (hx *)b;
+  host *e = (host *)x;
+  double t0 = e->prof ? prof_now() : 0.0;
+  *loss = loss_op(x, labels, grad, correct);
+  if (e->prof) e->prof[PROF_LOSS] += prof_now() - t0;
+  return 0;
+}
+
+static double loss_op(hx *x, const uint8_t *labels, int grad, int *correct) {
+  const ir_graph *g = x->g;
+  int k = g->cfg.classes, n = x->n;
+  int64_t off = g->tensors[g->logits_t].off, ns = g->act_size;
+  for (int i = 0; i < n; i++)
+    memcpy(x->logits + i * k, x->act + i * ns + off, (size_t)k * sizeof(float));
+  if (!grad) return rt_ref_softmax_xent(n, k, x->logits, labels, NULL, correct);
+  clear_dact(x);
+  float *dl = x->scratch;
+  double loss = rt_ref_softmax_xent(n, k, x->logits, labels, dl, correct);
+  for (int i = 0; i < n; i++)
+    memcpy(x->dact + i * ns + off, dl + i * k, (size_t)k * sizeof(float));
+  return loss;
+}
+
+typedef struct sgd_job {
+  hx *x;
+  int parts;
+  float lr, momentum, decay;
+  int npk, *pk; /* the layers whose gradients are packed, by w_off */
+  float *const *wc; /* per packed layer */
+  const int32_t *const *wat;
+} sgd_job;
+
+static void sgd_task(void *arg, int c) {
+  const sgd_job *j = arg;
+  hx *x = j->x;
+  const host *e = (const host *)x;
+  float *params = e->params;
+  /* parts of whole cache lines, so that threads never share one */
+  size_t n = (size_t)x->g->n_params, lines = (n + 15) / 16;
+  size_t i0 = lines * c / j->parts * 16, i1 = lines * (c + 1) / j->parts * 16;
+  if (i1 > n) i1 = n;
+  /* dense: the part's range but the packed layers' weights */
+  for (int k = 0; k <= j->npk && i0 < i1; k++) {
+    const ir_layer *l = k < j->npk ? &x->g->layers[j->pk[k]] : NULL;
+    size_t a = l ? (size_t)l->w_off : i1, b = l ? (size_t)(l->w_off + l->n_w) : i1;
+    if (a > i0) rt_sgd(i0, a < i1 ? a : i1, params, x->grads, x->mom, x->mask, j->lr,
+                       j->momentum, j->decay);
+    if (b > i0) i0 = b;
+  }
+  /* packed: each layer's entries split the same way */
+  for (int k = 0; k < j->npk; k++) {
+    const ir_layer *l = &x->g->layers[j->pk[k]];
+    size_t m;
+    const int32_t *idx = packed_of(e, j->pk[k], &m);
+    size_t j0 = m * c / j->parts, j1 = m * (c + 1) / j->parts;
+    rt_sgd_packed(j0, j1, idx, params + l->w_off, x->grads + l->w_off, x->mom + l->w_off,
+                  j->lr, j->momentum, j->decay, j->wc[k], j->wat[k]);
+  }
+}
+
+static int host_sgd(rt_backend *b_, float lr, float momentum, float decay) {
+  hx *x = (hx *)b_;
+  host *e = (host *)x;
+  int *pk = e->pk, npk = 0;
+  for (int i = 0; i < x->g->n_layers; i++) {
+    if (!e->gpacked[i]) continue;
+    int k = npk++; /* by w_off */
+    for (; k > 0 && x->g->layers[pk[k - 1]].w_off > x->g->layers[i].w_off; k--) pk[k] = pk[k - 1];
+    pk[k] = i;
+  }
+  sgd_job j = {x, e->pool ? x->threads : 1, lr, momentum, decay, npk, pk, e->wc, e->wat};
+  double t0 = e->prof ? prof_now() : 0.0;
+  /* new values; the backend's copies of the packed layers' weights that
+   * held the old follow them (rt_kernels.wcopy) */
+  uint64_t from = e->wgen;
+  e->wgen = next_wgen();
+  rt_kernels *b = x->backend;
+  for (int k = 0; k < npk; k++)
+    e->wc[k] = b->wcopy ? b->wcopy(b, pk[k], e->params + x->g->layers[pk[k]].w_off, from,
+                                   e->wgen, &e->wat[k])
+                        : NULL;
+  if (j.parts > 1) rt_pool_run(e->pool, j.parts, sgd_task, &j);
+  else sgd_task(&j, 0);
+  if (e->prof) e->prof[PROF_SGD] += prof_now() - t0;
+  return 0;
+}
+
+static int host_profile(rt_backend *b) {
+  hx *x = (hx *)b;
+  host *e = (host *)x;
+  size_t n = PROF_LAYER + 2 * (size_t)x->g->n_layers;
+  if (!e->prof) e->prof = calloc(n, sizeof *e->prof);
+  else memset(e->prof, 0, n * sizeof *e->prof);
+  return e->prof ? 0 : -1;
+}
+
+static void host_profile_pause(rt_backend *b, int pause) {
+  host *e = (host *)b;
+  if (pause && e->prof) e->prof_paused = e->prof, e->prof = NULL;
+  if (!pause && e->prof_paused) e->prof = e->prof_paused, e->prof_paused = NULL;
+}
+
+static void host_profile_report(const rt_backend *b, FILE *f, long steps) {
+  const hx *x = (const hx *)b;
+  const host *e = (const host *)x;
+  const double *prof = e->prof ? e->prof : e->prof_paused;
+  if (!prof) return;
+  const ir_graph *g = x->g;
+  double total = 0.0, k = steps > 0 ? 1e3 / (double)steps : 0.0;
+  for (int i = 0; i < PROF_LAYER + 2 * g->n_layers; i++) total += prof[i];
+  if (total <= 0.0) total = 1.0;
+  fprintf(f, "profile: milliseconds per training step over %ld steps\n", steps);
+  fprintf(f, "  %-14s %-8s %9s %9s %6s\n", "op", "kind", "forward", "backward", "share");
+  for (int i = 0; i < g->n_layers; i++) {
+    const ir_layer *l = &g->layers[i];
+    double a = prof[PROF_LAYER + 2 * i], b = prof[PROF_LAYER + 2 * i + 1];
+    fprintf(f, "  %-14s %-8s %9.3f %9.3f %5.1f%%%s\n", l->name, ir_kind_name(l->kind), a * k,
+            b * k, 100.0 * (a + b) / total, l->w_off >= 0 && !x->arch->alive[i] ? "  (dead: a copy)" : "");
+  }
+  fprintf(f, "  %-14s %-8s %9.3f %9s %5.1f%%\n", "loss", "", prof[PROF_LOSS] * k, "",
+          100.0 * prof[PROF_LOSS] / total);
+  fprintf(f, "  %-14s %-8s %9s %9.3f %5.1f%%\n", "sgd", "", "", prof[PROF_SGD] * k,
+          100.0 * prof[PROF_SGD] / total);
+  fprintf(f, "  %-14s %-8s %19.3f\n", "total", "", total * k);
+}
+
+/* Batch splitting. fn(job, chunk, n0, n1) runs samples [n0, n1). */
+typedef struct job job;
+typedef void (*chunk_fn)(const job *j, int chunk, int n0, int n1);
+struct job {
+  hx *x;
+  const ir_layer *l;
+  int64_t in, z, out;
+  chunk_fn fn;
+  int64_t work; /* multiply-adds of a weighted layer's op; 0: not known */
+};
+
+/* A weighted layer's multiply-adds over the batch, one direction. */
+static int64_t layer_work(const hx *x, const ir_layer *l) {
+  const host *e = (const host *)x;
+  return e->active[l - x->g->layers] * l->oh * l->ow * x->n;
+}
+
+static void chunk_task(void *arg, int c) {
+  const job *j = arg;
+  int n = j->x->n, T = j->x->threads < n ? j->x->threads : n;
+  j->fn(j, c, (int)((int64_t)n * c / T), (int)((int64_t)n * (c + 1) / T));
+}
+
+/* Multiply-adds below which a weighted layer runs on the calling thread: a
+ * dispatch costs under a microsecond while the workers spin (pool.c), but
+ * tens when they have gone to sleep, and then the split does not pay for
+ * itself below about 2^16 multiply-adds. */
+enum { SPLIT_WORK = 1 << 16 };
+
+/* Returns the number of chunks used. Small batches and small layers stay
+ * on one thread, and so do weighted layers on a whole-batch backend. */
+static int run_chunks(const job *j) {
+  host *e = (host *)j->x;
+  int T = j->x->threads < j->x->n ? j->x->threads : j->x->n;
+  int whole = j->work > 0 && (j->work < SPLIT_WORK || (!j->x->use_live && j->x->backend->whole_batch));
+  if (T <= 1 || !e->pool || whole) {
+    j->fn(j, 0, 0, j->x->n);
+    return 1;
+  }
+  rt_pool_run(e->pool, T, chunk_task, (void *)j);
+  return T;
+}
+
+static void clear_chunk(const job *j, int chunk, int n0, int n1) {
+  (void)chunk;
+  const host *e = (const host *)j->x;
+  int64_t ns = j->x->g->act_size;
+  for (int i = n0; i < n1; i++)
+    for (int r = 0; r < e->n_zero; r++)
+      memset(j->x->dact + i * ns + e->zero[r][0], 0,
+             (size_t)(e->zero[r][1] - e->zero[r][0]) * sizeof(float));
+}
+
+static void clear_dact(hx *x) {
+  job j = {x, NULL, 0, 0, 0, clear_chunk, 0};
+  run_chunks(&j);
+}
+
+/* Where chunk c writes a layer's weight and bias gradients: the first
+ * straight into grads, the others into partials of their own. */
+static float *wgrad_of(hx *x, const ir_layer *l, int c, float **db) {
+  host *e = (host *)x;
+  if (c == 0) {
+    *db = x->grads + l->b_off;
+    return x->grads + l->w_off;
+  }
+  float *p = e->wpart + (c - 1) * e->wpart_size;
+  *db = p + l->n_w;
+  return p;
+}
+
+/* Adds the other chunks' partials into grads, in chunk order, each thread
+ * over its own range of whole cache lines. */
+typedef struct reduce_job {
+  hx *x;
+  const ir_layer *l;
+  int chunks, parts;
+} reduce_job;
+
+static void reduce_task(void *arg, int t) {
+  const reduce_job *r = arg;
+  const host *e = (const host *)r->x;
+  int li = (int)(r->l - r->x->g->layers);
+  size_t np;
+  int64_t nw = packed_of(e, li, &np) ? (int64_t)np : r->l->n_w, lines = (nw + 15) / 16;
+  int64_t i0 = lines * t / r->parts * 16, i1 = lines * (t + 1) / r->parts * 16;
+  if (i1 > nw) i1 = nw;
+  float *db, *dw = wgrad_of(r->x, r->l, 0, &db);
+  for (int c = 1; c < r->chunks; c++) {
+    float *pb, *p = wgrad_of(r->x, r->l, c, &pb);
+    rt_add_2d(1, (int)(i1 > i0 ? i1 - i0 : 0), p + i0, 0, dw + i0, 0);
+    if (t == 0)
+      for (int k = 0; k < r->l->cout; k++) db[k] += pb[k];
+  }
+}
+
+static void reduce_wgrad(hx *x, const ir_layer *l, int chunks) {
+  host *e = (host *)x;
+  if (chunks <= 1) return;
+  reduce_job r = {x, l, chunks, l->n_w >= (1 << 16) && e->pool ? x->threads : 1};
+  if (r.parts > 1) rt_pool_run(e->pool, r.parts, reduce_task, &r);
+  else reduce_task(&r, 0);
+}
+
+static hx *X(void *x) { return x; }
+
+/* Nothing reads the gradient of the network's input: layers that read it
+ * skip their backward to the input. */
+static int needs_dx(const hx *x, const ir_layer *l) { return l->in_t != x->g->input_t; }
+
+/* A dead layer (or a copy) is the identity: out = prev, and its gradient
+ * passes back added into prev's. Split over the threads like the layers
+ * around it, since it moves as much memory as they do. */
+static void pass_fwd_chunk(const job *j, int chunk, int n0, int n1) {
+  (void)chunk;
+  int64_t ns = j->x->g->act_size;
+  size_t len = (size_t)j->l->cout * j->l->oh * j->l->ow;
+  for (int i = n0; i < n1; i++)
+    memcpy(j->x->act + i * ns + j->out, j->x->act + i * ns + j->in, len * sizeof(float));
+}
+
+static void pass_bwd_chunk(const job *j, int chunk, int n0, int n1) {
+  (void)chunk;
+  int64_t ns = j->x->g->act_size;
+  int len = j->l->cout * j->l->oh * j->l->ow;
+  for (int i = n0; i < n1; i++)
+    rt_add_2d(1, len, j->x->dact + i * ns + j->out, len, j->x->dact + i * ns + j->in, len);
+}
+
+/* Below this many floats a pass is not worth a dispatch (see SPLIT_WORK). */
+enum { PASS_SPLIT = 1 << 14 };
+
+static void pass_fwd(hx *x, const ir_layer *l, int64_t prev, int64_t out) {
+  job j = {x, l, prev, -1, out, pass_fwd_chunk, 0};
+  if ((int64_t)l->cout * l->oh * l->ow * x->n < PASS_SPLIT) pass_fwd_chunk(&j, 0, 0, x->n);
+  else run_chunks(&j);
+}
+
+static void pass_bwd(hx *x, const ir_layer *l, int64_t prev, int64_t out) {
+  job j = {x, l, prev, -1, out, pass_bwd_chunk, 0};
+  if ((int64_t)l->cout * l->oh * l->ow * x->n < PASS_SPLIT) pass_bwd_chunk(&j, 0, 0, x->n);
+  else run_chunks(&j);
+}
+
+static rt_conv_shape conv_shape(const hx *x, const ir_layer *l, int n) {
+  rt_conv_shape s = {.n = n, .cin = l->cin, .h = l->h, .w = l->w,
+                     .cout = l->cout, .k = l->k, .stride = l->stride,
+                     .pad = l->pad, .x_ns = x->g->act_size,
+                     .y_ns = x->g->act_size};
+  rt_conv_shape_finish(&s);
+  assert(s.oh == l->oh && s.ow == l->ow);
+  return s;
+}
+
+/* y = max(z, 0) for samples [n0, n1), where y may be z. */
+static void relu_fwd(hx *x, const ir_layer *l, int64_t z, int64_t out, int n0, int n1) {
+  int64_t ns = x->g->act_size;
+  long len = (long)l->cout * l->oh * l->ow;
+  for (int i = n0; i < n1; i++) rt_relu(len, x->act + i * ns + z, x->act + i * ns + out);
+}
+
+/* A layer without batch norm: the pre-activation is only needed by the
+ * backward, as its gradient dz = dout * (out > 0), written (not added). */
+static void relu_bwd(hx *x, const ir_layer *l, int64_t z, int64_t out, int n0, int n1) {
+  int64_t ns = x->g->act_size;
+  long len = (long)l->cout * l->oh * l->ow;
+  for (int i = n0; i < n1; i++)
+    rt_relu_mask(len, x->act + i * ns + out, x->dact + i * ns + out, x->dact + i * ns + z);
+}
+
+static void conv_fwd_chunk(const job *j, int chunk, int n0, int n1) {
+  (void)chunk;
+  hx *x = j->x;
+  const ir_layer *l = j->l;
+  int64_t ns = x->g->act_size, o = (int64_t)n0 * ns;
+  rt_conv_shape s = conv_shape(x, l, n1 - n0);
+  rt_kernels *b = x->use_live ? x->live : x->backend;
+  /* Without batch norm the pre-activation z is never read again, so a
+   * backend that fuses the ReLU writes the activation directly. */
+  s.relu = !l->bn && l->relu && b->fuses_relu;
+  check(x, b, b->conv_fwd(b, (int)(l - x->g->layers), &s, x->act + o + j->in,
+              x->params + l->w_off, x->params + l->b_off,
+              x->act + o + (s.relu ? j->out : j->z)));
+  if (!l->bn && l->relu && !s.relu) relu_fwd(x, l, j->z, j->out, n0, n1);
+}
+
+static void conv_fwd_op(RT_OP_ARGS) {
+  hx *e = X(x);
+  const ir_layer *ly = &e->g->layers[l];
+  if (!e->arch->alive[l]) {
+    pass_fwd(e, ly, prev, out);
+    return;
+  }
+  job j = {e, ly, in, z, out, conv_fwd_chunk, layer_work(e, ly)};
+  run_chunks(&j);
+  if (ly->bn) {
+    int64_t ns = e->g->act_size;
+    rt_bn_shape s = {e->n, ly->cout, ly->oh * ly->ow, ns, ns};
+    rt_bn_fwd(((host *)e)->pool, e->threads, &s, e->training, ly->relu, e->act + z,
+              e->params + ly->g_off, e->params + ly->g_off + ly->cout, e->stats + ly->s_off,
+              e->stats + ly->s_off + ly->cout, e->bn_save + ly->s_off,
+              e->bn_save + ly->s_off + ly->cout, e->act + out);
+  }
+}
+
+static void conv_bwd_chunk(const job *j, int chunk, int n0, int n1) {
+  hx *x = j->x;
+  const ir_layer *l = j->l;
+  int64_t ns = x->g->act_size, o = (int64_t)n0 * ns;
+  rt_conv_shape s = conv_shape(x, l, n1 - n0);
+  float *db, *dw = wgrad_of(x, l, chunk, &db);
+  rt_kernels *b = x->use_live ? x->live : x->backend;
+  int li = (int)(l - x->g->layers);
+  if (b->conv_bwd) {
+    /* A backend that fuses the ReLU takes the activation's gradient and
+     * applies the ReLU's as it packs it: dz is never written (phase II,
+     * which reads dz for its dense gradient, runs on the live backend). */
+    s.relu = !l->bn && l->relu && b->fuses_relu && !x->use_live;
+    if (!l->bn && !s.relu) relu_bwd(x, l, j->z, j->out, n0, n1);
+    check(x, b, b->conv_bwd(b, li, &s, x->act + o + j->in, x->dact + o + (s.relu ? j->out : j->z),
+                x->act + o + j->out, x->params + l->w_off,
+                needs_dx(x, l) ? x->dact + o + j->in : NULL, dw, db));
+    return;
+  }
+  if (!l->bn) relu_bwd(x, l, j->z, j->out, n0, n1);
+  check(x, b, b->conv_bwd_weight(b, li, &s, x->act + o + j->in, x->dact + o + j->z, dw, db));
+  if (needs_dx(x, l))
+    check(x, b, b->conv_bwd_data(b, li, &s, x->dact + o + j->z, x->params + l->w_off,
+                     x->dact + o + j->in));
+}
+
+/* Gradient of the pre-activation z of a layer with batch norm, through
+ * the ReLU (its mask applied as batch norm reads dout) and batch norm,
+ * split over channels. (Without batch norm, each chunk does relu_bwd
+ * itself.) */
+static void bn_act_bwd(hx *e, const ir_layer *ly, int64_t z, int64_t out) {
+  int64_t ns = e->g->act_size;
+  rt_bn_shape s = {e->n, ly->cout, ly->oh * ly->ow, ns, ns};
+  rt_bn_bwd(((host *)e)->pool, e->threads, &s, ly->relu, e->act + z, e->act + out,
+            e->dact + out, e->params + ly->g_off, e->bn_save + ly->s_off,
+            e->bn_save + ly->s_off + ly->cout, e->dact + z, e->grads + ly->g_off,
+            e->grads + ly->g_off + ly->cout);
+}
+
+static void conv_bwd_op(RT_OP_ARGS) {
+  hx *e = X(x);
+  const ir_layer *ly = &e->g->layers[l];
+  if (!e->arch->alive[l]) {
+    pass_bwd(e, ly, prev, out);
+    return;
+  }
+  if (ly->bn) bn_act_bwd(e, ly, z, out);
+  ((host *)e)->gpacked[l] = 0; /* conv gradients are dense */
+  job j = {e, ly, in, z, out, conv_bwd_chunk, layer_work(e, ly)};
+  reduce_wgrad(e, ly, run_chunks(&j));
+}
+
+static rt_linear_shape lin_shape(const hx *x, const ir_layer *l, int n) {
+  rt_linear_shape s = {n, l->cin, l->cout, x->g->act_size, x->g->act_size,
+                       ((const host *)x)->wgen};
+  return s;
+}
+
+static void lin_fwd_chunk(const job *j, int chunk, int n0, int n1) {
+  (void)chunk;
+  hx *x = j->x;
+  const ir_layer *l = j->l;
+  int64_t ns = x->g->act_size, o = (int64_t)n0 * ns;
+  rt_linear_shape s = lin_shape(x, l, n1 - n0);
+  int64_t dst = l->relu ? j->z : j->out;
+  rt_kernels *b = x->use_live ? x->live : x->backend;
+  check(x, b, b->linear_fwd(b, (int)(l - x->g->layers), &s, x->act + o + j->in,
+                x->params + l->w_off, x->params + l->b_off, x->act + o + dst));
+  if (l->relu) relu_fwd(x, l, j->z, j->out, n0, n1);
+}
+
+static void linear_fwd_op(RT_OP_ARGS) {
+  hx *e = X(x);
+  const ir_layer *ly = &e->g->layers[l];
+  if (!e->arch->alive[l]) {
+    pass_fwd(e, ly, prev, out);
+    return;
+  }
+  job j = {e, ly, in, z, out, lin_fwd_chunk, layer_work(e, ly)};
+  run_chunks(&j);
+}
+
+static void lin_bwd_chunk(const job *j, int chunk, int n0, int n1) {
+  hx *x = j->x;
+  const ir_layer *l = j->l;
+  int64_t ns = x->g->act_size, o = (int64_t)n0 * ns;
+  rt_linear_shape s = lin_shape(x, l, n1 - n0);
+  int64_t dz = l->relu ? j->z : j->out;
+  float *db, *dw = wgrad_of(x, l, chunk, &db);
+  rt_kernels *b = x->use_live ? x->live : x->backend;
+  int li = (int)(l - x->g->layers);
+  if (l->relu && !l->bn) relu_bwd(x, l, j->z, j->out, n0, n1);
+  if (b->linear_bwd) {
+    check(x, b, b->linear_bwd(b, li, &s, x->act + o + j->in, x->dact + o + dz, x->params + l->w_off,
+                  needs_dx(x, l) ? x->dact + o + j->in : NULL, dw, db));
+    return;
+  }
+  check(x, b, b->linear_bwd_weight(b, li, &s, x->act + o + j->in, x->dact + o + dz, dw, db));
+  if (needs_dx(x, l))
+    check(x, b, b->linear_bwd_data(b, li, &s, x->dact + o + dz, x->params + l->w_off,
+                       x->dact + o + j->in));
+}
+
+static void linear_bwd_op(RT_OP_ARGS) {
+  hx *e = X(x);
+  const ir_layer *ly = &e->g->layers[l];
+  if (!e->arch->alive[l]) {
+    pass_bwd(e, ly, prev, out);
+    return;
+  }
+  if (ly->relu && ly->bn) bn_act_bwd(e, ly, z, out);
+  host *ei = (host *)e;
+  ei->gpacked[l] = !e->use_live && ei->pidx[l];
+  job j = {e, ly, in, z, out, lin_bwd_chunk, layer_work(e, ly)};
+  reduce_wgrad(e, ly, run_chunks(&j));
+}
+
+static rt_pool_shape pool_shape(const hx *x, const ir_layer *l) {
+  rt_pool_shape s = {x->n, l->cin, l->h, l->w, l->k, x->g->act_size, x->g->act_size};
+  return s;
+}
+
+static void pool_fwd_chunk(const job *j, int chunk, int n0, int n1) {
+  (void)chunk;
+  rt_pool_shape s = pool_shape(j->x, j->l);
+  rt_maxpool_fwd(&s, n0, n1, j->x->act + j->in, j->x->act + j->out);
+}
+
+static void pool_bwd_chunk(const job *j, int chunk, int n0, int n1) {
+  (void)chunk;
+  rt_pool_shape s = pool_shape(j->x, j->l);
+  const host *e = (const host *)j->x;
+  rt_maxpool_bwd(&s, n0, n1, j->x->act + j->in, j->x->dact + j->out, j->x->dact + j->in,
+                 e->pool_set[j->l - j->x->g->layers]);
+}
+
+static void maxpool_fwd_op(RT_OP_ARGS) {
+  (void)prev;
+  hx *e = X(x);
+  job j = {e, &e->g->layers[l], in, z, out, pool_fwd_chunk, 0};
+  run_chunks(&j);
+}
+
+static void maxpool_bwd_op(RT_OP_ARGS) {
+  (void)prev;
+  hx *e = X(x);
+  job j = {e, &e->g->layers[l], in, z, out, pool_bwd_chunk, 0};
+  if (needs_dx(e, j.l)) run_chunks(&j);
+}
+
+static void gap_fwd_op(RT_OP_ARGS) {
+  (void)z, (void)prev;
+  hx *e = X(x);
+  const ir_layer *ly = &e->g->layers[l];
+  rt_ref_gap_fwd(e->n, ly->cin, ly->h * ly->w, e->act + in, e->g->act_size,
+                 e->act + out, e->g->act_size);
+}
+
+static void gap_bwd_op(RT_OP_ARGS) {
+  (void)z, (void)prev;
+  hx *e = X(x);
+  const ir_layer *ly = &e->g->layers[l];
+  if (needs_dx(e, ly))
+    rt_ref_gap_bwd(e->n, ly->cin, ly->h * ly->w, e->dact + out, e->g->act_size,
+                   e->dact + in, e->g->act_size);
+}
+
+static void copy_fwd_op(RT_OP_ARGS) {
+  (void)z;
+  hx *e = X(x);
+  pass_fwd(e, &e->g->layers[l], in, out);
+  (void)prev;
+}
+
+static void copy_bwd_op(RT_OP_ARGS) {
+  (void)z;
+  hx *e = X(x);
+  if (needs_dx(e, &e->g->layers[l])) pass_bwd(e, &e->g->layers[l], in, out);
+  (void)prev;
+}
+
+/* ---- the driver, and phase II's dense gradient ---- */
+
+static void run_calls(hx *x, const ir_call *calls, int n);
+
+static void host_set_driver(rt_backend *b, rt_graph_fn fwd, rt_graph_fn bwd) {
+  host *e = (host *)b;
+  e->fwd = fwd, e->bwd = bwd;
+}
+
+static int host_forward(rt_backend *b) {
+  hx *x = (hx *)b;
+  host *e = (host *)x;
+  if (e->fwd) e->fwd(x);
+  else run_calls(x, e->fc, e->nf);
+  return op_status(x);
+}
+
+static int host_backward(rt_backend *b) {
+  hx *x = (hx *)b;
+  host *e = (host *)x;
+  if (e->bwd) e->bwd(x);
+  else run_calls(x, e->bc, e->nb);
+  return op_status(x);
+}
+
+static int host_run(rt_backend *b, const ir_call *calls, int n) {
+  run_calls((hx *)b, calls, n);
+  return op_status((hx *)b);
+}
+
+static void host_phase2(rt_backend *b, int on) { ((hx *)b)->use_live = on; }
+
+static void host_set_training(rt_backend *b, int on) { ((hx *)b)->training = on; }
+
+static rt_backend_stats host_stats(const rt_backend *b) { return ((const host *)b)->stats; }
+
+static rt_kernels *host_kernels(rt_backend *b) { return ((hx *)b)->backend; }
+
+void rt_host_arena(rt_backend *b, float **act, float **dact, float **grads, size_t *floats) {
+  hx *x = (hx *)b;
+  *act = x->act, *dact = x->dact, *grads = x->grads;
+  *floats = (size_t)x->cap * (size_t)x->g->act_size;
+}
+
+static const float *host_view(rt_backend *b, rt_state which) {
+  hx *x = (hx *)b;
+  host *e = (host *)x;
+  switch (which) {
+  case RT_PARAMS: return x->params;
+  case RT_MOMENTUM: return x->mom;
+  case RT_STATS: return x->stats;
+  case RT_GRADS: grads_dense(x, e->gdense); return e->gdense;
+  case RT_LOGITS: {
+    const ir_graph *g = x->g;
+    int k = g->cfg.classes;
+    for (int i = 0; i < x->n; i++)
+      memcpy(x->logits + i * k, x->act + i * g->act_size + g->tensors[g->logits_t].off,
+             (size_t)k * sizeof(float));
+    return x->logits;
+  }
+  }
+  return NULL;
+}
+
+static float *host_edit(rt_backend *b, rt_state which) {
+  hx *x = (hx *)b;
+  switch (which) {
+  case RT_PARAMS: return params_write(x);
+  case RT_MOMENTUM: return x->mom;
+  case RT_STATS: return x->stats;
+  case RT_GRADS:
+  case RT_LOGITS: break;
+  }
+  return NULL;
+}
+
+/* One thread's share of a conv layer's dense weight gradient: samples
+ * [n * t / T, n * (t + 1) / T), added into dw and db (thread 0's) or into
+ * a zeroed partial of its own. */
+typedef struct dg_job {
+  hx *x;
+  const ir_layer *l;
+  const float *in, *dz; /* sample 0's input and pre-activation gradient */
+  int64_t x_ns, dz_ns;
+  int T;
+  float *dw, *db;
+} dg_job;
+
+static void dg_conv_task(void *arg, int t) {
+  const dg_job *j = arg;
+  host *e = (host *)j->x;
+  const ir_layer *l = j->l;
+  rt_conv_shape cs = {.n = 1, .cin = l->cin, .h = l->h, .w = l->w, .cout = l->cout,
+                      .k = l->k, .stride = l->stride, .pad = l->pad};
+  rt_conv_shape_finish(&cs);
+  int ohw = l->oh * l->ow, fan = (int)ir_fan_in(l), n = j->x->n;
+  float *col = e->dg_cols + t * e->dg_col;
+  float *dw = t ? e->dg_parts + (t - 1) * e->dg_part : j->dw, *db = t ? dw + l->n_w : j->db;
+  if (t) memset(dw, 0, (size_t)(l->n_w + l->cout) * sizeof(float));
+  for (int i = (int)((int64_t)n * t / j->T); i < (int)((int64_t)n * (t + 1) / j->T); i++) {
+    rt_im2col(&cs, j->in + i * j->x_ns, col);
+    const float *d = j->dz + i * j->dz_ns;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, l->cout, fan, ohw, 1.0f, d, ohw, col,
+                ohw, 1.0f, dw, fan);
+    for (int c = 0; c < l->cout; c++) {
+      float acc = 0;
+      for (int q = 0; q < ohw; q++) acc += d[c * ohw + q];
+      db[c] += acc;
+    }
+  }
+}
+
+/* The host's scratch for dg_conv_task; -1 when out of memory. */
+static int dg_scratch(host *e) {
+  if (e->dg_cols) return 0;
+  const ir_graph *g = e->pub.g;
+  int64_t col = 1, part = 1;
+  for (int i = 0; i < g->n_layers; i++) {
+    const ir_layer *l = &g->layers[i];
+    if (l->kind != IR_CONV) continue;
+    if (ir_fan_in(l) * l->oh * l->ow > col) col = ir_fan_in(l) * l->oh * l->ow;
+    if (l->n_w + l->cout > part) part = l->n_w + l->cout;
+  }
+  int T = e->pub.threads;
+  e->dg_cols = malloc((size_t)T * (size_t)col * sizeof(float));
+  e->dg_parts = malloc((size_t)(T > 1 ? T - 1 : 1) * (size_t)part * sizeof(float));
+  if (!e->dg_cols || !e->dg_parts) {
+    free(e->dg_cols), free(e->dg_parts);
+    e->dg_cols = e->dg_parts = NULL;
+    return -1;
+  }
+  e->dg_col = col, e->dg_part = part;
+  return 0;
+}
+
+/* Layer l's dense gradient on the host, added into dw and db: one GEMM
+ * for a linear layer; for a conv, per sample im2col and one GEMM, the
+ * samples split over the threads and summed in thread order, so that a
+ * run is deterministic. */
+static int host_dense_wgrad(hx *x, const ir_layer *l, const float *in, int64_t x_ns,
+                            const float *dz, int64_t dz_ns, float *dw, float *db) {
+  host *e = (host *)x;
+  if (l->kind == IR_LINEAR) {
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, l->cout, l->cin, x->n, 1.0f, dz,
+                (int)dz_ns, in, (int)x_ns, 1.0f, dw, l->cin);
+    for (int i = 0; i < x->n; i++)
+      for (int c = 0; c < l->cout; c++) db[c] += dz[i * dz_ns + c];
+    return 0;
+  }
+  if (dg_scratch(e)) return -1;
+  int T = x->threads < x->n ? x->threads : x->n;
+  if (T < 1 || !e->pool) T = 1;
+  dg_job j = {x, l, in, dz, x_ns, dz_ns, T, dw, db};
+  if (T > 1) rt_pool_run(e->pool, T, dg_conv_task, &j);
+  else dg_conv_task(&j, 0);
+  for (int t = 1; t < T; t++) {
+    const float *p = e->dg_parts + (t - 1) * e->dg_part;
+    for (int64_t k = 0; k < l->n_w; k++) dw[k] += p[k];
+    for (int c = 0; c < l->cout; c++) db[c] += p[l->n_w + c];
+  }
+  return 0;
+}
+
+static int host_dense_grad(rt_backend *b_, const float *in, const uint8_t *labels, int n,
+                           float *out, double *loss) {
+  hx *x = (hx *)b_;
+  char *err = b_->error;
+  size_t errlen = sizeof b_->error;
+  host *e = (host *)x;
+  const ir_graph *g = x->g;
+  rt_kernels *b = x->backend;
+  int dense = b->conv_dense_wgrad && b->linear_dense_wgrad;
+  /* The passes run on the live backend (phase II flips masks between
+   * them). A live layer's dense gradient comes from the training
+   * backend where it has one, else out of the live backend's backward
+   * itself, unmasked. A dead layer passes its input through; it revives
+   * as the identity followed by a ReLU, so the gradient of its
+   * pre-activation is dout * (out > 0). */
+  int was = x->use_live;
+  x->use_live = 1, x->live->unmasked_wgrad = !dense;
+  host_upload(b_, in, n);
+  int rc = host_forward(b_);
+  if (!rc) rc = host_loss(b_, labels, 1, loss, NULL);
+  if (!rc) rc = host_backward(b_);
+  x->live->unmasked_wgrad = 0, x->use_live = was;
+  if (rc) return -1;
+  int64_t ns = g->act_size;
+  for (int li = 0; li < g->n_layers; li++) {
+    const ir_layer *l = &g->layers[li];
+    if (l->w_off < 0 || (l->kind != IR_CONV && l->kind != IR_LINEAR)) continue;
+    const ir_tensor *ti = &g->tensors[l->in_t], *to = &g->tensors[l->out_t];
+    int64_t ioff = ti->off + (int64_t)l->in_ch * l->h * l->w;
+    int64_t ooff = to->off + (int64_t)l->out_ch * l->oh * l->ow;
+    const float *dz;
+    int64_t dz_ns = ns, len = (int64_t)l->cout * l->oh * l->ow;
+    if (x->arch->alive[li]) {
+      if (!dense) {
+        for (int64_t i = 0; i < l->n_w; i++) out[l->w_off + i] += x->grads[l->w_off + i];
+        for (int c = 0; c < l->cout; c++) out[l->b_off + c] += x->grads[l->b_off + c];
+        continue;
+      }
+      dz = x->dact + (l->z_t >= 0 ? g->tensors[l->z_t].off : ooff);
+    } else {
+      float *d = x->scratch;
+      for (int i = 0; i < n; i++)
+        for (int64_t k = 0; k < len; k++)
+          d[i * len + k] = x->act[i * ns + ooff + k] > 0 ? x->dact[i * ns + ooff + k] : 0.0f;
+      dz = d, dz_ns = len;
+    }
+    const float *xin = x->act + ioff;
+    float *dw = out + l->w_off, *db = out + l->b_off;
+    int rc;
+    if (dense) {
+      e->stats.dense_backend++;
+      if (l->kind == IR_CONV) {
+        rt_conv_shape s = {.n = n, .cin = l->cin, .h = l->h, .w = l->w, .cout = l->cout,
+                           .k = l->k, .stride = l->stride, .pad = l->pad, .x_ns = ns,
+                           .y_ns = dz_ns};
+        rt_conv_shape_finish(&s);
+        rc = b->conv_dense_wgrad(b, li, &s, xin, dz, dw, db, err, errlen);
+      } else {
+        rt_linear_shape s = {n, l->cin, l->cout, ns, dz_ns, 0};
+        rc = b->linear_dense_wgrad(b, li, &s, xin, dz, dw, db, err, errlen);
+      }
+    } else {
+      e->stats.dense_host++;
+      rc = host_dense_wgrad(x, l, xin, ns, dz, dz_ns, dw, db);
+      if (rc) snprintf(err, errlen, "out of memory for phase II's dense gradient");
+    }
+    if (rc) return -1;
+  }
+  return 0;
+}
+
+/* ---- the graph ops, timed per layer and direction under a profile ---- */
+
+#define TIMED_OP(name, dir)                                         \
+  void rt_op_##name(RT_OP_ARGS) {                                   \
+    host *e = x;                                               \
+    if (!e->prof) {                                                 \
+      name##_op(x, l, in, z, out, prev);                            \
+      return;                                                       \
+    }                                                               \
+    double t0 = prof_now();                                         \
+    name##_op(x, l, in, z, out, prev);                              \
+    e->prof[PROF_LAYER + 2 * l + (dir)] += prof_now() - t0;         \
+  }
+#define IR_OP(K, name, what) TIMED_OP(name##_fwd, 0) TIMED_OP(name##_bwd, 1)
+#include "ir/ops.def"
+#undef IR_OP
+#undef TIMED_OP
+
+typedef void (*op_fn)(RT_OP_ARGS);
+static const struct {
+  const char *name;
+  op_fn fn;
+} ops[] = {
+#define IR_OP(K, name, what) {"rt_op_" #name "_fwd", rt_op_##name##_fwd}, \
+                             {"rt_op_" #name "_bwd", rt_op_##name##_bwd},
+#include "ir/ops.def"
+#undef IR_OP
+};
+
+static void run_calls(hx *x, const ir_call *calls, int n) {
+  for (int i = 0; i < n; i++) {
+    const ir_call *c = &calls[i];
+    op_fn fn = NULL;
+    for (size_t k = 0; k < sizeof ops / sizeof ops[0]; k++)
+      if (strcmp(ops[k].name, c->fn) == 0) fn = ops[k].fn;
+    assert(fn && c->nargs == 5);
+    fn(x, c->args[0], c->args[1], c->args[2], c->args[3], c->args[4]);
+  }
+}
+
+static const rt_backend_i host_i = {
+    .name = "host",
+    .free = host_free,
+    .prepare = host_prepare,
+    .set_driver = host_set_driver,
+    .upload = host_upload,
+    .forward = host_forward,
+    .loss = host_loss,
+    .backward = host_backward,
+    .run = host_run,
+    .sgd = host_sgd,
+    .set_training = host_set_training,
+    .view = host_view,
+    .edit = host_edit,
+    .phase2 = host_phase2,
+    .dense_grad = host_dense_grad,
+    .stats = host_stats,
+    .profile = host_profile,
+    .profile_pause = host_profile_pause,
+    .profile_report = host_profile_report,
+    .kernels = host_kernels,
+};

@@ -1,0 +1,31 @@
+/* host.h: the host step's graph ops, what the emitted graph driver calls.
+ *
+ * The host step (host.c) is a backend (backend.h) whose state lives in
+ * host memory. ilnasc's driver is a list of calls to these, every layer
+ * index and per-sample arena offset a constant (ir_schedule); x is the
+ * backend the driver was handed (rt_backend_i.forward passes itself).
+ *
+ *   void fwd(void *x) { rt_op_conv_fwd(x, 0, 0, 784, 1568, -1); ... }
+ */
+#ifndef ILNAS_RT_HOST_H
+#define ILNAS_RT_HOST_H
+
+#include <stdint.h>
+
+#include "runtime/backend.h"
+#include "runtime/kernels.h"
+
+typedef struct hx hx;
+
+/* Graph ops: x is the host step, l the layer index, the rest per-sample
+ * arena offsets (-1 when the layer has no such tensor). */
+#define RT_OP_ARGS void *x, int64_t l, int64_t in, int64_t z, int64_t out, int64_t prev
+#define IR_OP(K, name, what) void rt_op_##name##_fwd(RT_OP_ARGS); void rt_op_##name##_bwd(RT_OP_ARGS);
+#include "ir/ops.def"
+#undef IR_OP
+
+/* Inside a host step b (tests that poison it): its activation arena and
+ * gradient (*floats each), and its parameters' gradients (n_params). */
+void rt_host_arena(rt_backend *b, float **act, float **dact, float **grads, size_t *floats);
+
+#endif
