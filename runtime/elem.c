@@ -438,46 +438,66 @@ typedef struct bn_job {
   float *run_mean, *run_var, *save_mean_w, *save_invstd_w, *out, *dx, *dgamma, *dbeta;
 } bn_job;
 
+/* Both passes run over a group of up to BN_GROUP channels sample by
+ * sample, reading each sample's rows of the group as one contiguous
+ * stretch: measured on the 2-core VM, faster than a channel at a time
+ * (whose rows, one per sample, are short strided runs), even though a
+ * channel at a time could keep its rows in L2 between the passes. The
+ * per-channel order of the sums (samples in order) is the same either way. */
+enum { BN_GROUP = 64 };
+
 static void bn_fwd_task(void *arg, int part) {
   const bn_job *j = arg;
   const rt_bn_shape *s = j->s;
   const long xns = bn_x_ns(s), yns = bn_y_ns(s), hw = s->hw;
   const double count = (double)s->n * hw;
   const int c0 = (int)((long)s->c * part / j->parts), c1 = (int)((long)s->c * (part + 1) / j->parts);
-  for (int c = c0; c < c1; c++) {
-    double mean, invstd;
+  const int G = BN_GROUP;
+  for (int g0 = c0; g0 < c1; g0 += G) {
+    const int g1 = g0 + G < c1 ? g0 + G : c1;
+    double cnt = 0.0, mean[BN_GROUP] = {0}, m2[BN_GROUP] = {0};
+    float m[BN_GROUP], k[BN_GROUP];
     if (j->training) {
       assert(count > 0);
-      double cnt = 0.0, m2 = 0.0;
-      mean = 0.0;
       for (int n = 0; n < s->n && hw > 0; n++) {
-        const float *xp = j->x + n * xns + c * hw;
-        float rm = rt_sum(hw, xp) / (float)hw; /* a shift near the row's mean */
-        float s1, s2;
-        row_moments(hw, xp, rm, &s1, &s2);
-        double rmean = rm + (double)s1 / hw, rm2 = s2 - (double)s1 * s1 / hw;
-        if (rm2 < 0.0) rm2 = 0.0;
-        double tot = cnt + hw, d = rmean - mean;
-        mean += d * hw / tot;
-        m2 += rm2 + d * d * cnt * hw / tot;
+        const double tot = cnt + hw;
+        for (int c = g0; c < g1; c++) {
+          const float *xp = j->x + n * xns + c * hw;
+          float rm = rt_sum(hw, xp) / (float)hw; /* a shift near the row's mean */
+          float s1, s2;
+          row_moments(hw, xp, rm, &s1, &s2);
+          double rmean = rm + (double)s1 / hw, rm2 = s2 - (double)s1 * s1 / hw;
+          if (rm2 < 0.0) rm2 = 0.0;
+          double d = rmean - mean[c - g0];
+          mean[c - g0] += d * hw / tot;
+          m2[c - g0] += rm2 + d * d * cnt * hw / tot;
+        }
         cnt = tot;
       }
-      double var = m2 / count;
-      invstd = 1.0 / sqrt(var + RT_BN_EPS);
-      if (j->save_mean_w) j->save_mean_w[c] = (float)mean;
-      if (j->save_invstd_w) j->save_invstd_w[c] = (float)invstd;
-      if (j->run_mean && j->run_var) {
-        double unbiased = count > 1 ? m2 / (count - 1) : var;
-        j->run_mean[c] = (float)((1 - RT_BN_MOMENTUM) * j->run_mean[c] + RT_BN_MOMENTUM * mean);
-        j->run_var[c] = (float)((1 - RT_BN_MOMENTUM) * j->run_var[c] + RT_BN_MOMENTUM * unbiased);
-      }
-    } else {
-      mean = j->run_mean[c];
-      invstd = 1.0 / sqrt((double)j->run_var[c] + RT_BN_EPS);
     }
-    const float m = (float)mean, k = (float)(j->gamma[c] * invstd), b = j->beta[c];
+    for (int c = g0; c < g1; c++) {
+      double mu, invstd;
+      if (j->training) {
+        double var = m2[c - g0] / count;
+        mu = mean[c - g0], invstd = 1.0 / sqrt(var + RT_BN_EPS);
+        if (j->save_mean_w) j->save_mean_w[c] = (float)mu;
+        if (j->save_invstd_w) j->save_invstd_w[c] = (float)invstd;
+        if (j->run_mean && j->run_var) {
+          double unbiased = count > 1 ? m2[c - g0] / (count - 1) : var;
+          j->run_mean[c] = (float)((1 - RT_BN_MOMENTUM) * j->run_mean[c] + RT_BN_MOMENTUM * mu);
+          j->run_var[c] =
+              (float)((1 - RT_BN_MOMENTUM) * j->run_var[c] + RT_BN_MOMENTUM * unbiased);
+        }
+      } else {
+        mu = j->run_mean[c];
+        invstd = 1.0 / sqrt((double)j->run_var[c] + RT_BN_EPS);
+      }
+      m[c - g0] = (float)mu, k[c - g0] = (float)(j->gamma[c] * invstd);
+    }
     for (int n = 0; n < s->n; n++)
-      row_affine(hw, j->x + n * xns + c * hw, m, k, b, j->relu, j->out + n * yns + c * hw);
+      for (int c = g0; c < g1; c++)
+        row_affine(hw, j->x + n * xns + c * hw, m[c - g0], k[c - g0], j->beta[c], j->relu,
+                   j->out + n * yns + c * hw);
   }
 }
 
@@ -543,26 +563,32 @@ static void bn_bwd_task(void *arg, int part) {
   const long xns = bn_x_ns(s), yns = bn_y_ns(s), hw = s->hw;
   const double count = (double)s->n * hw;
   const int c0 = (int)((long)s->c * part / j->parts), c1 = (int)((long)s->c * (part + 1) / j->parts);
-  for (int c = c0; c < c1; c++) {
-    const float m = j->save_mean[c];
-    const double invstd = j->save_invstd[c];
-    double sdy = 0.0, sdyx = 0.0;
-    for (int n = 0; n < s->n; n++) {
-      float a, b;
-      row_grad_sums(hw, j->x + n * xns + c * hw, j->relu ? j->y + n * yns + c * hw : NULL,
-                    j->dy + n * yns + c * hw, j->relu, m, &a, &b);
-      sdy += a, sdyx += b;
-    }
-    const double sdyxh = sdyx * invstd;
-    j->dbeta[c] = (float)sdy;
-    j->dgamma[c] = (float)sdyxh;
-    /* dx = k * (g - mean(g) - xhat * mean(g * xhat)), as the reference */
-    const double k = j->gamma[c] * invstd;
-    const float gm = (float)(sdy / count), kf = (float)k;
-    const float kx = (float)(k * invstd * (sdyxh / count));
+  const int G = BN_GROUP;
+  for (int g0 = c0; g0 < c1; g0 += G) {
+    const int g1 = g0 + G < c1 ? g0 + G : c1;
+    double sdy[BN_GROUP] = {0}, sdyx[BN_GROUP] = {0};
+    float gm[BN_GROUP], kf[BN_GROUP], kx[BN_GROUP];
     for (int n = 0; n < s->n; n++)
-      row_dx(hw, j->x + n * xns + c * hw, j->relu ? j->y + n * yns + c * hw : NULL,
-             j->dy + n * yns + c * hw, j->relu, m, gm, kf, kx, j->dx + n * xns + c * hw);
+      for (int c = g0; c < g1; c++) {
+        float a, b;
+        row_grad_sums(hw, j->x + n * xns + c * hw, j->relu ? j->y + n * yns + c * hw : NULL,
+                      j->dy + n * yns + c * hw, j->relu, j->save_mean[c], &a, &b);
+        sdy[c - g0] += a, sdyx[c - g0] += b;
+      }
+    for (int c = g0; c < g1; c++) {
+      const double invstd = j->save_invstd[c], sdyxh = sdyx[c - g0] * invstd;
+      j->dbeta[c] = (float)sdy[c - g0];
+      j->dgamma[c] = (float)sdyxh;
+      /* dx = k * (g - mean(g) - xhat * mean(g * xhat)), as the reference */
+      const double k = j->gamma[c] * invstd;
+      gm[c - g0] = (float)(sdy[c - g0] / count), kf[c - g0] = (float)k;
+      kx[c - g0] = (float)(k * invstd * (sdyxh / count));
+    }
+    for (int n = 0; n < s->n; n++)
+      for (int c = g0; c < g1; c++)
+        row_dx(hw, j->x + n * xns + c * hw, j->relu ? j->y + n * yns + c * hw : NULL,
+               j->dy + n * yns + c * hw, j->relu, j->save_mean[c], gm[c - g0], kf[c - g0],
+               kx[c - g0], j->dx + n * xns + c * hw);
   }
 }
 
