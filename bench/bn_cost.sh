@@ -1,0 +1,71 @@
+#!/bin/sh
+# What batch norm costs in a training step (issue 14): trains
+# bench/bn_template.ilnas ([conv 3x3, batch norm, ReLU] x2 at 32 and at 64
+# channels, FC 128, ~21% dense, batch 128) and its twin without batch norm,
+# bench/bn_template_nonorm.ilnas, one epoch of IMAGES images each, back to
+# back in PAIRS (default 3) pairs, with --profile. Prints each pair's
+# milliseconds per step with and without batch norm, their ratio, and
+# batch norm's share of the step: the conv rows of the profile table with
+# batch norm less the same rows without, over the step. Medians at the end.
+# usage: [PAIRS=N] bench/bn_cost.sh [IMAGES=6000] [THREADS=2] [BACKEND=cpu]
+#   ILNASC=FILE       the compiler (default: build/bin/ilnasc, built here)
+#   BASE_ILNASC=FILE  a second compiler (another commit's build) measured
+#                     in the same pairs, before the first: before/after
+#   FMNIST=DIR        the data set (default /usr/share/datasets/fashion-mnist)
+#   BENCH_DIR=DIR     scratch (default build/bench-bn)
+set -eu
+images=${1:-6000} threads=${2:-2} backend=${3:-cpu}
+top=$(cd "$(dirname "$0")/.." && pwd)
+data=${FMNIST:-/usr/share/datasets/fashion-mnist}
+work=${BENCH_DIR:-$top/build/bench-bn}
+if [ -z "${ILNASC:-}" ]; then
+  cmake --build "$top/build" --target ilnasc >/dev/null
+  ILNASC=$top/build/bin/ilnasc
+fi
+rm -rf "$work" && mkdir -p "$work"
+sides="new"
+"$ILNASC" "$top/bench/bn_template.ilnas" -o "$work/new-bn"
+"$ILNASC" "$top/bench/bn_template_nonorm.ilnas" -o "$work/new-nobn"
+if [ -n "${BASE_ILNASC:-}" ]; then
+  sides="base new"
+  "$BASE_ILNASC" "$top/bench/bn_template.ilnas" -o "$work/base-bn"
+  "$BASE_ILNASC" "$top/bench/bn_template_nonorm.ilnas" -o "$work/base-nobn"
+fi
+cd "$work"
+# run MODEL: trains it, leaves the profile table in MODEL.prof
+run() {
+  rm -rf "run-$1"
+  "./$1" train --search fixed --epochs 1 --train-limit "$images" --test-limit 100 --data "$data" \
+    --threads "$threads" --backend "$backend" --profile --quiet --run-dir "run-$1" >/dev/null 2>"$1.prof"
+}
+# ms per step, and the conv rows' forward + backward
+total() { awk '$1 == "total" { print $2 }' "$1"; }
+convs() { awk '$2 == "conv" { s += $3 + $4 } END { printf "%.3f", s }' "$1"; }
+echo "bn_template: $images images, batch 128, $threads threads, --backend $backend"
+# one line per pair and side: ms/step with and without batch norm, and
+# the conv rows' sums with and without
+line() {
+  awk -v s="$1" -v i="$2" -v a="$3" -v b="$4" -v c="$5" -v d="$6" 'BEGIN {
+    printf "%s %s: %.1f ms/step with batch norm, %.1f without: %.2fx; batch norm (conv rows) %.1f ms, %.1f%% of the step; the whole difference %.1f%%\n",
+      s, i, a, b, a / b, c - d, 100 * (c - d) / a, 100 * (a - b) / a }'
+}
+pairs=${PAIRS:-3}
+i=1
+while [ "$i" -le "$pairs" ]; do
+  for side in $sides; do
+    run "$side-bn" && run "$side-nobn"
+    a=$(total "$side-bn.prof") b=$(total "$side-nobn.prof")
+    c=$(convs "$side-bn.prof") d=$(convs "$side-nobn.prof")
+    echo "$a $b $c $d" >>"$side.txt"
+    line "$side" "pair $i" "$a" "$b" "$c" "$d"
+  done
+  i=$((i + 1))
+done
+# medians of each column (a pair's own ratio and share are not medianed:
+# the medians of the times are compared)
+for side in $sides; do
+  set -- $(for k in 1 2 3 4; do
+    awk -v k="$k" '{ print $k }' "$side.txt" | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'
+  done)
+  line "$side" "median" "$1" "$2" "$3" "$4"
+done
