@@ -345,11 +345,14 @@ static void test_bn_case(rt_pool *pool, const bn_case *k, int training, int relu
   for (int i = 0; i < n; i++)
     for (int ch = 0; ch < c; ch++) {
       double m = training ? r.sm[ch] : rm0[ch];
-      double kk = gamma[ch] * (training ? r.si[ch] : 1.0 / sqrt(rv0[ch] + RT_BN_EPS));
+      double is = training ? r.si[ch] : 1.0 / sqrt(rv0[ch] + RT_BN_EPS);
+      double kk = gamma[ch] * is;
       for (int j = 0; j < hw; j++) {
         long at = i * ns + ch * hw + j;
         double xv = r.a[xo + at];
-        double scale = fabs(kk) * (fabs(xv) + fabs(m)) + fabs(beta[ch]);
+        /* the rounding of (x - mean) * k + beta in float, and of the
+         * statistics in units of the spread (1 / invstd) */
+        double scale = fabs(kk) * (fabs(xv) + fabs(m) + 1.0 / is) + fabs(beta[ch]);
         bad += !near(f.b[yo + at], r.b[yo + at], 8 * FLT_EPSILON, scale + 1e-30);
       }
     }
