@@ -22,9 +22,13 @@ import torch.nn.functional as F
 
 
 class Masked(nn.Module):
-    def __init__(self, layer, density, relu):
+    """A conv or linear layer with a 0/1 mask, then batch norm when ilnas's
+    layer has it (conv -> BN -> ReLU, ilnas's order), then the ReLU."""
+
+    def __init__(self, layer, density, relu, bn=False):
         super().__init__()
         self.layer, self.relu = layer, relu
+        self.bn = nn.BatchNorm2d(layer.out_channels) if bn else None
         mask = (torch.rand_like(layer.weight) < density).float()
         self.register_buffer("mask", mask)
 
@@ -34,6 +38,8 @@ class Masked(nn.Module):
             y = F.conv2d(x, w, self.layer.bias, self.layer.stride, self.layer.padding)
         else:
             y = F.linear(x.flatten(1), w, self.layer.bias)
+        if self.bn is not None:
+            y = self.bn(y)
         return F.relu(y) if self.relu else y
 
 
@@ -63,7 +69,8 @@ def build(ir_lines, info_lines):
             if not alive.get(name, True):
                 continue
             k, s, p = (int(re.search(r"\b%s(\d+)" % c, line).group(1)) for c in "ksp")
-            layers.append(Masked(nn.Conv2d(cin, cout, k, s, p), density[name], " relu" in line))
+            layers.append(Masked(nn.Conv2d(cin, cout, k, s, p), density[name], " relu" in line,
+                                 " bn" in line))
         elif kind == "linear":
             if not alive.get(name, True):
                 continue
