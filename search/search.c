@@ -124,19 +124,21 @@ int64_t srch_revive_layer(rt_exec *x, int li) {
   int kk = l->k * l->k, centre = (l->k / 2) * l->k + l->k / 2;
   int64_t added = 0;
   rt_exec_set_alive(x, li, 1);
-  /* the identity on the live channels: the centre tap c -> c (and, at
-   * kernel granularity, the rest of that kernel at zero) */
-  float tap[64 * 64];
-  assert(kk <= 64 * 64);
-  for (int k = 0; k < kk; k++) tap[k] = k == centre ? 1.0f : 0.0f;
+  /* the identity on the live channels: the centre tap c -> c (at kernel
+   * granularity the rest of that kernel joins at zero) */
+  const float one = 1.0f;
   int weight = g->cfg.gran == FE_GRAN_WEIGHT;
   for (int c = 0; c < l->cout; c++) {
     if (!has_incoming(g, a, l->prev_t, l->prev_ch + c)) continue;
     int ci = l->prev_ch - l->in_ch + c;
     if (l->kind == IR_LINEAR) ci = c; /* reads the previous layer whole */
     int64_t base = l->w_off + ((int64_t)c * l->cin + ci) * kk;
-    added += weight ? rt_exec_set_unit(x, base + centre, 1, 1, tap + centre)
-                    : rt_exec_set_unit(x, base, kk, 1, tap);
+    if (weight) {
+      added += rt_exec_set_unit(x, base + centre, 1, 1, &one);
+    } else {
+      added += rt_exec_set_unit(x, base, kk, 1, NULL); /* the kernel at zero, */
+      rt_exec_params_write(x)[base + centre] = 1.0f;   /* but its centre tap */
+    }
   }
   return added;
 }
@@ -245,10 +247,10 @@ int srch_refill(srch_state *s, rt_exec *x) {
         for (int k = 0; k < kk; k += ulen) {
           if (rt_rng_uniform(&s->rng) >= d || active + got + ulen > g->cfg.budget)
             continue;
-          float v[64 * 64];
-          assert(ulen <= 64 * 64);
-          for (int t = 0; t < ulen; t++) v[t] = (2.0f * rt_rng_uniform(&s->rng) - 1.0f) * bound;
-          rt_exec_set_unit(x, base + (int64_t)ci * kk + k, ulen, 1, v);
+          int64_t at = base + (int64_t)ci * kk + k;
+          rt_exec_set_unit(x, at, ulen, 1, NULL);
+          float *w = rt_exec_params_write(x);
+          for (int t = 0; t < ulen; t++) w[at + t] = (2.0f * rt_rng_uniform(&s->rng) - 1.0f) * bound;
           got += ulen;
         }
       }
