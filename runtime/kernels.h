@@ -1,9 +1,10 @@
 /* kernels.h: a kernel set, the table of functions that compute one chunk
- * of a conv or linear layer for the exec's step (runtime/exec.c).
+ * of a conv or linear layer for the host step (runtime/host.c).
  *
- * The exec owns the step: the schedule, the arena, the parameters, the
- * batch split, the elementwise ops, the loss and the SGD step; a kernel
- * set owns how a weighted layer's chunk is computed. The reference set
+ * The host step (host.c, a backend) owns the step: the schedule, the
+ * arena, the parameters, the batch split, the elementwise ops, the loss
+ * and the SGD step; a kernel set owns how a weighted layer's chunk is
+ * computed. The reference set
  * wraps the plain-C kernels of ref.h; blas runs OpenBLAS on the masked
  * weights; cpu runs kernels generated for each layer's α pattern and
  * compiled by the LLVM JIT; cuda runs kernels emitted as PTX, and cuBLAS.
@@ -14,7 +15,7 @@
  * overwrites y, backward-to-input accumulates into dx, weight gradients
  * overwrite dw and db, masked weights get exactly 0) and is called on a
  * chunk of the batch: s->n samples, strides in s. Each returns 0, or -1
- * with the reason in b->error (a device that failed); the exec stops the
+ * with the reason in b->error (a device that failed); the host step stops the
  * step and reports it.
  *
  *   rt_kernels *b = rt_kernels_new("cpu", g, err, sizeof err);
@@ -91,10 +92,10 @@ struct rt_kernels {
                         char *err, size_t errlen);
 
   /* Threads the backend may use for work of its own, such as building
-   * kernels; the graph ops (exec.c) set it to theirs. */
+   * kernels; the host step (host.c) sets it to theirs. */
   int threads;
   /* The most samples one call gets, as far as known before the first
-   * prepare (exec sets it: its batch capacity over its threads); 0: not
+   * prepare (the host step sets it: its batch capacity over its threads); 0: not
    * known. Kernels may be shaped for it, never limited by it. */
   int chunk;
 
@@ -103,7 +104,7 @@ struct rt_kernels {
    * that follow live masks (ref, blas), which phase II's passes run on. */
   int unmasked_wgrad;
 
-  /* Optional, NULL: the exec computes it on the host (im2col and OpenBLAS
+  /* Optional, NULL: the host step computes it on the host (im2col and OpenBLAS
    * on its threads, or the live backend's unmasked_wgrad). Phase II's
    * dense gradient of a layer for the whole batch s->n: dL/dW and dL/db
    * at every weight and bias, the missing ones included, from the layer's
@@ -114,7 +115,7 @@ struct rt_kernels {
   int (*linear_dense_wgrad)(rt_kernels *b, int layer, const rt_linear_shape *s, const float *x,
                             const float *dz, float *dw, float *db, char *err, size_t errlen);
 
-  /* Set by a caller that takes weight gradients packed (exec.c does): a
+  /* Set by a caller that takes weight gradients packed (host.c does): a
    * backend may then write a layer's weight gradient as its active
    * weights' only, in the layout wgrad_index gives. */
   int packed_wgrad;
@@ -140,9 +141,9 @@ struct rt_kernels {
    * spreads it over a device itself), rather than one chunk per thread. */
   int whole_batch;
 
-  /* Optional, NULL. The exec's activation arena and its gradient, told
+  /* Optional, NULL. The host step's activation arena and its gradient, told
    * once: a backend that copies them to a device may page-lock them for
-   * faster copies. It releases them in free, which the exec calls before
+   * faster copies. It releases them in free, which the host step calls before
    * it frees the arena. */
   void (*host_memory)(rt_kernels *b, void *p, size_t bytes);
 };

@@ -1,11 +1,11 @@
-/* cuda.c: the CUDA backend. Each conv and linear layer gets kernels
+/* cuda.c: the CUDA kernel set. Each conv and linear layer gets kernels
  * generated for its shapes and α pattern (runtime/cuda/kern.h over
  * kgen/ptx.h), emitted as PTX by LLVM's NVPTX target and loaded with
  * cuModuleLoadDataEx, which JIT-compiles them for the GPU at hand; nvcc
  * is never needed. The driver is opened with dlopen (cu.h).
  *
- * The graph ops (exec.c) still run on the host: each call copies its
- * tensors into device buffers kept for the run (grown, never freed
+ * The host step (host.c) runs the graph ops on the host: each call
+ * copies its tensors into device buffers kept for the run (grown, never freed
  * between calls), packed (only the tensor's own floats of each sample's
  * arena cross), launches, and copies the results back, all on one stream
  * under one lock. The backend asks for the whole batch in one call
