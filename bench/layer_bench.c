@@ -4,9 +4,9 @@
  * same run, at several densities, on 1 and 2 threads: the backend forced
  * onto its JIT kernels, forced onto its dense OpenBLAS path, and left to
  * its own threshold ("auto", what training runs). Threads split the
- * batch the way runtime/exec.c does; OpenBLAS runs single-threaded inside
+ * batch the way runtime/host.c does; OpenBLAS runs single-threaded inside
  * each. Weight-gradient partials are left per thread on both sides (the
- * runtime reduces them after); the backend writes them as runtime/exec.c
+ * runtime reduces them after); the backend writes them as runtime/host.c
  * takes them: packed (the active weights' only) for a sparse linear layer,
  * dense for the rest. Build: see bench/README.md. */
 #include <cblas.h>
@@ -109,7 +109,7 @@ static void *run_task(void *arg) {
                          .k = L->k, .stride = 1, .pad = L->pad};
       rt_conv_shape_finish(&s);
       L->b->conv_fwd(L->b, 0, &s, x, L->wt, L->bias, y);
-      if (L->b->conv_bwd) { /* what runtime/exec.c calls when the backend has it */
+      if (L->b->conv_bwd) { /* what runtime/host.c calls when the backend has it */
         L->b->conv_bwd(L->b, 0, &s, x, dy, NULL, L->wt, dx, L->dw[T->t], L->db[T->t]);
       } else {
         L->b->conv_bwd_data(L->b, 0, &s, dy, L->wt, dx);
@@ -137,7 +137,7 @@ static void *run_task(void *arg) {
       /* one pass per run, as a training step: its calls share wgen */
       rt_linear_shape s = {n, L->in, L->out, 0, 0, L->pass};
       L->b->linear_fwd(L->b, 0, &s, x, L->wt, L->bias, y);
-      if (L->b->linear_bwd) { /* what runtime/exec.c calls when the backend has it */
+      if (L->b->linear_bwd) { /* what runtime/host.c calls when the backend has it */
         L->b->linear_bwd(L->b, 0, &s, x, dy, L->wt, dx, L->dw[T->t], L->db[T->t]);
       } else {
         L->b->linear_bwd_data(L->b, 0, &s, dy, L->wt, dx);
@@ -158,7 +158,7 @@ static void *run_task(void *arg) {
 static void pool_task(void *arg, int t) { run_task((task *)arg + t); }
 
 /* What training does between two passes, untimed on both sides: an SGD
- * step, new weight values. On the backend it goes as runtime/exec.c's: a
+ * step, new weight values. On the backend it goes as runtime/host.c's: a
  * sparse linear layer's packed step (with `copy`) also writes the new
  * weights into the forward kernel's packing, from which the next run
  * makes the backward's rather than packing the dense weights. The
@@ -181,7 +181,7 @@ static double sgd_step(lay *L, int jit, int copy) {
 
 /* One run of the whole batch on `threads` threads: dense OpenBLAS here
  * (jit 0) or the backend L->b (jit 1), after an SGD step. The threads are
- * the runtime's pool, started once, as runtime/exec.c runs its ops
+ * the runtime's pool, started once, as runtime/host.c runs its ops
  * (creating threads for every run cost both sides 0.1-0.3 ms on this VM,
  * a ratio-bending constant). */
 static double run_after(lay *L, int threads, int jit, int copy, double *sgd) {
@@ -254,7 +254,7 @@ static void bench(lay *L, const char *title) {
         exit(1);
       }
       if (v < 2) rt_cpu_set_dense_threshold(bk[v], v == 0 ? 2.0 : 0.0, v == 0 ? 2.0 : 0.0);
-      /* gradients as runtime/exec.c takes them: packed where the backend
+      /* gradients as runtime/host.c takes them: packed where the backend
        * can (sparse linear layers), dense otherwise */
       bk[v]->packed_wgrad = 1;
       if (bk[v]->prepare(bk[v], 0, wm, bm, err, sizeof err)) {
