@@ -433,7 +433,7 @@ static void row_affine(long len, const float *restrict x, float m, float k, floa
 
 typedef struct bn_job {
   const rt_bn_shape *s;
-  int parts, training, relu;
+  int parts, training, relu, assign;
   const float *x, *y, *dy, *gamma, *beta, *save_mean, *save_invstd;
   float *run_mean, *run_var, *save_mean_w, *save_invstd_w, *out, *dx, *dgamma, *dbeta;
 } bn_job;
@@ -543,16 +543,25 @@ static void row_grad_sums(long len, const float *restrict x, const float *restri
   *sg = lanes_sum(a) + ta, *sgx = lanes_sum(b) + tb;
 }
 
-/* dx += (g - gm) * k - (x - m) * kx */
+/* dx += (g - gm) * k - (x - m) * kx; with assign, dx = 0 + it (as added
+ * into zeros: -0 becomes +0), dx not read. */
 static void row_dx(long len, const float *restrict x, const float *restrict y,
                    const float *restrict dy, int relu, float m, float gm, float k, float kx,
-                   float *restrict dx) {
-  if (relu)
+                   int assign, float *restrict dx) {
+  if (relu && assign)
+    for (long i = 0; i < len; i++) {
+      float g = 0.0f + dy[i];
+      g = y[i] > 0.0f ? g : 0.0f;
+      dx[i] = 0.0f + ((g - gm) * k - (x[i] - m) * kx);
+    }
+  else if (relu)
     for (long i = 0; i < len; i++) {
       float g = 0.0f + dy[i];
       g = y[i] > 0.0f ? g : 0.0f;
       dx[i] += (g - gm) * k - (x[i] - m) * kx;
     }
+  else if (assign)
+    for (long i = 0; i < len; i++) dx[i] = 0.0f + ((dy[i] - gm) * k - (x[i] - m) * kx);
   else
     for (long i = 0; i < len; i++) dx[i] += (dy[i] - gm) * k - (x[i] - m) * kx;
 }
@@ -588,7 +597,7 @@ static void bn_bwd_task(void *arg, int part) {
       for (int c = g0; c < g1; c++)
         row_dx(hw, j->x + n * xns + c * hw, j->relu ? j->y + n * yns + c * hw : NULL,
                j->dy + n * yns + c * hw, j->relu, j->save_mean[c], gm[c - g0], kf[c - g0],
-               kx[c - g0], j->dx + n * xns + c * hw);
+               kx[c - g0], j->assign, j->dx + n * xns + c * hw);
   }
 }
 
@@ -612,10 +621,12 @@ void rt_bn_fwd(rt_pool *pool, int parts, const rt_bn_shape *s, int training, int
   else bn_fwd_task(&j, 0);
 }
 
-void rt_bn_bwd(rt_pool *pool, int parts, const rt_bn_shape *s, int relu, const float *x,
-               const float *y, const float *dy, const float *gamma, const float *save_mean,
-               const float *save_invstd, float *dx, float *dgamma, float *dbeta) {
-  bn_job j = {.s = s, .parts = bn_parts(pool, parts, s), .relu = relu, .x = x, .y = y,
+void rt_bn_bwd(rt_pool *pool, int parts, const rt_bn_shape *s, int relu, int assign,
+               const float *x, const float *y, const float *dy, const float *gamma,
+               const float *save_mean, const float *save_invstd, float *dx, float *dgamma,
+               float *dbeta) {
+  bn_job j = {.s = s, .parts = bn_parts(pool, parts, s), .relu = relu, .assign = assign,
+              .x = x, .y = y,
               .dy = dy, .gamma = gamma, .save_mean = save_mean, .save_invstd = save_invstd,
               .dx = dx, .dgamma = dgamma, .dbeta = dbeta};
   if (j.parts > 1) rt_pool_run(pool, j.parts, bn_bwd_task, &j);

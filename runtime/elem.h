@@ -69,7 +69,9 @@ void rt_sgd_packed(size_t j0, size_t j1, const int32_t *idx, float *w, const flo
 
 /* rt_ref_bn_fwd, then with relu max(y, 0) as rt_relu; and rt_ref_bn_bwd
  * of dy masked by y > 0 (y: the forward's output) with relu, as
- * rt_relu_mask, dy otherwise (y unused, may be NULL). Strides as there: x
+ * rt_relu_mask, dy otherwise (y unused, may be NULL); with assign, the
+ * backward overwrites dx (as if it had been cleared) instead of adding
+ * into it. Strides as there: x
  * and dx x_ns, y and dy y_ns. Channels are split over parts tasks of pool
  * (NULL, or a small tensor: all on the caller); each channel is computed
  * whole by one task, so the results do not depend on parts. Within float
@@ -79,9 +81,10 @@ void rt_sgd_packed(size_t j0, size_t j1, const int32_t *idx, float *w, const flo
 void rt_bn_fwd(rt_pool *pool, int parts, const rt_bn_shape *s, int training, int relu,
                const float *x, const float *gamma, const float *beta, float *run_mean,
                float *run_var, float *save_mean, float *save_invstd, float *y);
-void rt_bn_bwd(rt_pool *pool, int parts, const rt_bn_shape *s, int relu, const float *x,
-               const float *y, const float *dy, const float *gamma, const float *save_mean,
-               const float *save_invstd, float *dx, float *dgamma, float *dbeta);
+void rt_bn_bwd(rt_pool *pool, int parts, const rt_bn_shape *s, int relu, int assign,
+               const float *x, const float *y, const float *dy, const float *gamma,
+               const float *save_mean, const float *save_invstd, float *dx, float *dgamma,
+               float *dbeta);
 
 /* rt_ref_sgd over params [i0, i1). */
 void rt_sgd(size_t i0, size_t i1, float *w, const float *g, float *v,

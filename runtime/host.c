@@ -85,8 +85,10 @@ typedef struct host {
    * forward and the backward of each layer. */
   double *prof, *prof_paused;
   int64_t *active; /* per layer: active weights, as of the last prepare */
-  uint8_t *pool_set; /* per layer: a max pool that overwrites its input's
-                      * gradient (sole_pool_writer) */
+  uint8_t *assign; /* per layer: its backward overwrites a gradient that
+                    * is not cleared: a max pool its input's
+                    * (sole_pool_writer), batch norm its pre-activation's
+                    * (z_writer) */
   /* Names the parameters' values for the backends (rt_linear_shape.wgen):
    * new at every change of them (rt_exec_params_write, the SGD step, init,
    * sync_mask), so that a backend may keep what it derived from them
@@ -149,17 +151,20 @@ static void *xcalloc(size_t n, size_t sz, int *oom) {
   return p;
 }
 
-/* The pre-activation of a ReLU layer without batch norm gets its gradient
- * by assignment (relu_bwd), so it needs no clearing if no other layer
- * touches that tensor. Everything else is accumulated into. */
-static int written_before_read(const ir_graph *g, int t) {
-  int owner = 0;
+/* The layer whose backward alone writes the gradient of tensor t, its
+ * pre-activation, by assignment, so that t needs no clearing; -1 if
+ * another layer touches t. A ReLU layer without batch norm assigns it
+ * (relu_bwd, or a backend that fuses the ReLU and never writes it); a
+ * conv with batch norm has rt_bn_bwd overwrite it (bn_act_bwd). */
+static int z_writer(const ir_graph *g, int t) {
+  int owner = -1;
   for (int i = 0; i < g->n_layers; i++) {
     const ir_layer *l = &g->layers[i];
-    if (l->in_t == t || l->out_t == t || l->prev_t == t) return 0;
+    if (l->in_t == t || l->out_t == t || l->prev_t == t) return -1;
     if (l->z_t == t) {
-      if (!l->relu || l->bn || owner) return 0;
-      owner = 1;
+      int assigns = (l->relu && !l->bn) || (l->bn && l->kind == IR_CONV);
+      if (!assigns || owner >= 0) return -1;
+      owner = i;
     }
   }
   return owner;
@@ -196,10 +201,15 @@ static int plan_zero(host *e) {
   int n = 0;
   for (int t = 0; t < g->n_tensors; t++) {
     const ir_tensor *r = &g->tensors[t];
-    if (t == g->input_t || written_before_read(g, t)) continue;
+    if (t == g->input_t) continue;
+    int z = z_writer(g, t);
+    if (z >= 0) {
+      e->assign[z] = g->layers[z].bn; /* batch norm's writes add unless told */
+      continue;
+    }
     int pool = sole_pool_writer(g, t);
     if (pool >= 0) {
-      e->pool_set[pool] = 1;
+      e->assign[pool] = 1;
       continue;
     }
     e->zero[n][0] = r->off, e->zero[n][1] = r->off + (int64_t)r->c * r->h * r->w;
@@ -256,7 +266,7 @@ rt_backend *rt_backend_new(const char *backend, const ir_graph *g, const ir_arch
   e->wpart = xcalloc((size_t)largest_w * (size_t)(x->threads > 1 ? x->threads - 1 : 1),
                      sizeof(float), &oom);
   e->active = xcalloc((size_t)g->n_layers, sizeof *e->active, &oom);
-  e->pool_set = xcalloc((size_t)g->n_layers, 1, &oom);
+  e->assign = xcalloc((size_t)g->n_layers, 1, &oom);
   e->pidx = xcalloc((size_t)g->n_layers, sizeof *e->pidx, &oom);
   e->pn = xcalloc((size_t)g->n_layers, sizeof *e->pn, &oom);
   e->gpacked = xcalloc((size_t)g->n_layers, 1, &oom);
@@ -305,7 +315,7 @@ static void host_free(rt_backend *b) {
   free(x->act), free(x->dact), free(e->params), free(x->grads);
   free(x->mom), free(e->gdense), free(e->dirty), free(x->stats), free(x->bn_save);
   free(x->scratch), free(x->logits), free(e->wpart), free(e->zero), free(e->prof),
-      free(e->prof_paused), free(e->active), free(e->pool_set);
+      free(e->prof_paused), free(e->active), free(e->assign);
   free(e->pidx), free(e->pn), free(e->gpacked), free(e->pk), free(e->wc), free(e->wat);
   free(e->fc), free(e->bc), free(e->dg_cols), free(e->dg_parts);
   rt_pool_free(e->pool);
@@ -769,8 +779,9 @@ static void conv_bwd_chunk(const job *j, int chunk, int n0, int n1) {
 static void bn_act_bwd(hx *e, const ir_layer *ly, int64_t z, int64_t out) {
   int64_t ns = e->g->act_size;
   rt_bn_shape s = {e->n, ly->cout, ly->oh * ly->ow, ns, ns};
-  rt_bn_bwd(((host *)e)->pool, e->threads, &s, ly->relu, e->act + z, e->act + out,
-            e->dact + out, e->params + ly->g_off, e->bn_save + ly->s_off,
+  host *h = (host *)e;
+  rt_bn_bwd(h->pool, e->threads, &s, ly->relu, h->assign[ly - e->g->layers], e->act + z,
+            e->act + out, e->dact + out, e->params + ly->g_off, e->bn_save + ly->s_off,
             e->bn_save + ly->s_off + ly->cout, e->dact + z, e->grads + ly->g_off,
             e->grads + ly->g_off + ly->cout);
 }
@@ -869,7 +880,7 @@ static void pool_bwd_chunk(const job *j, int chunk, int n0, int n1) {
   rt_pool_shape s = pool_shape(j->x, j->l);
   const host *e = (const host *)j->x;
   rt_maxpool_bwd(&s, n0, n1, j->x->act + j->in, j->x->dact + j->out, j->x->dact + j->in,
-                 e->pool_set[j->l - j->x->g->layers]);
+                 e->assign[j->l - j->x->g->layers]);
 }
 
 static void maxpool_fwd_op(RT_OP_ARGS) {

@@ -421,7 +421,7 @@ static void test_bn_case(rt_pool *pool, const bn_case *k, int training, int relu
     rt_ref_bn_bwd(&sr, r.a + xo, d, gamma, r.sm, r.si, dxr + xo, r.dg, r.db);
     float *dxf = ga, *dyf = gb + yo; /* the fast one works in place */
     memcpy(g2, ga, (size_t)size * sizeof(float));
-    rt_bn_bwd(NULL, 1, &s, relu, r.a + xo, r.b + yo, dyf, gamma, r.sm, r.si, dxf + xo, f.dg,
+    rt_bn_bwd(NULL, 1, &s, relu, 0, r.a + xo, r.b + yo, dyf, gamma, r.sm, r.si, dxf + xo, f.dg,
               f.db);
     bad = 0;
     for (int ch = 0; ch < c; ch++) {
@@ -455,12 +455,31 @@ static void test_bn_case(rt_pool *pool, const bn_case *k, int training, int relu
     for (int parts = 2; parts <= 3; parts++) {
       memcpy(g3, g2, (size_t)size * sizeof(float));
       float *dx3 = g3, *dy3 = gb != ga ? gb + yo : g3 + yo;
-      rt_bn_bwd(pool, parts, &s, relu, r.a + xo, r.b + yo, dy3, gamma, r.sm, r.si, dx3 + xo,
+      rt_bn_bwd(pool, parts, &s, relu, 0, r.a + xo, r.b + yo, dy3, gamma, r.sm, r.si, dx3 + xo,
                 f2.dg, f2.db);
       CHECK(!memcmp(g3, ga, (size_t)size * sizeof(float)) &&
                 !memcmp(f.dg, f2.dg, (size_t)c * sizeof(float)) &&
                 !memcmp(f.db, f2.db, (size_t)c * sizeof(float)),
             "%s: backward on %d tasks differs from 1", what, parts);
+    }
+    /* assign: as adding into zeros, bit for bit, whatever dx held (NaN
+     * here); dy kept apart from dx */
+    if (gb != ga) {
+      float *z0 = falloc(size), *z1 = falloc(size);
+      memset(z0, 0, (size_t)size * sizeof(float));
+      for (long i = 0; i < size; i++) z1[i] = NAN;
+      for (int parts = 1; parts <= 2; parts++) {
+        rt_bn_bwd(NULL, 1, &s, relu, 0, r.a + xo, r.b + yo, gbr + yo, gamma, r.sm, r.si, z0 + xo,
+                  f2.dg, f2.db);
+        rt_bn_bwd(pool, parts, &s, relu, 1, r.a + xo, r.b + yo, gbr + yo, gamma, r.sm, r.si,
+                  z1 + xo, f2.dg, f2.db);
+        bad = 0;
+        for (int i = 0; i < n; i++)
+          bad += memcmp(z0 + i * ns + xo, z1 + i * ns + xo, (size_t)len * sizeof(float)) != 0;
+        CHECK(!bad, "%s: assigning dx on %d tasks differs from adding into zeros", what, parts);
+        memset(z0, 0, (size_t)size * sizeof(float));
+      }
+      free(z0), free(z1);
     }
     if (gb != ga) free(gb);
     free(ga), free(g2), free(g3), free(d), free(dxr), free(gbr);
