@@ -180,42 +180,296 @@ int ir_serialize(const ir_graph *g, const ir_arch *a, uint8_t **buf, size_t *n) 
   return 0;
 }
 
-/* Everything a layer points at must exist, and every slice must fit. */
+/* The whole IR is checked here, once, for every reader (checkpoints, the
+ * IR a produced binary embeds): a checkpoint is input from outside, and the
+ * runtime, search and export trust every shape, slice and offset. What
+ * holds is what ir_build produces: each op's shapes follow from its input,
+ * every slice lies inside its tensor, tensors inside the arena without
+ * overlapping, parameter ranges inside the parameter array without
+ * overlapping. All arithmetic is 64-bit over fields already bounded. */
+enum { MAX_ITEM_INT = 1 << 20, MAX_KERNEL = 4096 };
+static const int64_t MAX_FLOATS = (int64_t)1 << 40; /* arena, parameters, stats */
+
+/* Names end up in messages and in generated C (comments, identifiers). */
+static int name_ok(const char *s, int path) {
+  for (; *s; s++) {
+    unsigned char ch = (unsigned char)*s;
+    if (path ? ch < 0x20 || ch == 0x7f
+             : !(ch == '_' || ch == '-' || ch == '.' || (ch >= '0' && ch <= '9') ||
+                 (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z')))
+      return 0;
+  }
+  return 1;
+}
+
+static int finite_in(double v, double lo, double hi) { return v == v && v >= lo && v <= hi; }
+
+static void check_cfg(rbuf *r, const fe_model *m) {
+  if (!name_ok(m->name, 0)) fail(r, "IR model name has characters a model name cannot have");
+  if (!name_ok(m->data_path, 1)) fail(r, "IR data path has control characters");
+  struct { const char *what; int v, lo, hi; } ints[] = {
+      {"cfg.in_c", m->in_c, 1, 4},           {"cfg.in_h", m->in_h, 1, 4096},
+      {"cfg.in_w", m->in_w, 1, 4096},        {"cfg.classes", m->classes, 1, 65536},
+      {"cfg.gran", m->gran, 0, FE_GRAN_KERNEL}, {"cfg.data", m->data, 0, FE_DATA_DIGITS_CSV},
+      {"cfg.aug_crop", m->aug_crop, 0, 4096}, {"cfg.aug_flip", m->aug_flip, 0, 1},
+      {"cfg.batch", m->batch, 1, 65536},     {"cfg.epochs", m->epochs, 0, INT32_MAX},
+      {"cfg.sched", m->sched, 0, FE_SCHED_STEP}, {"cfg.step_every", m->step_every, 1, INT32_MAX},
+      {"cfg.method", m->method, 0, FE_SEARCH_FIXED}, {"cfg.grow_every", m->grow_every, 1, INT32_MAX},
+      {"cfg.freeze_last", m->freeze_last, 0, INT32_MAX},
+      {"cfg.grow_batches", m->grow_batches, 1, INT32_MAX},
+      {"cfg.n_items", m->n_items, 0, FE_MAX_ITEMS},
+  };
+  for (size_t i = 0; i < sizeof ints / sizeof *ints; i++)
+    if (ints[i].v < ints[i].lo || ints[i].v > ints[i].hi)
+      fail(r, "IR %s %d is outside [%d, %d]", ints[i].what, ints[i].v, ints[i].lo, ints[i].hi);
+  struct { const char *what; double v, lo, hi; } reals[] = {
+      {"cfg.density", m->density, 0, 1},      {"cfg.test_split", m->test_split, 0, 1},
+      {"cfg.lr", m->lr, 0, 1e30},             {"cfg.step_gamma", m->step_gamma, 0, 1},
+      {"cfg.momentum", m->momentum, 0, 1},    {"cfg.decay", m->decay, 0, 1e30},
+      {"cfg.alr", m->alr, 0, 1e30},           {"cfg.alr_decay", m->alr_decay, 0, 1},
+      {"cfg.candidates", m->candidates, 1, 1e9}, {"cfg.flat", m->flat, 0, 1},
+  };
+  for (size_t i = 0; i < sizeof reals / sizeof *reals; i++)
+    if (!finite_in(reals[i].v, reals[i].lo, reals[i].hi))
+      fail(r, "IR %s %g is outside [%g, %g]", reals[i].what, reals[i].v, reals[i].lo,
+           reals[i].hi);
+  if (m->budget < 0) fail(r, "IR cfg.budget %lld is negative", (long long)m->budget);
+  for (int i = 0; i < m->n_items && !r->bad; i++) {
+    const fe_item *it = &m->items[i];
+    if (!name_ok(it->name, 0)) fail(r, "IR item %d: its name has characters a name cannot have", i);
+    if (it->kind > FE_REDUCE_GAP) fail(r, "IR item %d: kind %d is not an item kind", i, it->kind);
+    if (it->layers_lo > it->layers_hi || it->width_lo > it->width_hi ||
+        it->layers_hi > MAX_ITEM_INT || it->width_hi > MAX_ITEM_INT ||
+        it->kernel > MAX_ITEM_INT || it->factor > MAX_ITEM_INT || it->dense > 1 ||
+        it->batchnorm > 1)
+      fail(r, "IR item %d (%s): its ranges are inconsistent", i, it->name);
+  }
+}
+
+static int64_t tsize(const ir_tensor *t) { return (int64_t)t->c * t->h * t->w; }
+
+/* A channel slice [ch, ch + n) of tensor t, read or written by layer l with
+ * the given spatial shape. */
+static void check_slice(rbuf *r, const ir_graph *g, int li, const char *what, int t, int ch,
+                        int64_t n, int h, int w) {
+  const ir_layer *l = &g->layers[li];
+  if (r->bad) return;
+  if (t < 0 || t >= g->n_tensors) {
+    fail(r, "IR layer %d (%s): %s tensor %d is not one of its %d tensors", li, l->name, what,
+         t, g->n_tensors);
+    return;
+  }
+  const ir_tensor *T = &g->tensors[t];
+  if (T->h != h || T->w != w)
+    fail(r, "IR layer %d (%s): %s is %dx%d but tensor t%d (%s) is %dx%d", li, l->name, what,
+         h, w, t, T->name, T->h, T->w);
+  else if (ch < 0 || n < 0 || ch + n > T->c)
+    fail(r, "IR layer %d (%s): %s channels %d..%lld lie outside tensor t%d (%s) of %d", li,
+         l->name, what, ch, (long long)(ch + n), t, T->name, T->c);
+}
+
+typedef struct prange {
+  int64_t lo, hi; /* [lo, hi) */
+  int layer;
+} prange;
+
+static int prange_cmp(const void *a, const void *b) {
+  const prange *x = a, *y = b;
+  return x->lo < y->lo ? -1 : x->lo > y->lo;
+}
+
+/* Ranges inside [0, limit) and pairwise disjoint; `what` names them. */
+static void check_ranges(rbuf *r, const ir_graph *g, prange *p, int n, int64_t limit,
+                         const char *what) {
+  for (int i = 0; i < n && !r->bad; i++)
+    if (p[i].lo < 0 || p[i].hi < p[i].lo || p[i].hi > limit)
+      fail(r, "IR layer %d (%s): %s %lld..%lld lie outside the %lld there are", p[i].layer,
+           g->layers[p[i].layer].name, what, (long long)p[i].lo, (long long)p[i].hi,
+           (long long)limit);
+  if (r->bad) return;
+  qsort(p, (size_t)n, sizeof *p, prange_cmp);
+  for (int i = 1; i < n && !r->bad; i++)
+    if (p[i].lo < p[i - 1].hi)
+      fail(r, "IR layer %d (%s): %s %lld..%lld overlap layer %d (%s)'s", p[i].layer,
+           g->layers[p[i].layer].name, what, (long long)p[i].lo, (long long)p[i].hi,
+           p[i - 1].layer, g->layers[p[i - 1].layer].name);
+}
+
+static void check_layer(rbuf *r, const ir_graph *g, int li) {
+  const ir_layer *l = &g->layers[li];
+  const fe_model *m = &g->cfg;
+#define BAD(...) do { fail(r, __VA_ARGS__); return; } while (0)
+  if (!name_ok(l->name, 0)) BAD("IR layer %d: its name has characters a name cannot have", li);
+  if ((unsigned)l->kind >= IR_N_KINDS) BAD("IR layer %d (%s): kind %d is not an op", li, l->name, l->kind);
+  if (l->item < -1 || l->item >= m->n_items)
+    BAD("IR layer %d (%s): item %d is not one of the model's %d", li, l->name, l->item, m->n_items);
+  if (l->index < 0 || l->cin < 1 || l->h < 1 || l->w < 1 || l->cout < 1 || l->oh < 1 ||
+      l->ow < 1 || l->k < 1 || l->k > MAX_KERNEL || l->stride < 1 || l->pad < 0 || l->pad >= l->k ||
+      l->in_ch < 0 || l->out_ch < 0 || l->relu > 1 || l->bn > 1 || l->can_die > 1 ||
+      l->relu < 0 || l->bn < 0 || l->can_die < 0 || l->prev_ch < 0)
+    BAD("IR layer %d (%s): a count or flag is out of range (cin %d, cout %d, h %d, w %d, "
+        "oh %d, ow %d, k %d, stride %d, pad %d, in_ch %d, out_ch %d, prev_ch %d)",
+        li, l->name, l->cin, l->cout, l->h, l->w, l->oh, l->ow, l->k, l->stride, l->pad,
+        l->in_ch, l->out_ch, l->prev_ch);
+  int weighted = l->kind == IR_CONV || l->kind == IR_LINEAR;
+  if (!l->can_die && !g->arch.alive[li])
+    BAD("IR layer %d (%s): dead, but it cannot die", li, l->name);
+  if (l->bn && l->kind != IR_CONV) BAD("IR layer %d (%s): batch norm on a %s", li, l->name, ir_kind_name(l->kind));
+  if (!weighted && (l->relu || l->can_die || l->z_t != -1 || l->prev_t != -1))
+    BAD("IR layer %d (%s): a %s has no ReLU, pre-activation or pass-through", li, l->name,
+        ir_kind_name(l->kind));
+  if (l->in_t < 0 || l->in_t >= g->n_tensors)
+    BAD("IR layer %d (%s): input tensor %d is not one of its %d tensors", li, l->name, l->in_t, g->n_tensors);
+  const ir_tensor *in = &g->tensors[l->in_t];
+  int64_t read_c = l->cin; /* channels read from in_t */
+  switch (l->kind) {
+  case IR_CONV: {
+    int64_t oh = ((int64_t)l->h + 2 * l->pad - l->k) / l->stride + 1;
+    int64_t ow = ((int64_t)l->w + 2 * l->pad - l->k) / l->stride + 1;
+    if ((int64_t)l->h + 2 * l->pad < l->k || (int64_t)l->w + 2 * l->pad < l->k ||
+        l->oh != oh || l->ow != ow)
+      BAD("IR layer %d (%s): output %dx%d does not follow from input %dx%d, kernel %d, "
+          "stride %d, pad %d", li, l->name, l->oh, l->ow, l->h, l->w, l->k, l->stride, l->pad);
+    break;
+  }
+  case IR_LINEAR: {
+    if (l->h != 1 || l->w != 1 || l->oh != 1 || l->ow != 1 || l->k != 1 || l->stride != 1 ||
+        l->pad != 0)
+      BAD("IR layer %d (%s): a linear layer's shapes are 1x1", li, l->name);
+    int64_t plane = (int64_t)in->h * in->w;
+    if (l->cin % plane != 0 || (l->in_ch != 0 && plane != 1))
+      BAD("IR layer %d (%s): cin %d is not a whole channel slice of tensor t%d (%s, %dx%dx%d) "
+          "from channel %d", li, l->name, l->cin, l->in_t, in->name, in->c, in->h, in->w, l->in_ch);
+    read_c = l->cin / plane;
+    break;
+  }
+  case IR_MAXPOOL:
+    if (l->k != l->stride || l->pad != 0 || l->cin != l->cout || l->oh != l->h / l->k ||
+        l->ow != l->w / l->k)
+      BAD("IR layer %d (%s): max pool %dx%dx%d -> %dx%dx%d does not follow from window %d", li,
+          l->name, l->cin, l->h, l->w, l->cout, l->oh, l->ow, l->k);
+    break;
+  case IR_GAP:
+  case IR_COPY:
+    if (l->k != 1 || l->stride != 1 || l->pad != 0 || l->cin != l->cout ||
+        (l->kind == IR_GAP ? l->oh != 1 || l->ow != 1 : l->oh != l->h || l->ow != l->w))
+      BAD("IR layer %d (%s): %s %dx%dx%d -> %dx%dx%d is not its shape", li, l->name,
+          ir_kind_name(l->kind), l->cin, l->h, l->w, l->cout, l->oh, l->ow);
+    break;
+  }
+  if (l->kind == IR_LINEAR)
+    check_slice(r, g, li, "input", l->in_t, l->in_ch, read_c, in->h, in->w);
+  else
+    check_slice(r, g, li, "input", l->in_t, l->in_ch, read_c, l->h, l->w);
+  check_slice(r, g, li, "output", l->out_t, l->out_ch, l->cout, l->oh, l->ow);
+  if (r->bad) return;
+  if (l->in_t == l->out_t && l->in_ch < l->out_ch + l->cout && l->out_ch < l->in_ch + read_c)
+    BAD("IR layer %d (%s): writes the channels it reads", li, l->name);
+  if (l->kind == IR_CONV || (l->kind == IR_LINEAR && l->relu)) {
+    check_slice(r, g, li, "pre-activation", l->z_t, 0, l->cout, l->oh, l->ow);
+    if (!r->bad && (l->z_t == l->in_t || l->z_t == l->out_t))
+      BAD("IR layer %d (%s): its pre-activation shares a tensor", li, l->name);
+  } else if (l->z_t != -1) {
+    BAD("IR layer %d (%s): z_t %d where it has no pre-activation", li, l->name, l->z_t);
+  }
+  if (l->can_die)
+    check_slice(r, g, li, "pass-through source", l->prev_t, l->prev_ch, l->cout, l->oh, l->ow);
+  else if (l->prev_t != -1)
+    BAD("IR layer %d (%s): prev_t %d but it cannot die", li, l->name, l->prev_t);
+  if (r->bad) return;
+  if (weighted) {
+    int64_t cc = (int64_t)l->cout * l->cin, kk = (int64_t)l->k * l->k; /* < 2^48, 2^24 */
+    if (cc > MAX_FLOATS / kk)
+      BAD("IR layer %d (%s): %d x %d weights of %dx%d do not fit", li, l->name, l->cout, l->cin,
+          l->k, l->k);
+    if (l->w_off > MAX_FLOATS || l->b_off > MAX_FLOATS || l->g_off > MAX_FLOATS ||
+        l->s_off > MAX_FLOATS)
+      BAD("IR layer %d (%s): a parameter offset is out of range (w_off %lld, b_off %lld, "
+          "g_off %lld, s_off %lld)", li, l->name, (long long)l->w_off, (long long)l->b_off,
+          (long long)l->g_off, (long long)l->s_off);
+    if (l->n_w != cc * kk)
+      BAD("IR layer %d (%s): n_w %lld is not cout*cin*k*k = %lld", li, l->name,
+          (long long)l->n_w, (long long)(cc * kk));
+    if (l->w_off < 0 || l->b_off < 0 || (l->bn ? l->g_off < 0 || l->s_off < 0
+                                             : l->g_off != -1 || l->s_off != -1))
+      BAD("IR layer %d (%s): parameter offsets w_off %lld, b_off %lld, g_off %lld, s_off %lld "
+          "are not those of its op", li, l->name, (long long)l->w_off, (long long)l->b_off,
+          (long long)l->g_off, (long long)l->s_off);
+    /* exec's layer_of takes a layer's parameters as one block: w, b, gamma/beta */
+    if (l->b_off != l->w_off + l->n_w || (l->bn && l->g_off != l->b_off + l->cout))
+      BAD("IR layer %d (%s): b_off %lld and g_off %lld do not follow its weights at w_off %lld",
+          li, l->name, (long long)l->b_off, (long long)l->g_off, (long long)l->w_off);
+  } else if (l->w_off != -1 || l->n_w != 0 || l->b_off != -1 || l->g_off != -1 || l->s_off != -1) {
+    BAD("IR layer %d (%s): a %s has no parameters", li, l->name, ir_kind_name(l->kind));
+  }
+#undef BAD
+}
+
 static void check_graph(rbuf *r, const ir_graph *g) {
+  const fe_model *m = &g->cfg;
+  check_cfg(r, m);
+  if (r->bad) return;
+  if (g->act_size > MAX_FLOATS || g->n_params > MAX_FLOATS || g->n_stats > MAX_FLOATS) {
+    fail(r, "IR sizes out of range (arena %lld, parameters %lld, statistics %lld floats)",
+         (long long)g->act_size, (long long)g->n_params, (long long)g->n_stats);
+    return;
+  }
+  prange *p = malloc(((size_t)g->n_tensors + 3 * (size_t)g->n_layers) * sizeof *p);
+  if (!p) {
+    fail(r, "out of memory");
+    return;
+  }
   for (int i = 0; i < g->n_tensors && !r->bad; i++) {
     const ir_tensor *t = &g->tensors[i];
-    if (t->off < 0 || t->off + (int64_t)t->c * t->h * t->w > g->act_size)
-      fail(r, "IR tensor %d lies outside the arena", i);
+    if (!name_ok(t->name, 0)) fail(r, "IR tensor %d: its name has characters a name cannot have", i);
+    if (t->off < 0 || t->off > g->act_size || tsize(t) > g->act_size - t->off)
+      fail(r, "IR tensor t%d (%s): offset %lld of %dx%dx%d lies outside the arena of %lld", i,
+           t->name, (long long)t->off, t->c, t->h, t->w, (long long)g->act_size);
+    p[i] = (prange){t->off, t->off + tsize(t), i};
   }
+  if (!r->bad) {
+    qsort(p, (size_t)g->n_tensors, sizeof *p, prange_cmp);
+    for (int i = 1; i < g->n_tensors && !r->bad; i++)
+      if (p[i].lo < p[i - 1].hi)
+        fail(r, "IR tensor t%d (%s) overlaps tensor t%d (%s) in the arena", p[i].layer,
+             g->tensors[p[i].layer].name, p[i - 1].layer, g->tensors[p[i - 1].layer].name);
+  }
+  if (!r->bad && (g->input_t < 0 || g->input_t >= g->n_tensors || g->logits_t < 0 ||
+                  g->logits_t >= g->n_tensors || g->input_t == g->logits_t))
+    fail(r, "IR input tensor %d or logits tensor %d is not one of its %d tensors", g->input_t,
+         g->logits_t, g->n_tensors);
+  if (!r->bad) {
+    const ir_tensor *in = &g->tensors[g->input_t], *lg = &g->tensors[g->logits_t];
+    if (in->c != m->in_c || in->h != m->in_h || in->w != m->in_w)
+      fail(r, "IR input tensor t%d (%s) is %dx%dx%d but cfg's input is %dx%dx%d", g->input_t,
+           in->name, in->c, in->h, in->w, m->in_c, m->in_h, m->in_w);
+    else if (lg->c != m->classes || lg->h != 1 || lg->w != 1)
+      fail(r, "IR cfg.classes %d does not match the logits tensor t%d (%s, %dx%dx%d)",
+           m->classes, g->logits_t, lg->name, lg->c, lg->h, lg->w);
+  }
+  for (int i = 0; i < g->n_layers && !r->bad; i++) check_layer(r, g, i);
+  int np = 0, ns = 0;
   for (int i = 0; i < g->n_layers && !r->bad; i++) {
     const ir_layer *l = &g->layers[i];
-    int ts[3] = {l->in_t, l->out_t, l->z_t};
-    for (int k = 0; k < 3; k++)
-      if (ts[k] < (k == 2 ? -1 : 0) || ts[k] >= g->n_tensors)
-        fail(r, "IR layer %d names tensor %d of %d", i, ts[k], g->n_tensors);
-    if (l->prev_t < -1 || l->prev_t >= g->n_tensors)
-      fail(r, "IR layer %d names tensor %d of %d", i, l->prev_t, g->n_tensors);
-    if (r->bad) return;
-    int64_t plane = (int64_t)l->h * l->w, oplane = (int64_t)l->oh * l->ow;
-    const ir_tensor *in = &g->tensors[l->in_t], *out = &g->tensors[l->out_t];
-    int64_t in_sz = (int64_t)in->c * in->h * in->w;
-    int64_t in_need = l->kind == IR_LINEAR ? (int64_t)l->cin
-                                           : ((int64_t)l->in_ch + l->cin) * plane;
-    if (l->kind == IR_LINEAR) in_need += (int64_t)l->in_ch * in->h * in->w;
-    if (in_need > in_sz || (int64_t)(l->out_ch + l->cout) * oplane >
-                               (int64_t)out->c * out->h * out->w)
-      fail(r, "IR layer %d reads or writes outside its tensors", i);
-    if (l->w_off >= 0 &&
-        (l->n_w != (int64_t)l->cout * l->cin * l->k * l->k ||
-         l->w_off + l->n_w > g->n_params || l->b_off < 0 ||
-         l->b_off + l->cout > g->n_params ||
-         (l->bn && (l->g_off < 0 || l->g_off + 2 * l->cout > g->n_params ||
-                    l->s_off < 0 || l->s_off + 2 * l->cout > g->n_stats))))
-      fail(r, "IR layer %d has parameters outside the parameter array", i);
+    if (l->w_off < 0) continue;
+    int64_t end = l->b_off + l->cout + (l->bn ? 2 * (int64_t)l->cout : 0);
+    p[np++] = (prange){l->w_off, end, i};
   }
-  if (g->input_t < 0 || g->input_t >= g->n_tensors || g->logits_t < 0 ||
-      g->logits_t >= g->n_tensors)
-    fail(r, "IR input or logits tensor out of range");
+  check_ranges(r, g, p, np, g->n_params, "parameters");
+  for (int i = 0; i < g->n_layers && !r->bad; i++) {
+    const ir_layer *l = &g->layers[i];
+    if (l->bn) p[ns++] = (prange){l->s_off, l->s_off + 2 * (int64_t)l->cout, i};
+  }
+  check_ranges(r, g, p, ns, g->n_stats, "statistics");
+  /* the logits come from the last layer, a linear one without ReLU */
+  if (!r->bad) {
+    const ir_layer *last = &g->layers[g->n_layers - 1];
+    if (last->kind != IR_LINEAR || last->out_t != g->logits_t || last->out_ch != 0 ||
+        last->relu || last->cout != m->classes)
+      fail(r, "IR layer %d (%s): the last layer does not write the %d logits", g->n_layers - 1,
+           last->name, m->classes);
+  }
+  free(p);
 }
 
 ir_graph *ir_deserialize(const uint8_t *buf, size_t n, char *err,
