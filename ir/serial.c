@@ -322,6 +322,8 @@ static void check_layer(rbuf *r, const ir_graph *g, int li) {
     BAD("IR layer %d (%s): input tensor %d is not one of its %d tensors", li, l->name, l->in_t, g->n_tensors);
   const ir_tensor *in = &g->tensors[l->in_t];
   int64_t read_c = l->cin; /* channels read from in_t */
+  if (l->kind != IR_LINEAR) check_slice(r, g, li, "input", l->in_t, l->in_ch, read_c, l->h, l->w);
+  if (r->bad) return;
   switch (l->kind) {
   case IR_CONV: {
     int64_t oh = ((int64_t)l->h + 2 * l->pad - l->k) / l->stride + 1;
@@ -357,10 +359,7 @@ static void check_layer(rbuf *r, const ir_graph *g, int li) {
           ir_kind_name(l->kind), l->cin, l->h, l->w, l->cout, l->oh, l->ow);
     break;
   }
-  if (l->kind == IR_LINEAR)
-    check_slice(r, g, li, "input", l->in_t, l->in_ch, read_c, in->h, in->w);
-  else
-    check_slice(r, g, li, "input", l->in_t, l->in_ch, read_c, l->h, l->w);
+  if (l->kind == IR_LINEAR) check_slice(r, g, li, "input", l->in_t, l->in_ch, read_c, in->h, in->w);
   check_slice(r, g, li, "output", l->out_t, l->out_ch, l->cout, l->oh, l->ow);
   if (r->bad) return;
   if (l->in_t == l->out_t && l->in_ch < l->out_ch + l->cout && l->out_ch < l->in_ch + read_c)
@@ -427,17 +426,12 @@ static void check_graph(rbuf *r, const ir_graph *g) {
            t->name, (long long)t->off, t->c, t->h, t->w, (long long)g->act_size);
     p[i] = (prange){t->off, t->off + tsize(t), i};
   }
-  if (!r->bad) {
-    qsort(p, (size_t)g->n_tensors, sizeof *p, prange_cmp);
-    for (int i = 1; i < g->n_tensors && !r->bad; i++)
-      if (p[i].lo < p[i - 1].hi)
-        fail(r, "IR tensor t%d (%s) overlaps tensor t%d (%s) in the arena", p[i].layer,
-             g->tensors[p[i].layer].name, p[i - 1].layer, g->tensors[p[i - 1].layer].name);
-  }
   if (!r->bad && (g->input_t < 0 || g->input_t >= g->n_tensors || g->logits_t < 0 ||
-                  g->logits_t >= g->n_tensors || g->input_t == g->logits_t))
+                  g->logits_t >= g->n_tensors))
     fail(r, "IR input tensor %d or logits tensor %d is not one of its %d tensors", g->input_t,
          g->logits_t, g->n_tensors);
+  if (!r->bad && g->input_t == g->logits_t)
+    fail(r, "IR input and logits are the same tensor t%d", g->input_t);
   if (!r->bad) {
     const ir_tensor *in = &g->tensors[g->input_t], *lg = &g->tensors[g->logits_t];
     if (in->c != m->in_c || in->h != m->in_h || in->w != m->in_w)
@@ -446,6 +440,13 @@ static void check_graph(rbuf *r, const ir_graph *g) {
     else if (lg->c != m->classes || lg->h != 1 || lg->w != 1)
       fail(r, "IR cfg.classes %d does not match the logits tensor t%d (%s, %dx%dx%d)",
            m->classes, g->logits_t, lg->name, lg->c, lg->h, lg->w);
+  }
+  if (!r->bad) {
+    qsort(p, (size_t)g->n_tensors, sizeof *p, prange_cmp);
+    for (int i = 1; i < g->n_tensors && !r->bad; i++)
+      if (p[i].lo < p[i - 1].hi)
+        fail(r, "IR tensor t%d (%s) overlaps tensor t%d (%s) in the arena", p[i].layer,
+             g->tensors[p[i].layer].name, p[i - 1].layer, g->tensors[p[i - 1].layer].name);
   }
   for (int i = 0; i < g->n_layers && !r->bad; i++) check_layer(r, g, i);
   int np = 0, ns = 0;
