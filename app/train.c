@@ -14,6 +14,7 @@
 #include "app/train.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdlib.h>
@@ -122,6 +123,12 @@ static double evaluate(rt_exec *x, const rt_dataset *d, const rt_norm *nm, int l
     return NAN;
   }
   *loss = total / n;
+  if (!isfinite(*loss)) {
+    fprintf(stderr, "error: evaluating: the test loss is not finite (the network "
+            "diverged)\n");
+    *loss = NAN;
+    return NAN;
+  }
   return (double)correct / n;
 }
 
@@ -178,6 +185,7 @@ static int expand_now(const fe_model *m, int epochs, int done, double prev_loss,
 
 static void log_expand(FILE *f, const ir_graph *g, int epoch, const srch_event *ev,
                        double secs) {
+  /* the caller has checked that both losses are finite */
   fprintf(f, "{\"event\": \"expand\", \"epoch\": %d, \"seconds\": %.3f, \"added\": %" PRId64
           ", \"active_params\": %" PRId64 ", \"new_nodes\": %d, \"new_layers\": %d"
           ", \"placeholders\": %d, \"loss_before\": %.6f, \"loss_after\": %.6f"
@@ -186,12 +194,12 @@ static void log_expand(FILE *f, const ir_graph *g, int epoch, const srch_event *
   int first = 1;
   for (int i = 0; i < g->n_layers; i++)
     if (ev->per_layer && ev->per_layer[i]) {
-      fprintf(f, "%s\"%s\": %" PRId64, first ? "" : ", ", g->layers[i].name,
-              ev->per_layer[i]);
+      fputs(first ? "" : ", ", f);
+      app_json_str(f, g->layers[i].name);
+      fprintf(f, ": %" PRId64, ev->per_layer[i]);
       first = 0;
     }
   fprintf(f, "}}\n");
-  fflush(f);
 }
 
 /* The state of one training run, handed from stage to stage. */
@@ -212,6 +220,7 @@ typedef struct train_run {
   float *buf, *pbuf;       /* one training batch; phase II's batches */
   uint8_t *lab, *plab;     /* their labels */
   FILE *metrics;           /* run_dir/metrics.jsonl */
+  char mpath[4096];        /* its name */
   char path[4096];         /* the file last opened or saved */
   char budget[32];         /* the model's budget, for the terminal */
   int tty;                 /* progress lines on a terminal */
@@ -219,6 +228,7 @@ typedef struct train_run {
   double t0;               /* when training started, for the report */
   int64_t active;          /* active parameters, for the terminal */
   double test_acc;         /* the last epoch's */
+  int tested;              /* test_acc holds a value */
   long profiled;           /* training steps timed */
 } train_run;
 
@@ -305,13 +315,106 @@ static int start_search(train_run *r) {
   return 0;
 }
 
-/* The run directory and its metrics.jsonl, appended to by a resumed run. */
+/* The epoch a metrics line belongs to (its "epoch" field), or -1. */
+static long line_epoch(const char *line, size_t n) {
+  static const char key[] = "\"epoch\": ";
+  size_t k = sizeof key - 1;
+  for (size_t i = 0; i + k < n; i++)
+    if (memcmp(line + i, key, k) == 0) return strtol(line + i + k, NULL, 10);
+  return -1;
+}
+
+/* A resumed run's metrics.jsonl: a run killed after an epoch's lines but
+ * before that epoch's last.ckpt left lines the resumed run writes again, so
+ * the file is cut before the first line past the checkpoint's epoch (and
+ * before an unfinished last line). */
+static int trim_metrics(const char *path, int epoch) {
+  FILE *f = fopen(path, "rb");
+  if (!f) return errno == ENOENT ? 0 : -1;
+  char *line = NULL;
+  size_t cap = 0, keep = 0;
+  for (;;) {
+    size_t n = 0;
+    int c;
+    while ((c = getc(f)) != EOF) {
+      if (n + 2 > cap) {
+        char *t = realloc(line, cap = cap ? 2 * cap : 256);
+        if (!t) { free(line); fclose(f); errno = ENOMEM; return -1; }
+        line = t;
+      }
+      line[n++] = (char)c;
+      if (c == '\n') break;
+    }
+    if (n == 0 || line[n - 1] != '\n' || line_epoch(line, n) > epoch) break;
+    keep += n;
+  }
+  int bad = ferror(f);
+  free(line);
+  fclose(f);
+  if (bad) return -1;
+  return truncate(path, (off_t)keep);
+}
+
+/* The run directory and its metrics.jsonl, appended to by a resumed run
+ * (past the checkpoint's epoch trimmed). */
 static int open_metrics(train_run *r) {
   if (make_dir(r->o->run_dir)) return -1;
-  snprintf(r->path, sizeof r->path, "%s/metrics.jsonl", r->o->run_dir);
-  r->metrics = fopen(r->path, r->o->resume ? "a" : "w");
+  snprintf(r->mpath, sizeof r->mpath, "%s/metrics.jsonl", r->o->run_dir);
+  if (r->o->resume && trim_metrics(r->mpath, r->st.epoch)) {
+    fprintf(stderr, "error: cannot trim '%s' to epoch %d: %s\n", r->mpath, r->st.epoch,
+            strerror(errno));
+    return -1;
+  }
+  r->metrics = fopen(r->mpath, r->o->resume ? "a" : "w");
   if (!r->metrics) {
-    fprintf(stderr, "error: cannot write '%s': %s\n", r->path, strerror(errno));
+    fprintf(stderr, "error: cannot write '%s': %s\n", r->mpath, strerror(errno));
+    return -1;
+  }
+  return 0;
+}
+
+/* Pushes the metrics lines written so far to the file; a failed write (a
+ * full disk) ends the run like a failed checkpoint does. */
+static int flush_metrics(train_run *r) {
+  errno = 0;
+  if (fflush(r->metrics) == 0 && !ferror(r->metrics)) return 0;
+  fprintf(stderr, "%serror: writing '%s' failed: %s\n", r->tty ? "\n" : "", r->mpath,
+          errno ? strerror(errno) : "I/O error");
+  return -1;
+}
+
+/* The first epoch after which the schedule may expand (expand_now): the
+ * grow_every beat or, from the second epoch on, the flat trigger. The run
+ * grows at all only if it is before the frozen epochs. */
+static int first_expansion(const fe_model *m) {
+  int first = m->grow_every;
+  if (m->flat > 0 && first > 2) first = 2;
+  return first;
+}
+
+/* --resume: the checkpoint's seed and search are the run's; an option that
+ * names other ones is refused rather than silently ignored or mixed in. */
+static int check_resume(train_run *r) {
+  const app_train_opts *o = r->o;
+  if (o->seed >= 0 && (uint64_t)o->seed != r->st.seed) {
+    fprintf(stderr, "error: %s was trained with seed %" PRIu64 ", not --seed %" PRId64
+            "; resume without --seed, or start a new run\n", o->resume, r->st.seed,
+            o->seed);
+    return -1;
+  }
+  if (r->st.search > 0) {
+    fe_search was = (fe_search)(r->st.search - 1);
+    if (o->search >= 0 && (fe_search)o->search != was) {
+      fprintf(stderr, "error: %s was trained with --search %s, not --search %s; resume "
+              "without --search, or start a new run\n", o->resume, ir_search_name(was),
+              ir_search_name((fe_search)o->search));
+      return -1;
+    }
+    r->method = was;
+  }
+  if (r->st.epoch > r->epochs) {
+    fprintf(stderr, "error: %s has %d epochs done, more than the %d asked for; resume "
+            "with --epochs %d or more\n", o->resume, r->st.epoch, r->epochs, r->st.epoch);
     return -1;
   }
   return 0;
@@ -346,6 +449,8 @@ static int setup(train_run *r, ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd,
   r->x = o->resume ? resume_exec(g, o->resume, r->threads, r->backend, &r->st)
                    : fresh_exec(g, o, r->threads, r->backend, &r->st);
   if (!r->x) return -1;
+  if (o->resume && check_resume(r)) return -1;
+  r->st.search = (int)r->method + 1;
   rt_exec_set_driver(r->x, fwd, bwd);
   /* a resumed run keeps the statistics it started with */
   if (!o->resume) rt_data_norm(&r->train, &r->st.norm);
@@ -368,6 +473,11 @@ static int setup(train_run *r, ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd,
             "search %s, backend %s, %" PRId64 " active parameters of %s\n", m->name,
             r->train.n, r->epochs, m->batch, r->threads, ir_search_name(r->method),
             r->backend, r->active, r->budget);
+  if (r->method != FE_SEARCH_FIXED && first_expansion(m) >= r->epochs - m->freeze_last)
+    fprintf(stderr, "warning: with %d epochs, 'every %d epoch' and 'freeze last %d' the "
+            "schedule leaves no expansion: the %s search will not grow the network "
+            "(train at least %d epochs)\n", r->epochs, m->grow_every, m->freeze_last,
+            ir_search_name(r->method), first_expansion(m) + m->freeze_last + 1);
   if (o->profile && rt_exec_profile(r->x)) {
     fprintf(stderr, "error: out of memory\n");
     return -1;
@@ -392,6 +502,12 @@ static int train_epoch(train_run *r, epoch_stats *e) {
     rt_exec_forward(x);
     int c = 0;
     double loss = rt_exec_loss(x, r->lab, 1, &c);
+    if (!isfinite(loss)) {
+      fprintf(stderr, "%serror: the training loss diverged at step %d of epoch %d (it is "
+              "%s; try a smaller learning rate than %g)\n", r->tty ? "\n" : "", s + 1,
+              ep + 1, isnan(loss) ? "not a number" : "infinite", m->lr);
+      return -1;
+    }
     rt_exec_backward(x);
     char err[512];
     if (rt_exec_status(x, err, sizeof err)) {
@@ -429,6 +545,7 @@ static int test_epoch(train_run *r, const epoch_stats *e) {
   r->test_acc = evaluate(r->x, &r->test, &r->nm, ep + 1 < r->epochs ? r->o->test_limit : 0,
                          &test_loss);
   if (isnan(r->test_acc)) return -1;
+  r->tested = 1;
   r->st.epoch = ep + 1;
   r->active = ir_count_params(r->g, r->x->arch).active;
   double secs = now() - e->start;
@@ -438,7 +555,7 @@ static int test_epoch(train_run *r, const epoch_stats *e) {
           ", \"lr\": %.6g, \"train_seconds\": %.3f, \"seconds\": %.3f}\n",
           ep + 1, e->train_loss, (double)e->correct / e->seen, test_loss, r->test_acc,
           r->active, lr_at(m, r->epochs, ep, 0), e->train_secs, secs);
-  fflush(r->metrics);
+  if (flush_metrics(r)) return -1;
   if (!r->o->quiet)
     fprintf(stderr, "%sepoch %d/%d  loss %.4f  train %.2f%%  test %.2f%%  "
             "params %" PRId64 "/%s  %.1fs\n", r->tty ? "\r" : "", ep + 1, r->epochs,
@@ -471,7 +588,14 @@ static int grow(train_run *r, const epoch_stats *e) {
     return -1;
   }
   if (grown == 0) {
+    if (!isfinite(ev.loss_before) || !isfinite(ev.loss_after)) {
+      fprintf(stderr, "error: phase II: the loss is not finite (%g -> %g); the network "
+              "diverged (try a smaller learning rate than %g)\n", ev.loss_before,
+              ev.loss_after, m->lr);
+      return -1;
+    }
     log_expand(r->metrics, r->g, done, &ev, now() - tg);
+    if (flush_metrics(r)) return -1;
     if (!r->o->quiet)
       fprintf(stderr, "  grew %" PRId64 " parameters to %" PRId64 "/%s "
               "(%d new nodes, %d new layers) loss %.4f -> %.4f  %.1fs\n",
@@ -511,17 +635,31 @@ static void report_stopped(train_run *r) {
   if (!r->o->quiet)
     fprintf(stderr, "stopped after epoch %d; continue with --resume %s\n",
             r->st.epoch, r->path);
-  printf("{\"stopped\": true, \"epochs\": %d, \"checkpoint\": \"%s\"}\n",
-         r->st.epoch, r->path);
+  printf("{\"stopped\": true, \"epochs\": %d, \"checkpoint\": ", r->st.epoch);
+  app_json_str(stdout, r->path);
+  printf("}\n");
 }
 
-/* The final report: final.ckpt, the profile, one JSON line on stdout. */
+/* The final report: final.ckpt, the profile, one JSON line on stdout. A
+ * resumed run whose checkpoint already had every epoch (killed between
+ * last.ckpt and final.ckpt) trained nothing: it evaluates the checkpoint on
+ * the whole test set first, as the last epoch does. */
 static int finish(train_run *r) {
+  if (!r->tested) {
+    double loss;
+    r->test_acc = evaluate(r->x, &r->test, &r->nm, 0, &loss);
+    if (isnan(r->test_acc)) return -1;
+    if (!r->o->quiet)
+      fprintf(stderr, "%s: all %d epochs were done; test %.2f%%\n", r->o->resume,
+              r->st.epoch, 100 * r->test_acc);
+  }
   if (save(r, "final.ckpt")) return -1;
   if (r->o->profile) rt_exec_profile_report(r->x, stderr, r->profiled);
   printf("{\"test_acc\": %.6f, \"active_params\": %" PRId64 ", \"epochs\": %d, "
-         "\"seconds\": %.3f, \"checkpoint\": \"%s\"}\n",
-         r->test_acc, ir_count_params(r->g, r->x->arch).active, r->st.epoch, now() - r->t0, r->path);
+         "\"seconds\": %.3f, \"checkpoint\": ",
+         r->test_acc, ir_count_params(r->g, r->x->arch).active, r->st.epoch, now() - r->t0);
+  app_json_str(stdout, r->path);
+  printf("}\n");
   return 0;
 }
 
@@ -677,6 +815,10 @@ int app_ckpt_save(const char *path, const rt_exec *x, const app_train_state *st,
             rt_ckpt_add(w, "MOMT", rt_exec_view(x, RT_MOMENTUM), np) ||
             rt_ckpt_add(w, "BNST", rt_exec_view(x, RT_STATS), ns) ||
             rt_ckpt_add(w, "TRST", &tr, sizeof tr);
+  /* the search the run used, in a section of its own: checkpoints from
+   * before it was recorded still load */
+  int32_t search = st->search;
+  if (!bad && search > 0) bad = rt_ckpt_add(w, "SRCH", &search, sizeof search);
   free(ir);
   if (bad) {
     snprintf(err, errlen, "%s: out of memory", path);
@@ -700,6 +842,8 @@ int app_ckpt_load(const char *path, int cap, int threads, const char *backend,
   const void *mom = rt_ckpt_get(c, "MOMT", &nm);
   const void *stats = rt_ckpt_get(c, "BNST", &ns);
   const train_rec *tr = rt_ckpt_get(c, "TRST", &nt);
+  size_t nsr;
+  const void *srch = rt_ckpt_get(c, "SRCH", &nsr);
   char why[512];
   if (!ir || !params || !mom || !stats || !tr || nt != sizeof *tr) {
     snprintf(err, errlen, "%s: checkpoint lacks a section (written by another version?)", path);
@@ -714,7 +858,8 @@ int app_ckpt_load(const char *path, int cap, int threads, const char *backend,
   }
   size_t want_p = (size_t)g->n_params * sizeof(float);
   if (np != want_p || nm != want_p || ns != (size_t)g->n_stats * sizeof(float) ||
-      tr->mark != ENDIAN_MARK || tr->epoch < 0 || tr->norm_c < 0 || tr->norm_c > 4) {
+      tr->mark != ENDIAN_MARK || tr->epoch < 0 || tr->norm_c < 0 || tr->norm_c > 4 ||
+      (srch && nsr != sizeof(int32_t))) {
     snprintf(err, errlen, "%s: checkpoint sections do not match its IR", path);
     ir_free(g), rt_ckpt_free(c);
     return -1;
@@ -741,6 +886,12 @@ int app_ckpt_load(const char *path, int cap, int threads, const char *backend,
   memcpy(st->norm.mean, tr->norm_mean, sizeof st->norm.mean);
   memcpy(st->norm.std, tr->norm_std, sizeof st->norm.std);
   st->prev_loss = tr->prev_loss;
+  st->search = 0;
+  if (srch) {
+    int32_t v;
+    memcpy(&v, srch, sizeof v);
+    st->search = v >= 1 && v <= (int32_t)FE_SEARCH_FIXED + 1 ? v : 0;
+  }
   rt_ckpt_free(c);
   *gp = g, *xp = x;
   return 0;
@@ -765,6 +916,64 @@ int app_ir_compatible(const ir_graph *a, const ir_graph *b, char *err,
                q->name, p->name);
       return -1;
     }
+  }
+  return 0;
+}
+
+void app_json_str(FILE *f, const char *s) {
+  const unsigned char *p = (const unsigned char *)s;
+  putc('"', f);
+  while (*p) {
+    unsigned c = *p;
+    if (c == '"' || c == '\\') {
+      putc('\\', f), putc((int)c, f), p++;
+    } else if (c < 0x20 || c == 0x7f) {
+      fprintf(f, "\\u%04x", c), p++;
+    } else if (c < 0x80) {
+      putc((int)c, f), p++;
+    } else {
+      /* a well-formed UTF-8 sequence passes as it is */
+      int n = c >= 0xc2 && c <= 0xdf ? 1 : c >= 0xe0 && c <= 0xef ? 2
+            : c >= 0xf0 && c <= 0xf4 ? 3 : -1;
+      int ok = n > 0;
+      for (int i = 1; ok && i <= n; i++) ok = (p[i] & 0xc0) == 0x80;
+      if (ok && n == 2) ok = !(c == 0xe0 && p[1] < 0xa0) && !(c == 0xed && p[1] > 0x9f);
+      if (ok && n == 3) ok = !(c == 0xf0 && p[1] < 0x90) && !(c == 0xf4 && p[1] > 0x8f);
+      if (ok) {
+        fwrite(p, 1, (size_t)n + 1, f), p += n + 1;
+      } else {
+        fputs("\\ufffd", f), p++;
+      }
+    }
+  }
+  putc('"', f);
+}
+
+int app_output_ok(const char *out, const char *in, const char *what, char *err,
+                  size_t errlen) {
+  struct stat so, si;
+  if (stat(out, &so) != 0) return 0; /* nothing there to lose */
+  if (in && stat(in, &si) == 0 && so.st_dev == si.st_dev && so.st_ino == si.st_ino) {
+    snprintf(err, errlen, "output '%s' is the input '%s'; refusing to overwrite it with "
+             "%s", out, in, what);
+    return -1;
+  }
+  if (!S_ISREG(so.st_mode)) return 0; /* /dev/null and the like */
+  /* a checkpoint starts with runtime/ckpt.c's magic, "ILNASCK" and a version */
+  char magic[7];
+  int fd = open(out, O_RDONLY | O_CLOEXEC);
+  ssize_t n = fd >= 0 ? read(fd, magic, sizeof magic) : -1;
+  if (fd >= 0) close(fd);
+  if (n == (ssize_t)sizeof magic && memcmp(magic, "ILNASCK", sizeof magic) == 0) {
+    snprintf(err, errlen, "output '%s' is a checkpoint; refusing to overwrite it with %s "
+             "(remove it first, or choose another name)", out, what);
+    return -1;
+  }
+  size_t len = strlen(out);
+  if (len >= 6 && strcmp(out + len - 6, ".ilnas") == 0) {
+    snprintf(err, errlen, "output '%s' is a model source (.ilnas); refusing to overwrite "
+             "it with %s (remove it first, or choose another name)", out, what);
+    return -1;
   }
   return 0;
 }

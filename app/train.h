@@ -67,6 +67,8 @@ typedef struct app_train_state {
   rt_rng srng;    /* the search's random choices */
   rt_norm norm;   /* input normalisation the network was trained with */
   double prev_loss; /* last epoch's training loss, for the flat trigger */
+  int search;     /* 1 + the fe_search the run used; 0: not recorded (a
+                     checkpoint from before it was) */
 } app_train_state;
 
 int app_ckpt_save(const char *path, const rt_exec *x, const app_train_state *st,
@@ -80,5 +82,18 @@ int app_ckpt_load(const char *path, int cap, int threads, const char *backend,
  * checkpoint can run on a binary's compiled schedule. */
 int app_ir_compatible(const ir_graph *a, const ir_graph *b, char *err,
                      size_t errlen);
+
+/* Writes s as a JSON string, quotes included: '"', '\\' and control
+ * characters escaped, bytes that are not UTF-8 replaced by U+FFFD. Every
+ * string in a JSON line goes through it. */
+void app_json_str(FILE *f, const char *s);
+
+/* Whether `out` may be written as an output of kind `what` ("C source", "an
+ * executable", ...) made from `in` (NULL: none): refused when out is the
+ * same file as in (same device and inode), an existing checkpoint (its
+ * magic), or an existing model source (a name ending in .ilnas). 0, or -1
+ * with a message in err. */
+int app_output_ok(const char *out, const char *in, const char *what, char *err,
+                  size_t errlen);
 
 #endif

@@ -13,7 +13,9 @@
 #include "ckpt.h"
 
 #include <assert.h>
+#include <dirent.h>
 #include <errno.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -199,6 +201,43 @@ static int sync_dir(const char *path) {
   return rc;
 }
 
+/* Removes what killed writers left in path's directory: NAME.ckpt.tmp.PID
+ * files whose process no longer exists. A live PID may be a concurrent
+ * writer (or a reused PID): its file stays. Best effort, silent. */
+static void remove_stale_tmp(const char *path) {
+  const char *slash = strrchr(path, '/');
+  char dir[4096];
+  if (!slash) {
+    strcpy(dir, ".");
+  } else if (slash == path) {
+    strcpy(dir, "/");
+  } else {
+    size_t k = (size_t)(slash - path);
+    if (k >= sizeof dir) return;
+    memcpy(dir, path, k);
+    dir[k] = '\0';
+  }
+  DIR *d = opendir(dir);
+  if (!d) return;
+  struct dirent *e;
+  while ((e = readdir(d))) {
+    const char *t = strstr(e->d_name, ".ckpt.tmp.");
+    if (!t) continue;
+    const char *digits = t + strlen(".ckpt.tmp.");
+    char *end;
+    errno = 0;
+    long pid = strtol(digits, &end, 10);
+    if (errno || end == digits || *end || *digits < '1' || *digits > '9' ||
+        pid > INT_MAX || pid == (long)getpid())
+      continue;
+    if (kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue; /* alive, or not ours */
+    char full[4096 + 256];
+    snprintf(full, sizeof full, "%s/%s", dir, e->d_name);
+    unlink(full);
+  }
+  closedir(d);
+}
+
 int rt_ckpt_write(const rt_ckpt_writer *w, const char *path, char *err, size_t errlen) {
   assert(w && path);
   if (w->n > UINT32_MAX) return fail(err, errlen, "%s: too many sections", path);
@@ -233,6 +272,7 @@ int rt_ckpt_write(const rt_ckpt_writer *w, const char *path, char *err, size_t e
     return fail(err, errlen, "%s: %s failed: %s", path, step, strerror(e));
   }
   free(tmp); free(o);
+  remove_stale_tmp(path);
   /* Past the rename the new checkpoint is in place; a failed directory
    * sync only means it may not survive a power cut, which the caller
    * should hear about all the same. */
