@@ -925,6 +925,10 @@ static void prefix_of(const char *stem, char *P, size_t cap) {
   if (!n || (P[0] >= '0' && P[0] <= '9')) snprintf(P, cap, "net");
 }
 
+static const char *cuda_or_c(const app_export_opts *o) {
+  return o->target == APP_EXPORT_CUDA ? "CUDA source" : "C source";
+}
+
 int app_export_graph(const ir_graph *g, const rt_exec *x, const app_train_state *st,
                     const char *origin, const app_export_opts *o,
                     app_export_stats *stats, char *err, size_t errlen) {
@@ -938,6 +942,7 @@ int app_export_graph(const ir_graph *g, const rt_exec *x, const app_train_state 
 
   /* The checkpoint's name goes into comments, where a "*" followed by "/"
    * would end them early. */
+  const char *input = origin; /* the checkpoint's file, when it is one */
   char from[512];
   snprintf(from, sizeof from, "%s", origin);
   for (char *c = from; *c; c++)
@@ -980,6 +985,11 @@ int app_export_graph(const ir_graph *g, const rt_exec *x, const app_train_state 
                            "name it FILE.%s", o->out, o->target == APP_EXPORT_CUDA ? "cu" : "c");
     goto out;
   }
+  /* never over the checkpoint itself, another checkpoint or a model source */
+  if ((rc = app_output_ok(o->out, input, cuda_or_c(o), err, errlen)) ||
+      (rc = app_output_ok(hpath, input, "a C header", err, errlen)) ||
+      (rc = app_output_ok(wpath, input, "exported weights", err, errlen)))
+    goto out;
   prefix_of(stem, s.prefix, sizeof s.prefix);
   const char *P = s.prefix;
   const int cuda = o->target == APP_EXPORT_CUDA;

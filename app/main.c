@@ -221,7 +221,8 @@ static int cmd_plot(int argc, char **argv) {
     return 2;
   }
   char err[1024];
-  int rc = app_plot(dirs, n, out, err, sizeof err);
+  int rc = app_output_ok(out, NULL, "a plot", err, sizeof err) ||
+           app_plot(dirs, n, out, err, sizeof err);
   if (rc) fprintf(stderr, "%s: error: %s\n", prog, err);
   free(dirs);
   return rc ? 1 : 0;

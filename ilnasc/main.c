@@ -11,6 +11,7 @@
 
 #include "ilnasc/driver.h"
 #include "app/export.h"
+#include "app/train.h"
 #include "frontend/spec.h"
 #include "ir/ir.h"
 
@@ -131,6 +132,21 @@ static int emit(const ir_graph *g, const opts *o, const char *out) {
   return rc;
 }
 
+/* Outputs never destroy inputs: none may be the model file, a checkpoint or
+ * another model source (app_output_ok). --emit-c/--emit-cuda are checked
+ * by app_export, with the header and weights beside the source. */
+static int outputs_ok(const opts *o, const char *out) {
+  char err[1024];
+  const char *file[3] = {out, o->ll, o->obj};
+  const char *what[3] = {"an executable", "LLVM IR", "an object file"};
+  for (int i = 0; i < 3; i++)
+    if (file[i] && app_output_ok(file[i], o->in, what[i], err, sizeof err)) {
+      fprintf(stderr, "ilnasc: error: %s\n", err);
+      return -1;
+    }
+  return 0;
+}
+
 int main(int argc, char **argv) {
   opts o = {0};
   int rc = parse_args(argc, argv, &o);
@@ -158,7 +174,7 @@ int main(int argc, char **argv) {
   if (!o.check) {
     char *out = NULL;
     if (!o.out && !o.ll && !o.obj && !o.dump) out = default_out(o.in);
-    rc = emit(g, &o, o.out ? o.out : out);
+    rc = outputs_ok(&o, o.out ? o.out : out) ? 1 : emit(g, &o, o.out ? o.out : out);
     free(out);
   }
   ir_free(g);
