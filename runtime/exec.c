@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "base/rng.h"
+#include "runtime/ref.h"
 
 typedef struct exec_impl {
   rt_exec pub;
@@ -140,12 +141,22 @@ void rt_exec_set_alive(rt_exec *x, int li, int alive) {
     return;
   }
   if (!l->bn) return;
+  /* Its batch norm starts as the identity on the statistics of the moment:
+   * those of the layer's output in the last forward, where it passed its
+   * input through, which is what its pre-activation now is. gamma =
+   * sqrt(var + eps) and beta = mean undo the normalisation on that batch
+   * (training mode), and running statistics equal to them make it the
+   * identity in inference too. Before any forward: gamma 1, beta 0. */
   rt_exec_set_unit(x, l->g_off, 2 * (int64_t)l->cout, 1, NULL);
+  double *mean = malloc(2 * (size_t)l->cout * sizeof *mean), *var = mean + l->cout;
+  int have = mean && x->backend->i->channel_stats(x->backend, li, mean, var) == 0;
   float *w = rt_exec_params_write(x), *stats = rt_exec_edit(x, RT_STATS);
   for (int c = 0; c < l->cout; c++) {
-    w[l->g_off + c] = 1.0f, w[l->g_off + l->cout + c] = 0.0f;
-    stats[l->s_off + c] = 0.0f, stats[l->s_off + l->cout + c] = 1.0f;
+    double m = have ? mean[c] : 0.0, v = have ? var[c] : 1.0;
+    w[l->g_off + c] = have ? (float)sqrt(v + RT_BN_EPS) : 1.0f, w[l->g_off + l->cout + c] = (float)m;
+    stats[l->s_off + c] = (float)m, stats[l->s_off + l->cout + c] = (float)v;
   }
+  free(mean);
 }
 
 int rt_exec_set_arch(rt_exec *x, const ir_arch *a, char *err, size_t errlen) {
@@ -192,7 +203,7 @@ void rt_exec_init_params(rt_exec *x, uint64_t seed) {
     }
     if (l->bn) {
       for (int c = 0; c < l->cout; c++) {
-        params[l->g_off + c] = 1.0f;
+        params[l->g_off + c] = x->mask[l->g_off + c] ? 1.0f : 0.0f; /* dead: inactive */
         params[l->g_off + l->cout + c] = 0.0f;
         stats[l->s_off + c] = 0.0f;
         stats[l->s_off + l->cout + c] = 1.0f;

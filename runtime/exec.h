@@ -58,9 +58,11 @@ int64_t rt_exec_set_unit(rt_exec *x, int64_t start, int64_t len, int on,
                          const float *values);
 
 /* Layer li (one that can die) comes alive, as what its active parameters
- * make it, its batch norm the identity (gamma 1, beta 0, running mean 0,
- * var 1); or dies: every parameter of it inactive, a pass-through again.
- * Marks it dirty. */
+ * make it, its batch norm the identity on the statistics of its output in
+ * the last forward (where it passed its input through): gamma sqrt(var +
+ * eps), beta and the running mean the mean, the running var the var; before
+ * any forward, gamma 1, beta 0, mean 0, var 1. Or it dies: every parameter
+ * of it inactive, a pass-through again. Marks it dirty. */
 void rt_exec_set_alive(rt_exec *x, int li, int alive);
 
 /* The whole architecture at once (a resumed run, a test): the masks follow

@@ -972,6 +972,29 @@ void rt_host_arena(rt_backend *b, float **act, float **dact, float **grads, size
   *floats = (size_t)x->cap * (size_t)x->g->act_size;
 }
 
+static int host_channel_stats(rt_backend *b, int li, double *mean, double *var) {
+  hx *x = (hx *)b;
+  const ir_graph *g = x->g;
+  const ir_layer *l = &g->layers[li];
+  if (x->n < 1) return -1;
+  int64_t plane = (int64_t)l->oh * l->ow, ns = g->act_size;
+  const float *o = x->act + g->tensors[l->out_t].off + (int64_t)l->out_ch * plane;
+  double cnt = (double)x->n * (double)plane;
+  for (int c = 0; c < l->cout; c++) {
+    double s = 0, q = 0;
+    for (int i = 0; i < x->n; i++)
+      for (int64_t k = 0; k < plane; k++) s += o[i * ns + c * plane + k];
+    mean[c] = s / cnt;
+    for (int i = 0; i < x->n; i++)
+      for (int64_t k = 0; k < plane; k++) {
+        double d = o[i * ns + c * plane + k] - mean[c];
+        q += d * d;
+      }
+    var[c] = q / cnt;
+  }
+  return 0;
+}
+
 static const float *host_view(rt_backend *b, rt_state which) {
   hx *x = (hx *)b;
   host *e = (host *)x;
@@ -1223,4 +1246,5 @@ static const rt_backend_i host_i = {
     .profile_pause = host_profile_pause,
     .profile_report = host_profile_report,
     .kernels = host_kernels,
+    .channel_stats = host_channel_stats,
 };

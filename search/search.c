@@ -278,6 +278,14 @@ static double batches_loss(rt_exec *x, const srch_batches *b) {
   return loss / b->count;
 }
 
+/* A forward on the first phase II batch: a layer that comes alive next
+ * takes its batch norm from the statistics of this pass (rt_exec_set_alive),
+ * where it still passed its input through. */
+static void first_forward(rt_exec *x, const srch_batches *b) {
+  rt_exec_set_input(x, b->x, b->n);
+  rt_exec_forward(x);
+}
+
 int srch_dense_grad(srch_state *s, rt_exec *x, const srch_batches *b, float *out,
                     double *loss) {
   const ir_graph *g = x->g;
@@ -496,6 +504,12 @@ int srch_expand(srch_state *s, rt_exec *x, const srch_batches *b,
     return -1;
   }
   memcpy(stats, rt_exec_view(x, RT_STATS), (size_t)g->n_stats * sizeof(float));
+  uint8_t *was_alive = malloc((size_t)g->n_layers + 1);
+  if (!was_alive) {
+    free(stats), free(ph);
+    return -1;
+  }
+  memcpy(was_alive, a->alive, (size_t)g->n_layers);
   rt_exec_phase2(x, 1);
   ev->loss_before = batches_loss(x, b);
   int rc = 0;
@@ -507,18 +521,19 @@ int srch_expand(srch_state *s, rt_exec *x, const srch_batches *b,
     unit *u = NULL;
     if (srch_dense_grad(s, x, b, s->gsum, &loss)) {
       rt_exec_phase2(x, 0);
-      free(stats), free(ph);
+      free(stats), free(ph), free(was_alive);
       return -2;
     }
     int64_t nc = srch_add_candidates(g, a, s->gsum, n, &u);
     float *wstar = malloc((size_t)g->n_params * sizeof(float));
     uint8_t *revive = calloc((size_t)g->n_layers, 1);
     if (nc < 0 || !wstar || !revive) {
-      free(u), free(revive), free(wstar), free(stats), free(ph);
+      free(u), free(revive), free(wstar), free(stats), free(ph), free(was_alive);
       rt_exec_phase2(x, 0);
       return -1;
     }
     /* α* and one SGD step on it: W* = -lr g on the candidates */
+    first_forward(x, b);
     for (int64_t i = 0; i < nc; i++)
       if (!a->alive[u[i].layer] && !revive[u[i].layer])
         revive[u[i].layer] = 1, srch_revive_layer(x, u[i].layer);
@@ -527,7 +542,7 @@ int srch_expand(srch_state *s, rt_exec *x, const srch_batches *b,
         wstar[u[i].start + k] = -s->lr * s->gsum[u[i].start + k];
     uint8_t *on = calloc((size_t)(nc ? nc : 1), 1);
     if (!on) {
-      free(u), free(revive), free(wstar), free(stats), free(ph);
+      free(u), free(revive), free(wstar), free(stats), free(ph), free(was_alive);
       rt_exec_phase2(x, 0);
       return -1;
     }
@@ -541,6 +556,7 @@ int srch_expand(srch_state *s, rt_exec *x, const srch_batches *b,
     /* UpdateArch: keep the m best by |g + g*|, the rest stay zero */
     int64_t nk = srch_update_arch(g, a, u, nc, s->gsum, s->gstar, m);
     memset(revive, 0, (size_t)g->n_layers);
+    first_forward(x, b);
     for (int64_t i = 0; i < nk; i++)
       if (!a->alive[u[i].layer] && !revive[u[i].layer])
         revive[u[i].layer] = 1, srch_revive_layer(x, u[i].layer), ev->new_layers++;
@@ -555,6 +571,15 @@ int srch_expand(srch_state *s, rt_exec *x, const srch_batches *b,
     if (ev->added <= 0 && rc == 0) rc = -1;
     free(u);
   }
+  /* A layer that came alive keeps the running statistics it came alive
+   * with (rt_exec_set_alive); the others get theirs back below. */
+  for (int li = 0; li < g->n_layers; li++) {
+    const ir_layer *l = &g->layers[li];
+    if (l->bn && !was_alive[li] && a->alive[li])
+      memcpy(stats + l->s_off, rt_exec_view(x, RT_STATS) + l->s_off,
+             2 * (size_t)l->cout * sizeof(float));
+  }
+  free(was_alive);
   for (int i = 0; i < nph; i++)
     if (has_outgoing(g, a, g->layers[ph[2 * i]].out_t,
                      g->layers[ph[2 * i]].out_ch + ph[2 * i + 1], 0))

@@ -290,21 +290,34 @@ static void check_whole_kernels(const ir_graph *g, const ir_arch *a, const char 
 
 /* Random models and expansions: the budget holds, even for α*; kernel
  * granularity stays whole; the outputs stay finite. */
+/* The loss of one batch in inference mode (batch norm on its running
+ * statistics). */
+static double eval_loss(rt_exec *x, const float *in, const uint8_t *lab, int n) {
+  rt_exec_set_training(x, 0);
+  rt_exec_set_input(x, in, n);
+  rt_exec_forward(x);
+  double loss = rt_exec_loss(x, lab, 0, NULL);
+  rt_exec_set_training(x, 1);
+  return loss;
+}
+
 static void test_budget(void) {
   rt_rng rng;
   rt_rng_seed(&rng, 2024);
-  for (int trial = 0; trial < 24; trial++) {
+  int bn_revivals = 0;
+  for (int trial = 0; trial < 32; trial++) {
     char src[1024];
     int gran = trial % 2, c1 = 2 + (int)rt_rng_below(&rng, 4), l1 = 1 + (int)rt_rng_below(&rng, 3);
     int w = 3 + (int)rt_rng_below(&rng, 6), dense = (int)rt_rng_below(&rng, 2);
     int budget = 300 + (int)rt_rng_below(&rng, 3000);
     int method = trial % 3 == 2 ? FE_SEARCH_RANDOM : FE_SEARCH_ILNAS;
+    int bn = trial / 2 % 2; /* both granularities with and without batch norm */
     snprintf(src, sizeof src,
              "model b%d { input 2x6x6; classes 3; search %s budget %d from density 0.%d seed %d;"
-             " stage conv { layers 1..%d channels 2..%d kernel 3x3 %s; }"
+             " stage conv { layers 1..%d channels 2..%d kernel 3x3 %s %s; }"
              " reduce maxpool 2; stage linear { layers 1..2 width 3..%d; } }",
              trial, gran ? "kernel" : "weight", budget, 1 + (int)rt_rng_below(&rng, 9),
-             trial, l1, c1, dense ? "dense" : "", w);
+             trial, l1 + bn, c1, dense ? "dense" : "", bn ? "norm batch" : "", w);
     fe_model m;
     FILE *null = fopen("/dev/null", "w");
     int bad = fe_parse_string("b.ilnas", src, &m, null);
@@ -321,10 +334,12 @@ static void test_budget(void) {
     rt_exec_init_params(x, 1);
     srch_refill(&s, x);
     size_t img = input_size(g);
-    float *in = malloc((size_t)n * img * sizeof(float));
-    uint8_t lab[4];
+    float *in = malloc((size_t)n * img * sizeof(float)), *fixed = malloc((size_t)n * img * sizeof(float));
+    uint8_t lab[4], flab[4];
     for (size_t i = 0; i < n * img; i++) in[i] = rt_rng_uniform(&rng);
+    for (size_t i = 0; i < n * img; i++) fixed[i] = rt_rng_uniform(&rng);
     for (int i = 0; i < n; i++) lab[i] = (uint8_t)rt_rng_below(&rng, 3);
+    for (int i = 0; i < n; i++) flab[i] = (uint8_t)rt_rng_below(&rng, 3);
     srch_batches b = {1, n, in, lab};
     for (int e = 0; e < 6; e++) {
       int64_t mm, nn;
@@ -333,29 +348,38 @@ static void test_budget(void) {
       CHECK(c.active + nn <= g->cfg.budget, "trial %d: α* of %lld would exceed the budget %lld",
             trial, (long long)(c.active + nn), (long long)g->cfg.budget);
       srch_event ev;
+      double eval_before = eval_loss(x, fixed, flab, n);
       srch_expand(&s, x, &b, &ev);
+      double eval_after = eval_loss(x, fixed, flab, n);
+      bn_revivals += bn && ev.new_layers > 0;
       c = ir_count_params(g, x->arch);
       CHECK(c.active <= g->cfg.budget, "trial %d: %lld active > budget %lld", trial,
             (long long)c.active, (long long)g->cfg.budget);
       CHECK(isfinite(ev.loss_after), "trial %d: loss not finite", trial);
       /* every move joins at zero or as the identity: same function */
       CHECK(fabs(ev.loss_after - ev.loss_before) <= 1e-5 * (1 + fabs(ev.loss_before)),
-            "trial %d: expansion %d changed the loss %g -> %g", trial, e,
-            ev.loss_before, ev.loss_after);
+            "trial %d%s: expansion %d (%d new layers) changed the loss %g -> %g", trial,
+            bn ? " (batch norm)" : "", e, ev.new_layers, ev.loss_before, ev.loss_after);
+      /* in inference too, on another batch: a revived layer's running
+       * statistics match its batch norm */
+      CHECK(fabs(eval_after - eval_before) <= 1e-5 * (1 + fabs(eval_before)),
+            "trial %d%s: expansion %d (%d new layers) changed the inference loss %g -> %g",
+            trial, bn ? " (batch norm)" : "", e, ev.new_layers, eval_before, eval_after);
       /* the masks mirror α */
       const float *params = rt_exec_view(x, RT_PARAMS);
       for (int64_t i = 0; i < g->n_params; i++)
         if (x->mask[i] != ir_alpha_get(x->arch, i) || (!x->mask[i] && params[i] != 0.0f)) {
-          CHECK(0, "trial %d: mask or masked weight out of step at %lld", trial, (long long)i);
+          CHECK(0, "trial %d: mask or masked weight out of step at %lld (mask %d alpha %d value %g)", trial, (long long)i, x->mask[i], ir_alpha_get(x->arch, i), params[i]);
           break;
         }
       check_whole_kernels(g, x->arch, "after an expansion");
     }
-    free(in);
+    free(in), free(fixed);
     srch_free(&s);
     rt_exec_free(x);
     ir_free(g);
   }
+  CHECK(bn_revivals >= 3, "only %d expansions revived a layer with batch norm", bn_revivals);
 }
 
 int main(void) {
