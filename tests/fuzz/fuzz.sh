@@ -53,8 +53,8 @@ cp "$src"/samples/*.ilnas "$src"/tests/frontend/cases/*.ilnas "$src"/tests/ir/go
 
 status=0
 for t in frontend ir ckpt; do
-  # about 40 s each on a loaded 2-core machine (285, 666 and 200 inputs/s)
-  case $t in frontend) n=${runs:-12000} ;; ir) n=${runs:-25000} ;; ckpt) n=${runs:-8000} ;; esac
+  # about 30 s each on 2 cores (about 700, 5000 and 500 inputs/s)
+  case $t in frontend) n=${runs:-25000} ;; ir) n=${runs:-150000} ;; ckpt) n=${runs:-12000} ;; esac
   reg=$src/tests/fuzz/regress/$t
   t1=$(date +%s)
   # the regression cases once each, then the fuzzer from the corpus
