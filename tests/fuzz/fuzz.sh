@@ -53,8 +53,9 @@ cp "$src"/samples/*.ilnas "$src"/tests/frontend/cases/*.ilnas "$src"/tests/ir/go
 
 status=0
 for t in frontend ir ckpt; do
-  # about 30 s each on 2 cores (about 700, 5000 and 500 inputs/s)
-  case $t in frontend) n=${runs:-25000} ;; ir) n=${runs:-150000} ;; ckpt) n=${runs:-12000} ;; esac
+  # 20 to 25 s each on 2 idle cores (about 2500, 50000 and 1700 inputs/s;
+  # 3 to 4 times slower on a loaded machine)
+  case $t in frontend) n=${runs:-60000} ;; ir) n=${runs:-600000} ;; ckpt) n=${runs:-30000} ;; esac
   reg=$src/tests/fuzz/regress/$t
   t1=$(date +%s)
   # the regression cases once each, then the fuzzer from the corpus
