@@ -29,9 +29,16 @@ static int fail(char *err, size_t errlen, const char *fmt, ...) {
   return -1;
 }
 
+/* dir/name, with one slash between them however many dir ends with
+ * (--data DIR/ is common), except that "/" stays the root. */
 static int join(char *out, const char *dir, const char *name, char *err, size_t errlen) {
-  int k = snprintf(out, PATH_LEN, "%s/%s", dir, name);
-  if (k < 0 || k >= PATH_LEN) return fail(err, errlen, "%s/%s: path too long", dir, name);
+  size_t dl = strlen(dir);
+  while (dl > 1 && dir[dl - 1] == '/') dl--;
+  const char *sep = dl == 1 && dir[0] == '/' ? "" : "/";
+  if (dl > INT_MAX) dl = INT_MAX;
+  int k = snprintf(out, PATH_LEN, "%.*s%s%s", (int)dl, dir, sep, name);
+  if (k < 0 || k >= PATH_LEN)
+    return fail(err, errlen, "%.*s%s%s: path too long", (int)dl, dir, sep, name);
   return 0;
 }
 
@@ -79,9 +86,19 @@ static gzFile open_gz(const char *path, int *enoent) {
   return f;
 }
 
-/* Reads up to `want` bytes into buf, in large chunks. A gzip stream that
- * ends early is not an error here: the short count is, and the caller
- * turns it into "truncated". Other gzip errors (bad data, bad CRC) are. */
+/* zlib's message without the "path: " that gzerror puts in front of it,
+ * so that the path is printed once. */
+static const char *gz_message(gzFile f, const char *path, int *zerr) {
+  const char *msg = gzerror(f, zerr);
+  size_t pl = strlen(path);
+  if (msg && strncmp(msg, path, pl) == 0 && msg[pl] == ':' && msg[pl + 1] == ' ') msg += pl + 2;
+  return msg ? msg : "unknown error";
+}
+
+/* Reads up to `want` bytes into buf, in large chunks. A short count is not
+ * an error here when the file simply ends (the caller says what the header
+ * claimed and what the file holds); a gzip stream that ends before its
+ * trailer, bad data and a bad CRC are gzip errors, in zlib's words. */
 static int gz_fill(gzFile f, const char *path, uint8_t *buf, size_t want, size_t *got,
                    char *err, size_t errlen) {
   *got = 0;
@@ -94,20 +111,23 @@ static int gz_fill(gzFile f, const char *path, uint8_t *buf, size_t want, size_t
   }
   if (*got < want) {
     int zerr = Z_OK;
-    const char *msg = gzerror(f, &zerr);
+    const char *msg = gz_message(f, path, &zerr);
     if (zerr == Z_ERRNO) return fail(err, errlen, "%s: read error: %s", path, strerror(errno));
-    if (zerr != Z_OK && zerr != Z_BUF_ERROR)
-      return fail(err, errlen, "%s: corrupt gzip data: %s", path, msg);
+    if (zerr != Z_OK && (zerr != Z_BUF_ERROR || !gzdirect(f)))
+      return fail(err, errlen, "%s: gzip error: %s", path, msg);
   }
   return 0;
 }
 
-/* Reads exactly `want` more bytes and checks that nothing follows. The
+/* Reads exactly `want` more bytes and checks that nothing follows: 0, -1
+ * with a message, or 1 when the file ends early, with the size it holds
+ * (header included) in *have_out for the caller to compare with what its
+ * header claims. The
  * buffer grows with what arrives, so a header that claims billions of
  * bytes costs at most what the file holds. `done` is what the caller has
  * read already (the header), for the sizes in messages. */
 static int gz_read_exact(gzFile f, const char *path, size_t done, size_t want, uint8_t **out,
-                         char *err, size_t errlen) {
+                         size_t *have_out, char *err, size_t errlen) {
   size_t cap = want < ((size_t)1 << 24) ? want : ((size_t)1 << 24), have = 0;
   uint8_t *buf = malloc(cap ? cap : 1);
   if (!buf) return fail(err, errlen, "%s: out of memory", path);
@@ -124,8 +144,8 @@ static int gz_read_exact(gzFile f, const char *path, size_t done, size_t want, u
   }
   if (have < want) {
     free(buf);
-    return fail(err, errlen, "%s: truncated: expected %zu bytes, got %zu", path, done + want,
-                done + have);
+    *have_out = done + have;
+    return 1;
   }
   /* One more byte: a longer file means the header does not describe it, and
    * for gzip this read is also what checks the stream's trailing CRC. */
@@ -191,7 +211,7 @@ typedef struct { /* one split as bytes, before conversion */
 } idx_split;
 
 static int load_idx_split(const char *dir, const char *img_name, const char *lab_name,
-                          idx_split *s, char *err, size_t errlen) {
+                          int classes, idx_split *s, char *err, size_t errlen) {
   char path[PATH_LEN];
   uint32_t d[3];
   memset(s, 0, sizeof *s);
@@ -212,8 +232,23 @@ static int load_idx_split(const char *dir, const char *img_name, const char *lab
     return fail(err, errlen, "%s: %ux%ux%u images do not fit in memory", path, (unsigned)d[0],
                 (unsigned)d[1], (unsigned)d[2]);
   }
-  int rc = gz_read_exact(f, path, 16, (size_t)bytes, &s->px, err, errlen);
+  size_t have = 0;
+  int rc = gz_read_exact(f, path, 16, (size_t)bytes, &s->px, &have, err, errlen);
   gzclose(f);
+  if (rc == 1) {
+    /* Say what the header claims and what the file holds: a 32x32 header
+     * over 28x28 data is not a cut file. */
+    size_t per = (have - 16) / d[0];
+    size_t side = (size_t)sqrt((double)per);
+    while (side * side < per) side++;
+    char guess[96] = "";
+    if (per && (have - 16) % d[0] == 0 && side * side == per && per != (size_t)d[1] * d[2])
+      snprintf(guess, sizeof guess, "; that is %u images of %zux%zu", (unsigned)d[0], side,
+               side);
+    return fail(err, errlen, "%s: the header claims %u images of %ux%u (%llu bytes with the "
+                "header), but the file holds %zu bytes%s", path, (unsigned)d[0], (unsigned)d[1],
+                (unsigned)d[2], (unsigned long long)bytes + 16, have, guess);
+  }
   if (rc) return -1;
   s->n = (int)d[0]; s->h = (int)d[1]; s->w = (int)d[2];
 
@@ -228,9 +263,20 @@ static int load_idx_split(const char *dir, const char *img_name, const char *lab
          (unsigned)d[0], img_name, s->n);
     goto fail;
   }
-  rc = gz_read_exact(f, path, 8, (size_t)s->n, &s->lab, err, errlen);
+  rc = gz_read_exact(f, path, 8, (size_t)s->n, &s->lab, &have, err, errlen);
   gzclose(f);
+  if (rc == 1)
+    fail(err, errlen, "%s: the header claims %d labels (%zu bytes with the header), but the file "
+         "holds %zu bytes", path, s->n, (size_t)s->n + 8, have);
   if (rc) goto fail;
+  if (classes > 0)
+    for (int i = 0; i < s->n; i++)
+      if (s->lab[i] >= classes) {
+        fail(err, errlen, "%s: record %d: label %d out of range 0..%d", path, i, s->lab[i],
+             classes - 1);
+        free(s->lab);
+        goto fail;
+      }
   return 0;
 fail:
   free(s->px);
@@ -253,12 +299,12 @@ static int max_label(const uint8_t *y, int n) {
   return m;
 }
 
-static int load_idx(const char *dir, rt_dataset *train, rt_dataset *test, char *err,
-                    size_t errlen) {
+static int load_idx(const char *dir, int classes, rt_dataset *train, rt_dataset *test,
+                    char *err, size_t errlen) {
   idx_split a, b;
-  if (load_idx_split(dir, "train-images-idx3-ubyte", "train-labels-idx1-ubyte", &a, err, errlen))
+  if (load_idx_split(dir, "train-images-idx3-ubyte", "train-labels-idx1-ubyte", classes, &a, err, errlen))
     return -1;
-  if (load_idx_split(dir, "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", &b, err, errlen)) {
+  if (load_idx_split(dir, "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", classes, &b, err, errlen)) {
     free(a.px); free(a.lab);
     return -1;
   }
@@ -271,9 +317,9 @@ static int load_idx(const char *dir, rt_dataset *train, rt_dataset *test, char *
   /* IDX does not say how many classes there are (EMNIST has 26 or 47), so
    * the labels do; both splits must agree on one count for the output layer. */
   int ma = max_label(a.lab, a.n), mb = max_label(b.lab, b.n);
-  int classes = 1 + (ma > mb ? ma : mb);
-  if (idx_to_dataset(&a, classes, train, dir, err, errlen)) goto done;
-  if (idx_to_dataset(&b, classes, test, dir, err, errlen)) { rt_dataset_free(train); goto done; }
+  int found = 1 + (ma > mb ? ma : mb);
+  if (idx_to_dataset(&a, found, train, dir, err, errlen)) goto done;
+  if (idx_to_dataset(&b, found, test, dir, err, errlen)) { rt_dataset_free(train); goto done; }
   rc = 0;
 done:
   free(a.px); free(a.lab); free(b.px); free(b.lab);
@@ -330,14 +376,15 @@ static int cifar_count(const char *path, char *err, size_t errlen) {
 }
 
 /* Appends the records of one batch file at image `at` of d. */
-static int cifar_read(const char *path, int count, rt_dataset *d, int at, char *err,
-                      size_t errlen) {
+static int cifar_read(const char *path, int count, int classes, rt_dataset *d, int at,
+                      char *err, size_t errlen) {
   uint8_t *buf;
   if (read_raw(path, (size_t)count * CIFAR_REC, &buf, err, errlen)) return -1;
   for (int i = 0; i < count; i++) {
     const uint8_t *rec = buf + (size_t)i * CIFAR_REC;
-    if (rec[0] > 9) {
-      fail(err, errlen, "%s: record %d: label %d out of range 0..9", path, i, rec[0]);
+    if (rec[0] >= classes) {
+      fail(err, errlen, "%s: record %d: label %d out of range 0..%d", path, i, rec[0],
+           classes - 1);
       free(buf);
       return -1;
     }
@@ -349,8 +396,8 @@ static int cifar_read(const char *path, int count, rt_dataset *d, int at, char *
   return 0;
 }
 
-static int load_cifar_files(char paths[][PATH_LEN], int nfiles, rt_dataset *d, const char *what,
-                            char *err, size_t errlen) {
+static int load_cifar_files(char paths[][PATH_LEN], int nfiles, int classes, rt_dataset *d,
+                            const char *what, char *err, size_t errlen) {
   int counts[CIFAR_TRAIN_FILES];
   long total = 0;
   for (int i = 0; i < nfiles; i++) {
@@ -361,12 +408,12 @@ static int load_cifar_files(char paths[][PATH_LEN], int nfiles, rt_dataset *d, c
   if (alloc_dataset(d, (int)total, 3, 32, 32, err, errlen, what)) return -1;
   d->classes = 10;
   for (int i = 0, at = 0; i < nfiles; at += counts[i], i++)
-    if (cifar_read(paths[i], counts[i], d, at, err, errlen)) { rt_dataset_free(d); return -1; }
+    if (cifar_read(paths[i], counts[i], classes, d, at, err, errlen)) { rt_dataset_free(d); return -1; }
   return 0;
 }
 
-static int load_cifar(const char *path, rt_dataset *train, rt_dataset *test, char *err,
-                      size_t errlen) {
+static int load_cifar(const char *path, int classes, rt_dataset *train, rt_dataset *test,
+                      char *err, size_t errlen) {
   char dir[PATH_LEN], probe[PATH_LEN], files[CIFAR_TRAIN_FILES][PATH_LEN];
   /* The official archive unpacks into cifar-10-batches-bin/: accept the
    * folder that holds the archive as well as the unpacked folder itself. */
@@ -389,8 +436,8 @@ static int load_cifar(const char *path, rt_dataset *train, rt_dataset *test, cha
   size_t size;
   if (file_size(tfile[0], &size, err, errlen)) return -1;
 
-  if (load_cifar_files(files, CIFAR_TRAIN_FILES, train, dir, err, errlen)) return -1;
-  if (load_cifar_files(tfile, 1, test, dir, err, errlen)) { rt_dataset_free(train); return -1; }
+  if (load_cifar_files(files, CIFAR_TRAIN_FILES, classes, train, dir, err, errlen)) return -1;
+  if (load_cifar_files(tfile, 1, classes, test, dir, err, errlen)) { rt_dataset_free(train); return -1; }
   return 0;
 }
 
@@ -398,8 +445,8 @@ static int load_cifar(const char *path, rt_dataset *train, rt_dataset *test, cha
 
 enum { STL_SIDE = 96, STL_PLANE = STL_SIDE * STL_SIDE, STL_PX = 3 * STL_PLANE };
 
-static int load_stl_split(const char *dir, const char *xname, const char *yname, rt_dataset *d,
-                          char *err, size_t errlen) {
+static int load_stl_split(const char *dir, const char *xname, const char *yname, int classes,
+                          rt_dataset *d, char *err, size_t errlen) {
   char xpath[PATH_LEN], ypath[PATH_LEN];
   size_t xsize, ysize;
   if (join(xpath, dir, xname, err, errlen) || join(ypath, dir, yname, err, errlen)) return -1;
@@ -415,8 +462,8 @@ static int load_stl_split(const char *dir, const char *xname, const char *yname,
   uint8_t *lab, *px;
   if (read_raw(ypath, ysize, &lab, err, errlen)) return -1;
   for (int i = 0; i < n; i++)
-    if (lab[i] < 1 || lab[i] > 10) {
-      fail(err, errlen, "%s: label %d of image %d out of range 1..10", ypath, lab[i], i);
+    if (lab[i] < 1 || lab[i] > classes) {
+      fail(err, errlen, "%s: record %d: label %d out of range 1..%d", ypath, i, lab[i], classes);
       free(lab);
       return -1;
     }
@@ -441,8 +488,8 @@ static int load_stl_split(const char *dir, const char *xname, const char *yname,
   return 0;
 }
 
-static int load_stl(const char *path, rt_dataset *train, rt_dataset *test, char *err,
-                    size_t errlen) {
+static int load_stl(const char *path, int classes, rt_dataset *train, rt_dataset *test,
+                    char *err, size_t errlen) {
   char dir[PATH_LEN], probe[PATH_LEN];
   snprintf(dir, sizeof dir, "%s", path);
   if (join(probe, path, "train_X.bin", err, errlen)) return -1;
@@ -450,8 +497,8 @@ static int load_stl(const char *path, rt_dataset *train, rt_dataset *test, char 
     if (join(probe, path, "stl10_binary", err, errlen)) return -1;
     if (is_dir(probe)) snprintf(dir, sizeof dir, "%s", probe);
   }
-  if (load_stl_split(dir, "train_X.bin", "train_y.bin", train, err, errlen)) return -1;
-  if (load_stl_split(dir, "test_X.bin", "test_y.bin", test, err, errlen)) {
+  if (load_stl_split(dir, "train_X.bin", "train_y.bin", classes, train, err, errlen)) return -1;
+  if (load_stl_split(dir, "test_X.bin", "test_y.bin", classes, test, err, errlen)) {
     rt_dataset_free(train);
     return -1;
   }
@@ -485,24 +532,50 @@ static int read_text(const char *path, char **out, size_t *len, char *err, size_
     if (!nb) free(buf);
     buf = nb; cap *= 2;
   }
-  /* gz_fill accepts a gzip stream cut short (for the IDX messages); text
-   * has no length to compare with, so ask zlib directly. */
+  /* gz_fill already fails on a gzip stream cut short; this is a second
+   * look at zlib's state before the file is closed. */
   int zerr = Z_OK;
-  gzerror(f, &zerr);
-  gzclose(f);
-  if (zerr == Z_BUF_ERROR) {
-    free(buf);
-    return fail(err, errlen, "%s: truncated gzip stream", path);
+  const char *msg = gz_message(f, path, &zerr);
+  if (zerr == Z_BUF_ERROR && !gzdirect(f)) {
+    fail(err, errlen, "%s: gzip error: %s", path, msg);
+    free(buf); gzclose(f);
+    return -1;
   }
+  gzclose(f);
   buf[have] = '\0';
   *out = buf; *len = have;
   return 0;
 }
 
-/* Parses one row into 65 bytes; returns 0 or -1 with a message. */
-static int parse_row(const char *path, long line, const char *s, const char *end, uint8_t *row,
-                     char *err, size_t errlen) {
+/* The field at s (up to the next comma or the line's end) as it is in the
+ * file, in single quotes: bytes outside printable ASCII as \xNN, so that the
+ * message stays one valid line; past 40 bytes, "..." ends it. */
+static const char *quote_field(char *q, size_t qlen, const char *s, const char *end) {
+  size_t o = 0;
+  q[o++] = '\'';
   int k = 0;
+  for (; s + k < end && s[k] != ','; k++) {
+    unsigned char ch = (unsigned char)s[k];
+    if (k == 40 || o + 8 >= qlen) {
+      o += (size_t)snprintf(q + o, qlen - o, "...");
+      break;
+    }
+    if (ch >= 0x20 && ch < 0x7F && ch != '\'' && ch != '\\')
+      q[o++] = (char)ch;
+    else
+      o += (size_t)snprintf(q + o, qlen - o, "\\x%02x", ch);
+  }
+  q[o++] = '\'';
+  q[o] = '\0';
+  return q;
+}
+
+/* Parses one row into 65 bytes; returns 0 or -1 with a message that
+ * quotes the field as it is in the file. */
+static int parse_row(const char *path, long line, const char *s, const char *end, int classes,
+                     uint8_t *row, char *err, size_t errlen) {
+  int k = 0;
+  char q[256];
   for (;;) {
     while (s < end && (*s == ' ' || *s == '\t')) s++;
     const char *start = s;
@@ -512,16 +585,20 @@ static int parse_row(const char *path, long line, const char *s, const char *end
     const char *num_end = s;
     while (s < end && (*s == ' ' || *s == '\t')) s++;
     if (num_end == start || (s < end && *s != ',')) {
-      int w = 0;
-      while (start + w < end && start[w] != ',' && w < 20) w++;
-      return fail(err, errlen, "%s:%ld: field %d: expected an integer, got '%.*s'", path, line,
-                  k + 1, w, start);
+      const char *nul = memchr(start, '\0', (size_t)(end - start));
+      const char *comma = memchr(start, ',', (size_t)(end - start));
+      if (nul && (!comma || nul < comma))
+        return fail(err, errlen, "%s:%ld: field %d: a NUL byte in %s", path, line, k + 1,
+                    quote_field(q, sizeof q, start, end));
+      return fail(err, errlen, "%s:%ld: field %d: expected an integer, got %s", path, line,
+                  k + 1, quote_field(q, sizeof q, start, end));
     }
     if (k < DIG_PX && v > 16)
-      return fail(err, errlen, "%s:%ld: field %d: pixel value %ld out of range 0..16", path, line,
-                  k + 1, v);
-    if (k == DIG_PX && v > 9)
-      return fail(err, errlen, "%s:%ld: label %ld out of range 0..9", path, line, v);
+      return fail(err, errlen, "%s:%ld: field %d: pixel value %s out of range 0..16", path, line,
+                  k + 1, quote_field(q, sizeof q, start, num_end));
+    if (k == DIG_PX && v >= classes)
+      return fail(err, errlen, "%s:%ld: label %s out of range 0..%d", path, line,
+                  quote_field(q, sizeof q, start, num_end), classes - 1);
     if (k < DIG_COLS) row[k] = (uint8_t)v;
     k++;
     if (s >= end) break;
@@ -541,8 +618,8 @@ static void digits_to_dataset(const uint8_t *rows, int n, rt_dataset *d) {
   }
 }
 
-static int load_digits(const char *path, double split, rt_dataset *train, rt_dataset *test,
-                       char *err, size_t errlen) {
+static int load_digits(const char *path, double split, int classes, rt_dataset *train,
+                       rt_dataset *test, char *err, size_t errlen) {
   if (!(split >= 0.0 && split < 1.0))
     return fail(err, errlen, "%s: test split %g must be in [0, 1)", path, split);
   char *text = NULL;
@@ -562,7 +639,7 @@ static int load_digits(const char *path, double split, rt_dataset *train, rt_dat
     if (e > s && e[-1] == '\r') e--;
     const char *t = s;
     while (t < e && (*t == ' ' || *t == '\t')) t++;
-    if (t < e && parse_row(path, line, s, e, rows + (size_t)n * DIG_COLS, err, errlen)) {
+    if (t < e && parse_row(path, line, s, e, classes, rows + (size_t)n * DIG_COLS, err, errlen)) {
       free(rows); free(text);
       return -1;
     }
@@ -593,6 +670,11 @@ static int load_digits(const char *path, double split, rt_dataset *train, rt_dat
 
 int rt_data_load(rt_data_format fmt, const char *path, double split, rt_dataset *train,
                  rt_dataset *test, char *err, size_t errlen) {
+  return rt_data_load_classes(fmt, path, split, 0, train, test, err, errlen);
+}
+
+int rt_data_load_classes(rt_data_format fmt, const char *path, double split, int classes,
+                         rt_dataset *train, rt_dataset *test, char *err, size_t errlen) {
   rt_dataset a, b;
   int rc;
   memset(&a, 0, sizeof a);
@@ -600,11 +682,13 @@ int rt_data_load(rt_data_format fmt, const char *path, double split, rt_dataset 
   memset(train, 0, sizeof *train);
   memset(test, 0, sizeof *test);
   if (err && errlen) err[0] = '\0';
+  /* The fixed formats have 10 classes; fewer in the model narrows them. */
+  int fixed = classes > 0 && classes < 10 ? classes : 10;
   switch (fmt) {
-    case RT_DATA_IDX: rc = load_idx(path, &a, &b, err, errlen); break;
-    case RT_DATA_CIFAR10: rc = load_cifar(path, &a, &b, err, errlen); break;
-    case RT_DATA_STL10: rc = load_stl(path, &a, &b, err, errlen); break;
-    case RT_DATA_DIGITS_CSV: rc = load_digits(path, split, &a, &b, err, errlen); break;
+    case RT_DATA_IDX: rc = load_idx(path, classes, &a, &b, err, errlen); break;
+    case RT_DATA_CIFAR10: rc = load_cifar(path, fixed, &a, &b, err, errlen); break;
+    case RT_DATA_STL10: rc = load_stl(path, fixed, &a, &b, err, errlen); break;
+    case RT_DATA_DIGITS_CSV: rc = load_digits(path, split, fixed, &a, &b, err, errlen); break;
     default: return fail(err, errlen, "%s: unknown data format %d", path, (int)fmt);
   }
   if (rc) return -1;

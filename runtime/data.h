@@ -43,6 +43,12 @@ typedef struct rt_norm {
  * Returns 0, or -1 with a message in err. On error nothing is allocated. */
 int rt_data_load(rt_data_format fmt, const char *path, double split,
                  rt_dataset *train, rt_dataset *test, char *err, size_t errlen);
+/* The same, for a model with `classes` outputs (0: any): a label it cannot
+ * predict fails the load with the file that holds it and its record (or
+ * line). IDX takes its class count from the labels; the other formats have
+ * 10 classes, or `classes` when that is fewer. */
+int rt_data_load_classes(rt_data_format fmt, const char *path, double split, int classes,
+                         rt_dataset *train, rt_dataset *test, char *err, size_t errlen);
 void rt_dataset_free(rt_dataset *d);
 
 /* Keeps the first n images (n < d->n), for --train-limit. */

@@ -142,12 +142,35 @@ static void test_idx(const char *root) {
     check_idx_set(&a, &b); rt_dataset_free(&a); rt_dataset_free(&b);
   }
 
+  /* Labels the model cannot predict: the labels file and the first record
+   * out of range, not the folder (train labels are 0 3 1 2 3). */
+  {
+    rt_dataset a2, b2;
+    err[0] = '\0';
+    CHECK(rt_data_load_classes(RT_DATA_IDX, gz, 0.2, 3, &a2, &b2, err, sizeof err) == -1);
+    CHECK(a2.x == NULL && b2.x == NULL);
+    tu_check_has(__FILE__, __LINE__, err,
+                 "train-labels-idx1-ubyte.gz: record 1: label 3 out of range 0..2");
+    if (rt_data_load_classes(RT_DATA_IDX, gz, 0.2, 4, &a2, &b2, err, sizeof err) == 0) {
+      check_idx_set(&a2, &b2); rt_dataset_free(&a2); rt_dataset_free(&b2);
+    } else {
+      CHECK(!"classes 4 loads");
+    }
+  }
+
   /* Missing file. */
   const char *d = tu_subdir(root, "idx_missing");
   write_idx_set(d, 0);
   tu_rm_tree(tu_path(d, "t10k-labels-idx1-ubyte"));
   EXPECT_FAIL(RT_DATA_IDX, d, 0.2, "t10k-labels-idx1-ubyte", "missing");
   EXPECT_FAIL(RT_DATA_IDX, tu_path(root, "no_such_dir"), 0.2, "train-images-idx3-ubyte", "missing");
+  { /* --data DIR/ (and DIR//) joins with one slash */
+    char slash[600], want[600];
+    snprintf(slash, sizeof slash, "%s//", d);
+    snprintf(want, sizeof want, "%s/t10k-labels-idx1-ubyte[.gz]: missing", d);
+    EXPECT_FAIL(RT_DATA_IDX, slash, 0.2, want, NULL);
+    CHECK(strstr(err, "//") == NULL);
+  }
 
   /* Truncated raw file: the message gives both sizes. */
   d = tu_subdir(root, "idx_trunc");
@@ -156,7 +179,9 @@ static void test_idx(const char *root) {
   tu_write(tu_path(d, "t10k-images-idx3-ubyte"), buf, 30);
   {
     char want[600];
-    snprintf(want, sizeof want, "%s: truncated: expected 40 bytes, got 30",
+    snprintf(want, sizeof want,
+             "%s: the header claims 2 images of 3x4 (40 bytes with the header), but the file "
+             "holds 30 bytes",
              tu_path(d, "t10k-images-idx3-ubyte"));
     EXPECT_FAIL(RT_DATA_IDX, d, 0.2, want, NULL);
   }
@@ -166,7 +191,21 @@ static void test_idx(const char *root) {
   tu_rm_tree(tu_path(d, "t10k-images-idx3-ubyte"));
   tu_write_gz(tu_path(d, "t10k-images-idx3-ubyte.gz"), buf, 39);
   EXPECT_FAIL(RT_DATA_IDX, d, 0.2,
-              "t10k-images-idx3-ubyte.gz: truncated: expected 40 bytes, got 39", NULL);
+              "t10k-images-idx3-ubyte.gz: the header claims 2 images of 3x4 (40 bytes with the "
+              "header), but the file holds 39 bytes", NULL);
+  /* A header of 4x4 images over 3x3 data is not "truncated": the message
+   * says what the header claims and what the file holds (issue 15 §7). */
+  {
+    size_t n33;
+    uint8_t *b33 = idx_images(0x803, 2, 3, 3, 1, &n33);
+    b33[11] = 4; b33[15] = 4; /* rows, cols */
+    tu_write_gz(tu_path(d, "t10k-images-idx3-ubyte.gz"), b33, n33);
+    free(b33);
+    EXPECT_FAIL(RT_DATA_IDX, d, 0.2,
+                "t10k-images-idx3-ubyte.gz: the header claims 2 images of 4x4 (48 bytes with "
+                "the header), but the file holds 34 bytes; that is 2 images of 3x3", NULL);
+    CHECK(strstr(err, "truncated") == NULL);
+  }
   /* A longer file than its header says is refused too. */
   uint8_t *longer = malloc(n + 3);
   memcpy(longer, buf, n);
@@ -195,12 +234,17 @@ static void test_idx(const char *root) {
   size_t gzlen;
   uint8_t *gzb = tu_read(tu_path(d, "train-images-idx3-ubyte.gz"), &gzlen);
   tu_write(tu_path(d, "train-images-idx3-ubyte.gz"), gzb, gzlen / 2);
-  EXPECT_FAIL(RT_DATA_IDX, d, 0.2, "train-images-idx3-ubyte.gz: truncated: expected 2416 bytes",
+  /* A cut stream is a gzip error, in zlib's words, not a short IDX file. */
+  EXPECT_FAIL(RT_DATA_IDX, d, 0.2, "train-images-idx3-ubyte.gz: gzip error: unexpected end of file",
               NULL);
   gzb[gzlen / 2] ^= 0x55;
   gzb[gzlen - 6] ^= 0x55; /* and in the stored CRC, in case the first flip decodes */
   tu_write(tu_path(d, "train-images-idx3-ubyte.gz"), gzb, gzlen);
-  EXPECT_FAIL(RT_DATA_IDX, d, 0.2, "train-images-idx3-ubyte.gz", NULL);
+  EXPECT_FAIL(RT_DATA_IDX, d, 0.2, "train-images-idx3-ubyte.gz: gzip error: ", NULL);
+  { /* zlib's message comes without its own copy of the path */
+    const char *first = strstr(err, "train-images-idx3-ubyte.gz");
+    CHECK(first && strstr(first + 1, "train-images-idx3-ubyte.gz") == NULL);
+  }
   free(gzb);
 
   /* Wrong magic, on images and on labels. */
@@ -382,9 +426,9 @@ static void test_stl(const char *root) {
   write_stl(d);
   const uint8_t y0[2] = {0, 3}, y11[2] = {3, 11}, y3[3] = {1, 2, 3};
   tu_write(tu_path(d, "train_y.bin"), y0, 2);
-  EXPECT_FAIL(RT_DATA_STL10, d, 0.2, "train_y.bin: label 0 of image 0 out of range 1..10", NULL);
+  EXPECT_FAIL(RT_DATA_STL10, d, 0.2, "train_y.bin: record 0: label 0 out of range 1..10", NULL);
   tu_write(tu_path(d, "train_y.bin"), y11, 2);
-  EXPECT_FAIL(RT_DATA_STL10, d, 0.2, "train_y.bin: label 11 of image 1 out of range 1..10", NULL);
+  EXPECT_FAIL(RT_DATA_STL10, d, 0.2, "train_y.bin: record 1: label 11 out of range 1..10", NULL);
   tu_write(tu_path(d, "train_y.bin"), y3, 3);
   EXPECT_FAIL(RT_DATA_STL10, d, 0.2, "train_y.bin: 3 labels", "holds 2 images");
   write_stl(d);
@@ -478,7 +522,7 @@ static void test_digits(const char *root) {
     tu_write(raw, u, strlen(u));
     free(u);
   }
-  EXPECT_FAIL(RT_DATA_DIGITS_CSV, raw, 0.2, "digits.csv:2: field 1", "17 out of range 0..16");
+  EXPECT_FAIL(RT_DATA_DIGITS_CSV, raw, 0.2, "digits.csv:2: field 1", "'17' out of range 0..16");
   free(t);
 
   t = digits_text(3, "\n");
@@ -492,7 +536,52 @@ static void test_digits(const char *root) {
   char *last = strrchr(t, ',') + 1; /* label of line 3, "2\n" */
   strcpy(last, "10\n");
   tu_write(raw, t, strlen(t));
-  EXPECT_FAIL(RT_DATA_DIGITS_CSV, raw, 0.2, "digits.csv:3: label 10 out of range 0..9", NULL);
+  EXPECT_FAIL(RT_DATA_DIGITS_CSV, raw, 0.2, "digits.csv:3: label '10' out of range 0..9", NULL);
+  free(t);
+
+  /* Values are quoted as they are in the file, however long (issue 15 §7). */
+  t = digits_text(3, "\n");
+  last = strrchr(t, ',') + 1;
+  strcpy(last, "12345\n");
+  tu_write(raw, t, strlen(t));
+  EXPECT_FAIL(RT_DATA_DIGITS_CSV, raw, 0.2, "digits.csv:3: label '12345' out of range 0..9", NULL);
+  free(t);
+  t = digits_text(3, "\n");
+  {
+    l2 = strchr(t, '\n') + 1;
+    char *u = malloc(strlen(t) + 32);
+    sprintf(u, "%.*s99999999999999999999%s", (int)(l2 - t), t, l2 + 1);
+    tu_write(raw, u, strlen(u));
+    free(u);
+  }
+  EXPECT_FAIL(RT_DATA_DIGITS_CSV, raw, 0.2,
+              "digits.csv:2: field 1: pixel value '99999999999999999999' out of range", NULL);
+  free(t);
+  /* A NUL is named, and the message stays printable. */
+  t = digits_text(3, "\n");
+  {
+    l2 = strchr(t, '\n') + 1; /* line 2 starts "1,2,...": make field 2 "2\0" */
+    char *f2 = strchr(l2, ',') + 1;
+    size_t tl = strlen(t);
+    char *u = malloc(tl + 2);
+    size_t at = (size_t)(f2 - t) + 1;
+    memcpy(u, t, at);
+    u[at] = '\0';
+    memcpy(u + at + 1, t + at, tl - at);
+    tu_write(raw, u, tl + 1);
+    free(u);
+  }
+  EXPECT_FAIL(RT_DATA_DIGITS_CSV, raw, 0.2, "digits.csv:2: field 2: a NUL byte in '2\\x00'",
+              NULL);
+  free(t);
+  /* Labels the model cannot predict, with fewer than 10 classes. */
+  t = digits_text(10, "\n");
+  tu_write(raw, t, strlen(t));
+  {
+    rt_dataset a2, b2;
+    CHECK(rt_data_load_classes(RT_DATA_DIGITS_CSV, raw, 0.2, 5, &a2, &b2, err, sizeof err) == -1);
+    tu_check_has(__FILE__, __LINE__, err, "digits.csv:6: label '5' out of range 0..4");
+  }
   free(t);
 
   t = digits_text(1, "\n");
