@@ -6,9 +6,29 @@
 
 #include "frontend/ast.h"
 
-/* Prints the line and the caret. The caret line copies the tabs of the
- * source line and skips UTF-8 continuation bytes, so the caret lands under
- * the right character in a terminal although columns count bytes. */
+/* The length of the well-formed UTF-8 character at p (1 for ASCII), or 0
+ * for a byte that does not start one: a truncated sequence, a stray
+ * continuation byte, an overlong form or a surrogate. */
+static int utf8_len(const unsigned char *p, const unsigned char *end) {
+  unsigned char b = p[0];
+  if (b < 0x80) return 1;
+  int n = b >= 0xC2 && b <= 0xDF ? 2 : b >= 0xE0 && b <= 0xEF ? 3 : b >= 0xF0 && b <= 0xF4 ? 4 : 0;
+  if (!n || end - p < n) return 0;
+  for (int i = 1; i < n; i++)
+    if ((p[i] & 0xC0) != 0x80) return 0;
+  if ((b == 0xE0 && p[1] < 0xA0) || (b == 0xED && p[1] > 0x9F) || (b == 0xF0 && p[1] < 0x90) ||
+      (b == 0xF4 && p[1] > 0x8F))
+    return 0;
+  return n;
+}
+
+/* Prints the line and the caret. Bytes that are not UTF-8 are written as
+ * \xNN, so the diagnostic is valid UTF-8 whatever the file holds. The caret
+ * line copies the tabs of the source line and gives each character one
+ * column (four for an escaped byte), so the caret lands under the right
+ * character in a terminal although columns count bytes. A byte order mark
+ * at the start of the file is not shown: the lexer skips it and counts
+ * line 1's columns from after it. */
 static void show_line(FILE *out, const char *src, size_t len, fe_loc loc) {
   const char *p = src, *end = src + len;
   for (int l = 1; l < loc.line && p < end; l++) {
@@ -16,19 +36,31 @@ static void show_line(FILE *out, const char *src, size_t len, fe_loc loc) {
     if (!nl) return;
     p = nl + 1;
   }
+  if (p == src && len >= 3 && memcmp(src, "\xEF\xBB\xBF", 3) == 0) p += 3;
   const char *nl = memchr(p, '\n', (size_t)(end - p));
   const char *eol = nl ? nl : end;
   if (eol > p && eol[-1] == '\r') eol--;
-  fprintf(out, "%.*s\n", (int)(eol - p), p);
-  for (int k = 0; k < loc.col - 1; k++) {
-    if (p + k < eol) {
-      unsigned char ch = (unsigned char)p[k];
-      if (ch == '\t')
+  const unsigned char *u = (const unsigned char *)p, *ue = (const unsigned char *)eol;
+  for (const unsigned char *q = u; q < ue;) {
+    int n = utf8_len(q, ue);
+    if (n)
+      fwrite(q, 1, (size_t)n, out), q += n;
+    else
+      fprintf(out, "\\x%02x", *q++);
+  }
+  fputc('\n', out);
+  const unsigned char *q = u;
+  for (int k = 0; k < loc.col - 1;) {
+    if (q + k < ue) {
+      int n = utf8_len(q + k, ue);
+      if (q[k] == '\t')
         fputc('\t', out);
-      else if ((ch & 0xC0) != 0x80)
-        fputc(' ', out);
+      else
+        fputs(n ? " " : "    ", out);
+      k += n ? n : 1;
     } else {
       fputc(' ', out);
+      k++;
     }
   }
   fputs("^\n", out);

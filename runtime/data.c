@@ -302,9 +302,11 @@ static int max_label(const uint8_t *y, int n) {
 static int load_idx(const char *dir, int classes, rt_dataset *train, rt_dataset *test,
                     char *err, size_t errlen) {
   idx_split a, b;
-  if (load_idx_split(dir, "train-images-idx3-ubyte", "train-labels-idx1-ubyte", classes, &a, err, errlen))
+  if (load_idx_split(dir, "train-images-idx3-ubyte", "train-labels-idx1-ubyte", classes, &a,
+                     err, errlen))
     return -1;
-  if (load_idx_split(dir, "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", classes, &b, err, errlen)) {
+  if (load_idx_split(dir, "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", classes, &b,
+                     err, errlen)) {
     free(a.px); free(a.lab);
     return -1;
   }
@@ -408,7 +410,10 @@ static int load_cifar_files(char paths[][PATH_LEN], int nfiles, int classes, rt_
   if (alloc_dataset(d, (int)total, 3, 32, 32, err, errlen, what)) return -1;
   d->classes = 10;
   for (int i = 0, at = 0; i < nfiles; at += counts[i], i++)
-    if (cifar_read(paths[i], counts[i], classes, d, at, err, errlen)) { rt_dataset_free(d); return -1; }
+    if (cifar_read(paths[i], counts[i], classes, d, at, err, errlen)) {
+      rt_dataset_free(d);
+      return -1;
+    }
   return 0;
 }
 
@@ -437,7 +442,10 @@ static int load_cifar(const char *path, int classes, rt_dataset *train, rt_datas
   if (file_size(tfile[0], &size, err, errlen)) return -1;
 
   if (load_cifar_files(files, CIFAR_TRAIN_FILES, classes, train, dir, err, errlen)) return -1;
-  if (load_cifar_files(tfile, 1, classes, test, dir, err, errlen)) { rt_dataset_free(train); return -1; }
+  if (load_cifar_files(tfile, 1, classes, test, dir, err, errlen)) {
+    rt_dataset_free(train);
+    return -1;
+  }
   return 0;
 }
 
