@@ -33,16 +33,41 @@ static void usage(FILE *f) {
           "                   a trained checkpoint as fixed-architecture C or CUDA\n"
           "                   source plus FILE.h (and FILE.weights past 4 MiB of\n"
           "                   weights); see './model export --help'\n"
-          "  -h, --help       this text\n");
+          "  --max-params N   refuse a super-network of more than N parameters\n"
+          "                   (default %lld; also ILNAS_MAX_PARAMS)\n"
+          "  --max-arena B    refuse an activation arena of more than B bytes at\n"
+          "                   the model's batch (default %lld; also ILNAS_MAX_ARENA)\n"
+          "  -h, --help       this text\n",
+          (long long)IR_MAX_PARAMS_DEFAULT, (long long)IR_MAX_ARENA_DEFAULT);
 }
 
 typedef struct opts {
   const char *in, *out, *ll, *obj;
   const char *emit_c, *emit_cuda; /* checkpoints to export */
   int check, dump;
+  ir_limits lim;
 } opts;
 
+/* A limit: a whole number of at least 1. */
+static int parse_limit(const char *what, const char *text, int64_t *v) {
+  char *end;
+  errno = 0;
+  long long x = text ? strtoll(text, &end, 10) : 0;
+  if (!text || errno || end == text || *end || x < 1) {
+    fprintf(stderr, "ilnasc: error: %s needs a whole number of at least 1, not '%s'\n",
+            what, text ? text : "");
+    return 2;
+  }
+  *v = x;
+  return 0;
+}
+
 static int parse_args(int argc, char **argv, opts *o) {
+  o->lim = ir_limits_default();
+  const char *env = getenv("ILNAS_MAX_PARAMS");
+  if (env && *env && parse_limit("ILNAS_MAX_PARAMS", env, &o->lim.max_params)) return 2;
+  env = getenv("ILNAS_MAX_ARENA");
+  if (env && *env && parse_limit("ILNAS_MAX_ARENA", env, &o->lim.max_arena)) return 2;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     const char **val = strcmp(a, "-o") == 0            ? &o->out
@@ -57,6 +82,9 @@ static int parse_args(int argc, char **argv, opts *o) {
         return 2;
       }
       *val = argv[++i];
+    } else if (strcmp(a, "--max-params") == 0 || strcmp(a, "--max-arena") == 0) {
+      int64_t *v = a[6] == 'p' ? &o->lim.max_params : &o->lim.max_arena;
+      if (parse_limit(a, i + 1 < argc ? argv[++i] : NULL, v)) return 2;
     } else if (strcmp(a, "--check") == 0) {
       o->check = 1;
     } else if (strcmp(a, "--dump-ir") == 0) {
@@ -166,7 +194,7 @@ int main(int argc, char **argv) {
 
   fe_model m;
   if (fe_parse_file(o.in, &m, stderr)) return 1;
-  ir_graph *g = ir_build(&m, stderr);
+  ir_graph *g = ir_build_limited(&m, &o.lim, stderr);
   fe_model_free(&m);
   if (!g) return 1;
   if (o.dump) ir_dump(g, stdout);

@@ -102,6 +102,19 @@ typedef struct ir_count {
  * (the lower bounds, at the model's density, drawn from its seed). Reports
  * a budget below the seed network against the source. NULL on error. */
 ir_graph *ir_build(const fe_model *m, FILE *diag);
+
+/* Sizes checked before the super-network is allocated; over one, ir_build
+ * reports it against the source. ilnasc raises them with --max-params and
+ * --max-arena (or ILNAS_MAX_PARAMS, ILNAS_MAX_ARENA). */
+#define IR_MAX_PARAMS_DEFAULT ((int64_t)1 << 30) /* 4.3 GB of floats */
+#define IR_MAX_ARENA_DEFAULT ((int64_t)1 << 36)  /* bytes: 68.7 GB */
+typedef struct ir_limits {
+  int64_t max_params; /* super-network parameters (weights, biases, BN) */
+  int64_t max_arena;  /* activation arena bytes at the model's batch */
+} ir_limits;
+ir_limits ir_limits_default(void);
+/* ir_build with limits other than the defaults. */
+ir_graph *ir_build_limited(const fe_model *m, const ir_limits *lim, FILE *diag);
 void ir_free(ir_graph *g);
 
 static inline int ir_alpha_get(const ir_arch *a, int64_t i) {
@@ -124,6 +137,17 @@ ir_count ir_count_layer(const ir_graph *g, const ir_arch *a, const ir_layer *l);
 /* Channels (conv) or neurons (linear) of a layer with at least one active
  * incoming weight. */
 int ir_live_outputs(const ir_graph *g, const ir_arch *a, const ir_layer *l);
+/* Every tensor's channels in one array, tensor t's from ir_chan_base(g, t)
+ * (the channels of the tensors before it); ir_chan_base(g, n_tensors) is
+ * the total. */
+int64_t ir_chan_base(const ir_graph *g, int t);
+/* Which channels can vary with the input (out, ir_chan_base(g, n_tensors)
+ * bytes): the network's input; a live conv or linear layer's outputs with
+ * an active weight from a channel that varies; a dead layer's, a pooling's
+ * or a copy's where their source's does. The others are constants (a
+ * bias, or nothing), which batch norm maps to its beta. -1 when out of
+ * memory. */
+int ir_varying(const ir_graph *g, const ir_arch *a, uint8_t *out);
 /* Per-layer fan-in of the weights, for initialisation. */
 int64_t ir_fan_in(const ir_layer *l);
 

@@ -3,6 +3,8 @@
  * the runtime library (and so every produced binary) does without. */
 #include <assert.h>
 #include <inttypes.h>
+#include <limits.h>
+#include <setjmp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -11,12 +13,23 @@
 
 /* The graph grows in arrays sized from the model's bounds; `live` records,
  * per tensor channel, whether the seed network uses it, so each layer's
- * seed α can be drawn as soon as the layer exists. */
+ * seed α can be drawn as soon as the layer exists.
+ *
+ * Lowering runs twice over the same code. The first pass (counting) lays
+ * out shapes and offsets and counts the seed's weights from the live
+ * channels, with no α and no draws, so sizes and the budget are checked
+ * before anything in proportion to the super-network is allocated. The
+ * second pass allocates α once at its final size and draws the seed. */
 typedef struct builder {
   ir_graph *g;
   int cap_t, cap_l;
-  uint8_t **live; /* [tensor][channel] */
-  size_t alpha_words;
+  uint8_t **live;   /* [tensor][channel] */
+  int counting;     /* first pass: no α, no draws */
+  int64_t seed_max; /* counting: seed weights and biases before density */
+  int64_t item_params[FE_MAX_ITEMS + 1]; /* counting: per item, classifier last */
+  int wide_item;    /* counting: an item whose linear layer reads > INT_MAX features, or -2 */
+  int64_t wide_cin;
+  jmp_buf oom;      /* a failed allocation while lowering */
   rt_rng rng;
 } builder;
 
@@ -31,7 +44,7 @@ static int add_tensor(builder *b, const char *name, int c, int h, int w) {
   t->off = g->act_size;
   g->act_size += (int64_t)c * h * w;
   b->live[id] = calloc((size_t)c, 1);
-  assert(b->live[id]);
+  if (!b->live[id]) longjmp(b->oom, 1);
   return id;
 }
 
@@ -62,9 +75,12 @@ static int feat_per_ch(const ir_graph *g, const ir_layer *l) {
  * channel and a live output (the first `live_out`) are joined by each
  * weight (or kernel) with probability `density`; live outputs keep their
  * bias. Marks the live outputs in the output tensor. */
-static void add_params(builder *b, ir_layer *l, int live_out) {
+static void add_params(builder *b, ir_layer *l, int live_out, int64_t cin) {
   ir_graph *g = b->g;
-  l->n_w = (int64_t)l->cout * l->cin * l->k * l->k;
+  l->n_w = (int64_t)l->cout * cin * l->k * l->k;
+  if (b->counting)
+    b->item_params[l->item < 0 ? FE_MAX_ITEMS : l->item] +=
+        l->n_w + (int64_t)l->cout * (l->bn ? 3 : 1);
   l->w_off = g->n_params;
   g->n_params += l->n_w;
   l->b_off = g->n_params;
@@ -75,17 +91,19 @@ static void add_params(builder *b, ir_layer *l, int live_out) {
     l->s_off = g->n_stats;
     g->n_stats += 2 * (int64_t)l->cout;
   }
-  size_t words = (size_t)(g->n_params + 63) / 64;
-  if (words > b->alpha_words) {
-    g->arch.alpha = realloc(g->arch.alpha, words * 8);
-    assert(g->arch.alpha);
-    memset(g->arch.alpha + b->alpha_words, 0, (words - b->alpha_words) * 8);
-    b->alpha_words = words;
-  }
   if (!g->arch.alive[l - g->layers]) return;
   double d = g->cfg.density;
   int kk = l->k * l->k, per = feat_per_ch(g, l);
   const uint8_t *in_live = b->live[l->in_t];
+  if (b->counting) {
+    /* Exact when density is 1; an upper bound otherwise. */
+    int n_out = live_out < l->cout ? live_out : l->cout;
+    int64_t live_in = 0;
+    for (int64_t c = 0; c < cin / per; c++) live_in += in_live[l->in_ch + c];
+    b->seed_max += (int64_t)n_out * (live_in * per * kk + 1);
+    for (int co = 0; co < n_out; co++) b->live[l->out_t][l->out_ch + co] = 1;
+    return;
+  }
   for (int co = 0; co < live_out && co < l->cout; co++) {
     for (int ci = 0; ci < l->cin; ci++) {
       if (!in_live[l->in_ch + ci / per]) continue;
@@ -154,7 +172,7 @@ static void lower_conv_stage(builder *b, const fe_item *it, int item,
     }
     snprintf(name, sizeof name, "%s.%d.z", it->name, i);
     l->z_t = add_tensor(b, name, C, cur->h, cur->w);
-    add_params(b, l, it->width_lo);
+    add_params(b, l, it->width_lo, l->cin);
     if (!b->g->arch.alive[l - b->g->layers] && l->prev_t >= 0) /* pass-through: same live channels */
       for (int c = 0; c < C; c++)
         b->live[l->out_t][l->out_ch + c] = b->live[l->prev_t][l->prev_ch + c];
@@ -191,7 +209,7 @@ static void lower_reduce(builder *b, const fe_item *it, int item, int n,
     l->z_t = add_tensor(b, name, l->cout, l->oh, l->ow);
     int live = 0;
     for (int c = 0; c < cur->c; c++) live += b->live[cur->t][cur->ch + c];
-    add_params(b, l, live);
+    add_params(b, l, live, l->cin);
   } else {
     for (int c = 0; c < cur->c; c++)
       b->live[l->out_t][c] = b->live[cur->t][cur->ch + c];
@@ -204,7 +222,9 @@ static void lower_linear(builder *b, const char *name, int item, int index,
                          cursor *cur) {
   ir_layer *l = add_layer(b, IR_LINEAR, name, item);
   l->index = index;
-  l->cin = cur->c * cur->h * cur->w;
+  int64_t cin = (int64_t)cur->c * cur->h * cur->w;
+  if (cin > INT_MAX && b->wide_item == -2) b->wide_item = item, b->wide_cin = cin;
+  l->cin = cin > INT_MAX ? INT_MAX : (int)cin; /* counting only: refused after it */
   l->h = l->w = l->oh = l->ow = 1;
   l->cout = width;
   l->relu = relu;
@@ -216,69 +236,207 @@ static void lower_linear(builder *b, const char *name, int item, int index,
   if (l->can_die) l->prev_t = cur->t, l->prev_ch = cur->ch;
   l->out_t = add_tensor(b, name, width, 1, 1), l->out_ch = 0;
   l->z_t = relu ? add_tensor(b, zname, width, 1, 1) : -1;
-  add_params(b, l, live_out);
+  add_params(b, l, live_out, cin);
   if (!alive && l->prev_t >= 0)
     for (int c = 0; c < width; c++)
       b->live[l->out_t][c] = b->live[l->prev_t][l->prev_ch + c];
   cur->t = l->out_t, cur->ch = 0, cur->c = width, cur->h = cur->w = 1;
 }
 
-ir_graph *ir_build(const fe_model *m, FILE *diag) {
-  ir_graph *g = calloc(1, sizeof *g);
-  if (!g) return NULL;
-  g->cfg = *m;
-  g->cfg.src = g->cfg.file = NULL;
-  builder b = {.g = g};
-  for (int i = 0; i < m->n_items; i++) {
-    const fe_item *it = &m->items[i];
-    b.cap_t += 2 * (it->layers_hi > 0 ? it->layers_hi : 1) + 2;
-    b.cap_l += (it->layers_hi > 0 ? it->layers_hi : 1) + 1;
-  }
-  b.cap_t += 4, b.cap_l += 2;
-  g->tensors = calloc((size_t)b.cap_t, sizeof *g->tensors);
-  g->layers = calloc((size_t)b.cap_l, sizeof *g->layers);
-  b.live = calloc((size_t)b.cap_t, sizeof *b.live);
-  g->arch.alpha = calloc(1, 8);
-  g->arch.alive = calloc((size_t)b.cap_l, 1);
-  b.alpha_words = 1;
-  if (!g->tensors || !g->layers || !b.live || !g->arch.alpha || !g->arch.alive) {
-    free(b.live);
-    ir_free(g);
-    return NULL;
-  }
-  rt_rng_seed(&b.rng, m->seed);
-
-  g->input_t = add_tensor(&b, "input", m->in_c, m->in_h, m->in_w);
-  mark_live(&b, g->input_t, 0, m->in_c);
+/* One lowering pass over the whole model into b->g, which holds no tensors
+ * or layers yet. */
+static void lower_all(builder *b, const fe_model *m) {
+  ir_graph *g = b->g;
+  rt_rng_seed(&b->rng, m->seed);
+  g->input_t = add_tensor(b, "input", m->in_c, m->in_h, m->in_w);
+  mark_live(b, g->input_t, 0, m->in_c);
   cursor cur = {g->input_t, 0, m->in_c, m->in_h, m->in_w};
   int n_reduce = 0, last_bn = 0;
   for (int i = 0; i < m->n_items; i++) {
     const fe_item *it = &m->items[i];
     switch (it->kind) {
     case FE_STAGE_CONV:
-      lower_conv_stage(&b, it, i, &cur);
+      lower_conv_stage(b, it, i, &cur);
       last_bn = it->batchnorm;
       break;
     case FE_REDUCE_MAXPOOL:
     case FE_REDUCE_CONV:
     case FE_REDUCE_GAP:
-      lower_reduce(&b, it, i, ++n_reduce, &cur, last_bn);
+      lower_reduce(b, it, i, ++n_reduce, &cur, last_bn);
       break;
     case FE_STAGE_LINEAR:
       for (int k = 0; k < it->layers_hi; k++) {
         char name[64];
         snprintf(name, sizeof name, "%s.%d", it->name, k);
-        lower_linear(&b, name, i, k, it->width_hi, it->width_lo,
+        lower_linear(b, name, i, k, it->width_hi, it->width_lo,
                      k < it->layers_lo, 1, &cur);
       }
       break;
     }
   }
-  lower_linear(&b, "classifier", -1, 0, m->classes, m->classes, 1, 0, &cur);
+  lower_linear(b, "classifier", -1, 0, m->classes, m->classes, 1, 0, &cur);
   g->logits_t = cur.t;
-  for (int i = 0; i < g->n_tensors; i++) free(b.live[i]);
-  free(b.live);
+}
 
+/* Empties the graph and the live channels for another pass. */
+static void reset(builder *b) {
+  ir_graph *g = b->g;
+  for (int i = 0; i < g->n_tensors; i++) free(b->live[i]), b->live[i] = NULL;
+  g->n_tensors = g->n_layers = 0;
+  g->act_size = g->n_params = g->n_stats = 0;
+}
+
+static int word_char(char c) {
+  return c == '_' || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+         (c >= '0' && c <= '9');
+}
+
+/* Where a top-level setting such as "classes" is written, for settings the
+ * checked model keeps no location of; line 0 (the file only) if not found. */
+static fe_loc setting_loc(const fe_model *m, const char *word) {
+  fe_loc at = {0, 0};
+  size_t n = strlen(word);
+  int line = 1;
+  const char *line_start = m->src;
+  for (const char *p = m->src; p && *p; p++) {
+    if (*p == '\n') line++, line_start = p + 1;
+    else if (*p == '#' || (p[0] == '/' && p[1] == '/')) {
+      while (p[1] && p[1] != '\n') p++;
+    } else if (*p == '"') {
+      while (p[1] && p[1] != '"' && p[1] != '\n') p++;
+      if (p[1] == '"') p++;
+    } else if (strncmp(p, word, n) == 0 && (p == m->src || !word_char(p[-1])) &&
+               !word_char(p[n])) {
+      at.line = line, at.col = (int)(p - line_start) + 1;
+      return at;
+    }
+  }
+  return at;
+}
+
+static fe_loc item_loc(const fe_model *m, int item) {
+  return item < 0 || item >= m->n_items ? setting_loc(m, "classes") : m->items[item].loc;
+}
+
+ir_limits ir_limits_default(void) {
+  ir_limits l = {IR_MAX_PARAMS_DEFAULT, IR_MAX_ARENA_DEFAULT};
+  return l;
+}
+
+/* The first pass: sizes and the seed, checked before the second allocates
+ * in proportion to them. Returns the number of errors reported. */
+static int check_sizes(builder *b, const fe_model *m, const ir_limits *lim,
+                       FILE *diag) {
+  ir_graph *g = b->g;
+  int errors = 0;
+  if (m->density >= 1.0 && b->seed_max > m->budget) {
+    fe_error_at(m, m->budget_loc, diag,
+                "budget %" PRId64 " is below the seed network's %" PRId64
+                " parameters (lower the seed's layers, channels or density)",
+                m->budget, b->seed_max);
+    errors++;
+  }
+  if (b->wide_item != -2) {
+    fe_error_at(m, item_loc(m, b->wide_item), diag,
+                "a linear layer here reads %" PRId64 " features, more than the "
+                "%d a layer can have (reduce the image before it)",
+                b->wide_cin, INT_MAX);
+    errors++;
+  }
+  int64_t total = g->n_params;
+  if (total > lim->max_params) {
+    int big = FE_MAX_ITEMS; /* the item with the most parameters */
+    for (int i = 0; i < m->n_items; i++)
+      if (b->item_params[i] > b->item_params[big]) big = i;
+    fe_error_at(m, item_loc(m, big == FE_MAX_ITEMS ? -1 : big), diag,
+                "the super-network needs %" PRId64 " parameters (%.1f GB), over "
+                "the limit of %" PRId64 "%s; raise it with 'ilnasc --max-params "
+                "N' or ILNAS_MAX_PARAMS",
+                total, (double)total * 4 / 1e9, lim->max_params,
+                b->item_params[big] < total ? " (most of them here)" : "");
+    errors++;
+  }
+  /* In double: act_size * 4 * batch can pass 2^63. */
+  double arena = (double)g->act_size * 4 * (m->batch > 0 ? m->batch : 1);
+  if (arena > (double)lim->max_arena) {
+    fe_error_at(m, setting_loc(m, "input"), diag,
+                "the activation arena needs %" PRId64 " floats per image, "
+                "%.1f GB at batch %d, over the limit of %" PRId64 " bytes; "
+                "raise it with 'ilnasc --max-arena BYTES' or ILNAS_MAX_ARENA",
+                g->act_size, arena / 1e9, m->batch, lim->max_arena);
+    errors++;
+  }
+  return errors;
+}
+
+/* Counts and checks, then lowers for real. Every allocation failure on the
+ * way is reported; nothing here is modified between setjmp and longjmp but
+ * what b points to. Returns 1 after errors. */
+static int lower_twice(builder *b, const fe_model *m, const ir_limits *lim,
+                       FILE *diag) {
+  if (setjmp(b->oom)) {
+    fe_error_at(m, (fe_loc){0, 0}, diag,
+                "out of memory lowering the model (the super-network has %" PRId64
+                " parameters so far, %" PRId64 " floats of activations per image)",
+                b->g->n_params, b->g->act_size);
+    return 1;
+  }
+  b->counting = 1;
+  lower_all(b, m);
+  if (check_sizes(b, m, lim, diag)) return 1;
+  int64_t n_params = b->g->n_params;
+  reset(b);
+  b->counting = 0;
+  b->g->arch.alpha = calloc((size_t)(n_params + 63) / 64 + 1, 8);
+  if (!b->g->arch.alpha) {
+    fe_error_at(m, setting_loc(m, "input"), diag,
+                "out of memory for the super-network's %" PRId64
+                " parameters (%.1f GB of α bits); lower the model's bounds",
+                n_params, (double)n_params / 8e9);
+    return 1;
+  }
+  lower_all(b, m);
+  return 0;
+}
+
+ir_graph *ir_build(const fe_model *m, FILE *diag) {
+  ir_limits lim = ir_limits_default();
+  return ir_build_limited(m, &lim, diag);
+}
+
+ir_graph *ir_build_limited(const fe_model *m, const ir_limits *lim, FILE *diag) {
+  ir_graph *g = calloc(1, sizeof *g);
+  builder *b = calloc(1, sizeof *b); /* on the heap: it outlives a longjmp */
+  if (!g || !b) {
+    free(g), free(b);
+    fe_error_at(m, (fe_loc){0, 0}, diag, "out of memory lowering the model");
+    return NULL;
+  }
+  g->cfg = *m;
+  g->cfg.src = g->cfg.file = NULL;
+  b->g = g;
+  b->wide_item = -2;
+  for (int i = 0; i < m->n_items; i++) {
+    const fe_item *it = &m->items[i];
+    b->cap_t += 2 * (it->layers_hi > 0 ? it->layers_hi : 1) + 2;
+    b->cap_l += (it->layers_hi > 0 ? it->layers_hi : 1) + 1;
+  }
+  b->cap_t += 4, b->cap_l += 2;
+  g->tensors = calloc((size_t)b->cap_t, sizeof *g->tensors);
+  g->layers = calloc((size_t)b->cap_l, sizeof *g->layers);
+  b->live = calloc((size_t)b->cap_t, sizeof *b->live);
+  g->arch.alive = calloc((size_t)b->cap_l, 1);
+  int failed = !g->tensors || !g->layers || !b->live || !g->arch.alive;
+  if (failed) fe_error_at(m, (fe_loc){0, 0}, diag, "out of memory lowering the model");
+  else failed = lower_twice(b, m, lim, diag);
+  if (b->live)
+    for (int i = 0; i < g->n_tensors; i++) free(b->live[i]);
+  free(b->live);
+  free(b);
+  if (failed) {
+    ir_free(g);
+    return NULL;
+  }
   ir_count c = ir_count_params(g, &g->arch);
   if (c.active > m->budget) {
     fe_error_at(m, m->budget_loc, diag,
@@ -290,4 +448,3 @@ ir_graph *ir_build(const fe_model *m, FILE *diag) {
   }
   return g;
 }
-
