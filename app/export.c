@@ -62,6 +62,7 @@ typedef struct xp_plan {
   uint8_t *spatial;     /* per tensor: its planes carry the zero border */
   int n_tensors;
   int B;                /* zero border around every spatial plane */
+  uint8_t *varies;      /* per channel of every tensor: ir_varying */
 } xp_plan;
 
 /* Spatial planes (the input, conv and max-pool outputs) are stored with a
@@ -81,7 +82,7 @@ static void plan_free(xp_plan *p) {
   free(p->ops);
   if (p->loc)
     for (int t = 0; t < p->n_tensors; t++) free(p->loc[t]);
-  free(p->loc), free(p->logit_src), free(p->spatial);
+  free(p->loc), free(p->logit_src), free(p->spatial), free(p->varies);
   memset(p, 0, sizeof *p);
 }
 
@@ -110,13 +111,18 @@ static xp_op *op_new(xp_plan *p) {
 }
 
 /* A weighted layer's fold of inference-mode batch norm:
- * y = (z - mean) * gamma / sqrt(var + eps) + beta, with z = w.x + b. */
-static void bn_fold(const ir_layer *l, const rt_exec *x, int co, double *scale,
-                    double *shift) {
+ * y = (z - mean) * gamma / sqrt(var + eps) + beta, with z = w.x + b; for a
+ * channel that cannot vary (ir_varying), y = beta, as the runtime has it. */
+static void bn_fold(const xp_plan *p, const ir_graph *g, const ir_layer *l, const rt_exec *x,
+                    int co, double *scale, double *shift) {
   *scale = 1.0, *shift = 0.0;
   if (!l->bn) return;
   const float *gamma = rt_exec_view(x, RT_PARAMS) + l->g_off, *beta = gamma + l->cout;
   const float *mean = rt_exec_view(x, RT_STATS) + l->s_off, *var = mean + l->cout;
+  if (!p->varies[ir_chan_base(g, l->out_t) + l->out_ch + co]) {
+    *scale = 0.0, *shift = beta[co];
+    return;
+  }
   *scale = gamma[co] / sqrt((double)var[co] + RT_BN_EPS);
   *shift = beta[co] - mean[co] * *scale;
 }
@@ -174,7 +180,7 @@ static int plan_weighted(xp_plan *p, const ir_graph *g, const rt_exec *x,
   o->start[0] = 0;
   for (int co = 0; co < l->cout; co++) {
     double scale, shift;
-    bn_fold(l, x, co, &scale, &shift);
+    bn_fold(p, g, l, x, co, &scale, &shift);
     double bias = (m[l->b_off + co] ? b[co] : 0.0) * scale + shift;
     int64_t active = 0, reach = 0;
     for (int ci = 0; ci < l->cin; ci++) {
@@ -219,7 +225,7 @@ static int plan_weighted(xp_plan *p, const ir_graph *g, const rt_exec *x,
   for (int co = 0; co < l->cout; co++) {
     if (out[co] < 0) continue;
     double scale, shift;
-    bn_fold(l, x, co, &scale, &shift);
+    bn_fold(p, g, l, x, co, &scale, &shift);
     for (int ci = 0; ci < l->cin; ci++) {
       if (in[ci] < 0) continue;
       const int64_t base = ((int64_t)co * l->cin + ci) * kk;
@@ -290,7 +296,10 @@ static int plan_build(xp_plan *p, const ir_graph *g, const rt_exec *x, int dense
   p->loc = calloc((size_t)g->n_tensors, sizeof *p->loc);
   p->logit_src = malloc((size_t)p->classes * sizeof *p->logit_src);
   p->spatial = calloc((size_t)g->n_tensors, 1);
-  if (!p->loc || !p->logit_src || !p->spatial) return fail(err, errlen, "out of memory");
+  p->varies = malloc((size_t)ir_chan_base(g, g->n_tensors) + 1);
+  if (!p->loc || !p->logit_src || !p->spatial || !p->varies ||
+      ir_varying(g, x->arch, p->varies))
+    return fail(err, errlen, "out of memory");
   for (int li = 0; li < g->n_layers; li++)
     if (g->layers[li].kind == IR_CONV && g->layers[li].pad > p->B) p->B = g->layers[li].pad;
   for (int t = 0; t < g->n_tensors; t++) {

@@ -80,6 +80,50 @@ int ir_live_outputs(const ir_graph *g, const ir_arch *a, const ir_layer *l) {
   return (int)live;
 }
 
+int64_t ir_chan_base(const ir_graph *g, int t) {
+  int64_t n = 0;
+  for (int i = 0; i < t && i < g->n_tensors; i++) n += g->tensors[i].c;
+  return n;
+}
+
+int ir_varying(const ir_graph *g, const ir_arch *a, uint8_t *out) {
+  int64_t *base = malloc(((size_t)g->n_tensors + 1) * sizeof *base);
+  if (!base) return -1;
+  base[0] = 0;
+  for (int t = 0; t < g->n_tensors; t++) base[t + 1] = base[t] + g->tensors[t].c;
+  memset(out, 0, (size_t)base[g->n_tensors]);
+  memset(out + base[g->input_t], 1, (size_t)g->tensors[g->input_t].c);
+  /* the schedule's order is the layers' order: sources come first */
+  for (int li = 0; li < g->n_layers; li++) {
+    const ir_layer *l = &g->layers[li];
+    const uint8_t *in = out + base[l->in_t] + l->in_ch;
+    uint8_t *o = out + base[l->out_t] + l->out_ch;
+    int weighted = l->kind == IR_CONV || l->kind == IR_LINEAR;
+    if (weighted && !a->alive[li]) {
+      if (l->prev_t >= 0) memcpy(o, out + base[l->prev_t] + l->prev_ch, (size_t)l->cout);
+      continue;
+    }
+    if (!weighted) {
+      for (int c = 0; c < l->cout && c < l->cin; c++) o[c] = in[c];
+      continue;
+    }
+    /* a linear layer reads its input channel-major flattened */
+    const ir_tensor *it = &g->tensors[l->in_t];
+    int64_t per = l->kind == IR_LINEAR ? (int64_t)it->h * it->w : 1, kk = (int64_t)l->k * l->k;
+    for (int co = 0; co < l->cout; co++) {
+      int v = 0;
+      for (int64_t f = 0; f < l->cin && !v; f++) {
+        if (!in[f / per]) continue;
+        for (int64_t k = 0; k < kk && !v; k++)
+          v = ir_alpha_get(a, l->w_off + ((int64_t)co * l->cin + f) * kk + k);
+      }
+      o[co] = (uint8_t)v;
+    }
+  }
+  free(base);
+  return 0;
+}
+
 const char *ir_search_name(fe_search s) {
   switch (s) {
   case FE_SEARCH_RANDOM: return "random";

@@ -57,8 +57,12 @@ typedef struct rt_backend_i {
 
   /* Kernels for the current masks (n_params bytes, α expanded) of the
    * weighted layers marked in dirty (n_layers bytes); the first call
-   * marks them all. */
-  int (*prepare)(rt_backend *b, const uint8_t *dirty, const uint8_t *mask);
+   * marks them all. varies: which channels can vary with the input
+   * (ir_varying), the executor's, valid until the next prepare; batch
+   * norm maps the others, constants, to beta in inference as it does in
+   * training. */
+  int (*prepare)(rt_backend *b, const uint8_t *dirty, const uint8_t *mask,
+                 const uint8_t *varies);
   /* The driver's functions, or NULL (the default): the schedule. */
   void (*set_driver)(rt_backend *b, rt_graph_fn fwd, rt_graph_fn bwd);
 

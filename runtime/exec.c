@@ -16,6 +16,7 @@ typedef struct exec_impl {
   ir_arch arch;   /* pub.arch, writable */
   uint8_t *mask;  /* pub.mask, writable */
   uint8_t *dirty; /* per layer: α changed since the last prepare */
+  uint8_t *varies; /* per channel of every tensor: ir_varying, at prepare */
   int failed;     /* the backend failed since the last rt_exec_status */
   char error[512];
 } exec_impl;
@@ -52,7 +53,8 @@ rt_exec *rt_exec_new(const ir_graph *g, int cap, int threads, const char *backen
   x->arch = &e->arch;
   x->mask = e->mask = calloc((size_t)g->n_params + 1, 1);
   e->dirty = calloc((size_t)g->n_layers + 1, 1);
-  if (!e->mask || !e->dirty || ir_arch_init(&e->arch, g)) {
+  e->varies = calloc((size_t)ir_chan_base(g, g->n_tensors) + 1, 1);
+  if (!e->mask || !e->dirty || !e->varies || ir_arch_init(&e->arch, g)) {
     snprintf(err, errlen, "out of memory");
     rt_exec_free(x);
     return NULL;
@@ -75,14 +77,18 @@ void rt_exec_free(rt_exec *x) {
   if (!x) return;
   exec_impl *e = E(x);
   if (x->backend) x->backend->i->free(x->backend);
-  free(e->mask), free(e->dirty);
+  free(e->mask), free(e->dirty), free(e->varies);
   ir_arch_free(&e->arch);
   free(e);
 }
 
 int rt_exec_prepare(rt_exec *x, char *err, size_t errlen) {
   exec_impl *e = E(x);
-  if (x->backend->i->prepare(x->backend, e->dirty, e->mask)) {
+  if (ir_varying(x->g, &e->arch, e->varies)) {
+    snprintf(err, errlen, "out of memory");
+    return -1;
+  }
+  if (x->backend->i->prepare(x->backend, e->dirty, e->mask, e->varies)) {
     snprintf(err, errlen, "%s", x->backend->error);
     return -1;
   }

@@ -61,6 +61,7 @@ typedef struct host {
   float *params; /* pub.params, writable */
   float *gdense; /* n_params: the last backward's gradients, dense (view) */
   uint8_t *dirty; /* per layer: to prepare (prepare's argument) */
+  const uint8_t *varies; /* the executor's ir_varying, as of the last prepare */
   rt_graph_fn fwd, bwd; /* the graph driver, or NULL: the schedule, */
   ir_call *fc, *bc;     /* interpreted */
   int nf, nb;
@@ -346,12 +347,14 @@ static int prepare_on(hx *x, rt_kernels *b, char *err, size_t errlen) {
   return rc;
 }
 
-static int host_prepare(rt_backend *b_, const uint8_t *dirty, const uint8_t *mask) {
+static int host_prepare(rt_backend *b_, const uint8_t *dirty, const uint8_t *mask,
+                        const uint8_t *varies) {
   hx *x = (hx *)b_;
   host *e = (host *)x;
   char *err = b_->error;
   size_t errlen = sizeof b_->error;
   x->mask = mask;
+  e->varies = varies;
   for (int i = 0; i < x->g->n_layers; i++) e->dirty[i] |= dirty[i];
   for (int i = 0; i < x->g->n_layers; i++) {
     const ir_layer *l = &x->g->layers[i];
@@ -727,6 +730,8 @@ static void conv_fwd_chunk(const job *j, int chunk, int n0, int n1) {
   if (!l->bn && l->relu && !s.relu) relu_fwd(x, l, j->z, j->out, n0, n1);
 }
 
+static void bn_constants(hx *x, const ir_layer *l, int64_t out);
+
 static void conv_fwd_op(RT_OP_ARGS) {
   hx *e = X(x);
   const ir_layer *ly = &e->g->layers[l];
@@ -743,6 +748,28 @@ static void conv_fwd_op(RT_OP_ARGS) {
               e->params + ly->g_off, e->params + ly->g_off + ly->cout, e->stats + ly->s_off,
               e->stats + ly->s_off + ly->cout, e->bn_save + ly->s_off,
               e->bn_save + ly->s_off + ly->cout, e->act + out);
+    if (!e->training) bn_constants(e, ly, out);
+  }
+}
+
+/* In training, batch norm maps a channel that is a constant (its batch
+ * variance 0: a bias, or nothing) to beta exactly. In inference the
+ * running statistics would not: the running mean trails the constant
+ * (weight decay moves the bias every step) and the running variance
+ * decays towards 0, so 1/sqrt(var + eps) magnifies the trail into outputs
+ * that training never saw. A channel that cannot vary (ir_varying) is
+ * mapped to beta (and the ReLU) in inference too. */
+static void bn_constants(hx *x, const ir_layer *l, int64_t out) {
+  const host *e = (const host *)x;
+  if (!e->varies) return;
+  const uint8_t *v = e->varies + ir_chan_base(x->g, l->out_t) + l->out_ch;
+  const float *beta = x->params + l->g_off + l->cout;
+  int64_t plane = (int64_t)l->oh * l->ow, ns = x->g->act_size;
+  for (int c = 0; c < l->cout; c++) {
+    if (v[c]) continue;
+    float y = l->relu && beta[c] < 0 ? 0.0f : beta[c];
+    for (int i = 0; i < x->n; i++)
+      for (int64_t k = 0; k < plane; k++) x->act[i * ns + out + c * plane + k] = y;
   }
 }
 

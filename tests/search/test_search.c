@@ -382,12 +382,74 @@ static void test_budget(void) {
   CHECK(bn_revivals >= 3, "only %d expansions revived a layer with batch norm", bn_revivals);
 }
 
+/* Batch norm of a channel that is a constant (a bias, or nothing: a
+ * sparse seed has many) gives beta in training; inference must agree,
+ * whatever its running statistics have drifted to. Trains a sparse model
+ * with batch norm, then compares the loss of one batch in both modes. */
+static void test_bn_constants(void) {
+  ir_graph *g = build("model c { input 1x12x12; classes 4; search kernel from density 0.3 seed 3;"
+                      " stage conv { layers 1 channels 8..16 kernel 3x3 norm batch; }"
+                      " reduce conv 2;"
+                      " stage conv { layers 1 channels 8..16 kernel 3x3 norm batch; }"
+                      " reduce gap; stage linear { layers 1 width 16; } }");
+  CHECK(g, "model does not build");
+  if (!g) return;
+  enum { N = 32 };
+  char err[256];
+  rt_exec *x = rt_exec_new(g, N, 1, "cpu", err, sizeof err);
+  CHECK(x, "exec: %s", err);
+  if (!x) {
+    ir_free(g);
+    return;
+  }
+  rt_exec_init_params(x, 5);
+  uint8_t *varies = malloc((size_t)ir_chan_base(g, g->n_tensors));
+  int constants = 0;
+  CHECK(varies && ir_varying(g, x->arch, varies) == 0, "ir_varying");
+  for (int li = 0; varies && li < g->n_layers; li++) {
+    const ir_layer *l = &g->layers[li];
+    if (!l->bn) continue;
+    for (int c = 0; c < l->cout; c++) constants += !varies[ir_chan_base(g, l->out_t) + l->out_ch + c];
+  }
+  CHECK(constants > 0, "the model has no constant channel to test");
+  rt_rng rng;
+  rt_rng_seed(&rng, 8);
+  size_t img = input_size(g);
+  float *in = malloc((size_t)N * img * sizeof *in);
+  uint8_t lab[N];
+  double train = 0, eval = 0;
+  for (int step = 0; in && step < 120; step++) {
+    for (size_t i = 0; i < N * img; i++) in[i] = rt_rng_uniform(&rng);
+    for (int i = 0; i < N; i++) lab[i] = (uint8_t)(in[i * img] * 4); /* learnable */
+    rt_exec_set_input(x, in, N);
+    rt_exec_forward(x);
+    train = rt_exec_loss(x, lab, 1, NULL);
+    rt_exec_backward(x);
+    rt_exec_sgd(x, 0.05f, 0.9f, 5e-4f);
+  }
+  rt_exec_set_input(x, in, N);
+  rt_exec_forward(x);
+  train = rt_exec_loss(x, lab, 0, NULL);
+  rt_exec_set_training(x, 0);
+  rt_exec_set_input(x, in, N);
+  rt_exec_forward(x);
+  eval = rt_exec_loss(x, lab, 0, NULL);
+  rt_exec_set_training(x, 1);
+  printf("batch norm with %d constant channels: loss %.4f in training mode, %.4f in inference\n",
+         constants, train, eval);
+  CHECK(fabs(eval - train) <= 0.1 * train, "inference loss %g far from training's %g", eval, train);
+  free(in), free(varies);
+  rt_exec_free(x);
+  ir_free(g);
+}
+
 int main(void) {
   test_ranking();
   test_ranking_select();
   test_dense_grad();
   test_function_preserving();
   test_budget();
+  test_bn_constants();
   if (failures) fprintf(stderr, "%d failures\n", failures);
   else printf("ok\n");
   return failures != 0;
