@@ -62,8 +62,9 @@ static int load_data(const ir_graph *g, const char *path, rt_dataset *train,
   const fe_model *m = &g->cfg;
   char err[1024];
   if (!path) path = m->data_path;
-  if (rt_data_load(data_format(m->data), path, m->test_split, train, test, err,
-                   sizeof err)) {
+  /* a label the model cannot predict names its file and record */
+  if (rt_data_load_classes(data_format(m->data), path, m->test_split, m->classes, train, test,
+                           err, sizeof err)) {
     fprintf(stderr, "error: %s\n", err);
     return -1;
   }
