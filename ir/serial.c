@@ -98,6 +98,10 @@ static void get_str(rbuf *r, char *dst, size_t max) {
     fail(r, "IR string of %llu bytes is malformed", (unsigned long long)n);
     return;
   }
+  if (memchr(r->p + r->at, 0, n)) { /* it would not survive a round trip */
+    fail(r, "IR string of %llu bytes holds a NUL byte", (unsigned long long)n);
+    return;
+  }
   memcpy(dst, r->p + r->at, n);
   dst[n] = 0;
   r->at += n;
