@@ -385,12 +385,13 @@ static void test_budget(void) {
 /* Batch norm of a channel that is a constant (a bias, or nothing: a
  * sparse seed has many) gives beta in training; inference must agree,
  * whatever its running statistics have drifted to. Trains a sparse model
- * with batch norm, then compares the loss of one batch in both modes. */
+ * with batch norm that grows (dead layers with batch norm come alive),
+ * then compares the loss of one batch in both modes. */
 static void test_bn_constants(void) {
   ir_graph *g = build("model c { input 1x12x12; classes 4; search kernel from density 0.3 seed 3;"
-                      " stage conv { layers 1 channels 8..16 kernel 3x3 norm batch; }"
+                      " stage conv { layers 1..2 channels 8..16 kernel 3x3 norm batch; }"
                       " reduce conv 2;"
-                      " stage conv { layers 1 channels 8..16 kernel 3x3 norm batch; }"
+                      " stage conv { layers 1..2 channels 8..16 kernel 3x3 dense norm batch; }"
                       " reduce gap; stage linear { layers 1 width 16; } }");
   CHECK(g, "model does not build");
   if (!g) return;
@@ -403,6 +404,11 @@ static void test_bn_constants(void) {
     return;
   }
   rt_exec_init_params(x, 5);
+  srch_state st;
+  int have_st = srch_init(&st, g, FE_SEARCH_ILNAS, 4) == 0, grown = 0;
+  CHECK(have_st, "srch_init");
+  if (have_st) srch_refill(&st, x), st.lr = 0.05f, st.alr = 0.5;
+  CHECK(rt_exec_prepare(x, err, sizeof err) == 0, "%s", err);
   uint8_t *varies = malloc((size_t)ir_chan_base(g, g->n_tensors));
   int constants = 0;
   CHECK(varies && ir_varying(g, x->arch, varies) == 0, "ir_varying");
@@ -421,6 +427,12 @@ static void test_bn_constants(void) {
   for (int step = 0; in && step < 120; step++) {
     for (size_t i = 0; i < N * img; i++) in[i] = rt_rng_uniform(&rng);
     for (int i = 0; i < N; i++) lab[i] = (uint8_t)(in[i * img] * 4); /* learnable */
+    if (have_st && step % 30 == 29) {
+      srch_batches pb = {1, N, in, lab};
+      srch_event ev;
+      if (srch_expand(&st, x, &pb, &ev) == 0) grown += ev.new_layers;
+      CHECK(rt_exec_prepare(x, err, sizeof err) == 0, "%s", err);
+    }
     rt_exec_set_input(x, in, N);
     rt_exec_forward(x);
     train = rt_exec_loss(x, lab, 1, NULL);
@@ -435,10 +447,12 @@ static void test_bn_constants(void) {
   rt_exec_forward(x);
   eval = rt_exec_loss(x, lab, 0, NULL);
   rt_exec_set_training(x, 1);
-  printf("batch norm with %d constant channels: loss %.4f in training mode, %.4f in inference\n",
-         constants, train, eval);
+  printf("batch norm with %d constant channels, %d layers grown: loss %.4f in training mode, "
+         "%.4f in inference\n", constants, grown, train, eval);
+  CHECK(grown > 0, "no layer with batch norm came alive");
   CHECK(fabs(eval - train) <= 0.1 * train, "inference loss %g far from training's %g", eval, train);
   free(in), free(varies);
+  if (have_st) srch_free(&st);
   rt_exec_free(x);
   ir_free(g);
 }
