@@ -323,12 +323,21 @@ ir_limits ir_limits_default(void) {
   return l;
 }
 
+/* bytes as a person reads them: "1.9 MB", "76.0 GB". */
+static const char *human(double bytes, char *buf, size_t len) {
+  if (bytes >= 1e9) snprintf(buf, len, "%.1f GB", bytes / 1e9);
+  else if (bytes >= 1e6) snprintf(buf, len, "%.1f MB", bytes / 1e6);
+  else snprintf(buf, len, "%.1f KB", bytes / 1e3);
+  return buf;
+}
+
 /* The first pass: sizes and the seed, checked before the second allocates
  * in proportion to them. Returns the number of errors reported. */
 static int check_sizes(builder *b, const fe_model *m, const ir_limits *lim,
                        FILE *diag) {
   ir_graph *g = b->g;
   int errors = 0;
+  char hb[32];
   if (m->density >= 1.0 && b->seed_max > m->budget) {
     fe_error_at(m, m->budget_loc, diag,
                 "budget %" PRId64 " is below the seed network's %" PRId64
@@ -349,10 +358,10 @@ static int check_sizes(builder *b, const fe_model *m, const ir_limits *lim,
     for (int i = 0; i < m->n_items; i++)
       if (b->item_params[i] > b->item_params[big]) big = i;
     fe_error_at(m, item_loc(m, big == FE_MAX_ITEMS ? -1 : big), diag,
-                "the super-network needs %" PRId64 " parameters (%.1f GB), over "
+                "the super-network needs %" PRId64 " parameters (%s), over "
                 "the limit of %" PRId64 "%s; raise it with 'ilnasc --max-params "
                 "N' or ILNAS_MAX_PARAMS",
-                total, (double)total * 4 / 1e9, lim->max_params,
+                total, human((double)total * 4, hb, sizeof hb), lim->max_params,
                 b->item_params[big] < total ? " (most of them here)" : "");
     errors++;
   }
@@ -361,9 +370,9 @@ static int check_sizes(builder *b, const fe_model *m, const ir_limits *lim,
   if (arena > (double)lim->max_arena) {
     fe_error_at(m, setting_loc(m, "input"), diag,
                 "the activation arena needs %" PRId64 " floats per image, "
-                "%.1f GB at batch %d, over the limit of %" PRId64 " bytes; "
+                "%s at batch %d, over the limit of %" PRId64 " bytes; "
                 "raise it with 'ilnasc --max-arena BYTES' or ILNAS_MAX_ARENA",
-                g->act_size, arena / 1e9, m->batch, lim->max_arena);
+                g->act_size, human(arena, hb, sizeof hb), m->batch, lim->max_arena);
     errors++;
   }
   return errors;
