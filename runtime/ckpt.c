@@ -174,21 +174,31 @@ static int write_body(ck_out *o, const rt_ckpt_writer *w) {
   return out_flush(o);
 }
 
-/* The directory entry made by rename() is only durable once the directory
- * itself is synced; without this a crash can bring back the old file. */
-static int sync_dir(const char *path) {
+/* The directory that holds path, in dir (4096 bytes); -1 (ENAMETOOLONG)
+ * when it does not fit. */
+static int dir_of(const char *path, char dir[4096]) {
   const char *slash = strrchr(path, '/');
-  char dir[4096];
   if (!slash) {
     strcpy(dir, ".");
   } else if (slash == path) {
     strcpy(dir, "/");
   } else {
     size_t k = (size_t)(slash - path);
-    if (k >= sizeof dir) { errno = ENAMETOOLONG; return -1; }
+    if (k >= 4096) {
+      errno = ENAMETOOLONG;
+      return -1;
+    }
     memcpy(dir, path, k);
     dir[k] = '\0';
   }
+  return 0;
+}
+
+/* The directory entry made by rename() is only durable once the directory
+ * itself is synced; without this a crash can bring back the old file. */
+static int sync_dir(const char *path) {
+  char dir[4096];
+  if (dir_of(path, dir)) return -1;
   int fd = open(dir, O_RDONLY | O_DIRECTORY);
   if (fd < 0) return -1;
   int rc = fsync(fd);
@@ -205,18 +215,8 @@ static int sync_dir(const char *path) {
  * files whose process no longer exists. A live PID may be a concurrent
  * writer (or a reused PID): its file stays. Best effort, silent. */
 static void remove_stale_tmp(const char *path) {
-  const char *slash = strrchr(path, '/');
   char dir[4096];
-  if (!slash) {
-    strcpy(dir, ".");
-  } else if (slash == path) {
-    strcpy(dir, "/");
-  } else {
-    size_t k = (size_t)(slash - path);
-    if (k >= sizeof dir) return;
-    memcpy(dir, path, k);
-    dir[k] = '\0';
-  }
+  if (dir_of(path, dir)) return;
   DIR *d = opendir(dir);
   if (!d) return;
   struct dirent *e;
