@@ -1,5 +1,6 @@
 /* jitutil.h: what the JIT tests share: checks, random data, a one-layer
- * graph, and the normalised error the backends are compared by. */
+ * graph, a model from source (jt_build), and the normalised error the
+ * backends are compared by. */
 #ifndef ILNAS_TESTS_JITUTIL_H
 #define ILNAS_TESTS_JITUTIL_H
 
@@ -19,6 +20,16 @@ static inline uint64_t jt_next(void) {
   return jt_state;
 }
 static inline double jt_unif(void) { return (double)(jt_next() >> 11) / 9007199254740992.0; }
+
+/* A model from source text, lowered (tests that link ilnas_lower); NULL
+ * after diagnostics on stderr. */
+static inline ir_graph *jt_build(const char *text) {
+  fe_model m;
+  if (fe_parse_string("t.ilnas", text, &m, stderr)) return NULL;
+  ir_graph *g = ir_build(&m, stderr);
+  fe_model_free(&m);
+  return g;
+}
 static inline int jt_int(int lo, int hi) { return lo + (int)(jt_next() % (uint64_t)(hi - lo + 1)); }
 static inline float *jt_randf(size_t n) {
   float *p = malloc((n ? n : 1) * sizeof *p);

@@ -62,14 +62,6 @@ typedef struct leg {
   int dead_after;
 } leg;
 
-static ir_graph *build_src(const char *text) {
-  fe_model m;
-  if (fe_parse_string("t.ilnas", text, &m, stderr)) return NULL;
-  ir_graph *g = ir_build(&m, stderr);
-  fe_model_free(&m);
-  return g;
-}
-
 static int dead_layers(const leg *L) {
   int d = 0;
   for (int i = 0; i < L->g->n_layers; i++) d += !L->x->arch->alive[i];
@@ -87,7 +79,7 @@ static void leg_free(leg *L) {
 static int train(leg *L, const char *backend, const model_case *mc, const float *in,
                  const uint8_t *lab) {
   char err[256];
-  L->g = build_src(mc->src);
+  L->g = jt_build(mc->src);
   CHECK(L->g, "%s: model does not build", mc->name);
   if (!L->g) return -1;
   L->x = rt_exec_new(L->g, BATCH, 2, backend, err, sizeof err);
@@ -151,7 +143,7 @@ static int64_t alpha_diff(const ir_arch *a, const ir_arch *b, int64_t np) {
 
 static void check_model(const model_case *mc) {
   /* the data, the same for every leg */
-  ir_graph *g = build_src(mc->src);
+  ir_graph *g = jt_build(mc->src);
   CHECK(g, "%s: model does not build", mc->name);
   if (!g) return;
   const ir_tensor *t = &g->tensors[g->input_t];
@@ -211,7 +203,7 @@ static void check_model(const model_case *mc) {
  * device works again, so do the steps. */
 static void check_device_failure(void) {
   char err[256];
-  ir_graph *g = build_src(cases[0].src);
+  ir_graph *g = jt_build(cases[0].src);
   rt_exec *x = g ? rt_exec_new(g, BATCH, 2, "cuda", err, sizeof err) : NULL;
   CHECK(x, "device failure: exec: %s", g ? err : "model does not build");
   if (!x) {

@@ -45,15 +45,7 @@ static const char *src_pool =
     " reduce maxpool 2;"
     " stage linear { layers 1..1 width 6..8; } }";
 
-static ir_graph *build_src(const char *text) {
-  fe_model m;
-  if (fe_parse_string("t.ilnas", text, &m, stderr)) return NULL;
-  ir_graph *g = ir_build(&m, stderr);
-  fe_model_free(&m);
-  return g;
-}
-
-static ir_graph *build(void) { return build_src(src); }
+static ir_graph *build(void) { return jt_build(src); }
 
 static double step(rt_exec *x, const ir_call *f, int nf, const ir_call *bw, int nb,
                    const float *in, const uint8_t *lab, int n) {
@@ -69,7 +61,7 @@ static double step(rt_exec *x, const ir_call *f, int nf, const ir_call *bw, int 
  * with garbage. They must be the same bits. */
 static void check_stale_arena(const char *text, const char *backend) {
   char err[256];
-  ir_graph *g = build_src(text);
+  ir_graph *g = jt_build(text);
   CHECK(g, "model does not build");
   if (!g) return;
   int dead = 0; /* stages start at their lower bound: the rest are dead */
