@@ -278,12 +278,17 @@ static double batches_loss(rt_exec *x, const srch_batches *b) {
   return loss / b->count;
 }
 
-/* A forward on the first phase II batch: a layer that comes alive next
- * takes its batch norm from the statistics of this pass (rt_exec_set_alive),
- * where it still passed its input through. */
-static void first_forward(rt_exec *x, const srch_batches *b) {
-  rt_exec_set_input(x, b->x, b->n);
-  rt_exec_forward(x);
+/* Revives layer li; before the first revival of a layer with batch norm
+ * (*fwd clear), a forward on the first phase II batch, whose statistics
+ * its batch norm starts from (rt_exec_set_alive): the layer still passed
+ * its input through there. */
+static void revive_after_forward(rt_exec *x, const srch_batches *b, int li, int *fwd) {
+  if (x->g->layers[li].bn && !*fwd) {
+    rt_exec_set_input(x, b->x, b->n);
+    rt_exec_forward(x);
+    *fwd = 1;
+  }
+  srch_revive_layer(x, li);
 }
 
 int srch_dense_grad(srch_state *s, rt_exec *x, const srch_batches *b, float *out,
@@ -533,10 +538,10 @@ int srch_expand(srch_state *s, rt_exec *x, const srch_batches *b,
       return -1;
     }
     /* α* and one SGD step on it: W* = -lr g on the candidates */
-    first_forward(x, b);
+    int fwd = 0;
     for (int64_t i = 0; i < nc; i++)
       if (!a->alive[u[i].layer] && !revive[u[i].layer])
-        revive[u[i].layer] = 1, srch_revive_layer(x, u[i].layer);
+        revive[u[i].layer] = 1, revive_after_forward(x, b, u[i].layer, &fwd);
     for (int64_t i = 0; i < nc; i++)
       for (int32_t k = 0; k < u[i].len; k++)
         wstar[u[i].start + k] = -s->lr * s->gsum[u[i].start + k];
@@ -556,10 +561,10 @@ int srch_expand(srch_state *s, rt_exec *x, const srch_batches *b,
     /* UpdateArch: keep the m best by |g + g*|, the rest stay zero */
     int64_t nk = srch_update_arch(g, a, u, nc, s->gsum, s->gstar, m);
     memset(revive, 0, (size_t)g->n_layers);
-    first_forward(x, b);
+    fwd = 0;
     for (int64_t i = 0; i < nk; i++)
       if (!a->alive[u[i].layer] && !revive[u[i].layer])
-        revive[u[i].layer] = 1, srch_revive_layer(x, u[i].layer), ev->new_layers++;
+        revive[u[i].layer] = 1, revive_after_forward(x, b, u[i].layer, &fwd), ev->new_layers++;
     /* The kept parameters join at zero: W* only ranked them, and starting
      * from zero leaves the network's function unchanged by the expansion,
      * while phase I moves them from the next step on. */
