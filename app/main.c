@@ -46,6 +46,7 @@ static void usage_train(FILE *f, const ir_graph *g) {
           "usage: %s train [options]\n"
           "\n"
           "  --epochs N        epochs to train (model: %d)\n"
+          "  --freeze-last N   the last N epochs of the run grow nothing (model: %d)\n"
           "  --train-limit N   use the first N training images (default: all)\n"
           "  --test-limit N    evaluate on the first N test images between epochs\n"
           "                    (default: all; the last epoch always uses all)\n"
@@ -64,7 +65,7 @@ static void usage_train(FILE *f, const ir_graph *g) {
           "  --quiet           no progress output\n"
           "  --profile         time every layer's forward and backward, the loss\n"
           "                    and the SGD step; a table on stderr at the end\n",
-          prog, m->epochs, m->data_path, m->seed, ir_search_name(m->method));
+          prog, m->epochs, m->freeze_last, m->data_path, m->seed, ir_search_name(m->method));
 }
 
 /* Parses the integer value of option argv[*i]; reports and returns -1 on
@@ -113,6 +114,9 @@ static int cmd_train(ir_graph *g, int argc, char **argv, rt_graph_fn fwd,
     } else if (strcmp(a, "--epochs") == 0) {
       if (int_arg(argc, argv, &i, 1, &v)) return 2;
       o.epochs = (int)v;
+    } else if (strcmp(a, "--freeze-last") == 0) {
+      if (int_arg(argc, argv, &i, 0, &v)) return 2;
+      o.freeze_last = (int)v;
     } else if (strcmp(a, "--train-limit") == 0) {
       if (int_arg(argc, argv, &i, 1, &v)) return 2;
       o.train_limit = (int)v;

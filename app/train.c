@@ -30,6 +30,7 @@
 void app_train_opts_default(app_train_opts *o) {
   memset(o, 0, sizeof *o);
   o->epochs = -1;
+  o->freeze_last = -1;
   o->seed = -1;
   o->search = -1;
   o->run_dir = "run";
@@ -174,16 +175,6 @@ static int phase2_batches(const fe_model *m, const rt_dataset *d,
   return 0;
 }
 
-/* Whether phase II runs after `done` epochs: every grow_every epochs, or
- * when the epoch's relative loss drop fell below the flat threshold; never
- * in the frozen last epochs. */
-static int expand_now(const fe_model *m, int epochs, int done, double prev_loss,
-                      double loss) {
-  if (done >= epochs - m->freeze_last) return 0;
-  if (done % m->grow_every == 0) return 1;
-  return m->flat > 0 && prev_loss > 0 && (prev_loss - loss) / prev_loss < m->flat;
-}
-
 static void log_expand(FILE *f, const ir_graph *g, int epoch, const srch_event *ev,
                        double secs) {
   /* the caller has checked that both losses are finite */
@@ -209,6 +200,7 @@ typedef struct train_run {
   const fe_model *m;       /* &g->cfg */
   const app_train_opts *o;
   int epochs, threads;     /* resolved from the options and the model */
+  srch_schedule sched;     /* when phase II runs */
   fe_search method;
   const char *backend;     /* resolved */
   rt_dataset train, test;
@@ -384,15 +376,6 @@ static int flush_metrics(train_run *r) {
   return -1;
 }
 
-/* The first epoch after which the schedule may expand (expand_now): the
- * grow_every beat or, from the second epoch on, the flat trigger. The run
- * grows at all only if it is before the frozen epochs. */
-static int first_expansion(const fe_model *m) {
-  int first = m->grow_every;
-  if (m->flat > 0 && first > 2) first = 2;
-  return first;
-}
-
 /* --resume: the checkpoint's seed and search are the run's; an option that
  * names other ones is refused rather than silently ignored or mixed in. */
 static int check_resume(train_run *r) {
@@ -429,6 +412,7 @@ static int setup(train_run *r, ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd,
   char err[1024], why[512];
   *r = (train_run){.g = g, .m = m, .o = o};
   r->epochs = o->epochs > 0 ? o->epochs : m->epochs;
+  r->sched = srch_schedule_of(m, r->epochs, o->freeze_last);
   r->threads = o->threads > 0 ? o->threads : app_default_threads();
   r->method = o->search >= 0 ? (fe_search)o->search : m->method;
   r->backend = rt_backend_resolve(o->backend ? o->backend : APP_DEFAULT_BACKEND, why, sizeof why);
@@ -474,11 +458,12 @@ static int setup(train_run *r, ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd,
             "search %s, backend %s, %" PRId64 " active parameters of %s\n", m->name,
             r->train.n, r->epochs, m->batch, r->threads, ir_search_name(r->method),
             r->backend, r->active, r->budget);
-  if (r->method != FE_SEARCH_FIXED && first_expansion(m) >= r->epochs - m->freeze_last)
+  if (r->method != FE_SEARCH_FIXED && srch_beats_left(&r->sched, 1) == 0)
     fprintf(stderr, "warning: with %d epochs, 'every %d epoch' and 'freeze last %d' the "
             "schedule leaves no expansion: the %s search will not grow the network "
-            "(train at least %d epochs)\n", r->epochs, m->grow_every, m->freeze_last,
-            ir_search_name(r->method), first_expansion(m) + m->freeze_last + 1);
+            "(train at least %d epochs, or pass --freeze-last N)\n", r->epochs,
+            r->sched.every, r->sched.freeze, ir_search_name(r->method),
+            r->sched.every + r->sched.freeze + 1);
   if (o->profile && rt_exec_profile(r->x)) {
     fprintf(stderr, "error: out of memory\n");
     return -1;
@@ -571,13 +556,13 @@ static int grow(train_run *r, const epoch_stats *e) {
   const fe_model *m = r->m;
   int done = e->ep + 1;
   char err[1024];
-  if (r->method == FE_SEARCH_FIXED ||
-      !expand_now(m, r->epochs, done, r->st.prev_loss, e->train_loss))
+  if (r->method == FE_SEARCH_FIXED || !srch_due(&r->sched, done, r->st.prev_loss, e->train_loss))
     return 0;
   srch_batches pb;
   srch_event ev;
   phase2_batches(m, &r->train, &r->nm, &r->st.rng, &pb, r->pbuf, r->plab, r->order);
   r->ss.lr = lr_at(m, r->epochs, done, 0);
+  r->ss.plan_left = r->sched.plan ? srch_beats_left(&r->sched, done) : 0;
   double tg = now();
   int grown = srch_expand(&r->ss, r->x, &pb, &ev);
   if (grown == -2) {

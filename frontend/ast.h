@@ -88,6 +88,7 @@ typedef enum fe_key {
   FE_K_FREEZE,
   FE_K_BATCHES,
   FE_K_FLAT,
+  FE_K_PLAN,
   FE_K_COUNT
 } fe_key;
 

@@ -481,7 +481,8 @@ static void check_train(checker *k, const fe_stmt *st, int *epochs_ok) {
   }
 }
 
-static void check_grow(checker *k, const fe_stmt *st, const fe_setting **freeze) {
+static void check_grow(checker *k, const fe_stmt *st, const fe_setting **freeze,
+                       const fe_setting **plan) {
   fe_model *m = k->m;
   const fe_setting *seen[FE_K_COUNT] = {0};
   for (const fe_setting *s = st->settings; s; s = s->next) {
@@ -499,9 +500,23 @@ static void check_grow(checker *k, const fe_stmt *st, const fe_setting **freeze)
       break;
     case FE_K_BATCHES: whole_int(k, &s->a, "batches", 1, INT_MAX, &m->grow_batches); break;
     case FE_K_FLAT: real(k, &s->a, "flat", 0, 0, 1, 1, NULL, &m->flat); break;
+    case FE_K_PLAN: m->grow_plan = 1; break;
     default: break;
     }
   }
+  /* Alr sizes expansions only without a plan; a plan needs the budget it
+   * plans for */
+  if (seen[FE_K_PLAN])
+    for (int key = FE_K_ALR; key <= FE_K_ALR_DECAY; key++)
+      if (seen[key]) {
+        fe_error(k->c, seen[key]->at.loc, "'%.*s' has no effect with 'plan', which sizes "
+                 "each expansion from the budget left", TEXT(k, seen[key]->at));
+        fe_note(k->c, seen[FE_K_PLAN]->at.loc, "'plan' is here");
+      }
+  if (seen[FE_K_PLAN] && m->method == FE_SEARCH_FIXED)
+    fe_error(k->c, seen[FE_K_PLAN]->at.loc, "'plan' sizes expansions; 'fixed' has none");
+  else if (seen[FE_K_PLAN])
+    *plan = seen[FE_K_PLAN];
 }
 
 static void defaults(fe_model *m) {
@@ -536,7 +551,7 @@ int fe_check(fe_ctx *c, fe_model *m) {
 
   const fe_stmt *model = NULL, *data = NULL, *train = NULL, *grow = NULL;
   int any_model = 0, epochs_ok = 1, epochs_given = 0;
-  const fe_setting *freeze = NULL;
+  const fe_setting *freeze = NULL, *plan = NULL;
   for (const fe_stmt *st = c->file_ast; st; st = st->next) any_model |= st->kind == FE_ST_MODEL;
   for (const fe_stmt *st = c->file_ast; st; st = st->next) {
     if (st->kind == FE_ST_MODEL) {
@@ -566,10 +581,13 @@ int fe_check(fe_ctx *c, fe_model *m) {
         epochs_given |= s->key == FE_K_EPOCHS;
       check_train(&k, st, &epochs_ok);
     }
-    if (st->kind == FE_ST_GROW) check_grow(&k, st, &freeze);
+    if (st->kind == FE_ST_GROW) check_grow(&k, st, &freeze, &plan);
   }
   if (k.complete && !model)
     fe_error(c, (fe_loc){0, 0}, "no model; a file starts with 'model NAME { ... }'");
+  if (k.complete && plan && m->budget == INT64_MAX)
+    fe_error(c, plan->at.loc, "'plan' needs a budget ('search ... budget N'): it plans the "
+             "expansions that reach it");
   if (k.complete && freeze && epochs_ok && m->freeze_last >= m->epochs)
     fe_error(c, freeze->a.at.loc, "freeze last %d must be less than the %d epochs%s",
              m->freeze_last, m->epochs, epochs_given ? "" : " (the default; set 'train epochs N')");

@@ -90,7 +90,8 @@ typedef struct fe_model {
   double candidates;   /* n/m, candidates per kept parameter; default 4 */
   int freeze_last;     /* last epochs with the architecture frozen; default 0 */
   int grow_batches;    /* batches for the dense gradient; default 1 */
-  double flat;         /* also expand when the epoch's relative loss drop is below this; 0 = off (default) */
+  double flat;         /* a beat expands only if the epoch's relative loss drop is below this; 0 = off (default) */
+  int grow_plan;       /* 1: m from the budget and the beats left (plan); 0: m = Alr * active (default) */
 } fe_model;
 
 /* Parse and check a file (or a string named `file`). Diagnostics go to

@@ -92,7 +92,7 @@ static fe_setting_list concat(fe_setting_list a, fe_setting_list b);
   MOMENTUM "momentum" DECAY "decay"
   ILNAS "ilnas" RANDOM "random" FIXED "fixed" EVERY "every" EPOCH "epoch"
   ALR "alr" CANDIDATES "candidates" FREEZE "freeze" LAST "last"
-  BATCHES "batches" FLAT "flat"
+  BATCHES "batches" FLAT "flat" PLAN "plan"
 %token <str> IDENT "name"
 %token <num> NUMBER "number"
 %token <size> SIZE "size"
@@ -165,6 +165,7 @@ keyword
   | "crop" | "flip" | "split" | "epochs" | "lr" | "cosine" | "constant"
   | "step" | "momentum" | "decay" | "ilnas" | "random" | "fixed" | "every"
   | "epoch" | "alr" | "candidates" | "freeze" | "last" | "batches" | "flat"
+  | "plan"
   ;
 
 entries
@@ -293,6 +294,7 @@ grow_setting
   | "freeze" "last" NUMBER epoch_unit { $$ = num(c, FE_K_FREEZE, @$, $3); $$->at.len = @2.off + @2.len - @1.off; }
   | "batches" NUMBER          { $$ = num(c, FE_K_BATCHES, @1, $2); }
   | "flat" NUMBER             { $$ = num(c, FE_K_FLAT, @1, $2); }
+  | "plan"                    { $$ = choice(c, FE_K_PLAN, @1, 1); }
   ;
 
 epoch_unit

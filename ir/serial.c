@@ -8,7 +8,9 @@
 
 #include "ir/ir.h"
 
-enum { IR_VERSION = 1 };
+/* Version 2 appends CFG_INTS_2 to the configuration; version 1 files
+ * read with their defaults. */
+enum { IR_VERSION = 2, IR_VERSION_MIN = 1 };
 static const char IR_MAGIC[8] = {'I', 'L', 'N', 'A', 'S', 'I', 'R', '1'};
 
 typedef struct wbuf {
@@ -112,6 +114,7 @@ static void get_str(rbuf *r, char *dst, size_t max) {
   X(in_c) X(in_h) X(in_w) X(classes) X(gran) X(data) X(aug_crop) X(aug_flip)  \
   X(batch) X(epochs) X(sched) X(step_every) X(method) X(grow_every)           \
   X(freeze_last) X(grow_batches) X(n_items)
+#define CFG_INTS_2(X) X(grow_plan)
 #define CFG_F64S(X)                                                            \
   X(density) X(test_split) X(lr) X(step_gamma) X(momentum) X(decay) X(alr)    \
   X(alr_decay) X(candidates) X(flat)
@@ -140,6 +143,9 @@ int ir_serialize(const ir_graph *g, const ir_arch *a, uint8_t **buf, size_t *n) 
 #undef W
 #define W(f) put_f64(&w, m->f);
   CFG_F64S(W)
+#undef W
+#define W(f) put_i64(&w, m->f);
+  CFG_INTS_2(W)
 #undef W
   put_i64(&w, m->budget);
   put_u64(&w, m->seed);
@@ -221,7 +227,7 @@ static void check_cfg(rbuf *r, const fe_model *m) {
       {"cfg.method", m->method, 0, FE_SEARCH_FIXED}, {"cfg.grow_every", m->grow_every, 1, INT32_MAX},
       {"cfg.freeze_last", m->freeze_last, 0, INT32_MAX},
       {"cfg.grow_batches", m->grow_batches, 1, INT32_MAX},
-      {"cfg.n_items", m->n_items, 0, FE_MAX_ITEMS},
+      {"cfg.n_items", m->n_items, 0, FE_MAX_ITEMS}, {"cfg.grow_plan", m->grow_plan, 0, 1},
   };
   for (size_t i = 0; i < sizeof ints / sizeof *ints; i++)
     if (ints[i].v < ints[i].lo || ints[i].v > ints[i].hi)
@@ -486,9 +492,9 @@ ir_graph *ir_deserialize(const uint8_t *buf, size_t n, char *err,
   }
   r.at = 8;
   uint64_t version = get_u64(&r);
-  if (version != IR_VERSION) {
-    snprintf(err, errlen, "unsupported IR version %llu (this build reads %d)",
-             (unsigned long long)version, IR_VERSION);
+  if (version < IR_VERSION_MIN || version > IR_VERSION) {
+    snprintf(err, errlen, "unsupported IR version %llu (this build reads %d to %d)",
+             (unsigned long long)version, IR_VERSION_MIN, IR_VERSION);
     return NULL;
   }
   ir_graph *g = calloc(1, sizeof *g);
@@ -504,6 +510,9 @@ ir_graph *ir_deserialize(const uint8_t *buf, size_t n, char *err,
 #undef R
 #define R(f) m->f = get_f64(&r);
   CFG_F64S(R)
+#undef R
+#define R(f) m->f = version >= 2 ? get_int(&r, 0, INT32_MAX, #f) : 0;
+  CFG_INTS_2(R)
 #undef R
   m->budget = get_i64(&r);
   m->seed = get_u64(&r);

@@ -198,12 +198,33 @@ void srch_sizes(const srch_state *s, const ir_arch *a, int64_t *m, int64_t *n) {
   int64_t room = g->cfg.budget == INT64_MAX ? c.candidate : g->cfg.budget - c.active;
   if (room > c.candidate) room = c.candidate;
   if (room < 0) room = 0;
-  int64_t want = (int64_t)ceil(s->alr * (double)c.active);
+  int64_t want = s->plan_left > 0 ? (room + s->plan_left - 1) / s->plan_left
+                                   : (int64_t)ceil(s->alr * (double)c.active);
   if (want < 1) want = 1;
   *m = want < room ? want : room;
   double nn = g->cfg.candidates * (double)*m;
   *n = nn < (double)room ? (int64_t)nn : room;
   if (*n < *m) *n = *m;
+}
+
+/* ---- the schedule ---- */
+
+srch_schedule srch_schedule_of(const fe_model *m, int epochs, int freeze) {
+  return (srch_schedule){epochs, m->grow_every, freeze < 0 ? m->freeze_last : freeze, m->flat,
+                         m->grow_plan};
+}
+
+int srch_beats_left(const srch_schedule *s, int done) {
+  int last = s->epochs - s->freeze - 1; /* the last epoch count that may grow */
+  if (done < 1) done = 1;
+  if (last < done) return 0;
+  return last / s->every - (done - 1) / s->every;
+}
+
+int srch_due(const srch_schedule *s, int done, double prev_loss, double loss) {
+  if (done < 1 || done % s->every || done >= s->epochs - s->freeze) return 0;
+  if (s->flat <= 0 || (s->plan && srch_beats_left(s, done) == 1)) return 1;
+  return prev_loss > 0 && (prev_loss - loss) / prev_loss < s->flat;
 }
 
 /* ---- placeholders ---- */
@@ -304,6 +325,14 @@ int srch_dense_grad(srch_state *s, rt_exec *x, const srch_batches *b, float *out
                            &l, s->err, sizeof s->err))
       return -1;
     *loss += l;
+    /* batch norm's affine parameters: from the backward itself (always
+     * active where their layer is alive) */
+    const float *gr = rt_exec_view(x, RT_GRADS);
+    for (int li = 0; li < g->n_layers; li++) {
+      const ir_layer *ly = &g->layers[li];
+      if (ly->bn && x->arch->alive[li])
+        for (int64_t j = 0; j < 2 * (int64_t)ly->cout; j++) out[ly->g_off + j] += gr[ly->g_off + j];
+    }
   }
   float inv = 1.0f / (float)b->count;
   for (int64_t i = 0; i < g->n_params; i++) out[i] *= inv;
@@ -312,6 +341,22 @@ int srch_dense_grad(srch_state *s, rt_exec *x, const srch_batches *b, float *out
 }
 
 /* ---- one expansion ---- */
+
+/* W <- W - lr g on the active parameters: the weights and biases in α
+ * and the batch norm of live layers. */
+static void hyper_step(rt_exec *x, const float *grad, float lr) {
+  const ir_graph *g = x->g;
+  float *w = rt_exec_params_write(x);
+  for (int li = 0; li < g->n_layers; li++) {
+    const ir_layer *l = &g->layers[li];
+    if (!weighted(l) || !x->arch->alive[li]) continue;
+    int64_t end = l->b_off + l->cout;
+    for (int64_t i = l->w_off; i < end; i++)
+      if (x->mask[i]) w[i] -= lr * grad[i];
+    if (l->bn)
+      for (int64_t i = l->g_off; i < l->g_off + 2 * (int64_t)l->cout; i++) w[i] -= lr * grad[i];
+  }
+}
 
 static int by_score(const void *a, const void *b) {
   const unit *p = a, *q = b;
@@ -537,22 +582,27 @@ int srch_expand(srch_state *s, rt_exec *x, const srch_batches *b,
       rt_exec_phase2(x, 0);
       return -1;
     }
-    /* α* and one SGD step on it: W* = -lr g on the candidates */
+    /* α*: the candidates join at zero (a dead layer they are in comes
+     * alive as the identity), which leaves the loss and g unchanged */
     int fwd = 0;
     for (int64_t i = 0; i < nc; i++)
       if (!a->alive[u[i].layer] && !revive[u[i].layer])
         revive[u[i].layer] = 1, revive_after_forward(x, b, u[i].layer, &fwd);
-    for (int64_t i = 0; i < nc; i++)
-      for (int32_t k = 0; k < u[i].len; k++)
-        wstar[u[i].start + k] = -s->lr * s->gsum[u[i].start + k];
     uint8_t *on = calloc((size_t)(nc ? nc : 1), 1);
     if (!on) {
       free(u), free(revive), free(wstar), free(stats), free(ph), free(was_alive);
       rt_exec_phase2(x, 0);
       return -1;
     }
-    for (int64_t i = 0; i < nc; i++) on[i] = activate(x, &u[i], wstar) > 0;
+    for (int64_t i = 0; i < nc; i++) on[i] = activate(x, &u[i], NULL) > 0;
+    /* W*: one SGD step, W* = W - lr g, on every weight of α* ⊙ W (the
+     * seed's "updating all weights W* for this gradient descent step"),
+     * batch norm's affine parameters included; g* = ∇L(α* ⊙ W*). W comes
+     * back afterwards: phase II holds the weights, W* only ranks. */
+    memcpy(wstar, rt_exec_view(x, RT_PARAMS), (size_t)g->n_params * sizeof(float));
+    hyper_step(x, s->gsum, s->lr);
     if (srch_dense_grad(s, x, b, s->gstar, &loss)) rc = -2;
+    memcpy(rt_exec_params_write(x), wstar, (size_t)g->n_params * sizeof(float));
     for (int64_t i = 0; i < nc; i++)
       if (on[i]) deactivate(x, &u[i]);
     free(on);

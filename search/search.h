@@ -4,9 +4,11 @@
  * applies each one (rt_exec_set_unit, rt_exec_set_alive), so the masks,
  * values and momentum stay in step. It scores the missing parameters by
  * their loss gradient at zero (rt_exec_dense_grad: one dense GEMM per
- * layer, on the backend that trains), AddCandidates (the n largest |g| form α*), one SGD step on the candidates
- * to get W* and g*, UpdateArch (keep the m best by |g + g*|; they join at
- * zero, like the rest, so an expansion never changes the network's output),
+ * layer, on the backend that trains), AddCandidates (the n largest |g|
+ * join α at zero to form α*), one SGD step on every weight of α* ⊙ W to get
+ * W* and g* = ∇L(α* ⊙ W*) (W comes back afterwards), UpdateArch (keep the m
+ * best by |g + g*|; they join at zero, like the rest, so an expansion
+ * never changes the network's output),
  * and the three ways a network grows:
  *
  *   - a new connection: a missing weight between live nodes;
@@ -55,11 +57,37 @@ typedef struct srch_batches {
   const uint8_t *y;     /* count * n */
 } srch_batches;
 
+/* When phase II runs. After `done` epochs of `epochs`, on a beat (done a
+ * multiple of `every`) before the frozen last epochs (done < epochs -
+ * freeze). With flat F > 0 a beat expands only when the epoch's training
+ * loss fell by less than F relative to the epoch before ("grow when
+ * training flattens, looking every `every` epochs"); under a plan the last
+ * beat expands regardless, so that the budget is reached. */
+typedef struct srch_schedule {
+  int epochs;  /* the run's */
+  int every;   /* grow every N epochs */
+  int freeze;  /* freeze last N epochs */
+  double flat; /* 0: off */
+  int plan;    /* m from the budget left and the beats left */
+} srch_schedule;
+
+/* The model's schedule for a run of `epochs` epochs; freeze < 0: the
+ * model's 'freeze last'. */
+srch_schedule srch_schedule_of(const fe_model *m, int epochs, int freeze);
+/* Whether phase II runs after `done` epochs (prev_loss <= 0: no epoch
+ * before, so not flat). */
+int srch_due(const srch_schedule *s, int done, double prev_loss, double loss);
+/* The beats from `done` on (itself included) before the frozen epochs:
+ * the expansions a plan spreads the rest of the budget over. */
+int srch_beats_left(const srch_schedule *s, int done);
+
 typedef struct srch_state {
   const ir_graph *g;    /* not owned */
   fe_search method;
   double alr;           /* growth per expansion relative to the active size */
   float lr;             /* step size of the hyper step (the caller's lr) */
+  int plan_left;        /* plan: expansions left, this one included
+                         * (srch_beats_left); 0: m from Alr (the caller's) */
   int expansions;
   rt_rng rng;
   float *gsum;          /* n_params: dense gradient at W */
@@ -82,7 +110,9 @@ int srch_init(srch_state *s, const ir_graph *g, fe_search method, uint64_t seed)
 void srch_free(srch_state *s);
 
 /* How many parameters the next expansion adds (m) and how many candidates
- * it scores (n), from Alr, the budget and what is missing. */
+ * it scores (n = candidates * m). m is ⌈Alr * active⌉ or, under a plan,
+ * ⌈room / plan_left⌉, where room is what is left of the budget; either is
+ * capped by the room and by what is missing. */
 void srch_sizes(const srch_state *s, const ir_arch *a, int64_t *m, int64_t *n);
 
 /* Tops up each growable layer's pool of placeholder nodes, within the
