@@ -1,0 +1,315 @@
+/* test_search_grad: phase II's arithmetic. The dense gradient against
+ * central differences of the loss at every checked point (biases, dead
+ * layers as their revival, batch norm), and the random baseline's draws
+ * against the uniform distribution over the missing units (chi-square). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ir/ir.h"
+#include "runtime/exec.h"
+#include "runtime/host.h"
+#include "base/rng.h"
+#include "search/search.h"
+
+#include "tests/check.h"
+
+static ir_graph *build(const char *src) {
+  fe_model m;
+  if (fe_parse_string("test.ilnas", src, &m, stderr)) return NULL;
+  ir_graph *g = ir_build(&m, stderr);
+  fe_model_free(&m);
+  return g;
+}
+
+static int weighted(const ir_layer *l) {
+  return (l->kind == IR_CONV || l->kind == IR_LINEAR) && l->w_off >= 0;
+}
+
+/* ---- the dense gradient ---- */
+
+/* One batch and what the central differences compare against. */
+typedef struct batch {
+  const float *in;
+  const uint8_t *lab;
+  int n;
+} batch;
+
+/* The activation pattern of the last forward: the sign of every ReLU
+ * output and the argmax of every max pool window. The loss is smooth in a
+ * parameter over an interval where this pattern holds. */
+static size_t pattern_size(const ir_graph *g, int n) {
+  size_t s = 0;
+  for (int li = 0; li < g->n_layers; li++) {
+    const ir_layer *l = &g->layers[li];
+    if (l->relu || l->kind == IR_MAXPOOL) s += (size_t)n * l->cout * l->oh * l->ow;
+  }
+  return s;
+}
+
+static void pattern(rt_exec *x, int n, uint8_t *p) {
+  const ir_graph *g = x->g;
+  float *act, *dact, *grads;
+  size_t floats;
+  rt_host_arena(x->backend, &act, &dact, &grads, &floats);
+  int64_t ns = g->act_size;
+  for (int li = 0; li < g->n_layers; li++) {
+    const ir_layer *l = &g->layers[li];
+    int64_t plane = (int64_t)l->oh * l->ow;
+    if (l->kind == IR_MAXPOOL) {
+      const float *in = act + g->tensors[l->in_t].off + (int64_t)l->in_ch * l->h * l->w;
+      for (int i = 0; i < n; i++)
+        for (int c = 0; c < l->cout; c++)
+          for (int oy = 0; oy < l->oh; oy++)
+            for (int ox = 0; ox < l->ow; ox++) {
+              int best = 0;
+              float bv = -INFINITY;
+              for (int t = 0; t < l->k * l->k; t++) {
+                int y = oy * l->stride + t / l->k, xx = ox * l->stride + t % l->k;
+                if (y >= l->h || xx >= l->w) continue;
+                float v = in[i * ns + (int64_t)c * l->h * l->w + y * l->w + xx];
+                if (v > bv) bv = v, best = t;
+              }
+              *p++ = (uint8_t)best;
+            }
+    } else if (l->relu) {
+      const float *o = act + g->tensors[l->out_t].off + (int64_t)l->out_ch * plane;
+      for (int i = 0; i < n; i++)
+        for (int64_t k = 0; k < (int64_t)l->cout * plane; k++) *p++ = o[i * ns + k] > 0;
+    }
+  }
+}
+
+static double loss_of(rt_exec *x, const batch *b, uint8_t *pat) {
+  rt_exec_set_input(x, b->in, b->n);
+  rt_exec_forward(x);
+  double loss = rt_exec_loss(x, b->lab, 0, NULL);
+  if (pat) pattern(x, b->n, pat);
+  return loss;
+}
+
+/* Tallies of one model's check. */
+typedef struct tally {
+  int checked, one_sided, kinks, off;
+  double worst; /* largest |fd - g| / (atol + rtol |fd|) among kink-free points */
+} tally;
+
+enum { TAKE_W = 1, TAKE_B = 2 };
+
+/* The derivative of the loss at parameter i of x (made active for it when
+ * missing) from differences: central (0 returned) when the activation
+ * pattern holds over [w - 2h, w + 2h]; one-sided, second order (1) when
+ * it holds on one side only: w sits on a kink (a ReLU input exactly 0, as
+ * a missing weight into a channel at 0 puts it), where the dense gradient
+ * takes ReLU'(0) = 0, the side where the unit stays off; 2 (nothing to
+ * compare) when it changes on both sides. */
+static int diff(rt_exec *x, const batch *b, int64_t i, int maskable, double h,
+                const uint8_t *base, uint8_t *pat, size_t np, double *d) {
+  int m = !maskable || x->mask[i];
+  float w = rt_exec_view(x, RT_PARAMS)[i];
+  if (!m) rt_exec_set_unit(x, i, 1, 1, NULL);
+  double l0 = loss_of(x, b, NULL), l[5];
+  float wt[5];
+  int same[5];
+  for (int s = -2; s <= 2; s++) {
+    if (!s) continue;
+    wt[s + 2] = w + (float)(s * h);
+    rt_exec_params_write(x)[i] = wt[s + 2];
+    l[s + 2] = loss_of(x, b, pat);
+    same[s + 2] = memcmp(pat, base, np) == 0;
+  }
+  if (!m) rt_exec_set_unit(x, i, 1, 0, NULL);
+  rt_exec_params_write(x)[i] = w;
+  /* the steps actually taken, in float */
+  double hp = (double)wt[3] - w, hm = (double)w - wt[1];
+  if (same[1] && same[3] && same[0] && same[4]) {
+    *d = (l[3] - l[1]) / (hp + hm);
+    return 0;
+  }
+  if (same[3] && same[4]) {
+    *d = (-3 * l0 + 4 * l[3] - l[4]) / (2 * hp);
+    return 1;
+  }
+  if (same[1] && same[0]) {
+    *d = (3 * l0 - 4 * l[1] + l[0]) / (2 * hm);
+    return 1;
+  }
+  return 2;
+}
+
+static const double ATOL = 1e-4, RTOL = 1e-3, H = 1e-3;
+
+/* Checks grad at parameters of layer li of x: a sample of the weights,
+ * every bias, and batch norm's gamma and beta when bn is set. */
+static void check_layer(rt_exec *x, const batch *b, int li, const float *grad, int bn,
+                        const char *what, tally *t) {
+  const ir_graph *g = x->g;
+  const ir_layer *l = &g->layers[li];
+  size_t np = pattern_size(g, b->n);
+  uint8_t *base = malloc(np), *pat = malloc(np);
+  if (!base || !pat) {
+    free(base), free(pat);
+    CHECK(0, "out of memory");
+    return;
+  }
+  loss_of(x, b, base);
+  int64_t step = 1 + l->n_w / 24;
+  int64_t nb = l->b_off >= 0 ? l->cout : 0, ng = bn && l->bn ? 2 * (int64_t)l->cout : 0;
+  /* a sample of the weights, then every bias, gamma and beta */
+  int64_t nw = (l->n_w + step - 1) / step;
+  for (int64_t k = 0; k < nw + nb + ng; k++) {
+    int64_t i = k < nw ? l->w_off + k * step
+                : k < nw + nb ? l->b_off + (k - nw)
+                              : l->g_off + (k - nw - nb);
+    const char *kind = k < nw ? "weight" : k < nw + nb ? "bias"
+                       : k < nw + nb + l->cout ? "gamma" : "beta";
+    int maskable = k < nw + nb, missing = maskable && !x->mask[i];
+    double fd;
+    int how = diff(x, b, i, maskable, H, base, pat, np, &fd);
+    t->checked++;
+    t->one_sided += how == 1;
+    if (how == 2) {
+      t->kinks++;
+      continue;
+    }
+    double err = fabs(fd - grad[i]), tol = ATOL + RTOL * fabs(fd);
+    if (err / tol > t->worst) t->worst = err / tol;
+    if (err > tol) {
+      t->off++;
+      CHECK(0, "%s: %s %s %lld (%s): dense gradient %.6g, central difference %.6g", what,
+            l->name, kind, (long long)i, missing ? "missing" : "active", grad[i], fd);
+    }
+  }
+  free(base), free(pat);
+}
+
+/* A copy of x (architecture, parameters) with dead layer li revived as
+ * the identity after a forward on b, whose statistics its batch norm
+ * starts from, as phase II revives it. */
+static rt_exec *revived(rt_exec *x, const batch *b, int li, const char *backend) {
+  const ir_graph *g = x->g;
+  char err[256];
+  rt_exec *r = rt_exec_new(g, b->n, x->threads, backend, err, sizeof err);
+  CHECK(r, "exec: %s", err);
+  if (!r) return NULL;
+  CHECK(rt_exec_set_arch(r, x->arch, err, sizeof err) == 0, "set_arch: %s", err);
+  memcpy(rt_exec_params_write(r), rt_exec_view(x, RT_PARAMS), (size_t)g->n_params * sizeof(float));
+  memcpy(rt_exec_edit(r, RT_STATS), rt_exec_view(x, RT_STATS), (size_t)g->n_stats * sizeof(float));
+  rt_exec_phase2(r, 1);
+  loss_of(r, b, NULL);
+  srch_revive_layer(r, li);
+  CHECK(rt_exec_prepare(r, err, sizeof err) == 0, "prepare: %s", err);
+  return r;
+}
+
+/* srch_dense_grad on one model against central differences: live layers'
+ * weights (active and missing), biases and batch norm; dead layers'
+ * weights and biases on a copy where the layer has been revived. */
+static void check_model(const char *src, const char *backend, int threads, int need_bn_dead) {
+  ir_graph *g = build(src);
+  CHECK(g, "build");
+  if (!g) return;
+  enum { N = 6 };
+  char err[256], what[64];
+  snprintf(what, sizeof what, "%s (%s)", g->cfg.name, backend);
+  rt_exec *x = rt_exec_new(g, N, threads, backend, err, sizeof err);
+  CHECK(x, "exec: %s", err);
+  srch_state st;
+  if (!x || srch_init(&st, g, FE_SEARCH_ILNAS, 1)) {
+    rt_exec_free(x), ir_free(g);
+    return;
+  }
+  rt_exec_init_params(x, 3);
+  srch_refill(&st, x); /* placeholders: channels with incoming weights only */
+  /* batch norm away from its identity, so that gamma and beta matter, and
+   * its outputs mostly above 0 */
+  float *p = rt_exec_params_write(x);
+  rt_rng rng;
+  rt_rng_seed(&rng, 21);
+  for (int li = 0; li < g->n_layers; li++) {
+    const ir_layer *l = &g->layers[li];
+    /* most units on, away from their kink: active biases of the hidden
+     * layers positive (the inputs are too) */
+    if (weighted(l) && l->relu && x->arch->alive[li])
+      for (int c = 0; c < l->cout; c++)
+        if (x->mask[l->b_off + c]) p[l->b_off + c] = 1.0f + 0.5f * rt_rng_uniform(&rng);
+    if (l->bn && x->arch->alive[li])
+      for (int c = 0; c < l->cout; c++)
+        p[l->g_off + c] = 0.5f + rt_rng_uniform(&rng),
+        p[l->g_off + l->cout + c] = 2.0f + 0.5f * rt_rng_uniform(&rng);
+  }
+  CHECK(rt_exec_prepare(x, err, sizeof err) == 0, "prepare: %s", err);
+  const ir_tensor *ti = &g->tensors[g->input_t];
+  size_t img = (size_t)ti->c * ti->h * ti->w;
+  float *in = malloc(N * img * sizeof *in), *grad = malloc((size_t)g->n_params * sizeof *grad);
+  uint8_t lab[N];
+  for (size_t i = 0; i < N * img; i++) in[i] = rt_rng_uniform(&rng);
+  for (int i = 0; i < N; i++) lab[i] = (uint8_t)rt_rng_below(&rng, (uint64_t)g->cfg.classes);
+  batch b = {in, lab, N};
+  srch_batches sb = {1, N, in, lab};
+  double loss;
+  CHECK(srch_dense_grad(&st, x, &sb, grad, &loss) == 0, "dense gradient: %s", st.err);
+  tally live = {0}, dead = {0};
+  int dead_conv = 0, dead_linear = 0, dead_bn = 0;
+  rt_exec_phase2(x, 1); /* the loss with masks flipped, as phase II evaluates it */
+  for (int li = 0; li < g->n_layers; li++) {
+    const ir_layer *l = &g->layers[li];
+    if (!weighted(l)) continue;
+    if (x->arch->alive[li]) {
+      check_layer(x, &b, li, grad, 1, what, &live);
+      continue;
+    }
+    if (!l->can_die) continue;
+    rt_exec *r = revived(x, &b, li, backend);
+    if (!r) continue;
+    double lr = loss_of(r, &b, NULL);
+    CHECK(fabs(lr - loss) <= 1e-5 * (1 + loss), "%s: reviving %s changed the loss %g -> %g",
+          what, l->name, loss, lr);
+    dead_conv += l->kind == IR_CONV, dead_linear += l->kind == IR_LINEAR, dead_bn += l->bn;
+    int before = dead.off;
+    check_layer(r, &b, li, grad, 0, what, &dead);
+    if (dead.off > before)
+      fprintf(stderr, "%s: dead layer %s%s: %d points off\n", what, l->name,
+              l->bn ? " (batch norm)" : "", dead.off - before);
+    rt_exec_free(r);
+  }
+  rt_exec_phase2(x, 0);
+  printf("%s: live layers %d points (%d one-sided, %d skipped at kinks, worst error %.3f of "
+         "the tolerance), dead layers %d points (%d one-sided, %d skipped, worst %.3f); "
+         "%d dead conv, %d dead linear, %d with batch norm\n",
+         what, live.checked, live.one_sided, live.kinks, live.worst, dead.checked,
+         dead.one_sided, dead.kinks, dead.worst, dead_conv, dead_linear, dead_bn);
+  CHECK(dead_conv > 0 && dead_linear > 0, "%s: no dead conv or linear layer to check", what);
+  CHECK(!need_bn_dead || dead_bn > 0, "%s: no dead layer with batch norm", what);
+  /* nearly every point compared: smooth there, or on one side of its kink */
+  CHECK(10 * live.kinks <= live.checked && 10 * dead.kinks <= dead.checked,
+        "%s: %d of %d live and %d of %d dead points skipped at kinks", what, live.kinks,
+        live.checked, dead.kinks, dead.checked);
+  free(in), free(grad);
+  srch_free(&st);
+  rt_exec_free(x), ir_free(g);
+}
+
+static void test_dense_grad(void) {
+  static const char *plain =
+      "model plain { input 2x6x6; classes 3; search weight budget 3k from density 0.4 seed 8;"
+      " stage conv { layers 1..3 channels 3..4 kernel 3x3; } reduce maxpool 2;"
+      " stage linear { layers 1..2 width 5..6; } }";
+  static const char *bn =
+      "model bn { input 2x6x6; classes 3; search weight budget 3k from density 0.4 seed 8;"
+      " stage conv { layers 1..3 channels 3..4 kernel 3x3 norm batch; } reduce maxpool 2;"
+      " stage linear { layers 1..2 width 5..6; } }";
+  const char *backends[] = {"cpu", "ref"};
+  for (int k = 0; k < 2; k++) {
+    check_model(plain, backends[k], 2, 0);
+    check_model(bn, backends[k], 2, 1);
+  }
+}
+
+int main(void) {
+  test_dense_grad();
+  if (failures) fprintf(stderr, "%d failures\n", failures);
+  else printf("ok\n");
+  return failures != 0;
+}
