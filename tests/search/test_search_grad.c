@@ -307,8 +307,147 @@ static void test_dense_grad(void) {
   }
 }
 
+/* ---- the random baseline's draws ---- */
+
+/* The chi-square distribution's 0.999 quantile for df degrees of freedom
+ * by the Wilson-Hilferty approximation: (X/df)^(1/3) is close to normal
+ * with mean 1 - 2/(9 df) and variance 2/(9 df), so the quantile is
+ * df (1 - 2/(9 df) + z sqrt(2/(9 df)))^3 with z = 3.0902, the normal's
+ * 0.999 quantile (within a fraction of a percent for df >= 10). */
+static double chi2_999(double df) {
+  double v = 2.0 / (9.0 * df), c = 1.0 - v + 3.0902 * sqrt(v);
+  return df * c * c * c;
+}
+
+/* sum (O - E)^2 / E over n counts of expectation e each. */
+static double chi2_stat(const long *o, int64_t n, double e) {
+  double s = 0;
+  for (int64_t i = 0; i < n; i++) s += (o[i] - e) * (o[i] - e) / e;
+  return s;
+}
+
+/* srch_grow_random(m) repeated `draws` times from the same architecture
+ * (what each draw grew switched off again), counting how often each
+ * missing unit is chosen. The model has no dead layers, so a draw never
+ * revives one (which would add identity taps beside its units).
+ *
+ * Weight granularity: every unit is one parameter, so a draw is a uniform
+ * m-subset of the U missing ones: each count has expectation R m / U and
+ * the counts' covariance is (U - m)/(U - 1) times the multinomial's, so
+ * X^2 (U - 1)/(U - m) follows chi-square with U - 1 degrees of freedom.
+ *
+ * Kernel granularity: conv kernels of k*k parameters beside single ones
+ * (biases, the classifier's weights). With m = k*k, take_prefix over the
+ * shuffled units takes either the first unit, a kernel, or (a single one
+ * first) min(m, S) single ones, since no kernel fits after one: a draw is
+ * a kernel with probability K / (K + S). Uniform over units, not
+ * parameters, means that share; within each kind the draw is uniform.
+ * The statistic adds the kind's (1 degree), the kernels' among the kernel
+ * draws (K - 1) and the single ones' among theirs (S - 1, corrected as at
+ * weight granularity). */
+static void check_draws(const char *src, int64_t m, int draws) {
+  ir_graph *g = build(src);
+  CHECK(g, "build");
+  if (!g) return;
+  char err[256];
+  rt_exec *x = rt_exec_new(g, 1, 1, "ref", err, sizeof err);
+  CHECK(x, "exec: %s", err);
+  srch_state st;
+  if (!x || srch_init(&st, g, FE_SEARCH_RANDOM, 7)) {
+    rt_exec_free(x), ir_free(g);
+    return;
+  }
+  int kernel = g->cfg.gran == FE_GRAN_KERNEL;
+  /* the missing units, as the search enumerates them */
+  int64_t nu = 0, cap = g->n_params;
+  int64_t *start = malloc((size_t)cap * sizeof *start);
+  int32_t *len = malloc((size_t)cap * sizeof *len);
+  long *count = calloc((size_t)cap, sizeof *count);
+  for (int li = 0; li < g->n_layers; li++) {
+    const ir_layer *l = &g->layers[li];
+    if (!weighted(l)) continue;
+    CHECK(x->arch->alive[li], "%s is dead", l->name);
+    int ul = kernel ? l->k * l->k : 1;
+    for (int64_t u = 0; u < l->n_w / ul + l->cout; u++) {
+      int64_t at = u < l->n_w / ul ? l->w_off + u * ul : l->b_off + (u - l->n_w / ul);
+      if (ir_alpha_get(x->arch, at)) continue;
+      start[nu] = at, len[nu] = u < l->n_w / ul ? ul : 1, nu++;
+    }
+  }
+  int64_t nk = 0, ns = 0; /* kernels, single ones */
+  for (int64_t u = 0; u < nu; u++) nk += len[u] > 1, ns += len[u] == 1;
+  CHECK(!kernel || (nk >= 10 && ns > m), "%s: %lld kernels, %lld single units missing",
+        g->cfg.name, (long long)nk, (long long)ns);
+  long kernel_draws = 0;
+  for (int r = 0; r < draws; r++) {
+    srch_event ev;
+    memset(&ev, 0, sizeof ev);
+    int64_t added = srch_grow_random(&st, x, m, &ev);
+    int64_t got_k = 0, got_s = 0;
+    for (int64_t u = 0; u < nu; u++) {
+      if (!ir_alpha_get(x->arch, start[u])) continue;
+      count[u]++;
+      got_k += len[u] > 1, got_s += len[u] == 1;
+      rt_exec_set_unit(x, start[u], len[u], 0, NULL);
+    }
+    int64_t s_want = ns < m ? ns : m;
+    int ok = kernel ? (got_k == 1 && got_s == 0) || (got_k == 0 && got_s == s_want)
+                    : got_s == m;
+    CHECK(added == m * !kernel + (kernel ? got_k * 9 + got_s : 0) && ok,
+          "%s: draw %d grew %lld parameters: %lld kernels, %lld single units", g->cfg.name, r,
+          (long long)added, (long long)got_k, (long long)got_s);
+    if (!ok) break;
+    kernel_draws += got_k;
+  }
+  double stat, df;
+  if (!kernel) {
+    stat = chi2_stat(count, nu, (double)draws * m / nu) * (nu - 1) / (double)(nu - m);
+    df = (double)(nu - 1);
+  } else {
+    /* kernels first in each layer's list, then single ones: split them */
+    long *kc = malloc((size_t)nk * sizeof *kc), *sc = malloc((size_t)ns * sizeof *sc);
+    int64_t a = 0, b = 0;
+    for (int64_t u = 0; u < nu; u++) {
+      if (len[u] > 1) kc[a++] = count[u];
+      else sc[b++] = count[u];
+    }
+    double pk = (double)nk / (double)(nk + ns), ek = draws * pk, es = draws * (1 - pk);
+    long single_draws = draws - kernel_draws;
+    stat = (kernel_draws - ek) * (kernel_draws - ek) / ek +
+           (single_draws - es) * (single_draws - es) / es +
+           chi2_stat(kc, nk, (double)kernel_draws / nk) +
+           chi2_stat(sc, ns, (double)single_draws * m / ns) * (ns - 1) / (double)(ns - m);
+    df = 1.0 + (double)(nk - 1) + (double)(ns - 1);
+    printf("%s: %ld of %d draws a kernel (expected %.1f: %lld kernels, %lld single units)\n",
+           g->cfg.name, kernel_draws, draws, ek, (long long)nk, (long long)ns);
+    free(kc), free(sc);
+  }
+  double crit = chi2_999(df);
+  printf("%s: %lld missing units, %d draws of %lld: chi-square %.1f, %g degrees of freedom, "
+         "0.999 quantile %.1f\n",
+         g->cfg.name, (long long)nu, draws, (long long)m, stat, df, crit);
+  CHECK(stat < crit, "%s: the draws are not uniform over the missing units (chi-square %.1f "
+        ">= %.1f, %g degrees of freedom)", g->cfg.name, stat, crit, df);
+  free(start), free(len), free(count);
+  srch_free(&st);
+  rt_exec_free(x), ir_free(g);
+}
+
+static void test_random_draws(void) {
+  check_draws("model uw { input 2x5x5; classes 3; search weight from density 0.3 seed 4;"
+              " stage conv { layers 1 channels 3 kernel 3x3; } reduce gap;"
+              " stage linear { layers 1 width 8; } }",
+              6, 3000);
+  check_draws("model uk { input 3x5x5; classes 3; search kernel from density 0.3 seed 4;"
+              " stage conv { layers 1 channels 6 kernel 3x3; }"
+              " stage conv { layers 1 channels 6 kernel 3x3; } reduce gap;"
+              " stage linear { layers 1 width 8; } }",
+              9, 4000);
+}
+
 int main(void) {
   test_dense_grad();
+  test_random_draws();
   if (failures) fprintf(stderr, "%d failures\n", failures);
   else printf("ok\n");
   return failures != 0;
