@@ -64,7 +64,11 @@ static void usage_train(FILE *f, const ir_graph *g) {
           "  --stop-after N    stop after epoch N, leaving RUN_DIR/last.ckpt\n"
           "  --quiet           no progress output\n"
           "  --profile         time every layer's forward and backward, the loss\n"
-          "                    and the SGD step; a table on stderr at the end\n",
+          "                    and the SGD step, and the steps' waits for data;\n"
+          "                    a table on stderr at the end\n"
+          "  --skip-bad        an image folder's unreadable files are skipped, each\n"
+          "                    reported, instead of stopping the run\n"
+          "  --loaders N       threads that decode an image folder (default: --threads)\n",
           prog, m->epochs, m->freeze_last, m->data_path, m->seed, ir_search_name(m->method));
 }
 
@@ -142,6 +146,11 @@ static int cmd_train(ir_graph *g, int argc, char **argv, rt_graph_fn fwd,
       o.quiet = 1;
     } else if (strcmp(a, "--profile") == 0) {
       o.profile = 1;
+    } else if (strcmp(a, "--skip-bad") == 0) {
+      o.skip_bad = 1;
+    } else if (strcmp(a, "--loaders") == 0) {
+      if (int_arg(argc, argv, &i, 1, &v)) return 2;
+      o.loaders = (int)v;
     } else if (strcmp(a, "--search") == 0) {
       if (str_arg(argc, argv, &i, &s)) return 2;
       if (strcmp(s, "fixed") == 0) o.search = FE_SEARCH_FIXED;
@@ -169,12 +178,14 @@ static int cmd_ckpt(ir_graph *g, int argc, char **argv, rt_graph_fn fwd) {
   int eval = strcmp(argv[1], "eval") == 0;
   const char *ckpt = NULL, *data = NULL, *backend = NULL;
   long long threads = 0;
+  int skip_bad = 0;
   for (int i = 2; i < argc; i++) {
     if (is_help(argv[i])) {
       if (eval)
-        printf("usage: %s eval CKPT [--data PATH] [--threads N] [--backend NAME]\n\n"
+        printf("usage: %s eval CKPT [--data PATH] [--threads N] [--backend NAME] "
+               "[--skip-bad]\n\n"
                "Evaluates a checkpoint on the test set; the last line is JSON\n"
-               "with test_acc.\n", prog);
+               "with test_acc. An image folder's classes must be the checkpoint's.\n", prog);
       else
         printf("usage: %s info CKPT\n\nPer-layer shapes, active and total "
                "parameters, density and live channels of a checkpoint.\n", prog);
@@ -185,6 +196,8 @@ static int cmd_ckpt(ir_graph *g, int argc, char **argv, rt_graph_fn fwd) {
       if (str_arg(argc, argv, &i, &backend)) return 2;
     } else if (eval && strcmp(argv[i], "--threads") == 0) {
       if (int_arg(argc, argv, &i, 1, &threads)) return 2;
+    } else if (eval && strcmp(argv[i], "--skip-bad") == 0) {
+      skip_bad = 1;
     } else if (argv[i][0] == '-' || ckpt) {
       fprintf(stderr, "%s: error: unexpected argument '%s' for %s (see --help)\n",
               prog, argv[i], argv[1]);
@@ -197,7 +210,7 @@ static int cmd_ckpt(ir_graph *g, int argc, char **argv, rt_graph_fn fwd) {
     fprintf(stderr, "%s: error: %s needs a checkpoint (see --help)\n", prog, argv[1]);
     return 2;
   }
-  return eval ? app_eval(g, fwd, ckpt, data, (int)threads, backend)
+  return eval ? app_eval(g, fwd, ckpt, data, (int)threads, backend, skip_bad)
               : app_info(ckpt, stdout);
 }
 

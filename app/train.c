@@ -52,20 +52,26 @@ static rt_data_format data_format(fe_data d) {
   case FE_DATA_CIFAR10: return RT_DATA_CIFAR10;
   case FE_DATA_STL10: return RT_DATA_STL10;
   case FE_DATA_DIGITS_CSV: return RT_DATA_DIGITS_CSV;
+  case FE_DATA_FOLDER: return RT_DATA_FOLDER;
+  case FE_DATA_DOWNSAMPLED: return RT_DATA_DOWNSAMPLED;
   case FE_DATA_IDX: break;
   }
   return RT_DATA_IDX;
 }
 
-/* Loads both splits and checks they fit the model's input and classes. */
-static int load_data(const ir_graph *g, const char *path, rt_dataset *train,
-                     rt_dataset *test) {
+/* Loads both splits and checks they fit the model's input and classes. An
+ * image folder is listed and its files checked on `threads` threads, bad
+ * ones skipped (and reported) with skip_bad. */
+static int load_data(const ir_graph *g, const char *path, int skip_bad, int threads,
+                     rt_dataset *train, rt_dataset *test) {
   const fe_model *m = &g->cfg;
-  char err[1024];
+  char err[2048];
   if (!path) path = m->data_path;
   /* a label the model cannot predict names its file and record */
-  if (rt_data_load_classes(data_format(m->data), path, m->test_split, m->classes, train, test,
-                           err, sizeof err)) {
+  rt_data_opts dopt = {.fmt = data_format(m->data), .path = path, .split = m->test_split,
+                       .classes = m->classes, .c = m->in_c, .h = m->in_h, .w = m->in_w,
+                       .skip_bad = skip_bad, .threads = threads, .log = stderr};
+  if (rt_data_open(&dopt, train, test, err, sizeof err)) {
     fprintf(stderr, "error: %s\n", err);
     return -1;
   }
@@ -75,6 +81,9 @@ static int load_data(const ir_graph *g, const char *path, rt_dataset *train,
             "input %dx%dx%d\n",
             path, ir_data_name(m->data), train->c, train->h, train->w, m->name,
             m->in_c, m->in_h, m->in_w);
+  } else if (train->src && train->classes > m->classes) {
+    fprintf(stderr, "error: %s: %d class folders but model '%s' has %d classes\n", path,
+            train->classes, m->name, m->classes);
   } else if (train->classes > m->classes || test->classes > m->classes) {
     fprintf(stderr, "error: %s: labels go up to %d but model '%s' has %d classes\n",
             path, (train->classes > test->classes ? train->classes : test->classes) - 1,
@@ -87,38 +96,90 @@ static int load_data(const ir_graph *g, const char *path, rt_dataset *train,
   return -1;
 }
 
-/* Accuracy and mean loss over a data set, in inference mode. */
+/* The data's class names, one per line, in *out (NULL for formats without
+ * names). 0, or -1 after a message. */
+static int class_list(const rt_dataset *d, char **out) {
+  size_t len = 0;
+  *out = NULL;
+  if (!rt_data_class_name(d, 0)) return 0;
+  for (int k = 0; k < d->classes; k++) len += strlen(rt_data_class_name(d, k)) + 1;
+  char *s = malloc(len + 1);
+  if (!s) {
+    fprintf(stderr, "error: out of memory\n");
+    return -1;
+  }
+  s[0] = 0;
+  for (int k = 0, at = 0; k < d->classes; k++)
+    at += sprintf(s + at, "%s\n", rt_data_class_name(d, k));
+  *out = s;
+  return 0;
+}
+
+/* A checkpoint trained on named classes runs only on data with the same
+ * names in the same order: otherwise its outputs mean other classes. 0,
+ * or -1 after a message naming the first difference. */
+static int check_classes(const char *ckpt, const char *have, const char *data) {
+  char *want = NULL, err[1024];
+  if (app_ckpt_classes(ckpt, &want, err, sizeof err)) {
+    fprintf(stderr, "error: %s\n", err);
+    return -1;
+  }
+  if (!want || !have || strcmp(want, have) == 0) {
+    free(want);
+    return 0;
+  }
+  const char *a = want, *b = have;
+  int k = 0;
+  for (;;) { /* the first line that differs */
+    size_t la = strcspn(a, "\n"), lb = strcspn(b, "\n");
+    if (la != lb || memcmp(a, b, la) != 0 || !a[la] || !b[lb]) {
+      fprintf(stderr, "error: %s was trained on other classes than %s holds: class %d is "
+              "'%.*s' in the checkpoint and '%.*s' in the data (the labels would mean other "
+              "classes)\n", ckpt, data, k, (int)la, a, (int)lb, b);
+      break;
+    }
+    a += la + 1, b += lb + 1, k++;
+  }
+  free(want);
+  return -1;
+}
+
+/* Accuracy and mean loss over a data set, in inference mode; an image
+ * folder is decoded on `loaders` threads. */
 static double evaluate(rt_exec *x, const rt_dataset *d, const rt_norm *nm, int limit,
-                       double *loss) {
+                       int loaders, double *loss) {
   int n = limit > 0 && limit < d->n ? limit : d->n, cap = x->cap, correct = 0;
   if (n == 0) {
     *loss = 0;
     return 0;
   }
-  size_t img = (size_t)d->c * d->h * d->w;
-  float *buf = malloc((size_t)cap * img * sizeof(float));
-  uint8_t *lab = malloc((size_t)cap);
-  int *idx = malloc((size_t)cap * sizeof(int));
   double total = 0;
-  if (!buf || !lab || !idx) {
-    free(buf), free(lab), free(idx);
-    fprintf(stderr, "error: out of memory evaluating\n");
+  char err[1024];
+  rt_stream *s = rt_stream_new(d, nm, cap, 0, 0, loaders, 3, err, sizeof err);
+  if (!s) {
+    fprintf(stderr, "error: evaluating: %s\n", err);
     *loss = NAN;
     return NAN;
   }
+  rt_stream_epoch(s, NULL, n, NULL);
   rt_exec_set_training(x, 0);
-  for (int at = 0; at < n; at += cap) {
-    int b = n - at < cap ? n - at : cap, c = 0;
-    for (int i = 0; i < b; i++) idx[i] = at + i;
-    rt_data_batch(d, idx, b, nm, 0, 0, NULL, buf, lab);
+  const float *buf;
+  const uint8_t *lab;
+  int b, rc;
+  while ((rc = rt_stream_next(s, &buf, &lab, &b, err, sizeof err)) == 0) {
+    int c = 0;
     rt_exec_set_input(x, buf, b);
     rt_exec_forward(x);
     total += rt_exec_loss(x, lab, 0, &c) * b;
     correct += c;
   }
   rt_exec_set_training(x, 1);
-  free(buf), free(lab), free(idx);
-  char err[512];
+  rt_stream_free(s);
+  if (rc < 0) {
+    fprintf(stderr, "error: evaluating: %s\n", err);
+    *loss = NAN;
+    return NAN;
+  }
   if (rt_exec_status(x, err, sizeof err)) {
     fprintf(stderr, "error: evaluating: %s\n", err);
     *loss = NAN;
@@ -160,17 +221,39 @@ static void shuffle(int *idx, int n, rt_rng *rng) {
 }
 
 /* The phase II batches: grow_batches random training batches, without
- * augmentation, drawn from the run's RNG. */
+ * augmentation, drawn from the run's RNG; an image folder's decoded on
+ * `loaders` threads. 0, or -1 after a message (a bad file). */
 static int phase2_batches(const fe_model *m, const rt_dataset *d,
-                          const rt_norm *nm, rt_rng *rng, srch_batches *b,
+                          const rt_norm *nm, int loaders, rt_rng *rng, srch_batches *b,
                           float *xbuf, uint8_t *ybuf, int *idx) {
   int n = m->batch < d->n ? m->batch : d->n;
   size_t img = (size_t)d->c * d->h * d->w;
+  char err[1024];
+  rt_stream *s = d->src ? rt_stream_new(d, nm, n, 0, 0, loaders, 2, err, sizeof err) : NULL;
+  if (d->src && !s) {
+    fprintf(stderr, "error: phase II: %s\n", err);
+    return -1;
+  }
   for (int k = 0; k < m->grow_batches; k++) {
     for (int i = 0; i < n; i++) idx[i] = (int)rt_rng_below(rng, (uint32_t)d->n);
-    rt_data_batch(d, idx, n, nm, 0, 0, NULL, xbuf + (size_t)k * n * img,
-                  ybuf + (size_t)k * n);
+    if (!s) {
+      rt_data_batch(d, idx, n, nm, 0, 0, NULL, xbuf + (size_t)k * n * img,
+                    ybuf + (size_t)k * n);
+      continue;
+    }
+    const float *sx;
+    const uint8_t *sy;
+    int got;
+    rt_stream_epoch(s, idx, n, NULL);
+    if (rt_stream_next(s, &sx, &sy, &got, err, sizeof err)) {
+      fprintf(stderr, "error: phase II: %s\n", err);
+      rt_stream_free(s);
+      return -1;
+    }
+    memcpy(xbuf + (size_t)k * n * img, sx, (size_t)n * img * sizeof(float));
+    memcpy(ybuf + (size_t)k * n, sy, (size_t)n);
   }
+  rt_stream_free(s);
   *b = (srch_batches){m->grow_batches, n, xbuf, ybuf};
   return 0;
 }
@@ -210,8 +293,8 @@ typedef struct train_run {
   srch_state ss;
   int have_srch;           /* ss is initialised */
   int *order;              /* train.n: the epoch's order, phase II's draws */
-  float *buf, *pbuf;       /* one training batch; phase II's batches */
-  uint8_t *lab, *plab;     /* their labels */
+  float *pbuf;             /* phase II's batches */
+  uint8_t *plab;           /* their labels */
   FILE *metrics;           /* run_dir/metrics.jsonl */
   char mpath[4096];        /* its name */
   char path[4096];         /* the file last opened or saved */
@@ -223,6 +306,10 @@ typedef struct train_run {
   double test_acc;         /* the last epoch's */
   int tested;              /* test_acc holds a value */
   long profiled;           /* training steps timed */
+  int loaders;             /* threads that decode an image folder */
+  rt_stream *stream;       /* the training batches */
+  char *classes;           /* the data's class names, one per line, or NULL */
+  double train_secs;       /* the training steps of every epoch, for --profile */
 } train_run;
 
 /* What one epoch of phase I measured. */
@@ -418,16 +505,15 @@ static int setup(train_run *r, ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd,
   r->backend = rt_backend_resolve(o->backend ? o->backend : APP_DEFAULT_BACKEND, why, sizeof why);
   if (why[0] && !o->quiet) fprintf(stderr, "%s\n", why);
 
-  if (load_data(g, o->data, &r->train, &r->test)) return -1;
+  r->loaders = o->loaders > 0 ? o->loaders : r->threads;
+  if (load_data(g, o->data, o->skip_bad, r->loaders, &r->train, &r->test)) return -1;
   if (o->train_limit > 0 && o->train_limit < r->train.n)
     rt_dataset_truncate(&r->train, o->train_limit);
   size_t img = (size_t)r->train.c * r->train.h * r->train.w;
   r->order = malloc((size_t)r->train.n * sizeof(int));
-  r->buf = malloc((size_t)m->batch * img * sizeof(float));
   r->pbuf = malloc((size_t)m->grow_batches * m->batch * img * sizeof(float));
-  r->lab = malloc((size_t)m->batch);
   r->plab = malloc((size_t)m->grow_batches * m->batch);
-  if (!r->order || !r->buf || !r->lab || !r->pbuf || !r->plab) {
+  if (!r->order || !r->pbuf || !r->plab) {
     fprintf(stderr, "error: out of memory\n");
     return -1;
   }
@@ -440,6 +526,17 @@ static int setup(train_run *r, ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd,
   /* a resumed run keeps the statistics it started with */
   if (!o->resume) rt_data_norm(&r->train, &r->st.norm);
   r->nm = r->st.norm;
+  if (class_list(&r->train, &r->classes) ||
+      (o->resume && check_classes(o->resume, r->classes, o->data ? o->data : m->data_path)))
+    return -1;
+  r->st.classes = r->classes;
+  /* a folder's batches are made on the loader threads, a few ahead */
+  r->stream = rt_stream_new(&r->train, &r->nm, m->batch, r->train.src ? 1 : m->aug_crop,
+                            m->aug_flip, r->train.src ? r->loaders : 0, 3, err, sizeof err);
+  if (!r->stream) {
+    fprintf(stderr, "error: %s\n", err);
+    return -1;
+  }
   if (start_search(r)) return -1;
   if (rt_exec_prepare(r->x, err, sizeof err)) {
     fprintf(stderr, "error: %s\n", err);
@@ -478,16 +575,22 @@ static int train_epoch(train_run *r, epoch_stats *e) {
   rt_exec *x = r->x;
   int ep = r->st.epoch, seen = 0, correct = 0;
   double start = now(), loss_sum = 0;
+  char err[1024];
   shuffle(r->order, r->train.n, &r->st.rng);
+  rt_stream_epoch(r->stream, r->order, r->train.n, &r->st.rng);
   rt_exec_profile_pause(x, 0); /* the training steps only */
   for (int s = 0; s < r->steps; s++) {
-    int at = s * m->batch, b = r->train.n - at < m->batch ? r->train.n - at : m->batch;
-    rt_data_batch(&r->train, r->order + at, b, &r->nm, m->aug_crop, m->aug_flip,
-                  &r->st.rng, r->buf, r->lab);
-    rt_exec_set_input(x, r->buf, b);
+    const float *xb;
+    const uint8_t *lab;
+    int b;
+    if (rt_stream_next(r->stream, &xb, &lab, &b, err, sizeof err)) {
+      fprintf(stderr, "%serror: %s\n", r->tty ? "\n" : "", err);
+      return -1;
+    }
+    rt_exec_set_input(x, xb, b);
     rt_exec_forward(x);
     int c = 0;
-    double loss = rt_exec_loss(x, r->lab, 1, &c);
+    double loss = rt_exec_loss(x, lab, 1, &c);
     if (!isfinite(loss)) {
       fprintf(stderr, "%serror: the training loss diverged at step %d of epoch %d (it is "
               "%s; try a smaller learning rate than %g)\n", r->tty ? "\n" : "", s + 1,
@@ -495,7 +598,6 @@ static int train_epoch(train_run *r, epoch_stats *e) {
       return -1;
     }
     rt_exec_backward(x);
-    char err[512];
     if (rt_exec_status(x, err, sizeof err)) {
       fprintf(stderr, "%serror: step %d of epoch %d: %s\n", r->tty ? "\n" : "", s + 1, ep + 1, err);
       return -1;
@@ -515,6 +617,7 @@ static int train_epoch(train_run *r, epoch_stats *e) {
     return -1;
   }
   rt_exec_profile_pause(x, 1);
+  r->train_secs += now() - start;
   *e = (epoch_stats){.ep = ep, .start = start, .seen = seen,
                      .correct = correct, .train_secs = now() - start,
                      .train_loss = loss_sum / seen};
@@ -529,7 +632,7 @@ static int test_epoch(train_run *r, const epoch_stats *e) {
   double test_loss;
   /* the limit saves time between epochs; the last one sees every image */
   r->test_acc = evaluate(r->x, &r->test, &r->nm, ep + 1 < r->epochs ? r->o->test_limit : 0,
-                         &test_loss);
+                         r->loaders, &test_loss);
   if (isnan(r->test_acc)) return -1;
   r->tested = 1;
   r->st.epoch = ep + 1;
@@ -560,7 +663,9 @@ static int grow(train_run *r, const epoch_stats *e) {
     return 0;
   srch_batches pb;
   srch_event ev;
-  phase2_batches(m, &r->train, &r->nm, &r->st.rng, &pb, r->pbuf, r->plab, r->order);
+  if (phase2_batches(m, &r->train, &r->nm, r->loaders, &r->st.rng, &pb, r->pbuf, r->plab,
+                     r->order))
+    return -1;
   r->ss.lr = lr_at(m, r->epochs, done, 0);
   r->ss.plan_left = r->sched.plan ? srch_beats_left(&r->sched, done) : 0;
   double tg = now();
@@ -616,8 +721,20 @@ static int stop_here(const train_run *r) {
   return o->stop_after > 0 && r->st.epoch >= o->stop_after && r->st.epoch < r->epochs;
 }
 
+/* --profile: the ops' table, then how long the steps waited for data. */
+static void profile_report(const train_run *r) {
+  rt_exec_profile_report(r->x, stderr, r->profiled);
+  long waits;
+  double waited = rt_stream_waited(r->stream, &waits);
+  fprintf(stderr, "data: %ld of %ld steps waited for their batch, %.3f ms a step on average "
+          "(%.1f%% of the training time)%s\n", waits, r->profiled,
+          r->profiled ? 1e3 * waited / (double)r->profiled : 0.0,
+          r->train_secs > 0 ? 100 * waited / r->train_secs : 0.0,
+          r->train.src ? "" : "; batches of a set in memory are made on the training thread");
+}
+
 static void report_stopped(train_run *r) {
-  if (r->o->profile) rt_exec_profile_report(r->x, stderr, r->profiled);
+  if (r->o->profile) profile_report(r);
   if (!r->o->quiet)
     fprintf(stderr, "stopped after epoch %d; continue with --resume %s\n",
             r->st.epoch, r->path);
@@ -633,14 +750,14 @@ static void report_stopped(train_run *r) {
 static int finish(train_run *r) {
   if (!r->tested) {
     double loss;
-    r->test_acc = evaluate(r->x, &r->test, &r->nm, 0, &loss);
+    r->test_acc = evaluate(r->x, &r->test, &r->nm, 0, r->loaders, &loss);
     if (isnan(r->test_acc)) return -1;
     if (!r->o->quiet)
       fprintf(stderr, "%s: all %d epochs were done; test %.2f%%\n", r->o->resume,
               r->st.epoch, 100 * r->test_acc);
   }
   if (save(r, "final.ckpt")) return -1;
-  if (r->o->profile) rt_exec_profile_report(r->x, stderr, r->profiled);
+  if (r->o->profile) profile_report(r);
   printf("{\"test_acc\": %.6f, \"active_params\": %" PRId64 ", \"epochs\": %d, "
          "\"seconds\": %.3f, \"checkpoint\": ",
          r->test_acc, ir_count_params(r->g, r->x->arch).active, r->st.epoch, now() - r->t0);
@@ -653,8 +770,10 @@ static void teardown(train_run *r) {
   if (r->metrics) fclose(r->metrics);
   if (r->have_srch) srch_free(&r->ss);
   rt_exec_free(r->x);
-  free(r->order), free(r->buf), free(r->lab);
+  free(r->order);
   free(r->pbuf), free(r->plab);
+  rt_stream_free(r->stream);
+  free(r->classes);
   rt_dataset_free(&r->train);
   rt_dataset_free(&r->test);
 }
@@ -678,7 +797,7 @@ int app_train(ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd,
 }
 
 int app_eval(ir_graph *bin, rt_graph_fn fwd, const char *ckpt, const char *data,
-            int threads, const char *backend) {
+            int threads, const char *backend, int skip_bad) {
   char err[1024];
   ir_graph *g;
   rt_exec *x;
@@ -700,9 +819,16 @@ int app_eval(ir_graph *bin, rt_graph_fn fwd, const char *ckpt, const char *data,
   int rc = 1;
   rt_dataset train, test;
   rt_exec_set_driver(x, fwd, NULL);
-  if (load_data(g, data, &train, &test) == 0) {
+  char *names = NULL;
+  if (load_data(g, data, skip_bad, threads, &train, &test) == 0) {
+    if (class_list(&test, &names) || check_classes(ckpt, names, data ? data : g->cfg.data_path)) {
+      free(names), rt_dataset_free(&train), rt_dataset_free(&test);
+      rt_exec_free(x), ir_free(g);
+      return 1;
+    }
+    free(names);
     if (st.norm.c != test.c) rt_data_norm(&train, &st.norm); /* not recorded */
-    double loss, acc = evaluate(x, &test, &st.norm, 0, &loss);
+    double loss, acc = evaluate(x, &test, &st.norm, 0, threads, &loss);
     if (!isnan(acc)) printf("{\"test_acc\": %.6f, \"test_loss\": %.6f, \"images\": %d, "
            "\"active_params\": %" PRId64 "}\n",
            acc, loss, test.n, ir_count_params(g, x->arch).active);
@@ -805,6 +931,8 @@ int app_ckpt_save(const char *path, const rt_exec *x, const app_train_state *st,
    * before it was recorded still load */
   int32_t search = st->search;
   if (!bad && search > 0) bad = rt_ckpt_add(w, "SRCH", &search, sizeof search);
+  /* an image folder's class names, which eval and resume check */
+  if (!bad && st->classes) bad = rt_ckpt_add(w, "CLSN", st->classes, strlen(st->classes));
   free(ir);
   if (bad) {
     snprintf(err, errlen, "%s: out of memory", path);
@@ -872,6 +1000,7 @@ int app_ckpt_load(const char *path, int cap, int threads, const char *backend,
   memcpy(st->norm.mean, tr->norm_mean, sizeof st->norm.mean);
   memcpy(st->norm.std, tr->norm_std, sizeof st->norm.std);
   st->prev_loss = tr->prev_loss;
+  st->classes = NULL; /* app_ckpt_classes reads them */
   st->search = 0;
   if (srch) {
     int32_t v;
@@ -881,6 +1010,25 @@ int app_ckpt_load(const char *path, int cap, int threads, const char *backend,
   rt_ckpt_free(c);
   *gp = g, *xp = x;
   return 0;
+}
+
+int app_ckpt_classes(const char *path, char **names, char *err, size_t errlen) {
+  *names = NULL;
+  rt_ckpt *c = rt_ckpt_read(path, err, errlen);
+  if (!c) return -1;
+  size_t n;
+  const char *s = rt_ckpt_get(c, "CLSN", &n);
+  int rc = 0;
+  if (s && (memchr(s, 0, n) || !(*names = malloc(n + 1)))) {
+    snprintf(err, errlen, "%s: %s", path, memchr(s, 0, n) ? "class names hold a NUL byte"
+             : "out of memory");
+    rc = -1;
+  } else if (s) {
+    memcpy(*names, s, n);
+    (*names)[n] = 0;
+  }
+  rt_ckpt_free(c);
+  return rc;
 }
 
 int app_ir_compatible(const ir_graph *a, const ir_graph *b, char *err,

@@ -39,6 +39,8 @@ typedef struct app_train_opts {
                           the run resumes from RUN_DIR/last.ckpt */
   int quiet;           /* no progress output */
   int profile;         /* time every op; a table on stderr at the end */
+  int skip_bad;        /* an image folder's bad files are skipped, each reported */
+  int loaders;         /* threads that decode an image folder; 0: --threads */
   const char *backend; /* "cpu", "ref", "blas", "cuda" or "auto"; NULL:
                         * APP_DEFAULT_BACKEND */
 } app_train_opts;
@@ -51,7 +53,7 @@ int app_train(ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd,
 
 /* Evaluates a checkpoint on its test set; prints one JSON line. */
 int app_eval(ir_graph *binary_ir, rt_graph_fn fwd, const char *ckpt,
-            const char *data, int threads, const char *backend);
+            const char *data, int threads, const char *backend, int skip_bad);
 
 /* Prints the per-layer table of a checkpoint. */
 int app_info(const char *ckpt, FILE *out);
@@ -70,6 +72,8 @@ typedef struct app_train_state {
   double prev_loss; /* last epoch's training loss, for the flat trigger */
   int search;     /* 1 + the fe_search the run used; 0: not recorded (a
                      checkpoint from before it was) */
+  const char *classes; /* an image folder's class names, one per line
+                          (borrowed; saved, not loaded: app_ckpt_classes) */
 } app_train_state;
 
 int app_ckpt_save(const char *path, const rt_exec *x, const app_train_state *st,
@@ -79,6 +83,9 @@ int app_ckpt_load(const char *path, int cap, int threads, const char *backend,
                  ir_graph **g, rt_exec **x, app_train_state *st, char *err,
                  size_t errlen);
 
+/* The class names a checkpoint was trained on, one per line, in *names
+ * (malloc'd), or NULL when it has none. 0, or -1 with a message. */
+int app_ckpt_classes(const char *path, char **names, char *err, size_t errlen);
 /* Whether two IRs describe the same super-network (α aside), i.e. whether a
  * checkpoint can run on a binary's compiled schedule. */
 int app_ir_compatible(const ir_graph *a, const ir_graph *b, char *err,

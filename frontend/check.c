@@ -430,14 +430,15 @@ static void check_model(checker *k, const fe_stmt *model) {
 
 static void check_data(checker *k, const fe_stmt *st) {
   fe_model *m = k->m;
-  static const char *const formats[] = {"idx", "cifar10", "stl10", "digits-csv"};
+  static const char *const formats[] = {"idx", "cifar10", "stl10", "digits-csv", "folder",
+                                        "downsampled"};
   int found = 0;
-  for (int i = 0; i < 4; i++)
+  for (int i = 0; i < (int)(sizeof formats / sizeof *formats); i++)
     if (strcmp(st->name, formats[i]) == 0) m->data = (fe_data)i, found = 1;
   if (!found)
     fe_error(k->c, st->name_at.loc,
-             "unknown data format '%s'; the formats are idx, cifar10, stl10 and digits-csv",
-             st->name);
+             "unknown data format '%s'; the formats are idx, cifar10, stl10, digits-csv, "
+             "folder and downsampled", st->name);
   m->data_loc = st->name_at.loc;
   const fe_setting *seen[FE_K_COUNT] = {0};
   for (const fe_setting *s = st->settings; s; s = s->next) {
@@ -451,7 +452,13 @@ static void check_data(checker *k, const fe_stmt *st) {
       else
         strcpy(m->data_path, s->str), m->data_loc = s->at.loc;
       break;
-    case FE_K_CROP: whole_int(k, &s->a, "crop", 0, MAX_IMAGE, &m->aug_crop); break;
+    case FE_K_CROP:
+      if (m->data == FE_DATA_FOLDER) /* images of any size: their crop is drawn anew */
+        fe_error(k->c, s->at.loc, "'crop' pads images of one size; a folder's training "
+                 "images are cropped at random scale and aspect (random-resized-crop) already");
+      else
+        whole_int(k, &s->a, "crop", 0, MAX_IMAGE, &m->aug_crop);
+      break;
     case FE_K_FLIP: m->aug_flip = 1; break;
     case FE_K_SPLIT: real(k, &s->a, "split", 0, 1, 1, 1, NULL, &m->test_split); break;
     default: break;

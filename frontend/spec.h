@@ -21,7 +21,10 @@ enum { FE_MAX_ITEMS = 64, FE_NAME_MAX = 32, FE_PATH_MAX = 1024 };
 typedef enum { FE_GRAN_WEIGHT, FE_GRAN_KERNEL } fe_gran;
 typedef enum { FE_SEARCH_ILNAS, FE_SEARCH_RANDOM, FE_SEARCH_FIXED } fe_search;
 typedef enum { FE_SCHED_CONSTANT, FE_SCHED_COSINE, FE_SCHED_STEP } fe_sched;
-typedef enum { FE_DATA_IDX, FE_DATA_CIFAR10, FE_DATA_STL10, FE_DATA_DIGITS_CSV } fe_data;
+typedef enum {
+  FE_DATA_IDX, FE_DATA_CIFAR10, FE_DATA_STL10, FE_DATA_DIGITS_CSV, FE_DATA_FOLDER,
+  FE_DATA_DOWNSAMPLED /* append only: the number is in serialized IRs */
+} fe_data;
 
 typedef enum {
   FE_STAGE_CONV,     /* conv layers, same resolution, optional dense links */

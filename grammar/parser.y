@@ -376,7 +376,7 @@ static const char *describe(yysymbol_kind_t s, const fe_ctx *c) {
   switch (s) {
   case YYSYMBOL_YYEOF: return "end of file";
   case YYSYMBOL_IDENT:
-    return c->prev_kind == T_DATA ? "a data format (idx, cifar10, stl10 or digits-csv)" : "a name";
+    return c->prev_kind == T_DATA ? "a data format (idx, cifar10, stl10, digits-csv, folder or downsampled)" : "a name";
   case YYSYMBOL_NUMBER: return "a number";
   case YYSYMBOL_SIZE:
     return c->prev_kind == T_INPUT ? "a size like 1x28x28" : "a size like 3x3";

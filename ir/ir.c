@@ -138,6 +138,8 @@ const char *ir_data_name(fe_data d) {
   case FE_DATA_CIFAR10: return "cifar10";
   case FE_DATA_STL10: return "stl10";
   case FE_DATA_DIGITS_CSV: return "digits-csv";
+  case FE_DATA_FOLDER: return "folder";
+  case FE_DATA_DOWNSAMPLED: return "downsampled";
   case FE_DATA_IDX: break;
   }
   return "idx";

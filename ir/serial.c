@@ -220,7 +220,7 @@ static void check_cfg(rbuf *r, const fe_model *m) {
   struct { const char *what; int v, lo, hi; } ints[] = {
       {"cfg.in_c", m->in_c, 1, 4},           {"cfg.in_h", m->in_h, 1, 4096},
       {"cfg.in_w", m->in_w, 1, 4096},        {"cfg.classes", m->classes, 1, 65536},
-      {"cfg.gran", m->gran, 0, FE_GRAN_KERNEL}, {"cfg.data", m->data, 0, FE_DATA_DIGITS_CSV},
+      {"cfg.gran", m->gran, 0, FE_GRAN_KERNEL}, {"cfg.data", m->data, 0, FE_DATA_DOWNSAMPLED},
       {"cfg.aug_crop", m->aug_crop, 0, 4096}, {"cfg.aug_flip", m->aug_flip, 0, 1},
       {"cfg.batch", m->batch, 1, 65536},     {"cfg.epochs", m->epochs, 0, INT32_MAX},
       {"cfg.sched", m->sched, 0, FE_SCHED_STEP}, {"cfg.step_every", m->step_every, 1, INT32_MAX},

@@ -1,5 +1,6 @@
-/* data.c: the four on-disk formats, read into rt_dataset; statistics and
- * augmented batches out of them.
+/* data.c: the on-disk formats read into memory (IDX, CIFAR-10, STL-10,
+ * digits CSV, downsampled ImageNet), image folders through folder.c;
+ * statistics and augmented batches out of them.
  *
  * Every loader reads the bytes of a file into memory before it trusts any
  * count in a header, so a corrupt header can make it fail but cannot make
@@ -16,6 +17,8 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <zlib.h>
+
+#include "folder.h"
 
 enum { PATH_LEN = 4096 };
 
@@ -674,6 +677,272 @@ static int load_digits(const char *path, double split, int classes, rt_dataset *
   return 0;
 }
 
+/* ---- downsampled ImageNet (Chrabaszcz et al. 2017), npz batches ---- */
+
+/* The files as published in npz form: train_data_batch_1.npz .. _10.npz
+ * and val_data.npz, each a zip of data.npy (N x 3*S*S bytes, channel-planar
+ * rows like CIFAR's) and labels.npy (N labels from 1), at S = 8, 16, 32 or
+ * 64. The pickled variant of the same files is recognised and refused. */
+
+static uint32_t le16(const uint8_t *p) { return (uint32_t)p[0] | (uint32_t)p[1] << 8; }
+static uint32_t le32(const uint8_t *p) { return le16(p) | le16(p + 2) << 16; }
+static uint64_t le64(const uint8_t *p) { return le32(p) | (uint64_t)le32(p + 4) << 32; }
+
+/* One member of a zip file held in memory, inflated and CRC-checked. */
+static int zip_member(const uint8_t *z, size_t zn, const char *path, const char *name,
+                      uint8_t **out, size_t *outn, char *err, size_t errlen) {
+  size_t e = zn >= 22 ? zn - 22 : 0, stop = e > 65557 ? e - 65557 : 0;
+  for (;; e--) {
+    if (zn >= 22 && le32(z + e) == 0x06054b50u) break;
+    if (e == stop || zn < 22) return fail(err, errlen, "%s: not a zip (npz) file", path);
+  }
+  uint64_t entries = le16(z + e + 10), at = le32(z + e + 16);
+  if (at == 0xffffffffu && e >= 20 && le32(z + e - 20) == 0x07064b50u) { /* zip64 */
+    uint64_t loc = le64(z + e - 20 + 8);
+    if (loc + 56 > zn || le32(z + loc) != 0x06064b50u)
+      return fail(err, errlen, "%s: bad zip64 directory", path);
+    entries = le64(z + loc + 32), at = le64(z + loc + 48);
+  }
+  size_t nl = strlen(name);
+  for (uint64_t k = 0; k < entries; k++) {
+    if (at + 46 > zn || le32(z + at) != 0x02014b50u)
+      return fail(err, errlen, "%s: bad zip directory", path);
+    const uint8_t *c = z + at;
+    uint32_t method = le16(c + 10), crc = le32(c + 16), fnl = le16(c + 28), el = le16(c + 30),
+             cl = le16(c + 32);
+    uint64_t csize = le32(c + 20), usize = le32(c + 24), off = le32(c + 42);
+    if (at + 46 + fnl + el > zn) return fail(err, errlen, "%s: bad zip directory", path);
+    if (fnl == nl && memcmp(c + 46, name, nl) == 0) {
+      /* zip64 sizes and offset, in this order, for the fields that overflowed */
+      for (const uint8_t *x = c + 46 + fnl, *xe = x + el; x + 4 <= xe;
+           x += 4 + le16(x + 2)) {
+        if (le16(x) != 1) continue;
+        const uint8_t *v = x + 4, *ve = v + le16(x + 2);
+        if (usize == 0xffffffffu && v + 8 <= ve) usize = le64(v), v += 8;
+        if (csize == 0xffffffffu && v + 8 <= ve) csize = le64(v), v += 8;
+        if (off == 0xffffffffu && v + 8 <= ve) off = le64(v);
+      }
+      if (off + 30 > zn || le32(z + off) != 0x04034b50u)
+        return fail(err, errlen, "%s: %s: bad zip entry", path, name);
+      uint64_t data = off + 30 + le16(z + off + 26) + le16(z + off + 28);
+      if (data > zn || csize > zn - data)
+        return fail(err, errlen, "%s: %s: truncated (the zip says %llu bytes)", path, name,
+                    (unsigned long long)csize);
+      if (usize > SIZE_MAX / 2 || (method == 0 && usize != csize) ||
+          (method == 8 && usize / 1032 > csize + 1))
+        return fail(err, errlen, "%s: %s: implausible size %llu", path, name,
+                    (unsigned long long)usize);
+      uint8_t *buf = malloc(usize ? (size_t)usize : 1);
+      if (!buf) return fail(err, errlen, "%s: out of memory for %s", path, name);
+      if (method == 0) {
+        memcpy(buf, z + data, (size_t)usize);
+      } else if (method == 8) {
+        z_stream st;
+        memset(&st, 0, sizeof st);
+        int zr = inflateInit2(&st, -MAX_WBITS);
+        size_t done_in = 0, done_out = 0;
+        while (zr == Z_OK) { /* in pieces: avail_in and avail_out are 32-bit */
+          uInt in = (uInt)(csize - done_in > (1u << 30) ? 1u << 30 : csize - done_in);
+          uInt outc = (uInt)(usize - done_out > (1u << 30) ? 1u << 30 : usize - done_out);
+          st.next_in = (Bytef *)(z + data + done_in), st.avail_in = in;
+          st.next_out = buf + done_out, st.avail_out = outc;
+          zr = inflate(&st, Z_NO_FLUSH);
+          done_in += in - st.avail_in, done_out += outc - st.avail_out;
+          if (zr == Z_OK && in == st.avail_in && outc == st.avail_out) zr = Z_BUF_ERROR;
+        }
+        inflateEnd(&st);
+        if (zr != Z_STREAM_END || done_out != usize) {
+          free(buf);
+          return fail(err, errlen, "%s: %s: corrupt compressed data (%s)", path, name,
+                      zr == Z_STREAM_END ? "wrong size" : st.msg ? st.msg : "cut short");
+        }
+      } else {
+        free(buf);
+        return fail(err, errlen, "%s: %s: zip compression method %u (stored or deflate "
+                    "expected)", path, name, (unsigned)method);
+      }
+      uLong got = 0;
+      for (uint64_t o = 0; o < usize; o += 1u << 30) {
+        uint64_t piece = usize - o < (1u << 30) ? usize - o : 1u << 30;
+        got = crc32(got, buf + o, (uInt)piece);
+      }
+      if (got != crc) {
+        free(buf);
+        return fail(err, errlen, "%s: %s: CRC mismatch (a corrupt file)", path, name);
+      }
+      *out = buf, *outn = (size_t)usize;
+      return 0;
+    }
+    at += 46 + fnl + el + cl;
+  }
+  return fail(err, errlen, "%s: no %s in it (a downsampled ImageNet batch holds data.npy and "
+              "labels.npy)", path, name);
+}
+
+/* An .npy array: its element type, shape (1 or 2 dimensions) and data. */
+static int npy_parse(const uint8_t *p, size_t n, const char *path, const char *name,
+                     char *descr, int64_t shape[2], int *ndim, const uint8_t **data,
+                     size_t *dn, char *err, size_t errlen) {
+  if (n < 10 || memcmp(p, "\x93NUMPY", 6) != 0)
+    return fail(err, errlen, "%s: %s: not a .npy array", path, name);
+  size_t hl = p[6] == 1 ? le16(p + 8) : le32(p + 8), h0 = p[6] == 1 ? 10 : 12;
+  if (h0 + hl > n || hl > 4096) return fail(err, errlen, "%s: %s: bad .npy header", path, name);
+  char h[4097];
+  memcpy(h, p + h0, hl);
+  h[hl] = 0;
+  const char *d = strstr(h, "'descr':"), *s = strstr(h, "'shape':");
+  if (!d || !s || strstr(h, "'fortran_order': True") ||
+      sscanf(d + 8, " '%7[^']'", descr) != 1)
+    return fail(err, errlen, "%s: %s: unsupported .npy header %s", path, name, h);
+  long long a = -1, b = -1;
+  int k = sscanf(s + 8, " (%lld , %lld", &a, &b);
+  if (k < 1 || a < 0 || (k == 2 && b < 0))
+    return fail(err, errlen, "%s: %s: bad shape in .npy header %s", path, name, h);
+  *ndim = k == 2 && !strstr(s, ",)") ? 2 : 1;
+  shape[0] = a, shape[1] = *ndim == 2 ? b : 1;
+  *data = p + h0 + hl, *dn = n - h0 - hl;
+  return 0;
+}
+
+/* One npz batch appended to d (allocated by the caller for the total,
+ * counted by a first read) at image `at`; with d NULL, only *count and
+ * *side are found. */
+static int ds_file(const char *path, int classes, rt_dataset *d, int at, int *count, int *side,
+                   char *err, size_t errlen) {
+  size_t size;
+  uint8_t *z = NULL, *xs = NULL, *ys = NULL;
+  size_t xn, yn;
+  int rc = -1;
+  if (file_size(path, &size, err, errlen) || read_raw(path, size, &z, err, errlen)) return -1;
+  if (zip_member(z, size, path, "data.npy", &xs, &xn, err, errlen) ||
+      zip_member(z, size, path, "labels.npy", &ys, &yn, err, errlen))
+    goto done;
+  char xd[8], yd[8];
+  int64_t xsh[2], ysh[2];
+  int xnd, ynd;
+  const uint8_t *xp, *yp;
+  size_t xdn, ydn;
+  if (npy_parse(xs, xn, path, "data.npy", xd, xsh, &xnd, &xp, &xdn, err, errlen) ||
+      npy_parse(ys, yn, path, "labels.npy", yd, ysh, &ynd, &yp, &ydn, err, errlen))
+    goto done;
+  int s = 0;
+  for (int t = 4; t <= 256; t *= 2) if (xsh[1] == 3 * t * t) s = t;
+  if (strcmp(xd, "|u1") != 0 || xnd != 2 || !s || xsh[0] > INT_MAX) {
+    fail(err, errlen, "%s: data.npy is %s of shape (%lld, %lld); expected bytes (|u1) of "
+         "shape (N, 3*S*S), S 8, 16, 32 or 64", path, xd, (long long)xsh[0],
+         (long long)xsh[1]);
+    goto done;
+  }
+  int esz = !strcmp(yd, "<i8") || !strcmp(yd, "<u8") ? 8 : !strcmp(yd, "<i4") ||
+            !strcmp(yd, "<u4") ? 4 : !strcmp(yd, "<i2") || !strcmp(yd, "<u2") ? 2
+            : !strcmp(yd, "|u1") || !strcmp(yd, "|i1") ? 1 : 0;
+  if (!esz || ysh[0] != xsh[0] || (ynd == 2 && ysh[1] != 1)) {
+    fail(err, errlen, "%s: labels.npy is %s of shape (%lld); expected %lld integer labels",
+         path, yd, (long long)ysh[0], (long long)xsh[0]);
+    goto done;
+  }
+  if (xdn != (size_t)xsh[0] * (size_t)xsh[1] || ydn != (size_t)ysh[0] * (size_t)esz) {
+    fail(err, errlen, "%s: an array holds %zu bytes, not what its shape says", path,
+         xdn != (size_t)xsh[0] * (size_t)xsh[1] ? xdn : ydn);
+    goto done;
+  }
+  *count = (int)xsh[0], *side = s;
+  if (d) {
+    for (int i = 0; i < *count; i++) {
+      const uint8_t *v = yp + (size_t)i * (size_t)esz;
+      int64_t lab = esz == 8 ? (int64_t)le64(v) : esz == 4 ? (int32_t)le32(v)
+                    : esz == 2 ? (int16_t)le16(v) : (int64_t)v[0];
+      if (lab < 1 || lab > classes) {
+        fail(err, errlen, "%s: record %d: label %lld out of range 1..%d%s", path, i,
+             (long long)lab, classes, lab > 256 ? " (labels are bytes: at most 256 classes)"
+             : "");
+        goto done;
+      }
+      d->y[at + i] = (uint8_t)(lab - 1);
+    }
+    memcpy(d->px + (size_t)at * (size_t)xsh[1], xp, xdn);
+  }
+  rc = 0;
+done:
+  free(z), free(xs), free(ys);
+  return rc;
+}
+
+static int load_ds_split(const char *dir, int val, int classes, rt_dataset *d, char *err,
+                         size_t errlen) {
+  enum { MAX_FILES = 64 };
+  char paths[MAX_FILES][PATH_LEN];
+  int nf = 0, counts[MAX_FILES], side = 0;
+  long total = 0;
+  for (int k = 1; k <= MAX_FILES; k++) {
+    char name[64];
+    if (val) snprintf(name, sizeof name, "val_data.npz");
+    else snprintf(name, sizeof name, "train_data_batch_%d.npz", k);
+    if (join(paths[nf], dir, name, err, errlen)) return -1;
+    if (!exists(paths[nf])) break;
+    nf++;
+    if (val) break;
+  }
+  if (nf == 0) {
+    char pickled[PATH_LEN];
+    const char *want = val ? "val_data" : "train_data_batch_1";
+    if (join(pickled, dir, want, err, errlen)) return -1;
+    if (exists(pickled))
+      return fail(err, errlen, "%s: the pickled variant of downsampled ImageNet; ilnas reads "
+                  "the npz files (%s.npz), published beside it", pickled, want);
+    return fail(err, errlen, "%s/%s.npz: missing file (%s)", dir, want, strerror(ENOENT));
+  }
+  for (int i = 0; i < nf; i++) {
+    int s;
+    if (ds_file(paths[i], classes, NULL, 0, &counts[i], &s, err, errlen)) return -1;
+    if (side && s != side)
+      return fail(err, errlen, "%s: images of %dx%d, but %s holds %dx%d", paths[i], s, s,
+                  paths[0], side, side);
+    side = s, total += counts[i];
+  }
+  if (total > INT_MAX || (size_t)total > SIZE_MAX / (3u * side * side))
+    return fail(err, errlen, "%s: too many images", dir);
+  memset(d, 0, sizeof *d);
+  size_t px = (size_t)total * 3 * (size_t)side * (size_t)side;
+  d->px = malloc(px ? px : 1), d->y = malloc(total ? (size_t)total : 1);
+  if (!d->px || !d->y) {
+    free(d->px), free(d->y), memset(d, 0, sizeof *d);
+    return fail(err, errlen, "%s: out of memory for %ld images of 3x%dx%d", dir, total, side,
+                side);
+  }
+  d->n = (int)total, d->c = 3, d->h = d->w = side, d->scale = 1.0f / 255.0f;
+  d->classes = classes;
+  for (int i = 0, at = 0; i < nf; at += counts[i], i++) {
+    int cnt, s;
+    if (ds_file(paths[i], classes, d, at, &cnt, &s, err, errlen)) {
+      rt_dataset_free(d);
+      return -1;
+    }
+  }
+  return 0;
+}
+
+static int load_downsampled(const char *dir, int classes, rt_dataset *train, rt_dataset *test,
+                            char *err, size_t errlen) {
+  if (classes <= 0) classes = 1000;
+  if (load_ds_split(dir, 0, classes, train, err, errlen)) return -1;
+  if (load_ds_split(dir, 1, classes, test, err, errlen)) {
+    rt_dataset_free(train);
+    return -1;
+  }
+  if (train->h != test->h) {
+    fail(err, errlen, "%s: val_data.npz holds %dx%d images, the training batches %dx%d", dir,
+         test->h, test->w, train->h, train->w);
+    rt_dataset_free(train), rt_dataset_free(test);
+    return -1;
+  }
+  int top = 0;
+  for (int i = 0; i < train->n; i++) if (train->y[i] > top) top = train->y[i];
+  for (int i = 0; i < test->n; i++) if (test->y[i] > top) top = test->y[i];
+  train->classes = test->classes = top + 1;
+  return 0;
+}
+
 /* ---- the public API ---- */
 
 int rt_data_load(rt_data_format fmt, const char *path, double split, rt_dataset *train,
@@ -683,6 +952,15 @@ int rt_data_load(rt_data_format fmt, const char *path, double split, rt_dataset 
 
 int rt_data_load_classes(rt_data_format fmt, const char *path, double split, int classes,
                          rt_dataset *train, rt_dataset *test, char *err, size_t errlen) {
+  rt_data_opts o = {.fmt = fmt, .path = path, .split = split, .classes = classes};
+  return rt_data_open(&o, train, test, err, errlen);
+}
+
+int rt_data_open(const rt_data_opts *o, rt_dataset *train, rt_dataset *test, char *err,
+                 size_t errlen) {
+  const char *path = o->path;
+  int classes = o->classes;
+  double split = o->split;
   rt_dataset a, b;
   int rc;
   memset(&a, 0, sizeof a);
@@ -692,12 +970,14 @@ int rt_data_load_classes(rt_data_format fmt, const char *path, double split, int
   if (err && errlen) err[0] = '\0';
   /* The fixed formats have 10 classes; fewer in the model narrows them. */
   int fixed = classes > 0 && classes < 10 ? classes : 10;
-  switch (fmt) {
+  switch (o->fmt) {
     case RT_DATA_IDX: rc = load_idx(path, classes, &a, &b, err, errlen); break;
     case RT_DATA_CIFAR10: rc = load_cifar(path, fixed, &a, &b, err, errlen); break;
     case RT_DATA_STL10: rc = load_stl(path, fixed, &a, &b, err, errlen); break;
     case RT_DATA_DIGITS_CSV: rc = load_digits(path, split, fixed, &a, &b, err, errlen); break;
-    default: return fail(err, errlen, "%s: unknown data format %d", path, (int)fmt);
+    case RT_DATA_FOLDER: rc = rt_folder_open(o, &a, &b, err, errlen); break;
+    case RT_DATA_DOWNSAMPLED: rc = load_downsampled(path, classes, &a, &b, err, errlen); break;
+    default: return fail(err, errlen, "%s: unknown data format %d", path, (int)o->fmt);
   }
   if (rc) return -1;
   *train = a;
@@ -708,26 +988,50 @@ int rt_data_load_classes(rt_data_format fmt, const char *path, double split, int
 void rt_dataset_free(rt_dataset *d) {
   if (!d) return;
   free(d->x);
+  free(d->px);
   free(d->y);
+  rt_folder_free(d->src);
   memset(d, 0, sizeof *d);
+}
+
+const char *rt_data_class_name(const rt_dataset *d, int k) {
+  return d->src ? rt_folder_class(d->src, k) : NULL;
 }
 
 void rt_dataset_truncate(rt_dataset *d, int n) {
   assert(n >= 0);
   if (n >= d->n) return;
+  if (d->src) {
+    rt_folder_truncate(d, n);
+    return;
+  }
   d->n = n;
   if (n == 0) return;
   /* Give the memory back: a --train-limit run on a big set should not keep
    * paying for the images it dropped. Failure to shrink is harmless. */
   size_t px = (size_t)n * (size_t)d->c * (size_t)d->h * (size_t)d->w;
-  float *x = realloc(d->x, px * sizeof(float));
-  if (x) d->x = x;
+  if (d->px) {
+    uint8_t *p = realloc(d->px, px);
+    if (p) d->px = p;
+  } else {
+    float *x = realloc(d->x, px * sizeof(float));
+    if (x) d->x = x;
+  }
   uint8_t *y = realloc(d->y, (size_t)n);
   if (y) d->y = y;
 }
 
+/* Pixel k of a set in memory, from floats or bytes. */
+static inline float pix(const rt_dataset *d, size_t k) {
+  return d->x ? d->x[k] : (float)d->px[k] * d->scale;
+}
+
 void rt_data_norm(const rt_dataset *d, rt_norm *nm) {
   assert(d->c >= 1 && d->c <= 4);
+  if (d->src) {
+    rt_folder_norm(d, nm);
+    return;
+  }
   memset(nm, 0, sizeof *nm);
   nm->c = d->c;
   for (int ch = 0; ch < 4; ch++) nm->std[ch] = 1.0f;
@@ -738,8 +1042,11 @@ void rt_data_norm(const rt_dataset *d, rt_norm *nm) {
      * E[x^2] - E[x]^2 stays far below float resolution. */
     double s = 0, s2 = 0;
     for (int i = 0; i < d->n; i++) {
-      const float *p = d->x + ((size_t)i * (size_t)d->c + (size_t)ch) * plane;
-      for (size_t k = 0; k < plane; k++) { s += p[k]; s2 += (double)p[k] * p[k]; }
+      size_t at = ((size_t)i * (size_t)d->c + (size_t)ch) * plane;
+      for (size_t k = 0; k < plane; k++) {
+        double v = pix(d, at + k);
+        s += v, s2 += v * v;
+      }
     }
     double mean = s / (double)count, var = s2 / (double)count - mean * mean;
     double sd = var > 0 ? sqrt(var) : 0;
@@ -752,12 +1059,12 @@ void rt_data_norm(const rt_dataset *d, rt_norm *nm) {
 
 void rt_data_batch(const rt_dataset *d, const int *idx, int n, const rt_norm *nm, int crop,
                    int flip, rt_rng *rng, float *out, uint8_t *labels) {
-  assert(nm && nm->c == d->c && crop >= 0);
+  assert(nm && nm->c == d->c && crop >= 0 && !d->src); /* a folder streams */
   const int c = d->c, h = d->h, w = d->w;
   const size_t chw = (size_t)c * (size_t)h * (size_t)w;
   for (int i = 0; i < n; i++) {
     assert(idx[i] >= 0 && idx[i] < d->n);
-    const float *src = d->x + (size_t)idx[i] * chw;
+    const size_t src = (size_t)idx[i] * chw;
     float *dst = out + (size_t)i * chw;
     /* Offsets into the padded image; crop == offset means no shift. */
     int ox = crop, oy = crop, mirror = 0;
@@ -769,7 +1076,7 @@ void rt_data_batch(const rt_dataset *d, const int *idx, int n, const rt_norm *nm
     for (int ch = 0; ch < c; ch++) {
       const float mean = nm->mean[ch], sd = nm->std[ch];
       const float pad = (0.0f - mean) / sd;
-      const float *sp = src + (size_t)ch * h * w;
+      const size_t sp = src + (size_t)ch * h * w;
       float *dp = dst + (size_t)ch * h * w;
       for (int y = 0; y < h; y++) {
         const int sy = y + oy - crop;
@@ -778,7 +1085,7 @@ void rt_data_batch(const rt_dataset *d, const int *idx, int n, const rt_norm *nm
            * by RandomHorizontalFlip does. */
           const int sx = (mirror ? w - 1 - x : x) + ox - crop;
           dp[y * w + x] = (sy >= 0 && sy < h && sx >= 0 && sx < w)
-                              ? (sp[sy * w + sx] - mean) / sd : pad;
+                              ? (pix(d, sp + (size_t)(sy * w + sx)) - mean) / sd : pad;
         }
       }
     }

@@ -1,9 +1,14 @@
-/* data.h: data sets on disk -> images in memory, and batches out of them.
+/* data.h: data sets on disk -> images, and batches out of them.
  *
  * Formats: IDX (MNIST, Fashion-MNIST; gzip or raw), CIFAR-10 binary,
- * STL-10 binary, and the 8x8 digits CSV (gzip or raw). Images are held as
- * floats in [0, 1], NCHW; labels as bytes. Every failure is returned as a
- * message naming the file and what was expected, never an exit().
+ * STL-10 binary, the 8x8 digits CSV (gzip or raw) and downsampled ImageNet
+ * (npz batches) are read into memory: floats in [0, 1] NCHW, or bytes for
+ * downsampled ImageNet; labels as bytes. An image folder (ImageNet's
+ * layout: train/ and val/ or test/, one sub-folder per class, JPEG and
+ * PNG) stays on disk: its files are checked when it is opened and decoded
+ * on demand, resized to the model's input, by a stream (rt_stream) whose
+ * threads work a few batches ahead. Every failure is returned as a message
+ * naming the file and what was expected, never an exit().
  *
  *   rt_dataset train, test; char err[512];
  *   if (rt_data_load(RT_DATA_IDX, dir, 0.2, &train, &test, err, sizeof err))
@@ -17,6 +22,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "base/rng.h"
 
@@ -24,15 +30,32 @@ typedef enum {
   RT_DATA_IDX,        /* dir: train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], t10k-... */
   RT_DATA_CIFAR10,    /* dir: data_batch_1..5.bin, test_batch.bin (or dir/cifar-10-batches-bin/) */
   RT_DATA_STL10,      /* dir: train_X.bin, train_y.bin, test_X.bin, test_y.bin (or dir/stl10_binary/) */
-  RT_DATA_DIGITS_CSV  /* file: rows of 64 values 0..16 then the label; last `split` fraction is the test set */
+  RT_DATA_DIGITS_CSV, /* file: rows of 64 values 0..16 then the label; last `split` fraction is the test set */
+  RT_DATA_FOLDER,     /* dir: train/CLASS/NAME.{jpg,jpeg,png}, val/ or test/ likewise */
+  RT_DATA_DOWNSAMPLED /* dir: train_data_batch_1..10.npz, val_data.npz (downsampled ImageNet) */
 } rt_data_format;
 
 typedef struct rt_dataset {
   int n, c, h, w;   /* images and their shape */
-  int classes;      /* 1 + largest label (10 for every format here) */
-  float *x;         /* n*c*h*w, values in [0, 1] */
+  int classes;      /* 1 + largest label (10 for the fixed formats) */
+  float *x;         /* n*c*h*w, values in [0, 1]; NULL when px or src holds the images */
+  uint8_t *px;      /* n*c*h*w bytes, value px*scale (sets too large as floats) */
+  float scale;      /* of px */
   uint8_t *y;       /* n labels */
+  struct rt_folder *src; /* an image folder: decoded on demand by a stream */
 } rt_dataset;
+
+/* What rt_data_open needs beyond the format and path. */
+typedef struct rt_data_opts {
+  rt_data_format fmt;
+  const char *path;
+  double split;     /* formats without a test set: the test fraction */
+  int classes;      /* the model's outputs (0: any) */
+  int c, h, w;      /* the model's input: a folder's images are resized to it */
+  int skip_bad;     /* folder: leave out bad files, each reported to log */
+  int threads;      /* folder: threads that check the files (0: 1) */
+  FILE *log;        /* folder: skipped files; NULL: not reported */
+} rt_data_opts;
 
 typedef struct rt_norm {
   int c;
@@ -49,12 +72,23 @@ int rt_data_load(rt_data_format fmt, const char *path, double split,
  * 10 classes, or `classes` when that is fewer. */
 int rt_data_load_classes(rt_data_format fmt, const char *path, double split, int classes,
                          rt_dataset *train, rt_dataset *test, char *err, size_t errlen);
+/* Any format, with the options above. An image folder's training and test
+ * splits must hold the same class folders; their sorted names are the
+ * labels 0.. (as torchvision's ImageFolder numbers them), at most 256. */
+int rt_data_open(const rt_data_opts *o, rt_dataset *train, rt_dataset *test, char *err,
+                 size_t errlen);
 void rt_dataset_free(rt_dataset *d);
 
-/* Keeps the first n images (n < d->n), for --train-limit. */
+/* Class k's name (a folder's class sub-folder), or NULL for formats
+ * without names. */
+const char *rt_data_class_name(const rt_dataset *d, int k);
+
+/* Keeps n images (n < d->n), for --train-limit: the first n, or for a
+ * folder n spread evenly over it (its files are in class order). */
 void rt_dataset_truncate(rt_dataset *d, int n);
 
-/* Per-channel mean and standard deviation of a data set. */
+/* Per-channel mean and standard deviation of a data set; of a folder, over
+ * up to 256 of its images spread evenly, as evaluation sees them. */
 void rt_data_norm(const rt_dataset *d, rt_norm *nm);
 
 /* Gathers images idx[0..n) into out ([n][c][h][w], normalised) and labels
@@ -66,5 +100,38 @@ void rt_data_norm(const rt_dataset *d, rt_norm *nm);
 void rt_data_batch(const rt_dataset *d, const int *idx, int n,
                    const rt_norm *nm, int crop, int flip, rt_rng *rng,
                    float *out, uint8_t *labels);
+
+/* Batches of any data set, in a given order. For a folder, `threads`
+ * workers decode, crop and resize up to `ahead` batches before they are
+ * asked for, so memory stays at `ahead` batches whatever the set's size.
+ * A folder's crop != 0 asks for the training crop, torchvision's
+ * random-resized-crop (scale 0.08 to 1, aspect 3/4 to 4/3); crop 0 gives
+ * the centre of the image resized to 8/7 of the input (256 for 224). An
+ * image's draws depend only on the pass's seed and its place in the
+ * order, so the batches do not depend on the thread count; threads 0
+ * makes each batch on the caller's thread when asked for. Sets in memory
+ * are made by rt_data_batch on the caller's thread, drawing from the
+ * pass's rng as they go.
+ *
+ *   rt_stream *s = rt_stream_new(&train, &nm, 128, crop, flip, 2, 3, err, n);
+ *   rt_stream_epoch(s, order, train.n, &rng);      // one draw from rng
+ *   while ((rc = rt_stream_next(s, &x, &y, &b, err, n)) == 0) step(x, y, b);
+ *   // rc 1: the epoch is over; -1: a bad file, named in err
+ *   rt_stream_free(s);
+ */
+typedef struct rt_stream rt_stream;
+rt_stream *rt_stream_new(const rt_dataset *d, const rt_norm *nm, int batch, int crop, int flip,
+                         int threads, int ahead, char *err, size_t errlen);
+/* Starts a pass over order[0..n) (NULL: 0..n-1 in turn); the rng is the
+ * run's, drawn from as described above. */
+void rt_stream_epoch(rt_stream *s, const int *order, int n, rt_rng *rng);
+/* The next batch: *x and *y stay valid until the next call. 0, 1 at the
+ * end of the pass, or -1 with a message naming the file. */
+int rt_stream_next(rt_stream *s, const float **x, const uint8_t **y, int *b, char *err,
+                   size_t errlen);
+/* Seconds the caller spent waiting in rt_stream_next, and the calls that
+ * waited at all, since the stream began. */
+double rt_stream_waited(const rt_stream *s, long *calls);
+void rt_stream_free(rt_stream *s);
 
 #endif

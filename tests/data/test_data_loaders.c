@@ -615,7 +615,8 @@ static void test_truncate(const char *root) {
 
 /* A hand-made set: n images of c x h x w, pixel value given by f. */
 static rt_dataset make_set(int n, int c, int h, int w, float (*f)(int, int)) {
-  rt_dataset d = {n, c, h, w, 10, malloc(sizeof(float) * n * c * h * w), malloc((size_t)n)};
+  rt_dataset d = {.n = n, .c = c, .h = h, .w = w, .classes = 10,
+                  .x = malloc(sizeof(float) * n * c * h * w), .y = malloc((size_t)n)};
   for (int i = 0; i < n; i++) {
     d.y[i] = (uint8_t)(i % 10);
     for (int k = 0; k < c * h * w; k++) d.x[i * c * h * w + k] = f(i, k);
