@@ -75,6 +75,17 @@ static int size_ok(int w, int h, char *why, size_t whylen) {
   return 0;
 }
 
+/* A whole file whose header does not parse: cut short (no end-of-image
+ * marker), or corrupt. */
+static int jpeg_header_fail(rt_imgdec *d, const uint8_t *buf, size_t n, char *why,
+                            size_t whylen) {
+  char tail[8];
+  size_t tn = n < 4096 ? n : 4096;
+  int cut = rt_img_check_tail(RT_IMG_JPEG, buf + n - tn, tn, tail, sizeof tail) != 0;
+  return why_fail(why, whylen, cut ? "truncated JPEG (cut in its header: %s)"
+                  : "bad JPEG header: %s", tjGetErrorStr2(d->tj));
+}
+
 int rt_img_probe(rt_imgdec *d, const uint8_t *buf, size_t n, int whole, rt_img_kind *kind,
                  int *w, int *h, char *why, size_t whylen) {
   *kind = rt_img_kind_of(buf, n);
@@ -101,7 +112,7 @@ int rt_img_probe(rt_imgdec *d, const uint8_t *buf, size_t n, int whole, rt_img_k
   if (n > (unsigned long)-1 / 2) n = (unsigned long)-1 / 2;
   if (tjDecompressHeader3(d->tj, buf, (unsigned long)n, w, h, &sub, &cs)) {
     if (!whole) return 1;
-    return why_fail(why, whylen, "bad JPEG header: %s", tjGetErrorStr2(d->tj));
+    return jpeg_header_fail(d, buf, n, why, whylen);
   }
   return size_ok(*w, *h, why, whylen);
 }
@@ -132,7 +143,7 @@ static int decode_jpeg(rt_imgdec *d, const uint8_t *buf, size_t n, int c, double
   int fw, fh, sub, cs;
   if (tj_handle(d, why, whylen)) return -1;
   if (tjDecompressHeader3(d->tj, buf, (unsigned long)n, &fw, &fh, &sub, &cs))
-    return why_fail(why, whylen, "bad JPEG header: %s", tjGetErrorStr2(d->tj));
+    return jpeg_header_fail(d, buf, n, why, whylen);
   if (size_ok(fw, fh, why, whylen)) return -1;
   /* The smallest scale at least `need`: a quarter of the IDCT work and a
    * sixteenth of the pixels for a 500-pixel photo cropped to 112. */

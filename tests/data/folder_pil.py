@@ -1,0 +1,62 @@
+#!/usr/bin/python3
+"""Writes images with PIL into DIR, each with PIL's own decode beside it
+(NAME.C.raw: the bytes of Image.open(NAME).convert('L' or 'RGB')) and a
+manifest.txt of 'NAME W H C' lines, for test_data_folder --pil DIR.
+
+Run by folder_pil.sh with Debian's python3-pil; exits 77 without PIL."""
+import os
+import sys
+
+try:
+    from PIL import Image
+except ImportError:
+    print("SKIP: PIL is not installed for /usr/bin/python3 (apt-get install python3-pil)")
+    sys.exit(77)
+
+out = sys.argv[1]
+os.makedirs(out, exist_ok=True)
+
+
+def picture(w, h, seed):
+    """A smooth gradient with some texture: what photos compress like."""
+    px = bytearray()
+    for y in range(h):
+        for x in range(w):
+            t = (x * 37 + y * 91 + seed * 53) % 64
+            px += bytes(((x * 255) // max(w - 1, 1) + t) % 256 for _ in range(1)) + \
+                bytes([((y * 255) // max(h - 1, 1)) ^ t, (x * y + seed * 17) % 256])
+    return Image.frombytes("RGB", (w, h), bytes(px))
+
+
+made = []
+
+
+def save(im, name, **kw):
+    im.save(os.path.join(out, name), **kw)
+    made.append(name)
+
+
+base = picture(61, 47, 1)
+save(base, "q95_444.jpg", quality=95, subsampling=0)
+save(base, "q75_420.jpg", quality=75, subsampling=2)
+save(picture(33, 70, 2), "tall_422.jpg", quality=85, subsampling=1)
+save(base.convert("L"), "gray.jpg", quality=90)
+save(picture(40, 30, 3).convert("CMYK"), "cmyk.jpg", quality=92)
+save(picture(50, 20, 4), "progressive.jpg", quality=80, progressive=True)
+save(base, "rgb.png")
+save(base.convert("L"), "gray.png")
+rgba = picture(29, 31, 5).convert("RGBA")
+rgba.putalpha(128)
+save(rgba, "rgba.png")
+save(picture(26, 19, 6).convert("P", palette=Image.ADAPTIVE, colors=16), "palette.png")
+save(picture(17, 23, 7).convert("1"), "bilevel.png")
+
+with open(os.path.join(out, "manifest.txt"), "w") as m:
+    for name in made:
+        im = Image.open(os.path.join(out, name))
+        for mode, c in (("RGB", 3), ("L", 1)):
+            ref = im.convert(mode)
+            with open(os.path.join(out, "%s.%d.raw" % (name, c)), "wb") as f:
+                f.write(ref.tobytes())
+            m.write("%s %d %d %d\n" % (name, im.width, im.height, c))
+print("%d images written with PIL %s" % (len(made), Image.__version__))

@@ -1,0 +1,42 @@
+#!/bin/sh
+# An image folder end to end: a small generated folder (JPEG and PNG, gray
+# and RGB, sizes varying) trains a model that learns it, eval agrees, eval
+# over other class names is refused, a bad file stops a run and --skip-bad
+# skips it. Needs no data set.
+set -eu
+ilnasc=$1 maker=$2 work=$3
+rm -rf "$work" && mkdir -p "$work/data" && cd "$work"
+"$maker" --make data
+cat > folder.ilnas <<EOF
+model folder {
+  input 3x16x16; classes 3;
+  search weight budget 20k from density 0.5 seed 3;
+  stage conv { layers 1..2 channels 8..16 kernel 3x3; }
+  reduce maxpool 2;
+  stage linear { layers 1 width 16..32; }
+}
+data folder "$work/data" augment flip;
+train batch 10 epochs 4 lr 0.05 cosine momentum 0.9 decay 5e-4;
+grow ilnas every 1 epoch alr 0.3 decay 0.9 candidates 4x freeze last 1;
+EOF
+"$ilnasc" folder.ilnas -o folder
+./folder train --threads 2 --loaders 2 --run-dir run --quiet --profile >out.txt 2>err.txt
+cat out.txt
+grep '^data: ' err.txt
+acc=$(sed -n 's/.*"test_acc": \([0-9.]*\).*/\1/p' out.txt)
+awk -v a="$acc" 'BEGIN { exit !(a >= 0.6) }' || { echo "FAIL: test accuracy $acc"; exit 1; }
+./folder eval run/final.ckpt --threads 2 >eval.txt
+cat eval.txt
+grep -q "\"test_acc\": $acc" eval.txt || { echo "FAIL: eval differs from training's last epoch"; exit 1; }
+
+mv data/train/zebra data/train/zz && mv data/val/zebra data/val/zz
+if ./folder eval run/final.ckpt 2>e1.txt; then echo "FAIL: eval over other classes ran"; exit 1; fi
+grep "trained on other classes than .* class 2 is 'zebra' in the checkpoint and 'zz'" e1.txt
+mv data/train/zz data/train/zebra && mv data/val/zz data/val/zebra
+
+printf 'not a picture' >data/train/mango/broken.jpg
+if ./folder train --epochs 1 --run-dir run2 --quiet 2>e2.txt; then echo "FAIL: ran over a bad file"; exit 1; fi
+grep "1 of 31 files are not usable images: .*train/mango/broken.jpg: not a JPEG or PNG image" e2.txt
+./folder train --epochs 1 --run-dir run2 --quiet --skip-bad 2>e3.txt >/dev/null
+grep "warning: .*train/mango/broken.jpg: not a JPEG or PNG image .*(skipped)" e3.txt
+echo "ok"
