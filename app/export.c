@@ -46,6 +46,8 @@ typedef struct xp_op {
   uint16_t *tap;        /* conv: ky * k + kx per entry */
   float *wt;            /* conv, linear: weight per entry (batch norm folded) */
   float *bias;          /* conv, linear: n */
+  float *post;          /* batch norm after the ReLU: n scales, then n shifts
+                           of the ReLU's output; NULL otherwise */
   int64_t n_ent;        /* entries */
 } xp_op;
 
@@ -77,7 +79,7 @@ static int64_t padded(const xp_plan *p, int h, int w) {
 static void plan_free(xp_plan *p) {
   for (int i = 0; i < p->n_ops; i++) {
     xp_op *o = &p->ops[i];
-    free(o->start), free(o->src), free(o->tap), free(o->wt), free(o->bias);
+    free(o->start), free(o->src), free(o->tap), free(o->wt), free(o->bias), free(o->post);
   }
   free(p->ops);
   if (p->loc)
@@ -111,7 +113,8 @@ static xp_op *op_new(xp_plan *p) {
 }
 
 /* A weighted layer's fold of inference-mode batch norm:
- * y = (z - mean) * gamma / sqrt(var + eps) + beta, with z = w.x + b; for a
+ * y = (z - mean) * gamma / sqrt(var + eps) + beta = z * scale + shift, with
+ * z = w.x + b (batch norm after the ReLU: z = relu(w.x + b)); for a
  * channel that cannot vary (ir_varying), y = beta, as the runtime has it. */
 static void bn_fold(const xp_plan *p, const ir_graph *g, const ir_layer *l, const rt_exec *x,
                     int co, double *scale, double *shift) {
@@ -178,9 +181,16 @@ static int plan_weighted(xp_plan *p, const ir_graph *g, const rt_exec *x,
    * that constant is exactly zero. */
   int64_t n_ent = 0;
   o->start[0] = 0;
+  const int after = l->bn == IR_BN_AFTER && l->relu; /* scale, shift after the ReLU */
+  float *post = o->post = after ? malloc(2 * (size_t)l->cout * sizeof *post) : NULL;
+  if (after && !post) {
+    free(in), free(out);
+    return fail(err, errlen, "out of memory");
+  }
   for (int co = 0; co < l->cout; co++) {
     double scale, shift;
     bn_fold(p, g, l, x, co, &scale, &shift);
+    if (after) post[o->n] = (float)scale, post[l->cout + o->n] = (float)shift, scale = 1, shift = 0;
     double bias = (m[l->b_off + co] ? b[co] : 0.0) * scale + shift;
     int64_t active = 0, reach = 0;
     for (int ci = 0; ci < l->cin; ci++) {
@@ -191,11 +201,13 @@ static int plan_weighted(xp_plan *p, const ir_graph *g, const rt_exec *x,
         if (m[l->w_off + base + t] && w[base + t] != 0.0f) active++;
     }
     float fb = (float)bias;
-    if (active == 0 && (l->relu ? fb <= 0.0f : fb == 0.0f)) {
+    float act = l->relu && fb < 0.0f ? 0.0f : fb; /* the output when constant */
+    if (after) act = act * post[o->n] + post[l->cout + o->n];
+    if (active == 0 && act == 0.0f) {
       out[co] = -1;
       continue;
     }
-    if (!isfinite(fb)) {
+    if (!isfinite(fb) || (after && !(isfinite(post[o->n]) && isfinite(post[l->cout + o->n])))) {
       free(in), free(out);
       return fail(err, errlen, "layer %s: output %d has a non-finite bias", l->name, co);
     }
@@ -209,6 +221,7 @@ static int plan_weighted(xp_plan *p, const ir_graph *g, const rt_exec *x,
     }
     o->start[++o->n] = (int32_t)n_ent;
   }
+  if (post) memmove(post + o->n, post + l->cout, (size_t)o->n * sizeof *post);
   o->n_ent = n_ent;
   size_t ne = n_ent ? (size_t)n_ent : 1;
   o->src = malloc(ne * sizeof *o->src);
@@ -226,6 +239,7 @@ static int plan_weighted(xp_plan *p, const ir_graph *g, const rt_exec *x,
     if (out[co] < 0) continue;
     double scale, shift;
     bn_fold(p, g, l, x, co, &scale, &shift);
+    if (after) scale = 1; /* applied after the ReLU */
     for (int ci = 0; ci < l->cin; ci++) {
       if (in[ci] < 0) continue;
       const int64_t base = ((int64_t)co * l->cin + ci) * kk;
@@ -420,7 +434,8 @@ static int put_tables(xp_out *o, const xp_plan *p) {
       put_i32s(o, "int", "s", i, op->start, op->n + 1);
       put_i32s(o, "int", "i", i, op->src, op->n_ent);
       if (op->kind == IR_CONV) put_taps(o, i, op->tap, op->n_ent, op->k * op->k);
-      if (put_weights(o, "w", i, op->wt, op->n_ent) || put_weights(o, "b", i, op->bias, op->n))
+      if (put_weights(o, "w", i, op->wt, op->n_ent) || put_weights(o, "b", i, op->bias, op->n) ||
+          (op->post && put_weights(o, "a", i, op->post, 2 * (int64_t)op->n)))
         return -1;
     } else {
       put_i32s(o, "int", "i", i, op->src, op->n);
@@ -443,8 +458,8 @@ static uint64_t plan_fingerprint(const xp_plan *p) {
   uint64_t h = 14695981039346656037u;
   for (int i = 0; i < p->n_ops; i++) {
     const xp_op *o = &p->ops[i];
-    int64_t shape[11] = {o->kind, o->n, o->out, o->h, o->w, o->k, o->stride, o->pad,
-                         o->relu, o->n_ent, o->oh};
+    int64_t shape[12] = {o->kind, o->n, o->out, o->h, o->w, o->k, o->stride, o->pad,
+                         o->relu, o->n_ent, o->oh, o->post != NULL};
     h = fnv(h, shape, sizeof shape);
     if (o->start) h = fnv(h, o->start, ((size_t)o->n + 1) * sizeof *o->start);
     h = fnv(h, o->src, (size_t)(o->start ? o->n_ent : o->n) * sizeof *o->src);
@@ -495,9 +510,9 @@ static void put_loader(const xp_out *o, const xp_plan *p, int64_t total, uint64_
   for (int i = 0; i < p->n_ops; i++) {
     const xp_op *op = &p->ops[i];
     if (!has_weights(op->kind)) continue;
-    const char *names[2] = {"w", "b"};
-    int64_t lens[2] = {op->n_ent, op->n};
-    for (int k = 0; k < 2; k++) {
+    const char *names[3] = {"w", "b", "a"};
+    int64_t lens[3] = {op->n_ent, op->n, op->post ? 2 * (int64_t)op->n : 0};
+    for (int k = 0; k < 3; k++) {
       if (!lens[k]) continue;
       if (o->cuda)
         fprintf(o->f,
@@ -622,8 +637,10 @@ static void op_body(const xp_op *op, const char *body[2]) {
               "  const float wv = @w#[e];\n"
               "  for (int ox = 0; ox < CW; ox++) acc[ox] += wv * xr[ox * S];\n"
               "}\n";
-    body[1] = op->relu ? "for (int ox = 0; ox < CW; ox++) y[ox] = acc[ox] > 0.0f ? acc[ox] : 0.0f;\n"
-                       : "for (int ox = 0; ox < CW; ox++) y[ox] = acc[ox];\n";
+    body[1] = op->post ? "for (int ox = 0; ox < CW; ox++)\n"
+                         "  y[ox] = (acc[ox] > 0.0f ? acc[ox] : 0.0f) * @a#[c] + @a#[N + c];\n"
+              : op->relu ? "for (int ox = 0; ox < CW; ox++) y[ox] = acc[ox] > 0.0f ? acc[ox] : 0.0f;\n"
+                         : "for (int ox = 0; ox < CW; ox++) y[ox] = acc[ox];\n";
     break;
   case IR_LINEAR:
     body[0] = "float acc = 0.0f;\n"
@@ -971,7 +988,7 @@ int app_export_graph(const ir_graph *g, const rt_exec *x, const app_train_state 
     int64_t idx = has_weights(op->kind) ? 4 * ((int64_t)op->n + 1) + 4 * op->n_ent
                                         : 4 * (int64_t)op->n;
     if (op->kind == IR_CONV) idx += op->n_ent * (op->k * op->k > 256 ? 2 : 1);
-    if (has_weights(op->kind)) s.weights += op->n_ent + op->n;
+    if (has_weights(op->kind)) s.weights += op->n_ent + op->n + (op->post ? 2 * op->n : 0);
     s.table_bytes += idx;
   }
   s.weight_bytes = 4 * s.weights;

@@ -46,7 +46,9 @@ typedef struct fe_item {
   int width_lo, width_hi;   /* conv: channels; linear: width */
   int kernel;               /* conv stage: square kernel size (odd) */
   int dense;                /* conv stage: each layer sees all earlier ones */
-  int batchnorm;            /* conv stage: batch norm after each conv */
+  int batchnorm;            /* conv stage: batch norm after each conv: 0 none,
+                               1 conv -> BN -> ReLU, 2 conv -> ReLU -> BN
+                               ('norm batch after', the seed paper's order) */
   int factor;               /* reductions: window/stride (maxpool, conv) */
 } fe_item;
 

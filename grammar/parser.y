@@ -92,7 +92,7 @@ static fe_setting_list concat(fe_setting_list a, fe_setting_list b);
   MOMENTUM "momentum" DECAY "decay"
   ILNAS "ilnas" RANDOM "random" FIXED "fixed" EVERY "every" EPOCH "epoch"
   ALR "alr" CANDIDATES "candidates" FREEZE "freeze" LAST "last"
-  BATCHES "batches" FLAT "flat" PLAN "plan"
+  BATCHES "batches" FLAT "flat" PLAN "plan" AFTER "after"
 %token <str> IDENT "name"
 %token <num> NUMBER "number"
 %token <size> SIZE "size"
@@ -165,7 +165,7 @@ keyword
   | "crop" | "flip" | "split" | "epochs" | "lr" | "cosine" | "constant"
   | "step" | "momentum" | "decay" | "ilnas" | "random" | "fixed" | "every"
   | "epoch" | "alr" | "candidates" | "freeze" | "last" | "batches" | "flat"
-  | "plan"
+  | "plan" | "after"
   ;
 
 entries
@@ -229,6 +229,7 @@ stage_opt
   | "dense"                   { $$ = choice(c, FE_K_CONNECT, @1, 1); }
   | "chain"                   { $$ = choice(c, FE_K_CONNECT, @1, 0); }
   | "norm" "batch"            { $$ = choice(c, FE_K_NORM, @$, 1); }
+  | "norm" "batch" "after"    { $$ = choice(c, FE_K_NORM, @$, 2); }
   | "norm" "none"             { $$ = choice(c, FE_K_NORM, @$, 0); }
   ;
 

@@ -176,8 +176,9 @@ void ir_dump(const ir_graph *g, FILE *out) {
             l->cout, l->oh, l->ow);
     if (l->kind == IR_CONV || l->kind == IR_MAXPOOL)
       fprintf(out, " k%d s%d p%d", l->k, l->stride, l->pad);
-    if (l->bn) fprintf(out, " bn");
+    if (l->bn == IR_BN_BEFORE) fprintf(out, " bn");
     if (l->relu) fprintf(out, " relu");
+    if (l->bn == IR_BN_AFTER) fprintf(out, " bn");
     if (l->can_die) fprintf(out, g->arch.alive[i] ? " alive" : " dead(pass t%d[%d])",
                             l->prev_t, l->prev_ch);
     if (l->w_off >= 0) {

@@ -51,6 +51,10 @@ typedef struct ir_tensor {
   int64_t off;     /* per-sample float offset in the activation arena */
 } ir_tensor;
 
+/* Where a conv's batch norm sits: conv -> BN -> ReLU ('norm batch'), or
+ * conv -> ReLU -> BN ('norm batch after', the seed paper's Figure 3). */
+enum { IR_BN_BEFORE = 1, IR_BN_AFTER = 2 };
+
 typedef struct ir_layer {
   ir_kind kind;
   char name[64];      /* "conv1.0", "reduce1", "linear1.1", "classifier" */
@@ -59,7 +63,7 @@ typedef struct ir_layer {
   int cin, h, w;      /* what it reads: a channel prefix of in_t */
   int cout, oh, ow;   /* what it writes */
   int k, stride, pad;
-  int relu, bn;
+  int relu, bn;       /* bn: 0, or IR_BN_BEFORE / IR_BN_AFTER the ReLU */
   int can_die;        /* stage layers beyond the first; others always live */
   int in_t, in_ch;    /* input tensor and first channel read */
   int z_t;            /* pre-activation tensor (conv/linear), -1 if none */

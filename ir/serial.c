@@ -251,7 +251,7 @@ static void check_cfg(rbuf *r, const fe_model *m) {
     if (it->layers_lo > it->layers_hi || it->width_lo > it->width_hi ||
         it->layers_hi > MAX_ITEM_INT || it->width_hi > MAX_ITEM_INT ||
         it->kernel > MAX_ITEM_INT || it->factor > MAX_ITEM_INT || it->dense > 1 ||
-        it->batchnorm > 1)
+        it->batchnorm > IR_BN_AFTER)
       fail(r, "IR item %d (%s): its ranges are inconsistent", i, it->name);
   }
 }
@@ -315,7 +315,7 @@ static void check_layer(rbuf *r, const ir_graph *g, int li) {
     BAD("IR layer %d (%s): item %d is not one of the model's %d", li, l->name, l->item, m->n_items);
   if (l->index < 0 || l->cin < 1 || l->h < 1 || l->w < 1 || l->cout < 1 || l->oh < 1 ||
       l->ow < 1 || l->k < 1 || l->k > MAX_KERNEL || l->stride < 1 || l->pad < 0 || l->pad >= l->k ||
-      l->in_ch < 0 || l->out_ch < 0 || l->relu > 1 || l->bn > 1 || l->can_die > 1 ||
+      l->in_ch < 0 || l->out_ch < 0 || l->relu > 1 || l->bn > IR_BN_AFTER || l->can_die > 1 ||
       l->relu < 0 || l->bn < 0 || l->can_die < 0 || l->prev_ch < 0)
     BAD("IR layer %d (%s): a count or flag is out of range (cin %d, cout %d, h %d, w %d, "
         "oh %d, ow %d, k %d, stride %d, pad %d, in_ch %d, out_ch %d, prev_ch %d)",

@@ -102,11 +102,11 @@ typedef struct rt_backend_i {
   void (*profile_pause)(rt_backend *b, int pause);
   void (*profile_report)(const rt_backend *b, FILE *f, long steps);
 
-  /* Per output channel of layer l, the mean and the (biased) variance of
-   * its output over the last forward's batch and pixels; -1 when no
-   * forward has run. A layer that comes alive takes its batch norm from
-   * them (rt_exec_set_alive). */
-  int (*channel_stats)(rt_backend *b, int l, double *mean, double *var);
+  /* Per output channel of layer l, the mean, the (biased) variance and
+   * (unless min is NULL) the least value of its output over the last
+   * forward's batch and pixels; -1 when no forward has run. A layer that
+   * comes alive takes its batch norm from them (rt_exec_set_alive). */
+  int (*channel_stats)(rt_backend *b, int l, double *mean, double *var, double *min);
 
   /* The kernel set it runs on, or NULL (tests and benchmarks look inside). */
   rt_kernels *(*kernels)(rt_backend *b);

@@ -152,15 +152,28 @@ void rt_exec_set_alive(rt_exec *x, int li, int alive) {
    * input through, which is what its pre-activation now is. gamma =
    * sqrt(var + eps) and beta = mean undo the normalisation on that batch
    * (training mode), and running statistics equal to them make it the
-   * identity in inference too. Before any forward: gamma 1, beta 0. */
+   * identity in inference too. Before any forward: gamma 1, beta 0.
+   * With batch norm after the ReLU (IR_BN_AFTER), the ReLU would clip the
+   * input's negative values: the bias of each channel that had some
+   * becomes active at -min, lifting them to 0, and the batch norm takes the
+   * lifted statistics (mean + bias) and gives back beta = mean, so that
+   * out = relu(in + bias) - bias = in on that batch. */
+  int after = l->bn == IR_BN_AFTER && l->relu;
   rt_exec_set_unit(x, l->g_off, 2 * (int64_t)l->cout, 1, NULL);
-  double *mean = malloc(2 * (size_t)l->cout * sizeof *mean), *var = mean + l->cout;
-  int have = mean && x->backend->i->channel_stats(x->backend, li, mean, var) == 0;
+  double *mean = malloc(3 * (size_t)l->cout * sizeof *mean), *var = mean + l->cout;
+  double *lo = mean ? mean + 2 * l->cout : NULL;
+  int have = mean && x->backend->i->channel_stats(x->backend, li, mean, var, after ? lo : NULL) == 0;
+  for (int c = 0; c < l->cout && have && after; c++)
+    if (lo[c] < 0) {
+      float lift = (float)-lo[c];
+      rt_exec_set_unit(x, l->b_off + c, 1, 1, &lift);
+    }
   float *w = rt_exec_params_write(x), *stats = rt_exec_edit(x, RT_STATS);
   for (int c = 0; c < l->cout; c++) {
+    double lift = after && have && lo[c] < 0 ? -lo[c] : 0.0;
     double m = have ? mean[c] : 0.0, v = have ? var[c] : 1.0;
     w[l->g_off + c] = have ? (float)sqrt(v + RT_BN_EPS) : 1.0f, w[l->g_off + l->cout + c] = (float)m;
-    stats[l->s_off + c] = (float)m, stats[l->s_off + l->cout + c] = (float)v;
+    stats[l->s_off + c] = (float)(m + lift), stats[l->s_off + l->cout + c] = (float)v;
   }
   free(mean);
 }

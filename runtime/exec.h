@@ -61,7 +61,9 @@ int64_t rt_exec_set_unit(rt_exec *x, int64_t start, int64_t len, int on,
  * make it, its batch norm the identity on the statistics of its output in
  * the last forward (where it passed its input through): gamma sqrt(var +
  * eps), beta and the running mean the mean, the running var the var; before
- * any forward, gamma 1, beta 0, mean 0, var 1. Or it dies: every parameter
+ * any forward, gamma 1, beta 0, mean 0, var 1. With batch norm after the
+ * ReLU, the bias of each channel whose input went below 0 comes on at
+ * -min, and the running mean is the mean plus it. Or it dies: every parameter
  * of it inactive, a pass-through again. Marks it dirty. */
 void rt_exec_set_alive(rt_exec *x, int li, int alive);
 

@@ -722,12 +722,16 @@ static void conv_fwd_chunk(const job *j, int chunk, int n0, int n1) {
   rt_conv_shape s = conv_shape(x, l, n1 - n0);
   rt_kernels *b = x->use_live ? x->live : x->backend;
   /* Without batch norm the pre-activation z is never read again, so a
-   * backend that fuses the ReLU writes the activation directly. */
-  s.relu = !l->bn && l->relu && b->fuses_relu;
+   * backend that fuses the ReLU writes the activation directly; with batch
+   * norm after the ReLU, z holds the ReLU's output, batch norm's input
+   * (z > 0 where the pre-activation was, for the backward). */
+  int after = l->bn == IR_BN_AFTER && l->relu;
+  s.relu = (!l->bn || after) && l->relu && b->fuses_relu;
   check(x, b, b->conv_fwd(b, (int)(l - x->g->layers), &s, x->act + o + j->in,
               x->params + l->w_off, x->params + l->b_off,
-              x->act + o + (s.relu ? j->out : j->z)));
+              x->act + o + (s.relu && !l->bn ? j->out : j->z)));
   if (!l->bn && l->relu && !s.relu) relu_fwd(x, l, j->z, j->out, n0, n1);
+  if (after && !s.relu) relu_fwd(x, l, j->z, j->z, n0, n1);
 }
 
 static void bn_constants(hx *x, const ir_layer *l, int64_t out);
@@ -744,7 +748,8 @@ static void conv_fwd_op(RT_OP_ARGS) {
   if (ly->bn) {
     int64_t ns = e->g->act_size;
     rt_bn_shape s = {e->n, ly->cout, ly->oh * ly->ow, ns, ns};
-    rt_bn_fwd(((host *)e)->pool, e->threads, &s, e->training, ly->relu, e->act + z,
+    rt_bn_fwd(((host *)e)->pool, e->threads, &s, e->training,
+              ly->relu && ly->bn == IR_BN_BEFORE, e->act + z,
               e->params + ly->g_off, e->params + ly->g_off + ly->cout, e->stats + ly->s_off,
               e->stats + ly->s_off + ly->cout, e->bn_save + ly->s_off,
               e->bn_save + ly->s_off + ly->cout, e->act + out);
@@ -758,7 +763,7 @@ static void conv_fwd_op(RT_OP_ARGS) {
  * (weight decay moves the bias every step) and the running variance
  * decays towards 0, so 1/sqrt(var + eps) magnifies the trail into outputs
  * that training never saw. A channel that cannot vary (ir_varying) is
- * mapped to beta (and the ReLU) in inference too. */
+ * mapped to beta (and the ReLU, where it follows) in inference too. */
 static void bn_constants(hx *x, const ir_layer *l, int64_t out) {
   const host *e = (const host *)x;
   if (!e->varies) return;
@@ -767,7 +772,7 @@ static void bn_constants(hx *x, const ir_layer *l, int64_t out) {
   int64_t plane = (int64_t)l->oh * l->ow, ns = x->g->act_size;
   for (int c = 0; c < l->cout; c++) {
     if (v[c]) continue;
-    float y = l->relu && beta[c] < 0 ? 0.0f : beta[c];
+    float y = l->relu && l->bn == IR_BN_BEFORE && beta[c] < 0 ? 0.0f : beta[c];
     for (int i = 0; i < x->n; i++)
       for (int64_t k = 0; k < plane; k++) x->act[i * ns + out + c * plane + k] = y;
   }
@@ -807,7 +812,8 @@ static void bn_act_bwd(hx *e, const ir_layer *ly, int64_t z, int64_t out) {
   int64_t ns = e->g->act_size;
   rt_bn_shape s = {e->n, ly->cout, ly->oh * ly->ow, ns, ns};
   host *h = (host *)e;
-  rt_bn_bwd(h->pool, e->threads, &s, ly->relu, h->assign[ly - e->g->layers], e->act + z,
+  rt_bn_bwd(h->pool, e->threads, &s, ly->relu && ly->bn == IR_BN_BEFORE,
+            h->assign[ly - e->g->layers], e->act + z,
             e->act + out, e->dact + out, e->params + ly->g_off, e->bn_save + ly->s_off,
             e->bn_save + ly->s_off + ly->cout, e->dact + z, e->grads + ly->g_off,
             e->grads + ly->g_off + ly->cout);
@@ -821,6 +827,15 @@ static void conv_bwd_op(RT_OP_ARGS) {
     return;
   }
   if (ly->bn) bn_act_bwd(e, ly, z, out);
+  if (ly->bn == IR_BN_AFTER && ly->relu) { /* then the ReLU's: z > 0 where it passed */
+    long len = (long)ly->cout * ly->oh * ly->ow;
+    for (int i = 0; i < e->n; i++) {
+      const float *y = e->act + i * e->g->act_size + z;
+      float *d = e->dact + i * e->g->act_size + z;
+      for (long k = 0; k < len; k++)
+        if (!(y[k] > 0.0f)) d[k] = 0.0f;
+    }
+  }
   ((host *)e)->gpacked[l] = 0; /* conv gradients are dense */
   job j = {e, ly, in, z, out, conv_bwd_chunk, layer_work(e, ly)};
   reduce_wgrad(e, ly, run_chunks(&j));
@@ -999,7 +1014,7 @@ void rt_host_arena(rt_backend *b, float **act, float **dact, float **grads, size
   *floats = (size_t)x->cap * (size_t)x->g->act_size;
 }
 
-static int host_channel_stats(rt_backend *b, int li, double *mean, double *var) {
+static int host_channel_stats(rt_backend *b, int li, double *mean, double *var, double *min) {
   hx *x = (hx *)b;
   const ir_graph *g = x->g;
   const ir_layer *l = &g->layers[li];
@@ -1009,9 +1024,15 @@ static int host_channel_stats(rt_backend *b, int li, double *mean, double *var) 
   double cnt = (double)x->n * (double)plane;
   for (int c = 0; c < l->cout; c++) {
     double s = 0, q = 0;
+    float lo = o[c * plane];
     for (int i = 0; i < x->n; i++)
-      for (int64_t k = 0; k < plane; k++) s += o[i * ns + c * plane + k];
+      for (int64_t k = 0; k < plane; k++) {
+        float v = o[i * ns + c * plane + k];
+        s += v;
+        lo = v < lo ? v : lo;
+      }
     mean[c] = s / cnt;
+    if (min) min[c] = lo;
     for (int i = 0; i < x->n; i++)
       for (int64_t k = 0; k < plane; k++) {
         double d = o[i * ns + c * plane + k] - mean[c];
@@ -1155,7 +1176,8 @@ static int host_dense_grad(rt_backend *b_, const float *in, const uint8_t *label
    * backend where it has one, else out of the live backend's backward
    * itself, unmasked. A dead layer passes its input through; it revives
    * as the identity followed by a ReLU, so the gradient of its
-   * pre-activation is dout * (out > 0). */
+   * pre-activation is dout * (out > 0); with batch norm after the ReLU, a
+   * bias lifts its input above 0 at revival (rt_exec_set_alive), so dout. */
   int was = x->use_live;
   x->use_live = 1, x->live->unmasked_wgrad = !dense;
   host_upload(b_, in, n);
@@ -1184,7 +1206,38 @@ static int host_dense_grad(rt_backend *b_, const float *in, const uint8_t *label
       float *d = x->scratch;
       for (int i = 0; i < n; i++)
         for (int64_t k = 0; k < len; k++)
-          d[i * len + k] = x->act[i * ns + ooff + k] > 0 ? x->dact[i * ns + ooff + k] : 0.0f;
+          d[i * len + k] = x->act[i * ns + ooff + k] > 0 || l->bn == IR_BN_AFTER
+                               ? x->dact[i * ns + ooff + k] : 0.0f;
+      if (l->bn && x->training) {
+        /* Revived, its batch norm is the identity on this batch's
+         * statistics (gamma sqrt(var + eps)); its backward on batch
+         * statistics still takes out, per channel, the mean and the part
+         * along x^ (the pass-through normalised): d - mean(d) - x^ mean(d x^). */
+        int64_t plane = (int64_t)l->oh * l->ow;
+        double cnt = (double)n * (double)plane;
+        for (int c = 0; c < l->cout; c++) {
+          double s = 0, q = 0, sd = 0, sdx = 0;
+          for (int i = 0; i < n; i++)
+            for (int64_t k = c * plane; k < (c + 1) * plane; k++) s += x->act[i * ns + ooff + k];
+          double mean = s / cnt;
+          for (int i = 0; i < n; i++)
+            for (int64_t k = c * plane; k < (c + 1) * plane; k++) {
+              double v = x->act[i * ns + ooff + k] - mean;
+              q += v * v;
+            }
+          double inv = 1.0 / sqrt(q / cnt + RT_BN_EPS);
+          for (int i = 0; i < n; i++)
+            for (int64_t k = c * plane; k < (c + 1) * plane; k++) {
+              double xh = (x->act[i * ns + ooff + k] - mean) * inv;
+              sd += d[i * len + k], sdx += d[i * len + k] * xh;
+            }
+          for (int i = 0; i < n; i++)
+            for (int64_t k = c * plane; k < (c + 1) * plane; k++) {
+              double xh = (x->act[i * ns + ooff + k] - mean) * inv;
+              d[i * len + k] = (float)(d[i * len + k] - sd / cnt - xh * sdx / cnt);
+            }
+        }
+      }
       dz = d, dz_ns = len;
     }
     const float *xin = x->act + ioff;

@@ -146,12 +146,14 @@ int64_t srch_revive_layer(rt_exec *x, int li) {
 /* Undo a revival that kept no candidate: back to a pass-through. */
 static void kill_layer(rt_exec *x, int li) { rt_exec_set_alive(x, li, 0); }
 
-/* Parameters a revival would add: its identity taps. */
+/* Parameters a revival would add: its identity taps and, with batch norm
+ * after the ReLU, at most a bias per live channel (rt_exec_set_alive). */
 static int64_t revive_cost(const ir_graph *g, const ir_arch *a, const ir_layer *l) {
   int64_t n = 0;
   for (int c = 0; c < l->cout; c++)
     n += has_incoming(g, a, l->prev_t, l->prev_ch + c);
-  return n * (g->cfg.gran == FE_GRAN_KERNEL ? l->k * l->k : 1);
+  int lift = l->bn == IR_BN_AFTER && l->relu;
+  return n * (g->cfg.gran == FE_GRAN_KERNEL ? l->k * l->k : 1) + (lift ? n : 0);
 }
 
 /* Switches a unit on; parameters already on (a revived layer's identity

@@ -9,7 +9,7 @@
 #           (cuda_emu/) everywhere, and on the GPU only where there is one
 #   size    weights of the ~20%-dense export vs its masked-dense export
 #   errors  untrained / corrupt checkpoint, unwritable output
-#   synth   no data needed: MODEL (synth.ilnas) with random weights and batch
+#   synth   no data needed: MODEL (synth.ilnas, synth_after.ilnas) with random weights and batch
 #           norm statistics, emitted as C (embedded, weights file, dense)
 #           and CUDA, each held to the runtime on random images
 set -eu
@@ -19,7 +19,8 @@ cc=${CC:-cc}
 fail() { echo "FAIL: $*"; exit 1; }
 
 if [ "$mode" = synth ]; then
-  rm -rf "$work/synth" && mkdir -p "$work/synth/data" && cd "$work/synth"
+  name=$(basename "$model" .ilnas)
+  rm -rf "${work:?}/$name" && mkdir -p "$work/$name/data" && cd "$work/$name"
   "$ilnasc" "$model" -o model
   "$tx" synth "$model" data 3 300
   ./model info data/synth.ckpt

@@ -45,6 +45,12 @@ static const model_case cases[] = {
      " reduce gap;"
      " stage linear { layers 1..2 width 8..12 } }",
      1},
+    {"weight+bn after",
+     "model a { input 3x8x8; classes 5; search weight budget 4k from density 0.4 seed 3;"
+     " stage conv { layers 2..3 channels 4..6 kernel 3x3 dense norm batch after }"
+     " reduce conv 2;"
+     " stage linear { layers 1..2 width 8..12 } }",
+     1},
 };
 
 /* One backend's run: its own graph, exec, schedule and search. */
