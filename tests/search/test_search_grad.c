@@ -300,10 +300,15 @@ static void test_dense_grad(void) {
       "model bn { input 2x6x6; classes 3; search weight budget 3k from density 0.4 seed 8;"
       " stage conv { layers 1..3 channels 3..4 kernel 3x3 norm batch; } reduce maxpool 2;"
       " stage linear { layers 1..2 width 5..6; } }";
+  static const char *after = /* batch norm after the ReLU: a revival lifts its input */
+      "model after { input 2x6x6; classes 3; search weight budget 3k from density 0.4 seed 8;"
+      " stage conv { layers 1..3 channels 3..4 kernel 3x3 norm batch after; } reduce maxpool 2;"
+      " stage linear { layers 1..2 width 5..6; } }";
   const char *backends[] = {"cpu", "ref"};
   for (int k = 0; k < 2; k++) {
     check_model(plain, backends[k], 2, 0);
     check_model(bn, backends[k], 2, 1);
+    check_model(after, backends[k], 2, 1);
   }
 }
 
