@@ -51,6 +51,12 @@ typedef struct rt_backend_stats {
   long dense_host;    /* ... that the host computed */
 } rt_backend_stats;
 
+/* What the activations cost, per sample. */
+typedef struct rt_backend_mem {
+  int64_t arena; /* bytes of the activation arena (their gradients' as much again) */
+  int64_t live;  /* bytes of the live network's activations (plan.h) */
+} rt_backend_mem;
+
 typedef struct rt_backend_i {
   const char *name;
   void (*free)(rt_backend *b);
@@ -107,6 +113,9 @@ typedef struct rt_backend_i {
    * forward's batch and pixels; -1 when no forward has run. A layer that
    * comes alive takes its batch norm from them (rt_exec_set_alive). */
   int (*channel_stats)(rt_backend *b, int l, double *mean, double *var, double *min);
+
+  /* The activations' cost per sample, as of the last prepare. */
+  rt_backend_mem (*memory)(const rt_backend *b);
 
   /* The kernel set it runs on, or NULL (tests and benchmarks look inside). */
   rt_kernels *(*kernels)(rt_backend *b);

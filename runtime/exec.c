@@ -7,6 +7,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "base/rng.h"
 #include "runtime/ref.h"
@@ -291,4 +292,22 @@ void rt_exec_profile_pause(rt_exec *x, int pause) {
 
 void rt_exec_profile_report(const rt_exec *x, FILE *f, long steps) {
   x->backend->i->profile_report(x->backend, f, steps);
+}
+
+rt_backend_mem rt_exec_memory(const rt_exec *x) { return x->backend->i->memory(x->backend); }
+
+int64_t rt_peak_rss(void) {
+  struct rusage ru;
+  if (getrusage(RUSAGE_SELF, &ru)) return -1;
+  return (int64_t)ru.ru_maxrss * 1024; /* kilobytes on Linux */
+}
+
+const char *rt_bytes_text(int64_t bytes, char *buf, size_t len) {
+  static const char *unit[] = {"bytes", "kB", "MB", "GB", "TB"};
+  double v = (double)bytes;
+  int u = 0;
+  while (v >= 1000.0 && u < 4) v /= 1000.0, u++;
+  if (u == 0) snprintf(buf, len, "%lld bytes", (long long)bytes);
+  else snprintf(buf, len, "%.*f %s", v < 10.0 ? 2 : v < 100.0 ? 1 : 0, v, unit[u]);
+  return buf;
 }

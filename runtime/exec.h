@@ -139,4 +139,11 @@ int rt_exec_profile(rt_exec *x);
 void rt_exec_profile_pause(rt_exec *x, int pause); /* 1: stop counting, 0: go on */
 void rt_exec_profile_report(const rt_exec *x, FILE *f, long steps);
 
+/* The activations' cost per sample (backend.h), as of the last prepare. */
+rt_backend_mem rt_exec_memory(const rt_exec *x);
+/* The process's peak resident set in bytes (getrusage), or -1. */
+int64_t rt_peak_rss(void);
+/* "1.9 GB", "262 kB": bytes as a person reads them, into buf. */
+const char *rt_bytes_text(int64_t bytes, char *buf, size_t len);
+
 #endif

@@ -21,6 +21,8 @@
 #include <cblas.h>
 
 #include "runtime/elem.h"
+#include "runtime/exec.h"
+#include "runtime/plan.h"
 #include "runtime/pool.h"
 #include "runtime/ref.h"
 #include "base/rng.h"
@@ -81,6 +83,11 @@ typedef struct host {
    * it is read. */
   int64_t (*zero)[2];
   int n_zero;
+  /* The same under the plan (made at prepare): only the outputs of the
+   * layers that are not aliases, which are all the backward reads. */
+  int64_t (*zlive)[2];
+  int n_zlive;
+  uint8_t *zt; /* per tensor: in zero */
   /* Seconds spent per op under a profile (rt_exec_profile), else NULL:
    * the loss (with the gradient arena's clearing), the SGD step, then the
    * forward and the backward of each layer. */
@@ -104,8 +111,13 @@ typedef struct host {
   size_t *pn;
   uint8_t *gpacked;
   int *pk; /* the SGD step's list of packed layers */
+  int *sk; /* and of the layers whose weights its dense part skips */
   float **wc; /* and the backend's copies of their weights (or NULL), */
   const int32_t **wat; /* where each weight goes in them */
+  rt_plan *plan; /* the live channels and the dead layers' aliases, made at
+                  * every prepare */
+  int fwd_aliased; /* the last forward followed the plan's aliases */
+  int layout_bounds; /* no aliases, every tensor cleared whole (tests) */
 } host;
 
 /* Layer l's gradient layout in grads: its packed indices (*n of them), or
@@ -194,11 +206,52 @@ static int range_cmp(const void *a, const void *b) {
   return x[0] < y[0] ? -1 : x[0] > y[0];
 }
 
+/* Sorts ranges [lo, hi) and merges those that touch; their count. */
+static int merge_ranges(int64_t (*r)[2], int n) {
+  qsort(r, (size_t)n, sizeof *r, range_cmp);
+  int m = 0;
+  for (int i = 0; i < n; i++)
+    if (m > 0 && r[i][0] <= r[m - 1][1]) {
+      if (r[i][1] > r[m - 1][1]) r[m - 1][1] = r[i][1];
+    } else {
+      r[m][0] = r[i][0], r[m][1] = r[i][1], m++;
+    }
+  return m;
+}
+
+/* Fills e->zlive from the plan: of the tensors in zero, the output slices
+ * (and pre-activations) of the layers that are not aliases. An alias's
+ * output is never read: the layers after it read its source, whose
+ * gradient they add into. */
+static void plan_zero_live(host *e) {
+  const ir_graph *g = e->pub.g;
+  const rt_plan *p = e->plan;
+  int n = 0;
+  for (int i = 0; i < g->n_layers; i++) {
+    const ir_layer *l = &g->layers[i];
+    if (p->alias[i] != i) continue;
+    if (e->zt[l->out_t]) {
+      e->zlive[n][0] = p->out_off[i];
+      e->zlive[n][1] = p->out_off[i] + (int64_t)l->cout * l->oh * l->ow;
+      n++;
+    }
+    if (l->z_t >= 0 && e->zt[l->z_t]) {
+      const ir_tensor *r = &g->tensors[l->z_t];
+      e->zlive[n][0] = r->off, e->zlive[n][1] = r->off + (int64_t)r->c * r->h * r->w;
+      n++;
+    }
+  }
+  e->n_zlive = merge_ranges(e->zlive, n);
+}
+
 /* Fills e->zero: the tensors to clear, sorted, adjacent ones merged. */
 static int plan_zero(host *e) {
   const ir_graph *g = e->pub.g;
-  e->zero = malloc((size_t)(g->n_tensors ? g->n_tensors : 1) * sizeof *e->zero);
-  if (!e->zero) return -1;
+  size_t nt = (size_t)(g->n_tensors ? g->n_tensors : 1), nl = (size_t)(g->n_layers ? g->n_layers : 1);
+  e->zero = malloc(nt * sizeof *e->zero);
+  e->zlive = malloc(2 * nl * sizeof *e->zlive);
+  e->zt = calloc(nt, 1);
+  if (!e->zero || !e->zlive || !e->zt) return -1;
   int n = 0;
   for (int t = 0; t < g->n_tensors; t++) {
     const ir_tensor *r = &g->tensors[t];
@@ -214,17 +267,10 @@ static int plan_zero(host *e) {
       continue;
     }
     e->zero[n][0] = r->off, e->zero[n][1] = r->off + (int64_t)r->c * r->h * r->w;
+    e->zt[t] = 1;
     n++;
   }
-  qsort(e->zero, (size_t)n, sizeof *e->zero, range_cmp);
-  int m = 0;
-  for (int i = 0; i < n; i++)
-    if (m > 0 && e->zero[i][0] <= e->zero[m - 1][1]) {
-      if (e->zero[i][1] > e->zero[m - 1][1]) e->zero[m - 1][1] = e->zero[i][1];
-    } else {
-      e->zero[m][0] = e->zero[i][0], e->zero[m][1] = e->zero[i][1], m++;
-    }
-  e->n_zero = m;
+  e->n_zero = merge_ranges(e->zero, n);
   return 0;
 }
 
@@ -272,9 +318,12 @@ rt_backend *rt_backend_new(const char *backend, const ir_graph *g, const ir_arch
   e->pn = xcalloc((size_t)g->n_layers, sizeof *e->pn, &oom);
   e->gpacked = xcalloc((size_t)g->n_layers, 1, &oom);
   e->pk = xcalloc((size_t)g->n_layers, sizeof *e->pk, &oom);
+  e->sk = xcalloc((size_t)g->n_layers, sizeof *e->sk, &oom);
   e->wc = xcalloc((size_t)g->n_layers, sizeof *e->wc, &oom);
   e->wat = xcalloc((size_t)g->n_layers, sizeof *e->wat, &oom);
-  if (oom || plan_zero(e) || ir_schedule(g, &e->fc, &e->nf, &e->bc, &e->nb)) oom = 1;
+  if (oom || !(e->plan = rt_plan_new(g)) || plan_zero(e) ||
+      ir_schedule(g, &e->fc, &e->nf, &e->bc, &e->nb))
+    oom = 1;
   if (oom) {
     snprintf(err, errlen,
              "out of memory planning the arena (%zu floats for batch %d)",
@@ -315,10 +364,11 @@ static void host_free(rt_backend *b) {
   if (x->live) x->live->free(x->live);
   free(x->act), free(x->dact), free(e->params), free(x->grads);
   free(x->mom), free(e->gdense), free(e->dirty), free(x->stats), free(x->bn_save);
-  free(x->scratch), free(x->logits), free(e->wpart), free(e->zero), free(e->prof),
+  free(x->scratch), free(x->logits), free(e->wpart), free(e->zero), free(e->zlive), free(e->zt), free(e->prof),
       free(e->prof_paused), free(e->active), free(e->assign);
-  free(e->pidx), free(e->pn), free(e->gpacked), free(e->pk), free(e->wc), free(e->wat);
+  free(e->pidx), free(e->pn), free(e->gpacked), free(e->pk), free(e->sk), free(e->wc), free(e->wat);
   free(e->fc), free(e->bc), free(e->dg_cols), free(e->dg_parts);
+  rt_plan_free(e->plan);
   rt_pool_free(e->pool);
   free(e);
 }
@@ -363,6 +413,8 @@ static int host_prepare(rt_backend *b_, const uint8_t *dirty, const uint8_t *mas
     for (int64_t k = 0; l->w_off >= 0 && k < l->n_w; k++) n += x->mask[l->w_off + k] != 0;
     e->active[i] = n;
   }
+  rt_plan_make(e->plan, x->arch, mask, x->params, x->mom);
+  plan_zero_live(e);
   if (prepare_on(x, x->live, err, errlen)) return -1;
   int rc = x->backend != x->live ? prepare_on(x, x->backend, err, errlen) : 0;
   for (int i = 0; i < x->g->n_layers; i++) {
@@ -446,6 +498,8 @@ typedef struct sgd_job {
   int parts;
   float lr, momentum, decay;
   int npk, *pk; /* the layers whose gradients are packed, by w_off */
+  int nsk, *sk; /* the layers whose weights the dense part skips: those,
+                 * and those without an active weight, by w_off */
   float *const *wc; /* per packed layer */
   const int32_t *const *wat;
 } sgd_job;
@@ -459,9 +513,9 @@ static void sgd_task(void *arg, int c) {
   size_t n = (size_t)x->g->n_params, lines = (n + 15) / 16;
   size_t i0 = lines * c / j->parts * 16, i1 = lines * (c + 1) / j->parts * 16;
   if (i1 > n) i1 = n;
-  /* dense: the part's range but the packed layers' weights */
-  for (int k = 0; k <= j->npk && i0 < i1; k++) {
-    const ir_layer *l = k < j->npk ? &x->g->layers[j->pk[k]] : NULL;
+  /* dense: the part's range but the skipped layers' weights */
+  for (int k = 0; k <= j->nsk && i0 < i1; k++) {
+    const ir_layer *l = k < j->nsk ? &x->g->layers[j->sk[k]] : NULL;
     size_t a = l ? (size_t)l->w_off : i1, b = l ? (size_t)(l->w_off + l->n_w) : i1;
     if (a > i0) rt_sgd(i0, a < i1 ? a : i1, params, x->grads, x->mom, x->mask, j->lr,
                        j->momentum, j->decay);
@@ -481,14 +535,21 @@ static void sgd_task(void *arg, int c) {
 static int host_sgd(rt_backend *b_, float lr, float momentum, float decay) {
   hx *x = (hx *)b_;
   host *e = (host *)x;
-  int *pk = e->pk, npk = 0;
+  int *pk = e->pk, npk = 0, *sk = e->sk, nsk = 0;
   for (int i = 0; i < x->g->n_layers; i++) {
+    /* a layer without an active weight keeps its weights as they are
+     * (masked), unless phase II flipped its masks since the prepare */
+    int none = x->g->layers[i].w_off >= 0 && e->active[i] == 0 && !x->use_live;
+    if (!e->gpacked[i] && !none) continue;
+    int k = nsk++; /* by w_off */
+    for (; k > 0 && x->g->layers[sk[k - 1]].w_off > x->g->layers[i].w_off; k--) sk[k] = sk[k - 1];
+    sk[k] = i;
     if (!e->gpacked[i]) continue;
-    int k = npk++; /* by w_off */
+    k = npk++;
     for (; k > 0 && x->g->layers[pk[k - 1]].w_off > x->g->layers[i].w_off; k--) pk[k] = pk[k - 1];
     pk[k] = i;
   }
-  sgd_job j = {x, e->pool ? x->threads : 1, lr, momentum, decay, npk, pk, e->wc, e->wat};
+  sgd_job j = {x, e->pool ? x->threads : 1, lr, momentum, decay, npk, pk, nsk, sk, e->wc, e->wat};
   double t0 = e->prof ? prof_now() : 0.0;
   /* new values; the backend's copies of the packed layers' weights that
    * held the old follow them (rt_kernels.wcopy) */
@@ -520,6 +581,13 @@ static void host_profile_pause(rt_backend *b, int pause) {
   if (!pause && e->prof_paused) e->prof = e->prof_paused, e->prof_paused = NULL;
 }
 
+static rt_backend_mem host_memory(const rt_backend *b) {
+  const host *e = (const host *)b;
+  rt_backend_mem m = {e->pub.g->act_size * (int64_t)sizeof(float),
+                      e->plan->live_floats * (int64_t)sizeof(float)};
+  return m;
+}
+
 static void host_profile_report(const rt_backend *b, FILE *f, long steps) {
   const hx *x = (const hx *)b;
   const host *e = (const host *)x;
@@ -535,13 +603,23 @@ static void host_profile_report(const rt_backend *b, FILE *f, long steps) {
     const ir_layer *l = &g->layers[i];
     double a = prof[PROF_LAYER + 2 * i], b = prof[PROF_LAYER + 2 * i + 1];
     fprintf(f, "  %-14s %-8s %9.3f %9.3f %5.1f%%%s\n", l->name, ir_kind_name(l->kind), a * k,
-            b * k, 100.0 * (a + b) / total, l->w_off >= 0 && !x->arch->alive[i] ? "  (dead: a copy)" : "");
+            b * k, 100.0 * (a + b) / total,
+            l->w_off < 0 || x->arch->alive[i] ? ""
+            : e->plan->alias[i] != i && !e->layout_bounds ? "  (dead: aliased)"
+                                         : "  (dead: a copy)");
   }
   fprintf(f, "  %-14s %-8s %9.3f %9s %5.1f%%\n", "loss", "", prof[PROF_LOSS] * k, "",
           100.0 * prof[PROF_LOSS] / total);
   fprintf(f, "  %-14s %-8s %9s %9.3f %5.1f%%\n", "sgd", "", "", prof[PROF_SGD] * k,
           100.0 * prof[PROF_SGD] / total);
   fprintf(f, "  %-14s %-8s %19.3f\n", "total", "", total * k);
+  rt_backend_mem m = host_memory(b);
+  char a[32], l[32], r[32];
+  int64_t rss = rt_peak_rss();
+  fprintf(f, "memory: arena %s per sample (the activations; their gradients as much again), "
+             "live activations %s per sample, peak resident set %s\n",
+          rt_bytes_text(m.arena, a, sizeof a), rt_bytes_text(m.live, l, sizeof l),
+          rss < 0 ? "unknown" : rt_bytes_text(rss, r, sizeof r));
 }
 
 /* Batch splitting. fn(job, chunk, n0, n1) runs samples [n0, n1). */
@@ -591,10 +669,11 @@ static void clear_chunk(const job *j, int chunk, int n0, int n1) {
   (void)chunk;
   const host *e = (const host *)j->x;
   int64_t ns = j->x->g->act_size;
+  int bounds = e->layout_bounds || j->x->use_live, n = bounds ? e->n_zero : e->n_zlive;
+  int64_t(*z)[2] = bounds ? e->zero : e->zlive;
   for (int i = n0; i < n1; i++)
-    for (int r = 0; r < e->n_zero; r++)
-      memset(j->x->dact + i * ns + e->zero[r][0], 0,
-             (size_t)(e->zero[r][1] - e->zero[r][0]) * sizeof(float));
+    for (int r = 0; r < n; r++)
+      memset(j->x->dact + i * ns + z[r][0], 0, (size_t)(z[r][1] - z[r][0]) * sizeof(float));
 }
 
 static void clear_dact(hx *x) {
@@ -982,6 +1061,7 @@ static void host_set_driver(rt_backend *b, rt_graph_fn fwd, rt_graph_fn bwd) {
 static int host_forward(rt_backend *b) {
   hx *x = (hx *)b;
   host *e = (host *)x;
+  e->fwd_aliased = !x->use_live && !e->layout_bounds;
   if (e->fwd) e->fwd(x);
   else run_calls(x, e->fc, e->nf);
   return op_status(x);
@@ -1008,6 +1088,8 @@ static rt_backend_stats host_stats(const rt_backend *b) { return ((const host *)
 
 static rt_kernels *host_kernels(rt_backend *b) { return ((hx *)b)->backend; }
 
+void rt_host_layout_bounds(rt_backend *b, int on) { ((host *)b)->layout_bounds = on; }
+
 void rt_host_arena(rt_backend *b, float **act, float **dact, float **grads, size_t *floats) {
   hx *x = (hx *)b;
   *act = x->act, *dact = x->dact, *grads = x->grads;
@@ -1020,7 +1102,9 @@ static int host_channel_stats(rt_backend *b, int li, double *mean, double *var, 
   const ir_layer *l = &g->layers[li];
   if (x->n < 1) return -1;
   int64_t plane = (int64_t)l->oh * l->ow, ns = g->act_size;
-  const float *o = x->act + g->tensors[l->out_t].off + (int64_t)l->out_ch * plane;
+  const float *o = x->act + (((host *)x)->fwd_aliased ? ((host *)x)->plan->out_off[li]
+                                                      : g->tensors[l->out_t].off +
+                                                            (int64_t)l->out_ch * plane);
   double cnt = (double)x->n * (double)plane;
   for (int c = 0; c < l->cout; c++) {
     double s = 0, q = 0;
@@ -1267,9 +1351,23 @@ static int host_dense_grad(rt_backend *b_, const float *in, const uint8_t *label
 
 /* ---- the graph ops, timed per layer and direction under a profile ---- */
 
+/* Where layer l reads under the plan: a dead layer that aliases its
+ * predecessor (plan.h) does nothing, and a layer that reads an alias
+ * reads its source. Phase II's passes (use_live) copy every dead layer,
+ * since its dense gradient reads each one's own output. 0: skip the op. */
+static int route(host *e, int64_t l, int64_t *in, int64_t *prev) {
+  const rt_plan *p = e->plan;
+  if (e->pub.use_live || e->layout_bounds) return 1;
+  if (p->alias[l] != l && !e->pub.arch->alive[l]) return 0;
+  *in = p->in_off[l];
+  if (*prev >= 0) *prev = p->prev_off[l];
+  return 1;
+}
+
 #define TIMED_OP(name, dir)                                         \
   void rt_op_##name(RT_OP_ARGS) {                                   \
     host *e = x;                                               \
+    if (!route(e, l, &in, &prev)) return;                           \
     if (!e->prof) {                                                 \
       name##_op(x, l, in, z, out, prev);                            \
       return;                                                       \
@@ -1327,4 +1425,5 @@ static const rt_backend_i host_i = {
     .profile_report = host_profile_report,
     .kernels = host_kernels,
     .channel_stats = host_channel_stats,
+    .memory = host_memory,
 };

@@ -28,4 +28,9 @@ typedef struct hx hx;
  * gradient (*floats each), and its parameters' gradients (n_params). */
 void rt_host_arena(rt_backend *b, float **act, float **dact, float **grads, size_t *floats);
 
+/* on: host step b keeps the layout at the bounds: every dead layer a
+ * copy, every gradient tensor cleared whole before a backward (tests
+ * compare the plan's layout with it). */
+void rt_host_layout_bounds(rt_backend *b, int on);
+
 #endif

@@ -1,0 +1,58 @@
+/* plan.h: which activations the live network needs, and what the dead
+ * layers cost: nothing.
+ *
+ * A channel of a tensor is live when it can hold a value other than 0
+ * (the input; an alive layer's output with an active weight or bias, or a
+ * batch norm beta that is not 0; what a pooling, copy or dead layer passes
+ * on from a live one) and something reads it (an active weight, the
+ * logits, what a pooling, copy or dead layer passes on to a reader). A
+ * training step needs the live channels only: the others are 0 or read
+ * by nothing. (Phase II's dense gradient needs the channels that are
+ * either: one that is neither holds 0 and nothing depends on it, so its
+ * dense gradient is 0 at every weight that would read or write it.)
+ *
+ * A dead layer whose output no active weight reads is an alias: its
+ * output is its predecessor's, and the one layer after it that reads its
+ * whole output (the next stage's reduce, the classifier, a dead layer
+ * after it) reads the predecessor's instead. Aliases are planned from the
+ * architecture, so a plan is made again at every prepare.
+ *
+ *   rt_plan *p = rt_plan_new(g);
+ *   rt_plan_make(p, arch, mask, params, mom);   // at every prepare
+ *   if (p->alias[l] != l) ... layer l's output is layer p->alias[l]'s ...
+ *   rt_plan_free(p);
+ */
+#ifndef ILNAS_RT_PLAN_H
+#define ILNAS_RT_PLAN_H
+
+#include <stdint.h>
+
+#include "ir/ir.h"
+
+typedef struct rt_plan {
+  const ir_graph *g;
+  uint8_t *live;       /* per channel of every tensor (ir_chan_base) */
+  int *alias;          /* per layer: the layer whose output slice holds its
+                        * output (itself but for an aliased dead layer) */
+  int64_t *in_off;     /* per layer: per-sample offset of what it reads */
+  int64_t *prev_off;   /* ... of its pass-through source (-1: none) */
+  int64_t *out_off;    /* ... where its output is (an alias: its source's) */
+  int64_t live_floats; /* per sample: the live channels of every tensor,
+                        * an aliased dead layer's output not counted */
+} rt_plan;
+
+/* NULL when out of memory. */
+rt_plan *rt_plan_new(const ir_graph *g);
+void rt_plan_free(rt_plan *p);
+
+/* The plan for architecture a, its masks (n_params bytes) and the values
+ * of the parameters and their momentum (batch norm's beta: NULL counts
+ * every beta as not 0). */
+void rt_plan_make(rt_plan *p, const ir_arch *a, const uint8_t *mask, const float *params,
+                  const float *mom);
+
+/* Floats per sample of the live activations of architecture a over g,
+ * without a plan kept (a checkpoint's report); -1 when out of memory. */
+int64_t rt_plan_live_floats(const ir_graph *g, const ir_arch *a);
+
+#endif
