@@ -70,17 +70,28 @@ static int load_data(const ir_graph *g, const char *path, int skip_bad, int thre
   /* a label the model cannot predict names its file and record */
   rt_data_opts dopt = {.fmt = data_format(m->data), .path = path, .split = m->test_split,
                        .classes = m->classes, .c = m->in_c, .h = m->in_h, .w = m->in_w,
+                       .resize_h = m->resize_h, .resize_w = m->resize_w,
+                       .channels = m->channels,
                        .skip_bad = skip_bad, .threads = threads, .log = stderr};
   if (rt_data_open(&dopt, train, test, err, sizeof err)) {
     fprintf(stderr, "error: %s\n", err);
     return -1;
   }
   if (train->c != m->in_c || train->h != m->in_h || train->w != m->in_w) {
+    /* The adapters that would make them meet, as the data statement takes them. */
+    char fix[96] = "";
+    int c3 = (train->c == 1 && m->in_c == 3) || (train->c == 3 && m->in_c == 1);
+    if (train->h != m->in_h || train->w != m->in_w)
+      snprintf(fix, sizeof fix, "resize %dx%d", m->in_h, m->in_w);
+    if (train->c != m->in_c && c3)
+      snprintf(fix + strlen(fix), sizeof fix - strlen(fix), "%schannels %d", fix[0] ? " " : "",
+               m->in_c);
     fprintf(stderr,
             "error: %s: the %s images are %dx%dx%d but model '%s' expects "
-            "input %dx%dx%d\n",
+            "input %dx%dx%d%s%s%s\n",
             path, ir_data_name(m->data), train->c, train->h, train->w, m->name,
-            m->in_c, m->in_h, m->in_w);
+            m->in_c, m->in_h, m->in_w, fix[0] ? "; add '" : "", fix,
+            fix[0] ? "' to its data statement" : "");
   } else if (train->src && train->classes > m->classes) {
     fprintf(stderr, "error: %s: %d class folders but model '%s' has %d classes\n", path,
             train->classes, m->name, m->classes);

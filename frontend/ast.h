@@ -74,6 +74,8 @@ typedef enum fe_key {
   FE_K_CROP,
   FE_K_FLIP,
   FE_K_SPLIT,
+  FE_K_RESIZE,
+  FE_K_IN_CHANNELS,
   FE_K_BATCH, /* train */
   FE_K_EPOCHS,
   FE_K_LR,
@@ -98,7 +100,7 @@ typedef struct fe_setting {
   int choice;      /* GRAN, SCHED, METHOD: the fe_* enum; CONNECT: dense; NORM: batch */
   fe_num a, b;     /* values; a range lo..hi; step's epochs and factor */
   int nargs;       /* how many of a, b were written */
-  fe_size size;    /* INPUT, KERNEL */
+  fe_size size;    /* INPUT, KERNEL, RESIZE */
   const char *str; /* PATH, unescaped */
   struct fe_setting *next;
 } fe_setting;

@@ -428,6 +428,24 @@ static void check_model(checker *k, const fe_stmt *model) {
 
 /* ---- data, training, growth ---- */
 
+/* 'resize HxW', or one number for a square. */
+static void check_resize(checker *k, const fe_setting *s) {
+  const fe_size *z = &s->size;
+  if (z->bad) return;
+  if (z->suffix || !z->whole || z->n > 2) {
+    fe_error(k->c, z->at.loc, "resize must be height x width, like 28x28, or one size, not '%.*s'",
+             TEXT(k, z->at));
+    return;
+  }
+  int64_t h = z->d[0], w = z->n == 2 ? z->d[1] : z->d[0];
+  if (h < 1 || w < 1 || h > MAX_IMAGE || w > MAX_IMAGE) {
+    fe_error(k->c, z->at.loc, "resize sizes must be between 1 and %d, not '%.*s'", MAX_IMAGE,
+             TEXT(k, z->at));
+    return;
+  }
+  k->m->resize_h = (int)h, k->m->resize_w = (int)w;
+}
+
 static void check_data(checker *k, const fe_stmt *st) {
   fe_model *m = k->m;
   static const char *const formats[] = {"idx", "cifar10", "stl10", "digits-csv", "folder",
@@ -461,9 +479,36 @@ static void check_data(checker *k, const fe_stmt *st) {
       break;
     case FE_K_FLIP: m->aug_flip = 1; break;
     case FE_K_SPLIT: real(k, &s->a, "split", 0, 1, 1, 1, NULL, &m->test_split); break;
+    case FE_K_RESIZE:
+    case FE_K_IN_CHANNELS:
+      if (m->data == FE_DATA_FOLDER) /* decoded to the input's size and channels already */
+        fe_error(k->c, s->at.loc, "a folder's images are decoded to the model's input, its size "
+                 "and channels, already; '%.*s' is for data sets of one shape", TEXT(k, s->at));
+      else if (s->key == FE_K_RESIZE)
+        check_resize(k, s);
+      else if (whole_int(k, &s->a, "channels", 1, 3, &m->channels) && m->channels == 2) {
+        fe_error(k->c, s->a.at.loc, "channels must be 1 (RGB averaged to gray) or 3 (gray "
+                 "copied to RGB), not '2'");
+        m->channels = 0;
+      }
+      if (s->key == FE_K_RESIZE) m->resize_loc = s->at.loc;
+      else m->channels_loc = s->at.loc;
+      break;
     default: break;
     }
   }
+}
+
+/* The adapters make the data the model's input, or they are a mistake. */
+static void check_adapters(checker *k) {
+  fe_model *m = k->m;
+  if (m->in_c < 1) return; /* no valid input: reported already */
+  if (m->resize_h && (m->resize_h != m->in_h || m->resize_w != m->in_w))
+    fe_error(k->c, m->resize_loc, "resize %dx%d is not the model's input size %dx%d; the data "
+             "must meet the input", m->resize_h, m->resize_w, m->in_h, m->in_w);
+  if (m->channels && m->channels != m->in_c)
+    fe_error(k->c, m->channels_loc, "channels %d is not the model's %d input channel%s",
+             m->channels, m->in_c, m->in_c == 1 ? "" : "s");
 }
 
 static void check_train(checker *k, const fe_stmt *st, int *epochs_ok) {
@@ -592,6 +637,7 @@ int fe_check(fe_ctx *c, fe_model *m) {
   }
   if (k.complete && !model)
     fe_error(c, (fe_loc){0, 0}, "no model; a file starts with 'model NAME { ... }'");
+  if (k.complete && model) check_adapters(&k);
   if (k.complete && plan && m->budget == INT64_MAX)
     fe_error(c, plan->at.loc, "'plan' needs a budget ('search ... budget N'): it plans the "
              "expansions that reach it");

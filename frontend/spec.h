@@ -76,6 +76,10 @@ typedef struct fe_model {
   int aug_crop;        /* random crop padding in pixels; default 0 */
   int aug_flip;        /* random horizontal flip; default 0 */
   double test_split;   /* formats without a test set: last fraction; default 0.2 */
+  int resize_h, resize_w; /* 'resize HxW': images resampled (bilinear) to it; 0: as stored */
+  fe_loc resize_loc;
+  int channels;        /* 'channels N': gray copied to 3 or RGB averaged to 1; 0: as stored */
+  fe_loc channels_loc;
 
   /* training */
   int batch;           /* default 128 */

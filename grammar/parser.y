@@ -92,7 +92,7 @@ static fe_setting_list concat(fe_setting_list a, fe_setting_list b);
   MOMENTUM "momentum" DECAY "decay"
   ILNAS "ilnas" RANDOM "random" FIXED "fixed" EVERY "every" EPOCH "epoch"
   ALR "alr" CANDIDATES "candidates" FREEZE "freeze" LAST "last"
-  BATCHES "batches" FLAT "flat" PLAN "plan" AFTER "after"
+  BATCHES "batches" FLAT "flat" PLAN "plan" AFTER "after" RESIZE "resize"
 %token <str> IDENT "name"
 %token <num> NUMBER "number"
 %token <size> SIZE "size"
@@ -165,7 +165,7 @@ keyword
   | "crop" | "flip" | "split" | "epochs" | "lr" | "cosine" | "constant"
   | "step" | "momentum" | "decay" | "ilnas" | "random" | "fixed" | "every"
   | "epoch" | "alr" | "candidates" | "freeze" | "last" | "batches" | "flat"
-  | "plan" | "after"
+  | "plan" | "after" | "resize"
   ;
 
 entries
@@ -246,6 +246,11 @@ data_settings
   | data_settings "augment" augments { $$ = concat($1, $3); }
   | data_settings "split" NUMBER
       { $$ = $1; fe_setting_append(&$$, num(c, FE_K_SPLIT, @2, $3)); }
+  | data_settings "resize" size
+      { fe_setting *s = fe_new_setting(c, FE_K_RESIZE, @2); s->size = $3;
+        $$ = $1; fe_setting_append(&$$, s); }
+  | data_settings "channels" NUMBER
+      { $$ = $1; fe_setting_append(&$$, num(c, FE_K_IN_CHANNELS, @2, $3)); }
   ;
 
 /* "augment crop 2, flip"; the comma may be left out. */

@@ -8,9 +8,9 @@
 
 #include "ir/ir.h"
 
-/* Version 2 appends CFG_INTS_2 to the configuration; version 1 files
- * read with their defaults. */
-enum { IR_VERSION = 2, IR_VERSION_MIN = 1 };
+/* Version 2 appends CFG_INTS_2 to the configuration, version 3 CFG_INTS_3;
+ * older files read with their defaults. */
+enum { IR_VERSION = 3, IR_VERSION_MIN = 1 };
 static const char IR_MAGIC[8] = {'I', 'L', 'N', 'A', 'S', 'I', 'R', '1'};
 
 typedef struct wbuf {
@@ -115,6 +115,7 @@ static void get_str(rbuf *r, char *dst, size_t max) {
   X(batch) X(epochs) X(sched) X(step_every) X(method) X(grow_every)           \
   X(freeze_last) X(grow_batches) X(n_items)
 #define CFG_INTS_2(X) X(grow_plan)
+#define CFG_INTS_3(X) X(resize_h) X(resize_w) X(channels)
 #define CFG_F64S(X)                                                            \
   X(density) X(test_split) X(lr) X(step_gamma) X(momentum) X(decay) X(alr)    \
   X(alr_decay) X(candidates) X(flat)
@@ -146,6 +147,7 @@ int ir_serialize(const ir_graph *g, const ir_arch *a, uint8_t **buf, size_t *n) 
 #undef W
 #define W(f) put_i64(&w, m->f);
   CFG_INTS_2(W)
+  CFG_INTS_3(W)
 #undef W
   put_i64(&w, m->budget);
   put_u64(&w, m->seed);
@@ -228,6 +230,8 @@ static void check_cfg(rbuf *r, const fe_model *m) {
       {"cfg.freeze_last", m->freeze_last, 0, INT32_MAX},
       {"cfg.grow_batches", m->grow_batches, 1, INT32_MAX},
       {"cfg.n_items", m->n_items, 0, FE_MAX_ITEMS}, {"cfg.grow_plan", m->grow_plan, 0, 1},
+      {"cfg.resize_h", m->resize_h, 0, 4096}, {"cfg.resize_w", m->resize_w, 0, 4096},
+      {"cfg.channels", m->channels, 0, 3},
   };
   for (size_t i = 0; i < sizeof ints / sizeof *ints; i++)
     if (ints[i].v < ints[i].lo || ints[i].v > ints[i].hi)
@@ -513,6 +517,9 @@ ir_graph *ir_deserialize(const uint8_t *buf, size_t n, char *err,
 #undef R
 #define R(f) m->f = version >= 2 ? get_int(&r, 0, INT32_MAX, #f) : 0;
   CFG_INTS_2(R)
+#undef R
+#define R(f) m->f = version >= 3 ? get_int(&r, 0, INT32_MAX, #f) : 0;
+  CFG_INTS_3(R)
 #undef R
   m->budget = get_i64(&r);
   m->seed = get_u64(&r);

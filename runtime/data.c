@@ -945,6 +945,67 @@ static int load_downsampled(const char *dir, int classes, rt_dataset *train, rt_
 
 /* ---- the public API ---- */
 
+/* Pixel k of a set in memory, from floats or bytes. */
+static inline float pix(const rt_dataset *d, size_t k) {
+  return d->x ? d->x[k] : (float)d->px[k] * d->scale;
+}
+
+/* The adapters ('data ... resize HxW channels N'): every image to
+ * channels x resize_h x resize_w. RGB becomes gray before the resize and
+ * gray RGB after it, so the resize works on one plane. Bytes stay bytes,
+ * rounded to the nearest level. */
+static int adapt(rt_dataset *d, const rt_data_opts *o, char *err, size_t errlen) {
+  const int c = o->channels ? o->channels : d->c;
+  const int h = o->resize_h ? o->resize_h : d->h, w = o->resize_w ? o->resize_w : d->w;
+  if (c == d->c && h == d->h && w == d->w) return 0;
+  if (c != d->c && !(d->c == 1 && c == 3) && !(d->c == 3 && c == 1))
+    return fail(err, errlen, "%s: 'channels %d' turns gray (1 channel) into RGB or RGB (3) into "
+                "gray, but the images have %d channels", o->path, c, d->c);
+  const int cr = c < d->c ? c : d->c; /* the planes that are resized */
+  const size_t in_plane = (size_t)d->h * (size_t)d->w, out_plane = (size_t)h * (size_t)w;
+  const size_t out_img = (size_t)c * out_plane, total = (size_t)d->n * out_img;
+  float *src = malloc((size_t)d->c * in_plane * sizeof *src);
+  float *mid = malloc((size_t)cr * in_plane * sizeof *mid);
+  float *dst = malloc(out_img * sizeof *dst);
+  float *x = d->x ? malloc((total ? total : 1) * sizeof *x) : NULL;
+  uint8_t *px = d->x ? NULL : malloc(total ? total : 1);
+  if (!src || !mid || !dst || (!x && !px)) {
+    free(src), free(mid), free(dst), free(x), free(px);
+    return fail(err, errlen, "%s: out of memory adapting %d images to %dx%dx%d", o->path, d->n,
+                c, h, w);
+  }
+  int rc = 0;
+  for (int i = 0; i < d->n && !rc; i++) {
+    const size_t at = (size_t)i * (size_t)d->c * in_plane;
+    for (size_t k = 0; k < (size_t)d->c * in_plane; k++) src[k] = pix(d, at + k);
+    if (cr < d->c) /* RGB's mean */
+      for (size_t k = 0; k < in_plane; k++)
+        mid[k] = (src[k] + src[in_plane + k] + src[2 * in_plane + k]) / 3.0f;
+    else
+      memcpy(mid, src, (size_t)cr * in_plane * sizeof *mid);
+    if (h == d->h && w == d->w) memcpy(dst, mid, (size_t)cr * out_plane * sizeof *dst);
+    else if (rt_resize_planes(mid, cr, d->h, d->w, dst, h, w)) rc = -1;
+    for (int ch = cr; ch < c; ch++) /* gray's copies */
+      memcpy(dst + (size_t)ch * out_plane, dst, out_plane * sizeof *dst);
+    if (x) {
+      memcpy(x + (size_t)i * out_img, dst, out_img * sizeof *x);
+    } else {
+      for (size_t k = 0; k < out_img; k++) {
+        float v = dst[k] / d->scale + 0.5f;
+        px[(size_t)i * out_img + k] = (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
+      }
+    }
+  }
+  free(src), free(mid), free(dst);
+  if (rc) {
+    free(x), free(px);
+    return fail(err, errlen, "%s: out of memory resizing the images to %dx%d", o->path, h, w);
+  }
+  free(d->x), free(d->px);
+  d->x = x, d->px = px, d->c = c, d->h = h, d->w = w;
+  return 0;
+}
+
 int rt_data_load(rt_data_format fmt, const char *path, double split, rt_dataset *train,
                  rt_dataset *test, char *err, size_t errlen) {
   return rt_data_load_classes(fmt, path, split, 0, train, test, err, errlen);
@@ -980,6 +1041,12 @@ int rt_data_open(const rt_data_opts *o, rt_dataset *train, rt_dataset *test, cha
     default: return fail(err, errlen, "%s: unknown data format %d", path, (int)o->fmt);
   }
   if (rc) return -1;
+  if (o->fmt != RT_DATA_FOLDER &&
+      (adapt(&a, o, err, errlen) || adapt(&b, o, err, errlen))) {
+    rt_dataset_free(&a);
+    rt_dataset_free(&b);
+    return -1;
+  }
   *train = a;
   *test = b;
   return 0;
@@ -1019,11 +1086,6 @@ void rt_dataset_truncate(rt_dataset *d, int n) {
   }
   uint8_t *y = realloc(d->y, (size_t)n);
   if (y) d->y = y;
-}
-
-/* Pixel k of a set in memory, from floats or bytes. */
-static inline float pix(const rt_dataset *d, size_t k) {
-  return d->x ? d->x[k] : (float)d->px[k] * d->scale;
 }
 
 void rt_data_norm(const rt_dataset *d, rt_norm *nm) {

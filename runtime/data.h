@@ -52,6 +52,8 @@ typedef struct rt_data_opts {
   double split;     /* formats without a test set: the test fraction */
   int classes;      /* the model's outputs (0: any) */
   int c, h, w;      /* the model's input: a folder's images are resized to it */
+  int resize_h, resize_w; /* others: resampled to it (PIL's bilinear); 0: as stored */
+  int channels;     /* others: 3 copies of gray, or RGB's mean as gray; 0: as stored */
   int skip_bad;     /* folder: leave out bad files, each reported to log */
   int threads;      /* folder: threads that check the files (0: 1) */
   FILE *log;        /* folder: skipped files; NULL: not reported */

@@ -533,6 +533,39 @@ static int coeffs(int in, double b0, double b1, int out, int **lo, int **cnt, si
   return 0;
 }
 
+int rt_resize_planes(const float *src, int planes, int ih, int iw, float *dst, int oh, int ow) {
+  int *lx = NULL, *nx = NULL, *ly = NULL, *ny = NULL, kxs, kys, rc = -1;
+  float *kx = NULL, *ky = NULL, *tmp = NULL;
+  size_t lxcap = 0, kxcap = 0, lycap = 0, kycap = 0, tcap = 0;
+  if (coeffs(iw, 0, iw, ow, &lx, &nx, &lxcap, &kx, &kxcap, &kxs) ||
+      coeffs(ih, 0, ih, oh, &ly, &ny, &lycap, &ky, &kycap, &kys) ||
+      fgrow(&tmp, &tcap, (size_t)ih * (size_t)ow))
+    goto out;
+  for (int p = 0; p < planes; p++) {
+    const float *in = src + (size_t)p * (size_t)ih * (size_t)iw;
+    float *o = dst + (size_t)p * (size_t)oh * (size_t)ow;
+    for (int y = 0; y < ih; y++) /* horizontal, then vertical, as PIL does */
+      for (int x = 0; x < ow; x++) {
+        const float *kk = kx + (size_t)x * (size_t)kxs, *s = in + (size_t)y * iw + lx[x];
+        float acc = 0;
+        for (int t = 0; t < nx[x]; t++) acc += kk[t] * s[t];
+        tmp[(size_t)y * ow + x] = acc;
+      }
+    for (int y = 0; y < oh; y++) {
+      const float *kk = ky + (size_t)y * (size_t)kys;
+      for (int x = 0; x < ow; x++) {
+        float acc = 0;
+        for (int t = 0; t < ny[y]; t++) acc += kk[t] * tmp[(size_t)(ly[y] + t) * ow + x];
+        o[(size_t)y * ow + x] = acc;
+      }
+    }
+  }
+  rc = 0;
+out:
+  free(lx), free(nx), free(ly), free(ny), free(kx), free(ky), free(tmp);
+  return rc;
+}
+
 /* The box (x0, y0, bw, bh) of an iw x ih image, resampled to c x oh x ow,
  * normalised, mirrored when flip. */
 static int resample(rt_fwork *w, const uint8_t *px, int iw, int ih, int c, double x0, double y0,

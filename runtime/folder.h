@@ -36,4 +36,9 @@ int rt_folder_image(const rt_dataset *d, rt_fwork *w, int i, const rt_norm *nm, 
                     int flip, uint64_t seed, float *out, uint8_t *label, char *err,
                     size_t errlen);
 
+/* Each of `planes` ih x iw float planes resampled to oh x ow with PIL's
+ * bilinear filter (antialiased when shrinking): the folders' resampling,
+ * for 'data ... resize' on data sets in memory. 0, or -1 out of memory. */
+int rt_resize_planes(const float *src, int planes, int ih, int iw, float *dst, int oh, int ow);
+
 #endif

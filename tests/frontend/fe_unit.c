@@ -186,6 +186,25 @@ static void test_defaults(void) {
   CHECK_STR(m.data_path, "/usr/share/datasets/fashion-mnist");
   CHECK_LOC(m.data_loc, 1, 42);
   CHECK(m.n_items == 0);
+  CHECK(m.resize_h == 0 && m.resize_w == 0 && m.channels == 0);
+  fe_model_free(&m);
+  free(out);
+}
+
+/* The input adapters: HxW, one size for a square, the channels, where. */
+static void test_adapters(void) {
+  fe_model m;
+  char *out = NULL;
+  CHECK(parse("model t { input 3x12x20; classes 3; }\n"
+              "data digits-csv resize 12x20 channels 3;", &m, &out) == 0);
+  CHECK(m.resize_h == 12 && m.resize_w == 20 && m.channels == 3);
+  CHECK_LOC(m.resize_loc, 2, 17);
+  CHECK_LOC(m.channels_loc, 2, 30);
+  fe_model_free(&m);
+  free(out);
+  CHECK(parse("model t { input 1x9x9; classes 3; } data cifar10 channels 1 resize 9;", &m,
+              &out) == 0);
+  CHECK(m.resize_h == 9 && m.resize_w == 9 && m.channels == 1);
   fe_model_free(&m);
   free(out);
 }
@@ -317,6 +336,7 @@ int main(void) {
   test_full();
   test_defaults();
   test_budget();
+  test_adapters();
   test_files();
   test_limits();
   test_names();
