@@ -20,6 +20,7 @@
 
 #include <cblas.h>
 
+#include "runtime/cuda/step.h"
 #include "runtime/elem.h"
 #include "runtime/exec.h"
 #include "runtime/plan.h"
@@ -279,6 +280,8 @@ static void host_free(rt_backend *b);
 
 rt_backend *rt_backend_new(const char *backend, const ir_graph *g, const ir_arch *arch, int cap,
                            int threads, char *err, size_t errlen) {
+  if (backend && strcmp(backend, "cuda") == 0) /* the device step (cuda/step.h) */
+    return rt_cuda_step_new(g, arch, cap, threads, err, errlen);
   host *e = calloc(1, sizeof *e);
   if (!e) {
     snprintf(err, errlen, "out of memory");

@@ -100,7 +100,7 @@ rt_kernels *rt_kernels_new(const char *name, const ir_graph *g, char *err,
   if (strcmp(name, "ref") == 0) b = rt_kernels_ref_new(g);
   else if (strcmp(name, "blas") == 0) b = rt_kernels_blas_new(g);
   else if (strcmp(name, "cpu") == 0) return rt_kernels_cpu_new(g, err, errlen);
-  else if (strcmp(name, "cuda") == 0) return rt_kernels_cuda_new(g, err, errlen);
+  else if (strcmp(name, "cuda") == 0 || strcmp(name, "cuda-host") == 0) return rt_kernels_cuda_new(g, err, errlen);
   else {
     snprintf(err, errlen, "unknown backend '%s' (this build has: auto, cpu, ref, blas, cuda)", name);
     return NULL;

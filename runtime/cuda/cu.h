@@ -27,6 +27,8 @@ typedef struct CUevent_st *CUevent;
 typedef unsigned long long CUdeviceptr;
 typedef int CUjit_option;
 typedef struct CUarray_st *CUarray;
+typedef struct CUgraph_st *CUgraph;
+typedef struct CUgraphExec_st *CUgraphExec;
 
 /* cuda.h's CUDA_MEMCPY2D (v2), field for field. */
 typedef struct CUDA_MEMCPY2D {
@@ -54,6 +56,7 @@ enum {
   CUDA_ERROR_INVALID_HANDLE = 400,
   CU_MEMORYTYPE_HOST = 1,
   CU_MEMORYTYPE_DEVICE = 2,
+  CU_STREAM_CAPTURE_MODE_THREAD_LOCAL = 1, /* CUstreamCaptureMode */
 };
 
 /* The entry points, resolved by name; the _v2 names are what cuda.h's
@@ -83,6 +86,13 @@ enum {
   X(cuMemHostRegister_v2, (void *, size_t, unsigned))                                        \
   X(cuMemHostUnregister, (void *))                                                           \
   X(cuMemsetD32Async, (CUdeviceptr, unsigned, size_t, CUstream))                             \
+  X(cuMemsetD2D32Async, (CUdeviceptr, size_t, unsigned, size_t, size_t, CUstream))            \
+  X(cuStreamBeginCapture_v2, (CUstream, int))                                                \
+  X(cuStreamEndCapture, (CUstream, CUgraph *))                                               \
+  X(cuGraphInstantiateWithFlags, (CUgraphExec *, CUgraph, unsigned long long))               \
+  X(cuGraphLaunch, (CUgraphExec, CUstream))                                                  \
+  X(cuGraphExecDestroy, (CUgraphExec))                                                       \
+  X(cuGraphDestroy, (CUgraph))                                                               \
   X(cuStreamCreate, (CUstream *, unsigned))                                                  \
   X(cuStreamDestroy_v2, (CUstream))                                                          \
   X(cuStreamSynchronize, (CUstream))                                                         \

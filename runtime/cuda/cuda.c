@@ -547,3 +547,15 @@ rt_kernels *rt_kernels_cuda_new(const ir_graph *g, char *err, size_t errlen) {
   }
   return &cb->pub;
 }
+
+int rt_cuda_kernels_device(rt_kernels *b, CUcontext *ctx, CUstream *s, cublasHandle_t *h, const char **sm) {
+  if (!b || strcmp(b->name, "cuda") != 0) return -1;
+  cuda_backend *cb = CB(b);
+  *ctx = cb->ctx, *s = cb->stream, *h = cb->blas, *sm = cb->sm;
+  return 0;
+}
+
+cu_kern *rt_cuda_kernels_layer(rt_kernels *b, int layer) {
+  cu_kern *k = &CB(b)->layers[layer];
+  return k->mod ? k : NULL;
+}

@@ -109,6 +109,10 @@ static cu_kern_loader loader = load_ptx;
 
 void cu_kern_set_loader(cu_kern_loader load) { loader = load ? load : load_ptx; }
 
+int cu_kern_load(LLVMModuleRef m, const char *sm, CUmodule *mod, char *err, size_t errlen) {
+  return loader(m, sm, mod, err, errlen);
+}
+
 int cu_kern_build(cu_kern *k, const cu_kern_desc *d, const char *sm, char *err, size_t errlen) {
   static atomic_long serial;
   memset(k, 0, sizeof *k);

@@ -61,6 +61,8 @@ typedef struct cu_kern {
  * the tests' GPU emulation loads the IR itself. 0, or -1 with a message. */
 typedef int (*cu_kern_loader)(LLVMModuleRef m, const char *sm, CUmodule *mod, char *err, size_t errlen);
 void cu_kern_set_loader(cu_kern_loader load);
+/* Loads m (other generated kernels: the device step's) the same way. */
+int cu_kern_load(LLVMModuleRef m, const char *sm, CUmodule *mod, char *err, size_t errlen);
 
 /* Builds and loads the kernels; `sm` is the device's "sm_XY". 0, or -1
  * with a message (k is then empty). The sparse kernels are in use. */

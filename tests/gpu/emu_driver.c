@@ -64,6 +64,52 @@ void emu_sreg(LLVMModuleRef m, const char *reg, int init) {
   LLVMDisposeBuilder(b);
 }
 
+/* ---- what a capture records, the bus's bytes ------------------------------ */
+
+static long long h2d_bytes, d2h_bytes; /* emu_traffic */
+
+void emu_traffic(long long *h2d, long long *d2h) {
+  *h2d = h2d_bytes, *d2h = d2h_bytes;
+}
+
+/* A stream under capture records its work instead of running it; a graph
+ * is the list, an instantiated graph replays it. One stream is captured
+ * at a time (the backends use one). */
+typedef struct rec {
+  int kind; /* 0 launch, 1 memset, 2 memset 2D, 3 sgemm */
+  void *fn;
+  unsigned grid, block;
+  CUdeviceptr a[4];
+  int64_t v[3];
+  size_t sz[4];
+  unsigned val;
+  int ta, tb, m, n, k, lda, ldb, ldc;
+  float alpha, beta;
+  const float *A, *B;
+  float *C;
+} rec;
+
+typedef struct egraph {
+  rec *r;
+  size_t n, cap;
+} egraph;
+
+static egraph *capturing; /* the graph being recorded, or NULL */
+static long launches;     /* kernel launches run (emu_launches) */
+
+long emu_launches(void) { return launches; }
+
+static int record(const rec *r) {
+  if (capturing->n == capturing->cap) {
+    size_t cap = capturing->cap ? 2 * capturing->cap : 64;
+    rec *p = realloc(capturing->r, cap * sizeof *p);
+    if (!p) return -1;
+    capturing->r = p, capturing->cap = cap;
+  }
+  capturing->r[capturing->n++] = *r;
+  return 0;
+}
+
 /* ---- modules and launches ---------------------------------------------- */
 
 typedef void (*kern_fn)(float *, float *, float *, float *, int64_t, int64_t, int64_t);
@@ -173,6 +219,12 @@ static CUresult e_LaunchKernel(CUfunction fn, unsigned gx, unsigned gy, unsigned
   int64_t v[3];
   for (int i = 0; i < 4; i++) memcpy(&a[i], params[i], sizeof a[i]);
   for (int i = 0; i < 3; i++) memcpy(&v[i], params[4 + i], sizeof v[i]);
+  if (capturing) {
+    rec r = {.kind = 0, .fn = f, .grid = gx, .block = bx};
+    memcpy(r.a, a, sizeof a), memcpy(r.v, v, sizeof v);
+    return record(&r) ? 2 : 0;
+  }
+  launches++;
   if (f->m->ntid) *f->m->ntid = (int32_t)bx;
   for (unsigned b = 0; b < gx; b++)
     for (unsigned t = 0; t < bx; t++) {
@@ -199,11 +251,15 @@ static CUresult e_MemFree(CUdeviceptr p) {
 }
 
 static CUresult e_HtoD(CUdeviceptr d, const void *h, size_t n) {
+  if (capturing) return 900; /* CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED: copies stay out of graphs */
+  h2d_bytes += (long long)n;
   memcpy((void *)(uintptr_t)d, h, n);
   return 0;
 }
 
 static CUresult e_DtoH(void *h, CUdeviceptr d, size_t n) {
+  if (capturing) return 900;
+  d2h_bytes += (long long)n;
   memcpy(h, (const void *)(uintptr_t)d, n);
   return 0;
 }
@@ -221,6 +277,11 @@ static CUresult e_DtoHAsync(void *h, CUdeviceptr d, size_t n, CUstream s) {
 static CUresult e_Memcpy2DAsync(const CUDA_MEMCPY2D *c, CUstream s) {
   (void)s;
   if (c->srcPitch < c->WidthInBytes + c->srcXInBytes || c->dstPitch < c->WidthInBytes + c->dstXInBytes) return 1;
+  if (capturing) return 900;
+  if (c->srcMemoryType == CU_MEMORYTYPE_HOST && c->dstMemoryType == CU_MEMORYTYPE_DEVICE)
+    h2d_bytes += (long long)(c->WidthInBytes * c->Height);
+  if (c->srcMemoryType == CU_MEMORYTYPE_DEVICE && c->dstMemoryType == CU_MEMORYTYPE_HOST)
+    d2h_bytes += (long long)(c->WidthInBytes * c->Height);
   const char *src = c->srcMemoryType == CU_MEMORYTYPE_HOST ? c->srcHost : (const char *)(uintptr_t)c->srcDevice;
   char *dst = c->dstMemoryType == CU_MEMORYTYPE_HOST ? c->dstHost : (char *)(uintptr_t)c->dstDevice;
   for (size_t y = 0; y < c->Height; y++)
@@ -229,8 +290,25 @@ static CUresult e_Memcpy2DAsync(const CUDA_MEMCPY2D *c, CUstream s) {
   return 0;
 }
 
+static CUresult e_MemsetD2D32Async(CUdeviceptr d, size_t pitch, unsigned v, size_t w, size_t h, CUstream s) {
+  (void)s;
+  if (capturing) {
+    rec r = {.kind = 2, .a = {d}, .sz = {pitch, w, h}, .val = v};
+    return record(&r) ? 2 : 0;
+  }
+  for (size_t y = 0; y < h; y++) {
+    uint32_t *p = (uint32_t *)(uintptr_t)(d + y * pitch);
+    for (size_t i = 0; i < w; i++) p[i] = v;
+  }
+  return 0;
+}
+
 static CUresult e_MemsetD32Async(CUdeviceptr d, unsigned v, size_t n, CUstream s) {
   (void)s;
+  if (capturing) {
+    rec r = {.kind = 1, .a = {d}, .sz = {n}, .val = v};
+    return record(&r) ? 2 : 0;
+  }
   uint32_t *p = (uint32_t *)(uintptr_t)d;
   for (size_t i = 0; i < n; i++) p[i] = v;
   return 0;
@@ -313,8 +391,76 @@ static CUresult e_StreamDestroy(CUstream s) {
 
 static CUresult e_StreamSynchronize(CUstream s) {
   (void)s;
+  return capturing ? 900 : 0;
+}
+
+static CUresult e_BeginCapture(CUstream s, int mode) {
+  (void)s, (void)mode;
+  if (capturing) return 1;
+  capturing = calloc(1, sizeof *capturing);
+  return capturing ? 0 : 2;
+}
+
+static CUresult e_EndCapture(CUstream s, CUgraph *g) {
+  (void)s;
+  if (!capturing) return 1;
+  *g = (CUgraph)capturing;
+  capturing = NULL;
   return 0;
 }
+
+static CUresult e_GraphInstantiate(CUgraphExec *x, CUgraph g, unsigned long long flags) {
+  (void)flags;
+  egraph *src = (egraph *)g, *c = calloc(1, sizeof *c);
+  if (!c) return 2;
+  c->r = malloc((src->n ? src->n : 1) * sizeof *c->r);
+  if (!c->r) {
+    free(c);
+    return 2;
+  }
+  memcpy(c->r, src->r, src->n * sizeof *c->r);
+  c->n = c->cap = src->n;
+  *x = (CUgraphExec)c;
+  return 0;
+}
+
+static cublasStatus_t b_Sgemm(cublasHandle_t h, int ta, int tb, int m, int n, int k, const float *alpha,
+                              const float *a, int lda, const float *b, int ldb, const float *beta, float *c,
+                              int ldc);
+static CUresult e_LaunchKernel(CUfunction fn, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by,
+                               unsigned bz, unsigned shmem, CUstream s, void **params, void **extra);
+
+static CUresult e_GraphLaunch(CUgraphExec x, CUstream s) {
+  egraph *g = (egraph *)x;
+  if (capturing) return 900;
+  long before = launches; /* a graph is one launch */
+  for (size_t i = 0; i < g->n; i++) {
+    rec *r = &g->r[i];
+    CUresult rc = 0;
+    if (r->kind == 0) {
+      void *p[7] = {&r->a[0], &r->a[1], &r->a[2], &r->a[3], &r->v[0], &r->v[1], &r->v[2]};
+      rc = e_LaunchKernel((CUfunction)r->fn, r->grid, 1, 1, r->block, 1, 1, 0, s, p, NULL);
+    } else if (r->kind == 1) {
+      rc = e_MemsetD32Async(r->a[0], r->val, r->sz[0], s);
+    } else if (r->kind == 2) {
+      rc = e_MemsetD2D32Async(r->a[0], r->sz[0], r->val, r->sz[1], r->sz[2], s);
+    } else {
+      rc = b_Sgemm(NULL, r->ta, r->tb, r->m, r->n, r->k, &r->alpha, r->A, r->lda, r->B, r->ldb, &r->beta, r->C, r->ldc);
+    }
+    if (rc) return rc;
+  }
+  launches = before + 1;
+  return 0;
+}
+
+static CUresult e_GraphExecDestroy(CUgraphExec x) {
+  egraph *g = (egraph *)x;
+  if (g) free(g->r);
+  free(g);
+  return 0;
+}
+
+static CUresult e_GraphDestroy(CUgraph x) { return e_GraphExecDestroy((CUgraphExec)x); }
 
 static CUresult e_EventCreate(CUevent *e, unsigned f) {
   (void)f;
@@ -376,6 +522,11 @@ static cublasStatus_t b_Sgemm(cublasHandle_t h, int ta, int tb, int m, int n, in
                               const float *a, int lda, const float *b, int ldb, const float *beta, float *c,
                               int ldc) {
   (void)h;
+  if (capturing) {
+    rec r = {.kind = 3, .ta = ta, .tb = tb, .m = m, .n = n, .k = k, .lda = lda, .ldb = ldb, .ldc = ldc,
+             .alpha = *alpha, .beta = *beta, .A = a, .B = b, .C = c};
+    return record(&r) ? 2 : 0;
+  }
   cblas_sgemm(CblasColMajor, op(ta), op(tb), m, n, k, *alpha, a, lda, b, ldb, *beta, c, ldc);
   return 0;
 }
@@ -414,6 +565,13 @@ int emu_driver_install(void) {
       .cuMemHostRegister_v2 = e_HostRegister,
       .cuMemHostUnregister = e_HostUnregister,
       .cuMemsetD32Async = e_MemsetD32Async,
+      .cuMemsetD2D32Async = e_MemsetD2D32Async,
+      .cuStreamBeginCapture_v2 = e_BeginCapture,
+      .cuStreamEndCapture = e_EndCapture,
+      .cuGraphInstantiateWithFlags = e_GraphInstantiate,
+      .cuGraphLaunch = e_GraphLaunch,
+      .cuGraphExecDestroy = e_GraphExecDestroy,
+      .cuGraphDestroy = e_GraphDestroy,
       .cuStreamCreate = e_StreamCreate,
       .cuStreamDestroy_v2 = e_StreamDestroy,
       .cuStreamSynchronize = e_StreamSynchronize,

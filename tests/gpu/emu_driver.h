@@ -7,7 +7,9 @@
  * as PTX. Device memory is host memory; a launch runs every thread of the
  * grid one after another, the special registers (tid, ntid, ctaid) read
  * from globals of the module; streams, events and page-locking are
- * bookkeeping; sgemm is OpenBLAS's. Everything the backend does above the
+ * bookkeeping; sgemm is OpenBLAS's. A stream under capture records its
+ * launches, memsets and sgemms into a graph, which a graph launch replays;
+ * copies refuse to be captured. Copies count their bytes (emu_traffic). Everything the backend does above the
  * driver (its buffers, the strided copies, the tables' upload, the dense
  * path and its choice, the kernels' launch sizes) then runs as on a GPU;
  * what it cannot check is the NVPTX lowering (ptxas does, in gpu_ptx) and
@@ -24,6 +26,12 @@ int emu_driver_install(void);
 /* A device that fails: after `after` more launches every kernel launch
  * returns CUDA_ERROR_LAUNCH_FAILED; -1 (the default): never. */
 void emu_fail_launches(long after);
+
+/* The bytes copied host to device and device to host so far (every copy
+ * entry point; page-locking and module loading are not copies). */
+void emu_traffic(long long *h2d, long long *d2h);
+/* Kernel launches so far; a graph's replay counts as one. */
+long emu_launches(void);
 
 /* The host-JIT helpers the emulation is made of, shared with
  * test_gpu_emu.c: a JIT, a symbol's address, and the NVVM special

@@ -186,7 +186,9 @@ int main(int argc, char **argv) {
   static const char *const stale[3] = {"ref", "cpu", NULL};
   for (int k = 0; k < 3; k++) {
     const char *b = stale[k] ? stale[k] : cpu ? NULL : names[1];
-    if (!b) continue;
+    /* the device step has no host arena to poison (its own starts as NaN
+     * under the emulation, which the other checks would catch) */
+    if (!b || strcmp(b, "cuda") == 0) continue;
     check_stale_arena(src, b);
     check_stale_arena(src_bn, b);
     check_stale_arena(src_pool, b);

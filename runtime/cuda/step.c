@@ -1,0 +1,813 @@
+/* step.c: the device step (see step.h). */
+#include "runtime/cuda/step.h"
+
+#include <math.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <llvm-c/Core.h>
+
+#include "kgen/devops.h"
+
+/* A generated kernel and its launch size: per * n + fixed threads. */
+typedef struct dk {
+  CUfunction f;
+  int64_t per, fixed;
+} dk;
+
+/* A layer's kernels besides its conv or linear ones (0: not needed). */
+enum { F_RELU, F_AFTER, F_BN, F_PASS, F_POOL, F_GAP, F_COPY, B_BN, B_AFTER, B_RELU, B_PASS, B_POOL, B_GAP, B_COPY, N_LK };
+
+/* The phases of a step, each one CUDA graph once warm. */
+enum { PH_FWD, PH_LOSS, PH_BWD, PH_SGD, N_PH };
+
+typedef struct phase {
+  CUgraphExec exec; /* NULL: not captured */
+  int64_t key;      /* what it was captured for: the batch, and training
+                     * (forward) or the gradient (loss) */
+  int64_t warm;     /* the key last run eagerly, -1: none */
+} phase;
+
+typedef struct dstep {
+  rt_backend pub;
+  rt_backend *host;      /* "cuda-host": the kernel set's owner, phase II */
+  rt_kernels *ks;        /* its CUDA kernel set */
+  CUcontext ctx;
+  CUstream st;
+  const char *sm;
+  CUmodule mod;
+  dk (*lk)[N_LK];        /* per layer */
+  dk loss, loss_sum, sgd;
+  ir_call *fc, *bc;
+  int nf, nb;
+  int64_t ns, np, nstats;
+  CUdeviceptr act, dact, pgm, stats, bnaux, labels, lsc, scal;
+  int n;                 /* the batch of the last upload */
+  int training;
+  int inner;             /* phase II: the host step holds the state */
+  int grad;              /* the last loss wrote the logits' gradient */
+  /* host copies: valid (the device's values), dirty (edited: to upload) */
+  float *h[3];           /* params, momentum, stats */
+  int64_t hn[3];
+  uint8_t valid[3], dirty[3];
+  float *grads, *logits, *tmp;
+  int64_t (*zero)[2];    /* the gradient arena's ranges to clear */
+  int n_zero;
+  uint8_t *assign;       /* per layer: its backward overwrites (host.c's) */
+  phase ph[N_PH];
+  int no_graphs;         /* $ILNAS_CUDA_GRAPHS=0 */
+  rt_cuda_step_stats gs;
+  CUresult fail;
+} dstep;
+
+static dstep *D(rt_backend *b) { return (dstep *)b; }
+
+static CUresult chk(dstep *d, CUresult r, const char *what) {
+  if (r && !d->fail) {
+    d->fail = r;
+    snprintf(d->pub.error, sizeof d->pub.error, "cuda backend: %s: %s (CUresult %d)", what, cu_str(r), (int)r);
+  }
+  return r;
+}
+
+/* An operation's end: 0, or -1 with the first failure (cleared for the
+ * next operation). */
+static int done(dstep *d) {
+  int rc = d->fail ? -1 : 0;
+  d->fail = 0;
+  return rc;
+}
+
+static CUdeviceptr fptr(CUdeviceptr base, int64_t floats) { return base + (CUdeviceptr)floats * sizeof(float); }
+
+static void launch(dstep *d, const dk *k, CUdeviceptr a, CUdeviceptr b, CUdeviceptr c, CUdeviceptr e, int64_t n,
+                   int64_t f1, int64_t f2) {
+  int64_t threads = k->per * n + k->fixed;
+  if (d->fail || !k->f || threads <= 0) return;
+  void *args[7] = {&a, &b, &c, &e, &n, &f1, &f2};
+  unsigned grid = (unsigned)((threads + CG_PTX_BLOCK - 1) / CG_PTX_BLOCK);
+  chk(d, cu.cuLaunchKernel(k->f, grid, 1, 1, CG_PTX_BLOCK, 1, 1, 0, d->st, args, NULL), "a step kernel");
+}
+
+/* ---- planning: what the backward clears (as host.c plans it) ---- */
+
+static int z_writer(const ir_graph *g, int t) {
+  int owner = -1;
+  for (int i = 0; i < g->n_layers; i++) {
+    const ir_layer *l = &g->layers[i];
+    if (l->in_t == t || l->out_t == t || l->prev_t == t) return -1;
+    if (l->z_t == t) {
+      int assigns = (l->relu && !l->bn) || (l->bn && l->kind == IR_CONV);
+      if (!assigns || owner >= 0) return -1;
+      owner = i;
+    }
+  }
+  return owner;
+}
+
+static int sole_pool_writer(const ir_graph *g, int t) {
+  int w = -1, n = 0;
+  for (int i = 0; i < g->n_layers; i++) {
+    const ir_layer *l = &g->layers[i];
+    if (l->in_t == t || l->prev_t == t || l->z_t == t) n++, w = i;
+  }
+  if (n != 1) return -1;
+  const ir_layer *l = &g->layers[w];
+  const ir_tensor *r = &g->tensors[t];
+  if (l->kind != IR_MAXPOOL || l->in_t != t || l->in_ch != 0 || l->cin != r->c || l->h != r->h || l->w != r->w)
+    return -1;
+  return w;
+}
+
+static int plan_zero(dstep *d) {
+  const ir_graph *g = d->pub.g;
+  d->zero = malloc((size_t)(g->n_tensors ? g->n_tensors : 1) * sizeof *d->zero);
+  if (!d->zero) return -1;
+  int n = 0;
+  for (int t = 0; t < g->n_tensors; t++) {
+    const ir_tensor *r = &g->tensors[t];
+    if (t == g->input_t) continue;
+    int z = z_writer(g, t);
+    if (z >= 0) {
+      d->assign[z] = (uint8_t)g->layers[z].bn;
+      continue;
+    }
+    int pool = sole_pool_writer(g, t);
+    if (pool >= 0) {
+      d->assign[pool] = 1;
+      continue;
+    }
+    d->zero[n][0] = r->off, d->zero[n][1] = r->off + (int64_t)r->c * r->h * r->w;
+    n++;
+  }
+  d->n_zero = n; /* adjacent ranges stay apart: one memset each */
+  return 0;
+}
+
+/* ---- the kernels of the graph ---- */
+
+typedef struct gen {
+  LLVMModuleRef m;
+  int id, rc;
+  char err[160];
+  int64_t ns;
+} gen;
+
+static void add_kernel(gen *G, dk *k, const kd_desc *desc, int layer, const char *what) {
+  char name[96];
+  snprintf(name, sizeof name, "ilnas_s%d_l%d_%s", G->id, layer, what);
+  k->f = (CUfunction)(uintptr_t)1; /* named below, after loading */
+  if (!G->rc && kd_gen(G->m, desc, name, &k->per, &k->fixed)) {
+    G->rc = -1;
+    snprintf(G->err, sizeof G->err, "cuda backend: layer %d: the %s kernel has an empty shape", layer, what);
+  }
+}
+
+static const char *const lk_name[N_LK] = {"relu_f", "after_f", "bn_f", "pass_f", "pool_f", "gap_f", "copy_f",
+                                          "bn_b",   "after_b", "relu_b", "pass_b", "pool_b", "gap_b", "copy_b"};
+
+static int build_kernels(dstep *d, char *err, size_t errlen) {
+  static atomic_int serial;
+  const ir_graph *g = d->pub.g;
+  LLVMContextRef ctx = LLVMContextCreate();
+  gen G = {LLVMModuleCreateWithNameInContext("ilnas_step", ctx), atomic_fetch_add(&serial, 1), 0, "", d->ns};
+  int64_t ns = d->ns;
+  for (int i = 0; i < g->n_layers; i++) {
+    const ir_layer *l = &g->layers[i];
+    const ir_tensor *T = g->tensors;
+    int64_t in = T[l->in_t].off + (int64_t)l->in_ch * l->h * l->w;
+    int64_t out = T[l->out_t].off + (int64_t)l->out_ch * l->oh * l->ow;
+    int64_t z = l->z_t >= 0 ? T[l->z_t].off : -1;
+    int64_t prev = l->prev_t >= 0 ? T[l->prev_t].off + (int64_t)l->prev_ch * l->oh * l->ow : -1;
+    int64_t len = (int64_t)l->cout * l->oh * l->ow, plane = (int64_t)l->oh * l->ow;
+    dk *k = d->lk[i];
+    int after = l->bn == IR_BN_AFTER && l->relu;
+    if (l->kind == IR_CONV || l->kind == IR_LINEAR) {
+      int conv = l->kind == IR_CONV;
+      if (l->relu && (!conv || !l->bn)) {
+        add_kernel(&G, &k[F_RELU], &(kd_desc){.op = KD_RELU, .ns = ns, .len = len, .src = z, .dst = out}, i, "relu_f");
+        add_kernel(&G, &k[B_RELU],
+                   &(kd_desc){.op = KD_RELU_MASK, .ns = ns, .len = len, .y = out, .dy = out, .dst = z}, i, "relu_b");
+      }
+      if (conv && after) {
+        add_kernel(&G, &k[F_AFTER], &(kd_desc){.op = KD_RELU, .ns = ns, .len = len, .src = z, .dst = z}, i, "after_f");
+        add_kernel(&G, &k[B_AFTER], &(kd_desc){.op = KD_RELU_MASK, .ns = ns, .len = len, .y = z, .dy = z, .dst = z}, i,
+                   "after_b");
+      }
+      if (conv && l->bn) {
+        kd_desc b = {.op = KD_BN_FWD, .ns = ns, .c = l->cout, .hw = plane, .src = z, .dst = out, .p0 = l->g_off,
+                     .p1 = l->s_off, .np = d->np, .nstats = d->nstats, .relu = l->relu && l->bn == IR_BN_BEFORE};
+        add_kernel(&G, &k[F_BN], &b, i, "bn_f");
+        b.op = KD_BN_BWD, b.src = z, b.y = out, b.dy = out, b.dst = z, b.assign = d->assign[i];
+        add_kernel(&G, &k[B_BN], &b, i, "bn_b");
+      }
+      if (prev >= 0) {
+        add_kernel(&G, &k[F_PASS], &(kd_desc){.op = KD_COPY, .ns = ns, .len = len, .src = prev, .dst = out}, i,
+                   "pass_f");
+        add_kernel(&G, &k[B_PASS], &(kd_desc){.op = KD_COPY, .ns = ns, .len = len, .src = out, .dst = prev, .add = 1},
+                   i, "pass_b");
+      }
+    } else if (l->kind == IR_MAXPOOL) {
+      kd_desc p = {.op = KD_POOL_FWD, .ns = ns, .c = l->cin, .h = l->h, .w = l->w, .f = l->k, .src = in, .dst = out};
+      add_kernel(&G, &k[F_POOL], &p, i, "pool_f");
+      p.op = KD_POOL_BWD, p.assign = d->assign[i];
+      add_kernel(&G, &k[B_POOL], &p, i, "pool_b");
+    } else if (l->kind == IR_GAP) {
+      kd_desc p = {.op = KD_GAP_FWD, .ns = ns, .c = l->cin, .hw = (int64_t)l->h * l->w, .src = in, .dst = out};
+      add_kernel(&G, &k[F_GAP], &p, i, "gap_f");
+      p.op = KD_GAP_BWD;
+      add_kernel(&G, &k[B_GAP], &p, i, "gap_b");
+    } else if (l->kind == IR_COPY) {
+      add_kernel(&G, &k[F_COPY], &(kd_desc){.op = KD_COPY, .ns = ns, .len = len, .src = in, .dst = out}, i, "copy_f");
+      add_kernel(&G, &k[B_COPY], &(kd_desc){.op = KD_COPY, .ns = ns, .len = len, .src = out, .dst = in, .add = 1}, i,
+                 "copy_b");
+    }
+  }
+  add_kernel(&G, &d->loss,
+             &(kd_desc){.op = KD_LOSS, .ns = ns, .c = g->cfg.classes, .src = g->tensors[g->logits_t].off}, -1, "loss");
+  add_kernel(&G, &d->loss_sum, &(kd_desc){.op = KD_LOSS_SUM}, -1, "loss_sum");
+  add_kernel(&G, &d->sgd, &(kd_desc){.op = KD_SGD, .np = d->np}, -1, "sgd");
+  int rc = G.rc;
+  if (rc) snprintf(err, errlen, "%s", G.err);
+  else rc = cu_kern_load(G.m, d->sm, &d->mod, err, errlen);
+  LLVMDisposeModule(G.m);
+  LLVMContextDispose(ctx);
+  /* the functions by name */
+  char name[96];
+  for (int i = -1; !rc && i < g->n_layers; i++)
+    for (int j = 0; j < (i < 0 ? 3 : N_LK) && !rc; j++) {
+      dk *k = i < 0 ? (j == 0 ? &d->loss : j == 1 ? &d->loss_sum : &d->sgd) : &d->lk[i][j];
+      if (!k->f) continue;
+      snprintf(name, sizeof name, "ilnas_s%d_l%d_%s", G.id, i, i < 0 ? (j == 0 ? "loss" : j == 1 ? "loss_sum" : "sgd") : lk_name[j]);
+      CUresult r = cu.cuModuleGetFunction(&k->f, d->mod, name);
+      if (r) {
+        snprintf(err, errlen, "cuda backend: kernel %s: %s", name, cu_str(r));
+        rc = -1;
+      }
+    }
+  return rc;
+}
+
+/* ---- host copies ---- */
+
+static const rt_state hs_state[3] = {RT_PARAMS, RT_MOMENTUM, RT_STATS};
+
+static CUdeviceptr hs_dev(dstep *d, int i) {
+  return i == 0 ? d->pgm : i == 1 ? fptr(d->pgm, 2 * d->np) : d->stats;
+}
+
+/* The host copy i holds the device's values. */
+static void hs_fetch(dstep *d, int i) {
+  if (d->valid[i] || d->fail) return;
+  if (d->hn[i]) chk(d, cu.cuMemcpyDtoH_v2(d->h[i], hs_dev(d, i), (size_t)d->hn[i] * sizeof(float)), "cuMemcpyDtoH");
+  if (!d->fail) d->valid[i] = 1;
+}
+
+/* Edits reach the device before anything runs there. */
+static void flush(dstep *d) {
+  for (int i = 0; i < 3; i++)
+    if (d->dirty[i] && !d->fail) {
+      if (d->hn[i]) chk(d, cu.cuMemcpyHtoD_v2(hs_dev(d, i), d->h[i], (size_t)d->hn[i] * sizeof(float)), "cuMemcpyHtoD");
+      d->dirty[i] = 0;
+    }
+}
+
+/* Phase II on the host step: the state goes there, and comes back. */
+static void enter_inner(dstep *d) {
+  if (d->inner) return;
+  for (int i = 0; i < 3; i++) hs_fetch(d, i);
+  for (int i = 0; i < 3 && !d->fail; i++)
+    if (d->hn[i]) memcpy(d->host->i->edit(d->host, hs_state[i]), d->h[i], (size_t)d->hn[i] * sizeof(float));
+  d->host->i->set_training(d->host, d->training);
+  d->inner = 1;
+}
+
+static void leave_inner(dstep *d) {
+  if (!d->inner) return;
+  for (int i = 0; i < 3; i++) {
+    if (d->hn[i]) memcpy(d->h[i], d->host->i->view(d->host, hs_state[i]), (size_t)d->hn[i] * sizeof(float));
+    d->valid[i] = d->dirty[i] = 1;
+  }
+  d->inner = 0;
+}
+
+/* ---- the phases ---- */
+
+static void enq_forward(dstep *d, int l) {
+  const ir_graph *g = d->pub.g;
+  const ir_layer *ly = &g->layers[l];
+  dk *k = d->lk[l];
+  const ir_tensor *T = g->tensors;
+  int64_t in = T[ly->in_t].off + (int64_t)ly->in_ch * ly->h * ly->w;
+  int64_t n = d->n, ns = d->ns;
+  if (ly->kind == IR_CONV || ly->kind == IR_LINEAR) {
+    if (!d->pub.arch->alive[l]) {
+      launch(d, &k[F_PASS], d->act, 0, 0, 0, n, 0, 0);
+      return;
+    }
+    cu_kern *ck = rt_cuda_kernels_layer(d->ks, l);
+    if (!ck) {
+      chk(d, CUDA_ERROR_INVALID_HANDLE, "a layer used before prepare");
+      return;
+    }
+    int64_t out = T[ly->out_t].off + (int64_t)ly->out_ch * ly->oh * ly->ow;
+    int64_t z = ly->z_t >= 0 ? T[ly->z_t].off : out;
+    int64_t dst = ly->kind == IR_CONV || ly->relu ? z : out;
+    if (!d->fail)
+      chk(d, cu_kern_fwd(ck, d->st, fptr(d->act, in), fptr(d->pgm, ly->w_off), ly->b_off >= 0 ? fptr(d->pgm, ly->b_off) : 0,
+                         fptr(d->act, dst), n, ns, ns), "forward kernels");
+    launch(d, &k[F_RELU], d->act, 0, 0, 0, n, 0, 0);
+    launch(d, &k[F_AFTER], d->act, 0, 0, 0, n, 0, 0);
+    launch(d, &k[F_BN], d->act, d->stats, d->pgm, d->bnaux, n, d->training, 0);
+    return;
+  }
+  launch(d, &k[F_POOL], d->act, 0, 0, 0, n, 0, 0);
+  launch(d, &k[F_GAP], d->act, 0, 0, 0, n, 0, 0);
+  launch(d, &k[F_COPY], d->act, 0, 0, 0, n, 0, 0);
+}
+
+static void enq_backward(dstep *d, int l) {
+  const ir_graph *g = d->pub.g;
+  const ir_layer *ly = &g->layers[l];
+  dk *k = d->lk[l];
+  const ir_tensor *T = g->tensors;
+  int64_t n = d->n, ns = d->ns;
+  int needs_dx = ly->in_t != g->input_t;
+  if (ly->kind == IR_CONV || ly->kind == IR_LINEAR) {
+    if (!d->pub.arch->alive[l]) {
+      launch(d, &k[B_PASS], d->dact, 0, 0, 0, n, 0, 0);
+      return;
+    }
+    cu_kern *ck = rt_cuda_kernels_layer(d->ks, l);
+    if (!ck) {
+      chk(d, CUDA_ERROR_INVALID_HANDLE, "a layer used before prepare");
+      return;
+    }
+    launch(d, &k[B_BN], d->act, d->dact, d->pgm, d->bnaux, n, 0, 0);
+    launch(d, &k[B_AFTER], d->act, d->dact, 0, 0, n, 0, 0);
+    launch(d, &k[B_RELU], d->act, d->dact, 0, 0, n, 0, 0);
+    int64_t in = T[ly->in_t].off + (int64_t)ly->in_ch * ly->h * ly->w;
+    int64_t out = T[ly->out_t].off + (int64_t)ly->out_ch * ly->oh * ly->ow;
+    int64_t z = ly->z_t >= 0 ? T[ly->z_t].off : out;
+    int64_t dz = ly->kind == IR_CONV || ly->relu ? z : out;
+    CUdeviceptr gr = fptr(d->pgm, d->np);
+    if (!d->fail)
+      chk(d, cu_kern_bwd(ck, d->st, fptr(d->act, in), fptr(d->dact, dz), fptr(d->pgm, ly->w_off),
+                         needs_dx ? fptr(d->dact, in) : 0, fptr(gr, ly->w_off), ly->b_off >= 0 ? fptr(gr, ly->b_off) : 0, n,
+                         ns, ns),
+          "backward kernels");
+    return;
+  }
+  if (!needs_dx) return;
+  launch(d, &k[B_POOL], d->act, d->dact, 0, 0, n, 0, 0);
+  launch(d, &k[B_GAP], d->dact, 0, 0, 0, n, 0, 0);
+  launch(d, &k[B_COPY], d->dact, 0, 0, 0, n, 0, 0);
+}
+
+static void enq_calls(dstep *d, const ir_call *c, int n, int bwd) {
+  for (int i = 0; i < n && !d->fail; i++) {
+    int l = (int)c[i].args[0];
+    if (bwd) enq_backward(d, l);
+    else enq_forward(d, l);
+  }
+}
+
+static void enq_loss(dstep *d) {
+  if (d->grad)
+    for (int r = 0; r < d->n_zero && !d->fail; r++)
+      chk(d, cu.cuMemsetD2D32Async(fptr(d->dact, d->zero[r][0]), (size_t)d->ns * sizeof(float), 0,
+                                   (size_t)(d->zero[r][1] - d->zero[r][0]), (size_t)d->n, d->st),
+          "cuMemsetD2D32");
+  launch(d, &d->loss, d->act, d->dact, d->labels, d->lsc, d->n, d->grad, 0);
+  launch(d, &d->loss_sum, d->lsc, 0, 0, d->scal, d->n, 0, 0);
+}
+
+static void enq_sgd(dstep *d) { launch(d, &d->sgd, d->pgm, d->scal, 0, 0, 0, 0, 0); }
+
+static void enqueue(dstep *d, int p) {
+  if (p == PH_FWD) enq_calls(d, d->fc, d->nf, 0);
+  else if (p == PH_BWD) enq_calls(d, d->bc, d->nb, 1);
+  else if (p == PH_LOSS) enq_loss(d);
+  else enq_sgd(d);
+}
+
+static void drop_graphs(dstep *d) {
+  for (int p = 0; p < N_PH; p++) {
+    if (d->ph[p].exec) cu.cuGraphExecDestroy(d->ph[p].exec);
+    d->ph[p].exec = NULL, d->ph[p].warm = -1;
+  }
+}
+
+/* A phase: replayed where captured for this key; captured on its second
+ * run with the key (the first sizes the layers' scratch, which a capture
+ * must not allocate); else enqueued as it is. */
+static void run_phase(dstep *d, int p) {
+  int64_t key = p == PH_FWD ? ((int64_t)d->n << 1) | d->training
+                : p == PH_LOSS ? ((int64_t)d->n << 1) | d->grad
+                : p == PH_BWD ? d->n : 0;
+  phase *ph = &d->ph[p];
+  if (d->fail) return;
+  if (ph->exec && ph->key == key) {
+    chk(d, cu.cuGraphLaunch(ph->exec, d->st), "cuGraphLaunch");
+    d->gs.graph_launches++;
+    return;
+  }
+  if (d->no_graphs || ph->warm != key) {
+    enqueue(d, p);
+    ph->warm = key;
+    d->gs.eager_steps += p == PH_FWD;
+    return;
+  }
+  if (ph->exec) cu.cuGraphExecDestroy(ph->exec), ph->exec = NULL;
+  if (chk(d, cu.cuStreamBeginCapture_v2(d->st, CU_STREAM_CAPTURE_MODE_THREAD_LOCAL), "cuStreamBeginCapture")) return;
+  enqueue(d, p);
+  CUgraph gr = NULL;
+  CUresult r = cu.cuStreamEndCapture(d->st, &gr);
+  if (!d->fail) chk(d, r, "cuStreamEndCapture");
+  if (!d->fail) chk(d, cu.cuGraphInstantiateWithFlags(&ph->exec, gr, 0), "cuGraphInstantiate");
+  if (gr) cu.cuGraphDestroy(gr);
+  if (d->fail) {
+    ph->exec = NULL;
+    return;
+  }
+  ph->key = key;
+  d->gs.captures++;
+  chk(d, cu.cuGraphLaunch(ph->exec, d->st), "cuGraphLaunch");
+  d->gs.graph_launches++;
+}
+
+/* ---- the operations ---- */
+
+static int st_prepare(rt_backend *b, const uint8_t *dirty, const uint8_t *mask, const uint8_t *varies) {
+  dstep *d = D(b);
+  if (d->host->i->prepare(d->host, dirty, mask, varies)) {
+    snprintf(b->error, sizeof b->error, "%s", d->host->error);
+    return -1;
+  }
+  flush(d);
+  const ir_graph *g = b->g;
+  for (int64_t i = 0; i < d->np; i++) d->tmp[i] = mask[i] ? 1.0f : 0.0f;
+  if (d->np) chk(d, cu.cuMemcpyHtoD_v2(fptr(d->pgm, 3 * d->np), d->tmp, (size_t)d->np * sizeof(float)), "cuMemcpyHtoD");
+  /* constant channels: batch norm maps them to beta in inference */
+  if (d->nstats) {
+    memset(d->tmp, 0, (size_t)d->nstats * sizeof(float));
+    for (int i = 0; varies && i < g->n_layers; i++) {
+      const ir_layer *l = &g->layers[i];
+      if (!l->bn) continue;
+      const uint8_t *v = varies + ir_chan_base(g, l->out_t) + l->out_ch;
+      for (int c = 0; c < l->cout; c++) d->tmp[l->s_off + c] = v[c] ? 0.0f : 1.0f;
+    }
+    chk(d, cu.cuMemcpyHtoD_v2(fptr(d->bnaux, d->nstats), d->tmp, (size_t)d->nstats * sizeof(float)), "cuMemcpyHtoD");
+  }
+  drop_graphs(d);
+  return done(d);
+}
+
+static void st_set_driver(rt_backend *b, rt_graph_fn fwd, rt_graph_fn bwd) {
+  /* The driver calls the host step's graph ops; the device step runs
+   * the same schedule itself. */
+  D(b)->host->i->set_driver(D(b)->host, fwd, bwd);
+}
+
+static int st_upload(rt_backend *b, const float *images, int n) {
+  dstep *d = D(b);
+  if (d->inner) return d->host->i->upload(d->host, images, n);
+  const ir_graph *g = b->g;
+  const ir_tensor *t = &g->tensors[g->input_t];
+  size_t len = (size_t)t->c * t->h * t->w;
+  flush(d);
+  d->n = n;
+  CUDA_MEMCPY2D c;
+  memset(&c, 0, sizeof c);
+  c.srcMemoryType = CU_MEMORYTYPE_HOST, c.srcHost = images, c.srcPitch = len * sizeof(float);
+  c.dstMemoryType = CU_MEMORYTYPE_DEVICE, c.dstDevice = fptr(d->act, t->off), c.dstPitch = (size_t)d->ns * sizeof(float);
+  c.WidthInBytes = len * sizeof(float), c.Height = (size_t)n;
+  if (!d->fail) chk(d, cu.cuMemcpy2DAsync_v2(&c, d->st), "cuMemcpy2D (the batch)");
+  return done(d);
+}
+
+static int st_forward(rt_backend *b) {
+  dstep *d = D(b);
+  if (d->inner) return d->host->i->forward(d->host);
+  flush(d);
+  run_phase(d, PH_FWD);
+  if (d->training) d->valid[2] = 0;
+  return done(d);
+}
+
+static int st_loss(rt_backend *b, const uint8_t *labels, int grad, double *loss, int *correct) {
+  dstep *d = D(b);
+  if (d->inner) return d->host->i->loss(d->host, labels, grad, loss, correct);
+  double out[2] = {0, 0};
+  flush(d);
+  d->grad = !!grad;
+  if (!d->fail) chk(d, cu.cuMemcpyHtoDAsync_v2(d->labels, labels, (size_t)d->n, d->st), "cuMemcpyHtoD (labels)");
+  run_phase(d, PH_LOSS);
+  if (!d->fail) chk(d, cu.cuMemcpyDtoHAsync_v2(out, d->scal, sizeof out, d->st), "cuMemcpyDtoH (the loss)");
+  if (!d->fail) chk(d, cu.cuStreamSynchronize(d->st), "the step");
+  *loss = d->fail ? NAN : out[0];
+  if (correct) *correct = (int)out[1];
+  return done(d);
+}
+
+static int st_backward(rt_backend *b) {
+  dstep *d = D(b);
+  if (d->inner) return d->host->i->backward(d->host);
+  flush(d);
+  run_phase(d, PH_BWD);
+  return done(d);
+}
+
+/* The schedule's own calls run as their phase; others one by one. */
+static int same_calls(const ir_call *a, const ir_call *b, int n) {
+  for (int i = 0; i < n; i++)
+    if (strcmp(a[i].fn, b[i].fn) != 0 || memcmp(a[i].args, b[i].args, 5 * sizeof a[i].args[0]) != 0) return 0;
+  return 1;
+}
+
+static int st_run(rt_backend *b, const ir_call *calls, int n) {
+  dstep *d = D(b);
+  if (d->inner) return d->host->i->run(d->host, calls, n);
+  if (n == d->nf && same_calls(calls, d->fc, n)) return st_forward(b);
+  if (n == d->nb && same_calls(calls, d->bc, n)) return st_backward(b);
+  flush(d);
+  for (int i = 0; i < n && !d->fail; i++) {
+    size_t len = strlen(calls[i].fn);
+    int bwd = len > 4 && strcmp(calls[i].fn + len - 4, "_bwd") == 0;
+    enq_calls(d, &calls[i], 1, bwd);
+  }
+  if (d->training) d->valid[2] = 0;
+  return done(d);
+}
+
+static int st_sgd(rt_backend *b, float lr, float momentum, float decay) {
+  dstep *d = D(b);
+  if (d->inner) return d->host->i->sgd(d->host, lr, momentum, decay);
+  flush(d);
+  float s[3] = {lr, momentum, decay};
+  if (!d->fail) chk(d, cu.cuMemcpyHtoDAsync_v2(fptr(d->scal, 4), s, sizeof s, d->st), "cuMemcpyHtoD (SGD's scalars)");
+  run_phase(d, PH_SGD);
+  d->valid[0] = d->valid[1] = 0;
+  return done(d);
+}
+
+static void st_set_training(rt_backend *b, int on) {
+  D(b)->training = !!on;
+  D(b)->host->i->set_training(D(b)->host, on);
+}
+
+static const float *st_view(rt_backend *b, rt_state which) {
+  dstep *d = D(b);
+  if (d->inner) return d->host->i->view(d->host, which);
+  const ir_graph *g = b->g;
+  const float *r = NULL;
+  switch (which) {
+  case RT_PARAMS: case RT_MOMENTUM: case RT_STATS: {
+    int i = which == RT_PARAMS ? 0 : which == RT_MOMENTUM ? 1 : 2;
+    hs_fetch(d, i);
+    r = d->h[i];
+    break;
+  }
+  case RT_GRADS:
+    if (d->np) chk(d, cu.cuMemcpyDtoH_v2(d->grads, fptr(d->pgm, d->np), (size_t)d->np * sizeof(float)), "cuMemcpyDtoH");
+    r = d->grads;
+    break;
+  case RT_LOGITS: {
+    int k = g->cfg.classes;
+    CUDA_MEMCPY2D c;
+    memset(&c, 0, sizeof c);
+    c.srcMemoryType = CU_MEMORYTYPE_DEVICE, c.srcDevice = fptr(d->act, g->tensors[g->logits_t].off);
+    c.srcPitch = (size_t)d->ns * sizeof(float);
+    c.dstMemoryType = CU_MEMORYTYPE_HOST, c.dstHost = d->logits, c.dstPitch = (size_t)k * sizeof(float);
+    c.WidthInBytes = (size_t)k * sizeof(float), c.Height = (size_t)d->n;
+    if (d->n > 0) chk(d, cu.cuMemcpy2DAsync_v2(&c, d->st), "cuMemcpy2D (logits)");
+    if (!d->fail) chk(d, cu.cuStreamSynchronize(d->st), "the step");
+    r = d->logits;
+    break;
+  }
+  }
+  return done(d) ? NULL : r;
+}
+
+static float *st_edit(rt_backend *b, rt_state which) {
+  dstep *d = D(b);
+  if (d->inner) return d->host->i->edit(d->host, which);
+  if (which != RT_PARAMS && which != RT_MOMENTUM && which != RT_STATS) return NULL;
+  int i = which == RT_PARAMS ? 0 : which == RT_MOMENTUM ? 1 : 2;
+  hs_fetch(d, i);
+  if (done(d)) return NULL;
+  d->dirty[i] = 1;
+  return d->h[i];
+}
+
+static void st_phase2(rt_backend *b, int on) {
+  dstep *d = D(b);
+  if (on) enter_inner(d);
+  d->host->i->phase2(d->host, on);
+  if (!on) leave_inner(d);
+}
+
+static int st_dense_grad(rt_backend *b, const float *images, const uint8_t *labels, int n, float *out, double *loss) {
+  dstep *d = D(b);
+  int was = d->inner;
+  enter_inner(d);
+  int rc = d->fail ? -1 : d->host->i->dense_grad(d->host, images, labels, n, out, loss);
+  if (rc) snprintf(b->error, sizeof b->error, "%s", d->fail ? b->error : d->host->error);
+  if (!was) leave_inner(d);
+  d->fail = 0;
+  return rc;
+}
+
+static rt_backend_stats st_stats(const rt_backend *b) {
+  const dstep *d = (const dstep *)b;
+  return d->host->i->stats(d->host);
+}
+
+static int st_profile(rt_backend *b) {
+  (void)b;
+  return 0;
+}
+
+static void st_profile_pause(rt_backend *b, int pause) { (void)b, (void)pause; }
+
+static void st_profile_report(const rt_backend *b, FILE *f, long steps) {
+  const dstep *d = (const dstep *)b;
+  fprintf(f, "profile: the cuda step runs on the device, each phase one CUDA graph (%ld graph launches, "
+             "%ld captures over %ld steps); bench/gpu times it\n",
+          d->gs.graph_launches, d->gs.captures, steps);
+}
+
+static int st_channel_stats(rt_backend *b, int li, double *mean, double *var, double *min) {
+  dstep *d = D(b);
+  if (d->inner) return d->host->i->channel_stats(d->host, li, mean, var, min);
+  const ir_graph *g = b->g;
+  const ir_layer *l = &g->layers[li];
+  if (d->n < 1) return -1;
+  int64_t plane = (int64_t)l->oh * l->ow, len = (int64_t)l->cout * plane;
+  float *o = malloc((size_t)(d->n * len) * sizeof *o);
+  if (!o) return -1;
+  CUDA_MEMCPY2D c;
+  memset(&c, 0, sizeof c);
+  c.srcMemoryType = CU_MEMORYTYPE_DEVICE;
+  c.srcDevice = fptr(d->act, g->tensors[l->out_t].off + (int64_t)l->out_ch * plane);
+  c.srcPitch = (size_t)d->ns * sizeof(float);
+  c.dstMemoryType = CU_MEMORYTYPE_HOST, c.dstHost = o, c.dstPitch = (size_t)len * sizeof(float);
+  c.WidthInBytes = (size_t)len * sizeof(float), c.Height = (size_t)d->n;
+  chk(d, cu.cuMemcpy2DAsync_v2(&c, d->st), "cuMemcpy2D");
+  if (!d->fail) chk(d, cu.cuStreamSynchronize(d->st), "the step");
+  if (done(d)) {
+    free(o);
+    return -1;
+  }
+  double cnt = (double)d->n * (double)plane;
+  for (int ch = 0; ch < l->cout; ch++) {
+    double s = 0, q = 0;
+    float lo = o[ch * plane];
+    for (int i = 0; i < d->n; i++)
+      for (int64_t k = 0; k < plane; k++) {
+        float v = o[i * len + ch * plane + k];
+        s += v;
+        lo = v < lo ? v : lo;
+      }
+    mean[ch] = s / cnt;
+    if (min) min[ch] = lo;
+    for (int i = 0; i < d->n; i++)
+      for (int64_t k = 0; k < plane; k++) {
+        double e = o[i * len + ch * plane + k] - mean[ch];
+        q += e * e;
+      }
+    var[ch] = q / cnt;
+  }
+  free(o);
+  return 0;
+}
+
+static rt_backend_mem st_memory(const rt_backend *b) {
+  rt_backend_mem m = {b->g->act_size * (int64_t)sizeof(float), b->g->act_size * (int64_t)sizeof(float)};
+  return m;
+}
+
+static rt_kernels *st_kernels(rt_backend *b) { return D(b)->ks; }
+
+static void st_free(rt_backend *b) {
+  if (!b) return;
+  dstep *d = D(b);
+  if (d->ctx) cu.cuCtxSetCurrent(d->ctx);
+  drop_graphs(d);
+  CUdeviceptr *bufs[] = {&d->act, &d->dact, &d->pgm, &d->stats, &d->bnaux, &d->labels, &d->lsc, &d->scal};
+  for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
+    if (*bufs[i]) cu.cuMemFree_v2(*bufs[i]);
+  if (d->mod) cu.cuModuleUnload(d->mod);
+  if (d->host) d->host->i->free(d->host);
+  for (int i = 0; i < 3; i++) free(d->h[i]);
+  free(d->grads), free(d->logits), free(d->tmp), free(d->lk), free(d->zero), free(d->assign);
+  free(d->fc), free(d->bc);
+  free(d);
+}
+
+static rt_cuda_step_stats no_stats;
+
+rt_cuda_step_stats rt_cuda_step_get_stats(rt_backend *b) {
+  return b && b->i->free == st_free ? D(b)->gs : no_stats;
+}
+
+static const rt_backend_i step_i = {
+    .name = "cuda",
+    .free = st_free,
+    .prepare = st_prepare,
+    .set_driver = st_set_driver,
+    .upload = st_upload,
+    .forward = st_forward,
+    .loss = st_loss,
+    .backward = st_backward,
+    .run = st_run,
+    .sgd = st_sgd,
+    .set_training = st_set_training,
+    .view = st_view,
+    .edit = st_edit,
+    .phase2 = st_phase2,
+    .dense_grad = st_dense_grad,
+    .stats = st_stats,
+    .profile = st_profile,
+    .profile_pause = st_profile_pause,
+    .profile_report = st_profile_report,
+    .channel_stats = st_channel_stats,
+    .memory = st_memory,
+    .kernels = st_kernels,
+};
+
+static CUdeviceptr zalloc(dstep *d, size_t bytes) {
+  CUdeviceptr p = 0;
+  if (d->fail) return 0;
+  if (chk(d, cu.cuMemAlloc_v2(&p, bytes ? bytes : 4), "cuMemAlloc")) return 0;
+  chk(d, cu.cuMemsetD32Async(p, 0, (bytes ? bytes : 4) / 4, d->st), "cuMemsetD32");
+  return p;
+}
+
+rt_backend *rt_cuda_step_new(const ir_graph *g, const ir_arch *arch, int cap, int threads, char *err, size_t errlen) {
+  for (int i = 0; i < g->n_layers; i++)
+    if (g->layers[i].kind == IR_LINEAR && g->layers[i].bn) {
+      snprintf(err, errlen, "cuda backend: layer %s: batch norm on a linear layer", g->layers[i].name);
+      return NULL;
+    }
+  dstep *d = calloc(1, sizeof *d);
+  if (!d) {
+    snprintf(err, errlen, "cuda backend: out of memory");
+    return NULL;
+  }
+  d->pub = (rt_backend){.i = &step_i, .g = g, .arch = arch, .cap = cap, .threads = threads};
+  d->host = rt_backend_new("cuda-host", g, arch, cap, threads, err, errlen);
+  if (!d->host) {
+    free(d);
+    return NULL;
+  }
+  d->ks = d->host->i->kernels(d->host);
+  cublasHandle_t h;
+  if (rt_cuda_kernels_device(d->ks, &d->ctx, &d->st, &h, &d->sm)) {
+    snprintf(err, errlen, "cuda backend: the host step has no CUDA kernel set");
+    st_free(&d->pub);
+    return NULL;
+  }
+  d->ns = g->act_size, d->np = g->n_params, d->nstats = g->n_stats;
+  d->training = 1;
+  const char *gr = getenv("ILNAS_CUDA_GRAPHS");
+  d->no_graphs = gr && strcmp(gr, "0") == 0;
+  for (int p = 0; p < N_PH; p++) d->ph[p].warm = -1;
+  d->hn[0] = d->hn[1] = d->np, d->hn[2] = d->nstats;
+  int oom = 0;
+  for (int i = 0; i < 3; i++) oom |= !(d->h[i] = calloc((size_t)(d->hn[i] ? d->hn[i] : 1), sizeof(float)));
+  int64_t big = d->np > d->nstats ? d->np : d->nstats;
+  oom |= !(d->grads = calloc((size_t)(d->np ? d->np : 1), sizeof(float)));
+  oom |= !(d->logits = calloc((size_t)cap * (size_t)g->cfg.classes, sizeof(float)));
+  oom |= !(d->tmp = calloc((size_t)(big ? big : 1), sizeof(float)));
+  oom |= !(d->lk = calloc((size_t)(g->n_layers ? g->n_layers : 1), sizeof *d->lk));
+  oom |= !(d->assign = calloc((size_t)(g->n_layers ? g->n_layers : 1), 1));
+  if (oom || plan_zero(d) || ir_schedule(g, &d->fc, &d->nf, &d->bc, &d->nb)) {
+    snprintf(err, errlen, "cuda backend: out of memory");
+    st_free(&d->pub);
+    return NULL;
+  }
+  chk(d, cu.cuCtxSetCurrent(d->ctx), "cuCtxSetCurrent");
+  size_t arena = (size_t)cap * (size_t)d->ns * sizeof(float);
+  d->act = zalloc(d, arena), d->dact = zalloc(d, arena);
+  d->pgm = zalloc(d, 4 * (size_t)d->np * sizeof(float));
+  d->stats = zalloc(d, (size_t)d->nstats * sizeof(float));
+  d->bnaux = zalloc(d, 2 * (size_t)d->nstats * sizeof(float));
+  d->labels = zalloc(d, (size_t)cap + 4);
+  d->lsc = zalloc(d, 2 * (size_t)cap * sizeof(double));
+  d->scal = zalloc(d, 8 * sizeof(float));
+  if (!d->fail) chk(d, cu.cuStreamSynchronize(d->st), "cuStreamSynchronize");
+  if (d->fail) {
+    snprintf(err, errlen, "%s", d->pub.error);
+    st_free(&d->pub);
+    return NULL;
+  }
+  if (build_kernels(d, err, errlen)) {
+    st_free(&d->pub);
+    return NULL;
+  }
+  for (int i = 0; i < 3; i++) d->valid[i] = 1; /* zeros, as on the device */
+  return &d->pub;
+}

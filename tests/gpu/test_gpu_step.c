@@ -1,0 +1,119 @@
+/* test_gpu_step: the device step (runtime/cuda/step.h) on the host
+ * emulation of a GPU (emu_driver.h), whose copy entry points count the
+ * bytes that cross the bus.
+ *
+ *   traffic: a training step after the first (upload, forward, loss,
+ *            backward, SGD) copies the batch (its images and labels) and
+ *            at most 64 bytes besides: SGD's scalars in, the loss and
+ *            the accuracy count out; and it runs as CUDA graphs, one
+ *            launch per phase (forward, loss, backward, SGD).
+ *   graphs:  the steps replayed from graphs give the same losses, bit
+ *            for bit, as the same steps enqueued kernel by kernel
+ *            (ILNAS_CUDA_GRAPHS=0), and so do the parameters after them;
+ *            a prepare (an α change) captures them again.
+ *
+ * The model has batch norm (both orders), a max pool, a dead layer, GAP
+ * and a linear stage, so that every generated op of the step runs. */
+#include "tests/jit/jitutil.h"
+
+#include "runtime/cuda/step.h"
+#include "runtime/exec.h"
+#include "tests/gpu/emu_driver.h"
+
+enum { BATCH = 8, STEPS = 5 };
+
+static const char *const src =
+    "model s { input 2x8x8; classes 5; search weight budget 4k from density 0.4 seed 4;"
+    " stage conv { layers 2..3 channels 4..6 kernel 3x3 dense norm batch }"
+    " reduce maxpool 2;"
+    " stage conv { layers 1..2 channels 4..6 kernel 3x3 norm batch after }"
+    " reduce gap;"
+    " stage linear { layers 1..2 width 6..8 } }";
+
+typedef struct run {
+  double loss[STEPS];
+  long long bytes[STEPS], batch;
+  long launches[STEPS];
+  float *params;
+} run;
+
+static int train(run *r, int graphs) {
+  char err[256];
+  if (graphs) unsetenv("ILNAS_CUDA_GRAPHS");
+  else setenv("ILNAS_CUDA_GRAPHS", "0", 1);
+  ir_graph *g = jt_build(src);
+  CHECK(g, "model does not build");
+  if (!g) return -1;
+  rt_exec *x = rt_exec_new(g, BATCH, 1, "cuda", err, sizeof err);
+  CHECK(x, "cuda exec: %s", err);
+  if (!x) {
+    ir_free(g);
+    return -1;
+  }
+  rt_exec_init_params(x, 5);
+  CHECK(rt_exec_prepare(x, err, sizeof err) == 0, "prepare: %s", err);
+  const ir_tensor *t = &g->tensors[g->input_t];
+  size_t img = (size_t)t->c * t->h * t->w;
+  jt_state = 88172645463325252ull;
+  float *in = jt_randf((size_t)BATCH * img);
+  uint8_t lab[BATCH];
+  for (int i = 0; i < BATCH; i++) lab[i] = (uint8_t)jt_int(0, g->cfg.classes - 1);
+  r->batch = (long long)(BATCH * img * sizeof(float)) + BATCH;
+  for (int s = 0; s < STEPS; s++) {
+    if (s == 3) { /* an α change: prepare, and the graphs are captured again */
+      const ir_layer *l = g->layers;
+      while (l->w_off < 0 || !x->arch->alive[l - g->layers]) l++;
+      rt_exec_set_unit(x, l->w_off, 1, !ir_alpha_get(x->arch, l->w_off), NULL);
+      CHECK(rt_exec_prepare(x, err, sizeof err) == 0, "prepare: %s", err);
+    }
+    long long h0, d0, h1, d1;
+    emu_traffic(&h0, &d0);
+    long l0 = emu_launches();
+    rt_exec_set_input(x, in, BATCH);
+    rt_exec_forward(x);
+    r->loss[s] = rt_exec_loss(x, lab, 1, NULL);
+    rt_exec_backward(x);
+    rt_exec_sgd(x, 0.05f, 0.9f, 5e-4f);
+    emu_traffic(&h1, &d1);
+    r->launches[s] = emu_launches() - l0;
+    r->bytes[s] = (h1 - h0) + (d1 - d0);
+    CHECK(rt_exec_status(x, err, sizeof err) == 0, "step %d: %s", s, err);
+  }
+  rt_cuda_step_stats st = rt_cuda_step_get_stats(x->backend);
+  if (graphs)
+    CHECK(st.captures >= 8 && st.graph_launches >= 4 * (STEPS - 2),
+          "graphs: %ld captures, %ld graph launches over %d steps", st.captures, st.graph_launches, STEPS);
+  r->params = malloc((size_t)g->n_params * sizeof(float));
+  memcpy(r->params, rt_exec_view(x, RT_PARAMS), (size_t)g->n_params * sizeof(float));
+  int64_t np = g->n_params;
+  free(in);
+  rt_exec_free(x);
+  ir_free(g);
+  return (int)np;
+}
+
+int main(void) {
+  if (emu_driver_install()) {
+    printf("SKIP: this LLVM cannot JIT for the host\n");
+    return 77;
+  }
+  run a = {0}, b = {0};
+  int np = train(&a, 1);
+  if (np < 0 || train(&b, 0) < 0) return 1;
+  for (int s = 0; s < STEPS; s++) {
+    long long scalars = a.bytes[s] - a.batch;
+    printf("step %d: loss %.6f, %lld bytes over the bus: the batch's %lld and %lld more; %ld launches\n", s,
+           a.loss[s], a.bytes[s], a.batch, scalars, a.launches[s]);
+    if (s == 1 || s == 2 || s == 4) { /* after the first, and after the prepare's warm-up */
+      CHECK(scalars >= 0 && scalars <= 64, "step %d: %lld bytes besides the batch (at most 64)", s, scalars);
+      CHECK(a.launches[s] <= 4, "step %d: %ld launches (one graph per phase: 4)", s, a.launches[s]);
+    }
+    CHECK(memcmp(&a.loss[s], &b.loss[s], sizeof a.loss[s]) == 0, "step %d: loss %.9g from graphs, %.9g without", s,
+          a.loss[s], b.loss[s]);
+  }
+  CHECK(memcmp(a.params, b.params, (size_t)np * sizeof(float)) == 0, "parameters differ with and without graphs");
+  free(a.params), free(b.params);
+  if (failures) fprintf(stderr, "test_gpu_step: %d failures\n", failures);
+  else printf("test_gpu_step: ok\n");
+  return failures != 0;
+}
