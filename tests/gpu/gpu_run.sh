@@ -23,7 +23,7 @@ st=$?
 tail -n 12 "$log" && rm -f "$log"
 [ "$st" -eq 0 ] || { echo "FAIL: gpu_ops exited $st (77: no usable GPU)"; rc=1; }
 "$bin/test_gpu_ops" --no-device || rc=1
-echo "== gpu_train: a growing run on --backend cuda against cpu"
+echo "== gpu_train: a growing run on --backend cuda (the device step) against cpu"
 log=$(mktemp)
 timeout 120 "$bin/test_jit_train" cuda >"$log" 2>&1
 st=$?
@@ -38,7 +38,8 @@ echo "== gpu_layer_bench"
 timeout 200 "$bin/gpu_layer_bench" --reps "${REPS:-8}" || rc=1
 if [ -e "$data/train-images-idx3-ubyte.gz" ]; then
   work=$(mktemp -d)
-  for b in cuda cpu; do
+  # cuda: the device step; cuda-host: the host step over the same kernels
+  for b in cuda cuda-host cpu; do
     echo "== one epoch of the sample on --backend $b (10,000 images)"
     timeout 120 "$bin/fmnist" train --backend "$b" --search fixed --data "$data" --epochs 1 --train-limit 10000 \
       --test-limit 1000 --run-dir "$work/$b" 2>&1 | tail -n 1

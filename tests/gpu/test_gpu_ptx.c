@@ -14,6 +14,7 @@
 
 #include <llvm-c/Core.h>
 
+#include "kgen/devops.h"
 #include "kgen/ptx.h"
 #include "frontend/spec.h"
 #include "ir/ir.h"
@@ -100,6 +101,56 @@ static void layer_case(const char *what, int kind, const cg_conv_desc *cd, const
   free(ptx);
 }
 
+/* The device step's other kernels (kgen/devops.h), every op and flag, in
+ * one module. */
+static void devops_case(void) {
+  LLVMContextRef ctx = LLVMContextCreate();
+  LLVMModuleRef m = LLVMModuleCreateWithNameInContext("devops", ctx);
+  const kd_desc d[] = {
+      {.op = KD_RELU, .ns = 900, .len = 96, .src = 10, .dst = 200},
+      {.op = KD_RELU_MASK, .ns = 900, .len = 96, .y = 200, .dy = 200, .dst = 10},
+      {.op = KD_COPY, .ns = 900, .len = 96, .src = 10, .dst = 300, .add = 1},
+      {.op = KD_BN_FWD, .ns = 900, .c = 6, .hw = 16, .src = 10, .dst = 200, .p0 = 40, .p1 = 4, .np = 500, .nstats = 20, .relu = 1},
+      {.op = KD_BN_BWD, .ns = 900, .c = 6, .hw = 16, .src = 10, .y = 200, .dy = 200, .dst = 10, .p0 = 40, .p1 = 4, .np = 500,
+       .relu = 1, .assign = 1},
+      {.op = KD_BN_BWD, .ns = 900, .c = 6, .hw = 16, .src = 10, .y = 200, .dy = 200, .dst = 10, .p0 = 40, .p1 = 4, .np = 500},
+      {.op = KD_POOL_FWD, .ns = 900, .c = 3, .h = 7, .w = 6, .f = 2, .src = 0, .dst = 400},
+      {.op = KD_POOL_BWD, .ns = 900, .c = 3, .h = 7, .w = 6, .f = 2, .src = 0, .dst = 400, .assign = 1},
+      {.op = KD_POOL_BWD, .ns = 900, .c = 3, .h = 6, .w = 6, .f = 3, .src = 0, .dst = 400},
+      {.op = KD_GAP_FWD, .ns = 900, .c = 5, .hw = 9, .src = 0, .dst = 800},
+      {.op = KD_GAP_BWD, .ns = 900, .c = 5, .hw = 9, .src = 0, .dst = 800},
+      {.op = KD_LOSS, .ns = 900, .c = 10, .src = 850},
+      {.op = KD_LOSS_SUM},
+      {.op = KD_SGD, .np = 500},
+  };
+  int rc = 0, nk = (int)(sizeof d / sizeof d[0]);
+  for (int i = 0; i < nk; i++) {
+    char name[32];
+    int64_t per, fixed;
+    snprintf(name, sizeof name, "d%d", i);
+    rc = rc || kd_gen(m, &d[i], name, &per, &fixed);
+  }
+  CHECK(rc == 0, "devops: a generator refused its case");
+  CHECK(LLVMGetNamedMetadataNumOperands(m, "nvvm.annotations") == (unsigned)nk, "devops: kernels not annotated");
+  char *ptx = NULL, err[512];
+  if (!rc && cg_ptx_emit(m, "sm_90", &ptx, err, sizeof err)) CHECK(0, "devops: %s", err);
+  LLVMDisposeModule(m);
+  LLVMContextDispose(ctx);
+  if (!ptx) return;
+  char file[4096];
+  snprintf(file, sizeof file, "%s/devops.ptx", work);
+  FILE *f = fopen(file, "w");
+  CHECK(f != NULL, "cannot write %s", file);
+  if (f) {
+    fputs(ptx, f);
+    fclose(f);
+    CHECK(assemble(file, "sm_90") == 0, "devops: ptxas -arch=sm_90 rejects %s", file);
+    CHECK(assemble(file, "sm_80") == 0, "devops: ptxas -arch=sm_80 rejects %s", file);
+    modules++;
+  }
+  free(ptx);
+}
+
 static void sample_case(const char *path) {
   fe_model fm;
   if (fe_parse_file(path, &fm, stderr) != 0) {
@@ -153,6 +204,7 @@ int main(int argc, char **argv) {
   }
   if (dir) closedir(dir);
   CHECK(samples > 0, "no sample models in %s", argv[1]);
+  devops_case();
 
   /* Random shapes: strides, paddings (incl. taps that read only padding),
    * kernel sizes, tiny and odd sizes, densities from empty to full, and
