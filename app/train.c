@@ -175,7 +175,7 @@ static double evaluate(rt_exec *x, const rt_dataset *d, const rt_norm *nm, int l
   rt_stream_epoch(s, NULL, n, NULL);
   rt_exec_set_training(x, 0);
   const float *buf;
-  const uint8_t *lab;
+  const ir_label *lab;
   int b, rc;
   while ((rc = rt_stream_next(s, &buf, &lab, &b, err, sizeof err)) == 0) {
     int c = 0;
@@ -236,7 +236,7 @@ static void shuffle(int *idx, int n, rt_rng *rng) {
  * `loaders` threads. 0, or -1 after a message (a bad file). */
 static int phase2_batches(const fe_model *m, const rt_dataset *d,
                           const rt_norm *nm, int loaders, rt_rng *rng, srch_batches *b,
-                          float *xbuf, uint8_t *ybuf, int *idx) {
+                          float *xbuf, ir_label *ybuf, int *idx) {
   int n = m->batch < d->n ? m->batch : d->n;
   size_t img = (size_t)d->c * d->h * d->w;
   char err[1024];
@@ -253,7 +253,7 @@ static int phase2_batches(const fe_model *m, const rt_dataset *d,
       continue;
     }
     const float *sx;
-    const uint8_t *sy;
+    const ir_label *sy;
     int got;
     rt_stream_epoch(s, idx, n, NULL);
     if (rt_stream_next(s, &sx, &sy, &got, err, sizeof err)) {
@@ -262,7 +262,7 @@ static int phase2_batches(const fe_model *m, const rt_dataset *d,
       return -1;
     }
     memcpy(xbuf + (size_t)k * n * img, sx, (size_t)n * img * sizeof(float));
-    memcpy(ybuf + (size_t)k * n, sy, (size_t)n);
+    memcpy(ybuf + (size_t)k * n, sy, (size_t)n * sizeof *sy);
   }
   rt_stream_free(s);
   *b = (srch_batches){m->grow_batches, n, xbuf, ybuf};
@@ -305,7 +305,7 @@ typedef struct train_run {
   int have_srch;           /* ss is initialised */
   int *order;              /* train.n: the epoch's order, phase II's draws */
   float *pbuf;             /* phase II's batches */
-  uint8_t *plab;           /* their labels */
+  ir_label *plab;          /* their labels */
   FILE *metrics;           /* run_dir/metrics.jsonl */
   char mpath[4096];        /* its name */
   char path[4096];         /* the file last opened or saved */
@@ -523,7 +523,7 @@ static int setup(train_run *r, ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd,
   size_t img = (size_t)r->train.c * r->train.h * r->train.w;
   r->order = malloc((size_t)r->train.n * sizeof(int));
   r->pbuf = malloc((size_t)m->grow_batches * m->batch * img * sizeof(float));
-  r->plab = malloc((size_t)m->grow_batches * m->batch);
+  r->plab = malloc((size_t)m->grow_batches * m->batch * sizeof *r->plab);
   if (!r->order || !r->pbuf || !r->plab) {
     fprintf(stderr, "error: out of memory\n");
     return -1;
@@ -592,7 +592,7 @@ static int train_epoch(train_run *r, epoch_stats *e) {
   rt_exec_profile_pause(x, 0); /* the training steps only */
   for (int s = 0; s < r->steps; s++) {
     const float *xb;
-    const uint8_t *lab;
+    const ir_label *lab;
     int b;
     if (rt_stream_next(r->stream, &xb, &lab, &b, err, sizeof err)) {
       fprintf(stderr, "%serror: %s\n", r->tty ? "\n" : "", err);

@@ -51,6 +51,9 @@ typedef struct ir_tensor {
   int64_t off;     /* per-sample float offset in the activation arena */
 } ir_tensor;
 
+/* A class index: cfg.classes is at most 65,536. */
+typedef uint16_t ir_label;
+
 /* Where a conv's batch norm sits: conv -> BN -> ReLU ('norm batch'), or
  * conv -> ReLU -> BN ('norm batch after', the seed paper's Figure 3). */
 enum { IR_BN_BEFORE = 1, IR_BN_AFTER = 2 };

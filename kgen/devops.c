@@ -378,8 +378,9 @@ static int gen_loss(kg_kit *p, LLVMModuleRef m, const kd_desc *d, const char *na
   LLVMValueRef s = begin(p, m, name, 1, 0);
   LLVMBuilderRef b = p->b;
   LLVMValueRef base = kg_at(p, p->pa, at(p, s, d->ns, d->src, c64(p, 0)));
-  LLVMValueRef y = LLVMBuildZExt(b, LLVMBuildLoad2(b, p->i8, LLVMBuildInBoundsGEP2(b, p->i8,
-                                 LLVMBuildBitCast(b, p->pc, LLVMPointerType(p->i8, 0), ""), &s, 1, ""), ""), p->i64, "y");
+  /* the label: an ir_label (16 bits) */
+  LLVMValueRef y = LLVMBuildZExt(b, LLVMBuildLoad2(b, p->i16, LLVMBuildInBoundsGEP2(b, p->i16,
+                                 LLVMBuildBitCast(b, p->pc, LLVMPointerType(p->i16, 0), ""), &s, 1, ""), ""), p->i64, "y");
   LLVMValueRef arg = local(p, p->i64, c64(p, 0));
   kg_loop l;
   kg_loop_open(p, &l, c64(p, 1), c64(p, d->c), 1);

@@ -35,7 +35,7 @@
  *   POOL_BWD   a = act, b = dact: dy at b[dst] to the first maximum of
  *              each window of a[src], into b[src] (= with assign).
  *   GAP_FWD    a = act; GAP_BWD a = dact, b[src] += b[dst + ch] / hw.
- *   LOSS       a = act, b = dact, c = labels (bytes), d = per-sample
+ *   LOSS       a = act, b = dact, c = labels (ir_label), d = per-sample
  *              (loss, hit) in doubles; logits of c classes at src;
  *              a_ns: write the logits' gradient (already / n) at b[src].
  *   LOSS_SUM   a = LOSS's per-sample pairs, d = out: the mean loss and the

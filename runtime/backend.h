@@ -79,7 +79,7 @@ typedef struct rt_backend_i {
   /* Softmax cross-entropy of the last forward, its mean in *loss and the
    * correct predictions in *correct (NULL: not wanted); with grad, the
    * logits' gradient for the backward. */
-  int (*loss)(rt_backend *b, const uint8_t *labels, int grad, double *loss, int *correct);
+  int (*loss)(rt_backend *b, const ir_label *labels, int grad, double *loss, int *correct);
   int (*backward)(rt_backend *b);
   /* Calls of a schedule, interpreted (tests compare them with a driver). */
   int (*run)(rt_backend *b, const ir_call *calls, int n);
@@ -99,7 +99,7 @@ typedef struct rt_backend_i {
    * loss's gradient at every weight and bias, the missing ones included,
    * added into out (n_params floats), the batch's mean loss in *loss. */
   void (*phase2)(rt_backend *b, int on);
-  int (*dense_grad)(rt_backend *b, const float *images, const uint8_t *labels, int n, float *out,
+  int (*dense_grad)(rt_backend *b, const float *images, const ir_label *labels, int n, float *out,
                     double *loss);
   rt_backend_stats (*stats)(const rt_backend *b);
 

@@ -69,7 +69,7 @@ static int alloc_dataset(rt_dataset *d, int n, int c, int h, int w, char *err, s
   memset(d, 0, sizeof *d);
   d->n = n; d->c = c; d->h = h; d->w = w;
   d->x = malloc(px ? px * sizeof(float) : 1);
-  d->y = malloc(n ? (size_t)n : 1);
+  d->y = malloc((n ? (size_t)n : 1) * sizeof *d->y);
   if (!d->x || !d->y) {
     free(d->x); free(d->y);
     memset(d, 0, sizeof *d);
@@ -291,7 +291,7 @@ static int idx_to_dataset(idx_split *s, int classes, rt_dataset *d, const char *
                           char *err, size_t errlen) {
   if (alloc_dataset(d, s->n, 1, s->h, s->w, err, errlen, dir)) return -1;
   bytes_to_floats(d->x, s->px, (size_t)s->n * (size_t)s->h * (size_t)s->w, 1.0f / 255.0f);
-  memcpy(d->y, s->lab, (size_t)s->n);
+  for (int i = 0; i < s->n; i++) d->y[i] = s->lab[i];
   d->classes = classes;
   return 0;
 }
@@ -484,7 +484,7 @@ static int load_stl_split(const char *dir, const char *xname, const char *yname,
     return -1;
   }
   d->classes = 10;
-  for (int i = 0; i < n; i++) d->y[i] = (uint8_t)(lab[i] - 1);
+  for (int i = 0; i < n; i++) d->y[i] = (ir_label)(lab[i] - 1);
   /* The official files were written from MATLAB, column-major: within a
    * channel plane the row index varies fastest. Transpose each plane. */
   const float s = 1.0f / 255.0f;
@@ -854,11 +854,10 @@ static int ds_file(const char *path, int classes, rt_dataset *d, int at, int *co
                     : esz == 2 ? (int16_t)le16(v) : (int64_t)v[0];
       if (lab < 1 || lab > classes) {
         fail(err, errlen, "%s: record %d: label %lld out of range 1..%d%s", path, i,
-             (long long)lab, classes, lab > 256 ? " (labels are bytes: at most 256 classes)"
-             : "");
+             (long long)lab, classes, "");
         goto done;
       }
-      d->y[at + i] = (uint8_t)(lab - 1);
+      d->y[at + i] = (ir_label)(lab - 1);
     }
     memcpy(d->px + (size_t)at * (size_t)xsh[1], xp, xdn);
   }
@@ -904,7 +903,7 @@ static int load_ds_split(const char *dir, int val, int classes, rt_dataset *d, c
     return fail(err, errlen, "%s: too many images", dir);
   memset(d, 0, sizeof *d);
   size_t px = (size_t)total * 3 * (size_t)side * (size_t)side;
-  d->px = malloc(px ? px : 1), d->y = malloc(total ? (size_t)total : 1);
+  d->px = malloc(px ? px : 1), d->y = malloc((total ? (size_t)total : 1) * sizeof *d->y);
   if (!d->px || !d->y) {
     free(d->px), free(d->y), memset(d, 0, sizeof *d);
     return fail(err, errlen, "%s: out of memory for %ld images of 3x%dx%d", dir, total, side,
@@ -1084,7 +1083,7 @@ void rt_dataset_truncate(rt_dataset *d, int n) {
     float *x = realloc(d->x, px * sizeof(float));
     if (x) d->x = x;
   }
-  uint8_t *y = realloc(d->y, (size_t)n);
+  ir_label *y = realloc(d->y, (size_t)n * sizeof *y);
   if (y) d->y = y;
 }
 
@@ -1120,7 +1119,7 @@ void rt_data_norm(const rt_dataset *d, rt_norm *nm) {
 }
 
 void rt_data_batch(const rt_dataset *d, const int *idx, int n, const rt_norm *nm, int crop,
-                   int flip, rt_rng *rng, float *out, uint8_t *labels) {
+                   int flip, rt_rng *rng, float *out, ir_label *labels) {
   assert(nm && nm->c == d->c && crop >= 0 && !d->src); /* a folder streams */
   const int c = d->c, h = d->h, w = d->w;
   const size_t chw = (size_t)c * (size_t)h * (size_t)w;

@@ -25,6 +25,7 @@
 #include <stdio.h>
 
 #include "base/rng.h"
+#include "ir/ir.h"
 
 typedef enum {
   RT_DATA_IDX,        /* dir: train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], t10k-... */
@@ -41,7 +42,7 @@ typedef struct rt_dataset {
   float *x;         /* n*c*h*w, values in [0, 1]; NULL when px or src holds the images */
   uint8_t *px;      /* n*c*h*w bytes, value px*scale (sets too large as floats) */
   float scale;      /* of px */
-  uint8_t *y;       /* n labels */
+  ir_label *y;      /* n labels */
   struct rt_folder *src; /* an image folder: decoded on demand by a stream */
 } rt_dataset;
 
@@ -101,7 +102,7 @@ void rt_data_norm(const rt_dataset *d, rt_norm *nm);
  * image after another, so the result depends only on the rng state. */
 void rt_data_batch(const rt_dataset *d, const int *idx, int n,
                    const rt_norm *nm, int crop, int flip, rt_rng *rng,
-                   float *out, uint8_t *labels);
+                   float *out, ir_label *labels);
 
 /* Batches of any data set, in a given order. For a folder, `threads`
  * workers decode, crop and resize up to `ahead` batches before they are
@@ -129,7 +130,7 @@ rt_stream *rt_stream_new(const rt_dataset *d, const rt_norm *nm, int batch, int 
 void rt_stream_epoch(rt_stream *s, const int *order, int n, rt_rng *rng);
 /* The next batch: *x and *y stay valid until the next call. 0, 1 at the
  * end of the pass, or -1 with a message naming the file. */
-int rt_stream_next(rt_stream *s, const float **x, const uint8_t **y, int *b, char *err,
+int rt_stream_next(rt_stream *s, const float **x, const ir_label **y, int *b, char *err,
                    size_t errlen);
 /* Seconds the caller spent waiting in rt_stream_next, and the calls that
  * waited at all, since the stream began. */

@@ -253,7 +253,7 @@ void rt_exec_set_input(rt_exec *x, const float *batch, int n) {
 
 void rt_exec_forward(rt_exec *x) { keep(x, x->backend->i->forward(x->backend)); }
 
-double rt_exec_loss(rt_exec *x, const uint8_t *labels, int grad, int *correct) {
+double rt_exec_loss(rt_exec *x, const ir_label *labels, int grad, int *correct) {
   double loss = NAN;
   keep(x, x->backend->i->loss(x->backend, labels, grad, &loss, correct));
   return loss;
@@ -273,7 +273,7 @@ void rt_exec_sgd(rt_exec *x, float lr, float momentum, float decay) {
 
 void rt_exec_phase2(rt_exec *x, int on) { x->backend->i->phase2(x->backend, on); }
 
-int rt_exec_dense_grad(rt_exec *x, const float *in, const uint8_t *labels, int n, float *out,
+int rt_exec_dense_grad(rt_exec *x, const float *in, const ir_label *labels, int n, float *out,
                        double *loss, char *err, size_t errlen) {
   if (x->backend->i->dense_grad(x->backend, in, labels, n, out, loss)) {
     snprintf(err, errlen, "%s", x->backend->error);

@@ -101,7 +101,7 @@ void rt_exec_set_driver(rt_exec *x, rt_graph_fn fwd, rt_graph_fn bwd);
  * of the backend is kept for rt_exec_status; the results are then void. */
 void rt_exec_set_input(rt_exec *x, const float *batch, int n);
 void rt_exec_forward(rt_exec *x);
-double rt_exec_loss(rt_exec *x, const uint8_t *labels, int grad, int *correct);
+double rt_exec_loss(rt_exec *x, const ir_label *labels, int grad, int *correct);
 void rt_exec_backward(rt_exec *x);
 /* Interprets schedule calls (the same the emitted driver makes). */
 void rt_exec_run(rt_exec *x, const ir_call *calls, int n);
@@ -128,7 +128,7 @@ void rt_exec_phase2(rt_exec *x, int on);
  * *loss. The training backend computes each layer's where it can (cuBLAS
  * on the GPU), else the host does (OpenBLAS on the exec's threads). 0, or
  * -1 with a message. */
-int rt_exec_dense_grad(rt_exec *x, const float *in, const uint8_t *labels, int n, float *out,
+int rt_exec_dense_grad(rt_exec *x, const float *in, const ir_label *labels, int n, float *out,
                        double *loss, char *err, size_t errlen);
 rt_backend_stats rt_exec_get_stats(const rt_exec *x);
 

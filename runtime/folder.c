@@ -24,7 +24,7 @@ enum {
   PATH_LEN = 4096,
   HEAD = 1 << 16,    /* bytes read to find a JPEG's size (its EXIF can be long) */
   TAIL = 1 << 12,    /* bytes at the end that must hold the end-of-image marker */
-  MAX_CLASSES = 256, /* labels are bytes */
+  MAX_CLASSES = 65536, /* labels are ir_label */
   SHOW_BAD = 3,      /* bad files named in the error that stops a run */
   NORM_SAMPLE = 256  /* images the normalisation is measured on */
 };
@@ -287,13 +287,13 @@ static int open_split(const rt_data_opts *o, const char *root, rt_dataset *d, ch
   if (cls.n > MAX_CLASSES) {
     int n = cls.n;
     free_strs(cls.v, cls.n);
-    return fail(err, errlen, "%s: %d class folders, more than the %d ilnas's byte labels "
-                "hold", root, n, MAX_CLASSES);
+    return fail(err, errlen, "%s: %d class folders, more than the %d classes ilnas's "
+                "labels hold", root, n, MAX_CLASSES);
   }
   struct rt_folder *f = calloc(1, sizeof *f);
   size_t ncap = 1 << 16, nlen = 0, ocap = 1024;
   int n = 0, rc = -1;
-  uint8_t *y = malloc(ocap);
+  ir_label *y = malloc(ocap * sizeof *y);
   char **why = NULL;
   if (f) f->names = malloc(ncap), f->off = malloc(ocap * sizeof(size_t));
   if (!f || !f->names || !f->off || !y) goto oom;
@@ -324,12 +324,12 @@ static int open_split(const rt_data_opts *o, const char *root, rt_dataset *d, ch
         if (nn) f->names = nn, ncap = nc;
         size_t *no = nn ? realloc(f->off, oc * sizeof *no) : NULL;
         if (no) f->off = no;
-        uint8_t *ny = no ? realloc(y, oc) : NULL;
+        ir_label *ny = no ? realloc(y, oc * sizeof *ny) : NULL;
         if (ny) y = ny, ocap = oc;
         if (!ny || n == INT_MAX) { free_strs(files.v, files.n); goto oom; }
       }
       f->off[n] = nlen;
-      y[n] = (uint8_t)k;
+      y[n] = (ir_label)k;
       nlen += (size_t)snprintf(f->names + nlen, len, "%s/%s", f->classes[k], files.v[i]) + 1;
       n++, found++;
     }
@@ -679,7 +679,7 @@ static int load_one(const rt_dataset *d, rt_fwork *w, int i, const rt_norm *nm, 
 }
 
 int rt_folder_image(const rt_dataset *d, rt_fwork *w, int i, const rt_norm *nm, int train,
-                    int flip, uint64_t seed, float *out, uint8_t *label, char *err,
+                    int flip, uint64_t seed, float *out, ir_label *label, char *err,
                     size_t errlen) {
   struct rt_folder *f = d->src;
   char why[512];

@@ -33,7 +33,7 @@ void rt_fwork_free(rt_fwork *w);
  * 'skip bad' is reported once and the next good image in the folder takes
  * its place. 0 or -1. Safe on many threads, each with its own w. */
 int rt_folder_image(const rt_dataset *d, rt_fwork *w, int i, const rt_norm *nm, int train,
-                    int flip, uint64_t seed, float *out, uint8_t *label, char *err,
+                    int flip, uint64_t seed, float *out, ir_label *label, char *err,
                     size_t errlen);
 
 /* Each of `planes` ih x iw float planes resampled to oh x ow with PIL's

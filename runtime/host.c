@@ -470,9 +470,9 @@ static void grads_dense(const hx *x, float *out) {
 
 static void clear_dact(hx *x);
 
-static double loss_op(hx *x, const uint8_t *labels, int grad, int *correct);
+static double loss_op(hx *x, const ir_label *labels, int grad, int *correct);
 
-static int host_loss(rt_backend *b, const uint8_t *labels, int grad, double *loss, int *correct) {
+static int host_loss(rt_backend *b, const ir_label *labels, int grad, double *loss, int *correct) {
   hx *x = (hx *)b;
   host *e = (host *)x;
   double t0 = e->prof ? prof_now() : 0.0;
@@ -481,7 +481,7 @@ static int host_loss(rt_backend *b, const uint8_t *labels, int grad, double *los
   return 0;
 }
 
-static double loss_op(hx *x, const uint8_t *labels, int grad, int *correct) {
+static double loss_op(hx *x, const ir_label *labels, int grad, int *correct) {
   const ir_graph *g = x->g;
   int k = g->cfg.classes, n = x->n;
   int64_t off = g->tensors[g->logits_t].off, ns = g->act_size;
@@ -1249,7 +1249,7 @@ static int host_dense_wgrad(hx *x, const ir_layer *l, const float *in, int64_t x
   return 0;
 }
 
-static int host_dense_grad(rt_backend *b_, const float *in, const uint8_t *labels, int n,
+static int host_dense_grad(rt_backend *b_, const float *in, const ir_label *labels, int n,
                            float *out, double *loss) {
   hx *x = (hx *)b_;
   char *err = b_->error;

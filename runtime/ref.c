@@ -467,7 +467,7 @@ void rt_ref_gap_bwd(int n, int c, int hw, const float *dy, long dy_ns,
 }
 
 double rt_ref_softmax_xent(int n, int classes, const float *logits,
-                           const uint8_t *labels, float *dlogits,
+                           const ir_label *labels, float *dlogits,
                            int *correct) {
   double loss = 0.0;
   int hits = 0;

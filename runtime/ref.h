@@ -26,6 +26,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ir/ir.h"
+
 typedef struct rt_conv_shape {
   int n;                /* batch */
   int cin, h, w;        /* input channels (read), height, width */
@@ -129,7 +131,7 @@ void rt_ref_gap_bwd(int n, int c, int hw, const float *dy, long dy_ns,
  * already divided by n) when dlogits is not NULL; counts argmax hits
  * (ties: lowest index) into *correct when not NULL. Returns the mean loss. */
 double rt_ref_softmax_xent(int n, int classes, const float *logits,
-                           const uint8_t *labels, float *dlogits,
+                           const ir_label *labels, float *dlogits,
                            int *correct);
 
 /* SGD with momentum and weight decay, PyTorch semantics:

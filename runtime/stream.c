@@ -23,7 +23,7 @@ struct rt_stream {
   int batch, crop, flip, ahead;
   size_t img;            /* floats per image */
   float **x;             /* ahead slots of batch images */
-  uint8_t **y;           /* their labels */
+  ir_label **y;          /* their labels */
   /* the pass */
   int *order;            /* n positions (a copy), or NULL: identity */
   int n, nbatches;
@@ -140,7 +140,7 @@ rt_stream *rt_stream_new(const rt_dataset *d, const rt_norm *nm, int batch, int 
   int ok = s->x && s->y && s->count;
   for (int k = 0; ok && k < s->ahead; k++) {
     s->x[k] = malloc((size_t)s->batch * s->img * sizeof(float));
-    s->y[k] = malloc((size_t)s->batch);
+    s->y[k] = malloc((size_t)s->batch * sizeof *s->y[k]);
     ok = s->x[k] && s->y[k];
   }
   if (ok && d->src && threads <= 0) ok = (s->own = rt_fwork_new()) != NULL;
@@ -186,7 +186,7 @@ void rt_stream_epoch(rt_stream *s, const int *order, int n, rt_rng *rng) {
   pthread_mutex_unlock(&s->mu);
 }
 
-int rt_stream_next(rt_stream *s, const float **x, const uint8_t **y, int *b, char *err,
+int rt_stream_next(rt_stream *s, const float **x, const ir_label **y, int *b, char *err,
                    size_t errlen) {
   if (s->next_batch >= s->nbatches) return 1;
   int at = s->next_batch * s->batch, nb = s->n - at < s->batch ? s->n - at : s->batch;

@@ -54,7 +54,7 @@ typedef struct srch_batches {
   int count;            /* batches */
   int n;                /* images per batch */
   const float *x;       /* count * n * (c*h*w) */
-  const uint8_t *y;     /* count * n */
+  const ir_label *y;    /* count * n */
 } srch_batches;
 
 /* When phase II runs. After `done` epochs of `epochs`, on a beat (done a

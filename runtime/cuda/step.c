@@ -497,13 +497,13 @@ static int st_forward(rt_backend *b) {
   return done(d);
 }
 
-static int st_loss(rt_backend *b, const uint8_t *labels, int grad, double *loss, int *correct) {
+static int st_loss(rt_backend *b, const ir_label *labels, int grad, double *loss, int *correct) {
   dstep *d = D(b);
   if (d->inner) return d->host->i->loss(d->host, labels, grad, loss, correct);
   double out[2] = {0, 0};
   flush(d);
   d->grad = !!grad;
-  if (!d->fail) chk(d, cu.cuMemcpyHtoDAsync_v2(d->labels, labels, (size_t)d->n, d->st), "cuMemcpyHtoD (labels)");
+  if (!d->fail) chk(d, cu.cuMemcpyHtoDAsync_v2(d->labels, labels, (size_t)d->n * sizeof *labels, d->st), "cuMemcpyHtoD (labels)");
   run_phase(d, PH_LOSS);
   if (!d->fail) chk(d, cu.cuMemcpyDtoHAsync_v2(out, d->scal, sizeof out, d->st), "cuMemcpyDtoH (the loss)");
   if (!d->fail) chk(d, cu.cuStreamSynchronize(d->st), "the step");
@@ -609,7 +609,7 @@ static void st_phase2(rt_backend *b, int on) {
   if (!on) leave_inner(d);
 }
 
-static int st_dense_grad(rt_backend *b, const float *images, const uint8_t *labels, int n, float *out, double *loss) {
+static int st_dense_grad(rt_backend *b, const float *images, const ir_label *labels, int n, float *out, double *loss) {
   dstep *d = D(b);
   int was = d->inner;
   enter_inner(d);
@@ -795,7 +795,7 @@ rt_backend *rt_cuda_step_new(const ir_graph *g, const ir_arch *arch, int cap, in
   d->pgm = zalloc(d, 4 * (size_t)d->np * sizeof(float));
   d->stats = zalloc(d, (size_t)d->nstats * sizeof(float));
   d->bnaux = zalloc(d, 2 * (size_t)d->nstats * sizeof(float));
-  d->labels = zalloc(d, (size_t)cap + 4);
+  d->labels = zalloc(d, (size_t)cap * sizeof(ir_label) + 4);
   d->lsc = zalloc(d, 2 * (size_t)cap * sizeof(double));
   d->scal = zalloc(d, 8 * sizeof(float));
   if (!d->fail) chk(d, cu.cuStreamSynchronize(d->st), "cuStreamSynchronize");

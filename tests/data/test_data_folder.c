@@ -124,7 +124,7 @@ static void test_labels(const char *root) {
   int order[15];
   for (int i = 0; i < 15; i++) order[i] = (i * 7) % 15;
   float *got[2];
-  uint8_t lab[2][15];
+  ir_label lab[2][15];
   size_t img = 3 * 12 * 12;
   for (int t = 0; t < 2; t++) {
     got[t] = malloc(15 * img * sizeof(float));
@@ -136,11 +136,11 @@ static void test_labels(const char *root) {
     for (int pass = 0; pass < 2; pass++) { /* a second pass reuses the stream */
       rt_stream_epoch(s, order, 15, &rng);
       const float *x;
-      const uint8_t *y;
+      const ir_label *y;
       int n, at = 0, rc;
       while ((rc = rt_stream_next(s, &x, &y, &n, err, sizeof err)) == 0) {
         memcpy(got[t] + at * img, x, (size_t)n * img * sizeof(float));
-        memcpy(lab[t] + at, y, (size_t)n);
+        memcpy(lab[t] + at, y, (size_t)n * sizeof *y);
         at += n;
       }
       CHECK(rc == 1 && at == 15);
@@ -148,7 +148,7 @@ static void test_labels(const char *root) {
     rt_stream_free(s);
   }
   CHECK(memcmp(got[0], got[1], 15 * img * sizeof(float)) == 0);
-  CHECK(memcmp(lab[0], lab[1], 15) == 0);
+  CHECK(memcmp(lab[0], lab[1], sizeof lab[0]) == 0);
   for (int i = 0; i < 15; i++) CHECK(lab[0][i] == a.y[order[i]]);
   /* normalised values of images in [0, 1] stay within a few std of 0 */
   float lo = 1e9f, hi = -1e9f;
@@ -267,7 +267,7 @@ static void test_bad_files(const char *root) {
   /* inner.png fails when decoded: skipped and reported once, twice over */
   rt_stream *s = rt_stream_new(&a, &nm, 13, 0, 0, 2, 2, err, sizeof err);
   const float *x;
-  const uint8_t *y;
+  const ir_label *y;
   int got;
   for (int pass = 0; pass < 2; pass++) {
     rt_stream_epoch(s, NULL, a.n, NULL);
@@ -451,7 +451,7 @@ static void test_downsampled(const char *root) {
   rt_data_norm(&a, &nm);
   CHECK(nm.c == 3 && nm.std[0] > 0.1f);
   float out[2 * 192];
-  uint8_t lab[2];
+  ir_label lab[2];
   int idx[2] = {3, 7};
   rt_data_batch(&a, idx, 2, &nm, 0, 0, NULL, out, lab);
   CHECK(lab[0] == 3 && lab[1] == 2);
@@ -474,6 +474,18 @@ static void test_downsampled(const char *root) {
   CHECK(rt_data_open(&o, &a, &b, err, sizeof err) == -1);
   CHECK_HAS(err, "train_data_batch_1.npz: not a zip");
   free(z);
+
+  /* ImageNet's 1000 classes: labels past a byte */
+  const char *wide = tu_subdir(root, "ds1000");
+  write_ds_batch(tu_path(wide, "train_data_batch_1.npz"), 10, 8, 990, 1, 1000);
+  write_ds_batch(tu_path(wide, "val_data.npz"), 3, 8, 297, 0, 1000);
+  rt_data_opts w = {.fmt = RT_DATA_DOWNSAMPLED, .path = wide, .classes = 1000};
+  CHECK(rt_data_open(&w, &a, &b, err, sizeof err) == 0);
+  if (tu_failures) { fprintf(stderr, "%s\n", err); return; }
+  bad = 0;
+  for (int i = 0; i < 10; i++) bad += a.y[i] != 990 + i;
+  CHECK(bad == 0 && b.y[0] == 297 && b.y[2] == 299);
+  rt_dataset_free(&a), rt_dataset_free(&b);
 }
 
 /* ---- PIL's decodes (folder_pil.py writes NAME.c.raw beside NAME) ---- */

@@ -616,9 +616,9 @@ static void test_truncate(const char *root) {
 /* A hand-made set: n images of c x h x w, pixel value given by f. */
 static rt_dataset make_set(int n, int c, int h, int w, float (*f)(int, int)) {
   rt_dataset d = {.n = n, .c = c, .h = h, .w = w, .classes = 10,
-                  .x = malloc(sizeof(float) * n * c * h * w), .y = malloc((size_t)n)};
+                  .x = malloc(sizeof(float) * n * c * h * w), .y = malloc((size_t)n * sizeof(ir_label))};
   for (int i = 0; i < n; i++) {
-    d.y[i] = (uint8_t)(i % 10);
+    d.y[i] = (ir_label)(i % 10);
     for (int k = 0; k < c * h * w; k++) d.x[i * c * h * w + k] = f(i, k);
   }
   return d;
@@ -653,7 +653,7 @@ static void test_batch(void) {
   rt_dataset d = make_set(2, 1, 3, 4, grid_px);
   rt_norm nm = {1, {0.5f}, {0.25f}};
   float out[8 * 12];
-  uint8_t lab[8];
+  ir_label lab[8];
   int idx[8] = {1, 0, 1, 1, 0, 0, 1, 0};
   rt_rng r, r0;
 
@@ -760,7 +760,7 @@ static void test_batch_channels(void) {
   rt_dataset d = make_set(1, 3, 2, 2, rgb_px);
   rt_norm nm = {3, {0.5f, 0.25f, 0.0f}, {0.5f, 0.25f, 2.0f}};
   float out[12];
-  uint8_t lab;
+  ir_label lab;
   int zero = 0;
   rt_rng r;
   int found = 0;

@@ -250,7 +250,7 @@ static int cmd_synth(const char *model, const char *out, uint64_t seed, int n) {
   const int k = g->cfg.classes;
   float *raw = malloc((size_t)n * img * sizeof(float)), *in = malloc((size_t)n * img * sizeof(float));
   float *logits = malloc((size_t)n * k * sizeof(float));
-  uint8_t *lab = malloc((size_t)n);
+  ir_label *lab = malloc((size_t)n * sizeof *lab);
   if (!raw || !in || !logits || !lab) goto out;
   if (app_ckpt_save(path, x, &st, err, sizeof err)) {
     fprintf(stderr, "FAIL: %s\n", err);
@@ -262,7 +262,7 @@ static int cmd_synth(const char *model, const char *out, uint64_t seed, int n) {
     in[i] = (raw[i] - st.norm.mean[c]) / st.norm.std[c];
   }
   if (run_images(g, x, in, n, logits)) goto out;
-  for (int i = 0; i < n; i++) lab[i] = (uint8_t)argmax(logits + (size_t)i * k, k);
+  for (int i = 0; i < n; i++) lab[i] = (ir_label)argmax(logits + (size_t)i * k, k);
   if (write_file(out, "images.f32", raw, (size_t)n * img * sizeof(float)) ||
       write_file(out, "labels.u8", lab, (size_t)n) ||
       write_file(out, "ref.f32", logits, (size_t)n * k * sizeof(float)))

@@ -56,8 +56,8 @@ static int train(run *r, int graphs) {
   size_t img = (size_t)t->c * t->h * t->w;
   jt_state = 88172645463325252ull;
   float *in = jt_randf((size_t)BATCH * img);
-  uint8_t lab[BATCH];
-  for (int i = 0; i < BATCH; i++) lab[i] = (uint8_t)jt_int(0, g->cfg.classes - 1);
+  ir_label lab[BATCH];
+  for (int i = 0; i < BATCH; i++) lab[i] = (ir_label)jt_int(0, g->cfg.classes - 1);
   r->batch = (long long)(BATCH * img * sizeof(float)) + BATCH;
   for (int s = 0; s < STEPS; s++) {
     if (s == 3) { /* an α change: prepare, and the graphs are captured again */

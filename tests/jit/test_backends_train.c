@@ -83,7 +83,7 @@ static void leg_free(leg *L) {
 
 /* Trains one leg; 0, or -1 when it could not start (already reported). */
 static int train(leg *L, const char *backend, const model_case *mc, const float *in,
-                 const uint8_t *lab) {
+                 const ir_label *lab) {
   char err[256];
   L->g = jt_build(mc->src);
   CHECK(L->g, "%s: model does not build", mc->name);
@@ -130,7 +130,7 @@ static int train(leg *L, const char *backend, const model_case *mc, const float 
       L->dead_after = dead_layers(L);
     }
     const float *bx = in + (size_t)(it % DATA_BATCHES) * BATCH * img;
-    const uint8_t *by = lab + (it % DATA_BATCHES) * BATCH;
+    const ir_label *by = lab + (it % DATA_BATCHES) * BATCH;
     rt_exec_set_input(L->x, bx, BATCH);
     rt_exec_run(L->x, L->f, L->nf);
     L->loss[it] = rt_exec_loss(L->x, by, 1, NULL);
@@ -157,8 +157,8 @@ static void check_model(const model_case *mc) {
   int classes = g->cfg.classes;
   ir_free(g);
   float *in = jt_randf((size_t)DATA_BATCHES * BATCH * img);
-  uint8_t lab[DATA_BATCHES * BATCH];
-  for (int i = 0; i < DATA_BATCHES * BATCH; i++) lab[i] = (uint8_t)jt_int(0, classes - 1);
+  ir_label lab[DATA_BATCHES * BATCH];
+  for (int i = 0; i < DATA_BATCHES * BATCH; i++) lab[i] = (ir_label)jt_int(0, classes - 1);
 
   leg legs[N_LEGS];
   int ok[N_LEGS];
@@ -220,7 +220,7 @@ static void check_device_failure(void) {
   const ir_tensor *t = &g->tensors[g->input_t];
   size_t img = (size_t)t->c * t->h * t->w;
   float *in = calloc((size_t)BATCH * img, sizeof *in);
-  uint8_t lab[BATCH] = {0};
+  ir_label lab[BATCH] = {0};
   for (size_t i = 0; in && i < (size_t)BATCH * img; i++) in[i] = (float)(i % 7) * 0.1f;
   for (int round = 0; in && round < 3; round++) {
     emu_fail_launches(round == 1 ? 2 : -1); /* round 1: the third launch fails */

@@ -48,7 +48,7 @@ static const char *src_pool =
 static ir_graph *build(void) { return jt_build(src); }
 
 static double step(rt_exec *x, const ir_call *f, int nf, const ir_call *bw, int nb,
-                   const float *in, const uint8_t *lab, int n) {
+                   const float *in, const ir_label *lab, int n) {
   rt_exec_set_input(x, in, n);
   rt_exec_run(x, f, nf);
   double loss = rt_exec_loss(x, lab, 1, NULL);
@@ -80,8 +80,8 @@ static void check_stale_arena(const char *text, const char *backend) {
   const ir_tensor *t = &g->tensors[g->input_t];
   size_t img = (size_t)t->c * t->h * t->w, np = (size_t)g->n_params;
   float *in = jt_randf(n * img), *g1 = malloc(np * sizeof *g1), *g2 = malloc(np * sizeof *g2);
-  uint8_t lab[6];
-  for (int i = 0; i < n; i++) lab[i] = (uint8_t)jt_int(0, g->cfg.classes - 1);
+  ir_label lab[6];
+  for (int i = 0; i < n; i++) lab[i] = (ir_label)jt_int(0, g->cfg.classes - 1);
   for (int pass = 0; pass < 2; pass++) {
     if (pass == 1) {
       float *act, *dact, *grads;
@@ -131,7 +131,7 @@ static void check_params_follow(void) {
   const ir_tensor *t = ok ? &g[0]->tensors[g[0]->input_t] : NULL;
   size_t img = t ? (size_t)t->c * t->h * t->w : 0;
   float *in = ok ? jt_randf(8 * img) : NULL;
-  uint8_t lab[8];
+  ir_label lab[8];
   for (int i = 0; i < 8; i++) lab[i] = (uint8_t)(i % 4);
   /* what happens before each pass: 0 nothing, 1 an SGD step, 2 a write */
   static const char *const what[] = {"the same values", "an SGD step", "a write"};
@@ -211,8 +211,8 @@ int main(int argc, char **argv) {
   const ir_tensor *t = &g[0]->tensors[g[0]->input_t];
   size_t img = (size_t)t->c * t->h * t->w;
   float *in = jt_randf(4 * n * img);
-  uint8_t lab[4 * 16];
-  for (int i = 0; i < 4 * n; i++) lab[i] = (uint8_t)jt_int(0, 3);
+  ir_label lab[4 * 16];
+  for (int i = 0; i < 4 * n; i++) lab[i] = (ir_label)jt_int(0, 3);
   srch_state s;
   CHECK(srch_init(&s, g[0], FE_SEARCH_ILNAS, 1) == 0, "srch_init");
   s.lr = 0.05f;
@@ -242,7 +242,7 @@ int main(int argc, char **argv) {
       }
     }
     const float *bx = in + (size_t)(it % 4) * n * img;
-    const uint8_t *by = lab + (it % 4) * n;
+    const ir_label *by = lab + (it % 4) * n;
     double l0 = step(x[0], f[0], nf[0], bw[0], nb[0], bx, by, n);
     double l1 = step(x[1], f[1], nf[1], bw[1], nb[1], bx, by, n);
     double d = fabs(l1 - l0);

@@ -57,8 +57,8 @@ static void check_same_losses(const char *backend) {
   const ir_tensor *t = &g->tensors[g->input_t];
   size_t img = (size_t)t->c * t->h * t->w;
   float *in = jt_randf(n * img), *vals = jt_randf(4096);
-  uint8_t lab[8];
-  for (int i = 0; i < n; i++) lab[i] = (uint8_t)jt_int(0, g->cfg.classes - 1);
+  ir_label lab[8];
+  for (int i = 0; i < n; i++) lab[i] = (ir_label)jt_int(0, g->cfg.classes - 1);
   int revived = 0, added = 0;
   double worst = 0;
   for (int step = 0; step < 24; step++) {

@@ -925,12 +925,36 @@ static void test_gap(void) {
 
 /* ---- softmax cross-entropy ---- */
 
+/* Labels past a byte (ImageNet's 1000 classes): the loss, the hits and
+ * the gradient's -1 land on the label's own logit. */
+static void test_xent_wide(void) {
+  enum { N = 4, C = 1000 };
+  static float logits[N * C], d[N * C];
+  const ir_label labels[N] = {999, 300, 256, 0};
+  for (int i = 0; i < N * C; i++) logits[i] = unif(-1, 1);
+  logits[0 * C + 999] = 9, logits[1 * C + 300] = 9; /* two right, two wrong */
+  double want = 0;
+  for (int s = 0; s < N; s++) {
+    double z = 0;
+    for (int j = 0; j < C; j++) z += exp((double)logits[s * C + j]);
+    want += -log(exp((double)logits[s * C + labels[s]]) / z) / N;
+  }
+  int hits = -1;
+  double loss = rt_ref_softmax_xent(N, C, logits, labels, d, &hits);
+  CHECK(fabs(loss - want) <= 1e-9 * want, "xent over %d classes %.17g, want %.17g", C, loss,
+        want);
+  CHECK(hits == 2, "xent over %d classes: %d correct, want 2", C, hits);
+  for (int s = 0; s < N; s++)
+    CHECK(d[s * C + labels[s]] < 0, "sample %d: the gradient at its label %d is %g", s,
+          labels[s], d[s * C + labels[s]]);
+}
+
 static void test_xent(void) {
   enum { N = 6, C = 7 };
   float logits[N * C], d[N * C];
-  uint8_t labels[N];
+  ir_label labels[N];
   for (int i = 0; i < N * C; i++) logits[i] = unif(-3, 3);
-  for (int s = 0; s < N; s++) labels[s] = (uint8_t)rt_rng_below(&rng, C);
+  for (int s = 0; s < N; s++) labels[s] = (ir_label)rt_rng_below(&rng, C);
 
   double want = 0;
   int want_hits = 0;
@@ -977,7 +1001,7 @@ static void test_xent(void) {
 
   /* Huge logits stay finite; ties go to the lowest index. */
   float big[3 * 2] = {1000, 1000, 1000, 1000, -1000, 1000};
-  uint8_t bl[3] = {0, 0, 1};
+  ir_label bl[3] = {0, 0, 1};
   float bd[6];
   loss = rt_ref_softmax_xent(3, 2, big, bl, bd, &hits);
   double want_big = (log(2.0) + log(2.0) + 0.0) / 3;
@@ -1030,6 +1054,7 @@ int main(void) {
   test_pool();
   test_gap();
   test_xent();
+  test_xent_wide();
   test_sgd();
   printf("worst normalised gradient error %.3g (tolerance %.3g)\n",
          worst_grad_err, GRAD_TOL);

@@ -182,9 +182,9 @@ static void test_dense_grad(void) {
   rt_rng_seed(&rng, 21);
   size_t img = input_size(g);
   float *in = malloc(N * img * sizeof *in), *grad = malloc((size_t)g->n_params * sizeof *grad);
-  uint8_t lab[N];
+  ir_label lab[N];
   for (size_t i = 0; i < N * img; i++) in[i] = rt_rng_uniform(&rng) * 2.0f - 1.0f;
-  for (int i = 0; i < N; i++) lab[i] = (uint8_t)rt_rng_below(&rng, 3);
+  for (int i = 0; i < N; i++) lab[i] = (ir_label)rt_rng_below(&rng, 3);
   srch_batches b = {1, N, in, lab};
   double loss;
   CHECK(srch_dense_grad(&st, x, &b, grad, &loss) == 0, "dense gradient: %s", st.err);
@@ -317,7 +317,7 @@ static void check_whole_kernels(const ir_graph *g, const ir_arch *a, const char 
  * granularity stays whole; the outputs stay finite. */
 /* The loss of one batch in inference mode (batch norm on its running
  * statistics). */
-static double eval_loss(rt_exec *x, const float *in, const uint8_t *lab, int n) {
+static double eval_loss(rt_exec *x, const float *in, const ir_label *lab, int n) {
   rt_exec_set_training(x, 0);
   rt_exec_set_input(x, in, n);
   rt_exec_forward(x);
@@ -360,11 +360,11 @@ static void test_budget(void) {
     srch_refill(&s, x);
     size_t img = input_size(g);
     float *in = malloc((size_t)n * img * sizeof(float)), *fixed = malloc((size_t)n * img * sizeof(float));
-    uint8_t lab[4], flab[4];
+    ir_label lab[4], flab[4];
     for (size_t i = 0; i < n * img; i++) in[i] = rt_rng_uniform(&rng);
     for (size_t i = 0; i < n * img; i++) fixed[i] = rt_rng_uniform(&rng);
-    for (int i = 0; i < n; i++) lab[i] = (uint8_t)rt_rng_below(&rng, 3);
-    for (int i = 0; i < n; i++) flab[i] = (uint8_t)rt_rng_below(&rng, 3);
+    for (int i = 0; i < n; i++) lab[i] = (ir_label)rt_rng_below(&rng, 3);
+    for (int i = 0; i < n; i++) flab[i] = (ir_label)rt_rng_below(&rng, 3);
     srch_batches b = {1, n, in, lab};
     for (int e = 0; e < 6; e++) {
       int64_t mm, nn;
@@ -453,11 +453,11 @@ static void test_bn_constants(int grow) {
   rt_rng_seed(&rng, 8);
   size_t img = input_size(g);
   float *in = malloc((size_t)N * img * sizeof *in);
-  uint8_t lab[N];
+  ir_label lab[N];
   double train = 0, eval = 0;
   for (int step = 0; in && step < 120; step++) {
     for (size_t i = 0; i < N * img; i++) in[i] = rt_rng_uniform(&rng);
-    for (int i = 0; i < N; i++) lab[i] = (uint8_t)(in[i * img] * 4); /* learnable */
+    for (int i = 0; i < N; i++) lab[i] = (ir_label)(in[i * img] * 4); /* learnable */
     if (have_st && step % 30 == 29) {
       srch_batches pb = {1, N, in, lab};
       srch_event ev;

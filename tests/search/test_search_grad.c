@@ -32,7 +32,7 @@ static int weighted(const ir_layer *l) {
 /* One batch and what the central differences compare against. */
 typedef struct batch {
   const float *in;
-  const uint8_t *lab;
+  const ir_label *lab;
   int n;
 } batch;
 
@@ -243,9 +243,9 @@ static void check_model(const char *src, const char *backend, int threads, int n
   const ir_tensor *ti = &g->tensors[g->input_t];
   size_t img = (size_t)ti->c * ti->h * ti->w;
   float *in = malloc(N * img * sizeof *in), *grad = malloc((size_t)g->n_params * sizeof *grad);
-  uint8_t lab[N];
+  ir_label lab[N];
   for (size_t i = 0; i < N * img; i++) in[i] = rt_rng_uniform(&rng);
-  for (int i = 0; i < N; i++) lab[i] = (uint8_t)rt_rng_below(&rng, (uint64_t)g->cfg.classes);
+  for (int i = 0; i < N; i++) lab[i] = (ir_label)rt_rng_below(&rng, (uint64_t)g->cfg.classes);
   batch b = {in, lab, N};
   srch_batches sb = {1, N, in, lab};
   double loss;

@@ -172,8 +172,8 @@ static void test_expansion(const char *backend) {
         (long long)ln, m, n);
   s.lr = (float)lr;
   float in[N * 2];
-  uint8_t lab[N];
-  for (int i = 0; i < N; i++) in[2 * i] = (float)X[i][0], in[2 * i + 1] = (float)X[i][1], lab[i] = (uint8_t)Y[i];
+  ir_label lab[N];
+  for (int i = 0; i < N; i++) in[2 * i] = (float)X[i][0], in[2 * i + 1] = (float)X[i][1], lab[i] = (ir_label)Y[i];
   srch_batches b = {1, N, in, lab};
   srch_event ev;
   int rc = srch_expand(&s, x, &b, &ev);
