@@ -168,7 +168,7 @@ int64_t cg_ptx_conv_threads(const cg_conv_desc *d, cg_ptx_op op, int64_t n) {
   switch (op) {
   case CG_PTX_FWD: return n * d->cout * g.oh * g.tiles;
   case CG_PTX_BWD_DATA: return g.fast_bwd ? n * d->cin * d->h * g.in_tiles : n * d->cin * d->h * d->w;
-  default: return n * kg_mask_count(d->wm, (int64_t)d->cout * d->cin * kk);
+  default: return cg_ptx_wchunks(n) * kg_mask_count(d->wm, (int64_t)d->cout * d->cin * kk);
   }
 }
 
@@ -389,10 +389,19 @@ int cg_ptx_conv_bwd_data(LLVMModuleRef m, const cg_conv_desc *d, const char *nam
   return g.fast_bwd ? conv_bwd_data_fast(m, d, &g, name) : conv_bwd_data_general(m, d, name);
 }
 
-/* One thread per (sample, active weight), the weights fastest, so that a
- * warp reads one dy plane (broadcast) and neighbouring taps of one padded
- * x plane: it sums its tap's products over the sample's output plane in
- * float, with no bounds to test, and adds the sum into dw by an atomic. */
+static LLVMValueRef lin_total(kg_kit *p, const void *arg);
+
+/* cg_ptx_wchunks(n) * per threads. */
+static LLVMValueRef chunk_total(kg_kit *p, const void *arg) {
+  const int64_t *per = arg;
+  return mulc(p, udivc(p, kg_add(p, p->n, kg_c64(p, CG_PTX_WCHUNK - 1)), CG_PTX_WCHUNK), *per);
+}
+
+/* One thread per (chunk of samples, active weight), the weights fastest,
+ * so that a warp reads one dy plane (broadcast) and neighbouring taps of
+ * one padded x plane: it sums its tap's products over its samples' output
+ * planes in float, with no bounds to test, and stores the partial sum:
+ * each thread writes its own, and cg_ptx_conv_wgrad_sum adds them. */
 int cg_ptx_conv_bwd_weight(LLVMModuleRef m, const cg_conv_desc *d, const char *name) {
   cg_ptx_conv_geom g;
   if (cg_ptx_conv_geom_init(&g, d) || g.xp_ns > INT32_MAX) return -1;
@@ -409,19 +418,23 @@ int cg_ptx_conv_bwd_weight(LLVMModuleRef m, const cg_conv_desc *d, const char *n
     int64_t wi = pat.idx[j], ci = wi / kk % d->cin, ky = wi % kk / K, kx = wi % K;
     off[j] = (int32_t)(ci * g.hp * g.wp + ky * g.wp + kx);
   }
-  conv_ctx c = {d, g.oh, g.ow, (int64_t)(nnz ? nnz : 1), 1};
+  int64_t per = (int64_t)(nnz ? nnz : 1);
   kg_kit p;
-  LLVMValueRef gid = begin(&p, m, name, conv_total, &c);
+  LLVMValueRef gid = begin(&p, m, name, chunk_total, &per);
   kg_tab wt = kg_table(&p, "widx", pat.idx, nnz, 4);
   kg_tab ot = kg_table(&p, "off", off, nnz, 4);
   kg_pattern_free(&pat), free(off);
-  LLVMValueRef nn = udivc(&p, gid, c.per), j = uremc(&p, gid, c.per);
+  LLVMValueRef q = udivc(&p, gid, per), j = uremc(&p, gid, per);
   LLVMValueRef wi = kg_tab_get(&p, wt, j), co = udivc(&p, wi, d->cin * kk);
-  LLVMValueRef xb = kg_add(&p, mulc(&p, nn, g.xp_ns), kg_tab_get(&p, ot, j));
-  LLVMValueRef yb = kg_add(&p, kg_mul(&p, nn, p.b_ns), mulc(&p, co, ohw));
+  LLVMValueRef n0 = mulc(&p, q, CG_PTX_WCHUNK), n1 = kg_add(&p, n0, kg_c64(&p, CG_PTX_WCHUNK));
+  n1 = LLVMBuildSelect(p.b, LLVMBuildICmp(p.b, LLVMIntULT, n1, p.n, ""), n1, p.n, "");
   LLVMValueRef acc = kg_local(&p, p.f32, "acc");
   LLVMBuildStore(p.b, LLVMConstReal(p.f32, 0), acc);
-  kg_loop ly, lx;
+  kg_loop ln, ly, lx;
+  kg_loop_open(&p, &ln, n0, n1, 1);
+  LLVMValueRef nn = ln.iv;
+  LLVMValueRef xb = kg_add(&p, mulc(&p, nn, g.xp_ns), kg_tab_get(&p, ot, j));
+  LLVMValueRef yb = kg_add(&p, kg_mul(&p, nn, p.b_ns), mulc(&p, co, ohw));
   kg_loop_open(&p, &ly, kg_c64(&p, 0), kg_c64(&p, g.oh), 1);
   LLVMValueRef oy = ly.iv;
   LLVMValueRef xr = kg_add(&p, xb, mulc(&p, oy, d->stride * g.wp)), yr = kg_add(&p, yb, mulc(&p, oy, g.ow));
@@ -430,8 +443,32 @@ int cg_ptx_conv_bwd_weight(LLVMModuleRef m, const cg_conv_desc *d, const char *n
   accumulate(&p, acc, p.f32, kg_ldf(&p, p.pb, kg_add(&p, yr, ox)), kg_ldf(&p, p.pa, kg_add(&p, xr, mulc(&p, ox, d->stride))));
   kg_loop_close(&p, &lx);
   kg_loop_close(&p, &ly);
-  LLVMBuildAtomicRMW(p.b, LLVMAtomicRMWBinOpFAdd, kg_at(&p, p.pc, wi), LLVMBuildLoad2(p.b, p.f32, acc, ""),
-                     LLVMAtomicOrderingMonotonic, 0);
+  kg_loop_close(&p, &ln);
+  LLVMBuildStore(p.b, LLVMBuildLoad2(p.b, p.f32, acc, ""), kg_at(&p, p.pd, gid));
+  return kg_end(&p);
+}
+
+/* One thread per active weight: its partial sums, chunk after chunk (so
+ * a warp reads consecutive floats), stored at its place in dw. */
+int cg_ptx_conv_wgrad_sum(LLVMModuleRef m, const cg_conv_desc *d, const char *name) {
+  const int64_t kk = (int64_t)d->k * d->k;
+  kg_pattern pat;
+  if (kg_pattern_init(&pat, d->wm, d->cout, d->cin, kk, KG_BY_OUTPUT)) return -1;
+  size_t nnz = (size_t)pat.nnz;
+  int64_t per[2] = {(int64_t)(nnz ? nnz : 1), 0};
+  kg_kit p;
+  LLVMValueRef j = begin(&p, m, name, lin_total, per);
+  kg_tab wt = kg_table(&p, "widx", pat.idx, nnz, 4);
+  kg_pattern_free(&pat);
+  LLVMValueRef chunks = udivc(&p, kg_add(&p, p.n, kg_c64(&p, CG_PTX_WCHUNK - 1)), CG_PTX_WCHUNK);
+  LLVMValueRef acc = kg_local(&p, p.f32, "acc");
+  LLVMBuildStore(p.b, LLVMConstReal(p.f32, 0), acc);
+  kg_loop lq;
+  kg_loop_open(&p, &lq, kg_c64(&p, 0), chunks, 1);
+  LLVMValueRef v = kg_ldf(&p, p.pa, kg_add(&p, mulc(&p, lq.iv, per[0]), j));
+  LLVMBuildStore(p.b, LLVMBuildFAdd(p.b, LLVMBuildLoad2(p.b, p.f32, acc, ""), v, ""), acc);
+  kg_loop_close(&p, &lq);
+  LLVMBuildStore(p.b, LLVMBuildLoad2(p.b, p.f32, acc, ""), kg_at(&p, p.pc, kg_tab_get(&p, wt, j)));
   return kg_end(&p);
 }
 

@@ -68,6 +68,11 @@
  * line that one thread of the conv kernels computes. */
 enum { CG_PTX_BLOCK = 256, CG_PTX_TX = 4 };
 
+/* Samples in one partial sum of the conv weight gradient: its threads
+ * own an (active weight, chunk of samples) pair each. */
+enum { CG_PTX_WCHUNK = 4 };
+static inline int64_t cg_ptx_wchunks(int64_t n) { return (n + CG_PTX_WCHUNK - 1) / CG_PTX_WCHUNK; }
+
 /* Where a conv layer's padded tensors live (cg_ptx_pad makes them). */
 typedef struct cg_ptx_conv_geom {
   int oh, ow;
@@ -93,7 +98,13 @@ int64_t cg_ptx_linear_threads(const cg_linear_desc *d, cg_ptx_op op, int64_t n);
  * indices do not fit in 32 bits or whose output is empty. */
 int cg_ptx_conv_fwd(LLVMModuleRef m, const cg_conv_desc *d, const char *name);
 int cg_ptx_conv_bwd_data(LLVMModuleRef m, const cg_conv_desc *d, const char *name);
+/* The conv weight gradient is output-stationary, in two kernels and with
+ * no atomics: bwd_weight's thread (q, j) sums active weight j's products
+ * over the samples of chunk q (cg_ptx_wchunks(n) chunks) and stores the
+ * partial sum at d[q * nnz + j]; wgrad_sum's thread j adds its weight's
+ * partials (a) and stores the sum at its place in dw (c), once. */
 int cg_ptx_conv_bwd_weight(LLVMModuleRef m, const cg_conv_desc *d, const char *name);
+int cg_ptx_conv_wgrad_sum(LLVMModuleRef m, const cg_conv_desc *d, const char *name);
 int cg_ptx_linear_fwd(LLVMModuleRef m, const cg_linear_desc *d, const char *name);
 int cg_ptx_linear_bwd_data(LLVMModuleRef m, const cg_linear_desc *d, const char *name);
 int cg_ptx_linear_bwd_weight(LLVMModuleRef m, const cg_linear_desc *d, const char *name);

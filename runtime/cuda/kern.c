@@ -11,7 +11,7 @@
 enum { K_FWD, K_BWD_DATA, K_BWD_WEIGHT, K_BIAS };
 /* The helpers: the dense path's, and the sparse kernels' input
  * preparation (conv: padded x and dy; linear: x batch-wide). */
-enum { H_IM2COL, H_COL2IM, H_TO_CM, H_FROM_CM, H_SCALE, H_BIAS_FILL, H_PREP_X, H_PREP_DY, N_HELPERS };
+enum { H_IM2COL, H_COL2IM, H_TO_CM, H_FROM_CM, H_SCALE, H_BIAS_FILL, H_PREP_X, H_PREP_DY, H_WSUM, N_HELPERS };
 
 static void count_all(cu_kern *k);
 
@@ -139,7 +139,8 @@ int cu_kern_build(cu_kern *k, const cu_kern_desc *d, const char *sm, char *err, 
    * be loaded side by side while a layer is being replaced. */
   long id = atomic_fetch_add(&serial, 1);
   static const char *const ops[4 + N_HELPERS] = {"fwd",   "bwd_data", "bwd_weight", "bias",   "im2col", "col2im",
-                                                  "to_cm", "from_cm",  "scale",      "bias_fill", "prep_x", "prep_dy"};
+                                                  "to_cm", "from_cm",  "scale",      "bias_fill", "prep_x", "prep_dy",
+                                                  "wgrad_sum"};
   char names[4 + N_HELPERS][64];
   for (int i = 0; i < 4 + N_HELPERS; i++) snprintf(names[i], sizeof names[i], "ilnas_k%ld_%s", id, ops[i]);
   LLVMContextRef ctx = LLVMContextCreate();
@@ -148,6 +149,7 @@ int cu_kern_build(cu_kern *k, const cu_kern_desc *d, const char *sm, char *err, 
   cg_ptx_conv_geom *g = &k->geom;
   int rc = d->conv ? cg_ptx_conv_geom_init(g, cd) || cg_ptx_conv_fwd(m, cd, names[0]) ||
                          cg_ptx_conv_bwd_data(m, cd, names[1]) || cg_ptx_conv_bwd_weight(m, cd, names[2]) ||
+                         cg_ptx_conv_wgrad_sum(m, cd, names[4 + H_WSUM]) ||
                          cg_ptx_im2col(m, cd, names[4 + H_IM2COL]) || cg_ptx_col2im(m, cd, names[4 + H_COL2IM]) ||
                          cg_ptx_pad(m, cd->cin, cd->h, cd->w, cd->pad, cd->pad, g->hp, g->wp, names[4 + H_PREP_X]) ||
                          (g->fast_bwd && cg_ptx_pad(m, cd->cout, g->oh, g->ow, cd->k - 1 - cd->pad,
@@ -167,7 +169,8 @@ int cu_kern_build(cu_kern *k, const cu_kern_desc *d, const char *sm, char *err, 
   LLVMDisposeModule(m);
   LLVMContextDispose(ctx);
   for (int i = 0; i < 4 + N_HELPERS && !rc; i++) {
-    if (!d->conv && (i == 4 + H_IM2COL || i == 4 + H_COL2IM || i == 4 + H_PREP_DY)) continue;
+    if (!d->conv && (i == 4 + H_IM2COL || i == 4 + H_COL2IM || i == 4 + H_PREP_DY || i == 4 + H_WSUM))
+      continue;
     if (d->conv && !k->geom.fast_bwd && i == 4 + H_PREP_DY) continue;
     CUfunction *f = i < 4 ? &k->fn[i] : &k->hf[i - 4];
     CUresult r = cu.cuModuleGetFunction(f, k->mod, names[i]);
@@ -302,10 +305,13 @@ CUresult cu_kern_bwd(cu_kern *k, CUstream s, CUdeviceptr x, CUdeviceptr dy, CUde
                      CUdeviceptr dw, CUdeviceptr db, int64_t n, int64_t x_ns, int64_t dy_ns) {
   CUresult r = 0;
   if (!k->blas) {
-    /* scratch: the prepared x, then the prepared dy */
+    /* scratch: the prepared x, the prepared dy, then (conv) the weight
+     * gradient's partial sums */
     int64_t xl = prep_x_len(k) * n, yl = prep_dy_len(k) * n;
-    if ((r = scratch(k, s, (size_t)(xl + yl)))) return r;
+    int64_t nnz = k->thr[CG_PTX_BWD_WEIGHT][1], parts = k->d.conv && dw ? cg_ptx_wchunks(n) * nnz : 0;
+    if ((r = scratch(k, s, (size_t)(xl + yl + parts)))) return r;
     CUdeviceptr xp = k->scratch, dyp = xp + (CUdeviceptr)xl * sizeof(float);
+    CUdeviceptr part = dyp + (CUdeviceptr)yl * sizeof(float);
     /* conv's weight gradient reads dy itself, linear's the batch-wide one */
     int prep = k->d.conv ? dx && k->geom.fast_bwd : 1;
     if (prep) r = prep_dy(k, s, dy, dyp, n, dy_ns);
@@ -315,9 +321,11 @@ CUresult cu_kern_bwd(cu_kern *k, CUstream s, CUdeviceptr x, CUdeviceptr dy, CUde
      * ones are zeroed here. */
     if (!r && dw) r = cu.cuMemsetD32Async(dw, 0, k->nw, s);
     if (!r && dw) r = prep_x(k, s, x, xp, n, x_ns);
-    if (!r && dw) {
-      CUdeviceptr b = k->d.conv ? dy : dyp;
-      r = launch(k->fn[K_BWD_WEIGHT], s, threads_of(k, CG_PTX_BWD_WEIGHT, n), xp, b, dw, 0, n, 0, dy_ns);
+    if (!r && dw && k->d.conv) { /* partial sums per chunk of samples, then their sums */
+      r = launch(k->fn[K_BWD_WEIGHT], s, parts, xp, dy, dw, part, n, 0, dy_ns);
+      if (!r) r = launch(k->hf[H_WSUM], s, nnz, part, 0, dw, 0, n, 0, 0);
+    } else if (!r && dw) {
+      r = launch(k->fn[K_BWD_WEIGHT], s, threads_of(k, CG_PTX_BWD_WEIGHT, n), xp, dyp, dw, 0, n, 0, dy_ns);
     }
   } else if (!k->d.conv) {
     /* dX += dY W; dW = dY^T X, then masked (column-major, as for fwd) */

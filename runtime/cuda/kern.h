@@ -48,7 +48,7 @@ typedef struct cu_kern {
   CUmodule mod;
   CUdeviceptr tables;            /* the kernels' index tables, one allocation */
   CUfunction fn[4];              /* the sparse kernels: fwd, bwd_data, bwd_weight, bias */
-  CUfunction hf[8];              /* helpers: the dense path's and the inputs' preparation */
+  CUfunction hf[9];              /* helpers: the dense path's, the inputs' preparation, the conv weight gradient's sum */
   /* The dense path (cu_kern_set_dense): cuBLAS on the masked weights. */
   cublasHandle_t blas;           /* 0: the sparse kernels */
   CUdeviceptr maskf;             /* nw floats, 1 at the active weights */

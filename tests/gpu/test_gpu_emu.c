@@ -26,7 +26,7 @@
 
 typedef void (*kern)(float *, float *, float *, float *, int64_t, int64_t, int64_t);
 
-enum { EMU_MAX_FN = 6 };
+enum { EMU_MAX_FN = 7 };
 
 typedef struct emu {
   LLVMOrcLLJITRef jit;
@@ -93,7 +93,7 @@ static int emu_build(emu *E, emu_gen gen, const void *arg, const char *const *na
 
 /* A layer's kernels and the preparation of their inputs (padded for conv,
  * batch-wide for linear), as runtime/cuda/kern.c builds them. */
-enum { E_FWD, E_BWD_DATA, E_BWD_WEIGHT, E_BIAS, E_PREP_X, E_PREP_DY };
+enum { E_FWD, E_BWD_DATA, E_BWD_WEIGHT, E_BIAS, E_PREP_X, E_PREP_DY, E_WSUM };
 typedef struct layer_arg {
   int kind;
   const cg_conv_desc *cd;
@@ -110,8 +110,10 @@ static int gen_layer(LLVMModuleRef m, const void *arg) {
                : cg_ptx_linear_fwd(m, a->ld, "k_fwd") || cg_ptx_linear_bwd_data(m, a->ld, "k_bwd_data") ||
                      cg_ptx_linear_bwd_weight(m, a->ld, "k_bwd_weight");
   rc = rc || cg_ptx_bias_grad(m, a->nout, a->plane, a->bm, "k_bias");
-  if (a->kind != IR_CONV)
-    return rc || cg_ptx_to_cm(m, a->ld->in, 1, "k_prep_x") || cg_ptx_to_cm(m, a->ld->out, 1, "k_prep_dy");
+  if (a->kind != IR_CONV) /* k_wsum: a stand-in so that the names resolve */
+    return rc || cg_ptx_to_cm(m, a->ld->in, 1, "k_prep_x") || cg_ptx_to_cm(m, a->ld->out, 1, "k_prep_dy") ||
+           cg_ptx_scale(m, "k_wsum");
+  rc = rc || cg_ptx_conv_wgrad_sum(m, a->cd, "k_wsum");
   const cg_conv_desc *d = a->cd;
   cg_ptx_conv_geom g;
   rc = rc || cg_ptx_conv_geom_init(&g, d) || cg_ptx_pad(m, d->cin, d->h, d->w, d->pad, d->pad, g.hp, g.wp, "k_prep_x");
@@ -122,9 +124,10 @@ static int gen_layer(LLVMModuleRef m, const void *arg) {
 
 static int emu_new(emu *E, int kind, const cg_conv_desc *cd, const cg_linear_desc *ld, int64_t nout,
                    int64_t plane, const uint8_t *bm) {
-  static const char *const names[6] = {"k_fwd", "k_bwd_data", "k_bwd_weight", "k_bias", "k_prep_x", "k_prep_dy"};
+  static const char *const names[7] = {"k_fwd",    "k_bwd_data", "k_bwd_weight", "k_bias",
+                                       "k_prep_x", "k_prep_dy",  "k_wsum"};
   layer_arg a = {kind, cd, ld, nout, plane, bm};
-  return emu_build(E, gen_layer, &a, names, 6);
+  return emu_build(E, gen_layer, &a, names, 7);
 }
 
 static void emu_free(emu *E) {
@@ -185,7 +188,13 @@ static void conv_case(int cin, int h, int w, int cout, int k, int stride, int pa
     float *dw0 = jt_randf(nw), *dw1 = calloc(nw, sizeof *dw1);
     float *db0 = jt_randf((size_t)cout), *db1 = calloc((size_t)cout, sizeof *db1);
     rt_ref_conv_bwd_weight(&s, x, dy, wm, bm, dw0, db0);
-    launch(&E, E_BWD_WEIGHT, cg_ptx_conv_threads(&d, CG_PTX_BWD_WEIGHT, n), xp, dy, dw1, NULL, n, 0, s.y_ns);
+    /* partial sums per chunk of samples (each thread writes its own:
+     * poisoned first), then their sums, stored once per weight */
+    int64_t parts = cg_ptx_conv_threads(&d, CG_PTX_BWD_WEIGHT, n), nnz = parts / cg_ptx_wchunks(n);
+    float *part = jt_randf((size_t)(parts ? parts : 1));
+    launch(&E, E_BWD_WEIGHT, parts, xp, dy, dw1, part, n, 0, s.y_ns);
+    launch(&E, E_WSUM, nnz, part, NULL, dw1, NULL, n, 0, 0);
+    free(part);
     e = jt_nerr(dw1, dw0, nw);
     CHECK(e <= TOL, "%s: bwd_weight error %g", what, e);
     launch(&E, E_BIAS, (int64_t)n * cout, dy, NULL, db1, NULL, n, s.y_ns, 0);

@@ -66,7 +66,8 @@ static void layer_case(const char *what, int kind, const cg_conv_desc *cd, const
                      cg_ptx_linear_bwd_weight(m, ld, "k_bwd_weight");
   if (kind == IR_CONV) {
     int64_t oh = (cd->h + 2 * cd->pad - cd->k) / cd->stride + 1, ow = (cd->w + 2 * cd->pad - cd->k) / cd->stride + 1;
-    rc = rc || cg_ptx_bias_grad(m, cd->cout, oh * ow, cd->bm, "k_bias");
+    rc = rc || cg_ptx_bias_grad(m, cd->cout, oh * ow, cd->bm, "k_bias") ||
+         cg_ptx_conv_wgrad_sum(m, cd, "k_wsum");
   } else {
     rc = rc || cg_ptx_bias_grad(m, ld->out, 1, ld->bm, "k_bias");
   }
@@ -74,7 +75,8 @@ static void layer_case(const char *what, int kind, const cg_conv_desc *cd, const
   /* The generators write target-independent IR: no triple, no layout. */
   CHECK(strcmp(LLVMGetTarget(m), "") == 0, "%s: generator set a triple", what);
   CHECK(strcmp(LLVMGetDataLayoutStr(m), "") == 0, "%s: generator set a data layout", what);
-  CHECK(LLVMGetNamedMetadataNumOperands(m, "nvvm.annotations") == 4, "%s: kernels not annotated", what);
+  CHECK(LLVMGetNamedMetadataNumOperands(m, "nvvm.annotations") == (kind == IR_CONV ? 5u : 4u),
+        "%s: kernels not annotated", what);
   char *ptx = NULL, err[512];
   size_t nt = 0;
   cg_ptx_table *tabs = cg_ptx_take_tables(m, &nt);
@@ -86,7 +88,7 @@ static void layer_case(const char *what, int kind, const cg_conv_desc *cd, const
   if (!ptx) return;
   CHECK(strstr(ptx, ".target sm_80") != NULL, "%s: PTX not for sm_80", what);
   CHECK(strstr(ptx, ".entry k_fwd") && strstr(ptx, ".entry k_bwd_data") &&
-            strstr(ptx, ".entry k_bwd_weight"),
+            strstr(ptx, ".entry k_bwd_weight") && (kind != IR_CONV || strstr(ptx, ".entry k_wsum")),
         "%s: PTX lacks a kernel entry", what);
   char file[4096];
   snprintf(file, sizeof file, "%s/m%d.ptx", work, modules++);
