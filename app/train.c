@@ -61,9 +61,10 @@ static rt_data_format data_format(fe_data d) {
 
 /* Loads both splits and checks they fit the model's input and classes. An
  * image folder is listed and its files checked on `threads` threads, bad
- * ones skipped (and reported) with skip_bad. */
+ * ones skipped (and reported) with skip_bad; train_limit > 0 keeps that many
+ * training images, cut before the input adapters run. */
 static int load_data(const ir_graph *g, const char *path, int skip_bad, int threads,
-                     rt_dataset *train, rt_dataset *test) {
+                     int train_limit, rt_dataset *train, rt_dataset *test) {
   const fe_model *m = &g->cfg;
   char err[2048];
   if (!path) path = m->data_path;
@@ -71,7 +72,7 @@ static int load_data(const ir_graph *g, const char *path, int skip_bad, int thre
   rt_data_opts dopt = {.fmt = data_format(m->data), .path = path, .split = m->test_split,
                        .classes = m->classes, .c = m->in_c, .h = m->in_h, .w = m->in_w,
                        .resize_h = m->resize_h, .resize_w = m->resize_w,
-                       .channels = m->channels,
+                       .channels = m->channels, .train_limit = train_limit,
                        .skip_bad = skip_bad, .threads = threads, .log = stderr};
   if (rt_data_open(&dopt, train, test, err, sizeof err)) {
     fprintf(stderr, "error: %s\n", err);
@@ -321,6 +322,8 @@ typedef struct train_run {
   rt_stream *stream;       /* the training batches */
   char *classes;           /* the data's class names, one per line, or NULL */
   double train_secs;       /* the training steps of every epoch, for --profile */
+  int same_head;           /* --from: the checkpoint's classifier carried over */
+  double from_acc;         /* --from with the same classes: test accuracy before training */
 } train_run;
 
 /* What one epoch of phase I measured. */
@@ -383,8 +386,23 @@ static rt_exec *fresh_exec(ir_graph *g, const app_train_opts *o, int threads,
   return x;
 }
 
+/* --from: a fresh run that starts from a trained checkpoint's network
+ * (transfer.c); its input normalisation goes to st->norm. */
+static rt_exec *from_exec(ir_graph *g, const app_train_opts *o, int threads,
+                          const char *backend, app_train_state *st, int *same_head) {
+  char err[2048];
+  rt_exec *x = fresh_exec(g, o, threads, backend, st);
+  if (x && app_transfer(x, o->from, &st->norm, same_head, err, sizeof err)) {
+    fprintf(stderr, "error: %s\n", err);
+    rt_exec_free(x);
+    return NULL;
+  }
+  return x;
+}
+
 /* The search state: a resumed run's from its checkpoint; a fresh fixed
- * baseline grown at random to the budget; a fresh search's placeholders. */
+ * baseline grown at random to the budget (a transferred one trains as it
+ * came); a fresh search's placeholders. */
 static int start_search(train_run *r) {
   const fe_model *m = r->m;
   if (srch_init(&r->ss, r->g, r->method, r->st.seed)) {
@@ -394,7 +412,7 @@ static int start_search(train_run *r) {
   r->have_srch = 1;
   if (r->o->resume) {
     r->ss.alr = r->st.alr, r->ss.expansions = r->st.expansions, r->ss.rng = r->st.srng;
-  } else if (r->method == FE_SEARCH_FIXED && m->budget != INT64_MAX) {
+  } else if (r->method == FE_SEARCH_FIXED && m->budget != INT64_MAX && !r->o->from) {
     /* the fixed baseline: the same final size, grown at random, frozen */
     srch_event ev = {0};
     ir_count c = ir_count_params(r->g, r->x->arch);
@@ -502,6 +520,25 @@ static int check_resume(train_run *r) {
   return 0;
 }
 
+/* --from: what carried over, over budget or not, and with the same classes
+ * the test accuracy before any training. */
+static int report_from(train_run *r) {
+  const fe_model *m = r->m;
+  if (!r->o->quiet)
+    fprintf(stderr, "from %s: %" PRId64 " active parameters, %s classifier\n", r->o->from,
+            r->active, r->same_head ? "its" : "a new");
+  if (m->budget != INT64_MAX && r->active >= m->budget && r->method != FE_SEARCH_FIXED)
+    fprintf(stderr, "warning: the %" PRId64 " active parameters of %s reach the budget of "
+            "%" PRId64 ": the network will not grow\n", r->active, r->o->from, m->budget);
+  if (!r->same_head) return 0;
+  double loss;
+  r->from_acc = evaluate(r->x, &r->test, &r->nm, 0, r->loaders, &loss);
+  if (isnan(r->from_acc)) return -1;
+  if (!r->o->quiet)
+    fprintf(stderr, "from %s: test %.2f%% before training\n", r->o->from, 100 * r->from_acc);
+  return 0;
+}
+
 /* Setup: the data, the buffers and schedule, the execution state (fresh
  * or resumed), the search state, the metrics file, the opening line. */
 static int setup(train_run *r, ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd,
@@ -517,7 +554,17 @@ static int setup(train_run *r, ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd,
   if (why[0] && !o->quiet) fprintf(stderr, "%s\n", why);
 
   r->loaders = o->loaders > 0 ? o->loaders : r->threads;
-  if (load_data(g, o->data, o->skip_bad, r->loaders, &r->train, &r->test)) return -1;
+  r->from_acc = NAN;
+  if (o->from && o->resume) {
+    fprintf(stderr, "error: --from starts a new run from a trained checkpoint and --resume "
+            "continues a run; give one of them\n");
+    return -1;
+  }
+  /* a bad --from is refused before the data is read */
+  if (o->from && !(r->x = from_exec(g, o, r->threads, r->backend, &r->st, &r->same_head)))
+    return -1;
+  if (load_data(g, o->data, o->skip_bad, r->loaders, o->train_limit, &r->train, &r->test))
+    return -1;
   if (o->train_limit > 0 && o->train_limit < r->train.n)
     rt_dataset_truncate(&r->train, o->train_limit);
   size_t img = (size_t)r->train.c * r->train.h * r->train.w;
@@ -528,14 +575,16 @@ static int setup(train_run *r, ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd,
     fprintf(stderr, "error: out of memory\n");
     return -1;
   }
-  r->x = o->resume ? resume_exec(g, o->resume, r->threads, r->backend, &r->st)
-                   : fresh_exec(g, o, r->threads, r->backend, &r->st);
+  if (!r->x)
+    r->x = o->resume ? resume_exec(g, o->resume, r->threads, r->backend, &r->st)
+                     : fresh_exec(g, o, r->threads, r->backend, &r->st);
   if (!r->x) return -1;
   if (o->resume && check_resume(r)) return -1;
   r->st.search = (int)r->method + 1;
   rt_exec_set_driver(r->x, fwd, bwd);
-  /* a resumed run keeps the statistics it started with */
-  if (!o->resume) rt_data_norm(&r->train, &r->st.norm);
+  /* a resumed run keeps the statistics it started with, and a transferred
+   * network the ones it was trained with */
+  if (!o->resume && !(o->from && r->st.norm.c == m->in_c)) rt_data_norm(&r->train, &r->st.norm);
   r->nm = r->st.norm;
   if (class_list(&r->train, &r->classes) ||
       (o->resume && check_classes(o->resume, r->classes, o->data ? o->data : m->data_path)))
@@ -572,6 +621,7 @@ static int setup(train_run *r, ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd,
             "(train at least %d epochs, or pass --freeze-last N)\n", r->epochs,
             r->sched.every, r->sched.freeze, ir_search_name(r->method),
             r->sched.every + r->sched.freeze + 1);
+  if (o->from && report_from(r)) return -1;
   if (o->profile && rt_exec_profile(r->x)) {
     fprintf(stderr, "error: out of memory\n");
     return -1;
@@ -773,6 +823,7 @@ static int finish(train_run *r) {
          "\"seconds\": %.3f, \"checkpoint\": ",
          r->test_acc, ir_count_params(r->g, r->x->arch).active, r->st.epoch, now() - r->t0);
   app_json_str(stdout, r->path);
+  if (!isnan(r->from_acc)) printf(", \"from_acc\": %.6f", r->from_acc);
   printf("}\n");
   return 0;
 }
@@ -831,7 +882,7 @@ int app_eval(ir_graph *bin, rt_graph_fn fwd, const char *ckpt, const char *data,
   rt_dataset train, test;
   rt_exec_set_driver(x, fwd, NULL);
   char *names = NULL;
-  if (load_data(g, data, skip_bad, threads, &train, &test) == 0) {
+  if (load_data(g, data, skip_bad, threads, 0, &train, &test) == 0) {
     if (class_list(&test, &names) || check_classes(ckpt, names, data ? data : g->cfg.data_path)) {
       free(names), rt_dataset_free(&train), rt_dataset_free(&test);
       rt_exec_free(x), ir_free(g);

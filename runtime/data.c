@@ -1040,6 +1040,7 @@ int rt_data_open(const rt_data_opts *o, rt_dataset *train, rt_dataset *test, cha
     default: return fail(err, errlen, "%s: unknown data format %d", path, (int)o->fmt);
   }
   if (rc) return -1;
+  if (o->train_limit > 0) rt_dataset_truncate(&a, o->train_limit);
   if (o->fmt != RT_DATA_FOLDER &&
       (adapt(&a, o, err, errlen) || adapt(&b, o, err, errlen))) {
     rt_dataset_free(&a);

@@ -55,6 +55,8 @@ typedef struct rt_data_opts {
   int c, h, w;      /* the model's input: a folder's images are resized to it */
   int resize_h, resize_w; /* others: resampled to it (PIL's bilinear); 0: as stored */
   int channels;     /* others: 3 copies of gray, or RGB's mean as gray; 0: as stored */
+  int train_limit;  /* keep this many training images (rt_dataset_truncate), before
+                       the adapters run; 0: all */
   int skip_bad;     /* folder: leave out bad files, each reported to log */
   int threads;      /* folder: threads that check the files (0: 1) */
   FILE *log;        /* folder: skipped files; NULL: not reported */
