@@ -1,0 +1,81 @@
+#!/bin/sh
+# Transfer (train --from) against training from scratch, the seed paper's
+# §5.2 on the data at hand: Fashion-MNIST and the UCI 8x8 digits resized to
+# 28x28 ('data digits-csv ... resize 28x28'), one template (bench/transfer
+# .ilnas, its data line swapped), the same budget, epochs and seed on
+# both sides. Per seed:
+#   scratch fashion, scratch digits   each from the template's seed network;
+#   fashion -> digits                 digits from scratch fashion's final.ckpt;
+#   digits -> fashion                 fashion from scratch digits' final.ckpt.
+# Prints, per direction and seed, scratch's final test accuracy, the
+# transfer's accuracy before training (from_acc: the source's classifier,
+# the classes being other classes), after its first epoch and at the end,
+# and the epochs the transfer took to reach scratch's final accuracy over
+# scratch's epochs (the ratio; the goal is at most 0.5; "-": not within
+# them). Every epoch is evaluated on the whole test set. Both sides have
+# 10 classes, so the transfer keeps the source's classifier (its classes
+# mean other things: from_acc is near chance) and retrains it. Runs are
+# kept in BENCH_DIR (default build/bench-transfer) and not run again.
+#
+# usage: [ILNASC=PATH] [DIGITS=PATH] bench/transfer.sh [IMAGES=6000] [EPOCHS=8] [SEEDS="1 2 3"] [THREADS=2]
+set -eu
+images=${1:-6000} epochs=${2:-8} seeds=${3:-"1 2 3"} threads=${4:-2}
+top=$(cd "$(dirname "$0")/.." && pwd)
+digits=${DIGITS:-$top/../shared/data/digits.csv.gz}
+[ -e "$digits" ] || { echo "transfer.sh: no digits CSV at $digits (set DIGITS)" >&2; exit 1; }
+digits=$(cd "$(dirname "$digits")" && pwd)/$(basename "$digits")
+work=${BENCH_DIR:-$top/build/bench-transfer}
+if [ -z "${ILNASC:-}" ]; then
+  cmake --build "$top/build" --target ilnasc >/dev/null
+  ILNASC=$top/build/bin/ilnasc
+fi
+mkdir -p "$work" && cd "$work"
+cp "$top/bench/transfer.ilnas" fashion.ilnas
+sed "s|^data .*|data digits-csv \"$digits\" resize 28x28 split 0.2;|" "$top/bench/transfer.ilnas" >digits.ilnas
+"$ILNASC" fashion.ilnas -o fashion
+"$ILNASC" digits.ilnas -o digits
+run() { # BIN DIR [OPTIONS...]
+  bin=$1 dir=$2; shift 2
+  [ -e "$dir/final.ckpt" ] && return 0 # resumable
+  echo "== $bin $dir $*" >&2
+  nice ./"$bin" train --seed "$seed" --epochs "$epochs" --threads "$threads" --quiet \
+    --run-dir "$dir" "$@" >"$dir.out"
+}
+start=$(date +%s)
+for seed in $seeds; do
+  run fashion fashion-$seed --train-limit "$images"
+  run digits digits-$seed
+  run digits f2d-$seed --from fashion-$seed/final.ckpt
+  run fashion d2f-$seed --train-limit "$images" --from digits-$seed/final.ckpt
+done
+# acc DIR N: test_acc after epoch N of a run
+acc() { sed -n "s/^{\"epoch\": $2, .*\"test_acc\": \([0-9.]*\).*/\1/p" "$1/metrics.jsonl"; }
+reach() { # DIR TARGET: the first epoch with test_acc >= TARGET, or "-"
+  awk -v t="$2" -F'"test_acc": ' '/^{"epoch"/ { split($2, a, ","); split($0, e, "[:,]");
+    if (a[1] + 0 >= t) { print e[2] + 0; found = 1; exit } } END { if (!found) print "-" }' \
+    "$1/metrics.jsonl"
+}
+field() { sed -n "s/.*\"$1\": \([0-9.]*\).*/\1/p" "$2"; }
+echo "Transfer against scratch: the template bench/transfer.ilnas (budget 30K), $epochs epochs,"
+echo "Fashion-MNIST on its first $images training images, the digits on the first 80% of"
+echo "their rows, resized to 28x28; test accuracy on the whole test sets (Fashion-MNIST's"
+echo "10000 images, the digits' last 20%)"
+echo
+echo "| direction | seed | scratch, epoch 1 | scratch, final | transfer, before training | epoch 1 | final | epochs to scratch's final | ratio |"
+echo "|---|---|---|---|---|---|---|---|---|"
+for pair in "fashion -> digits:digits:f2d" "digits -> fashion:fashion:d2f"; do
+  name=${pair%%:*} rest=${pair#*:}
+  scratch=${rest%%:*} tr=${rest#*:}
+  for seed in $seeds; do
+    s1=$(acc "$scratch-$seed" 1)
+    s=$(acc "$scratch-$seed" "$epochs")
+    f=$(field from_acc "$tr-$seed.out")
+    e1=$(acc "$tr-$seed" 1)
+    t=$(acc "$tr-$seed" "$epochs")
+    n=$(reach "$tr-$seed" "$s")
+    ratio=$(awk -v n="$n" -v e="$epochs" 'BEGIN { if (n == "-") print "-"; else printf "%.2f", n / e }')
+    echo "| $name | $seed | $s1 | $s | ${f:--} | $e1 | $t | $n | $ratio |"
+  done
+done
+echo
+echo "wall: $(( $(date +%s) - start ))s"
