@@ -1,8 +1,8 @@
 #!/bin/sh
 # Transfer (train --from) on Fashion-MNIST: a run from a trained checkpoint
-# keeps its accuracy before any training and keeps growing; across class
-# counts it makes a new classifier and trains; every bad --from is refused,
-# naming what is wrong, with nothing written.
+# keeps its accuracy before any training, keeps growing and resumes exactly;
+# across class counts it makes a new classifier and trains; every bad
+# --from is refused, naming what is wrong, with nothing written.
 # usage: transfer.sh ILNASC MODEL WORKDIR
 set -eu
 ilnasc=$1 model=$2 work=$3
@@ -29,6 +29,10 @@ grep -q '"event": "expand"' same/metrics.jsonl || fail "the transferred network 
 params=$(echo "$line" | field active_params)
 [ "$params" -gt "$src_params" ] || fail "$params active parameters, the checkpoint had $src_params"
 echo "same classes: from_acc $from_acc = eval $src_acc; grew $src_params -> $params"
+# A transferred run stopped and resumed ends as the one never stopped.
+./grow train $opts --epochs 4 --from src/final.ckpt --run-dir stop --stop-after 2 >/dev/null
+./grow train $opts --epochs 4 --resume stop/last.ckpt --run-dir stop >/dev/null
+cmp same/final.ckpt stop/final.ckpt || fail "the resumed transfer differs"
 
 # Other classes: a new classifier, no from_acc, and it learns.
 line=$(./c12 train $opts --epochs 4 --from src/final.ckpt --run-dir other 2>err.txt | tail -n 1)
