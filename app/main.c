@@ -64,6 +64,7 @@ static void usage_train(FILE *f, const ir_graph *g) {
           "  --from CKPT       start from a trained checkpoint of the same template:\n"
           "                    its alpha, weights and batch norm carry over, a new\n"
           "                    classifier when the classes differ (transfer)\n"
+          "  --new-head        with --from: a new classifier even for the same classes\n"
           "  --stop-after N    stop after epoch N, leaving RUN_DIR/last.ckpt\n"
           "  --quiet           no progress output\n"
           "  --profile         time every layer's forward and backward, the loss\n"
@@ -147,6 +148,8 @@ static int cmd_train(ir_graph *g, int argc, char **argv, rt_graph_fn fwd,
       if (str_arg(argc, argv, &i, &o.resume)) return 2;
     } else if (strcmp(a, "--from") == 0) {
       if (str_arg(argc, argv, &i, &o.from)) return 2;
+    } else if (strcmp(a, "--new-head") == 0) {
+      o.new_head = 1;
     } else if (strcmp(a, "--quiet") == 0) {
       o.quiet = 1;
     } else if (strcmp(a, "--profile") == 0) {

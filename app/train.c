@@ -392,7 +392,7 @@ static rt_exec *from_exec(ir_graph *g, const app_train_opts *o, int threads,
                           const char *backend, app_train_state *st, int *same_head) {
   char err[2048];
   rt_exec *x = fresh_exec(g, o, threads, backend, st);
-  if (x && app_transfer(x, o->from, &st->norm, same_head, err, sizeof err)) {
+  if (x && app_transfer(x, o->from, o->new_head, &st->norm, same_head, err, sizeof err)) {
     fprintf(stderr, "error: %s\n", err);
     rt_exec_free(x);
     return NULL;
@@ -558,6 +558,11 @@ static int setup(train_run *r, ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd,
   if (o->from && o->resume) {
     fprintf(stderr, "error: --from starts a new run from a trained checkpoint and --resume "
             "continues a run; give one of them\n");
+    return -1;
+  }
+  if (o->new_head && !o->from) {
+    fprintf(stderr, "error: --new-head makes a fresh classifier for --from CKPT; there is no "
+            "--from\n");
     return -1;
   }
   /* a bad --from is refused before the data is read */

@@ -6,8 +6,8 @@
  * the classifier reading the same features. Its α, weights, batch norm's
  * parameters and running statistics and the alive flags carry over layer
  * by layer, through each graph's own offsets (a classifier of another width
- * moves what follows it); the classifier too when the class counts agree.
- * Otherwise the classifier is the fresh run's: the seed's α over it and its
+ * moves what follows it); the classifier too when the class counts agree
+ * (unless --new-head). Otherwise the classifier is the fresh run's: the seed's α over it and its
  * weights as rt_exec_init_params draws them. Momentum starts at zero: the
  * run, its seed, schedule, budget and search are the new model's.
  */
@@ -85,8 +85,8 @@ static int ranges(const ir_layer *l, int64_t off[3], int64_t len[3]) {
   return 3;
 }
 
-int app_transfer(rt_exec *x, const char *from, rt_norm *norm, int *same_head, char *err,
-                 size_t errlen) {
+int app_transfer(rt_exec *x, const char *from, int new_head, rt_norm *norm, int *same_head,
+                 char *err, size_t errlen) {
   const ir_graph *g = x->g;
   ir_graph *cg = NULL;
   rt_exec *cx = NULL;
@@ -110,7 +110,7 @@ int app_transfer(rt_exec *x, const char *from, rt_norm *norm, int *same_head, ch
     rt_exec_free(cx), ir_free(cg);
     return -1;
   }
-  *same_head = g->cfg.classes == cg->cfg.classes;
+  *same_head = g->cfg.classes == cg->cfg.classes && !new_head;
   ir_arch a;
   if (ir_arch_init(&a, g)) {
     snprintf(err, errlen, "out of memory");

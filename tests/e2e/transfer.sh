@@ -1,8 +1,9 @@
 #!/bin/sh
 # Transfer (train --from) on Fashion-MNIST: a run from a trained checkpoint
 # keeps its accuracy before any training, keeps growing and resumes exactly;
-# across class counts it makes a new classifier and trains; every bad
-# --from is refused, naming what is wrong, with nothing written.
+# across class counts (or with --new-head) it makes a new classifier and
+# trains; every bad --from is refused, naming what is wrong, with nothing
+# written.
 # usage: transfer.sh ILNASC MODEL WORKDIR
 set -eu
 ilnasc=$1 model=$2 work=$3
@@ -40,6 +41,9 @@ case "$line" in *from_acc*) fail "from_acc with other classes: $line" ;; esac
 acc=$(echo "$line" | field test_acc)
 awk -v a="$acc" 'BEGIN { exit !(a > 0.2) }' || fail "12 classes from the checkpoint: test_acc $acc"
 echo "12 classes: a new classifier, test_acc $acc"
+# --new-head: a fresh classifier for the same classes, so no from_acc.
+line=$(./grow train $opts --epochs 1 --from src/final.ckpt --new-head --run-dir fresh | tail -n 1)
+case "$line" in *from_acc*) fail "from_acc with --new-head: $line" ;; esac
 
 # Every bad --from: an error naming it, a non-zero exit, no run directory.
 refused() { # NAME FRAGMENT COMMAND...
@@ -57,5 +61,6 @@ refused cut "cut.ckpt: truncated" ./grow train $opts --from cut.ckpt
 cp src/final.ckpt flip.ckpt && printf 'X' | dd of=flip.ckpt bs=1 seek=2000 conv=notrunc 2>/dev/null
 refused corrupt "flip.ckpt" ./grow train $opts --from flip.ckpt
 refused resume "give one of them" ./grow train $opts --from src/final.ckpt --resume src/last.ckpt
+refused new_head "there is no --from" ./grow train $opts --new-head
 
 echo "ok: transfer keeps its accuracy and grows, new heads train, bad --from refused"
