@@ -945,6 +945,12 @@ int app_info(const char *ckpt, FILE *out) {
           m->budget == INT64_MAX ? "none" : "");
   if (m->budget != INT64_MAX) fprintf(out, "%" PRId64, m->budget);
   fprintf(out, ", batch norm %" PRId64 "\n", c.bn);
+  rt_backend_mem mem = rt_exec_memory(x);
+  char ab[32], lb[32], rb[32];
+  fprintf(out, "memory: arena %s per sample (the activations; their gradients as much again), "
+               "live activations %s per sample, peak resident set %s\n",
+          rt_bytes_text(mem.arena, ab, sizeof ab), rt_bytes_text(mem.live, lb, sizeof lb),
+          rt_bytes_text(rt_peak_rss(), rb, sizeof rb));
   rt_exec_free(x);
   ir_free(g);
   return 0;
