@@ -78,11 +78,10 @@ static void copy_bits(ir_arch *dst, int64_t at, const ir_arch *src, int64_t from
 }
 
 /* A layer's parameter ranges: weights, bias, batch norm's gamma and beta. */
-static int ranges(const ir_layer *l, int64_t off[3], int64_t len[3]) {
+static void ranges(const ir_layer *l, int64_t off[3], int64_t len[3]) {
   off[0] = l->w_off, len[0] = l->n_w;
   off[1] = l->b_off, len[1] = l->b_off >= 0 ? l->cout : 0;
   off[2] = l->g_off, len[2] = l->g_off >= 0 ? 2 * (int64_t)l->cout : 0;
-  return 3;
 }
 
 int app_transfer(rt_exec *x, const char *from, int new_head, rt_norm *norm, int *same_head,
