@@ -7,7 +7,12 @@
 #   scratch fashion, scratch digits   each from the template's seed network;
 #   fashion -> digits                 digits from scratch fashion's final.ckpt;
 #   digits -> fashion                 fashion from scratch digits' final.ckpt.
-# Prints, per direction and seed, scratch's final test accuracy, the
+# and with SRC_BUDGET (default 10k; "" for none) two more transfers, from
+# sources trained to that smaller budget, which the transfer then grows to
+# the template's:
+#   small      the source's classifier kept;
+#   small-new  a new classifier (--new-head).
+# Prints, per variant, direction and seed, scratch's final test accuracy, the
 # transfer's accuracy before training (from_acc: the source's classifier,
 # the classes being other classes), after its first epoch and at the end,
 # and the epochs the transfer took to reach scratch's final accuracy over
@@ -17,13 +22,14 @@
 # mean other things: from_acc is near chance) and retrains it. Runs are
 # kept in BENCH_DIR (default build/bench-transfer) and not run again.
 #
-# usage: [ILNASC=PATH] [DIGITS=PATH] bench/transfer.sh [IMAGES=6000] [EPOCHS=8] [SEEDS="1 2 3"] [THREADS=2]
+# usage: [ILNASC=PATH] [DIGITS=PATH] [SRC_BUDGET=10k] bench/transfer.sh [IMAGES=6000] [EPOCHS=8] [SEEDS="1 2 3"] [THREADS=2]
 set -eu
 images=${1:-6000} epochs=${2:-8} seeds=${3:-"1 2 3"} threads=${4:-2}
 top=$(cd "$(dirname "$0")/.." && pwd)
 digits=${DIGITS:-$top/../shared/data/digits.csv.gz}
 [ -e "$digits" ] || { echo "transfer.sh: no digits CSV at $digits (set DIGITS)" >&2; exit 1; }
 digits=$(cd "$(dirname "$digits")" && pwd)/$(basename "$digits")
+small=${SRC_BUDGET-10k}
 work=${BENCH_DIR:-$top/build/bench-transfer}
 if [ -z "${ILNASC:-}" ]; then
   cmake --build "$top/build" --target ilnasc >/dev/null
@@ -34,6 +40,13 @@ cp "$top/bench/transfer.ilnas" fashion.ilnas
 sed "s|^data .*|data digits-csv \"$digits\" resize 28x28 split 0.2;|" "$top/bench/transfer.ilnas" >digits.ilnas
 "$ILNASC" fashion.ilnas -o fashion
 "$ILNASC" digits.ilnas -o digits
+if [ -n "$small" ]; then
+  for d in fashion digits; do
+    sed "s/budget [0-9.]*[kM]* /budget $small /" $d.ilnas >${d}_small.ilnas
+    grep -q "budget $small " ${d}_small.ilnas || { echo "transfer.sh: no budget to replace" >&2; exit 1; }
+    "$ILNASC" ${d}_small.ilnas -o ${d}_small
+  done
+fi
 run() { # BIN DIR [OPTIONS...]
   bin=$1 dir=$2; shift 2
   [ -e "$dir/final.ckpt" ] && return 0 # resumable
@@ -47,6 +60,14 @@ for seed in $seeds; do
   run digits digits-$seed
   run digits f2d-$seed --from fashion-$seed/final.ckpt
   run fashion d2f-$seed --train-limit "$images" --from digits-$seed/final.ckpt
+  [ -n "$small" ] || continue
+  run fashion_small fashion-small-$seed --train-limit "$images"
+  run digits_small digits-small-$seed
+  run digits f2d-small-$seed --from fashion-small-$seed/final.ckpt
+  run fashion d2f-small-$seed --train-limit "$images" --from digits-small-$seed/final.ckpt
+  run digits f2d-small-new-$seed --from fashion-small-$seed/final.ckpt --new-head
+  run fashion d2f-small-new-$seed --train-limit "$images" --from digits-small-$seed/final.ckpt \
+    --new-head
 done
 # acc DIR N: test_acc after epoch N of a run
 acc() { sed -n "s/^{\"epoch\": $2, .*\"test_acc\": \([0-9.]*\).*/\1/p" "$1/metrics.jsonl"; }
@@ -61,11 +82,15 @@ echo "Fashion-MNIST on its first $images training images, the digits on the firs
 echo "their rows, resized to 28x28; test accuracy on the whole test sets (Fashion-MNIST's"
 echo "10000 images, the digits' last 20%)"
 echo
-echo "| direction | seed | scratch, epoch 1 | scratch, final | transfer, before training | epoch 1 | final | epochs to scratch's final | ratio |"
-echo "|---|---|---|---|---|---|---|---|---|"
+echo "| source | direction | seed | scratch, epoch 1 | scratch, final | transfer, before training | epoch 1 | final | epochs to scratch's final | ratio |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
+variants="same"
+[ -z "$small" ] || variants="same small small-new"
+for v in $variants; do
 for pair in "fashion -> digits:digits:f2d" "digits -> fashion:fashion:d2f"; do
   name=${pair%%:*} rest=${pair#*:}
   scratch=${rest%%:*} tr=${rest#*:}
+  [ "$v" = same ] || tr=$tr-$v
   for seed in $seeds; do
     s1=$(acc "$scratch-$seed" 1)
     s=$(acc "$scratch-$seed" "$epochs")
@@ -74,8 +99,11 @@ for pair in "fashion -> digits:digits:f2d" "digits -> fashion:fashion:d2f"; do
     t=$(acc "$tr-$seed" "$epochs")
     n=$(reach "$tr-$seed" "$s")
     ratio=$(awk -v n="$n" -v e="$epochs" 'BEGIN { if (n == "-") print "-"; else printf "%.2f", n / e }')
-    echo "| $name | $seed | $s1 | $s | ${f:--} | $e1 | $t | $n | $ratio |"
+    src=$v
+    [ "$v" = same ] && src="scratch run"
+    echo "| $src | $name | $seed | $s1 | $s | ${f:--} | $e1 | $t | $n | $ratio |"
   done
+done
 done
 echo
 echo "wall: $(( $(date +%s) - start ))s"
