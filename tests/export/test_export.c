@@ -119,10 +119,14 @@ static int cmd_dump(const char *ckpt, const char *data, const char *out, int lim
     }
   }
   free(fc), free(bc);
-  if (write_file(out, "images.f32", test.x, (size_t)n * img * sizeof(float)) ||
-      write_file(out, "labels.u8", test.y, (size_t)n) ||
-      write_file(out, "ref.f32", logits, (size_t)n * k * sizeof(float)))
-    goto out;
+  /* labels.u8: a byte per label (the test sets here have 10 classes) */
+  uint8_t *lab8 = malloc((size_t)n);
+  for (int i = 0; lab8 && i < n; i++) lab8[i] = (uint8_t)test.y[i];
+  int bad = !lab8 || write_file(out, "images.f32", test.x, (size_t)n * img * sizeof(float)) ||
+            write_file(out, "labels.u8", lab8, (size_t)n) ||
+            write_file(out, "ref.f32", logits, (size_t)n * k * sizeof(float));
+  free(lab8);
+  if (bad) goto out;
   printf("runtime: %d images, test_acc %.6f\n", n, (double)correct / n);
   rc = 0;
 out:
@@ -250,7 +254,7 @@ static int cmd_synth(const char *model, const char *out, uint64_t seed, int n) {
   const int k = g->cfg.classes;
   float *raw = malloc((size_t)n * img * sizeof(float)), *in = malloc((size_t)n * img * sizeof(float));
   float *logits = malloc((size_t)n * k * sizeof(float));
-  ir_label *lab = malloc((size_t)n * sizeof *lab);
+  uint8_t *lab = malloc((size_t)n); /* labels.u8: a byte per label */
   if (!raw || !in || !logits || !lab) goto out;
   if (app_ckpt_save(path, x, &st, err, sizeof err)) {
     fprintf(stderr, "FAIL: %s\n", err);
@@ -262,7 +266,7 @@ static int cmd_synth(const char *model, const char *out, uint64_t seed, int n) {
     in[i] = (raw[i] - st.norm.mean[c]) / st.norm.std[c];
   }
   if (run_images(g, x, in, n, logits)) goto out;
-  for (int i = 0; i < n; i++) lab[i] = (ir_label)argmax(logits + (size_t)i * k, k);
+  for (int i = 0; i < n; i++) lab[i] = (uint8_t)argmax(logits + (size_t)i * k, k);
   if (write_file(out, "images.f32", raw, (size_t)n * img * sizeof(float)) ||
       write_file(out, "labels.u8", lab, (size_t)n) ||
       write_file(out, "ref.f32", logits, (size_t)n * k * sizeof(float)))
