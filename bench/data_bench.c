@@ -42,7 +42,7 @@ int main(int argc, char **argv) {
   for (int p = 0; p < passes; p++) {
     rt_stream_epoch(s, NULL, train.n, &rng);
     const float *x;
-    const uint8_t *y;
+    const ir_label *y;
     int b, rc;
     while ((rc = rt_stream_next(s, &x, &y, &b, err, sizeof err)) == 0)
       images += b, sum += x[0]; /* touch the batch, as a step would */
