@@ -119,6 +119,24 @@ typedef struct host {
                   * every prepare */
   int fwd_aliased; /* the last forward followed the plan's aliases */
   int layout_bounds; /* no aliases, every tensor cleared whole (tests) */
+  /* A pass under the plan computes its worked channels only (narrow):
+   * batch norm, the ReLUs, max pooling and the gradient's clearing skip
+   * the others, which hold 0 in the activations and their gradients (so
+   * that their pages are never touched). They are so in a new arena and
+   * after a full training pass (clean), and stay so until a channel stops
+   * being worked, an alias changes, or a pass off the plan (phase II, a
+   * schedule run, the layout at the bounds) writes them. */
+  int narrow;      /* the current pass is narrow */
+  int clean;       /* the channels outside the worked ones hold 0 */
+  int full_fwd;    /* the last forward was a full training pass on the plan */
+  int replan;      /* the parameters were edited since the plan was made */
+  int planned;     /* a plan was made */
+  long narrow_passes; /* so far */
+  uint8_t *work_was; /* the plan's worked channels and aliases before */
+  int *alias_was;    /* it was last made */
+  /* The ranges of zlive in the worked channels, for narrow passes. */
+  int64_t (*znarrow)[2];
+  int n_znarrow;
 } host;
 
 /* Layer l's gradient layout in grads: its packed indices (*n of them), or
@@ -245,6 +263,73 @@ static void plan_zero_live(host *e) {
   e->n_zlive = merge_ranges(e->zlive, n);
 }
 
+/* The next run [*c0, return) of worked channels among [*c0, n) (w NULL:
+ * all of them); returns *c0 when none is left. */
+static int next_run(const uint8_t *w, int *c0, int n) {
+  if (!w) return *c0 < n ? n : *c0;
+  while (*c0 < n && !w[*c0]) ++*c0;
+  int c = *c0;
+  while (c < n && w[c]) c++;
+  return c;
+}
+
+/* Layer l's worked output channels in a narrow pass (the others hold 0,
+ * and so do their gradients), else NULL: all of them. */
+static const uint8_t *worked(const hx *x, const ir_layer *l) {
+  const host *e = (const host *)x;
+  return e->narrow ? e->plan->work + ir_chan_base(x->g, l->out_t) + l->out_ch : NULL;
+}
+
+/* Appends the worked runs of channels [0, c) of tensor t's channels from
+ * ch, planes of plane floats from off, as ranges to r; their count. */
+static int worked_ranges(const host *e, int t, int ch, int c, int64_t off, int64_t plane,
+                         int64_t (*r)[2]) {
+  const uint8_t *w = e->plan->work + ir_chan_base(e->pub.g, t) + ch;
+  int n = 0;
+  for (int c0 = 0, c1; (c1 = next_run(w, &c0, c)) > c0; c0 = c1, n++)
+    r[n][0] = off + c0 * plane, r[n][1] = off + c1 * plane;
+  return n;
+}
+
+/* Fills e->znarrow: e->zlive's ranges in the worked channels. */
+static void plan_zero_narrow(host *e) {
+  const ir_graph *g = e->pub.g;
+  const rt_plan *p = e->plan;
+  int n = 0;
+  for (int i = 0; i < g->n_layers; i++) {
+    const ir_layer *l = &g->layers[i];
+    if (p->alias[i] != i) continue;
+    if (e->zt[l->out_t])
+      n += worked_ranges(e, l->out_t, l->out_ch, l->cout, p->out_off[i],
+                         (int64_t)l->oh * l->ow, e->znarrow + n);
+    if (l->z_t >= 0 && e->zt[l->z_t]) {
+      const ir_tensor *r = &g->tensors[l->z_t];
+      n += worked_ranges(e, l->z_t, 0, r->c, r->off, (int64_t)r->h * r->w, e->znarrow + n);
+    }
+  }
+  e->n_znarrow = merge_ranges(e->znarrow, n);
+}
+
+/* Makes the plan again, and with it the ranges to clear. A clean arena
+ * stays clean when no alias changed and every channel worked before
+ * still is (one that becomes worked held 0, and is computed from now on). */
+static void replan(host *e) {
+  hx *x = &e->pub;
+  const ir_graph *g = x->g;
+  int64_t nch = ir_chan_base(g, g->n_tensors);
+  memcpy(e->work_was, e->plan->work, (size_t)nch);
+  memcpy(e->alias_was, e->plan->alias, (size_t)g->n_layers * sizeof *e->alias_was);
+  rt_plan_make(e->plan, x->arch, x->mask, x->params, x->mom);
+  plan_zero_live(e);
+  plan_zero_narrow(e);
+  if (e->planned &&
+      memcmp(e->alias_was, e->plan->alias, (size_t)g->n_layers * sizeof *e->alias_was))
+    e->clean = 0;
+  for (int64_t c = 0; e->planned && c < nch; c++)
+    if (e->work_was[c] && !e->plan->work[c]) e->clean = 0;
+  e->replan = 0, e->planned = 1;
+}
+
 /* Fills e->zero: the tensors to clear, sorted, adjacent ones merged. */
 static int plan_zero(host *e) {
   const ir_graph *g = e->pub.g;
@@ -252,7 +337,18 @@ static int plan_zero(host *e) {
   e->zero = malloc(nt * sizeof *e->zero);
   e->zlive = malloc(2 * nl * sizeof *e->zlive);
   e->zt = calloc(nt, 1);
-  if (!e->zero || !e->zlive || !e->zt) return -1;
+  /* at most a run per two channels, plus one, per slice */
+  size_t runs = 1;
+  for (int i = 0; i < g->n_layers; i++) {
+    const ir_layer *l = &g->layers[i];
+    runs += (size_t)l->cout / 2 + 1;
+    if (l->z_t >= 0) runs += (size_t)g->tensors[l->z_t].c / 2 + 1;
+  }
+  e->znarrow = malloc(runs * sizeof *e->znarrow);
+  e->work_was = malloc((size_t)ir_chan_base(g, g->n_tensors) + 1);
+  e->alias_was = malloc(nl * sizeof *e->alias_was);
+  if (!e->zero || !e->zlive || !e->zt || !e->znarrow || !e->work_was || !e->alias_was)
+    return -1;
   int n = 0;
   for (int t = 0; t < g->n_tensors; t++) {
     const ir_tensor *r = &g->tensors[t];
@@ -335,6 +431,7 @@ rt_backend *rt_backend_new(const char *backend, const ir_graph *g, const ir_arch
     return NULL;
   }
   x->training = 1;
+  e->clean = 1; /* the arena is all 0, and its pages untouched until written */
   if (x->threads > 1) e->pool = rt_pool_new(x->threads);
   /* a pool that could start fewer threads than asked splits fewer ways */
   x->threads = e->pool ? rt_pool_threads(e->pool) : 1;
@@ -367,7 +464,8 @@ static void host_free(rt_backend *b) {
   if (x->live) x->live->free(x->live);
   free(x->act), free(x->dact), free(e->params), free(x->grads);
   free(x->mom), free(e->gdense), free(e->dirty), free(x->stats), free(x->bn_save);
-  free(x->scratch), free(x->logits), free(e->wpart), free(e->zero), free(e->zlive), free(e->zt), free(e->prof),
+  free(x->scratch), free(x->logits), free(e->wpart), free(e->zero), free(e->zlive), free(e->zt),
+      free(e->znarrow), free(e->work_was), free(e->alias_was), free(e->prof),
       free(e->prof_paused), free(e->active), free(e->assign);
   free(e->pidx), free(e->pn), free(e->gpacked), free(e->pk), free(e->sk), free(e->wc), free(e->wat);
   free(e->fc), free(e->bc), free(e->dg_cols), free(e->dg_parts);
@@ -416,8 +514,7 @@ static int host_prepare(rt_backend *b_, const uint8_t *dirty, const uint8_t *mas
     for (int64_t k = 0; l->w_off >= 0 && k < l->n_w; k++) n += x->mask[l->w_off + k] != 0;
     e->active[i] = n;
   }
-  rt_plan_make(e->plan, x->arch, mask, x->params, x->mom);
-  plan_zero_live(e);
+  replan(e);
   if (prepare_on(x, x->live, err, errlen)) return -1;
   int rc = x->backend != x->live ? prepare_on(x, x->backend, err, errlen) : 0;
   for (int i = 0; i < x->g->n_layers; i++) {
@@ -672,8 +769,9 @@ static void clear_chunk(const job *j, int chunk, int n0, int n1) {
   (void)chunk;
   const host *e = (const host *)j->x;
   int64_t ns = j->x->g->act_size;
-  int bounds = e->layout_bounds || j->x->use_live, n = bounds ? e->n_zero : e->n_zlive;
-  int64_t(*z)[2] = bounds ? e->zero : e->zlive;
+  int bounds = e->layout_bounds || j->x->use_live;
+  int n = bounds ? e->n_zero : e->narrow ? e->n_znarrow : e->n_zlive;
+  int64_t(*z)[2] = bounds ? e->zero : e->narrow ? e->znarrow : e->zlive;
   for (int i = n0; i < n1; i++)
     for (int r = 0; r < n; r++)
       memset(j->x->dact + i * ns + z[r][0], 0, (size_t)(z[r][1] - z[r][0]) * sizeof(float));
@@ -741,18 +839,24 @@ static int needs_dx(const hx *x, const ir_layer *l) { return l->in_t != x->g->in
  * around it, since it moves as much memory as they do. */
 static void pass_fwd_chunk(const job *j, int chunk, int n0, int n1) {
   (void)chunk;
-  int64_t ns = j->x->g->act_size;
-  size_t len = (size_t)j->l->cout * j->l->oh * j->l->ow;
-  for (int i = n0; i < n1; i++)
-    memcpy(j->x->act + i * ns + j->out, j->x->act + i * ns + j->in, len * sizeof(float));
+  int64_t ns = j->x->g->act_size, plane = (int64_t)j->l->oh * j->l->ow;
+  const uint8_t *w = worked(j->x, j->l);
+  for (int c0 = 0, c1; (c1 = next_run(w, &c0, j->l->cout)) > c0; c0 = c1)
+    for (int i = n0; i < n1; i++)
+      memcpy(j->x->act + i * ns + j->out + c0 * plane, j->x->act + i * ns + j->in + c0 * plane,
+             (size_t)((c1 - c0) * plane) * sizeof(float));
 }
 
 static void pass_bwd_chunk(const job *j, int chunk, int n0, int n1) {
   (void)chunk;
-  int64_t ns = j->x->g->act_size;
-  int len = j->l->cout * j->l->oh * j->l->ow;
-  for (int i = n0; i < n1; i++)
-    rt_add_2d(1, len, j->x->dact + i * ns + j->out, len, j->x->dact + i * ns + j->in, len);
+  int64_t ns = j->x->g->act_size, plane = (int64_t)j->l->oh * j->l->ow;
+  const uint8_t *w = worked(j->x, j->l);
+  for (int c0 = 0, c1; (c1 = next_run(w, &c0, j->l->cout)) > c0; c0 = c1)
+    for (int i = n0; i < n1; i++) {
+      int len = (int)((c1 - c0) * plane);
+      rt_add_2d(1, len, j->x->dact + i * ns + j->out + c0 * plane, len,
+                j->x->dact + i * ns + j->in + c0 * plane, len);
+    }
 }
 
 /* Below this many floats a pass is not worth a dispatch (see SPLIT_WORK). */
@@ -782,18 +886,23 @@ static rt_conv_shape conv_shape(const hx *x, const ir_layer *l, int n) {
 
 /* y = max(z, 0) for samples [n0, n1), where y may be z. */
 static void relu_fwd(hx *x, const ir_layer *l, int64_t z, int64_t out, int n0, int n1) {
-  int64_t ns = x->g->act_size;
-  long len = (long)l->cout * l->oh * l->ow;
-  for (int i = n0; i < n1; i++) rt_relu(len, x->act + i * ns + z, x->act + i * ns + out);
+  int64_t ns = x->g->act_size, plane = (int64_t)l->oh * l->ow;
+  const uint8_t *w = worked(x, l);
+  for (int c0 = 0, c1; (c1 = next_run(w, &c0, l->cout)) > c0; c0 = c1)
+    for (int i = n0; i < n1; i++)
+      rt_relu((long)((c1 - c0) * plane), x->act + i * ns + z + c0 * plane,
+              x->act + i * ns + out + c0 * plane);
 }
 
 /* A layer without batch norm: the pre-activation is only needed by the
  * backward, as its gradient dz = dout * (out > 0), written (not added). */
 static void relu_bwd(hx *x, const ir_layer *l, int64_t z, int64_t out, int n0, int n1) {
-  int64_t ns = x->g->act_size;
-  long len = (long)l->cout * l->oh * l->ow;
-  for (int i = n0; i < n1; i++)
-    rt_relu_mask(len, x->act + i * ns + out, x->dact + i * ns + out, x->dact + i * ns + z);
+  int64_t ns = x->g->act_size, plane = (int64_t)l->oh * l->ow;
+  const uint8_t *w = worked(x, l);
+  for (int c0 = 0, c1; (c1 = next_run(w, &c0, l->cout)) > c0; c0 = c1)
+    for (int i = n0; i < n1; i++)
+      rt_relu_mask((long)((c1 - c0) * plane), x->act + i * ns + out + c0 * plane,
+                   x->dact + i * ns + out + c0 * plane, x->dact + i * ns + z + c0 * plane);
 }
 
 static void conv_fwd_chunk(const job *j, int chunk, int n0, int n1) {
@@ -818,6 +927,36 @@ static void conv_fwd_chunk(const job *j, int chunk, int n0, int n1) {
 
 static void bn_constants(hx *x, const ir_layer *l, int64_t out);
 
+/* Batch norm of a conv layer's pre-activation z into out, over its
+ * worked channels. Each of the others holds 0 in z (nothing active
+ * writes it): its statistics follow a batch mean and variance of 0,
+ * exactly as rt_bn_fwd's, and its output stays beta, which is 0. */
+static void bn_fwd(hx *e, const ir_layer *ly, int64_t z, int64_t out) {
+  int64_t ns = e->g->act_size;
+  int plane = ly->oh * ly->ow;
+  const uint8_t *w = worked(e, ly);
+  const float *gamma = e->params + ly->g_off, *beta = gamma + ly->cout;
+  float *rm = e->stats + ly->s_off, *rv = rm + ly->cout;
+  float *sm = e->bn_save + ly->s_off, *si = sm + ly->cout;
+  double count = (double)e->n * plane;
+  for (int c = 0, c0 = 0, c1; c < ly->cout; c0 = c = c1) {
+    c1 = next_run(w, &c0, ly->cout);
+    for (; c < c0 && e->training; c++) { /* rt_bn_fwd's arithmetic at mean 0, variance 0 */
+      double mu = 0.0, var = 0.0 / count, invstd = 1.0 / sqrt(var + RT_BN_EPS);
+      double unbiased = count > 1 ? 0.0 / (count - 1) : var;
+      sm[c] = (float)mu, si[c] = (float)invstd;
+      rm[c] = (float)((1 - RT_BN_MOMENTUM) * rm[c] + RT_BN_MOMENTUM * mu);
+      rv[c] = (float)((1 - RT_BN_MOMENTUM) * rv[c] + RT_BN_MOMENTUM * unbiased);
+    }
+    if (c1 <= c0) break;
+    rt_bn_shape s = {e->n, c1 - c0, plane, ns, ns};
+    rt_bn_fwd(((host *)e)->pool, e->threads, &s, e->training,
+              ly->relu && ly->bn == IR_BN_BEFORE, e->act + z + (int64_t)c0 * plane,
+              gamma + c0, beta + c0, rm + c0, rv + c0, sm + c0, si + c0,
+              e->act + out + (int64_t)c0 * plane);
+  }
+}
+
 static void conv_fwd_op(RT_OP_ARGS) {
   hx *e = X(x);
   const ir_layer *ly = &e->g->layers[l];
@@ -828,13 +967,7 @@ static void conv_fwd_op(RT_OP_ARGS) {
   job j = {e, ly, in, z, out, conv_fwd_chunk, layer_work(e, ly)};
   run_chunks(&j);
   if (ly->bn) {
-    int64_t ns = e->g->act_size;
-    rt_bn_shape s = {e->n, ly->cout, ly->oh * ly->ow, ns, ns};
-    rt_bn_fwd(((host *)e)->pool, e->threads, &s, e->training,
-              ly->relu && ly->bn == IR_BN_BEFORE, e->act + z,
-              e->params + ly->g_off, e->params + ly->g_off + ly->cout, e->stats + ly->s_off,
-              e->stats + ly->s_off + ly->cout, e->bn_save + ly->s_off,
-              e->bn_save + ly->s_off + ly->cout, e->act + out);
+    bn_fwd(e, ly, z, out);
     if (!e->training) bn_constants(e, ly, out);
   }
 }
@@ -849,11 +982,11 @@ static void conv_fwd_op(RT_OP_ARGS) {
 static void bn_constants(hx *x, const ir_layer *l, int64_t out) {
   const host *e = (const host *)x;
   if (!e->varies) return;
-  const uint8_t *v = e->varies + ir_chan_base(x->g, l->out_t) + l->out_ch;
+  const uint8_t *v = e->varies + ir_chan_base(x->g, l->out_t) + l->out_ch, *w = worked(x, l);
   const float *beta = x->params + l->g_off + l->cout;
   int64_t plane = (int64_t)l->oh * l->ow, ns = x->g->act_size;
   for (int c = 0; c < l->cout; c++) {
-    if (v[c]) continue;
+    if (v[c] || (w && !w[c])) continue; /* one not worked is 0, its beta */
     float y = l->relu && l->bn == IR_BN_BEFORE && beta[c] < 0 ? 0.0f : beta[c];
     for (int i = 0; i < x->n; i++)
       for (int64_t k = 0; k < plane; k++) x->act[i * ns + out + c * plane + k] = y;
@@ -891,14 +1024,22 @@ static void conv_bwd_chunk(const job *j, int chunk, int n0, int n1) {
  * split over channels. (Without batch norm, each chunk does relu_bwd
  * itself.) */
 static void bn_act_bwd(hx *e, const ir_layer *ly, int64_t z, int64_t out) {
-  int64_t ns = e->g->act_size;
-  rt_bn_shape s = {e->n, ly->cout, ly->oh * ly->ow, ns, ns};
+  int64_t ns = e->g->act_size, plane = (int64_t)ly->oh * ly->ow;
   host *h = (host *)e;
-  rt_bn_bwd(h->pool, e->threads, &s, ly->relu && ly->bn == IR_BN_BEFORE,
-            h->assign[ly - e->g->layers], e->act + z,
-            e->act + out, e->dact + out, e->params + ly->g_off, e->bn_save + ly->s_off,
-            e->bn_save + ly->s_off + ly->cout, e->dact + z, e->grads + ly->g_off,
-            e->grads + ly->g_off + ly->cout);
+  const uint8_t *w = worked(e, ly);
+  float *dgamma = e->grads + ly->g_off, *dbeta = dgamma + ly->cout;
+  const float *sm = e->bn_save + ly->s_off, *si = sm + ly->cout;
+  /* a channel not worked: its gradient is 0, and so are gamma's and beta's */
+  for (int c = 0; w && c < ly->cout; c++)
+    if (!w[c]) dgamma[c] = dbeta[c] = 0.0f;
+  for (int c0 = 0, c1; (c1 = next_run(w, &c0, ly->cout)) > c0; c0 = c1) {
+    rt_bn_shape s = {e->n, c1 - c0, (int)plane, ns, ns};
+    int64_t o = c0 * plane;
+    rt_bn_bwd(h->pool, e->threads, &s, ly->relu && ly->bn == IR_BN_BEFORE,
+              h->assign[ly - e->g->layers], e->act + z + o, e->act + out + o,
+              e->dact + out + o, e->params + ly->g_off + c0, sm + c0, si + c0,
+              e->dact + z + o, dgamma + c0, dbeta + c0);
+  }
 }
 
 static void conv_bwd_op(RT_OP_ARGS) {
@@ -910,13 +1051,15 @@ static void conv_bwd_op(RT_OP_ARGS) {
   }
   if (ly->bn) bn_act_bwd(e, ly, z, out);
   if (ly->bn == IR_BN_AFTER && ly->relu) { /* then the ReLU's: z > 0 where it passed */
-    long len = (long)ly->cout * ly->oh * ly->ow;
-    for (int i = 0; i < e->n; i++) {
-      const float *y = e->act + i * e->g->act_size + z;
-      float *d = e->dact + i * e->g->act_size + z;
-      for (long k = 0; k < len; k++)
-        if (!(y[k] > 0.0f)) d[k] = 0.0f;
-    }
+    long plane = (long)ly->oh * ly->ow;
+    const uint8_t *w = worked(e, ly);
+    for (int c0 = 0, c1; (c1 = next_run(w, &c0, ly->cout)) > c0; c0 = c1)
+      for (int i = 0; i < e->n; i++) {
+        const float *y = e->act + i * e->g->act_size + z + c0 * plane;
+        float *d = e->dact + i * e->g->act_size + z + c0 * plane;
+        for (long k = 0; k < (c1 - c0) * plane; k++)
+          if (!(y[k] > 0.0f)) d[k] = 0.0f;
+      }
   }
   ((host *)e)->gpacked[l] = 0; /* conv gradients are dense */
   job j = {e, ly, in, z, out, conv_bwd_chunk, layer_work(e, ly)};
@@ -993,18 +1136,30 @@ static rt_pool_shape pool_shape(const hx *x, const ir_layer *l) {
   return s;
 }
 
+/* Over the worked channels: a channel that is not holds 0 in and out,
+ * and its gradients too. */
 static void pool_fwd_chunk(const job *j, int chunk, int n0, int n1) {
   (void)chunk;
   rt_pool_shape s = pool_shape(j->x, j->l);
-  rt_maxpool_fwd(&s, n0, n1, j->x->act + j->in, j->x->act + j->out);
+  const uint8_t *w = worked(j->x, j->l);
+  int64_t ip = (int64_t)j->l->h * j->l->w, op = (int64_t)j->l->oh * j->l->ow;
+  for (int c0 = 0, c1; (c1 = next_run(w, &c0, j->l->cin)) > c0; c0 = c1) {
+    s.c = c1 - c0;
+    rt_maxpool_fwd(&s, n0, n1, j->x->act + j->in + c0 * ip, j->x->act + j->out + c0 * op);
+  }
 }
 
 static void pool_bwd_chunk(const job *j, int chunk, int n0, int n1) {
   (void)chunk;
   rt_pool_shape s = pool_shape(j->x, j->l);
   const host *e = (const host *)j->x;
-  rt_maxpool_bwd(&s, n0, n1, j->x->act + j->in, j->x->dact + j->out, j->x->dact + j->in,
-                 e->assign[j->l - j->x->g->layers]);
+  const uint8_t *w = worked(j->x, j->l);
+  int64_t ip = (int64_t)j->l->h * j->l->w, op = (int64_t)j->l->oh * j->l->ow;
+  for (int c0 = 0, c1; (c1 = next_run(w, &c0, j->l->cin)) > c0; c0 = c1) {
+    s.c = c1 - c0;
+    rt_maxpool_bwd(&s, n0, n1, j->x->act + j->in + c0 * ip, j->x->dact + j->out + c0 * op,
+                   j->x->dact + j->in + c0 * ip, e->assign[j->l - j->x->g->layers]);
+  }
 }
 
 static void maxpool_fwd_op(RT_OP_ARGS) {
@@ -1065,6 +1220,14 @@ static int host_forward(rt_backend *b) {
   hx *x = (hx *)b;
   host *e = (host *)x;
   e->fwd_aliased = !x->use_live && !e->layout_bounds;
+  if (e->replan && x->mask) replan(e);
+  /* in inference, batch norm maps the channels that are not worked to
+   * their beta, 0, when it knows which cannot vary (bn_constants) */
+  int on_plan = e->fwd_aliased && (x->training || e->varies);
+  e->narrow = on_plan && e->clean;
+  e->narrow_passes += e->narrow && x->training;
+  e->full_fwd = on_plan && x->training && !e->narrow;
+  if (!on_plan) e->clean = 0;
   if (e->fwd) e->fwd(x);
   else run_calls(x, e->fc, e->nf);
   return op_status(x);
@@ -1075,10 +1238,15 @@ static int host_backward(rt_backend *b) {
   host *e = (host *)x;
   if (e->bwd) e->bwd(x);
   else run_calls(x, e->bc, e->nb);
-  return op_status(x);
+  int rc = op_status(x);
+  if (!rc && e->full_fwd && !x->use_live && x->training) e->clean = 1;
+  e->full_fwd = 0;
+  return rc;
 }
 
 static int host_run(rt_backend *b, const ir_call *calls, int n) {
+  host *e = (host *)b;
+  e->narrow = e->clean = e->full_fwd = 0; /* calls of any kind: nothing assumed */
   run_calls((hx *)b, calls, n);
   return op_status((hx *)b);
 }
@@ -1093,8 +1261,11 @@ static rt_kernels *host_kernels(rt_backend *b) { return ((hx *)b)->backend; }
 
 void rt_host_layout_bounds(rt_backend *b, int on) { ((host *)b)->layout_bounds = on; }
 
+long rt_host_narrow_passes(const rt_backend *b) { return ((const host *)b)->narrow_passes; }
+
 void rt_host_arena(rt_backend *b, float **act, float **dact, float **grads, size_t *floats) {
   hx *x = (hx *)b;
+  ((host *)b)->clean = 0; /* the caller may write them */
   *act = x->act, *dact = x->dact, *grads = x->grads;
   *floats = (size_t)x->cap * (size_t)x->g->act_size;
 }
@@ -1152,6 +1323,8 @@ static const float *host_view(rt_backend *b, rt_state which) {
 
 static float *host_edit(rt_backend *b, rt_state which) {
   hx *x = (hx *)b;
+  /* beta and its momentum decide which channels are worked */
+  if (which == RT_PARAMS || which == RT_MOMENTUM) ((host *)x)->replan = 1;
   switch (which) {
   case RT_PARAMS: return params_write(x);
   case RT_MOMENTUM: return x->mom;

@@ -25,12 +25,17 @@ typedef struct hx hx;
 #undef IR_OP
 
 /* Inside a host step b (tests that poison it): its activation arena and
- * gradient (*floats each), and its parameters' gradients (n_params). */
+ * gradient (*floats each), and its parameters' gradients (n_params).
+ * The next training pass computes every channel again. */
 void rt_host_arena(rt_backend *b, float **act, float **dact, float **grads, size_t *floats);
 
 /* on: host step b keeps the layout at the bounds: every dead layer a
- * copy, every gradient tensor cleared whole before a backward (tests
- * compare the plan's layout with it). */
+ * copy, every channel computed, every gradient tensor cleared whole
+ * before a backward (tests compare the plan's layout with it). */
 void rt_host_layout_bounds(rt_backend *b, int on);
+
+/* The training passes of host step b that computed the plan's worked
+ * channels only (plan.h), so far (tests). */
+long rt_host_narrow_passes(const rt_backend *b);
 
 #endif

@@ -11,11 +11,12 @@ rt_plan *rt_plan_new(const ir_graph *g) {
   size_t nl = (size_t)(g->n_layers ? g->n_layers : 1);
   p->g = g;
   p->live = calloc((size_t)ir_chan_base(g, g->n_tensors) + 1, 1);
+  p->work = calloc((size_t)ir_chan_base(g, g->n_tensors) + 1, 1);
   p->alias = calloc(nl, sizeof *p->alias);
   p->in_off = calloc(nl, sizeof *p->in_off);
   p->prev_off = calloc(nl, sizeof *p->prev_off);
   p->out_off = calloc(nl, sizeof *p->out_off);
-  if (!p->live || !p->alias || !p->in_off || !p->prev_off || !p->out_off) {
+  if (!p->live || !p->work || !p->alias || !p->in_off || !p->prev_off || !p->out_off) {
     rt_plan_free(p);
     return NULL;
   }
@@ -25,7 +26,7 @@ rt_plan *rt_plan_new(const ir_graph *g) {
 
 void rt_plan_free(rt_plan *p) {
   if (!p) return;
-  free(p->live), free(p->alias), free(p->in_off), free(p->prev_off), free(p->out_off);
+  free(p->live), free(p->work), free(p->alias), free(p->in_off), free(p->prev_off), free(p->out_off);
   free(p);
 }
 
@@ -156,12 +157,12 @@ static void liveness(const ir_graph *g, const ir_arch *a, const float *params, c
 }
 
 static void make(const ir_graph *g, const ir_arch *a, const float *params, const float *mom,
-                 uint8_t *live, uint8_t *rdw, int *alias, int64_t *in_off, int64_t *prev_off,
+                 uint8_t *live, uint8_t *work, uint8_t *rdw, int *alias, int64_t *in_off, int64_t *prev_off,
                  int64_t *out_off, int64_t *live_floats) {
   int64_t nch = ir_chan_base(g, g->n_tensors);
   uint8_t *nz = live, *rd = rdw + nch;
   liveness(g, a, params, mom, nz, rd, rdw);
-  for (int64_t c = 0; c < nch; c++) live[c] = nz[c] & rd[c];
+  for (int64_t c = 0; c < nch; c++) work[c] = nz[c] | rd[c], live[c] = nz[c] & rd[c];
   for (int i = 0; i < g->n_layers; i++) {
     const ir_layer *l = &g->layers[i];
     alias[i] = i;
@@ -218,10 +219,11 @@ void rt_plan_make(rt_plan *p, const ir_arch *a, const uint8_t *mask, const float
       p->out_off[i] = slice_off(g, l->out_t, l->out_ch);
     }
     memset(p->live, 1, (size_t)ir_chan_base(g, g->n_tensors));
+    memset(p->work, 1, (size_t)ir_chan_base(g, g->n_tensors));
     p->live_floats = g->act_size;
     return;
   }
-  make(g, a, params, mom, p->live, rdw, p->alias, p->in_off, p->prev_off, p->out_off,
+  make(g, a, params, mom, p->live, p->work, rdw, p->alias, p->in_off, p->prev_off, p->out_off,
        &p->live_floats);
   free(rdw);
 }

@@ -11,6 +11,12 @@
  * either: one that is neither holds 0 and nothing depends on it, so its
  * dense gradient is 0 at every weight that would read or write it.)
  *
+ * A channel is worked when it can hold a value other than 0 or something
+ * reads it (either, where live is both): a training step computes the
+ * worked channels only; each of the others holds 0 in the forward and
+ * its gradient is 0 (its batch norm's too), so that skipping it changes
+ * nothing but the time (host.c keeps them 0).
+ *
  * A dead layer whose output no active weight reads is an alias: its
  * output is its predecessor's, and the one layer after it that reads its
  * whole output (the next stage's reduce, the classifier, a dead layer
@@ -32,6 +38,7 @@
 typedef struct rt_plan {
   const ir_graph *g;
   uint8_t *live;       /* per channel of every tensor (ir_chan_base) */
+  uint8_t *work;       /* per channel: worked (can be other than 0, or read) */
   int *alias;          /* per layer: the layer whose output slice holds its
                         * output (itself but for an aliased dead layer) */
   int64_t *in_off;     /* per layer: per-sample offset of what it reads */

@@ -1,6 +1,6 @@
 /* test_live.c: the host step under its plan (runtime/plan.h: dead layers
  * that alias their predecessor, the gradient cleared where the backward
- * reads it) against the layout at the bounds (every dead layer a copy,
+ * reads it, batch norm, ReLU and pooling on the worked channels only) against the layout at the bounds (every dead layer a copy,
  * every gradient tensor cleared whole), on the same growing run; and the
  * memory a model whose bounds are 8x its seed reports. */
 #include <math.h>
@@ -52,8 +52,12 @@ static void check_same_losses(const char *backend) {
   int aliases = 0;
   rt_plan_make(p, x[0]->arch, x[0]->mask, NULL, NULL);
   for (int i = 0; i < g->n_layers; i++) aliases += p->alias[i] != i;
+  int64_t idle = 0, nch = ir_chan_base(g, g->n_tensors);
+  for (int64_t c = 0; c < nch; c++) idle += !p->work[c];
   rt_plan_free(p);
   CHECK(aliases >= 2, "the seed should have aliases (%d)", aliases);
+  CHECK(idle * 4 >= nch, "the seed should leave channels idle (%lld of %lld)", (long long)idle,
+        (long long)nch);
   const ir_tensor *t = &g->tensors[g->input_t];
   size_t img = (size_t)t->c * t->h * t->w;
   float *in = jt_randf(n * img), *vals = jt_randf(4096);
@@ -111,11 +115,30 @@ static void check_same_losses(const char *backend) {
           loss[0], loss[1]);
   }
   CHECK(revived == 2 && added > 10, "the run should grow (%d revived, %d added)", revived, added);
+  long narrow = rt_host_narrow_passes(x[0]->backend);
+  /* every step but the first and those after an edit (growth) */
+  CHECK(narrow >= 16 && rt_host_narrow_passes(x[1]->backend) == 0,
+        "%s: %ld narrow passes under the plan, %ld at the bounds", backend, narrow,
+        rt_host_narrow_passes(x[1]->backend));
   const float *p0 = rt_exec_view(x[0], RT_PARAMS), *p1 = rt_exec_view(x[1], RT_PARAMS);
   double e = jt_nerr(p0, p1, (size_t)g->n_params);
   CHECK(e < 1e-5, "%s: parameters differ by %g", backend, e);
-  printf("%s: %d aliases at the seed, 24 steps, %d kernels added, %d layers revived, worst loss "
-         "difference %.2g\n", backend, aliases, added, revived, worst);
+  double eval[2];
+  for (int k = 0; k < 2; k++) { /* inference: not worked, batch norm's output is 0 */
+    rt_exec_set_training(x[k], 0);
+    rt_exec_set_input(x[k], in, n);
+    rt_exec_forward(x[k]);
+    eval[k] = rt_exec_loss(x[k], lab, 0, NULL);
+  }
+  CHECK(fabs(eval[0] - eval[1]) <= 1e-5 * fabs(eval[1]), "%s: inference loss %.9g under the plan, "
+        "%.9g at the bounds", backend, eval[0], eval[1]);
+  const float *s0 = rt_exec_view(x[0], RT_STATS), *s1 = rt_exec_view(x[1], RT_STATS);
+  e = jt_nerr(s0, s1, (size_t)g->n_stats);
+  CHECK(e < 1e-5, "%s: batch norm's statistics differ by %g", backend, e);
+  printf("%s: %d aliases and %lld of %lld channels idle at the seed, 24 steps (%ld on the worked channels only), %d kernels "
+         "added, %d layers revived, worst loss difference %.2g\n", backend, aliases, (long long)idle, (long long)nch,
+         narrow, added,
+         revived, worst);
   free(in), free(vals);
   rt_exec_free(x[0]), rt_exec_free(x[1]), ir_free(g);
 }
