@@ -564,12 +564,12 @@ ir_graph *ir_deserialize(const uint8_t *buf, size_t n, char *err,
   g->n_params = get_i64(&r);
   g->n_stats = get_i64(&r);
   if (!r.bad && (g->act_size < 0 || g->n_params < 0 || g->n_stats < 0 ||
-                 (uint64_t)(g->n_params + 63) / 64 > (r.n - r.at) / 8))
+                 ((uint64_t)g->n_params + 63) / 64 > (r.n - r.at) / 8))
     fail(&r, "IR parameter count %lld does not match its size",
          (long long)g->n_params);
   if (!r.bad && (!g->tensors || !g->layers || !g->arch.alive)) fail(&r, "out of memory");
   if (!r.bad) {
-    size_t words = (size_t)(g->n_params + 63) / 64;
+    size_t words = (size_t)(((uint64_t)g->n_params + 63) / 64);
     g->arch.alpha = calloc(words ? words : 1, 8);
     if (!g->arch.alpha) fail(&r, "out of memory");
     for (size_t i = 0; i < words && !r.bad; i++) g->arch.alpha[i] = get_u64(&r);
