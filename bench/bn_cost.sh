@@ -1,5 +1,5 @@
 #!/bin/sh
-# What batch norm costs in a training step (issue 14): trains
+# What batch norm costs in a training step: trains
 # bench/bn_template.ilnas ([conv 3x3, batch norm, ReLU] x2 at 32 and at 64
 # channels, FC 128, ~21% dense, batch 128) and its twin without batch norm,
 # bench/bn_template_nonorm.ilnas, one epoch of IMAGES images each, back to

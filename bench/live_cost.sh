@@ -1,5 +1,5 @@
 #!/bin/sh
-# What the bounds cost a network that lives inside them (issue 16): for
+# What the bounds cost a network that lives inside them: for
 # the CIFAR-10 sample and the Fashion-MNIST sample, trains the seed inside
 # the sample's bounds ("wide") and the same stages written as a template
 # whose bounds are the seed's sizes ("tight": layers and channels at their

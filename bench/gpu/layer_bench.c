@@ -977,7 +977,7 @@ static int bench_layer(gpu *g, const shape *s, int reps) {
       printf("| %6.0f%% | %7d | %-10s | %8.4f | %8.4f | %8.4f | %11.2fx | %13.2fx | %11s |\n", 100 * densities[d],
              nnz[d], part_name[p], *t[0], *t[1], *t[2], *t[1] / *t[0], *t[2] / *t[0], b);
     }
-  /* the goals, on the totals */
+  /* the goals (bench/gpu/README.md), on the totals */
   double at10 = 0, worst_sp = 1e30;
   int d_worst = 0;
   for (int d = 0; d < ND; d++) {

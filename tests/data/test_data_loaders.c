@@ -194,7 +194,7 @@ static void test_idx(const char *root) {
               "t10k-images-idx3-ubyte.gz: the header claims 2 images of 3x4 (40 bytes with the "
               "header), but the file holds 39 bytes", NULL);
   /* A header of 4x4 images over 3x3 data is not "truncated": the message
-   * says what the header claims and what the file holds (issue 15 §7). */
+   * says what the header claims and what the file holds. */
   {
     size_t n33;
     uint8_t *b33 = idx_images(0x803, 2, 3, 3, 1, &n33);
@@ -539,7 +539,7 @@ static void test_digits(const char *root) {
   EXPECT_FAIL(RT_DATA_DIGITS_CSV, raw, 0.2, "digits.csv:3: label '10' out of range 0..9", NULL);
   free(t);
 
-  /* Values are quoted as they are in the file, however long (issue 15 §7). */
+  /* Values are quoted as they are in the file, however long. */
   t = digits_text(3, "\n");
   last = strrchr(t, ',') + 1;
   strcpy(last, "12345\n");

@@ -1,6 +1,6 @@
 #!/bin/sh
-# Runs and resumes that tell the truth, and output that parses (issue 15,
-# sections 4 and 6):
+# Runs and resumes that tell the truth, and output that parses:
+#
 #  - resuming a finished run (killed between last.ckpt and final.ckpt)
 #    evaluates, writes final.ckpt and prints the true final line; --epochs
 #    below the checkpoint's is refused;

@@ -1,5 +1,5 @@
 #!/bin/sh
-# Outputs never destroy inputs (issue 15 §5): ilnasc -o, --emit-c and
+# Outputs never destroy inputs: ilnasc -o, --emit-c and
 # `model export` refuse an output that is the same file as an input, an
 # existing checkpoint, or an existing model source; nothing is touched.
 # Needs no data: the checkpoint is test_export's synthetic one.

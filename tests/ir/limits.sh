@@ -1,5 +1,5 @@
 #!/bin/sh
-# The super-network's size limits as a user raises them (issue 15 §3):
+# The super-network's size limits as a user raises them:
 # --max-params and ILNAS_MAX_PARAMS refuse a larger model with a located
 # error, a high enough limit lets it through, a bad value is a usage error.
 # usage: limits.sh ILNASC MODEL

@@ -1,4 +1,4 @@
-/* test_ir_crafted: crafted IRs (issue 15 §2). Each case edits one field of
+/* test_ir_crafted: crafted IRs. Each case edits one field of
  * a real graph, serializes it again (so every container check passes) and
  * expects ir_deserialize to refuse it with a message naming the field; the
  * first cases go through a whole checkpoint with its CRC recomputed, the

@@ -24,7 +24,7 @@ layers)
       echo "FAIL: layer $1 cannot include its own $2:"; cat "$tmp/err"; fail=1
     fi
   done
-  # ... and nothing above: the rules, checked by the compiler
+  # ... and nothing above: the layering rules, checked by the compiler
   for pair in "base runtime/exec.h" "frontend ir/ir.h" "ir runtime/exec.h" "ir search/search.h" \
               "kgen runtime/kernels.h" "kgen app/train.h" "runtime search/search.h" \
               "runtime app/train.h" "search app/export.h"; do
