@@ -18,13 +18,13 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "runtime/data.h"
+#include "runtime/err.h"
 #include "runtime/ref.h"
 
 /* An op of the plan is one IR layer that runs, so it carries the layer's
@@ -88,14 +88,6 @@ static void plan_free(xp_plan *p) {
   memset(p, 0, sizeof *p);
 }
 
-static int fail(char *err, size_t errlen, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-  return -1;
-}
-
 /* Reserves `floats` of workspace; the emitted code indexes it with int. */
 static int ws_take(xp_plan *p, int64_t floats, int64_t *off) {
   *off = p->ws;
@@ -151,7 +143,7 @@ static int plan_weighted(xp_plan *p, const ir_graph *g, const rt_exec *x,
   xp_op *o = op_new(p);
   if (!in || !out || !o) {
     free(in), free(out);
-    return fail(err, errlen, "out of memory");
+    return rt_fail(err, errlen, "out of memory");
   }
   for (int ci = 0; ci < l->cin; ci++) {
     int32_t s = p->loc[l->in_t][l->in_ch + ci / per];
@@ -168,11 +160,11 @@ static int plan_weighted(xp_plan *p, const ir_graph *g, const rt_exec *x,
   o->bias = malloc((size_t)l->cout * sizeof *o->bias);
   if (!o->start || !o->bias) {
     free(in), free(out);
-    return fail(err, errlen, "out of memory");
+    return rt_fail(err, errlen, "out of memory");
   }
   if (conv && !p->spatial[l->in_t]) {
     free(in), free(out);
-    return fail(err, errlen, "layer %s: a conv reading a flat tensor cannot be exported",
+    return rt_fail(err, errlen, "layer %s: a conv reading a flat tensor cannot be exported",
                 l->name);
   }
 
@@ -185,7 +177,7 @@ static int plan_weighted(xp_plan *p, const ir_graph *g, const rt_exec *x,
   float *post = o->post = after ? malloc(2 * (size_t)l->cout * sizeof *post) : NULL;
   if (after && !post) {
     free(in), free(out);
-    return fail(err, errlen, "out of memory");
+    return rt_fail(err, errlen, "out of memory");
   }
   for (int co = 0; co < l->cout; co++) {
     double scale, shift;
@@ -209,14 +201,14 @@ static int plan_weighted(xp_plan *p, const ir_graph *g, const rt_exec *x,
     }
     if (!isfinite(fb) || (after && !(isfinite(post[o->n]) && isfinite(post[l->cout + o->n])))) {
       free(in), free(out);
-      return fail(err, errlen, "layer %s: output %d has a non-finite bias", l->name, co);
+      return rt_fail(err, errlen, "layer %s: output %d has a non-finite bias", l->name, co);
     }
     out[co] = o->n;
     o->bias[o->n] = fb;
     n_ent += dense ? reach : active;
     if (n_ent > INT32_MAX) {
       free(in), free(out);
-      return fail(err, errlen, "layer %s has more weights than the emitted code can index",
+      return rt_fail(err, errlen, "layer %s has more weights than the emitted code can index",
                   l->name);
     }
     o->start[++o->n] = (int32_t)n_ent;
@@ -229,7 +221,7 @@ static int plan_weighted(xp_plan *p, const ir_graph *g, const rt_exec *x,
   o->tap = conv ? malloc(ne * sizeof *o->tap) : NULL;
   if (!o->src || !o->wt || (conv && !o->tap)) {
     free(in), free(out);
-    return fail(err, errlen, "out of memory");
+    return rt_fail(err, errlen, "out of memory");
   }
 
   /* Pass 2: the entries, in the reference kernels' order (input channel,
@@ -249,7 +241,7 @@ static int plan_weighted(xp_plan *p, const ir_graph *g, const rt_exec *x,
         float v = on ? (float)(w[base + t] * scale) : 0.0f;
         if (!isfinite(v)) {
           free(in), free(out);
-          return fail(err, errlen, "layer %s has a non-finite weight", l->name);
+          return rt_fail(err, errlen, "layer %s has a non-finite weight", l->name);
         }
         o->src[e] = in[ci];
         if (conv) o->tap[e] = (uint16_t)t;
@@ -261,7 +253,7 @@ static int plan_weighted(xp_plan *p, const ir_graph *g, const rt_exec *x,
   int64_t first;
   if (ws_take(p, o->n * plane, &first)) {
     free(in), free(out);
-    return fail(err, errlen, "the network's activations exceed 2^31 floats per image");
+    return rt_fail(err, errlen, "the network's activations exceed 2^31 floats per image");
   }
   o->out = first;
   for (int co = 0; co < l->cout; co++)
@@ -278,7 +270,7 @@ static int plan_pool(xp_plan *p, const ir_graph *g, int li, char *err,
   const ir_layer *l = &g->layers[li];
   xp_op *o = op_new(p);
   if (!o || !(o->src = malloc(((size_t)l->cin + 1) * sizeof *o->src)))
-    return fail(err, errlen, "out of memory");
+    return rt_fail(err, errlen, "out of memory");
   o->kind = l->kind;
   o->layer = li;
   o->h = l->h, o->w = l->w, o->oh = l->oh, o->ow = l->ow;
@@ -293,7 +285,7 @@ static int plan_pool(xp_plan *p, const ir_graph *g, int li, char *err,
   }
   int64_t first;
   if (ws_take(p, o->n * plane, &first))
-    return fail(err, errlen, "the network's activations exceed 2^31 floats per image");
+    return rt_fail(err, errlen, "the network's activations exceed 2^31 floats per image");
   o->out = first;
   for (int c = 0; c < l->cin; c++)
     if (dst[c] >= 0) dst[c] = (int32_t)(first + dst[c] * plane);
@@ -313,18 +305,18 @@ static int plan_build(xp_plan *p, const ir_graph *g, const rt_exec *x, int dense
   p->varies = malloc((size_t)ir_chan_base(g, g->n_tensors) + 1);
   if (!p->loc || !p->logit_src || !p->spatial || !p->varies ||
       ir_varying(g, x->arch, p->varies))
-    return fail(err, errlen, "out of memory");
+    return rt_fail(err, errlen, "out of memory");
   for (int li = 0; li < g->n_layers; li++)
     if (g->layers[li].kind == IR_CONV && g->layers[li].pad > p->B) p->B = g->layers[li].pad;
   for (int t = 0; t < g->n_tensors; t++) {
     p->loc[t] = malloc((size_t)g->tensors[t].c * sizeof **p->loc);
-    if (!p->loc[t]) return fail(err, errlen, "out of memory");
+    if (!p->loc[t]) return rt_fail(err, errlen, "out of memory");
     for (int c = 0; c < g->tensors[t].c; c++) p->loc[t][c] = -1;
   }
   /* The normalised input occupies the start of the workspace. */
   int64_t plane = padded(p, in->h, in->w), off;
   if (ws_take(p, in->c * plane, &off))
-    return fail(err, errlen, "the input exceeds 2^31 floats per image");
+    return rt_fail(err, errlen, "the input exceeds 2^31 floats per image");
   for (int c = 0; c < in->c; c++) p->loc[g->input_t][c] = (int32_t)(c * plane);
   p->spatial[g->input_t] = 1;
 
@@ -347,7 +339,7 @@ static int plan_build(xp_plan *p, const ir_graph *g, const rt_exec *x, int dense
           p->loc[l->out_t][l->out_ch + c] = p->loc[l->prev_t][l->prev_ch + c];
         p->spatial[l->out_t] = p->spatial[l->prev_t];
       } else {
-        return fail(err, errlen, "layer %s is dead but has nothing to pass through",
+        return rt_fail(err, errlen, "layer %s is dead but has nothing to pass through",
                     l->name);
       }
       break;
@@ -884,14 +876,14 @@ static int file_open(xp_file *x, const char *path, const char *mode, char *err,
   size_t n = strlen(path) + 32;
   x->path = malloc(n);
   x->tmp = malloc(n);
-  if (!x->path || !x->tmp) return fail(err, errlen, "out of memory");
+  if (!x->path || !x->tmp) return rt_fail(err, errlen, "out of memory");
   snprintf(x->path, n, "%s", path);
   snprintf(x->tmp, n, "%s.tmp%ld", path, (long)getpid());
   x->f = fopen(x->tmp, mode);
   if (!x->f) {
     int e = errno;
     free(x->tmp), x->tmp = NULL;
-    return fail(err, errlen, "cannot write '%s': %s", path, strerror(e));
+    return rt_fail(err, errlen, "cannot write '%s': %s", path, strerror(e));
   }
   return 0;
 }
@@ -906,7 +898,7 @@ static int file_close(xp_file *x, char *err, size_t errlen) {
   if (bad) {
     remove(x->tmp);
     free(x->tmp), x->tmp = NULL;
-    return fail(err, errlen, "cannot write '%s': %s", x->path, strerror(e ? e : EIO));
+    return rt_fail(err, errlen, "cannot write '%s': %s", x->path, strerror(e ? e : EIO));
   }
   return 0;
 }
@@ -960,11 +952,11 @@ int app_export_graph(const ir_graph *g, const rt_exec *x, const app_train_state 
                     app_export_stats *stats, char *err, size_t errlen) {
   const ir_tensor *it = &g->tensors[g->input_t];
   if (st->norm.c != it->c)
-    return fail(err, errlen,
+    return rt_fail(err, errlen,
                 "%s: the checkpoint does not record the input normalisation the network "
                 "was trained with (re-save it with a current 'model train')",
                 origin);
-  if (!o->out || !*o->out) return fail(err, errlen, "no output file given");
+  if (!o->out || !*o->out) return rt_fail(err, errlen, "no output file given");
 
   /* The checkpoint's name goes into comments, where a "*" followed by "/"
    * would end them early. */
@@ -1001,13 +993,13 @@ int app_export_graph(const ir_graph *g, const rt_exec *x, const app_train_state 
   char *hpath = stem ? malloc(sn) : NULL, *wpath = stem ? malloc(sn) : NULL;
   xp_file src = {0}, hdr = {0}, wts = {0};
   if (!stem || !hpath || !wpath) {
-    rc = fail(err, errlen, "out of memory");
+    rc = rt_fail(err, errlen, "out of memory");
     goto out;
   }
   snprintf(hpath, sn, "%s.h", stem);
   snprintf(wpath, sn, "%s.weights", stem);
   if (strcmp(hpath, o->out) == 0 || strcmp(wpath, o->out) == 0) {
-    rc = fail(err, errlen, "output '%s' would be overwritten by its own header or weights; "
+    rc = rt_fail(err, errlen, "output '%s' would be overwritten by its own header or weights; "
                            "name it FILE.%s", o->out, o->target == APP_EXPORT_CUDA ? "cu" : "c");
     goto out;
   }
@@ -1072,13 +1064,13 @@ int app_export_graph(const ir_graph *g, const rt_exec *x, const app_train_state 
     fwrite(cnt, 1, 16, wts.f);
   }
   if (put_tables(&eo, &p)) {
-    rc = fail(err, errlen, "cannot write '%s': %s", wpath, strerror(errno));
+    rc = rt_fail(err, errlen, "cannot write '%s': %s", wpath, strerror(errno));
     goto out;
   }
   if (s.weights_file) put_loader(&eo, &p, s.weights, fp);
   int64_t *units = malloc(((size_t)p.n_ops + 2) * sizeof *units);
   if (!units) {
-    rc = fail(err, errlen, "out of memory");
+    rc = rt_fail(err, errlen, "out of memory");
     goto out;
   }
   emit_fns(&eo, &p, g, units);
@@ -1094,7 +1086,7 @@ int app_export_graph(const ir_graph *g, const rt_exec *x, const app_train_state 
   for (int i = 0; i < 3; i++) {
     if (!order[i]->tmp) continue;
     if (rename(order[i]->tmp, order[i]->path)) {
-      rc = fail(err, errlen, "cannot write '%s': %s", order[i]->path, strerror(errno));
+      rc = rt_fail(err, errlen, "cannot write '%s': %s", order[i]->path, strerror(errno));
       for (int k = 0; k < i; k++)
         if (order[k]->tmp) remove(order[k]->path);
       goto out;
@@ -1117,7 +1109,7 @@ int app_export(const char *ckpt, const app_export_opts *o, app_export_stats *sta
   if (app_ckpt_load(ckpt, 1, 1, NULL, &g, &x, &st, err, errlen)) return -1;
   int rc;
   if (st.epoch <= 0)
-    rc = fail(err, errlen,
+    rc = rt_fail(err, errlen,
               "%s: the network has not been trained yet (0 epochs done); export a "
               "checkpoint written after at least one epoch",
               ckpt);

@@ -18,7 +18,6 @@
 #include <signal.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,18 +26,10 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "runtime/err.h"
+
 #define CK_MAGIC "ILNASCK1"
 enum { CK_VERSION = 1, CK_HEADER = 16, CK_SECTION = 16, CK_TRAILER = 4 };
-
-static int fail(char *err, size_t errlen, const char *fmt, ...) {
-  if (err && errlen) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-  }
-  return -1;
-}
 
 static void put32(uint8_t *p, uint32_t v) {
   for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
@@ -240,13 +231,13 @@ static void remove_stale_tmp(const char *path) {
 
 int rt_ckpt_write(const rt_ckpt_writer *w, const char *path, char *err, size_t errlen) {
   assert(w && path);
-  if (w->n > UINT32_MAX) return fail(err, errlen, "%s: too many sections", path);
+  if (w->n > UINT32_MAX) return rt_fail(err, errlen, "%s: too many sections", path);
   size_t plen = strlen(path);
   char *tmp = malloc(plen + 32);
   ck_out *o = malloc(sizeof *o);
   if (!tmp || !o) {
     free(tmp); free(o);
-    return fail(err, errlen, "%s: out of memory", path);
+    return rt_fail(err, errlen, "%s: out of memory", path);
   }
   /* Same directory as the destination, so that rename() stays on one file
    * system and is atomic; the pid keeps concurrent writers apart. */
@@ -255,7 +246,7 @@ int rt_ckpt_write(const rt_ckpt_writer *w, const char *path, char *err, size_t e
   if (fd < 0) {
     int e = errno;
     free(tmp); free(o);
-    return fail(err, errlen, "%s: cannot create temporary file: %s", path, strerror(e));
+    return rt_fail(err, errlen, "%s: cannot create temporary file: %s", path, strerror(e));
   }
   o->fd = fd;
   o->crc = crc32(0L, Z_NULL, 0);
@@ -269,7 +260,7 @@ int rt_ckpt_write(const rt_ckpt_writer *w, const char *path, char *err, size_t e
   if (rc) {
     unlink(tmp);
     free(tmp); free(o);
-    return fail(err, errlen, "%s: %s failed: %s", path, step, strerror(e));
+    return rt_fail(err, errlen, "%s: %s failed: %s", path, step, strerror(e));
   }
   free(tmp); free(o);
   remove_stale_tmp(path);
@@ -277,7 +268,7 @@ int rt_ckpt_write(const rt_ckpt_writer *w, const char *path, char *err, size_t e
    * sync only means it may not survive a power cut, which the caller
    * should hear about all the same. */
   if (sync_dir(path))
-    return fail(err, errlen, "%s: written, but syncing its directory failed: %s", path,
+    return rt_fail(err, errlen, "%s: written, but syncing its directory failed: %s", path,
                 strerror(errno));
   return 0;
 }
@@ -314,39 +305,39 @@ static int parse(rt_ckpt *c, size_t size, const char *path, char *err, size_t er
   const uint8_t *b = c->buf;
   char tt[5];
   if (memcmp(b, CK_MAGIC, size < 8 ? size : 8) != 0)
-    return fail(err, errlen, "%s: not an ilnas checkpoint", path);
-  if (size < 12) return fail(err, errlen, "%s: truncated (%zu bytes, no header)", path, size);
+    return rt_fail(err, errlen, "%s: not an ilnas checkpoint", path);
+  if (size < 12) return rt_fail(err, errlen, "%s: truncated (%zu bytes, no header)", path, size);
   uint32_t version = get32(b + 8);
   if (version != CK_VERSION)
-    return fail(err, errlen, "%s: unsupported version %u (this build reads version %d)", path,
+    return rt_fail(err, errlen, "%s: unsupported version %u (this build reads version %d)", path,
                 (unsigned)version, CK_VERSION);
   if (size < CK_HEADER + CK_TRAILER)
-    return fail(err, errlen, "%s: truncated (%zu bytes, no header)", path, size);
+    return rt_fail(err, errlen, "%s: truncated (%zu bytes, no header)", path, size);
   uint32_t count = get32(b + 12);
   const size_t end = size - CK_TRAILER; /* where the sections must stop */
   /* Bound the count by what the file can hold before allocating for it. */
   if (count > (end - CK_HEADER) / CK_SECTION)
-    return fail(err, errlen, "%s: truncated (%u sections announced, %zu bytes)", path,
+    return rt_fail(err, errlen, "%s: truncated (%u sections announced, %zu bytes)", path,
                 (unsigned)count, size);
   c->e = calloc(count ? count : 1, sizeof *c->e);
-  if (!c->e) return fail(err, errlen, "%s: out of memory", path);
+  if (!c->e) return rt_fail(err, errlen, "%s: out of memory", path);
   size_t off = CK_HEADER;
   for (uint32_t i = 0; i < count; i++) {
     if (end - off < CK_SECTION)
-      return fail(err, errlen, "%s: truncated (section %u of %u starts past the end)", path,
+      return rt_fail(err, errlen, "%s: truncated (section %u of %u starts past the end)", path,
                   (unsigned)i + 1, (unsigned)count);
     const uint8_t *h = b + off;
     uint64_t len = get64(h + 8);
     off += CK_SECTION;
     if (len > end - off || pad8((size_t)len) > end - off - (size_t)len)
-      return fail(err, errlen, "%s: truncated (section '%s' of %llu bytes runs past the end of "
+      return rt_fail(err, errlen, "%s: truncated (section '%s' of %llu bytes runs past the end of "
                   "the file, %zu bytes)", path, tag_text(h, tt), (unsigned long long)len, size);
     if (get32(h + 4) != 0)
-      return fail(err, errlen, "%s: section '%s': reserved field is not zero (file corrupted)",
+      return rt_fail(err, errlen, "%s: section '%s': reserved field is not zero (file corrupted)",
                   path, tag_text(h, tt));
     for (uint32_t j = 0; j < i; j++)
       if (memcmp(c->e[j].tag, h, 4) == 0)
-        return fail(err, errlen, "%s: duplicate section '%s' (file corrupted)", path,
+        return rt_fail(err, errlen, "%s: duplicate section '%s' (file corrupted)", path,
                     tag_text(h, tt));
     memcpy(c->e[i].tag, h, 4);
     c->e[i].off = off;
@@ -354,10 +345,10 @@ static int parse(rt_ckpt *c, size_t size, const char *path, char *err, size_t er
     off += (size_t)len + pad8((size_t)len);
   }
   if (off != end)
-    return fail(err, errlen, "%s: %zu unexpected bytes after the last section (file corrupted)",
+    return rt_fail(err, errlen, "%s: %zu unexpected bytes after the last section (file corrupted)",
                 path, end - off);
   if ((uint32_t)crc_update(crc32(0L, Z_NULL, 0), b, end) != get32(b + end))
-    return fail(err, errlen, "%s: checksum mismatch (file corrupted)", path);
+    return rt_fail(err, errlen, "%s: checksum mismatch (file corrupted)", path);
   c->n = count;
   return 0;
 }
@@ -366,7 +357,7 @@ rt_ckpt *rt_ckpt_read(const char *path, char *err, size_t errlen) {
   assert(path);
   FILE *f = fopen(path, "rb");
   if (!f) {
-    fail(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+    rt_fail(err, errlen, "%s: cannot open: %s", path, strerror(errno));
     return NULL;
   }
   /* The file size, not any length inside the file, decides how much is
@@ -375,12 +366,12 @@ rt_ckpt *rt_ckpt_read(const char *path, char *err, size_t errlen) {
   if (fstat(fileno(f), &st) != 0) {
     int e = errno;
     fclose(f);
-    fail(err, errlen, "%s: cannot read: %s", path, strerror(e));
+    rt_fail(err, errlen, "%s: cannot read: %s", path, strerror(e));
     return NULL;
   }
   if (!S_ISREG(st.st_mode) || (uintmax_t)st.st_size > SIZE_MAX) {
     fclose(f);
-    fail(err, errlen, "%s: not a regular file of a size this machine can hold", path);
+    rt_fail(err, errlen, "%s: not a regular file of a size this machine can hold", path);
     return NULL;
   }
   size_t size = (size_t)st.st_size;
@@ -389,7 +380,7 @@ rt_ckpt *rt_ckpt_read(const char *path, char *err, size_t errlen) {
   if (!c || !c->buf) {
     fclose(f);
     rt_ckpt_free(c);
-    fail(err, errlen, "%s: out of memory for %zu bytes", path, size);
+    rt_fail(err, errlen, "%s: out of memory for %zu bytes", path, size);
     return NULL;
   }
   size_t got = fread(c->buf, 1, size, f);
@@ -397,8 +388,8 @@ rt_ckpt *rt_ckpt_read(const char *path, char *err, size_t errlen) {
   fclose(f);
   if (bad || got != size) {
     rt_ckpt_free(c);
-    if (bad) fail(err, errlen, "%s: read error", path);
-    else fail(err, errlen, "%s: truncated while being read (%zu of %zu bytes)", path, got, size);
+    if (bad) rt_fail(err, errlen, "%s: read error", path);
+    else rt_fail(err, errlen, "%s: truncated while being read (%zu of %zu bytes)", path, got, size);
     return NULL;
   }
   if (parse(c, size, path, err, errlen)) {

@@ -11,7 +11,6 @@
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,18 +18,9 @@
 #include <zlib.h>
 
 #include "folder.h"
+#include "runtime/err.h"
 
 enum { PATH_LEN = 4096 };
-
-static int fail(char *err, size_t errlen, const char *fmt, ...) {
-  if (err && errlen) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-  }
-  return -1;
-}
 
 /* dir/name, with one slash between them however many dir ends with
  * (--data DIR/ is common), except that "/" stays the root. */
@@ -41,7 +31,7 @@ static int join(char *out, const char *dir, const char *name, char *err, size_t 
   if (dl > INT_MAX) dl = INT_MAX;
   int k = snprintf(out, PATH_LEN, "%.*s%s%s", (int)dl, dir, sep, name);
   if (k < 0 || k >= PATH_LEN)
-    return fail(err, errlen, "%.*s%s%s: path too long", (int)dl, dir, sep, name);
+    return rt_fail(err, errlen, "%.*s%s%s: path too long", (int)dl, dir, sep, name);
   return 0;
 }
 
@@ -73,7 +63,7 @@ static int alloc_dataset(rt_dataset *d, int n, int c, int h, int w, char *err, s
   if (!d->x || !d->y) {
     free(d->x); free(d->y);
     memset(d, 0, sizeof *d);
-    return fail(err, errlen, "%s: out of memory for %d images of %dx%dx%d", what, n, c, h, w);
+    return rt_fail(err, errlen, "%s: out of memory for %d images of %dx%dx%d", what, n, c, h, w);
   }
   return 0;
 }
@@ -115,9 +105,9 @@ static int gz_fill(gzFile f, const char *path, uint8_t *buf, size_t want, size_t
   if (*got < want) {
     int zerr = Z_OK;
     const char *msg = gz_message(f, path, &zerr);
-    if (zerr == Z_ERRNO) return fail(err, errlen, "%s: read error: %s", path, strerror(errno));
+    if (zerr == Z_ERRNO) return rt_fail(err, errlen, "%s: read error: %s", path, strerror(errno));
     if (zerr != Z_OK && (zerr != Z_BUF_ERROR || !gzdirect(f)))
-      return fail(err, errlen, "%s: gzip error: %s", path, msg);
+      return rt_fail(err, errlen, "%s: gzip error: %s", path, msg);
   }
   return 0;
 }
@@ -133,7 +123,7 @@ static int gz_read_exact(gzFile f, const char *path, size_t done, size_t want, u
                          size_t *have_out, char *err, size_t errlen) {
   size_t cap = want < ((size_t)1 << 24) ? want : ((size_t)1 << 24), have = 0;
   uint8_t *buf = malloc(cap ? cap : 1);
-  if (!buf) return fail(err, errlen, "%s: out of memory", path);
+  if (!buf) return rt_fail(err, errlen, "%s: out of memory", path);
   for (;;) {
     size_t got;
     if (gz_fill(f, path, buf + have, cap - have, &got, err, errlen)) { free(buf); return -1; }
@@ -142,7 +132,7 @@ static int gz_read_exact(gzFile f, const char *path, size_t done, size_t want, u
     if (cap == want) break;
     size_t ncap = cap > want / 2 ? want : cap * 2;
     uint8_t *nb = realloc(buf, ncap);
-    if (!nb) { free(buf); return fail(err, errlen, "%s: out of memory", path); }
+    if (!nb) { free(buf); return rt_fail(err, errlen, "%s: out of memory", path); }
     buf = nb; cap = ncap;
   }
   if (have < want) {
@@ -157,7 +147,7 @@ static int gz_read_exact(gzFile f, const char *path, size_t done, size_t want, u
   if (gz_fill(f, path, &extra, 1, &more, err, errlen)) { free(buf); return -1; }
   if (more) {
     free(buf);
-    return fail(err, errlen, "%s: expected %zu bytes, but the file is longer", path, done + want);
+    return rt_fail(err, errlen, "%s: expected %zu bytes, but the file is longer", path, done + want);
   }
   *out = buf;
   return 0;
@@ -178,16 +168,16 @@ static gzFile open_idx(const char *dir, const char *name, char *path, char *err,
   gzFile f = open_gz(path, &enoent);
   if (f) return f;
   if (!enoent) {
-    fail(err, errlen, "%s: cannot open: %s", path, errno ? strerror(errno) : "out of memory");
+    rt_fail(err, errlen, "%s: cannot open: %s", path, errno ? strerror(errno) : "out of memory");
     return NULL;
   }
   if (join(path, dir, name, err, errlen)) return NULL;
   f = open_gz(path, &enoent);
   if (f) return f;
   if (enoent)
-    fail(err, errlen, "%s[.gz]: missing file (%s)", path, strerror(ENOENT));
+    rt_fail(err, errlen, "%s[.gz]: missing file (%s)", path, strerror(ENOENT));
   else
-    fail(err, errlen, "%s: cannot open: %s", path, errno ? strerror(errno) : "out of memory");
+    rt_fail(err, errlen, "%s: cannot open: %s", path, errno ? strerror(errno) : "out of memory");
   return NULL;
 }
 
@@ -199,10 +189,10 @@ static int idx_header(gzFile f, const char *path, uint32_t magic, int ndim, uint
   size_t hlen = 4 + 4 * (size_t)ndim, got;
   if (gz_fill(f, path, h, hlen, &got, err, errlen)) return -1;
   if (got >= 4 && be32(h) != magic)
-    return fail(err, errlen, "%s: wrong magic 0x%08x, expected 0x%08x (IDX %s)", path,
+    return rt_fail(err, errlen, "%s: wrong magic 0x%08x, expected 0x%08x (IDX %s)", path,
                 (unsigned)be32(h), (unsigned)magic, what);
   if (got < hlen)
-    return fail(err, errlen, "%s: truncated: expected at least %zu bytes (IDX header), got %zu",
+    return rt_fail(err, errlen, "%s: truncated: expected at least %zu bytes (IDX header), got %zu",
                 path, hlen, got);
   for (int i = 0; i < ndim; i++) dims[i] = be32(h + 4 + 4 * i);
   return 0;
@@ -226,13 +216,13 @@ static int load_idx_split(const char *dir, const char *img_name, const char *lab
   }
   if (d[0] == 0 || d[1] == 0 || d[2] == 0 || d[0] > INT_MAX || d[1] > 65536 || d[2] > 65536) {
     gzclose(f);
-    return fail(err, errlen, "%s: implausible image count or size %ux%ux%u", path,
+    return rt_fail(err, errlen, "%s: implausible image count or size %ux%ux%u", path,
                 (unsigned)d[0], (unsigned)d[1], (unsigned)d[2]);
   }
   uint64_t bytes = (uint64_t)d[0] * d[1] * d[2];
   if (bytes > SIZE_MAX / sizeof(float)) {
     gzclose(f);
-    return fail(err, errlen, "%s: %ux%ux%u images do not fit in memory", path, (unsigned)d[0],
+    return rt_fail(err, errlen, "%s: %ux%ux%u images do not fit in memory", path, (unsigned)d[0],
                 (unsigned)d[1], (unsigned)d[2]);
   }
   size_t have = 0;
@@ -248,7 +238,7 @@ static int load_idx_split(const char *dir, const char *img_name, const char *lab
     if (per && (have - 16) % d[0] == 0 && side * side == per && per != (size_t)d[1] * d[2])
       snprintf(guess, sizeof guess, "; that is %u images of %zux%zu", (unsigned)d[0], side,
                side);
-    return fail(err, errlen, "%s: the header claims %u images of %ux%u (%llu bytes with the "
+    return rt_fail(err, errlen, "%s: the header claims %u images of %ux%u (%llu bytes with the "
                 "header), but the file holds %zu bytes%s", path, (unsigned)d[0], (unsigned)d[1],
                 (unsigned)d[2], (unsigned long long)bytes + 16, have, guess);
   }
@@ -262,20 +252,20 @@ static int load_idx_split(const char *dir, const char *img_name, const char *lab
   }
   if (d[0] != (uint32_t)s->n) {
     gzclose(f);
-    fail(err, errlen, "%s: %u labels, but the images file %s holds %d images", path,
+    rt_fail(err, errlen, "%s: %u labels, but the images file %s holds %d images", path,
          (unsigned)d[0], img_name, s->n);
     goto fail;
   }
   rc = gz_read_exact(f, path, 8, (size_t)s->n, &s->lab, &have, err, errlen);
   gzclose(f);
   if (rc == 1)
-    fail(err, errlen, "%s: the header claims %d labels (%zu bytes with the header), but the file "
+    rt_fail(err, errlen, "%s: the header claims %d labels (%zu bytes with the header), but the file "
          "holds %zu bytes", path, s->n, (size_t)s->n + 8, have);
   if (rc) goto fail;
   if (classes > 0)
     for (int i = 0; i < s->n; i++)
       if (s->lab[i] >= classes) {
-        fail(err, errlen, "%s: record %d: label %d out of range 0..%d", path, i, s->lab[i],
+        rt_fail(err, errlen, "%s: record %d: label %d out of range 0..%d", path, i, s->lab[i],
              classes - 1);
         free(s->lab);
         goto fail;
@@ -315,7 +305,7 @@ static int load_idx(const char *dir, int classes, rt_dataset *train, rt_dataset 
   }
   int rc = -1;
   if (a.h != b.h || a.w != b.w) {
-    fail(err, errlen, "%s: test images are %dx%d, training images %dx%d", dir, b.h, b.w, a.h,
+    rt_fail(err, errlen, "%s: test images are %dx%d, training images %dx%d", dir, b.h, b.w, a.h,
          a.w);
     goto done;
   }
@@ -337,11 +327,11 @@ done:
 static int file_size(const char *path, size_t *size, char *err, size_t errlen) {
   struct stat st;
   if (stat(path, &st) != 0) {
-    if (errno == ENOENT) return fail(err, errlen, "%s: missing file (%s)", path, strerror(errno));
-    return fail(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+    if (errno == ENOENT) return rt_fail(err, errlen, "%s: missing file (%s)", path, strerror(errno));
+    return rt_fail(err, errlen, "%s: cannot open: %s", path, strerror(errno));
   }
-  if (!S_ISREG(st.st_mode)) return fail(err, errlen, "%s: not a regular file", path);
-  if ((uintmax_t)st.st_size > SIZE_MAX) return fail(err, errlen, "%s: too large", path);
+  if (!S_ISREG(st.st_mode)) return rt_fail(err, errlen, "%s: not a regular file", path);
+  if ((uintmax_t)st.st_size > SIZE_MAX) return rt_fail(err, errlen, "%s: too large", path);
   *size = (size_t)st.st_size;
   return 0;
 }
@@ -349,16 +339,16 @@ static int file_size(const char *path, size_t *size, char *err, size_t errlen) {
 /* Reads exactly `size` bytes (the size checked earlier) into a new buffer. */
 static int read_raw(const char *path, size_t size, uint8_t **out, char *err, size_t errlen) {
   FILE *f = fopen(path, "rb");
-  if (!f) return fail(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+  if (!f) return rt_fail(err, errlen, "%s: cannot open: %s", path, strerror(errno));
   uint8_t *buf = malloc(size ? size : 1);
-  if (!buf) { fclose(f); return fail(err, errlen, "%s: out of memory", path); }
+  if (!buf) { fclose(f); return rt_fail(err, errlen, "%s: out of memory", path); }
   size_t got = fread(buf, 1, size, f);
   int bad = ferror(f), more = got == size && fgetc(f) != EOF;
   fclose(f);
   if (bad || got != size || more) {
     free(buf);
-    if (bad) return fail(err, errlen, "%s: read error", path);
-    return fail(err, errlen, "%s: changed size while being read (expected %zu bytes)", path, size);
+    if (bad) return rt_fail(err, errlen, "%s: read error", path);
+    return rt_fail(err, errlen, "%s: changed size while being read (expected %zu bytes)", path, size);
   }
   *out = buf;
   return 0;
@@ -373,10 +363,10 @@ static int cifar_count(const char *path, char *err, size_t errlen) {
   size_t size;
   if (file_size(path, &size, err, errlen)) return -1;
   if (size == 0 || size % CIFAR_REC != 0)
-    return fail(err, errlen,
+    return rt_fail(err, errlen,
                 "%s: size %zu bytes is not a positive multiple of %d (1 label byte + 3x32x32 "
                 "pixels per record)", path, size, CIFAR_REC);
-  if (size / CIFAR_REC > INT_MAX) return fail(err, errlen, "%s: too many records", path);
+  if (size / CIFAR_REC > INT_MAX) return rt_fail(err, errlen, "%s: too many records", path);
   return (int)(size / CIFAR_REC);
 }
 
@@ -388,7 +378,7 @@ static int cifar_read(const char *path, int count, int classes, rt_dataset *d, i
   for (int i = 0; i < count; i++) {
     const uint8_t *rec = buf + (size_t)i * CIFAR_REC;
     if (rec[0] >= classes) {
-      fail(err, errlen, "%s: record %d: label %d out of range 0..%d", path, i, rec[0],
+      rt_fail(err, errlen, "%s: record %d: label %d out of range 0..%d", path, i, rec[0],
            classes - 1);
       free(buf);
       return -1;
@@ -409,7 +399,7 @@ static int load_cifar_files(char paths[][PATH_LEN], int nfiles, int classes, rt_
     if ((counts[i] = cifar_count(paths[i], err, errlen)) < 0) return -1;
     total += counts[i];
   }
-  if (total > INT_MAX) return fail(err, errlen, "%s: too many records", what);
+  if (total > INT_MAX) return rt_fail(err, errlen, "%s: too many records", what);
   if (alloc_dataset(d, (int)total, 3, 32, 32, err, errlen, what)) return -1;
   d->classes = 10;
   for (int i = 0, at = 0; i < nfiles; at += counts[i], i++)
@@ -463,18 +453,18 @@ static int load_stl_split(const char *dir, const char *xname, const char *yname,
   if (join(xpath, dir, xname, err, errlen) || join(ypath, dir, yname, err, errlen)) return -1;
   if (file_size(xpath, &xsize, err, errlen) || file_size(ypath, &ysize, err, errlen)) return -1;
   if (xsize == 0 || xsize % STL_PX != 0)
-    return fail(err, errlen, "%s: size %zu bytes is not a positive multiple of %d (3x96x96 "
+    return rt_fail(err, errlen, "%s: size %zu bytes is not a positive multiple of %d (3x96x96 "
                 "pixels per image)", xpath, xsize, STL_PX);
-  if (xsize / STL_PX > INT_MAX) return fail(err, errlen, "%s: too many images", xpath);
+  if (xsize / STL_PX > INT_MAX) return rt_fail(err, errlen, "%s: too many images", xpath);
   int n = (int)(xsize / STL_PX);
   if (ysize != (size_t)n)
-    return fail(err, errlen, "%s: %zu labels, but %s holds %d images", ypath, ysize, xname, n);
+    return rt_fail(err, errlen, "%s: %zu labels, but %s holds %d images", ypath, ysize, xname, n);
 
   uint8_t *lab, *px;
   if (read_raw(ypath, ysize, &lab, err, errlen)) return -1;
   for (int i = 0; i < n; i++)
     if (lab[i] < 1 || lab[i] > classes) {
-      fail(err, errlen, "%s: record %d: label %d out of range 1..%d", ypath, i, lab[i], classes);
+      rt_fail(err, errlen, "%s: record %d: label %d out of range 1..%d", ypath, i, lab[i], classes);
       free(lab);
       return -1;
     }
@@ -525,14 +515,14 @@ static int read_text(const char *path, char **out, size_t *len, char *err, size_
   int enoent;
   gzFile f = open_gz(path, &enoent);
   if (!f) {
-    if (enoent) return fail(err, errlen, "%s: missing file (%s)", path, strerror(ENOENT));
-    return fail(err, errlen, "%s: cannot open: %s", path,
+    if (enoent) return rt_fail(err, errlen, "%s: missing file (%s)", path, strerror(ENOENT));
+    return rt_fail(err, errlen, "%s: cannot open: %s", path,
                 errno ? strerror(errno) : "out of memory");
   }
   size_t cap = 1 << 16, have = 0;
   char *buf = malloc(cap);
   for (;;) {
-    if (!buf) { gzclose(f); return fail(err, errlen, "%s: out of memory", path); }
+    if (!buf) { gzclose(f); return rt_fail(err, errlen, "%s: out of memory", path); }
     size_t got;
     if (gz_fill(f, path, (uint8_t *)buf + have, cap - 1 - have, &got, err, errlen)) {
       free(buf); gzclose(f); return -1;
@@ -548,7 +538,7 @@ static int read_text(const char *path, char **out, size_t *len, char *err, size_
   int zerr = Z_OK;
   const char *msg = gz_message(f, path, &zerr);
   if (zerr == Z_BUF_ERROR && !gzdirect(f)) {
-    fail(err, errlen, "%s: gzip error: %s", path, msg);
+    rt_fail(err, errlen, "%s: gzip error: %s", path, msg);
     free(buf); gzclose(f);
     return -1;
   }
@@ -599,16 +589,16 @@ static int parse_row(const char *path, long line, const char *s, const char *end
       const char *nul = memchr(start, '\0', (size_t)(end - start));
       const char *comma = memchr(start, ',', (size_t)(end - start));
       if (nul && (!comma || nul < comma))
-        return fail(err, errlen, "%s:%ld: field %d: a NUL byte in %s", path, line, k + 1,
+        return rt_fail(err, errlen, "%s:%ld: field %d: a NUL byte in %s", path, line, k + 1,
                     quote_field(q, sizeof q, start, end));
-      return fail(err, errlen, "%s:%ld: field %d: expected an integer, got %s", path, line,
+      return rt_fail(err, errlen, "%s:%ld: field %d: expected an integer, got %s", path, line,
                   k + 1, quote_field(q, sizeof q, start, end));
     }
     if (k < DIG_PX && v > 16)
-      return fail(err, errlen, "%s:%ld: field %d: pixel value %s out of range 0..16", path, line,
+      return rt_fail(err, errlen, "%s:%ld: field %d: pixel value %s out of range 0..16", path, line,
                   k + 1, quote_field(q, sizeof q, start, num_end));
     if (k == DIG_PX && v >= classes)
-      return fail(err, errlen, "%s:%ld: label %s out of range 0..%d", path, line,
+      return rt_fail(err, errlen, "%s:%ld: label %s out of range 0..%d", path, line,
                   quote_field(q, sizeof q, start, num_end), classes - 1);
     if (k < DIG_COLS) row[k] = (uint8_t)v;
     k++;
@@ -616,7 +606,7 @@ static int parse_row(const char *path, long line, const char *s, const char *end
     s++; /* the comma */
   }
   if (k != DIG_COLS)
-    return fail(err, errlen, "%s:%ld: expected %d comma-separated integers (64 pixels 0..16, "
+    return rt_fail(err, errlen, "%s:%ld: expected %d comma-separated integers (64 pixels 0..16, "
                 "then the label 0..9), got %d", path, line, DIG_COLS, k);
   return 0;
 }
@@ -632,7 +622,7 @@ static void digits_to_dataset(const uint8_t *rows, int n, rt_dataset *d) {
 static int load_digits(const char *path, double split, int classes, rt_dataset *train,
                        rt_dataset *test, char *err, size_t errlen) {
   if (!(split >= 0.0 && split < 1.0))
-    return fail(err, errlen, "%s: test split %g must be in [0, 1)", path, split);
+    return rt_fail(err, errlen, "%s: test split %g must be in [0, 1)", path, split);
   char *text = NULL;
   size_t len = 0;
   if (read_text(path, &text, &len, err, errlen)) return -1;
@@ -640,7 +630,7 @@ static int load_digits(const char *path, double split, int classes, rt_dataset *
   size_t lines = 1;
   for (size_t i = 0; i < len; i++) lines += text[i] == '\n';
   uint8_t *rows = malloc(lines * DIG_COLS);
-  if (!rows) { free(text); return fail(err, errlen, "%s: out of memory", path); }
+  if (!rows) { free(text); return rt_fail(err, errlen, "%s: out of memory", path); }
 
   long n = 0, line = 0;
   for (const char *s = text, *stop = text + len; s < stop;) {
@@ -660,7 +650,7 @@ static int load_digits(const char *path, double split, int classes, rt_dataset *
   free(text);
   if (n < 2 || n > INT_MAX) {
     free(rows);
-    return fail(err, errlen, "%s: %ld rows; a training and a test set need at least 2", path, n);
+    return rt_fail(err, errlen, "%s: %ld rows; a training and a test set need at least 2", path, n);
   }
   long ntest = (long)floor((double)n * split);
   if (ntest < 1) ntest = 1;
@@ -694,24 +684,24 @@ static int zip_member(const uint8_t *z, size_t zn, const char *path, const char 
   size_t e = zn >= 22 ? zn - 22 : 0, stop = e > 65557 ? e - 65557 : 0;
   for (;; e--) {
     if (zn >= 22 && le32(z + e) == 0x06054b50u) break;
-    if (e == stop || zn < 22) return fail(err, errlen, "%s: not a zip (npz) file", path);
+    if (e == stop || zn < 22) return rt_fail(err, errlen, "%s: not a zip (npz) file", path);
   }
   uint64_t entries = le16(z + e + 10), at = le32(z + e + 16);
   if (at == 0xffffffffu && e >= 20 && le32(z + e - 20) == 0x07064b50u) { /* zip64 */
     uint64_t loc = le64(z + e - 20 + 8);
     if (loc + 56 > zn || le32(z + loc) != 0x06064b50u)
-      return fail(err, errlen, "%s: bad zip64 directory", path);
+      return rt_fail(err, errlen, "%s: bad zip64 directory", path);
     entries = le64(z + loc + 32), at = le64(z + loc + 48);
   }
   size_t nl = strlen(name);
   for (uint64_t k = 0; k < entries; k++) {
     if (at + 46 > zn || le32(z + at) != 0x02014b50u)
-      return fail(err, errlen, "%s: bad zip directory", path);
+      return rt_fail(err, errlen, "%s: bad zip directory", path);
     const uint8_t *c = z + at;
     uint32_t method = le16(c + 10), crc = le32(c + 16), fnl = le16(c + 28), el = le16(c + 30),
              cl = le16(c + 32);
     uint64_t csize = le32(c + 20), usize = le32(c + 24), off = le32(c + 42);
-    if (at + 46 + fnl + el > zn) return fail(err, errlen, "%s: bad zip directory", path);
+    if (at + 46 + fnl + el > zn) return rt_fail(err, errlen, "%s: bad zip directory", path);
     if (fnl == nl && memcmp(c + 46, name, nl) == 0) {
       /* zip64 sizes and offset, in this order, for the fields that overflowed */
       for (const uint8_t *x = c + 46 + fnl, *xe = x + el; x + 4 <= xe;
@@ -723,17 +713,17 @@ static int zip_member(const uint8_t *z, size_t zn, const char *path, const char 
         if (off == 0xffffffffu && v + 8 <= ve) off = le64(v);
       }
       if (off + 30 > zn || le32(z + off) != 0x04034b50u)
-        return fail(err, errlen, "%s: %s: bad zip entry", path, name);
+        return rt_fail(err, errlen, "%s: %s: bad zip entry", path, name);
       uint64_t data = off + 30 + le16(z + off + 26) + le16(z + off + 28);
       if (data > zn || csize > zn - data)
-        return fail(err, errlen, "%s: %s: truncated (the zip says %llu bytes)", path, name,
+        return rt_fail(err, errlen, "%s: %s: truncated (the zip says %llu bytes)", path, name,
                     (unsigned long long)csize);
       if (usize > SIZE_MAX / 2 || (method == 0 && usize != csize) ||
           (method == 8 && usize / 1032 > csize + 1))
-        return fail(err, errlen, "%s: %s: implausible size %llu", path, name,
+        return rt_fail(err, errlen, "%s: %s: implausible size %llu", path, name,
                     (unsigned long long)usize);
       uint8_t *buf = malloc(usize ? (size_t)usize : 1);
-      if (!buf) return fail(err, errlen, "%s: out of memory for %s", path, name);
+      if (!buf) return rt_fail(err, errlen, "%s: out of memory for %s", path, name);
       if (method == 0) {
         memcpy(buf, z + data, (size_t)usize);
       } else if (method == 8) {
@@ -753,12 +743,12 @@ static int zip_member(const uint8_t *z, size_t zn, const char *path, const char 
         inflateEnd(&st);
         if (zr != Z_STREAM_END || done_out != usize) {
           free(buf);
-          return fail(err, errlen, "%s: %s: corrupt compressed data (%s)", path, name,
+          return rt_fail(err, errlen, "%s: %s: corrupt compressed data (%s)", path, name,
                       zr == Z_STREAM_END ? "wrong size" : st.msg ? st.msg : "cut short");
         }
       } else {
         free(buf);
-        return fail(err, errlen, "%s: %s: zip compression method %u (stored or deflate "
+        return rt_fail(err, errlen, "%s: %s: zip compression method %u (stored or deflate "
                     "expected)", path, name, (unsigned)method);
       }
       uLong got = 0;
@@ -768,14 +758,14 @@ static int zip_member(const uint8_t *z, size_t zn, const char *path, const char 
       }
       if (got != crc) {
         free(buf);
-        return fail(err, errlen, "%s: %s: CRC mismatch (a corrupt file)", path, name);
+        return rt_fail(err, errlen, "%s: %s: CRC mismatch (a corrupt file)", path, name);
       }
       *out = buf, *outn = (size_t)usize;
       return 0;
     }
     at += 46 + fnl + el + cl;
   }
-  return fail(err, errlen, "%s: no %s in it (a downsampled ImageNet batch holds data.npy and "
+  return rt_fail(err, errlen, "%s: no %s in it (a downsampled ImageNet batch holds data.npy and "
               "labels.npy)", path, name);
 }
 
@@ -784,20 +774,20 @@ static int npy_parse(const uint8_t *p, size_t n, const char *path, const char *n
                      char *descr, int64_t shape[2], int *ndim, const uint8_t **data,
                      size_t *dn, char *err, size_t errlen) {
   if (n < 10 || memcmp(p, "\x93NUMPY", 6) != 0)
-    return fail(err, errlen, "%s: %s: not a .npy array", path, name);
+    return rt_fail(err, errlen, "%s: %s: not a .npy array", path, name);
   size_t hl = p[6] == 1 ? le16(p + 8) : le32(p + 8), h0 = p[6] == 1 ? 10 : 12;
-  if (h0 + hl > n || hl > 4096) return fail(err, errlen, "%s: %s: bad .npy header", path, name);
+  if (h0 + hl > n || hl > 4096) return rt_fail(err, errlen, "%s: %s: bad .npy header", path, name);
   char h[4097];
   memcpy(h, p + h0, hl);
   h[hl] = 0;
   const char *d = strstr(h, "'descr':"), *s = strstr(h, "'shape':");
   if (!d || !s || strstr(h, "'fortran_order': True") ||
       sscanf(d + 8, " '%7[^']'", descr) != 1)
-    return fail(err, errlen, "%s: %s: unsupported .npy header %s", path, name, h);
+    return rt_fail(err, errlen, "%s: %s: unsupported .npy header %s", path, name, h);
   long long a = -1, b = -1;
   int k = sscanf(s + 8, " (%lld , %lld", &a, &b);
   if (k < 1 || a < 0 || (k == 2 && b < 0))
-    return fail(err, errlen, "%s: %s: bad shape in .npy header %s", path, name, h);
+    return rt_fail(err, errlen, "%s: %s: bad shape in .npy header %s", path, name, h);
   *ndim = k == 2 && !strstr(s, ",)") ? 2 : 1;
   shape[0] = a, shape[1] = *ndim == 2 ? b : 1;
   *data = p + h0 + hl, *dn = n - h0 - hl;
@@ -828,7 +818,7 @@ static int ds_file(const char *path, int classes, rt_dataset *d, int at, int *co
   int s = 0;
   for (int t = 4; t <= 256; t *= 2) if (xsh[1] == 3 * t * t) s = t;
   if (strcmp(xd, "|u1") != 0 || xnd != 2 || !s || xsh[0] > INT_MAX) {
-    fail(err, errlen, "%s: data.npy is %s of shape (%lld, %lld); expected bytes (|u1) of "
+    rt_fail(err, errlen, "%s: data.npy is %s of shape (%lld, %lld); expected bytes (|u1) of "
          "shape (N, 3*S*S), S 8, 16, 32 or 64", path, xd, (long long)xsh[0],
          (long long)xsh[1]);
     goto done;
@@ -837,12 +827,12 @@ static int ds_file(const char *path, int classes, rt_dataset *d, int at, int *co
             !strcmp(yd, "<u4") ? 4 : !strcmp(yd, "<i2") || !strcmp(yd, "<u2") ? 2
             : !strcmp(yd, "|u1") || !strcmp(yd, "|i1") ? 1 : 0;
   if (!esz || ysh[0] != xsh[0] || (ynd == 2 && ysh[1] != 1)) {
-    fail(err, errlen, "%s: labels.npy is %s of shape (%lld); expected %lld integer labels",
+    rt_fail(err, errlen, "%s: labels.npy is %s of shape (%lld); expected %lld integer labels",
          path, yd, (long long)ysh[0], (long long)xsh[0]);
     goto done;
   }
   if (xdn != (size_t)xsh[0] * (size_t)xsh[1] || ydn != (size_t)ysh[0] * (size_t)esz) {
-    fail(err, errlen, "%s: an array holds %zu bytes, not what its shape says", path,
+    rt_fail(err, errlen, "%s: an array holds %zu bytes, not what its shape says", path,
          xdn != (size_t)xsh[0] * (size_t)xsh[1] ? xdn : ydn);
     goto done;
   }
@@ -853,7 +843,7 @@ static int ds_file(const char *path, int classes, rt_dataset *d, int at, int *co
       int64_t lab = esz == 8 ? (int64_t)le64(v) : esz == 4 ? (int32_t)le32(v)
                     : esz == 2 ? (int16_t)le16(v) : (int64_t)v[0];
       if (lab < 1 || lab > classes) {
-        fail(err, errlen, "%s: record %d: label %lld out of range 1..%d%s", path, i,
+        rt_fail(err, errlen, "%s: record %d: label %lld out of range 1..%d%s", path, i,
              (long long)lab, classes, "");
         goto done;
       }
@@ -887,26 +877,26 @@ static int load_ds_split(const char *dir, int val, int classes, rt_dataset *d, c
     const char *want = val ? "val_data" : "train_data_batch_1";
     if (join(pickled, dir, want, err, errlen)) return -1;
     if (exists(pickled))
-      return fail(err, errlen, "%s: the pickled variant of downsampled ImageNet; ilnas reads "
+      return rt_fail(err, errlen, "%s: the pickled variant of downsampled ImageNet; ilnas reads "
                   "the npz files (%s.npz), published beside it", pickled, want);
-    return fail(err, errlen, "%s/%s.npz: missing file (%s)", dir, want, strerror(ENOENT));
+    return rt_fail(err, errlen, "%s/%s.npz: missing file (%s)", dir, want, strerror(ENOENT));
   }
   for (int i = 0; i < nf; i++) {
     int s;
     if (ds_file(paths[i], classes, NULL, 0, &counts[i], &s, err, errlen)) return -1;
     if (side && s != side)
-      return fail(err, errlen, "%s: images of %dx%d, but %s holds %dx%d", paths[i], s, s,
+      return rt_fail(err, errlen, "%s: images of %dx%d, but %s holds %dx%d", paths[i], s, s,
                   paths[0], side, side);
     side = s, total += counts[i];
   }
   if (total > INT_MAX || (size_t)total > SIZE_MAX / (3u * side * side))
-    return fail(err, errlen, "%s: too many images", dir);
+    return rt_fail(err, errlen, "%s: too many images", dir);
   memset(d, 0, sizeof *d);
   size_t px = (size_t)total * 3 * (size_t)side * (size_t)side;
   d->px = malloc(px ? px : 1), d->y = malloc((total ? (size_t)total : 1) * sizeof *d->y);
   if (!d->px || !d->y) {
     free(d->px), free(d->y), memset(d, 0, sizeof *d);
-    return fail(err, errlen, "%s: out of memory for %ld images of 3x%dx%d", dir, total, side,
+    return rt_fail(err, errlen, "%s: out of memory for %ld images of 3x%dx%d", dir, total, side,
                 side);
   }
   d->n = (int)total, d->c = 3, d->h = d->w = side, d->scale = 1.0f / 255.0f;
@@ -930,7 +920,7 @@ static int load_downsampled(const char *dir, int classes, rt_dataset *train, rt_
     return -1;
   }
   if (train->h != test->h) {
-    fail(err, errlen, "%s: val_data.npz holds %dx%d images, the training batches %dx%d", dir,
+    rt_fail(err, errlen, "%s: val_data.npz holds %dx%d images, the training batches %dx%d", dir,
          test->h, test->w, train->h, train->w);
     rt_dataset_free(train), rt_dataset_free(test);
     return -1;
@@ -958,7 +948,7 @@ static int adapt(rt_dataset *d, const rt_data_opts *o, char *err, size_t errlen)
   const int h = o->resize_h ? o->resize_h : d->h, w = o->resize_w ? o->resize_w : d->w;
   if (c == d->c && h == d->h && w == d->w) return 0;
   if (c != d->c && !(d->c == 1 && c == 3) && !(d->c == 3 && c == 1))
-    return fail(err, errlen, "%s: 'channels %d' turns gray (1 channel) into RGB or RGB (3) into "
+    return rt_fail(err, errlen, "%s: 'channels %d' turns gray (1 channel) into RGB or RGB (3) into "
                 "gray, but the images have %d channels", o->path, c, d->c);
   const int cr = c < d->c ? c : d->c; /* the planes that are resized */
   const size_t in_plane = (size_t)d->h * (size_t)d->w, out_plane = (size_t)h * (size_t)w;
@@ -970,7 +960,7 @@ static int adapt(rt_dataset *d, const rt_data_opts *o, char *err, size_t errlen)
   uint8_t *px = d->x ? NULL : malloc(total ? total : 1);
   if (!src || !mid || !dst || (!x && !px)) {
     free(src), free(mid), free(dst), free(x), free(px);
-    return fail(err, errlen, "%s: out of memory adapting %d images to %dx%dx%d", o->path, d->n,
+    return rt_fail(err, errlen, "%s: out of memory adapting %d images to %dx%dx%d", o->path, d->n,
                 c, h, w);
   }
   int rc = 0;
@@ -998,7 +988,7 @@ static int adapt(rt_dataset *d, const rt_data_opts *o, char *err, size_t errlen)
   free(src), free(mid), free(dst);
   if (rc) {
     free(x), free(px);
-    return fail(err, errlen, "%s: out of memory resizing the images to %dx%d", o->path, h, w);
+    return rt_fail(err, errlen, "%s: out of memory resizing the images to %dx%d", o->path, h, w);
   }
   free(d->x), free(d->px);
   d->x = x, d->px = px, d->c = c, d->h = h, d->w = w;
@@ -1037,7 +1027,7 @@ int rt_data_open(const rt_data_opts *o, rt_dataset *train, rt_dataset *test, cha
     case RT_DATA_DIGITS_CSV: rc = load_digits(path, split, fixed, &a, &b, err, errlen); break;
     case RT_DATA_FOLDER: rc = rt_folder_open(o, &a, &b, err, errlen); break;
     case RT_DATA_DOWNSAMPLED: rc = load_downsampled(path, classes, &a, &b, err, errlen); break;
-    default: return fail(err, errlen, "%s: unknown data format %d", path, (int)o->fmt);
+    default: return rt_fail(err, errlen, "%s: unknown data format %d", path, (int)o->fmt);
   }
   if (rc) return -1;
   if (o->train_limit > 0) rt_dataset_truncate(&a, o->train_limit);

@@ -11,13 +11,13 @@
 #include <limits.h>
 #include <math.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "imgdec.h"
+#include "runtime/err.h"
 #include "pool.h"
 
 enum {
@@ -49,16 +49,6 @@ struct rt_fwork {
   int *lx, *nx, *ly, *ny;
   size_t tcap, kxcap, kycap, lxcap, lycap;
 };
-
-static int fail(char *err, size_t errlen, const char *fmt, ...) {
-  if (err && errlen) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-  }
-  return -1;
-}
 
 /* a/b into out (PATH_LEN bytes); -1 when it does not fit. */
 static int join(char *out, const char *a, const char *b) {
@@ -128,7 +118,7 @@ static int is_dir_at(const char *dir, const struct dirent *e) {
 static int list_dir(const char *dir, int dirs, strlist *out, char *err, size_t errlen) {
   memset(out, 0, sizeof *out);
   DIR *d = opendir(dir);
-  if (!d) return fail(err, errlen, "%s: cannot open folder: %s", dir, strerror(errno));
+  if (!d) return rt_fail(err, errlen, "%s: cannot open folder: %s", dir, strerror(errno));
   struct dirent *e;
   errno = 0;
   while ((e = readdir(d))) {
@@ -136,14 +126,14 @@ static int list_dir(const char *dir, int dirs, strlist *out, char *err, size_t e
     if (is_dir_at(dir, e) != dirs) continue;
     if (strlist_add(out, e->d_name)) {
       closedir(d), free_strs(out->v, out->n);
-      return fail(err, errlen, "%s: out of memory listing it", dir);
+      return rt_fail(err, errlen, "%s: out of memory listing it", dir);
     }
   }
   int bad = errno;
   closedir(d);
   if (bad) {
     free_strs(out->v, out->n);
-    return fail(err, errlen, "%s: cannot read folder: %s", dir, strerror(bad));
+    return rt_fail(err, errlen, "%s: cannot read folder: %s", dir, strerror(bad));
   }
   if (out->n) qsort(out->v, (size_t)out->n, sizeof *out->v, cmp_str);
   return 0;
@@ -165,22 +155,22 @@ static int read_at(int fd, uint8_t *buf, size_t n, off_t at) {
 /* Reads a whole file into w->file; 0, or -1 with why. */
 static int read_file(rt_fwork *w, const char *path, size_t *n, char *why, size_t whylen) {
   int fd = open(path, O_RDONLY);
-  if (fd < 0) return fail(why, whylen, "cannot open: %s", strerror(errno));
+  if (fd < 0) return rt_fail(why, whylen, "cannot open: %s", strerror(errno));
   struct stat st;
   if (fstat(fd, &st) || !S_ISREG(st.st_mode)) {
     close(fd);
-    return fail(why, whylen, "not a regular file");
+    return rt_fail(why, whylen, "not a regular file");
   }
   size_t size = (size_t)st.st_size;
   if (size > w->fcap) {
     uint8_t *b = realloc(w->file, size);
-    if (!b) { close(fd); return fail(why, whylen, "out of memory for %zu bytes", size); }
+    if (!b) { close(fd); return rt_fail(why, whylen, "out of memory for %zu bytes", size); }
     w->file = b, w->fcap = size;
   }
   int rc = read_at(fd, w->file, size, 0);
   int e = errno;
   close(fd);
-  if (rc) return fail(why, whylen, "read error: %s", e ? strerror(e) : "short read");
+  if (rc) return rt_fail(why, whylen, "read error: %s", e ? strerror(e) : "short read");
   *n = size;
   return 0;
 }
@@ -189,28 +179,28 @@ static int read_file(rt_fwork *w, const char *path, size_t *n, char *why, size_t
  * 0, or -1 with why. */
 static int check_file(rt_fwork *w, const char *path, char *why, size_t whylen) {
   if (image_name(path) == 2)
-    return fail(why, whylen, "unsupported image format (ilnas reads JPEG and PNG)");
+    return rt_fail(why, whylen, "unsupported image format (ilnas reads JPEG and PNG)");
   int fd = open(path, O_RDONLY);
-  if (fd < 0) return fail(why, whylen, "cannot open: %s", strerror(errno));
+  if (fd < 0) return rt_fail(why, whylen, "cannot open: %s", strerror(errno));
   struct stat st;
   uint8_t head[1024], tail[TAIL];
   int rc = -1;
   if (fstat(fd, &st) || !S_ISREG(st.st_mode)) {
-    fail(why, whylen, "not a regular file");
+    rt_fail(why, whylen, "not a regular file");
     goto done;
   }
   size_t size = (size_t)st.st_size, hn = size < sizeof head ? size : sizeof head;
-  if (read_at(fd, head, hn, 0)) { fail(why, whylen, "read error: %s", strerror(errno)); goto done; }
+  if (read_at(fd, head, hn, 0)) { rt_fail(why, whylen, "read error: %s", strerror(errno)); goto done; }
   rt_img_kind kind;
   int iw, ih, pr = rt_img_probe(w->dec, head, hn, hn == size, &kind, &iw, &ih, why, whylen);
   if (pr == 1) { /* a long header: up to HEAD bytes, then the whole file */
     size_t more = size < HEAD ? size : HEAD;
     if (more > w->fcap) {
       uint8_t *b = realloc(w->file, more);
-      if (!b) { fail(why, whylen, "out of memory"); goto done; }
+      if (!b) { rt_fail(why, whylen, "out of memory"); goto done; }
       w->file = b, w->fcap = more;
     }
-    if (read_at(fd, w->file, more, 0)) { fail(why, whylen, "read error"); goto done; }
+    if (read_at(fd, w->file, more, 0)) { rt_fail(why, whylen, "read error"); goto done; }
     pr = rt_img_probe(w->dec, w->file, more, more == size, &kind, &iw, &ih, why, whylen);
     if (pr == 1) {
       close(fd), fd = -1;
@@ -221,11 +211,11 @@ static int check_file(rt_fwork *w, const char *path, char *why, size_t whylen) {
   if (pr) goto done;
   size_t tn = size < TAIL ? size : TAIL;
   if (fd < 0 && (fd = open(path, O_RDONLY)) < 0) {
-    fail(why, whylen, "cannot open: %s", strerror(errno));
+    rt_fail(why, whylen, "cannot open: %s", strerror(errno));
     goto done;
   }
   if (read_at(fd, tail, tn, (off_t)(size - tn))) {
-    fail(why, whylen, "read error: %s", strerror(errno));
+    rt_fail(why, whylen, "read error: %s", strerror(errno));
     goto done;
   }
   rc = rt_img_check_tail(kind, tail, tn, why, whylen);
@@ -281,13 +271,13 @@ static int open_split(const rt_data_opts *o, const char *root, rt_dataset *d, ch
   if (list_dir(root, 1, &cls, err, errlen)) return -1;
   if (cls.n == 0) {
     free_strs(cls.v, cls.n);
-    return fail(err, errlen, "%s: no class folders in it (the layout is %s/CLASS/IMAGE.jpg)",
+    return rt_fail(err, errlen, "%s: no class folders in it (the layout is %s/CLASS/IMAGE.jpg)",
                 root, root);
   }
   if (cls.n > MAX_CLASSES) {
     int n = cls.n;
     free_strs(cls.v, cls.n);
-    return fail(err, errlen, "%s: %d class folders, more than the %d classes ilnas's "
+    return rt_fail(err, errlen, "%s: %d class folders, more than the %d classes ilnas's "
                 "labels hold", root, n, MAX_CLASSES);
   }
   struct rt_folder *f = calloc(1, sizeof *f);
@@ -307,7 +297,7 @@ static int open_split(const rt_data_opts *o, const char *root, rt_dataset *d, ch
     char dir[PATH_LEN];
     strlist files;
     if (join(dir, root, f->classes[k])) {
-      fail(err, errlen, "%s/%s: path too long", root, f->classes[k]);
+      rt_fail(err, errlen, "%s/%s: path too long", root, f->classes[k]);
       goto fail;
     }
     if (list_dir(dir, 0, &files, err, errlen)) goto fail;
@@ -335,7 +325,7 @@ static int open_split(const rt_data_opts *o, const char *root, rt_dataset *d, ch
     }
     free_strs(files.v, files.n);
     if (!found) {
-      fail(err, errlen, "%s: no JPEG or PNG images in class folder '%s'", dir, f->classes[k]);
+      rt_fail(err, errlen, "%s: no JPEG or PNG images in class folder '%s'", dir, f->classes[k]);
       goto fail;
     }
   }
@@ -377,7 +367,7 @@ static int open_split(const rt_data_opts *o, const char *root, rt_dataset *d, ch
     f->off[kept] = f->off[i], y[kept] = y[i], kept++;
   }
   if (kept == 0) {
-    fail(err, errlen, "%s: none of its %d files is a usable image", root, n);
+    rt_fail(err, errlen, "%s: none of its %d files is a usable image", root, n);
     goto fail;
   }
   f->bad = calloc((size_t)kept, 1);
@@ -388,7 +378,7 @@ static int open_split(const rt_data_opts *o, const char *root, rt_dataset *d, ch
   y = NULL, rc = 0;
   goto done;
 oom:
-  fail(err, errlen, "%s: out of memory listing its files", root);
+  rt_fail(err, errlen, "%s: out of memory listing its files", root);
 fail:
   rt_folder_free(f);
 done:
@@ -401,11 +391,11 @@ static int same_classes(const rt_dataset *a, const rt_dataset *b, char *err, siz
   const struct rt_folder *fa = a->src, *fb = b->src;
   for (int k = 0; k < fa->nclasses; k++)
     if (class_index(fb->classes, fb->nclasses, fa->classes[k]) < 0)
-      return fail(err, errlen, "%s: no class folder '%s', which %s has; both splits need "
+      return rt_fail(err, errlen, "%s: no class folder '%s', which %s has; both splits need "
                   "the same classes", fb->root, fa->classes[k], fa->root);
   for (int k = 0; k < fb->nclasses; k++)
     if (class_index(fa->classes, fa->nclasses, fb->classes[k]) < 0)
-      return fail(err, errlen, "%s: class folder '%s' is not in %s; both splits need the "
+      return rt_fail(err, errlen, "%s: class folder '%s' is not in %s; both splits need the "
                   "same classes", fb->root, fb->classes[k], fa->root);
   return 0;
 }
@@ -417,21 +407,21 @@ int rt_folder_open(const rt_data_opts *o, rt_dataset *train, rt_dataset *test, c
   size_t pl = strlen(o->path);
   while (pl > 1 && o->path[pl - 1] == '/') pl--;
   if (o->c != 1 && o->c != 3)
-    return fail(err, errlen, "%s: image folders feed models with 1 or 3 input channels, not "
+    return rt_fail(err, errlen, "%s: image folders feed models with 1 or 3 input channels, not "
                 "%d", o->path, o->c);
   if (stat(o->path, &st) || !S_ISDIR(st.st_mode))
-    return fail(err, errlen, "%s: %s", o->path, errno == ENOENT ? "no such folder"
+    return rt_fail(err, errlen, "%s: %s", o->path, errno == ENOENT ? "no such folder"
                 : "not a folder");
   if (snprintf(root, sizeof root, "%.*s/train", (int)pl, o->path) >= (int)sizeof root)
-    return fail(err, errlen, "%s: path too long", o->path);
+    return rt_fail(err, errlen, "%s: path too long", o->path);
   if (stat(root, &st) || !S_ISDIR(st.st_mode))
-    return fail(err, errlen, "%s: no train/ folder (an image folder holds train/ and val/ or "
+    return rt_fail(err, errlen, "%s: no train/ folder (an image folder holds train/ and val/ or "
                 "test/, each with one folder per class)", o->path);
   snprintf(troot, sizeof troot, "%.*s/val", (int)pl, o->path);
   if (stat(troot, &st) || !S_ISDIR(st.st_mode)) {
     snprintf(troot, sizeof troot, "%.*s/test", (int)pl, o->path);
     if (stat(troot, &st) || !S_ISDIR(st.st_mode))
-      return fail(err, errlen, "%s: no val/ or test/ folder beside train/", o->path);
+      return rt_fail(err, errlen, "%s: no val/ or test/ folder beside train/", o->path);
   }
   if (open_split(o, root, train, err, errlen)) return -1;
   if (open_split(o, troot, test, err, errlen)) {
@@ -653,7 +643,7 @@ static int load_one(const rt_dataset *d, rt_fwork *w, int i, const rt_norm *nm, 
   const struct rt_folder *f = d->src;
   char path[PATH_LEN];
   size_t n;
-  if (join(path, f->root, f->names + f->off[i])) return fail(why, whylen, "path too long");
+  if (join(path, f->root, f->names + f->off[i])) return rt_fail(why, whylen, "path too long");
   if (read_file(w, path, &n, why, whylen)) return -1;
   rt_img_kind kind;
   int W, H, dw, dh, mirror = 0;
@@ -674,7 +664,7 @@ static int load_one(const rt_dataset *d, rt_fwork *w, int i, const rt_norm *nm, 
   double sx = (double)dw / W, sy = (double)dh / H; /* a DCT-scaled decode */
   if (resample(w, px, dw, dh, d->c, x0 * sx, y0 * sy, bw * sx, bh * sy, d->w, d->h, mirror, nm,
                out))
-    return fail(why, whylen, "out of memory resizing it");
+    return rt_fail(why, whylen, "out of memory resizing it");
   return 0;
 }
 
@@ -696,14 +686,14 @@ int rt_folder_image(const rt_dataset *d, rt_fwork *w, int i, const rt_norm *nm, 
       return 0;
     }
     if (!f->skip_bad)
-      return fail(err, errlen, "%s/%s: %s", f->root, f->names + f->off[j], why);
+      return rt_fail(err, errlen, "%s/%s: %s", f->root, f->names + f->off[j], why);
     pthread_mutex_lock(&f->mu);
     if (!f->bad[j] && f->log)
       fprintf(f->log, "warning: %s/%s: %s (skipped)\n", f->root, f->names + f->off[j], why);
     f->bad[j] = 1;
     pthread_mutex_unlock(&f->mu);
   }
-  return fail(err, errlen, "%s: no usable image left", f->root);
+  return rt_fail(err, errlen, "%s: no usable image left", f->root);
 }
 
 void rt_folder_norm(const rt_dataset *d, rt_norm *nm) {

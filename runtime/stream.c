@@ -8,13 +8,13 @@
  * it at its next call. So at most `ahead` batches exist at a time, and an
  * image's random draws come from (the pass's seed, its position) alone. */
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "data.h"
+#include "runtime/err.h"
 #include "folder.h"
 
 struct rt_stream {
@@ -48,16 +48,6 @@ struct rt_stream {
   long waits;
 };
 
-static int fail(char *err, size_t errlen, const char *fmt, ...) {
-  if (err && errlen) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-  }
-  return -1;
-}
-
 static double now(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -90,7 +80,7 @@ static void *worker(void *arg) {
     int pos = s->next_pos++;
     s->inflight++;
     pthread_mutex_unlock(&s->mu);
-    int rc = w ? make(s, w, pos, err, sizeof err) : fail(err, sizeof err, "out of memory");
+    int rc = w ? make(s, w, pos, err, sizeof err) : rt_fail(err, sizeof err, "out of memory");
     pthread_mutex_lock(&s->mu);
     s->inflight--;
     s->count[(pos / s->batch) % s->ahead]++;
@@ -126,7 +116,7 @@ void rt_stream_free(rt_stream *s) {
 rt_stream *rt_stream_new(const rt_dataset *d, const rt_norm *nm, int batch, int crop, int flip,
                          int threads, int ahead, char *err, size_t errlen) {
   rt_stream *s = calloc(1, sizeof *s);
-  if (!s) return fail(err, errlen, "out of memory for a data stream"), NULL;
+  if (!s) return rt_fail(err, errlen, "out of memory for a data stream"), NULL;
   s->d = d, s->nm = *nm, s->batch = batch > 0 ? batch : 1, s->crop = crop, s->flip = flip;
   s->img = (size_t)d->c * (size_t)d->h * (size_t)d->w;
   s->ahead = d->src ? (ahead > 1 ? ahead : 2) : 1;
@@ -156,7 +146,7 @@ rt_stream *rt_stream_new(const rt_dataset *d, const rt_norm *nm, int batch, int 
   }
   if (!ok) {
     rt_stream_free(s);
-    fail(err, errlen, "out of memory for %d batches of %d images", ahead, batch);
+    rt_fail(err, errlen, "out of memory for %d batches of %d images", ahead, batch);
     return NULL;
   }
   return s;
@@ -193,7 +183,7 @@ int rt_stream_next(rt_stream *s, const float **x, const ir_label **y, int *b, ch
   int slot = s->next_batch % s->ahead;
   if (!s->d->src) { /* in memory: made here, drawing from the run's rng */
     int *idx = malloc((size_t)nb * sizeof *idx);
-    if (!idx) return fail(err, errlen, "out of memory");
+    if (!idx) return rt_fail(err, errlen, "out of memory");
     for (int i = 0; i < nb; i++) idx[i] = s->order ? s->order[at + i] : at + i;
     rt_data_batch(s->d, idx, nb, &s->nm, s->crop > 0 ? s->crop : 0, s->flip, s->rng, s->x[0],
                   s->y[0]);
@@ -215,7 +205,7 @@ int rt_stream_next(rt_stream *s, const float **x, const ir_label **y, int *b, ch
       pthread_cond_wait(&s->done, &s->mu);
     }
     if (s->err_pos < at + nb) {
-      fail(err, errlen, "%s", s->err);
+      rt_fail(err, errlen, "%s", s->err);
       pthread_mutex_unlock(&s->mu);
       return -1;
     }

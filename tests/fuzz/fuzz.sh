@@ -26,7 +26,7 @@ flags="-std=c11 -g -O1 -D_POSIX_C_SOURCE=200809L -I$src -I$build/grammar -I$src/
 fe="$src/frontend/ast.c $src/frontend/check.c $src/frontend/diag.c $src/frontend/frontend.c
     $build/grammar/lexer.c $build/grammar/parser.c"
 ir="$src/ir/ir.c $src/ir/serial.c"
-ck="$src/runtime/ckpt.c"
+ck="$src/runtime/ckpt.c $src/runtime/err.c"
 t0=$(date +%s)
 # the project's sources with -fsanitize=fuzzer-no-link, each target's main with fuzzer
 lib() { # NAME SOURCES...
