@@ -9,18 +9,8 @@
  * loss kernel is tiny. */
 #include "kgen/devops.h"
 
-#include <stdio.h>
 
 #include "kgen/kit.h"
-
-static LLVMValueRef sreg(kg_kit *p, const char *reg) {
-  char name[64];
-  snprintf(name, sizeof name, "llvm.nvvm.read.ptx.sreg.%s", reg);
-  LLVMTypeRef ft = LLVMFunctionType(p->i32, NULL, 0, 0);
-  LLVMValueRef f = LLVMGetNamedFunction(p->m, name);
-  if (!f) f = LLVMAddFunction(p->m, name, ft);
-  return LLVMBuildZExt(p->b, LLVMBuildCall2(p->b, ft, f, NULL, 0, ""), p->i64, reg);
-}
 
 /* A kernel whose threads past per * n + fixed return at once; the
  * thread's global index. */
@@ -29,8 +19,8 @@ static LLVMValueRef begin(kg_kit *p, LLVMModuleRef m, const char *name, int64_t 
   p->inbounds = 1;
   LLVMValueRef md[3] = {p->fn, LLVMMDStringInContext(p->ctx, "kernel", 6), LLVMConstInt(p->i32, 1, 0)};
   LLVMAddNamedMetadataOperand(m, "nvvm.annotations", LLVMMDNodeInContext(p->ctx, md, 3));
-  LLVMValueRef gid = LLVMBuildAdd(p->b, LLVMBuildMul(p->b, sreg(p, "ctaid.x"), sreg(p, "ntid.x"), ""),
-                                  sreg(p, "tid.x"), "gid");
+  LLVMValueRef gid = LLVMBuildAdd(p->b, LLVMBuildMul(p->b, kg_sreg(p, "ctaid.x"), kg_sreg(p, "ntid.x"), ""),
+                                  kg_sreg(p, "tid.x"), "gid");
   LLVMValueRef total = kg_add(p, kg_mul(p, p->n, kg_c64(p, per)), kg_c64(p, fixed));
   LLVMBasicBlockRef work = kg_block(p, "work"), done = kg_block(p, "out");
   LLVMBuildCondBr(p->b, LLVMBuildICmp(p->b, LLVMIntULT, gid, total, ""), work, done);

@@ -54,6 +54,15 @@ void kg_fail(kg_kit *k, const char *what) {
 }
 
 LLVMValueRef kg_c64(kg_kit *k, int64_t v) { return LLVMConstInt(k->i64, (unsigned long long)v, 1); }
+
+LLVMValueRef kg_sreg(kg_kit *k, const char *reg) {
+  char name[64];
+  snprintf(name, sizeof name, "llvm.nvvm.read.ptx.sreg.%s", reg);
+  LLVMTypeRef ft = LLVMFunctionType(k->i32, NULL, 0, 0);
+  LLVMValueRef f = LLVMGetNamedFunction(k->m, name);
+  if (!f) f = LLVMAddFunction(k->m, name, ft);
+  return LLVMBuildZExt(k->b, LLVMBuildCall2(k->b, ft, f, NULL, 0, ""), k->i64, reg);
+}
 LLVMValueRef kg_add(kg_kit *k, LLVMValueRef a, LLVMValueRef b) { return LLVMBuildNSWAdd(k->b, a, b, ""); }
 LLVMValueRef kg_mul(kg_kit *k, LLVMValueRef a, LLVMValueRef b) { return LLVMBuildNSWMul(k->b, a, b, ""); }
 

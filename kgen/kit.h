@@ -68,6 +68,8 @@ int kg_end(kg_kit *k);
 void kg_fail(kg_kit *k, const char *what);
 
 LLVMValueRef kg_c64(kg_kit *k, int64_t v);
+/* The NVVM special register `reg` (tid.x, ntid.x, ctaid.x), as an i64. */
+LLVMValueRef kg_sreg(kg_kit *k, const char *reg);
 LLVMValueRef kg_add(kg_kit *k, LLVMValueRef a, LLVMValueRef b); /* nsw: indices */
 LLVMValueRef kg_mul(kg_kit *k, LLVMValueRef a, LLVMValueRef b);
 LLVMBasicBlockRef kg_block(kg_kit *k, const char *name);

@@ -25,15 +25,6 @@
 #include "kgen/kit.h"
 #include "kgen/pattern.h"
 
-static LLVMValueRef sreg(kg_kit *p, const char *reg) {
-  char name[64];
-  snprintf(name, sizeof name, "llvm.nvvm.read.ptx.sreg.%s", reg);
-  LLVMTypeRef ft = LLVMFunctionType(p->i32, NULL, 0, 0);
-  LLVMValueRef f = LLVMGetNamedFunction(p->m, name);
-  if (!f) f = LLVMAddFunction(p->m, name, ft);
-  return LLVMBuildZExt(p->b, LLVMBuildCall2(p->b, ft, f, NULL, 0, ""), p->i64, reg);
-}
-
 static int keep_table(LLVMModuleRef m, const char *name, void *data, size_t bytes);
 
 /* Starts a kernel: signature, the thread's global index, and a return for
@@ -48,8 +39,8 @@ static LLVMValueRef begin(kg_kit *p, LLVMModuleRef m, const char *name, LLVMValu
   LLVMValueRef md[3] = {p->fn, LLVMMDStringInContext(p->ctx, "kernel", 6),
                         LLVMConstInt(p->i32, 1, 0)};
   LLVMAddNamedMetadataOperand(m, "nvvm.annotations", LLVMMDNodeInContext(p->ctx, md, 3));
-  LLVMValueRef gid = LLVMBuildAdd(p->b, LLVMBuildMul(p->b, sreg(p, "ctaid.x"), sreg(p, "ntid.x"), ""),
-                                  sreg(p, "tid.x"), "gid");
+  LLVMValueRef gid = LLVMBuildAdd(p->b, LLVMBuildMul(p->b, kg_sreg(p, "ctaid.x"), kg_sreg(p, "ntid.x"), ""),
+                                  kg_sreg(p, "tid.x"), "gid");
   LLVMValueRef in = LLVMBuildICmp(p->b, LLVMIntULT, gid, total(p, arg), "");
   LLVMBasicBlockRef work = kg_block(p, "work"), done = kg_block(p, "done");
   LLVMBuildCondBr(p->b, in, work, done);
