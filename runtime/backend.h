@@ -13,9 +13,10 @@
  * tells the backend which layers' masks changed (prepare). A backend is a
  * const table of operations (rt_backend_i) and an instance that points at
  * it; every operation returns 0, or -1 with the reason in the instance's
- * error. Today there is one implementation, the host step (host.c), over
- * a kernel set (kernels.h: ref, cpu, blas, cuda); a device-resident step
- * is another table.
+ * error. The steps are the host step (host.c), over a kernel set
+ * (kernels.h: ref, cpu, blas, cuda), and the device-resident step
+ * (cuda/step.c); the live layout (packed.c) runs either on a compact
+ * graph of the live network's channels.
  *
  *   rt_backend *b = rt_backend_new("cpu", g, 128, 2, err, sizeof err);
  *   b->i->prepare(b, dirty, mask);        // every layer, the first time
@@ -106,6 +107,10 @@ typedef struct rt_backend_i {
   /* Timing of every graph op, the loss and the SGD step (--profile). */
   int (*profile)(rt_backend *b);
   void (*profile_pause)(rt_backend *b, int pause);
+  /* Optional (NULL: a new step's profile starts at 0): b, profiling,
+   * carries on the profile of `from`, a step of the same kind over a graph
+   * with the same layers that b replaces (packed.h). */
+  void (*profile_take)(rt_backend *b, rt_backend *from);
   void (*profile_report)(const rt_backend *b, FILE *f, long steps);
 
   /* Per output channel of layer l, the mean, the (biased) variance and
@@ -130,12 +135,21 @@ struct rt_backend {
   char error[512];     /* why the last operation returned -1 */
 };
 
-/* The host step over the kernel set `name` ("ref", "cpu", "blas", "cuda";
- * "auto" resolves, see rt_backend_resolve), for batches of up to cap
- * images on `threads` threads, reading alive flags from arch. NULL with a
- * message when it cannot start here. */
+/* A backend of kind `name` ("ref", "cpu", "blas", "cuda"; "auto"
+ * resolves, see rt_backend_resolve) for batches of up to cap images on
+ * `threads` threads, reading α and the alive flags from arch. Its
+ * activations follow the live network (packed.h: the live layout); with
+ * "/bounds" after the kind ("cpu/bounds") they are laid out at the
+ * template's bounds, as the step itself is (tests compare the two). NULL
+ * with a message when it cannot start here. */
 rt_backend *rt_backend_new(const char *name, const ir_graph *g, const ir_arch *arch, int cap,
                            int threads, char *err, size_t errlen);
+
+/* The step itself over graph g, at g's bounds: the host step over the
+ * kernel set `name` ("ref", "cpu", "blas", "cuda-host"), or the device
+ * step ("cuda", cuda/step.h). */
+rt_backend *rt_step_new(const char *name, const ir_graph *g, const ir_arch *arch, int cap,
+                        int threads, char *err, size_t errlen);
 
 /* The backend a name stands for: "auto" is "cuda" where a GPU and its
  * driver are present, else "cpu", and `why` says which and why; any other

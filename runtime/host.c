@@ -374,8 +374,8 @@ static int plan_zero(host *e) {
 static const rt_backend_i host_i;
 static void host_free(rt_backend *b);
 
-rt_backend *rt_backend_new(const char *backend, const ir_graph *g, const ir_arch *arch, int cap,
-                           int threads, char *err, size_t errlen) {
+rt_backend *rt_step_new(const char *backend, const ir_graph *g, const ir_arch *arch, int cap,
+                        int threads, char *err, size_t errlen) {
   if (backend && strcmp(backend, "cuda") == 0) /* the device step (cuda/step.h) */
     return rt_cuda_step_new(g, arch, cap, threads, err, errlen);
   host *e = calloc(1, sizeof *e);
@@ -476,6 +476,10 @@ static void host_free(rt_backend *b) {
 
 /* The dirty weighted layers of b, at once where b can (its kernels built
  * in parallel), else one by one. */
+/* A layer of no channels (a dead layer that a compact graph leaves out,
+ * packed.h) has no kernels: it passes nothing through. */
+static int empty(const ir_layer *l) { return l->cout == 0 || l->cin == 0; }
+
 static int prepare_on(hx *x, rt_kernels *b, char *err, size_t errlen) {
   const ir_graph *g = x->g;
   int n = 0, *ls = malloc((size_t)(g->n_layers ? g->n_layers : 1) * sizeof *ls);
@@ -488,7 +492,7 @@ static int prepare_on(hx *x, rt_kernels *b, char *err, size_t errlen) {
   }
   for (int i = 0; !rc && i < g->n_layers; i++) {
     const ir_layer *l = &g->layers[i];
-    if (l->w_off < 0 || !((host *)x)->dirty[i]) continue;
+    if (l->w_off < 0 || !((host *)x)->dirty[i] || empty(l)) continue;
     ls[n] = i, wm[n] = x->mask + l->w_off, bm[n] = x->mask + l->b_off;
     if (!b->prepare_layers) rc = b->prepare(b, i, wm[n], bm[n], err, errlen);
     n++;
@@ -520,7 +524,8 @@ static int host_prepare(rt_backend *b_, const uint8_t *dirty, const uint8_t *mas
   for (int i = 0; i < x->g->n_layers; i++) {
     rt_kernels *b = x->backend;
     if (!e->dirty[i]) continue;
-    e->pidx[i] = b->packed_wgrad && b->wgrad_index ? b->wgrad_index(b, i, &e->pn[i]) : NULL;
+    int kernels = b->packed_wgrad && b->wgrad_index && !empty(&x->g->layers[i]);
+    e->pidx[i] = kernels ? b->wgrad_index(b, i, &e->pn[i]) : NULL;
     e->gpacked[i] = 0; /* what grads holds now is no backward's of this layout */
   }
   if (!rc) memset(e->dirty, 0, (size_t)x->g->n_layers);
@@ -673,6 +678,18 @@ static int host_profile(rt_backend *b) {
   if (!e->prof) e->prof = calloc(n, sizeof *e->prof);
   else memset(e->prof, 0, n * sizeof *e->prof);
   return e->prof ? 0 : -1;
+}
+
+/* Carries on the profile of `from`, a host step of a graph with the same
+ * layers, which stops timing. */
+static void host_profile_take(rt_backend *b, rt_backend *from) {
+  host *e = (host *)b, *f = (host *)from;
+  if (from->i != b->i || from->g->n_layers != b->g->n_layers) return;
+  double **src = f->prof ? &f->prof : &f->prof_paused, **dst = e->prof ? &e->prof : &e->prof_paused;
+  if (!*src || !*dst) return;
+  size_t n = PROF_LAYER + 2 * (size_t)b->g->n_layers;
+  for (size_t k = 0; k < n; k++) (*dst)[k] += (*src)[k];
+  memset(*src, 0, n * sizeof **src);
 }
 
 static void host_profile_pause(rt_backend *b, int pause) {
@@ -1527,12 +1544,17 @@ static int host_dense_grad(rt_backend *b_, const float *in, const ir_label *labe
 
 /* ---- the graph ops, timed per layer and direction under a profile ---- */
 
-/* Where layer l reads under the plan: a dead layer that aliases its
- * predecessor (plan.h) does nothing, and a layer that reads an alias
- * reads its source. Phase II's passes (use_live) copy every dead layer,
- * since its dense gradient reads each one's own output. 0: skip the op. */
-static int route(host *e, int64_t l, int64_t *in, int64_t *prev) {
+/* Where layer l reads and writes: its own graph's offsets (the driver's
+ * constants are those of the graph it was emitted for, which may be the
+ * bounds of a compact graph's, packed.h), and under the plan a dead layer
+ * that aliases its predecessor (plan.h) does nothing, and a layer that
+ * reads an alias reads its source. Phase II's passes (use_live) copy
+ * every dead layer, since its dense gradient reads each one's own
+ * output. 0: skip the op. */
+static int route(host *e, int64_t l, int64_t *in, int64_t *z, int64_t *out, int64_t *prev) {
   const rt_plan *p = e->plan;
+  const int64_t *a = e->fc[l].args; /* the schedule's call for layer l */
+  *in = a[1], *z = a[2], *out = a[3], *prev = a[4];
   if (e->pub.use_live || e->layout_bounds) return 1;
   if (p->alias[l] != l && !e->pub.arch->alive[l]) return 0;
   *in = p->in_off[l];
@@ -1543,7 +1565,7 @@ static int route(host *e, int64_t l, int64_t *in, int64_t *prev) {
 #define TIMED_OP(name, dir)                                         \
   void rt_op_##name(RT_OP_ARGS) {                                   \
     host *e = x;                                               \
-    if (!route(e, l, &in, &prev)) return;                           \
+    if (!route(e, l, &in, &z, &out, &prev)) return;             \
     if (!e->prof) {                                                 \
       name##_op(x, l, in, z, out, prev);                            \
       return;                                                       \
@@ -1597,6 +1619,7 @@ static const rt_backend_i host_i = {
     .dense_grad = host_dense_grad,
     .stats = host_stats,
     .profile = host_profile,
+    .profile_take = host_profile_take,
     .profile_pause = host_profile_pause,
     .profile_report = host_profile_report,
     .kernels = host_kernels,

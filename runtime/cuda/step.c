@@ -184,6 +184,7 @@ static int build_kernels(dstep *d, char *err, size_t errlen) {
     int64_t len = (int64_t)l->cout * l->oh * l->ow, plane = (int64_t)l->oh * l->ow;
     dk *k = d->lk[i];
     int after = l->bn == IR_BN_AFTER && l->relu;
+    if (l->cout == 0 || l->cin == 0) continue; /* a gone alias (packed.h): no kernels, nothing run */
     if (l->kind == IR_CONV || l->kind == IR_LINEAR) {
       int conv = l->kind == IR_CONV;
       if (l->relu && (!conv || !l->bn)) {
@@ -758,7 +759,7 @@ rt_backend *rt_cuda_step_new(const ir_graph *g, const ir_arch *arch, int cap, in
     return NULL;
   }
   d->pub = (rt_backend){.i = &step_i, .g = g, .arch = arch, .cap = cap, .threads = threads};
-  d->host = rt_backend_new("cuda-host", g, arch, cap, threads, err, errlen);
+  d->host = rt_step_new("cuda-host", g, arch, cap, threads, err, errlen);
   if (!d->host) {
     free(d);
     return NULL;

@@ -44,7 +44,8 @@ static int train(run *r, int graphs) {
   ir_graph *g = jt_build(src);
   CHECK(g, "model does not build");
   if (!g) return -1;
-  rt_exec *x = rt_exec_new(g, BATCH, 1, "cuda", err, sizeof err);
+  /* the device step itself: its traffic and graphs, at the bounds */
+  rt_exec *x = rt_exec_new(g, BATCH, 1, "cuda/bounds", err, sizeof err);
   CHECK(x, "cuda exec: %s", err);
   if (!x) {
     ir_free(g);

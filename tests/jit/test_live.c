@@ -41,8 +41,10 @@ static void check_same_losses(const char *backend) {
   CHECK(dead >= 3, "the model should have dead layers (%d)", dead);
   const int n = 8;
   rt_exec *x[2];
+  char at_bounds[32]; /* the step itself, at the template's bounds */
+  snprintf(at_bounds, sizeof at_bounds, "%s/bounds", backend);
   for (int k = 0; k < 2; k++) {
-    x[k] = rt_exec_new(g, n, 2, backend, err, sizeof err);
+    x[k] = rt_exec_new(g, n, 2, at_bounds, err, sizeof err);
     CHECK(x[k], "%s exec: %s", backend, err);
     if (!x[k]) return;
     rt_exec_init_params(x[k], 11);
@@ -146,7 +148,7 @@ static void check_same_losses(const char *backend) {
 /* Bounds 8x the seed in layers and channels: the seed's live activations
  * (the input, 2 channels and their pre-activations, the pooled 2, the
  * linear layer's 4 and 4, the 3 logits), with the 7 dead layers aliases
- * that cost nothing. */
+ * that cost nothing, and the live layout's arena exactly those. */
 static void check_memory(void) {
   char err[256];
   ir_graph *g = jt_build("model m { input 1x8x8; classes 3; search kernel budget 9k from density 1 seed 1;"
@@ -158,15 +160,21 @@ static void check_memory(void) {
   rt_exec *x = rt_exec_new(g, 4, 1, "ref", err, sizeof err);
   CHECK(x, "exec: %s", err);
   if (!x) return;
-  rt_backend_mem m = rt_exec_memory(x);
+  rt_exec *xb = rt_exec_new(g, 4, 1, "ref/bounds", err, sizeof err);
+  CHECK(xb, "exec: %s", err);
+  if (!xb) return;
+  /* the live layout's arena is the live activations; at the bounds, the
+   * arena is the template's */
+  rt_backend_mem m = rt_exec_memory(x), mb = rt_exec_memory(xb);
   int64_t live = 64 + 2 * 2 * 64 + 2 + 4 + 4 + 3;
-  CHECK(m.live == live * 4, "live activations: %lld bytes per sample, not %lld",
-        (long long)m.live, (long long)live * 4);
-  CHECK(m.arena == g->act_size * 4, "arena: %lld bytes per sample, not %lld", (long long)m.arena,
+  CHECK(m.live == live * 4 && mb.live == live * 4, "live activations: %lld and %lld bytes per sample, not %lld",
+        (long long)m.live, (long long)mb.live, (long long)live * 4);
+  CHECK(m.arena == live * 4, "arena: %lld bytes per sample, not %lld", (long long)m.arena, (long long)live * 4);
+  CHECK(mb.arena == g->act_size * 4, "arena at the bounds: %lld bytes per sample, not %lld", (long long)mb.arena,
         (long long)g->act_size * 4);
-  printf("bounds 8x the seed: arena %lld bytes per sample, live activations %lld\n",
-         (long long)m.arena, (long long)m.live);
-  rt_exec_free(x), ir_free(g);
+  printf("bounds 8x the seed: arena %lld bytes per sample (at the bounds %lld), live activations %lld\n",
+         (long long)m.arena, (long long)mb.arena, (long long)m.live);
+  rt_exec_free(x), rt_exec_free(xb), ir_free(g);
 }
 
 int main(int argc, char **argv) {
