@@ -996,9 +996,9 @@ int app_ckpt_save(const char *path, const rt_exec *x, const app_train_state *st,
   size_t np = (size_t)g->n_params * sizeof(float), ns = (size_t)g->n_stats * sizeof(float);
   rt_ckpt_writer *w = rt_ckpt_writer_new();
   int bad = !w || rt_ckpt_add(w, "IRGR", ir, irn) ||
-            rt_ckpt_add(w, "PARM", rt_exec_view(x, RT_PARAMS), np) ||
-            rt_ckpt_add(w, "MOMT", rt_exec_view(x, RT_MOMENTUM), np) ||
-            rt_ckpt_add(w, "BNST", rt_exec_view(x, RT_STATS), ns) ||
+            rt_ckpt_add_ref(w, "PARM", rt_exec_view(x, RT_PARAMS), np) ||
+            rt_ckpt_add_ref(w, "MOMT", rt_exec_view(x, RT_MOMENTUM), np) ||
+            rt_ckpt_add_ref(w, "BNST", rt_exec_view(x, RT_STATS), ns) ||
             rt_ckpt_add(w, "TRST", &tr, sizeof tr);
   /* the search the run used, in a section of its own: checkpoints from
    * before it was recorded still load */

@@ -65,8 +65,9 @@ static size_t pad8(size_t n) { return (8 - n % 8) % 8; }
 
 typedef struct {
   char tag[4];
-  uint8_t *data;
+  const uint8_t *data;
   size_t n;
+  uint8_t *owned; /* data, when the writer copied it */
 } ck_section;
 
 struct rt_ckpt_writer {
@@ -76,7 +77,7 @@ struct rt_ckpt_writer {
 
 rt_ckpt_writer *rt_ckpt_writer_new(void) { return calloc(1, sizeof(rt_ckpt_writer)); }
 
-int rt_ckpt_add(rt_ckpt_writer *w, const char *tag, const void *data, size_t n) {
+static int add(rt_ckpt_writer *w, const char *tag, const void *data, size_t n, int copy) {
   assert(w && tag && strlen(tag) == 4);
   /* Sections are written by code, not by users: a repeated tag is a bug in
    * the caller, and the reader would only ever see the first copy. */
@@ -88,19 +89,30 @@ int rt_ckpt_add(rt_ckpt_writer *w, const char *tag, const void *data, size_t n) 
     w->s = s;
     w->cap = cap;
   }
-  uint8_t *copy = malloc(n ? n : 1);
-  if (!copy) return -1;
-  if (n) memcpy(copy, data, n);
+  uint8_t *owned = NULL;
+  if (copy) {
+    if (!(owned = malloc(n ? n : 1))) return -1;
+    if (n) memcpy(owned, data, n);
+  }
   ck_section *s = &w->s[w->n++];
   memcpy(s->tag, tag, 4);
-  s->data = copy;
+  s->data = copy ? owned : data;
+  s->owned = owned;
   s->n = n;
   return 0;
 }
 
+int rt_ckpt_add(rt_ckpt_writer *w, const char *tag, const void *data, size_t n) {
+  return add(w, tag, data, n, 1);
+}
+
+int rt_ckpt_add_ref(rt_ckpt_writer *w, const char *tag, const void *data, size_t n) {
+  return add(w, tag, data, n, 0);
+}
+
 void rt_ckpt_writer_free(rt_ckpt_writer *w) {
   if (!w) return;
-  for (size_t i = 0; i < w->n; i++) free(w->s[i].data);
+  for (size_t i = 0; i < w->n; i++) free(w->s[i].owned);
   free(w->s);
   free(w);
 }

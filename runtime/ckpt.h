@@ -27,6 +27,9 @@ typedef struct rt_ckpt rt_ckpt;
 rt_ckpt_writer *rt_ckpt_writer_new(void);
 /* Copies the bytes. tag: exactly 4 characters. Returns 0 or -1 (no memory). */
 int rt_ckpt_add(rt_ckpt_writer *w, const char *tag, const void *data, size_t n);
+/* The same without the copy: data must stay as it is until the last
+ * rt_ckpt_write of w (large arrays, written at once). */
+int rt_ckpt_add_ref(rt_ckpt_writer *w, const char *tag, const void *data, size_t n);
 /* Returns 0, or -1 with a message naming the path in err; on failure the
  * destination is untouched and no temporary file is left behind. */
 int rt_ckpt_write(const rt_ckpt_writer *w, const char *path, char *err, size_t errlen);

@@ -184,9 +184,13 @@ int rt_exec_set_arch(rt_exec *x, const ir_arch *a, char *err, size_t errlen) {
   const ir_graph *g = x->g;
   if (a != &e->arch) ir_arch_copy(&e->arch, a, g);
   float *w = rt_exec_params_write(x), *mom = rt_exec_edit(x, RT_MOMENTUM);
+  /* written only where they change: the pages of a wide template's
+   * missing parameters stay untouched (not resident) */
   for (int64_t i = 0; i < g->n_params; i++) {
-    e->mask[i] = (uint8_t)ir_alpha_get(&e->arch, i);
-    if (!e->mask[i]) w[i] = 0.0f, mom[i] = 0.0f;
+    uint8_t on = (uint8_t)ir_alpha_get(&e->arch, i);
+    if (e->mask[i] != on) e->mask[i] = on;
+    if (!on && w[i] != 0.0f) w[i] = 0.0f;
+    if (!on && mom[i] != 0.0f) mom[i] = 0.0f;
   }
   memset(e->dirty, 1, (size_t)g->n_layers);
   return rt_exec_prepare(x, err, errlen);
@@ -198,8 +202,11 @@ void rt_exec_init_params(rt_exec *x, uint64_t seed) {
   rt_rng_seed(&rng, seed);
   float *params = rt_exec_params_write(x);
   float *mom = rt_exec_edit(x, RT_MOMENTUM), *stats = rt_exec_edit(x, RT_STATS);
-  memset(params, 0, (size_t)g->n_params * sizeof(float));
-  memset(mom, 0, (size_t)g->n_params * sizeof(float));
+  /* zeros written only where something else is: see rt_exec_set_arch */
+  for (int64_t i = 0; i < g->n_params; i++) {
+    if (params[i] != 0.0f) params[i] = 0.0f;
+    if (mom[i] != 0.0f) mom[i] = 0.0f;
+  }
   for (int i = 0; i < g->n_layers; i++) {
     const ir_layer *l = &g->layers[i];
     if (l->w_off < 0) continue;
@@ -216,7 +223,7 @@ void rt_exec_init_params(rt_exec *x, uint64_t seed) {
       float *w = params + l->w_off + co * row;
       for (int64_t k = 0; k < row; k++) {
         float u = (2.0f * rt_rng_uniform(&rng) - 1.0f) * wbound;
-        w[k] = m[k] ? u : 0.0f;
+        if (m[k]) w[k] = u; /* the others are 0 already */
       }
       float u = (2.0f * rt_rng_uniform(&rng) - 1.0f) * bound;
       params[l->b_off + co] = x->mask[l->b_off + co] ? u : 0.0f;

@@ -722,7 +722,7 @@ static void host_profile_report(const rt_backend *b, FILE *f, long steps) {
     fprintf(f, "  %-14s %-8s %9.3f %9.3f %5.1f%%%s\n", l->name, ir_kind_name(l->kind), a * k,
             b * k, 100.0 * (a + b) / total,
             l->w_off < 0 || x->arch->alive[i] ? ""
-            : e->plan->alias[i] != i && !e->layout_bounds ? "  (dead: aliased)"
+            : (e->plan->alias[i] != i && !e->layout_bounds) || empty(l) ? "  (dead: aliased)"
                                          : "  (dead: a copy)");
   }
   fprintf(f, "  %-14s %-8s %9.3f %9s %5.1f%%\n", "loss", "", prof[PROF_LOSS] * k, "",

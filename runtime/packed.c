@@ -43,6 +43,7 @@ typedef struct packed {
   int training, phase2, profiling, paused;
   rt_backend_stats retired; /* of the steps before this one */
   long rebuilds;
+  int grads_out;       /* gradients were scattered into arr at gc's indices */
 } packed;
 
 static packed *P(rt_backend *b) { return (packed *)b; }
@@ -340,6 +341,7 @@ static void scatter(packed *p, int w) {
   float *d = p->arr[w];
   for (int64_t k = 0; k < n; k++) d[map[k]] = s[k];
   p->fresh[w] = 1;
+  p->grads_out |= w == RT_GRADS;
 }
 
 /* The step takes arr[w] at gc's indices. */
@@ -409,6 +411,11 @@ static int rebuild(packed *p) {
   }
   if (old) old->i->free(old);
   if (ogc) {
+    /* the old gradients, scattered at the old indices, are 0 again; the
+     * rest of g's array stays untouched (a wide template's pages out of
+     * the resident set) */
+    for (int64_t k = 0; p->grads_out && k < ogc->n_params; k++) p->arr[RT_GRADS][opm[k]] = 0.0f;
+    p->grads_out = 0;
     ir_free(ogc);
     free(opm), free(osm), free(ocm), free(oc0), free(oc1), free(od), free(omask), free(ovar), free(odirty);
   }
@@ -418,7 +425,6 @@ static int rebuild(packed *p) {
   p->rebuilds++;
   gather_arch(p);
   for (int w = RT_PARAMS; w <= RT_STATS; w++) gather(p, w);
-  memset(p->arr[RT_GRADS], 0, (size_t)p->pub.g->n_params * sizeof(float));
   p->fresh[RT_GRADS] = 0;
   return 0;
 }
