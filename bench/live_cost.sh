@@ -24,6 +24,7 @@ if [ -z "${ILNASC:-}" ]; then
   cmake --build "$top/build" --target ilnasc >/dev/null
   ILNASC=$top/build/bin/ilnasc
 fi
+case $ILNASC in /*) ;; *) ILNASC=$PWD/$ILNASC ;; esac # the runs happen in $work
 rm -rf "$work" && mkdir -p "$work/cifar"
 cd "$work"
 
