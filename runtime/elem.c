@@ -383,11 +383,16 @@ void rt_col2im_add(const rt_conv_shape *s, const float *col, float *dx) {
 }
 
 /* Batch norm. A channel's rows (one per sample, hw floats) are summed in
- * float, eight lanes as rt_sum, while they sit in L1; the row results are
+ * float, in lanes, while they sit in L1; the row results are
  * combined in double, so that the error grows with hw, not with n * hw.
  * The mean and variance come from each row's sums about its own float
  * mean (shifted sums: no cancellation when the mean is large against the
- * spread), merged row by row as Chan et al.'s parallel variance. */
+ * spread), merged row by row as Chan et al.'s parallel variance.
+ *
+ * The row sums need nothing but the row, so the producer of x can take
+ * them while x is in its cache (rt_bn_moments); rt_bn_fwd then reads x
+ * once. The backward recomputes the ReLU's mask from x instead of reading
+ * the forward's output: the same float expression of the same operands. */
 
 static long bn_x_ns(const rt_bn_shape *s) {
   return s->x_ns ? s->x_ns : (long)s->c * s->hw;
@@ -401,21 +406,74 @@ static float lanes_sum(const float a[8]) {
   return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
 }
 
-/* Sum and sum of squares of x - m over one row. */
-static void row_moments(long len, const float *restrict x, float m, float *s1, float *s2) {
-  float a[8] = {0}, b[8] = {0};
+/* A row's sums run in ROW_LANES float lanes, four SSE registers a sum:
+ * independent chains of adds, so that a row costs about its loads. */
+enum { ROW_LANES = 16 };
+
+static float lanes16(const float a[ROW_LANES]) {
+  float h[8];
+  for (int j = 0; j < 8; j++) h[j] = a[j] + a[j + 8];
+  return lanes_sum(h);
+}
+
+/* One row's mean and sum of squared deviations from it: the row's sum,
+ * then the sums of d = x - m and of d * d about its float mean m (both
+ * passes while the row is in L1). */
+static void row_stats(long hw, const float *restrict x, double *mom) {
+  float a[ROW_LANES] = {0}, b[ROW_LANES] = {0}, ta = 0.0f, tb = 0.0f;
   long i = 0;
-  for (; i + 8 <= len; i += 8)
-    for (int j = 0; j < 8; j++) {
+#if defined(__SSE2__)
+  __m128 a0 = _mm_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+  for (; i + ROW_LANES <= hw; i += ROW_LANES) {
+    a0 = _mm_add_ps(a0, _mm_loadu_ps(x + i)), a1 = _mm_add_ps(a1, _mm_loadu_ps(x + i + 4));
+    a2 = _mm_add_ps(a2, _mm_loadu_ps(x + i + 8)), a3 = _mm_add_ps(a3, _mm_loadu_ps(x + i + 12));
+  }
+  _mm_storeu_ps(a, a0), _mm_storeu_ps(a + 4, a1), _mm_storeu_ps(a + 8, a2);
+  _mm_storeu_ps(a + 12, a3);
+#endif
+  for (; i + ROW_LANES <= hw; i += ROW_LANES)
+    for (int j = 0; j < ROW_LANES; j++) a[j] += x[i + j];
+  for (; i < hw; i++) ta += x[i];
+  const float m = (lanes16(a) + ta) / (float)hw; /* a shift near the row's mean */
+  for (int j = 0; j < ROW_LANES; j++) a[j] = 0.0f;
+  ta = 0.0f, i = 0;
+#if defined(__SSE2__)
+  const __m128 mv = _mm_set1_ps(m);
+  __m128 b0 = _mm_setzero_ps(), b1 = b0, b2 = b0, b3 = b0;
+  a0 = a1 = a2 = a3 = b0;
+  for (; i + ROW_LANES <= hw; i += ROW_LANES) {
+    __m128 d0 = _mm_sub_ps(_mm_loadu_ps(x + i), mv), d1 = _mm_sub_ps(_mm_loadu_ps(x + i + 4), mv);
+    __m128 d2 = _mm_sub_ps(_mm_loadu_ps(x + i + 8), mv);
+    __m128 d3 = _mm_sub_ps(_mm_loadu_ps(x + i + 12), mv);
+    a0 = _mm_add_ps(a0, d0), a1 = _mm_add_ps(a1, d1), a2 = _mm_add_ps(a2, d2);
+    a3 = _mm_add_ps(a3, d3);
+    b0 = _mm_add_ps(b0, _mm_mul_ps(d0, d0)), b1 = _mm_add_ps(b1, _mm_mul_ps(d1, d1));
+    b2 = _mm_add_ps(b2, _mm_mul_ps(d2, d2)), b3 = _mm_add_ps(b3, _mm_mul_ps(d3, d3));
+  }
+  _mm_storeu_ps(a, a0), _mm_storeu_ps(a + 4, a1), _mm_storeu_ps(a + 8, a2);
+  _mm_storeu_ps(a + 12, a3);
+  _mm_storeu_ps(b, b0), _mm_storeu_ps(b + 4, b1), _mm_storeu_ps(b + 8, b2);
+  _mm_storeu_ps(b + 12, b3);
+#endif
+  for (; i + ROW_LANES <= hw; i += ROW_LANES)
+    for (int j = 0; j < ROW_LANES; j++) {
       float d = x[i + j] - m;
       a[j] += d, b[j] += d * d;
     }
-  float ta = 0.0f, tb = 0.0f;
-  for (; i < len; i++) {
+  for (; i < hw; i++) {
     float d = x[i] - m;
     ta += d, tb += d * d;
   }
-  *s1 = lanes_sum(a) + ta, *s2 = lanes_sum(b) + tb;
+  const float s1 = lanes16(a) + ta, s2 = lanes16(b) + tb;
+  double rmean = m + (double)s1 / hw, rm2 = s2 - (double)s1 * s1 / hw;
+  mom[0] = rmean, mom[1] = rm2 < 0.0 ? 0.0 : rm2;
+}
+
+void rt_bn_moments(const rt_bn_shape *s, const float *x, double *mom, long ms) {
+  const long xns = bn_x_ns(s);
+  if (s->hw <= 0) return;
+  for (int n = 0; n < s->n; n++)
+    for (int c = 0; c < s->c; c++) row_stats(s->hw, x + n * xns + (long)c * s->hw, mom + c * ms + 2 * n);
 }
 
 /* y = (x - m) * k + b, and max(., 0) with relu (as rt_relu: -0 and NaN
@@ -434,8 +492,13 @@ static void row_affine(long len, const float *restrict x, float m, float k, floa
 typedef struct bn_job {
   const rt_bn_shape *s;
   int parts, training, relu, assign;
-  const float *x, *y, *dy, *gamma, *beta, *save_mean, *save_invstd;
-  float *run_mean, *run_var, *save_mean_w, *save_invstd_w, *out, *dx, *dgamma, *dbeta;
+  const float *x, *y, *dy, *gamma, *beta, *save_mean, *save_invstd, *scale;
+  const double *mom;
+  long ms;
+  int w;   /* with a 2x2 max pool after the ReLU: the planes' width */
+  float *p;  /* the pool's output (p_ns apart) */
+  long p_ns;
+  float *run_mean, *run_var, *save_mean_w, *save_invstd_w, *scale_w, *out, *dx, *dgamma, *dbeta;
 } bn_job;
 
 /* Both passes run over a group of up to BN_GROUP channels sample by
@@ -462,15 +525,12 @@ static void bn_fwd_task(void *arg, int part) {
       for (int n = 0; n < s->n && hw > 0; n++) {
         const double tot = cnt + hw;
         for (int c = g0; c < g1; c++) {
-          const float *xp = j->x + n * xns + c * hw;
-          float rm = rt_sum(hw, xp) / (float)hw; /* a shift near the row's mean */
-          float s1, s2;
-          row_moments(hw, xp, rm, &s1, &s2);
-          double rmean = rm + (double)s1 / hw, rm2 = s2 - (double)s1 * s1 / hw;
-          if (rm2 < 0.0) rm2 = 0.0;
-          double d = rmean - mean[c - g0];
+          double own[2];
+          const double *r = j->mom ? j->mom + c * j->ms + 2 * n : own;
+          if (!j->mom) row_stats(hw, j->x + n * xns + c * hw, own);
+          double d = r[0] - mean[c - g0];
           mean[c - g0] += d * hw / tot;
-          m2[c - g0] += rm2 + d * d * cnt * hw / tot;
+          m2[c - g0] += r[1] + d * d * cnt * hw / tot;
         }
         cnt = tot;
       }
@@ -493,77 +553,271 @@ static void bn_fwd_task(void *arg, int part) {
         invstd = 1.0 / sqrt((double)j->run_var[c] + RT_BN_EPS);
       }
       m[c - g0] = (float)mu, k[c - g0] = (float)(j->gamma[c] * invstd);
+      if (j->training && j->scale_w) j->scale_w[c] = k[c - g0];
     }
-    for (int n = 0; n < s->n; n++)
+    for (int n = 0; n < s->n && j->out; n++)
       for (int c = g0; c < g1; c++)
         row_affine(hw, j->x + n * xns + c * hw, m[c - g0], k[c - g0], j->beta[c], j->relu,
                    j->out + n * yns + c * hw);
   }
 }
 
-/* Sum of g and of g * (x - m), g = dy masked by y > 0 with relu (as
- * rt_relu_mask), over one row. */
-static void row_grad_sums(long len, const float *restrict x, const float *restrict y,
-                          const float *restrict dy, int relu, float m, float *sg, float *sgx) {
-  float a[8] = {0}, b[8] = {0}, ta = 0.0f, tb = 0.0f;
-  long i = 0;
-  if (relu) {
+/* The ReLU's output of one h x w plane, (x - m) * k + b as row_affine,
+ * max pooled 2x2 into p: the maximum of the same values, which are
+ * never NaN or -0 (the first maximum's value is the maximum). */
+static void row_affine_pool(int h, int w, const float *restrict x, float m, float k, float b,
+                            float *restrict p) {
+  const int ow = w / 2;
 #if defined(__SSE2__)
-    /* GCC 12 does not if-convert the select of the loop below: the same
-     * lanes, by hand (an and with the mask is the select) */
-    const __m128 zero = _mm_setzero_ps(), mv = _mm_set1_ps(m);
-    __m128 a0 = zero, a1 = zero, b0 = zero, b1 = zero;
-    for (; i + 8 <= len; i += 8) {
-      __m128 g0 = _mm_and_ps(_mm_cmpgt_ps(_mm_loadu_ps(y + i), zero), _mm_loadu_ps(dy + i));
-      __m128 g1 =
-          _mm_and_ps(_mm_cmpgt_ps(_mm_loadu_ps(y + i + 4), zero), _mm_loadu_ps(dy + i + 4));
-      a0 = _mm_add_ps(a0, g0), a1 = _mm_add_ps(a1, g1);
-      b0 = _mm_add_ps(b0, _mm_mul_ps(g0, _mm_sub_ps(_mm_loadu_ps(x + i), mv)));
-      b1 = _mm_add_ps(b1, _mm_mul_ps(g1, _mm_sub_ps(_mm_loadu_ps(x + i + 4), mv)));
-    }
-    _mm_storeu_ps(a, a0), _mm_storeu_ps(a + 4, a1);
-    _mm_storeu_ps(b, b0), _mm_storeu_ps(b + 4, b1);
+  const __m128 zero = _mm_setzero_ps(), mv = _mm_set1_ps(m), kv = _mm_set1_ps(k),
+               bv = _mm_set1_ps(b);
 #endif
+  for (int oy = 0; oy < h / 2; oy++) {
+    const float *r0 = x + (long)2 * oy * w, *r1 = r0 + w;
+    float *po = p + (long)oy * ow;
+    int ox = 0;
+#if defined(__SSE2__)
+    for (; ox + 4 <= ow; ox += 4) {
+      __m128 v[4] = {_mm_loadu_ps(r0 + 2 * ox), _mm_loadu_ps(r0 + 2 * ox + 4),
+                     _mm_loadu_ps(r1 + 2 * ox), _mm_loadu_ps(r1 + 2 * ox + 4)};
+      for (int t = 0; t < 4; t++) {
+        v[t] = _mm_add_ps(_mm_mul_ps(_mm_sub_ps(v[t], mv), kv), bv);
+        v[t] = _mm_and_ps(_mm_cmpgt_ps(v[t], zero), v[t]);
+      }
+      __m128 top = _mm_max_ps(_mm_shuffle_ps(v[0], v[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                              _mm_shuffle_ps(v[0], v[1], _MM_SHUFFLE(3, 1, 3, 1)));
+      __m128 bot = _mm_max_ps(_mm_shuffle_ps(v[2], v[3], _MM_SHUFFLE(2, 0, 2, 0)),
+                              _mm_shuffle_ps(v[2], v[3], _MM_SHUFFLE(3, 1, 3, 1)));
+      _mm_storeu_ps(po + ox, _mm_max_ps(top, bot));
+    }
+    if (ox + 2 <= ow) { /* two windows, in the low lanes */
+      __m128 v[2] = {_mm_loadu_ps(r0 + 2 * ox), _mm_loadu_ps(r1 + 2 * ox)};
+      for (int t = 0; t < 2; t++) {
+        v[t] = _mm_add_ps(_mm_mul_ps(_mm_sub_ps(v[t], mv), kv), bv);
+        v[t] = _mm_and_ps(_mm_cmpgt_ps(v[t], zero), v[t]);
+      }
+      __m128 top = _mm_max_ps(_mm_shuffle_ps(v[0], v[0], _MM_SHUFFLE(2, 0, 2, 0)),
+                              _mm_shuffle_ps(v[0], v[0], _MM_SHUFFLE(3, 1, 3, 1)));
+      __m128 bot = _mm_max_ps(_mm_shuffle_ps(v[1], v[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                              _mm_shuffle_ps(v[1], v[1], _MM_SHUFFLE(3, 1, 3, 1)));
+      _mm_storel_pi((__m64 *)(void *)(po + ox), _mm_max_ps(top, bot));
+      ox += 2;
+    }
+#endif
+    for (; ox < ow; ox++) {
+      float y[4];
+      const float *q[4] = {r0 + 2 * ox, r0 + 2 * ox + 1, r1 + 2 * ox, r1 + 2 * ox + 1};
+      for (int t = 0; t < 4; t++) {
+        float v = (*q[t] - m) * k + b;
+        y[t] = v > 0.0f ? v : 0.0f;
+      }
+      po[ox] = max2(y[0], y[1], y[2], y[3]);
+    }
+  }
+}
+
+/* rt_bn_out: the affine map of the training forward from its saved
+ * statistics, into y or, pooled, into p. */
+static void bn_out_task(void *arg, int part) {
+  const bn_job *j = arg;
+  const rt_bn_shape *s = j->s;
+  const long xns = bn_x_ns(s), yns = bn_y_ns(s), hw = s->hw;
+  const int c0 = (int)((long)s->c * part / j->parts), c1 = (int)((long)s->c * (part + 1) / j->parts);
+  const long ohw = (long)(hw / j->w / 2) * (j->w / 2);
+  for (int n = 0; n < s->n; n++)
+    for (int c = c0; c < c1; c++) {
+      const float m = j->save_mean[c], k = j->scale[c];
+      const float *xr = j->x + n * xns + c * hw;
+      if (j->out) row_affine(hw, xr, m, k, j->beta[c], j->relu, j->out + n * yns + c * hw);
+      else row_affine_pool((int)(hw / j->w), j->w, xr, m, k, j->beta[c], j->p + n * j->p_ns + c * ohw);
+    }
+}
+
+/* The gradient that reaches batch norm's output, g: dy (0 + dy: -0
+ * becomes +0), masked where relu is set by y > 0, y read (from y) or
+ * recomputed from x as the forward computed it, (x - m) * k + b. */
+enum { MASK_NONE, MASK_Y, MASK_X };
+
+/* Sum of g and of g * (x - m) over one row. */
+static void row_grad_sums(long len, const float *restrict x, const float *restrict y,
+                          const float *restrict dy, int mask, float m, float k, float b,
+                          float *sg, float *sgx) {
+  float a[8] = {0}, c[8] = {0}, ta = 0.0f, tb = 0.0f;
+  long i = 0;
+#if defined(__SSE2__)
+  /* GCC 12 neither if-converts the select of the loops below nor keeps
+   * their eight lanes in registers: the same lanes, by hand (an and with
+   * the mask is the select; adding +0 instead of -0 changes no sum, which
+   * starts at +0) */
+  const __m128 zero = _mm_setzero_ps(), mv = _mm_set1_ps(m), kv = _mm_set1_ps(k),
+               bv = _mm_set1_ps(b);
+  __m128 a0 = zero, a1 = zero, b0 = zero, b1 = zero;
+  for (; i + 8 <= len; i += 8) {
+    __m128 d0 = _mm_sub_ps(_mm_loadu_ps(x + i), mv), d1 = _mm_sub_ps(_mm_loadu_ps(x + i + 4), mv);
+    __m128 g0 = _mm_loadu_ps(dy + i), g1 = _mm_loadu_ps(dy + i + 4);
+    if (mask != MASK_NONE) {
+      __m128 v0, v1;
+      if (mask == MASK_Y)
+        v0 = _mm_loadu_ps(y + i), v1 = _mm_loadu_ps(y + i + 4);
+      else
+        v0 = _mm_add_ps(_mm_mul_ps(d0, kv), bv), v1 = _mm_add_ps(_mm_mul_ps(d1, kv), bv);
+      g0 = _mm_and_ps(_mm_cmpgt_ps(v0, zero), g0), g1 = _mm_and_ps(_mm_cmpgt_ps(v1, zero), g1);
+    }
+    a0 = _mm_add_ps(a0, g0), a1 = _mm_add_ps(a1, g1);
+    b0 = _mm_add_ps(b0, _mm_mul_ps(g0, d0)), b1 = _mm_add_ps(b1, _mm_mul_ps(g1, d1));
+  }
+  _mm_storeu_ps(a, a0), _mm_storeu_ps(a + 4, a1);
+  _mm_storeu_ps(c, b0), _mm_storeu_ps(c + 4, b1);
+#endif
+  if (mask != MASK_NONE) {
     for (; i + 8 <= len; i += 8)
       for (int t = 0; t < 8; t++) {
+        float d = x[i + t] - m, v = mask == MASK_Y ? y[i + t] : d * k + b;
         float g = 0.0f + dy[i + t];
-        g = y[i + t] > 0.0f ? g : 0.0f;
-        a[t] += g, b[t] += g * (x[i + t] - m);
+        g = v > 0.0f ? g : 0.0f;
+        a[t] += g, c[t] += g * d;
       }
     for (; i < len; i++) {
+      float d = x[i] - m, v = mask == MASK_Y ? y[i] : d * k + b;
       float g = 0.0f + dy[i];
-      g = y[i] > 0.0f ? g : 0.0f;
-      ta += g, tb += g * (x[i] - m);
+      g = v > 0.0f ? g : 0.0f;
+      ta += g, tb += g * d;
     }
   } else {
     for (; i + 8 <= len; i += 8)
-      for (int t = 0; t < 8; t++) a[t] += dy[i + t], b[t] += dy[i + t] * (x[i + t] - m);
+      for (int t = 0; t < 8; t++) a[t] += dy[i + t], c[t] += dy[i + t] * (x[i + t] - m);
     for (; i < len; i++) ta += dy[i], tb += dy[i] * (x[i] - m);
   }
-  *sg = lanes_sum(a) + ta, *sgx = lanes_sum(b) + tb;
+  *sg = lanes_sum(a) + ta, *sgx = lanes_sum(c) + tb;
 }
 
-/* dx += (g - gm) * k - (x - m) * kx; with assign, dx = 0 + it (as added
- * into zeros: -0 becomes +0), dx not read. */
+/* dx += (g - gm) * kg - (x - m) * kx; with assign, dx = 0 + it (as added
+ * into zeros: -0 becomes +0), dx not read. k, b: the forward's scale and
+ * shift (MASK_X). */
 static void row_dx(long len, const float *restrict x, const float *restrict y,
-                   const float *restrict dy, int relu, float m, float gm, float k, float kx,
-                   int assign, float *restrict dx) {
-  if (relu && assign)
-    for (long i = 0; i < len; i++) {
-      float g = 0.0f + dy[i];
-      g = y[i] > 0.0f ? g : 0.0f;
-      dx[i] = 0.0f + ((g - gm) * k - (x[i] - m) * kx);
+                   const float *restrict dy, int mask, float m, float k, float b, float gm,
+                   float kg, float kx, int assign, float *restrict dx) {
+  long i = 0;
+  if (mask != MASK_NONE) {
+#if defined(__SSE2__)
+    const __m128 zero = _mm_setzero_ps(), mv = _mm_set1_ps(m), kv = _mm_set1_ps(k),
+                 bv = _mm_set1_ps(b), gmv = _mm_set1_ps(gm), kgv = _mm_set1_ps(kg),
+                 kxv = _mm_set1_ps(kx);
+    for (; i + 4 <= len; i += 4) {
+      __m128 d = _mm_sub_ps(_mm_loadu_ps(x + i), mv);
+      __m128 v = mask == MASK_Y ? _mm_loadu_ps(y + i) : _mm_add_ps(_mm_mul_ps(d, kv), bv);
+      __m128 g = _mm_and_ps(_mm_cmpgt_ps(v, zero), _mm_add_ps(zero, _mm_loadu_ps(dy + i)));
+      __m128 r = _mm_sub_ps(_mm_mul_ps(_mm_sub_ps(g, gmv), kgv), _mm_mul_ps(d, kxv));
+      _mm_storeu_ps(dx + i, _mm_add_ps(assign ? zero : _mm_loadu_ps(dx + i), r));
     }
-  else if (relu)
-    for (long i = 0; i < len; i++) {
+#endif
+    for (; i < len; i++) {
+      float d = x[i] - m, v = mask == MASK_Y ? y[i] : d * k + b;
       float g = 0.0f + dy[i];
-      g = y[i] > 0.0f ? g : 0.0f;
-      dx[i] += (g - gm) * k - (x[i] - m) * kx;
+      g = v > 0.0f ? g : 0.0f;
+      dx[i] = (assign ? 0.0f : dx[i]) + ((g - gm) * kg - d * kx);
     }
-  else if (assign)
-    for (long i = 0; i < len; i++) dx[i] = 0.0f + ((dy[i] - gm) * k - (x[i] - m) * kx);
+  } else if (assign)
+    for (; i < len; i++) dx[i] = 0.0f + ((dy[i] - gm) * kg - (x[i] - m) * kx);
   else
-    for (long i = 0; i < len; i++) dx[i] += (dy[i] - gm) * k - (x[i] - m) * kx;
+    for (; i < len; i++) dx[i] += (dy[i] - gm) * kg - (x[i] - m) * kx;
+}
+
+#if defined(__SSE2__)
+/* Four 2x2 windows in lanes, their ReLU outputs a b (top row) c d: the
+ * gradient dp (0 + dp) goes to the first maximum, a later value winning
+ * only when strictly greater (rt_maxpool_bwd's), where that maximum is
+ * > 0; w[0..3]: a's, b's, c's and d's. */
+static inline void window_grad(__m128 a, __m128 b, __m128 c, __m128 d, __m128 dp, __m128 w[4]) {
+  const __m128 zero = _mm_setzero_ps();
+  __m128 t1 = _mm_cmpgt_ps(b, a);
+  __m128 mx = _mm_or_ps(_mm_and_ps(t1, b), _mm_andnot_ps(t1, a));
+  __m128 t2 = _mm_cmpgt_ps(c, mx);
+  mx = _mm_or_ps(_mm_and_ps(t2, c), _mm_andnot_ps(t2, mx));
+  __m128 t3 = _mm_cmpgt_ps(d, mx);
+  mx = _mm_or_ps(_mm_and_ps(t3, d), _mm_andnot_ps(t3, mx));
+  __m128 gv = _mm_and_ps(_mm_cmpgt_ps(mx, zero), _mm_add_ps(zero, dp));
+  w[0] = _mm_andnot_ps(_mm_or_ps(_mm_or_ps(t1, t2), t3), gv);
+  w[1] = _mm_andnot_ps(_mm_or_ps(t2, t3), _mm_and_ps(t1, gv));
+  w[2] = _mm_andnot_ps(t3, _mm_and_ps(t2, gv));
+  w[3] = _mm_and_ps(t3, gv);
+}
+#endif
+
+/* The gradient that reaches batch norm's output through a 2x2 max pool
+ * after the ReLU, as rt_maxpool_bwd (assigning) and the ReLU's mask would
+ * give it, into g (one h x w plane): dp's value (0 + dp) at each window's
+ * first maximum of the ReLU's output, recomputed as row_affine_pool does,
+ * where that maximum is > 0; 0 elsewhere. */
+static void row_pool_grad(int h, int w, const float *restrict x, float m, float k, float b,
+                          const float *restrict dp, float *restrict g) {
+  const int ow = w / 2;
+#if defined(__SSE2__)
+  const __m128 zero = _mm_setzero_ps(), mv = _mm_set1_ps(m), kv = _mm_set1_ps(k),
+               bv = _mm_set1_ps(b);
+#endif
+  for (int oy = 0; oy < h / 2; oy++) {
+    const float *r0 = x + (long)2 * oy * w, *r1 = r0 + w;
+    float *g0 = g + (long)2 * oy * w, *g1 = g0 + w;
+    const float *d = dp + (long)oy * ow;
+    int ox = 0;
+#if defined(__SSE2__)
+    for (; ox + 4 <= ow; ox += 4) { /* four windows: the loop below, in lanes */
+      __m128 v[4] = {_mm_loadu_ps(r0 + 2 * ox), _mm_loadu_ps(r0 + 2 * ox + 4),
+                     _mm_loadu_ps(r1 + 2 * ox), _mm_loadu_ps(r1 + 2 * ox + 4)};
+      for (int t = 0; t < 4; t++) {
+        v[t] = _mm_add_ps(_mm_mul_ps(_mm_sub_ps(v[t], mv), kv), bv);
+        v[t] = _mm_and_ps(_mm_cmpgt_ps(v[t], zero), v[t]);
+      }
+      __m128 w[4];
+      window_grad(_mm_shuffle_ps(v[0], v[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                  _mm_shuffle_ps(v[0], v[1], _MM_SHUFFLE(3, 1, 3, 1)),
+                  _mm_shuffle_ps(v[2], v[3], _MM_SHUFFLE(2, 0, 2, 0)),
+                  _mm_shuffle_ps(v[2], v[3], _MM_SHUFFLE(3, 1, 3, 1)), _mm_loadu_ps(d + ox), w);
+      _mm_storeu_ps(g0 + 2 * ox, _mm_unpacklo_ps(w[0], w[1]));
+      _mm_storeu_ps(g0 + 2 * ox + 4, _mm_unpackhi_ps(w[0], w[1]));
+      _mm_storeu_ps(g1 + 2 * ox, _mm_unpacklo_ps(w[2], w[3]));
+      _mm_storeu_ps(g1 + 2 * ox + 4, _mm_unpackhi_ps(w[2], w[3]));
+    }
+    if (ox + 2 <= ow) { /* two windows, in the low lanes */
+      __m128 v[2] = {_mm_loadu_ps(r0 + 2 * ox), _mm_loadu_ps(r1 + 2 * ox)};
+      for (int t = 0; t < 2; t++) {
+        v[t] = _mm_add_ps(_mm_mul_ps(_mm_sub_ps(v[t], mv), kv), bv);
+        v[t] = _mm_and_ps(_mm_cmpgt_ps(v[t], zero), v[t]);
+      }
+      __m128 w[4];
+      window_grad(_mm_shuffle_ps(v[0], v[0], _MM_SHUFFLE(2, 0, 2, 0)),
+                  _mm_shuffle_ps(v[0], v[0], _MM_SHUFFLE(3, 1, 3, 1)),
+                  _mm_shuffle_ps(v[1], v[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                  _mm_shuffle_ps(v[1], v[1], _MM_SHUFFLE(3, 1, 3, 1)),
+                  _mm_loadl_pi(zero, (const __m64 *)(const void *)(d + ox)), w);
+      _mm_storeu_ps(g0 + 2 * ox, _mm_unpacklo_ps(w[0], w[1]));
+      _mm_storeu_ps(g1 + 2 * ox, _mm_unpacklo_ps(w[2], w[3]));
+      ox += 2;
+    }
+#endif
+    for (; ox < ow; ox++) {
+      float y[4];
+      const float *q[4] = {r0 + 2 * ox, r0 + 2 * ox + 1, r1 + 2 * ox, r1 + 2 * ox + 1};
+      for (int t = 0; t < 4; t++) {
+        float v = (*q[t] - m) * k + b;
+        y[t] = v > 0.0f ? v : 0.0f;
+      }
+      /* rt_maxpool_bwd's first maximum, a later value winning only when
+       * strictly greater */
+      int t1 = y[1] > y[0];
+      float mx = t1 ? y[1] : y[0];
+      int t2 = y[2] > mx;
+      mx = t2 ? y[2] : mx;
+      int t3 = y[3] > mx;
+      mx = t3 ? y[3] : mx;
+      float gv = mx > 0.0f ? 0.0f + d[ox] : 0.0f;
+      g0[2 * ox] = (!t1 & !t2 & !t3) ? gv : 0.0f;
+      g0[2 * ox + 1] = (t1 & !t2 & !t3) ? gv : 0.0f;
+      g1[2 * ox] = (t2 & !t3) ? gv : 0.0f;
+      g1[2 * ox + 1] = t3 ? gv : 0.0f;
+    }
+  }
 }
 
 static void bn_bwd_task(void *arg, int part) {
@@ -572,16 +826,31 @@ static void bn_bwd_task(void *arg, int part) {
   const long xns = bn_x_ns(s), yns = bn_y_ns(s), hw = s->hw;
   const double count = (double)s->n * hw;
   const int c0 = (int)((long)s->c * part / j->parts), c1 = (int)((long)s->c * (part + 1) / j->parts);
+  const int pooled = j->w > 0;
+  const int mask = !j->relu || pooled ? MASK_NONE : j->y ? MASK_Y : MASK_X;
   const int G = BN_GROUP;
+  float gbuf[RT_BN_POOL_HW];
+  const long ohw = pooled ? (long)(hw / j->w / 2) * (j->w / 2) : 0;
   for (int g0 = c0; g0 < c1; g0 += G) {
     const int g1 = g0 + G < c1 ? g0 + G : c1;
     double sdy[BN_GROUP] = {0}, sdyx[BN_GROUP] = {0};
-    float gm[BN_GROUP], kf[BN_GROUP], kx[BN_GROUP];
+    float gm[BN_GROUP], kf[BN_GROUP], kx[BN_GROUP], ks[BN_GROUP], bs[BN_GROUP];
+    for (int c = g0; c < g1; c++) {
+      int scaled = mask == MASK_X || pooled;
+      ks[c - g0] = scaled ? j->scale[c] : 0.0f;
+      bs[c - g0] = scaled ? j->beta[c] : 0.0f;
+    }
     for (int n = 0; n < s->n; n++)
       for (int c = g0; c < g1; c++) {
         float a, b;
-        row_grad_sums(hw, j->x + n * xns + c * hw, j->relu ? j->y + n * yns + c * hw : NULL,
-                      j->dy + n * yns + c * hw, j->relu, j->save_mean[c], &a, &b);
+        const float *xr = j->x + n * xns + c * hw, *dyr = gbuf;
+        if (pooled)
+          row_pool_grad((int)(hw / j->w), j->w, xr, j->save_mean[c], ks[c - g0], bs[c - g0],
+                        j->dy + n * j->p_ns + c * ohw, gbuf);
+        else
+          dyr = j->dy + n * yns + c * hw;
+        row_grad_sums(hw, xr, mask == MASK_Y ? j->y + n * yns + c * hw : NULL, dyr, mask,
+                      j->save_mean[c], ks[c - g0], bs[c - g0], &a, &b);
         sdy[c - g0] += a, sdyx[c - g0] += b;
       }
     for (int c = g0; c < g1; c++) {
@@ -594,10 +863,17 @@ static void bn_bwd_task(void *arg, int part) {
       kx[c - g0] = (float)(k * invstd * (sdyxh / count));
     }
     for (int n = 0; n < s->n; n++)
-      for (int c = g0; c < g1; c++)
-        row_dx(hw, j->x + n * xns + c * hw, j->relu ? j->y + n * yns + c * hw : NULL,
-               j->dy + n * yns + c * hw, j->relu, j->save_mean[c], gm[c - g0], kf[c - g0],
-               kx[c - g0], j->assign, j->dx + n * xns + c * hw);
+      for (int c = g0; c < g1; c++) {
+        const float *xr = j->x + n * xns + c * hw, *dyr = gbuf;
+        if (pooled)
+          row_pool_grad((int)(hw / j->w), j->w, xr, j->save_mean[c], ks[c - g0], bs[c - g0],
+                        j->dy + n * j->p_ns + c * ohw, gbuf);
+        else
+          dyr = j->dy + n * yns + c * hw;
+        row_dx(hw, xr, mask == MASK_Y ? j->y + n * yns + c * hw : NULL, dyr, mask,
+               j->save_mean[c], ks[c - g0], bs[c - g0], gm[c - g0], kf[c - g0], kx[c - g0],
+               j->assign, j->dx + n * xns + c * hw);
+      }
   }
 }
 
@@ -612,23 +888,50 @@ static int bn_parts(rt_pool *pool, int parts, const rt_bn_shape *s) {
 }
 
 void rt_bn_fwd(rt_pool *pool, int parts, const rt_bn_shape *s, int training, int relu,
-               const float *x, const float *gamma, const float *beta, float *run_mean,
-               float *run_var, float *save_mean, float *save_invstd, float *y) {
+               const float *x, const double *mom, long ms, const float *gamma,
+               const float *beta, float *run_mean, float *run_var, float *save_mean,
+               float *save_invstd, float *save_scale, float *y) {
   bn_job j = {.s = s, .parts = bn_parts(pool, parts, s), .training = training, .relu = relu,
-              .x = x, .gamma = gamma, .beta = beta, .run_mean = run_mean, .run_var = run_var,
-              .save_mean_w = save_mean, .save_invstd_w = save_invstd, .out = y};
+              .x = x, .mom = mom, .ms = ms, .gamma = gamma, .beta = beta,
+              .run_mean = run_mean, .run_var = run_var, .save_mean_w = save_mean,
+              .save_invstd_w = save_invstd, .scale_w = save_scale, .out = y};
   if (j.parts > 1) rt_pool_run(pool, j.parts, bn_fwd_task, &j);
   else bn_fwd_task(&j, 0);
 }
 
+void rt_bn_out(rt_pool *pool, int parts, const rt_bn_shape *s, int relu, int w, const float *x,
+               const float *beta, const float *save_mean, const float *scale, float *y, float *p,
+               long p_ns) {
+  assert(y ? !p : p && relu && w > 0 && s->hw % (2L * w) == 0 && w % 2 == 0);
+  bn_job j = {.s = s, .parts = bn_parts(pool, parts, s), .relu = relu, .x = x, .beta = beta,
+              .save_mean = save_mean, .scale = scale, .out = y,
+              .w = w, .p = p, .p_ns = p_ns ? p_ns : (long)s->c * (s->hw / 4)};
+  if (j.parts > 1) rt_pool_run(pool, j.parts, bn_out_task, &j);
+  else bn_out_task(&j, 0);
+}
+
+void rt_bn_pool_bwd(rt_pool *pool, int parts, const rt_bn_shape *s, int w, int assign,
+                    const float *x, const float *dp, long p_ns, const float *gamma,
+                    const float *beta, const float *save_mean, const float *save_invstd,
+                    const float *scale, float *dx, float *dgamma, float *dbeta) {
+  assert(w > 0 && w % 2 == 0 && s->hw % (2L * w) == 0 && s->hw <= RT_BN_POOL_HW);
+  bn_job j = {.s = s, .parts = bn_parts(pool, parts, s), .relu = 1, .assign = assign, .x = x,
+              .dy = dp, .w = w, .p_ns = p_ns ? p_ns : (long)s->c * (s->hw / 4), .gamma = gamma,
+              .beta = beta, .save_mean = save_mean, .save_invstd = save_invstd, .scale = scale,
+              .dx = dx,
+              .dgamma = dgamma, .dbeta = dbeta};
+  if (j.parts > 1) rt_pool_run(pool, j.parts, bn_bwd_task, &j);
+  else bn_bwd_task(&j, 0);
+}
+
 void rt_bn_bwd(rt_pool *pool, int parts, const rt_bn_shape *s, int relu, int assign,
                const float *x, const float *y, const float *dy, const float *gamma,
-               const float *save_mean, const float *save_invstd, float *dx, float *dgamma,
-               float *dbeta) {
+               const float *beta, const float *save_mean, const float *save_invstd,
+               const float *scale, float *dx, float *dgamma, float *dbeta) {
   bn_job j = {.s = s, .parts = bn_parts(pool, parts, s), .relu = relu, .assign = assign,
-              .x = x, .y = y,
-              .dy = dy, .gamma = gamma, .save_mean = save_mean, .save_invstd = save_invstd,
-              .dx = dx, .dgamma = dgamma, .dbeta = dbeta};
+              .x = x, .y = y, .dy = dy, .gamma = gamma, .beta = beta, .save_mean = save_mean,
+              .save_invstd = save_invstd, .scale = scale, .dx = dx, .dgamma = dgamma,
+              .dbeta = dbeta};
   if (j.parts > 1) rt_pool_run(pool, j.parts, bn_bwd_task, &j);
   else bn_bwd_task(&j, 0);
 }

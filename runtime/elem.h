@@ -67,24 +67,60 @@ void rt_sgd_packed(size_t j0, size_t j1, const int32_t *idx, float *w, const flo
                    float *v, float lr, float momentum, float decay, float *copy,
                    const int32_t *at);
 
+/* Batch norm's statistics begin with each row's (a sample's plane of a
+ * channel): mom[c * ms + 2 * i] and [... + 1] get row (i, c)'s mean and
+ * sum of squared deviations from it, for i < s->n, c < s->c (y_ns
+ * unused). A producer of x calls it on the samples it has just written,
+ * while they are in its cache; rt_bn_fwd then merges them. */
+void rt_bn_moments(const rt_bn_shape *s, const float *x, double *mom, long ms);
+
 /* rt_ref_bn_fwd, then with relu max(y, 0) as rt_relu; and rt_ref_bn_bwd
- * of dy masked by y > 0 (y: the forward's output) with relu, as
- * rt_relu_mask, dy otherwise (y unused, may be NULL); with assign, the
- * backward overwrites dx (as if it had been cleared) instead of adding
- * into it. Strides as there: x
- * and dx x_ns, y and dy y_ns. Channels are split over parts tasks of pool
- * (NULL, or a small tensor: all on the caller); each channel is computed
- * whole by one task, so the results do not depend on parts. Within float
- * rounding of the reference, not bit for bit: rows are summed in float
- * (eight lanes), their sums combined in double, and the affine maps are
- * applied in float. */
+ * of dy masked by the ReLU's y > 0 with relu, as rt_relu_mask, dy
+ * otherwise; with assign, the backward overwrites dx (as if it had been
+ * cleared) instead of adding into it. Strides as there: x and dx x_ns, y
+ * and dy y_ns.
+ *
+ * In training the forward takes the rows' moments from mom (rt_bn_moments
+ * over all s->n samples, channel c's at mom + c * ms) where mom is not
+ * NULL, else computes them, and saves the scale gamma / std it applied
+ * in save_scale (unless NULL). The backward's mask is read from y (the
+ * forward's output) or, with y NULL, recomputed from x, the saved mean,
+ * the saved scale and beta exactly as the training forward computed y
+ * (scale and beta are read only then): one tensor less to read.
+ *
+ * Channels are split over parts tasks of pool (NULL, or a small tensor:
+ * all on the caller); each channel is computed whole by one task, so the
+ * results do not depend on parts. Within float rounding of the reference,
+ * not bit for bit: rows are summed in float (sixteen lanes), their sums
+ * combined in double, and the affine maps are applied in float. */
+/* (rt_bn_fwd with y NULL computes and saves the statistics only.) */
 void rt_bn_fwd(rt_pool *pool, int parts, const rt_bn_shape *s, int training, int relu,
-               const float *x, const float *gamma, const float *beta, float *run_mean,
-               float *run_var, float *save_mean, float *save_invstd, float *y);
+               const float *x, const double *mom, long ms, const float *gamma,
+               const float *beta, float *run_mean, float *run_var, float *save_mean,
+               float *save_invstd, float *save_scale, float *y);
 void rt_bn_bwd(rt_pool *pool, int parts, const rt_bn_shape *s, int relu, int assign,
                const float *x, const float *y, const float *dy, const float *gamma,
-               const float *save_mean, const float *save_invstd, float *dx, float *dgamma,
-               float *dbeta);
+               const float *beta, const float *save_mean, const float *save_invstd,
+               const float *scale, float *dx, float *dgamma, float *dbeta);
+
+/* Batch norm with its ReLU followed by a 2x2 max pool (planes w wide,
+ * both sides even) in training, without the normalised tensor: after
+ * rt_bn_fwd with y NULL (the statistics only), rt_bn_out writes the
+ * affine map and the ReLU from the saved mean and scale, bit for bit as
+ * rt_bn_fwd's, into y (p NULL), or their max pool into p instead (y NULL;
+ * samples p_ns apart, 0: packed; as rt_maxpool_fwd's). rt_bn_pool_bwd is
+ * rt_maxpool_bwd (assigning) of the pool's gradient dp followed by
+ * rt_bn_bwd with the mask recomputed (y NULL), bit for bit, reading dp
+ * where they read the pool's input gradient: x is read twice and dp, a
+ * quarter of its size, twice; planes of at most RT_BN_POOL_HW. */
+enum { RT_BN_POOL_HW = 4096 };
+void rt_bn_out(rt_pool *pool, int parts, const rt_bn_shape *s, int relu, int w, const float *x,
+               const float *beta, const float *save_mean, const float *scale, float *y, float *p,
+               long p_ns);
+void rt_bn_pool_bwd(rt_pool *pool, int parts, const rt_bn_shape *s, int w, int assign,
+                    const float *x, const float *dp, long p_ns, const float *gamma,
+                    const float *beta, const float *save_mean, const float *save_invstd,
+                    const float *scale, float *dx, float *dgamma, float *dbeta);
 
 /* rt_ref_sgd over params [i0, i1). */
 void rt_sgd(size_t i0, size_t i1, float *w, const float *g, float *v,

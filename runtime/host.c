@@ -137,6 +137,23 @@ typedef struct host {
   /* The ranges of zlive in the worked channels, for narrow passes. */
   int64_t (*znarrow)[2];
   int n_znarrow;
+  /* Batch norm's row moments (rt_bn_moments), taken by the conv chunks
+   * as they write each sample: channel c's of sample i at
+   * bn_mom[c * 2 * cap + 2 * i], for the widest layer with batch norm. */
+  double *bn_mom;
+  float *bn_scale; /* n_stats: the scale gamma / std of the last training
+                    * forward, a layer's at s_off, for its backward */
+  /* A conv layer whose batch norm and ReLU (before it) only a 2x2 max
+   * pool reads: in training its forward leaves the affine map to the
+   * pool, which pools it from z (rt_bn_out), and its backward takes the
+   * pool's gradient (rt_bn_pool_bwd): the normalised tensor and its
+   * gradient are never written. Per layer (bn_fusable). */
+  struct bn_fuse {
+    int pool;     /* a conv layer's: that pool's layer, or -1 */
+    int pend;     /* a pool's: the conv layer + 1 whose forward left it its map, or 0 */
+    int fused;    /* a pool's: the last forward pooled from z */
+    int64_t z, out, pout; /* the conv's z and out offsets; where the pool wrote */
+  } *bnf;
 } host;
 
 /* Layer l's gradient layout in grads: its packed indices (*n of them), or
@@ -218,6 +235,26 @@ static int sole_pool_writer(const ir_graph *g, int t) {
       l->h != r->h || l->w != r->w)
     return -1;
   return w;
+}
+
+/* Fills f[].pool: for each conv layer with batch norm, then its ReLU,
+ * whose output tensor it alone writes and a 2x2 max pool alone reads
+ * (sole_pool_writer), that pool, when its planes suit rt_bn_out. */
+static void bn_fusable(const ir_graph *g, struct bn_fuse *f) {
+  for (int i = 0; i < g->n_layers; i++) {
+    const ir_layer *l = &g->layers[i];
+    f[i].pool = -1;
+    if (l->kind != IR_CONV || l->bn != IR_BN_BEFORE || !l->relu || l->out_ch != 0 ||
+        l->cout != g->tensors[l->out_t].c || l->oh % 2 || l->ow % 2 ||
+        (int64_t)l->oh * l->ow > RT_BN_POOL_HW)
+      continue;
+    int writers = 0;
+    for (int k = 0; k < g->n_layers; k++)
+      writers += g->layers[k].out_t == l->out_t || g->layers[k].z_t == l->out_t;
+    int p = writers == 1 ? sole_pool_writer(g, l->out_t) : -1;
+    if (p >= 0 && g->layers[p].k == 2 && g->layers[p].stride == 2 && !g->layers[p].can_die)
+      f[i].pool = p;
+  }
 }
 
 static int range_cmp(const void *a, const void *b) {
@@ -420,6 +457,13 @@ rt_backend *rt_step_new(const char *backend, const ir_graph *g, const ir_arch *a
   e->sk = xcalloc((size_t)g->n_layers, sizeof *e->sk, &oom);
   e->wc = xcalloc((size_t)g->n_layers, sizeof *e->wc, &oom);
   e->wat = xcalloc((size_t)g->n_layers, sizeof *e->wat, &oom);
+  int bn_c = 0;
+  for (int i = 0; i < g->n_layers; i++)
+    if (g->layers[i].bn && g->layers[i].cout > bn_c) bn_c = g->layers[i].cout;
+  e->bn_mom = bn_c ? xcalloc((size_t)cap * 2 * (size_t)bn_c, sizeof *e->bn_mom, &oom) : NULL;
+  e->bn_scale = xcalloc((size_t)g->n_stats, sizeof(float), &oom);
+  e->bnf = xcalloc((size_t)g->n_layers, sizeof *e->bnf, &oom);
+  if (e->bnf) bn_fusable(g, e->bnf);
   if (oom || !(e->plan = rt_plan_new(g)) || plan_zero(e) ||
       ir_schedule(g, &e->fc, &e->nf, &e->bc, &e->nb))
     oom = 1;
@@ -468,7 +512,8 @@ static void host_free(rt_backend *b) {
       free(e->znarrow), free(e->work_was), free(e->alias_was), free(e->prof),
       free(e->prof_paused), free(e->active), free(e->assign);
   free(e->pidx), free(e->pn), free(e->gpacked), free(e->pk), free(e->sk), free(e->wc), free(e->wat);
-  free(e->fc), free(e->bc), free(e->dg_cols), free(e->dg_parts);
+  free(e->fc), free(e->bc), free(e->dg_cols), free(e->dg_parts), free(e->bn_mom), free(e->bn_scale),
+      free(e->bnf);
   rt_plan_free(e->plan);
   rt_pool_free(e->pool);
   free(e);
@@ -922,61 +967,101 @@ static void relu_bwd(hx *x, const ir_layer *l, int64_t z, int64_t out, int n0, i
                    x->dact + i * ns + out + c0 * plane, x->dact + i * ns + z + c0 * plane);
 }
 
+/* Whether the conv chunks of a layer with batch norm take its rows'
+ * moments (bn_moments) in this pass: in training, unless the backend
+ * computes the whole batch in one call. */
+static int bn_rows(const hx *x, const ir_layer *l) {
+  return l->bn && x->training && ((const host *)x)->bn_mom &&
+         (x->use_live || !x->backend->whole_batch);
+}
+
+/* Samples per conv call when the chunk takes the rows' moments: about
+ * 256 kB of output, which is still in L2 when they are read. */
+static int bn_rows_batch(const ir_layer *l) {
+  int64_t len = (int64_t)l->cout * l->oh * l->ow;
+  return len >= 1 << 16 ? 1 : (int)((1 << 16) / len);
+}
+
+/* The moments of z's rows, samples [n0, n1), worked channels. */
+static void bn_moments(hx *x, const ir_layer *l, int64_t z, int n0, int n1) {
+  int64_t ns = x->g->act_size, plane = (int64_t)l->oh * l->ow;
+  const uint8_t *w = worked(x, l);
+  long ms = 2L * x->cap;
+  for (int c0 = 0, c1; (c1 = next_run(w, &c0, l->cout)) > c0; c0 = c1) {
+    rt_bn_shape s = {n1 - n0, c1 - c0, (int)plane, ns, ns};
+    rt_bn_moments(&s, x->act + n0 * ns + z + c0 * plane,
+                  ((host *)x)->bn_mom + c0 * ms + 2 * n0, ms);
+  }
+}
+
 static void conv_fwd_chunk(const job *j, int chunk, int n0, int n1) {
   (void)chunk;
   hx *x = j->x;
   const ir_layer *l = j->l;
-  int64_t ns = x->g->act_size, o = (int64_t)n0 * ns;
-  rt_conv_shape s = conv_shape(x, l, n1 - n0);
   rt_kernels *b = x->use_live ? x->live : x->backend;
   /* Without batch norm the pre-activation z is never read again, so a
    * backend that fuses the ReLU writes the activation directly; with batch
    * norm after the ReLU, z holds the ReLU's output, batch norm's input
    * (z > 0 where the pre-activation was, for the backward). */
-  int after = l->bn == IR_BN_AFTER && l->relu;
-  s.relu = (!l->bn || after) && l->relu && b->fuses_relu;
-  check(x, b, b->conv_fwd(b, (int)(l - x->g->layers), &s, x->act + o + j->in,
-              x->params + l->w_off, x->params + l->b_off,
-              x->act + o + (s.relu && !l->bn ? j->out : j->z)));
-  if (!l->bn && l->relu && !s.relu) relu_fwd(x, l, j->z, j->out, n0, n1);
-  if (after && !s.relu) relu_fwd(x, l, j->z, j->z, n0, n1);
+  int after = l->bn == IR_BN_AFTER && l->relu, rows = bn_rows(x, l);
+  /* with the rows' moments, a few samples a call, each read back while
+   * in the cache */
+  int step = rows ? bn_rows_batch(l) : n1 - n0;
+  for (int a = n0, a1; a < n1 || a == n0; a = a1) {
+    a1 = n1 - a < step ? n1 : a + step;
+    int64_t o = (int64_t)a * x->g->act_size;
+    rt_conv_shape s = conv_shape(x, l, a1 - a);
+    s.relu = (!l->bn || after) && l->relu && b->fuses_relu;
+    check(x, b, b->conv_fwd(b, (int)(l - x->g->layers), &s, x->act + o + j->in,
+                x->params + l->w_off, x->params + l->b_off,
+                x->act + o + (s.relu && !l->bn ? j->out : j->z)));
+    if (!l->bn && l->relu && !s.relu) relu_fwd(x, l, j->z, j->out, a, a1);
+    if (after && !s.relu) relu_fwd(x, l, j->z, j->z, a, a1);
+    if (rows) bn_moments(x, l, j->z, a, a1);
+    if (a1 == a) break;
+  }
 }
 
 static void bn_constants(hx *x, const ir_layer *l, int64_t out);
 
 /* Batch norm of a conv layer's pre-activation z into out, over its
- * worked channels. Each of the others holds 0 in z (nothing active
- * writes it): its statistics follow a batch mean and variance of 0,
- * exactly as rt_bn_fwd's, and its output stays beta, which is 0. */
+ * worked channels; out < 0: the statistics only. Each of the others
+ * holds 0 in z (nothing active writes it): its statistics follow a batch
+ * mean and variance of 0, exactly as rt_bn_fwd's, and its output stays
+ * beta, which is 0. */
 static void bn_fwd(hx *e, const ir_layer *ly, int64_t z, int64_t out) {
   int64_t ns = e->g->act_size;
   int plane = ly->oh * ly->ow;
   const uint8_t *w = worked(e, ly);
   const float *gamma = e->params + ly->g_off, *beta = gamma + ly->cout;
   float *rm = e->stats + ly->s_off, *rv = rm + ly->cout;
-  float *sm = e->bn_save + ly->s_off, *si = sm + ly->cout;
+  float *sm = e->bn_save + ly->s_off, *si = sm + ly->cout, *sk = ((host *)e)->bn_scale + ly->s_off;
   double count = (double)e->n * plane;
   for (int c = 0, c0 = 0, c1; c < ly->cout; c0 = c = c1) {
     c1 = next_run(w, &c0, ly->cout);
     for (; c < c0 && e->training; c++) { /* rt_bn_fwd's arithmetic at mean 0, variance 0 */
       double mu = 0.0, var = 0.0 / count, invstd = 1.0 / sqrt(var + RT_BN_EPS);
       double unbiased = count > 1 ? 0.0 / (count - 1) : var;
-      sm[c] = (float)mu, si[c] = (float)invstd;
+      sm[c] = (float)mu, si[c] = (float)invstd, sk[c] = (float)(gamma[c] * invstd);
       rm[c] = (float)((1 - RT_BN_MOMENTUM) * rm[c] + RT_BN_MOMENTUM * mu);
       rv[c] = (float)((1 - RT_BN_MOMENTUM) * rv[c] + RT_BN_MOMENTUM * unbiased);
     }
     if (c1 <= c0) break;
     rt_bn_shape s = {e->n, c1 - c0, plane, ns, ns};
+    long ms = 2L * e->cap;
     rt_bn_fwd(((host *)e)->pool, e->threads, &s, e->training,
               ly->relu && ly->bn == IR_BN_BEFORE, e->act + z + (int64_t)c0 * plane,
-              gamma + c0, beta + c0, rm + c0, rv + c0, sm + c0, si + c0,
-              e->act + out + (int64_t)c0 * plane);
+              bn_rows(e, ly) ? ((host *)e)->bn_mom + c0 * ms : NULL, ms, gamma + c0, beta + c0,
+              rm + c0, rv + c0, sm + c0, si + c0, sk + c0,
+              out < 0 ? NULL : e->act + out + (int64_t)c0 * plane);
   }
 }
 
 static void conv_fwd_op(RT_OP_ARGS) {
   hx *e = X(x);
   const ir_layer *ly = &e->g->layers[l];
+  struct bn_fuse *f = ((host *)e)->bnf, *pf = f[l].pool >= 0 ? &f[f[l].pool] : NULL;
+  if (pf) pf->pend = pf->fused = 0;
   if (!e->arch->alive[l]) {
     pass_fwd(e, ly, prev, out);
     return;
@@ -984,8 +1069,30 @@ static void conv_fwd_op(RT_OP_ARGS) {
   job j = {e, ly, in, z, out, conv_fwd_chunk, layer_work(e, ly)};
   run_chunks(&j);
   if (ly->bn) {
-    bn_fwd(e, ly, z, out);
+    /* phase II's passes read every output (host_dense_grad) */
+    int leave = pf && e->training && !e->use_live;
+    bn_fwd(e, ly, z, leave ? -1 : out);
+    if (leave) pf->pend = (int)l + 1, pf->z = z, pf->out = out;
     if (!e->training) bn_constants(e, ly, out);
+  }
+}
+
+/* The affine map and ReLU that conv layer c's forward left to the pool
+ * after it, from z: pooled into the pool's out, or into the conv's out
+ * (y, pooled NULL). Over the worked channels of the pool (one of the
+ * conv's that is not holds 0, which the map keeps). */
+static void bn_out(hx *e, int c, int64_t z, int64_t y, int64_t pooled) {
+  const host *h = (const host *)e;
+  const ir_layer *ly = &e->g->layers[c], *lp = &e->g->layers[h->bnf[c].pool];
+  int64_t ns = e->g->act_size, plane = (int64_t)ly->oh * ly->ow, op = plane / 4;
+  const float *beta = e->params + ly->g_off + ly->cout, *sm = e->bn_save + ly->s_off;
+  const float *sk = h->bn_scale + ly->s_off;
+  const uint8_t *w = worked(e, pooled >= 0 ? lp : ly);
+  for (int c0 = 0, c1; (c1 = next_run(w, &c0, ly->cout)) > c0; c0 = c1) {
+    rt_bn_shape s = {e->n, c1 - c0, (int)plane, ns, ns};
+    rt_bn_out(h->pool, e->threads, &s, 1, ly->ow, e->act + z + c0 * plane, beta + c0, sm + c0,
+              sk + c0, pooled >= 0 ? NULL : e->act + y + c0 * plane,
+              pooled >= 0 ? e->act + pooled + c0 * op : NULL, ns);
   }
 }
 
@@ -1045,17 +1152,27 @@ static void bn_act_bwd(hx *e, const ir_layer *ly, int64_t z, int64_t out) {
   host *h = (host *)e;
   const uint8_t *w = worked(e, ly);
   float *dgamma = e->grads + ly->g_off, *dbeta = dgamma + ly->cout;
-  const float *sm = e->bn_save + ly->s_off, *si = sm + ly->cout;
+  const float *sm = e->bn_save + ly->s_off, *si = sm + ly->cout, *sk = h->bn_scale + ly->s_off;
   /* a channel not worked: its gradient is 0, and so are gamma's and beta's */
   for (int c = 0; w && c < ly->cout; c++)
     if (!w[c]) dgamma[c] = dbeta[c] = 0.0f;
+  int p = h->bnf[ly - e->g->layers].pool;
+  const struct bn_fuse *pf = p >= 0 && h->bnf[p].fused ? &h->bnf[p] : NULL;
   for (int c0 = 0, c1; (c1 = next_run(w, &c0, ly->cout)) > c0; c0 = c1) {
     rt_bn_shape s = {e->n, c1 - c0, (int)plane, ns, ns};
     int64_t o = c0 * plane;
+    if (pf) { /* through the max pool, whose forward pooled from z */
+      rt_bn_pool_bwd(h->pool, e->threads, &s, ly->ow, h->assign[ly - e->g->layers],
+                     e->act + z + o, e->dact + pf->pout + o / 4, ns, e->params + ly->g_off + c0,
+                     e->params + ly->g_off + ly->cout + c0, sm + c0, si + c0, sk + c0,
+                     e->dact + z + o, dgamma + c0, dbeta + c0);
+      continue;
+    }
+    /* in training the ReLU's mask is recomputed from z, not read */
     rt_bn_bwd(h->pool, e->threads, &s, ly->relu && ly->bn == IR_BN_BEFORE,
-              h->assign[ly - e->g->layers], e->act + z + o, e->act + out + o,
-              e->dact + out + o, e->params + ly->g_off + c0, sm + c0, si + c0,
-              e->dact + z + o, dgamma + c0, dbeta + c0);
+              h->assign[ly - e->g->layers], e->act + z + o, e->training ? NULL : e->act + out + o,
+              e->dact + out + o, e->params + ly->g_off + c0, e->params + ly->g_off + ly->cout + c0,
+              sm + c0, si + c0, sk + c0, e->dact + z + o, dgamma + c0, dbeta + c0);
   }
 }
 
@@ -1182,6 +1299,18 @@ static void pool_bwd_chunk(const job *j, int chunk, int n0, int n1) {
 static void maxpool_fwd_op(RT_OP_ARGS) {
   (void)prev;
   hx *e = X(x);
+  struct bn_fuse *f = &((host *)e)->bnf[l];
+  int pend = f->pend;
+  f->pend = f->fused = 0;
+  if (pend) { /* its input's batch norm is to be applied (bn_fusable) */
+    int c = pend - 1;
+    if (in == f->out) {
+      bn_out(e, c, f->z, -1, out);
+      f->fused = 1, f->pout = out;
+      return;
+    }
+    bn_out(e, c, f->z, f->out, -1); /* it reads another tensor: the conv's own output */
+  }
   job j = {e, &e->g->layers[l], in, z, out, pool_fwd_chunk, 0};
   run_chunks(&j);
 }
@@ -1189,6 +1318,7 @@ static void maxpool_fwd_op(RT_OP_ARGS) {
 static void maxpool_bwd_op(RT_OP_ARGS) {
   (void)prev;
   hx *e = X(x);
+  if (((host *)e)->bnf[l].fused) return; /* the conv's backward takes its gradient */
   job j = {e, &e->g->layers[l], in, z, out, pool_bwd_chunk, 0};
   if (needs_dx(e, j.l)) run_chunks(&j);
 }

@@ -6,8 +6,11 @@
  * step's loss must agree with ref's within 1e-5 relative, and the final
  * architecture (α, alive layers) must be ref's, bit for bit.
  *
- * Two models: weight granularity, and kernel granularity with batch norm
- * in a dense conv stage and a dead layer that the growth brings alive.
+ * The models: weight granularity; kernel granularity with batch norm in
+ * a dense conv stage and a dead layer that the growth brings alive; batch
+ * norm after the ReLU; and batch norm in plain conv stages, each stage's
+ * last output read by a max pool alone (the host pools the normalised
+ * values from the pre-activation and never writes them).
  *
  * The emulation runs wherever the LLVM JIT does, so a cuda leg that cannot
  * start fails; it does not skip. */
@@ -51,6 +54,14 @@ static const model_case cases[] = {
      " reduce conv 2;"
      " stage linear { layers 1..2 width 8..12 } }",
      1},
+    {"weight+bn pooled",
+     "model p { input 2x12x12; classes 4; search weight budget 4k from density 0.4 seed 5;"
+     " stage conv { layers 1..2 channels 4..6 kernel 3x3 norm batch }"
+     " reduce maxpool 2;"
+     " stage conv { layers 1 channels 6 kernel 3x3 norm batch }"
+     " reduce maxpool 2;"
+     " stage linear { layers 1..2 width 8..12 } }",
+     0},
 };
 
 /* One backend's run: its own graph, exec, schedule and search. */

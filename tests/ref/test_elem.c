@@ -274,18 +274,18 @@ typedef struct bn_case {
 
 typedef struct bn_buf {
   float *a, *b;      /* x's arena, y's (the same one unless packed) */
-  float *rm, *rv, *sm, *si, *dg, *db;
+  float *rm, *rv, *sm, *si, *sk, *dg, *db;
 } bn_buf;
 
 static void bn_buf_new(bn_buf *u, long size, int packed, int c) {
   u->a = falloc(size), u->b = packed ? falloc(size) : u->a;
-  u->rm = falloc(c), u->rv = falloc(c), u->sm = falloc(c), u->si = falloc(c);
+  u->rm = falloc(c), u->rv = falloc(c), u->sm = falloc(c), u->si = falloc(c), u->sk = falloc(c);
   u->dg = falloc(c), u->db = falloc(c);
 }
 
 static void bn_buf_free(bn_buf *u) {
   if (u->b != u->a) free(u->b);
-  free(u->a), free(u->rm), free(u->rv), free(u->sm), free(u->si), free(u->dg), free(u->db);
+  free(u->a), free(u->rm), free(u->rv), free(u->sm), free(u->si), free(u->sk), free(u->dg), free(u->db);
 }
 
 /* |got - want| within tol * scale (NaN fails) */
@@ -339,8 +339,8 @@ static void test_bn_case(rt_pool *pool, const bn_case *k, int training, int relu
   rt_ref_bn_fwd(&s, training, r.a + xo, gamma, beta, r.rm, r.rv, r.sm, r.si, r.b + yo);
   if (relu)
     for (int i = 0; i < n; i++) rt_ref_relu_fwd(1, len, r.b + i * ns + yo, 0, r.b + i * ns + yo, 0);
-  rt_bn_fwd(NULL, 1, &s, training, relu, f.a + xo, gamma, beta, f.rm, f.rv, f.sm, f.si,
-            f.b + yo);
+  rt_bn_fwd(NULL, 1, &s, training, relu, f.a + xo, NULL, 0, gamma, beta, f.rm, f.rv, f.sm,
+            f.si, f.sk, f.b + yo);
   int bad = 0;
   for (int i = 0; i < n; i++)
     for (int ch = 0; ch < c; ch++) {
@@ -382,8 +382,8 @@ static void test_bn_case(rt_pool *pool, const bn_case *k, int training, int relu
   }
   for (int parts = 2; parts <= 3; parts++) {
     memcpy(f2.rm, rm0, (size_t)c * sizeof(float)), memcpy(f2.rv, rv0, (size_t)c * sizeof(float));
-    rt_bn_fwd(pool, parts, &s, training, relu, f2.a + xo, gamma, beta, f2.rm, f2.rv, f2.sm,
-              f2.si, f2.b + yo);
+    rt_bn_fwd(pool, parts, &s, training, relu, f2.a + xo, NULL, 0, gamma, beta, f2.rm, f2.rv,
+              f2.sm, f2.si, f2.sk, f2.b + yo);
     int same = !memcmp(f.b, f2.b, (size_t)size * sizeof(float)) &&
                !memcmp(f.rm, f2.rm, (size_t)c * sizeof(float)) &&
                !memcmp(f.rv, f2.rv, (size_t)c * sizeof(float));
@@ -391,6 +391,32 @@ static void test_bn_case(rt_pool *pool, const bn_case *k, int training, int relu
       same = same && !memcmp(f.sm, f2.sm, (size_t)c * sizeof(float)) &&
              !memcmp(f.si, f2.si, (size_t)c * sizeof(float));
     CHECK(same, "%s: forward on %d tasks differs from 1", what, parts);
+  }
+  /* the rows' moments taken beforehand, a few samples at a time as the
+   * conv chunks take them (and channels from the second on, as a run of
+   * worked channels), change nothing */
+  if (training && c > 1) {
+    const long ms = 2L * n + 3;
+    double *mom = malloc((size_t)c * ms * sizeof *mom);
+    for (int i0 = 0, i1; i0 < n; i0 = i1) {
+      i1 = i0 + 1 + i0 % 3 < n ? i0 + 1 + i0 % 3 : n;
+      rt_bn_shape sp = {i1 - i0, c - 1, hw, s.x_ns ? s.x_ns : len, s.y_ns ? s.y_ns : len};
+      rt_bn_moments(&sp, f2.a + xo + i0 * sp.x_ns + hw, mom + ms + 2 * i0, ms);
+    }
+    memcpy(f2.rm, rm0, (size_t)c * sizeof(float)), memcpy(f2.rv, rv0, (size_t)c * sizeof(float));
+    rt_bn_shape sc = s;
+    sc.c = c - 1;
+    if (!sc.x_ns) sc.x_ns = sc.y_ns = len;
+    rt_bn_fwd(pool, 2, &sc, 1, relu, f2.a + xo + hw, mom + ms, ms, gamma + 1, beta + 1, f2.rm + 1,
+              f2.rv + 1, f2.sm + 1, f2.si + 1, f2.sk + 1, f2.b + yo + hw);
+    CHECK(!memcmp(f.b, f2.b, (size_t)size * sizeof(float)) &&
+              !memcmp(f.rm + 1, f2.rm + 1, (size_t)(c - 1) * sizeof(float)) &&
+              !memcmp(f.rv + 1, f2.rv + 1, (size_t)(c - 1) * sizeof(float)) &&
+              !memcmp(f.sm + 1, f2.sm + 1, (size_t)(c - 1) * sizeof(float)) &&
+              !memcmp(f.si + 1, f2.si + 1, (size_t)(c - 1) * sizeof(float)) &&
+              !memcmp(f.sk + 1, f2.sk + 1, (size_t)(c - 1) * sizeof(float)),
+          "%s: forward on the rows' moments differs", what);
+    free(mom);
   }
 
   /* backward, training only; y: the reference's output (the mask), dy in
@@ -421,8 +447,8 @@ static void test_bn_case(rt_pool *pool, const bn_case *k, int training, int relu
     rt_ref_bn_bwd(&sr, r.a + xo, d, gamma, r.sm, r.si, dxr + xo, r.dg, r.db);
     float *dxf = ga, *dyf = gb + yo; /* the fast one works in place */
     memcpy(g2, ga, (size_t)size * sizeof(float));
-    rt_bn_bwd(NULL, 1, &s, relu, 0, r.a + xo, r.b + yo, dyf, gamma, r.sm, r.si, dxf + xo, f.dg,
-              f.db);
+    rt_bn_bwd(NULL, 1, &s, relu, 0, r.a + xo, r.b + yo, dyf, gamma, beta, r.sm, r.si, NULL,
+              dxf + xo, f.dg, f.db);
     bad = 0;
     for (int ch = 0; ch < c; ch++) {
       /* the scales of the terms: mean |g|, mean |g * xhat| */
@@ -455,8 +481,8 @@ static void test_bn_case(rt_pool *pool, const bn_case *k, int training, int relu
     for (int parts = 2; parts <= 3; parts++) {
       memcpy(g3, g2, (size_t)size * sizeof(float));
       float *dx3 = g3, *dy3 = gb != ga ? gb + yo : g3 + yo;
-      rt_bn_bwd(pool, parts, &s, relu, 0, r.a + xo, r.b + yo, dy3, gamma, r.sm, r.si, dx3 + xo,
-                f2.dg, f2.db);
+      rt_bn_bwd(pool, parts, &s, relu, 0, r.a + xo, r.b + yo, dy3, gamma, beta, r.sm, r.si,
+                NULL, dx3 + xo, f2.dg, f2.db);
       CHECK(!memcmp(g3, ga, (size_t)size * sizeof(float)) &&
                 !memcmp(f.dg, f2.dg, (size_t)c * sizeof(float)) &&
                 !memcmp(f.db, f2.db, (size_t)c * sizeof(float)),
@@ -469,10 +495,10 @@ static void test_bn_case(rt_pool *pool, const bn_case *k, int training, int relu
       memset(z0, 0, (size_t)size * sizeof(float));
       for (long i = 0; i < size; i++) z1[i] = NAN;
       for (int parts = 1; parts <= 2; parts++) {
-        rt_bn_bwd(NULL, 1, &s, relu, 0, r.a + xo, r.b + yo, gbr + yo, gamma, r.sm, r.si, z0 + xo,
-                  f2.dg, f2.db);
-        rt_bn_bwd(pool, parts, &s, relu, 1, r.a + xo, r.b + yo, gbr + yo, gamma, r.sm, r.si,
-                  z1 + xo, f2.dg, f2.db);
+        rt_bn_bwd(NULL, 1, &s, relu, 0, r.a + xo, r.b + yo, gbr + yo, gamma, beta, r.sm, r.si,
+                  NULL, z0 + xo, f2.dg, f2.db);
+        rt_bn_bwd(pool, parts, &s, relu, 1, r.a + xo, r.b + yo, gbr + yo, gamma, beta, r.sm,
+                  r.si, NULL, z1 + xo, f2.dg, f2.db);
         bad = 0;
         for (int i = 0; i < n; i++)
           bad += memcmp(z0 + i * ns + xo, z1 + i * ns + xo, (size_t)len * sizeof(float)) != 0;
@@ -480,6 +506,28 @@ static void test_bn_case(rt_pool *pool, const bn_case *k, int training, int relu
         memset(z0, 0, (size_t)size * sizeof(float));
       }
       free(z0), free(z1);
+    }
+    /* the mask recomputed from x (y NULL) is the fast forward's own:
+     * the same gradients as with its output for y, bit for bit, adding
+     * and assigning, on 1 and 2 tasks */
+    if (relu) {
+      float *w0 = falloc(size), *w1 = falloc(size), *dg1 = falloc(c), *db1 = falloc(c);
+      for (int assign = 0; assign < 2; assign++)
+        for (int parts = 1; parts <= 2; parts++) {
+          memcpy(w0, g2, (size_t)size * sizeof(float)), memcpy(w1, g2, (size_t)size * sizeof(float));
+          /* dy in its own arena, or in dx's (then read where not written) */
+          const float *dy0 = gbr ? gbr + yo : w0 + yo, *dy1 = gbr ? gbr + yo : w1 + yo;
+          rt_bn_bwd(NULL, 1, &s, relu, assign, f.a + xo, f.b + yo, dy0, gamma, beta, f.sm, f.si,
+                    NULL, w0 + xo, f2.dg, f2.db);
+          rt_bn_bwd(pool, parts, &s, relu, assign, f.a + xo, NULL, dy1, gamma, beta, f.sm, f.si,
+                    f.sk, w1 + xo, dg1, db1);
+          CHECK(!memcmp(w0, w1, (size_t)size * sizeof(float)) &&
+                    !memcmp(f2.dg, dg1, (size_t)c * sizeof(float)) &&
+                    !memcmp(f2.db, db1, (size_t)c * sizeof(float)),
+                "%s: the recomputed mask (assign %d, %d tasks) differs from the forward's", what,
+                assign, parts);
+        }
+      free(w0), free(w1), free(dg1), free(db1);
     }
     if (gb != ga) free(gb);
     free(ga), free(g2), free(g3), free(d), free(dxr), free(gbr);
@@ -503,6 +551,79 @@ static void test_bn(void) {
   rt_pool_free(pool);
 }
 
+/* Batch norm, its ReLU and a 2x2 max pool fused (rt_bn_out, rt_bn_pool_bwd)
+ * against the three composed (rt_bn_fwd, rt_maxpool_fwd; rt_maxpool_bwd
+ * assigning, rt_bn_bwd on the recomputed mask), bit for bit: values on a
+ * coarse grid, so that windows tie, half of them below the mean; the
+ * pool's gradient with zeros of both signs. Samples ns apart with gaps,
+ * on 1 and 2 tasks, adding and assigning dx. */
+static void test_bn_pool_case(rt_pool *pool, int n, int c, int h, int w) {
+  const long hw = (long)h * w, len = c * hw, ns = 2 * len + 5, xo = 3, plen = len / 4;
+  const long pns = plen + 3;
+  float *x = falloc(n * ns), *y = falloc(n * ns), *p1 = falloc(n * pns), *p2 = falloc(n * pns);
+  float *dp = falloc(n * pns), *dout = falloc(n * ns), *dx1 = falloc(n * ns), *dx2 = falloc(n * ns);
+  float *gamma = falloc(c), *beta = falloc(c), *rm = falloc(c), *rv = falloc(c), *sm = falloc(c);
+  float *si = falloc(c), *sk = falloc(c), *dg1 = falloc(c), *db1 = falloc(c), *dg2 = falloc(c), *db2 = falloc(c);
+  for (long i = 0; i < n * ns; i++) x[i] = (float)((int)rt_rng_below(&rng, 9) - 4) * 0.25f;
+  for (long i = 0; i < n * pns; i++) {
+    uint32_t q = rt_rng_below(&rng, 8);
+    dp[i] = q == 0 ? 0.0f : q == 1 ? -0.0f : 2.0f * rt_rng_uniform(&rng) - 1.0f;
+  }
+  for (int i = 0; i < c; i++) {
+    gamma[i] = (i % 2 ? -1.0f : 1.0f) * (0.5f + rt_rng_uniform(&rng));
+    beta[i] = rt_rng_uniform(&rng) - 0.5f, rm[i] = 0.0f, rv[i] = 1.0f;
+  }
+  char what[80];
+  snprintf(what, sizeof what, "bn+pool n %d c %d %dx%d", n, c, h, w);
+  rt_bn_shape s = {n, c, (int)hw, ns, ns};
+  rt_pool_shape ps = {n, c, h, w, 2, ns, pns};
+  memset(y, 0, (size_t)(n * ns) * sizeof(float));
+  rt_bn_fwd(NULL, 1, &s, 1, 1, x + xo, NULL, 0, gamma, beta, rm, rv, sm, si, sk, y + xo);
+  rt_maxpool_fwd(&ps, 0, n, y + xo, p1);
+  float *y2 = falloc(n * ns);
+  memset(y2, 0, (size_t)(n * ns) * sizeof(float));
+  for (int parts = 1; parts <= 2; parts++) {
+    memcpy(p2, dp, (size_t)(n * pns) * sizeof(float)); /* the gaps must stay */
+    rt_bn_out(pool, parts, &s, 1, w, x + xo, beta, sm, sk, NULL, p2, pns);
+    int bad = 0;
+    for (int i = 0; i < n; i++)
+      bad += memcmp(p1 + i * pns, p2 + i * pns, (size_t)plen * sizeof(float)) != 0 ||
+             memcmp(p2 + i * pns + plen, dp + i * pns + plen, 3 * sizeof(float)) != 0;
+    CHECK(!bad, "%s: pooled forward on %d tasks differs in %d samples", what, parts, bad);
+    rt_bn_out(pool, parts, &s, 1, w, x + xo, beta, sm, sk, y2 + xo, NULL, 0);
+    CHECK(!memcmp(y, y2, (size_t)(n * ns) * sizeof(float)), "%s: rt_bn_out's y on %d tasks differs",
+          what, parts);
+  }
+  for (int assign = 0; assign < 2; assign++)
+    for (int parts = 1; parts <= 2; parts++) {
+      for (long i = 0; i < n * ns; i++) dx1[i] = dx2[i] = 0.5f - rt_rng_uniform(&rng);
+      memcpy(dx2, dx1, (size_t)(n * ns) * sizeof(float));
+      rt_maxpool_bwd(&ps, 0, n, y + xo, dp, dout + xo, 1);
+      rt_bn_bwd(NULL, 1, &s, 1, assign, x + xo, NULL, dout + xo, gamma, beta, sm, si, sk,
+                dx1 + xo, dg1, db1);
+      rt_bn_pool_bwd(pool, parts, &s, w, assign, x + xo, dp, pns, gamma, beta, sm, si, sk,
+                     dx2 + xo, dg2, db2);
+      CHECK(!memcmp(dx1, dx2, (size_t)(n * ns) * sizeof(float)) &&
+                !memcmp(dg1, dg2, (size_t)c * sizeof(float)) &&
+                !memcmp(db1, db2, (size_t)c * sizeof(float)),
+            "%s: pooled backward (assign %d, %d tasks) differs", what, assign, parts);
+    }
+  free(x), free(y), free(y2), free(p1), free(p2), free(dp), free(dout), free(dx1), free(dx2);
+  free(gamma), free(beta), free(rm), free(rv), free(sm), free(si), free(sk), free(dg1), free(db1), free(dg2),
+      free(db2);
+}
+
+static void test_bn_pool(void) {
+  rt_pool *pool = rt_pool_new(2);
+  CHECK(pool != NULL, "bn+pool: no pool");
+  if (!pool) return;
+  test_bn_pool_case(pool, 3, 4, 6, 8);
+  test_bn_pool_case(pool, 5, 3, 28, 28);
+  test_bn_pool_case(pool, 130, 2, 2, 6);
+  test_bn_pool_case(pool, 64, 5, 14, 14);
+  rt_pool_free(pool);
+}
+
 int main(void) {
   rt_rng_seed(&rng, 20261128);
   test_relu();
@@ -516,6 +637,7 @@ int main(void) {
   test_zero_masked();
   test_conv_relu();
   test_bn();
+  test_bn_pool();
   if (failures) {
     fprintf(stderr, "%d failures\n", failures);
     return 1;
