@@ -956,6 +956,26 @@ int app_info(const char *ckpt, FILE *out) {
   return 0;
 }
 
+/* The parameters, then their momentum, where α is set, in index order
+ * (2 * *n floats, malloc'd); NULL when out of memory. Only the pages that
+ * hold active parameters are read. */
+static float *active_values(const rt_exec *x, int64_t *n) {
+  const ir_graph *g = x->g;
+  int64_t na = ir_count_active_bits(x->arch, g->n_params);
+  float *v = malloc(2 * (size_t)(na ? na : 1) * sizeof *v);
+  if (!v) return NULL;
+  const float *p = rt_exec_view(x, RT_PARAMS);
+  int64_t k = 0;
+  for (int64_t i = 0; i < g->n_params; i++)
+    if (ir_alpha_get(x->arch, i)) v[k++] = p[i];
+  const float *m = rt_exec_view(x, RT_MOMENTUM);
+  for (int64_t i = 0; i < g->n_params; i++)
+    if (ir_alpha_get(x->arch, i)) v[k++] = m[i];
+  *n = na;
+  return v;
+}
+
+
 /* Checkpoint sections. Float arrays are stored in the host's byte order,
  * which the loader checks against a marker. */
 static const uint32_t ENDIAN_MARK = 0x01020304u;
@@ -993,11 +1013,15 @@ int app_ckpt_save(const char *path, const rt_exec *x, const app_train_state *st,
   memcpy(tr.norm_mean, st->norm.mean, sizeof tr.norm_mean);
   memcpy(tr.norm_std, st->norm.std, sizeof tr.norm_std);
   tr.prev_loss = st->prev_loss;
-  size_t np = (size_t)g->n_params * sizeof(float), ns = (size_t)g->n_stats * sizeof(float);
+  size_t ns = (size_t)g->n_stats * sizeof(float);
+  /* the parameters and their momentum where α is set, in index order: the
+   * others are 0, and a wide template's are most of its size */
+  int64_t na = 0;
+  float *act = active_values(x, &na);
   rt_ckpt_writer *w = rt_ckpt_writer_new();
-  int bad = !w || rt_ckpt_add(w, "IRGR", ir, irn) ||
-            rt_ckpt_add_ref(w, "PARM", rt_exec_view(x, RT_PARAMS), np) ||
-            rt_ckpt_add_ref(w, "MOMT", rt_exec_view(x, RT_MOMENTUM), np) ||
+  int bad = !w || !act || rt_ckpt_add(w, "IRGR", ir, irn) ||
+            rt_ckpt_add_ref(w, "PARA", act, (size_t)na * sizeof(float)) ||
+            rt_ckpt_add_ref(w, "MOMA", act + na, (size_t)na * sizeof(float)) ||
             rt_ckpt_add_ref(w, "BNST", rt_exec_view(x, RT_STATS), ns) ||
             rt_ckpt_add(w, "TRST", &tr, sizeof tr);
   /* the search the run used, in a section of its own: checkpoints from
@@ -1010,10 +1034,12 @@ int app_ckpt_save(const char *path, const rt_exec *x, const app_train_state *st,
   if (bad) {
     snprintf(err, errlen, "%s: out of memory", path);
     rt_ckpt_writer_free(w);
+    free(act);
     return -1;
   }
   int rc = rt_ckpt_write(w, path, err, errlen);
   rt_ckpt_writer_free(w);
+  free(act);
   return rc;
 }
 
@@ -1025,8 +1051,10 @@ int app_ckpt_load(const char *path, int cap, int threads, const char *backend,
   if (!c) return -1;
   size_t n, np, nm, ns, nt;
   const void *ir = rt_ckpt_get(c, "IRGR", &n);
-  const void *params = rt_ckpt_get(c, "PARM", &np);
-  const void *mom = rt_ckpt_get(c, "MOMT", &nm);
+  /* PARA/MOMA: the active values (PARM/MOMT, every value, before them) */
+  int sparse = rt_ckpt_get(c, "PARA", &np) != NULL;
+  const void *params = rt_ckpt_get(c, sparse ? "PARA" : "PARM", &np);
+  const void *mom = rt_ckpt_get(c, sparse ? "MOMA" : "MOMT", &nm);
   const void *stats = rt_ckpt_get(c, "BNST", &ns);
   const train_rec *tr = rt_ckpt_get(c, "TRST", &nt);
   size_t nsr;
@@ -1043,7 +1071,7 @@ int app_ckpt_load(const char *path, int cap, int threads, const char *backend,
     rt_ckpt_free(c);
     return -1;
   }
-  size_t want_p = (size_t)g->n_params * sizeof(float);
+  size_t want_p = (size_t)(sparse ? ir_count_active_bits(&g->arch, g->n_params) : g->n_params) * sizeof(float);
   if (np != want_p || nm != want_p || ns != (size_t)g->n_stats * sizeof(float) ||
       tr->mark != ENDIAN_MARK || tr->epoch < 0 || tr->norm_c < 0 || tr->norm_c > 4 ||
       (srch && nsr != sizeof(int32_t))) {
@@ -1057,8 +1085,16 @@ int app_ckpt_load(const char *path, int cap, int threads, const char *backend,
     ir_free(g), rt_ckpt_free(c);
     return -1;
   }
-  memcpy(rt_exec_params_write(x), params, np);
-  memcpy(rt_exec_edit(x, RT_MOMENTUM), mom, nm);
+  if (sparse) {
+    float *p = rt_exec_params_write(x), *m = rt_exec_edit(x, RT_MOMENTUM);
+    const float *pv = params, *mv = mom;
+    int64_t k = 0;
+    for (int64_t i = 0; i < g->n_params; i++)
+      if (ir_alpha_get(&g->arch, i)) memcpy(p + i, pv + k, sizeof(float)), memcpy(m + i, mv + k, sizeof(float)), k++;
+  } else {
+    memcpy(rt_exec_params_write(x), params, np);
+    memcpy(rt_exec_edit(x, RT_MOMENTUM), mom, nm);
+  }
   memcpy(rt_exec_edit(x, RT_STATS), stats, ns);
   if (rt_exec_set_arch(x, x->arch, why, sizeof why)) {
     snprintf(err, errlen, "%s: %s", path, why);

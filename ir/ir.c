@@ -58,6 +58,13 @@ ir_count ir_count_layer(const ir_graph *g, const ir_arch *a, const ir_layer *l) 
   return c;
 }
 
+int64_t ir_count_active_bits(const ir_arch *a, int64_t n) {
+  int64_t c = 0;
+  for (int64_t w = 0; w < n / 64; w++) c += __builtin_popcountll(a->alpha[w]);
+  for (int64_t i = n / 64 * 64; i < n; i++) c += ir_alpha_get(a, i);
+  return c;
+}
+
 ir_count ir_count_params(const ir_graph *g, const ir_arch *a) {
   ir_count c = {0, 0, 0, 0};
   for (int i = 0; i < g->n_layers; i++) {

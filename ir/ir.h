@@ -140,6 +140,8 @@ void ir_arch_copy(ir_arch *dst, const ir_arch *src, const ir_graph *g);
 void ir_arch_free(ir_arch *a);
 
 ir_count ir_count_params(const ir_graph *g, const ir_arch *a);
+/* The α bits set among parameters [0, n). */
+int64_t ir_count_active_bits(const ir_arch *a, int64_t n);
 ir_count ir_count_layer(const ir_graph *g, const ir_arch *a, const ir_layer *l);
 /* Channels (conv) or neurons (linear) of a layer with at least one active
  * incoming weight. */

@@ -16,6 +16,7 @@ typedef struct exec_impl {
   rt_exec pub;
   ir_arch arch;   /* pub.arch, writable */
   uint8_t *mask;  /* pub.mask, writable */
+  uint64_t *bits; /* the α that the masks, parameters and momentum follow */
   uint8_t *dirty; /* per layer: α changed since the last prepare */
   uint8_t *varies; /* per channel of every tensor: ir_varying, at prepare */
   int failed;     /* the backend failed since the last rt_exec_status */
@@ -55,7 +56,8 @@ rt_exec *rt_exec_new(const ir_graph *g, int cap, int threads, const char *backen
   x->mask = e->mask = calloc((size_t)g->n_params + 1, 1);
   e->dirty = calloc((size_t)g->n_layers + 1, 1);
   e->varies = calloc((size_t)ir_chan_base(g, g->n_tensors) + 1, 1);
-  if (!e->mask || !e->dirty || !e->varies || ir_arch_init(&e->arch, g)) {
+  e->bits = calloc((size_t)(g->n_params + 63) / 64 + 1, sizeof *e->bits);
+  if (!e->mask || !e->dirty || !e->varies || !e->bits || ir_arch_init(&e->arch, g)) {
     snprintf(err, errlen, "out of memory");
     rt_exec_free(x);
     return NULL;
@@ -78,7 +80,7 @@ void rt_exec_free(rt_exec *x) {
   if (!x) return;
   exec_impl *e = E(x);
   if (x->backend) x->backend->i->free(x->backend);
-  free(e->mask), free(e->dirty), free(e->varies);
+  free(e->mask), free(e->dirty), free(e->varies), free(e->bits);
   ir_arch_free(&e->arch);
   free(e);
 }
@@ -127,6 +129,7 @@ int64_t rt_exec_set_unit(rt_exec *x, int64_t start, int64_t len, int on,
     }
     changed++;
     ir_alpha_set(&e->arch, i, on);
+    e->bits[i >> 6] ^= (uint64_t)1 << (i & 63);
     e->mask[i] = (uint8_t)!!on;
     w[i] = on && values ? values[k] : 0.0f;
     mom[i] = 0.0f;
@@ -184,13 +187,18 @@ int rt_exec_set_arch(rt_exec *x, const ir_arch *a, char *err, size_t errlen) {
   const ir_graph *g = x->g;
   if (a != &e->arch) ir_arch_copy(&e->arch, a, g);
   float *w = rt_exec_params_write(x), *mom = rt_exec_edit(x, RT_MOMENTUM);
-  /* written only where they change: the pages of a wide template's
-   * missing parameters stay untouched (not resident) */
-  for (int64_t i = 0; i < g->n_params; i++) {
-    uint8_t on = (uint8_t)ir_alpha_get(&e->arch, i);
-    if (e->mask[i] != on) e->mask[i] = on;
-    if (!on && w[i] != 0.0f) w[i] = 0.0f;
-    if (!on && mom[i] != 0.0f) mom[i] = 0.0f;
+  /* only where α changes: the inactive parameters and their momentum hold
+   * 0 already, so that a wide template's pages of missing parameters are
+   * never touched (not resident) */
+  for (int64_t k = 0; k < (g->n_params + 63) / 64; k++) {
+    uint64_t now = e->arch.alpha[k], d = now ^ e->bits[k];
+    for (; d; d &= d - 1) {
+      int64_t i = k * 64 + __builtin_ctzll(d);
+      int on = (int)((now >> (i & 63)) & 1);
+      e->mask[i] = (uint8_t)on;
+      if (!on) w[i] = 0.0f, mom[i] = 0.0f;
+    }
+    e->bits[k] = now;
   }
   memset(e->dirty, 1, (size_t)g->n_layers);
   return rt_exec_prepare(x, err, errlen);
@@ -202,11 +210,8 @@ void rt_exec_init_params(rt_exec *x, uint64_t seed) {
   rt_rng_seed(&rng, seed);
   float *params = rt_exec_params_write(x);
   float *mom = rt_exec_edit(x, RT_MOMENTUM), *stats = rt_exec_edit(x, RT_STATS);
-  /* zeros written only where something else is: see rt_exec_set_arch */
-  for (int64_t i = 0; i < g->n_params; i++) {
-    if (params[i] != 0.0f) params[i] = 0.0f;
-    if (mom[i] != 0.0f) mom[i] = 0.0f;
-  }
+  /* the active parameters are written; the others hold 0 already (see
+   * rt_exec_set_arch), and their pages are not touched */
   for (int i = 0; i < g->n_layers; i++) {
     const ir_layer *l = &g->layers[i];
     if (l->w_off < 0) continue;
@@ -223,15 +228,16 @@ void rt_exec_init_params(rt_exec *x, uint64_t seed) {
       float *w = params + l->w_off + co * row;
       for (int64_t k = 0; k < row; k++) {
         float u = (2.0f * rt_rng_uniform(&rng) - 1.0f) * wbound;
-        if (m[k]) w[k] = u; /* the others are 0 already */
+        if (m[k]) w[k] = u, mom[w - params + k] = 0.0f;
       }
       float u = (2.0f * rt_rng_uniform(&rng) - 1.0f) * bound;
-      params[l->b_off + co] = x->mask[l->b_off + co] ? u : 0.0f;
+      if (x->mask[l->b_off + co]) params[l->b_off + co] = u, mom[l->b_off + co] = 0.0f;
     }
     if (l->bn) {
       for (int c = 0; c < l->cout; c++) {
         params[l->g_off + c] = x->mask[l->g_off + c] ? 1.0f : 0.0f; /* dead: inactive */
         params[l->g_off + l->cout + c] = 0.0f;
+        mom[l->g_off + c] = mom[l->g_off + l->cout + c] = 0.0f;
         stats[l->s_off + c] = 0.0f;
         stats[l->s_off + l->cout + c] = 1.0f;
       }

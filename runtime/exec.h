@@ -68,8 +68,11 @@ int64_t rt_exec_set_unit(rt_exec *x, int64_t start, int64_t len, int on,
 void rt_exec_set_alive(rt_exec *x, int li, int alive);
 
 /* The whole architecture at once (a resumed run, a test): the masks follow
- * it, inactive parameters and their momentum become 0, every layer dirty,
- * and the kernels are prepared. */
+ * it, the parameters it turns off and their momentum become 0, every
+ * layer dirty, and the kernels are prepared. The other inactive
+ * parameters hold 0 already (rt_exec_set_unit keeps them so; a caller
+ * that writes whole arrays writes 0 there), so that the missing
+ * parameters of a wide template are never touched. */
 int rt_exec_set_arch(rt_exec *x, const ir_arch *a, char *err, size_t errlen);
 
 /* Has the backend (re)build the kernels of the dirty layers for their

@@ -301,16 +301,20 @@ static void gather_arch(packed *p) {
 /* The active parameters of g that gc leaves out; -1 when out of memory. */
 static int find_outside(packed *p) {
   const ir_graph *g = p->pub.g;
-  uint8_t *in = calloc((size_t)g->n_params + 1, 1);
+  uint64_t *in = calloc((size_t)(g->n_params + 63) / 64 + 1, sizeof *in); /* gc's, by bit */
   if (!in) return -1;
-  for (int64_t k = 0; k < p->gc->n_params; k++) in[p->pmap[k]] = 1;
+  for (int64_t k = 0; k < p->gc->n_params; k++) in[p->pmap[k] >> 6] |= (uint64_t)1 << (p->pmap[k] & 63);
   int64_t n = 0;
+  const uint64_t *alpha = p->pub.arch->alpha;
   for (int pass = 0; pass < 2; pass++) {
     n = 0;
-    for (int64_t i = 0; i < g->n_params; i++)
-      if (!in[i] && ir_alpha_get(p->pub.arch, i)) {
-        if (pass) p->outside[n] = i;
-        n++;
+    for (int64_t w = 0; w < (g->n_params + 63) / 64; w++)
+      for (uint64_t b = alpha[w] & ~in[w]; b; b &= b - 1) {
+        int64_t i = w * 64 + __builtin_ctzll(b);
+        if (i < g->n_params) {
+          if (pass) p->outside[n] = i;
+          n++;
+        }
       }
     if (!pass) {
       free(p->outside);

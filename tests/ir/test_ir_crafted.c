@@ -139,8 +139,8 @@ static int write_ckpt(const char *base, const char *path, const uint8_t *ir, siz
   if (!c) return -1;
   rt_ckpt_writer *w = rt_ckpt_writer_new();
   int bad = !w || rt_ckpt_add(w, "IRGR", ir, n);
-  const char *tags[] = {"PARM", "MOMT", "BNST", "TRST", "SRCH"};
-  for (int i = 0; i < 5 && !bad; i++) {
+  const char *tags[] = {"PARA", "MOMA", "PARM", "MOMT", "BNST", "TRST", "SRCH"};
+  for (int i = 0; i < 7 && !bad; i++) {
     size_t k;
     const void *p = rt_ckpt_get(c, tags[i], &k);
     if (p) bad = rt_ckpt_add(w, tags[i], p, k);
@@ -176,7 +176,32 @@ int main(void) {
     app_train_state s2;
     CHECK(app_ckpt_load(base, 4, 1, NULL, &lg, &ly, &s2, err, sizeof err) == 0,
           "the unedited checkpoint is refused: %s", err);
-    if (ly) rt_exec_free(ly), ir_free(lg);
+    size_t np = (size_t)g->n_params * sizeof(float);
+    if (ly) {
+      CHECK(memcmp(rt_exec_view(ly, RT_PARAMS), rt_exec_view(x, RT_PARAMS), np) == 0,
+            "the parameters do not come back from the active values (PARA)");
+      rt_exec_free(ly), ir_free(lg);
+    }
+    /* a checkpoint of every value (PARM, MOMT: before PARA and MOMA) */
+    rt_ckpt *c = rt_ckpt_read(base, err, sizeof err);
+    rt_ckpt_writer *w = rt_ckpt_writer_new();
+    const char *tags[] = {"IRGR", "BNST", "TRST"};
+    int bad = !c || !w || rt_ckpt_add(w, "PARM", rt_exec_view(x, RT_PARAMS), np) ||
+              rt_ckpt_add(w, "MOMT", rt_exec_view(x, RT_MOMENTUM), np);
+    for (int i = 0; i < 3 && !bad; i++) {
+      size_t k;
+      const void *p = rt_ckpt_get(c, tags[i], &k);
+      bad = !p || rt_ckpt_add(w, tags[i], p, k);
+    }
+    CHECK(!bad && rt_ckpt_write(w, path, err, sizeof err) == 0, "an old-format checkpoint: %s", err);
+    rt_ckpt_writer_free(w), rt_ckpt_free(c);
+    CHECK(app_ckpt_load(path, 4, 1, NULL, &lg, &ly, &s2, err, sizeof err) == 0,
+          "the old-format checkpoint is refused: %s", err);
+    if (ly) {
+      CHECK(memcmp(rt_exec_view(ly, RT_PARAMS), rt_exec_view(x, RT_PARAMS), np) == 0,
+            "the parameters do not come back from every value (PARM)");
+      rt_exec_free(ly), ir_free(lg);
+    }
   }
   for (int i = 0; i < N_CASES; i++) {
     ir_graph *h = copy(g);
