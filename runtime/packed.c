@@ -25,7 +25,8 @@ typedef struct packed {
   uint8_t *next;       /* ... as a new selection would make them */
   int mode, next_mode; /* what gc is for: TRAIN or PHASE2 */
   int *src;            /* per layer: where gc holds its output (itself,
-                        * or a gone layer's alias source) */
+                        * or a gone layer's alias source); then the same
+                        * for the step before, while a new one is made */
   int64_t *pmap;       /* per parameter of gc: its index in g */
   int64_t *smap;       /* per statistic of gc: its index in g */
   int64_t *cmap;       /* per channel of gc: its channel in g */
@@ -389,6 +390,10 @@ static int rebuild(packed *p) {
   rt_backend *in = NULL;
   if (build_compact(p) == 0 && find_outside(p) == 0)
     in = rt_step_new(p->kind, p->gc, &p->gc->arch, p->pub.cap, p->pub.threads, err, sizeof err);
+  if (in && p->profiling && in->i->profile(in)) {
+    in->i->free(in), in = NULL;
+    snprintf(err, sizeof err, "out of memory for the profile");
+  }
   if (!in) { /* the step as it was */
     free_compact(p);
     p->gc = ogc, p->pmap = opm, p->smap = osm, p->cmap = ocm, p->call[0] = oc0, p->call[1] = oc1;
@@ -406,10 +411,6 @@ static int rebuild(packed *p) {
   in->i->set_training(in, p->training);
   in->i->phase2(in, p->phase2);
   if (p->profiling) {
-    if (in->i->profile(in)) {
-      in->i->free(in);
-      return fail(p, "out of memory for the profile");
-    }
     if (old && in->i->profile_take) in->i->profile_take(in, old);
     if (p->paused) in->i->profile_pause(in, 1);
   }
