@@ -975,7 +975,6 @@ static float *active_values(const rt_exec *x, int64_t *n) {
   return v;
 }
 
-
 /* Checkpoint sections. Float arrays are stored in the host's byte order,
  * which the loader checks against a marker. */
 static const uint32_t ENDIAN_MARK = 0x01020304u;
@@ -1071,7 +1070,8 @@ int app_ckpt_load(const char *path, int cap, int threads, const char *backend,
     rt_ckpt_free(c);
     return -1;
   }
-  size_t want_p = (size_t)(sparse ? ir_count_active_bits(&g->arch, g->n_params) : g->n_params) * sizeof(float);
+  int64_t values = sparse ? ir_count_active_bits(&g->arch, g->n_params) : g->n_params;
+  size_t want_p = (size_t)values * sizeof(float);
   if (np != want_p || nm != want_p || ns != (size_t)g->n_stats * sizeof(float) ||
       tr->mark != ENDIAN_MARK || tr->epoch < 0 || tr->norm_c < 0 || tr->norm_c > 4 ||
       (srch && nsr != sizeof(int32_t))) {
@@ -1090,7 +1090,10 @@ int app_ckpt_load(const char *path, int cap, int threads, const char *backend,
     const float *pv = params, *mv = mom;
     int64_t k = 0;
     for (int64_t i = 0; i < g->n_params; i++)
-      if (ir_alpha_get(&g->arch, i)) memcpy(p + i, pv + k, sizeof(float)), memcpy(m + i, mv + k, sizeof(float)), k++;
+      if (ir_alpha_get(&g->arch, i)) {
+        memcpy(p + i, pv + k, sizeof(float)), memcpy(m + i, mv + k, sizeof(float));
+        k++;
+      }
   } else {
     memcpy(rt_exec_params_write(x), params, np);
     memcpy(rt_exec_edit(x, RT_MOMENTUM), mom, nm);
