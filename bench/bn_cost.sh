@@ -5,8 +5,10 @@
 # bench/bn_template_nonorm.ilnas, one epoch of IMAGES images each, back to
 # back in PAIRS (default 3) pairs, with --profile. Prints each pair's
 # milliseconds per step with and without batch norm, their ratio, and
-# batch norm's share of the step: the conv rows of the profile table with
-# batch norm less the same rows without, over the step. Medians at the end.
+# batch norm's share of the step: the conv and max pool rows of the
+# profile table with batch norm less the same rows without, over the step
+# (the pools: under one, batch norm's output is pooled as it is made, and
+# its backward takes the pool's). Medians and minimums at the end.
 # usage: [PAIRS=N] bench/bn_cost.sh [IMAGES=6000] [THREADS=2] [BACKEND=cpu]
 #   ILNASC=FILE       the compiler (default: build/bin/ilnasc, built here)
 #   BASE_ILNASC=FILE  a second compiler (another commit's build) measured
@@ -38,15 +40,15 @@ run() {
   "./$1" train --search fixed --epochs 1 --train-limit "$images" --test-limit 100 --data "$data" \
     --threads "$threads" --backend "$backend" --profile --quiet --run-dir "run-$1" >/dev/null 2>"$1.prof"
 }
-# ms per step, and the conv rows' forward + backward
+# ms per step, and the conv and pool rows' forward + backward
 total() { awk '$1 == "total" { print $2 }' "$1"; }
-convs() { awk '$2 == "conv" { s += $3 + $4 } END { printf "%.3f", s }' "$1"; }
+convs() { awk '$2 == "conv" || $2 == "maxpool" { s += $3 + $4 } END { printf "%.3f", s }' "$1"; }
 echo "bn_template: $images images, batch 128, $threads threads, --backend $backend"
 # one line per pair and side: ms/step with and without batch norm, and
 # the conv rows' sums with and without
 line() {
   awk -v s="$1" -v i="$2" -v a="$3" -v b="$4" -v c="$5" -v d="$6" 'BEGIN {
-    printf "%s %s: %.1f ms/step with batch norm, %.1f without: %.2fx; batch norm (conv rows) %.1f ms, %.1f%% of the step; the whole difference %.1f%%\n",
+    printf "%s %s: %.1f ms/step with batch norm, %.1f without: %.2fx; batch norm (conv and pool rows) %.1f ms, %.1f%% of the step; the whole difference %.1f%%\n",
       s, i, a, b, a / b, c - d, 100 * (c - d) / a, 100 * (a - b) / a }'
 }
 pairs=${PAIRS:-3}
@@ -62,10 +64,18 @@ while [ "$i" -le "$pairs" ]; do
   i=$((i + 1))
 done
 # medians of each column (a pair's own ratio and share are not medianed:
-# the medians of the times are compared)
+# the medians of the times are compared), and minimums: on a machine
+# shared with other work, each column's least is the nearest to an idle
+# machine's
 for side in $sides; do
   set -- $(for k in 1 2 3 4; do
     awk -v k="$k" '{ print $k }' "$side.txt" | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'
   done)
   line "$side" "median" "$1" "$2" "$3" "$4"
+done
+for side in $sides; do
+  set -- $(for k in 1 2 3 4; do
+    awk -v k="$k" '{ print $k }' "$side.txt" | sort -n | head -n 1
+  done)
+  line "$side" "min" "$1" "$2" "$3" "$4"
 done
