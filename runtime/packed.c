@@ -344,7 +344,15 @@ static void scatter(packed *p, int w) {
   const int64_t *map = w == RT_STATS ? p->smap : p->pmap;
   int64_t n = w == RT_STATS ? p->gc->n_stats : p->gc->n_params;
   float *d = p->arr[w];
-  for (int64_t k = 0; k < n; k++) d[map[k]] = s[k];
+  if (w == RT_PARAMS || w == RT_MOMENTUM) {
+    /* the active ones: an inactive parameter and its momentum are 0 in
+     * the step as in g (SGD is masked, and edits come through g), and a
+     * wide template's pages of them are left untouched */
+    for (int64_t k = 0; k < n; k++)
+      if (p->cmask[k]) d[map[k]] = s[k];
+  } else {
+    for (int64_t k = 0; k < n; k++) d[map[k]] = s[k];
+  }
   p->fresh[w] = 1;
   p->grads_out |= w == RT_GRADS;
 }
