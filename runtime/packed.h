@@ -6,11 +6,14 @@
  * at each prepare, builds the compact graph of those channels (the
  * template with each tensor's and layer's channels cut to them; every
  * weight between two kept channels is there, active or not), and runs a
- * step (rt_step_new, of the kind it was asked for) on it. A dead layer's
- * output aliases its source inside that step (plan.h). When a prepare
- * changes the channels, a new step is made on the new compact graph and
- * the state carries over: the changed layers' kernels are emitted again
- * at that moment anyway.
+ * step (rt_step_new, of the kind it was asked for) on it. For training, a
+ * dead layer that aliases its source (plan.h) is gone from that graph: it
+ * has no channels, and its readers read its source. Phase II gets a
+ * compact graph of its own that keeps every dead layer's output, which
+ * its dense gradient reads. When a prepare changes the channels (or the
+ * phase changes), a new step is made on the new compact graph and the
+ * state carries over: the changed layers' kernels are emitted again at
+ * that moment anyway.
  *
  * Callers see g's indices only: the parameters, momentum, statistics and
  * gradients are kept at g's size on the host, the step's values scattered
