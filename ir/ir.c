@@ -58,6 +58,17 @@ ir_count ir_count_layer(const ir_graph *g, const ir_arch *a, const ir_layer *l) 
   return c;
 }
 
+int ir_per_chan(const ir_graph *g, const ir_layer *l) {
+  const ir_tensor *t = &g->tensors[l->in_t];
+  int r = (t->h * t->w) / (l->h * l->w);
+  return r > 0 ? r : 1;
+}
+
+int ir_in_chans(const ir_graph *g, const ir_layer *l) {
+  int r = ir_per_chan(g, l);
+  return (l->cin + r - 1) / r;
+}
+
 int64_t ir_count_active_bits(const ir_arch *a, int64_t n) {
   int64_t c = 0;
   for (int64_t w = 0; w < n / 64; w++) c += __builtin_popcountll(a->alpha[w]);

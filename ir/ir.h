@@ -157,6 +157,12 @@ int64_t ir_chan_base(const ir_graph *g, int t);
  * bias, or nothing), which batch norm maps to its beta. -1 when out of
  * memory. */
 int ir_varying(const ir_graph *g, const ir_arch *a, uint8_t *out);
+/* Input features per channel of layer l's input tensor: 1 but for a
+ * linear layer that reads a tensor of planes (flattened), which reads a
+ * plane's pixels as features. */
+int ir_per_chan(const ir_graph *g, const ir_layer *l);
+/* Channels of its input tensor that layer l reads. */
+int ir_in_chans(const ir_graph *g, const ir_layer *l);
 /* Per-layer fan-in of the weights, for initialisation. */
 int64_t ir_fan_in(const ir_layer *l);
 

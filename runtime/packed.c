@@ -53,18 +53,6 @@ static int weighted(const ir_layer *l) {
   return l->w_off >= 0 && (l->kind == IR_CONV || l->kind == IR_LINEAR);
 }
 
-/* Input features per channel of a layer's input tensor (plan.c's). */
-static int per_chan(const ir_graph *g, const ir_layer *l) {
-  const ir_tensor *t = &g->tensors[l->in_t];
-  int r = (t->h * t->w) / (l->h * l->w);
-  return weighted(l) && r > 0 ? r : 1;
-}
-
-static int in_chans(const ir_graph *g, const ir_layer *l) {
-  int r = per_chan(g, l);
-  return (l->cin + r - 1) / r;
-}
-
 /* ---- which channels gc keeps ---- */
 
 /* a |= b and b |= a over n channels; whether either changed. */
@@ -111,7 +99,7 @@ static void select_channels(const ir_graph *g, const ir_arch *a, const rt_plan *
       }
       uint8_t *in = keep + ir_chan_base(g, l->in_t) + l->in_ch;
       if (!any(out, l->cout)) out[0] = 1, changed = 1;
-      if (!any(in, in_chans(g, l))) in[0] = 1, changed = 1;
+      if (!any(in, ir_in_chans(g, l))) in[0] = 1, changed = 1;
     }
   }
   /* for training, the aliases are gone, and with them their slices */
@@ -149,8 +137,8 @@ static void reads_at(const packed *p, int i, int prev, int *t, int *ch) {
   const uint8_t *gone = p->keep + ir_chan_base(g, g->n_tensors);
   *t = prev ? l->prev_t : l->in_t, *ch = prev ? l->prev_ch : l->in_ch;
   if (*t < 0) return;
-  int n = prev ? l->cout : in_chans(g, l);
-  if (!prev && weighted(l) && per_chan(g, l) != 1 && l->in_ch != 0) return;
+  int n = prev ? l->cout : ir_in_chans(g, l);
+  if (!prev && weighted(l) && ir_per_chan(g, l) != 1 && l->in_ch != 0) return;
   for (int d = 0; d < g->n_layers; d++) {
     const ir_layer *o = &g->layers[d];
     if (gone[d] && d != i && o->out_t == *t && o->out_ch == *ch && o->cout == n) {
@@ -166,7 +154,7 @@ static void kept_lists(const ir_graph *g, const uint8_t *keep, const ir_layer *l
                        int *o, int *no, int *f, int *nf) {
   const uint8_t *ko = keep + ir_chan_base(g, l->out_t) + l->out_ch;
   const uint8_t *ki = keep + ir_chan_base(g, it) + ich;
-  int pc = per_chan(g, l);
+  int pc = ir_per_chan(g, l);
   *no = *nf = 0;
   for (int c = 0; c < l->cout; c++)
     if (ko[c]) o[(*no)++] = c;
@@ -216,8 +204,7 @@ static int build_compact(packed *p) {
     m->out_ch = kept(g, keep, l->out_t, 0, l->out_ch);
     if (l->prev_t >= 0) m->prev_ch = kept(g, keep, m->prev_t, 0, m->prev_ch);
     m->cout = kept(g, keep, l->out_t, l->out_ch, l->cout);
-    m->cin = weighted(l) ? kept(g, keep, it, ich, in_chans(g, l)) * per_chan(g, l)
-                         : kept(g, keep, it, ich, l->cin);
+    m->cin = kept(g, keep, it, ich, ir_in_chans(g, l)) * ir_per_chan(g, l);
     if (l->w_off < 0) continue;
     int64_t kk = ir_fan_in(l) / l->cin;
     m->w_off = c->n_params;

@@ -48,25 +48,10 @@ static int weighted(const ir_layer *l) {
   return l->w_off >= 0 && (l->kind == IR_CONV || l->kind == IR_LINEAR);
 }
 
-/* Input features per channel of the input tensor: 1 but for a linear
- * layer that reads a tensor of planes (flattened), which reads a plane's
- * pixels as features. */
-static int per_chan(const ir_graph *g, const ir_layer *l) {
-  const ir_tensor *t = &g->tensors[l->in_t];
-  int r = (t->h * t->w) / (l->h * l->w);
-  return r > 0 ? r : 1;
-}
-
-/* Channels of its input tensor that layer l reads. */
-static int in_chans(const ir_graph *g, const ir_layer *l) {
-  int r = per_chan(g, l);
-  return (l->cin + r - 1) / r;
-}
-
 /* Whether alive layer o has an active weight reading channels [c0, c1)
  * of its input. */
 static int reads(const ir_graph *g, const ir_arch *a, const ir_layer *o, int c0, int c1) {
-  int64_t row = ir_fan_in(o), kk = row / o->cin * per_chan(g, o);
+  int64_t row = ir_fan_in(o), kk = row / o->cin * ir_per_chan(g, o);
   for (int co = 0; co < o->cout; co++)
     for (int64_t k = o->w_off + co * row + c0 * kk; k < o->w_off + co * row + c1 * kk; k++)
       if (ir_alpha_get(a, k)) return 1;
@@ -87,7 +72,7 @@ static int aliasable(const ir_graph *g, const ir_arch *a, int d) {
         !same(o->prev_t, o->prev_ch, o->cout, l->out_t, l->out_ch, l->cout))
       return 0;
     if (o->z_t == l->out_t) return 0;
-    int oc = in_chans(g, o);
+    int oc = ir_in_chans(g, o);
     if (!overlap(o->in_t, o->in_ch, oc, l->out_t, l->out_ch, l->cout) ||
         same(o->in_t, o->in_ch, oc, l->out_t, l->out_ch, l->cout))
       continue;
@@ -121,7 +106,7 @@ static void liveness(const ir_graph *g, const ir_arch *a, const float *params, c
       continue;
     }
     int64_t row = ir_fan_in(l), kk = row / l->cin;
-    int pc = per_chan(g, l);
+    int pc = ir_per_chan(g, l);
     uint8_t *r = rdw + ir_chan_base(g, l->in_t) + l->in_ch;
     for (int co = 0; co < l->cout; co++) {
       int on = ir_alpha_get(a, l->b_off + co);
@@ -196,8 +181,8 @@ static void make(const ir_graph *g, const ir_arch *a, const float *params, const
     for (int d = 0; d < g->n_layers; d++) {
       const ir_layer *o = &g->layers[d];
       if (alias[d] == d) continue;
-      if (same(o->out_t, o->out_ch, o->cout, l->in_t, l->in_ch, in_chans(g, l)) &&
-          (!weighted(l) || per_chan(g, l) == 1 || l->in_ch == 0))
+      if (same(o->out_t, o->out_ch, o->cout, l->in_t, l->in_ch, ir_in_chans(g, l)) &&
+          (!weighted(l) || ir_per_chan(g, l) == 1 || l->in_ch == 0))
         in_off[i] = out_off[d];
       if (l->prev_t >= 0 && same(o->out_t, o->out_ch, o->cout, l->prev_t, l->prev_ch, l->cout))
         prev_off[i] = out_off[d];
