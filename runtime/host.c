@@ -275,31 +275,6 @@ static int merge_ranges(int64_t (*r)[2], int n) {
   return m;
 }
 
-/* Fills e->zlive from the plan: of the tensors in zero, the output slices
- * (and pre-activations) of the layers that are not aliases. An alias's
- * output is never read: the layers after it read its source, whose
- * gradient they add into. */
-static void plan_zero_live(host *e) {
-  const ir_graph *g = e->pub.g;
-  const rt_plan *p = e->plan;
-  int n = 0;
-  for (int i = 0; i < g->n_layers; i++) {
-    const ir_layer *l = &g->layers[i];
-    if (p->alias[i] != i) continue;
-    if (e->zt[l->out_t]) {
-      e->zlive[n][0] = p->out_off[i];
-      e->zlive[n][1] = p->out_off[i] + (int64_t)l->cout * l->oh * l->ow;
-      n++;
-    }
-    if (l->z_t >= 0 && e->zt[l->z_t]) {
-      const ir_tensor *r = &g->tensors[l->z_t];
-      e->zlive[n][0] = r->off, e->zlive[n][1] = r->off + (int64_t)r->c * r->h * r->w;
-      n++;
-    }
-  }
-  e->n_zlive = merge_ranges(e->zlive, n);
-}
-
 /* The next run [*c0, return) of worked channels among [*c0, n) (w NULL:
  * all of them); returns *c0 when none is left. */
 static int next_run(const uint8_t *w, int *c0, int n) {
@@ -317,19 +292,23 @@ static const uint8_t *worked(const hx *x, const ir_layer *l) {
   return e->narrow ? e->plan->work + ir_chan_base(x->g, l->out_t) + l->out_ch : NULL;
 }
 
-/* Appends the worked runs of channels [0, c) of tensor t's channels from
- * ch, planes of plane floats from off, as ranges to r; their count. */
-static int worked_ranges(const host *e, int t, int ch, int c, int64_t off, int64_t plane,
-                         int64_t (*r)[2]) {
-  const uint8_t *w = e->plan->work + ir_chan_base(e->pub.g, t) + ch;
+/* Appends the runs of channels [0, c) of a tensor whose work flags are w
+ * (NULL: all channels, one run), planes of plane floats from off, as
+ * ranges to r; their count. */
+static int worked_ranges(const uint8_t *w, int c, int64_t off, int64_t plane, int64_t (*r)[2]) {
   int n = 0;
   for (int c0 = 0, c1; (c1 = next_run(w, &c0, c)) > c0; c0 = c1, n++)
     r[n][0] = off + c0 * plane, r[n][1] = off + c1 * plane;
   return n;
 }
 
-/* Fills e->znarrow: e->zlive's ranges in the worked channels. */
-static void plan_zero_narrow(host *e) {
+/* The ranges the backward under the plan clears, into r; their count
+ * after merging. Of the tensors in zero, the output slices (and
+ * pre-activations) of the layers that are not aliases: an alias's output
+ * is never read, the layers after it read its source, whose gradient they
+ * add into. work: only the worked channels' planes of them (narrow
+ * passes), or NULL: whole. */
+static int zero_ranges(const host *e, const uint8_t *work, int64_t (*r)[2]) {
   const ir_graph *g = e->pub.g;
   const rt_plan *p = e->plan;
   int n = 0;
@@ -337,14 +316,15 @@ static void plan_zero_narrow(host *e) {
     const ir_layer *l = &g->layers[i];
     if (p->alias[i] != i) continue;
     if (e->zt[l->out_t])
-      n += worked_ranges(e, l->out_t, l->out_ch, l->cout, p->out_off[i],
-                         (int64_t)l->oh * l->ow, e->znarrow + n);
+      n += worked_ranges(work ? work + ir_chan_base(g, l->out_t) + l->out_ch : NULL, l->cout,
+                         p->out_off[i], (int64_t)l->oh * l->ow, r + n);
     if (l->z_t >= 0 && e->zt[l->z_t]) {
-      const ir_tensor *r = &g->tensors[l->z_t];
-      n += worked_ranges(e, l->z_t, 0, r->c, r->off, (int64_t)r->h * r->w, e->znarrow + n);
+      const ir_tensor *t = &g->tensors[l->z_t];
+      n += worked_ranges(work ? work + ir_chan_base(g, l->z_t) : NULL, t->c, t->off,
+                         (int64_t)t->h * t->w, r + n);
     }
   }
-  e->n_znarrow = merge_ranges(e->znarrow, n);
+  return merge_ranges(r, n);
 }
 
 /* Makes the plan again, and with it the ranges to clear. A clean arena
@@ -357,8 +337,8 @@ static void replan(host *e) {
   memcpy(e->work_was, e->plan->work, (size_t)nch);
   memcpy(e->alias_was, e->plan->alias, (size_t)g->n_layers * sizeof *e->alias_was);
   rt_plan_make(e->plan, x->arch, x->mask, x->params, x->mom);
-  plan_zero_live(e);
-  plan_zero_narrow(e);
+  e->n_zlive = zero_ranges(e, NULL, e->zlive);
+  e->n_znarrow = zero_ranges(e, e->plan->work, e->znarrow);
   if (e->planned &&
       memcmp(e->alias_was, e->plan->alias, (size_t)g->n_layers * sizeof *e->alias_was))
     e->clean = 0;
