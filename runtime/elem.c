@@ -562,6 +562,26 @@ static void bn_fwd_task(void *arg, int part) {
   }
 }
 
+/* A 2x2 window's four values (rows r0 and r1, from their first column)
+ * as the ReLU gives them after the affine (x - m) * k + b, row_affine's
+ * arithmetic. */
+static inline void window_affine(const float *r0, const float *r1, float m, float k, float b,
+                                 float y[4]) {
+  const float *q[4] = {r0, r0 + 1, r1, r1 + 1};
+  for (int t = 0; t < 4; t++) {
+    float v = (*q[t] - m) * k + b;
+    y[t] = v > 0.0f ? v : 0.0f;
+  }
+}
+
+#if defined(__SSE2__)
+/* The same on four lanes. */
+static inline __m128 affine_relu4(__m128 v, __m128 mv, __m128 kv, __m128 bv, __m128 zero) {
+  v = _mm_add_ps(_mm_mul_ps(_mm_sub_ps(v, mv), kv), bv);
+  return _mm_and_ps(_mm_cmpgt_ps(v, zero), v);
+}
+#endif
+
 /* The ReLU's output of one h x w plane, (x - m) * k + b as row_affine,
  * max pooled 2x2 into p: the maximum of the same values, which are
  * never NaN or -0 (the first maximum's value is the maximum). */
@@ -581,8 +601,7 @@ static void row_affine_pool(int h, int w, const float *restrict x, float m, floa
       __m128 v[4] = {_mm_loadu_ps(r0 + 2 * ox), _mm_loadu_ps(r0 + 2 * ox + 4),
                      _mm_loadu_ps(r1 + 2 * ox), _mm_loadu_ps(r1 + 2 * ox + 4)};
       for (int t = 0; t < 4; t++) {
-        v[t] = _mm_add_ps(_mm_mul_ps(_mm_sub_ps(v[t], mv), kv), bv);
-        v[t] = _mm_and_ps(_mm_cmpgt_ps(v[t], zero), v[t]);
+        v[t] = affine_relu4(v[t], mv, kv, bv, zero);
       }
       __m128 top = _mm_max_ps(_mm_shuffle_ps(v[0], v[1], _MM_SHUFFLE(2, 0, 2, 0)),
                               _mm_shuffle_ps(v[0], v[1], _MM_SHUFFLE(3, 1, 3, 1)));
@@ -593,8 +612,7 @@ static void row_affine_pool(int h, int w, const float *restrict x, float m, floa
     if (ox + 2 <= ow) { /* two windows, in the low lanes */
       __m128 v[2] = {_mm_loadu_ps(r0 + 2 * ox), _mm_loadu_ps(r1 + 2 * ox)};
       for (int t = 0; t < 2; t++) {
-        v[t] = _mm_add_ps(_mm_mul_ps(_mm_sub_ps(v[t], mv), kv), bv);
-        v[t] = _mm_and_ps(_mm_cmpgt_ps(v[t], zero), v[t]);
+        v[t] = affine_relu4(v[t], mv, kv, bv, zero);
       }
       __m128 top = _mm_max_ps(_mm_shuffle_ps(v[0], v[0], _MM_SHUFFLE(2, 0, 2, 0)),
                               _mm_shuffle_ps(v[0], v[0], _MM_SHUFFLE(3, 1, 3, 1)));
@@ -606,11 +624,7 @@ static void row_affine_pool(int h, int w, const float *restrict x, float m, floa
 #endif
     for (; ox < ow; ox++) {
       float y[4];
-      const float *q[4] = {r0 + 2 * ox, r0 + 2 * ox + 1, r1 + 2 * ox, r1 + 2 * ox + 1};
-      for (int t = 0; t < 4; t++) {
-        float v = (*q[t] - m) * k + b;
-        y[t] = v > 0.0f ? v : 0.0f;
-      }
+      window_affine(r0 + 2 * ox, r1 + 2 * ox, m, k, b, y);
       po[ox] = max2(y[0], y[1], y[2], y[3]);
     }
   }
@@ -766,8 +780,7 @@ static void row_pool_grad(int h, int w, const float *restrict x, float m, float 
       __m128 v[4] = {_mm_loadu_ps(r0 + 2 * ox), _mm_loadu_ps(r0 + 2 * ox + 4),
                      _mm_loadu_ps(r1 + 2 * ox), _mm_loadu_ps(r1 + 2 * ox + 4)};
       for (int t = 0; t < 4; t++) {
-        v[t] = _mm_add_ps(_mm_mul_ps(_mm_sub_ps(v[t], mv), kv), bv);
-        v[t] = _mm_and_ps(_mm_cmpgt_ps(v[t], zero), v[t]);
+        v[t] = affine_relu4(v[t], mv, kv, bv, zero);
       }
       __m128 w[4];
       window_grad(_mm_shuffle_ps(v[0], v[1], _MM_SHUFFLE(2, 0, 2, 0)),
@@ -782,8 +795,7 @@ static void row_pool_grad(int h, int w, const float *restrict x, float m, float 
     if (ox + 2 <= ow) { /* two windows, in the low lanes */
       __m128 v[2] = {_mm_loadu_ps(r0 + 2 * ox), _mm_loadu_ps(r1 + 2 * ox)};
       for (int t = 0; t < 2; t++) {
-        v[t] = _mm_add_ps(_mm_mul_ps(_mm_sub_ps(v[t], mv), kv), bv);
-        v[t] = _mm_and_ps(_mm_cmpgt_ps(v[t], zero), v[t]);
+        v[t] = affine_relu4(v[t], mv, kv, bv, zero);
       }
       __m128 w[4];
       window_grad(_mm_shuffle_ps(v[0], v[0], _MM_SHUFFLE(2, 0, 2, 0)),
@@ -798,11 +810,7 @@ static void row_pool_grad(int h, int w, const float *restrict x, float m, float 
 #endif
     for (; ox < ow; ox++) {
       float y[4];
-      const float *q[4] = {r0 + 2 * ox, r0 + 2 * ox + 1, r1 + 2 * ox, r1 + 2 * ox + 1};
-      for (int t = 0; t < 4; t++) {
-        float v = (*q[t] - m) * k + b;
-        y[t] = v > 0.0f ? v : 0.0f;
-      }
+      window_affine(r0 + 2 * ox, r1 + 2 * ox, m, k, b, y);
       /* rt_maxpool_bwd's first maximum, a later value winning only when
        * strictly greater */
       int t1 = y[1] > y[0];
