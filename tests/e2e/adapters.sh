@@ -6,16 +6,7 @@
 set -eu
 ilnasc=$1 work=$2
 . "$(cd "$(dirname "$0")" && pwd)/common.sh"
-fail() { echo "FAIL: $*"; exit 1; }
-field() { sed -n "s/.*\"$1\": \([0-9.]*\).*/\1/p"; }
 opts="--train-limit 640 --test-limit 200 --threads 2 --quiet"
-refused() { # NAME FRAGMENT COMMAND...
-  name=$1 frag=$2; shift 2
-  if "$@" --run-dir "bad_$name" >/dev/null 2>err.txt; then fail "$name: accepted"; fi
-  grep -qF -- "$frag" err.txt || { cat err.txt; fail "$name: no '$frag' in the message"; }
-  [ ! -e "bad_$name" ] || fail "$name: wrote bad_$name"
-  echo "$name: $(cat err.txt)"
-}
 # Fashion-MNIST into a CIFAR-shaped model: refused naming the adapters,
 # then trained through them.
 cat >rgb.ilnas <<'M'

@@ -8,8 +8,6 @@
 set -eu
 ilnasc=$1 model=$2 work=$3
 . "$(cd "$(dirname "$0")" && pwd)/common.sh"
-fail() { echo "FAIL: $*"; exit 1; }
-field() { sed -n "s/.*\"$1\": \([0-9.]*\).*/\1/p"; }
 "$ilnasc" "$model" -o grow
 sed 's/classes 10;/classes 12;/' "$model" >c12.ilnas && "$ilnasc" c12.ilnas -o c12
 sed 's/channels 16\.\.32/channels 16..48/' "$model" >wide.ilnas && "$ilnasc" wide.ilnas -o wide
@@ -46,13 +44,6 @@ line=$(./grow train $opts --epochs 1 --from src/final.ckpt --new-head --run-dir 
 case "$line" in *from_acc*) fail "from_acc with --new-head: $line" ;; esac
 
 # Every bad --from: an error naming it, a non-zero exit, no run directory.
-refused() { # NAME FRAGMENT COMMAND...
-  name=$1 frag=$2; shift 2
-  if "$@" --run-dir "bad_$name" >/dev/null 2>err.txt; then fail "$name: accepted"; fi
-  grep -qF -- "$frag" err.txt || { cat err.txt; fail "$name: no '$frag' in the message"; }
-  [ ! -e "bad_$name" ] || fail "$name: wrote bad_$name"
-  echo "$name: $(cat err.txt)"
-}
 refused wide "at layer 3, 'conv2.0': another shape" ./wide train $opts --from src/final.ckpt
 refused deep "the checkpoint has 'reduce1'" ./deep train $opts --from src/final.ckpt
 refused missing "nope.ckpt: cannot open" ./grow train $opts --from nope.ckpt

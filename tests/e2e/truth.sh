@@ -15,7 +15,6 @@
 set -eu
 ilnasc=$1 model=$2 work=$3
 . "$(cd "$(dirname "$0")" && pwd)/common.sh"
-fail() { echo "FAIL: $*"; exit 1; }
 json() { python3 -c 'import json,sys; [json.loads(l) for l in sys.stdin]'; }
 epochs_of() { sed -n 's/^{"epoch": \([0-9]*\),.*/\1/p' "$1" | tr '\n' ' '; }
 "$ilnasc" "$model" -o grow
