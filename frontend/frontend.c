@@ -95,6 +95,22 @@ void fe_model_free(fe_model *m) {
   memset(m, 0, sizeof *m);
 }
 
+void fe_task_view(const fe_model *m, int t, fe_model *out) {
+  const fe_task *k = &m->tasks[t];
+  *out = *m;
+  out->classes = k->classes;
+  out->data = k->data;
+  memcpy(out->data_path, k->data_path, sizeof out->data_path);
+  out->data_loc = k->data_loc;
+  out->aug_crop = k->aug_crop, out->aug_flip = k->aug_flip;
+  out->test_split = k->test_split;
+  out->resize_h = k->resize_h, out->resize_w = k->resize_w, out->resize_loc = k->resize_loc;
+  out->channels = k->channels, out->channels_loc = k->channels_loc;
+  out->n_tasks = 0;
+  out->shared = 0;
+  memset(out->tasks, 0, sizeof out->tasks);
+}
+
 const char *fe_data_name(fe_data d) {
   switch (d) {
   case FE_DATA_IDX: return "idx";

@@ -16,7 +16,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
-enum { FE_MAX_ITEMS = 64, FE_NAME_MAX = 32, FE_PATH_MAX = 1024 };
+enum { FE_MAX_ITEMS = 64, FE_NAME_MAX = 32, FE_PATH_MAX = 1024, FE_MAX_TASKS = 8 };
 
 typedef enum { FE_GRAN_WEIGHT, FE_GRAN_KERNEL } fe_gran;
 typedef enum { FE_SEARCH_ILNAS, FE_SEARCH_RANDOM, FE_SEARCH_FIXED } fe_search;
@@ -51,6 +51,27 @@ typedef struct fe_item {
                                ('norm batch after', the seed paper's order) */
   int factor;               /* reductions: window/stride (maxpool, conv) */
 } fe_item;
+
+/* One task of a multi-task model: its classifier head and its data. A
+ * task's network is the shared architecture and its own over the one
+ * super-network (the template up to the classifier); each task has its
+ * own classifier and batch norm. The data fields mean what the model's
+ * do. */
+typedef struct fe_task {
+  char name[FE_NAME_MAX];
+  fe_loc loc;          /* 'task NAME' */
+  int classes;
+  fe_loc classes_loc;
+  fe_data data;
+  char data_path[FE_PATH_MAX];
+  fe_loc data_loc;     /* its 'data NAME ...' statement */
+  int aug_crop, aug_flip;
+  double test_split;
+  int resize_h, resize_w;
+  fe_loc resize_loc;
+  int channels;
+  fe_loc channels_loc;
+} fe_task;
 
 typedef struct fe_model {
   char name[FE_NAME_MAX];
@@ -101,7 +122,20 @@ typedef struct fe_model {
   int grow_batches;    /* batches for the dense gradient; default 1 */
   double flat;         /* a beat expands only if the epoch's relative loss drop is below this; 0 = off (default) */
   int grow_plan;       /* 1: m from the budget and the beats left (plan); 0: m = Alr * active (default) */
+
+  /* multi-task: 0 tasks is a single-task model (classes and data above);
+   * with tasks (at least two), classes and the data fields above are
+   * task 0's, budget is each task's network (shared and its own), and
+   * shared is the fraction of it that every task shares */
+  int n_tasks;
+  fe_task tasks[FE_MAX_TASKS];
+  double shared;       /* in [0, 1); default 0.2 with tasks, 0 without */
+  fe_loc shared_loc;
 } fe_model;
+
+/* Task t of m seen as a single-task model: m with task t's classes and
+ * data, and no tasks. It borrows m's file and source (never free it). */
+void fe_task_view(const fe_model *m, int t, fe_model *out);
 
 /* Parse and check a file (or a string named `file`). Diagnostics go to
  * `diag` as "file:line:col: error: ..." with the source line and a caret.
