@@ -406,8 +406,9 @@ static void quote_token(const fe_ctx *c, char *buf, size_t n) {
     snprintf(buf, n, "'%.29s...'", c->src + t.off);
 }
 
+/* The keywords are declared first, IDENT right after them. */
 static int is_keyword(yysymbol_kind_t s) {
-  return s >= YYSYMBOL_MODEL && s <= YYSYMBOL_FLAT;
+  return s >= YYSYMBOL_MODEL && s < YYSYMBOL_IDENT;
 }
 
 static int yyreport_syntax_error(const yypcontext_t *ctx, fe_ctx *c) {
