@@ -63,6 +63,7 @@ typedef enum fe_key {
   FE_K_BUDGET,
   FE_K_DENSITY,
   FE_K_SEED,
+  FE_K_SHARED,
   FE_K_LAYERS, /* stage */
   FE_K_CHANNELS,
   FE_K_WIDTH,
@@ -114,17 +115,20 @@ typedef enum fe_stmt_kind {
   FE_ST_CLASSES,
   FE_ST_SEARCH,
   FE_ST_STAGE,
-  FE_ST_REDUCE /* in a model */
+  FE_ST_REDUCE,
+  FE_ST_TASK /* in a model */
 } fe_stmt_kind;
 
 typedef struct fe_stmt {
   fe_stmt_kind kind;
   fe_item_kind item; /* STAGE, REDUCE: which one */
   fe_span at;        /* the first keyword */
-  const char *name;  /* model, stage: the name; data: the format; NULL if absent */
+  const char *name;  /* model, stage, task: the name; data: the format; NULL if absent */
   fe_span name_at;
+  const char *task;  /* data: the task it is for; NULL if absent */
+  fe_span task_at;
   fe_setting *settings; /* in source order */
-  struct fe_stmt *body; /* model: its entries, in source order */
+  struct fe_stmt *body; /* model, task: its entries, in source order */
   struct fe_stmt *next;
 } fe_stmt;
 

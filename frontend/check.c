@@ -5,7 +5,9 @@
  * that need the whole model (what is missing, how the image shrinks from
  * stage to stage, freeze against epochs) run only when the parse had no
  * syntax error: error recovery drops whole statements, and a check on what
- * is left would report mistakes the user did not make.
+ * is left would report mistakes the user did not make. Data statements are
+ * checked after the model, wherever they stand: in a model of several tasks
+ * each is a task's, and the tasks must be known.
  */
 #include <limits.h>
 #include <math.h>
@@ -27,7 +29,21 @@ typedef struct checker {
   fe_ctx *c;
   fe_model *m;
   int complete; /* no syntax error: the tree holds all that was written */
+  int tasks;    /* task statements in the model, those past FE_MAX_TASKS too */
+  const fe_stmt *task_st[FE_MAX_TASKS];   /* m->tasks[i]'s statement */
+  const fe_stmt *task_data[FE_MAX_TASKS]; /* and its data statement, once seen */
 } checker;
+
+static const char DEFAULT_DATA_PATH[] = "/usr/share/datasets/fashion-mnist";
+static const char *const FORMATS[] = {"idx",        "cifar10", "stl10",
+                                      "digits-csv", "folder",  "downsampled"};
+
+/* The fe_data a format's name stands for, or -1. */
+static int format_of(const char *name) {
+  for (int i = 0; i < (int)(sizeof FORMATS / sizeof *FORMATS); i++)
+    if (strcmp(name, FORMATS[i]) == 0) return i;
+  return -1;
+}
 
 /* "%.*s" arguments for the source text of a span. */
 #define TEXT(k, s) (s).len, (k)->c->src + (s).off
@@ -347,6 +363,66 @@ static void check_items(checker *k, item_info *info, int input_ok) {
   }
 }
 
+/* ---- tasks ---- */
+
+/* A task's data fields before its data statement: the model's defaults. */
+static void data_defaults(fe_task *d) {
+  d->data = FE_DATA_IDX;
+  strcpy(d->data_path, DEFAULT_DATA_PATH);
+  d->test_split = 0.2;
+}
+
+/* One 'task NAME { classes N; }': its name and classes; its data comes
+ * from the data statements after the model. */
+static void check_task(checker *k, const fe_stmt *st) {
+  fe_model *m = k->m;
+  if (m->n_tasks == FE_MAX_TASKS) {
+    if (++k->tasks == FE_MAX_TASKS + 1)
+      fe_error(k->c, st->at.loc, "a model has at most %d tasks", FE_MAX_TASKS);
+    return;
+  }
+  k->tasks++;
+  int i = m->n_tasks++;
+  fe_task *t = &m->tasks[i];
+  k->task_st[i] = st;
+  t->loc = st->at.loc;
+  data_defaults(t);
+  fe_loc here = st->name ? st->name_at.loc : st->at.loc;
+  if (!st->name) {
+    fe_error(k->c, st->at.loc, "the task needs a name: 'task NAME { classes N; }'");
+  } else if (format_of(st->name) >= 0) {
+    fe_error(k->c, st->name_at.loc, "a task may not be named '%s' like the data format: "
+             "'data %s ...' would read as either", st->name, st->name);
+  } else if (name_ok(k, st->name, st->name_at, "task")) {
+    int j = 0;
+    while (j < i && strcmp(m->tasks[j].name, st->name) != 0) j++;
+    if (j < i) {
+      fe_error(k->c, st->name_at.loc, "duplicate task name '%s'", st->name);
+      fe_note(k->c, k->task_st[j]->name_at.loc, "'%s' is first used here", st->name);
+    } else {
+      strcpy(t->name, st->name);
+    }
+  }
+  const fe_stmt *classes = NULL;
+  for (const fe_stmt *b = st->body; b; b = b->next) {
+    if (b->kind != FE_ST_CLASSES) {
+      fe_error(k->c, b->at.loc, "a task holds only 'classes N;', not '%.*s'", TEXT(k, b->at));
+      continue;
+    }
+    if (classes) {
+      fe_error(k->c, b->at.loc, "duplicate 'classes' statement");
+      fe_note(k->c, classes->at.loc, "the first one is here");
+      continue;
+    }
+    classes = b;
+    const fe_num *n = &b->settings->a;
+    if (whole_int(k, n, "classes", 2, MAX_WIDTH, &t->classes)) t->classes_loc = n->at.loc;
+  }
+  if (k->complete && !classes)
+    fe_error(k->c, here, "the task has no 'classes', like 'task %s { classes 10; }'",
+             st->name ? st->name : "NAME");
+}
+
 static void check_model(checker *k, const fe_stmt *model) {
   fe_model *m = k->m;
   if (!model->name)
@@ -358,8 +434,18 @@ static void check_model(checker *k, const fe_stmt *model) {
   const fe_stmt *input = NULL, *classes = NULL, *search = NULL;
   const fe_setting *seen[FE_K_COUNT] = {0};
   item_info info[FE_MAX_ITEMS];
-  int input_ok = 0, convs = 0, linears = 0;
+  int input_ok = 0, convs = 0, linears = 0, has_tasks = 0;
+  for (const fe_stmt *st = model->body; st; st = st->next) has_tasks |= st->kind == FE_ST_TASK;
   for (const fe_stmt *st = model->body; st; st = st->next) {
+    if (st->kind == FE_ST_TASK) {
+      check_task(k, st);
+      continue;
+    }
+    if (st->kind == FE_ST_CLASSES && has_tasks) {
+      fe_error(k->c, st->at.loc, "in a model with tasks, classes belong to each task: "
+               "'task NAME { classes N; }'");
+      continue;
+    }
     const fe_stmt **once = st->kind == FE_ST_INPUT     ? &input
                            : st->kind == FE_ST_CLASSES ? &classes
                            : st->kind == FE_ST_SEARCH  ? &search
@@ -391,6 +477,15 @@ static void check_model(checker *k, const fe_stmt *model) {
         case FE_K_SEED:
           if (whole(k, &s->a, "seed", 0, INT64_MAX, NULL, &v)) m->seed = (uint64_t)v;
           break;
+        case FE_K_SHARED:
+          if (!has_tasks && k->complete)
+            fe_error(k->c, s->at.loc, "'shared' is the part of each task's budget that all "
+                     "tasks share; this model has no tasks");
+          else if (!has_tasks)
+            break;
+          else if (real(k, &s->a, "shared", 0, 0, 1, 1, NULL, &m->shared))
+            m->shared_loc = s->a.at.loc;
+          break;
         default: break;
         }
       }
@@ -421,15 +516,19 @@ static void check_model(checker *k, const fe_stmt *model) {
   }
   if (k->complete && !input)
     fe_error(k->c, here, "the model has no 'input', like 'input 1x28x28;'");
-  if (k->complete && !classes)
+  if (k->complete && !classes && !has_tasks)
     fe_error(k->c, here, "the model has no 'classes', like 'classes 10;'");
+  if (k->complete && k->tasks == 1)
+    fe_error(k->c, k->task_st[0]->at.loc, "a model has no tasks or at least two; with one, "
+             "the task is the model: give the model its 'classes' and a plain 'data' statement");
+  if (has_tasks && !seen[FE_K_SHARED]) m->shared = 0.2;
   check_items(k, info, input_ok);
 }
 
 /* ---- data, training, growth ---- */
 
 /* 'resize HxW', or one number for a square. */
-static void check_resize(checker *k, const fe_setting *s) {
+static void check_resize(checker *k, const fe_setting *s, fe_task *d) {
   const fe_size *z = &s->size;
   if (z->bad) return;
   if (z->suffix || !z->whole || z->n > 2) {
@@ -443,21 +542,20 @@ static void check_resize(checker *k, const fe_setting *s) {
              TEXT(k, z->at));
     return;
   }
-  k->m->resize_h = (int)h, k->m->resize_w = (int)w;
+  d->resize_h = (int)h, d->resize_w = (int)w;
 }
 
-static void check_data(checker *k, const fe_stmt *st) {
-  fe_model *m = k->m;
-  static const char *const formats[] = {"idx", "cifar10", "stl10", "digits-csv", "folder",
-                                        "downsampled"};
-  int found = 0;
-  for (int i = 0; i < (int)(sizeof formats / sizeof *formats); i++)
-    if (strcmp(st->name, formats[i]) == 0) m->data = (fe_data)i, found = 1;
-  if (!found)
+/* A data statement's settings into d: the model's data fields or a
+ * task's, which mean the same (fe_task). */
+static void check_data(checker *k, const fe_stmt *st, fe_task *d) {
+  int format = format_of(st->name);
+  if (format >= 0)
+    d->data = (fe_data)format;
+  else
     fe_error(k->c, st->name_at.loc,
              "unknown data format '%s'; the formats are idx, cifar10, stl10, digits-csv, "
              "folder and downsampled", st->name);
-  m->data_loc = st->name_at.loc;
+  d->data_loc = st->name_at.loc;
   const fe_setting *seen[FE_K_COUNT] = {0};
   for (const fe_setting *s = st->settings; s; s = s->next) {
     if (duplicate(k, seen, s)) continue;
@@ -468,31 +566,31 @@ static void check_data(checker *k, const fe_stmt *st) {
       else if (strlen(s->str) >= FE_PATH_MAX)
         fe_error(k->c, s->at.loc, "the data path is too long (at most %d bytes)", FE_PATH_MAX - 1);
       else
-        strcpy(m->data_path, s->str), m->data_loc = s->at.loc;
+        strcpy(d->data_path, s->str), d->data_loc = s->at.loc;
       break;
     case FE_K_CROP:
-      if (m->data == FE_DATA_FOLDER) /* images of any size: their crop is drawn anew */
+      if (d->data == FE_DATA_FOLDER) /* images of any size: their crop is drawn anew */
         fe_error(k->c, s->at.loc, "'crop' pads images of one size; a folder's training "
                  "images are cropped at random scale and aspect (random-resized-crop) already");
       else
-        whole_int(k, &s->a, "crop", 0, MAX_IMAGE, &m->aug_crop);
+        whole_int(k, &s->a, "crop", 0, MAX_IMAGE, &d->aug_crop);
       break;
-    case FE_K_FLIP: m->aug_flip = 1; break;
-    case FE_K_SPLIT: real(k, &s->a, "split", 0, 1, 1, 1, NULL, &m->test_split); break;
+    case FE_K_FLIP: d->aug_flip = 1; break;
+    case FE_K_SPLIT: real(k, &s->a, "split", 0, 1, 1, 1, NULL, &d->test_split); break;
     case FE_K_RESIZE:
     case FE_K_IN_CHANNELS:
-      if (m->data == FE_DATA_FOLDER) /* decoded to the input's size and channels already */
+      if (d->data == FE_DATA_FOLDER) /* decoded to the input's size and channels already */
         fe_error(k->c, s->at.loc, "a folder's images are decoded to the model's input, its size "
                  "and channels, already; '%.*s' is for data sets of one shape", TEXT(k, s->at));
       else if (s->key == FE_K_RESIZE)
-        check_resize(k, s);
-      else if (whole_int(k, &s->a, "channels", 1, 3, &m->channels) && m->channels == 2) {
+        check_resize(k, s, d);
+      else if (whole_int(k, &s->a, "channels", 1, 3, &d->channels) && d->channels == 2) {
         fe_error(k->c, s->a.at.loc, "channels must be 1 (RGB averaged to gray) or 3 (gray "
                  "copied to RGB), not '2'");
-        m->channels = 0;
+        d->channels = 0;
       }
-      if (s->key == FE_K_RESIZE) m->resize_loc = s->at.loc;
-      else m->channels_loc = s->at.loc;
+      if (s->key == FE_K_RESIZE) d->resize_loc = s->at.loc;
+      else d->channels_loc = s->at.loc;
       break;
     default: break;
     }
@@ -500,15 +598,101 @@ static void check_data(checker *k, const fe_stmt *st) {
 }
 
 /* The adapters make the data the model's input, or they are a mistake. */
-static void check_adapters(checker *k) {
-  fe_model *m = k->m;
+static void check_adapters(checker *k, const fe_task *d) {
+  const fe_model *m = k->m;
   if (m->in_c < 1) return; /* no valid input: reported already */
-  if (m->resize_h && (m->resize_h != m->in_h || m->resize_w != m->in_w))
-    fe_error(k->c, m->resize_loc, "resize %dx%d is not the model's input size %dx%d; the data "
-             "must meet the input", m->resize_h, m->resize_w, m->in_h, m->in_w);
-  if (m->channels && m->channels != m->in_c)
-    fe_error(k->c, m->channels_loc, "channels %d is not the model's %d input channel%s",
-             m->channels, m->in_c, m->in_c == 1 ? "" : "s");
+  if (d->resize_h && (d->resize_h != m->in_h || d->resize_w != m->in_w))
+    fe_error(k->c, d->resize_loc, "resize %dx%d is not the model's input size %dx%d; the data "
+             "must meet the input", d->resize_h, d->resize_w, m->in_h, m->in_w);
+  if (d->channels && d->channels != m->in_c)
+    fe_error(k->c, d->channels_loc, "channels %d is not the model's %d input channel%s",
+             d->channels, m->in_c, m->in_c == 1 ? "" : "s");
+}
+
+/* The model's data fields as a task's, and back. */
+static fe_task data_of(const fe_model *m) {
+  fe_task d = {0};
+  d.data = m->data;
+  memcpy(d.data_path, m->data_path, sizeof d.data_path);
+  d.data_loc = m->data_loc;
+  d.aug_crop = m->aug_crop, d.aug_flip = m->aug_flip;
+  d.test_split = m->test_split;
+  d.resize_h = m->resize_h, d.resize_w = m->resize_w, d.resize_loc = m->resize_loc;
+  d.channels = m->channels, d.channels_loc = m->channels_loc;
+  return d;
+}
+
+static void put_data(fe_model *m, const fe_task *d) {
+  m->data = d->data;
+  memcpy(m->data_path, d->data_path, sizeof m->data_path);
+  m->data_loc = d->data_loc;
+  m->aug_crop = d->aug_crop, m->aug_flip = d->aug_flip;
+  m->test_split = d->test_split;
+  m->resize_h = d->resize_h, m->resize_w = d->resize_w, m->resize_loc = d->resize_loc;
+  m->channels = d->channels, m->channels_loc = d->channels_loc;
+}
+
+static int task_named(const fe_model *m, const char *name) {
+  for (int i = 0; i < m->n_tasks; i++)
+    if (m->tasks[i].name[0] && strcmp(m->tasks[i].name, name) == 0) return i;
+  return -1;
+}
+
+/* A data statement: the model's (*plain, once) in a model without tasks,
+ * a task's (named, once per task) in one with tasks. Run after the model
+ * is checked, wherever the statement stands, so that its tasks are known.
+ * A statement in the wrong place still has its settings checked. */
+static void check_data_stmt(checker *k, const fe_stmt *st, const fe_stmt **plain) {
+  fe_model *m = k->m;
+  fe_task scratch = {0};
+  data_defaults(&scratch);
+  if (!st->task && k->tasks) {
+    if (format_of(st->name) < 0 && task_named(m, st->name) >= 0) {
+      fe_error(k->c, st->name_at.loc, "data for task '%s' needs its format too: "
+               "'data %s FORMAT \"path\" ...;'", st->name, st->name);
+      return;
+    }
+    fe_error(k->c, st->at.loc, "in a model with tasks, each 'data' statement names its task: "
+             "'data TASK FORMAT \"path\" ...;'");
+    check_data(k, st, &scratch);
+    return;
+  }
+  if (!st->task) {
+    if (*plain) {
+      fe_error(k->c, st->at.loc, "duplicate 'data' statement");
+      fe_note(k->c, (*plain)->at.loc, "the first one is here");
+      return;
+    }
+    *plain = st;
+    fe_task d = data_of(m);
+    check_data(k, st, &d);
+    put_data(m, &d);
+    return;
+  }
+  int t = task_named(m, st->task);
+  if (!k->tasks) {
+    if (k->complete)
+      fe_error(k->c, st->task_at.loc, "data for a task '%s', but the model has no tasks; its "
+               "data is a plain 'data FORMAT \"path\" ...;'", st->task);
+  } else if (t < 0) {
+    /* a task past the last, one whose name was refused or one that error
+     * recovery dropped has been reported */
+    int refused = 0;
+    for (int i = 0; i < m->n_tasks; i++)
+      refused |= k->task_st[i]->name && strcmp(k->task_st[i]->name, st->task) == 0;
+    if (k->complete && k->tasks <= FE_MAX_TASKS && !refused)
+      fe_error(k->c, st->task_at.loc, "data for '%s', which is not one of the model's tasks",
+               st->task);
+  } else if (k->task_data[t]) {
+    fe_error(k->c, st->task_at.loc, "a second 'data' statement for task '%s'", st->task);
+    fe_note(k->c, k->task_data[t]->task_at.loc, "the first one is here");
+  }
+  if (t < 0 || k->task_data[t]) {
+    check_data(k, st, &scratch);
+    return;
+  }
+  k->task_data[t] = st;
+  check_data(k, st, &m->tasks[t]);
 }
 
 static void check_train(checker *k, const fe_stmt *st, int *epochs_ok) {
@@ -578,7 +762,7 @@ static void defaults(fe_model *m) {
   m->density = 1;
   m->seed = 1;
   m->data = FE_DATA_IDX;
-  strcpy(m->data_path, "/usr/share/datasets/fashion-mnist");
+  strcpy(m->data_path, DEFAULT_DATA_PATH);
   m->test_split = 0.2;
   m->batch = 128;
   m->epochs = 10;
@@ -618,16 +802,14 @@ int fe_check(fe_ctx *c, fe_model *m) {
     }
     if (!model && any_model && k.complete)
       fe_error(c, st->at.loc, "'%.*s' must come after the model", TEXT(&k, st->at));
-    const fe_stmt **once = st->kind == FE_ST_DATA    ? &data
-                           : st->kind == FE_ST_TRAIN ? &train
-                                                     : &grow;
+    if (st->kind == FE_ST_DATA) continue; /* once the model's tasks are known */
+    const fe_stmt **once = st->kind == FE_ST_TRAIN ? &train : &grow;
     if (*once) {
       fe_error(c, st->at.loc, "duplicate '%.*s' statement", TEXT(&k, st->at));
       fe_note(c, (*once)->at.loc, "the first one is here");
       continue;
     }
     *once = st;
-    if (st->kind == FE_ST_DATA) check_data(&k, st);
     if (st->kind == FE_ST_TRAIN) {
       for (const fe_setting *s = st->settings; s; s = s->next)
         epochs_given |= s->key == FE_K_EPOCHS;
@@ -635,9 +817,27 @@ int fe_check(fe_ctx *c, fe_model *m) {
     }
     if (st->kind == FE_ST_GROW) check_grow(&k, st, &freeze, &plan);
   }
+  for (const fe_stmt *st = c->file_ast; st; st = st->next)
+    if (st->kind == FE_ST_DATA) check_data_stmt(&k, st, &data);
   if (k.complete && !model)
     fe_error(c, (fe_loc){0, 0}, "no model; a file starts with 'model NAME { ... }'");
-  if (k.complete && model) check_adapters(&k);
+  for (int i = 0; i < m->n_tasks; i++) {
+    const fe_stmt *st = k.task_st[i];
+    if (k.task_data[i])
+      check_adapters(&k, &m->tasks[i]);
+    else if (k.complete && m->tasks[i].name[0])
+      fe_error(c, st->name_at.loc, "task '%s' has no data; give it 'data %s FORMAT \"path\" "
+               "...;' after the model", st->name, st->name);
+  }
+  if (k.complete && model && !k.tasks) {
+    fe_task d = data_of(m);
+    check_adapters(&k, &d);
+  }
+  /* the model's classes and data are its first task's */
+  if (m->n_tasks > 0) {
+    m->classes = m->tasks[0].classes;
+    put_data(m, &m->tasks[0]);
+  }
   if (k.complete && plan && m->budget == INT64_MAX)
     fe_error(c, plan->at.loc, "'plan' needs a budget ('search ... budget N'): it plans the "
              "expansions that reach it");

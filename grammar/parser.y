@@ -3,6 +3,11 @@
  *   model NAME { input CxHxW; classes N; search ...; stage ... { ... } reduce ...; }
  *   data FORMAT "path" augment ...;   train ...;   grow ...;
  *
+ * and a model of several tasks, each with its classes and its data:
+ *
+ *   model NAME { ... task A { classes N; } task B { classes M; } }
+ *   data A FORMAT "path" ...;   data B FORMAT "path" ...;
+ *
  * The grammar only knows shapes: which settings a statement can hold and
  * what their arguments look like. Settings may come in any order and any
  * number of times here; frontend/check.c decides what is a duplicate, what
@@ -82,11 +87,11 @@ static fe_setting_list concat(fe_setting_list a, fe_setting_list b);
  * name them. */
 %token <str>
   MODEL "model" DATA "data" TRAIN "train" GROW "grow"
-  INPUT "input" CLASSES "classes" SEARCH "search" STAGE "stage" REDUCE "reduce"
+  INPUT "input" CLASSES "classes" SEARCH "search" STAGE "stage" REDUCE "reduce" TASK "task"
   CONV "conv" LINEAR "linear" MAXPOOL "maxpool" GAP "gap"
   LAYERS "layers" CHANNELS "channels" WIDTH "width" KERNEL "kernel"
   DENSE "dense" CHAIN "chain" NORM "norm" BATCH "batch" NONE "none"
-  WEIGHT "weight" BUDGET "budget" FROM "from" DENSITY "density" SEED "seed"
+  WEIGHT "weight" BUDGET "budget" FROM "from" DENSITY "density" SEED "seed" SHARED "shared"
   AUGMENT "augment" CROP "crop" FLIP "flip" SPLIT "split"
   EPOCHS "epochs" LR "lr" COSINE "cosine" CONSTANT "constant" STEP "step"
   MOMENTUM "momentum" DECAY "decay"
@@ -136,6 +141,10 @@ stmt
         yyerrok; }
   | "data" IDENT data_settings ";"
       { $$ = stmt(c, FE_ST_DATA, @1, $3.head); $$->name = $2; $$->name_at = @2; }
+  /* a task's data: the task's name, then the format */
+  | "data" name IDENT data_settings ";"
+      { $$ = stmt(c, FE_ST_DATA, @1, $4.head); $$->task = $2; $$->task_at = @2;
+        $$->name = $3; $$->name_at = @3; }
   | "train" train_settings ";"  { $$ = stmt(c, FE_ST_TRAIN, @1, $2.head); }
   | "grow" grow_settings ";"    { $$ = stmt(c, FE_ST_GROW, @1, $2.head); }
   | ";"                         { $$ = NULL; }
@@ -158,14 +167,14 @@ name
   ;
 
 keyword
-  : "model" | "data" | "train" | "grow" | "input" | "classes" | "search"
+  : "model" | "data" | "train" | "grow" | "input" | "classes" | "task" | "search"
   | "stage" | "reduce" | "weight" | "kernel" | "budget" | "from" | "density"
   | "seed" | "conv" | "linear" | "layers" | "channels" | "width" | "dense"
   | "chain" | "norm" | "batch" | "none" | "maxpool" | "gap" | "augment"
   | "crop" | "flip" | "split" | "epochs" | "lr" | "cosine" | "constant"
   | "step" | "momentum" | "decay" | "ilnas" | "random" | "fixed" | "every"
   | "epoch" | "alr" | "candidates" | "freeze" | "last" | "batches" | "flat"
-  | "plan" | "after" | "resize"
+  | "plan" | "after" | "resize" | "shared"
   ;
 
 entries
@@ -189,6 +198,11 @@ entry
   | "reduce" "conv" NUMBER ";"
       { $$ = item(c, FE_REDUCE_CONV, @1, num(c, FE_K_FACTOR, @2, $3)); }
   | "reduce" "gap" ";"        { $$ = item(c, FE_REDUCE_GAP, @1, NULL); }
+  /* A task's body is read as a model's entries; check.c says which of
+   * them a task may hold (only classes). */
+  | "task" opt_name "{" entries "}"
+      { $$ = stmt(c, FE_ST_TASK, @1, NULL); $$->name = $2; $$->name_at = @2; $$->body = $4.head;
+        yyerrok; }
   | ";"                       { $$ = NULL; }
   | error ";"                 { $$ = NULL; yyerrok; }
   ;
@@ -210,6 +224,7 @@ search_setting
   | "from" "density" NUMBER   { $$ = num(c, FE_K_DENSITY, @2, $3); }
   | "density" NUMBER          { $$ = num(c, FE_K_DENSITY, @1, $2); }
   | "seed" NUMBER             { $$ = num(c, FE_K_SEED, @1, $2); }
+  | "shared" NUMBER           { $$ = num(c, FE_K_SHARED, @1, $2); }
   ;
 
 /* Inside a stage's braces ';' is a separator one may use or not. */
@@ -355,7 +370,7 @@ static void fe_yyerror(FE_YYLTYPE *loc, fe_ctx *c, const char *msg) {
 static int starts_statement(int token) {
   switch (token) {
   case T_MODEL: case T_DATA: case T_TRAIN: case T_GROW: case T_INPUT:
-  case T_CLASSES: case T_SEARCH: case T_STAGE: case T_REDUCE:
+  case T_CLASSES: case T_TASK: case T_SEARCH: case T_STAGE: case T_REDUCE:
     return 1;
   default:
     return 0;

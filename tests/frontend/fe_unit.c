@@ -177,6 +177,8 @@ static void test_defaults(void) {
   CHECK(m.method == FE_SEARCH_ILNAS);
   CHECK(m.grow_every == 1 && m.alr == 0.3 && m.alr_decay == 0.9);
   CHECK(m.candidates == 4 && m.freeze_last == 0 && m.grow_batches == 1 && m.flat == 0);
+  CHECK(m.n_tasks == 0 && m.shared == 0);
+  CHECK_LOC(m.shared_loc, 0, 0);
   fe_model_free(&m);
   free(out);
 
@@ -205,6 +207,105 @@ static void test_adapters(void) {
   CHECK(parse("model t { input 1x9x9; classes 3; } data cifar10 channels 1 resize 9;", &m,
               &out) == 0);
   CHECK(m.resize_h == 9 && m.resize_w == 9 && m.channels == 1);
+  fe_model_free(&m);
+  free(out);
+}
+
+static const char tasks[] =
+    "model pair {\n"
+    "  input 1x28x28;\n"
+    "  search weight budget 200k shared 0.3 from density 0.25 seed 1;\n"
+    "  stage conv { layers 1..2 channels 8..16 }\n"
+    "  task fashion { classes 10; }\n"
+    "  reduce maxpool 2;\n"
+    "  stage linear { width 32 }\n"
+    "  task digits { classes 12; }\n"
+    "  task batch { classes 3; }\n"
+    "}\n"
+    "data digits digits-csv \"digits.csv.gz\" resize 28x28 split 0.25;\n"
+    "data batch cifar10 \"c\" channels 1 resize 28 augment crop 2;\n"
+    "data fashion idx augment flip;\n";
+
+/* Several tasks: each its classes and data, the model's are task 0's. */
+static void test_tasks(void) {
+  fe_model m;
+  char *out = NULL;
+  CHECK(parse(tasks, &m, &out) == 0);
+  CHECK_STR(out, "");
+  CHECK(m.n_items == 3); /* tasks are not network items */
+  CHECK(m.n_tasks == 3);
+  CHECK(m.shared == 0.3);
+  CHECK_LOC(m.shared_loc, 3, 36);
+  CHECK(m.budget == 200000);
+
+  const fe_task *t = m.tasks;
+  CHECK_STR(t[0].name, "fashion");
+  CHECK_LOC(t[0].loc, 5, 3);
+  CHECK(t[0].classes == 10);
+  CHECK_LOC(t[0].classes_loc, 5, 26);
+  CHECK(t[0].data == FE_DATA_IDX);
+  CHECK_STR(t[0].data_path, "/usr/share/datasets/fashion-mnist");
+  CHECK_LOC(t[0].data_loc, 13, 14);
+  CHECK(t[0].aug_crop == 0 && t[0].aug_flip == 1 && t[0].test_split == 0.2);
+  CHECK(t[0].resize_h == 0 && t[0].resize_w == 0 && t[0].channels == 0);
+
+  CHECK_STR(t[1].name, "digits");
+  CHECK(t[1].classes == 12);
+  CHECK(t[1].data == FE_DATA_DIGITS_CSV);
+  CHECK_STR(t[1].data_path, "digits.csv.gz");
+  CHECK_LOC(t[1].data_loc, 11, 24);
+  CHECK(t[1].aug_crop == 0 && t[1].aug_flip == 0 && t[1].test_split == 0.25);
+  CHECK(t[1].resize_h == 28 && t[1].resize_w == 28 && t[1].channels == 0);
+  CHECK_LOC(t[1].resize_loc, 11, 40);
+
+  CHECK_STR(t[2].name, "batch"); /* a keyword names a task */
+  CHECK(t[2].classes == 3);
+  CHECK(t[2].data == FE_DATA_CIFAR10);
+  CHECK_STR(t[2].data_path, "c");
+  CHECK(t[2].aug_crop == 2 && t[2].channels == 1 && t[2].resize_h == 28 && t[2].resize_w == 28);
+  CHECK_LOC(t[2].channels_loc, 12, 24);
+
+  /* the model's classes and data are task 0's */
+  CHECK(m.classes == 10);
+  CHECK(m.data == FE_DATA_IDX);
+  CHECK_STR(m.data_path, t[0].data_path);
+  CHECK_LOC(m.data_loc, 13, 14);
+  CHECK(m.aug_flip == 1 && m.aug_crop == 0 && m.test_split == 0.2);
+  CHECK(m.resize_h == 0 && m.channels == 0);
+
+  /* task 1 seen alone */
+  fe_model v;
+  fe_task_view(&m, 1, &v);
+  CHECK(v.n_tasks == 0 && v.shared == 0 && v.classes == 12 && v.data == FE_DATA_DIGITS_CSV);
+  CHECK(v.n_items == 3 && v.resize_h == 28 && strcmp(v.data_path, "digits.csv.gz") == 0);
+  fe_model_free(&m);
+  free(out);
+
+  /* shared defaults to 0.2 with tasks; 0 is allowed */
+  CHECK(parse("model t { input 1x4x4; task a { classes 2; } task b { classes 3; } }\n"
+              "data a idx; data b idx;", &m, &out) == 0);
+  CHECK(m.n_tasks == 2 && m.shared == 0.2 && m.classes == 2);
+  CHECK_LOC(m.shared_loc, 0, 0);
+  fe_model_free(&m);
+  free(out);
+  CHECK(parse("model t { input 1x4x4; search shared 0; task a { classes 2; } "
+              "task b { classes 3; } }\ndata a idx; data b idx;", &m, &out) == 0);
+  CHECK(m.shared == 0);
+  fe_model_free(&m);
+  free(out);
+
+  /* eight tasks are allowed */
+  char src[1024];
+  size_t n = (size_t)snprintf(src, sizeof src, "model t { input 1x4x4;");
+  for (int i = 0; i < FE_MAX_TASKS; i++)
+    n += (size_t)snprintf(src + n, sizeof src - n, " task t%d { classes 2; }", i);
+  n += (size_t)snprintf(src + n, sizeof src - n, " }");
+  for (int i = 0; i < FE_MAX_TASKS; i++)
+    n += (size_t)snprintf(src + n, sizeof src - n, " data t%d idx;", i);
+  CHECK(parse(src, &m, &out) == 0);
+  CHECK_STR(out, "");
+  CHECK(m.n_tasks == FE_MAX_TASKS);
+  CHECK_STR(m.tasks[FE_MAX_TASKS - 1].name, "t7");
   fe_model_free(&m);
   free(out);
 }
@@ -337,6 +438,7 @@ int main(void) {
   test_defaults();
   test_budget();
   test_adapters();
+  test_tasks();
   test_files();
   test_limits();
   test_names();
