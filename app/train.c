@@ -12,6 +12,7 @@
  *                    report_stopped), then teardown
  */
 #include "app/train.h"
+#include "app/run.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -36,7 +37,7 @@ void app_train_opts_default(app_train_opts *o) {
   o->run_dir = "run";
 }
 
-static double now(void) {
+double run_now(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
@@ -63,7 +64,7 @@ static rt_data_format data_format(fe_data d) {
  * image folder is listed and its files checked on `threads` threads, bad
  * ones skipped (and reported) with skip_bad; train_limit > 0 keeps that many
  * training images, cut before the input adapters run. */
-static int load_data(const ir_graph *g, const char *path, int skip_bad, int threads,
+int run_load_data(const ir_graph *g, const char *path, int skip_bad, int threads,
                      int train_limit, rt_dataset *train, rt_dataset *test) {
   const fe_model *m = &g->cfg;
   char err[2048];
@@ -110,7 +111,7 @@ static int load_data(const ir_graph *g, const char *path, int skip_bad, int thre
 
 /* The data's class names, one per line, in *out (NULL for formats without
  * names). 0, or -1 after a message. */
-static int class_list(const rt_dataset *d, char **out) {
+int run_class_list(const rt_dataset *d, char **out) {
   size_t len = 0;
   *out = NULL;
   if (!rt_data_class_name(d, 0)) return 0;
@@ -158,7 +159,7 @@ static int check_classes(const char *ckpt, const char *have, const char *data) {
 
 /* Accuracy and mean loss over a data set, in inference mode; an image
  * folder is decoded on `loaders` threads. */
-static double evaluate(rt_exec *x, const rt_dataset *d, const rt_norm *nm, int limit,
+double run_evaluate(rt_exec *x, const rt_dataset *d, const rt_norm *nm, int limit,
                        int loaders, double *loss) {
   int n = limit > 0 && limit < d->n ? limit : d->n, cap = x->cap, correct = 0;
   if (n == 0) {
@@ -207,7 +208,7 @@ static double evaluate(rt_exec *x, const rt_dataset *d, const rt_norm *nm, int l
   return (double)correct / n;
 }
 
-static float lr_at(const fe_model *m, int epochs, int epoch, double frac) {
+float run_lr_at(const fe_model *m, int epochs, int epoch, double frac) {
   double t = epoch + frac;
   switch (m->sched) {
   case FE_SCHED_COSINE: return (float)(m->lr * 0.5 * (1 + cos(3.14159265358979323846 * t / epochs)));
@@ -217,14 +218,14 @@ static float lr_at(const fe_model *m, int epochs, int epoch, double frac) {
   return (float)m->lr;
 }
 
-static int make_dir(const char *dir) {
+int run_make_dir(const char *dir) {
   if (mkdir(dir, 0777) == 0 || errno == EEXIST) return 0;
   fprintf(stderr, "error: cannot create run directory '%s': %s\n", dir,
           strerror(errno));
   return -1;
 }
 
-static void shuffle(int *idx, int n, rt_rng *rng) {
+void run_shuffle(int *idx, int n, rt_rng *rng) {
   for (int i = 0; i < n; i++) idx[i] = i;
   for (int i = n - 1; i > 0; i--) {
     int j = (int)rt_rng_below(rng, (uint32_t)i + 1), t = idx[i];
@@ -235,7 +236,7 @@ static void shuffle(int *idx, int n, rt_rng *rng) {
 /* The phase II batches: grow_batches random training batches, without
  * augmentation, drawn from the run's RNG; an image folder's decoded on
  * `loaders` threads. 0, or -1 after a message (a bad file). */
-static int phase2_batches(const fe_model *m, const rt_dataset *d,
+int run_phase2_batches(const fe_model *m, const rt_dataset *d,
                           const rt_norm *nm, int loaders, rt_rng *rng, srch_batches *b,
                           float *xbuf, ir_label *ybuf, int *idx) {
   int n = m->batch < d->n ? m->batch : d->n;
@@ -270,7 +271,7 @@ static int phase2_batches(const fe_model *m, const rt_dataset *d,
   return 0;
 }
 
-static void log_expand(FILE *f, const ir_graph *g, int epoch, const srch_event *ev,
+void run_log_expand(FILE *f, const ir_graph *g, int epoch, const srch_event *ev,
                        double secs) {
   /* the caller has checked that both losses are finite */
   fprintf(f, "{\"event\": \"expand\", \"epoch\": %d, \"seconds\": %.3f, \"added\": %" PRId64
@@ -329,7 +330,7 @@ typedef struct train_run {
 /* What one epoch of phase I measured. */
 typedef struct epoch_stats {
   int ep;                  /* the epoch's index, from 0 */
-  double start;            /* now() when it began */
+  double start;            /* run_now() when it began */
   int seen, correct;       /* training images and correct predictions */
   double train_secs;       /* the steps alone */
   double train_loss;       /* the mean */
@@ -352,19 +353,23 @@ static rt_exec *resume_exec(ir_graph *g, const char *resume, int threads,
     rt_exec_free(cx), ir_free(cg);
     return NULL;
   }
-  x = rt_exec_new(g, m->batch, threads, backend, err, sizeof err);
-  int bad = !x || rt_exec_set_arch(x, cx->arch, err, sizeof err);
-  if (!bad) {
-    memcpy(rt_exec_params_write(x), rt_exec_view(cx, RT_PARAMS), (size_t)g->n_params * sizeof(float));
-    memcpy(rt_exec_edit(x, RT_MOMENTUM), rt_exec_view(cx, RT_MOMENTUM), (size_t)g->n_params * sizeof(float));
-    memcpy(rt_exec_edit(x, RT_STATS), rt_exec_view(cx, RT_STATS), (size_t)g->n_stats * sizeof(float));
-  }
+  x = run_exec_like(g, cx, m->batch, threads, backend, err, sizeof err);
   rt_exec_free(cx), ir_free(cg);
-  if (bad) {
-    fprintf(stderr, "error: %s\n", err);
+  if (!x) fprintf(stderr, "error: %s\n", err);
+  return x;
+}
+
+rt_exec *run_exec_like(const ir_graph *g, const rt_exec *cx, int cap, int threads,
+                       const char *backend, char *err, size_t errlen) {
+  rt_exec *x = rt_exec_new(g, cap, threads, backend, err, errlen);
+  if (!x) return NULL;
+  if (rt_exec_set_arch(x, cx->arch, err, errlen)) {
     rt_exec_free(x);
     return NULL;
   }
+  memcpy(rt_exec_params_write(x), rt_exec_view(cx, RT_PARAMS), (size_t)g->n_params * sizeof(float));
+  memcpy(rt_exec_edit(x, RT_MOMENTUM), rt_exec_view(cx, RT_MOMENTUM), (size_t)g->n_params * sizeof(float));
+  memcpy(rt_exec_edit(x, RT_STATS), rt_exec_view(cx, RT_STATS), (size_t)g->n_stats * sizeof(float));
   return x;
 }
 
@@ -437,7 +442,7 @@ static long line_epoch(const char *line, size_t n) {
  * before that epoch's last.ckpt left lines the resumed run writes again, so
  * the file is cut before the first line past the checkpoint's epoch (and
  * before an unfinished last line). */
-static int trim_metrics(const char *path, int epoch) {
+int run_trim_metrics(const char *path, int epoch) {
   FILE *f = fopen(path, "rb");
   if (!f) return errno == ENOENT ? 0 : -1;
   char *line = NULL;
@@ -467,9 +472,9 @@ static int trim_metrics(const char *path, int epoch) {
 /* The run directory and its metrics.jsonl, appended to by a resumed run
  * (past the checkpoint's epoch trimmed). */
 static int open_metrics(train_run *r) {
-  if (make_dir(r->o->run_dir)) return -1;
+  if (run_make_dir(r->o->run_dir)) return -1;
   snprintf(r->mpath, sizeof r->mpath, "%s/metrics.jsonl", r->o->run_dir);
-  if (r->o->resume && trim_metrics(r->mpath, r->st.epoch)) {
+  if (r->o->resume && run_trim_metrics(r->mpath, r->st.epoch)) {
     fprintf(stderr, "error: cannot trim '%s' to epoch %d: %s\n", r->mpath, r->st.epoch,
             strerror(errno));
     return -1;
@@ -532,7 +537,7 @@ static int report_from(train_run *r) {
             "%" PRId64 ": the network will not grow\n", r->active, r->o->from, m->budget);
   if (!r->same_head) return 0;
   double loss;
-  r->from_acc = evaluate(r->x, &r->test, &r->nm, 0, r->loaders, &loss);
+  r->from_acc = run_evaluate(r->x, &r->test, &r->nm, 0, r->loaders, &loss);
   if (isnan(r->from_acc)) return -1;
   if (!r->o->quiet)
     fprintf(stderr, "from %s: test %.2f%% before training\n", r->o->from, 100 * r->from_acc);
@@ -568,7 +573,7 @@ static int setup(train_run *r, ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd,
   /* a bad --from is refused before the data is read */
   if (o->from && !(r->x = from_exec(g, o, r->threads, r->backend, &r->st, &r->same_head)))
     return -1;
-  if (load_data(g, o->data, o->skip_bad, r->loaders, o->train_limit, &r->train, &r->test))
+  if (run_load_data(g, o->data, o->skip_bad, r->loaders, o->train_limit, &r->train, &r->test))
     return -1;
   if (o->train_limit > 0 && o->train_limit < r->train.n)
     rt_dataset_truncate(&r->train, o->train_limit);
@@ -591,7 +596,7 @@ static int setup(train_run *r, ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd,
    * network the ones it was trained with */
   if (!o->resume && !(o->from && r->st.norm.c == m->in_c)) rt_data_norm(&r->train, &r->st.norm);
   r->nm = r->st.norm;
-  if (class_list(&r->train, &r->classes) ||
+  if (run_class_list(&r->train, &r->classes) ||
       (o->resume && check_classes(o->resume, r->classes, o->data ? o->data : m->data_path)))
     return -1;
   r->st.classes = r->classes;
@@ -611,7 +616,7 @@ static int setup(train_run *r, ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd,
 
   r->tty = isatty(2) && !o->quiet;
   r->steps = (r->train.n + m->batch - 1) / m->batch;
-  r->t0 = now();
+  r->t0 = run_now();
   r->active = ir_count_params(g, r->x->arch).active;
   snprintf(r->budget, sizeof r->budget, "no budget");
   if (m->budget != INT64_MAX) snprintf(r->budget, sizeof r->budget, "%" PRId64, m->budget);
@@ -640,9 +645,9 @@ static int train_epoch(train_run *r, epoch_stats *e) {
   const fe_model *m = r->m;
   rt_exec *x = r->x;
   int ep = r->st.epoch, seen = 0, correct = 0;
-  double start = now(), loss_sum = 0;
+  double start = run_now(), loss_sum = 0;
   char err[1024];
-  shuffle(r->order, r->train.n, &r->st.rng);
+  run_shuffle(r->order, r->train.n, &r->st.rng);
   rt_stream_epoch(r->stream, r->order, r->train.n, &r->st.rng);
   rt_exec_profile_pause(x, 0); /* the training steps only */
   for (int s = 0; s < r->steps; s++) {
@@ -668,7 +673,7 @@ static int train_epoch(train_run *r, epoch_stats *e) {
       fprintf(stderr, "%serror: step %d of epoch %d: %s\n", r->tty ? "\n" : "", s + 1, ep + 1, err);
       return -1;
     }
-    rt_exec_sgd(x, lr_at(m, r->epochs, ep, (double)s / r->steps),
+    rt_exec_sgd(x, run_lr_at(m, r->epochs, ep, (double)s / r->steps),
                 (float)m->momentum, (float)m->decay);
     r->st.step++, r->profiled++;
     loss_sum += loss * b, seen += b, correct += c;
@@ -683,9 +688,9 @@ static int train_epoch(train_run *r, epoch_stats *e) {
     return -1;
   }
   rt_exec_profile_pause(x, 1);
-  r->train_secs += now() - start;
+  r->train_secs += run_now() - start;
   *e = (epoch_stats){.ep = ep, .start = start, .seen = seen,
-                     .correct = correct, .train_secs = now() - start,
+                     .correct = correct, .train_secs = run_now() - start,
                      .train_loss = loss_sum / seen};
   return 0;
 }
@@ -697,19 +702,19 @@ static int test_epoch(train_run *r, const epoch_stats *e) {
   int ep = e->ep;
   double test_loss;
   /* the limit saves time between epochs; the last one sees every image */
-  r->test_acc = evaluate(r->x, &r->test, &r->nm, ep + 1 < r->epochs ? r->o->test_limit : 0,
+  r->test_acc = run_evaluate(r->x, &r->test, &r->nm, ep + 1 < r->epochs ? r->o->test_limit : 0,
                          r->loaders, &test_loss);
   if (isnan(r->test_acc)) return -1;
   r->tested = 1;
   r->st.epoch = ep + 1;
   r->active = ir_count_params(r->g, r->x->arch).active;
-  double secs = now() - e->start;
+  double secs = run_now() - e->start;
   fprintf(r->metrics,
           "{\"epoch\": %d, \"train_loss\": %.6f, \"train_acc\": %.6f, "
           "\"test_loss\": %.6f, \"test_acc\": %.6f, \"active_params\": %" PRId64
           ", \"lr\": %.6g, \"train_seconds\": %.3f, \"seconds\": %.3f}\n",
           ep + 1, e->train_loss, (double)e->correct / e->seen, test_loss, r->test_acc,
-          r->active, lr_at(m, r->epochs, ep, 0), e->train_secs, secs);
+          r->active, run_lr_at(m, r->epochs, ep, 0), e->train_secs, secs);
   if (flush_metrics(r)) return -1;
   if (!r->o->quiet)
     fprintf(stderr, "%sepoch %d/%d  loss %.4f  train %.2f%%  test %.2f%%  "
@@ -729,12 +734,12 @@ static int grow(train_run *r, const epoch_stats *e) {
     return 0;
   srch_batches pb;
   srch_event ev;
-  if (phase2_batches(m, &r->train, &r->nm, r->loaders, &r->st.rng, &pb, r->pbuf, r->plab,
+  if (run_phase2_batches(m, &r->train, &r->nm, r->loaders, &r->st.rng, &pb, r->pbuf, r->plab,
                      r->order))
     return -1;
-  r->ss.lr = lr_at(m, r->epochs, done, 0);
+  r->ss.lr = run_lr_at(m, r->epochs, done, 0);
   r->ss.plan_left = r->sched.plan ? srch_beats_left(&r->sched, done) : 0;
-  double tg = now();
+  double tg = run_now();
   int grown = srch_expand(&r->ss, r->x, &pb, &ev);
   if (grown == -2) {
     fprintf(stderr, "error: phase II: %s\n", r->ss.err);
@@ -751,13 +756,13 @@ static int grow(train_run *r, const epoch_stats *e) {
               ev.loss_after, m->lr);
       return -1;
     }
-    log_expand(r->metrics, r->g, done, &ev, now() - tg);
+    run_log_expand(r->metrics, r->g, done, &ev, run_now() - tg);
     if (flush_metrics(r)) return -1;
     if (!r->o->quiet)
       fprintf(stderr, "  grew %" PRId64 " parameters to %" PRId64 "/%s "
               "(%d new nodes, %d new layers) loss %.4f -> %.4f  %.1fs\n",
               ev.added, ev.active, r->budget, ev.new_nodes, ev.new_layers,
-              ev.loss_before, ev.loss_after, now() - tg);
+              ev.loss_before, ev.loss_after, run_now() - tg);
   }
   r->active = ir_count_params(r->g, r->x->arch).active;
   return 0;
@@ -816,7 +821,7 @@ static void report_stopped(train_run *r) {
 static int finish(train_run *r) {
   if (!r->tested) {
     double loss;
-    r->test_acc = evaluate(r->x, &r->test, &r->nm, 0, r->loaders, &loss);
+    r->test_acc = run_evaluate(r->x, &r->test, &r->nm, 0, r->loaders, &loss);
     if (isnan(r->test_acc)) return -1;
     if (!r->o->quiet)
       fprintf(stderr, "%s: all %d epochs were done; test %.2f%%\n", r->o->resume,
@@ -826,7 +831,7 @@ static int finish(train_run *r) {
   if (r->o->profile) profile_report(r);
   printf("{\"test_acc\": %.6f, \"active_params\": %" PRId64 ", \"epochs\": %d, "
          "\"seconds\": %.3f, \"checkpoint\": ",
-         r->test_acc, ir_count_params(r->g, r->x->arch).active, r->st.epoch, now() - r->t0);
+         r->test_acc, ir_count_params(r->g, r->x->arch).active, r->st.epoch, run_now() - r->t0);
   app_json_str(stdout, r->path);
   if (!isnan(r->from_acc)) printf(", \"from_acc\": %.6f", r->from_acc);
   printf("}\n");
@@ -847,6 +852,7 @@ static void teardown(train_run *r) {
 
 int app_train(ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd,
              const app_train_opts *o) {
+  if (g->cfg.n_tasks > 0) return run_train_tasks(g, fwd, bwd, o);
   train_run r;
   int rc = setup(&r, g, fwd, bwd, o), stopped = 0;
   while (rc == 0 && !stopped && r.st.epoch < r.epochs) {
@@ -874,6 +880,15 @@ int app_eval(ir_graph *bin, rt_graph_fn fwd, const char *ckpt, const char *data,
   char why[512];
   backend = rt_backend_resolve(backend ? backend : APP_DEFAULT_BACKEND, why, sizeof why);
   if (why[0]) fprintf(stderr, "%s\n", why);
+  rt_ckpt *c = rt_ckpt_read(ckpt, err, sizeof err);
+  if (c && rt_ckpt_get(c, "MTST", NULL)) {
+    int rc = data ? (fprintf(stderr, "error: %s holds several tasks, each evaluated on the data "
+                             "its model names; --data names one\n", ckpt), 1)
+                  : run_eval_tasks(c, ckpt, threads, backend, skip_bad);
+    rt_ckpt_free(c);
+    return rc;
+  }
+  rt_ckpt_free(c);
   if (app_ckpt_load(ckpt, cap, threads, backend, &g, &x, &st, err, sizeof err)) {
     fprintf(stderr, "error: %s\n", err);
     return 1;
@@ -887,15 +902,15 @@ int app_eval(ir_graph *bin, rt_graph_fn fwd, const char *ckpt, const char *data,
   rt_dataset train, test;
   rt_exec_set_driver(x, fwd, NULL);
   char *names = NULL;
-  if (load_data(g, data, skip_bad, threads, 0, &train, &test) == 0) {
-    if (class_list(&test, &names) || check_classes(ckpt, names, data ? data : g->cfg.data_path)) {
+  if (run_load_data(g, data, skip_bad, threads, 0, &train, &test) == 0) {
+    if (run_class_list(&test, &names) || check_classes(ckpt, names, data ? data : g->cfg.data_path)) {
       free(names), rt_dataset_free(&train), rt_dataset_free(&test);
       rt_exec_free(x), ir_free(g);
       return 1;
     }
     free(names);
     if (st.norm.c != test.c) rt_data_norm(&train, &st.norm); /* not recorded */
-    double loss, acc = evaluate(x, &test, &st.norm, 0, threads, &loss);
+    double loss, acc = run_evaluate(x, &test, &st.norm, 0, threads, &loss);
     if (!isnan(acc)) printf("{\"test_acc\": %.6f, \"test_loss\": %.6f, \"images\": %d, "
            "\"active_params\": %" PRId64 "}\n",
            acc, loss, test.n, ir_count_params(g, x->arch).active);
@@ -908,25 +923,13 @@ int app_eval(ir_graph *bin, rt_graph_fn fwd, const char *ckpt, const char *data,
   return rc;
 }
 
-int app_info(const char *ckpt, FILE *out) {
-  char err[1024];
-  ir_graph *g;
-  rt_exec *x;
-  app_train_state st;
-  if (app_ckpt_load(ckpt, 1, 1, NULL, &g, &x, &st, err, sizeof err)) {
-    fprintf(stderr, "error: %s\n", err);
-    return 1;
-  }
-  const fe_model *m = &g->cfg;
-  fprintf(out, "model %s  (%s granularity, epoch %d, seed %" PRIu64 ")\n",
-          m->name, m->gran == FE_GRAN_KERNEL ? "kernel" : "weight", st.epoch,
-          st.seed);
+void run_layer_table(const ir_graph *g, const ir_arch *a, FILE *out) {
   fprintf(out, "%-12s %-8s %-22s %10s %10s %8s %6s %s\n", "layer", "kind",
           "shape", "active", "total", "density", "live", "state");
   for (int i = 0; i < g->n_layers; i++) {
     const ir_layer *l = &g->layers[i];
     if (l->w_off < 0) continue;
-    ir_count c = ir_count_layer(g, &g->arch, l);
+    ir_count c = ir_count_layer(g, a, l);
     char shape[64];
     if (l->kind == IR_CONV)
       snprintf(shape, sizeof shape, "%d->%d %dx%d k%d", l->cin, l->cout, l->oh,
@@ -936,9 +939,32 @@ int app_info(const char *ckpt, FILE *out) {
     fprintf(out, "%-12s %-8s %-22s %10" PRId64 " %10" PRId64 " %7.2f%% %3d/%-3d %s\n",
             l->name, l->kind == IR_CONV ? "conv" : "linear", shape, c.active,
             c.total, 100.0 * (double)c.active / (double)c.total,
-            ir_live_outputs(g, &g->arch, l), l->cout,
-            !l->can_die ? "" : g->arch.alive[i] ? "alive" : "dead");
+            ir_live_outputs(g, a, l), l->cout,
+            !l->can_die ? "" : a->alive[i] ? "alive" : "dead");
   }
+}
+
+int app_info(const char *ckpt, FILE *out) {
+  char err[1024];
+  ir_graph *g;
+  rt_exec *x;
+  app_train_state st;
+  rt_ckpt *ck = rt_ckpt_read(ckpt, err, sizeof err);
+  if (ck && rt_ckpt_get(ck, "MTST", NULL)) {
+    int rc = run_info_tasks(ck, ckpt, out);
+    rt_ckpt_free(ck);
+    return rc;
+  }
+  rt_ckpt_free(ck);
+  if (app_ckpt_load(ckpt, 1, 1, NULL, &g, &x, &st, err, sizeof err)) {
+    fprintf(stderr, "error: %s\n", err);
+    return 1;
+  }
+  const fe_model *m = &g->cfg;
+  fprintf(out, "model %s  (%s granularity, epoch %d, seed %" PRIu64 ")\n",
+          m->name, m->gran == FE_GRAN_KERNEL ? "kernel" : "weight", st.epoch,
+          st.seed);
+  run_layer_table(g, &g->arch, out);
   ir_count c = ir_count_params(g, &g->arch);
   fprintf(out, "total: %" PRId64 " active of %" PRId64 " (%.2f%%), budget %s",
           c.active, c.total, 100.0 * (double)c.active / (double)c.total,
@@ -993,15 +1019,23 @@ typedef struct train_rec {
   double prev_loss;
 } train_rec;
 
-int app_ckpt_save(const char *path, const rt_exec *x, const app_train_state *st,
-                 char *err, size_t errlen) {
+/* A section's tag: the tag itself for a single-task checkpoint; for task
+ * t of a multi-task one, the digit t and the tag's first three letters
+ * ("0PAR", "1TRS"). */
+static const char *tag_of(int task, const char *tag, char out[5]) {
+  if (task < 0) return tag;
+  out[0] = (char)('0' + task), memcpy(out + 1, tag, 3), out[4] = 0;
+  return out;
+}
+
+int run_ckpt_add(rt_ckpt_writer *w, int task, const rt_exec *x, const app_train_state *st,
+                 float **keep) {
   const ir_graph *g = x->g;
+  char t[5];
   uint8_t *ir;
   size_t irn;
-  if (ir_serialize(g, x->arch, &ir, &irn)) {
-    snprintf(err, errlen, "%s: out of memory", path);
-    return -1;
-  }
+  *keep = NULL;
+  if (ir_serialize(g, x->arch, &ir, &irn)) return -1;
   train_rec tr;
   memset(&tr, 0, sizeof tr); /* padding too: checkpoints are reproducible */
   tr.mark = ENDIAN_MARK, tr.epoch = st->epoch, tr.step = st->step, tr.seed = st->seed;
@@ -1017,57 +1051,62 @@ int app_ckpt_save(const char *path, const rt_exec *x, const app_train_state *st,
    * others are 0, and a wide template's are most of its size */
   int64_t na = 0;
   float *act = active_values(x, &na);
-  rt_ckpt_writer *w = rt_ckpt_writer_new();
-  int bad = !w || !act || rt_ckpt_add(w, "IRGR", ir, irn) ||
-            rt_ckpt_add_ref(w, "PARA", act, (size_t)na * sizeof(float)) ||
-            rt_ckpt_add_ref(w, "MOMA", act + na, (size_t)na * sizeof(float)) ||
-            rt_ckpt_add_ref(w, "BNST", rt_exec_view(x, RT_STATS), ns) ||
-            rt_ckpt_add(w, "TRST", &tr, sizeof tr);
+  int bad = !act || rt_ckpt_add(w, tag_of(task, "IRGR", t), ir, irn) ||
+            rt_ckpt_add_ref(w, tag_of(task, "PARA", t), act, (size_t)na * sizeof(float)) ||
+            rt_ckpt_add_ref(w, tag_of(task, "MOMA", t), act + na, (size_t)na * sizeof(float)) ||
+            rt_ckpt_add_ref(w, tag_of(task, "BNST", t), rt_exec_view(x, RT_STATS), ns) ||
+            rt_ckpt_add(w, tag_of(task, "TRST", t), &tr, sizeof tr);
   /* the search the run used, in a section of its own: checkpoints from
    * before it was recorded still load */
   int32_t search = st->search;
-  if (!bad && search > 0) bad = rt_ckpt_add(w, "SRCH", &search, sizeof search);
+  if (!bad && search > 0) bad = rt_ckpt_add(w, tag_of(task, "SRCH", t), &search, sizeof search);
   /* an image folder's class names, which eval and resume check */
-  if (!bad && st->classes) bad = rt_ckpt_add(w, "CLSN", st->classes, strlen(st->classes));
+  if (!bad && st->classes)
+    bad = rt_ckpt_add(w, tag_of(task, "CLSN", t), st->classes, strlen(st->classes));
   free(ir);
-  if (bad) {
+  *keep = act;
+  return bad ? -1 : 0;
+}
+
+int app_ckpt_save(const char *path, const rt_exec *x, const app_train_state *st,
+                 char *err, size_t errlen) {
+  float *keep = NULL;
+  rt_ckpt_writer *w = rt_ckpt_writer_new();
+  if (!w || run_ckpt_add(w, -1, x, st, &keep)) {
     snprintf(err, errlen, "%s: out of memory", path);
     rt_ckpt_writer_free(w);
-    free(act);
+    free(keep);
     return -1;
   }
   int rc = rt_ckpt_write(w, path, err, errlen);
   rt_ckpt_writer_free(w);
-  free(act);
+  free(keep);
   return rc;
 }
 
-int app_ckpt_load(const char *path, int cap, int threads, const char *backend,
-                 ir_graph **gp, rt_exec **xp, app_train_state *st, char *err,
-                 size_t errlen) {
+int run_ckpt_get(const rt_ckpt *c, const char *path, int task, int cap, int threads,
+                 const char *backend, ir_graph **gp, rt_exec **xp, app_train_state *st,
+                 char *err, size_t errlen) {
   *gp = NULL, *xp = NULL;
-  rt_ckpt *c = rt_ckpt_read(path, err, errlen);
-  if (!c) return -1;
+  char t[5];
   size_t n, np, nm, ns, nt;
-  const void *ir = rt_ckpt_get(c, "IRGR", &n);
+  const void *ir = rt_ckpt_get(c, tag_of(task, "IRGR", t), &n);
   /* PARA/MOMA: the active values (PARM/MOMT, every value, before them) */
-  int sparse = rt_ckpt_get(c, "PARA", &np) != NULL;
-  const void *params = rt_ckpt_get(c, sparse ? "PARA" : "PARM", &np);
-  const void *mom = rt_ckpt_get(c, sparse ? "MOMA" : "MOMT", &nm);
-  const void *stats = rt_ckpt_get(c, "BNST", &ns);
-  const train_rec *tr = rt_ckpt_get(c, "TRST", &nt);
+  int sparse = rt_ckpt_get(c, tag_of(task, "PARA", t), &np) != NULL;
+  const void *params = rt_ckpt_get(c, tag_of(task, sparse ? "PARA" : "PARM", t), &np);
+  const void *mom = rt_ckpt_get(c, tag_of(task, sparse ? "MOMA" : "MOMT", t), &nm);
+  const void *stats = rt_ckpt_get(c, tag_of(task, "BNST", t), &ns);
+  const train_rec *tr = rt_ckpt_get(c, tag_of(task, "TRST", t), &nt);
   size_t nsr;
-  const void *srch = rt_ckpt_get(c, "SRCH", &nsr);
+  const void *srch = rt_ckpt_get(c, tag_of(task, "SRCH", t), &nsr);
   char why[512];
   if (!ir || !params || !mom || !stats || !tr || nt != sizeof *tr) {
     snprintf(err, errlen, "%s: checkpoint lacks a section (written by another version?)", path);
-    rt_ckpt_free(c);
     return -1;
   }
   ir_graph *g = ir_deserialize(ir, n, why, sizeof why);
   if (!g) {
     snprintf(err, errlen, "%s: %s", path, why);
-    rt_ckpt_free(c);
     return -1;
   }
   int64_t values = sparse ? ir_count_active_bits(&g->arch, g->n_params) : g->n_params;
@@ -1076,13 +1115,13 @@ int app_ckpt_load(const char *path, int cap, int threads, const char *backend,
       tr->mark != ENDIAN_MARK || tr->epoch < 0 || tr->norm_c < 0 || tr->norm_c > 4 ||
       (srch && nsr != sizeof(int32_t))) {
     snprintf(err, errlen, "%s: checkpoint sections do not match its IR", path);
-    ir_free(g), rt_ckpt_free(c);
+    ir_free(g);
     return -1;
   }
   rt_exec *x = rt_exec_new(g, cap, threads, backend, why, sizeof why);
   if (!x) {
     snprintf(err, errlen, "%s: %s", path, why);
-    ir_free(g), rt_ckpt_free(c);
+    ir_free(g);
     return -1;
   }
   if (sparse) {
@@ -1101,7 +1140,7 @@ int app_ckpt_load(const char *path, int cap, int threads, const char *backend,
   memcpy(rt_exec_edit(x, RT_STATS), stats, ns);
   if (rt_exec_set_arch(x, x->arch, why, sizeof why)) {
     snprintf(err, errlen, "%s: %s", path, why);
-    rt_exec_free(x), ir_free(g), rt_ckpt_free(c);
+    rt_exec_free(x), ir_free(g);
     return -1;
   }
   st->epoch = tr->epoch, st->step = tr->step, st->seed = tr->seed;
@@ -1119,9 +1158,19 @@ int app_ckpt_load(const char *path, int cap, int threads, const char *backend,
     memcpy(&v, srch, sizeof v);
     st->search = v >= 1 && v <= (int32_t)FE_SEARCH_FIXED + 1 ? v : 0;
   }
-  rt_ckpt_free(c);
   *gp = g, *xp = x;
   return 0;
+}
+
+int app_ckpt_load(const char *path, int cap, int threads, const char *backend,
+                 ir_graph **gp, rt_exec **xp, app_train_state *st, char *err,
+                 size_t errlen) {
+  *gp = NULL, *xp = NULL;
+  rt_ckpt *c = rt_ckpt_read(path, err, errlen);
+  if (!c) return -1;
+  int rc = run_ckpt_get(c, path, -1, cap, threads, backend, gp, xp, st, err, errlen);
+  rt_ckpt_free(c);
+  return rc;
 }
 
 int app_ckpt_classes(const char *path, char **names, char *err, size_t errlen) {

@@ -284,6 +284,28 @@ void rt_exec_sgd(rt_exec *x, float lr, float momentum, float decay) {
   keep(x, x->backend->i->sgd(x->backend, lr, momentum, decay));
 }
 
+void rt_exec_sgd_shared(rt_exec *const *xs, int n, const int64_t *idx, int64_t m, float *sum,
+                        float lr, float momentum, float decay) {
+  memset(sum, 0, (size_t)m * sizeof *sum);
+  for (int k = 0; k < n; k++) {
+    const float *g = rt_exec_view(xs[k], RT_GRADS);
+    for (int64_t j = 0; j < m; j++) sum[j] += g[idx[j]];
+  }
+  for (int k = 0; k < n; k++) {
+    float *g = m ? rt_exec_edit(xs[k], RT_GRADS) : NULL;
+    if (m && !g) {
+      exec_impl *e = E(xs[0]);
+      if (!e->failed)
+        snprintf(e->error, sizeof e->error, "the %s backend cannot take the tasks' summed "
+                 "gradients; train several tasks on cpu, blas or ref", xs[k]->backend->i->name);
+      e->failed = 1;
+      return;
+    }
+    for (int64_t j = 0; j < m; j++) g[idx[j]] = sum[j];
+    rt_exec_sgd(xs[k], lr, momentum, decay);
+  }
+}
+
 void rt_exec_phase2(rt_exec *x, int on) { x->backend->i->phase2(x->backend, on); }
 
 int rt_exec_dense_grad(rt_exec *x, const float *in, const ir_label *labels, int n, float *out,

@@ -118,6 +118,14 @@ int rt_exec_status(rt_exec *x, char *err, size_t errlen);
 
 /* One SGD step on the active parameters. */
 void rt_exec_sgd(rt_exec *x, float lr, float momentum, float decay);
+/* Multi-task: one SGD step in each of the n tasks' executors (after each
+ * one's backward), where the gradient of a shared parameter (idx[0..m),
+ * active in every task with the same value and momentum) is the sum of
+ * the tasks' gradients, so that it stays the same in every task; sum
+ * holds m floats. A failure (a backend that cannot take gradients) is
+ * kept in the first exec's status. */
+void rt_exec_sgd_shared(rt_exec *const *xs, int n, const int64_t *idx, int64_t m, float *sum,
+                        float lr, float momentum, float decay);
 
 /* Phase II (on: 1) flips masks between passes: the passes then run on
  * kernels that follow the masks as they are at each call, where the

@@ -63,6 +63,7 @@ typedef struct host {
   hx pub;
   float *params; /* pub.params, writable */
   float *gdense; /* n_params: the last backward's gradients, dense (view) */
+  int gedit;     /* gdense was edited: the next sgd applies it */
   uint8_t *dirty; /* per layer: to prepare (prepare's argument) */
   const uint8_t *varies; /* the executor's ir_varying, as of the last prepare */
   rt_graph_fn fwd, bwd; /* the graph driver, or NULL: the schedule, */
@@ -595,6 +596,19 @@ static void grads_dense(const hx *x, float *out) {
   }
 }
 
+/* The inverse: the gradients the next sgd applies, from a dense edit. */
+static void grads_packed(hx *x, const float *in) {
+  const host *e = (const host *)x;
+  memcpy(x->grads, in, (size_t)x->g->n_params * sizeof *in);
+  for (int i = 0; i < x->g->n_layers; i++) {
+    const ir_layer *l = &x->g->layers[i];
+    size_t n;
+    const int32_t *idx = packed_of(e, i, &n);
+    if (!idx) continue;
+    for (size_t j = 0; j < n; j++) x->grads[l->w_off + j] = in[l->w_off + idx[j]];
+  }
+}
+
 static void clear_dact(hx *x);
 
 static double loss_op(hx *x, const ir_label *labels, int grad, int *correct);
@@ -681,6 +695,8 @@ static int host_sgd(rt_backend *b_, float lr, float momentum, float decay) {
   }
   sgd_job j = {x, e->pool ? x->threads : 1, lr, momentum, decay, npk, pk, nsk, sk, e->wc, e->wat};
   double t0 = e->prof ? prof_now() : 0.0;
+  if (e->gedit) grads_packed(x, e->gdense);
+  e->gedit = 0;
   /* new values; the backend's copies of the packed layers' weights that
    * held the old follow them (rt_kernels.wcopy) */
   uint64_t from = e->wgen;
@@ -1363,6 +1379,7 @@ static int host_forward(rt_backend *b) {
 static int host_backward(rt_backend *b) {
   hx *x = (hx *)b;
   host *e = (host *)x;
+  e->gedit = 0;
   if (e->bwd) e->bwd(x);
   else run_calls(x, e->bc, e->nb);
   int rc = op_status(x);
@@ -1457,6 +1474,9 @@ static float *host_edit(rt_backend *b, rt_state which) {
   case RT_MOMENTUM: return x->mom;
   case RT_STATS: return x->stats;
   case RT_GRADS:
+    grads_dense(x, ((host *)x)->gdense);
+    ((host *)x)->gedit = 1;
+    return ((host *)x)->gdense;
   case RT_LOGITS: break;
   }
   return NULL;

@@ -467,7 +467,7 @@ static int sync_for(packed *p, int mode) {
     }
     gather_arch(p);
   }
-  for (int w = RT_PARAMS; w <= RT_STATS; w++)
+  for (int w = RT_PARAMS; w <= RT_GRADS; w++)
     if (p->ahead[w]) gather(p, w);
   return 0;
 }
@@ -567,16 +567,19 @@ static int packed_run(rt_backend *b, const ir_call *calls, int n) {
 
 static int packed_sgd(rt_backend *b, float lr, float momentum, float decay) {
   packed *p = P(b);
+  int edited = p->ahead[RT_GRADS];
   if (sync(p)) return -1;
-  /* g's active parameters outside gc have no gradient; the step at the
-   * bounds decays them all the same (rt_sgd), and so does this */
-  float *w = p->arr[RT_PARAMS], *v = p->arr[RT_MOMENTUM];
+  /* g's active parameters outside gc have no gradient but an edited one;
+   * the step at the bounds decays them all the same (rt_sgd), and so
+   * does this */
+  float *w = p->arr[RT_PARAMS], *v = p->arr[RT_MOMENTUM], *gr = p->arr[RT_GRADS];
   for (int64_t k = 0; k < p->n_outside; k++) {
     int64_t i = p->outside[k];
     if (p->mask && !p->mask[i]) continue;
-    float vi = momentum * v[i] + decay * w[i];
+    float vi = momentum * v[i] + ((edited ? gr[i] : 0.0f) + decay * w[i]);
     v[i] = vi;
     w[i] -= lr * vi;
+    gr[i] = 0.0f;
   }
   stale(p);
   return from_step(p, p->in->i->sgd(p->in, lr, momentum, decay));
@@ -597,9 +600,15 @@ static const float *packed_view(rt_backend *b, rt_state which) {
 
 static float *packed_edit(rt_backend *b, rt_state which) {
   packed *p = P(b);
-  if (which == RT_LOGITS || which == RT_GRADS) return NULL;
+  if (which == RT_LOGITS) return NULL;
+  /* a step that cannot take gradients (the device step's own) */
+  if (which == RT_GRADS && (!p->in || !p->in->i->edit(p->in, RT_GRADS))) return NULL;
   scatter(p, which);
   p->ahead[which] = 1;
+  /* the gradients of the active parameters gc leaves out are 0 until
+   * the caller says otherwise (sgd applies them: packed_sgd) */
+  if (which == RT_GRADS)
+    for (int64_t k = 0; k < p->n_outside; k++) p->arr[RT_GRADS][p->outside[k]] = 0.0f;
   return p->arr[which];
 }
 

@@ -20,6 +20,7 @@ int srch_init(srch_state *s, const ir_graph *g, fe_search method, uint64_t seed)
   s->method = method;
   s->alr = g->cfg.alr;
   s->lr = (float)g->cfg.lr;
+  s->budget = g->cfg.budget;
   rt_rng_seed(&s->rng, seed ^ 0x9a0b1c2dull);
   s->gsum = calloc((size_t)g->n_params, sizeof(float));
   s->gstar = calloc((size_t)g->n_params, sizeof(float));
@@ -197,7 +198,7 @@ static unit *missing_units(const ir_graph *g, const ir_arch *a, int64_t *count) 
 void srch_sizes(const srch_state *s, const ir_arch *a, int64_t *m, int64_t *n) {
   const ir_graph *g = s->g;
   ir_count c = ir_count_params(g, a);
-  int64_t room = g->cfg.budget == INT64_MAX ? c.candidate : g->cfg.budget - c.active;
+  int64_t room = s->budget == INT64_MAX ? c.candidate : s->budget - c.active;
   if (room > c.candidate) room = c.candidate;
   if (room < 0) room = 0;
   int64_t want = s->plan_left > 0 ? (room + s->plan_left - 1) / s->plan_left
@@ -263,12 +264,12 @@ int srch_refill(srch_state *s, rt_exec *x) {
     float bound = 1.0f / sqrtf((float)cost);
     for (int c = 0; c < l->cout && holders < want && live_in > 0; c++) {
       if (row_any(a, l, c)) continue;
-      if (active + cost > g->cfg.budget) break;
+      if (active + cost > s->budget) break;
       int64_t base = l->w_off + c * ir_fan_in(l), got = 0;
       for (int ci = 0; ci < l->cin; ci++) {
         if (!in_live[ci / per]) continue;
         for (int k = 0; k < kk; k += ulen) {
-          if (rt_rng_uniform(&s->rng) >= d || active + got + ulen > g->cfg.budget)
+          if (rt_rng_uniform(&s->rng) >= d || active + got + ulen > s->budget)
             continue;
           int64_t at = base + (int64_t)ci * kk + k;
           rt_exec_set_unit(x, at, ulen, 1, NULL);
@@ -650,5 +651,112 @@ int srch_expand(srch_state *s, rt_exec *x, const srch_batches *b,
   free(stats);
   s->alr *= g->cfg.alr_decay;
   s->expansions++;
+  return rc;
+}
+
+/* ---- the architecture several tasks share ---- */
+
+int srch_expand_shared(srch_state *s, rt_exec *const *xs, int n, const srch_batches *bs,
+                       ir_arch *shared, int64_t trunk_end, srch_event *ev) {
+  const ir_graph *g = xs[0]->g;
+  memset(ev, 0, sizeof *ev);
+  memset(s->per_layer, 0, (size_t)g->n_layers * sizeof(int64_t));
+  if (s->method == FE_SEARCH_FIXED || n < 1) return -1;
+  int64_t m, nn;
+  srch_sizes(s, shared, &m, &nn);
+  if (m <= 0) return -1;
+  /* what no task has, in layers every task has alive (a revival would
+   * give each task identity taps of its own) */
+  ir_arch u;
+  if (ir_arch_init(&u, g)) return -1;
+  int64_t words = (trunk_end + 63) / 64;
+  for (int k = 0; k < n; k++)
+    for (int64_t i = 0; i < words; i++) u.alpha[i] |= xs[k]->arch->alpha[i];
+  for (int li = 0; li < g->n_layers; li++)
+    for (int k = 0; k < n; k++) u.alive[li] &= xs[k]->arch->alive[li];
+  float **gk = calloc((size_t)n, sizeof *gk), **st = calloc((size_t)n, sizeof *st);
+  float *wsave = NULL;
+  uint8_t *on = NULL;
+  unit *cand = NULL;
+  int rc = 0;
+  int64_t before = ir_count_params(g, shared).active, nc = 0;
+  for (int k = 0; gk && st && k < n; k++) {
+    const ir_graph *gt = xs[k]->g;
+    gk[k] = malloc((size_t)gt->n_params * sizeof(float));
+    st[k] = malloc((size_t)(gt->n_stats ? gt->n_stats : 1) * sizeof(float));
+    if (!gk[k] || !st[k]) rc = -1;
+  }
+  if (!gk || !st || rc) goto done;
+  for (int k = 0; k < n; k++) {
+    memcpy(st[k], rt_exec_view(xs[k], RT_STATS), (size_t)xs[k]->g->n_stats * sizeof(float));
+    rt_exec_phase2(xs[k], 1);
+    ev->loss_before += batches_loss(xs[k], &bs[k]);
+  }
+  /* g: the sum of the tasks' gradients, in the trunk's alive layers */
+  memset(s->gsum, 0, (size_t)g->n_params * sizeof(float));
+  for (int k = 0; k < n && rc == 0; k++) {
+    double loss;
+    if (srch_dense_grad(s, xs[k], &bs[k], gk[k], &loss)) rc = -2;
+    for (int64_t i = 0; rc == 0 && i < trunk_end; i++) s->gsum[i] += gk[k][i];
+  }
+  for (int li = 0; rc == 0 && li < g->n_layers; li++) {
+    const ir_layer *l = &g->layers[li];
+    if (weighted(l) && !u.alive[li] && l->w_off < trunk_end) {
+      memset(s->gsum + l->w_off, 0, (size_t)l->n_w * sizeof(float));
+      memset(s->gsum + l->b_off, 0, (size_t)l->cout * sizeof(float));
+    }
+  }
+  if (rc == 0) {
+    nc = srch_add_candidates(g, &u, s->gsum, nn, &cand);
+    on = calloc((size_t)(nc > 0 ? nc : 1) * (size_t)n, 1);
+    if (nc < 0 || !on) rc = -1;
+  }
+  /* W*: in each task, α* at zero, one SGD step on its own gradient; g*
+   * the sum of the tasks' gradients there; W comes back */
+  memset(s->gstar, 0, (size_t)g->n_params * sizeof(float));
+  for (int k = 0; k < n && rc == 0; k++) {
+    rt_exec *x = xs[k];
+    size_t np = (size_t)x->g->n_params;
+    float *w = realloc(wsave, np * sizeof(float));
+    if (!w) { rc = -1; break; }
+    wsave = w;
+    for (int64_t i = 0; i < nc; i++) on[k * nc + i] = activate(x, &cand[i], NULL) > 0;
+    memcpy(wsave, rt_exec_view(x, RT_PARAMS), np * sizeof(float));
+    hyper_step(x, gk[k], s->lr);
+    double loss;
+    if (srch_dense_grad(s, x, &bs[k], gk[k], &loss)) rc = -2;
+    memcpy(rt_exec_params_write(x), wsave, np * sizeof(float));
+    for (int64_t i = 0; i < nc; i++)
+      if (on[k * nc + i]) deactivate(x, &cand[i]);
+    for (int64_t i = 0; rc == 0 && i < trunk_end; i++) s->gstar[i] += gk[k][i];
+  }
+  if (rc == 0) {
+    /* UpdateArch: the m best by |g + g*| join every task, and the
+     * shared architecture, at zero */
+    int64_t nk = srch_update_arch(g, &u, cand, nc, s->gsum, s->gstar, m);
+    for (int64_t i = 0; i < nk; i++) {
+      for (int k = 0; k < n; k++) activate(xs[k], &cand[i], NULL);
+      for (int32_t j = 0; j < cand[i].len; j++) ir_alpha_set(shared, cand[i].start + j, 1);
+      s->per_layer[cand[i].layer] += cand[i].len;
+    }
+    ev->active = ir_count_params(g, shared).active;
+    ev->added = ev->active - before;
+    ev->per_layer = s->per_layer;
+    if (ev->added <= 0) rc = -1;
+  }
+  for (int k = 0; k < n; k++) {
+    if (rc != -2) ev->loss_after += batches_loss(xs[k], &bs[k]);
+    memcpy(rt_exec_edit(xs[k], RT_STATS), st[k], (size_t)xs[k]->g->n_stats * sizeof(float));
+    rt_exec_phase2(xs[k], 0);
+  }
+  s->alr *= g->cfg.alr_decay;
+  s->expansions++;
+done:
+  for (int k = 0; k < n; k++) {
+    if (gk) free(gk[k]);
+    if (st) free(st[k]);
+  }
+  free(gk), free(st), free(wsave), free(on), free(cand);
+  ir_arch_free(&u);
   return rc;
 }

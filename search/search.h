@@ -89,6 +89,8 @@ typedef struct srch_state {
   int plan_left;        /* plan: expansions left, this one included
                          * (srch_beats_left); 0: m from Alr (the caller's) */
   int expansions;
+  int64_t budget;       /* the most active parameters of the architecture it
+                         * grows (the model's budget; a task's: multi-task) */
   rt_rng rng;
   float *gsum;          /* n_params: dense gradient at W */
   float *gstar;         /* n_params: dense gradient at W* */
@@ -125,6 +127,18 @@ int srch_refill(srch_state *s, rt_exec *x);
  * failed (s->err says why). Decays Alr. */
 int srch_expand(srch_state *s, rt_exec *x, const srch_batches *b,
                 srch_event *ev);
+
+/* Phase II of the architecture that several tasks share (multi-task):
+ * the tasks' executors xs[0..n) over one super-network, each with its
+ * phase II batches bs[k], and shared, the shared α (the caller's: it
+ * gains what is grown, as every task's exec does). Candidates are the
+ * units below trunk_end (the classifier's first parameter) that no task
+ * has, scored by the sum of the tasks' gradients; W* is one SGD step in
+ * each task on its own gradient, and g* the sum of the tasks' at W*.
+ * s->budget caps |shared|. Returns what srch_expand does; ev's losses are
+ * the tasks' sums. */
+int srch_expand_shared(srch_state *s, rt_exec *const *xs, int n, const srch_batches *bs,
+                       ir_arch *shared, int64_t trunk_end, srch_event *ev);
 
 /* AddCandidates: the missing units with the largest |g| (ties: lowest
  * parameter index), as many as fit in n parameters, counting the identity
