@@ -8,9 +8,10 @@
 
 #include "ir/ir.h"
 
-/* Version 2 appends CFG_INTS_2 to the configuration, version 3 CFG_INTS_3;
- * older files read with their defaults. */
-enum { IR_VERSION = 3, IR_VERSION_MIN = 1 };
+/* Version 2 appends CFG_INTS_2 to the configuration, version 3 CFG_INTS_3,
+ * version 4 the tasks (n_tasks, shared, then each task); older files read
+ * with their defaults (no tasks). */
+enum { IR_VERSION = 4, IR_VERSION_MIN = 1 };
 static const char IR_MAGIC[8] = {'I', 'L', 'N', 'A', 'S', 'I', 'R', '1'};
 
 typedef struct wbuf {
@@ -116,6 +117,9 @@ static void get_str(rbuf *r, char *dst, size_t max) {
   X(freeze_last) X(grow_batches) X(n_items)
 #define CFG_INTS_2(X) X(grow_plan)
 #define CFG_INTS_3(X) X(resize_h) X(resize_w) X(channels)
+/* a task: its name and data path, these, then its test split */
+#define TASK_INTS(X)                                                           \
+  X(classes) X(data) X(aug_crop) X(aug_flip) X(resize_h) X(resize_w) X(channels)
 #define CFG_F64S(X)                                                            \
   X(density) X(test_split) X(lr) X(step_gamma) X(momentum) X(decay) X(alr)    \
   X(alr_decay) X(candidates) X(flat)
@@ -149,6 +153,17 @@ int ir_serialize(const ir_graph *g, const ir_arch *a, uint8_t **buf, size_t *n) 
   CFG_INTS_2(W)
   CFG_INTS_3(W)
 #undef W
+  put_i64(&w, m->n_tasks);
+  put_f64(&w, m->shared);
+  for (int i = 0; i < m->n_tasks; i++) {
+    const fe_task *t = &m->tasks[i];
+    put_str(&w, t->name, sizeof t->name);
+    put_str(&w, t->data_path, sizeof t->data_path);
+#define W(f) put_i64(&w, t->f);
+    TASK_INTS(W)
+#undef W
+    put_f64(&w, t->test_split);
+  }
   put_i64(&w, m->budget);
   put_u64(&w, m->seed);
   for (int i = 0; i < m->n_items; i++) {
@@ -216,6 +231,39 @@ static int name_ok(const char *s, int path) {
 
 static int finite_in(double v, double lo, double hi) { return v == v && v >= lo && v <= hi; }
 
+/* The tasks: none, or two to FE_MAX_TASKS with distinct names and fields
+ * bounded as the model's are; shared in [0, 1), and 0 without tasks. */
+static void check_tasks(rbuf *r, const fe_model *m) {
+  if (m->n_tasks < 0 || m->n_tasks == 1 || m->n_tasks > FE_MAX_TASKS) {
+    fail(r, "IR cfg.n_tasks %d is neither 0 nor 2 to %d", m->n_tasks, FE_MAX_TASKS);
+    return;
+  }
+  if (!finite_in(m->shared, 0, 1) || m->shared == 1 || (m->n_tasks == 0 && m->shared != 0))
+    fail(r, "IR cfg.shared %g is outside [0, 1) or set without tasks", m->shared);
+  for (int i = 0; i < m->n_tasks && !r->bad; i++) {
+    const fe_task *t = &m->tasks[i];
+    if (!t->name[0] || !name_ok(t->name, 0))
+      fail(r, "IR task %d: its name is empty or has characters a name cannot have", i);
+    for (int j = 0; j < i && !r->bad; j++)
+      if (strcmp(m->tasks[j].name, t->name) == 0)
+        fail(r, "IR task %d: its name '%s' is task %d's too", i, t->name, j);
+    if (!r->bad && !name_ok(t->data_path, 1))
+      fail(r, "IR task %d (%s): its data path has control characters", i, t->name);
+    struct { const char *what; int v, lo, hi; } ints[] = {
+        {"classes", t->classes, 1, 65536},    {"data", t->data, 0, FE_DATA_DOWNSAMPLED},
+        {"aug_crop", t->aug_crop, 0, 4096},   {"aug_flip", t->aug_flip, 0, 1},
+        {"resize_h", t->resize_h, 0, 4096},   {"resize_w", t->resize_w, 0, 4096},
+        {"channels", t->channels, 0, 3},
+    };
+    for (size_t k = 0; k < sizeof ints / sizeof *ints && !r->bad; k++)
+      if (ints[k].v < ints[k].lo || ints[k].v > ints[k].hi)
+        fail(r, "IR task %d (%s): %s %d is outside [%d, %d]", i, t->name, ints[k].what,
+             ints[k].v, ints[k].lo, ints[k].hi);
+    if (!r->bad && !finite_in(t->test_split, 0, 1))
+      fail(r, "IR task %d (%s): test_split %g is outside [0, 1]", i, t->name, t->test_split);
+  }
+}
+
 static void check_cfg(rbuf *r, const fe_model *m) {
   if (!name_ok(m->name, 0)) fail(r, "IR model name has characters a model name cannot have");
   if (!name_ok(m->data_path, 1)) fail(r, "IR data path has control characters");
@@ -248,6 +296,7 @@ static void check_cfg(rbuf *r, const fe_model *m) {
       fail(r, "IR %s %g is outside [%g, %g]", reals[i].what, reals[i].v, reals[i].lo,
            reals[i].hi);
   if (m->budget < 0) fail(r, "IR cfg.budget %lld is negative", (long long)m->budget);
+  check_tasks(r, m);
   for (int i = 0; i < m->n_items && !r->bad; i++) {
     const fe_item *it = &m->items[i];
     if (!name_ok(it->name, 0)) fail(r, "IR item %d: its name has characters a name cannot have", i);
@@ -521,6 +570,19 @@ ir_graph *ir_deserialize(const uint8_t *buf, size_t n, char *err,
 #define R(f) m->f = version >= 3 ? get_int(&r, 0, INT32_MAX, #f) : 0;
   CFG_INTS_3(R)
 #undef R
+  if (version >= 4) {
+    m->n_tasks = get_int(&r, 0, FE_MAX_TASKS, "n_tasks");
+    m->shared = get_f64(&r);
+  }
+  for (int i = 0; i < m->n_tasks && !r.bad; i++) {
+    fe_task *t = &m->tasks[i];
+    get_str(&r, t->name, sizeof t->name);
+    get_str(&r, t->data_path, sizeof t->data_path);
+#define R(f) t->f = get_int(&r, 0, INT32_MAX, #f);
+    TASK_INTS(R)
+#undef R
+    t->test_split = get_f64(&r);
+  }
   m->budget = get_i64(&r);
   m->seed = get_u64(&r);
   if (m->n_items > FE_MAX_ITEMS) fail(&r, "IR has %d items", m->n_items);

@@ -74,6 +74,89 @@ static void round_trip(const char *name, ir_graph *g) {
   ir_free(h);
 }
 
+/* A model of several tasks: n_tasks, shared and every task's fields come
+ * back from the binary form (locations are not kept, as the model's are
+ * not). */
+static void check_tasks(void) {
+  static const char src[] =
+      "model pair {\n"
+      "  input 1x28x28;\n"
+      "  search weight budget 20k shared 0.3 from density 0.25 seed 1;\n"
+      "  stage conv { layers 1..2 channels 4..8 }\n"
+      "  reduce maxpool 2;\n"
+      "  stage linear { width 16..32 }\n"
+      "  task fashion { classes 10; }\n"
+      "  task digits { classes 12; }\n"
+      "  task rgb { classes 3; }\n"
+      "}\n"
+      "data fashion idx \"/usr/share/datasets/fashion-mnist\" augment flip;\n"
+      "data digits digits-csv \"digits.csv.gz\" resize 28x28 split 0.25;\n"
+      "data rgb cifar10 \"c\" channels 1 resize 28 augment crop 2;\n";
+  char *diag = NULL, err[256];
+  ir_graph *g = build("tasks.ilnas", src, &diag);
+  CHECK(g, "tasks.ilnas: %s", diag);
+  free(diag);
+  if (!g) return;
+  round_trip("tasks.ilnas", g);
+  uint8_t *b;
+  size_t n;
+  CHECK(ir_serialize(g, NULL, &b, &n) == 0, "tasks.ilnas: serialize");
+  ir_graph *h = ir_deserialize(b, n, err, sizeof err);
+  CHECK(h, "tasks.ilnas: deserialize: %s", err);
+  free(b);
+  if (!h) {
+    ir_free(g);
+    return;
+  }
+  const fe_model *m = &g->cfg, *k = &h->cfg;
+  CHECK(k->n_tasks == 3 && m->n_tasks == 3, "n_tasks %d, %d", m->n_tasks, k->n_tasks);
+  CHECK(k->shared == 0.3, "shared %g", k->shared);
+  CHECK(k->classes == 10 && k->data == FE_DATA_IDX && k->aug_flip == 1, "the model's data");
+  for (int i = 0; i < 3; i++) {
+    const fe_task *a = &m->tasks[i], *t = &k->tasks[i];
+    CHECK(strcmp(a->name, t->name) == 0 && a->classes == t->classes && a->data == t->data &&
+              strcmp(a->data_path, t->data_path) == 0 && a->aug_crop == t->aug_crop &&
+              a->aug_flip == t->aug_flip && a->test_split == t->test_split &&
+              a->resize_h == t->resize_h && a->resize_w == t->resize_w &&
+              a->channels == t->channels,
+          "task %d (%s) differs after the round trip", i, a->name);
+  }
+  CHECK(strcmp(k->tasks[1].name, "digits") == 0 && k->tasks[1].classes == 12 &&
+            k->tasks[1].data == FE_DATA_DIGITS_CSV && k->tasks[1].test_split == 0.25 &&
+            k->tasks[1].resize_h == 28 && k->tasks[2].channels == 1 && k->tasks[2].aug_crop == 2,
+        "task fields read back");
+  ir_free(h);
+  ir_free(g);
+}
+
+/* An IR that version 3 wrote (before tasks; golden/v3.irbin, of
+ *   model v3 { input 1x8x8; classes 10; search weight budget 2k from density
+ *   0.5 seed 3; stage conv { layers 1..2 channels 2..4 kernel 3 }
+ *   reduce maxpool 2; stage linear { width 4..8 } }
+ *   data digits-csv "digits.csv.gz" resize 8x8 split 0.25;)
+ * reads with no tasks. */
+static void check_v3(const char *dir) {
+  char path[1024], err[256];
+  snprintf(path, sizeof path, "%s/v3.irbin", dir);
+  size_t n;
+  char *b = slurp(path, &n);
+  CHECK(b, "%s: cannot read", path);
+  if (!b) return;
+  ir_graph *g = ir_deserialize((const uint8_t *)b, n, err, sizeof err);
+  CHECK(g, "%s: %s", path, err);
+  if (g) {
+    const fe_model *m = &g->cfg;
+    CHECK(m->n_tasks == 0 && m->shared == 0, "v3: n_tasks %d, shared %g", m->n_tasks, m->shared);
+    CHECK(strcmp(m->name, "v3") == 0 && m->classes == 10 && m->budget == 2000 &&
+              m->data == FE_DATA_DIGITS_CSV && strcmp(m->data_path, "digits.csv.gz") == 0 &&
+              m->resize_h == 8 && m->resize_w == 8 && m->test_split == 0.25,
+          "v3: the configuration read back wrong");
+    round_trip("v3.irbin", g);
+  }
+  ir_free(g);
+  free(b);
+}
+
 /* Kernel granularity: every kernel is all on or all off. */
 static void check_kernels_whole(const ir_graph *g) {
   if (g->cfg.gran != FE_GRAN_KERNEL) return;
@@ -200,6 +283,8 @@ int main(int argc, char **argv) {
     free(src), free(diag), free(out), free(names[i]);
   }
   CHECK(tested >= 3, "only %d golden files found in %s", tested, dir);
+  check_tasks();
+  check_v3(dir);
   if (failures) fprintf(stderr, "%d failures\n", failures);
   else printf("ok: %d golden files\n", tested);
   return failures != 0;

@@ -90,6 +90,26 @@ static void e_gran(ir_graph *g) { g->cfg.gran = 7; }
 static void e_budget(ir_graph *g) { g->cfg.budget = -1; }
 static void e_k(ir_graph *g) { L("conv1.0")->k = 1 << 20; }
 static void e_pad(ir_graph *g) { L("conv1.0")->pad = 3; }
+/* two valid tasks, a and b; the edits below break one thing in them */
+static void two_tasks(ir_graph *g) {
+  g->cfg.n_tasks = 2;
+  g->cfg.shared = 0.2;
+  for (int i = 0; i < 2; i++) {
+    fe_task *t = &g->cfg.tasks[i];
+    snprintf(t->name, sizeof t->name, "%c", 'a' + i);
+    snprintf(t->data_path, sizeof t->data_path, "d%d", i);
+    t->classes = 10;
+    t->test_split = 0.2;
+  }
+}
+static void e_one_task(ir_graph *g) { two_tasks(g), g->cfg.n_tasks = 1; }
+static void e_shared_alone(ir_graph *g) { g->cfg.shared = 0.5; }
+static void e_shared_one(ir_graph *g) { two_tasks(g), g->cfg.shared = 1; }
+static void e_task_name(ir_graph *g) { two_tasks(g), strcpy(g->cfg.tasks[1].name, "a*/b"); }
+static void e_task_twice(ir_graph *g) { two_tasks(g), strcpy(g->cfg.tasks[1].name, "a"); }
+static void e_task_classes(ir_graph *g) { two_tasks(g), g->cfg.tasks[0].classes = 0; }
+static void e_task_split(ir_graph *g) { two_tasks(g), g->cfg.tasks[1].test_split = 0.0 / 0.0; }
+static void e_task_path(ir_graph *g) { two_tasks(g), strcpy(g->cfg.tasks[1].data_path, "x\ny"); }
 #undef L
 
 static const struct {
@@ -128,6 +148,14 @@ static const struct {
     {"negative budget", "cfg.budget", e_budget},
     {"k 2^20", "conv1.0", e_k},
     {"pad >= k", "conv1.0", e_pad},
+    {"one task", "cfg.n_tasks 1", e_one_task},
+    {"shared without tasks", "cfg.shared", e_shared_alone},
+    {"shared 1", "cfg.shared 1", e_shared_one},
+    {"a task's name", "task 1", e_task_name},
+    {"two tasks of one name", "task 0's", e_task_twice},
+    {"a task's classes 0", "classes 0", e_task_classes},
+    {"a task's split NaN", "test_split", e_task_split},
+    {"a task's path", "data path", e_task_path},
 };
 enum { N_CASES = sizeof CASES / sizeof *CASES };
 
@@ -170,6 +198,9 @@ int main(void) {
   {
     ir_graph *h = copy(g);
     CHECK(h, "the unedited graph is refused");
+    ir_graph *t = h ? (two_tasks(h), copy(h)) : NULL;
+    CHECK(t && t->cfg.n_tasks == 2, "two valid tasks are refused");
+    ir_free(t);
     ir_free(h);
     ir_graph *lg;
     rt_exec *ly;
