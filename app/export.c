@@ -1106,7 +1106,7 @@ int app_export(const char *ckpt, const app_export_opts *o, app_export_stats *sta
   ir_graph *g;
   rt_exec *x;
   app_train_state st;
-  if (app_ckpt_load(ckpt, 1, 1, NULL, &g, &x, &st, err, errlen)) return -1;
+  if (app_ckpt_load_task(ckpt, o->task, 1, 1, NULL, &g, &x, &st, err, errlen)) return -1;
   int rc;
   if (st.epoch <= 0)
     rc = rt_fail(err, errlen,

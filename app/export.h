@@ -40,6 +40,8 @@ typedef struct app_export_opts {
   int dense;                 /* store every weight between live channels, zeros
                                 included: the masked-dense network, for size
                                 comparisons; computes the same function */
+  const char *task;          /* a multi-task checkpoint's task to export (its
+                                name); NULL for a single-task checkpoint */
 } app_export_opts;
 
 typedef struct app_export_stats {

@@ -26,8 +26,8 @@ static void usage_main(FILE *f, const ir_graph *g) {
           "commands:\n"
           "  train          train (and grow) the network, write RUN_DIR/metrics.jsonl\n"
           "                 and RUN_DIR/final.ckpt\n"
-          "  eval CKPT      test accuracy of a checkpoint\n"
-          "  info CKPT      per-layer table of a checkpoint\n"
+          "  eval CKPT      test accuracy of a checkpoint (of each task, with tasks)\n"
+          "  info CKPT      per-layer table of a checkpoint (of each task, with tasks)\n"
           "  export --c CKPT -o FILE.c | --cuda CKPT -o FILE.cu\n"
           "                 the trained network as fixed-architecture C or CUDA\n"
           "                 source with its header FILE.h (no ilnas runtime needed)\n"
@@ -275,7 +275,9 @@ static void usage_export(FILE *f) {
           "                            (default %d; 0: always)\n"
           "  --dense                   store every weight between live channels, zeros\n"
           "                            included (the masked-dense network, to compare\n"
-          "                            sizes); computes the same function\n",
+          "                            sizes); computes the same function\n"
+          "  --task NAME               the network of task NAME, of a model with tasks\n"
+          "                            (one network per task: export each)\n",
           prog, prog, (int)APP_EXPORT_THRESHOLD);
 }
 
@@ -303,6 +305,8 @@ static int cmd_export(int argc, char **argv) {
       o.weights_threshold = v;
     } else if (strcmp(a, "--dense") == 0) {
       o.dense = 1;
+    } else if (strcmp(a, "--task") == 0) {
+      if (str_arg(argc, argv, &i, &o.task)) return 2;
     } else {
       fprintf(stderr, "%s: error: unexpected argument '%s' for export (see --help)\n",
               prog, a);

@@ -54,6 +54,12 @@ int run_ckpt_get(const rt_ckpt *c, const char *path, int task, int cap, int thre
                  const char *backend, ir_graph **g, rt_exec **x, app_train_state *st,
                  char *err, size_t errlen);
 
+/* Which of c's networks `task` names: -1 for a single-task checkpoint
+ * (task NULL), the task's index in a multi-task one; -2 with a message
+ * when it names none of them (or none is named, or c has no tasks). */
+int run_task_index(const rt_ckpt *c, const char *path, const char *task, char *err,
+                   size_t errlen);
+
 /* Multi-task (tasks.c): app_train, app_eval and app_info of a model or a
  * checkpoint with tasks. */
 int run_train_tasks(ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd, const app_train_opts *o);

@@ -448,6 +448,7 @@ static int train_epoch(mt_run *r, double *start) {
   for (int k = 0; k < r->n; k++) {
     xs[k] = r->t[k].x;
     r->t[k].loss_sum = 0, r->t[k].seen = r->t[k].correct = 0;
+    r->t[k].left = 0; /* every task starts a pass with the epoch */
   }
   for (int s = 0; s < r->steps; s++) {
     for (int k = 0; k < r->n; k++) {
@@ -560,7 +561,6 @@ static int grow(mt_run *r) {
     if (run_phase2_batches(&t->view, &t->train, &t->nm, r->loaders, &t->st.rng, &pb[k], t->pbuf,
                            t->plab, t->order))
       return -1;
-    t->left = 0; /* phase II drew on its order: a new pass */
   }
   int plan = r->sched.plan ? srch_beats_left(&r->sched, done) : 0;
   srch_event ev;
@@ -802,10 +802,10 @@ int run_info_tasks(const rt_ckpt *c, const char *path, FILE *out) {
   const fe_model *m = &mg->cfg;
   int64_t shared = ir_count_params(mg, &mg->arch).active, stored = shared;
   int rc = 0;
-  fprintf(out, "model %s  (%s granularity, %d tasks, shared %g of each task's budget %s)\n",
-          m->name, m->gran == FE_GRAN_KERNEL ? "kernel" : "weight", m->n_tasks, m->shared,
-          m->budget == INT64_MAX ? "(none)" : "");
-  if (m->budget != INT64_MAX) fprintf(out, "  budget %" PRId64 "\n", m->budget);
+  fprintf(out, "model %s  (%s granularity, %d tasks, shared %g of each task's budget, ",
+          m->name, m->gran == FE_GRAN_KERNEL ? "kernel" : "weight", m->n_tasks, m->shared);
+  if (m->budget == INT64_MAX) fprintf(out, "no budget)\n");
+  else fprintf(out, "budget %" PRId64 ")\n", m->budget);
   for (int k = 0; k < m->n_tasks; k++) {
     char err[1024];
     ir_graph *g;
@@ -830,4 +830,37 @@ int run_info_tasks(const rt_ckpt *c, const char *path, FILE *out) {
             " for the tasks' networks apart\n", stored, shared, stored + (m->n_tasks - 1) * shared);
   ir_free(mg);
   return rc;
+}
+
+int run_task_index(const rt_ckpt *c, const char *path, const char *task, char *err,
+                   size_t errlen) {
+  if (!rt_ckpt_get(c, "MTST", NULL)) {
+    if (!task) return -1;
+    snprintf(err, errlen, "%s: the checkpoint of a single-task model has no task '%s'", path,
+             task);
+    return -2;
+  }
+  ir_graph *mg = tasks_ir(c, path);
+  if (!mg) {
+    snprintf(err, errlen, "%s: a damaged multi-task checkpoint", path);
+    return -2;
+  }
+  const fe_model *m = &mg->cfg;
+  int k = 0;
+  while (task && k < m->n_tasks && strcmp(m->tasks[k].name, task) != 0) k++;
+  if (!task || k == m->n_tasks) {
+    char names[FE_MAX_TASKS * (FE_NAME_MAX + 2)] = "";
+    for (int i = 0; i < m->n_tasks; i++)
+      snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s", i ? ", " : "",
+               m->tasks[i].name);
+    if (task)
+      snprintf(err, errlen, "%s: model '%s' has no task '%s' (its tasks: %s)", path, m->name,
+               task, names);
+    else
+      snprintf(err, errlen, "%s: model '%s' has tasks (%s); name one with --task NAME", path,
+               m->name, names);
+    k = -2;
+  }
+  ir_free(mg);
+  return k;
 }

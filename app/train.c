@@ -1162,15 +1162,22 @@ int run_ckpt_get(const rt_ckpt *c, const char *path, int task, int cap, int thre
   return 0;
 }
 
-int app_ckpt_load(const char *path, int cap, int threads, const char *backend,
-                 ir_graph **gp, rt_exec **xp, app_train_state *st, char *err,
-                 size_t errlen) {
+int app_ckpt_load_task(const char *path, const char *task, int cap, int threads,
+                       const char *backend, ir_graph **gp, rt_exec **xp, app_train_state *st,
+                       char *err, size_t errlen) {
   *gp = NULL, *xp = NULL;
   rt_ckpt *c = rt_ckpt_read(path, err, errlen);
   if (!c) return -1;
-  int rc = run_ckpt_get(c, path, -1, cap, threads, backend, gp, xp, st, err, errlen);
+  int k = run_task_index(c, path, task, err, errlen);
+  int rc = k < -1 ? -1 : run_ckpt_get(c, path, k, cap, threads, backend, gp, xp, st, err, errlen);
   rt_ckpt_free(c);
   return rc;
+}
+
+int app_ckpt_load(const char *path, int cap, int threads, const char *backend,
+                 ir_graph **gp, rt_exec **xp, app_train_state *st, char *err,
+                 size_t errlen) {
+  return app_ckpt_load_task(path, NULL, cap, threads, backend, gp, xp, st, err, errlen);
 }
 
 int app_ckpt_classes(const char *path, char **names, char *err, size_t errlen) {

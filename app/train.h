@@ -85,6 +85,12 @@ int app_ckpt_load(const char *path, int cap, int threads, const char *backend,
                  ir_graph **g, rt_exec **x, app_train_state *st, char *err,
                  size_t errlen);
 
+/* The same for one task of a multi-task checkpoint (task: its name; NULL
+ * for a single-task checkpoint, which has none). */
+int app_ckpt_load_task(const char *path, const char *task, int cap, int threads,
+                       const char *backend, ir_graph **g, rt_exec **x, app_train_state *st,
+                       char *err, size_t errlen);
+
 /* The class names a checkpoint was trained on, one per line, in *names
  * (malloc'd), or NULL when it has none. 0, or -1 with a message. */
 int app_ckpt_classes(const char *path, char **names, char *err, size_t errlen);
