@@ -401,7 +401,7 @@ static int load_cifar_files(char paths[][PATH_LEN], int nfiles, int classes, rt_
   }
   if (total > INT_MAX) return rt_fail(err, errlen, "%s: too many records", what);
   if (alloc_dataset(d, (int)total, 3, 32, 32, err, errlen, what)) return -1;
-  d->classes = 10;
+  d->classes = classes;
   for (int i = 0, at = 0; i < nfiles; at += counts[i], i++)
     if (cifar_read(paths[i], counts[i], classes, d, at, err, errlen)) {
       rt_dataset_free(d);
@@ -473,7 +473,7 @@ static int load_stl_split(const char *dir, const char *xname, const char *yname,
     free(lab); free(px);
     return -1;
   }
-  d->classes = 10;
+  d->classes = classes;
   for (int i = 0; i < n; i++) d->y[i] = (ir_label)(lab[i] - 1);
   /* The official files were written from MATLAB, column-major: within a
    * channel plane the row index varies fastest. Transpose each plane. */
@@ -611,8 +611,8 @@ static int parse_row(const char *path, long line, const char *s, const char *end
   return 0;
 }
 
-static void digits_to_dataset(const uint8_t *rows, int n, rt_dataset *d) {
-  d->classes = 10;
+static void digits_to_dataset(const uint8_t *rows, int n, int classes, rt_dataset *d) {
+  d->classes = classes;
   for (int i = 0; i < n; i++) {
     bytes_to_floats(d->x + (size_t)i * DIG_PX, rows + (size_t)i * DIG_COLS, DIG_PX, 1.0f / 16.0f);
     d->y[i] = rows[(size_t)i * DIG_COLS + DIG_PX];
@@ -661,8 +661,8 @@ static int load_digits(const char *path, double split, int classes, rt_dataset *
     rt_dataset_free(train); free(rows);
     return -1;
   }
-  digits_to_dataset(rows, ntrain, train);
-  digits_to_dataset(rows + (size_t)ntrain * DIG_COLS, (int)ntest, test);
+  digits_to_dataset(rows, ntrain, classes, train);
+  digits_to_dataset(rows + (size_t)ntrain * DIG_COLS, (int)ntest, classes, test);
   free(rows);
   return 0;
 }
