@@ -1,6 +1,7 @@
 /* plot.c: training curves of one or more runs as one SVG: training loss,
- * test accuracy and active parameters against epochs, a line per run, so
- * ILNAS, random and fixed can be compared at a glance. */
+ * test accuracy and active parameters against epochs, a line per run (per
+ * task of a multi-task run), so ILNAS, random and fixed can be compared at
+ * a glance. */
 #include "app/plot.h"
 
 #include <errno.h>
@@ -12,8 +13,10 @@
 
 enum { MAX_EPOCHS = 4096 };
 
+enum { MAX_TASKS = 8 };
+
 typedef struct series {
-  const char *name;
+  char name[4200];
   int n;
   double epoch[MAX_EPOCHS], loss[MAX_EPOCHS], acc[MAX_EPOCHS], params[MAX_EPOCHS];
 } series;
@@ -29,7 +32,41 @@ static double field(const char *line, const char *key) {
   return end == p + strlen(pat) ? NAN : v;
 }
 
-static int load(const char *dir, series *s, char *err, size_t errlen) {
+/* A multi-task metrics line's object of task `task` ("tasks": {"NAME": {...}}):
+ * its text copied into out (NUL-terminated), 0; -1 when it has none. */
+static int task_object(const char *line, const char *task, char *out, size_t len) {
+  const char *p = strstr(line, "\"tasks\": {");
+  char pat[80];
+  snprintf(pat, sizeof pat, "\"%.64s\": {", task);
+  p = p ? strstr(p, pat) : NULL;
+  const char *end = p ? strchr(p, '}') : NULL;
+  if (!end || (size_t)(end - p) >= len) return -1;
+  memcpy(out, p, (size_t)(end - p)), out[end - p] = 0;
+  return 0;
+}
+
+/* The task names of a multi-task metrics line, in order; their count. */
+static int task_names(const char *line, char names[][64]) {
+  const char *p = strstr(line, "\"tasks\": {");
+  int n = 0;
+  if (!p) return 0;
+  p += strlen("\"tasks\": {");
+  while (n < MAX_TASKS && *p == '"') {
+    const char *q = strchr(p + 1, '"');
+    if (!q || q - p - 1 >= 64) break;
+    memcpy(names[n], p + 1, (size_t)(q - p - 1)), names[n][q - p - 1] = 0;
+    n++;
+    const char *end = strchr(q, '}');
+    if (!end) break;
+    p = end + 1;
+    if (strncmp(p, ", ", 2) != 0) break;
+    p += 2;
+  }
+  return n;
+}
+
+/* Run dir's curves, or (task non-NULL) one task's of a multi-task run. */
+static int load(const char *dir, const char *task, series *s, char *err, size_t errlen) {
   char path[4096], line[4096];
   snprintf(path, sizeof path, "%s/metrics.jsonl", dir);
   FILE *f = fopen(path, "r");
@@ -37,7 +74,8 @@ static int load(const char *dir, series *s, char *err, size_t errlen) {
     snprintf(err, errlen, "cannot read '%s': %s", path, strerror(errno));
     return -1;
   }
-  s->name = dir, s->n = 0;
+  snprintf(s->name, sizeof s->name, "%s%s%s", dir, task ? ": " : "", task ? task : "");
+  s->n = 0;
   int lineno = 0;
   while (fgets(line, sizeof line, f) && s->n < MAX_EPOCHS) {
     lineno++;
@@ -48,10 +86,18 @@ static int load(const char *dir, series *s, char *err, size_t errlen) {
       snprintf(err, errlen, "%s:%d: not a metrics line (no \"epoch\")", path, lineno);
       return -1;
     }
+    char obj[1024];
+    const char *at = line;
+    if (task && task_object(line, task, obj, sizeof obj) == 0) at = obj;
+    else if (task) {
+      fclose(f);
+      snprintf(err, errlen, "%s:%d: no task '%s' in the line", path, lineno, task);
+      return -1;
+    }
     s->epoch[s->n] = e;
-    s->loss[s->n] = field(line, "train_loss");
-    s->acc[s->n] = field(line, "test_acc");
-    s->params[s->n] = field(line, "active_params");
+    s->loss[s->n] = field(at, "train_loss");
+    s->acc[s->n] = field(at, "test_acc");
+    s->params[s->n] = field(at, "active_params");
     s->n++;
   }
   fclose(f);
@@ -105,19 +151,30 @@ static void panel(FILE *o, const series *s, int ns, int which, double x0,
 
 int app_plot(const char *const *dirs, int ndirs, const char *out_path, char *err,
             size_t errlen) {
-  series *s = calloc((size_t)ndirs, sizeof *s);
+  series *s = calloc((size_t)ndirs * MAX_TASKS, sizeof *s);
   if (!s) {
     snprintf(err, errlen, "out of memory");
     return -1;
   }
   double max_epoch = 1;
+  int ns = 0;
   for (int k = 0; k < ndirs; k++) {
-    if (load(dirs[k], &s[k], err, errlen)) {
-      free(s);
-      return -1;
+    /* a multi-task run: a line per task */
+    char path[4096], line[4096] = "", names[MAX_TASKS][64];
+    snprintf(path, sizeof path, "%s/metrics.jsonl", dirs[k]);
+    FILE *f = fopen(path, "r");
+    if (f && !fgets(line, sizeof line, f)) line[0] = 0;
+    if (f) fclose(f);
+    int nt = task_names(line, names);
+    for (int t = 0; t < (nt ? nt : 1); t++, ns++) {
+      if (load(dirs[k], nt ? names[t] : NULL, &s[ns], err, errlen)) {
+        free(s);
+        return -1;
+      }
+      max_epoch = fmax(max_epoch, s[ns].epoch[s[ns].n - 1]);
     }
-    max_epoch = fmax(max_epoch, s[k].epoch[s[k].n - 1]);
   }
+  ndirs = ns;
   /* written beside the destination, renamed into place when complete */
   char tmp[4096];
   snprintf(tmp, sizeof tmp, "%s.tmp.%ld", out_path, (long)getpid());

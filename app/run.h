@@ -29,8 +29,10 @@ int run_make_dir(const char *dir);
 void run_shuffle(int *idx, int n, rt_rng *rng);
 int run_phase2_batches(const fe_model *m, const rt_dataset *d, const rt_norm *nm, int loaders,
                        rt_rng *rng, srch_batches *b, float *xbuf, ir_label *ybuf, int *idx);
-/* One expansion's metrics line. */
-void run_log_expand(FILE *f, const ir_graph *g, int epoch, const srch_event *ev, double secs);
+/* One expansion's metrics line; task: a multi-task run's ("shared" or
+ * the task's name), NULL for a single task. */
+void run_log_expand(FILE *f, const ir_graph *g, const char *task, int epoch,
+                    const srch_event *ev, double secs);
 /* info's table: every weighted layer's shape, active parameters and
  * state under architecture a. */
 void run_layer_table(const ir_graph *g, const ir_arch *a, FILE *out);

@@ -573,6 +573,12 @@ static int grow(mt_run *r) {
       fprintf(stderr, "error: phase II (shared): %s\n", r->ss.err);
       return -1;
     }
+    if (rc == 0 && (!isfinite(ev.loss_before) || !isfinite(ev.loss_after))) {
+      fprintf(stderr, "error: phase II (shared): the loss is not finite; the networks diverged "
+              "(try a smaller learning rate than %g)\n", m->lr);
+      return -1;
+    }
+    if (rc == 0) run_log_expand(r->metrics, r->t[0].g, "shared", done, &ev, run_now() - tg);
     if (rc == 0 && !r->o->quiet)
       fprintf(stderr, "  shared: grew %" PRId64 " parameters to %" PRId64 "  loss %.4f -> %.4f"
               "  %.1fs\n", ev.added, ev.active, ev.loss_before / r->n, ev.loss_after / r->n,
@@ -601,13 +607,14 @@ static int grow(mt_run *r) {
                 "diverged (try a smaller learning rate than %g)\n", t->name, m->lr);
         return -1;
       }
+      run_log_expand(r->metrics, t->g, t->name, done, &ev, run_now() - tk);
       if (!r->o->quiet)
         fprintf(stderr, "  %s: grew %" PRId64 " parameters to %" PRId64 " (%d new nodes, %d "
                 "new layers) loss %.4f -> %.4f  %.1fs\n", t->name, ev.added, ev.active,
                 ev.new_nodes, ev.new_layers, ev.loss_before, ev.loss_after, run_now() - tk);
     }
   }
-  return 0;
+  return flush_metrics(r);
 }
 
 static int save(mt_run *r, const char *name) {

@@ -271,10 +271,16 @@ int run_phase2_batches(const fe_model *m, const rt_dataset *d,
   return 0;
 }
 
-void run_log_expand(FILE *f, const ir_graph *g, int epoch, const srch_event *ev,
-                       double secs) {
+void run_log_expand(FILE *f, const ir_graph *g, const char *task, int epoch,
+                    const srch_event *ev, double secs) {
   /* the caller has checked that both losses are finite */
-  fprintf(f, "{\"event\": \"expand\", \"epoch\": %d, \"seconds\": %.3f, \"added\": %" PRId64
+  fprintf(f, "{\"event\": \"expand\", ");
+  if (task) {
+    fprintf(f, "\"task\": ");
+    app_json_str(f, task);
+    fprintf(f, ", ");
+  }
+  fprintf(f, "\"epoch\": %d, \"seconds\": %.3f, \"added\": %" PRId64
           ", \"active_params\": %" PRId64 ", \"new_nodes\": %d, \"new_layers\": %d"
           ", \"placeholders\": %d, \"loss_before\": %.6f, \"loss_after\": %.6f"
           ", \"per_layer\": {", epoch, secs, ev->added, ev->active, ev->new_nodes,
@@ -756,7 +762,7 @@ static int grow(train_run *r, const epoch_stats *e) {
               ev.loss_after, m->lr);
       return -1;
     }
-    run_log_expand(r->metrics, r->g, done, &ev, run_now() - tg);
+    run_log_expand(r->metrics, r->g, NULL, done, &ev, run_now() - tg);
     if (flush_metrics(r)) return -1;
     if (!r->o->quiet)
       fprintf(stderr, "  grew %" PRId64 " parameters to %" PRId64 "/%s "

@@ -29,6 +29,11 @@ awk -v a="$ca" 'BEGIN { exit !(a > 0.6) }' || fail "coarse: test_acc $ca"
 [ "$shared" -le 12000 ] || fail "$shared shared parameters, more than 20% of 60k"
 [ "$fp" -le 60000 ] && [ "$cp" -le 60000 ] || fail "a task's network over its budget: $fp, $cp"
 grep -q '"tasks": {"fashion": {"train_loss"' run/metrics.jsonl || fail "metrics lack the tasks"
+for t in shared fashion coarse; do
+  grep -q "\"event\": \"expand\", \"task\": \"$t\"" run/metrics.jsonl || fail "no $t expansion"
+done
+./pair plot run -o curves.svg
+grep -q "run: coarse (final test acc" curves.svg || fail "the plot has no line for coarse"
 echo "fashion $fa, coarse $ca; $fp + $cp parameters, $shared of them shared, $stored stored"
 
 # eval and info, per task
