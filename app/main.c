@@ -76,6 +76,14 @@ static void usage_train(FILE *f, const ir_graph *g) {
           "                    reported, instead of stopping the run\n"
           "  --loaders N       threads that decode an image folder (default: --threads)\n",
           prog, m->epochs, m->freeze_last, m->data_path, m->seed, ir_search_name(m->method));
+  if (m->n_tasks > 0) {
+    fprintf(f, "\nModel '%s' has %d tasks, trained together, one batch of each per step,\n"
+            "%g of each task's network shared:", m->name, m->n_tasks, m->shared);
+    for (int k = 0; k < m->n_tasks; k++)
+      fprintf(f, "%s %s (%d classes, %s)", k ? "," : "", m->tasks[k].name, m->tasks[k].classes,
+              m->tasks[k].data_path);
+    fprintf(f, ".\n--data and --from are for a single task; --train-limit applies to each.\n");
+  }
 }
 
 /* Parses the integer value of option argv[*i]; reports and returns -1 on
