@@ -147,6 +147,14 @@ static int build_task(mt_run *r, int k) {
   return 0;
 }
 
+/* Task k takes task 0's values of the shared weights. */
+static void share_weights(mt_run *r, int k) {
+  const float *p0 = rt_exec_view(r->t[0].x, RT_PARAMS);
+  float *p = rt_exec_params_write(r->t[k].x);
+  for (int64_t i = 0; i < r->trunk_end; i++)
+    if (ir_alpha_get(&r->shared, i)) p[i] = p0[i];
+}
+
 /* A fresh task: the seed, its weights from the run's seed; the trunk is
  * shared, so its weights are task 0's. */
 static int fresh_task(mt_run *r, int k) {
@@ -175,11 +183,29 @@ static int fresh_task(mt_run *r, int k) {
               "trunk\n", m->name, r->t[0].name, t->name);
       return -1;
     }
-  const float *p0 = rt_exec_view(x0, RT_PARAMS);
-  float *p = rt_exec_params_write(t->x);
-  for (int64_t i = 0; i < r->trunk_end; i++)
-    if (ir_alpha_get(&r->shared, i)) p[i] = p0[i];
+  share_weights(r, k);
   return 0;
+}
+
+/* --search fixed: the shared architecture grown at random to its part of
+ * the budget, each task's to the rest, then weights drawn afresh (a
+ * static network starts from scratch). */
+static void fixed_baseline(mt_run *r) {
+  rt_exec *xs[FE_MAX_TASKS];
+  srch_event ev = {0};
+  for (int k = 0; k < r->n; k++) xs[k] = r->t[k].x;
+  int64_t have = ir_count_active_bits(&r->shared, r->trunk_end);
+  if (r->shared_budget != INT64_MAX && r->shared_budget > have)
+    srch_grow_shared_random(&r->ss, xs, r->n, &r->shared, r->trunk_end, r->shared_budget - have,
+                            &ev);
+  for (int k = 0; k < r->n; k++) {
+    task *t = &r->t[k];
+    int64_t active = ir_count_params(t->g, t->x->arch).active;
+    if (r->m->budget != INT64_MAX && r->m->budget > active)
+      srch_grow_random(&t->ss, t->x, r->m->budget - active, &ev);
+    rt_exec_init_params(t->x, t->st.seed + (uint64_t)k);
+  }
+  for (int k = 1; k < r->n; k++) share_weights(r, k);
 }
 
 /* --resume: every task's network and state from the checkpoint, and the
@@ -332,10 +358,20 @@ static int flush_metrics(mt_run *r) {
   return -1;
 }
 
+static int prepare_all(mt_run *r) {
+  char err[1024];
+  for (int k = 0; k < r->n; k++)
+    if (rt_exec_prepare(r->t[k].x, err, sizeof err)) {
+      fprintf(stderr, "error: %s\n", err);
+      return -1;
+    }
+  return 0;
+}
+
 static int setup(mt_run *r, ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd,
                  const app_train_opts *o) {
   const fe_model *m = &g->cfg;
-  char err[1024], why[512];
+  char why[512];
   memset(r, 0, sizeof *r);
   r->g = g, r->m = m, r->o = o, r->n = m->n_tasks;
   r->epochs = o->epochs > 0 ? o->epochs : m->epochs;
@@ -363,7 +399,7 @@ static int setup(mt_run *r, ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd,
     for (int k = 0; k < r->n; k++)
       if (fresh_task(r, k)) return -1;
   }
-  if (budgets(r) || index_shared(r)) return -1;
+  if (budgets(r)) return -1;
   for (int k = 0; k < r->n; k++) {
     task *t = &r->t[k];
     if (task_data(r, k)) return -1;
@@ -381,10 +417,6 @@ static int setup(mt_run *r, ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd,
                                                 : count_bits(&r->shared, r->trunk_end) + r->own_budget;
       srch_refill(&t->ss, t->x);
     }
-    if (rt_exec_prepare(t->x, err, sizeof err)) {
-      fprintf(stderr, "error: %s\n", err);
-      return -1;
-    }
   }
   if (srch_init(&r->ss, r->t[0].g, r->method, r->t[0].st.seed ^ 0x5bd1e995ull)) {
     fprintf(stderr, "error: out of memory\n");
@@ -393,6 +425,8 @@ static int setup(mt_run *r, ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd,
   r->have_srch = 1;
   r->ss.budget = r->shared_budget;
   if (o->resume) r->ss.alr = r->alr, r->ss.expansions = r->expansions, r->ss.rng = r->srng;
+  if (!o->resume && r->method == FE_SEARCH_FIXED) fixed_baseline(r);
+  if (index_shared(r) || prepare_all(r)) return -1;
   if (open_metrics(r)) return -1;
   r->tty = isatty(2) && !o->quiet;
   r->t0 = run_now();
@@ -537,16 +571,6 @@ static int test_epoch(mt_run *r, double start) {
   return 0;
 }
 
-static int prepare_all(mt_run *r) {
-  char err[1024];
-  for (int k = 0; k < r->n; k++)
-    if (rt_exec_prepare(r->t[k].x, err, sizeof err)) {
-      fprintf(stderr, "error: %s\n", err);
-      return -1;
-    }
-  return 0;
-}
-
 /* Phase II when due: the shared architecture, then each task's own. */
 static int grow(mt_run *r) {
   const fe_model *m = r->m;
@@ -565,7 +589,7 @@ static int grow(mt_run *r) {
   int plan = r->sched.plan ? srch_beats_left(&r->sched, done) : 0;
   srch_event ev;
   double tg = run_now();
-  if (r->method == FE_SEARCH_ILNAS) {
+  {
     r->ss.lr = run_lr_at(m, r->epochs, done, 0);
     r->ss.plan_left = plan;
     int rc = srch_expand_shared(&r->ss, xs, r->n, pb, &r->shared, r->trunk_end, &ev);

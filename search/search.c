@@ -656,6 +656,57 @@ int srch_expand(srch_state *s, rt_exec *x, const srch_batches *b,
 
 /* ---- the architecture several tasks share ---- */
 
+/* What no task has (α: the tasks' union), in layers every task has alive
+ * (alive: the tasks' intersection): where the shared architecture grows,
+ * since a revival would give each task identity taps of its own. */
+static int union_arch(rt_exec *const *xs, int n, int64_t trunk_end, ir_arch *u) {
+  const ir_graph *g = xs[0]->g;
+  if (ir_arch_init(u, g)) return -1;
+  int64_t words = (trunk_end + 63) / 64;
+  for (int k = 0; k < n; k++)
+    for (int64_t i = 0; i < words; i++) u->alpha[i] |= xs[k]->arch->alpha[i];
+  for (int li = 0; li < g->n_layers; li++)
+    for (int k = 0; k < n; k++) u->alive[li] &= xs[k]->arch->alive[li];
+  return 0;
+}
+
+/* Units u[0..k) join every task, at zero, and the shared architecture. */
+static void join_shared(srch_state *s, rt_exec *const *xs, int n, ir_arch *shared,
+                        const unit *u, int64_t k) {
+  for (int64_t i = 0; i < k; i++) {
+    for (int t = 0; t < n; t++) activate(xs[t], &u[i], NULL);
+    for (int32_t j = 0; j < u[i].len; j++) ir_alpha_set(shared, u[i].start + j, 1);
+    s->per_layer[u[i].layer] += u[i].len;
+  }
+}
+
+int64_t srch_grow_shared_random(srch_state *s, rt_exec *const *xs, int n, ir_arch *shared,
+                                int64_t trunk_end, int64_t m, srch_event *ev) {
+  const ir_graph *g = xs[0]->g;
+  ir_arch u;
+  int64_t nu = 0, before = ir_count_params(g, shared).active;
+  if (union_arch(xs, n, trunk_end, &u)) return -1;
+  unit *c = missing_units(g, &u, &nu);
+  if (!c) {
+    ir_arch_free(&u);
+    return -1;
+  }
+  int64_t w = 0;
+  for (int64_t i = 0; i < nu; i++)
+    if (c[i].start < trunk_end && u.alive[c[i].layer])
+      c[w] = c[i], c[w++].score = rt_rng_uniform(&s->rng);
+  qsort(c, (size_t)w, sizeof *c, by_score);
+  int64_t k = 0, used = 0;
+  while (k < w && used + c[k].len <= m) used += c[k++].len;
+  join_shared(s, xs, n, shared, c, k);
+  free(c);
+  ir_arch_free(&u);
+  ev->active = ir_count_params(g, shared).active;
+  ev->added = ev->active - before;
+  ev->per_layer = s->per_layer;
+  return ev->added;
+}
+
 int srch_expand_shared(srch_state *s, rt_exec *const *xs, int n, const srch_batches *bs,
                        ir_arch *shared, int64_t trunk_end, srch_event *ev) {
   const ir_graph *g = xs[0]->g;
@@ -665,15 +716,35 @@ int srch_expand_shared(srch_state *s, rt_exec *const *xs, int n, const srch_batc
   int64_t m, nn;
   srch_sizes(s, shared, &m, &nn);
   if (m <= 0) return -1;
-  /* what no task has, in layers every task has alive (a revival would
-   * give each task identity taps of its own) */
+  if (s->method == FE_SEARCH_RANDOM) {
+    /* the losses as srch_expand takes them: phase II's passes, batch norm's
+     * running statistics as they were */
+    float **st = calloc((size_t)n, sizeof *st);
+    int64_t got = -1;
+    for (int k = 0; st && k < n; k++)
+      if (!(st[k] = malloc((size_t)(xs[k]->g->n_stats ? xs[k]->g->n_stats : 1) * sizeof(float))))
+        break;
+    if (st && (n == 0 || st[n - 1])) {
+      for (int k = 0; k < n; k++) {
+        memcpy(st[k], rt_exec_view(xs[k], RT_STATS), (size_t)xs[k]->g->n_stats * sizeof(float));
+        rt_exec_phase2(xs[k], 1);
+        ev->loss_before += batches_loss(xs[k], &bs[k]);
+      }
+      got = srch_grow_shared_random(s, xs, n, shared, trunk_end, m, ev);
+      for (int k = 0; k < n; k++) {
+        ev->loss_after += batches_loss(xs[k], &bs[k]);
+        memcpy(rt_exec_edit(xs[k], RT_STATS), st[k], (size_t)xs[k]->g->n_stats * sizeof(float));
+        rt_exec_phase2(xs[k], 0);
+      }
+    }
+    for (int k = 0; st && k < n; k++) free(st[k]);
+    free(st);
+    s->alr *= g->cfg.alr_decay;
+    s->expansions++;
+    return got > 0 ? 0 : -1;
+  }
   ir_arch u;
-  if (ir_arch_init(&u, g)) return -1;
-  int64_t words = (trunk_end + 63) / 64;
-  for (int k = 0; k < n; k++)
-    for (int64_t i = 0; i < words; i++) u.alpha[i] |= xs[k]->arch->alpha[i];
-  for (int li = 0; li < g->n_layers; li++)
-    for (int k = 0; k < n; k++) u.alive[li] &= xs[k]->arch->alive[li];
+  if (union_arch(xs, n, trunk_end, &u)) return -1;
   float **gk = calloc((size_t)n, sizeof *gk), **st = calloc((size_t)n, sizeof *st);
   float *wsave = NULL;
   uint8_t *on = NULL;
@@ -734,11 +805,7 @@ int srch_expand_shared(srch_state *s, rt_exec *const *xs, int n, const srch_batc
     /* UpdateArch: the m best by |g + g*| join every task, and the
      * shared architecture, at zero */
     int64_t nk = srch_update_arch(g, &u, cand, nc, s->gsum, s->gstar, m);
-    for (int64_t i = 0; i < nk; i++) {
-      for (int k = 0; k < n; k++) activate(xs[k], &cand[i], NULL);
-      for (int32_t j = 0; j < cand[i].len; j++) ir_alpha_set(shared, cand[i].start + j, 1);
-      s->per_layer[cand[i].layer] += cand[i].len;
-    }
+    join_shared(s, xs, n, shared, cand, nk);
     ev->active = ir_count_params(g, shared).active;
     ev->added = ev->active - before;
     ev->per_layer = s->per_layer;

@@ -135,10 +135,18 @@ int srch_expand(srch_state *s, rt_exec *x, const srch_batches *b,
  * units below trunk_end (the classifier's first parameter) that no task
  * has, scored by the sum of the tasks' gradients; W* is one SGD step in
  * each task on its own gradient, and g* the sum of the tasks' at W*.
- * s->budget caps |shared|. Returns what srch_expand does; ev's losses are
- * the tasks' sums. */
+ * s->budget caps |shared|. The random baseline grows it at random
+ * (srch_grow_shared_random). Returns what srch_expand does; ev's losses
+ * are the tasks' sums. */
 int srch_expand_shared(srch_state *s, rt_exec *const *xs, int n, const srch_batches *bs,
                        ir_arch *shared, int64_t trunk_end, srch_event *ev);
+
+/* The random (and fixed) baselines' growth of the shared architecture:
+ * m parameters drawn uniformly among the units srch_expand_shared would
+ * score, joining every task at zero. Returns how many were added, or -1
+ * when out of memory. */
+int64_t srch_grow_shared_random(srch_state *s, rt_exec *const *xs, int n, ir_arch *shared,
+                                int64_t trunk_end, int64_t m, srch_event *ev);
 
 /* AddCandidates: the missing units with the largest |g| (ties: lowest
  * parameter index), as many as fit in n parameters, counting the identity
