@@ -3,7 +3,8 @@
  * task's own gradient and against finite differences of the summed
  * loss), keeps it the same in every task, and trains a task's own weights
  * on its gradient alone; phase II of the shared architecture grows it in
- * every task at once, in the trunk only, without changing any output. */
+ * every task at once, in the trunk only, without changing any output;
+ * the baselines grow it at random the same way. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -242,12 +243,39 @@ static void test_expand_shared(void) {
   drop(&t);
 }
 
+/* The baselines' shared growth: m parameters at random, in every task,
+ * in the trunk. */
+static void test_grow_shared_random(void) {
+  two t;
+  if (make(&t, "ref")) {
+    CHECK(0, "two tasks");
+    drop(&t);
+    return;
+  }
+  srch_state s;
+  srch_init(&s, t.g[0], FE_SEARCH_RANDOM, 8);
+  srch_event ev = {0};
+  int64_t before = ir_count_params(t.g[0], &t.shared).active;
+  int64_t got = srch_grow_shared_random(&s, t.x, 2, &t.shared, t.trunk_end, 25, &ev);
+  int64_t after = ir_count_params(t.g[0], &t.shared).active;
+  CHECK(got > 15 && got <= 25 && after - before == got, "grew %lld of 25 (%lld -> %lld)",
+        (long long)got, (long long)before, (long long)after);
+  int bad = 0;
+  for (int64_t i = 0; i < t.g[0]->n_params; i++)
+    if (ir_alpha_get(&t.shared, i))
+      bad += i >= t.trunk_end || !ir_alpha_get(t.x[0]->arch, i) || !ir_alpha_get(t.x[1]->arch, i);
+  CHECK(bad == 0, "%d shared parameters outside the trunk or missing in a task", bad);
+  srch_free(&s);
+  drop(&t);
+}
+
 int main(void) {
   test_step("ref");
   test_step("cpu");
   test_step("blas/bounds");
   test_finite_differences();
   test_expand_shared();
+  test_grow_shared_random();
   if (failures) fprintf(stderr, "test_tasks: %d failures\n", failures);
   else printf("test_tasks: ok\n");
   return failures != 0;
