@@ -179,6 +179,13 @@ void ir_dump(const ir_graph *g, FILE *out) {
           m->gran == FE_GRAN_KERNEL ? "kernel" : "weight");
   if (m->budget == INT64_MAX) fprintf(out, "no budget\n");
   else fprintf(out, "budget %" PRId64 "\n", m->budget);
+  if (m->n_tasks > 0) {
+    fprintf(out, "tasks (%g of each one's budget shared; the classifier below is %s's, each "
+            "task has its own):", m->shared, m->tasks[0].name);
+    for (int k = 0; k < m->n_tasks; k++)
+      fprintf(out, "%s %s (%d classes)", k ? "," : "", m->tasks[k].name, m->tasks[k].classes);
+    fprintf(out, "\n");
+  }
   fprintf(out, "tensors (per sample, %" PRId64 " floats):\n", g->act_size);
   for (int i = 0; i < g->n_tensors; i++) {
     const ir_tensor *t = &g->tensors[i];
