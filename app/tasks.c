@@ -98,11 +98,9 @@ typedef struct mt_rec {
 } mt_rec;
 static const uint32_t MT_MARK = 0x4d540102u;
 
-static int64_t count_bits(const ir_arch *a, int64_t n) { return ir_count_active_bits(a, n); }
-
 /* The shared parameters' indices, after the shared α changed. */
 static int index_shared(mt_run *r) {
-  int64_t n = count_bits(&r->shared, r->trunk_end), k = 0;
+  int64_t n = ir_count_active_bits(&r->shared, r->trunk_end), k = 0;
   int64_t *idx = realloc(r->idx, (size_t)(n ? n : 1) * sizeof *idx);
   float *sum = realloc(r->sum, (size_t)(n ? n : 1) * sizeof *sum);
   if (idx) r->idx = idx;
@@ -313,7 +311,7 @@ static int task_data(mt_run *r, int k) {
  * part leaves. */
 static int budgets(mt_run *r) {
   const fe_model *m = r->m;
-  int64_t seed = count_bits(&r->shared, r->trunk_end);
+  int64_t seed = ir_count_active_bits(&r->shared, r->trunk_end);
   if (m->budget == INT64_MAX) {
     r->shared_budget = r->own_budget = INT64_MAX;
     return 0;
@@ -330,10 +328,16 @@ static int budgets(mt_run *r) {
   return 0;
 }
 
+/* What a task's network may hold as its own grows: the shared part as it
+ * is and the task's own part of the budget. */
+static int64_t network_cap(const mt_run *r) {
+  return r->own_budget == INT64_MAX ? INT64_MAX : r->n_idx + r->own_budget;
+}
+
+/* The parameters stored for every task's network: the shared ones once. */
 static int64_t stored_params(const mt_run *r) {
-  int64_t n = count_bits(&r->shared, r->trunk_end);
-  for (int k = 0; k < r->n; k++)
-    n += ir_count_params(r->t[k].g, r->t[k].x->arch).active - count_bits(&r->shared, r->trunk_end);
+  int64_t n = r->n_idx;
+  for (int k = 0; k < r->n; k++) n += ir_count_params(r->t[k].g, r->t[k].x->arch).active - r->n_idx;
   return n;
 }
 
@@ -399,7 +403,7 @@ static int setup(mt_run *r, ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd,
     for (int k = 0; k < r->n; k++)
       if (fresh_task(r, k)) return -1;
   }
-  if (budgets(r)) return -1;
+  if (budgets(r) || index_shared(r)) return -1;
   for (int k = 0; k < r->n; k++) {
     task *t = &r->t[k];
     if (task_data(r, k)) return -1;
@@ -413,8 +417,7 @@ static int setup(mt_run *r, ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd,
     if (o->resume) {
       t->ss.alr = t->st.alr, t->ss.expansions = t->st.expansions, t->ss.rng = t->st.srng;
     } else if (r->method != FE_SEARCH_FIXED) {
-      t->ss.budget = r->own_budget == INT64_MAX ? INT64_MAX
-                                                : count_bits(&r->shared, r->trunk_end) + r->own_budget;
+      t->ss.budget = network_cap(r);
       srch_refill(&t->ss, t->x);
     }
   }
@@ -615,7 +618,7 @@ static int grow(mt_run *r) {
     double tk = run_now();
     t->ss.lr = run_lr_at(m, r->epochs, done, 0);
     t->ss.plan_left = plan;
-    t->ss.budget = r->own_budget == INT64_MAX ? INT64_MAX : r->n_idx + r->own_budget;
+    t->ss.budget = network_cap(r);
     int rc = srch_expand(&t->ss, t->x, &pb[k], &ev);
     if (rc == -2) {
       fprintf(stderr, "error: phase II (task '%s'): %s\n", t->name, t->ss.err);
