@@ -8,6 +8,7 @@
  * backward-to-input work is per sample, so chunking changes nothing; weight
  * gradients are summed from per-thread partials in chunk order, so a run is
  * deterministic for a given seed and thread count. */
+#define _DEFAULT_SOURCE /* mmap's MAP_ANONYMOUS, madvise's MADV_HUGEPAGE */
 #include "runtime/host.h"
 
 #include <assert.h>
@@ -16,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 
 #include <cblas.h>
@@ -79,6 +81,7 @@ typedef struct host {
   char error[256];      /* its message */
   float *wpart;
   int64_t wpart_size;
+  size_t scratch_len; /* floats of pub.scratch */
   rt_pool *pool; /* threads - 1 workers; NULL: everything on the caller */
   /* The per-sample ranges [lo, hi) of the gradient arena that the backward
    * accumulates into, cleared before each one; the rest is written before
@@ -199,6 +202,39 @@ static void *xcalloc(size_t n, size_t sz, int *oom) {
   void *p = calloc(n ? n : 1, sz);
   if (!p) *oom = 1;
   return p;
+}
+
+/* The activation arenas and batch norm's scratch: zeroed memory mapped
+ * whole and asked for in 2 MB pages (transparent huge pages, which Linux
+ * gives to the regions that ask when set to madvise, its default). A
+ * fresh arena's first touch then faults once per 2 MB instead of once per
+ * 4 kB: on the 2-core VM the 180 MB of the CIFAR-10 seed's two arenas at
+ * batch 128 took 615 ms to touch in 4 kB pages, 32 ms in 2 MB ones, and
+ * a growing run makes a fresh arena at every growth (packed.h). */
+enum { HUGE_PAGE = 2 << 20 };
+
+static size_t arena_bytes(size_t floats) {
+  size_t b = floats * sizeof(float);
+  return (b + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
+}
+
+static float *arena_new(size_t floats, int *oom) {
+  size_t len = arena_bytes(floats ? floats : 1);
+  char *m = mmap(NULL, len + HUGE_PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (m == MAP_FAILED) {
+    *oom = 1;
+    return NULL;
+  }
+  /* aligned to a huge page, the rest of the mapping given back */
+  size_t head = (HUGE_PAGE - (uintptr_t)m % HUGE_PAGE) % HUGE_PAGE;
+  if (head) munmap(m, head);
+  if (HUGE_PAGE - head) munmap(m + head + len, HUGE_PAGE - head);
+  madvise(m + head, len, MADV_HUGEPAGE); /* a hint: 4 kB pages where refused */
+  return (float *)(m + head);
+}
+
+static void arena_free(float *p, size_t floats) {
+  if (p) munmap(p, arena_bytes(floats ? floats : 1));
 }
 
 /* The layer whose backward alone writes the gradient of tensor t, its
@@ -415,8 +451,8 @@ rt_backend *rt_step_new(const char *backend, const ir_graph *g, const ir_arch *a
   }
   int oom = 0;
   size_t arena = (size_t)cap * (size_t)g->act_size;
-  x->act = xcalloc(arena, sizeof(float), &oom);
-  x->dact = xcalloc(arena, sizeof(float), &oom);
+  x->act = arena_new(arena, &oom);
+  x->dact = arena_new(arena, &oom);
   x->params = e->params = xcalloc((size_t)g->n_params, sizeof(float), &oom);
   x->grads = xcalloc((size_t)g->n_params, sizeof(float), &oom);
   x->mom = xcalloc((size_t)g->n_params, sizeof(float), &oom);
@@ -424,7 +460,8 @@ rt_backend *rt_step_new(const char *backend, const ir_graph *g, const ir_arch *a
   e->dirty = xcalloc((size_t)g->n_layers, 1, &oom);
   x->stats = xcalloc((size_t)g->n_stats, sizeof(float), &oom);
   x->bn_save = xcalloc((size_t)g->n_stats, sizeof(float), &oom);
-  x->scratch = xcalloc((size_t)cap * (size_t)largest_out, sizeof(float), &oom);
+  e->scratch_len = (size_t)cap * (size_t)largest_out;
+  x->scratch = arena_new(e->scratch_len, &oom);
   x->logits = xcalloc((size_t)cap * (size_t)g->cfg.classes, sizeof(float), &oom);
   e->wpart_size = largest_w;
   e->wpart = xcalloc((size_t)largest_w * (size_t)(x->threads > 1 ? x->threads - 1 : 1),
@@ -487,9 +524,11 @@ static void host_free(rt_backend *b) {
   /* the backends first: they may hold the arena page-locked (host_memory) */
   if (x->backend && x->backend != x->live) x->backend->free(x->backend);
   if (x->live) x->live->free(x->live);
-  free(x->act), free(x->dact), free(e->params), free(x->grads);
+  size_t arena = (size_t)x->cap * (size_t)x->g->act_size;
+  arena_free(x->act, arena), arena_free(x->dact, arena), arena_free(x->scratch, e->scratch_len);
+  free(e->params), free(x->grads);
   free(x->mom), free(e->gdense), free(e->dirty), free(x->stats), free(x->bn_save);
-  free(x->scratch), free(x->logits), free(e->wpart), free(e->zero), free(e->zlive), free(e->zt),
+  free(x->logits), free(e->wpart), free(e->zero), free(e->zlive), free(e->zt),
       free(e->znarrow), free(e->work_was), free(e->alias_was), free(e->prof),
       free(e->prof_paused), free(e->active), free(e->assign);
   free(e->pidx), free(e->pn), free(e->gpacked), free(e->pk), free(e->sk), free(e->wc), free(e->wat);
