@@ -75,6 +75,32 @@ void rt_pad_rows(int rows, int len, const float *x, long xs, float *y, long ys, 
   }
 }
 
+void rt_gather2(int n, const float *x, float *y) {
+  int t = 0;
+#if defined(__SSE2__)
+  /* t + 4 < n: the last pair's odd float, x[2t + 7], is then a row's */
+  for (; t + 4 < n; t += 4) {
+    __m128 lo = _mm_loadu_ps(x + 2 * t), hi = _mm_loadu_ps(x + 2 * t + 4);
+    _mm_storeu_ps(y + t, _mm_shuffle_ps(lo, hi, _MM_SHUFFLE(2, 0, 2, 0)));
+  }
+#endif
+  for (; t < n; t++) y[t] = x[2 * t];
+}
+
+void rt_add_interleave2(int na, int nb, const float *a, const float *b, float *y) {
+  assert(nb <= na && na <= nb + 1);
+  int t = 0;
+#if defined(__SSE2__)
+  for (; t + 4 <= nb; t += 4) {
+    __m128 va = _mm_loadu_ps(a + t), vb = _mm_loadu_ps(b + t);
+    _mm_storeu_ps(y + 2 * t, _mm_add_ps(_mm_loadu_ps(y + 2 * t), _mm_unpacklo_ps(va, vb)));
+    _mm_storeu_ps(y + 2 * t + 4, _mm_add_ps(_mm_loadu_ps(y + 2 * t + 4), _mm_unpackhi_ps(va, vb)));
+  }
+#endif
+  for (; t < nb; t++) y[2 * t] += a[t], y[2 * t + 1] += b[t];
+  if (na > nb) y[2 * nb] += a[nb];
+}
+
 float rt_sum(long len, const float *x) {
   float a[8] = {0};
   long i = 0;

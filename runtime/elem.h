@@ -30,6 +30,13 @@ void rt_add_2d(int rows, int len, const float *x, long xs, float *y, long ys);
 void rt_pad_rows(int rows, int len, const float *x, long xs, float *y, long ys, int lpad,
                  const float *gate, long gs);
 
+/* The phases of stride 2, for the stride-2 convs' packed planes:
+ * y[t] = x[2t] for t < n (x is read up to x[2n - 2] only); and
+ * y[2t] += a[t] for t < na, y[2t + 1] += b[t] for t < nb (nb <= na <=
+ * nb + 1): a row's two phases added back into it. */
+void rt_gather2(int n, const float *x, float *y);
+void rt_add_interleave2(int na, int nb, const float *a, const float *b, float *y);
+
 /* dst[c * ds + r] = src[r * ss + c] (add: +=) for r < rows, c < cols:
  * the layout changes of the linear kernels, by 4x4 register tiles. */
 void rt_transpose(int rows, int cols, const float *src, long ss, float *dst, long ds, int add);

@@ -681,7 +681,9 @@ static void pack_x(const cg_conv_plan *p, const rt_conv_shape *s, const float *x
           }
           const float *row = x + ((long)ci * s->h + r) * s->w;
           memset(d, 0, (size_t)j0 * sizeof *d);
-          for (int j = j0; j < j1; j++) d[j] = row[j * S + px - s->pad];
+          if (S == 2) rt_gather2(j1 - j0, row + 2 * j0 + px - s->pad, d + j0);
+          else
+            for (int j = j0; j < j1; j++) d[j] = row[j * S + px - s->pad];
           memset(d + j1, 0, (size_t)(p->wq - j1) * sizeof *d);
         }
       }
@@ -718,6 +720,17 @@ static void add_dx(const cg_conv_plan *p, const rt_conv_shape *s, const float *d
     for (int ci = 0; ci < s->cin; ci++)
       rt_add_2d(s->h, s->w, dxp + (long)ci * p->dxrs + (long)s->pad * p->wq + s->pad, p->wq,
                 dx + (long)ci * s->h * s->w, s->w);
+    return;
+  }
+  if (S == 2) { /* a row's even and odd columns from their two phases */
+    for (int ci = 0; ci < s->cin; ci++)
+      for (int iy = 0; iy < s->h; iy++) {
+        int r = iy + s->pad, p0 = s->pad & 1;
+        const float *rowp = dxp + ((long)ci * 4 + (r & 1) * 2) * p->dxrs + (long)(r >> 1) * p->wq;
+        rt_add_interleave2((s->w + 1) / 2, s->w / 2, rowp + p0 * p->dxrs + s->pad / 2,
+                           rowp + (1 - p0) * p->dxrs + (s->pad + 1) / 2,
+                           dx + ((long)ci * s->h + iy) * s->w);
+      }
     return;
   }
   for (int ci = 0; ci < s->cin; ci++)

@@ -104,6 +104,32 @@ static void test_pad_rows(void) {
   }
 }
 
+/* A row's stride-2 phases, taken out and added back, at every length
+ * around the four-lane blocks. */
+static void test_stride2(void) {
+  enum { N = 23 };
+  float x[2 * N], y[N + 2], a[N], b[N], r[2 * N + 2], want[2 * N + 2];
+  fill(x, 2 * N, 0), fill(a, N, 1), fill(b, N, 2);
+  for (int n = 0; n <= N; n++) {
+    float g[N + 2];
+    for (int i = 0; i < N + 2; i++) y[i] = g[i] = (float)i + 0.5f; /* no write past */
+    for (int t = 0; t < n; t++) g[t] = x[2 * t];
+    rt_gather2(n, x, y);
+    long at = -1;
+    CHECK(same_bits(g, y, N + 2, &at), "gather2 n %d differs at %ld", n, at);
+    for (int odd = 0; odd < 2 && n > 0; odd++) {
+      int na = n, nb = n - odd;
+      for (int i = 0; i < 2 * N + 2; i++) r[i] = want[i] = (float)(i % 7) - 3.0f;
+      for (int t = 0; t < na; t++) want[2 * t] += a[t];
+      for (int t = 0; t < nb; t++) want[2 * t + 1] += b[t];
+      rt_add_interleave2(na, nb, a, b, r);
+      long at = -1;
+      CHECK(same_bits(want, r, 2 * N + 2, &at), "add_interleave2 %d, %d differs at %ld", na, nb,
+            at);
+    }
+  }
+}
+
 static void test_transpose(void) {
   static const int shapes[][2] = {{1, 1}, {3, 5}, {4, 4}, {16, 8}, {9, 8}, {17, 19}, {24, 40}, {64, 37}, {5, 130}};
   for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++)
@@ -629,6 +655,7 @@ int main(void) {
   test_relu();
   test_2d();
   test_pad_rows();
+  test_stride2();
   test_transpose();
   test_sum();
   test_pool();
