@@ -82,6 +82,7 @@ typedef struct mt_run {
   char mpath[4096], path[4096];
   int tty, tested;
   double t0;
+  long profiled;          /* training steps timed (--profile) */
 } mt_run;
 
 /* The run's own checkpoint record; the tasks' are theirs (run_ckpt_add). */
@@ -430,6 +431,11 @@ static int setup(mt_run *r, ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd,
   if (o->resume) r->ss.alr = r->alr, r->ss.expansions = r->expansions, r->ss.rng = r->srng;
   if (!o->resume && r->method == FE_SEARCH_FIXED) fixed_baseline(r);
   if (index_shared(r) || prepare_all(r)) return -1;
+  for (int k = 0; k < r->n && o->profile; k++)
+    if (rt_exec_profile(r->t[k].x)) {
+      fprintf(stderr, "error: out of memory\n");
+      return -1;
+    }
   if (open_metrics(r)) return -1;
   r->tty = isatty(2) && !o->quiet;
   r->t0 = run_now();
@@ -484,6 +490,7 @@ static int train_epoch(mt_run *r, double *start) {
   *start = run_now();
   for (int k = 0; k < r->n; k++) {
     xs[k] = r->t[k].x;
+    rt_exec_profile_pause(xs[k], 0); /* the training steps only */
     r->t[k].loss_sum = 0, r->t[k].seen = r->t[k].correct = 0;
     r->t[k].left = 0; /* every task starts a pass with the epoch */
   }
@@ -515,7 +522,7 @@ static int train_epoch(mt_run *r, double *start) {
                 ep + 1, err);
         return -1;
       }
-    r->step++;
+    r->step++, r->profiled++;
     if (r->tty && (s % 8 == 0 || s == r->steps - 1)) {
       fprintf(stderr, "\repoch %d/%d  %3d%%", ep + 1, r->epochs, 100 * (s + 1) / r->steps);
       for (int k = 0; k < r->n; k++)
@@ -524,6 +531,7 @@ static int train_epoch(mt_run *r, double *start) {
       fprintf(stderr, "   ");
     }
   }
+  for (int k = 0; k < r->n; k++) rt_exec_profile_pause(xs[k], 1);
   return 0;
 }
 
@@ -692,6 +700,10 @@ static int finish(mt_run *r) {
       if (isnan(t->test_acc)) return -1;
     }
   if (save(r, "final.ckpt")) return -1;
+  for (int k = 0; k < r->n && r->o->profile; k++) {
+    fprintf(stderr, "task %s:\n", r->t[k].name);
+    rt_exec_profile_report(r->t[k].x, stderr, r->profiled);
+  }
   double acc = 0;
   for (int k = 0; k < r->n; k++) acc += r->t[k].test_acc / r->n;
   printf("{\"test_acc\": %.6f, \"active_params\": %" PRId64 ", \"shared_params\": %" PRId64
