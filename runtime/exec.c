@@ -16,7 +16,6 @@ typedef struct exec_impl {
   rt_exec pub;
   ir_arch arch;   /* pub.arch, writable */
   uint8_t *mask;  /* pub.mask, writable */
-  uint64_t *bits; /* the α that the masks, parameters and momentum follow */
   uint8_t *dirty; /* per layer: α changed since the last prepare */
   uint8_t *varies; /* per channel of every tensor: ir_varying, at prepare */
   int failed;     /* the backend failed since the last rt_exec_status */
@@ -42,6 +41,25 @@ int rt_exec_status(rt_exec *x, char *err, size_t errlen) {
   return -1;
 }
 
+/* The masks follow α `now` from the exec's (or, with now NULL, from none
+ * to the exec's): only where they differ, so that a wide template's pages
+ * of missing parameters are never touched (not resident). The parameters
+ * and momentum (unless NULL) of those that go off become 0; the inactive
+ * ones hold 0 already. */
+static void follow(exec_impl *e, const uint64_t *now, float *w, float *mom) {
+  const uint64_t *was = e->arch.alpha;
+  for (int64_t k = 0; k < (e->pub.g->n_params + 63) / 64; k++) {
+    uint64_t to = now ? now[k] : was[k], d = now ? to ^ was[k] : to;
+    for (; d; d &= d - 1) {
+      int64_t i = k * 64 + __builtin_ctzll(d);
+      if (i >= e->pub.g->n_params) break;
+      int on = (int)((to >> (i & 63)) & 1);
+      e->mask[i] = (uint8_t)on;
+      if (!on && w) w[i] = 0.0f, mom[i] = 0.0f;
+    }
+  }
+}
+
 rt_exec *rt_exec_new(const ir_graph *g, int cap, int threads, const char *backend,
                      char *err, size_t errlen) {
   exec_impl *e = calloc(1, sizeof *e);
@@ -56,8 +74,7 @@ rt_exec *rt_exec_new(const ir_graph *g, int cap, int threads, const char *backen
   x->mask = e->mask = calloc((size_t)g->n_params + 1, 1);
   e->dirty = calloc((size_t)g->n_layers + 1, 1);
   e->varies = calloc((size_t)ir_chan_base(g, g->n_tensors) + 1, 1);
-  e->bits = calloc((size_t)(g->n_params + 63) / 64 + 1, sizeof *e->bits);
-  if (!e->mask || !e->dirty || !e->varies || !e->bits || ir_arch_init(&e->arch, g)) {
+  if (!e->mask || !e->dirty || !e->varies || ir_arch_init(&e->arch, g)) {
     snprintf(err, errlen, "out of memory");
     rt_exec_free(x);
     return NULL;
@@ -69,7 +86,8 @@ rt_exec *rt_exec_new(const ir_graph *g, int cap, int threads, const char *backen
     return NULL;
   }
   x->threads = x->backend->threads;
-  if (rt_exec_set_arch(x, &g->arch, err, errlen)) {
+  follow(e, NULL, NULL, NULL); /* the masks of the seed; its parameters are 0 */
+  if (rt_exec_set_arch(x, x->arch, err, errlen)) {
     rt_exec_free(x);
     return NULL;
   }
@@ -80,7 +98,7 @@ void rt_exec_free(rt_exec *x) {
   if (!x) return;
   exec_impl *e = E(x);
   if (x->backend) x->backend->i->free(x->backend);
-  free(e->mask), free(e->dirty), free(e->varies), free(e->bits);
+  free(e->mask), free(e->dirty), free(e->varies);
   ir_arch_free(&e->arch);
   free(e);
 }
@@ -129,7 +147,6 @@ int64_t rt_exec_set_unit(rt_exec *x, int64_t start, int64_t len, int on,
     }
     changed++;
     ir_alpha_set(&e->arch, i, on);
-    e->bits[i >> 6] ^= (uint64_t)1 << (i & 63);
     e->mask[i] = (uint8_t)!!on;
     w[i] = on && values ? values[k] : 0.0f;
     mom[i] = 0.0f;
@@ -185,23 +202,23 @@ void rt_exec_set_alive(rt_exec *x, int li, int alive) {
 int rt_exec_set_arch(rt_exec *x, const ir_arch *a, char *err, size_t errlen) {
   exec_impl *e = E(x);
   const ir_graph *g = x->g;
-  if (a != &e->arch) ir_arch_copy(&e->arch, a, g);
-  float *w = rt_exec_params_write(x), *mom = rt_exec_edit(x, RT_MOMENTUM);
-  /* only where α changes: the inactive parameters and their momentum hold
-   * 0 already, so that a wide template's pages of missing parameters are
-   * never touched (not resident) */
-  for (int64_t k = 0; k < (g->n_params + 63) / 64; k++) {
-    uint64_t now = e->arch.alpha[k], d = now ^ e->bits[k];
-    for (; d; d &= d - 1) {
-      int64_t i = k * 64 + __builtin_ctzll(d);
-      int on = (int)((now >> (i & 63)) & 1);
-      e->mask[i] = (uint8_t)on;
-      if (!on) w[i] = 0.0f, mom[i] = 0.0f;
-    }
-    e->bits[k] = now;
+  /* the masks, parameters and momentum follow the exec's α already (the
+   * one way it changes keeps them so): a's own is followed from it */
+  if (a != &e->arch) {
+    follow(e, a->alpha, rt_exec_params_write(x), rt_exec_edit(x, RT_MOMENTUM));
+    ir_arch_copy(&e->arch, a, g);
   }
   memset(e->dirty, 1, (size_t)g->n_layers);
   return rt_exec_prepare(x, err, errlen);
+}
+
+/* How many of parameters [from, from + n) are active, by α's words. */
+static int64_t active_in(const ir_arch *a, int64_t from, int64_t n) {
+  int64_t c = 0, i = from, end = from + n;
+  for (; i < end && (i & 63); i++) c += ir_alpha_get(a, i);
+  for (; i + 64 <= end; i += 64) c += __builtin_popcountll(a->alpha[i >> 6]);
+  for (; i < end; i++) c += ir_alpha_get(a, i);
+  return c;
 }
 
 void rt_exec_init_params(rt_exec *x, uint64_t seed) {
@@ -211,31 +228,32 @@ void rt_exec_init_params(rt_exec *x, uint64_t seed) {
   float *params = rt_exec_params_write(x);
   float *mom = rt_exec_edit(x, RT_MOMENTUM), *stats = rt_exec_edit(x, RT_STATS);
   /* the active parameters are written; the others hold 0 already (see
-   * rt_exec_set_arch), and their pages are not touched */
+   * rt_exec_set_arch), and their pages are not touched. α is read by its
+   * bits, not through the mask: a wide template's bytes of missing
+   * parameters would become resident when read. */
+  const ir_arch *a = x->arch;
   for (int i = 0; i < g->n_layers; i++) {
     const ir_layer *l = &g->layers[i];
     if (l->w_off < 0) continue;
     int64_t row = ir_fan_in(l);
     for (int co = 0; co < l->cout; co++) {
-      const uint8_t *m = x->mask + l->w_off + co * row;
-      int64_t fan = 0;
-      for (int64_t k = 0; k < row; k++) fan += m[k];
+      int64_t w0 = l->w_off + co * row;
+      int64_t fan = active_in(a, w0, row);
       float bound = 1.0f / sqrtf((float)(fan > 0 ? fan : 1));
       /* ReLU layers: torch.nn.init.kaiming_uniform_(nonlinearity='relu'),
        * which keeps deep sparse stacks from fading; the classifier keeps
        * PyTorch's default. Biases: PyTorch's default. */
       float wbound = l->relu ? bound * sqrtf(6.0f) : bound;
-      float *w = params + l->w_off + co * row;
       for (int64_t k = 0; k < row; k++) {
         float u = (2.0f * rt_rng_uniform(&rng) - 1.0f) * wbound;
-        if (m[k]) w[k] = u, mom[w - params + k] = 0.0f;
+        if (ir_alpha_get(a, w0 + k)) params[w0 + k] = u, mom[w0 + k] = 0.0f;
       }
       float u = (2.0f * rt_rng_uniform(&rng) - 1.0f) * bound;
-      if (x->mask[l->b_off + co]) params[l->b_off + co] = u, mom[l->b_off + co] = 0.0f;
+      if (ir_alpha_get(a, l->b_off + co)) params[l->b_off + co] = u, mom[l->b_off + co] = 0.0f;
     }
     if (l->bn) {
       for (int c = 0; c < l->cout; c++) {
-        params[l->g_off + c] = x->mask[l->g_off + c] ? 1.0f : 0.0f; /* dead: inactive */
+        params[l->g_off + c] = ir_alpha_get(a, l->g_off + c) ? 1.0f : 0.0f; /* dead: inactive */
         params[l->g_off + l->cout + c] = 0.0f;
         mom[l->g_off + c] = mom[l->g_off + l->cout + c] = 0.0f;
         stats[l->s_off + c] = 0.0f;
@@ -297,7 +315,7 @@ void rt_exec_sgd_shared(rt_exec *const *xs, int n, const int64_t *idx, int64_t m
       exec_impl *e = E(xs[0]);
       if (!e->failed)
         snprintf(e->error, sizeof e->error, "the %s backend cannot take the tasks' summed "
-                 "gradients; train several tasks on cpu, blas or ref", xs[k]->backend->i->name);
+                 "gradients: %s", xs[k]->backend->i->name, xs[k]->backend->error);
       e->failed = 1;
       return;
     }

@@ -53,6 +53,7 @@ typedef struct dstep {
   int64_t hn[3];
   uint8_t valid[3], dirty[3];
   float *grads, *logits, *tmp;
+  int gedit;             /* grads was edited: the next SGD uploads it first */
   int64_t (*zero)[2];    /* the gradient arena's ranges to clear */
   int n_zero;
   uint8_t *assign;       /* per layer: its backward overwrites (host.c's) */
@@ -517,6 +518,7 @@ static int st_backward(rt_backend *b) {
   dstep *d = D(b);
   if (d->inner) return d->host->i->backward(d->host);
   flush(d);
+  d->gedit = 0;
   run_phase(d, PH_BWD);
   return done(d);
 }
@@ -547,6 +549,10 @@ static int st_sgd(rt_backend *b, float lr, float momentum, float decay) {
   dstep *d = D(b);
   if (d->inner) return d->host->i->sgd(d->host, lr, momentum, decay);
   flush(d);
+  if (d->gedit && d->np && !d->fail)
+    chk(d, cu.cuMemcpyHtoD_v2(fptr(d->pgm, d->np), d->grads, (size_t)d->np * sizeof(float)),
+        "cuMemcpyHtoD (the edited gradients)");
+  d->gedit = 0;
   float s[3] = {lr, momentum, decay};
   if (!d->fail) chk(d, cu.cuMemcpyHtoDAsync_v2(fptr(d->scal, 4), s, sizeof s, d->st), "cuMemcpyHtoD (SGD's scalars)");
   run_phase(d, PH_SGD);
@@ -595,6 +601,12 @@ static const float *st_view(rt_backend *b, rt_state which) {
 static float *st_edit(rt_backend *b, rt_state which) {
   dstep *d = D(b);
   if (d->inner) return d->host->i->edit(d->host, which);
+  if (which == RT_GRADS) { /* the backward's, to be edited: what SGD applies */
+    st_view(b, RT_GRADS);
+    if (done(d)) return NULL;
+    d->gedit = 1;
+    return d->grads;
+  }
   if (which != RT_PARAMS && which != RT_MOMENTUM && which != RT_STATS) return NULL;
   int i = which == RT_PARAMS ? 0 : which == RT_MOMENTUM ? 1 : 2;
   hs_fetch(d, i);
