@@ -315,7 +315,7 @@ void rt_exec_sgd_shared(rt_exec *const *xs, int n, const int64_t *idx, int64_t m
       exec_impl *e = E(xs[0]);
       if (!e->failed)
         snprintf(e->error, sizeof e->error, "the %s backend cannot take the tasks' summed "
-                 "gradients: %s", xs[k]->backend->i->name, xs[k]->backend->error);
+                 "gradients: %.400s", xs[k]->backend->i->name, xs[k]->backend->error);
       e->failed = 1;
       return;
     }
