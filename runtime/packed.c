@@ -286,35 +286,52 @@ static void gather_arch(packed *p) {
   for (int64_t k = 0; k < nch && p->varies; k++) p->cvaries[k] = p->varies[p->cmap[k]];
 }
 
+/* Appends to out (unless NULL) the active parameters in [from, from + n)
+ * of layer l that gc leaves out; returns how many. chan(i): the channel
+ * (output, or with ki the weight's row) a parameter belongs to. ko: l's
+ * kept output channels; ki (weights only): its kept input features, read
+ * one per pc. By α's words: nothing of g's size is read or written. */
+static int64_t left_out(const uint64_t *alpha, const ir_layer *l, int64_t from, int64_t n,
+                        const uint8_t *ko, const uint8_t *ki, int pc, int64_t *out) {
+  int64_t m = 0, end = from + n, kk = ir_fan_in(l) / l->cin;
+  for (int64_t w = from >> 6; n > 0 && w <= (end - 1) >> 6; w++)
+    for (uint64_t b = alpha[w]; b; b &= b - 1) {
+      int64_t i = w * 64 + __builtin_ctzll(b);
+      if (i < from || i >= end) continue;
+      int64_t r = ki ? (i - from) / kk : (i - from) % l->cout; /* weight row, or channel */
+      if (ki ? ko[r / l->cin] && ki[(r % l->cin) / pc] : ko[r]) continue;
+      if (out) out[m] = i;
+      m++;
+    }
+  return m;
+}
+
 /* The active parameters of g that gc leaves out; -1 when out of memory. */
 static int find_outside(packed *p) {
   const ir_graph *g = p->pub.g;
-  uint64_t *in = calloc((size_t)(g->n_params + 63) / 64 + 1, sizeof *in); /* gc's, by bit */
-  if (!in) return -1;
-  for (int64_t k = 0; k < p->gc->n_params; k++) in[p->pmap[k] >> 6] |= (uint64_t)1 << (p->pmap[k] & 63);
-  int64_t n = 0;
   const uint64_t *alpha = p->pub.arch->alpha;
+  int64_t n = 0;
   for (int pass = 0; pass < 2; pass++) {
+    int64_t *out = pass ? p->outside : NULL;
     n = 0;
-    for (int64_t w = 0; w < (g->n_params + 63) / 64; w++)
-      for (uint64_t b = alpha[w] & ~in[w]; b; b &= b - 1) {
-        int64_t i = w * 64 + __builtin_ctzll(b);
-        if (i < g->n_params) {
-          if (pass) p->outside[n] = i;
-          n++;
-        }
-      }
+    for (int li = 0; li < g->n_layers; li++) {
+      const ir_layer *l = &g->layers[li];
+      if (l->w_off < 0) continue;
+      int it, ich;
+      reads_at(p, li, 0, &it, &ich);
+      const uint8_t *ko = p->keep + ir_chan_base(g, l->out_t) + l->out_ch;
+      const uint8_t *ki = p->keep + ir_chan_base(g, it) + ich;
+      n += left_out(alpha, l, l->w_off, l->n_w, ko, ki, ir_per_chan(g, l), out ? out + n : NULL);
+      n += left_out(alpha, l, l->b_off, l->cout, ko, NULL, 1, out ? out + n : NULL);
+      if (l->bn) n += left_out(alpha, l, l->g_off, 2 * (int64_t)l->cout, ko, NULL, 1, out ? out + n : NULL);
+    }
     if (!pass) {
       free(p->outside);
       p->outside = malloc((size_t)(n + 1) * sizeof *p->outside);
-      if (!p->outside) {
-        free(in);
-        return -1;
-      }
+      if (!p->outside) return -1;
     }
   }
   p->n_outside = n;
-  free(in);
   return 0;
 }
 
