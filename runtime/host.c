@@ -141,6 +141,10 @@ typedef struct host {
   /* The ranges of zlive in the worked channels, for narrow passes. */
   int64_t (*znarrow)[2];
   int n_znarrow;
+  /* Per layer, under the plan: its backward overwrites the gradient of
+   * its input slice (rt_conv_shape.dx_assign), which zlive and znarrow
+   * then leave out (plan_dx_assign). */
+  uint8_t *dxa;
   /* Batch norm's row moments (rt_bn_moments), taken by the conv chunks
    * as they write each sample: channel c's of sample i at
    * bn_mom[c * 2 * cap + 2 * i], for the widest layer with batch norm. */
@@ -364,6 +368,77 @@ static int zero_ranges(const host *e, const uint8_t *work, int64_t (*r)[2]) {
   return merge_ranges(r, n);
 }
 
+/* A layer with a backend's kernels needs its input's gradient? (Nothing
+ * reads the gradient of the network's input.) */
+static int needs_dx(const hx *x, const ir_layer *l);
+
+static int empty(const ir_layer *l);
+
+/* Fills e->dxa under the plan: an alive conv layer whose input slice no
+ * other op's backward writes (the gradient of a slice only its reader
+ * writes: no other reader, no dead layer passing into it, no
+ * pre-activation or logits there) overwrites that gradient (dx_assign)
+ * on a kernel set that can, and the slice needs no clearing. Its slices
+ * (per-sample offsets) into cut; their count. */
+static int plan_dx_assign(host *e, int64_t (*cut)[2]) {
+  const hx *x = &e->pub;
+  const ir_graph *g = x->g;
+  const rt_plan *p = e->plan;
+  memset(e->dxa, 0, (size_t)g->n_layers);
+  if (!x->backend->assigns_dx) return 0;
+  int n = 0;
+  for (int m = 0; m < g->n_layers; m++) {
+    const ir_layer *l = &g->layers[m];
+    if (l->kind != IR_CONV || !x->arch->alive[m] || p->alias[m] != m || empty(l) ||
+        !needs_dx(x, l))
+      continue;
+    int64_t a = p->in_off[m], b = a + (int64_t)l->cin * l->h * l->w;
+    const ir_tensor *lt = &g->tensors[g->logits_t];
+    int sole = !(lt->off < b && a < lt->off + (int64_t)lt->c * lt->h * lt->w);
+    for (int i = 0; i < g->n_layers && sole; i++) {
+      const ir_layer *o = &g->layers[i];
+      if (i == m || (p->alias[i] != i && !x->arch->alive[i])) continue; /* no op */
+      int64_t w[2][2] = {{0, 0}, {0, 0}}; /* what its backward writes */
+      if (x->arch->alive[i] || o->prev_t < 0)
+        w[0][0] = p->in_off[i], w[0][1] = w[0][0] + (int64_t)o->cin * o->h * o->w;
+      else
+        w[0][0] = p->prev_off[i], w[0][1] = w[0][0] + (int64_t)o->cout * o->oh * o->ow;
+      if (o->z_t >= 0) {
+        const ir_tensor *t = &g->tensors[o->z_t];
+        w[1][0] = t->off, w[1][1] = t->off + (int64_t)t->c * t->h * t->w;
+      }
+      for (int k = 0; k < 2; k++) sole &= !(w[k][0] < b && a < w[k][1]);
+    }
+    if (!sole) continue;
+    e->dxa[m] = 1;
+    cut[n][0] = a, cut[n][1] = b, n++;
+  }
+  return n;
+}
+
+/* Ranges r (n, sorted, merged) less the ranges cut (m, disjoint): their
+ * count, at most n + m (a cut inside a range splits it). */
+static int cut_ranges(int64_t (*r)[2], int n, int64_t (*cut)[2], int m) {
+  for (int k = 0; k < m; k++)
+    for (int i = 0; i < n; i++) {
+      int64_t a = cut[k][0], b = cut[k][1];
+      if (b <= r[i][0] || r[i][1] <= a) continue;
+      if (a > r[i][0] && b < r[i][1]) { /* split in two */
+        memmove(r + i + 2, r + i + 1, (size_t)(n - i - 1) * sizeof *r);
+        r[i + 1][0] = b, r[i + 1][1] = r[i][1], r[i][1] = a, n++;
+        break;
+      }
+      if (a <= r[i][0] && b >= r[i][1]) { /* gone */
+        memmove(r + i, r + i + 1, (size_t)(n - i - 1) * sizeof *r);
+        n--, i--;
+        continue;
+      }
+      if (a <= r[i][0]) r[i][0] = b;
+      else r[i][1] = a;
+    }
+  return n;
+}
+
 /* Makes the plan again, and with it the ranges to clear. A clean arena
  * stays clean when no alias changed and every channel worked before
  * still is (one that becomes worked held 0, and is computed from now on). */
@@ -374,8 +449,11 @@ static void replan(host *e) {
   memcpy(e->work_was, e->plan->work, (size_t)nch);
   memcpy(e->alias_was, e->plan->alias, (size_t)g->n_layers * sizeof *e->alias_was);
   rt_plan_make(e->plan, x->arch, x->mask, x->params, x->mom);
-  e->n_zlive = zero_ranges(e, NULL, e->zlive);
-  e->n_znarrow = zero_ranges(e, e->plan->work, e->znarrow);
+  int64_t(*cut)[2] = malloc((size_t)(g->n_layers ? g->n_layers : 1) * sizeof *cut);
+  int n_cut = cut ? plan_dx_assign(e, cut) : 0;
+  e->n_zlive = cut_ranges(e->zlive, zero_ranges(e, NULL, e->zlive), cut, n_cut);
+  e->n_znarrow = cut_ranges(e->znarrow, zero_ranges(e, e->plan->work, e->znarrow), cut, n_cut);
+  free(cut);
   if (e->planned &&
       memcmp(e->alias_was, e->plan->alias, (size_t)g->n_layers * sizeof *e->alias_was))
     e->clean = 0;
@@ -389,10 +467,10 @@ static int plan_zero(host *e) {
   const ir_graph *g = e->pub.g;
   size_t nt = (size_t)(g->n_tensors ? g->n_tensors : 1), nl = (size_t)(g->n_layers ? g->n_layers : 1);
   e->zero = malloc(nt * sizeof *e->zero);
-  e->zlive = malloc(2 * nl * sizeof *e->zlive);
+  e->zlive = malloc(3 * nl * sizeof *e->zlive); /* a split per cut (cut_ranges) */
   e->zt = calloc(nt, 1);
   /* at most a run per two channels, plus one, per slice */
-  size_t runs = 1;
+  size_t runs = 1 + nl;
   for (int i = 0; i < g->n_layers; i++) {
     const ir_layer *l = &g->layers[i];
     runs += (size_t)l->cout / 2 + 1;
@@ -401,7 +479,8 @@ static int plan_zero(host *e) {
   e->znarrow = malloc(runs * sizeof *e->znarrow);
   e->work_was = malloc((size_t)ir_chan_base(g, g->n_tensors) + 1);
   e->alias_was = malloc(nl * sizeof *e->alias_was);
-  if (!e->zero || !e->zlive || !e->zt || !e->znarrow || !e->work_was || !e->alias_was)
+  e->dxa = calloc(nl, 1);
+  if (!e->zero || !e->zlive || !e->zt || !e->znarrow || !e->work_was || !e->alias_was || !e->dxa)
     return -1;
   int n = 0;
   for (int t = 0; t < g->n_tensors; t++) {
@@ -529,7 +608,7 @@ static void host_free(rt_backend *b) {
   free(e->params), free(x->grads);
   free(x->mom), free(e->gdense), free(e->dirty), free(x->stats), free(x->bn_save);
   free(x->logits), free(e->wpart), free(e->zero), free(e->zlive), free(e->zt),
-      free(e->znarrow), free(e->work_was), free(e->alias_was), free(e->prof),
+      free(e->znarrow), free(e->dxa), free(e->work_was), free(e->alias_was), free(e->prof),
       free(e->prof_paused), free(e->active), free(e->assign);
   free(e->pidx), free(e->pn), free(e->gpacked), free(e->pk), free(e->sk), free(e->wc), free(e->wat);
   free(e->fc), free(e->bc), free(e->dg_cols), free(e->dg_parts), free(e->bn_mom), free(e->bn_scale),
@@ -1160,6 +1239,8 @@ static void conv_bwd_chunk(const job *j, int chunk, int n0, int n1) {
   float *db, *dw = wgrad_of(x, l, chunk, &db);
   rt_kernels *b = x->use_live ? x->live : x->backend;
   int li = (int)(l - x->g->layers);
+  const host *e = (const host *)x;
+  s.dx_assign = e->dxa[li] && !x->use_live && !e->layout_bounds; /* its slice was not cleared */
   if (b->conv_bwd) {
     /* A backend that fuses the ReLU takes the activation's gradient and
      * applies the ReLU's as it packs it: dz is never written (phase II,

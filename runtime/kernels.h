@@ -67,6 +67,9 @@ struct rt_kernels {
   /* 1: conv_fwd honours rt_conv_shape.relu (the activation is applied
    * while the output is still in cache); 0: the graph op applies it. */
   int fuses_relu;
+  /* 1: conv_bwd (and conv_bwd_data) honour rt_conv_shape.dx_assign: dx
+   * comes out as if added into zeros, and need not be cleared first. */
+  int assigns_dx;
 
   /* Optional, NULL: the graph op calls conv_bwd_weight and conv_bwd_data.
    * Both in one call, sharing the work on dy; the same semantics, and no

@@ -35,6 +35,8 @@ typedef struct rt_conv_shape {
   int k, stride, pad;   /* square kernel */
   long x_ns, y_ns;      /* floats between samples; 0 = packed */
   int relu;             /* forward: y = max(conv, 0), the activation fused */
+  int dx_assign;        /* backward to the input: dx is overwritten, as if
+                         * added into zeros (rt_kernels.assigns_dx) */
 } rt_conv_shape;
 
 /* Fills oh, ow from h, w, k, stride, pad, and packed strides where 0. */

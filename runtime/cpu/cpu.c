@@ -713,36 +713,37 @@ static void unpack_y(const cg_conv_plan *p, const rt_conv_shape *s, const float 
                                         y + (long)co * s->oh * s->ow, s->ow);
 }
 
-/* dx += the real (not padding) positions of the phase planes dxp. */
+/* dx += the real (not padding) positions of the phase planes dxp; with
+ * s->dx_assign, each plane of dx is cleared first, while it is in L1 (the
+ * same bits as adding into a cleared arena). */
 static void add_dx(const cg_conv_plan *p, const rt_conv_shape *s, const float *dxp, float *dx) {
   int S = p->s;
-  if (S == 1) { /* the plane is the image inside a frame of pad */
-    for (int ci = 0; ci < s->cin; ci++)
-      rt_add_2d(s->h, s->w, dxp + (long)ci * p->dxrs + (long)s->pad * p->wq + s->pad, p->wq,
-                dx + (long)ci * s->h * s->w, s->w);
-    return;
-  }
-  if (S == 2) { /* a row's even and odd columns from their two phases */
-    for (int ci = 0; ci < s->cin; ci++)
-      for (int iy = 0; iy < s->h; iy++) {
-        int r = iy + s->pad, p0 = s->pad & 1;
-        const float *rowp = dxp + ((long)ci * 4 + (r & 1) * 2) * p->dxrs + (long)(r >> 1) * p->wq;
-        rt_add_interleave2((s->w + 1) / 2, s->w / 2, rowp + p0 * p->dxrs + s->pad / 2,
-                           rowp + (1 - p0) * p->dxrs + (s->pad + 1) / 2,
-                           dx + ((long)ci * s->h + iy) * s->w);
-      }
-    return;
-  }
-  for (int ci = 0; ci < s->cin; ci++)
+  long hw = (long)s->h * s->w;
+  for (int ci = 0; ci < s->cin; ci++) {
+    float *dc = dx + ci * hw;
+    if (s->dx_assign) memset(dc, 0, (size_t)hw * sizeof *dc);
+    if (S == 1) { /* the plane is the image inside a frame of pad */
+      rt_add_2d(s->h, s->w, dxp + (long)ci * p->dxrs + (long)s->pad * p->wq + s->pad, p->wq, dc,
+                s->w);
+      continue;
+    }
     for (int iy = 0; iy < s->h; iy++) {
       int r = iy + s->pad;
-      float *d = dx + ((long)ci * s->h + iy) * s->w;
+      float *d = dc + (long)iy * s->w;
       const float *rowp = dxp + (long)ci * S * S * p->dxrs + (long)(r / S) * p->wq;
+      if (S == 2) { /* the row's even and odd columns from their two phases */
+        int p0 = s->pad & 1;
+        rowp += (r & 1) * 2 * p->dxrs;
+        rt_add_interleave2((s->w + 1) / 2, s->w / 2, rowp + p0 * p->dxrs + s->pad / 2,
+                           rowp + (1 - p0) * p->dxrs + (s->pad + 1) / 2, d);
+        continue;
+      }
       for (int ix = 0; ix < s->w; ix++) {
         int c = ix + s->pad;
         d[ix] += rowp[((r % S) * S + c % S) * p->dxrs + c / S];
       }
     }
+  }
 }
 
 static int is_dense(rt_kernels *b, int l) { return C(b)->dense[l]; }
@@ -797,6 +798,9 @@ static int cpu_conv_bwd_data(rt_kernels *b, int l, const rt_conv_shape *s, const
   conv_strides(s, &xns, &yns);
   int id;
   float *buf = s->n > 0 ? scratch_get(C(b), &id) : NULL;
+  if (s->dx_assign)
+    for (int i = 0; i < s->n && (!buf || is_dense(b, l)); i++)
+      memset(dx + i * xns, 0, (size_t)s->cin * s->h * s->w * sizeof *dx);
   if (!buf) {
     rt_ref_conv_bwd_data(s, dy, w, e->wm, dx);
     return 0;
@@ -1253,7 +1257,7 @@ rt_kernels *rt_kernels_cpu_new(const ir_graph *g, char *err, size_t errlen) {
                          .conv_bwd_weight = cpu_conv_bwd_weight, .linear_fwd = cpu_linear_fwd,
                          .linear_bwd_data = cpu_linear_bwd_data,
                          .linear_bwd_weight = cpu_linear_bwd_weight, .free = cpu_free,
-                         .fuses_relu = 1, .conv_bwd = cpu_conv_bwd, .linear_bwd = cpu_linear_bwd,
+                         .fuses_relu = 1, .assigns_dx = 1, .conv_bwd = cpu_conv_bwd, .linear_bwd = cpu_linear_bwd,
                          .prepare_layers = cpu_prepare_layers, .threads = 1,
                          .wgrad_index = cpu_wgrad_index, .wcopy = cpu_wcopy};
   /* The JIT generates code for this CPU, with its vector extensions. */
