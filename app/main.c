@@ -67,6 +67,8 @@ static void usage_train(FILE *f, const ir_graph *g) {
           "                    its alpha, weights and batch norm carry over, a new\n"
           "                    classifier when the classes differ (transfer)\n"
           "  --new-head        with --from: a new classifier even for the same classes\n"
+          "  --task NAME       with --from a checkpoint of several tasks: the task\n"
+          "                    whose network the run starts from\n"
           "  --stop-after N    stop after epoch N, leaving RUN_DIR/last.ckpt\n"
           "  --quiet           no progress output\n"
           "  --profile         time every layer's forward and backward, the loss\n"
@@ -160,6 +162,8 @@ static int cmd_train(ir_graph *g, int argc, char **argv, rt_graph_fn fwd,
       if (str_arg(argc, argv, &i, &o.from)) return 2;
     } else if (strcmp(a, "--new-head") == 0) {
       o.new_head = 1;
+    } else if (strcmp(a, "--task") == 0) {
+      if (str_arg(argc, argv, &i, &o.from_task)) return 2;
     } else if (strcmp(a, "--quiet") == 0) {
       o.quiet = 1;
     } else if (strcmp(a, "--profile") == 0) {

@@ -403,7 +403,8 @@ static rt_exec *from_exec(ir_graph *g, const app_train_opts *o, int threads,
                           const char *backend, app_train_state *st, int *same_head) {
   char err[2048];
   rt_exec *x = fresh_exec(g, o, threads, backend, st);
-  if (x && app_transfer(x, o->from, o->new_head, &st->norm, same_head, err, sizeof err)) {
+  if (x && app_transfer(x, o->from, o->from_task, o->new_head, &st->norm, same_head, err,
+                       sizeof err)) {
     fprintf(stderr, "error: %s\n", err);
     rt_exec_free(x);
     return NULL;
@@ -569,6 +570,11 @@ static int setup(train_run *r, ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd,
   if (o->from && o->resume) {
     fprintf(stderr, "error: --from starts a new run from a trained checkpoint and --resume "
             "continues a run; give one of them\n");
+    return -1;
+  }
+  if (o->from_task && !o->from) {
+    fprintf(stderr, "error: --task names the task of a multi-task checkpoint that --from "
+            "starts from; there is no --from\n");
     return -1;
   }
   if (o->new_head && !o->from) {

@@ -37,6 +37,8 @@ typedef struct app_train_opts {
   const char *resume;  /* checkpoint to continue from, or NULL */
   const char *from;    /* trained checkpoint a new run starts from (transfer), or NULL */
   int new_head;        /* --from: a fresh classifier even with the same classes */
+  const char *from_task; /* --from a multi-task checkpoint: the task whose
+                            network starts the run (its name) */
   int stop_after;      /* stop once this many epochs are done (0: never);
                           the run resumes from RUN_DIR/last.ckpt */
   int quiet;           /* no progress output */
@@ -104,12 +106,14 @@ int app_ir_compatible(const ir_graph *a, const ir_graph *b, char *err,
  * naming the first layer that differs and how. */
 int app_ir_transferable(const ir_graph *a, const ir_graph *b, char *err, size_t errlen);
 /* x (a fresh run's exec) takes the checkpoint's α, alive flags, weights
- * and batch norm state, layer by layer; its classifier too when the class
- * counts agree and not new_head (*same_head 1), else it keeps the fresh one. *norm becomes
- * the input normalisation the checkpoint was trained with (c 0 when it has
- * none). 0, or -1 with a message naming the file. */
-int app_transfer(rt_exec *x, const char *from, int new_head, rt_norm *norm, int *same_head,
-                 char *err, size_t errlen);
+ * and batch norm state, layer by layer (of task `task`'s network in a
+ * multi-task checkpoint; NULL otherwise); its classifier too when the
+ * class counts agree and not new_head (*same_head 1), else it keeps the
+ * fresh one. *norm becomes the input normalisation the checkpoint was
+ * trained with (c 0 when it has none). 0, or -1 with a message naming the
+ * file. */
+int app_transfer(rt_exec *x, const char *from, const char *task, int new_head, rt_norm *norm,
+                 int *same_head, char *err, size_t errlen);
 
 /* Writes s as a JSON string, quotes included: '"', '\\' and control
  * characters escaped, bytes that are not UTF-8 replaced by U+FFFD. Every

@@ -84,15 +84,15 @@ static void ranges(const ir_layer *l, int64_t off[3], int64_t len[3]) {
   off[2] = l->g_off, len[2] = l->g_off >= 0 ? 2 * (int64_t)l->cout : 0;
 }
 
-int app_transfer(rt_exec *x, const char *from, int new_head, rt_norm *norm, int *same_head,
-                 char *err, size_t errlen) {
+int app_transfer(rt_exec *x, const char *from, const char *task, int new_head, rt_norm *norm,
+                 int *same_head, char *err, size_t errlen) {
   const ir_graph *g = x->g;
   ir_graph *cg = NULL;
   rt_exec *cx = NULL;
   app_train_state cst;
   char why[768];
   *same_head = 0;
-  if (app_ckpt_load(from, 1, 1, "ref", &cg, &cx, &cst, why, sizeof why)) {
+  if (app_ckpt_load_task(from, task, 1, 1, "ref", &cg, &cx, &cst, why, sizeof why)) {
     snprintf(err, errlen, "--from %s", why);
     return -1;
   }

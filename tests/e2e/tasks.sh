@@ -51,6 +51,18 @@ if ./pair export --c run/final.ckpt -o none.c 2>err.txt; then fail "export witho
 grep -q "has tasks (fashion, coarse); name one with --task" err.txt || { cat err.txt; fail "export"; }
 [ ! -e none.c ] || fail "export without --task wrote none.c"
 
+# transfer from one task: a single-task model on the same template starts
+# from the fashion network and evaluates as it did
+sed -e '/task /d' -e 's/^  input 1x28x28;/  input 1x28x28; classes 10;/' -e '/^data coarse/d' \
+  -e 's/^data fashion /data /' -e 's/ shared 0.2//' "$model" >solo.ilnas
+"$ilnasc" solo.ilnas -o solo
+fl=$(./solo train $opts --epochs 1 --from run/final.ckpt --task fashion --run-dir from | tail -n 1)
+echo "$fl" | grep -q "\"from_acc\": $fa" || fail "from the fashion task: $fl (eval said $fa)"
+refused from_task "has tasks (fashion, coarse); name one with --task NAME" \
+  ./solo train $opts --from run/final.ckpt
+refused no_task "no task 'shoes' (its tasks: fashion, coarse)" \
+  ./solo train $opts --from run/final.ckpt --task shoes
+
 # stopped and resumed: the same final checkpoint
 ./pair train $opts --run-dir stop --stop-after 2 >/dev/null
 ./pair train $opts --run-dir stop --resume stop/last.ckpt >/dev/null
