@@ -525,6 +525,7 @@ typedef struct bn_job {
   float *p;  /* the pool's output (p_ns apart) */
   long p_ns;
   float *run_mean, *run_var, *save_mean_w, *save_invstd_w, *scale_w, *out, *dx, *dgamma, *dbeta;
+  float *gm_w, *kg_w, *kx_w; /* rt_bn_bwd_sums: dx's constants, and no dx */
 } bn_job;
 
 /* Both passes run over a group of up to BN_GROUP channels sample by
@@ -895,8 +896,9 @@ static void bn_bwd_task(void *arg, int part) {
       const double k = j->gamma[c] * invstd;
       gm[c - g0] = (float)(sdy[c - g0] / count), kf[c - g0] = (float)k;
       kx[c - g0] = (float)(k * invstd * (sdyxh / count));
+      if (j->gm_w) j->gm_w[c] = gm[c - g0], j->kg_w[c] = kf[c - g0], j->kx_w[c] = kx[c - g0];
     }
-    for (int n = 0; n < s->n; n++)
+    for (int n = 0; n < s->n && j->dx; n++)
       for (int c = g0; c < g1; c++) {
         const float *xr = j->x + n * xns + c * hw, *dyr = gbuf;
         if (pooled)
@@ -956,6 +958,24 @@ void rt_bn_pool_bwd(rt_pool *pool, int parts, const rt_bn_shape *s, int w, int a
               .dgamma = dgamma, .dbeta = dbeta};
   if (j.parts > 1) rt_pool_run(pool, j.parts, bn_bwd_task, &j);
   else bn_bwd_task(&j, 0);
+}
+
+void rt_bn_bwd_sums(rt_pool *pool, int parts, const rt_bn_shape *s, int relu, const float *x,
+                    const float *dy, const float *gamma, const float *beta,
+                    const float *save_mean, const float *save_invstd, const float *scale,
+                    float *dgamma, float *dbeta, float *gm, float *kg, float *kx) {
+  bn_job j = {.s = s, .parts = bn_parts(pool, parts, s), .relu = relu, .x = x, .dy = dy,
+              .gamma = gamma, .beta = beta, .save_mean = save_mean, .save_invstd = save_invstd,
+              .scale = scale, .dgamma = dgamma, .dbeta = dbeta, .gm_w = gm, .kg_w = kg,
+              .kx_w = kx};
+  if (j.parts > 1) rt_pool_run(pool, j.parts, bn_bwd_task, &j);
+  else bn_bwd_task(&j, 0);
+}
+
+void rt_bn_dx_row(long len, const float *x, const float *dy, int relu, float m, float k, float b,
+                  float gm, float kg, float kx, float *dx) {
+  row_dx(len, x, NULL, dy, relu ? MASK_X : MASK_NONE, m, relu ? k : 0.0f, relu ? b : 0.0f, gm,
+         kg, kx, 1, dx);
 }
 
 void rt_bn_bwd(rt_pool *pool, int parts, const rt_bn_shape *s, int relu, int assign,

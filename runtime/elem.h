@@ -109,6 +109,17 @@ void rt_bn_bwd(rt_pool *pool, int parts, const rt_bn_shape *s, int relu, int ass
                const float *x, const float *y, const float *dy, const float *gamma,
                const float *beta, const float *save_mean, const float *save_invstd,
                const float *scale, float *dx, float *dgamma, float *dbeta);
+/* rt_bn_bwd in training (y NULL) in two halves, for a consumer that makes
+ * dx as it reads it (the cpu conv kernels' packing, rt_bn_dz): the sums,
+ * dgamma and dbeta, and per channel dx's constants gm, kg, kx, reading x
+ * and dy once; then any row of dx, rt_bn_dx_row (m: save_mean, k: scale,
+ * b: beta), the bits rt_bn_bwd writes with assign. */
+void rt_bn_bwd_sums(rt_pool *pool, int parts, const rt_bn_shape *s, int relu, const float *x,
+                    const float *dy, const float *gamma, const float *beta,
+                    const float *save_mean, const float *save_invstd, const float *scale,
+                    float *dgamma, float *dbeta, float *gm, float *kg, float *kx);
+void rt_bn_dx_row(long len, const float *x, const float *dy, int relu, float m, float k, float b,
+                  float gm, float kg, float kx, float *dx);
 
 /* Batch norm with its ReLU followed by a 2x2 max pool (planes w wide,
  * both sides even) in training, without the normalised tensor: after

@@ -151,6 +151,9 @@ typedef struct host {
   double *bn_mom;
   float *bn_scale; /* n_stats: the scale gamma / std of the last training
                     * forward, a layer's at s_off, for its backward */
+  float *bn_dzc;   /* 3 * n_stats: a backward's constants of dz (gm, kg,
+                    * kx, a layer's at 3 * s_off) where the kernels make dz
+                    * (bn_dz_fused) */
   /* A conv layer whose batch norm and ReLU (before it) only a 2x2 max
    * pool reads: in training its forward leaves the affine map to the
    * pool, which pools it from z (rt_bn_out), and its backward takes the
@@ -559,6 +562,7 @@ rt_backend *rt_step_new(const char *backend, const ir_graph *g, const ir_arch *a
     if (g->layers[i].bn && g->layers[i].cout > bn_c) bn_c = g->layers[i].cout;
   e->bn_mom = bn_c ? xcalloc((size_t)cap * 2 * (size_t)bn_c, sizeof *e->bn_mom, &oom) : NULL;
   e->bn_scale = xcalloc((size_t)g->n_stats, sizeof(float), &oom);
+  e->bn_dzc = xcalloc(3 * (size_t)g->n_stats, sizeof(float), &oom);
   e->bnf = xcalloc((size_t)g->n_layers, sizeof *e->bnf, &oom);
   if (e->bnf) bn_fusable(g, e->bnf);
   if (oom || !(e->plan = rt_plan_new(g)) || plan_zero(e) ||
@@ -611,7 +615,7 @@ static void host_free(rt_backend *b) {
       free(e->znarrow), free(e->dxa), free(e->work_was), free(e->alias_was), free(e->prof),
       free(e->prof_paused), free(e->active), free(e->assign);
   free(e->pidx), free(e->pn), free(e->gpacked), free(e->pk), free(e->sk), free(e->wc), free(e->wat);
-  free(e->fc), free(e->bc), free(e->dg_cols), free(e->dg_parts), free(e->bn_mom), free(e->bn_scale),
+  free(e->fc), free(e->bc), free(e->dg_cols), free(e->dg_parts), free(e->bn_mom), free(e->bn_scale), free(e->bn_dzc),
       free(e->bnf);
   rt_plan_free(e->plan);
   rt_pool_free(e->pool);
@@ -1231,6 +1235,20 @@ static void bn_constants(hx *x, const ir_layer *l, int64_t out) {
   }
 }
 
+/* Whether conv layer l's kernels make the gradient of its pre-activation
+ * from batch norm's output gradient as they pack it (rt_conv_shape.bn),
+ * so that it is never written: in training, batch norm before the ReLU
+ * (or none) not under a fused pool, the layer alone writing dz (assign)
+ * and nothing reading it after (phase II's passes read it). */
+static int bn_dz_fused(const hx *x, const ir_layer *l) {
+  const host *e = (const host *)x;
+  int li = (int)(l - x->g->layers);
+  int p = e->bnf[li].pool;
+  return l->kind == IR_CONV && l->bn == IR_BN_BEFORE && x->training && !x->use_live &&
+         e->assign[li] && x->backend->bn_dz && x->backend->conv_bwd &&
+         !(p >= 0 && e->bnf[p].fused);
+}
+
 static void conv_bwd_chunk(const job *j, int chunk, int n0, int n1) {
   hx *x = j->x;
   const ir_layer *l = j->l;
@@ -1241,6 +1259,18 @@ static void conv_bwd_chunk(const job *j, int chunk, int n0, int n1) {
   int li = (int)(l - x->g->layers);
   const host *e = (const host *)x;
   s.dx_assign = e->dxa[li] && !x->use_live && !e->layout_bounds; /* its slice was not cleared */
+  rt_bn_dz bn;
+  if (l->bn && bn_dz_fused(x, l)) { /* the kernels make dz from batch norm's output gradient */
+    const float *c = e->bn_dzc + 3 * l->s_off;
+    bn = (rt_bn_dz){x->act + o + j->z, x->dact + o + j->z, x->bn_save + l->s_off,
+                    e->bn_scale + l->s_off, x->params + l->g_off + l->cout, c, c + l->cout,
+                    c + 2 * l->cout, l->relu};
+    s.bn = &bn;
+    check(x, b, b->conv_bwd(b, li, &s, x->act + o + j->in, x->dact + o + j->out, NULL,
+                            x->params + l->w_off, needs_dx(x, l) ? x->dact + o + j->in : NULL, dw,
+                            db));
+    return;
+  }
   if (b->conv_bwd) {
     /* A backend that fuses the ReLU takes the activation's gradient and
      * applies the ReLU's as it packs it: dz is never written (phase II,
@@ -1263,15 +1293,17 @@ static void conv_bwd_chunk(const job *j, int chunk, int n0, int n1) {
  * the ReLU (its mask applied as batch norm reads dout) and batch norm,
  * split over channels. (Without batch norm, each chunk does relu_bwd
  * itself.) */
-static void bn_act_bwd(hx *e, const ir_layer *ly, int64_t z, int64_t out) {
+static void bn_act_bwd(hx *e, const ir_layer *ly, int64_t z, int64_t out, int fused) {
   int64_t ns = e->g->act_size, plane = (int64_t)ly->oh * ly->ow;
   host *h = (host *)e;
   const uint8_t *w = worked(e, ly);
   float *dgamma = e->grads + ly->g_off, *dbeta = dgamma + ly->cout;
   const float *sm = e->bn_save + ly->s_off, *si = sm + ly->cout, *sk = h->bn_scale + ly->s_off;
-  /* a channel not worked: its gradient is 0, and so are gamma's and beta's */
+  /* a channel not worked: its gradient is 0, and so are gamma's and beta's
+   * (and the constants of the dz the kernels make: 0 from zeros) */
+  float *gm = h->bn_dzc + 3 * ly->s_off, *kg = gm + ly->cout, *kx = kg + ly->cout;
   for (int c = 0; w && c < ly->cout; c++)
-    if (!w[c]) dgamma[c] = dbeta[c] = 0.0f;
+    if (!w[c]) dgamma[c] = dbeta[c] = gm[c] = kg[c] = kx[c] = 0.0f;
   int p = h->bnf[ly - e->g->layers].pool;
   const struct bn_fuse *pf = p >= 0 && h->bnf[p].fused ? &h->bnf[p] : NULL;
   for (int c0 = 0, c1; (c1 = next_run(w, &c0, ly->cout)) > c0; c0 = c1) {
@@ -1282,6 +1314,12 @@ static void bn_act_bwd(hx *e, const ir_layer *ly, int64_t z, int64_t out) {
                      e->act + z + o, e->dact + pf->pout + o / 4, ns, e->params + ly->g_off + c0,
                      e->params + ly->g_off + ly->cout + c0, sm + c0, si + c0, sk + c0,
                      e->dact + z + o, dgamma + c0, dbeta + c0);
+      continue;
+    }
+    if (fused) { /* the sums; the conv's kernels make dz as they pack it */
+      rt_bn_bwd_sums(h->pool, e->threads, &s, ly->relu, e->act + z + o, e->dact + out + o,
+                     e->params + ly->g_off + c0, e->params + ly->g_off + ly->cout + c0, sm + c0,
+                     si + c0, sk + c0, dgamma + c0, dbeta + c0, gm + c0, kg + c0, kx + c0);
       continue;
     }
     /* in training the ReLU's mask is recomputed from z, not read */
@@ -1299,7 +1337,8 @@ static void conv_bwd_op(RT_OP_ARGS) {
     pass_bwd(e, ly, prev, out);
     return;
   }
-  if (ly->bn) bn_act_bwd(e, ly, z, out);
+  int fused = ly->bn && bn_dz_fused(e, ly);
+  if (ly->bn) bn_act_bwd(e, ly, z, out, fused);
   if (ly->bn == IR_BN_AFTER && ly->relu) { /* then the ReLU's: z > 0 where it passed */
     long plane = (long)ly->oh * ly->ow;
     const uint8_t *w = worked(e, ly);
@@ -1374,7 +1413,7 @@ static void linear_bwd_op(RT_OP_ARGS) {
     pass_bwd(e, ly, prev, out);
     return;
   }
-  if (ly->relu && ly->bn) bn_act_bwd(e, ly, z, out);
+  if (ly->relu && ly->bn) bn_act_bwd(e, ly, z, out, 0);
   host *ei = (host *)e;
   ei->gpacked[l] = !e->use_live && ei->pidx[l];
   job j = {e, ly, in, z, out, lin_bwd_chunk, layer_work(e, ly)};

@@ -70,6 +70,10 @@ struct rt_kernels {
   /* 1: conv_bwd (and conv_bwd_data) honour rt_conv_shape.dx_assign: dx
    * comes out as if added into zeros, and need not be cleared first. */
   int assigns_dx;
+  /* 1: conv_bwd honours rt_conv_shape.bn: it takes batch norm's output
+   * gradient and makes its pre-activation's (rt_bn_dz) as it packs it,
+   * writing it out (to bn->dz) only where it must. */
+  int bn_dz;
 
   /* Optional, NULL: the graph op calls conv_bwd_weight and conv_bwd_data.
    * Both in one call, sharing the work on dy; the same semantics, and no

@@ -28,6 +28,18 @@
 
 #include "ir/ir.h"
 
+/* Batch norm's backward (before a ReLU, or none) ending in a conv's
+ * pre-activation z, for a conv_bwd that makes z's gradient as it reads it
+ * (rt_kernels.bn_dz): dz = rt_bn_dx_row of z and dy (then the gradient
+ * of batch norm's output, its ReLU's input) with the channel's constants
+ * (runtime/elem.h). */
+typedef struct rt_bn_dz {
+  const float *z;       /* the pre-activation, dy's layout */
+  float *dz;            /* where dz goes if the kernels must write it */
+  const float *m, *k, *b, *gm, *kg, *kx; /* per output channel */
+  int relu;
+} rt_bn_dz;
+
 typedef struct rt_conv_shape {
   int n;                /* batch */
   int cin, h, w;        /* input channels (read), height, width */
@@ -37,6 +49,8 @@ typedef struct rt_conv_shape {
   int relu;             /* forward: y = max(conv, 0), the activation fused */
   int dx_assign;        /* backward to the input: dx is overwritten, as if
                          * added into zeros (rt_kernels.assigns_dx) */
+  const rt_bn_dz *bn;   /* conv_bwd: dy is batch norm's output gradient,
+                         * dz made from it (rt_kernels.bn_dz); NULL: none */
 } rt_conv_shape;
 
 /* Fills oh, ow from h, w, k, stride, pad, and packed strides where 0. */

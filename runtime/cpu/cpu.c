@@ -707,6 +707,33 @@ static void pack_dy(const cg_conv_plan *p, const rt_conv_shape *s, const float *
   }
 }
 
+/* One sample's row of batch norm's pre-activation gradient (s->bn), of
+ * channel co and its output gradient dy's row and z's. */
+static void bn_dz_row(const rt_bn_dz *bn, int co, long len, const float *dy, const float *z,
+                      float *dz) {
+  rt_bn_dx_row(len, z, dy, bn->relu, bn->m[co], bn->k[co], bn->b[co], bn->gm[co], bn->kg[co],
+               bn->kx[co], dz);
+}
+
+/* pack_dy of the pre-activation's gradient that batch norm's backward
+ * makes (s->bn) from dy, its output's gradient, and the pre-activation z
+ * (dy's layout), row by row as it is packed: dz is never written. */
+static void pack_dy_bn(const cg_conv_plan *p, const rt_conv_shape *s, const float *dy,
+                       const float *z, float *dyq) {
+  long ohw = (long)s->oh * s->ow, body = p->marg + (long)s->oh * p->wq;
+  for (int co = 0; co < s->cout; co++) {
+    float *d = dyq + co * p->dycs;
+    memset(d, 0, (size_t)p->marg * sizeof *d);
+    for (int r = 0; r < s->oh; r++) {
+      float *row = d + p->marg + (long)r * p->wq;
+      bn_dz_row(s->bn, co, s->ow, dy + co * ohw + (long)r * s->ow, z + co * ohw + (long)r * s->ow,
+                row);
+      memset(row + s->ow, 0, (size_t)(p->wq - s->ow) * sizeof *row);
+    }
+    memset(d + body, 0, (size_t)(p->dycs - body) * sizeof *d);
+  }
+}
+
 static void unpack_y(const cg_conv_plan *p, const rt_conv_shape *s, const float *yq, float *y) {
   for (int co = 0; co < s->cout; co++)
     (s->relu ? rt_relu_2d : rt_copy_2d)(s->oh, s->ow, yq + co * p->yrs, p->wq,
@@ -891,6 +918,14 @@ static int cpu_conv_bwd(rt_kernels *b, int l, const rt_conv_shape *s, const floa
   int id;
   float *buf = s->n > 0 && !is_dense(b, l) ? scratch_get(C(b), &id) : NULL;
   if (!buf) { /* the dense path has nothing to share */
+    if (s->bn) { /* dz made whole, where the host step would have */
+      long ohw = (long)s->oh * s->ow;
+      for (int i = 0; i < s->n; i++)
+        for (int co = 0; co < s->cout; co++)
+          bn_dz_row(s->bn, co, ohw, dy + i * yns + co * ohw, s->bn->z + i * yns + co * ohw,
+                    s->bn->dz + i * yns + co * ohw);
+      dy = s->bn->dz;
+    }
     if (s->relu && y) { /* dy becomes the pre-activation's gradient, in place */
       long ohw = (long)s->cout * s->oh * s->ow;
       for (int i = 0; i < s->n; i++) rt_relu_mask(ohw, y + i * yns, dy + i * yns, (float *)dy + i * yns);
@@ -913,7 +948,8 @@ static int cpu_conv_bwd(rt_kernels *b, int l, const rt_conv_shape *s, const floa
     for (int i = 0; i < nb; i++) {
       float *q = dyq + i * p->dylen;
       pack_x(p, s, x + (n0 + i) * xns, xp + i * p->xlen);
-      pack_dy(p, s, dy + (n0 + i) * yns, s->relu ? y + (n0 + i) * yns : NULL, q);
+      if (s->bn) pack_dy_bn(p, s, dy + (n0 + i) * yns, s->bn->z + (n0 + i) * yns, q);
+      else pack_dy(p, s, dy + (n0 + i) * yns, s->relu ? y + (n0 + i) * yns : NULL, q);
       for (int co = 0; bsum && co < s->cout; co++) bsum[co] += rt_sum(p->dycs, q + co * p->dycs);
     }
     e->bwd_weight(xp, dyq, dw, NULL, nb, p->xlen, p->dylen);
@@ -1257,7 +1293,7 @@ rt_kernels *rt_kernels_cpu_new(const ir_graph *g, char *err, size_t errlen) {
                          .conv_bwd_weight = cpu_conv_bwd_weight, .linear_fwd = cpu_linear_fwd,
                          .linear_bwd_data = cpu_linear_bwd_data,
                          .linear_bwd_weight = cpu_linear_bwd_weight, .free = cpu_free,
-                         .fuses_relu = 1, .assigns_dx = 1, .conv_bwd = cpu_conv_bwd, .linear_bwd = cpu_linear_bwd,
+                         .fuses_relu = 1, .assigns_dx = 1, .bn_dz = 1, .conv_bwd = cpu_conv_bwd, .linear_bwd = cpu_linear_bwd,
                          .prepare_layers = cpu_prepare_layers, .threads = 1,
                          .wgrad_index = cpu_wgrad_index, .wcopy = cpu_wcopy};
   /* The JIT generates code for this CPU, with its vector extensions. */
