@@ -227,9 +227,13 @@ static int resume_tasks(mt_run *r) {
             "tasks)\n", path, r->m->name);
     goto out;
   }
-  if (rec->n_tasks != r->n || !ir || !(cg = ir_deserialize(ir, nir, err, sizeof err))) {
-    fprintf(stderr, "error: %s: %s\n", path,
-            rec->n_tasks != r->n ? "its tasks are not this model's" : err);
+  if (rec->n_tasks != r->n) {
+    fprintf(stderr, "error: %s has %d tasks, model '%s' %d\n", path, rec->n_tasks, r->m->name,
+            r->n);
+    goto out;
+  }
+  if (!ir || !(cg = ir_deserialize(ir, nir, err, sizeof err))) {
+    fprintf(stderr, "error: %s: %s\n", path, ir ? err : "a multi-task checkpoint lacks its IR");
     goto out;
   }
   for (int k = 0; k < r->n; k++)
