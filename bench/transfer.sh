@@ -17,7 +17,10 @@
 # the classes being other classes), after its first epoch and at the end,
 # and the epochs the transfer took to reach scratch's final accuracy over
 # scratch's epochs (the ratio; the goal is at most 0.5; "-": not within
-# them). Every epoch is evaluated on the whole test set. Both sides have
+# them). Every epoch is evaluated on the whole test set. Each transfer runs
+# a second time with half the epochs (its learning rate schedule over
+# those), the last columns: its final accuracy and whether it reaches
+# scratch's final in half the epochs that way. Both sides have
 # 10 classes, so the transfer keeps the source's classifier (its classes
 # mean other things: from_acc is near chance) and retrains it. Runs are
 # kept in BENCH_DIR (default build/bench-transfer) and not run again.
@@ -51,23 +54,30 @@ run() { # BIN DIR [OPTIONS...]
   bin=$1 dir=$2; shift 2
   [ -e "$dir/final.ckpt" ] && return 0 # resumable
   echo "== $bin $dir $*" >&2
-  nice ./"$bin" train --seed "$seed" --epochs "$epochs" --threads "$threads" --quiet \
+  nice ./"$bin" train --seed "$seed" --epochs "${run_epochs:-$epochs}" --threads "$threads" --quiet \
     --run-dir "$dir" "$@" >"$dir.out"
 }
 start=$(date +%s)
+half=$((epochs / 2))
+transfers() { # SUFFIX: every transfer of the seed, its runs named NAME-SUFFIX
+  run digits f2d$1 --from fashion-$seed/final.ckpt
+  run fashion d2f$1 --train-limit "$images" --from digits-$seed/final.ckpt
+  [ -n "$small" ] || return 0
+  run digits f2d-small$1 --from fashion-small-$seed/final.ckpt
+  run fashion d2f-small$1 --train-limit "$images" --from digits-small-$seed/final.ckpt
+  run digits f2d-small-new$1 --from fashion-small-$seed/final.ckpt --new-head
+  run fashion d2f-small-new$1 --train-limit "$images" --from digits-small-$seed/final.ckpt \
+    --new-head
+}
 for seed in $seeds; do
   run fashion fashion-$seed --train-limit "$images"
   run digits digits-$seed
-  run digits f2d-$seed --from fashion-$seed/final.ckpt
-  run fashion d2f-$seed --train-limit "$images" --from digits-$seed/final.ckpt
-  [ -n "$small" ] || continue
-  run fashion_small fashion-small-$seed --train-limit "$images"
-  run digits_small digits-small-$seed
-  run digits f2d-small-$seed --from fashion-small-$seed/final.ckpt
-  run fashion d2f-small-$seed --train-limit "$images" --from digits-small-$seed/final.ckpt
-  run digits f2d-small-new-$seed --from fashion-small-$seed/final.ckpt --new-head
-  run fashion d2f-small-new-$seed --train-limit "$images" --from digits-small-$seed/final.ckpt \
-    --new-head
+  if [ -n "$small" ]; then
+    run fashion_small fashion-small-$seed --train-limit "$images"
+    run digits_small digits-small-$seed
+  fi
+  transfers "-$seed"
+  run_epochs=$half transfers "-half-$seed"
 done
 # acc DIR N: test_acc after epoch N of a run
 acc() { sed -n "s/^{\"epoch\": $2, .*\"test_acc\": \([0-9.]*\).*/\1/p" "$1/metrics.jsonl"; }
@@ -82,8 +92,8 @@ echo "Fashion-MNIST on its first $images training images, the digits on the firs
 echo "their rows, resized to 28x28; test accuracy on the whole test sets (Fashion-MNIST's"
 echo "10000 images, the digits' last 20%)"
 echo
-echo "| source | direction | seed | scratch, epoch 1 | scratch, final | transfer, before training | epoch 1 | final | epochs to scratch's final | ratio |"
-echo "|---|---|---|---|---|---|---|---|---|---|"
+echo "| source | direction | seed | scratch, epoch 1 | scratch, final | transfer, before training | epoch 1 | final | epochs to scratch's final | ratio | in $half epochs: final | reached |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
 variants="same"
 [ -z "$small" ] || variants="same small small-new"
 for v in $variants; do
@@ -99,9 +109,11 @@ for pair in "fashion -> digits:digits:f2d" "digits -> fashion:fashion:d2f"; do
     t=$(acc "$tr-$seed" "$epochs")
     n=$(reach "$tr-$seed" "$s")
     ratio=$(awk -v n="$n" -v e="$epochs" 'BEGIN { if (n == "-") print "-"; else printf "%.2f", n / e }')
+    h=$(acc "$tr-half-$seed" "$half")
+    hit=$(awk -v h="$h" -v s="$s" 'BEGIN { print (h + 0 >= s + 0 ? "yes" : "no") }')
     src=$v
     [ "$v" = same ] && src="scratch run"
-    echo "| $src | $name | $seed | $s1 | $s | ${f:--} | $e1 | $t | $n | $ratio |"
+    echo "| $src | $name | $seed | $s1 | $s | ${f:--} | $e1 | $t | $n | $ratio | $h | $hit |"
   done
 done
 done
