@@ -77,7 +77,7 @@ static void usage_train(FILE *f, const ir_graph *g) {
           "  --skip-bad        an image folder's unreadable files are skipped, each\n"
           "                    reported, instead of stopping the run\n"
           "  --loaders N       threads that decode an image folder (default: --threads)\n",
-          prog, m->epochs, m->freeze_last, m->data_path, m->seed, ir_search_name(m->method));
+          prog, m->epochs, m->freeze_last, m->data_path, m->seed, fe_search_name(m->method));
   if (m->n_tasks > 0) {
     fprintf(f, "\nModel '%s' has %d tasks, trained together, one batch of each per step,\n"
             "%g of each task's network shared:", m->name, m->n_tasks, m->shared);

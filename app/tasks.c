@@ -446,7 +446,7 @@ static int setup(mt_run *r, ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd,
   if (!o->quiet) {
     fprintf(stderr, "training %s: %d tasks, %d epochs of %d steps, batch %d from each task, "
             "%d threads, search %s, backend %s\n", m->name, r->n, r->epochs, r->steps,
-            m->batch, r->threads, ir_search_name(r->method), r->backend);
+            m->batch, r->threads, fe_search_name(r->method), r->backend);
     for (int k = 0; k < r->n; k++) {
       const task *t = &r->t[k];
       fprintf(stderr, "  task %s: %d images, %d classes, %" PRId64 " active parameters\n",
@@ -870,7 +870,7 @@ int run_info_tasks(const rt_ckpt *c, const char *path, FILE *out) {
     stored += active - shared;
     fprintf(out, "\ntask %s  (%d classes, %s \"%s\", epoch %d): %" PRId64 " active, %" PRId64
             " shared, %" PRId64 " its own\n", m->tasks[k].name, g->cfg.classes,
-            ir_data_name(g->cfg.data), g->cfg.data_path, st.epoch, active, shared,
+            fe_data_name(g->cfg.data), g->cfg.data_path, st.epoch, active, shared,
             active - shared);
     run_layer_table(g, x->arch, out);
     rt_exec_free(x), ir_free(g);

@@ -91,7 +91,7 @@ int run_load_data(const ir_graph *g, const char *path, int skip_bad, int threads
     fprintf(stderr,
             "error: %s: the %s images are %dx%dx%d but model '%s' expects "
             "input %dx%dx%d%s%s%s\n",
-            path, ir_data_name(m->data), train->c, train->h, train->w, m->name,
+            path, fe_data_name(m->data), train->c, train->h, train->w, m->name,
             m->in_c, m->in_h, m->in_w, fix[0] ? "; add '" : "", fix,
             fix[0] ? "' to its data statement" : "");
   } else if (train->src && train->classes > m->classes) {
@@ -518,8 +518,8 @@ static int check_resume(train_run *r) {
     fe_search was = (fe_search)(r->st.search - 1);
     if (o->search >= 0 && (fe_search)o->search != was) {
       fprintf(stderr, "error: %s was trained with --search %s, not --search %s; resume "
-              "without --search, or start a new run\n", o->resume, ir_search_name(was),
-              ir_search_name((fe_search)o->search));
+              "without --search, or start a new run\n", o->resume, fe_search_name(was),
+              fe_search_name((fe_search)o->search));
       return -1;
     }
     r->method = was;
@@ -635,13 +635,13 @@ static int setup(train_run *r, ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd,
   if (!o->quiet)
     fprintf(stderr, "training %s: %d images, %d epochs, batch %d, %d threads, "
             "search %s, backend %s, %" PRId64 " active parameters of %s\n", m->name,
-            r->train.n, r->epochs, m->batch, r->threads, ir_search_name(r->method),
+            r->train.n, r->epochs, m->batch, r->threads, fe_search_name(r->method),
             r->backend, r->active, r->budget);
   if (r->method != FE_SEARCH_FIXED && srch_beats_left(&r->sched, 1) == 0)
     fprintf(stderr, "warning: with %d epochs, 'every %d epoch' and 'freeze last %d' the "
             "schedule leaves no expansion: the %s search will not grow the network "
             "(train at least %d epochs, or pass --freeze-last N)\n", r->epochs,
-            r->sched.every, r->sched.freeze, ir_search_name(r->method),
+            r->sched.every, r->sched.freeze, fe_search_name(r->method),
             r->sched.every + r->sched.freeze + 1);
   if (o->from && report_from(r)) return -1;
   if (o->profile && rt_exec_profile(r->x)) {

@@ -609,7 +609,7 @@ static void check_adapters(checker *k, const fe_task *d) {
              d->channels, m->in_c, m->in_c == 1 ? "" : "s");
 }
 
-/* The model's data fields as a task's, and back. */
+/* The model's data fields as a task's (fe_put_task_data: back). */
 static fe_task data_of(const fe_model *m) {
   fe_task d = {0};
   d.data = m->data;
@@ -620,16 +620,6 @@ static fe_task data_of(const fe_model *m) {
   d.resize_h = m->resize_h, d.resize_w = m->resize_w, d.resize_loc = m->resize_loc;
   d.channels = m->channels, d.channels_loc = m->channels_loc;
   return d;
-}
-
-static void put_data(fe_model *m, const fe_task *d) {
-  m->data = d->data;
-  memcpy(m->data_path, d->data_path, sizeof m->data_path);
-  m->data_loc = d->data_loc;
-  m->aug_crop = d->aug_crop, m->aug_flip = d->aug_flip;
-  m->test_split = d->test_split;
-  m->resize_h = d->resize_h, m->resize_w = d->resize_w, m->resize_loc = d->resize_loc;
-  m->channels = d->channels, m->channels_loc = d->channels_loc;
 }
 
 static int task_named(const fe_model *m, const char *name) {
@@ -666,7 +656,7 @@ static void check_data_stmt(checker *k, const fe_stmt *st, const fe_stmt **plain
     *plain = st;
     fe_task d = data_of(m);
     check_data(k, st, &d);
-    put_data(m, &d);
+    fe_put_task_data(m, &d);
     return;
   }
   int t = task_named(m, st->task);
@@ -836,7 +826,7 @@ int fe_check(fe_ctx *c, fe_model *m) {
   /* the model's classes and data are its first task's */
   if (m->n_tasks > 0) {
     m->classes = m->tasks[0].classes;
-    put_data(m, &m->tasks[0]);
+    fe_put_task_data(m, &m->tasks[0]);
   }
   if (k.complete && plan && m->budget == INT64_MAX)
     fe_error(c, plan->at.loc, "'plan' needs a budget ('search ... budget N'): it plans the "

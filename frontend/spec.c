@@ -5,17 +5,20 @@
 
 #include "frontend/spec.h"
 
+void fe_put_task_data(fe_model *m, const fe_task *t) {
+  m->data = t->data;
+  memcpy(m->data_path, t->data_path, sizeof m->data_path);
+  m->data_loc = t->data_loc;
+  m->aug_crop = t->aug_crop, m->aug_flip = t->aug_flip;
+  m->test_split = t->test_split;
+  m->resize_h = t->resize_h, m->resize_w = t->resize_w, m->resize_loc = t->resize_loc;
+  m->channels = t->channels, m->channels_loc = t->channels_loc;
+}
+
 void fe_task_view(const fe_model *m, int t, fe_model *out) {
-  const fe_task *k = &m->tasks[t];
   *out = *m;
-  out->classes = k->classes;
-  out->data = k->data;
-  memcpy(out->data_path, k->data_path, sizeof out->data_path);
-  out->data_loc = k->data_loc;
-  out->aug_crop = k->aug_crop, out->aug_flip = k->aug_flip;
-  out->test_split = k->test_split;
-  out->resize_h = k->resize_h, out->resize_w = k->resize_w, out->resize_loc = k->resize_loc;
-  out->channels = k->channels, out->channels_loc = k->channels_loc;
+  out->classes = m->tasks[t].classes;
+  fe_put_task_data(out, &m->tasks[t]);
   out->n_tasks = 0;
   out->shared = 0;
   memset(out->tasks, 0, sizeof out->tasks);

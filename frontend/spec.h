@@ -133,6 +133,10 @@ typedef struct fe_model {
   fe_loc shared_loc;
 } fe_model;
 
+/* m's data fields (data, path, augmentation, split, adapters) become
+ * task t's. */
+void fe_put_task_data(fe_model *m, const fe_task *t);
+
 /* Task t of m seen as a single-task model: m with task t's classes and
  * data, and no tasks. It borrows m's file and source (never free it). */
 void fe_task_view(const fe_model *m, int t, fe_model *out);

@@ -142,27 +142,6 @@ int ir_varying(const ir_graph *g, const ir_arch *a, uint8_t *out) {
   return 0;
 }
 
-const char *ir_search_name(fe_search s) {
-  switch (s) {
-  case FE_SEARCH_RANDOM: return "random";
-  case FE_SEARCH_FIXED: return "fixed";
-  case FE_SEARCH_ILNAS: break;
-  }
-  return "ilnas";
-}
-
-const char *ir_data_name(fe_data d) {
-  switch (d) {
-  case FE_DATA_CIFAR10: return "cifar10";
-  case FE_DATA_STL10: return "stl10";
-  case FE_DATA_DIGITS_CSV: return "digits-csv";
-  case FE_DATA_FOLDER: return "folder";
-  case FE_DATA_DOWNSAMPLED: return "downsampled";
-  case FE_DATA_IDX: break;
-  }
-  return "idx";
-}
-
 const char *ir_kind_name(ir_kind k) {
   static const char *const names[] = {
 #define IR_OP(K, name, what) [IR_##K] = #name,

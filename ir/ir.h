@@ -168,9 +168,8 @@ int64_t ir_fan_in(const ir_layer *l);
 
 void ir_dump(const ir_graph *g, FILE *out);
 
-/* Names of settings, for messages (the runtime has no frontend). */
-const char *ir_search_name(fe_search s);
-const char *ir_data_name(fe_data d);
+/* An op's name, for messages (settings' names: fe_data_name and
+ * fe_search_name, frontend/spec.h). */
 const char *ir_kind_name(ir_kind k); /* "conv", "linear", "maxpool", ... */
 
 /* Binary form, little-endian, versioned; round-trips exactly. The graph
