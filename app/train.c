@@ -995,20 +995,14 @@ int app_info(const char *ckpt, FILE *out) {
 }
 
 /* The parameters, then their momentum, where α is set, in index order
- * (2 * *n floats, malloc'd); NULL when out of memory. Only the pages that
- * hold active parameters are read. */
+ * (2 * *n floats, malloc'd); NULL when out of memory. Read where the
+ * backend keeps them: no array of the template's size is made. */
 static float *active_values(const rt_exec *x, int64_t *n) {
-  const ir_graph *g = x->g;
-  int64_t na = ir_count_active_bits(x->arch, g->n_params);
+  int64_t na = ir_count_active_bits(x->arch, x->g->n_params);
   float *v = malloc(2 * (size_t)(na ? na : 1) * sizeof *v);
   if (!v) return NULL;
-  const float *p = rt_exec_view(x, RT_PARAMS);
-  int64_t k = 0;
-  for (int64_t i = 0; i < g->n_params; i++)
-    if (ir_alpha_get(x->arch, i)) v[k++] = p[i];
-  const float *m = rt_exec_view(x, RT_MOMENTUM);
-  for (int64_t i = 0; i < g->n_params; i++)
-    if (ir_alpha_get(x->arch, i)) v[k++] = m[i];
+  rt_exec_active_values(x, RT_PARAMS, v);
+  rt_exec_active_values(x, RT_MOMENTUM, v + na);
   *n = na;
   return v;
 }

@@ -10,6 +10,7 @@
 #include <sys/resource.h>
 
 #include "base/rng.h"
+#include "runtime/packed.h"
 #include "runtime/ref.h"
 
 typedef struct exec_impl {
@@ -272,6 +273,18 @@ const float *rt_exec_view(const rt_exec *x, rt_state which) {
 float *rt_exec_edit(rt_exec *x, rt_state which) { return x->backend->i->edit(x->backend, which); }
 
 float *rt_exec_params_write(rt_exec *x) { return rt_exec_edit(x, RT_PARAMS); }
+
+void rt_exec_active_values(const rt_exec *x, rt_state which, float *out) {
+  const ir_graph *g = x->g;
+  if (rt_packed_active(x->backend, which, out) == ir_count_active_bits(x->arch, g->n_params)) return;
+  const float *v = rt_exec_view(x, which);
+  int64_t k = 0;
+  for (int64_t w = 0; w < (g->n_params + 63) / 64; w++)
+    for (uint64_t b = x->arch->alpha[w]; b; b &= b - 1) {
+      int64_t i = w * 64 + __builtin_ctzll(b);
+      if (i < g->n_params) out[k++] = v[i];
+    }
+}
 
 void rt_exec_set_driver(rt_exec *x, rt_graph_fn fwd, rt_graph_fn bwd) {
   x->backend->i->set_driver(x->backend, fwd, bwd);

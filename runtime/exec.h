@@ -94,6 +94,12 @@ float *rt_exec_edit(rt_exec *x, rt_state which);
  * new ones. */
 float *rt_exec_params_write(rt_exec *x);
 
+/* The values of RT_PARAMS or RT_MOMENTUM at the active parameters (α
+ * set), in index order, into out (ir_count_active_bits of them): what a
+ * checkpoint stores. The live layout reads them where it keeps them, and
+ * nothing of the template's size is touched. */
+void rt_exec_active_values(const rt_exec *x, rt_state which, float *out);
+
 /* The graph driver: the forward and backward functions ilnasc emitted,
  * or NULL (the default) to interpret the graph's schedule. */
 void rt_exec_set_driver(rt_exec *x, rt_graph_fn fwd, rt_graph_fn bwd);

@@ -1,9 +1,12 @@
 /* packed.c: the live layout (packed.h): a step on the compact graph of
  * the channels the live network works, behind the bounds' indices. */
+#define _DEFAULT_SOURCE /* mmap's MAP_ANONYMOUS */
 #include "runtime/packed.h"
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "runtime/plan.h"
 
@@ -32,8 +35,11 @@ typedef struct packed {
   int64_t *cmap;       /* per channel of gc: its channel in g */
   ir_call *call[2];    /* gc's schedule, per layer: forward, backward */
   int64_t *outside;    /* active parameters of g not in gc (the batch norm */
-  int64_t n_outside;   /* gammas of channels not kept), which SGD decays */
+  int64_t n_outside;   /* gammas of channels not kept), which SGD decays, */
+  float *ov[2];        /* ... their values and momentum while arr lets go */
   float *arr[N_STATE]; /* g's parameters, momentum, statistics, gradients */
+  uint8_t held[N_STATE];  /* arr[w] holds values; else it is 0 and its
+                           * pages are given back (not RT_STATS) */
   uint8_t fresh[N_STATE]; /* arr holds the step's values at gc's indices */
   uint8_t ahead[N_STATE]; /* arr was edited: the step takes it next */
   float *dense;        /* gc's dense gradient (phase II) */
@@ -44,7 +50,6 @@ typedef struct packed {
   int training, phase2, profiling, paused;
   rt_backend_stats retired; /* of the steps before this one */
   long rebuilds;
-  int grads_out;       /* gradients were scattered into arr at gc's indices */
 } packed;
 
 static packed *P(rt_backend *b) { return (packed *)b; }
@@ -306,31 +311,81 @@ static int64_t left_out(const uint64_t *alpha, const ir_layer *l, int64_t from, 
   return m;
 }
 
-/* The active parameters of g that gc leaves out; -1 when out of memory. */
+/* A run of parameters of one layer: its weights (kind 0), biases (1) or
+ * batch norm's gamma and beta (2). */
+typedef struct prange {
+  int64_t off, n;
+  int li, kind;
+} prange;
+
+static int by_off(const void *a, const void *b) {
+  int64_t x = ((const prange *)a)->off, y = ((const prange *)b)->off;
+  return (x > y) - (x < y);
+}
+
+/* The runs of g's parameters in index order (*n of them, malloc'd), or
+ * NULL when out of memory. */
+static prange *param_runs(const ir_graph *g, int *n) {
+  prange *r = malloc(3 * (size_t)(g->n_layers + 1) * sizeof *r);
+  if (!r) return NULL;
+  *n = 0;
+  for (int li = 0; li < g->n_layers; li++) {
+    const ir_layer *l = &g->layers[li];
+    if (l->w_off < 0) continue;
+    r[(*n)++] = (prange){l->w_off, l->n_w, li, 0};
+    r[(*n)++] = (prange){l->b_off, l->cout, li, 1};
+    if (l->bn) r[(*n)++] = (prange){l->g_off, 2 * (int64_t)l->cout, li, 2};
+  }
+  qsort(r, (size_t)*n, sizeof *r, by_off);
+  return r;
+}
+
+/* Layer li's kept output channels (ko) and input channels (ki, where gc
+ * reads its input) in p->keep. */
+static void kept_at(const packed *p, int li, const uint8_t **ko, const uint8_t **ki) {
+  const ir_graph *g = p->pub.g;
+  const ir_layer *l = &g->layers[li];
+  int it, ich;
+  reads_at(p, li, 0, &it, &ich);
+  *ko = p->keep + ir_chan_base(g, l->out_t) + l->out_ch;
+  *ki = p->keep + ir_chan_base(g, it) + ich;
+}
+
+static void hold(packed *p, int w);
+
+/* The active parameters of g that gc leaves out, in index order; -1 when
+ * out of memory. */
 static int find_outside(packed *p) {
   const ir_graph *g = p->pub.g;
+  hold(p, RT_PARAMS), hold(p, RT_MOMENTUM); /* ov is remade */
   const uint64_t *alpha = p->pub.arch->alpha;
+  int nr;
+  prange *r = param_runs(g, &nr);
+  if (!r) return -1;
   int64_t n = 0;
   for (int pass = 0; pass < 2; pass++) {
     int64_t *out = pass ? p->outside : NULL;
     n = 0;
-    for (int li = 0; li < g->n_layers; li++) {
-      const ir_layer *l = &g->layers[li];
-      if (l->w_off < 0) continue;
-      int it, ich;
-      reads_at(p, li, 0, &it, &ich);
-      const uint8_t *ko = p->keep + ir_chan_base(g, l->out_t) + l->out_ch;
-      const uint8_t *ki = p->keep + ir_chan_base(g, it) + ich;
-      n += left_out(alpha, l, l->w_off, l->n_w, ko, ki, ir_per_chan(g, l), out ? out + n : NULL);
-      n += left_out(alpha, l, l->b_off, l->cout, ko, NULL, 1, out ? out + n : NULL);
-      if (l->bn) n += left_out(alpha, l, l->g_off, 2 * (int64_t)l->cout, ko, NULL, 1, out ? out + n : NULL);
+    for (int k = 0; k < nr; k++) {
+      const ir_layer *l = &g->layers[r[k].li];
+      const uint8_t *ko, *ki;
+      kept_at(p, r[k].li, &ko, &ki);
+      n += left_out(alpha, l, r[k].off, r[k].n, ko, r[k].kind == 0 ? ki : NULL,
+                    ir_per_chan(g, l), out ? out + n : NULL);
     }
     if (!pass) {
-      free(p->outside);
+      /* while the values are held in arr (their truth, see hold) */
+      free(p->outside), free(p->ov[0]), free(p->ov[1]);
       p->outside = malloc((size_t)(n + 1) * sizeof *p->outside);
-      if (!p->outside) return -1;
+      p->ov[0] = malloc((size_t)(n + 1) * sizeof *p->ov[0]);
+      p->ov[1] = malloc((size_t)(n + 1) * sizeof *p->ov[1]);
+      if (!p->outside || !p->ov[0] || !p->ov[1]) {
+        free(r);
+        return -1;
+      }
     }
   }
+  free(r);
   p->n_outside = n;
   return 0;
 }
@@ -341,8 +396,52 @@ static int64_t count(const packed *p, int w) {
   return w == RT_STATS ? p->pub.g->n_stats : p->pub.g->n_params;
 }
 
+/* The parameters, momentum and gradients at g's indices are views that
+ * exist while a caller uses them: the step holds the values of gc's
+ * parameters and ov those of the active ones gc leaves out. Between
+ * views, arr[w] is 0 with its pages given back (mapped anew), so that a
+ * wide template's pages of active parameters (the CIFAR-10 seed's 50K
+ * over 14.4M touch 1.9 MB of each array) are not resident while it
+ * trains. The pointer stays the same. */
+static size_t map_bytes(const packed *p, int w) {
+  size_t page = (size_t)sysconf(_SC_PAGESIZE);
+  return ((size_t)(count(p, w) + 1) * sizeof(float) + page - 1) / page * page;
+}
+
+static float *map_zeros(const packed *p, int w, float *at) {
+  void *m = mmap(at, map_bytes(p, w), PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | (at ? MAP_FIXED : 0), -1, 0);
+  return m == MAP_FAILED ? NULL : m;
+}
+
+static int mapped(int w) { return w != RT_STATS; }
+
+/* arr[w] holds the values: those that ov keeps go back in; the step's
+ * are scattered when read (fresh is 0). */
+static void hold(packed *p, int w) {
+  if (!mapped(w) || p->held[w]) return;
+  p->held[w] = 1, p->fresh[w] = 0;
+  if (w != RT_GRADS)
+    for (int64_t k = 0; k < p->n_outside; k++) p->arr[w][p->outside[k]] = p->ov[w][k];
+}
+
+/* arr[w] lets go of its values (not edits the step has yet to take):
+ * ov keeps those gc leaves out, and the pages are given back. */
+static void let_go(packed *p, int w) {
+  if (!mapped(w) || !p->held[w] || p->ahead[w]) return;
+  if (w != RT_GRADS)
+    for (int64_t k = 0; k < p->n_outside; k++) p->ov[w][k] = p->arr[w][p->outside[k]];
+  /* a fresh mapping in place: 0 and untouched, the old pages freed */
+  if (map_zeros(p, w, p->arr[w]) == p->arr[w]) p->held[w] = 0, p->fresh[w] = 0;
+}
+
+static void let_go_all(packed *p) {
+  for (int w = RT_PARAMS; w < N_STATE; w++) let_go(p, w);
+}
+
 /* arr[w] at gc's indices from the step. */
 static void scatter(packed *p, int w) {
+  hold(p, w);
   if (!p->in || p->fresh[w] || p->ahead[w]) return;
   const float *s = p->in->i->view(p->in, (rt_state)w);
   const int64_t *map = w == RT_STATS ? p->smap : p->pmap;
@@ -358,7 +457,6 @@ static void scatter(packed *p, int w) {
     for (int64_t k = 0; k < n; k++) d[map[k]] = s[k];
   }
   p->fresh[w] = 1;
-  p->grads_out |= w == RT_GRADS;
 }
 
 /* The step takes arr[w] at gc's indices. */
@@ -371,8 +469,12 @@ static void gather(packed *p, int w) {
   p->ahead[w] = 0, p->fresh[w] = 1;
 }
 
-/* After a step's operation that may change its state. */
-static void stale(packed *p) { memset(p->fresh, 0, sizeof p->fresh); }
+/* After a step's operation that may change its state: the views of
+ * before are void (backend.h). */
+static void stale(packed *p) {
+  memset(p->fresh, 0, sizeof p->fresh);
+  let_go_all(p);
+}
 
 static int fail(packed *p, const char *msg) {
   snprintf(p->pub.error, sizeof p->pub.error, "%s", msg);
@@ -427,12 +529,10 @@ static int rebuild(packed *p) {
     if (p->paused) in->i->profile_pause(in, 1);
   }
   if (old) old->i->free(old);
+  /* the old gradients, at the old indices, are gone with the old step */
+  p->fresh[RT_GRADS] = 0;
+  let_go(p, RT_GRADS);
   if (ogc) {
-    /* the old gradients, scattered at the old indices, are 0 again; the
-     * rest of g's array stays untouched (a wide template's pages out of
-     * the resident set) */
-    for (int64_t k = 0; p->grads_out && k < ogc->n_params; k++) p->arr[RT_GRADS][opm[k]] = 0.0f;
-    p->grads_out = 0;
     ir_free(ogc);
     free(opm), free(osm), free(ocm), free(oc0), free(oc1), free(od), free(omask), free(ovar), free(odirty);
   }
@@ -486,10 +586,12 @@ static int sync_for(packed *p, int mode) {
   }
   for (int w = RT_PARAMS; w <= RT_GRADS; w++)
     if (p->ahead[w]) gather(p, w);
+  /* the gradients an sgd applies stay until it has (packed_sgd) */
+  let_go(p, RT_PARAMS), let_go(p, RT_MOMENTUM);
   return 0;
 }
 
-static int sync(packed *p) { return sync_for(p, want(p)); }
+static int sync_step(packed *p) { return sync_for(p, want(p)); }
 
 /* ---- the operations ---- */
 
@@ -498,8 +600,11 @@ static void packed_free(rt_backend *b) {
   if (!p) return;
   if (p->in) p->in->i->free(p->in);
   free_compact(p);
-  for (int w = 0; w < N_STATE; w++) free(p->arr[w]);
-  free(p->keep), free(p->next), free(p->outside), free(p->src);
+  for (int w = 0; w < N_STATE; w++) {
+    if (!mapped(w)) free(p->arr[w]);
+    else if (p->arr[w]) munmap(p->arr[w], map_bytes(p, w));
+  }
+  free(p->keep), free(p->next), free(p->outside), free(p->ov[0]), free(p->ov[1]), free(p->src);
   rt_plan_free(p->plan);
   free(p);
 }
@@ -535,26 +640,26 @@ static void packed_set_driver(rt_backend *b, rt_graph_fn fwd, rt_graph_fn bwd) {
 
 static int packed_upload(rt_backend *b, const float *images, int n) {
   packed *p = P(b);
-  if (sync(p)) return -1;
+  if (sync_step(p)) return -1;
   return from_step(p, p->in->i->upload(p->in, images, n));
 }
 
 static int packed_forward(rt_backend *b) {
   packed *p = P(b);
-  if (sync(p)) return -1;
+  if (sync_step(p)) return -1;
   stale(p);
   return from_step(p, p->in->i->forward(p->in));
 }
 
 static int packed_loss(rt_backend *b, const ir_label *labels, int grad, double *loss, int *correct) {
   packed *p = P(b);
-  if (sync(p)) return -1;
+  if (sync_step(p)) return -1;
   return from_step(p, p->in->i->loss(p->in, labels, grad, loss, correct));
 }
 
 static int packed_backward(rt_backend *b) {
   packed *p = P(b);
-  if (sync(p)) return -1;
+  if (sync_step(p)) return -1;
   stale(p);
   return from_step(p, p->in->i->backward(p->in));
 }
@@ -562,7 +667,7 @@ static int packed_backward(rt_backend *b) {
 /* Calls of g's schedule become gc's: the same op of the same layer. */
 static int packed_run(rt_backend *b, const ir_call *calls, int n) {
   packed *p = P(b);
-  if (sync(p)) return -1;
+  if (sync_step(p)) return -1;
   ir_call *c = malloc((size_t)(n ? n : 1) * sizeof *c);
   if (!c) return fail(p, "out of memory");
   for (int i = 0; i < n; i++) {
@@ -585,18 +690,18 @@ static int packed_run(rt_backend *b, const ir_call *calls, int n) {
 static int packed_sgd(rt_backend *b, float lr, float momentum, float decay) {
   packed *p = P(b);
   int edited = p->ahead[RT_GRADS];
-  if (sync(p)) return -1;
+  if (sync_step(p)) return -1;
   /* g's active parameters outside gc have no gradient but an edited one;
    * the step at the bounds decays them all the same (rt_sgd), and so
-   * does this */
-  float *w = p->arr[RT_PARAMS], *v = p->arr[RT_MOMENTUM], *gr = p->arr[RT_GRADS];
+   * does this, where their values are (ov, or arr while it holds them) */
+  const float *gr = p->arr[RT_GRADS];
   for (int64_t k = 0; k < p->n_outside; k++) {
     int64_t i = p->outside[k];
     if (p->mask && !p->mask[i]) continue;
-    float vi = momentum * v[i] + ((edited ? gr[i] : 0.0f) + decay * w[i]);
-    v[i] = vi;
-    w[i] -= lr * vi;
-    gr[i] = 0.0f;
+    float *w = p->held[RT_PARAMS] ? &p->arr[RT_PARAMS][i] : &p->ov[RT_PARAMS][k];
+    float *v = p->held[RT_MOMENTUM] ? &p->arr[RT_MOMENTUM][i] : &p->ov[RT_MOMENTUM][k];
+    *v = momentum * *v + ((edited ? gr[i] : 0.0f) + decay * *w);
+    *w -= lr * *v;
   }
   stale(p);
   return from_step(p, p->in->i->sgd(p->in, lr, momentum, decay));
@@ -620,11 +725,12 @@ static float *packed_edit(rt_backend *b, rt_state which) {
   if (which == RT_LOGITS) return NULL;
   /* a step that cannot take gradients (the device step's own) */
   if (which == RT_GRADS && (!p->in || !p->in->i->edit(p->in, RT_GRADS))) return NULL;
+  int was = p->held[which];
   scatter(p, which);
   p->ahead[which] = 1;
   /* the gradients of the active parameters gc leaves out are 0 until
    * the caller says otherwise (sgd applies them: packed_sgd) */
-  if (which == RT_GRADS)
+  if (which == RT_GRADS && was)
     for (int64_t k = 0; k < p->n_outside; k++) p->arr[RT_GRADS][p->outside[k]] = 0.0f;
   return p->arr[which];
 }
@@ -769,7 +875,8 @@ rt_backend *rt_backend_new(const char *backend, const ir_graph *g, const ir_arch
   p->plan = rt_plan_new(g);
   int oom = !p->keep || !p->next || !p->src || !p->plan;
   for (int w = 0; w < N_STATE; w++)
-    oom |= !(p->arr[w] = calloc((size_t)count(p, w) + 1, sizeof(float)));
+    oom |= !(p->arr[w] = mapped(w) ? map_zeros(p, w, NULL)
+                                   : calloc((size_t)count(p, w) + 1, sizeof(float)));
   if (oom) {
     packed_free(&p->pub);
     snprintf(err, errlen, "out of memory");
@@ -794,4 +901,57 @@ rt_backend *rt_packed_step(rt_backend *b) {
 
 long rt_packed_rebuilds(const rt_backend *b) {
   return b && b->i == &packed_i ? ((const packed *)b)->rebuilds : -1;
+}
+
+int64_t rt_packed_active(rt_backend *b, rt_state which, float *out) {
+  if (!b || b->i != &packed_i || (which != RT_PARAMS && which != RT_MOMENTUM)) return -1;
+  packed *p = P(b);
+  /* an edit or a view holds them in arr: read there */
+  if (!p->in || p->held[which] || p->ahead[which]) return -1;
+  const ir_graph *g = b->g;
+  const uint64_t *alpha = b->arch->alpha;
+  const float *s = p->in->i->view(p->in, which);
+  int nr, maxc = 1;
+  for (int li = 0; li < g->n_layers; li++)
+    if (g->layers[li].cin > maxc || g->layers[li].cout > maxc)
+      maxc = g->layers[li].cin > g->layers[li].cout ? g->layers[li].cin : g->layers[li].cout;
+  prange *r = param_runs(g, &nr);
+  int *ro = malloc(2 * (size_t)maxc * sizeof *ro), *rf = ro ? ro + maxc : NULL;
+  if (!s || !r || !ro) {
+    free(r), free(ro);
+    return -1;
+  }
+  int64_t k = 0, j = 0; /* out's next, and the outside list's */
+  for (int q = 0; q < nr; q++) {
+    const ir_layer *l = &g->layers[r[q].li], *m = &p->gc->layers[r[q].li];
+    const uint8_t *ko, *ki;
+    kept_at(p, r[q].li, &ko, &ki);
+    /* where a kept channel or input feature is in gc (kept_lists' order) */
+    int pc = ir_per_chan(g, l), no = 0, nf = 0;
+    for (int c = 0; c < l->cout; c++) ro[c] = ko[c] ? no++ : -1;
+    for (int c = 0; c < l->cin; c++) rf[c] = ki[c / pc] ? nf++ : -1;
+    int64_t kk = ir_fan_in(l) / l->cin, from = r[q].off, end = from + r[q].n;
+    for (int64_t w = from >> 6; r[q].n > 0 && w <= (end - 1) >> 6; w++)
+      for (uint64_t bits = alpha[w]; bits; bits &= bits - 1) {
+        int64_t i = w * 64 + __builtin_ctzll(bits), at = -1;
+        if (i < from || i >= end) continue;
+        if (r[q].kind == 0) {
+          int64_t row = (i - from) / kk;
+          int co = (int)(row / l->cin), ci = (int)(row % l->cin);
+          if (ro[co] >= 0 && rf[ci] >= 0)
+            at = m->w_off + ((int64_t)ro[co] * nf + rf[ci]) * kk + (i - from) % kk;
+        } else {
+          int64_t c = (i - from) % l->cout, half = (i - from) / l->cout;
+          if (ro[c] >= 0) at = (r[q].kind == 1 ? m->b_off : m->g_off + half * no) + ro[c];
+        }
+        if (at >= 0) out[k++] = s[at];
+        else if (j < p->n_outside && p->outside[j] == i) out[k++] = p->ov[which][j++];
+        else { /* cannot be: the outside list is every other */
+          free(r), free(ro);
+          return -1;
+        }
+      }
+  }
+  free(r), free(ro);
+  return k;
 }
