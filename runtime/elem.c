@@ -978,6 +978,10 @@ void rt_bn_dx_row(long len, const float *x, const float *dy, int relu, float m, 
          kg, kx, 1, dx);
 }
 
+void rt_bn_affine_row(long len, const float *x, float m, float k, float b, int relu, float *y) {
+  row_affine(len, x, m, k, b, relu, y);
+}
+
 void rt_bn_bwd(rt_pool *pool, int parts, const rt_bn_shape *s, int relu, int assign,
                const float *x, const float *y, const float *dy, const float *gamma,
                const float *beta, const float *save_mean, const float *save_invstd,

@@ -120,6 +120,9 @@ void rt_bn_bwd_sums(rt_pool *pool, int parts, const rt_bn_shape *s, int relu, co
                     float *dgamma, float *dbeta, float *gm, float *kg, float *kx);
 void rt_bn_dx_row(long len, const float *x, const float *dy, int relu, float m, float k, float b,
                   float gm, float kg, float kx, float *dx);
+/* y = (x - m) * k + b, then max(., 0) with relu: a row as rt_bn_fwd's
+ * training output writes it from its saved mean m and scale k. */
+void rt_bn_affine_row(long len, const float *x, float m, float k, float b, int relu, float *y);
 
 /* Batch norm with its ReLU followed by a 2x2 max pool (planes w wide,
  * both sides even) in training, without the normalised tensor: after

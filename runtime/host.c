@@ -145,6 +145,16 @@ typedef struct host {
    * its input slice (rt_conv_shape.dx_assign), which zlive and znarrow
    * then leave out (plan_dx_assign). */
   uint8_t *dxa;
+  /* Per layer, under the plan (plan_bn_x): a conv with batch norm whose
+   * output one conv alone reads leaves its normalisation to that conv's
+   * kernels in training (rt_conv_shape.xbn): xdst, that conv, or -1;
+   * xsrc, a conv's producer so, or -1; xleft, the producer's last forward
+   * left it (its output unwritten), xz where its z was. */
+  int *xdst, *xsrc;
+  uint8_t *xleft;
+  int64_t *xz;
+  float *xbeta; /* n_stats: beta as that forward took it (the SGD step moves it
+                 * before a late reader, host_channel_stats, writes the output) */
   /* Batch norm's row moments (rt_bn_moments), taken by the conv chunks
    * as they write each sample: channel c's of sample i at
    * bn_mom[c * 2 * cap + 2 * i], for the widest layer with batch norm. */
@@ -419,6 +429,43 @@ static int plan_dx_assign(host *e, int64_t (*cut)[2]) {
   return n;
 }
 
+/* Fills e->xdst and e->xsrc under the plan: a conv layer with batch norm
+ * before its ReLU (or none), not under a fused pool, whose output slice
+ * exactly one other op reads, an alive conv layer reading all of it and
+ * nothing else (no other reader, no dead layer passing it on, not the
+ * logits), on a kernel set that can. */
+static void plan_bn_x(host *e) {
+  const hx *x = &e->pub;
+  const ir_graph *g = x->g;
+  const rt_plan *p = e->plan;
+  for (int i = 0; i < g->n_layers; i++) e->xdst[i] = e->xsrc[i] = -1, e->xleft[i] = 0;
+  if (!x->backend->bn_x) return;
+  for (int m = 0; m < g->n_layers; m++) {
+    const ir_layer *l = &g->layers[m];
+    if (l->kind != IR_CONV || l->bn != IR_BN_BEFORE || !x->arch->alive[m] || p->alias[m] != m ||
+        empty(l) || e->bnf[m].pool >= 0)
+      continue;
+    int64_t a = p->out_off[m], b = a + (int64_t)l->cout * l->oh * l->ow;
+    const ir_tensor *lt = &g->tensors[g->logits_t];
+    int reader = -1, ok = !(lt->off < b && a < lt->off + (int64_t)lt->c * lt->h * lt->w);
+    for (int i = 0; i < g->n_layers && ok; i++) {
+      const ir_layer *o = &g->layers[i];
+      if (i == m || (p->alias[i] != i && !x->arch->alive[i])) continue; /* no op */
+      int64_t lo, hi; /* what it reads */
+      if (x->arch->alive[i] || o->prev_t < 0)
+        lo = p->in_off[i], hi = lo + (int64_t)o->cin * o->h * o->w;
+      else
+        lo = p->prev_off[i], hi = lo + (int64_t)o->cout * o->oh * o->ow;
+      if (!(lo < b && a < hi)) continue;
+      if (reader >= 0 || o->kind != IR_CONV || !x->arch->alive[i] || lo != a || hi != b ||
+          o->cin != l->cout || o->h != l->oh || o->w != l->ow)
+        ok = 0;
+      reader = i;
+    }
+    if (ok && reader >= 0) e->xdst[m] = reader, e->xsrc[reader] = m;
+  }
+}
+
 /* Ranges r (n, sorted, merged) less the ranges cut (m, disjoint): their
  * count, at most n + m (a cut inside a range splits it). */
 static int cut_ranges(int64_t (*r)[2], int n, int64_t (*cut)[2], int m) {
@@ -457,6 +504,7 @@ static void replan(host *e) {
   e->n_zlive = cut_ranges(e->zlive, zero_ranges(e, NULL, e->zlive), cut, n_cut);
   e->n_znarrow = cut_ranges(e->znarrow, zero_ranges(e, e->plan->work, e->znarrow), cut, n_cut);
   free(cut);
+  plan_bn_x(e);
   if (e->planned &&
       memcmp(e->alias_was, e->plan->alias, (size_t)g->n_layers * sizeof *e->alias_was))
     e->clean = 0;
@@ -483,7 +531,12 @@ static int plan_zero(host *e) {
   e->work_was = malloc((size_t)ir_chan_base(g, g->n_tensors) + 1);
   e->alias_was = malloc(nl * sizeof *e->alias_was);
   e->dxa = calloc(nl, 1);
-  if (!e->zero || !e->zlive || !e->zt || !e->znarrow || !e->work_was || !e->alias_was || !e->dxa)
+  e->xdst = malloc(nl * sizeof *e->xdst), e->xsrc = malloc(nl * sizeof *e->xsrc);
+  e->xleft = calloc(nl, 1), e->xz = calloc(nl, sizeof *e->xz);
+  e->xbeta = calloc((size_t)(g->n_stats ? g->n_stats : 1), sizeof *e->xbeta);
+  for (size_t i = 0; e->xdst && e->xsrc && i < nl; i++) e->xdst[i] = e->xsrc[i] = -1;
+  if (!e->zero || !e->zlive || !e->zt || !e->znarrow || !e->work_was || !e->alias_was || !e->dxa ||
+      !e->xdst || !e->xsrc || !e->xleft || !e->xz || !e->xbeta)
     return -1;
   int n = 0;
   for (int t = 0; t < g->n_tensors; t++) {
@@ -612,7 +665,8 @@ static void host_free(rt_backend *b) {
   free(e->params), free(x->grads);
   free(x->mom), free(e->gdense), free(e->dirty), free(x->stats), free(x->bn_save);
   free(x->logits), free(e->wpart), free(e->zero), free(e->zlive), free(e->zt),
-      free(e->znarrow), free(e->dxa), free(e->work_was), free(e->alias_was), free(e->prof),
+      free(e->znarrow), free(e->dxa), free(e->xdst), free(e->xsrc), free(e->xleft), free(e->xz), free(e->xbeta),
+      free(e->work_was), free(e->alias_was), free(e->prof),
       free(e->prof_paused), free(e->active), free(e->assign);
   free(e->pidx), free(e->pn), free(e->gpacked), free(e->pk), free(e->sk), free(e->wc), free(e->wat);
   free(e->fc), free(e->bc), free(e->dg_cols), free(e->dg_parts), free(e->bn_mom), free(e->bn_scale), free(e->bn_dzc),
@@ -1112,6 +1166,19 @@ static void bn_moments(hx *x, const ir_layer *l, int64_t z, int n0, int n1) {
   }
 }
 
+/* Conv layer l's input as batch norm's output, from its producer's z
+ * (plan_bn_x), samples from o on; NULL when the producer's last forward
+ * wrote it. */
+static const rt_bn_x *bn_x_of(const hx *x, const ir_layer *l, int64_t o, rt_bn_x *bx) {
+  const host *e = (const host *)x;
+  int src = e->xsrc[l - x->g->layers];
+  if (src < 0 || !e->xleft[src]) return NULL;
+  const ir_layer *p = &x->g->layers[src];
+  *bx = (rt_bn_x){x->act + o + e->xz[src], x->bn_save + p->s_off, e->bn_scale + p->s_off,
+                  e->xbeta + p->s_off, p->relu};
+  return bx;
+}
+
 static void conv_fwd_chunk(const job *j, int chunk, int n0, int n1) {
   (void)chunk;
   hx *x = j->x;
@@ -1129,6 +1196,8 @@ static void conv_fwd_chunk(const job *j, int chunk, int n0, int n1) {
     a1 = n1 - a < step ? n1 : a + step;
     int64_t o = (int64_t)a * x->g->act_size;
     rt_conv_shape s = conv_shape(x, l, a1 - a);
+    rt_bn_x bx;
+    s.xbn = x->use_live ? NULL : bn_x_of(x, l, o, &bx);
     s.relu = (!l->bn || after) && l->relu && b->fuses_relu;
     check(x, b, b->conv_fwd(b, (int)(l - x->g->layers), &s, x->act + o + j->in,
                 x->params + l->w_off, x->params + l->b_off,
@@ -1180,6 +1249,7 @@ static void conv_fwd_op(RT_OP_ARGS) {
   const ir_layer *ly = &e->g->layers[l];
   struct bn_fuse *f = ((host *)e)->bnf, *pf = f[l].pool >= 0 ? &f[f[l].pool] : NULL;
   if (pf) pf->pend = pf->fused = 0;
+  ((host *)e)->xleft[l] = 0;
   if (!e->arch->alive[l]) {
     pass_fwd(e, ly, prev, out);
     return;
@@ -1188,8 +1258,14 @@ static void conv_fwd_op(RT_OP_ARGS) {
   run_chunks(&j);
   if (ly->bn) {
     /* phase II's passes read every output (host_dense_grad) */
+    host *h = (host *)e;
     int leave = pf && e->training && !e->use_live;
-    bn_fwd(e, ly, z, leave ? -1 : out);
+    int left = h->xdst[l] >= 0 && e->training && !e->use_live && !h->layout_bounds;
+    bn_fwd(e, ly, z, leave || left ? -1 : out);
+    h->xleft[l] = (uint8_t)left, h->xz[l] = z;
+    if (left)
+      memcpy(h->xbeta + ly->s_off, e->params + ly->g_off + ly->cout,
+             (size_t)ly->cout * sizeof *h->xbeta);
     if (leave) pf->pend = (int)l + 1, pf->z = z, pf->out = out;
     if (!e->training) bn_constants(e, ly, out);
   }
@@ -1259,6 +1335,8 @@ static void conv_bwd_chunk(const job *j, int chunk, int n0, int n1) {
   int li = (int)(l - x->g->layers);
   const host *e = (const host *)x;
   s.dx_assign = e->dxa[li] && !x->use_live && !e->layout_bounds; /* its slice was not cleared */
+  rt_bn_x bx;
+  s.xbn = x->use_live ? NULL : bn_x_of(x, l, o, &bx);
   rt_bn_dz bn;
   if (l->bn && bn_dz_fused(x, l)) { /* the kernels make dz from batch norm's output gradient */
     const float *c = e->bn_dzc + 3 * l->s_off;
@@ -1579,9 +1657,24 @@ static int host_channel_stats(rt_backend *b, int li, double *mean, double *var, 
   const ir_layer *l = &g->layers[li];
   if (x->n < 1) return -1;
   int64_t plane = (int64_t)l->oh * l->ow, ns = g->act_size;
-  const float *o = x->act + (((host *)x)->fwd_aliased ? ((host *)x)->plan->out_off[li]
-                                                      : g->tensors[l->out_t].off +
-                                                            (int64_t)l->out_ch * plane);
+  host *e = (host *)x;
+  int64_t off = e->fwd_aliased ? e->plan->out_off[li]
+                               : g->tensors[l->out_t].off + (int64_t)l->out_ch * plane;
+  int src = e->fwd_aliased ? e->plan->alias[li] : li; /* whose output slice it is */
+  if (e->xleft[src]) { /* an output its forward left to its reader (plan_bn_x), written now
+                        * as bn_fwd would have: the worked channels of a narrow pass */
+    const ir_layer *p = &g->layers[src];
+    const uint8_t *w = worked(x, p);
+    for (int c0 = 0, c1; (c1 = next_run(w, &c0, p->cout)) > c0; c0 = c1) {
+      rt_bn_shape s = {x->n, c1 - c0, (int)plane, ns, ns};
+      rt_bn_out(e->pool, x->threads, &s, p->relu, p->ow, x->act + e->xz[src] + c0 * plane,
+                e->xbeta + p->s_off + c0, x->bn_save + p->s_off + c0,
+                e->bn_scale + p->s_off + c0, x->act + e->plan->out_off[src] + c0 * plane, NULL,
+                ns);
+    }
+    e->xleft[src] = 0;
+  }
+  const float *o = x->act + off;
   double cnt = (double)x->n * (double)plane;
   for (int c = 0; c < l->cout; c++) {
     double s = 0, q = 0;

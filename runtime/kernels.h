@@ -74,6 +74,10 @@ struct rt_kernels {
    * gradient and makes its pre-activation's (rt_bn_dz) as it packs it,
    * writing it out (to bn->dz) only where it must. */
   int bn_dz;
+  /* 1: conv_fwd, conv_bwd and conv_bwd_weight honour rt_conv_shape.xbn:
+   * the input is batch norm's output, made from its pre-activation as
+   * the kernels read it. */
+  int bn_x;
 
   /* Optional, NULL: the graph op calls conv_bwd_weight and conv_bwd_data.
    * Both in one call, sharing the work on dy; the same semantics, and no

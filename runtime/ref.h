@@ -40,6 +40,17 @@ typedef struct rt_bn_dz {
   int relu;
 } rt_bn_dz;
 
+/* Batch norm's forward map of a conv layer's output left to the conv
+ * that reads it (rt_kernels.bn_x): that conv reads its input x as
+ * (z - m) * k + b, then max(., 0) with relu, per input channel
+ * (rt_bn_affine_row), z in x's layout. x is written only where the
+ * kernels read it whole (their dense path). */
+typedef struct rt_bn_x {
+  const float *z;
+  const float *m, *k, *b; /* per input channel */
+  int relu;
+} rt_bn_x;
+
 typedef struct rt_conv_shape {
   int n;                /* batch */
   int cin, h, w;        /* input channels (read), height, width */
@@ -51,6 +62,8 @@ typedef struct rt_conv_shape {
                          * added into zeros (rt_kernels.assigns_dx) */
   const rt_bn_dz *bn;   /* conv_bwd: dy is batch norm's output gradient,
                          * dz made from it (rt_kernels.bn_dz); NULL: none */
+  const rt_bn_x *xbn;   /* conv_fwd, conv_bwd(_weight): x is made from it
+                         * (rt_kernels.bn_x); NULL: x as it is */
 } rt_conv_shape;
 
 /* Fills oh, ow from h, w, k, stride, pad, and packed strides where 0. */

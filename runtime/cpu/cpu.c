@@ -517,7 +517,8 @@ static void entry_attach(cpu_backend *cb, int layer, rt_cpu_entry *e) {
     /* the forward's buffers, or the combined backward's and its bias sums */
     size_t fwd = (size_t)(p->xlen + (long)l->cout * p->yrs),
            bwd = (size_t)(p->xlen + p->dylen + p->dxlen);
-    need = 2 * (size_t)l->cout + wp_len(e) + CONV_SB * (fwd > bwd ? fwd : bwd);
+    need = 2 * (size_t)l->cout + wp_len(e) + CONV_SB * (fwd > bwd ? fwd : bwd) +
+           (size_t)l->h * l->w; /* xtmp */
   } else { /* the forward's, or the fused backward's */
     size_t fwd = wp_len(e) + (size_t)LIN_SUB * (size_t)(l->cin + l->cout),
            bwd = 2 * (size_t)e->nbwd + (size_t)LIN_SUB * (size_t)(2 * l->cin + l->cout + 1);
@@ -650,12 +651,38 @@ static void conv_check(const rt_cpu_entry *e, const rt_conv_shape *s) {
          s->stride == e->shape[5] && s->pad == e->shape[6]);
 }
 
+static long conv_xns(const rt_conv_shape *s) {
+  return s->x_ns ? s->x_ns : (long)s->cin * s->h * s->w;
+}
+
+/* With s->xbn, x (all n samples) as batch norm's forward would have
+ * written it, made from z there: the paths that read x whole (dense,
+ * the reference's) read it as the host step wrote it before. */
+static void bn_x_write(const rt_conv_shape *s, const float *x) {
+  if (!s->xbn) return;
+  const rt_bn_x *bn = s->xbn;
+  long hw = (long)s->h * s->w, xns = conv_xns(s);
+  for (int i = 0; i < s->n; i++)
+    for (int ci = 0; ci < s->cin; ci++)
+      rt_bn_affine_row(hw, bn->z + i * xns + ci * hw, bn->m[ci], bn->k[ci], bn->b[ci], bn->relu,
+                       (float *)x + i * xns + ci * hw); /* the arena, which is the host's */
+}
+
 /* One sample x [cin][h][w] into xp (cg_conv_plan): padded, split into
  * phase planes, every float of xp written (the slot is shared by layers of
  * other layouts, and the kernels read the don't-care tail). */
-static void pack_x(const cg_conv_plan *p, const rt_conv_shape *s, const float *x, float *xp) {
+static void pack_x(const cg_conv_plan *p, const rt_conv_shape *s, const float *x, float *xp,
+                   int64_t i, float *tmp) {
   int S = p->s;
-  for (int ci = 0; ci < s->cin; ci++)
+  long hw = (long)s->h * s->w;
+  for (int ci = 0; ci < s->cin; ci++) {
+    const float *xc = x + ci * hw;
+    if (s->xbn) { /* the channel as batch norm's forward would have written it */
+      const rt_bn_x *bn = s->xbn;
+      rt_bn_affine_row(hw, bn->z + i * conv_xns(s) + ci * hw, bn->m[ci], bn->k[ci], bn->b[ci],
+                       bn->relu, tmp);
+      xc = tmp;
+    }
     for (int py = 0; py < S; py++)
       for (int px = 0; px < S; px++) {
         float *d = xp + ci * p->xcs + (py * S + px) * p->pq;
@@ -664,7 +691,7 @@ static void pack_x(const cg_conv_plan *p, const rt_conv_shape *s, const float *x
           int cols = s->w < p->wq - s->pad ? s->w : p->wq - s->pad;
           long top = (long)s->pad * p->wq, body = top + (long)rows * p->wq;
           memset(d, 0, (size_t)top * sizeof *d);
-          rt_pad_rows(rows, cols, x + (long)ci * s->h * s->w, s->w, d + top, p->wq, s->pad, NULL, 0);
+          rt_pad_rows(rows, cols, xc, s->w, d + top, p->wq, s->pad, NULL, 0);
           memset(d + body, 0, (size_t)(p->pq - body) * sizeof *d);
           continue;
         }
@@ -679,7 +706,7 @@ static void pack_x(const cg_conv_plan *p, const rt_conv_shape *s, const float *x
             memset(d, 0, (size_t)p->wq * sizeof *d);
             continue;
           }
-          const float *row = x + ((long)ci * s->h + r) * s->w;
+          const float *row = xc + (long)r * s->w;
           memset(d, 0, (size_t)j0 * sizeof *d);
           if (S == 2) rt_gather2(j1 - j0, row + 2 * j0 + px - s->pad, d + j0);
           else
@@ -687,6 +714,7 @@ static void pack_x(const cg_conv_plan *p, const rt_conv_shape *s, const float *x
           memset(d + j1, 0, (size_t)(p->wq - j1) * sizeof *d);
         }
       }
+  }
   long used = (long)s->cin * p->xcs;
   memset(xp + used, 0, (size_t)(p->xlen - used) * sizeof *xp);
 }
@@ -775,6 +803,12 @@ static void add_dx(const cg_conv_plan *p, const rt_conv_shape *s, const float *d
 
 static int is_dense(rt_kernels *b, int l) { return C(b)->dense[l]; }
 
+/* pack_x's plane of one input channel (s->xbn): the last h * w floats of
+ * a scratch buffer, past what any layer's call uses (entry_attach). */
+static float *xtmp(rt_kernels *b, float *buf, const rt_conv_shape *s) {
+  return buf + C(b)->need - (size_t)s->h * s->w;
+}
+
 static int cpu_conv_fwd(rt_kernels *b, int l, const rt_conv_shape *s, const float *x,
                          const float *w, const float *bias, float *y) {
   rt_cpu_entry *e = entry_for(b, l);
@@ -783,6 +817,7 @@ static int cpu_conv_fwd(rt_kernels *b, int l, const rt_conv_shape *s, const floa
   conv_strides(s, &xns, &yns);
   int id;
   float *buf = s->n > 0 ? scratch_get(C(b), &id) : NULL;
+  if (!buf || is_dense(b, l)) bn_x_write(s, x);
   if (!buf) { /* no scratch (or no samples): the reference computes the same */
     rt_ref_conv_fwd(s, x, w, bias, e->wm, e->bm, y);
     return 0;
@@ -806,7 +841,8 @@ static int cpu_conv_fwd(rt_kernels *b, int l, const rt_conv_shape *s, const floa
     pack_w(e, 0, w, wp);
     for (int n0 = 0; n0 < s->n; n0 += CONV_SB) {
       int nb = s->n - n0 < CONV_SB ? s->n - n0 : CONV_SB;
-      for (int i = 0; i < nb; i++) pack_x(p, s, x + (n0 + i) * xns, xp + i * p->xlen);
+      for (int i = 0; i < nb; i++)
+        pack_x(p, s, x + (n0 + i) * xns, xp + i * p->xlen, n0 + i, xtmp(b, buf, s));
       /* The kernels take non-const pointers (one C type for all of them);
        * they only write their output. */
       e->fwd(xp, wp, (float *)bias, yq, nb, p->xlen, s->cout * p->yrs);
@@ -875,6 +911,7 @@ static int cpu_conv_bwd_weight(rt_kernels *b, int l, const rt_conv_shape *s, con
   conv_strides(s, &xns, &yns);
   int id;
   float *buf = s->n > 0 ? scratch_get(C(b), &id) : NULL;
+  if (!buf || is_dense(b, l)) bn_x_write(s, x);
   if (s->n > 0 && !buf) {
     rt_ref_conv_bwd_weight(s, x, dy, e->wm, e->bm, dw, db);
     return 0;
@@ -894,7 +931,7 @@ static int cpu_conv_bwd_weight(rt_kernels *b, int l, const rt_conv_shape *s, con
     for (int n0 = 0; n0 < s->n; n0 += CONV_SB) {
       int nb = s->n - n0 < CONV_SB ? s->n - n0 : CONV_SB;
       for (int i = 0; i < nb; i++) {
-        pack_x(p, s, x + (n0 + i) * xns, buf + i * p->xlen);
+        pack_x(p, s, x + (n0 + i) * xns, buf + i * p->xlen, n0 + i, xtmp(b, buf, s));
         pack_dy(p, s, dy + (n0 + i) * yns, NULL, dyq + i * p->dylen);
       }
       e->bwd_weight(buf, dyq, dw, NULL, nb, p->xlen, p->dylen);
@@ -947,7 +984,7 @@ static int cpu_conv_bwd(rt_kernels *b, int l, const rt_conv_shape *s, const floa
     int nb = s->n - n0 < CONV_SB ? s->n - n0 : CONV_SB;
     for (int i = 0; i < nb; i++) {
       float *q = dyq + i * p->dylen;
-      pack_x(p, s, x + (n0 + i) * xns, xp + i * p->xlen);
+      pack_x(p, s, x + (n0 + i) * xns, xp + i * p->xlen, n0 + i, xtmp(b, buf, s));
       if (s->bn) pack_dy_bn(p, s, dy + (n0 + i) * yns, s->bn->z + (n0 + i) * yns, q);
       else pack_dy(p, s, dy + (n0 + i) * yns, s->relu ? y + (n0 + i) * yns : NULL, q);
       for (int co = 0; bsum && co < s->cout; co++) bsum[co] += rt_sum(p->dycs, q + co * p->dycs);
@@ -1293,7 +1330,7 @@ rt_kernels *rt_kernels_cpu_new(const ir_graph *g, char *err, size_t errlen) {
                          .conv_bwd_weight = cpu_conv_bwd_weight, .linear_fwd = cpu_linear_fwd,
                          .linear_bwd_data = cpu_linear_bwd_data,
                          .linear_bwd_weight = cpu_linear_bwd_weight, .free = cpu_free,
-                         .fuses_relu = 1, .assigns_dx = 1, .bn_dz = 1, .conv_bwd = cpu_conv_bwd, .linear_bwd = cpu_linear_bwd,
+                         .fuses_relu = 1, .assigns_dx = 1, .bn_dz = 1, .bn_x = 1, .conv_bwd = cpu_conv_bwd, .linear_bwd = cpu_linear_bwd,
                          .prepare_layers = cpu_prepare_layers, .threads = 1,
                          .wgrad_index = cpu_wgrad_index, .wcopy = cpu_wcopy};
   /* The JIT generates code for this CPU, with its vector extensions. */
