@@ -1057,7 +1057,9 @@ int run_ckpt_add(rt_ckpt_writer *w, int task, const rt_exec *x, const app_train_
    * others are 0, and a wide template's are most of its size */
   int64_t na = 0;
   float *act = active_values(x, &na);
-  int bad = !act || rt_ckpt_add(w, tag_of(task, "IRGR", t), ir, irn) ||
+  /* the IR (mostly α's bits, 1.8 MB for the CIFAR-10 sample's bounds)
+   * is the writer's, not copied */
+  int bad = rt_ckpt_add_own(w, tag_of(task, "IRGR", t), ir, irn) || !act ||
             rt_ckpt_add_ref(w, tag_of(task, "PARA", t), act, (size_t)na * sizeof(float)) ||
             rt_ckpt_add_ref(w, tag_of(task, "MOMA", t), act + na, (size_t)na * sizeof(float)) ||
             rt_ckpt_add_ref(w, tag_of(task, "BNST", t), rt_exec_view(x, RT_STATS), ns) ||
@@ -1069,7 +1071,6 @@ int run_ckpt_add(rt_ckpt_writer *w, int task, const rt_exec *x, const app_train_
   /* an image folder's class names, which eval and resume check */
   if (!bad && st->classes)
     bad = rt_ckpt_add(w, tag_of(task, "CLSN", t), st->classes, strlen(st->classes));
-  free(ir);
   *keep = act;
   return bad ? -1 : 0;
 }

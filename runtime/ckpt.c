@@ -110,6 +110,15 @@ int rt_ckpt_add_ref(rt_ckpt_writer *w, const char *tag, const void *data, size_t
   return add(w, tag, data, n, 0);
 }
 
+int rt_ckpt_add_own(rt_ckpt_writer *w, const char *tag, void *data, size_t n) {
+  if (add(w, tag, data, n, 0)) {
+    free(data);
+    return -1;
+  }
+  w->s[w->n - 1].owned = data;
+  return 0;
+}
+
 void rt_ckpt_writer_free(rt_ckpt_writer *w) {
   if (!w) return;
   for (size_t i = 0; i < w->n; i++) free(w->s[i].owned);

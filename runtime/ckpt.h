@@ -30,6 +30,10 @@ int rt_ckpt_add(rt_ckpt_writer *w, const char *tag, const void *data, size_t n);
 /* The same without the copy: data must stay as it is until the last
  * rt_ckpt_write of w (large arrays, written at once). */
 int rt_ckpt_add_ref(rt_ckpt_writer *w, const char *tag, const void *data, size_t n);
+/* The same, w taking data (malloc'd) as its own: freed with w, or at once
+ * when it returns -1. A large buffer made for the checkpoint is then not
+ * copied. */
+int rt_ckpt_add_own(rt_ckpt_writer *w, const char *tag, void *data, size_t n);
 /* Returns 0, or -1 with a message naming the path in err; on failure the
  * destination is untouched and no temporary file is left behind. */
 int rt_ckpt_write(const rt_ckpt_writer *w, const char *path, char *err, size_t errlen);
