@@ -24,7 +24,7 @@ rm -rf "$out" && mkdir -p "$out/obj" "$out/corpus/frontend" "$out/corpus/ir" "$o
 san="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer"
 flags="-std=c11 -g -O1 -D_POSIX_C_SOURCE=200809L -I$src -I$build/grammar -I$src/grammar -w"
 fe="$src/frontend/ast.c $src/frontend/check.c $src/frontend/diag.c $src/frontend/frontend.c
-    $build/grammar/lexer.c $build/grammar/parser.c"
+    $src/frontend/spec.c $build/grammar/lexer.c $build/grammar/parser.c"
 ir="$src/ir/ir.c $src/ir/serial.c"
 ck="$src/runtime/ckpt.c $src/runtime/err.c"
 t0=$(date +%s)
