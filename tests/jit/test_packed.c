@@ -5,11 +5,16 @@
  * kernels set by hand into new channels, dead layers revived; the losses
  * of every step, the parameters, the inference loss and phase II's dense
  * gradient. Half the steps run the bounds graph's schedule, which the
- * live layout translates. And the arena: the live one's, not the bounds'. */
+ * live layout translates. And the arena: the live one's, not the bounds'; and
+ * the parameters' view at g's size, whose pages are given back between
+ * views. */
+#define _DEFAULT_SOURCE /* mincore */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "ir/ir.h"
 #include "runtime/exec.h"
@@ -185,6 +190,19 @@ static void check_model(const char *src, const char *kind) {
   e = jt_nerr(dg[0], dg[1], (size_t)g->n_params);
   CHECK(e < 1e-5 && fabs(dl[0] - dl[1]) <= 1e-5 * fabs(dl[1]),
         "%s, %s: the dense gradients differ by %g (losses %.9g, %.9g)", g->cfg.name, kind, e, dl[0], dl[1]);
+  /* the views at g's size hold no page once an operation has run (the
+   * step holds the values): a wide template's pages of active parameters
+   * are not resident while it trains */
+  const float *pv = rt_exec_view(x[0], RT_PARAMS);
+  rt_exec_sgd(x[0], 0.0f, 0.0f, 0.0f);
+  size_t page = (size_t)sysconf(_SC_PAGESIZE), pages = ((size_t)g->n_params * sizeof(float) + page - 1) / page;
+  unsigned char *in_core = malloc(pages);
+  size_t resident = 0;
+  CHECK(in_core && mincore((void *)pv, pages * page, in_core) == 0, "mincore");
+  for (size_t k = 0; in_core && k < pages; k++) resident += in_core[k] & 1;
+  CHECK(resident == 0, "%s, %s: %zu of %zu pages of the parameters' view stay resident after a step",
+        g->cfg.name, kind, resident, pages);
+  free(in_core);
   int64_t arena = rt_exec_memory(x[0]).arena, bounds = rt_exec_memory(x[1]).arena;
   CHECK(arena0 < bounds && arena < bounds, "%s: the live arena (%lld, %lld at the seed) should be below the "
         "bounds' (%lld)", g->cfg.name, (long long)arena, (long long)arena0, (long long)bounds);
