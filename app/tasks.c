@@ -661,26 +661,23 @@ static int save(mt_run *r, const char *name) {
   snprintf(r->path, sizeof r->path, "%s/%s", r->o->run_dir, name);
   rt_ckpt_writer *w = rt_ckpt_writer_new();
   float *keep[FE_MAX_TASKS] = {0};
-  uint8_t *ir = NULL;
+  uint8_t *ir;
   size_t irn;
   mt_rec rec;
   memset(&rec, 0, sizeof rec);
   rec.mark = MT_MARK, rec.n_tasks = r->n, rec.epoch = r->epoch, rec.step = r->step;
   rec.prev_loss = r->prev_loss, rec.alr = r->ss.alr, rec.expansions = r->ss.expansions;
   memcpy(rec.srng, r->ss.rng.s, sizeof rec.srng);
-  int bad = !w || ir_serialize(r->g, NULL, &ir, &irn);
+  /* the model's IR with the shared α (its classifier's bits off), which
+   * the writer takes (mostly α's bits: no copy of it at the peak) */
+  ir_arch a;
+  int bad = !w || ir_arch_init(&a, r->g);
   if (!bad) {
-    /* the model's IR with the shared α (its classifier's bits off) */
-    ir_arch a;
-    bad = ir_arch_init(&a, r->g);
-    if (!bad) {
-      for (int64_t i = 0; i < r->trunk_end; i++) ir_alpha_set(&a, i, ir_alpha_get(&r->shared, i));
-      free(ir), ir = NULL;
-      bad = ir_serialize(r->g, &a, &ir, &irn);
-      ir_arch_free(&a);
-    }
+    for (int64_t i = 0; i < r->trunk_end; i++) ir_alpha_set(&a, i, ir_alpha_get(&r->shared, i));
+    bad = ir_serialize(r->g, &a, &ir, &irn) || rt_ckpt_add_own(w, "IRGR", ir, irn);
+    ir_arch_free(&a);
   }
-  bad = bad || rt_ckpt_add(w, "IRGR", ir, irn) || rt_ckpt_add(w, "MTST", &rec, sizeof rec);
+  bad = bad || rt_ckpt_add(w, "MTST", &rec, sizeof rec);
   for (int k = 0; k < r->n && !bad; k++) {
     task *t = &r->t[k];
     t->st.epoch = r->epoch, t->st.step = r->step, t->st.prev_loss = r->prev_loss;
@@ -691,7 +688,6 @@ static int save(mt_run *r, const char *name) {
   if (bad) snprintf(err, sizeof err, "%s: out of memory", r->path);
   if (rc) fprintf(stderr, "error: %s\n", err);
   rt_ckpt_writer_free(w);
-  free(ir);
   for (int k = 0; k < r->n; k++) free(keep[k]);
   return rc;
 }
