@@ -345,20 +345,67 @@ int srch_dense_grad(srch_state *s, rt_exec *x, const srch_batches *b, float *out
 
 /* ---- one expansion ---- */
 
+/* What the hyper step changed: the parameters and their values before. */
+typedef struct saved {
+  int64_t n, cap;
+  int64_t *at;
+  float *was;
+} saved;
+
+static int save_one(saved *v, int64_t i, float w) {
+  if (v->n == v->cap) {
+    int64_t cap = v->cap ? 2 * v->cap : 4096;
+    int64_t *at = realloc(v->at, (size_t)cap * sizeof *at);
+    if (at) v->at = at;
+    float *was = at ? realloc(v->was, (size_t)cap * sizeof *was) : NULL;
+    if (!was) return -1;
+    v->was = was, v->cap = cap;
+  }
+  v->at[v->n] = i, v->was[v->n++] = w;
+  return 0;
+}
+
 /* W <- W - lr g on the active parameters: the weights and biases in α
- * and the batch norm of live layers. */
-static void hyper_step(rt_exec *x, const float *grad, float lr) {
+ * (found by α's words, so that a wide template's missing ones are not
+ * read) and the batch norm of live layers; what it changed goes to v
+ * (cleared first). 0, or -1 when out of memory (W as it was). */
+static int hyper_step(rt_exec *x, const float *grad, float lr, saved *v) {
   const ir_graph *g = x->g;
+  const uint64_t *alpha = x->arch->alpha;
   float *w = rt_exec_params_write(x);
+  v->n = 0;
   for (int li = 0; li < g->n_layers; li++) {
     const ir_layer *l = &g->layers[li];
     if (!weighted(l) || !x->arch->alive[li]) continue;
     int64_t end = l->b_off + l->cout;
-    for (int64_t i = l->w_off; i < end; i++)
-      if (x->mask[i]) w[i] -= lr * grad[i];
+    for (int64_t i = l->w_off; i < end;) {
+      uint64_t word = alpha[i >> 6] >> (i & 63);
+      if (!word) {
+        i = (i | 63) + 1;
+        continue;
+      }
+      i += __builtin_ctzll(word);
+      if (i >= end) break;
+      if (save_one(v, i, w[i])) goto oom;
+      w[i] -= lr * grad[i];
+      i++;
+    }
     if (l->bn)
-      for (int64_t i = l->g_off; i < l->g_off + 2 * (int64_t)l->cout; i++) w[i] -= lr * grad[i];
+      for (int64_t i = l->g_off; i < l->g_off + 2 * (int64_t)l->cout; i++) {
+        if (save_one(v, i, w[i])) goto oom;
+        w[i] -= lr * grad[i];
+      }
   }
+  return 0;
+oom:
+  for (int64_t k = 0; k < v->n; k++) w[v->at[k]] = v->was[k];
+  return -1;
+}
+
+/* W back from the hyper step. */
+static void hyper_undo(rt_exec *x, const saved *v) {
+  float *w = rt_exec_params_write(x);
+  for (int64_t k = 0; k < v->n; k++) w[v->at[k]] = v->was[k];
 }
 
 static int by_score(const void *a, const void *b) {
@@ -578,10 +625,10 @@ int srch_expand(srch_state *s, rt_exec *x, const srch_batches *b,
       return -2;
     }
     int64_t nc = srch_add_candidates(g, a, s->gsum, n, &u);
-    float *wstar = malloc((size_t)g->n_params * sizeof(float));
+    saved wv = {0};
     uint8_t *revive = calloc((size_t)g->n_layers, 1);
-    if (nc < 0 || !wstar || !revive) {
-      free(u), free(revive), free(wstar), free(stats), free(ph), free(was_alive);
+    if (nc < 0 || !revive) {
+      free(u), free(revive), free(stats), free(ph), free(was_alive);
       rt_exec_phase2(x, 0);
       return -1;
     }
@@ -593,7 +640,7 @@ int srch_expand(srch_state *s, rt_exec *x, const srch_batches *b,
         revive[u[i].layer] = 1, revive_after_forward(x, b, u[i].layer, &fwd);
     uint8_t *on = calloc((size_t)(nc ? nc : 1), 1);
     if (!on) {
-      free(u), free(revive), free(wstar), free(stats), free(ph), free(was_alive);
+      free(u), free(revive), free(stats), free(ph), free(was_alive);
       rt_exec_phase2(x, 0);
       return -1;
     }
@@ -602,10 +649,14 @@ int srch_expand(srch_state *s, rt_exec *x, const srch_batches *b,
      * seed's "updating all weights W* for this gradient descent step"),
      * batch norm's affine parameters included; g* = ∇L(α* ⊙ W*). W comes
      * back afterwards: phase II holds the weights, W* only ranks. */
-    memcpy(wstar, rt_exec_view(x, RT_PARAMS), (size_t)g->n_params * sizeof(float));
-    hyper_step(x, s->gsum, s->lr);
-    if (srch_dense_grad(s, x, b, s->gstar, &loss)) rc = -2;
-    memcpy(rt_exec_params_write(x), wstar, (size_t)g->n_params * sizeof(float));
+    if (hyper_step(x, s->gsum, s->lr, &wv)) {
+      snprintf(s->err, sizeof s->err, "out of memory for phase II's hyper step");
+      rc = -2;
+    } else {
+      if (srch_dense_grad(s, x, b, s->gstar, &loss)) rc = -2;
+      hyper_undo(x, &wv);
+    }
+    free(wv.at), free(wv.was);
     for (int64_t i = 0; i < nc; i++)
       if (on[i]) deactivate(x, &u[i]);
     free(on);
@@ -624,7 +675,7 @@ int srch_expand(srch_state *s, rt_exec *x, const srch_batches *b,
     for (int64_t i = 0; i < nk; i++) {
       s->per_layer[u[i].layer] += activate(x, &u[i], NULL);
     }
-    free(revive), free(wstar);
+    free(revive);
     count_event(s, x, before, ev);
     if (ev->added <= 0 && rc == 0) rc = -1;
     free(u);
@@ -746,7 +797,7 @@ int srch_expand_shared(srch_state *s, rt_exec *const *xs, int n, const srch_batc
   ir_arch u;
   if (union_arch(xs, n, trunk_end, &u)) return -1;
   float **gk = calloc((size_t)n, sizeof *gk), **st = calloc((size_t)n, sizeof *st);
-  float *wsave = NULL;
+  saved wv = {0};
   uint8_t *on = NULL;
   unit *cand = NULL;
   int rc = 0;
@@ -787,16 +838,14 @@ int srch_expand_shared(srch_state *s, rt_exec *const *xs, int n, const srch_batc
   memset(s->gstar, 0, (size_t)g->n_params * sizeof(float));
   for (int k = 0; k < n && rc == 0; k++) {
     rt_exec *x = xs[k];
-    size_t np = (size_t)x->g->n_params;
-    float *w = realloc(wsave, np * sizeof(float));
-    if (!w) { rc = -1; break; }
-    wsave = w;
     for (int64_t i = 0; i < nc; i++) on[k * nc + i] = activate(x, &cand[i], NULL) > 0;
-    memcpy(wsave, rt_exec_view(x, RT_PARAMS), np * sizeof(float));
-    hyper_step(x, gk[k], s->lr);
     double loss;
-    if (srch_dense_grad(s, x, &bs[k], gk[k], &loss)) rc = -2;
-    memcpy(rt_exec_params_write(x), wsave, np * sizeof(float));
+    if (hyper_step(x, gk[k], s->lr, &wv)) {
+      rc = -1;
+    } else {
+      if (srch_dense_grad(s, x, &bs[k], gk[k], &loss)) rc = -2;
+      hyper_undo(x, &wv);
+    }
     for (int64_t i = 0; i < nc; i++)
       if (on[k * nc + i]) deactivate(x, &cand[i]);
     for (int64_t i = 0; rc == 0 && i < trunk_end; i++) s->gstar[i] += gk[k][i];
@@ -823,7 +872,7 @@ done:
     if (gk) free(gk[k]);
     if (st) free(st[k]);
   }
-  free(gk), free(st), free(wsave), free(on), free(cand);
+  free(gk), free(st), free(wv.at), free(wv.was), free(on), free(cand);
   ir_arch_free(&u);
   return rc;
 }
