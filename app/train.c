@@ -373,8 +373,25 @@ rt_exec *run_exec_like(const ir_graph *g, const rt_exec *cx, int cap, int thread
     rt_exec_free(x);
     return NULL;
   }
-  memcpy(rt_exec_params_write(x), rt_exec_view(cx, RT_PARAMS), (size_t)g->n_params * sizeof(float));
-  memcpy(rt_exec_edit(x, RT_MOMENTUM), rt_exec_view(cx, RT_MOMENTUM), (size_t)g->n_params * sizeof(float));
+  /* the active values only: the others are 0 on both sides, and a wide
+   * template's pages of them stay out of the resident set */
+  int64_t na = ir_count_active_bits(cx->arch, g->n_params);
+  float *v = malloc(2 * (size_t)(na ? na : 1) * sizeof *v);
+  if (!v) {
+    snprintf(err, errlen, "out of memory");
+    rt_exec_free(x);
+    return NULL;
+  }
+  rt_exec_active_values(cx, RT_PARAMS, v);
+  rt_exec_active_values(cx, RT_MOMENTUM, v + na);
+  for (int w = 0; w < 2; w++) {
+    float *d = w ? rt_exec_edit(x, RT_MOMENTUM) : rt_exec_params_write(x);
+    int64_t k = 0;
+    for (int64_t i = ir_alpha_next(cx->arch, 0, g->n_params); i < g->n_params;
+         i = ir_alpha_next(cx->arch, i + 1, g->n_params))
+      d[i] = v[w * na + k++];
+  }
+  free(v);
   memcpy(rt_exec_edit(x, RT_STATS), rt_exec_view(cx, RT_STATS), (size_t)g->n_stats * sizeof(float));
   return x;
 }

@@ -132,6 +132,21 @@ static inline void ir_alpha_set(ir_arch *a, int64_t i, int on) {
   if (on) a->alpha[i >> 6] |= bit; else a->alpha[i >> 6] &= ~bit;
 }
 
+/* The first parameter in [i, end) whose α bit is set, or end; by α's
+ * words, so that the missing parameters of a wide template cost a word
+ * per 64. */
+static inline int64_t ir_alpha_next(const ir_arch *a, int64_t i, int64_t end) {
+  while (i < end) {
+    uint64_t word = a->alpha[i >> 6] >> (i & 63);
+    if (word) {
+      i += __builtin_ctzll(word);
+      break;
+    }
+    i = (i | 63) + 1;
+  }
+  return i < end ? i : end;
+}
+
 /* An architecture for g with nothing active and every layer alive; 0, or
  * -1 when out of memory. */
 int ir_arch_init(ir_arch *a, const ir_graph *g);

@@ -279,11 +279,9 @@ void rt_exec_active_values(const rt_exec *x, rt_state which, float *out) {
   if (rt_packed_active(x->backend, which, out) == ir_count_active_bits(x->arch, g->n_params)) return;
   const float *v = rt_exec_view(x, which);
   int64_t k = 0;
-  for (int64_t w = 0; w < (g->n_params + 63) / 64; w++)
-    for (uint64_t b = x->arch->alpha[w]; b; b &= b - 1) {
-      int64_t i = w * 64 + __builtin_ctzll(b);
-      if (i < g->n_params) out[k++] = v[i];
-    }
+  for (int64_t i = ir_alpha_next(x->arch, 0, g->n_params); i < g->n_params;
+       i = ir_alpha_next(x->arch, i + 1, g->n_params))
+    out[k++] = v[i];
 }
 
 void rt_exec_set_driver(rt_exec *x, rt_graph_fn fwd, rt_graph_fn bwd) {

@@ -371,24 +371,16 @@ static int save_one(saved *v, int64_t i, float w) {
  * (cleared first). 0, or -1 when out of memory (W as it was). */
 static int hyper_step(rt_exec *x, const float *grad, float lr, saved *v) {
   const ir_graph *g = x->g;
-  const uint64_t *alpha = x->arch->alpha;
   float *w = rt_exec_params_write(x);
   v->n = 0;
   for (int li = 0; li < g->n_layers; li++) {
     const ir_layer *l = &g->layers[li];
     if (!weighted(l) || !x->arch->alive[li]) continue;
     int64_t end = l->b_off + l->cout;
-    for (int64_t i = l->w_off; i < end;) {
-      uint64_t word = alpha[i >> 6] >> (i & 63);
-      if (!word) {
-        i = (i | 63) + 1;
-        continue;
-      }
-      i += __builtin_ctzll(word);
-      if (i >= end) break;
+    for (int64_t i = ir_alpha_next(x->arch, l->w_off, end); i < end;
+         i = ir_alpha_next(x->arch, i + 1, end)) {
       if (save_one(v, i, w[i])) goto oom;
       w[i] -= lr * grad[i];
-      i++;
     }
     if (l->bn)
       for (int64_t i = l->g_off; i < l->g_off + 2 * (int64_t)l->cout; i++) {

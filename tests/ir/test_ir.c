@@ -221,6 +221,28 @@ static void check_ckpt(ir_graph *g) {
   rt_exec_free(x);
 }
 
+/* ir_alpha_next against a scan, on sparse and dense words, across word
+ * boundaries and to ends inside a word. */
+static void check_alpha_next(void) {
+  enum { N = 1000 };
+  uint64_t bits[(N + 63) / 64] = {0};
+  ir_arch a = {bits, NULL};
+  uint64_t r = 12345;
+  for (int i = 0; i < N; i++) {
+    r = r * 6364136223846793005ull + 1442695040888963407ull;
+    int dense = (i / 128) % 2; /* alternate sparse and dense stretches */
+    if ((r >> 33) % (dense ? 2 : 97) == 0) ir_alpha_set(&a, i, 1);
+  }
+  int bad = 0;
+  for (int from = 0; from <= N; from += 7)
+    for (int end = from; end <= N; end += 61) {
+      int want = from;
+      while (want < end && !ir_alpha_get(&a, want)) want++;
+      bad += ir_alpha_next(&a, from, end) != want;
+    }
+  CHECK(bad == 0, "ir_alpha_next: %d ranges wrong", bad);
+}
+
 int main(int argc, char **argv) {
   if (argc != 2) {
     fprintf(stderr, "usage: test_ir GOLDEN_DIR\n");
@@ -285,6 +307,7 @@ int main(int argc, char **argv) {
   CHECK(tested >= 3, "only %d golden files found in %s", tested, dir);
   check_tasks();
   check_v3(dir);
+  check_alpha_next();
   if (failures) fprintf(stderr, "%d failures\n", failures);
   else printf("ok: %d golden files\n", tested);
   return failures != 0;
