@@ -586,6 +586,33 @@ static int test_epoch(mt_run *r, double start) {
   return 0;
 }
 
+/* Phase II of the shared architecture, in every task, then the shared
+ * weights' index. */
+static int grow_shared(mt_run *r, rt_exec *const *xs, const srch_batches *pb, int plan) {
+  const fe_model *m = r->m;
+  int done = r->epoch;
+  srch_event ev;
+  double tg = run_now();
+  r->ss.lr = run_lr_at(m, r->epochs, done, 0);
+  r->ss.plan_left = plan;
+  int rc = srch_expand_shared(&r->ss, xs, r->n, pb, &r->shared, r->trunk_end, &ev);
+  if (rc == -2) {
+    fprintf(stderr, "error: phase II (shared): %s\n", r->ss.err);
+    return -1;
+  }
+  if (rc == 0 && (!isfinite(ev.loss_before) || !isfinite(ev.loss_after))) {
+    fprintf(stderr, "error: phase II (shared): the loss is not finite; the networks diverged "
+            "(try a smaller learning rate than %g)\n", m->lr);
+    return -1;
+  }
+  if (rc == 0) run_log_expand(r->metrics, r->t[0].g, "shared", done, &ev, run_now() - tg);
+  if (rc == 0 && !r->o->quiet)
+    fprintf(stderr, "  shared: grew %" PRId64 " parameters to %" PRId64 "  loss %.4f -> %.4f"
+            "  %.1fs\n", ev.added, ev.active, ev.loss_before / r->n, ev.loss_after / r->n,
+            run_now() - tg);
+  return index_shared(r) || prepare_all(r) ? -1 : 0;
+}
+
 /* Phase II when due: the shared architecture, then each task's own. */
 static int grow(mt_run *r) {
   const fe_model *m = r->m;
@@ -603,27 +630,7 @@ static int grow(mt_run *r) {
   }
   int plan = r->sched.plan ? srch_beats_left(&r->sched, done) : 0;
   srch_event ev;
-  double tg = run_now();
-  {
-    r->ss.lr = run_lr_at(m, r->epochs, done, 0);
-    r->ss.plan_left = plan;
-    int rc = srch_expand_shared(&r->ss, xs, r->n, pb, &r->shared, r->trunk_end, &ev);
-    if (rc == -2) {
-      fprintf(stderr, "error: phase II (shared): %s\n", r->ss.err);
-      return -1;
-    }
-    if (rc == 0 && (!isfinite(ev.loss_before) || !isfinite(ev.loss_after))) {
-      fprintf(stderr, "error: phase II (shared): the loss is not finite; the networks diverged "
-              "(try a smaller learning rate than %g)\n", m->lr);
-      return -1;
-    }
-    if (rc == 0) run_log_expand(r->metrics, r->t[0].g, "shared", done, &ev, run_now() - tg);
-    if (rc == 0 && !r->o->quiet)
-      fprintf(stderr, "  shared: grew %" PRId64 " parameters to %" PRId64 "  loss %.4f -> %.4f"
-              "  %.1fs\n", ev.added, ev.active, ev.loss_before / r->n, ev.loss_after / r->n,
-              run_now() - tg);
-    if (index_shared(r) || prepare_all(r)) return -1;
-  }
+  if (grow_shared(r, xs, pb, plan)) return -1;
   for (int k = 0; k < r->n; k++) {
     task *t = &r->t[k];
     char err[1024];
