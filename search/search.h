@@ -133,7 +133,8 @@ int srch_expand(srch_state *s, rt_exec *x, const srch_batches *b,
  * phase II batches bs[k], and shared, the shared α (the caller's: it
  * gains what is grown, as every task's exec does). Candidates are the
  * units below trunk_end (the classifier's first parameter) that no task
- * has, scored by the sum of the tasks' gradients; W* is one SGD step in
+ * has, in layers alive in every task (a revival would give each task
+ * identity taps of its own), scored by the sum of the tasks' gradients; W* is one SGD step in
  * each task on its own gradient, and g* the sum of the tasks' at W*.
  * s->budget caps |shared|. The random baseline grows it at random
  * (srch_grow_shared_random). Returns what srch_expand does; ev's losses
