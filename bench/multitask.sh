@@ -20,34 +20,16 @@
 #        bench/multitask.sh [IMAGES=6000] [EPOCHS=8] [SEEDS="1 2 3"] [THREADS=2]
 set -eu
 images=${1:-6000} epochs=${2:-8} seeds=${3:-"1 2 3"} threads=${4:-2}
-top=$(cd "$(dirname "$0")/.." && pwd)
-digits=${DIGITS:-$top/../shared/data/digits.csv.gz}
-[ -e "$digits" ] || { echo "multitask.sh: no digits CSV at $digits (set DIGITS)" >&2; exit 1; }
-digits=$(cd "$(dirname "$digits")" && pwd)/$(basename "$digits")
 shares=${SHARED:-"0.2 0.33"}
-work=${BENCH_DIR:-$top/build/bench-multitask}
-if [ -z "${ILNASC:-}" ]; then
-  cmake --build "$top/build" --target ilnasc >/dev/null
-  ILNASC=$top/build/bin/ilnasc
-fi
-mkdir -p "$work" && cd "$work"
-cp "$top/bench/transfer.ilnas" fashion.ilnas
-sed "s|^data .*|data digits-csv \"$digits\" resize 28x28 split 0.2;|" "$top/bench/transfer.ilnas" >digits.ilnas
-"$ILNASC" fashion.ilnas -o fashion
-"$ILNASC" digits.ilnas -o digits
+me=multitask.sh work=$(cd "$(dirname "$0")/.." && pwd)/build/bench-multitask
+run_opts="--train-limit $images"
+. "$(cd "$(dirname "$0")" && pwd)/digits_fashion.sh"
 for s in $shares; do
   sed -e "s|\"DIGITS\"|\"$digits\"|" -e "s/shared 0.2 /shared $s /" "$top/bench/multitask.ilnas" \
     >pair-$s.ilnas
   grep -q "shared $s " pair-$s.ilnas || { echo "multitask.sh: no shared part to replace" >&2; exit 1; }
   "$ILNASC" pair-$s.ilnas -o pair-$s
 done
-run() { # BIN DIR [OPTIONS...]
-  bin=$1 dir=$2; shift 2
-  [ -e "$dir/final.ckpt" ] && return 0 # resumable
-  echo "== $bin $dir $*" >&2
-  nice ./"$bin" train --seed "$seed" --epochs "$epochs" --threads "$threads" --quiet \
-    --train-limit "$images" --run-dir "$dir" "$@" >"$dir.out"
-}
 start=$(date +%s)
 for seed in $seeds; do
   run fashion fashion-$seed
@@ -84,6 +66,6 @@ awk '{ n[$1]++; fd[$1] += $6; dd[$1] += $10; r[$1] += substr($14, 1, length($14)
 echo "$(($(date +%s) - start)) s"
 if [ "${TRANSFER:-1}" = 1 ]; then
   echo
-  BENCH_DIR=${BENCH_DIR:-$top/build/bench-multitask}/transfer ILNASC=$ILNASC DIGITS=$digits \
+  BENCH_DIR=$work/transfer ILNASC=$ILNASC DIGITS=$digits \
     sh "$top/bench/transfer.sh" "$images" "$epochs" "$seeds" "$threads"
 fi

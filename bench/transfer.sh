@@ -28,21 +28,9 @@
 # usage: [ILNASC=PATH] [DIGITS=PATH] [SRC_BUDGET=10k] bench/transfer.sh [IMAGES=6000] [EPOCHS=8] [SEEDS="1 2 3"] [THREADS=2]
 set -eu
 images=${1:-6000} epochs=${2:-8} seeds=${3:-"1 2 3"} threads=${4:-2}
-top=$(cd "$(dirname "$0")/.." && pwd)
-digits=${DIGITS:-$top/../shared/data/digits.csv.gz}
-[ -e "$digits" ] || { echo "transfer.sh: no digits CSV at $digits (set DIGITS)" >&2; exit 1; }
-digits=$(cd "$(dirname "$digits")" && pwd)/$(basename "$digits")
 small=${SRC_BUDGET-10k}
-work=${BENCH_DIR:-$top/build/bench-transfer}
-if [ -z "${ILNASC:-}" ]; then
-  cmake --build "$top/build" --target ilnasc >/dev/null
-  ILNASC=$top/build/bin/ilnasc
-fi
-mkdir -p "$work" && cd "$work"
-cp "$top/bench/transfer.ilnas" fashion.ilnas
-sed "s|^data .*|data digits-csv \"$digits\" resize 28x28 split 0.2;|" "$top/bench/transfer.ilnas" >digits.ilnas
-"$ILNASC" fashion.ilnas -o fashion
-"$ILNASC" digits.ilnas -o digits
+me=transfer.sh work=$(cd "$(dirname "$0")/.." && pwd)/build/bench-transfer run_opts=""
+. "$(cd "$(dirname "$0")" && pwd)/digits_fashion.sh"
 if [ -n "$small" ]; then
   for d in fashion digits; do
     sed "s/budget [0-9.]*[kM]* /budget $small /" $d.ilnas >${d}_small.ilnas
@@ -50,13 +38,6 @@ if [ -n "$small" ]; then
     "$ILNASC" ${d}_small.ilnas -o ${d}_small
   done
 fi
-run() { # BIN DIR [OPTIONS...]
-  bin=$1 dir=$2; shift 2
-  [ -e "$dir/final.ckpt" ] && return 0 # resumable
-  echo "== $bin $dir $*" >&2
-  nice ./"$bin" train --seed "$seed" --epochs "${run_epochs:-$epochs}" --threads "$threads" --quiet \
-    --run-dir "$dir" "$@" >"$dir.out"
-}
 start=$(date +%s)
 half=$((epochs / 2))
 transfers() { # SUFFIX: every transfer of the seed, its runs named NAME-SUFFIX
