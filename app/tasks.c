@@ -779,23 +779,26 @@ int run_train_tasks(ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd, const app_tra
 
 /* ---- a multi-task checkpoint: eval and info ---- */
 
-/* The model's IR in c (with the shared α) and its task count; NULL after a
- * message. */
-static ir_graph *tasks_ir(const rt_ckpt *c, const char *path) {
+/* The model's IR in c (with the shared α), checked against the run's
+ * record; NULL with a message in err. */
+static ir_graph *tasks_ir(const rt_ckpt *c, const char *path, char *err, size_t errlen) {
   size_t nir, n;
   const void *ir = rt_ckpt_get(c, "IRGR", &nir);
   const mt_rec *rec = rt_ckpt_get(c, "MTST", &n);
-  char err[512];
-  ir_graph *g = ir && rec && n == sizeof *rec && rec->mark == MT_MARK
-                    ? ir_deserialize(ir, nir, err, sizeof err) : NULL;
+  char why[512];
+  if (!ir || !rec || n != sizeof *rec || rec->mark != MT_MARK) {
+    snprintf(err, errlen, "%s: a multi-task checkpoint lacks a section or has a damaged record",
+             path);
+    return NULL;
+  }
+  ir_graph *g = ir_deserialize(ir, nir, why, sizeof why);
   if (!g) {
-    fprintf(stderr, "error: %s: %s\n", path, ir && rec ? err : "a multi-task checkpoint lacks "
-            "a section");
+    snprintf(err, errlen, "%s: %s", path, why);
     return NULL;
   }
   if (g->cfg.n_tasks != rec->n_tasks) {
-    fprintf(stderr, "error: %s: its record has %d tasks and its model %d\n", path,
-            rec->n_tasks, g->cfg.n_tasks);
+    snprintf(err, errlen, "%s: its record has %d tasks and its model %d", path, rec->n_tasks,
+             g->cfg.n_tasks);
     ir_free(g);
     return NULL;
   }
@@ -804,8 +807,12 @@ static ir_graph *tasks_ir(const rt_ckpt *c, const char *path) {
 
 int run_eval_tasks(const rt_ckpt *c, const char *path, int threads, const char *backend,
                    int skip_bad) {
-  ir_graph *mg = tasks_ir(c, path);
-  if (!mg) return 1;
+  char why[1024];
+  ir_graph *mg = tasks_ir(c, path, why, sizeof why);
+  if (!mg) {
+    fprintf(stderr, "error: %s\n", why);
+    return 1;
+  }
   int rc = 0;
   double mean = 0;
   printf("{\"tasks\": {");
@@ -850,8 +857,12 @@ int run_eval_tasks(const rt_ckpt *c, const char *path, int threads, const char *
 }
 
 int run_info_tasks(const rt_ckpt *c, const char *path, FILE *out) {
-  ir_graph *mg = tasks_ir(c, path);
-  if (!mg) return 1;
+  char why[1024];
+  ir_graph *mg = tasks_ir(c, path, why, sizeof why);
+  if (!mg) {
+    fprintf(stderr, "error: %s\n", why);
+    return 1;
+  }
   const fe_model *m = &mg->cfg;
   int64_t shared = ir_count_params(mg, &mg->arch).active, stored = shared;
   int rc = 0;
@@ -893,11 +904,8 @@ int run_task_index(const rt_ckpt *c, const char *path, const char *task, char *e
              task);
     return -2;
   }
-  ir_graph *mg = tasks_ir(c, path);
-  if (!mg) {
-    snprintf(err, errlen, "%s: a damaged multi-task checkpoint", path);
-    return -2;
-  }
+  ir_graph *mg = tasks_ir(c, path, err, errlen);
+  if (!mg) return -2;
   const fe_model *m = &mg->cfg;
   int k = 0;
   while (task && k < m->n_tasks && strcmp(m->tasks[k].name, task) != 0) k++;
