@@ -16,6 +16,11 @@ LLVMTypeRef cg_sparse_fn_type(LLVMContextRef ctx) {
   return LLVMFunctionType(LLVMVoidTypeInContext(ctx), p, 7, 0);
 }
 
+void kg_set_lanes(kg_kit *k, int vw) {
+  k->vw = vw;
+  k->vec = LLVMVectorType(k->f32, (unsigned)vw), k->vecp = LLVMPointerType(k->vec, 0);
+}
+
 void kg_begin(kg_kit *k, LLVMModuleRef m, const char *name, kg_keep_fn keep) {
   memset(k, 0, sizeof *k);
   k->m = m, k->name = name, k->keep = keep;
@@ -24,7 +29,7 @@ void kg_begin(kg_kit *k, LLVMModuleRef m, const char *name, kg_keep_fn keep) {
   k->i32 = LLVMInt32TypeInContext(k->ctx), k->i64 = LLVMInt64TypeInContext(k->ctx);
   k->f32 = LLVMFloatTypeInContext(k->ctx), k->f64 = LLVMDoubleTypeInContext(k->ctx);
   k->fp = LLVMPointerType(k->f32, 0);
-  k->vec = LLVMVectorType(k->f32, KG_VW), k->vecp = LLVMPointerType(k->vec, 0);
+  kg_set_lanes(k, KG_VW);
   k->fn = LLVMAddFunction(m, name, cg_sparse_fn_type(k->ctx));
   LLVMValueRef *p[7] = {&k->pa, &k->pb, &k->pc, &k->pd, &k->n, &k->a_ns, &k->b_ns};
   for (unsigned i = 0; i < 7; i++) *p[i] = LLVMGetParam(k->fn, i);

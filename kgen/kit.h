@@ -31,8 +31,9 @@
 
 #include <llvm-c/Core.h>
 
-/* Lanes of the float vectors the CPU kernels work in. */
-enum { KG_VW = 8 };
+/* Lanes of the float vectors the CPU kernels work in: 8 (AVX2's 256
+ * bits, the default) or 16 (AVX-512's 512). */
+enum { KG_VW = 8, KG_VW_MAX = 16 };
 
 /* Where the index tables go. NULL: constant globals of the module (the
  * CPU JIT). Otherwise each is a global of the module holding a pointer,
@@ -49,6 +50,7 @@ typedef struct kg_kit {
   LLVMValueRef fn;
   LLVMBasicBlockRef entry, body;    /* allocas and table bases; the first block after */
   LLVMTypeRef i8, i16, i32, i64, f32, f64, fp, vec, vecp;
+  int vw;                           /* lanes of vec: KG_VW unless kg_set_lanes */
   LLVMValueRef pa, pb, pc, pd;      /* the four buffers of cg_sparse_fn_type */
   LLVMValueRef n, a_ns, b_ns;
   const char *name;                 /* of the function; prefixes its tables */
@@ -62,6 +64,8 @@ typedef struct kg_kit {
  * four buffers are marked noalias: they are distinct tensors, or disjoint
  * slices of one arena. */
 void kg_begin(kg_kit *k, LLVMModuleRef m, const char *name, kg_keep_fn keep);
+/* vec of vw lanes (8 or 16) from here on. */
+void kg_set_lanes(kg_kit *k, int vw);
 /* Returns void, closes the entry block, frees the builder: 0, or -1 after
  * a kg_fail. */
 int kg_end(kg_kit *k);

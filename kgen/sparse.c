@@ -6,7 +6,8 @@
  * time is that of its tables (well under a second).
  *
  *   gather (conv fwd, conv bwd_data, linear fwd): per
- *     output row, per register tile of T vectors of 8 floats, the tile
+ *     output row, per register tile of T vectors of 8 floats (16 with
+ *     AVX-512: cg_conv_desc.vw, cg_linear_desc.vw), the tile
  *     stays in registers across ALL of the row's entries; an entry is
  *     (source offset, weight index): one broadcast weight, T FMAs on a
  *     contiguous span of the source; weights come packed (the active
@@ -20,7 +21,8 @@
  *   groups (conv bwd_weight): entries of one output row come in
  *     groups of 8 weights; one load of the output gradient feeds 8 FMAs,
  *     one per weight, into 8 vector accumulators; the group is summed by a
- *     shuffle tree into one vector of 8 sums at the end of the call.
+ *     shuffle tree into one vector of 8 sums at the end of the call (16-lane
+ *     accumulators are first halved).
  *   fused (linear bwd): per input, its block of x and its dx accumulators
  *     in registers; each active output's dy, loaded once, feeds both the
  *     dx FMAs and that weight's gradient (see cg_sparse_linear_bwd).
@@ -53,10 +55,12 @@ static void stv(kg_kit *g, LLVMValueRef v, LLVMValueRef p, LLVMValueRef i) {
   LLVMSetAlignment(LLVMBuildStore(g->b, v, q), 4);
 }
 
-/* llvm.fmuladd of the operands' type (float or <8 x float>). */
+/* llvm.fmuladd of the operands' type (float or a float vector). */
 static LLVMValueRef fma3(kg_kit *g, LLVMValueRef a, LLVMValueRef b, LLVMValueRef c) {
   LLVMTypeRef t = LLVMTypeOf(a);
-  const char *name = LLVMGetTypeKind(t) == LLVMVectorTypeKind ? "llvm.fmuladd.v8f32" : "llvm.fmuladd.f32";
+  char name[32] = "llvm.fmuladd.f32";
+  if (LLVMGetTypeKind(t) == LLVMVectorTypeKind)
+    snprintf(name, sizeof name, "llvm.fmuladd.v%uf32", LLVMGetVectorSize(t));
   LLVMTypeRef p[3] = {t, t, t}, ft = LLVMFunctionType(t, p, 3, 0);
   LLVMValueRef f = LLVMGetNamedFunction(g->m, name);
   if (!f) f = LLVMAddFunction(g->m, name, ft);
@@ -67,13 +71,14 @@ static LLVMValueRef splat(kg_kit *g, LLVMValueRef s) {
   LLVMValueRef v = LLVMBuildInsertElement(g->b, LLVMGetUndef(g->vec), s,
                                           LLVMConstInt(g->i32, 0, 0), "");
   return LLVMBuildShuffleVector(g->b, v, LLVMGetUndef(g->vec),
-                                LLVMConstNull(LLVMVectorType(g->i32, KG_VW)), "");
+                                LLVMConstNull(LLVMVectorType(g->i32, (unsigned)g->vw)), "");
 }
 
 /* A kernel for the host: constant tables, nounwind (the JIT's callers are
  * C). */
-static void gen_begin(kg_kit *g, LLVMModuleRef m, const char *name) {
+static void gen_begin(kg_kit *g, LLVMModuleRef m, const char *name, int vw) {
   kg_begin(g, m, name, NULL);
+  kg_set_lanes(g, vw);
   unsigned nounwind = LLVMGetEnumAttributeKindForName("nounwind", 8);
   LLVMAddAttributeAtIndex(g->fn, LLVMAttributeFunctionIndex,
                           LLVMCreateEnumAttribute(g->ctx, nounwind, 0));
@@ -109,8 +114,9 @@ static LLVMValueRef bias_of(kg_kit *g, LLVMValueRef bias, const uint8_t *bm, int
 /* ---- the two loop nests ------------------------------------------------ */
 
 /* Most vectors one gather tile keeps in registers: 14 accumulators and the
- * broadcast weight fill 15 of the 16 AVX2 registers; the source operand of
- * each FMA is folded into it as a memory load. */
+ * broadcast weight fill 15 of the 16 AVX2 registers (of AVX-512's 32, at
+ * twice the lanes); the source operand of each FMA is folded into it as a
+ * memory load. */
 enum { MAXT = 14, GROUP = 8 };
 
 /* Table entries are (source offset, weight index) pairs of int32. */
@@ -175,7 +181,7 @@ typedef struct span {
 static void gen_gather(kg_kit *g, const etab *t, int T, long rlen, span sp, LLVMValueRef src,
                        LLVMValueRef w, LLVMValueRef dst, LLVMValueRef bias,
                        const uint8_t *bm, int drows, const int32_t *rid) {
-  assert(!drows || rlen == (long)KG_VW * T);
+  assert(!drows || rlen == (long)g->vw * T);
   int nout = drows ? drows : t->rows;
   kg_tab tstart = kg_table(g, "start", t->start, (size_t)t->rows + 1, 4);
   int32_t *offs = malloc((size_t)(t->n ? t->n : 1) * sizeof *offs);
@@ -198,13 +204,13 @@ static void gen_gather(kg_kit *g, const etab *t, int T, long rlen, span sp, LLVM
     kg_loop li;
     kg_loop_open(g, &li, kg_c64(g, 0), kg_c64(g, drows), 1);
     LLVMValueRef init = bias ? splat(g, bias_of(g, bias, bm, nout, li.iv)) : LLVMConstNull(g->vec);
-    for (int v = 0; v < T; v++) stv(g, init, ds, kg_add(g, kg_mul(g, li.iv, kg_c64(g, rlen)), kg_c64(g, v * KG_VW)));
+    for (int v = 0; v < T; v++) stv(g, init, ds, kg_add(g, kg_mul(g, li.iv, kg_c64(g, rlen)), kg_c64(g, v * g->vw)));
     kg_loop_close(g, &li);
   }
   /* Tiles outside rows: one tile's source window of every row's entries
    * (for a conv, a few rows of each input plane) stays in L1 while all the
    * rows, which share it, are computed. */
-  kg_loop_open(g, &lt, kg_c64(g, 0), kg_c64(g, rlen), (int64_t)KG_VW * T);
+  kg_loop_open(g, &lt, kg_c64(g, 0), kg_c64(g, rlen), (int64_t)g->vw * T);
   kg_loop_open(g, &lr, kg_c64(g, 0), kg_c64(g, t->rows), 1);
   LLVMValueRef drow = rid     ? kg_tab_get(g, trid, lr.iv)
                       : drows ? LLVMBuildURem(g->b, lr.iv, kg_c64(g, drows), "")
@@ -212,7 +218,7 @@ static void gen_gather(kg_kit *g, const etab *t, int T, long rlen, span sp, LLVM
   LLVMValueRef rowbase = kg_mul(g, drow, kg_c64(g, rlen));
   if (drows) {
     for (int v = 0; v < T; v++)
-      LLVMBuildStore(g->b, ldv(g, ds, kg_add(g, kg_add(g, rowbase, lt.iv), kg_c64(g, v * KG_VW))), acc[v]);
+      LLVMBuildStore(g->b, ldv(g, ds, kg_add(g, kg_add(g, rowbase, lt.iv), kg_c64(g, v * g->vw))), acc[v]);
   } else {
     LLVMValueRef init = bias ? splat(g, bias_of(g, bias, bm, nout, lr.iv)) : LLVMConstNull(g->vec);
     for (int v = 0; v < T; v++) LLVMBuildStore(g->b, init, acc[v]);
@@ -221,30 +227,47 @@ static void gen_gather(kg_kit *g, const etab *t, int T, long rlen, span sp, LLVM
   LLVMValueRef off = kg_add(g, kg_tab_get(g, toff, le.iv), lt.iv);
   LLVMValueRef wv = splat(g, kg_ldf(g, w, le.iv));
   for (int v = 0; v < T; v++) {
-    LLVMValueRef x = ldv(g, ss, kg_add(g, off, kg_c64(g, v * KG_VW)));
+    LLVMValueRef x = ldv(g, ss, kg_add(g, off, kg_c64(g, v * g->vw)));
     LLVMBuildStore(g->b, fma3(g, wv, x, LLVMBuildLoad2(g->b, g->vec, acc[v], "")), acc[v]);
   }
   kg_loop_close(g, &le);
   LLVMValueRef db = kg_add(g, rowbase, lt.iv);
   for (int v = 0; v < T; v++)
-    stv(g, LLVMBuildLoad2(g->b, g->vec, acc[v], ""), ds, kg_add(g, db, kg_c64(g, v * KG_VW)));
+    stv(g, LLVMBuildLoad2(g->b, g->vec, acc[v], ""), ds, kg_add(g, db, kg_c64(g, v * g->vw)));
   kg_loop_close(g, &lr);
   kg_loop_close(g, &lt);
   kg_loop_close(g, &ls);
 }
 
+/* The reductions work on 8 lanes: wider vectors are halved first. */
+enum { R8 = 8 };
+
 static LLVMValueRef shuf(kg_kit *g, LLVMValueRef a, LLVMValueRef b, const int *idx) {
-  LLVMValueRef m[KG_VW];
-  for (int i = 0; i < KG_VW; i++) m[i] = LLVMConstInt(g->i32, (unsigned long long)idx[i], 0);
-  return LLVMBuildShuffleVector(g->b, a, b, LLVMConstVector(m, KG_VW), "");
+  LLVMValueRef m[R8];
+  for (int i = 0; i < R8; i++) m[i] = LLVMConstInt(g->i32, (unsigned long long)idx[i], 0);
+  return LLVMBuildShuffleVector(g->b, a, b, LLVMConstVector(m, R8), "");
+}
+
+/* A vector of g->vw lanes to 8 lanes whose sum is the same: the upper
+ * halves added onto the lower, halving until 8 are left. */
+static LLVMValueRef to8(kg_kit *g, LLVMValueRef v) {
+  for (int n = g->vw; n > R8; n /= 2) {
+    LLVMValueRef lo[KG_VW_MAX / 2], hi[KG_VW_MAX / 2];
+    for (int i = 0; i < n / 2; i++)
+      lo[i] = LLVMConstInt(g->i32, (unsigned)i, 0), hi[i] = LLVMConstInt(g->i32, (unsigned)(i + n / 2), 0);
+    v = LLVMBuildFAdd(g->b, LLVMBuildShuffleVector(g->b, v, v, LLVMConstVector(lo, (unsigned)n / 2), ""),
+                      LLVMBuildShuffleVector(g->b, v, v, LLVMConstVector(hi, (unsigned)n / 2), ""), "");
+  }
+  return v;
 }
 
 /* Eight vectors to one vector of their eight sums, lane i = sum of v[i]:
  * three levels of pairwise shuffles and adds instead of 56 scalar adds. */
 static LLVMValueRef sum8(kg_kit *g, LLVMValueRef v[GROUP]) {
-  static const int lo[3][KG_VW] = {{0, 8, 2, 10, 4, 12, 6, 14}, {0, 1, 8, 9, 4, 5, 12, 13},
+  for (int i = 0; i < GROUP; i++) v[i] = to8(g, v[i]);
+  static const int lo[3][R8] = {{0, 8, 2, 10, 4, 12, 6, 14}, {0, 1, 8, 9, 4, 5, 12, 13},
                                 {0, 1, 2, 3, 8, 9, 10, 11}};
-  static const int hi[3][KG_VW] = {{1, 9, 3, 11, 5, 13, 7, 15}, {2, 3, 10, 11, 6, 7, 14, 15},
+  static const int hi[3][R8] = {{1, 9, 3, 11, 5, 13, 7, 15}, {2, 3, 10, 11, 6, 7, 14, 15},
                                 {4, 5, 6, 7, 12, 13, 14, 15}};
   int n = GROUP;
   for (int l = 0; l < 3; l++, n /= 2)
@@ -276,7 +299,7 @@ static void gen_groups(kg_kit *g, const int32_t *grp, long ngroups, long len, sp
   kg_loop_open(g, &ls, kg_c64(g, 0), sp.count, 1);
   LLVMValueRef xs = kg_at(g, x, kg_mul(g, ls.iv, sp.sstride));
   LLVMValueRef ys = kg_at(g, dy, kg_mul(g, ls.iv, sp.dstride));
-  kg_loop_open(g, &lt, kg_c64(g, 0), kg_c64(g, len), KG_VW);
+  kg_loop_open(g, &lt, kg_c64(g, 0), kg_c64(g, len), g->vw);
   LLVMValueRef dv = ldv(g, ys, kg_add(g, yo, lt.iv));
   for (int b = 0; b < GROUP; b++) {
     LLVMValueRef xv = ldv(g, xs, kg_add(g, xo[b], lt.iv));
@@ -349,8 +372,8 @@ static long round_up(long v, long m) { return (v + m - 1) / m * m; }
 /* Vectors per tile for rows of `len` floats: the fewest tile iterations
  * weighted by their cost (T FMAs plus about two for the broadcast and the
  * table), so that short planes are not rounded up to a mostly idle tile. */
-static int pick_tile(long len) {
-  long nv = (len + KG_VW - 1) / KG_VW, best = -1;
+static int pick_tile(long len, int vw) {
+  long nv = (len + vw - 1) / vw, best = -1;
   int bt = 1;
   for (int T = 1; T <= MAXT; T++) {
     long cost = (nv + T - 1) / T * (T + 2);
@@ -362,6 +385,8 @@ static int pick_tile(long len) {
 int cg_conv_plan_init(cg_conv_plan *p, const cg_conv_desc *d) {
   if (d->k < 1 || d->k > 32 || d->stride < 1 || d->pad < 0 || d->cin < 1 || d->cout < 1)
     return -1;
+  p->vw = d->vw ? d->vw : KG_VW;
+  if (p->vw != 8 && p->vw != 16) return -1;
   int s = d->stride, hp = d->h + 2 * d->pad, wp = d->w + 2 * d->pad;
   p->s = s;
   p->oh = (hp - d->k) / s + 1, p->ow = (wp - d->k) / s + 1;
@@ -377,14 +402,14 @@ int cg_conv_plan_init(cg_conv_plan *p, const cg_conv_desc *d) {
   p->pq = (long)p->hq * p->wq;
   p->xcs = (long)s * s * p->pq;
   p->yq = (long)p->oh * p->wq;
-  p->ytile = pick_tile(p->yq);
-  p->yrs = round_up(p->yq, (long)KG_VW * p->ytile);
+  p->ytile = pick_tile(p->yq, p->vw);
+  p->yrs = round_up(p->yq, (long)p->vw * p->ytile);
   /* reads of the don't-care tail of the last channel's last tile */
   p->xlen = (long)d->cin * p->xcs + p->yrs;
   int sh = (d->k - 1) / s;
-  p->marg = round_up((long)sh * p->wq + sh, KG_VW);
-  p->dxtile = pick_tile(p->pq);
-  p->dxrs = round_up(p->pq, (long)KG_VW * p->dxtile);
+  p->marg = round_up((long)sh * p->wq + sh, p->vw);
+  p->dxtile = pick_tile(p->pq, p->vw);
+  p->dxrs = round_up(p->pq, (long)p->vw * p->dxtile);
   p->dycs = p->marg + (p->dxrs > p->yrs ? p->dxrs : p->yrs);
   p->dylen = (long)d->cout * p->dycs;
   p->dxlen = (long)d->cin * s * s * p->dxrs;
@@ -428,7 +453,7 @@ int cg_sparse_conv_fwd(LLVMModuleRef m, const cg_conv_desc *d, const char *name,
   if (cg_conv_plan_init(&p, d)) return -1;
   if (conv_fwd_tab(&t, d, &p) || take_order(&t, ord)) return etab_free(&t), -1;
   kg_kit G, *g = &G;
-  gen_begin(g, m, name);
+  gen_begin(g, m, name, p.vw);
   span sp = {g->n, g->a_ns, g->b_ns};
   gen_gather(g, &t, p.ytile, p.yrs, sp, g->pa, g->pb, g->pd, g->pc, d->bm, 0, NULL);
   etab_free(&t);
@@ -460,7 +485,7 @@ int cg_sparse_conv_bwd_data(LLVMModuleRef m, const cg_conv_desc *d, const char *
   kg_pattern_free(&pat);
   if (take_order(&t, ord)) return etab_free(&t), -1;
   kg_kit G, *g = &G;
-  gen_begin(g, m, name);
+  gen_begin(g, m, name, p.vw);
   span sp = {g->n, g->a_ns, g->b_ns};
   gen_gather(g, &t, p.dxtile, p.dxrs, sp, g->pa, g->pb, g->pc, NULL, NULL, 0, NULL);
   etab_free(&t);
@@ -480,7 +505,7 @@ int cg_sparse_conv_bwd_weight(LLVMModuleRef m, const cg_conv_desc *d, const char
   /* the row offset of a group is co * dycs; its plane starts after the margin */
   for (long k = 0; k < ng; k++) grp[k * (2 * GROUP + 1)] += (int32_t)p.marg;
   kg_kit G, *g = &G;
-  gen_begin(g, m, name);
+  gen_begin(g, m, name, p.vw);
   span sp = {g->n, g->a_ns, g->b_ns};
   gen_groups(g, grp, ng, p.yrs, sp, g->pa, g->pb, g->pc);
   free(grp);
@@ -500,6 +525,8 @@ enum { LIN_SLICE_BYTES = 32768 };
 static int lanes(const cg_linear_desc *d) {
   return d->lanes == CG_LIN_NB_HALF ? CG_LIN_NB_HALF : CG_LIN_NB;
 }
+
+static int lin_vw(const cg_linear_desc *d) { return d->vw ? d->vw : KG_VW; }
 
 static int slice_len(int NB) { return LIN_SLICE_BYTES / (4 * NB); }
 
@@ -557,12 +584,13 @@ int cg_sparse_linear_fwd(LLVMModuleRef m, const cg_linear_desc *d, const char *n
   etab t = {0};
   int NB = lanes(d), SL = slice_len(NB);
   int slices = d->in > SL ? (d->in + SL - 1) / SL : 1;
+  if (lin_vw(d) != 8 && lin_vw(d) != 16) return -1;
   int32_t *rid;
   if (lin_tab(&t, d, slices, &rid) || take_order(&t, ord)) return etab_free(&t), free(rid), -1;
   kg_kit G, *g = &G;
-  gen_begin(g, m, name);
+  gen_begin(g, m, name, lin_vw(d));
   span sp = lin_span(g, NB, d->in, d->out);
-  gen_gather(g, &t, NB / KG_VW, NB, sp, g->pa, g->pb, g->pd, g->pc, d->bm,
+  gen_gather(g, &t, NB / g->vw, NB, sp, g->pa, g->pb, g->pd, g->pc, d->bm,
              slices > 1 ? d->out : 0, slices > 1 ? rid : NULL);
   etab_free(&t);
   free(rid);
@@ -622,8 +650,9 @@ long cg_sparse_linear_bwd_len(const cg_linear_desc *d) {
 
 /* Four vectors to the four sums of their lanes, as a <4 x float>. */
 static LLVMValueRef sum4(kg_kit *g, LLVMValueRef v[LIN_BWD_U]) {
-  static const int lo[2][KG_VW] = {{0, 8, 2, 10, 4, 12, 6, 14}, {0, 1, 8, 9, 4, 5, 12, 13}};
-  static const int hi[2][KG_VW] = {{1, 9, 3, 11, 5, 13, 7, 15}, {2, 3, 10, 11, 6, 7, 14, 15}};
+  static const int lo[2][R8] = {{0, 8, 2, 10, 4, 12, 6, 14}, {0, 1, 8, 9, 4, 5, 12, 13}};
+  static const int hi[2][R8] = {{1, 9, 3, 11, 5, 13, 7, 15}, {2, 3, 10, 11, 6, 7, 14, 15}};
+  for (int i = 0; i < LIN_BWD_U; i++) v[i] = to8(g, v[i]);
   LLVMValueRef a = LLVMBuildFAdd(g->b, shuf(g, v[0], v[1], lo[0]), shuf(g, v[0], v[1], hi[0]), "");
   LLVMValueRef b = LLVMBuildFAdd(g->b, shuf(g, v[2], v[3], lo[0]), shuf(g, v[2], v[3], hi[0]), "");
   LLVMValueRef c = LLVMBuildFAdd(g->b, shuf(g, a, b, lo[1]), shuf(g, a, b, hi[1]), "");
@@ -636,7 +665,8 @@ static LLVMValueRef sum4(kg_kit *g, LLVMValueRef v[LIN_BWD_U]) {
 
 int cg_sparse_linear_bwd(LLVMModuleRef m, const cg_linear_desc *d, const char *name,
                          cg_order *ord) {
-  enum { NB = CG_LIN_BWD_NB, V = CG_LIN_BWD_NB / KG_VW };
+  enum { NB = CG_LIN_BWD_NB, VMAX = CG_LIN_BWD_NB / KG_VW };
+  if (lin_vw(d) != 8 && lin_vw(d) != 16) return -1;
   int slices = d->out > LIN_BWD_SLICE ? (d->out + LIN_BWD_SLICE - 1) / LIN_BWD_SLICE : 1;
   etab t = {0};
   if (lin_bwd_tab(d, &t, slices) || take_order(&t, ord)) return etab_free(&t), -1;
@@ -653,13 +683,14 @@ int cg_sparse_linear_bwd(LLVMModuleRef m, const cg_linear_desc *d, const char *n
       outs16[k] = (uint16_t)outs[k];
     }
   kg_kit G, *g = &G;
-  gen_begin(g, m, name);
+  gen_begin(g, m, name, lin_vw(d));
   kg_tab tstart = kg_table(g, "start", t.start, (size_t)t.rows + 1, 4);
   kg_tab toff = narrow ? kg_table(g, "out", outs16, (size_t)t.n, 2) : kg_table(g, "out", outs, (size_t)t.n, 4);
   free(outs), free(outs16);
   LLVMValueRef wp = g->pd, dwp = g->pc, dxT = kg_at(g, g->pc, kg_c64(g, t.n));
   LLVMTypeRef v4 = LLVMVectorType(g->f32, 4), v4p = LLVMPointerType(v4, 0);
-  LLVMValueRef acc[V];
+  const int V = NB / g->vw;
+  LLVMValueRef acc[VMAX];
   for (int v = 0; v < V; v++) acc[v] = kg_local(g, g->vec, "acc");
   span sp = lin_span(g, NB, d->in, d->out + 1);
   kg_loop ls, lr, le;
@@ -669,18 +700,18 @@ int cg_sparse_linear_bwd(LLVMModuleRef m, const cg_linear_desc *d, const char *n
   LLVMValueRef ds = kg_at(g, dxT, kg_mul(g, ls.iv, sp.sstride));
   if (slices > 1) { /* the rows of later slices add into the first's */
     kg_loop lz;
-    kg_loop_open(g, &lz, kg_c64(g, 0), kg_c64(g, (int64_t)d->in * NB), KG_VW);
+    kg_loop_open(g, &lz, kg_c64(g, 0), kg_c64(g, (int64_t)d->in * NB), g->vw);
     stv(g, LLVMConstNull(g->vec), ds, lz.iv);
     kg_loop_close(g, &lz);
   }
   kg_loop_open(g, &lr, kg_c64(g, 0), kg_c64(g, t.rows), 1);
   LLVMValueRef row = slices > 1 ? LLVMBuildURem(g->b, lr.iv, kg_c64(g, d->in), "") : lr.iv;
-  LLVMValueRef rb = kg_mul(g, row, kg_c64(g, NB)), xv[V];
+  LLVMValueRef rb = kg_mul(g, row, kg_c64(g, NB)), xv[VMAX];
   LLVMValueRef ybase = slices > 1 ? kg_mul(g, LLVMBuildUDiv(g->b, lr.iv, kg_c64(g, d->in), ""),
                                         kg_c64(g, (int64_t)LIN_BWD_SLICE * NB))
                                   : kg_c64(g, 0);
   for (int v = 0; v < V; v++) {
-    LLVMValueRef i = kg_add(g, rb, kg_c64(g, v * KG_VW));
+    LLVMValueRef i = kg_add(g, rb, kg_c64(g, v * g->vw));
     xv[v] = ldv(g, xs, i);
     LLVMBuildStore(g->b, slices > 1 ? ldv(g, ds, i) : LLVMConstNull(g->vec), acc[v]);
   }
@@ -691,7 +722,7 @@ int cg_sparse_linear_bwd(LLVMModuleRef m, const cg_linear_desc *d, const char *n
     LLVMValueRef off = kg_add(g, ybase, kg_mul(g, kg_tab_get(g, toff, e), kg_c64(g, NB)));
     LLVMValueRef w = splat(g, kg_ldf(g, wp, e)), dot = NULL;
     for (int v = 0; v < V; v++) {
-      LLVMValueRef dy = ldv(g, ys, kg_add(g, off, kg_c64(g, v * KG_VW)));
+      LLVMValueRef dy = ldv(g, ys, kg_add(g, off, kg_c64(g, v * g->vw)));
       LLVMBuildStore(g->b, fma3(g, w, dy, LLVMBuildLoad2(g->b, g->vec, acc[v], "")), acc[v]);
       dot = dot ? fma3(g, xv[v], dy, dot) : LLVMBuildFMul(g->b, xv[v], dy, "");
     }
@@ -703,7 +734,7 @@ int cg_sparse_linear_bwd(LLVMModuleRef m, const cg_linear_desc *d, const char *n
   LLVMSetAlignment(LLVMBuildStore(g->b, LLVMBuildFAdd(g->b, old, sum4(g, gs), ""), p), 4);
   kg_loop_close(g, &le);
   for (int v = 0; v < V; v++)
-    stv(g, LLVMBuildLoad2(g->b, g->vec, acc[v], ""), ds, kg_add(g, rb, kg_c64(g, v * KG_VW)));
+    stv(g, LLVMBuildLoad2(g->b, g->vec, acc[v], ""), ds, kg_add(g, rb, kg_c64(g, v * g->vw)));
   kg_loop_close(g, &lr);
   kg_loop_close(g, &ls);
   etab_free(&t);

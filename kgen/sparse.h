@@ -83,6 +83,7 @@ typedef struct cg_conv_desc {
   int cout, k, stride, pad;
   const uint8_t *wm;      /* [cout][cin][k][k], 1 = active; NULL = all */
   const uint8_t *bm;      /* [cout]; NULL = all */
+  int vw;                 /* lanes of the kernels' vectors: 8 or 16; 0 = 8 */
 } cg_conv_desc;
 
 typedef struct cg_linear_desc {
@@ -90,6 +91,7 @@ typedef struct cg_linear_desc {
   const uint8_t *wm;      /* [out][in]; NULL = all */
   const uint8_t *bm;      /* [out]; NULL = all */
   int lanes;              /* NB: CG_LIN_NB or CG_LIN_NB_HALF; 0 = CG_LIN_NB */
+  int vw;                 /* lanes of the kernels' vectors: 8 or 16; 0 = 8 */
 } cg_linear_desc;
 
 /* Where each packed conv tensor lives, in floats. */
@@ -103,7 +105,8 @@ typedef struct cg_conv_plan {
   long yq, yrs;           /* output rows: oh * wq used, tile-rounded stride */
   long marg, dycs, dylen; /* dyq: zero margin before each channel, stride, size */
   long dxrs, dxlen;       /* dxp: [cin*s*s] rows of dxrs (>= pq), size */
-  int ytile, dxtile;      /* vectors of 8 per register tile: fwd, bwd_data */
+  int vw;                 /* lanes of a vector (the desc's) */
+  int ytile, dxtile;      /* vectors per register tile: fwd, bwd_data */
 } cg_conv_plan;
 
 /* -1 for a shape the generators cannot handle (kernel over 32, empty

@@ -50,6 +50,7 @@ typedef struct rt_cpu_entry {
   size_t nw, nb;
   size_t active;              /* active weights in wm */
   int lanes;                  /* linear: the kernels' block of samples */
+  int vw;                     /* lanes of the kernels' vectors */
   /* How fwd (0) and bwd_data (1; for linear the fused bwd) read w
    * packed: the j-th active weight (ascending index act[j]) goes to
    * wp[pos[dir][j]]; the fused bwd's npad padding slots pad[] hold 0 */
@@ -133,6 +134,7 @@ typedef struct cpu_backend {
   uint8_t *dense;             /* per layer: runs on OpenBLAS */
   rt_cpu_wpack *wpack;        /* per layer */
   double thr_conv, thr_lin;   /* density from which a layer runs dense */
+  int vw;                     /* lanes of the kernels' vectors: 16 with AVX-512 */
   size_t need;                /* scratch floats of the largest prepared layer */
   rt_cpu_slot slots[NSLOT];
 } cpu_backend;
@@ -227,6 +229,14 @@ static int kernel_names(const rt_cpu_entry *e, long id, char names[3][64]) {
 
 /* A host target machine, one per thread that builds kernels: the large
  * code model of a JIT, so that code may sit anywhere from its tables. */
+/* Is `name` ("+avx512f") one of LLVM's comma-separated host features? */
+static int has_feature(const char *feat, const char *name) {
+  size_t n = strlen(name);
+  for (const char *p = feat; p && *p; p = strchr(p, ',') ? strchr(p, ',') + 1 : NULL)
+    if (!strncmp(p, name, n) && (p[n] == ',' || p[n] == '\0')) return 1;
+  return 0;
+}
+
 static LLVMTargetMachineRef host_tm(const cpu_backend *cb) {
   return LLVMCreateTargetMachine(cb->target, cb->triple, cb->cpu, cb->feat,
                                  LLVMCodeGenLevelAggressive, LLVMRelocDefault,
@@ -298,12 +308,12 @@ static int build_object(const rt_cpu_entry *e_, long id, LLVMTargetMachineRef tm
   cg_order ord[2] = {{NULL, 0}, {NULL, 0}};
   if (e->kind == IR_CONV) {
     cg_conv_desc d = {e->shape[0], e->shape[1], e->shape[2], e->shape[3],
-                      e->shape[4], e->shape[5], e->shape[6], e->wm, e->bm};
+                      e->shape[4], e->shape[5], e->shape[6], e->wm, e->bm, e->vw};
     rc = cg_sparse_conv_fwd(m, &d, names[0], &ord[0]) ||
          cg_sparse_conv_bwd_data(m, &d, names[1], &ord[1]) ||
          cg_sparse_conv_bwd_weight(m, &d, names[2]);
   } else {
-    cg_linear_desc d = {e->shape[0], e->shape[3], e->wm, e->bm, e->lanes};
+    cg_linear_desc d = {e->shape[0], e->shape[3], e->wm, e->bm, e->lanes, e->vw};
     rc = cg_sparse_linear_fwd(m, &d, names[0], &ord[0]) ||
          cg_sparse_linear_bwd(m, &d, names[1], &ord[1]);
     assert(rc || ord[1].n == e->nbwd);
@@ -465,10 +475,10 @@ static rt_cpu_entry *entry_get(cpu_backend *cb, int layer, const uint8_t *wmask,
                   : CG_LIN_NB;
   uint64_t h = mix(0x1234567ull, (uint64_t)l->kind);
   for (int i = 0; i < 7; i++) h = mix(h, (uint64_t)(uint32_t)shape[i]);
-  h = hash_bytes(hash_bytes(mix(h, (uint64_t)lanes), wm, nw), bm, nb);
+  h = hash_bytes(hash_bytes(mix(mix(h, (uint64_t)lanes), (uint64_t)cb->vw), wm, nw), bm, nb);
   for (rt_cpu_entry *e = cb->cache; e; e = e->next)
     if (e->hash == h && e->kind == (int)l->kind && !memcmp(e->shape, shape, sizeof shape) &&
-        e->lanes == lanes && e->nw == nw && !memcmp(e->wm, wm, nw) && !memcmp(e->bm, bm, nb)) {
+        e->lanes == lanes && e->vw == cb->vw && e->nw == nw && !memcmp(e->wm, wm, nw) && !memcmp(e->bm, bm, nb)) {
       cb->st.hits++;
       free(wm), free(bm);
       return e;
@@ -480,14 +490,15 @@ static rt_cpu_entry *entry_get(cpu_backend *cb, int layer, const uint8_t *wmask,
     return NULL;
   }
   *e = (rt_cpu_entry){.hash = h, .kind = (int)l->kind, .wm = wm, .bm = bm, .nw = nw, .nb = nb,
-                      .lanes = lanes};
+                      .lanes = lanes, .vw = cb->vw};
   memcpy(e->shape, shape, sizeof shape);
   for (size_t i = 0; i < nw; i++) e->active += wm[i];
   if (l->kind == IR_LINEAR) {
-    cg_linear_desc ld = {shape[0], shape[3], wm, bm, lanes};
+    cg_linear_desc ld = {shape[0], shape[3], wm, bm, lanes, cb->vw};
     e->nbwd = cg_sparse_linear_bwd_len(&ld);
   }
-  cg_conv_desc d = {shape[0], shape[1], shape[2], shape[3], shape[4], shape[5], shape[6], wm, bm};
+  cg_conv_desc d = {shape[0], shape[1], shape[2], shape[3], shape[4], shape[5], shape[6], wm, bm,
+                    cb->vw};
   if (l->kind == IR_CONV && cg_conv_plan_init(&e->plan, &d)) {
     snprintf(err, errlen, "cpu backend: layer %d (%s): shape too large or empty", layer, l->name);
     entry_free(cb, e);
@@ -1297,6 +1308,18 @@ int rt_cpu_layer_dense(const rt_kernels *b, int layer) {
   return ((const cpu_backend *)b)->dense[layer];
 }
 
+int rt_cpu_set_lanes(rt_kernels *b, int vw) {
+  assert(b && strcmp(b->name, "cpu") == 0);
+  if (vw != 8 && vw != 16) return -1;
+  C(b)->vw = vw;
+  return 0;
+}
+
+int rt_cpu_lanes(const rt_kernels *b) {
+  assert(b && strcmp(b->name, "cpu") == 0);
+  return ((const cpu_backend *)b)->vw;
+}
+
 rt_cpu_stats rt_cpu_get_stats(const rt_kernels *b) {
   assert(b && strcmp(b->name, "cpu") == 0);
   return ((const cpu_backend *)b)->st;
@@ -1373,6 +1396,7 @@ rt_kernels *rt_kernels_cpu_new(const ir_graph *g, char *err, size_t errlen) {
   cb->target = t;
   cb->triple = LLVMCreateMessage(triple);
   cb->cpu = LLVMGetHostCPUName(), cb->feat = LLVMGetHostCPUFeatures();
+  cb->vw = has_feature(cb->feat, "+avx512f") ? 16 : 8;
   LLVMTargetMachineRef tm = host_tm(cb);
   if (!tm) {
     snprintf(err, errlen, "cpu backend: cannot create a target machine for %s", triple);

@@ -33,6 +33,14 @@ rt_cpu_stats rt_cpu_get_stats(const rt_kernels *b);
  * two paths so). Defaults: RT_CPU_DENSE_* in cpu.c, measured. */
 void rt_cpu_set_dense_threshold(rt_kernels *b, double conv, double linear);
 
+/* Lanes of the kernels' float vectors, for the layers prepared after the
+ * call: 8 (AVX2) or 16 (AVX-512); -1 for anything else. The default is
+ * 16 where the host has AVX-512F, else 8. Either width runs on any x86-64
+ * host that LLVM targets (16 as pairs of 8 without AVX-512): the tests
+ * run both. */
+int rt_cpu_set_lanes(rt_kernels *b, int vw);
+int rt_cpu_lanes(const rt_kernels *b);
+
 /* Whether the layer was prepared for the dense path. */
 int rt_cpu_layer_dense(const rt_kernels *b, int layer);
 

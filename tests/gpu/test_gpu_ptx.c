@@ -168,8 +168,8 @@ static void sample_case(const char *path) {
     uint8_t *wm = malloc((size_t)l->n_w), *bm = malloc((size_t)l->cout);
     for (int64_t j = 0; j < l->n_w; j++) wm[j] = (uint8_t)ir_alpha_get(&g->arch, l->w_off + j);
     for (int j = 0; j < l->cout; j++) bm[j] = (uint8_t)(l->b_off < 0 || ir_alpha_get(&g->arch, l->b_off + j));
-    cg_conv_desc cd = {l->cin, l->h, l->w, l->cout, l->k, l->stride, l->pad, wm, bm};
-    cg_linear_desc ld = {l->cin, l->cout, wm, bm, 0};
+    cg_conv_desc cd = {l->cin, l->h, l->w, l->cout, l->k, l->stride, l->pad, wm, bm, 0};
+    cg_linear_desc ld = {l->cin, l->cout, wm, bm, 0, 0};
     char what[256];
     snprintf(what, sizeof what, "%.180s: layer %.60s", path, l->name);
     layer_case(what, l->kind, &cd, &ld);
@@ -219,7 +219,7 @@ int main(int argc, char **argv) {
     double d = dens[c % 4];
     size_t nw = (size_t)cout * cin * k * k;
     uint8_t *wm = jt_mask(nw, c % 2 ? (size_t)k * k : 1, d), *bm = jt_mask((size_t)cout, 1, 0.5);
-    cg_conv_desc cd = {cin, h, w, cout, k, stride, pad, wm, bm};
+    cg_conv_desc cd = {cin, h, w, cout, k, stride, pad, wm, bm, 0};
     char what[160];
     snprintf(what, sizeof what, "conv cin %d %dx%d cout %d k %d s %d p %d dens %.2f", cin, h, w, cout, k,
              stride, pad, d);
@@ -227,7 +227,7 @@ int main(int argc, char **argv) {
     free(wm), free(bm);
     int in = jt_int(1, 300), out = jt_int(1, 40);
     wm = jt_mask((size_t)in * out, 1, d), bm = jt_mask((size_t)out, 1, 0.5);
-    cg_linear_desc ld = {in, out, c == 3 ? NULL : wm, c == 3 ? NULL : bm, 0};
+    cg_linear_desc ld = {in, out, c == 3 ? NULL : wm, c == 3 ? NULL : bm, 0, 0};
     snprintf(what, sizeof what, "linear %d -> %d dens %.2f", in, out, d);
     layer_case(what, IR_LINEAR, NULL, &ld);
     free(wm), free(bm);

@@ -4,7 +4,8 @@
  * empty to full and both mask granularities. Compared by normalised error;
  * exact where the semantics are exact (dx accumulates, masked dw is 0).
  * Every case runs three times: with the backend's measured dense
- * threshold, and forced onto the JIT kernels and onto OpenBLAS.
+ * threshold, and forced onto the JIT kernels and onto OpenBLAS; the cases
+ * alternate between kernels of 8 and of 16 lanes.
  * The same cases for the blas backend (phase II's), and that it follows
  * masks changed after prepare, as phase II changes them. */
 #include "backend_cases.h"
@@ -23,6 +24,11 @@ static void force(rt_kernels *b) {
   /* every other case as exec sets it up for calls of up to 32 samples:
    * linear kernels of half the lanes (the cases still pass more) */
   b->chunk = ++calls % 2 ? 32 : 0;
+  /* and kernels of both vector widths, whatever the host's default */
+  CHECK(rt_cpu_set_lanes(b, calls / 2 % 2 ? 16 : 8) == 0, "set lanes");
+  CHECK(rt_cpu_set_lanes(b, 12) == -1, "12 lanes accepted");
+  CHECK(rt_cpu_set_lanes(b, calls / 2 % 2 ? 16 : 8) == 0 && rt_cpu_lanes(b) == (calls / 2 % 2 ? 16 : 8),
+        "lanes not kept");
 }
 
 static void check_path(rt_kernels *b, int layer, const char *what) {
