@@ -32,6 +32,7 @@
 #include <llvm-c/Core.h>
 #include <llvm-c/Error.h>
 #include <llvm-c/LLJIT.h>
+#include <llvm-c/Object.h>
 #include <llvm-c/Orc.h>
 #include <llvm-c/Target.h>
 #include <llvm-c/TargetMachine.h>
@@ -351,6 +352,24 @@ static int build_object(const rt_cpu_entry *e_, long id, LLVMTargetMachineRef tm
   return rc;
 }
 
+/* Bytes of machine code (the .text sections) in a built object: what the
+ * loop nests cost, apart from their tables. 0 when it cannot be read. */
+static long text_bytes(LLVMMemoryBufferRef obj) {
+  char *msg = NULL;
+  LLVMBinaryRef bin = LLVMCreateBinary(obj, NULL, &msg);
+  LLVMDisposeMessage(msg);
+  if (!bin) return 0;
+  long n = 0;
+  LLVMSectionIteratorRef it = LLVMObjectFileCopySectionIterator(bin);
+  for (; it && !LLVMObjectFileIsSectionIteratorAtEnd(bin, it); LLVMMoveToNextSection(it)) {
+    const char *name = LLVMGetSectionName(it);
+    if (name && !strncmp(name, ".text", 5)) n += (long)LLVMGetSectionSize(it);
+  }
+  if (it) LLVMDisposeSectionIterator(it);
+  LLVMDisposeBinary(bin);
+  return n;
+}
+
 /* Adds a built object to the JIT and resolves its kernels. */
 static int link_entry(cpu_backend *cb, rt_cpu_entry *e, long id, LLVMMemoryBufferRef obj,
                       char *err, size_t errlen) {
@@ -434,6 +453,7 @@ static int compile_entries(cpu_backend *cb, rt_cpu_entry **queue, int n, int *rc
   double t0 = now_s();
   for (int i = 0; i < n; i++) {
     cb->st.emit_s += j.sec[i][0], cb->st.compile_s += j.sec[i][1];
+    if (!rc[i]) cb->st.code_bytes += text_bytes(j.objs[i]);
     if (!rc[i]) rc[i] = link_entry(cb, queue[i], j.ids[i], j.objs[i], j.err[i], sizeof j.err[i]);
     else if (j.objs[i]) LLVMDisposeMemoryBuffer(j.objs[i]);
     if (!rc[i]) cb->st.compiles++;

@@ -19,6 +19,7 @@ typedef struct rt_cpu_stats {
                           the threads that build kernels) */
   double compile_s;    /* seconds optimising, generating code (summed
                           likewise) and linking */
+  long code_bytes;     /* machine code of all compiles (their tables apart) */
   long packs;          /* sparse linear weights packed for the kernels from
                           the dense ones (new values not from an SGD step,
                           or a pattern that changed) */
