@@ -391,20 +391,23 @@ static int empty(const ir_layer *l);
  * other op's backward writes (the gradient of a slice only its reader
  * writes: no other reader, no dead layer passing into it, no
  * pre-activation or logits there) overwrites that gradient (dx_assign)
- * on a kernel set that can, and the slice needs no clearing. Its slices
- * (per-sample offsets) into cut; their count. */
+ * on a kernel set that can, and the slice needs no clearing. So does a
+ * max pool, whose backward then assigns (as it does where it alone reads
+ * its input in the template, e->assign): under the plan a dead layer that
+ * read the same slice is no op. Their slices (per-sample offsets) into
+ * cut; their count. */
 static int plan_dx_assign(host *e, int64_t (*cut)[2]) {
   const hx *x = &e->pub;
   const ir_graph *g = x->g;
   const rt_plan *p = e->plan;
   memset(e->dxa, 0, (size_t)g->n_layers);
-  if (!x->backend->assigns_dx) return 0;
   int n = 0;
   for (int m = 0; m < g->n_layers; m++) {
     const ir_layer *l = &g->layers[m];
-    if (l->kind != IR_CONV || !x->arch->alive[m] || p->alias[m] != m || empty(l) ||
-        !needs_dx(x, l))
-      continue;
+    int conv = l->kind == IR_CONV && x->backend->assigns_dx && x->arch->alive[m] &&
+               p->alias[m] == m && !empty(l);
+    int pool = l->kind == IR_MAXPOOL;
+    if (!(conv || pool) || !needs_dx(x, l)) continue;
     int64_t a = p->in_off[m], b = a + (int64_t)l->cin * l->h * l->w;
     const ir_tensor *lt = &g->tensors[g->logits_t];
     int sole = !(lt->off < b && a < lt->off + (int64_t)lt->c * lt->h * lt->w);
@@ -1522,10 +1525,13 @@ static void pool_bwd_chunk(const job *j, int chunk, int n0, int n1) {
   const host *e = (const host *)j->x;
   const uint8_t *w = worked(j->x, j->l);
   int64_t ip = (int64_t)j->l->h * j->l->w, op = (int64_t)j->l->oh * j->l->ow;
+  int li = (int)(j->l - j->x->g->layers);
+  /* its slice was not cleared (plan_dx_assign) */
+  int assign = e->assign[li] || (e->dxa[li] && !j->x->use_live && !e->layout_bounds);
   for (int c0 = 0, c1; (c1 = next_run(w, &c0, j->l->cin)) > c0; c0 = c1) {
     s.c = c1 - c0;
     rt_maxpool_bwd(&s, n0, n1, j->x->act + j->in + c0 * ip, j->x->dact + j->out + c0 * op,
-                   j->x->dact + j->in + c0 * ip, e->assign[j->l - j->x->g->layers]);
+                   j->x->dact + j->in + c0 * ip, assign);
   }
 }
 
