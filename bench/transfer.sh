@@ -8,6 +8,11 @@
 #                                     EPOCHS epochs, and again EPOCHS/2
 #                                     (a reference: the goal is against
 #                                     the full run's final accuracy);
+#   fixed                             references too: EPOCHS/2 epochs of a
+#                                     network grown at random to the budget
+#                                     before training (--search fixed), from
+#                                     random weights, as big as a transfer
+#                                     from the scratch run;
 #   fashion -> digits                 digits from a fashion checkpoint;
 #   digits -> fashion                 fashion from a digits checkpoint.
 # The transfers, each a variant of source, classifier and learning rate:
@@ -85,6 +90,8 @@ for seed in $seeds; do
   run digits digits-$seed
   run_epochs=$half run fashion fashion-half-$seed --train-limit "$images"
   run_epochs=$half run digits digits-half-$seed
+  run_epochs=$half run fashion fashion-fixed-half-$seed --train-limit "$images" --search fixed
+  run_epochs=$half run digits digits-fixed-half-$seed --search fixed
   if [ -n "$small" ]; then
     run fashion_small fashion-small-$seed --train-limit "$images"
     run digits_small digits-small-$seed
@@ -106,8 +113,8 @@ echo "$epochs epochs, Fashion-MNIST on its first $images training images, the di
 echo "80% of their rows, resized to 28x28; test accuracy on the whole test sets (Fashion-MNIST's"
 echo "10000 images, the digits' last 20%)"
 echo
-echo "| source | classifier | lr | direction | seed | scratch, epoch 1 | scratch in $half epochs | scratch, final | transfer, before training | epoch 1 | final | epochs to scratch's final | ratio | in $half epochs: final | reached |"
-echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+echo "| source | classifier | lr | direction | seed | scratch, epoch 1 | scratch in $half epochs | fixed in $half epochs | scratch, final | transfer, before training | epoch 1 | final | epochs to scratch's final | ratio | in $half epochs: final | reached |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 for v in $variants; do
   name=${v%%:*} rest=${v#*:}
   src=${rest%%:*} rest=${rest#*:}
@@ -123,20 +130,22 @@ for v in $variants; do
       h=$(acc "$tr-half-$seed" "$half")
       hit=$(awk -v h="$h" -v s="$s" 'BEGIN { print (h + 0 >= s + 0 ? "yes" : "no") }')
       echo "| $src | $head | $lr | $dir | $seed | $(pct "$(acc "$scratch-$seed" 1)") |" \
-        "$(pct "$(acc "$scratch-half-$seed" "$half")") | $(pct "$s") |" \
+        "$(pct "$(acc "$scratch-half-$seed" "$half")") |" \
+        "$(pct "$(acc "$scratch-fixed-half-$seed" "$half")") | $(pct "$s") |" \
         "$(pct "$(field from_acc "$tr-$seed.out")") | $(pct "$(acc "$tr-$seed" 1)") |" \
         "$(pct "$(acc "$tr-$seed" "$epochs")") | $n | $ratio | $(pct "$h") | $hit |"
     done
   done
 done | tee table.md
 echo
-echo "| source | classifier | lr | direction | scratch, final | transfer, final | in $half epochs: final | met in $epochs epochs' run | met in $half epochs |"
-echo "|---|---|---|---|---|---|---|---|---|"
+echo "| source | classifier | lr | direction | scratch in $half epochs | fixed in $half epochs | scratch, final | transfer, final | in $half epochs: final | met in $epochs epochs' run | met in $half epochs |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|"
 awk -F' *[|] *' '{ k = $2 " | " $3 " | " $4 " | " $5; if (!(k in n)) o[++m] = k; n[k]++
-    s[k] += $9; t[k] += $12; h[k] += $15
-    if ($14 != "-" && $14 + 0 <= 0.5) full[k]++; if ($16 == "yes") half[k]++ }
+    sh[k] += $8; fx[k] += $9; s[k] += $10; t[k] += $13; h[k] += $16
+    if ($15 != "-" && $15 + 0 <= 0.5) full[k]++; if ($17 == "yes") half[k]++ }
   END { for (i = 1; i <= m; i++) { k = o[i]
-    printf "| %s | %.2f%% | %.2f%% | %.2f%% | %d of %d | %d of %d |\n", k, s[k] / n[k],
-      t[k] / n[k], h[k] / n[k], full[k], n[k], half[k], n[k] } }' table.md
+    printf "| %s | %.2f%% | %.2f%% | %.2f%% | %.2f%% | %.2f%% | %d of %d | %d of %d |\n", k,
+      sh[k] / n[k], fx[k] / n[k], s[k] / n[k], t[k] / n[k], h[k] / n[k], full[k], n[k],
+      half[k], n[k] } }' table.md
 echo
 echo "wall: $(( $(date +%s) - start ))s"
