@@ -3,6 +3,7 @@
  * forward and backward passes to il_main. */
 #include <errno.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,6 +47,8 @@ static void usage_train(FILE *f, const ir_graph *g) {
           "usage: %s train [options]\n"
           "\n"
           "  --epochs N        epochs to train (model: %d)\n"
+          "  --lr RATE         the learning rate the schedule starts from (model: %g);\n"
+          "                    with --from, fine-tuning usually wants less\n"
           "  --freeze-last N   the last N epochs of the run grow nothing (model: %d)\n"
           "  --train-limit N   use the first N training images (default: all)\n"
           "  --test-limit N    evaluate on the first N test images between epochs\n"
@@ -77,7 +80,7 @@ static void usage_train(FILE *f, const ir_graph *g) {
           "  --skip-bad        an image folder's unreadable files are skipped, each\n"
           "                    reported, instead of stopping the run\n"
           "  --loaders N       threads that decode an image folder (default: --threads)\n",
-          prog, m->epochs, m->freeze_last, m->data_path, m->seed, fe_search_name(m->method));
+          prog, m->epochs, m->lr, m->freeze_last, m->data_path, m->seed, fe_search_name(m->method));
   if (m->n_tasks > 0) {
     fprintf(f, "\nModel '%s' has %d tasks, trained together, one batch of each per step,\n"
             "%g of each task's network shared:", m->name, m->n_tasks, m->shared);
@@ -134,6 +137,15 @@ static int cmd_train(ir_graph *g, int argc, char **argv, rt_graph_fn fwd,
     } else if (strcmp(a, "--epochs") == 0) {
       if (int_arg(argc, argv, &i, 1, &v)) return 2;
       o.epochs = (int)v;
+    } else if (strcmp(a, "--lr") == 0) {
+      if (str_arg(argc, argv, &i, &s)) return 2;
+      char *end;
+      errno = 0;
+      o.lr = strtod(s, &end);
+      if (errno || *end || end == s || !(o.lr > 0) || !isfinite(o.lr)) {
+        fprintf(stderr, "%s: error: --lr expects a positive number, got '%s'\n", prog, s);
+        return 2;
+      }
     } else if (strcmp(a, "--freeze-last") == 0) {
       if (int_arg(argc, argv, &i, 0, &v)) return 2;
       o.freeze_last = (int)v;

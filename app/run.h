@@ -24,7 +24,7 @@ int run_class_list(const rt_dataset *d, char **out);
 /* Accuracy and mean loss in inference mode; NAN after a message. */
 double run_evaluate(rt_exec *x, const rt_dataset *d, const rt_norm *nm, int limit, int loaders,
                     double *loss);
-float run_lr_at(const fe_model *m, int epochs, int epoch, double frac);
+float run_lr_at(const fe_model *m, double lr, int epochs, int epoch, double frac);
 int run_make_dir(const char *dir);
 void run_shuffle(int *idx, int n, rt_rng *rng);
 int run_phase2_batches(const fe_model *m, const rt_dataset *d, const rt_norm *nm, int loaders,

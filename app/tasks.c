@@ -62,6 +62,7 @@ typedef struct mt_run {
   int n;
   task t[FE_MAX_TASKS];
   int epochs, threads, loaders, steps;
+  double lr;              /* the schedule's base learning rate: --lr or the model's */
   const char *backend;
   fe_search method;
   srch_schedule sched;
@@ -384,6 +385,7 @@ static int setup(mt_run *r, ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd,
   memset(r, 0, sizeof *r);
   r->g = g, r->m = m, r->o = o, r->n = m->n_tasks;
   r->epochs = o->epochs > 0 ? o->epochs : m->epochs;
+  r->lr = o->lr > 0 ? o->lr : m->lr;
   r->sched = srch_schedule_of(m, r->epochs, o->freeze_last);
   r->threads = o->threads > 0 ? o->threads : app_default_threads();
   r->loaders = o->loaders > 0 ? o->loaders : r->threads;
@@ -445,8 +447,8 @@ static int setup(mt_run *r, ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd,
   r->t0 = run_now();
   if (!o->quiet) {
     fprintf(stderr, "training %s: %d tasks, %d epochs of %d steps, batch %d from each task, "
-            "%d threads, search %s, backend %s\n", m->name, r->n, r->epochs, r->steps,
-            m->batch, r->threads, fe_search_name(r->method), r->backend);
+            "lr %g, %d threads, search %s, backend %s\n", m->name, r->n, r->epochs, r->steps,
+            m->batch, r->lr, r->threads, fe_search_name(r->method), r->backend);
     for (int k = 0; k < r->n; k++) {
       const task *t = &r->t[k];
       fprintf(stderr, "  task %s: %d images, %d classes, %" PRId64 " active parameters\n",
@@ -511,14 +513,14 @@ static int train_epoch(mt_run *r, double *start) {
       if (!isfinite(loss)) {
         fprintf(stderr, "%serror: task '%s': the training loss diverged at step %d of epoch %d "
                 "(try a smaller learning rate than %g)\n", r->tty ? "\n" : "", t->name, s + 1,
-                ep + 1, m->lr);
+                ep + 1, r->lr);
         return -1;
       }
       rt_exec_backward(t->x);
       t->loss_sum += loss * b, t->seen += b, t->correct += c;
     }
     rt_exec_sgd_shared(xs, r->n, r->idx, r->n_idx, r->sum,
-                       run_lr_at(m, r->epochs, ep, (double)s / r->steps), (float)m->momentum,
+                       run_lr_at(m, r->lr, r->epochs, ep, (double)s / r->steps), (float)m->momentum,
                        (float)m->decay);
     for (int k = 0; k < r->n; k++)
       if (rt_exec_status(xs[k], err, sizeof err)) {
@@ -561,7 +563,7 @@ static int test_epoch(mt_run *r, double start) {
   fprintf(r->metrics, "{\"epoch\": %d, \"train_loss\": %.6f, \"test_acc\": %.6f, "
           "\"active_params\": %" PRId64 ", \"shared_params\": %" PRId64 ", \"lr\": %.6g, "
           "\"seconds\": %.3f, \"tasks\": {", ep + 1, mean_loss(r), acc, stored_params(r),
-          r->n_idx, run_lr_at(r->m, r->epochs, ep, 0), secs);
+          r->n_idx, run_lr_at(r->m, r->lr, r->epochs, ep, 0), secs);
   for (int k = 0; k < r->n; k++) {
     const task *t = &r->t[k];
     fputs(k ? ", " : "", r->metrics);
@@ -593,7 +595,7 @@ static int grow_shared(mt_run *r, rt_exec *const *xs, const srch_batches *pb, in
   int done = r->epoch;
   srch_event ev;
   double tg = run_now();
-  r->ss.lr = run_lr_at(m, r->epochs, done, 0);
+  r->ss.lr = run_lr_at(m, r->lr, r->epochs, done, 0);
   r->ss.plan_left = plan;
   int rc = srch_expand_shared(&r->ss, xs, r->n, pb, &r->shared, r->trunk_end, &ev);
   if (rc == -2) {
@@ -602,7 +604,7 @@ static int grow_shared(mt_run *r, rt_exec *const *xs, const srch_batches *pb, in
   }
   if (rc == 0 && (!isfinite(ev.loss_before) || !isfinite(ev.loss_after))) {
     fprintf(stderr, "error: phase II (shared): the loss is not finite; the networks diverged "
-            "(try a smaller learning rate than %g)\n", m->lr);
+            "(try a smaller learning rate than %g)\n", r->lr);
     return -1;
   }
   if (rc == 0) run_log_expand(r->metrics, r->t[0].g, "shared", done, &ev, run_now() - tg);
@@ -635,7 +637,7 @@ static int grow(mt_run *r) {
     task *t = &r->t[k];
     char err[1024];
     double tk = run_now();
-    t->ss.lr = run_lr_at(m, r->epochs, done, 0);
+    t->ss.lr = run_lr_at(m, r->lr, r->epochs, done, 0);
     t->ss.plan_left = plan;
     t->ss.budget = network_cap(r);
     int rc = srch_expand(&t->ss, t->x, &pb[k], &ev);
@@ -650,7 +652,7 @@ static int grow(mt_run *r) {
     if (rc == 0) {
       if (!isfinite(ev.loss_before) || !isfinite(ev.loss_after)) {
         fprintf(stderr, "error: phase II (task '%s'): the loss is not finite; the network "
-                "diverged (try a smaller learning rate than %g)\n", t->name, m->lr);
+                "diverged (try a smaller learning rate than %g)\n", t->name, r->lr);
         return -1;
       }
       run_log_expand(r->metrics, t->g, t->name, done, &ev, run_now() - tk);

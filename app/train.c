@@ -208,14 +208,14 @@ double run_evaluate(rt_exec *x, const rt_dataset *d, const rt_norm *nm, int limi
   return (double)correct / n;
 }
 
-float run_lr_at(const fe_model *m, int epochs, int epoch, double frac) {
+float run_lr_at(const fe_model *m, double lr, int epochs, int epoch, double frac) {
   double t = epoch + frac;
   switch (m->sched) {
-  case FE_SCHED_COSINE: return (float)(m->lr * 0.5 * (1 + cos(3.14159265358979323846 * t / epochs)));
-  case FE_SCHED_STEP: return (float)(m->lr * pow(m->step_gamma, epoch / m->step_every));
+  case FE_SCHED_COSINE: return (float)(lr * 0.5 * (1 + cos(3.14159265358979323846 * t / epochs)));
+  case FE_SCHED_STEP: return (float)(lr * pow(m->step_gamma, epoch / m->step_every));
   case FE_SCHED_CONSTANT: break;
   }
-  return (float)m->lr;
+  return (float)lr;
 }
 
 int run_make_dir(const char *dir) {
@@ -302,6 +302,7 @@ typedef struct train_run {
   const fe_model *m;       /* &g->cfg */
   const app_train_opts *o;
   int epochs, threads;     /* resolved from the options and the model */
+  double lr;               /* the schedule's base learning rate: --lr or the model's */
   srch_schedule sched;     /* when phase II runs */
   fe_search method;
   const char *backend;     /* resolved */
@@ -576,6 +577,7 @@ static int setup(train_run *r, ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd,
   char err[1024], why[512];
   *r = (train_run){.g = g, .m = m, .o = o};
   r->epochs = o->epochs > 0 ? o->epochs : m->epochs;
+  r->lr = o->lr > 0 ? o->lr : m->lr;
   r->sched = srch_schedule_of(m, r->epochs, o->freeze_last);
   r->threads = o->threads > 0 ? o->threads : app_default_threads();
   r->method = o->search >= 0 ? (fe_search)o->search : m->method;
@@ -650,9 +652,9 @@ static int setup(train_run *r, ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd,
   snprintf(r->budget, sizeof r->budget, "no budget");
   if (m->budget != INT64_MAX) snprintf(r->budget, sizeof r->budget, "%" PRId64, m->budget);
   if (!o->quiet)
-    fprintf(stderr, "training %s: %d images, %d epochs, batch %d, %d threads, "
+    fprintf(stderr, "training %s: %d images, %d epochs, batch %d, lr %g, %d threads, "
             "search %s, backend %s, %" PRId64 " active parameters of %s\n", m->name,
-            r->train.n, r->epochs, m->batch, r->threads, fe_search_name(r->method),
+            r->train.n, r->epochs, m->batch, r->lr, r->threads, fe_search_name(r->method),
             r->backend, r->active, r->budget);
   if (r->method != FE_SEARCH_FIXED && srch_beats_left(&r->sched, 1) == 0)
     fprintf(stderr, "warning: with %d epochs, 'every %d epoch' and 'freeze last %d' the "
@@ -694,7 +696,7 @@ static int train_epoch(train_run *r, epoch_stats *e) {
     if (!isfinite(loss)) {
       fprintf(stderr, "%serror: the training loss diverged at step %d of epoch %d (it is "
               "%s; try a smaller learning rate than %g)\n", r->tty ? "\n" : "", s + 1,
-              ep + 1, isnan(loss) ? "not a number" : "infinite", m->lr);
+              ep + 1, isnan(loss) ? "not a number" : "infinite", r->lr);
       return -1;
     }
     rt_exec_backward(x);
@@ -702,7 +704,7 @@ static int train_epoch(train_run *r, epoch_stats *e) {
       fprintf(stderr, "%serror: step %d of epoch %d: %s\n", r->tty ? "\n" : "", s + 1, ep + 1, err);
       return -1;
     }
-    rt_exec_sgd(x, run_lr_at(m, r->epochs, ep, (double)s / r->steps),
+    rt_exec_sgd(x, run_lr_at(m, r->lr, r->epochs, ep, (double)s / r->steps),
                 (float)m->momentum, (float)m->decay);
     r->st.step++, r->profiled++;
     loss_sum += loss * b, seen += b, correct += c;
@@ -713,7 +715,7 @@ static int train_epoch(train_run *r, epoch_stats *e) {
   }
   if (!isfinite(loss_sum)) {
     fprintf(stderr, "%serror: the training loss diverged in epoch %d "
-            "(try a smaller learning rate than %g)\n", r->tty ? "\n" : "", ep + 1, m->lr);
+            "(try a smaller learning rate than %g)\n", r->tty ? "\n" : "", ep + 1, r->lr);
     return -1;
   }
   rt_exec_profile_pause(x, 1);
@@ -743,7 +745,7 @@ static int test_epoch(train_run *r, const epoch_stats *e) {
           "\"test_loss\": %.6f, \"test_acc\": %.6f, \"active_params\": %" PRId64
           ", \"lr\": %.6g, \"train_seconds\": %.3f, \"seconds\": %.3f}\n",
           ep + 1, e->train_loss, (double)e->correct / e->seen, test_loss, r->test_acc,
-          r->active, run_lr_at(m, r->epochs, ep, 0), e->train_secs, secs);
+          r->active, run_lr_at(m, r->lr, r->epochs, ep, 0), e->train_secs, secs);
   if (flush_metrics(r)) return -1;
   if (!r->o->quiet)
     fprintf(stderr, "%sepoch %d/%d  loss %.4f  train %.2f%%  test %.2f%%  "
@@ -766,7 +768,7 @@ static int grow(train_run *r, const epoch_stats *e) {
   if (run_phase2_batches(m, &r->train, &r->nm, r->loaders, &r->st.rng, &pb, r->pbuf, r->plab,
                      r->order))
     return -1;
-  r->ss.lr = run_lr_at(m, r->epochs, done, 0);
+  r->ss.lr = run_lr_at(m, r->lr, r->epochs, done, 0);
   r->ss.plan_left = r->sched.plan ? srch_beats_left(&r->sched, done) : 0;
   double tg = run_now();
   int grown = srch_expand(&r->ss, r->x, &pb, &ev);
@@ -782,7 +784,7 @@ static int grow(train_run *r, const epoch_stats *e) {
     if (!isfinite(ev.loss_before) || !isfinite(ev.loss_after)) {
       fprintf(stderr, "error: phase II: the loss is not finite (%g -> %g); the network "
               "diverged (try a smaller learning rate than %g)\n", ev.loss_before,
-              ev.loss_after, m->lr);
+              ev.loss_after, r->lr);
       return -1;
     }
     run_log_expand(r->metrics, r->g, NULL, done, &ev, run_now() - tg);

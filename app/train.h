@@ -26,6 +26,7 @@
 
 typedef struct app_train_opts {
   int epochs;          /* -1: the model's */
+  double lr;           /* the schedule's base learning rate; <= 0: the model's */
   int freeze_last;     /* last epochs of the run without growth; -1: the model's */
   int train_limit;     /* 0: the whole training set */
   int test_limit;      /* 0: the whole test set */

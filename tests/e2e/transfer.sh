@@ -2,8 +2,8 @@
 # Transfer (train --from) on Fashion-MNIST: a run from a trained checkpoint
 # keeps its accuracy before any training, keeps growing and resumes exactly;
 # across class counts (or with --new-head) it makes a new classifier and
-# trains; every bad --from is refused, naming what is wrong, with nothing
-# written.
+# trains; --lr sets the learning rate to fine-tune at; every bad --from is
+# refused, naming what is wrong, with nothing written.
 # usage: transfer.sh ILNASC MODEL WORKDIR
 set -eu
 ilnasc=$1 model=$2 work=$3
@@ -42,6 +42,14 @@ echo "12 classes: a new classifier, test_acc $acc"
 # --new-head: a fresh classifier for the same classes, so no from_acc.
 line=$(./grow train $opts --epochs 1 --from src/final.ckpt --new-head --run-dir fresh | tail -n 1)
 case "$line" in *from_acc*) fail "from_acc with --new-head: $line" ;; esac
+
+# Fine-tuning at another learning rate: --lr is the schedule's base.
+./grow train $opts --epochs 2 --from src/final.ckpt --lr 0.005 --run-dir slow >/dev/null
+lr=$(head -n 1 slow/metrics.jsonl | field lr)
+[ "$lr" = 0.005 ] || fail "--lr 0.005: the first epoch ran at $lr"
+for v in 0 -1 abc 1e400 nan; do
+  refused "lr_$v" "--lr expects a positive number, got '$v'" ./grow train $opts --lr "$v"
+done
 
 # Every bad --from: an error naming it, a non-zero exit, no run directory.
 refused wide "at layer 3, 'conv2.0': another shape" ./wide train $opts --from src/final.ckpt
