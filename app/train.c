@@ -303,6 +303,9 @@ typedef struct train_run {
   const app_train_opts *o;
   int epochs, threads;     /* resolved from the options and the model */
   double lr;               /* the schedule's base learning rate: --lr or the model's */
+  int draws;               /* a set in memory: passes begin from its draws (the
+                            * backend keeps it where it can, or the exec makes
+                            * the images) */
   srch_schedule sched;     /* when phase II runs */
   fe_search method;
   const char *backend;     /* resolved */
@@ -643,6 +646,13 @@ static int setup(train_run *r, ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd,
     fprintf(stderr, "error: %s\n", err);
     return -1;
   }
+  /* a set in memory goes to a backend that keeps it (the device step,
+   * which then takes each batch as its draws) */
+  r->draws = !r->train.src;
+  if (r->draws && rt_exec_set_dataset(r->x, &r->train, &r->nm, m->aug_crop, err, sizeof err) < 0) {
+    fprintf(stderr, "error: %s\n", err);
+    return -1;
+  }
   if (open_metrics(r)) return -1;
 
   r->tty = isatty(2) && !o->quiet;
@@ -683,13 +693,16 @@ static int train_epoch(train_run *r, epoch_stats *e) {
   rt_exec_profile_pause(x, 0); /* the training steps only */
   for (int s = 0; s < r->steps; s++) {
     const float *xb;
+    const rt_draw *dr;
     const ir_label *lab;
     int b;
-    if (rt_stream_next(r->stream, &xb, &lab, &b, err, sizeof err)) {
+    if (r->draws ? rt_stream_next_draws(r->stream, &dr, &lab, &b, err, sizeof err)
+                 : rt_stream_next(r->stream, &xb, &lab, &b, err, sizeof err)) {
       fprintf(stderr, "%serror: %s\n", r->tty ? "\n" : "", err);
       return -1;
     }
-    rt_exec_set_input(x, xb, b);
+    if (r->draws) rt_exec_set_draws(x, dr, b);
+    else rt_exec_set_input(x, xb, b);
     rt_exec_forward(x);
     int c = 0;
     double loss = rt_exec_loss(x, lab, 1, &c);

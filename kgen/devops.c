@@ -432,6 +432,55 @@ static int gen_sgd(kg_kit *p, LLVMModuleRef m, const kd_desc *d, const char *nam
   return kg_end(p);
 }
 
+/* One thread per value of the batch's images: rt_data_make's arithmetic
+ * (data.c: make_one), in float. */
+static int gen_gather(kg_kit *p, LLVMModuleRef m, const kd_desc *d, const char *name) {
+  const int64_t hw = d->h * d->w, chw = d->c * hw, crop = d->f;
+  LLVMValueRef s, k, gid = begin(p, m, name, chw, 0);
+  LLVMBuilderRef b = p->b;
+  split(p, gid, chw, &s, &k);
+  LLVMValueRef ch = divc(p, k, hw), r = remc(p, k, hw), y = divc(p, r, d->w), x = remc(p, r, d->w);
+  /* the draw: three int32 */
+  LLVMValueRef dw = LLVMBuildBitCast(b, p->pc, LLVMPointerType(p->i32, 0), "");
+  LLVMValueRef w3 = mulc(p, s, 3), word[3];
+  for (int j = 0; j < 3; j++)
+    word[j] = LLVMBuildLoad2(b, p->i32, LLVMBuildInBoundsGEP2(b, p->i32, dw, (LLVMValueRef[]){addc(p, w3, j)}, 1, ""), "");
+  LLVMValueRef idx = LLVMBuildSExt(b, word[0], p->i64, "idx");
+  LLVMValueRef ox = LLVMBuildZExt(b, LLVMBuildAnd(b, word[1], LLVMConstInt(p->i32, 0xffff, 0), ""), p->i64, "");
+  LLVMValueRef oy = LLVMBuildZExt(b, LLVMBuildLShr(b, word[1], LLVMConstInt(p->i32, 16, 0), ""), p->i64, "");
+  LLVMValueRef mir = LLVMBuildICmp(b, LLVMIntNE, word[2], LLVMConstInt(p->i32, 0, 0), "");
+  LLVMValueRef xx = LLVMBuildSelect(b, mir, LLVMBuildSub(b, c64(p, d->w - 1), x, ""), x, "");
+  LLVMValueRef sy = LLVMBuildSub(b, add(p, y, oy), c64(p, crop), "");
+  LLVMValueRef sx = LLVMBuildSub(b, add(p, xx, ox), c64(p, crop), "");
+  LLVMValueRef in = LLVMBuildAnd(b, LLVMBuildAnd(b, LLVMBuildICmp(b, LLVMIntSGE, sy, c64(p, 0), ""),
+                                                  LLVMBuildICmp(b, LLVMIntSLT, sy, c64(p, d->h), ""), ""),
+                                 LLVMBuildAnd(b, LLVMBuildICmp(b, LLVMIntSGE, sx, c64(p, 0), ""),
+                                              LLVMBuildICmp(b, LLVMIntSLT, sx, c64(p, d->w), ""), ""), "in");
+  /* the pixel's index in the set (0 where it lies in the padding) */
+  LLVMValueRef src = add(p, add(p, mulc(p, idx, chw), mulc(p, ch, hw)), add(p, mulc(p, sy, d->w), sx));
+  src = LLVMBuildSelect(b, in, src, c64(p, 0), "");
+  LLVMValueRef pix;
+  if (d->bytes) {
+    LLVMValueRef bp = LLVMBuildBitCast(b, p->pb, LLVMPointerType(p->i8, 0), "");
+    LLVMValueRef q = LLVMBuildInBoundsGEP2(b, p->i8, bp, (LLVMValueRef[]){addc(p, src, KD_SET_IMAGES(d->n_set))}, 1, "");
+    pix = LLVMBuildFMul(b, LLVMBuildUIToFP(b, LLVMBuildLoad2(b, p->i8, q, ""), p->f32, ""), ld(p, p->pb, c64(p, 8)), "");
+  } else {
+    pix = ld(p, p->pb, addc(p, src, KD_SET_IMAGES(d->n_set) / 4));
+  }
+  LLVMValueRef mean = ld(p, p->pb, ch), sd = ld(p, p->pb, addc(p, ch, 4));
+  LLVMValueRef v = LLVMBuildFDiv(b, LLVMBuildFSub(b, pix, mean, ""), sd, "");
+  LLVMValueRef pad = LLVMBuildFDiv(b, LLVMBuildFSub(b, cf(p, 0), mean, ""), sd, "");
+  st(p, p->pa, at(p, s, d->ns, d->dst, k), LLVMBuildSelect(b, in, v, pad, ""));
+  /* the label, once per image */
+  LLVMBasicBlockRef join = kg_if_begin(p, LLVMBuildICmp(b, LLVMIntEQ, k, c64(p, 0), ""));
+  LLVMValueRef lp = LLVMBuildBitCast(b, p->pb, LLVMPointerType(p->i16, 0), "");
+  LLVMValueRef lab = LLVMBuildLoad2(b, p->i16, LLVMBuildInBoundsGEP2(b, p->i16, lp, (LLVMValueRef[]){addc(p, idx, KD_SET_LABELS / 2)}, 1, ""), "");
+  LLVMValueRef op = LLVMBuildBitCast(b, p->pd, LLVMPointerType(p->i16, 0), "");
+  LLVMBuildStore(b, lab, LLVMBuildInBoundsGEP2(b, p->i16, op, &s, 1, ""));
+  kg_if_end(p, join);
+  return kg_end(p);
+}
+
 int kd_gen(LLVMModuleRef m, const kd_desc *d, const char *name, int64_t *per, int64_t *fixed) {
   kg_kit k;
   *per = 0, *fixed = 0;
@@ -445,6 +494,7 @@ int kd_gen(LLVMModuleRef m, const kd_desc *d, const char *name, int64_t *per, in
   case KD_LOSS: *per = 1; break;
   case KD_LOSS_SUM: *fixed = 1; break;
   case KD_SGD: *fixed = d->np; break;
+  case KD_GATHER: *per = d->n_set > 0 && d->f >= 0 ? d->c * d->h * d->w : 0; break;
   }
   if (*per <= 0 && *fixed <= 0) return -1;
   switch (d->op) {
@@ -460,6 +510,7 @@ int kd_gen(LLVMModuleRef m, const kd_desc *d, const char *name, int64_t *per, in
   case KD_LOSS: return gen_loss(&k, m, d, name);
   case KD_LOSS_SUM: return gen_loss_sum(&k, m, name);
   case KD_SGD: return gen_sgd(&k, m, d, name);
+  case KD_GATHER: return gen_gather(&k, m, d, name);
   }
   return -1;
 }

@@ -41,7 +41,13 @@
  *   LOSS_SUM   a = LOSS's per-sample pairs, d = out: the mean loss and the
  *              hits as two doubles. One thread.
  *   SGD        a = pgm (params, grads, momentum, 0/1 mask, np each),
- *              b = scalars: lr, momentum, decay at b[4], b[5], b[6]. */
+ *              b = scalars: lr, momentum, decay at b[4], b[5], b[6].
+ *   GATHER     a = act, b = a training set kept on the device (KD_SET_*
+ *              below: n_set images of c x h x w, floats or with bytes,
+ *              bytes), c = the batch's draws (rt_draw: idx, ox | oy << 16,
+ *              mirror as int32), d = the batch's labels (ir_label) out:
+ *              each image made at dst as rt_data_make makes it, f the
+ *              crop's padding. */
 #ifndef ILNAS_KG_DEVOPS_H
 #define ILNAS_KG_DEVOPS_H
 
@@ -51,8 +57,14 @@
 
 typedef enum {
   KD_RELU, KD_RELU_MASK, KD_COPY, KD_BN_FWD, KD_BN_BWD, KD_POOL_FWD, KD_POOL_BWD,
-  KD_GAP_FWD, KD_GAP_BWD, KD_LOSS, KD_LOSS_SUM, KD_SGD
+  KD_GAP_FWD, KD_GAP_BWD, KD_LOSS, KD_LOSS_SUM, KD_SGD, KD_GATHER
 } kd_op;
+
+/* The layout of a set kept on the device (GATHER's b), in bytes: 16
+ * floats (the normalisation's mean[4] and std[4], then the bytes' scale),
+ * the labels (ir_label), then the images from KD_SET_IMAGES(n_set). */
+enum { KD_SET_LABELS = 64 };
+#define KD_SET_IMAGES(n_set) (KD_SET_LABELS + ((int64_t)(n_set) * 2 + 15) / 16 * 16)
 
 typedef struct kd_desc {
   kd_op op;
@@ -62,7 +74,8 @@ typedef struct kd_desc {
   int64_t src, dst, y, dy;  /* per-sample arena offsets */
   int64_t p0, p1;           /* offsets into pgm and into stats / bnaux */
   int64_t np, nstats;       /* parameters, batch norm statistics */
-  int relu, add, assign;
+  int64_t n_set;            /* GATHER: images in the set */
+  int relu, add, assign, bytes;
 } kd_desc;
 
 /* Adds the kernel `name` for d to m; a launch takes per * n + fixed

@@ -35,6 +35,7 @@
 #include <stdio.h>
 
 #include "ir/ir.h"
+#include "runtime/data.h"
 
 typedef struct rt_backend rt_backend;
 typedef struct rt_kernels rt_kernels;
@@ -76,6 +77,16 @@ typedef struct rt_backend_i {
   /* A pass begins: n images (normalised, packed [n][c][h][w]); the
    * parameters stay as they are until its backward ends. */
   int (*upload)(rt_backend *b, const float *images, int n);
+  /* Optional (NULL: batches come as images): the training set kept by the
+   * backend, d's images and labels as rt_data_make reads them, normalised
+   * by nm with crop's padding; d and nm are the caller's until the next
+   * call or free. Then a pass may begin from draws (upload_draws), the
+   * backend making the images itself; the loss's labels after it must be
+   * the drawn images' (the backend may use its own copy). -1 with the
+   * reason when it cannot keep the set (too large): the caller makes the
+   * images instead. */
+  int (*set_dataset)(rt_backend *b, const rt_dataset *d, const rt_norm *nm, int crop);
+  int (*upload_draws)(rt_backend *b, const rt_draw *dr, int n);
   int (*forward)(rt_backend *b);
   /* Softmax cross-entropy of the last forward, its mean in *loss and the
    * correct predictions in *correct (NULL: not wanted); with grad, the

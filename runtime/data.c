@@ -1109,38 +1109,62 @@ void rt_data_norm(const rt_dataset *d, rt_norm *nm) {
   }
 }
 
+/* One image's draws: offsets into the padded image (crop == offset means
+ * no shift), then the flip. */
+static rt_draw draw_one(int idx, int crop, int flip, rt_rng *rng) {
+  rt_draw r = {idx, (int16_t)crop, (int16_t)crop, 0};
+  if (crop > 0) {
+    r.ox = (int16_t)rt_rng_below(rng, (uint32_t)(2 * crop + 1));
+    r.oy = (int16_t)rt_rng_below(rng, (uint32_t)(2 * crop + 1));
+  }
+  if (flip) r.mirror = (int)rt_rng_below(rng, 2);
+  return r;
+}
+
+void rt_data_draws(const int *idx, int n, int crop, int flip, rt_rng *rng, rt_draw *out) {
+  assert(crop >= 0 && crop <= INT16_MAX / 2);
+  for (int i = 0; i < n; i++) out[i] = draw_one(idx[i], crop, flip, rng);
+}
+
+static void make_one(const rt_dataset *d, rt_draw r, const rt_norm *nm, int crop, float *dst) {
+  const int c = d->c, h = d->h, w = d->w, ox = r.ox, oy = r.oy, mirror = r.mirror;
+  const size_t src = (size_t)r.idx * (size_t)c * (size_t)h * (size_t)w;
+  for (int ch = 0; ch < c; ch++) {
+    const float mean = nm->mean[ch], sd = nm->std[ch];
+    const float pad = (0.0f - mean) / sd;
+    const size_t sp = src + (size_t)ch * h * w;
+    float *dp = dst + (size_t)ch * h * w;
+    for (int y = 0; y < h; y++) {
+      const int sy = y + oy - crop;
+      for (int x = 0; x < w; x++) {
+        /* Crop, then flip the crop, as torchvision's RandomCrop followed
+         * by RandomHorizontalFlip does. */
+        const int sx = (mirror ? w - 1 - x : x) + ox - crop;
+        dp[y * w + x] = (sy >= 0 && sy < h && sx >= 0 && sx < w)
+                            ? (pix(d, sp + (size_t)(sy * w + sx)) - mean) / sd : pad;
+      }
+    }
+  }
+}
+
+void rt_data_make(const rt_dataset *d, const rt_draw *dr, int n, const rt_norm *nm, int crop,
+                  float *out, ir_label *labels) {
+  assert(nm && nm->c == d->c && crop >= 0 && !d->src); /* a folder streams */
+  const size_t chw = (size_t)d->c * (size_t)d->h * (size_t)d->w;
+  for (int i = 0; i < n; i++) {
+    assert(dr[i].idx >= 0 && dr[i].idx < d->n);
+    make_one(d, dr[i], nm, crop, out + (size_t)i * chw);
+    if (labels) labels[i] = d->y[dr[i].idx];
+  }
+}
+
 void rt_data_batch(const rt_dataset *d, const int *idx, int n, const rt_norm *nm, int crop,
                    int flip, rt_rng *rng, float *out, ir_label *labels) {
   assert(nm && nm->c == d->c && crop >= 0 && !d->src); /* a folder streams */
-  const int c = d->c, h = d->h, w = d->w;
-  const size_t chw = (size_t)c * (size_t)h * (size_t)w;
-  for (int i = 0; i < n; i++) {
+  const size_t chw = (size_t)d->c * (size_t)d->h * (size_t)d->w;
+  for (int i = 0; i < n; i++) { /* each image's draws, then the image: the rng's order */
     assert(idx[i] >= 0 && idx[i] < d->n);
-    const size_t src = (size_t)idx[i] * chw;
-    float *dst = out + (size_t)i * chw;
-    /* Offsets into the padded image; crop == offset means no shift. */
-    int ox = crop, oy = crop, mirror = 0;
-    if (crop > 0) {
-      ox = (int)rt_rng_below(rng, (uint32_t)(2 * crop + 1));
-      oy = (int)rt_rng_below(rng, (uint32_t)(2 * crop + 1));
-    }
-    if (flip) mirror = (int)rt_rng_below(rng, 2);
-    for (int ch = 0; ch < c; ch++) {
-      const float mean = nm->mean[ch], sd = nm->std[ch];
-      const float pad = (0.0f - mean) / sd;
-      const size_t sp = src + (size_t)ch * h * w;
-      float *dp = dst + (size_t)ch * h * w;
-      for (int y = 0; y < h; y++) {
-        const int sy = y + oy - crop;
-        for (int x = 0; x < w; x++) {
-          /* Crop, then flip the crop, as torchvision's RandomCrop followed
-           * by RandomHorizontalFlip does. */
-          const int sx = (mirror ? w - 1 - x : x) + ox - crop;
-          dp[y * w + x] = (sy >= 0 && sy < h && sx >= 0 && sx < w)
-                              ? (pix(d, sp + (size_t)(sy * w + sx)) - mean) / sd : pad;
-        }
-      }
-    }
+    make_one(d, draw_one(idx[i], crop, flip, rng), nm, crop, out + (size_t)i * chw);
     if (labels) labels[i] = d->y[idx[i]];
   }
 }

@@ -96,6 +96,22 @@ void rt_dataset_truncate(rt_dataset *d, int n);
  * up to 256 of its images spread evenly, as evaluation sees them. */
 void rt_data_norm(const rt_dataset *d, rt_norm *nm);
 
+/* One image of a batch as the draws of rt_data_batch chose it: its index
+ * in the set, the crop's offsets into the image padded by `crop` (crop,
+ * crop: no shift) and the flip. A backend that keeps the training set
+ * (backend.h: set_dataset) makes the image itself from these. */
+typedef struct rt_draw {
+  int32_t idx;
+  int16_t ox, oy;
+  int32_t mirror;
+} rt_draw;
+
+/* The draws of rt_data_batch for idx[0..n), from rng in its order, into
+ * out; rt_data_make then makes what rt_data_batch makes. */
+void rt_data_draws(const int *idx, int n, int crop, int flip, rt_rng *rng, rt_draw *out);
+void rt_data_make(const rt_dataset *d, const rt_draw *dr, int n, const rt_norm *nm, int crop,
+                  float *out, ir_label *labels);
+
 /* Gathers images idx[0..n) into out ([n][c][h][w], normalised) and labels
  * into labels. crop > 0: random crop with zero padding of `crop` pixels
  * (zero in the normalised space, as torchvision pads before normalising
@@ -134,6 +150,11 @@ void rt_stream_epoch(rt_stream *s, const int *order, int n, rt_rng *rng);
  * end of the pass, or -1 with a message naming the file. */
 int rt_stream_next(rt_stream *s, const float **x, const ir_label **y, int *b, char *err,
                    size_t errlen);
+/* The same for a set in memory, as draws (valid until the next call) for
+ * a backend that keeps the set: the same rng draws, so that a run is the
+ * same either way. */
+int rt_stream_next_draws(rt_stream *s, const rt_draw **dr, const ir_label **y, int *b,
+                         char *err, size_t errlen);
 /* Seconds the caller spent waiting in rt_stream_next, and the calls that
  * waited at all, since the stream began. */
 double rt_stream_waited(const rt_stream *s, long *calls);

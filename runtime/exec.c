@@ -21,6 +21,12 @@ typedef struct exec_impl {
   uint8_t *varies; /* per channel of every tensor: ir_varying, at prepare */
   int failed;     /* the backend failed since the last rt_exec_status */
   char error[512];
+  /* rt_exec_set_dataset: the set, and where the backend does not keep
+   * it, a batch's images made from its draws */
+  const rt_dataset *ds;
+  rt_norm nm;
+  int crop, kept;
+  float *made;
 } exec_impl;
 
 static exec_impl *E(rt_exec *x) { return (exec_impl *)x; }
@@ -99,7 +105,7 @@ void rt_exec_free(rt_exec *x) {
   if (!x) return;
   exec_impl *e = E(x);
   if (x->backend) x->backend->i->free(x->backend);
-  free(e->mask), free(e->dirty), free(e->varies);
+  free(e->mask), free(e->dirty), free(e->varies), free(e->made);
   ir_arch_free(&e->arch);
   free(e);
 }
@@ -291,6 +297,37 @@ void rt_exec_set_driver(rt_exec *x, rt_graph_fn fwd, rt_graph_fn bwd) {
 void rt_exec_set_input(rt_exec *x, const float *batch, int n) {
   assert(n >= 1 && n <= x->cap);
   keep(x, x->backend->i->upload(x->backend, batch, n));
+}
+
+int rt_exec_set_dataset(rt_exec *x, const rt_dataset *d, const rt_norm *nm, int crop, char *err,
+                        size_t errlen) {
+  exec_impl *e = E(x);
+  const rt_backend_i *i = x->backend->i;
+  e->ds = d, e->crop = crop, e->kept = 0;
+  if (!d) return 0;
+  e->nm = *nm;
+  e->kept = i->set_dataset && i->upload_draws && i->set_dataset(x->backend, d, &e->nm, crop) == 0;
+  if (e->kept) return 1;
+  const ir_tensor *t = &x->g->tensors[x->g->input_t];
+  free(e->made);
+  e->made = malloc((size_t)x->cap * (size_t)t->c * t->h * t->w * sizeof *e->made);
+  if (!e->made) {
+    e->ds = NULL;
+    snprintf(err, errlen, "out of memory for a batch of %d images", x->cap);
+    return -1;
+  }
+  return 0;
+}
+
+void rt_exec_set_draws(rt_exec *x, const rt_draw *dr, int n) {
+  exec_impl *e = E(x);
+  assert(e->ds && n >= 1 && n <= x->cap);
+  if (e->kept) {
+    keep(x, x->backend->i->upload_draws(x->backend, dr, n));
+    return;
+  }
+  rt_data_make(e->ds, dr, n, &e->nm, e->crop, e->made, NULL);
+  rt_exec_set_input(x, e->made, n);
 }
 
 void rt_exec_forward(rt_exec *x) { keep(x, x->backend->i->forward(x->backend)); }

@@ -109,6 +109,17 @@ void rt_exec_set_driver(rt_exec *x, rt_graph_fn fwd, rt_graph_fn bwd);
  * correct predictions in *correct unless NULL), the backward. A failure
  * of the backend is kept for rt_exec_status; the results are then void. */
 void rt_exec_set_input(rt_exec *x, const float *batch, int n);
+/* The training set of passes begun from draws (rt_stream_next_draws), d
+ * and nm the caller's for as long as the exec uses them (NULL d: none).
+ * The backend keeps the set where it can (the device step: a pass then
+ * uploads its draws alone, and the loss takes the drawn labels there);
+ * elsewhere the exec makes each batch's images. Returns 1 when the
+ * backend keeps it, 0 when the exec makes the images, -1 when out of
+ * memory (err). */
+int rt_exec_set_dataset(rt_exec *x, const rt_dataset *d, const rt_norm *nm, int crop, char *err,
+                        size_t errlen);
+/* A pass begins from n draws of that set. */
+void rt_exec_set_draws(rt_exec *x, const rt_draw *dr, int n);
 void rt_exec_forward(rt_exec *x);
 double rt_exec_loss(rt_exec *x, const ir_label *labels, int grad, int *correct);
 void rt_exec_backward(rt_exec *x);

@@ -22,6 +22,9 @@ typedef struct packed {
   rt_backend pub;
   char kind[32];       /* the steps' kind: "cpu", "cuda", ... */
   rt_backend *in;      /* the step on gc; NULL before the first prepare */
+  const rt_dataset *ds; /* set_dataset's, given to every new step */
+  const rt_norm *nm;
+  int crop;
   ir_graph *gc;        /* the compact graph, its arch the step's */
   uint8_t *keep;       /* per channel of g: kept in gc; then per layer:
                         * gone (an alias that gc leaves out) */
@@ -508,6 +511,11 @@ static int rebuild(packed *p) {
     in->i->free(in), in = NULL;
     snprintf(err, sizeof err, "out of memory for the profile");
   }
+  /* the set the step before kept, kept by this one too */
+  if (in && p->ds && (!in->i->set_dataset || in->i->set_dataset(in, p->ds, p->nm, p->crop))) {
+    snprintf(err, sizeof err, "%s", in->i->set_dataset ? in->error : "the new step keeps no data set");
+    in->i->free(in), in = NULL;
+  }
   if (!in) { /* the step as it was */
     free_compact(p);
     p->gc = ogc, p->pmap = opm, p->smap = osm, p->cmap = ocm, p->call[0] = oc0, p->call[1] = oc1;
@@ -642,6 +650,23 @@ static int packed_upload(rt_backend *b, const float *images, int n) {
   packed *p = P(b);
   if (sync_step(p)) return -1;
   return from_step(p, p->in->i->upload(p->in, images, n));
+}
+
+/* The set goes to the step, and to every step made after it (rebuild). */
+static int packed_set_dataset(rt_backend *b, const rt_dataset *d, const rt_norm *nm, int crop) {
+  packed *p = P(b);
+  p->ds = NULL;
+  if (!p->in || !p->in->i->set_dataset)
+    return fail(p, "this step takes its batches as images");
+  if (from_step(p, p->in->i->set_dataset(p->in, d, nm, crop))) return -1;
+  p->ds = d, p->nm = nm, p->crop = crop;
+  return 0;
+}
+
+static int packed_upload_draws(rt_backend *b, const rt_draw *dr, int n) {
+  packed *p = P(b);
+  if (sync_step(p)) return -1;
+  return from_step(p, p->in->i->upload_draws(p->in, dr, n));
 }
 
 static int packed_forward(rt_backend *b) {
@@ -823,6 +848,8 @@ static const rt_backend_i packed_i = {
     .prepare = packed_prepare,
     .set_driver = packed_set_driver,
     .upload = packed_upload,
+    .set_dataset = packed_set_dataset,
+    .upload_draws = packed_upload_draws,
     .forward = packed_forward,
     .loss = packed_loss,
     .backward = packed_backward,

@@ -24,6 +24,7 @@ struct rt_stream {
   size_t img;            /* floats per image */
   float **x;             /* ahead slots of batch images */
   ir_label **y;          /* their labels */
+  rt_draw *dr;           /* rt_stream_next_draws: a batch's draws, or NULL */
   /* the pass */
   int *order;            /* n positions (a copy), or NULL: identity */
   int n, nbatches;
@@ -108,7 +109,7 @@ void rt_stream_free(rt_stream *s) {
     if (s->x) free(s->x[k]);
     if (s->y) free(s->y[k]);
   }
-  free(s->x), free(s->y), free(s->count), free(s->order), free(s->th);
+  free(s->x), free(s->y), free(s->count), free(s->order), free(s->th), free(s->dr);
   rt_fwork_free(s->own);
   free(s);
 }
@@ -215,6 +216,23 @@ int rt_stream_next(rt_stream *s, const float **x, const ir_label **y, int *b, ch
     pthread_mutex_unlock(&s->mu);
   }
   *x = s->x[slot], *y = s->y[slot], *b = nb;
+  s->next_batch++;
+  return 0;
+}
+
+int rt_stream_next_draws(rt_stream *s, const rt_draw **dr, const ir_label **y, int *b,
+                         char *err, size_t errlen) {
+  if (s->d->src) return rt_fail(err, errlen, "an image folder's batches are made as images");
+  if (s->next_batch >= s->nbatches) return 1;
+  int at = s->next_batch * s->batch, nb = s->n - at < s->batch ? s->n - at : s->batch;
+  if (!s->dr && !(s->dr = malloc((size_t)s->batch * sizeof *s->dr)))
+    return rt_fail(err, errlen, "out of memory");
+  for (int i = 0; i < nb; i++) { /* one image after another, as rt_data_batch draws */
+    int k = s->order ? s->order[at + i] : at + i;
+    rt_data_draws(&k, 1, s->crop > 0 ? s->crop : 0, s->flip, s->rng, s->dr + i);
+    s->y[0][i] = s->d->y[k];
+  }
+  *dr = s->dr, *y = s->y[0], *b = nb;
   s->next_batch++;
   return 0;
 }

@@ -45,6 +45,17 @@ typedef struct dstep {
   int64_t ns, np, nstats;
   CUdeviceptr act, dact, pgm, stats, bnaux, labels, lsc, scal;
   int n;                 /* the batch of the last upload */
+  /* set_dataset: the training set on the device (kd's KD_SET_* layout),
+   * its gather kernel, the batch's draws; the host's set for passes that
+   * phase II runs on the host step */
+  CUdeviceptr set, draws;
+  CUmodule set_mod;
+  dk gather;
+  const rt_dataset *ds;
+  rt_norm nm;
+  int crop;
+  float *made;
+  int drawn;             /* the last pass began from draws: its labels are here */
   int training;
   int inner;             /* phase II: the host step holds the state */
   int grad;              /* the last loss wrote the logits' gradient */
@@ -473,9 +484,96 @@ static void st_set_driver(rt_backend *b, rt_graph_fn fwd, rt_graph_fn bwd) {
   D(b)->host->i->set_driver(D(b)->host, fwd, bwd);
 }
 
+static void drop_set(dstep *d) {
+  if (d->set) cu.cuMemFree_v2(d->set);
+  if (d->draws) cu.cuMemFree_v2(d->draws);
+  if (d->set_mod) cu.cuModuleUnload(d->set_mod);
+  free(d->made);
+  d->set = d->draws = 0, d->set_mod = NULL, d->made = NULL, d->ds = NULL, d->gather.f = NULL;
+}
+
+/* The training set to the device, once: a pass then begins from its
+ * draws (12 bytes an image) instead of its images. */
+static int st_set_dataset(rt_backend *b, const rt_dataset *ds, const rt_norm *nm, int crop) {
+  dstep *d = D(b);
+  const ir_tensor *t = &b->g->tensors[b->g->input_t];
+  drop_set(d);
+  d->drawn = 0;
+  if (!ds) return 0;
+  if (ds->src || (!ds->x && !ds->px) || ds->c != t->c || ds->h != t->h || ds->w != t->w ||
+      nm->c != ds->c || ds->c > 4 || crop < 0 || crop > INT16_MAX / 2) {
+    snprintf(b->error, sizeof b->error, "cuda backend: a data set it cannot keep (an image folder, or "
+             "another shape than the input)");
+    return -1;
+  }
+  size_t chw = (size_t)ds->c * ds->h * ds->w, px = ds->x ? sizeof(float) : 1;
+  size_t bytes = (size_t)KD_SET_IMAGES(ds->n) + (size_t)ds->n * chw * px;
+  char err[256];
+  LLVMContextRef ctx = LLVMContextCreate();
+  LLVMModuleRef m = LLVMModuleCreateWithNameInContext("ilnas_set", ctx);
+  static atomic_int serial;
+  char name[64];
+  snprintf(name, sizeof name, "ilnas_set%d_gather", atomic_fetch_add(&serial, 1));
+  kd_desc g = {.op = KD_GATHER, .ns = d->ns, .c = ds->c, .h = ds->h, .w = ds->w, .f = crop,
+               .dst = t->off, .n_set = ds->n, .bytes = !ds->x};
+  int rc = kd_gen(m, &g, name, &d->gather.per, &d->gather.fixed);
+  if (rc) snprintf(err, sizeof err, "cuda backend: the data set's gather kernel: an empty shape");
+  else rc = cu_kern_load(m, d->sm, &d->set_mod, err, sizeof err);
+  LLVMDisposeModule(m);
+  LLVMContextDispose(ctx);
+  if (!rc) chk(d, cu.cuModuleGetFunction(&d->gather.f, d->set_mod, name), "the gather kernel");
+  else snprintf(b->error, sizeof b->error, "%s", err);
+  if (!rc && !d->fail && cu.cuMemAlloc_v2(&d->set, bytes)) {
+    d->set = 0;
+    snprintf(b->error, sizeof b->error, "cuda backend: the training set (%zu MB) does not fit on the "
+             "device", bytes >> 20);
+    rc = -1;
+  }
+  if (!rc && !d->fail) chk(d, cu.cuMemAlloc_v2(&d->draws, (size_t)b->cap * sizeof(rt_draw)), "cuMemAlloc");
+  float head[16] = {0};
+  for (int c = 0; c < ds->c; c++) head[c] = nm->mean[c], head[4 + c] = nm->std[c];
+  head[8] = ds->scale;
+  if (!rc && !d->fail) chk(d, cu.cuMemcpyHtoD_v2(d->set, head, sizeof head), "cuMemcpyHtoD (the set)");
+  if (!rc && !d->fail)
+    chk(d, cu.cuMemcpyHtoD_v2(d->set + KD_SET_LABELS, ds->y, (size_t)ds->n * sizeof *ds->y),
+        "cuMemcpyHtoD (the set's labels)");
+  if (!rc && !d->fail)
+    chk(d, cu.cuMemcpyHtoD_v2(d->set + (CUdeviceptr)KD_SET_IMAGES(ds->n),
+                              ds->x ? (const void *)ds->x : (const void *)ds->px, (size_t)ds->n * chw * px),
+        "cuMemcpyHtoD (the set's images)");
+  if (!rc && !d->fail && !(d->made = malloc((size_t)b->cap * chw * sizeof *d->made))) {
+    snprintf(b->error, sizeof b->error, "cuda backend: out of memory");
+    rc = -1;
+  }
+  if (rc || d->fail) {
+    drop_set(d);
+    return rc ? -1 : done(d);
+  }
+  d->ds = ds, d->nm = *nm, d->crop = crop;
+  return 0;
+}
+
+static int st_upload_draws(rt_backend *b, const rt_draw *dr, int n) {
+  dstep *d = D(b);
+  if (!d->ds) {
+    snprintf(b->error, sizeof b->error, "cuda backend: draws without a data set");
+    return -1;
+  }
+  if (d->inner) { /* phase II's passes: on the host step, as images */
+    rt_data_make(d->ds, dr, n, &d->nm, d->crop, d->made, NULL);
+    return d->host->i->upload(d->host, d->made, n);
+  }
+  flush(d);
+  d->n = n, d->drawn = 1;
+  if (!d->fail) chk(d, cu.cuMemcpyHtoDAsync_v2(d->draws, dr, (size_t)n * sizeof *dr, d->st), "cuMemcpyHtoD (the draws)");
+  launch(d, &d->gather, d->act, d->set, d->draws, d->labels, n, 0, 0);
+  return done(d);
+}
+
 static int st_upload(rt_backend *b, const float *images, int n) {
   dstep *d = D(b);
   if (d->inner) return d->host->i->upload(d->host, images, n);
+  d->drawn = 0;
   const ir_graph *g = b->g;
   const ir_tensor *t = &g->tensors[g->input_t];
   size_t len = (size_t)t->c * t->h * t->w;
@@ -505,7 +603,8 @@ static int st_loss(rt_backend *b, const ir_label *labels, int grad, double *loss
   double out[2] = {0, 0};
   flush(d);
   d->grad = !!grad;
-  if (!d->fail) chk(d, cu.cuMemcpyHtoDAsync_v2(d->labels, labels, (size_t)d->n * sizeof *labels, d->st), "cuMemcpyHtoD (labels)");
+  if (!d->drawn && !d->fail) /* else the gather wrote the drawn images' */
+    chk(d, cu.cuMemcpyHtoDAsync_v2(d->labels, labels, (size_t)d->n * sizeof *labels, d->st), "cuMemcpyHtoD (labels)");
   run_phase(d, PH_LOSS);
   if (!d->fail) chk(d, cu.cuMemcpyDtoHAsync_v2(out, d->scal, sizeof out, d->st), "cuMemcpyDtoH (the loss)");
   if (!d->fail) chk(d, cu.cuStreamSynchronize(d->st), "the step");
@@ -709,6 +808,7 @@ static void st_free(rt_backend *b) {
   dstep *d = D(b);
   if (d->ctx) cu.cuCtxSetCurrent(d->ctx);
   drop_graphs(d);
+  drop_set(d);
   CUdeviceptr *bufs[] = {&d->act, &d->dact, &d->pgm, &d->stats, &d->bnaux, &d->labels, &d->lsc, &d->scal};
   for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
     if (*bufs[i]) cu.cuMemFree_v2(*bufs[i]);
@@ -732,6 +832,8 @@ static const rt_backend_i step_i = {
     .prepare = st_prepare,
     .set_driver = st_set_driver,
     .upload = st_upload,
+    .set_dataset = st_set_dataset,
+    .upload_draws = st_upload_draws,
     .forward = st_forward,
     .loss = st_loss,
     .backward = st_backward,

@@ -11,6 +11,12 @@
  *            for bit, as the same steps enqueued kernel by kernel
  *            (ILNAS_CUDA_GRAPHS=0), and so do the parameters after them;
  *            a prepare (an α change) captures them again.
+ *   the set: with the training set kept on the device
+ *            (rt_exec_set_dataset), a step copies the batch's draws
+ *            (12 bytes an image) and the same 64 bytes at most, and
+ *            makes the same images (crop and flip) as the host: the
+ *            same losses and parameters, bit for bit, as the steps
+ *            given those images.
  *
  * The model has batch norm (both orders), a max pool, a dead layer, GAP
  * and a linear stage, so that every generated op of the step runs. */
@@ -18,6 +24,7 @@
 
 #include "runtime/cuda/step.h"
 #include "runtime/exec.h"
+#include "runtime/packed.h"
 #include "tests/gpu/emu_driver.h"
 
 enum { BATCH = 8, STEPS = 5 };
@@ -37,7 +44,13 @@ typedef struct run {
   float *params;
 } run;
 
-static int train(run *r, int graphs) {
+enum { NSET = 20, CROP = 1 };
+
+/* ways of beginning a pass: the images, or the draws of a set kept on the
+ * device, or that set's images made on the host from the same draws */
+enum { FIXED, KEPT, MADE };
+
+static int train(run *r, int graphs, int how, const char *backend) {
   char err[256];
   if (graphs) unsetenv("ILNAS_CUDA_GRAPHS");
   else setenv("ILNAS_CUDA_GRAPHS", "0", 1);
@@ -45,7 +58,7 @@ static int train(run *r, int graphs) {
   CHECK(g, "model does not build");
   if (!g) return -1;
   /* the device step itself: its traffic and graphs, at the bounds */
-  rt_exec *x = rt_exec_new(g, BATCH, 1, "cuda/bounds", err, sizeof err);
+  rt_exec *x = rt_exec_new(g, BATCH, 1, backend, err, sizeof err);
   CHECK(x, "cuda exec: %s", err);
   if (!x) {
     ir_free(g);
@@ -59,18 +72,51 @@ static int train(run *r, int graphs) {
   float *in = jt_randf((size_t)BATCH * img);
   ir_label lab[BATCH];
   for (int i = 0; i < BATCH; i++) lab[i] = (ir_label)jt_int(0, g->cfg.classes - 1);
-  r->batch = (long long)(BATCH * img * sizeof(float)) + BATCH;
+  r->batch = (long long)(BATCH * img * sizeof(float)) + BATCH * (long long)sizeof(ir_label);
+  /* a set of NSET images in [0, 1], kept on the device (KEPT) */
+  rt_dataset ds = {NSET, t->c, t->h, t->w, g->cfg.classes, jt_randf((size_t)NSET * img), NULL, 1.0f,
+                   malloc(NSET * sizeof(ir_label)), NULL};
+  for (size_t i = 0; i < (size_t)NSET * img; i++) ds.x[i] = 0.5f + 0.5f * ds.x[i];
+  for (int i = 0; i < NSET; i++) ds.y[i] = (ir_label)jt_int(0, g->cfg.classes - 1);
+  rt_norm nm;
+  rt_data_norm(&ds, &nm);
+  if (how == KEPT) {
+    CHECK(rt_exec_set_dataset(x, &ds, &nm, CROP, err, sizeof err) == 1, "the set is not kept: %s",
+          rt_exec_status(x, err, sizeof err) ? err : "");
+    r->batch = BATCH * (long long)sizeof(rt_draw);
+  }
+  rt_rng rng;
+  rt_rng_seed(&rng, 9);
   for (int s = 0; s < STEPS; s++) {
     if (s == 3) { /* an α change: prepare, and the graphs are captured again */
       const ir_layer *l = g->layers;
       while (l->w_off < 0 || !x->arch->alive[l - g->layers]) l++;
       rt_exec_set_unit(x, l->w_off, 1, !ir_alpha_get(x->arch, l->w_off), NULL);
+      /* and through the live layout, a dead layer comes alive: a new step */
+      for (int li = 0; strcmp(backend, "cuda") == 0 && li < g->n_layers; li++) {
+        const ir_layer *dl = &g->layers[li];
+        if (dl->w_off < 0 || x->arch->alive[li]) continue;
+        rt_exec_set_alive(x, li, 1);
+        int64_t unit = ir_fan_in(dl) / dl->cin;
+        rt_exec_set_unit(x, dl->w_off, unit, 1, NULL);
+        break;
+      }
       CHECK(rt_exec_prepare(x, err, sizeof err) == 0, "prepare: %s", err);
     }
+    rt_draw dr[BATCH];
+    int idx[BATCH];
+    for (int i = 0; i < BATCH; i++) idx[i] = (s * 7 + i * 3) % NSET;
+    rt_data_draws(idx, BATCH, CROP, 1, &rng, dr);
+    if (how == MADE) rt_data_make(&ds, dr, BATCH, &nm, CROP, in, lab);
     long long h0, d0, h1, d1;
     emu_traffic(&h0, &d0);
     long l0 = emu_launches();
-    rt_exec_set_input(x, in, BATCH);
+    if (how == KEPT) {
+      rt_exec_set_draws(x, dr, BATCH);
+      for (int i = 0; i < BATCH; i++) lab[i] = ds.y[idx[i]];
+    } else {
+      rt_exec_set_input(x, in, BATCH);
+    }
     rt_exec_forward(x);
     r->loss[s] = rt_exec_loss(x, lab, 1, NULL);
     rt_exec_backward(x);
@@ -80,14 +126,17 @@ static int train(run *r, int graphs) {
     r->bytes[s] = (h1 - h0) + (d1 - d0);
     CHECK(rt_exec_status(x, err, sizeof err) == 0, "step %d: %s", s, err);
   }
+  if (strcmp(backend, "cuda") == 0)
+    CHECK(rt_packed_rebuilds(x->backend) >= 2, "the live layout made no new step (%ld)",
+          rt_packed_rebuilds(x->backend));
   rt_cuda_step_stats st = rt_cuda_step_get_stats(x->backend);
-  if (graphs)
+  if (graphs && strcmp(backend, "cuda/bounds") == 0)
     CHECK(st.captures >= 8 && st.graph_launches >= 4 * (STEPS - 2),
           "graphs: %ld captures, %ld graph launches over %d steps", st.captures, st.graph_launches, STEPS);
   r->params = malloc((size_t)g->n_params * sizeof(float));
   memcpy(r->params, rt_exec_view(x, RT_PARAMS), (size_t)g->n_params * sizeof(float));
   int64_t np = g->n_params;
-  free(in);
+  free(in), free(ds.x), free(ds.y);
   rt_exec_free(x);
   ir_free(g);
   return (int)np;
@@ -98,22 +147,42 @@ int main(void) {
     printf("SKIP: this LLVM cannot JIT for the host\n");
     return 77;
   }
-  run a = {0}, b = {0};
-  int np = train(&a, 1);
-  if (np < 0 || train(&b, 0) < 0) return 1;
+  run a = {0}, b = {0}, k = {0}, m = {0}, lk = {0}, lm = {0};
+  int np = train(&a, 1, FIXED, "cuda/bounds");
+  if (np < 0 || train(&b, 0, FIXED, "cuda/bounds") < 0 || train(&k, 1, KEPT, "cuda/bounds") < 0 ||
+      train(&m, 1, MADE, "cuda/bounds") < 0)
+    return 1;
+  /* the same through the live layout, whose steps change with α: each new
+   * step keeps the set again */
+  if (train(&lk, 1, KEPT, "cuda") < 0 || train(&lm, 1, MADE, "cuda") < 0) return 1;
   for (int s = 0; s < STEPS; s++) {
-    long long scalars = a.bytes[s] - a.batch;
+    long long scalars = a.bytes[s] - a.batch, kscalars = k.bytes[s] - k.batch;
     printf("step %d: loss %.6f, %lld bytes over the bus: the batch's %lld and %lld more; %ld launches\n", s,
            a.loss[s], a.bytes[s], a.batch, scalars, a.launches[s]);
+    printf("  the set kept: loss %.6f, %lld bytes: the draws' %lld and %lld more; %ld launches\n", k.loss[s],
+           k.bytes[s], k.batch, kscalars, k.launches[s]);
     if (s == 1 || s == 2 || s == 4) { /* after the first, and after the prepare's warm-up */
       CHECK(scalars >= 0 && scalars <= 64, "step %d: %lld bytes besides the batch (at most 64)", s, scalars);
       CHECK(a.launches[s] <= 4, "step %d: %ld launches (one graph per phase: 4)", s, a.launches[s]);
+      CHECK(kscalars >= 0 && kscalars <= 64, "step %d, the set kept: %lld bytes besides the draws (at most 64)",
+            s, kscalars);
+      CHECK(k.launches[s] <= 5, "step %d, the set kept: %ld launches (the batch's gather, one graph per phase)",
+            s, k.launches[s]);
     }
     CHECK(memcmp(&a.loss[s], &b.loss[s], sizeof a.loss[s]) == 0, "step %d: loss %.9g from graphs, %.9g without", s,
           a.loss[s], b.loss[s]);
+    CHECK(memcmp(&k.loss[s], &m.loss[s], sizeof k.loss[s]) == 0,
+          "step %d: loss %.9g from the kept set's draws, %.9g from the same images", s, k.loss[s], m.loss[s]);
+    CHECK(memcmp(&lk.loss[s], &lm.loss[s], sizeof lk.loss[s]) == 0,
+          "step %d, live layout: loss %.9g from the kept set's draws, %.9g from the same images", s, lk.loss[s],
+          lm.loss[s]);
   }
   CHECK(memcmp(a.params, b.params, (size_t)np * sizeof(float)) == 0, "parameters differ with and without graphs");
-  free(a.params), free(b.params);
+  CHECK(memcmp(k.params, m.params, (size_t)np * sizeof(float)) == 0,
+        "parameters differ between the kept set's draws and the same images");
+  CHECK(memcmp(lk.params, lm.params, (size_t)np * sizeof(float)) == 0,
+        "live layout: parameters differ between the kept set's draws and the same images");
+  free(a.params), free(b.params), free(k.params), free(m.params), free(lk.params), free(lm.params);
   if (failures) fprintf(stderr, "test_gpu_step: %d failures\n", failures);
   else printf("test_gpu_step: ok\n");
   return failures != 0;
