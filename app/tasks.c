@@ -42,6 +42,7 @@ typedef struct task {
   rt_dataset train, test;
   rt_norm nm;
   rt_stream *stream;
+  int draws;              /* a set in memory: passes begin from its draws */
   char *classes;
   int *order;             /* its pass's order, phase II's draws */
   float *pbuf;            /* phase II's batches */
@@ -307,6 +308,12 @@ static int task_data(mt_run *r, int k) {
     fprintf(stderr, "error: task '%s': %s\n", t->name, err);
     return -1;
   }
+  /* a set in memory goes to a backend that keeps it (app/train.c) */
+  t->draws = !t->train.src;
+  if (t->draws && rt_exec_set_dataset(t->x, &t->train, &t->nm, t->view.aug_crop, err, sizeof err) < 0) {
+    fprintf(stderr, "error: task '%s': %s\n", t->name, err);
+    return -1;
+  }
   t->steps = (t->train.n + m->batch - 1) / m->batch;
   if (t->steps > r->steps) r->steps = t->steps;
   return 0;
@@ -463,7 +470,10 @@ static int setup(mt_run *r, ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd,
 }
 
 /* The next batch of task t, a new pass of its own when one ends. */
-static int next_batch(mt_run *r, task *t, const float **xb, const ir_label **lab, int *b) {
+/* The task's next batch, as images (*xb) or as draws of its set (*dr,
+ * with t->draws). */
+static int next_batch(mt_run *r, task *t, const float **xb, const rt_draw **dr, const ir_label **lab,
+                      int *b) {
   char err[1024];
   for (int tries = 0; tries < 2; tries++) {
     if (t->left <= 0) {
@@ -471,7 +481,8 @@ static int next_batch(mt_run *r, task *t, const float **xb, const ir_label **lab
       rt_stream_epoch(t->stream, t->order, t->train.n, &t->st.rng);
       t->left = t->steps;
     }
-    int rc = rt_stream_next(t->stream, xb, lab, b, err, sizeof err);
+    int rc = t->draws ? rt_stream_next_draws(t->stream, dr, lab, b, err, sizeof err)
+                      : rt_stream_next(t->stream, xb, lab, b, err, sizeof err);
     if (rc < 0) {
       fprintf(stderr, "%serror: task '%s': %s\n", r->tty ? "\n" : "", t->name, err);
       return -1;
@@ -504,10 +515,12 @@ static int train_epoch(mt_run *r, double *start) {
     for (int k = 0; k < r->n; k++) {
       task *t = &r->t[k];
       const float *xb;
+      const rt_draw *dr;
       const ir_label *lab;
       int b, c = 0;
-      if (next_batch(r, t, &xb, &lab, &b)) return -1;
-      rt_exec_set_input(t->x, xb, b);
+      if (next_batch(r, t, &xb, &dr, &lab, &b)) return -1;
+      if (t->draws) rt_exec_set_draws(t->x, dr, b);
+      else rt_exec_set_input(t->x, xb, b);
       rt_exec_forward(t->x);
       double loss = rt_exec_loss(t->x, lab, 1, &c);
       if (!isfinite(loss)) {
