@@ -109,8 +109,8 @@ void rt_exec_set_driver(rt_exec *x, rt_graph_fn fwd, rt_graph_fn bwd);
  * correct predictions in *correct unless NULL), the backward. A failure
  * of the backend is kept for rt_exec_status; the results are then void. */
 void rt_exec_set_input(rt_exec *x, const float *batch, int n);
-/* The training set of passes begun from draws (rt_stream_next_draws), d
- * and nm the caller's for as long as the exec uses them (NULL d: none).
+/* The training set of passes begun from draws (rt_stream_next_draws): d
+ * the caller's for as long as the exec uses it (NULL: none), nm copied.
  * The backend keeps the set where it can (the device step: a pass then
  * uploads its draws alone, and the loss takes the drawn labels there);
  * elsewhere the exec makes each batch's images. Returns 1 when the
