@@ -387,33 +387,51 @@ static int needs_dx(const hx *x, const ir_layer *l);
 
 static int empty(const ir_layer *l);
 
-/* Fills e->dxa under the plan: an alive conv layer whose input slice no
- * other op's backward writes (the gradient of a slice only its reader
- * writes: no other reader, no dead layer passing into it, no
- * pre-activation or logits there) overwrites that gradient (dx_assign)
- * on a kernel set that can, and the slice needs no clearing. So does a
- * max pool, whose backward then assigns (as it does where it alone reads
- * its input in the template, e->assign): under the plan a dead layer that
- * read the same slice is no op. Their slices (per-sample offsets) into
+/* Layer l's backward overwrites its input slice's gradient, which this
+ * pass did not clear (plan_dx_assign): a pass under the plan. */
+static int planned_assign(const hx *x, int l) {
+  const host *e = (const host *)x;
+  return e->dxa[l] && !x->use_live && !e->layout_bounds;
+}
+
+/* Fills e->dxa under the plan: an alive conv layer whose backward is the
+ * first to write any of its input slice's gradient (no op before it in
+ * the backward writes there: no reader after it in the forward, no dead
+ * layer passing into it, no pre-activation or logits there) overwrites
+ * that gradient (dx_assign) on a kernel set that can, and the slice needs
+ * no clearing; the writers after it add to what it wrote. So do a max
+ * pool (as it does where it alone reads its input in the template,
+ * e->assign; under the plan a dead layer that read the same slice is no
+ * op), a global average pool and a copy, whose backwards then overwrite
+ * (planned_assign). Their slices (per-sample offsets) into
  * cut; their count. */
 static int plan_dx_assign(host *e, int64_t (*cut)[2]) {
   const hx *x = &e->pub;
   const ir_graph *g = x->g;
   const rt_plan *p = e->plan;
   memset(e->dxa, 0, (size_t)g->n_layers);
+  /* each layer's first place in the backward */
+  int *pos = malloc((size_t)(g->n_layers ? g->n_layers : 1) * sizeof *pos);
+  if (!pos) return 0; /* nothing assigns: every slice cleared */
+  for (int i = 0; i < g->n_layers; i++) pos[i] = e->nb;
+  for (int k = e->nb - 1; k >= 0; k--) {
+    int64_t li = e->bc[k].args[0];
+    if (li >= 0 && li < g->n_layers) pos[li] = k;
+  }
   int n = 0;
   for (int m = 0; m < g->n_layers; m++) {
     const ir_layer *l = &g->layers[m];
     int conv = l->kind == IR_CONV && x->backend->assigns_dx && x->arch->alive[m] &&
                p->alias[m] == m && !empty(l);
-    int pool = l->kind == IR_MAXPOOL;
-    if (!(conv || pool) || !needs_dx(x, l)) continue;
+    int other = (l->kind == IR_MAXPOOL || l->kind == IR_GAP || l->kind == IR_COPY) && p->alias[m] == m;
+    if (!(conv || other) || !needs_dx(x, l) || pos[m] >= e->nb) continue;
     int64_t a = p->in_off[m], b = a + (int64_t)l->cin * l->h * l->w;
     const ir_tensor *lt = &g->tensors[g->logits_t];
     int sole = !(lt->off < b && a < lt->off + (int64_t)lt->c * lt->h * lt->w);
     for (int i = 0; i < g->n_layers && sole; i++) {
       const ir_layer *o = &g->layers[i];
       if (i == m || (p->alias[i] != i && !x->arch->alive[i])) continue; /* no op */
+      if (pos[i] > pos[m]) continue; /* runs after it: adds to what it wrote */
       int64_t w[2][2] = {{0, 0}, {0, 0}}; /* what its backward writes */
       if (x->arch->alive[i] || o->prev_t < 0)
         w[0][0] = p->in_off[i], w[0][1] = w[0][0] + (int64_t)o->cin * o->h * o->w;
@@ -429,6 +447,7 @@ static int plan_dx_assign(host *e, int64_t (*cut)[2]) {
     e->dxa[m] = 1;
     cut[n][0] = a, cut[n][1] = b, n++;
   }
+  free(pos);
   return n;
 }
 
@@ -1096,6 +1115,20 @@ static void pass_bwd_chunk(const job *j, int chunk, int n0, int n1) {
     }
 }
 
+/* The same into a slice that was not cleared (plan_dx_assign): 0 + dy,
+ * the bits of adding into a cleared one. */
+static void pass_set_chunk(const job *j, int chunk, int n0, int n1) {
+  (void)chunk;
+  int64_t ns = j->x->g->act_size, plane = (int64_t)j->l->oh * j->l->ow;
+  const uint8_t *w = worked(j->x, j->l);
+  for (int c0 = 0, c1; (c1 = next_run(w, &c0, j->l->cout)) > c0; c0 = c1)
+    for (int i = n0; i < n1; i++) {
+      const float *restrict a = j->x->dact + i * ns + j->out + c0 * plane;
+      float *restrict b = j->x->dact + i * ns + j->in + c0 * plane;
+      for (int64_t k = 0; k < (c1 - c0) * plane; k++) b[k] = 0.0f + a[k];
+    }
+}
+
 /* Below this many floats a pass is not worth a dispatch (see SPLIT_WORK). */
 enum { PASS_SPLIT = 1 << 14 };
 
@@ -1105,8 +1138,8 @@ static void pass_fwd(hx *x, const ir_layer *l, int64_t prev, int64_t out) {
   else run_chunks(&j);
 }
 
-static void pass_bwd(hx *x, const ir_layer *l, int64_t prev, int64_t out) {
-  job j = {x, l, prev, -1, out, pass_bwd_chunk, 0};
+static void pass_bwd(hx *x, const ir_layer *l, int64_t prev, int64_t out, int assign) {
+  job j = {x, l, prev, -1, out, assign ? pass_set_chunk : pass_bwd_chunk, 0};
   if ((int64_t)l->cout * l->oh * l->ow * x->n < PASS_SPLIT) pass_bwd_chunk(&j, 0, 0, x->n);
   else run_chunks(&j);
 }
@@ -1337,7 +1370,7 @@ static void conv_bwd_chunk(const job *j, int chunk, int n0, int n1) {
   rt_kernels *b = x->use_live ? x->live : x->backend;
   int li = (int)(l - x->g->layers);
   const host *e = (const host *)x;
-  s.dx_assign = e->dxa[li] && !x->use_live && !e->layout_bounds; /* its slice was not cleared */
+  s.dx_assign = planned_assign(x, li); /* its slice was not cleared */
   rt_bn_x bx;
   s.xbn = x->use_live ? NULL : bn_x_of(x, l, o, &bx);
   rt_bn_dz bn;
@@ -1415,7 +1448,7 @@ static void conv_bwd_op(RT_OP_ARGS) {
   hx *e = X(x);
   const ir_layer *ly = &e->g->layers[l];
   if (!e->arch->alive[l]) {
-    pass_bwd(e, ly, prev, out);
+    pass_bwd(e, ly, prev, out, 0);
     return;
   }
   int fused = ly->bn && bn_dz_fused(e, ly);
@@ -1491,7 +1524,7 @@ static void linear_bwd_op(RT_OP_ARGS) {
   hx *e = X(x);
   const ir_layer *ly = &e->g->layers[l];
   if (!e->arch->alive[l]) {
-    pass_bwd(e, ly, prev, out);
+    pass_bwd(e, ly, prev, out, 0);
     return;
   }
   if (ly->relu && ly->bn) bn_act_bwd(e, ly, z, out, 0);
@@ -1526,8 +1559,7 @@ static void pool_bwd_chunk(const job *j, int chunk, int n0, int n1) {
   const uint8_t *w = worked(j->x, j->l);
   int64_t ip = (int64_t)j->l->h * j->l->w, op = (int64_t)j->l->oh * j->l->ow;
   int li = (int)(j->l - j->x->g->layers);
-  /* its slice was not cleared (plan_dx_assign) */
-  int assign = e->assign[li] || (e->dxa[li] && !j->x->use_live && !e->layout_bounds);
+  int assign = e->assign[li] || planned_assign(j->x, li);
   for (int c0 = 0, c1; (c1 = next_run(w, &c0, j->l->cin)) > c0; c0 = c1) {
     s.c = c1 - c0;
     rt_maxpool_bwd(&s, n0, n1, j->x->act + j->in + c0 * ip, j->x->dact + j->out + c0 * op,
@@ -1574,9 +1606,19 @@ static void gap_bwd_op(RT_OP_ARGS) {
   (void)z, (void)prev;
   hx *e = X(x);
   const ir_layer *ly = &e->g->layers[l];
-  if (needs_dx(e, ly))
-    rt_ref_gap_bwd(e->n, ly->cin, ly->h * ly->w, e->dact + out, e->g->act_size,
-                   e->dact + in, e->g->act_size);
+  if (!needs_dx(e, ly)) return;
+  if (!planned_assign(e, l)) {
+    rt_ref_gap_bwd(e->n, ly->cin, ly->h * ly->w, e->dact + out, e->g->act_size, e->dact + in,
+                   e->g->act_size);
+    return;
+  }
+  int hw = ly->h * ly->w; /* rt_ref_gap_bwd into a slice that was not cleared */
+  for (int s = 0; s < e->n; s++)
+    for (int ch = 0; ch < ly->cin; ch++) {
+      const float g = e->dact[out + s * e->g->act_size + ch] / (float)hw;
+      float *d = e->dact + in + s * e->g->act_size + (int64_t)ch * hw;
+      for (int i = 0; i < hw; i++) d[i] = 0.0f + g;
+    }
 }
 
 static void copy_fwd_op(RT_OP_ARGS) {
@@ -1589,7 +1631,7 @@ static void copy_fwd_op(RT_OP_ARGS) {
 static void copy_bwd_op(RT_OP_ARGS) {
   (void)z;
   hx *e = X(x);
-  if (needs_dx(e, &e->g->layers[l])) pass_bwd(e, &e->g->layers[l], in, out);
+  if (needs_dx(e, &e->g->layers[l])) pass_bwd(e, &e->g->layers[l], in, out, planned_assign(e, l));
   (void)prev;
 }
 
