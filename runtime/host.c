@@ -1140,7 +1140,7 @@ static void pass_fwd(hx *x, const ir_layer *l, int64_t prev, int64_t out) {
 
 static void pass_bwd(hx *x, const ir_layer *l, int64_t prev, int64_t out, int assign) {
   job j = {x, l, prev, -1, out, assign ? pass_set_chunk : pass_bwd_chunk, 0};
-  if ((int64_t)l->cout * l->oh * l->ow * x->n < PASS_SPLIT) pass_bwd_chunk(&j, 0, 0, x->n);
+  if ((int64_t)l->cout * l->oh * l->ow * x->n < PASS_SPLIT) j.fn(&j, 0, 0, x->n);
   else run_chunks(&j);
 }
 

@@ -29,6 +29,17 @@ static const char *src =
  * the pool reads, so that under the plan the pool alone writes its
  * gradient (and overwrites it instead of having it cleared), with batch
  * norm before the pool and without. */
+/* A dense stage after a reduce: its input is copied into the stage's
+ * tensor (a copy layer), and that copy, the first op of the backward to
+ * write the reduce's output gradient, overwrites it uncleared. */
+static const char *src_dense =
+    "model d { input 3x8x8; classes 5; search kernel budget 6k from density 0.5 seed 2;"
+    " stage conv { layers 1..2 channels 3..6 kernel 3x3 dense norm batch }"
+    " reduce conv 2;"
+    " stage conv { layers 1..3 channels 4..8 kernel 3x3 dense norm batch }"
+    " reduce gap;"
+    " stage linear { layers 1..2 width 6..12 } }";
+
 static const char *src_pool =
     "model p { input 3x8x8; classes 5; search kernel budget 6k from density 0.5 seed 2;"
     " stage conv { layers 1..3 channels 3..8 kernel 3x3 dense norm batch }"
@@ -195,6 +206,8 @@ int main(int argc, char **argv) {
   check_same_losses("cpu", src);
   check_same_losses("ref", src_pool);
   check_same_losses("cpu", src_pool);
+  check_same_losses("ref", src_dense);
+  check_same_losses("cpu", src_dense);
   check_memory();
   if (failures) fprintf(stderr, "test_live: %d failures\n", failures);
   else printf("test_live: ok\n");
