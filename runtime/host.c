@@ -1103,30 +1103,31 @@ static void pass_fwd_chunk(const job *j, int chunk, int n0, int n1) {
              (size_t)((c1 - c0) * plane) * sizeof(float));
 }
 
-static void pass_bwd_chunk(const job *j, int chunk, int n0, int n1) {
-  (void)chunk;
-  int64_t ns = j->x->g->act_size, plane = (int64_t)j->l->oh * j->l->ow;
-  const uint8_t *w = worked(j->x, j->l);
-  for (int c0 = 0, c1; (c1 = next_run(w, &c0, j->l->cout)) > c0; c0 = c1)
-    for (int i = n0; i < n1; i++) {
-      int len = (int)((c1 - c0) * plane);
-      rt_add_2d(1, len, j->x->dact + i * ns + j->out + c0 * plane, len,
-                j->x->dact + i * ns + j->in + c0 * plane, len);
-    }
-}
-
-/* The same into a slice that was not cleared (plan_dx_assign): 0 + dy,
- * the bits of adding into a cleared one. */
-static void pass_set_chunk(const job *j, int chunk, int n0, int n1) {
-  (void)chunk;
+/* The out slice's gradient into the in slice's, added; with assign, into
+ * a slice that was not cleared (plan_dx_assign): 0 + dy, the bits of
+ * adding into a cleared one. */
+static void pass_grad(const job *j, int n0, int n1, int assign) {
   int64_t ns = j->x->g->act_size, plane = (int64_t)j->l->oh * j->l->ow;
   const uint8_t *w = worked(j->x, j->l);
   for (int c0 = 0, c1; (c1 = next_run(w, &c0, j->l->cout)) > c0; c0 = c1)
     for (int i = n0; i < n1; i++) {
       const float *restrict a = j->x->dact + i * ns + j->out + c0 * plane;
       float *restrict b = j->x->dact + i * ns + j->in + c0 * plane;
-      for (int64_t k = 0; k < (c1 - c0) * plane; k++) b[k] = 0.0f + a[k];
+      int len = (int)((c1 - c0) * plane);
+      if (!assign) rt_add_2d(1, len, a, len, b, len);
+      else
+        for (int k = 0; k < len; k++) b[k] = 0.0f + a[k];
     }
+}
+
+static void pass_bwd_chunk(const job *j, int chunk, int n0, int n1) {
+  (void)chunk;
+  pass_grad(j, n0, n1, 0);
+}
+
+static void pass_set_chunk(const job *j, int chunk, int n0, int n1) {
+  (void)chunk;
+  pass_grad(j, n0, n1, 1);
 }
 
 /* Below this many floats a pass is not worth a dispatch (see SPLIT_WORK). */
@@ -1606,19 +1607,9 @@ static void gap_bwd_op(RT_OP_ARGS) {
   (void)z, (void)prev;
   hx *e = X(x);
   const ir_layer *ly = &e->g->layers[l];
-  if (!needs_dx(e, ly)) return;
-  if (!planned_assign(e, l)) {
+  if (needs_dx(e, ly)) /* assigning into a slice that was not cleared (plan_dx_assign) */
     rt_ref_gap_bwd(e->n, ly->cin, ly->h * ly->w, e->dact + out, e->g->act_size, e->dact + in,
-                   e->g->act_size);
-    return;
-  }
-  int hw = ly->h * ly->w; /* rt_ref_gap_bwd into a slice that was not cleared */
-  for (int s = 0; s < e->n; s++)
-    for (int ch = 0; ch < ly->cin; ch++) {
-      const float g = e->dact[out + s * e->g->act_size + ch] / (float)hw;
-      float *d = e->dact + in + s * e->g->act_size + (int64_t)ch * hw;
-      for (int i = 0; i < hw; i++) d[i] = 0.0f + g;
-    }
+                   e->g->act_size, planned_assign(e, l));
 }
 
 static void copy_fwd_op(RT_OP_ARGS) {

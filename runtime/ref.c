@@ -455,14 +455,14 @@ void rt_ref_gap_fwd(int n, int c, int hw, const float *x, long x_ns,
 }
 
 void rt_ref_gap_bwd(int n, int c, int hw, const float *dy, long dy_ns,
-                    float *dx, long dx_ns) {
+                    float *dx, long dx_ns, int assign) {
   if (dy_ns == 0) dy_ns = c;
   if (dx_ns == 0) dx_ns = (long)c * hw;
   for (int s = 0; s < n; s++)
     for (int ch = 0; ch < c; ch++) {
       const float g = dy[s * dy_ns + ch] / (float)hw;
       float *dxp = dx + s * dx_ns + (long)ch * hw;
-      for (int i = 0; i < hw; i++) dxp[i] += g;
+      for (int i = 0; i < hw; i++) dxp[i] = (assign ? 0.0f : dxp[i]) + g;
     }
 }
 

@@ -153,8 +153,10 @@ void rt_ref_maxpool_bwd(const rt_pool_shape *s, const float *x,
 /* Global average pool: [n][c][hw] -> [n][c]. */
 void rt_ref_gap_fwd(int n, int c, int hw, const float *x, long x_ns,
                     float *y, long y_ns);
+/* dx += dy / hw; with assign, dx = 0 + dy / hw (the same bits, dx not
+ * read). */
 void rt_ref_gap_bwd(int n, int c, int hw, const float *dy, long dy_ns,
-                    float *dx, long dx_ns);
+                    float *dx, long dx_ns, int assign);
 
 /* Softmax cross-entropy, mean over the batch. Writes dlogits (overwrite,
  * already divided by n) when dlogits is not NULL; counts argmax hits

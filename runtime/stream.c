@@ -182,13 +182,14 @@ int rt_stream_next(rt_stream *s, const float **x, const ir_label **y, int *b, ch
   if (s->next_batch >= s->nbatches) return 1;
   int at = s->next_batch * s->batch, nb = s->n - at < s->batch ? s->n - at : s->batch;
   int slot = s->next_batch % s->ahead;
-  if (!s->d->src) { /* in memory: made here, drawing from the run's rng */
-    int *idx = malloc((size_t)nb * sizeof *idx);
-    if (!idx) return rt_fail(err, errlen, "out of memory");
-    for (int i = 0; i < nb; i++) idx[i] = s->order ? s->order[at + i] : at + i;
-    rt_data_batch(s->d, idx, nb, &s->nm, s->crop > 0 ? s->crop : 0, s->flip, s->rng, s->x[0],
-                  s->y[0]);
-    free(idx);
+  if (!s->d->src) { /* in memory: made here from its draws (the run's rng) */
+    const rt_draw *dr;
+    const ir_label *lab;
+    int rc = rt_stream_next_draws(s, &dr, &lab, b, err, errlen);
+    if (rc) return rc;
+    rt_data_make(s->d, dr, nb, &s->nm, s->crop > 0 ? s->crop : 0, s->x[0], NULL);
+    *x = s->x[0], *y = lab;
+    return 0;
   } else if (!s->th) { /* no workers: made here */
     for (int p = at; p < at + nb; p++)
       if (make(s, s->own, p, err, errlen)) return -1;

@@ -904,7 +904,7 @@ static void test_gap(void) {
   float *dx = falloc(n * dxns), *dx0 = falloc(n * dxns);
   fill_strided(dx0, n, len, dxns, -2, 2, SENTINEL);
   memcpy(dx, dx0, (size_t)(n * dxns) * sizeof *dx);
-  rt_ref_gap_bwd(n, ch, hw, dy, yns, dx, dxns);
+  rt_ref_gap_bwd(n, ch, hw, dy, yns, dx, dxns, 0);
   CHECK(gaps_hold(dx, n, len, dxns, SENTINEL), "gap bwd wrote a gap");
   probe p = {gap_fwd_cb, &c, c.y, n * yns, r, falloc(n * yns)};
   double *num = dalloc(n * len), *ana = dalloc(n * len);
