@@ -279,6 +279,73 @@ static int gen_bn_bwd(kg_kit *p, LLVMModuleRef m, const kd_desc *d, const char *
   return kg_end(p);
 }
 
+/* Loops over channel ch's n x hw values: the sample and the index in its
+ * c x hw values (close with rv_close). */
+static void rv_open(kg_kit *p, const kd_desc *d, LLVMValueRef ch, kg_loop *ls, kg_loop *li, LLVMValueRef *s,
+                    LLVMValueRef *k) {
+  kg_loop_open(p, ls, c64(p, 0), p->n, 1);
+  kg_loop_open(p, li, c64(p, 0), c64(p, d->hw), 1);
+  *s = ls->iv, *k = add(p, mulc(p, ch, d->hw), li->iv);
+}
+
+static void rv_close(kg_kit *p, kg_loop *ls, kg_loop *li) {
+  kg_loop_close(p, li);
+  kg_loop_close(p, ls);
+}
+
+static void acc_add(kg_kit *p, LLVMValueRef acc, LLVMValueRef v) {
+  LLVMBuildStore(p->b, LLVMBuildFAdd(p->b, get(p, p->f64, acc), v, ""), acc);
+}
+
+/* A dead layer's gradient at its pre-activation, were it revived as the
+ * identity (host.c: host_dense_grad), in host.c's order and precision. */
+static int gen_revive(kg_kit *p, LLVMModuleRef m, const kd_desc *d, const char *name) {
+  LLVMValueRef ch = begin(p, m, name, 0, d->c);
+  LLVMBuilderRef b = p->b;
+  const int64_t len = d->c * d->hw;
+  LLVMValueRef cnt = LLVMBuildFMul(b, LLVMBuildSIToFP(b, p->n, p->f64, ""), cd(p, (double)d->hw), "cnt");
+  LLVMValueRef sum = local(p, p->f64, cd(p, 0)), ss = local(p, p->f64, cd(p, 0));
+  LLVMValueRef sd = local(p, p->f64, cd(p, 0)), sdx = local(p, p->f64, cd(p, 0));
+  LLVMValueRef mean = cd(p, 0), inv = cd(p, 0), s, k;
+  kg_loop ls, li;
+  if (d->norm) { /* the batch's statistics of the output */
+    rv_open(p, d, ch, &ls, &li, &s, &k);
+    acc_add(p, sum, ext(p, ld(p, p->pa, at(p, s, d->ns, d->y, k))));
+    rv_close(p, &ls, &li);
+    mean = LLVMBuildFDiv(b, get(p, p->f64, sum), cnt, "mean");
+    rv_open(p, d, ch, &ls, &li, &s, &k);
+    LLVMValueRef v = LLVMBuildFSub(b, ext(p, ld(p, p->pa, at(p, s, d->ns, d->y, k))), mean, "");
+    acc_add(p, ss, LLVMBuildFMul(b, v, v, ""));
+    rv_close(p, &ls, &li);
+    LLVMValueRef var = LLVMBuildFDiv(b, get(p, p->f64, ss), cnt, "");
+    inv = LLVMBuildFDiv(b, cd(p, 1.0), sqrt_d(p, LLVMBuildFAdd(b, var, cd(p, 1e-5), "")), "inv");
+  }
+  /* dy where the output is positive (everywhere with relu clear) */
+  rv_open(p, d, ch, &ls, &li, &s, &k);
+  LLVMValueRef y = ld(p, p->pa, at(p, s, d->ns, d->y, k)), g = ld(p, p->pb, at(p, s, d->ns, d->dy, k));
+  if (d->relu) g = LLVMBuildSelect(b, fgt0(p, y), g, cf(p, 0), "");
+  st(p, p->pc, add(p, mulc(p, s, len), k), g);
+  if (d->norm) {
+    LLVMValueRef xh = LLVMBuildFMul(b, LLVMBuildFSub(b, ext(p, y), mean, ""), inv, "");
+    acc_add(p, sd, ext(p, g));
+    acc_add(p, sdx, LLVMBuildFMul(b, ext(p, g), xh, ""));
+  }
+  rv_close(p, &ls, &li);
+  if (d->norm) { /* in training, the batch norm's backward takes out the mean and the part along x^ */
+    LLVMBasicBlockRef join = kg_if_begin(p, flag(p, p->a_ns));
+    LLVMValueRef msd = LLVMBuildFDiv(b, get(p, p->f64, sd), cnt, "");
+    LLVMValueRef msdx = LLVMBuildFDiv(b, get(p, p->f64, sdx), cnt, "");
+    rv_open(p, d, ch, &ls, &li, &s, &k);
+    LLVMValueRef xh = LLVMBuildFMul(b, LLVMBuildFSub(b, ext(p, ld(p, p->pa, at(p, s, d->ns, d->y, k))), mean, ""), inv, "");
+    LLVMValueRef o = add(p, mulc(p, s, len), k);
+    LLVMValueRef v = LLVMBuildFSub(b, LLVMBuildFSub(b, ext(p, ld(p, p->pc, o)), msd, ""), LLVMBuildFMul(b, xh, msdx, ""), "");
+    st(p, p->pc, o, trunc32(p, v));
+    rv_close(p, &ls, &li);
+    kg_if_end(p, join);
+  }
+  return kg_end(p);
+}
+
 /* The first maximum of window (oy, ox) of the plane at base: its index
  * in the plane. */
 static LLVMValueRef window_arg(kg_kit *p, const kd_desc *d, LLVMValueRef base, LLVMValueRef oy, LLVMValueRef ox) {
@@ -486,7 +553,7 @@ int kd_gen(LLVMModuleRef m, const kd_desc *d, const char *name, int64_t *per, in
   *per = 0, *fixed = 0;
   switch (d->op) {
   case KD_RELU: case KD_RELU_MASK: case KD_COPY: *per = d->len; break;
-  case KD_BN_FWD: case KD_BN_BWD: *fixed = d->c; break;
+  case KD_BN_FWD: case KD_BN_BWD: case KD_REVIVE: *fixed = d->hw > 0 ? d->c : 0; break;
   case KD_POOL_FWD: *per = d->f > 0 ? d->c * (d->h / d->f) * (d->w / d->f) : 0; break;
   case KD_POOL_BWD: *per = d->c * d->h * d->w; break;
   case KD_GAP_FWD: *per = d->c; break;
@@ -511,6 +578,7 @@ int kd_gen(LLVMModuleRef m, const kd_desc *d, const char *name, int64_t *per, in
   case KD_LOSS_SUM: return gen_loss_sum(&k, m, name);
   case KD_SGD: return gen_sgd(&k, m, d, name);
   case KD_GATHER: return gen_gather(&k, m, d, name);
+  case KD_REVIVE: return gen_revive(&k, m, d, name);
   }
   return -1;
 }

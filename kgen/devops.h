@@ -47,7 +47,15 @@
  *              bytes), c = the batch's draws (rt_draw: idx, ox | oy << 16,
  *              mirror as int32), d = the batch's labels (ir_label) out:
  *              each image made at dst as rt_data_make makes it, f the
- *              crop's padding. */
+ *              crop's padding.
+ *   REVIVE     a = act, b = dact, c = out ([n][c][hw], packed); a_ns:
+ *              training. Phase II's gradient at the pre-activation of a
+ *              dead layer, were it revived as the identity (host.c's
+ *              host_dense_grad): dy at b[dy] where a[y] > 0 (everywhere
+ *              with relu clear); with norm and training, per channel less
+ *              its mean and its part along x^ = (a[y] - mean) / std over
+ *              the batch (the backward of a batch norm that is the
+ *              identity on the batch). One thread per channel. */
 #ifndef ILNAS_KG_DEVOPS_H
 #define ILNAS_KG_DEVOPS_H
 
@@ -57,7 +65,7 @@
 
 typedef enum {
   KD_RELU, KD_RELU_MASK, KD_COPY, KD_BN_FWD, KD_BN_BWD, KD_POOL_FWD, KD_POOL_BWD,
-  KD_GAP_FWD, KD_GAP_BWD, KD_LOSS, KD_LOSS_SUM, KD_SGD, KD_GATHER
+  KD_GAP_FWD, KD_GAP_BWD, KD_LOSS, KD_LOSS_SUM, KD_SGD, KD_GATHER, KD_REVIVE
 } kd_op;
 
 /* The layout of a set kept on the device (GATHER's b), in bytes: 16
@@ -75,7 +83,7 @@ typedef struct kd_desc {
   int64_t p0, p1;           /* offsets into pgm and into stats / bnaux */
   int64_t np, nstats;       /* parameters, batch norm statistics */
   int64_t n_set;            /* GATHER: images in the set */
-  int relu, add, assign, bytes;
+  int relu, add, assign, bytes, norm;
 } kd_desc;
 
 /* Adds the kernel `name` for d to m; a launch takes per * n + fixed

@@ -17,7 +17,7 @@ static void count_all(cu_kern *k);
 
 void cu_kern_free(cu_kern *k) {
   if (k->maskf) cu.cuMemFree_v2(k->maskf);
-  if (k->scratch) cu.cuMemFree_v2(k->scratch);
+  if (k->scratch && !k->lent) cu.cuMemFree_v2(k->scratch);
   if (k->tables) cu.cuMemFree_v2(k->tables);
   if (k->mod) cu.cuModuleUnload(k->mod);
   free(k->wm), free(k->bm);
@@ -113,7 +113,9 @@ int cu_kern_load(LLVMModuleRef m, const char *sm, CUmodule *mod, char *err, size
   return loader(m, sm, mod, err, errlen);
 }
 
-int cu_kern_build(cu_kern *k, const cu_kern_desc *d, const char *sm, char *err, size_t errlen) {
+/* The kernels of k (built by cu_kern_build, or with dense set the dense
+ * path's alone, cu_kern_build_dense). */
+static int build(cu_kern *k, const cu_kern_desc *d, int dense, const char *sm, char *err, size_t errlen) {
   static atomic_long serial;
   memset(k, 0, sizeof *k);
   k->d = *d;
@@ -147,7 +149,10 @@ int cu_kern_build(cu_kern *k, const cu_kern_desc *d, const char *sm, char *err, 
   LLVMModuleRef m = LLVMModuleCreateWithNameInContext(names[0], ctx);
   const cg_conv_desc *cd = &k->d.cd;
   cg_ptx_conv_geom *g = &k->geom;
-  int rc = d->conv ? cg_ptx_conv_geom_init(g, cd) || cg_ptx_conv_fwd(m, cd, names[0]) ||
+  /* the dense path alone: every bias, no tables */
+  const uint8_t *bm = dense ? NULL : k->bm;
+  int rc = dense ? d->conv && (cg_ptx_im2col(m, cd, names[4 + H_IM2COL]) || cg_ptx_col2im(m, cd, names[4 + H_COL2IM]))
+           : d->conv ? cg_ptx_conv_geom_init(g, cd) || cg_ptx_conv_fwd(m, cd, names[0]) ||
                          cg_ptx_conv_bwd_data(m, cd, names[1]) || cg_ptx_conv_bwd_weight(m, cd, names[2]) ||
                          cg_ptx_conv_wgrad_sum(m, cd, names[4 + H_WSUM]) ||
                          cg_ptx_im2col(m, cd, names[4 + H_IM2COL]) || cg_ptx_col2im(m, cd, names[4 + H_COL2IM]) ||
@@ -157,10 +162,10 @@ int cu_kern_build(cu_kern *k, const cu_kern_desc *d, const char *sm, char *err, 
                    : cg_ptx_linear_fwd(m, &k->d.ld, names[0]) || cg_ptx_linear_bwd_data(m, &k->d.ld, names[1]) ||
                          cg_ptx_linear_bwd_weight(m, &k->d.ld, names[2]) ||
                          cg_ptx_to_cm(m, k->k2, 1, names[4 + H_PREP_X]);
-  rc = rc || cg_ptx_bias_grad(m, k->nout, k->plane, k->bm, names[3]) ||
+  rc = rc || cg_ptx_bias_grad(m, k->nout, k->plane, bm, names[3]) ||
        cg_ptx_to_cm(m, k->nout, k->plane, names[4 + H_TO_CM]) ||
-       cg_ptx_from_cm(m, k->nout, k->plane, k->bm, names[4 + H_FROM_CM]) || cg_ptx_scale(m, names[4 + H_SCALE]) ||
-       cg_ptx_bias_fill(m, k->nout, k->plane, k->bm, names[4 + H_BIAS_FILL]);
+       cg_ptx_from_cm(m, k->nout, k->plane, bm, names[4 + H_FROM_CM]) || cg_ptx_scale(m, names[4 + H_SCALE]) ||
+       cg_ptx_bias_fill(m, k->nout, k->plane, bm, names[4 + H_BIAS_FILL]);
   size_t nt = 0;
   cg_ptx_table *tabs = cg_ptx_take_tables(m, &nt);
   if (rc || !tabs) snprintf(err, errlen, "cuda: shape too large for the GPU kernels");
@@ -172,6 +177,7 @@ int cu_kern_build(cu_kern *k, const cu_kern_desc *d, const char *sm, char *err, 
     if (!d->conv && (i == 4 + H_IM2COL || i == 4 + H_COL2IM || i == 4 + H_PREP_DY || i == 4 + H_WSUM))
       continue;
     if (d->conv && !k->geom.fast_bwd && i == 4 + H_PREP_DY) continue;
+    if (dense && (i < K_BIAS || i == 4 + H_PREP_X || i == 4 + H_PREP_DY || i == 4 + H_WSUM)) continue;
     CUfunction *f = i < 4 ? &k->fn[i] : &k->hf[i - 4];
     CUresult r = cu.cuModuleGetFunction(f, k->mod, names[i]);
     if (r) {
@@ -182,8 +188,30 @@ int cu_kern_build(cu_kern *k, const cu_kern_desc *d, const char *sm, char *err, 
   if (!rc) rc = upload_tables(k, tabs, nt, err, errlen);
   cg_ptx_free_tables(tabs, nt);
   if (rc) cu_kern_free(k);
-  else count_all(k);
+  else if (!dense) count_all(k);
   return rc;
+}
+
+int cu_kern_build(cu_kern *k, const cu_kern_desc *d, const char *sm, char *err, size_t errlen) {
+  return build(k, d, 0, sm, err, errlen);
+}
+
+int cu_kern_build_dense(cu_kern *k, const cu_kern_desc *d, cublasHandle_t h, const char *sm, char *err,
+                        size_t errlen) {
+  cu_kern_desc all = *d;
+  if (all.conv) all.cd.wm = all.cd.bm = NULL;
+  else all.ld.wm = all.ld.bm = NULL;
+  if (build(k, &all, 1, sm, err, errlen)) return -1;
+  k->blas = h;
+  return 0;
+}
+
+void cu_kern_lend_scratch(cu_kern *k, CUdeviceptr p, size_t floats) {
+  k->scratch = p, k->scratch_cap = floats, k->lent = 1;
+}
+
+size_t cu_kern_dense_scratch(const cu_kern *k, int64_t n) {
+  return k->d.conv ? (size_t)((k->k2 + k->nout) * n * k->plane) : 0;
 }
 
 int cu_kern_set_dense(cu_kern *k, cublasHandle_t h, char *err, size_t errlen) {
@@ -247,6 +275,7 @@ static CUresult sgemm(cu_kern *k, int ta, int tb, int64_t m, int64_t n, int64_t 
  * read the old buffer, so the stream drains before it is freed. */
 static CUresult scratch(cu_kern *k, CUstream s, size_t floats) {
   if (floats <= k->scratch_cap) return 0;
+  if (k->lent) return CUDA_ERROR_OUT_OF_MEMORY; /* the lender sized it */
   CUresult r = cu.cuStreamSynchronize(s);
   if (r) return r;
   if (k->scratch) cu.cuMemFree_v2(k->scratch);
@@ -331,7 +360,7 @@ CUresult cu_kern_bwd(cu_kern *k, CUstream s, CUdeviceptr x, CUdeviceptr dy, CUde
     /* dX += dY W; dW = dY^T X, then masked (column-major, as for fwd) */
     if (dx) r = sgemm(k, CUBLAS_OP_N, CUBLAS_OP_N, k->k2, n, k->nout, w, k->k2, dy, dy_ns, 1.0f, dx, x_ns);
     if (!r && dw) r = sgemm(k, CUBLAS_OP_N, CUBLAS_OP_T, k->k2, k->nout, n, x, x_ns, dy, dy_ns, 0.0f, dw, k->k2);
-    if (!r && dw) r = launch(k->hf[H_SCALE], s, (int64_t)k->nw, k->maskf, 0, dw, 0, (int64_t)k->nw, 0, 0);
+    if (!r && dw && k->maskf) r = launch(k->hf[H_SCALE], s, (int64_t)k->nw, k->maskf, 0, dw, 0, (int64_t)k->nw, 0, 0);
   } else {
     /* dycm = to_cm(dy); dcol = W^T dycm, added into dx by col2im; then
      * col = im2col(x) in the same place; dW = dycm col^T, masked */
@@ -343,7 +372,7 @@ CUresult cu_kern_bwd(cu_kern *k, CUstream s, CUdeviceptr x, CUdeviceptr dy, CUde
     if (!r && dx) r = launch(k->hf[H_COL2IM], s, n * k->d.cd.cin * k->d.cd.h * k->d.cd.w, col, 0, dx, 0, n, 0, x_ns);
     if (!r && dw) r = launch(k->hf[H_IM2COL], s, k->k2 * cols, x, 0, col, 0, n, x_ns, 0);
     if (!r && dw) r = sgemm(k, CUBLAS_OP_T, CUBLAS_OP_N, k->k2, k->nout, cols, col, cols, dycm, cols, 0.0f, dw, k->k2);
-    if (!r && dw) r = launch(k->hf[H_SCALE], s, (int64_t)k->nw, k->maskf, 0, dw, 0, (int64_t)k->nw, 0, 0);
+    if (!r && dw && k->maskf) r = launch(k->hf[H_SCALE], s, (int64_t)k->nw, k->maskf, 0, dw, 0, (int64_t)k->nw, 0, 0);
   }
   if (!r && dw && db) r = bias_grad(k, s, dy, db, n, dy_ns);
   return r;

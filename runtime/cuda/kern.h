@@ -54,6 +54,7 @@ typedef struct cu_kern {
   CUdeviceptr maskf;             /* nw floats, 1 at the active weights */
   CUdeviceptr scratch;           /* conv: col and the batch-wide dy */
   size_t scratch_cap;            /* floats */
+  int lent;                      /* scratch is the caller's (cu_kern_lend_scratch) */
 } cu_kern;
 
 /* How a module of generated kernels is loaded: by default its PTX
@@ -68,6 +69,19 @@ int cu_kern_load(LLVMModuleRef m, const char *sm, CUmodule *mod, char *err, size
  * with a message (k is then empty). The sparse kernels are in use. */
 int cu_kern_build(cu_kern *k, const cu_kern_desc *d, const char *sm, char *err, size_t errlen);
 void cu_kern_free(cu_kern *k);
+
+/* Phase II's kernels of d's layer (its masks are ignored): the dense
+ * path alone, on cuBLAS handle h, for every weight and bias. The forward
+ * reads the weights as they are (zero where α is clear: exec.h), and the
+ * weight and bias gradients are dense, the missing parameters' included;
+ * masks may flip between calls. 0, or -1 with a message. */
+int cu_kern_build_dense(cu_kern *k, const cu_kern_desc *d, cublasHandle_t h, const char *sm, char *err,
+                        size_t errlen);
+/* The dense path's scratch for batches of up to n (floats), and the
+ * caller's buffer of that size for k to use (shared by layers whose
+ * calls run on one stream); k never frees or grows it. */
+size_t cu_kern_dense_scratch(const cu_kern *k, int64_t n);
+void cu_kern_lend_scratch(cu_kern *k, CUdeviceptr p, size_t floats);
 
 /* 1 when k was built for exactly this layer and pattern. */
 int cu_kern_same(const cu_kern *k, const cu_kern_desc *d);

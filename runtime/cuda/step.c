@@ -18,7 +18,8 @@ typedef struct dk {
 } dk;
 
 /* A layer's kernels besides its conv or linear ones (0: not needed). */
-enum { F_RELU, F_AFTER, F_BN, F_PASS, F_POOL, F_GAP, F_COPY, B_BN, B_AFTER, B_RELU, B_PASS, B_POOL, B_GAP, B_COPY, N_LK };
+enum { F_RELU, F_AFTER, F_BN, F_PASS, F_POOL, F_GAP, F_COPY, B_BN, B_AFTER, B_RELU, B_PASS, B_POOL, B_GAP, B_COPY,
+       P2_REVIVE, N_LK };
 
 /* The phases of a step, each one CUDA graph once warm. */
 enum { PH_FWD, PH_LOSS, PH_BWD, PH_SGD, N_PH };
@@ -32,10 +33,10 @@ typedef struct phase {
 
 typedef struct dstep {
   rt_backend pub;
-  rt_backend *host;      /* "cuda-host": the kernel set's owner, phase II */
-  rt_kernels *ks;        /* its CUDA kernel set */
+  rt_kernels *ks;        /* the CUDA kernel set: each α pattern's kernels */
   CUcontext ctx;
   CUstream st;
+  cublasHandle_t blas;
   const char *sm;
   CUmodule mod;
   dk (*lk)[N_LK];        /* per layer */
@@ -46,19 +47,22 @@ typedef struct dstep {
   CUdeviceptr act, dact, pgm, stats, bnaux, labels, lsc, scal;
   int n;                 /* the batch of the last upload */
   /* set_dataset: the training set on the device (kd's KD_SET_* layout),
-   * its gather kernel, the batch's draws; the host's set for passes that
-   * phase II runs on the host step */
+   * its gather kernel, the batch's draws; ds: whether there is one */
   CUdeviceptr set, draws;
   CUmodule set_mod;
   dk gather;
   const rt_dataset *ds;
-  rt_norm nm;
-  int crop;
-  float *made;
   int drawn;             /* the last pass began from draws: its labels are here */
   int training;
-  int inner;             /* phase II: the host step holds the state */
   int grad;              /* the last loss wrote the logits' gradient */
+  /* Phase II: its passes run on the dense kernels of each weighted layer
+   * (built at its first phase II), which follow the masks as they are;
+   * dead layers' gradients go through rv first; one scratch serves all */
+  int p2;
+  cu_kern *dense;        /* per layer; .mod 0: not built */
+  CUdeviceptr dscr, rv;
+  rt_backend_stats dstats;
+  int gvalid;            /* grads holds the device's gradients */
   /* host copies: valid (the device's values), dirty (edited: to upload) */
   float *h[3];           /* params, momentum, stats */
   int64_t hn[3];
@@ -93,6 +97,14 @@ static int done(dstep *d) {
 }
 
 static CUdeviceptr fptr(CUdeviceptr base, int64_t floats) { return base + (CUdeviceptr)floats * sizeof(float); }
+
+static CUdeviceptr zalloc(dstep *d, size_t bytes) {
+  CUdeviceptr p = 0;
+  if (d->fail) return 0;
+  if (chk(d, cu.cuMemAlloc_v2(&p, bytes ? bytes : 4), "cuMemAlloc")) return 0;
+  chk(d, cu.cuMemsetD32Async(p, 0, (bytes ? bytes : 4) / 4, d->st), "cuMemsetD32");
+  return p;
+}
 
 static void launch(dstep *d, const dk *k, CUdeviceptr a, CUdeviceptr b, CUdeviceptr c, CUdeviceptr e, int64_t n,
                    int64_t f1, int64_t f2) {
@@ -178,7 +190,8 @@ static void add_kernel(gen *G, dk *k, const kd_desc *desc, int layer, const char
 }
 
 static const char *const lk_name[N_LK] = {"relu_f", "after_f", "bn_f", "pass_f", "pool_f", "gap_f", "copy_f",
-                                          "bn_b",   "after_b", "relu_b", "pass_b", "pool_b", "gap_b", "copy_b"};
+                                          "bn_b",   "after_b", "relu_b", "pass_b", "pool_b", "gap_b", "copy_b",
+                                          "revive"};
 
 static int build_kernels(dstep *d, char *err, size_t errlen) {
   static atomic_int serial;
@@ -216,6 +229,11 @@ static int build_kernels(dstep *d, char *err, size_t errlen) {
         b.op = KD_BN_BWD, b.src = z, b.y = out, b.dy = out, b.dst = z, b.assign = d->assign[i];
         add_kernel(&G, &k[B_BN], &b, i, "bn_b");
       }
+      if (l->can_die)
+        add_kernel(&G, &k[P2_REVIVE],
+                   &(kd_desc){.op = KD_REVIVE, .ns = ns, .c = l->cout, .hw = plane, .y = out, .dy = out,
+                              .relu = l->bn != IR_BN_AFTER, .norm = l->bn != 0},
+                   i, "revive");
       if (prev >= 0) {
         add_kernel(&G, &k[F_PASS], &(kd_desc){.op = KD_COPY, .ns = ns, .len = len, .src = prev, .dst = out}, i,
                    "pass_f");
@@ -265,8 +283,6 @@ static int build_kernels(dstep *d, char *err, size_t errlen) {
 
 /* ---- host copies ---- */
 
-static const rt_state hs_state[3] = {RT_PARAMS, RT_MOMENTUM, RT_STATS};
-
 static CUdeviceptr hs_dev(dstep *d, int i) {
   return i == 0 ? d->pgm : i == 1 ? fptr(d->pgm, 2 * d->np) : d->stats;
 }
@@ -287,26 +303,14 @@ static void flush(dstep *d) {
     }
 }
 
-/* Phase II on the host step: the state goes there, and comes back. */
-static void enter_inner(dstep *d) {
-  if (d->inner) return;
-  for (int i = 0; i < 3; i++) hs_fetch(d, i);
-  for (int i = 0; i < 3 && !d->fail; i++)
-    if (d->hn[i]) memcpy(d->host->i->edit(d->host, hs_state[i]), d->h[i], (size_t)d->hn[i] * sizeof(float));
-  d->host->i->set_training(d->host, d->training);
-  d->inner = 1;
-}
-
-static void leave_inner(dstep *d) {
-  if (!d->inner) return;
-  for (int i = 0; i < 3; i++) {
-    if (d->hn[i]) memcpy(d->h[i], d->host->i->view(d->host, hs_state[i]), (size_t)d->hn[i] * sizeof(float));
-    d->valid[i] = d->dirty[i] = 1;
-  }
-  d->inner = 0;
-}
-
 /* ---- the phases ---- */
+
+/* A weighted layer's kernels: its pattern's, or phase II's dense ones. */
+static cu_kern *layer_kern(dstep *d, int l) {
+  cu_kern *ck = d->p2 ? (d->dense[l].mod ? &d->dense[l] : NULL) : rt_cuda_kernels_layer(d->ks, l);
+  if (!ck) chk(d, CUDA_ERROR_INVALID_HANDLE, d->p2 ? "phase II without its kernels" : "a layer used before prepare");
+  return ck;
+}
 
 static void enq_forward(dstep *d, int l) {
   const ir_graph *g = d->pub.g;
@@ -320,11 +324,8 @@ static void enq_forward(dstep *d, int l) {
       launch(d, &k[F_PASS], d->act, 0, 0, 0, n, 0, 0);
       return;
     }
-    cu_kern *ck = rt_cuda_kernels_layer(d->ks, l);
-    if (!ck) {
-      chk(d, CUDA_ERROR_INVALID_HANDLE, "a layer used before prepare");
-      return;
-    }
+    cu_kern *ck = layer_kern(d, l);
+    if (!ck) return;
     int64_t out = T[ly->out_t].off + (int64_t)ly->out_ch * ly->oh * ly->ow;
     int64_t z = ly->z_t >= 0 ? T[ly->z_t].off : out;
     int64_t dst = ly->kind == IR_CONV || ly->relu ? z : out;
@@ -353,11 +354,8 @@ static void enq_backward(dstep *d, int l) {
       launch(d, &k[B_PASS], d->dact, 0, 0, 0, n, 0, 0);
       return;
     }
-    cu_kern *ck = rt_cuda_kernels_layer(d->ks, l);
-    if (!ck) {
-      chk(d, CUDA_ERROR_INVALID_HANDLE, "a layer used before prepare");
-      return;
-    }
+    cu_kern *ck = layer_kern(d, l);
+    if (!ck) return;
     launch(d, &k[B_BN], d->act, d->dact, d->pgm, d->bnaux, n, 0, 0);
     launch(d, &k[B_AFTER], d->act, d->dact, 0, 0, n, 0, 0);
     launch(d, &k[B_RELU], d->act, d->dact, 0, 0, n, 0, 0);
@@ -422,6 +420,10 @@ static void run_phase(dstep *d, int p) {
                 : p == PH_BWD ? d->n : 0;
   phase *ph = &d->ph[p];
   if (d->fail) return;
+  if (d->p2) { /* alive flags and masks change between phase II's passes */
+    enqueue(d, p);
+    return;
+  }
   if (ph->exec && ph->key == key) {
     chk(d, cu.cuGraphLaunch(ph->exec, d->st), "cuGraphLaunch");
     d->gs.graph_launches++;
@@ -455,12 +457,13 @@ static void run_phase(dstep *d, int p) {
 
 static int st_prepare(rt_backend *b, const uint8_t *dirty, const uint8_t *mask, const uint8_t *varies) {
   dstep *d = D(b);
-  if (d->host->i->prepare(d->host, dirty, mask, varies)) {
-    snprintf(b->error, sizeof b->error, "%s", d->host->error);
-    return -1;
+  const ir_graph *g = b->g;
+  for (int i = 0; i < g->n_layers; i++) {
+    const ir_layer *l = &g->layers[i];
+    if (l->w_off < 0 || !dirty[i] || l->cout == 0 || l->cin == 0) continue;
+    if (d->ks->prepare(d->ks, i, mask + l->w_off, mask + l->b_off, b->error, sizeof b->error)) return -1;
   }
   flush(d);
-  const ir_graph *g = b->g;
   for (int64_t i = 0; i < d->np; i++) d->tmp[i] = mask[i] ? 1.0f : 0.0f;
   if (d->np) chk(d, cu.cuMemcpyHtoD_v2(fptr(d->pgm, 3 * d->np), d->tmp, (size_t)d->np * sizeof(float)), "cuMemcpyHtoD");
   /* constant channels: batch norm maps them to beta in inference */
@@ -478,18 +481,15 @@ static int st_prepare(rt_backend *b, const uint8_t *dirty, const uint8_t *mask, 
   return done(d);
 }
 
-static void st_set_driver(rt_backend *b, rt_graph_fn fwd, rt_graph_fn bwd) {
-  /* The driver calls the host step's graph ops; the device step runs
-   * the same schedule itself. */
-  D(b)->host->i->set_driver(D(b)->host, fwd, bwd);
-}
+/* The driver's order is the schedule's, which the device step runs
+ * itself, each phase one graph. */
+static void st_set_driver(rt_backend *b, rt_graph_fn fwd, rt_graph_fn bwd) { (void)b, (void)fwd, (void)bwd; }
 
 static void drop_set(dstep *d) {
   if (d->set) cu.cuMemFree_v2(d->set);
   if (d->draws) cu.cuMemFree_v2(d->draws);
   if (d->set_mod) cu.cuModuleUnload(d->set_mod);
-  free(d->made);
-  d->set = d->draws = 0, d->set_mod = NULL, d->made = NULL, d->ds = NULL, d->gather.f = NULL;
+  d->set = d->draws = 0, d->set_mod = NULL, d->ds = NULL, d->gather.f = NULL;
 }
 
 /* The training set to the device, once: a pass then begins from its
@@ -541,15 +541,11 @@ static int st_set_dataset(rt_backend *b, const rt_dataset *ds, const rt_norm *nm
     chk(d, cu.cuMemcpyHtoD_v2(d->set + (CUdeviceptr)KD_SET_IMAGES(ds->n),
                               ds->x ? (const void *)ds->x : (const void *)ds->px, (size_t)ds->n * chw * px),
         "cuMemcpyHtoD (the set's images)");
-  if (!rc && !d->fail && !(d->made = malloc((size_t)b->cap * chw * sizeof *d->made))) {
-    snprintf(b->error, sizeof b->error, "cuda backend: out of memory");
-    rc = -1;
-  }
   if (rc || d->fail) {
     drop_set(d);
     return rc ? -1 : done(d);
   }
-  d->ds = ds, d->nm = *nm, d->crop = crop;
+  d->ds = ds;
   return 0;
 }
 
@@ -558,10 +554,6 @@ static int st_upload_draws(rt_backend *b, const rt_draw *dr, int n) {
   if (!d->ds) {
     snprintf(b->error, sizeof b->error, "cuda backend: draws without a data set");
     return -1;
-  }
-  if (d->inner) { /* phase II's passes: on the host step, as images */
-    rt_data_make(d->ds, dr, n, &d->nm, d->crop, d->made, NULL);
-    return d->host->i->upload(d->host, d->made, n);
   }
   flush(d);
   d->n = n, d->drawn = 1;
@@ -572,7 +564,6 @@ static int st_upload_draws(rt_backend *b, const rt_draw *dr, int n) {
 
 static int st_upload(rt_backend *b, const float *images, int n) {
   dstep *d = D(b);
-  if (d->inner) return d->host->i->upload(d->host, images, n);
   d->drawn = 0;
   const ir_graph *g = b->g;
   const ir_tensor *t = &g->tensors[g->input_t];
@@ -588,9 +579,11 @@ static int st_upload(rt_backend *b, const float *images, int n) {
   return done(d);
 }
 
+static int p2_kernels(dstep *d);
+
 static int st_forward(rt_backend *b) {
   dstep *d = D(b);
-  if (d->inner) return d->host->i->forward(d->host);
+  if (d->p2 && p2_kernels(d)) return -1;
   flush(d);
   run_phase(d, PH_FWD);
   if (d->training) d->valid[2] = 0;
@@ -599,7 +592,6 @@ static int st_forward(rt_backend *b) {
 
 static int st_loss(rt_backend *b, const ir_label *labels, int grad, double *loss, int *correct) {
   dstep *d = D(b);
-  if (d->inner) return d->host->i->loss(d->host, labels, grad, loss, correct);
   double out[2] = {0, 0};
   flush(d);
   d->grad = !!grad;
@@ -615,9 +607,9 @@ static int st_loss(rt_backend *b, const ir_label *labels, int grad, double *loss
 
 static int st_backward(rt_backend *b) {
   dstep *d = D(b);
-  if (d->inner) return d->host->i->backward(d->host);
+  if (d->p2 && p2_kernels(d)) return -1;
   flush(d);
-  d->gedit = 0;
+  d->gedit = 0, d->gvalid = 0;
   run_phase(d, PH_BWD);
   return done(d);
 }
@@ -631,7 +623,7 @@ static int same_calls(const ir_call *a, const ir_call *b, int n) {
 
 static int st_run(rt_backend *b, const ir_call *calls, int n) {
   dstep *d = D(b);
-  if (d->inner) return d->host->i->run(d->host, calls, n);
+  if (d->p2 && p2_kernels(d)) return -1;
   if (n == d->nf && same_calls(calls, d->fc, n)) return st_forward(b);
   if (n == d->nb && same_calls(calls, d->bc, n)) return st_backward(b);
   flush(d);
@@ -646,12 +638,11 @@ static int st_run(rt_backend *b, const ir_call *calls, int n) {
 
 static int st_sgd(rt_backend *b, float lr, float momentum, float decay) {
   dstep *d = D(b);
-  if (d->inner) return d->host->i->sgd(d->host, lr, momentum, decay);
   flush(d);
   if (d->gedit && d->np && !d->fail)
     chk(d, cu.cuMemcpyHtoD_v2(fptr(d->pgm, d->np), d->grads, (size_t)d->np * sizeof(float)),
         "cuMemcpyHtoD (the edited gradients)");
-  d->gedit = 0;
+  d->gedit = 0, d->gvalid = 0;
   float s[3] = {lr, momentum, decay};
   if (!d->fail) chk(d, cu.cuMemcpyHtoDAsync_v2(fptr(d->scal, 4), s, sizeof s, d->st), "cuMemcpyHtoD (SGD's scalars)");
   run_phase(d, PH_SGD);
@@ -661,12 +652,10 @@ static int st_sgd(rt_backend *b, float lr, float momentum, float decay) {
 
 static void st_set_training(rt_backend *b, int on) {
   D(b)->training = !!on;
-  D(b)->host->i->set_training(D(b)->host, on);
 }
 
 static const float *st_view(rt_backend *b, rt_state which) {
   dstep *d = D(b);
-  if (d->inner) return d->host->i->view(d->host, which);
   const ir_graph *g = b->g;
   const float *r = NULL;
   switch (which) {
@@ -677,7 +666,9 @@ static const float *st_view(rt_backend *b, rt_state which) {
     break;
   }
   case RT_GRADS:
-    if (d->np) chk(d, cu.cuMemcpyDtoH_v2(d->grads, fptr(d->pgm, d->np), (size_t)d->np * sizeof(float)), "cuMemcpyDtoH");
+    if (d->np && !d->gvalid)
+      chk(d, cu.cuMemcpyDtoH_v2(d->grads, fptr(d->pgm, d->np), (size_t)d->np * sizeof(float)), "cuMemcpyDtoH");
+    d->gvalid = !d->fail;
     r = d->grads;
     break;
   case RT_LOGITS: {
@@ -699,11 +690,10 @@ static const float *st_view(rt_backend *b, rt_state which) {
 
 static float *st_edit(rt_backend *b, rt_state which) {
   dstep *d = D(b);
-  if (d->inner) return d->host->i->edit(d->host, which);
   if (which == RT_GRADS) { /* the backward's, to be edited: what SGD applies */
     st_view(b, RT_GRADS);
     if (done(d)) return NULL;
-    d->gedit = 1;
+    d->gedit = 1, d->gvalid = 0;
     return d->grads;
   }
   if (which != RT_PARAMS && which != RT_MOMENTUM && which != RT_STATS) return NULL;
@@ -714,28 +704,105 @@ static float *st_edit(rt_backend *b, rt_state which) {
   return d->h[i];
 }
 
-static void st_phase2(rt_backend *b, int on) {
-  dstep *d = D(b);
-  if (on) enter_inner(d);
-  d->host->i->phase2(d->host, on);
-  if (!on) leave_inner(d);
+static void st_phase2(rt_backend *b, int on) { D(b)->p2 = !!on; }
+
+static void drop_p2(dstep *d) {
+  for (int i = 0; d->dense && i < d->pub.g->n_layers; i++) cu_kern_free(&d->dense[i]);
+  if (d->dscr) cu.cuMemFree_v2(d->dscr);
+  if (d->rv) cu.cuMemFree_v2(d->rv);
+  free(d->dense);
+  d->dense = NULL, d->dscr = d->rv = 0;
 }
 
+/* Phase II's kernels, at its first pass: each weighted layer's dense
+ * ones, sharing one scratch, and the buffer of dead layers' gradients. */
+static int p2_kernels(dstep *d) {
+  const ir_graph *g = d->pub.g;
+  if (d->dense) return 0;
+  char err[400];
+  size_t need = 0;
+  int64_t rvlen = 0;
+  if (!(d->dense = calloc((size_t)(g->n_layers ? g->n_layers : 1), sizeof *d->dense))) {
+    snprintf(d->pub.error, sizeof d->pub.error, "cuda backend: out of memory");
+    return -1;
+  }
+  for (int i = 0; i < g->n_layers; i++) {
+    const ir_layer *l = &g->layers[i];
+    if ((l->kind != IR_CONV && l->kind != IR_LINEAR) || l->cout == 0 || l->cin == 0) continue;
+    cu_kern_desc kd = {.conv = l->kind == IR_CONV};
+    if (kd.conv) kd.cd = (cg_conv_desc){l->cin, l->h, l->w, l->cout, l->k, l->stride, l->pad, NULL, NULL, 0};
+    else kd.ld = (cg_linear_desc){l->cin, l->cout, NULL, NULL, 0, 0};
+    if (cu_kern_build_dense(&d->dense[i], &kd, d->blas, d->sm, err, sizeof err)) {
+      snprintf(d->pub.error, sizeof d->pub.error, "cuda backend: phase II's kernels of layer %s: %s", l->name, err);
+      drop_p2(d);
+      return -1;
+    }
+    size_t s = cu_kern_dense_scratch(&d->dense[i], d->pub.cap);
+    need = s > need ? s : need;
+    int64_t len = (int64_t)l->cout * l->oh * l->ow;
+    if (l->can_die && len > rvlen) rvlen = len;
+  }
+  d->dscr = zalloc(d, need * sizeof(float));
+  d->rv = zalloc(d, (size_t)rvlen * (size_t)d->pub.cap * sizeof(float));
+  if (done(d)) {
+    snprintf(d->pub.error, sizeof d->pub.error, "cuda backend: phase II's scratch (%zu MB) does not fit on the device",
+             (need + (size_t)rvlen * (size_t)d->pub.cap) * sizeof(float) >> 20);
+    drop_p2(d);
+    return -1;
+  }
+  for (int i = 0; i < g->n_layers; i++)
+    if (d->dense[i].mod) cu_kern_lend_scratch(&d->dense[i], d->dscr, need);
+  return 0;
+}
+
+/* The dense gradient of one batch, on the device: a pass whose backward
+ * runs on the dense kernels (every weight's gradient, the missing ones
+ * included), and each dead layer's gradient as if revived (KD_REVIVE)
+ * through its dense weight gradient; the gradients come back once. */
 static int st_dense_grad(rt_backend *b, const float *images, const ir_label *labels, int n, float *out, double *loss) {
   dstep *d = D(b);
-  int was = d->inner;
-  enter_inner(d);
-  int rc = d->fail ? -1 : d->host->i->dense_grad(d->host, images, labels, n, out, loss);
-  if (rc) snprintf(b->error, sizeof b->error, "%s", d->fail ? b->error : d->host->error);
-  if (!was) leave_inner(d);
-  d->fail = 0;
-  return rc;
+  const ir_graph *g = b->g;
+  int was = d->p2;
+  d->p2 = 1;
+  int rc = p2_kernels(d);
+  if (!rc) rc = st_upload(b, images, n);
+  if (!rc) rc = st_forward(b);
+  if (!rc) rc = st_loss(b, labels, 1, loss, NULL);
+  if (!rc) rc = st_backward(b);
+  d->p2 = was;
+  if (rc) return -1;
+  const ir_tensor *T = g->tensors;
+  CUdeviceptr gr = fptr(d->pgm, d->np);
+  for (int i = 0; i < g->n_layers && !d->fail; i++) {
+    const ir_layer *l = &g->layers[i];
+    if (!d->dense[i].mod) continue;
+    d->dstats.dense_backend++;
+    if (b->arch->alive[i]) continue; /* the backward's */
+    if (!d->lk[i][P2_REVIVE].f) {
+      chk(d, CUDA_ERROR_INVALID_HANDLE, "a dead layer that cannot die");
+      break;
+    }
+    int64_t in = T[l->in_t].off + (int64_t)l->in_ch * l->h * l->w;
+    int64_t len = (int64_t)l->cout * l->oh * l->ow;
+    launch(d, &d->lk[i][P2_REVIVE], d->act, d->dact, d->rv, 0, n, d->training, 0);
+    if (!d->fail)
+      chk(d, cu_kern_bwd(&d->dense[i], d->st, fptr(d->act, in), d->rv, 0, 0, fptr(gr, l->w_off), fptr(gr, l->b_off), n,
+                         d->ns, len),
+          "phase II's dense gradient");
+  }
+  if (d->np && !d->fail) chk(d, cu.cuMemcpyDtoH_v2(d->grads, gr, (size_t)d->np * sizeof(float)), "cuMemcpyDtoH (the gradient)");
+  d->gvalid = !d->fail;
+  if (done(d)) return -1;
+  for (int i = 0; i < g->n_layers; i++) {
+    const ir_layer *l = &g->layers[i];
+    if (!d->dense[i].mod) continue;
+    for (int64_t k = l->w_off; k < l->w_off + l->n_w; k++) out[k] += d->grads[k];
+    for (int64_t k = l->b_off; k < l->b_off + l->cout; k++) out[k] += d->grads[k];
+  }
+  return 0;
 }
 
-static rt_backend_stats st_stats(const rt_backend *b) {
-  const dstep *d = (const dstep *)b;
-  return d->host->i->stats(d->host);
-}
+static rt_backend_stats st_stats(const rt_backend *b) { return ((const dstep *)b)->dstats; }
 
 static int st_profile(rt_backend *b) {
   (void)b;
@@ -753,7 +820,6 @@ static void st_profile_report(const rt_backend *b, FILE *f, long steps) {
 
 static int st_channel_stats(rt_backend *b, int li, double *mean, double *var, double *min) {
   dstep *d = D(b);
-  if (d->inner) return d->host->i->channel_stats(d->host, li, mean, var, min);
   const ir_graph *g = b->g;
   const ir_layer *l = &g->layers[li];
   if (d->n < 1) return -1;
@@ -812,8 +878,9 @@ static void st_free(rt_backend *b) {
   CUdeviceptr *bufs[] = {&d->act, &d->dact, &d->pgm, &d->stats, &d->bnaux, &d->labels, &d->lsc, &d->scal};
   for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
     if (*bufs[i]) cu.cuMemFree_v2(*bufs[i]);
+  drop_p2(d);
   if (d->mod) cu.cuModuleUnload(d->mod);
-  if (d->host) d->host->i->free(d->host);
+  if (d->ks) d->ks->free(d->ks);
   for (int i = 0; i < 3; i++) free(d->h[i]);
   free(d->grads), free(d->logits), free(d->tmp), free(d->lk), free(d->zero), free(d->assign);
   free(d->fc), free(d->bc);
@@ -853,13 +920,6 @@ static const rt_backend_i step_i = {
     .kernels = st_kernels,
 };
 
-static CUdeviceptr zalloc(dstep *d, size_t bytes) {
-  CUdeviceptr p = 0;
-  if (d->fail) return 0;
-  if (chk(d, cu.cuMemAlloc_v2(&p, bytes ? bytes : 4), "cuMemAlloc")) return 0;
-  chk(d, cu.cuMemsetD32Async(p, 0, (bytes ? bytes : 4) / 4, d->st), "cuMemsetD32");
-  return p;
-}
 
 rt_backend *rt_cuda_step_new(const ir_graph *g, const ir_arch *arch, int cap, int threads, char *err, size_t errlen) {
   for (int i = 0; i < g->n_layers; i++)
@@ -873,15 +933,13 @@ rt_backend *rt_cuda_step_new(const ir_graph *g, const ir_arch *arch, int cap, in
     return NULL;
   }
   d->pub = (rt_backend){.i = &step_i, .g = g, .arch = arch, .cap = cap, .threads = threads};
-  d->host = rt_step_new("cuda-host", g, arch, cap, threads, err, errlen);
-  if (!d->host) {
+  if (!(d->ks = rt_kernels_cuda_new(g, err, errlen))) {
     free(d);
     return NULL;
   }
-  d->ks = d->host->i->kernels(d->host);
-  cublasHandle_t h;
-  if (rt_cuda_kernels_device(d->ks, &d->ctx, &d->st, &h, &d->sm)) {
-    snprintf(err, errlen, "cuda backend: the host step has no CUDA kernel set");
+  d->ks->threads = threads;
+  if (rt_cuda_kernels_device(d->ks, &d->ctx, &d->st, &d->blas, &d->sm)) {
+    snprintf(err, errlen, "cuda backend: no CUDA kernel set");
     st_free(&d->pub);
     return NULL;
   }

@@ -13,11 +13,18 @@
  * a CUDA graph, captured on its second run and again after every
  * prepare.
  *
- * Phase II (its passes flip masks between them, on kernels that follow
- * the masks as they are) runs on a host step over the CUDA kernel set
- * ("cuda-host", the same kernels, whose prepare this one calls): the
- * state goes there when phase II begins and comes back when it ends;
- * the dense gradient's GEMMs run on cuBLAS there.
+ * Phase II runs on the device too. Its passes flip masks between them,
+ * so each weighted layer runs there on dense kernels that follow them as
+ * they are (cu_kern_build_dense: cuBLAS over the weights, zero where α is
+ * clear), built at the first phase II and sharing one scratch; their
+ * backward gives every weight's gradient, the missing ones included. A
+ * dead layer's, as if it came alive, goes through KD_REVIVE and its dense
+ * weight gradient. A batch's dense gradient copies the images and labels
+ * in and the gradient (n_params floats) and the loss out, once; the
+ * ranking and the hyper step stay with the search, on the host views.
+ * The step owns the CUDA kernel set (cuda.c) whose layers' kernels it
+ * runs, and prepares them for the layers whose α changed; the host step
+ * over the same set ("cuda-host") is another backend, to compare.
  *
  * Host views (backend.h) download on demand; edits upload before the next
  * operation.

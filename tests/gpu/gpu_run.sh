@@ -45,6 +45,16 @@ if [ -e "$data/train-images-idx3-ubyte.gz" ]; then
       --test-limit 1000 --run-dir "$work/$b" 2>&1 | tail -n 1
     grep -o '"train_seconds": [0-9.]*' "$work/$b/metrics.jsonl" | head -n 1
   done
+  # phase II's share: one expansion after an epoch (goal: at most 5%)
+  for b in cuda cpu; do
+    echo "== phase II on --backend $b: an epoch of 10,000 images, then one expansion"
+    timeout 120 "$bin/fmnist" train --backend "$b" --data "$data" --epochs 2 --freeze-last 0 --train-limit 10000 \
+      --test-limit 1000 --run-dir "$work/g$b" --quiet 2>&1 | tail -n 1
+    awk '/"event": "expand"/ && !x { sub(/.*"seconds": /, ""); sub(/,.*/, ""); x = $0 + 0 }
+         /"train_seconds"/ && !t { sub(/.*"train_seconds": /, ""); sub(/,.*/, ""); t = $0 + 0 }
+         END { if (t > 0 && x > 0) printf "phase II %.3f s, the epoch %.3f s: %.1f%% of it\n", x, t, 100 * x / t
+               else print "no expansion or no epoch in metrics.jsonl" }' "$work/g$b/metrics.jsonl"
+  done
   echo "== profile, --backend cuda"
   timeout 120 "$bin/fmnist" train --backend cuda --search fixed --data "$data" --epochs 1 --train-limit 4096 \
     --test-limit 500 --run-dir "$work/p" --quiet --profile 2>&1 | tail -n 16

@@ -126,6 +126,9 @@ static void devops_case(void) {
       {.op = KD_SGD, .np = 500},
       {.op = KD_GATHER, .ns = 900, .c = 3, .h = 8, .w = 7, .f = 2, .dst = 0, .n_set = 50},
       {.op = KD_GATHER, .ns = 900, .c = 1, .h = 8, .w = 8, .f = 0, .dst = 0, .n_set = 50, .bytes = 1},
+      {.op = KD_REVIVE, .ns = 900, .c = 6, .hw = 16, .y = 200, .dy = 200, .relu = 1, .norm = 1},
+      {.op = KD_REVIVE, .ns = 900, .c = 6, .hw = 16, .y = 200, .dy = 200, .norm = 1},
+      {.op = KD_REVIVE, .ns = 900, .c = 6, .hw = 1, .y = 850, .dy = 850, .relu = 1},
   };
   int rc = 0, nk = (int)(sizeof d / sizeof d[0]);
   for (int i = 0; i < nk; i++) {

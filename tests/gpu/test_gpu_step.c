@@ -17,6 +17,10 @@
  *            makes the same images (crop and flip) as the host: the
  *            same losses and parameters, bit for bit, as the steps
  *            given those images.
+ *   phase II: the dense gradient of a batch (every weight's, a dead
+ *            layer's as if it came alive) runs on the device and equals
+ *            the reference's; it copies the batch in and the gradient
+ *            and the loss out, once, and nothing per layer.
  *
  * The model has batch norm (both orders), a max pool, a dead layer, GAP
  * and a linear stage, so that every generated op of the step runs. */
@@ -142,6 +146,72 @@ static int train(run *r, int graphs, int how, const char *backend) {
   return (int)np;
 }
 
+/* Phase II's dense gradient on backend against the reference's. */
+static void phase2(const char *backend) {
+  char err[256];
+  ir_graph *g = jt_build(src);
+  CHECK(g, "model does not build");
+  if (!g) return;
+  rt_exec *x[2] = {rt_exec_new(g, BATCH, 1, backend, err, sizeof err), NULL};
+  CHECK(x[0], "%s exec: %s", backend, err);
+  x[1] = x[0] ? rt_exec_new(g, BATCH, 1, "ref", err, sizeof err) : NULL;
+  if (!x[1]) {
+    if (x[0]) rt_exec_free(x[0]);
+    ir_free(g);
+    return;
+  }
+  int dead = -1;
+  for (int li = 0; li < g->n_layers; li++)
+    if (g->layers[li].w_off >= 0 && !x[0]->arch->alive[li]) dead = li;
+  CHECK(dead >= 0, "the model has no dead layer");
+  const ir_tensor *t = &g->tensors[g->input_t];
+  size_t img = (size_t)t->c * t->h * t->w;
+  jt_state = 1234567;
+  float *in = jt_randf((size_t)BATCH * img), *dg[2];
+  ir_label lab[BATCH];
+  for (int i = 0; i < BATCH; i++) lab[i] = (ir_label)jt_int(0, g->cfg.classes - 1);
+  double loss[2];
+  long long h2d = 0, d2h = 0;
+  for (int k = 0; k < 2; k++) {
+    rt_exec_init_params(x[k], 5);
+    CHECK(rt_exec_prepare(x[k], err, sizeof err) == 0, "prepare: %s", err);
+    dg[k] = calloc((size_t)g->n_params, sizeof(float));
+    rt_exec_phase2(x[k], 1);
+    /* the second batch's traffic: the first builds phase II's kernels,
+     * and the live layout its step for phase II */
+    for (int rep = 0; rep < 2; rep++) {
+      long long h0, d0, h1, d1;
+      emu_traffic(&h0, &d0);
+      memset(dg[k], 0, (size_t)g->n_params * sizeof(float));
+      CHECK(rt_exec_dense_grad(x[k], in, lab, BATCH, dg[k], &loss[k], err, sizeof err) == 0, "%s: dense grad: %s",
+            k ? "ref" : backend, err);
+      emu_traffic(&h1, &d1);
+      h2d = h1 - h0, d2h = d1 - d0;
+    }
+    rt_exec_phase2(x[k], 0);
+    if (k == 0) {
+      long long batch = (long long)(BATCH * img * sizeof(float)) + BATCH * (long long)sizeof(ir_label);
+      long long grads = g->n_params * (long long)sizeof(float);
+      printf("phase II, %s: a batch's dense gradient copies %lld bytes in (the batch's %lld) and %lld out "
+             "(the gradient's %lld at most)\n", backend, h2d, batch, d2h, grads);
+      CHECK(h2d <= batch + 64 && d2h <= grads + 64, "phase II, %s: %lld bytes in, %lld out: more than the batch "
+            "(%lld) in and the gradient (%lld) out", backend, h2d, d2h, batch, grads);
+    }
+  }
+  double e = jt_nerr(dg[0], dg[1], (size_t)g->n_params);
+  CHECK(e < 1e-5 && fabs(loss[0] - loss[1]) <= 1e-5 * fabs(loss[1]),
+        "phase II, %s: the dense gradient differs from the reference's by %g (losses %.9g, %.9g)", backend, e,
+        loss[0], loss[1]);
+  /* the dead layer's, as if it came alive: not nothing */
+  double s = 0;
+  if (dead >= 0)
+    for (int64_t k = g->layers[dead].w_off; k < g->layers[dead].w_off + g->layers[dead].n_w; k++) s += fabs(dg[0][k]);
+  CHECK(s > 0, "phase II, %s: no gradient at the dead layer %s", backend, dead >= 0 ? g->layers[dead].name : "");
+  free(in), free(dg[0]), free(dg[1]);
+  rt_exec_free(x[0]), rt_exec_free(x[1]);
+  ir_free(g);
+}
+
 int main(void) {
   if (emu_driver_install()) {
     printf("SKIP: this LLVM cannot JIT for the host\n");
@@ -187,6 +257,8 @@ int main(void) {
   CHECK(memcmp(lk.params, lm.params, (size_t)np * sizeof(float)) == 0,
         "live layout: parameters differ between the kept set's draws and the same images");
   free(a.params), free(b.params), free(k.params), free(m.params), free(lk.params), free(lm.params);
+  phase2("cuda/bounds");
+  phase2("cuda");
   if (failures) fprintf(stderr, "test_gpu_step: %d failures\n", failures);
   else printf("test_gpu_step: ok\n");
   return failures != 0;
