@@ -719,6 +719,12 @@ static void drop_p2(dstep *d) {
 static int p2_kernels(dstep *d) {
   const ir_graph *g = d->pub.g;
   if (d->dense) return 0;
+  if (!d->blas) {
+    snprintf(d->pub.error, sizeof d->pub.error, "cuda backend: phase II runs on cuBLAS, which cannot start here "
+             "(libcublas.so.13, .12 or .11 not found, or cublasCreate failed): install cuBLAS, or train with "
+             "--search fixed");
+    return -1;
+  }
   char err[400];
   size_t need = 0;
   int64_t rvlen = 0;

@@ -500,8 +500,13 @@ static CUresult e_GetErrorString(CUresult r, const char **s) {
 
 /* ---- cuBLAS ------------------------------------------------------------- */
 
+static int no_cublas; /* emu_no_cublas */
+
+void emu_no_cublas(int on) { no_cublas = on; }
+
 static cublasStatus_t b_Create(cublasHandle_t *h) {
   static int handle;
+  if (no_cublas) return 1; /* CUBLAS_STATUS_NOT_INITIALIZED */
   *h = (cublasHandle_t)&handle;
   return 0;
 }

@@ -27,6 +27,10 @@ int emu_driver_install(void);
  * returns CUDA_ERROR_LAUNCH_FAILED; -1 (the default): never. */
 void emu_fail_launches(long after);
 
+/* A machine whose cuBLAS does not start (on: cublasCreate fails), for
+ * the backends created from then on. */
+void emu_no_cublas(int on);
+
 /* The bytes copied host to device and device to host so far (every copy
  * entry point; page-locking and module loading are not copies). */
 void emu_traffic(long long *h2d, long long *d2h);

@@ -212,6 +212,38 @@ static void phase2(const char *backend) {
   ir_free(g);
 }
 
+/* Without cuBLAS the step trains on its sparse kernels, and phase II,
+ * which needs it, stops with a message that says so. */
+static void no_cublas(void) {
+  char err[512];
+  emu_no_cublas(1);
+  ir_graph *g = jt_build(src);
+  rt_exec *x = g ? rt_exec_new(g, BATCH, 1, "cuda/bounds", err, sizeof err) : NULL;
+  CHECK(x, "exec without cuBLAS: %s", err);
+  if (x) {
+    rt_exec_init_params(x, 5);
+    CHECK(rt_exec_prepare(x, err, sizeof err) == 0, "prepare without cuBLAS: %s", err);
+    const ir_tensor *t = &g->tensors[g->input_t];
+    float *in = jt_randf((size_t)BATCH * t->c * t->h * t->w), *dg = calloc((size_t)g->n_params, sizeof(float));
+    ir_label lab[BATCH] = {0};
+    double loss;
+    rt_exec_set_input(x, in, BATCH);
+    rt_exec_forward(x);
+    CHECK(isfinite(rt_exec_loss(x, lab, 0, NULL)) && rt_exec_status(x, err, sizeof err) == 0,
+          "a pass without cuBLAS: %s", err);
+    rt_exec_phase2(x, 1);
+    int rc = rt_exec_dense_grad(x, in, lab, BATCH, dg, &loss, err, sizeof err);
+    rt_exec_phase2(x, 0);
+    CHECK(rc != 0 && strstr(err, "cuBLAS") && strstr(err, "--search fixed"),
+          "phase II without cuBLAS: rc %d, '%s'", rc, rc ? err : "");
+    printf("phase II without cuBLAS: %s\n", err);
+    free(in), free(dg);
+    rt_exec_free(x);
+  }
+  ir_free(g);
+  emu_no_cublas(0);
+}
+
 int main(void) {
   if (emu_driver_install()) {
     printf("SKIP: this LLVM cannot JIT for the host\n");
@@ -259,6 +291,7 @@ int main(void) {
   free(a.params), free(b.params), free(k.params), free(m.params), free(lk.params), free(lm.params);
   phase2("cuda/bounds");
   phase2("cuda");
+  no_cublas();
   if (failures) fprintf(stderr, "test_gpu_step: %d failures\n", failures);
   else printf("test_gpu_step: ok\n");
   return failures != 0;
