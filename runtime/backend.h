@@ -86,6 +86,10 @@ typedef struct rt_backend_i {
    * reason when it cannot keep the set (too large): the caller makes the
    * images instead. */
   int (*set_dataset)(rt_backend *b, const rt_dataset *d, const rt_norm *nm, int crop);
+  /* Optional (NULL: the caller gives the set again): b, a new step of the
+   * same kind and input that replaces `from` (packed.h), takes the set
+   * from keeps, which then keeps none. 0, or -1 (from keeps it). */
+  int (*take_dataset)(rt_backend *b, rt_backend *from);
   int (*upload_draws)(rt_backend *b, const rt_draw *dr, int n);
   int (*forward)(rt_backend *b);
   /* Softmax cross-entropy of the last forward, its mean in *loss and the

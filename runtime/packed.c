@@ -511,8 +511,10 @@ static int rebuild(packed *p) {
     in->i->free(in), in = NULL;
     snprintf(err, sizeof err, "out of memory for the profile");
   }
-  /* the set the step before kept, kept by this one too */
-  if (in && p->ds && (!in->i->set_dataset || in->i->set_dataset(in, p->ds, p->nm, p->crop))) {
+  /* the set the step before kept, kept by this one too: taken from it
+   * where the step can (on the device, without a second copy) */
+  if (in && p->ds && !(old && in->i->take_dataset && in->i->take_dataset(in, old) == 0) &&
+      (!in->i->set_dataset || in->i->set_dataset(in, p->ds, p->nm, p->crop))) {
     snprintf(err, sizeof err, "%s", in->i->set_dataset ? in->error : "the new step keeps no data set");
     in->i->free(in), in = NULL;
   }

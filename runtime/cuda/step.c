@@ -52,6 +52,7 @@ typedef struct dstep {
   CUmodule set_mod;
   dk gather;
   const rt_dataset *ds;
+  int crop;
   int drawn;             /* the last pass began from draws: its labels are here */
   int training;
   int grad;              /* the last loss wrote the logits' gradient */
@@ -492,6 +493,34 @@ static void drop_set(dstep *d) {
   d->set = d->draws = 0, d->set_mod = NULL, d->ds = NULL, d->gather.f = NULL;
 }
 
+/* What a step needs to draw from set ds besides its bytes: the gather
+ * kernel for its graph and the draws' buffer. 0, or -1 with the reason. */
+static int bind_set(dstep *d, const rt_dataset *ds, int crop) {
+  rt_backend *b = &d->pub;
+  const ir_tensor *t = &b->g->tensors[b->g->input_t];
+  char err[256];
+  LLVMContextRef ctx = LLVMContextCreate();
+  LLVMModuleRef m = LLVMModuleCreateWithNameInContext("ilnas_set", ctx);
+  static atomic_int serial;
+  char name[64];
+  snprintf(name, sizeof name, "ilnas_set%d_gather", atomic_fetch_add(&serial, 1));
+  kd_desc g = {.op = KD_GATHER, .ns = d->ns, .c = ds->c, .h = ds->h, .w = ds->w, .f = crop,
+               .dst = t->off, .n_set = ds->n, .bytes = !ds->x};
+  int rc = kd_gen(m, &g, name, &d->gather.per, &d->gather.fixed);
+  if (rc) snprintf(err, sizeof err, "cuda backend: the data set's gather kernel: an empty shape");
+  else rc = cu_kern_load(m, d->sm, &d->set_mod, err, sizeof err);
+  LLVMDisposeModule(m);
+  LLVMContextDispose(ctx);
+  if (!rc) chk(d, cu.cuModuleGetFunction(&d->gather.f, d->set_mod, name), "the gather kernel");
+  else snprintf(b->error, sizeof b->error, "%s", err);
+  if (!rc && !d->fail) chk(d, cu.cuMemAlloc_v2(&d->draws, (size_t)b->cap * sizeof(rt_draw)), "cuMemAlloc");
+  if (rc || d->fail) {
+    drop_set(d);
+    return rc ? -1 : done(d);
+  }
+  return 0;
+}
+
 /* The training set to the device, once: a pass then begins from its
  * draws (12 bytes an image) instead of its images. */
 static int st_set_dataset(rt_backend *b, const rt_dataset *ds, const rt_norm *nm, int crop) {
@@ -508,28 +537,14 @@ static int st_set_dataset(rt_backend *b, const rt_dataset *ds, const rt_norm *nm
   }
   size_t chw = (size_t)ds->c * ds->h * ds->w, px = ds->x ? sizeof(float) : 1;
   size_t bytes = (size_t)KD_SET_IMAGES(ds->n) + (size_t)ds->n * chw * px;
-  char err[256];
-  LLVMContextRef ctx = LLVMContextCreate();
-  LLVMModuleRef m = LLVMModuleCreateWithNameInContext("ilnas_set", ctx);
-  static atomic_int serial;
-  char name[64];
-  snprintf(name, sizeof name, "ilnas_set%d_gather", atomic_fetch_add(&serial, 1));
-  kd_desc g = {.op = KD_GATHER, .ns = d->ns, .c = ds->c, .h = ds->h, .w = ds->w, .f = crop,
-               .dst = t->off, .n_set = ds->n, .bytes = !ds->x};
-  int rc = kd_gen(m, &g, name, &d->gather.per, &d->gather.fixed);
-  if (rc) snprintf(err, sizeof err, "cuda backend: the data set's gather kernel: an empty shape");
-  else rc = cu_kern_load(m, d->sm, &d->set_mod, err, sizeof err);
-  LLVMDisposeModule(m);
-  LLVMContextDispose(ctx);
-  if (!rc) chk(d, cu.cuModuleGetFunction(&d->gather.f, d->set_mod, name), "the gather kernel");
-  else snprintf(b->error, sizeof b->error, "%s", err);
-  if (!rc && !d->fail && cu.cuMemAlloc_v2(&d->set, bytes)) {
+  if (bind_set(d, ds, crop)) return -1;
+  int rc = 0;
+  if (cu.cuMemAlloc_v2(&d->set, bytes)) {
     d->set = 0;
     snprintf(b->error, sizeof b->error, "cuda backend: the training set (%zu MB) does not fit on the "
              "device", bytes >> 20);
     rc = -1;
   }
-  if (!rc && !d->fail) chk(d, cu.cuMemAlloc_v2(&d->draws, (size_t)b->cap * sizeof(rt_draw)), "cuMemAlloc");
   float head[16] = {0};
   for (int c = 0; c < ds->c; c++) head[c] = nm->mean[c], head[4 + c] = nm->std[c];
   head[8] = ds->scale;
@@ -545,7 +560,21 @@ static int st_set_dataset(rt_backend *b, const rt_dataset *ds, const rt_norm *nm
     drop_set(d);
     return rc ? -1 : done(d);
   }
-  d->ds = ds;
+  d->ds = ds, d->crop = crop;
+  return 0;
+}
+
+/* A new step of the live layout takes the set the step before kept:
+ * its bytes stay where they are on the device. */
+static int st_take_dataset(rt_backend *b, rt_backend *from) {
+  dstep *d = D(b), *o = D(from);
+  const ir_tensor *t = &b->g->tensors[b->g->input_t], *u = &from->g->tensors[from->g->input_t];
+  if (from->i != b->i || !o->ds || !o->set || t->c != u->c || t->h != u->h || t->w != u->w) return -1;
+  drop_set(d);
+  d->drawn = 0;
+  if (bind_set(d, o->ds, o->crop)) return -1;
+  d->set = o->set, d->ds = o->ds, d->crop = o->crop;
+  o->set = 0, o->ds = NULL;
   return 0;
 }
 
@@ -906,6 +935,7 @@ static const rt_backend_i step_i = {
     .set_driver = st_set_driver,
     .upload = st_upload,
     .set_dataset = st_set_dataset,
+    .take_dataset = st_take_dataset,
     .upload_draws = st_upload_draws,
     .forward = st_forward,
     .loss = st_loss,

@@ -16,7 +16,8 @@
  *            (12 bytes an image) and the same 64 bytes at most, and
  *            makes the same images (crop and flip) as the host: the
  *            same losses and parameters, bit for bit, as the steps
- *            given those images.
+ *            given those images; a new step of the live layout (an α
+ *            change) takes the set on the device, not a second copy.
  *   phase II: the dense gradient of a batch (every weight's, a dead
  *            layer's as if it came alive) runs on the device and equals
  *            the reference's; it copies the batch in and the gradient
@@ -44,6 +45,7 @@ static const char *const src =
 typedef struct run {
   double loss[STEPS];
   long long bytes[STEPS], batch;
+  long long change, set; /* the bytes of step 3 with its α change, of the set kept */
   long launches[STEPS];
   float *params;
 } run;
@@ -89,9 +91,12 @@ static int train(run *r, int graphs, int how, const char *backend) {
           rt_exec_status(x, err, sizeof err) ? err : "");
     r->batch = BATCH * (long long)sizeof(rt_draw);
   }
+  r->set = (long long)(NSET * img * sizeof(float)) + NSET * (long long)sizeof(ir_label);
   rt_rng rng;
   rt_rng_seed(&rng, 9);
+  long long c0[2], c1[2];
   for (int s = 0; s < STEPS; s++) {
+    if (s == 3) emu_traffic(&c0[0], &c0[1]);
     if (s == 3) { /* an α change: prepare, and the graphs are captured again */
       const ir_layer *l = g->layers;
       while (l->w_off < 0 || !x->arch->alive[l - g->layers]) l++;
@@ -128,6 +133,7 @@ static int train(run *r, int graphs, int how, const char *backend) {
     emu_traffic(&h1, &d1);
     r->launches[s] = emu_launches() - l0;
     r->bytes[s] = (h1 - h0) + (d1 - d0);
+    if (s == 3) emu_traffic(&c1[0], &c1[1]), r->change = (c1[0] - c0[0]) + (c1[1] - c0[1]);
     CHECK(rt_exec_status(x, err, sizeof err) == 0, "step %d: %s", s, err);
   }
   if (strcmp(backend, "cuda") == 0)
@@ -283,6 +289,13 @@ int main(void) {
           "step %d, live layout: loss %.9g from the kept set's draws, %.9g from the same images", s, lk.loss[s],
           lm.loss[s]);
   }
+  /* a new step of the live layout takes the set on the device from the
+   * step before: the α change does not copy it again */
+  printf("the α change (a new step of the live layout): %lld bytes with the set kept (its %lld), %lld without\n",
+         lk.change, lk.set, lm.change);
+  CHECK(lk.change - lm.change == lk.batch - lm.batch,
+        "the α change copied %lld bytes with the set kept, %lld without: more than their batches' difference "
+        "(%lld), the set (%lld) copied again?", lk.change, lm.change, lk.batch - lm.batch, lk.set);
   CHECK(memcmp(a.params, b.params, (size_t)np * sizeof(float)) == 0, "parameters differ with and without graphs");
   CHECK(memcmp(k.params, m.params, (size_t)np * sizeof(float)) == 0,
         "parameters differ between the kept set's draws and the same images");
