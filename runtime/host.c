@@ -67,6 +67,8 @@ typedef struct host {
   float *gdense; /* n_params: the last backward's gradients, dense (view) */
   int gedit;     /* gdense was edited: the next sgd applies it */
   uint8_t *dirty; /* per layer: to prepare (prepare's argument) */
+  int deferred;   /* the backend's kernels of the dirty layers wait for a
+                   * pass off phase II (prepare_backend) */
   const uint8_t *varies; /* the executor's ir_varying, as of the last prepare */
   rt_graph_fn fwd, bwd; /* the graph driver, or NULL: the schedule, */
   ir_call *fc, *bc;     /* interpreted */
@@ -726,6 +728,8 @@ static int prepare_on(hx *x, rt_kernels *b, char *err, size_t errlen) {
   return rc;
 }
 
+static int prepare_backend(hx *x);
+
 static int host_prepare(rt_backend *b_, const uint8_t *dirty, const uint8_t *mask,
                         const uint8_t *varies) {
   hx *x = (hx *)b_;
@@ -744,6 +748,19 @@ static int host_prepare(rt_backend *b_, const uint8_t *dirty, const uint8_t *mas
   }
   replan(e);
   if (prepare_on(x, x->live, err, errlen)) return -1;
+  /* Phase II's passes run on live: the backend's kernels wait for a pass
+   * that needs them, which a step the live layout makes for phase II
+   * never runs (unless phase II takes the backend's dense gradient). */
+  e->deferred = x->use_live && x->backend != x->live && !x->backend->conv_dense_wgrad;
+  return e->deferred ? 0 : prepare_backend(x);
+}
+
+/* The backend's kernels of the dirty layers. */
+static int prepare_backend(hx *x) {
+  host *e = (host *)x;
+  char *err = x->base.error;
+  size_t errlen = sizeof x->base.error;
+  e->deferred = 0;
   int rc = x->backend != x->live ? prepare_on(x, x->backend, err, errlen) : 0;
   for (int i = 0; i < x->g->n_layers; i++) {
     rt_kernels *b = x->backend;
@@ -753,6 +770,7 @@ static int host_prepare(rt_backend *b_, const uint8_t *dirty, const uint8_t *mas
     e->gpacked[i] = 0; /* what grads holds now is no backward's of this layout */
   }
   if (!rc) memset(e->dirty, 0, (size_t)x->g->n_layers);
+  else e->deferred = 1;
   return rc;
 }
 
@@ -1635,9 +1653,14 @@ static void host_set_driver(rt_backend *b, rt_graph_fn fwd, rt_graph_fn bwd) {
   e->fwd = fwd, e->bwd = bwd;
 }
 
+/* Before a pass: the backend's kernels that phase II deferred, where the
+ * pass runs on the backend. */
+static int ready(hx *x) { return ((host *)x)->deferred && !x->use_live ? prepare_backend(x) : 0; }
+
 static int host_forward(rt_backend *b) {
   hx *x = (hx *)b;
   host *e = (host *)x;
+  if (ready(x)) return -1;
   e->fwd_aliased = !x->use_live && !e->layout_bounds;
   if (e->replan && x->mask) replan(e);
   /* in inference, batch norm maps the channels that are not worked to
@@ -1655,6 +1678,7 @@ static int host_forward(rt_backend *b) {
 static int host_backward(rt_backend *b) {
   hx *x = (hx *)b;
   host *e = (host *)x;
+  if (ready(x)) return -1;
   e->gedit = 0;
   if (e->bwd) e->bwd(x);
   else run_calls(x, e->bc, e->nb);
@@ -1666,6 +1690,7 @@ static int host_backward(rt_backend *b) {
 
 static int host_run(rt_backend *b, const ir_call *calls, int n) {
   host *e = (host *)b;
+  if (ready((hx *)b)) return -1;
   e->narrow = e->clean = e->full_fwd = 0; /* calls of any kind: nothing assumed */
   run_calls((hx *)b, calls, n);
   return op_status((hx *)b);

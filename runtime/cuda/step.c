@@ -60,6 +60,9 @@ typedef struct dstep {
    * (built at its first phase II), which follow the masks as they are;
    * dead layers' gradients go through rv first; one scratch serves all */
   int p2;
+  uint8_t *pend;         /* per layer: its pattern's kernels wait for a
+                          * pass off phase II (ready) */
+  const uint8_t *mask;   /* the last prepare's masks */
   cu_kern *dense;        /* per layer; .mod 0: not built */
   CUdeviceptr dscr, rv;
   rt_backend_stats dstats;
@@ -456,14 +459,41 @@ static void run_phase(dstep *d, int p) {
 
 /* ---- the operations ---- */
 
+/* The kernels of the layers whose α changed, for their patterns. */
+static int prepare_pending(dstep *d) {
+  const ir_graph *g = d->pub.g;
+  for (int i = 0; i < g->n_layers; i++) {
+    const ir_layer *l = &g->layers[i];
+    if (!d->pend[i]) continue;
+    if (l->w_off >= 0 && l->cout > 0 && l->cin > 0 &&
+        d->ks->prepare(d->ks, i, d->mask + l->w_off, d->mask + l->b_off, d->pub.error, sizeof d->pub.error))
+      return -1;
+    d->pend[i] = 0;
+  }
+  return 0;
+}
+
+static int p2_kernels(dstep *d);
+
+/* Before a pass: phase II's kernels, or the patterns' it deferred. */
+static int ready(dstep *d) {
+  if (d->p2) return p2_kernels(d);
+  for (int i = 0; i < d->pub.g->n_layers; i++)
+    if (d->pend[i]) {
+      drop_graphs(d);
+      return prepare_pending(d);
+    }
+  return 0;
+}
+
 static int st_prepare(rt_backend *b, const uint8_t *dirty, const uint8_t *mask, const uint8_t *varies) {
   dstep *d = D(b);
   const ir_graph *g = b->g;
-  for (int i = 0; i < g->n_layers; i++) {
-    const ir_layer *l = &g->layers[i];
-    if (l->w_off < 0 || !dirty[i] || l->cout == 0 || l->cin == 0) continue;
-    if (d->ks->prepare(d->ks, i, mask + l->w_off, mask + l->b_off, b->error, sizeof b->error)) return -1;
-  }
+  d->mask = mask;
+  for (int i = 0; i < g->n_layers; i++) d->pend[i] |= dirty[i];
+  /* phase II runs on its dense kernels: a step the live layout makes for
+   * it never needs these */
+  if (!d->p2 && prepare_pending(d)) return -1;
   flush(d);
   for (int64_t i = 0; i < d->np; i++) d->tmp[i] = mask[i] ? 1.0f : 0.0f;
   if (d->np) chk(d, cu.cuMemcpyHtoD_v2(fptr(d->pgm, 3 * d->np), d->tmp, (size_t)d->np * sizeof(float)), "cuMemcpyHtoD");
@@ -608,11 +638,9 @@ static int st_upload(rt_backend *b, const float *images, int n) {
   return done(d);
 }
 
-static int p2_kernels(dstep *d);
-
 static int st_forward(rt_backend *b) {
   dstep *d = D(b);
-  if (d->p2 && p2_kernels(d)) return -1;
+  if (ready(d)) return -1;
   flush(d);
   run_phase(d, PH_FWD);
   if (d->training) d->valid[2] = 0;
@@ -636,7 +664,7 @@ static int st_loss(rt_backend *b, const ir_label *labels, int grad, double *loss
 
 static int st_backward(rt_backend *b) {
   dstep *d = D(b);
-  if (d->p2 && p2_kernels(d)) return -1;
+  if (ready(d)) return -1;
   flush(d);
   d->gedit = 0, d->gvalid = 0;
   run_phase(d, PH_BWD);
@@ -652,7 +680,7 @@ static int same_calls(const ir_call *a, const ir_call *b, int n) {
 
 static int st_run(rt_backend *b, const ir_call *calls, int n) {
   dstep *d = D(b);
-  if (d->p2 && p2_kernels(d)) return -1;
+  if (ready(d)) return -1;
   if (n == d->nf && same_calls(calls, d->fc, n)) return st_forward(b);
   if (n == d->nb && same_calls(calls, d->bc, n)) return st_backward(b);
   flush(d);
@@ -917,7 +945,7 @@ static void st_free(rt_backend *b) {
   if (d->mod) cu.cuModuleUnload(d->mod);
   if (d->ks) d->ks->free(d->ks);
   for (int i = 0; i < 3; i++) free(d->h[i]);
-  free(d->grads), free(d->logits), free(d->tmp), free(d->lk), free(d->zero), free(d->assign);
+  free(d->grads), free(d->logits), free(d->tmp), free(d->lk), free(d->zero), free(d->assign), free(d->pend);
   free(d->fc), free(d->bc);
   free(d);
 }
@@ -993,6 +1021,7 @@ rt_backend *rt_cuda_step_new(const ir_graph *g, const ir_arch *arch, int cap, in
   oom |= !(d->tmp = calloc((size_t)(big ? big : 1), sizeof(float)));
   oom |= !(d->lk = calloc((size_t)(g->n_layers ? g->n_layers : 1), sizeof *d->lk));
   oom |= !(d->assign = calloc((size_t)(g->n_layers ? g->n_layers : 1), 1));
+  oom |= !(d->pend = calloc((size_t)(g->n_layers ? g->n_layers : 1), 1));
   if (oom || plan_zero(d) || ir_schedule(g, &d->fc, &d->nf, &d->bc, &d->nb)) {
     snprintf(err, errlen, "cuda backend: out of memory");
     st_free(&d->pub);
