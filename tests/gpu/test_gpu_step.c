@@ -30,6 +30,7 @@
 #include "runtime/cuda/step.h"
 #include "runtime/exec.h"
 #include "runtime/packed.h"
+#include "search/search.h"
 #include "tests/gpu/emu_driver.h"
 
 enum { BATCH = 8, STEPS = 5 };
@@ -208,6 +209,32 @@ static void phase2(const char *backend) {
   CHECK(e < 1e-5 && fabs(loss[0] - loss[1]) <= 1e-5 * fabs(loss[1]),
         "phase II, %s: the dense gradient differs from the reference's by %g (losses %.9g, %.9g)", backend, e,
         loss[0], loss[1]);
+  /* a whole expansion (two batches): what crosses the bus, against the
+   * parameters' size (the ranking and the hyper step read and write the
+   * host views) */
+  srch_state st;
+  if (srch_init(&st, g, FE_SEARCH_ILNAS, 3) == 0) {
+    st.lr = 0.05f;
+    float *in2 = malloc(2 * (size_t)BATCH * img * sizeof(float));
+    ir_label lab2[2 * BATCH];
+    memcpy(in2, in, (size_t)BATCH * img * sizeof(float));
+    memcpy(in2 + (size_t)BATCH * img, in, (size_t)BATCH * img * sizeof(float));
+    memcpy(lab2, lab, sizeof lab), memcpy(lab2 + BATCH, lab, sizeof lab);
+    srch_batches pb = {2, BATCH, in2, lab2};
+    srch_event ev;
+    long long h0, d0, h1, d1;
+    emu_traffic(&h0, &d0);
+    int rc = srch_expand(&st, x[0], &pb, &ev);
+    CHECK(rc == 0 && rt_exec_prepare(x[0], err, sizeof err) == 0, "phase II, %s: expansion %d: %s", backend, rc,
+          rc == -2 ? st.err : err);
+    emu_traffic(&h1, &d1);
+    printf("phase II, %s: an expansion (2 batches, %lld parameters grown) copies %.1f and %.1f times the "
+           "parameters' %lld bytes in and out\n", backend, (long long)ev.added,
+           (double)(h1 - h0) / (4.0 * g->n_params), (double)(d1 - d0) / (4.0 * g->n_params),
+           4LL * g->n_params);
+    free(in2);
+    srch_free(&st);
+  }
   /* the dead layer's, as if it came alive: not nothing */
   double s = 0;
   if (dead >= 0)
