@@ -170,25 +170,24 @@ static void deactivate(rt_exec *x, const unit *u) {
 /* Every missing unit of every weighted layer (dead layers included: a
  * unit there is a new layer). Kernel granularity keeps kernels whole. */
 static unit *missing_units(const ir_graph *g, const ir_arch *a, int64_t *count) {
-  int64_t n = 0, cap = 1024;
-  unit *u = malloc((size_t)cap * sizeof *u);
-  if (!u) return NULL;
-  for (int li = 0; li < g->n_layers; li++) {
-    const ir_layer *l = &g->layers[li];
-    if (!weighted(l)) continue;
-    int len = g->cfg.gran == FE_GRAN_KERNEL ? l->k * l->k : 1;
-    int64_t nw_units = l->n_w / len;
-    for (int64_t k = 0; k < nw_units + l->cout; k++) {
-      int64_t start = k < nw_units ? l->w_off + k * len : l->b_off + (k - nw_units);
-      int32_t ulen = k < nw_units ? len : 1;
-      if (ir_alpha_get(a, start)) continue;
-      if (n == cap) {
-        cap *= 2;
-        unit *v = realloc(u, (size_t)cap * sizeof *u);
-        if (!v) { free(u); return NULL; }
-        u = v;
+  /* counted first, then written: one allocation of the exact size (the
+   * missing units of a wide template are millions) */
+  unit *u = NULL;
+  int64_t n = 0;
+  for (int pass = 0; pass < 2; pass++) {
+    if (pass && !(u = malloc((size_t)(n ? n : 1) * sizeof *u))) return NULL;
+    n = 0;
+    for (int li = 0; li < g->n_layers; li++) {
+      const ir_layer *l = &g->layers[li];
+      if (!weighted(l)) continue;
+      int len = g->cfg.gran == FE_GRAN_KERNEL ? l->k * l->k : 1;
+      int64_t nw_units = l->n_w / len;
+      for (int64_t k = 0; k < nw_units + l->cout; k++) {
+        int64_t start = k < nw_units ? l->w_off + k * len : l->b_off + (k - nw_units);
+        if (ir_alpha_get(a, start)) continue;
+        if (pass) u[n] = (unit){start, k < nw_units ? len : 1, li, 0.0f};
+        n++;
       }
-      u[n++] = (unit){start, ulen, li, 0.0f};
     }
   }
   *count = n;
