@@ -335,6 +335,7 @@ typedef struct train_run {
   double train_secs;       /* the training steps of every epoch, for --profile */
   int same_head;           /* --from: the checkpoint's classifier carried over */
   double from_acc;         /* --from with the same classes: test accuracy before training */
+  int at_chance;           /* epochs in a row that ended at chance (chance_warning) */
 } train_run;
 
 /* What one epoch of phase I measured. */
@@ -739,6 +740,21 @@ static int train_epoch(train_run *r, epoch_stats *e) {
   return 0;
 }
 
+/* A network that has stopped learning (all its ReLUs dead, from too large
+ * a step): two epochs in a row that end with the test accuracy at chance
+ * and the training loss at ln K, that of a network that predicts no class
+ * over another. Said once, with what usually helps. */
+static void chance_warning(train_run *r, const epoch_stats *e) {
+  int k = r->g->cfg.classes;
+  double chance = log((double)k);
+  int dead = k > 1 && r->test_acc <= 1.5 / k && fabs(e->train_loss - chance) <= 0.05 * chance;
+  r->at_chance = dead ? r->at_chance + 1 : 0;
+  if (r->at_chance == 2)
+    fprintf(stderr, "warning: epoch %d: the network predicts at chance (test %.2f%%, training loss %.4f, "
+            "ln %d = %.4f): it has stopped learning, usually from too large a step; try a smaller "
+            "learning rate than %g (--lr)\n", e->ep + 1, 100 * r->test_acc, e->train_loss, k, chance, r->lr);
+}
+
 /* Evaluation: the test set, then the epoch's metrics line and terminal
  * line. The epoch counts as done from here. */
 static int test_epoch(train_run *r, const epoch_stats *e) {
@@ -765,6 +781,7 @@ static int test_epoch(train_run *r, const epoch_stats *e) {
             "params %" PRId64 "/%s  %.1fs\n", r->tty ? "\r" : "", ep + 1, r->epochs,
             e->train_loss, 100.0 * e->correct / e->seen, 100 * r->test_acc, r->active,
             r->budget, secs);
+  chance_warning(r, e);
   return 0;
 }
 

@@ -12,8 +12,9 @@ ilnasc=$1 sample=$2 work=$3
 ./model train --help | grep -q -- "--train-limit"
 
 ./model train --search fixed --train-limit 6000 --epochs 3 --run-dir run \
-  --seed 1 --threads 2 >train.out
-cat train.out
+  --seed 1 --threads 2 >train.out 2>train.err
+cat train.out train.err
+if grep -q "predicts at chance" train.err; then echo "FAIL: a network that learns called dead"; exit 1; fi
 acc=$(sed -n 's/.*"test_acc": \([0-9.]*\).*/\1/p' train.out | tail -n 1)
 awk -v a="$acc" 'BEGIN { if (a < 0.80) { print "FAIL: test accuracy " a " < 0.80"; exit 1 } }'
 
@@ -53,3 +54,13 @@ head -c 1000 run/final.ckpt >short.ckpt
 if ./model info short.ckpt 2>err.out; then echo "FAIL: truncated checkpoint accepted"; exit 1; fi
 grep -q "short.ckpt" err.out
 echo "ok: fixed architecture reached $acc"
+
+# a network that stops learning (too large a step kills its ReLUs) is told
+# so once, with what to try
+./model train --train-limit 3000 --epochs 3 --freeze-last 3 --test-limit 500 --lr 1.5 --run-dir dead \
+  --seed 1 --threads 2 --quiet >dead.out 2>dead.err
+cat dead.err
+[ "$(grep -c "warning: epoch [0-9]*: the network predicts at chance" dead.err)" -eq 1 ] ||
+  { echo "FAIL: no warning for a network at chance"; exit 1; }
+grep -q "try a smaller learning rate than 1.5" dead.err
+echo "ok: a network at chance is told so"
