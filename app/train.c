@@ -747,7 +747,7 @@ static int train_epoch(train_run *r, epoch_stats *e) {
 static void chance_warning(train_run *r, const epoch_stats *e) {
   int k = r->g->cfg.classes;
   double chance = log((double)k);
-  int dead = k > 1 && r->test_acc <= 1.5 / k && fabs(e->train_loss - chance) <= 0.05 * chance;
+  int dead = k > 1 && r->test_acc <= 1.0 / k + 0.02 && fabs(e->train_loss - chance) <= 0.02 * chance;
   r->at_chance = dead ? r->at_chance + 1 : 0;
   if (r->at_chance == 2)
     fprintf(stderr, "warning: epoch %d: the network predicts at chance (test %.2f%%, training loss %.4f, "
