@@ -102,8 +102,8 @@ typedef struct host {
   int64_t *active; /* per layer: active weights, as of the last prepare */
   uint8_t *assign; /* per layer: its backward overwrites a gradient that
                     * is not cleared: a max pool its input's
-                    * (sole_pool_writer), batch norm its pre-activation's
-                    * (z_writer) */
+                    * (rt_plan_sole_pool_writer), batch norm its pre-activation's
+                    * (rt_plan_z_writer) */
   /* Names the parameters' values for the backends (rt_linear_shape.wgen):
    * new at every change of them (rt_exec_params_write, the SGD step, init,
    * sync_mask), so that a backend may keep what it derived from them
@@ -256,46 +256,9 @@ static void arena_free(float *p, size_t floats) {
   if (p) munmap(p, arena_bytes(floats ? floats : 1));
 }
 
-/* The layer whose backward alone writes the gradient of tensor t, its
- * pre-activation, by assignment, so that t needs no clearing; -1 if
- * another layer touches t. A ReLU layer without batch norm assigns it
- * (relu_bwd, or a backend that fuses the ReLU and never writes it); a
- * conv with batch norm has rt_bn_bwd overwrite it (bn_act_bwd). */
-static int z_writer(const ir_graph *g, int t) {
-  int owner = -1;
-  for (int i = 0; i < g->n_layers; i++) {
-    const ir_layer *l = &g->layers[i];
-    if (l->in_t == t || l->out_t == t || l->prev_t == t) return -1;
-    if (l->z_t == t) {
-      int assigns = (l->relu && !l->bn) || (l->bn && l->kind == IR_CONV);
-      if (!assigns || owner >= 0) return -1;
-      owner = i;
-    }
-  }
-  return owner;
-}
-
-/* The layer whose backward alone writes tensor t's gradient, when it is
- * a max pool over all of t: it can overwrite that gradient instead of
- * adding into it, and t needs no clearing. -1 otherwise. */
-static int sole_pool_writer(const ir_graph *g, int t) {
-  int w = -1, n = 0;
-  for (int i = 0; i < g->n_layers; i++) {
-    const ir_layer *l = &g->layers[i];
-    if (l->in_t == t || l->prev_t == t || l->z_t == t) n++, w = i;
-  }
-  if (n != 1) return -1;
-  const ir_layer *l = &g->layers[w];
-  const ir_tensor *r = &g->tensors[t];
-  if (l->kind != IR_MAXPOOL || l->in_t != t || l->in_ch != 0 || l->cin != r->c ||
-      l->h != r->h || l->w != r->w)
-    return -1;
-  return w;
-}
-
 /* Fills f[].pool: for each conv layer with batch norm, then its ReLU,
  * whose output tensor it alone writes and a 2x2 max pool alone reads
- * (sole_pool_writer), that pool, when its planes suit rt_bn_out. */
+ * (rt_plan_sole_pool_writer), that pool, when its planes suit rt_bn_out. */
 static void bn_fusable(const ir_graph *g, struct bn_fuse *f) {
   for (int i = 0; i < g->n_layers; i++) {
     const ir_layer *l = &g->layers[i];
@@ -307,7 +270,7 @@ static void bn_fusable(const ir_graph *g, struct bn_fuse *f) {
     int writers = 0;
     for (int k = 0; k < g->n_layers; k++)
       writers += g->layers[k].out_t == l->out_t || g->layers[k].z_t == l->out_t;
-    int p = writers == 1 ? sole_pool_writer(g, l->out_t) : -1;
+    int p = writers == 1 ? rt_plan_sole_pool_writer(g, l->out_t) : -1;
     if (p >= 0 && g->layers[p].k == 2 && g->layers[p].stride == 2 && !g->layers[p].can_die)
       f[i].pool = p;
   }
@@ -566,12 +529,12 @@ static int plan_zero(host *e) {
   for (int t = 0; t < g->n_tensors; t++) {
     const ir_tensor *r = &g->tensors[t];
     if (t == g->input_t) continue;
-    int z = z_writer(g, t);
+    int z = rt_plan_z_writer(g, t);
     if (z >= 0) {
       e->assign[z] = g->layers[z].bn; /* batch norm's writes add unless told */
       continue;
     }
-    int pool = sole_pool_writer(g, t);
+    int pool = rt_plan_sole_pool_writer(g, t);
     if (pool >= 0) {
       e->assign[pool] = 1;
       continue;

@@ -221,3 +221,32 @@ int64_t rt_plan_live_floats(const ir_graph *g, const ir_arch *a) {
   rt_plan_free(p);
   return n;
 }
+
+int rt_plan_z_writer(const ir_graph *g, int t) {
+  int owner = -1;
+  for (int i = 0; i < g->n_layers; i++) {
+    const ir_layer *l = &g->layers[i];
+    if (l->in_t == t || l->out_t == t || l->prev_t == t) return -1;
+    if (l->z_t == t) {
+      int assigns = (l->relu && !l->bn) || (l->bn && l->kind == IR_CONV);
+      if (!assigns || owner >= 0) return -1;
+      owner = i;
+    }
+  }
+  return owner;
+}
+
+int rt_plan_sole_pool_writer(const ir_graph *g, int t) {
+  int w = -1, n = 0;
+  for (int i = 0; i < g->n_layers; i++) {
+    const ir_layer *l = &g->layers[i];
+    if (l->in_t == t || l->prev_t == t || l->z_t == t) n++, w = i;
+  }
+  if (n != 1) return -1;
+  const ir_layer *l = &g->layers[w];
+  const ir_tensor *r = &g->tensors[t];
+  if (l->kind != IR_MAXPOOL || l->in_t != t || l->in_ch != 0 || l->cin != r->c ||
+      l->h != r->h || l->w != r->w)
+    return -1;
+  return w;
+}

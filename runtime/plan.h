@@ -58,6 +58,18 @@ void rt_plan_free(rt_plan *p);
 void rt_plan_make(rt_plan *p, const ir_arch *a, const uint8_t *mask, const float *params,
                   const float *mom);
 
+/* Who writes a tensor's gradient, for a backward that clears only the
+ * tensors that no one overwrites (host.c, cuda/step.c):
+ * rt_plan_z_writer: the layer whose backward alone writes the gradient of
+ * tensor t, its pre-activation, by assignment (a ReLU layer without batch
+ * norm: relu_bwd, or a backend that fuses the ReLU and never writes it; a
+ * conv with batch norm: its backward overwrites it), -1 if another layer
+ * touches t. rt_plan_sole_pool_writer: the layer whose backward alone
+ * writes t's gradient when it is a max pool over all of t (it can
+ * overwrite that gradient instead of adding into it), else -1. */
+int rt_plan_z_writer(const ir_graph *g, int t);
+int rt_plan_sole_pool_writer(const ir_graph *g, int t);
+
 /* Floats per sample of the live activations of architecture a over g,
  * without a plan kept (a checkpoint's report); -1 when out of memory. */
 int64_t rt_plan_live_floats(const ir_graph *g, const ir_arch *a);

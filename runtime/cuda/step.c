@@ -10,6 +10,7 @@
 #include <llvm-c/Core.h>
 
 #include "kgen/devops.h"
+#include "runtime/plan.h"
 
 /* A generated kernel and its launch size: per * n + fixed threads. */
 typedef struct dk {
@@ -121,34 +122,6 @@ static void launch(dstep *d, const dk *k, CUdeviceptr a, CUdeviceptr b, CUdevice
 
 /* ---- planning: what the backward clears (as host.c plans it) ---- */
 
-static int z_writer(const ir_graph *g, int t) {
-  int owner = -1;
-  for (int i = 0; i < g->n_layers; i++) {
-    const ir_layer *l = &g->layers[i];
-    if (l->in_t == t || l->out_t == t || l->prev_t == t) return -1;
-    if (l->z_t == t) {
-      int assigns = (l->relu && !l->bn) || (l->bn && l->kind == IR_CONV);
-      if (!assigns || owner >= 0) return -1;
-      owner = i;
-    }
-  }
-  return owner;
-}
-
-static int sole_pool_writer(const ir_graph *g, int t) {
-  int w = -1, n = 0;
-  for (int i = 0; i < g->n_layers; i++) {
-    const ir_layer *l = &g->layers[i];
-    if (l->in_t == t || l->prev_t == t || l->z_t == t) n++, w = i;
-  }
-  if (n != 1) return -1;
-  const ir_layer *l = &g->layers[w];
-  const ir_tensor *r = &g->tensors[t];
-  if (l->kind != IR_MAXPOOL || l->in_t != t || l->in_ch != 0 || l->cin != r->c || l->h != r->h || l->w != r->w)
-    return -1;
-  return w;
-}
-
 static int plan_zero(dstep *d) {
   const ir_graph *g = d->pub.g;
   d->zero = malloc((size_t)(g->n_tensors ? g->n_tensors : 1) * sizeof *d->zero);
@@ -157,12 +130,12 @@ static int plan_zero(dstep *d) {
   for (int t = 0; t < g->n_tensors; t++) {
     const ir_tensor *r = &g->tensors[t];
     if (t == g->input_t) continue;
-    int z = z_writer(g, t);
+    int z = rt_plan_z_writer(g, t);
     if (z >= 0) {
       d->assign[z] = (uint8_t)g->layers[z].bn;
       continue;
     }
-    int pool = sole_pool_writer(g, t);
+    int pool = rt_plan_sole_pool_writer(g, t);
     if (pool >= 0) {
       d->assign[pool] = 1;
       continue;
