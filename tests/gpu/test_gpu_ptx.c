@@ -103,6 +103,42 @@ static void layer_case(const char *what, int kind, const cg_conv_desc *cd, const
   free(ptx);
 }
 
+/* Phase II's dense kernels of a layer (runtime/cuda/kern.h:
+ * cu_kern_build_dense): the dense path's helpers alone, every bias, no
+ * tables, in one module as the device step builds them. */
+static void dense_case(int conv) {
+  LLVMContextRef ctx = LLVMContextCreate();
+  LLVMModuleRef m = LLVMModuleCreateWithNameInContext("dense", ctx);
+  cg_conv_desc cd = {5, 9, 7, 6, 3, 2, 1, NULL, NULL, 0};
+  int64_t nout = conv ? cd.cout : 40, plane = conv ? 5 * 4 : 1;
+  int rc = conv && (cg_ptx_im2col(m, &cd, "k_im2col") || cg_ptx_col2im(m, &cd, "k_col2im"));
+  rc = rc || cg_ptx_bias_grad(m, nout, plane, NULL, "k_bias") || cg_ptx_to_cm(m, nout, plane, "k_to_cm") ||
+       cg_ptx_from_cm(m, nout, plane, NULL, "k_from_cm") || cg_ptx_scale(m, "k_scale") ||
+       cg_ptx_bias_fill(m, nout, plane, NULL, "k_bias_fill");
+  CHECK(rc == 0, "dense %s: a generator refused", conv ? "conv" : "linear");
+  size_t nt = 0;
+  cg_ptx_table *tabs = cg_ptx_take_tables(m, &nt);
+  CHECK(tabs && nt == 0, "dense %s: %zu tables (none expected)", conv ? "conv" : "linear", nt);
+  cg_ptx_free_tables(tabs, nt);
+  char *ptx = NULL, err[512];
+  if (!rc && cg_ptx_emit(m, "sm_90", &ptx, err, sizeof err)) CHECK(0, "dense: %s", err);
+  LLVMDisposeModule(m);
+  LLVMContextDispose(ctx);
+  if (!ptx) return;
+  char file[4096];
+  snprintf(file, sizeof file, "%s/dense%d.ptx", work, conv);
+  FILE *f = fopen(file, "w");
+  CHECK(f != NULL, "cannot write %s", file);
+  if (f) {
+    fputs(ptx, f);
+    fclose(f);
+    CHECK(assemble(file, "sm_90") == 0, "dense: ptxas -arch=sm_90 rejects %s", file);
+    CHECK(assemble(file, "sm_80") == 0, "dense: ptxas -arch=sm_80 rejects %s", file);
+    modules++;
+  }
+  free(ptx);
+}
+
 /* The device step's other kernels (kgen/devops.h), every op and flag, in
  * one module. */
 static void devops_case(void) {
@@ -212,6 +248,8 @@ int main(int argc, char **argv) {
   if (dir) closedir(dir);
   CHECK(samples > 0, "no sample models in %s", argv[1]);
   devops_case();
+  dense_case(1);
+  dense_case(0);
 
   /* Random shapes: strides, paddings (incl. taps that read only padding),
    * kernel sizes, tiny and odd sizes, densities from empty to full, and
