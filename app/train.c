@@ -704,22 +704,22 @@ static int train_epoch(train_run *r, epoch_stats *e) {
     }
     if (r->draws) rt_exec_set_draws(x, dr, b);
     else rt_exec_set_input(x, xb, b);
-    rt_exec_forward(x);
+    /* forward, loss, backward and SGD as one operation (on the GPU one
+     * graph launch); a step that diverged stops the run, whose last
+     * checkpoint is the epoch before */
     int c = 0;
-    double loss = rt_exec_loss(x, lab, 1, &c);
+    double loss = rt_exec_train_step(x, lab, run_lr_at(m, r->lr, r->epochs, ep, (double)s / r->steps),
+                                     (float)m->momentum, (float)m->decay, &c);
+    if (rt_exec_status(x, err, sizeof err)) {
+      fprintf(stderr, "%serror: step %d of epoch %d: %s\n", r->tty ? "\n" : "", s + 1, ep + 1, err);
+      return -1;
+    }
     if (!isfinite(loss)) {
       fprintf(stderr, "%serror: the training loss diverged at step %d of epoch %d (it is "
               "%s; try a smaller learning rate than %g)\n", r->tty ? "\n" : "", s + 1,
               ep + 1, isnan(loss) ? "not a number" : "infinite", r->lr);
       return -1;
     }
-    rt_exec_backward(x);
-    if (rt_exec_status(x, err, sizeof err)) {
-      fprintf(stderr, "%serror: step %d of epoch %d: %s\n", r->tty ? "\n" : "", s + 1, ep + 1, err);
-      return -1;
-    }
-    rt_exec_sgd(x, run_lr_at(m, r->lr, r->epochs, ep, (double)s / r->steps),
-                (float)m->momentum, (float)m->decay);
     r->st.step++, r->profiled++;
     loss_sum += loss * b, seen += b, correct += c;
     if (r->tty && (s % 8 == 0 || s == r->steps - 1))

@@ -340,6 +340,21 @@ double rt_exec_loss(rt_exec *x, const ir_label *labels, int grad, int *correct) 
 
 void rt_exec_backward(rt_exec *x) { keep(x, x->backend->i->backward(x->backend)); }
 
+double rt_exec_train_step(rt_exec *x, const ir_label *labels, float lr, float momentum, float decay,
+                          int *correct) {
+  rt_backend *b = x->backend;
+  double loss = NAN;
+  if (b->i->train_step) {
+    keep(x, b->i->train_step(b, labels, lr, momentum, decay, &loss, correct));
+    return loss;
+  }
+  rt_exec_forward(x);
+  loss = rt_exec_loss(x, labels, 1, correct);
+  rt_exec_backward(x);
+  rt_exec_sgd(x, lr, momentum, decay);
+  return loss;
+}
+
 void rt_exec_run(rt_exec *x, const ir_call *calls, int n) {
   keep(x, x->backend->i->run(x->backend, calls, n));
 }

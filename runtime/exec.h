@@ -19,6 +19,7 @@
  *   rt_exec_backward(x);
  *   if (rt_exec_status(x, err, sizeof err)) ... a device failed ...
  *   rt_exec_sgd(x, lr, momentum, decay);
+ *   loss = rt_exec_train_step(x, labels, lr, momentum, decay, &correct); // the four in one
  *   rt_exec_set_unit(x, start, len, 1, NULL);   // growth: α, mask, value
  *   rt_exec_prepare(x, err, sizeof err);        // kernels of dirty layers
  *   rt_exec_free(x);
@@ -123,6 +124,12 @@ void rt_exec_set_draws(rt_exec *x, const rt_draw *dr, int n);
 void rt_exec_forward(rt_exec *x);
 double rt_exec_loss(rt_exec *x, const ir_label *labels, int grad, int *correct);
 void rt_exec_backward(rt_exec *x);
+/* A training step on the pass begun: forward, the loss with its gradient
+ * (returned; *correct the hits), backward and the SGD step, as the four
+ * calls make it, in one operation of the backend where it has one (the
+ * device step: one graph launch). */
+double rt_exec_train_step(rt_exec *x, const ir_label *labels, float lr, float momentum, float decay,
+                          int *correct);
 /* Interprets schedule calls (the same the emitted driver makes). */
 void rt_exec_run(rt_exec *x, const ir_call *calls, int n);
 /* Batch norm on batch statistics (1, the default) or running ones (0). */

@@ -714,24 +714,42 @@ static int packed_run(rt_backend *b, const ir_call *calls, int n) {
   return rc;
 }
 
-static int packed_sgd(rt_backend *b, float lr, float momentum, float decay) {
-  packed *p = P(b);
-  int edited = p->ahead[RT_GRADS];
-  if (sync_step(p)) return -1;
-  /* g's active parameters outside gc have no gradient but an edited one;
-   * the step at the bounds decays them all the same (rt_sgd), and so
-   * does this, where their values are (ov, or arr while it holds them) */
-  const float *gr = p->arr[RT_GRADS];
+/* g's active parameters outside gc have no gradient but an edited one
+ * (grads: the edit, or NULL); the step at the bounds decays them all the
+ * same (rt_sgd), and so does this, where their values are (ov, or arr
+ * while it holds them). */
+static void sgd_outside(packed *p, const float *grads, float lr, float momentum, float decay) {
   for (int64_t k = 0; k < p->n_outside; k++) {
     int64_t i = p->outside[k];
     if (p->mask && !p->mask[i]) continue;
     float *w = p->held[RT_PARAMS] ? &p->arr[RT_PARAMS][i] : &p->ov[RT_PARAMS][k];
     float *v = p->held[RT_MOMENTUM] ? &p->arr[RT_MOMENTUM][i] : &p->ov[RT_MOMENTUM][k];
-    *v = momentum * *v + ((edited ? gr[i] : 0.0f) + decay * *w);
+    *v = momentum * *v + ((grads ? grads[i] : 0.0f) + decay * *w);
     *w -= lr * *v;
   }
+}
+
+static int packed_sgd(rt_backend *b, float lr, float momentum, float decay) {
+  packed *p = P(b);
+  int edited = p->ahead[RT_GRADS];
+  if (sync_step(p)) return -1;
+  sgd_outside(p, edited ? p->arr[RT_GRADS] : NULL, lr, momentum, decay);
   stale(p);
   return from_step(p, p->in->i->sgd(p->in, lr, momentum, decay));
+}
+
+static int packed_train_step(rt_backend *b, const ir_label *labels, float lr, float momentum, float decay,
+                             double *loss, int *correct) {
+  packed *p = P(b);
+  if (sync_step(p)) return -1;
+  if (!p->in->i->train_step)
+    return packed_forward(b) || packed_loss(b, labels, 1, loss, correct) || packed_backward(b) ||
+                   packed_sgd(b, lr, momentum, decay)
+               ? -1
+               : 0;
+  sgd_outside(p, NULL, lr, momentum, decay);
+  stale(p);
+  return from_step(p, p->in->i->train_step(p->in, labels, lr, momentum, decay, loss, correct));
 }
 
 static void packed_set_training(rt_backend *b, int on) {
@@ -857,6 +875,7 @@ static const rt_backend_i packed_i = {
     .backward = packed_backward,
     .run = packed_run,
     .sgd = packed_sgd,
+    .train_step = packed_train_step,
     .set_training = packed_set_training,
     .view = packed_view,
     .edit = packed_edit,

@@ -22,8 +22,9 @@ typedef struct dk {
 enum { F_RELU, F_AFTER, F_BN, F_PASS, F_POOL, F_GAP, F_COPY, B_BN, B_AFTER, B_RELU, B_PASS, B_POOL, B_GAP, B_COPY,
        P2_REVIVE, N_LK };
 
-/* The phases of a step, each one CUDA graph once warm. */
-enum { PH_FWD, PH_LOSS, PH_BWD, PH_SGD, N_PH };
+/* The phases of a step, each one CUDA graph once warm; PH_STEP is the
+ * four in one (train_step), the batch's gather first when it was drawn. */
+enum { PH_FWD, PH_LOSS, PH_BWD, PH_SGD, PH_STEP, N_PH };
 
 typedef struct phase {
   CUgraphExec exec; /* NULL: not captured */
@@ -55,6 +56,7 @@ typedef struct dstep {
   const rt_dataset *ds;
   int crop;
   int drawn;             /* the last pass began from draws: its labels are here */
+  int gpend;             /* ... and its gather has not run yet */
   int training;
   int grad;              /* the last loss wrote the logits' gradient */
   /* Phase II: its passes run on the dense kernels of each weighted layer
@@ -374,11 +376,21 @@ static void enq_loss(dstep *d) {
 
 static void enq_sgd(dstep *d) { launch(d, &d->sgd, d->pgm, d->scal, 0, 0, 0, 0, 0); }
 
+static void enq_gather(dstep *d) { launch(d, &d->gather, d->act, d->set, d->draws, d->labels, d->n, 0, 0); }
+
 static void enqueue(dstep *d, int p) {
-  if (p == PH_FWD) enq_calls(d, d->fc, d->nf, 0);
-  else if (p == PH_BWD) enq_calls(d, d->bc, d->nb, 1);
-  else if (p == PH_LOSS) enq_loss(d);
-  else enq_sgd(d);
+  if (p == PH_STEP && d->drawn) enq_gather(d);
+  if (p == PH_FWD || p == PH_STEP) enq_calls(d, d->fc, d->nf, 0);
+  if (p == PH_LOSS || p == PH_STEP) enq_loss(d);
+  if (p == PH_BWD || p == PH_STEP) enq_calls(d, d->bc, d->nb, 1);
+  if (p == PH_SGD || p == PH_STEP) enq_sgd(d);
+}
+
+/* The batch's images, from the draws uploaded, before a pass that does
+ * not make them itself. */
+static void gather_now(dstep *d) {
+  if (d->gpend) enq_gather(d);
+  d->gpend = 0;
 }
 
 static void drop_graphs(dstep *d) {
@@ -394,7 +406,8 @@ static void drop_graphs(dstep *d) {
 static void run_phase(dstep *d, int p) {
   int64_t key = p == PH_FWD ? ((int64_t)d->n << 1) | d->training
                 : p == PH_LOSS ? ((int64_t)d->n << 1) | d->grad
-                : p == PH_BWD ? d->n : 0;
+                : p == PH_BWD ? d->n
+                : p == PH_STEP ? ((int64_t)d->n << 1) | d->drawn : 0;
   phase *ph = &d->ph[p];
   if (d->fail) return;
   if (d->p2) { /* alive flags and masks change between phase II's passes */
@@ -588,15 +601,14 @@ static int st_upload_draws(rt_backend *b, const rt_draw *dr, int n) {
     return -1;
   }
   flush(d);
-  d->n = n, d->drawn = 1;
+  d->n = n, d->drawn = 1, d->gpend = 1; /* gathered by the pass that begins */
   if (!d->fail) chk(d, cu.cuMemcpyHtoDAsync_v2(d->draws, dr, (size_t)n * sizeof *dr, d->st), "cuMemcpyHtoD (the draws)");
-  launch(d, &d->gather, d->act, d->set, d->draws, d->labels, n, 0, 0);
   return done(d);
 }
 
 static int st_upload(rt_backend *b, const float *images, int n) {
   dstep *d = D(b);
-  d->drawn = 0;
+  d->drawn = d->gpend = 0;
   const ir_graph *g = b->g;
   const ir_tensor *t = &g->tensors[g->input_t];
   size_t len = (size_t)t->c * t->h * t->w;
@@ -615,6 +627,7 @@ static int st_forward(rt_backend *b) {
   dstep *d = D(b);
   if (ready(d)) return -1;
   flush(d);
+  gather_now(d);
   run_phase(d, PH_FWD);
   if (d->training) d->valid[2] = 0;
   return done(d);
@@ -657,6 +670,7 @@ static int st_run(rt_backend *b, const ir_call *calls, int n) {
   if (n == d->nf && same_calls(calls, d->fc, n)) return st_forward(b);
   if (n == d->nb && same_calls(calls, d->bc, n)) return st_backward(b);
   flush(d);
+  gather_now(d);
   for (int i = 0; i < n && !d->fail; i++) {
     size_t len = strlen(calls[i].fn);
     int bwd = len > 4 && strcmp(calls[i].fn + len - 4, "_bwd") == 0;
@@ -677,6 +691,34 @@ static int st_sgd(rt_backend *b, float lr, float momentum, float decay) {
   if (!d->fail) chk(d, cu.cuMemcpyHtoDAsync_v2(fptr(d->scal, 4), s, sizeof s, d->st), "cuMemcpyHtoD (SGD's scalars)");
   run_phase(d, PH_SGD);
   d->valid[0] = d->valid[1] = 0;
+  return done(d);
+}
+
+/* The four operations in one: one graph launch a step once warm, the
+ * batch's gather included; in the copies, the labels (unless drawn) and
+ * SGD's scalars in, the loss and the hits out. */
+static int st_train_step(rt_backend *b, const ir_label *labels, float lr, float momentum, float decay,
+                         double *loss, int *correct) {
+  dstep *d = D(b);
+  if (d->p2 || !d->training)
+    return st_forward(b) || st_loss(b, labels, 1, loss, correct) || st_backward(b) ||
+                   st_sgd(b, lr, momentum, decay)
+               ? -1
+               : 0;
+  if (ready(d)) return -1;
+  flush(d);
+  d->grad = 1, d->gedit = 0, d->gvalid = 0, d->gpend = 0;
+  if (!d->drawn && !d->fail)
+    chk(d, cu.cuMemcpyHtoDAsync_v2(d->labels, labels, (size_t)d->n * sizeof *labels, d->st), "cuMemcpyHtoD (labels)");
+  float sc[3] = {lr, momentum, decay};
+  if (!d->fail) chk(d, cu.cuMemcpyHtoDAsync_v2(fptr(d->scal, 4), sc, sizeof sc, d->st), "cuMemcpyHtoD (SGD's scalars)");
+  run_phase(d, PH_STEP);
+  double out[2] = {0, 0};
+  if (!d->fail) chk(d, cu.cuMemcpyDtoHAsync_v2(out, d->scal, sizeof out, d->st), "cuMemcpyDtoH (the loss)");
+  if (!d->fail) chk(d, cu.cuStreamSynchronize(d->st), "the step");
+  d->valid[0] = d->valid[1] = d->valid[2] = 0;
+  *loss = d->fail ? NAN : out[0];
+  if (correct) *correct = (int)out[1];
   return done(d);
 }
 
@@ -943,6 +985,7 @@ static const rt_backend_i step_i = {
     .backward = st_backward,
     .run = st_run,
     .sgd = st_sgd,
+    .train_step = st_train_step,
     .set_training = st_set_training,
     .view = st_view,
     .edit = st_edit,

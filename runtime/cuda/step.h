@@ -9,9 +9,10 @@
  * CUDA kernel set (runtime/cuda/kern.h: generated per α pattern, or
  * cuBLAS where faster); ReLU, batch norm, pooling, the copies of dead
  * layers, the loss and SGD on kernels generated for the graph
- * (kgen/devops.h). Each phase of a step (forward, backward, SGD) runs as
- * a CUDA graph, captured on its second run and again after every
- * prepare.
+ * (kgen/devops.h). A training step (train_step: the batch's gather,
+ * forward, loss, backward and SGD) runs as one CUDA graph, and so does
+ * each phase (forward, loss, backward, SGD) called on its own; a graph is
+ * captured on its second run and again after every prepare.
  *
  * Phase II runs on the device too. Its passes flip masks between them,
  * so each weighted layer runs there on dense kernels that follow them as

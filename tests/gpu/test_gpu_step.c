@@ -57,7 +57,7 @@ enum { NSET = 20, CROP = 1 };
  * device, or that set's images made on the host from the same draws */
 enum { FIXED, KEPT, MADE };
 
-static int train(run *r, int graphs, int how, const char *backend) {
+static int train(run *r, int graphs, int how, const char *backend, int fused) {
   char err[256];
   if (graphs) unsetenv("ILNAS_CUDA_GRAPHS");
   else setenv("ILNAS_CUDA_GRAPHS", "0", 1);
@@ -127,10 +127,14 @@ static int train(run *r, int graphs, int how, const char *backend) {
     } else {
       rt_exec_set_input(x, in, BATCH);
     }
-    rt_exec_forward(x);
-    r->loss[s] = rt_exec_loss(x, lab, 1, NULL);
-    rt_exec_backward(x);
-    rt_exec_sgd(x, 0.05f, 0.9f, 5e-4f);
+    if (fused) {
+      r->loss[s] = rt_exec_train_step(x, lab, 0.05f, 0.9f, 5e-4f, NULL);
+    } else {
+      rt_exec_forward(x);
+      r->loss[s] = rt_exec_loss(x, lab, 1, NULL);
+      rt_exec_backward(x);
+      rt_exec_sgd(x, 0.05f, 0.9f, 5e-4f);
+    }
     emu_traffic(&h1, &d1);
     r->launches[s] = emu_launches() - l0;
     r->bytes[s] = (h1 - h0) + (d1 - d0);
@@ -141,8 +145,9 @@ static int train(run *r, int graphs, int how, const char *backend) {
     CHECK(rt_packed_rebuilds(x->backend) >= 2, "the live layout made no new step (%ld)",
           rt_packed_rebuilds(x->backend));
   rt_cuda_step_stats st = rt_cuda_step_get_stats(x->backend);
+  int phases = fused ? 1 : 4; /* graphs a step */
   if (graphs && strcmp(backend, "cuda/bounds") == 0)
-    CHECK(st.captures >= 8 && st.graph_launches >= 4 * (STEPS - 2),
+    CHECK(st.captures >= 2 * phases && st.graph_launches >= phases * (STEPS - 2),
           "graphs: %ld captures, %ld graph launches over %d steps", st.captures, st.graph_launches, STEPS);
   r->params = malloc((size_t)g->n_params * sizeof(float));
   memcpy(r->params, rt_exec_view(x, RT_PARAMS), (size_t)g->n_params * sizeof(float));
@@ -336,14 +341,18 @@ int main(void) {
    * on the faster of its two paths as timed at each prepare, which a
    * loaded machine can time either way (cuda.c: choose_path). */
   setenv("ILNAS_CUDA_PATH", "sparse", 1);
-  run a = {0}, b = {0}, k = {0}, m = {0}, lk = {0}, lm = {0};
-  int np = train(&a, 1, FIXED, "cuda/bounds");
-  if (np < 0 || train(&b, 0, FIXED, "cuda/bounds") < 0 || train(&k, 1, KEPT, "cuda/bounds") < 0 ||
-      train(&m, 1, MADE, "cuda/bounds") < 0)
+  run a = {0}, b = {0}, k = {0}, m = {0}, lk = {0}, lm = {0}, f = {0}, fk = {0}, fl = {0};
+  int np = train(&a, 1, FIXED, "cuda/bounds", 0);
+  if (np < 0 || train(&b, 0, FIXED, "cuda/bounds", 0) < 0 || train(&k, 1, KEPT, "cuda/bounds", 0) < 0 ||
+      train(&m, 1, MADE, "cuda/bounds", 0) < 0)
     return 1;
   /* the same through the live layout, whose steps change with α: each new
    * step keeps the set again */
-  if (train(&lk, 1, KEPT, "cuda") < 0 || train(&lm, 1, MADE, "cuda") < 0) return 1;
+  if (train(&lk, 1, KEPT, "cuda", 0) < 0 || train(&lm, 1, MADE, "cuda", 0) < 0) return 1;
+  /* the four operations as one (rt_exec_train_step): one graph a step */
+  if (train(&f, 1, FIXED, "cuda/bounds", 1) < 0 || train(&fk, 1, KEPT, "cuda/bounds", 1) < 0 ||
+      train(&fl, 1, KEPT, "cuda", 1) < 0)
+    return 1;
   for (int s = 0; s < STEPS; s++) {
     long long scalars = a.bytes[s] - a.batch, kscalars = k.bytes[s] - k.batch;
     printf("step %d: loss %.6f, %lld bytes over the bus: the batch's %lld and %lld more; %ld launches\n", s,
@@ -362,6 +371,19 @@ int main(void) {
           a.loss[s], b.loss[s]);
     CHECK(memcmp(&k.loss[s], &m.loss[s], sizeof k.loss[s]) == 0,
           "step %d: loss %.9g from the kept set's draws, %.9g from the same images", s, k.loss[s], m.loss[s]);
+    printf("  one operation: %lld bytes (the set kept: %lld), %ld launches (the set kept: %ld)\n", f.bytes[s],
+           fk.bytes[s], f.launches[s], fk.launches[s]);
+    if (s == 1 || s == 2 || s == 4) {
+      CHECK(f.launches[s] == 1 && fk.launches[s] == 1, "step %d as one operation: %ld and %ld launches (one graph)",
+            s, f.launches[s], fk.launches[s]);
+      CHECK(f.bytes[s] == a.bytes[s] && fk.bytes[s] == k.bytes[s],
+            "step %d as one operation: %lld and %lld bytes, %lld and %lld as four", s, f.bytes[s], fk.bytes[s],
+            a.bytes[s], k.bytes[s]);
+    }
+    CHECK(memcmp(&f.loss[s], &a.loss[s], sizeof f.loss[s]) == 0 && memcmp(&fk.loss[s], &k.loss[s], sizeof f.loss[s]) == 0 &&
+              memcmp(&fl.loss[s], &lk.loss[s], sizeof f.loss[s]) == 0,
+          "step %d: loss %.9g, %.9g, %.9g as one operation, %.9g, %.9g, %.9g as four", s, f.loss[s], fk.loss[s],
+          fl.loss[s], a.loss[s], k.loss[s], lk.loss[s]);
     CHECK(memcmp(&lk.loss[s], &lm.loss[s], sizeof lk.loss[s]) == 0,
           "step %d, live layout: loss %.9g from the kept set's draws, %.9g from the same images", s, lk.loss[s],
           lm.loss[s]);
@@ -374,11 +396,16 @@ int main(void) {
         "the α change copied %lld bytes with the set kept, %lld without: more than their batches' difference "
         "(%lld), the set (%lld) copied again?", lk.change, lm.change, lk.batch - lm.batch, lk.set);
   CHECK(memcmp(a.params, b.params, (size_t)np * sizeof(float)) == 0, "parameters differ with and without graphs");
+  CHECK(memcmp(a.params, f.params, (size_t)np * sizeof(float)) == 0 &&
+            memcmp(k.params, fk.params, (size_t)np * sizeof(float)) == 0 &&
+            memcmp(lk.params, fl.params, (size_t)np * sizeof(float)) == 0,
+        "parameters differ between the step as one operation and as four");
   CHECK(memcmp(k.params, m.params, (size_t)np * sizeof(float)) == 0,
         "parameters differ between the kept set's draws and the same images");
   CHECK(memcmp(lk.params, lm.params, (size_t)np * sizeof(float)) == 0,
         "live layout: parameters differ between the kept set's draws and the same images");
   free(a.params), free(b.params), free(k.params), free(m.params), free(lk.params), free(lm.params);
+  free(f.params), free(fk.params), free(fl.params);
   phase2("cuda/bounds");
   phase2("cuda");
   deferred();
