@@ -18,10 +18,15 @@
  *            same losses and parameters, bit for bit, as the steps
  *            given those images; a new step of the live layout (an α
  *            change) takes the set on the device, not a second copy.
+ *   one op:  the step as one operation (rt_exec_train_step) launches
+ *            one graph, the batch's gather in it, and gives the same
+ *            bytes, losses and parameters as the four calls.
  *   phase II: the dense gradient of a batch (every weight's, a dead
  *            layer's as if it came alive) runs on the device and equals
  *            the reference's; it copies the batch in and the gradient
- *            and the loss out, once, and nothing per layer.
+ *            and the loss out, once, and nothing per layer. A prepare
+ *            during phase II builds the step's kernels at its next pass,
+ *            and phase II without cuBLAS stops with a message.
  *
  * The model has batch norm (both orders), a max pool, a dead layer, GAP
  * and a linear stage, so that every generated op of the step runs. */
