@@ -97,10 +97,9 @@ typedef struct rt_backend_i {
    * logits' gradient for the backward. */
   int (*loss)(rt_backend *b, const ir_label *labels, int grad, double *loss, int *correct);
   int (*backward)(rt_backend *b);
-  /* Optional (NULL: the four operations one after another): a training
-   * step on the pass begun, as forward, loss (with its gradient), backward
-   * and sgd do it, in one operation; the device step launches it as one
-   * CUDA graph. */
+  /* A training step on the pass begun, as forward, loss (with its
+   * gradient), backward and sgd make it, in one operation: the host step
+   * calls the four, the device step launches one CUDA graph. */
   int (*train_step)(rt_backend *b, const ir_label *labels, float lr, float momentum, float decay,
                     double *loss, int *correct);
   /* Calls of a schedule, interpreted (tests compare them with a driver). */

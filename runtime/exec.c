@@ -342,16 +342,8 @@ void rt_exec_backward(rt_exec *x) { keep(x, x->backend->i->backward(x->backend))
 
 double rt_exec_train_step(rt_exec *x, const ir_label *labels, float lr, float momentum, float decay,
                           int *correct) {
-  rt_backend *b = x->backend;
   double loss = NAN;
-  if (b->i->train_step) {
-    keep(x, b->i->train_step(b, labels, lr, momentum, decay, &loss, correct));
-    return loss;
-  }
-  rt_exec_forward(x);
-  loss = rt_exec_loss(x, labels, 1, correct);
-  rt_exec_backward(x);
-  rt_exec_sgd(x, lr, momentum, decay);
+  keep(x, x->backend->i->train_step(x->backend, labels, lr, momentum, decay, &loss, correct));
   return loss;
 }
 

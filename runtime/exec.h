@@ -126,8 +126,8 @@ double rt_exec_loss(rt_exec *x, const ir_label *labels, int grad, int *correct);
 void rt_exec_backward(rt_exec *x);
 /* A training step on the pass begun: forward, the loss with its gradient
  * (returned; *correct the hits), backward and the SGD step, as the four
- * calls make it, in one operation of the backend where it has one (the
- * device step: one graph launch). */
+ * calls make it, in one operation of the backend (the device step: one
+ * graph launch). */
 double rt_exec_train_step(rt_exec *x, const ir_label *labels, float lr, float momentum, float decay,
                           int *correct);
 /* Interprets schedule calls (the same the emitted driver makes). */

@@ -1651,6 +1651,15 @@ static int host_backward(rt_backend *b) {
   return rc;
 }
 
+/* The four operations, one after another (the step is the host's). */
+static int host_train_step(rt_backend *b, const ir_label *labels, float lr, float momentum, float decay,
+                           double *loss, int *correct) {
+  return host_forward(b) || host_loss(b, labels, 1, loss, correct) || host_backward(b) ||
+                 host_sgd(b, lr, momentum, decay)
+             ? -1
+             : 0;
+}
+
 static int host_run(rt_backend *b, const ir_call *calls, int n) {
   host *e = (host *)b;
   if (ready((hx *)b)) return -1;
@@ -2021,6 +2030,7 @@ static const rt_backend_i host_i = {
     .backward = host_backward,
     .run = host_run,
     .sgd = host_sgd,
+    .train_step = host_train_step,
     .set_training = host_set_training,
     .view = host_view,
     .edit = host_edit,

@@ -742,11 +742,6 @@ static int packed_train_step(rt_backend *b, const ir_label *labels, float lr, fl
                              double *loss, int *correct) {
   packed *p = P(b);
   if (sync_step(p)) return -1;
-  if (!p->in->i->train_step)
-    return packed_forward(b) || packed_loss(b, labels, 1, loss, correct) || packed_backward(b) ||
-                   packed_sgd(b, lr, momentum, decay)
-               ? -1
-               : 0;
   sgd_outside(p, NULL, lr, momentum, decay);
   stale(p);
   return from_step(p, p->in->i->train_step(p->in, labels, lr, momentum, decay, loss, correct));
