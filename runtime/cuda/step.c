@@ -507,6 +507,7 @@ static void drop_set(dstep *d) {
   if (d->draws) cu.cuMemFree_v2(d->draws);
   if (d->set_mod) cu.cuModuleUnload(d->set_mod);
   d->set = d->draws = 0, d->set_mod = NULL, d->ds = NULL, d->gather.f = NULL;
+  d->drawn = d->gpend = 0;
 }
 
 /* What a step needs to draw from set ds besides its bytes: the gather
@@ -543,7 +544,6 @@ static int st_set_dataset(rt_backend *b, const rt_dataset *ds, const rt_norm *nm
   dstep *d = D(b);
   const ir_tensor *t = &b->g->tensors[b->g->input_t];
   drop_set(d);
-  d->drawn = 0;
   if (!ds) return 0;
   if (ds->src || (!ds->x && !ds->px) || ds->c != t->c || ds->h != t->h || ds->w != t->w ||
       nm->c != ds->c || ds->c > 4 || crop < 0 || crop > INT16_MAX / 2) {
@@ -587,7 +587,6 @@ static int st_take_dataset(rt_backend *b, rt_backend *from) {
   const ir_tensor *t = &b->g->tensors[b->g->input_t], *u = &from->g->tensors[from->g->input_t];
   if (from->i != b->i || !o->ds || !o->set || t->c != u->c || t->h != u->h || t->w != u->w) return -1;
   drop_set(d);
-  d->drawn = 0;
   if (bind_set(d, o->ds, o->crop)) return -1;
   d->set = o->set, d->ds = o->ds, d->crop = o->crop;
   o->set = 0, o->ds = NULL;
@@ -633,18 +632,35 @@ static int st_forward(rt_backend *b) {
   return done(d);
 }
 
-static int st_loss(rt_backend *b, const ir_label *labels, int grad, double *loss, int *correct) {
-  dstep *d = D(b);
-  double out[2] = {0, 0};
-  flush(d);
-  d->grad = !!grad;
-  if (!d->drawn && !d->fail) /* else the gather wrote the drawn images' */
+/* The loss's copies: the labels in (unless the gather wrote the drawn
+ * images'), then, after the loss's kernels, the mean loss and the hits
+ * out. */
+static void put_labels(dstep *d, const ir_label *labels) {
+  if (!d->drawn && !d->fail)
     chk(d, cu.cuMemcpyHtoDAsync_v2(d->labels, labels, (size_t)d->n * sizeof *labels, d->st), "cuMemcpyHtoD (labels)");
-  run_phase(d, PH_LOSS);
+}
+
+static void get_loss(dstep *d, double *loss, int *correct) {
+  double out[2] = {0, 0};
   if (!d->fail) chk(d, cu.cuMemcpyDtoHAsync_v2(out, d->scal, sizeof out, d->st), "cuMemcpyDtoH (the loss)");
   if (!d->fail) chk(d, cu.cuStreamSynchronize(d->st), "the step");
   *loss = d->fail ? NAN : out[0];
   if (correct) *correct = (int)out[1];
+}
+
+/* SGD's scalars in. */
+static void put_sgd(dstep *d, float lr, float momentum, float decay) {
+  float s[3] = {lr, momentum, decay};
+  if (!d->fail) chk(d, cu.cuMemcpyHtoDAsync_v2(fptr(d->scal, 4), s, sizeof s, d->st), "cuMemcpyHtoD (SGD's scalars)");
+}
+
+static int st_loss(rt_backend *b, const ir_label *labels, int grad, double *loss, int *correct) {
+  dstep *d = D(b);
+  flush(d);
+  d->grad = !!grad;
+  put_labels(d, labels);
+  run_phase(d, PH_LOSS);
+  get_loss(d, loss, correct);
   return done(d);
 }
 
@@ -687,8 +703,7 @@ static int st_sgd(rt_backend *b, float lr, float momentum, float decay) {
     chk(d, cu.cuMemcpyHtoD_v2(fptr(d->pgm, d->np), d->grads, (size_t)d->np * sizeof(float)),
         "cuMemcpyHtoD (the edited gradients)");
   d->gedit = 0, d->gvalid = 0;
-  float s[3] = {lr, momentum, decay};
-  if (!d->fail) chk(d, cu.cuMemcpyHtoDAsync_v2(fptr(d->scal, 4), s, sizeof s, d->st), "cuMemcpyHtoD (SGD's scalars)");
+  put_sgd(d, lr, momentum, decay);
   run_phase(d, PH_SGD);
   d->valid[0] = d->valid[1] = 0;
   return done(d);
@@ -708,17 +723,11 @@ static int st_train_step(rt_backend *b, const ir_label *labels, float lr, float 
   if (ready(d)) return -1;
   flush(d);
   d->grad = 1, d->gedit = 0, d->gvalid = 0, d->gpend = 0;
-  if (!d->drawn && !d->fail)
-    chk(d, cu.cuMemcpyHtoDAsync_v2(d->labels, labels, (size_t)d->n * sizeof *labels, d->st), "cuMemcpyHtoD (labels)");
-  float sc[3] = {lr, momentum, decay};
-  if (!d->fail) chk(d, cu.cuMemcpyHtoDAsync_v2(fptr(d->scal, 4), sc, sizeof sc, d->st), "cuMemcpyHtoD (SGD's scalars)");
+  put_labels(d, labels);
+  put_sgd(d, lr, momentum, decay);
   run_phase(d, PH_STEP);
-  double out[2] = {0, 0};
-  if (!d->fail) chk(d, cu.cuMemcpyDtoHAsync_v2(out, d->scal, sizeof out, d->st), "cuMemcpyDtoH (the loss)");
-  if (!d->fail) chk(d, cu.cuStreamSynchronize(d->st), "the step");
+  get_loss(d, loss, correct);
   d->valid[0] = d->valid[1] = d->valid[2] = 0;
-  *loss = d->fail ? NAN : out[0];
-  if (correct) *correct = (int)out[1];
   return done(d);
 }
 
@@ -999,7 +1008,6 @@ static const rt_backend_i step_i = {
     .memory = st_memory,
     .kernels = st_kernels,
 };
-
 
 rt_backend *rt_cuda_step_new(const ir_graph *g, const ir_arch *arch, int cap, int threads, char *err, size_t errlen) {
   for (int i = 0; i < g->n_layers; i++)
