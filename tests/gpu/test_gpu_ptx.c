@@ -54,6 +54,23 @@ static int assemble(const char *file, const char *arch) {
   return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -1;
 }
 
+/* A module's PTX (freed) to WORK/NAME.ptx, which ptxas must accept for
+ * sm_90 and sm_80; counted in `modules`. */
+static void assemble_ptx(const char *what, const char *name, char *ptx) {
+  char file[4096];
+  snprintf(file, sizeof file, "%s/%s.ptx", work, name);
+  FILE *f = fopen(file, "w");
+  CHECK(f != NULL, "cannot write %s", file);
+  if (f) {
+    fputs(ptx, f);
+    fclose(f);
+    CHECK(assemble(file, "sm_90") == 0, "%s: ptxas -arch=sm_90 rejects %s", what, file);
+    CHECK(assemble(file, "sm_80") == 0, "%s: ptxas -arch=sm_80 rejects %s", what, file);
+    modules++;
+  }
+  free(ptx);
+}
+
 /* One layer's four kernels in one module, as the CUDA backend builds it
  * (runtime/cuda/kern.c). */
 static void layer_case(const char *what, int kind, const cg_conv_desc *cd, const cg_linear_desc *ld) {
@@ -90,17 +107,9 @@ static void layer_case(const char *what, int kind, const cg_conv_desc *cd, const
   CHECK(strstr(ptx, ".entry k_fwd") && strstr(ptx, ".entry k_bwd_data") &&
             strstr(ptx, ".entry k_bwd_weight") && (kind != IR_CONV || strstr(ptx, ".entry k_wsum")),
         "%s: PTX lacks a kernel entry", what);
-  char file[4096];
-  snprintf(file, sizeof file, "%s/m%d.ptx", work, modules++);
-  FILE *f = fopen(file, "w");
-  CHECK(f != NULL, "cannot write %s", file);
-  if (f) {
-    fputs(ptx, f);
-    fclose(f);
-    CHECK(assemble(file, "sm_90") == 0, "%s: ptxas -arch=sm_90 rejects %s", what, file);
-    CHECK(assemble(file, "sm_80") == 0, "%s: ptxas -arch=sm_80 rejects %s", what, file);
-  }
-  free(ptx);
+  char name[32];
+  snprintf(name, sizeof name, "m%d", modules);
+  assemble_ptx(what, name, ptx);
 }
 
 /* Phase II's dense kernels of a layer (runtime/cuda/kern.h:
@@ -125,18 +134,7 @@ static void dense_case(int conv) {
   LLVMDisposeModule(m);
   LLVMContextDispose(ctx);
   if (!ptx) return;
-  char file[4096];
-  snprintf(file, sizeof file, "%s/dense%d.ptx", work, conv);
-  FILE *f = fopen(file, "w");
-  CHECK(f != NULL, "cannot write %s", file);
-  if (f) {
-    fputs(ptx, f);
-    fclose(f);
-    CHECK(assemble(file, "sm_90") == 0, "dense: ptxas -arch=sm_90 rejects %s", file);
-    CHECK(assemble(file, "sm_80") == 0, "dense: ptxas -arch=sm_80 rejects %s", file);
-    modules++;
-  }
-  free(ptx);
+  assemble_ptx("dense", conv ? "dense1" : "dense0", ptx);
 }
 
 /* The device step's other kernels (kgen/devops.h), every op and flag, in
@@ -180,18 +178,7 @@ static void devops_case(void) {
   LLVMDisposeModule(m);
   LLVMContextDispose(ctx);
   if (!ptx) return;
-  char file[4096];
-  snprintf(file, sizeof file, "%s/devops.ptx", work);
-  FILE *f = fopen(file, "w");
-  CHECK(f != NULL, "cannot write %s", file);
-  if (f) {
-    fputs(ptx, f);
-    fclose(f);
-    CHECK(assemble(file, "sm_90") == 0, "devops: ptxas -arch=sm_90 rejects %s", file);
-    CHECK(assemble(file, "sm_80") == 0, "devops: ptxas -arch=sm_80 rejects %s", file);
-    modules++;
-  }
-  free(ptx);
+  assemble_ptx("devops", "devops", ptx);
 }
 
 static void sample_case(const char *path) {

@@ -31,6 +31,7 @@
  * The model has batch norm (both orders), a max pool, a dead layer, GAP
  * and a linear stage, so that every generated op of the step runs. */
 #include "tests/jit/jitutil.h"
+#include "tests/jit/deferred.h"
 
 #include "runtime/cuda/step.h"
 #include "runtime/exec.h"
@@ -255,56 +256,6 @@ static void phase2(const char *backend) {
   ir_free(g);
 }
 
-/* A prepare during phase II leaves the step's own kernels for its next
- * pass off phase II (phase II runs on its dense kernels): the same steps
- * after it, bit for bit, as a twin prepared outside phase II. */
-static void deferred(void) {
-  char err[256];
-  ir_graph *g = jt_build(src);
-  rt_exec *x[2] = {NULL, NULL};
-  for (int k = 0; g && k < 2; k++) {
-    x[k] = rt_exec_new(g, BATCH, 1, "cuda/bounds", err, sizeof err);
-    CHECK(x[k], "exec: %s", err);
-    if (!x[k]) break;
-    rt_exec_init_params(x[k], 5);
-    CHECK(rt_exec_prepare(x[k], err, sizeof err) == 0, "prepare: %s", err);
-  }
-  int64_t at = -1;
-  for (int i = 0; x[1] && i < g->n_layers && at < 0; i++) {
-    const ir_layer *l = &g->layers[i];
-    for (int64_t k = l->w_off; l->kind == IR_CONV && x[0]->arch->alive[i] && k < l->w_off + l->n_w && at < 0; k++)
-      if (!ir_alpha_get(x[0]->arch, k)) at = k;
-  }
-  CHECK(!x[1] || at >= 0, "no missing weight in a live conv layer");
-  const ir_tensor *t = g ? &g->tensors[g->input_t] : NULL;
-  float *in = t ? jt_randf((size_t)BATCH * t->c * t->h * t->w) : NULL;
-  ir_label lab[BATCH] = {1, 2, 3, 4, 0, 1, 2, 3};
-  const float half = 0.5f;
-  double loss[2][3];
-  for (int k = 0; at >= 0 && k < 2; k++) {
-    rt_exec_phase2(x[k], k == 0);
-    rt_exec_set_unit(x[k], at, 1, 1, &half);
-    CHECK(rt_exec_prepare(x[k], err, sizeof err) == 0, "prepare: %s", err);
-    rt_exec_phase2(x[k], 0);
-    for (int s = 0; s < 3; s++) {
-      rt_exec_set_input(x[k], in, BATCH);
-      rt_exec_forward(x[k]);
-      loss[k][s] = rt_exec_loss(x[k], lab, 1, NULL);
-      rt_exec_backward(x[k]);
-      rt_exec_sgd(x[k], 0.05f, 0.9f, 0.0f);
-    }
-  }
-  for (int s = 0; at >= 0 && s < 3; s++)
-    CHECK(memcmp(&loss[0][s], &loss[1][s], sizeof loss[0][s]) == 0,
-          "step %d: loss %.9g after a prepare in phase II, %.9g after one outside it", s, loss[0][s], loss[1][s]);
-  if (at >= 0) printf("a prepare in phase II, then 3 steps: the same losses as without (%.6f %.6f %.6f)\n",
-                      loss[0][0], loss[0][1], loss[0][2]);
-  free(in);
-  for (int k = 0; k < 2; k++)
-    if (x[k]) rt_exec_free(x[k]);
-  ir_free(g);
-}
-
 /* Without cuBLAS the step trains on its sparse kernels, and phase II,
  * which needs it, stops with a message that says so. */
 static void no_cublas(void) {
@@ -413,7 +364,7 @@ int main(void) {
   free(f.params), free(fk.params), free(fl.params);
   phase2("cuda/bounds");
   phase2("cuda");
-  deferred();
+  jt_check_deferred(src, "cuda/bounds", 1, 5);
   no_cublas();
   if (failures) fprintf(stderr, "test_gpu_step: %d failures\n", failures);
   else printf("test_gpu_step: ok\n");

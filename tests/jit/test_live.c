@@ -14,6 +14,7 @@
 #include "runtime/host.h"
 #include "runtime/plan.h"
 #include "tests/jit/jitutil.h"
+#include "tests/jit/deferred.h"
 
 /* Dense stages with batch norm (kernel granularity) and a linear stage:
  * dead layers inside a dense stage, at its end (read by the next reduce)
@@ -201,68 +202,6 @@ static void check_memory(void) {
   rt_exec_free(x), rt_exec_free(xb), ir_free(g);
 }
 
-/* A prepare during phase II (whose passes run on the dense kernels that
- * follow the masks) leaves the step's own kernels for later: the first
- * pass after phase II builds them. The same steps as a twin prepared off
- * phase II, bit for bit: a kernel left for the old pattern would miss
- * the weight that came alive. */
-static void check_deferred(const char *backend) {
-  char err[256];
-  ir_graph *g = jt_build(src);
-  CHECK(g, "model does not build");
-  if (!g) return;
-  const int n = 8;
-  rt_exec *x[2];
-  for (int k = 0; k < 2; k++) {
-    x[k] = rt_exec_new(g, n, 2, backend, err, sizeof err);
-    CHECK(x[k], "%s exec: %s", backend, err);
-    if (!x[k]) return;
-    rt_exec_init_params(x[k], 11);
-    CHECK(rt_exec_prepare(x[k], err, sizeof err) == 0, "prepare: %s", err);
-  }
-  /* a missing weight of a live conv layer comes alive at 0.5 */
-  int64_t at = -1;
-  for (int i = 0; i < g->n_layers && at < 0; i++) {
-    const ir_layer *l = &g->layers[i];
-    if (l->kind != IR_CONV || !x[0]->arch->alive[i]) continue;
-    for (int64_t k = l->w_off; k < l->w_off + l->n_w && at < 0; k++)
-      if (!ir_alpha_get(x[0]->arch, k)) at = k;
-  }
-  CHECK(at >= 0, "no missing weight in a live conv layer");
-  const float half = 0.5f;
-  for (int k = 0; k < 2 && at >= 0; k++) {
-    rt_exec_phase2(x[k], k == 0);
-    rt_exec_set_unit(x[k], at, 1, 1, &half);
-    CHECK(rt_exec_prepare(x[k], err, sizeof err) == 0, "prepare: %s", err);
-    rt_exec_phase2(x[k], 0);
-  }
-  const ir_tensor *t = &g->tensors[g->input_t];
-  jt_state = 77;
-  float *in = jt_randf((size_t)n * t->c * t->h * t->w);
-  ir_label lab[8];
-  for (int i = 0; i < n; i++) lab[i] = (ir_label)jt_int(0, g->cfg.classes - 1);
-  double loss[2][3];
-  for (int s = 0; s < 3; s++)
-    for (int k = 0; k < 2; k++) {
-      rt_exec_set_input(x[k], in, n);
-      rt_exec_forward(x[k]);
-      loss[k][s] = rt_exec_loss(x[k], lab, 1, NULL);
-      rt_exec_backward(x[k]);
-      rt_exec_sgd(x[k], 0.05f, 0.9f, 0.0f);
-    }
-  for (int s = 0; s < 3; s++)
-    CHECK(memcmp(&loss[0][s], &loss[1][s], sizeof loss[0][s]) == 0,
-          "%s, step %d: loss %.9g after a prepare in phase II, %.9g after one outside it", backend, s, loss[0][s],
-          loss[1][s]);
-  CHECK(memcmp(rt_exec_view(x[0], RT_PARAMS), rt_exec_view(x[1], RT_PARAMS), (size_t)g->n_params * sizeof(float)) == 0,
-        "%s: parameters differ after a prepare in phase II", backend);
-  printf("%s: a prepare in phase II, then 3 steps: the same losses as without (%.6f %.6f %.6f)\n", backend,
-         loss[0][0], loss[0][1], loss[0][2]);
-  free(in);
-  rt_exec_free(x[0]), rt_exec_free(x[1]);
-  ir_free(g);
-}
-
 int main(int argc, char **argv) {
   (void)argc, (void)argv;
   check_same_losses("ref", src);
@@ -272,8 +211,8 @@ int main(int argc, char **argv) {
   check_same_losses("ref", src_dense);
   check_same_losses("cpu", src_dense);
   check_memory();
-  check_deferred("cpu/bounds");
-  check_deferred("cpu");
+  jt_check_deferred(src, "cpu/bounds", 2, 11);
+  jt_check_deferred(src, "cpu", 2, 11);
   if (failures) fprintf(stderr, "test_live: %d failures\n", failures);
   else printf("test_live: ok\n");
   return failures != 0;
