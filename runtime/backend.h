@@ -48,6 +48,16 @@ typedef void (*rt_graph_fn)(void *x);
  * (n_stats) and logits (the last forward's, [n][classes], to read). */
 typedef enum { RT_PARAMS, RT_MOMENTUM, RT_STATS, RT_GRADS, RT_LOGITS } rt_state;
 
+/* A unit of phase II's growth (search.h): one weight or bias, or at kernel
+ * granularity one whole (c_out, c_in) kernel or one bias, of a weighted
+ * layer. */
+typedef struct rt_unit {
+  int64_t start; /* first parameter */
+  int32_t len;   /* parameters in the unit */
+  int32_t layer;
+  float score;   /* the L2 norm of a gradient over the unit */
+} rt_unit;
+
 typedef struct rt_backend_stats {
   long dense_backend; /* phase II's layer gradients its kernels computed */
   long dense_host;    /* ... that the host computed */
@@ -125,6 +135,28 @@ typedef struct rt_backend_i {
   int (*dense_grad)(rt_backend *b, const float *images, const ir_label *labels, int n, float *out,
                     double *loss);
   rt_backend_stats (*stats)(const rt_backend *b);
+
+  /* Phase II's gradients, kept where the state is (p2.h: on the host; the
+   * device step: on the device), so that ranking the missing units and
+   * the hyper step read no gradient back. Two slots: 0, g at W; 1, g* at
+   * W*. p2_grad: slot becomes the mean over `count` batches (n images
+   * each, one after another; labels likewise) of the dense gradient at
+   * every weight and bias (dense_grad's) and at batch norm's affine
+   * parameters of alive layers (the backward's), the sum taken batch by
+   * batch then scaled by 1/count; their mean loss in *loss. p2_top: the
+   * k missing units (α clear) with the largest norm of g, best first,
+   * ties to the lowest start; none of norm 0; *got how many (<= k).
+   * p2_score: u[i].score becomes the norm of g + g* over unit i. p2_hyper:
+   * W* = W - lr g on the active parameters (the masks as they are), W
+   * kept until p2_restore puts it back. p2_slot: a host view of a slot
+   * (n_params floats), to read, or with write to write (taken as new). */
+  int (*p2_grad)(rt_backend *b, int slot, const float *images, const ir_label *labels, int count,
+                 int n, double *loss);
+  int (*p2_top)(rt_backend *b, int64_t k, rt_unit *out, int64_t *got);
+  int (*p2_score)(rt_backend *b, rt_unit *u, int64_t n);
+  int (*p2_hyper)(rt_backend *b, float lr);
+  int (*p2_restore)(rt_backend *b);
+  float *(*p2_slot)(rt_backend *b, int slot, int write);
 
   /* Timing of every graph op, the loss and the SGD step (--profile). */
   int (*profile)(rt_backend *b);

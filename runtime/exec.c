@@ -390,6 +390,37 @@ int rt_exec_dense_grad(rt_exec *x, const float *in, const ir_label *labels, int 
   return 0;
 }
 
+static int backend_rc(const rt_exec *x, int rc, char *err, size_t errlen) {
+  if (rc) snprintf(err, errlen, "%s", x->backend->error);
+  return rc ? -1 : 0;
+}
+
+int rt_exec_p2_grad(rt_exec *x, int slot, const float *images, const ir_label *labels, int count, int n,
+                    double *loss, char *err, size_t errlen) {
+  rt_backend *b = x->backend;
+  return backend_rc(x, b->i->p2_grad(b, slot, images, labels, count, n, loss), err, errlen);
+}
+
+int64_t rt_exec_p2_top(rt_exec *x, int64_t k, rt_unit *out, char *err, size_t errlen) {
+  int64_t got = 0;
+  if (backend_rc(x, x->backend->i->p2_top(x->backend, k, out, &got), err, errlen)) return -1;
+  return got;
+}
+
+int rt_exec_p2_score(rt_exec *x, rt_unit *u, int64_t n, char *err, size_t errlen) {
+  return backend_rc(x, x->backend->i->p2_score(x->backend, u, n), err, errlen);
+}
+
+int rt_exec_p2_hyper(rt_exec *x, float lr, char *err, size_t errlen) {
+  return backend_rc(x, x->backend->i->p2_hyper(x->backend, lr), err, errlen);
+}
+
+int rt_exec_p2_restore(rt_exec *x, char *err, size_t errlen) {
+  return backend_rc(x, x->backend->i->p2_restore(x->backend), err, errlen);
+}
+
+const float *rt_exec_p2_slot(rt_exec *x, int slot) { return x->backend->i->p2_slot(x->backend, slot, 0); }
+
 rt_backend_stats rt_exec_get_stats(const rt_exec *x) { return x->backend->i->stats(x->backend); }
 
 int rt_exec_profile(rt_exec *x) { return x->backend->i->profile(x->backend); }

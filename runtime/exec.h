@@ -167,6 +167,29 @@ int rt_exec_dense_grad(rt_exec *x, const float *in, const ir_label *labels, int 
                        double *loss, char *err, size_t errlen);
 rt_backend_stats rt_exec_get_stats(const rt_exec *x);
 
+/* Phase II's gradients, kept where the backend keeps its state (backend.h:
+ * on the device for the device step), and what the search does with
+ * them there. Slot 0 holds g, the dense gradient at W; slot 1 holds g*,
+ * the one at W*. Each returns 0 (rt_exec_p2_top: how many units), or -1
+ * with a message.
+ *   rt_exec_p2_grad: slot becomes the mean over count batches of n images
+ *     (packed one after another; labels likewise) of the dense gradient
+ *     (rt_exec_dense_grad's, with batch norm's affine parameters of alive
+ *     layers), and *loss their mean loss;
+ *   rt_exec_p2_top: the k best missing units by the norm of g over each
+ *     (ties to the lowest start; none of norm 0), best first, into out;
+ *   rt_exec_p2_score: each unit's score becomes the norm of g + g*;
+ *   rt_exec_p2_hyper: W* = W - lr g on the active parameters, W kept;
+ *   rt_exec_p2_restore: W back;
+ *   rt_exec_p2_slot: a slot, to read (tests). */
+int rt_exec_p2_grad(rt_exec *x, int slot, const float *images, const ir_label *labels, int count, int n,
+                    double *loss, char *err, size_t errlen);
+int64_t rt_exec_p2_top(rt_exec *x, int64_t k, rt_unit *out, char *err, size_t errlen);
+int rt_exec_p2_score(rt_exec *x, rt_unit *u, int64_t n, char *err, size_t errlen);
+int rt_exec_p2_hyper(rt_exec *x, float lr, char *err, size_t errlen);
+int rt_exec_p2_restore(rt_exec *x, char *err, size_t errlen);
+const float *rt_exec_p2_slot(rt_exec *x, int slot);
+
 /* Starts (or restarts) timing every graph op, the loss and the SGD step;
  * -1 when out of memory. The report prints milliseconds per step for each
  * layer's forward and backward and their share of the timed total. */

@@ -26,6 +26,7 @@
 #include "runtime/elem.h"
 #include "runtime/exec.h"
 #include "runtime/plan.h"
+#include "runtime/p2.h"
 #include "runtime/pool.h"
 #include "runtime/ref.h"
 #include "base/rng.h"
@@ -177,6 +178,7 @@ typedef struct host {
     int fused;    /* a pool's: the last forward pooled from z */
     int64_t z, out, pout; /* the conv's z and out offsets; where the pool wrote */
   } *bnf;
+  rt_p2 p2; /* phase II's gradients and the hyper step's saved W */
 } host;
 
 /* Layer l's gradient layout in grads: its packed indices (*n of them), or
@@ -660,6 +662,7 @@ static void host_free(rt_backend *b) {
       free(e->bnf);
   rt_plan_free(e->plan);
   rt_pool_free(e->pool);
+  rt_p2_free(&e->p2);
   free(e);
 }
 
@@ -2019,6 +2022,21 @@ static void run_calls(hx *x, const ir_call *calls, int n) {
   }
 }
 
+/* Phase II's operations: p2.h's, over this step's dense_grad and views. */
+static int host_p2_grad(rt_backend *b, int slot, const float *images, const ir_label *labels, int count, int n,
+                        double *loss) {
+  return rt_p2_grad(&((host *)b)->p2, b, slot, images, labels, count, n, loss);
+}
+static int host_p2_top(rt_backend *b, int64_t k, rt_unit *out, int64_t *got) {
+  return rt_p2_top(&((host *)b)->p2, b, k, out, got);
+}
+static int host_p2_score(rt_backend *b, rt_unit *u, int64_t n) { return rt_p2_score(&((host *)b)->p2, b, u, n); }
+static int host_p2_hyper(rt_backend *b, float lr) { return rt_p2_hyper(&((host *)b)->p2, b, lr); }
+static int host_p2_restore(rt_backend *b) { return rt_p2_restore(&((host *)b)->p2, b); }
+static float *host_p2_slot(rt_backend *b, int slot, int write) {
+  return rt_p2_slot(&((host *)b)->p2, b, slot, write);
+}
+
 static const rt_backend_i host_i = {
     .name = "host",
     .free = host_free,
@@ -2036,6 +2054,12 @@ static const rt_backend_i host_i = {
     .edit = host_edit,
     .phase2 = host_phase2,
     .dense_grad = host_dense_grad,
+    .p2_grad = host_p2_grad,
+    .p2_top = host_p2_top,
+    .p2_score = host_p2_score,
+    .p2_hyper = host_p2_hyper,
+    .p2_restore = host_p2_restore,
+    .p2_slot = host_p2_slot,
     .stats = host_stats,
     .profile = host_profile,
     .profile_take = host_profile_take,

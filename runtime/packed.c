@@ -3,6 +3,7 @@
 #define _DEFAULT_SOURCE /* mmap's MAP_ANONYMOUS */
 #include "runtime/packed.h"
 
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -53,6 +54,12 @@ typedef struct packed {
   int training, phase2, profiling, paused;
   rt_backend_stats retired; /* of the steps before this one */
   long rebuilds;
+  /* Phase II's gradients: the step keeps them at gc's indices (held: a
+   * bit per slot), and a step made in phase II takes them from the one
+   * before, on a gc that keeps every channel of the old (rebuild);
+   * p2_view: each slot at g's indices, for p2_slot */
+  unsigned p2held;
+  float *p2_view[2];
 } packed;
 
 static packed *P(rt_backend *b) { return (packed *)b; }
@@ -266,6 +273,8 @@ static int build_compact(packed *p) {
     }
   }
   free(o), free(f);
+  for (int64_t k = 1; k < c->n_params; k++) /* rising: take_p2, to_gc */
+    assert(p->pmap[k] > p->pmap[k - 1]);
   ir_call *fc, *bc;
   int nf, nb;
   if (ir_schedule(c, &fc, &nf, &bc, &nb)) return -1;
@@ -490,8 +499,14 @@ static int from_step(packed *p, int rc) {
 }
 
 /* A new step on the compact graph of p->next: g's state carried over. */
+static int take_p2(packed *p, rt_backend *in, rt_backend *old, const int64_t *opm, int64_t on);
+
 static int rebuild(packed *p) {
   for (int w = RT_PARAMS; w <= RT_STATS; w++) scatter(p, w);
+  /* phase II's gradients at the old indices all have a place in the new */
+  int take = p->p2held && p->in && p->mode == PHASE2 && p->next_mode == PHASE2;
+  int64_t nch = ir_chan_base(p->pub.g, p->pub.g->n_tensors);
+  for (int64_t c = 0; take && c < nch; c++) p->next[c] |= p->keep[c];
   rt_backend *old = p->in;
   ir_graph *ogc = p->gc;
   int64_t *opm = p->pmap, *osm = p->smap, *ocm = p->cmap;
@@ -518,6 +533,10 @@ static int rebuild(packed *p) {
     snprintf(err, sizeof err, "%s", in->i->set_dataset ? in->error : "the new step keeps no data set");
     in->i->free(in), in = NULL;
   }
+  if (in && take && take_p2(p, in, old, opm, ogc->n_params)) {
+    snprintf(err, sizeof err, "%s", in->error);
+    in->i->free(in), in = NULL;
+  }
   if (!in) { /* the step as it was */
     free_compact(p);
     p->gc = ogc, p->pmap = opm, p->smap = osm, p->cmap = ocm, p->call[0] = oc0, p->call[1] = oc1;
@@ -539,6 +558,7 @@ static int rebuild(packed *p) {
     if (p->paused) in->i->profile_pause(in, 1);
   }
   if (old) old->i->free(old);
+  if (!take) p->p2held = 0;
   /* the old gradients, at the old indices, are gone with the old step */
   p->fresh[RT_GRADS] = 0;
   let_go(p, RT_GRADS);
@@ -614,7 +634,7 @@ static void packed_free(rt_backend *b) {
     if (!mapped(w)) free(p->arr[w]);
     else if (p->arr[w]) munmap(p->arr[w], map_bytes(p, w));
   }
-  free(p->keep), free(p->next), free(p->outside), free(p->ov[0]), free(p->ov[1]), free(p->src);
+  free(p->keep), free(p->next), free(p->outside), free(p->ov[0]), free(p->ov[1]), free(p->src), free(p->p2_view[0]), free(p->p2_view[1]);
   rt_plan_free(p->plan);
   free(p);
 }
@@ -792,6 +812,112 @@ static int packed_dense_grad(rt_backend *b, const float *images, const ir_label 
   return 0;
 }
 
+/* ---- phase II's gradients, kept by the step ---- */
+
+/* The held slots of the old step (gc's parameters opm, on of them) go to
+ * the new one, whose gc keeps every channel the old one did: both maps
+ * rise with the index (build_compact), so one walk pairs them. */
+static int take_p2(packed *p, rt_backend *in, rt_backend *old, const int64_t *opm, int64_t on) {
+  for (int slot = 0; slot < 2; slot++) {
+    if (!(p->p2held >> slot & 1)) continue;
+    const float *src = old->i->p2_slot(old, slot, 0);
+    float *dst = src ? in->i->p2_slot(in, slot, 1) : NULL;
+    if (!dst) {
+      if (!src) snprintf(in->error, sizeof in->error, "%s", old->error);
+      return -1;
+    }
+    memset(dst, 0, (size_t)p->gc->n_params * sizeof *dst);
+    for (int64_t k = 0, j = 0; k < on; k++) {
+      while (j < p->gc->n_params && p->pmap[j] < opm[k]) j++;
+      if (j < p->gc->n_params && p->pmap[j] == opm[k]) dst[j] = src[k];
+    }
+  }
+  return 0;
+}
+
+/* gc's index of g's parameter i, or -1 (pmap rises). */
+static int64_t to_gc(const packed *p, int64_t i) {
+  int64_t lo = 0, hi = p->gc->n_params;
+  while (lo < hi) {
+    int64_t mid = lo + (hi - lo) / 2;
+    if (p->pmap[mid] < i) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo < p->gc->n_params && p->pmap[lo] == i ? lo : -1;
+}
+
+static int packed_p2_grad(rt_backend *b, int slot, const float *images, const ir_label *labels, int count, int n,
+                          double *loss) {
+  packed *p = P(b);
+  if (sync_for(p, PHASE2)) return -1;
+  stale(p);
+  if (from_step(p, p->in->i->p2_grad(p->in, slot, images, labels, count, n, loss))) return -1;
+  p->p2held |= 1u << slot;
+  return 0;
+}
+
+/* gc's best units are g's: a missing unit that gc leaves out has no
+ * gradient (plan.h), and the order of starts is g's (pmap rises). */
+static int packed_p2_top(rt_backend *b, int64_t k, rt_unit *out, int64_t *got) {
+  packed *p = P(b);
+  if (sync_for(p, PHASE2) || from_step(p, p->in->i->p2_top(p->in, k, out, got))) return -1;
+  for (int64_t i = 0; i < *got; i++) out[i].start = p->pmap[out[i].start];
+  return 0;
+}
+
+static int packed_p2_score(rt_backend *b, rt_unit *u, int64_t n) {
+  packed *p = P(b);
+  rt_unit *c = malloc((size_t)(n ? n : 1) * sizeof *c);
+  if (!c) return fail(p, "out of memory");
+  int64_t m = 0;
+  for (int64_t i = 0; i < n; i++) {
+    int64_t at = to_gc(p, u[i].start);
+    u[i].score = 0.0f; /* none in gc: no gradient */
+    if (at >= 0) c[m] = u[i], c[m++].start = at;
+  }
+  int rc = from_step(p, p->in->i->p2_score(p->in, c, m));
+  for (int64_t i = 0, j = 0; rc == 0 && i < n && j < m; i++)
+    if (to_gc(p, u[i].start) == c[j].start) u[i].score = c[j++].score;
+  free(c);
+  return rc;
+}
+
+static int packed_p2_hyper(rt_backend *b, float lr) {
+  packed *p = P(b);
+  if (sync_for(p, PHASE2)) return -1;
+  stale(p);
+  return from_step(p, p->in->i->p2_hyper(p->in, lr));
+}
+
+static int packed_p2_restore(rt_backend *b) {
+  packed *p = P(b);
+  if (sync_for(p, PHASE2)) return -1;
+  stale(p);
+  return from_step(p, p->in->i->p2_restore(p->in));
+}
+
+/* A slot at g's indices, to read: it is written in the step alone. */
+static float *packed_p2_slot(rt_backend *b, int slot, int write) {
+  packed *p = P(b);
+  if (write) {
+    fail(p, "the live layout's phase II gradients are written by its step");
+    return NULL;
+  }
+  const float *s = p->in ? p->in->i->p2_slot(p->in, slot, 0) : NULL;
+  if (!s) {
+    if (p->in) from_step(p, -1);
+    return NULL;
+  }
+  float **v = &p->p2_view[slot];
+  if (!*v && !(*v = malloc((size_t)(b->g->n_params + 1) * sizeof(float)))) {
+    fail(p, "out of memory");
+    return NULL;
+  }
+  memset(*v, 0, (size_t)b->g->n_params * sizeof(float));
+  for (int64_t k = 0; k < p->gc->n_params; k++) (*v)[p->pmap[k]] = s[k];
+  return *v;
+}
+
 static rt_backend_stats packed_stats(const rt_backend *b) {
   const packed *p = (const packed *)b;
   rt_backend_stats s = p->retired;
@@ -876,6 +1002,12 @@ static const rt_backend_i packed_i = {
     .edit = packed_edit,
     .phase2 = packed_phase2,
     .dense_grad = packed_dense_grad,
+    .p2_grad = packed_p2_grad,
+    .p2_top = packed_p2_top,
+    .p2_score = packed_p2_score,
+    .p2_hyper = packed_p2_hyper,
+    .p2_restore = packed_p2_restore,
+    .p2_slot = packed_p2_slot,
     .stats = packed_stats,
     .profile = packed_profile,
     .profile_pause = packed_profile_pause,

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "runtime/elem.h"
+#include "runtime/p2.h"
 
 typedef srch_unit unit;
 
@@ -22,10 +23,8 @@ int srch_init(srch_state *s, const ir_graph *g, fe_search method, uint64_t seed)
   s->lr = (float)g->cfg.lr;
   s->budget = g->cfg.budget;
   rt_rng_seed(&s->rng, seed ^ 0x9a0b1c2dull);
-  s->gsum = calloc((size_t)g->n_params, sizeof(float));
-  s->gstar = calloc((size_t)g->n_params, sizeof(float));
-  s->per_layer = calloc((size_t)g->n_layers, sizeof(int64_t));
-  if (!s->gsum || !s->gstar || !s->per_layer) {
+  s->per_layer = calloc((size_t)(g->n_layers ? g->n_layers : 1), sizeof(int64_t));
+  if (!s->per_layer) {
     srch_free(s);
     return -1;
   }
@@ -33,7 +32,7 @@ int srch_init(srch_state *s, const ir_graph *g, fe_search method, uint64_t seed)
 }
 
 void srch_free(srch_state *s) {
-  free(s->gsum), free(s->gstar), free(s->per_layer);
+  free(s->per_layer);
   memset(s, 0, sizeof *s);
 }
 
@@ -167,33 +166,6 @@ static void deactivate(rt_exec *x, const unit *u) {
   rt_exec_set_unit(x, u->start, u->len, 0, NULL);
 }
 
-/* Every missing unit of every weighted layer (dead layers included: a
- * unit there is a new layer). Kernel granularity keeps kernels whole. */
-static unit *missing_units(const ir_graph *g, const ir_arch *a, int64_t *count) {
-  /* counted first, then written: one allocation of the exact size (the
-   * missing units of a wide template are millions) */
-  unit *u = NULL;
-  int64_t n = 0;
-  for (int pass = 0; pass < 2; pass++) {
-    if (pass && !(u = malloc((size_t)(n ? n : 1) * sizeof *u))) return NULL;
-    n = 0;
-    for (int li = 0; li < g->n_layers; li++) {
-      const ir_layer *l = &g->layers[li];
-      if (!weighted(l)) continue;
-      int len = g->cfg.gran == FE_GRAN_KERNEL ? l->k * l->k : 1;
-      int64_t nw_units = l->n_w / len;
-      for (int64_t k = 0; k < nw_units + l->cout; k++) {
-        int64_t start = k < nw_units ? l->w_off + k * len : l->b_off + (k - nw_units);
-        if (ir_alpha_get(a, start)) continue;
-        if (pass) u[n] = (unit){start, k < nw_units ? len : 1, li, 0.0f};
-        n++;
-      }
-    }
-  }
-  *count = n;
-  return u;
-}
-
 void srch_sizes(const srch_state *s, const ir_arch *a, int64_t *m, int64_t *n) {
   const ir_graph *g = s->g;
   ir_count c = ir_count_params(g, a);
@@ -316,103 +288,17 @@ static void revive_after_forward(rt_exec *x, const srch_batches *b, int li, int 
 
 int srch_dense_grad(srch_state *s, rt_exec *x, const srch_batches *b, float *out,
                     double *loss) {
-  const ir_graph *g = x->g;
-  const ir_tensor *t = &g->tensors[g->input_t];
-  size_t img = (size_t)t->c * t->h * t->w;
-  memset(out, 0, (size_t)g->n_params * sizeof(float));
-  *loss = 0;
-  for (int k = 0; k < b->count; k++) {
-    double l;
-    if (rt_exec_dense_grad(x, b->x + (size_t)k * b->n * img, b->y + (size_t)k * b->n, b->n, out,
-                           &l, s->err, sizeof s->err))
-      return -1;
-    *loss += l;
-    /* batch norm's affine parameters: from the backward itself (always
-     * active where their layer is alive) */
-    const float *gr = rt_exec_view(x, RT_GRADS);
-    for (int li = 0; li < g->n_layers; li++) {
-      const ir_layer *ly = &g->layers[li];
-      if (ly->bn && x->arch->alive[li])
-        for (int64_t j = 0; j < 2 * (int64_t)ly->cout; j++) out[ly->g_off + j] += gr[ly->g_off + j];
-    }
+  if (rt_exec_p2_grad(x, 0, b->x, b->y, b->count, b->n, loss, s->err, sizeof s->err)) return -1;
+  const float *g0 = rt_exec_p2_slot(x, 0);
+  if (!g0) {
+    snprintf(s->err, sizeof s->err, "phase II's gradient cannot be read here");
+    return -1;
   }
-  float inv = 1.0f / (float)b->count;
-  for (int64_t i = 0; i < g->n_params; i++) out[i] *= inv;
-  *loss /= b->count;
+  memcpy(out, g0, (size_t)x->g->n_params * sizeof(float));
   return 0;
 }
 
 /* ---- one expansion ---- */
-
-/* What the hyper step changed: the parameters and their values before. */
-typedef struct saved {
-  int64_t n, cap;
-  int64_t *at;
-  float *was;
-} saved;
-
-static int save_one(saved *v, int64_t i, float w) {
-  if (v->n == v->cap) {
-    int64_t cap = v->cap ? 2 * v->cap : 4096;
-    int64_t *at = realloc(v->at, (size_t)cap * sizeof *at);
-    if (at) v->at = at;
-    float *was = at ? realloc(v->was, (size_t)cap * sizeof *was) : NULL;
-    if (!was) return -1;
-    v->was = was, v->cap = cap;
-  }
-  v->at[v->n] = i, v->was[v->n++] = w;
-  return 0;
-}
-
-/* W <- W - lr g on the active parameters: the weights and biases in α
- * (found by α's words, so that a wide template's missing ones are not
- * read) and the batch norm of live layers; what it changed goes to v
- * (cleared first). 0, or -1 when out of memory (W as it was). */
-static int hyper_step(rt_exec *x, const float *grad, float lr, saved *v) {
-  const ir_graph *g = x->g;
-  float *w = rt_exec_params_write(x);
-  v->n = 0;
-  for (int li = 0; li < g->n_layers; li++) {
-    const ir_layer *l = &g->layers[li];
-    if (!weighted(l) || !x->arch->alive[li]) continue;
-    int64_t end = l->b_off + l->cout;
-    for (int64_t i = ir_alpha_next(x->arch, l->w_off, end); i < end;
-         i = ir_alpha_next(x->arch, i + 1, end)) {
-      if (save_one(v, i, w[i])) goto oom;
-      w[i] -= lr * grad[i];
-    }
-    if (l->bn)
-      for (int64_t i = l->g_off; i < l->g_off + 2 * (int64_t)l->cout; i++) {
-        if (save_one(v, i, w[i])) goto oom;
-        w[i] -= lr * grad[i];
-      }
-  }
-  return 0;
-oom:
-  for (int64_t k = 0; k < v->n; k++) w[v->at[k]] = v->was[k];
-  return -1;
-}
-
-/* W back from the hyper step. */
-static void hyper_undo(rt_exec *x, const saved *v) {
-  float *w = rt_exec_params_write(x);
-  for (int64_t k = 0; k < v->n; k++) w[v->at[k]] = v->was[k];
-}
-
-static int by_score(const void *a, const void *b) {
-  const unit *p = a, *q = b;
-  if (p->score != q->score) return p->score < q->score ? 1 : -1;
-  return p->start < q->start ? -1 : p->start > q->start;
-}
-
-static float unit_norm(const unit *u, const float *g1, const float *g2) {
-  double acc = 0;
-  for (int32_t k = 0; k < u->len; k++) {
-    double v = g1[u->start + k] + (g2 ? g2[u->start + k] : 0.0f);
-    acc += v * v;
-  }
-  return (float)sqrt(acc);
-}
 
 /* Takes units in order while the parameter count (with the identity taps
  * of layers they revive) stays within `cap`; returns how many. */
@@ -431,36 +317,6 @@ static int64_t take_prefix(const ir_graph *g, const ir_arch *a, unit *u, int64_t
   return w;
 }
 
-static void swap_unit(unit *a, unit *b) {
-  unit t = *a;
-  *a = *b, *b = t;
-}
-
-/* Partitions u so that its k best units by_score come first (in no
- * order): quickselect, median-of-three pivots. */
-static void select_best(unit *u, int64_t n, int64_t k) {
-  int64_t lo = 0, hi = n - 1;
-  while (lo < hi && k > lo && k <= hi) {
-    int64_t mid = lo + (hi - lo) / 2;
-    if (by_score(&u[mid], &u[lo]) < 0) swap_unit(&u[mid], &u[lo]);
-    if (by_score(&u[hi], &u[lo]) < 0) swap_unit(&u[hi], &u[lo]);
-    if (by_score(&u[hi], &u[mid]) < 0) swap_unit(&u[hi], &u[mid]);
-    unit pivot = u[mid];
-    int64_t i = lo, j = hi;
-    while (i <= j) {
-      while (by_score(&u[i], &pivot) < 0) i++;
-      while (by_score(&pivot, &u[j]) < 0) j--;
-      if (i <= j) {
-        swap_unit(&u[i], &u[j]);
-        i++, j--;
-      }
-    }
-    if (k <= j) hi = j;
-    else if (k >= i) lo = i;
-    else break;
-  }
-}
-
 /* Whether take_prefix over u[0..k) stops because the cap is reached (and
  * so would not look further). */
 static int prefix_fills(const ir_graph *g, const ir_arch *a, const unit *u, int64_t k, int64_t cap) {
@@ -477,21 +333,73 @@ static int prefix_fills(const ir_graph *g, const ir_arch *a, const unit *u, int6
   return used >= cap;
 }
 
-/* Sorts as much of u by_score as take_prefix with this cap will look at,
- * dropping units of zero score (no signal, no growth); returns how many
- * that is. The result is that of sorting everything, at the cost of a
- * selection: phase II ranks every missing parameter, and takes few. */
-static int64_t sort_best(const ir_graph *g, const ir_arch *a, unit *u, int64_t nu, int64_t cap) {
-  int64_t k = cap < nu / 4 ? 2 * cap + 1024 : nu;
-  for (;;) {
-    if (k > nu) k = nu;
-    select_best(u, nu, k);
-    qsort(u, (size_t)k, sizeof *u, by_score);
-    int64_t m = k;
-    while (m > 0 && u[m - 1].score == 0.0f) m--;
-    if (m < k || k == nu || prefix_fills(g, a, u, k, cap)) return m;
-    k *= 2;
+/* The k best missing units, best first (none of score 0: no signal, no
+ * growth): from the gradient on the host, or from the backend's (the
+ * expansion's, rt_exec_p2_top). How many (fewer than k when that is all),
+ * -1 when out of memory, -2 when the backend failed. */
+typedef int64_t (*top_fn)(void *ctx, int64_t k, unit *out);
+
+typedef struct host_top {
+  const ir_graph *g;
+  const ir_arch *a;
+  const float *grad;
+} host_top;
+
+static int64_t top_host(void *ctx, int64_t k, unit *out) {
+  const host_top *h = ctx;
+  return rt_units_top(h->g, h->a, h->grad, k, out);
+}
+
+typedef struct exec_top {
+  rt_exec *x;
+  srch_state *s;
+} exec_top;
+
+static int64_t top_exec(void *ctx, int64_t k, unit *out) {
+  exec_top *e = ctx;
+  int64_t got = rt_exec_p2_top(e->x, k, out, e->s->err, sizeof e->s->err);
+  return got < 0 ? -2 : got;
+}
+
+/* AddCandidates over the ranking of top: as many of the best units as
+ * take_prefix with this cap looks at, asked for in doubling numbers
+ * (phase II ranks every missing parameter, and takes few), then
+ * take_prefix's. The candidates in *out (malloc'd); their count, or what
+ * top failed with. */
+static int64_t candidates(const ir_graph *g, const ir_arch *a, int64_t cap, top_fn top, void *ctx,
+                          unit **out) {
+  uint8_t *revive = malloc((size_t)(g->n_layers ? g->n_layers : 1));
+  unit *u = NULL;
+  int64_t k = 2 * cap + 1024, got = -1;
+  *out = NULL;
+  for (; revive; k *= 2) {
+    unit *v = realloc(u, (size_t)k * sizeof *u);
+    if (!v) {
+      got = -1;
+      break;
+    }
+    u = v;
+    got = top(ctx, k, u);
+    if (got < 0 || got < k || prefix_fills(g, a, u, got, cap)) break;
   }
+  if (got < 0) {
+    free(u), free(revive);
+    return got;
+  }
+  int64_t nc = take_prefix(g, a, u, got, cap, revive);
+  free(revive);
+  *out = u;
+  return nc;
+}
+
+/* UpdateArch once the candidates are scored: the best that fit in m. */
+static int64_t keep_best(const ir_graph *g, const ir_arch *a, unit *cand, int64_t nc, int64_t m) {
+  uint8_t *revive = malloc((size_t)(g->n_layers ? g->n_layers : 1));
+  if (!revive) return 0;
+  qsort(cand, (size_t)nc, sizeof *cand, rt_unit_order);
+  int64_t nk = take_prefix(g, a, cand, nc, m, revive);
+  free(revive);
+  return nk;
 }
 
 static void count_event(srch_state *s, rt_exec *x, const int64_t before,
@@ -504,45 +412,29 @@ static void count_event(srch_state *s, rt_exec *x, const int64_t before,
 
 int64_t srch_add_candidates(const ir_graph *g, const ir_arch *a, const float *grad, int64_t n,
                             srch_unit **out) {
-  int64_t nu;
-  unit *u = missing_units(g, a, &nu);
-  uint8_t *revive = malloc((size_t)g->n_layers);
-  *out = NULL;
-  if (!u || !revive) {
-    free(u), free(revive);
-    return -1;
-  }
-  for (int64_t i = 0; i < nu; i++) u[i].score = unit_norm(&u[i], grad, NULL);
-  nu = sort_best(g, a, u, nu, n);
-  int64_t nc = take_prefix(g, a, u, nu, n, revive);
-  free(revive);
-  *out = u;
-  return nc;
+  host_top h = {g, a, grad};
+  return candidates(g, a, n, top_host, &h, out);
 }
 
 int64_t srch_update_arch(const ir_graph *g, const ir_arch *a, srch_unit *cand, int64_t nc,
                          const float *grad, const float *gstar, int64_t m) {
-  uint8_t *revive = malloc((size_t)g->n_layers);
-  if (!revive) return 0;
-  for (int64_t i = 0; i < nc; i++) cand[i].score = unit_norm(&cand[i], grad, gstar);
-  qsort(cand, (size_t)nc, sizeof *cand, by_score);
-  int64_t nk = take_prefix(g, a, cand, nc, m, revive);
-  free(revive);
-  return nk;
+  for (int64_t i = 0; i < nc; i++) cand[i].score = rt_unit_norm(&cand[i], grad, gstar);
+  return keep_best(g, a, cand, nc, m);
 }
 
 int64_t srch_grow_random(srch_state *s, rt_exec *x, int64_t m, srch_event *ev) {
   const ir_graph *g = x->g;
   const ir_arch *a = x->arch;
   int64_t n, before = ir_count_params(g, a).active;
-  unit *u = missing_units(g, a, &n);
+  unit *u;
+  n = rt_units_missing(g, a, &u);
   uint8_t *revive = calloc((size_t)g->n_layers, 1);
-  if (!u || !revive) {
+  if (n < 0 || !revive) {
     free(u), free(revive);
     return -1;
   }
   for (int64_t i = 0; i < n; i++) u[i].score = rt_rng_uniform(&s->rng);
-  qsort(u, (size_t)n, sizeof *u, by_score);
+  qsort(u, (size_t)n, sizeof *u, rt_unit_order);
   int64_t k = take_prefix(g, a, u, n, m, revive);
   for (int li = 0; li < g->n_layers; li++)
     if (revive[li]) srch_revive_layer(x, li), ev->new_layers++;
@@ -609,19 +501,19 @@ int srch_expand(srch_state *s, rt_exec *x, const srch_batches *b,
   if (s->method == FE_SEARCH_RANDOM) {
     if (srch_grow_random(s, x, m, ev) <= 0) rc = -1;
   } else {
+    /* g, kept by the backend (on the device for the device step), which
+     * ranks the missing units and takes the hyper step where it is */
     unit *u = NULL;
-    if (srch_dense_grad(s, x, b, s->gsum, &loss)) {
-      rt_exec_phase2(x, 0);
-      free(stats), free(ph), free(was_alive);
-      return -2;
-    }
-    int64_t nc = srch_add_candidates(g, a, s->gsum, n, &u);
-    saved wv = {0};
+    exec_top et = {x, s};
+    int64_t nc = -2;
+    if (rt_exec_p2_grad(x, 0, b->x, b->y, b->count, b->n, &loss, s->err, sizeof s->err) == 0)
+      nc = candidates(g, a, n, top_exec, &et, &u);
     uint8_t *revive = calloc((size_t)g->n_layers, 1);
-    if (nc < 0 || !revive) {
-      free(u), free(revive), free(stats), free(ph), free(was_alive);
+    uint8_t *on = calloc((size_t)(nc > 0 ? nc : 1), 1);
+    if (nc < 0 || !revive || !on) {
+      free(u), free(revive), free(on), free(stats), free(ph), free(was_alive);
       rt_exec_phase2(x, 0);
-      return -1;
+      return nc == -2 ? -2 : -1;
     }
     /* α*: the candidates join at zero (a dead layer they are in comes
      * alive as the identity), which leaves the loss and g unchanged */
@@ -629,32 +521,26 @@ int srch_expand(srch_state *s, rt_exec *x, const srch_batches *b,
     for (int64_t i = 0; i < nc; i++)
       if (!a->alive[u[i].layer] && !revive[u[i].layer])
         revive[u[i].layer] = 1, revive_after_forward(x, b, u[i].layer, &fwd);
-    uint8_t *on = calloc((size_t)(nc ? nc : 1), 1);
-    if (!on) {
-      free(u), free(revive), free(stats), free(ph), free(was_alive);
-      rt_exec_phase2(x, 0);
-      return -1;
-    }
     for (int64_t i = 0; i < nc; i++) on[i] = activate(x, &u[i], NULL) > 0;
     /* W*: one SGD step, W* = W - lr g, on every weight of α* ⊙ W (the
      * seed's "updating all weights W* for this gradient descent step"),
      * batch norm's affine parameters included; g* = ∇L(α* ⊙ W*). W comes
      * back afterwards: phase II holds the weights, W* only ranks. */
-    if (hyper_step(x, s->gsum, s->lr, &wv)) {
-      snprintf(s->err, sizeof s->err, "out of memory for phase II's hyper step");
+    if (rt_exec_p2_hyper(x, s->lr, s->err, sizeof s->err)) {
       rc = -2;
     } else {
-      if (srch_dense_grad(s, x, b, s->gstar, &loss)) rc = -2;
-      hyper_undo(x, &wv);
+      if (rt_exec_p2_grad(x, 1, b->x, b->y, b->count, b->n, &loss, s->err, sizeof s->err)) rc = -2;
+      if (rt_exec_p2_restore(x, rc ? NULL : s->err, rc ? 0 : sizeof s->err)) rc = -2;
     }
-    free(wv.at), free(wv.was);
     for (int64_t i = 0; i < nc; i++)
       if (on[i]) deactivate(x, &u[i]);
     free(on);
     for (int li = 0; li < g->n_layers; li++)
       if (revive[li]) kill_layer(x, li);
     /* UpdateArch: keep the m best by |g + g*|, the rest stay zero */
-    int64_t nk = srch_update_arch(g, a, u, nc, s->gsum, s->gstar, m);
+    int64_t nk = 0;
+    if (rc == 0 && rt_exec_p2_score(x, u, nc, s->err, sizeof s->err)) rc = -2;
+    if (rc == 0) nk = keep_best(g, a, u, nc, m);
     memset(revive, 0, (size_t)g->n_layers);
     fwd = 0;
     for (int64_t i = 0; i < nk; i++)
@@ -728,8 +614,9 @@ int64_t srch_grow_shared_random(srch_state *s, rt_exec *const *xs, int n, ir_arc
   ir_arch u;
   int64_t nu = 0, before = ir_count_params(g, shared).active;
   if (union_arch(xs, n, trunk_end, &u)) return -1;
-  unit *c = missing_units(g, &u, &nu);
-  if (!c) {
+  unit *c;
+  nu = rt_units_missing(g, &u, &c);
+  if (nu < 0) {
     ir_arch_free(&u);
     return -1;
   }
@@ -737,7 +624,7 @@ int64_t srch_grow_shared_random(srch_state *s, rt_exec *const *xs, int n, ir_arc
   for (int64_t i = 0; i < nu; i++)
     if (c[i].start < trunk_end && u.alive[c[i].layer])
       c[w] = c[i], c[w++].score = rt_rng_uniform(&s->rng);
-  qsort(c, (size_t)w, sizeof *c, by_score);
+  qsort(c, (size_t)w, sizeof *c, rt_unit_order);
   int64_t k = 0, used = 0;
   while (k < w && used + c[k].len <= m) used += c[k++].len;
   join_shared(s, xs, n, shared, c, k);
@@ -787,64 +674,68 @@ int srch_expand_shared(srch_state *s, rt_exec *const *xs, int n, const srch_batc
   }
   ir_arch u;
   if (union_arch(xs, n, trunk_end, &u)) return -1;
-  float **gk = calloc((size_t)n, sizeof *gk), **st = calloc((size_t)n, sizeof *st);
-  saved wv = {0};
+  /* g and g*: the sums of the tasks' gradients (each task's kept by its
+   * backend, which takes its own hyper step), in the trunk */
+  float *gsum = calloc((size_t)g->n_params, sizeof(float));
+  float *gstar = calloc((size_t)g->n_params, sizeof(float));
+  float **st = calloc((size_t)n, sizeof *st);
   uint8_t *on = NULL;
   unit *cand = NULL;
-  int rc = 0;
+  int rc = gsum && gstar && st ? 0 : -1;
   int64_t before = ir_count_params(g, shared).active, nc = 0;
-  for (int k = 0; gk && st && k < n; k++) {
+  for (int k = 0; rc == 0 && k < n; k++) {
     const ir_graph *gt = xs[k]->g;
-    gk[k] = malloc((size_t)gt->n_params * sizeof(float));
-    st[k] = malloc((size_t)(gt->n_stats ? gt->n_stats : 1) * sizeof(float));
-    if (!gk[k] || !st[k]) rc = -1;
+    if (!(st[k] = malloc((size_t)(gt->n_stats ? gt->n_stats : 1) * sizeof(float)))) rc = -1;
   }
-  if (!gk || !st || rc) goto done;
+  if (rc) goto done;
   for (int k = 0; k < n; k++) {
     memcpy(st[k], rt_exec_view(xs[k], RT_STATS), (size_t)xs[k]->g->n_stats * sizeof(float));
     rt_exec_phase2(xs[k], 1);
     ev->loss_before += batches_loss(xs[k], &bs[k]);
   }
-  /* g: the sum of the tasks' gradients, in the trunk's alive layers */
-  memset(s->gsum, 0, (size_t)g->n_params * sizeof(float));
   for (int k = 0; k < n && rc == 0; k++) {
     double loss;
-    if (srch_dense_grad(s, xs[k], &bs[k], gk[k], &loss)) rc = -2;
-    for (int64_t i = 0; rc == 0 && i < trunk_end; i++) s->gsum[i] += gk[k][i];
+    const float *gk = NULL;
+    if (rt_exec_p2_grad(xs[k], 0, bs[k].x, bs[k].y, bs[k].count, bs[k].n, &loss, s->err, sizeof s->err) ||
+        !(gk = rt_exec_p2_slot(xs[k], 0)))
+      rc = -2;
+    for (int64_t i = 0; rc == 0 && i < trunk_end; i++) gsum[i] += gk[i];
   }
   for (int li = 0; rc == 0 && li < g->n_layers; li++) {
     const ir_layer *l = &g->layers[li];
     if (weighted(l) && !u.alive[li] && l->w_off < trunk_end) {
-      memset(s->gsum + l->w_off, 0, (size_t)l->n_w * sizeof(float));
-      memset(s->gsum + l->b_off, 0, (size_t)l->cout * sizeof(float));
+      memset(gsum + l->w_off, 0, (size_t)l->n_w * sizeof(float));
+      memset(gsum + l->b_off, 0, (size_t)l->cout * sizeof(float));
     }
   }
   if (rc == 0) {
-    nc = srch_add_candidates(g, &u, s->gsum, nn, &cand);
+    nc = srch_add_candidates(g, &u, gsum, nn, &cand);
     on = calloc((size_t)(nc > 0 ? nc : 1) * (size_t)n, 1);
     if (nc < 0 || !on) rc = -1;
   }
   /* W*: in each task, α* at zero, one SGD step on its own gradient; g*
    * the sum of the tasks' gradients there; W comes back */
-  memset(s->gstar, 0, (size_t)g->n_params * sizeof(float));
   for (int k = 0; k < n && rc == 0; k++) {
     rt_exec *x = xs[k];
     for (int64_t i = 0; i < nc; i++) on[k * nc + i] = activate(x, &cand[i], NULL) > 0;
     double loss;
-    if (hyper_step(x, gk[k], s->lr, &wv)) {
-      rc = -1;
+    const float *gk = NULL;
+    if (rt_exec_p2_hyper(x, s->lr, s->err, sizeof s->err)) {
+      rc = -2;
     } else {
-      if (srch_dense_grad(s, x, &bs[k], gk[k], &loss)) rc = -2;
-      hyper_undo(x, &wv);
+      if (rt_exec_p2_grad(x, 1, bs[k].x, bs[k].y, bs[k].count, bs[k].n, &loss, s->err, sizeof s->err) ||
+          !(gk = rt_exec_p2_slot(x, 1)))
+        rc = -2;
+      for (int64_t i = 0; rc == 0 && i < trunk_end; i++) gstar[i] += gk[i];
+      if (rt_exec_p2_restore(x, rc ? NULL : s->err, rc ? 0 : sizeof s->err)) rc = -2;
     }
     for (int64_t i = 0; i < nc; i++)
       if (on[k * nc + i]) deactivate(x, &cand[i]);
-    for (int64_t i = 0; rc == 0 && i < trunk_end; i++) s->gstar[i] += gk[k][i];
   }
   if (rc == 0) {
     /* UpdateArch: the m best by |g + g*| join every task, and the
      * shared architecture, at zero */
-    int64_t nk = srch_update_arch(g, &u, cand, nc, s->gsum, s->gstar, m);
+    int64_t nk = srch_update_arch(g, &u, cand, nc, gsum, gstar, m);
     join_shared(s, xs, n, shared, cand, nk);
     ev->active = ir_count_params(g, shared).active;
     ev->added = ev->active - before;
@@ -859,11 +750,8 @@ int srch_expand_shared(srch_state *s, rt_exec *const *xs, int n, const srch_batc
   s->alr *= g->cfg.alr_decay;
   s->expansions++;
 done:
-  for (int k = 0; k < n; k++) {
-    if (gk) free(gk[k]);
-    if (st) free(st[k]);
-  }
-  free(gk), free(st), free(wv.at), free(wv.was), free(on), free(cand);
+  for (int k = 0; st && k < n; k++) free(st[k]);
+  free(gsum), free(gstar), free(st), free(on), free(cand);
   ir_arch_free(&u);
   return rc;
 }

@@ -41,13 +41,9 @@
 #include "base/rng.h"
 
 /* A candidate: one weight or bias (weight granularity), or one whole
- * (c_out, c_in) kernel or bias (kernel granularity). */
-typedef struct srch_unit {
-  int64_t start; /* first parameter */
-  int32_t len;   /* parameters in the unit */
-  int32_t layer;
-  float score;   /* |g|, then |g + g*| (the L2 norm over a kernel) */
-} srch_unit;
+ * (c_out, c_in) kernel or bias (kernel granularity); its score is |g|,
+ * then |g + g*| (the L2 norm over a kernel). */
+typedef rt_unit srch_unit;
 
 /* The batches phase II looks at: inputs already normalised, packed. */
 typedef struct srch_batches {
@@ -92,8 +88,6 @@ typedef struct srch_state {
   int64_t budget;       /* the most active parameters of the architecture it
                          * grows (the model's budget; a task's: multi-task) */
   rt_rng rng;
-  float *gsum;          /* n_params: dense gradient at W */
-  float *gstar;         /* n_params: dense gradient at W* */
   int64_t *per_layer;   /* [n_layers]: parameters added by the last expansion */
   char err[256];        /* why the last call returned -2 */
 } srch_state;

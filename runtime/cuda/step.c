@@ -10,6 +10,7 @@
 #include <llvm-c/Core.h>
 
 #include "kgen/devops.h"
+#include "runtime/p2.h"
 #include "runtime/plan.h"
 
 /* A generated kernel and its launch size: per * n + fixed threads. */
@@ -83,6 +84,7 @@ typedef struct dstep {
   int no_graphs;         /* $ILNAS_CUDA_GRAPHS=0 */
   rt_cuda_step_stats gs;
   CUresult fail;
+  rt_p2 hp2;             /* phase II's gradients on the host (for now) */
 } dstep;
 
 static dstep *D(rt_backend *b) { return (dstep *)b; }
@@ -966,6 +968,7 @@ static void st_free(rt_backend *b) {
   for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
     if (*bufs[i]) cu.cuMemFree_v2(*bufs[i]);
   drop_p2(d);
+  rt_p2_free(&d->hp2);
   if (d->mod) cu.cuModuleUnload(d->mod);
   if (d->ks) d->ks->free(d->ks);
   for (int i = 0; i < 3; i++) free(d->h[i]);
@@ -973,6 +976,16 @@ static void st_free(rt_backend *b) {
   free(d->fc), free(d->bc);
   free(d);
 }
+
+static int st_p2_grad(rt_backend *b, int slot, const float *images, const ir_label *labels, int count, int n,
+                      double *loss) {
+  return rt_p2_grad(&D(b)->hp2, b, slot, images, labels, count, n, loss);
+}
+static int st_p2_top(rt_backend *b, int64_t k, rt_unit *out, int64_t *got) { return rt_p2_top(&D(b)->hp2, b, k, out, got); }
+static int st_p2_score(rt_backend *b, rt_unit *u, int64_t n) { return rt_p2_score(&D(b)->hp2, b, u, n); }
+static int st_p2_hyper(rt_backend *b, float lr) { return rt_p2_hyper(&D(b)->hp2, b, lr); }
+static int st_p2_restore(rt_backend *b) { return rt_p2_restore(&D(b)->hp2, b); }
+static float *st_p2_slot(rt_backend *b, int slot, int write) { return rt_p2_slot(&D(b)->hp2, b, slot, write); }
 
 static rt_cuda_step_stats no_stats;
 
@@ -1000,6 +1013,12 @@ static const rt_backend_i step_i = {
     .edit = st_edit,
     .phase2 = st_phase2,
     .dense_grad = st_dense_grad,
+    .p2_grad = st_p2_grad,
+    .p2_top = st_p2_top,
+    .p2_score = st_p2_score,
+    .p2_hyper = st_p2_hyper,
+    .p2_restore = st_p2_restore,
+    .p2_slot = st_p2_slot,
     .stats = st_stats,
     .profile = st_profile,
     .profile_pause = st_profile_pause,
