@@ -12,6 +12,8 @@
 #include "ir/ir.h"
 #include "runtime/exec.h"
 #include "runtime/host.h"
+#include "runtime/p2.h"
+#include "runtime/packed.h"
 #include "runtime/plan.h"
 #include "tests/jit/jitutil.h"
 #include "tests/jit/deferred.h"
@@ -170,6 +172,104 @@ static void check_same_losses(const char *backend, const char *src) {
   rt_exec_free(x[0]), rt_exec_free(x[1]), ir_free(g);
 }
 
+/* Phase II's gradients through the live layout against the step at the
+ * bounds (backend.h: p2_*): g and its ranking, the hyper step and g*
+ * after units join, one of which makes an idle channel worked (the live
+ * layout then makes a new step, which takes the gradients from the
+ * old), the scores, and W back. Each ranking is also the host's over
+ * that exec's own g (p2.h), exactly. */
+static void check_p2(const char *backend) {
+  char err[256], at_bounds[32];
+  ir_graph *g = jt_build(src);
+  CHECK(g, "model does not build");
+  if (!g) return;
+  snprintf(at_bounds, sizeof at_bounds, "%s/bounds", backend);
+  const int n = 8;
+  const ir_tensor *t = &g->tensors[g->input_t];
+  size_t img = (size_t)t->c * t->h * t->w, np = (size_t)g->n_params;
+  float *in = jt_randf(2 * n * img), *g0[2], *w[2];
+  ir_label lab[16];
+  for (int i = 0; i < 2 * n; i++) lab[i] = (ir_label)jt_int(0, g->cfg.classes - 1);
+  rt_exec *x[2] = {rt_exec_new(g, n, 2, backend, err, sizeof err), NULL};
+  x[1] = x[0] ? rt_exec_new(g, n, 2, at_bounds, err, sizeof err) : NULL;
+  CHECK(x[0] && x[1], "%s exec: %s", backend, err);
+  if (!x[0] || !x[1]) return;
+  enum { K = 40, C = 12 };
+  rt_unit top[2][K], ref[K], cand[2][C];
+  int64_t got[2] = {0, 0};
+  double loss[2];
+  for (int k = 0; k < 2; k++) {
+    rt_exec_init_params(x[k], 11);
+    for (int s = 0; s < 3; s++) {
+      rt_exec_set_input(x[k], in, n);
+      rt_exec_train_step(x[k], lab, 0.05f, 0.9f, 5e-4f, NULL);
+    }
+    rt_exec_phase2(x[k], 1);
+    CHECK(rt_exec_p2_grad(x[k], 0, in, lab, 2, n, &loss[k], err, sizeof err) == 0, "p2_grad: %s", err);
+    const float *s0 = rt_exec_p2_slot(x[k], 0);
+    g0[k] = malloc(np * sizeof(float)), w[k] = malloc(np * sizeof(float));
+    memcpy(g0[k], s0, np * sizeof(float));
+    got[k] = rt_exec_p2_top(x[k], K, top[k], err, sizeof err);
+    int64_t r = rt_units_top(g, x[k]->arch, g0[k], K, ref);
+    CHECK(got[k] == r && r > C && memcmp(top[k], ref, (size_t)r * sizeof *ref) == 0,
+          "%s: p2_top's %lld units are not the host's ranking of its g (%lld)", k ? at_bounds : backend,
+          (long long)got[k], (long long)r);
+  }
+  double e = jt_nerr(g0[0], g0[1], np);
+  CHECK(e < 1e-5 && fabs(loss[0] - loss[1]) <= 1e-5 * loss[1], "%s: g differs from the bounds' by %g", backend, e);
+  int same = 0;
+  for (int i = 0; i < C; i++) same += top[0][i].start == top[1][i].start;
+  CHECK(same >= C - 2, "%s: the best %d units differ from the bounds' (%d the same)", backend, C, same);
+  /* α*: the bounds' best join both at zero, and a kernel from a channel
+   * that nothing reads yet (the plan's idle) with a value */
+  rt_plan *pl = rt_plan_new(g);
+  rt_plan_make(pl, x[1]->arch, x[1]->mask, rt_exec_view(x[1], RT_PARAMS), NULL);
+  int64_t idle_at = -1;
+  for (int li = 0; li < g->n_layers && idle_at < 0; li++) {
+    const ir_layer *l = &g->layers[li];
+    if (l->kind != IR_CONV || l->w_off < 0 || !x[1]->arch->alive[li]) continue;
+    for (int ci = 0; ci < l->cin && idle_at < 0; ci++)
+      if (!pl->work[ir_chan_base(g, l->in_t) + l->in_ch + ci] && pl->work[ir_chan_base(g, l->out_t) + l->out_ch])
+        idle_at = l->w_off + (int64_t)ci * l->k * l->k;
+  }
+  rt_plan_free(pl);
+  CHECK(idle_at >= 0, "the model should have an idle input channel to connect");
+  const float vals[9] = {0.1f, -0.2f, 0.3f, 0.05f, 0.2f, -0.1f, 0.15f, -0.3f, 0.25f};
+  long before = rt_packed_rebuilds(x[0]->backend);
+  for (int k = 0; k < 2; k++) {
+    for (int i = 0; i < C; i++) rt_exec_set_unit(x[k], top[1][i].start, top[1][i].len, 1, NULL);
+    if (idle_at >= 0) rt_exec_set_unit(x[k], idle_at, 9, 1, vals);
+    memcpy(w[k], rt_exec_view(x[k], RT_PARAMS), np * sizeof(float));
+    CHECK(rt_exec_p2_hyper(x[k], 0.1f, err, sizeof err) == 0, "p2_hyper: %s", err);
+  }
+  CHECK(rt_packed_rebuilds(x[0]->backend) > before, "%s: the idle channel should make a new step", backend);
+  const float *p0 = rt_exec_view(x[0], RT_PARAMS), *p1 = rt_exec_view(x[1], RT_PARAMS);
+  e = jt_nerr(p0, p1, np);
+  double moved = jt_nerr(p1, w[1], np);
+  CHECK(e < 1e-5 && moved > 1e-4, "%s: W* differs from the bounds' by %g (moved %g from W)", backend, e, moved);
+  for (int k = 0; k < 2; k++) {
+    CHECK(rt_exec_p2_grad(x[k], 1, in, lab, 2, n, &loss[k], err, sizeof err) == 0, "p2_grad: %s", err);
+    memcpy(cand[k], top[1], sizeof cand[k]);
+    CHECK(rt_exec_p2_score(x[k], cand[k], C, err, sizeof err) == 0, "p2_score: %s", err);
+    const float *g1 = rt_exec_p2_slot(x[k], 1);
+    for (int i = 0; i < C; i++)
+      CHECK(cand[k][i].score == rt_unit_norm(&cand[k][i], g0[k], g1) && cand[k][i].score > 0,
+            "%s: unit %d scores %g, its |g + g*| %g", k ? at_bounds : backend, i, cand[k][i].score,
+            rt_unit_norm(&cand[k][i], g0[k], g1));
+    CHECK(rt_exec_p2_restore(x[k], err, sizeof err) == 0, "p2_restore: %s", err);
+    CHECK(memcmp(rt_exec_view(x[k], RT_PARAMS), w[k], np * sizeof(float)) == 0, "%s: W is not back",
+          k ? at_bounds : backend);
+  }
+  for (int i = 0; i < C; i++)
+    CHECK(fabsf(cand[0][i].score - cand[1][i].score) <= 1e-5f * cand[1][i].score, "%s: unit %d scores %g, at the bounds %g",
+          backend, i, cand[0][i].score, cand[1][i].score);
+  printf("%s: phase II's gradients through the live layout: %lld units ranked, %d of the best %d the bounds', "
+         "g within %.2g, a new step at W* (%ld made in all)\n", backend, (long long)got[0], same, C, e,
+         rt_packed_rebuilds(x[0]->backend));
+  for (int k = 0; k < 2; k++) free(g0[k]), free(w[k]), rt_exec_free(x[k]);
+  free(in), ir_free(g);
+}
+
 /* Bounds 8x the seed in layers and channels: the seed's live activations
  * (the input, 2 channels and their pre-activations, the pooled 2, the
  * linear layer's 4 and 4, the 3 logits), with the 7 dead layers aliases
@@ -211,6 +311,8 @@ int main(int argc, char **argv) {
   check_same_losses("ref", src_dense);
   check_same_losses("cpu", src_dense);
   check_memory();
+  check_p2("ref");
+  check_p2("cpu");
   jt_check_deferred(src, "cpu/bounds", 2, 11);
   jt_check_deferred(src, "cpu", 2, 11);
   if (failures) fprintf(stderr, "test_live: %d failures\n", failures);
