@@ -126,6 +126,11 @@ typedef struct rt_backend_i {
    * gradients that sgd applies (the tasks' sum of a multi-task run). */
   const float *(*view)(rt_backend *b, rt_state which);
   float *(*edit)(rt_backend *b, rt_state which);
+  /* Optional (NULL: the caller edits): values (NULL: zeros) into
+   * parameters [start, start + len) of RT_PARAMS or RT_MOMENTUM, taken
+   * as an edit of them would be, without a view of the whole array (the
+   * device step copies those floats alone). */
+  int (*set_range)(rt_backend *b, rt_state which, int64_t start, int64_t len, const float *values);
 
   /* Phase II. phase2(1): masks flip between passes, which then run on
    * kernels that follow them as they are. dense_grad: on one batch, the

@@ -144,19 +144,35 @@ int64_t rt_exec_set_unit(rt_exec *x, int64_t start, int64_t len, int on,
   assert(start >= 0 && len >= 0 && start + len <= x->g->n_params);
   int li = layer_of(x->g, start);
   assert(li >= 0 && (len == 0 || layer_of(x->g, start + len - 1) == li));
-  float *w = rt_exec_params_write(x), *mom = rt_exec_edit(x, RT_MOMENTUM);
+  rt_backend *b = x->backend;
   int64_t changed = 0;
-  for (int64_t k = 0; k < len; k++) {
-    int64_t i = start + k;
-    if (ir_alpha_get(&e->arch, i) == !!on) {
-      if (!on) w[i] = 0.0f; /* already off: already zero */
-      continue;
+  if (!b->i->set_range) {
+    float *w = rt_exec_params_write(x), *mom = rt_exec_edit(x, RT_MOMENTUM);
+    for (int64_t k = 0; k < len; k++) {
+      int64_t i = start + k;
+      if (ir_alpha_get(&e->arch, i) == !!on) continue; /* off: 0 already */
+      changed++;
+      ir_alpha_set(&e->arch, i, on);
+      e->mask[i] = (uint8_t)!!on;
+      w[i] = on && values ? values[k] : 0.0f;
+      mom[i] = 0.0f;
     }
-    changed++;
-    ir_alpha_set(&e->arch, i, on);
-    e->mask[i] = (uint8_t)!!on;
-    w[i] = on && values ? values[k] : 0.0f;
-    mom[i] = 0.0f;
+  } else {
+    /* the runs that change, each written where the backend keeps it */
+    for (int64_t k = 0; k < len;) {
+      if (ir_alpha_get(&e->arch, start + k) == !!on) {
+        k++;
+        continue;
+      }
+      int64_t k0 = k;
+      for (; k < len && ir_alpha_get(&e->arch, start + k) != !!on; k++) {
+        ir_alpha_set(&e->arch, start + k, on);
+        e->mask[start + k] = (uint8_t)!!on;
+      }
+      changed += k - k0;
+      keep(x, b->i->set_range(b, RT_PARAMS, start + k0, k - k0, on && values ? values + k0 : NULL));
+      keep(x, b->i->set_range(b, RT_MOMENTUM, start + k0, k - k0, NULL));
+    }
   }
   if (changed) e->dirty[li] = 1;
   return changed;

@@ -1773,6 +1773,13 @@ static float *host_edit(rt_backend *b, rt_state which) {
   return NULL;
 }
 
+static int host_set_range(rt_backend *b, rt_state which, int64_t start, int64_t len, const float *values) {
+  float *d = host_edit(b, which) + start;
+  if (values) memcpy(d, values, (size_t)len * sizeof *d);
+  else memset(d, 0, (size_t)len * sizeof *d);
+  return 0;
+}
+
 /* One thread's share of a conv layer's dense weight gradient: samples
  * [n * t / T, n * (t + 1) / T), added into dw and db (thread 0's) or into
  * a zeroed partial of its own. */
@@ -2052,6 +2059,7 @@ static const rt_backend_i host_i = {
     .set_training = host_set_training,
     .view = host_view,
     .edit = host_edit,
+    .set_range = host_set_range,
     .phase2 = host_phase2,
     .dense_grad = host_dense_grad,
     .p2_grad = host_p2_grad,

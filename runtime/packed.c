@@ -605,7 +605,10 @@ static int want(const packed *p) { return p->phase2 ? PHASE2 : TRAIN; }
  * mode changes. */
 static int sync_for(packed *p, int mode) {
   if (!p->in) return fail(p, "the live layout has no step before its first prepare");
-  if (p->ahead[RT_PARAMS] || p->ahead[RT_MOMENTUM] || p->mode != mode) {
+  /* a layer that came alive or died (rt_exec_set_alive) with no
+   * parameter edited: the selection follows it too */
+  int alive = memcmp(p->gc->arch.alive, p->pub.arch->alive, (size_t)p->pub.g->n_layers) != 0;
+  if (p->ahead[RT_PARAMS] || p->ahead[RT_MOMENTUM] || p->mode != mode || alive) {
     reselect(p, mode);
     if (p->mode != mode || grows(p)) {
       if (rebuild(p)) return -1;
@@ -795,6 +798,51 @@ static float *packed_edit(rt_backend *b, rt_state which) {
   return p->arr[which];
 }
 
+/* gc's index of g's parameter i, or -1 (pmap rises). */
+static int64_t to_gc(const packed *p, int64_t i) {
+  int64_t lo = 0, hi = p->gc->n_params;
+  while (lo < hi) {
+    int64_t mid = lo + (hi - lo) / 2;
+    if (p->pmap[mid] < i) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo < p->gc->n_params && p->pmap[lo] == i ? lo : -1;
+}
+
+/* gc's [at, at + len) when it keeps every one of g's [start, start +
+ * len) (pmap rises: the last in place means all are), else -1. */
+static int64_t run_in_gc(const packed *p, int64_t start, int64_t len) {
+  int64_t at = to_gc(p, start);
+  return at >= 0 && at + len <= p->gc->n_params && p->pmap[at + len - 1] == start + len - 1 ? at : -1;
+}
+
+/* In phase II, a run that gc keeps goes to the step as it is, its masks
+ * with it (the executor's, already set): it makes no channel worked that
+ * gc lacks, since both ends of each of its weights are kept. Anything
+ * else is an edit, which the step takes at its next operation. */
+static int packed_set_range(rt_backend *b, rt_state which, int64_t start, int64_t len, const float *values) {
+  packed *p = P(b);
+  int64_t at = p->in && p->in->i->set_range && p->phase2 && p->mode == PHASE2 && !p->ahead[which]
+                   ? run_in_gc(p, start, len) : -1;
+  if (at < 0) {
+    float *d = packed_edit(b, which);
+    if (!d) return -1;
+    if (values) memcpy(d + start, values, (size_t)len * sizeof *d);
+    else memset(d + start, 0, (size_t)len * sizeof *d);
+    return 0;
+  }
+  for (int64_t k = 0; k < len; k++) {
+    int on = p->mask ? p->mask[start + k] : ir_alpha_get(p->pub.arch, start + k);
+    p->cmask[at + k] = (uint8_t)on;
+    ir_alpha_set(&p->gc->arch, at + k, on);
+  }
+  if (p->held[which] && p->fresh[which]) {
+    if (values) memcpy(p->arr[which] + start, values, (size_t)len * sizeof(float));
+    else memset(p->arr[which] + start, 0, (size_t)len * sizeof(float));
+  }
+  return from_step(p, p->in->i->set_range(p->in, which, at, len, values));
+}
+
 static void packed_phase2(rt_backend *b, int on) {
   packed *p = P(b);
   p->phase2 = on;
@@ -833,17 +881,6 @@ static int take_p2(packed *p, rt_backend *in, rt_backend *old, const int64_t *op
     }
   }
   return 0;
-}
-
-/* gc's index of g's parameter i, or -1 (pmap rises). */
-static int64_t to_gc(const packed *p, int64_t i) {
-  int64_t lo = 0, hi = p->gc->n_params;
-  while (lo < hi) {
-    int64_t mid = lo + (hi - lo) / 2;
-    if (p->pmap[mid] < i) lo = mid + 1;
-    else hi = mid;
-  }
-  return lo < p->gc->n_params && p->pmap[lo] == i ? lo : -1;
 }
 
 static int packed_p2_grad(rt_backend *b, int slot, const float *images, const ir_label *labels, int count, int n,
@@ -1000,6 +1037,7 @@ static const rt_backend_i packed_i = {
     .set_training = packed_set_training,
     .view = packed_view,
     .edit = packed_edit,
+    .set_range = packed_set_range,
     .phase2 = packed_phase2,
     .dense_grad = packed_dense_grad,
     .p2_grad = packed_p2_grad,
