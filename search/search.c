@@ -128,6 +128,8 @@ int64_t srch_revive_layer(rt_exec *x, int li) {
    * granularity the rest of that kernel joins at zero) */
   const float one = 1.0f;
   int weight = g->cfg.gran == FE_GRAN_WEIGHT;
+  float *tap = weight ? NULL : calloc((size_t)kk, sizeof *tap);
+  if (tap) tap[centre] = 1.0f;
   for (int c = 0; c < l->cout; c++) {
     if (!has_incoming(g, a, l->prev_t, l->prev_ch + c)) continue;
     int ci = l->prev_ch - l->in_ch + c;
@@ -135,11 +137,11 @@ int64_t srch_revive_layer(rt_exec *x, int li) {
     int64_t base = l->w_off + ((int64_t)c * l->cin + ci) * kk;
     if (weight) {
       added += rt_exec_set_unit(x, base + centre, 1, 1, &one);
-    } else {
-      added += rt_exec_set_unit(x, base, kk, 1, NULL); /* the kernel at zero, */
-      rt_exec_params_write(x)[base + centre] = 1.0f;   /* but its centre tap */
+    } else if (tap) { /* the kernel at zero but its centre tap */
+      added += rt_exec_set_unit(x, base, kk, 1, tap);
     }
   }
+  free(tap);
   return added;
 }
 
@@ -224,7 +226,11 @@ int srch_refill(srch_state *s, rt_exec *x) {
     int kk = l->k * l->k, per = l->kind == IR_LINEAR ? g->tensors[l->in_t].h * g->tensors[l->in_t].w : 1;
     int n_in = l->cin / per, live_in = 0;
     uint8_t *in_live = malloc((size_t)n_in);
-    if (!in_live) return added;
+    float *w = malloc((size_t)kk * sizeof *w); /* a unit's values */
+    if (!in_live || !w) {
+      free(in_live), free(w);
+      return added;
+    }
     for (int ci = 0; ci < n_in; ci++)
       live_in += in_live[ci] = (uint8_t)has_incoming(g, a, l->in_t, l->in_ch + ci);
     /* a placeholder's incoming weights: each live input joined with the
@@ -243,16 +249,15 @@ int srch_refill(srch_state *s, rt_exec *x) {
           if (rt_rng_uniform(&s->rng) >= d || active + got + ulen > s->budget)
             continue;
           int64_t at = base + (int64_t)ci * kk + k;
-          rt_exec_set_unit(x, at, ulen, 1, NULL);
-          float *w = rt_exec_params_write(x);
-          for (int t = 0; t < ulen; t++) w[at + t] = (2.0f * rt_rng_uniform(&s->rng) - 1.0f) * bound;
+          for (int t = 0; t < ulen; t++) w[t] = (2.0f * rt_rng_uniform(&s->rng) - 1.0f) * bound;
+          rt_exec_set_unit(x, at, ulen, 1, w);
           got += ulen;
         }
       }
       active += got;
       if (got > 0) holders++, added++;
     }
-    free(in_live);
+    free(in_live), free(w);
   }
   return added;
 }
