@@ -1,10 +1,12 @@
 /* devops.c: the device step's elementwise, normalisation, pooling, loss
- * and SGD kernels (see devops.h).
+ * and SGD kernels, and phase II's (see devops.h).
  *
  * One thread per output element where outputs are independent; one per
  * channel for batch norm, whose sums run in the thread (in double, as the
- * reference), so that no kernel needs shared memory or atomics and every
- * result is the same bits on every run. exp and log are written here (in
+ * reference), so that no kernel needs shared memory and every result is
+ * the same bits on every run. The atomics are phase II's counts (COUNT,
+ * EMIT): integers, exact in any order; EMIT's records come in any order,
+ * which the step sorts. exp and log are written here (in
  * double, to about 1e-13) rather than called: NVPTX has no libm, and the
  * loss kernel is tiny. */
 #include "kgen/devops.h"
@@ -548,6 +550,123 @@ static int gen_gather(kg_kit *p, LLVMModuleRef m, const kd_desc *d, const char *
   return kg_end(p);
 }
 
+/* ---- phase II ---- */
+
+/* The float whose bits a_ns holds (SCALE's, DESCEND's s). */
+static LLVMValueRef arg_f32(kg_kit *p) {
+  return LLVMBuildBitCast(p->b, LLVMBuildTrunc(p->b, p->a_ns, p->i32, ""), p->f32, "s");
+}
+
+static LLVMValueRef at_as(kg_kit *p, LLVMTypeRef t, LLVMValueRef base, LLVMValueRef i) {
+  LLVMValueRef q = LLVMBuildBitCast(p->b, base, LLVMPointerType(t, 0), "");
+  return LLVMBuildInBoundsGEP2(p->b, t, q, &i, 1, "");
+}
+
+static LLVMValueRef ld_as(kg_kit *p, LLVMTypeRef t, LLVMValueRef base, LLVMValueRef i) {
+  return LLVMBuildLoad2(p->b, t, at_as(p, t, base, i), "");
+}
+
+static int gen_move(kg_kit *p, LLVMModuleRef m, const kd_desc *d, const char *name) {
+  LLVMValueRef i = begin(p, m, name, 1, 0), v = ld(p, p->pb, i);
+  if (d->add) v = LLVMBuildFAdd(p->b, ld(p, p->pa, i), v, "");
+  st(p, p->pa, i, v);
+  return kg_end(p);
+}
+
+static int gen_scale(kg_kit *p, LLVMModuleRef m, const char *name) {
+  LLVMValueRef i = begin(p, m, name, 1, 0);
+  st(p, p->pa, i, LLVMBuildFMul(p->b, ld(p, p->pa, i), arg_f32(p), ""));
+  return kg_end(p);
+}
+
+static int gen_descend(kg_kit *p, LLVMModuleRef m, const char *name) {
+  LLVMValueRef i = begin(p, m, name, 1, 0);
+  LLVMBasicBlockRef join = kg_if_begin(p, LLVMBuildICmp(p->b, LLVMIntNE, ld_as(p, p->i8, p->pc, i),
+                                                        LLVMConstInt(p->i8, 0, 0), ""));
+  LLVMValueRef step = LLVMBuildFMul(p->b, arg_f32(p), ld(p, p->pb, i), "");
+  st(p, p->pa, i, LLVMBuildFSub(p->b, ld(p, p->pa, i), step, ""));
+  kg_if_end(p, join);
+  return kg_end(p);
+}
+
+/* The norm of g (+ g2 unless NULL) over the len floats from start, as
+ * p2.c's rt_unit_norm. */
+static LLVMValueRef unit_norm(kg_kit *p, LLVMValueRef g, LLVMValueRef g2, LLVMValueRef start, LLVMValueRef len) {
+  LLVMValueRef acc = local(p, p->f64, cd(p, 0));
+  kg_loop l;
+  kg_loop_open(p, &l, c64(p, 0), len, 1);
+  LLVMValueRef i = add(p, start, l.iv), v = ld(p, g, i);
+  if (g2) v = LLVMBuildFAdd(p->b, v, ld(p, g2, i), "");
+  v = ext(p, v);
+  acc_add(p, acc, LLVMBuildFMul(p->b, v, v, ""));
+  kg_loop_close(p, &l);
+  return trunc32(p, sqrt_d(p, get(p, p->f64, acc)));
+}
+
+static int gen_units(kg_kit *p, LLVMModuleRef m, const kd_desc *d, const char *name) {
+  LLVMValueRef u = begin(p, m, name, 0, d->len);
+  LLVMBuilderRef b = p->b;
+  LLVMValueRef start = c64(p, 0), len = c64(p, 1);
+  for (int r = 0; r < d->nruns; r++) { /* the last run that begins at or before u */
+    const kd_run *q = &d->runs[r];
+    LLVMValueRef in = LLVMBuildICmp(b, LLVMIntUGE, u, c64(p, q->u0), "");
+    LLVMValueRef s = add(p, c64(p, q->p0), mulc(p, LLVMBuildSub(b, u, c64(p, q->u0), ""), q->len));
+    start = LLVMBuildSelect(b, in, s, start, "");
+    len = LLVMBuildSelect(b, in, c64(p, q->len), len, "");
+  }
+  LLVMValueRef score = local(p, p->f32, cf(p, 0));
+  LLVMBasicBlockRef join = kg_if_begin(p, LLVMBuildICmp(b, LLVMIntEQ, ld_as(p, p->i8, p->pb, start),
+                                                        LLVMConstInt(p->i8, 0, 0), "missing"));
+  LLVMBuildStore(b, unit_norm(p, p->pa, NULL, start, len), score);
+  kg_if_end(p, join);
+  st(p, p->pc, u, get(p, p->f32, score));
+  return kg_end(p);
+}
+
+/* Whether unit u's score bits (as uint32) reach the threshold a_ns. */
+static LLVMValueRef reaches(kg_kit *p, LLVMValueRef u) {
+  LLVMValueRef bits = LLVMBuildZExt(p->b, ld_as(p, p->i32, p->pa, u), p->i64, "");
+  return LLVMBuildICmp(p->b, LLVMIntUGE, bits, p->a_ns, "");
+}
+
+static int gen_count(kg_kit *p, LLVMModuleRef m, const kd_desc *d, const char *name) {
+  int64_t threads = (d->len + KD_CHUNK - 1) / KD_CHUNK;
+  LLVMValueRef t = begin(p, m, name, 0, threads);
+  LLVMBuilderRef b = p->b;
+  LLVMValueRef cnt = local(p, p->i64, c64(p, 0));
+  kg_loop l;
+  kg_loop_open(p, &l, t, c64(p, d->len), threads);
+  LLVMBuildStore(b, add(p, get(p, p->i64, cnt), LLVMBuildZExt(b, reaches(p, l.iv), p->i64, "")), cnt);
+  kg_loop_close(p, &l);
+  LLVMValueRef c = get(p, p->i64, cnt);
+  LLVMBasicBlockRef join = kg_if_begin(p, flag(p, c));
+  LLVMBuildAtomicRMW(b, LLVMAtomicRMWBinOpAdd, at_as(p, p->i64, p->pd, c64(p, 0)), c, LLVMAtomicOrderingMonotonic,
+                     0);
+  kg_if_end(p, join);
+  return kg_end(p);
+}
+
+static int gen_emit(kg_kit *p, LLVMModuleRef m, const kd_desc *d, const char *name) {
+  LLVMValueRef u = begin(p, m, name, 0, d->len);
+  LLVMBuilderRef b = p->b;
+  LLVMBasicBlockRef join = kg_if_begin(p, reaches(p, u));
+  LLVMValueRef k = LLVMBuildAtomicRMW(b, LLVMAtomicRMWBinOpAdd, at_as(p, p->i64, p->pd, c64(p, 0)), c64(p, 1),
+                                      LLVMAtomicOrderingMonotonic, 0);
+  /* kd_hit k: the unit at int64 2k, the score at float 4k + 2 */
+  LLVMBuildStore(b, u, at_as(p, p->i64, p->pc, mulc(p, k, 2)));
+  st(p, p->pc, addc(p, mulc(p, k, 4), 2), ld(p, p->pa, u));
+  kg_if_end(p, join);
+  return kg_end(p);
+}
+
+static int gen_pair(kg_kit *p, LLVMModuleRef m, const char *name) {
+  LLVMValueRef i = begin(p, m, name, 1, 0);
+  LLVMValueRef start = ld_as(p, p->i64, p->pc, mulc(p, i, 2));
+  LLVMValueRef len = ld_as(p, p->i64, p->pc, addc(p, mulc(p, i, 2), 1));
+  st(p, p->pd, i, unit_norm(p, p->pa, p->pb, start, len));
+  return kg_end(p);
+}
+
 int kd_gen(LLVMModuleRef m, const kd_desc *d, const char *name, int64_t *per, int64_t *fixed) {
   kg_kit k;
   *per = 0, *fixed = 0;
@@ -562,6 +681,9 @@ int kd_gen(LLVMModuleRef m, const kd_desc *d, const char *name, int64_t *per, in
   case KD_LOSS_SUM: *fixed = 1; break;
   case KD_SGD: *fixed = d->np; break;
   case KD_GATHER: *per = d->n_set > 0 && d->f >= 0 ? d->c * d->h * d->w : 0; break;
+  case KD_MOVE: case KD_SCALE: case KD_DESCEND: case KD_PAIR: *per = 1; break;
+  case KD_UNITS: case KD_EMIT: *fixed = d->len; break;
+  case KD_COUNT: *fixed = (d->len + KD_CHUNK - 1) / KD_CHUNK; break;
   }
   if (*per <= 0 && *fixed <= 0) return -1;
   switch (d->op) {
@@ -579,6 +701,13 @@ int kd_gen(LLVMModuleRef m, const kd_desc *d, const char *name, int64_t *per, in
   case KD_SGD: return gen_sgd(&k, m, d, name);
   case KD_GATHER: return gen_gather(&k, m, d, name);
   case KD_REVIVE: return gen_revive(&k, m, d, name);
+  case KD_MOVE: return gen_move(&k, m, d, name);
+  case KD_SCALE: return gen_scale(&k, m, name);
+  case KD_DESCEND: return gen_descend(&k, m, name);
+  case KD_UNITS: return gen_units(&k, m, d, name);
+  case KD_COUNT: return gen_count(&k, m, d, name);
+  case KD_EMIT: return gen_emit(&k, m, d, name);
+  case KD_PAIR: return gen_pair(&k, m, name);
   }
   return -1;
 }

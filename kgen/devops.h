@@ -2,7 +2,9 @@
  * not conv or linear layers (runtime/cuda/step.c): ReLU and its mask,
  * pass-through copies, batch norm (forward with the running statistics,
  * backward), max pool, global average pool, softmax cross-entropy with
- * the accuracy count, and SGD with momentum and weight decay.
+ * the accuracy count, SGD with momentum and weight decay, and phase II's
+ * gradients kept on the device: their sums, the hyper step, and the
+ * ranking of the missing units by their norms.
  *
  * Each writes one kernel of cg_sparse_fn_type (kgen/sparse.h) with the
  * layer's shapes and per-sample arena offsets baked in, target-
@@ -55,7 +57,32 @@
  *              with relu clear); with norm and training, per channel less
  *              its mean and its part along x^ = (a[y] - mean) / std over
  *              the batch (the backward of a batch norm that is the
- *              identity on the batch). One thread per channel. */
+ *              identity on the batch). One thread per channel.
+ * Phase II (launched with n elements, pointers at their first):
+ *   MOVE       a[i] = b[i] (+= with add), i < n: a slot's sum over the
+ *              batches, W kept and put back around the hyper step.
+ *   SCALE      a[i] *= s, i < n, s the float whose bits a_ns holds.
+ *   DESCEND    a[i] -= s * b[i] (s as SCALE's; a multiply, then a
+ *              subtract) where the byte c[i] is set: W* = W - lr g on the
+ *              active parameters.
+ *   UNITS      a = g, b = the masks (bytes), c = out: the score of each
+ *              of len units, the norm of g over it (as PAIR's, without
+ *              g*) where its first parameter's mask is clear, else 0.
+ *              The units are runs' (kd_run, ascending, back to back: a
+ *              weighted layer's weights or biases), found by a chain of
+ *              selects over them. One thread per unit.
+ *   COUNT      a = UNITS' scores, d = an int64 counter: adds how many of
+ *              the len scores have bits (as uint32) >= a_ns. Each thread
+ *              counts KD_CHUNK of them, strided so that a warp's loads
+ *              are adjacent, and adds its count in one atomic.
+ *   EMIT       a = scores, c = out (kd_hit), d = an int64 counter: each of
+ *              the len units whose bits are >= a_ns, at the index the
+ *              counter gives (atomically; any order). One thread per unit.
+ *   PAIR       a = g, b = g*, c = units (int64 pairs: start, len), d =
+ *              out: for each unit i < n, the norm of g + g* over it as
+ *              runtime/p2.c's rt_unit_norm: each value's float sum, to
+ *              double, squared and summed in index order, its root
+ *              rounded to float. */
 #ifndef ILNAS_KG_DEVOPS_H
 #define ILNAS_KG_DEVOPS_H
 
@@ -65,8 +92,25 @@
 
 typedef enum {
   KD_RELU, KD_RELU_MASK, KD_COPY, KD_BN_FWD, KD_BN_BWD, KD_POOL_FWD, KD_POOL_BWD,
-  KD_GAP_FWD, KD_GAP_BWD, KD_LOSS, KD_LOSS_SUM, KD_SGD, KD_GATHER, KD_REVIVE
+  KD_GAP_FWD, KD_GAP_BWD, KD_LOSS, KD_LOSS_SUM, KD_SGD, KD_GATHER, KD_REVIVE,
+  KD_MOVE, KD_SCALE, KD_DESCEND, KD_UNITS, KD_COUNT, KD_EMIT, KD_PAIR
 } kd_op;
+
+/* COUNT's scores per thread. */
+enum { KD_CHUNK = 32 };
+
+/* UNITS' units u0 .. u0 + n - 1: unit u covers the len parameters from
+ * p0 + (u - u0) * len. */
+typedef struct kd_run {
+  int64_t u0, p0, len, n;
+} kd_run;
+
+/* What EMIT writes of a unit. */
+typedef struct kd_hit {
+  int64_t unit;
+  float score;
+  int32_t pad;
+} kd_hit;
 
 /* The layout of a set kept on the device (GATHER's b), in bytes: 16
  * floats (the normalisation's mean[4] and std[4], then the bytes' scale),
@@ -77,13 +121,16 @@ enum { KD_SET_LABELS = 64 };
 typedef struct kd_desc {
   kd_op op;
   int64_t ns;               /* floats per sample of the activation arenas */
-  int64_t len;              /* RELU, RELU_MASK, COPY: floats per sample */
+  int64_t len;              /* RELU, RELU_MASK, COPY: floats per sample;
+                             * UNITS, COUNT, EMIT: units */
   int64_t c, hw, h, w, f;   /* channels (LOSS: classes), plane, pool shape */
   int64_t src, dst, y, dy;  /* per-sample arena offsets */
   int64_t p0, p1;           /* offsets into pgm and into stats / bnaux */
   int64_t np, nstats;       /* parameters, batch norm statistics */
   int64_t n_set;            /* GATHER: images in the set */
   int relu, add, assign, bytes, norm;
+  const kd_run *runs;       /* UNITS: its units, nruns runs of them */
+  int nruns;
 } kd_desc;
 
 /* Adds the kernel `name` for d to m; a launch takes per * n + fixed

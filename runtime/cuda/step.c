@@ -23,6 +23,11 @@ typedef struct dk {
 enum { F_RELU, F_AFTER, F_BN, F_PASS, F_POOL, F_GAP, F_COPY, B_BN, B_AFTER, B_RELU, B_PASS, B_POOL, B_GAP, B_COPY,
        P2_REVIVE, N_LK };
 
+/* Phase II's own kernels (devops.h): the slots' sums and scale, W kept
+ * and put back, the hyper step, the ranking's scores, counts and picks,
+ * and the scores of given units. */
+enum { PK_ADD, PK_COPY, PK_SCALE, PK_DESCEND, PK_UNITS, PK_COUNT, PK_EMIT, PK_PAIR, N_PK };
+
 /* The phases of a step, each one CUDA graph once warm; PH_STEP is the
  * four in one (train_step), the batch's gather first when it was drawn. */
 enum { PH_FWD, PH_LOSS, PH_BWD, PH_SGD, PH_STEP, N_PH };
@@ -69,6 +74,21 @@ typedef struct dstep {
   const uint8_t *mask;   /* the last prepare's masks */
   cu_kern *dense;        /* per layer; .mod 0: not built */
   CUdeviceptr dscr, rv;
+  /* ... and its gradients (backend.h: p2_*), on the device with them: the
+   * two slots, W while the hyper step holds W*, the masks as bytes (as
+   * the executor has them when an operation reads them), the scores of
+   * every unit of the graph, a counter, scratch for picks and units */
+  CUdeviceptr slot[2], wkept, bmask, scores, counter, pscr;
+  size_t pscr_bytes;
+  float *hslot[2];       /* p2_slot's host copies */
+  uint8_t sedit[2];      /* ... written: the device takes them next */
+  int kept;              /* wkept holds W, until p2_restore */
+  kd_run *runs;          /* the units, as p2.c's rt_units_missing lists
+                          * them: a weighted layer's weights, its biases */
+  int *rlayer, nruns;    /* each run's layer; how many runs */
+  int64_t nunits;
+  CUmodule pmod;
+  dk pk[N_PK];
   rt_backend_stats dstats;
   int gvalid;            /* grads holds the device's gradients */
   /* host copies: valid (the device's values), dirty (edited: to upload) */
@@ -84,7 +104,6 @@ typedef struct dstep {
   int no_graphs;         /* $ILNAS_CUDA_GRAPHS=0 */
   rt_cuda_step_stats gs;
   CUresult fail;
-  rt_p2 hp2;             /* phase II's gradients on the host (for now) */
 } dstep;
 
 static dstep *D(rt_backend *b) { return (dstep *)b; }
@@ -791,14 +810,77 @@ static void st_phase2(rt_backend *b, int on) { D(b)->p2 = !!on; }
 
 static void drop_p2(dstep *d) {
   for (int i = 0; d->dense && i < d->pub.g->n_layers; i++) cu_kern_free(&d->dense[i]);
-  if (d->dscr) cu.cuMemFree_v2(d->dscr);
-  if (d->rv) cu.cuMemFree_v2(d->rv);
-  free(d->dense);
-  d->dense = NULL, d->dscr = d->rv = 0;
+  CUdeviceptr *bufs[] = {&d->dscr,  &d->rv,     &d->slot[0], &d->slot[1],  &d->wkept,
+                         &d->bmask, &d->scores, &d->counter, &d->pscr};
+  for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) {
+    if (*bufs[i]) cu.cuMemFree_v2(*bufs[i]);
+    *bufs[i] = 0;
+  }
+  if (d->pmod) cu.cuModuleUnload(d->pmod);
+  free(d->dense), free(d->hslot[0]), free(d->hslot[1]), free(d->runs), free(d->rlayer);
+  d->dense = NULL, d->hslot[0] = d->hslot[1] = NULL, d->runs = NULL, d->rlayer = NULL, d->pmod = NULL;
+  memset(d->pk, 0, sizeof d->pk);
+  d->pscr_bytes = 0, d->sedit[0] = d->sedit[1] = 0, d->kept = 0, d->nruns = 0, d->nunits = 0;
+}
+
+static const char *const pk_name[N_PK] = {"add", "copy", "scale", "descend", "units", "count", "emit", "pair"};
+
+/* Phase II's own kernels, for the units of the graph (runs in the order
+ * of p2.c's rt_units_missing: each weighted layer's weights, at kernel
+ * granularity k*k a unit, then its biases), and the buffers of their
+ * scores and of the counter. */
+static int p2_ops(dstep *d) {
+  static atomic_int serial;
+  const ir_graph *g = d->pub.g;
+  int nl = g->n_layers, id = atomic_fetch_add(&serial, 1), n = 0;
+  d->runs = malloc((size_t)(2 * nl + 1) * sizeof *d->runs);
+  d->rlayer = malloc((size_t)(2 * nl + 1) * sizeof *d->rlayer);
+  if (!d->runs || !d->rlayer) {
+    snprintf(d->pub.error, sizeof d->pub.error, "cuda backend: out of memory");
+    return -1;
+  }
+  int64_t u = 0;
+  for (int i = 0; i < nl; i++) {
+    const ir_layer *l = &g->layers[i];
+    if ((l->kind != IR_CONV && l->kind != IR_LINEAR) || l->w_off < 0) continue;
+    int64_t len = g->cfg.gran == FE_GRAN_KERNEL ? (int64_t)l->k * l->k : 1, nw = l->n_w / len;
+    if (nw) d->rlayer[n] = i, d->runs[n++] = (kd_run){u, l->w_off, len, nw}, u += nw;
+    if (l->cout) d->rlayer[n] = i, d->runs[n++] = (kd_run){u, l->b_off, 1, l->cout}, u += l->cout;
+  }
+  d->nruns = n, d->nunits = u;
+  const kd_desc desc[N_PK] = {
+      [PK_ADD] = {.op = KD_MOVE, .add = 1},     [PK_COPY] = {.op = KD_MOVE},
+      [PK_SCALE] = {.op = KD_SCALE},            [PK_DESCEND] = {.op = KD_DESCEND},
+      [PK_UNITS] = {.op = KD_UNITS, .len = u, .runs = d->runs, .nruns = n},
+      [PK_COUNT] = {.op = KD_COUNT, .len = u},  [PK_EMIT] = {.op = KD_EMIT, .len = u},
+      [PK_PAIR] = {.op = KD_PAIR}};
+  LLVMContextRef ctx = LLVMContextCreate();
+  LLVMModuleRef m = LLVMModuleCreateWithNameInContext("ilnas_p2", ctx);
+  char name[N_PK][64], err[256] = "an empty shape";
+  int rc = 0;
+  for (int j = 0; j < N_PK && !rc; j++) {
+    snprintf(name[j], sizeof name[j], "ilnas_p2_%d_%s", id, pk_name[j]);
+    if (u == 0 && (j == PK_UNITS || j == PK_COUNT || j == PK_EMIT)) continue; /* no units to rank */
+    rc = kd_gen(m, &desc[j], name[j], &d->pk[j].per, &d->pk[j].fixed);
+  }
+  if (!rc) rc = cu_kern_load(m, d->sm, &d->pmod, err, sizeof err);
+  LLVMDisposeModule(m);
+  LLVMContextDispose(ctx);
+  if (rc) {
+    snprintf(d->pub.error, sizeof d->pub.error, "cuda backend: phase II's own kernels: %s", err);
+    return -1;
+  }
+  for (int j = 0; j < N_PK; j++)
+    if (d->pk[j].per || d->pk[j].fixed)
+      chk(d, cu.cuModuleGetFunction(&d->pk[j].f, d->pmod, name[j]), "a phase II kernel");
+  d->scores = zalloc(d, (size_t)u * sizeof(float));
+  d->counter = zalloc(d, sizeof(int64_t));
+  return done(d);
 }
 
 /* Phase II's kernels, at its first pass: each weighted layer's dense
- * ones, sharing one scratch, and the buffer of dead layers' gradients. */
+ * ones, sharing one scratch, the buffer of dead layers' gradients, and
+ * phase II's own (p2_ops). */
 static int p2_kernels(dstep *d) {
   const ir_graph *g = d->pub.g;
   if (d->dense) return 0;
@@ -841,15 +923,20 @@ static int p2_kernels(dstep *d) {
   }
   for (int i = 0; i < g->n_layers; i++)
     if (d->dense[i].mod) cu_kern_lend_scratch(&d->dense[i], d->dscr, need);
+  if (p2_ops(d)) {
+    drop_p2(d);
+    return -1;
+  }
   return 0;
 }
 
-/* The dense gradient of one batch, on the device: a pass whose backward
- * runs on the dense kernels (every weight's gradient, the missing ones
- * included), and each dead layer's gradient as if revived (KD_REVIVE)
- * through its dense weight gradient; the gradients come back once. */
-static int st_dense_grad(rt_backend *b, const float *images, const ir_label *labels, int n, float *out, double *loss) {
-  dstep *d = D(b);
+/* Phase II's pass on one batch, on the device: a forward, the loss and
+ * a backward on the dense kernels (every weight's gradient, the missing
+ * ones included), and each dead layer's gradient as if revived
+ * (KD_REVIVE) through its dense weight gradient. The gradients stay at
+ * pgm + np. */
+static int dense_pass(dstep *d, const float *images, const ir_label *labels, int n, double *loss) {
+  rt_backend *b = &d->pub;
   const ir_graph *g = b->g;
   int was = d->p2;
   d->p2 = 1;
@@ -879,7 +966,17 @@ static int st_dense_grad(rt_backend *b, const float *images, const ir_label *lab
                          d->ns, len),
           "phase II's dense gradient");
   }
-  if (d->np && !d->fail) chk(d, cu.cuMemcpyDtoH_v2(d->grads, gr, (size_t)d->np * sizeof(float)), "cuMemcpyDtoH (the gradient)");
+  return done(d);
+}
+
+/* The dense gradient of one batch: the pass, its gradients brought back
+ * once. */
+static int st_dense_grad(rt_backend *b, const float *images, const ir_label *labels, int n, float *out, double *loss) {
+  dstep *d = D(b);
+  const ir_graph *g = b->g;
+  if (dense_pass(d, images, labels, n, loss)) return -1;
+  if (d->np) chk(d, cu.cuMemcpyDtoH_v2(d->grads, fptr(d->pgm, d->np), (size_t)d->np * sizeof(float)),
+                 "cuMemcpyDtoH (the gradient)");
   d->gvalid = !d->fail;
   if (done(d)) return -1;
   for (int i = 0; i < g->n_layers; i++) {
@@ -889,6 +986,211 @@ static int st_dense_grad(rt_backend *b, const float *images, const ir_label *lab
     for (int64_t k = l->b_off; k < l->b_off + l->cout; k++) out[k] += d->grads[k];
   }
   return 0;
+}
+
+/* ---- phase II's gradients, on the device ---- */
+
+static int64_t bits_of(float f) {
+  uint32_t u;
+  memcpy(&u, &f, sizeof u);
+  return u;
+}
+
+/* Slot s on the device (zeros at its first use), with p2_slot's writes. */
+static void slot_on(dstep *d, int s) {
+  size_t bytes = (size_t)d->np * sizeof(float);
+  if (!d->slot[s]) d->slot[s] = zalloc(d, bytes);
+  if (d->sedit[s] && d->np && !d->fail)
+    chk(d, cu.cuMemcpyHtoD_v2(d->slot[s], d->hslot[s], bytes), "cuMemcpyHtoD (a slot)");
+  if (!d->fail) d->sedit[s] = 0;
+}
+
+/* The masks as they are now, as bytes on the device: in phase II the
+ * executor edits them between prepares (d->mask is its array). */
+static void put_mask(dstep *d) {
+  if (!d->mask) {
+    chk(d, CUDA_ERROR_INVALID_HANDLE, "phase II before prepare");
+    return;
+  }
+  if (!d->bmask) d->bmask = zalloc(d, (size_t)d->np);
+  if (d->np && !d->fail) chk(d, cu.cuMemcpyHtoD_v2(d->bmask, d->mask, (size_t)d->np), "cuMemcpyHtoD (the masks)");
+}
+
+/* Phase II's scratch, of bytes at least. */
+static CUdeviceptr p2_scratch(dstep *d, size_t bytes) {
+  if (bytes > d->pscr_bytes && !d->fail) {
+    if (d->pscr) cu.cuMemFree_v2(d->pscr);
+    d->pscr = 0, d->pscr_bytes = 0;
+    if (!chk(d, cu.cuMemAlloc_v2(&d->pscr, bytes), "cuMemAlloc")) d->pscr_bytes = bytes;
+  }
+  return d->pscr;
+}
+
+/* dst[off + i] += src[off + i], i < len. */
+static void add_into(dstep *d, CUdeviceptr dst, CUdeviceptr src, int64_t off, int64_t len) {
+  launch(d, &d->pk[PK_ADD], fptr(dst, off), fptr(src, off), 0, 0, len, 0, 0);
+}
+
+/* The slot sums the passes' gradients where p2.c's rt_p2_grad does (what
+ * dense_grad returns, and the batch norm of alive layers from the
+ * backward), batch by batch, then scales by 1/count: the same floats. */
+static int st_p2_grad(rt_backend *b, int slot, const float *images, const ir_label *labels, int count, int n,
+                      double *loss) {
+  dstep *d = D(b);
+  const ir_graph *g = b->g;
+  const ir_tensor *t = &g->tensors[g->input_t];
+  size_t img = (size_t)t->c * t->h * t->w;
+  if (p2_kernels(d)) return -1;
+  d->sedit[slot] = 0; /* written over */
+  slot_on(d, slot);
+  if (d->np && !d->fail) chk(d, cu.cuMemsetD32Async(d->slot[slot], 0, (size_t)d->np, d->st), "cuMemsetD32");
+  if (done(d)) return -1;
+  CUdeviceptr s = d->slot[slot], gr = fptr(d->pgm, d->np);
+  *loss = 0;
+  for (int k = 0; k < count; k++) {
+    double l;
+    if (dense_pass(d, images + (size_t)k * n * img, labels + (size_t)k * n, n, &l)) return -1;
+    *loss += l;
+    for (int i = 0; i < g->n_layers; i++) {
+      const ir_layer *ly = &g->layers[i];
+      if (d->dense[i].mod) add_into(d, s, gr, ly->w_off, ly->n_w), add_into(d, s, gr, ly->b_off, ly->cout);
+      if (ly->bn && b->arch->alive[i]) add_into(d, s, gr, ly->g_off, 2 * (int64_t)ly->cout);
+    }
+  }
+  launch(d, &d->pk[PK_SCALE], s, 0, 0, 0, d->np, bits_of(1.0f / (float)count), 0);
+  *loss /= count;
+  return done(d);
+}
+
+/* How many units score at least t (as float bits): a count, 8 bytes back. */
+static int64_t count_from(dstep *d, int64_t t) {
+  int64_t c = 0;
+  if (!d->fail) chk(d, cu.cuMemsetD32Async(d->counter, 0, 2, d->st), "cuMemsetD32");
+  launch(d, &d->pk[PK_COUNT], d->scores, 0, 0, d->counter, 0, t, 0);
+  if (!d->fail) chk(d, cu.cuMemcpyDtoH_v2(&c, d->counter, sizeof c), "cuMemcpyDtoH (a count)");
+  return c;
+}
+
+/* Unit u of the graph, by its run. */
+static rt_unit unit_at(const dstep *d, int64_t u, float score) {
+  int lo = 0, hi = d->nruns - 1;
+  while (lo < hi) {
+    int mid = (lo + hi + 1) / 2;
+    if (d->runs[mid].u0 <= u) lo = mid;
+    else hi = mid - 1;
+  }
+  const kd_run *r = &d->runs[lo];
+  return (rt_unit){r->p0 + (u - r->u0) * r->len, (int32_t)r->len, d->rlayer[lo], score};
+}
+
+/* Every unit scored on the device (0 where it is not missing); the
+ * largest threshold t that k scores reach, by bisection over the scores'
+ * bits (monotone: the scores are >= 0) with a count each; the units that
+ * reach it picked there. The k best and their ties come back, which the
+ * host orders as p2.c's rt_units_top does. */
+static int st_p2_top(rt_backend *b, int64_t k, rt_unit *out, int64_t *got) {
+  dstep *d = D(b);
+  *got = 0;
+  if (p2_kernels(d)) return -1;
+  slot_on(d, 0);
+  put_mask(d);
+  if (k <= 0 || !d->nunits || d->fail) return done(d);
+  launch(d, &d->pk[PK_UNITS], d->slot[0], d->bmask, d->scores, 0, 0, 0, 0);
+  int64_t t = 1, c = count_from(d, t); /* the scores other than 0 */
+  for (int64_t hi = (int64_t)1 << 32; c > k && hi - t > 1 && !d->fail;) {
+    int64_t mid = t + (hi - t) / 2, cm = count_from(d, mid);
+    if (cm >= k) t = mid, c = cm;
+    else hi = mid;
+  }
+  if (c == 0 || d->fail) return done(d);
+  kd_hit *hit = malloc((size_t)c * sizeof *hit);
+  rt_unit *u = malloc((size_t)c * sizeof *u);
+  if (!hit || !u) {
+    free(hit), free(u);
+    snprintf(b->error, sizeof b->error, "cuda backend: out of memory for phase II's ranking");
+    return -1;
+  }
+  CUdeviceptr at = p2_scratch(d, (size_t)c * sizeof *hit);
+  if (!d->fail) chk(d, cu.cuMemsetD32Async(d->counter, 0, 2, d->st), "cuMemsetD32");
+  launch(d, &d->pk[PK_EMIT], d->scores, 0, at, d->counter, 0, t, 0);
+  if (!d->fail) chk(d, cu.cuMemcpyDtoH_v2(hit, at, (size_t)c * sizeof *hit), "cuMemcpyDtoH (the picks)");
+  if (!d->fail) {
+    for (int64_t i = 0; i < c; i++) u[i] = unit_at(d, hit[i].unit, hit[i].score);
+    qsort(u, (size_t)c, sizeof *u, rt_unit_order);
+    *got = c < k ? c : k;
+    memcpy(out, u, (size_t)*got * sizeof *u);
+  }
+  free(hit), free(u);
+  return done(d);
+}
+
+/* The units' (start, len) in, their norms of g + g* out. */
+static int st_p2_score(rt_backend *b, rt_unit *u, int64_t n) {
+  dstep *d = D(b);
+  if (p2_kernels(d)) return -1;
+  slot_on(d, 0), slot_on(d, 1);
+  if (n <= 0 || d->fail) return done(d);
+  size_t in = (size_t)n * 2 * sizeof(int64_t);
+  int64_t (*span)[2] = malloc(in + (size_t)n * sizeof(float));
+  if (!span) {
+    snprintf(b->error, sizeof b->error, "cuda backend: out of memory for phase II's scores");
+    return -1;
+  }
+  float *score = (float *)(span + n);
+  for (int64_t i = 0; i < n; i++) span[i][0] = u[i].start, span[i][1] = u[i].len;
+  CUdeviceptr at = p2_scratch(d, in + (size_t)n * sizeof(float));
+  if (!d->fail) chk(d, cu.cuMemcpyHtoD_v2(at, span, in), "cuMemcpyHtoD (the units)");
+  launch(d, &d->pk[PK_PAIR], d->slot[0], d->slot[1], at, at + in, n, 0, 0);
+  if (!d->fail) chk(d, cu.cuMemcpyDtoH_v2(score, at + in, (size_t)n * sizeof(float)), "cuMemcpyDtoH (the scores)");
+  for (int64_t i = 0; i < n && !d->fail; i++) u[i].score = score[i];
+  free(span);
+  return done(d);
+}
+
+/* W kept on the device, then W* = W - lr g where the masks are set: the
+ * active weights and biases and the batch norm of alive layers, which
+ * p2.c's rt_p2_hyper walks. The host's edits go first; its copy of the
+ * parameters is stale after. */
+static int st_p2_hyper(rt_backend *b, float lr) {
+  dstep *d = D(b);
+  if (p2_kernels(d)) return -1;
+  slot_on(d, 0);
+  put_mask(d);
+  if (!d->wkept) d->wkept = zalloc(d, (size_t)d->np * sizeof(float));
+  flush(d);
+  launch(d, &d->pk[PK_COPY], d->wkept, d->pgm, 0, 0, d->np, 0, 0);
+  launch(d, &d->pk[PK_DESCEND], d->pgm, d->slot[0], d->bmask, 0, d->np, bits_of(lr), 0);
+  d->kept = !d->fail;
+  d->valid[0] = 0;
+  return done(d);
+}
+
+/* W back, all of it, on the device. */
+static int st_p2_restore(rt_backend *b) {
+  dstep *d = D(b);
+  if (!d->kept) return 0;
+  flush(d);
+  launch(d, &d->pk[PK_COPY], d->pgm, d->wkept, 0, 0, d->np, 0, 0);
+  d->kept = 0;
+  d->valid[0] = 0;
+  return done(d);
+}
+
+/* A slot's host copy: brought back unless written since (the writes are
+ * newer); with write, the device takes it before its next read. */
+static float *st_p2_slot(rt_backend *b, int slot, int write) {
+  dstep *d = D(b);
+  size_t bytes = (size_t)d->np * sizeof(float);
+  if (!d->hslot[slot] && !(d->hslot[slot] = malloc(bytes ? bytes : 4))) {
+    snprintf(b->error, sizeof b->error, "cuda backend: out of memory for phase II's gradients");
+    return NULL;
+  }
+  if (!d->sedit[slot]) {
+    slot_on(d, slot);
+    if (d->np && !d->fail) chk(d, cu.cuMemcpyDtoH_v2(d->hslot[slot], d->slot[slot], bytes), "cuMemcpyDtoH (a slot)");
+  }
+  if (write && !d->fail) d->sedit[slot] = 1;
+  return done(d) ? NULL : d->hslot[slot];
 }
 
 static rt_backend_stats st_stats(const rt_backend *b) { return ((const dstep *)b)->dstats; }
@@ -968,7 +1270,6 @@ static void st_free(rt_backend *b) {
   for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
     if (*bufs[i]) cu.cuMemFree_v2(*bufs[i]);
   drop_p2(d);
-  rt_p2_free(&d->hp2);
   if (d->mod) cu.cuModuleUnload(d->mod);
   if (d->ks) d->ks->free(d->ks);
   for (int i = 0; i < 3; i++) free(d->h[i]);
@@ -976,16 +1277,6 @@ static void st_free(rt_backend *b) {
   free(d->fc), free(d->bc);
   free(d);
 }
-
-static int st_p2_grad(rt_backend *b, int slot, const float *images, const ir_label *labels, int count, int n,
-                      double *loss) {
-  return rt_p2_grad(&D(b)->hp2, b, slot, images, labels, count, n, loss);
-}
-static int st_p2_top(rt_backend *b, int64_t k, rt_unit *out, int64_t *got) { return rt_p2_top(&D(b)->hp2, b, k, out, got); }
-static int st_p2_score(rt_backend *b, rt_unit *u, int64_t n) { return rt_p2_score(&D(b)->hp2, b, u, n); }
-static int st_p2_hyper(rt_backend *b, float lr) { return rt_p2_hyper(&D(b)->hp2, b, lr); }
-static int st_p2_restore(rt_backend *b) { return rt_p2_restore(&D(b)->hp2, b); }
-static float *st_p2_slot(rt_backend *b, int slot, int write) { return rt_p2_slot(&D(b)->hp2, b, slot, write); }
 
 static rt_cuda_step_stats no_stats;
 

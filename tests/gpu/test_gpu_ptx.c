@@ -138,10 +138,12 @@ static void dense_case(int conv) {
 }
 
 /* The device step's other kernels (kgen/devops.h), every op and flag, in
- * one module. */
+ * one module; phase II's ranking over units of a conv layer at kernel
+ * granularity (3x3), its biases, and a linear layer's weights. */
 static void devops_case(void) {
   LLVMContextRef ctx = LLVMContextCreate();
   LLVMModuleRef m = LLVMModuleCreateWithNameInContext("devops", ctx);
+  const kd_run runs[] = {{0, 0, 9, 24}, {24, 216, 1, 6}, {30, 222, 1, 60}};
   const kd_desc d[] = {
       {.op = KD_RELU, .ns = 900, .len = 96, .src = 10, .dst = 200},
       {.op = KD_RELU_MASK, .ns = 900, .len = 96, .y = 200, .dy = 200, .dst = 10},
@@ -163,6 +165,14 @@ static void devops_case(void) {
       {.op = KD_REVIVE, .ns = 900, .c = 6, .hw = 16, .y = 200, .dy = 200, .relu = 1, .norm = 1},
       {.op = KD_REVIVE, .ns = 900, .c = 6, .hw = 16, .y = 200, .dy = 200, .norm = 1},
       {.op = KD_REVIVE, .ns = 900, .c = 6, .hw = 1, .y = 850, .dy = 850, .relu = 1},
+      {.op = KD_MOVE},
+      {.op = KD_MOVE, .add = 1},
+      {.op = KD_SCALE},
+      {.op = KD_DESCEND},
+      {.op = KD_UNITS, .len = 90, .runs = runs, .nruns = 3},
+      {.op = KD_COUNT, .len = 90},
+      {.op = KD_EMIT, .len = 90},
+      {.op = KD_PAIR},
   };
   int rc = 0, nk = (int)(sizeof d / sizeof d[0]);
   for (int i = 0; i < nk; i++) {

@@ -27,14 +27,31 @@
  *            and the loss out, once, and nothing per layer. A prepare
  *            during phase II builds the step's kernels at its next pass,
  *            and phase II without cuBLAS stops with a message.
+ *   phase II's gradients on the device (p2_*): at the bounds (weight and
+ *            kernel granularity) and in the step the live layout makes
+ *            for phase II, each native operation gives the bits that
+ *            p2.c's host implementation (rt_p2_*) gives over the same
+ *            step: the slots (g over two batches, and g* at W*), the
+ *            top units and their order (k of 1, 7, and more than there
+ *            are; from a slot written through p2_slot, and one of ties;
+ *            at the bounds, after the executor turns a unit on without a
+ *            prepare), the scores of every missing unit, W* and W after
+ *            the restore; at the bounds g is also the host step's
+ *            (cpu/bounds, its own kernels) within 1e-5. No
+ *            n_params floats come back: the gradients copy the batches
+ *            in and the losses out, the ranking the masks (bytes) in and
+ *            its counts and picks out, the scores the units in and a
+ *            float each out.
  *
  * The model has batch norm (both orders), a max pool, a dead layer, GAP
  * and a linear stage, so that every generated op of the step runs. */
 #include "tests/jit/jitutil.h"
 #include "tests/jit/deferred.h"
 
+#include "kgen/devops.h"
 #include "runtime/cuda/step.h"
 #include "runtime/exec.h"
+#include "runtime/p2.h"
 #include "runtime/packed.h"
 #include "search/search.h"
 #include "tests/gpu/emu_driver.h"
@@ -43,6 +60,15 @@ enum { BATCH = 8, STEPS = 5 };
 
 static const char *const src =
     "model s { input 2x8x8; classes 5; search weight budget 4k from density 0.4 seed 4;"
+    " stage conv { layers 2..3 channels 4..6 kernel 3x3 dense norm batch }"
+    " reduce maxpool 2;"
+    " stage conv { layers 1..2 channels 4..6 kernel 3x3 norm batch after }"
+    " reduce gap;"
+    " stage linear { layers 1..2 width 6..8 } }";
+
+/* ... at kernel granularity: phase II's units are whole kernels */
+static const char *const src_kernel =
+    "model s { input 2x8x8; classes 5; search kernel budget 4k from density 0.4 seed 4;"
     " stage conv { layers 2..3 channels 4..6 kernel 3x3 dense norm batch }"
     " reduce maxpool 2;"
     " stage conv { layers 1..2 channels 4..6 kernel 3x3 norm batch after }"
@@ -256,6 +282,195 @@ static void phase2(const char *backend) {
   ir_free(g);
 }
 
+static float *copy_of(const float *v, int64_t n) {
+  float *c = v ? malloc((size_t)n * sizeof *c) : NULL;
+  if (c) memcpy(c, v, (size_t)n * sizeof *c);
+  return c;
+}
+
+static int same_units(const rt_unit *a, const rt_unit *b, int64_t n) {
+  for (int64_t i = 0; i < n; i++)
+    if (a[i].start != b[i].start || a[i].len != b[i].len || a[i].layer != b[i].layer ||
+        memcmp(&a[i].score, &b[i].score, sizeof a[i].score) != 0)
+      return 0;
+  return 1;
+}
+
+/* The k best of g by the device step b and by p2.c over it (into u[0],
+ * u[1]); how many, -1 when they differ. */
+static int64_t top_both(rt_backend *b, rt_p2 *ref, int64_t k, rt_unit *u[2], const char *what) {
+  int64_t got[2] = {-1, -2};
+  int rc = b->i->p2_top(b, k, u[0], &got[0]);
+  CHECK(rc == 0, "%s: p2_top(%lld): %s", what, (long long)k, b->error);
+  CHECK(rt_p2_top(ref, b, k, u[1], &got[1]) == 0, "%s: rt_p2_top: %s", what, b->error);
+  int same = !rc && got[0] == got[1] && same_units(u[0], u[1], got[0]);
+  CHECK(same, "%s: the top %lld: %lld units on the device, %lld by p2.c (or other ones)", what, (long long)k,
+        (long long)got[0], (long long)got[1]);
+  return same ? got[0] : -1;
+}
+
+/* Phase II's operations native on the device step (backend.h: p2_*)
+ * against p2.c's over the same step, which brings back its dense
+ * gradients: the same bits; their traffic. Through the live layout
+ * ("cuda"), the step it makes for phase II, on its compact graph. */
+static void phase2_ops(const char *backend, const char *model) {
+  char err[256], what[64];
+  ir_graph *g = jt_build(model);
+  CHECK(g, "model does not build");
+  rt_exec *x = g ? rt_exec_new(g, BATCH, 1, backend, err, sizeof err) : NULL;
+  CHECK(x, "%s exec: %s", backend, err);
+  if (!x) {
+    ir_free(g);
+    return;
+  }
+  int live = strcmp(backend, "cuda") == 0, kernel = g->cfg.gran == FE_GRAN_KERNEL;
+  snprintf(what, sizeof what, "phase II's ops, %s%s", backend, kernel ? ", kernel granularity" : "");
+  rt_exec_init_params(x, 5);
+  CHECK(rt_exec_prepare(x, err, sizeof err) == 0, "%s: prepare: %s", what, err);
+  const ir_tensor *t = &g->tensors[g->input_t];
+  size_t img = (size_t)t->c * t->h * t->w;
+  jt_state = 1234567;
+  float *in = jt_randf(2 * BATCH * img), *dg = calloc((size_t)g->n_params, sizeof(float));
+  ir_label lab[2 * BATCH];
+  for (int i = 0; i < 2 * BATCH; i++) lab[i] = (ir_label)jt_int(0, g->cfg.classes - 1);
+  double loss[2];
+  rt_exec_phase2(x, 1);
+  /* the first pass makes the live layout's step for phase II */
+  CHECK(rt_exec_dense_grad(x, in, lab, BATCH, dg, &loss[0], err, sizeof err) == 0, "%s: dense grad: %s", what, err);
+  rt_backend *b = live ? rt_packed_step(x->backend) : x->backend;
+  const ir_graph *sg = b->g;
+  int64_t np = sg->n_params;
+  int dead = -1;
+  for (int li = 0; li < sg->n_layers; li++)
+    if (sg->layers[li].w_off >= 0 && sg->layers[li].n_w > 0 && !b->arch->alive[li]) dead = li;
+  CHECK(dead >= 0, "%s: the step has no dead layer", what);
+  rt_p2 ref = {0};
+  long long h0, d0, h1, d1;
+
+  /* g over two batches */
+  emu_traffic(&h0, &d0);
+  CHECK(b->i->p2_grad(b, 0, in, lab, 2, BATCH, &loss[0]) == 0, "%s: p2_grad: %s", what, b->error);
+  emu_traffic(&h1, &d1);
+  long long gin = h1 - h0, gout = d1 - d0;
+  long long batches = 2 * ((long long)(BATCH * img * sizeof(float)) + BATCH * (long long)sizeof(ir_label));
+  CHECK(rt_p2_grad(&ref, b, 0, in, lab, 2, BATCH, &loss[1]) == 0, "%s: rt_p2_grad: %s", what, b->error);
+  const float *s0 = b->i->p2_slot(b, 0, 0);
+  CHECK(s0 && memcmp(s0, ref.slot[0], (size_t)np * sizeof(float)) == 0 &&
+            memcmp(&loss[0], &loss[1], sizeof loss[0]) == 0,
+        "%s: g differs from p2.c's (losses %.9g, %.9g)", what, loss[0], loss[1]);
+  double at_dead = 0;
+  for (int64_t k = sg->layers[dead].w_off; s0 && k < sg->layers[dead].w_off + sg->layers[dead].n_w; k++)
+    at_dead += fabs(s0[k]);
+  CHECK(at_dead > 0, "%s: g is 0 at the dead layer %s", what, sg->layers[dead].name);
+  if (!live) { /* the host step's g, from its own kernels */
+    rt_exec *xh = rt_exec_new(g, BATCH, 1, "cpu/bounds", err, sizeof err);
+    CHECK(xh, "cpu/bounds exec: %s", err);
+    if (xh) {
+      rt_exec_init_params(xh, 5);
+      rt_exec_phase2(xh, 1);
+      CHECK(rt_exec_prepare(xh, err, sizeof err) == 0 &&
+                rt_exec_p2_grad(xh, 0, in, lab, 2, BATCH, &loss[1], err, sizeof err) == 0,
+            "%s: the host step's g: %s", what, err);
+      double e = s0 ? jt_nerr(s0, rt_exec_p2_slot(xh, 0), (size_t)np) : INFINITY;
+      CHECK(e < 1e-5 && fabs(loss[0] - loss[1]) <= 1e-5 * fabs(loss[1]),
+            "%s: g differs from the host step's by %g (losses %.9g, %.9g)", what, e, loss[0], loss[1]);
+      rt_exec_free(xh);
+    }
+  }
+
+  /* the ranking: k of 1, 7 (its traffic), every missing unit and more */
+  rt_unit *all;
+  int64_t nmiss = rt_units_missing(sg, b->arch, &all);
+  rt_unit *u[2] = {malloc((size_t)(nmiss + 8) * sizeof(rt_unit)), malloc((size_t)(nmiss + 8) * sizeof(rt_unit))};
+  CHECK(nmiss > 7, "%s: %lld missing units", what, (long long)nmiss);
+  CHECK(top_both(b, &ref, 1, u, what) == 1, "%s: no best unit", what);
+  emu_traffic(&h0, &d0);
+  int64_t k7 = top_both(b, &ref, 7, u, what);
+  emu_traffic(&h1, &d1);
+  long long tin = h1 - h0, tout = d1 - d0;
+  int64_t ties = 0; /* the units that score as the 7th: its picks */
+  for (int64_t i = 0; i < nmiss; i++) ties += k7 == 7 && rt_unit_norm(&all[i], ref.slot[0], NULL) >= u[1][6].score;
+  CHECK(k7 == 7, "%s: %lld of the top 7", what, (long long)k7);
+  int64_t nz = top_both(b, &ref, nmiss + 5, u, what);
+  CHECK(nz > 7 && nz <= nmiss, "%s: %lld units of norm other than 0 of %lld", what, (long long)nz, (long long)nmiss);
+  if (!live) { /* the executor turns the best on, without a prepare: no longer missing */
+    top_both(b, &ref, 1, u, what);
+    rt_unit best = u[0][0];
+    rt_exec_set_unit(x, best.start, best.len, 1, NULL);
+    int64_t n = top_both(b, &ref, 7, u, what);
+    for (int64_t i = 0; i < n; i++)
+      CHECK(u[0][i].start != best.start, "%s: the unit at %lld is on, and ranked", what, (long long)best.start);
+    rt_exec_set_unit(x, best.start, best.len, 0, NULL);
+  }
+
+  /* W*, g* there, W back: against p2.c's */
+  float *w = copy_of(b->i->view(b, RT_PARAMS), np);
+  CHECK(b->i->p2_hyper(b, 0.05f) == 0, "%s: p2_hyper: %s", what, b->error);
+  float *ws = copy_of(b->i->view(b, RT_PARAMS), np);
+  int64_t moved = 0;
+  for (int64_t i = 0; w && ws && i < np; i++) moved += ws[i] != w[i];
+  CHECK(moved > 0, "%s: the hyper step moved no parameter", what);
+  CHECK(b->i->p2_grad(b, 1, in, lab, 2, BATCH, &loss[0]) == 0 && b->i->p2_restore(b) == 0, "%s: g*: %s", what,
+        b->error);
+  CHECK(memcmp(b->i->view(b, RT_PARAMS), w, (size_t)np * sizeof(float)) == 0, "%s: W differs after p2_restore", what);
+  CHECK(rt_p2_hyper(&ref, b, 0.05f) == 0, "%s: rt_p2_hyper: %s", what, b->error);
+  CHECK(memcmp(b->i->view(b, RT_PARAMS), ws, (size_t)np * sizeof(float)) == 0, "%s: W* differs from p2.c's", what);
+  CHECK(rt_p2_grad(&ref, b, 1, in, lab, 2, BATCH, &loss[1]) == 0 && rt_p2_restore(&ref, b) == 0, "%s: p2.c's g*: %s",
+        what, b->error);
+  CHECK(memcmp(b->i->view(b, RT_PARAMS), w, (size_t)np * sizeof(float)) == 0, "%s: W differs after rt_p2_restore",
+        what);
+  const float *s1 = b->i->p2_slot(b, 1, 0);
+  CHECK(s1 && memcmp(s1, ref.slot[1], (size_t)np * sizeof(float)) == 0 &&
+            memcmp(&loss[0], &loss[1], sizeof loss[0]) == 0,
+        "%s: g* differs from p2.c's", what);
+
+  /* every missing unit's score, by g + g* */
+  memcpy(u[0], all, (size_t)nmiss * sizeof *all), memcpy(u[1], all, (size_t)nmiss * sizeof *all);
+  emu_traffic(&h0, &d0);
+  CHECK(b->i->p2_score(b, u[0], nmiss) == 0, "%s: p2_score: %s", what, b->error);
+  emu_traffic(&h1, &d1);
+  long long sc_in = h1 - h0, sc_out = d1 - d0;
+  CHECK(rt_p2_score(&ref, b, u[1], nmiss) == 0, "%s: rt_p2_score", what);
+  int64_t scored = 0;
+  for (int64_t i = 0; i < nmiss; i++) scored += u[0][i].score != 0.0f;
+  CHECK(scored > 0 && same_units(u[0], u[1], nmiss), "%s: the scores differ from p2.c's (%lld of %lld other than 0)",
+        what, (long long)scored, (long long)nmiss);
+
+  /* a slot written through p2_slot: g* as g, ranked */
+  float *sw = b->i->p2_slot(b, 0, 1);
+  if (sw) memcpy(sw, ref.slot[1], (size_t)np * sizeof(float));
+  int64_t got = -1;
+  CHECK(b->i->p2_top(b, 7, u[0], &got) == 0, "%s: p2_top: %s", what, b->error);
+  CHECK(got == rt_units_top(sg, b->arch, ref.slot[1], 7, u[1]) && got == 7 && same_units(u[0], u[1], got),
+        "%s: the top 7 of a slot written differ from rt_units_top's", what);
+  const float *back = b->i->p2_slot(b, 0, 0);
+  CHECK(back && memcmp(back, ref.slot[1], (size_t)np * sizeof(float)) == 0,
+        "%s: a slot written reads back other values", what);
+  /* ... and one of ties: every unit of a size scores the same */
+  float *ones = b->i->p2_slot(b, 0, 1);
+  for (int64_t i = 0; ones && i < np; i++) ones[i] = 1.0f;
+  CHECK(b->i->p2_top(b, 7, u[0], &got) == 0, "%s: p2_top: %s", what, b->error);
+  int64_t want = ones ? rt_units_top(sg, b->arch, ones, 7, u[1]) : -1;
+  CHECK(got == 7 && want == 7 && same_units(u[0], u[1], got), "%s: the top 7 of ties differ from rt_units_top's",
+        what);
+
+  printf("%s: %lld parameters; g over 2 batches copies %lld bytes in (the batches' %lld) and %lld out; the top 7 "
+         "(%lld picks), %lld in (the masks) and %lld out; %lld scores, %lld in and %lld out\n",
+         what, (long long)np, gin, batches, gout, (long long)ties, tin, tout, (long long)nmiss, sc_in, sc_out);
+  CHECK(gin <= batches + 64 && gout <= 2 * 16, "%s: g: %lld bytes in, %lld out (the batches' %lld in and the "
+        "losses' 32 out at most)", what, gin, gout, batches);
+  CHECK(tin == np && tout <= 33 * 8 + ties * (long long)sizeof(kd_hit),
+        "%s: the top 7: %lld bytes in (the masks' %lld), %lld out (%lld at most: counts, %lld picks)", what, tin,
+        (long long)np, tout, 33 * 8 + ties * (long long)sizeof(kd_hit), (long long)ties);
+  CHECK(sc_in == nmiss * 16 && sc_out == nmiss * (long long)sizeof(float), "%s: %lld scores: %lld bytes in, %lld out",
+        what, (long long)nmiss, sc_in, sc_out);
+  free(all), free(u[0]), free(u[1]), free(w), free(ws), free(in), free(dg);
+  rt_p2_free(&ref);
+  rt_exec_phase2(x, 0);
+  rt_exec_free(x);
+  ir_free(g);
+}
+
 /* Without cuBLAS the step trains on its sparse kernels, and phase II,
  * which needs it, stops with a message that says so. */
 static void no_cublas(void) {
@@ -364,6 +579,9 @@ int main(void) {
   free(f.params), free(fk.params), free(fl.params);
   phase2("cuda/bounds");
   phase2("cuda");
+  phase2_ops("cuda/bounds", src);
+  phase2_ops("cuda/bounds", src_kernel);
+  phase2_ops("cuda", src);
   jt_check_deferred(src, "cuda/bounds", 1, 5);
   no_cublas();
   if (failures) fprintf(stderr, "test_gpu_step: %d failures\n", failures);
