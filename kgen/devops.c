@@ -348,6 +348,35 @@ static int gen_revive(kg_kit *p, LLVMModuleRef m, const kd_desc *d, const char *
   return kg_end(p);
 }
 
+/* The statistics a layer that comes alive takes its batch norm from
+ * (the device step's channel_stats): the mean, the biased variance and
+ * the least value of each channel of the output, sums in double, samples
+ * then pixels, as the host computes them. */
+static int gen_cstats(kg_kit *p, LLVMModuleRef m, const kd_desc *d, const char *name) {
+  LLVMValueRef ch = begin(p, m, name, 0, d->c);
+  LLVMBuilderRef b = p->b;
+  LLVMValueRef cnt = LLVMBuildFMul(b, LLVMBuildSIToFP(b, p->n, p->f64, ""), cd(p, (double)d->hw), "cnt");
+  LLVMValueRef sum = local(p, p->f64, cd(p, 0)), ss = local(p, p->f64, cd(p, 0));
+  LLVMValueRef lo = local(p, p->f32, ld(p, p->pa, at(p, c64(p, 0), d->ns, d->y, mulc(p, ch, d->hw))));
+  LLVMValueRef s, k;
+  kg_loop ls, li;
+  rv_open(p, d, ch, &ls, &li, &s, &k);
+  LLVMValueRef v = ld(p, p->pa, at(p, s, d->ns, d->y, k)), l = get(p, p->f32, lo);
+  acc_add(p, sum, ext(p, v));
+  LLVMBuildStore(b, LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealOLT, v, l, ""), v, l, ""), lo);
+  rv_close(p, &ls, &li);
+  LLVMValueRef mean = LLVMBuildFDiv(b, get(p, p->f64, sum), cnt, "mean");
+  rv_open(p, d, ch, &ls, &li, &s, &k);
+  LLVMValueRef e = LLVMBuildFSub(b, ext(p, ld(p, p->pa, at(p, s, d->ns, d->y, k))), mean, "");
+  acc_add(p, ss, LLVMBuildFMul(b, e, e, ""));
+  rv_close(p, &ls, &li);
+  LLVMValueRef out = dptr(p, p->pd), i = mulc(p, ch, 3);
+  LLVMBuildStore(b, mean, dat(p, out, i));
+  LLVMBuildStore(b, LLVMBuildFDiv(b, get(p, p->f64, ss), cnt, ""), dat(p, out, addc(p, i, 1)));
+  LLVMBuildStore(b, ext(p, get(p, p->f32, lo)), dat(p, out, addc(p, i, 2)));
+  return kg_end(p);
+}
+
 /* The first maximum of window (oy, ox) of the plane at base: its index
  * in the plane. */
 static LLVMValueRef window_arg(kg_kit *p, const kd_desc *d, LLVMValueRef base, LLVMValueRef oy, LLVMValueRef ox) {
@@ -672,7 +701,7 @@ int kd_gen(LLVMModuleRef m, const kd_desc *d, const char *name, int64_t *per, in
   *per = 0, *fixed = 0;
   switch (d->op) {
   case KD_RELU: case KD_RELU_MASK: case KD_COPY: *per = d->len; break;
-  case KD_BN_FWD: case KD_BN_BWD: case KD_REVIVE: *fixed = d->hw > 0 ? d->c : 0; break;
+  case KD_BN_FWD: case KD_BN_BWD: case KD_REVIVE: case KD_CSTATS: *fixed = d->hw > 0 ? d->c : 0; break;
   case KD_POOL_FWD: *per = d->f > 0 ? d->c * (d->h / d->f) * (d->w / d->f) : 0; break;
   case KD_POOL_BWD: *per = d->c * d->h * d->w; break;
   case KD_GAP_FWD: *per = d->c; break;
@@ -701,6 +730,7 @@ int kd_gen(LLVMModuleRef m, const kd_desc *d, const char *name, int64_t *per, in
   case KD_SGD: return gen_sgd(&k, m, d, name);
   case KD_GATHER: return gen_gather(&k, m, d, name);
   case KD_REVIVE: return gen_revive(&k, m, d, name);
+  case KD_CSTATS: return gen_cstats(&k, m, d, name);
   case KD_MOVE: return gen_move(&k, m, d, name);
   case KD_SCALE: return gen_scale(&k, m, name);
   case KD_DESCEND: return gen_descend(&k, m, name);

@@ -58,6 +58,11 @@
  *              its mean and its part along x^ = (a[y] - mean) / std over
  *              the batch (the backward of a batch norm that is the
  *              identity on the batch). One thread per channel.
+ *   CSTATS     a = act, d = out (doubles): per channel of c (hw each) at
+ *              y over the n samples, its mean, biased variance and least
+ *              value at d[3 c], d[3 c + 1], d[3 c + 2]: what a layer that
+ *              comes alive takes its batch norm from. One thread per
+ *              channel.
  * Phase II (launched with n elements, pointers at their first):
  *   MOVE       a[i] = b[i] (+= with add), i < n: a slot's sum over the
  *              batches, W kept and put back around the hyper step.
@@ -92,7 +97,7 @@
 
 typedef enum {
   KD_RELU, KD_RELU_MASK, KD_COPY, KD_BN_FWD, KD_BN_BWD, KD_POOL_FWD, KD_POOL_BWD,
-  KD_GAP_FWD, KD_GAP_BWD, KD_LOSS, KD_LOSS_SUM, KD_SGD, KD_GATHER, KD_REVIVE,
+  KD_GAP_FWD, KD_GAP_BWD, KD_LOSS, KD_LOSS_SUM, KD_SGD, KD_GATHER, KD_REVIVE, KD_CSTATS,
   KD_MOVE, KD_SCALE, KD_DESCEND, KD_UNITS, KD_COUNT, KD_EMIT, KD_PAIR
 } kd_op;
 

@@ -178,6 +178,18 @@ int64_t rt_exec_set_unit(rt_exec *x, int64_t start, int64_t len, int on,
   return changed;
 }
 
+/* Parameters [start, start + len) take values: where the backend keeps
+ * them (set_range), else through an edit. */
+static void put_params(rt_exec *x, int64_t start, int64_t len, const float *values) {
+  rt_backend *b = x->backend;
+  if (b->i->set_range) {
+    keep(x, b->i->set_range(b, RT_PARAMS, start, len, values));
+  } else {
+    float *w = rt_exec_params_write(x);
+    memcpy(w + start, values, (size_t)len * sizeof *w);
+  }
+}
+
 void rt_exec_set_alive(rt_exec *x, int li, int alive) {
   exec_impl *e = E(x);
   const ir_layer *l = &x->g->layers[li];
@@ -212,14 +224,20 @@ void rt_exec_set_alive(rt_exec *x, int li, int alive) {
       float lift = (float)-lo[c];
       rt_exec_set_unit(x, l->b_off + c, 1, 1, &lift);
     }
-  float *w = rt_exec_params_write(x), *stats = rt_exec_edit(x, RT_STATS);
+  float *gb = mean ? malloc(2 * (size_t)l->cout * sizeof *gb) : NULL, *stats = rt_exec_edit(x, RT_STATS);
+  if (!gb) { /* out of memory: the identity on no statistics */
+    float *w = rt_exec_params_write(x);
+    for (int c = 0; c < l->cout; c++) w[l->g_off + c] = 1.0f, w[l->g_off + l->cout + c] = 0.0f;
+    have = 0;
+  }
   for (int c = 0; c < l->cout; c++) {
     double lift = after && have && lo[c] < 0 ? -lo[c] : 0.0;
     double m = have ? mean[c] : 0.0, v = have ? var[c] : 1.0;
-    w[l->g_off + c] = have ? (float)sqrt(v + RT_BN_EPS) : 1.0f, w[l->g_off + l->cout + c] = (float)m;
+    if (gb) gb[c] = have ? (float)sqrt(v + RT_BN_EPS) : 1.0f, gb[l->cout + c] = (float)m;
     stats[l->s_off + c] = (float)(m + lift), stats[l->s_off + l->cout + c] = (float)v;
   }
-  free(mean);
+  if (gb) put_params(x, l->g_off, 2 * (int64_t)l->cout, gb);
+  free(gb), free(mean);
 }
 
 int rt_exec_set_arch(rt_exec *x, const ir_arch *a, char *err, size_t errlen) {

@@ -21,7 +21,7 @@ typedef struct dk {
 
 /* A layer's kernels besides its conv or linear ones (0: not needed). */
 enum { F_RELU, F_AFTER, F_BN, F_PASS, F_POOL, F_GAP, F_COPY, B_BN, B_AFTER, B_RELU, B_PASS, B_POOL, B_GAP, B_COPY,
-       P2_REVIVE, N_LK };
+       P2_REVIVE, C_STATS, N_LK };
 
 /* Phase II's own kernels (devops.h): the slots' sums and scale, W kept
  * and put back, the hyper step, the ranking's scores, counts and picks,
@@ -74,6 +74,7 @@ typedef struct dstep {
   const uint8_t *mask;   /* the last prepare's masks */
   cu_kern *dense;        /* per layer; .mod 0: not built */
   CUdeviceptr dscr, rv;
+  CUdeviceptr cst;       /* channel_stats' doubles, 3 a channel (KD_CSTATS) */
   /* ... and its gradients (backend.h: p2_*), on the device with them: the
    * two slots, W while the hyper step holds W*, the masks as bytes (as
    * the executor has them when an operation reads them), the scores of
@@ -191,7 +192,7 @@ static void add_kernel(gen *G, dk *k, const kd_desc *desc, int layer, const char
 
 static const char *const lk_name[N_LK] = {"relu_f", "after_f", "bn_f", "pass_f", "pool_f", "gap_f", "copy_f",
                                           "bn_b",   "after_b", "relu_b", "pass_b", "pool_b", "gap_b", "copy_b",
-                                          "revive"};
+                                          "revive", "cstats"};
 
 static int build_kernels(dstep *d, char *err, size_t errlen) {
   static atomic_int serial;
@@ -234,6 +235,9 @@ static int build_kernels(dstep *d, char *err, size_t errlen) {
                    &(kd_desc){.op = KD_REVIVE, .ns = ns, .c = l->cout, .hw = plane, .y = out, .dy = out,
                               .relu = l->bn != IR_BN_AFTER, .norm = l->bn != 0},
                    i, "revive");
+      if (l->can_die && l->bn)
+        add_kernel(&G, &k[C_STATS], &(kd_desc){.op = KD_CSTATS, .ns = ns, .c = l->cout, .hw = plane, .y = out}, i,
+                   "cstats");
       if (prev >= 0) {
         add_kernel(&G, &k[F_PASS], &(kd_desc){.op = KD_COPY, .ns = ns, .len = len, .src = prev, .dst = out}, i,
                    "pass_f");
@@ -806,6 +810,30 @@ static float *st_edit(rt_backend *b, rt_state which) {
   return d->h[i];
 }
 
+/* A run of parameters or momentum: its floats alone go to the device,
+ * behind the work queued; the host copy takes them where it holds the
+ * values, and where it holds edits still to go up they join those. */
+static int st_set_range(rt_backend *b, rt_state which, int64_t start, int64_t len, const float *values) {
+  dstep *d = D(b);
+  if (which != RT_PARAMS && which != RT_MOMENTUM) {
+    snprintf(b->error, sizeof b->error, "cuda backend: set_range takes the parameters or their momentum");
+    return -1;
+  }
+  int i = which == RT_PARAMS ? 0 : 1;
+  float *h = d->h[i] + start;
+  if (d->valid[i] || d->dirty[i]) {
+    if (values) memcpy(h, values, (size_t)len * sizeof *h);
+    else memset(h, 0, (size_t)len * sizeof *h);
+  }
+  if (d->dirty[i] || len <= 0) return 0;
+  CUdeviceptr at = fptr(hs_dev(d, i), start);
+  if (values) chk(d, cu.cuMemcpyHtoDAsync_v2(at, values, (size_t)len * sizeof *values, d->st), "cuMemcpyHtoD (a run)");
+  else chk(d, cu.cuMemsetD32Async(at, 0, (size_t)len, d->st), "cuMemsetD32 (a run)");
+  /* values are the caller's: the copy is done when this returns */
+  if (values && !d->fail) chk(d, cu.cuStreamSynchronize(d->st), "the step");
+  return done(d);
+}
+
 static void st_phase2(rt_backend *b, int on) { D(b)->p2 = !!on; }
 
 static void drop_p2(dstep *d) {
@@ -1214,6 +1242,25 @@ static int st_channel_stats(rt_backend *b, int li, double *mean, double *var, do
   const ir_graph *g = b->g;
   const ir_layer *l = &g->layers[li];
   if (d->n < 1) return -1;
+  if (d->lk[li][C_STATS].f) { /* on the device: three doubles a channel back */
+    double *t = malloc((size_t)l->cout * 3 * sizeof *t);
+    if (!t) return -1;
+    if (!d->cst) {
+      size_t most = 1;
+      for (int i = 0; i < g->n_layers; i++)
+        if (d->lk[i][C_STATS].f && (size_t)g->layers[i].cout > most) most = (size_t)g->layers[i].cout;
+      d->cst = zalloc(d, most * 3 * sizeof(double));
+    }
+    launch(d, &d->lk[li][C_STATS], d->act, 0, 0, d->cst, d->n, 0, 0);
+    if (!d->fail) chk(d, cu.cuMemcpyDtoH_v2(t, d->cst, (size_t)l->cout * 3 * sizeof *t), "cuMemcpyDtoH (channel statistics)");
+    int rc = done(d);
+    for (int ch = 0; ch < l->cout && rc == 0; ch++) {
+      mean[ch] = t[3 * ch], var[ch] = t[3 * ch + 1];
+      if (min) min[ch] = t[3 * ch + 2];
+    }
+    free(t);
+    return rc;
+  }
   int64_t plane = (int64_t)l->oh * l->ow, len = (int64_t)l->cout * plane;
   float *o = malloc((size_t)(d->n * len) * sizeof *o);
   if (!o) return -1;
@@ -1266,7 +1313,7 @@ static void st_free(rt_backend *b) {
   if (d->ctx) cu.cuCtxSetCurrent(d->ctx);
   drop_graphs(d);
   drop_set(d);
-  CUdeviceptr *bufs[] = {&d->act, &d->dact, &d->pgm, &d->stats, &d->bnaux, &d->labels, &d->lsc, &d->scal};
+  CUdeviceptr *bufs[] = {&d->act, &d->dact, &d->pgm, &d->stats, &d->bnaux, &d->labels, &d->lsc, &d->scal, &d->cst};
   for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
     if (*bufs[i]) cu.cuMemFree_v2(*bufs[i]);
   drop_p2(d);
@@ -1302,6 +1349,7 @@ static const rt_backend_i step_i = {
     .set_training = st_set_training,
     .view = st_view,
     .edit = st_edit,
+    .set_range = st_set_range,
     .phase2 = st_phase2,
     .dense_grad = st_dense_grad,
     .p2_grad = st_p2_grad,

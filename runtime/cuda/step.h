@@ -20,10 +20,12 @@
  * clear), built at the first phase II and sharing one scratch; their
  * backward gives every weight's gradient, the missing ones included. A
  * dead layer's, as if it came alive, goes through KD_REVIVE and its dense
- * weight gradient. A batch's dense gradient copies the images and labels
- * in and the gradient (n_params floats) and the loss out, once; the
- * ranking and the hyper step stay with the search, on the host views.
- * The step owns the CUDA kernel set (cuda.c) whose layers' kernels it
+ * weight gradient. Phase II's gradients (backend.h: p2_*) stay there: a
+ * batch copies its images and labels in and its loss out; the ranking
+ * scores every missing unit on the device and copies the masks' bytes in
+ * and a few counts and the picks out; the hyper step keeps W on the
+ * device. A unit that joins or leaves (set_range) copies its floats in.
+ * rt_exec_dense_grad's gradient (multi-task) comes back whole. The step owns the CUDA kernel set (cuda.c) whose layers' kernels it
  * runs, and prepares them for the layers whose α changed; the host step
  * over the same set ("cuda-host") is another backend, to compare.
  *

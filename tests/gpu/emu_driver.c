@@ -67,6 +67,11 @@ void emu_sreg(LLVMModuleRef m, const char *reg, int init) {
 /* ---- what a capture records, the bus's bytes ------------------------------ */
 
 static long long h2d_bytes, d2h_bytes; /* emu_traffic */
+static long long watch_bytes = -1;     /* emu_watch_d2h */
+static long watched;
+
+void emu_watch_d2h(long long bytes) { watch_bytes = bytes, watched = 0; }
+long emu_watched(void) { return watched; }
 
 void emu_traffic(long long *h2d, long long *d2h) {
   *h2d = h2d_bytes, *d2h = d2h_bytes;
@@ -260,6 +265,7 @@ static CUresult e_HtoD(CUdeviceptr d, const void *h, size_t n) {
 static CUresult e_DtoH(void *h, CUdeviceptr d, size_t n) {
   if (capturing) return 900;
   d2h_bytes += (long long)n;
+  watched += (long long)n == watch_bytes;
   memcpy(h, (const void *)(uintptr_t)d, n);
   return 0;
 }
@@ -280,8 +286,10 @@ static CUresult e_Memcpy2DAsync(const CUDA_MEMCPY2D *c, CUstream s) {
   if (capturing) return 900;
   if (c->srcMemoryType == CU_MEMORYTYPE_HOST && c->dstMemoryType == CU_MEMORYTYPE_DEVICE)
     h2d_bytes += (long long)(c->WidthInBytes * c->Height);
-  if (c->srcMemoryType == CU_MEMORYTYPE_DEVICE && c->dstMemoryType == CU_MEMORYTYPE_HOST)
+  if (c->srcMemoryType == CU_MEMORYTYPE_DEVICE && c->dstMemoryType == CU_MEMORYTYPE_HOST) {
     d2h_bytes += (long long)(c->WidthInBytes * c->Height);
+    watched += (long long)(c->WidthInBytes * c->Height) == watch_bytes;
+  }
   const char *src = c->srcMemoryType == CU_MEMORYTYPE_HOST ? c->srcHost : (const char *)(uintptr_t)c->srcDevice;
   char *dst = c->dstMemoryType == CU_MEMORYTYPE_HOST ? c->dstHost : (char *)(uintptr_t)c->dstDevice;
   for (size_t y = 0; y < c->Height; y++)

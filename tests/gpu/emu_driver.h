@@ -34,6 +34,10 @@ void emu_no_cublas(int on);
 /* The bytes copied host to device and device to host so far (every copy
  * entry point; page-locking and module loading are not copies). */
 void emu_traffic(long long *h2d, long long *d2h);
+/* Counts, from now on, the copies out of exactly `bytes` (a whole array
+ * of n_params floats, say); emu_watched says how many so far. */
+void emu_watch_d2h(long long bytes);
+long emu_watched(void);
 /* Kernel launches so far; a graph's replay counts as one. */
 long emu_launches(void);
 

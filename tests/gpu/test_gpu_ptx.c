@@ -165,6 +165,7 @@ static void devops_case(void) {
       {.op = KD_REVIVE, .ns = 900, .c = 6, .hw = 16, .y = 200, .dy = 200, .relu = 1, .norm = 1},
       {.op = KD_REVIVE, .ns = 900, .c = 6, .hw = 16, .y = 200, .dy = 200, .norm = 1},
       {.op = KD_REVIVE, .ns = 900, .c = 6, .hw = 1, .y = 850, .dy = 850, .relu = 1},
+      {.op = KD_CSTATS, .ns = 900, .c = 6, .hw = 16, .y = 200},
       {.op = KD_MOVE},
       {.op = KD_MOVE, .add = 1},
       {.op = KD_SCALE},

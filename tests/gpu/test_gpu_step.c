@@ -247,8 +247,10 @@ static void phase2(const char *backend) {
         "phase II, %s: the dense gradient differs from the reference's by %g (losses %.9g, %.9g)", backend, e,
         loss[0], loss[1]);
   /* a whole expansion (two batches): what crosses the bus, against the
-   * parameters' size (the ranking and the hyper step read and write the
-   * host views) */
+   * parameters' size; at the bounds no whole array of them comes back
+   * (the gradients, the ranking, the hyper step and the units' edits stay
+   * on the device); the live layout moves the state to and from the
+   * step it makes for phase II through the host */
   srch_state st;
   if (srch_init(&st, g, FE_SEARCH_ILNAS, 3) == 0) {
     st.lr = 0.05f;
@@ -261,14 +263,20 @@ static void phase2(const char *backend) {
     srch_event ev;
     long long h0, d0, h1, d1;
     emu_traffic(&h0, &d0);
+    emu_watch_d2h(4LL * g->n_params);
     int rc = srch_expand(&st, x[0], &pb, &ev);
+    long whole = emu_watched();
     CHECK(rc == 0 && rt_exec_prepare(x[0], err, sizeof err) == 0, "phase II, %s: expansion %d: %s", backend, rc,
           rc == -2 ? st.err : err);
     emu_traffic(&h1, &d1);
-    printf("phase II, %s: an expansion (2 batches, %lld parameters grown) copies %.1f and %.1f times the "
-           "parameters' %lld bytes in and out\n", backend, (long long)ev.added,
-           (double)(h1 - h0) / (4.0 * g->n_params), (double)(d1 - d0) / (4.0 * g->n_params),
-           4LL * g->n_params);
+    emu_watch_d2h(-1);
+    printf("phase II, %s: an expansion (2 batches, %lld parameters grown, %d new layers) copies %.1f and %.1f times "
+           "the parameters' %lld bytes in and out, %ld whole arrays of them out\n", backend, (long long)ev.added,
+           ev.new_layers, (double)(h1 - h0) / (4.0 * g->n_params), (double)(d1 - d0) / (4.0 * g->n_params),
+           4LL * g->n_params, whole);
+    if (strcmp(backend, "cuda/bounds") == 0)
+      CHECK(whole == 0 && ev.new_layers > 0, "phase II, %s: an expansion (%d new layers) copied %ld whole arrays of "
+            "parameters out", backend, ev.new_layers, whole);
     free(in2);
     srch_free(&st);
   }
