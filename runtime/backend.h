@@ -58,6 +58,15 @@ typedef struct rt_unit {
   float score;   /* the L2 norm of a gradient over the unit */
 } rt_unit;
 
+/* A run of parameters that a new step takes from the one it replaces:
+ * its [to, to + len) are the old one's [from, from + len). */
+typedef struct rt_run {
+  int64_t to, from, len;
+} rt_run;
+
+/* What take_state takes: bits. */
+enum { RT_TAKE_PARAMS = 1, RT_TAKE_MOMENTUM = 2, RT_TAKE_SLOT0 = 4, RT_TAKE_SLOT1 = 8 };
+
 typedef struct rt_backend_stats {
   long dense_backend; /* phase II's layer gradients its kernels computed */
   long dense_host;    /* ... that the host computed */
@@ -100,6 +109,11 @@ typedef struct rt_backend_i {
    * same kind and input that replaces `from` (packed.h), takes the set
    * from keeps, which then keeps none. 0, or -1 (from keeps it). */
   int (*take_dataset)(rt_backend *b, rt_backend *from);
+  /* b, a new step of the same kind that replaces `from` (packed.h), takes what
+   * `what` names (RT_TAKE_*: the parameters, their momentum, phase II's
+   * slots), run by run (n runs), where both keep them (on the device:
+   * device to device); what no run covers stays 0. */
+  int (*take_state)(rt_backend *b, rt_backend *from, const rt_run *runs, int64_t n, unsigned what);
   int (*upload_draws)(rt_backend *b, const rt_draw *dr, int n);
   int (*forward)(rt_backend *b);
   /* Softmax cross-entropy of the last forward, its mean in *loss and the
@@ -126,7 +140,7 @@ typedef struct rt_backend_i {
    * gradients that sgd applies (the tasks' sum of a multi-task run). */
   const float *(*view)(rt_backend *b, rt_state which);
   float *(*edit)(rt_backend *b, rt_state which);
-  /* Optional (NULL: the caller edits): values (NULL: zeros) into
+  /* Values (NULL: zeros) into
    * parameters [start, start + len) of RT_PARAMS or RT_MOMENTUM, taken
    * as an edit of them would be, without a view of the whole array (the
    * device step copies those floats alone). */

@@ -146,48 +146,30 @@ int64_t rt_exec_set_unit(rt_exec *x, int64_t start, int64_t len, int on,
   assert(li >= 0 && (len == 0 || layer_of(x->g, start + len - 1) == li));
   rt_backend *b = x->backend;
   int64_t changed = 0;
-  if (!b->i->set_range) {
-    float *w = rt_exec_params_write(x), *mom = rt_exec_edit(x, RT_MOMENTUM);
-    for (int64_t k = 0; k < len; k++) {
-      int64_t i = start + k;
-      if (ir_alpha_get(&e->arch, i) == !!on) continue; /* off: 0 already */
-      changed++;
-      ir_alpha_set(&e->arch, i, on);
-      e->mask[i] = (uint8_t)!!on;
-      w[i] = on && values ? values[k] : 0.0f;
-      mom[i] = 0.0f;
+  /* the runs that change (one already off is 0 already), each written
+   * where the backend keeps it */
+  for (int64_t k = 0; k < len;) {
+    if (ir_alpha_get(&e->arch, start + k) == !!on) {
+      k++;
+      continue;
     }
-  } else {
-    /* the runs that change, each written where the backend keeps it */
-    for (int64_t k = 0; k < len;) {
-      if (ir_alpha_get(&e->arch, start + k) == !!on) {
-        k++;
-        continue;
-      }
-      int64_t k0 = k;
-      for (; k < len && ir_alpha_get(&e->arch, start + k) != !!on; k++) {
-        ir_alpha_set(&e->arch, start + k, on);
-        e->mask[start + k] = (uint8_t)!!on;
-      }
-      changed += k - k0;
-      keep(x, b->i->set_range(b, RT_PARAMS, start + k0, k - k0, on && values ? values + k0 : NULL));
-      keep(x, b->i->set_range(b, RT_MOMENTUM, start + k0, k - k0, NULL));
+    int64_t k0 = k;
+    for (; k < len && ir_alpha_get(&e->arch, start + k) != !!on; k++) {
+      ir_alpha_set(&e->arch, start + k, on);
+      e->mask[start + k] = (uint8_t)!!on;
     }
+    changed += k - k0;
+    keep(x, b->i->set_range(b, RT_PARAMS, start + k0, k - k0, on && values ? values + k0 : NULL));
+    keep(x, b->i->set_range(b, RT_MOMENTUM, start + k0, k - k0, NULL));
   }
   if (changed) e->dirty[li] = 1;
   return changed;
 }
 
-/* Parameters [start, start + len) take values: where the backend keeps
- * them (set_range), else through an edit. */
+/* Parameters [start, start + len) take values, where the backend keeps
+ * them. */
 static void put_params(rt_exec *x, int64_t start, int64_t len, const float *values) {
-  rt_backend *b = x->backend;
-  if (b->i->set_range) {
-    keep(x, b->i->set_range(b, RT_PARAMS, start, len, values));
-  } else {
-    float *w = rt_exec_params_write(x);
-    memcpy(w + start, values, (size_t)len * sizeof *w);
-  }
+  keep(x, x->backend->i->set_range(x->backend, RT_PARAMS, start, len, values));
 }
 
 void rt_exec_set_alive(rt_exec *x, int li, int alive) {

@@ -1773,6 +1773,24 @@ static float *host_edit(rt_backend *b, rt_state which) {
   return NULL;
 }
 
+static int host_take_state(rt_backend *b, rt_backend *from, const rt_run *r, int64_t n, unsigned what) {
+  host *e = (host *)b, *f = (host *)from;
+  float *to[4] = {what & RT_TAKE_PARAMS ? host_edit(b, RT_PARAMS) : NULL,
+                  what & RT_TAKE_MOMENTUM ? host_edit(b, RT_MOMENTUM) : NULL};
+  const float *fr[4] = {f->params, ((hx *)from)->mom};
+  for (int s = 0; s < 2; s++)
+    if (what & (RT_TAKE_SLOT0 << s)) {
+      to[2 + s] = rt_p2_slot(&e->p2, b, s, 1), fr[2 + s] = rt_p2_slot(&f->p2, from, s, 0);
+      if (!to[2 + s] || !fr[2 + s]) {
+        snprintf(b->error, sizeof b->error, "out of memory for phase II's gradients");
+        return -1;
+      }
+    }
+  for (int w = 0; w < 4; w++)
+    for (int64_t k = 0; to[w] && k < n; k++) memcpy(to[w] + r[k].to, fr[w] + r[k].from, (size_t)r[k].len * sizeof(float));
+  return 0;
+}
+
 static int host_set_range(rt_backend *b, rt_state which, int64_t start, int64_t len, const float *values) {
   float *d = host_edit(b, which) + start;
   if (values) memcpy(d, values, (size_t)len * sizeof *d);
@@ -2060,6 +2078,7 @@ static const rt_backend_i host_i = {
     .view = host_view,
     .edit = host_edit,
     .set_range = host_set_range,
+    .take_state = host_take_state,
     .phase2 = host_phase2,
     .dense_grad = host_dense_grad,
     .p2_grad = host_p2_grad,

@@ -273,7 +273,7 @@ static int build_compact(packed *p) {
     }
   }
   free(o), free(f);
-  for (int64_t k = 1; k < c->n_params; k++) /* rising: take_p2, to_gc */
+  for (int64_t k = 1; k < c->n_params; k++) /* rising: take_over, to_gc */
     assert(p->pmap[k] > p->pmap[k - 1]);
   ir_call *fc, *bc;
   int nf, nb;
@@ -499,10 +499,57 @@ static int from_step(packed *p, int rc) {
 }
 
 /* A new step on the compact graph of p->next: g's state carried over. */
-static int take_p2(packed *p, rt_backend *in, rt_backend *old, const int64_t *opm, int64_t on);
+/* The parameters and their momentum (what: RT_TAKE_*; and phase II's
+ * gradients) go from the old step to the new where both keep them, in
+ * the steps' memory (take_state: on the device, device to device); gc's
+ * parameters the old one did not keep take arr's values (ov's, held by
+ * find_outside: the active ones gc left out), and those it kept and gc
+ * no longer does go to arr from the old step (rare: a view). Both maps
+ * rise, so one walk pairs them. */
+static int take_over(packed *p, rt_backend *in, rt_backend *old, const int64_t *opm, int64_t on, unsigned what) {
+  const ir_arch *a = p->pub.arch;
+  int64_t nn = p->gc->n_params, nr = 0, lost = 0;
+  rt_run *r = malloc((size_t)((nn < on ? nn : on) + 1) * sizeof *r);
+  if (!r) return fail(p, "out of memory");
+  int64_t j = 0;
+  for (int64_t k = 0; k < nn; k++) {
+    while (j < on && opm[j] < p->pmap[k]) lost += ir_alpha_get(a, opm[j++]);
+    if (j < on && opm[j] == p->pmap[k]) {
+      if (nr && r[nr - 1].to + r[nr - 1].len == k && r[nr - 1].from + r[nr - 1].len == j) r[nr - 1].len++;
+      else r[nr++] = (rt_run){k, j, 1};
+      j++;
+    }
+  }
+  while (j < on) lost += ir_alpha_get(a, opm[j++]);
+  int state = what & RT_TAKE_PARAMS;
+  for (int w = RT_PARAMS; state && lost && w <= RT_MOMENTUM; w++) {
+    const float *v = old->i->view(old, (rt_state)w);
+    if (!v) {
+      free(r);
+      return fail(p, old->error);
+    }
+    for (int64_t i = 0, k = 0; i < on; i++) {
+      while (k < nn && p->pmap[k] < opm[i]) k++;
+      if ((k == nn || p->pmap[k] != opm[i]) && ir_alpha_get(a, opm[i])) p->arr[w][opm[i]] = v[i];
+    }
+  }
+  int rc = in->i->take_state(in, old, r, nr, what);
+  for (int64_t k = 0, i = 0; state && rc == 0 && k < nn; k++) {
+    while (i < nr && r[i].to + r[i].len <= k) i++;
+    if ((i < nr && r[i].to <= k) || !ir_alpha_get(a, p->pmap[k])) continue; /* taken, or 0 */
+    for (int w = RT_PARAMS; w <= RT_MOMENTUM && rc == 0; w++)
+      rc = in->i->set_range(in, (rt_state)w, k, 1, &p->arr[w][p->pmap[k]]);
+  }
+  free(r);
+  return rc ? fail(p, in->error) : 0;
+}
 
 static int rebuild(packed *p) {
-  for (int w = RT_PARAMS; w <= RT_STATS; w++) scatter(p, w);
+  /* the state moves in the steps' memory, where no edit waits for the
+   * new step; else through arr */
+  int d2d = p->in && !p->ahead[RT_PARAMS] && !p->ahead[RT_MOMENTUM];
+  for (int w = RT_PARAMS; w <= RT_STATS; w++)
+    if (!d2d || w == RT_STATS) scatter(p, w);
   /* phase II's gradients at the old indices all have a place in the new */
   int take = p->p2held && p->in && p->mode == PHASE2 && p->next_mode == PHASE2;
   int64_t nch = ir_chan_base(p->pub.g, p->pub.g->n_tensors);
@@ -533,8 +580,9 @@ static int rebuild(packed *p) {
     snprintf(err, sizeof err, "%s", in->i->set_dataset ? in->error : "the new step keeps no data set");
     in->i->free(in), in = NULL;
   }
-  if (in && take && take_p2(p, in, old, opm, ogc->n_params)) {
-    snprintf(err, sizeof err, "%s", in->error);
+  unsigned what = (d2d ? RT_TAKE_PARAMS | RT_TAKE_MOMENTUM : 0) | (take ? p->p2held * RT_TAKE_SLOT0 : 0);
+  if (in && what && take_over(p, in, old, opm, ogc->n_params, what)) {
+    snprintf(err, sizeof err, "%s", p->pub.error);
     in->i->free(in), in = NULL;
   }
   if (!in) { /* the step as it was */
@@ -571,7 +619,9 @@ static int rebuild(packed *p) {
   p->pub.threads = in->threads;
   p->rebuilds++;
   gather_arch(p);
-  for (int w = RT_PARAMS; w <= RT_STATS; w++) gather(p, w);
+  for (int w = RT_PARAMS; w <= RT_STATS; w++)
+    if (!d2d || w == RT_STATS) gather(p, w);
+    else p->fresh[w] = 0; /* the new step's, at its indices */
   p->fresh[RT_GRADS] = 0;
   return 0;
 }
@@ -822,7 +872,7 @@ static int64_t run_in_gc(const packed *p, int64_t start, int64_t len) {
  * else is an edit, which the step takes at its next operation. */
 static int packed_set_range(rt_backend *b, rt_state which, int64_t start, int64_t len, const float *values) {
   packed *p = P(b);
-  int64_t at = p->in && p->in->i->set_range && p->phase2 && p->mode == PHASE2 && !p->ahead[which]
+  int64_t at = p->in && p->phase2 && p->mode == PHASE2 && !p->ahead[which]
                    ? run_in_gc(p, start, len) : -1;
   if (at < 0) {
     float *d = packed_edit(b, which);
@@ -861,27 +911,6 @@ static int packed_dense_grad(rt_backend *b, const float *images, const ir_label 
 }
 
 /* ---- phase II's gradients, kept by the step ---- */
-
-/* The held slots of the old step (gc's parameters opm, on of them) go to
- * the new one, whose gc keeps every channel the old one did: both maps
- * rise with the index (build_compact), so one walk pairs them. */
-static int take_p2(packed *p, rt_backend *in, rt_backend *old, const int64_t *opm, int64_t on) {
-  for (int slot = 0; slot < 2; slot++) {
-    if (!(p->p2held >> slot & 1)) continue;
-    const float *src = old->i->p2_slot(old, slot, 0);
-    float *dst = src ? in->i->p2_slot(in, slot, 1) : NULL;
-    if (!dst) {
-      if (!src) snprintf(in->error, sizeof in->error, "%s", old->error);
-      return -1;
-    }
-    memset(dst, 0, (size_t)p->gc->n_params * sizeof *dst);
-    for (int64_t k = 0, j = 0; k < on; k++) {
-      while (j < p->gc->n_params && p->pmap[j] < opm[k]) j++;
-      if (j < p->gc->n_params && p->pmap[j] == opm[k]) dst[j] = src[k];
-    }
-  }
-  return 0;
-}
 
 static int packed_p2_grad(rt_backend *b, int slot, const float *images, const ir_label *labels, int count, int n,
                           double *loss) {

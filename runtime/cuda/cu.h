@@ -83,6 +83,7 @@ enum {
   X(cuMemcpyDtoH_v2, (void *, CUdeviceptr, size_t))                                          \
   X(cuMemcpyHtoDAsync_v2, (CUdeviceptr, const void *, size_t, CUstream))                     \
   X(cuMemcpyDtoHAsync_v2, (void *, CUdeviceptr, size_t, CUstream))                           \
+  X(cuMemcpyDtoDAsync_v2, (CUdeviceptr, CUdeviceptr, size_t, CUstream))                      \
   X(cuMemcpy2DAsync_v2, (const CUDA_MEMCPY2D *, CUstream))                                  \
   X(cuMemHostRegister_v2, (void *, size_t, unsigned))                                        \
   X(cuMemHostUnregister, (void *))                                                           \

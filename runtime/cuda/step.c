@@ -834,6 +834,36 @@ static int st_set_range(rt_backend *b, rt_state which, int64_t start, int64_t le
   return done(d);
 }
 
+static void slot_on(dstep *d, int s);
+
+/* Device to device, run by run: the parameters and momentum (pgm's first
+ * and third thirds) and the slots asked for, once the old step's work is
+ * done. */
+static int st_take_state(rt_backend *b, rt_backend *from, const rt_run *r, int64_t n, unsigned what) {
+  dstep *d = D(b), *f = D(from);
+  flush(f);
+  if (!f->fail) chk(f, cu.cuStreamSynchronize(f->st), "the step");
+  if (done(f)) {
+    snprintf(b->error, sizeof b->error, "%s", from->error);
+    return -1;
+  }
+  CUdeviceptr to[4] = {what & RT_TAKE_PARAMS ? d->pgm : 0, what & RT_TAKE_MOMENTUM ? fptr(d->pgm, 2 * d->np) : 0};
+  CUdeviceptr fr[4] = {f->pgm, fptr(f->pgm, 2 * f->np)};
+  for (int s = 0; s < 2; s++)
+    if (what & (RT_TAKE_SLOT0 << s)) {
+      slot_on(d, s);
+      to[2 + s] = d->slot[s], fr[2 + s] = f->slot[s];
+    }
+  for (int w = 0; w < 4 && !d->fail; w++)
+    for (int64_t k = 0; to[w] && fr[w] && k < n && !d->fail; k++)
+      chk(d, cu.cuMemcpyDtoDAsync_v2(fptr(to[w], r[k].to), fptr(fr[w], r[k].from), (size_t)r[k].len * sizeof(float),
+                                     d->st),
+          "cuMemcpyDtoD (the state)");
+  if (what & RT_TAKE_PARAMS) d->valid[0] = 0;
+  if (what & RT_TAKE_MOMENTUM) d->valid[1] = 0;
+  return done(d);
+}
+
 static void st_phase2(rt_backend *b, int on) { D(b)->p2 = !!on; }
 
 static void drop_p2(dstep *d) {
@@ -1350,6 +1380,7 @@ static const rt_backend_i step_i = {
     .view = st_view,
     .edit = st_edit,
     .set_range = st_set_range,
+    .take_state = st_take_state,
     .phase2 = st_phase2,
     .dense_grad = st_dense_grad,
     .p2_grad = st_p2_grad,

@@ -270,6 +270,13 @@ static CUresult e_DtoH(void *h, CUdeviceptr d, size_t n) {
   return 0;
 }
 
+static CUresult e_DtoDAsync(CUdeviceptr to, CUdeviceptr from, size_t n, CUstream s) {
+  (void)s;
+  if (capturing) return 900;
+  memmove((void *)(uintptr_t)to, (const void *)(uintptr_t)from, n);
+  return 0;
+}
+
 static CUresult e_HtoDAsync(CUdeviceptr d, const void *h, size_t n, CUstream s) {
   (void)s;
   return e_HtoD(d, h, n);
@@ -574,6 +581,7 @@ int emu_driver_install(void) {
       .cuMemcpyDtoH_v2 = e_DtoH,
       .cuMemcpyHtoDAsync_v2 = e_HtoDAsync,
       .cuMemcpyDtoHAsync_v2 = e_DtoHAsync,
+      .cuMemcpyDtoDAsync_v2 = e_DtoDAsync,
       .cuMemcpy2DAsync_v2 = e_Memcpy2DAsync,
       .cuMemHostRegister_v2 = e_HostRegister,
       .cuMemHostUnregister = e_HostUnregister,
