@@ -397,18 +397,15 @@ void rt_exec_sgd_shared(rt_exec *const *xs, int n, const int64_t *idx, int64_t m
 
 void rt_exec_phase2(rt_exec *x, int on) { x->backend->i->phase2(x->backend, on); }
 
-int rt_exec_dense_grad(rt_exec *x, const float *in, const ir_label *labels, int n, float *out,
-                       double *loss, char *err, size_t errlen) {
-  if (x->backend->i->dense_grad(x->backend, in, labels, n, out, loss)) {
-    snprintf(err, errlen, "%s", x->backend->error);
-    return -1;
-  }
-  return 0;
-}
-
+/* An operation's result: 0, or -1 with the backend's reason in err. */
 static int backend_rc(const rt_exec *x, int rc, char *err, size_t errlen) {
   if (rc) snprintf(err, errlen, "%s", x->backend->error);
   return rc ? -1 : 0;
+}
+
+int rt_exec_dense_grad(rt_exec *x, const float *in, const ir_label *labels, int n, float *out,
+                       double *loss, char *err, size_t errlen) {
+  return backend_rc(x, x->backend->i->dense_grad(x->backend, in, labels, n, out, loss), err, errlen);
 }
 
 int rt_exec_p2_grad(rt_exec *x, int slot, const float *images, const ir_label *labels, int count, int n,

@@ -934,17 +934,20 @@ static int packed_p2_top(rt_backend *b, int64_t k, rt_unit *out, int64_t *got) {
 static int packed_p2_score(rt_backend *b, rt_unit *u, int64_t n) {
   packed *p = P(b);
   rt_unit *c = malloc((size_t)(n ? n : 1) * sizeof *c);
-  if (!c) return fail(p, "out of memory");
+  int64_t *who = malloc((size_t)(n ? n : 1) * sizeof *who); /* c[j] is u[who[j]] */
+  if (!c || !who) {
+    free(c), free(who);
+    return fail(p, "out of memory");
+  }
   int64_t m = 0;
   for (int64_t i = 0; i < n; i++) {
     int64_t at = to_gc(p, u[i].start);
     u[i].score = 0.0f; /* none in gc: no gradient */
-    if (at >= 0) c[m] = u[i], c[m++].start = at;
+    if (at >= 0) who[m] = i, c[m] = u[i], c[m++].start = at;
   }
   int rc = from_step(p, p->in->i->p2_score(p->in, c, m));
-  for (int64_t i = 0, j = 0; rc == 0 && i < n && j < m; i++)
-    if (to_gc(p, u[i].start) == c[j].start) u[i].score = c[j++].score;
-  free(c);
+  for (int64_t j = 0; rc == 0 && j < m; j++) u[who[j]].score = c[j].score;
+  free(c), free(who);
   return rc;
 }
 
