@@ -75,30 +75,37 @@ void rt_pad_rows(int rows, int len, const float *x, long xs, float *y, long ys, 
   }
 }
 
-void rt_gather2(int n, const float *x, float *y) {
+void rt_split2(int na, int nb, const float *x, float *a, float *b) {
+  assert(nb <= na && na <= nb + 1);
   int t = 0;
 #if defined(__SSE2__)
-  /* t + 4 < n: the last pair's odd float, x[2t + 7], is then a row's */
-  for (; t + 4 < n; t += 4) {
+  for (; t + 4 <= nb; t += 4) {
     __m128 lo = _mm_loadu_ps(x + 2 * t), hi = _mm_loadu_ps(x + 2 * t + 4);
-    _mm_storeu_ps(y + t, _mm_shuffle_ps(lo, hi, _MM_SHUFFLE(2, 0, 2, 0)));
+    _mm_storeu_ps(a + t, _mm_shuffle_ps(lo, hi, _MM_SHUFFLE(2, 0, 2, 0)));
+    _mm_storeu_ps(b + t, _mm_shuffle_ps(lo, hi, _MM_SHUFFLE(3, 1, 3, 1)));
   }
 #endif
-  for (; t < n; t++) y[t] = x[2 * t];
+  for (; t < nb; t++) a[t] = x[2 * t], b[t] = x[2 * t + 1];
+  if (na > nb) a[nb] = x[2 * nb];
 }
 
-void rt_add_interleave2(int na, int nb, const float *a, const float *b, float *y) {
+void rt_interleave2(int na, int nb, const float *a, const float *b, float *y, int add) {
   assert(nb <= na && na <= nb + 1);
   int t = 0;
 #if defined(__SSE2__)
   for (; t + 4 <= nb; t += 4) {
     __m128 va = _mm_loadu_ps(a + t), vb = _mm_loadu_ps(b + t);
-    _mm_storeu_ps(y + 2 * t, _mm_add_ps(_mm_loadu_ps(y + 2 * t), _mm_unpacklo_ps(va, vb)));
-    _mm_storeu_ps(y + 2 * t + 4, _mm_add_ps(_mm_loadu_ps(y + 2 * t + 4), _mm_unpackhi_ps(va, vb)));
+    __m128 y0 = add ? _mm_loadu_ps(y + 2 * t) : _mm_setzero_ps();
+    __m128 y1 = add ? _mm_loadu_ps(y + 2 * t + 4) : _mm_setzero_ps();
+    _mm_storeu_ps(y + 2 * t, _mm_add_ps(y0, _mm_unpacklo_ps(va, vb)));
+    _mm_storeu_ps(y + 2 * t + 4, _mm_add_ps(y1, _mm_unpackhi_ps(va, vb)));
   }
 #endif
-  for (; t < nb; t++) y[2 * t] += a[t], y[2 * t + 1] += b[t];
-  if (na > nb) y[2 * nb] += a[nb];
+  for (; t < nb; t++) {
+    float y0 = add ? y[2 * t] : 0.0f, y1 = add ? y[2 * t + 1] : 0.0f;
+    y[2 * t] = y0 + a[t], y[2 * t + 1] = y1 + b[t];
+  }
+  if (na > nb) y[2 * nb] = (add ? y[2 * nb] : 0.0f) + a[nb];
 }
 
 float rt_sum(long len, const float *x) {

@@ -30,12 +30,13 @@ void rt_add_2d(int rows, int len, const float *x, long xs, float *y, long ys);
 void rt_pad_rows(int rows, int len, const float *x, long xs, float *y, long ys, int lpad,
                  const float *gate, long gs);
 
-/* The phases of stride 2, for the stride-2 convs' packed planes:
- * y[t] = x[2t] for t < n (x is read up to x[2n - 2] only); and
- * y[2t] += a[t] for t < na, y[2t + 1] += b[t] for t < nb (nb <= na <=
- * nb + 1): a row's two phases added back into it. */
-void rt_gather2(int n, const float *x, float *y);
-void rt_add_interleave2(int na, int nb, const float *a, const float *b, float *y);
+/* The phases of stride 2, for the stride-2 convs' packed planes, nb <=
+ * na <= nb + 1 (a row of na + nb floats): a[t] = x[2t] for t < na and
+ * b[t] = x[2t + 1] for t < nb, a row split into its two phases in one
+ * pass; and back, y[2t] += a[t] for t < na, y[2t + 1] += b[t] for t < nb
+ * (add = 0: y = 0 + the phases, the bits of adding into zeros). */
+void rt_split2(int na, int nb, const float *x, float *a, float *b);
+void rt_interleave2(int na, int nb, const float *a, const float *b, float *y, int add);
 
 /* dst[c * ds + r] = src[r * ss + c] (add: +=) for r < rows, c < cols:
  * the layout changes of the linear kernels, by 4x4 register tiles. */

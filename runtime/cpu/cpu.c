@@ -699,6 +699,22 @@ static void bn_x_write(const rt_conv_shape *s, const float *x) {
                        (float *)x + i * xns + ci * hw); /* the arena, which is the host's */
 }
 
+/* One channel's plane xc [h][w] into its four phase planes at stride 2
+ * (d, s * s * pq floats): the frame cleared, then each image row split
+ * into its even and odd columns, which land in the two phase planes of
+ * its row's parity (image column c at plane column (c + pad) / 2 of phase
+ * (c + pad) % 2). */
+static void pack_plane2(const cg_conv_plan *p, const rt_conv_shape *s, const float *xc, float *d) {
+  memset(d, 0, (size_t)p->xcs * sizeof *d);
+  int pe = s->pad & 1, je = s->pad / 2, jo = (s->pad + 1) / 2;
+  for (int r = 0; r < s->h; r++) {
+    int R = r + s->pad;
+    float *row = d + (long)(R & 1) * 2 * p->pq + (long)(R / 2) * p->wq;
+    rt_split2((s->w + 1) / 2, s->w / 2, xc + (long)r * s->w, row + (long)pe * p->pq + je,
+              row + (long)(1 - pe) * p->pq + jo);
+  }
+}
+
 /* One sample x [cin][h][w] into xp (cg_conv_plan): padded, split into
  * phase planes, every float of xp written (the slot is shared by layers of
  * other layouts, and the kernels read the don't-care tail). */
@@ -713,6 +729,10 @@ static void pack_x(const cg_conv_plan *p, const rt_conv_shape *s, const float *x
       rt_bn_affine_row(hw, bn->z + i * conv_xns(s) + ci * hw, bn->m[ci], bn->k[ci], bn->b[ci],
                        bn->relu, tmp);
       xc = tmp;
+    }
+    if (S == 2) {
+      pack_plane2(p, s, xc, xp + ci * p->xcs);
+      continue;
     }
     for (int py = 0; py < S; py++)
       for (int px = 0; px < S; px++) {
@@ -739,9 +759,7 @@ static void pack_x(const cg_conv_plan *p, const rt_conv_shape *s, const float *x
           }
           const float *row = xc + (long)r * s->w;
           memset(d, 0, (size_t)j0 * sizeof *d);
-          if (S == 2) rt_gather2(j1 - j0, row + 2 * j0 + px - s->pad, d + j0);
-          else
-            for (int j = j0; j < j1; j++) d[j] = row[j * S + px - s->pad];
+          for (int j = j0; j < j1; j++) d[j] = row[j * S + px - s->pad];
           memset(d + j1, 0, (size_t)(p->wq - j1) * sizeof *d);
         }
       }
@@ -800,14 +818,15 @@ static void unpack_y(const cg_conv_plan *p, const rt_conv_shape *s, const float 
 }
 
 /* dx += the real (not padding) positions of the phase planes dxp; with
- * s->dx_assign, each plane of dx is cleared first, while it is in L1 (the
- * same bits as adding into a cleared arena). */
+ * s->dx_assign, dx = 0 + them (the same bits as adding into a cleared
+ * arena): at stride 2 as each row is interleaved, else each plane of dx
+ * cleared first, while it is in L1. */
 static void add_dx(const cg_conv_plan *p, const rt_conv_shape *s, const float *dxp, float *dx) {
   int S = p->s;
   long hw = (long)s->h * s->w;
   for (int ci = 0; ci < s->cin; ci++) {
     float *dc = dx + ci * hw;
-    if (s->dx_assign) memset(dc, 0, (size_t)hw * sizeof *dc);
+    if (s->dx_assign && S != 2) memset(dc, 0, (size_t)hw * sizeof *dc);
     if (S == 1) { /* the plane is the image inside a frame of pad */
       rt_add_2d(s->h, s->w, dxp + (long)ci * p->dxrs + (long)s->pad * p->wq + s->pad, p->wq, dc,
                 s->w);
@@ -820,8 +839,8 @@ static void add_dx(const cg_conv_plan *p, const rt_conv_shape *s, const float *d
       if (S == 2) { /* the row's even and odd columns from their two phases */
         int p0 = s->pad & 1;
         rowp += (r & 1) * 2 * p->dxrs;
-        rt_add_interleave2((s->w + 1) / 2, s->w / 2, rowp + p0 * p->dxrs + s->pad / 2,
-                           rowp + (1 - p0) * p->dxrs + (s->pad + 1) / 2, d);
+        rt_interleave2((s->w + 1) / 2, s->w / 2, rowp + p0 * p->dxrs + s->pad / 2,
+                       rowp + (1 - p0) * p->dxrs + (s->pad + 1) / 2, d, !s->dx_assign);
         continue;
       }
       for (int ix = 0; ix < s->w; ix++) {

@@ -104,30 +104,33 @@ static void test_pad_rows(void) {
   }
 }
 
-/* A row's stride-2 phases, taken out and added back, at every length
- * around the four-lane blocks. */
+/* A row's stride-2 phases, split out and put back (added, or written
+ * over), at every length around the four-lane blocks. */
 static void test_stride2(void) {
   enum { N = 23 };
-  float x[2 * N], y[N + 2], a[N], b[N], r[2 * N + 2], want[2 * N + 2];
+  float x[2 * N], a[N], b[N], r[2 * N + 2], want[2 * N + 2];
   fill(x, 2 * N, 0), fill(a, N, 1), fill(b, N, 2);
-  for (int n = 0; n <= N; n++) {
-    float g[N + 2];
-    for (int i = 0; i < N + 2; i++) y[i] = g[i] = (float)i + 0.5f; /* no write past */
-    for (int t = 0; t < n; t++) g[t] = x[2 * t];
-    rt_gather2(n, x, y);
-    long at = -1;
-    CHECK(same_bits(g, y, N + 2, &at), "gather2 n %d differs at %ld", n, at);
+  b[3] = -0.0f; /* written over, it becomes +0: 0 + -0 */
+  for (int n = 0; n <= N; n++)
     for (int odd = 0; odd < 2 && n > 0; odd++) {
       int na = n, nb = n - odd;
-      for (int i = 0; i < 2 * N + 2; i++) r[i] = want[i] = (float)(i % 7) - 3.0f;
-      for (int t = 0; t < na; t++) want[2 * t] += a[t];
-      for (int t = 0; t < nb; t++) want[2 * t + 1] += b[t];
-      rt_add_interleave2(na, nb, a, b, r);
+      float ga[N + 2], gb[N + 2], sa[N + 2], sb[N + 2]; /* no write past */
+      for (int i = 0; i < N + 2; i++) sa[i] = ga[i] = (float)i + 0.5f, sb[i] = gb[i] = -ga[i];
+      for (int t = 0; t < na; t++) ga[t] = x[2 * t];
+      for (int t = 0; t < nb; t++) gb[t] = x[2 * t + 1];
+      rt_split2(na, nb, x, sa, sb);
       long at = -1;
-      CHECK(same_bits(want, r, 2 * N + 2, &at), "add_interleave2 %d, %d differs at %ld", na, nb,
-            at);
+      CHECK(same_bits(ga, sa, N + 2, &at) && same_bits(gb, sb, N + 2, &at),
+            "split2 %d, %d differs at %ld", na, nb, at);
+      for (int add = 0; add < 2; add++) {
+        for (int i = 0; i < 2 * N + 2; i++) r[i] = want[i] = (float)(i % 7) - 3.0f;
+        for (int t = 0; t < na; t++) want[2 * t] = (add ? want[2 * t] : 0.0f) + a[t];
+        for (int t = 0; t < nb; t++) want[2 * t + 1] = (add ? want[2 * t + 1] : 0.0f) + b[t];
+        rt_interleave2(na, nb, a, b, r, add);
+        CHECK(same_bits(want, r, 2 * N + 2, &at), "interleave2 %d, %d (add %d) differs at %ld", na,
+              nb, add, at);
+      }
     }
-  }
 }
 
 static void test_transpose(void) {
