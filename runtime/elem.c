@@ -967,11 +967,13 @@ void rt_bn_pool_bwd(rt_pool *pool, int parts, const rt_bn_shape *s, int w, int a
   else bn_bwd_task(&j, 0);
 }
 
-void rt_bn_bwd_sums(rt_pool *pool, int parts, const rt_bn_shape *s, int relu, const float *x,
-                    const float *dy, const float *gamma, const float *beta,
+void rt_bn_bwd_sums(rt_pool *pool, int parts, const rt_bn_shape *s, int relu, int w, long p_ns,
+                    const float *x, const float *dy, const float *gamma, const float *beta,
                     const float *save_mean, const float *save_invstd, const float *scale,
                     float *dgamma, float *dbeta, float *gm, float *kg, float *kx) {
+  assert(w == 0 || (relu && w % 2 == 0 && s->hw % (2L * w) == 0 && s->hw <= RT_BN_POOL_HW));
   bn_job j = {.s = s, .parts = bn_parts(pool, parts, s), .relu = relu, .x = x, .dy = dy,
+              .w = w, .p_ns = w && !p_ns ? (long)s->c * (s->hw / 4) : p_ns,
               .gamma = gamma, .beta = beta, .save_mean = save_mean, .save_invstd = save_invstd,
               .scale = scale, .dgamma = dgamma, .dbeta = dbeta, .gm_w = gm, .kg_w = kg,
               .kx_w = kx};
@@ -983,6 +985,11 @@ void rt_bn_dx_row(long len, const float *x, const float *dy, int relu, float m, 
                   float gm, float kg, float kx, float *dx) {
   row_dx(len, x, NULL, dy, relu ? MASK_X : MASK_NONE, m, relu ? k : 0.0f, relu ? b : 0.0f, gm,
          kg, kx, 1, dx);
+}
+
+void rt_bn_pool_grad(int h, int w, const float *x, float m, float k, float b, const float *dp,
+                     float *g) {
+  row_pool_grad(h, w, x, m, k, b, dp, g);
 }
 
 void rt_bn_affine_row(long len, const float *x, float m, float k, float b, int relu, float *y) {

@@ -114,13 +114,25 @@ void rt_bn_bwd(rt_pool *pool, int parts, const rt_bn_shape *s, int relu, int ass
  * dx as it reads it (the cpu conv kernels' packing, rt_bn_dz): the sums,
  * dgamma and dbeta, and per channel dx's constants gm, kg, kx, reading x
  * and dy once; then any row of dx, rt_bn_dx_row (m: save_mean, k: scale,
- * b: beta), the bits rt_bn_bwd writes with assign. */
-void rt_bn_bwd_sums(rt_pool *pool, int parts, const rt_bn_shape *s, int relu, const float *x,
+ * b: beta), the bits rt_bn_bwd writes with assign. With w > 0, dy is the
+ * gradient of a 2x2 max pool of the ReLU's output (planes w wide, as
+ * rt_bn_pool_bwd's dp, samples p_ns apart, 0: packed), and the halves are
+ * rt_bn_pool_bwd's: a plane's gradient at the ReLU's output is
+ * rt_bn_pool_grad's, and its rows of dx rt_bn_dx_row's without the mask
+ * (relu 0) of that gradient. */
+void rt_bn_bwd_sums(rt_pool *pool, int parts, const rt_bn_shape *s, int relu, int w, long p_ns,
+                    const float *x,
                     const float *dy, const float *gamma, const float *beta,
                     const float *save_mean, const float *save_invstd, const float *scale,
                     float *dgamma, float *dbeta, float *gm, float *kg, float *kx);
 void rt_bn_dx_row(long len, const float *x, const float *dy, int relu, float m, float k, float b,
                   float gm, float kg, float kx, float *dx);
+/* The gradient at the ReLU's output of one h x w plane of x whose ReLU
+ * output a 2x2 max pool read (rt_bn_pool_bwd's, into g): dp's value (0 +
+ * dp, dp's plane h/2 x w/2) at each window's first maximum of (x - m) * k
+ * + b after the ReLU, where that maximum is > 0; 0 elsewhere. */
+void rt_bn_pool_grad(int h, int w, const float *x, float m, float k, float b, const float *dp,
+                     float *g);
 /* y = (x - m) * k + b, then max(., 0) with relu: a row as rt_bn_fwd's
  * training output writes it from its saved mean m and scale k. */
 void rt_bn_affine_row(long len, const float *x, float m, float k, float b, int relu, float *y);

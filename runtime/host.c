@@ -1340,10 +1340,16 @@ static void bn_constants(hx *x, const ir_layer *l, int64_t out) {
 static int bn_dz_fused(const hx *x, const ir_layer *l) {
   const host *e = (const host *)x;
   int li = (int)(l - x->g->layers);
-  int p = e->bnf[li].pool;
   return l->kind == IR_CONV && l->bn == IR_BN_BEFORE && x->training && !x->use_live &&
-         e->assign[li] && x->backend->bn_dz && x->backend->conv_bwd &&
-         !(p >= 0 && e->bnf[p].fused);
+         e->assign[li] && x->backend->bn_dz && x->backend->conv_bwd;
+}
+
+/* The fused max pool after layer l's batch norm and ReLU (bn_fusable), whose
+ * last forward pooled from z, or NULL. */
+static const struct bn_fuse *bn_pool_of(const hx *x, const ir_layer *l) {
+  const host *e = (const host *)x;
+  int p = e->bnf[l - x->g->layers].pool;
+  return p >= 0 && e->bnf[p].fused ? &e->bnf[p] : NULL;
 }
 
 static void conv_bwd_chunk(const job *j, int chunk, int n0, int n1) {
@@ -1361,11 +1367,12 @@ static void conv_bwd_chunk(const job *j, int chunk, int n0, int n1) {
   rt_bn_dz bn;
   if (l->bn && bn_dz_fused(x, l)) { /* the kernels make dz from batch norm's output gradient */
     const float *c = e->bn_dzc + 3 * l->s_off;
+    const struct bn_fuse *pf = bn_pool_of(x, l); /* or from the pool's */
     bn = (rt_bn_dz){x->act + o + j->z, x->dact + o + j->z, x->bn_save + l->s_off,
                     e->bn_scale + l->s_off, x->params + l->g_off + l->cout, c, c + l->cout,
-                    c + 2 * l->cout, l->relu};
+                    c + 2 * l->cout, l->relu, pf != NULL};
     s.bn = &bn;
-    check(x, b, b->conv_bwd(b, li, &s, x->act + o + j->in, x->dact + o + j->out, NULL,
+    check(x, b, b->conv_bwd(b, li, &s, x->act + o + j->in, x->dact + o + (pf ? pf->pout : j->out), NULL,
                             x->params + l->w_off, needs_dx(x, l) ? x->dact + o + j->in : NULL, dw,
                             db));
     return;
@@ -1403,22 +1410,22 @@ static void bn_act_bwd(hx *e, const ir_layer *ly, int64_t z, int64_t out, int fu
   float *gm = h->bn_dzc + 3 * ly->s_off, *kg = gm + ly->cout, *kx = kg + ly->cout;
   for (int c = 0; w && c < ly->cout; c++)
     if (!w[c]) dgamma[c] = dbeta[c] = gm[c] = kg[c] = kx[c] = 0.0f;
-  int p = h->bnf[ly - e->g->layers].pool;
-  const struct bn_fuse *pf = p >= 0 && h->bnf[p].fused ? &h->bnf[p] : NULL;
+  const struct bn_fuse *pf = bn_pool_of(e, ly);
   for (int c0 = 0, c1; (c1 = next_run(w, &c0, ly->cout)) > c0; c0 = c1) {
     rt_bn_shape s = {e->n, c1 - c0, (int)plane, ns, ns};
     int64_t o = c0 * plane;
+    if (fused) { /* the sums; the conv's kernels make dz as they pack it */
+      rt_bn_bwd_sums(h->pool, e->threads, &s, ly->relu, pf ? ly->ow : 0, pf ? ns : 0,
+                     e->act + z + o, pf ? e->dact + pf->pout + o / 4 : e->dact + out + o,
+                     e->params + ly->g_off + c0, e->params + ly->g_off + ly->cout + c0, sm + c0,
+                     si + c0, sk + c0, dgamma + c0, dbeta + c0, gm + c0, kg + c0, kx + c0);
+      continue;
+    }
     if (pf) { /* through the max pool, whose forward pooled from z */
       rt_bn_pool_bwd(h->pool, e->threads, &s, ly->ow, h->assign[ly - e->g->layers],
                      e->act + z + o, e->dact + pf->pout + o / 4, ns, e->params + ly->g_off + c0,
                      e->params + ly->g_off + ly->cout + c0, sm + c0, si + c0, sk + c0,
                      e->dact + z + o, dgamma + c0, dbeta + c0);
-      continue;
-    }
-    if (fused) { /* the sums; the conv's kernels make dz as they pack it */
-      rt_bn_bwd_sums(h->pool, e->threads, &s, ly->relu, e->act + z + o, e->dact + out + o,
-                     e->params + ly->g_off + c0, e->params + ly->g_off + ly->cout + c0, sm + c0,
-                     si + c0, sk + c0, dgamma + c0, dbeta + c0, gm + c0, kg + c0, kx + c0);
       continue;
     }
     /* in training the ReLU's mask is recomputed from z, not read */

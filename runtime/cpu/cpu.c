@@ -536,6 +536,13 @@ static int entry_dense(const cpu_backend *cb, const rt_cpu_entry *e) {
 
 /* Switches a layer to entry e, sizes the scratch for it, and drops the
  * layer's previous entry when no layer uses that pattern any more. */
+/* Floats at the end of a scratch buffer for one plane of work: pack_x's
+ * input plane (xtmp), or pack_dy_bn's two output planes (dztmp). */
+static size_t tmp_len(int h, int w, int oh, int ow) {
+  size_t x = (size_t)h * w, y = 2 * (size_t)oh * ow;
+  return x > y ? x : y;
+}
+
 static void entry_attach(cpu_backend *cb, int layer, rt_cpu_entry *e) {
   const ir_layer *l = &cb->pub.g->layers[layer];
   int dense = entry_dense(cb, e), k = l->kind == IR_CONV ? l->k : 1;
@@ -549,7 +556,7 @@ static void entry_attach(cpu_backend *cb, int layer, rt_cpu_entry *e) {
     size_t fwd = (size_t)(p->xlen + (long)l->cout * p->yrs),
            bwd = (size_t)(p->xlen + p->dylen + p->dxlen);
     need = 2 * (size_t)l->cout + wp_len(e) + CONV_SB * (fwd > bwd ? fwd : bwd) +
-           (size_t)l->h * l->w; /* xtmp */
+           tmp_len(l->h, l->w, l->oh, l->ow); /* xtmp, dztmp */
   } else { /* the forward's, or the fused backward's */
     size_t fwd = wp_len(e) + (size_t)LIN_SUB * (size_t)(l->cin + l->cout),
            bwd = 2 * (size_t)e->nbwd + (size_t)LIN_SUB * (size_t)(2 * l->cin + l->cout + 1);
@@ -784,29 +791,41 @@ static void pack_dy(const cg_conv_plan *p, const rt_conv_shape *s, const float *
   }
 }
 
-/* One sample's row of batch norm's pre-activation gradient (s->bn), of
- * channel co and its output gradient dy's row and z's. */
-static void bn_dz_row(const rt_bn_dz *bn, int co, long len, const float *dy, const float *z,
-                      float *dz) {
-  rt_bn_dx_row(len, z, dy, bn->relu, bn->m[co], bn->k[co], bn->b[co], bn->gm[co], bn->kg[co],
-               bn->kx[co], dz);
+/* One sample's plane of batch norm's pre-activation gradient (s->bn), of
+ * channel co, from its output gradient dy's plane (under a pool, the
+ * pool's: a quarter of it, whose gradient at the ReLU's output goes
+ * through g, a plane) and z's, into dz: whole planes, not rows, so that
+ * short rows do not cost a call each. */
+static void bn_dz_plane(const rt_conv_shape *s, int co, const float *dy, const float *z, float *dz,
+                        float *g) {
+  const rt_bn_dz *bn = s->bn;
+  if (bn->pool) {
+    rt_bn_pool_grad(s->oh, s->ow, z, bn->m[co], bn->k[co], bn->b[co], dy, g);
+    dy = g;
+  }
+  rt_bn_dx_row((long)s->oh * s->ow, z, dy, bn->relu && !bn->pool, bn->m[co], bn->k[co],
+               bn->b[co], bn->gm[co], bn->kg[co], bn->kx[co], dz);
+}
+
+/* dy's plane of channel co of one sample (s->bn: under a pool, the
+ * pool's, a quarter of the output's). */
+static const float *bn_dy_plane(const rt_conv_shape *s, const float *dy, int co) {
+  long ohw = (long)s->oh * s->ow;
+  return dy + co * (s->bn->pool ? ohw / 4 : ohw);
 }
 
 /* pack_dy of the pre-activation's gradient that batch norm's backward
- * makes (s->bn) from dy, its output's gradient, and the pre-activation z
- * (dy's layout), row by row as it is packed: dz is never written. */
+ * makes (s->bn) from dy, its output's gradient (or its pool's), and the
+ * pre-activation z, a plane at a time in tmp (2 oh ow floats) as it is
+ * packed: dz is never written. */
 static void pack_dy_bn(const cg_conv_plan *p, const rt_conv_shape *s, const float *dy,
-                       const float *z, float *dyq) {
+                       const float *z, float *dyq, float *tmp) {
   long ohw = (long)s->oh * s->ow, body = p->marg + (long)s->oh * p->wq;
   for (int co = 0; co < s->cout; co++) {
     float *d = dyq + co * p->dycs;
     memset(d, 0, (size_t)p->marg * sizeof *d);
-    for (int r = 0; r < s->oh; r++) {
-      float *row = d + p->marg + (long)r * p->wq;
-      bn_dz_row(s->bn, co, s->ow, dy + co * ohw + (long)r * s->ow, z + co * ohw + (long)r * s->ow,
-                row);
-      memset(row + s->ow, 0, (size_t)(p->wq - s->ow) * sizeof *row);
-    }
+    bn_dz_plane(s, co, bn_dy_plane(s, dy, co), z + co * ohw, tmp, tmp + ohw);
+    rt_pad_rows(s->oh, s->ow, tmp, s->ow, d + p->marg, p->wq, 0, NULL, 0);
     memset(d + body, 0, (size_t)(p->dycs - body) * sizeof *d);
   }
 }
@@ -857,6 +876,11 @@ static int is_dense(rt_kernels *b, int l) { return C(b)->dense[l]; }
  * a scratch buffer, past what any layer's call uses (entry_attach). */
 static float *xtmp(rt_kernels *b, float *buf, const rt_conv_shape *s) {
   return buf + C(b)->need - (size_t)s->h * s->w;
+}
+
+/* pack_dy_bn's two planes, in the same place (used once pack_x is done). */
+static float *dztmp(rt_kernels *b, float *buf, const rt_conv_shape *s) {
+  return buf + C(b)->need - 2 * (size_t)s->oh * s->ow;
 }
 
 static int cpu_conv_fwd(rt_kernels *b, int l, const rt_conv_shape *s, const float *x,
@@ -1007,10 +1031,12 @@ static int cpu_conv_bwd(rt_kernels *b, int l, const rt_conv_shape *s, const floa
   if (!buf) { /* the dense path has nothing to share */
     if (s->bn) { /* dz made whole, where the host step would have */
       long ohw = (long)s->oh * s->ow;
+      float g[RT_BN_POOL_HW]; /* a plane of the pool's gradient (bn_fusable's bound) */
+      assert(!s->bn->pool || ohw <= RT_BN_POOL_HW);
       for (int i = 0; i < s->n; i++)
         for (int co = 0; co < s->cout; co++)
-          bn_dz_row(s->bn, co, ohw, dy + i * yns + co * ohw, s->bn->z + i * yns + co * ohw,
-                    s->bn->dz + i * yns + co * ohw);
+          bn_dz_plane(s, co, bn_dy_plane(s, dy + i * yns, co), s->bn->z + i * yns + co * ohw,
+                      s->bn->dz + i * yns + co * ohw, g);
       dy = s->bn->dz;
     }
     if (s->relu && y) { /* dy becomes the pre-activation's gradient, in place */
@@ -1035,7 +1061,8 @@ static int cpu_conv_bwd(rt_kernels *b, int l, const rt_conv_shape *s, const floa
     for (int i = 0; i < nb; i++) {
       float *q = dyq + i * p->dylen;
       pack_x(p, s, x + (n0 + i) * xns, xp + i * p->xlen, n0 + i, xtmp(b, buf, s));
-      if (s->bn) pack_dy_bn(p, s, dy + (n0 + i) * yns, s->bn->z + (n0 + i) * yns, q);
+      if (s->bn)
+        pack_dy_bn(p, s, dy + (n0 + i) * yns, s->bn->z + (n0 + i) * yns, q, dztmp(b, buf, s));
       else pack_dy(p, s, dy + (n0 + i) * yns, s->relu ? y + (n0 + i) * yns : NULL, q);
       for (int co = 0; bsum && co < s->cout; co++) bsum[co] += rt_sum(p->dycs, q + co * p->dycs);
     }
