@@ -420,9 +420,11 @@ static int plan_dx_assign(host *e, int64_t (*cut)[2]) {
 
 /* Fills e->xdst and e->xsrc under the plan: a conv layer with batch norm
  * before its ReLU (or none), not under a fused pool, whose output slice
- * exactly one other op reads, an alive conv layer reading all of it and
- * nothing else (no other reader, no dead layer passing it on, not the
- * logits), on a kernel set that can. */
+ * exactly one other op reads, an alive conv layer reading all of it
+ * among its input channels (in a dense stage, beside the stage's other
+ * outputs), planes of the same size (no other reader, no dead layer
+ * passing it on, not the logits), on a kernel set that can; a reader
+ * takes one such producer. */
 static void plan_bn_x(host *e) {
   const hx *x = &e->pub;
   const ir_graph *g = x->g;
@@ -446,8 +448,9 @@ static void plan_bn_x(host *e) {
       else
         lo = p->prev_off[i], hi = lo + (int64_t)o->cout * o->oh * o->ow;
       if (!(lo < b && a < hi)) continue;
-      if (reader >= 0 || o->kind != IR_CONV || !x->arch->alive[i] || lo != a || hi != b ||
-          o->cin != l->cout || o->h != l->oh || o->w != l->ow)
+      if (reader >= 0 || o->kind != IR_CONV || !x->arch->alive[i] || a < lo || b > hi ||
+          o->h != l->oh || o->w != l->ow || (a - lo) % ((int64_t)l->oh * l->ow) ||
+          e->xsrc[i] >= 0)
         ok = 0;
       reader = i;
     }
@@ -1195,8 +1198,10 @@ static const rt_bn_x *bn_x_of(const hx *x, const ir_layer *l, int64_t o, rt_bn_x
   int src = e->xsrc[l - x->g->layers];
   if (src < 0 || !e->xleft[src]) return NULL;
   const ir_layer *p = &x->g->layers[src];
+  int c0 = (int)((e->plan->out_off[src] - e->plan->in_off[l - x->g->layers]) /
+                 ((int64_t)p->oh * p->ow));
   *bx = (rt_bn_x){x->act + o + e->xz[src], x->bn_save + p->s_off, e->bn_scale + p->s_off,
-                  e->xbeta + p->s_off, p->relu};
+                  e->xbeta + p->s_off, p->relu, c0, c0 + p->cout};
   return bx;
 }
 

@@ -44,14 +44,16 @@ typedef struct rt_bn_dz {
 } rt_bn_dz;
 
 /* Batch norm's forward map of a conv layer's output left to the conv
- * that reads it (rt_kernels.bn_x): that conv reads its input x as
- * (z - m) * k + b, then max(., 0) with relu, per input channel
- * (rt_bn_affine_row), z in x's layout. x is written only where the
- * kernels read it whole (their dense path). */
+ * that reads it (rt_kernels.bn_x): that conv reads its input channels
+ * c0 .. c1 - 1 as (z - m) * k + b, then max(., 0) with relu, per channel
+ * (rt_bn_affine_row), z laid out as those channels of x. They are written
+ * in x only where the kernels read it whole (their dense path). */
 typedef struct rt_bn_x {
-  const float *z;
-  const float *m, *k, *b; /* per input channel */
+  const float *z;         /* of input channel c0 (z's channel 0) */
+  const float *m, *k, *b; /* per channel of z */
   int relu;
+  int c0, c1;             /* the input channels made from z; the others
+                           * are read from x as they are */
 } rt_bn_x;
 
 typedef struct rt_conv_shape {

@@ -701,9 +701,9 @@ static void bn_x_write(const rt_conv_shape *s, const float *x) {
   const rt_bn_x *bn = s->xbn;
   long hw = (long)s->h * s->w, xns = conv_xns(s);
   for (int i = 0; i < s->n; i++)
-    for (int ci = 0; ci < s->cin; ci++)
-      rt_bn_affine_row(hw, bn->z + i * xns + ci * hw, bn->m[ci], bn->k[ci], bn->b[ci], bn->relu,
-                       (float *)x + i * xns + ci * hw); /* the arena, which is the host's */
+    for (int c = 0; c < bn->c1 - bn->c0; c++)
+      rt_bn_affine_row(hw, bn->z + i * xns + c * hw, bn->m[c], bn->k[c], bn->b[c], bn->relu,
+                       (float *)x + i * xns + (bn->c0 + c) * hw); /* the arena, the host's */
 }
 
 /* One channel's plane xc [h][w] into its four phase planes at stride 2
@@ -731,9 +731,10 @@ static void pack_x(const cg_conv_plan *p, const rt_conv_shape *s, const float *x
   long hw = (long)s->h * s->w;
   for (int ci = 0; ci < s->cin; ci++) {
     const float *xc = x + ci * hw;
-    if (s->xbn) { /* the channel as batch norm's forward would have written it */
-      const rt_bn_x *bn = s->xbn;
-      rt_bn_affine_row(hw, bn->z + i * conv_xns(s) + ci * hw, bn->m[ci], bn->k[ci], bn->b[ci],
+    const rt_bn_x *bn = s->xbn;
+    if (bn && ci >= bn->c0 && ci < bn->c1) { /* as batch norm's forward would have written it */
+      int c = ci - bn->c0;
+      rt_bn_affine_row(hw, bn->z + i * conv_xns(s) + c * hw, bn->m[c], bn->k[c], bn->b[c],
                        bn->relu, tmp);
       xc = tmp;
     }
