@@ -148,6 +148,10 @@ typedef struct host {
    * its input slice (rt_conv_shape.dx_assign), which zlive and znarrow
    * then leave out (plan_dx_assign). */
   uint8_t *dxa;
+  /* Per layer: whether anything before it with parameters (a weight, a
+   * bias, batch norm's) wrote into what it reads, so that its backward
+   * must make its input's gradient (needs_dx); a static fact of the graph. */
+  uint8_t *dxn;
   /* Per layer, under the plan (plan_bn_x): a conv with batch norm whose
    * output one conv alone reads leaves its normalisation to that conv's
    * kernels in training (rt_conv_shape.xbn): xdst, that conv, or -1;
@@ -505,6 +509,26 @@ static void replan(host *e) {
   e->replan = 0, e->planned = 1;
 }
 
+/* Fills e->dxn in the forward's order, in which every writer of a
+ * slice comes before its readers: a layer's input gradient is needed when
+ * a writer of a channel it reads has parameters, or needs its own input's
+ * (the input's copy into a dense stage does not: the convs reading only
+ * that copy make no input gradient). A layer that can die passes its
+ * prev slice through and has weights: it counts as having parameters. */
+static void plan_dx_needs(host *e) {
+  const ir_graph *g = e->pub.g;
+  for (int m = 0; m < g->n_layers; m++) {
+    const ir_layer *l = &g->layers[m];
+    int a = l->in_ch, b = a + ir_in_chans(g, l);
+    for (int w = 0; w < m && !e->dxn[m]; w++) {
+      const ir_layer *o = &g->layers[w];
+      int flows = o->w_off >= 0 || o->b_off >= 0 || o->g_off >= 0 || e->dxn[w];
+      e->dxn[m] = (uint8_t)(flows && o->out_t == l->in_t && o->out_ch < b &&
+                            a < o->out_ch + o->cout);
+    }
+  }
+}
+
 /* Fills e->zero: the tensors to clear, sorted, adjacent ones merged. */
 static int plan_zero(host *e) {
   const ir_graph *g = e->pub.g;
@@ -523,13 +547,15 @@ static int plan_zero(host *e) {
   e->work_was = malloc((size_t)ir_chan_base(g, g->n_tensors) + 1);
   e->alias_was = malloc(nl * sizeof *e->alias_was);
   e->dxa = calloc(nl, 1);
+  e->dxn = calloc(nl, 1);
   e->xdst = malloc(nl * sizeof *e->xdst), e->xsrc = malloc(nl * sizeof *e->xsrc);
   e->xleft = calloc(nl, 1), e->xz = calloc(nl, sizeof *e->xz);
   e->xbeta = calloc((size_t)(g->n_stats ? g->n_stats : 1), sizeof *e->xbeta);
   for (size_t i = 0; e->xdst && e->xsrc && i < nl; i++) e->xdst[i] = e->xsrc[i] = -1;
   if (!e->zero || !e->zlive || !e->zt || !e->znarrow || !e->work_was || !e->alias_was || !e->dxa ||
-      !e->xdst || !e->xsrc || !e->xleft || !e->xz || !e->xbeta)
+      !e->dxn || !e->xdst || !e->xsrc || !e->xleft || !e->xz || !e->xbeta)
     return -1;
+  plan_dx_needs(e);
   int n = 0;
   for (int t = 0; t < g->n_tensors; t++) {
     const ir_tensor *r = &g->tensors[t];
@@ -657,7 +683,7 @@ static void host_free(rt_backend *b) {
   free(e->params), free(x->grads);
   free(x->mom), free(e->gdense), free(e->dirty), free(x->stats), free(x->bn_save);
   free(x->logits), free(e->wpart), free(e->zero), free(e->zlive), free(e->zt),
-      free(e->znarrow), free(e->dxa), free(e->xdst), free(e->xsrc), free(e->xleft), free(e->xz), free(e->xbeta),
+      free(e->znarrow), free(e->dxa), free(e->dxn), free(e->xdst), free(e->xsrc), free(e->xleft), free(e->xz), free(e->xbeta),
       free(e->work_was), free(e->alias_was), free(e->prof),
       free(e->prof_paused), free(e->active), free(e->assign);
   free(e->pidx), free(e->pn), free(e->gpacked), free(e->pk), free(e->sk), free(e->wc), free(e->wat);
@@ -1075,7 +1101,9 @@ static hx *X(void *x) { return x; }
 
 /* Nothing reads the gradient of the network's input: layers that read it
  * skip their backward to the input. */
-static int needs_dx(const hx *x, const ir_layer *l) { return l->in_t != x->g->input_t; }
+static int needs_dx(const hx *x, const ir_layer *l) {
+  return ((const host *)x)->dxn[l - x->g->layers];
+}
 
 /* A dead layer (or a copy) is the identity: out = prev, and its gradient
  * passes back added into prev's. Split over the threads like the layers
