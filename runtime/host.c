@@ -1619,21 +1619,45 @@ static void maxpool_bwd_op(RT_OP_ARGS) {
   if (needs_dx(e, j.l)) run_chunks(&j);
 }
 
+/* Global average pooling, split over the threads like the layers around
+ * it (the reference's arithmetic, sample by sample). */
+static void gap_fwd_chunk(const job *j, int chunk, int n0, int n1) {
+  (void)chunk;
+  int64_t ns = j->x->g->act_size, o = n0 * ns;
+  rt_ref_gap_fwd(n1 - n0, j->l->cin, j->l->h * j->l->w, j->x->act + o + j->in, ns,
+                 j->x->act + o + j->out, ns);
+}
+
+static void gap_grad(const job *j, int n0, int n1, int assign) {
+  int64_t ns = j->x->g->act_size, o = n0 * ns;
+  rt_ref_gap_bwd(n1 - n0, j->l->cin, j->l->h * j->l->w, j->x->dact + o + j->out, ns,
+                 j->x->dact + o + j->in, ns, assign);
+}
+
+static void gap_bwd_chunk(const job *j, int chunk, int n0, int n1) {
+  (void)chunk;
+  gap_grad(j, n0, n1, 0);
+}
+
+/* Into a slice that was not cleared (plan_dx_assign). */
+static void gap_set_chunk(const job *j, int chunk, int n0, int n1) {
+  (void)chunk;
+  gap_grad(j, n0, n1, 1);
+}
+
 static void gap_fwd_op(RT_OP_ARGS) {
   (void)z, (void)prev;
   hx *e = X(x);
-  const ir_layer *ly = &e->g->layers[l];
-  rt_ref_gap_fwd(e->n, ly->cin, ly->h * ly->w, e->act + in, e->g->act_size,
-                 e->act + out, e->g->act_size);
+  job j = {e, &e->g->layers[l], in, -1, out, gap_fwd_chunk, 0};
+  run_chunks(&j);
 }
 
 static void gap_bwd_op(RT_OP_ARGS) {
   (void)z, (void)prev;
   hx *e = X(x);
-  const ir_layer *ly = &e->g->layers[l];
-  if (needs_dx(e, ly)) /* assigning into a slice that was not cleared (plan_dx_assign) */
-    rt_ref_gap_bwd(e->n, ly->cin, ly->h * ly->w, e->dact + out, e->g->act_size, e->dact + in,
-                   e->g->act_size, planned_assign(e, l));
+  job j = {e, &e->g->layers[l], in, -1, out, planned_assign(e, l) ? gap_set_chunk : gap_bwd_chunk,
+           0};
+  if (needs_dx(e, j.l)) run_chunks(&j);
 }
 
 static void copy_fwd_op(RT_OP_ARGS) {
