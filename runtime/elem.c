@@ -533,6 +533,8 @@ typedef struct bn_job {
   long p_ns;
   float *run_mean, *run_var, *save_mean_w, *save_invstd_w, *scale_w, *out, *dx, *dgamma, *dbeta;
   float *gm_w, *kg_w, *kx_w; /* rt_bn_bwd_sums: dx's constants, and no dx */
+  const float *rows; /* rt_bn_bwd_sums: the rows' sums made already, or NULL */
+  long rows_ns;
 } bn_job;
 
 /* Both passes run over a group of up to BN_GROUP channels sample by
@@ -885,6 +887,11 @@ static void bn_bwd_task(void *arg, int part) {
     for (int n = 0; n < s->n; n++)
       for (int c = g0; c < g1; c++) {
         float a, b;
+        if (j->rows) { /* made where dy was (rt_bn_grad_sums_row) */
+          sdy[c - g0] += j->rows[n * j->rows_ns + 2 * c];
+          sdyx[c - g0] += j->rows[n * j->rows_ns + 2 * c + 1];
+          continue;
+        }
         const float *xr = j->x + n * xns + c * hw, *dyr = gbuf;
         if (pooled)
           row_pool_grad((int)(hw / j->w), j->w, xr, j->save_mean[c], ks[c - g0], bs[c - g0],
@@ -967,12 +974,20 @@ void rt_bn_pool_bwd(rt_pool *pool, int parts, const rt_bn_shape *s, int w, int a
   else bn_bwd_task(&j, 0);
 }
 
+void rt_bn_grad_sums_row(long len, const float *x, const float *dy, int relu, float m, float k,
+                         float b, float sums[2]) {
+  row_grad_sums(len, x, NULL, dy, relu ? MASK_X : MASK_NONE, m, relu ? k : 0.0f,
+                relu ? b : 0.0f, &sums[0], &sums[1]);
+}
+
 void rt_bn_bwd_sums(rt_pool *pool, int parts, const rt_bn_shape *s, int relu, int w, long p_ns,
-                    const float *x, const float *dy, const float *gamma, const float *beta,
-                    const float *save_mean, const float *save_invstd, const float *scale,
-                    float *dgamma, float *dbeta, float *gm, float *kg, float *kx) {
+                    const float *rows, long rows_ns, const float *x, const float *dy,
+                    const float *gamma, const float *beta, const float *save_mean,
+                    const float *save_invstd, const float *scale, float *dgamma, float *dbeta,
+                    float *gm, float *kg, float *kx) {
   assert(w == 0 || (relu && w % 2 == 0 && s->hw % (2L * w) == 0 && s->hw <= RT_BN_POOL_HW));
   bn_job j = {.s = s, .parts = bn_parts(pool, parts, s), .relu = relu, .x = x, .dy = dy,
+              .rows = rows, .rows_ns = rows_ns,
               .w = w, .p_ns = w && !p_ns ? (long)s->c * (s->hw / 4) : p_ns,
               .gamma = gamma, .beta = beta, .save_mean = save_mean, .save_invstd = save_invstd,
               .scale = scale, .dgamma = dgamma, .dbeta = dbeta, .gm_w = gm, .kg_w = kg,

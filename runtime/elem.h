@@ -119,14 +119,23 @@ void rt_bn_bwd(rt_pool *pool, int parts, const rt_bn_shape *s, int relu, int ass
  * rt_bn_pool_bwd's dp, samples p_ns apart, 0: packed), and the halves are
  * rt_bn_pool_bwd's: a plane's gradient at the ReLU's output is
  * rt_bn_pool_grad's, and its rows of dx rt_bn_dx_row's without the mask
- * (relu 0) of that gradient. */
+ * (relu 0) of that gradient. With rows (not pooled), each sample's row
+ * sums of every channel were made already where dy was made (2 floats a
+ * channel, rt_bn_grad_sums_row's, samples rows_ns floats apart): x and dy
+ * are not read, and the sums are the same bits. */
 void rt_bn_bwd_sums(rt_pool *pool, int parts, const rt_bn_shape *s, int relu, int w, long p_ns,
-                    const float *x,
+                    const float *rows, long rows_ns, const float *x,
                     const float *dy, const float *gamma, const float *beta,
                     const float *save_mean, const float *save_invstd, const float *scale,
                     float *dgamma, float *dbeta, float *gm, float *kg, float *kx);
 void rt_bn_dx_row(long len, const float *x, const float *dy, int relu, float m, float k, float b,
                   float gm, float kg, float kx, float *dx);
+/* One row's two sums for rt_bn_bwd_sums, from the pre-activation x and
+ * the gradient dy of batch norm's output (through the ReLU's mask
+ * recomputed from x with relu; m: save_mean, k: scale, b: beta): sums[0]
+ * of the masked dy, sums[1] of it times x - m. */
+void rt_bn_grad_sums_row(long len, const float *x, const float *dy, int relu, float m, float k,
+                         float b, float sums[2]);
 /* The gradient at the ReLU's output of one h x w plane of x whose ReLU
  * output a 2x2 max pool read (rt_bn_pool_bwd's, into g): dp's value (0 +
  * dp, dp's plane h/2 x w/2) at each window's first maximum of (x - m) * k

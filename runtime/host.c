@@ -168,6 +168,11 @@ typedef struct host {
   double *bn_mom;
   float *bn_scale; /* n_stats: the scale gamma / std of the last training
                     * forward, a layer's at s_off, for its backward */
+  float *bn_rows;  /* cap * n_stats: a layer's (at cap * s_off) row sums
+                   * for its batch norm's backward, [sample][channel][2],
+                   * made by the conv its forward left its output to
+                   * (rt_bn_x.sums) when rows[layer] is set */
+  uint8_t *rows;   /* per layer */
   float *bn_dzc;   /* 3 * n_stats: a backward's constants of dz (gm, kg,
                     * kx, a layer's at 3 * s_off) where the kernels make dz
                     * (bn_dz_fused) */
@@ -634,6 +639,8 @@ rt_backend *rt_step_new(const char *backend, const ir_graph *g, const ir_arch *a
   e->bn_mom = bn_c ? xcalloc((size_t)cap * 2 * (size_t)bn_c, sizeof *e->bn_mom, &oom) : NULL;
   e->bn_scale = xcalloc((size_t)g->n_stats, sizeof(float), &oom);
   e->bn_dzc = xcalloc(3 * (size_t)g->n_stats, sizeof(float), &oom);
+  e->bn_rows = xcalloc((size_t)cap * (size_t)g->n_stats, sizeof(float), &oom);
+  e->rows = xcalloc((size_t)g->n_layers, 1, &oom);
   e->bnf = xcalloc((size_t)g->n_layers, sizeof *e->bnf, &oom);
   if (e->bnf) bn_fusable(g, e->bnf);
   if (oom || !(e->plan = rt_plan_new(g)) || plan_zero(e) ||
@@ -687,7 +694,7 @@ static void host_free(rt_backend *b) {
       free(e->work_was), free(e->alias_was), free(e->prof),
       free(e->prof_paused), free(e->active), free(e->assign);
   free(e->pidx), free(e->pn), free(e->gpacked), free(e->pk), free(e->sk), free(e->wc), free(e->wat);
-  free(e->fc), free(e->bc), free(e->dg_cols), free(e->dg_parts), free(e->bn_mom), free(e->bn_scale), free(e->bn_dzc),
+  free(e->fc), free(e->bc), free(e->dg_cols), free(e->dg_parts), free(e->bn_mom), free(e->bn_scale), free(e->bn_dzc), free(e->bn_rows), free(e->rows),
       free(e->bnf);
   rt_plan_free(e->plan);
   rt_pool_free(e->pool);
@@ -1229,7 +1236,7 @@ static const rt_bn_x *bn_x_of(const hx *x, const ir_layer *l, int64_t o, rt_bn_x
   int c0 = (int)((e->plan->out_off[src] - e->plan->in_off[l - x->g->layers]) /
                  ((int64_t)p->oh * p->ow));
   *bx = (rt_bn_x){x->act + o + e->xz[src], x->bn_save + p->s_off, e->bn_scale + p->s_off,
-                  e->xbeta + p->s_off, p->relu, c0, c0 + p->cout};
+                  e->xbeta + p->s_off, p->relu, c0, c0 + p->cout, NULL};
   return bx;
 }
 
@@ -1303,7 +1310,7 @@ static void conv_fwd_op(RT_OP_ARGS) {
   const ir_layer *ly = &e->g->layers[l];
   struct bn_fuse *f = ((host *)e)->bnf, *pf = f[l].pool >= 0 ? &f[f[l].pool] : NULL;
   if (pf) pf->pend = pf->fused = 0;
-  ((host *)e)->xleft[l] = 0;
+  ((host *)e)->xleft[l] = ((host *)e)->rows[l] = 0;
   if (!e->arch->alive[l]) {
     pass_fwd(e, ly, prev, out);
     return;
@@ -1397,6 +1404,10 @@ static void conv_bwd_chunk(const job *j, int chunk, int n0, int n1) {
   s.dx_assign = planned_assign(x, li); /* its slice was not cleared */
   rt_bn_x bx;
   s.xbn = x->use_live ? NULL : bn_x_of(x, l, o, &bx);
+  int src = e->xsrc[li];
+  if (s.xbn && e->rows[src]) /* its producer's batch norm takes the row sums from it */
+    bx.sums = e->bn_rows + (int64_t)x->cap * x->g->layers[src].s_off +
+              (int64_t)n0 * 2 * x->g->layers[src].cout;
   rt_bn_dz bn;
   if (l->bn && bn_dz_fused(x, l)) { /* the kernels make dz from batch norm's output gradient */
     const float *c = e->bn_dzc + 3 * l->s_off;
@@ -1444,12 +1455,15 @@ static void bn_act_bwd(hx *e, const ir_layer *ly, int64_t z, int64_t out, int fu
   for (int c = 0; w && c < ly->cout; c++)
     if (!w[c]) dgamma[c] = dbeta[c] = gm[c] = kg[c] = kx[c] = 0.0f;
   const struct bn_fuse *pf = bn_pool_of(e, ly);
+  int li = (int)(ly - e->g->layers);
   for (int c0 = 0, c1; (c1 = next_run(w, &c0, ly->cout)) > c0; c0 = c1) {
     rt_bn_shape s = {e->n, c1 - c0, (int)plane, ns, ns};
     int64_t o = c0 * plane;
     if (fused) { /* the sums; the conv's kernels make dz as they pack it */
-      rt_bn_bwd_sums(h->pool, e->threads, &s, ly->relu, pf ? ly->ow : 0, pf ? ns : 0,
-                     e->act + z + o, pf ? e->dact + pf->pout + o / 4 : e->dact + out + o,
+      const float *rows = h->rows[li] ? h->bn_rows + (int64_t)e->cap * ly->s_off + 2 * c0 : NULL;
+      rt_bn_bwd_sums(h->pool, e->threads, &s, ly->relu, pf ? ly->ow : 0, pf ? ns : 0, rows,
+                     2L * ly->cout, e->act + z + o,
+                     pf ? e->dact + pf->pout + o / 4 : e->dact + out + o,
                      e->params + ly->g_off + c0, e->params + ly->g_off + ly->cout + c0, sm + c0,
                      si + c0, sk + c0, dgamma + c0, dbeta + c0, gm + c0, kg + c0, kx + c0);
       continue;
@@ -1467,6 +1481,7 @@ static void bn_act_bwd(hx *e, const ir_layer *ly, int64_t z, int64_t out, int fu
               e->dact + out + o, e->params + ly->g_off + c0, e->params + ly->g_off + ly->cout + c0,
               sm + c0, si + c0, sk + c0, e->dact + z + o, dgamma + c0, dbeta + c0);
   }
+  h->rows[li] = 0; /* made for this backward only */
 }
 
 static void conv_bwd_op(RT_OP_ARGS) {
@@ -1489,7 +1504,12 @@ static void conv_bwd_op(RT_OP_ARGS) {
           if (!(y[k] > 0.0f)) d[k] = 0.0f;
       }
   }
-  ((host *)e)->gpacked[l] = 0; /* conv gradients are dense */
+  host *h = (host *)e;
+  int src = h->xsrc[l]; /* a producer whose output it makes from z: the rows' sums here */
+  if (src >= 0)
+    h->rows[src] = h->xleft[src] && !e->use_live && needs_dx(e, ly) &&
+                   bn_dz_fused(e, &e->g->layers[src]) && !bn_pool_of(e, &e->g->layers[src]);
+  h->gpacked[l] = 0; /* conv gradients are dense */
   job j = {e, ly, in, z, out, conv_bwd_chunk, layer_work(e, ly)};
   reduce_wgrad(e, ly, run_chunks(&j));
 }

@@ -76,7 +76,8 @@ struct rt_kernels {
   int bn_dz;
   /* 1: conv_fwd, conv_bwd and conv_bwd_weight honour rt_conv_shape.xbn:
    * the input is batch norm's output, made from its pre-activation as
-   * the kernels read it. */
+   * the kernels read it; conv_bwd writes the row sums its backward needs
+   * (rt_bn_x.sums) once it has made their gradient. */
   int bn_x;
 
   /* Optional, NULL: the graph op calls conv_bwd_weight and conv_bwd_data.

@@ -54,6 +54,11 @@ typedef struct rt_bn_x {
   int relu;
   int c0, c1;             /* the input channels made from z; the others
                            * are read from x as they are */
+  float *sums;            /* conv_bwd: NULL, or where each sample's row sums
+                           * of those channels go once their gradient is
+                           * made (rt_bn_grad_sums_row of z and it, 2 floats
+                           * a channel, 2 (c1 - c0) a sample): batch norm's
+                           * backward then reads neither again */
 } rt_bn_x;
 
 typedef struct rt_conv_shape {

@@ -706,6 +706,17 @@ static void bn_x_write(const rt_conv_shape *s, const float *x) {
                        (float *)x + i * xns + (bn->c0 + c) * hw); /* the arena, the host's */
 }
 
+/* With s->xbn->sums, sample i's row sums of the channels made from z,
+ * from z and their gradient in dx (that sample's, complete). */
+static void bn_x_sums(const rt_conv_shape *s, int64_t i, const float *dx) {
+  const rt_bn_x *bn = s->xbn;
+  long hw = (long)s->h * s->w, xns = conv_xns(s);
+  int nc = bn->c1 - bn->c0;
+  for (int c = 0; c < nc; c++)
+    rt_bn_grad_sums_row(hw, bn->z + i * xns + c * hw, dx + (long)(bn->c0 + c) * hw, bn->relu,
+                        bn->m[c], bn->k[c], bn->b[c], bn->sums + i * 2 * nc + 2 * c);
+}
+
 /* One channel's plane xc [h][w] into its four phase planes at stride 2
  * (d, s * s * pq floats): the frame cleared, then each image row split
  * into its even and odd columns, which land in the two phase planes of
@@ -1046,6 +1057,8 @@ static int cpu_conv_bwd(rt_kernels *b, int l, const rt_conv_shape *s, const floa
     }
     cpu_conv_bwd_weight(b, l, s, x, dy, dw, db);
     if (dx) cpu_conv_bwd_data(b, l, s, dy, w, dx);
+    for (int i = 0; dx && s->xbn && s->xbn->sums && i < s->n; i++)
+      bn_x_sums(s, i, dx + i * xns);
     return 0;
   }
   conv_check(e, s);
@@ -1070,7 +1083,10 @@ static int cpu_conv_bwd(rt_kernels *b, int l, const rt_conv_shape *s, const floa
     e->bwd_weight(xp, dyq, dw, NULL, nb, p->xlen, p->dylen);
     if (!dx) continue;
     e->bwd_data(dyq, wp, dxp, NULL, nb, p->dylen, p->dxlen);
-    for (int i = 0; i < nb; i++) add_dx(p, s, dxp + i * p->dxlen, dx + (n0 + i) * xns);
+    for (int i = 0; i < nb; i++) {
+      add_dx(p, s, dxp + i * p->dxlen, dx + (n0 + i) * xns);
+      if (s->xbn && s->xbn->sums) bn_x_sums(s, n0 + i, dx + (n0 + i) * xns); /* while in cache */
+    }
   }
   for (int co = 0; bsum && co < s->cout; co++) db[co] = e->bm[co] ? (float)bsum[co] : 0.0f;
   scratch_put(C(b), buf, id);
