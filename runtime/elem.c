@@ -535,6 +535,9 @@ typedef struct bn_job {
   float *gm_w, *kg_w, *kx_w; /* rt_bn_bwd_sums: dx's constants, and no dx */
   const float *rows; /* rt_bn_bwd_sums: the rows' sums made already, or NULL */
   long rows_ns;
+  uint8_t *code;     /* pooled: the windows' codes (row_affine_pool), written by
+                      * rt_bn_out, read by the backward; NULL: none, found again */
+  long code_ns;
 } bn_job;
 
 /* Both passes run over a group of up to BN_GROUP channels sample by
@@ -621,8 +624,47 @@ static inline __m128 affine_relu4(__m128 v, __m128 mv, __m128 kv, __m128 bv, __m
 /* The ReLU's output of one h x w plane, (x - m) * k + b as row_affine,
  * max pooled 2x2 into p: the maximum of the same values, which are
  * never NaN or -0 (the first maximum's value is the maximum). */
+/* The code of a window whose ReLU outputs are a b (top row) c d: the
+ * position of its first maximum, a later value winning only when strictly
+ * greater (rt_maxpool_bwd's), 0 .. 3 in that order; 4 when that maximum
+ * is not > 0 (the window passes no gradient). */
+static inline uint8_t window_code(float a, float b, float c, float d) {
+  int t1 = b > a;
+  float mx = t1 ? b : a;
+  int t2 = c > mx;
+  mx = t2 ? c : mx;
+  int t3 = d > mx;
+  mx = t3 ? d : mx;
+  return (uint8_t)(!(mx > 0.0f) ? 4 : t3 ? 3 : t2 ? 2 : t1);
+}
+
+#if defined(__SSE2__)
+/* The same for n (at most 4) windows in lanes, without a branch. */
+static inline void window_codes4(__m128 a, __m128 b, __m128 c, __m128 d, int n, uint8_t *code) {
+  __m128 t1 = _mm_cmpgt_ps(b, a);
+  __m128 mx = _mm_or_ps(_mm_and_ps(t1, b), _mm_andnot_ps(t1, a));
+  __m128 t2 = _mm_cmpgt_ps(c, mx);
+  mx = _mm_or_ps(_mm_and_ps(t2, c), _mm_andnot_ps(t2, mx));
+  __m128 t3 = _mm_cmpgt_ps(d, mx);
+  mx = _mm_or_ps(_mm_and_ps(t3, d), _mm_andnot_ps(t3, mx));
+  __m128i k = _mm_and_si128(_mm_castps_si128(t1), _mm_set1_epi32(1));
+  k = _mm_or_si128(_mm_and_si128(_mm_castps_si128(t2), _mm_set1_epi32(2)),
+                   _mm_andnot_si128(_mm_castps_si128(t2), k));
+  k = _mm_or_si128(_mm_and_si128(_mm_castps_si128(t3), _mm_set1_epi32(3)),
+                   _mm_andnot_si128(_mm_castps_si128(t3), k));
+  __m128i pos = _mm_castps_si128(_mm_cmpgt_ps(mx, _mm_setzero_ps()));
+  k = _mm_or_si128(_mm_and_si128(pos, k), _mm_andnot_si128(pos, _mm_set1_epi32(4)));
+  k = _mm_packus_epi16(_mm_packs_epi32(k, k), k);
+  uint32_t b4 = (uint32_t)_mm_cvtsi128_si32(k);
+  if (n == 4) memcpy(code, &b4, 4);
+  else memcpy(code, &b4, (size_t)n);
+}
+#endif
+
+/* A plane's 2x2 max pool of the affine map and ReLU, into p (h/2 x w/2);
+ * with code, each window's code too (window_code). */
 static void row_affine_pool(int h, int w, const float *restrict x, float m, float k, float b,
-                            float *restrict p) {
+                            float *restrict p, uint8_t *restrict code) {
   const int ow = w / 2;
 #if defined(__SSE2__)
   const __m128 zero = _mm_setzero_ps(), mv = _mm_set1_ps(m), kv = _mm_set1_ps(k),
@@ -631,6 +673,7 @@ static void row_affine_pool(int h, int w, const float *restrict x, float m, floa
   for (int oy = 0; oy < h / 2; oy++) {
     const float *r0 = x + (long)2 * oy * w, *r1 = r0 + w;
     float *po = p + (long)oy * ow;
+    uint8_t *co = code ? code + (long)oy * ow : NULL;
     int ox = 0;
 #if defined(__SSE2__)
     for (; ox + 4 <= ow; ox += 4) {
@@ -639,22 +682,24 @@ static void row_affine_pool(int h, int w, const float *restrict x, float m, floa
       for (int t = 0; t < 4; t++) {
         v[t] = affine_relu4(v[t], mv, kv, bv, zero);
       }
-      __m128 top = _mm_max_ps(_mm_shuffle_ps(v[0], v[1], _MM_SHUFFLE(2, 0, 2, 0)),
-                              _mm_shuffle_ps(v[0], v[1], _MM_SHUFFLE(3, 1, 3, 1)));
-      __m128 bot = _mm_max_ps(_mm_shuffle_ps(v[2], v[3], _MM_SHUFFLE(2, 0, 2, 0)),
-                              _mm_shuffle_ps(v[2], v[3], _MM_SHUFFLE(3, 1, 3, 1)));
-      _mm_storeu_ps(po + ox, _mm_max_ps(top, bot));
+      __m128 a = _mm_shuffle_ps(v[0], v[1], _MM_SHUFFLE(2, 0, 2, 0)),
+             bb = _mm_shuffle_ps(v[0], v[1], _MM_SHUFFLE(3, 1, 3, 1)),
+             c = _mm_shuffle_ps(v[2], v[3], _MM_SHUFFLE(2, 0, 2, 0)),
+             d = _mm_shuffle_ps(v[2], v[3], _MM_SHUFFLE(3, 1, 3, 1));
+      _mm_storeu_ps(po + ox, _mm_max_ps(_mm_max_ps(a, bb), _mm_max_ps(c, d)));
+      if (co) window_codes4(a, bb, c, d, 4, co + ox);
     }
     if (ox + 2 <= ow) { /* two windows, in the low lanes */
       __m128 v[2] = {_mm_loadu_ps(r0 + 2 * ox), _mm_loadu_ps(r1 + 2 * ox)};
       for (int t = 0; t < 2; t++) {
         v[t] = affine_relu4(v[t], mv, kv, bv, zero);
       }
-      __m128 top = _mm_max_ps(_mm_shuffle_ps(v[0], v[0], _MM_SHUFFLE(2, 0, 2, 0)),
-                              _mm_shuffle_ps(v[0], v[0], _MM_SHUFFLE(3, 1, 3, 1)));
-      __m128 bot = _mm_max_ps(_mm_shuffle_ps(v[1], v[1], _MM_SHUFFLE(2, 0, 2, 0)),
-                              _mm_shuffle_ps(v[1], v[1], _MM_SHUFFLE(3, 1, 3, 1)));
-      _mm_storel_pi((__m64 *)(void *)(po + ox), _mm_max_ps(top, bot));
+      __m128 a = _mm_shuffle_ps(v[0], v[0], _MM_SHUFFLE(2, 0, 2, 0)),
+             bb = _mm_shuffle_ps(v[0], v[0], _MM_SHUFFLE(3, 1, 3, 1)),
+             c = _mm_shuffle_ps(v[1], v[1], _MM_SHUFFLE(2, 0, 2, 0)),
+             d = _mm_shuffle_ps(v[1], v[1], _MM_SHUFFLE(3, 1, 3, 1));
+      _mm_storel_pi((__m64 *)(void *)(po + ox), _mm_max_ps(_mm_max_ps(a, bb), _mm_max_ps(c, d)));
+      if (co) window_codes4(a, bb, c, d, 2, co + ox);
       ox += 2;
     }
 #endif
@@ -662,6 +707,44 @@ static void row_affine_pool(int h, int w, const float *restrict x, float m, floa
       float y[4];
       window_affine(r0 + 2 * ox, r1 + 2 * ox, m, k, b, y);
       po[ox] = max2(y[0], y[1], y[2], y[3]);
+      if (co) co[ox] = window_code(y[0], y[1], y[2], y[3]);
+    }
+  }
+}
+
+/* row_pool_grad from the forward's window codes (row_affine_pool's):
+ * the same g, without the map, and without a branch on the codes. */
+static void row_pool_scatter(int h, int w, const uint8_t *restrict code, const float *restrict dp,
+                             float *restrict g) {
+  const int ow = w / 2;
+  for (int oy = 0; oy < h / 2; oy++) {
+    float *g0 = g + (long)2 * oy * w, *g1 = g0 + w;
+    const float *d = dp + (long)oy * ow;
+    const uint8_t *co = code + (long)oy * ow;
+    int ox = 0;
+#if defined(__SSE2__)
+    const __m128 zero = _mm_setzero_ps();
+    for (; ox + 4 <= ow; ox += 4) {
+      uint32_t b4;
+      memcpy(&b4, co + ox, 4);
+      __m128i k = _mm_cvtsi32_si128((int)b4);
+      k = _mm_unpacklo_epi16(_mm_unpacklo_epi8(k, _mm_setzero_si128()), _mm_setzero_si128());
+      __m128 v = _mm_add_ps(zero, _mm_loadu_ps(d + ox)), w4[4];
+      for (int q = 0; q < 4; q++)
+        w4[q] = _mm_and_ps(_mm_castsi128_ps(_mm_cmpeq_epi32(k, _mm_set1_epi32(q))), v);
+      _mm_storeu_ps(g0 + 2 * ox, _mm_unpacklo_ps(w4[0], w4[1]));
+      _mm_storeu_ps(g0 + 2 * ox + 4, _mm_unpackhi_ps(w4[0], w4[1]));
+      _mm_storeu_ps(g1 + 2 * ox, _mm_unpacklo_ps(w4[2], w4[3]));
+      _mm_storeu_ps(g1 + 2 * ox + 4, _mm_unpackhi_ps(w4[2], w4[3]));
+    }
+#endif
+    for (; ox < ow; ox++) {
+      int c = co[ox];
+      float v = 0.0f + d[ox];
+      g0[2 * ox] = c == 0 ? v : 0.0f;
+      g0[2 * ox + 1] = c == 1 ? v : 0.0f;
+      g1[2 * ox] = c == 2 ? v : 0.0f;
+      g1[2 * ox + 1] = c == 3 ? v : 0.0f;
     }
   }
 }
@@ -679,7 +762,14 @@ static void bn_out_task(void *arg, int part) {
       const float m = j->save_mean[c], k = j->scale[c];
       const float *xr = j->x + n * xns + c * hw;
       if (j->out) row_affine(hw, xr, m, k, j->beta[c], j->relu, j->out + n * yns + c * hw);
-      else row_affine_pool((int)(hw / j->w), j->w, xr, m, k, j->beta[c], j->p + n * j->p_ns + c * ohw);
+      else if (j->p)
+        row_affine_pool((int)(hw / j->w), j->w, xr, m, k, j->beta[c], j->p + n * j->p_ns + c * ohw,
+                        j->code ? j->code + n * j->code_ns + c * ohw : NULL);
+      else { /* the codes alone: a channel the pool does not work */
+        float pool[RT_BN_POOL_HW / 4];
+        row_affine_pool((int)(hw / j->w), j->w, xr, m, k, j->beta[c], pool,
+                        j->code + n * j->code_ns + c * ohw);
+      }
     }
 }
 
@@ -893,7 +983,10 @@ static void bn_bwd_task(void *arg, int part) {
           continue;
         }
         const float *xr = j->x + n * xns + c * hw, *dyr = gbuf;
-        if (pooled)
+        if (pooled && j->code)
+          row_pool_scatter((int)(hw / j->w), j->w, j->code + n * j->code_ns + c * ohw,
+                           j->dy + n * j->p_ns + c * ohw, gbuf);
+        else if (pooled)
           row_pool_grad((int)(hw / j->w), j->w, xr, j->save_mean[c], ks[c - g0], bs[c - g0],
                         j->dy + n * j->p_ns + c * ohw, gbuf);
         else
@@ -915,7 +1008,10 @@ static void bn_bwd_task(void *arg, int part) {
     for (int n = 0; n < s->n && j->dx; n++)
       for (int c = g0; c < g1; c++) {
         const float *xr = j->x + n * xns + c * hw, *dyr = gbuf;
-        if (pooled)
+        if (pooled && j->code)
+          row_pool_scatter((int)(hw / j->w), j->w, j->code + n * j->code_ns + c * ohw,
+                           j->dy + n * j->p_ns + c * ohw, gbuf);
+        else if (pooled)
           row_pool_grad((int)(hw / j->w), j->w, xr, j->save_mean[c], ks[c - g0], bs[c - g0],
                         j->dy + n * j->p_ns + c * ohw, gbuf);
         else
@@ -951,21 +1047,26 @@ void rt_bn_fwd(rt_pool *pool, int parts, const rt_bn_shape *s, int training, int
 
 void rt_bn_out(rt_pool *pool, int parts, const rt_bn_shape *s, int relu, int w, const float *x,
                const float *beta, const float *save_mean, const float *scale, float *y, float *p,
-               long p_ns) {
-  assert(y ? !p : p && relu && w > 0 && s->hw % (2L * w) == 0 && w % 2 == 0);
+               long p_ns, uint8_t *code, long code_ns) {
+  assert(y ? !p && !code
+           : (p || code) && relu && w > 0 && s->hw % (2L * w) == 0 && w % 2 == 0 &&
+                 s->hw <= RT_BN_POOL_HW);
   bn_job j = {.s = s, .parts = bn_parts(pool, parts, s), .relu = relu, .x = x, .beta = beta,
               .save_mean = save_mean, .scale = scale, .out = y,
-              .w = w, .p = p, .p_ns = p_ns ? p_ns : (long)s->c * (s->hw / 4)};
+              .w = w, .p = p, .p_ns = p_ns ? p_ns : (long)s->c * (s->hw / 4), .code = code,
+              .code_ns = code_ns ? code_ns : (long)s->c * (s->hw / 4)};
   if (j.parts > 1) rt_pool_run(pool, j.parts, bn_out_task, &j);
   else bn_out_task(&j, 0);
 }
 
 void rt_bn_pool_bwd(rt_pool *pool, int parts, const rt_bn_shape *s, int w, int assign,
-                    const float *x, const float *dp, long p_ns, const float *gamma,
-                    const float *beta, const float *save_mean, const float *save_invstd,
-                    const float *scale, float *dx, float *dgamma, float *dbeta) {
+                    const uint8_t *code, long code_ns, const float *x, const float *dp, long p_ns,
+                    const float *gamma, const float *beta, const float *save_mean,
+                    const float *save_invstd, const float *scale, float *dx, float *dgamma,
+                    float *dbeta) {
   assert(w > 0 && w % 2 == 0 && s->hw % (2L * w) == 0 && s->hw <= RT_BN_POOL_HW);
   bn_job j = {.s = s, .parts = bn_parts(pool, parts, s), .relu = 1, .assign = assign, .x = x,
+              .code = (uint8_t *)code, .code_ns = code_ns ? code_ns : (long)s->c * (s->hw / 4),
               .dy = dp, .w = w, .p_ns = p_ns ? p_ns : (long)s->c * (s->hw / 4), .gamma = gamma,
               .beta = beta, .save_mean = save_mean, .save_invstd = save_invstd, .scale = scale,
               .dx = dx,
@@ -981,13 +1082,14 @@ void rt_bn_grad_sums_row(long len, const float *x, const float *dy, int relu, fl
 }
 
 void rt_bn_bwd_sums(rt_pool *pool, int parts, const rt_bn_shape *s, int relu, int w, long p_ns,
-                    const float *rows, long rows_ns, const float *x, const float *dy,
-                    const float *gamma, const float *beta, const float *save_mean,
-                    const float *save_invstd, const float *scale, float *dgamma, float *dbeta,
-                    float *gm, float *kg, float *kx) {
+                    const uint8_t *code, long code_ns, const float *rows, long rows_ns,
+                    const float *x, const float *dy, const float *gamma, const float *beta,
+                    const float *save_mean, const float *save_invstd, const float *scale,
+                    float *dgamma, float *dbeta, float *gm, float *kg, float *kx) {
   assert(w == 0 || (relu && w % 2 == 0 && s->hw % (2L * w) == 0 && s->hw <= RT_BN_POOL_HW));
   bn_job j = {.s = s, .parts = bn_parts(pool, parts, s), .relu = relu, .x = x, .dy = dy,
-              .rows = rows, .rows_ns = rows_ns,
+              .rows = rows, .rows_ns = rows_ns, .code = (uint8_t *)code,
+              .code_ns = code_ns ? code_ns : (long)s->c * (s->hw / 4),
               .w = w, .p_ns = w && !p_ns ? (long)s->c * (s->hw / 4) : p_ns,
               .gamma = gamma, .beta = beta, .save_mean = save_mean, .save_invstd = save_invstd,
               .scale = scale, .dgamma = dgamma, .dbeta = dbeta, .gm_w = gm, .kg_w = kg,
@@ -1005,6 +1107,10 @@ void rt_bn_dx_row(long len, const float *x, const float *dy, int relu, float m, 
 void rt_bn_pool_grad(int h, int w, const float *x, float m, float k, float b, const float *dp,
                      float *g) {
   row_pool_grad(h, w, x, m, k, b, dp, g);
+}
+
+void rt_bn_pool_scatter(int h, int w, const uint8_t *code, const float *dp, float *g) {
+  row_pool_scatter(h, w, code, dp, g);
 }
 
 void rt_bn_affine_row(long len, const float *x, float m, float k, float b, int relu, float *y) {

@@ -124,7 +124,8 @@ void rt_bn_bwd(rt_pool *pool, int parts, const rt_bn_shape *s, int relu, int ass
  * channel, rt_bn_grad_sums_row's, samples rows_ns floats apart): x and dy
  * are not read, and the sums are the same bits. */
 void rt_bn_bwd_sums(rt_pool *pool, int parts, const rt_bn_shape *s, int relu, int w, long p_ns,
-                    const float *rows, long rows_ns, const float *x,
+                    const uint8_t *code, long code_ns, const float *rows, long rows_ns,
+                    const float *x,
                     const float *dy, const float *gamma, const float *beta,
                     const float *save_mean, const float *save_invstd, const float *scale,
                     float *dgamma, float *dbeta, float *gm, float *kg, float *kx);
@@ -142,6 +143,9 @@ void rt_bn_grad_sums_row(long len, const float *x, const float *dy, int relu, fl
  * + b after the ReLU, where that maximum is > 0; 0 elsewhere. */
 void rt_bn_pool_grad(int h, int w, const float *x, float m, float k, float b, const float *dp,
                      float *g);
+/* The same g from the windows' codes that rt_bn_out wrote as it pooled
+ * (code: the plane's h/2 x w/2), without the map. */
+void rt_bn_pool_scatter(int h, int w, const uint8_t *code, const float *dp, float *g);
 /* y = (x - m) * k + b, then max(., 0) with relu: a row as rt_bn_fwd's
  * training output writes it from its saved mean m and scale k. */
 void rt_bn_affine_row(long len, const float *x, float m, float k, float b, int relu, float *y);
@@ -155,15 +159,21 @@ void rt_bn_affine_row(long len, const float *x, float m, float k, float b, int r
  * rt_maxpool_bwd (assigning) of the pool's gradient dp followed by
  * rt_bn_bwd with the mask recomputed (y NULL), bit for bit, reading dp
  * where they read the pool's input gradient: x is read twice and dp, a
- * quarter of its size, twice; planes of at most RT_BN_POOL_HW. */
+ * quarter of its size, twice; planes of at most RT_BN_POOL_HW. Pooling,
+ * rt_bn_out may also write each window's code (code not NULL, a byte a
+ * window, samples code_ns apart, 0: packed): the position of the
+ * window's first maximum, 4 where it is not > 0; with p NULL, the codes
+ * alone. Given them (not NULL), rt_bn_pool_bwd and rt_bn_bwd_sums read
+ * the codes instead of finding each maximum again: the same bits. */
 enum { RT_BN_POOL_HW = 4096 };
 void rt_bn_out(rt_pool *pool, int parts, const rt_bn_shape *s, int relu, int w, const float *x,
                const float *beta, const float *save_mean, const float *scale, float *y, float *p,
-               long p_ns);
+               long p_ns, uint8_t *code, long code_ns);
 void rt_bn_pool_bwd(rt_pool *pool, int parts, const rt_bn_shape *s, int w, int assign,
-                    const float *x, const float *dp, long p_ns, const float *gamma,
-                    const float *beta, const float *save_mean, const float *save_invstd,
-                    const float *scale, float *dx, float *dgamma, float *dbeta);
+                    const uint8_t *code, long code_ns, const float *x, const float *dp, long p_ns,
+                    const float *gamma, const float *beta, const float *save_mean,
+                    const float *save_invstd, const float *scale, float *dx, float *dgamma,
+                    float *dbeta);
 
 /* rt_ref_sgd over params [i0, i1). */
 void rt_sgd(size_t i0, size_t i1, float *w, const float *g, float *v,

@@ -186,7 +186,11 @@ typedef struct host {
     int pend;     /* a pool's: the conv layer + 1 whose forward left it its map, or 0 */
     int fused;    /* a pool's: the last forward pooled from z */
     int64_t z, out, pout; /* the conv's z and out offsets; where the pool wrote */
+    int64_t code;         /* a conv's: its windows' codes in pcode (rt_bn_out) */
   } *bnf;
+  uint8_t *pcode; /* cap samples of every fused conv's window codes, a conv's
+                   * [sample][channel][window] from bnf.code */
+  int64_t pcode_ns; /* bytes a sample */
   rt_p2 p2; /* phase II's gradients and the hyper step's saved W */
 } host;
 
@@ -643,6 +647,12 @@ rt_backend *rt_step_new(const char *backend, const ir_graph *g, const ir_arch *a
   e->rows = xcalloc((size_t)g->n_layers, 1, &oom);
   e->bnf = xcalloc((size_t)g->n_layers, sizeof *e->bnf, &oom);
   if (e->bnf) bn_fusable(g, e->bnf);
+  for (int i = 0; e->bnf && i < g->n_layers; i++)
+    if (e->bnf[i].pool >= 0) {
+      const ir_layer *l = &g->layers[i];
+      e->bnf[i].code = e->pcode_ns, e->pcode_ns += (int64_t)l->cout * (l->oh * l->ow / 4);
+    }
+  e->pcode = xcalloc((size_t)cap * (size_t)(e->pcode_ns ? e->pcode_ns : 1), 1, &oom);
   if (oom || !(e->plan = rt_plan_new(g)) || plan_zero(e) ||
       ir_schedule(g, &e->fc, &e->nf, &e->bc, &e->nb))
     oom = 1;
@@ -694,7 +704,7 @@ static void host_free(rt_backend *b) {
       free(e->work_was), free(e->alias_was), free(e->prof),
       free(e->prof_paused), free(e->active), free(e->assign);
   free(e->pidx), free(e->pn), free(e->gpacked), free(e->pk), free(e->sk), free(e->wc), free(e->wat);
-  free(e->fc), free(e->bc), free(e->dg_cols), free(e->dg_parts), free(e->bn_mom), free(e->bn_scale), free(e->bn_dzc), free(e->bn_rows), free(e->rows),
+  free(e->fc), free(e->bc), free(e->dg_cols), free(e->dg_parts), free(e->bn_mom), free(e->bn_scale), free(e->bn_dzc), free(e->bn_rows), free(e->rows), free(e->pcode),
       free(e->bnf);
   rt_plan_free(e->plan);
   rt_pool_free(e->pool);
@@ -1343,11 +1353,18 @@ static void bn_out(hx *e, int c, int64_t z, int64_t y, int64_t pooled) {
   const float *beta = e->params + ly->g_off + ly->cout, *sm = e->bn_save + ly->s_off;
   const float *sk = h->bn_scale + ly->s_off;
   const uint8_t *w = worked(e, pooled >= 0 ? lp : ly);
-  for (int c0 = 0, c1; (c1 = next_run(w, &c0, ly->cout)) > c0; c0 = c1) {
+  uint8_t *code = pooled >= 0 ? h->pcode + h->bnf[c].code : NULL;
+  for (int c0 = 0, c1; c0 < ly->cout; c0 = c1) {
+    /* runs of worked channels pooled; pooled, the others' codes alone (the
+     * backward's packing reads every channel's) */
+    int on = !w || w[c0];
+    for (c1 = c0 + 1; c1 < ly->cout && (!w || w[c1]) == on;) c1++;
+    if (!on && !code) continue;
     rt_bn_shape s = {e->n, c1 - c0, (int)plane, ns, ns};
     rt_bn_out(h->pool, e->threads, &s, 1, ly->ow, e->act + z + c0 * plane, beta + c0, sm + c0,
               sk + c0, pooled >= 0 ? NULL : e->act + y + c0 * plane,
-              pooled >= 0 ? e->act + pooled + c0 * op : NULL, ns);
+              pooled >= 0 && on ? e->act + pooled + c0 * op : NULL, ns, code ? code + c0 * op : NULL,
+              h->pcode_ns);
   }
 }
 
@@ -1414,7 +1431,9 @@ static void conv_bwd_chunk(const job *j, int chunk, int n0, int n1) {
     const struct bn_fuse *pf = bn_pool_of(x, l); /* or from the pool's */
     bn = (rt_bn_dz){x->act + o + j->z, x->dact + o + j->z, x->bn_save + l->s_off,
                     e->bn_scale + l->s_off, x->params + l->g_off + l->cout, c, c + l->cout,
-                    c + 2 * l->cout, l->relu, pf != NULL};
+                    c + 2 * l->cout, l->relu, pf != NULL,
+                    pf ? e->pcode + e->bnf[li].code + (int64_t)n0 * e->pcode_ns : NULL,
+                    e->pcode_ns};
     s.bn = &bn;
     check(x, b, b->conv_bwd(b, li, &s, x->act + o + j->in, x->dact + o + (pf ? pf->pout : j->out), NULL,
                             x->params + l->w_off, needs_dx(x, l) ? x->dact + o + j->in : NULL, dw,
@@ -1456,21 +1475,22 @@ static void bn_act_bwd(hx *e, const ir_layer *ly, int64_t z, int64_t out, int fu
     if (!w[c]) dgamma[c] = dbeta[c] = gm[c] = kg[c] = kx[c] = 0.0f;
   const struct bn_fuse *pf = bn_pool_of(e, ly);
   int li = (int)(ly - e->g->layers);
+  const uint8_t *code = pf ? h->pcode + h->bnf[li].code : NULL; /* the pooling's windows */
   for (int c0 = 0, c1; (c1 = next_run(w, &c0, ly->cout)) > c0; c0 = c1) {
     rt_bn_shape s = {e->n, c1 - c0, (int)plane, ns, ns};
     int64_t o = c0 * plane;
     if (fused) { /* the sums; the conv's kernels make dz as they pack it */
       const float *rows = h->rows[li] ? h->bn_rows + (int64_t)e->cap * ly->s_off + 2 * c0 : NULL;
-      rt_bn_bwd_sums(h->pool, e->threads, &s, ly->relu, pf ? ly->ow : 0, pf ? ns : 0, rows,
-                     2L * ly->cout, e->act + z + o,
+      rt_bn_bwd_sums(h->pool, e->threads, &s, ly->relu, pf ? ly->ow : 0, pf ? ns : 0,
+                     code ? code + o / 4 : NULL, h->pcode_ns, rows, 2L * ly->cout, e->act + z + o,
                      pf ? e->dact + pf->pout + o / 4 : e->dact + out + o,
                      e->params + ly->g_off + c0, e->params + ly->g_off + ly->cout + c0, sm + c0,
                      si + c0, sk + c0, dgamma + c0, dbeta + c0, gm + c0, kg + c0, kx + c0);
       continue;
     }
     if (pf) { /* through the max pool, whose forward pooled from z */
-      rt_bn_pool_bwd(h->pool, e->threads, &s, ly->ow, h->assign[ly - e->g->layers],
-                     e->act + z + o, e->dact + pf->pout + o / 4, ns, e->params + ly->g_off + c0,
+      rt_bn_pool_bwd(h->pool, e->threads, &s, ly->ow, h->assign[ly - e->g->layers], code + o / 4,
+                     h->pcode_ns, e->act + z + o, e->dact + pf->pout + o / 4, ns, e->params + ly->g_off + c0,
                      e->params + ly->g_off + ly->cout + c0, sm + c0, si + c0, sk + c0,
                      e->dact + z + o, dgamma + c0, dbeta + c0);
       continue;
@@ -1793,7 +1813,7 @@ static int host_channel_stats(rt_backend *b, int li, double *mean, double *var, 
       rt_bn_out(e->pool, x->threads, &s, p->relu, p->ow, x->act + e->xz[src] + c0 * plane,
                 e->xbeta + p->s_off + c0, x->bn_save + p->s_off + c0,
                 e->bn_scale + p->s_off + c0, x->act + e->plan->out_off[src] + c0 * plane, NULL,
-                ns);
+                ns, NULL, 0);
     }
     e->xleft[src] = 0;
   }

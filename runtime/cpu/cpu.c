@@ -803,15 +803,19 @@ static void pack_dy(const cg_conv_plan *p, const rt_conv_shape *s, const float *
   }
 }
 
-/* One sample's plane of batch norm's pre-activation gradient (s->bn), of
+/* Sample i's plane of batch norm's pre-activation gradient (s->bn), of
  * channel co, from its output gradient dy's plane (under a pool, the
  * pool's: a quarter of it, whose gradient at the ReLU's output goes
  * through g, a plane) and z's, into dz: whole planes, not rows, so that
  * short rows do not cost a call each. */
-static void bn_dz_plane(const rt_conv_shape *s, int co, const float *dy, const float *z, float *dz,
-                        float *g) {
+static void bn_dz_plane(const rt_conv_shape *s, int64_t i, int co, const float *dy,
+                        const float *z, float *dz, float *g) {
   const rt_bn_dz *bn = s->bn;
-  if (bn->pool) {
+  if (bn->pool && bn->code) {
+    long op = (long)s->oh * s->ow / 4;
+    rt_bn_pool_scatter(s->oh, s->ow, bn->code + i * bn->code_ns + co * op, dy, g);
+    dy = g;
+  } else if (bn->pool) {
     rt_bn_pool_grad(s->oh, s->ow, z, bn->m[co], bn->k[co], bn->b[co], dy, g);
     dy = g;
   }
@@ -830,13 +834,13 @@ static const float *bn_dy_plane(const rt_conv_shape *s, const float *dy, int co)
  * makes (s->bn) from dy, its output's gradient (or its pool's), and the
  * pre-activation z, a plane at a time in tmp (2 oh ow floats) as it is
  * packed: dz is never written. */
-static void pack_dy_bn(const cg_conv_plan *p, const rt_conv_shape *s, const float *dy,
+static void pack_dy_bn(const cg_conv_plan *p, const rt_conv_shape *s, int64_t i, const float *dy,
                        const float *z, float *dyq, float *tmp) {
   long ohw = (long)s->oh * s->ow, body = p->marg + (long)s->oh * p->wq;
   for (int co = 0; co < s->cout; co++) {
     float *d = dyq + co * p->dycs;
     memset(d, 0, (size_t)p->marg * sizeof *d);
-    bn_dz_plane(s, co, bn_dy_plane(s, dy, co), z + co * ohw, tmp, tmp + ohw);
+    bn_dz_plane(s, i, co, bn_dy_plane(s, dy, co), z + co * ohw, tmp, tmp + ohw);
     rt_pad_rows(s->oh, s->ow, tmp, s->ow, d + p->marg, p->wq, 0, NULL, 0);
     memset(d + body, 0, (size_t)(p->dycs - body) * sizeof *d);
   }
@@ -1047,7 +1051,7 @@ static int cpu_conv_bwd(rt_kernels *b, int l, const rt_conv_shape *s, const floa
       assert(!s->bn->pool || ohw <= RT_BN_POOL_HW);
       for (int i = 0; i < s->n; i++)
         for (int co = 0; co < s->cout; co++)
-          bn_dz_plane(s, co, bn_dy_plane(s, dy + i * yns, co), s->bn->z + i * yns + co * ohw,
+          bn_dz_plane(s, i, co, bn_dy_plane(s, dy + i * yns, co), s->bn->z + i * yns + co * ohw,
                       s->bn->dz + i * yns + co * ohw, g);
       dy = s->bn->dz;
     }
@@ -1076,7 +1080,8 @@ static int cpu_conv_bwd(rt_kernels *b, int l, const rt_conv_shape *s, const floa
       float *q = dyq + i * p->dylen;
       pack_x(p, s, x + (n0 + i) * xns, xp + i * p->xlen, n0 + i, xtmp(b, buf, s));
       if (s->bn)
-        pack_dy_bn(p, s, dy + (n0 + i) * yns, s->bn->z + (n0 + i) * yns, q, dztmp(b, buf, s));
+        pack_dy_bn(p, s, n0 + i, dy + (n0 + i) * yns, s->bn->z + (n0 + i) * yns, q,
+                   dztmp(b, buf, s));
       else pack_dy(p, s, dy + (n0 + i) * yns, s->relu ? y + (n0 + i) * yns : NULL, q);
       for (int co = 0; bsum && co < s->cout; co++) bsum[co] += rt_sum(p->dycs, q + co * p->dycs);
     }
