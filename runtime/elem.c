@@ -656,8 +656,7 @@ static inline void window_codes4(__m128 a, __m128 b, __m128 c, __m128 d, int n, 
   k = _mm_or_si128(_mm_and_si128(pos, k), _mm_andnot_si128(pos, _mm_set1_epi32(4)));
   k = _mm_packus_epi16(_mm_packs_epi32(k, k), k);
   uint32_t b4 = (uint32_t)_mm_cvtsi128_si32(k);
-  if (n == 4) memcpy(code, &b4, 4);
-  else memcpy(code, &b4, (size_t)n);
+  memcpy(code, &b4, (size_t)n);
 }
 #endif
 

@@ -1116,8 +1116,9 @@ static void reduce_wgrad(hx *x, const ir_layer *l, int chunks) {
 
 static hx *X(void *x) { return x; }
 
-/* Nothing reads the gradient of the network's input: layers that read it
- * skip their backward to the input. */
+/* Whether layer l's backward makes its input's gradient (plan_dx_needs):
+ * nothing reads the gradient of the network's input, nor of what only
+ * copies it. */
 static int needs_dx(const hx *x, const ir_layer *l) {
   return ((const host *)x)->dxn[l - x->g->layers];
 }
@@ -1363,8 +1364,8 @@ static void bn_out(hx *e, int c, int64_t z, int64_t y, int64_t pooled) {
     rt_bn_shape s = {e->n, c1 - c0, (int)plane, ns, ns};
     rt_bn_out(h->pool, e->threads, &s, 1, ly->ow, e->act + z + c0 * plane, beta + c0, sm + c0,
               sk + c0, pooled >= 0 ? NULL : e->act + y + c0 * plane,
-              pooled >= 0 && on ? e->act + pooled + c0 * op : NULL, ns, code ? code + c0 * op : NULL,
-              h->pcode_ns);
+              pooled >= 0 && on ? e->act + pooled + c0 * op : NULL, ns,
+              code ? code + c0 * op : NULL, h->pcode_ns);
   }
 }
 
@@ -1435,9 +1436,9 @@ static void conv_bwd_chunk(const job *j, int chunk, int n0, int n1) {
                     pf ? e->pcode + e->bnf[li].code + (int64_t)n0 * e->pcode_ns : NULL,
                     e->pcode_ns};
     s.bn = &bn;
-    check(x, b, b->conv_bwd(b, li, &s, x->act + o + j->in, x->dact + o + (pf ? pf->pout : j->out), NULL,
-                            x->params + l->w_off, needs_dx(x, l) ? x->dact + o + j->in : NULL, dw,
-                            db));
+    check(x, b, b->conv_bwd(b, li, &s, x->act + o + j->in,
+                            x->dact + o + (pf ? pf->pout : j->out), NULL, x->params + l->w_off,
+                            needs_dx(x, l) ? x->dact + o + j->in : NULL, dw, db));
     return;
   }
   if (b->conv_bwd) {
@@ -1489,8 +1490,8 @@ static void bn_act_bwd(hx *e, const ir_layer *ly, int64_t z, int64_t out, int fu
       continue;
     }
     if (pf) { /* through the max pool, whose forward pooled from z */
-      rt_bn_pool_bwd(h->pool, e->threads, &s, ly->ow, h->assign[ly - e->g->layers], code + o / 4,
-                     h->pcode_ns, e->act + z + o, e->dact + pf->pout + o / 4, ns, e->params + ly->g_off + c0,
+      rt_bn_pool_bwd(h->pool, e->threads, &s, ly->ow, h->assign[li], code + o / 4, h->pcode_ns,
+                     e->act + z + o, e->dact + pf->pout + o / 4, ns, e->params + ly->g_off + c0,
                      e->params + ly->g_off + ly->cout + c0, sm + c0, si + c0, sk + c0,
                      e->dact + z + o, dgamma + c0, dbeta + c0);
       continue;

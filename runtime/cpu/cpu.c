@@ -534,8 +534,6 @@ static int entry_dense(const cpu_backend *cb, const rt_cpu_entry *e) {
   return density >= (e->kind == IR_CONV ? cb->thr_conv : cb->thr_lin);
 }
 
-/* Switches a layer to entry e, sizes the scratch for it, and drops the
- * layer's previous entry when no layer uses that pattern any more. */
 /* Floats at the end of a scratch buffer for one plane of work: pack_x's
  * input plane (xtmp), or pack_dy_bn's two output planes (dztmp). */
 static size_t tmp_len(int h, int w, int oh, int ow) {
@@ -543,6 +541,8 @@ static size_t tmp_len(int h, int w, int oh, int ow) {
   return x > y ? x : y;
 }
 
+/* Switches a layer to entry e, sizes the scratch for it, and drops the
+ * layer's previous entry when no layer uses that pattern any more. */
 static void entry_attach(cpu_backend *cb, int layer, rt_cpu_entry *e) {
   const ir_layer *l = &cb->pub.g->layers[layer];
   int dense = entry_dense(cb, e), k = l->kind == IR_CONV ? l->k : 1;
@@ -1051,8 +1051,8 @@ static int cpu_conv_bwd(rt_kernels *b, int l, const rt_conv_shape *s, const floa
       assert(!s->bn->pool || ohw <= RT_BN_POOL_HW);
       for (int i = 0; i < s->n; i++)
         for (int co = 0; co < s->cout; co++)
-          bn_dz_plane(s, i, co, bn_dy_plane(s, dy + i * yns, co), s->bn->z + i * yns + co * ohw,
-                      s->bn->dz + i * yns + co * ohw, g);
+          bn_dz_plane(s, i, co, bn_dy_plane(s, dy + i * yns, co),
+                      s->bn->z + i * yns + co * ohw, s->bn->dz + i * yns + co * ohw, g);
       dy = s->bn->dz;
     }
     if (s->relu && y) { /* dy becomes the pre-activation's gradient, in place */

@@ -653,12 +653,14 @@ static void test_bn_pool_case(rt_pool *pool, int n, int c, int h, int w) {
   for (int coded = 0; coded < 2; coded++) {
     rt_bn_bwd_sums(pool, 2, &s, 1, w, pns, coded ? code : NULL, cns, NULL, 0, x + xo, dp, gamma,
                    beta, sm, si, sk, dg2, db2, gm, kg, kx);
-    int bad = memcmp(dg1, dg2, (size_t)c * sizeof(float)) || memcmp(db1, db2, (size_t)c * sizeof(float));
+    int bad = memcmp(dg1, dg2, (size_t)c * sizeof(float)) ||
+              memcmp(db1, db2, (size_t)c * sizeof(float));
     for (int i = 0; i < n; i++)
       for (int ch = 0; ch < c; ch++) {
         const float *xr = x + xo + i * ns + ch * hw;
-        if (coded) rt_bn_pool_scatter(h, w, code + i * cns + ch * (hw / 4), dp + i * pns + ch * (hw / 4), g);
-        else rt_bn_pool_grad(h, w, xr, sm[ch], sk[ch], beta[ch], dp + i * pns + ch * (hw / 4), g);
+        const float *dpc = dp + i * pns + ch * (hw / 4);
+        if (coded) rt_bn_pool_scatter(h, w, code + i * cns + ch * (hw / 4), dpc, g);
+        else rt_bn_pool_grad(h, w, xr, sm[ch], sk[ch], beta[ch], dpc, g);
         rt_bn_dx_row(hw, xr, g, 0, sm[ch], sk[ch], beta[ch], gm[ch], kg[ch], kx[ch],
                      dx2 + xo + i * ns + ch * hw);
         bad += memcmp(dx1 + xo + i * ns + ch * hw, dx2 + xo + i * ns + ch * hw,
