@@ -536,7 +536,7 @@ typedef struct bn_job {
   const float *rows; /* rt_bn_bwd_sums: the rows' sums made already, or NULL */
   long rows_ns;
   uint8_t *code;     /* pooled: the windows' codes (row_affine_pool), written by
-                      * rt_bn_out, read by the backward; NULL: none, found again */
+                      * rt_bn_out, read by the backward */
   long code_ns;
 } bn_job;
 
@@ -711,8 +711,12 @@ static void row_affine_pool(int h, int w, const float *restrict x, float m, floa
   }
 }
 
-/* row_pool_grad from the forward's window codes (row_affine_pool's):
- * the same g, without the map, and without a branch on the codes. */
+/* The gradient that reaches batch norm's output through a 2x2 max pool
+ * after the ReLU, as rt_maxpool_bwd (assigning) and the ReLU's mask would
+ * give it, into g (one h x w plane): dp's value (0 + dp) at each window's
+ * first maximum of the ReLU's output, where that maximum is > 0; 0
+ * elsewhere. The windows' codes (row_affine_pool's, window_code) say
+ * where; no branch on them. */
 static void row_pool_scatter(int h, int w, const uint8_t *restrict code, const float *restrict dp,
                              float *restrict g) {
   const int ow = w / 2;
@@ -862,97 +866,6 @@ static void row_dx(long len, const float *restrict x, const float *restrict y,
     for (; i < len; i++) dx[i] += (dy[i] - gm) * kg - (x[i] - m) * kx;
 }
 
-#if defined(__SSE2__)
-/* Four 2x2 windows in lanes, their ReLU outputs a b (top row) c d: the
- * gradient dp (0 + dp) goes to the first maximum, a later value winning
- * only when strictly greater (rt_maxpool_bwd's), where that maximum is
- * > 0; w[0..3]: a's, b's, c's and d's. */
-static inline void window_grad(__m128 a, __m128 b, __m128 c, __m128 d, __m128 dp, __m128 w[4]) {
-  const __m128 zero = _mm_setzero_ps();
-  __m128 t1 = _mm_cmpgt_ps(b, a);
-  __m128 mx = _mm_or_ps(_mm_and_ps(t1, b), _mm_andnot_ps(t1, a));
-  __m128 t2 = _mm_cmpgt_ps(c, mx);
-  mx = _mm_or_ps(_mm_and_ps(t2, c), _mm_andnot_ps(t2, mx));
-  __m128 t3 = _mm_cmpgt_ps(d, mx);
-  mx = _mm_or_ps(_mm_and_ps(t3, d), _mm_andnot_ps(t3, mx));
-  __m128 gv = _mm_and_ps(_mm_cmpgt_ps(mx, zero), _mm_add_ps(zero, dp));
-  w[0] = _mm_andnot_ps(_mm_or_ps(_mm_or_ps(t1, t2), t3), gv);
-  w[1] = _mm_andnot_ps(_mm_or_ps(t2, t3), _mm_and_ps(t1, gv));
-  w[2] = _mm_andnot_ps(t3, _mm_and_ps(t2, gv));
-  w[3] = _mm_and_ps(t3, gv);
-}
-#endif
-
-/* The gradient that reaches batch norm's output through a 2x2 max pool
- * after the ReLU, as rt_maxpool_bwd (assigning) and the ReLU's mask would
- * give it, into g (one h x w plane): dp's value (0 + dp) at each window's
- * first maximum of the ReLU's output, recomputed as row_affine_pool does,
- * where that maximum is > 0; 0 elsewhere. */
-static void row_pool_grad(int h, int w, const float *restrict x, float m, float k, float b,
-                          const float *restrict dp, float *restrict g) {
-  const int ow = w / 2;
-#if defined(__SSE2__)
-  const __m128 zero = _mm_setzero_ps(), mv = _mm_set1_ps(m), kv = _mm_set1_ps(k),
-               bv = _mm_set1_ps(b);
-#endif
-  for (int oy = 0; oy < h / 2; oy++) {
-    const float *r0 = x + (long)2 * oy * w, *r1 = r0 + w;
-    float *g0 = g + (long)2 * oy * w, *g1 = g0 + w;
-    const float *d = dp + (long)oy * ow;
-    int ox = 0;
-#if defined(__SSE2__)
-    for (; ox + 4 <= ow; ox += 4) { /* four windows: the loop below, in lanes */
-      __m128 v[4] = {_mm_loadu_ps(r0 + 2 * ox), _mm_loadu_ps(r0 + 2 * ox + 4),
-                     _mm_loadu_ps(r1 + 2 * ox), _mm_loadu_ps(r1 + 2 * ox + 4)};
-      for (int t = 0; t < 4; t++) {
-        v[t] = affine_relu4(v[t], mv, kv, bv, zero);
-      }
-      __m128 w[4];
-      window_grad(_mm_shuffle_ps(v[0], v[1], _MM_SHUFFLE(2, 0, 2, 0)),
-                  _mm_shuffle_ps(v[0], v[1], _MM_SHUFFLE(3, 1, 3, 1)),
-                  _mm_shuffle_ps(v[2], v[3], _MM_SHUFFLE(2, 0, 2, 0)),
-                  _mm_shuffle_ps(v[2], v[3], _MM_SHUFFLE(3, 1, 3, 1)), _mm_loadu_ps(d + ox), w);
-      _mm_storeu_ps(g0 + 2 * ox, _mm_unpacklo_ps(w[0], w[1]));
-      _mm_storeu_ps(g0 + 2 * ox + 4, _mm_unpackhi_ps(w[0], w[1]));
-      _mm_storeu_ps(g1 + 2 * ox, _mm_unpacklo_ps(w[2], w[3]));
-      _mm_storeu_ps(g1 + 2 * ox + 4, _mm_unpackhi_ps(w[2], w[3]));
-    }
-    if (ox + 2 <= ow) { /* two windows, in the low lanes */
-      __m128 v[2] = {_mm_loadu_ps(r0 + 2 * ox), _mm_loadu_ps(r1 + 2 * ox)};
-      for (int t = 0; t < 2; t++) {
-        v[t] = affine_relu4(v[t], mv, kv, bv, zero);
-      }
-      __m128 w[4];
-      window_grad(_mm_shuffle_ps(v[0], v[0], _MM_SHUFFLE(2, 0, 2, 0)),
-                  _mm_shuffle_ps(v[0], v[0], _MM_SHUFFLE(3, 1, 3, 1)),
-                  _mm_shuffle_ps(v[1], v[1], _MM_SHUFFLE(2, 0, 2, 0)),
-                  _mm_shuffle_ps(v[1], v[1], _MM_SHUFFLE(3, 1, 3, 1)),
-                  _mm_loadl_pi(zero, (const __m64 *)(const void *)(d + ox)), w);
-      _mm_storeu_ps(g0 + 2 * ox, _mm_unpacklo_ps(w[0], w[1]));
-      _mm_storeu_ps(g1 + 2 * ox, _mm_unpacklo_ps(w[2], w[3]));
-      ox += 2;
-    }
-#endif
-    for (; ox < ow; ox++) {
-      float y[4];
-      window_affine(r0 + 2 * ox, r1 + 2 * ox, m, k, b, y);
-      /* rt_maxpool_bwd's first maximum, a later value winning only when
-       * strictly greater */
-      int t1 = y[1] > y[0];
-      float mx = t1 ? y[1] : y[0];
-      int t2 = y[2] > mx;
-      mx = t2 ? y[2] : mx;
-      int t3 = y[3] > mx;
-      mx = t3 ? y[3] : mx;
-      float gv = mx > 0.0f ? 0.0f + d[ox] : 0.0f;
-      g0[2 * ox] = (!t1 & !t2 & !t3) ? gv : 0.0f;
-      g0[2 * ox + 1] = (t1 & !t2 & !t3) ? gv : 0.0f;
-      g1[2 * ox] = (t2 & !t3) ? gv : 0.0f;
-      g1[2 * ox + 1] = t3 ? gv : 0.0f;
-    }
-  }
-}
-
 static void bn_bwd_task(void *arg, int part) {
   const bn_job *j = arg;
   const rt_bn_shape *s = j->s;
@@ -969,9 +882,8 @@ static void bn_bwd_task(void *arg, int part) {
     double sdy[BN_GROUP] = {0}, sdyx[BN_GROUP] = {0};
     float gm[BN_GROUP], kf[BN_GROUP], kx[BN_GROUP], ks[BN_GROUP], bs[BN_GROUP];
     for (int c = g0; c < g1; c++) {
-      int scaled = mask == MASK_X || pooled;
-      ks[c - g0] = scaled ? j->scale[c] : 0.0f;
-      bs[c - g0] = scaled ? j->beta[c] : 0.0f;
+      ks[c - g0] = mask == MASK_X ? j->scale[c] : 0.0f;
+      bs[c - g0] = mask == MASK_X ? j->beta[c] : 0.0f;
     }
     for (int n = 0; n < s->n; n++)
       for (int c = g0; c < g1; c++) {
@@ -982,12 +894,9 @@ static void bn_bwd_task(void *arg, int part) {
           continue;
         }
         const float *xr = j->x + n * xns + c * hw, *dyr = gbuf;
-        if (pooled && j->code)
+        if (pooled)
           row_pool_scatter((int)(hw / j->w), j->w, j->code + n * j->code_ns + c * ohw,
                            j->dy + n * j->p_ns + c * ohw, gbuf);
-        else if (pooled)
-          row_pool_grad((int)(hw / j->w), j->w, xr, j->save_mean[c], ks[c - g0], bs[c - g0],
-                        j->dy + n * j->p_ns + c * ohw, gbuf);
         else
           dyr = j->dy + n * yns + c * hw;
         row_grad_sums(hw, xr, mask == MASK_Y ? j->y + n * yns + c * hw : NULL, dyr, mask,
@@ -1007,12 +916,9 @@ static void bn_bwd_task(void *arg, int part) {
     for (int n = 0; n < s->n && j->dx; n++)
       for (int c = g0; c < g1; c++) {
         const float *xr = j->x + n * xns + c * hw, *dyr = gbuf;
-        if (pooled && j->code)
+        if (pooled)
           row_pool_scatter((int)(hw / j->w), j->w, j->code + n * j->code_ns + c * ohw,
                            j->dy + n * j->p_ns + c * ohw, gbuf);
-        else if (pooled)
-          row_pool_grad((int)(hw / j->w), j->w, xr, j->save_mean[c], ks[c - g0], bs[c - g0],
-                        j->dy + n * j->p_ns + c * ohw, gbuf);
         else
           dyr = j->dy + n * yns + c * hw;
         row_dx(hw, xr, mask == MASK_Y ? j->y + n * yns + c * hw : NULL, dyr, mask,
@@ -1063,7 +969,7 @@ void rt_bn_pool_bwd(rt_pool *pool, int parts, const rt_bn_shape *s, int w, int a
                     const float *gamma, const float *beta, const float *save_mean,
                     const float *save_invstd, const float *scale, float *dx, float *dgamma,
                     float *dbeta) {
-  assert(w > 0 && w % 2 == 0 && s->hw % (2L * w) == 0 && s->hw <= RT_BN_POOL_HW);
+  assert(code && w > 0 && w % 2 == 0 && s->hw % (2L * w) == 0 && s->hw <= RT_BN_POOL_HW);
   bn_job j = {.s = s, .parts = bn_parts(pool, parts, s), .relu = 1, .assign = assign, .x = x,
               .code = (uint8_t *)code, .code_ns = code_ns ? code_ns : (long)s->c * (s->hw / 4),
               .dy = dp, .w = w, .p_ns = p_ns ? p_ns : (long)s->c * (s->hw / 4), .gamma = gamma,
@@ -1085,7 +991,8 @@ void rt_bn_bwd_sums(rt_pool *pool, int parts, const rt_bn_shape *s, int relu, in
                     const float *x, const float *dy, const float *gamma, const float *beta,
                     const float *save_mean, const float *save_invstd, const float *scale,
                     float *dgamma, float *dbeta, float *gm, float *kg, float *kx) {
-  assert(w == 0 || (relu && w % 2 == 0 && s->hw % (2L * w) == 0 && s->hw <= RT_BN_POOL_HW));
+  assert(w == 0 ||
+         (code && relu && w % 2 == 0 && s->hw % (2L * w) == 0 && s->hw <= RT_BN_POOL_HW));
   bn_job j = {.s = s, .parts = bn_parts(pool, parts, s), .relu = relu, .x = x, .dy = dy,
               .rows = rows, .rows_ns = rows_ns, .code = (uint8_t *)code,
               .code_ns = code_ns ? code_ns : (long)s->c * (s->hw / 4),
@@ -1101,11 +1008,6 @@ void rt_bn_dx_row(long len, const float *x, const float *dy, int relu, float m, 
                   float gm, float kg, float kx, float *dx) {
   row_dx(len, x, NULL, dy, relu ? MASK_X : MASK_NONE, m, relu ? k : 0.0f, relu ? b : 0.0f, gm,
          kg, kx, 1, dx);
-}
-
-void rt_bn_pool_grad(int h, int w, const float *x, float m, float k, float b, const float *dp,
-                     float *g) {
-  row_pool_grad(h, w, x, m, k, b, dp, g);
 }
 
 void rt_bn_pool_scatter(int h, int w, const uint8_t *code, const float *dp, float *g) {

@@ -117,16 +117,15 @@ void rt_bn_bwd(rt_pool *pool, int parts, const rt_bn_shape *s, int relu, int ass
  * b: beta), the bits rt_bn_bwd writes with assign. With w > 0, dy is the
  * gradient of a 2x2 max pool of the ReLU's output (planes w wide, as
  * rt_bn_pool_bwd's dp, samples p_ns apart, 0: packed), and the halves are
- * rt_bn_pool_bwd's: a plane's gradient at the ReLU's output is
- * rt_bn_pool_grad's, and its rows of dx rt_bn_dx_row's without the mask
- * (relu 0) of that gradient. With rows (not pooled), each sample's row
+ * rt_bn_pool_bwd's (code: the pooling's windows): a plane's gradient at
+ * the ReLU's output is rt_bn_pool_scatter's, and its rows of dx
+ * rt_bn_dx_row's without the mask (relu 0) of that gradient. With rows (not pooled), each sample's row
  * sums of every channel were made already where dy was made (2 floats a
  * channel, rt_bn_grad_sums_row's, samples rows_ns floats apart): x and dy
  * are not read, and the sums are the same bits. */
 void rt_bn_bwd_sums(rt_pool *pool, int parts, const rt_bn_shape *s, int relu, int w, long p_ns,
                     const uint8_t *code, long code_ns, const float *rows, long rows_ns,
-                    const float *x,
-                    const float *dy, const float *gamma, const float *beta,
+                    const float *x, const float *dy, const float *gamma, const float *beta,
                     const float *save_mean, const float *save_invstd, const float *scale,
                     float *dgamma, float *dbeta, float *gm, float *kg, float *kx);
 void rt_bn_dx_row(long len, const float *x, const float *dy, int relu, float m, float k, float b,
@@ -137,14 +136,11 @@ void rt_bn_dx_row(long len, const float *x, const float *dy, int relu, float m, 
  * of the masked dy, sums[1] of it times x - m. */
 void rt_bn_grad_sums_row(long len, const float *x, const float *dy, int relu, float m, float k,
                          float b, float sums[2]);
-/* The gradient at the ReLU's output of one h x w plane of x whose ReLU
- * output a 2x2 max pool read (rt_bn_pool_bwd's, into g): dp's value (0 +
- * dp, dp's plane h/2 x w/2) at each window's first maximum of (x - m) * k
- * + b after the ReLU, where that maximum is > 0; 0 elsewhere. */
-void rt_bn_pool_grad(int h, int w, const float *x, float m, float k, float b, const float *dp,
-                     float *g);
-/* The same g from the windows' codes that rt_bn_out wrote as it pooled
- * (code: the plane's h/2 x w/2), without the map. */
+/* The gradient at the ReLU's output of one h x w plane whose ReLU output
+ * a 2x2 max pool read (rt_bn_pool_bwd's, into g), from the windows' codes
+ * that rt_bn_out wrote as it pooled (code and dp: the plane's h/2 x w/2):
+ * dp's value (0 + dp) at each window's first maximum, where that maximum
+ * is > 0; 0 elsewhere. */
 void rt_bn_pool_scatter(int h, int w, const uint8_t *code, const float *dp, float *g);
 /* y = (x - m) * k + b, then max(., 0) with relu: a row as rt_bn_fwd's
  * training output writes it from its saved mean m and scale k. */
@@ -160,11 +156,12 @@ void rt_bn_affine_row(long len, const float *x, float m, float k, float b, int r
  * rt_bn_bwd with the mask recomputed (y NULL), bit for bit, reading dp
  * where they read the pool's input gradient: x is read twice and dp, a
  * quarter of its size, twice; planes of at most RT_BN_POOL_HW. Pooling,
- * rt_bn_out may also write each window's code (code not NULL, a byte a
+ * rt_bn_out also writes each window's code (code not NULL, a byte a
  * window, samples code_ns apart, 0: packed): the position of the
- * window's first maximum, 4 where it is not > 0; with p NULL, the codes
- * alone. Given them (not NULL), rt_bn_pool_bwd and rt_bn_bwd_sums read
- * the codes instead of finding each maximum again: the same bits. */
+ * window's first maximum (a later value winning only when strictly
+ * greater, as rt_maxpool_bwd's), 4 where it is not > 0; with p NULL, the
+ * codes alone. rt_bn_pool_bwd and rt_bn_bwd_sums (pooled) route dp by
+ * them instead of finding each maximum again. */
 enum { RT_BN_POOL_HW = 4096 };
 void rt_bn_out(rt_pool *pool, int parts, const rt_bn_shape *s, int relu, int w, const float *x,
                const float *beta, const float *save_mean, const float *scale, float *y, float *p,

@@ -34,9 +34,9 @@
  * of batch norm's output, its ReLU's input) with the channel's constants
  * (runtime/elem.h). With pool, a 2x2 max pool read the ReLU's output and
  * dy is the pool's gradient (planes of oh/2 x ow/2, samples as far apart
- * as z's): a plane's gradient at the ReLU's output is rt_bn_pool_grad's
- * (rt_bn_pool_scatter's from the codes), then dz = rt_bn_dx_row of it
- * without the mask. */
+ * as z's): a plane's gradient at the ReLU's output is
+ * rt_bn_pool_scatter's from the windows' codes, then dz = rt_bn_dx_row
+ * of it without the mask. */
 typedef struct rt_bn_dz {
   const float *z;       /* the pre-activation, the conv output's layout */
   float *dz;            /* where dz goes if the kernels must write it */
@@ -44,7 +44,7 @@ typedef struct rt_bn_dz {
   int relu, pool;
   const uint8_t *code;  /* pool: each window's code as the forward pooled
                          * (rt_bn_out), planes of oh/2 x ow/2, samples
-                         * code_ns apart; NULL: each maximum found again */
+                         * code_ns apart */
   long code_ns;
 } rt_bn_dz;
 

@@ -811,12 +811,9 @@ static void pack_dy(const cg_conv_plan *p, const rt_conv_shape *s, const float *
 static void bn_dz_plane(const rt_conv_shape *s, int64_t i, int co, const float *dy,
                         const float *z, float *dz, float *g) {
   const rt_bn_dz *bn = s->bn;
-  if (bn->pool && bn->code) {
+  if (bn->pool) {
     long op = (long)s->oh * s->ow / 4;
     rt_bn_pool_scatter(s->oh, s->ow, bn->code + i * bn->code_ns + co * op, dy, g);
-    dy = g;
-  } else if (bn->pool) {
-    rt_bn_pool_grad(s->oh, s->ow, z, bn->m[co], bn->k[co], bn->b[co], dy, g);
     dy = g;
   }
   rt_bn_dx_row((long)s->oh * s->ow, z, dy, bn->relu && !bn->pool, bn->m[co], bn->k[co],

@@ -585,9 +585,9 @@ static void test_bn(void) {
  * assigning, rt_bn_bwd on the recomputed mask), bit for bit: values on a
  * coarse grid, so that windows tie, half of them below the mean; the
  * pool's gradient with zeros of both signs. Samples ns apart with gaps,
- * on 1 and 2 tasks, adding and assigning dx; the backward with the
- * windows' codes the pooling wrote (with the pool, or alone) and
- * without, and rt_bn_bwd_sums with them and without. */
+ * on 1 and 2 tasks, adding and assigning dx; the backward from the
+ * windows' codes the pooling wrote (with the pool, or alone), and
+ * rt_bn_bwd_sums with them followed by dx a plane at a time. */
 static void test_bn_pool_case(rt_pool *pool, int n, int c, int h, int w) {
   const long hw = (long)h * w, len = c * hw, ns = 2 * len + 5, xo = 3, plen = len / 4;
   const long pns = plen + 3;
@@ -633,41 +633,35 @@ static void test_bn_pool_case(rt_pool *pool, int n, int c, int h, int w) {
           what, parts);
   }
   for (int assign = 0; assign < 2; assign++)
-    for (int parts = 1; parts <= 2; parts++)
-      for (int coded = 0; coded < 2; coded++) {
-        for (long i = 0; i < n * ns; i++) dx1[i] = dx2[i] = 0.5f - rt_rng_uniform(&rng);
-        memcpy(dx2, dx1, (size_t)(n * ns) * sizeof(float));
-        rt_maxpool_bwd(&ps, 0, n, y + xo, dp, dout + xo, 1);
-        rt_bn_bwd(NULL, 1, &s, 1, assign, x + xo, NULL, dout + xo, gamma, beta, sm, si, sk,
-                  dx1 + xo, dg1, db1);
-        rt_bn_pool_bwd(pool, parts, &s, w, assign, coded ? code : NULL, cns, x + xo, dp, pns,
-                       gamma, beta, sm, si, sk, dx2 + xo, dg2, db2);
-        CHECK(!memcmp(dx1, dx2, (size_t)(n * ns) * sizeof(float)) &&
-                  !memcmp(dg1, dg2, (size_t)c * sizeof(float)) &&
-                  !memcmp(db1, db2, (size_t)c * sizeof(float)),
-              "%s: pooled backward (assign %d, %d tasks, codes %d) differs", what, assign, parts,
-              coded);
-      }
+    for (int parts = 1; parts <= 2; parts++) {
+      for (long i = 0; i < n * ns; i++) dx1[i] = dx2[i] = 0.5f - rt_rng_uniform(&rng);
+      memcpy(dx2, dx1, (size_t)(n * ns) * sizeof(float));
+      rt_maxpool_bwd(&ps, 0, n, y + xo, dp, dout + xo, 1);
+      rt_bn_bwd(NULL, 1, &s, 1, assign, x + xo, NULL, dout + xo, gamma, beta, sm, si, sk,
+                dx1 + xo, dg1, db1);
+      rt_bn_pool_bwd(pool, parts, &s, w, assign, code, cns, x + xo, dp, pns, gamma, beta, sm, si,
+                     sk, dx2 + xo, dg2, db2);
+      CHECK(!memcmp(dx1, dx2, (size_t)(n * ns) * sizeof(float)) &&
+                !memcmp(dg1, dg2, (size_t)c * sizeof(float)) &&
+                !memcmp(db1, db2, (size_t)c * sizeof(float)),
+            "%s: pooled backward (assign %d, %d tasks) differs", what, assign, parts);
+    }
   /* the sums alone, then dx a plane at a time (the cpu conv's packing) */
   float *gm = falloc(3 * c), *kg = gm + c, *kx = kg + c, *g = falloc(hw);
-  for (int coded = 0; coded < 2; coded++) {
-    rt_bn_bwd_sums(pool, 2, &s, 1, w, pns, coded ? code : NULL, cns, NULL, 0, x + xo, dp, gamma,
-                   beta, sm, si, sk, dg2, db2, gm, kg, kx);
-    int bad = memcmp(dg1, dg2, (size_t)c * sizeof(float)) ||
-              memcmp(db1, db2, (size_t)c * sizeof(float));
-    for (int i = 0; i < n; i++)
-      for (int ch = 0; ch < c; ch++) {
-        const float *xr = x + xo + i * ns + ch * hw;
-        const float *dpc = dp + i * pns + ch * (hw / 4);
-        if (coded) rt_bn_pool_scatter(h, w, code + i * cns + ch * (hw / 4), dpc, g);
-        else rt_bn_pool_grad(h, w, xr, sm[ch], sk[ch], beta[ch], dpc, g);
-        rt_bn_dx_row(hw, xr, g, 0, sm[ch], sk[ch], beta[ch], gm[ch], kg[ch], kx[ch],
-                     dx2 + xo + i * ns + ch * hw);
-        bad += memcmp(dx1 + xo + i * ns + ch * hw, dx2 + xo + i * ns + ch * hw,
-                      (size_t)hw * sizeof(float)) != 0;
-      }
-    CHECK(!bad, "%s: the sums and planes of dx (codes %d) differ", what, coded);
-  }
+  rt_bn_bwd_sums(pool, 2, &s, 1, w, pns, code, cns, NULL, 0, x + xo, dp, gamma, beta, sm, si,
+                 sk, dg2, db2, gm, kg, kx);
+  int bad = memcmp(dg1, dg2, (size_t)c * sizeof(float)) ||
+            memcmp(db1, db2, (size_t)c * sizeof(float));
+  for (int i = 0; i < n; i++)
+    for (int ch = 0; ch < c; ch++) {
+      const float *xr = x + xo + i * ns + ch * hw;
+      rt_bn_pool_scatter(h, w, code + i * cns + ch * (hw / 4), dp + i * pns + ch * (hw / 4), g);
+      rt_bn_dx_row(hw, xr, g, 0, sm[ch], sk[ch], beta[ch], gm[ch], kg[ch], kx[ch],
+                   dx2 + xo + i * ns + ch * hw);
+      bad += memcmp(dx1 + xo + i * ns + ch * hw, dx2 + xo + i * ns + ch * hw,
+                    (size_t)hw * sizeof(float)) != 0;
+    }
+  CHECK(!bad, "%s: the sums and planes of dx differ", what);
   free(gm), free(g), free(code), free(code2);
   free(x), free(y), free(y2), free(p1), free(p2), free(dp), free(dout), free(dx1), free(dx2);
   free(gamma), free(beta), free(rm), free(rv), free(sm), free(si), free(sk), free(dg1), free(db1), free(dg2),
