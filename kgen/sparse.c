@@ -405,7 +405,7 @@ int cg_conv_plan_init(cg_conv_plan *p, const cg_conv_desc *d) {
   p->ytile = pick_tile(p->yq, p->vw);
   p->yrs = round_up(p->yq, (long)p->vw * p->ytile);
   /* reads of the don't-care tail of the last channel's last tile */
-  p->xlen = (long)d->cin * p->xcs + p->yrs;
+  p->xlen = round_up((long)d->cin * p->xcs + p->yrs, 16); /* samples start a cache line */
   int sh = (d->k - 1) / s;
   p->marg = round_up((long)sh * p->wq + sh, p->vw);
   p->dxtile = pick_tile(p->pq, p->vw);
