@@ -188,6 +188,16 @@ typedef struct host {
     int64_t z, out, pout; /* the conv's z and out offsets; where the pool wrote */
     int64_t code;         /* a conv's: its windows' codes in pcode (rt_bn_out) */
   } *bnf;
+  /* A conv layer without batch norm whose ReLU output a 2x2 max pool
+   * alone reads: in training its backward takes the pool's gradient and
+   * routes it back through the pool as it packs it (rt_conv_shape.pooled),
+   * so that the pool's backward writes nothing. Per layer (pool_fusable). */
+  struct pool_fuse {
+    int pool;   /* a conv layer's: that pool's layer, or -1 */
+    int conv;   /* a pool's: that conv layer, or -1 */
+    int taken;  /* a pool's: its conv takes the gradient of this backward */
+    int64_t dy; /* a pool's: where its output's gradient is, then */
+  } *pfu;
   uint8_t *pcode; /* cap samples of every fused conv's window codes, a conv's
                    * [sample][channel][window] from bnf.code */
   int64_t pcode_ns; /* bytes a sample */
@@ -288,6 +298,25 @@ static void bn_fusable(const ir_graph *g, struct bn_fuse *f) {
     int p = writers == 1 ? rt_plan_sole_pool_writer(g, l->out_t) : -1;
     if (p >= 0 && g->layers[p].k == 2 && g->layers[p].stride == 2 && !g->layers[p].can_die)
       f[i].pool = p;
+  }
+}
+
+/* Fills f[].pool and f[].conv: each conv layer without batch norm, with
+ * its ReLU, whose output tensor it alone writes and a 2x2 max pool alone
+ * reads, on even planes (every position in one window), and that pool. */
+static void pool_fusable(const ir_graph *g, struct pool_fuse *f) {
+  for (int i = 0; i < g->n_layers; i++) f[i].pool = f[i].conv = -1;
+  for (int i = 0; i < g->n_layers; i++) {
+    const ir_layer *l = &g->layers[i];
+    if (l->kind != IR_CONV || l->bn || !l->relu || l->out_ch != 0 ||
+        l->cout != g->tensors[l->out_t].c || l->oh % 2 || l->ow % 2)
+      continue;
+    int writers = 0;
+    for (int k = 0; k < g->n_layers; k++)
+      writers += g->layers[k].out_t == l->out_t || g->layers[k].z_t == l->out_t;
+    int p = writers == 1 ? rt_plan_sole_pool_writer(g, l->out_t) : -1;
+    if (p >= 0 && g->layers[p].k == 2 && g->layers[p].stride == 2 && !g->layers[p].can_die)
+      f[i].pool = p, f[p].conv = i;
   }
 }
 
@@ -647,6 +676,8 @@ rt_backend *rt_step_new(const char *backend, const ir_graph *g, const ir_arch *a
   e->rows = xcalloc((size_t)g->n_layers, 1, &oom);
   e->bnf = xcalloc((size_t)g->n_layers, sizeof *e->bnf, &oom);
   if (e->bnf) bn_fusable(g, e->bnf);
+  e->pfu = xcalloc((size_t)g->n_layers, sizeof *e->pfu, &oom);
+  if (e->pfu) pool_fusable(g, e->pfu);
   for (int i = 0; e->bnf && i < g->n_layers; i++)
     if (e->bnf[i].pool >= 0) {
       const ir_layer *l = &g->layers[i];
@@ -705,7 +736,7 @@ static void host_free(rt_backend *b) {
       free(e->prof_paused), free(e->active), free(e->assign);
   free(e->pidx), free(e->pn), free(e->gpacked), free(e->pk), free(e->sk), free(e->wc), free(e->wat);
   free(e->fc), free(e->bc), free(e->dg_cols), free(e->dg_parts), free(e->bn_mom), free(e->bn_scale), free(e->bn_dzc), free(e->bn_rows), free(e->rows), free(e->pcode),
-      free(e->bnf);
+      free(e->bnf), free(e->pfu);
   rt_plan_free(e->plan);
   rt_pool_free(e->pool);
   rt_p2_free(&e->p2);
@@ -1410,6 +1441,25 @@ static const struct bn_fuse *bn_pool_of(const hx *x, const ir_layer *l) {
   return p >= 0 && e->bnf[p].fused ? &e->bnf[p] : NULL;
 }
 
+/* Whether conv layer c's backward takes the gradient of the max pool
+ * after it (pool_fusable) and routes it back itself: in training, on a
+ * backend that can (pool_dy, with the ReLU fused), with c alive. */
+static int pool_dy_fused(const hx *x, int c) {
+  const host *e = (const host *)x;
+  int p = e->pfu[c].pool;
+  return p >= 0 && x->training && !x->use_live && x->arch->alive[c] &&
+         needs_dx(x, &x->g->layers[p]) && x->backend->pool_dy && x->backend->conv_bwd &&
+         x->backend->fuses_relu;
+}
+
+/* The pool whose gradient conv layer l's backward takes this pass (its
+ * backward left it), or NULL. */
+static const struct pool_fuse *pool_taken(const hx *x, const ir_layer *l) {
+  const host *e = (const host *)x;
+  int p = e->pfu[l - x->g->layers].pool;
+  return p >= 0 && e->pfu[p].taken ? &e->pfu[p] : NULL;
+}
+
 static void conv_bwd_chunk(const job *j, int chunk, int n0, int n1) {
   hx *x = j->x;
   const ir_layer *l = j->l;
@@ -1447,9 +1497,11 @@ static void conv_bwd_chunk(const job *j, int chunk, int n0, int n1) {
      * which reads dz for its dense gradient, runs on the live backend). */
     s.relu = !l->bn && l->relu && b->fuses_relu && !x->use_live;
     if (!l->bn && !s.relu) relu_bwd(x, l, j->z, j->out, n0, n1);
-    check(x, b, b->conv_bwd(b, li, &s, x->act + o + j->in, x->dact + o + (s.relu ? j->out : j->z),
-                x->act + o + j->out, x->params + l->w_off,
-                needs_dx(x, l) ? x->dact + o + j->in : NULL, dw, db));
+    const struct pool_fuse *pp = s.relu ? pool_taken(x, l) : NULL; /* and the pool's */
+    if (pp) s.pooled = x->dact + o + j->out;
+    check(x, b, b->conv_bwd(b, li, &s, x->act + o + j->in,
+                x->dact + o + (pp ? pp->dy : s.relu ? j->out : j->z), x->act + o + j->out,
+                x->params + l->w_off, needs_dx(x, l) ? x->dact + o + j->in : NULL, dw, db));
     return;
   }
   if (!l->bn) relu_bwd(x, l, j->z, j->out, n0, n1);
@@ -1533,6 +1585,7 @@ static void conv_bwd_op(RT_OP_ARGS) {
   h->gpacked[l] = 0; /* conv gradients are dense */
   job j = {e, ly, in, z, out, conv_bwd_chunk, layer_work(e, ly)};
   reduce_wgrad(e, ly, run_chunks(&j));
+  if (h->pfu[l].pool >= 0) h->pfu[h->pfu[l].pool].taken = 0; /* taken for this pass only */
 }
 
 static rt_linear_shape lin_shape(const hx *x, const ir_layer *l, int n) {
@@ -1655,7 +1708,14 @@ static void maxpool_fwd_op(RT_OP_ARGS) {
 static void maxpool_bwd_op(RT_OP_ARGS) {
   (void)prev;
   hx *e = X(x);
-  if (((host *)e)->bnf[l].fused) return; /* the conv's backward takes its gradient */
+  host *h = (host *)e;
+  if (h->bnf[l].fused) return; /* the conv's backward takes its gradient */
+  struct pool_fuse *f = &h->pfu[l];
+  f->taken = f->conv >= 0 && pool_dy_fused(e, f->conv);
+  if (f->taken) { /* so does a conv's without batch norm, routing it back itself */
+    f->dy = out;
+    return;
+  }
   job j = {e, &e->g->layers[l], in, z, out, pool_bwd_chunk, 0};
   if (needs_dx(e, j.l)) run_chunks(&j);
 }

@@ -79,6 +79,10 @@ struct rt_kernels {
    * the kernels read it; conv_bwd writes the row sums its backward needs
    * (rt_bn_x.sums) once it has made their gradient. */
   int bn_x;
+  /* 1: conv_bwd honours rt_conv_shape.pooled: with relu, it takes the
+   * gradient of the 2x2 max pool after the ReLU and routes it back
+   * through the pool itself, so the pool's backward need not write it. */
+  int pool_dy;
 
   /* Optional, NULL: the graph op calls conv_bwd_weight and conv_bwd_data.
    * Both in one call, sharing the work on dy; the same semantics, and no

@@ -79,6 +79,13 @@ typedef struct rt_conv_shape {
                          * dz made from it (rt_kernels.bn_dz); NULL: none */
   const rt_bn_x *xbn;   /* conv_fwd, conv_bwd(_weight): x is made from it
                          * (rt_kernels.bn_x); NULL: x as it is */
+  float *pooled;        /* conv_bwd with relu: dy is the gradient of the 2x2
+                         * max pool of y (the pool's output, [cout][oh/2][ow/2]
+                         * a sample, y_ns apart), routed back to each window's
+                         * first maximum in y as it is packed; y's gradient
+                         * is written here (y's layout) only where a path
+                         * needs it whole (rt_kernels.pool_dy). NULL: dy is
+                         * y's gradient */
 } rt_conv_shape;
 
 /* Fills oh, ow from h, w, k, stride, pad, and packed strides where 0. */

@@ -543,7 +543,8 @@ static int entry_dense(const cpu_backend *cb, const rt_cpu_entry *e) {
 }
 
 /* Floats at the end of a scratch buffer for one plane of work: pack_x's
- * input plane (xtmp), or pack_dy_bn's two output planes (dztmp). */
+ * input plane (xtmp), or pack_dy_bn's two output planes, or pack_dy's one
+ * (dztmp). */
 static size_t tmp_len(int h, int w, int oh, int ow) {
   size_t x = (size_t)h * w, y = 2 * (size_t)oh * ow;
   return x > y ? x : y;
@@ -796,18 +797,30 @@ static void pack_x(const cg_conv_plan *p, const rt_conv_shape *s, const float *x
   memset(xp + used, 0, (size_t)(p->xlen - used) * sizeof *xp);
 }
 
+/* Sample i's plane of y's gradient, of channel co, from the gradient dp
+ * of the 2x2 max pool of y (s->pooled; a quarter plane), into g: each
+ * window's gradient at its first maximum, as the pool's backward would
+ * have assigned it. */
+static void pool_dy_plane(const rt_conv_shape *s, const float *y, const float *dp, float *g) {
+  rt_pool_shape ps = {1, 1, s->oh, s->ow, 2, 0, 0};
+  rt_maxpool_bwd(&ps, 0, 1, y, dp, g, 1);
+}
+
 /* One sample dy [cout][oh][ow] into dyq: a zero margin, rows of wq with
  * zero don't-care columns, zeros to the channel stride; every float
  * written once. With y (the ReLU's output, same layout as dy), dy is the
- * activation's gradient and goes through the ReLU on the way. */
+ * activation's gradient and goes through the ReLU on the way; with
+ * s->pooled, dy is the pool's gradient, a quarter plane a channel, and
+ * goes through the pool first, a plane at a time in tmp (oh ow floats). */
 static void pack_dy(const cg_conv_plan *p, const rt_conv_shape *s, const float *dy,
-                    const float *y, float *dyq) {
+                    const float *y, float *dyq, float *tmp) {
   long ohw = (long)s->oh * s->ow, body = p->marg + (long)s->oh * p->wq;
   for (int co = 0; co < s->cout; co++) {
     float *d = dyq + co * p->dycs;
+    const float *g = dy + co * ohw;
+    if (s->pooled) pool_dy_plane(s, y + co * ohw, dy + co * (ohw / 4), tmp), g = tmp;
     memset(d, 0, (size_t)p->marg * sizeof *d);
-    rt_pad_rows(s->oh, s->ow, dy + co * ohw, s->ow, d + p->marg, p->wq, 0, y ? y + co * ohw : NULL,
-                s->ow);
+    rt_pad_rows(s->oh, s->ow, g, s->ow, d + p->marg, p->wq, 0, y ? y + co * ohw : NULL, s->ow);
     memset(d + body, 0, (size_t)(p->dycs - body) * sizeof *d);
   }
 }
@@ -900,7 +913,8 @@ static float *xtmp(rt_kernels *b, float *buf, const rt_conv_shape *s) {
   return buf + C(b)->need - (size_t)s->h * s->w;
 }
 
-/* pack_dy_bn's two planes, in the same place (used once pack_x is done). */
+/* pack_dy_bn's two planes (pack_dy's one), in the same place (used once
+ * pack_x is done). */
 static float *dztmp(rt_kernels *b, float *buf, const rt_conv_shape *s) {
   return buf + C(b)->need - 2 * (size_t)s->oh * s->ow;
 }
@@ -977,7 +991,8 @@ static int cpu_conv_bwd_data(rt_kernels *b, int l, const rt_conv_shape *s, const
     pack_w(e, 1, w, wp);
     for (int n0 = 0; n0 < s->n; n0 += CONV_SB) {
       int nb = s->n - n0 < CONV_SB ? s->n - n0 : CONV_SB;
-      for (int i = 0; i < nb; i++) pack_dy(p, s, dy + (n0 + i) * yns, NULL, dyq + i * p->dylen);
+      for (int i = 0; i < nb; i++)
+        pack_dy(p, s, dy + (n0 + i) * yns, NULL, dyq + i * p->dylen, NULL);
       e->bwd_data(dyq, wp, dxp, NULL, nb, p->dylen, p->dxlen);
       for (int i = 0; i < nb; i++) add_dx(p, s, dxp + i * p->dxlen, dx + (n0 + i) * xns);
     }
@@ -1028,7 +1043,7 @@ static int cpu_conv_bwd_weight(rt_kernels *b, int l, const rt_conv_shape *s, con
       int nb = s->n - n0 < CONV_SB ? s->n - n0 : CONV_SB;
       for (int i = 0; i < nb; i++) {
         pack_x(p, s, x + (n0 + i) * xns, buf + i * p->xlen, n0 + i, xtmp(b, buf, s));
-        pack_dy(p, s, dy + (n0 + i) * yns, NULL, dyq + i * p->dylen);
+        pack_dy(p, s, dy + (n0 + i) * yns, NULL, dyq + i * p->dylen, NULL);
       }
       e->bwd_weight(buf, dyq, dw, NULL, nb, p->xlen, p->dylen);
     }
@@ -1061,6 +1076,11 @@ static int cpu_conv_bwd(rt_kernels *b, int l, const rt_conv_shape *s, const floa
                       s->bn->z + i * yns + co * ohw, s->bn->dz + i * yns + co * ohw, g);
       dy = s->bn->dz;
     }
+    if (s->pooled) { /* y's gradient made whole, where the pool's backward would have */
+      rt_pool_shape ps = {s->n, s->cout, s->oh, s->ow, 2, yns, yns};
+      rt_maxpool_bwd(&ps, 0, s->n, y, dy, s->pooled, 1);
+      dy = s->pooled;
+    }
     if (s->relu && y) { /* dy becomes the pre-activation's gradient, in place */
       long ohw = (long)s->cout * s->oh * s->ow;
       for (int i = 0; i < s->n; i++) rt_relu_mask(ohw, y + i * yns, dy + i * yns, (float *)dy + i * yns);
@@ -1088,7 +1108,9 @@ static int cpu_conv_bwd(rt_kernels *b, int l, const rt_conv_shape *s, const floa
       if (s->bn)
         pack_dy_bn(p, s, n0 + i, dy + (n0 + i) * yns, s->bn->z + (n0 + i) * yns, q,
                    dztmp(b, buf, s));
-      else pack_dy(p, s, dy + (n0 + i) * yns, s->relu ? y + (n0 + i) * yns : NULL, q);
+      else
+        pack_dy(p, s, dy + (n0 + i) * yns, s->relu ? y + (n0 + i) * yns : NULL, q,
+                dztmp(b, buf, s));
       for (int co = 0; bsum && co < s->cout; co++) bsum[co] += rt_sum(p->dycs, q + co * p->dycs);
     }
     e->bwd_weight(xp, dyq, dw, NULL, nb, p->xlen, p->dylen);
@@ -1448,7 +1470,8 @@ rt_kernels *rt_kernels_cpu_new(const ir_graph *g, char *err, size_t errlen) {
                          .conv_bwd_weight = cpu_conv_bwd_weight, .linear_fwd = cpu_linear_fwd,
                          .linear_bwd_data = cpu_linear_bwd_data,
                          .linear_bwd_weight = cpu_linear_bwd_weight, .free = cpu_free,
-                         .fuses_relu = 1, .assigns_dx = 1, .bn_dz = 1, .bn_x = 1, .conv_bwd = cpu_conv_bwd, .linear_bwd = cpu_linear_bwd,
+                         .fuses_relu = 1, .assigns_dx = 1, .bn_dz = 1, .bn_x = 1,
+                         .pool_dy = 1, .conv_bwd = cpu_conv_bwd, .linear_bwd = cpu_linear_bwd,
                          .prepare_layers = cpu_prepare_layers, .threads = 1,
                          .wgrad_index = cpu_wgrad_index, .wcopy = cpu_wcopy};
   /* The JIT generates code for this CPU, with its vector extensions. */

@@ -131,6 +131,29 @@ static void bc_conv_case(const bc_hooks *h, int cin, int ih, int iw, int cout, i
     bc_check_wgrad(what, dw0, dw1, wm, nw, with_bias ? db0 : NULL, db1, bm, (size_t)cout);
     e = jt_nerr(dx2, dxr, nx);
     CHECK(e <= BC_TOL, "%s: combined bwd with fused relu error %g", what, e);
+    if (b->pool_dy && s.oh % 2 == 0 && s.ow % 2 == 0) {
+      /* and the 2x2 max pool's after it: its gradient routed back by the
+       * backend, to each window's first maximum (ties in the ReLU's
+       * zeros), as rt_ref_maxpool_bwd does into zeros */
+      long op = (long)s.oh * s.ow / 4;
+      float *dp = jt_randf(ny), *whole = calloc(ny, sizeof *whole);
+      float *out = malloc(ny * sizeof *out);
+      rt_pool_shape ps = {n, cout, s.oh, s.ow, 2, s.y_ns, s.y_ns};
+      rt_ref_maxpool_bwd(&ps, act, dp, whole);
+      for (size_t i = 0; i < ny; i++) dz[i] = act[i] > 0.0f ? whole[i] : 0.0f;
+      memcpy(dxr, dx2, nx * sizeof *dxr);
+      rt_ref_conv_bwd_data(&s, dz, wt, wm, dxr);
+      rt_ref_conv_bwd_weight(&s, x, dz, wm, bm, dw0, with_bias ? db0 : NULL);
+      for (int i = 0; i < n; i++) /* the pool's gradient in the first quarter of each sample */
+        for (long k = op * cout; k < s.y_ns; k++) dp[i * s.y_ns + k] = NAN;
+      s.relu = 1, s.pooled = out;
+      b->conv_bwd(b, 0, &s, x, dp, act, wt, dx2, dw1, with_bias ? db1 : NULL);
+      s.relu = 0, s.pooled = NULL;
+      bc_check_wgrad(what, dw0, dw1, wm, nw, with_bias ? db0 : NULL, db1, bm, (size_t)cout);
+      e = jt_nerr(dx2, dxr, nx);
+      CHECK(e <= BC_TOL, "%s: combined bwd through the pool error %g", what, e);
+      free(dp), free(whole), free(out);
+    }
     free(act), free(dz), free(dya), free(dx2), free(dxr);
   }
   b->free(b);

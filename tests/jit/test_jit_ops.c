@@ -49,6 +49,7 @@ static void edge_cases(const bc_hooks *h) {
   bc_conv_case(h, 4, 7, 6, 3, 3, 2, 0, 3, 0.5, 1, 0);  /* stride 2, no padding, odd sizes */
   bc_conv_case(h, 3, 6, 9, 4, 5, 1, 2, 2, 0.5, 0, 1);  /* rows sharing 2 padding columns */
   bc_conv_case(h, 2, 4, 5, 3, 1, 1, 1, 2, 0.5, 0, 1);  /* padding past the kernel's reach */
+  bc_conv_case(h, 3, 8, 6, 4, 3, 1, 1, 3, 0.5, 0, 1);  /* even planes: through a max pool */
   bc_linear_case(h, 7, 5, 1, 0.0, 1);
   bc_linear_case(h, 7, 5, 33, 1.0, 1);
   bc_linear_case(h, 1, 1, 1, 1.0, 0);
