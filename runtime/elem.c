@@ -45,6 +45,14 @@ void rt_add_2d(int rows, int len, const float *x, long xs, float *y, long ys) {
   }
 }
 
+void rt_set_2d(int rows, int len, const float *x, long xs, float *y, long ys) {
+  for (int r = 0; r < rows; r++) {
+    const float *restrict a = x + r * xs;
+    float *restrict b = y + r * ys;
+    for (int i = 0; i < len; i++) b[i] = 0.0f + a[i];
+  }
+}
+
 void rt_relu_2d(int rows, int len, const float *x, long xs, float *y, long ys) {
   for (int r = 0; r < rows; r++) {
     const float *restrict a = x + r * xs;

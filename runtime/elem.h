@@ -21,8 +21,10 @@ void rt_relu(long len, const float *x, float *y);
  * memcpy call per row costs more than the copy. */
 void rt_copy_2d(int rows, int len, const float *x, long xs, float *y, long ys);
 void rt_relu_2d(int rows, int len, const float *x, long xs, float *y, long ys);
-/* y += x, same shapes. */
+/* y += x, same shapes; and y = 0 + x, the bits of adding x into zeros
+ * (-0 becomes +0) without clearing y first. */
 void rt_add_2d(int rows, int len, const float *x, long xs, float *y, long ys);
+void rt_set_2d(int rows, int len, const float *x, long xs, float *y, long ys);
 /* Whole rows of ys floats: lpad zeros, x's row (rows of len, xs apart),
  * zeros to the end (lpad + len <= ys): a plane into a zero frame in one
  * pass. With a gate (rows gs apart), x's values where the gate is > 0, as

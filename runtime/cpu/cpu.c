@@ -873,19 +873,19 @@ static void unpack_y(const cg_conv_plan *p, const rt_conv_shape *s, const float 
 
 /* dx += the real (not padding) positions of the phase planes dxp; with
  * s->dx_assign, dx = 0 + them (the same bits as adding into a cleared
- * arena): at stride 2 as each row is interleaved, else each plane of dx
- * cleared first, while it is in L1. */
+ * arena): at strides 1 and 2 as each row is copied or interleaved, else
+ * each plane of dx cleared first, while it is in L1. */
 static void add_dx(const cg_conv_plan *p, const rt_conv_shape *s, const float *dxp, float *dx) {
   int S = p->s;
   long hw = (long)s->h * s->w;
   for (int ci = 0; ci < s->cin; ci++) {
     float *dc = dx + ci * hw;
-    if (s->dx_assign && S != 2) memset(dc, 0, (size_t)hw * sizeof *dc);
     if (S == 1) { /* the plane is the image inside a frame of pad */
-      rt_add_2d(s->h, s->w, dxp + (long)ci * p->dxrs + (long)s->pad * p->wq + s->pad, p->wq, dc,
-                s->w);
+      (s->dx_assign ? rt_set_2d : rt_add_2d)(
+          s->h, s->w, dxp + (long)ci * p->dxrs + (long)s->pad * p->wq + s->pad, p->wq, dc, s->w);
       continue;
     }
+    if (s->dx_assign && S != 2) memset(dc, 0, (size_t)hw * sizeof *dc);
     for (int iy = 0; iy < s->h; iy++) {
       int r = iy + s->pad;
       float *d = dc + (long)iy * s->w;
