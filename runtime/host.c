@@ -281,42 +281,41 @@ static void arena_free(float *p, size_t floats) {
   if (p) munmap(p, arena_bytes(floats ? floats : 1));
 }
 
-/* Fills f[].pool: for each conv layer with batch norm, then its ReLU,
- * whose output tensor it alone writes and a 2x2 max pool alone reads
- * (rt_plan_sole_pool_writer), that pool, when its planes suit rt_bn_out. */
+/* The 2x2 max pool (stride 2, never dead) that alone reads conv layer l's
+ * output, which l alone writes whole, on even planes (every position in
+ * one window; rt_plan_sole_pool_writer), or -1. */
+static int pool_after(const ir_graph *g, const ir_layer *l) {
+  if (l->kind != IR_CONV || l->out_ch != 0 || l->cout != g->tensors[l->out_t].c || l->oh % 2 ||
+      l->ow % 2)
+    return -1;
+  int writers = 0;
+  for (int k = 0; k < g->n_layers; k++)
+    writers += g->layers[k].out_t == l->out_t || g->layers[k].z_t == l->out_t;
+  int p = writers == 1 ? rt_plan_sole_pool_writer(g, l->out_t) : -1;
+  return p >= 0 && g->layers[p].k == 2 && g->layers[p].stride == 2 && !g->layers[p].can_die
+             ? p
+             : -1;
+}
+
+/* Fills f[].pool: for each conv layer with batch norm, then its ReLU, its
+ * pool_after, when its planes suit rt_bn_out. */
 static void bn_fusable(const ir_graph *g, struct bn_fuse *f) {
   for (int i = 0; i < g->n_layers; i++) {
     const ir_layer *l = &g->layers[i];
-    f[i].pool = -1;
-    if (l->kind != IR_CONV || l->bn != IR_BN_BEFORE || !l->relu || l->out_ch != 0 ||
-        l->cout != g->tensors[l->out_t].c || l->oh % 2 || l->ow % 2 ||
-        (int64_t)l->oh * l->ow > RT_BN_POOL_HW)
-      continue;
-    int writers = 0;
-    for (int k = 0; k < g->n_layers; k++)
-      writers += g->layers[k].out_t == l->out_t || g->layers[k].z_t == l->out_t;
-    int p = writers == 1 ? rt_plan_sole_pool_writer(g, l->out_t) : -1;
-    if (p >= 0 && g->layers[p].k == 2 && g->layers[p].stride == 2 && !g->layers[p].can_die)
-      f[i].pool = p;
+    f[i].pool = l->bn == IR_BN_BEFORE && l->relu && (int64_t)l->oh * l->ow <= RT_BN_POOL_HW
+                    ? pool_after(g, l)
+                    : -1;
   }
 }
 
 /* Fills f[].pool and f[].conv: each conv layer without batch norm, with
- * its ReLU, whose output tensor it alone writes and a 2x2 max pool alone
- * reads, on even planes (every position in one window), and that pool. */
+ * its ReLU, and its pool_after. */
 static void pool_fusable(const ir_graph *g, struct pool_fuse *f) {
   for (int i = 0; i < g->n_layers; i++) f[i].pool = f[i].conv = -1;
   for (int i = 0; i < g->n_layers; i++) {
     const ir_layer *l = &g->layers[i];
-    if (l->kind != IR_CONV || l->bn || !l->relu || l->out_ch != 0 ||
-        l->cout != g->tensors[l->out_t].c || l->oh % 2 || l->ow % 2)
-      continue;
-    int writers = 0;
-    for (int k = 0; k < g->n_layers; k++)
-      writers += g->layers[k].out_t == l->out_t || g->layers[k].z_t == l->out_t;
-    int p = writers == 1 ? rt_plan_sole_pool_writer(g, l->out_t) : -1;
-    if (p >= 0 && g->layers[p].k == 2 && g->layers[p].stride == 2 && !g->layers[p].can_die)
-      f[i].pool = p, f[p].conv = i;
+    int p = !l->bn && l->relu ? pool_after(g, l) : -1;
+    if (p >= 0) f[i].pool = p, f[p].conv = i;
   }
 }
 
