@@ -23,6 +23,14 @@
  *     one per weight, into 8 vector accumulators; the group is summed by a
  *     shuffle tree into one vector of 8 sums at the end of the call (16-lane
  *     accumulators are first halved).
+ *   runs (conv, 16 lanes): the taps of a kernel row that share a phase
+ *     plane read spans a float apart; each of the conv loop nests takes
+ *     such a run of K entries as one (rtab): each vector of its span
+ *     loaded once, the K - 1 shifted ones made in registers from it and
+ *     the next (valignd). Alone, each tap's span starts at a float's
+ *     shift and its loads split a cache line 15 times in 16. Whole runs
+ *     come from kernel granularity (every tap of a kernel active); the
+ *     entries left over are taken one by one as above.
  *   fused (linear bwd): per input, its block of x and its dx accumulators
  *     in registers; each active output's dy, loaded once, feeds both the
  *     dx FMAs and that weight's gradient (see cg_sparse_linear_bwd).
@@ -118,6 +126,8 @@ static LLVMValueRef bias_of(kg_kit *g, LLVMValueRef bias, const uint8_t *bm, int
  * twice the lanes); the source operand of each FMA is folded into it as a
  * memory load. */
 enum { MAXT = 14, GROUP = 8 };
+/* The longest run (rtab) a kernel takes: a kernel row of up to 8 taps. */
+enum { CG_RUN_MAX = 8 };
 
 /* Table entries are (source offset, weight index) pairs of int32. */
 typedef struct etab {
@@ -147,14 +157,95 @@ static int etab_add(etab *t, int64_t off, int64_t wi) {
   return 0;
 }
 
+/* A conv gather table's runs: K entries of one row whose source offsets
+ * are b, b + 1, .., b + K - 1 (a kernel row's taps at stride 1, all
+ * active: kernel granularity), kept apart from the row's other entries.
+ * A run's kernel loads each vector of its source span once and makes the
+ * K - 1 shifted ones from two neighbours in registers (valignd), where
+ * each entry alone loads its own span at a float's shift, across a cache
+ * line 15 times in 16. Measured with a C microbenchmark on the 2-core VM
+ * (8-vector tiles, offsets anywhere in L1, AVX-512): 49 G lane-FMA/s a
+ * core in runs of 3 against 20 as single entries. */
+typedef struct rtab {
+  int K;           /* entries a run; 0: no runs */
+  int32_t *start;  /* per row: first run; start[rows] = count */
+  int32_t *off;    /* per run: the source offset of its first weight */
+  int32_t *w;      /* per run: its K weight indices, by offset */
+  long n;
+} rtab;
+
+static void rtab_free(rtab *r) { free(r->start), free(r->off), free(r->w); }
+
+/* Moves the runs of K out of t's rows into r (K < 2: none): K entries of
+ * a row, among the K * K from each, whose offsets are b, b + 1, ..,
+ * b + K - 1 (a kernel row's taps are that close in the forward's and the
+ * backward's tables, at stride 1 or in one phase plane); the entries left
+ * keep their order. -1 when out of memory. */
+static int split_runs(etab *t, int K, rtab *r) {
+  memset(r, 0, sizeof *r);
+  if (K < 2) return 0;
+  r->K = K;
+  const int WIN = K * K;
+  long cap = t->n / K + 1;
+  r->start = calloc((size_t)t->rows + 1, sizeof *r->start);
+  r->off = malloc((size_t)cap * sizeof *r->off);
+  r->w = malloc((size_t)cap * K * sizeof *r->w);
+  uint8_t *used = calloc((size_t)(t->n ? t->n : 1), 1);
+  if (!r->start || !r->off || !r->w || !used) return free(used), rtab_free(r), -1;
+  long keep = 0;
+  for (int row = 0; row < t->rows; row++) {
+    long e0 = t->start[row], end = t->start[row + 1];
+    r->start[row] = (int32_t)r->n;
+    t->start[row] = (int32_t)keep;
+    for (long e = e0; e < end;) { /* e stays until used: its run may start below it */
+      if (used[e]) {
+        e++;
+        continue;
+      }
+      long w1 = e + WIN < end ? e + WIN : end, at[CG_RUN_MAX];
+      /* the lowest offset of e's chain in the window, then its run */
+      int32_t lo = t->pair[2 * e];
+      for (int down = 1; down;) {
+        down = 0;
+        for (long f = e + 1; f < w1 && !down; f++)
+          if (!used[f] && t->pair[2 * f] == lo - 1) lo--, down = 1;
+      }
+      int got = 0;
+      for (int j = 0; j < K; j++) {
+        at[j] = -1;
+        for (long f = e; f < w1 && at[j] < 0; f++)
+          if (!used[f] && t->pair[2 * f] == lo + j) at[j] = f;
+        got += at[j] >= 0;
+      }
+      if (got < K) { /* a single entry, kept */
+        used[e] = 1;
+        t->pair[2 * keep] = t->pair[2 * e], t->pair[2 * keep + 1] = t->pair[2 * e + 1];
+        keep++, e++;
+        continue;
+      }
+      r->off[r->n] = lo;
+      for (int j = 0; j < K; j++) used[at[j]] = 1, r->w[r->n * K + j] = t->pair[2 * at[j] + 1];
+      r->n++;
+    }
+  }
+  free(used);
+  r->start[t->rows] = (int32_t)r->n;
+  t->start[t->rows] = (int32_t)keep;
+  t->n = keep;
+  return 0;
+}
+
 /* The weight column of a gather table: the order in which its kernel
- * reads the packed weights. ord may be NULL (not wanted). */
-static int take_order(const etab *t, cg_order *ord) {
+ * reads the packed weights, the runs' (r, may be NULL) first. ord may be
+ * NULL (not wanted). */
+static int take_order(const etab *t, const rtab *r, cg_order *ord) {
   if (!ord) return 0;
-  ord->n = t->n;
-  ord->idx = malloc((size_t)(t->n ? t->n : 1) * sizeof *ord->idx);
+  long nr = r ? r->n * r->K : 0;
+  ord->n = nr + t->n;
+  ord->idx = malloc((size_t)(ord->n ? ord->n : 1) * sizeof *ord->idx);
   if (!ord->idx) return -1;
-  for (long k = 0; k < t->n; k++) ord->idx[k] = t->pair[2 * k + 1];
+  for (long k = 0; k < nr; k++) ord->idx[k] = r->w[k];
+  for (long k = 0; k < t->n; k++) ord->idx[nr + k] = t->pair[2 * k + 1];
   return 0;
 }
 
@@ -178,8 +269,36 @@ typedef struct span {
  * source, drows rows each, all adding into dst row rid[r] (r % drows when
  * rid is NULL), which is first set to init; a slice's source block stays
  * in L1 while every row reads it. */
-static void gen_gather(kg_kit *g, const etab *t, int T, long rlen, span sp, LLVMValueRef src,
-                       LLVMValueRef w, LLVMValueRef dst, LLVMValueRef bias,
+/* A run's FMAs into the T accumulators of a tile (rtab): each vector of
+ * its source span loaded once, the shifted ones from two neighbours. */
+static void gen_runs(kg_kit *g, const rtab *r, kg_tab trs, kg_tab tro, int T, LLVMValueRef row,
+                     LLVMValueRef tile, LLVMValueRef ss, LLVMValueRef w, LLVMValueRef *acc) {
+  kg_loop lr;
+  kg_row_loop(g, &lr, trs, row, 1);
+  LLVMValueRef off = kg_add(g, kg_tab_get(g, tro, lr.iv), tile);
+  LLVMValueRef wb = kg_mul(g, lr.iv, kg_c64(g, r->K)), wv[CG_RUN_MAX];
+  for (int j = 0; j < r->K; j++) wv[j] = splat(g, kg_ldf(g, w, kg_add(g, wb, kg_c64(g, j))));
+  LLVMValueRef a = ldv(g, ss, off);
+  for (int v = 0; v < T; v++) {
+    LLVMValueRef b = ldv(g, ss, kg_add(g, off, kg_c64(g, (v + 1) * g->vw)));
+    LLVMValueRef s = LLVMBuildLoad2(g->b, g->vec, acc[v], "");
+    for (int j = 0; j < r->K; j++) {
+      LLVMValueRef x = a;
+      if (j) { /* lanes j .. j + vw - 1 of a then b */
+        LLVMValueRef m[KG_VW_MAX];
+        for (int i = 0; i < g->vw; i++) m[i] = LLVMConstInt(g->i32, (unsigned)(i + j), 0);
+        x = LLVMBuildShuffleVector(g->b, a, b, LLVMConstVector(m, (unsigned)g->vw), "");
+      }
+      s = fma3(g, wv[j], x, s);
+    }
+    LLVMBuildStore(g->b, s, acc[v]);
+    a = b;
+  }
+  kg_loop_close(g, &lr);
+}
+
+static void gen_gather(kg_kit *g, const etab *t, const rtab *r, int T, long rlen, span sp,
+                       LLVMValueRef src, LLVMValueRef w, LLVMValueRef dst, LLVMValueRef bias,
                        const uint8_t *bm, int drows, const int32_t *rid) {
   assert(!drows || rlen == (long)g->vw * T);
   int nout = drows ? drows : t->rows;
@@ -192,8 +311,16 @@ static void gen_gather(kg_kit *g, const etab *t, int T, long rlen, span sp, LLVM
   for (long k = 0; k < t->n; k++) offs[k] = t->pair[2 * k];
   kg_tab toff = kg_table(g, "off", offs, (size_t)t->n, 4);
   free(offs);
-  kg_tab trid = {0};
+  kg_tab trid = {0}, trs = {0}, tro = {0};
   if (rid) trid = kg_table(g, "rid", rid, (size_t)t->rows, 4);
+  int runs = r && r->n > 0;
+  assert(!runs || !drows);
+  if (runs) {
+    trs = kg_table(g, "rstart", r->start, (size_t)t->rows + 1, 4);
+    tro = kg_table(g, "roff", r->off, (size_t)r->n, 4);
+  }
+  /* the entries' weights follow the runs' */
+  LLVMValueRef we = runs ? kg_at(g, w, kg_c64(g, r->n * r->K)) : w;
   LLVMValueRef acc[MAXT];
   for (int v = 0; v < T; v++) acc[v] = kg_local(g, g->vec, "acc");
   kg_loop ls, lr, lt, le;
@@ -223,9 +350,10 @@ static void gen_gather(kg_kit *g, const etab *t, int T, long rlen, span sp, LLVM
     LLVMValueRef init = bias ? splat(g, bias_of(g, bias, bm, nout, lr.iv)) : LLVMConstNull(g->vec);
     for (int v = 0; v < T; v++) LLVMBuildStore(g->b, init, acc[v]);
   }
+  if (runs) gen_runs(g, r, trs, tro, T, lr.iv, lt.iv, ss, w, acc);
   kg_row_loop(g, &le, tstart, lr.iv, 1);
   LLVMValueRef off = kg_add(g, kg_tab_get(g, toff, le.iv), lt.iv);
-  LLVMValueRef wv = splat(g, kg_ldf(g, w, le.iv));
+  LLVMValueRef wv = splat(g, kg_ldf(g, we, le.iv));
   for (int v = 0; v < T; v++) {
     LLVMValueRef x = ldv(g, ss, kg_add(g, off, kg_c64(g, v * g->vw)));
     LLVMBuildStore(g->b, fma3(g, wv, x, LLVMBuildLoad2(g->b, g->vec, acc[v], "")), acc[v]);
@@ -319,6 +447,90 @@ static void gen_groups(kg_kit *g, const int32_t *grp, long ngroups, long len, sp
   kg_loop_close(g, &lg);
 }
 
+/* Weight gradients of runs (rtab), by groups of R = 8 / K runs of one
+ * output row, whose R * K sums fill the accumulators of a group of 8. A
+ * group is 1 + R + 8 int32: the output-gradient offset, R input offsets
+ * (a run's first), 8 weight indices, by run then offset (-1 pads: the
+ * last group of a row, and the lanes past R * K). Each vector of the
+ * input span is loaded once, the shifted ones made from it and the next
+ * (gen_runs). */
+static void gen_run_groups(kg_kit *g, const int32_t *grp, long ngroups, int K, long len, span sp,
+                           LLVMValueRef x, LLVMValueRef dy, LLVMValueRef dw) {
+  const int R = GROUP / K, W = 1 + R + GROUP;
+  kg_tab tg = kg_table(g, "rgroup", grp, (size_t)ngroups * W, 4);
+  LLVMValueRef acc[GROUP], xo[GROUP], wi[GROUP], sum[GROUP], prev[GROUP];
+  for (int b = 0; b < GROUP; b++) acc[b] = kg_local(g, g->vec, "acc");
+  for (int q = 0; q < R; q++) prev[q] = kg_local(g, g->vec, "xprev");
+  LLVMValueRef sink = kg_local(g, g->f32, "sink");
+  kg_loop lg, ls, lt;
+  kg_loop_open(g, &lg, kg_c64(g, 0), kg_c64(g, ngroups), 1);
+  LLVMValueRef gb = kg_mul(g, lg.iv, kg_c64(g, W));
+  LLVMValueRef yo = kg_tab_get(g, tg, gb);
+  for (int q = 0; q < R; q++) xo[q] = kg_tab_get(g, tg, kg_add(g, gb, kg_c64(g, 1 + q)));
+  for (int b = 0; b < GROUP; b++) {
+    wi[b] = kg_tab_get(g, tg, kg_add(g, gb, kg_c64(g, 1 + R + b)));
+    LLVMBuildStore(g->b, LLVMConstNull(g->vec), acc[b]);
+  }
+  kg_loop_open(g, &ls, kg_c64(g, 0), sp.count, 1);
+  LLVMValueRef xs = kg_at(g, x, kg_mul(g, ls.iv, sp.sstride));
+  LLVMValueRef ys = kg_at(g, dy, kg_mul(g, ls.iv, sp.dstride));
+  for (int q = 0; q < R; q++) LLVMBuildStore(g->b, ldv(g, xs, xo[q]), prev[q]);
+  kg_loop_open(g, &lt, kg_c64(g, 0), kg_c64(g, len), g->vw);
+  LLVMValueRef dv = ldv(g, ys, kg_add(g, yo, lt.iv));
+  for (int q = 0; q < R; q++) {
+    LLVMValueRef a = LLVMBuildLoad2(g->b, g->vec, prev[q], "");
+    LLVMValueRef b = ldv(g, xs, kg_add(g, kg_add(g, xo[q], lt.iv), kg_c64(g, g->vw)));
+    for (int j = 0; j < K; j++) {
+      LLVMValueRef xv = a;
+      if (j) {
+        LLVMValueRef m[KG_VW_MAX];
+        for (int i = 0; i < g->vw; i++) m[i] = LLVMConstInt(g->i32, (unsigned)(i + j), 0);
+        xv = LLVMBuildShuffleVector(g->b, a, b, LLVMConstVector(m, (unsigned)g->vw), "");
+      }
+      LLVMValueRef ac = acc[q * K + j];
+      LLVMBuildStore(g->b, fma3(g, dv, xv, LLVMBuildLoad2(g->b, g->vec, ac, "")), ac);
+    }
+    LLVMBuildStore(g->b, b, prev[q]);
+  }
+  kg_loop_close(g, &lt);
+  kg_loop_close(g, &ls);
+  for (int b = 0; b < GROUP; b++) sum[b] = LLVMBuildLoad2(g->b, g->vec, acc[b], "");
+  LLVMValueRef s = sum8(g, sum);
+  for (int b = 0; b < GROUP; b++) {
+    LLVMValueRef pad = LLVMBuildICmp(g->b, LLVMIntSLT, wi[b], kg_c64(g, 0), "");
+    LLVMValueRef p = kg_at(g, LLVMBuildSelect(g->b, pad, sink, dw, ""),
+                        LLVMBuildSelect(g->b, pad, kg_c64(g, 0), wi[b], ""));
+    LLVMValueRef v = LLVMBuildExtractElement(g->b, s, LLVMConstInt(g->i32, (unsigned)b, 0), "");
+    LLVMBuildStore(g->b, LLVMBuildFAdd(g->b, LLVMBuildLoad2(g->b, g->f32, p, ""), v, ""), p);
+  }
+  kg_loop_close(g, &lg);
+}
+
+/* The run groups of gen_run_groups from r (rows of the forward's table,
+ * row r's output offset rowoff * r); their count, or -1 when out of
+ * memory. */
+static long make_run_groups(const rtab *r, int rows, int64_t rowoff, int32_t **out) {
+  const int K = r->K, R = GROUP / K, W = 1 + R + GROUP;
+  long ng = 0;
+  for (int row = 0; row < rows; row++) ng += (r->start[row + 1] - r->start[row] + R - 1) / R;
+  int32_t *grp = malloc((size_t)(ng ? ng : 1) * W * sizeof *grp);
+  if (!grp) return -1;
+  long k = 0;
+  for (int row = 0; row < rows; row++)
+    for (long e = r->start[row]; e < r->start[row + 1]; e += R, k++) {
+      int32_t *q = grp + k * W;
+      q[0] = (int32_t)(rowoff * row);
+      for (int b = 0; b < GROUP; b++) q[1 + R + b] = -1;
+      for (int u = 0; u < R; u++) {
+        int real = e + u < r->start[row + 1];
+        q[1 + u] = real ? r->off[e + u] : 0;
+        for (int j = 0; real && j < K; j++) q[1 + R + u * K + j] = r->w[(e + u) * K + j];
+      }
+    }
+  *out = grp;
+  return ng;
+}
+
 /* Groups from a table of rows: each row's entries padded to a multiple of
  * 8; the row's output offset is rowoff * row. Returns the group count, or
  * -1 when out of memory. */
@@ -382,6 +594,15 @@ static int pick_tile(long len, int vw) {
   return bt;
 }
 
+/* The runs a conv's gather kernels take (rtab): the taps of a kernel row
+ * that share a phase plane (all of them at stride 1), a float apart in
+ * the source, where the vectors have 16 lanes (AVX-512, whose valignd
+ * makes a shifted vector in one instruction); 0: none. */
+static int run_len(const cg_conv_desc *d, const cg_conv_plan *p) {
+  int K = (d->k + p->s - 1) / p->s;
+  return p->vw == 16 && K >= 2 && K <= CG_RUN_MAX ? K : 0;
+}
+
 int cg_conv_plan_init(cg_conv_plan *p, const cg_conv_desc *d) {
   if (d->k < 1 || d->k > 32 || d->stride < 1 || d->pad < 0 || d->cin < 1 || d->cout < 1)
     return -1;
@@ -405,13 +626,14 @@ int cg_conv_plan_init(cg_conv_plan *p, const cg_conv_desc *d) {
   p->ytile = pick_tile(p->yq, p->vw);
   p->yrs = round_up(p->yq, (long)p->vw * p->ytile);
   /* reads of the don't-care tail of the last channel's last tile */
-  p->xlen = round_up((long)d->cin * p->xcs + p->yrs, 16); /* samples start a cache line */
+  /* a vector past the last tile (a run's last load), samples on a line */
+  p->xlen = round_up((long)d->cin * p->xcs + p->yrs + p->vw, 16);
   int sh = (d->k - 1) / s;
   p->marg = round_up((long)sh * p->wq + sh, p->vw);
   p->dxtile = pick_tile(p->pq, p->vw);
   p->dxrs = round_up(p->pq, (long)p->vw * p->dxtile);
   p->dycs = p->marg + (p->dxrs > p->yrs ? p->dxrs : p->yrs);
-  p->dylen = (long)d->cout * p->dycs;
+  p->dylen = (long)d->cout * p->dycs + p->vw; /* and a vector past the last tile */
   p->dxlen = (long)d->cin * s * s * p->dxrs;
   if (p->xlen >= INT32_MAX || p->dylen >= INT32_MAX || p->dxlen >= INT32_MAX ||
       (int64_t)d->cout * d->cin * d->k * d->k >= INT32_MAX)
@@ -451,12 +673,15 @@ int cg_sparse_conv_fwd(LLVMModuleRef m, const cg_conv_desc *d, const char *name,
   cg_conv_plan p;
   etab t = {0};
   if (cg_conv_plan_init(&p, d)) return -1;
-  if (conv_fwd_tab(&t, d, &p) || take_order(&t, ord)) return etab_free(&t), -1;
+  rtab r;
+  if (conv_fwd_tab(&t, d, &p)) return etab_free(&t), -1;
+  if (split_runs(&t, run_len(d, &p), &r) || take_order(&t, &r, ord))
+    return etab_free(&t), rtab_free(&r), -1;
   kg_kit G, *g = &G;
   gen_begin(g, m, name, p.vw);
   span sp = {g->n, g->a_ns, g->b_ns};
-  gen_gather(g, &t, p.ytile, p.yrs, sp, g->pa, g->pb, g->pd, g->pc, d->bm, 0, NULL);
-  etab_free(&t);
+  gen_gather(g, &t, &r, p.ytile, p.yrs, sp, g->pa, g->pb, g->pd, g->pc, d->bm, 0, NULL);
+  etab_free(&t), rtab_free(&r);
   return kg_end(g);
 }
 
@@ -483,12 +708,14 @@ int cg_sparse_conv_bwd_data(LLVMModuleRef m, const cg_conv_desc *d, const char *
     }
   t.start[d->cin * ss] = (int32_t)t.n;
   kg_pattern_free(&pat);
-  if (take_order(&t, ord)) return etab_free(&t), -1;
+  rtab r;
+  if (split_runs(&t, run_len(d, &p), &r) || take_order(&t, &r, ord))
+    return etab_free(&t), rtab_free(&r), -1;
   kg_kit G, *g = &G;
   gen_begin(g, m, name, p.vw);
   span sp = {g->n, g->a_ns, g->b_ns};
-  gen_gather(g, &t, p.dxtile, p.dxrs, sp, g->pa, g->pb, g->pc, NULL, NULL, 0, NULL);
-  etab_free(&t);
+  gen_gather(g, &t, &r, p.dxtile, p.dxrs, sp, g->pa, g->pb, g->pc, NULL, NULL, 0, NULL);
+  etab_free(&t), rtab_free(&r);
   return kg_end(g);
 }
 
@@ -497,18 +724,24 @@ int cg_sparse_conv_bwd_weight(LLVMModuleRef m, const cg_conv_desc *d, const char
   etab t = {0};
   if (cg_conv_plan_init(&p, d)) return -1;
   /* Grouped by output channel: a group shares its dy plane. */
-  if (conv_fwd_tab(&t, d, &p)) return etab_free(&t), -1;
-  int32_t *grp;
-  long ng = make_groups(&t, p.dycs, &grp);
-  etab_free(&t);
+  rtab r;
+  if (conv_fwd_tab(&t, d, &p) || split_runs(&t, run_len(d, &p), &r)) return etab_free(&t), -1;
+  int32_t *grp, *rgrp = NULL;
+  long ng = make_groups(&t, p.dycs, &grp), nr = 0;
+  int K = r.K;
+  if (ng >= 0 && r.n > 0 && (nr = make_run_groups(&r, d->cout, p.dycs, &rgrp)) < 0)
+    free(grp), ng = -1;
+  etab_free(&t), rtab_free(&r);
   if (ng < 0) return -1;
   /* the row offset of a group is co * dycs; its plane starts after the margin */
   for (long k = 0; k < ng; k++) grp[k * (2 * GROUP + 1)] += (int32_t)p.marg;
+  for (long k = 0; k < nr; k++) rgrp[k * (1 + GROUP / K + GROUP)] += (int32_t)p.marg;
   kg_kit G, *g = &G;
   gen_begin(g, m, name, p.vw);
   span sp = {g->n, g->a_ns, g->b_ns};
+  if (nr > 0) gen_run_groups(g, rgrp, nr, K, p.yrs, sp, g->pa, g->pb, g->pc);
   gen_groups(g, grp, ng, p.yrs, sp, g->pa, g->pb, g->pc);
-  free(grp);
+  free(grp), free(rgrp);
   return kg_end(g);
 }
 
@@ -586,11 +819,11 @@ int cg_sparse_linear_fwd(LLVMModuleRef m, const cg_linear_desc *d, const char *n
   int slices = d->in > SL ? (d->in + SL - 1) / SL : 1;
   if (lin_vw(d) != 8 && lin_vw(d) != 16) return -1;
   int32_t *rid;
-  if (lin_tab(&t, d, slices, &rid) || take_order(&t, ord)) return etab_free(&t), free(rid), -1;
+  if (lin_tab(&t, d, slices, &rid) || take_order(&t, NULL, ord)) return etab_free(&t), free(rid), -1;
   kg_kit G, *g = &G;
   gen_begin(g, m, name, lin_vw(d));
   span sp = lin_span(g, NB, d->in, d->out);
-  gen_gather(g, &t, NB / g->vw, NB, sp, g->pa, g->pb, g->pd, g->pc, d->bm,
+  gen_gather(g, &t, NULL, NB / g->vw, NB, sp, g->pa, g->pb, g->pd, g->pc, d->bm,
              slices > 1 ? d->out : 0, slices > 1 ? rid : NULL);
   etab_free(&t);
   free(rid);
@@ -669,7 +902,7 @@ int cg_sparse_linear_bwd(LLVMModuleRef m, const cg_linear_desc *d, const char *n
   if (lin_vw(d) != 8 && lin_vw(d) != 16) return -1;
   int slices = d->out > LIN_BWD_SLICE ? (d->out + LIN_BWD_SLICE - 1) / LIN_BWD_SLICE : 1;
   etab t = {0};
-  if (lin_bwd_tab(d, &t, slices) || take_order(&t, ord)) return etab_free(&t), -1;
+  if (lin_bwd_tab(d, &t, slices) || take_order(&t, NULL, ord)) return etab_free(&t), -1;
   /* Offsets as output indices from the row's slice (padding: to the zero
    * row `out`), 16-bit where they fit: half the table's bytes, which
    * every block of a call reads again. */

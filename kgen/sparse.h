@@ -32,7 +32,9 @@
  * shifted span of the flattened plane; outputs on rows of Wq columns
  * (columns >= ow are don't-care on output, zero on input). With it the
  * three kernels are one loop nest over an index table of (offset, weight)
- * pairs, register-blocked over a tile of the flattened plane.
+ * pairs, register-blocked over a tile of the flattened plane. The kernels
+ * may read a vector past a plane's last tile (xlen and dylen leave room
+ * for it); what they read there never reaches a result.
  *   conv fwd:         a = xp, b = wp, c = bias (may be NULL), d = yq;
  *                     yq = conv(xp, w) + bias, overwritten. a_ns, b_ns:
  *                     floats between samples of xp and of yq.

@@ -797,6 +797,14 @@ static void pack_x(const cg_conv_plan *p, const rt_conv_shape *s, const float *x
   memset(xp + used, 0, (size_t)(p->xlen - used) * sizeof *xp);
 }
 
+/* The floats of dyq past its last channel (the vector a run of the
+ * bwd_data kernel loads past its last tile, whose lanes it does not use):
+ * zeros, so that nothing reads memory never written. */
+static void dy_tail(const cg_conv_plan *p, const rt_conv_shape *s, float *dyq) {
+  long used = (long)s->cout * p->dycs;
+  memset(dyq + used, 0, (size_t)(p->dylen - used) * sizeof *dyq);
+}
+
 /* Sample i's plane of y's gradient, of channel co, from the gradient dp
  * of the 2x2 max pool of y (s->pooled; a quarter plane), into g: each
  * window's gradient at its first maximum, as the pool's backward would
@@ -823,6 +831,7 @@ static void pack_dy(const cg_conv_plan *p, const rt_conv_shape *s, const float *
     rt_pad_rows(s->oh, s->ow, g, s->ow, d + p->marg, p->wq, 0, y ? y + co * ohw : NULL, s->ow);
     memset(d + body, 0, (size_t)(p->dycs - body) * sizeof *d);
   }
+  dy_tail(p, s, dyq);
 }
 
 /* Sample i's plane of batch norm's pre-activation gradient (s->bn), of
@@ -863,6 +872,7 @@ static void pack_dy_bn(const cg_conv_plan *p, const rt_conv_shape *s, int64_t i,
     rt_pad_rows(s->oh, s->ow, tmp, s->ow, d + p->marg, p->wq, 0, NULL, 0);
     memset(d + body, 0, (size_t)(p->dycs - body) * sizeof *d);
   }
+  dy_tail(p, s, dyq);
 }
 
 static void unpack_y(const cg_conv_plan *p, const rt_conv_shape *s, const float *yq, float *y) {

@@ -92,6 +92,11 @@ static long code_of(ir_kind kind, int cin, int h, int cout, int k, double dens, 
   rt_cpu_set_dense_threshold(b, 2.0, 2.0);
   size_t nw = (size_t)g->layers[0].n_w;
   uint8_t *wm = jt_mask(nw, 1, dens), *bm = jt_mask((size_t)cout, 1, 1.0);
+  /* and a few whole kernel rows, so that the sparse mask too has runs of
+   * taps (kgen/sparse.c, rtab) besides single entries: the two compile
+   * the same loop nests */
+  for (size_t r = 0; kind == IR_CONV && r < 20; r++)
+    memset(wm + r * 7919 % (nw / (size_t)k) * (size_t)k, 1, (size_t)k);
   *active = 0;
   for (size_t i = 0; i < nw; i++) *active += wm[i];
   double t0 = now_s();
