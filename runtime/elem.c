@@ -64,8 +64,21 @@ void rt_relu_2d(int rows, int len, const float *x, long xs, float *y, long ys) {
   }
 }
 
+/* A float through map (row_affine's arithmetic), and four in lanes. */
+static inline float map1(const rt_affine *f, float x) {
+  float v = (x - f->m) * f->k + f->b;
+  return !f->relu || v > 0.0f ? v : 0.0f;
+}
+#if defined(__SSE2__)
+static inline __m128 map4(const rt_affine *f, __m128 x) {
+  __m128 v = _mm_add_ps(_mm_mul_ps(_mm_sub_ps(x, _mm_set1_ps(f->m)), _mm_set1_ps(f->k)),
+                        _mm_set1_ps(f->b));
+  return f->relu ? _mm_and_ps(_mm_cmpgt_ps(v, _mm_setzero_ps()), v) : v;
+}
+#endif
+
 void rt_pad_rows(int rows, int len, const float *x, long xs, float *y, long ys, int lpad,
-                 const float *gate, long gs) {
+                 const float *gate, long gs, const rt_affine *map) {
   for (int r = 0; r < rows; r++) {
     const float *restrict a = x + r * xs;
     float *restrict b = y + r * ys;
@@ -76,6 +89,12 @@ void rt_pad_rows(int rows, int len, const float *x, long xs, float *y, long ys, 
         float v = 0.0f + a[i]; /* loaded unconditionally, so that it vectorises */
         b[lpad + i] = g[i] > 0.0f ? v : 0.0f;
       }
+    } else if (map) {
+      int i = 0;
+#if defined(__SSE2__)
+      for (; i + 4 <= len; i += 4) _mm_storeu_ps(b + lpad + i, map4(map, _mm_loadu_ps(a + i)));
+#endif
+      for (; i < len; i++) b[lpad + i] = map1(map, a[i]);
     } else {
       for (int i = 0; i < len; i++) b[lpad + i] = a[i];
     }
@@ -83,18 +102,20 @@ void rt_pad_rows(int rows, int len, const float *x, long xs, float *y, long ys, 
   }
 }
 
-void rt_split2(int na, int nb, const float *x, float *a, float *b) {
+void rt_split2(int na, int nb, const float *x, float *a, float *b, const rt_affine *map) {
   assert(nb <= na && na <= nb + 1);
   int t = 0;
 #if defined(__SSE2__)
   for (; t + 4 <= nb; t += 4) {
     __m128 lo = _mm_loadu_ps(x + 2 * t), hi = _mm_loadu_ps(x + 2 * t + 4);
+    if (map) lo = map4(map, lo), hi = map4(map, hi);
     _mm_storeu_ps(a + t, _mm_shuffle_ps(lo, hi, _MM_SHUFFLE(2, 0, 2, 0)));
     _mm_storeu_ps(b + t, _mm_shuffle_ps(lo, hi, _MM_SHUFFLE(3, 1, 3, 1)));
   }
 #endif
-  for (; t < nb; t++) a[t] = x[2 * t], b[t] = x[2 * t + 1];
-  if (na > nb) a[nb] = x[2 * nb];
+  for (; t < nb; t++)
+    a[t] = map ? map1(map, x[2 * t]) : x[2 * t], b[t] = map ? map1(map, x[2 * t + 1]) : x[2 * t + 1];
+  if (na > nb) a[nb] = map ? map1(map, x[2 * nb]) : x[2 * nb];
 }
 
 void rt_interleave2(int na, int nb, const float *a, const float *b, float *y, int add) {

@@ -25,19 +25,28 @@ void rt_relu_2d(int rows, int len, const float *x, long xs, float *y, long ys);
  * (-0 becomes +0) without clearing y first. */
 void rt_add_2d(int rows, int len, const float *x, long xs, float *y, long ys);
 void rt_set_2d(int rows, int len, const float *x, long xs, float *y, long ys);
+/* Batch norm's affine map of a channel, y = (x - m) * k + b, then
+ * max(y, 0) with relu (rt_bn_affine_row's arithmetic, bit for bit), for
+ * the copies below to apply as they copy. */
+typedef struct rt_affine {
+  float m, k, b;
+  int relu;
+} rt_affine;
+
 /* Whole rows of ys floats: lpad zeros, x's row (rows of len, xs apart),
  * zeros to the end (lpad + len <= ys): a plane into a zero frame in one
  * pass. With a gate (rows gs apart), x's values where the gate is > 0, as
- * rt_relu_mask; else 0. */
+ * rt_relu_mask; else 0. With map (and no gate), x's values mapped. */
 void rt_pad_rows(int rows, int len, const float *x, long xs, float *y, long ys, int lpad,
-                 const float *gate, long gs);
+                 const float *gate, long gs, const rt_affine *map);
 
 /* The phases of stride 2, for the stride-2 convs' packed planes, nb <=
  * na <= nb + 1 (a row of na + nb floats): a[t] = x[2t] for t < na and
  * b[t] = x[2t + 1] for t < nb, a row split into its two phases in one
  * pass; and back, y[2t] += a[t] for t < na, y[2t + 1] += b[t] for t < nb
- * (add = 0: y = 0 + the phases, the bits of adding into zeros). */
-void rt_split2(int na, int nb, const float *x, float *a, float *b);
+ * (add = 0: y = 0 + the phases, the bits of adding into zeros). With
+ * map, the split values are x's mapped. */
+void rt_split2(int na, int nb, const float *x, float *a, float *b, const rt_affine *map);
 void rt_interleave2(int na, int nb, const float *a, const float *b, float *y, int add);
 
 /* dst[c * ds + r] = src[r * ss + c] (add: +=) for r < rows, c < cols:

@@ -732,14 +732,15 @@ static void bn_x_sums(const rt_conv_shape *s, int64_t i, const float *dx) {
  * into its even and odd columns, which land in the two phase planes of
  * its row's parity (image column c at plane column (c + pad) / 2 of phase
  * (c + pad) % 2). */
-static void pack_plane2(const cg_conv_plan *p, const rt_conv_shape *s, const float *xc, float *d) {
+static void pack_plane2(const cg_conv_plan *p, const rt_conv_shape *s, const float *xc, float *d,
+                        const rt_affine *map) {
   memset(d, 0, (size_t)p->xcs * sizeof *d);
   int pe = s->pad & 1, je = s->pad / 2, jo = (s->pad + 1) / 2;
   for (int r = 0; r < s->h; r++) {
     int R = r + s->pad;
     float *row = d + (long)(R & 1) * 2 * p->pq + (long)(R / 2) * p->wq;
     rt_split2((s->w + 1) / 2, s->w / 2, xc + (long)r * s->w, row + (long)pe * p->pq + je,
-              row + (long)(1 - pe) * p->pq + jo);
+              row + (long)(1 - pe) * p->pq + jo, map);
   }
 }
 
@@ -753,14 +754,15 @@ static void pack_x(const cg_conv_plan *p, const rt_conv_shape *s, const float *x
   for (int ci = 0; ci < s->cin; ci++) {
     const float *xc = x + ci * hw;
     const rt_bn_x *bn = s->xbn;
+    rt_affine f, *map = NULL;
     if (bn && ci >= bn->c0 && ci < bn->c1) { /* as batch norm's forward would have written it */
       int c = ci - bn->c0;
-      rt_bn_affine_row(hw, bn->z + i * conv_xns(s) + c * hw, bn->m[c], bn->k[c], bn->b[c],
-                       bn->relu, tmp);
-      xc = tmp;
+      f = (rt_affine){bn->m[c], bn->k[c], bn->b[c], bn->relu};
+      xc = bn->z + i * conv_xns(s) + c * hw, map = &f; /* mapped as it is packed */
+      if (S > 2) rt_bn_affine_row(hw, xc, f.m, f.k, f.b, f.relu, tmp), xc = tmp, map = NULL;
     }
     if (S == 2) {
-      pack_plane2(p, s, xc, xp + ci * p->xcs);
+      pack_plane2(p, s, xc, xp + ci * p->xcs, map);
       continue;
     }
     for (int py = 0; py < S; py++)
@@ -771,7 +773,7 @@ static void pack_x(const cg_conv_plan *p, const rt_conv_shape *s, const float *x
           int cols = s->w < p->wq - s->pad ? s->w : p->wq - s->pad;
           long top = (long)s->pad * p->wq, body = top + (long)rows * p->wq;
           memset(d, 0, (size_t)top * sizeof *d);
-          rt_pad_rows(rows, cols, xc, s->w, d + top, p->wq, s->pad, NULL, 0);
+          rt_pad_rows(rows, cols, xc, s->w, d + top, p->wq, s->pad, NULL, 0, map);
           memset(d + body, 0, (size_t)(p->pq - body) * sizeof *d);
           continue;
         }
@@ -828,7 +830,8 @@ static void pack_dy(const cg_conv_plan *p, const rt_conv_shape *s, const float *
     const float *g = dy + co * ohw;
     if (s->pooled) pool_dy_plane(s, y + co * ohw, dy + co * (ohw / 4), tmp), g = tmp;
     memset(d, 0, (size_t)p->marg * sizeof *d);
-    rt_pad_rows(s->oh, s->ow, g, s->ow, d + p->marg, p->wq, 0, y ? y + co * ohw : NULL, s->ow);
+    rt_pad_rows(s->oh, s->ow, g, s->ow, d + p->marg, p->wq, 0, y ? y + co * ohw : NULL, s->ow,
+                NULL);
     memset(d + body, 0, (size_t)(p->dycs - body) * sizeof *d);
   }
   dy_tail(p, s, dyq);
@@ -869,7 +872,7 @@ static void pack_dy_bn(const cg_conv_plan *p, const rt_conv_shape *s, int64_t i,
     float *d = dyq + co * p->dycs;
     memset(d, 0, (size_t)p->marg * sizeof *d);
     bn_dz_plane(s, i, co, bn_dy_plane(s, dy, co), z + co * ohw, tmp, tmp + ohw);
-    rt_pad_rows(s->oh, s->ow, tmp, s->ow, d + p->marg, p->wq, 0, NULL, 0);
+    rt_pad_rows(s->oh, s->ow, tmp, s->ow, d + p->marg, p->wq, 0, NULL, 0, NULL);
     memset(d + body, 0, (size_t)(p->dycs - body) * sizeof *d);
   }
   dy_tail(p, s, dyq);

@@ -84,23 +84,32 @@ static void test_2d(void) {
   }
 }
 
-/* Rows into a zero frame, plain and gated as the ReLU's gradient. */
+/* Batch norm's maps of the tests: with and without the ReLU, a shift
+ * that sends some values to exactly -0 and 0. */
+static const rt_affine maps[] = {{0.25f, 1.5f, -0.1f, 1}, {-0.5f, 0.75f, 0.2f, 0}};
+
+/* Rows into a zero frame, plain, gated as the ReLU's gradient, and
+ * through batch norm's map (the bits of rt_bn_affine_row's). */
 static void test_pad_rows(void) {
   enum { R = 5, L = 13, XS = 17, YS = 23, PAD = 3 };
   float x[R * XS], g[R * XS], y[R * YS + 4], want[R * YS + 4];
   fill(x, R * XS, 0), fill(g, R * XS, 1);
   x[2] = -0.0f, g[2] = 1.0f; /* -0 comes out +0, as from rt_relu_mask */
-  for (int gated = 0; gated < 2; gated++) {
+  x[5] = maps[0].m;          /* mapped: (m - m) * k + b = b */
+  for (int mode = 0; mode < 4; mode++) { /* plain, gated, mapped with and without the ReLU */
+    int gated = mode == 1;
+    const rt_affine *map = mode >= 2 ? &maps[mode - 2] : NULL;
     for (int i = 0; i < R * YS + 4; i++) y[i] = want[i] = (float)i + 0.5f; /* no write past */
     for (int r = 0; r < R; r++) {
       float *w = want + r * YS;
       for (int i = 0; i < YS; i++) w[i] = 0.0f;
       if (gated) rt_relu_mask(L, g + r * XS, x + r * XS, w + PAD);
+      else if (map) rt_bn_affine_row(L, x + r * XS, map->m, map->k, map->b, map->relu, w + PAD);
       else memcpy(w + PAD, x + r * XS, L * sizeof *x);
     }
-    rt_pad_rows(R, L, x, XS, y, YS, PAD, gated ? g : NULL, XS);
+    rt_pad_rows(R, L, x, XS, y, YS, PAD, gated ? g : NULL, XS, map);
     long at = -1;
-    CHECK(same_bits(want, y, R * YS + 4, &at), "pad_rows (gated %d) differs at %ld", gated, at);
+    CHECK(same_bits(want, y, R * YS + 4, &at), "pad_rows (mode %d) differs at %ld", mode, at);
   }
 }
 
@@ -118,10 +127,20 @@ static void test_stride2(void) {
       for (int i = 0; i < N + 2; i++) sa[i] = ga[i] = (float)i + 0.5f, sb[i] = gb[i] = -ga[i];
       for (int t = 0; t < na; t++) ga[t] = x[2 * t];
       for (int t = 0; t < nb; t++) gb[t] = x[2 * t + 1];
-      rt_split2(na, nb, x, sa, sb);
+      rt_split2(na, nb, x, sa, sb, NULL);
       long at = -1;
       CHECK(same_bits(ga, sa, N + 2, &at) && same_bits(gb, sb, N + 2, &at),
             "split2 %d, %d differs at %ld", na, nb, at);
+      for (int m = 0; m < 2; m++) { /* through batch norm's map, as rt_bn_affine_row */
+        const rt_affine *f = &maps[m];
+        float mx[2 * N];
+        rt_bn_affine_row(2 * N, x, f->m, f->k, f->b, f->relu, mx);
+        for (int t = 0; t < na; t++) ga[t] = mx[2 * t];
+        for (int t = 0; t < nb; t++) gb[t] = mx[2 * t + 1];
+        rt_split2(na, nb, x, sa, sb, f);
+        CHECK(same_bits(ga, sa, N + 2, &at) && same_bits(gb, sb, N + 2, &at),
+              "mapped split2 %d, %d (relu %d) differs at %ld", na, nb, f->relu, at);
+      }
       for (int add = 0; add < 2; add++) {
         for (int i = 0; i < 2 * N + 2; i++) r[i] = want[i] = (float)(i % 7) - 3.0f;
         for (int t = 0; t < na; t++) want[2 * t] = (add ? want[2 * t] : 0.0f) + a[t];
