@@ -269,6 +269,15 @@ typedef struct span {
  * source, drows rows each, all adding into dst row rid[r] (r % drows when
  * rid is NULL), which is first set to init; a slice's source block stays
  * in L1 while every row reads it. */
+/* Lanes j .. j + vw - 1 of a then b: a vector j floats on from a (a
+ * itself for j = 0), one valignd. */
+static LLVMValueRef shifted(kg_kit *g, LLVMValueRef a, LLVMValueRef b, int j) {
+  if (!j) return a;
+  LLVMValueRef m[KG_VW_MAX];
+  for (int i = 0; i < g->vw; i++) m[i] = LLVMConstInt(g->i32, (unsigned)(i + j), 0);
+  return LLVMBuildShuffleVector(g->b, a, b, LLVMConstVector(m, (unsigned)g->vw), "");
+}
+
 /* A run's FMAs into the T accumulators of a tile (rtab): each vector of
  * its source span loaded once, the shifted ones from two neighbours. */
 static void gen_runs(kg_kit *g, const rtab *r, kg_tab trs, kg_tab tro, int T, LLVMValueRef row,
@@ -282,15 +291,7 @@ static void gen_runs(kg_kit *g, const rtab *r, kg_tab trs, kg_tab tro, int T, LL
   for (int v = 0; v < T; v++) {
     LLVMValueRef b = ldv(g, ss, kg_add(g, off, kg_c64(g, (v + 1) * g->vw)));
     LLVMValueRef s = LLVMBuildLoad2(g->b, g->vec, acc[v], "");
-    for (int j = 0; j < r->K; j++) {
-      LLVMValueRef x = a;
-      if (j) { /* lanes j .. j + vw - 1 of a then b */
-        LLVMValueRef m[KG_VW_MAX];
-        for (int i = 0; i < g->vw; i++) m[i] = LLVMConstInt(g->i32, (unsigned)(i + j), 0);
-        x = LLVMBuildShuffleVector(g->b, a, b, LLVMConstVector(m, (unsigned)g->vw), "");
-      }
-      s = fma3(g, wv[j], x, s);
-    }
+    for (int j = 0; j < r->K; j++) s = fma3(g, wv[j], shifted(g, a, b, j), s);
     LLVMBuildStore(g->b, s, acc[v]);
     a = b;
   }
@@ -405,6 +406,22 @@ static LLVMValueRef sum8(kg_kit *g, LLVMValueRef v[GROUP]) {
   return v[0];
 }
 
+/* A group's 8 accumulators summed (sum8), each sum added to dw[wi[b]]
+ * (wi < 0: a padding lane, added to sink instead). */
+static void add_sums(kg_kit *g, LLVMValueRef acc[GROUP], LLVMValueRef wi[GROUP], LLVMValueRef sink,
+                     LLVMValueRef dw) {
+  LLVMValueRef sum[GROUP];
+  for (int b = 0; b < GROUP; b++) sum[b] = LLVMBuildLoad2(g->b, g->vec, acc[b], "");
+  LLVMValueRef s = sum8(g, sum);
+  for (int b = 0; b < GROUP; b++) {
+    LLVMValueRef pad = LLVMBuildICmp(g->b, LLVMIntSLT, wi[b], kg_c64(g, 0), "");
+    LLVMValueRef p = kg_at(g, LLVMBuildSelect(g->b, pad, sink, dw, ""),
+                        LLVMBuildSelect(g->b, pad, kg_c64(g, 0), wi[b], ""));
+    LLVMValueRef v = LLVMBuildExtractElement(g->b, s, LLVMConstInt(g->i32, (unsigned)b, 0), "");
+    LLVMBuildStore(g->b, LLVMBuildFAdd(g->b, LLVMBuildLoad2(g->b, g->f32, p, ""), v, ""), p);
+  }
+}
+
 /* Weight gradients by groups of 8 weights of one output row. A group is 17
  * int32: the output-gradient offset, 8 input offsets, 8 weight indices (-1
  * pads the last group of a row and writes nowhere). dw[wi] += sum over the
@@ -412,7 +429,7 @@ static LLVMValueRef sum8(kg_kit *g, LLVMValueRef v[GROUP]) {
 static void gen_groups(kg_kit *g, const int32_t *grp, long ngroups, long len, span sp,
                        LLVMValueRef x, LLVMValueRef dy, LLVMValueRef dw) {
   kg_tab tg = kg_table(g, "group", grp, (size_t)ngroups * (2 * GROUP + 1), 4);
-  LLVMValueRef acc[GROUP], xo[GROUP], wi[GROUP], sum[GROUP];
+  LLVMValueRef acc[GROUP], xo[GROUP], wi[GROUP];
   for (int b = 0; b < GROUP; b++) acc[b] = kg_local(g, g->vec, "acc");
   LLVMValueRef sink = kg_local(g, g->f32, "sink");
   kg_loop lg, ls, lt;
@@ -435,15 +452,7 @@ static void gen_groups(kg_kit *g, const int32_t *grp, long ngroups, long len, sp
   }
   kg_loop_close(g, &lt);
   kg_loop_close(g, &ls);
-  for (int b = 0; b < GROUP; b++) sum[b] = LLVMBuildLoad2(g->b, g->vec, acc[b], "");
-  LLVMValueRef s = sum8(g, sum);
-  for (int b = 0; b < GROUP; b++) {
-    LLVMValueRef pad = LLVMBuildICmp(g->b, LLVMIntSLT, wi[b], kg_c64(g, 0), "");
-    LLVMValueRef p = kg_at(g, LLVMBuildSelect(g->b, pad, sink, dw, ""),
-                        LLVMBuildSelect(g->b, pad, kg_c64(g, 0), wi[b], ""));
-    LLVMValueRef v = LLVMBuildExtractElement(g->b, s, LLVMConstInt(g->i32, (unsigned)b, 0), "");
-    LLVMBuildStore(g->b, LLVMBuildFAdd(g->b, LLVMBuildLoad2(g->b, g->f32, p, ""), v, ""), p);
-  }
+  add_sums(g, acc, wi, sink, dw);
   kg_loop_close(g, &lg);
 }
 
@@ -458,7 +467,7 @@ static void gen_run_groups(kg_kit *g, const int32_t *grp, long ngroups, int K, l
                            LLVMValueRef x, LLVMValueRef dy, LLVMValueRef dw) {
   const int R = GROUP / K, W = 1 + R + GROUP;
   kg_tab tg = kg_table(g, "rgroup", grp, (size_t)ngroups * W, 4);
-  LLVMValueRef acc[GROUP], xo[GROUP], wi[GROUP], sum[GROUP], prev[GROUP];
+  LLVMValueRef acc[GROUP], xo[GROUP], wi[GROUP], prev[GROUP];
   for (int b = 0; b < GROUP; b++) acc[b] = kg_local(g, g->vec, "acc");
   for (int q = 0; q < R; q++) prev[q] = kg_local(g, g->vec, "xprev");
   LLVMValueRef sink = kg_local(g, g->f32, "sink");
@@ -481,28 +490,15 @@ static void gen_run_groups(kg_kit *g, const int32_t *grp, long ngroups, int K, l
     LLVMValueRef a = LLVMBuildLoad2(g->b, g->vec, prev[q], "");
     LLVMValueRef b = ldv(g, xs, kg_add(g, kg_add(g, xo[q], lt.iv), kg_c64(g, g->vw)));
     for (int j = 0; j < K; j++) {
-      LLVMValueRef xv = a;
-      if (j) {
-        LLVMValueRef m[KG_VW_MAX];
-        for (int i = 0; i < g->vw; i++) m[i] = LLVMConstInt(g->i32, (unsigned)(i + j), 0);
-        xv = LLVMBuildShuffleVector(g->b, a, b, LLVMConstVector(m, (unsigned)g->vw), "");
-      }
       LLVMValueRef ac = acc[q * K + j];
-      LLVMBuildStore(g->b, fma3(g, dv, xv, LLVMBuildLoad2(g->b, g->vec, ac, "")), ac);
+      LLVMBuildStore(g->b, fma3(g, dv, shifted(g, a, b, j), LLVMBuildLoad2(g->b, g->vec, ac, "")),
+                     ac);
     }
     LLVMBuildStore(g->b, b, prev[q]);
   }
   kg_loop_close(g, &lt);
   kg_loop_close(g, &ls);
-  for (int b = 0; b < GROUP; b++) sum[b] = LLVMBuildLoad2(g->b, g->vec, acc[b], "");
-  LLVMValueRef s = sum8(g, sum);
-  for (int b = 0; b < GROUP; b++) {
-    LLVMValueRef pad = LLVMBuildICmp(g->b, LLVMIntSLT, wi[b], kg_c64(g, 0), "");
-    LLVMValueRef p = kg_at(g, LLVMBuildSelect(g->b, pad, sink, dw, ""),
-                        LLVMBuildSelect(g->b, pad, kg_c64(g, 0), wi[b], ""));
-    LLVMValueRef v = LLVMBuildExtractElement(g->b, s, LLVMConstInt(g->i32, (unsigned)b, 0), "");
-    LLVMBuildStore(g->b, LLVMBuildFAdd(g->b, LLVMBuildLoad2(g->b, g->f32, p, ""), v, ""), p);
-  }
+  add_sums(g, acc, wi, sink, dw);
   kg_loop_close(g, &lg);
 }
 
