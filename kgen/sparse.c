@@ -158,8 +158,9 @@ static int etab_add(etab *t, int64_t off, int64_t wi) {
 }
 
 /* A conv gather table's runs: K entries of one row whose source offsets
- * are b, b + 1, .., b + K - 1 (a kernel row's taps at stride 1, all
- * active: kernel granularity), kept apart from the row's other entries.
+ * are b, b + 1, .., b + K - 1 (the taps of a kernel row that share a
+ * phase plane, all active: kernel granularity), kept apart from the
+ * row's other entries.
  * A run's kernel loads each vector of its source span once and makes the
  * K - 1 shifted ones from two neighbours in registers (valignd), where
  * each entry alone loads its own span at a float's shift, across a cache
@@ -259,16 +260,6 @@ typedef struct span {
   LLVMValueRef count, sstride, dstride;
 } span;
 
-/* dst[row * rlen + t .. + 8T) = init(row) + sum over the row's entries e
- * of w[e] * src[off(e) + t ..], for t in [0, rlen) by tiles of T vectors,
- * for every sample of the span. init is the bias (fwd) or 0. The weights
- * come packed in entry order (cg_order: the caller gathers them), so that
- * only the offsets are a table: one index load per entry, and the weight
- * stream is sequential.
- * Sliced (drows > 0, one tile per row): the table's rows are slices of the
- * source, drows rows each, all adding into dst row rid[r] (r % drows when
- * rid is NULL), which is first set to init; a slice's source block stays
- * in L1 while every row reads it. */
 /* Lanes j .. j + vw - 1 of a then b: a vector j floats on from a (a
  * itself for j = 0), one valignd. */
 static LLVMValueRef shifted(kg_kit *g, LLVMValueRef a, LLVMValueRef b, int j) {
@@ -298,6 +289,17 @@ static void gen_runs(kg_kit *g, const rtab *r, kg_tab trs, kg_tab tro, int T, LL
   kg_loop_close(g, &lr);
 }
 
+/* dst[row * rlen + t .. + 8T) = init(row) + sum over the row's entries e
+ * of w[e] * src[off(e) + t ..], for t in [0, rlen) by tiles of T vectors,
+ * for every sample of the span. init is the bias (fwd) or 0. The weights
+ * come packed in entry order (cg_order: the caller gathers them), so that
+ * only the offsets are a table: one index load per entry, and the weight
+ * stream is sequential.
+ * Sliced (drows > 0, one tile per row): the table's rows are slices of the
+ * source, drows rows each, all adding into dst row rid[r] (r % drows when
+ * rid is NULL), which is first set to init; a slice's source block stays
+ * in L1 while every row reads it. A row's runs (r; none when NULL or
+ * sliced) come before its entries, their weights before the entries'. */
 static void gen_gather(kg_kit *g, const etab *t, const rtab *r, int T, long rlen, span sp,
                        LLVMValueRef src, LLVMValueRef w, LLVMValueRef dst, LLVMValueRef bias,
                        const uint8_t *bm, int drows, const int32_t *rid) {
