@@ -1039,6 +1039,16 @@ void rt_bn_dx_row(long len, const float *x, const float *dy, int relu, float m, 
          kg, kx, 1, dx);
 }
 
+void rt_bn_dx_rows(int rows, int len, const float *x, const float *dy, int relu, float m, float k,
+                   float b, float gm, float kg, float kx, float *dx, long ds) {
+  for (int r = 0; r < rows; r++) {
+    float *d = dx + r * ds;
+    row_dx(len, x + (long)r * len, NULL, dy + (long)r * len, relu ? MASK_X : MASK_NONE, m,
+           relu ? k : 0.0f, relu ? b : 0.0f, gm, kg, kx, 1, d);
+    for (long i = len; i < ds; i++) d[i] = 0.0f;
+  }
+}
+
 void rt_bn_pool_scatter(int h, int w, const uint8_t *code, const float *dp, float *g) {
   row_pool_scatter(h, w, code, dp, g);
 }

@@ -141,6 +141,11 @@ void rt_bn_bwd_sums(rt_pool *pool, int parts, const rt_bn_shape *s, int relu, in
                     float *dgamma, float *dbeta, float *gm, float *kg, float *kx);
 void rt_bn_dx_row(long len, const float *x, const float *dy, int relu, float m, float k, float b,
                   float gm, float kg, float kx, float *dx);
+/* The same over rows of len floats (x and dy planes of rows * len), each
+ * written ds floats apart in dx and followed by zeros to ds: a plane of
+ * dz straight into a packed layout. */
+void rt_bn_dx_rows(int rows, int len, const float *x, const float *dy, int relu, float m, float k,
+                   float b, float gm, float kg, float kx, float *dx, long ds);
 /* One row's two sums for rt_bn_bwd_sums, from the pre-activation x and
  * the gradient dy of batch norm's output (through the ReLU's mask
  * recomputed from x with relu; m: save_mean, k: scale, b: beta): sums[0]

@@ -838,6 +838,19 @@ static void pack_dy(const cg_conv_plan *p, const rt_conv_shape *s, const float *
   dy_tail(p, s, dyq);
 }
 
+/* bn_dz_plane's rows written ds floats apart, zeros between them. */
+static void bn_dz_rows(const rt_conv_shape *s, int64_t i, int co, const float *dy, const float *z,
+                       float *dz, long ds, float *g) {
+  const rt_bn_dz *bn = s->bn;
+  if (bn->pool) {
+    long op = (long)s->oh * s->ow / 4;
+    rt_bn_pool_scatter(s->oh, s->ow, bn->code + i * bn->code_ns + co * op, dy, g);
+    dy = g;
+  }
+  rt_bn_dx_rows(s->oh, s->ow, z, dy, bn->relu && !bn->pool, bn->m[co], bn->k[co], bn->b[co],
+                bn->gm[co], bn->kg[co], bn->kx[co], dz, ds);
+}
+
 /* Sample i's plane of batch norm's pre-activation gradient (s->bn), of
  * channel co, from its output gradient dy's plane (under a pool, the
  * pool's: a quarter of it, whose gradient at the ReLU's output goes
@@ -845,14 +858,7 @@ static void pack_dy(const cg_conv_plan *p, const rt_conv_shape *s, const float *
  * short rows do not cost a call each. */
 static void bn_dz_plane(const rt_conv_shape *s, int64_t i, int co, const float *dy,
                         const float *z, float *dz, float *g) {
-  const rt_bn_dz *bn = s->bn;
-  if (bn->pool) {
-    long op = (long)s->oh * s->ow / 4;
-    rt_bn_pool_scatter(s->oh, s->ow, bn->code + i * bn->code_ns + co * op, dy, g);
-    dy = g;
-  }
-  rt_bn_dx_row((long)s->oh * s->ow, z, dy, bn->relu && !bn->pool, bn->m[co], bn->k[co],
-               bn->b[co], bn->gm[co], bn->kg[co], bn->kx[co], dz);
+  bn_dz_rows(s, i, co, dy, z, dz, s->ow, g);
 }
 
 /* dy's plane of channel co of one sample (s->bn: under a pool, the
@@ -864,16 +870,16 @@ static const float *bn_dy_plane(const rt_conv_shape *s, const float *dy, int co)
 
 /* pack_dy of the pre-activation's gradient that batch norm's backward
  * makes (s->bn) from dy, its output's gradient (or its pool's), and the
- * pre-activation z, a plane at a time in tmp (2 oh ow floats) as it is
- * packed: dz is never written. */
+ * pre-activation z, straight into the packed rows (under a pool, the
+ * pool's gradient scattered a plane at a time into tmp, oh ow floats):
+ * dz is never written. */
 static void pack_dy_bn(const cg_conv_plan *p, const rt_conv_shape *s, int64_t i, const float *dy,
                        const float *z, float *dyq, float *tmp) {
   long ohw = (long)s->oh * s->ow, body = p->marg + (long)s->oh * p->wq;
   for (int co = 0; co < s->cout; co++) {
     float *d = dyq + co * p->dycs;
     memset(d, 0, (size_t)p->marg * sizeof *d);
-    bn_dz_plane(s, i, co, bn_dy_plane(s, dy, co), z + co * ohw, tmp, tmp + ohw);
-    rt_pad_rows(s->oh, s->ow, tmp, s->ow, d + p->marg, p->wq, 0, NULL, 0, NULL);
+    bn_dz_rows(s, i, co, bn_dy_plane(s, dy, co), z + co * ohw, d + p->marg, p->wq, tmp);
     memset(d + body, 0, (size_t)(p->dycs - body) * sizeof *d);
   }
   dy_tail(p, s, dyq);

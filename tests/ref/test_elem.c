@@ -679,6 +679,15 @@ static void test_bn_pool_case(rt_pool *pool, int n, int c, int h, int w) {
                    dx2 + xo + i * ns + ch * hw);
       bad += memcmp(dx1 + xo + i * ns + ch * hw, dx2 + xo + i * ns + ch * hw,
                     (size_t)hw * sizeof(float)) != 0;
+      /* and row by row into rows of w + 3 (a packed layout), zeros after */
+      float *rows = falloc((long)h * (w + 3));
+      rt_bn_dx_rows(h, w, xr, g, 0, sm[ch], sk[ch], beta[ch], gm[ch], kg[ch], kx[ch], rows, w + 3);
+      for (int r = 0; r < h; r++) {
+        const float *got = rows + (long)r * (w + 3);
+        bad += memcmp(got, dx1 + xo + i * ns + ch * hw + (long)r * w, (size_t)w * sizeof(float)) != 0;
+        bad += got[w] != 0.0f || got[w + 1] != 0.0f || got[w + 2] != 0.0f;
+      }
+      free(rows);
     }
   CHECK(!bad, "%s: the sums and planes of dx differ", what);
   free(gm), free(g), free(code), free(code2);
