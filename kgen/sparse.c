@@ -29,8 +29,9 @@
  *     loaded once, the K - 1 shifted ones made in registers from it and
  *     the next (valignd). Alone, each tap's span starts at a float's
  *     shift and its loads split a cache line 15 times in 16. Whole runs
- *     come from kernel granularity (every tap of a kernel active); the
- *     entries left over are taken one by one as above.
+ *     come from kernel granularity (every tap of a kernel active); then
+ *     runs of two adjacent taps among the entries left (weight
+ *     granularity), and the rest one by one as above.
  *   fused (linear bwd): per input, its block of x and its dx accumulators
  *     in registers; each active output's dy, loaded once, feeds both the
  *     dx FMAs and that weight's gradient (see cg_sparse_linear_bwd).
@@ -177,6 +178,18 @@ typedef struct rtab {
 
 static void rtab_free(rtab *r) { free(r->start), free(r->off), free(r->w); }
 
+/* A kernel's runs: of a kernel row's K taps, then of two among the taps
+ * left (two of three taps active, weight granularity). */
+enum { NRT = 2 };
+static void rtabs_free(rtab r[NRT]) {
+  for (int i = 0; i < NRT; i++) rtab_free(&r[i]);
+}
+static long rtabs_weights(const rtab r[NRT]) {
+  long n = 0;
+  for (int i = 0; i < NRT; i++) n += r[i].n * r[i].K;
+  return n;
+}
+
 /* Moves the runs of K out of t's rows into r (K < 2: none): K entries of
  * a row, among the K * K from each, whose offsets are b, b + 1, ..,
  * b + K - 1 (a kernel row's taps are that close in the forward's and the
@@ -236,16 +249,25 @@ static int split_runs(etab *t, int K, rtab *r) {
   return 0;
 }
 
+/* r[0]: t's runs of K (none when K < 2), r[1]: of two among the entries
+ * left, when K > 2. -1 when out of memory (r freed). */
+static int split_all(etab *t, int K, rtab r[NRT]) {
+  memset(r, 0, NRT * sizeof *r);
+  if (split_runs(t, K, &r[0]) || split_runs(t, K > 2 ? 2 : 0, &r[1])) return rtabs_free(r), -1;
+  return 0;
+}
+
 /* The weight column of a gather table: the order in which its kernel
  * reads the packed weights, the runs' (r, may be NULL) first. ord may be
  * NULL (not wanted). */
-static int take_order(const etab *t, const rtab *r, cg_order *ord) {
+static int take_order(const etab *t, const rtab r[NRT], cg_order *ord) {
   if (!ord) return 0;
-  long nr = r ? r->n * r->K : 0;
+  long nr = r ? rtabs_weights(r) : 0;
   ord->n = nr + t->n;
   ord->idx = malloc((size_t)(ord->n ? ord->n : 1) * sizeof *ord->idx);
   if (!ord->idx) return -1;
-  for (long k = 0; k < nr; k++) ord->idx[k] = r->w[k];
+  for (int i = 0, k = 0; r && i < NRT; i++)
+    for (long j = 0; j < r[i].n * r[i].K; j++) ord->idx[k++] = r[i].w[j];
   for (long k = 0; k < t->n; k++) ord->idx[nr + k] = t->pair[2 * k + 1];
   return 0;
 }
@@ -300,7 +322,7 @@ static void gen_runs(kg_kit *g, const rtab *r, kg_tab trs, kg_tab tro, int T, LL
  * rid is NULL), which is first set to init; a slice's source block stays
  * in L1 while every row reads it. A row's runs (r; none when NULL or
  * sliced) come before its entries, their weights before the entries'. */
-static void gen_gather(kg_kit *g, const etab *t, const rtab *r, int T, long rlen, span sp,
+static void gen_gather(kg_kit *g, const etab *t, const rtab r[NRT], int T, long rlen, span sp,
                        LLVMValueRef src, LLVMValueRef w, LLVMValueRef dst, LLVMValueRef bias,
                        const uint8_t *bm, int drows, const int32_t *rid) {
   assert(!drows || rlen == (long)g->vw * T);
@@ -314,16 +336,19 @@ static void gen_gather(kg_kit *g, const etab *t, const rtab *r, int T, long rlen
   for (long k = 0; k < t->n; k++) offs[k] = t->pair[2 * k];
   kg_tab toff = kg_table(g, "off", offs, (size_t)t->n, 4);
   free(offs);
-  kg_tab trid = {0}, trs = {0}, tro = {0};
+  kg_tab trid = {0}, trs[NRT] = {{0}}, tro[NRT] = {{0}};
   if (rid) trid = kg_table(g, "rid", rid, (size_t)t->rows, 4);
-  int runs = r && r->n > 0;
-  assert(!runs || !drows);
-  if (runs) {
-    trs = kg_table(g, "rstart", r->start, (size_t)t->rows + 1, 4);
-    tro = kg_table(g, "roff", r->off, (size_t)r->n, 4);
+  LLVMValueRef wr[NRT]; /* each table's runs' weights, then the entries' */
+  long wbase = 0;
+  for (int i = 0; r && i < NRT; i++) {
+    if (r[i].n == 0) continue;
+    assert(!drows);
+    trs[i] = kg_table(g, "rstart", r[i].start, (size_t)t->rows + 1, 4);
+    tro[i] = kg_table(g, "roff", r[i].off, (size_t)r[i].n, 4);
+    wr[i] = kg_at(g, w, kg_c64(g, wbase));
+    wbase += r[i].n * r[i].K;
   }
-  /* the entries' weights follow the runs' */
-  LLVMValueRef we = runs ? kg_at(g, w, kg_c64(g, r->n * r->K)) : w;
+  LLVMValueRef we = wbase ? kg_at(g, w, kg_c64(g, wbase)) : w;
   LLVMValueRef acc[MAXT];
   for (int v = 0; v < T; v++) acc[v] = kg_local(g, g->vec, "acc");
   kg_loop ls, lr, lt, le;
@@ -353,7 +378,8 @@ static void gen_gather(kg_kit *g, const etab *t, const rtab *r, int T, long rlen
     LLVMValueRef init = bias ? splat(g, bias_of(g, bias, bm, nout, lr.iv)) : LLVMConstNull(g->vec);
     for (int v = 0; v < T; v++) LLVMBuildStore(g->b, init, acc[v]);
   }
-  if (runs) gen_runs(g, r, trs, tro, T, lr.iv, lt.iv, ss, w, acc);
+  for (int i = 0; r && i < NRT; i++)
+    if (r[i].n > 0) gen_runs(g, &r[i], trs[i], tro[i], T, lr.iv, lt.iv, ss, wr[i], acc);
   kg_row_loop(g, &le, tstart, lr.iv, 1);
   LLVMValueRef off = kg_add(g, kg_tab_get(g, toff, le.iv), lt.iv);
   LLVMValueRef wv = splat(g, kg_ldf(g, we, le.iv));
@@ -671,15 +697,14 @@ int cg_sparse_conv_fwd(LLVMModuleRef m, const cg_conv_desc *d, const char *name,
   cg_conv_plan p;
   etab t = {0};
   if (cg_conv_plan_init(&p, d)) return -1;
-  rtab r;
-  if (conv_fwd_tab(&t, d, &p)) return etab_free(&t), -1;
-  if (split_runs(&t, run_len(d, &p), &r) || take_order(&t, &r, ord))
-    return etab_free(&t), rtab_free(&r), -1;
+  rtab r[NRT];
+  if (conv_fwd_tab(&t, d, &p) || split_all(&t, run_len(d, &p), r)) return etab_free(&t), -1;
+  if (take_order(&t, r, ord)) return etab_free(&t), rtabs_free(r), -1;
   kg_kit G, *g = &G;
   gen_begin(g, m, name, p.vw);
   span sp = {g->n, g->a_ns, g->b_ns};
-  gen_gather(g, &t, &r, p.ytile, p.yrs, sp, g->pa, g->pb, g->pd, g->pc, d->bm, 0, NULL);
-  etab_free(&t), rtab_free(&r);
+  gen_gather(g, &t, r, p.ytile, p.yrs, sp, g->pa, g->pb, g->pd, g->pc, d->bm, 0, NULL);
+  etab_free(&t), rtabs_free(r);
   return kg_end(g);
 }
 
@@ -706,14 +731,14 @@ int cg_sparse_conv_bwd_data(LLVMModuleRef m, const cg_conv_desc *d, const char *
     }
   t.start[d->cin * ss] = (int32_t)t.n;
   kg_pattern_free(&pat);
-  rtab r;
-  if (split_runs(&t, run_len(d, &p), &r) || take_order(&t, &r, ord))
-    return etab_free(&t), rtab_free(&r), -1;
+  rtab r[NRT];
+  if (split_all(&t, run_len(d, &p), r)) return etab_free(&t), -1;
+  if (take_order(&t, r, ord)) return etab_free(&t), rtabs_free(r), -1;
   kg_kit G, *g = &G;
   gen_begin(g, m, name, p.vw);
   span sp = {g->n, g->a_ns, g->b_ns};
-  gen_gather(g, &t, &r, p.dxtile, p.dxrs, sp, g->pa, g->pb, g->pc, NULL, NULL, 0, NULL);
-  etab_free(&t), rtab_free(&r);
+  gen_gather(g, &t, r, p.dxtile, p.dxrs, sp, g->pa, g->pb, g->pc, NULL, NULL, 0, NULL);
+  etab_free(&t), rtabs_free(r);
   return kg_end(g);
 }
 
@@ -722,24 +747,33 @@ int cg_sparse_conv_bwd_weight(LLVMModuleRef m, const cg_conv_desc *d, const char
   etab t = {0};
   if (cg_conv_plan_init(&p, d)) return -1;
   /* Grouped by output channel: a group shares its dy plane. */
-  rtab r;
-  if (conv_fwd_tab(&t, d, &p) || split_runs(&t, run_len(d, &p), &r)) return etab_free(&t), -1;
-  int32_t *grp, *rgrp = NULL;
-  long ng = make_groups(&t, p.dycs, &grp), nr = 0;
-  int K = r.K;
-  if (ng >= 0 && r.n > 0 && (nr = make_run_groups(&r, d->cout, p.dycs, &rgrp)) < 0)
-    free(grp), ng = -1;
-  etab_free(&t), rtab_free(&r);
-  if (ng < 0) return -1;
+  rtab r[NRT];
+  if (conv_fwd_tab(&t, d, &p) || split_all(&t, run_len(d, &p), r)) return etab_free(&t), -1;
+  int32_t *grp = NULL, *rgrp[NRT] = {NULL};
+  long ng = make_groups(&t, p.dycs, &grp), nr[NRT] = {0};
+  int K[NRT];
+  for (int i = 0; i < NRT; i++) {
+    K[i] = r[i].K;
+    if (ng >= 0 && r[i].n > 0 && (nr[i] = make_run_groups(&r[i], d->cout, p.dycs, &rgrp[i])) < 0)
+      ng = -1;
+  }
+  etab_free(&t), rtabs_free(r);
+  if (ng < 0) {
+    free(grp), free(rgrp[0]), free(rgrp[1]);
+    return -1;
+  }
   /* the row offset of a group is co * dycs; its plane starts after the margin */
   for (long k = 0; k < ng; k++) grp[k * (2 * GROUP + 1)] += (int32_t)p.marg;
-  for (long k = 0; k < nr; k++) rgrp[k * (1 + GROUP / K + GROUP)] += (int32_t)p.marg;
+  for (int i = 0; i < NRT; i++)
+    for (long k = 0; k < nr[i]; k++) rgrp[i][k * (1 + GROUP / K[i] + GROUP)] += (int32_t)p.marg;
   kg_kit G, *g = &G;
   gen_begin(g, m, name, p.vw);
   span sp = {g->n, g->a_ns, g->b_ns};
-  if (nr > 0) gen_run_groups(g, rgrp, nr, K, p.yrs, sp, g->pa, g->pb, g->pc);
+  for (int i = 0; i < NRT; i++)
+    if (nr[i] > 0) gen_run_groups(g, rgrp[i], nr[i], K[i], p.yrs, sp, g->pa, g->pb, g->pc);
   gen_groups(g, grp, ng, p.yrs, sp, g->pa, g->pb, g->pc);
-  free(grp), free(rgrp);
+  for (int i = 0; i < NRT; i++) free(rgrp[i]);
+  free(grp);
   return kg_end(g);
 }
 
