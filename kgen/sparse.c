@@ -266,9 +266,10 @@ static int take_order(const etab *t, const rtab r[NRT], cg_order *ord) {
   ord->n = nr + t->n;
   ord->idx = malloc((size_t)(ord->n ? ord->n : 1) * sizeof *ord->idx);
   if (!ord->idx) return -1;
-  for (int i = 0, k = 0; r && i < NRT; i++)
+  long k = 0;
+  for (int i = 0; r && i < NRT; i++)
     for (long j = 0; j < r[i].n * r[i].K; j++) ord->idx[k++] = r[i].w[j];
-  for (long k = 0; k < t->n; k++) ord->idx[nr + k] = t->pair[2 * k + 1];
+  for (long e = 0; e < t->n; e++) ord->idx[k++] = t->pair[2 * e + 1];
   return 0;
 }
 
