@@ -650,9 +650,6 @@ static inline __m128 affine_relu4(__m128 v, __m128 mv, __m128 kv, __m128 bv, __m
 }
 #endif
 
-/* The ReLU's output of one h x w plane, (x - m) * k + b as row_affine,
- * max pooled 2x2 into p: the maximum of the same values, which are
- * never NaN or -0 (the first maximum's value is the maximum). */
 /* The code of a window whose ReLU outputs are a b (top row) c d: the
  * position of its first maximum, a later value winning only when strictly
  * greater (rt_maxpool_bwd's), 0 .. 3 in that order; 4 when that maximum
@@ -689,7 +686,9 @@ static inline void window_codes4(__m128 a, __m128 b, __m128 c, __m128 d, int n, 
 }
 #endif
 
-/* A plane's 2x2 max pool of the affine map and ReLU, into p (h/2 x w/2);
+/* The ReLU's output of one h x w plane, (x - m) * k + b as row_affine,
+ * max pooled 2x2 into p (h/2 x w/2): the maximum of the same values,
+ * which are never NaN or -0 (the first maximum's value is the maximum);
  * with code, each window's code too (window_code). */
 static void row_affine_pool(int h, int w, const float *restrict x, float m, float k, float b,
                             float *restrict p, uint8_t *restrict code) {

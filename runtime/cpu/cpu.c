@@ -543,10 +543,10 @@ static int entry_dense(const cpu_backend *cb, const rt_cpu_entry *e) {
 }
 
 /* Floats at the end of a scratch buffer for one plane of work: pack_x's
- * input plane (xtmp), or pack_dy_bn's two output planes, or pack_dy's one
- * (dztmp). */
+ * input plane (xtmp), or pack_dy's and pack_dy_bn's output plane under a
+ * pool (dztmp). */
 static size_t tmp_len(int h, int w, int oh, int ow) {
-  size_t x = (size_t)h * w, y = 2 * (size_t)oh * ow;
+  size_t x = (size_t)h * w, y = (size_t)oh * ow;
   return x > y ? x : y;
 }
 
@@ -838,7 +838,11 @@ static void pack_dy(const cg_conv_plan *p, const rt_conv_shape *s, const float *
   dy_tail(p, s, dyq);
 }
 
-/* bn_dz_plane's rows written ds floats apart, zeros between them. */
+/* Sample i's plane of batch norm's pre-activation gradient (s->bn), of
+ * channel co, from its output gradient dy's plane (under a pool, the
+ * pool's: a quarter of it, whose gradient at the ReLU's output goes
+ * through g, a plane) and z's, into dz, its rows ds floats apart with
+ * zeros after each (ds = ow: a whole plane). */
 static void bn_dz_rows(const rt_conv_shape *s, int64_t i, int co, const float *dy, const float *z,
                        float *dz, long ds, float *g) {
   const rt_bn_dz *bn = s->bn;
@@ -849,16 +853,6 @@ static void bn_dz_rows(const rt_conv_shape *s, int64_t i, int co, const float *d
   }
   rt_bn_dx_rows(s->oh, s->ow, z, dy, bn->relu && !bn->pool, bn->m[co], bn->k[co], bn->b[co],
                 bn->gm[co], bn->kg[co], bn->kx[co], dz, ds);
-}
-
-/* Sample i's plane of batch norm's pre-activation gradient (s->bn), of
- * channel co, from its output gradient dy's plane (under a pool, the
- * pool's: a quarter of it, whose gradient at the ReLU's output goes
- * through g, a plane) and z's, into dz: whole planes, not rows, so that
- * short rows do not cost a call each. */
-static void bn_dz_plane(const rt_conv_shape *s, int64_t i, int co, const float *dy,
-                        const float *z, float *dz, float *g) {
-  bn_dz_rows(s, i, co, dy, z, dz, s->ow, g);
 }
 
 /* dy's plane of channel co of one sample (s->bn: under a pool, the
@@ -933,10 +927,10 @@ static float *xtmp(rt_kernels *b, float *buf, const rt_conv_shape *s) {
   return buf + C(b)->need - (size_t)s->h * s->w;
 }
 
-/* pack_dy_bn's two planes (pack_dy's one), in the same place (used once
- * pack_x is done). */
+/* pack_dy's and pack_dy_bn's plane, in the same place (used once pack_x
+ * is done). */
 static float *dztmp(rt_kernels *b, float *buf, const rt_conv_shape *s) {
-  return buf + C(b)->need - 2 * (size_t)s->oh * s->ow;
+  return buf + C(b)->need - (size_t)s->oh * s->ow;
 }
 
 static int cpu_conv_fwd(rt_kernels *b, int l, const rt_conv_shape *s, const float *x,
@@ -1092,8 +1086,8 @@ static int cpu_conv_bwd(rt_kernels *b, int l, const rt_conv_shape *s, const floa
       assert(!s->bn->pool || ohw <= RT_BN_POOL_HW);
       for (int i = 0; i < s->n; i++)
         for (int co = 0; co < s->cout; co++)
-          bn_dz_plane(s, i, co, bn_dy_plane(s, dy + i * yns, co),
-                      s->bn->z + i * yns + co * ohw, s->bn->dz + i * yns + co * ohw, g);
+          bn_dz_rows(s, i, co, bn_dy_plane(s, dy + i * yns, co), s->bn->z + i * yns + co * ohw,
+                     s->bn->dz + i * yns + co * ohw, s->ow, g);
       dy = s->bn->dz;
     }
     if (s->pooled) { /* y's gradient made whole, where the pool's backward would have */
