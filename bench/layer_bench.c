@@ -253,6 +253,11 @@ static void bench(lay *L, const char *title) {
         fprintf(stderr, "%s\n", err);
         exit(1);
       }
+      /* LANES=8: the kernels a machine without AVX-512 gets */
+      if (getenv("LANES") && rt_cpu_set_lanes(bk[v], atoi(getenv("LANES")))) {
+        fprintf(stderr, "layer_bench: LANES must be 8 or 16\n");
+        exit(2);
+      }
       if (v < 2) rt_cpu_set_dense_threshold(bk[v], v == 0 ? 2.0 : 0.0, v == 0 ? 2.0 : 0.0);
       /* gradients as runtime/host.c takes them: packed where the backend
        * can (sparse linear layers), dense otherwise */
@@ -326,9 +331,18 @@ static void bench(lay *L, const char *title) {
 int main(int argc, char **argv) {
   const char *only = argc > 1 ? argv[1] : ""; /* "conv" or "linear": just that one */
   openblas_set_num_threads(1);
-  lay c = {.conv = 1, .cin = 64, .h = 14, .w = 14, .cout = 64, .k = 3, .pad = 1, .oh = 14,
-           .ow = 14, .n = 128};
-  if (strcmp(only, "linear") != 0) bench(&c, "conv 3x3 64->64 at 14x14, stride 1, pad 1");
+  /* "conv CIN HW COUT": another conv shape (3x3, stride 1, pad 1) */
+  int cin = argc == 5 ? atoi(argv[2]) : 64, hw = argc == 5 ? atoi(argv[3]) : 14,
+      cout = argc == 5 ? atoi(argv[4]) : 64;
+  if (cin < 1 || hw < 3 || cout < 1 || cin > 4096 || hw > 512 || cout > 4096) {
+    fprintf(stderr, "usage: layer_bench [conv [CIN HW COUT] | linear]\n");
+    return 2;
+  }
+  lay c = {.conv = 1, .cin = cin, .h = hw, .w = hw, .cout = cout, .k = 3, .pad = 1, .oh = hw,
+           .ow = hw, .n = 128};
+  char title[96];
+  snprintf(title, sizeof title, "conv 3x3 %d->%d at %dx%d, stride 1, pad 1", cin, cout, hw, hw);
+  if (strcmp(only, "linear") != 0) bench(&c, title);
   lay l = {.conv = 0, .in = 3136, .out = 512, .cin = 3136, .cout = 512, .k = 1, .h = 1, .w = 1, .oh = 1, .ow = 1, .n = 128};
   if (strcmp(only, "conv") != 0) bench(&l, "linear 3136->512");
   return 0;

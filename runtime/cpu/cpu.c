@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include <cblas.h>
@@ -72,16 +73,32 @@ typedef struct rt_cpu_entry {
 } rt_cpu_entry;
 
 /* Density (active / all weights) from which a layer runs dense on
- * OpenBLAS. Measured with bench/layer_bench (bench/README.md, 2026-11-28,
- * 2-core AMD EPYC, AVX2, shared): the JIT kernels forced against this
- * backend's dense path, interleaved, best of 7, batch 128, fwd + both
- * backwards. Conv 3x3 64->64 at 14x14: JIT 0.089 s at 50% and 0.143 s at
- * 100% against 0.122 s dense at both, crossing near 80%. Linear 3136->512:
- * JIT 0.018-0.026 s at 25% and 0.032-0.046 s at 50% against 0.020-0.025 s
- * and 0.023-0.037 s dense, crossing between 25% and 35%. Each threshold is
- * set a little below its crossover: near it the two are within noise, and
- * the GEMM's speed does not depend on the pattern. */
-#define RT_CPU_DENSE_CONV 0.75
+ * OpenBLAS. Measured with bench/layer_bench (bench/README.md): the JIT
+ * kernels forced against this backend's dense path, interleaved, best of
+ * 8, batch 128, fwd + both backwards, 2 threads.
+ *
+ * Conv: where the two cross depends on the output plane (the kernels'
+ * vectors run along its rows, so a small plane wastes lanes and pays the
+ * loop's overhead on few FMAs), on the kernels' vectors and on the lanes
+ * of OpenBLAS's own kernels. 2026-12-03, the 2-core VM (AVX-512), 3x3
+ * convs, the crossing densities:
+ *
+ *   plane (channels)     16-lane JIT,        16-lane JIT,        8-lane JIT,
+ *                        AVX2 GEMM (Haswell) AVX-512 (SkylakeX)  AVX2 GEMM
+ *   28x28 (32)           never (0.62x)       never (0.88x)       ~85%
+ *   16x16, 14x14, 12x12  never (0.80x)       60-70%              ~70%
+ *   8x8 (128), 7x7 (64)  95-100%             40-70%              ~75%
+ *   4x4 (256)            ~35%                ~25%                ~40%
+ *
+ * ("never": the JIT kernels at 100%, against dense, in brackets.) Each
+ * entry of conv_dense_from is set at or a little below its crossing: near
+ * it the two are within noise, and the GEMM's speed does not depend on
+ * the pattern. A threshold set by rt_cpu_set_dense_threshold replaces it.
+ *
+ * Linear 3136->512: JIT 0.018-0.026 s at 25% and 0.032-0.046 s at 50%
+ * against 0.020-0.025 s and 0.023-0.037 s dense (2026-11-28), crossing
+ * between 25% and 35%. */
+#define RT_CPU_DENSE_CONV_AUTO (-1.0)
 #define RT_CPU_DENSE_LINEAR 0.30
 
 /* Conv samples packed per kernel call: two samples' planes (about 0.6 MB
@@ -142,8 +159,10 @@ typedef struct cpu_backend {
   rt_cpu_stats st;
   uint8_t *dense;             /* per layer: runs on OpenBLAS */
   rt_cpu_wpack *wpack;        /* per layer */
-  double thr_conv, thr_lin;   /* density from which a layer runs dense */
+  double thr_conv, thr_lin;   /* density from which a layer runs dense;
+                                 thr_conv < 0: by the layer (conv_dense_from) */
   int vw;                     /* lanes of the kernels' vectors: 16 with AVX-512 */
+  int wide_gemm;              /* OpenBLAS runs its AVX-512 kernels */
   size_t need;                /* scratch floats of the largest prepared layer */
   rt_cpu_slot slots[NSLOT];
 } cpu_backend;
@@ -537,9 +556,20 @@ static rt_cpu_entry *entry_get(cpu_backend *cb, int layer, const uint8_t *wmask,
   return e;
 }
 
+/* The density from which a conv layer with this output plane runs dense
+ * (the table above RT_CPU_DENSE_CONV_AUTO; above 1: never). */
+static double conv_dense_from(const cpu_backend *cb, long oh, long ow) {
+  long a = oh * ow;
+  if (cb->vw == 8) return a >= 36 ? 0.75 : 0.35;
+  if (cb->wide_gemm) return a >= 400 ? 2.0 : a >= 100 ? 0.6 : a >= 36 ? 0.4 : 0.25;
+  return a >= 100 ? 2.0 : a >= 36 ? 0.9 : 0.35;
+}
+
 static int entry_dense(const cpu_backend *cb, const rt_cpu_entry *e) {
   double density = e->nw ? (double)e->active / (double)e->nw : 0.0;
-  return density >= (e->kind == IR_CONV ? cb->thr_conv : cb->thr_lin);
+  if (e->kind != IR_CONV) return density >= cb->thr_lin;
+  return density >= (cb->thr_conv >= 0 ? cb->thr_conv
+                                        : conv_dense_from(cb, e->plan.oh, e->plan.ow));
 }
 
 /* Floats at the end of a scratch buffer for one plane of work: pack_x's
@@ -1474,7 +1504,7 @@ rt_kernels *rt_kernels_cpu_new(const ir_graph *g, char *err, size_t errlen) {
   }
   for (int i = 0; i < NSLOT; i++) atomic_flag_clear(&cb->slots[i].busy);
   for (int l = 0; l < g->n_layers; l++) pthread_mutex_init(&cb->wpack[l].mu, NULL);
-  cb->thr_conv = RT_CPU_DENSE_CONV, cb->thr_lin = RT_CPU_DENSE_LINEAR;
+  cb->thr_conv = RT_CPU_DENSE_CONV_AUTO, cb->thr_lin = RT_CPU_DENSE_LINEAR;
   /* exec splits the batch into one chunk per thread and calls the backend
    * on each at once: OpenBLAS threading inside would oversubscribe the
    * cores. OpenBLAS 0.3.21 has no per-call thread count; this is global. */
@@ -1529,6 +1559,9 @@ rt_kernels *rt_kernels_cpu_new(const ir_graph *g, char *err, size_t errlen) {
   cb->triple = LLVMCreateMessage(triple);
   cb->cpu = LLVMGetHostCPUName(), cb->feat = LLVMGetHostCPUFeatures();
   cb->vw = has_feature(cb->feat, "+avx512f") ? 16 : 8;
+  const char *core = openblas_get_corename();
+  cb->wide_gemm = core && (strcasecmp(core, "SkylakeX") == 0 || strcasecmp(core, "Cooperlake") == 0 ||
+                           strcasecmp(core, "SapphireRapids") == 0);
   LLVMTargetMachineRef tm = host_tm(cb);
   if (!tm) {
     snprintf(err, errlen, "cpu backend: cannot create a target machine for %s", triple);
