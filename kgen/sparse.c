@@ -258,9 +258,11 @@ static int split_all(etab *t, int K, rtab r[NRT]) {
 }
 
 /* The weight column of a gather table: the order in which its kernel
- * reads the packed weights, the runs' (r, may be NULL) first. ord may be
- * NULL (not wanted). */
-static int take_order(const etab *t, const rtab r[NRT], cg_order *ord) {
+ * reads the packed weights, the runs' (r, may be NULL) first. With row
+ * blocks of rb rows (row_block), each run or entry of a block's first
+ * row comes with its twins in the block's other rows, row by row. ord
+ * may be NULL (not wanted). */
+static int take_order(const etab *t, const rtab r[NRT], int rb, cg_order *ord) {
   if (!ord) return 0;
   long nr = r ? rtabs_weights(r) : 0;
   ord->n = nr + t->n;
@@ -268,9 +270,60 @@ static int take_order(const etab *t, const rtab r[NRT], cg_order *ord) {
   if (!ord->idx) return -1;
   long k = 0;
   for (int i = 0; r && i < NRT; i++)
-    for (long j = 0; j < r[i].n * r[i].K; j++) ord->idx[k++] = r[i].w[j];
-  for (long e = 0; e < t->n; e++) ord->idx[k++] = t->pair[2 * e + 1];
+    for (int b = 0; r[i].n > 0 && b < t->rows; b += rb)
+      for (long j = 0; j < r[i].start[b + 1] - r[i].start[b]; j++)
+        for (int q = 0; q < rb; q++)
+          for (int u = 0; u < r[i].K; u++) ord->idx[k++] = r[i].w[(r[i].start[b + q] + j) * r[i].K + u];
+  for (int b = 0; b < t->rows; b += rb)
+    for (long j = 0; j < t->start[b + 1] - t->start[b]; j++)
+      for (int q = 0; q < rb; q++) ord->idx[k++] = t->pair[2 * (t->start[b + q] + j) + 1];
+  assert(k == ord->n);
   return 0;
+}
+
+/* Rows a gather kernel computes at once, sharing each source vector it
+ * loads: 4 (AVX-512) where every block of 4 rows has the same runs and
+ * entries at the same offsets (a dense layer, or rows whose patterns
+ * coincide), else 1. Each row then takes its sums in the same order as
+ * alone: the results are the same bit for bit. */
+enum { RB_MAX = 4, RB_TILE = 4 };
+static int row_block(const etab *t, const rtab r[NRT], int vw) {
+  const int rb = RB_MAX;
+  if (vw != 16 || t->rows % rb) return 1;
+  for (int b = 0; b < t->rows; b += rb)
+    for (int q = 1; q < rb; q++) {
+      int32_t n0 = t->start[b + 1] - t->start[b], a = t->start[b], c = t->start[b + q];
+      if (t->start[b + q + 1] - c != n0) return 1;
+      for (int32_t j = 0; j < n0; j++)
+        if (t->pair[2 * (a + j)] != t->pair[2 * (c + j)]) return 1;
+      for (int i = 0; r && i < NRT; i++) {
+        if (r[i].n == 0) continue;
+        int32_t m0 = r[i].start[b + 1] - r[i].start[b], ra = r[i].start[b], rc = r[i].start[b + q];
+        if (r[i].start[b + q + 1] - rc != m0) return 1;
+        for (int32_t j = 0; j < m0; j++)
+          if (r[i].off[ra + j] != r[i].off[rc + j]) return 1;
+      }
+    }
+  return rb;
+}
+
+/* The per-block table of a per-row one (start: rows + 1 firsts, val: a
+ * value every stride int32): each block's first row's values. NULL when
+ * out of memory. */
+static int32_t *block_tab(const int32_t *start, const int32_t *val, int stride, int rows, int rb,
+                          int32_t **bval) {
+  int32_t *bs = malloc(((size_t)rows / rb + 1) * sizeof *bs);
+  long n = 0;
+  for (int b = 0; b < rows; b += rb) n += start[b + 1] - start[b];
+  *bval = malloc((size_t)(n ? n : 1) * sizeof **bval);
+  if (!bs || !*bval) return free(bs), free(*bval), *bval = NULL, NULL;
+  n = 0;
+  for (int b = 0; b < rows; b += rb) {
+    bs[b / rb] = (int32_t)n;
+    for (int32_t j = start[b]; j < start[b + 1]; j++) (*bval)[n++] = val[(long)j * stride];
+  }
+  bs[rows / rb] = (int32_t)n;
+  return bs;
 }
 
 void cg_order_free(cg_order *ord) {
@@ -292,21 +345,29 @@ static LLVMValueRef shifted(kg_kit *g, LLVMValueRef a, LLVMValueRef b, int j) {
   return LLVMBuildShuffleVector(g->b, a, b, LLVMConstVector(m, (unsigned)g->vw), "");
 }
 
-/* A run's FMAs into the T accumulators of a tile (rtab): each vector of
- * its source span loaded once, the shifted ones from two neighbours. */
-static void gen_runs(kg_kit *g, const rtab *r, kg_tab trs, kg_tab tro, int T, LLVMValueRef row,
-                     LLVMValueRef tile, LLVMValueRef ss, LLVMValueRef w, LLVMValueRef *acc) {
+/* A run's FMAs into the accumulators of a tile (rtab): rb rows (a row
+ * block, its runs' weights by row) by vectors v0 .. v0 + T - 1 of the
+ * tile; each vector of the source span loaded once, the shifted ones made
+ * from two neighbours. */
+static void gen_runs(kg_kit *g, const rtab *r, kg_tab trs, kg_tab tro, int rb, int v0, int T,
+                     LLVMValueRef row, LLVMValueRef tile, LLVMValueRef ss, LLVMValueRef w,
+                     LLVMValueRef acc[][MAXT]) {
   kg_loop lr;
   kg_row_loop(g, &lr, trs, row, 1);
-  LLVMValueRef off = kg_add(g, kg_tab_get(g, tro, lr.iv), tile);
-  LLVMValueRef wb = kg_mul(g, lr.iv, kg_c64(g, r->K)), wv[CG_RUN_MAX];
-  for (int j = 0; j < r->K; j++) wv[j] = splat(g, kg_ldf(g, w, kg_add(g, wb, kg_c64(g, j))));
+  LLVMValueRef off = kg_add(g, kg_add(g, kg_tab_get(g, tro, lr.iv), tile), kg_c64(g, v0 * g->vw));
+  LLVMValueRef wb = kg_mul(g, lr.iv, kg_c64(g, rb * r->K)), wv[RB_MAX][CG_RUN_MAX];
+  for (int q = 0; q < rb; q++)
+    for (int j = 0; j < r->K; j++)
+      wv[q][j] = splat(g, kg_ldf(g, w, kg_add(g, wb, kg_c64(g, q * r->K + j))));
   LLVMValueRef a = ldv(g, ss, off);
   for (int v = 0; v < T; v++) {
-    LLVMValueRef b = ldv(g, ss, kg_add(g, off, kg_c64(g, (v + 1) * g->vw)));
-    LLVMValueRef s = LLVMBuildLoad2(g->b, g->vec, acc[v], "");
-    for (int j = 0; j < r->K; j++) s = fma3(g, wv[j], shifted(g, a, b, j), s);
-    LLVMBuildStore(g->b, s, acc[v]);
+    LLVMValueRef b = ldv(g, ss, kg_add(g, off, kg_c64(g, (v + 1) * g->vw))), s[RB_MAX];
+    for (int q = 0; q < rb; q++) s[q] = LLVMBuildLoad2(g->b, g->vec, acc[q][v], "");
+    for (int j = 0; j < r->K; j++) {
+      LLVMValueRef x = shifted(g, a, b, j);
+      for (int q = 0; q < rb; q++) s[q] = fma3(g, wv[q][j], x, s[q]);
+    }
+    for (int q = 0; q < rb; q++) LLVMBuildStore(g->b, s[q], acc[q][v]);
     a = b;
   }
   kg_loop_close(g, &lr);
@@ -318,25 +379,29 @@ static void gen_runs(kg_kit *g, const rtab *r, kg_tab trs, kg_tab tro, int T, LL
  * come packed in entry order (cg_order: the caller gathers them), so that
  * only the offsets are a table: one index load per entry, and the weight
  * stream is sequential.
+ * Row blocks (rb > 1, row_block): the rb rows of a block share their
+ * offsets, so each tile is swept in parts of RB_TILE vectors by rb rows,
+ * each source vector loaded once for the block's rows.
  * Sliced (drows > 0, one tile per row): the table's rows are slices of the
  * source, drows rows each, all adding into dst row rid[r] (r % drows when
  * rid is NULL), which is first set to init; a slice's source block stays
  * in L1 while every row reads it. A row's runs (r; none when NULL or
  * sliced) come before its entries, their weights before the entries'. */
-static void gen_gather(kg_kit *g, const etab *t, const rtab r[NRT], int T, long rlen, span sp,
-                       LLVMValueRef src, LLVMValueRef w, LLVMValueRef dst, LLVMValueRef bias,
-                       const uint8_t *bm, int drows, const int32_t *rid) {
+static void gen_gather(kg_kit *g, const etab *t, const rtab r[NRT], int rb, int T, long rlen,
+                       span sp, LLVMValueRef src, LLVMValueRef w, LLVMValueRef dst,
+                       LLVMValueRef bias, const uint8_t *bm, int drows, const int32_t *rid) {
   assert(!drows || rlen == (long)g->vw * T);
-  int nout = drows ? drows : t->rows;
-  kg_tab tstart = kg_table(g, "start", t->start, (size_t)t->rows + 1, 4);
-  int32_t *offs = malloc((size_t)(t->n ? t->n : 1) * sizeof *offs);
-  if (!offs) {
+  assert(rb == 1 || (!drows && !rid && t->rows % rb == 0));
+  int nout = drows ? drows : t->rows, S = rb > 1 ? RB_TILE : T;
+  /* the tables by block: each block's first row's offsets */
+  int32_t *offs = NULL, *bstart = block_tab(t->start, t->pair, 2, t->rows, rb, &offs);
+  if (!bstart) {
     kg_fail(g, "out of memory");
     return;
   }
-  for (long k = 0; k < t->n; k++) offs[k] = t->pair[2 * k];
-  kg_tab toff = kg_table(g, "off", offs, (size_t)t->n, 4);
-  free(offs);
+  kg_tab tstart = kg_table(g, "start", bstart, (size_t)t->rows / rb + 1, 4);
+  kg_tab toff = kg_table(g, "off", offs, (size_t)bstart[t->rows / rb], 4);
+  free(bstart), free(offs);
   kg_tab trid = {0}, trs[NRT] = {{0}}, tro[NRT] = {{0}};
   if (rid) trid = kg_table(g, "rid", rid, (size_t)t->rows, 4);
   LLVMValueRef wr[NRT]; /* each table's runs' weights, then the entries' */
@@ -344,14 +409,21 @@ static void gen_gather(kg_kit *g, const etab *t, const rtab r[NRT], int T, long 
   for (int i = 0; r && i < NRT; i++) {
     if (r[i].n == 0) continue;
     assert(!drows);
-    trs[i] = kg_table(g, "rstart", r[i].start, (size_t)t->rows + 1, 4);
-    tro[i] = kg_table(g, "roff", r[i].off, (size_t)r[i].n, 4);
+    int32_t *ro = NULL, *rs = block_tab(r[i].start, r[i].off, 1, t->rows, rb, &ro);
+    if (!rs) {
+      kg_fail(g, "out of memory");
+      return;
+    }
+    trs[i] = kg_table(g, "rstart", rs, (size_t)t->rows / rb + 1, 4);
+    tro[i] = kg_table(g, "roff", ro, (size_t)rs[t->rows / rb], 4);
+    free(rs), free(ro);
     wr[i] = kg_at(g, w, kg_c64(g, wbase));
     wbase += r[i].n * r[i].K;
   }
   LLVMValueRef we = wbase ? kg_at(g, w, kg_c64(g, wbase)) : w;
-  LLVMValueRef acc[MAXT];
-  for (int v = 0; v < T; v++) acc[v] = kg_local(g, g->vec, "acc");
+  LLVMValueRef acc[RB_MAX][MAXT];
+  for (int q = 0; q < rb; q++)
+    for (int v = 0; v < S; v++) acc[q][v] = kg_local(g, g->vec, "acc");
   kg_loop ls, lr, lt, le;
   kg_loop_open(g, &ls, kg_c64(g, 0), sp.count, 1);
   LLVMValueRef ss = kg_at(g, src, kg_mul(g, ls.iv, sp.sstride));
@@ -367,31 +439,44 @@ static void gen_gather(kg_kit *g, const etab *t, const rtab r[NRT], int T, long 
    * (for a conv, a few rows of each input plane) stays in L1 while all the
    * rows, which share it, are computed. */
   kg_loop_open(g, &lt, kg_c64(g, 0), kg_c64(g, rlen), (int64_t)g->vw * T);
-  kg_loop_open(g, &lr, kg_c64(g, 0), kg_c64(g, t->rows), 1);
-  LLVMValueRef drow = rid     ? kg_tab_get(g, trid, lr.iv)
-                      : drows ? LLVMBuildURem(g->b, lr.iv, kg_c64(g, drows), "")
-                              : lr.iv;
-  LLVMValueRef rowbase = kg_mul(g, drow, kg_c64(g, rlen));
-  if (drows) {
-    for (int v = 0; v < T; v++)
-      LLVMBuildStore(g->b, ldv(g, ds, kg_add(g, kg_add(g, rowbase, lt.iv), kg_c64(g, v * g->vw))), acc[v]);
-  } else {
-    LLVMValueRef init = bias ? splat(g, bias_of(g, bias, bm, nout, lr.iv)) : LLVMConstNull(g->vec);
-    for (int v = 0; v < T; v++) LLVMBuildStore(g->b, init, acc[v]);
+  kg_loop_open(g, &lr, kg_c64(g, 0), kg_c64(g, t->rows / rb), 1);
+  LLVMValueRef drow[RB_MAX], rowbase[RB_MAX];
+  for (int q = 0; q < rb; q++) {
+    drow[q] = rid     ? kg_tab_get(g, trid, lr.iv)
+              : drows ? LLVMBuildURem(g->b, lr.iv, kg_c64(g, drows), "")
+                      : kg_add(g, kg_mul(g, lr.iv, kg_c64(g, rb)), kg_c64(g, q));
+    rowbase[q] = kg_mul(g, drow[q], kg_c64(g, rlen));
   }
-  for (int i = 0; r && i < NRT; i++)
-    if (r[i].n > 0) gen_runs(g, &r[i], trs[i], tro[i], T, lr.iv, lt.iv, ss, wr[i], acc);
-  kg_row_loop(g, &le, tstart, lr.iv, 1);
-  LLVMValueRef off = kg_add(g, kg_tab_get(g, toff, le.iv), lt.iv);
-  LLVMValueRef wv = splat(g, kg_ldf(g, we, le.iv));
-  for (int v = 0; v < T; v++) {
-    LLVMValueRef x = ldv(g, ss, kg_add(g, off, kg_c64(g, v * g->vw)));
-    LLVMBuildStore(g->b, fma3(g, wv, x, LLVMBuildLoad2(g->b, g->vec, acc[v], "")), acc[v]);
+  for (int v0 = 0; v0 < T; v0 += S) { /* the tile's parts: one unless rb > 1 */
+    int n = T - v0 < S ? T - v0 : S;
+    for (int q = 0; q < rb; q++) {
+      LLVMValueRef init = drows || !bias ? LLVMConstNull(g->vec)
+                                          : splat(g, bias_of(g, bias, bm, nout, drow[q]));
+      for (int v = 0; v < n; v++)
+        LLVMBuildStore(g->b,
+                       drows ? ldv(g, ds, kg_add(g, kg_add(g, rowbase[q], lt.iv), kg_c64(g, (v0 + v) * g->vw)))
+                             : init,
+                       acc[q][v]);
+    }
+    for (int i = 0; r && i < NRT; i++)
+      if (r[i].n > 0) gen_runs(g, &r[i], trs[i], tro[i], rb, v0, n, lr.iv, lt.iv, ss, wr[i], acc);
+    kg_row_loop(g, &le, tstart, lr.iv, 1);
+    LLVMValueRef off = kg_add(g, kg_add(g, kg_tab_get(g, toff, le.iv), lt.iv), kg_c64(g, v0 * g->vw));
+    LLVMValueRef wv[RB_MAX];
+    for (int q = 0; q < rb; q++)
+      wv[q] = splat(g, kg_ldf(g, we, kg_add(g, kg_mul(g, le.iv, kg_c64(g, rb)), kg_c64(g, q))));
+    for (int v = 0; v < n; v++) {
+      LLVMValueRef x = ldv(g, ss, kg_add(g, off, kg_c64(g, v * g->vw)));
+      for (int q = 0; q < rb; q++)
+        LLVMBuildStore(g->b, fma3(g, wv[q], x, LLVMBuildLoad2(g->b, g->vec, acc[q][v], "")), acc[q][v]);
+    }
+    kg_loop_close(g, &le);
+    for (int q = 0; q < rb; q++) {
+      LLVMValueRef db = kg_add(g, kg_add(g, rowbase[q], lt.iv), kg_c64(g, v0 * g->vw));
+      for (int v = 0; v < n; v++)
+        stv(g, LLVMBuildLoad2(g->b, g->vec, acc[q][v], ""), ds, kg_add(g, db, kg_c64(g, v * g->vw)));
+    }
   }
-  kg_loop_close(g, &le);
-  LLVMValueRef db = kg_add(g, rowbase, lt.iv);
-  for (int v = 0; v < T; v++)
-    stv(g, LLVMBuildLoad2(g->b, g->vec, acc[v], ""), ds, kg_add(g, db, kg_c64(g, v * g->vw)));
   kg_loop_close(g, &lr);
   kg_loop_close(g, &lt);
   kg_loop_close(g, &ls);
@@ -700,11 +785,12 @@ int cg_sparse_conv_fwd(LLVMModuleRef m, const cg_conv_desc *d, const char *name,
   if (cg_conv_plan_init(&p, d)) return -1;
   rtab r[NRT];
   if (conv_fwd_tab(&t, d, &p) || split_all(&t, run_len(d, &p), r)) return etab_free(&t), -1;
-  if (take_order(&t, r, ord)) return etab_free(&t), rtabs_free(r), -1;
+  int rb = row_block(&t, r, p.vw);
+  if (take_order(&t, r, rb, ord)) return etab_free(&t), rtabs_free(r), -1;
   kg_kit G, *g = &G;
   gen_begin(g, m, name, p.vw);
   span sp = {g->n, g->a_ns, g->b_ns};
-  gen_gather(g, &t, r, p.ytile, p.yrs, sp, g->pa, g->pb, g->pd, g->pc, d->bm, 0, NULL);
+  gen_gather(g, &t, r, rb, p.ytile, p.yrs, sp, g->pa, g->pb, g->pd, g->pc, d->bm, 0, NULL);
   etab_free(&t), rtabs_free(r);
   return kg_end(g);
 }
@@ -734,11 +820,12 @@ int cg_sparse_conv_bwd_data(LLVMModuleRef m, const cg_conv_desc *d, const char *
   kg_pattern_free(&pat);
   rtab r[NRT];
   if (split_all(&t, run_len(d, &p), r)) return etab_free(&t), -1;
-  if (take_order(&t, r, ord)) return etab_free(&t), rtabs_free(r), -1;
+  int rb = row_block(&t, r, p.vw);
+  if (take_order(&t, r, rb, ord)) return etab_free(&t), rtabs_free(r), -1;
   kg_kit G, *g = &G;
   gen_begin(g, m, name, p.vw);
   span sp = {g->n, g->a_ns, g->b_ns};
-  gen_gather(g, &t, r, p.dxtile, p.dxrs, sp, g->pa, g->pb, g->pc, NULL, NULL, 0, NULL);
+  gen_gather(g, &t, r, rb, p.dxtile, p.dxrs, sp, g->pa, g->pb, g->pc, NULL, NULL, 0, NULL);
   etab_free(&t), rtabs_free(r);
   return kg_end(g);
 }
@@ -852,11 +939,11 @@ int cg_sparse_linear_fwd(LLVMModuleRef m, const cg_linear_desc *d, const char *n
   int slices = d->in > SL ? (d->in + SL - 1) / SL : 1;
   if (lin_vw(d) != 8 && lin_vw(d) != 16) return -1;
   int32_t *rid;
-  if (lin_tab(&t, d, slices, &rid) || take_order(&t, NULL, ord)) return etab_free(&t), free(rid), -1;
+  if (lin_tab(&t, d, slices, &rid) || take_order(&t, NULL, 1, ord)) return etab_free(&t), free(rid), -1;
   kg_kit G, *g = &G;
   gen_begin(g, m, name, lin_vw(d));
   span sp = lin_span(g, NB, d->in, d->out);
-  gen_gather(g, &t, NULL, NB / g->vw, NB, sp, g->pa, g->pb, g->pd, g->pc, d->bm,
+  gen_gather(g, &t, NULL, 1, NB / g->vw, NB, sp, g->pa, g->pb, g->pd, g->pc, d->bm,
              slices > 1 ? d->out : 0, slices > 1 ? rid : NULL);
   etab_free(&t);
   free(rid);
@@ -935,7 +1022,7 @@ int cg_sparse_linear_bwd(LLVMModuleRef m, const cg_linear_desc *d, const char *n
   if (lin_vw(d) != 8 && lin_vw(d) != 16) return -1;
   int slices = d->out > LIN_BWD_SLICE ? (d->out + LIN_BWD_SLICE - 1) / LIN_BWD_SLICE : 1;
   etab t = {0};
-  if (lin_bwd_tab(d, &t, slices) || take_order(&t, NULL, ord)) return etab_free(&t), -1;
+  if (lin_bwd_tab(d, &t, slices) || take_order(&t, NULL, 1, ord)) return etab_free(&t), -1;
   /* Offsets as output indices from the row's slice (padding: to the zero
    * row `out`), 16-bit where they fit: half the table's bytes, which
    * every block of a call reads again. */

@@ -5,7 +5,8 @@
  * exact where the semantics are exact (dx accumulates, masked dw is 0).
  * Every case runs three times: with the backend's measured dense
  * threshold, and forced onto the JIT kernels and onto OpenBLAS; the cases
- * alternate between kernels of 8 and of 16 lanes.
+ * alternate between kernels of 8 and of 16 lanes; full layers run on the
+ * 16-lane kernels' row blocks.
  * The same cases for the blas backend (phase II's), and that it follows
  * masks changed after prepare, as phase II changes them. */
 #include "backend_cases.h"
@@ -37,6 +38,14 @@ static void check_path(rt_kernels *b, int layer, const char *what) {
 }
 
 static const bc_hooks cpu = {"cpu", force, check_path};
+
+/* 16-lane JIT kernels: the gather kernels' row blocks (rows of equal
+ * patterns, 4 at a time) are generated there. */
+static void force_blocks(rt_kernels *b) {
+  rt_cpu_set_dense_threshold(b, 2.0, 2.0);
+  CHECK(rt_cpu_set_lanes(b, 16) == 0, "set lanes");
+}
+static const bc_hooks cpu16 = {"cpu", force_blocks, NULL};
 static const bc_hooks blas = {"blas", NULL, NULL};
 
 /* The empty layer must still overwrite y with the bias and dw with 0, and
@@ -57,6 +66,19 @@ static void edge_cases(const bc_hooks *h) {
   bc_linear_case(h, 2, 70000, 5, 0.05, 1); /* outputs past 16-bit offsets */
   bc_linear_case(h, 600, 7, 40, 0.2, 1);   /* the forward's input slices (32 KB of lanes) */
   bc_linear_case(h, 600, 7, 100, 0.2, 0);
+}
+
+/* Full layers, whose rows all share one pattern: the forward's output
+ * rows and the backward's input phase planes in blocks of 4, with runs of
+ * 3 and 5 taps, at strides 1 and 2, and a row count that leaves no
+ * blocks (6 outputs, 3 inputs). */
+static void row_block_cases(void) {
+  bc_conv_case(&cpu16, 4, 9, 7, 8, 3, 1, 1, 2, 1.0, 0, 1);
+  bc_conv_case(&cpu16, 2, 9, 9, 4, 3, 2, 1, 3, 1.0, 1, 1);
+  bc_conv_case(&cpu16, 4, 12, 11, 4, 5, 1, 2, 2, 1.0, 0, 0);
+  bc_conv_case(&cpu16, 4, 10, 10, 8, 1, 1, 0, 2, 1.0, 0, 1);
+  bc_conv_case(&cpu16, 8, 28, 28, 12, 3, 1, 1, 2, 1.0, 1, 1);
+  bc_conv_case(&cpu16, 3, 8, 8, 6, 3, 1, 1, 2, 1.0, 0, 1);
 }
 
 /* Masks flipped after prepare, and garbage under clear bits: the blas
@@ -128,6 +150,7 @@ int main(int argc, char **argv) {
     edge_cases(&cpu);
     random_cases(&cpu, nconv, 2 * nconv);
   }
+  row_block_cases();
   edge_cases(&blas);
   random_cases(&blas, nconv, 2 * nconv);
   live_masks();
