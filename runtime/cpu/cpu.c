@@ -87,10 +87,12 @@ typedef struct rt_cpu_entry {
  *                        AVX2 GEMM (Haswell) AVX-512 (SkylakeX)  AVX2 GEMM
  *   28x28 (32)           never (0.62x)       never (0.88x)       ~85%
  *   16x16, 14x14, 12x12  never (0.80x)       60-70%              ~70%
- *   8x8 (128), 7x7 (64)  95-100%             40-70%              ~75%
+ *   8x8 (128), 7x7 (64)  95-100% (full:       40-70%              ~75%
+ *                        never, 0.78-0.88x)
  *   4x4 (256)            ~35%                ~25%                ~40%
  *
- * ("never": the JIT kernels at 100%, against dense, in brackets.) Each
+ * ("never": the JIT kernels at 100%, against dense, in brackets, measured
+ * before full layers had row blocks; "full": with them.) Each
  * entry of conv_dense_from is set at or a little below its crossing: near
  * it the two are within noise, and the GEMM's speed does not depend on
  * the pattern. A threshold set by rt_cpu_set_dense_threshold replaces it.
@@ -557,19 +559,26 @@ static rt_cpu_entry *entry_get(cpu_backend *cb, int layer, const uint8_t *wmask,
 }
 
 /* The density from which a conv layer with this output plane runs dense
- * (the table above RT_CPU_DENSE_CONV_AUTO; above 1: never). */
-static double conv_dense_from(const cpu_backend *cb, long oh, long ow) {
+ * (the table above RT_CPU_DENSE_CONV_AUTO; above 1: never). `blocks`: a
+ * full layer whose output rows the 16-lane kernels take 4 at a time
+ * (kgen/sparse.c, row blocks), faster at 100% than partial layers at
+ * 90%: JIT against AVX2 GEMM at 2 threads, 128->128 at 8x8 0.0421 s
+ * against 0.0478, 64->64 at 7x7 0.0095 against 0.0122, 256->256 at 4x4
+ * 0.0686 against 0.0500; against AVX-512 GEMM even at 14x14 and 16x16
+ * (2026-12-03). */
+static double conv_dense_from(const cpu_backend *cb, long oh, long ow, int blocks) {
   long a = oh * ow;
   if (cb->vw == 8) return a >= 36 ? 0.75 : 0.35;
   if (cb->wide_gemm) return a >= 400 ? 2.0 : a >= 100 ? 0.6 : a >= 36 ? 0.4 : 0.25;
-  return a >= 100 ? 2.0 : a >= 36 ? 0.9 : 0.35;
+  return a >= 100 || (blocks && a >= 36) ? 2.0 : a >= 36 ? 0.9 : 0.35;
 }
 
 static int entry_dense(const cpu_backend *cb, const rt_cpu_entry *e) {
   double density = e->nw ? (double)e->active / (double)e->nw : 0.0;
   if (e->kind != IR_CONV) return density >= cb->thr_lin;
   return density >= (cb->thr_conv >= 0 ? cb->thr_conv
-                                        : conv_dense_from(cb, e->plan.oh, e->plan.ow));
+                                        : conv_dense_from(cb, e->plan.oh, e->plan.ow,
+                                                          e->active == e->nw && e->shape[3] % 4 == 0));
 }
 
 /* Floats at the end of a scratch buffer for one plane of work: pack_x's
