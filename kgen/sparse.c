@@ -32,6 +32,11 @@
  *     come from kernel granularity (every tap of a kernel active); then
  *     runs of two adjacent taps among the entries left (weight
  *     granularity), and the rest one by one as above.
+ *   row blocks (conv gathers, 16 lanes): where every block of 4 rows has
+ *     its runs and entries at the same offsets (a full layer), a tile is
+ *     swept in parts of 4 vectors by the block's 4 rows: each source
+ *     vector loaded once feeds 4 rows' FMAs (a register tile of 4x4 like
+ *     a GEMM's), each row's sums in the order it takes alone.
  *   fused (linear bwd): per input, its block of x and its dx accumulators
  *     in registers; each active output's dy, loaded once, feeds both the
  *     dx FMAs and that weight's gradient (see cg_sparse_linear_bwd).
