@@ -36,7 +36,10 @@
  *     its runs and entries at the same offsets (a full layer), a tile is
  *     swept in parts of 4 vectors by the block's 4 rows: each source
  *     vector loaded once feeds 4 rows' FMAs (a register tile of 4x4 like
- *     a GEMM's), each row's sums in the order it takes alone.
+ *     a GEMM's), each row's sums in the order it takes alone. The
+ *     weight gradient's groups then hold 4 rows by up to 4 entries (or
+ *     one run): each input vector loaded once feeds 4 rows, each output
+ *     gradient vector up to 4 entries (gen_block_groups).
  *   fused (linear bwd): per input, its block of x and its dx accumulators
  *     in registers; each active output's dy, loaded once, feeds both the
  *     dx FMAs and that weight's gradient (see cg_sparse_linear_bwd).
@@ -292,6 +295,9 @@ static int take_order(const etab *t, const rtab r[NRT], int rb, cg_order *ord) {
  * coincide), else 1. Each row then takes its sums in the same order as
  * alone: the results are the same bit for bit. */
 enum { RB_MAX = 4, RB_TILE = 4 };
+/* Most accumulators of a weight-gradient group of a row block: 4 rows by
+ * 4 entries, or by one run of up to 7 taps. */
+enum { BG_MAX = 28 };
 static int row_block(const etab *t, const rtab r[NRT], int vw) {
   const int rb = RB_MAX;
   if (vw != 16 || t->rows % rb) return 1;
@@ -646,6 +652,97 @@ static long make_run_groups(const rtab *r, int rows, int64_t rowoff, int32_t **o
   return ng;
 }
 
+/* Weight gradients of row blocks (row_block: rb rows whose runs or
+ * entries share their offsets): a group is U items (runs of K taps, or
+ * entries: K = 1) of a block, whose rb * U * K weights take the
+ * accumulators; each vector of an item's input span is loaded once (and
+ * its shifted twins made once) for the block's rb rows, each row's
+ * output gradient once for the U items. A group is 1 + U + rb U K int32:
+ * the block's first output-gradient offset (row q's is dycs * q on), U
+ * input offsets, the weight indices by row, item and tap (-1 pads). Each
+ * weight's sum takes the same terms in the same order as gen_groups' or
+ * gen_run_groups': the same bits. */
+static void gen_block_groups(kg_kit *g, const int32_t *grp, long ngroups, int rb, int U, int K,
+                             long len, int64_t dycs, span sp, LLVMValueRef x, LLVMValueRef dy,
+                             LLVMValueRef dw) {
+  const int NA = rb * U * K, W = 1 + U + NA;
+  assert(NA <= BG_MAX && U <= RB_MAX);
+  kg_tab tg = kg_table(g, "bgroup", grp, (size_t)ngroups * W, 4);
+  LLVMValueRef acc[BG_MAX], wi[BG_MAX], xo[RB_MAX], prev[RB_MAX];
+  for (int a = 0; a < NA; a++) acc[a] = kg_local(g, g->vec, "acc");
+  for (int u = 0; u < U && K > 1; u++) prev[u] = kg_local(g, g->vec, "xprev");
+  LLVMValueRef zacc = kg_local(g, g->vec, "zero"), sink = kg_local(g, g->f32, "sink");
+  kg_loop lg, ls, lt;
+  kg_loop_open(g, &lg, kg_c64(g, 0), kg_c64(g, ngroups), 1);
+  LLVMValueRef gb = kg_mul(g, lg.iv, kg_c64(g, W));
+  LLVMValueRef yo = kg_tab_get(g, tg, gb);
+  for (int u = 0; u < U; u++) xo[u] = kg_tab_get(g, tg, kg_add(g, gb, kg_c64(g, 1 + u)));
+  for (int a = 0; a < NA; a++) {
+    wi[a] = kg_tab_get(g, tg, kg_add(g, gb, kg_c64(g, 1 + U + a)));
+    LLVMBuildStore(g->b, LLVMConstNull(g->vec), acc[a]);
+  }
+  kg_loop_open(g, &ls, kg_c64(g, 0), sp.count, 1);
+  LLVMValueRef xs = kg_at(g, x, kg_mul(g, ls.iv, sp.sstride));
+  LLVMValueRef ys = kg_at(g, dy, kg_mul(g, ls.iv, sp.dstride));
+  for (int u = 0; u < U && K > 1; u++) LLVMBuildStore(g->b, ldv(g, xs, xo[u]), prev[u]);
+  kg_loop_open(g, &lt, kg_c64(g, 0), kg_c64(g, len), g->vw);
+  LLVMValueRef dv[RB_MAX];
+  for (int q = 0; q < rb; q++) dv[q] = ldv(g, ys, kg_add(g, kg_add(g, yo, lt.iv), kg_c64(g, q * dycs)));
+  for (int u = 0; u < U; u++) {
+    LLVMValueRef a = K > 1 ? LLVMBuildLoad2(g->b, g->vec, prev[u], "") : ldv(g, xs, kg_add(g, xo[u], lt.iv));
+    LLVMValueRef b = K > 1 ? ldv(g, xs, kg_add(g, kg_add(g, xo[u], lt.iv), kg_c64(g, g->vw))) : a;
+    for (int j = 0; j < K; j++) {
+      LLVMValueRef xv = shifted(g, a, b, j);
+      for (int q = 0; q < rb; q++) {
+        LLVMValueRef ac = acc[(q * U + u) * K + j];
+        LLVMBuildStore(g->b, fma3(g, dv[q], xv, LLVMBuildLoad2(g->b, g->vec, ac, "")), ac);
+      }
+    }
+    if (K > 1) LLVMBuildStore(g->b, b, prev[u]);
+  }
+  kg_loop_close(g, &lt);
+  kg_loop_close(g, &ls);
+  LLVMBuildStore(g->b, LLVMConstNull(g->vec), zacc);
+  for (int a0 = 0; a0 < NA; a0 += GROUP) { /* the sums by eights, padded with zeros */
+    LLVMValueRef ac[GROUP], w8[GROUP];
+    for (int b = 0; b < GROUP; b++)
+      ac[b] = a0 + b < NA ? acc[a0 + b] : zacc, w8[b] = a0 + b < NA ? wi[a0 + b] : kg_c64(g, -1);
+    add_sums(g, ac, w8, sink, dw);
+  }
+  kg_loop_close(g, &lg);
+}
+
+/* The groups of gen_block_groups from a per-row table of items (start:
+ * rows + 1 firsts; item i's offset off[i * ostride], its K weights
+ * wv[i * wstride + j]), blocks of rb rows, U items a group, block b's
+ * output offset rowoff * b * rb + marg; their count, or -1 when out of
+ * memory. */
+static long make_block_groups(const int32_t *start, const int32_t *off, int ostride,
+                              const int32_t *wv, int wstride, int K, int rows, int rb, int U,
+                              int64_t rowoff, int64_t marg, int32_t **out) {
+  const int NA = rb * U * K, W = 1 + U + NA;
+  long ng = 0;
+  for (int b = 0; b < rows; b += rb) ng += (start[b + 1] - start[b] + U - 1) / U;
+  int32_t *grp = malloc((size_t)(ng ? ng : 1) * W * sizeof *grp);
+  if (!grp) return -1;
+  long k = 0;
+  for (int b = 0; b < rows; b += rb)
+    for (long e = 0; e < start[b + 1] - start[b]; e += U, k++) {
+      int32_t *q = grp + k * W;
+      q[0] = (int32_t)(rowoff * b + marg);
+      for (int a = 0; a < NA; a++) q[1 + U + a] = -1;
+      for (int u = 0; u < U; u++) {
+        int real = start[b] + e + u < start[b + 1];
+        q[1 + u] = real ? off[(long)(start[b] + e + u) * ostride] : 0;
+        for (int r = 0; real && r < rb; r++)
+          for (int j = 0; j < K; j++)
+            q[1 + U + (r * U + u) * K + j] = wv[(long)(start[b + r] + e + u) * wstride + j];
+      }
+    }
+  *out = grp;
+  return ng;
+}
+
 /* Groups from a table of rows: each row's entries padded to a multiple of
  * 8; the row's output offset is rowoff * row. Returns the group count, or
  * -1 when out of memory. */
@@ -842,6 +939,33 @@ int cg_sparse_conv_bwd_weight(LLVMModuleRef m, const cg_conv_desc *d, const char
   /* Grouped by output channel: a group shares its dy plane. */
   rtab r[NRT];
   if (conv_fwd_tab(&t, d, &p) || split_all(&t, run_len(d, &p), r)) return etab_free(&t), -1;
+  int rb = row_block(&t, r, p.vw);
+  if (rb > 1 && rb * run_len(d, &p) <= BG_MAX) { /* by row blocks, the same bits */
+    int32_t *bg[NRT + 1] = {NULL};
+    long nb[NRT + 1] = {0};
+    int K[NRT + 1], U[NRT + 1], bad = 0;
+    for (int i = 0; i <= NRT; i++) {
+      if (i < NRT && r[i].n == 0) continue;
+      K[i] = i < NRT ? r[i].K : 1;
+      U[i] = 16 / (rb * K[i]) > 1 ? 16 / (rb * K[i]) : 1; /* 16 accumulators, or a run's */
+      nb[i] = i < NRT ? make_block_groups(r[i].start, r[i].off, 1, r[i].w, K[i], K[i], d->cout, rb,
+                                          U[i], p.dycs, p.marg, &bg[i])
+                      : make_block_groups(t.start, t.pair, 2, t.pair + 1, 2, 1, d->cout, rb, U[i],
+                                          p.dycs, p.marg, &bg[i]);
+      bad |= nb[i] < 0;
+    }
+    etab_free(&t), rtabs_free(r);
+    kg_kit G, *g = &G;
+    if (!bad) {
+      gen_begin(g, m, name, p.vw);
+      span sp = {g->n, g->a_ns, g->b_ns};
+      for (int i = 0; i <= NRT; i++)
+        if (nb[i] > 0)
+          gen_block_groups(g, bg[i], nb[i], rb, U[i], K[i], p.yrs, p.dycs, sp, g->pa, g->pb, g->pc);
+    }
+    for (int i = 0; i <= NRT; i++) free(bg[i]);
+    return bad ? -1 : kg_end(g);
+  }
   int32_t *grp = NULL, *rgrp[NRT] = {NULL};
   long ng = make_groups(&t, p.dycs, &grp), nr[NRT] = {0};
   int K[NRT];
