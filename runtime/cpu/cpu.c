@@ -87,12 +87,11 @@ typedef struct rt_cpu_entry {
  *                        AVX2 GEMM (Haswell) AVX-512 (SkylakeX)  AVX2 GEMM
  *   28x28 (32)           never (0.62x)       never (0.88x)       ~85%
  *   16x16, 14x14, 12x12  never (0.80x)       60-70%              ~70%
- *   8x8 (128), 7x7 (64)  95-100% (full:       40-70%              ~75%
- *                        never, 0.78-0.88x)
+ *   8x8 (128), 7x7 (64)  95-100%             40-70%              ~75%
  *   4x4 (256)            ~35%                ~25%                ~40%
  *
- * ("never": the JIT kernels at 100%, against dense, in brackets, measured
- * before full layers had row blocks; "full": with them.) Each
+ * ("never": the JIT kernels at 100%, against dense, in brackets; partial
+ * layers, before full ones had row blocks: see conv_dense_from.) Each
  * entry of conv_dense_from is set at or a little below its crossing: near
  * it the two are within noise, and the GEMM's speed does not depend on
  * the pattern. A threshold set by rt_cpu_set_dense_threshold replaces it.
@@ -560,16 +559,18 @@ static rt_cpu_entry *entry_get(cpu_backend *cb, int layer, const uint8_t *wmask,
 
 /* The density from which a conv layer with this output plane runs dense
  * (the table above RT_CPU_DENSE_CONV_AUTO; above 1: never). `blocks`: a
- * full layer whose output rows the 16-lane kernels take 4 at a time
+ * full layer whose rows the 16-lane kernels take 4 at a time
  * (kgen/sparse.c, row blocks), faster at 100% than partial layers at
- * 90%: JIT against AVX2 GEMM at 2 threads, 128->128 at 8x8 0.0421 s
- * against 0.0478, 64->64 at 7x7 0.0095 against 0.0122, 256->256 at 4x4
- * 0.0686 against 0.0500; against AVX-512 GEMM even at 14x14 and 16x16
- * (2026-12-03). */
+ * 90%. JIT against GEMM at 2 threads, 2026-12-03, 4a85326: against AVX2
+ * GEMM 128->128 at 8x8 0.0292 s against 0.0416, 64->64 at 7x7 0.0064
+ * against 0.0100, 256->256 at 4x4 0.0548 against 0.0493; against AVX-512
+ * GEMM 64->64 at 16x16 0.0232 against 0.0266, at 14x14 0.0179 against
+ * 0.0214, 128->128 at 8x8 0.0294 against 0.0277. */
 static double conv_dense_from(const cpu_backend *cb, long oh, long ow, int blocks) {
   long a = oh * ow;
   if (cb->vw == 8) return a >= 36 ? 0.75 : 0.35;
-  if (cb->wide_gemm) return a >= 400 ? 2.0 : a >= 100 ? 0.6 : a >= 36 ? 0.4 : 0.25;
+  if (cb->wide_gemm)
+    return a >= 400 || (blocks && a >= 100) ? 2.0 : a >= 100 ? 0.6 : a >= 36 ? 0.4 : 0.25;
   return a >= 100 || (blocks && a >= 36) ? 2.0 : a >= 36 ? 0.9 : 0.35;
 }
 
