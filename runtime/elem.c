@@ -746,10 +746,10 @@ static void row_affine_pool(int h, int w, const float *restrict x, float m, floa
  * elsewhere. The windows' codes (row_affine_pool's, window_code) say
  * where; no branch on them. */
 static void row_pool_scatter(int h, int w, const uint8_t *restrict code, const float *restrict dp,
-                             float *restrict g) {
+                             float *restrict g, long gs) {
   const int ow = w / 2;
   for (int oy = 0; oy < h / 2; oy++) {
-    float *g0 = g + (long)2 * oy * w, *g1 = g0 + w;
+    float *g0 = g + (long)2 * oy * gs, *g1 = g0 + gs;
     const float *d = dp + (long)oy * ow;
     const uint8_t *co = code + (long)oy * ow;
     int ox = 0;
@@ -924,7 +924,7 @@ static void bn_bwd_task(void *arg, int part) {
         const float *xr = j->x + n * xns + c * hw, *dyr = gbuf;
         if (pooled)
           row_pool_scatter((int)(hw / j->w), j->w, j->code + n * j->code_ns + c * ohw,
-                           j->dy + n * j->p_ns + c * ohw, gbuf);
+                           j->dy + n * j->p_ns + c * ohw, gbuf, j->w);
         else
           dyr = j->dy + n * yns + c * hw;
         row_grad_sums(hw, xr, mask == MASK_Y ? j->y + n * yns + c * hw : NULL, dyr, mask,
@@ -946,7 +946,7 @@ static void bn_bwd_task(void *arg, int part) {
         const float *xr = j->x + n * xns + c * hw, *dyr = gbuf;
         if (pooled)
           row_pool_scatter((int)(hw / j->w), j->w, j->code + n * j->code_ns + c * ohw,
-                           j->dy + n * j->p_ns + c * ohw, gbuf);
+                           j->dy + n * j->p_ns + c * ohw, gbuf, j->w);
         else
           dyr = j->dy + n * yns + c * hw;
         row_dx(hw, xr, mask == MASK_Y ? j->y + n * yns + c * hw : NULL, dyr, mask,
@@ -1049,7 +1049,38 @@ void rt_bn_dx_rows(int rows, int len, const float *x, const float *dy, int relu,
 }
 
 void rt_bn_pool_scatter(int h, int w, const uint8_t *code, const float *dp, float *g) {
-  row_pool_scatter(h, w, code, dp, g);
+  row_pool_scatter(h, w, code, dp, g, w);
+}
+
+/* Windows of one row pair a call of rt_pool_relu_rows codes at once. */
+enum { POOL_ROW_CHUNK = 256 };
+
+void rt_pool_relu_rows(int h, int w, const float *y, const float *dp, float *d, long ds) {
+  assert(h % 2 == 0 && w % 2 == 0 && ds >= w);
+  const int ow = w / 2;
+  uint8_t code[POOL_ROW_CHUNK];
+  for (int oy = 0; oy < h / 2; oy++) {
+    const float *r0 = y + (long)2 * oy * w, *r1 = r0 + w;
+    float *g0 = d + (long)2 * oy * ds;
+    for (int x0 = 0; x0 < ow; x0 += POOL_ROW_CHUNK) {
+      int n = ow - x0 < POOL_ROW_CHUNK ? ow - x0 : POOL_ROW_CHUNK, ox = 0;
+      const float *a0 = r0 + 2 * x0, *a1 = r1 + 2 * x0;
+#if defined(__SSE2__)
+      for (; ox + 4 <= n; ox += 4) {
+        __m128 v[4] = {_mm_loadu_ps(a0 + 2 * ox), _mm_loadu_ps(a0 + 2 * ox + 4),
+                       _mm_loadu_ps(a1 + 2 * ox), _mm_loadu_ps(a1 + 2 * ox + 4)};
+        window_codes4(_mm_shuffle_ps(v[0], v[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                      _mm_shuffle_ps(v[0], v[1], _MM_SHUFFLE(3, 1, 3, 1)),
+                      _mm_shuffle_ps(v[2], v[3], _MM_SHUFFLE(2, 0, 2, 0)),
+                      _mm_shuffle_ps(v[2], v[3], _MM_SHUFFLE(3, 1, 3, 1)), 4, code + ox);
+      }
+#endif
+      for (; ox < n; ox++)
+        code[ox] = window_code(a0[2 * ox], a0[2 * ox + 1], a1[2 * ox], a1[2 * ox + 1]);
+      row_pool_scatter(2, 2 * n, code, dp + (long)oy * ow + x0, g0 + 2 * x0, ds);
+    }
+    for (long i = w; i < ds; i++) g0[i] = 0.0f, g0[ds + i] = 0.0f;
+  }
 }
 
 void rt_bn_affine_row(long len, const float *x, float m, float k, float b, int relu, float *y) {

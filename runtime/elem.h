@@ -158,6 +158,14 @@ void rt_bn_grad_sums_row(long len, const float *x, const float *dy, int relu, fl
  * dp's value (0 + dp) at each window's first maximum, where that maximum
  * is > 0; 0 elsewhere. */
 void rt_bn_pool_scatter(int h, int w, const uint8_t *code, const float *dp, float *g);
+/* The gradient at the input of a ReLU followed by a 2x2 max pool, one h x
+ * w plane (both even) from the ReLU's output y and the pool's gradient dp
+ * (h/2 x w/2), straight into rows ds floats apart, zeros from each row's
+ * w to ds: dp's value (0 + dp) at each window's first maximum (a later
+ * value winning only when strictly greater) where it is > 0, 0 elsewhere.
+ * The bits of rt_maxpool_bwd (assigning) then rt_relu_mask, in one pass
+ * and without the plane between them. */
+void rt_pool_relu_rows(int h, int w, const float *y, const float *dp, float *d, long ds);
 /* y = (x - m) * k + b, then max(., 0) with relu: a row as rt_bn_fwd's
  * training output writes it from its saved mean m and scale k. */
 void rt_bn_affine_row(long len, const float *x, float m, float k, float b, int relu, float *y);

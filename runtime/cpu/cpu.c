@@ -583,7 +583,7 @@ static int entry_dense(const cpu_backend *cb, const rt_cpu_entry *e) {
 }
 
 /* Floats at the end of a scratch buffer for one plane of work: pack_x's
- * input plane (xtmp), or pack_dy's and pack_dy_bn's output plane under a
+ * input plane (xtmp), or pack_dy_bn's output plane under a
  * pool (dztmp). */
 static size_t tmp_len(int h, int w, int oh, int ow) {
   size_t x = (size_t)h * w, y = (size_t)oh * ow;
@@ -847,32 +847,25 @@ static void dy_tail(const cg_conv_plan *p, const rt_conv_shape *s, float *dyq) {
   memset(dyq + used, 0, (size_t)(p->dylen - used) * sizeof *dyq);
 }
 
-/* Sample i's plane of y's gradient, of channel co, from the gradient dp
- * of the 2x2 max pool of y (s->pooled; a quarter plane), into g: each
- * window's gradient at its first maximum, as the pool's backward would
- * have assigned it. */
-static void pool_dy_plane(const rt_conv_shape *s, const float *y, const float *dp, float *g) {
-  rt_pool_shape ps = {1, 1, s->oh, s->ow, 2, 0, 0};
-  rt_maxpool_bwd(&ps, 0, 1, y, dp, g, 1);
-}
-
 /* One sample dy [cout][oh][ow] into dyq: a zero margin, rows of wq with
  * zero don't-care columns, zeros to the channel stride; every float
  * written once. With y (the ReLU's output, same layout as dy), dy is the
  * activation's gradient and goes through the ReLU on the way; with
  * s->pooled, dy is the pool's gradient, a quarter plane a channel, and
- * goes through the pool first, a plane at a time in tmp (oh ow floats). */
+ * goes through the pool first (rt_pool_relu_rows: the pool's windows are
+ * y's). */
 static void pack_dy(const cg_conv_plan *p, const rt_conv_shape *s, const float *dy,
-                    const float *y, float *dyq, float *tmp) {
+                    const float *y, float *dyq) {
   long ohw = (long)s->oh * s->ow, body = p->marg + (long)s->oh * p->wq;
   assert(!s->pooled || y); /* the pool's windows are y's */
   for (int co = 0; co < s->cout; co++) {
     float *d = dyq + co * p->dycs;
-    const float *g = dy + co * ohw;
-    if (s->pooled) pool_dy_plane(s, y + co * ohw, dy + co * (ohw / 4), tmp), g = tmp;
     memset(d, 0, (size_t)p->marg * sizeof *d);
-    rt_pad_rows(s->oh, s->ow, g, s->ow, d + p->marg, p->wq, 0, y ? y + co * ohw : NULL, s->ow,
-                NULL);
+    if (s->pooled) /* through the pool and the ReLU, straight into the rows */
+      rt_pool_relu_rows(s->oh, s->ow, y + co * ohw, dy + co * (ohw / 4), d + p->marg, p->wq);
+    else
+      rt_pad_rows(s->oh, s->ow, dy + co * ohw, s->ow, d + p->marg, p->wq, 0,
+                  y ? y + co * ohw : NULL, s->ow, NULL);
     memset(d + body, 0, (size_t)(p->dycs - body) * sizeof *d);
   }
   dy_tail(p, s, dyq);
@@ -1046,7 +1039,7 @@ static int cpu_conv_bwd_data(rt_kernels *b, int l, const rt_conv_shape *s, const
     for (int n0 = 0; n0 < s->n; n0 += CONV_SB) {
       int nb = s->n - n0 < CONV_SB ? s->n - n0 : CONV_SB;
       for (int i = 0; i < nb; i++)
-        pack_dy(p, s, dy + (n0 + i) * yns, NULL, dyq + i * p->dylen, NULL);
+        pack_dy(p, s, dy + (n0 + i) * yns, NULL, dyq + i * p->dylen);
       e->bwd_data(dyq, wp, dxp, NULL, nb, p->dylen, p->dxlen);
       for (int i = 0; i < nb; i++) add_dx(p, s, dxp + i * p->dxlen, dx + (n0 + i) * xns);
     }
@@ -1097,7 +1090,7 @@ static int cpu_conv_bwd_weight(rt_kernels *b, int l, const rt_conv_shape *s, con
       int nb = s->n - n0 < CONV_SB ? s->n - n0 : CONV_SB;
       for (int i = 0; i < nb; i++) {
         pack_x(p, s, x + (n0 + i) * xns, buf + i * p->xlen, n0 + i, xtmp(b, buf, s));
-        pack_dy(p, s, dy + (n0 + i) * yns, NULL, dyq + i * p->dylen, NULL);
+        pack_dy(p, s, dy + (n0 + i) * yns, NULL, dyq + i * p->dylen);
       }
       e->bwd_weight(buf, dyq, dw, NULL, nb, p->xlen, p->dylen);
     }
@@ -1163,8 +1156,7 @@ static int cpu_conv_bwd(rt_kernels *b, int l, const rt_conv_shape *s, const floa
         pack_dy_bn(p, s, n0 + i, dy + (n0 + i) * yns, s->bn->z + (n0 + i) * yns, q,
                    dztmp(b, buf, s));
       else
-        pack_dy(p, s, dy + (n0 + i) * yns, s->relu ? y + (n0 + i) * yns : NULL, q,
-                dztmp(b, buf, s));
+        pack_dy(p, s, dy + (n0 + i) * yns, s->relu ? y + (n0 + i) * yns : NULL, q);
       for (int co = 0; bsum && co < s->cout; co++) bsum[co] += rt_sum(p->dycs, q + co * p->dycs);
     }
     e->bwd_weight(xp, dyq, dw, NULL, nb, p->xlen, p->dylen);
