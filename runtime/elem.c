@@ -1048,6 +1048,50 @@ void rt_bn_dx_rows(int rows, int len, const float *x, const float *dy, int relu,
   }
 }
 
+void rt_bn_pool_dx_rows(int h, int w, const uint8_t *code, const float *dp, const float *x,
+                        float m, float gm, float kg, float kx, float *dx, long ds) {
+  assert(h % 2 == 0 && w % 2 == 0 && ds >= w);
+  const int ow = w / 2;
+  for (int oy = 0; oy < h / 2; oy++) {
+    const float *x0 = x + (long)2 * oy * w, *x1 = x0 + w, *dr = dp + (long)oy * ow;
+    const uint8_t *co = code + (long)oy * ow;
+    float *o0 = dx + (long)2 * oy * ds, *o1 = o0 + ds;
+    int ox = 0;
+#if defined(__SSE2__)
+    const __m128 zero = _mm_setzero_ps(), mv = _mm_set1_ps(m), gmv = _mm_set1_ps(gm),
+                 kgv = _mm_set1_ps(kg), kxv = _mm_set1_ps(kx);
+    for (; ox + 4 <= ow; ox += 4) {
+      uint32_t b4;
+      memcpy(&b4, co + ox, 4);
+      __m128i k = _mm_cvtsi32_si128((int)b4);
+      k = _mm_unpacklo_epi16(_mm_unpacklo_epi8(k, _mm_setzero_si128()), _mm_setzero_si128());
+      __m128 v = _mm_add_ps(zero, _mm_loadu_ps(dr + ox)), w4[4];
+      for (int q = 0; q < 4; q++)
+        w4[q] = _mm_and_ps(_mm_castsi128_ps(_mm_cmpeq_epi32(k, _mm_set1_epi32(q))), v);
+      /* row_pool_scatter's four vectors of g, then row_dx's (assign) */
+      __m128 g[4] = {_mm_unpacklo_ps(w4[0], w4[1]), _mm_unpackhi_ps(w4[0], w4[1]),
+                     _mm_unpacklo_ps(w4[2], w4[3]), _mm_unpackhi_ps(w4[2], w4[3])};
+      const float *xs[4] = {x0 + 2 * ox, x0 + 2 * ox + 4, x1 + 2 * ox, x1 + 2 * ox + 4};
+      float *os[4] = {o0 + 2 * ox, o0 + 2 * ox + 4, o1 + 2 * ox, o1 + 2 * ox + 4};
+      for (int t = 0; t < 4; t++) {
+        __m128 r = _mm_sub_ps(_mm_mul_ps(_mm_sub_ps(g[t], gmv), kgv),
+                              _mm_mul_ps(_mm_sub_ps(_mm_loadu_ps(xs[t]), mv), kxv));
+        _mm_storeu_ps(os[t], _mm_add_ps(zero, r));
+      }
+    }
+#endif
+    for (; ox < ow; ox++) {
+      int c = co[ox];
+      float v = 0.0f + dr[ox], g[4] = {c == 0 ? v : 0.0f, c == 1 ? v : 0.0f, c == 2 ? v : 0.0f,
+                                       c == 3 ? v : 0.0f};
+      const float *xs[4] = {x0 + 2 * ox, x0 + 2 * ox + 1, x1 + 2 * ox, x1 + 2 * ox + 1};
+      float *os[4] = {o0 + 2 * ox, o0 + 2 * ox + 1, o1 + 2 * ox, o1 + 2 * ox + 1};
+      for (int t = 0; t < 4; t++) *os[t] = 0.0f + ((g[t] - gm) * kg - (*xs[t] - m) * kx);
+    }
+    for (long i = w; i < ds; i++) o0[i] = 0.0f, o1[i] = 0.0f;
+  }
+}
+
 void rt_bn_pool_scatter(int h, int w, const uint8_t *code, const float *dp, float *g) {
   row_pool_scatter(h, w, code, dp, g, w);
 }

@@ -158,6 +158,12 @@ void rt_bn_grad_sums_row(long len, const float *x, const float *dy, int relu, fl
  * dp's value (0 + dp) at each window's first maximum, where that maximum
  * is > 0; 0 elsewhere. */
 void rt_bn_pool_scatter(int h, int w, const uint8_t *code, const float *dp, float *g);
+/* rt_bn_pool_scatter then rt_bn_dx_rows (relu 0) in one pass, without the
+ * plane between them: the rows of dx (ds floats apart, zeros from w to
+ * ds) of one h x w plane of x, from the windows' codes and the pool's
+ * gradient dp (h/2 x w/2); the same bits. */
+void rt_bn_pool_dx_rows(int h, int w, const uint8_t *code, const float *dp, const float *x,
+                        float m, float gm, float kg, float kx, float *dx, long ds);
 /* The gradient at the input of a ReLU followed by a 2x2 max pool, one h x
  * w plane (both even) from the ReLU's output y and the pool's gradient dp
  * (h/2 x w/2), straight into rows ds floats apart, zeros from each row's

@@ -583,12 +583,8 @@ static int entry_dense(const cpu_backend *cb, const rt_cpu_entry *e) {
 }
 
 /* Floats at the end of a scratch buffer for one plane of work: pack_x's
- * input plane (xtmp), or pack_dy_bn's output plane under a
- * pool (dztmp). */
-static size_t tmp_len(int h, int w, int oh, int ow) {
-  size_t x = (size_t)h * w, y = (size_t)oh * ow;
-  return x > y ? x : y;
-}
+ * input plane (xtmp). */
+static size_t tmp_len(int h, int w) { return (size_t)h * w; }
 
 /* Switches a layer to entry e, sizes the scratch for it, and drops the
  * layer's previous entry when no layer uses that pattern any more. */
@@ -605,7 +601,7 @@ static void entry_attach(cpu_backend *cb, int layer, rt_cpu_entry *e) {
     size_t fwd = (size_t)(p->xlen + (long)l->cout * p->yrs),
            bwd = (size_t)(p->xlen + p->dylen + p->dxlen);
     need = lines(2 * (size_t)l->cout) + wp_len(e) + CONV_SB * (fwd > bwd ? fwd : bwd) +
-           tmp_len(l->h, l->w, l->oh, l->ow); /* xtmp, dztmp */
+           tmp_len(l->h, l->w); /* xtmp */
   } else { /* the forward's, or the fused backward's */
     size_t fwd = wp_len(e) + (size_t)LIN_SUB * (size_t)(l->cin + l->cout),
            bwd = 2 * lines((size_t)e->nbwd) + (size_t)LIN_SUB * (size_t)(2 * l->cin + l->cout + 1);
@@ -873,19 +869,20 @@ static void pack_dy(const cg_conv_plan *p, const rt_conv_shape *s, const float *
 
 /* Sample i's plane of batch norm's pre-activation gradient (s->bn), of
  * channel co, from its output gradient dy's plane (under a pool, the
- * pool's: a quarter of it, whose gradient at the ReLU's output goes
- * through g, a plane) and z's, into dz, its rows ds floats apart with
- * zeros after each (ds = ow: a whole plane). */
+ * pool's: a quarter of it, routed by the windows' codes) and z's, into
+ * dz, its rows ds floats apart with zeros after each (ds = ow: a whole
+ * plane). */
 static void bn_dz_rows(const rt_conv_shape *s, int64_t i, int co, const float *dy, const float *z,
-                       float *dz, long ds, float *g) {
+                       float *dz, long ds) {
   const rt_bn_dz *bn = s->bn;
   if (bn->pool) {
     long op = (long)s->oh * s->ow / 4;
-    rt_bn_pool_scatter(s->oh, s->ow, bn->code + i * bn->code_ns + co * op, dy, g);
-    dy = g;
+    rt_bn_pool_dx_rows(s->oh, s->ow, bn->code + i * bn->code_ns + co * op, dy, z, bn->m[co],
+                       bn->gm[co], bn->kg[co], bn->kx[co], dz, ds);
+    return;
   }
-  rt_bn_dx_rows(s->oh, s->ow, z, dy, bn->relu && !bn->pool, bn->m[co], bn->k[co], bn->b[co],
-                bn->gm[co], bn->kg[co], bn->kx[co], dz, ds);
+  rt_bn_dx_rows(s->oh, s->ow, z, dy, bn->relu, bn->m[co], bn->k[co], bn->b[co], bn->gm[co],
+                bn->kg[co], bn->kx[co], dz, ds);
 }
 
 /* dy's plane of channel co of one sample (s->bn: under a pool, the
@@ -897,16 +894,14 @@ static const float *bn_dy_plane(const rt_conv_shape *s, const float *dy, int co)
 
 /* pack_dy of the pre-activation's gradient that batch norm's backward
  * makes (s->bn) from dy, its output's gradient (or its pool's), and the
- * pre-activation z, straight into the packed rows (under a pool, the
- * pool's gradient scattered a plane at a time into tmp, oh ow floats):
- * dz is never written. */
+ * pre-activation z, straight into the packed rows: dz is never written. */
 static void pack_dy_bn(const cg_conv_plan *p, const rt_conv_shape *s, int64_t i, const float *dy,
-                       const float *z, float *dyq, float *tmp) {
+                       const float *z, float *dyq) {
   long ohw = (long)s->oh * s->ow, body = p->marg + (long)s->oh * p->wq;
   for (int co = 0; co < s->cout; co++) {
     float *d = dyq + co * p->dycs;
     memset(d, 0, (size_t)p->marg * sizeof *d);
-    bn_dz_rows(s, i, co, bn_dy_plane(s, dy, co), z + co * ohw, d + p->marg, p->wq, tmp);
+    bn_dz_rows(s, i, co, bn_dy_plane(s, dy, co), z + co * ohw, d + p->marg, p->wq);
     memset(d + body, 0, (size_t)(p->dycs - body) * sizeof *d);
   }
   dy_tail(p, s, dyq);
@@ -958,12 +953,6 @@ static int is_dense(rt_kernels *b, int l) { return C(b)->dense[l]; }
  * a scratch buffer, past what any layer's call uses (entry_attach). */
 static float *xtmp(rt_kernels *b, float *buf, const rt_conv_shape *s) {
   return buf + C(b)->need - (size_t)s->h * s->w;
-}
-
-/* pack_dy's and pack_dy_bn's plane, in the same place (used once pack_x
- * is done). */
-static float *dztmp(rt_kernels *b, float *buf, const rt_conv_shape *s) {
-  return buf + C(b)->need - (size_t)s->oh * s->ow;
 }
 
 static int cpu_conv_fwd(rt_kernels *b, int l, const rt_conv_shape *s, const float *x,
@@ -1115,12 +1104,10 @@ static int cpu_conv_bwd(rt_kernels *b, int l, const rt_conv_shape *s, const floa
   if (!buf) { /* the dense path has nothing to share */
     if (s->bn) { /* dz made whole, where the host step would have */
       long ohw = (long)s->oh * s->ow;
-      float g[RT_BN_POOL_HW]; /* a plane of the pool's gradient (bn_fusable's bound) */
-      assert(!s->bn->pool || ohw <= RT_BN_POOL_HW);
       for (int i = 0; i < s->n; i++)
         for (int co = 0; co < s->cout; co++)
           bn_dz_rows(s, i, co, bn_dy_plane(s, dy + i * yns, co), s->bn->z + i * yns + co * ohw,
-                     s->bn->dz + i * yns + co * ohw, s->ow, g);
+                     s->bn->dz + i * yns + co * ohw, s->ow);
       dy = s->bn->dz;
     }
     if (s->pooled) { /* y's gradient made whole, where the pool's backward would have */
@@ -1153,8 +1140,7 @@ static int cpu_conv_bwd(rt_kernels *b, int l, const rt_conv_shape *s, const floa
       float *q = dyq + i * p->dylen;
       pack_x(p, s, x + (n0 + i) * xns, xp + i * p->xlen, n0 + i, xtmp(b, buf, s));
       if (s->bn)
-        pack_dy_bn(p, s, n0 + i, dy + (n0 + i) * yns, s->bn->z + (n0 + i) * yns, q,
-                   dztmp(b, buf, s));
+        pack_dy_bn(p, s, n0 + i, dy + (n0 + i) * yns, s->bn->z + (n0 + i) * yns, q);
       else
         pack_dy(p, s, dy + (n0 + i) * yns, s->relu ? y + (n0 + i) * yns : NULL, q);
       for (int co = 0; bsum && co < s->cout; co++) bsum[co] += rt_sum(p->dycs, q + co * p->dycs);

@@ -687,7 +687,13 @@ static void test_bn_pool_case(rt_pool *pool, int n, int c, int h, int w) {
         bad += memcmp(got, dx1 + xo + i * ns + ch * hw + (long)r * w, (size_t)w * sizeof(float)) != 0;
         bad += got[w] != 0.0f || got[w + 1] != 0.0f || got[w + 2] != 0.0f;
       }
-      free(rows);
+      /* and the scatter and the rows in one pass */
+      float *rows2 = falloc((long)h * (w + 3));
+      for (long q = 0; q < (long)h * (w + 3); q++) rows2[q] = 7.0f;
+      rt_bn_pool_dx_rows(h, w, code + i * cns + ch * (hw / 4), dp + i * pns + ch * (hw / 4), xr,
+                         sm[ch], gm[ch], kg[ch], kx[ch], rows2, w + 3);
+      bad += memcmp(rows, rows2, (size_t)h * (w + 3) * sizeof(float)) != 0;
+      free(rows), free(rows2);
     }
   CHECK(!bad, "%s: the sums and planes of dx differ", what);
   free(gm), free(g), free(code), free(code2);
