@@ -547,128 +547,24 @@ static void add_sums(kg_kit *g, LLVMValueRef acc[GROUP], LLVMValueRef wi[GROUP],
   }
 }
 
-/* Weight gradients by groups of 8 weights of one output row. A group is 17
- * int32: the output-gradient offset, 8 input offsets, 8 weight indices (-1
- * pads the last group of a row and writes nowhere). dw[wi] += sum over the
- * span's samples and t in [0, len) of dy[dyoff + t] * x[xoff + t]. */
-static void gen_groups(kg_kit *g, const int32_t *grp, long ngroups, long len, span sp,
-                       LLVMValueRef x, LLVMValueRef dy, LLVMValueRef dw) {
-  kg_tab tg = kg_table(g, "group", grp, (size_t)ngroups * (2 * GROUP + 1), 4);
-  LLVMValueRef acc[GROUP], xo[GROUP], wi[GROUP];
-  for (int b = 0; b < GROUP; b++) acc[b] = kg_local(g, g->vec, "acc");
-  LLVMValueRef sink = kg_local(g, g->f32, "sink");
-  kg_loop lg, ls, lt;
-  kg_loop_open(g, &lg, kg_c64(g, 0), kg_c64(g, ngroups), 1);
-  LLVMValueRef gb = kg_mul(g, lg.iv, kg_c64(g, 2 * GROUP + 1));
-  LLVMValueRef yo = kg_tab_get(g, tg, gb);
-  for (int b = 0; b < GROUP; b++) {
-    xo[b] = kg_tab_get(g, tg, kg_add(g, gb, kg_c64(g, 1 + b)));
-    wi[b] = kg_tab_get(g, tg, kg_add(g, gb, kg_c64(g, 1 + GROUP + b)));
-    LLVMBuildStore(g->b, LLVMConstNull(g->vec), acc[b]);
-  }
-  kg_loop_open(g, &ls, kg_c64(g, 0), sp.count, 1);
-  LLVMValueRef xs = kg_at(g, x, kg_mul(g, ls.iv, sp.sstride));
-  LLVMValueRef ys = kg_at(g, dy, kg_mul(g, ls.iv, sp.dstride));
-  kg_loop_open(g, &lt, kg_c64(g, 0), kg_c64(g, len), g->vw);
-  LLVMValueRef dv = ldv(g, ys, kg_add(g, yo, lt.iv));
-  for (int b = 0; b < GROUP; b++) {
-    LLVMValueRef xv = ldv(g, xs, kg_add(g, xo[b], lt.iv));
-    LLVMBuildStore(g->b, fma3(g, dv, xv, LLVMBuildLoad2(g->b, g->vec, acc[b], "")), acc[b]);
-  }
-  kg_loop_close(g, &lt);
-  kg_loop_close(g, &ls);
-  add_sums(g, acc, wi, sink, dw);
-  kg_loop_close(g, &lg);
-}
-
-/* Weight gradients of runs (rtab), by groups of R = 8 / K runs of one
- * output row, whose R * K sums fill the accumulators of a group of 8. A
- * group is 1 + R + 8 int32: the output-gradient offset, R input offsets
- * (a run's first), 8 weight indices, by run then offset (-1 pads: the
- * last group of a row, and the lanes past R * K). Each vector of the
- * input span is loaded once, the shifted ones made from it and the next
- * (gen_runs). */
-static void gen_run_groups(kg_kit *g, const int32_t *grp, long ngroups, int K, long len, span sp,
-                           LLVMValueRef x, LLVMValueRef dy, LLVMValueRef dw) {
-  const int R = GROUP / K, W = 1 + R + GROUP;
-  kg_tab tg = kg_table(g, "rgroup", grp, (size_t)ngroups * W, 4);
-  LLVMValueRef acc[GROUP], xo[GROUP], wi[GROUP], prev[GROUP];
-  for (int b = 0; b < GROUP; b++) acc[b] = kg_local(g, g->vec, "acc");
-  for (int q = 0; q < R; q++) prev[q] = kg_local(g, g->vec, "xprev");
-  LLVMValueRef sink = kg_local(g, g->f32, "sink");
-  kg_loop lg, ls, lt;
-  kg_loop_open(g, &lg, kg_c64(g, 0), kg_c64(g, ngroups), 1);
-  LLVMValueRef gb = kg_mul(g, lg.iv, kg_c64(g, W));
-  LLVMValueRef yo = kg_tab_get(g, tg, gb);
-  for (int q = 0; q < R; q++) xo[q] = kg_tab_get(g, tg, kg_add(g, gb, kg_c64(g, 1 + q)));
-  for (int b = 0; b < GROUP; b++) {
-    wi[b] = kg_tab_get(g, tg, kg_add(g, gb, kg_c64(g, 1 + R + b)));
-    LLVMBuildStore(g->b, LLVMConstNull(g->vec), acc[b]);
-  }
-  kg_loop_open(g, &ls, kg_c64(g, 0), sp.count, 1);
-  LLVMValueRef xs = kg_at(g, x, kg_mul(g, ls.iv, sp.sstride));
-  LLVMValueRef ys = kg_at(g, dy, kg_mul(g, ls.iv, sp.dstride));
-  for (int q = 0; q < R; q++) LLVMBuildStore(g->b, ldv(g, xs, xo[q]), prev[q]);
-  kg_loop_open(g, &lt, kg_c64(g, 0), kg_c64(g, len), g->vw);
-  LLVMValueRef dv = ldv(g, ys, kg_add(g, yo, lt.iv));
-  for (int q = 0; q < R; q++) {
-    LLVMValueRef a = LLVMBuildLoad2(g->b, g->vec, prev[q], "");
-    LLVMValueRef b = ldv(g, xs, kg_add(g, kg_add(g, xo[q], lt.iv), kg_c64(g, g->vw)));
-    for (int j = 0; j < K; j++) {
-      LLVMValueRef ac = acc[q * K + j];
-      LLVMBuildStore(g->b, fma3(g, dv, shifted(g, a, b, j), LLVMBuildLoad2(g->b, g->vec, ac, "")),
-                     ac);
-    }
-    LLVMBuildStore(g->b, b, prev[q]);
-  }
-  kg_loop_close(g, &lt);
-  kg_loop_close(g, &ls);
-  add_sums(g, acc, wi, sink, dw);
-  kg_loop_close(g, &lg);
-}
-
-/* The run groups of gen_run_groups from r (rows of the forward's table,
- * row r's output offset rowoff * r); their count, or -1 when out of
- * memory. */
-static long make_run_groups(const rtab *r, int rows, int64_t rowoff, int32_t **out) {
-  const int K = r->K, R = GROUP / K, W = 1 + R + GROUP;
-  long ng = 0;
-  for (int row = 0; row < rows; row++) ng += (r->start[row + 1] - r->start[row] + R - 1) / R;
-  int32_t *grp = malloc((size_t)(ng ? ng : 1) * W * sizeof *grp);
-  if (!grp) return -1;
-  long k = 0;
-  for (int row = 0; row < rows; row++)
-    for (long e = r->start[row]; e < r->start[row + 1]; e += R, k++) {
-      int32_t *q = grp + k * W;
-      q[0] = (int32_t)(rowoff * row);
-      for (int b = 0; b < GROUP; b++) q[1 + R + b] = -1;
-      for (int u = 0; u < R; u++) {
-        int real = e + u < r->start[row + 1];
-        q[1 + u] = real ? r->off[e + u] : 0;
-        for (int j = 0; real && j < K; j++) q[1 + R + u * K + j] = r->w[(e + u) * K + j];
-      }
-    }
-  *out = grp;
-  return ng;
-}
-
-/* Weight gradients of row blocks (row_block: rb rows whose runs or
- * entries share their offsets): a group is U items (runs of K taps, or
- * entries: K = 1) of a block, whose rb * U * K weights take the
- * accumulators; each vector of an item's input span is loaded once (and
- * its shifted twins made once) for the block's rb rows, each row's
- * output gradient once for the U items. A group is 1 + U + rb U K int32:
- * the block's first output-gradient offset (row q's is dycs * q on), U
- * input offsets, the weight indices by row, item and tap (-1 pads). Each
- * weight's sum takes the same terms in the same order as gen_groups' or
- * gen_run_groups': the same bits. */
+/* Weight gradients by groups of weights that share loads: U items (runs
+ * of K taps, or entries: K = 1) of rb output rows whose items share their
+ * offsets (a row block, row_block; or one row, rb = 1), rb U K weights,
+ * one accumulator each. Each vector of an item's input span is loaded
+ * once (and its shifted twins made once: gen_runs) for the rows, each
+ * row's output gradient once for the items. A group is 1 + U + rb U K
+ * int32: the first row's output-gradient offset (row q's is dycs * q on),
+ * U input offsets, the weight indices by row, item and tap (-1 pads and
+ * writes nowhere). dw[wi] += the sum over the span's samples and t in
+ * [0, len) of dy[dyoff + t] * x[xoff + t + tap]; each weight's sum takes
+ * its terms in the same order whatever the grouping, the same bits. */
 static void gen_block_groups(kg_kit *g, const int32_t *grp, long ngroups, int rb, int U, int K,
                              long len, int64_t dycs, span sp, LLVMValueRef x, LLVMValueRef dy,
                              LLVMValueRef dw) {
   const int NA = rb * U * K, W = 1 + U + NA;
-  assert(NA <= BG_MAX && U <= RB_MAX);
-  kg_tab tg = kg_table(g, "bgroup", grp, (size_t)ngroups * W, 4);
-  LLVMValueRef acc[BG_MAX], wi[BG_MAX], xo[RB_MAX], prev[RB_MAX];
+  assert(NA <= BG_MAX && U <= GROUP && rb <= RB_MAX);
+  kg_tab tg = kg_table(g, "group", grp, (size_t)ngroups * W, 4);
+  LLVMValueRef acc[BG_MAX], wi[BG_MAX], xo[GROUP], prev[GROUP];
   for (int a = 0; a < NA; a++) acc[a] = kg_local(g, g->vec, "acc");
   for (int u = 0; u < U && K > 1; u++) prev[u] = kg_local(g, g->vec, "xprev");
   LLVMValueRef zacc = kg_local(g, g->vec, "zero"), sink = kg_local(g, g->f32, "sink");
@@ -714,9 +610,9 @@ static void gen_block_groups(kg_kit *g, const int32_t *grp, long ngroups, int rb
 
 /* The groups of gen_block_groups from a per-row table of items (start:
  * rows + 1 firsts; item i's offset off[i * ostride], its K weights
- * wv[i * wstride + j]), blocks of rb rows, U items a group, block b's
- * output offset rowoff * b * rb + marg; their count, or -1 when out of
- * memory. */
+ * wv[i * wstride + j]), blocks of rb rows (1: each row alone), U items a
+ * group, block b's output offset rowoff * b * rb + marg; their count, or
+ * -1 when out of memory. */
 static long make_block_groups(const int32_t *start, const int32_t *off, int ostride,
                               const int32_t *wv, int wstride, int K, int rows, int rb, int U,
                               int64_t rowoff, int64_t marg, int32_t **out) {
@@ -737,29 +633,6 @@ static long make_block_groups(const int32_t *start, const int32_t *off, int ostr
         for (int r = 0; real && r < rb; r++)
           for (int j = 0; j < K; j++)
             q[1 + U + (r * U + u) * K + j] = wv[(long)(start[b + r] + e + u) * wstride + j];
-      }
-    }
-  *out = grp;
-  return ng;
-}
-
-/* Groups from a table of rows: each row's entries padded to a multiple of
- * 8; the row's output offset is rowoff * row. Returns the group count, or
- * -1 when out of memory. */
-static long make_groups(const etab *t, int64_t rowoff, int32_t **out) {
-  long ng = 0;
-  for (int r = 0; r < t->rows; r++) ng += (t->start[r + 1] - t->start[r] + GROUP - 1) / GROUP;
-  int32_t *grp = malloc((size_t)(ng ? ng : 1) * (2 * GROUP + 1) * sizeof *grp);
-  if (!grp) return -1;
-  long k = 0;
-  for (int r = 0; r < t->rows; r++)
-    for (long e = t->start[r]; e < t->start[r + 1]; e += GROUP, k++) {
-      int32_t *q = grp + k * (2 * GROUP + 1);
-      q[0] = (int32_t)(rowoff * r);
-      for (int b = 0; b < GROUP; b++) {
-        int real = e + b < t->start[r + 1];
-        q[1 + b] = real ? t->pair[2 * (e + b)] : 0;
-        q[1 + GROUP + b] = real ? t->pair[2 * (e + b) + 1] : -1;
       }
     }
   *out = grp;
@@ -936,62 +809,40 @@ int cg_sparse_conv_bwd_weight(LLVMModuleRef m, const cg_conv_desc *d, const char
   cg_conv_plan p;
   etab t = {0};
   if (cg_conv_plan_init(&p, d)) return -1;
-  /* Grouped by output channel: a group shares its dy plane. */
+  /* Grouped by output channel, a group sharing its dy plane; by blocks
+   * of 4 where the forward's rows come in blocks. */
   rtab r[NRT];
   if (conv_fwd_tab(&t, d, &p) || split_all(&t, run_len(d, &p), r)) return etab_free(&t), -1;
   int rb = row_block(&t, r, p.vw);
-  if (rb > 1 && rb * run_len(d, &p) <= BG_MAX) { /* by row blocks, the same bits */
-    int32_t *bg[NRT + 1] = {NULL};
-    long nb[NRT + 1] = {0};
-    int K[NRT + 1], U[NRT + 1], bad = 0;
-    for (int i = 0; i <= NRT; i++) {
-      if (i < NRT && r[i].n == 0) continue;
-      K[i] = i < NRT ? r[i].K : 1;
-      U[i] = 16 / (rb * K[i]) > 1 ? 16 / (rb * K[i]) : 1; /* 16 accumulators, or a run's */
-      nb[i] = i < NRT ? make_block_groups(r[i].start, r[i].off, 1, r[i].w, K[i], K[i], d->cout, rb,
-                                          U[i], p.dycs, p.marg, &bg[i])
-                      : make_block_groups(t.start, t.pair, 2, t.pair + 1, 2, 1, d->cout, rb, U[i],
-                                          p.dycs, p.marg, &bg[i]);
-      bad |= nb[i] < 0;
-    }
-    etab_free(&t), rtabs_free(r);
-    kg_kit G, *g = &G;
-    if (!bad) {
-      gen_begin(g, m, name, p.vw);
-      span sp = {g->n, g->a_ns, g->b_ns};
-      for (int i = 0; i <= NRT; i++)
-        if (nb[i] > 0)
-          gen_block_groups(g, bg[i], nb[i], rb, U[i], K[i], p.yrs, p.dycs, sp, g->pa, g->pb, g->pc);
-    }
-    for (int i = 0; i <= NRT; i++) free(bg[i]);
-    return bad ? -1 : kg_end(g);
-  }
-  int32_t *grp = NULL, *rgrp[NRT] = {NULL};
-  long ng = make_groups(&t, p.dycs, &grp), nr[NRT] = {0};
-  int K[NRT];
-  for (int i = 0; i < NRT; i++) {
-    K[i] = r[i].K;
-    if (ng >= 0 && r[i].n > 0 && (nr[i] = make_run_groups(&r[i], d->cout, p.dycs, &rgrp[i])) < 0)
-      ng = -1;
+  if (rb * run_len(d, &p) > BG_MAX) rb = 1;
+  /* the groups of each run table, then of the single entries */
+  int32_t *bg[NRT + 1] = {NULL};
+  long nb[NRT + 1] = {0};
+  int K[NRT + 1] = {0}, U[NRT + 1] = {0}, bad = 0;
+  for (int i = 0; i <= NRT; i++) {
+    if (i < NRT && r[i].n == 0) continue;
+    K[i] = i < NRT ? r[i].K : 1;
+    /* accumulators: 8 for one row (add_sums' eight), 16 for a block
+     * (AVX-512's 32 registers), or one run's */
+    int na = rb > 1 ? 16 : GROUP;
+    U[i] = na / (rb * K[i]) > 1 ? na / (rb * K[i]) : 1;
+    nb[i] = i < NRT ? make_block_groups(r[i].start, r[i].off, 1, r[i].w, K[i], K[i], d->cout, rb,
+                                        U[i], p.dycs, p.marg, &bg[i])
+                    : make_block_groups(t.start, t.pair, 2, t.pair + 1, 2, 1, d->cout, rb, U[i],
+                                        p.dycs, p.marg, &bg[i]);
+    bad |= nb[i] < 0;
   }
   etab_free(&t), rtabs_free(r);
-  if (ng < 0) {
-    free(grp), free(rgrp[0]), free(rgrp[1]);
-    return -1;
-  }
-  /* the row offset of a group is co * dycs; its plane starts after the margin */
-  for (long k = 0; k < ng; k++) grp[k * (2 * GROUP + 1)] += (int32_t)p.marg;
-  for (int i = 0; i < NRT; i++)
-    for (long k = 0; k < nr[i]; k++) rgrp[i][k * (1 + GROUP / K[i] + GROUP)] += (int32_t)p.marg;
   kg_kit G, *g = &G;
-  gen_begin(g, m, name, p.vw);
-  span sp = {g->n, g->a_ns, g->b_ns};
-  for (int i = 0; i < NRT; i++)
-    if (nr[i] > 0) gen_run_groups(g, rgrp[i], nr[i], K[i], p.yrs, sp, g->pa, g->pb, g->pc);
-  gen_groups(g, grp, ng, p.yrs, sp, g->pa, g->pb, g->pc);
-  for (int i = 0; i < NRT; i++) free(rgrp[i]);
-  free(grp);
-  return kg_end(g);
+  if (!bad) {
+    gen_begin(g, m, name, p.vw);
+    span sp = {g->n, g->a_ns, g->b_ns};
+    for (int i = 0; i <= NRT; i++)
+      if (nb[i] > 0)
+        gen_block_groups(g, bg[i], nb[i], rb, U[i], K[i], p.yrs, p.dycs, sp, g->pa, g->pb, g->pc);
+  }
+  for (int i = 0; i <= NRT; i++) free(bg[i]);
+  return bad ? -1 : kg_end(g);
 }
 
 /* ---- linear --------------------------------------------------------- */
