@@ -22,7 +22,8 @@
  *     groups of 8 weights; one load of the output gradient feeds 8 FMAs,
  *     one per weight, into 8 vector accumulators; the group is summed by a
  *     shuffle tree into one vector of 8 sums at the end of the call (16-lane
- *     accumulators are first halved).
+ *     accumulators are first halved). Runs and row blocks (below) make
+ *     their groups in the same loop nest (gen_block_groups).
  *   runs (conv, 16 lanes): the taps of a kernel row that share a phase
  *     plane read spans a float apart; each of the conv loop nests takes
  *     such a run of K entries as one (rtab): each vector of its span
