@@ -296,8 +296,9 @@ static int take_order(const etab *t, const rtab r[NRT], int rb, cg_order *ord) {
  * coincide), else 1. Each row then takes its sums in the same order as
  * alone: the results are the same bit for bit. */
 enum { RB_MAX = 4, RB_TILE = 4 };
-/* Most accumulators of a weight-gradient group of a row block: 4 rows by
- * 4 entries, or by one run of up to 7 taps. */
+/* Most accumulators of a weight-gradient group (gen_block_groups): one
+ * row's 8 weights, or a row block's 4 rows by 4 entries or by one run of
+ * up to 7 taps. */
 enum { BG_MAX = 28 };
 static int row_block(const etab *t, const rtab r[NRT], int vw) {
   const int rb = RB_MAX;
