@@ -714,7 +714,6 @@ static void pack_w(const rt_cpu_entry *e, int dir, const float *w, float *wp) {
     for (long k = 0; k < e->npad; k++) wp[e->pad[k]] = 0.0f;
 }
 
-
 /* ---- conv --------------------------------------------------------------- */
 
 static rt_cpu_entry *entry_for(rt_kernels *b, int layer) {
