@@ -739,6 +739,30 @@ static void row_affine_pool(int h, int w, const float *restrict x, float m, floa
   }
 }
 
+/* One window's gradient at its four positions (a b top row, c d), from
+ * its code and the pool's gradient dp: 0 + dp at the code, 0 elsewhere
+ * (and everywhere for code 4). */
+static inline void window_g(int code, float dp, float g[4]) {
+  float v = 0.0f + dp;
+  for (int q = 0; q < 4; q++) g[q] = code == q ? v : 0.0f;
+}
+
+#if defined(__SSE2__)
+/* The same for four windows in a row, code[0..3] and dp[0..3], without a
+ * branch: g[0], g[1] the top row's 8 positions, g[2], g[3] the bottom's. */
+static inline void window_g4(const uint8_t *code, const float *dp, __m128 g[4]) {
+  uint32_t b4;
+  memcpy(&b4, code, 4);
+  __m128i k = _mm_cvtsi32_si128((int)b4);
+  k = _mm_unpacklo_epi16(_mm_unpacklo_epi8(k, _mm_setzero_si128()), _mm_setzero_si128());
+  __m128 v = _mm_add_ps(_mm_setzero_ps(), _mm_loadu_ps(dp)), w4[4];
+  for (int q = 0; q < 4; q++)
+    w4[q] = _mm_and_ps(_mm_castsi128_ps(_mm_cmpeq_epi32(k, _mm_set1_epi32(q))), v);
+  g[0] = _mm_unpacklo_ps(w4[0], w4[1]), g[1] = _mm_unpackhi_ps(w4[0], w4[1]);
+  g[2] = _mm_unpacklo_ps(w4[2], w4[3]), g[3] = _mm_unpackhi_ps(w4[2], w4[3]);
+}
+#endif
+
 /* The gradient that reaches batch norm's output through a 2x2 max pool
  * after the ReLU, as rt_maxpool_bwd (assigning) and the ReLU's mask would
  * give it, into g (one h x w plane): dp's value (0 + dp) at each window's
@@ -754,28 +778,17 @@ static void row_pool_scatter(int h, int w, const uint8_t *restrict code, const f
     const uint8_t *co = code + (long)oy * ow;
     int ox = 0;
 #if defined(__SSE2__)
-    const __m128 zero = _mm_setzero_ps();
     for (; ox + 4 <= ow; ox += 4) {
-      uint32_t b4;
-      memcpy(&b4, co + ox, 4);
-      __m128i k = _mm_cvtsi32_si128((int)b4);
-      k = _mm_unpacklo_epi16(_mm_unpacklo_epi8(k, _mm_setzero_si128()), _mm_setzero_si128());
-      __m128 v = _mm_add_ps(zero, _mm_loadu_ps(d + ox)), w4[4];
-      for (int q = 0; q < 4; q++)
-        w4[q] = _mm_and_ps(_mm_castsi128_ps(_mm_cmpeq_epi32(k, _mm_set1_epi32(q))), v);
-      _mm_storeu_ps(g0 + 2 * ox, _mm_unpacklo_ps(w4[0], w4[1]));
-      _mm_storeu_ps(g0 + 2 * ox + 4, _mm_unpackhi_ps(w4[0], w4[1]));
-      _mm_storeu_ps(g1 + 2 * ox, _mm_unpacklo_ps(w4[2], w4[3]));
-      _mm_storeu_ps(g1 + 2 * ox + 4, _mm_unpackhi_ps(w4[2], w4[3]));
+      __m128 v[4];
+      window_g4(co + ox, d + ox, v);
+      _mm_storeu_ps(g0 + 2 * ox, v[0]), _mm_storeu_ps(g0 + 2 * ox + 4, v[1]);
+      _mm_storeu_ps(g1 + 2 * ox, v[2]), _mm_storeu_ps(g1 + 2 * ox + 4, v[3]);
     }
 #endif
     for (; ox < ow; ox++) {
-      int c = co[ox];
-      float v = 0.0f + d[ox];
-      g0[2 * ox] = c == 0 ? v : 0.0f;
-      g0[2 * ox + 1] = c == 1 ? v : 0.0f;
-      g1[2 * ox] = c == 2 ? v : 0.0f;
-      g1[2 * ox + 1] = c == 3 ? v : 0.0f;
+      float v[4];
+      window_g(co[ox], d[ox], v);
+      g0[2 * ox] = v[0], g0[2 * ox + 1] = v[1], g1[2 * ox] = v[2], g1[2 * ox + 1] = v[3];
     }
   }
 }
@@ -1061,16 +1074,8 @@ void rt_bn_pool_dx_rows(int h, int w, const uint8_t *code, const float *dp, cons
     const __m128 zero = _mm_setzero_ps(), mv = _mm_set1_ps(m), gmv = _mm_set1_ps(gm),
                  kgv = _mm_set1_ps(kg), kxv = _mm_set1_ps(kx);
     for (; ox + 4 <= ow; ox += 4) {
-      uint32_t b4;
-      memcpy(&b4, co + ox, 4);
-      __m128i k = _mm_cvtsi32_si128((int)b4);
-      k = _mm_unpacklo_epi16(_mm_unpacklo_epi8(k, _mm_setzero_si128()), _mm_setzero_si128());
-      __m128 v = _mm_add_ps(zero, _mm_loadu_ps(dr + ox)), w4[4];
-      for (int q = 0; q < 4; q++)
-        w4[q] = _mm_and_ps(_mm_castsi128_ps(_mm_cmpeq_epi32(k, _mm_set1_epi32(q))), v);
-      /* row_pool_scatter's four vectors of g, then row_dx's (assign) */
-      __m128 g[4] = {_mm_unpacklo_ps(w4[0], w4[1]), _mm_unpackhi_ps(w4[0], w4[1]),
-                     _mm_unpacklo_ps(w4[2], w4[3]), _mm_unpackhi_ps(w4[2], w4[3])};
+      __m128 g[4]; /* row_pool_scatter's four vectors of g, then row_dx's (assign) */
+      window_g4(co + ox, dr + ox, g);
       const float *xs[4] = {x0 + 2 * ox, x0 + 2 * ox + 4, x1 + 2 * ox, x1 + 2 * ox + 4};
       float *os[4] = {o0 + 2 * ox, o0 + 2 * ox + 4, o1 + 2 * ox, o1 + 2 * ox + 4};
       for (int t = 0; t < 4; t++) {
@@ -1081,9 +1086,8 @@ void rt_bn_pool_dx_rows(int h, int w, const uint8_t *code, const float *dp, cons
     }
 #endif
     for (; ox < ow; ox++) {
-      int c = co[ox];
-      float v = 0.0f + dr[ox], g[4] = {c == 0 ? v : 0.0f, c == 1 ? v : 0.0f, c == 2 ? v : 0.0f,
-                                       c == 3 ? v : 0.0f};
+      float g[4];
+      window_g(co[ox], dr[ox], g);
       const float *xs[4] = {x0 + 2 * ox, x0 + 2 * ox + 1, x1 + 2 * ox, x1 + 2 * ox + 1};
       float *os[4] = {o0 + 2 * ox, o0 + 2 * ox + 1, o1 + 2 * ox, o1 + 2 * ox + 1};
       for (int t = 0; t < 4; t++) *os[t] = 0.0f + ((g[t] - gm) * kg - (*xs[t] - m) * kx);
