@@ -334,7 +334,8 @@ int main(int argc, char **argv) {
   /* "conv CIN HW COUT": another conv shape (3x3, stride 1, pad 1) */
   int cin = argc == 5 ? atoi(argv[2]) : 64, hw = argc == 5 ? atoi(argv[3]) : 14,
       cout = argc == 5 ? atoi(argv[4]) : 64;
-  if (cin < 1 || hw < 3 || cout < 1 || cin > 4096 || hw > 512 || cout > 4096) {
+  if ((argc > 2 && (argc != 5 || strcmp(only, "conv") != 0)) || cin < 1 || hw < 3 || cout < 1 ||
+      cin > 4096 || hw > 512 || cout > 4096) {
     fprintf(stderr, "usage: layer_bench [conv [CIN HW COUT] | linear]\n");
     return 2;
   }
