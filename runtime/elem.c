@@ -686,19 +686,19 @@ static inline void window_codes4(__m128 a, __m128 b, __m128 c, __m128 d, int n, 
 }
 #endif
 
-/* The ReLU's output of one h x w plane, (x - m) * k + b as row_affine,
- * max pooled 2x2 into p (h/2 x w/2): the maximum of the same values,
- * which are never NaN or -0 (the first maximum's value is the maximum);
- * with code, each window's code too (window_code). */
-static void row_affine_pool(int h, int w, const float *restrict x, float m, float k, float b,
-                            float *restrict p, uint8_t *restrict code) {
+/* The ReLU's output of one h x w plane (rows xs floats apart), (x - m) *
+ * k + b as row_affine, max pooled 2x2 into p (h/2 x w/2): the maximum of
+ * the same values, which are never NaN or -0 (the first maximum's value
+ * is the maximum); with code, each window's code too (window_code). */
+static void row_affine_pool(int h, int w, const float *restrict x, long xs, float m, float k,
+                            float b, float *restrict p, uint8_t *restrict code) {
   const int ow = w / 2;
 #if defined(__SSE2__)
   const __m128 zero = _mm_setzero_ps(), mv = _mm_set1_ps(m), kv = _mm_set1_ps(k),
                bv = _mm_set1_ps(b);
 #endif
   for (int oy = 0; oy < h / 2; oy++) {
-    const float *r0 = x + (long)2 * oy * w, *r1 = r0 + w;
+    const float *r0 = x + 2 * oy * xs, *r1 = r0 + xs;
     float *po = p + (long)oy * ow;
     uint8_t *co = code ? code + (long)oy * ow : NULL;
     int ox = 0;
@@ -807,11 +807,12 @@ static void bn_out_task(void *arg, int part) {
       const float *xr = j->x + n * xns + c * hw;
       if (j->out) row_affine(hw, xr, m, k, j->beta[c], j->relu, j->out + n * yns + c * hw);
       else if (j->p)
-        row_affine_pool((int)(hw / j->w), j->w, xr, m, k, j->beta[c], j->p + n * j->p_ns + c * ohw,
+        row_affine_pool((int)(hw / j->w), j->w, xr, j->w, m, k, j->beta[c],
+                        j->p + n * j->p_ns + c * ohw,
                         j->code ? j->code + n * j->code_ns + c * ohw : NULL);
       else { /* the codes alone: a channel the pool does not work */
         float pool[RT_BN_POOL_HW / 4];
-        row_affine_pool((int)(hw / j->w), j->w, xr, m, k, j->beta[c], pool,
+        row_affine_pool((int)(hw / j->w), j->w, xr, j->w, m, k, j->beta[c], pool,
                         j->code + n * j->code_ns + c * ohw);
       }
     }
@@ -1102,6 +1103,25 @@ void rt_bn_pool_scatter(int h, int w, const uint8_t *code, const float *dp, floa
 
 /* Windows of one row pair a call of rt_pool_relu_rows codes at once. */
 enum { POOL_ROW_CHUNK = 256 };
+
+void rt_relu_pool_rows(int h, int w, const float *x, long xs, float *p, uint8_t *code) {
+  assert(h % 2 == 0 && w % 2 == 0 && xs >= w);
+  /* (x - 0) * 1 + 0 is x, bit for bit, but for -0, which the ReLU makes +0
+   * either way */
+  row_affine_pool(h, w, x, xs, 0.0f, 1.0f, 0.0f, p, code);
+}
+
+/* Zeros from each of rows [0, h) (ds floats apart)'s w to ds. */
+static void zero_tails(int h, int w, float *d, long ds) {
+  for (int r = 0; r < h; r++)
+    for (long i = w; i < ds; i++) d[r * ds + i] = 0.0f;
+}
+
+void rt_pool_code_rows(int h, int w, const uint8_t *code, const float *dp, float *d, long ds) {
+  assert(h % 2 == 0 && w % 2 == 0 && ds >= w);
+  row_pool_scatter(h, w, code, dp, d, ds);
+  zero_tails(h, w, d, ds);
+}
 
 void rt_pool_relu_rows(int h, int w, const float *y, const float *dp, float *d, long ds) {
   assert(h % 2 == 0 && w % 2 == 0 && ds >= w);

@@ -172,6 +172,15 @@ void rt_bn_pool_dx_rows(int h, int w, const uint8_t *code, const float *dp, cons
  * The bits of rt_maxpool_bwd (assigning) then rt_relu_mask, in one pass
  * and without the plane between them. */
 void rt_pool_relu_rows(int h, int w, const float *y, const float *dp, float *d, long ds);
+/* The forward of a ReLU followed by a 2x2 max pool, one h x w plane
+ * (both even, rows xs floats apart) of the ReLU's input x: the pool's
+ * output p (h/2 x w/2), the bits of rt_relu_2d then rt_maxpool_fwd, and
+ * each window's code (where its gradient goes: the first maximum of the
+ * ReLU's output, 4 where that is not > 0) for rt_pool_code_rows. */
+void rt_relu_pool_rows(int h, int w, const float *x, long xs, float *p, uint8_t *code);
+/* rt_pool_relu_rows from the windows' codes that rt_relu_pool_rows wrote,
+ * without the ReLU's output: the same bits. */
+void rt_pool_code_rows(int h, int w, const uint8_t *code, const float *dp, float *d, long ds);
 /* y = (x - m) * k + b, then max(., 0) with relu: a row as rt_bn_fwd's
  * training output writes it from its saved mean m and scale k. */
 void rt_bn_affine_row(long len, const float *x, float m, float k, float b, int relu, float *y);

@@ -191,15 +191,20 @@ typedef struct host {
   /* A conv layer without batch norm whose ReLU output a 2x2 max pool
    * alone reads: in training its backward takes the pool's gradient and
    * routes it back through the pool as it packs it (rt_conv_shape.pooled),
-   * so that the pool's backward writes nothing. Per layer (pool_fusable). */
+   * so that the pool's backward writes nothing; on a backend that can
+   * (pool_fwd), its forward writes the pool's output and the windows'
+   * codes instead of its own (rt_conv_shape.pool_y), and the backward
+   * routes by the codes. Per layer (pool_fusable). */
   struct pool_fuse {
-    int pool;   /* a conv layer's: that pool's layer, or -1 */
-    int conv;   /* a pool's: that conv layer, or -1 */
-    int taken;  /* a pool's: its conv takes the gradient of this backward */
-    int64_t dy; /* a pool's: where its output's gradient is, then */
+    int pool;     /* a conv layer's: that pool's layer, or -1 */
+    int conv;     /* a pool's: that conv layer, or -1 */
+    int taken;    /* a pool's: its conv takes the gradient of this backward */
+    int made;     /* a pool's: its conv's last forward made its output */
+    int64_t dy;   /* a pool's: where its output's gradient is, then */
+    int64_t code; /* a conv's: its windows' codes in pcode */
   } *pfu;
   uint8_t *pcode; /* cap samples of every fused conv's window codes, a conv's
-                   * [sample][channel][window] from bnf.code */
+                   * [sample][channel][window] from bnf.code or pfu.code */
   int64_t pcode_ns; /* bytes a sample */
   rt_p2 p2; /* phase II's gradients and the hyper step's saved W */
 } host;
@@ -681,6 +686,11 @@ rt_backend *rt_step_new(const char *backend, const ir_graph *g, const ir_arch *a
     if (e->bnf[i].pool >= 0) {
       const ir_layer *l = &g->layers[i];
       e->bnf[i].code = e->pcode_ns, e->pcode_ns += (int64_t)l->cout * (l->oh * l->ow / 4);
+    }
+  for (int i = 0; e->pfu && i < g->n_layers; i++)
+    if (e->pfu[i].pool >= 0) {
+      const ir_layer *l = &g->layers[i];
+      e->pfu[i].code = e->pcode_ns, e->pcode_ns += (int64_t)l->cout * (l->oh * l->ow / 4);
     }
   e->pcode = xcalloc((size_t)cap * (size_t)(e->pcode_ns ? e->pcode_ns : 1), 1, &oom);
   if (oom || !(e->plan = rt_plan_new(g)) || plan_zero(e) ||
@@ -1281,6 +1291,9 @@ static const rt_bn_x *bn_x_of(const hx *x, const ir_layer *l, int64_t o, rt_bn_x
   return bx;
 }
 
+static const struct pool_fuse *pool_made(const hx *x, const ir_layer *l);
+static int pool_dy_fused(const hx *x, int c);
+
 static void conv_fwd_chunk(const job *j, int chunk, int n0, int n1) {
   (void)chunk;
   hx *x = j->x;
@@ -1301,6 +1314,12 @@ static void conv_fwd_chunk(const job *j, int chunk, int n0, int n1) {
     rt_bn_x bx;
     s.xbn = x->use_live ? NULL : bn_x_of(x, l, o, &bx);
     s.relu = (!l->bn || after) && l->relu && b->fuses_relu;
+    const struct pool_fuse *pm = pool_made(x, l);
+    if (pm) { /* the pool's output and codes, not y */
+      const host *e = (const host *)x;
+      s.pool_y = x->act + o + e->fc[e->pfu[l - x->g->layers].pool].args[3];
+      s.pcode = e->pcode + pm->code + (int64_t)a * e->pcode_ns, s.pcode_ns = (long)e->pcode_ns;
+    }
     check(x, b, b->conv_fwd(b, (int)(l - x->g->layers), &s, x->act + o + j->in,
                 x->params + l->w_off, x->params + l->b_off,
                 x->act + o + (s.relu && !l->bn ? j->out : j->z)));
@@ -1352,6 +1371,8 @@ static void conv_fwd_op(RT_OP_ARGS) {
   struct bn_fuse *f = ((host *)e)->bnf, *pf = f[l].pool >= 0 ? &f[f[l].pool] : NULL;
   if (pf) pf->pend = pf->fused = 0;
   ((host *)e)->xleft[l] = ((host *)e)->rows[l] = 0;
+  struct pool_fuse *pu = ((host *)e)->pfu, *pm = pu[l].pool >= 0 ? &pu[pu[l].pool] : NULL;
+  if (pm) pm->made = pool_dy_fused(e, (int)l) && e->backend->pool_fwd;
   if (!e->arch->alive[l]) {
     pass_fwd(e, ly, prev, out);
     return;
@@ -1451,6 +1472,15 @@ static int pool_dy_fused(const hx *x, int c) {
          x->backend->fuses_relu;
 }
 
+/* Conv layer l's own pool_fuse (its codes) when its last forward made
+ * the output of the pool after it (conv_fwd_op decides: where its backward
+ * will take the pool's gradient, on a backend that can), else NULL. */
+static const struct pool_fuse *pool_made(const hx *x, const ir_layer *l) {
+  const host *e = (const host *)x;
+  int p = e->pfu[l - x->g->layers].pool;
+  return p >= 0 && e->pfu[p].made ? &e->pfu[l - x->g->layers] : NULL;
+}
+
 /* The pool whose gradient conv layer l's backward takes this pass (its
  * backward left it), or NULL. */
 static const struct pool_fuse *pool_taken(const hx *x, const ir_layer *l) {
@@ -1498,6 +1528,9 @@ static void conv_bwd_chunk(const job *j, int chunk, int n0, int n1) {
     if (!l->bn && !s.relu) relu_bwd(x, l, j->z, j->out, n0, n1);
     const struct pool_fuse *pp = s.relu ? pool_taken(x, l) : NULL; /* and the pool's */
     if (pp) s.pooled = x->dact + o + j->out;
+    const struct pool_fuse *pm = pp ? pool_made(x, l) : NULL; /* y was never written */
+    if (pm)
+      s.pcode = e->pcode + pm->code + (int64_t)n0 * e->pcode_ns, s.pcode_ns = (long)e->pcode_ns;
     check(x, b, b->conv_bwd(b, li, &s, x->act + o + j->in,
                 x->dact + o + (pp ? pp->dy : s.relu ? j->out : j->z), x->act + o + j->out,
                 x->params + l->w_off, needs_dx(x, l) ? x->dact + o + j->in : NULL, dw, db));
@@ -1688,6 +1721,7 @@ static void pool_bwd_chunk(const job *j, int chunk, int n0, int n1) {
 static void maxpool_fwd_op(RT_OP_ARGS) {
   (void)prev;
   hx *e = X(x);
+  if (((host *)e)->pfu[l].made) return; /* its conv's forward made its output */
   struct bn_fuse *f = &((host *)e)->bnf[l];
   int pend = f->pend;
   f->pend = f->fused = 0;
@@ -1710,7 +1744,7 @@ static void maxpool_bwd_op(RT_OP_ARGS) {
   host *h = (host *)e;
   if (h->bnf[l].fused) return; /* the conv's backward takes its gradient */
   struct pool_fuse *f = &h->pfu[l];
-  f->taken = f->conv >= 0 && pool_dy_fused(e, f->conv);
+  f->taken = f->conv >= 0 && (f->made || pool_dy_fused(e, f->conv)); /* made: y is not there */
   if (f->taken) { /* so does a conv's without batch norm, routing it back itself */
     f->dy = out;
     return;

@@ -83,6 +83,11 @@ struct rt_kernels {
    * gradient of the 2x2 max pool after the ReLU and routes it back
    * through the pool itself, so the pool's backward need not write it. */
   int pool_dy;
+  /* 1: conv_fwd honours rt_conv_shape.pool_y (and conv_bwd, with pooled,
+   * rt_conv_shape.pcode): the pool's forward is made from the output
+   * while it is in cache; the output itself need not be written (the
+   * JIT kernels' path does not write it). */
+  int pool_fwd;
 
   /* Optional, NULL: the graph op calls conv_bwd_weight and conv_bwd_data.
    * Both in one call, sharing the work on dy; the same semantics, and no

@@ -86,6 +86,16 @@ typedef struct rt_conv_shape {
                          * is written here (y's layout) only where a path
                          * needs it whole (rt_kernels.pool_dy). NULL: dy is
                          * y's gradient */
+  float *pool_y;        /* conv_fwd with relu: the output's 2x2 max pool is
+                         * written here ([cout][oh/2][ow/2] a sample, y_ns
+                         * apart), and each window's code into pcode
+                         * (rt_relu_pool_rows; rt_kernels.pool_fwd); y is
+                         * scratch, written or not. NULL: y is written */
+  uint8_t *pcode;       /* the windows' codes, [cout][oh/2 * ow/2] a sample,
+                         * pcode_ns bytes apart: written by conv_fwd with
+                         * pool_y; read by conv_bwd with pooled in place of
+                         * y, which it then does not read */
+  long pcode_ns;
 } rt_conv_shape;
 
 /* Fills oh, ow from h, w, k, stride, pad, and packed strides where 0. */

@@ -847,16 +847,20 @@ static void dy_tail(const cg_conv_plan *p, const rt_conv_shape *s, float *dyq) {
  * written once. With y (the ReLU's output, same layout as dy), dy is the
  * activation's gradient and goes through the ReLU on the way; with
  * s->pooled, dy is the pool's gradient, a quarter plane a channel, and
- * goes through the pool first (rt_pool_relu_rows: the pool's windows are
- * y's). */
+ * goes through the pool first: routed by the sample's window codes (code,
+ * [cout][ohw / 4], rt_pool_code_rows) or else by y's windows
+ * (rt_pool_relu_rows). */
 static void pack_dy(const cg_conv_plan *p, const rt_conv_shape *s, const float *dy,
-                    const float *y, float *dyq) {
+                    const float *y, const uint8_t *code, float *dyq) {
   long ohw = (long)s->oh * s->ow, body = p->marg + (long)s->oh * p->wq;
-  assert(!s->pooled || y); /* the pool's windows are y's */
+  assert(!s->pooled || y || code);
   for (int co = 0; co < s->cout; co++) {
     float *d = dyq + co * p->dycs;
     memset(d, 0, (size_t)p->marg * sizeof *d);
-    if (s->pooled) /* through the pool and the ReLU, straight into the rows */
+    if (s->pooled && code) /* through the pool and the ReLU, straight into the rows */
+      rt_pool_code_rows(s->oh, s->ow, code + co * (ohw / 4), dy + co * (ohw / 4), d + p->marg,
+                        p->wq);
+    else if (s->pooled)
       rt_pool_relu_rows(s->oh, s->ow, y + co * ohw, dy + co * (ohw / 4), d + p->marg, p->wq);
     else
       rt_pad_rows(s->oh, s->ow, dy + co * ohw, s->ow, d + p->marg, p->wq, 0,
@@ -904,6 +908,17 @@ static void pack_dy_bn(const cg_conv_plan *p, const rt_conv_shape *s, int64_t i,
     memset(d + body, 0, (size_t)(p->dycs - body) * sizeof *d);
   }
   dy_tail(p, s, dyq);
+}
+
+/* With s->pool_y, sample i's pool and codes (rt_relu_pool_rows) from its
+ * output planes y, ps floats apart, their rows ys apart. */
+static void pool_y(const rt_conv_shape *s, int64_t i, const float *y, long ps, long ys) {
+  long op = (long)(s->oh / 2) * (s->ow / 2);
+  int64_t xns, yns;
+  conv_strides(s, &xns, &yns);
+  for (int co = 0; co < s->cout; co++)
+    rt_relu_pool_rows(s->oh, s->ow, y + co * ps, ys, s->pool_y + i * yns + co * op,
+                      s->pcode + i * s->pcode_ns + co * op);
 }
 
 static void unpack_y(const cg_conv_plan *p, const rt_conv_shape *s, const float *yq, float *y) {
@@ -963,8 +978,11 @@ static int cpu_conv_fwd(rt_kernels *b, int l, const rt_conv_shape *s, const floa
   int id;
   float *buf = s->n > 0 ? scratch_get(C(b), &id) : NULL;
   if (!buf || is_dense(b, l)) bn_x_write(s, x);
+  assert(!s->pool_y || (s->relu && s->pcode && s->oh % 2 == 0 && s->ow % 2 == 0));
   if (!buf) { /* no scratch (or no samples): the reference computes the same */
     rt_ref_conv_fwd(s, x, w, bias, e->wm, e->bm, y);
+    for (int i = 0; s->pool_y && i < s->n; i++)
+      pool_y(s, i, y + i * yns, (long)s->oh * s->ow, s->ow);
     return 0;
   }
   const cg_conv_plan *p = &e->plan;
@@ -980,6 +998,7 @@ static int cpu_conv_fwd(rt_kernels *b, int l, const rt_conv_shape *s, const floa
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, s->cout, P, KC, 1.0f, w, KC, buf,
                   P, 1.0f, yi, P);
       if (s->relu) rt_relu((long)s->cout * P, yi, yi);
+      if (s->pool_y) pool_y(s, i, yi, P, s->ow);
     }
   } else {
     float *wp = buf, *xp = buf + wp_len(e), *yq = xp + CONV_SB * p->xlen;
@@ -991,7 +1010,11 @@ static int cpu_conv_fwd(rt_kernels *b, int l, const rt_conv_shape *s, const floa
       /* The kernels take non-const pointers (one C type for all of them);
        * they only write their output. */
       e->fwd(xp, wp, (float *)bias, yq, nb, p->xlen, s->cout * p->yrs);
-      for (int i = 0; i < nb; i++) unpack_y(p, s, yq + i * s->cout * p->yrs, y + (n0 + i) * yns);
+      for (int i = 0; i < nb; i++)
+        if (s->pool_y) /* the pool, straight from the packed rows */
+          pool_y(s, n0 + i, yq + i * s->cout * p->yrs, p->yrs, p->wq);
+        else
+          unpack_y(p, s, yq + i * s->cout * p->yrs, y + (n0 + i) * yns);
     }
   }
   scratch_put(C(b), buf, id);
@@ -1027,7 +1050,7 @@ static int cpu_conv_bwd_data(rt_kernels *b, int l, const rt_conv_shape *s, const
     for (int n0 = 0; n0 < s->n; n0 += CONV_SB) {
       int nb = s->n - n0 < CONV_SB ? s->n - n0 : CONV_SB;
       for (int i = 0; i < nb; i++)
-        pack_dy(p, s, dy + (n0 + i) * yns, NULL, dyq + i * p->dylen);
+        pack_dy(p, s, dy + (n0 + i) * yns, NULL, NULL, dyq + i * p->dylen);
       e->bwd_data(dyq, wp, dxp, NULL, nb, p->dylen, p->dxlen);
       for (int i = 0; i < nb; i++) add_dx(p, s, dxp + i * p->dxlen, dx + (n0 + i) * xns);
     }
@@ -1078,7 +1101,7 @@ static int cpu_conv_bwd_weight(rt_kernels *b, int l, const rt_conv_shape *s, con
       int nb = s->n - n0 < CONV_SB ? s->n - n0 : CONV_SB;
       for (int i = 0; i < nb; i++) {
         pack_x(p, s, x + (n0 + i) * xns, buf + i * p->xlen, n0 + i, xtmp(b, buf, s));
-        pack_dy(p, s, dy + (n0 + i) * yns, NULL, dyq + i * p->dylen);
+        pack_dy(p, s, dy + (n0 + i) * yns, NULL, NULL, dyq + i * p->dylen);
       }
       e->bwd_weight(buf, dyq, dw, NULL, nb, p->xlen, p->dylen);
     }
@@ -1109,12 +1132,20 @@ static int cpu_conv_bwd(rt_kernels *b, int l, const rt_conv_shape *s, const floa
                      s->bn->dz + i * yns + co * ohw, s->ow);
       dy = s->bn->dz;
     }
-    if (s->pooled) { /* y's gradient made whole, where the pool's backward would have */
+    int masked = 0; /* dy is the pre-activation's gradient */
+    if (s->pooled && s->pcode) { /* z's gradient made whole from the codes (y is not there) */
+      long ohw = (long)s->oh * s->ow;
+      for (int i = 0; i < s->n; i++)
+        for (int co = 0; co < s->cout; co++)
+          rt_pool_code_rows(s->oh, s->ow, s->pcode + i * s->pcode_ns + co * (ohw / 4),
+                            dy + i * yns + co * (ohw / 4), s->pooled + i * yns + co * ohw, s->ow);
+      dy = s->pooled, masked = 1;
+    } else if (s->pooled) { /* y's gradient made whole, where the pool's backward would have */
       rt_pool_shape ps = {s->n, s->cout, s->oh, s->ow, 2, yns, yns};
       rt_maxpool_bwd(&ps, 0, s->n, y, dy, s->pooled, 1);
       dy = s->pooled;
     }
-    if (s->relu && y) { /* dy becomes the pre-activation's gradient, in place */
+    if (s->relu && y && !masked) { /* dy becomes the pre-activation's gradient, in place */
       long ohw = (long)s->cout * s->oh * s->ow;
       for (int i = 0; i < s->n; i++) rt_relu_mask(ohw, y + i * yns, dy + i * yns, (float *)dy + i * yns);
     }
@@ -1141,7 +1172,8 @@ static int cpu_conv_bwd(rt_kernels *b, int l, const rt_conv_shape *s, const floa
       if (s->bn)
         pack_dy_bn(p, s, n0 + i, dy + (n0 + i) * yns, s->bn->z + (n0 + i) * yns, q);
       else
-        pack_dy(p, s, dy + (n0 + i) * yns, s->relu ? y + (n0 + i) * yns : NULL, q);
+        pack_dy(p, s, dy + (n0 + i) * yns, s->relu ? y + (n0 + i) * yns : NULL,
+                s->pcode ? s->pcode + (n0 + i) * s->pcode_ns : NULL, q);
       for (int co = 0; bsum && co < s->cout; co++) bsum[co] += rt_sum(p->dycs, q + co * p->dycs);
     }
     e->bwd_weight(xp, dyq, dw, NULL, nb, p->xlen, p->dylen);
@@ -1502,7 +1534,8 @@ rt_kernels *rt_kernels_cpu_new(const ir_graph *g, char *err, size_t errlen) {
                          .linear_bwd_data = cpu_linear_bwd_data,
                          .linear_bwd_weight = cpu_linear_bwd_weight, .free = cpu_free,
                          .fuses_relu = 1, .assigns_dx = 1, .bn_dz = 1, .bn_x = 1,
-                         .pool_dy = 1, .conv_bwd = cpu_conv_bwd, .linear_bwd = cpu_linear_bwd,
+                         .pool_dy = 1, .pool_fwd = 1, .conv_bwd = cpu_conv_bwd,
+                         .linear_bwd = cpu_linear_bwd,
                          .prepare_layers = cpu_prepare_layers, .threads = 1,
                          .wgrad_index = cpu_wgrad_index, .wcopy = cpu_wcopy};
   /* The JIT generates code for this CPU, with its vector extensions. */

@@ -154,6 +154,43 @@ static void bc_conv_case(const bc_hooks *h, int cin, int ih, int iw, int cout, i
       CHECK(e <= BC_TOL, "%s: combined bwd through the pool error %g", what, e);
       free(dp), free(whole), free(out);
     }
+    if (b->pool_fwd && b->pool_dy && s.oh % 2 == 0 && s.ow % 2 == 0) {
+      /* the forward that writes the pool's output and codes (y is its
+       * scratch); then the backward routing by the codes, y never read
+       * (NaN here) */
+      long op = (long)s.oh * s.ow / 4;
+      float *yr = malloc(ny * sizeof *yr), *pr = malloc(ny * sizeof *pr);
+      float *pb = malloc(ny * sizeof *pb), *dp = jt_randf(ny), *whole = calloc(ny, sizeof *whole);
+      float *out = malloc(ny * sizeof *out), *ynan = malloc(ny * sizeof *ynan);
+      uint8_t *code = malloc((size_t)n * cout * op + 3);
+      for (size_t i = 0; i < ny; i++) pr[i] = pb[i] = ynan[i] = NAN;
+      s.relu = 1;
+      rt_ref_conv_fwd(&s, x, wt, bias, wm, bm, yr);
+      rt_pool_shape ps = {n, cout, s.oh, s.ow, 2, s.y_ns, s.y_ns};
+      rt_ref_maxpool_fwd(&ps, yr, pr);
+      s.pool_y = pb, s.pcode = code + 3, s.pcode_ns = (long)cout * op;
+      b->conv_fwd(b, 0, &s, x, wt, bias, out);
+      int bad = 0; /* every pooled value there */
+      for (int i = 0; i < n; i++)
+        for (long q = 0; q < op * cout; q++) bad += isnan(pb[i * s.y_ns + q]);
+      CHECK(!bad, "%s: fwd through the pool left %d pooled values unwritten", what, bad);
+      for (int i = 0; i < n; i++) /* only the pool's planes compare */
+        for (long q = op * cout; q < s.y_ns; q++) pb[i * s.y_ns + q] = pr[i * s.y_ns + q] = 0.0f;
+      e = jt_nerr(pb, pr, ny);
+      CHECK(e <= BC_TOL, "%s: fwd through the pool error %g", what, e);
+      rt_ref_maxpool_bwd(&ps, yr, dp, whole);
+      for (size_t i = 0; i < ny; i++) dz[i] = yr[i] > 0.0f ? whole[i] : 0.0f;
+      memcpy(dxr, dx2, nx * sizeof *dxr);
+      rt_ref_conv_bwd_data(&s, dz, wt, wm, dxr);
+      rt_ref_conv_bwd_weight(&s, x, dz, wm, bm, dw0, with_bias ? db0 : NULL);
+      s.pool_y = NULL, s.pooled = out;
+      b->conv_bwd(b, 0, &s, x, dp, ynan, wt, dx2, dw1, with_bias ? db1 : NULL);
+      s.relu = 0, s.pooled = NULL, s.pcode = NULL, s.pcode_ns = 0;
+      bc_check_wgrad(what, dw0, dw1, wm, nw, with_bias ? db0 : NULL, db1, bm, (size_t)cout);
+      e = jt_nerr(dx2, dxr, nx);
+      CHECK(e <= BC_TOL, "%s: combined bwd through the pool's codes error %g", what, e);
+      free(yr), free(pr), free(pb), free(dp), free(whole), free(out), free(ynan), free(code);
+    }
     free(act), free(dz), free(dya), free(dx2), free(dxr);
   }
   b->free(b);

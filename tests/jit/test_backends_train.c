@@ -10,7 +10,9 @@
  * a dense conv stage and a dead layer that the growth brings alive; batch
  * norm after the ReLU; and batch norm in plain conv stages, each stage's
  * last output read by a max pool alone (the host pools the normalised
- * values from the pre-activation and never writes them).
+ * values from the pre-activation and never writes them); and the same
+ * without batch norm (where the backend can, the conv's forward writes
+ * the pool's output and the windows' codes, never its own).
  *
  * The emulation runs wherever the LLVM JIT does, so a cuda leg that cannot
  * start fails; it does not skip. */
@@ -59,6 +61,14 @@ static const model_case cases[] = {
      " stage conv { layers 1..2 channels 4..6 kernel 3x3 norm batch }"
      " reduce maxpool 2;"
      " stage conv { layers 1 channels 6 kernel 3x3 norm batch }"
+     " reduce maxpool 2;"
+     " stage linear { layers 1..2 width 8..12 } }",
+     0},
+    {"weight pooled",
+     "model q { input 2x12x12; classes 4; search weight budget 4k from density 0.4 seed 5;"
+     " stage conv { layers 1..2 channels 4..6 kernel 3x3 }"
+     " reduce maxpool 2;"
+     " stage conv { layers 1 channels 6 kernel 3x3 }"
      " reduce maxpool 2;"
      " stage linear { layers 1..2 width 8..12 } }",
      0},

@@ -706,18 +706,25 @@ static void test_bn_pool_case(rt_pool *pool, int n, int c, int h, int w) {
  * bit for bit: ReLU outputs on a coarse grid (windows tie, some all 0), a
  * gradient with zeros of both signs; planes whose windows a row are
  * 4k + 1, 2, 3 and more than a chunk; rows wider than the plane, the
- * columns after it 0. */
+ * columns after it 0. The same for the forward's codes: rt_relu_pool_rows
+ * (from the ReLU's input, -0 and negatives among it, in rows wider than
+ * the plane) against rt_relu_2d then rt_maxpool_fwd, and rt_pool_code_rows
+ * from its codes against the same gradient. */
 static void test_pool_relu_rows(void) {
   static const int hw[][2] = {{2, 2}, {4, 6}, {6, 10}, {8, 14}, {28, 28}, {2, 600}, {4, 1030}};
   for (size_t t = 0; t < sizeof hw / sizeof hw[0]; t++) {
     int h = hw[t][0], w = hw[t][1];
-    long n = (long)h * w, ds = w + 5;
+    long n = (long)h * w, ds = w + 5, xs = w + 3;
     float *y = falloc(n), *dp = falloc(n / 4), *g = falloc(n), *want = falloc(n);
-    float *rows = falloc((long)h * ds);
-    for (long i = 0; i < n; i++) {
-      int q = (int)rt_rng_below(&rng, 6);
-      y[i] = q < 3 ? 0.0f : (float)(q - 2) * 0.5f;
-    }
+    float *rows = falloc((long)h * ds), *x = falloc((long)h * xs);
+    float *p1 = falloc(n / 4), *p2 = falloc(n / 4);
+    uint8_t *code = malloc((size_t)n / 4);
+    for (int r = 0; r < h; r++)
+      for (int c = 0; c < xs; c++) {
+        int q = (int)rt_rng_below(&rng, 7);
+        x[(long)r * xs + c] = q == 0 ? -0.0f : q < 3 ? -(float)q : (float)(q - 3) * 0.5f;
+      }
+    rt_relu_2d(h, w, x, xs, y, w);
     for (long i = 0; i < n / 4; i++) {
       uint32_t q = rt_rng_below(&rng, 8);
       dp[i] = q == 0 ? 0.0f : q == 1 ? -0.0f : 2.0f * rt_rng_uniform(&rng) - 1.0f;
@@ -725,15 +732,26 @@ static void test_pool_relu_rows(void) {
     rt_pool_shape ps = {1, 1, h, w, 2, 0, 0};
     rt_maxpool_bwd(&ps, 0, 1, y, dp, g, 1);
     rt_relu_mask(n, y, g, want);
-    for (long i = 0; i < (long)h * ds; i++) rows[i] = 7.0f;
-    rt_pool_relu_rows(h, w, y, dp, rows, ds);
     int bad = 0;
-    for (int r = 0; r < h; r++) {
-      bad += memcmp(rows + r * ds, want + (long)r * w, (size_t)w * sizeof(float)) != 0;
-      for (long i = w; i < ds; i++) bad += memcmp(&rows[r * ds + i], &(float){0.0f}, sizeof(float)) != 0;
+    for (int pass = 0; pass < 2; pass++) {
+      for (long i = 0; i < (long)h * ds; i++) rows[i] = 7.0f;
+      if (pass == 0) {
+        rt_pool_relu_rows(h, w, y, dp, rows, ds);
+      } else {
+        memset(code, 0xee, (size_t)n / 4);
+        rt_relu_pool_rows(h, w, x, xs, p2, code);
+        rt_maxpool_fwd(&ps, 0, 1, y, p1);
+        bad += memcmp(p1, p2, (size_t)n / 4 * sizeof(float)) != 0;
+        rt_pool_code_rows(h, w, code, dp, rows, ds);
+      }
+      for (int r = 0; r < h; r++) {
+        bad += memcmp(rows + r * ds, want + (long)r * w, (size_t)w * sizeof(float)) != 0;
+        for (long i = w; i < ds; i++)
+          bad += memcmp(&rows[r * ds + i], &(float){0.0f}, sizeof(float)) != 0;
+      }
     }
     CHECK(!bad, "pool_relu_rows %dx%d: %d rows differ", h, w, bad);
-    free(y), free(dp), free(g), free(want), free(rows);
+    free(y), free(dp), free(g), free(want), free(rows), free(x), free(p1), free(p2), free(code);
   }
 }
 
