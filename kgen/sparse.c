@@ -755,6 +755,17 @@ static int conv_fwd_tab(etab *t, const cg_conv_desc *d, const cg_conv_plan *p) {
   return 0;
 }
 
+int cg_sparse_conv_row_block(const cg_conv_desc *d) {
+  cg_conv_plan p;
+  etab t = {0};
+  rtab r[NRT];
+  if (cg_conv_plan_init(&p, d)) return -1;
+  if (conv_fwd_tab(&t, d, &p) || split_all(&t, run_len(d, &p), r)) return etab_free(&t), -1;
+  int rb = row_block(&t, r, p.vw);
+  etab_free(&t), rtabs_free(r);
+  return rb;
+}
+
 int cg_sparse_conv_fwd(LLVMModuleRef m, const cg_conv_desc *d, const char *name,
                        cg_order *ord) {
   cg_conv_plan p;

@@ -137,6 +137,11 @@ int cg_sparse_conv_fwd(LLVMModuleRef m, const cg_conv_desc *d, const char *name,
 int cg_sparse_conv_bwd_data(LLVMModuleRef m, const cg_conv_desc *d, const char *name,
                             cg_order *ord);
 int cg_sparse_conv_bwd_weight(LLVMModuleRef m, const cg_conv_desc *d, const char *name);
+/* The output channels cg_sparse_conv_fwd's kernel computes at once: 4
+ * where every block of 4 has the same pattern (row blocks: a full layer,
+ * 16 lanes), each input vector loaded once for the 4, else 1; -1 for a
+ * shape the generators cannot handle, or out of memory. */
+int cg_sparse_conv_row_block(const cg_conv_desc *d);
 int cg_sparse_linear_fwd(LLVMModuleRef m, const cg_linear_desc *d, const char *name,
                          cg_order *ord);
 int cg_sparse_linear_bwd(LLVMModuleRef m, const cg_linear_desc *d, const char *name,

@@ -63,6 +63,8 @@ typedef struct rt_cpu_entry {
   int32_t *src1;
   long nbwd;                  /* linear: packed weights of the fused bwd */
   cg_conv_plan plan;          /* conv: the packed layouts of its kernels */
+  int blocks;                 /* conv: its forward takes rows 4 at a time
+                               * (cg_sparse_conv_row_block) */
   int compiled;               /* kernels built: only the sparse path needs them */
   int queued;                 /* to be built by the prepare under way */
   int refs;                   /* layers using it */
@@ -552,6 +554,12 @@ static rt_cpu_entry *entry_get(cpu_backend *cb, int layer, const uint8_t *wmask,
     entry_free(cb, e);
     return NULL;
   }
+  if (l->kind == IR_CONV && (e->blocks = cg_sparse_conv_row_block(&d)) < 0) {
+    snprintf(err, errlen, "cpu backend: layer %d (%s): out of memory", layer, l->name);
+    entry_free(cb, e);
+    return NULL;
+  }
+  e->blocks = e->blocks > 1;
   e->next = cb->cache;
   cb->cache = e;
   return e;
@@ -559,8 +567,8 @@ static rt_cpu_entry *entry_get(cpu_backend *cb, int layer, const uint8_t *wmask,
 
 /* The density from which a conv layer with this output plane runs dense
  * (the table above RT_CPU_DENSE_CONV_AUTO; above 1: never). `blocks`: a
- * full layer whose rows the 16-lane kernels take 4 at a time
- * (kgen/sparse.c, row blocks), faster at 100% than partial layers at
+ * layer whose rows the 16-lane kernels take 4 at a time (a full layer:
+ * cg_sparse_conv_row_block), faster at 100% than partial layers at
  * 90%. JIT against GEMM at 2 threads, 2026-12-03, 4a85326: against AVX2
  * GEMM 128->128 at 8x8 0.0292 s against 0.0416, 64->64 at 7x7 0.0064
  * against 0.0100, 256->256 at 4x4 0.0548 against 0.0493; against AVX-512
@@ -578,8 +586,7 @@ static int entry_dense(const cpu_backend *cb, const rt_cpu_entry *e) {
   double density = e->nw ? (double)e->active / (double)e->nw : 0.0;
   if (e->kind != IR_CONV) return density >= cb->thr_lin;
   return density >= (cb->thr_conv >= 0 ? cb->thr_conv
-                                        : conv_dense_from(cb, e->plan.oh, e->plan.ow,
-                                                          e->active == e->nw && e->shape[3] % 4 == 0));
+                                        : conv_dense_from(cb, e->plan.oh, e->plan.ow, e->blocks));
 }
 
 /* Floats at the end of a scratch buffer for one plane of work: pack_x's

@@ -10,6 +10,7 @@
  * The same cases for the blas backend (phase II's), and that it follows
  * masks changed after prepare, as phase II changes them. */
 #include "backend_cases.h"
+#include "kgen/sparse.h"
 #include "runtime/cpu/cpu.h"
 
 static const double densities[] = {0.0, 0.01, 0.1, 0.5, 1.0};
@@ -141,6 +142,28 @@ static void random_cases(const bc_hooks *hk, int nconv, int nlin) {
     bc_linear_case(hk, jt_int(1, 70), jt_int(1, 40), jt_int(1, 70), densities[c % ND], jt_int(0, 3) != 0);
 }
 
+/* Which layers the forward takes 4 rows at a time (what the backend's
+ * dense threshold counts on): every block of 4 output channels with one
+ * pattern, at 16 lanes, a full layer or not. */
+static void row_block_rule(void) {
+  enum { CIN = 3, COUT = 8, K = 3, KK = K * K };
+  uint8_t wm[COUT * CIN * KK];
+  cg_conv_desc d = {CIN, 9, 9, COUT, K, 1, 1, NULL, NULL, 16};
+  CHECK(cg_sparse_conv_row_block(&d) == 4, "full layer: no row blocks");
+  d.vw = 8;
+  CHECK(cg_sparse_conv_row_block(&d) == 1, "row blocks at 8 lanes");
+  d.vw = 16, d.cout = 6;
+  CHECK(cg_sparse_conv_row_block(&d) == 1, "row blocks over 6 outputs");
+  d.cout = COUT, d.wm = wm;
+  for (int co = 0; co < COUT; co++) /* one kernel pattern a block of 4 */
+    for (int i = 0; i < CIN * KK; i++) wm[co * CIN * KK + i] = (uint8_t)((i / KK + co / 4) % 2);
+  CHECK(cg_sparse_conv_row_block(&d) == 4, "blocks of one pattern: no row blocks");
+  wm[5 * CIN * KK + 4] ^= 1; /* one weight of the second block's second row */
+  CHECK(cg_sparse_conv_row_block(&d) == 1, "row blocks over rows of different patterns");
+  d.k = 40;
+  CHECK(cg_sparse_conv_row_block(&d) == -1, "a kernel of 40 accepted");
+}
+
 int main(int argc, char **argv) {
   /* Each sparse case compiles a module; more cases are a flag away. */
   int nconv = argc > 1 ? atoi(argv[1]) : 20;
@@ -151,6 +174,7 @@ int main(int argc, char **argv) {
     random_cases(&cpu, nconv, 2 * nconv);
   }
   row_block_cases();
+  row_block_rule();
   edge_cases(&blas);
   random_cases(&blas, nconv, 2 * nconv);
   live_masks();
