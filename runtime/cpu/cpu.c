@@ -1156,8 +1156,10 @@ static int cpu_conv_bwd(rt_kernels *b, int l, const rt_conv_shape *s, const floa
       long ohw = (long)s->cout * s->oh * s->ow;
       for (int i = 0; i < s->n; i++) rt_relu_mask(ohw, y + i * yns, dy + i * yns, (float *)dy + i * yns);
     }
-    cpu_conv_bwd_weight(b, l, s, x, dy, dw, db);
-    if (dx) cpu_conv_bwd_data(b, l, s, dy, w, dx);
+    rt_conv_shape t = *s; /* dy is now z's gradient, whole: nothing left to route */
+    t.pooled = NULL, t.pcode = NULL, t.pcode_ns = 0, t.bn = NULL;
+    cpu_conv_bwd_weight(b, l, &t, x, dy, dw, db);
+    if (dx) cpu_conv_bwd_data(b, l, &t, dy, w, dx);
     for (int i = 0; dx && s->xbn && s->xbn->sums && i < s->n; i++)
       bn_x_sums(s, i, dx + i * xns);
     return 0;
