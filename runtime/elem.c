@@ -911,17 +911,12 @@ __attribute__((target("avx2"))) static long grad_sums8_avx2(long len, const floa
 }
 #endif
 
-static void row_grad_sums(long len, const float *restrict x, const float *restrict y,
-                          const float *restrict dy, int mask, float m, float k, float b,
-                          float *sg, float *sgx) {
-  float a[8] = {0}, c[8] = {0}, ta = 0.0f, tb = 0.0f;
-  long i = 0;
-#if ELEM_AVX2
-  if (__builtin_cpu_supports("avx2")) i = grad_sums8_avx2(len, x, y, dy, mask, m, k, b, a, c);
-  else
-#endif
-  {
 #if defined(__SSE2__)
+/* row_grad_sums' eight lanes in two SSE vectors; the position reached. */
+static long grad_sums8_sse(long len, const float *restrict x, const float *restrict y,
+                           const float *restrict dy, int mask, float m, float k, float b,
+                           float a[8], float c[8]) {
+  long i = 0;
   /* GCC 12 neither if-converts the select of the loops below nor keeps
    * their eight lanes in registers: the same lanes, by hand (an and with
    * the mask is the select; adding +0 instead of -0 changes no sum, which
@@ -945,8 +940,21 @@ static void row_grad_sums(long len, const float *restrict x, const float *restri
   }
   _mm_storeu_ps(a, a0), _mm_storeu_ps(a + 4, a1);
   _mm_storeu_ps(c, b0), _mm_storeu_ps(c + 4, b1);
+  return i;
+}
 #endif
-  }
+
+static void row_grad_sums(long len, const float *restrict x, const float *restrict y,
+                          const float *restrict dy, int mask, float m, float k, float b,
+                          float *sg, float *sgx) {
+  float a[8] = {0}, c[8] = {0}, ta = 0.0f, tb = 0.0f;
+  long i = 0;
+#if ELEM_AVX2 /* x86-64: SSE2 too */
+  i = __builtin_cpu_supports("avx2") ? grad_sums8_avx2(len, x, y, dy, mask, m, k, b, a, c)
+                                     : grad_sums8_sse(len, x, y, dy, mask, m, k, b, a, c);
+#elif defined(__SSE2__)
+  i = grad_sums8_sse(len, x, y, dy, mask, m, k, b, a, c);
+#endif
   if (mask != MASK_NONE) {
     for (; i + 8 <= len; i += 8)
       for (int t = 0; t < 8; t++) {
