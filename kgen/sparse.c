@@ -776,25 +776,34 @@ static int conv_fwd_tab(etab *t, const cg_conv_desc *d, const cg_conv_plan *p) {
   return 0;
 }
 
+/* The plan p of d, the forward's table t (per output channel) with its
+ * runs r (split_all), and its row block (row_block): what the forward,
+ * the weight gradient and cg_sparse_conv_row_block start from. -1 for a
+ * shape the generators cannot handle or out of memory, nothing left to
+ * free. */
+static int fwd_tables(const cg_conv_desc *d, cg_conv_plan *p, etab *t, rtab r[NRT]) {
+  *t = (etab){0};
+  if (cg_conv_plan_init(p, d)) return -1;
+  if (conv_fwd_tab(t, d, p) || split_all(t, run_len(d, p), r)) return etab_free(t), -1;
+  return row_block(t, r, p->vw);
+}
+
 int cg_sparse_conv_row_block(const cg_conv_desc *d) {
   cg_conv_plan p;
-  etab t = {0};
+  etab t;
   rtab r[NRT];
-  if (cg_conv_plan_init(&p, d)) return -1;
-  if (conv_fwd_tab(&t, d, &p) || split_all(&t, run_len(d, &p), r)) return etab_free(&t), -1;
-  int rb = row_block(&t, r, p.vw);
-  etab_free(&t), rtabs_free(r);
+  int rb = fwd_tables(d, &p, &t, r);
+  if (rb > 0) etab_free(&t), rtabs_free(r);
   return rb;
 }
 
 int cg_sparse_conv_fwd(LLVMModuleRef m, const cg_conv_desc *d, const char *name,
                        cg_order *ord) {
   cg_conv_plan p;
-  etab t = {0};
-  if (cg_conv_plan_init(&p, d)) return -1;
+  etab t;
   rtab r[NRT];
-  if (conv_fwd_tab(&t, d, &p) || split_all(&t, run_len(d, &p), r)) return etab_free(&t), -1;
-  int rb = row_block(&t, r, p.vw);
+  int rb = fwd_tables(d, &p, &t, r);
+  if (rb < 0) return -1;
   if (take_order(&t, r, rb, ord)) return etab_free(&t), rtabs_free(r), -1;
   kg_kit G, *g = &G;
   gen_begin(g, m, name, p.vw);
@@ -841,13 +850,12 @@ int cg_sparse_conv_bwd_data(LLVMModuleRef m, const cg_conv_desc *d, const char *
 
 int cg_sparse_conv_bwd_weight(LLVMModuleRef m, const cg_conv_desc *d, const char *name) {
   cg_conv_plan p;
-  etab t = {0};
-  if (cg_conv_plan_init(&p, d)) return -1;
+  etab t;
+  rtab r[NRT];
   /* Grouped by output channel, a group sharing its dy plane; by blocks
    * of 4 where the forward's rows come in blocks. */
-  rtab r[NRT];
-  if (conv_fwd_tab(&t, d, &p) || split_all(&t, run_len(d, &p), r)) return etab_free(&t), -1;
-  int rb = row_block(&t, r, p.vw);
+  int rb = fwd_tables(d, &p, &t, r);
+  if (rb < 0) return -1;
   if (rb * run_len(d, &p) > BG_MAX) rb = 1;
   /* the groups of each run table, then of the single entries */
   int32_t *bg[NRT + 1] = {NULL};
