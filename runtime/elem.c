@@ -1163,6 +1163,12 @@ void rt_bn_dx_rows(int rows, int len, const float *x, const float *dy, int relu,
   }
 }
 
+/* Zeros from each of rows [0, h) (ds floats apart)'s w to ds. */
+static void zero_tails(int h, int w, float *d, long ds) {
+  for (int r = 0; r < h; r++)
+    for (long i = w; i < ds; i++) d[r * ds + i] = 0.0f;
+}
+
 void rt_bn_pool_dx_rows(int h, int w, const uint8_t *code, const float *dp, const float *x,
                         float m, float gm, float kg, float kx, float *dx, long ds) {
   assert(h % 2 == 0 && w % 2 == 0 && ds >= w);
@@ -1194,7 +1200,7 @@ void rt_bn_pool_dx_rows(int h, int w, const uint8_t *code, const float *dp, cons
       float *os[4] = {o0 + 2 * ox, o0 + 2 * ox + 1, o1 + 2 * ox, o1 + 2 * ox + 1};
       for (int t = 0; t < 4; t++) *os[t] = 0.0f + ((g[t] - gm) * kg - (*xs[t] - m) * kx);
     }
-    for (long i = w; i < ds; i++) o0[i] = 0.0f, o1[i] = 0.0f;
+    zero_tails(2, w, o0, ds);
   }
 }
 
@@ -1210,12 +1216,6 @@ void rt_relu_pool_rows(int h, int w, const float *x, long xs, float *p, uint8_t 
   /* (x - 0) * 1 + 0 is x, bit for bit, but for -0, which the ReLU makes +0
    * either way */
   row_affine_pool(h, w, x, xs, 0.0f, 1.0f, 0.0f, p, code);
-}
-
-/* Zeros from each of rows [0, h) (ds floats apart)'s w to ds. */
-static void zero_tails(int h, int w, float *d, long ds) {
-  for (int r = 0; r < h; r++)
-    for (long i = w; i < ds; i++) d[r * ds + i] = 0.0f;
 }
 
 void rt_pool_code_rows(int h, int w, const uint8_t *code, const float *dp, float *d, long ds) {
@@ -1248,7 +1248,7 @@ void rt_pool_relu_rows(int h, int w, const float *y, const float *dp, float *d, 
         code[ox] = window_code(a0[2 * ox], a0[2 * ox + 1], a1[2 * ox], a1[2 * ox + 1]);
       row_pool_scatter(2, 2 * n, code, dp + (long)oy * ow + x0, g0 + 2 * x0, ds);
     }
-    for (long i = w; i < ds; i++) g0[i] = 0.0f, g0[ds + i] = 0.0f;
+    zero_tails(2, w, g0, ds);
   }
 }
 
