@@ -539,13 +539,6 @@ static void row_stats(long hw, const float *restrict x, double *mom) {
   mom[0] = rmean, mom[1] = rm2 < 0.0 ? 0.0 : rm2;
 }
 
-void rt_bn_moments(const rt_bn_shape *s, const float *x, double *mom, long ms) {
-  const long xns = bn_x_ns(s);
-  if (s->hw <= 0) return;
-  for (int n = 0; n < s->n; n++)
-    for (int c = 0; c < s->c; c++) row_stats(s->hw, x + n * xns + (long)c * s->hw, mom + c * ms + 2 * n);
-}
-
 /* y = (x - m) * k + b, and max(., 0) with relu (as rt_relu: -0 and NaN
  * become +0). */
 static void row_affine(long len, const float *restrict x, float m, float k, float b, int relu,
@@ -575,6 +568,9 @@ typedef struct bn_job {
   uint8_t *code;     /* pooled: the windows' codes (row_affine_pool), written by
                       * rt_bn_out, read by the backward */
   long code_ns;
+  const float *zx; /* pooled, from row_extremes: the windows' extremes of x
+                    * (zx_ns apart), read instead of x */
+  long zx_ns;
 } bn_job;
 
 /* Both passes run over a group of up to BN_GROUP channels sample by
@@ -658,43 +654,99 @@ static inline __m128 affine_relu4(__m128 v, __m128 mv, __m128 kv, __m128 bv, __m
 }
 #endif
 
-/* The code of a window whose ReLU outputs are a b (top row) c d: the
- * position of its first maximum, a later value winning only when strictly
- * greater (rt_maxpool_bwd's), 0 .. 3 in that order; 4 when that maximum
- * is not > 0 (the window passes no gradient). */
-static inline uint8_t window_code(float a, float b, float c, float d) {
+/* The position of the first maximum of a window a b (top row) c d, a
+ * later value winning only when strictly greater (rt_maxpool_bwd's),
+ * 0 .. 3 in that order; the maximum into *mx. */
+static inline int first_max(float a, float b, float c, float d, float *mx) {
   int t1 = b > a;
-  float mx = t1 ? b : a;
-  int t2 = c > mx;
-  mx = t2 ? c : mx;
-  int t3 = d > mx;
-  mx = t3 ? d : mx;
-  return (uint8_t)(!(mx > 0.0f) ? 4 : t3 ? 3 : t2 ? 2 : t1);
+  float m = t1 ? b : a;
+  int t2 = c > m;
+  m = t2 ? c : m;
+  int t3 = d > m;
+  *mx = t3 ? d : m;
+  return t3 ? 3 : t2 ? 2 : t1;
+}
+
+/* The code of a window whose ReLU outputs are a b c d: first_max's
+ * position; 4 when that maximum is not > 0 (the window passes no
+ * gradient). */
+static inline uint8_t window_code(float a, float b, float c, float d) {
+  float mx;
+  int t = first_max(a, b, c, d, &mx);
+  return (uint8_t)(!(mx > 0.0f) ? 4 : t);
 }
 
 #if defined(__SSE2__)
-/* The same for n (at most 4) windows in lanes, without a branch. */
-static inline void window_codes4(__m128 a, __m128 b, __m128 c, __m128 d, int n, uint8_t *code) {
+/* first_max for four windows in lanes, without a branch: the positions,
+ * and the maxima into *mx. */
+static inline __m128i first_max4(__m128 a, __m128 b, __m128 c, __m128 d, __m128 *mx) {
   __m128 t1 = _mm_cmpgt_ps(b, a);
-  __m128 mx = _mm_or_ps(_mm_and_ps(t1, b), _mm_andnot_ps(t1, a));
-  __m128 t2 = _mm_cmpgt_ps(c, mx);
-  mx = _mm_or_ps(_mm_and_ps(t2, c), _mm_andnot_ps(t2, mx));
-  __m128 t3 = _mm_cmpgt_ps(d, mx);
-  mx = _mm_or_ps(_mm_and_ps(t3, d), _mm_andnot_ps(t3, mx));
+  __m128 m = _mm_or_ps(_mm_and_ps(t1, b), _mm_andnot_ps(t1, a));
+  __m128 t2 = _mm_cmpgt_ps(c, m);
+  m = _mm_or_ps(_mm_and_ps(t2, c), _mm_andnot_ps(t2, m));
+  __m128 t3 = _mm_cmpgt_ps(d, m);
+  *mx = _mm_or_ps(_mm_and_ps(t3, d), _mm_andnot_ps(t3, m));
   __m128i k = _mm_and_si128(_mm_castps_si128(t1), _mm_set1_epi32(1));
   k = _mm_or_si128(_mm_and_si128(_mm_castps_si128(t2), _mm_set1_epi32(2)),
                    _mm_andnot_si128(_mm_castps_si128(t2), k));
-  k = _mm_or_si128(_mm_and_si128(_mm_castps_si128(t3), _mm_set1_epi32(3)),
-                   _mm_andnot_si128(_mm_castps_si128(t3), k));
-  __m128i pos = _mm_castps_si128(_mm_cmpgt_ps(mx, _mm_setzero_ps()));
-  k = _mm_or_si128(_mm_and_si128(pos, k), _mm_andnot_si128(pos, _mm_set1_epi32(4)));
+  return _mm_or_si128(_mm_and_si128(_mm_castps_si128(t3), _mm_set1_epi32(3)),
+                      _mm_andnot_si128(_mm_castps_si128(t3), k));
+}
+
+/* The low bytes of n (at most 4) lanes of k into code. */
+static inline void store_codes4(__m128i k, int n, uint8_t *code) {
   k = _mm_packus_epi16(_mm_packs_epi32(k, k), k);
   uint32_t b4 = (uint32_t)_mm_cvtsi128_si32(k);
   memcpy(code, &b4, (size_t)n);
 }
+
+/* window_code for n (at most 4) windows in lanes, without a branch. */
+static inline void window_codes4(__m128 a, __m128 b, __m128 c, __m128 d, int n, uint8_t *code) {
+  __m128 mx;
+  __m128i k = first_max4(a, b, c, d, &mx);
+  __m128i pos = _mm_castps_si128(_mm_cmpgt_ps(mx, _mm_setzero_ps()));
+  store_codes4(_mm_or_si128(_mm_and_si128(pos, k), _mm_andnot_si128(pos, _mm_set1_epi32(4))), n,
+               code);
+}
 #endif
 
 #if ELEM_AVX2
+/* Eight 2x2 windows from their rows' sixteen columns each (v: row 0's two
+ * vectors, then row 1's): the four values of each, in window order, as
+ * first_max's a b c d. */
+__attribute__((target("avx2"))) static inline void windows8_avx2(const __m256 v[4],
+                                                                 __m256 w4[4]) {
+  /* even and odd columns; the shuffles work in 128-bit halves, so the
+   * windows come out 0 1 4 5 2 3 6 7 until put back in order */
+  w4[0] = _mm256_shuffle_ps(v[0], v[1], _MM_SHUFFLE(2, 0, 2, 0));
+  w4[1] = _mm256_shuffle_ps(v[0], v[1], _MM_SHUFFLE(3, 1, 3, 1));
+  w4[2] = _mm256_shuffle_ps(v[2], v[3], _MM_SHUFFLE(2, 0, 2, 0));
+  w4[3] = _mm256_shuffle_ps(v[2], v[3], _MM_SHUFFLE(3, 1, 3, 1));
+  for (int t = 0; t < 4; t++)
+    w4[t] = _mm256_castpd_ps(
+        _mm256_permute4x64_pd(_mm256_castps_pd(w4[t]), _MM_SHUFFLE(3, 1, 2, 0)));
+}
+
+/* first_max4 on eight lanes. */
+__attribute__((target("avx2"))) static inline __m256i first_max8(const __m256 w4[4],
+                                                                 __m256 *mx) {
+  __m256 t1 = _mm256_cmp_ps(w4[1], w4[0], _CMP_GT_OQ), m = _mm256_blendv_ps(w4[0], w4[1], t1);
+  __m256 t2 = _mm256_cmp_ps(w4[2], m, _CMP_GT_OQ);
+  m = _mm256_blendv_ps(m, w4[2], t2);
+  __m256 t3 = _mm256_cmp_ps(w4[3], m, _CMP_GT_OQ);
+  *mx = _mm256_blendv_ps(m, w4[3], t3);
+  __m256i kk = _mm256_and_si256(_mm256_castps_si256(t1), _mm256_set1_epi32(1));
+  kk = _mm256_blendv_epi8(kk, _mm256_set1_epi32(2), _mm256_castps_si256(t2));
+  return _mm256_blendv_epi8(kk, _mm256_set1_epi32(3), _mm256_castps_si256(t3));
+}
+
+/* The low bytes of kk's eight lanes into code. */
+__attribute__((target("avx2"))) static inline void store_codes8(__m256i kk, uint8_t *code) {
+  __m256i p8 = _mm256_packus_epi16(_mm256_packs_epi32(kk, kk), kk);
+  uint32_t lo = (uint32_t)_mm256_cvtsi256_si32(p8), hi = (uint32_t)_mm256_extract_epi32(p8, 4);
+  memcpy(code, &lo, 4), memcpy(code + 4, &hi, 4);
+}
+
 /* row_affine_pool's windows of one row pair (r0, r1) by eights, as far as
  * whole eights go: the same operations in the same order (the affine
  * without a fused multiply-add), so the same bits. The output column
@@ -704,40 +756,41 @@ __attribute__((target("avx2"))) static int pool8_avx2(int ow, const float *r0, c
                                                       uint8_t *co) {
   const __m256 zero = _mm256_setzero_ps(), mv = _mm256_set1_ps(m), kv = _mm256_set1_ps(k),
                bv = _mm256_set1_ps(b);
-  const __m256i one = _mm256_set1_epi32(1), two = _mm256_set1_epi32(2),
-                three = _mm256_set1_epi32(3), four = _mm256_set1_epi32(4);
   int ox = 0;
   for (; ox + 8 <= ow; ox += 8) {
     __m256 v[4] = {_mm256_loadu_ps(r0 + 2 * ox), _mm256_loadu_ps(r0 + 2 * ox + 8),
-                   _mm256_loadu_ps(r1 + 2 * ox), _mm256_loadu_ps(r1 + 2 * ox + 8)};
+                   _mm256_loadu_ps(r1 + 2 * ox), _mm256_loadu_ps(r1 + 2 * ox + 8)}, w4[4], mx;
     for (int t = 0; t < 4; t++) {
       __m256 u = _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(v[t], mv), kv), bv);
       v[t] = _mm256_and_ps(_mm256_cmp_ps(u, zero, _CMP_GT_OQ), u);
     }
-    /* even and odd columns; the shuffles work in 128-bit halves, so the
-     * windows come out 0 1 4 5 2 3 6 7 until put back in order */
-    __m256 w4[4] = {_mm256_shuffle_ps(v[0], v[1], _MM_SHUFFLE(2, 0, 2, 0)),
-                    _mm256_shuffle_ps(v[0], v[1], _MM_SHUFFLE(3, 1, 3, 1)),
-                    _mm256_shuffle_ps(v[2], v[3], _MM_SHUFFLE(2, 0, 2, 0)),
-                    _mm256_shuffle_ps(v[2], v[3], _MM_SHUFFLE(3, 1, 3, 1))};
-    for (int t = 0; t < 4; t++)
-      w4[t] = _mm256_castpd_ps(
-          _mm256_permute4x64_pd(_mm256_castps_pd(w4[t]), _MM_SHUFFLE(3, 1, 2, 0)));
-    __m256 a = w4[0], bb = w4[1], c = w4[2], d = w4[3];
-    _mm256_storeu_ps(po + ox, _mm256_max_ps(_mm256_max_ps(a, bb), _mm256_max_ps(c, d)));
+    windows8_avx2(v, w4);
+    _mm256_storeu_ps(po + ox,
+                     _mm256_max_ps(_mm256_max_ps(w4[0], w4[1]), _mm256_max_ps(w4[2], w4[3])));
     if (!co) continue;
-    __m256 t1 = _mm256_cmp_ps(bb, a, _CMP_GT_OQ), mx = _mm256_blendv_ps(a, bb, t1);
-    __m256 t2 = _mm256_cmp_ps(c, mx, _CMP_GT_OQ);
-    mx = _mm256_blendv_ps(mx, c, t2);
-    __m256 t3 = _mm256_cmp_ps(d, mx, _CMP_GT_OQ);
-    mx = _mm256_blendv_ps(mx, d, t3);
-    __m256i kk = _mm256_and_si256(_mm256_castps_si256(t1), one);
-    kk = _mm256_blendv_epi8(kk, two, _mm256_castps_si256(t2));
-    kk = _mm256_blendv_epi8(kk, three, _mm256_castps_si256(t3));
-    kk = _mm256_blendv_epi8(four, kk, _mm256_castps_si256(_mm256_cmp_ps(mx, zero, _CMP_GT_OQ)));
-    __m256i p8 = _mm256_packus_epi16(_mm256_packs_epi32(kk, kk), kk);
-    uint32_t lo = (uint32_t)_mm256_cvtsi256_si32(p8), hi = (uint32_t)_mm256_extract_epi32(p8, 4);
-    memcpy(co + ox, &lo, 4), memcpy(co + ox + 4, &hi, 4);
+    __m256i kk = first_max8(w4, &mx);
+    kk = _mm256_blendv_epi8(_mm256_set1_epi32(4), kk,
+                            _mm256_castps_si256(_mm256_cmp_ps(mx, zero, _CMP_GT_OQ)));
+    store_codes8(kk, co + ox);
+  }
+  return ox;
+}
+
+/* row_extremes' windows of one row pair by eights, as far as whole eights
+ * go; sg flips the values' signs (-0 to take minima). The output column
+ * reached. */
+__attribute__((target("avx2"))) static int extremes8_avx2(int ow, const float *r0,
+                                                          const float *r1, float sg, float *zo,
+                                                          uint8_t *co) {
+  const __m256 f = _mm256_set1_ps(sg);
+  int ox = 0;
+  for (; ox + 8 <= ow; ox += 8) {
+    __m256 v[4] = {_mm256_loadu_ps(r0 + 2 * ox), _mm256_loadu_ps(r0 + 2 * ox + 8),
+                   _mm256_loadu_ps(r1 + 2 * ox), _mm256_loadu_ps(r1 + 2 * ox + 8)}, w4[4], mx;
+    for (int t = 0; t < 4; t++) v[t] = _mm256_xor_ps(v[t], f);
+    windows8_avx2(v, w4);
+    store_codes8(first_max8(w4, &mx), co + ox);
+    _mm256_storeu_ps(zo + ox, _mm256_xor_ps(mx, f));
   }
   return ox;
 }
@@ -763,10 +816,17 @@ static void row_affine_pool(int h, int w, const float *restrict x, long xs, floa
     uint8_t *co = code ? code + (long)oy * ow : NULL;
     int ox = 0;
 #if ELEM_AVX2
-    if (avx2) ox = pool8_avx2(ow, r0, r1, m, k, b, po, co);
+    if (avx2 && ow >= 8) {
+      ox = pool8_avx2(ow, r0, r1, m, k, b, po, co);
+      if (ox < ow) /* the last eight again, overlapping: the same values */
+        pool8_avx2(8, r0 + 2 * (ow - 8), r1 + 2 * (ow - 8), m, k, b, po + ow - 8,
+                   co ? co + ow - 8 : NULL);
+      continue;
+    }
 #endif
 #if defined(__SSE2__)
-    for (; ox + 4 <= ow; ox += 4) {
+    for (; ox < ow && ow >= 4; ox += 4) {
+      if (ox + 4 > ow) ox = ow - 4; /* the last four again, overlapping */
       __m128 v[4] = {_mm_loadu_ps(r0 + 2 * ox), _mm_loadu_ps(r0 + 2 * ox + 4),
                      _mm_loadu_ps(r1 + 2 * ox), _mm_loadu_ps(r1 + 2 * ox + 4)};
       for (int t = 0; t < 4; t++) {
@@ -800,6 +860,109 @@ static void row_affine_pool(int h, int w, const float *restrict x, long xs, floa
       if (co) co[ox] = window_code(y[0], y[1], y[2], y[3]);
     }
   }
+}
+
+/* Batch norm's affine map (x - m) * k + b and the ReLU are monotone in x:
+ * non-decreasing for k > 0, non-increasing for k < 0. So the maximum of a
+ * 2x2 window after them is the map of the window's maximum of x (k > 0)
+ * or minimum (k < 0; neg), bit for bit: the rounding of each step is
+ * monotone too. row_extremes takes those extremes from x itself (one h x
+ * w plane, rows w floats apart) into zx (h/2 x w/2) and each one's
+ * position into code (first_max's, on -x with neg), before the map is
+ * known; row_affine_codes then maps them. The positions differ from
+ * row_affine_pool's codes only where two values of a window that differ
+ * in x map to the same float. */
+static void row_extremes(int h, int w, const float *restrict x, int neg, float *restrict zx,
+                         uint8_t *restrict code) {
+  const int ow = w / 2;
+  const float sg = neg ? -0.0f : 0.0f;
+#if ELEM_AVX2
+  const int avx2 = __builtin_cpu_supports("avx2");
+#endif
+  for (int oy = 0; oy < h / 2; oy++) {
+    const float *r0 = x + 2L * oy * w, *r1 = r0 + w;
+    float *zo = zx + (long)oy * ow;
+    uint8_t *co = code + (long)oy * ow;
+    int ox = 0;
+#if ELEM_AVX2
+    if (avx2 && ow >= 8) {
+      ox = extremes8_avx2(ow, r0, r1, sg, zo, co);
+      if (ox < ow) /* the last eight again, overlapping: the same values */
+        extremes8_avx2(8, r0 + 2 * (ow - 8), r1 + 2 * (ow - 8), sg, zo + ow - 8, co + ow - 8);
+      continue;
+    }
+#endif
+#if defined(__SSE2__)
+    const __m128 f = _mm_set1_ps(sg);
+    for (; ox < ow && ow >= 4; ox += 4) {
+      if (ox + 4 > ow) ox = ow - 4; /* the last four again, overlapping */
+      __m128 v[4] = {_mm_xor_ps(_mm_loadu_ps(r0 + 2 * ox), f),
+                     _mm_xor_ps(_mm_loadu_ps(r0 + 2 * ox + 4), f),
+                     _mm_xor_ps(_mm_loadu_ps(r1 + 2 * ox), f),
+                     _mm_xor_ps(_mm_loadu_ps(r1 + 2 * ox + 4), f)}, mx;
+      store_codes4(first_max4(_mm_shuffle_ps(v[0], v[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                              _mm_shuffle_ps(v[0], v[1], _MM_SHUFFLE(3, 1, 3, 1)),
+                              _mm_shuffle_ps(v[2], v[3], _MM_SHUFFLE(2, 0, 2, 0)),
+                              _mm_shuffle_ps(v[2], v[3], _MM_SHUFFLE(3, 1, 3, 1)), &mx),
+                   4, co + ox);
+      _mm_storeu_ps(zo + ox, _mm_xor_ps(mx, f));
+    }
+#endif
+    for (; ox < ow; ox++) {
+      float mx, t = neg ? -1.0f : 1.0f;
+      co[ox] = (uint8_t)first_max(t * r0[2 * ox], t * r0[2 * ox + 1], t * r1[2 * ox],
+                                  t * r1[2 * ox + 1], &mx);
+      zo[ox] = t * mx;
+    }
+  }
+}
+
+/* The pool's output from row_extremes' zx (len windows): p = the ReLU of
+ * (zx - m) * k + b, row_affine's arithmetic (p NULL: not written), and
+ * code 4 where that is not > 0 (window_code's). */
+static void row_affine_codes(long len, const float *restrict zx, float m, float k, float b,
+                             float *restrict p, uint8_t *restrict code) {
+  long i = 0;
+#if defined(__SSE2__)
+  const __m128 zero = _mm_setzero_ps(), mv = _mm_set1_ps(m), kv = _mm_set1_ps(k),
+               bv = _mm_set1_ps(b);
+  for (; i + 4 <= len; i += 4) {
+    __m128 v = affine_relu4(_mm_loadu_ps(zx + i), mv, kv, bv, zero);
+    if (p) _mm_storeu_ps(p + i, v);
+    __m128i pos = _mm_castps_si128(_mm_cmpgt_ps(v, zero)), k4;
+    uint32_t b4;
+    memcpy(&b4, code + i, 4);
+    k4 = _mm_unpacklo_epi16(_mm_unpacklo_epi8(_mm_cvtsi32_si128((int)b4), _mm_setzero_si128()), _mm_setzero_si128());
+    store_codes4(_mm_or_si128(_mm_and_si128(pos, k4), _mm_andnot_si128(pos, _mm_set1_epi32(4))),
+                 4, code + i);
+  }
+#endif
+  for (; i < len; i++) {
+    float v = (zx[i] - m) * k + b;
+    v = v > 0.0f ? v : 0.0f;
+    if (p) p[i] = v;
+    code[i] = v > 0.0f ? code[i] : 4;
+  }
+}
+
+void rt_bn_moments(const rt_bn_shape *s, const float *x, double *mom, long ms) {
+  rt_bn_moments_pool(s, x, mom, ms, 0, NULL, NULL, NULL, 0);
+}
+
+void rt_bn_moments_pool(const rt_bn_shape *s, const float *x, double *mom, long ms, int w,
+                        const float *gamma, float *zx, uint8_t *code, long code_ns) {
+  const long xns = bn_x_ns(s), ohw = w ? (long)(s->hw / w / 2) * (w / 2) : 0;
+  assert(!w || (zx && code && w % 2 == 0 && s->hw % (2L * w) == 0));
+  if (s->hw <= 0) return;
+  if (w && !code_ns) code_ns = (long)s->c * ohw;
+  for (int n = 0; n < s->n; n++)
+    for (int c = 0; c < s->c; c++) {
+      const float *xr = x + n * xns + (long)c * s->hw;
+      row_stats(s->hw, xr, mom + c * ms + 2 * n);
+      if (w)
+        row_extremes((int)(s->hw / w), w, xr, gamma[c] < 0.0f, zx + n * code_ns + c * ohw,
+                     code + n * code_ns + c * ohw);
+    }
 }
 
 /* One window's gradient at its four positions (a b top row, c d), from
@@ -868,7 +1031,11 @@ static void bn_out_task(void *arg, int part) {
     for (int c = c0; c < c1; c++) {
       const float m = j->save_mean[c], k = j->scale[c];
       const float *xr = j->x + n * xns + c * hw;
-      if (j->out) row_affine(hw, xr, m, k, j->beta[c], j->relu, j->out + n * yns + c * hw);
+      if (j->zx)
+        row_affine_codes(ohw, j->zx + n * j->zx_ns + c * ohw, m, k, j->beta[c],
+                         j->p ? j->p + n * j->p_ns + c * ohw : NULL,
+                         j->code + n * j->code_ns + c * ohw);
+      else if (j->out) row_affine(hw, xr, m, k, j->beta[c], j->relu, j->out + n * yns + c * hw);
       else if (j->p)
         row_affine_pool((int)(hw / j->w), j->w, xr, j->w, m, k, j->beta[c],
                         j->p + n * j->p_ns + c * ohw,
@@ -977,6 +1144,42 @@ static void row_grad_sums(long len, const float *restrict x, const float *restri
   *sg = lanes_sum(a) + ta, *sgx = lanes_sum(c) + tb;
 }
 
+/* row_grad_sums' two sums for a plane whose ReLU output a 2x2 max pool
+ * read, from its len windows alone: g = 0 + dp where the window's code
+ * passes (< 4), 0 elsewhere; the sum of g and of g * (zx - m), zx the
+ * value at the code (row_extremes'). The same terms as over the plane
+ * that row_pool_scatter makes, in another order. */
+static void row_code_sums(long len, const uint8_t *restrict code, const float *restrict dp,
+                          const float *restrict zx, float m, float *sg, float *sgx) {
+  float a[8] = {0}, c[8] = {0}, ta = 0.0f, tb = 0.0f;
+  long i = 0;
+#if defined(__SSE2__)
+  const __m128 zero = _mm_setzero_ps(), mv = _mm_set1_ps(m);
+  __m128 a0 = zero, a1 = zero, b0 = zero, b1 = zero;
+  for (; i + 8 <= len; i += 8) {
+    uint64_t b8;
+    memcpy(&b8, code + i, 8);
+    __m128i k = _mm_unpacklo_epi8(_mm_cvtsi64_si128((long long)b8), _mm_setzero_si128());
+    __m128i k0 = _mm_unpacklo_epi16(k, _mm_setzero_si128()),
+            k1 = _mm_unpackhi_epi16(k, _mm_setzero_si128());
+    __m128 g0 = _mm_and_ps(_mm_castsi128_ps(_mm_cmplt_epi32(k0, _mm_set1_epi32(4))),
+                           _mm_add_ps(zero, _mm_loadu_ps(dp + i)));
+    __m128 g1 = _mm_and_ps(_mm_castsi128_ps(_mm_cmplt_epi32(k1, _mm_set1_epi32(4))),
+                           _mm_add_ps(zero, _mm_loadu_ps(dp + i + 4)));
+    a0 = _mm_add_ps(a0, g0), a1 = _mm_add_ps(a1, g1);
+    b0 = _mm_add_ps(b0, _mm_mul_ps(g0, _mm_sub_ps(_mm_loadu_ps(zx + i), mv)));
+    b1 = _mm_add_ps(b1, _mm_mul_ps(g1, _mm_sub_ps(_mm_loadu_ps(zx + i + 4), mv)));
+  }
+  _mm_storeu_ps(a, a0), _mm_storeu_ps(a + 4, a1);
+  _mm_storeu_ps(c, b0), _mm_storeu_ps(c + 4, b1);
+#endif
+  for (; i < len; i++) {
+    float g = code[i] < 4 ? 0.0f + dp[i] : 0.0f;
+    ta += g, tb += g * (zx[i] - m);
+  }
+  *sg = lanes_sum(a) + ta, *sgx = lanes_sum(c) + tb;
+}
+
 /* dx += (g - gm) * kg - (x - m) * kx; with assign, dx = 0 + it (as added
  * into zeros: -0 becomes +0), dx not read. k, b: the forward's scale and
  * shift (MASK_X). */
@@ -1034,6 +1237,12 @@ static void bn_bwd_task(void *arg, int part) {
         if (j->rows) { /* made where dy was (rt_bn_grad_sums_row) */
           sdy[c - g0] += j->rows[n * j->rows_ns + 2 * c];
           sdyx[c - g0] += j->rows[n * j->rows_ns + 2 * c + 1];
+          continue;
+        }
+        if (j->zx) { /* from the windows alone */
+          row_code_sums(ohw, j->code + n * j->code_ns + c * ohw, j->dy + n * j->p_ns + c * ohw,
+                        j->zx + n * j->zx_ns + c * ohw, j->save_mean[c], &a, &b);
+          sdy[c - g0] += a, sdyx[c - g0] += b;
           continue;
         }
         const float *xr = j->x + n * xns + c * hw, *dyr = gbuf;
@@ -1107,6 +1316,19 @@ void rt_bn_out(rt_pool *pool, int parts, const rt_bn_shape *s, int relu, int w, 
   else bn_out_task(&j, 0);
 }
 
+void rt_bn_pool_out(rt_pool *pool, int parts, const rt_bn_shape *s, int w, const float *zx,
+                    const float *beta, const float *save_mean, const float *scale, float *p,
+                    long p_ns, uint8_t *code, long code_ns) {
+  assert(zx && code && w > 0 && s->hw % (2L * w) == 0 && w % 2 == 0);
+  bn_job j = {.s = s, .parts = bn_parts(pool, parts, s), .relu = 1, .beta = beta,
+              .save_mean = save_mean, .scale = scale, .w = w, .p = p,
+              .p_ns = p_ns ? p_ns : (long)s->c * (s->hw / 4), .code = code,
+              .code_ns = code_ns ? code_ns : (long)s->c * (s->hw / 4), .zx = zx};
+  j.zx_ns = j.code_ns;
+  if (j.parts > 1) rt_pool_run(pool, j.parts, bn_out_task, &j);
+  else bn_out_task(&j, 0);
+}
+
 void rt_bn_pool_bwd(rt_pool *pool, int parts, const rt_bn_shape *s, int w, int assign,
                     const uint8_t *code, long code_ns, const float *x, const float *dp, long p_ns,
                     const float *gamma, const float *beta, const float *save_mean,
@@ -1130,19 +1352,22 @@ void rt_bn_grad_sums_row(long len, const float *x, const float *dy, int relu, fl
 }
 
 void rt_bn_bwd_sums(rt_pool *pool, int parts, const rt_bn_shape *s, int relu, int w, long p_ns,
-                    const uint8_t *code, long code_ns, const float *rows, long rows_ns,
-                    const float *x, const float *dy, const float *gamma, const float *beta,
-                    const float *save_mean, const float *save_invstd, const float *scale,
-                    float *dgamma, float *dbeta, float *gm, float *kg, float *kx) {
+                    const uint8_t *code, long code_ns, const float *zx, const float *rows,
+                    long rows_ns, const float *x, const float *dy, const float *gamma,
+                    const float *beta, const float *save_mean, const float *save_invstd,
+                    const float *scale, float *dgamma, float *dbeta, float *gm, float *kg,
+                    float *kx) {
   assert(w == 0 ||
          (code && relu && w % 2 == 0 && s->hw % (2L * w) == 0 && s->hw <= RT_BN_POOL_HW));
+  assert(!zx || w);
   bn_job j = {.s = s, .parts = bn_parts(pool, parts, s), .relu = relu, .x = x, .dy = dy,
               .rows = rows, .rows_ns = rows_ns, .code = (uint8_t *)code,
-              .code_ns = code_ns ? code_ns : (long)s->c * (s->hw / 4),
+              .code_ns = code_ns ? code_ns : (long)s->c * (s->hw / 4), .zx = zx,
               .w = w, .p_ns = w && !p_ns ? (long)s->c * (s->hw / 4) : p_ns,
               .gamma = gamma, .beta = beta, .save_mean = save_mean, .save_invstd = save_invstd,
               .scale = scale, .dgamma = dgamma, .dbeta = dbeta, .gm_w = gm, .kg_w = kg,
               .kx_w = kx};
+  j.zx_ns = j.code_ns;
   if (j.parts > 1) rt_pool_run(pool, j.parts, bn_bwd_task, &j);
   else bn_bwd_task(&j, 0);
 }

@@ -92,6 +92,17 @@ void rt_sgd_packed(size_t j0, size_t j1, const int32_t *idx, float *w, const flo
  * unused). A producer of x calls it on the samples it has just written,
  * while they are in its cache; rt_bn_fwd then merges them. */
 void rt_bn_moments(const rt_bn_shape *s, const float *x, double *mom, long ms);
+/* The same, and for batch norm then its ReLU then a 2x2 max pool (planes
+ * w wide, w > 0): each window's extreme of x, its maximum where the
+ * channel's gamma is >= 0 and its minimum where < 0, into zx, and its
+ * position in the window (0 .. 3, the first extreme, top row first) into
+ * code, both [sample][channel][window] with samples code_ns apart (0:
+ * packed). The pool's output is the affine map of zx (rt_bn_pool_out),
+ * the bits rt_bn_out pools, since the map and its rounding are monotone;
+ * a code differs from rt_bn_out's only where two values of a window that
+ * differ map to the same float. */
+void rt_bn_moments_pool(const rt_bn_shape *s, const float *x, double *mom, long ms, int w,
+                        const float *gamma, float *zx, uint8_t *code, long code_ns);
 
 /* rt_ref_bn_fwd, then with relu max(y, 0) as rt_relu; and rt_ref_bn_bwd
  * of dy masked by the ReLU's y > 0 with relu, as rt_relu_mask, dy
@@ -133,12 +144,16 @@ void rt_bn_bwd(rt_pool *pool, int parts, const rt_bn_shape *s, int relu, int ass
  * rt_bn_dx_row's without the mask (relu 0) of that gradient. With rows (not pooled), each sample's row
  * sums of every channel were made already where dy was made (2 floats a
  * channel, rt_bn_grad_sums_row's, samples rows_ns floats apart): x and dy
- * are not read, and the sums are the same bits. */
+ * are not read, and the sums are the same bits. Pooled with zx (the
+ * windows' extremes of x, rt_bn_moments_pool's, in code's layout), the
+ * sums come from the windows alone, x not read: the same terms in
+ * another order. */
 void rt_bn_bwd_sums(rt_pool *pool, int parts, const rt_bn_shape *s, int relu, int w, long p_ns,
-                    const uint8_t *code, long code_ns, const float *rows, long rows_ns,
-                    const float *x, const float *dy, const float *gamma, const float *beta,
-                    const float *save_mean, const float *save_invstd, const float *scale,
-                    float *dgamma, float *dbeta, float *gm, float *kg, float *kx);
+                    const uint8_t *code, long code_ns, const float *zx, const float *rows,
+                    long rows_ns, const float *x, const float *dy, const float *gamma,
+                    const float *beta, const float *save_mean, const float *save_invstd,
+                    const float *scale, float *dgamma, float *dbeta, float *gm, float *kg,
+                    float *kx);
 void rt_bn_dx_row(long len, const float *x, const float *dy, int relu, float m, float k, float b,
                   float gm, float kg, float kx, float *dx);
 /* The same over rows of len floats (x and dy planes of rows * len), each
@@ -205,6 +220,12 @@ enum { RT_BN_POOL_HW = 4096 };
 void rt_bn_out(rt_pool *pool, int parts, const rt_bn_shape *s, int relu, int w, const float *x,
                const float *beta, const float *save_mean, const float *scale, float *y, float *p,
                long p_ns, uint8_t *code, long code_ns);
+/* rt_bn_out pooled, from the windows' extremes zx that rt_bn_moments_pool
+ * took (in code's layout): the pool's output into p (NULL: not written)
+ * and code 4 where it is not > 0; zx and code a quarter of x's size. */
+void rt_bn_pool_out(rt_pool *pool, int parts, const rt_bn_shape *s, int w, const float *zx,
+                    const float *beta, const float *save_mean, const float *scale, float *p,
+                    long p_ns, uint8_t *code, long code_ns);
 void rt_bn_pool_bwd(rt_pool *pool, int parts, const rt_bn_shape *s, int w, int assign,
                     const uint8_t *code, long code_ns, const float *x, const float *dp, long p_ns,
                     const float *gamma, const float *beta, const float *save_mean,

@@ -185,6 +185,9 @@ typedef struct host {
     int pool;     /* a conv layer's: that pool's layer, or -1 */
     int pend;     /* a pool's: the conv layer + 1 whose forward left it its map, or 0 */
     int fused;    /* a pool's: the last forward pooled from z */
+    int pre;      /* a pool's: the conv's last forward took its windows'
+                   * extremes of z and their positions (bn_moments), so that
+                   * it pools them and the backward's sums read them */
     int64_t z, out, pout; /* the conv's z and out offsets; where the pool wrote */
     int64_t code;         /* a conv's: its windows' codes in pcode (rt_bn_out) */
   } *bnf;
@@ -206,6 +209,8 @@ typedef struct host {
   uint8_t *pcode; /* cap samples of every fused conv's window codes, a conv's
                    * [sample][channel][window] from bnf.code or pfu.code */
   int64_t pcode_ns; /* bytes a sample */
+  float *pzx;       /* the extremes of z of the windows of pcode's fused convs
+                     * with batch norm, in its layout (bn_fuse.pre) */
   rt_p2 p2; /* phase II's gradients and the hyper step's saved W */
 } host;
 
@@ -693,6 +698,7 @@ rt_backend *rt_step_new(const char *backend, const ir_graph *g, const ir_arch *a
       e->pfu[i].code = e->pcode_ns, e->pcode_ns += (int64_t)l->cout * (l->oh * l->ow / 4);
     }
   e->pcode = xcalloc((size_t)cap * (size_t)(e->pcode_ns ? e->pcode_ns : 1), 1, &oom);
+  e->pzx = xcalloc((size_t)cap * (size_t)(e->pcode_ns ? e->pcode_ns : 1), sizeof(float), &oom);
   if (oom || !(e->plan = rt_plan_new(g)) || plan_zero(e) ||
       ir_schedule(g, &e->fc, &e->nf, &e->bc, &e->nb))
     oom = 1;
@@ -744,7 +750,7 @@ static void host_free(rt_backend *b) {
       free(e->work_was), free(e->alias_was), free(e->prof),
       free(e->prof_paused), free(e->active), free(e->assign);
   free(e->pidx), free(e->pn), free(e->gpacked), free(e->pk), free(e->sk), free(e->wc), free(e->wat);
-  free(e->fc), free(e->bc), free(e->dg_cols), free(e->dg_parts), free(e->bn_mom), free(e->bn_scale), free(e->bn_dzc), free(e->bn_rows), free(e->rows), free(e->pcode),
+  free(e->fc), free(e->bc), free(e->dg_cols), free(e->dg_parts), free(e->bn_mom), free(e->bn_scale), free(e->bn_dzc), free(e->bn_rows), free(e->rows), free(e->pcode), free(e->pzx),
       free(e->bnf), free(e->pfu);
   rt_plan_free(e->plan);
   rt_pool_free(e->pool);
@@ -1264,15 +1270,34 @@ static int bn_rows_batch(const ir_layer *l) {
   return len >= 1 << 16 ? 1 : (int)((1 << 16) / len);
 }
 
-/* The moments of z's rows, samples [n0, n1), worked channels. */
+/* Whether the conv chunks of layer l, taking its rows' moments, also
+ * take the windows of the max pool that its forward leaves its batch norm
+ * to (bn_fusable, conv_fwd_op's leave): their extremes of z and where
+ * they are, for rt_bn_pool_out and the backward's sums. */
+static int bn_pre(const hx *x, const ir_layer *l) {
+  return ((const host *)x)->bnf[l - x->g->layers].pool >= 0 && x->training && !x->use_live &&
+         bn_rows(x, l);
+}
+
+/* The moments of z's rows, samples [n0, n1), worked channels, and where
+ * bn_pre, its pool's windows. */
 static void bn_moments(hx *x, const ir_layer *l, int64_t z, int n0, int n1) {
+  host *e = (host *)x;
   int64_t ns = x->g->act_size, plane = (int64_t)l->oh * l->ow;
   const uint8_t *w = worked(x, l);
   long ms = 2L * x->cap;
+  int pre = bn_pre(x, l);
+  int64_t code = e->bnf[l - x->g->layers].code + n0 * e->pcode_ns;
   for (int c0 = 0, c1; (c1 = next_run(w, &c0, l->cout)) > c0; c0 = c1) {
     rt_bn_shape s = {n1 - n0, c1 - c0, (int)plane, ns, ns};
-    rt_bn_moments(&s, x->act + n0 * ns + z + c0 * plane,
-                  ((host *)x)->bn_mom + c0 * ms + 2 * n0, ms);
+    const float *zr = x->act + n0 * ns + z + c0 * plane;
+    double *mom = e->bn_mom + c0 * ms + 2 * n0;
+    if (pre)
+      rt_bn_moments_pool(&s, zr, mom, ms, l->ow, x->params + l->g_off + c0,
+                         e->pzx + code + c0 * plane / 4, e->pcode + code + c0 * plane / 4,
+                         (long)e->pcode_ns);
+    else
+      rt_bn_moments(&s, zr, mom, ms);
   }
 }
 
@@ -1369,7 +1394,7 @@ static void conv_fwd_op(RT_OP_ARGS) {
   hx *e = X(x);
   const ir_layer *ly = &e->g->layers[l];
   struct bn_fuse *f = ((host *)e)->bnf, *pf = f[l].pool >= 0 ? &f[f[l].pool] : NULL;
-  if (pf) pf->pend = pf->fused = 0;
+  if (pf) pf->pend = pf->fused = pf->pre = 0;
   ((host *)e)->xleft[l] = ((host *)e)->rows[l] = 0;
   struct pool_fuse *pu = ((host *)e)->pfu, *pm = pu[l].pool >= 0 ? &pu[pu[l].pool] : NULL;
   if (pm) pm->made = pool_dy_fused(e, (int)l) && e->backend->pool_fwd;
@@ -1389,7 +1414,7 @@ static void conv_fwd_op(RT_OP_ARGS) {
     if (left)
       memcpy(h->xbeta + ly->s_off, e->params + ly->g_off + ly->cout,
              (size_t)ly->cout * sizeof *h->xbeta);
-    if (leave) pf->pend = (int)l + 1, pf->z = z, pf->out = out;
+    if (leave) pf->pend = (int)l + 1, pf->z = z, pf->out = out, pf->pre = bn_pre(e, ly);
     if (!e->training) bn_constants(e, ly, out);
   }
 }
@@ -1404,15 +1429,25 @@ static void bn_out(hx *e, int c, int64_t z, int64_t y, int64_t pooled) {
   int64_t ns = e->g->act_size, plane = (int64_t)ly->oh * ly->ow, op = plane / 4;
   const float *beta = e->params + ly->g_off + ly->cout, *sm = e->bn_save + ly->s_off;
   const float *sk = h->bn_scale + ly->s_off;
-  const uint8_t *w = worked(e, pooled >= 0 ? lp : ly);
+  const uint8_t *w = worked(e, pooled >= 0 ? lp : ly), *wc = worked(e, ly);
   uint8_t *code = pooled >= 0 ? h->pcode + h->bnf[c].code : NULL;
+  int pre = pooled >= 0 && h->bnf[h->bnf[c].pool].pre; /* wc's windows taken */
   for (int c0 = 0, c1; c0 < ly->cout; c0 = c1) {
     /* runs of worked channels pooled; pooled, the others' codes alone (the
-     * backward's packing reads every channel's) */
-    int on = !w || w[c0];
-    for (c1 = c0 + 1; c1 < ly->cout && (!w || w[c1]) == on;) c1++;
+     * backward's packing reads every channel's); from the windows taken
+     * where the conv worked them */
+    int on = !w || w[c0], zc = pre && (!wc || wc[c0]);
+    for (c1 = c0 + 1;
+         c1 < ly->cout && (!w || w[c1]) == on && (pre && (!wc || wc[c1])) == zc;)
+      c1++;
     if (!on && !code) continue;
     rt_bn_shape s = {e->n, c1 - c0, (int)plane, ns, ns};
+    if (zc) {
+      rt_bn_pool_out(h->pool, e->threads, &s, ly->ow, h->pzx + h->bnf[c].code + c0 * op,
+                     beta + c0, sm + c0, sk + c0, on ? e->act + pooled + c0 * op : NULL, ns,
+                     code + c0 * op, h->pcode_ns);
+      continue;
+    }
     rt_bn_out(h->pool, e->threads, &s, 1, ly->ow, e->act + z + c0 * plane, beta + c0, sm + c0,
               sk + c0, pooled >= 0 ? NULL : e->act + y + c0 * plane,
               pooled >= 0 && on ? e->act + pooled + c0 * op : NULL, ns,
@@ -1561,13 +1596,15 @@ static void bn_act_bwd(hx *e, const ir_layer *ly, int64_t z, int64_t out, int fu
   const struct bn_fuse *pf = bn_pool_of(e, ly);
   int li = (int)(ly - e->g->layers);
   const uint8_t *code = pf ? h->pcode + h->bnf[li].code : NULL; /* the pooling's windows */
+  const float *zx = pf && pf->pre ? h->pzx + h->bnf[li].code : NULL; /* and their extremes */
   for (int c0 = 0, c1; (c1 = next_run(w, &c0, ly->cout)) > c0; c0 = c1) {
     rt_bn_shape s = {e->n, c1 - c0, (int)plane, ns, ns};
     int64_t o = c0 * plane;
     if (fused) { /* the sums; the conv's kernels make dz as they pack it */
       const float *rows = h->rows[li] ? h->bn_rows + (int64_t)e->cap * ly->s_off + 2 * c0 : NULL;
       rt_bn_bwd_sums(h->pool, e->threads, &s, ly->relu, pf ? ly->ow : 0, pf ? ns : 0,
-                     code ? code + o / 4 : NULL, h->pcode_ns, rows, 2L * ly->cout, e->act + z + o,
+                     code ? code + o / 4 : NULL, h->pcode_ns, zx ? zx + o / 4 : NULL, rows,
+                     2L * ly->cout, e->act + z + o,
                      pf ? e->dact + pf->pout + o / 4 : e->dact + out + o,
                      e->params + ly->g_off + c0, e->params + ly->g_off + ly->cout + c0, sm + c0,
                      si + c0, sk + c0, dgamma + c0, dbeta + c0, gm + c0, kg + c0, kx + c0);

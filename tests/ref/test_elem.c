@@ -651,6 +651,28 @@ static void test_bn_pool_case(rt_pool *pool, int n, int c, int h, int w) {
     CHECK(!memcmp(y, y2, (size_t)(n * ns) * sizeof(float)), "%s: rt_bn_out's y on %d tasks differs",
           what, parts);
   }
+  /* the windows' extremes taken with the moments, then pooled from them:
+   * the same output and (no two values of a window map to one float here)
+   * the same codes */
+  float *zx = falloc(n * cns), *p3 = falloc(n * pns);
+  uint8_t *code3 = malloc((size_t)(n * cns));
+  double *mom = calloc((size_t)(2 * n * c), sizeof *mom), *mom2 = calloc((size_t)(2 * n * c), sizeof *mom);
+  if (!code3 || !mom || !mom2) abort();
+  memcpy(p3, dp, (size_t)(n * pns) * sizeof(float));
+  memset(code3, 7, (size_t)(n * cns));
+  rt_bn_moments(&s, x + xo, mom, 2L * n);
+  rt_bn_moments_pool(&s, x + xo, mom2, 2L * n, w, gamma, zx, code3, cns);
+  CHECK(!memcmp(mom, mom2, (size_t)(2 * n * c) * sizeof *mom), "%s: the moments with the windows differ", what);
+  for (int parts = 1; parts <= 2; parts++) {
+    rt_bn_pool_out(pool, parts, &s, w, zx, beta, sm, sk, parts == 1 ? NULL : p3, pns, code3, cns);
+    int bad = 0;
+    for (int i = 0; i < n; i++)
+      bad += (parts == 2 && memcmp(p1 + i * pns, p3 + i * pns, (size_t)plen * sizeof(float)) != 0) ||
+             memcmp(p3 + i * pns + plen, dp + i * pns + plen, 3 * sizeof(float)) != 0 ||
+             memcmp(code + i * cns, code3 + i * cns, (size_t)plen) != 0 ||
+             code3[i * cns + plen] != 7 || code3[i * cns + plen + 1] != 7;
+    CHECK(!bad, "%s: pooled from the extremes on %d tasks differs in %d samples", what, parts, bad);
+  }
   for (int assign = 0; assign < 2; assign++)
     for (int parts = 1; parts <= 2; parts++) {
       for (long i = 0; i < n * ns; i++) dx1[i] = dx2[i] = 0.5f - rt_rng_uniform(&rng);
@@ -667,7 +689,7 @@ static void test_bn_pool_case(rt_pool *pool, int n, int c, int h, int w) {
     }
   /* the sums alone, then dx a plane at a time (the cpu conv's packing) */
   float *gm = falloc(3 * c), *kg = gm + c, *kx = kg + c, *g = falloc(hw);
-  rt_bn_bwd_sums(pool, 2, &s, 1, w, pns, code, cns, NULL, 0, x + xo, dp, gamma, beta, sm, si,
+  rt_bn_bwd_sums(pool, 2, &s, 1, w, pns, code, cns, NULL, NULL, 0, x + xo, dp, gamma, beta, sm, si,
                  sk, dg2, db2, gm, kg, kx);
   int bad = memcmp(dg1, dg2, (size_t)c * sizeof(float)) ||
             memcmp(db1, db2, (size_t)c * sizeof(float));
@@ -696,6 +718,18 @@ static void test_bn_pool_case(rt_pool *pool, int n, int c, int h, int w) {
       free(rows), free(rows2);
     }
   CHECK(!bad, "%s: the sums and planes of dx differ", what);
+  /* the sums from the windows alone: the same terms in another order */
+  float *gm3 = falloc(3 * c), *dg3 = falloc(c), *db3 = falloc(c);
+  rt_bn_bwd_sums(pool, 2, &s, 1, w, pns, code3, cns, zx, NULL, 0, NULL, dp, gamma, beta, sm, si,
+                 sk, dg3, db3, gm3, gm3 + c, gm3 + 2 * c);
+  bad = 0;
+  for (int ch = 0; ch < c; ch++) {
+    const float got[5] = {dg3[ch], db3[ch], gm3[ch], gm3[c + ch], gm3[2 * c + ch]},
+                want[5] = {dg2[ch], db2[ch], gm[ch], kg[ch], kx[ch]};
+    for (int q = 0; q < 5; q++) bad += !(fabsf(got[q] - want[q]) <= 1e-5f * (1.0f + fabsf(want[q])));
+  }
+  CHECK(!bad, "%s: %d sums from the windows differ", what, bad);
+  free(gm3), free(dg3), free(db3), free(zx), free(p3), free(code3), free(mom), free(mom2);
   free(gm), free(g), free(code), free(code2);
   free(x), free(y), free(y2), free(p1), free(p2), free(dp), free(dout), free(dx1), free(dx2);
   free(gamma), free(beta), free(rm), free(rv), free(sm), free(si), free(sk), free(dg1), free(db1), free(dg2),
