@@ -969,12 +969,38 @@ static void row_extremes(int h, int w, const float *restrict x, int neg, float *
   }
 }
 
+#if ELEM_AVX2
+/* row_affine_codes by eights, as far as whole eights go: the same
+ * operations (the affine without a fused multiply-add), so the same
+ * bits. The window reached. */
+__attribute__((target("avx2"))) static long affine_codes8_avx2(long len, const float *zx,
+                                                               float m, float k, float b,
+                                                               float *p, uint8_t *code) {
+  const __m256 zero = _mm256_setzero_ps(), mv = _mm256_set1_ps(m), kv = _mm256_set1_ps(k),
+               bv = _mm256_set1_ps(b);
+  long i = 0;
+  for (; i + 8 <= len; i += 8) {
+    __m256 u = _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(zx + i), mv), kv), bv);
+    __m256 pos = _mm256_cmp_ps(u, zero, _CMP_GT_OQ);
+    if (p) _mm256_storeu_ps(p + i, _mm256_and_ps(pos, u));
+    uint64_t b8;
+    memcpy(&b8, code + i, 8);
+    __m256i kk = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)b8));
+    store_codes8(_mm256_blendv_epi8(_mm256_set1_epi32(4), kk, _mm256_castps_si256(pos)), code + i);
+  }
+  return i;
+}
+#endif
+
 /* The pool's output from row_extremes' zx (len windows): p = the ReLU of
  * (zx - m) * k + b, row_affine's arithmetic (p NULL: not written), and
  * code 4 where that is not > 0 (window_code's). */
 static void row_affine_codes(long len, const float *restrict zx, float m, float k, float b,
                              float *restrict p, uint8_t *restrict code) {
   long i = 0;
+#if ELEM_AVX2
+  if (__builtin_cpu_supports("avx2")) i = affine_codes8_avx2(len, zx, m, k, b, p, code);
+#endif
 #if defined(__SSE2__)
   const __m128 zero = _mm_setzero_ps(), mv = _mm_set1_ps(m), kv = _mm_set1_ps(k),
                bv = _mm_set1_ps(b);
@@ -1454,19 +1480,69 @@ static void zero_tails(int h, int w, float *d, long ds) {
     for (long i = w; i < ds; i++) d[r * ds + i] = 0.0f;
 }
 
+#if ELEM_AVX2
+/* rt_bn_pool_dx_rows' windows of one row pair by eights (x0, x1 the rows
+ * of x, o0, o1 of dx), from window ox0 on as far as whole eights go:
+ * row_pool_scatter's values then row_dx's (assign), the same operations,
+ * so the same bits. The window reached. */
+__attribute__((target("avx2"))) static int pool_dx8_avx2(int ow, int ox0, const uint8_t *co,
+                                                         const float *dr, const float *x0,
+                                                         const float *x1, float m, float gm,
+                                                         float kg, float kx, float *o0,
+                                                         float *o1) {
+  const __m256 zero = _mm256_setzero_ps(), mv = _mm256_set1_ps(m), gmv = _mm256_set1_ps(gm),
+               kgv = _mm256_set1_ps(kg), kxv = _mm256_set1_ps(kx);
+  int ox = ox0;
+  for (; ox + 8 <= ow; ox += 8) {
+    uint64_t b8;
+    memcpy(&b8, co + ox, 8);
+    __m256i k = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)b8));
+    __m256 v = _mm256_add_ps(zero, _mm256_loadu_ps(dr + ox)), w4[4];
+    for (int q = 0; q < 4; q++)
+      w4[q] = _mm256_and_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(k, _mm256_set1_epi32(q))), v);
+    /* each row's sixteen columns: the windows' two values in turn */
+    __m256 lo0 = _mm256_unpacklo_ps(w4[0], w4[1]), hi0 = _mm256_unpackhi_ps(w4[0], w4[1]);
+    __m256 lo1 = _mm256_unpacklo_ps(w4[2], w4[3]), hi1 = _mm256_unpackhi_ps(w4[2], w4[3]);
+    __m256 g[4] = {_mm256_permute2f128_ps(lo0, hi0, 0x20), _mm256_permute2f128_ps(lo0, hi0, 0x31),
+                   _mm256_permute2f128_ps(lo1, hi1, 0x20), _mm256_permute2f128_ps(lo1, hi1, 0x31)};
+    const float *xs[4] = {x0 + 2 * ox, x0 + 2 * ox + 8, x1 + 2 * ox, x1 + 2 * ox + 8};
+    float *os[4] = {o0 + 2 * ox, o0 + 2 * ox + 8, o1 + 2 * ox, o1 + 2 * ox + 8};
+    for (int t = 0; t < 4; t++) {
+      __m256 r = _mm256_sub_ps(_mm256_mul_ps(_mm256_sub_ps(g[t], gmv), kgv),
+                               _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(xs[t]), mv), kxv));
+      _mm256_storeu_ps(os[t], _mm256_add_ps(zero, r));
+    }
+  }
+  return ox;
+}
+#endif
+
 void rt_bn_pool_dx_rows(int h, int w, const uint8_t *code, const float *dp, const float *x,
                         float m, float gm, float kg, float kx, float *dx, long ds) {
   assert(h % 2 == 0 && w % 2 == 0 && ds >= w);
   const int ow = w / 2;
+#if ELEM_AVX2
+  const int avx2 = __builtin_cpu_supports("avx2");
+#endif
   for (int oy = 0; oy < h / 2; oy++) {
     const float *x0 = x + (long)2 * oy * w, *x1 = x0 + w, *dr = dp + (long)oy * ow;
     const uint8_t *co = code + (long)oy * ow;
     float *o0 = dx + (long)2 * oy * ds, *o1 = o0 + ds;
     int ox = 0;
+#if ELEM_AVX2
+    if (avx2 && ow >= 8) {
+      ox = pool_dx8_avx2(ow, 0, co, dr, x0, x1, m, gm, kg, kx, o0, o1);
+      if (ox < ow) /* the last eight again, overlapping: the same values */
+        pool_dx8_avx2(ow, ow - 8, co, dr, x0, x1, m, gm, kg, kx, o0, o1);
+      zero_tails(2, w, o0, ds);
+      continue;
+    }
+#endif
 #if defined(__SSE2__)
     const __m128 zero = _mm_setzero_ps(), mv = _mm_set1_ps(m), gmv = _mm_set1_ps(gm),
                  kgv = _mm_set1_ps(kg), kxv = _mm_set1_ps(kx);
-    for (; ox + 4 <= ow; ox += 4) {
+    for (; ox < ow && ow >= 4; ox += 4) {
+      if (ox + 4 > ow) ox = ow - 4; /* the last four again, overlapping */
       __m128 g[4]; /* row_pool_scatter's four vectors of g, then row_dx's (assign) */
       window_g4(co + ox, dr + ox, g);
       const float *xs[4] = {x0 + 2 * ox, x0 + 2 * ox + 4, x1 + 2 * ox, x1 + 2 * ox + 4};
