@@ -85,8 +85,59 @@ static inline __m128 map4(const rt_affine *f, __m128 x) {
 }
 #endif
 
+#if ELEM_AVX2
+/* rt_pad_rows on AVX2 for rows of at least 8: each row's values by
+ * eights, the last eight overlapping the one before (the same values
+ * written again: y is not x), the map's constants in registers; the
+ * same operations on each value, so the same bits. */
+__attribute__((target("avx2"))) static inline __m256 pad8_avx2(const float *a, const float *g,
+                                                                const rt_affine *map, __m256 mv,
+                                                                __m256 kv, __m256 bv) {
+  const __m256 zero = _mm256_setzero_ps();
+  __m256 v = _mm256_loadu_ps(a);
+  if (g) /* 0 + a, as rt_relu_mask */
+    return _mm256_and_ps(_mm256_cmp_ps(_mm256_loadu_ps(g), zero, _CMP_GT_OQ),
+                         _mm256_add_ps(zero, v));
+  if (!map) return v;
+  v = _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(v, mv), kv), bv);
+  return map->relu ? _mm256_and_ps(_mm256_cmp_ps(v, zero, _CMP_GT_OQ), v) : v;
+}
+
+__attribute__((target("avx2"))) static void pad_rows_avx2(int rows, int len, const float *x,
+                                                          long xs, float *y, long ys, int lpad,
+                                                          const float *gate, long gs,
+                                                          const rt_affine *map) {
+  const rt_affine f = map ? *map : (rt_affine){0.0f, 0.0f, 0.0f, 0};
+  const __m256 mv = _mm256_set1_ps(f.m), kv = _mm256_set1_ps(f.k), bv = _mm256_set1_ps(f.b);
+  const int short_ends = lpad <= 8 && ys - lpad - len <= 8; /* len >= 8: ys >= 8 */
+  for (int r = 0; r < rows; r++) {
+    const float *a = x + r * xs, *g = gate ? gate + r * gs : NULL;
+    float *b = y + r * ys;
+    if (short_ends) { /* the zeros as two vectors, before the values that overlap them */
+      _mm256_storeu_ps(b, _mm256_setzero_ps());
+      _mm256_storeu_ps(b + ys - 8, _mm256_setzero_ps());
+    } else {
+      for (int i = 0; i < lpad; i++) b[i] = 0.0f;
+      for (long j = lpad + len; j < ys; j++) b[j] = 0.0f;
+    }
+    int i = 0;
+    for (; i + 8 <= len; i += 8)
+      _mm256_storeu_ps(b + lpad + i, pad8_avx2(a + i, g ? g + i : NULL, map ? &f : NULL, mv, kv, bv));
+    if (i < len) /* the last eight again, overlapping */
+      _mm256_storeu_ps(b + lpad + len - 8,
+                       pad8_avx2(a + len - 8, g ? g + len - 8 : NULL, map ? &f : NULL, mv, kv, bv));
+  }
+}
+#endif
+
 void rt_pad_rows(int rows, int len, const float *x, long xs, float *y, long ys, int lpad,
                  const float *gate, long gs, const rt_affine *map) {
+#if ELEM_AVX2
+  if (len >= 8 && __builtin_cpu_supports("avx2")) {
+    pad_rows_avx2(rows, len, x, xs, y, ys, lpad, gate, gs, map);
+    return;
+  }
+#endif
   for (int r = 0; r < rows; r++) {
     const float *restrict a = x + r * xs;
     float *restrict b = y + r * ys;
@@ -1464,8 +1515,44 @@ void rt_bn_dx_row(long len, const float *x, const float *dy, int relu, float m, 
          kg, kx, 1, dx);
 }
 
+#if ELEM_AVX2
+/* rt_bn_dx_rows on AVX2 for rows of at least 8: row_dx's operations
+ * (assign) on each value in the same order, so the same bits; each row by
+ * eights, the last eight overlapping the one before (dx is written, not
+ * read: the same values again). */
+__attribute__((target("avx2"))) static void dx_rows_avx2(int rows, int len, const float *x,
+                                                         const float *dy, int relu, float m,
+                                                         float k, float b, float gm, float kg,
+                                                         float kx, float *dx, long ds) {
+  const __m256 zero = _mm256_setzero_ps(), mv = _mm256_set1_ps(m), kv = _mm256_set1_ps(k),
+               bv = _mm256_set1_ps(b), gmv = _mm256_set1_ps(gm), kgv = _mm256_set1_ps(kg),
+               kxv = _mm256_set1_ps(kx);
+  for (int r = 0; r < rows; r++) {
+    const float *xr = x + (long)r * len, *gr = dy + (long)r * len;
+    float *d = dx + r * ds;
+    for (int i = 0; i < len; i += 8) {
+      if (i + 8 > len) i = len - 8;
+      __m256 dv = _mm256_sub_ps(_mm256_loadu_ps(xr + i), mv);
+      __m256 g = relu ? _mm256_add_ps(zero, _mm256_loadu_ps(gr + i)) : _mm256_loadu_ps(gr + i);
+      if (relu)
+        g = _mm256_and_ps(
+            _mm256_cmp_ps(_mm256_add_ps(_mm256_mul_ps(dv, kv), bv), zero, _CMP_GT_OQ), g);
+      __m256 res = _mm256_sub_ps(_mm256_mul_ps(_mm256_sub_ps(g, gmv), kgv), _mm256_mul_ps(dv, kxv));
+      _mm256_storeu_ps(d + i, _mm256_add_ps(zero, res));
+    }
+    for (long i = len; i < ds; i++) d[i] = 0.0f;
+  }
+}
+#endif
+
 void rt_bn_dx_rows(int rows, int len, const float *x, const float *dy, int relu, float m, float k,
                    float b, float gm, float kg, float kx, float *dx, long ds) {
+#if ELEM_AVX2
+  if (len >= 8 && __builtin_cpu_supports("avx2")) {
+    dx_rows_avx2(rows, len, x, dy, relu, m, k, b, gm, kg, kx, dx, ds);
+    return;
+  }
+#endif
   for (int r = 0; r < rows; r++) {
     float *d = dx + r * ds;
     row_dx(len, x + (long)r * len, NULL, dy + (long)r * len, relu ? MASK_X : MASK_NONE, m,

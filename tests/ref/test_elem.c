@@ -90,26 +90,35 @@ static const rt_affine maps[] = {{0.25f, 1.5f, -0.1f, 1}, {-0.5f, 0.75f, 0.2f, 0
 
 /* Rows into a zero frame, plain, gated as the ReLU's gradient, and
  * through batch norm's map (the bits of rt_bn_affine_row's). */
+/* Rows shorter than a vector, of whole vectors, with a partial last one,
+ * with zeros before and after them of up to a vector and of more. */
 static void test_pad_rows(void) {
-  enum { R = 5, L = 13, XS = 17, YS = 23, PAD = 3 };
-  float x[R * XS], g[R * XS], y[R * YS + 4], want[R * YS + 4];
-  fill(x, R * XS, 0), fill(g, R * XS, 1);
-  x[2] = -0.0f, g[2] = 1.0f; /* -0 comes out +0, as from rt_relu_mask */
-  x[5] = maps[0].m;          /* mapped: (m - m) * k + b = b */
-  for (int mode = 0; mode < 4; mode++) { /* plain, gated, mapped with and without the ReLU */
-    int gated = mode == 1;
-    const rt_affine *map = mode >= 2 ? &maps[mode - 2] : NULL;
-    for (int i = 0; i < R * YS + 4; i++) y[i] = want[i] = (float)i + 0.5f; /* no write past */
-    for (int r = 0; r < R; r++) {
-      float *w = want + r * YS;
-      for (int i = 0; i < YS; i++) w[i] = 0.0f;
-      if (gated) rt_relu_mask(L, g + r * XS, x + r * XS, w + PAD);
-      else if (map) rt_bn_affine_row(L, x + r * XS, map->m, map->k, map->b, map->relu, w + PAD);
-      else memcpy(w + PAD, x + r * XS, L * sizeof *x);
+  static const int geo[][4] = {/* len, xs, ys, lpad */
+                               {13, 17, 23, 3}, {5, 7, 9, 1},   {16, 16, 16, 0},
+                               {16, 20, 40, 10}, {28, 28, 32, 1}, {9, 9, 30, 0}};
+  enum { R = 5, XMAX = 28, YMAX = 40 };
+  for (size_t t = 0; t < sizeof geo / sizeof geo[0]; t++) {
+    const int L = geo[t][0], XS = geo[t][1], YS = geo[t][2], PAD = geo[t][3];
+    float x[R * XMAX], g[R * XMAX], y[R * YMAX + 4], want[R * YMAX + 4];
+    fill(x, R * XS, 0), fill(g, R * XS, 1);
+    x[2] = -0.0f, g[2] = 1.0f; /* -0 comes out +0, as from rt_relu_mask */
+    x[5] = maps[0].m;          /* mapped: (m - m) * k + b = b */
+    for (int mode = 0; mode < 4; mode++) { /* plain, gated, mapped with and without the ReLU */
+      int gated = mode == 1;
+      const rt_affine *map = mode >= 2 ? &maps[mode - 2] : NULL;
+      for (int i = 0; i < R * YS + 4; i++) y[i] = want[i] = (float)i + 0.5f; /* no write past */
+      for (int r = 0; r < R; r++) {
+        float *w = want + r * YS;
+        for (int i = 0; i < YS; i++) w[i] = 0.0f;
+        if (gated) rt_relu_mask(L, g + r * XS, x + r * XS, w + PAD);
+        else if (map) rt_bn_affine_row(L, x + r * XS, map->m, map->k, map->b, map->relu, w + PAD);
+        else memcpy(w + PAD, x + r * XS, (size_t)L * sizeof *x);
+      }
+      rt_pad_rows(R, L, x, XS, y, YS, PAD, gated ? g : NULL, XS, map);
+      long at = -1;
+      CHECK(same_bits(want, y, R * YS + 4, &at), "pad_rows %dx%d (ys %d, lpad %d, mode %d) differs at %ld",
+            R, L, YS, PAD, mode, at);
     }
-    rt_pad_rows(R, L, x, XS, y, YS, PAD, gated ? g : NULL, XS, map);
-    long at = -1;
-    CHECK(same_bits(want, y, R * YS + 4, &at), "pad_rows (mode %d) differs at %ld", mode, at);
   }
 }
 
@@ -575,6 +584,29 @@ static void test_bn_case(rt_pool *pool, const bn_case *k, int training, int relu
                 "%s: the recomputed mask (assign %d, %d tasks) differs from the forward's", what,
                 assign, parts);
         }
+      /* the sums alone, then dx's rows as the cpu conv's packing makes
+       * them (rt_bn_dx_rows: rows of 28, 7 or the plane, 3 zeros after
+       * each): w1 holds the last assigning backward's */
+      if (gbr) {
+        const int rl = hw % 28 == 0 ? 28 : hw % 7 == 0 ? 7 : hw, nr = hw / rl;
+        const long ds = rl + 3;
+        float *k3 = falloc(3 * c), *rows = falloc(nr * ds);
+        rt_bn_bwd_sums(pool, 2, &s, 1, 0, 0, NULL, 0, NULL, NULL, 0, f.a + xo, gbr + yo, gamma,
+                       beta, f.sm, f.si, f.sk, dg1, db1, k3, k3 + c, k3 + 2 * c);
+        bad = 0;
+        for (int i = 0; i < n; i++)
+          for (int ch = 0; ch < c; ch++) {
+            long at = i * ns + ch * hw;
+            rt_bn_dx_rows(nr, rl, f.a + xo + at, gbr + yo + at, 1, f.sm[ch], f.sk[ch], beta[ch],
+                          k3[ch], k3[c + ch], k3[2 * c + ch], rows, ds);
+            for (int q = 0; q < nr; q++) {
+              bad += memcmp(rows + q * ds, w1 + xo + at + q * rl, (size_t)rl * sizeof(float)) != 0;
+              for (long e = rl; e < ds; e++) bad += rows[q * ds + e] != 0.0f;
+            }
+          }
+        CHECK(!bad, "%s: %d planes of dx's rows differ from the backward's", what, bad);
+        free(k3), free(rows);
+      }
       free(w0), free(w1), free(dg1), free(db1);
     }
     if (gb != ga) free(gb);
