@@ -37,39 +37,83 @@ void rt_relu(long len, const float *x, float *y) {
   }
 }
 
-void rt_copy_2d(int rows, int len, const float *x, long xs, float *y, long ys) {
+/* The row operations of rt_copy_2d, rt_set_2d, rt_relu_2d and rt_add_2d. */
+enum { ROWS_COPY, ROWS_SET, ROWS_RELU, ROWS_ADD };
+
+#if ELEM_AVX2
+/* One op on eight values, as the scalar loops below do it. */
+__attribute__((target("avx2"))) static inline __m256 rows8_op(int op, __m256 a, const float *b) {
+  const __m256 zero = _mm256_setzero_ps();
+  switch (op) {
+  case ROWS_SET: return _mm256_add_ps(zero, a);
+  case ROWS_RELU: return _mm256_and_ps(_mm256_cmp_ps(a, zero, _CMP_GT_OQ), a);
+  case ROWS_ADD: return _mm256_add_ps(_mm256_loadu_ps(b), a);
+  default: return a;
+  }
+}
+
+/* The row operations on AVX2, for rows of at least 8 (the conv's planes
+ * are rows of 28 or 14): each row by eights, the last eight overlapping
+ * the ones before. Writing a value twice gives it again; ADD's last
+ * eight are summed before the row's others are written. The same
+ * operations on each value, so the same bits. */
+__attribute__((target("avx2"))) static void rows_avx2(int op, int rows, int len, const float *x,
+                                                      long xs, float *y, long ys) {
+  for (int r = 0; r < rows; r++) {
+    const float *a = x + r * xs;
+    float *b = y + r * ys;
+    __m256 last = rows8_op(op, _mm256_loadu_ps(a + len - 8), b + len - 8);
+    for (int i = 0; i + 8 <= len; i += 8)
+      _mm256_storeu_ps(b + i, rows8_op(op, _mm256_loadu_ps(a + i), b + i));
+    _mm256_storeu_ps(b + len - 8, last);
+  }
+}
+#endif
+
+/* The op on rows of len, x's xs apart, y's ys apart. */
+static void rows_op(int op, int rows, int len, const float *x, long xs, float *y, long ys) {
+#if ELEM_AVX2
+  if (len >= 8 && __builtin_cpu_supports("avx2")) {
+    rows_avx2(op, rows, len, x, xs, y, ys);
+    return;
+  }
+#endif
   for (int r = 0; r < rows; r++) {
     const float *restrict a = x + r * xs;
     float *restrict b = y + r * ys;
-    for (int i = 0; i < len; i++) b[i] = a[i];
+    switch (op) {
+    case ROWS_SET:
+      for (int i = 0; i < len; i++) b[i] = 0.0f + a[i];
+      break;
+    case ROWS_RELU:
+      for (int i = 0; i < len; i++) {
+        float v = a[i];
+        b[i] = v > 0.0f ? v : 0.0f;
+      }
+      break;
+    case ROWS_ADD:
+      for (int i = 0; i < len; i++) b[i] += a[i];
+      break;
+    default:
+      for (int i = 0; i < len; i++) b[i] = a[i];
+    }
   }
+}
+
+void rt_copy_2d(int rows, int len, const float *x, long xs, float *y, long ys) {
+  rows_op(ROWS_COPY, rows, len, x, xs, y, ys);
 }
 
 void rt_add_2d(int rows, int len, const float *x, long xs, float *y, long ys) {
-  for (int r = 0; r < rows; r++) {
-    const float *restrict a = x + r * xs;
-    float *restrict b = y + r * ys;
-    for (int i = 0; i < len; i++) b[i] += a[i];
-  }
+  rows_op(ROWS_ADD, rows, len, x, xs, y, ys);
 }
 
 void rt_set_2d(int rows, int len, const float *x, long xs, float *y, long ys) {
-  for (int r = 0; r < rows; r++) {
-    const float *restrict a = x + r * xs;
-    float *restrict b = y + r * ys;
-    for (int i = 0; i < len; i++) b[i] = 0.0f + a[i];
-  }
+  rows_op(ROWS_SET, rows, len, x, xs, y, ys);
 }
 
 void rt_relu_2d(int rows, int len, const float *x, long xs, float *y, long ys) {
-  for (int r = 0; r < rows; r++) {
-    const float *restrict a = x + r * xs;
-    float *restrict b = y + r * ys;
-    for (int i = 0; i < len; i++) {
-      float v = a[i];
-      b[i] = v > 0.0f ? v : 0.0f;
-    }
-  }
+  rows_op(ROWS_RELU, rows, len, x, xs, y, ys);
 }
 
 /* A float through map (row_affine's arithmetic), and four in lanes. */
@@ -120,12 +164,11 @@ __attribute__((target("avx2"))) static void pad_rows_avx2(int rows, int len, con
       for (int i = 0; i < lpad; i++) b[i] = 0.0f;
       for (long j = lpad + len; j < ys; j++) b[j] = 0.0f;
     }
-    int i = 0;
-    for (; i + 8 <= len; i += 8)
+    /* the last eight, overlapping the ones before */
+    __m256 last = pad8_avx2(a + len - 8, g ? g + len - 8 : NULL, map ? &f : NULL, mv, kv, bv);
+    for (int i = 0; i + 8 <= len; i += 8)
       _mm256_storeu_ps(b + lpad + i, pad8_avx2(a + i, g ? g + i : NULL, map ? &f : NULL, mv, kv, bv));
-    if (i < len) /* the last eight again, overlapping */
-      _mm256_storeu_ps(b + lpad + len - 8,
-                       pad8_avx2(a + len - 8, g ? g + len - 8 : NULL, map ? &f : NULL, mv, kv, bv));
+    _mm256_storeu_ps(b + lpad + len - 8, last);
   }
 }
 #endif
@@ -1530,8 +1573,12 @@ __attribute__((target("avx2"))) static void dx_rows_avx2(int rows, int len, cons
   for (int r = 0; r < rows; r++) {
     const float *xr = x + (long)r * len, *gr = dy + (long)r * len;
     float *d = dx + r * ds;
-    for (int i = 0; i < len; i += 8) {
-      if (i + 8 > len) i = len - 8;
+    if (ds - len <= 8) /* the zeros after the row as one vector, before the values over it */
+      _mm256_storeu_ps(d + ds - 8, zero);
+    else
+      for (long j = len; j < ds; j++) d[j] = 0.0f;
+    for (int i = 0;; i += 8) {
+      if (i + 8 > len) i = len - 8; /* the last eight overlap the ones before */
       __m256 dv = _mm256_sub_ps(_mm256_loadu_ps(xr + i), mv);
       __m256 g = relu ? _mm256_add_ps(zero, _mm256_loadu_ps(gr + i)) : _mm256_loadu_ps(gr + i);
       if (relu)
@@ -1539,8 +1586,8 @@ __attribute__((target("avx2"))) static void dx_rows_avx2(int rows, int len, cons
             _mm256_cmp_ps(_mm256_add_ps(_mm256_mul_ps(dv, kv), bv), zero, _CMP_GT_OQ), g);
       __m256 res = _mm256_sub_ps(_mm256_mul_ps(_mm256_sub_ps(g, gmv), kgv), _mm256_mul_ps(dv, kxv));
       _mm256_storeu_ps(d + i, _mm256_add_ps(zero, res));
+      if (i + 8 >= len) break;
     }
-    for (long i = len; i < ds; i++) d[i] = 0.0f;
   }
 }
 #endif

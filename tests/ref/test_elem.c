@@ -68,19 +68,30 @@ static void test_relu(void) {
   }
 }
 
+/* The row operations on rows shorter than a vector, of whole vectors and
+ * with a partial last one; the gaps between rows stay. */
 static void test_2d(void) {
-  enum { R = 5, L = 13, XS = 17, YS = 15 };
-  float x[R * XS], y[R * YS], want[R * YS];
-  fill(x, R * XS, 0);
-  for (int relu = 0; relu < 2; relu++) {
-    for (int i = 0; i < R * YS; i++) y[i] = want[i] = (float)i; /* the gaps stay */
-    for (int r = 0; r < R; r++)
-      rt_ref_relu_fwd(1, L, x + r * XS, 0, want + r * YS, 0);
-    if (!relu)
-      for (int r = 0; r < R; r++) memcpy(want + r * YS, x + r * XS, L * sizeof *x);
-    (relu ? rt_relu_2d : rt_copy_2d)(R, L, x, XS, y, YS);
-    long at = -1;
-    CHECK(same_bits(want, y, R * YS, &at), "%s differs at %ld", relu ? "relu_2d" : "copy_2d", at);
+  enum { R = 5, LMAX = 28 };
+  static const int lens[] = {5, 8, 13, 16, 28};
+  static const char *const names[] = {"copy_2d", "relu_2d", "set_2d", "add_2d"};
+  void (*const ops[])(int, int, const float *, long, float *, long) = {rt_copy_2d, rt_relu_2d,
+                                                                       rt_set_2d, rt_add_2d};
+  for (size_t t = 0; t < sizeof lens / sizeof *lens; t++) {
+    const int L = lens[t], XS = L + 4, YS = L + 2;
+    float x[R * (LMAX + 4)], y[R * (LMAX + 2)], want[R * (LMAX + 2)];
+    fill(x, R * XS, 0);
+    for (int op = 0; op < 4; op++) {
+      for (int i = 0; i < R * YS; i++) y[i] = want[i] = (float)i - 7.5f; /* the gaps stay */
+      for (int r = 0; r < R; r++)
+        for (int i = 0; i < L; i++) {
+          float v = x[r * XS + i], *w = &want[r * YS + i];
+          if (op == 1) rt_ref_relu_fwd(1, 1, &v, 0, w, 0);
+          else *w = op == 0 ? v : op == 2 ? 0.0f + v : *w + v;
+        }
+      ops[op](R, L, x, XS, y, YS);
+      long at = -1;
+      CHECK(same_bits(want, y, R * YS, &at), "%s (rows of %d) differs at %ld", names[op], L, at);
+    }
   }
 }
 
