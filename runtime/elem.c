@@ -1169,6 +1169,39 @@ static inline void window_g4(const uint8_t *code, const float *dp, __m128 g[4]) 
 }
 #endif
 
+#if ELEM_AVX2
+/* window_g4 for eight windows: g[0], g[1] the top row's 16 positions,
+ * g[2], g[3] the bottom's. */
+__attribute__((target("avx2"))) static inline void window_g8(const uint8_t *code, const float *dp,
+                                                             __m256 g[4]) {
+  uint64_t b8;
+  memcpy(&b8, code, 8);
+  __m256i k = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)b8));
+  __m256 v = _mm256_add_ps(_mm256_setzero_ps(), _mm256_loadu_ps(dp)), w4[4];
+  for (int q = 0; q < 4; q++)
+    w4[q] = _mm256_and_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(k, _mm256_set1_epi32(q))), v);
+  /* each row's sixteen columns: the windows' two values in turn */
+  __m256 lo0 = _mm256_unpacklo_ps(w4[0], w4[1]), hi0 = _mm256_unpackhi_ps(w4[0], w4[1]);
+  __m256 lo1 = _mm256_unpacklo_ps(w4[2], w4[3]), hi1 = _mm256_unpackhi_ps(w4[2], w4[3]);
+  g[0] = _mm256_permute2f128_ps(lo0, hi0, 0x20), g[1] = _mm256_permute2f128_ps(lo0, hi0, 0x31);
+  g[2] = _mm256_permute2f128_ps(lo1, hi1, 0x20), g[3] = _mm256_permute2f128_ps(lo1, hi1, 0x31);
+}
+
+/* row_pool_scatter's row pair (g0, g1) of ow >= 8 windows by eights, the
+ * last eight overlapping the ones before (the same values again). */
+__attribute__((target("avx2"))) static void scatter8_avx2(int ow, const uint8_t *co,
+                                                          const float *d, float *g0, float *g1) {
+  for (int ox = 0;; ox += 8) {
+    if (ox + 8 > ow) ox = ow - 8;
+    __m256 v[4];
+    window_g8(co + ox, d + ox, v);
+    _mm256_storeu_ps(g0 + 2 * ox, v[0]), _mm256_storeu_ps(g0 + 2 * ox + 8, v[1]);
+    _mm256_storeu_ps(g1 + 2 * ox, v[2]), _mm256_storeu_ps(g1 + 2 * ox + 8, v[3]);
+    if (ox + 8 >= ow) return;
+  }
+}
+#endif
+
 /* The gradient that reaches batch norm's output through a 2x2 max pool
  * after the ReLU, as rt_maxpool_bwd (assigning) and the ReLU's mask would
  * give it, into g (one h x w plane): dp's value (0 + dp) at each window's
@@ -1178,13 +1211,23 @@ static inline void window_g4(const uint8_t *code, const float *dp, __m128 g[4]) 
 static void row_pool_scatter(int h, int w, const uint8_t *restrict code, const float *restrict dp,
                              float *restrict g, long gs) {
   const int ow = w / 2;
+#if ELEM_AVX2
+  const int avx2 = __builtin_cpu_supports("avx2");
+#endif
   for (int oy = 0; oy < h / 2; oy++) {
     float *g0 = g + (long)2 * oy * gs, *g1 = g0 + gs;
     const float *d = dp + (long)oy * ow;
     const uint8_t *co = code + (long)oy * ow;
     int ox = 0;
+#if ELEM_AVX2
+    if (avx2 && ow >= 8) {
+      scatter8_avx2(ow, co, d, g0, g1);
+      continue;
+    }
+#endif
 #if defined(__SSE2__)
-    for (; ox + 4 <= ow; ox += 4) {
+    for (; ox < ow && ow >= 4; ox += 4) {
+      if (ox + 4 > ow) ox = ow - 4; /* the last four overlap the ones before */
       __m128 v[4];
       window_g4(co + ox, d + ox, v);
       _mm_storeu_ps(g0 + 2 * ox, v[0]), _mm_storeu_ps(g0 + 2 * ox + 4, v[1]);
@@ -1628,17 +1671,8 @@ __attribute__((target("avx2"))) static int pool_dx8_avx2(int ow, int ox0, const 
                kgv = _mm256_set1_ps(kg), kxv = _mm256_set1_ps(kx);
   int ox = ox0;
   for (; ox + 8 <= ow; ox += 8) {
-    uint64_t b8;
-    memcpy(&b8, co + ox, 8);
-    __m256i k = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)b8));
-    __m256 v = _mm256_add_ps(zero, _mm256_loadu_ps(dr + ox)), w4[4];
-    for (int q = 0; q < 4; q++)
-      w4[q] = _mm256_and_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(k, _mm256_set1_epi32(q))), v);
-    /* each row's sixteen columns: the windows' two values in turn */
-    __m256 lo0 = _mm256_unpacklo_ps(w4[0], w4[1]), hi0 = _mm256_unpackhi_ps(w4[0], w4[1]);
-    __m256 lo1 = _mm256_unpacklo_ps(w4[2], w4[3]), hi1 = _mm256_unpackhi_ps(w4[2], w4[3]);
-    __m256 g[4] = {_mm256_permute2f128_ps(lo0, hi0, 0x20), _mm256_permute2f128_ps(lo0, hi0, 0x31),
-                   _mm256_permute2f128_ps(lo1, hi1, 0x20), _mm256_permute2f128_ps(lo1, hi1, 0x31)};
+    __m256 g[4];
+    window_g8(co + ox, dr + ox, g);
     const float *xs[4] = {x0 + 2 * ox, x0 + 2 * ox + 8, x1 + 2 * ox, x1 + 2 * ox + 8};
     float *os[4] = {o0 + 2 * ox, o0 + 2 * ox + 8, o1 + 2 * ox, o1 + 2 * ox + 8};
     for (int t = 0; t < 4; t++) {
