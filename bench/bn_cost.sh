@@ -8,7 +8,8 @@
 # batch norm's share of the step: the conv and max pool rows of the
 # profile table with batch norm less the same rows without, over the step
 # (the pools: under one, batch norm's output is pooled as it is made, and
-# its backward takes the pool's). Medians and minimums at the end.
+# its backward takes the pool's). Medians and minimums at the end, and
+# the same from each profile row's minimum over the pairs.
 # usage: [PAIRS=N] bench/bn_cost.sh [IMAGES=6000] [THREADS=2] [BACKEND=cpu]
 #   ILNASC=FILE       the compiler (default: build/bin/ilnasc, built here)
 #   BASE_ILNASC=FILE  a second compiler (another commit's build) measured
@@ -59,6 +60,7 @@ while [ "$i" -le "$pairs" ]; do
     a=$(total "$side-bn.prof") b=$(total "$side-nobn.prof")
     c=$(convs "$side-bn.prof") d=$(convs "$side-nobn.prof")
     echo "$a $b $c $d" >>"$side.txt"
+    cp "$side-bn.prof" "$side-bn.$i.prof" && cp "$side-nobn.prof" "$side-nobn.$i.prof"
     line "$side" "pair $i" "$a" "$b" "$c" "$d"
   done
   i=$((i + 1))
@@ -78,4 +80,17 @@ for side in $sides; do
     awk -v k="$k" '{ print $k }' "$side.txt" | sort -n | head -n 1
   done)
   line "$side" "min" "$1" "$2" "$3" "$4"
+done
+# each row's least over the pairs (forward and backward together), then
+# their sums: on a noisy machine a pair's total carries that pair's
+# noise in every row, and the rows' minimums come nearer an idle step
+rowmins() {
+  cat "$@" | awk '$0 !~ /^  [a-z]/ || $1 == "op" || $1 == "total" { next }
+    { v = NF >= 5 ? $3 + $4 : $2; if (!($1 in m) || v < m[$1]) m[$1] = v
+      pool[$1] = $2 == "conv" || $2 == "maxpool" }
+    END { for (k in m) { s += m[k]; if (pool[k]) c += m[k] }; printf "%.3f %.3f", s, c }'
+}
+for side in $sides; do
+  set -- $(rowmins "$side"-bn.*.prof) $(rowmins "$side"-nobn.*.prof)
+  line "$side" "rows' minimums" "$1" "$3" "$2" "$4"
 done
