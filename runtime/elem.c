@@ -712,7 +712,8 @@ typedef struct bn_job {
   const float *rows; /* rt_bn_bwd_sums: the rows' sums made already, or NULL */
   long rows_ns;
   uint8_t *code;     /* pooled: the windows' codes (row_affine_pool), written by
-                      * rt_bn_out, read by the backward */
+                      * rt_bn_out, or by rt_bn_moments_pool and marked by
+                      * rt_bn_pool_out; read by the backward */
   long code_ns;
   const float *zx; /* pooled, from row_extremes: the windows' extremes of x
                     * (zx_ns apart), read instead of x */
@@ -902,12 +903,15 @@ __attribute__((target("avx2"))) static int pool8_avx2(int ow, const float *r0, c
                                                       uint8_t *co) {
   const __m256 zero = _mm256_setzero_ps(), mv = _mm256_set1_ps(m), kv = _mm256_set1_ps(k),
                bv = _mm256_set1_ps(b);
+  /* the ReLU alone (rt_relu_pool_rows): (x - 0) * 1 + 0 is x but for -0,
+   * and the ReLU makes +0 of either */
+  const int plain = m == 0.0f && k == 1.0f && b == 0.0f;
   int ox = 0;
   for (; ox + 8 <= ow; ox += 8) {
     __m256 v[4] = {_mm256_loadu_ps(r0 + 2 * ox), _mm256_loadu_ps(r0 + 2 * ox + 8),
                    _mm256_loadu_ps(r1 + 2 * ox), _mm256_loadu_ps(r1 + 2 * ox + 8)}, w4[4], mx;
     for (int t = 0; t < 4; t++) {
-      __m256 u = _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(v[t], mv), kv), bv);
+      __m256 u = plain ? v[t] : _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(v[t], mv), kv), bv);
       v[t] = _mm256_and_ps(_mm256_cmp_ps(u, zero, _CMP_GT_OQ), u);
     }
     windows8_avx2(v, w4);
