@@ -959,6 +959,7 @@ static void row_affine_pool(int h, int w, const float *restrict x, long xs, floa
 #if defined(__SSE2__)
   const __m128 zero = _mm_setzero_ps(), mv = _mm_set1_ps(m), kv = _mm_set1_ps(k),
                bv = _mm_set1_ps(b);
+  const int plain = m == 0.0f && k == 1.0f && b == 0.0f; /* as pool8_avx2's */
 #endif
   for (int oy = 0; oy < h / 2; oy++) {
     const float *r0 = x + 2 * oy * xs, *r1 = r0 + xs;
@@ -980,7 +981,8 @@ static void row_affine_pool(int h, int w, const float *restrict x, long xs, floa
       __m128 v[4] = {_mm_loadu_ps(r0 + 2 * ox), _mm_loadu_ps(r0 + 2 * ox + 4),
                      _mm_loadu_ps(r1 + 2 * ox), _mm_loadu_ps(r1 + 2 * ox + 4)};
       for (int t = 0; t < 4; t++) {
-        v[t] = affine_relu4(v[t], mv, kv, bv, zero);
+        v[t] = plain ? _mm_and_ps(_mm_cmpgt_ps(v[t], zero), v[t])
+                   : affine_relu4(v[t], mv, kv, bv, zero);
       }
       __m128 a = _mm_shuffle_ps(v[0], v[1], _MM_SHUFFLE(2, 0, 2, 0)),
              bb = _mm_shuffle_ps(v[0], v[1], _MM_SHUFFLE(3, 1, 3, 1)),
@@ -992,7 +994,8 @@ static void row_affine_pool(int h, int w, const float *restrict x, long xs, floa
     if (ox + 2 <= ow) { /* two windows, in the low lanes */
       __m128 v[2] = {_mm_loadu_ps(r0 + 2 * ox), _mm_loadu_ps(r1 + 2 * ox)};
       for (int t = 0; t < 2; t++) {
-        v[t] = affine_relu4(v[t], mv, kv, bv, zero);
+        v[t] = plain ? _mm_and_ps(_mm_cmpgt_ps(v[t], zero), v[t])
+                   : affine_relu4(v[t], mv, kv, bv, zero);
       }
       __m128 a = _mm_shuffle_ps(v[0], v[0], _MM_SHUFFLE(2, 0, 2, 0)),
              bb = _mm_shuffle_ps(v[0], v[0], _MM_SHUFFLE(3, 1, 3, 1)),
