@@ -10,7 +10,9 @@
  * a dense conv stage and a dead layer that the growth brings alive; batch
  * norm after the ReLU; and batch norm in plain conv stages, each stage's
  * last output read by a max pool alone (the host pools the normalised
- * values from the pre-activation and never writes them); and the same
+ * values from the pre-activation and never writes them), and again with
+ * gamma negative in every other channel (the pool then takes the
+ * windows' minima of the pre-activation); and the same
  * without batch norm (where the backend can, the conv's forward writes
  * the pool's output and the windows' codes, never its own).
  *
@@ -31,6 +33,7 @@ typedef struct model_case {
   const char *name;
   const char *src;
   int want_new_layer; /* the expansion must bring a dead layer alive */
+  int neg_gamma;      /* batch norm's gamma negated in every other channel */
 } model_case;
 
 static const model_case cases[] = {
@@ -41,7 +44,7 @@ static const model_case cases[] = {
      " stage conv { layers 1..1 channels 6..8 kernel 5x5; }"
      " reduce conv 2;"
      " stage linear { layers 1..2 width 8..16; } }",
-     0},
+     0, 0},
     {"kernel+bn",
      "model k { input 3x8x8; classes 5; search kernel budget 4k from density 0.5 seed 2;"
      " stage conv { layers 2..3 channels 4..6 kernel 3x3 dense norm batch }"
@@ -49,13 +52,13 @@ static const model_case cases[] = {
      " stage conv { layers 1..2 channels 6..8 kernel 3x3 }"
      " reduce gap;"
      " stage linear { layers 1..2 width 8..12 } }",
-     1},
+     1, 0},
     {"weight+bn after",
      "model a { input 3x8x8; classes 5; search weight budget 4k from density 0.4 seed 3;"
      " stage conv { layers 2..3 channels 4..6 kernel 3x3 dense norm batch after }"
      " reduce conv 2;"
      " stage linear { layers 1..2 width 8..12 } }",
-     1},
+     1, 0},
     {"weight+bn pooled",
      "model p { input 2x12x12; classes 4; search weight budget 4k from density 0.4 seed 5;"
      " stage conv { layers 1..2 channels 4..6 kernel 3x3 norm batch }"
@@ -63,7 +66,15 @@ static const model_case cases[] = {
      " stage conv { layers 1 channels 6 kernel 3x3 norm batch }"
      " reduce maxpool 2;"
      " stage linear { layers 1..2 width 8..12 } }",
-     0},
+     0, 0},
+    {"weight+bn pooled, gamma < 0",
+     "model n { input 2x12x12; classes 4; search weight budget 4k from density 0.4 seed 5;"
+     " stage conv { layers 1..2 channels 4..6 kernel 3x3 norm batch }"
+     " reduce maxpool 2;"
+     " stage conv { layers 1 channels 6 kernel 3x3 norm batch }"
+     " reduce maxpool 2;"
+     " stage linear { layers 1..2 width 8..12 } }",
+     0, 1},
     {"weight pooled",
      "model q { input 2x12x12; classes 4; search weight budget 4k from density 0.4 seed 5;"
      " stage conv { layers 1..2 channels 4..6 kernel 3x3 }"
@@ -71,7 +82,7 @@ static const model_case cases[] = {
      " stage conv { layers 1 channels 6 kernel 3x3 }"
      " reduce maxpool 2;"
      " stage linear { layers 1..2 width 8..12 } }",
-     0},
+     0, 0},
 };
 
 /* One backend's run: its own graph, exec, schedule and search. */
@@ -117,6 +128,12 @@ static int train(leg *L, const char *backend, const model_case *mc, const float 
     return -1;
   }
   rt_exec_init_params(L->x, 3);
+  if (mc->neg_gamma) { /* a pool after batch norm then takes windows' minima */
+    float *w = rt_exec_params_write(L->x);
+    for (int i = 0; i < L->g->n_layers; i++)
+      for (int c = 1; L->g->layers[i].bn && c < L->g->layers[i].cout; c += 2)
+        w[L->g->layers[i].g_off + c] = -w[L->g->layers[i].g_off + c];
+  }
   if (srch_init(&L->s, L->g, FE_SEARCH_ILNAS, 1)) {
     CHECK(0, "%s, %s: srch_init", mc->name, backend);
     return -1;
