@@ -10,7 +10,8 @@
  * a dense conv stage and a dead layer that the growth brings alive; batch
  * norm after the ReLU; and batch norm in plain conv stages, each stage's
  * last output read by a max pool alone (the host pools the normalised
- * values from the pre-activation and never writes them), and again with
+ * values from the pre-activation and never writes them; under ref it
+ * composes batch norm, the ReLU and the pool as written), and again with
  * gamma negative in every other channel (the pool then takes the
  * windows' minima of the pre-activation); and the same
  * without batch norm (where the backend can, the conv's forward writes
