@@ -56,6 +56,9 @@ void rt_transpose(int rows, int cols, const float *src, long ss, float *dst, lon
 /* The sum of len floats, in eight interleaved partial sums (so that it
  * vectorises; the order differs from a sequential sum). */
 float rt_sum(long len, const float *x);
+/* rt_sum of each of rows rows of len floats, xs apart, into out: the
+ * same bits. */
+void rt_sum_rows(int rows, long len, const float *x, long xs, float *out);
 
 /* The dense lowering of a convolution, one sample (x, dx: [cin][h][w]):
  * col [cin*k*k][oh*ow], one plane per tap, the input shifted by the tap

@@ -1066,6 +1066,16 @@ static int cpu_conv_bwd_data(rt_kernels *b, int l, const rt_conv_shape *s, const
   return 0;
 }
 
+/* bsum[co] += the sum of plane co of q (cout planes of len floats). */
+static void bias_sums(int cout, long len, const float *q, double *bsum) {
+  float part[64];
+  for (int c0 = 0; c0 < cout; c0 += 64) {
+    int m = cout - c0 < 64 ? cout - c0 : 64;
+    rt_sum_rows(m, len, q + c0 * len, len, part);
+    for (int j = 0; j < m; j++) bsum[c0 + j] += part[j];
+  }
+}
+
 /* db[co] = the sum of dy over samples and positions (0 where masked). */
 static void conv_bias_grad(const rt_cpu_entry *e, const rt_conv_shape *s, const float *dy,
                            int64_t yns, float *db) {
@@ -1183,7 +1193,7 @@ static int cpu_conv_bwd(rt_kernels *b, int l, const rt_conv_shape *s, const floa
       else
         pack_dy(p, s, dy + (n0 + i) * yns, s->relu ? y + (n0 + i) * yns : NULL,
                 s->pcode ? s->pcode + (n0 + i) * s->pcode_ns : NULL, q);
-      for (int co = 0; bsum && co < s->cout; co++) bsum[co] += rt_sum(p->dycs, q + co * p->dycs);
+      if (bsum) bias_sums(s->cout, p->dycs, q, bsum);
     }
     e->bwd_weight(xp, dyq, dw, NULL, nb, p->xlen, p->dylen);
     if (!dx) continue;

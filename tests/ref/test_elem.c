@@ -200,6 +200,21 @@ static void test_sum(void) {
     float got = rt_sum(len, x); /* small integers: exact in any order */
     CHECK(got == (float)want, "sum of %ld integers: %g, want %g", len, got, want);
   }
+  /* rt_sum_rows: rt_sum's bits, row by row, in runs of four and not */
+  enum { XS = 45 };
+  float x[9 * XS], out[9];
+  fill(x, 9 * XS, 0);
+  for (int i = 0; i < 9 * XS; i++) x[i] = isnan(x[i]) ? 0.5f : x[i];
+  for (int rows = 1; rows <= 9; rows++)
+    for (long len = 0; len <= 41; len += 1 + len / 2) {
+      rt_sum_rows(rows, len, x, XS, out);
+      int bad = 0;
+      for (int r = 0; r < rows; r++) {
+        float want = rt_sum(len, x + r * XS);
+        bad += memcmp(&want, &out[r], sizeof want) != 0;
+      }
+      CHECK(!bad, "sum_rows: %d of %d rows of %ld differ from rt_sum", bad, rows, len);
+    }
 }
 
 static void pool_case(int n, int c, int h, int w, int f, long xextra, long yextra) {
