@@ -746,8 +746,7 @@ typedef struct bn_job {
                       * rt_bn_pool_out; read by the backward */
   long code_ns;
   const float *zx; /* pooled, from row_extremes: the windows' extremes of x
-                    * (zx_ns apart), read instead of x */
-  long zx_ns;
+                    * (in code's layout), read instead of x */
 } bn_job;
 
 /* Both passes run over a group of up to BN_GROUP channels sample by
@@ -1292,7 +1291,7 @@ static void bn_out_task(void *arg, int part) {
       const float m = j->save_mean[c], k = j->scale[c];
       const float *xr = j->x + n * xns + c * hw;
       if (j->zx)
-        row_affine_codes(ohw, j->zx + n * j->zx_ns + c * ohw, m, k, j->beta[c],
+        row_affine_codes(ohw, j->zx + n * j->code_ns + c * ohw, m, k, j->beta[c],
                          j->p ? j->p + n * j->p_ns + c * ohw : NULL,
                          j->code + n * j->code_ns + c * ohw);
       else if (j->out) row_affine(hw, xr, m, k, j->beta[c], j->relu, j->out + n * yns + c * hw);
@@ -1501,7 +1500,7 @@ static void bn_bwd_task(void *arg, int part) {
         }
         if (j->zx) { /* from the windows alone */
           row_code_sums(ohw, j->code + n * j->code_ns + c * ohw, j->dy + n * j->p_ns + c * ohw,
-                        j->zx + n * j->zx_ns + c * ohw, j->save_mean[c], &a, &b);
+                        j->zx + n * j->code_ns + c * ohw, j->save_mean[c], &a, &b);
           sdy[c - g0] += a, sdyx[c - g0] += b;
           continue;
         }
@@ -1584,7 +1583,6 @@ void rt_bn_pool_out(rt_pool *pool, int parts, const rt_bn_shape *s, int w, const
               .save_mean = save_mean, .scale = scale, .w = w, .p = p,
               .p_ns = p_ns ? p_ns : (long)s->c * (s->hw / 4), .code = code,
               .code_ns = code_ns ? code_ns : (long)s->c * (s->hw / 4), .zx = zx};
-  j.zx_ns = j.code_ns;
   if (j.parts > 1) rt_pool_run(pool, j.parts, bn_out_task, &j);
   else bn_out_task(&j, 0);
 }
@@ -1627,7 +1625,6 @@ void rt_bn_bwd_sums(rt_pool *pool, int parts, const rt_bn_shape *s, int relu, in
               .gamma = gamma, .beta = beta, .save_mean = save_mean, .save_invstd = save_invstd,
               .scale = scale, .dgamma = dgamma, .dbeta = dbeta, .gm_w = gm, .kg_w = kg,
               .kx_w = kx};
-  j.zx_ns = j.code_ns;
   if (j.parts > 1) rt_pool_run(pool, j.parts, bn_bwd_task, &j);
   else bn_bwd_task(&j, 0);
 }

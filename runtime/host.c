@@ -308,13 +308,14 @@ static int pool_after(const ir_graph *g, const ir_layer *l) {
 }
 
 /* Fills f[].pool: for each conv layer with batch norm, then its ReLU, its
- * pool_after, when its planes suit rt_bn_out. */
-static void bn_fusable(const ir_graph *g, struct bn_fuse *f) {
+ * pool_after, when its planes suit rt_bn_out; none under ref, which
+ * composes them as written (its kernels fuse nothing either): the oracle
+ * of the fused paths. */
+static void bn_fusable(const ir_graph *g, int ref, struct bn_fuse *f) {
   for (int i = 0; i < g->n_layers; i++) {
     const ir_layer *l = &g->layers[i];
-    f[i].pool = l->bn == IR_BN_BEFORE && l->relu && (int64_t)l->oh * l->ow <= RT_BN_POOL_HW
-                    ? pool_after(g, l)
-                    : -1;
+    int fits = l->bn == IR_BN_BEFORE && l->relu && (int64_t)l->oh * l->ow <= RT_BN_POOL_HW;
+    f[i].pool = !ref && fits ? pool_after(g, l) : -1;
   }
 }
 
@@ -684,7 +685,8 @@ rt_backend *rt_step_new(const char *backend, const ir_graph *g, const ir_arch *a
   e->bn_rows = xcalloc((size_t)cap * (size_t)g->n_stats, sizeof(float), &oom);
   e->rows = xcalloc((size_t)g->n_layers, 1, &oom);
   e->bnf = xcalloc((size_t)g->n_layers, sizeof *e->bnf, &oom);
-  if (e->bnf) bn_fusable(g, e->bnf);
+  int ref = !backend || strcmp(backend, "ref") == 0;
+  if (e->bnf) bn_fusable(g, ref, e->bnf);
   e->pfu = xcalloc((size_t)g->n_layers, sizeof *e->pfu, &oom);
   if (e->pfu) pool_fusable(g, e->pfu);
   for (int i = 0; e->bnf && i < g->n_layers; i++)
@@ -714,7 +716,6 @@ rt_backend *rt_step_new(const char *backend, const ir_graph *g, const ir_arch *a
   if (x->threads > 1) e->pool = rt_pool_new(x->threads);
   /* a pool that could start fewer threads than asked splits fewer ways */
   x->threads = e->pool ? rt_pool_threads(e->pool) : 1;
-  int ref = !backend || strcmp(backend, "ref") == 0;
   x->live = ref ? rt_kernels_ref_new(g) : rt_kernels_blas_new(g);
   x->backend = ref ? x->live : rt_kernels_new(backend, g, err, errlen);
   if (!x->live || !x->backend) {
@@ -722,9 +723,6 @@ rt_backend *rt_step_new(const char *backend, const ir_graph *g, const ir_arch *a
     host_free(&x->base);
     return NULL;
   }
-  /* the reference composes batch norm, its ReLU and a max pool as written
-   * (its kernels fuse nothing either): the oracle of the fused paths */
-  for (int i = 0; ref && i < g->n_layers; i++) e->bnf[i].pool = -1;
   if (x->backend->host_memory) {
     x->backend->host_memory(x->backend, x->act, arena * sizeof(float));
     x->backend->host_memory(x->backend, x->dact, arena * sizeof(float));
