@@ -1302,6 +1302,17 @@ static void bn_moments(hx *x, const ir_layer *l, int64_t z, int n0, int n1) {
   }
 }
 
+/* What bn_moments takes, for the kernels to take as they write z, from
+ * sample a on (rt_conv_shape.mom). */
+static const rt_bn_mom *bn_mom_of(const hx *x, const ir_layer *l, int a, rt_bn_mom *bm) {
+  host *e = (host *)x;
+  int64_t code = e->bnf[l - x->g->layers].code + a * e->pcode_ns;
+  int pre = bn_pre(x, l);
+  *bm = (rt_bn_mom){e->bn_mom + 2 * a, 2L * x->cap, pre, x->params + l->g_off,
+                    pre ? e->pzx + code : NULL, pre ? e->pcode + code : NULL, (long)e->pcode_ns};
+  return bm;
+}
+
 /* Conv layer l's input as batch norm's output, from its producer's z
  * (plan_bn_x), samples from o on; NULL when the producer's last forward
  * wrote it. */
@@ -1330,16 +1341,20 @@ static void conv_fwd_chunk(const job *j, int chunk, int n0, int n1) {
    * norm after the ReLU, z holds the ReLU's output, batch norm's input
    * (z > 0 where the pre-activation was, for the backward). */
   int after = l->bn == IR_BN_AFTER && l->relu, rows = bn_rows(x, l);
-  /* with the rows' moments, a few samples a call, each read back while
-   * in the cache */
-  int step = rows ? bn_rows_batch(l) : n1 - n0;
+  int relu = (!l->bn || after) && l->relu && b->fuses_relu;
+  /* the rows' moments: taken by the kernels as they write z, or else a
+   * few samples a call, each read back while in the cache */
+  int kmom = rows && b->bn_mom && (!after || relu);
+  int step = rows && !kmom ? bn_rows_batch(l) : n1 - n0;
   for (int a = n0, a1; a < n1 || a == n0; a = a1) {
     a1 = n1 - a < step ? n1 : a + step;
     int64_t o = (int64_t)a * x->g->act_size;
     rt_conv_shape s = conv_shape(x, l, a1 - a);
     rt_bn_x bx;
+    rt_bn_mom bm;
     s.xbn = x->use_live ? NULL : bn_x_of(x, l, o, &bx);
-    s.relu = (!l->bn || after) && l->relu && b->fuses_relu;
+    s.relu = relu;
+    if (kmom) s.mom = bn_mom_of(x, l, a, &bm);
     const struct pool_fuse *pm = pool_made(x, l);
     if (pm) { /* the pool's output and codes, not y */
       const host *e = (const host *)x;
@@ -1351,7 +1366,7 @@ static void conv_fwd_chunk(const job *j, int chunk, int n0, int n1) {
                 x->act + o + (s.relu && !l->bn ? j->out : j->z)));
     if (!l->bn && l->relu && !s.relu) relu_fwd(x, l, j->z, j->out, a, a1);
     if (after && !s.relu) relu_fwd(x, l, j->z, j->z, a, a1);
-    if (rows) bn_moments(x, l, j->z, a, a1);
+    if (rows && !kmom) bn_moments(x, l, j->z, a, a1);
     if (a1 == a) break;
   }
 }

@@ -88,6 +88,10 @@ struct rt_kernels {
    * while it is in cache; the output itself need not be written (the
    * JIT kernels' path does not write it). */
   int pool_fwd;
+  /* 1: conv_fwd honours rt_conv_shape.mom: batch norm's statistics of
+   * its output are taken while each plane is in cache, the same bits as
+   * rt_bn_moments_pool over the written output. */
+  int bn_mom;
 
   /* Optional, NULL: the graph op calls conv_bwd_weight and conv_bwd_data.
    * Both in one call, sharing the work on dy; the same semantics, and no

@@ -66,6 +66,22 @@ typedef struct rt_bn_x {
                            * backward then reads neither again */
 } rt_bn_x;
 
+/* Batch norm's statistics of a conv layer's pre-activation z, taken by
+ * the conv's forward as it writes z (rt_kernels.bn_mom), as
+ * rt_bn_moments_pool would take them over the samples of the call: each
+ * row's (sample's plane's) mean and sum of squared deviations, and with a
+ * 2x2 max pool after batch norm's ReLU (zx not NULL), each window's
+ * extreme of z and where it is. Pointers at the call's first sample. */
+typedef struct rt_bn_mom {
+  double *mom;            /* channel c's sample i's two at mom + c * ms + 2 i */
+  long ms;
+  int pool;               /* 1: the windows too */
+  const float *gamma;     /* pool: per channel (its sign picks max or min) */
+  float *zx;              /* pool: [cout][oh/2 * ow/2] a sample, code_ns apart */
+  uint8_t *code;          /* pool: where each extreme is, zx's layout */
+  long code_ns;
+} rt_bn_mom;
+
 typedef struct rt_conv_shape {
   int n;                /* batch */
   int cin, h, w;        /* input channels (read), height, width */
@@ -96,6 +112,9 @@ typedef struct rt_conv_shape {
                          * pool_y; read by conv_bwd with pooled in place of
                          * y, which it then does not read */
   long pcode_ns;
+  const rt_bn_mom *mom; /* conv_fwd (rt_kernels.bn_mom): batch norm's
+                         * statistics of y (z) taken as it is written;
+                         * NULL: none */
 } rt_conv_shape;
 
 /* Fills oh, ow from h, w, k, stride, pad, and packed strides where 0. */

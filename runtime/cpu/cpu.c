@@ -928,10 +928,34 @@ static void pool_y(const rt_conv_shape *s, int64_t i, const float *y, long ps, l
                       s->pcode + i * s->pcode_ns + co * op);
 }
 
-static void unpack_y(const cg_conv_plan *p, const rt_conv_shape *s, const float *yq, float *y) {
-  for (int co = 0; co < s->cout; co++)
-    (s->relu ? rt_relu_2d : rt_copy_2d)(s->oh, s->ow, yq + co * p->yrs, p->wq,
-                                        y + (long)co * s->oh * s->ow, s->ow);
+/* With s->mom, batch norm's statistics of output channels c0 .. c1 - 1
+ * of the call's sample i, from their planes z (as written). */
+static void bn_mom_planes(const rt_conv_shape *s, int64_t i, int c0, int c1, const float *z) {
+  const rt_bn_mom *m = s->mom;
+  long ohw = (long)s->oh * s->ow, op = ohw / 4;
+  rt_bn_shape bs = {1, c1 - c0, (int)ohw, 0, 0};
+  double *mom = m->mom + c0 * m->ms + 2 * i;
+  if (m->pool)
+    rt_bn_moments_pool(&bs, z, mom, m->ms, s->ow, m->gamma + c0,
+                       m->zx + i * m->code_ns + c0 * op, m->code + i * m->code_ns + c0 * op,
+                       m->code_ns);
+  else
+    rt_bn_moments(&bs, z, mom, m->ms);
+}
+
+/* The packed rows yq of the call's sample i into y, through the ReLU
+ * with s->relu; with s->mom, each two planes' statistics taken as soon as
+ * they are written, while they are in L1. */
+static void unpack_y(const cg_conv_plan *p, const rt_conv_shape *s, int64_t i, const float *yq,
+                     float *y) {
+  long ohw = (long)s->oh * s->ow;
+  for (int c0 = 0; c0 < s->cout; c0 += 2) {
+    int c1 = c0 + 2 < s->cout ? c0 + 2 : s->cout;
+    for (int co = c0; co < c1; co++)
+      (s->relu ? rt_relu_2d : rt_copy_2d)(s->oh, s->ow, yq + co * p->yrs, p->wq, y + co * ohw,
+                                          s->ow);
+    if (s->mom) bn_mom_planes(s, i, c0, c1, y + c0 * ohw);
+  }
 }
 
 /* dx += the real (not padding) positions of the phase planes dxp; with
@@ -986,10 +1010,13 @@ static int cpu_conv_fwd(rt_kernels *b, int l, const rt_conv_shape *s, const floa
   float *buf = s->n > 0 ? scratch_get(C(b), &id) : NULL;
   if (!buf || is_dense(b, l)) bn_x_write(s, x);
   assert(!s->pool_y || (s->relu && s->pcode && s->oh % 2 == 0 && s->ow % 2 == 0));
+  assert(!s->mom || !s->pool_y);
   if (!buf) { /* no scratch (or no samples): the reference computes the same */
     rt_ref_conv_fwd(s, x, w, bias, e->wm, e->bm, y);
-    for (int i = 0; s->pool_y && i < s->n; i++)
-      pool_y(s, i, y + i * yns, (long)s->oh * s->ow, s->ow);
+    for (int i = 0; i < s->n; i++) {
+      if (s->pool_y) pool_y(s, i, y + i * yns, (long)s->oh * s->ow, s->ow);
+      if (s->mom) bn_mom_planes(s, i, 0, s->cout, y + i * yns);
+    }
     return 0;
   }
   const cg_conv_plan *p = &e->plan;
@@ -1006,6 +1033,7 @@ static int cpu_conv_fwd(rt_kernels *b, int l, const rt_conv_shape *s, const floa
                   P, 1.0f, yi, P);
       if (s->relu) rt_relu((long)s->cout * P, yi, yi);
       if (s->pool_y) pool_y(s, i, yi, P, s->ow);
+      if (s->mom) bn_mom_planes(s, i, 0, s->cout, yi);
     }
   } else {
     float *wp = buf, *xp = buf + wp_len(e), *yq = xp + CONV_SB * p->xlen;
@@ -1021,7 +1049,7 @@ static int cpu_conv_fwd(rt_kernels *b, int l, const rt_conv_shape *s, const floa
         if (s->pool_y) /* the pool, straight from the packed rows */
           pool_y(s, n0 + i, yq + i * s->cout * p->yrs, p->yrs, p->wq);
         else
-          unpack_y(p, s, yq + i * s->cout * p->yrs, y + (n0 + i) * yns);
+          unpack_y(p, s, n0 + i, yq + i * s->cout * p->yrs, y + (n0 + i) * yns);
     }
   }
   scratch_put(C(b), buf, id);
@@ -1553,7 +1581,7 @@ rt_kernels *rt_kernels_cpu_new(const ir_graph *g, char *err, size_t errlen) {
                          .linear_bwd_data = cpu_linear_bwd_data,
                          .linear_bwd_weight = cpu_linear_bwd_weight, .free = cpu_free,
                          .fuses_relu = 1, .assigns_dx = 1, .bn_dz = 1, .bn_x = 1,
-                         .pool_dy = 1, .pool_fwd = 1, .conv_bwd = cpu_conv_bwd,
+                         .pool_dy = 1, .pool_fwd = 1, .bn_mom = 1, .conv_bwd = cpu_conv_bwd,
                          .linear_bwd = cpu_linear_bwd,
                          .prepare_layers = cpu_prepare_layers, .threads = 1,
                          .wgrad_index = cpu_wgrad_index, .wcopy = cpu_wcopy};
