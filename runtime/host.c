@@ -1964,26 +1964,7 @@ static int host_channel_stats(rt_backend *b, int li, double *mean, double *var, 
     }
     e->xleft[src] = 0;
   }
-  const float *o = x->act + off;
-  double cnt = (double)x->n * (double)plane;
-  for (int c = 0; c < l->cout; c++) {
-    double s = 0, q = 0;
-    float lo = o[c * plane];
-    for (int i = 0; i < x->n; i++)
-      for (int64_t k = 0; k < plane; k++) {
-        float v = o[i * ns + c * plane + k];
-        s += v;
-        lo = v < lo ? v : lo;
-      }
-    mean[c] = s / cnt;
-    if (min) min[c] = lo;
-    for (int i = 0; i < x->n; i++)
-      for (int64_t k = 0; k < plane; k++) {
-        double d = o[i * ns + c * plane + k] - mean[c];
-        q += d * d;
-      }
-    var[c] = q / cnt;
-  }
+  rt_ref_channel_stats(x->n, l->cout, plane, ns, x->act + off, mean, var, min);
   return 0;
 }
 

@@ -466,6 +466,29 @@ void rt_ref_gap_bwd(int n, int c, int hw, const float *dy, long dy_ns,
     }
 }
 
+void rt_ref_channel_stats(int n, int c, int64_t plane, int64_t ns, const float *o,
+                          double *mean, double *var, double *min) {
+  double cnt = (double)n * (double)plane;
+  for (int ch = 0; ch < c; ch++) {
+    double s = 0, q = 0;
+    float lo = o[ch * plane];
+    for (int i = 0; i < n; i++)
+      for (int64_t k = 0; k < plane; k++) {
+        float v = o[i * ns + ch * plane + k];
+        s += v;
+        lo = v < lo ? v : lo;
+      }
+    mean[ch] = s / cnt;
+    if (min) min[ch] = lo;
+    for (int i = 0; i < n; i++)
+      for (int64_t k = 0; k < plane; k++) {
+        double d = o[i * ns + ch * plane + k] - mean[ch];
+        q += d * d;
+      }
+    var[ch] = q / cnt;
+  }
+}
+
 double rt_ref_softmax_xent(int n, int classes, const float *logits,
                            const ir_label *labels, float *dlogits,
                            int *correct) {

@@ -209,6 +209,13 @@ void rt_ref_gap_fwd(int n, int c, int hw, const float *x, long x_ns,
 void rt_ref_gap_bwd(int n, int c, int hw, const float *dy, long dy_ns,
                     float *dx, long dx_ns, int assign);
 
+/* Per channel of a layer's output (n samples ns floats apart, c planes
+ * of plane floats from o): the mean and the variance about it over the
+ * batch and the plane, each summed in double (two passes), and with min
+ * not NULL the least value. */
+void rt_ref_channel_stats(int n, int c, int64_t plane, int64_t ns, const float *o,
+                          double *mean, double *var, double *min);
+
 /* Softmax cross-entropy, mean over the batch. Writes dlogits (overwrite,
  * already divided by n) when dlogits is not NULL; counts argmax hits
  * (ties: lowest index) into *correct when not NULL. Returns the mean loss. */

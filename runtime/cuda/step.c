@@ -12,6 +12,7 @@
 #include "kgen/devops.h"
 #include "runtime/p2.h"
 #include "runtime/plan.h"
+#include "runtime/ref.h"
 
 /* A generated kernel and its launch size: per * n + fixed threads. */
 typedef struct dk {
@@ -1307,25 +1308,7 @@ static int st_channel_stats(rt_backend *b, int li, double *mean, double *var, do
     free(o);
     return -1;
   }
-  double cnt = (double)d->n * (double)plane;
-  for (int ch = 0; ch < l->cout; ch++) {
-    double s = 0, q = 0;
-    float lo = o[ch * plane];
-    for (int i = 0; i < d->n; i++)
-      for (int64_t k = 0; k < plane; k++) {
-        float v = o[i * len + ch * plane + k];
-        s += v;
-        lo = v < lo ? v : lo;
-      }
-    mean[ch] = s / cnt;
-    if (min) min[ch] = lo;
-    for (int i = 0; i < d->n; i++)
-      for (int64_t k = 0; k < plane; k++) {
-        double e = o[i * len + ch * plane + k] - mean[ch];
-        q += e * e;
-      }
-    var[ch] = q / cnt;
-  }
+  rt_ref_channel_stats(d->n, l->cout, plane, len, o, mean, var, min);
   free(o);
   return 0;
 }
