@@ -849,34 +849,6 @@ static void dy_tail(const cg_conv_plan *p, const rt_conv_shape *s, float *dyq) {
   memset(dyq + used, 0, (size_t)(p->dylen - used) * sizeof *dyq);
 }
 
-/* One sample dy [cout][oh][ow] into dyq: a zero margin, rows of wq with
- * zero don't-care columns, zeros to the channel stride; every float
- * written once. With y (the ReLU's output, same layout as dy), dy is the
- * activation's gradient and goes through the ReLU on the way; with
- * s->pooled, dy is the pool's gradient, a quarter plane a channel, and
- * goes through the pool first: routed by the sample's window codes (code,
- * [cout][ohw / 4], rt_pool_code_rows) or else by y's windows
- * (rt_pool_relu_rows). */
-static void pack_dy(const cg_conv_plan *p, const rt_conv_shape *s, const float *dy,
-                    const float *y, const uint8_t *code, float *dyq) {
-  long ohw = (long)s->oh * s->ow, body = p->marg + (long)s->oh * p->wq;
-  assert(!s->pooled || y || code);
-  for (int co = 0; co < s->cout; co++) {
-    float *d = dyq + co * p->dycs;
-    memset(d, 0, (size_t)p->marg * sizeof *d);
-    if (s->pooled && code) /* through the pool and the ReLU, straight into the rows */
-      rt_pool_code_rows(s->oh, s->ow, code + co * (ohw / 4), dy + co * (ohw / 4), d + p->marg,
-                        p->wq);
-    else if (s->pooled)
-      rt_pool_relu_rows(s->oh, s->ow, y + co * ohw, dy + co * (ohw / 4), d + p->marg, p->wq);
-    else
-      rt_pad_rows(s->oh, s->ow, dy + co * ohw, s->ow, d + p->marg, p->wq, 0,
-                  y ? y + co * ohw : NULL, s->ow, NULL);
-    memset(d + body, 0, (size_t)(p->dycs - body) * sizeof *d);
-  }
-  dy_tail(p, s, dyq);
-}
-
 /* Sample i's plane of batch norm's pre-activation gradient (s->bn), of
  * channel co, from its output gradient dy's plane (under a pool, the
  * pool's: a quarter of it, routed by the windows' codes) and z's, into
@@ -902,16 +874,38 @@ static const float *bn_dy_plane(const rt_conv_shape *s, const float *dy, int co)
   return dy + co * (s->bn->pool ? ohw / 4 : ohw);
 }
 
-/* pack_dy of the pre-activation's gradient that batch norm's backward
- * makes (s->bn) from dy, its output's gradient (or its pool's), and the
- * pre-activation z, straight into the packed rows: dz is never written. */
-static void pack_dy_bn(const cg_conv_plan *p, const rt_conv_shape *s, int64_t i, const float *dy,
-                       const float *z, float *dyq) {
+/* Sample i's dy [cout][oh][ow] into dyq: a zero margin, rows of wq with
+ * zero don't-care columns, zeros to the channel stride; every float
+ * written once. The rows:
+ * - with s->bn, the pre-activation's gradient that batch norm's backward
+ *   makes from dy, its output's gradient (or its pool's), and the
+ *   pre-activation z (sample i's, bn_dz_rows): dz is never written;
+ * - else with s->pooled, dy is the pool's gradient, a quarter plane a
+ *   channel, and goes through the pool first: routed by the sample's
+ *   window codes (code, [cout][ohw / 4], rt_pool_code_rows) or else by
+ *   y's windows (rt_pool_relu_rows);
+ * - else with y (the ReLU's output, same layout as dy), dy is the
+ *   activation's gradient and goes through the ReLU on the way. */
+static void pack_dy(const cg_conv_plan *p, const rt_conv_shape *s, int64_t i, const float *dy,
+                    const float *y, const uint8_t *code, float *dyq) {
   long ohw = (long)s->oh * s->ow, body = p->marg + (long)s->oh * p->wq;
+  int64_t xns, yns;
+  conv_strides(s, &xns, &yns);
+  assert(s->bn || !s->pooled || y || code);
   for (int co = 0; co < s->cout; co++) {
     float *d = dyq + co * p->dycs;
     memset(d, 0, (size_t)p->marg * sizeof *d);
-    bn_dz_rows(s, i, co, bn_dy_plane(s, dy, co), z + co * ohw, d + p->marg, p->wq);
+    if (s->bn)
+      bn_dz_rows(s, i, co, bn_dy_plane(s, dy, co), s->bn->z + i * yns + co * ohw, d + p->marg,
+                 p->wq);
+    else if (s->pooled && code) /* through the pool and the ReLU, straight into the rows */
+      rt_pool_code_rows(s->oh, s->ow, code + co * (ohw / 4), dy + co * (ohw / 4), d + p->marg,
+                        p->wq);
+    else if (s->pooled)
+      rt_pool_relu_rows(s->oh, s->ow, y + co * ohw, dy + co * (ohw / 4), d + p->marg, p->wq);
+    else
+      rt_pad_rows(s->oh, s->ow, dy + co * ohw, s->ow, d + p->marg, p->wq, 0,
+                  y ? y + co * ohw : NULL, s->ow, NULL);
     memset(d + body, 0, (size_t)(p->dycs - body) * sizeof *d);
   }
   dy_tail(p, s, dyq);
@@ -1085,7 +1079,7 @@ static int cpu_conv_bwd_data(rt_kernels *b, int l, const rt_conv_shape *s, const
     for (int n0 = 0; n0 < s->n; n0 += CONV_SB) {
       int nb = s->n - n0 < CONV_SB ? s->n - n0 : CONV_SB;
       for (int i = 0; i < nb; i++)
-        pack_dy(p, s, dy + (n0 + i) * yns, NULL, NULL, dyq + i * p->dylen);
+        pack_dy(p, s, n0 + i, dy + (n0 + i) * yns, NULL, NULL, dyq + i * p->dylen);
       e->bwd_data(dyq, wp, dxp, NULL, nb, p->dylen, p->dxlen);
       for (int i = 0; i < nb; i++) add_dx(p, s, dxp + i * p->dxlen, dx + (n0 + i) * xns);
     }
@@ -1146,7 +1140,7 @@ static int cpu_conv_bwd_weight(rt_kernels *b, int l, const rt_conv_shape *s, con
       int nb = s->n - n0 < CONV_SB ? s->n - n0 : CONV_SB;
       for (int i = 0; i < nb; i++) {
         pack_x(p, s, x + (n0 + i) * xns, buf + i * p->xlen, n0 + i, xtmp(b, buf, s));
-        pack_dy(p, s, dy + (n0 + i) * yns, NULL, NULL, dyq + i * p->dylen);
+        pack_dy(p, s, n0 + i, dy + (n0 + i) * yns, NULL, NULL, dyq + i * p->dylen);
       }
       e->bwd_weight(buf, dyq, dw, NULL, nb, p->xlen, p->dylen);
     }
@@ -1216,10 +1210,7 @@ static int cpu_conv_bwd(rt_kernels *b, int l, const rt_conv_shape *s, const floa
     for (int i = 0; i < nb; i++) {
       float *q = dyq + i * p->dylen;
       pack_x(p, s, x + (n0 + i) * xns, xp + i * p->xlen, n0 + i, xtmp(b, buf, s));
-      if (s->bn)
-        pack_dy_bn(p, s, n0 + i, dy + (n0 + i) * yns, s->bn->z + (n0 + i) * yns, q);
-      else
-        pack_dy(p, s, dy + (n0 + i) * yns, s->relu ? y + (n0 + i) * yns : NULL,
+      pack_dy(p, s, n0 + i, dy + (n0 + i) * yns, s->relu ? y + (n0 + i) * yns : NULL,
                 s->pcode ? s->pcode + (n0 + i) * s->pcode_ns : NULL, q);
       if (bsum) bias_sums(s->cout, p->dycs, q, bsum);
     }
