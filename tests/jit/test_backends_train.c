@@ -13,7 +13,9 @@
  * values from the pre-activation and never writes them; under ref it
  * composes batch norm, the ReLU and the pool as written), and again with
  * gamma negative in every other channel (the pool then takes the
- * windows' minima of the pre-activation); and the same
+ * windows' minima of the pre-activation), and on planes of 4x4 at half
+ * density, where the cpu backend runs its convs on OpenBLAS (the
+ * statistics then taken after each sample's GEMM); and the same
  * without batch norm (where the backend can, the conv's forward writes
  * the pool's output and the windows' codes, never its own).
  *
@@ -76,6 +78,14 @@ static const model_case cases[] = {
      " reduce maxpool 2;"
      " stage linear { layers 1..2 width 8..12 } }",
      0, 1},
+    {"weight+bn pooled, small planes",
+     "model d { input 2x8x8; classes 4; search weight budget 4k from density 0.5 seed 5;"
+     " stage conv { layers 1 channels 4 kernel 3x3 norm batch }"
+     " reduce maxpool 2;"
+     " stage conv { layers 1..2 channels 6..8 kernel 3x3 norm batch }"
+     " reduce maxpool 2;"
+     " stage linear { layers 1..2 width 8..12 } }",
+     0, 0},
     {"weight pooled",
      "model q { input 2x12x12; classes 4; search weight budget 4k from density 0.4 seed 5;"
      " stage conv { layers 1..2 channels 4..6 kernel 3x3 }"
