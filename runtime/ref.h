@@ -70,8 +70,8 @@ typedef struct rt_bn_x {
  * the conv's forward as it writes z (rt_kernels.bn_mom), as
  * rt_bn_moments_pool would take them over the samples of the call: each
  * row's (sample's plane's) mean and sum of squared deviations, and with a
- * 2x2 max pool after batch norm's ReLU (zx not NULL), each window's
- * extreme of z and where it is. Pointers at the call's first sample. */
+ * 2x2 max pool after batch norm's ReLU (pool), each window's extreme of z
+ * and where it is. Pointers at the call's first sample. */
 typedef struct rt_bn_mom {
   double *mom;            /* channel c's sample i's two at mom + c * ms + 2 i */
   long ms;
