@@ -130,6 +130,13 @@ static inline __m128 map4(const rt_affine *f, __m128 x) {
 #endif
 
 #if ELEM_AVX2
+/* (v - m) * k + b on eight lanes, row_affine's arithmetic (no fused
+ * multiply-add): the same bits as the scalar and SSE maps. */
+__attribute__((target("avx2"))) static inline __m256 affine8(__m256 v, __m256 mv, __m256 kv,
+                                                             __m256 bv) {
+  return _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(v, mv), kv), bv);
+}
+
 /* rt_pad_rows on AVX2 for rows of at least 8: each row's values by
  * eights, the last eight overlapping the one before (the same values
  * written again: y is not x), the map's constants in registers; the
@@ -143,7 +150,7 @@ __attribute__((target("avx2"))) static inline __m256 pad8_avx2(const float *a, c
     return _mm256_and_ps(_mm256_cmp_ps(_mm256_loadu_ps(g), zero, _CMP_GT_OQ),
                          _mm256_add_ps(zero, v));
   if (!map) return v;
-  v = _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(v, mv), kv), bv);
+  v = affine8(v, mv, kv, bv);
   return map->relu ? _mm256_and_ps(_mm256_cmp_ps(v, zero, _CMP_GT_OQ), v) : v;
 }
 
@@ -239,6 +246,11 @@ void rt_interleave2(int na, int nb, const float *a, const float *b, float *y, in
   if (na > nb) y[2 * nb] = (add ? y[2 * nb] : 0.0f) + a[nb];
 }
 
+/* Eight partial sums added pairwise: rt_sum's last step, and the rows'. */
+static float lanes_sum(const float a[8]) {
+  return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+}
+
 #if ELEM_AVX2
 /* rt_sum of four rows at once, each row's eight lanes in one AVX2 vector:
  * the same adds on each lane in the same order, so the same bits. A
@@ -255,7 +267,7 @@ __attribute__((target("avx2"))) static void sum4_avx2(long len, const float *x, 
     float l[8], tail = 0.0f;
     _mm256_storeu_ps(l, a[r]);
     for (long j = i; j < len; j++) tail += x[r * xs + j];
-    out[r] = ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7])) + tail;
+    out[r] = lanes_sum(l) + tail;
   }
 }
 #endif
@@ -276,7 +288,7 @@ float rt_sum(long len, const float *x) {
     for (int j = 0; j < 8; j++) a[j] += x[i + j];
   float tail = 0.0f;
   for (; i < len; i++) tail += x[i];
-  return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7])) + tail;
+  return lanes_sum(a) + tail;
 }
 
 void rt_relu_mask(long len, const float *restrict y, const float *restrict dy,
@@ -594,10 +606,6 @@ static long bn_x_ns(const rt_bn_shape *s) {
 
 static long bn_y_ns(const rt_bn_shape *s) {
   return s->y_ns ? s->y_ns : (long)s->c * s->hw;
-}
-
-static float lanes_sum(const float a[8]) {
-  return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
 }
 
 /* A row's sums run in ROW_LANES float lanes, four SSE registers a sum:
@@ -940,7 +948,7 @@ __attribute__((target("avx2"))) static int pool8_avx2(int ow, const float *r0, c
     __m256 v[4] = {_mm256_loadu_ps(r0 + 2 * ox), _mm256_loadu_ps(r0 + 2 * ox + 8),
                    _mm256_loadu_ps(r1 + 2 * ox), _mm256_loadu_ps(r1 + 2 * ox + 8)}, w4[4], mx;
     for (int t = 0; t < 4; t++) {
-      __m256 u = plain ? v[t] : _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(v[t], mv), kv), bv);
+      __m256 u = plain ? v[t] : affine8(v[t], mv, kv, bv);
       v[t] = _mm256_and_ps(_mm256_cmp_ps(u, zero, _CMP_GT_OQ), u);
     }
     windows8_avx2(v, w4);
@@ -1110,7 +1118,7 @@ __attribute__((target("avx2"))) static long affine_codes8_avx2(long len, const f
                bv = _mm256_set1_ps(b);
   long i = 0;
   for (; i + 8 <= len; i += 8) {
-    __m256 u = _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(zx + i), mv), kv), bv);
+    __m256 u = affine8(_mm256_loadu_ps(zx + i), mv, kv, bv);
     __m256 pos = _mm256_cmp_ps(u, zero, _CMP_GT_OQ);
     if (p) _mm256_storeu_ps(p + i, _mm256_and_ps(pos, u));
     uint64_t b8;
