@@ -1189,6 +1189,17 @@ void rt_bn_moments_pool(const rt_bn_shape *s, const float *x, double *mom, long 
     }
 }
 
+void rt_bn_moments_at(const rt_bn_shape *s, const float *x, const rt_bn_mom *m, int64_t i0,
+                      int c0, int w) {
+  double *mom = m->mom + c0 * m->ms + 2 * i0;
+  if (!m->pool) {
+    rt_bn_moments(s, x, mom, m->ms);
+    return;
+  }
+  long at = i0 * m->code_ns + c0 * (s->hw / 4);
+  rt_bn_moments_pool(s, x, mom, m->ms, w, m->gamma + c0, m->zx + at, m->code + at, m->code_ns);
+}
+
 /* One window's gradient at its four positions (a b top row, c d), from
  * its code and the pool's gradient dp: 0 + dp at the code, 0 elsewhere
  * (and everywhere for code 4). */

@@ -106,6 +106,10 @@ void rt_bn_moments(const rt_bn_shape *s, const float *x, double *mom, long ms);
  * differ map to the same float. */
 void rt_bn_moments_pool(const rt_bn_shape *s, const float *x, double *mom, long ms, int w,
                         const float *gamma, float *zx, uint8_t *code, long code_ns);
+/* The one of the two that m asks for (rt_conv_shape.mom), planes w wide:
+ * x holds samples i0 .. i0 + s->n - 1 of m's, channels c0 .. c0 + s->c - 1. */
+void rt_bn_moments_at(const rt_bn_shape *s, const float *x, const rt_bn_mom *m, int64_t i0,
+                      int c0, int w);
 
 /* rt_ref_bn_fwd, then with relu max(y, 0) as rt_relu; and rt_ref_bn_bwd
  * of dy masked by the ReLU's y > 0 with relu, as rt_relu_mask, dy

@@ -1280,30 +1280,8 @@ static int bn_pre(const hx *x, const ir_layer *l) {
          bn_rows(x, l);
 }
 
-/* The moments of z's rows, samples [n0, n1), worked channels, and where
- * bn_pre, its pool's windows. */
-static void bn_moments(hx *x, const ir_layer *l, int64_t z, int n0, int n1) {
-  host *e = (host *)x;
-  int64_t ns = x->g->act_size, plane = (int64_t)l->oh * l->ow;
-  const uint8_t *w = worked(x, l);
-  long ms = 2L * x->cap;
-  int pre = bn_pre(x, l);
-  int64_t code = e->bnf[l - x->g->layers].code + n0 * e->pcode_ns;
-  for (int c0 = 0, c1; (c1 = next_run(w, &c0, l->cout)) > c0; c0 = c1) {
-    rt_bn_shape s = {n1 - n0, c1 - c0, (int)plane, ns, ns};
-    const float *zr = x->act + n0 * ns + z + c0 * plane;
-    double *mom = e->bn_mom + c0 * ms + 2 * n0;
-    if (pre)
-      rt_bn_moments_pool(&s, zr, mom, ms, l->ow, x->params + l->g_off + c0,
-                         e->pzx + code + c0 * plane / 4, e->pcode + code + c0 * plane / 4,
-                         (long)e->pcode_ns);
-    else
-      rt_bn_moments(&s, zr, mom, ms);
-  }
-}
-
-/* What bn_moments takes, for the kernels to take as they write z, from
- * sample a on (rt_conv_shape.mom). */
+/* Where layer l's rows' moments go (bn_mom), and where bn_pre its pool's
+ * windows: from sample a on (rt_conv_shape.mom). */
 static const rt_bn_mom *bn_mom_of(const hx *x, const ir_layer *l, int a, rt_bn_mom *bm) {
   host *e = (host *)x;
   int64_t code = e->bnf[l - x->g->layers].code + a * e->pcode_ns;
@@ -1311,6 +1289,20 @@ static const rt_bn_mom *bn_mom_of(const hx *x, const ir_layer *l, int a, rt_bn_m
   *bm = (rt_bn_mom){e->bn_mom + 2 * a, 2L * x->cap, pre, x->params + l->g_off,
                     pre ? e->pzx + code : NULL, pre ? e->pcode + code : NULL, (long)e->pcode_ns};
   return bm;
+}
+
+/* The moments of z's rows, samples [n0, n1), worked channels, and where
+ * bn_pre, its pool's windows: what a kernel set that does not take them
+ * (rt_kernels.bn_mom) leaves to the chunks. */
+static void bn_moments(hx *x, const ir_layer *l, int64_t z, int n0, int n1) {
+  int64_t ns = x->g->act_size, plane = (int64_t)l->oh * l->ow;
+  const uint8_t *w = worked(x, l);
+  rt_bn_mom m;
+  bn_mom_of(x, l, n0, &m);
+  for (int c0 = 0, c1; (c1 = next_run(w, &c0, l->cout)) > c0; c0 = c1) {
+    rt_bn_shape s = {n1 - n0, c1 - c0, (int)plane, ns, ns};
+    rt_bn_moments_at(&s, x->act + n0 * ns + z + c0 * plane, &m, 0, c0, l->ow);
+  }
 }
 
 /* Conv layer l's input as batch norm's output, from its producer's z

@@ -925,16 +925,8 @@ static void pool_y(const rt_conv_shape *s, int64_t i, const float *y, long ps, l
 /* With s->mom, batch norm's statistics of output channels c0 .. c1 - 1
  * of the call's sample i, from their planes z (as written). */
 static void bn_mom_planes(const rt_conv_shape *s, int64_t i, int c0, int c1, const float *z) {
-  const rt_bn_mom *m = s->mom;
-  long ohw = (long)s->oh * s->ow, op = ohw / 4;
-  rt_bn_shape bs = {1, c1 - c0, (int)ohw, 0, 0};
-  double *mom = m->mom + c0 * m->ms + 2 * i;
-  if (m->pool)
-    rt_bn_moments_pool(&bs, z, mom, m->ms, s->ow, m->gamma + c0,
-                       m->zx + i * m->code_ns + c0 * op, m->code + i * m->code_ns + c0 * op,
-                       m->code_ns);
-  else
-    rt_bn_moments(&bs, z, mom, m->ms);
+  rt_bn_shape bs = {1, c1 - c0, s->oh * s->ow, 0, 0};
+  rt_bn_moments_at(&bs, z, s->mom, i, c0, s->ow);
 }
 
 /* The packed rows yq of the call's sample i into y, through the ReLU
