@@ -100,9 +100,9 @@ static void test_2d(void) {
 static const rt_affine maps[] = {{0.25f, 1.5f, -0.1f, 1}, {-0.5f, 0.75f, 0.2f, 0}};
 
 /* Rows into a zero frame, plain, gated as the ReLU's gradient, and
- * through batch norm's map (the bits of rt_bn_affine_row's). */
-/* Rows shorter than a vector, of whole vectors, with a partial last one,
- * with zeros before and after them of up to a vector and of more. */
+ * through batch norm's map (the bits of rt_bn_affine_row's): rows shorter
+ * than a vector, of whole vectors, with a partial last one, with zeros
+ * before and after them of up to a vector and of more. */
 static void test_pad_rows(void) {
   static const int geo[][4] = {/* len, xs, ys, lpad */
                                {13, 17, 23, 3}, {5, 7, 9, 1},   {16, 16, 16, 0},
