@@ -1648,6 +1648,19 @@ void rt_bn_bwd_sums(rt_pool *pool, int parts, const rt_bn_shape *s, int relu, in
   else bn_bwd_task(&j, 0);
 }
 
+void rt_bn_stop_row(long len, const float *x, float m, float k, float b, float *dy) {
+  long i = 0;
+#if defined(__SSE2__)
+  const __m128 zero = _mm_setzero_ps(), mv = _mm_set1_ps(m), kv = _mm_set1_ps(k),
+               bv = _mm_set1_ps(b);
+  for (; i + 4 <= len; i += 4) {
+    __m128 v = _mm_add_ps(_mm_mul_ps(_mm_sub_ps(_mm_loadu_ps(x + i), mv), kv), bv);
+    _mm_storeu_ps(dy + i, _mm_and_ps(_mm_cmpgt_ps(v, zero), _mm_loadu_ps(dy + i)));
+  }
+#endif
+  for (; i < len; i++) dy[i] = (x[i] - m) * k + b > 0.0f ? dy[i] : 0.0f;
+}
+
 void rt_bn_dx_row(long len, const float *x, const float *dy, int relu, float m, float k, float b,
                   float gm, float kg, float kx, float *dx) {
   row_dx(len, x, NULL, dy, relu ? MASK_X : MASK_NONE, m, relu ? k : 0.0f, relu ? b : 0.0f, gm,

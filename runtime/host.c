@@ -471,12 +471,13 @@ static int plan_dx_assign(host *e, int64_t (*cut)[2]) {
 }
 
 /* Fills e->xdst and e->xsrc under the plan: a conv layer with batch norm
- * before its ReLU (or none), not under a fused pool, whose output slice
- * exactly one other op reads, an alive conv layer reading all of it
- * among its input channels (in a dense stage, beside the stage's other
- * outputs), planes of the same size (no other reader, no dead layer
- * passing it on, not the logits), on a kernel set that can; a reader
- * takes one such producer. */
+ * before its ReLU (or none) whose output slice (under a fused pool,
+ * bn_fusable: the pool's) exactly one other op reads, an alive conv layer
+ * reading all of it among its input channels (in a dense stage, beside
+ * the stage's other outputs), planes of the same size (no other reader,
+ * no dead layer passing it on, not the logits), on a kernel set that can;
+ * a reader takes one such producer. Under a pool, that conv makes the
+ * pool's output from the windows' extremes (bn_x_of). */
 static void plan_bn_x(host *e) {
   const hx *x = &e->pub;
   const ir_graph *g = x->g;
@@ -485,15 +486,17 @@ static void plan_bn_x(host *e) {
   if (!x->backend->bn_x) return;
   for (int m = 0; m < g->n_layers; m++) {
     const ir_layer *l = &g->layers[m];
+    int pl = e->bnf[m].pool, so = pl >= 0 ? pl : m; /* whose output the reader reads */
     if (l->kind != IR_CONV || l->bn != IR_BN_BEFORE || !x->arch->alive[m] || p->alias[m] != m ||
-        empty(l) || e->bnf[m].pool >= 0)
+        empty(l) || p->alias[so] != so)
       continue;
-    int64_t a = p->out_off[m], b = a + (int64_t)l->cout * l->oh * l->ow;
+    const ir_layer *sl = &g->layers[so];
+    int64_t plane = (int64_t)sl->oh * sl->ow, a = p->out_off[so], b = a + l->cout * plane;
     const ir_tensor *lt = &g->tensors[g->logits_t];
     int reader = -1, ok = !(lt->off < b && a < lt->off + (int64_t)lt->c * lt->h * lt->w);
     for (int i = 0; i < g->n_layers && ok; i++) {
       const ir_layer *o = &g->layers[i];
-      if (i == m || (p->alias[i] != i && !x->arch->alive[i])) continue; /* no op */
+      if (i == m || i == pl || (p->alias[i] != i && !x->arch->alive[i])) continue; /* no op */
       int64_t lo, hi; /* what it reads */
       if (x->arch->alive[i] || o->prev_t < 0)
         lo = p->in_off[i], hi = lo + (int64_t)o->cin * o->h * o->w;
@@ -501,7 +504,7 @@ static void plan_bn_x(host *e) {
         lo = p->prev_off[i], hi = lo + (int64_t)o->cout * o->oh * o->ow;
       if (!(lo < b && a < hi)) continue;
       if (reader >= 0 || o->kind != IR_CONV || !x->arch->alive[i] || a < lo || b > hi ||
-          o->h != l->oh || o->w != l->ow || (a - lo) % ((int64_t)l->oh * l->ow) ||
+          o->h != sl->oh || o->w != sl->ow || (a - lo) % plane ||
           e->xsrc[i] >= 0)
         ok = 0;
       reader = i;
@@ -1313,10 +1316,14 @@ static const rt_bn_x *bn_x_of(const hx *x, const ir_layer *l, int64_t o, rt_bn_x
   int src = e->xsrc[l - x->g->layers];
   if (src < 0 || !e->xleft[src]) return NULL;
   const ir_layer *p = &x->g->layers[src];
-  int c0 = (int)((e->plan->out_off[src] - e->plan->in_off[l - x->g->layers]) /
-                 ((int64_t)p->oh * p->ow));
-  *bx = (rt_bn_x){x->act + o + e->xz[src], x->bn_save + p->s_off, e->bn_scale + p->s_off,
-                  e->xbeta + p->s_off, p->relu, c0, c0 + p->cout, NULL};
+  int pl = e->bnf[src].pool, so = pl >= 0 ? pl : src; /* under a pool, its windows */
+  const ir_layer *sl = &x->g->layers[so];
+  int c0 = (int)((e->plan->out_off[so] - e->plan->in_off[l - x->g->layers]) /
+                 ((int64_t)sl->oh * sl->ow));
+  const float *z = pl >= 0 ? e->pzx + e->bnf[src].code + o / x->g->act_size * e->pcode_ns
+                           : x->act + o + e->xz[src];
+  *bx = (rt_bn_x){z, x->bn_save + p->s_off, e->bn_scale + p->s_off, e->xbeta + p->s_off,
+                  p->relu, c0, c0 + p->cout, NULL, pl >= 0 ? (long)e->pcode_ns : 0, pl >= 0};
   return bx;
 }
 
@@ -1416,7 +1423,7 @@ static void conv_fwd_op(RT_OP_ARGS) {
     /* phase II's passes read every output (host_dense_grad) */
     host *h = (host *)e;
     int leave = pf && e->training && !e->use_live;
-    int left = h->xdst[l] >= 0 && e->training && !e->use_live && !h->layout_bounds;
+    int left = h->xdst[l] >= 0 && !pf && e->training && !e->use_live && !h->layout_bounds;
     bn_fwd(e, ly, z, leave || left ? -1 : out);
     h->xleft[l] = (uint8_t)left, h->xz[l] = z;
     if (left)
@@ -1658,7 +1665,7 @@ static void conv_bwd_op(RT_OP_ARGS) {
   int src = h->xsrc[l]; /* a producer whose output it makes from z: the rows' sums here */
   if (src >= 0)
     h->rows[src] = h->xleft[src] && !e->use_live && needs_dx(e, ly) &&
-                   bn_dz_fused(e, &e->g->layers[src]) && !bn_pool_of(e, &e->g->layers[src]);
+                   bn_dz_fused(e, &e->g->layers[src]);
   h->gpacked[l] = 0; /* conv gradients are dense */
   job j = {e, ly, in, z, out, conv_bwd_chunk, layer_work(e, ly)};
   reduce_wgrad(e, ly, run_chunks(&j));
@@ -1763,6 +1770,27 @@ static void pool_bwd_chunk(const job *j, int chunk, int n0, int n1) {
   }
 }
 
+/* Every channel of layer l worked by this pass. */
+static int all_worked(const hx *x, const ir_layer *l) {
+  int c = 0;
+  return next_run(worked(x, l), &c, l->cout) == l->cout && c == 0;
+}
+
+/* Whether pool layer p after conv layer c (bn_fusable), whose forward
+ * left it its batch norm and took the windows (f->pre), leaves its output
+ * to the conv that alone reads it (plan_bn_x): that conv's packing maps
+ * the windows' extremes, and its backward takes the sums (rt_bn_x.sums)
+ * and zeroes the gradient where the ReLU stopped (rt_bn_x.stops), so
+ * that nothing writes the output or marks the codes. Only where that
+ * backward will take them (conv_bwd_op's rows), every channel worked. */
+static int pool_left(const hx *x, int c, int p, const struct bn_fuse *f) {
+  const host *e = (const host *)x;
+  int r = e->xdst[c];
+  return r >= 0 && f->pre && x->training && !x->use_live && !e->layout_bounds &&
+         needs_dx(x, &x->g->layers[r]) && bn_dz_fused(x, &x->g->layers[c]) &&
+         all_worked(x, &x->g->layers[c]) && all_worked(x, &x->g->layers[p]);
+}
+
 static void maxpool_fwd_op(RT_OP_ARGS) {
   (void)prev;
   hx *e = X(x);
@@ -1773,8 +1801,16 @@ static void maxpool_fwd_op(RT_OP_ARGS) {
   if (pend) { /* its input's batch norm is to be applied (bn_fusable) */
     int c = pend - 1;
     if (in == f->out) {
-      bn_out(e, c, f->z, -1, out);
       f->fused = 1, f->pout = out;
+      if (pool_left(e, c, (int)l, f)) { /* its reader makes the output from the windows */
+        const ir_layer *ly = &e->g->layers[c];
+        host *h = (host *)e;
+        h->xleft[c] = 1;
+        memcpy(h->xbeta + ly->s_off, e->params + ly->g_off + ly->cout,
+               (size_t)ly->cout * sizeof *h->xbeta);
+        return;
+      }
+      bn_out(e, c, f->z, -1, out);
       return;
     }
     bn_out(e, c, f->z, f->out, -1); /* it reads another tensor: the conv's own output */
@@ -1956,6 +1992,16 @@ static int host_channel_stats(rt_backend *b, int li, double *mean, double *var, 
     }
     e->xleft[src] = 0;
   }
+  for (int c = 0; c < g->n_layers; c++) /* a pool's output that its reader made (pool_left) */
+    if (e->bnf[c].pool == src && e->xleft[c]) {
+      const ir_layer *p = &g->layers[c];
+      int64_t code = e->bnf[c].code;
+      rt_bn_shape s = {x->n, p->cout, p->oh * p->ow, ns, ns};
+      rt_bn_pool_out(e->pool, x->threads, &s, p->ow, e->pzx + code, e->xbeta + p->s_off,
+                     x->bn_save + p->s_off, e->bn_scale + p->s_off, x->act + e->bnf[src].pout,
+                     ns, e->pcode + code, e->pcode_ns);
+      e->xleft[c] = 0;
+    }
   rt_ref_channel_stats(x->n, l->cout, plane, ns, x->act + off, mean, var, min);
   return 0;
 }

@@ -51,8 +51,9 @@ typedef struct rt_bn_dz {
 /* Batch norm's forward map of a conv layer's output left to the conv
  * that reads it (rt_kernels.bn_x): that conv reads its input channels
  * c0 .. c1 - 1 as (z - m) * k + b, then max(., 0) with relu, per channel
- * (rt_bn_affine_row), z laid out as those channels of x. They are written
- * in x only where the kernels read it whole (their dense path). */
+ * (rt_bn_affine_row), z laid out as those channels of x (planes of x's
+ * size, samples z_ns apart). They are written in x only where the
+ * kernels read it whole (their dense path). */
 typedef struct rt_bn_x {
   const float *z;         /* of input channel c0 (z's channel 0) */
   const float *m, *k, *b; /* per channel of z */
@@ -64,6 +65,13 @@ typedef struct rt_bn_x {
                            * made (rt_bn_grad_sums_row of z and it, 2 floats
                            * a channel, 2 (c1 - c0) a sample): batch norm's
                            * backward then reads neither again */
+  long z_ns;              /* z's samples this far apart; 0: as x's */
+  int stops;              /* z holds the extremes of a 2x2 max pool's
+                           * windows (rt_bn_moments_pool's zx: the pool's
+                           * output is their map), and the pool left its
+                           * codes unmarked where the ReLU stops: with
+                           * sums, the gradient there is then zeroed
+                           * (rt_bn_stop_row) */
 } rt_bn_x;
 
 /* Batch norm's statistics of a conv layer's pre-activation z, taken by

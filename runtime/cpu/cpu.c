@@ -748,25 +748,35 @@ static long conv_xns(const rt_conv_shape *s) {
 /* With s->xbn, x (all n samples) as batch norm's forward would have
  * written it, made from z there: the paths that read x whole (dense,
  * the reference's) read it as the host step wrote it before. */
+/* Sample i's plane of channel c of s->xbn's z. */
+static const float *bn_z(const rt_conv_shape *s, int64_t i, int c) {
+  const rt_bn_x *bn = s->xbn;
+  return bn->z + i * (bn->z_ns ? bn->z_ns : conv_xns(s)) + (long)c * s->h * s->w;
+}
+
 static void bn_x_write(const rt_conv_shape *s, const float *x) {
   if (!s->xbn) return;
   const rt_bn_x *bn = s->xbn;
   long hw = (long)s->h * s->w, xns = conv_xns(s);
   for (int i = 0; i < s->n; i++)
     for (int c = 0; c < bn->c1 - bn->c0; c++)
-      rt_bn_affine_row(hw, bn->z + i * xns + c * hw, bn->m[c], bn->k[c], bn->b[c], bn->relu,
+      rt_bn_affine_row(hw, bn_z(s, i, c), bn->m[c], bn->k[c], bn->b[c], bn->relu,
                        (float *)x + i * xns + (bn->c0 + c) * hw); /* the arena, the host's */
 }
 
 /* With s->xbn->sums, sample i's row sums of the channels made from z,
- * from z and their gradient in dx (that sample's, complete). */
-static void bn_x_sums(const rt_conv_shape *s, int64_t i, const float *dx) {
+ * from z and their gradient in dx (that sample's, complete); with stops,
+ * then that gradient zeroed where the ReLU stopped. */
+static void bn_x_sums(const rt_conv_shape *s, int64_t i, float *dx) {
   const rt_bn_x *bn = s->xbn;
-  long hw = (long)s->h * s->w, xns = conv_xns(s);
+  long hw = (long)s->h * s->w;
   int nc = bn->c1 - bn->c0;
-  for (int c = 0; c < nc; c++)
-    rt_bn_grad_sums_row(hw, bn->z + i * xns + c * hw, dx + (long)(bn->c0 + c) * hw, bn->relu,
-                        bn->m[c], bn->k[c], bn->b[c], bn->sums + i * 2 * nc + 2 * c);
+  for (int c = 0; c < nc; c++) {
+    float *d = dx + (long)(bn->c0 + c) * hw;
+    rt_bn_grad_sums_row(hw, bn_z(s, i, c), d, bn->relu, bn->m[c], bn->k[c], bn->b[c],
+                        bn->sums + i * 2 * nc + 2 * c);
+    if (bn->stops) rt_bn_stop_row(hw, bn_z(s, i, c), bn->m[c], bn->k[c], bn->b[c], d);
+  }
 }
 
 /* One channel's plane xc [h][w] into its four phase planes at stride 2
@@ -800,7 +810,7 @@ static void pack_x(const cg_conv_plan *p, const rt_conv_shape *s, const float *x
     if (bn && ci >= bn->c0 && ci < bn->c1) { /* as batch norm's forward would have written it */
       int c = ci - bn->c0;
       f = (rt_affine){bn->m[c], bn->k[c], bn->b[c], bn->relu};
-      xc = bn->z + i * conv_xns(s) + c * hw, map = &f; /* mapped as it is packed */
+      xc = bn_z(s, i, c), map = &f; /* mapped as it is packed */
       if (S > 2) rt_bn_affine_row(hw, xc, f.m, f.k, f.b, f.relu, tmp), xc = tmp, map = NULL;
     }
     if (S == 2) {
