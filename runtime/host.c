@@ -477,13 +477,14 @@ static int plan_dx_assign(host *e, int64_t (*cut)[2]) {
  * the stage's other outputs), planes of the same size (no other reader,
  * no dead layer passing it on, not the logits), on a kernel set that can;
  * a reader takes one such producer. Under a pool, that conv makes the
- * pool's output from the windows' extremes (bn_x_of). */
+ * pool's output from the windows' extremes (bn_x_of); or an alive linear
+ * layer reading all of it, on any kernel set: the host makes it from
+ * them in the linear's chunks (lin_fwd_chunk). */
 static void plan_bn_x(host *e) {
   const hx *x = &e->pub;
   const ir_graph *g = x->g;
   const rt_plan *p = e->plan;
   for (int i = 0; i < g->n_layers; i++) e->xdst[i] = e->xsrc[i] = -1, e->xleft[i] = 0;
-  if (!x->backend->bn_x) return;
   for (int m = 0; m < g->n_layers; m++) {
     const ir_layer *l = &g->layers[m];
     int pl = e->bnf[m].pool, so = pl >= 0 ? pl : m; /* whose output the reader reads */
@@ -503,9 +504,10 @@ static void plan_bn_x(host *e) {
       else
         lo = p->prev_off[i], hi = lo + (int64_t)o->cout * o->oh * o->ow;
       if (!(lo < b && a < hi)) continue;
-      if (reader >= 0 || o->kind != IR_CONV || !x->arch->alive[i] || a < lo || b > hi ||
-          o->h != sl->oh || o->w != sl->ow || (a - lo) % plane ||
-          e->xsrc[i] >= 0)
+      int conv = o->kind == IR_CONV && x->backend->bn_x && o->h == sl->oh && o->w == sl->ow;
+      int lin = o->kind == IR_LINEAR && pl >= 0;
+      if (reader >= 0 || !(conv || lin) || !x->arch->alive[i] || a < lo || b > hi ||
+          (a - lo) % plane || e->xsrc[i] >= 0)
         ok = 0;
       reader = i;
     }
@@ -1678,12 +1680,39 @@ static rt_linear_shape lin_shape(const hx *x, const ir_layer *l, int n) {
   return s;
 }
 
+/* The n samples' input channels of layer l that bx makes (a pool's
+ * output left to it, pool_left), written at x (samples act_size apart)
+ * from the windows' extremes: what the pool's forward would have written;
+ * or, with sums (samples' gradients dx), their row sums (rt_bn_x.sums)
+ * and the gradient zeroed where the ReLU stopped. */
+static void lin_bn_x(const hx *x, const ir_layer *l, const rt_bn_x *bx, int n, float *xs,
+                     float *dx) {
+  const host *e = (const host *)x;
+  const ir_layer *p = &x->g->layers[e->bnf[e->xsrc[l - x->g->layers]].pool];
+  long hw = (long)p->oh * p->ow, nc = bx->c1 - bx->c0, ns = x->g->act_size;
+  for (int i = 0; i < n; i++)
+    for (int c = 0; c < nc; c++) {
+      const float *z = bx->z + i * bx->z_ns + c * hw;
+      long at = i * ns + (bx->c0 + c) * hw;
+      if (!dx) {
+        rt_bn_affine_row(hw, z, bx->m[c], bx->k[c], bx->b[c], bx->relu, xs + at);
+        continue;
+      }
+      rt_bn_grad_sums_row(hw, z, dx + at, bx->relu, bx->m[c], bx->k[c], bx->b[c],
+                          bx->sums + i * 2 * nc + 2 * c);
+      rt_bn_stop_row(hw, z, bx->m[c], bx->k[c], bx->b[c], dx + at);
+    }
+}
+
 static void lin_fwd_chunk(const job *j, int chunk, int n0, int n1) {
   (void)chunk;
   hx *x = j->x;
   const ir_layer *l = j->l;
   int64_t ns = x->g->act_size, o = (int64_t)n0 * ns;
   rt_linear_shape s = lin_shape(x, l, n1 - n0);
+  rt_bn_x bx;
+  if (!x->use_live && bn_x_of(x, l, o, &bx)) /* the pool's output, from its windows */
+    lin_bn_x(x, l, &bx, n1 - n0, x->act + o + j->in, NULL);
   int64_t dst = l->relu ? j->z : j->out;
   rt_kernels *b = x->use_live ? x->live : x->backend;
   check(x, b, b->linear_fwd(b, (int)(l - x->g->layers), &s, x->act + o + j->in,
@@ -1715,12 +1744,20 @@ static void lin_bwd_chunk(const job *j, int chunk, int n0, int n1) {
   if (b->linear_bwd) {
     check(x, b, b->linear_bwd(b, li, &s, x->act + o + j->in, x->dact + o + dz, x->params + l->w_off,
                   needs_dx(x, l) ? x->dact + o + j->in : NULL, dw, db));
-    return;
+  } else {
+    check(x, b, b->linear_bwd_weight(b, li, &s, x->act + o + j->in, x->dact + o + dz, dw, db));
+    if (needs_dx(x, l))
+      check(x, b, b->linear_bwd_data(b, li, &s, x->dact + o + dz, x->params + l->w_off,
+                         x->dact + o + j->in));
   }
-  check(x, b, b->linear_bwd_weight(b, li, &s, x->act + o + j->in, x->dact + o + dz, dw, db));
-  if (needs_dx(x, l))
-    check(x, b, b->linear_bwd_data(b, li, &s, x->dact + o + dz, x->params + l->w_off,
-                       x->dact + o + j->in));
+  const host *e = (const host *)x;
+  int src = e->xsrc[li];
+  rt_bn_x bx;
+  if (src >= 0 && e->rows[src] && bn_x_of(x, l, o, &bx)) { /* its producer's sums, from dx */
+    bx.sums = e->bn_rows + (int64_t)x->cap * x->g->layers[src].s_off +
+              (int64_t)n0 * 2 * x->g->layers[src].cout;
+    lin_bn_x(x, l, &bx, n1 - n0, NULL, x->dact + o + j->in);
+  }
 }
 
 static void linear_bwd_op(RT_OP_ARGS) {
@@ -1732,6 +1769,10 @@ static void linear_bwd_op(RT_OP_ARGS) {
   }
   if (ly->relu && ly->bn) bn_act_bwd(e, ly, z, out, 0);
   host *ei = (host *)e;
+  int src = ei->xsrc[l]; /* a pool's output it made: its producer's sums here */
+  if (src >= 0)
+    ei->rows[src] = ei->xleft[src] && !e->use_live && needs_dx(e, ly) &&
+                    bn_dz_fused(e, &e->g->layers[src]);
   ei->gpacked[l] = !e->use_live && ei->pidx[l];
   job j = {e, ly, in, z, out, lin_bwd_chunk, layer_work(e, ly)};
   reduce_wgrad(e, ly, run_chunks(&j));
