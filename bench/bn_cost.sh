@@ -5,11 +5,13 @@
 # bench/bn_template_nonorm.ilnas, one epoch of IMAGES images each, back to
 # back in PAIRS (default 3) pairs, with --profile. Prints each pair's
 # milliseconds per step with and without batch norm, their ratio, and
-# batch norm's share of the step: the conv and max pool rows of the
-# profile table with batch norm less the same rows without, over the step
-# (the pools: under one, batch norm's output is pooled as it is made, and
-# its backward takes the pool's). Medians and minimums at the end, and
-# the same from each profile row's minimum over the pairs.
+# batch norm's share of the step: the layers' rows (conv, max pool,
+# linear) of the profile table with batch norm less the same rows
+# without, over the step (the pools and the linear layer: under a pool,
+# batch norm's output is pooled as it is made and its backward takes the
+# pool's; a pool's output left to the one layer that reads it is made,
+# and its sums taken, in that layer's rows). Medians and minimums at the
+# end, and the same from each profile row's minimum over the pairs.
 # usage: [PAIRS=N] bench/bn_cost.sh [IMAGES=6000] [THREADS=2] [BACKEND=cpu]
 #   ILNASC=FILE       the compiler (default: build/bin/ilnasc, built here)
 #   BASE_ILNASC=FILE  a second compiler (another commit's build) measured
@@ -41,15 +43,15 @@ run() {
   "./$1" train --search fixed --epochs 1 --train-limit "$images" --test-limit 100 --data "$data" \
     --threads "$threads" --backend "$backend" --profile --quiet --run-dir "run-$1" >/dev/null 2>"$1.prof"
 }
-# ms per step, and the conv and pool rows' forward + backward
+# ms per step, and the layers' rows' forward + backward
 total() { awk '$1 == "total" { print $2 }' "$1"; }
-convs() { awk '$2 == "conv" || $2 == "maxpool" { s += $3 + $4 } END { printf "%.3f", s }' "$1"; }
+convs() { awk '$2 == "conv" || $2 == "maxpool" || $2 == "linear" { s += $3 + $4 } END { printf "%.3f", s }' "$1"; }
 echo "bn_template: $images images, batch 128, $threads threads, --backend $backend"
 # one line per pair and side: ms/step with and without batch norm, and
-# the conv rows' sums with and without
+# the layers' rows' sums with and without
 line() {
   awk -v s="$1" -v i="$2" -v a="$3" -v b="$4" -v c="$5" -v d="$6" 'BEGIN {
-    printf "%s %s: %.1f ms/step with batch norm, %.1f without: %.2fx; batch norm (conv and pool rows) %.1f ms, %.1f%% of the step; the whole difference %.1f%%\n",
+    printf "%s %s: %.1f ms/step with batch norm, %.1f without: %.2fx; batch norm (layer rows) %.1f ms, %.1f%% of the step; the whole difference %.1f%%\n",
       s, i, a, b, a / b, c - d, 100 * (c - d) / a, 100 * (a - b) / a }'
 }
 pairs=${PAIRS:-3}
@@ -87,7 +89,7 @@ done
 rowmins() {
   cat "$@" | awk '$0 !~ /^  [a-z]/ || $1 == "op" || $1 == "total" { next }
     { v = NF >= 5 ? $3 + $4 : $2; if (!($1 in m) || v < m[$1]) m[$1] = v
-      pool[$1] = $2 == "conv" || $2 == "maxpool" }
+      pool[$1] = $2 == "conv" || $2 == "maxpool" || $2 == "linear" }
     END { for (k in m) { s += m[k]; if (pool[k]) c += m[k] }; printf "%.3f %.3f", s, c }'
 }
 for side in $sides; do
