@@ -1338,7 +1338,7 @@ enum { MASK_NONE, MASK_Y, MASK_X };
 __attribute__((target("avx2"))) static long grad_sums8_avx2(long len, const float *x,
                                                             const float *y, const float *dy,
                                                             int mask, float m, float k, float b,
-                                                            float a[8], float c[8]) {
+                                                            float a[8], float c[8], float *gout) {
   const __m256 zero = _mm256_setzero_ps(), mv = _mm256_set1_ps(m), kv = _mm256_set1_ps(k),
                bv = _mm256_set1_ps(b);
   __m256 av = zero, cv = zero;
@@ -1349,6 +1349,7 @@ __attribute__((target("avx2"))) static long grad_sums8_avx2(long len, const floa
       __m256 v = mask == MASK_Y ? _mm256_loadu_ps(y + i) : _mm256_add_ps(_mm256_mul_ps(d, kv), bv);
       g = _mm256_and_ps(_mm256_cmp_ps(v, zero, _CMP_GT_OQ), g);
     }
+    if (gout) _mm256_storeu_ps(gout + i, g);
     av = _mm256_add_ps(av, g), cv = _mm256_add_ps(cv, _mm256_mul_ps(g, d));
   }
   _mm256_storeu_ps(a, av), _mm256_storeu_ps(c, cv);
@@ -1358,9 +1359,8 @@ __attribute__((target("avx2"))) static long grad_sums8_avx2(long len, const floa
 
 #if defined(__SSE2__)
 /* row_grad_sums' eight lanes in two SSE vectors; the position reached. */
-static long grad_sums8_sse(long len, const float *restrict x, const float *restrict y,
-                           const float *restrict dy, int mask, float m, float k, float b,
-                           float a[8], float c[8]) {
+static long grad_sums8_sse(long len, const float *x, const float *y, const float *dy, int mask,
+                           float m, float k, float b, float a[8], float c[8], float *gout) {
   long i = 0;
   /* GCC 12 neither if-converts the select of the loops below nor keeps
    * their eight lanes in registers: the same lanes, by hand (an and with
@@ -1380,6 +1380,7 @@ static long grad_sums8_sse(long len, const float *restrict x, const float *restr
         v0 = _mm_add_ps(_mm_mul_ps(d0, kv), bv), v1 = _mm_add_ps(_mm_mul_ps(d1, kv), bv);
       g0 = _mm_and_ps(_mm_cmpgt_ps(v0, zero), g0), g1 = _mm_and_ps(_mm_cmpgt_ps(v1, zero), g1);
     }
+    if (gout) _mm_storeu_ps(gout + i, g0), _mm_storeu_ps(gout + i + 4, g1);
     a0 = _mm_add_ps(a0, g0), a1 = _mm_add_ps(a1, g1);
     b0 = _mm_add_ps(b0, _mm_mul_ps(g0, d0)), b1 = _mm_add_ps(b1, _mm_mul_ps(g1, d1));
   }
@@ -1389,28 +1390,31 @@ static long grad_sums8_sse(long len, const float *restrict x, const float *restr
 }
 #endif
 
-static void row_grad_sums(long len, const float *restrict x, const float *restrict y,
-                          const float *restrict dy, int mask, float m, float k, float b,
-                          float *sg, float *sgx) {
+/* With gout (and a mask), dy as the mask leaves it written there too: dy
+ * where it passes, 0 where it stops (gout may be dy). */
+static void row_grad_sums(long len, const float *x, const float *y, const float *dy, int mask,
+                          float m, float k, float b, float *sg, float *sgx, float *gout) {
   float a[8] = {0}, c[8] = {0}, ta = 0.0f, tb = 0.0f;
   long i = 0;
 #if ELEM_AVX2 /* x86-64: SSE2 too */
-  i = __builtin_cpu_supports("avx2") ? grad_sums8_avx2(len, x, y, dy, mask, m, k, b, a, c)
-                                     : grad_sums8_sse(len, x, y, dy, mask, m, k, b, a, c);
+  i = __builtin_cpu_supports("avx2") ? grad_sums8_avx2(len, x, y, dy, mask, m, k, b, a, c, gout)
+                                     : grad_sums8_sse(len, x, y, dy, mask, m, k, b, a, c, gout);
 #elif defined(__SSE2__)
-  i = grad_sums8_sse(len, x, y, dy, mask, m, k, b, a, c);
+  i = grad_sums8_sse(len, x, y, dy, mask, m, k, b, a, c, gout);
 #endif
   if (mask != MASK_NONE) {
     for (; i + 8 <= len; i += 8)
       for (int t = 0; t < 8; t++) {
         float d = x[i + t] - m, v = mask == MASK_Y ? y[i + t] : d * k + b;
         float g = 0.0f + dy[i + t];
+        if (gout) gout[i + t] = v > 0.0f ? dy[i + t] : 0.0f;
         g = v > 0.0f ? g : 0.0f;
         a[t] += g, c[t] += g * d;
       }
     for (; i < len; i++) {
       float d = x[i] - m, v = mask == MASK_Y ? y[i] : d * k + b;
       float g = 0.0f + dy[i];
+      if (gout) gout[i] = v > 0.0f ? dy[i] : 0.0f;
       g = v > 0.0f ? g : 0.0f;
       ta += g, tb += g * d;
     }
@@ -1530,7 +1534,7 @@ static void bn_bwd_task(void *arg, int part) {
         else
           dyr = j->dy + n * yns + c * hw;
         row_grad_sums(hw, xr, mask == MASK_Y ? j->y + n * yns + c * hw : NULL, dyr, mask,
-                      j->save_mean[c], ks[c - g0], bs[c - g0], &a, &b);
+                      j->save_mean[c], ks[c - g0], bs[c - g0], &a, &b, NULL);
         sdy[c - g0] += a, sdyx[c - g0] += b;
       }
     for (int c = g0; c < g1; c++) {
@@ -1625,7 +1629,12 @@ void rt_bn_pool_bwd(rt_pool *pool, int parts, const rt_bn_shape *s, int w, int a
 void rt_bn_grad_sums_row(long len, const float *x, const float *dy, int relu, float m, float k,
                          float b, float sums[2]) {
   row_grad_sums(len, x, NULL, dy, relu ? MASK_X : MASK_NONE, m, relu ? k : 0.0f,
-                relu ? b : 0.0f, &sums[0], &sums[1]);
+                relu ? b : 0.0f, &sums[0], &sums[1], NULL);
+}
+
+void rt_bn_grad_sums_stop_row(long len, const float *x, float *dy, float m, float k, float b,
+                              float sums[2]) {
+  row_grad_sums(len, x, NULL, dy, MASK_X, m, k, b, &sums[0], &sums[1], dy);
 }
 
 void rt_bn_bwd_sums(rt_pool *pool, int parts, const rt_bn_shape *s, int relu, int w, long p_ns,
@@ -1646,19 +1655,6 @@ void rt_bn_bwd_sums(rt_pool *pool, int parts, const rt_bn_shape *s, int relu, in
               .kx_w = kx};
   if (j.parts > 1) rt_pool_run(pool, j.parts, bn_bwd_task, &j);
   else bn_bwd_task(&j, 0);
-}
-
-void rt_bn_stop_row(long len, const float *x, float m, float k, float b, float *dy) {
-  long i = 0;
-#if defined(__SSE2__)
-  const __m128 zero = _mm_setzero_ps(), mv = _mm_set1_ps(m), kv = _mm_set1_ps(k),
-               bv = _mm_set1_ps(b);
-  for (; i + 4 <= len; i += 4) {
-    __m128 v = _mm_add_ps(_mm_mul_ps(_mm_sub_ps(_mm_loadu_ps(x + i), mv), kv), bv);
-    _mm_storeu_ps(dy + i, _mm_and_ps(_mm_cmpgt_ps(v, zero), _mm_loadu_ps(dy + i)));
-  }
-#endif
-  for (; i < len; i++) dy[i] = (x[i] - m) * k + b > 0.0f ? dy[i] : 0.0f;
 }
 
 void rt_bn_dx_row(long len, const float *x, const float *dy, int relu, float m, float k, float b,

@@ -174,10 +174,12 @@ void rt_bn_dx_rows(int rows, int len, const float *x, const float *dy, int relu,
  * of the masked dy, sums[1] of it times x - m. */
 void rt_bn_grad_sums_row(long len, const float *x, const float *dy, int relu, float m, float k,
                          float b, float sums[2]);
-/* dy = 0 where the ReLU after the map stops, (x - m) * k + b not > 0
- * (rt_bn_affine_row's arithmetic), dy elsewhere: the mask of a pool's
- * windows from their extremes x, as rt_bn_pool_out marks their codes. */
-void rt_bn_stop_row(long len, const float *x, float m, float k, float b, float *dy);
+/* rt_bn_grad_sums_row with relu, and then dy = 0 where the ReLU stops,
+ * (x - m) * k + b not > 0 (rt_bn_affine_row's arithmetic), as it was
+ * elsewhere: in one pass. The mask of a pool's windows from their
+ * extremes x, as rt_bn_pool_out marks their codes. */
+void rt_bn_grad_sums_stop_row(long len, const float *x, float *dy, float m, float k, float b,
+                              float sums[2]);
 /* The gradient at the ReLU's output of one h x w plane whose ReLU output
  * a 2x2 max pool read (rt_bn_pool_bwd's, into g), from the windows' codes
  * that rt_bn_out wrote as it pooled (code and dp: the plane's h/2 x w/2):

@@ -1698,9 +1698,8 @@ static void lin_bn_x(const hx *x, const ir_layer *l, const rt_bn_x *bx, int n, f
         rt_bn_affine_row(hw, z, bx->m[c], bx->k[c], bx->b[c], bx->relu, xs + at);
         continue;
       }
-      rt_bn_grad_sums_row(hw, z, dx + at, bx->relu, bx->m[c], bx->k[c], bx->b[c],
-                          bx->sums + i * 2 * nc + 2 * c);
-      rt_bn_stop_row(hw, z, bx->m[c], bx->k[c], bx->b[c], dx + at);
+      rt_bn_grad_sums_stop_row(hw, z, dx + at, bx->m[c], bx->k[c], bx->b[c],
+                               bx->sums + i * 2 * nc + 2 * c);
     }
 }
 

@@ -71,7 +71,7 @@ typedef struct rt_bn_x {
                            * output is their map), and the pool left its
                            * codes unmarked where the ReLU stops: with
                            * sums, the gradient there is then zeroed
-                           * (rt_bn_stop_row) */
+                           * (rt_bn_grad_sums_stop_row) */
 } rt_bn_x;
 
 /* Batch norm's statistics of a conv layer's pre-activation z, taken by

@@ -772,10 +772,11 @@ static void bn_x_sums(const rt_conv_shape *s, int64_t i, float *dx) {
   long hw = (long)s->h * s->w;
   int nc = bn->c1 - bn->c0;
   for (int c = 0; c < nc; c++) {
-    float *d = dx + (long)(bn->c0 + c) * hw;
-    rt_bn_grad_sums_row(hw, bn_z(s, i, c), d, bn->relu, bn->m[c], bn->k[c], bn->b[c],
-                        bn->sums + i * 2 * nc + 2 * c);
-    if (bn->stops) rt_bn_stop_row(hw, bn_z(s, i, c), bn->m[c], bn->k[c], bn->b[c], d);
+    float *d = dx + (long)(bn->c0 + c) * hw, *sums = bn->sums + i * 2 * nc + 2 * c;
+    if (bn->stops)
+      rt_bn_grad_sums_stop_row(hw, bn_z(s, i, c), d, bn->m[c], bn->k[c], bn->b[c], sums);
+    else
+      rt_bn_grad_sums_row(hw, bn_z(s, i, c), d, bn->relu, bn->m[c], bn->k[c], bn->b[c], sums);
   }
 }
 

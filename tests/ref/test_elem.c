@@ -720,6 +720,9 @@ static void test_bn_pool_case(rt_pool *pool, int n, int c, int h, int w) {
   memset(code3, 7, (size_t)(n * cns));
   rt_bn_moments(&s, x + xo, mom, 2L * n);
   rt_bn_moments_pool(&s, x + xo, mom2, 2L * n, w, gamma, zx, code3, cns);
+  uint8_t *codeu = malloc((size_t)(n * cns)); /* as the moments left them: no stops marked */
+  if (!codeu) abort();
+  memcpy(codeu, code3, (size_t)(n * cns));
   CHECK(!memcmp(mom, mom2, (size_t)(2 * n * c) * sizeof *mom), "%s: the moments with the windows differ", what);
   for (int parts = 1; parts <= 2; parts++) {
     rt_bn_pool_out(pool, parts, &s, w, zx, beta, sm, sk, parts == 1 ? NULL : p3, pns, code3, cns);
@@ -787,6 +790,42 @@ static void test_bn_pool_case(rt_pool *pool, int n, int c, int h, int w) {
     for (int q = 0; q < 5; q++) bad += !(fabsf(got[q] - want[q]) <= 1e-5f * (1.0f + fabsf(want[q])));
   }
   CHECK(!bad, "%s: %d sums from the windows differ", what, bad);
+  /* where the pool's reader takes the sums from its gradient and zeroes it
+   * where the ReLU stops (rt_bn_x.stops), the codes unmarked: the same
+   * sums, and the same dz rows, bit for bit */
+  float *rowsum = falloc(2L * n * c), *dpm = falloc(n * pns), *gm4 = falloc(3 * c);
+  float *dg4 = falloc(c), *db4 = falloc(c);
+  memcpy(dpm, dp, (size_t)(n * pns) * sizeof(float));
+  bad = 0;
+  for (int i = 0; i < n; i++)
+    for (int ch = 0; ch < c; ch++) {
+      long at = ch * (hw / 4);
+      rt_bn_grad_sums_stop_row(hw / 4, zx + i * cns + at, dpm + i * pns + at, sm[ch], sk[ch],
+                               beta[ch], rowsum + 2L * (i * c + ch));
+      for (long q = 0; q < hw / 4; q++) {
+        float want = code3[i * cns + at + q] < 4 ? dp[i * pns + at + q] : 0.0f;
+        bad += memcmp(&want, &dpm[i * pns + at + q], sizeof want) != 0;
+      }
+    }
+  CHECK(!bad, "%s: %d values of the stopped gradient differ", what, bad);
+  rt_bn_bwd_sums(pool, 2, &s, 1, w, pns, codeu, cns, zx, rowsum, 2L * c, NULL, dp, gamma, beta,
+                 sm, si, sk, dg4, db4, gm4, gm4 + c, gm4 + 2 * c);
+  bad = memcmp(dg3, dg4, (size_t)c * sizeof(float)) || memcmp(db3, db4, (size_t)c * sizeof(float)) ||
+        memcmp(gm3, gm4, (size_t)(3 * c) * sizeof(float));
+  for (int i = 0; i < n; i++)
+    for (int ch = 0; ch < c; ch++) {
+      long at = ch * (hw / 4);
+      float *r1 = falloc((long)h * w), *r2 = falloc((long)h * w);
+      const float *xr = x + xo + i * ns + ch * hw;
+      rt_bn_pool_dx_rows(h, w, code3 + i * cns + at, dp + i * pns + at, xr, sm[ch], gm3[ch],
+                         gm3[c + ch], gm3[2 * c + ch], r1, w);
+      rt_bn_pool_dx_rows(h, w, codeu + i * cns + at, dpm + i * pns + at, xr, sm[ch], gm3[ch],
+                         gm3[c + ch], gm3[2 * c + ch], r2, w);
+      bad += memcmp(r1, r2, (size_t)hw * sizeof(float)) != 0;
+      free(r1), free(r2);
+    }
+  CHECK(!bad, "%s: the sums or dz with the stops in the gradient differ", what);
+  free(rowsum), free(dpm), free(gm4), free(dg4), free(db4), free(codeu);
   free(gm3), free(dg3), free(db3), free(zx), free(p3), free(code3), free(mom), free(mom2);
   free(gm), free(g), free(code), free(code2);
   free(x), free(y), free(y2), free(p1), free(p2), free(dp), free(dout), free(dx1), free(dx2);
