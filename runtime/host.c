@@ -1494,10 +1494,11 @@ static void bn_constants(hx *x, const ir_layer *l, int64_t out) {
 }
 
 /* Whether conv layer l's kernels make the gradient of its pre-activation
- * from batch norm's output gradient as they pack it (rt_conv_shape.bn),
- * so that it is never written: in training, batch norm before the ReLU
- * (or none) not under a fused pool, the layer alone writing dz (assign)
- * and nothing reading it after (phase II's passes read it). */
+ * from batch norm's output gradient (or under a fused pool, bn_pool_of,
+ * the pool's) as they pack it (rt_conv_shape.bn), so that it is never
+ * written: in training, batch norm before the ReLU (or none), the layer
+ * alone writing dz (assign) and nothing reading it after (phase II's
+ * passes read it). */
 static int bn_dz_fused(const hx *x, const ir_layer *l) {
   const host *e = (const host *)x;
   int li = (int)(l - x->g->layers);
@@ -2019,8 +2020,10 @@ static int host_channel_stats(rt_backend *b, int li, double *mean, double *var, 
   int64_t off = e->fwd_aliased ? e->plan->out_off[li]
                                : g->tensors[l->out_t].off + (int64_t)l->out_ch * plane;
   int src = e->fwd_aliased ? e->plan->alias[li] : li; /* whose output slice it is */
-  if (e->xleft[src]) { /* an output its forward left to its reader (plan_bn_x), written now
-                        * as bn_fwd would have: the worked channels of a narrow pass */
+  /* an output its forward left to its reader (plan_bn_x), written now as
+   * bn_fwd would have: the worked channels of a narrow pass (under a
+   * pool, the pool's output is what was left, below) */
+  if (e->xleft[src] && e->bnf[src].pool < 0) {
     const ir_layer *p = &g->layers[src];
     const uint8_t *w = worked(x, p);
     for (int c0 = 0, c1; (c1 = next_run(w, &c0, p->cout)) > c0; c0 = c1) {

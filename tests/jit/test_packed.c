@@ -38,6 +38,15 @@ static const char *const models[] = {
     " reduce maxpool 2;"
     " stage conv { layers 1..2 channels 3..6 kernel 3x3 }"
     " stage linear { layers 1..2 width 8..16 } }",
+    /* batch norm before the ReLU under max pools that a conv and a linear
+     * layer alone read (the pools' outputs left to them), dead layers in
+     * both conv stages */
+    "model r { input 2x12x12; classes 4; search weight budget 3k from density 0.3 seed 3;"
+    " stage conv { layers 1..3 channels 4..8 kernel 3x3 norm batch }"
+    " reduce maxpool 2;"
+    " stage conv { layers 1..2 channels 3..6 kernel 3x3 norm batch }"
+    " reduce maxpool 2;"
+    " stage linear { layers 1 width 8..16 } }",
 };
 
 enum { N = 8, STEPS = 30 };
@@ -226,6 +235,7 @@ int main(void) {
     check_model(models[m], "blas");
   }
   check_model(models[0], "cpu");
+  check_model(models[2], "cpu");
   if (failures) fprintf(stderr, "test_packed: %d failures\n", failures);
   else printf("test_packed: ok\n");
   return failures != 0;
