@@ -745,15 +745,15 @@ static long conv_xns(const rt_conv_shape *s) {
   return s->x_ns ? s->x_ns : (long)s->cin * s->h * s->w;
 }
 
-/* With s->xbn, x (all n samples) as batch norm's forward would have
- * written it, made from z there: the paths that read x whole (dense,
- * the reference's) read it as the host step wrote it before. */
 /* Sample i's plane of channel c of s->xbn's z. */
 static const float *bn_z(const rt_conv_shape *s, int64_t i, int c) {
   const rt_bn_x *bn = s->xbn;
   return bn->z + i * (bn->z_ns ? bn->z_ns : conv_xns(s)) + (long)c * s->h * s->w;
 }
 
+/* With s->xbn, x (all n samples) as batch norm's forward would have
+ * written it, made from z there: the paths that read x whole (dense,
+ * the reference's) read it as the host step wrote it before. */
 static void bn_x_write(const rt_conv_shape *s, const float *x) {
   if (!s->xbn) return;
   const rt_bn_x *bn = s->xbn;
