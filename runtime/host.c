@@ -210,7 +210,8 @@ typedef struct host {
                    * [sample][channel][window] from bnf.code or pfu.code */
   int64_t pcode_ns; /* bytes a sample */
   float *pzx;       /* the extremes of z of the windows of pcode's fused convs
-                     * with batch norm, in its layout (bn_fuse.pre) */
+                     * with batch norm, in its layout (bn_fuse.pre), as far as
+                     * the last sample's; NULL where no conv has them */
   rt_p2 p2; /* phase II's gradients and the hyper step's saved W */
 } host;
 
@@ -699,13 +700,16 @@ rt_backend *rt_step_new(const char *backend, const ir_graph *g, const ir_arch *a
       const ir_layer *l = &g->layers[i];
       e->bnf[i].code = e->pcode_ns, e->pcode_ns += (int64_t)l->cout * (l->oh * l->ow / 4);
     }
+  int64_t bn_codes = e->pcode_ns; /* the windows with extremes: batch norm's, first */
   for (int i = 0; e->pfu && i < g->n_layers; i++)
     if (e->pfu[i].pool >= 0) {
       const ir_layer *l = &g->layers[i];
       e->pfu[i].code = e->pcode_ns, e->pcode_ns += (int64_t)l->cout * (l->oh * l->ow / 4);
     }
   e->pcode = xcalloc((size_t)cap * (size_t)(e->pcode_ns ? e->pcode_ns : 1), 1, &oom);
-  e->pzx = xcalloc((size_t)cap * (size_t)(e->pcode_ns ? e->pcode_ns : 1), sizeof(float), &oom);
+  if (bn_codes) /* samples pcode_ns apart, as the codes */
+    e->pzx = xcalloc((size_t)(cap - 1) * (size_t)e->pcode_ns + (size_t)bn_codes, sizeof(float),
+                     &oom);
   if (oom || !(e->plan = rt_plan_new(g)) || plan_zero(e) ||
       ir_schedule(g, &e->fc, &e->nf, &e->bc, &e->nb))
     oom = 1;
