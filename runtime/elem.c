@@ -1847,6 +1847,31 @@ void rt_bn_affine_row(long len, const float *x, float m, float k, float b, int r
   row_affine(len, x, m, k, b, relu, y);
 }
 
+/* Sample i's plane of bn's channel c (of c1 - c0). */
+static const float *bn_x_z(const rt_bn_x *bn, int64_t i, long hw, long x_ns, int c) {
+  return bn->z + i * (bn->z_ns ? bn->z_ns : x_ns) + c * hw;
+}
+
+void rt_bn_x_write(const rt_bn_x *bn, int n, long hw, long x_ns, float *x) {
+  for (int i = 0; i < n; i++)
+    for (int c = 0; c < bn->c1 - bn->c0; c++)
+      row_affine(hw, bn_x_z(bn, i, hw, x_ns, c), bn->m[c], bn->k[c], bn->b[c], bn->relu,
+                 x + i * x_ns + (bn->c0 + c) * hw);
+}
+
+void rt_bn_x_sums(const rt_bn_x *bn, int64_t i, long hw, long x_ns, float *dx) {
+  int nc = bn->c1 - bn->c0;
+  for (int c = 0; c < nc; c++) {
+    float *d = dx + (bn->c0 + c) * hw, *sums = bn->sums + i * 2 * nc + 2 * c;
+    if (bn->stops)
+      rt_bn_grad_sums_stop_row(hw, bn_x_z(bn, i, hw, x_ns, c), d, bn->m[c], bn->k[c], bn->b[c],
+                               sums);
+    else
+      rt_bn_grad_sums_row(hw, bn_x_z(bn, i, hw, x_ns, c), d, bn->relu, bn->m[c], bn->k[c],
+                          bn->b[c], sums);
+  }
+}
+
 void rt_bn_bwd(rt_pool *pool, int parts, const rt_bn_shape *s, int relu, int assign,
                const float *x, const float *y, const float *dy, const float *gamma,
                const float *beta, const float *save_mean, const float *save_invstd,

@@ -212,6 +212,15 @@ void rt_pool_code_rows(int h, int w, const uint8_t *code, const float *dp, float
 /* y = (x - m) * k + b, then max(., 0) with relu: a row as rt_bn_fwd's
  * training output writes it from its saved mean m and scale k. */
 void rt_bn_affine_row(long len, const float *x, float m, float k, float b, int relu, float *y);
+/* What a reader that makes its input from bn's z (rt_bn_x) does with it,
+ * its channels planes of hw floats, its samples x_ns floats apart (z's
+ * z_ns, or as x's): rt_bn_x_write writes channels c0 .. c1 - 1 of n
+ * samples into x as batch norm's forward would have (rt_bn_affine_row);
+ * rt_bn_x_sums takes sample i's row sums of them into bn->sums from dx,
+ * that sample's input gradient (rt_bn_grad_sums_row), and with stops
+ * zeroes it where the ReLU stopped (rt_bn_grad_sums_stop_row). */
+void rt_bn_x_write(const rt_bn_x *bn, int n, long hw, long x_ns, float *x);
+void rt_bn_x_sums(const rt_bn_x *bn, int64_t i, long hw, long x_ns, float *dx);
 
 /* Batch norm with its ReLU followed by a 2x2 max pool (planes w wide,
  * both sides even) in training, without the normalised tensor: after

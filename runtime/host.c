@@ -708,8 +708,8 @@ rt_backend *rt_step_new(const char *backend, const ir_graph *g, const ir_arch *a
     }
   e->pcode = xcalloc((size_t)cap * (size_t)(e->pcode_ns ? e->pcode_ns : 1), 1, &oom);
   if (bn_codes) /* samples pcode_ns apart, as the codes */
-    e->pzx = xcalloc((size_t)(cap - 1) * (size_t)e->pcode_ns + (size_t)bn_codes, sizeof(float),
-                     &oom);
+    e->pzx = xcalloc((size_t)(cap > 0 ? cap - 1 : 0) * (size_t)e->pcode_ns + (size_t)bn_codes,
+                     sizeof(float), &oom);
   if (oom || !(e->plan = rt_plan_new(g)) || plan_zero(e) ||
       ir_schedule(g, &e->fc, &e->nf, &e->bc, &e->nb))
     oom = 1;
@@ -1685,27 +1685,12 @@ static rt_linear_shape lin_shape(const hx *x, const ir_layer *l, int n) {
   return s;
 }
 
-/* The n samples' input channels of layer l that bx makes (a pool's
- * output left to it, pool_left), written at x (samples act_size apart)
- * from the windows' extremes: what the pool's forward would have written;
- * or, with sums (samples' gradients dx), their row sums (rt_bn_x.sums)
- * and the gradient zeroed where the ReLU stopped. */
-static void lin_bn_x(const hx *x, const ir_layer *l, const rt_bn_x *bx, int n, float *xs,
-                     float *dx) {
+/* The planes of a linear layer's input made from its producer's pool's
+ * windows (a pool's output left to it, pool_left). */
+static long lin_bn_hw(const hx *x, const ir_layer *l) {
   const host *e = (const host *)x;
   const ir_layer *p = &x->g->layers[e->bnf[e->xsrc[l - x->g->layers]].pool];
-  long hw = (long)p->oh * p->ow, nc = bx->c1 - bx->c0, ns = x->g->act_size;
-  for (int i = 0; i < n; i++)
-    for (int c = 0; c < nc; c++) {
-      const float *z = bx->z + i * bx->z_ns + c * hw;
-      long at = i * ns + (bx->c0 + c) * hw;
-      if (!dx) {
-        rt_bn_affine_row(hw, z, bx->m[c], bx->k[c], bx->b[c], bx->relu, xs + at);
-        continue;
-      }
-      rt_bn_grad_sums_stop_row(hw, z, dx + at, bx->m[c], bx->k[c], bx->b[c],
-                               bx->sums + i * 2 * nc + 2 * c);
-    }
+  return (long)p->oh * p->ow;
 }
 
 static void lin_fwd_chunk(const job *j, int chunk, int n0, int n1) {
@@ -1716,7 +1701,7 @@ static void lin_fwd_chunk(const job *j, int chunk, int n0, int n1) {
   rt_linear_shape s = lin_shape(x, l, n1 - n0);
   rt_bn_x bx;
   if (!x->use_live && bn_x_of(x, l, o, &bx)) /* the pool's output, from its windows */
-    lin_bn_x(x, l, &bx, n1 - n0, x->act + o + j->in, NULL);
+    rt_bn_x_write(&bx, n1 - n0, lin_bn_hw(x, l), (long)ns, x->act + o + j->in);
   int64_t dst = l->relu ? j->z : j->out;
   rt_kernels *b = x->use_live ? x->live : x->backend;
   check(x, b, b->linear_fwd(b, (int)(l - x->g->layers), &s, x->act + o + j->in,
@@ -1760,7 +1745,8 @@ static void lin_bwd_chunk(const job *j, int chunk, int n0, int n1) {
   if (src >= 0 && e->rows[src] && bn_x_of(x, l, o, &bx)) { /* its producer's sums, from dx */
     bx.sums = e->bn_rows + (int64_t)x->cap * x->g->layers[src].s_off +
               (int64_t)n0 * 2 * x->g->layers[src].cout;
-    lin_bn_x(x, l, &bx, n1 - n0, NULL, x->dact + o + j->in);
+    for (int i = 0; i < n1 - n0; i++)
+      rt_bn_x_sums(&bx, i, lin_bn_hw(x, l), (long)ns, x->dact + o + i * ns + j->in);
   }
 }
 

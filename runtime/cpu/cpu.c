@@ -755,29 +755,15 @@ static const float *bn_z(const rt_conv_shape *s, int64_t i, int c) {
  * written it, made from z there: the paths that read x whole (dense,
  * the reference's) read it as the host step wrote it before. */
 static void bn_x_write(const rt_conv_shape *s, const float *x) {
-  if (!s->xbn) return;
-  const rt_bn_x *bn = s->xbn;
-  long hw = (long)s->h * s->w, xns = conv_xns(s);
-  for (int i = 0; i < s->n; i++)
-    for (int c = 0; c < bn->c1 - bn->c0; c++)
-      rt_bn_affine_row(hw, bn_z(s, i, c), bn->m[c], bn->k[c], bn->b[c], bn->relu,
-                       (float *)x + i * xns + (bn->c0 + c) * hw); /* the arena, the host's */
+  if (s->xbn) /* the arena, the host's */
+    rt_bn_x_write(s->xbn, s->n, (long)s->h * s->w, conv_xns(s), (float *)x);
 }
 
 /* With s->xbn->sums, sample i's row sums of the channels made from z,
  * from z and their gradient in dx (that sample's, complete); with stops,
  * then that gradient zeroed where the ReLU stopped. */
 static void bn_x_sums(const rt_conv_shape *s, int64_t i, float *dx) {
-  const rt_bn_x *bn = s->xbn;
-  long hw = (long)s->h * s->w;
-  int nc = bn->c1 - bn->c0;
-  for (int c = 0; c < nc; c++) {
-    float *d = dx + (long)(bn->c0 + c) * hw, *sums = bn->sums + i * 2 * nc + 2 * c;
-    if (bn->stops)
-      rt_bn_grad_sums_stop_row(hw, bn_z(s, i, c), d, bn->m[c], bn->k[c], bn->b[c], sums);
-    else
-      rt_bn_grad_sums_row(hw, bn_z(s, i, c), d, bn->relu, bn->m[c], bn->k[c], bn->b[c], sums);
-  }
+  rt_bn_x_sums(s->xbn, i, (long)s->h * s->w, conv_xns(s), dx);
 }
 
 /* One channel's plane xc [h][w] into its four phase planes at stride 2
