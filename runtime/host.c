@@ -1745,8 +1745,9 @@ static void lin_bwd_chunk(const job *j, int chunk, int n0, int n1) {
   if (src >= 0 && e->rows[src] && bn_x_of(x, l, o, &bx)) { /* its producer's sums, from dx */
     bx.sums = e->bn_rows + (int64_t)x->cap * x->g->layers[src].s_off +
               (int64_t)n0 * 2 * x->g->layers[src].cout;
+    long hw = lin_bn_hw(x, l);
     for (int i = 0; i < n1 - n0; i++)
-      rt_bn_x_sums(&bx, i, lin_bn_hw(x, l), (long)ns, x->dact + o + i * ns + j->in);
+      rt_bn_x_sums(&bx, i, hw, (long)ns, x->dact + o + i * ns + j->in);
   }
 }
 
