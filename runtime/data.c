@@ -1126,23 +1126,48 @@ void rt_data_draws(const int *idx, int n, int crop, int flip, rt_rng *rng, rt_dr
   for (int i = 0; i < n; i++) out[i] = draw_one(idx[i], crop, flip, rng);
 }
 
-static void make_one(const rt_dataset *d, rt_draw r, const rt_norm *nm, int crop, float *dst) {
-  const int c = d->c, h = d->h, w = d->w, ox = r.ox, oy = r.oy, mirror = r.mirror;
+/* Columns [x0, x1) of an image row dp from the source row s, column x
+ * from source column x + off (mirrored: off - x), each value as pix()
+ * and the normalisation take it; one loop a case, so that each
+ * vectorises. */
+static void row_bytes(const uint8_t *restrict s, float scale, float mean, float sd, int x0,
+                      int x1, int off, int mirror, float *restrict dp) {
+  if (mirror)
+    for (int x = x0; x < x1; x++) dp[x] = ((float)s[off - x] * scale - mean) / sd;
+  else
+    for (int x = x0; x < x1; x++) dp[x] = ((float)s[x + off] * scale - mean) / sd;
+}
+static void row_floats(const float *restrict s, float mean, float sd, int x0, int x1, int off,
+                       int mirror, float *restrict dp) {
+  if (mirror)
+    for (int x = x0; x < x1; x++) dp[x] = (s[off - x] - mean) / sd;
+  else
+    for (int x = x0; x < x1; x++) dp[x] = (s[x + off] - mean) / sd;
+}
+
+void rt_data_image(const rt_dataset *d, rt_draw r, const rt_norm *nm, int crop, float *dst) {
+  const int c = d->c, h = d->h, w = d->w, oy = r.oy;
   const size_t src = (size_t)r.idx * (size_t)c * (size_t)h * (size_t)w;
+  /* Crop, then flip the crop, as torchvision's RandomCrop followed by
+   * RandomHorizontalFlip does: column x reads source column
+   * (mirror ? w - 1 - x : x) + ox - crop, inside the image for x in
+   * [x0, x1); the rest, and the rows outside it, are the padding. */
+  const int off = r.mirror ? w - 1 + r.ox - crop : r.ox - crop;
+  int x0 = r.mirror ? off - (w - 1) : -off, x1 = r.mirror ? off + 1 : w - off;
+  x0 = x0 < 0 ? 0 : x0 > w ? w : x0;
+  x1 = x1 > w ? w : x1 < x0 ? x0 : x1;
   for (int ch = 0; ch < c; ch++) {
     const float mean = nm->mean[ch], sd = nm->std[ch];
     const float pad = (0.0f - mean) / sd;
     const size_t sp = src + (size_t)ch * h * w;
     float *dp = dst + (size_t)ch * h * w;
-    for (int y = 0; y < h; y++) {
+    for (int y = 0; y < h; y++, dp += w) {
       const int sy = y + oy - crop;
-      for (int x = 0; x < w; x++) {
-        /* Crop, then flip the crop, as torchvision's RandomCrop followed
-         * by RandomHorizontalFlip does. */
-        const int sx = (mirror ? w - 1 - x : x) + ox - crop;
-        dp[y * w + x] = (sy >= 0 && sy < h && sx >= 0 && sx < w)
-                            ? (pix(d, sp + (size_t)(sy * w + sx)) - mean) / sd : pad;
-      }
+      const int a = sy < 0 || sy >= h ? w : x0, b = sy < 0 || sy >= h ? w : x1;
+      for (int x = 0; x < a; x++) dp[x] = pad;
+      if (a < b && d->x) row_floats(d->x + sp + (size_t)sy * w, mean, sd, a, b, off, r.mirror, dp);
+      else if (a < b) row_bytes(d->px + sp + (size_t)sy * w, d->scale, mean, sd, a, b, off, r.mirror, dp);
+      for (int x = b; x < w; x++) dp[x] = pad;
     }
   }
 }
@@ -1153,7 +1178,7 @@ void rt_data_make(const rt_dataset *d, const rt_draw *dr, int n, const rt_norm *
   const size_t chw = (size_t)d->c * (size_t)d->h * (size_t)d->w;
   for (int i = 0; i < n; i++) {
     assert(dr[i].idx >= 0 && dr[i].idx < d->n);
-    make_one(d, dr[i], nm, crop, out + (size_t)i * chw);
+    rt_data_image(d, dr[i], nm, crop, out + (size_t)i * chw);
     if (labels) labels[i] = d->y[dr[i].idx];
   }
 }
@@ -1164,7 +1189,7 @@ void rt_data_batch(const rt_dataset *d, const int *idx, int n, const rt_norm *nm
   const size_t chw = (size_t)d->c * (size_t)d->h * (size_t)d->w;
   for (int i = 0; i < n; i++) { /* each image's draws, then the image: the rng's order */
     assert(idx[i] >= 0 && idx[i] < d->n);
-    make_one(d, draw_one(idx[i], crop, flip, rng), nm, crop, out + (size_t)i * chw);
+    rt_data_image(d, draw_one(idx[i], crop, flip, rng), nm, crop, out + (size_t)i * chw);
     if (labels) labels[i] = d->y[idx[i]];
   }
 }

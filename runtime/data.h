@@ -111,6 +111,9 @@ typedef struct rt_draw {
 void rt_data_draws(const int *idx, int n, int crop, int flip, rt_rng *rng, rt_draw *out);
 void rt_data_make(const rt_dataset *d, const rt_draw *dr, int n, const rt_norm *nm, int crop,
                   float *out, ir_label *labels);
+/* One image of rt_data_make: draw r's, normalised by nm, into dst
+ * ([c][h][w]). */
+void rt_data_image(const rt_dataset *d, rt_draw r, const rt_norm *nm, int crop, float *dst);
 
 /* Gathers images idx[0..n) into out ([n][c][h][w], normalised) and labels
  * into labels. crop > 0: random crop with zero padding of `crop` pixels

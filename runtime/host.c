@@ -23,6 +23,7 @@
 #include <cblas.h>
 
 #include "runtime/cuda/step.h"
+#include "runtime/data.h"
 #include "runtime/elem.h"
 #include "runtime/exec.h"
 #include "runtime/plan.h"
@@ -213,6 +214,12 @@ typedef struct host {
                      * with batch norm, in its layout (bn_fuse.pre), as far as
                      * the last sample's; NULL where no conv has them */
   rt_p2 p2; /* phase II's gradients and the hyper step's saved W */
+  /* set_dataset's training set and normalisation (the caller's, as
+   * backend.h says), from which upload_draws makes a batch's images
+   * straight into the arena on the pool; NULL: none kept. */
+  const rt_dataset *ds;
+  const rt_norm *nm;
+  int crop;
 } host;
 
 /* Layer l's gradient layout in grads: its packed indices (*n of them), or
@@ -861,6 +868,59 @@ static int host_upload(rt_backend *b, const float *batch, int n) {
   for (int i = 0; i < n; i++)
     memcpy(x->act + (size_t)i * g->act_size + t->off, batch + i * len,
            len * sizeof(float));
+  return 0;
+}
+
+static int host_set_dataset(rt_backend *b, const rt_dataset *d, const rt_norm *nm, int crop) {
+  host *e = (host *)b;
+  const ir_tensor *t = &b->g->tensors[b->g->input_t];
+  e->ds = NULL;
+  if (!d) return 0;
+  if (d->src || (!d->x && !d->px) || d->c != t->c || d->h != t->h || d->w != t->w ||
+      nm->c != d->c || crop < 0 || crop > INT16_MAX / 2) {
+    snprintf(b->error, sizeof b->error, "a data set the host step cannot keep (an image folder, "
+             "or another shape than the input)");
+    return -1;
+  }
+  e->ds = d, e->nm = nm, e->crop = crop;
+  return 0;
+}
+
+typedef struct draw_job {
+  hx *x;
+  const rt_draw *dr;
+  int n, parts;
+} draw_job;
+
+/* Part `part` of a batch's images, made from their draws into the arena. */
+static void draw_task(void *arg, int part) {
+  const draw_job *j = arg;
+  const host *e = (const host *)j->x;
+  const ir_graph *g = j->x->g;
+  int i0 = (int)((int64_t)j->n * part / j->parts), i1 = (int)((int64_t)j->n * (part + 1) / j->parts);
+  for (int i = i0; i < i1; i++)
+    rt_data_image(e->ds, j->dr[i], e->nm, e->crop,
+                  j->x->act + (size_t)i * g->act_size + g->tensors[g->input_t].off);
+}
+
+static int host_upload_draws(rt_backend *b, const rt_draw *dr, int n) {
+  hx *x = (hx *)b;
+  host *e = (host *)x;
+  assert(n >= 1 && n <= x->cap);
+  if (!e->ds) {
+    snprintf(b->error, sizeof b->error, "draws without a data set");
+    return -1;
+  }
+  for (int i = 0; i < n; i++)
+    if (dr[i].idx < 0 || dr[i].idx >= e->ds->n) {
+      snprintf(b->error, sizeof b->error, "draw %d: image %d of a set of %d", i, (int)dr[i].idx,
+               e->ds->n);
+      return -1;
+    }
+  x->n = n;
+  draw_job j = {x, dr, n, !e->pool ? 1 : x->threads < n ? x->threads : n};
+  if (j.parts > 1) rt_pool_run(e->pool, j.parts, draw_task, &j);
+  else draw_task(&j, 0);
   return 0;
 }
 
@@ -2372,6 +2432,8 @@ static const rt_backend_i host_i = {
     .prepare = host_prepare,
     .set_driver = host_set_driver,
     .upload = host_upload,
+    .set_dataset = host_set_dataset,
+    .upload_draws = host_upload_draws,
     .forward = host_forward,
     .loss = host_loss,
     .backward = host_backward,
