@@ -1145,6 +1145,14 @@ static void row_floats(const float *restrict s, float mean, float sd, int x0, in
     for (int x = x0; x < x1; x++) dp[x] = (s[x + off] - mean) / sd;
 }
 
+void rt_data_prefetch(const rt_dataset *d, rt_draw r) {
+  const size_t chw = (size_t)d->c * d->h * d->w;
+  const char *p = d->x ? (const char *)(d->x + (size_t)r.idx * chw)
+                       : (const char *)(d->px + (size_t)r.idx * chw);
+  const size_t bytes = chw * (d->x ? sizeof *d->x : 1);
+  for (size_t k = 0; k < bytes; k += 64) __builtin_prefetch(p + k);
+}
+
 void rt_data_image(const rt_dataset *d, rt_draw r, const rt_norm *nm, int crop, float *dst) {
   const int c = d->c, h = d->h, w = d->w, oy = r.oy;
   const size_t src = (size_t)r.idx * (size_t)c * (size_t)h * (size_t)w;

@@ -114,6 +114,9 @@ void rt_data_make(const rt_dataset *d, const rt_draw *dr, int n, const rt_norm *
 /* One image of rt_data_make: draw r's, normalised by nm, into dst
  * ([c][h][w]). */
 void rt_data_image(const rt_dataset *d, rt_draw r, const rt_norm *nm, int crop, float *dst);
+/* Asks the caches for the bytes draw r's image is made from, so that a
+ * caller making several can have their misses in flight together. */
+void rt_data_prefetch(const rt_dataset *d, rt_draw r);
 
 /* Gathers images idx[0..n) into out ([n][c][h][w], normalised) and labels
  * into labels. crop > 0: random crop with zero padding of `crop` pixels
