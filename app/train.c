@@ -306,6 +306,7 @@ typedef struct train_run {
   int draws;               /* a set in memory: passes begin from its draws (the
                             * backend keeps it where it can, or the exec makes
                             * the images) */
+  int kept;                /* the backend keeps the set: it makes the images */
   srch_schedule sched;     /* when phase II runs */
   fe_search method;
   const char *backend;     /* resolved */
@@ -650,10 +651,12 @@ static int setup(train_run *r, ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd,
     fprintf(stderr, "error: %s\n", err);
     return -1;
   }
-  /* a set in memory goes to a backend that keeps it (the device step,
-   * which then takes each batch as its draws) */
+  /* a set in memory goes to a backend that keeps it (the host step, on
+   * its threads, and the device step), which then takes each batch as
+   * its draws */
   r->draws = !r->train.src;
-  if (r->draws && rt_exec_set_dataset(r->x, &r->train, &r->nm, m->aug_crop, err, sizeof err) < 0) {
+  r->kept = r->draws ? rt_exec_set_dataset(r->x, &r->train, &r->nm, m->aug_crop, err, sizeof err) : 0;
+  if (r->kept < 0) {
     fprintf(stderr, "error: %s\n", err);
     return -1;
   }
@@ -875,7 +878,9 @@ static void profile_report(const train_run *r) {
           "(%.1f%% of the training time)%s\n", waits, steps,
           steps ? 1e3 * waited / (double)steps : 0.0,
           r->train_secs > 0 ? 100 * waited / r->train_secs : 0.0,
-          r->train.src ? "" : "; batches of a set in memory are made on the training thread");
+          r->train.src ? ""
+          : r->kept    ? "; the step makes the batches of a set in memory from their draws"
+                       : "; batches of a set in memory are made on the training thread");
 }
 
 static void report_stopped(train_run *r) {
