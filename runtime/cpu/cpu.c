@@ -832,6 +832,7 @@ static void pack_x(const cg_conv_plan *p, const rt_conv_shape *s, const float *x
           for (int j = j0; j < j1; j++) d[j] = row[j * S + px - s->pad];
           memset(d + j1, 0, (size_t)(p->wq - j1) * sizeof *d);
         }
+        memset(d, 0, (size_t)(p->pq - (long)p->hq * p->wq) * sizeof *d); /* to the plane's end */
       }
   }
   long used = (long)s->cin * p->xcs;
