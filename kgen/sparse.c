@@ -33,6 +33,12 @@
  *     come from kernel granularity (every tap of a kernel active); then
  *     runs of two adjacent taps among the entries left (weight
  *     granularity), and the rest one by one as above.
+ *   shift classes (conv gathers, 16 lanes): a row's single entries come
+ *     ordered by their source offset's shift from a vector (0 .. 15; a
+ *     plane starts on a vector, so the shift is the tap's), and each
+ *     class is its own loop: an entry's span loaded as whole vectors, the
+ *     shifted ones made from each two neighbours (valignd), so that no
+ *     load splits a cache line (sort_by_shift).
  *   row blocks (conv gathers, 16 lanes): where every block of 4 rows has
  *     its runs and entries at the same offsets (a full layer), a tile is
  *     swept in parts of 4 vectors by the block's 4 rows: each source
