@@ -1128,8 +1128,8 @@ void rt_data_draws(const int *idx, int n, int crop, int flip, rt_rng *rng, rt_dr
 
 /* Columns [x0, x1) of an image row dp from the source row s, column x
  * from source column x + off (mirrored: off - x), each value as pix()
- * and the normalisation take it; one loop a case, so that each
- * vectorises. */
+ * and the normalisation take it; one loop a case, without a test a
+ * value. */
 static void row_bytes(const uint8_t *restrict s, float scale, float mean, float sd, int x0,
                       int x1, int off, int mirror, float *restrict dp) {
   if (mirror)
