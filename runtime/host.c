@@ -1716,6 +1716,17 @@ static void bn_act_bwd(hx *e, const ir_layer *ly, int64_t z, int64_t out, int fu
   h->rows[li] = 0; /* made for this backward only */
 }
 
+/* Whether layer ly's backward (a conv or a linear layer) takes the rows'
+ * sums of the producer whose output its forward made from z (plan_bn_x;
+ * under a pool, the pool's output): rows[producer]. */
+static void take_rows(hx *x, const ir_layer *ly) {
+  host *e = (host *)x;
+  int src = e->xsrc[ly - x->g->layers];
+  if (src >= 0)
+    e->rows[src] = e->xleft[src] && !x->use_live && needs_dx(x, ly) &&
+                   bn_dz_fused(x, &x->g->layers[src]);
+}
+
 static void conv_bwd_op(RT_OP_ARGS) {
   hx *e = X(x);
   const ir_layer *ly = &e->g->layers[l];
@@ -1737,10 +1748,7 @@ static void conv_bwd_op(RT_OP_ARGS) {
       }
   }
   host *h = (host *)e;
-  int src = h->xsrc[l]; /* a producer whose output it makes from z: the rows' sums here */
-  if (src >= 0)
-    h->rows[src] = h->xleft[src] && !e->use_live && needs_dx(e, ly) &&
-                   bn_dz_fused(e, &e->g->layers[src]);
+  take_rows(e, ly);
   h->gpacked[l] = 0; /* conv gradients are dense */
   job j = {e, ly, in, z, out, conv_bwd_chunk, layer_work(e, ly)};
   reduce_wgrad(e, ly, run_chunks(&j));
@@ -1828,10 +1836,7 @@ static void linear_bwd_op(RT_OP_ARGS) {
   }
   if (ly->relu && ly->bn) bn_act_bwd(e, ly, z, out, 0);
   host *ei = (host *)e;
-  int src = ei->xsrc[l]; /* a pool's output it made: its producer's sums here */
-  if (src >= 0)
-    ei->rows[src] = ei->xleft[src] && !e->use_live && needs_dx(e, ly) &&
-                    bn_dz_fused(e, &e->g->layers[src]);
+  take_rows(e, ly);
   ei->gpacked[l] = !e->use_live && ei->pidx[l];
   job j = {e, ly, in, z, out, lin_bwd_chunk, layer_work(e, ly)};
   reduce_wgrad(e, ly, run_chunks(&j));
