@@ -1145,6 +1145,11 @@ static void row_floats(const float *restrict s, float mean, float sd, int x0, in
     for (int x = x0; x < x1; x++) dp[x] = (s[x + off] - mean) / sd;
 }
 
+int rt_data_keepable(const rt_dataset *d, const ir_tensor *t, const rt_norm *nm, int crop) {
+  return !d->src && (d->x || d->px) && d->c == t->c && d->h == t->h && d->w == t->w &&
+         nm->c == d->c && crop >= 0 && crop <= INT16_MAX / 2;
+}
+
 void rt_data_prefetch(const rt_dataset *d, rt_draw r) {
   const size_t chw = (size_t)d->c * d->h * d->w;
   const char *p = d->x ? (const char *)(d->x + (size_t)r.idx * chw)

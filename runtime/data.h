@@ -114,6 +114,10 @@ void rt_data_make(const rt_dataset *d, const rt_draw *dr, int n, const rt_norm *
 /* One image of rt_data_make: draw r's, normalised by nm, into dst
  * ([c][h][w]). */
 void rt_data_image(const rt_dataset *d, rt_draw r, const rt_norm *nm, int crop, float *dst);
+/* Whether a backend can keep d (backend.h: set_dataset) for an input
+ * tensor t: a set in memory (not a folder), of t's shape, nm of its
+ * channels, and a crop the draws can hold. */
+int rt_data_keepable(const rt_dataset *d, const ir_tensor *t, const rt_norm *nm, int crop);
 /* Asks the caches for the bytes draw r's image is made from, so that a
  * caller making several can have their misses in flight together. */
 void rt_data_prefetch(const rt_dataset *d, rt_draw r);

@@ -876,8 +876,7 @@ static int host_set_dataset(rt_backend *b, const rt_dataset *d, const rt_norm *n
   const ir_tensor *t = &b->g->tensors[b->g->input_t];
   e->ds = NULL;
   if (!d) return 0;
-  if (d->src || (!d->x && !d->px) || d->c != t->c || d->h != t->h || d->w != t->w ||
-      nm->c != d->c || crop < 0 || crop > INT16_MAX / 2) {
+  if (!rt_data_keepable(d, t, nm, crop)) {
     snprintf(b->error, sizeof b->error, "a data set the host step cannot keep (an image folder, "
              "or another shape than the input)");
     return -1;

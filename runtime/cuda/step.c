@@ -571,8 +571,7 @@ static int st_set_dataset(rt_backend *b, const rt_dataset *ds, const rt_norm *nm
   const ir_tensor *t = &b->g->tensors[b->g->input_t];
   drop_set(d);
   if (!ds) return 0;
-  if (ds->src || (!ds->x && !ds->px) || ds->c != t->c || ds->h != t->h || ds->w != t->w ||
-      nm->c != ds->c || ds->c > 4 || crop < 0 || crop > INT16_MAX / 2) {
+  if (!rt_data_keepable(ds, t, nm, crop) || ds->c > 4) { /* the set's head holds 4 channels */
     snprintf(b->error, sizeof b->error, "cuda backend: a data set it cannot keep (an image folder, or "
              "another shape than the input)");
     return -1;
