@@ -1847,15 +1847,14 @@ void rt_bn_affine_row(long len, const float *x, float m, float k, float b, int r
   row_affine(len, x, m, k, b, relu, y);
 }
 
-/* Sample i's plane of bn's channel c (of c1 - c0). */
-static const float *bn_x_z(const rt_bn_x *bn, int64_t i, long hw, long x_ns, int c) {
+const float *rt_bn_x_z(const rt_bn_x *bn, int64_t i, long hw, long x_ns, int c) {
   return bn->z + i * (bn->z_ns ? bn->z_ns : x_ns) + c * hw;
 }
 
 void rt_bn_x_write(const rt_bn_x *bn, int n, long hw, long x_ns, float *x) {
   for (int i = 0; i < n; i++)
     for (int c = 0; c < bn->c1 - bn->c0; c++)
-      row_affine(hw, bn_x_z(bn, i, hw, x_ns, c), bn->m[c], bn->k[c], bn->b[c], bn->relu,
+      row_affine(hw, rt_bn_x_z(bn, i, hw, x_ns, c), bn->m[c], bn->k[c], bn->b[c], bn->relu,
                  x + i * x_ns + (bn->c0 + c) * hw);
 }
 
@@ -1864,10 +1863,10 @@ void rt_bn_x_sums(const rt_bn_x *bn, int64_t i, long hw, long x_ns, float *dx) {
   for (int c = 0; c < nc; c++) {
     float *d = dx + (bn->c0 + c) * hw, *sums = bn->sums + i * 2 * nc + 2 * c;
     if (bn->stops)
-      rt_bn_grad_sums_stop_row(hw, bn_x_z(bn, i, hw, x_ns, c), d, bn->m[c], bn->k[c], bn->b[c],
+      rt_bn_grad_sums_stop_row(hw, rt_bn_x_z(bn, i, hw, x_ns, c), d, bn->m[c], bn->k[c], bn->b[c],
                                sums);
     else
-      rt_bn_grad_sums_row(hw, bn_x_z(bn, i, hw, x_ns, c), d, bn->relu, bn->m[c], bn->k[c],
+      rt_bn_grad_sums_row(hw, rt_bn_x_z(bn, i, hw, x_ns, c), d, bn->relu, bn->m[c], bn->k[c],
                           bn->b[c], sums);
   }
 }

@@ -221,6 +221,9 @@ void rt_bn_affine_row(long len, const float *x, float m, float k, float b, int r
  * zeroes it where the ReLU stopped (rt_bn_grad_sums_stop_row). */
 void rt_bn_x_write(const rt_bn_x *bn, int n, long hw, long x_ns, float *x);
 void rt_bn_x_sums(const rt_bn_x *bn, int64_t i, long hw, long x_ns, float *dx);
+/* Sample i's plane of bn's channel c (of c1 - c0) in z, laid out as
+ * above. */
+const float *rt_bn_x_z(const rt_bn_x *bn, int64_t i, long hw, long x_ns, int c);
 
 /* Batch norm with its ReLU followed by a 2x2 max pool (planes w wide,
  * both sides even) in training, without the normalised tensor: after

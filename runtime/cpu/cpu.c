@@ -745,12 +745,6 @@ static long conv_xns(const rt_conv_shape *s) {
   return s->x_ns ? s->x_ns : (long)s->cin * s->h * s->w;
 }
 
-/* Sample i's plane of channel c of s->xbn's z. */
-static const float *bn_z(const rt_conv_shape *s, int64_t i, int c) {
-  const rt_bn_x *bn = s->xbn;
-  return bn->z + i * (bn->z_ns ? bn->z_ns : conv_xns(s)) + (long)c * s->h * s->w;
-}
-
 /* With s->xbn, x (all n samples) as batch norm's forward would have
  * written it, made from z there: the paths that read x whole (dense,
  * the reference's) read it as the host step wrote it before. */
@@ -797,7 +791,7 @@ static void pack_x(const cg_conv_plan *p, const rt_conv_shape *s, const float *x
     if (bn && ci >= bn->c0 && ci < bn->c1) { /* as batch norm's forward would have written it */
       int c = ci - bn->c0;
       f = (rt_affine){bn->m[c], bn->k[c], bn->b[c], bn->relu};
-      xc = bn_z(s, i, c), map = &f; /* mapped as it is packed */
+      xc = rt_bn_x_z(bn, i, hw, conv_xns(s), c), map = &f; /* mapped as it is packed */
       if (S > 2) rt_bn_affine_row(hw, xc, f.m, f.k, f.b, f.relu, tmp), xc = tmp, map = NULL;
     }
     if (S == 2) {
