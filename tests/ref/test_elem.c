@@ -894,6 +894,7 @@ static void test_bn_pool(void) {
   test_bn_pool_case(pool, 5, 3, 28, 28);
   test_bn_pool_case(pool, 130, 2, 2, 6);
   test_bn_pool_case(pool, 64, 5, 14, 14);
+  test_bn_pool_case(pool, 3, 5, 6, 36); /* 18 windows a row: two vectors of 8 and an overlapping one */
   rt_pool_free(pool);
 }
 
