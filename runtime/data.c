@@ -53,15 +53,19 @@ static void bytes_to_floats(float *dst, const uint8_t *src, size_t n, float scal
   for (size_t i = 0; i < n; i++) dst[i] = lut[src[i]];
 }
 
-static int alloc_dataset(rt_dataset *d, int n, int c, int h, int w, char *err, size_t errlen,
-                         const char *what) {
+/* A set of n images of c x h x w, as floats, or with bytes > 0 as bytes
+ * of value b * bytes (the formats that store 8-bit levels keep them: a
+ * quarter of the memory, and no pass over the set at load). */
+static int alloc_dataset(rt_dataset *d, int n, int c, int h, int w, float bytes, char *err,
+                         size_t errlen, const char *what) {
   size_t px = (size_t)n * (size_t)c * (size_t)h * (size_t)w;
   memset(d, 0, sizeof *d);
   d->n = n; d->c = c; d->h = h; d->w = w;
-  d->x = malloc(px ? px * sizeof(float) : 1);
+  if (bytes > 0.0f) d->px = malloc(px ? px : 1), d->scale = bytes;
+  else d->x = malloc(px ? px * sizeof(float) : 1);
   d->y = malloc((n ? (size_t)n : 1) * sizeof *d->y);
-  if (!d->x || !d->y) {
-    free(d->x); free(d->y);
+  if ((!d->x && !d->px) || !d->y) {
+    free(d->x); free(d->px); free(d->y);
     memset(d, 0, sizeof *d);
     return rt_fail(err, errlen, "%s: out of memory for %d images of %dx%dx%d", what, n, c, h, w);
   }
@@ -277,10 +281,15 @@ fail:
   return -1;
 }
 
+/* The split's images as the set's bytes (s->px is handed over). */
 static int idx_to_dataset(idx_split *s, int classes, rt_dataset *d, const char *dir,
                           char *err, size_t errlen) {
-  if (alloc_dataset(d, s->n, 1, s->h, s->w, err, errlen, dir)) return -1;
-  bytes_to_floats(d->x, s->px, (size_t)s->n * (size_t)s->h * (size_t)s->w, 1.0f / 255.0f);
+  memset(d, 0, sizeof *d);
+  d->y = malloc((s->n ? (size_t)s->n : 1) * sizeof *d->y);
+  if (!d->y)
+    return rt_fail(err, errlen, "%s: out of memory for %d labels", dir, s->n);
+  d->n = s->n, d->c = 1, d->h = s->h, d->w = s->w;
+  d->px = s->px, d->scale = 1.0f / 255.0f, s->px = NULL;
   for (int i = 0; i < s->n; i++) d->y[i] = s->lab[i];
   d->classes = classes;
   return 0;
@@ -385,7 +394,7 @@ static int cifar_read(const char *path, int count, int classes, rt_dataset *d, i
     }
     d->y[at + i] = rec[0];
     /* The record is channel-planar and row-major: already NCHW. */
-    bytes_to_floats(d->x + (size_t)(at + i) * CIFAR_PX, rec + 1, CIFAR_PX, 1.0f / 255.0f);
+    memcpy(d->px + (size_t)(at + i) * CIFAR_PX, rec + 1, CIFAR_PX);
   }
   free(buf);
   return 0;
@@ -400,7 +409,7 @@ static int load_cifar_files(char paths[][PATH_LEN], int nfiles, int classes, rt_
     total += counts[i];
   }
   if (total > INT_MAX) return rt_fail(err, errlen, "%s: too many records", what);
-  if (alloc_dataset(d, (int)total, 3, 32, 32, err, errlen, what)) return -1;
+  if (alloc_dataset(d, (int)total, 3, 32, 32, 1.0f / 255.0f, err, errlen, what)) return -1;
   d->classes = classes;
   for (int i = 0, at = 0; i < nfiles; at += counts[i], i++)
     if (cifar_read(paths[i], counts[i], classes, d, at, err, errlen)) {
@@ -469,7 +478,7 @@ static int load_stl_split(const char *dir, const char *xname, const char *yname,
       return -1;
     }
   if (read_raw(xpath, xsize, &px, err, errlen)) { free(lab); return -1; }
-  if (alloc_dataset(d, n, 3, STL_SIDE, STL_SIDE, err, errlen, dir)) {
+  if (alloc_dataset(d, n, 3, STL_SIDE, STL_SIDE, 0.0f, err, errlen, dir)) {
     free(lab); free(px);
     return -1;
   }
@@ -656,8 +665,8 @@ static int load_digits(const char *path, double split, int classes, rt_dataset *
   if (ntest < 1) ntest = 1;
   if (ntest >= n) ntest = n - 1;
   int ntrain = (int)(n - ntest);
-  if (alloc_dataset(train, ntrain, 1, 8, 8, err, errlen, path)) { free(rows); return -1; }
-  if (alloc_dataset(test, (int)ntest, 1, 8, 8, err, errlen, path)) {
+  if (alloc_dataset(train, ntrain, 1, 8, 8, 0.0f, err, errlen, path)) { free(rows); return -1; }
+  if (alloc_dataset(test, (int)ntest, 1, 8, 8, 0.0f, err, errlen, path)) {
     rt_dataset_free(train); free(rows);
     return -1;
   }
@@ -934,16 +943,14 @@ static int load_downsampled(const char *dir, int classes, rt_dataset *train, rt_
 
 /* ---- the public API ---- */
 
-/* Pixel k of a set in memory, from floats or bytes. */
-static inline float pix(const rt_dataset *d, size_t k) {
-  return d->x ? d->x[k] : (float)d->px[k] * d->scale;
-}
 
 /* The adapters ('data ... resize HxW channels N'): every image to
  * channels x resize_h x resize_w. RGB becomes gray before the resize and
  * gray RGB after it, so the resize works on one plane. Bytes stay bytes,
- * rounded to the nearest level. */
-static int adapt(rt_dataset *d, const rt_data_opts *o, char *err, size_t errlen) {
+ * rounded to the nearest level (a set kept in bytes for its size), but
+ * with exact (the file's own 8-bit levels: IDX, CIFAR-10) the adapted
+ * images are floats, not rounded. */
+static int adapt(rt_dataset *d, const rt_data_opts *o, int exact, char *err, size_t errlen) {
   const int c = o->channels ? o->channels : d->c;
   const int h = o->resize_h ? o->resize_h : d->h, w = o->resize_w ? o->resize_w : d->w;
   if (c == d->c && h == d->h && w == d->w) return 0;
@@ -956,8 +963,8 @@ static int adapt(rt_dataset *d, const rt_data_opts *o, char *err, size_t errlen)
   float *src = malloc((size_t)d->c * in_plane * sizeof *src);
   float *mid = malloc((size_t)cr * in_plane * sizeof *mid);
   float *dst = malloc(out_img * sizeof *dst);
-  float *x = d->x ? malloc((total ? total : 1) * sizeof *x) : NULL;
-  uint8_t *px = d->x ? NULL : malloc(total ? total : 1);
+  float *x = d->x || exact ? malloc((total ? total : 1) * sizeof *x) : NULL;
+  uint8_t *px = d->x || exact ? NULL : malloc(total ? total : 1);
   if (!src || !mid || !dst || (!x && !px)) {
     free(src), free(mid), free(dst), free(x), free(px);
     return rt_fail(err, errlen, "%s: out of memory adapting %d images to %dx%dx%d", o->path, d->n,
@@ -966,7 +973,7 @@ static int adapt(rt_dataset *d, const rt_data_opts *o, char *err, size_t errlen)
   int rc = 0;
   for (int i = 0; i < d->n && !rc; i++) {
     const size_t at = (size_t)i * (size_t)d->c * in_plane;
-    for (size_t k = 0; k < (size_t)d->c * in_plane; k++) src[k] = pix(d, at + k);
+    for (size_t k = 0; k < (size_t)d->c * in_plane; k++) src[k] = rt_data_pixel(d, at + k);
     if (cr < d->c) /* RGB's mean */
       for (size_t k = 0; k < in_plane; k++)
         mid[k] = (src[k] + src[in_plane + k] + src[2 * in_plane + k]) / 3.0f;
@@ -1031,8 +1038,9 @@ int rt_data_open(const rt_data_opts *o, rt_dataset *train, rt_dataset *test, cha
   }
   if (rc) return -1;
   if (o->train_limit > 0) rt_dataset_truncate(&a, o->train_limit);
+  int exact = o->fmt == RT_DATA_IDX || o->fmt == RT_DATA_CIFAR10;
   if (o->fmt != RT_DATA_FOLDER &&
-      (adapt(&a, o, err, errlen) || adapt(&b, o, err, errlen))) {
+      (adapt(&a, o, exact, err, errlen) || adapt(&b, o, exact, err, errlen))) {
     rt_dataset_free(&a);
     rt_dataset_free(&b);
     return -1;
@@ -1096,7 +1104,7 @@ void rt_data_norm(const rt_dataset *d, rt_norm *nm) {
     for (int i = 0; i < d->n; i++) {
       size_t at = ((size_t)i * (size_t)d->c + (size_t)ch) * plane;
       for (size_t k = 0; k < plane; k++) {
-        double v = pix(d, at + k);
+        double v = rt_data_pixel(d, at + k);
         s += v, s2 += v * v;
       }
     }
@@ -1127,9 +1135,9 @@ void rt_data_draws(const int *idx, int n, int crop, int flip, rt_rng *rng, rt_dr
 }
 
 /* Columns [x0, x1) of an image row dp from the source row s, column x
- * from source column x + off (mirrored: off - x), each value as pix()
- * and the normalisation take it; one loop a case, without a test a
- * value. */
+ * from source column x + off (mirrored: off - x), each value as
+ * rt_data_pixel() and the normalisation take it; one loop a case, without
+ * a test a value. */
 static void row_bytes(const uint8_t *restrict s, float scale, float mean, float sd, int x0,
                       int x1, int off, int mirror, float *restrict dp) {
   if (mirror)

@@ -40,11 +40,18 @@ typedef struct rt_dataset {
   int n, c, h, w;   /* images and their shape */
   int classes;      /* 1 + largest label (10 for the fixed formats) */
   float *x;         /* n*c*h*w, values in [0, 1]; NULL when px or src holds the images */
-  uint8_t *px;      /* n*c*h*w bytes, value px*scale (sets too large as floats) */
+  uint8_t *px;      /* n*c*h*w bytes, value px*scale (the 8-bit formats, and sets too
+                       large as floats) */
   float scale;      /* of px */
   ir_label *y;      /* n labels */
   struct rt_folder *src; /* an image folder: decoded on demand by a stream */
 } rt_dataset;
+
+/* Pixel k (of n*c*h*w) of a set in memory, from its floats or its bytes:
+ * a byte's value is the same float a set of floats would hold. */
+static inline float rt_data_pixel(const rt_dataset *d, size_t k) {
+  return d->x ? d->x[k] : (float)d->px[k] * d->scale;
+}
 
 /* What rt_data_open needs beyond the format and path. */
 typedef struct rt_data_opts {

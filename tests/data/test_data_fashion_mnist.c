@@ -26,8 +26,9 @@ static void check_split(const rt_dataset *d, int n, int per_class) {
   CHECK(bad == 0);
   float lo = 1, hi = 0;
   for (size_t i = 0; i < (size_t)d->n * 784; i++) {
-    if (d->x[i] < lo) lo = d->x[i];
-    if (d->x[i] > hi) hi = d->x[i];
+    float v = rt_data_pixel(d, i);
+    if (v < lo) lo = v;
+    if (v > hi) hi = v;
   }
   CHECK(lo == 0.0f && hi == 1.0f);
 }

@@ -102,14 +102,15 @@ static void write_idx_set(const char *dir, int gz) {
 static void check_idx_set(const rt_dataset *a, const rt_dataset *b) {
   CHECK(a->n == 5 && a->c == 1 && a->h == 3 && a->w == 4 && a->classes == 4);
   CHECK(b->n == 2 && b->c == 1 && b->h == 3 && b->w == 4 && b->classes == 4);
+  CHECK(a->px && !a->x && b->px && !b->x); /* the file's bytes, kept */
   int bad = 0;
   for (int i = 0; i < 5; i++) {
     bad += a->y[i] != train_lab[i];
-    for (int k = 0; k < 12; k++) bad += !near(a->x[i * 12 + k], idx_px(0, i, k) / 255.0);
+    for (int k = 0; k < 12; k++) bad += !near(rt_data_pixel(a, (size_t)i * 12 + k), idx_px(0, i, k) / 255.0);
   }
   for (int i = 0; i < 2; i++) {
     bad += b->y[i] != test_lab[i];
-    for (int k = 0; k < 12; k++) bad += !near(b->x[i * 12 + k], idx_px(1, i, k) / 255.0);
+    for (int k = 0; k < 12; k++) bad += !near(rt_data_pixel(b, (size_t)i * 12 + k), idx_px(1, i, k) / 255.0);
   }
   CHECK(bad == 0);
 }
@@ -307,16 +308,18 @@ static void write_cifar(const char *dir) {
 static void check_cifar(const rt_dataset *a, const rt_dataset *b) {
   CHECK(a->n == 9 && a->c == 3 && a->h == 32 && a->w == 32 && a->classes == 10);
   CHECK(b->n == 2 && b->c == 3 && b->h == 32 && b->w == 32 && b->classes == 10);
+  CHECK(a->px && !a->x && b->px && !b->x); /* the records' bytes, kept */
   int bad = 0;
   for (int r = 0; r < 11; r++) {
     const rt_dataset *d = r < 9 ? a : b;
     int i = r < 9 ? r : r - 9;
     bad += d->y[i] != r % 10;
-    for (int k = 0; k < 3072; k++) bad += !near(d->x[(size_t)i * 3072 + k], cifar_px(r, k) / 255.0);
+    for (int k = 0; k < 3072; k++)
+      bad += !near(rt_data_pixel(d, (size_t)i * 3072 + k), cifar_px(r, k) / 255.0);
   }
   CHECK(bad == 0);
   /* Channel-planar: pixel (ch 1, row 2, col 5) is byte 1 + 1024 + 2*32 + 5. */
-  CHECK(near(a->x[1024 + 2 * 32 + 5], cifar_px(0, 1024 + 69) / 255.0));
+  CHECK(near(rt_data_pixel(a, 1024 + 2 * 32 + 5), cifar_px(0, 1024 + 69) / 255.0));
 }
 
 static void test_cifar(const char *root) {

@@ -119,13 +119,17 @@ static int cmd_dump(const char *ckpt, const char *data, const char *out, int lim
     }
   }
   free(fc), free(bc);
-  /* labels.u8: a byte per label (the test sets here have 10 classes) */
+  /* labels.u8: a byte per label (the test sets here have 10 classes);
+   * images.f32: the images as floats in [0, 1], whether the set keeps
+   * floats or bytes */
   uint8_t *lab8 = malloc((size_t)n);
+  float *im = malloc((size_t)n * img * sizeof *im);
   for (int i = 0; lab8 && i < n; i++) lab8[i] = (uint8_t)test.y[i];
-  int bad = !lab8 || write_file(out, "images.f32", test.x, (size_t)n * img * sizeof(float)) ||
+  for (size_t i = 0; im && i < (size_t)n * img; i++) im[i] = rt_data_pixel(&test, i);
+  int bad = !lab8 || !im || write_file(out, "images.f32", im, (size_t)n * img * sizeof(float)) ||
             write_file(out, "labels.u8", lab8, (size_t)n) ||
             write_file(out, "ref.f32", logits, (size_t)n * k * sizeof(float));
-  free(lab8);
+  free(lab8), free(im);
   if (bad) goto out;
   printf("runtime: %d images, test_acc %.6f\n", n, (double)correct / n);
   rc = 0;
