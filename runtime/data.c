@@ -53,9 +53,9 @@ static void bytes_to_floats(float *dst, const uint8_t *src, size_t n, float scal
   for (size_t i = 0; i < n; i++) dst[i] = lut[src[i]];
 }
 
-/* A set of n images of c x h x w, as floats, or with bytes > 0 as bytes
- * of value b * bytes (the formats that store 8-bit levels keep them: a
- * quarter of the memory, and no pass over the set at load). */
+/* A set of n images of c x h x w: floats, or with bytes > 0, bytes whose
+ * value is byte * bytes (the formats of 8-bit levels keep them: a quarter
+ * of the memory, and no pass over the set at load). */
 static int alloc_dataset(rt_dataset *d, int n, int c, int h, int w, float bytes, char *err,
                          size_t errlen, const char *what) {
   size_t px = (size_t)n * (size_t)c * (size_t)h * (size_t)w;
@@ -942,7 +942,6 @@ static int load_downsampled(const char *dir, int classes, rt_dataset *train, rt_
 }
 
 /* ---- the public API ---- */
-
 
 /* The adapters ('data ... resize HxW channels N'): every image to
  * channels x resize_h x resize_w. RGB becomes gray before the resize and
