@@ -198,10 +198,14 @@ typedef struct host {
    * so that the pool's backward writes nothing; on a backend that can
    * (pool_fwd), its forward writes the pool's output and the windows'
    * codes instead of its own (rt_conv_shape.pool_y), and the backward
-   * routes by the codes. Per layer (pool_fusable). */
+   * routes by the codes. Per layer: the candidates (pool_fusable), and
+   * which of them feed their pools under the plan (pool_plan): past the
+   * dead layers of a stage in the live layout, the first layer's output
+   * is what the pool reads. */
   struct pool_fuse {
-    int pool;     /* a conv layer's: that pool's layer, or -1 */
-    int conv;     /* a pool's: that conv layer, or -1 */
+    int cand;     /* a conv layer's: the pool its output can feed (pool_fusable), or -1 */
+    int pool;     /* a conv layer's: that pool's layer under the plan (pool_plan), or -1 */
+    int conv;     /* a pool's: that conv layer under the plan, or -1 */
     int taken;    /* a pool's: its conv takes the gradient of this backward */
     int made;     /* a pool's: its conv's last forward made its output */
     int64_t dy;   /* a pool's: where its output's gradient is, then */
@@ -327,14 +331,46 @@ static void bn_fusable(const ir_graph *g, int ref, struct bn_fuse *f) {
   }
 }
 
-/* Fills f[].pool and f[].conv: each conv layer without batch norm, with
- * its ReLU, and its pool_after. */
+static int empty(const ir_layer *l);
+
+/* Whether layer k reads tensor t (its input, pass-through or z). */
+static int reads(const ir_layer *k, int t) { return k->in_t == t || k->prev_t == t || k->z_t == t; }
+
+/* The 2x2 max pool (stride 2, never dead) that reads conv layer l's whole
+ * output, which l alone writes whole, on even planes, where every other
+ * layer reading it is one that can die, as its input or pass-through:
+ * the pool l feeds while those are dead and aliased (pool_plan); or -1. */
+static int pool_among(const ir_graph *g, const ir_layer *l) {
+  if (l->kind != IR_CONV || l->out_ch != 0 || l->cout != g->tensors[l->out_t].c || l->oh % 2 ||
+      l->ow % 2)
+    return -1;
+  const ir_tensor *r = &g->tensors[l->out_t];
+  int writers = 0, pool = -1;
+  for (int k = 0; k < g->n_layers; k++) {
+    const ir_layer *o = &g->layers[k];
+    writers += o->out_t == l->out_t || o->z_t == l->out_t;
+    if (!reads(o, l->out_t)) continue;
+    if (o->kind == IR_MAXPOOL && pool < 0 && o->in_t == l->out_t && o->in_ch == 0 &&
+        o->cin == r->c && o->h == r->h && o->w == r->w && o->k == 2 && o->stride == 2 &&
+        !o->can_die)
+      pool = k;
+    else if (!o->can_die || o->z_t == l->out_t)
+      return -1;
+  }
+  return writers == 1 ? pool : -1;
+}
+
+/* Fills f[].cand: each conv layer without batch norm, with its ReLU, and
+ * its pool_among; f[].pool and f[].conv where the pool is its output's
+ * only reader (pool_plan sets them under the plan). */
 static void pool_fusable(const ir_graph *g, struct pool_fuse *f) {
-  for (int i = 0; i < g->n_layers; i++) f[i].pool = f[i].conv = -1;
+  for (int i = 0; i < g->n_layers; i++) f[i].cand = f[i].pool = f[i].conv = -1;
   for (int i = 0; i < g->n_layers; i++) {
     const ir_layer *l = &g->layers[i];
-    int p = !l->bn && l->relu ? pool_after(g, l) : -1;
-    if (p >= 0) f[i].pool = p, f[p].conv = i;
+    if (l->bn || !l->relu) continue;
+    int p = pool_after(g, l);
+    if (p >= 0) f[i].cand = f[i].pool = p, f[p].conv = i;
+    else f[i].cand = pool_among(g, l);
   }
 }
 
@@ -411,8 +447,6 @@ static int zero_ranges(const host *e, const uint8_t *work, int64_t (*r)[2]) {
 /* A layer with a backend's kernels needs its input's gradient? (Nothing
  * reads the gradient of the network's input.) */
 static int needs_dx(const hx *x, const ir_layer *l);
-
-static int empty(const ir_layer *l);
 
 /* Layer l's backward overwrites its input slice's gradient, which this
  * pass did not clear (plan_dx_assign): a pass under the plan. */
@@ -546,6 +580,28 @@ static int cut_ranges(int64_t (*r)[2], int n, int64_t (*cut)[2], int m) {
   return n;
 }
 
+/* Which conv feeds which pool under the plan: a candidate (pool_fusable)
+ * that is alive, whose output the pool reads where it is, every other
+ * reader of it dead and aliased (its op does nothing). */
+static void pool_plan(host *e) {
+  const hx *x = &e->pub;
+  const ir_graph *g = x->g;
+  struct pool_fuse *f = e->pfu;
+  for (int i = 0; f && i < g->n_layers; i++) {
+    f[i].pool = f[i].conv = -1;
+    f[i].made = f[i].taken = 0; /* of the forward and backward to come */
+  }
+  for (int i = 0; f && i < g->n_layers; i++) {
+    int p = f[i].cand, ok = p >= 0 && x->arch->alive[i] && e->plan->alias[i] == i &&
+                            e->plan->in_off[p] == e->plan->out_off[i];
+    for (int k = 0; ok && k < g->n_layers; k++)
+      if (k != p && reads(&g->layers[k], g->layers[i].out_t))
+        ok = empty(&g->layers[k]) ||
+             (!x->arch->alive[k] && e->plan->alias[k] != k && !e->layout_bounds);
+    if (ok) f[i].pool = p, f[p].conv = i;
+  }
+}
+
 /* Makes the plan again, and with it the ranges to clear. A clean arena
  * stays clean when no alias changed and every channel worked before
  * still is (one that becomes worked held 0, and is computed from now on). */
@@ -562,6 +618,7 @@ static void replan(host *e) {
   e->n_znarrow = cut_ranges(e->znarrow, zero_ranges(e, e->plan->work, e->znarrow), cut, n_cut);
   free(cut);
   plan_bn_x(e);
+  pool_plan(e);
   if (e->planned &&
       memcmp(e->alias_was, e->plan->alias, (size_t)g->n_layers * sizeof *e->alias_was))
     e->clean = 0;
@@ -709,7 +766,7 @@ rt_backend *rt_step_new(const char *backend, const ir_graph *g, const ir_arch *a
     }
   int64_t bn_codes = e->pcode_ns; /* the windows with extremes: batch norm's, first */
   for (int i = 0; e->pfu && i < g->n_layers; i++)
-    if (e->pfu[i].pool >= 0) {
+    if (e->pfu[i].cand >= 0) {
       const ir_layer *l = &g->layers[i];
       e->pfu[i].code = e->pcode_ns, e->pcode_ns += (int64_t)l->cout * (l->oh * l->ow / 4);
     }
