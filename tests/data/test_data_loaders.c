@@ -106,11 +106,13 @@ static void check_idx_set(const rt_dataset *a, const rt_dataset *b) {
   int bad = 0;
   for (int i = 0; i < 5; i++) {
     bad += a->y[i] != train_lab[i];
-    for (int k = 0; k < 12; k++) bad += !near(rt_data_pixel(a, (size_t)i * 12 + k), idx_px(0, i, k) / 255.0);
+    for (int k = 0; k < 12; k++)
+      bad += !near(rt_data_pixel(a, (size_t)i * 12 + k), idx_px(0, i, k) / 255.0);
   }
   for (int i = 0; i < 2; i++) {
     bad += b->y[i] != test_lab[i];
-    for (int k = 0; k < 12; k++) bad += !near(rt_data_pixel(b, (size_t)i * 12 + k), idx_px(1, i, k) / 255.0);
+    for (int k = 0; k < 12; k++)
+      bad += !near(rt_data_pixel(b, (size_t)i * 12 + k), idx_px(1, i, k) / 255.0);
   }
   CHECK(bad == 0);
 }
