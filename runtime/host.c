@@ -303,44 +303,18 @@ static void arena_free(float *p, size_t floats) {
   if (p) munmap(p, arena_bytes(floats ? floats : 1));
 }
 
-/* The 2x2 max pool (stride 2, never dead) that alone reads conv layer l's
- * output, which l alone writes whole, on even planes (every position in
- * one window; rt_plan_sole_pool_writer), or -1. */
-static int pool_after(const ir_graph *g, const ir_layer *l) {
-  if (l->kind != IR_CONV || l->out_ch != 0 || l->cout != g->tensors[l->out_t].c || l->oh % 2 ||
-      l->ow % 2)
-    return -1;
-  int writers = 0;
-  for (int k = 0; k < g->n_layers; k++)
-    writers += g->layers[k].out_t == l->out_t || g->layers[k].z_t == l->out_t;
-  int p = writers == 1 ? rt_plan_sole_pool_writer(g, l->out_t) : -1;
-  return p >= 0 && g->layers[p].k == 2 && g->layers[p].stride == 2 && !g->layers[p].can_die
-             ? p
-             : -1;
-}
-
-/* Fills f[].pool: for each conv layer with batch norm, then its ReLU, its
- * pool_after, when its planes suit rt_bn_out; none under ref, which
- * composes them as written (its kernels fuse nothing either): the oracle
- * of the fused paths. */
-static void bn_fusable(const ir_graph *g, int ref, struct bn_fuse *f) {
-  for (int i = 0; i < g->n_layers; i++) {
-    const ir_layer *l = &g->layers[i];
-    int fits = l->bn == IR_BN_BEFORE && l->relu && (int64_t)l->oh * l->ow <= RT_BN_POOL_HW;
-    f[i].pool = !ref && fits ? pool_after(g, l) : -1;
-  }
-}
-
 static int empty(const ir_layer *l);
 
 /* Whether layer k reads tensor t (its input, pass-through or z). */
 static int reads(const ir_layer *k, int t) { return k->in_t == t || k->prev_t == t || k->z_t == t; }
 
 /* The 2x2 max pool (stride 2, never dead) that reads conv layer l's whole
- * output, which l alone writes whole, on even planes, where every other
- * layer reading it is one that can die, as its input or pass-through:
- * the pool l feeds while those are dead and aliased (pool_plan); or -1. */
-static int pool_among(const ir_graph *g, const ir_layer *l) {
+ * output, which l alone writes whole, on even planes (every position in
+ * one window), where every other layer reading it (*others of them) is
+ * one that can die, as its input or pass-through: the pool l feeds while
+ * those are dead and aliased (pool_plan); or -1. */
+static int pool_among(const ir_graph *g, const ir_layer *l, int *others) {
+  *others = 0;
   if (l->kind != IR_CONV || l->out_ch != 0 || l->cout != g->tensors[l->out_t].c || l->oh % 2 ||
       l->ow % 2)
     return -1;
@@ -356,8 +330,28 @@ static int pool_among(const ir_graph *g, const ir_layer *l) {
       pool = k;
     else if (!o->can_die || o->z_t == l->out_t)
       return -1;
+    else
+      ++*others;
   }
   return writers == 1 ? pool : -1;
+}
+
+/* pool_among's pool where it alone reads l's output, or -1. */
+static int pool_after(const ir_graph *g, const ir_layer *l) {
+  int others, p = pool_among(g, l, &others);
+  return others ? -1 : p;
+}
+
+/* Fills f[].pool: for each conv layer with batch norm, then its ReLU, its
+ * pool_after, when its planes suit rt_bn_out; none under ref, which
+ * composes them as written (its kernels fuse nothing either): the oracle
+ * of the fused paths. */
+static void bn_fusable(const ir_graph *g, int ref, struct bn_fuse *f) {
+  for (int i = 0; i < g->n_layers; i++) {
+    const ir_layer *l = &g->layers[i];
+    int fits = l->bn == IR_BN_BEFORE && l->relu && (int64_t)l->oh * l->ow <= RT_BN_POOL_HW;
+    f[i].pool = !ref && fits ? pool_after(g, l) : -1;
+  }
 }
 
 /* Fills f[].cand: each conv layer without batch norm, with its ReLU, and
@@ -368,9 +362,9 @@ static void pool_fusable(const ir_graph *g, struct pool_fuse *f) {
   for (int i = 0; i < g->n_layers; i++) {
     const ir_layer *l = &g->layers[i];
     if (l->bn || !l->relu) continue;
-    int p = pool_after(g, l);
-    if (p >= 0) f[i].cand = f[i].pool = p, f[p].conv = i;
-    else f[i].cand = pool_among(g, l);
+    int others, p = pool_among(g, l, &others);
+    f[i].cand = p;
+    if (p >= 0 && !others) f[i].pool = p, f[p].conv = i;
   }
 }
 
