@@ -45,7 +45,7 @@
  *
  * The model has batch norm (both orders), a max pool, a dead layer, GAP
  * and a linear stage, so that every generated op of the step runs. */
-#include "tests/jit/jitutil.h"
+#include "tests/jit/jitexec.h"
 #include "tests/jit/deferred.h"
 
 #include "kgen/devops.h"
@@ -93,18 +93,10 @@ static int train(run *r, int graphs, int how, const char *backend, int fused) {
   char err[256];
   if (graphs) unsetenv("ILNAS_CUDA_GRAPHS");
   else setenv("ILNAS_CUDA_GRAPHS", "0", 1);
-  ir_graph *g = jt_build(src);
-  CHECK(g, "model does not build");
-  if (!g) return -1;
   /* the device step itself: its traffic and graphs, at the bounds */
-  rt_exec *x = rt_exec_new(g, BATCH, 1, backend, err, sizeof err);
-  CHECK(x, "cuda exec: %s", err);
-  if (!x) {
-    ir_free(g);
-    return -1;
-  }
-  rt_exec_init_params(x, 5);
-  CHECK(rt_exec_prepare(x, err, sizeof err) == 0, "prepare: %s", err);
+  ir_graph *g;
+  rt_exec *x = jt_exec(src, BATCH, 1, backend, &g);
+  if (!x) return -1;
   const ir_tensor *t = &g->tensors[g->input_t];
   size_t img = (size_t)t->c * t->h * t->w;
   jt_state = 88172645463325252ull;
@@ -136,11 +128,8 @@ static int train(run *r, int graphs, int how, const char *backend, int fused) {
       rt_exec_set_unit(x, l->w_off, 1, !ir_alpha_get(x->arch, l->w_off), NULL);
       /* and through the live layout, a dead layer comes alive: a new step */
       for (int li = 0; strcmp(backend, "cuda") == 0 && li < g->n_layers; li++) {
-        const ir_layer *dl = &g->layers[li];
-        if (dl->w_off < 0 || x->arch->alive[li]) continue;
-        rt_exec_set_alive(x, li, 1);
-        int64_t unit = ir_fan_in(dl) / dl->cin;
-        rt_exec_set_unit(x, dl->w_off, unit, 1, NULL);
+        if (g->layers[li].w_off < 0 || x->arch->alive[li]) continue;
+        jt_wake(x, li);
         break;
       }
       CHECK(rt_exec_prepare(x, err, sizeof err) == 0, "prepare: %s", err);

@@ -7,8 +7,7 @@
  * alive must keep the set too; a set of bytes (as Fashion-MNIST's) and
  * one of floats. A draw of an image the set does not have is an error,
  * and a set of another shape than the input is not kept. */
-#include "jitutil.h"
-#include "runtime/exec.h"
+#include "jitexec.h"
 #include "runtime/packed.h"
 
 enum { BATCH = 12, STEPS = 6, NSET = 40, CROP = 2, THREADS = 2 };
@@ -29,17 +28,9 @@ typedef struct result {
  * images made from them. A dead layer comes alive before step 3. */
 static int run(const char *backend, const rt_dataset *ds, int kept, result *r) {
   char err[256];
-  ir_graph *g = jt_build(src);
-  CHECK(g, "model does not build");
-  if (!g) return -1;
-  rt_exec *x = rt_exec_new(g, BATCH, THREADS, backend, err, sizeof err);
-  CHECK(x, "%s: exec: %s", backend, err);
-  if (!x) {
-    ir_free(g);
-    return -1;
-  }
-  rt_exec_init_params(x, 5);
-  CHECK(rt_exec_prepare(x, err, sizeof err) == 0, "%s: prepare: %s", backend, err);
+  ir_graph *g;
+  rt_exec *x = jt_exec(src, BATCH, THREADS, backend, &g);
+  if (!x) return -1;
   const ir_tensor *t = &g->tensors[g->input_t];
   size_t img = (size_t)t->c * t->h * t->w;
   rt_norm nm;
@@ -54,10 +45,8 @@ static int run(const char *backend, const rt_dataset *ds, int kept, result *r) {
   for (int s = 0; s < STEPS; s++) {
     if (s == 3) /* a dead layer comes alive: in the live layout, a new step */
       for (int li = 0; li < g->n_layers; li++) {
-        const ir_layer *dl = &g->layers[li];
-        if (dl->w_off < 0 || x->arch->alive[li]) continue;
-        rt_exec_set_alive(x, li, 1);
-        rt_exec_set_unit(x, dl->w_off, ir_fan_in(dl) / dl->cin, 1, NULL);
+        if (g->layers[li].w_off < 0 || x->arch->alive[li]) continue;
+        jt_wake(x, li);
         CHECK(rt_exec_prepare(x, err, sizeof err) == 0, "%s: prepare: %s", backend, err);
         break;
       }

@@ -10,8 +10,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "jitutil.h"
-#include "runtime/exec.h"
+#include "jitexec.h"
 
 enum { BATCH = 8, STEPS = 6, THREADS = 2 };
 
@@ -33,17 +32,9 @@ typedef struct result {
  * layers come alive before step 3. The number of parameters, or -1. */
 static long run(const char *backend, result *r) {
   char err[256];
-  ir_graph *g = jt_build(src);
-  CHECK(g, "model does not build");
-  if (!g) return -1;
-  rt_exec *x = rt_exec_new(g, BATCH, THREADS, backend, err, sizeof err);
-  CHECK(x, "%s: exec: %s", backend, err);
-  if (!x) {
-    ir_free(g);
-    return -1;
-  }
-  rt_exec_init_params(x, 5);
-  CHECK(rt_exec_prepare(x, err, sizeof err) == 0, "%s: prepare: %s", backend, err);
+  ir_graph *g;
+  rt_exec *x = jt_exec(src, BATCH, THREADS, backend, &g);
+  if (!x) return -1;
   for (int li = 0; li < g->n_layers; li++)
     r->dead += g->layers[li].kind == IR_CONV && !x->arch->alive[li];
   const ir_tensor *t = &g->tensors[g->input_t];
@@ -53,12 +44,8 @@ static long run(const char *backend, result *r) {
   ir_label lab[BATCH];
   for (int s = 0; s < STEPS; s++) {
     if (s == 3) { /* every dead layer alive */
-      for (int li = 0; li < g->n_layers; li++) {
-        const ir_layer *dl = &g->layers[li];
-        if (dl->w_off < 0 || x->arch->alive[li]) continue;
-        rt_exec_set_alive(x, li, 1);
-        rt_exec_set_unit(x, dl->w_off, ir_fan_in(dl) / dl->cin, 1, NULL);
-      }
+      for (int li = 0; li < g->n_layers; li++)
+        if (g->layers[li].w_off >= 0 && !x->arch->alive[li]) jt_wake(x, li);
       CHECK(rt_exec_prepare(x, err, sizeof err) == 0, "%s: prepare: %s", backend, err);
     }
     for (int i = 0; i < BATCH; i++) lab[i] = (ir_label)((s * 3 + i) % 4);

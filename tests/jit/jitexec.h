@@ -1,0 +1,40 @@
+/* jitexec.h: what the tests that train a model through rt_exec share: the
+ * exec of a model from source, prepared, and a dead layer brought alive. */
+#ifndef ILNAS_TESTS_JITEXEC_H
+#define ILNAS_TESTS_JITEXEC_H
+
+#include "runtime/exec.h"
+#include "tests/jit/jitutil.h"
+
+/* The model of source text on backend (batch, threads), its parameters
+ * drawn from seed 5, prepared; *gp its graph (the caller frees both).
+ * NULL after a failed CHECK, nothing left to free. */
+static inline rt_exec *jt_exec(const char *text, int batch, int threads, const char *backend,
+                               ir_graph **gp) {
+  char err[256];
+  *gp = NULL;
+  ir_graph *g = jt_build(text);
+  CHECK(g, "model does not build");
+  if (!g) return NULL;
+  rt_exec *x = rt_exec_new(g, batch, threads, backend, err, sizeof err);
+  CHECK(x, "%s: exec: %s", backend, err);
+  if (!x) {
+    ir_free(g);
+    return NULL;
+  }
+  rt_exec_init_params(x, 5);
+  CHECK(rt_exec_prepare(x, err, sizeof err) == 0, "%s: prepare: %s", backend, err);
+  *gp = g;
+  return x;
+}
+
+/* Dead weighted layer li alive, with its first unit of weights (ir_fan_in
+ * / cin of them: a kernel, or one weight at weight granularity of a
+ * linear layer) active at 0. The caller prepares. */
+static inline void jt_wake(rt_exec *x, int li) {
+  const ir_layer *l = &x->g->layers[li];
+  rt_exec_set_alive(x, li, 1);
+  rt_exec_set_unit(x, l->w_off, ir_fan_in(l) / l->cin, 1, NULL);
+}
+
+#endif
