@@ -238,7 +238,10 @@ static int decode_png(rt_imgdec *d, const uint8_t *buf, size_t n, int c, int *w,
   if (type == PNG_COLOR_TYPE_PALETTE) png_set_palette_to_rgb(png);
   if (type == PNG_COLOR_TYPE_GRAY && depth < 8) png_set_expand_gray_1_2_4_to_8(png);
   if (depth == 16) png_set_strip_16(png);
-  if (type & PNG_COLOR_MASK_ALPHA) png_set_strip_alpha(png);
+  /* a palette's transparency (tRNS) comes out as alpha with its colours */
+  if ((type & PNG_COLOR_MASK_ALPHA) ||
+      (type == PNG_COLOR_TYPE_PALETTE && png_get_valid(png, info, PNG_INFO_tRNS)))
+    png_set_strip_alpha(png);
   int color = type == PNG_COLOR_TYPE_PALETTE || (type & PNG_COLOR_MASK_COLOR);
   if (!color && c == 3) png_set_gray_to_rgb(png);
   png_set_interlace_handling(png);

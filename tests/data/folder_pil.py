@@ -8,7 +8,7 @@ import os
 import sys
 
 try:
-    from PIL import Image
+    from PIL import Image, PngImagePlugin
 except ImportError:
     print("SKIP: PIL is not installed for /usr/bin/python3 (apt-get install python3-pil)")
     sys.exit(77)
@@ -50,6 +50,19 @@ rgba.putalpha(128)
 save(rgba, "rgba.png")
 save(picture(26, 19, 6).convert("P", palette=Image.ADAPTIVE, colors=16), "palette.png")
 save(picture(17, 23, 7).convert("1"), "bilevel.png")
+# transparency without an alpha channel (tRNS), which convert() drops
+save(picture(21, 13, 8).convert("P", palette=Image.ADAPTIVE, colors=32), "palette_trns.png",
+     transparency=3)
+save(picture(15, 11, 9).convert("L"), "gray_trns.png", transparency=40)
+save(picture(12, 9, 10), "rgb_trns.png", transparency=(10, 20, 30))
+save(picture(14, 10, 11).convert("LA"), "gray_alpha.png")
+# ancillary chunks that change no pixel of convert(): text, a gamma, a
+# resolution, a profile
+info = PngImagePlugin.PngInfo()
+info.add_text("Comment", "x" * 3000)
+info.add_text("Title", "ilnas", zip=True)
+info.add(b"gAMA", (45455).to_bytes(4, "big"))
+save(picture(16, 12, 12), "chunks.png", pnginfo=info, dpi=(72, 72), icc_profile=bytes(300))
 
 with open(os.path.join(out, "manifest.txt"), "w") as m:
     for name in made:
