@@ -229,6 +229,16 @@ static int decode_png(rt_imgdec *d, const uint8_t *buf, size_t n, int c, int *w,
   }
   png_set_read_fn(png, &src, png_read_mem);
   png_set_user_limits(png, MAX_SIDE, MAX_SIDE);
+  /* The ancillary chunks that libpng reads whole into memory change no
+   * pixel that PIL's convert() gives (no gamma, profile or background is
+   * applied): skipped as they are read, so that a chunk's length is never
+   * an allocation. A 44-byte file whose sPLT chunk claimed 1.4 GB made
+   * libpng allocate and clear that much before it found the file cut
+   * short (4.7 s; tests/fuzz/fuzz_img.c found it). */
+  static const png_byte skip[] = "bKGD\0cHRM\0eXIf\0gAMA\0hIST\0iCCP\0iTXt\0oFFs\0pCAL\0"
+                                 "pHYs\0sBIT\0sCAL\0sPLT\0sRGB\0tEXt\0tIME\0zTXt";
+  png_set_keep_unknown_chunks(png, PNG_HANDLE_CHUNK_NEVER, NULL, 0); /* unknown ones */
+  png_set_keep_unknown_chunks(png, PNG_HANDLE_CHUNK_NEVER, skip, (int)(sizeof skip / 5));
   png_read_info(png, info);
   png_uint_32 pw = png_get_image_width(png, info), ph = png_get_image_height(png, info);
   int depth = png_get_bit_depth(png, info), type = png_get_color_type(png, info);

@@ -65,7 +65,8 @@ for t in frontend ir ckpt img; do
   t1=$(date +%s)
   # the regression cases once each, then the fuzzer from the corpus
   if ls "$reg"/* >/dev/null 2>&1; then
-    (cd "$out" && "./fuzz_$t" -runs=1 "$reg"/* >"$out/$t-regress.log" 2>&1) ||
+    (cd "$out" && "./fuzz_$t" -runs=1 -timeout=10 -rss_limit_mb=1024 "$reg"/* \
+      >"$out/$t-regress.log" 2>&1) ||
       { echo "FAIL: fuzz_$t crashes on a regression case:"; tail -40 "$out/$t-regress.log"; status=1; }
   fi
   if (cd "$out" && TMPDIR=$out "./fuzz_$t" -runs="$n" -seed=1 -max_len=65536 -timeout=10 \
