@@ -1,10 +1,11 @@
 #!/bin/sh
 # fuzz.sh SRC BUILD [RUNS]: builds the libFuzzer targets (frontend, IR,
-# checkpoint, image decoder) with clang-14, ASan and UBSan straight from
-# their sources, then runs each for RUNS inputs over a corpus: the samples,
-# the frontend's golden cases, serialized IRs and checkpoints of the IR
-# goldens, the small images of tests/fuzz/corpus/img/, and the regression
-# cases in tests/fuzz/regress/<target>/. Exits 77 (skip) when
+# checkpoint, image decoder, data set loaders) with clang-14, ASan and
+# UBSan straight from their sources, then runs each for RUNS inputs over a
+# corpus: the samples, the frontend's golden cases, serialized IRs and
+# checkpoints of the IR goldens, the small images and data sets of
+# tests/fuzz/corpus/, and the regression cases in
+# tests/fuzz/regress/<target>/. Exits 77 (skip) when
 # clang-14 or libFuzzer is missing. A crash leaves its input in
 # BUILD/fuzz/crash-*: copy it into tests/fuzz/regress/<target>/ and fix it.
 set -eu
@@ -21,7 +22,8 @@ for f in "$build"/grammar/lexer.c "$build"/grammar/parser.c; do
   [ -f "$f" ] || { echo "fuzz.sh: $f missing (build the project first)"; exit 1; }
 done
 out=$build/fuzz
-rm -rf "$out" && mkdir -p "$out/obj" "$out/corpus/frontend" "$out/corpus/ir" "$out/corpus/ckpt" "$out/corpus/img"
+rm -rf "$out" && mkdir -p "$out/obj" "$out/corpus/frontend" "$out/corpus/ir" "$out/corpus/ckpt" "$out/corpus/img" \
+  "$out/corpus/data"
 san="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer"
 flags="-std=c11 -g -O1 -D_POSIX_C_SOURCE=200809L -I$src -I$build/grammar -I$src/grammar -w"
 fe="$src/frontend/ast.c $src/frontend/check.c $src/frontend/diag.c $src/frontend/frontend.c
@@ -29,6 +31,7 @@ fe="$src/frontend/ast.c $src/frontend/check.c $src/frontend/diag.c $src/frontend
 ir="$src/ir/ir.c $src/ir/serial.c"
 ck="$src/runtime/ckpt.c $src/runtime/err.c"
 img="$src/runtime/imgdec.c"
+dat="$src/runtime/data.c $src/runtime/folder.c $src/runtime/pool.c"
 t0=$(date +%s)
 # the project's sources with -fsanitize=fuzzer-no-link, each target's main with fuzzer
 lib() { # NAME SOURCES...
@@ -42,25 +45,28 @@ lib() { # NAME SOURCES...
   wait
   echo "$objs"
 }
-feo=$(lib fe $fe) iro=$(lib ir $ir) cko=$(lib ck $ck) imgo=$(lib img $img)
+feo=$(lib fe $fe) iro=$(lib ir $ir) cko=$(lib ck $ck) imgo=$(lib img $img) dato=$(lib dat $dat)
 $cc $flags $san -fsanitize=fuzzer "$src/tests/fuzz/fuzz_frontend.c" $feo -o "$out/fuzz_frontend"
 $cc $flags $san -fsanitize=fuzzer "$src/tests/fuzz/fuzz_ir.c" $iro -o "$out/fuzz_ir"
 $cc $flags $san -fsanitize=fuzzer "$src/tests/fuzz/fuzz_ckpt.c" $iro $cko -lz -o "$out/fuzz_ckpt"
 $cc $flags $san -fsanitize=fuzzer "$src/tests/fuzz/fuzz_img.c" $imgo -lturbojpeg -lpng -o "$out/fuzz_img"
+$cc $flags $san -fsanitize=fuzzer "$src/tests/fuzz/fuzz_data.c" $dato $imgo $out/obj/ck-err.o \
+  -lz -lturbojpeg -lpng -lpthread -lm -o "$out/fuzz_data"
 $cc $flags $san "$src/tests/fuzz/gen_corpus.c" "$src/ir/lower.c" $fe $ir $ck -lz -o "$out/gen_corpus"
 echo "fuzz.sh: built in $(( $(date +%s) - t0 )) s"
 
 cp "$src"/samples/*.ilnas "$src"/tests/frontend/cases/*.ilnas "$src"/tests/ir/golden/*.ilnas \
    "$out/corpus/frontend/"
 cp "$src"/tests/fuzz/corpus/img/* "$out/corpus/img/"
+cp "$src"/tests/fuzz/corpus/data/* "$out/corpus/data/"
 "$out/gen_corpus" "$out/corpus" "$src"/tests/ir/golden/*.ilnas "$src"/samples/digits.ilnas
 
 status=0
-for t in frontend ir ckpt img; do
+for t in frontend ir ckpt img data; do
   # 20 to 25 s each on 2 idle cores (about 2500, 50000 and 1700 inputs/s;
   # 3 to 4 times slower on a loaded machine)
   case $t in frontend) n=${runs:-60000} ;; ir) n=${runs:-600000} ;; ckpt) n=${runs:-30000} ;;
-  img) n=${runs:-20000} ;; esac
+  img) n=${runs:-20000} ;; data) n=${runs:-20000} ;; esac
   reg=$src/tests/fuzz/regress/$t
   t1=$(date +%s)
   # the regression cases once each, then the fuzzer from the corpus
