@@ -687,7 +687,10 @@ static uint32_t le16(const uint8_t *p) { return (uint32_t)p[0] | (uint32_t)p[1] 
 static uint32_t le32(const uint8_t *p) { return le16(p) | le16(p + 2) << 16; }
 static uint64_t le64(const uint8_t *p) { return le32(p) | (uint64_t)le32(p + 4) << 32; }
 
-/* One member of a zip file held in memory, inflated and CRC-checked. */
+/* One member of a zip file held in memory, inflated and CRC-checked.
+ * Every offset and length comes from the file: each is checked against
+ * what is left of zn after it, never by adding to it (64-bit offsets from
+ * a zip64 record could wrap). */
 static int zip_member(const uint8_t *z, size_t zn, const char *path, const char *name,
                       uint8_t **out, size_t *outn, char *err, size_t errlen) {
   size_t e = zn >= 22 ? zn - 22 : 0, stop = e > 65557 ? e - 65557 : 0;
@@ -698,13 +701,13 @@ static int zip_member(const uint8_t *z, size_t zn, const char *path, const char 
   uint64_t entries = le16(z + e + 10), at = le32(z + e + 16);
   if (at == 0xffffffffu && e >= 20 && le32(z + e - 20) == 0x07064b50u) { /* zip64 */
     uint64_t loc = le64(z + e - 20 + 8);
-    if (loc + 56 > zn || le32(z + loc) != 0x06064b50u)
+    if (loc > zn || zn - loc < 56 || le32(z + loc) != 0x06064b50u)
       return rt_fail(err, errlen, "%s: bad zip64 directory", path);
     entries = le64(z + loc + 32), at = le64(z + loc + 48);
   }
   size_t nl = strlen(name);
   for (uint64_t k = 0; k < entries; k++) {
-    if (at + 46 > zn || le32(z + at) != 0x02014b50u)
+    if (at > zn || zn - at < 46 || le32(z + at) != 0x02014b50u)
       return rt_fail(err, errlen, "%s: bad zip directory", path);
     const uint8_t *c = z + at;
     uint32_t method = le16(c + 10), crc = le32(c + 16), fnl = le16(c + 28), el = le16(c + 30),
@@ -712,16 +715,18 @@ static int zip_member(const uint8_t *z, size_t zn, const char *path, const char 
     uint64_t csize = le32(c + 20), usize = le32(c + 24), off = le32(c + 42);
     if (at + 46 + fnl + el > zn) return rt_fail(err, errlen, "%s: bad zip directory", path);
     if (fnl == nl && memcmp(c + 46, name, nl) == 0) {
-      /* zip64 sizes and offset, in this order, for the fields that overflowed */
-      for (const uint8_t *x = c + 46 + fnl, *xe = x + el; x + 4 <= xe;
-           x += 4 + le16(x + 2)) {
+      /* zip64 sizes and offset, in this order, for the fields that
+       * overflowed; the extra field's records, up to one that runs past it */
+      for (size_t xo = 0, xl; xo + 4 <= el; xo += 4 + xl) {
+        const uint8_t *x = c + 46 + fnl + xo, *v = x + 4;
+        if ((xl = le16(x + 2)) > el - xo - 4) break;
         if (le16(x) != 1) continue;
-        const uint8_t *v = x + 4, *ve = v + le16(x + 2);
-        if (usize == 0xffffffffu && v + 8 <= ve) usize = le64(v), v += 8;
-        if (csize == 0xffffffffu && v + 8 <= ve) csize = le64(v), v += 8;
-        if (off == 0xffffffffu && v + 8 <= ve) off = le64(v);
+        size_t left = xl;
+        if (usize == 0xffffffffu && left >= 8) usize = le64(v), v += 8, left -= 8;
+        if (csize == 0xffffffffu && left >= 8) csize = le64(v), v += 8, left -= 8;
+        if (off == 0xffffffffu && left >= 8) off = le64(v);
       }
-      if (off + 30 > zn || le32(z + off) != 0x04034b50u)
+      if (off > zn || zn - off < 30 || le32(z + off) != 0x04034b50u)
         return rt_fail(err, errlen, "%s: %s: bad zip entry", path, name);
       uint64_t data = off + 30 + le16(z + off + 26) + le16(z + off + 28);
       if (data > zn || csize > zn - data)
@@ -782,7 +787,7 @@ static int zip_member(const uint8_t *z, size_t zn, const char *path, const char 
 static int npy_parse(const uint8_t *p, size_t n, const char *path, const char *name,
                      char *descr, int64_t shape[2], int *ndim, const uint8_t **data,
                      size_t *dn, char *err, size_t errlen) {
-  if (n < 10 || memcmp(p, "\x93NUMPY", 6) != 0)
+  if (n < 10 || memcmp(p, "\x93NUMPY", 6) != 0 || (p[6] != 1 && n < 12))
     return rt_fail(err, errlen, "%s: %s: not a .npy array", path, name);
   size_t hl = p[6] == 1 ? le16(p + 8) : le32(p + 8), h0 = p[6] == 1 ? 10 : 12;
   if (h0 + hl > n || hl > 4096) return rt_fail(err, errlen, "%s: %s: bad .npy header", path, name);

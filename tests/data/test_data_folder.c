@@ -354,9 +354,12 @@ static size_t npy(uint8_t *out, const char *descr, long n, long d, const void *d
 static void put16(uint8_t *p, unsigned v) { p[0] = (uint8_t)v, p[1] = (uint8_t)(v >> 8); }
 static void put32(uint8_t *p, uint32_t v) { put16(p, v & 0xffff), put16(p + 2, v >> 16); }
 
-/* A zip of members, stored (deflate 0) or deflated (1), as numpy writes. */
+/* A zip of members, stored (deflate 0) or deflated (1), as numpy writes;
+ * with zip64, each member's sizes and offset in the central directory are
+ * 0xffffffff and given by a zip64 extra record (after another record), as
+ * numpy writes members of 4 GiB and more. */
 static void write_npz(const char *path, const char *const *names, uint8_t *const *data,
-                      const size_t *sizes, int count, int deflated) {
+                      const size_t *sizes, int count, int deflated, int zip64) {
   size_t cap = 1 << 20, at = 0, cd = 0;
   uint8_t *z = malloc(cap), *dir = malloc(4096);
   uint32_t offs[4];
@@ -398,6 +401,15 @@ static void write_npz(const char *path, const char *const *names, uint8_t *const
     put32(c + 24, (uint32_t)sizes[i]), put16(c + 28, (unsigned)nl), put32(c + 42, offs[i]);
     memcpy(c + 46, names[i], nl);
     cd += 46 + nl;
+    if (!zip64) continue;
+    put32(c + 20, 0xffffffffu), put32(c + 24, 0xffffffffu), put32(c + 42, 0xffffffffu);
+    uint8_t *x = c + 46 + nl; /* a timestamp record, then zip64's: usize, csize, offset */
+    memset(x, 0, 9 + 28);
+    put16(x, 0x5455), put16(x + 2, 5);
+    put16(x + 9, 1), put16(x + 11, 24);
+    put32(x + 13, (uint32_t)sizes[i]), put32(x + 21, (uint32_t)csz[i]), put32(x + 29, offs[i]);
+    put16(c + 30, 9 + 28);
+    cd += 9 + 28;
   }
   memcpy(z + at, dir, cd);
   uint8_t *e = z + at + cd;
@@ -408,7 +420,8 @@ static void write_npz(const char *path, const char *const *names, uint8_t *const
   free(z), free(dir);
 }
 
-static void write_ds_batch(const char *path, int n, int side, int first, int deflate,
+/* flags: 1 deflated, 2 a zip64 directory (write_npz) */
+static void write_ds_batch(const char *path, int n, int side, int first, int flags,
                            int64_t label_max) {
   size_t d = 3u * side * side;
   uint8_t *x = malloc(n * d), *xs = malloc(n * d + 256), *ys = malloc(8u * n + 256);
@@ -420,7 +433,7 @@ static void write_ds_batch(const char *path, int n, int side, int first, int def
   uint8_t *members[2] = {xs, ys};
   size_t sizes[2] = {npy(xs, "|u1", n, (long)d, x, n * d), npy(ys, "<i8", n, 0, lab, 8u * n)};
   const char *names[2] = {"data.npy", "labels.npy"};
-  write_npz(path, names, members, sizes, 2, deflate);
+  write_npz(path, names, members, sizes, 2, flags & 1, flags >> 1 & 1);
   free(x), free(xs), free(ys), free(lab);
 }
 
@@ -486,6 +499,23 @@ static void test_downsampled(const char *root) {
   for (int i = 0; i < 10; i++) bad += a.y[i] != 990 + i;
   CHECK(bad == 0 && b.y[0] == 297 && b.y[2] == 299);
   rt_dataset_free(&a), rt_dataset_free(&b);
+
+  /* a zip64 directory: the sizes and offsets from its extra records */
+  write_ds_batch(tu_path(wide, "train_data_batch_1.npz"), 4, 8, 7, 3, 1000);
+  write_ds_batch(tu_path(wide, "val_data.npz"), 2, 8, 11, 2, 1000);
+  CHECK(rt_data_open(&w, &a, &b, err, sizeof err) == 0);
+  if (tu_failures) { fprintf(stderr, "%s\n", err); return; }
+  CHECK(a.n == 4 && b.n == 2 && a.y[3] == 10 && b.y[1] == 12 && a.px[3 * 192 + 5] ==
+        (uint8_t)(10 * 31 + 35));
+  rt_dataset_free(&a), rt_dataset_free(&b);
+  /* its zip64 record claiming more than the extra field holds: no offset from it */
+  z = tu_read(tu_path(wide, "val_data.npz"), &n);
+  for (size_t k = 0; k + 4 <= n; k++)
+    if (z[k] == 1 && z[k + 1] == 0 && z[k + 2] == 24 && z[k + 3] == 0) z[k + 2] = 200;
+  tu_write(tu_path(wide, "val_data.npz"), z, n);
+  CHECK(rt_data_open(&w, &a, &b, err, sizeof err) == -1);
+  CHECK_HAS(err, "val_data.npz: data.npy: bad zip entry");
+  free(z);
 }
 
 /* ---- PIL's decodes (folder_pil.py writes NAME.c.raw beside NAME) ---- */
