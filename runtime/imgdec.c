@@ -45,6 +45,18 @@ static int grow(uint8_t **p, size_t *cap, size_t need) {
   return 0;
 }
 
+/* libjpeg-turbo's decompressor keeps the state of a call that failed (a
+ * header cut before its scan leaves it inside the header), and the next
+ * header read on that handle returned 0 without setting the size: after a
+ * truncated file, a good one read as "empty image (-1x-1)" (or kept the
+ * size of an earlier file), and a decode sized its buffer from what the
+ * stack held. A handle whose call failed is dropped; the next call makes
+ * a new one. */
+static void tj_drop(rt_imgdec *d) {
+  if (d->tj) tjDestroy(d->tj);
+  d->tj = NULL;
+}
+
 static int tj_handle(rt_imgdec *d, char *why, size_t whylen) {
   if (!d->tj && !(d->tj = tjInitDecompress()))
     return why_fail(why, whylen, "cannot start the JPEG decoder: %s", tjGetErrorStr2(NULL));
@@ -75,6 +87,20 @@ static int size_ok(int w, int h, char *why, size_t whylen) {
   return 0;
 }
 
+/* A JPEG's header against the size of its file: every 8x8 block of a
+ * component needs at least a bit (its DC code in the first scan), so a
+ * whole file holds at most 512 pixels a byte (PIL's solid gray: 256). A
+ * header claiming far more is corrupt, and trusting it costs: an 801-byte
+ * progressive file whose header said 16000x16000 decoded "successfully"
+ * in 5.6 s and 1.5 GB, most of it libjpeg's coefficients. */
+enum { JPEG_MAX_PX_PER_BYTE = 4096 };
+
+static int jpeg_size_ok(int w, int h, size_t n, char *why, size_t whylen) {
+  if ((uint64_t)w * (uint64_t)h > (uint64_t)n * JPEG_MAX_PX_PER_BYTE)
+    return why_fail(why, whylen, "corrupt JPEG: a %dx%d image cannot fit in %zu bytes", w, h, n);
+  return 0;
+}
+
 /* A whole file whose header does not parse: cut short (no end-of-image
  * marker), or corrupt. */
 static int jpeg_header_fail(rt_imgdec *d, const uint8_t *buf, size_t n, char *why,
@@ -82,12 +108,15 @@ static int jpeg_header_fail(rt_imgdec *d, const uint8_t *buf, size_t n, char *wh
   char tail[8];
   size_t tn = n < 4096 ? n : 4096;
   int cut = rt_img_check_tail(RT_IMG_JPEG, buf + n - tn, tn, tail, sizeof tail) != 0;
-  return why_fail(why, whylen, cut ? "truncated JPEG (cut in its header: %s)"
-                  : "bad JPEG header: %s", tjGetErrorStr2(d->tj));
+  why_fail(why, whylen, cut ? "truncated JPEG (cut in its header: %s)" : "bad JPEG header: %s",
+           tjGetErrorStr2(d->tj));
+  tj_drop(d);
+  return -1;
 }
 
-int rt_img_probe(rt_imgdec *d, const uint8_t *buf, size_t n, int whole, rt_img_kind *kind,
+int rt_img_probe(rt_imgdec *d, const uint8_t *buf, size_t n, size_t size, rt_img_kind *kind,
                  int *w, int *h, char *why, size_t whylen) {
+  int whole = n >= size;
   *kind = rt_img_kind_of(buf, n);
   if (*kind == RT_IMG_NONE) {
     if (n < 8 && !whole) return 1;
@@ -111,10 +140,12 @@ int rt_img_probe(rt_imgdec *d, const uint8_t *buf, size_t n, int whole, rt_img_k
   int sub, cs;
   if (n > (unsigned long)-1 / 2) n = (unsigned long)-1 / 2;
   if (tjDecompressHeader3(d->tj, buf, (unsigned long)n, w, h, &sub, &cs)) {
-    if (!whole) return 1;
-    return jpeg_header_fail(d, buf, n, why, whylen);
+    if (whole) return jpeg_header_fail(d, buf, n, why, whylen);
+    tj_drop(d);
+    return 1;
   }
-  return size_ok(*w, *h, why, whylen);
+  if (size_ok(*w, *h, why, whylen)) return -1;
+  return jpeg_size_ok(*w, *h, size, why, whylen);
 }
 
 int rt_img_check_tail(rt_img_kind kind, const uint8_t *tail, size_t n, char *why,
@@ -144,7 +175,7 @@ static int decode_jpeg(rt_imgdec *d, const uint8_t *buf, size_t n, int c, double
   if (tj_handle(d, why, whylen)) return -1;
   if (tjDecompressHeader3(d->tj, buf, (unsigned long)n, &fw, &fh, &sub, &cs))
     return jpeg_header_fail(d, buf, n, why, whylen);
-  if (size_ok(fw, fh, why, whylen)) return -1;
+  if (size_ok(fw, fh, why, whylen) || jpeg_size_ok(fw, fh, n, why, whylen)) return -1;
   /* The smallest scale at least `need`: a quarter of the IDCT work and a
    * sixteenth of the pixels for a 500-pixel photo cropped to 112. */
   int nsf;
@@ -164,10 +195,13 @@ static int decode_jpeg(rt_imgdec *d, const uint8_t *buf, size_t n, int c, double
     return why_fail(why, whylen, "out of memory for %dx%d pixels", *w, *h);
   uint8_t *dst = direct ? d->px : d->tmp;
   if (tjDecompress2(d->tj, buf, (unsigned long)n, dst, *w, *w * bpp, *h, pf, 0)) {
-    const char *msg = tjGetErrorStr2(d->tj);
+    char msg[256];
+    snprintf(msg, sizeof msg, "%s", tjGetErrorStr2(d->tj));
+    int warning = tjGetErrorCode(d->tj) == TJERR_WARNING;
+    tj_drop(d);
     /* A warning leaves a usable image (PIL shows such files too), except a
      * cut file, whose missing rows libjpeg fills with gray; PIL refuses it. */
-    if (tjGetErrorCode(d->tj) != TJERR_WARNING || strstr(msg, "Premature end"))
+    if (!warning || strstr(msg, "Premature end"))
       return why_fail(why, whylen, "%s%s", strstr(msg, "Premature end") ? "truncated JPEG: "
                       : "corrupt JPEG: ", msg);
   }

@@ -32,12 +32,14 @@ void rt_imgdec_free(rt_imgdec *d);
 /* The kind of image from its first bytes (RT_IMG_NONE: neither). */
 rt_img_kind rt_img_kind_of(const uint8_t *buf, size_t n);
 
-/* The kind and full size from the file's first bytes (a JPEG's header may
- * need up to its frame marker; `whole` says buf is the whole file, so a
- * header that runs past it is an error rather than a request for more).
- * Returns 0; 1 when more bytes are needed; -1 with what is wrong in why
- * (no path: the caller names the file). */
-int rt_img_probe(rt_imgdec *d, const uint8_t *buf, size_t n, int whole, rt_img_kind *kind,
+/* The kind and full size from the file's first n bytes of its `size` (a
+ * JPEG's header may need up to its frame marker; n == size: buf is the
+ * whole file, so a header that runs past it is an error rather than a
+ * request for more). A JPEG whose header claims more pixels than a file
+ * of `size` bytes can hold is refused. Returns 0; 1 when more bytes are
+ * needed; -1 with what is wrong in why (no path: the caller names the
+ * file). */
+int rt_img_probe(rt_imgdec *d, const uint8_t *buf, size_t n, size_t size, rt_img_kind *kind,
                  int *w, int *h, char *why, size_t whylen);
 
 /* The end of a complete file: a JPEG's end-of-image marker near the end, a

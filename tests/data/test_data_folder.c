@@ -214,6 +214,29 @@ static void test_decode(const char *root) {
   CHECK(rt_img_decode(d, (const uint8_t *)"GIF89a....", 10, 3, 1, &px, &w, &h, why,
                       sizeof why) == -1);
   CHECK_HAS(why, "not a JPEG or PNG");
+  /* cut inside its header, then whole again on the same decoder: the
+   * failed call leaves libjpeg-turbo's handle mid-header, which must not
+   * reach the next file */
+  CHECK(rt_img_decode(d, f, 200, 3, 1, &px, &w, &h, why, sizeof why) == -1);
+  CHECK_HAS(why, "cut in its header");
+  w = h = 0;
+  CHECK(rt_img_decode(d, f, n, 3, 1, &px, &w, &h, why, sizeof why) == 0 && w == 80 && h == 64);
+  rt_img_kind kind;
+  CHECK(rt_img_probe(d, f, 200, 200, &kind, &w, &h, why, sizeof why) == -1);
+  CHECK(rt_img_probe(d, f, 200, n, &kind, &w, &h, why, sizeof why) == 1); /* more, please */
+  w = h = 0;
+  CHECK(rt_img_probe(d, f, n, n, &kind, &w, &h, why, sizeof why) == 0 && w == 80 && h == 64);
+  /* a header that claims more pixels than the file can hold */
+  uint8_t *g = malloc(n);
+  memcpy(g, f, n);
+  for (size_t k = 0; k + 9 < n; k++)
+    if (g[k] == 0xff && g[k + 1] == 0xc0) {
+      g[k + 5] = g[k + 7] = 16000 >> 8, g[k + 6] = g[k + 8] = 16000 & 0xff;
+      break;
+    }
+  CHECK(rt_img_decode(d, g, n, 3, 1, &px, &w, &h, why, sizeof why) == -1);
+  CHECK_HAS(why, "corrupt JPEG: a 16000x16000 image cannot fit in");
+  free(g);
   free(f), free(big), free(rgb), free(gray), free(rgba);
   rt_imgdec_free(d);
 }
@@ -232,6 +255,12 @@ static void test_bad_files(const char *root) {
   size_t n;
   uint8_t *jpg = tu_read(tu_path(dir, "train/mango/img00.jpg"), &n);
   tu_write(tu_path(dir, "train/mango/cut.jpg"), jpg, n - n / 3); /* truncated */
+  for (size_t k = 0; k + 9 < n; k++) /* a frame header of 16000x16000, in a file of a few KB */
+    if (jpg[k] == 0xff && jpg[k + 1] == 0xc0) {
+      jpg[k + 5] = jpg[k + 7] = 16000 >> 8, jpg[k + 6] = jpg[k + 8] = 16000 & 0xff;
+      break;
+    }
+  tu_write(tu_path(dir, "train/mango/giant.jpg"), jpg, n);
   free(jpg);
   uint8_t *png = tu_read(tu_path(dir, "train/zebra/img01.png"), &n);
   tu_write(tu_path(dir, "train/zebra/cut.png"), png, n - 20); /* truncated */
@@ -247,7 +276,7 @@ static void test_bad_files(const char *root) {
   char err[2048];
   rt_data_opts o = folder_opts(dir, 3, 0, NULL);
   CHECK(rt_data_open(&o, &a, &b, err, sizeof err) == -1);
-  CHECK_HAS(err, "5 of 18 files are not usable images");
+  CHECK_HAS(err, "6 of 19 files are not usable images");
   CHECK_HAS(err, "/train/Apple/empty.png: empty file");
   CHECK_HAS(err, "/train/Apple/old.bmp: unsupported image format");
   CHECK_HAS(err, "/train/Apple/text.jpg: not a JPEG or PNG image");
@@ -258,6 +287,7 @@ static void test_bad_files(const char *root) {
   CHECK(rt_data_open(&o, &a, &b, err, sizeof err) == 0);
   char *text = slurp(log);
   CHECK_HAS(text, "train/mango/cut.jpg: truncated JPEG");
+  CHECK_HAS(text, "train/mango/giant.jpg: corrupt JPEG: a 16000x16000 image cannot fit in");
   CHECK_HAS(text, "train/zebra/cut.png: truncated PNG");
   CHECK_HAS(text, "train/Apple/text.jpg: not a JPEG or PNG image");
   CHECK(strstr(text, "inner.png") == NULL); /* its header and end are fine */
@@ -284,6 +314,7 @@ static void test_bad_files(const char *root) {
 
   /* without skip bad, the stream stops at it, naming it */
   tu_rm_tree(tu_path(dir, "train/mango/cut.jpg"));
+  tu_rm_tree(tu_path(dir, "train/mango/giant.jpg"));
   tu_rm_tree(tu_path(dir, "train/zebra/cut.png"));
   tu_rm_tree(tu_path(dir, "train/Apple/text.jpg"));
   tu_rm_tree(tu_path(dir, "train/Apple/empty.png"));
