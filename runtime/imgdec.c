@@ -194,14 +194,19 @@ static int decode_jpeg(rt_imgdec *d, const uint8_t *buf, size_t n, int c, double
       (!direct && grow(&d->tmp, &d->tcap, px * (size_t)bpp)))
     return why_fail(why, whylen, "out of memory for %dx%d pixels", *w, *h);
   uint8_t *dst = direct ? d->px : d->tmp;
+  /* rows a failed decode leaves are zeros, not what the buffer held */
+  memset(dst, 0, px * (size_t)(direct ? c : bpp));
   if (tjDecompress2(d->tj, buf, (unsigned long)n, dst, *w, *w * bpp, *h, pf, 0)) {
     char msg[256];
     snprintf(msg, sizeof msg, "%s", tjGetErrorStr2(d->tj));
     int warning = tjGetErrorCode(d->tj) == TJERR_WARNING;
     tj_drop(d);
-    /* A warning leaves a usable image (PIL shows such files too), except a
-     * cut file, whose missing rows libjpeg fills with gray; PIL refuses it. */
-    if (!warning || strstr(msg, "Premature end"))
+    /* Corrupt entropy data is a warning: libjpeg decodes the rest as
+     * zeros and every row is written, and PIL shows such files too. Any
+     * other message fails: a cut file (PIL refuses it, "truncated"), or an
+     * error that stopped the decode (PIL: "broken data stream"), which
+     * TurboJPEG reports as a warning when one came before it. */
+    if (!warning || strncmp(msg, "Corrupt JPEG data", 17) != 0)
       return why_fail(why, whylen, "%s%s", strstr(msg, "Premature end") ? "truncated JPEG: "
                       : "corrupt JPEG: ", msg);
   }

@@ -2,13 +2,17 @@
  * read through (runtime/imgdec.c): the kind from the first bytes, the
  * header probe, the tail check, and the decode to 1 and 3 channels, at
  * full size and at the smallest JPEG scale. Each call returns 0, or -1
- * with a reason; a crash, a leak or a -1 without a reason is a bug.
+ * with a reason; a crash, a leak or a -1 without a reason is a bug, and
+ * so is a decoder that answers otherwise than a new one would: the one
+ * kept across inputs (as a folder's worker keeps one) is checked against
+ * one made for the input.
  *
  * An input whose header asks for more than 2^22 pixels is probed but not
  * decoded: a valid header can ask for up to imgdec's bound (2^28), and
  * the fuzzer would spend its time allocating and filling such images. */
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "runtime/imgdec.h"
 
@@ -22,6 +26,8 @@ static void reasoned(int rc, const char *why) {
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t n) {
   static rt_imgdec *d;
   if (!d && !(d = rt_imgdec_new())) return 0;
+  rt_imgdec *fresh = rt_imgdec_new();
+  if (!fresh) return 0;
   char why[256];
   rt_img_kind kind, k2;
   int w = 0, h = 0;
@@ -32,11 +38,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t n) {
   why[0] = 0;
   rc = rt_img_probe(d, data, n, n, &kind, &w, &h, why, sizeof why);
   reasoned(rc, why);
-  if (rc) return 0;
+  rt_img_kind fk;
+  int fw = 0, fh = 0, frc = rt_img_probe(fresh, data, n, n, &fk, &fw, &fh, why, sizeof why);
+  if (frc != rc || (!rc && (fw != w || fh != h))) abort();
+  if (rc) {
+    rt_imgdec_free(fresh);
+    return 0;
+  }
   why[0] = 0;
   size_t tn = n < 4096 ? n : 4096;
   reasoned(rt_img_check_tail(kind, data + n - tn, tn, why, sizeof why), why);
-  if ((int64_t)w * h > (1 << 22)) return 0;
+  if ((int64_t)w * h > (1 << 22)) {
+    rt_imgdec_free(fresh);
+    return 0;
+  }
   for (int c = 1; c <= 3; c += 2)
     for (int s = 0; s < 2; s++) {
       const uint8_t *px = NULL;
@@ -44,6 +59,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t n) {
       why[0] = 0;
       rc = rt_img_decode(d, data, n, c, s ? 0.125 : 1.0, &px, &dw, &dh, why, sizeof why);
       reasoned(rc, why);
+      const uint8_t *fpx = NULL;
+      int fdw = 0, fdh = 0;
+      frc = rt_img_decode(fresh, data, n, c, s ? 0.125 : 1.0, &fpx, &fdw, &fdh, why, sizeof why);
+      if (frc != rc || (!rc && (fdw != dw || fdh != dh || memcmp(fpx, px, (size_t)dw * dh * c))))
+        abort();
       if (rc) continue;
       if (!px || dw < 1 || dh < 1 || dw > w || dh > h) abort();
       unsigned sum = 0; /* every pixel written: MSan or valgrind would see a read of one that is not */
@@ -51,5 +71,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t n) {
       volatile unsigned sink = sum;
       (void)sink;
     }
+  rt_imgdec_free(fresh);
   return 0;
 }
