@@ -12,7 +12,7 @@
 #include <turbojpeg.h>
 
 struct rt_imgdec {
-  tjhandle tj;          /* libjpeg-turbo's decompressor, made at first use */
+  tjhandle tj;          /* libjpeg-turbo's decompressor, for the file at hand (tj_drop) */
   uint8_t *px;          /* the decoded image */
   size_t cap;           /* its bytes */
   uint8_t *tmp;         /* a wider decode (CMYK, RGB before luma) */
@@ -45,13 +45,15 @@ static int grow(uint8_t **p, size_t *cap, size_t need) {
   return 0;
 }
 
-/* libjpeg-turbo's decompressor keeps the state of a call that failed (a
- * header cut before its scan leaves it inside the header), and the next
- * header read on that handle returned 0 without setting the size: after a
- * truncated file, a good one read as "empty image (-1x-1)" (or kept the
- * size of an earlier file), and a decode sized its buffer from what the
- * stack held. A handle whose call failed is dropped; the next call makes
- * a new one. */
+/* A libjpeg-turbo handle for one file, made when it is needed and
+ * dropped once that file is done (0.2 us), so that each file decodes as
+ * it would alone, as PIL opens a decoder per file. A handle carries state
+ * from one file to the next: a call that failed left it inside a header,
+ * and the next header read returned 0 without a size (a good file after a
+ * truncated one read as "empty image (-1x-1)", or with an earlier file's
+ * size, and a decode sized its buffer from what the stack held); and a
+ * file's Huffman tables served a later file that has none, as libjpeg
+ * does for abbreviated streams. */
 static void tj_drop(rt_imgdec *d) {
   if (d->tj) tjDestroy(d->tj);
   d->tj = NULL;
@@ -108,10 +110,8 @@ static int jpeg_header_fail(rt_imgdec *d, const uint8_t *buf, size_t n, char *wh
   char tail[8];
   size_t tn = n < 4096 ? n : 4096;
   int cut = rt_img_check_tail(RT_IMG_JPEG, buf + n - tn, tn, tail, sizeof tail) != 0;
-  why_fail(why, whylen, cut ? "truncated JPEG (cut in its header: %s)" : "bad JPEG header: %s",
-           tjGetErrorStr2(d->tj));
-  tj_drop(d);
-  return -1;
+  return why_fail(why, whylen, cut ? "truncated JPEG (cut in its header: %s)"
+                  : "bad JPEG header: %s", tjGetErrorStr2(d->tj));
 }
 
 int rt_img_probe(rt_imgdec *d, const uint8_t *buf, size_t n, size_t size, rt_img_kind *kind,
@@ -139,13 +139,11 @@ int rt_img_probe(rt_imgdec *d, const uint8_t *buf, size_t n, size_t size, rt_img
   if (tj_handle(d, why, whylen)) return -1;
   int sub, cs;
   if (n > (unsigned long)-1 / 2) n = (unsigned long)-1 / 2;
-  if (tjDecompressHeader3(d->tj, buf, (unsigned long)n, w, h, &sub, &cs)) {
-    if (whole) return jpeg_header_fail(d, buf, n, why, whylen);
-    tj_drop(d);
-    return 1;
-  }
-  if (size_ok(*w, *h, why, whylen)) return -1;
-  return jpeg_size_ok(*w, *h, size, why, whylen);
+  int rc = tjDecompressHeader3(d->tj, buf, (unsigned long)n, w, h, &sub, &cs);
+  if (rc) rc = whole ? jpeg_header_fail(d, buf, n, why, whylen) : 1;
+  else if (size_ok(*w, *h, why, whylen) || jpeg_size_ok(*w, *h, size, why, whylen)) rc = -1;
+  tj_drop(d);
+  return rc;
 }
 
 int rt_img_check_tail(rt_img_kind kind, const uint8_t *tail, size_t n, char *why,
@@ -197,10 +195,8 @@ static int decode_jpeg(rt_imgdec *d, const uint8_t *buf, size_t n, int c, double
   /* rows a failed decode leaves are zeros, not what the buffer held */
   memset(dst, 0, px * (size_t)(direct ? c : bpp));
   if (tjDecompress2(d->tj, buf, (unsigned long)n, dst, *w, *w * bpp, *h, pf, 0)) {
-    char msg[256];
-    snprintf(msg, sizeof msg, "%s", tjGetErrorStr2(d->tj));
+    const char *msg = tjGetErrorStr2(d->tj);
     int warning = tjGetErrorCode(d->tj) == TJERR_WARNING;
-    tj_drop(d);
     /* Corrupt entropy data is a warning: libjpeg decodes the rest as
      * zeros and every row is written, and PIL shows such files too. Any
      * other message fails: a cut file (PIL refuses it, "truncated"), or an
@@ -326,7 +322,10 @@ int rt_img_decode(rt_imgdec *d, const uint8_t *buf, size_t n, int c, double need
   if (n > (unsigned long)-1 / 2) return why_fail(why, whylen, "file too large");
   int rc;
   switch (rt_img_kind_of(buf, n)) {
-  case RT_IMG_JPEG: rc = decode_jpeg(d, buf, n, c, need, w, h, why, whylen); break;
+  case RT_IMG_JPEG:
+    rc = decode_jpeg(d, buf, n, c, need, w, h, why, whylen);
+    tj_drop(d);
+    break;
   case RT_IMG_PNG: rc = decode_png(d, buf, n, c, w, h, why, whylen); break;
   default:
     return why_fail(why, whylen, n == 0 ? "empty file" : "not a JPEG or PNG image");

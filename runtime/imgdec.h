@@ -8,7 +8,8 @@
  * interleaved (HWC) with 1 channel (PIL's 'L': luma as PIL computes it) or
  * 3 ('RGB': gray replicated, alpha dropped, palettes expanded, 16 bits cut
  * to their high byte), as PIL's convert() gives them. A decoder holds the
- * libjpeg-turbo handle and the pixel buffer; one per thread.
+ * pixel buffers, one per thread; each file decodes as it would alone (a
+ * libjpeg-turbo handle of its own, for the call).
  *
  *   rt_imgdec *d = rt_imgdec_new();
  *   int w, h; const uint8_t *px; char why[256];
