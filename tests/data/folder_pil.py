@@ -5,6 +5,7 @@ manifest.txt of 'NAME W H C' lines, for test_data_folder --pil DIR.
 
 Run by folder_pil.sh with Debian's python3-pil; exits 77 without PIL."""
 import os
+import random
 import sys
 
 try:
@@ -64,6 +65,29 @@ info.add_text("Title", "ilnas", zip=True)
 info.add(b"gAMA", (45455).to_bytes(4, "big"))
 save(picture(16, 12, 12), "chunks.png", pnginfo=info, dpi=(72, 72), icc_profile=bytes(300))
 
+# JPEGs with one to three bytes of their scan changed: whether PIL loads
+# each (verdicts.txt, NAME 1 or 0), which the decoder must match
+rng = random.Random(4)
+verdicts = []
+for name in [n for n in made if n.endswith(".jpg")]:
+    data = open(os.path.join(out, name), "rb").read()
+    sos = data.find(b"\xff\xda")
+    for k in range(20):
+        d = bytearray(data)
+        for _ in range(rng.randrange(1, 4)):
+            d[rng.randrange(sos + 16, len(d) - 2)] = rng.randrange(256)
+        bad = "corrupt%02d_%s" % (k, name)
+        with open(os.path.join(out, bad), "wb") as f:
+            f.write(bytes(d))
+        try:
+            Image.open(os.path.join(out, bad)).load()
+            verdicts.append((bad, 1))
+        except Exception:
+            verdicts.append((bad, 0))
+with open(os.path.join(out, "verdicts.txt"), "w") as v:
+    for bad, ok in verdicts:
+        v.write("%s %d\n" % (bad, ok))
+
 with open(os.path.join(out, "manifest.txt"), "w") as m:
     for name in made:
         im = Image.open(os.path.join(out, name))
@@ -72,4 +96,5 @@ with open(os.path.join(out, "manifest.txt"), "w") as m:
             with open(os.path.join(out, "%s.%d.raw" % (name, c)), "wb") as f:
                 f.write(ref.tobytes())
             m.write("%s %d %d %d\n" % (name, im.width, im.height, c))
-print("%d images written with PIL %s" % (len(made), Image.__version__))
+print("%d images and %d corrupt JPEGs (%d of them loaded) written with PIL %s" %
+      (len(made), len(verdicts), sum(ok for _, ok in verdicts), Image.__version__))

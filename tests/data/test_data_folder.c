@@ -618,9 +618,29 @@ static int compare_pil(const char *dir) {
     free(f), free(ref);
   }
   fclose(m);
-  rt_imgdec_free(d);
   CHECK(images >= 8);
   printf("%d decodes within 1 level of PIL's\n", images - tu_failures);
+  /* corrupt JPEGs: loaded where PIL loads them, refused where it refuses */
+  snprintf(list, sizeof list, "%s/verdicts.txt", dir);
+  FILE *v = fopen(list, "r");
+  int pil_ok, verdicts = 0, differ = 0;
+  while (v && fscanf(v, "%255s %d", name, &pil_ok) == 2) {
+    size_t n;
+    uint8_t *f = tu_read(tu_path(dir, name), &n);
+    const uint8_t *px;
+    int dw, dh, ok = rt_img_decode(d, f, n, 3, 1, &px, &dw, &dh, why, sizeof why) == 0;
+    if (ok != pil_ok) {
+      fprintf(stderr, "%s: PIL %s it, the decoder %s%s\n", name, pil_ok ? "loads" : "refuses",
+              ok ? "loads it" : "refuses it: ", ok ? "" : why);
+      differ++;
+    }
+    verdicts++;
+    free(f);
+  }
+  if (v) fclose(v);
+  CHECK(verdicts >= 100 && differ == 0);
+  printf("%d corrupt JPEGs, each loaded or refused as PIL does\n", verdicts - differ);
+  rt_imgdec_free(d);
   return tu_failures ? 1 : 0;
 }
 
