@@ -33,7 +33,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t n) {
   int w = 0, h = 0;
   (void)rt_img_kind_of(data, n);
   why[0] = 0;
-  int rc = rt_img_probe(d, data, n, 2 * n + 1, &k2, &w, &h, why, sizeof why); /* a file's first bytes */
+  /* as a file's first bytes, then as the whole file */
+  int rc = rt_img_probe(d, data, n, 2 * n + 1, &k2, &w, &h, why, sizeof why);
   reasoned(rc, why);
   why[0] = 0;
   rc = rt_img_probe(d, data, n, n, &kind, &w, &h, why, sizeof why);
