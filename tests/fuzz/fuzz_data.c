@@ -49,7 +49,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t n) {
   int f = data[0] % NFMT;
   size_t at = 1;
   for (int k = 0; formats[f].files[k] && at <= n; k++) {
-    size_t len = at + 3 <= n ? (size_t)data[at] << 16 | (size_t)data[at + 1] << 8 | data[at + 2] : 0;
+    size_t len = 0;
+    if (at + 3 <= n) len = (size_t)data[at] << 16 | (size_t)data[at + 1] << 8 | data[at + 2];
     at = at + 3 <= n ? at + 3 : n;
     if (len > n - at) len = n - at;
     snprintf(path, sizeof path, "%s/%s", dir, formats[f].files[k]);

@@ -67,7 +67,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t n) {
         abort();
       if (rc) continue;
       if (!px || dw < 1 || dh < 1 || dw > w || dh > h) abort();
-      unsigned sum = 0; /* every pixel written: MSan or valgrind would see a read of one that is not */
+      unsigned sum = 0; /* every pixel read: MSan or valgrind would see one never written */
       for (size_t i = 0; i < (size_t)dw * dh * (size_t)c; i++) sum += px[i];
       volatile unsigned sink = sum;
       (void)sink;
