@@ -192,7 +192,7 @@ static int check_file(rt_fwork *w, const char *path, char *why, size_t whylen) {
   size_t size = (size_t)st.st_size, hn = size < sizeof head ? size : sizeof head;
   if (read_at(fd, head, hn, 0)) { rt_fail(why, whylen, "read error: %s", strerror(errno)); goto done; }
   rt_img_kind kind;
-  int iw, ih, pr = rt_img_probe(w->dec, head, hn, size, &kind, &iw, &ih, why, whylen);
+  int iw, ih, pr = rt_img_probe(head, hn, size, &kind, &iw, &ih, why, whylen);
   if (pr == 1) { /* a long header: up to HEAD bytes, then the whole file */
     size_t more = size < HEAD ? size : HEAD;
     if (more > w->fcap) {
@@ -201,11 +201,11 @@ static int check_file(rt_fwork *w, const char *path, char *why, size_t whylen) {
       w->file = b, w->fcap = more;
     }
     if (read_at(fd, w->file, more, 0)) { rt_fail(why, whylen, "read error"); goto done; }
-    pr = rt_img_probe(w->dec, w->file, more, size, &kind, &iw, &ih, why, whylen);
+    pr = rt_img_probe(w->file, more, size, &kind, &iw, &ih, why, whylen);
     if (pr == 1) {
       close(fd), fd = -1;
       if (read_file(w, path, &size, why, whylen)) goto done;
-      pr = rt_img_probe(w->dec, w->file, size, size, &kind, &iw, &ih, why, whylen);
+      pr = rt_img_probe(w->file, size, size, &kind, &iw, &ih, why, whylen);
     }
   }
   if (pr) goto done;
@@ -647,7 +647,7 @@ static int load_one(const rt_dataset *d, rt_fwork *w, int i, const rt_norm *nm, 
   if (read_file(w, path, &n, why, whylen)) return -1;
   rt_img_kind kind;
   int W, H, dw, dh, mirror = 0;
-  if (rt_img_probe(w->dec, w->file, n, n, &kind, &W, &H, why, whylen)) return -1;
+  if (rt_img_probe(w->file, n, n, &kind, &W, &H, why, whylen)) return -1;
   double x0, y0, bw, bh;
   if (train) {
     rt_rng r;

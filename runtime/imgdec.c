@@ -12,7 +12,6 @@
 #include <turbojpeg.h>
 
 struct rt_imgdec {
-  tjhandle tj;          /* libjpeg-turbo's decompressor, for the file at hand (tj_drop) */
   uint8_t *px;          /* the decoded image */
   size_t cap;           /* its bytes */
   uint8_t *tmp;         /* a wider decode (CMYK, RGB before luma) */
@@ -33,7 +32,6 @@ rt_imgdec *rt_imgdec_new(void) { return calloc(1, sizeof(rt_imgdec)); }
 
 void rt_imgdec_free(rt_imgdec *d) {
   if (!d) return;
-  if (d->tj) tjDestroy(d->tj);
   free(d->px), free(d->tmp), free(d);
 }
 
@@ -45,24 +43,19 @@ static int grow(uint8_t **p, size_t *cap, size_t need) {
   return 0;
 }
 
-/* A libjpeg-turbo handle for one file, made when it is needed and
- * dropped once that file is done (0.2 us), so that each file decodes as
- * it would alone, as PIL opens a decoder per file. A handle carries state
+/* A libjpeg-turbo decompressor for one file, made for the call and
+ * destroyed after it (0.2 us), so that each file decodes as it would
+ * alone, as PIL opens a decoder per file. A handle carries state
  * from one file to the next: a call that failed left it inside a header,
  * and the next header read returned 0 without a size (a good file after a
  * truncated one read as "empty image (-1x-1)", or with an earlier file's
  * size, and a decode sized its buffer from what the stack held); and a
  * file's Huffman tables served a later file that has none, as libjpeg
  * does for abbreviated streams. */
-static void tj_drop(rt_imgdec *d) {
-  if (d->tj) tjDestroy(d->tj);
-  d->tj = NULL;
-}
-
-static int tj_handle(rt_imgdec *d, char *why, size_t whylen) {
-  if (!d->tj && !(d->tj = tjInitDecompress()))
-    return why_fail(why, whylen, "cannot start the JPEG decoder: %s", tjGetErrorStr2(NULL));
-  return 0;
+static tjhandle tj_new(char *why, size_t whylen) {
+  tjhandle tj = tjInitDecompress();
+  if (!tj) why_fail(why, whylen, "cannot start the JPEG decoder: %s", tjGetErrorStr2(NULL));
+  return tj;
 }
 
 static const uint8_t png_sig[8] = {0x89, 'P', 'N', 'G', 0x0d, 0x0a, 0x1a, 0x0a};
@@ -98,6 +91,7 @@ static int size_ok(int w, int h, char *why, size_t whylen) {
 enum { JPEG_MAX_PX_PER_BYTE = 4096 };
 
 static int jpeg_size_ok(int w, int h, size_t n, char *why, size_t whylen) {
+  if (size_ok(w, h, why, whylen)) return -1;
   if ((uint64_t)w * (uint64_t)h > (uint64_t)n * JPEG_MAX_PX_PER_BYTE)
     return why_fail(why, whylen, "corrupt JPEG: a %dx%d image cannot fit in %zu bytes", w, h, n);
   return 0;
@@ -105,17 +99,17 @@ static int jpeg_size_ok(int w, int h, size_t n, char *why, size_t whylen) {
 
 /* A whole file whose header does not parse: cut short (no end-of-image
  * marker), or corrupt. */
-static int jpeg_header_fail(rt_imgdec *d, const uint8_t *buf, size_t n, char *why,
+static int jpeg_header_fail(tjhandle tj, const uint8_t *buf, size_t n, char *why,
                             size_t whylen) {
   char tail[8];
   size_t tn = n < 4096 ? n : 4096;
   int cut = rt_img_check_tail(RT_IMG_JPEG, buf + n - tn, tn, tail, sizeof tail) != 0;
   return why_fail(why, whylen, cut ? "truncated JPEG (cut in its header: %s)"
-                  : "bad JPEG header: %s", tjGetErrorStr2(d->tj));
+                  : "bad JPEG header: %s", tjGetErrorStr2(tj));
 }
 
-int rt_img_probe(rt_imgdec *d, const uint8_t *buf, size_t n, size_t size, rt_img_kind *kind,
-                 int *w, int *h, char *why, size_t whylen) {
+int rt_img_probe(const uint8_t *buf, size_t n, size_t size, rt_img_kind *kind, int *w, int *h,
+                 char *why, size_t whylen) {
   int whole = n >= size;
   *kind = rt_img_kind_of(buf, n);
   if (*kind == RT_IMG_NONE) {
@@ -136,13 +130,14 @@ int rt_img_probe(rt_imgdec *d, const uint8_t *buf, size_t n, size_t size, rt_img
     *w = (int)pw, *h = (int)ph;
     return size_ok(*w, *h, why, whylen);
   }
-  if (tj_handle(d, why, whylen)) return -1;
+  tjhandle tj = tj_new(why, whylen);
+  if (!tj) return -1;
   int sub, cs;
   if (n > (unsigned long)-1 / 2) n = (unsigned long)-1 / 2;
-  int rc = tjDecompressHeader3(d->tj, buf, (unsigned long)n, w, h, &sub, &cs);
-  if (rc) rc = whole ? jpeg_header_fail(d, buf, n, why, whylen) : 1;
-  else if (size_ok(*w, *h, why, whylen) || jpeg_size_ok(*w, *h, size, why, whylen)) rc = -1;
-  tj_drop(d);
+  int rc = tjDecompressHeader3(tj, buf, (unsigned long)n, w, h, &sub, &cs);
+  if (rc) rc = whole ? jpeg_header_fail(tj, buf, n, why, whylen) : 1;
+  else rc = jpeg_size_ok(*w, *h, size, why, whylen);
+  tjDestroy(tj);
   return rc;
 }
 
@@ -167,13 +162,12 @@ static void rgb_to_l(uint8_t *dst, const uint8_t *src, size_t px) {
     dst[i] = (uint8_t)((src[0] * 19595u + src[1] * 38470u + src[2] * 7471u + 0x8000u) >> 16);
 }
 
-static int decode_jpeg(rt_imgdec *d, const uint8_t *buf, size_t n, int c, double need,
-                       int *w, int *h, char *why, size_t whylen) {
+static int decode_jpeg(rt_imgdec *d, tjhandle tj, const uint8_t *buf, size_t n, int c,
+                       double need, int *w, int *h, char *why, size_t whylen) {
   int fw, fh, sub, cs;
-  if (tj_handle(d, why, whylen)) return -1;
-  if (tjDecompressHeader3(d->tj, buf, (unsigned long)n, &fw, &fh, &sub, &cs))
-    return jpeg_header_fail(d, buf, n, why, whylen);
-  if (size_ok(fw, fh, why, whylen) || jpeg_size_ok(fw, fh, n, why, whylen)) return -1;
+  if (tjDecompressHeader3(tj, buf, (unsigned long)n, &fw, &fh, &sub, &cs))
+    return jpeg_header_fail(tj, buf, n, why, whylen);
+  if (jpeg_size_ok(fw, fh, n, why, whylen)) return -1;
   /* The smallest scale at least `need`: a quarter of the IDCT work and a
    * sixteenth of the pixels for a 500-pixel photo cropped to 112. */
   int nsf;
@@ -194,9 +188,9 @@ static int decode_jpeg(rt_imgdec *d, const uint8_t *buf, size_t n, int c, double
   uint8_t *dst = direct ? d->px : d->tmp;
   /* rows a failed decode leaves are zeros, not what the buffer held */
   memset(dst, 0, px * (size_t)(direct ? c : bpp));
-  if (tjDecompress2(d->tj, buf, (unsigned long)n, dst, *w, *w * bpp, *h, pf, 0)) {
-    const char *msg = tjGetErrorStr2(d->tj);
-    int warning = tjGetErrorCode(d->tj) == TJERR_WARNING;
+  if (tjDecompress2(tj, buf, (unsigned long)n, dst, *w, *w * bpp, *h, pf, 0)) {
+    const char *msg = tjGetErrorStr2(tj);
+    int warning = tjGetErrorCode(tj) == TJERR_WARNING;
     /* Corrupt entropy data and a sequential scan's odd parameters are
      * warnings: libjpeg decodes on (the bad data as zeros) and every row
      * is written, and PIL shows such files too. Any other message fails: a
@@ -325,10 +319,12 @@ int rt_img_decode(rt_imgdec *d, const uint8_t *buf, size_t n, int c, double need
   if (c != 1 && c != 3) return why_fail(why, whylen, "images have 1 or 3 channels, not %d", c);
   if (n > (unsigned long)-1 / 2) return why_fail(why, whylen, "file too large");
   int rc;
+  tjhandle tj;
   switch (rt_img_kind_of(buf, n)) {
   case RT_IMG_JPEG:
-    rc = decode_jpeg(d, buf, n, c, need, w, h, why, whylen);
-    tj_drop(d);
+    if (!(tj = tj_new(why, whylen))) return -1;
+    rc = decode_jpeg(d, tj, buf, n, c, need, w, h, why, whylen);
+    tjDestroy(tj);
     break;
   case RT_IMG_PNG: rc = decode_png(d, buf, n, c, w, h, why, whylen); break;
   default:

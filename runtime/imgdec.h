@@ -40,8 +40,8 @@ rt_img_kind rt_img_kind_of(const uint8_t *buf, size_t n);
  * of `size` bytes can hold is refused. Returns 0; 1 when more bytes are
  * needed; -1 with what is wrong in why (no path: the caller names the
  * file). */
-int rt_img_probe(rt_imgdec *d, const uint8_t *buf, size_t n, size_t size, rt_img_kind *kind,
-                 int *w, int *h, char *why, size_t whylen);
+int rt_img_probe(const uint8_t *buf, size_t n, size_t size, rt_img_kind *kind, int *w, int *h,
+                 char *why, size_t whylen);
 
 /* The end of a complete file: a JPEG's end-of-image marker near the end, a
  * PNG's IEND chunk last. 0, or -1 with why ("truncated ..."). `tail` is

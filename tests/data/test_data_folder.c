@@ -222,10 +222,10 @@ static void test_decode(const char *root) {
   w = h = 0;
   CHECK(rt_img_decode(d, f, n, 3, 1, &px, &w, &h, why, sizeof why) == 0 && w == 80 && h == 64);
   rt_img_kind kind;
-  CHECK(rt_img_probe(d, f, 200, 200, &kind, &w, &h, why, sizeof why) == -1);
-  CHECK(rt_img_probe(d, f, 200, n, &kind, &w, &h, why, sizeof why) == 1); /* more, please */
+  CHECK(rt_img_probe(f, 200, 200, &kind, &w, &h, why, sizeof why) == -1);
+  CHECK(rt_img_probe(f, 200, n, &kind, &w, &h, why, sizeof why) == 1); /* more, please */
   w = h = 0;
-  CHECK(rt_img_probe(d, f, n, n, &kind, &w, &h, why, sizeof why) == 0 && w == 80 && h == 64);
+  CHECK(rt_img_probe(f, n, n, &kind, &w, &h, why, sizeof why) == 0 && w == 80 && h == 64);
   /* a header that claims more pixels than the file can hold */
   uint8_t *g = malloc(n);
   memcpy(g, f, n);
