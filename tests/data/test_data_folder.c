@@ -169,6 +169,15 @@ static void test_labels(const char *root) {
 
 /* PNG is lossless: decoding gives back the pixels exactly, converted as
  * PIL converts (gray replicated; RGB to luma; alpha dropped). */
+/* A baseline JPEG's frame header (SOF0) made to say 16000x16000. */
+static void claim_16000(uint8_t *jpg, size_t n) {
+  for (size_t k = 0; k + 9 < n; k++)
+    if (jpg[k] == 0xff && jpg[k + 1] == 0xc0) {
+      jpg[k + 5] = jpg[k + 7] = 16000 >> 8, jpg[k + 6] = jpg[k + 8] = 16000 & 0xff;
+      return;
+    }
+}
+
 static void test_decode(const char *root) {
   rt_imgdec *d = rt_imgdec_new();
   char why[256];
@@ -229,11 +238,7 @@ static void test_decode(const char *root) {
   /* a header that claims more pixels than the file can hold */
   uint8_t *g = malloc(n);
   memcpy(g, f, n);
-  for (size_t k = 0; k + 9 < n; k++)
-    if (g[k] == 0xff && g[k + 1] == 0xc0) {
-      g[k + 5] = g[k + 7] = 16000 >> 8, g[k + 6] = g[k + 8] = 16000 & 0xff;
-      break;
-    }
+  claim_16000(g, n);
   CHECK(rt_img_decode(d, g, n, 3, 1, &px, &w, &h, why, sizeof why) == -1);
   CHECK_HAS(why, "corrupt JPEG: a 16000x16000 image cannot fit in");
   /* a file without the Huffman table its scan uses (fuzz_img made it):
@@ -285,11 +290,7 @@ static void test_bad_files(const char *root) {
   size_t n;
   uint8_t *jpg = tu_read(tu_path(dir, "train/mango/img00.jpg"), &n);
   tu_write(tu_path(dir, "train/mango/cut.jpg"), jpg, n - n / 3); /* truncated */
-  for (size_t k = 0; k + 9 < n; k++) /* a frame header of 16000x16000, in a file of a few KB */
-    if (jpg[k] == 0xff && jpg[k + 1] == 0xc0) {
-      jpg[k + 5] = jpg[k + 7] = 16000 >> 8, jpg[k + 6] = jpg[k + 8] = 16000 & 0xff;
-      break;
-    }
+  claim_16000(jpg, n); /* in a file of a few KB */
   tu_write(tu_path(dir, "train/mango/giant.jpg"), jpg, n);
   free(jpg);
   uint8_t *png = tu_read(tu_path(dir, "train/zebra/img01.png"), &n);
