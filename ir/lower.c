@@ -220,6 +220,21 @@ static void lower_reduce(builder *b, const fe_item *it, int item, int n,
 static void lower_linear(builder *b, const char *name, int item, int index,
                          int width, int live_out, int alive, int relu,
                          cursor *cur) {
+  if (cur->ch != 0 && cur->h * cur->w != 1) {
+    /* A linear layer reads its input's planes flattened from channel 0
+     * (ir_validate): a slice further in (a dense stage's last layer) is
+     * copied out first. */
+    char cname[80];
+    snprintf(cname, sizeof cname, "%s.in", name);
+    int t = add_tensor(b, cname, cur->c, cur->h, cur->w);
+    ir_layer *cp = add_layer(b, IR_COPY, cname, item);
+    cp->cin = cp->cout = cur->c;
+    cp->h = cp->oh = cur->h, cp->w = cp->ow = cur->w;
+    cp->in_t = cur->t, cp->in_ch = cur->ch;
+    cp->out_t = t, cp->out_ch = 0;
+    for (int c = 0; c < cur->c; c++) b->live[t][c] = b->live[cur->t][cur->ch + c];
+    cur->t = t, cur->ch = 0;
+  }
   ir_layer *l = add_layer(b, IR_LINEAR, name, item);
   l->index = index;
   int64_t cin = (int64_t)cur->c * cur->h * cur->w;
