@@ -192,6 +192,10 @@ const char *ir_kind_name(ir_kind k); /* "conv", "linear", "maxpool", ... */
  * it as its arch. */
 int ir_serialize(const ir_graph *g, const ir_arch *a, uint8_t **buf, size_t *n);
 ir_graph *ir_deserialize(const uint8_t *buf, size_t n, char *err, size_t errlen);
+/* The checks ir_deserialize makes of what it read (every tensor in the
+ * arena, every layer's slices, shapes and parameter ranges): 0, or -1
+ * with the first failure in err. */
+int ir_check(const ir_graph *g, char *err, size_t errlen);
 
 /* The static schedule: calls into the runtime's graph ops, every shape and
  * offset a constant. ilnasc emits it as the graph driver; the runtime can

@@ -470,5 +470,16 @@ ir_graph *ir_build_limited(const fe_model *m, const ir_limits *lim, FILE *diag) 
     ir_free(g);
     return NULL;
   }
+  /* what every binary checks as it loads the IR, here, where the model's
+   * file can be named: a lowering that breaks it is this compiler's bug */
+  char why[256];
+  if (ir_check(g, why, sizeof why)) {
+    fe_error_at(m, (fe_loc){0, 0}, diag,
+                "internal error: the lowered network is not a valid IR (%s); please report "
+                "it with this model file",
+                why);
+    ir_free(g);
+    return NULL;
+  }
   return g;
 }

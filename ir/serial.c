@@ -536,6 +536,12 @@ static void check_graph(rbuf *r, const ir_graph *g) {
   free(p);
 }
 
+int ir_check(const ir_graph *g, char *err, size_t errlen) {
+  rbuf r = {NULL, 0, 0, err, errlen, 0};
+  check_graph(&r, g);
+  return r.bad ? -1 : 0;
+}
+
 ir_graph *ir_deserialize(const uint8_t *buf, size_t n, char *err,
                          size_t errlen) {
   rbuf r = {buf, n, 0, err, errlen, 0};
