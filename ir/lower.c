@@ -222,7 +222,7 @@ static void lower_linear(builder *b, const char *name, int item, int index,
                          cursor *cur) {
   if (cur->ch != 0 && cur->h * cur->w != 1) {
     /* A linear layer reads its input's planes flattened from channel 0
-     * (ir_validate): a slice further in (a dense stage's last layer) is
+     * (ir_check): a slice further in (a dense stage's last layer) is
      * copied out first. */
     char cname[80];
     snprintf(cname, sizeof cname, "%s.in", name);
