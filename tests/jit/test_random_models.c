@@ -204,7 +204,8 @@ static const char *worst_layer(const ir_graph *g, const ir_arch *a, const float 
   for (int64_t i = 0; i < g->n_params; i++) at[i] = ir_alpha_get(a, i) ? k++ : -1;
   for (int li = 0; li < g->n_layers; li++) {
     const ir_layer *l = &g->layers[li];
-    int64_t span[3][2] = {{l->w_off, l->n_w}, {l->b_off, l->cout}, {l->g_off, 2 * (int64_t)l->cout}};
+    int64_t span[3][2] = {
+        {l->w_off, l->n_w}, {l->b_off, l->cout}, {l->g_off, 2 * (int64_t)l->cout}};
     double d = 0, n = 0;
     for (int s = 0; s < 3; s++)
       for (int64_t i = span[s][0]; span[s][0] >= 0 && i < span[s][0] + span[s][1]; i++)
