@@ -82,15 +82,16 @@ static void put(buf *b, const char *fmt, ...) {
 
 static int pick(int n) { return jt_int(0, n - 1); }
 
-/* A range lo..hi with lo at most hi, hi in [a, b]. */
+/* A range lo..hi (or hi alone when they are equal, at times), a <= lo <= hi
+ * <= hi_max. */
 static void range(buf *b, const char *what, int a, int hi_max) {
   int hi = jt_int(a, hi_max), lo = jt_int(a, hi);
   if (lo == hi && pick(2)) put(b, " %s %d", what, hi);
   else put(b, " %s %d..%d", what, lo, hi);
 }
 
-/* One model; *h and *w track the planes so that every reduction leaves at
- * least one position. */
+/* One model; h and w follow the planes so that every reduction leaves at
+ * least one position and no kernel is wider than its plane. */
 static void draw_model(buf *b, int id) {
   static const char *const norms[] = {"", " norm batch", " norm batch after", " norm none"};
   /* mostly small planes; one model in six at the sizes of the data sets
@@ -188,7 +189,7 @@ static void leg_follow(leg *L, const leg *R, const char *name) {
   for (int k = 0; L->ok && k < 3; k++)
     if (n[k]) memcpy(rt_exec_edit(L->x, st[k]), rt_exec_view(R->x, st[k]), (size_t)n[k] * 4);
   L->ok = L->ok && rt_exec_prepare(L->x, err, sizeof err) == 0;
-  CHECK(L->ok, "%s, %s: prepare after the growth: %s", name, L->backend, err);
+  CHECK(L->ok, "%s, %s: prepare on ref's state: %s", name, L->backend, err);
 }
 
 /* The layer whose active parameters (weights, bias, batch norm's affine
