@@ -564,6 +564,7 @@ typedef struct xp_fn {
   char consts[512];   /* the enum of shapes the body reads, UNITS among them */
   const char *body[2]; /* the body's text, a second part after the first */
   int id;             /* the op number that '#' stands for in the body */
+  int none;           /* no units (an op without outputs): never launched */
 } xp_fn;
 
 /* Prints `text` with every '@' replaced by "<prefix>_" and every '#' by
@@ -581,7 +582,10 @@ static void put_fn(const xp_out *o, const xp_fn *fn) {
   FILE *f = o->f;
   const char *P = o->P;
   if (o->cuda) {
-    /* Each thread finds its image and unit; images are WS floats apart. */
+    /* Each thread finds its image and unit; images are WS floats apart.
+     * An op without units never runs (no launch), but its kernel must
+     * compile: no constant division by 0. */
+    const char *unit_div = fn->none ? "(UNITS ? UNITS : 1)" : "UNITS";
     const char *io_name = fn->io ? strrchr(fn->io, '*') + 1 : "";
     fprintf(f, "__global__ void %s_%s(float *ws, ", P, fn->name);
     if (fn->io) fprintf(f, "%s_all, ", fn->io);
@@ -589,12 +593,12 @@ static void put_fn(const xp_out *o, const xp_fn *fn) {
             "int batch) {\n%s"
             "  const long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x;\n"
             "  if (t >= (long long)batch * UNITS) return;\n"
-            "  const long long n = t / UNITS;\n"
+            "  const long long n = t / %s;\n"
             "  float *s = ws + n * %" PRId64 "LL;\n",
-            fn->consts, o->ws);
+            fn->consts, unit_div, o->ws);
     if (fn->io)
       fprintf(f, "  %s = %s_all + n * %" PRId64 "LL;\n", fn->io, io_name, fn->io_per);
-    fprintf(f, "  const int r = (int)(t %% UNITS);\n");
+    fprintf(f, "  const int r = (int)(t %% %s);\n", unit_div);
     for (int k = 0; k < 2; k++)
       if (fn->body[k]) put_body(f, fn->body[k], P, fn->id, 2);
   } else {
@@ -696,6 +700,7 @@ static int64_t op_fn(const xp_out *o, const xp_plan *p, const xp_op *op, int i, 
            pw * (op->h + 2 * B), opw * (op->oh + 2 * B), cw, op->out, units);
   op_body(op, fn->body);
   fn->id = i;
+  fn->none = units == 0;
   return units;
 }
 
@@ -811,8 +816,9 @@ static void emit_cuda_forward(const xp_out *o, const xp_plan *p, const int64_t *
           "  ILNAS_LAUNCH(%s_norm, %s_blocks(%" PRId64 ", batch), d_ws, d_in, batch);\n",
           img, o->ws, p->classes, P, P, units[0]);
   for (int i = 0; i < p->n_ops; i++)
-    fprintf(f, "  ILNAS_LAUNCH(%s_op%d, %s_blocks(%" PRId64 ", batch), d_ws, batch);\n", P, i,
-            P, units[1 + i]);
+    if (units[1 + i] > 0) /* a launch of 0 blocks fails */
+      fprintf(f, "  ILNAS_LAUNCH(%s_op%d, %s_blocks(%" PRId64 ", batch), d_ws, batch);\n", P,
+              i, P, units[1 + i]);
   fprintf(f,
           "  ILNAS_LAUNCH(%s_logits, %s_blocks(%" PRId64 ", batch), d_ws, d_lg, batch);\n"
           "  if (cudaGetLastError() != cudaSuccess ||\n"
