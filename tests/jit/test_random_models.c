@@ -36,6 +36,10 @@
  * left to its reader) each hold under conditions on shapes and
  * neighbours that a drawn model meets or misses at random.
  *
+ *   test_random_models --print [COUNT [SEED]]   drawn models' sources, one a
+ *     line, that the language accepts (tests/e2e/random.sh trains them as a
+ *     user would); a run of checks of the same seed draws others, as its
+ *     data comes from the same stream
  *   test_random_models [COUNT [SEED]]   (default 16 models, seed 1; also
  *   ILNAS_RANDOM_MODELS and ILNAS_RANDOM_SEED; ILNAS_RANDOM_MODEL="model
  *   ... { ... }" checks that one model, as a failure prints it) */
@@ -342,6 +346,26 @@ static int check_model(const char *name, const char *src) {
 
 int main(int argc, char **argv) {
   char err[256];
+  if (argc > 1 && strcmp(argv[1], "--print") == 0) { /* the drawn models' sources alone */
+    int n = argc > 2 ? atoi(argv[2]) : 16;
+    jt_state ^= (argc > 3 ? strtoul(argv[3], NULL, 10) : 1) * 0x9e3779b97f4a7c15ull;
+    if (!jt_state) jt_state = 1;
+    for (int printed = 0, drawn = 0; printed < n && drawn < 4 * n; drawn++) {
+      buf b;
+      draw_model(&b, drawn);
+      fe_model m;
+      FILE *null = fopen("/dev/null", "w");
+      ir_graph *g = NULL;
+      if (null && !fe_parse_string("t.ilnas", b.s, &m, null)) {
+        g = ir_build(&m, null);
+        fe_model_free(&m);
+      }
+      if (null) fclose(null);
+      if (g) printf("%s\n", b.s), printed++;
+      ir_free(g);
+    }
+    return 0;
+  }
   const char *ec = getenv("ILNAS_RANDOM_MODELS"), *es = getenv("ILNAS_RANDOM_SEED");
   sync_steps = getenv("ILNAS_RANDOM_SYNC") && atoi(getenv("ILNAS_RANDOM_SYNC"));
   int count = argc > 1 ? atoi(argv[1]) : ec ? atoi(ec) : 16;

@@ -1,0 +1,59 @@
+#!/bin/sh
+# random.sh ILNASC TEST_RANDOM_MODELS WORK [COUNT [SEED]]: models drawn at
+# random from the language (test_random_models --print), each compiled by
+# ilnasc and run as a user runs it, on a small synthetic CIFAR-10 set
+# read through the input adapters (resize to the model's input, channels):
+# train 3 epochs with growth after each; the same run stopped after epoch
+# 1 and resumed, whose final checkpoint must be the first run's, byte for
+# byte; eval, info; the network exported as C, built with -Werror. Needs
+# no data set (python3 writes it).
+set -eu
+ilnasc=$1 trm=$2 work=$3 count=${4:-6} seed=${5:-1}
+fail() { echo "FAIL: $*"; exit 1; }
+rm -rf "$work" && mkdir -p "$work/cifar" && cd "$work"
+python3 - <<'EOF'
+import random
+rng = random.Random(1)
+def record(label):  # one label byte, then 3x32x32 bytes: a pattern per class, and noise
+    out = bytearray([label])
+    for c in range(3):
+        base, slope = (label * 25 + c * 60) % 256, label % 3
+        out += bytes((base + (i % 32) * slope + rng.randrange(64)) % 256 for i in range(1024))
+    return out
+for name, count in [("data_batch_%d.bin" % k, 64) for k in range(1, 6)] + [("test_batch.bin", 100)]:
+    with open("cifar/" + name, "wb") as f:
+        for _ in range(count):
+            f.write(record(rng.randrange(10)))
+EOF
+"$trm" --print "$count" "$seed" > models.txt
+[ "$(wc -l < models.txt)" -eq "$count" ] || fail "test_random_models --print gave $(wc -l < models.txt) models, not $count"
+i=0
+while read -r src; do
+  i=$((i + 1))
+  d=m$i && mkdir -p $d && cd $d
+  # the input's shape; CIFAR's 3 channels go to 1 or 3 (a model of 2 takes 3)
+  shape=$(echo "$src" | sed 's/.*input \([0-9]*\)x\([0-9]*\)x\([0-9]*\);.*/\1 \2 \3/')
+  set -- $shape
+  c=$1 h=$2 w=$3
+  [ "$c" = 2 ] && c=3
+  # CIFAR's 10 classes and 3 channels may take the seed past a drawn
+  # budget: none, growth by the default Alr
+  echo "$src" | sed -e "s/input [0-9]*x/input ${c}x/" -e 's/classes [0-9]*;/classes 10;/' \
+    -e 's/ budget [0-9]*k//' -e 's/ }$//' > m.ilnas
+  printf ' }\ndata cifar10 "%s/cifar" resize %sx%s channels %s;\ntrain batch 16 epochs 3;\ngrow ilnas every 1 epoch;\n' \
+    "$work" "$h" "$w" "$c" >> m.ilnas
+  what="model $i ($(head -c 60 m.ilnas)...)"
+  "$ilnasc" m.ilnas -o m > log 2>&1 || { cat log; fail "$what: ilnasc"; }
+  run="--train-limit 320 --test-limit 64 --threads 2 --quiet"
+  ./m train $run --run-dir a >> log 2>&1 || { cat log; fail "$what: train"; }
+  ./m train $run --run-dir b --stop-after 1 >> log 2>&1 || { cat log; fail "$what: train --stop-after 1"; }
+  ./m train $run --run-dir b --resume b/last.ckpt >> log 2>&1 || { cat log; fail "$what: --resume"; }
+  cmp a/final.ckpt b/final.ckpt || fail "$what: the resumed run's checkpoint differs from the whole run's"
+  ./m eval a/final.ckpt >> log 2>&1 || { cat log; fail "$what: eval"; }
+  ./m info a/final.ckpt >> log 2>&1 || { cat log; fail "$what: info"; }
+  ./m export --c a/final.ckpt -o net.c >> log 2>&1 || { cat log; fail "$what: export --c"; }
+  ${CC:-cc} -std=c11 -Wall -Wextra -Werror -O1 -c net.c -o net.o || fail "$what: net.c does not build"
+  echo "ok: $what"
+  cd ..
+done < models.txt
+echo "ok: $count drawn models compiled, trained with growth, resumed exactly, evaluated and exported"
