@@ -225,6 +225,28 @@ static const char *worst_layer(const ir_graph *g, const ir_arch *a, const float 
   return name;
 }
 
+/* The layer whose gradient (weights, bias, batch norm's) at every
+ * parameter differs most from ref's r, by normalised error, into *worst. */
+static const char *worst_grad_layer(const ir_graph *g, const float *p, const float *r,
+                                    double *worst) {
+  const char *name = "?";
+  *worst = 0;
+  for (int li = 0; li < g->n_layers; li++) {
+    const ir_layer *l = &g->layers[li];
+    int64_t span[3][2] = {
+        {l->w_off, l->n_w}, {l->b_off, l->cout}, {l->g_off, 2 * (int64_t)l->cout}};
+    double d = 0, n = 0;
+    for (int s = 0; s < 3; s++)
+      for (int64_t i = span[s][0]; span[s][0] >= 0 && i < span[s][0] + span[s][1]; i++) {
+        double e = (double)p[i] - r[i];
+        d += e * e, n += (double)r[i] * r[i];
+      }
+    double e = n > 0 ? sqrt(d / n) : d > 0 ? INFINITY : 0;
+    if (e > *worst) *worst = e, name = l->name;
+  }
+  return name;
+}
+
 /* 1 when the model was built and checked, 0 when the language refused it
  * (a budget below the seed's, say): a drawn model may ask what the language
  * does not allow, but ilnasc's own errors count as failures. */
@@ -290,9 +312,10 @@ static int check_model(const char *name, const char *src) {
       }
       for (int b = 1; b < N_LEGS; b++)
         if (legs[b].ok && R->ok) {
-          double e = jt_nerr(dg[b], dg[0], (size_t)np);
-          CHECK(e <= GRAD_TOL, "%s, %s: phase II's dense gradient differs from ref's by %.2e", name,
-                backends[b], e);
+          double e = jt_nerr(dg[b], dg[0], (size_t)np), we = 0;
+          const char *wl = e <= GRAD_TOL ? "" : worst_grad_layer(R->g, dg[b], dg[0], &we);
+          CHECK(e <= GRAD_TOL, "%s, %s: phase II's dense gradient differs from ref's by %.2e "
+                "(most in %s: %.2e)", name, backends[b], e, wl, we);
         }
       srch_batches pb = {P2_BATCHES, CAP, in, lab};
       int rc = srch_expand(&s, R->x, &pb, &ev); /* -1: the budget is reached */
