@@ -196,39 +196,12 @@ static void leg_follow(leg *L, const leg *R, const char *name) {
   CHECK(L->ok, "%s, %s: prepare on ref's state: %s", name, L->backend, err);
 }
 
-/* The layer whose active parameters (weights, bias, batch norm's affine
- * ones) differ most from ref's, by normalised error, into *worst; p and r
- * hold the active values in index order. */
-static const char *worst_layer(const ir_graph *g, const ir_arch *a, const float *p, const float *r,
-                               double *worst) {
-  const char *name = "?";
-  *worst = 0;
-  int64_t k = 0;
-  int64_t *at = malloc((size_t)(g->n_params ? g->n_params : 1) * sizeof *at);
-  if (!at) return name;
-  for (int64_t i = 0; i < g->n_params; i++) at[i] = ir_alpha_get(a, i) ? k++ : -1;
-  for (int li = 0; li < g->n_layers; li++) {
-    const ir_layer *l = &g->layers[li];
-    int64_t span[3][2] = {
-        {l->w_off, l->n_w}, {l->b_off, l->cout}, {l->g_off, 2 * (int64_t)l->cout}};
-    double d = 0, n = 0;
-    for (int s = 0; s < 3; s++)
-      for (int64_t i = span[s][0]; span[s][0] >= 0 && i < span[s][0] + span[s][1]; i++)
-        if (at[i] >= 0) {
-          double e = (double)p[at[i]] - r[at[i]];
-          d += e * e, n += (double)r[at[i]] * r[at[i]];
-        }
-    double e = n > 0 ? sqrt(d / n) : d > 0 ? INFINITY : 0;
-    if (e > *worst) *worst = e, name = l->name;
-  }
-  free(at);
-  return name;
-}
-
-/* The layer whose gradient (weights, bias, batch norm's) at every
- * parameter differs most from ref's r, by normalised error, into *worst. */
-static const char *worst_grad_layer(const ir_graph *g, const float *p, const float *r,
-                                    double *worst) {
+/* The layer whose parameters (weights, bias, batch norm's affine ones)
+ * differ most between p and ref's r, by normalised error, into *worst.
+ * Parameter i is at p[at[i]] (none where at[i] < 0), or at p[i] when at is
+ * NULL (a dense gradient). */
+static const char *worst_of(const ir_graph *g, const int64_t *at, const float *p, const float *r,
+                            double *worst) {
   const char *name = "?";
   *worst = 0;
   for (int li = 0; li < g->n_layers; li++) {
@@ -238,12 +211,28 @@ static const char *worst_grad_layer(const ir_graph *g, const float *p, const flo
     double d = 0, n = 0;
     for (int s = 0; s < 3; s++)
       for (int64_t i = span[s][0]; span[s][0] >= 0 && i < span[s][0] + span[s][1]; i++) {
-        double e = (double)p[i] - r[i];
-        d += e * e, n += (double)r[i] * r[i];
+        int64_t k = at ? at[i] : i;
+        if (k < 0) continue;
+        double e = (double)p[k] - r[k];
+        d += e * e, n += (double)r[k] * r[k];
       }
     double e = n > 0 ? sqrt(d / n) : d > 0 ? INFINITY : 0;
     if (e > *worst) *worst = e, name = l->name;
   }
+  return name;
+}
+
+/* worst_of over the active values (rt_exec_active_values' order) of
+ * architecture a. */
+static const char *worst_active(const ir_graph *g, const ir_arch *a, const float *p,
+                                const float *r, double *worst) {
+  *worst = 0;
+  int64_t k = 0;
+  int64_t *at = malloc((size_t)(g->n_params ? g->n_params : 1) * sizeof *at);
+  if (!at) return "?";
+  for (int64_t i = 0; i < g->n_params; i++) at[i] = ir_alpha_get(a, i) ? k++ : -1;
+  const char *name = worst_of(g, at, p, r, worst);
+  free(at);
   return name;
 }
 
@@ -313,7 +302,7 @@ static int check_model(const char *name, const char *src) {
       for (int b = 1; b < N_LEGS; b++)
         if (legs[b].ok && R->ok) {
           double e = jt_nerr(dg[b], dg[0], (size_t)np), we = 0;
-          const char *wl = e <= GRAD_TOL ? "" : worst_grad_layer(R->g, dg[b], dg[0], &we);
+          const char *wl = e <= GRAD_TOL ? "" : worst_of(R->g, NULL, dg[b], dg[0], &we);
           CHECK(e <= GRAD_TOL, "%s, %s: phase II's dense gradient differs from ref's by %.2e "
                 "(most in %s: %.2e)", name, backends[b], e, wl, we);
         }
@@ -352,7 +341,7 @@ static int check_model(const char *name, const char *src) {
     rt_exec_active_values(R->x, RT_PARAMS, p0);
     rt_exec_active_values(L->x, RT_PARAMS, p1);
     double e = jt_nerr(p1, p0, (size_t)na), we = 0;
-    const char *wl = e <= PARAM_TOL ? "" : worst_layer(R->g, R->x->arch, p1, p0, &we);
+    const char *wl = e <= PARAM_TOL ? "" : worst_active(R->g, R->x->arch, p1, p0, &we);
     CHECK(e <= PARAM_TOL, "%s, %s: the active parameters at the end differ from ref's by %.2e "
           "(most in %s: %.2e)", name, backends[b], e, wl, we);
     free(p0), free(p1);
