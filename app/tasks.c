@@ -151,6 +151,19 @@ static int build_task(mt_run *r, int k) {
   return 0;
 }
 
+/* The shared α from a: its bits over the trunk's weights and biases.
+ * Batch norm's parameters are each task's own, as its running statistics
+ * are: their bits, which a layer's coming alive sets, stay out of it (a
+ * checkpoint written with them in is read without them). */
+static void shared_from(mt_run *r, const ir_arch *a) {
+  const ir_graph *g = r->t[0].g;
+  ir_arch_copy(&r->shared, a, g);
+  for (int64_t i = r->trunk_end; i < g->n_params; i++) ir_alpha_set(&r->shared, i, 0);
+  for (int li = 0; li < g->n_layers; li++)
+    for (int64_t i = 0; g->layers[li].bn && i < 2 * (int64_t)g->layers[li].cout; i++)
+      ir_alpha_set(&r->shared, g->layers[li].g_off + i, 0);
+}
+
 /* Task k takes task 0's values of the shared weights. */
 static void share_weights(mt_run *r, int k) {
   const float *p0 = rt_exec_view(r->t[0].x, RT_PARAMS);
@@ -175,9 +188,7 @@ static int fresh_task(mt_run *r, int k) {
   rt_exec_init_params(t->x, t->st.seed + (uint64_t)k);
   t->st.alr = m->alr;
   if (k == 0) {
-    /* the shared α: the seed's trunk */
-    ir_arch_copy(&r->shared, t->x->arch, t->g);
-    for (int64_t i = r->trunk_end; i < t->g->n_params; i++) ir_alpha_set(&r->shared, i, 0);
+    shared_from(r, t->x->arch); /* the seed's trunk */
     return 0;
   }
   const rt_exec *x0 = r->t[0].x;
@@ -264,7 +275,7 @@ static int resume_tasks(mt_run *r) {
       goto out;
     }
   }
-  ir_arch_copy(&r->shared, &cg->arch, r->t[0].g);
+  shared_from(r, &cg->arch);
   r->epoch = rec->epoch, r->step = rec->step, r->prev_loss = rec->prev_loss;
   r->alr = rec->alr, r->expansions = (int)rec->expansions;
   memcpy(r->srng.s, rec->srng, sizeof rec->srng);
