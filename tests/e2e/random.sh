@@ -3,27 +3,36 @@
 # random from the language (test_random_models --print), each compiled by
 # ilnasc and run as a user runs it, on a small synthetic CIFAR-10 set
 # read through the input adapters (resize to the model's input, channels):
-# train 3 epochs with growth after each; the same run stopped after epoch
-# 1 and resumed, whose final checkpoint must be the first run's, byte for
-# byte; eval, info; the network exported as C, built with -Werror. Needs
-# no data set (python3 writes it).
+# - train 3 epochs with growth after each; the same run stopped after
+#   epoch 1 and resumed, whose final checkpoint must be the first run's,
+#   byte for byte; eval, info; the network exported as C, built with
+#   -Werror;
+# - transfer: a run from that checkpoint (train --from) evaluates as the
+#   checkpoint did before it trains, grows, and resumes exactly;
+# - two tasks over the same template (the second on another synthetic
+#   set): trained with growth, resumed exactly, evaluated; info's shared
+#   and stored counts are the run's; each task's network exported.
+# Needs no data set (python3 writes them).
 set -eu
 ilnasc=$1 trm=$2 work=$3 count=${4:-6} seed=${5:-1}
 fail() { echo "FAIL: $*"; exit 1; }
-rm -rf "$work" && mkdir -p "$work/cifar" && cd "$work"
+rm -rf "$work" && mkdir -p "$work/cifar" "$work/cifar2" && cd "$work"
 python3 - <<'EOF'
 import random
 rng = random.Random(1)
-def record(label):  # one label byte, then 3x32x32 bytes: a pattern per class, and noise
+def record(label, other):  # one label byte, then 3x32x32 bytes: a pattern per class, and noise
     out = bytearray([label])
     for c in range(3):
-        base, slope = (label * 25 + c * 60) % 256, label % 3
-        out += bytes((base + (i % 32) * slope + rng.randrange(64)) % 256 for i in range(1024))
+        base = (label * (41 if other else 25) + c * 60) % 256
+        slope = (label + other) % 3
+        out += bytes((base + ((i // 32 if other else i) % 32) * slope + rng.randrange(64)) % 256
+                     for i in range(1024))
     return out
-for name, count in [("data_batch_%d.bin" % k, 64) for k in range(1, 6)] + [("test_batch.bin", 100)]:
-    with open("cifar/" + name, "wb") as f:
-        for _ in range(count):
-            f.write(record(rng.randrange(10)))
+for folder, other in [("cifar", 0), ("cifar2", 1)]:  # the second: rows for columns
+    for name, count in [("data_batch_%d.bin" % k, 64) for k in range(1, 6)] + [("test_batch.bin", 100)]:
+        with open(folder + "/" + name, "wb") as f:
+            for _ in range(count):
+                f.write(record(rng.randrange(10), other))
 EOF
 "$trm" --print "$count" "$seed" > models.txt
 [ "$(wc -l < models.txt)" -eq "$count" ] || fail "test_random_models --print gave $(wc -l < models.txt) models, not $count"
@@ -53,7 +62,39 @@ while read -r src; do
   ./m info a/final.ckpt >> log 2>&1 || { cat log; fail "$what: info"; }
   ./m export --c a/final.ckpt -o net.c >> log 2>&1 || { cat log; fail "$what: export --c"; }
   ${CC:-cc} -std=c11 -Wall -Wextra -Werror -O1 -c net.c -o net.o || fail "$what: net.c does not build"
+
+  # transfer: the same classes, so the run evaluates the checkpoint first
+  acc=$(./m eval a/final.ckpt --threads 2 | tail -n 1 | sed -n 's/.*"test_acc": \([0-9.]*\).*/\1/p')
+  line=$(./m train $run --from a/final.ckpt --epochs 2 --run-dir t 2>>log | tail -n 1)
+  echo "$line" | grep -q "\"from_acc\": $acc[,}]" || fail "$what: --from: $line (eval said $acc)"
+  ./m train $run --from a/final.ckpt --epochs 2 --run-dir u --stop-after 1 >> log 2>&1 ||
+    { cat log; fail "$what: --from, --stop-after 1"; }
+  ./m train $run --epochs 2 --run-dir u --resume u/last.ckpt >> log 2>&1 ||
+    { cat log; fail "$what: --from, --resume"; }
+  cmp t/final.ckpt u/final.ckpt || fail "$what: the resumed transfer differs from the whole one"
+
+  # two tasks: no classes of the model's own, a shared part, a task a
+  # data statement each; the drawn seed may have no budget left to share
+  sed -e 's/ classes 10;//' -e 's/search \([a-z]*\) /search \1 shared 0.3 /' \
+    -e 's/^ }$/ task a { classes 10; } task b { classes 10; } }/' \
+    -e "s|^data cifar10 \"\([^\"]*\)\"\(.*\)|data a cifar10 \"\1\"\2\ndata b cifar10 \"\12\"\2|" m.ilnas > mt.ilnas
+  "$ilnasc" mt.ilnas -o mt >> log 2>&1 || { cat log mt.ilnas; fail "$what: two tasks: ilnasc"; }
+  line=$(./mt train $run --run-dir ta 2>>log | tail -n 1)
+  shared=$(echo "$line" | sed -n 's/.*"shared_params": \([0-9]*\).*/\1/p')
+  stored=$(echo "$line" | sed -n 's/^{"test_acc": [0-9.]*, "active_params": \([0-9]*\),.*/\1/p')
+  [ -n "$shared" ] && [ -n "$stored" ] || { cat log; fail "$what: two tasks: $line"; }
+  ./mt train $run --run-dir tb --stop-after 1 >> log 2>&1 || { cat log; fail "$what: two tasks, --stop-after 1"; }
+  ./mt train $run --run-dir tb --resume tb/last.ckpt >> log 2>&1 || { cat log; fail "$what: two tasks, --resume"; }
+  cmp ta/final.ckpt tb/final.ckpt || fail "$what: two tasks: the resumed run differs from the whole one"
+  ./mt eval ta/final.ckpt --threads 2 >> log 2>&1 || { cat log; fail "$what: two tasks: eval"; }
+  ./mt info ta/final.ckpt > info.txt 2>> log || { cat log; fail "$what: two tasks: info"; }
+  grep -q "^total: $stored parameters stored ($shared shared)" info.txt ||
+    { cat info.txt; fail "$what: two tasks: info does not say the run's $stored stored, $shared shared"; }
+  for k in a b; do
+    ./mt export --c ta/final.ckpt --task $k -o $k.c >> log 2>&1 || { cat log; fail "$what: export --task $k"; }
+    ${CC:-cc} -std=c11 -Wall -Wextra -Werror -O1 -c $k.c -o $k.o || fail "$what: task $k's $k.c does not build"
+  done
   echo "ok: $what"
   cd ..
 done < models.txt
-echo "ok: $count drawn models compiled, trained with growth, resumed exactly, evaluated and exported"
+echo "ok: $count drawn models compiled, trained with growth, resumed exactly, evaluated and exported; transferred; as two tasks"
