@@ -67,7 +67,7 @@ typedef struct rt_cpu_entry {
                                * (cg_sparse_conv_row_block) */
   int compiled;               /* kernels built: only the sparse path needs them */
   int queued;                 /* to be built by the prepare under way */
-  int refs;                   /* layers using it */
+  int refs;                   /* layers using it, and the holds of a prepare under way */
   LLVMOrcResourceTrackerRef rt; /* its code in the JIT */
   rt_kern fwd, bwd_data, bwd_weight; /* conv */
   rt_kern bwd;                /* linear: fwd, and bwd for both directions */
@@ -643,10 +643,13 @@ static int cpu_prepare_layers(rt_kernels *b, int n, const int *layers,
     snprintf(err, errlen, "cpu backend: out of memory");
     return -1;
   }
+  /* each entry held (refs) until every layer has switched: a layer's old
+   * entry may be the one another layer of the call is to take (two layers
+   * of one shape that trade patterns) */
   for (int i = 0; i < n && !fail; i++) {
     assert(layers[i] >= 0 && layers[i] < b->g->n_layers);
     if (!(ent[i] = entry_get(cb, layers[i], wmasks[i], bmasks[i], err, errlen))) fail = 1;
-    else if (!entry_dense(cb, ent[i]) && !ent[i]->compiled && !ent[i]->queued)
+    else if (ent[i]->refs++, !entry_dense(cb, ent[i]) && !ent[i]->compiled && !ent[i]->queued)
       ent[i]->queued = 1, queue[nt++] = ent[i];
   }
   if (!fail && compile_entries(cb, queue, nt, rc, err, errlen)) {
@@ -660,16 +663,12 @@ static int cpu_prepare_layers(rt_kernels *b, int n, const int *layers,
   }
   for (int i = 0; i < n; i++)
     if (ent[i] && (ent[i]->compiled || entry_dense(cb, ent[i]))) entry_attach(cb, layers[i], ent[i]);
-  /* new entries no layer took (their build failed) */
-  for (rt_cpu_entry **p = &cb->cache; *p;) {
-    rt_cpu_entry *e = *p;
-    if (e->refs == 0) {
-      *p = e->next;
-      entry_free(cb, e);
-    } else {
-      p = &e->next;
+  /* the holds let go: entries no layer took (their build failed) go */
+  for (int i = 0; i < n; i++)
+    if (ent[i] && --ent[i]->refs == 0) {
+      cache_remove(cb, ent[i]);
+      entry_free(cb, ent[i]);
     }
-  }
   free(ent), free(queue), free(rc);
   return fail ? -1 : 0;
 }
