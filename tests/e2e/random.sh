@@ -10,8 +10,9 @@
 # - transfer: a run from that checkpoint (train --from) evaluates as the
 #   checkpoint did before it trains, grows, and resumes exactly;
 # - two tasks over the same template (the second on another synthetic
-#   set): trained with growth, resumed exactly, evaluated; info's shared
-#   and stored counts are the run's; each task's network exported.
+#   set), on cpu, cpu/bounds, blas and ref in turn: trained with growth,
+#   resumed exactly, evaluated; info's shared and stored counts are the
+#   run's; each task's network exported.
 # Needs no data set (python3 writes them).
 set -eu
 ilnasc=$1 trm=$2 work=$3 count=${4:-6} seed=${5:-1}
@@ -78,18 +79,23 @@ while read -r src; do
   sed -e 's/ classes 10;//' -e 's/search \([a-z]*\) /search \1 shared 0.3 /' \
     -e 's/^ }$/ task a { classes 10; } task b { classes 10; } }/' \
     -e "s|^data cifar10 \"\([^\"]*\)\"\(.*\)|data a cifar10 \"\1\"\2\ndata b cifar10 \"\12\"\2|" m.ilnas > mt.ilnas
-  "$ilnasc" mt.ilnas -o mt >> log 2>&1 || { cat log mt.ilnas; fail "$what: two tasks: ilnasc"; }
-  line=$(./mt train $run --run-dir ta 2>>log | tail -n 1)
+  "$ilnasc" mt.ilnas -o mt >> log 2>&1 || { cat log mt.ilnas; fail "$what: ilnasc"; }
+  # on each backend in turn (the bounds layout gives layers one shape,
+  # whose kernels a growth may trade)
+  set -- cpu cpu/bounds blas ref
+  shift $(((i - 1) % 4))
+  mrun="$run --backend $1" what="$what, two tasks on $1"
+  line=$(./mt train $mrun --run-dir ta 2>>log | tail -n 1)
   shared=$(echo "$line" | sed -n 's/.*"shared_params": \([0-9]*\).*/\1/p')
   stored=$(echo "$line" | sed -n 's/^{"test_acc": [0-9.]*, "active_params": \([0-9]*\),.*/\1/p')
-  [ -n "$shared" ] && [ -n "$stored" ] || { cat log; fail "$what: two tasks: $line"; }
-  ./mt train $run --run-dir tb --stop-after 1 >> log 2>&1 || { cat log; fail "$what: two tasks, --stop-after 1"; }
-  ./mt train $run --run-dir tb --resume tb/last.ckpt >> log 2>&1 || { cat log; fail "$what: two tasks, --resume"; }
-  cmp ta/final.ckpt tb/final.ckpt || fail "$what: two tasks: the resumed run differs from the whole one"
-  ./mt eval ta/final.ckpt --threads 2 >> log 2>&1 || { cat log; fail "$what: two tasks: eval"; }
-  ./mt info ta/final.ckpt > info.txt 2>> log || { cat log; fail "$what: two tasks: info"; }
+  [ -n "$shared" ] && [ -n "$stored" ] || { cat log; fail "$what: $line"; }
+  ./mt train $mrun --run-dir tb --stop-after 1 >> log 2>&1 || { cat log; fail "$what: --stop-after 1"; }
+  ./mt train $mrun --run-dir tb --resume tb/last.ckpt >> log 2>&1 || { cat log; fail "$what: --resume"; }
+  cmp ta/final.ckpt tb/final.ckpt || fail "$what: the resumed run differs from the whole one"
+  ./mt eval ta/final.ckpt --threads 2 --backend $1 >> log 2>&1 || { cat log; fail "$what: eval"; }
+  ./mt info ta/final.ckpt > info.txt 2>> log || { cat log; fail "$what: info"; }
   grep -q "^total: $stored parameters stored ($shared shared)" info.txt ||
-    { cat info.txt; fail "$what: two tasks: info does not say the run's $stored stored, $shared shared"; }
+    { cat info.txt; fail "$what: info does not say the run's $stored stored, $shared shared"; }
   for k in a b; do
     ./mt export --c ta/final.ckpt --task $k -o $k.c >> log 2>&1 || { cat log; fail "$what: export --task $k"; }
     ${CC:-cc} -std=c11 -Wall -Wextra -Werror -O1 -c $k.c -o $k.o || fail "$what: task $k's $k.c does not build"
