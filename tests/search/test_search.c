@@ -296,6 +296,58 @@ static void test_function_preserving(const char *norm) {
   ir_free(g);
 }
 
+/* A channel without incoming weights that feeds the next layer (its
+ * output a constant: 0, or batch norm's beta) is no placeholder: the
+ * refill leaves it as it is, and the logits with it. A task's network
+ * has such channels where another task's own weights feed them. */
+static void test_constant_node(const char *norm) {
+  char src[512];
+  snprintf(src, sizeof src,
+           "model f { input 1x8x8; classes 5; search weight seed 5 from density 0.6;"
+           " stage conv { layers 2 channels 3..6 kernel 3x3 %s; }"
+           " stage linear { layers 1 width 6..9; } }", norm);
+  ir_graph *g = build(src);
+  CHECK(g, "build");
+  if (!g) return;
+  char err[256];
+  int n = 6;
+  rt_exec *x = rt_exec_new(g, n, 1, NULL, err, sizeof err);
+  srch_state s;
+  CHECK(x && srch_init(&s, g, FE_SEARCH_ILNAS, 1) == 0, "init");
+  rt_exec_init_params(x, 3);
+  /* conv1.0's channel 0: no incoming weights, no bias; an outgoing
+   * weight into conv1.1; beta 0.5 where there is batch norm */
+  const ir_layer *l0 = &g->layers[0], *l1 = &g->layers[1];
+  int64_t row = ir_fan_in(l0);
+  rt_exec_set_unit(x, l0->w_off, row, 0, NULL);
+  rt_exec_set_unit(x, l0->b_off, 1, 0, NULL);
+  float v = 0.7f;
+  rt_exec_set_unit(x, l1->w_off + 4, 1, 1, &v); /* out 0, in 0, the centre tap */
+  if (l0->g_off >= 0) rt_exec_params_write(x)[l0->g_off + l0->cout] = 0.5f;
+  CHECK(rt_exec_prepare(x, err, sizeof err) == 0, "prepare: %s", err);
+  size_t img = input_size(g);
+  float *in = malloc((size_t)n * img * sizeof(float));
+  rt_rng rng;
+  rt_rng_seed(&rng, 8);
+  for (size_t i = 0; i < n * img; i++) in[i] = rt_rng_uniform(&rng) * 2 - 1;
+  int k = g->cfg.classes;
+  float *a = malloc((size_t)n * k * sizeof(float)), *b = malloc((size_t)n * k * sizeof(float));
+  logits(x, in, n, a);
+  srch_refill(&s, x);
+  CHECK(rt_exec_prepare(x, err, sizeof err) == 0, "prepare: %s", err);
+  int incoming = 0;
+  for (int64_t i = 0; i < row; i++) incoming += ir_alpha_get(x->arch, l0->w_off + i);
+  CHECK(incoming == 0, "%s: the refill gave a channel that feeds conv1.1 %d incoming weights",
+        norm, incoming);
+  logits(x, in, n, b);
+  CHECK(memcmp(a, b, (size_t)n * k * sizeof(float)) == 0, "%s: the refill changed the logits",
+        norm);
+  free(in), free(a), free(b);
+  srch_free(&s);
+  rt_exec_free(x);
+  ir_free(g);
+}
+
 static void check_whole_kernels(const ir_graph *g, const ir_arch *a, const char *what) {
   if (g->cfg.gran != FE_GRAN_KERNEL) return;
   for (int i = 0; i < g->n_layers; i++) {
@@ -495,6 +547,9 @@ int main(void) {
   test_function_preserving("");
   test_function_preserving("norm batch");
   test_function_preserving("norm batch after");
+  test_constant_node("");
+  test_constant_node("norm batch");
+  test_constant_node("norm batch after");
   test_budget();
   test_bn_constants(0); /* the drift shows without growth */
   test_bn_constants(1);
