@@ -11,8 +11,9 @@
 #   checkpoint did before it trains, grows, and resumes exactly;
 # - two tasks over the same template (the second on another synthetic
 #   set), on cpu, cpu/bounds, blas and ref in turn: trained with growth,
-#   resumed exactly, evaluated; info's shared and stored counts are the
-#   run's; each task's network exported.
+#   resumed exactly, evaluated; task b's network, taken by the model
+#   (train --from --task b) on b's data, evaluates as eval said; info's
+#   shared and stored counts are the run's; each task's network exported.
 # Needs no data set (python3 writes them).
 set -eu
 ilnasc=$1 trm=$2 work=$3 count=${4:-6} seed=${5:-1}
@@ -92,7 +93,13 @@ while read -r src; do
   ./mt train $mrun --run-dir tb --stop-after 1 >> log 2>&1 || { cat log; fail "$what: --stop-after 1"; }
   ./mt train $mrun --run-dir tb --resume tb/last.ckpt >> log 2>&1 || { cat log; fail "$what: --resume"; }
   cmp ta/final.ckpt tb/final.ckpt || fail "$what: the resumed run differs from the whole one"
-  ./mt eval ta/final.ckpt --threads 2 --backend $1 >> log 2>&1 || { cat log; fail "$what: eval"; }
+  ev=$(./mt eval ta/final.ckpt --threads 2 --backend $1 2>>log) || { cat log; fail "$what: eval"; }
+  # task b's network, taken by the single-task model on b's data, evaluates
+  # as eval said (its own batch norm and statistics with it)
+  bacc=$(echo "$ev" | sed -n 's/.*"b": {"test_acc": \([0-9.]*\),.*/\1/p')
+  line=$(./m train $mrun --from ta/final.ckpt --task b --data "$work/cifar2" --epochs 1 \
+           --run-dir fb 2>>log | tail -n 1)
+  echo "$line" | grep -q "\"from_acc\": $bacc[,}]" || fail "$what: --from task b: $line (eval: $ev)"
   ./mt info ta/final.ckpt > info.txt 2>> log || { cat log; fail "$what: info"; }
   grep -q "^total: $stored parameters stored ($shared shared)" info.txt ||
     { cat info.txt; fail "$what: info does not say the run's $stored stored, $shared shared"; }
