@@ -240,12 +240,11 @@ int srch_refill(srch_state *s, rt_exec *x) {
     if (cost < 1) cost = 1;
     float bound = 1.0f / sqrtf((float)cost);
     for (int c = 0; c < l->cout && holders < want && live_in > 0; c++) {
-      /* a channel without incoming weights may still feed the layers
-       * after it, with batch norm's beta (or a bias) as its constant
-       * output: a task's network whose channel takes its inputs from
-       * another task's own weights, say. Incoming weights would change
-       * what it feeds them, so only one that feeds nothing becomes a
-       * placeholder. */
+      /* a channel without incoming weights or bias may still feed the
+       * layers after it, its output a constant (0, or batch norm's beta):
+       * in a task's network whose channel takes its inputs from another
+       * task's own weights, say. Incoming weights would change what it
+       * feeds them, so only one that feeds nothing becomes a placeholder. */
       if (row_any(a, l, c) || has_outgoing(g, a, l->out_t, l->out_ch + c, 0)) continue;
       if (active + cost > s->budget) break;
       int64_t base = l->w_off + c * ir_fan_in(l), got = 0;

@@ -648,8 +648,12 @@ static int cpu_prepare_layers(rt_kernels *b, int n, const int *layers,
    * of one shape that trade patterns) */
   for (int i = 0; i < n && !fail; i++) {
     assert(layers[i] >= 0 && layers[i] < b->g->n_layers);
-    if (!(ent[i] = entry_get(cb, layers[i], wmasks[i], bmasks[i], err, errlen))) fail = 1;
-    else if (ent[i]->refs++, !entry_dense(cb, ent[i]) && !ent[i]->compiled && !ent[i]->queued)
+    if (!(ent[i] = entry_get(cb, layers[i], wmasks[i], bmasks[i], err, errlen))) {
+      fail = 1;
+      break;
+    }
+    ent[i]->refs++;
+    if (!entry_dense(cb, ent[i]) && !ent[i]->compiled && !ent[i]->queued)
       ent[i]->queued = 1, queue[nt++] = ent[i];
   }
   if (!fail && compile_entries(cb, queue, nt, rc, err, errlen)) {
