@@ -75,8 +75,8 @@ while read -r src; do
     { cat log; fail "$what: --from, --resume"; }
   cmp t/final.ckpt u/final.ckpt || fail "$what: the resumed transfer differs from the whole one"
 
-  # two tasks: no classes of the model's own, a shared part, a task a
-  # data statement each; the drawn seed may have no budget left to share
+  # two tasks: no classes of the model's own, a shared part (of no
+  # budget: the budget went above), a data statement each
   sed -e 's/ classes 10;//' -e 's/search \([a-z]*\) /search \1 shared 0.3 /' \
     -e 's/^ }$/ task a { classes 10; } task b { classes 10; } }/' \
     -e "s|^data cifar10 \"\([^\"]*\)\"\(.*\)|data a cifar10 \"\1\"\2\ndata b cifar10 \"\12\"\2|" m.ilnas > mt.ilnas

@@ -337,11 +337,12 @@ static void test_constant_node(const char *norm) {
   CHECK(rt_exec_prepare(x, err, sizeof err) == 0, "prepare: %s", err);
   int incoming = 0;
   for (int64_t i = 0; i < row; i++) incoming += ir_alpha_get(x->arch, l0->w_off + i);
+  const char *what = norm[0] ? norm : "no batch norm";
   CHECK(incoming == 0, "%s: the refill gave a channel that feeds conv1.1 %d incoming weights",
-        norm, incoming);
+        what, incoming);
   logits(x, in, n, b);
   CHECK(memcmp(a, b, (size_t)n * k * sizeof(float)) == 0, "%s: the refill changed the logits",
-        norm);
+        what);
   free(in), free(a), free(b);
   srch_free(&s);
   rt_exec_free(x);
