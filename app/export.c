@@ -1,14 +1,12 @@
 /* export.c: a trained network as fixed-architecture C or CUDA source.
  *
- * Two steps. plan_build walks the layers in schedule order and tracks, for
- * every channel of every IR tensor, where its plane lives in a per-image
- * workspace of the emitted code, or that it is constant zero. Copies and
- * dead layers only re-point channels (they cost nothing at run time); a
- * weighted layer keeps the output channels that have active weights from
- * non-zero inputs or a non-zero bias after ReLU, and gives each a fresh
- * plane. Then emission prints one specialised function per remaining op,
+ * Two steps. xp_plan_build (xplan.h) walks the layers in schedule order
+ * and tracks, for every channel of every IR tensor, where its plane lives
+ * in a per-image workspace of the emitted code, or that it is constant
+ * zero. Then emission prints one specialised function per remaining op,
  * every shape a literal, over constant tables: its body once, behind a
- * prologue that makes it a C loop or a CUDA kernel.
+ * prologue that makes it a C loop or a CUDA kernel. The ONNX target
+ * (onnx.c) writes a graph from the same plan instead.
  *
  * Output files are written under temporary names in their own directory
  * and renamed into place only when all of them are complete, so an error
@@ -23,336 +21,11 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "app/onnx.h"
+#include "app/xplan.h"
 #include "runtime/data.h"
 #include "runtime/err.h"
 #include "runtime/ref.h"
-
-/* An op of the plan is one IR layer that runs, so it carries the layer's
- * ir_kind (ir/ops.def) rather than a kind list of its own: conv, linear,
- * maxpool or gap. Copies and dead layers are no ops here; they only
- * re-point channels in plan_build. The switches over ir_kind below have no
- * default, so an op appended to ops.def fails the build (-Wswitch) until
- * export knows it. */
-typedef struct xp_op {
-  ir_kind kind;         /* never IR_COPY */
-  int layer;            /* IR layer it comes from */
-  int n;                /* output planes (conv, pool, gap) or neurons (linear) */
-  int64_t out;          /* workspace offset of the first output plane */
-  int h, w, oh, ow;     /* input and output plane sizes */
-  int k, stride, pad, relu;
-  int32_t *start;       /* conv, linear: n + 1 entry starts */
-  int32_t *src;         /* conv: input plane per entry; linear: input float
-                           per entry; pool, gap: input plane per output */
-  uint16_t *tap;        /* conv: ky * k + kx per entry */
-  float *wt;            /* conv, linear: weight per entry (batch norm folded) */
-  float *bias;          /* conv, linear: n */
-  float *post;          /* batch norm after the ReLU: n scales, then n shifts
-                           of the ReLU's output; NULL otherwise */
-  int64_t n_ent;        /* entries */
-} xp_op;
-
-/* Conv and linear: the ops with tables of entries, weights and biases. */
-static int has_weights(ir_kind k) { return k == IR_CONV || k == IR_LINEAR; }
-
-typedef struct xp_plan {
-  xp_op *ops;
-  int n_ops;
-  int64_t ws;           /* workspace floats per image */
-  int in_c, in_h, in_w, classes;
-  int32_t *logit_src;   /* per class: workspace offset, -1 for constant 0 */
-  int32_t **loc;        /* per tensor, per channel: plane offset or -1 */
-  uint8_t *spatial;     /* per tensor: its planes carry the zero border */
-  int n_tensors;
-  int B;                /* zero border around every spatial plane */
-  uint8_t *varies;      /* per channel of every tensor: ir_varying */
-} xp_plan;
-
-/* Spatial planes (the input, conv and max-pool outputs) are stored with a
- * border of B zeros, B the largest conv padding, so the conv loops read
- * the padding instead of testing bounds; it is never written, and the
- * workspace starts zeroed. Unit tensors (average-pool and linear outputs)
- * are plain floats. */
-static int64_t padded(const xp_plan *p, int h, int w) {
-  return (int64_t)(h + 2 * p->B) * (w + 2 * p->B);
-}
-
-static void plan_free(xp_plan *p) {
-  for (int i = 0; i < p->n_ops; i++) {
-    xp_op *o = &p->ops[i];
-    free(o->start), free(o->src), free(o->tap), free(o->wt), free(o->bias), free(o->post);
-  }
-  free(p->ops);
-  if (p->loc)
-    for (int t = 0; t < p->n_tensors; t++) free(p->loc[t]);
-  free(p->loc), free(p->logit_src), free(p->spatial), free(p->varies);
-  memset(p, 0, sizeof *p);
-}
-
-/* Reserves `floats` of workspace; the emitted code indexes it with int. */
-static int ws_take(xp_plan *p, int64_t floats, int64_t *off) {
-  *off = p->ws;
-  p->ws += floats;
-  return p->ws > INT32_MAX ? -1 : 0;
-}
-
-static xp_op *op_new(xp_plan *p) {
-  xp_op *ops = realloc(p->ops, (size_t)(p->n_ops + 1) * sizeof *ops);
-  if (!ops) return NULL;
-  p->ops = ops;
-  xp_op *o = &ops[p->n_ops++];
-  memset(o, 0, sizeof *o);
-  return o;
-}
-
-/* A weighted layer's fold of inference-mode batch norm:
- * y = (z - mean) * gamma / sqrt(var + eps) + beta = z * scale + shift, with
- * z = w.x + b (batch norm after the ReLU: z = relu(w.x + b)); for a
- * channel that cannot vary (ir_varying), y = beta, as the runtime has it. */
-static void bn_fold(const xp_plan *p, const ir_graph *g, const ir_layer *l, const rt_exec *x,
-                    int co, double *scale, double *shift) {
-  *scale = 1.0, *shift = 0.0;
-  if (!l->bn) return;
-  const float *gamma = rt_exec_view(x, RT_PARAMS) + l->g_off, *beta = gamma + l->cout;
-  const float *mean = rt_exec_view(x, RT_STATS) + l->s_off, *var = mean + l->cout;
-  if (!p->varies[ir_chan_base(g, l->out_t) + l->out_ch + co]) {
-    *scale = 0.0, *shift = beta[co];
-    return;
-  }
-  *scale = gamma[co] / sqrt((double)var[co] + RT_BN_EPS);
-  *shift = beta[co] - mean[co] * *scale;
-}
-
-/* Conv and linear: one op over the kept output channels. A conv input
- * "unit" is a channel (an input plane); a linear one is a single float of
- * its channel-major flattened input. */
-static int plan_weighted(xp_plan *p, const ir_graph *g, const rt_exec *x,
-                         int li, int dense, char *err, size_t errlen) {
-  const ir_layer *l = &g->layers[li];
-  const ir_tensor *it = &g->tensors[l->in_t];
-  const int conv = l->kind == IR_CONV;
-  const int kk = l->k * l->k, per = conv ? 1 : it->h * it->w;
-  const int64_t plane = conv ? padded(p, l->oh, l->ow) : 1;
-  p->spatial[l->out_t] = (uint8_t)conv;
-  const float *params = rt_exec_view(x, RT_PARAMS);
-  const float *w = params + l->w_off, *b = params + l->b_off;
-  const uint8_t *m = x->mask;
-
-  /* Where each input unit lives; -1 where it is constant zero. */
-  int32_t *in = malloc((size_t)l->cin * sizeof *in);
-  int32_t *out = malloc((size_t)l->cout * sizeof *out);
-  xp_op *o = op_new(p);
-  if (!in || !out || !o) {
-    free(in), free(out);
-    return rt_fail(err, errlen, "out of memory");
-  }
-  for (int ci = 0; ci < l->cin; ci++) {
-    int32_t s = p->loc[l->in_t][l->in_ch + ci / per];
-    int at = ci % per; /* a linear layer's position in the plane */
-    if (!conv && p->spatial[l->in_t])
-      at = (at / it->w + p->B) * (it->w + 2 * p->B) + at % it->w + p->B;
-    in[ci] = s < 0 ? -1 : s + at;
-  }
-  o->kind = l->kind;
-  o->layer = li;
-  o->h = l->h, o->w = l->w, o->oh = l->oh, o->ow = l->ow;
-  o->k = l->k, o->stride = l->stride, o->pad = l->pad, o->relu = l->relu;
-  o->start = malloc(((size_t)l->cout + 1) * sizeof *o->start);
-  o->bias = malloc((size_t)l->cout * sizeof *o->bias);
-  if (!o->start || !o->bias) {
-    free(in), free(out);
-    return rt_fail(err, errlen, "out of memory");
-  }
-  if (conv && !p->spatial[l->in_t]) {
-    free(in), free(out);
-    return rt_fail(err, errlen, "layer %s: a conv reading a flat tensor cannot be exported",
-                l->name);
-  }
-
-  /* Pass 1: which outputs stay, and how many entries they take. An output
-   * with no surviving weight is the constant act(bias); it goes only when
-   * that constant is exactly zero. */
-  int64_t n_ent = 0;
-  o->start[0] = 0;
-  const int after = l->bn == IR_BN_AFTER && l->relu; /* scale, shift after the ReLU */
-  float *post = o->post = after ? malloc(2 * (size_t)l->cout * sizeof *post) : NULL;
-  if (after && !post) {
-    free(in), free(out);
-    return rt_fail(err, errlen, "out of memory");
-  }
-  for (int co = 0; co < l->cout; co++) {
-    double scale, shift;
-    bn_fold(p, g, l, x, co, &scale, &shift);
-    if (after) post[o->n] = (float)scale, post[l->cout + o->n] = (float)shift, scale = 1, shift = 0;
-    double bias = (m[l->b_off + co] ? b[co] : 0.0) * scale + shift;
-    int64_t active = 0, reach = 0;
-    for (int ci = 0; ci < l->cin; ci++) {
-      if (in[ci] < 0) continue;
-      const int64_t base = ((int64_t)co * l->cin + ci) * kk;
-      reach += kk;
-      for (int t = 0; t < kk; t++)
-        if (m[l->w_off + base + t] && w[base + t] != 0.0f) active++;
-    }
-    float fb = (float)bias;
-    float act = l->relu && fb < 0.0f ? 0.0f : fb; /* the output when constant */
-    if (after) act = act * post[o->n] + post[l->cout + o->n];
-    if (active == 0 && act == 0.0f) {
-      out[co] = -1;
-      continue;
-    }
-    if (!isfinite(fb) || (after && !(isfinite(post[o->n]) && isfinite(post[l->cout + o->n])))) {
-      free(in), free(out);
-      return rt_fail(err, errlen, "layer %s: output %d has a non-finite bias", l->name, co);
-    }
-    out[co] = o->n;
-    o->bias[o->n] = fb;
-    n_ent += dense ? reach : active;
-    if (n_ent > INT32_MAX) {
-      free(in), free(out);
-      return rt_fail(err, errlen, "layer %s has more weights than the emitted code can index",
-                  l->name);
-    }
-    o->start[++o->n] = (int32_t)n_ent;
-  }
-  if (post) memmove(post + o->n, post + l->cout, (size_t)o->n * sizeof *post);
-  o->n_ent = n_ent;
-  size_t ne = n_ent ? (size_t)n_ent : 1;
-  o->src = malloc(ne * sizeof *o->src);
-  o->wt = malloc(ne * sizeof *o->wt);
-  o->tap = conv ? malloc(ne * sizeof *o->tap) : NULL;
-  if (!o->src || !o->wt || (conv && !o->tap)) {
-    free(in), free(out);
-    return rt_fail(err, errlen, "out of memory");
-  }
-
-  /* Pass 2: the entries, in the reference kernels' order (input channel,
-   * then tap) so the sums round alike. */
-  int64_t e = 0;
-  for (int co = 0; co < l->cout; co++) {
-    if (out[co] < 0) continue;
-    double scale, shift;
-    bn_fold(p, g, l, x, co, &scale, &shift);
-    if (after) scale = 1; /* applied after the ReLU */
-    for (int ci = 0; ci < l->cin; ci++) {
-      if (in[ci] < 0) continue;
-      const int64_t base = ((int64_t)co * l->cin + ci) * kk;
-      for (int t = 0; t < kk; t++) {
-        int on = m[l->w_off + base + t] && w[base + t] != 0.0f;
-        if (!on && !dense) continue;
-        float v = on ? (float)(w[base + t] * scale) : 0.0f;
-        if (!isfinite(v)) {
-          free(in), free(out);
-          return rt_fail(err, errlen, "layer %s has a non-finite weight", l->name);
-        }
-        o->src[e] = in[ci];
-        if (conv) o->tap[e] = (uint16_t)t;
-        o->wt[e++] = v;
-      }
-    }
-  }
-
-  int64_t first;
-  if (ws_take(p, o->n * plane, &first)) {
-    free(in), free(out);
-    return rt_fail(err, errlen, "the network's activations exceed 2^31 floats per image");
-  }
-  o->out = first;
-  for (int co = 0; co < l->cout; co++)
-    p->loc[l->out_t][l->out_ch + co] =
-        out[co] < 0 ? -1 : (int32_t)(first + out[co] * plane);
-  free(in), free(out);
-  return 0;
-}
-
-/* Max-pool and global average pool: one output plane per non-zero input
- * plane; a zero plane pools to zero. */
-static int plan_pool(xp_plan *p, const ir_graph *g, int li, char *err,
-                     size_t errlen) {
-  const ir_layer *l = &g->layers[li];
-  xp_op *o = op_new(p);
-  if (!o || !(o->src = malloc(((size_t)l->cin + 1) * sizeof *o->src)))
-    return rt_fail(err, errlen, "out of memory");
-  o->kind = l->kind;
-  o->layer = li;
-  o->h = l->h, o->w = l->w, o->oh = l->oh, o->ow = l->ow;
-  o->k = o->stride = l->k;
-  const int64_t plane = o->kind == IR_GAP ? 1 : padded(p, l->oh, l->ow);
-  p->spatial[l->out_t] = o->kind == IR_MAXPOOL;
-  int32_t *dst = p->loc[l->out_t] + l->out_ch;
-  for (int c = 0; c < l->cin; c++) {
-    int32_t s = p->loc[l->in_t][l->in_ch + c];
-    dst[c] = s < 0 ? -1 : o->n;
-    if (s >= 0) o->src[o->n++] = s;
-  }
-  int64_t first;
-  if (ws_take(p, o->n * plane, &first))
-    return rt_fail(err, errlen, "the network's activations exceed 2^31 floats per image");
-  o->out = first;
-  for (int c = 0; c < l->cin; c++)
-    if (dst[c] >= 0) dst[c] = (int32_t)(first + dst[c] * plane);
-  return 0;
-}
-
-static int plan_build(xp_plan *p, const ir_graph *g, const rt_exec *x, int dense,
-                      char *err, size_t errlen) {
-  memset(p, 0, sizeof *p);
-  const ir_tensor *in = &g->tensors[g->input_t];
-  p->in_c = in->c, p->in_h = in->h, p->in_w = in->w;
-  p->classes = g->cfg.classes;
-  p->n_tensors = g->n_tensors;
-  p->loc = calloc((size_t)g->n_tensors, sizeof *p->loc);
-  p->logit_src = malloc((size_t)p->classes * sizeof *p->logit_src);
-  p->spatial = calloc((size_t)g->n_tensors, 1);
-  p->varies = malloc((size_t)ir_chan_base(g, g->n_tensors) + 1);
-  if (!p->loc || !p->logit_src || !p->spatial || !p->varies ||
-      ir_varying(g, x->arch, p->varies))
-    return rt_fail(err, errlen, "out of memory");
-  for (int li = 0; li < g->n_layers; li++)
-    if (g->layers[li].kind == IR_CONV && g->layers[li].pad > p->B) p->B = g->layers[li].pad;
-  for (int t = 0; t < g->n_tensors; t++) {
-    p->loc[t] = malloc((size_t)g->tensors[t].c * sizeof **p->loc);
-    if (!p->loc[t]) return rt_fail(err, errlen, "out of memory");
-    for (int c = 0; c < g->tensors[t].c; c++) p->loc[t][c] = -1;
-  }
-  /* The normalised input occupies the start of the workspace. */
-  int64_t plane = padded(p, in->h, in->w), off;
-  if (ws_take(p, in->c * plane, &off))
-    return rt_fail(err, errlen, "the input exceeds 2^31 floats per image");
-  for (int c = 0; c < in->c; c++) p->loc[g->input_t][c] = (int32_t)(c * plane);
-  p->spatial[g->input_t] = 1;
-
-  for (int li = 0; li < g->n_layers; li++) {
-    const ir_layer *l = &g->layers[li];
-    int rc = 0;
-    switch (l->kind) {
-    case IR_COPY:
-      for (int c = 0; c < l->cin; c++)
-        p->loc[l->out_t][l->out_ch + c] = p->loc[l->in_t][l->in_ch + c];
-      p->spatial[l->out_t] = p->spatial[l->in_t];
-      break;
-    case IR_CONV:
-    case IR_LINEAR:
-      if (x->arch->alive[li]) {
-        rc = plan_weighted(p, g, x, li, dense, err, errlen);
-      } else if (l->prev_t >= 0) {
-        /* A dead layer is its predecessor's output under another name. */
-        for (int c = 0; c < l->cout; c++)
-          p->loc[l->out_t][l->out_ch + c] = p->loc[l->prev_t][l->prev_ch + c];
-        p->spatial[l->out_t] = p->spatial[l->prev_t];
-      } else {
-        return rt_fail(err, errlen, "layer %s is dead but has nothing to pass through",
-                    l->name);
-      }
-      break;
-    case IR_MAXPOOL:
-    case IR_GAP:
-      rc = plan_pool(p, g, li, err, errlen);
-      break;
-    }
-    if (rc) return rc;
-  }
-  for (int k = 0; k < p->classes; k++) p->logit_src[k] = p->loc[g->logits_t][k];
-  return 0;
-}
 
 /* ---- emission ---------------------------------------------------------- */
 
@@ -422,7 +95,7 @@ static int put_weights(xp_out *o, const char *name, int id, const float *v, int6
 static int put_tables(xp_out *o, const xp_plan *p) {
   for (int i = 0; i < p->n_ops; i++) {
     const xp_op *op = &p->ops[i];
-    if (has_weights(op->kind)) {
+    if (xp_has_weights(op->kind)) {
       put_i32s(o, "int", "s", i, op->start, op->n + 1);
       put_i32s(o, "int", "i", i, op->src, op->n_ent);
       if (op->kind == IR_CONV) put_taps(o, i, op->tap, op->n_ent, op->k * op->k);
@@ -501,7 +174,7 @@ static void put_loader(const xp_out *o, const xp_plan *p, int64_t total, uint64_
           (unsigned)(fp >> 48 & 255), (unsigned)(fp >> 56 & 255), total);
   for (int i = 0; i < p->n_ops; i++) {
     const xp_op *op = &p->ops[i];
-    if (!has_weights(op->kind)) continue;
+    if (!xp_has_weights(op->kind)) continue;
     const char *names[3] = {"w", "b", "a"};
     int64_t lens[3] = {op->n_ent, op->n, op->post ? 2 * (int64_t)op->n : 0};
     for (int k = 0; k < 3; k++) {
@@ -716,7 +389,7 @@ static int64_t norm_fn(const xp_out *o, const xp_plan *p, xp_fn *fn) {
   snprintf(fn->consts, sizeof fn->consts,
            "  enum { H = %d, W = %d, B = %d, PW = %d, IPP = %" PRId64 ", CW = %d, UNITS = %" PRId64
            " };\n",
-           p->in_h, p->in_w, B, pw, padded(p, p->in_h, p->in_w), cw, units);
+           p->in_h, p->in_w, B, pw, xp_padded(p, p->in_h, p->in_w), cw, units);
   fn->body[0] = "const int c = r / (H * (W / CW)), y = r / (W / CW) % H, x0 = r % (W / CW) * CW;\n"
                 "for (int x = x0; x < x0 + CW; x++)\n"
                 "  s[c * IPP + (y + B) * PW + x + B] = (in[(c * H + y) * W + x] - @mean[c]) / @std[c];\n";
@@ -746,7 +419,7 @@ static void emit_fns(const xp_out *o, const xp_plan *p, const ir_graph *g, int64
     const xp_op *op = &p->ops[i];
     fprintf(f, "\n/* %s: %s, %d outputs", g->layers[op->layer].name, ir_kind_name(op->kind),
             op->n);
-    if (has_weights(op->kind)) fprintf(f, ", %" PRId64 " weights", op->n_ent);
+    if (xp_has_weights(op->kind)) fprintf(f, ", %" PRId64 " weights", op->n_ent);
     fprintf(f, " */\n");
     units[1 + i] = op_fn(o, p, op, i, &fn);
     put_fn(o, &fn);
@@ -953,6 +626,33 @@ static const char *cuda_or_c(const app_export_opts *o) {
   return o->target == APP_EXPORT_CUDA ? "CUDA source" : "C source";
 }
 
+/* The ONNX target: FILE.onnx from the plan, written under a temporary name
+ * and renamed into place when complete. */
+static int write_onnx(const xp_plan *p, const ir_graph *g, const app_train_state *st,
+                      const char *input, const char *origin, const app_export_opts *o,
+                      app_export_stats *s, char *err, size_t errlen) {
+  int rc = app_output_ok(o->out, input, "an ONNX model", err, errlen);
+  if (rc) return rc;
+  char doc[640];
+  snprintf(doc, sizeof doc, "model '%s' after %d epochs, exported by ilnas from %s",
+           g->cfg.name, st->epoch, origin);
+  uint8_t *buf;
+  size_t n;
+  if (xp_onnx(p, g, &st->norm, doc, &buf, &n, err, errlen)) return -1;
+  xp_file f = {0};
+  if (!(rc = file_open(&f, o->out, "wb", err, errlen))) {
+    fwrite(buf, 1, n, f.f);
+    if (!(rc = file_close(&f, err, errlen)) && rename(f.tmp, f.path))
+      rc = rt_fail(err, errlen, "cannot write '%s': %s", f.path, strerror(errno));
+    else if (!rc)
+      free(f.tmp), f.tmp = NULL;
+  }
+  file_discard(&f);
+  free(buf);
+  s->table_bytes = (int64_t)n;
+  return rc;
+}
+
 int app_export_graph(const ir_graph *g, const rt_exec *x, const app_train_state *st,
                     const char *origin, const app_export_opts *o,
                     app_export_stats *stats, char *err, size_t errlen) {
@@ -974,24 +674,30 @@ int app_export_graph(const ir_graph *g, const rt_exec *x, const app_train_state 
   origin = from;
 
   xp_plan p;
-  int rc = plan_build(&p, g, x, o->dense, err, errlen);
+  int rc = xp_plan_build(&p, g, x, o->dense, err, errlen);
   app_export_stats s;
   memset(&s, 0, sizeof s);
   if (rc) {
-    plan_free(&p);
+    xp_plan_free(&p);
     return rc;
   }
   for (int i = 0; i < p.n_ops; i++) {
     const xp_op *op = &p.ops[i];
-    int64_t idx = has_weights(op->kind) ? 4 * ((int64_t)op->n + 1) + 4 * op->n_ent
+    int64_t idx = xp_has_weights(op->kind) ? 4 * ((int64_t)op->n + 1) + 4 * op->n_ent
                                         : 4 * (int64_t)op->n;
     if (op->kind == IR_CONV) idx += op->n_ent * (op->k * op->k > 256 ? 2 : 1);
-    if (has_weights(op->kind)) s.weights += op->n_ent + op->n + (op->post ? 2 * op->n : 0);
+    if (xp_has_weights(op->kind)) s.weights += op->n_ent + op->n + (op->post ? 2 * op->n : 0);
     s.table_bytes += idx;
   }
   s.weight_bytes = 4 * s.weights;
   s.ws_floats = p.ws;
   s.ops = p.n_ops;
+  if (o->target == APP_EXPORT_ONNX) {
+    rc = write_onnx(&p, g, st, input, origin, o, &s, err, errlen);
+    xp_plan_free(&p);
+    if (!rc && stats) *stats = s;
+    return rc;
+  }
   s.weights_file = s.weight_bytes > o->weights_threshold;
 
   char *stem = stem_of(o->out);
@@ -1102,7 +808,7 @@ int app_export_graph(const ir_graph *g, const rt_exec *x, const app_train_state 
 out:
   file_discard(&src), file_discard(&hdr), file_discard(&wts);
   free(stem), free(hpath), free(wpath);
-  plan_free(&p);
+  xp_plan_free(&p);
   if (!rc && stats) *stats = s;
   return rc;
 }

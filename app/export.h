@@ -1,4 +1,5 @@
-/* export.h: a trained network as fixed-architecture C or CUDA source.
+/* export.h: a trained network as fixed-architecture C or CUDA source, or
+ * as an ONNX model.
  *
  * Owns deployment: from a checkpoint it writes FILE.c (or FILE.cu) and
  * FILE.h, and past a size threshold FILE.weights, that compute the
@@ -8,6 +9,7 @@
  * channels that are constant zero are gone; inference-mode batch norm is
  * folded into the conv before it; the input normalisation recorded in the
  * checkpoint is applied inside, so callers feed pixels scaled to [0, 1].
+ * The ONNX target writes FILE.onnx alone, for other tools (onnx.h).
  *
  * It is part of app/ (`model export`, and `ilnasc --emit-c`), above the
  * runtime whose checkpoints it reads.
@@ -29,24 +31,27 @@
 #include "runtime/exec.h"
 #include "app/train.h"
 
-typedef enum { APP_EXPORT_C, APP_EXPORT_CUDA } app_export_target;
+typedef enum { APP_EXPORT_C, APP_EXPORT_CUDA, APP_EXPORT_ONNX } app_export_target;
 
 enum { APP_EXPORT_THRESHOLD = 4 << 20 }; /* default: weights past 4 MiB go to a file */
 
 typedef struct app_export_opts {
   app_export_target target;
-  const char *out;           /* FILE.c / FILE.cu; FILE.h (and FILE.weights) beside it */
+  const char *out;           /* FILE.c / FILE.cu; FILE.h (and FILE.weights) beside
+                                it; or FILE.onnx alone */
   int64_t weights_threshold; /* weight bytes above which FILE.weights is written */
   int dense;                 /* store every weight between live channels, zeros
                                 included: the masked-dense network, for size
-                                comparisons; computes the same function */
+                                comparisons; computes the same function (C and
+                                CUDA: ONNX's ops are dense anyway) */
   const char *task;          /* a multi-task checkpoint's task to export (its
                                 name); NULL for a single-task checkpoint */
 } app_export_opts;
 
 typedef struct app_export_stats {
   int64_t weights;      /* floats stored: weights and biases after folding */
-  int64_t table_bytes;  /* bytes of the index tables (the baked pattern) */
+  int64_t table_bytes;  /* bytes of the index tables (the baked pattern); ONNX:
+                           of the whole model */
   int64_t weight_bytes; /* 4 * weights */
   int64_t ws_floats;    /* per-image workspace of the emitted code */
   int ops;              /* layers left in the emitted code */

@@ -29,9 +29,10 @@ static void usage_main(FILE *f, const ir_graph *g) {
           "                 and RUN_DIR/final.ckpt\n"
           "  eval CKPT      test accuracy of a checkpoint (of each task, with tasks)\n"
           "  info CKPT      per-layer table of a checkpoint (of each task, with tasks)\n"
-          "  export --c CKPT -o FILE.c | --cuda CKPT -o FILE.cu\n"
+          "  export --c CKPT -o FILE.c | --cuda CKPT -o FILE.cu | --onnx CKPT -o FILE.onnx\n"
           "                 the trained network as fixed-architecture C or CUDA\n"
-          "                 source with its header FILE.h (no ilnas runtime needed)\n"
+          "                 source with its header FILE.h (no ilnas runtime needed),\n"
+          "                 or as an ONNX model for other tools\n"
           "  plot RUN_DIR... -o FILE.svg\n"
           "                 training loss, test accuracy and active parameters\n"
           "                 against epochs, one line per run\n"
@@ -283,6 +284,7 @@ static void usage_export(FILE *f) {
   fprintf(f,
           "usage: %s export --c CKPT -o FILE.c [options]\n"
           "       %s export --cuda CKPT -o FILE.cu [options]\n"
+          "       %s export --onnx CKPT -o FILE.onnx [--task NAME]\n"
           "\n"
           "Writes the trained network as plain C (needs only libm) or CUDA (the CUDA\n"
           "runtime, kernels of its own) with the architecture fixed: only active\n"
@@ -294,6 +296,11 @@ static void usage_export(FILE *f) {
           "the training normalisation is applied inside. Past the threshold the\n"
           "weights go to FILE.weights, read by int PREFIX_load(const char *path).\n"
           "\n"
+          "--onnx writes an ONNX model (IR 7, opset 13) of the same network: input\n"
+          "'input' [N, C, H, W] in [0, 1], output 'logits' [N, classes]; each layer\n"
+          "is a dense Conv or Gemm over its live channels (zeros for the inactive\n"
+          "weights between them), batch norm folded, the normalisation inside.\n"
+          "\n"
           "  -o FILE                   output source file (required)\n"
           "  --weights-threshold BYTES weights larger than this go to FILE.weights\n"
           "                            (default %d; 0: always)\n"
@@ -302,7 +309,7 @@ static void usage_export(FILE *f) {
           "                            sizes); computes the same function\n"
           "  --task NAME               the network of task NAME, of a model with tasks\n"
           "                            (one network per task: export each)\n",
-          prog, prog, (int)APP_EXPORT_THRESHOLD);
+          prog, prog, prog, (int)APP_EXPORT_THRESHOLD);
 }
 
 static int cmd_export(int argc, char **argv) {
@@ -315,12 +322,14 @@ static int cmd_export(int argc, char **argv) {
     if (is_help(a)) {
       usage_export(stdout);
       return 0;
-    } else if (strcmp(a, "--c") == 0 || strcmp(a, "--cuda") == 0) {
+    } else if (strcmp(a, "--c") == 0 || strcmp(a, "--cuda") == 0 || strcmp(a, "--onnx") == 0) {
       if (ckpt) {
-        fprintf(stderr, "%s: error: export takes one of --c or --cuda, once\n", prog);
+        fprintf(stderr, "%s: error: export takes one of --c, --cuda or --onnx, once\n", prog);
         return 2;
       }
-      o.target = strcmp(a, "--c") == 0 ? APP_EXPORT_C : APP_EXPORT_CUDA;
+      o.target = strcmp(a, "--c") == 0      ? APP_EXPORT_C
+                 : strcmp(a, "--cuda") == 0 ? APP_EXPORT_CUDA
+                                            : APP_EXPORT_ONNX;
       if (str_arg(argc, argv, &i, &ckpt)) return 2;
     } else if (strcmp(a, "-o") == 0) {
       if (str_arg(argc, argv, &i, &o.out)) return 2;
@@ -338,8 +347,13 @@ static int cmd_export(int argc, char **argv) {
     }
   }
   if (!ckpt || !o.out) {
-    fprintf(stderr, "%s: error: export needs --c CKPT or --cuda CKPT, and -o FILE "
-                    "(see --help)\n", prog);
+    fprintf(stderr, "%s: error: export needs --c CKPT, --cuda CKPT or --onnx CKPT, and -o "
+                    "FILE (see --help)\n", prog);
+    return 2;
+  }
+  if (o.target == APP_EXPORT_ONNX && (o.dense || o.weights_threshold != APP_EXPORT_THRESHOLD)) {
+    fprintf(stderr, "%s: error: --dense and --weights-threshold are for --c and --cuda; an "
+                    "ONNX model is one file of dense ops\n", prog);
     return 2;
   }
   char err[1024];
@@ -347,6 +361,11 @@ static int cmd_export(int argc, char **argv) {
   if (app_export(ckpt, &o, &s, err, sizeof err)) {
     fprintf(stderr, "%s: error: %s\n", prog, err);
     return 1;
+  }
+  if (o.target == APP_EXPORT_ONNX) {
+    printf("wrote %s: %d ops, %lld active weights and biases, %lld bytes\n", o.out, s.ops,
+           (long long)s.weights, (long long)s.table_bytes);
+    return 0;
   }
   printf("wrote %s: %d ops, %lld weights (%lld bytes%s), index tables %lld bytes, "
          "workspace %lld floats per image\n",
