@@ -1,0 +1,140 @@
+#!/bin/sh
+# ONNX export: networks exported with `model export --onnx`, checked by
+# the onnx package's checker (python3-onnx: full check, shape inference
+# included) and run on onnxruntime (onnxruntime-node), whose logits are
+# held to the runtime's as the C export's are (test_export compare).
+# usage: onnx.sh MODE ILNASC TEST_EXPORT SRC_DIR WORK_DIR ORT_DIR
+#   synth    the synthetic models (synth*.ilnas: random weights and batch
+#            norm statistics) and six models drawn from the language
+#            (test_random_models --print), on random images; and the
+#            refusals (--dense, an output over the checkpoint)
+#   trained  the network the export_train fixture trained, on the
+#            Fashion-MNIST test set: its accuracy is model eval's
+# onnxruntime-node is taken from $ORT_NODE (its package folder), else
+# ORT_DIR/node_modules/onnxruntime-node (.ci/run installs it there with
+# npm), else node's own resolution. Without it and without python3-onnx
+# the test skips (77); with one of them, that one runs.
+set -eu
+mode=$1 ilnasc=$2 tx=$3 src=$4 work=$5 ortdir=$6
+data=/usr/share/datasets/fashion-mnist
+py=${PYTHON:-/usr/bin/python3}
+fail() { echo "FAIL: $*"; exit 1; }
+
+ort=${ORT_NODE:-}
+if [ -z "$ort" ] && [ -d "$ortdir/node_modules/onnxruntime-node" ]; then
+  ort=$ortdir/node_modules/onnxruntime-node
+fi
+if [ -z "$ort" ] && command -v node >/dev/null &&
+   node -e "require('onnxruntime-node')" >/dev/null 2>&1; then
+  ort=onnxruntime-node
+fi
+if ! command -v node >/dev/null; then ort=; fi
+checker=1
+"$py" -c "import onnx" >/dev/null 2>&1 || checker=0
+if [ -z "$ort" ] && [ $checker = 0 ]; then
+  echo "SKIP: neither onnxruntime-node (npm install onnxruntime-node, or ORT_NODE=its folder)"
+  echo "      nor python3-onnx (apt-get install python3-onnx) is installed"
+  exit 77
+fi
+[ -n "$ort" ] || echo "note: onnxruntime-node not found: the models are checked, not run"
+[ $checker = 1 ] || echo "note: python3-onnx not found: the models are run, not checked"
+
+# check NET.onnx: the checker, and the input's C H W and the classes
+# (printed as "C H W K")
+check() {
+  "$py" - "$1" <<'EOF'
+import sys
+import onnx
+m = onnx.load(sys.argv[1])
+onnx.checker.check_model(m, full_check=True)
+g = m.graph
+assert [i.name for i in g.input] == ["input"], g.input
+assert [o.name for o in g.output] == ["logits"], g.output
+dims = [d.dim_value or d.dim_param for d in g.input[0].type.tensor_type.shape.dim]
+assert dims[0] == "N" and len(dims) == 4, dims
+out = [d.dim_value or d.dim_param for d in g.output[0].type.tensor_type.shape.dim]
+assert out[0] == "N" and len(out) == 2, out
+assert m.opset_import[0].version == 13 and m.ir_version == 7
+print(*dims[1:], out[1])
+EOF
+}
+
+# run NET.onnx IMAGES REF LABELS C H W K: onnxruntime's logits against REF
+run() {
+  [ -n "$ort" ] || return 0
+  ORT_NODE=$ort node "$src/onnx_run.js" "$1" "$2" got.f32 "$5" "$6" "$7" 13
+  "$tx" compare "$3" got.f32 "$4" "$8"
+}
+
+# the input's C H W and the classes of MODEL.ilnas, from its source
+shape_of() {
+  tr '\n' ' ' < "$1" | sed -n 's/.*input \([0-9]*\)x\([0-9]*\)x\([0-9]*\); *classes \([0-9]*\);.*/\1 \2 \3 \4/p'
+}
+
+case $mode in
+synth)
+  rm -rf "${work:?}" && mkdir -p "$work" && cd "$work"
+  trm=$(dirname "$tx")/test_random_models
+  "$trm" --print 6 3 > drawn.txt
+  [ "$(wc -l < drawn.txt)" -eq 6 ] || fail "test_random_models --print gave no 6 models"
+  i=0
+  for m in "$src"/synth.ilnas "$src"/synth_after.ilnas "$src"/synth_dense_linear.ilnas \
+           "$src"/synth_no_outputs.ilnas drawn1 drawn2 drawn3 drawn4 drawn5 drawn6; do
+    i=$((i + 1))
+    d=m$i && mkdir -p $d/data && cd $d
+    case $m in
+      drawn*) sed -n "${m#drawn}p" ../drawn.txt > model.ilnas; m=$PWD/model.ilnas ;;
+    esac
+    "$ilnasc" "$m" -o model >/dev/null
+    "$tx" synth "$m" data 3 300 >/dev/null
+    ./model export --onnx data/synth.ckpt -o net.onnx
+    if [ $checker = 1 ]; then
+      set -- $(check net.onnx)
+    else
+      set -- $(shape_of "$m")
+    fi
+    [ $# -eq 4 ] || fail "$m: no input shape and classes"
+    run net.onnx data/images.f32 data/ref.f32 data/labels.u8 "$@"
+    echo "ok: $(basename "$m") ($(head -c 50 "$m" | tr '\n' ' ')...)"
+    cd ..
+  done
+  # the refusals: C-only options, and an output over the checkpoint
+  d=m1
+  if "$d/model" export --onnx $d/data/synth.ckpt -o x.onnx --dense 2>err.txt; then
+    fail "--dense was taken for --onnx"
+  fi
+  grep -q "for --c and --cuda" err.txt || fail "--dense's refusal: $(cat err.txt)"
+  cp $d/data/synth.ckpt keep.ckpt
+  if "$d/model" export --onnx keep.ckpt -o keep.ckpt 2>err.txt; then
+    fail "export --onnx wrote over its checkpoint"
+  fi
+  cmp keep.ckpt $d/data/synth.ckpt || fail "the checkpoint changed"
+  [ ! -e x.onnx ] || fail "a refused export left x.onnx"
+  echo "ok: ONNX export of $i networks"
+  ;;
+
+trained)
+  if [ ! -e "$data/t10k-images-idx3-ubyte.gz" ]; then
+    echo "SKIP: Fashion-MNIST not installed in $data (apt-get install dataset-fashion-mnist)"
+    exit 77
+  fi
+  xp=$(dirname "$work")/work
+  [ -e "$xp/run/final.ckpt" ] || fail "no trained checkpoint in $xp (the export_train fixture did not run)"
+  rm -rf "${work:?}" && mkdir -p "$work" && cd "$work"
+  "$xp/model" export --onnx "$xp/run/final.ckpt" -o net.onnx
+  if [ $checker = 1 ]; then set -- $(check net.onnx); else set -- 1 28 28 10; fi
+  run net.onnx "$xp/data/images.f32" "$xp/data/ref.f32" "$xp/data/labels.u8" "$@"
+  if [ -n "$ort" ]; then
+    eacc=$(sed -n 's/.*"test_acc": \([0-9.]*\).*/\1/p' "$xp/eval.out")
+    "$tx" compare "$xp/data/ref.f32" got.f32 "$xp/data/labels.u8" 10 >cmp.out
+    gacc=$(sed -n 's/.*exported \([0-9.]*\)%.*/\1/p' cmp.out)
+    awk -v e="$eacc" -v g="$gacc" 'BEGIN { d = e * 100 - g; if (d < 0) d = -d;
+      if (d > 0.01 + 1e-9) { print "FAIL: model eval " e * 100 "% vs onnxruntime " g "%"; exit 1 }
+      print "ok: model eval " e * 100 "% = onnxruntime " g "%" }'
+  fi
+  ;;
+
+*)
+  fail "unknown mode $mode"
+  ;;
+esac
