@@ -301,24 +301,36 @@ out:
   return rc;
 }
 
-/* Sorts plane offsets by (value, channel), so that runs from one value
- * are long and a value read whole is found whole. */
-static const ox *sort_ox;
-static int by_plane(const void *a, const void *b) {
-  int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-  int64_t kx = (int64_t)sort_ox->val[x] << 32 | (uint32_t)sort_ox->ch[x];
-  int64_t ky = (int64_t)sort_ox->val[y] << 32 | (uint32_t)sort_ox->ch[y];
-  return kx < ky ? -1 : kx > ky;
+/* A plane to sort by (value, channel), so that runs from one value are
+ * long and a value read whole is found whole. */
+typedef struct keyed {
+  int64_t key, off;
+} keyed;
+
+static int by_key(const void *a, const void *b) {
+  int64_t x = ((const keyed *)a)->key, y = ((const keyed *)b)->key;
+  return x < y ? -1 : x > y;
 }
 
-/* The distinct planes in offs[0..n), sorted; their count. Each one's
- * place among them is o->idx[offset] until the next call. */
+/* The distinct planes in offs[0..n), sorted by (value, channel); their
+ * count, or -1 out of memory or for an offset that is no plane the graph
+ * has made. Each one's place among them is o->idx[offset] until the next
+ * call. */
 static int distinct(ox *o, int64_t *offs, int n) {
-  sort_ox = o;
-  qsort(offs, (size_t)n, sizeof *offs, by_plane);
+  keyed *k = malloc((size_t)(n ? n : 1) * sizeof *k);
+  if (!k) return -1;
+  for (int i = 0; i < n; i++) {
+    if (offs[i] < 0 || offs[i] >= o->p->ws || o->val[offs[i]] < 0) {
+      free(k);
+      return -1;
+    }
+    k[i] = (keyed){(int64_t)o->val[offs[i]] * ((int64_t)1 << 32) + o->ch[offs[i]], offs[i]};
+  }
+  qsort(k, (size_t)n, sizeof *k, by_key);
   int m = 0;
   for (int i = 0; i < n; i++)
-    if (!m || offs[m - 1] != offs[i]) offs[m++] = offs[i];
+    if (!m || offs[m - 1] != k[i].off) offs[m++] = k[i].off;
+  free(k);
   for (int i = 0; i < m; i++) o->idx[offs[i]] = i;
   return m;
 }
@@ -373,8 +385,7 @@ static int conv_op(ox *o, const xp_op *op) {
   if (!L) return -1;
   for (int64_t e = 0; e < op->n_ent; e++) L[e] = op->src[e];
   int nl = distinct(o, L, (int)op->n_ent), v = -1;
-  int64_t nw = (int64_t)op->n * nl * kk;
-  float *w = calloc((size_t)nw, sizeof *w);
+  float *w = nl > 0 ? calloc((size_t)op->n * nl * kk, sizeof *w) : NULL;
   if (!w) goto out;
   for (int j = 0; j < op->n; j++)
     for (int32_t e = op->start[j]; e < op->start[j + 1]; e++)
@@ -420,7 +431,7 @@ static int linear_op(ox *o, const xp_op *op, const ir_graph *g) {
   memcpy(D, L, (size_t)op->n_ent * sizeof *D);
   int nl = distinct(o, D, (int)op->n_ent);
   int64_t cols = (int64_t)nl * per;
-  if (!(w = calloc((size_t)(op->n * cols), sizeof *w))) {
+  if (nl <= 0 || !(w = calloc((size_t)(op->n * cols), sizeof *w))) {
     free(D);
     goto out;
   }
