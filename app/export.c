@@ -6,7 +6,8 @@
  * zero. Then emission prints one specialised function per remaining op,
  * every shape a literal, over constant tables: its body once, behind a
  * prologue that makes it a C loop or a CUDA kernel. The ONNX target
- * (onnx.c) writes a graph from the same plan instead.
+ * (interop.c) writes a graph from the same plan instead, and so does
+ * the PyTorch one.
  *
  * Output files are written under temporary names in their own directory
  * and renamed into place only when all of them are complete, so an error
@@ -21,7 +22,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "app/onnx.h"
+#include "app/interop.h"
 #include "app/xplan.h"
 #include "runtime/data.h"
 #include "runtime/err.h"
@@ -627,7 +628,8 @@ static const char *cuda_or_c(const app_export_opts *o) {
 }
 
 /* The ONNX target: FILE.onnx from the plan, written under a temporary name
- * and renamed into place when complete. */
+ * and renamed into place when complete. The PyTorch target (write_torch)
+ * below. */
 static int write_onnx(const xp_plan *p, const ir_graph *g, const app_train_state *st,
                       const char *input, const char *origin, const app_export_opts *o,
                       app_export_stats *s, char *err, size_t errlen) {
@@ -650,6 +652,55 @@ static int write_onnx(const xp_plan *p, const ir_graph *g, const app_train_state
   file_discard(&f);
   free(buf);
   s->table_bytes = (int64_t)n;
+  return rc;
+}
+
+/* The PyTorch target: FILE.py and its weights FILE.bin, each under a
+ * temporary name until both are complete; the module last. */
+static int write_torch(const xp_plan *p, const ir_graph *g, const app_train_state *st,
+                       const char *input, const char *origin, const app_export_opts *o,
+                       app_export_stats *s, char *err, size_t errlen) {
+  char *stem = stem_of(o->out);
+  size_t sn = stem ? strlen(stem) + 8 : 0;
+  char *bpath = stem ? malloc(sn) : NULL;
+  xp_file py = {0}, bin = {0};
+  int rc;
+  if (!bpath) {
+    rc = rt_fail(err, errlen, "out of memory");
+    goto out;
+  }
+  snprintf(bpath, sn, "%s.bin", stem);
+  if (strcmp(bpath, o->out) == 0) {
+    rc = rt_fail(err, errlen, "output '%s' would be overwritten by its own weights; name it "
+                 "FILE.py", o->out);
+    goto out;
+  }
+  if ((rc = app_output_ok(o->out, input, "a PyTorch module", err, errlen)) ||
+      (rc = app_output_ok(bpath, input, "exported weights", err, errlen)) ||
+      (rc = file_open(&py, o->out, "w", err, errlen)) ||
+      (rc = file_open(&bin, bpath, "wb", err, errlen)))
+    goto out;
+  char doc[640];
+  snprintf(doc, sizeof doc, "model '%s' after %d epochs, exported by ilnas from %s",
+           g->cfg.name, st->epoch, origin);
+  const char *bbase = strrchr(bpath, '/') ? strrchr(bpath, '/') + 1 : bpath;
+  if ((rc = xp_torch(p, g, &st->norm, doc, py.f, bin.f, bbase, err, errlen))) goto out;
+  s->table_bytes = ftell(bin.f);
+  if ((rc = file_close(&bin, err, errlen)) || (rc = file_close(&py, err, errlen))) goto out;
+  if (rename(bin.tmp, bin.path)) {
+    rc = rt_fail(err, errlen, "cannot write '%s': %s", bin.path, strerror(errno));
+    goto out;
+  }
+  free(bin.tmp), bin.tmp = NULL;
+  if (rename(py.tmp, py.path)) {
+    rc = rt_fail(err, errlen, "cannot write '%s': %s", py.path, strerror(errno));
+    remove(bin.path);
+    goto out;
+  }
+  free(py.tmp), py.tmp = NULL;
+out:
+  file_discard(&py), file_discard(&bin);
+  free(stem), free(bpath);
   return rc;
 }
 
@@ -692,8 +743,9 @@ int app_export_graph(const ir_graph *g, const rt_exec *x, const app_train_state 
   s.weight_bytes = 4 * s.weights;
   s.ws_floats = p.ws;
   s.ops = p.n_ops;
-  if (o->target == APP_EXPORT_ONNX) {
-    rc = write_onnx(&p, g, st, input, origin, o, &s, err, errlen);
+  if (o->target == APP_EXPORT_ONNX || o->target == APP_EXPORT_TORCH) {
+    rc = o->target == APP_EXPORT_ONNX ? write_onnx(&p, g, st, input, origin, o, &s, err, errlen)
+                                      : write_torch(&p, g, st, input, origin, o, &s, err, errlen);
     xp_plan_free(&p);
     if (!rc && stats) *stats = s;
     return rc;

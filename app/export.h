@@ -9,7 +9,8 @@
  * channels that are constant zero are gone; inference-mode batch norm is
  * folded into the conv before it; the input normalisation recorded in the
  * checkpoint is applied inside, so callers feed pixels scaled to [0, 1].
- * The ONNX target writes FILE.onnx alone, for other tools (onnx.h).
+ * For other tools (interop.h): the ONNX target writes FILE.onnx alone, the
+ * PyTorch one FILE.py and its weights FILE.bin.
  *
  * It is part of app/ (`model export`, and `ilnasc --emit-c`), above the
  * runtime whose checkpoints it reads.
@@ -31,19 +32,19 @@
 #include "runtime/exec.h"
 #include "app/train.h"
 
-typedef enum { APP_EXPORT_C, APP_EXPORT_CUDA, APP_EXPORT_ONNX } app_export_target;
+typedef enum { APP_EXPORT_C, APP_EXPORT_CUDA, APP_EXPORT_ONNX, APP_EXPORT_TORCH } app_export_target;
 
 enum { APP_EXPORT_THRESHOLD = 4 << 20 }; /* default: weights past 4 MiB go to a file */
 
 typedef struct app_export_opts {
   app_export_target target;
   const char *out;           /* FILE.c / FILE.cu; FILE.h (and FILE.weights) beside
-                                it; or FILE.onnx alone */
+                                it; FILE.onnx alone; or FILE.py, FILE.bin beside it */
   int64_t weights_threshold; /* weight bytes above which FILE.weights is written */
   int dense;                 /* store every weight between live channels, zeros
                                 included: the masked-dense network, for size
                                 comparisons; computes the same function (C and
-                                CUDA: ONNX's ops are dense anyway) */
+                                CUDA: ONNX's and PyTorch's ops are dense anyway) */
   const char *task;          /* a multi-task checkpoint's task to export (its
                                 name); NULL for a single-task checkpoint */
 } app_export_opts;
@@ -51,7 +52,7 @@ typedef struct app_export_opts {
 typedef struct app_export_stats {
   int64_t weights;      /* floats stored: weights and biases after folding */
   int64_t table_bytes;  /* bytes of the index tables (the baked pattern); ONNX:
-                           of the whole model */
+                           of the whole model; PyTorch: of FILE.bin */
   int64_t weight_bytes; /* 4 * weights */
   int64_t ws_floats;    /* per-image workspace of the emitted code */
   int ops;              /* layers left in the emitted code */

@@ -29,10 +29,12 @@ static void usage_main(FILE *f, const ir_graph *g) {
           "                 and RUN_DIR/final.ckpt\n"
           "  eval CKPT      test accuracy of a checkpoint (of each task, with tasks)\n"
           "  info CKPT      per-layer table of a checkpoint (of each task, with tasks)\n"
-          "  export --c CKPT -o FILE.c | --cuda CKPT -o FILE.cu | --onnx CKPT -o FILE.onnx\n"
+          "  export --c CKPT -o FILE.c | --cuda CKPT -o FILE.cu\n"
           "                 the trained network as fixed-architecture C or CUDA\n"
-          "                 source with its header FILE.h (no ilnas runtime needed),\n"
-          "                 or as an ONNX model for other tools\n"
+          "                 source with its header FILE.h (no ilnas runtime needed)\n"
+          "  export --onnx CKPT -o FILE.onnx | --pytorch CKPT -o FILE.py\n"
+          "                 the same network for other tools: an ONNX model, or a\n"
+          "                 PyTorch module with its weights FILE.bin\n"
           "  plot RUN_DIR... -o FILE.svg\n"
           "                 training loss, test accuracy and active parameters\n"
           "                 against epochs, one line per run\n"
@@ -285,6 +287,7 @@ static void usage_export(FILE *f) {
           "usage: %s export --c CKPT -o FILE.c [options]\n"
           "       %s export --cuda CKPT -o FILE.cu [options]\n"
           "       %s export --onnx CKPT -o FILE.onnx [--task NAME]\n"
+          "       %s export --pytorch CKPT -o FILE.py [--task NAME]\n"
           "\n"
           "Writes the trained network as plain C (needs only libm) or CUDA (the CUDA\n"
           "runtime, kernels of its own) with the architecture fixed: only active\n"
@@ -300,6 +303,9 @@ static void usage_export(FILE *f) {
           "'input' [N, C, H, W] in [0, 1], output 'logits' [N, classes]; each layer\n"
           "is a dense Conv or Gemm over its live channels (zeros for the inactive\n"
           "weights between them), batch norm folded, the normalisation inside.\n"
+          "--pytorch writes the same network as FILE.py, a torch.nn.Module Net() that\n"
+          "reads its weights from FILE.bin beside it; each weight's 0/1 mask is a\n"
+          "buffer, so that training the module on keeps the architecture.\n"
           "\n"
           "  -o FILE                   output source file (required)\n"
           "  --weights-threshold BYTES weights larger than this go to FILE.weights\n"
@@ -309,7 +315,7 @@ static void usage_export(FILE *f) {
           "                            sizes); computes the same function\n"
           "  --task NAME               the network of task NAME, of a model with tasks\n"
           "                            (one network per task: export each)\n",
-          prog, prog, prog, (int)APP_EXPORT_THRESHOLD);
+          prog, prog, prog, prog, (int)APP_EXPORT_THRESHOLD);
 }
 
 static int cmd_export(int argc, char **argv) {
@@ -322,14 +328,17 @@ static int cmd_export(int argc, char **argv) {
     if (is_help(a)) {
       usage_export(stdout);
       return 0;
-    } else if (strcmp(a, "--c") == 0 || strcmp(a, "--cuda") == 0 || strcmp(a, "--onnx") == 0) {
+    } else if (strcmp(a, "--c") == 0 || strcmp(a, "--cuda") == 0 || strcmp(a, "--onnx") == 0 ||
+               strcmp(a, "--pytorch") == 0) {
       if (ckpt) {
-        fprintf(stderr, "%s: error: export takes one of --c, --cuda or --onnx, once\n", prog);
+        fprintf(stderr, "%s: error: export takes one of --c, --cuda, --onnx or --pytorch, once\n",
+                prog);
         return 2;
       }
       o.target = strcmp(a, "--c") == 0      ? APP_EXPORT_C
                  : strcmp(a, "--cuda") == 0 ? APP_EXPORT_CUDA
-                                            : APP_EXPORT_ONNX;
+                 : strcmp(a, "--onnx") == 0 ? APP_EXPORT_ONNX
+                                            : APP_EXPORT_TORCH;
       if (str_arg(argc, argv, &i, &ckpt)) return 2;
     } else if (strcmp(a, "-o") == 0) {
       if (str_arg(argc, argv, &i, &o.out)) return 2;
@@ -347,13 +356,14 @@ static int cmd_export(int argc, char **argv) {
     }
   }
   if (!ckpt || !o.out) {
-    fprintf(stderr, "%s: error: export needs --c CKPT, --cuda CKPT or --onnx CKPT, and -o "
-                    "FILE (see --help)\n", prog);
+    fprintf(stderr, "%s: error: export needs --c CKPT, --cuda CKPT, --onnx CKPT or --pytorch "
+                    "CKPT, and -o FILE (see --help)\n", prog);
     return 2;
   }
-  if (o.target == APP_EXPORT_ONNX && (o.dense || o.weights_threshold != APP_EXPORT_THRESHOLD)) {
-    fprintf(stderr, "%s: error: --dense and --weights-threshold are for --c and --cuda; an "
-                    "ONNX model is one file of dense ops\n", prog);
+  if ((o.target == APP_EXPORT_ONNX || o.target == APP_EXPORT_TORCH) &&
+      (o.dense || o.weights_threshold != APP_EXPORT_THRESHOLD)) {
+    fprintf(stderr, "%s: error: --dense and --weights-threshold are for --c and --cuda; the "
+                    "ONNX and PyTorch exports are dense ops\n", prog);
     return 2;
   }
   char err[1024];
@@ -362,9 +372,10 @@ static int cmd_export(int argc, char **argv) {
     fprintf(stderr, "%s: error: %s\n", prog, err);
     return 1;
   }
-  if (o.target == APP_EXPORT_ONNX) {
-    printf("wrote %s: %d ops, %lld active weights and biases, %lld bytes\n", o.out, s.ops,
-           (long long)s.weights, (long long)s.table_bytes);
+  if (o.target == APP_EXPORT_ONNX || o.target == APP_EXPORT_TORCH) {
+    printf("wrote %s: %d ops, %lld active weights and biases, %lld bytes%s\n", o.out, s.ops,
+           (long long)s.weights, (long long)s.table_bytes,
+           o.target == APP_EXPORT_TORCH ? " of weights and masks beside it (.bin)" : "");
     return 0;
   }
   printf("wrote %s: %d ops, %lld weights (%lld bytes%s), index tables %lld bytes, "

@@ -1,9 +1,12 @@
 #!/bin/sh
-# ONNX export: networks exported with `model export --onnx`, checked by
-# the onnx package's checker (python3-onnx: full check, shape inference
-# included) and run on onnxruntime (onnxruntime-node), whose logits are
-# held to the runtime's as the C export's are (test_export compare).
-# usage: onnx.sh MODE ILNASC TEST_EXPORT SRC_DIR WORK_DIR ORT_DIR
+# Exports for other tools: networks exported with `model export --onnx`,
+# checked by the onnx package's checker (python3-onnx: full check, shape
+# inference included) and run on onnxruntime (onnxruntime-node), and with
+# `model export --pytorch`, run on PyTorch (python3-torch: torch_run.py,
+# which also trains the module a step and round-trips its state_dict);
+# their logits held to the runtime's as the C export's are (test_export
+# compare).
+# usage: interop.sh MODE ILNASC TEST_EXPORT SRC_DIR WORK_DIR ORT_DIR
 #   synth    the synthetic models (synth*.ilnas: random weights and batch
 #            norm statistics) and six models drawn from the language
 #            (test_random_models --print), on random images; and the
@@ -12,8 +15,8 @@
 #            Fashion-MNIST test set: its accuracy is model eval's
 # onnxruntime-node is taken from $ORT_NODE (its package folder), else
 # ORT_DIR/node_modules/onnxruntime-node (.ci/run installs it there with
-# npm), else node's own resolution. Without it and without python3-onnx
-# the test skips (77); with one of them, that one runs.
+# npm), else node's own resolution. Without it, python3-onnx and
+# python3-torch the test skips (77); what is installed of them runs.
 set -eu
 mode=$1 ilnasc=$2 tx=$3 src=$4 work=$5 ortdir=$6
 data=/usr/share/datasets/fashion-mnist
@@ -29,15 +32,17 @@ if [ -z "$ort" ] && command -v node >/dev/null &&
   ort=onnxruntime-node
 fi
 if ! command -v node >/dev/null; then ort=; fi
-checker=1
+checker=1 torch=1
 "$py" -c "import onnx" >/dev/null 2>&1 || checker=0
-if [ -z "$ort" ] && [ $checker = 0 ]; then
-  echo "SKIP: neither onnxruntime-node (npm install onnxruntime-node, or ORT_NODE=its folder)"
-  echo "      nor python3-onnx (apt-get install python3-onnx) is installed"
+"$py" -c "import torch" >/dev/null 2>&1 || torch=0
+if [ -z "$ort" ] && [ $checker = 0 ] && [ $torch = 0 ]; then
+  echo "SKIP: none of onnxruntime-node (npm install onnxruntime-node, or ORT_NODE=its folder),"
+  echo "      python3-onnx and python3-torch (apt-get install python3-onnx python3-torch)"
   exit 77
 fi
-[ -n "$ort" ] || echo "note: onnxruntime-node not found: the models are checked, not run"
-[ $checker = 1 ] || echo "note: python3-onnx not found: the models are run, not checked"
+[ -n "$ort" ] || echo "note: onnxruntime-node not found: the ONNX models are not run"
+[ $checker = 1 ] || echo "note: python3-onnx not found: the ONNX models are not checked"
+[ $torch = 1 ] || echo "note: python3-torch not found: the PyTorch modules are not run"
 
 # check NET.onnx: the checker, and the input's C H W and the classes
 # (printed as "C H W K")
@@ -64,6 +69,13 @@ run() {
   [ -n "$ort" ] || return 0
   ORT_NODE=$ort node "$src/onnx_run.js" "$1" "$2" got.f32 "$5" "$6" "$7" 13
   "$tx" compare "$3" got.f32 "$4" "$8"
+}
+
+# torch NET.py IMAGES REF LABELS K: PyTorch's logits against REF
+torch() {
+  [ $torch = 1 ] || return 0
+  "$py" "$src/torch_run.py" "$1" "$2" got_torch.f32 13
+  "$tx" compare "$3" got_torch.f32 "$4" "$5"
 }
 
 # the input's C H W and the classes of MODEL.ilnas, from its source
@@ -95,6 +107,9 @@ synth)
     fi
     [ $# -eq 4 ] || fail "$m: no input shape and classes"
     run net.onnx data/images.f32 data/ref.f32 data/labels.u8 "$@"
+    ./model export --pytorch data/synth.ckpt -o net.py
+    [ -s net.py ] && [ -s net.bin ] || fail "export --pytorch wrote no net.py / net.bin"
+    torch net.py data/images.f32 data/ref.f32 data/labels.u8 "$4"
     echo "ok: $(basename "$m") ($(head -c 50 "$m" | tr '\n' ' ')...)"
     cd ..
   done
@@ -105,12 +120,29 @@ synth)
   fi
   grep -q "for --c and --cuda" err.txt || fail "--dense's refusal: $(cat err.txt)"
   cp $d/data/synth.ckpt keep.ckpt
-  if "$d/model" export --onnx keep.ckpt -o keep.ckpt 2>err.txt; then
-    fail "export --onnx wrote over its checkpoint"
+  for t in onnx pytorch; do
+    if "$d/model" export --$t keep.ckpt -o keep.ckpt 2>err.txt; then
+      fail "export --$t wrote over its checkpoint"
+    fi
+    cmp keep.ckpt $d/data/synth.ckpt || fail "export --$t changed the checkpoint"
+  done
+  # the weights' file beside the module would be the checkpoint itself
+  cp keep.ckpt keep.bin
+  if "$d/model" export --pytorch keep.ckpt -o keep.py 2>err.txt; then
+    fail "export --pytorch wrote its weights over a checkpoint (keep.bin)"
   fi
-  cmp keep.ckpt $d/data/synth.ckpt || fail "the checkpoint changed"
+  cmp keep.bin $d/data/synth.ckpt || fail "export --pytorch changed keep.bin"
   [ ! -e x.onnx ] || fail "a refused export left x.onnx"
-  echo "ok: ONNX export of $i networks"
+  # a module whose weights file is cut short says so
+  head -c 100 $d/net.bin > short.bin
+  if [ $torch = 1 ] && "$py" -c "
+import importlib.util, sys
+s = importlib.util.spec_from_file_location('net', '$d/net.py'); m = importlib.util.module_from_spec(s)
+s.loader.exec_module(m); m.Net(weights='short.bin')" 2>err.txt; then
+    fail "the module took a weights file cut short"
+  fi
+  [ $torch = 0 ] || grep -q "short.bin: 100 bytes, expected" err.txt || fail "short weights: $(cat err.txt)"
+  echo "ok: ONNX and PyTorch exports of $i networks"
   ;;
 
 trained)
@@ -122,16 +154,20 @@ trained)
   [ -e "$xp/run/final.ckpt" ] || fail "no trained checkpoint in $xp (the export_train fixture did not run)"
   rm -rf "${work:?}" && mkdir -p "$work" && cd "$work"
   "$xp/model" export --onnx "$xp/run/final.ckpt" -o net.onnx
+  "$xp/model" export --pytorch "$xp/run/final.ckpt" -o net.py
   if [ $checker = 1 ]; then set -- $(check net.onnx); else set -- 1 28 28 10; fi
   run net.onnx "$xp/data/images.f32" "$xp/data/ref.f32" "$xp/data/labels.u8" "$@"
-  if [ -n "$ort" ]; then
-    eacc=$(sed -n 's/.*"test_acc": \([0-9.]*\).*/\1/p' "$xp/eval.out")
-    "$tx" compare "$xp/data/ref.f32" got.f32 "$xp/data/labels.u8" 10 >cmp.out
+  torch net.py "$xp/data/images.f32" "$xp/data/ref.f32" "$xp/data/labels.u8" 10
+  # the accuracy model eval printed, on the whole test set
+  eacc=$(sed -n 's/.*"test_acc": \([0-9.]*\).*/\1/p' "$xp/eval.out")
+  for got in got.f32 got_torch.f32; do
+    [ -e $got ] || continue
+    "$tx" compare "$xp/data/ref.f32" $got "$xp/data/labels.u8" 10 >cmp.out
     gacc=$(sed -n 's/.*exported \([0-9.]*\)%.*/\1/p' cmp.out)
-    awk -v e="$eacc" -v g="$gacc" 'BEGIN { d = e * 100 - g; if (d < 0) d = -d;
-      if (d > 0.01 + 1e-9) { print "FAIL: model eval " e * 100 "% vs onnxruntime " g "%"; exit 1 }
-      print "ok: model eval " e * 100 "% = onnxruntime " g "%" }'
-  fi
+    awk -v e="$eacc" -v g="$gacc" -v w="$got" 'BEGIN { d = e * 100 - g; if (d < 0) d = -d;
+      if (d > 0.01 + 1e-9) { print "FAIL: model eval " e * 100 "% vs " w "'"'"'s " g "%"; exit 1 }
+      print "ok: model eval " e * 100 "% = " w "'"'"'s " g "%" }'
+  done
   ;;
 
 *)
