@@ -42,10 +42,13 @@ echo "$ev" | grep -q "\"fashion\": {\"test_acc\": $fa" || fail "eval: $ev (train
 ./pair info run/final.ckpt >info.txt
 grep -q "^task coarse .*: $cp active, $shared shared" info.txt || { cat info.txt; fail "info"; }
 
-# export: one network per task, named
+# export: one network per task, named; as C, and as a PyTorch module of
+# the task's classes
 for t in fashion coarse; do
   ./pair export --c run/final.ckpt --task $t -o $t.c >/dev/null
   grep -q "_forward" $t.h || fail "export of task $t"
+  ./pair export --pytorch run/final.ckpt --task $t -o $t.py >/dev/null
+  grep -q "^CLASSES = $([ $t = fashion ] && echo 10 || echo 4)$" $t.py || fail "export --pytorch of task $t"
 done
 if ./pair export --c run/final.ckpt -o none.c 2>err.txt; then fail "export without --task"; fi
 grep -q "has tasks (fashion, coarse); name one with --task" err.txt || { cat err.txt; fail "export"; }
