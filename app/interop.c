@@ -188,12 +188,12 @@ static int cnst(dg *g, int ints, const int64_t *dims, int nd, const void *data,
   snprintf(base, sizeof base, "%s_%s", layer, role);
   for (char *s = base; *s; s++)
     if (!isalnum((unsigned char)*s)) *s = '_';
-  snprintf(c->name, sizeof c->name, "%s%s", isdigit((unsigned char)base[0]) ? "t" : "", base);
+  const char *lead = isdigit((unsigned char)base[0]) ? "t" : ""; /* an identifier */
+  snprintf(c->name, sizeof c->name, "%s%s", lead, base);
   for (int k = 2, dup = 1; dup; k++) { /* a second gather of one layer: _2, _3 ... */
     dup = 0;
     for (int i = 0; i < g->n_consts && !dup; i++) dup = strcmp(g->consts[i].name, c->name) == 0;
-    if (dup) snprintf(c->name, sizeof c->name, "%s%s_%d", isdigit((unsigned char)base[0]) ? "t" : "",
-                      base, k);
+    if (dup) snprintf(c->name, sizeof c->name, "%s%s_%d", lead, base, k);
   }
   return g->n_consts++;
 }
@@ -860,12 +860,11 @@ int xp_torch(const xp_plan *p, const ir_graph *g, const rt_norm *nm, const char 
     for (int k = 0; k < c->nd; k++)
       snprintf(shape + strlen(shape), sizeof shape - strlen(shape), "%s%" PRId64,
                k ? ", " : "", c->dims[k]);
-    if (c->param)
-      fprintf(f, "        self.%s = torch.nn.Parameter(raw[%" PRId64 ":%" PRId64 "].view(%s).clone())\n",
-              c->name, off, off + c->n, shape);
-    else
-      fprintf(f, "        self.register_buffer('%s', raw[%" PRId64 ":%" PRId64 "].view(%s).clone())\n",
-              c->name, off, off + c->n, shape);
+    char slice[160];
+    snprintf(slice, sizeof slice, "raw[%" PRId64 ":%" PRId64 "].view(%s).clone()", off,
+             off + c->n, shape);
+    if (c->param) fprintf(f, "        self.%s = torch.nn.Parameter(%s)\n", c->name, slice);
+    else fprintf(f, "        self.register_buffer('%s', %s)\n", c->name, slice);
     off += c->n;
   }
   fprintf(f, "\n    def forward(self, input):\n");
@@ -897,7 +896,9 @@ int xp_torch(const xp_plan *p, const ir_graph *g, const rt_norm *nm, const char 
         fprintf(f, ", %d, %d)", t->k, t->stride);
         break;
       case DN_GAP: py_in(f, &d, t->in[0]), fprintf(f, ".mean((2, 3))"); break;
-      case DN_FLATTEN: fprintf(f, "torch.flatten("), py_in(f, &d, t->in[0]), fprintf(f, ", 1)"); break;
+      case DN_FLATTEN:
+        fprintf(f, "torch.flatten("), py_in(f, &d, t->in[0]), fprintf(f, ", 1)");
+        break;
       case DN_GATHER:
         py_in(f, &d, t->in[0]), fprintf(f, ".index_select(1, "), py_in(f, &d, t->in[1]);
         fprintf(f, ")");
