@@ -1,7 +1,8 @@
 #!/bin/sh
 # Inference speed of an exported network: the emitted C (cc -O3
 # -march=native) against the ilnas runtime's forward and PyTorch running
-# the same dense-masked network, at batch 1 and 128, on the same 2 threads.
+# the same dense-masked network, at batch 1 and 128, on the same 2 threads;
+# and the network's ONNX and PyTorch exports on onnxruntime and PyTorch.
 # Every number is measured in this run. Not part of CI.
 #
 # usage: bench/infer_bench.sh [BUILD_DIR [MODEL.ilnas]]
@@ -22,6 +23,11 @@
 #   mode; torch.set_num_threads(2), inference_mode (and, as a reference,
 #   1 thread: on a loaded machine PyTorch's OpenMP threads spin and its
 #   2-thread numbers collapse)
+# - ONNX Runtime: `model export --onnx` (live channels only, dense ops) on
+#   onnxruntime-node (ORT_NODE, else BUILD_DIR/ort where .ci/run installs
+#   it; the column is left out without it), intraOpNumThreads 2
+# - exported PyTorch: `model export --pytorch` (live channels only, masks
+#   applied), torch.set_num_threads(2), inference_mode
 set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=$(cd "${1:-$root/build}" && pwd)
@@ -42,6 +48,10 @@ tx=$build/bin/test_export
 "$tx" dump run/final.ckpt "$data" data 2000 >/dev/null
 "$tx" describe run/final.ckpt data
 ./model export --c run/final.ckpt -o net.c
+./model export --onnx run/final.ckpt -o net.onnx
+./model export --pytorch run/final.ckpt -o net_torch.py
+ort=${ORT_NODE:-$build/ort/node_modules/onnxruntime-node}
+[ -d "$ort" ] || ort=
 $cc -O3 -march=native -pthread -DRUNNER_BENCH -I. "$root/tests/export/runner.c" net.c -lm \
   -o bench_c
 
@@ -114,18 +124,69 @@ with torch.inference_mode():
     print("%.1f" % (done / (time.perf_counter() - t0)))
 PY
 
+# the exports for other tools, timed the same way: images/second
+cat >export_torch.py <<'PY'
+import importlib.util, sys, time
+import torch
+spec = importlib.util.spec_from_file_location("net", sys.argv[1])
+mod = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(mod)
+batch, secs = int(sys.argv[3]), float(sys.argv[4])
+torch.set_num_threads(int(sys.argv[5]))
+net = mod.Net().eval()
+with open(sys.argv[2], "rb") as f:
+    img = torch.frombuffer(bytearray(f.read()), dtype=torch.float32).view(-1, *mod.INPUT_SHAPE)
+with torch.inference_mode():
+    for _ in range(3):
+        net(img[:batch])
+    done, at, t0 = 0, 0, time.perf_counter()
+    while time.perf_counter() - t0 < secs:
+        if at + batch > img.shape[0]:
+            at = 0
+        net(img[at:at + batch])
+        at += batch
+        done += batch
+    print("%.1f" % (done / (time.perf_counter() - t0)))
+PY
+cat >export_ort.js <<'JS'
+const fs = require('fs');
+const [model, images, c, h, w, batch, secs, threads] = process.argv.slice(2);
+const ort = require(process.env.ORT);
+(async () => {
+  const s = await ort.InferenceSession.create(model, { intraOpNumThreads: Number(threads) });
+  const buf = fs.readFileSync(images), per = c * h * w, b = Number(batch);
+  const img = new Float32Array(buf.buffer, buf.byteOffset, buf.length / 4), n = img.length / per;
+  const run = (at) => s.run({ input: new ort.Tensor('float32', img.subarray(at * per, (at + b) * per), [b, +c, +h, +w]) });
+  for (let i = 0; i < 3; i++) await run(0);
+  let done = 0, at = 0;
+  const t0 = process.hrtime.bigint();
+  while (Number(process.hrtime.bigint() - t0) / 1e9 < Number(secs)) {
+    if (at + b > n) at = 0;
+    await run(at);
+    at += b, done += b;
+  }
+  console.log((done / (Number(process.hrtime.bigint() - t0) / 1e9)).toFixed(1));
+})().catch((e) => { console.error(e.message); process.exit(1); });
+JS
+shape=$(sed -n 's/^INPUT_SHAPE = (\([0-9]*\), \([0-9]*\), \([0-9]*\))$/\1 \2 \3/p' net_torch.py)
+
 echo
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
-printf '%-6s %11s %11s %11s %13s %10s %10s\n' batch "exported C" runtime PyTorch \
-  "PyTorch 1thr" "C/runtime" "C/PyTorch"
+printf '%-6s %11s %11s %11s %13s %10s %10s %12s %12s %9s\n' batch "exported C" runtime PyTorch \
+  "PyTorch 1thr" "C/runtime" "C/PyTorch" "ONNX (ORT)" "PyTorch exp" "C/ORT"
 for b in 1 128; do
   c=$(./bench_c data/images.f32 /dev/null "$b" "$secs" 2)
   r=$("$tx" bench run/final.ckpt data/images.f32 "$b" "$secs" 2)
   t=$("$py" torch_net.py data "$b" "$secs" 2)
   t1=$("$py" torch_net.py data "$b" "$secs" 1)
-  awk -v b="$b" -v c="$c" -v r="$r" -v t="$t" -v t1="$t1" 'BEGIN {
-    printf "%-6s %11.0f %11.0f %11.0f %13.0f %9.2fx %9.2fx\n", b, c, r, t, t1, c / r, c / t }'
+  o=0
+  [ -z "$ort" ] || o=$(ORT=$ort node export_ort.js net.onnx data/images.f32 $shape "$b" "$secs" 2)
+  e=$("$py" export_torch.py net_torch.py data/images.f32 "$b" "$secs" 2)
+  awk -v b="$b" -v c="$c" -v r="$r" -v t="$t" -v t1="$t1" -v o="$o" -v e="$e" 'BEGIN {
+    printf "%-6s %11.0f %11.0f %11.0f %13.0f %9.2fx %9.2fx %12s %12.0f %9s\n", b, c, r, t, t1,
+      c / r, c / t, (o > 0 ? sprintf("%.0f", o) : "-"), e, (o > 0 ? sprintf("%.2fx", c / o) : "-") }'
 done
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "(images/second; 2 threads unless noted; $(nproc) cores; $(uname -m);" \
-     "$($cc --version | head -n 1); torch $("$py" -c 'import torch; print(torch.__version__)'))"
+     "$($cc --version | head -n 1); torch $("$py" -c 'import torch; print(torch.__version__)');" \
+     "onnxruntime ${ort:+$(node -e "console.log(require('$ort/package.json').version)")})"
