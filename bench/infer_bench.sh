@@ -15,9 +15,9 @@
 # images for 1 epoch (speed does not depend on the accuracy reached).
 # - exported C: `model export --c`, tests/export/runner.c splitting each
 #   batch into one slice per thread (as the runtime splits its batches)
-# - runtime: the inference forward `model eval` runs per batch (the
-#   schedule on the reference kernels, --threads 2), input normalisation
-#   included, as in the exported code
+# - runtime: the inference forward `model eval` runs per batch, on its
+#   default backend (cpu: the JIT kernels), --threads 2, input
+#   normalisation included, as in the exported code
 # - PyTorch: the IR at its bounds with the masked weights as dense tensors
 #   (zeros where α is 0), dead layers passed through, batch norm in eval
 #   mode; torch.set_num_threads(2), inference_mode (and, as a reference,

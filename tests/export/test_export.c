@@ -21,9 +21,10 @@
  *       parameters (masked weights are exactly 0) and batch norm
  *       statistics as params.f32 and stats.f32, so PyTorch can run the
  *       same dense-masked network.
- *   test_export bench CKPT IMAGES.f32 BATCH SECONDS THREADS
+ *   test_export bench CKPT IMAGES.f32 BATCH SECONDS THREADS [BACKEND]
  *       images/second of the runtime's inference forward (what `model
- *       eval` runs per batch) on normalised copies of the images.
+ *       eval` runs per batch) on normalised copies of the images, on
+ *       BACKEND (default model eval's, APP_DEFAULT_BACKEND).
  */
 #include <inttypes.h>
 #include <math.h>
@@ -343,13 +344,13 @@ static double now(void) {
 }
 
 static int cmd_bench(const char *ckpt, const char *images, int batch, double seconds,
-                     int threads) {
+                     int threads, const char *backend) {
   char err[1024];
   ir_graph *g;
   rt_exec *x;
   app_train_state st;
   if (batch < 1) batch = 1;
-  if (app_ckpt_load(ckpt, batch, threads, NULL, &g, &x, &st, err, sizeof err)) {
+  if (app_ckpt_load(ckpt, batch, threads, backend, &g, &x, &st, err, sizeof err)) {
     fprintf(stderr, "FAIL: %s\n", err);
     return 1;
   }
@@ -397,8 +398,9 @@ int main(int argc, char **argv) {
   if (argc == 6 && strcmp(argv[1], "synth") == 0)
     return cmd_synth(argv[2], argv[3], (uint64_t)strtoull(argv[4], NULL, 10), atoi(argv[5]));
   if (argc == 4 && strcmp(argv[1], "describe") == 0) return cmd_describe(argv[2], argv[3]);
-  if (argc == 7 && strcmp(argv[1], "bench") == 0)
-    return cmd_bench(argv[2], argv[3], atoi(argv[4]), atof(argv[5]), atoi(argv[6]));
+  if ((argc == 7 || argc == 8) && strcmp(argv[1], "bench") == 0)
+    return cmd_bench(argv[2], argv[3], atoi(argv[4]), atof(argv[5]), atoi(argv[6]),
+                     argc == 8 ? argv[7] : APP_DEFAULT_BACKEND);
   fprintf(stderr, "usage: test_export dump|compare|untrain|synth|describe|bench ... (see the source)\n");
   return 2;
 }
