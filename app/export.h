@@ -33,6 +33,7 @@
 #include "app/train.h"
 
 typedef enum { APP_EXPORT_C, APP_EXPORT_CUDA, APP_EXPORT_ONNX, APP_EXPORT_TORCH } app_export_target;
+enum { APP_EXPORT_TARGETS = APP_EXPORT_TORCH + 1 };
 
 enum { APP_EXPORT_THRESHOLD = 4 << 20 }; /* default: weights past 4 MiB go to a file */
 

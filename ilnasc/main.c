@@ -33,6 +33,9 @@ static void usage(FILE *f) {
           "                   a trained checkpoint as fixed-architecture C or CUDA\n"
           "                   source plus FILE.h (and FILE.weights past 4 MiB of\n"
           "                   weights); see './model export --help'\n"
+          "  --emit-onnx CKPT -o FILE.onnx, --emit-pytorch CKPT -o FILE.py\n"
+          "                   the same network as an ONNX model, or a PyTorch\n"
+          "                   module with its weights FILE.bin\n"
           "  --max-params N   refuse a super-network of more than N parameters\n"
           "                   (default %lld; also ILNAS_MAX_PARAMS)\n"
           "  --max-arena B    refuse an activation arena of more than B bytes at\n"
@@ -43,7 +46,7 @@ static void usage(FILE *f) {
 
 typedef struct opts {
   const char *in, *out, *ll, *obj;
-  const char *emit_c, *emit_cuda; /* checkpoints to export */
+  const char *emit[APP_EXPORT_TARGETS]; /* checkpoints to export, by target */
   int check, dump;
   ir_limits lim;
 } opts;
@@ -73,9 +76,11 @@ static int parse_args(int argc, char **argv, opts *o) {
     const char **val = strcmp(a, "-o") == 0            ? &o->out
                        : strcmp(a, "--emit-llvm") == 0 ? &o->ll
                        : strcmp(a, "-c") == 0          ? &o->obj
-                       : strcmp(a, "--emit-c") == 0    ? &o->emit_c
-                       : strcmp(a, "--emit-cuda") == 0 ? &o->emit_cuda
-                                                       : NULL;
+                       : strcmp(a, "--emit-c") == 0    ? &o->emit[APP_EXPORT_C]
+                       : strcmp(a, "--emit-cuda") == 0 ? &o->emit[APP_EXPORT_CUDA]
+                       : strcmp(a, "--emit-onnx") == 0 ? &o->emit[APP_EXPORT_ONNX]
+                       : strcmp(a, "--emit-pytorch") == 0 ? &o->emit[APP_EXPORT_TORCH]
+                                                          : NULL;
     if (val) {
       if (i + 1 >= argc) {
         fprintf(stderr, "ilnasc: error: %s needs a file name\n", a);
@@ -103,10 +108,12 @@ static int parse_args(int argc, char **argv, opts *o) {
       o->in = a;
     }
   }
-  if (o->emit_c || o->emit_cuda) {
-    if (o->in || (o->emit_c && o->emit_cuda) || !o->out) {
-      fprintf(stderr, "ilnasc: error: --emit-c/--emit-cuda take one checkpoint and "
-                      "-o FILE, and no model file\n");
+  int emits = 0;
+  for (int t = 0; t < APP_EXPORT_TARGETS; t++) emits += o->emit[t] != NULL;
+  if (emits) {
+    if (o->in || emits > 1 || !o->out) {
+      fprintf(stderr, "ilnasc: error: --emit-c/--emit-cuda/--emit-onnx/--emit-pytorch take one "
+                      "checkpoint and -o FILE, and no model file\n");
       return 2;
     }
     return 0;
@@ -161,8 +168,8 @@ static int emit(const ir_graph *g, const opts *o, const char *out) {
 }
 
 /* Outputs never destroy inputs: none may be the model file, a checkpoint or
- * another model source (app_output_ok). --emit-c/--emit-cuda are checked
- * by app_export, with the header and weights beside the source. */
+ * another model source (app_output_ok). The --emit-* outputs are checked
+ * by app_export, with the header and weights beside them. */
 static int outputs_ok(const opts *o, const char *out) {
   char err[1024];
   const char *file[3] = {out, o->ll, o->obj};
@@ -179,13 +186,14 @@ int main(int argc, char **argv) {
   opts o = {0};
   int rc = parse_args(argc, argv, &o);
   if (rc) return rc == 1 ? 0 : rc;
-  if (o.emit_c || o.emit_cuda) {
+  for (int t = 0; t < APP_EXPORT_TARGETS; t++) {
+    if (!o.emit[t]) continue;
     app_export_opts eo;
     app_export_opts_default(&eo);
-    eo.target = o.emit_c ? APP_EXPORT_C : APP_EXPORT_CUDA;
+    eo.target = (app_export_target)t;
     eo.out = o.out;
     char err[1024];
-    if (app_export(o.emit_c ? o.emit_c : o.emit_cuda, &eo, NULL, err, sizeof err)) {
+    if (app_export(o.emit[t], &eo, NULL, err, sizeof err)) {
       fprintf(stderr, "ilnasc: error: %s\n", err);
       return 1;
     }

@@ -113,8 +113,16 @@ synth)
     echo "ok: $(basename "$m") ($(head -c 50 "$m" | tr '\n' ' ')...)"
     cd ..
   done
-  # the refusals: C-only options, and an output over the checkpoint
+  # ilnasc writes the same files
   d=m1
+  (cd $d && "$ilnasc" --emit-onnx data/synth.ckpt -o ../ilnasc.onnx &&
+   ./model export --onnx data/synth.ckpt -o ../export.onnx >/dev/null &&
+   "$ilnasc" --emit-pytorch data/synth.ckpt -o ../ilnasc.py)
+  cmp ilnasc.onnx export.onnx || fail "ilnasc --emit-onnx and model export --onnx differ"
+  cmp ilnasc.bin $d/net.bin || fail "ilnasc --emit-pytorch and model export --pytorch differ"
+  sed 's/ilnasc\.bin/net.bin/' ilnasc.py | cmp - $d/net.py ||
+    fail "ilnasc --emit-pytorch's module is not model export's (but for its weights' name)"
+  # the refusals: C-only options, and an output over the checkpoint
   if "$d/model" export --onnx $d/data/synth.ckpt -o x.onnx --dense 2>err.txt; then
     fail "--dense was taken for --onnx"
   fi
