@@ -25,9 +25,9 @@
 /* An op of the plan is one IR layer that runs, so it carries the layer's
  * ir_kind (ir/ops.def) rather than a kind list of its own: conv, linear,
  * maxpool or gap. Copies and dead layers are no ops here; they only
- * re-point channels in xp_plan_build. The switches over ir_kind below have no
- * default, so an op appended to ops.def fails the build (-Wswitch) until
- * export knows it. */
+ * re-point channels in xp_plan_build. The switches over ir_kind (xplan.c,
+ * export.c, interop.c) have no default, so an op appended to ops.def
+ * fails the build (-Wswitch) until the exports know it. */
 typedef struct xp_op {
   ir_kind kind;         /* never IR_COPY */
   int layer;            /* IR layer it comes from */
