@@ -42,13 +42,22 @@ echo "$ev" | grep -q "\"fashion\": {\"test_acc\": $fa" || fail "eval: $ev (train
 ./pair info run/final.ckpt >info.txt
 grep -q "^task coarse .*: $cp active, $shared shared" info.txt || { cat info.txt; fail "info"; }
 
-# export: one network per task, named; as C, and as a PyTorch module of
-# the task's classes
+# export: one network per task, named; as C, and as a PyTorch module and
+# an ONNX model of the task's classes
 for t in fashion coarse; do
   ./pair export --c run/final.ckpt --task $t -o $t.c >/dev/null
   grep -q "_forward" $t.h || fail "export of task $t"
+  k=$([ $t = fashion ] && echo 10 || echo 4)
   ./pair export --pytorch run/final.ckpt --task $t -o $t.py >/dev/null
-  grep -q "^CLASSES = $([ $t = fashion ] && echo 10 || echo 4)$" $t.py || fail "export --pytorch of task $t"
+  grep -q "^CLASSES = $k$" $t.py || fail "export --pytorch of task $t"
+  ./pair export --onnx run/final.ckpt --task $t -o $t.onnx >/dev/null
+  if /usr/bin/python3 -c "import onnx" 2>/dev/null; then
+    /usr/bin/python3 -c "
+import onnx, sys
+m = onnx.load('$t.onnx'); onnx.checker.check_model(m)
+sys.exit(m.graph.output[0].type.tensor_type.shape.dim[1].dim_value != $k)" ||
+      fail "export --onnx of task $t"
+  fi
 done
 if ./pair export --c run/final.ckpt -o none.c 2>err.txt; then fail "export without --task"; fi
 grep -q "has tasks (fashion, coarse); name one with --task" err.txt || { cat err.txt; fail "export"; }
