@@ -749,7 +749,12 @@ int app_export_graph(const ir_graph *g, const rt_exec *x, const app_train_state 
   origin = from;
 
   xp_plan p;
-  int rc = xp_plan_build(&p, g, x, o->dense, err, errlen);
+  const int other = o->target == APP_EXPORT_ONNX || o->target == APP_EXPORT_TORCH;
+  if (other && o->dense)
+    return rt_fail(err, errlen, "--dense is for the C and CUDA exports; the ONNX and PyTorch "
+                   "exports are dense ops already");
+  int rc = xp_plan_build(&p, g, x, other ? XP_ACTIVE : o->dense ? XP_DENSE : XP_NONZERO, err,
+                         errlen);
   app_export_stats s;
   memset(&s, 0, sizeof s);
   if (rc) {

@@ -58,7 +58,7 @@ static void bn_fold(const xp_plan *p, const ir_graph *g, const ir_layer *l, cons
  * "unit" is a channel (an input plane); a linear one is a single float of
  * its channel-major flattened input. */
 static int plan_weighted(xp_plan *p, const ir_graph *g, const rt_exec *x,
-                         int li, int dense, char *err, size_t errlen) {
+                         int li, xp_keep keep, char *err, size_t errlen) {
   const ir_layer *l = &g->layers[li];
   const ir_tensor *it = &g->tensors[l->in_t];
   const int conv = l->kind == IR_CONV;
@@ -122,7 +122,7 @@ static int plan_weighted(xp_plan *p, const ir_graph *g, const rt_exec *x,
       const int64_t base = ((int64_t)co * l->cin + ci) * kk;
       reach += kk;
       for (int t = 0; t < kk; t++)
-        if (m[l->w_off + base + t] && w[base + t] != 0.0f) active++;
+        if (m[l->w_off + base + t] && (keep == XP_ACTIVE || w[base + t] != 0.0f)) active++;
     }
     float fb = (float)bias;
     float act = l->relu && fb < 0.0f ? 0.0f : fb; /* the output when constant */
@@ -137,7 +137,7 @@ static int plan_weighted(xp_plan *p, const ir_graph *g, const rt_exec *x,
     }
     out[co] = o->n;
     o->bias[o->n] = fb;
-    n_ent += dense ? reach : active;
+    n_ent += keep == XP_DENSE ? reach : active;
     if (n_ent > INT32_MAX) {
       free(in), free(out);
       return rt_fail(err, errlen, "layer %s has more weights than the emitted code can index",
@@ -168,8 +168,8 @@ static int plan_weighted(xp_plan *p, const ir_graph *g, const rt_exec *x,
       if (in[ci] < 0) continue;
       const int64_t base = ((int64_t)co * l->cin + ci) * kk;
       for (int t = 0; t < kk; t++) {
-        int on = m[l->w_off + base + t] && w[base + t] != 0.0f;
-        if (!on && !dense) continue;
+        int on = m[l->w_off + base + t] && (keep == XP_ACTIVE || w[base + t] != 0.0f);
+        if (!on && keep != XP_DENSE) continue;
         float v = on ? (float)(w[base + t] * scale) : 0.0f;
         if (!isfinite(v)) {
           free(in), free(out);
@@ -224,7 +224,7 @@ static int plan_pool(xp_plan *p, const ir_graph *g, int li, char *err,
   return 0;
 }
 
-int xp_plan_build(xp_plan *p, const ir_graph *g, const rt_exec *x, int dense,
+int xp_plan_build(xp_plan *p, const ir_graph *g, const rt_exec *x, xp_keep keep,
                       char *err, size_t errlen) {
   memset(p, 0, sizeof *p);
   const ir_tensor *in = &g->tensors[g->input_t];
@@ -264,7 +264,7 @@ int xp_plan_build(xp_plan *p, const ir_graph *g, const rt_exec *x, int dense,
     case IR_CONV:
     case IR_LINEAR:
       if (x->arch->alive[li]) {
-        rc = plan_weighted(p, g, x, li, dense, err, errlen);
+        rc = plan_weighted(p, g, x, li, keep, err, errlen);
       } else if (l->prev_t >= 0) {
         /* A dead layer is its predecessor's output under another name. */
         for (int c = 0; c < l->cout; c++)

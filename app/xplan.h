@@ -71,10 +71,20 @@ static inline int64_t xp_padded(const xp_plan *p, int h, int w) {
   return (int64_t)(h + 2 * p->B) * (w + 2 * p->B);
 }
 
-/* Builds the plan of the network x holds over g; dense keeps every weight
- * between live channels (zeros included). Returns 0, or -1 with a message
- * in err; p is then safe to free. */
-int xp_plan_build(xp_plan *p, const ir_graph *g, const rt_exec *x, int dense, char *err,
+/* Which weights between live channels become entries. */
+typedef enum {
+  XP_NONZERO, /* the active ones of non-zero value: the same function, the
+                 fewest entries (the C and CUDA exports) */
+  XP_ACTIVE,  /* every active one, zeros included: a weight just grown is 0
+                 and still part of the architecture (ONNX, and PyTorch's
+                 masks, which keep it trainable) */
+  XP_DENSE    /* every one, inactive ones as zeros (the C and CUDA --dense) */
+} xp_keep;
+
+/* Builds the plan of the network x holds over g, keeping the weights
+ * `keep` says. Returns 0, or -1 with a message in err; p is then safe to
+ * free. */
+int xp_plan_build(xp_plan *p, const ir_graph *g, const rt_exec *x, xp_keep keep, char *err,
                   size_t errlen);
 void xp_plan_free(xp_plan *p);
 

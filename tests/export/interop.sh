@@ -166,6 +166,24 @@ trained)
   if [ $checker = 1 ]; then set -- $(check net.onnx); else set -- 1 28 28 10; fi
   run net.onnx "$xp/data/images.f32" "$xp/data/ref.f32" "$xp/data/labels.u8" "$@"
   torch net.py "$xp/data/images.f32" "$xp/data/ref.f32" "$xp/data/labels.u8" 10
+  # a network just grown: its new weights are 0 and part of the
+  # architecture, so the PyTorch module's masks hold them (more ones than
+  # non-zero weights), and training the module on can move them
+  if [ $torch = 1 ]; then
+    "$xp/model" train --search ilnas --epochs 2 --stop-after 1 --train-limit 640 --test-limit 64 \
+      --threads 2 --run-dir grown --quiet >/dev/null
+    grep -q '"event": "expand"' grown/metrics.jsonl || fail "the run did not grow"
+    "$xp/model" export --pytorch grown/last.ckpt -o grown.py >/dev/null
+    "$py" - <<'EOF'
+import torch, grown
+m = grown.Net()
+ones = sum(int(b.sum()) for n, b in m.named_buffers() if n.endswith("_mask"))
+nonzero = sum(int((p != 0).sum()) for n, p in m.named_parameters() if n.endswith("_weight"))
+print(f"grown: {ones} weights in the masks, {nonzero} of them non-zero")
+if not ones > nonzero:
+    raise SystemExit("FAIL: the masks leave out the weights just grown (0, yet active)")
+EOF
+  fi
   # the accuracy model eval printed, on the whole test set
   eacc=$(sed -n 's/.*"test_acc": \([0-9.]*\).*/\1/p' "$xp/eval.out")
   for got in got.f32 got_torch.f32; do
