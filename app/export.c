@@ -614,6 +614,31 @@ static void file_discard(xp_file *x) {
   x->tmp = x->path = NULL;
 }
 
+/* Renames the closed files of a set into place in order (the one whose
+ * presence says the set is complete last); files never opened are
+ * skipped. On a failure the ones already in place are removed again, so
+ * the set is there whole or not at all. */
+static int files_commit(xp_file *const *order, int n, char *err, size_t errlen) {
+  for (int i = 0; i < n; i++) {
+    if (!order[i]->tmp) continue;
+    if (rename(order[i]->tmp, order[i]->path)) {
+      int rc = rt_fail(err, errlen, "cannot write '%s': %s", order[i]->path, strerror(errno));
+      for (int k = 0; k < i; k++)
+        if (order[k]->path && !order[k]->tmp) remove(order[k]->path);
+      return rc;
+    }
+    free(order[i]->tmp), order[i]->tmp = NULL;
+  }
+  return 0;
+}
+
+/* The doc string of the ONNX and PyTorch exports. */
+static void doc_of(char *doc, size_t n, const ir_graph *g, const app_train_state *st,
+                   const char *origin) {
+  snprintf(doc, n, "model '%s' after %d epochs, exported by ilnas from %s", g->cfg.name,
+           st->epoch, origin);
+}
+
 /* ---- the entry points -------------------------------------------------- */
 
 void app_export_opts_default(app_export_opts *o) {
@@ -660,18 +685,15 @@ static int write_onnx(const xp_plan *p, const ir_graph *g, const app_train_state
   int rc = app_output_ok(o->out, input, "an ONNX model", err, errlen);
   if (rc) return rc;
   char doc[640];
-  snprintf(doc, sizeof doc, "model '%s' after %d epochs, exported by ilnas from %s",
-           g->cfg.name, st->epoch, origin);
+  doc_of(doc, sizeof doc, g, st, origin);
   uint8_t *buf;
   size_t n;
   if (xp_onnx(p, g, &st->norm, doc, &buf, &n, err, errlen)) return -1;
   xp_file f = {0};
+  xp_file *const order[1] = {&f};
   if (!(rc = file_open(&f, o->out, "wb", err, errlen))) {
     fwrite(buf, 1, n, f.f);
-    if (!(rc = file_close(&f, err, errlen)) && rename(f.tmp, f.path))
-      rc = rt_fail(err, errlen, "cannot write '%s': %s", f.path, strerror(errno));
-    else if (!rc)
-      free(f.tmp), f.tmp = NULL;
+    if (!(rc = file_close(&f, err, errlen))) rc = files_commit(order, 1, err, errlen);
   }
   file_discard(&f);
   free(buf);
@@ -705,23 +727,13 @@ static int write_torch(const xp_plan *p, const ir_graph *g, const app_train_stat
       (rc = file_open(&bin, bpath, "wb", err, errlen)))
     goto out;
   char doc[640];
-  snprintf(doc, sizeof doc, "model '%s' after %d epochs, exported by ilnas from %s",
-           g->cfg.name, st->epoch, origin);
+  doc_of(doc, sizeof doc, g, st, origin);
   const char *bbase = strrchr(bpath, '/') ? strrchr(bpath, '/') + 1 : bpath;
   if ((rc = xp_torch(p, g, &st->norm, doc, py.f, bin.f, bbase, err, errlen))) goto out;
   s->table_bytes = ftell(bin.f);
-  if ((rc = file_close(&bin, err, errlen)) || (rc = file_close(&py, err, errlen))) goto out;
-  if (rename(bin.tmp, bin.path)) {
-    rc = rt_fail(err, errlen, "cannot write '%s': %s", bin.path, strerror(errno));
-    goto out;
-  }
-  free(bin.tmp), bin.tmp = NULL;
-  if (rename(py.tmp, py.path)) {
-    rc = rt_fail(err, errlen, "cannot write '%s': %s", py.path, strerror(errno));
-    remove(bin.path);
-    goto out;
-  }
-  free(py.tmp), py.tmp = NULL;
+  xp_file *const order[2] = {&bin, &py};
+  if (!(rc = file_close(&bin, err, errlen)) && !(rc = file_close(&py, err, errlen)))
+    rc = files_commit(order, 2, err, errlen);
 out:
   file_discard(&py), file_discard(&bin);
   free(stem), free(bpath);
@@ -875,17 +887,8 @@ int app_export_graph(const ir_graph *g, const rt_exec *x, const app_train_state 
       (rc = file_close(&wts, err, errlen)))
     goto out;
   /* The source last: its presence says the set is complete. */
-  xp_file *order[3] = {&wts, &hdr, &src};
-  for (int i = 0; i < 3; i++) {
-    if (!order[i]->tmp) continue;
-    if (rename(order[i]->tmp, order[i]->path)) {
-      rc = rt_fail(err, errlen, "cannot write '%s': %s", order[i]->path, strerror(errno));
-      for (int k = 0; k < i; k++)
-        if (order[k]->tmp) remove(order[k]->path);
-      goto out;
-    }
-    free(order[i]->tmp), order[i]->tmp = NULL;
-  }
+  xp_file *const order[3] = {&wts, &hdr, &src};
+  rc = files_commit(order, 3, err, errlen);
 out:
   file_discard(&src), file_discard(&hdr), file_discard(&wts);
   free(stem), free(hpath), free(wpath);
