@@ -55,11 +55,29 @@ ort=${ORT_NODE:-$build/ort/node_modules/onnxruntime-node}
 $cc -O3 -march=native -pthread -DRUNNER_BENCH -I. "$root/tests/export/runner.c" net.c -lm \
   -o bench_c
 
+# images/second of forward over the images, batch by batch, for secs
+# seconds after three warm-up batches (both PyTorch peers)
+cat >rate.py <<'PY'
+import time
+
+def rate(forward, img, batch, secs):
+    for _ in range(3):
+        forward(img[:batch])
+    done, at, t0 = 0, 0, time.perf_counter()
+    while time.perf_counter() - t0 < secs:
+        if at + batch > img.shape[0]:
+            at = 0
+        forward(img[at:at + batch])
+        at += batch
+        done += batch
+    return done / (time.perf_counter() - t0)
+PY
 cat >torch_net.py <<'PY'
-import json, sys, time
+import json, sys
 import numpy as np
 import torch
 import torch.nn.functional as F
+from rate import rate
 
 d, batch, secs = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
 torch.set_num_threads(int(sys.argv[4]))
@@ -112,22 +130,14 @@ with torch.inference_mode():
     diff = (forward(img[:500]) - ref[:500]).abs().max().item()
     if diff > 1e-3:
         sys.exit("torch network disagrees with the runtime: max |diff| %g" % diff)
-    for _ in range(3):
-        forward(img[:batch])
-    done, at, t0 = 0, 0, time.perf_counter()
-    while time.perf_counter() - t0 < secs:
-        if at + batch > img.shape[0]:
-            at = 0
-        forward(img[at:at + batch])
-        at += batch
-        done += batch
-    print("%.1f" % (done / (time.perf_counter() - t0)))
+    print("%.1f" % rate(forward, img, batch, secs))
 PY
 
 # the exports for other tools, timed the same way: images/second
 cat >export_torch.py <<'PY'
-import importlib.util, sys, time
+import importlib.util, sys
 import torch
+from rate import rate
 spec = importlib.util.spec_from_file_location("net", sys.argv[1])
 mod = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(mod)
@@ -137,16 +147,7 @@ net = mod.Net().eval()
 with open(sys.argv[2], "rb") as f:
     img = torch.frombuffer(bytearray(f.read()), dtype=torch.float32).view(-1, *mod.INPUT_SHAPE)
 with torch.inference_mode():
-    for _ in range(3):
-        net(img[:batch])
-    done, at, t0 = 0, 0, time.perf_counter()
-    while time.perf_counter() - t0 < secs:
-        if at + batch > img.shape[0]:
-            at = 0
-        net(img[at:at + batch])
-        at += batch
-        done += batch
-    print("%.1f" % (done / (time.perf_counter() - t0)))
+    print("%.1f" % rate(net, img, batch, secs))
 PY
 cat >export_ort.js <<'JS'
 const fs = require('fs');

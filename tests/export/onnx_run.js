@@ -16,12 +16,12 @@ async function main() {
     process.exit(2);
   }
   const ort = require(process.env.ORT_NODE || 'onnxruntime-node');
-  const session = await ort.InferenceSession.create(model, {
+  const net = await ort.InferenceSession.create(model, {
     intraOpNumThreads: 1,
     graphOptimizationLevel: 'all',
   });
-  if (session.inputNames[0] !== 'input' || session.outputNames[0] !== 'logits')
-    throw new Error(`expected input 'input' and output 'logits', got ${session.inputNames} -> ${session.outputNames}`);
+  if (net.inputNames[0] !== 'input' || net.outputNames[0] !== 'logits')
+    throw new Error(`expected input 'input' and output 'logits', got ${net.inputNames} -> ${net.outputNames}`);
   const buf = fs.readFileSync(images);
   const all = new Float32Array(buf.buffer, buf.byteOffset, buf.length / 4);
   const shape = [Number(c), Number(h), Number(w)];
@@ -32,7 +32,7 @@ async function main() {
   for (let i = 0; i < n; i += batch) {
     const m = Math.min(batch, n - i);
     const x = new ort.Tensor('float32', all.slice(i * per, (i + m) * per), [m, ...shape]);
-    const r = await session.run({ input: x });
+    const r = await net.run({ input: x });
     const y = r.logits;
     if (y.dims.length !== 2 || y.dims[0] !== m) throw new Error(`logits of shape ${y.dims} for ${m} images`);
     chunks.push(Buffer.from(y.data.buffer, y.data.byteOffset, y.data.byteLength));
