@@ -82,8 +82,14 @@ static void usage_train(FILE *f, const ir_graph *g) {
           "                    a table on stderr at the end\n"
           "  --skip-bad        an image folder's unreadable files are skipped, each\n"
           "                    reported, instead of stopping the run\n"
-          "  --loaders N       threads that decode an image folder (default: --threads)\n",
-          prog, m->epochs, m->lr, m->freeze_last, m->data_path, m->seed, fe_search_name(m->method));
+          "  --loaders N       threads that decode an image folder (default: --threads)\n"
+          "\n"
+          "Data-parallel: `mpirun -np N %s train ...` (Open MPI) trains on N ranks, each\n"
+          "on its part of every batch (the model's batch is the sum of the parts),\n"
+          "gradients summed over the ranks every step; rank 0 writes RUN_DIR and\n"
+          "reports. --threads defaults to the cores over the ranks on the machine.\n",
+          prog, m->epochs, m->lr, m->freeze_last, m->data_path, m->seed, fe_search_name(m->method),
+          prog);
   if (m->n_tasks > 0) {
     fprintf(f, "\nModel '%s' has %d tasks, trained together, one batch of each per step,\n"
             "%g of each task's network shared:", m->name, m->n_tasks, m->shared);
@@ -207,7 +213,16 @@ static int cmd_train(ir_graph *g, int argc, char **argv, rt_graph_fn fwd,
       return 2;
     }
   }
-  return app_train(g, fwd, bwd, &o);
+  /* started by mpirun: one rank of a data-parallel run */
+  char err[512];
+  if (rt_comm_open(&o.comm, err, sizeof err)) {
+    fprintf(stderr, "%s: error: %s\n", prog, err);
+    return 1;
+  }
+  int rc = app_train(g, fwd, bwd, &o);
+  if (rc) rt_comm_abort(o.comm, rc); /* the other ranks would wait for this one */
+  rt_comm_close(o.comm);
+  return rc;
 }
 
 /* eval and info: one checkpoint plus a few options. */

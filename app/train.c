@@ -168,13 +168,20 @@ double run_evaluate(rt_exec *x, const rt_dataset *d, const rt_norm *nm, int limi
   }
   double total = 0;
   char err[1024];
-  rt_stream *s = rt_stream_new(d, nm, cap, 0, 0, loaders, 3, err, sizeof err);
+  /* with ranks, each takes its part of the images (comm.h) */
+  int lo, hi, *part = NULL;
+  rt_comm_part(x->comm, n, &lo, &hi);
+  if (hi - lo < n && (part = malloc((size_t)(hi > lo ? hi - lo : 1) * sizeof *part)))
+    for (int i = lo; i < hi; i++) part[i - lo] = i;
+  rt_stream *s = hi - lo < n && !part ? NULL : rt_stream_new(d, nm, cap, 0, 0, loaders, 3, err, sizeof err);
   if (!s) {
-    fprintf(stderr, "error: evaluating: %s\n", err);
+    fprintf(stderr, "error: evaluating: %s\n", part || hi - lo == n ? err : "out of memory");
+    free(part);
     *loss = NAN;
     return NAN;
   }
-  rt_stream_epoch(s, NULL, n, NULL);
+  rt_stream_epoch(s, part, hi - lo, NULL);
+  free(part);
   rt_exec_set_training(x, 0);
   const float *buf;
   const ir_label *lab;
@@ -188,16 +195,13 @@ double run_evaluate(rt_exec *x, const rt_dataset *d, const rt_norm *nm, int limi
   }
   rt_exec_set_training(x, 1);
   rt_stream_free(s);
-  if (rc < 0) {
+  double sums[2] = {total, correct};
+  if (rc < 0 || rt_exec_status(x, err, sizeof err) || rt_comm_sum_d(x->comm, sums, 2, err, sizeof err)) {
     fprintf(stderr, "error: evaluating: %s\n", err);
     *loss = NAN;
     return NAN;
   }
-  if (rt_exec_status(x, err, sizeof err)) {
-    fprintf(stderr, "error: evaluating: %s\n", err);
-    *loss = NAN;
-    return NAN;
-  }
+  total = sums[0], correct = (int)sums[1];
   *loss = total / n;
   if (!isfinite(*loss)) {
     fprintf(stderr, "error: evaluating: the test loss is not finite (the network "
@@ -505,6 +509,12 @@ int run_trim_metrics(const char *path, int epoch) {
 /* The run directory and its metrics.jsonl, appended to by a resumed run
  * (past the checkpoint's epoch trimmed). */
 static int open_metrics(train_run *r) {
+  if (rt_comm_rank(r->o->comm) > 0) { /* rank 0 writes the run directory */
+    snprintf(r->mpath, sizeof r->mpath, "/dev/null");
+    r->metrics = fopen(r->mpath, "w");
+    if (!r->metrics) fprintf(stderr, "error: cannot write '/dev/null': %s\n", strerror(errno));
+    return r->metrics ? 0 : -1;
+  }
   if (run_make_dir(r->o->run_dir)) return -1;
   snprintf(r->mpath, sizeof r->mpath, "%s/metrics.jsonl", r->o->run_dir);
   if (r->o->resume && run_trim_metrics(r->mpath, r->st.epoch)) {
@@ -587,7 +597,8 @@ static int setup(train_run *r, ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd,
   r->epochs = o->epochs > 0 ? o->epochs : m->epochs;
   r->lr = o->lr > 0 ? o->lr : m->lr;
   r->sched = srch_schedule_of(m, r->epochs, o->freeze_last);
-  r->threads = o->threads > 0 ? o->threads : app_default_threads();
+  int per_rank = app_default_threads() / rt_comm_local_size(o->comm);
+  r->threads = o->threads > 0 ? o->threads : per_rank > 0 ? per_rank : 1;
   r->method = o->search >= 0 ? (fe_search)o->search : m->method;
   r->backend = rt_backend_resolve(o->backend ? o->backend : APP_DEFAULT_BACKEND, why, sizeof why);
   if (why[0] && !o->quiet) fprintf(stderr, "%s\n", why);
@@ -628,6 +639,7 @@ static int setup(train_run *r, ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd,
     r->x = o->resume ? resume_exec(g, o->resume, r->threads, r->backend, &r->st)
                      : fresh_exec(g, o, r->threads, r->backend, &r->st);
   if (!r->x) return -1;
+  rt_exec_set_comm(r->x, o->comm);
   if (o->resume && check_resume(r)) return -1;
   r->st.search = (int)r->method + 1;
   rt_exec_set_driver(r->x, fwd, bwd);
@@ -646,6 +658,7 @@ static int setup(train_run *r, ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd,
     fprintf(stderr, "error: %s\n", err);
     return -1;
   }
+  rt_stream_part(r->stream, o->comm);
   if (start_search(r)) return -1;
   if (rt_exec_prepare(r->x, err, sizeof err)) {
     fprintf(stderr, "error: %s\n", err);
@@ -664,14 +677,24 @@ static int setup(train_run *r, ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd,
 
   r->tty = isatty(2) && !o->quiet;
   r->steps = (r->train.n + m->batch - 1) / m->batch;
+  /* with ranks, a last batch of fewer images than ranks is left out:
+   * every rank's part holds an image */
+  int ranks = rt_comm_size(o->comm), tail = r->train.n % m->batch;
+  if (tail > 0 && tail < ranks) r->steps--;
+  if (r->steps == 0) {
+    fprintf(stderr, "error: %d training images make no batch for %d ranks\n", r->train.n, ranks);
+    return -1;
+  }
   r->t0 = run_now();
   r->active = ir_count_params(g, r->x->arch).active;
   snprintf(r->budget, sizeof r->budget, "no budget");
   if (m->budget != INT64_MAX) snprintf(r->budget, sizeof r->budget, "%" PRId64, m->budget);
+  char on[64] = "";
+  if (ranks > 1) snprintf(on, sizeof on, " on each of %d ranks", ranks);
   if (!o->quiet)
-    fprintf(stderr, "training %s: %d images, %d epochs, batch %d, lr %g, %d threads, "
+    fprintf(stderr, "training %s: %d images, %d epochs, batch %d, lr %g, %d threads%s, "
             "search %s, backend %s, %" PRId64 " active parameters of %s\n", m->name,
-            r->train.n, r->epochs, m->batch, r->lr, r->threads, fe_search_name(r->method),
+            r->train.n, r->epochs, m->batch, r->lr, r->threads, on, fe_search_name(r->method),
             r->backend, r->active, r->budget);
   if (r->method != FE_SEARCH_FIXED && srch_beats_left(&r->sched, 1) == 0)
     fprintf(stderr, "warning: with %d epochs, 'every %d epoch' and 'freeze last %d' the "
@@ -734,7 +757,9 @@ static int train_epoch(train_run *r, epoch_stats *e) {
       return -1;
     }
     r->st.step++, r->profiled += !first;
-    loss_sum += loss * b, seen += b, correct += c;
+    /* the loss and hits are the whole batch's, of every rank */
+    int all = r->train.n - s * m->batch < m->batch ? r->train.n - s * m->batch : m->batch;
+    loss_sum += loss * all, seen += all, correct += c;
     if (r->tty && (s % 8 == 0 || s == r->steps - 1))
       fprintf(stderr, "\repoch %d/%d  %3d%%  loss %.4f  acc %.2f%%  params %"
               PRId64 "/%s   ", ep + 1, r->epochs, 100 * (s + 1) / r->steps,
@@ -798,6 +823,15 @@ static int test_epoch(train_run *r, const epoch_stats *e) {
   return 0;
 }
 
+/* The ranks in step (rt_exec_sync): after phase I, before the test, and
+ * after growth. */
+static int sync_ranks(train_run *r) {
+  char err[1024];
+  if (rt_exec_sync(r->x, err, sizeof err) == 0) return 0;
+  fprintf(stderr, "%serror: %s\n", r->tty ? "\n" : "", err);
+  return -1;
+}
+
 /* Phase II, when due after this epoch: grow, record the expansion, and
  * compile kernels for the new α. */
 static int grow(train_run *r, const epoch_stats *e) {
@@ -823,6 +857,7 @@ static int grow(train_run *r, const epoch_stats *e) {
     fprintf(stderr, "error: %s\n", err);
     return -1;
   }
+  if (sync_ranks(r)) return -1;
   if (grown == 0) {
     if (!isfinite(ev.loss_before) || !isfinite(ev.loss_after)) {
       fprintf(stderr, "error: phase II: the loss is not finite (%g -> %g); the network "
@@ -842,11 +877,12 @@ static int grow(train_run *r, const epoch_stats *e) {
   return 0;
 }
 
-/* Saves RUN_DIR/name; r->path names it afterwards. */
+/* Saves RUN_DIR/name (rank 0; the ranks hold the same state); r->path
+ * names it afterwards. */
 static int save(train_run *r, const char *name) {
   char err[1024];
   snprintf(r->path, sizeof r->path, "%s/%s", r->o->run_dir, name);
-  if (app_ckpt_save(r->path, r->x, &r->st, err, sizeof err)) {
+  if (rt_comm_rank(r->o->comm) == 0 && app_ckpt_save(r->path, r->x, &r->st, err, sizeof err)) {
     fprintf(stderr, "error: %s\n", err);
     return -1;
   }
@@ -888,6 +924,7 @@ static void report_stopped(train_run *r) {
   if (!r->o->quiet)
     fprintf(stderr, "stopped after epoch %d; continue with --resume %s\n",
             r->st.epoch, r->path);
+  if (rt_comm_rank(r->o->comm) > 0) return;
   printf("{\"stopped\": true, \"epochs\": %d, \"checkpoint\": ", r->st.epoch);
   app_json_str(stdout, r->path);
   printf("}\n");
@@ -908,6 +945,7 @@ static int finish(train_run *r) {
   }
   if (save(r, "final.ckpt")) return -1;
   if (r->o->profile) profile_report(r);
+  if (rt_comm_rank(r->o->comm) > 0) return 0;
   printf("{\"test_acc\": %.6f, \"active_params\": %" PRId64 ", \"epochs\": %d, "
          "\"seconds\": %.3f, \"checkpoint\": ",
          r->test_acc, ir_count_params(r->g, r->x->arch).active, r->st.epoch, run_now() - r->t0);
@@ -931,12 +969,22 @@ static void teardown(train_run *r) {
 
 int app_train(ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd,
              const app_train_opts *o) {
+  int ranks = rt_comm_size(o->comm);
+  if (g->cfg.n_tasks > 0 && ranks > 1) {
+    fprintf(stderr, "error: model '%s' has tasks; a data-parallel run (%d ranks) trains a "
+            "model of one task\n", g->cfg.name, ranks);
+    return 1;
+  }
   if (g->cfg.n_tasks > 0) return run_train_tasks(g, fwd, bwd, o);
+  app_train_opts own = *o; /* rank 0 alone reports */
+  if (rt_comm_rank(o->comm) > 0) own.quiet = 1, own.profile = 0;
+  o = &own;
   train_run r;
   int rc = setup(&r, g, fwd, bwd, o), stopped = 0;
   while (rc == 0 && !stopped && r.st.epoch < r.epochs) {
     epoch_stats e;
     rc = train_epoch(&r, &e);
+    if (rc == 0) rc = sync_ranks(&r);
     if (rc == 0) rc = test_epoch(&r, &e);
     if (rc == 0) rc = grow(&r, &e);
     if (rc == 0) rc = checkpoint(&r, &e);

@@ -48,6 +48,13 @@ typedef struct app_train_opts {
   int loaders;         /* threads that decode an image folder; 0: --threads */
   const char *backend; /* "cpu", "ref", "blas", "cuda" or "auto"; NULL:
                         * APP_DEFAULT_BACKEND */
+  rt_comm *comm;       /* the ranks of a data-parallel run (comm.h), or NULL:
+                        * this process alone. Each rank trains on its part
+                        * of every batch (the model's batch is the sum of
+                        * the parts), evaluates its part of the test set;
+                        * rank 0 alone writes the run directory and prints
+                        * progress; threads default to the cores over the
+                        * ranks on the machine */
 } app_train_opts;
 
 void app_train_opts_default(app_train_opts *o);

@@ -26,6 +26,7 @@
 
 #include "base/rng.h"
 #include "ir/ir.h"
+#include "runtime/comm.h"
 
 typedef enum {
   RT_DATA_IDX,        /* dir: train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], t10k-... */
@@ -172,6 +173,11 @@ int rt_stream_next(rt_stream *s, const float **x, const ir_label **y, int *b, ch
  * same either way. */
 int rt_stream_next_draws(rt_stream *s, const rt_draw **dr, const ir_label **y, int *b,
                          char *err, size_t errlen);
+/* A data-parallel run (comm.h): each batch's part of this rank alone
+ * (rt_comm_part of the batch's images) is made and handed out; the draws
+ * of a set in memory are all taken, so that the ranks' rngs stay in step.
+ * NULL: whole batches (the default). */
+void rt_stream_part(rt_stream *s, const rt_comm *c);
 /* Seconds the caller spent waiting in rt_stream_next, and the calls that
  * waited at all, since the stream began. */
 double rt_stream_waited(const rt_stream *s, long *calls);

@@ -10,6 +10,7 @@
 #include <sys/resource.h>
 
 #include "base/rng.h"
+#include "runtime/err.h"
 #include "runtime/packed.h"
 #include "runtime/ref.h"
 
@@ -27,6 +28,9 @@ typedef struct exec_impl {
   rt_norm nm;
   int crop, kept;
   float *made;
+  int n_in;       /* the images of the pass begun (this rank's part) */
+  float *part;    /* step_ranks: the active parameters' gradients */
+  int64_t part_cap;
 } exec_impl;
 
 static exec_impl *E(rt_exec *x) { return (exec_impl *)x; }
@@ -105,7 +109,7 @@ void rt_exec_free(rt_exec *x) {
   if (!x) return;
   exec_impl *e = E(x);
   if (x->backend) x->backend->i->free(x->backend);
-  free(e->mask), free(e->dirty), free(e->varies), free(e->made);
+  free(e->mask), free(e->dirty), free(e->varies), free(e->made), free(e->part);
   ir_arch_free(&e->arch);
   free(e);
 }
@@ -312,6 +316,7 @@ void rt_exec_set_driver(rt_exec *x, rt_graph_fn fwd, rt_graph_fn bwd) {
 
 void rt_exec_set_input(rt_exec *x, const float *batch, int n) {
   assert(n >= 1 && n <= x->cap);
+  E(x)->n_in = n;
   keep(x, x->backend->i->upload(x->backend, batch, n));
 }
 
@@ -338,6 +343,7 @@ int rt_exec_set_dataset(rt_exec *x, const rt_dataset *d, const rt_norm *nm, int 
 void rt_exec_set_draws(rt_exec *x, const rt_draw *dr, int n) {
   exec_impl *e = E(x);
   assert(e->ds && n >= 1 && n <= x->cap);
+  e->n_in = n;
   if (e->kept) {
     keep(x, x->backend->i->upload_draws(x->backend, dr, n));
     return;
@@ -356,8 +362,82 @@ double rt_exec_loss(rt_exec *x, const ir_label *labels, int grad, int *correct) 
 
 void rt_exec_backward(rt_exec *x) { keep(x, x->backend->i->backward(x->backend)); }
 
+/* A failure of the exec's own (not the backend's) kept like one. */
+static void fail(rt_exec *x, const char *msg) {
+  exec_impl *e = E(x);
+  if (!e->failed) e->failed = 1, snprintf(e->error, sizeof e->error, "%s", msg);
+}
+
+static int ranks(const rt_exec *x) { return rt_comm_size(x->comm) > 1; }
+
+/* v[0..n) = the ranks' sum of v * own / (the ranks' sum of own): a sum of
+ * the ranks' means, each weighted by its images. *tot: the sum of own. */
+static int weighted_sum(rt_exec *x, float *v, int64_t n, double own, double *extra, int n_extra,
+                        double *tot, char *err, size_t errlen) {
+  for (int64_t i = 0; i < n; i++) v[i] *= (float)own;
+  double t[4] = {own};
+  for (int k = 0; k < n_extra; k++) t[1 + k] = extra[k];
+  if (rt_comm_sum(x->comm, v, n, err, errlen) || rt_comm_sum_d(x->comm, t, 1 + n_extra, err, errlen))
+    return -1;
+  float inv = (float)(1.0 / t[0]);
+  for (int64_t i = 0; i < n; i++) v[i] *= inv;
+  for (int k = 0; k < n_extra; k++) extra[k] = t[1 + k];
+  *tot = t[0];
+  return 0;
+}
+
+/* rt_exec_train_step over the ranks (rt_exec_set_comm). */
+static double step_ranks(rt_exec *x, const ir_label *labels, float lr, float momentum, float decay,
+                         int *correct) {
+  exec_impl *e = E(x);
+  int c = 0;
+  rt_exec_forward(x);
+  double loss = rt_exec_loss(x, labels, 1, &c);
+  rt_exec_backward(x);
+  if (e->failed) return NAN;
+  /* the live layout's step, where it runs one: its gradients at the
+   * compact graph's indices, not a view of the template's size */
+  rt_backend *b = rt_packed_step(x->backend);
+  if (!b) b = x->backend;
+  float *g = b->i->edit(b, RT_GRADS);
+  if (!g) {
+    char msg[512];
+    snprintf(msg, sizeof msg, "the %s backend cannot take the ranks' summed gradients: %.400s",
+             x->backend->i->name, b->error);
+    fail(x, msg);
+    return NAN;
+  }
+  /* the active parameters' alone: SGD leaves the others be */
+  const uint64_t *alpha = b->arch->alpha;
+  int64_t np = b->g->n_params, na = ir_count_active_bits(b->arch, np), k = 0;
+  if (na > e->part_cap) {
+    free(e->part);
+    e->part_cap = 0;
+    if (!(e->part = malloc((size_t)na * sizeof *e->part))) {
+      fail(x, "out of memory for the gradients summed over the ranks");
+      return NAN;
+    }
+    e->part_cap = na;
+  }
+  for (int64_t w = 0; w < (np + 63) / 64; w++)
+    for (uint64_t bits = alpha[w]; bits; bits &= bits - 1) e->part[k++] = g[w * 64 + __builtin_ctzll(bits)];
+  char err[512];
+  double sums[2] = {loss * e->n_in, c}, n;
+  if (weighted_sum(x, e->part, na, e->n_in, sums, 2, &n, err, sizeof err)) {
+    fail(x, err);
+    return NAN;
+  }
+  k = 0;
+  for (int64_t w = 0; w < (np + 63) / 64; w++)
+    for (uint64_t bits = alpha[w]; bits; bits &= bits - 1) g[w * 64 + __builtin_ctzll(bits)] = e->part[k++];
+  rt_exec_sgd(x, lr, momentum, decay);
+  if (correct) *correct = (int)sums[1];
+  return sums[0] / n;
+}
+
 double rt_exec_train_step(rt_exec *x, const ir_label *labels, float lr, float momentum, float decay,
                           int *correct) {
+  if (ranks(x)) return step_ranks(x, labels, lr, momentum, decay, correct);
   double loss = NAN;
   keep(x, x->backend->i->train_step(x->backend, labels, lr, momentum, decay, &loss, correct));
   return loss;
@@ -408,10 +488,79 @@ int rt_exec_dense_grad(rt_exec *x, const float *in, const ir_label *labels, int 
   return backend_rc(x, x->backend->i->dense_grad(x->backend, in, labels, n, out, loss), err, errlen);
 }
 
+/* rt_exec_p2_grad over the ranks: this rank's part [lo, hi) of each
+ * batch, gathered, then the slot summed, weighted by the parts. */
+static int p2_grad_ranks(rt_exec *x, int slot, const float *images, const ir_label *labels,
+                         int count, int n, double *loss, char *err, size_t errlen) {
+  rt_backend *b = x->backend;
+  const ir_tensor *in = &x->g->tensors[x->g->input_t];
+  size_t img = (size_t)in->c * in->h * in->w;
+  int lo, hi;
+  rt_comm_part(x->comm, n, &lo, &hi);
+  int m = hi - lo;
+  double l = 0.0;
+  if (m > 0) {
+    float *px = malloc((size_t)count * m * img * sizeof *px);
+    ir_label *py = malloc((size_t)count * m * sizeof *py);
+    int rc = !px || !py ? rt_fail(err, errlen, "out of memory for phase II's part of %d batches",
+                                  count) : 0;
+    for (int k = 0; rc == 0 && k < count; k++) {
+      memcpy(px + (size_t)k * m * img, images + ((size_t)k * n + lo) * img, (size_t)m * img * sizeof *px);
+      memcpy(py + (size_t)k * m, labels + (size_t)k * n + lo, (size_t)m * sizeof *py);
+    }
+    if (rc == 0) rc = backend_rc(x, b->i->p2_grad(b, slot, px, py, count, m, &l), err, errlen);
+    free(px), free(py);
+    if (rc) return -1;
+  }
+  float *g = b->i->p2_slot(b, slot, 1);
+  if (!g) return rt_fail(err, errlen, "phase II's gradients: %s", b->error);
+  if (m == 0) memset(g, 0, (size_t)x->g->n_params * sizeof *g);
+  double sum = l * m, tot;
+  if (weighted_sum(x, g, x->g->n_params, m, &sum, 1, &tot, err, errlen)) return -1;
+  *loss = sum / tot;
+  return 0;
+}
+
 int rt_exec_p2_grad(rt_exec *x, int slot, const float *images, const ir_label *labels, int count, int n,
                     double *loss, char *err, size_t errlen) {
+  if (ranks(x)) return p2_grad_ranks(x, slot, images, labels, count, n, loss, err, errlen);
   rt_backend *b = x->backend;
   return backend_rc(x, b->i->p2_grad(b, slot, images, labels, count, n, loss), err, errlen);
+}
+
+void rt_exec_set_comm(rt_exec *x, rt_comm *c) { x->comm = c; }
+
+/* α and the alive flags, hashed (FNV-1a over their bytes). */
+static uint64_t arch_hash(const ir_graph *g, const ir_arch *a) {
+  uint64_t h = 1469598103934665603ull;
+  const uint8_t *p = (const uint8_t *)a->alpha;
+  for (size_t i = 0; i < (size_t)(g->n_params + 63) / 64 * 8; i++) h = (h ^ p[i]) * 1099511628211ull;
+  for (int i = 0; i < g->n_layers; i++) h = (h ^ a->alive[i]) * 1099511628211ull;
+  return h;
+}
+
+int rt_exec_sync(rt_exec *x, char *err, size_t errlen) {
+  if (!ranks(x)) return 0;
+  const ir_graph *g = x->g;
+  rt_comm *c = x->comm;
+  int same;
+  if (rt_comm_same(c, arch_hash(g, x->arch), &same, err, errlen)) return -1;
+  if (!same)
+    return rt_fail(err, errlen, "the ranks' architectures differ (rank %d's is not rank 0's): "
+                   "their searches took different decisions", rt_comm_rank(c));
+  if (g->n_stats) {
+    float *st = rt_exec_edit(x, RT_STATS);
+    if (!st) return rt_fail(err, errlen, "batch norm's statistics: %s", x->backend->error);
+    if (rt_comm_sum(c, st, g->n_stats, err, errlen)) return -1;
+    for (int64_t i = 0; i < g->n_stats; i++) st[i] /= (float)rt_comm_size(c);
+  }
+  rt_state of[2] = {RT_PARAMS, RT_MOMENTUM};
+  for (int k = 0; k < 2; k++) {
+    float *v = rt_exec_edit(x, of[k]);
+    if (!v) return rt_fail(err, errlen, "the parameters: %s", x->backend->error);
+    if (rt_comm_bcast(c, v, g->n_params * (int64_t)sizeof *v, err, errlen)) return -1;
+  }
+  return 0;
 }
 
 int64_t rt_exec_p2_top(rt_exec *x, int64_t k, rt_unit *out, char *err, size_t errlen) {

@@ -33,6 +33,7 @@
 
 #include "ir/ir.h"
 #include "runtime/backend.h"
+#include "runtime/comm.h"
 
 typedef struct rt_exec {
   const ir_graph *g;    /* not owned */
@@ -41,6 +42,7 @@ typedef struct rt_exec {
   int cap;              /* batch capacity */
   int threads;          /* the backend's worker threads */
   rt_backend *backend;  /* owned: runs the steps, holds the state */
+  rt_comm *comm;        /* not owned: the ranks its steps span (rt_exec_set_comm) */
 } rt_exec;
 
 /* backend: "ref", "cpu", "blas", "cuda" or "auto" (rt_backend_new); NULL
@@ -130,6 +132,26 @@ void rt_exec_backward(rt_exec *x);
  * graph launch). */
 double rt_exec_train_step(rt_exec *x, const ir_label *labels, float lr, float momentum, float decay,
                           int *correct);
+/* The ranks of a data-parallel run (comm.h; NULL, the default: this
+ * process alone). With more than one, every rank's pass holds its part of
+ * the batch (rt_comm_part), and:
+ * - rt_exec_train_step sums the gradients over the ranks, each rank's
+ *   weighted by its images, before the SGD step, and returns the whole
+ *   batch's mean loss and hits: the step of one process on the whole
+ *   batch, but that batch norm normalises each part on its own statistics
+ *   (as PyTorch's DistributedDataParallel does);
+ * - rt_exec_p2_grad takes its rank's part of each batch and sums the slot
+ *   likewise, so that every rank ranks the same gradients.
+ * The sums leave the same bits on every rank (comm.h), so the ranks'
+ * parameters and α decisions stay the same; rt_exec_sync checks it. */
+void rt_exec_set_comm(rt_exec *x, rt_comm *c);
+/* The ranks brought in step, after phase I (batch norm's running
+ * statistics differ) and after growth (a layer that came alive took them
+ * from its rank's last pass): α and the alive flags must be the same on
+ * every rank (-1, "the ranks' architectures differ", when not); the
+ * parameters and their momentum become rank 0's, the running statistics
+ * the ranks' mean. 0 without ranks. */
+int rt_exec_sync(rt_exec *x, char *err, size_t errlen);
 /* Interprets schedule calls (the same the emitted driver makes). */
 void rt_exec_run(rt_exec *x, const ir_call *calls, int n);
 /* Batch norm on batch statistics (1, the default) or running ones (0). */

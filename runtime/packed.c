@@ -60,6 +60,8 @@ typedef struct packed {
    * p2_view: each slot at g's indices, for p2_slot */
   unsigned p2held;
   float *p2_view[2];
+  unsigned p2ahead;    /* a bit per slot: its view was written (p2_slot),
+                        * the step takes it at the next phase II call */
 } packed;
 
 static packed *P(rt_backend *b) { return (packed *)b; }
@@ -912,10 +914,24 @@ static int packed_dense_grad(rt_backend *b, const float *images, const ir_label 
 
 /* ---- phase II's gradients, kept by the step ---- */
 
+/* Slots written through their views (p2_slot with write) into the step,
+ * at gc's indices: before the next phase II call reads or writes them. */
+static int p2_push(packed *p) {
+  for (int slot = 0; slot < 2; slot++) {
+    if (!(p->p2ahead >> slot & 1u)) continue;
+    float *s = p->in->i->p2_slot(p->in, slot, 1);
+    if (!s) return from_step(p, -1);
+    for (int64_t k = 0; k < p->gc->n_params; k++) s[k] = p->p2_view[slot][p->pmap[k]];
+    p->p2held |= 1u << slot;
+  }
+  p->p2ahead = 0;
+  return 0;
+}
+
 static int packed_p2_grad(rt_backend *b, int slot, const float *images, const ir_label *labels, int count, int n,
                           double *loss) {
   packed *p = P(b);
-  if (sync_for(p, PHASE2)) return -1;
+  if (sync_for(p, PHASE2) || p2_push(p)) return -1;
   stale(p);
   if (from_step(p, p->in->i->p2_grad(p->in, slot, images, labels, count, n, loss))) return -1;
   p->p2held |= 1u << slot;
@@ -926,7 +942,8 @@ static int packed_p2_grad(rt_backend *b, int slot, const float *images, const ir
  * gradient (plan.h), and the order of starts is g's (pmap rises). */
 static int packed_p2_top(rt_backend *b, int64_t k, rt_unit *out, int64_t *got) {
   packed *p = P(b);
-  if (sync_for(p, PHASE2) || from_step(p, p->in->i->p2_top(p->in, k, out, got))) return -1;
+  if (sync_for(p, PHASE2) || p2_push(p) || from_step(p, p->in->i->p2_top(p->in, k, out, got)))
+    return -1;
   for (int64_t i = 0; i < *got; i++) out[i].start = p->pmap[out[i].start];
   return 0;
 }
@@ -945,7 +962,7 @@ static int packed_p2_score(rt_backend *b, rt_unit *u, int64_t n) {
     u[i].score = 0.0f; /* none in gc: no gradient */
     if (at >= 0) who[m] = i, c[m] = u[i], c[m++].start = at;
   }
-  int rc = from_step(p, p->in->i->p2_score(p->in, c, m));
+  int rc = p2_push(p) ? -1 : from_step(p, p->in->i->p2_score(p->in, c, m));
   for (int64_t j = 0; rc == 0 && j < m; j++) u[who[j]].score = c[j].score;
   free(c), free(who);
   return rc;
@@ -953,25 +970,23 @@ static int packed_p2_score(rt_backend *b, rt_unit *u, int64_t n) {
 
 static int packed_p2_hyper(rt_backend *b, float lr) {
   packed *p = P(b);
-  if (sync_for(p, PHASE2)) return -1;
+  if (sync_for(p, PHASE2) || p2_push(p)) return -1;
   stale(p);
   return from_step(p, p->in->i->p2_hyper(p->in, lr));
 }
 
 static int packed_p2_restore(rt_backend *b) {
   packed *p = P(b);
-  if (sync_for(p, PHASE2)) return -1;
+  if (sync_for(p, PHASE2) || p2_push(p)) return -1;
   stale(p);
   return from_step(p, p->in->i->p2_restore(p->in));
 }
 
-/* A slot at g's indices, to read: it is written in the step alone. */
+/* A slot at g's indices; written (write), the step takes it at its next
+ * phase II call (p2_push). */
 static float *packed_p2_slot(rt_backend *b, int slot, int write) {
   packed *p = P(b);
-  if (write) {
-    fail(p, "the live layout's phase II gradients are written by its step");
-    return NULL;
-  }
+  if (p->in && p2_push(p)) return NULL;
   const float *s = p->in ? p->in->i->p2_slot(p->in, slot, 0) : NULL;
   if (!s) {
     if (p->in) from_step(p, -1);
@@ -984,6 +999,7 @@ static float *packed_p2_slot(rt_backend *b, int slot, int write) {
   }
   memset(*v, 0, (size_t)b->g->n_params * sizeof(float));
   for (int64_t k = 0; k < p->gc->n_params; k++) (*v)[p->pmap[k]] = s[k];
+  if (write) p->p2ahead |= 1u << slot;
   return *v;
 }
 

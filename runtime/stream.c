@@ -14,6 +14,7 @@
 #include <time.h>
 
 #include "data.h"
+#include "runtime/comm.h"
 #include "runtime/err.h"
 #include "folder.h"
 
@@ -47,6 +48,7 @@ struct rt_stream {
   int quit;
   double waited;
   long waits;
+  const rt_comm *part;   /* each batch's part of this rank alone (rt_stream_part) */
 };
 
 static double now(void) {
@@ -58,6 +60,19 @@ static double now(void) {
 static uint64_t image_seed(uint64_t seed, int pos) {
   uint64_t z = seed ^ ((uint64_t)pos * 0xd1342543de82ef95ull);
   return rt_rng_splitmix(&z);
+}
+
+/* This rank's part [*lo, *hi) of the pass's batch that begins at `at`. */
+static void part_of(const rt_stream *s, int at, int *lo, int *hi) {
+  int nb = s->n - at < s->batch ? s->n - at : s->batch;
+  rt_comm_part(s->part, nb, lo, hi);
+}
+
+/* Whether image `pos` of the pass is in this rank's part of its batch. */
+static int in_part(const rt_stream *s, int pos) {
+  int lo, hi, at = pos / s->batch * s->batch;
+  part_of(s, at, &lo, &hi);
+  return pos - at >= lo && pos - at < hi;
 }
 
 /* Makes image `pos` of the pass into its slot; 0 or -1 with err. */
@@ -81,7 +96,8 @@ static void *worker(void *arg) {
     int pos = s->next_pos++;
     s->inflight++;
     pthread_mutex_unlock(&s->mu);
-    int rc = w ? make(s, w, pos, err, sizeof err) : rt_fail(err, sizeof err, "out of memory");
+    int rc = !in_part(s, pos) ? 0 /* another rank's */
+             : w ? make(s, w, pos, err, sizeof err) : rt_fail(err, sizeof err, "out of memory");
     pthread_mutex_lock(&s->mu);
     s->inflight--;
     s->count[(pos / s->batch) % s->ahead]++;
@@ -187,12 +203,12 @@ int rt_stream_next(rt_stream *s, const float **x, const ir_label **y, int *b, ch
     const ir_label *lab;
     int rc = rt_stream_next_draws(s, &dr, &lab, b, err, errlen);
     if (rc) return rc;
-    rt_data_make(s->d, dr, nb, &s->nm, s->crop > 0 ? s->crop : 0, s->x[0], NULL);
+    rt_data_make(s->d, dr, *b, &s->nm, s->crop > 0 ? s->crop : 0, s->x[0], NULL);
     *x = s->x[0], *y = lab;
     return 0;
   } else if (!s->th) { /* no workers: made here */
     for (int p = at; p < at + nb; p++)
-      if (make(s, s->own, p, err, errlen)) return -1;
+      if (in_part(s, p) && make(s, s->own, p, err, errlen)) return -1;
   } else {
     double t0 = now();
     pthread_mutex_lock(&s->mu);
@@ -216,7 +232,9 @@ int rt_stream_next(rt_stream *s, const float **x, const ir_label **y, int *b, ch
     if (waited) s->waited += now() - t0, s->waits++;
     pthread_mutex_unlock(&s->mu);
   }
-  *x = s->x[slot], *y = s->y[slot], *b = nb;
+  int lo, hi;
+  part_of(s, at, &lo, &hi);
+  *x = s->x[slot] + (size_t)lo * s->img, *y = s->y[slot] + lo, *b = hi - lo;
   s->next_batch++;
   return 0;
 }
@@ -233,10 +251,14 @@ int rt_stream_next_draws(rt_stream *s, const rt_draw **dr, const ir_label **y, i
     rt_data_draws(&k, 1, s->crop > 0 ? s->crop : 0, s->flip, s->rng, s->dr + i);
     s->y[0][i] = s->d->y[k];
   }
-  *dr = s->dr, *y = s->y[0], *b = nb;
+  int lo, hi; /* every draw made, so that the ranks' rngs stay in step */
+  part_of(s, at, &lo, &hi);
+  *dr = s->dr + lo, *y = s->y[0] + lo, *b = hi - lo;
   s->next_batch++;
   return 0;
 }
+
+void rt_stream_part(rt_stream *s, const rt_comm *c) { s->part = c; }
 
 double rt_stream_waited(const rt_stream *s, long *calls) {
   if (calls) *calls = s->waits;
