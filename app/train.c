@@ -603,6 +603,11 @@ static int setup(train_run *r, ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd,
   r->backend = rt_backend_resolve(o->backend ? o->backend : APP_DEFAULT_BACKEND, why, sizeof why);
   if (why[0] && !o->quiet) fprintf(stderr, "%s\n", why);
 
+  if (rt_comm_size(o->comm) > 1 && strncmp(r->backend, "cuda", 4) == 0) {
+    fprintf(stderr, "error: a data-parallel run (%d ranks) trains on the CPU backends (cpu, "
+            "blas, ref); on the GPU it is not built yet\n", rt_comm_size(o->comm));
+    return -1;
+  }
   r->loaders = o->loaders > 0 ? o->loaders : r->threads;
   r->from_acc = NAN;
   if (o->from && o->resume) {

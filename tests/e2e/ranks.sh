@@ -1,0 +1,92 @@
+#!/bin/sh
+# Data-parallel training on Open MPI (mpirun -np N ./model train): a run of
+# two ranks is the run of one process on the same batches, step for step
+# (its losses within rounding, the sums' order aside); three ranks split
+# batches unevenly and leave out a last batch smaller than the ranks; the
+# search grows the same network on every rank; evaluation over the ranks'
+# parts is the single process's on the whole set; a stopped run resumes
+# exactly; batch norm's statistics reach the checkpoint as the ranks' mean;
+# what ranks cannot do is refused on every rank without a hang.
+# usage: ranks.sh ILNASC MODEL TASKS_MODEL WORKDIR
+set -eu
+ilnasc=$1 model=$2 tasks=$3 work=$4
+if ! command -v mpirun >/dev/null 2>&1; then
+  echo "SKIP: no mpirun (apt-get install openmpi-bin)"
+  exit 77
+fi
+. "$(cd "$(dirname "$0")" && pwd)/common.sh"
+# as root in a container: Open MPI's guards off, its ranks on 2 cores
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+export OMPI_MCA_rmaps_base_oversubscribe=1 OMPI_MCA_btl_vader_single_copy_mechanism=none
+mpi() { n=$1; shift; timeout 300 mpirun -np "$n" "$@"; }
+"$ilnasc" "$model" -o grow
+sed 's/stage conv { layers 1\.\.2 channels \([0-9.]*\) kernel 3x3; }/stage conv { layers 1..2 channels \1 kernel 3x3 norm batch; }/' \
+  "$model" >bn.ilnas
+grep -q "norm batch" bn.ilnas || fail "bn.ilnas has no batch norm"
+"$ilnasc" bn.ilnas -o bn
+base="--train-limit 640 --test-limit 200" opts="--train-limit 640 --test-limit 200 --quiet"
+# the epochs' training losses of a run directory, one per line
+losses() { sed -n 's/.*"train_loss": \([0-9.]*\).*/\1/p' "$1/metrics.jsonl"; }
+# agree A B TOL: each line of files A and B within TOL relative
+agree() {
+  paste "$1" "$2" | awk -v t="$3" '{ d = $1 - $2; if (d < 0) d = -d; if ($1 == "" || $2 == "" || d > t * $1) bad = 1 }
+    END { exit bad || NR == 0 }'
+}
+
+# Two ranks of one thread against one process of one thread, fixed search.
+./grow train $opts --epochs 2 --search fixed --threads 1 --run-dir one >/dev/null
+mpi 2 ./grow train $base --epochs 2 --search fixed --run-dir two >two.out 2>two.err
+[ "$(wc -l <two.out)" -eq 1 ] || fail "two ranks printed $(wc -l <two.out) result lines"
+losses one >one.l && losses two >two.l
+agree one.l two.l 1e-4 || { paste one.l two.l; fail "two ranks' losses are not one process's"; }
+echo "2 ranks = 1 process: losses $(paste -d/ one.l two.l | tr '\n' ' ')"
+grep -q "1 threads on each of 2 ranks" two.err || fail "two ranks did not say so, or not one thread each"
+[ "$(grep -c '^epoch 2/2' two.err)" -eq 1 ] || fail "not rank 0 alone reported the epochs"
+
+# Three ranks: batches of 64 in parts of 21, 21 and 22, and 641 images,
+# whose last batch of one image is left out; their evaluation, summed over
+# the ranks' parts, is the whole set's.
+line=$(mpi 3 ./grow train $opts --train-limit 641 --epochs 2 --search fixed --run-dir three 2>/dev/null)
+acc=$(echo "$line" | field test_acc)
+eval_acc=$(./grow eval three/final.ckpt --threads 2 | field test_acc)
+[ -n "$acc" ] && [ "$acc" = "$eval_acc" ] || fail "three ranks report test_acc '$acc', eval says $eval_acc"
+echo "3 ranks: test_acc $acc = eval $eval_acc"
+
+# The search: the ranks sum phase II's gradients and take the same
+# decisions (the run checks their α after every expansion).
+line=$(mpi 2 ./grow train $opts --epochs 4 --freeze-last 1 --run-dir search 2>search.err) ||
+  { cat search.err; fail "the search on two ranks failed"; }
+grep -q '"event": "expand"' search/metrics.jsonl || fail "the search on two ranks did not grow"
+acc=$(echo "$line" | field test_acc)
+eval_acc=$(./grow eval search/final.ckpt --threads 2 | field test_acc)
+[ "$acc" = "$eval_acc" ] || fail "the search on two ranks reports $acc, eval says $eval_acc"
+echo "search on 2 ranks: grew to $(echo "$line" | field active_params), test_acc $acc = eval"
+# stopped after two epochs and resumed, it ends as the run never stopped
+mpi 2 ./grow train $opts --epochs 4 --freeze-last 1 --run-dir stop --stop-after 2 >/dev/null 2>&1
+mpi 2 ./grow train $opts --epochs 4 --freeze-last 1 --resume stop/last.ckpt --run-dir stop \
+  >/dev/null 2>&1
+cmp search/final.ckpt stop/final.ckpt || fail "the resumed run on two ranks differs"
+echo "stopped and resumed on 2 ranks: the same final.ckpt"
+
+# Batch norm: each rank normalises its part; the checkpoint holds the
+# ranks' mean statistics, which eval reproduces.
+line=$(mpi 2 ./bn train $opts --epochs 2 --search fixed --run-dir bnrun 2>/dev/null)
+acc=$(echo "$line" | field test_acc)
+eval_acc=$(./bn eval bnrun/final.ckpt --threads 2 | field test_acc)
+[ -n "$acc" ] && [ "$acc" = "$eval_acc" ] || fail "batch norm on two ranks reports '$acc', eval says $eval_acc"
+echo "batch norm on 2 ranks: test_acc $acc = eval"
+
+# Refusals: each rank says why and the run ends, nothing written.
+mrefused() { # NAME FRAGMENT N COMMAND...
+  name=$1 frag=$2 n=$3; shift 3
+  if mpi "$n" "$@" --run-dir "bad_$name" >/dev/null 2>err.txt; then fail "$name: accepted"; fi
+  grep -qF -- "$frag" err.txt || { cat err.txt; fail "$name: no '$frag' in the message"; }
+  [ ! -e "bad_$name" ] || fail "$name: wrote bad_$name"
+  echo "$name: $(grep -F -- "$frag" err.txt | head -n 1)"
+}
+mrefused nodata "missing file" 2 ./grow train $opts --data "$work/nowhere"
+mrefused cuda "on the GPU it is not built yet" 2 ./grow train $opts --backend cuda
+"$ilnasc" "$tasks" -o tasks
+mrefused tasks "trains a model of one task" 2 ./tasks train $opts
+refused launcher "other than Open MPI's" env PMI_RANK=0 ./grow train $opts
+echo "ranks: ok"
