@@ -168,14 +168,20 @@ double run_evaluate(rt_exec *x, const rt_dataset *d, const rt_norm *nm, int limi
   }
   double total = 0;
   char err[1024];
-  /* with ranks, each takes its part of the images (comm.h) */
+  /* with ranks, each evaluates its part of the images (comm.h) */
   int lo, hi, *part = NULL;
   rt_comm_part(x->comm, n, &lo, &hi);
-  if (hi - lo < n && (part = malloc((size_t)(hi > lo ? hi - lo : 1) * sizeof *part)))
+  if (hi - lo < n) {
+    if (!(part = malloc((size_t)(hi - lo + 1) * sizeof *part))) {
+      fprintf(stderr, "error: evaluating: out of memory\n");
+      *loss = NAN;
+      return NAN;
+    }
     for (int i = lo; i < hi; i++) part[i - lo] = i;
-  rt_stream *s = hi - lo < n && !part ? NULL : rt_stream_new(d, nm, cap, 0, 0, loaders, 3, err, sizeof err);
+  }
+  rt_stream *s = rt_stream_new(d, nm, cap, 0, 0, loaders, 3, err, sizeof err);
   if (!s) {
-    fprintf(stderr, "error: evaluating: %s\n", part || hi - lo == n ? err : "out of memory");
+    fprintf(stderr, "error: evaluating: %s\n", err);
     free(part);
     *loss = NAN;
     return NAN;
@@ -606,6 +612,11 @@ static int setup(train_run *r, ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd,
   if (rt_comm_size(o->comm) > 1 && strncmp(r->backend, "cuda", 4) == 0) {
     fprintf(stderr, "error: a data-parallel run (%d ranks) trains on the CPU backends (cpu, "
             "blas, ref); on the GPU it is not built yet\n", rt_comm_size(o->comm));
+    return -1;
+  }
+  if (rt_comm_size(o->comm) > m->batch) {
+    fprintf(stderr, "error: %d ranks split batches of %d images: each rank needs an image of "
+            "every batch (at most %d ranks)\n", rt_comm_size(o->comm), m->batch, m->batch);
     return -1;
   }
   r->loaders = o->loaders > 0 ? o->loaders : r->threads;

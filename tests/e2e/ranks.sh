@@ -112,6 +112,8 @@ mrefused() { # NAME FRAGMENT N COMMAND...
 }
 mrefused nodata "missing file" 2 ./grow train $opts --data "$work/nowhere"
 mrefused cuda "on the GPU it is not built yet" 2 ./grow train $opts --backend cuda
+sed 's/train batch 64/train batch 2/' "$model" >tiny.ilnas && "$ilnasc" tiny.ilnas -o tiny
+mrefused batch "each rank needs an image of every batch (at most 2 ranks)" 3 ./tiny train $opts
 "$ilnasc" "$tasks" -o tasks
 mrefused tasks "trains a model of one task" 2 ./tasks train $opts
 refused launcher "other than Open MPI's" env PMI_RANK=0 ./grow train $opts
