@@ -65,6 +65,19 @@ int run_task_index(const rt_ckpt *c, const char *path, const char *task, char *e
 /* Multi-task (tasks.c): app_train, app_eval and app_info of a model or a
  * checkpoint with tasks. */
 int run_train_tasks(ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd, const app_train_opts *o);
+/* Data-parallel runs (app_train_opts.comm):
+ * run_threads: --threads, or the cores over the ranks on the machine;
+ * run_ranks_check: -1 after a message where the ranks cannot train (the
+ *   GPU backends; more ranks than a batch has images);
+ * run_steps: the batches of n images in an epoch, but a last one of
+ *   fewer images than ranks (every rank's part holds an image);
+ * run_open_metrics: RUN_DIR/metrics.jsonl on rank 0 (made, or trimmed to
+ *   epoch on --resume; its name in path), /dev/null on the others; NULL
+ *   after a message. */
+int run_threads(const app_train_opts *o);
+int run_ranks_check(const app_train_opts *o, const char *backend, int batch);
+int run_steps(int n, int batch, const rt_comm *c);
+FILE *run_open_metrics(const app_train_opts *o, int epoch, char *path, size_t len);
 int run_eval_tasks(const rt_ckpt *c, const char *path, int threads, const char *backend,
                    int skip_bad);
 int run_info_tasks(const rt_ckpt *c, const char *path, FILE *out);

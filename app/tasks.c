@@ -322,13 +322,19 @@ static int task_data(mt_run *r, int k) {
     fprintf(stderr, "error: task '%s': %s\n", t->name, err);
     return -1;
   }
+  rt_stream_part(t->stream, r->o->comm);
   /* a set in memory goes to a backend that keeps it (app/train.c) */
   t->draws = !t->train.src;
   if (t->draws && rt_exec_set_dataset(t->x, &t->train, &t->nm, t->view.aug_crop, err, sizeof err) < 0) {
     fprintf(stderr, "error: task '%s': %s\n", t->name, err);
     return -1;
   }
-  t->steps = (t->train.n + m->batch - 1) / m->batch;
+  t->steps = run_steps(t->train.n, m->batch, r->o->comm);
+  if (t->steps == 0) {
+    fprintf(stderr, "error: task '%s': %d training images make no batch for %d ranks\n", t->name,
+            t->train.n, rt_comm_size(r->o->comm));
+    return -1;
+  }
   if (t->steps > r->steps) r->steps = t->steps;
   return 0;
 }
@@ -369,18 +375,8 @@ static int64_t stored_params(const mt_run *r) {
 }
 
 static int open_metrics(mt_run *r) {
-  if (run_make_dir(r->o->run_dir)) return -1;
-  snprintf(r->mpath, sizeof r->mpath, "%s/metrics.jsonl", r->o->run_dir);
-  if (r->o->resume && run_trim_metrics(r->mpath, r->epoch)) {
-    fprintf(stderr, "error: cannot trim '%s' to epoch %d\n", r->mpath, r->epoch);
-    return -1;
-  }
-  r->metrics = fopen(r->mpath, r->o->resume ? "a" : "w");
-  if (!r->metrics) {
-    fprintf(stderr, "error: cannot write '%s'\n", r->mpath);
-    return -1;
-  }
-  return 0;
+  r->metrics = run_open_metrics(r->o, r->epoch, r->mpath, sizeof r->mpath);
+  return r->metrics ? 0 : -1;
 }
 
 static int flush_metrics(mt_run *r) {
@@ -408,11 +404,12 @@ static int setup(mt_run *r, ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd,
   r->epochs = o->epochs > 0 ? o->epochs : m->epochs;
   r->lr = o->lr > 0 ? o->lr : m->lr;
   r->sched = srch_schedule_of(m, r->epochs, o->freeze_last);
-  r->threads = o->threads > 0 ? o->threads : app_default_threads();
+  r->threads = run_threads(o);
   r->loaders = o->loaders > 0 ? o->loaders : r->threads;
   r->method = o->search >= 0 ? (fe_search)o->search : m->method;
   r->backend = rt_backend_resolve(o->backend ? o->backend : APP_DEFAULT_BACKEND, why, sizeof why);
   if (why[0] && !o->quiet) fprintf(stderr, "%s\n", why);
+  if (run_ranks_check(o, r->backend, m->batch)) return -1;
   if (o->from || o->data) {
     fprintf(stderr, "error: model '%s' has tasks: %s\n", m->name,
             o->from ? "--from starts a single-task run from a checkpoint"
@@ -434,6 +431,7 @@ static int setup(mt_run *r, ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd,
   if (budgets(r) || index_shared(r)) return -1;
   for (int k = 0; k < r->n; k++) {
     task *t = &r->t[k];
+    rt_exec_set_comm(t->x, o->comm);
     if (task_data(r, k)) return -1;
     rt_exec_set_driver(t->x, t->g->cfg.classes == g->cfg.classes ? fwd : NULL,
                        t->g->cfg.classes == g->cfg.classes ? bwd : NULL);
@@ -550,6 +548,9 @@ static int train_epoch(mt_run *r, double *start) {
         return -1;
       }
       rt_exec_backward(t->x);
+      /* with ranks, the gradients become the whole batch's, and so do
+       * the loss, the hits and the images (a failure: the status below) */
+      rt_exec_sum_ranks(t->x, &loss, &c, &b);
       t->loss_sum += loss * b, t->seen += b, t->correct += c;
     }
     rt_exec_sgd_shared(xs, r->n, r->idx, r->n_idx, r->sum,
@@ -702,9 +703,11 @@ static int grow(mt_run *r) {
   return flush_metrics(r);
 }
 
+/* Saves RUN_DIR/name (rank 0; the ranks hold the same state). */
 static int save(mt_run *r, const char *name) {
   char err[4400];
   snprintf(r->path, sizeof r->path, "%s/%s", r->o->run_dir, name);
+  if (rt_comm_rank(r->o->comm) > 0) return 0;
   rt_ckpt_writer *w = rt_ckpt_writer_new();
   float *keep[FE_MAX_TASKS] = {0};
   uint8_t *ir;
@@ -753,6 +756,7 @@ static int finish(mt_run *r) {
   if (r->o->profile && r->first_ms > 0.0)
     fprintf(stderr, "first step: %.1f ms, not in the tables (it touches the arenas' pages for "
             "the first time)\n", r->first_ms);
+  if (rt_comm_rank(r->o->comm) > 0) return 0;
   double acc = 0;
   for (int k = 0; k < r->n; k++) acc += r->t[k].test_acc / r->n;
   printf("{\"test_acc\": %.6f, \"active_params\": %" PRId64 ", \"shared_params\": %" PRId64
@@ -768,6 +772,18 @@ static int finish(mt_run *r) {
            ir_count_params(t->g, t->x->arch).active);
   }
   printf("}}\n");
+  return 0;
+}
+
+/* The ranks in step (rt_exec_sync), every task's network: after phase I
+ * and after growth. */
+static int sync_tasks(mt_run *r) {
+  char err[1024];
+  for (int k = 0; k < r->n; k++)
+    if (rt_exec_sync(r->t[k].x, err, sizeof err)) {
+      fprintf(stderr, "%serror: task '%s': %s\n", r->tty ? "\n" : "", r->t[k].name, err);
+      return -1;
+    }
   return 0;
 }
 
@@ -797,8 +813,10 @@ int run_train_tasks(ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd, const app_tra
   while (rc == 0 && !stopped && r->epoch < r->epochs) {
     double start;
     rc = train_epoch(r, &start);
+    if (rc == 0) rc = sync_tasks(r);
     if (rc == 0) rc = test_epoch(r, start);
     if (rc == 0) rc = grow(r);
+    if (rc == 0) rc = sync_tasks(r);
     if (rc == 0) {
       r->prev_loss = mean_loss(r);
       rc = save(r, "last.ckpt");
@@ -808,9 +826,11 @@ int run_train_tasks(ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd, const app_tra
   if (rc == 0 && stopped) {
     if (!o->quiet)
       fprintf(stderr, "stopped after epoch %d; continue with --resume %s\n", r->epoch, r->path);
-    printf("{\"stopped\": true, \"epochs\": %d, \"checkpoint\": ", r->epoch);
-    app_json_str(stdout, r->path);
-    printf("}\n");
+    if (rt_comm_rank(o->comm) == 0) {
+      printf("{\"stopped\": true, \"epochs\": %d, \"checkpoint\": ", r->epoch);
+      app_json_str(stdout, r->path);
+      printf("}\n");
+    }
   } else if (rc == 0) {
     rc = finish(r);
   }

@@ -48,6 +48,49 @@ int app_default_threads(void) {
   return n < 1 ? 1 : n > 64 ? 64 : (int)n;
 }
 
+int run_threads(const app_train_opts *o) {
+  int per_rank = app_default_threads() / rt_comm_local_size(o->comm);
+  return o->threads > 0 ? o->threads : per_rank > 0 ? per_rank : 1;
+}
+
+int run_ranks_check(const app_train_opts *o, const char *backend, int batch) {
+  int ranks = rt_comm_size(o->comm);
+  if (ranks > 1 && strncmp(backend, "cuda", 4) == 0) {
+    fprintf(stderr, "error: a data-parallel run (%d ranks) trains on the CPU backends (cpu, "
+            "blas, ref); on the GPU it is not built yet\n", ranks);
+    return -1;
+  }
+  if (ranks > batch) {
+    fprintf(stderr, "error: %d ranks split batches of %d images: each rank needs an image of "
+            "every batch (at most %d ranks)\n", ranks, batch, batch);
+    return -1;
+  }
+  return 0;
+}
+
+int run_steps(int n, int batch, const rt_comm *c) {
+  int steps = (n + batch - 1) / batch, tail = n % batch;
+  return tail > 0 && tail < rt_comm_size(c) ? steps - 1 : steps;
+}
+
+FILE *run_open_metrics(const app_train_opts *o, int epoch, char *path, size_t len) {
+  if (rt_comm_rank(o->comm) > 0) { /* rank 0 writes the run directory */
+    snprintf(path, len, "/dev/null");
+    FILE *f = fopen(path, "w");
+    if (!f) fprintf(stderr, "error: cannot write '/dev/null': %s\n", strerror(errno));
+    return f;
+  }
+  if (run_make_dir(o->run_dir)) return NULL;
+  snprintf(path, len, "%s/metrics.jsonl", o->run_dir);
+  if (o->resume && run_trim_metrics(path, epoch)) {
+    fprintf(stderr, "error: cannot trim '%s' to epoch %d: %s\n", path, epoch, strerror(errno));
+    return NULL;
+  }
+  FILE *f = fopen(path, o->resume ? "a" : "w");
+  if (!f) fprintf(stderr, "error: cannot write '%s': %s\n", path, strerror(errno));
+  return f;
+}
+
 static rt_data_format data_format(fe_data d) {
   switch (d) {
   case FE_DATA_CIFAR10: return RT_DATA_CIFAR10;
@@ -515,25 +558,8 @@ int run_trim_metrics(const char *path, int epoch) {
 /* The run directory and its metrics.jsonl, appended to by a resumed run
  * (past the checkpoint's epoch trimmed). */
 static int open_metrics(train_run *r) {
-  if (rt_comm_rank(r->o->comm) > 0) { /* rank 0 writes the run directory */
-    snprintf(r->mpath, sizeof r->mpath, "/dev/null");
-    r->metrics = fopen(r->mpath, "w");
-    if (!r->metrics) fprintf(stderr, "error: cannot write '/dev/null': %s\n", strerror(errno));
-    return r->metrics ? 0 : -1;
-  }
-  if (run_make_dir(r->o->run_dir)) return -1;
-  snprintf(r->mpath, sizeof r->mpath, "%s/metrics.jsonl", r->o->run_dir);
-  if (r->o->resume && run_trim_metrics(r->mpath, r->st.epoch)) {
-    fprintf(stderr, "error: cannot trim '%s' to epoch %d: %s\n", r->mpath, r->st.epoch,
-            strerror(errno));
-    return -1;
-  }
-  r->metrics = fopen(r->mpath, r->o->resume ? "a" : "w");
-  if (!r->metrics) {
-    fprintf(stderr, "error: cannot write '%s': %s\n", r->mpath, strerror(errno));
-    return -1;
-  }
-  return 0;
+  r->metrics = run_open_metrics(r->o, r->st.epoch, r->mpath, sizeof r->mpath);
+  return r->metrics ? 0 : -1;
 }
 
 /* Pushes the metrics lines written so far to the file; a failed write (a
@@ -603,22 +629,12 @@ static int setup(train_run *r, ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd,
   r->epochs = o->epochs > 0 ? o->epochs : m->epochs;
   r->lr = o->lr > 0 ? o->lr : m->lr;
   r->sched = srch_schedule_of(m, r->epochs, o->freeze_last);
-  int per_rank = app_default_threads() / rt_comm_local_size(o->comm);
-  r->threads = o->threads > 0 ? o->threads : per_rank > 0 ? per_rank : 1;
+  r->threads = run_threads(o);
   r->method = o->search >= 0 ? (fe_search)o->search : m->method;
   r->backend = rt_backend_resolve(o->backend ? o->backend : APP_DEFAULT_BACKEND, why, sizeof why);
   if (why[0] && !o->quiet) fprintf(stderr, "%s\n", why);
 
-  if (rt_comm_size(o->comm) > 1 && strncmp(r->backend, "cuda", 4) == 0) {
-    fprintf(stderr, "error: a data-parallel run (%d ranks) trains on the CPU backends (cpu, "
-            "blas, ref); on the GPU it is not built yet\n", rt_comm_size(o->comm));
-    return -1;
-  }
-  if (rt_comm_size(o->comm) > m->batch) {
-    fprintf(stderr, "error: %d ranks split batches of %d images: each rank needs an image of "
-            "every batch (at most %d ranks)\n", rt_comm_size(o->comm), m->batch, m->batch);
-    return -1;
-  }
+  if (run_ranks_check(o, r->backend, m->batch)) return -1;
   r->loaders = o->loaders > 0 ? o->loaders : r->threads;
   r->from_acc = NAN;
   if (o->from && o->resume) {
@@ -692,11 +708,8 @@ static int setup(train_run *r, ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd,
   if (open_metrics(r)) return -1;
 
   r->tty = isatty(2) && !o->quiet;
-  r->steps = (r->train.n + m->batch - 1) / m->batch;
-  /* with ranks, a last batch of fewer images than ranks is left out:
-   * every rank's part holds an image */
-  int ranks = rt_comm_size(o->comm), tail = r->train.n % m->batch;
-  if (tail > 0 && tail < ranks) r->steps--;
+  r->steps = run_steps(r->train.n, m->batch, o->comm);
+  int ranks = rt_comm_size(o->comm);
   if (r->steps == 0) {
     fprintf(stderr, "error: %d training images make no batch for %d ranks\n", r->train.n, ranks);
     return -1;
@@ -985,16 +998,10 @@ static void teardown(train_run *r) {
 
 int app_train(ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd,
              const app_train_opts *o) {
-  int ranks = rt_comm_size(o->comm);
-  if (g->cfg.n_tasks > 0 && ranks > 1) {
-    fprintf(stderr, "error: model '%s' has tasks; a data-parallel run (%d ranks) trains a "
-            "model of one task\n", g->cfg.name, ranks);
-    return 1;
-  }
-  if (g->cfg.n_tasks > 0) return run_train_tasks(g, fwd, bwd, o);
   app_train_opts own = *o; /* rank 0 alone reports */
   if (rt_comm_rank(o->comm) > 0) own.quiet = 1, own.profile = 0;
   o = &own;
+  if (g->cfg.n_tasks > 0) return run_train_tasks(g, fwd, bwd, o);
   train_run r;
   int rc = setup(&r, g, fwd, bwd, o), stopped = 0;
   while (rc == 0 && !stopped && r.st.epoch < r.epochs) {

@@ -134,10 +134,11 @@ typedef struct rt_backend_i {
   void (*set_training)(rt_backend *b, int on);
 
   /* Host views of the state. view: to read, until the next operation;
-   * RT_GRADS is the last backward's, dense. edit: to write, between
-   * steps; the values are taken as new. RT_GRADS is edited between a
-   * backward and the sgd, with no other operation or edit between: the
-   * gradients that sgd applies (the tasks' sum of a multi-task run). */
+   * RT_GRADS is the last backward's, dense, or as an edit since left it.
+   * edit: to write, between steps; the values are taken as new. RT_GRADS
+   * is edited between a backward and the sgd, with no other operation
+   * between (views and edits of it may be): the gradients that sgd
+   * applies (the ranks' sum, the tasks' sum of a multi-task run). */
   const float *(*view)(rt_backend *b, rt_state which);
   float *(*edit)(rt_backend *b, rt_state which);
   /* Values (NULL: zeros) into

@@ -386,15 +386,13 @@ static int weighted_sum(rt_exec *x, float *v, int64_t n, double own, double *ext
   return 0;
 }
 
-/* rt_exec_train_step over the ranks (rt_exec_set_comm). */
-static double step_ranks(rt_exec *x, const ir_label *labels, float lr, float momentum, float decay,
-                         int *correct) {
+int rt_exec_sum_ranks(rt_exec *x, double *loss, int *correct, int *images) {
   exec_impl *e = E(x);
-  int c = 0;
-  rt_exec_forward(x);
-  double loss = rt_exec_loss(x, labels, 1, &c);
-  rt_exec_backward(x);
-  if (e->failed) return NAN;
+  if (!ranks(x)) {
+    if (images) *images = e->n_in;
+    return e->failed ? -1 : 0;
+  }
+  if (e->failed) return -1;
   /* the live layout's step, where it runs one: its gradients at the
    * compact graph's indices, not a view of the template's size */
   rt_backend *b = rt_packed_step(x->backend);
@@ -405,7 +403,7 @@ static double step_ranks(rt_exec *x, const ir_label *labels, float lr, float mom
     snprintf(msg, sizeof msg, "the %s backend cannot take the ranks' summed gradients: %.400s",
              x->backend->i->name, b->error);
     fail(x, msg);
-    return NAN;
+    return -1;
   }
   /* the active parameters' alone: SGD leaves the others be */
   const uint64_t *alpha = b->arch->alpha;
@@ -415,24 +413,37 @@ static double step_ranks(rt_exec *x, const ir_label *labels, float lr, float mom
     e->part_cap = 0;
     if (!(e->part = malloc((size_t)na * sizeof *e->part))) {
       fail(x, "out of memory for the gradients summed over the ranks");
-      return NAN;
+      return -1;
     }
     e->part_cap = na;
   }
   for (int64_t w = 0; w < (np + 63) / 64; w++)
     for (uint64_t bits = alpha[w]; bits; bits &= bits - 1) e->part[k++] = g[w * 64 + __builtin_ctzll(bits)];
   char err[512];
-  double sums[2] = {loss * e->n_in, c}, n;
+  double sums[2] = {*loss * e->n_in, *correct}, n;
   if (weighted_sum(x, e->part, na, e->n_in, sums, 2, &n, err, sizeof err)) {
     fail(x, err);
-    return NAN;
+    return -1;
   }
   k = 0;
   for (int64_t w = 0; w < (np + 63) / 64; w++)
     for (uint64_t bits = alpha[w]; bits; bits &= bits - 1) g[w * 64 + __builtin_ctzll(bits)] = e->part[k++];
+  *loss = sums[0] / n, *correct = (int)sums[1];
+  if (images) *images = (int)n;
+  return 0;
+}
+
+/* rt_exec_train_step over the ranks (rt_exec_set_comm). */
+static double step_ranks(rt_exec *x, const ir_label *labels, float lr, float momentum, float decay,
+                         int *correct) {
+  int c = 0;
+  rt_exec_forward(x);
+  double loss = rt_exec_loss(x, labels, 1, &c);
+  rt_exec_backward(x);
+  if (rt_exec_sum_ranks(x, &loss, &c, NULL)) return NAN;
   rt_exec_sgd(x, lr, momentum, decay);
-  if (correct) *correct = (int)sums[1];
-  return sums[0] / n;
+  if (correct) *correct = c;
+  return loss;
 }
 
 double rt_exec_train_step(rt_exec *x, const ir_label *labels, float lr, float momentum, float decay,

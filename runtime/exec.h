@@ -145,6 +145,14 @@ double rt_exec_train_step(rt_exec *x, const ir_label *labels, float lr, float mo
  * The sums leave the same bits on every rank (comm.h), so the ranks'
  * parameters and α decisions stay the same; rt_exec_sync checks it. */
 void rt_exec_set_comm(rt_exec *x, rt_comm *c);
+/* rt_exec_train_step's sum, for a caller that makes the step itself (a
+ * run of several tasks): after the backward, with its pass's mean *loss
+ * and *correct hits on this rank's part, the gradients of the active
+ * parameters become the ranks' sum weighted by their images, *loss and
+ * *correct the whole batch's, and *images (unless NULL) its images.
+ * Without ranks only *images is set. 0, or -1 (kept for rt_exec_status)
+ * when the backend failed or cannot take the gradients. */
+int rt_exec_sum_ranks(rt_exec *x, double *loss, int *correct, int *images);
 /* The ranks brought in step, after phase I (batch norm's running
  * statistics differ) and after growth (a layer that came alive took them
  * from its rank's last pass): α and the alive flags must be the same on

@@ -2170,7 +2170,9 @@ static const float *host_view(rt_backend *b, rt_state which) {
   case RT_PARAMS: return x->params;
   case RT_MOMENTUM: return x->mom;
   case RT_STATS: return x->stats;
-  case RT_GRADS: grads_dense(x, e->gdense); return e->gdense;
+  case RT_GRADS: /* an edit stands until the sgd applies it */
+    if (!e->gedit) grads_dense(x, e->gdense);
+    return e->gdense;
   case RT_LOGITS: {
     const ir_graph *g = x->g;
     int k = g->cfg.classes;
@@ -2192,7 +2194,7 @@ static float *host_edit(rt_backend *b, rt_state which) {
   case RT_MOMENTUM: return x->mom;
   case RT_STATS: return x->stats;
   case RT_GRADS:
-    grads_dense(x, ((host *)x)->gdense);
+    if (!((host *)x)->gedit) grads_dense(x, ((host *)x)->gdense);
     ((host *)x)->gedit = 1;
     return ((host *)x)->gdense;
   case RT_LOGITS: break;
