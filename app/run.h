@@ -71,12 +71,17 @@ int run_train_tasks(ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd, const app_tra
  *   GPU backends; more ranks than a batch has images);
  * run_steps: the batches of n images in an epoch, but a last one of
  *   fewer images than ranks (every rank's part holds an image);
+ * run_ranks_agree: 0 when every rank passed the same v[0..n) (what
+ *   makes its run: images, schedule, seed, epoch), else -1 after a
+ *   message (launched with different options or data, the ranks would
+ *   wait on each other's sums);
  * run_open_metrics: RUN_DIR/metrics.jsonl on rank 0 (made, or trimmed to
  *   epoch on --resume; its name in path), /dev/null on the others; NULL
  *   after a message. */
 int run_threads(const app_train_opts *o);
 int run_ranks_check(const app_train_opts *o, const char *backend, int batch);
 int run_steps(int n, int batch, const rt_comm *c);
+int run_ranks_agree(const app_train_opts *o, const int64_t *v, int n);
 FILE *run_open_metrics(const app_train_opts *o, int epoch, char *path, size_t len);
 int run_eval_tasks(const rt_ckpt *c, const char *path, int threads, const char *backend,
                    int skip_bad);

@@ -395,6 +395,18 @@ static int prepare_all(mt_run *r) {
   return 0;
 }
 
+/* The ranks in step (rt_exec_sync), every task's network: after phase I
+ * and after growth. */
+static int sync_tasks(mt_run *r) {
+  char err[1024];
+  for (int k = 0; k < r->n; k++)
+    if (rt_exec_sync(r->t[k].x, err, sizeof err)) {
+      fprintf(stderr, "%serror: task '%s': %s\n", r->tty ? "\n" : "", r->t[k].name, err);
+      return -1;
+    }
+  return 0;
+}
+
 static int setup(mt_run *r, ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd,
                  const app_train_opts *o) {
   const fe_model *m = &g->cfg;
@@ -461,6 +473,12 @@ static int setup(mt_run *r, ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd,
       fprintf(stderr, "error: out of memory\n");
       return -1;
     }
+  /* the ranks run one run (app/train.c) */
+  int64_t run[3 + 3 * FE_MAX_TASKS] = {r->steps, r->epochs, r->epoch};
+  for (int k = 0; k < r->n; k++)
+    run[3 + 3 * k] = r->t[k].train.n, run[4 + 3 * k] = r->t[k].test.n,
+    run[5 + 3 * k] = (int64_t)r->t[k].st.seed;
+  if (run_ranks_agree(o, run, 3 + 3 * r->n) || sync_tasks(r)) return -1;
   if (open_metrics(r)) return -1;
   r->tty = isatty(2) && !o->quiet;
   r->t0 = run_now();
@@ -772,18 +790,6 @@ static int finish(mt_run *r) {
            ir_count_params(t->g, t->x->arch).active);
   }
   printf("}}\n");
-  return 0;
-}
-
-/* The ranks in step (rt_exec_sync), every task's network: after phase I
- * and after growth. */
-static int sync_tasks(mt_run *r) {
-  char err[1024];
-  for (int k = 0; k < r->n; k++)
-    if (rt_exec_sync(r->t[k].x, err, sizeof err)) {
-      fprintf(stderr, "%serror: task '%s': %s\n", r->tty ? "\n" : "", r->t[k].name, err);
-      return -1;
-    }
   return 0;
 }
 

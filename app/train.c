@@ -73,6 +73,27 @@ int run_steps(int n, int batch, const rt_comm *c) {
   return tail > 0 && tail < rt_comm_size(c) ? steps - 1 : steps;
 }
 
+int run_ranks_agree(const app_train_opts *o, const int64_t *v, int n) {
+  uint64_t h = 1469598103934665603ull; /* FNV-1a over v's bytes */
+  for (int i = 0; i < n; i++)
+    for (int b = 0; b < 8; b++) h = (h ^ (uint8_t)((uint64_t)v[i] >> (8 * b))) * 1099511628211ull;
+  char err[512];
+  int same;
+  uint64_t h0 = h;
+  if (rt_comm_same(o->comm, h, &same, err, sizeof err) ||
+      rt_comm_bcast(o->comm, &h0, sizeof h0, err, sizeof err)) {
+    fprintf(stderr, "error: %s\n", err);
+    return -1;
+  }
+  if (!same && h != h0)
+    fprintf(stderr, "error: the ranks start different runs: rank %d's data, options or checkpoint "
+            "are not rank 0's\n", rt_comm_rank(o->comm));
+  else if (!same)
+    fprintf(stderr, "error: the ranks start different runs: another rank's data, options or "
+            "checkpoint are not rank 0's\n");
+  return same ? 0 : -1;
+}
+
 FILE *run_open_metrics(const app_train_opts *o, int epoch, char *path, size_t len) {
   if (rt_comm_rank(o->comm) > 0) { /* rank 0 writes the run directory */
     snprintf(path, len, "/dev/null");
@@ -705,15 +726,23 @@ static int setup(train_run *r, ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd,
     fprintf(stderr, "error: %s\n", err);
     return -1;
   }
-  if (open_metrics(r)) return -1;
-
-  r->tty = isatty(2) && !o->quiet;
   r->steps = run_steps(r->train.n, m->batch, o->comm);
   int ranks = rt_comm_size(o->comm);
   if (r->steps == 0) {
     fprintf(stderr, "error: %d training images make no batch for %d ranks\n", r->train.n, ranks);
     return -1;
   }
+  /* the ranks run one run: the same images, schedule and network */
+  int64_t run[] = {r->train.n, r->test.n, r->steps, r->epochs, m->batch, (int64_t)r->st.seed,
+                   r->method, r->st.epoch};
+  if (run_ranks_agree(o, run, (int)(sizeof run / sizeof *run))) return -1;
+  if (rt_exec_sync(r->x, err, sizeof err)) {
+    fprintf(stderr, "error: %s\n", err);
+    return -1;
+  }
+  if (open_metrics(r)) return -1;
+
+  r->tty = isatty(2) && !o->quiet;
   r->t0 = run_now();
   r->active = ir_count_params(g, r->x->arch).active;
   snprintf(r->budget, sizeof r->budget, "no budget");

@@ -142,4 +142,21 @@ mrefused cuda "on the GPU it is not built yet" 2 ./grow train $opts --backend cu
 sed 's/train batch 64/train batch 2/' "$model" >tiny.ilnas && "$ilnasc" tiny.ilnas -o tiny
 mrefused batch "each rank needs an image of every batch (at most 2 ranks)" 3 ./tiny train $opts
 refused launcher "other than Open MPI's" env PMI_RANK=0 ./grow train $opts
+# Ranks launched apart (mpirun's A : B): one whose data is missing ends
+# every rank; ones that would run different runs are stopped before a step.
+apart() { # NAME FRAGMENT RANK0_OPTIONS -- RANK1_OPTIONS
+  name=$1 frag=$2 a=$3 b=$4
+  rc=0
+  # shellcheck disable=SC2086
+  timeout 300 mpirun -np 1 ./grow train $opts $a --run-dir "bad_$name" : \
+    -np 1 ./grow train $opts $b --run-dir "bad_$name" >/dev/null 2>err.txt || rc=$?
+  [ "$rc" -ne 0 ] || fail "$name: accepted"
+  [ "$rc" -ne 124 ] || fail "$name: the ranks hung"
+  grep -qF -- "$frag" err.txt || { cat err.txt; fail "$name: no '$frag' in the message"; }
+  [ ! -e "bad_$name" ] || fail "$name: wrote bad_$name"
+  echo "$name: $(grep -F -- "$frag" err.txt | head -n 1)"
+}
+apart one_nodata "missing file" "" "--data $work/nowhere"
+apart differ "the ranks start different runs" "--train-limit 640" "--train-limit 700"
+apart seeds "the ranks start different runs" "--seed 1" "--seed 2"
 echo "ranks: ok"
