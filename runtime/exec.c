@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <time.h>
 
 #include "base/rng.h"
 #include "runtime/err.h"
@@ -31,6 +32,8 @@ typedef struct exec_impl {
   int n_in;       /* the images of the pass begun (this rank's part) */
   float *part;    /* step_ranks: the active parameters' gradients */
   int64_t part_cap;
+  int profiling;  /* rt_exec_profile, and not paused */
+  double sum_s;   /* ... the ranks' sums of gradients: seconds */
 } exec_impl;
 
 static exec_impl *E(rt_exec *x) { return (exec_impl *)x; }
@@ -370,6 +373,12 @@ static void fail(rt_exec *x, const char *msg) {
 
 static int ranks(const rt_exec *x) { return rt_comm_size(x->comm) > 1; }
 
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 /* v[0..n) = the ranks' sum of v * own / (the ranks' sum of own): a sum of
  * the ranks' means, each weighted by its images. *tot: the sum of own. */
 static int weighted_sum(rt_exec *x, float *v, int64_t n, double own, double *extra, int n_extra,
@@ -393,6 +402,7 @@ int rt_exec_sum_ranks(rt_exec *x, double *loss, int *correct, int *images) {
     return e->failed ? -1 : 0;
   }
   if (e->failed) return -1;
+  double t0 = e->profiling > 0 ? now_s() : 0.0;
   /* the live layout's step, where it runs one: its gradients at the
    * compact graph's indices, not a view of the template's size */
   rt_backend *b = rt_packed_step(x->backend);
@@ -430,6 +440,7 @@ int rt_exec_sum_ranks(rt_exec *x, double *loss, int *correct, int *images) {
     for (uint64_t bits = alpha[w]; bits; bits &= bits - 1) g[w * 64 + __builtin_ctzll(bits)] = e->part[k++];
   *loss = sums[0] / n, *correct = (int)sums[1];
   if (images) *images = (int)n;
+  if (e->profiling > 0) e->sum_s += now_s() - t0;
   return 0;
 }
 
@@ -596,14 +607,22 @@ const float *rt_exec_p2_slot(rt_exec *x, int slot) { return x->backend->i->p2_sl
 
 rt_backend_stats rt_exec_get_stats(const rt_exec *x) { return x->backend->i->stats(x->backend); }
 
-int rt_exec_profile(rt_exec *x) { return x->backend->i->profile(x->backend); }
+int rt_exec_profile(rt_exec *x) {
+  E(x)->profiling = 1, E(x)->sum_s = 0.0;
+  return x->backend->i->profile(x->backend);
+}
 
 void rt_exec_profile_pause(rt_exec *x, int pause) {
+  exec_impl *e = E(x);
+  if (e->profiling) e->profiling = pause ? -1 : 1; /* -1: profiled, paused */
   x->backend->i->profile_pause(x->backend, pause);
 }
 
 void rt_exec_profile_report(const rt_exec *x, FILE *f, long steps) {
   x->backend->i->profile_report(x->backend, f, steps);
+  if (ranks(x) && steps > 0)
+    fprintf(f, "ranks: %.3f ms a step summing the gradients over %d ranks, not in the table\n",
+            1e3 * E((rt_exec *)x)->sum_s / (double)steps, rt_comm_size(x->comm));
 }
 
 rt_backend_mem rt_exec_memory(const rt_exec *x) { return x->backend->i->memory(x->backend); }
