@@ -1,12 +1,14 @@
 /* main.c: the produced binary's command line. The graph driver emitted by
  * ilnasc defines main(), which hands the embedded IR and the compiled
  * forward and backward passes to il_main. */
+#define _GNU_SOURCE /* fopencookie */
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "app/export.h"
 #include "ir/ir.h"
@@ -129,6 +131,47 @@ static int str_arg(int argc, char **argv, int *i, const char **out) {
   return 0;
 }
 
+/* A rank's stderr, each line begun with "rank N: " (mpirun interleaves
+ * the ranks' lines, and a failure every rank meets is said by each). */
+typedef struct rank_tag {
+  char tag[32];
+  int bol; /* at the beginning of a line */
+} rank_tag;
+
+static int write_all(const char *p, size_t n) {
+  while (n > 0) {
+    ssize_t k = write(2, p, n);
+    if (k < 0 && errno == EINTR) continue;
+    if (k <= 0) return -1;
+    p += k, n -= (size_t)k;
+  }
+  return 0;
+}
+
+static ssize_t tag_write(void *cookie, const char *buf, size_t n) {
+  rank_tag *t = cookie;
+  for (size_t i = 0; i < n;) {
+    if (t->bol && write_all(t->tag, strlen(t->tag))) return -1;
+    const char *nl = memchr(buf + i, '\n', n - i);
+    size_t k = nl ? (size_t)(nl - (buf + i)) + 1 : n - i;
+    if (write_all(buf + i, k)) return -1;
+    t->bol = nl != NULL, i += k;
+  }
+  return (ssize_t)n;
+}
+
+/* Rank 0's stderr stays as it is (its lines are the run's report). */
+static void rank_stderr(const rt_comm *c) {
+  static rank_tag tag = {.bol = 1};
+  if (rt_comm_rank(c) == 0) return;
+  snprintf(tag.tag, sizeof tag.tag, "rank %d: ", rt_comm_rank(c));
+  FILE *f = fopencookie(&tag, "w", (cookie_io_functions_t){.write = tag_write});
+  if (!f) return; /* untagged, then */
+  setvbuf(f, NULL, _IOLBF, 0);
+  fflush(stderr);
+  stderr = f;
+}
+
 static int is_help(const char *a) {
   return strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0;
 }
@@ -219,6 +262,7 @@ static int cmd_train(ir_graph *g, int argc, char **argv, rt_graph_fn fwd,
     fprintf(stderr, "%s: error: %s\n", prog, err);
     return 1;
   }
+  rank_stderr(o.comm);
   int rc = app_train(g, fwd, bwd, &o);
   if (rc) rt_comm_abort(o.comm, rc); /* the other ranks would wait for this one */
   rt_comm_close(o.comm);
