@@ -21,7 +21,7 @@ struct rt_comm {
   void *lib;
   int rank, size, local;
   mpi_h world, t_float, t_double, t_byte, t_int, op_sum;
-  int (*init)(int *, char ***);
+  int (*init_thread)(int *, char ***, int, int *);
   int (*finalize)(void);
   int (*abort_)(mpi_h, int);
   int (*comm_rank)(mpi_h, int *);
@@ -33,6 +33,9 @@ struct rt_comm {
 
 #define MPI_IN_PLACE_ ((void *)1)
 enum { MPI_OK = 0 };
+/* The thread level asked for: the process runs worker threads, and its
+ * main thread alone calls MPI (MPI_THREAD_FUNNELED, 1 in every MPI). */
+enum { MPI_FUNNELED = 1 };
 /* Elements per call: MPI counts are int. */
 enum { CHUNK = 1 << 26 };
 
@@ -50,7 +53,7 @@ static int bind(rt_comm *c, char *err, size_t errlen) {
     const char *name;
     void **at;
   } sym[] = {
-    {"MPI_Init", (void **)&c->init},
+    {"MPI_Init_thread", (void **)&c->init_thread},
     {"MPI_Finalize", (void **)&c->finalize},
     {"MPI_Abort", (void **)&c->abort_},
     {"MPI_Comm_rank", (void **)&c->comm_rank},
@@ -95,8 +98,9 @@ int rt_comm_open(rt_comm **out, char *err, size_t errlen) {
     free(c);
     return -1;
   }
-  if (c->init(NULL, NULL) != MPI_OK || c->comm_rank(c->world, &c->rank) != MPI_OK ||
-      c->comm_size(c->world, &c->size) != MPI_OK) {
+  int level = 0;
+  if (c->init_thread(NULL, NULL, MPI_FUNNELED, &level) != MPI_OK ||
+      c->comm_rank(c->world, &c->rank) != MPI_OK || c->comm_size(c->world, &c->size) != MPI_OK) {
     /* a library that failed to start is not closed: its threads may run */
     free(c);
     return rt_fail(err, errlen, "MPI_Init failed: the run cannot join its ranks");
