@@ -576,8 +576,23 @@ int rt_exec_sync(rt_exec *x, char *err, size_t errlen) {
     if (rt_comm_sum(c, st, g->n_stats, err, errlen)) return -1;
     for (int64_t i = 0; i < g->n_stats; i++) st[i] /= (float)rt_comm_size(c);
   }
+  /* The parameters and momentum are the same on every rank but where a
+   * layer came alive on its rank's statistics: compared by a hash of the
+   * active values (read where the backend keeps them, nothing of the
+   * template's size), sent from rank 0 only where they differ. */
+  int64_t na = ir_count_active_bits(x->arch, g->n_params);
+  float *a = malloc((size_t)(na ? na : 1) * sizeof *a);
+  if (!a) return rt_fail(err, errlen, "out of memory");
+  uint64_t h = 1469598103934665603ull;
   rt_state of[2] = {RT_PARAMS, RT_MOMENTUM};
   for (int k = 0; k < 2; k++) {
+    rt_exec_active_values(x, of[k], a);
+    const uint8_t *p = (const uint8_t *)a;
+    for (size_t i = 0; i < (size_t)na * sizeof *a; i++) h = (h ^ p[i]) * 1099511628211ull;
+  }
+  free(a);
+  if (rt_comm_same(c, h, &same, err, errlen)) return -1;
+  for (int k = 0; k < 2 && !same; k++) {
     float *v = rt_exec_edit(x, of[k]);
     if (!v) return rt_fail(err, errlen, "the parameters: %s", x->backend->error);
     if (rt_comm_bcast(c, v, g->n_params * (int64_t)sizeof *v, err, errlen)) return -1;

@@ -157,8 +157,9 @@ int rt_exec_sum_ranks(rt_exec *x, double *loss, int *correct, int *images);
  * statistics differ) and after growth (a layer that came alive took them
  * from its rank's last pass): α and the alive flags must be the same on
  * every rank (-1, "the ranks' architectures differ", when not); the
- * parameters and their momentum become rank 0's, the running statistics
- * the ranks' mean. 0 without ranks. */
+ * running statistics become the ranks' mean; the parameters and their
+ * momentum, where they differ (a hash of the active values says), rank
+ * 0's. 0 without ranks. */
 int rt_exec_sync(rt_exec *x, char *err, size_t errlen);
 /* Interprets schedule calls (the same the emitted driver makes). */
 void rt_exec_run(rt_exec *x, const ir_call *calls, int n);
