@@ -23,6 +23,7 @@
 
 #include "app/interop.h"
 #include "app/xplan.h"
+#include "base/hash.h"
 #include "runtime/data.h"
 #include "runtime/err.h"
 #include "runtime/ref.h"
@@ -113,24 +114,18 @@ static int put_tables(xp_out *o, const xp_plan *p) {
 /* FNV-1a over what the tables encode (shapes, patterns, offsets): a
  * weights file is only loaded by the code it was written with, even when
  * another network happens to have as many weights. */
-static uint64_t fnv(uint64_t h, const void *p, size_t n) {
-  const unsigned char *b = p;
-  for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 1099511628211u;
-  return h;
-}
-
 static uint64_t plan_fingerprint(const xp_plan *p) {
-  uint64_t h = 14695981039346656037u;
+  uint64_t h = BASE_FNV_SEED;
   for (int i = 0; i < p->n_ops; i++) {
     const xp_op *o = &p->ops[i];
     int64_t shape[12] = {o->kind, o->n, o->out, o->h, o->w, o->k, o->stride, o->pad,
                          o->relu, o->n_ent, o->oh, o->post != NULL};
-    h = fnv(h, shape, sizeof shape);
-    if (o->start) h = fnv(h, o->start, ((size_t)o->n + 1) * sizeof *o->start);
-    h = fnv(h, o->src, (size_t)(o->start ? o->n_ent : o->n) * sizeof *o->src);
-    if (o->tap) h = fnv(h, o->tap, (size_t)o->n_ent * sizeof *o->tap);
+    h = base_fnv(h, shape, sizeof shape);
+    if (o->start) h = base_fnv(h, o->start, ((size_t)o->n + 1) * sizeof *o->start);
+    h = base_fnv(h, o->src, (size_t)(o->start ? o->n_ent : o->n) * sizeof *o->src);
+    if (o->tap) h = base_fnv(h, o->tap, (size_t)o->n_ent * sizeof *o->tap);
   }
-  return fnv(h, p->logit_src, (size_t)p->classes * sizeof *p->logit_src);
+  return base_fnv(h, p->logit_src, (size_t)p->classes * sizeof *p->logit_src);
 }
 
 /* The loader shared by C and CUDA: FILE.weights is an 8-byte magic, the

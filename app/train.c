@@ -24,6 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/hash.h"
 #include "runtime/ckpt.h"
 #include "runtime/data.h"
 #include "search/search.h"
@@ -74,9 +75,7 @@ int run_steps(int n, int batch, const rt_comm *c) {
 }
 
 int run_ranks_agree(const app_train_opts *o, const int64_t *v, int n) {
-  uint64_t h = 1469598103934665603ull; /* FNV-1a over v's bytes */
-  for (int i = 0; i < n; i++)
-    for (int b = 0; b < 8; b++) h = (h ^ (uint8_t)((uint64_t)v[i] >> (8 * b))) * 1099511628211ull;
+  uint64_t h = base_fnv(BASE_FNV_SEED, v, (size_t)n * sizeof *v);
   char err[512];
   int same;
   uint64_t h0 = h;

@@ -10,6 +10,7 @@
 #include <sys/resource.h>
 #include <time.h>
 
+#include "base/hash.h"
 #include "base/rng.h"
 #include "runtime/err.h"
 #include "runtime/packed.h"
@@ -552,13 +553,10 @@ int rt_exec_p2_grad(rt_exec *x, int slot, const float *images, const ir_label *l
 
 void rt_exec_set_comm(rt_exec *x, rt_comm *c) { x->comm = c; }
 
-/* α and the alive flags, hashed (FNV-1a over their bytes). */
+/* α and the alive flags, hashed. */
 static uint64_t arch_hash(const ir_graph *g, const ir_arch *a) {
-  uint64_t h = 1469598103934665603ull;
-  const uint8_t *p = (const uint8_t *)a->alpha;
-  for (size_t i = 0; i < (size_t)(g->n_params + 63) / 64 * 8; i++) h = (h ^ p[i]) * 1099511628211ull;
-  for (int i = 0; i < g->n_layers; i++) h = (h ^ a->alive[i]) * 1099511628211ull;
-  return h;
+  uint64_t h = base_fnv(BASE_FNV_SEED, a->alpha, (size_t)(g->n_params + 63) / 64 * sizeof *a->alpha);
+  return base_fnv(h, a->alive, (size_t)g->n_layers);
 }
 
 int rt_exec_sync(rt_exec *x, char *err, size_t errlen) {
@@ -583,12 +581,11 @@ int rt_exec_sync(rt_exec *x, char *err, size_t errlen) {
   int64_t na = ir_count_active_bits(x->arch, g->n_params);
   float *a = malloc((size_t)(na ? na : 1) * sizeof *a);
   if (!a) return rt_fail(err, errlen, "out of memory");
-  uint64_t h = 1469598103934665603ull;
+  uint64_t h = BASE_FNV_SEED;
   rt_state of[2] = {RT_PARAMS, RT_MOMENTUM};
   for (int k = 0; k < 2; k++) {
     rt_exec_active_values(x, of[k], a);
-    const uint8_t *p = (const uint8_t *)a;
-    for (size_t i = 0; i < (size_t)na * sizeof *a; i++) h = (h ^ p[i]) * 1099511628211ull;
+    h = base_fnv(h, a, (size_t)na * sizeof *a);
   }
   free(a);
   if (rt_comm_same(c, h, &same, err, errlen)) return -1;
