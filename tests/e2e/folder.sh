@@ -7,18 +7,7 @@ set -eu
 ilnasc=$1 maker=$2 work=$3
 rm -rf "$work" && mkdir -p "$work/data" && cd "$work"
 "$maker" --make data
-cat > folder.ilnas <<EOF
-model folder {
-  input 3x16x16; classes 3;
-  search weight budget 20k from density 0.5 seed 3;
-  stage conv { layers 1..2 channels 8..16 kernel 3x3; }
-  reduce maxpool 2;
-  stage linear { layers 1 width 16..32; }
-}
-data folder "$work/data" augment flip;
-train batch 10 epochs 4 lr 0.05 cosine momentum 0.9 decay 5e-4;
-grow ilnas every 1 epoch alr 0.3 decay 0.9 candidates 4x freeze last 1;
-EOF
+sed "s|FOLDER|$work/data|" "$(cd "$(dirname "$0")" && pwd)/folder.ilnas" >folder.ilnas
 "$ilnasc" folder.ilnas -o folder
 ./folder train --threads 2 --loaders 2 --run-dir run --quiet --profile >out.txt 2>err.txt
 cat out.txt

@@ -85,21 +85,11 @@ echo "batch norm on 2 ranks: test_acc $acc = eval"
 # An image folder: its loaders make each rank's part of a batch alone, the
 # images drawn as one process draws them (batches of 10 in parts of 5).
 mkdir -p folder && "$maker" --make folder >/dev/null
-cat >folder.ilnas <<EOF
-model folder {
-  input 3x16x16; classes 3;
-  search weight budget 20k from density 0.5 seed 3;
-  stage conv { layers 1..2 channels 8..16 kernel 3x3; }
-  reduce maxpool 2;
-  stage linear { layers 1 width 16..32; }
-}
-data folder "$work/folder" augment flip;
-train batch 10 epochs 3 lr 0.05 cosine momentum 0.9 decay 5e-4;
-grow ilnas every 1 epoch alr 0.3 decay 0.9 candidates 4x freeze last 1;
-EOF
+sed "s|FOLDER|$work/folder|" "$here/folder.ilnas" >folder.ilnas
 "$ilnasc" folder.ilnas -o folder_model
-./folder_model train --search fixed --threads 1 --loaders 2 --quiet --run-dir f1 >/dev/null
-mpi 2 ./folder_model train --search fixed --loaders 2 --quiet --run-dir f2 >/dev/null 2>&1
+fopts="--epochs 3 --search fixed --loaders 2 --quiet"
+./folder_model train $fopts --threads 1 --run-dir f1 >/dev/null
+mpi 2 ./folder_model train $fopts --run-dir f2 >/dev/null 2>&1
 losses f1 >f1.l && losses f2 >f2.l
 agree f1.l f2.l 1e-4 || { paste f1.l f2.l; fail "an image folder on two ranks: not one process's losses"; }
 echo "an image folder on 2 ranks = 1 process: $(paste -d' ' f1.l f2.l | tr '\n' ' ')"
