@@ -519,44 +519,6 @@ static int load_stl(const char *path, int classes, rt_dataset *train, rt_dataset
 
 enum { DIG_PX = 64, DIG_COLS = DIG_PX + 1 };
 
-/* Reads a whole (gzip or raw) text file into a NUL-terminated buffer. */
-static int read_text(const char *path, char **out, size_t *len, char *err, size_t errlen) {
-  int enoent;
-  gzFile f = open_gz(path, &enoent);
-  if (!f) {
-    if (enoent) return rt_fail(err, errlen, "%s: missing file (%s)", path, strerror(ENOENT));
-    return rt_fail(err, errlen, "%s: cannot open: %s", path,
-                errno ? strerror(errno) : "out of memory");
-  }
-  size_t cap = 1 << 16, have = 0;
-  char *buf = malloc(cap);
-  for (;;) {
-    if (!buf) { gzclose(f); return rt_fail(err, errlen, "%s: out of memory", path); }
-    size_t got;
-    if (gz_fill(f, path, (uint8_t *)buf + have, cap - 1 - have, &got, err, errlen)) {
-      free(buf); gzclose(f); return -1;
-    }
-    have += got;
-    if (have < cap - 1) break;
-    char *nb = cap > SIZE_MAX / 2 ? NULL : realloc(buf, cap * 2);
-    if (!nb) free(buf);
-    buf = nb; cap *= 2;
-  }
-  /* gz_fill already fails on a gzip stream cut short; this is a second
-   * look at zlib's state before the file is closed. */
-  int zerr = Z_OK;
-  const char *msg = gz_message(f, path, &zerr);
-  if (zerr == Z_BUF_ERROR && !gzdirect(f)) {
-    rt_fail(err, errlen, "%s: gzip error: %s", path, msg);
-    free(buf); gzclose(f);
-    return -1;
-  }
-  gzclose(f);
-  buf[have] = '\0';
-  *out = buf; *len = have;
-  return 0;
-}
-
 /* The field at s (up to the next comma or the line's end) as it is in the
  * file, in single quotes: bytes outside printable ASCII as \xNN, so that the
  * message stays one valid line; past 40 bytes, "..." ends it. */
@@ -628,36 +590,94 @@ static void digits_to_dataset(const uint8_t *rows, int n, int classes, rt_datase
   }
 }
 
+/* The longest line a digits CSV may have: 65 fields of at most a few
+ * digits take about 200 bytes. Lines are read one at a time from the
+ * (gzip or raw) stream, so a file without line ends, or a gzip stream
+ * that inflates to gigabytes of one, is refused at its first line
+ * instead of being read whole; the rows take 65 bytes each. */
+enum { DIG_LINE_MAX = 1 << 16 };
+
+/* Appends the row of line [s, e) (line number `line`) to *rows (n so
+ * far, room for *cap): blank lines are skipped, a CR before the line end
+ * dropped. */
+static int digits_line(const char *path, long line, const char *s, const char *e, int classes,
+                       uint8_t **rows, long *n, long *cap, char *err, size_t errlen) {
+  if (e > s && e[-1] == '\r') e--;
+  const char *t = s;
+  while (t < e && (*t == ' ' || *t == '\t')) t++;
+  if (t == e) return 0;
+  if (*n == *cap) {
+    if (*n == INT_MAX) return rt_fail(err, errlen, "%s:%ld: more than %d rows", path, line, INT_MAX);
+    long nc = *cap ? (*cap > INT_MAX / 2 ? INT_MAX : 2 * *cap) : 1024;
+    uint8_t *nr = realloc(*rows, (size_t)nc * DIG_COLS);
+    if (!nr) return rt_fail(err, errlen, "%s:%ld: out of memory for %ld rows", path, line, nc);
+    *rows = nr, *cap = nc;
+  }
+  if (parse_row(path, line, s, e, classes, *rows + (size_t)*n * DIG_COLS, err, errlen)) return -1;
+  (*n)++;
+  return 0;
+}
+
+/* Every row of the digits CSV at path, 65 bytes each (64 pixels, the
+ * label), into *out (*count of them; freed by the caller). */
+static int digits_rows(const char *path, int classes, uint8_t **out, long *count, char *err,
+                       size_t errlen) {
+  int enoent;
+  gzFile f = open_gz(path, &enoent);
+  if (!f) {
+    if (enoent) return rt_fail(err, errlen, "%s: missing file (%s)", path, strerror(ENOENT));
+    return rt_fail(err, errlen, "%s: cannot open: %s", path,
+                   errno ? strerror(errno) : "out of memory");
+  }
+  size_t bcap = 2 * (size_t)DIG_LINE_MAX, have = 0, at = 0;
+  char *buf = malloc(bcap);
+  uint8_t *rows = NULL;
+  long n = 0, cap = 0, line = 0;
+  int rc = buf ? 0 : rt_fail(err, errlen, "%s: out of memory", path), eof = 0;
+  while (!rc) {
+    char *nl = memchr(buf + at, '\n', have - at);
+    if (nl || (eof && at < have)) { /* a whole line, or the last one without its end */
+      char *e = nl ? nl : buf + have;
+      rc = digits_line(path, ++line, buf + at, e, classes, &rows, &n, &cap, err, errlen);
+      at = nl ? (size_t)(nl - buf) + 1 : have;
+      continue;
+    }
+    if (eof) break;
+    if (have - at >= DIG_LINE_MAX) {
+      rc = rt_fail(err, errlen, "%s:%ld: line longer than %d bytes (a digits CSV row is 65 "
+                   "comma-separated integers)", path, line + 1, DIG_LINE_MAX);
+      break;
+    }
+    memmove(buf, buf + at, have - at);
+    have -= at, at = 0;
+    size_t want = bcap - have, got;
+    rc = gz_fill(f, path, (uint8_t *)buf + have, want, &got, err, errlen);
+    have += got, eof = got < want;
+  }
+  /* gz_fill already fails on a gzip stream cut short; this is a second
+   * look at zlib's state before the file is closed. */
+  int zerr = Z_OK;
+  const char *msg = gz_message(f, path, &zerr);
+  if (!rc && zerr == Z_BUF_ERROR && !gzdirect(f))
+    rc = rt_fail(err, errlen, "%s: gzip error: %s", path, msg);
+  gzclose(f);
+  free(buf);
+  if (rc) {
+    free(rows);
+    return -1;
+  }
+  *out = rows, *count = n;
+  return 0;
+}
+
 static int load_digits(const char *path, double split, int classes, rt_dataset *train,
                        rt_dataset *test, char *err, size_t errlen) {
   if (!(split >= 0.0 && split < 1.0))
     return rt_fail(err, errlen, "%s: test split %g must be in [0, 1)", path, split);
-  char *text = NULL;
-  size_t len = 0;
-  if (read_text(path, &text, &len, err, errlen)) return -1;
-
-  size_t lines = 1;
-  for (size_t i = 0; i < len; i++) lines += text[i] == '\n';
-  uint8_t *rows = malloc(lines * DIG_COLS);
-  if (!rows) { free(text); return rt_fail(err, errlen, "%s: out of memory", path); }
-
-  long n = 0, line = 0;
-  for (const char *s = text, *stop = text + len; s < stop;) {
-    const char *nl = memchr(s, '\n', (size_t)(stop - s)), *end = nl ? nl : stop;
-    line++;
-    const char *e = end;
-    if (e > s && e[-1] == '\r') e--;
-    const char *t = s;
-    while (t < e && (*t == ' ' || *t == '\t')) t++;
-    if (t < e && parse_row(path, line, s, e, classes, rows + (size_t)n * DIG_COLS, err, errlen)) {
-      free(rows); free(text);
-      return -1;
-    }
-    if (t < e) n++;
-    s = nl ? nl + 1 : stop;
-  }
-  free(text);
-  if (n < 2 || n > INT_MAX) {
+  uint8_t *rows = NULL;
+  long n = 0;
+  if (digits_rows(path, classes, &rows, &n, err, errlen)) return -1;
+  if (n < 2) {
     free(rows);
     return rt_fail(err, errlen, "%s: %ld rows; a training and a test set need at least 2", path, n);
   }

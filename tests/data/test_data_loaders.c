@@ -594,6 +594,34 @@ static void test_digits(const char *root) {
   EXPECT_FAIL(RT_DATA_DIGITS_CSV, raw, 0.2, "digits.csv: 1 rows", NULL);
   free(t);
   EXPECT_FAIL(RT_DATA_DIGITS_CSV, tu_path(root, "none.csv"), 0.2, "none.csv", "missing");
+
+  /* Lines are read one at a time: 3,000 rows (about 600 KB, lines across
+   * the reader's refills), the last without its line end, raw and gzip. */
+  t = digits_text(3000, "\n");
+  t[strlen(t) - 1] = '\0';
+  tu_write(raw, t, strlen(t));
+  if (LOAD_OK(RT_DATA_DIGITS_CSV, raw, 0.1, &a, &b)) {
+    check_digits(&a, &b, 2700, 300); rt_dataset_free(&a); rt_dataset_free(&b);
+  }
+  tu_write_gz(gz, t, strlen(t));
+  if (LOAD_OK(RT_DATA_DIGITS_CSV, gz, 0.1, &a, &b)) {
+    check_digits(&a, &b, 2700, 300); rt_dataset_free(&a); rt_dataset_free(&b);
+  }
+  free(t);
+  /* A gzip stream that inflates to 64 MB without a line end (it would have
+   * been read whole, then parsed) is refused at its first line. */
+  {
+    size_t big = (size_t)64 << 20;
+    char *u = malloc(big);
+    memset(u, '1', big);
+    char *two = digits_text(2, "\n");
+    memcpy(u, two, strlen(two)); /* two good rows first */
+    free(two);
+    tu_write_gz(gz, u, big);
+    free(u);
+  }
+  EXPECT_FAIL(RT_DATA_DIGITS_CSV, gz, 0.2, "digits.csv.gz:3: line longer than 65536 bytes",
+              "65 comma-separated integers");
 }
 
 /* ---- truncate, norm, batch ---- */
