@@ -32,9 +32,11 @@
 #include <llvm-c/Analysis.h>
 #include <llvm-c/Core.h>
 #include <llvm-c/Error.h>
+#include <llvm-c/ExecutionEngine.h>
 #include <llvm-c/LLJIT.h>
 #include <llvm-c/Object.h>
 #include <llvm-c/Orc.h>
+#include <llvm-c/OrcEE.h>
 #include <llvm-c/Target.h>
 #include <llvm-c/TargetMachine.h>
 #include <llvm-c/Transforms/PassBuilder.h>
@@ -158,7 +160,6 @@ typedef struct cpu_backend {
   char *triple, *cpu, *feat;
   rt_cpu_entry *cache;
   rt_cpu_entry **layer;       /* per layer, NULL until prepared */
-  long serial;                /* names modules uniquely */
   rt_cpu_stats st;
   uint8_t *dense;             /* per layer: runs on OpenBLAS */
   rt_cpu_wpack *wpack;        /* per layer */
@@ -187,6 +188,29 @@ static int cpu_init_failed;
 static void cpu_init_llvm(void) {
   if (LLVMInitializeNativeTarget() || LLVMInitializeNativeAsmPrinter())
     cpu_init_failed = 1;
+}
+
+/* ILNAS_PERF set (to anything but 0 or nothing): every kernel the JIT
+ * links is written to a jitdump file (LLVM's perf listener: jit-PID.dump
+ * under $JITDUMPDIR, else ~/.debug/jit), code and name, with the time it
+ * was linked. `perf record -k 1` then `perf inject --jit` attribute each
+ * sample to the kernel that was at its address at that moment (code
+ * freed after a growth and its addresses reused included), and `perf
+ * report` names the kernels (kernel_names) where it would show bare
+ * addresses. */
+static int perf_wanted(void) {
+  const char *v = getenv("ILNAS_PERF");
+  return v && *v && strcmp(v, "0") != 0;
+}
+
+/* The JIT's object layer with perf's listener (ctx) registered: the
+ * RTDyld layer LLJIT makes on this platform by default. */
+static LLVMOrcObjectLayerRef perf_layer(void *ctx, LLVMOrcExecutionSessionRef es,
+                                        const char *triple) {
+  (void)triple;
+  LLVMOrcObjectLayerRef l = LLVMOrcCreateRTDyldObjectLinkingLayerWithSectionMemoryManager(es);
+  LLVMOrcRTDyldObjectLinkingLayerRegisterJITEventListener(l, ctx);
+  return l;
 }
 
 /* Copies an LLVM error into err and consumes it. */
@@ -250,11 +274,17 @@ static void entry_free(cpu_backend *cb, rt_cpu_entry *e) {
 /* ---- compiling one layer --------------------------------------------- */
 
 /* The kernels of an entry: conv fwd, bwd_data, bwd_weight; linear fwd
- * and the fused bwd. Returns how many. */
+ * and the fused bwd. Returns how many. Each name says the layer's shape
+ * (what a profile shows: ilnas_k12_conv32x28x28to32_bwd_weight), after
+ * an id unique in the process. */
 static int kernel_names(const rt_cpu_entry *e, long id, char names[3][64]) {
   static const char *ops[2][3] = {{"fwd", "bwd_data", "bwd_weight"}, {"fwd", "bwd", ""}};
   int lin = e->kind == IR_LINEAR;
-  for (int i = 0; i < 3; i++) snprintf(names[i], 64, "ilnas_k%ld_%s", id, ops[lin][i]);
+  const int *d = e->shape;
+  char shape[40];
+  if (lin) snprintf(shape, sizeof shape, "linear%dto%d", d[0], d[3]);
+  else snprintf(shape, sizeof shape, "conv%dx%dx%dto%d", d[0], d[1], d[2], d[3]);
+  for (int i = 0; i < 3; i++) snprintf(names[i], 64, "ilnas_k%ld_%s_%s", id, shape, ops[lin][i]);
   return lin ? 2 : 3;
 }
 
@@ -469,7 +499,8 @@ static int compile_entries(cpu_backend *cb, rt_cpu_entry **queue, int n, int *rc
     return -1;
   }
   atomic_init(&j.next, 0);
-  for (int i = 0; i < n; i++) j.ids[i] = cb->serial++;
+  static atomic_long serial; /* names kernels uniquely in the process (kernel_names) */
+  for (int i = 0; i < n; i++) j.ids[i] = atomic_fetch_add(&serial, 1);
   int T = cb->pub.threads > 1 ? cb->pub.threads : 1;
   if (T > n) T = n;
   if (T > NSLOT) T = NSLOT;
@@ -1573,6 +1604,8 @@ rt_kernels *rt_kernels_cpu_new(const ir_graph *g, char *err, size_t errlen) {
   }
   LLVMOrcLLJITBuilderRef jb = LLVMOrcCreateLLJITBuilder();
   LLVMOrcLLJITBuilderSetJITTargetMachineBuilder(jb, jtmb);
+  LLVMJITEventListenerRef perf = perf_wanted() ? LLVMCreatePerfJITEventListener() : NULL;
+  if (perf) LLVMOrcLLJITBuilderSetObjectLinkingLayerCreator(jb, perf_layer, perf);
   if ((er = LLVMOrcCreateLLJIT(&cb->jit, jb))) {
     cb->jit = NULL;
     llvm_fail(er, "starting the JIT", err, errlen);
