@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "app/export.h"
+#include "base/version.h"
 #include "ir/ir.h"
 #include "app/plot.h"
 #include "app/train.h"
@@ -41,6 +42,7 @@ static void usage_main(FILE *f, const ir_graph *g) {
           "                 training loss, test accuracy and active parameters\n"
           "                 against epochs, one line per run\n"
           "  ir             print the embedded IR\n"
+          "  --version      the model's name and the ilnasc that compiled it\n"
           "\n"
           "'%s <command> --help' shows a command's options.\n",
           prog, g ? g->cfg.name : "?", prog);
@@ -462,6 +464,10 @@ int il_main(int argc, char **argv, const unsigned char *blob,
     rc = 2;
   } else if (is_help(argv[1])) {
     usage_main(stdout, g);
+    rc = 0;
+  } else if (strcmp(argv[1], "--version") == 0) {
+    printf("model '%s', compiled by ilnasc %s (LLVM %s)\n", g->cfg.name, ILNAS_VERSION,
+           ILNAS_LLVM_VERSION);
     rc = 0;
   } else if (strcmp(argv[1], "train") == 0) {
     rc = cmd_train(g, argc, argv, fwd, bwd);

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "base/version.h"
 #include "ilnasc/driver.h"
 #include "app/export.h"
 #include "app/train.h"
@@ -40,6 +41,7 @@ static void usage(FILE *f) {
           "                   (default %lld; also ILNAS_MAX_PARAMS)\n"
           "  --max-arena B    refuse an activation arena of more than B bytes at\n"
           "                   the model's batch (default %lld; also ILNAS_MAX_ARENA)\n"
+          "  --version        the version of ilnas and of the LLVM it uses\n"
           "  -h, --help       this text\n",
           (long long)IR_MAX_PARAMS_DEFAULT, (long long)IR_MAX_ARENA_DEFAULT);
 }
@@ -96,6 +98,9 @@ static int parse_args(int argc, char **argv, opts *o) {
       o->dump = 1;
     } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
       usage(stdout);
+      return 1;
+    } else if (strcmp(a, "--version") == 0) {
+      printf("ilnasc %s (LLVM %s)\n", ILNAS_VERSION, ILNAS_LLVM_VERSION);
       return 1;
     } else if (a[0] == '-' && a[1]) {
       fprintf(stderr, "ilnasc: error: unknown option '%s' (see --help)\n", a);

@@ -10,6 +10,11 @@ ilnasc=$1 sample=$2 work=$3
 "$ilnasc" "$sample" -o model
 ./model --help | grep -q "train"
 ./model train --help | grep -q -- "--train-limit"
+# --version: the model's name and the compiler's version, the same as ilnasc's
+v=$("$ilnasc" --version | sed -n 's/^ilnasc \([^ ]*\) (LLVM \([^)]*\))$/\1 \2/p')
+[ -n "$v" ] || { echo "FAIL: ilnasc --version: $("$ilnasc" --version)"; exit 1; }
+mv=$(./model --version | sed -n "s/^model 'fmnist', compiled by ilnasc \([^ ]*\) (LLVM \([^)]*\))$/\1 \2/p")
+[ "$mv" = "$v" ] || { echo "FAIL: ./model --version: $(./model --version)"; exit 1; }
 
 ./model train --search fixed --train-limit 6000 --epochs 3 --run-dir run \
   --seed 1 --threads 2 >train.out 2>train.err
