@@ -1606,6 +1606,12 @@ rt_kernels *rt_kernels_cpu_new(const ir_graph *g, char *err, size_t errlen) {
   LLVMOrcLLJITBuilderSetJITTargetMachineBuilder(jb, jtmb);
   LLVMJITEventListenerRef perf = perf_wanted() ? LLVMCreatePerfJITEventListener() : NULL;
   if (perf) LLVMOrcLLJITBuilderSetObjectLinkingLayerCreator(jb, perf_layer, perf);
+  else if (perf_wanted()) {
+    LLVMOrcDisposeLLJITBuilder(jb);
+    snprintf(err, errlen, "ILNAS_PERF: this LLVM was built without perf support (LLVM_USE_PERF)");
+    cpu_free(&cb->pub);
+    return NULL;
+  }
   if ((er = LLVMOrcCreateLLJIT(&cb->jit, jb))) {
     cb->jit = NULL;
     llvm_fail(er, "starting the JIT", err, errlen);
