@@ -16,7 +16,7 @@ set -eu
 mode=$1 ilnasc=$2 tx=$3 model=$4 src=$5 work=$6
 data=/usr/share/datasets/fashion-mnist
 cc=${CC:-cc}
-fail() { echo "FAIL: $*"; exit 1; }
+. "$src/common.sh"
 
 if [ "$mode" = synth ]; then
   name=$(basename "$model" .ilnas)
@@ -128,12 +128,8 @@ c)
   ./runner ../data/images.f32 got.f32 64
   "$tx" compare ../data/ref.f32 got.f32 ../data/labels.u8 10
   # and the accuracy `model eval` printed
-  eacc=$(sed -n 's/.*"test_acc": \([0-9.]*\).*/\1/p' ../eval.out)
   "$tx" compare ../data/ref.f32 got.f32 ../data/labels.u8 10 >cmp.out
-  gacc=$(sed -n 's/.*exported \([0-9.]*\)%.*/\1/p' cmp.out)
-  awk -v e="$eacc" -v g="$gacc" 'BEGIN { d = e * 100 - g; if (d < 0) d = -d;
-    if (d > 0.01 + 1e-9) { print "FAIL: model eval " e * 100 "% vs exported " g "%"; exit 1 }
-    print "ok: model eval " e * 100 "% = exported " g "%" }'
+  same_acc ../eval.out cmp.out exported
   # one image at a time gives the same logits as batches of 64
   ./runner ../data/images.f32 got1.f32 1
   cmp got.f32 got1.f32 || fail "batch 1 and batch 64 differ"

@@ -21,7 +21,7 @@ set -eu
 mode=$1 ilnasc=$2 tx=$3 src=$4 work=$5 ortdir=$6
 data=/usr/share/datasets/fashion-mnist
 py=${PYTHON:-/usr/bin/python3}
-fail() { echo "FAIL: $*"; exit 1; }
+. "$src/common.sh"
 
 ort=${ORT_NODE:-}
 if [ -z "$ort" ] && [ -d "$ortdir/node_modules/onnxruntime-node" ]; then
@@ -185,14 +185,10 @@ if not ones > nonzero:
 EOF
   fi
   # the accuracy model eval printed, on the whole test set
-  eacc=$(sed -n 's/.*"test_acc": \([0-9.]*\).*/\1/p' "$xp/eval.out")
   for got in got.f32 got_torch.f32; do
     [ -e $got ] || continue
     "$tx" compare "$xp/data/ref.f32" $got "$xp/data/labels.u8" 10 >cmp.out
-    gacc=$(sed -n 's/.*exported \([0-9.]*\)%.*/\1/p' cmp.out)
-    awk -v e="$eacc" -v g="$gacc" -v w="$got" 'BEGIN { d = e * 100 - g; if (d < 0) d = -d;
-      if (d > 0.01 + 1e-9) { print "FAIL: model eval " e * 100 "% vs " w "'"'"'s " g "%"; exit 1 }
-      print "ok: model eval " e * 100 "% = " w "'"'"'s " g "%" }'
+    same_acc "$xp/eval.out" cmp.out "$got's"
   done
   ;;
 
