@@ -417,8 +417,8 @@ int rt_exec_sum_ranks(rt_exec *x, double *loss, int *correct, int *images) {
     return -1;
   }
   /* the active parameters' alone: SGD leaves the others be */
-  const uint64_t *alpha = b->arch->alpha;
-  int64_t np = b->g->n_params, na = ir_count_active_bits(b->arch, np), k = 0;
+  const ir_arch *a = b->arch;
+  int64_t np = b->g->n_params, na = ir_count_active_bits(a, np), k = 0;
   if (na > e->part_cap) {
     free(e->part);
     e->part_cap = 0;
@@ -428,8 +428,8 @@ int rt_exec_sum_ranks(rt_exec *x, double *loss, int *correct, int *images) {
     }
     e->part_cap = na;
   }
-  for (int64_t w = 0; w < (np + 63) / 64; w++)
-    for (uint64_t bits = alpha[w]; bits; bits &= bits - 1) e->part[k++] = g[w * 64 + __builtin_ctzll(bits)];
+  for (int64_t i = ir_alpha_next(a, 0, np); i < np; i = ir_alpha_next(a, i + 1, np))
+    e->part[k++] = g[i];
   char err[512];
   double sums[2] = {*loss * e->n_in, *correct}, n;
   if (weighted_sum(x, e->part, na, e->n_in, sums, 2, &n, err, sizeof err)) {
@@ -437,8 +437,8 @@ int rt_exec_sum_ranks(rt_exec *x, double *loss, int *correct, int *images) {
     return -1;
   }
   k = 0;
-  for (int64_t w = 0; w < (np + 63) / 64; w++)
-    for (uint64_t bits = alpha[w]; bits; bits &= bits - 1) g[w * 64 + __builtin_ctzll(bits)] = e->part[k++];
+  for (int64_t i = ir_alpha_next(a, 0, np); i < np; i = ir_alpha_next(a, i + 1, np))
+    g[i] = e->part[k++];
   *loss = sums[0] / n, *correct = (int)sums[1];
   if (images) *images = (int)n;
   if (e->profiling > 0) e->sum_s += now_s() - t0;
