@@ -137,6 +137,17 @@ int cg_sparse_conv_fwd(LLVMModuleRef m, const cg_conv_desc *d, const char *name,
 int cg_sparse_conv_bwd_data(LLVMModuleRef m, const cg_conv_desc *d, const char *name,
                             cg_order *ord);
 int cg_sparse_conv_bwd_weight(LLVMModuleRef m, const cg_conv_desc *d, const char *name);
+/* The fused conv backward (stride 1, 16 lanes, a partial layer:
+ * cg_sparse_conv_fusable): `name` a bwd_data kernel and `fused` the data
+ * and weight gradients in one pass, both reading the packed weights in
+ * *ord's order. The fused kernel's fourth buffer holds the weight
+ * gradients in that order, added to (npad = the pattern's active weights
+ * rounded up to 16), a scratch of 16 npad floats, then the call's
+ * samples' packed inputs cg_conv_fused_xslot floats apart. */
+int cg_sparse_conv_fusable(const cg_conv_desc *d);
+int cg_sparse_conv_bwd_fused(LLVMModuleRef m, const cg_conv_desc *d, const char *name,
+                             const char *fused, cg_order *ord);
+long cg_conv_fused_xslot(const cg_conv_plan *p);
 /* The output channels cg_sparse_conv_fwd's kernel computes at once: 4
  * where every block of 4 has the same pattern (row blocks: a full layer,
  * 16 lanes), each input vector loaded once for the 4, else 1; -1 for a

@@ -67,11 +67,13 @@ typedef struct rt_cpu_entry {
   cg_conv_plan plan;          /* conv: the packed layouts of its kernels */
   int blocks;                 /* conv: its forward takes rows 4 at a time
                                * (cg_sparse_conv_row_block) */
+  int fused;                  /* conv: bwd_data from cg_sparse_conv_bwd_fused,
+                               * with the fused backward bwd_fused */
   int compiled;               /* kernels built: only the sparse path needs them */
   int queued;                 /* to be built by the prepare under way */
   int refs;                   /* layers using it, and the holds of a prepare under way */
   LLVMOrcResourceTrackerRef rt; /* its code in the JIT */
-  rt_kern fwd, bwd_data, bwd_weight; /* conv */
+  rt_kern fwd, bwd_data, bwd_weight, bwd_fused; /* conv */
   rt_kern bwd;                /* linear: fwd, and bwd for both directions */
   struct rt_cpu_entry *next;
 } rt_cpu_entry;
@@ -175,6 +177,15 @@ static cpu_backend *C(rt_kernels *b) { return (cpu_backend *)b; }
 /* Floats of a packed weight buffer: the active weights and one slot for
  * those no kernel reads (their taps read only padding). */
 static size_t wp_len(const rt_cpu_entry *e) { return lines(e->active + 1); }
+/* The fused conv backward's buffers (cg_sparse_conv_bwd_fused): dyq and
+ * dxp, then its fourth buffer: the packed gradients (a slot for each
+ * active weight, rounded up to a line), the entries' sums (16 floats
+ * each) and the inputs; fz_len the first two. */
+static size_t fz_len(const rt_cpu_entry *e) { return lines(e->active) * 17; }
+static size_t fused_len(const rt_cpu_entry *e) {
+  const cg_conv_plan *p = &e->plan;
+  return CONV_SB * (size_t)(p->dylen + p->dxlen + cg_conv_fused_xslot(p)) + fz_len(e);
+}
 
 static double now_s(void) {
   struct timespec t;
@@ -277,15 +288,16 @@ static void entry_free(cpu_backend *cb, rt_cpu_entry *e) {
  * and the fused bwd. Returns how many. Each name says the layer's shape
  * (what a profile shows: ilnas_k12_conv32x28x28to32_bwd_weight), after
  * an id unique in the process. */
-static int kernel_names(const rt_cpu_entry *e, long id, char names[3][64]) {
-  static const char *ops[2][3] = {{"fwd", "bwd_data", "bwd_weight"}, {"fwd", "bwd", ""}};
+static int kernel_names(const rt_cpu_entry *e, long id, char names[4][64]) {
+  static const char *ops[2][4] = {{"fwd", "bwd_data", "bwd_weight", "bwd_fused"},
+                                  {"fwd", "bwd", "", ""}};
   int lin = e->kind == IR_LINEAR;
   const int *d = e->shape;
   char shape[40];
   if (lin) snprintf(shape, sizeof shape, "linear%dto%d", d[0], d[3]);
   else snprintf(shape, sizeof shape, "conv%dx%dx%dto%d", d[0], d[1], d[2], d[3]);
-  for (int i = 0; i < 3; i++) snprintf(names[i], 64, "ilnas_k%ld_%s_%s", id, shape, ops[lin][i]);
-  return lin ? 2 : 3;
+  for (int i = 0; i < 4; i++) snprintf(names[i], 64, "ilnas_k%ld_%s_%s", id, shape, ops[lin][i]);
+  return lin ? 2 : e->fused ? 4 : 3;
 }
 
 /* A host target machine, one per thread that builds kernels: the large
@@ -356,7 +368,7 @@ static int build_object(const rt_cpu_entry *e_, long id, LLVMTargetMachineRef tm
   rt_cpu_entry *e = (rt_cpu_entry *)e_;
   double t0 = now_s();
   LLVMContextRef ctx = LLVMContextCreate();
-  char names[3][64];
+  char names[4][64];
   kernel_names(e, id, names);
   LLVMModuleRef m = LLVMModuleCreateWithNameInContext(names[0], ctx);
   char *triple = LLVMGetTargetMachineTriple(tm);
@@ -371,7 +383,8 @@ static int build_object(const rt_cpu_entry *e_, long id, LLVMTargetMachineRef tm
     cg_conv_desc d = {e->shape[0], e->shape[1], e->shape[2], e->shape[3],
                       e->shape[4], e->shape[5], e->shape[6], e->wm, e->bm, e->vw};
     rc = cg_sparse_conv_fwd(m, &d, names[0], &ord[0]) ||
-         cg_sparse_conv_bwd_data(m, &d, names[1], &ord[1]) ||
+         (e->fused ? cg_sparse_conv_bwd_fused(m, &d, names[1], names[3], &ord[1])
+                   : cg_sparse_conv_bwd_data(m, &d, names[1], &ord[1])) ||
          cg_sparse_conv_bwd_weight(m, &d, names[2]);
   } else {
     cg_linear_desc d = {e->shape[0], e->shape[3], e->wm, e->bm, e->lanes, e->vw};
@@ -433,14 +446,14 @@ static long text_bytes(LLVMMemoryBufferRef obj) {
 /* Adds a built object to the JIT and resolves its kernels. */
 static int link_entry(cpu_backend *cb, rt_cpu_entry *e, long id, LLVMMemoryBufferRef obj,
                       char *err, size_t errlen) {
-  char names[3][64];
+  char names[4][64];
   int nk = kernel_names(e, id, names);
   e->rt = LLVMOrcJITDylibCreateResourceTracker(LLVMOrcLLJITGetMainJITDylib(cb->jit));
   cb->st.cached++;
   LLVMErrorRef er = LLVMOrcLLJITAddObjectFileWithRT(cb->jit, e->rt, obj);
   if (er) /* the JIT owns the buffer even when adding fails */
     return llvm_fail(er, "adding an object", err, errlen);
-  rt_kern *slot[3] = {&e->fwd, &e->bwd_data, &e->bwd_weight};
+  rt_kern *slot[4] = {&e->fwd, &e->bwd_data, &e->bwd_weight, &e->bwd_fused};
   if (e->kind == IR_LINEAR) slot[1] = &e->bwd;
   for (int i = 0; i < nk; i++) {
     LLVMOrcExecutorAddress a = 0;
@@ -591,6 +604,7 @@ static rt_cpu_entry *entry_get(cpu_backend *cb, int layer, const uint8_t *wmask,
     return NULL;
   }
   e->blocks = e->blocks > 1;
+  if (l->kind == IR_CONV) e->fused = cg_sparse_conv_fusable(&d);
   e->next = cb->cache;
   cb->cache = e;
   return e;
@@ -638,8 +652,9 @@ static void entry_attach(cpu_backend *cb, int layer, rt_cpu_entry *e) {
     /* the forward's buffers, or the combined backward's and its bias sums */
     size_t fwd = (size_t)(p->xlen + (long)l->cout * p->yrs),
            bwd = (size_t)(p->xlen + p->dylen + p->dxlen);
-    need = lines(2 * (size_t)l->cout) + wp_len(e) + CONV_SB * (fwd > bwd ? fwd : bwd) +
-           tmp_len(l->h, l->w); /* xtmp */
+    size_t most = CONV_SB * (fwd > bwd ? fwd : bwd);
+    if (e->fused && fused_len(e) > most) most = fused_len(e);
+    need = lines(2 * (size_t)l->cout) + wp_len(e) + most + tmp_len(l->h, l->w); /* xtmp */
   } else { /* the forward's, or the fused backward's */
     size_t fwd = wp_len(e) + (size_t)LIN_SUB * (size_t)(l->cin + l->cout),
            bwd = 2 * lines((size_t)e->nbwd) + (size_t)LIN_SUB * (size_t)(2 * l->cin + l->cout + 1);
@@ -1216,30 +1231,44 @@ static int cpu_conv_bwd(rt_kernels *b, int l, const rt_conv_shape *s, const floa
   }
   conv_check(e, s);
   const cg_conv_plan *p = &e->plan;
-  /* bias sums first: the buffer's start is aligned for doubles */
+  /* bias sums first: the buffer's start is aligned for doubles; then wp,
+   * dyq, dxp, with the fused kernel its fourth buffer (the packed
+   * gradients and the entries' sums: fz_len), and the inputs xp */
   double *bsum = db ? (double *)(void *)buf : NULL;
-  float *wp = buf + lines(2 * (size_t)s->cout), *xp = wp + wp_len(e), *dyq = xp + CONV_SB * p->xlen;
-  float *dxp = dyq + CONV_SB * p->dylen;
+  int fused = dx && e->fused;
+  long xs = fused ? cg_conv_fused_xslot(p) : p->xlen;
+  float *wp = buf + lines(2 * (size_t)s->cout), *dyq = wp + wp_len(e);
+  float *dxp = dyq + CONV_SB * p->dylen, *dwp = dxp + CONV_SB * p->dxlen;
+  float *xp = fused ? dwp + fz_len(e) : dwp;
   pack_w(e, 1, w, wp);
   memset(dw, 0, e->nw * sizeof *dw);
+  if (fused) memset(dwp, 0, lines(e->active) * sizeof *dwp);
   if (bsum) memset(bsum, 0, (size_t)s->cout * sizeof *bsum);
   for (int n0 = 0; n0 < s->n; n0 += CONV_SB) {
     int nb = s->n - n0 < CONV_SB ? s->n - n0 : CONV_SB;
     for (int i = 0; i < nb; i++) {
-      float *q = dyq + i * p->dylen;
-      pack_x(p, s, x + (n0 + i) * xns, xp + i * p->xlen, n0 + i, xtmp(b, buf, s));
+      float *q = dyq + i * p->dylen, *xi = xp + i * xs;
+      pack_x(p, s, x + (n0 + i) * xns, xi, n0 + i, xtmp(b, buf, s));
+      if (fused) memset(xi + p->xlen, 0, (size_t)(xs - p->xlen) * sizeof *xi);
       pack_dy(p, s, n0 + i, dy + (n0 + i) * yns, s->relu ? y + (n0 + i) * yns : NULL,
                 s->pcode ? s->pcode + (n0 + i) * s->pcode_ns : NULL, q);
       if (bsum) bias_sums(s->cout, p->dycs, q, bsum);
     }
-    e->bwd_weight(xp, dyq, dw, NULL, nb, p->xlen, p->dylen);
-    if (!dx) continue;
-    e->bwd_data(dyq, wp, dxp, NULL, nb, p->dylen, p->dxlen);
+    if (fused) {
+      e->bwd_fused(dyq, wp, dxp, dwp, nb, p->dylen, p->dxlen);
+    } else {
+      e->bwd_weight(xp, dyq, dw, NULL, nb, p->xlen, p->dylen);
+      if (!dx) continue;
+      e->bwd_data(dyq, wp, dxp, NULL, nb, p->dylen, p->dxlen);
+    }
     for (int i = 0; i < nb; i++) {
       add_dx(p, s, dxp + i * p->dxlen, dx + (n0 + i) * xns);
       if (s->xbn && s->xbn->sums) bn_x_sums(s, n0 + i, dx + (n0 + i) * xns); /* while in cache */
     }
   }
+  /* the fused kernel's gradients in its packed order (a weight whose taps
+   * read only padding: a slot no entry adds to, 0) */
+  for (size_t j = 0; fused && j < e->active; j++) dw[e->act[j]] = dwp[e->pos[1][j]];
   for (int co = 0; bsum && co < s->cout; co++) db[co] = e->bm[co] ? (float)bsum[co] : 0.0f;
   scratch_put(C(b), buf, id);
   return 0;

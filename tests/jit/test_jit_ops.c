@@ -144,7 +144,9 @@ static void random_cases(const bc_hooks *hk, int nconv, int nlin) {
 
 /* Which layers the forward takes 4 rows at a time (what the backend's
  * dense threshold counts on): every block of 4 output channels with one
- * pattern, at 16 lanes, a full layer or not. */
+ * pattern, at 16 lanes, a full layer or not. The others' backward is the
+ * fused kernel, at stride 1 (the cases above check its results: every
+ * other case runs at 16 lanes). */
 static void row_block_rule(void) {
   enum { CIN = 3, COUT = 8, K = 3, KK = K * K };
   uint8_t wm[COUT * CIN * KK];
@@ -160,8 +162,16 @@ static void row_block_rule(void) {
   CHECK(cg_sparse_conv_row_block(&d) == 4, "blocks of one pattern: no row blocks");
   wm[5 * CIN * KK + 4] ^= 1; /* one weight of the second block's second row */
   CHECK(cg_sparse_conv_row_block(&d) == 1, "row blocks over rows of different patterns");
+  CHECK(cg_sparse_conv_fusable(&d), "partial layer at 16 lanes: no fused backward");
+  d.vw = 8;
+  CHECK(!cg_sparse_conv_fusable(&d), "fused backward at 8 lanes");
+  d.vw = 16, d.stride = 2;
+  CHECK(!cg_sparse_conv_fusable(&d), "fused backward at stride 2");
+  d.stride = 1, d.wm = NULL;
+  CHECK(!cg_sparse_conv_fusable(&d), "fused backward of a full layer (row blocks)");
   d.k = 40;
   CHECK(cg_sparse_conv_row_block(&d) == -1, "a kernel of 40 accepted");
+  CHECK(!cg_sparse_conv_fusable(&d), "fused backward of a kernel of 40");
 }
 
 int main(int argc, char **argv) {
