@@ -35,6 +35,7 @@ echo "$(basename "$model" .ilnas): one epoch of $images images, $threads threads
 awk '{ s = $1; sub(/%/, "", s); n = $3
        if (n ~ /^ilnas_k[0-9]+_conv.*_bwd_weight$/) k = "conv weight gradient kernels"
        else if (n ~ /^ilnas_k[0-9]+_conv.*_bwd_data$/) k = "conv data gradient kernels"
+       else if (n ~ /^ilnas_k[0-9]+_conv.*_bwd_fused$/) k = "conv fused backward kernels (both gradients)"
        else if (n ~ /^ilnas_k[0-9]+_conv.*_fwd$/) k = "conv forward kernels"
        else if (n ~ /^ilnas_k[0-9]+_linear/) k = "linear kernels"
        else if (n ~ /^pad_rows/) k = "packing rows into padded planes (rt_pad_rows)"
