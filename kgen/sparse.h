@@ -31,7 +31,7 @@
  * phase planes of Hq x Wq, so that every kernel tap is one contiguous
  * shifted span of the flattened plane; outputs on rows of Wq columns
  * (columns >= ow are don't-care on output, zero on input). With it the
- * three kernels are one loop nest over an index table of (offset, weight)
+ * kernels are one loop nest over an index table of (offset, weight)
  * pairs, register-blocked over a tile of the flattened plane. The kernels
  * may read a vector past a plane's last tile (xlen and dylen leave room
  * for it); what they read there never reaches a result.
@@ -45,6 +45,10 @@
  *                     the active weights only: the caller clears dw first,
  *                     then may call once per block of samples.
  *                     a_ns = of xp, b_ns = of dyq.
+ *   conv bwd_fused:   both at once (cg_sparse_conv_bwd_fused): a = dyq,
+ *                     b = wp, c = dxp (as bwd_data), d = the packed
+ *                     weight gradients (ADDED to), a scratch, and xp;
+ *                     a_ns = of dyq, b_ns = of dxp.
  * The linear kernels work on the batch transposed, feature-major, so that
  * the batch is the vector dimension, in blocks of NB samples (the desc's
  * lanes): a tensor [n][f] is passed as [n/NB][f][NB] with n rounded up to
