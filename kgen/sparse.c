@@ -888,29 +888,39 @@ int cg_sparse_conv_fwd(LLVMModuleRef m, const cg_conv_desc *d, const char *name,
   return kg_end(g);
 }
 
-/* Per phase plane of each input channel (row ci*s*s + phase), the taps of
- * that phase: dxp[row][q] += w * dyq[co][q - shift]. */
+/* The plan p of d and the data gradient's table t: per phase plane of
+ * each input channel (row ci*s*s + phase), the taps of that phase,
+ * dxp[row][q] += w * dyq[co][q - shift]; *nnz (may be NULL) the
+ * pattern's active weights, live or not. -1 for a shape the generators
+ * cannot handle or out of memory, nothing left to free. */
+static int bwd_data_tab(const cg_conv_desc *d, cg_conv_plan *p, etab *t, long *nnz) {
+  *t = (etab){0};
+  if (cg_conv_plan_init(p, d)) return -1;
+  int K = d->k, KK = K * K, s = p->s, ss = s * s;
+  kg_pattern pat;
+  if (kg_pattern_init(&pat, d->wm, d->cout, d->cin, KK, KG_BY_INPUT)) return -1;
+  if (etab_init(t, d->cin * ss, pat.nnz)) return etab_free(t), kg_pattern_free(&pat), -1;
+  for (int ci = 0; ci < d->cin; ci++)
+    for (int ph = 0; ph < ss; ph++) {
+      t->start[ci * ss + ph] = (int32_t)t->n;
+      for (int32_t j = pat.start[ci]; j < pat.start[ci + 1]; j++) {
+        int wi = pat.idx[j], co = wi / (d->cin * KK), ky = wi % KK / K, kx = wi % K;
+        if ((ky % s) * s + kx % s != ph || !tap_live(d, p, ky, kx)) continue;
+        int64_t off = (int64_t)co * p->dycs + p->marg - ((int64_t)(ky / s) * p->wq + kx / s);
+        if (etab_add(t, off, wi)) return etab_free(t), kg_pattern_free(&pat), -1;
+      }
+    }
+  t->start[d->cin * ss] = (int32_t)t->n;
+  if (nnz) *nnz = (long)pat.nnz;
+  kg_pattern_free(&pat);
+  return 0;
+}
+
 int cg_sparse_conv_bwd_data(LLVMModuleRef m, const cg_conv_desc *d, const char *name,
                             cg_order *ord) {
   cg_conv_plan p;
-  etab t = {0};
-  if (cg_conv_plan_init(&p, d)) return -1;
-  int K = d->k, KK = K * K, s = p.s, ss = s * s;
-  kg_pattern pat;
-  if (kg_pattern_init(&pat, d->wm, d->cout, d->cin, KK, KG_BY_INPUT)) return -1;
-  if (etab_init(&t, d->cin * ss, pat.nnz)) return etab_free(&t), kg_pattern_free(&pat), -1;
-  for (int ci = 0; ci < d->cin; ci++)
-    for (int ph = 0; ph < ss; ph++) {
-      t.start[ci * ss + ph] = (int32_t)t.n;
-      for (int32_t j = pat.start[ci]; j < pat.start[ci + 1]; j++) {
-        int wi = pat.idx[j], co = wi / (d->cin * KK), ky = wi % KK / K, kx = wi % K;
-        if ((ky % s) * s + kx % s != ph || !tap_live(d, &p, ky, kx)) continue;
-        int64_t off = (int64_t)co * p.dycs + p.marg - ((int64_t)(ky / s) * p.wq + kx / s);
-        if (etab_add(&t, off, wi)) return etab_free(&t), kg_pattern_free(&pat), -1;
-      }
-    }
-  t.start[d->cin * ss] = (int32_t)t.n;
-  kg_pattern_free(&pat);
+  etab t;
+  if (bwd_data_tab(d, &p, &t, NULL)) return -1;
   rtab r[NRT];
   if (split_all(&t, run_len(d, &p), r)) return etab_free(&t), -1;
   if (p.vw == 16 && sort_by_shift(&t, p.vw)) return etab_free(&t), rtabs_free(r), -1;
@@ -937,8 +947,7 @@ static void gen_fused(kg_kit *g, const etab *t, int T, long rlen, long xcs, long
                       long nent) {
   const int vw = g->vw;
   const long npad = round_up(nent, 16);
-  int32_t *bstart = NULL, *offs = NULL;
-  bstart = block_tab(t->start, t->pair, 2, t->rows, 1, &offs);
+  int32_t *offs = NULL, *bstart = block_tab(t->start, t->pair, 2, t->rows, 1, &offs);
   if (!bstart) {
     kg_fail(g, "out of memory");
     return;
@@ -1030,24 +1039,9 @@ int cg_sparse_conv_fusable(const cg_conv_desc *d) {
 int cg_sparse_conv_bwd_fused(LLVMModuleRef m, const cg_conv_desc *d, const char *name,
                              const char *fused, cg_order *ord) {
   cg_conv_plan p;
-  etab t = {0};
-  if (cg_conv_plan_init(&p, d) || p.s != 1) return -1;
-  int K = d->k, KK = K * K;
-  kg_pattern pat;
-  if (kg_pattern_init(&pat, d->wm, d->cout, d->cin, KK, KG_BY_INPUT)) return -1;
-  if (etab_init(&t, d->cin, pat.nnz)) return etab_free(&t), kg_pattern_free(&pat), -1;
-  for (int ci = 0; ci < d->cin; ci++) {
-    t.start[ci] = (int32_t)t.n;
-    for (int32_t j = pat.start[ci]; j < pat.start[ci + 1]; j++) {
-      int wi = pat.idx[j], co = wi / (d->cin * KK), ky = wi % KK / K, kx = wi % K;
-      if (!tap_live(d, &p, ky, kx)) continue;
-      int64_t off = (int64_t)co * p.dycs + p.marg - ((int64_t)ky * p.wq + kx);
-      if (etab_add(&t, off, wi)) return etab_free(&t), kg_pattern_free(&pat), -1;
-    }
-  }
-  t.start[d->cin] = (int32_t)t.n;
-  long nnz = pat.nnz; /* the gradients' slots: every active weight's, live or not */
-  kg_pattern_free(&pat);
+  etab t;
+  long nnz; /* the gradients' slots: every active weight's, live or not */
+  if (d->stride != 1 || bwd_data_tab(d, &p, &t, &nnz)) return -1;
   if (take_order(&t, NULL, 1, ord)) return etab_free(&t), -1;
   kg_kit G, *g = &G;
   gen_begin(g, m, name, p.vw);
