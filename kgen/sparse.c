@@ -47,7 +47,7 @@
  *     weight gradient's groups then hold 4 rows by up to 4 entries (or
  *     one run): each input vector loaded once feeds 4 rows, each output
  *     gradient vector up to 4 entries (gen_block_groups).
- *   fused (conv bwd of a partial layer, stride 1, 16 lanes): the data
+ *   fused (conv bwd of a layer without row blocks, stride 1): the data
  *     gradient's gather (per input channel, a register tile of T
  *     vectors, without runs or shift classes) with the same positions of
  *     the packed input beside the tile; each entry's output-gradient
@@ -1008,16 +1008,17 @@ static void gen_fused(kg_kit *g, const etab *t, int T, long rlen, long xcs, long
   kg_loop_close(g, &lz);
 }
 
-/* The fused backward's tile: the most vectors, up to 12, that divide a
- * dx row: the tile, the input's vectors beside it, an entry's sum, its
- * weight and its output-gradient vector fit AVX-512's 32 registers.
+/* The fused backward's tile: the most vectors, up to 12 (6 at 8 lanes),
+ * that divide a dx row: the tile, the input's vectors beside it, an
+ * entry's sum, its weight and its output-gradient vector fit AVX-512's
+ * 32 registers (AVX2's 16).
  * Measured on the Fashion-MNIST sample (2026-12-04, --profile, two
  * rounds): 12.5-12.8 ms a step at 6 (conv1.1's rows by 5 vectors,
  * 14x14's by 5), 12.4-12.6 at 11 (11 and 5) and 12.4-12.5 at 15 (11 and
  * 15), 13.8 at 3. */
 static int fused_tile(const cg_conv_plan *p) {
   long nv = p->dxrs / p->vw;
-  for (int T = 12; T > 1; T--)
+  for (int T = p->vw == 16 ? 12 : 6; T > 1; T--)
     if (nv % T == 0) return T;
   return 1;
 }
@@ -1027,12 +1028,18 @@ long cg_conv_fused_xslot(const cg_conv_plan *p) {
   return round_up(need > p->xlen ? need : p->xlen, 16);
 }
 
-/* Full layers keep their row blocks: at 100% (bench/fmnist_dense.ilnas,
- * 2026-12-04, --profile, two rounds) the fused nest took 45.4-45.7 ms a
- * step against 34.6-34.9 for the row blocks' two kernels. */
+/* Full layers keep their row blocks (16 lanes): at 100%
+ * (bench/fmnist_dense.ilnas, 2026-12-04, --profile, two rounds) the
+ * fused nest took 45.4-45.7 ms a step against 34.6-34.9 for the row
+ * blocks' two kernels. At 8 lanes, where no layer has row blocks, the
+ * fused nest beats the two kernels at every density
+ * (`LANES=8 build/layer_bench conv 32 28 32`, the Intel VM, 2 threads,
+ * two rounds: 10% 0.0064-0.0065 s against 0.0075-0.0076, 25%
+ * 0.0127-0.0131 against 0.0152-0.0156, 100% 0.0394-0.0403 against
+ * 0.0454-0.0472; 64->64 at 14x14 likewise, 10-15%). */
 int cg_sparse_conv_fusable(const cg_conv_desc *d) {
   cg_conv_plan p;
-  if (cg_conv_plan_init(&p, d) || p.vw != 16 || p.s != 1) return 0;
+  if (cg_conv_plan_init(&p, d) || p.s != 1) return 0;
   return cg_sparse_conv_row_block(d) == 1;
 }
 

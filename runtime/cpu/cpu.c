@@ -179,9 +179,9 @@ static cpu_backend *C(rt_kernels *b) { return (cpu_backend *)b; }
 static size_t wp_len(const rt_cpu_entry *e) { return lines(e->active + 1); }
 /* The fused conv backward's buffers (cg_sparse_conv_bwd_fused): dyq and
  * dxp, then its fourth buffer: the packed gradients (a slot for each
- * active weight, rounded up to a line), the entries' sums (16 floats
+ * active weight, rounded up to a line), the entries' sums (a vector
  * each) and the inputs; fz_len the first two. */
-static size_t fz_len(const rt_cpu_entry *e) { return lines(e->active) * 17; }
+static size_t fz_len(const rt_cpu_entry *e) { return lines(e->active) * (1 + (size_t)e->vw); }
 static size_t fused_len(const rt_cpu_entry *e) {
   const cg_conv_plan *p = &e->plan;
   return CONV_SB * (size_t)(p->dylen + p->dxlen + cg_conv_fused_xslot(p)) + fz_len(e);
