@@ -943,6 +943,48 @@ int cg_sparse_conv_bwd_data(LLVMModuleRef m, const cg_conv_desc *d, const char *
  * gradient, sum(dy[off + q] * x[q]) over the positions q, kept as a
  * vector of lanes in the scratch (fz: one a entry) while the tiles and
  * samples go by and added into the packed gradients at the end. */
+/* gen_fused's tables and buffers. */
+typedef struct fuse_nest {
+  kg_tab tstart, toff;
+  LLVMValueRef fz, ss, ds, xs; /* the entries' sums; the sample's dyq, dxp and xp */
+  int rows;
+  long rlen, xcs;
+} fuse_nest;
+
+/* gen_fused's tiles of T vectors at positions [lo, hi) of every row (hi
+ * - lo a multiple of T vectors). */
+static void gen_fused_tiles(kg_kit *g, const fuse_nest *f, long lo, long hi, int T,
+                            LLVMValueRef acc[MAXT]) {
+  const int vw = g->vw;
+  LLVMValueRef xv[MAXT];
+  kg_loop lt, lr, le;
+  kg_loop_open(g, &lt, kg_c64(g, lo), kg_c64(g, hi), (int64_t)vw * T);
+  kg_loop_open(g, &lr, kg_c64(g, 0), kg_c64(g, f->rows), 1);
+  LLVMValueRef rowbase = kg_mul(g, lr.iv, kg_c64(g, f->rlen));
+  LLVMValueRef xbase = kg_add(g, kg_mul(g, lr.iv, kg_c64(g, f->xcs)), lt.iv);
+  for (int v = 0; v < T; v++) {
+    LLVMBuildStore(g->b, LLVMConstNull(g->vec), acc[v]);
+    xv[v] = ldv(g, f->xs, kg_add(g, xbase, kg_c64(g, v * vw)));
+  }
+  kg_row_loop(g, &le, f->tstart, lr.iv, 1);
+  LLVMValueRef off = kg_add(g, kg_tab_get(g, f->toff, le.iv), lt.iv);
+  LLVMValueRef wv = splat(g, kg_ldf(g, g->pb, le.iv));
+  LLVMValueRef zo = kg_mul(g, le.iv, kg_c64(g, vw));
+  LLVMValueRef z = ldv(g, f->fz, zo);
+  for (int v = 0; v < T; v++) {
+    LLVMValueRef d = ldv(g, f->ss, kg_add(g, off, kg_c64(g, v * vw)));
+    LLVMBuildStore(g->b, fma3(g, wv, d, LLVMBuildLoad2(g->b, g->vec, acc[v], "")), acc[v]);
+    z = fma3(g, d, xv[v], z);
+  }
+  stv(g, z, f->fz, zo);
+  kg_loop_close(g, &le);
+  for (int v = 0; v < T; v++)
+    stv(g, LLVMBuildLoad2(g->b, g->vec, acc[v], ""), f->ds,
+        kg_add(g, kg_add(g, rowbase, lt.iv), kg_c64(g, v * vw)));
+  kg_loop_close(g, &lr);
+  kg_loop_close(g, &lt);
+}
+
 static void gen_fused(kg_kit *g, const etab *t, int T, long rlen, long xcs, long xslot,
                       long nent) {
   const int vw = g->vw;
@@ -952,52 +994,33 @@ static void gen_fused(kg_kit *g, const etab *t, int T, long rlen, long xcs, long
     kg_fail(g, "out of memory");
     return;
   }
-  kg_tab tstart = kg_table(g, "start", bstart, (size_t)t->rows + 1, 4);
-  kg_tab toff = kg_table(g, "off", offs, (size_t)bstart[t->rows], 4);
+  fuse_nest f = {kg_table(g, "start", bstart, (size_t)t->rows + 1, 4),
+                 kg_table(g, "off", offs, (size_t)bstart[t->rows], 4), NULL, NULL, NULL, NULL,
+                 t->rows, rlen, xcs};
   free(bstart), free(offs);
-  LLVMValueRef dwp = g->pd, fz = kg_at(g, g->pd, kg_c64(g, npad));
-  LLVMValueRef xp = kg_at(g, fz, kg_c64(g, npad * vw));
-  kg_loop lz, ls, lt, lr, le;
+  LLVMValueRef dwp = g->pd;
+  f.fz = kg_at(g, g->pd, kg_c64(g, npad));
+  LLVMValueRef xp = kg_at(g, f.fz, kg_c64(g, npad * vw));
+  kg_loop lz, ls;
   kg_loop_open(g, &lz, kg_c64(g, 0), kg_c64(g, npad * vw), vw);
-  stv(g, LLVMConstNull(g->vec), fz, lz.iv);
+  stv(g, LLVMConstNull(g->vec), f.fz, lz.iv);
   kg_loop_close(g, &lz);
-  LLVMValueRef acc[MAXT], xv[MAXT];
+  LLVMValueRef acc[MAXT];
   for (int v = 0; v < T; v++) acc[v] = kg_local(g, g->vec, "acc");
   kg_loop_open(g, &ls, kg_c64(g, 0), g->n, 1);
-  LLVMValueRef ss = kg_at(g, g->pa, kg_mul(g, ls.iv, g->a_ns));
-  LLVMValueRef ds = kg_at(g, g->pc, kg_mul(g, ls.iv, g->b_ns));
-  LLVMValueRef xs = kg_at(g, xp, kg_mul(g, ls.iv, kg_c64(g, xslot)));
-  kg_loop_open(g, &lt, kg_c64(g, 0), kg_c64(g, rlen), (int64_t)vw * T);
-  kg_loop_open(g, &lr, kg_c64(g, 0), kg_c64(g, t->rows), 1);
-  LLVMValueRef rowbase = kg_mul(g, lr.iv, kg_c64(g, rlen));
-  LLVMValueRef xbase = kg_add(g, kg_mul(g, lr.iv, kg_c64(g, xcs)), lt.iv);
-  for (int v = 0; v < T; v++) {
-    LLVMBuildStore(g->b, LLVMConstNull(g->vec), acc[v]);
-    xv[v] = ldv(g, xs, kg_add(g, xbase, kg_c64(g, v * vw)));
-  }
-  kg_row_loop(g, &le, tstart, lr.iv, 1);
-  LLVMValueRef off = kg_add(g, kg_tab_get(g, toff, le.iv), lt.iv);
-  LLVMValueRef wv = splat(g, kg_ldf(g, g->pb, le.iv));
-  LLVMValueRef zo = kg_mul(g, le.iv, kg_c64(g, vw));
-  LLVMValueRef z = ldv(g, fz, zo);
-  for (int v = 0; v < T; v++) {
-    LLVMValueRef d = ldv(g, ss, kg_add(g, off, kg_c64(g, v * vw)));
-    LLVMBuildStore(g->b, fma3(g, wv, d, LLVMBuildLoad2(g->b, g->vec, acc[v], "")), acc[v]);
-    z = fma3(g, d, xv[v], z);
-  }
-  stv(g, z, fz, zo);
-  kg_loop_close(g, &le);
-  for (int v = 0; v < T; v++)
-    stv(g, LLVMBuildLoad2(g->b, g->vec, acc[v], ""), ds,
-        kg_add(g, kg_add(g, rowbase, lt.iv), kg_c64(g, v * vw)));
-  kg_loop_close(g, &lr);
-  kg_loop_close(g, &lt);
+  f.ss = kg_at(g, g->pa, kg_mul(g, ls.iv, g->a_ns));
+  f.ds = kg_at(g, g->pc, kg_mul(g, ls.iv, g->b_ns));
+  f.xs = kg_at(g, xp, kg_mul(g, ls.iv, kg_c64(g, xslot)));
+  /* whole tiles of T vectors, then the rest of a row as one tile */
+  long nv = rlen / vw, whole = nv / T * T * vw;
+  gen_fused_tiles(g, &f, 0, whole, T, acc);
+  if (whole < rlen) gen_fused_tiles(g, &f, whole, rlen, (int)(nv % T), acc);
   kg_loop_close(g, &ls);
   /* each eight entries' lanes summed (sum8) onto their packed gradients */
   kg_loop_open(g, &lz, kg_c64(g, 0), kg_c64(g, npad), GROUP);
   LLVMValueRef v8[GROUP];
   for (int b = 0; b < GROUP; b++)
-    v8[b] = ldv(g, fz, kg_mul(g, kg_add(g, lz.iv, kg_c64(g, b)), kg_c64(g, vw)));
+    v8[b] = ldv(g, f.fz, kg_mul(g, kg_add(g, lz.iv, kg_c64(g, b)), kg_c64(g, vw)));
   LLVMValueRef s = sum8(g, v8);
   LLVMTypeRef v8t = LLVMVectorType(g->f32, GROUP);
   LLVMValueRef p8 = LLVMBuildBitCast(g->b, kg_at(g, dwp, lz.iv), LLVMPointerType(v8t, 0), "");
@@ -1008,19 +1031,22 @@ static void gen_fused(kg_kit *g, const etab *t, int T, long rlen, long xcs, long
   kg_loop_close(g, &lz);
 }
 
-/* The fused backward's tile: the most vectors, up to 12 (6 at 8 lanes),
- * that divide a dx row: the tile, the input's vectors beside it, an
+/* The fused backward's tile: a row's vectors in the fewest tiles of at
+ * most 12 (6 at 8 lanes), as even as they come (the last tile of a row
+ * takes what is left): the tile, the input's vectors beside it, an
  * entry's sum, its weight and its output-gradient vector fit AVX-512's
- * 32 registers (AVX2's 16).
- * Measured on the Fashion-MNIST sample (2026-12-04, --profile, two
- * rounds): 12.5-12.8 ms a step at 6 (conv1.1's rows by 5 vectors,
- * 14x14's by 5), 12.4-12.6 at 11 (11 and 5) and 12.4-12.5 at 15 (11 and
- * 15), 13.8 at 3. */
+ * 32 registers (AVX2's 16). Measured on the Fashion-MNIST sample
+ * (2026-12-04, --profile, three rounds): as fast as the largest tile
+ * under the bound that divides a row (conv1.1's rows of 55 vectors by 11
+ * both ways, 14x14's of 15 by 8 and 7 against by 5); where no divisor
+ * is near the bound, far faster (`LANES=8 build/layer_bench conv 32 32
+ * 32`, rows of 143 vectors: by 6 and 5, 0.0164-0.0181 s at 25% against
+ * 0.0266-0.0296 by 1). Tiles of up to 6 vectors took conv1.1's rows by
+ * 5 and the sample's step 12.5-12.8 ms, against 12.4-12.6 by 11; 15
+ * vectors 12.4-12.5; 3, 13.8. */
 static int fused_tile(const cg_conv_plan *p) {
-  long nv = p->dxrs / p->vw;
-  for (int T = p->vw == 16 ? 12 : 6; T > 1; T--)
-    if (nv % T == 0) return T;
-  return 1;
+  long nv = p->dxrs / p->vw, most = p->vw == 16 ? 12 : 6, tiles = (nv + most - 1) / most;
+  return (int)((nv + tiles - 1) / tiles);
 }
 
 long cg_conv_fused_xslot(const cg_conv_plan *p) {
