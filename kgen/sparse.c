@@ -935,14 +935,6 @@ int cg_sparse_conv_bwd_data(LLVMModuleRef m, const cg_conv_desc *d, const char *
   return kg_end(g);
 }
 
-/* The data and weight gradients in one pass (cg_sparse_conv_bwd_fused):
- * gen_gather's loop nest over dx's rows (one per input channel) with one
- * register tile of T vectors, and beside the tile the same positions of
- * the input channel's packed plane x; each entry's output-gradient
- * vectors, loaded once, feed the tile's FMAs and that entry's weight
- * gradient, sum(dy[off + q] * x[q]) over the positions q, kept as a
- * vector of lanes in the scratch (fz: one a entry) while the tiles and
- * samples go by and added into the packed gradients at the end. */
 /* gen_fused's tables and buffers. */
 typedef struct fuse_nest {
   kg_tab tstart, toff;
@@ -985,6 +977,14 @@ static void gen_fused_tiles(kg_kit *g, const fuse_nest *f, long lo, long hi, int
   kg_loop_close(g, &lt);
 }
 
+/* The data and weight gradients in one pass (cg_sparse_conv_bwd_fused):
+ * gen_gather's loop nest over dx's rows (one per input channel) with one
+ * register tile of T vectors, and beside the tile the same positions of
+ * the input channel's packed plane x; each entry's output-gradient
+ * vectors, loaded once, feed the tile's FMAs and that entry's weight
+ * gradient, sum(dy[off + q] * x[q]) over the positions q, kept as a
+ * vector of lanes in the scratch (fz: one a entry) while the tiles and
+ * samples go by and added into the packed gradients at the end. */
 static void gen_fused(kg_kit *g, const etab *t, int T, long rlen, long xcs, long xslot,
                       long nent) {
   const int vw = g->vw;
@@ -1063,10 +1063,9 @@ long cg_conv_fused_xslot(const cg_conv_plan *p) {
  * two rounds: 10% 0.0064-0.0065 s against 0.0075-0.0076, 25%
  * 0.0127-0.0131 against 0.0152-0.0156, 100% 0.0394-0.0403 against
  * 0.0454-0.0472; 64->64 at 14x14 likewise, 10-15%). */
-int cg_sparse_conv_fusable(const cg_conv_desc *d) {
+int cg_sparse_conv_fusable(const cg_conv_desc *d, int row_block) {
   cg_conv_plan p;
-  if (cg_conv_plan_init(&p, d) || p.s != 1) return 0;
-  return cg_sparse_conv_row_block(d) == 1;
+  return row_block == 1 && !cg_conv_plan_init(&p, d) && p.s == 1;
 }
 
 int cg_sparse_conv_bwd_fused(LLVMModuleRef m, const cg_conv_desc *d, const char *name,

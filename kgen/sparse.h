@@ -142,13 +142,14 @@ int cg_sparse_conv_bwd_data(LLVMModuleRef m, const cg_conv_desc *d, const char *
                             cg_order *ord);
 int cg_sparse_conv_bwd_weight(LLVMModuleRef m, const cg_conv_desc *d, const char *name);
 /* The fused conv backward (stride 1, a layer without row blocks:
- * cg_sparse_conv_fusable): `name` a bwd_data kernel and `fused` the data
+ * cg_sparse_conv_fusable, given cg_sparse_conv_row_block's answer for
+ * d): `name` a bwd_data kernel and `fused` the data
  * and weight gradients in one pass, both reading the packed weights in
  * *ord's order. The fused kernel's fourth buffer holds the weight
  * gradients in that order, added to (npad = the pattern's active weights
  * rounded up to 16), a scratch of npad vectors (vw npad floats), then
  * the call's samples' packed inputs cg_conv_fused_xslot floats apart. */
-int cg_sparse_conv_fusable(const cg_conv_desc *d);
+int cg_sparse_conv_fusable(const cg_conv_desc *d, int row_block);
 int cg_sparse_conv_bwd_fused(LLVMModuleRef m, const cg_conv_desc *d, const char *name,
                              const char *fused, cg_order *ord);
 long cg_conv_fused_xslot(const cg_conv_plan *p);

@@ -603,8 +603,8 @@ static rt_cpu_entry *entry_get(cpu_backend *cb, int layer, const uint8_t *wmask,
     entry_free(cb, e);
     return NULL;
   }
+  if (l->kind == IR_CONV) e->fused = cg_sparse_conv_fusable(&d, e->blocks);
   e->blocks = e->blocks > 1;
-  if (l->kind == IR_CONV) e->fused = cg_sparse_conv_fusable(&d);
   e->next = cb->cache;
   cb->cache = e;
   return e;

@@ -162,16 +162,18 @@ static void row_block_rule(void) {
   CHECK(cg_sparse_conv_row_block(&d) == 4, "blocks of one pattern: no row blocks");
   wm[5 * CIN * KK + 4] ^= 1; /* one weight of the second block's second row */
   CHECK(cg_sparse_conv_row_block(&d) == 1, "row blocks over rows of different patterns");
-  CHECK(cg_sparse_conv_fusable(&d), "partial layer at 16 lanes: no fused backward");
+#define FUSABLE(d) cg_sparse_conv_fusable(&d, cg_sparse_conv_row_block(&d))
+  CHECK(FUSABLE(d), "partial layer at 16 lanes: no fused backward");
   d.vw = 8;
-  CHECK(cg_sparse_conv_fusable(&d), "partial layer at 8 lanes: no fused backward");
+  CHECK(FUSABLE(d), "partial layer at 8 lanes: no fused backward");
   d.vw = 16, d.stride = 2;
-  CHECK(!cg_sparse_conv_fusable(&d), "fused backward at stride 2");
+  CHECK(!FUSABLE(d), "fused backward at stride 2");
   d.stride = 1, d.wm = NULL;
-  CHECK(!cg_sparse_conv_fusable(&d), "fused backward of a full layer (row blocks)");
+  CHECK(!FUSABLE(d), "fused backward of a full layer (row blocks)");
   d.k = 40;
   CHECK(cg_sparse_conv_row_block(&d) == -1, "a kernel of 40 accepted");
-  CHECK(!cg_sparse_conv_fusable(&d), "fused backward of a kernel of 40");
+  CHECK(!FUSABLE(d), "fused backward of a kernel of 40");
+#undef FUSABLE
 }
 
 int main(int argc, char **argv) {
