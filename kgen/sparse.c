@@ -52,8 +52,8 @@
  *     vectors, without runs or shift classes) with the same positions of
  *     the packed input beside the tile; each entry's output-gradient
  *     vectors, loaded once, feed the tile's FMAs (w * dy) and that
- *     weight's gradient (dy * x, into a vector of lanes per entry in a
- *     scratch, summed at the end of the call): one load for two FMAs,
+ *     weight's gradient (dy * x, into a vector of lanes an entry, which
+ *     the caller sums after its last call): one load for two FMAs,
  *     where the two kernels apart take a load (a split one, for the
  *     weight gradient's inputs) for each (gen_fused).
  *   fused (linear bwd): per input, its block of x and its dx accumulators
@@ -982,9 +982,8 @@ static void gen_fused_tiles(kg_kit *g, const fuse_nest *f, long lo, long hi, int
  * register tile of T vectors, and beside the tile the same positions of
  * the input channel's packed plane x; each entry's output-gradient
  * vectors, loaded once, feed the tile's FMAs and that entry's weight
- * gradient, sum(dy[off + q] * x[q]) over the positions q, kept as a
- * vector of lanes in the scratch (fz: one a entry) while the tiles and
- * samples go by and added into the packed gradients at the end. */
+ * gradient, sum(dy[off + q] * x[q]) over the positions q, added into a
+ * vector of lanes an entry (fz) that the caller clears and sums. */
 static void gen_fused(kg_kit *g, const etab *t, int T, long rlen, long xcs, long xslot,
                       long nent) {
   const int vw = g->vw;
@@ -998,13 +997,9 @@ static void gen_fused(kg_kit *g, const etab *t, int T, long rlen, long xcs, long
                  kg_table(g, "off", offs, (size_t)bstart[t->rows], 4), NULL, NULL, NULL, NULL,
                  t->rows, rlen, xcs};
   free(bstart), free(offs);
-  LLVMValueRef dwp = g->pd;
-  f.fz = kg_at(g, g->pd, kg_c64(g, npad));
+  f.fz = g->pd;
   LLVMValueRef xp = kg_at(g, f.fz, kg_c64(g, npad * vw));
-  kg_loop lz, ls;
-  kg_loop_open(g, &lz, kg_c64(g, 0), kg_c64(g, npad * vw), vw);
-  stv(g, LLVMConstNull(g->vec), f.fz, lz.iv);
-  kg_loop_close(g, &lz);
+  kg_loop ls;
   LLVMValueRef acc[MAXT];
   for (int v = 0; v < T; v++) acc[v] = kg_local(g, g->vec, "acc");
   kg_loop_open(g, &ls, kg_c64(g, 0), g->n, 1);
@@ -1016,19 +1011,6 @@ static void gen_fused(kg_kit *g, const etab *t, int T, long rlen, long xcs, long
   gen_fused_tiles(g, &f, 0, whole, T, acc);
   if (whole < rlen) gen_fused_tiles(g, &f, whole, rlen, (int)(nv % T), acc);
   kg_loop_close(g, &ls);
-  /* each eight entries' lanes summed (sum8) onto their packed gradients */
-  kg_loop_open(g, &lz, kg_c64(g, 0), kg_c64(g, npad), GROUP);
-  LLVMValueRef v8[GROUP];
-  for (int b = 0; b < GROUP; b++)
-    v8[b] = ldv(g, f.fz, kg_mul(g, kg_add(g, lz.iv, kg_c64(g, b)), kg_c64(g, vw)));
-  LLVMValueRef s = sum8(g, v8);
-  LLVMTypeRef v8t = LLVMVectorType(g->f32, GROUP);
-  LLVMValueRef p8 = LLVMBuildBitCast(g->b, kg_at(g, dwp, lz.iv), LLVMPointerType(v8t, 0), "");
-  LLVMValueRef old = LLVMBuildLoad2(g->b, v8t, p8, "");
-  LLVMSetAlignment(old, 4);
-  LLVMValueRef st = LLVMBuildStore(g->b, LLVMBuildFAdd(g->b, old, s, ""), p8);
-  LLVMSetAlignment(st, 4);
-  kg_loop_close(g, &lz);
 }
 
 /* The fused backward's tile: a row's vectors in the fewest tiles of at

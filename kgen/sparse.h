@@ -46,9 +46,9 @@
  *                     then may call once per block of samples.
  *                     a_ns = of xp, b_ns = of dyq.
  *   conv bwd_fused:   both at once (cg_sparse_conv_bwd_fused): a = dyq,
- *                     b = wp, c = dxp (as bwd_data), d = the packed
- *                     weight gradients (ADDED to), a scratch, and xp;
- *                     a_ns = of dyq, b_ns = of dxp.
+ *                     b = wp, c = dxp (as bwd_data), d = the weight
+ *                     gradients' lanes (ADDED to), then xp; a_ns = of
+ *                     dyq, b_ns = of dxp.
  * The linear kernels work on the batch transposed, feature-major, so that
  * the batch is the vector dimension, in blocks of NB samples (the desc's
  * lanes): a tensor [n][f] is passed as [n/NB][f][NB] with n rounded up to
@@ -146,9 +146,10 @@ int cg_sparse_conv_bwd_weight(LLVMModuleRef m, const cg_conv_desc *d, const char
  * d): `name` a bwd_data kernel and `fused` the data
  * and weight gradients in one pass, both reading the packed weights in
  * *ord's order. The fused kernel's fourth buffer holds the weight
- * gradients in that order, added to (npad = the pattern's active weights
- * rounded up to 16), a scratch of npad vectors (vw npad floats), then
- * the call's samples' packed inputs cg_conv_fused_xslot floats apart. */
+ * gradients in that order as vectors of lanes (npad of them, npad = the
+ * pattern's active weights rounded up to 16: vw npad floats), added to,
+ * whose lanes' sum is the gradient; then the call's samples' packed
+ * inputs, cg_conv_fused_xslot floats apart. */
 int cg_sparse_conv_fusable(const cg_conv_desc *d, int row_block);
 int cg_sparse_conv_bwd_fused(LLVMModuleRef m, const cg_conv_desc *d, const char *name,
                              const char *fused, cg_order *ord);

@@ -178,10 +178,10 @@ static cpu_backend *C(rt_kernels *b) { return (cpu_backend *)b; }
  * those no kernel reads (their taps read only padding). */
 static size_t wp_len(const rt_cpu_entry *e) { return lines(e->active + 1); }
 /* The fused conv backward's buffers (cg_sparse_conv_bwd_fused): dyq and
- * dxp, then its fourth buffer: the packed gradients (a slot for each
- * active weight, rounded up to a line), the entries' sums (a vector
- * each) and the inputs; fz_len the first two. */
-static size_t fz_len(const rt_cpu_entry *e) { return lines(e->active) * (1 + (size_t)e->vw); }
+ * dxp, then its fourth buffer: the gradients' lanes (a vector for each
+ * active weight, their count rounded up to a line: fz_len) and the
+ * inputs. */
+static size_t fz_len(const rt_cpu_entry *e) { return lines(e->active) * (size_t)e->vw; }
 static size_t fused_len(const rt_cpu_entry *e) {
   const cg_conv_plan *p = &e->plan;
   return CONV_SB * (size_t)(p->dylen + p->dxlen + cg_conv_fused_xslot(p)) + fz_len(e);
@@ -1131,6 +1131,15 @@ static void bias_sums(int cout, long len, const float *q, double *bsum) {
   }
 }
 
+/* The sum of a vector's n lanes (8 or 16), by halves. */
+static float lanes_sum(const float *v, int n) {
+  float h[16];
+  memcpy(h, v, (size_t)n * sizeof *h);
+  for (; n > 1; n /= 2)
+    for (int i = 0; i < n / 2; i++) h[i] += h[i + n / 2];
+  return h[0];
+}
+
 /* db[co] = the sum of dy over samples and positions (0 where masked). */
 static void conv_bias_grad(const rt_cpu_entry *e, const rt_conv_shape *s, const float *dy,
                            int64_t yns, float *db) {
@@ -1232,17 +1241,17 @@ static int cpu_conv_bwd(rt_kernels *b, int l, const rt_conv_shape *s, const floa
   conv_check(e, s);
   const cg_conv_plan *p = &e->plan;
   /* bias sums first: the buffer's start is aligned for doubles; then wp,
-   * dyq, dxp, with the fused kernel its fourth buffer (the packed
-   * gradients and the entries' sums: fz_len), and the inputs xp */
+   * dyq, dxp, with the fused kernel its fourth buffer (the gradients'
+   * lanes fz: fz_len), and the inputs xp */
   double *bsum = db ? (double *)(void *)buf : NULL;
   int fused = dx && e->fused;
   long xs = fused ? cg_conv_fused_xslot(p) : p->xlen;
   float *wp = buf + lines(2 * (size_t)s->cout), *dyq = wp + wp_len(e);
-  float *dxp = dyq + CONV_SB * p->dylen, *dwp = dxp + CONV_SB * p->dxlen;
-  float *xp = fused ? dwp + fz_len(e) : dwp;
+  float *dxp = dyq + CONV_SB * p->dylen, *fz = dxp + CONV_SB * p->dxlen;
+  float *xp = fused ? fz + fz_len(e) : fz;
   pack_w(e, 1, w, wp);
   memset(dw, 0, e->nw * sizeof *dw);
-  if (fused) memset(dwp, 0, lines(e->active) * sizeof *dwp);
+  if (fused) memset(fz, 0, fz_len(e) * sizeof *fz);
   if (bsum) memset(bsum, 0, (size_t)s->cout * sizeof *bsum);
   for (int n0 = 0; n0 < s->n; n0 += CONV_SB) {
     int nb = s->n - n0 < CONV_SB ? s->n - n0 : CONV_SB;
@@ -1255,7 +1264,7 @@ static int cpu_conv_bwd(rt_kernels *b, int l, const rt_conv_shape *s, const floa
       if (bsum) bias_sums(s->cout, p->dycs, q, bsum);
     }
     if (fused) {
-      e->bwd_fused(dyq, wp, dxp, dwp, nb, p->dylen, p->dxlen);
+      e->bwd_fused(dyq, wp, dxp, fz, nb, p->dylen, p->dxlen);
     } else {
       e->bwd_weight(xp, dyq, dw, NULL, nb, p->xlen, p->dylen);
       if (!dx) continue;
@@ -1266,9 +1275,11 @@ static int cpu_conv_bwd(rt_kernels *b, int l, const rt_conv_shape *s, const floa
       if (s->xbn && s->xbn->sums) bn_x_sums(s, n0 + i, dx + (n0 + i) * xns); /* while in cache */
     }
   }
-  /* the fused kernel's gradients in its packed order (a weight whose taps
-   * read only padding: a slot no entry adds to, 0) */
-  for (size_t j = 0; fused && j < e->active; j++) dw[e->act[j]] = dwp[e->pos[1][j]];
+  /* the fused kernel's gradients, each the sum of its lanes, in its
+   * packed order (a weight whose taps read only padding: a slot no entry
+   * adds to, 0); summed once, after every sample */
+  for (size_t j = 0; fused && j < e->active; j++)
+    dw[e->act[j]] = lanes_sum(fz + (size_t)e->pos[1][j] * e->vw, e->vw);
   for (int co = 0; bsum && co < s->cout; co++) db[co] = e->bm[co] ? (float)bsum[co] : 0.0f;
   scratch_put(C(b), buf, id);
   return 0;
