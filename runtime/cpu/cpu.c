@@ -91,13 +91,21 @@ typedef struct rt_cpu_entry {
  *
  *   plane (channels)     16-lane JIT,        16-lane JIT,        8-lane JIT,
  *                        AVX2 GEMM (Haswell) AVX-512 (SkylakeX)  AVX2 GEMM
- *   28x28 (32)           never (0.62x)       never (0.88x)       ~85%
- *   16x16, 14x14, 12x12  never (0.80x)       60-70%              ~70%
- *   8x8 (128), 7x7 (64)  95-100%             40-70%              ~75%
- *   4x4 (256)            ~35%                ~25%                ~40%
+ *   28x28 (32)           never (0.62x)       never (0.88x)       100% (1.0x)
+ *   16x16, 14x14, 12x12  never (0.80x)       60-70%              ~80%
+ *   8x8 (128), 7x7 (64)  95-100%             40-70%              ~55%, ~85%
+ *   4x4 (256)            ~35%                ~25%                ~33%
  *
  * ("never": the JIT kernels at 100%, against dense, in brackets; partial
- * layers, before full ones had row blocks: see conv_dense_from.) Each
+ * layers, before full ones had row blocks: see conv_dense_from. The
+ * 8-lane column with the fused backward, 2026-12-04, the Intel VM,
+ * `OPENBLAS_CORETYPE=Haswell LANES=8 build/layer_bench conv CIN HW COUT`:
+ * 32->32 at 28x28 0.0378-0.0423 s at 100% against 0.0397-0.0426 dense,
+ * 0.0221-0.0227 at 50% against 0.0419-0.0429; 64->64 at 14x14 0.0407
+ * at 100% against 0.0323; 128->128 at 8x8 0.0406 at 50% against 0.0439,
+ * 0.0763 at 100% against 0.0431; 64->64 at 7x7 0.0133 at 100% against
+ * 0.0112; 256->256 at 4x4 0.0427 at 25% against 0.0546, 0.0816 at 50%
+ * against 0.0549.) Each
  * entry of conv_dense_from is set at or a little below its crossing: near
  * it the two are within noise, and the GEMM's speed does not depend on
  * the pattern. A threshold set by rt_cpu_set_dense_threshold replaces it.
@@ -621,7 +629,7 @@ static rt_cpu_entry *entry_get(cpu_backend *cb, int layer, const uint8_t *wmask,
  * 0.0214, 128->128 at 8x8 0.0294 against 0.0277. */
 static double conv_dense_from(const cpu_backend *cb, long oh, long ow, int blocks) {
   long a = oh * ow;
-  if (cb->vw == 8) return a >= 36 ? 0.75 : 0.35;
+  if (cb->vw == 8) return a >= 400 ? 2.0 : a >= 36 ? 0.75 : 0.35;
   if (cb->wide_gemm)
     return a >= 400 || (blocks && a >= 100) ? 2.0 : a >= 100 ? 0.6 : a >= 36 ? 0.4 : 0.25;
   return a >= 100 || (blocks && a >= 36) ? 2.0 : a >= 36 ? 0.9 : 0.35;
