@@ -292,8 +292,8 @@ static void entry_free(cpu_backend *cb, rt_cpu_entry *e) {
 
 /* ---- compiling one layer --------------------------------------------- */
 
-/* The kernels of an entry: conv fwd, bwd_data, bwd_weight; linear fwd
- * and the fused bwd. Returns how many. Each name says the layer's shape
+/* The kernels of an entry: conv fwd, bwd_data, bwd_weight and, for a
+ * fused entry, bwd_fused; linear fwd and the fused bwd. Returns how many. Each name says the layer's shape
  * (what a profile shows: ilnas_k12_conv32x28x28to32_bwd_weight), after
  * an id unique in the process. */
 static int kernel_names(const rt_cpu_entry *e, long id, char names[4][64]) {
