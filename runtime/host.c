@@ -159,6 +159,10 @@ typedef struct host {
    * xsrc, a conv's producer so, or -1; xleft, the producer's last forward
    * left it (its output unwritten), xz where its z was. */
   int *xdst, *xsrc;
+  /* A conv whose input the kernels remake from its producer's input
+   * (rt_conv_shape.xr, plan_remat): xr, that producer, or -1; xrby, the
+   * producer's consumer, or -1. Off in phase II's passes. */
+  int *xr, *xrby;
   uint8_t *xleft;
   int64_t *xz;
   float *xbeta; /* n_stats: beta as that forward took it (the SGD step moves it
@@ -596,6 +600,54 @@ static void pool_plan(host *e) {
   }
 }
 
+/* A conv layer cheap enough to remake (rt_conv_shape.xr): at most this
+ * many multiply-adds an output float (its inputs by taps), done twice a
+ * step (forward and backward) where the output's round trips through
+ * memory move it six times. The 1->32 3x3 conv in front of the
+ * Fashion-MNIST sample: 9. */
+enum { XR_MAX_TAPS = 32 };
+
+static int remakeable(const ir_layer *l) {
+  return l->kind == IR_CONV && !l->bn && l->relu && (int64_t)l->cin * l->k * l->k <= XR_MAX_TAPS;
+}
+
+/* Fills e->xr and e->xrby under the plan, on a kernel set that can remake
+ * (rt_kernels.remat): an alive remakeable conv layer whose input's
+ * gradient nothing wants, whose output no pool takes and exactly one op
+ * reads, an alive conv layer reading all of it as its whole input (no
+ * other reader, no dead layer passing it on, not the logits). */
+static void plan_remat(host *e) {
+  const hx *x = &e->pub;
+  const ir_graph *g = x->g;
+  const rt_plan *p = e->plan;
+  for (int i = 0; i < g->n_layers; i++) e->xr[i] = e->xrby[i] = -1;
+  if (!x->backend->remat || e->layout_bounds) return;
+  for (int m = 0; m < g->n_layers; m++) {
+    const ir_layer *l = &g->layers[m];
+    if (!remakeable(l) || !x->arch->alive[m] || p->alias[m] != m || empty(l) || needs_dx(x, l) ||
+        (e->pfu && e->pfu[m].pool >= 0))
+      continue;
+    int64_t a = p->out_off[m], b = a + (int64_t)l->cout * l->oh * l->ow;
+    const ir_tensor *lt = &g->tensors[g->logits_t];
+    int reader = -1, ok = !(lt->off < b && a < lt->off + (int64_t)lt->c * lt->h * lt->w);
+    for (int i = 0; i < g->n_layers && ok; i++) {
+      const ir_layer *o = &g->layers[i];
+      if (i == m || (p->alias[i] != i && !x->arch->alive[i])) continue; /* no op */
+      int64_t lo, hi; /* what it reads */
+      if (x->arch->alive[i] || o->prev_t < 0)
+        lo = p->in_off[i], hi = lo + (int64_t)o->cin * o->h * o->w;
+      else
+        lo = p->prev_off[i], hi = lo + (int64_t)o->cout * o->oh * o->ow;
+      if (!(lo < b && a < hi)) continue;
+      if (reader >= 0 || o->kind != IR_CONV || !x->arch->alive[i] || empty(o) || lo != a ||
+          hi != b || o->cin != l->cout || o->h != l->oh || o->w != l->ow || e->xsrc[i] >= 0)
+        ok = 0;
+      reader = i;
+    }
+    if (ok && reader >= 0) e->xr[reader] = m, e->xrby[m] = reader;
+  }
+}
+
 /* Makes the plan again, and with it the ranges to clear. A clean arena
  * stays clean when no alias changed and every channel worked before
  * still is (one that becomes worked held 0, and is computed from now on). */
@@ -613,6 +665,7 @@ static void replan(host *e) {
   free(cut);
   plan_bn_x(e);
   pool_plan(e);
+  plan_remat(e);
   if (e->planned &&
       memcmp(e->alias_was, e->plan->alias, (size_t)g->n_layers * sizeof *e->alias_was))
     e->clean = 0;
@@ -661,11 +714,13 @@ static int plan_zero(host *e) {
   e->dxa = calloc(nl, 1);
   e->dxn = calloc(nl, 1);
   e->xdst = malloc(nl * sizeof *e->xdst), e->xsrc = malloc(nl * sizeof *e->xsrc);
+  e->xr = malloc(nl * sizeof *e->xr), e->xrby = malloc(nl * sizeof *e->xrby);
   e->xleft = calloc(nl, 1), e->xz = calloc(nl, sizeof *e->xz);
   e->xbeta = calloc((size_t)(g->n_stats ? g->n_stats : 1), sizeof *e->xbeta);
   for (size_t i = 0; e->xdst && e->xsrc && i < nl; i++) e->xdst[i] = e->xsrc[i] = -1;
+  for (size_t i = 0; e->xr && e->xrby && i < nl; i++) e->xr[i] = e->xrby[i] = -1;
   if (!e->zero || !e->zlive || !e->zt || !e->znarrow || !e->work_was || !e->alias_was || !e->dxa ||
-      !e->dxn || !e->xdst || !e->xsrc || !e->xleft || !e->xz || !e->xbeta)
+      !e->dxn || !e->xdst || !e->xsrc || !e->xr || !e->xrby || !e->xleft || !e->xz || !e->xbeta)
     return -1;
   plan_dx_needs(e);
   int n = 0;
@@ -707,13 +762,16 @@ rt_backend *rt_step_new(const char *backend, const ir_graph *g, const ir_arch *a
   x->arch = arch;
   x->cap = cap;
   x->threads = threads < 1 ? 1 : threads > RT_MAX_THREADS ? RT_MAX_THREADS : threads;
-  int64_t largest_out = 1, largest_w = 1;
+  int64_t largest_out = 1, largest_w = 1, largest_xr = 0;
   for (int i = 0; i < g->n_layers; i++) {
     const ir_layer *l = &g->layers[i];
     int64_t o = (int64_t)l->cout * l->oh * l->ow;
     if (o > largest_out) largest_out = o;
     if (l->w_off >= 0 && l->n_w + l->cout > largest_w) largest_w = l->n_w + l->cout;
+    if (l->w_off >= 0 && remakeable(l) && l->n_w + l->cout > largest_xr)
+      largest_xr = l->n_w + l->cout;
   }
+  largest_w += largest_xr; /* a remade producer's partials after its consumer's */
   int oom = 0;
   size_t arena = (size_t)cap * (size_t)g->act_size;
   x->act = arena_new(arena, &oom);
@@ -814,7 +872,7 @@ static void host_free(rt_backend *b) {
   free(e->params), free(x->grads);
   free(x->mom), free(e->gdense), free(e->dirty), free(x->stats), free(x->bn_save);
   free(x->logits), free(e->wpart), free(e->zero), free(e->zlive), free(e->zt),
-      free(e->znarrow), free(e->dxa), free(e->dxn), free(e->xdst), free(e->xsrc), free(e->xleft), free(e->xz), free(e->xbeta),
+      free(e->znarrow), free(e->dxa), free(e->dxn), free(e->xdst), free(e->xsrc), free(e->xr), free(e->xrby), free(e->xleft), free(e->xz), free(e->xbeta),
       free(e->work_was), free(e->alias_was), free(e->prof),
       free(e->prof_paused), free(e->active), free(e->assign);
   free(e->pidx), free(e->pn), free(e->gpacked), free(e->pk), free(e->sk), free(e->wc), free(e->wat);
@@ -1251,6 +1309,8 @@ static float *wgrad_of(hx *x, const ir_layer *l, int c, float **db) {
     return x->grads + l->w_off;
   }
   float *p = e->wpart + (c - 1) * e->wpart_size;
+  if (e->xrby[l - x->g->layers] >= 0) /* at the end: its consumer's at the start */
+    p += e->wpart_size - (l->n_w + l->cout);
   *db = p + l->n_w;
   return p;
 }
@@ -1360,6 +1420,31 @@ static rt_conv_shape conv_shape(const hx *x, const ir_layer *l, int n) {
   rt_conv_shape_finish(&s);
   assert(s.oh == l->oh && s.ow == l->ow);
   return s;
+}
+
+/* The producer whose output conv layer l's kernels remake as its input
+ * in this pass (plan_remat), or -1. */
+static int remakes(const hx *x, const ir_layer *l) {
+  return x->use_live ? -1 : ((const host *)x)->xr[l - x->g->layers];
+}
+
+/* Whether conv layer l's output is remade by its consumer in this pass:
+ * then its own forward and backward do nothing. */
+static int remade(const hx *x, const ir_layer *l) {
+  return !x->use_live && ((const host *)x)->xrby[l - x->g->layers] >= 0;
+}
+
+static float *wgrad_of(hx *x, const ir_layer *l, int c, float **db);
+
+/* The producer pr of rt_conv_shape.xr for n samples from arena offset o;
+ * with chunk >= 0 (a backward), its gradients where that chunk's go. */
+static rt_conv_src conv_src(hx *x, int pr, int64_t o, int n, int chunk) {
+  const ir_layer *l = &x->g->layers[pr];
+  rt_conv_src r = {pr, conv_shape(x, l, n), x->act + o + ((host *)x)->plan->in_off[pr],
+                   x->params + l->w_off, x->params + l->b_off, NULL, NULL};
+  r.s.relu = 1;
+  if (chunk >= 0) r.dw = wgrad_of(x, l, chunk, &r.db);
+  return r;
 }
 
 /* y = max(z, 0) for samples [n0, n1), where y may be z. */
@@ -1478,6 +1563,9 @@ static void conv_fwd_chunk(const job *j, int chunk, int n0, int n1) {
     s.xbn = x->use_live ? NULL : bn_x_of(x, l, o, &bx);
     s.relu = relu;
     if (kmom) s.mom = bn_mom_of(x, l, a, &bm);
+    int pr = remakes(x, l);
+    rt_conv_src src;
+    if (pr >= 0) src = conv_src(x, pr, o, a1 - a, -1), s.xr = &src;
     const struct pool_fuse *pm = pool_made(x, l);
     if (pm) { /* the pool's output and codes, not y */
       const host *e = (const host *)x;
@@ -1541,6 +1629,7 @@ static void conv_fwd_op(RT_OP_ARGS) {
     pass_fwd(e, ly, prev, out);
     return;
   }
+  if (remade(e, ly)) return; /* its consumer's kernels make it as they read it */
   job j = {e, ly, in, z, out, conv_fwd_chunk, layer_work(e, ly)};
   run_chunks(&j);
   if (ly->bn) {
@@ -1674,6 +1763,10 @@ static void conv_bwd_chunk(const job *j, int chunk, int n0, int n1) {
   int li = (int)(l - x->g->layers);
   const host *e = (const host *)x;
   s.dx_assign = planned_assign(x, li); /* its slice was not cleared */
+  int pr = remakes(x, l); /* then the producer's gradients, not dx */
+  rt_conv_src xr;
+  if (pr >= 0) xr = conv_src(x, pr, o, n1 - n0, chunk), s.xr = &xr;
+  float *dx = pr < 0 && needs_dx(x, l) ? x->dact + o + j->in : NULL;
   rt_bn_x bx;
   s.xbn = x->use_live ? NULL : bn_x_of(x, l, o, &bx);
   int src = e->xsrc[li];
@@ -1692,7 +1785,7 @@ static void conv_bwd_chunk(const job *j, int chunk, int n0, int n1) {
     s.bn = &bn;
     check(x, b, b->conv_bwd(b, li, &s, x->act + o + j->in,
                             x->dact + o + (pf ? pf->pout : j->out), NULL, x->params + l->w_off,
-                            needs_dx(x, l) ? x->dact + o + j->in : NULL, dw, db));
+                            dx, dw, db));
     return;
   }
   if (b->conv_bwd) {
@@ -1708,9 +1801,10 @@ static void conv_bwd_chunk(const job *j, int chunk, int n0, int n1) {
       s.pcode = e->pcode + pm->code + (int64_t)n0 * e->pcode_ns, s.pcode_ns = (long)e->pcode_ns;
     check(x, b, b->conv_bwd(b, li, &s, x->act + o + j->in,
                 x->dact + o + (pp ? pp->dy : s.relu ? j->out : j->z), x->act + o + j->out,
-                x->params + l->w_off, needs_dx(x, l) ? x->dact + o + j->in : NULL, dw, db));
+                x->params + l->w_off, dx, dw, db));
     return;
   }
+  assert(pr < 0);
   if (!l->bn) relu_bwd(x, l, j->z, j->out, n0, n1);
   check(x, b, b->conv_bwd_weight(b, li, &s, x->act + o + j->in, x->dact + o + j->z, dw, db));
   if (needs_dx(x, l))
@@ -1784,6 +1878,7 @@ static void conv_bwd_op(RT_OP_ARGS) {
     pass_bwd(e, ly, prev, out, 0);
     return;
   }
+  if (remade(e, ly)) return; /* its consumer's backward made its gradients */
   int fused = ly->bn && bn_dz_fused(e, ly);
   if (ly->bn) bn_act_bwd(e, ly, z, out, fused);
   if (ly->bn == IR_BN_AFTER && ly->relu) { /* then the ReLU's: z > 0 where it passed */
@@ -1801,7 +1896,9 @@ static void conv_bwd_op(RT_OP_ARGS) {
   take_rows(e, ly);
   h->gpacked[l] = 0; /* conv gradients are dense */
   job j = {e, ly, in, z, out, conv_bwd_chunk, layer_work(e, ly)};
-  reduce_wgrad(e, ly, run_chunks(&j));
+  int chunks = run_chunks(&j), pr = remakes(e, ly);
+  reduce_wgrad(e, ly, chunks);
+  if (pr >= 0) reduce_wgrad(e, &e->g->layers[pr], chunks), h->gpacked[pr] = 0;
   if (h->pfu[l].pool >= 0) h->pfu[h->pfu[l].pool].taken = 0; /* taken for this pass only */
 }
 

@@ -93,6 +93,9 @@ struct rt_kernels {
    * rt_bn_moments_pool over the written output. */
   int bn_mom;
 
+  /* 1: conv_fwd and conv_bwd honour rt_conv_shape.xr (conv_bwd_weight
+   * and conv_bwd_data are not called with it). */
+  int remat;
   /* Optional, NULL: the graph op calls conv_bwd_weight and conv_bwd_data.
    * Both in one call, sharing the work on dy; the same semantics, and no
    * input gradient when dx is NULL. When s->relu is set (a backend that

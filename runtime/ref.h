@@ -123,7 +123,25 @@ typedef struct rt_conv_shape {
   const rt_bn_mom *mom; /* conv_fwd (rt_kernels.bn_mom): batch norm's
                          * statistics of y (z) taken as it is written;
                          * NULL: none */
+  const struct rt_conv_src *xr; /* conv_fwd, conv_bwd (rt_kernels.remat):
+                         * x is not in memory but remade (rt_conv_src);
+                         * NULL: x as it is */
 } rt_conv_shape;
+
+/* rt_conv_shape.xr: the input x of a conv layer is the output, after its
+ * ReLU, of conv layer `layer` (no batch norm, no pool), which nothing
+ * else reads: the kernels remake it from that layer's input for a few
+ * samples at a time as they pack them, so that it never goes through
+ * memory, and that layer's forward writes nothing. conv_bwd then also
+ * makes that layer's weight and bias gradients (its own input's is
+ * never wanted), from x's gradient, which it does not write: its dx is
+ * NULL. The same bits as the two layers computed apart. */
+typedef struct rt_conv_src {
+  int layer;
+  struct rt_conv_shape s;     /* its shape: n and the strides as the call's */
+  const float *x, *w, *bias;  /* its input at the call's first sample, weights, bias */
+  float *dw, *db;             /* conv_bwd: its gradients (overwritten) */
+} rt_conv_src;
 
 /* Fills oh, ow from h, w, k, stride, pad, and packed strides where 0. */
 void rt_conv_shape_finish(rt_conv_shape *s);

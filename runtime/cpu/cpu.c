@@ -123,8 +123,9 @@ enum { CONV_SB = 2 };
 /* Linear samples transposed per kernel call: two blocks of the entry's
  * lanes, at most LIN_SUB; bounds the scratch by the layer, not the batch. */
 enum { LIN_SUB = 2 * CG_LIN_NB };
-/* Scratch slots: one per concurrent caller, as many as exec's threads. */
-enum { NSLOT = 64 };
+/* Scratch slots: one per concurrent caller, as many as exec's threads,
+ * and three more for each that remakes its input (rt_conv_shape.xr). */
+enum { NSLOT = 256 };
 /* Every buffer a kernel reads or writes starts on a cache line (16
  * floats, one AVX-512 vector): the scratch is allocated so, and each part
  * carved from it is a whole number of lines. On a line, a kernel's
@@ -890,6 +891,27 @@ static void pack_x(const cg_conv_plan *p, const rt_conv_shape *s, const float *x
   memset(xp + used, 0, (size_t)(p->xlen - used) * sizeof *xp);
 }
 
+/* One sample of a remade input (rt_conv_shape.xr) into xp at stride 1,
+ * as pack_x would pack it, from its producer's packed output rows (yq,
+ * rows of its plan's wq, planes yrs apart), through the ReLU as they are
+ * read: the same bits as the producer's unpacking and pack_x. */
+static void pack_xq(const cg_conv_plan *p, const rt_conv_shape *s, const float *yq, long yrs,
+                    long ywq, float *xp) {
+  assert(p->s == 1);
+  int rows = s->h < p->hq - s->pad ? s->h : p->hq - s->pad;
+  int cols = s->w < p->wq - s->pad ? s->w : p->wq - s->pad;
+  long top = (long)s->pad * p->wq, body = top + (long)rows * p->wq;
+  for (int ci = 0; ci < s->cin; ci++) {
+    const float *q = yq + ci * yrs;
+    float *d = xp + ci * p->xcs;
+    memset(d, 0, (size_t)top * sizeof *d);
+    rt_pad_rows(rows, cols, q, ywq, d + top, p->wq, s->pad, q, ywq, NULL); /* (q > 0) * q */
+    memset(d + body, 0, (size_t)(p->pq - body) * sizeof *d);
+  }
+  long used = (long)s->cin * p->xcs;
+  memset(xp + used, 0, (size_t)(p->xlen - used) * sizeof *xp);
+}
+
 /* The floats of dyq past its last channel (the vector a run of the
  * bwd_data kernel loads past its last tile, whose lanes it does not use):
  * zeros, so that nothing reads memory never written. */
@@ -1035,14 +1057,212 @@ static float *xtmp(rt_kernels *b, float *buf, const rt_conv_shape *s) {
   return buf + C(b)->need - (size_t)s->h * s->w;
 }
 
+/* bsum[co] += the sum of plane co of q (cout planes of len floats). */
+static void bias_sums(int cout, long len, const float *q, double *bsum) {
+  float part[64];
+  for (int c0 = 0; c0 < cout; c0 += 64) {
+    int m = cout - c0 < 64 ? cout - c0 : 64;
+    rt_sum_rows(m, len, q + c0 * len, len, part);
+    for (int j = 0; j < m; j++) bsum[c0 + j] += part[j];
+  }
+}
+
+/* ---- a remade input (rt_conv_shape.xr) ----------------------------------
+ *
+ * A few samples of the input at a time (the kernels' CONV_SB) are remade
+ * by the producer's forward into a scratch slot of their own, where they
+ * stay in cache while the consumer packs them; in the backward, the
+ * consumer's input gradient for those samples goes to the same slot, and
+ * the producer's weight gradient is taken from it at once (xr_wgrad),
+ * its sums in the order of the producer's own call. The 1->32 conv in
+ * front of the Fashion-MNIST sample's 32->32 writes and reads back 100
+ * KB a sample six times a step otherwise (its output, read twice; the
+ * output's gradient, written and read, and the output again as the
+ * ReLU's gate). A consumer on OpenBLAS remakes the call's samples whole
+ * (xr_whole): the same bits, without the gain. */
+
+static int cpu_conv_fwd(rt_kernels *b, int l, const rt_conv_shape *s, const float *x,
+                        const float *w, const float *bias, float *y);
+static int cpu_conv_bwd(rt_kernels *b, int l, const rt_conv_shape *s, const float *x,
+                        const float *dy, const float *y, const float *w, float *dx, float *dw,
+                        float *db);
+
+/* Floats of one sample of a remade input. */
+static size_t xr_len(const rt_conv_shape *s) { return (size_t)s->cin * s->h * s->w; }
+
+/* Whether a scratch slot holds CONV_SB remade samples and their gradient
+ * (it holds the consumer's packed planes of as many: so far, always). */
+static int xr_fits(rt_kernels *b, const rt_conv_shape *s) {
+  return 2 * lines(CONV_SB * xr_len(s)) <= C(b)->need;
+}
+
+/* The producer's shape for nb samples written xr_len(s) apart. */
+static rt_conv_shape xr_shape(const rt_conv_shape *s, int nb) {
+  rt_conv_shape t = s->xr->s;
+  assert(t.cout == s->cin && t.oh == s->h && t.ow == s->w);
+  t.n = nb, t.y_ns = (long)xr_len(s), t.relu = 1, t.dx_assign = 0;
+  t.bn = NULL, t.xbn = NULL, t.pooled = NULL, t.pool_y = NULL, t.pcode = NULL, t.mom = NULL;
+  t.xr = NULL;
+  return t;
+}
+
+/* The remade input of the call's samples n0 .. n0 + nb - 1 into y. */
+static int xr_make(rt_kernels *b, const rt_conv_shape *s, int n0, int nb, float *y) {
+  const rt_conv_src *r = s->xr;
+  rt_conv_shape t = xr_shape(s, nb);
+  int64_t xns, yns;
+  conv_strides(&r->s, &xns, &yns);
+  return cpu_conv_fwd(b, r->layer, &t, r->x + n0 * xns, r->w, r->bias, y);
+}
+
+/* Whether the remade input goes straight from its producer's kernel to
+ * the consumer's packing (xr_pack): both on their kernels, at stride 1. */
+static int xr_direct(rt_kernels *b, const rt_conv_shape *s, const cg_conv_plan *p) {
+  return p->s == 1 && !is_dense(b, s->xr->layer);
+}
+
+/* With xr_direct: the remade input of the call's samples n0 .. n0 + nb - 1
+ * packed into xp (nb samples, the consumer's plan p): the producer's
+ * kernel writes its packed rows in aux (its packed weights first, made
+ * when first is set), which pack_xq reads. */
+static void xr_pack(rt_kernels *b, const rt_conv_shape *s, const cg_conv_plan *p, int n0,
+                    int nb, float *aux, float *xp, long xs, int first) {
+  const rt_conv_src *r = s->xr;
+  const rt_cpu_entry *e = entry_for(b, r->layer);
+  const cg_conv_plan *pl = &e->plan;
+  rt_conv_shape t = xr_shape(s, nb);
+  int64_t xns, yns;
+  conv_strides(&r->s, &xns, &yns);
+  float *wp = aux, *xpl = wp + wp_len(e), *yq = xpl + CONV_SB * pl->xlen;
+  if (first) pack_w(e, 0, r->w, wp);
+  for (int i = 0; i < nb; i++)
+    pack_x(pl, &t, r->x + (n0 + i) * xns, xpl + i * pl->xlen, n0 + i, xtmp(b, aux, &t));
+  e->fwd(xpl, wp, (float *)r->bias, yq, nb, pl->xlen, t.cout * pl->yrs);
+  for (int i = 0; i < nb; i++)
+    pack_xq(p, s, yq + i * t.cout * pl->yrs, pl->yrs, pl->wq, xp + i * xs);
+}
+
+/* With xr_direct, after xr_pack's samples: the producer's gradients from
+ * the consumer's input gradient (dxp, its packed planes), each row
+ * through the ReLU (its gate, the producer's packed rows that xr_pack
+ * left in aux) as it goes into the producer's packed output gradient
+ * (dyq, in lbuf, as pack_dy makes it), its input as xr_pack packed it:
+ * the same bits as xr_wgrad. */
+static void xr_wgrad_direct(rt_kernels *b, const rt_conv_shape *s, const cg_conv_plan *p, int nb,
+                            const float *aux, const float *dxp, double *bsum, float *lbuf) {
+  const rt_conv_src *r = s->xr;
+  const rt_cpu_entry *e = entry_for(b, r->layer);
+  const cg_conv_plan *pl = &e->plan;
+  rt_conv_shape t = xr_shape(s, nb);
+  const float *xpl = aux + wp_len(e), *yq = xpl + CONV_SB * pl->xlen;
+  long body = pl->marg + (long)t.oh * pl->wq, in = (long)s->pad * p->wq + s->pad;
+  for (int i = 0; i < nb; i++) {
+    float *q = lbuf + i * pl->dylen;
+    for (int co = 0; co < t.cout; co++) {
+      float *d = q + co * pl->dycs;
+      const float *g = yq + (i * t.cout + co) * pl->yrs;
+      memset(d, 0, (size_t)pl->marg * sizeof *d);
+      rt_pad_rows(t.oh, t.ow, dxp + i * p->dxlen + co * p->dxrs + in, p->wq, d + pl->marg, pl->wq,
+                  0, g, pl->wq, NULL);
+      memset(d + body, 0, (size_t)(pl->dycs - body) * sizeof *d);
+    }
+    dy_tail(pl, &t, q);
+    bias_sums(t.cout, pl->dycs, q, bsum);
+  }
+  e->bwd_weight((float *)xpl, lbuf, r->dw, NULL, nb, pl->xlen, pl->dylen);
+}
+
+static int xr_fail(rt_kernels *b) {
+  snprintf(b->error, sizeof b->error, "cpu backend: out of memory");
+  return -1;
+}
+
+/* The call's remade input whole, then the two layers as if apart. */
+static int xr_whole(rt_kernels *b, int l, const rt_conv_shape *s, const float *dy,
+                    const float *y, const float *w, const float *bias, float *out, float *dw,
+                    float *db) {
+  const rt_conv_src *r = s->xr;
+  size_t len = xr_len(s);
+  int bwd = dy != NULL, want = bwd && r->dw;
+  float *xm = malloc((size_t)(s->n ? s->n : 1) * len * sizeof *xm);
+  float *dxm = want ? malloc((size_t)(s->n ? s->n : 1) * len * sizeof *dxm) : NULL;
+  if (!xm || (want && !dxm)) return free(xm), free(dxm), xr_fail(b);
+  rt_conv_shape t = *s, tl = xr_shape(s, s->n);
+  t.xr = NULL, t.x_ns = (long)len, t.dx_assign = 1;
+  int rc = xr_make(b, s, 0, s->n, xm);
+  if (!rc && !bwd) rc = cpu_conv_fwd(b, l, &t, xm, w, bias, out);
+  if (!rc && bwd) rc = cpu_conv_bwd(b, l, &t, xm, dy, y, w, dxm, dw, db);
+  if (!rc && want) rc = cpu_conv_bwd(b, r->layer, &tl, r->x, dxm, xm, r->w, NULL, r->dw, r->db);
+  free(xm), free(dxm);
+  return rc;
+}
+
+/* The producer's gradients (s->xr->dw, db): cleared with its bias sums
+ * (bsum, its cout doubles) before the call's first samples, then the
+ * samples n0 .. n0 + nb - 1 added from their input x (remade) and its
+ * gradient dx (the ReLU's applied here, in place), each xr_len(s) apart,
+ * packed in lbuf (a scratch slot), then the sums made. The producer's
+ * own call would add the same terms in the same order: per CONV_SB
+ * samples on its kernels, per sample on OpenBLAS. */
+static void xr_wgrad_begin(rt_kernels *b, const rt_conv_shape *s, double *bsum) {
+  const rt_conv_src *r = s->xr;
+  memset(r->dw, 0, entry_for(b, r->layer)->nw * sizeof *r->dw);
+  memset(bsum, 0, (size_t)r->s.cout * sizeof *bsum);
+}
+
+static void xr_wgrad(rt_kernels *b, const rt_conv_shape *s, int n0, int nb, const float *x,
+                     float *dx, double *bsum, float *lbuf) {
+  const rt_conv_src *r = s->xr;
+  const rt_cpu_entry *e = entry_for(b, r->layer);
+  rt_conv_shape t = xr_shape(s, nb);
+  int64_t xns, yns;
+  conv_strides(&r->s, &xns, &yns);
+  long len = (long)xr_len(s), ohw = (long)t.oh * t.ow;
+  if (is_dense(b, r->layer)) {
+    int KC = t.cin * t.k * t.k;
+    for (int i = 0; i < nb; i++) {
+      float *d = dx + i * len;
+      rt_relu_mask(len, x + i * len, d, d);
+      rt_im2col(&t, r->x + (n0 + i) * xns, lbuf);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, t.cout, KC, (int)ohw, 1.0f, d,
+                  (int)ohw, lbuf, (int)ohw, 1.0f, r->dw, KC);
+      for (int co = 0; co < t.cout; co++) bsum[co] += rt_sum(ohw, d + co * ohw);
+    }
+    return;
+  }
+  const cg_conv_plan *p = &e->plan;
+  float *xp = lbuf, *dyq = xp + CONV_SB * p->xlen;
+  for (int i = 0; i < nb; i++) {
+    pack_x(p, &t, r->x + (n0 + i) * xns, xp + i * p->xlen, n0 + i, xtmp(b, lbuf, &t));
+    pack_dy(p, &t, i, dx + i * len, x + i * len, NULL, dyq + i * p->dylen);
+    bias_sums(t.cout, p->dycs, dyq + i * p->dylen, bsum);
+  }
+  e->bwd_weight(xp, dyq, r->dw, NULL, nb, p->xlen, p->dylen);
+}
+
+static void xr_wgrad_end(rt_kernels *b, const rt_conv_shape *s, const double *bsum) {
+  const rt_conv_src *r = s->xr;
+  const rt_cpu_entry *e = entry_for(b, r->layer);
+  if (is_dense(b, r->layer) && e->active < e->nw) rt_zero_masked(r->dw, e->wm, e->nw);
+  for (int co = 0; r->db && co < r->s.cout; co++)
+    r->db[co] = e->bm[co] ? (float)bsum[co] : 0.0f;
+}
+
 static int cpu_conv_fwd(rt_kernels *b, int l, const rt_conv_shape *s, const float *x,
                          const float *w, const float *bias, float *y) {
   rt_cpu_entry *e = entry_for(b, l);
   conv_check(e, s);
+  if (s->xr && (is_dense(b, l) || s->n == 0 || !xr_fits(b, s)))
+    return xr_whole(b, l, s, NULL, NULL, w, bias, y, NULL, NULL);
   int64_t xns, yns;
   conv_strides(s, &xns, &yns);
-  int id;
+  int id, aid;
   float *buf = s->n > 0 ? scratch_get(C(b), &id) : NULL;
+  float *aux = buf && s->xr ? scratch_get(C(b), &aid) : NULL; /* the remade samples */
+  if (s->xr && !aux) {
+    if (buf) scratch_put(C(b), buf, id);
+    return xr_fail(b);
+  }
   if (!buf || is_dense(b, l)) bn_x_write(s, x);
   assert(!s->pool_y || (s->relu && s->pcode && s->oh % 2 == 0 && s->ow % 2 == 0));
   assert(!s->mom || !s->pool_y);
@@ -1075,8 +1295,15 @@ static int cpu_conv_fwd(rt_kernels *b, int l, const rt_conv_shape *s, const floa
     pack_w(e, 0, w, wp);
     for (int n0 = 0; n0 < s->n; n0 += CONV_SB) {
       int nb = s->n - n0 < CONV_SB ? s->n - n0 : CONV_SB;
-      for (int i = 0; i < nb; i++)
-        pack_x(p, s, x + (n0 + i) * xns, xp + i * p->xlen, n0 + i, xtmp(b, buf, s));
+      if (aux && xr_direct(b, s, p))
+        xr_pack(b, s, p, n0, nb, aux, xp, p->xlen, n0 == 0);
+      else if (aux && xr_make(b, s, n0, nb, aux)) {
+        scratch_put(C(b), aux, aid), scratch_put(C(b), buf, id);
+        return -1;
+      }
+      for (int i = 0; i < nb && !(aux && xr_direct(b, s, p)); i++)
+        pack_x(p, s, aux ? aux + i * xr_len(s) : x + (n0 + i) * xns, xp + i * p->xlen, n0 + i,
+               xtmp(b, buf, s));
       /* The kernels take non-const pointers (one C type for all of them);
        * they only write their output. */
       e->fwd(xp, wp, (float *)bias, yq, nb, p->xlen, s->cout * p->yrs);
@@ -1087,6 +1314,7 @@ static int cpu_conv_fwd(rt_kernels *b, int l, const rt_conv_shape *s, const floa
           unpack_y(p, s, n0 + i, yq + i * s->cout * p->yrs, y + (n0 + i) * yns);
     }
   }
+  if (aux) scratch_put(C(b), aux, aid);
   scratch_put(C(b), buf, id);
   return 0;
 }
@@ -1129,15 +1357,6 @@ static int cpu_conv_bwd_data(rt_kernels *b, int l, const rt_conv_shape *s, const
   return 0;
 }
 
-/* bsum[co] += the sum of plane co of q (cout planes of len floats). */
-static void bias_sums(int cout, long len, const float *q, double *bsum) {
-  float part[64];
-  for (int c0 = 0; c0 < cout; c0 += 64) {
-    int m = cout - c0 < 64 ? cout - c0 : 64;
-    rt_sum_rows(m, len, q + c0 * len, len, part);
-    for (int j = 0; j < m; j++) bsum[c0 + j] += part[j];
-  }
-}
 
 /* The sum of a vector's n lanes (8 or 16), by halves. */
 static float lanes_sum(const float *v, int n) {
@@ -1208,10 +1427,14 @@ static int cpu_conv_bwd(rt_kernels *b, int l, const rt_conv_shape *s, const floa
                          const float *dy, const float *y, const float *w, float *dx, float *dw,
                          float *db) {
   rt_cpu_entry *e = entry_for(b, l);
+  assert(!s->xr || !dx);
+  if (s->xr && (is_dense(b, l) || s->n == 0 || !xr_fits(b, s)))
+    return xr_whole(b, l, s, dy, y, w, NULL, NULL, dw, db);
   int64_t xns, yns;
   conv_strides(s, &xns, &yns);
   int id;
   float *buf = s->n > 0 && !is_dense(b, l) ? scratch_get(C(b), &id) : NULL;
+  if (!buf && s->xr) return xr_fail(b);
   if (!buf) { /* the dense path has nothing to share */
     if (s->bn) { /* dz made whole, where the host step would have */
       long ohw = (long)s->oh * s->ow;
@@ -1252,7 +1475,28 @@ static int cpu_conv_bwd(rt_kernels *b, int l, const rt_conv_shape *s, const floa
    * dyq, dxp, with the fused kernel its fourth buffer (the gradients'
    * lanes fz: fz_len), and the inputs xp */
   double *bsum = db ? (double *)(void *)buf : NULL;
-  int fused = dx && e->fused;
+  /* with a remade input (xr), its samples and their gradient in aux,
+   * where the producer's gradients are taken from (xr_wgrad; its bias
+   * sums at the start of lbuf) */
+  const rt_conv_src *r = s->xr;
+  int want = r ? r->dw != NULL : dx != NULL, aid = -1, lid = -1;
+  float *aux = r ? scratch_get(C(b), &aid) : NULL;
+  float *lbuf = r && want && aux ? scratch_get(C(b), &lid) : NULL;
+  double *rbsum = lbuf ? malloc((size_t)r->s.cout * sizeof *rbsum) : NULL;
+  if (r && (!aux || (want && (!lbuf || !rbsum)))) {
+    free(rbsum);
+    if (lbuf) scratch_put(C(b), lbuf, lid);
+    if (aux) scratch_put(C(b), aux, aid);
+    scratch_put(C(b), buf, id);
+    return xr_fail(b);
+  }
+  size_t xrl = r ? xr_len(s) : 0;
+  int direct = r && want && xr_direct(b, s, p); /* else the input remade whole (xr_make) */
+  float *rx = aux, *rdx = aux ? aux + lines(CONV_SB * xrl) : NULL;
+  rt_conv_shape sa = *s; /* add_dx's into rdx: set */
+  sa.dx_assign = 1;
+  if (lbuf) xr_wgrad_begin(b, s, rbsum);
+  int fused = want && e->fused;
   long xs = fused ? cg_conv_fused_xslot(p) : p->xlen;
   float *wp = buf + lines(2 * (size_t)s->cout), *dyq = wp + wp_len(e);
   float *dxp = dyq + CONV_SB * p->dylen, *fz = dxp + CONV_SB * p->dxlen;
@@ -1261,11 +1505,14 @@ static int cpu_conv_bwd(rt_kernels *b, int l, const rt_conv_shape *s, const floa
   memset(dw, 0, e->nw * sizeof *dw);
   if (fused) memset(fz, 0, fz_len(e) * sizeof *fz);
   if (bsum) memset(bsum, 0, (size_t)s->cout * sizeof *bsum);
-  for (int n0 = 0; n0 < s->n; n0 += CONV_SB) {
+  int rc = 0;
+  for (int n0 = 0; n0 < s->n && !rc; n0 += CONV_SB) {
     int nb = s->n - n0 < CONV_SB ? s->n - n0 : CONV_SB;
+    if (direct) xr_pack(b, s, p, n0, nb, aux, xp, xs, n0 == 0);
+    else if (r && (rc = xr_make(b, s, n0, nb, rx))) break;
     for (int i = 0; i < nb; i++) {
       float *q = dyq + i * p->dylen, *xi = xp + i * xs;
-      pack_x(p, s, x + (n0 + i) * xns, xi, n0 + i, xtmp(b, buf, s));
+      if (!direct) pack_x(p, s, r ? rx + i * xrl : x + (n0 + i) * xns, xi, n0 + i, xtmp(b, buf, s));
       if (fused) memset(xi + p->xlen, 0, (size_t)(xs - p->xlen) * sizeof *xi);
       pack_dy(p, s, n0 + i, dy + (n0 + i) * yns, s->relu ? y + (n0 + i) * yns : NULL,
                 s->pcode ? s->pcode + (n0 + i) * s->pcode_ns : NULL, q);
@@ -1275,14 +1522,27 @@ static int cpu_conv_bwd(rt_kernels *b, int l, const rt_conv_shape *s, const floa
       e->bwd_fused(dyq, wp, dxp, fz, nb, p->dylen, p->dxlen);
     } else {
       e->bwd_weight(xp, dyq, dw, NULL, nb, p->xlen, p->dylen);
-      if (!dx) continue;
+      if (!want) continue;
       e->bwd_data(dyq, wp, dxp, NULL, nb, p->dylen, p->dxlen);
+    }
+    if (direct) { /* the producer's gradients from dxp */
+      xr_wgrad_direct(b, s, p, nb, aux, dxp, rbsum, lbuf);
+      continue;
+    }
+    if (r) { /* x's gradient into aux, and from it the producer's */
+      for (int i = 0; i < nb; i++) add_dx(p, &sa, dxp + i * p->dxlen, rdx + i * xrl);
+      xr_wgrad(b, s, n0, nb, rx, rdx, rbsum, lbuf);
+      continue;
     }
     for (int i = 0; i < nb; i++) {
       add_dx(p, s, dxp + i * p->dxlen, dx + (n0 + i) * xns);
       if (s->xbn && s->xbn->sums) bn_x_sums(s, n0 + i, dx + (n0 + i) * xns); /* while in cache */
     }
   }
+  if (lbuf && !rc) xr_wgrad_end(b, s, rbsum);
+  free(rbsum);
+  if (lbuf) scratch_put(C(b), lbuf, lid);
+  if (aux) scratch_put(C(b), aux, aid);
   /* the fused kernel's gradients, each the sum of its lanes, in its
    * packed order (a weight whose taps read only padding: a slot no entry
    * adds to, 0); summed once, after every sample */
@@ -1290,7 +1550,7 @@ static int cpu_conv_bwd(rt_kernels *b, int l, const rt_conv_shape *s, const floa
     dw[e->act[j]] = lanes_sum(fz + (size_t)e->pos[1][j] * e->vw, e->vw);
   for (int co = 0; bsum && co < s->cout; co++) db[co] = e->bm[co] ? (float)bsum[co] : 0.0f;
   scratch_put(C(b), buf, id);
-  return 0;
+  return rc;
 }
 
 /* ---- linear ------------------------------------------------------------- */
@@ -1638,7 +1898,7 @@ rt_kernels *rt_kernels_cpu_new(const ir_graph *g, char *err, size_t errlen) {
                          .linear_bwd_data = cpu_linear_bwd_data,
                          .linear_bwd_weight = cpu_linear_bwd_weight, .free = cpu_free,
                          .fuses_relu = 1, .assigns_dx = 1, .bn_dz = 1, .bn_x = 1,
-                         .pool_dy = 1, .pool_fwd = 1, .bn_mom = 1, .conv_bwd = cpu_conv_bwd,
+                         .pool_dy = 1, .pool_fwd = 1, .bn_mom = 1, .remat = 1, .conv_bwd = cpu_conv_bwd,
                          .linear_bwd = cpu_linear_bwd,
                          .prepare_layers = cpu_prepare_layers, .threads = 1,
                          .wgrad_index = cpu_wgrad_index, .wcopy = cpu_wcopy};
