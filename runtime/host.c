@@ -127,6 +127,7 @@ typedef struct host {
                   * every prepare */
   int fwd_aliased; /* the last forward followed the plan's aliases */
   int layout_bounds; /* no aliases, every tensor cleared whole (tests) */
+  int no_remat;      /* no input remade (tests: rt_host_remat) */
   /* A pass under the plan computes its worked channels only (narrow):
    * batch norm, the ReLUs, max pooling and the gradient's clearing skip
    * the others, which hold 0 in the activations and their gradients (so
@@ -621,7 +622,7 @@ static void plan_remat(host *e) {
   const ir_graph *g = x->g;
   const rt_plan *p = e->plan;
   for (int i = 0; i < g->n_layers; i++) e->xr[i] = e->xrby[i] = -1;
-  if (!x->backend->remat || e->layout_bounds) return;
+  if (!x->backend->remat || e->layout_bounds || e->no_remat) return;
   for (int m = 0; m < g->n_layers; m++) {
     const ir_layer *l = &g->layers[m];
     if (!remakeable(l) || !x->arch->alive[m] || p->alias[m] != m || empty(l) || needs_dx(x, l) ||
@@ -2211,6 +2212,15 @@ static rt_backend_stats host_stats(const rt_backend *b) { return ((const host *)
 static rt_kernels *host_kernels(rt_backend *b) { return ((hx *)b)->backend; }
 
 void rt_host_layout_bounds(rt_backend *b, int on) { ((host *)b)->layout_bounds = on; }
+
+void rt_host_remat(rt_backend *b, int on) { ((host *)b)->no_remat = !on, ((host *)b)->replan = 1; }
+
+int rt_host_remade(const rt_backend *b) {
+  const host *e = (const host *)b;
+  int n = 0;
+  for (int i = 0; i < e->pub.g->n_layers; i++) n += e->xrby[i] >= 0;
+  return n;
+}
 
 long rt_host_narrow_passes(const rt_backend *b) { return ((const host *)b)->narrow_passes; }
 

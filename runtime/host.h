@@ -38,4 +38,14 @@ void rt_host_layout_bounds(rt_backend *b, int on);
  * channels only (plan.h), so far (tests). */
 long rt_host_narrow_passes(const rt_backend *b);
 
+/* on (the default): host step b lets a conv's kernels remake the output
+ * of a cheap conv before it (rt_conv_shape.xr) where its plan allows;
+ * off: every layer computed apart (tests compare the two). From the next
+ * prepare. */
+void rt_host_remat(rt_backend *b, int on);
+
+/* The layers whose output the last plan of host step b has remade by
+ * their consumer's kernels (tests). */
+int rt_host_remade(const rt_backend *b);
+
 #endif

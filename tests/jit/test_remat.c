@@ -1,0 +1,206 @@
+/* test_remat: a conv whose input its kernels remake from the conv before
+ * it (rt_conv_shape.xr) against the two layers computed apart on the same
+ * CPU backend, bit for bit: the consumer's output, its weight and bias
+ * gradients, and the producer's. Random shapes and masks over every path
+ * the backend takes: both on the JIT kernels at stride 1 (the producer's
+ * packed rows straight into the consumer's packing), the consumer at
+ * stride 2 or the producer on OpenBLAS (the samples remade plain), the
+ * consumer on OpenBLAS (the call's samples remade whole); 8 and 16 lanes;
+ * odd sample counts, so that the last pair is a single sample.
+ * Then the host step: a model whose first conv its second remakes,
+ * trained with remaking and without, growing between steps, on two
+ * threads: every loss, the parameters and an inference the same bits. */
+#include "jitutil.h"
+#include "runtime/cpu/cpu.h"
+#include "runtime/exec.h"
+#include "runtime/host.h"
+#include "runtime/kernels.h"
+
+/* Two conv layers, the second reading the first's output. */
+static ir_graph *pair_graph(int cin, int h, int w, int mid, int k0, int s0, int p0, int cout,
+                            int k1, int s1, int p1) {
+  ir_graph *g = calloc(1, sizeof *g);
+  g->layers = calloc(2, sizeof *g->layers);
+  g->n_layers = 2;
+  int ci[2] = {cin, mid}, co[2] = {mid, cout}, k[2] = {k0, k1}, st[2] = {s0, s1}, pd[2] = {p0, p1};
+  int hh = h, ww = w;
+  for (int i = 0; i < 2; i++) {
+    ir_layer *l = &g->layers[i];
+    l->kind = IR_CONV, l->cin = ci[i], l->h = hh, l->w = ww, l->cout = co[i];
+    l->k = k[i], l->stride = st[i], l->pad = pd[i], l->relu = 1;
+    l->oh = (hh + 2 * pd[i] - k[i]) / st[i] + 1, l->ow = (ww + 2 * pd[i] - k[i]) / st[i] + 1;
+    l->n_w = (int64_t)co[i] * ci[i] * k[i] * k[i];
+    hh = l->oh, ww = l->ow;
+  }
+  return g;
+}
+
+static rt_conv_shape shape_of(const ir_layer *l, int n) {
+  rt_conv_shape s = {.n = n, .cin = l->cin, .h = l->h, .w = l->w, .cout = l->cout, .k = l->k,
+                     .stride = l->stride, .pad = l->pad, .relu = 1};
+  rt_conv_shape_finish(&s);
+  return s;
+}
+
+static float *copy(const float *a, size_t n) {
+  float *b = malloc(n * sizeof *b);
+  memcpy(b, a, n * sizeof *b);
+  return b;
+}
+
+static int same(const float *a, const float *b, size_t n) {
+  return memcmp(a, b, n * sizeof *a) == 0;
+}
+
+/* thr: the dense threshold (2: every layer on the JIT kernels, 0: on
+ * OpenBLAS); d0, d1: the two layers' densities. */
+static void pair_case(int cin, int h, int w, int mid, int k0, int s0, int p0, int cout, int k1,
+                      int s1, int p1, int n, double d0, double d1, double thr, int lanes) {
+  char err[1024], what[256];
+  snprintf(what, sizeof what,
+           "%dx%dx%d -> %d (k%d s%d p%d) -> %d (k%d s%d p%d), n %d, %.2f/%.2f, thr %.2f, %d lanes",
+           cin, h, w, mid, k0, s0, p0, cout, k1, s1, p1, n, d0, d1, thr, lanes);
+  ir_graph *g = pair_graph(cin, h, w, mid, k0, s0, p0, cout, k1, s1, p1);
+  const ir_layer *L0 = &g->layers[0], *L1 = &g->layers[1];
+  rt_kernels *b = rt_kernels_new("cpu", g, err, sizeof err);
+  CHECK(b, "cpu backend: %s", err);
+  if (!b) {
+    jt_graph_free(g);
+    return;
+  }
+  CHECK(b->remat, "cpu backend: no remat");
+  CHECK(rt_cpu_set_lanes(b, lanes) == 0, "lanes");
+  rt_cpu_set_dense_threshold(b, thr, thr);
+  size_t nw0 = (size_t)L0->n_w, nw1 = (size_t)L1->n_w;
+  uint8_t *wm0 = jt_mask(nw0, 1, d0), *wm1 = jt_mask(nw1, 1, d1);
+  uint8_t *bm0 = jt_mask((size_t)mid, 1, 0.7), *bm1 = jt_mask((size_t)cout, 1, 0.7);
+  CHECK(b->prepare(b, 0, wm0, bm0, err, sizeof err) == 0, "%s: prepare 0: %s", what, err);
+  CHECK(b->prepare(b, 1, wm1, bm1, err, sizeof err) == 0, "%s: prepare 1: %s", what, err);
+  float *w0 = jt_randf(nw0), *w1 = jt_randf(nw1);
+  float *b0 = jt_randf((size_t)mid), *b1 = jt_randf((size_t)cout);
+  for (size_t i = 0; i < nw0; i++) w0[i] = wm0[i] ? w0[i] : 0.0f;
+  for (size_t i = 0; i < nw1; i++) w1[i] = wm1[i] ? w1[i] : 0.0f;
+  for (int i = 0; i < mid; i++) b0[i] = bm0[i] ? b0[i] : 0.0f;
+  for (int i = 0; i < cout; i++) b1[i] = bm1[i] ? b1[i] : 0.0f;
+  rt_conv_shape s0s = shape_of(L0, n), s1s = shape_of(L1, n);
+  size_t nx = (size_t)n * s0s.x_ns, nm = (size_t)n * s1s.x_ns, ny = (size_t)n * s1s.y_ns;
+  float *x = jt_randf(nx), *dy = jt_randf(ny);
+
+  /* apart: the producer's output written, the consumer reading it */
+  float *ym = jt_randf(nm), *y = jt_randf(ny), *dxm = calloc(nm, sizeof *dxm);
+  float *dw1 = jt_randf(nw1), *db1 = jt_randf((size_t)cout);
+  float *dw0 = jt_randf(nw0), *db0 = jt_randf((size_t)mid), *dyc = copy(dy, ny);
+  CHECK(b->conv_fwd(b, 0, &s0s, x, w0, b0, ym) == 0, "%s: fwd 0", what);
+  CHECK(b->conv_fwd(b, 1, &s1s, ym, w1, b1, y) == 0, "%s: fwd 1", what);
+  CHECK(b->conv_bwd(b, 1, &s1s, ym, dyc, y, w1, dxm, dw1, db1) == 0, "%s: bwd 1", what);
+  CHECK(b->conv_bwd(b, 0, &s0s, x, dxm, ym, w0, NULL, dw0, db0) == 0, "%s: bwd 0", what);
+
+  /* remade */
+  rt_conv_src src = {0, s0s, x, w0, b0, NULL, NULL};
+  rt_conv_shape t = s1s;
+  t.xr = &src;
+  float *y2 = jt_randf(ny), *dw1b = jt_randf(nw1), *db1b = jt_randf((size_t)cout);
+  float *dw0b = jt_randf(nw0), *db0b = jt_randf((size_t)mid), *dyc2 = copy(dy, ny);
+  CHECK(b->conv_fwd(b, 1, &t, NULL, w1, b1, y2) == 0, "%s: fwd remade: %s", what, b->error);
+  CHECK(same(y, y2, ny), "%s: the consumer's output differs", what);
+  src.dw = dw0b, src.db = db0b;
+  CHECK(b->conv_bwd(b, 1, &t, NULL, dyc2, y2, w1, NULL, dw1b, db1b) == 0, "%s: bwd remade: %s",
+        what, b->error);
+  CHECK(same(dw1, dw1b, nw1) && same(db1, db1b, (size_t)cout),
+        "%s: the consumer's gradients differ", what);
+  CHECK(same(dw0, dw0b, nw0) && same(db0, db0b, (size_t)mid),
+        "%s: the producer's gradients differ", what);
+  b->free(b);
+  free(wm0), free(wm1), free(bm0), free(bm1), free(w0), free(w1), free(b0), free(b1), free(x),
+      free(dy), free(ym), free(y), free(dxm), free(dw1), free(db1), free(dw0), free(db0),
+      free(dyc), free(y2), free(dw1b), free(db1b), free(dw0b), free(db0b), free(dyc2);
+  jt_graph_free(g);
+}
+
+/* The host step with and without remaking (rt_host_remat), the same
+ * steps on each: model src, whose layer `first` the plan should remake. */
+static void train_case(const char *src) {
+  char err[256];
+  ir_graph *g = jt_build(src);
+  CHECK(g, "model does not build");
+  if (!g) return;
+  enum { N = 7, STEPS = 9 };
+  rt_exec *x[2];
+  for (int k = 0; k < 2; k++) {
+    /* the host step itself (the live layout makes a new one at each
+     * change of channels) */
+    x[k] = rt_exec_new(g, N, 2, "cpu/bounds", err, sizeof err);
+    CHECK(x[k], "exec: %s", err);
+    if (!x[k]) return;
+    rt_exec_init_params(x[k], 5);
+  }
+  rt_host_remat(x[1]->backend, 0);
+  const ir_tensor *t = &g->tensors[g->input_t];
+  size_t img = (size_t)t->c * t->h * t->w;
+  float *in = jt_randf(N * img), *vals = jt_randf(64);
+  ir_label lab[N];
+  for (int i = 0; i < N; i++) lab[i] = (ir_label)jt_int(0, g->cfg.classes - 1);
+  for (int step = 0; step < STEPS; step++) {
+    if (step == 4) /* growth: a missing weight of every weighted layer joins */
+      for (int li = 0; li < g->n_layers; li++) {
+        const ir_layer *l = &g->layers[li];
+        for (int64_t w = l->w_off; l->w_off >= 0 && w < l->w_off + l->n_w; w++)
+          if (!ir_alpha_get(x[0]->arch, w)) {
+            for (int k = 0; k < 2; k++) rt_exec_set_unit(x[k], w, 1, 1, vals + li);
+            break;
+          }
+      }
+    double loss[2];
+    for (int k = 0; k < 2; k++) {
+      CHECK(rt_exec_prepare(x[k], err, sizeof err) == 0, "prepare: %s", err);
+      rt_exec_set_input(x[k], in, N);
+      rt_exec_forward(x[k]);
+      loss[k] = rt_exec_loss(x[k], lab, 1, NULL);
+      rt_exec_backward(x[k]);
+      rt_exec_sgd(x[k], 0.05f, 0.9f, 5e-4f);
+      CHECK(rt_exec_status(x[k], err, sizeof err) == 0, "step: %s", err);
+    }
+    CHECK(loss[0] == loss[1], "step %d: loss %.9g remade, %.9g apart", step, loss[0], loss[1]);
+  }
+  CHECK(rt_host_remade(x[0]->backend) == 1 && rt_host_remade(x[1]->backend) == 0,
+        "remade layers: %d and %d (1 and 0 wanted)", rt_host_remade(x[0]->backend),
+        rt_host_remade(x[1]->backend));
+  CHECK(same(rt_exec_view(x[0], RT_PARAMS), rt_exec_view(x[1], RT_PARAMS), (size_t)g->n_params),
+        "the parameters differ");
+  double eval[2];
+  for (int k = 0; k < 2; k++) {
+    rt_exec_set_training(x[k], 0);
+    rt_exec_set_input(x[k], in, N);
+    rt_exec_forward(x[k]);
+    eval[k] = rt_exec_loss(x[k], lab, 0, NULL);
+  }
+  CHECK(eval[0] == eval[1], "inference loss %.9g remade, %.9g apart", eval[0], eval[1]);
+  free(in), free(vals);
+  rt_exec_free(x[0]), rt_exec_free(x[1]), ir_free(g);
+}
+
+int main(void) {
+  /* the Fashion-MNIST sample's first two convs at its density, each path */
+  pair_case(1, 28, 28, 32, 3, 1, 1, 32, 3, 1, 1, 5, 0.25, 0.2, 2.0, 16);
+  pair_case(1, 28, 28, 32, 3, 1, 1, 32, 3, 1, 1, 5, 0.25, 0.2, 2.0, 8);
+  pair_case(1, 28, 28, 32, 3, 1, 1, 32, 3, 2, 1, 3, 0.25, 0.2, 2.0, 16); /* consumer at stride 2 */
+  pair_case(3, 16, 16, 8, 3, 1, 1, 8, 3, 1, 1, 3, 1.0, 0.3, 0.5, 16);    /* producer on OpenBLAS */
+  pair_case(1, 12, 12, 8, 3, 1, 1, 8, 3, 1, 1, 3, 0.5, 0.5, 0.0, 16);    /* both on OpenBLAS */
+  pair_case(3, 9, 7, 5, 3, 2, 0, 6, 3, 1, 1, 4, 1.0, 1.0, 2.0, 16);     /* full layers, row blocks */
+  for (int c = 0; c < 24; c++) {
+    int cin = jt_int(1, 3), h = jt_int(3, 30), w = jt_int(3, 30), k0 = jt_int(0, 1) ? 3 : 1;
+    int s0 = jt_int(1, 2), p0 = jt_int(0, k0 / 2), mid = jt_int(1, 12), cout = jt_int(1, 12);
+    int h1 = (h + 2 * p0 - k0) / s0 + 1, w1 = (w + 2 * p0 - k0) / s0 + 1;
+    int k1 = h1 >= 5 && w1 >= 5 && jt_int(0, 3) == 0 ? 5 : 3, p1 = jt_int(0, k1 / 2);
+    if (h1 + 2 * p1 < k1 || w1 + 2 * p1 < k1) p1 = k1 / 2;
+    static const double thr[] = {2.0, 2.0, 0.5, 0.0};
+    pair_case(cin, h, w, mid, k0, s0, p0, cout, k1, jt_int(1, 2), p1, jt_int(1, 7),
+              jt_unif(), jt_unif(), thr[c % 4], c % 3 ? 16 : 8);
+  }
+  /* the sample's shape of template: 1 -> 16 remade by 16 -> 16, a pool */
+  train_case("model r { input 1x14x14; classes 4; search weight from density 0.4 seed 3;"
+             " stage conv { layers 2 channels 16 kernel 3x3 } reduce maxpool 2;"
+             " stage linear { layers 1 width 12 } }");
+  if (!failures) printf("test_remat: all passed\n");
+  return failures != 0;
+}
