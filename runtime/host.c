@@ -1221,9 +1221,12 @@ static void host_profile_report(const rt_backend *b, FILE *f, long steps) {
   for (int i = 0; i < g->n_layers; i++) {
     const ir_layer *l = &g->layers[i];
     double a = prof[PROF_LAYER + 2 * i], b = prof[PROF_LAYER + 2 * i + 1];
+    char by[96] = ""; /* its time in its consumer's rows */
+    if (e->xrby[i] >= 0) snprintf(by, sizeof by, "  (remade by %s)", g->layers[e->xrby[i]].name);
     fprintf(f, "  %-14s %-8s %9.3f %9.3f %5.1f%%%s\n", l->name, ir_kind_name(l->kind), a * k,
             b * k, 100.0 * (a + b) / total,
-            l->w_off < 0 || x->arch->alive[i] ? ""
+            e->xrby[i] >= 0                    ? by
+            : l->w_off < 0 || x->arch->alive[i] ? ""
             : (e->plan->alias[i] != i && !e->layout_bounds) || empty(l) ? "  (dead: aliased)"
                                          : "  (dead: a copy)");
   }
