@@ -602,10 +602,12 @@ static void pool_plan(host *e) {
 }
 
 /* A conv layer cheap enough to remake (rt_conv_shape.xr): at most this
- * many multiply-adds an output float (its inputs by taps), done twice a
- * step (forward and backward) where the output's round trips through
- * memory move it six times. The 1->32 3x3 conv in front of the
- * Fashion-MNIST sample: 9. */
+ * many multiply-adds an output float (its inputs by taps). Remade, its
+ * forward kernel runs three times a step instead of once, and of the
+ * five passes over its output and that output's gradient (its
+ * unpacking, the consumer's packing in both directions, the consumer's
+ * dx and its own packing of it) three are left, none through memory.
+ * The 1->32 3x3 conv in front of the Fashion-MNIST sample: 9. */
 enum { XR_MAX_TAPS = 32 };
 
 static int remakeable(const ir_layer *l) {

@@ -1069,17 +1069,18 @@ static void bias_sums(int cout, long len, const float *q, double *bsum) {
 
 /* ---- a remade input (rt_conv_shape.xr) ----------------------------------
  *
- * A few samples of the input at a time (the kernels' CONV_SB) are remade
- * by the producer's forward into a scratch slot of their own, where they
- * stay in cache while the consumer packs them; in the backward, the
- * consumer's input gradient for those samples goes to the same slot, and
- * the producer's weight gradient is taken from it at once (xr_wgrad),
- * its sums in the order of the producer's own call. The 1->32 conv in
- * front of the Fashion-MNIST sample's 32->32 writes and reads back 100
- * KB a sample six times a step otherwise (its output, read twice; the
- * output's gradient, written and read, and the output again as the
- * ReLU's gate). A consumer on OpenBLAS remakes the call's samples whole
- * (xr_whole): the same bits, without the gain. */
+ * The input is remade for the kernels' CONV_SB samples at a time, in a
+ * scratch slot of its own, where it stays in cache. Where both layers run
+ * on their kernels and the consumer at stride 1 (xr_direct), the
+ * producer's kernel writes its packed rows there and the consumer packs
+ * from them (xr_pack); in the backward, the producer's weight gradient is
+ * taken from the consumer's packed input gradient (xr_wgrad_direct): of
+ * the five passes over the producer's output and its gradient when the
+ * two run apart, three are left, none through memory. Otherwise the
+ * samples are remade as the producer's forward writes them, and their
+ * gradient set beside them (xr_make, xr_wgrad); on a consumer on
+ * OpenBLAS, the call's samples whole (xr_whole). The sums are those of
+ * the two layers computed apart, in the same order: the same bits. */
 
 static int cpu_conv_fwd(rt_kernels *b, int l, const rt_conv_shape *s, const float *x,
                         const float *w, const float *bias, float *y);
@@ -1357,7 +1358,6 @@ static int cpu_conv_bwd_data(rt_kernels *b, int l, const rt_conv_shape *s, const
   return 0;
 }
 
-
 /* The sum of a vector's n lanes (8 or 16), by halves. */
 static float lanes_sum(const float *v, int n) {
   float h[16];
@@ -1475,9 +1475,8 @@ static int cpu_conv_bwd(rt_kernels *b, int l, const rt_conv_shape *s, const floa
    * dyq, dxp, with the fused kernel its fourth buffer (the gradients'
    * lanes fz: fz_len), and the inputs xp */
   double *bsum = db ? (double *)(void *)buf : NULL;
-  /* with a remade input (xr), its samples and their gradient in aux,
-   * where the producer's gradients are taken from (xr_wgrad; its bias
-   * sums at the start of lbuf) */
+  /* with a remade input (xr): the samples in aux, the producer's packed
+   * output gradient in lbuf, its bias sums in rbsum */
   const rt_conv_src *r = s->xr;
   int want = r ? r->dw != NULL : dx != NULL, aid = -1, lid = -1;
   float *aux = r ? scratch_get(C(b), &aid) : NULL;
