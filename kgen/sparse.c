@@ -442,13 +442,22 @@ static void gen_runs(kg_kit *g, const rtab *r, kg_tab trs, kg_tab tro, int rb, i
  * rid is NULL), which is first set to init; a slice's source block stays
  * in L1 while every row reads it. A row's runs (r; none when NULL or
  * sliced) come before its entries, their weights before the entries'. */
+/* Where a gather's rows go when not rlen floats apart: `stride` floats
+ * apart, through the ReLU as they are stored (cg_sparse_conv_fwd_into). */
+typedef struct gdst {
+  long stride;
+  int relu;
+} gdst;
+
 static void gen_gather(kg_kit *g, const etab *t, const rtab r[NRT], int rb, int T, long rlen,
                        span sp, LLVMValueRef src, LLVMValueRef w, LLVMValueRef dst,
                        LLVMValueRef bias, const uint8_t *bm, int drows, const int32_t *rid,
-                       int cls) {
+                       int cls, const gdst *out) {
   assert(!drows || rlen == (long)g->vw * T);
   assert(rb == 1 || (!drows && !rid && t->rows % rb == 0));
   assert(!cls || !drows);
+  assert(!out || !drows);
+  long dstride = out ? out->stride : rlen;
   int nout = drows ? drows : t->rows, S = rb > 1 ? RB_TILE : T, nb = t->rows / rb, vw = g->vw;
   /* the tables by block: each block's first row's offsets */
   int32_t *offs = NULL, *bstart = block_tab(t->start, t->pair, 2, t->rows, rb, &offs);
@@ -516,7 +525,7 @@ static void gen_gather(kg_kit *g, const etab *t, const rtab r[NRT], int rb, int 
     drow[q] = rid     ? kg_tab_get(g, trid, lr.iv)
               : drows ? LLVMBuildURem(g->b, lr.iv, kg_c64(g, drows), "")
                       : kg_add(g, kg_mul(g, lr.iv, kg_c64(g, rb)), kg_c64(g, q));
-    rowbase[q] = kg_mul(g, drow[q], kg_c64(g, rlen));
+    rowbase[q] = kg_mul(g, drow[q], kg_c64(g, dstride));
   }
   for (int v0 = 0; v0 < T; v0 += S) { /* the tile's parts: one unless rb > 1 */
     int n = T - v0 < S ? T - v0 : S;
@@ -556,8 +565,14 @@ static void gen_gather(kg_kit *g, const etab *t, const rtab r[NRT], int rb, int 
     }
     for (int q = 0; q < rb; q++) {
       LLVMValueRef db = kg_add(g, kg_add(g, rowbase[q], lt.iv), kg_c64(g, v0 * g->vw));
-      for (int v = 0; v < n; v++)
-        stv(g, LLVMBuildLoad2(g->b, g->vec, acc[q][v], ""), ds, kg_add(g, db, kg_c64(g, v * g->vw)));
+      for (int v = 0; v < n; v++) {
+        LLVMValueRef a = LLVMBuildLoad2(g->b, g->vec, acc[q][v], "");
+        if (out && out->relu) { /* a > 0 ? a : 0, as rt_relu */
+          LLVMValueRef z = LLVMConstNull(g->vec);
+          a = LLVMBuildSelect(g->b, LLVMBuildFCmp(g->b, LLVMRealOGT, a, z, ""), a, z, "");
+        }
+        stv(g, a, ds, kg_add(g, db, kg_c64(g, v * g->vw)));
+      }
     }
   }
   kg_loop_close(g, &lr);
@@ -870,8 +885,8 @@ int cg_sparse_conv_row_block(const cg_conv_desc *d) {
   return rb;
 }
 
-int cg_sparse_conv_fwd(LLVMModuleRef m, const cg_conv_desc *d, const char *name,
-                       cg_order *ord) {
+static int conv_fwd(LLVMModuleRef m, const cg_conv_desc *d, const char *name, cg_order *ord,
+                    const gdst *out) {
   cg_conv_plan p;
   etab t;
   rtab r[NRT];
@@ -883,9 +898,20 @@ int cg_sparse_conv_fwd(LLVMModuleRef m, const cg_conv_desc *d, const char *name,
   gen_begin(g, m, name, p.vw);
   span sp = {g->n, g->a_ns, g->b_ns};
   gen_gather(g, &t, r, rb, p.ytile, p.yrs, sp, g->pa, g->pb, g->pd, g->pc, d->bm, 0, NULL,
-             p.vw == 16);
+             p.vw == 16, out);
   etab_free(&t), rtabs_free(r);
   return kg_end(g);
+}
+
+int cg_sparse_conv_fwd(LLVMModuleRef m, const cg_conv_desc *d, const char *name,
+                       cg_order *ord) {
+  return conv_fwd(m, d, name, ord, NULL);
+}
+
+int cg_sparse_conv_fwd_into(LLVMModuleRef m, const cg_conv_desc *d, const char *name,
+                            long stride) {
+  gdst out = {stride, 1};
+  return conv_fwd(m, d, name, NULL, &out);
 }
 
 /* The plan p of d and the data gradient's table t: per phase plane of
@@ -930,7 +956,7 @@ int cg_sparse_conv_bwd_data(LLVMModuleRef m, const cg_conv_desc *d, const char *
   gen_begin(g, m, name, p.vw);
   span sp = {g->n, g->a_ns, g->b_ns};
   gen_gather(g, &t, r, rb, p.dxtile, p.dxrs, sp, g->pa, g->pb, g->pc, NULL, NULL, 0, NULL,
-             p.vw == 16);
+             p.vw == 16, NULL);
   etab_free(&t), rtabs_free(r);
   return kg_end(g);
 }
@@ -1060,7 +1086,8 @@ int cg_sparse_conv_bwd_fused(LLVMModuleRef m, const cg_conv_desc *d, const char 
   kg_kit G, *g = &G;
   gen_begin(g, m, name, p.vw);
   span sp = {g->n, g->a_ns, g->b_ns};
-  gen_gather(g, &t, NULL, 1, p.dxtile, p.dxrs, sp, g->pa, g->pb, g->pc, NULL, NULL, 0, NULL, 0);
+  gen_gather(g, &t, NULL, 1, p.dxtile, p.dxrs, sp, g->pa, g->pb, g->pc, NULL, NULL, 0, NULL, 0,
+             NULL);
   int rc = kg_end(g);
   if (!rc) {
     gen_begin(g, m, fused, p.vw);
@@ -1189,7 +1216,7 @@ int cg_sparse_linear_fwd(LLVMModuleRef m, const cg_linear_desc *d, const char *n
   gen_begin(g, m, name, lin_vw(d));
   span sp = lin_span(g, NB, d->in, d->out);
   gen_gather(g, &t, NULL, 1, NB / g->vw, NB, sp, g->pa, g->pb, g->pd, g->pc, d->bm,
-             slices > 1 ? d->out : 0, slices > 1 ? rid : NULL, 0);
+             slices > 1 ? d->out : 0, slices > 1 ? rid : NULL, 0, NULL);
   etab_free(&t);
   free(rid);
   return kg_end(g);

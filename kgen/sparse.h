@@ -38,6 +38,9 @@
  *   conv fwd:         a = xp, b = wp, c = bias (may be NULL), d = yq;
  *                     yq = conv(xp, w) + bias, overwritten. a_ns, b_ns:
  *                     floats between samples of xp and of yq.
+ *   conv fwd_into:    as fwd (cg_sparse_conv_fwd_into), the output rows
+ *                     through the ReLU and `stride` floats apart: d is a
+ *                     consumer's padded planes, past their frame.
  *   conv bwd_data:    a = dyq, b = wp, c = dxp, d unused; dxp overwritten
  *                     (the caller adds it into dx as it unpacks).
  *                     a_ns = of dyq, b_ns = of dxp.
@@ -138,6 +141,13 @@ void cg_order_free(cg_order *ord);
  * memory runs out. */
 int cg_sparse_conv_fwd(LLVMModuleRef m, const cg_conv_desc *d, const char *name,
                        cg_order *ord);
+/* The forward kernel with its output rows `stride` floats apart, through
+ * the ReLU as they are stored: straight into the padded planes of the
+ * conv that reads them (the caller offsets dst to the first row's first
+ * value and zeroes the frame after: the rows' don't-care tails land on
+ * it). Its weights are packed as cg_sparse_conv_fwd's. */
+int cg_sparse_conv_fwd_into(LLVMModuleRef m, const cg_conv_desc *d, const char *name,
+                            long stride);
 int cg_sparse_conv_bwd_data(LLVMModuleRef m, const cg_conv_desc *d, const char *name,
                             cg_order *ord);
 int cg_sparse_conv_bwd_weight(LLVMModuleRef m, const cg_conv_desc *d, const char *name);

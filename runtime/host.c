@@ -601,17 +601,10 @@ static void pool_plan(host *e) {
   }
 }
 
-/* A conv layer cheap enough to remake (rt_conv_shape.xr): at most this
- * many multiply-adds an output float (its inputs by taps). Remade, its
- * forward kernel runs three times a step instead of once, and of the
- * five passes over its output and that output's gradient (its
- * unpacking, the consumer's packing in both directions, the consumer's
- * dx and its own packing of it) three are left, none through memory.
- * The 1->32 3x3 conv in front of the Fashion-MNIST sample: 9. */
-enum { XR_MAX_TAPS = 32 };
-
+/* A conv layer cheap enough to remake (RT_REMAT_TAPS), with its ReLU
+ * and no batch norm. */
 static int remakeable(const ir_layer *l) {
-  return l->kind == IR_CONV && !l->bn && l->relu && (int64_t)l->cin * l->k * l->k <= XR_MAX_TAPS;
+  return l->kind == IR_CONV && !l->bn && l->relu && (int64_t)l->cin * l->k * l->k <= RT_REMAT_TAPS;
 }
 
 /* Fills e->xr and e->xrby under the plan, on a kernel set that can remake

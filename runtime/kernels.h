@@ -36,6 +36,16 @@
 
 typedef struct rt_kernels rt_kernels;
 
+/* A conv layer cheap enough to remake (rt_conv_shape.xr): at most this
+ * many multiply-adds an output float (its inputs by taps). Remade, its
+ * forward kernel runs three times a step instead of once, and of the
+ * five passes over its output and that output's gradient (its
+ * unpacking, the consumer's packing in both directions, the consumer's
+ * dx and its own packing of it) none is left on the CPU kernels' direct
+ * path but the producer's packing of the gradient. The 1->32 3x3 conv
+ * in front of the Fashion-MNIST sample: 9. */
+enum { RT_REMAT_TAPS = 32 };
+
 struct rt_kernels {
   const char *name;
   const ir_graph *g;
@@ -94,7 +104,8 @@ struct rt_kernels {
   int bn_mom;
 
   /* 1: conv_fwd and conv_bwd honour rt_conv_shape.xr (conv_bwd_weight
-   * and conv_bwd_data are not called with it). */
+   * and conv_bwd_data are not called with it), for a producer of at most
+   * RT_REMAT_TAPS multiply-adds an output. */
   int remat;
   /* Optional, NULL: the graph op calls conv_bwd_weight and conv_bwd_data.
    * Both in one call, sharing the work on dy; the same semantics, and no

@@ -74,6 +74,11 @@ typedef struct rt_cpu_entry {
   int refs;                   /* layers using it, and the holds of a prepare under way */
   LLVMOrcResourceTrackerRef rt; /* its code in the JIT */
   rt_kern fwd, bwd_data, bwd_weight, bwd_fused; /* conv */
+  /* conv: a forward into the padded planes of a consumer of the same
+   * geometry (cg_sparse_conv_fwd_into, for a remade input: xr_pack),
+   * whose planes are into_xcs floats apart; 0: none */
+  rt_kern fwd_into;
+  long into_xcs;
   rt_kern bwd;                /* linear: fwd, and bwd for both directions */
   struct rt_cpu_entry *next;
 } rt_cpu_entry;
@@ -293,20 +298,25 @@ static void entry_free(cpu_backend *cb, rt_cpu_entry *e) {
 
 /* ---- compiling one layer --------------------------------------------- */
 
-/* The kernels of an entry: conv fwd, bwd_data, bwd_weight and, for a
- * fused entry, bwd_fused; linear fwd and the fused bwd. Returns how many. Each name says the layer's shape
- * (what a profile shows: ilnas_k12_conv32x28x28to32_bwd_weight), after
- * an id unique in the process. */
-static int kernel_names(const rt_cpu_entry *e, long id, char names[4][64]) {
-  static const char *ops[2][4] = {{"fwd", "bwd_data", "bwd_weight", "bwd_fused"},
-                                  {"fwd", "bwd", "", ""}};
+/* The kernels of an entry: conv fwd, bwd_data, bwd_weight, for a fused
+ * entry bwd_fused, and fwd_into where into_xcs is set; linear fwd and the
+ * fused bwd. Each name says the layer's shape (what a profile shows:
+ * ilnas_k12_conv32x28x28to32_bwd_weight), after an id unique in the
+ * process; a kernel the entry has not is named "". */
+enum { NKERN = 5 };
+static void kernel_names(const rt_cpu_entry *e, long id, char names[NKERN][64]) {
+  static const char *ops[2][NKERN] = {{"fwd", "bwd_data", "bwd_weight", "bwd_fused", "fwd_into"},
+                                      {"fwd", "bwd", "", "", ""}};
   int lin = e->kind == IR_LINEAR;
   const int *d = e->shape;
   char shape[40];
   if (lin) snprintf(shape, sizeof shape, "linear%dto%d", d[0], d[3]);
   else snprintf(shape, sizeof shape, "conv%dx%dx%dto%d", d[0], d[1], d[2], d[3]);
-  for (int i = 0; i < 4; i++) snprintf(names[i], 64, "ilnas_k%ld_%s_%s", id, shape, ops[lin][i]);
-  return lin ? 2 : e->fused ? 4 : 3;
+  for (int i = 0; i < NKERN; i++) {
+    int has = *ops[lin][i] && (i != 3 || e->fused) && (i != 4 || e->into_xcs);
+    if (has) snprintf(names[i], 64, "ilnas_k%ld_%s_%s", id, shape, ops[lin][i]);
+    else names[i][0] = '\0';
+  }
 }
 
 /* A host target machine, one per thread that builds kernels: the large
@@ -377,7 +387,7 @@ static int build_object(const rt_cpu_entry *e_, long id, LLVMTargetMachineRef tm
   rt_cpu_entry *e = (rt_cpu_entry *)e_;
   double t0 = now_s();
   LLVMContextRef ctx = LLVMContextCreate();
-  char names[4][64];
+  char names[NKERN][64];
   kernel_names(e, id, names);
   LLVMModuleRef m = LLVMModuleCreateWithNameInContext(names[0], ctx);
   char *triple = LLVMGetTargetMachineTriple(tm);
@@ -394,7 +404,8 @@ static int build_object(const rt_cpu_entry *e_, long id, LLVMTargetMachineRef tm
     rc = cg_sparse_conv_fwd(m, &d, names[0], &ord[0]) ||
          (e->fused ? cg_sparse_conv_bwd_fused(m, &d, names[1], names[3], &ord[1])
                    : cg_sparse_conv_bwd_data(m, &d, names[1], &ord[1])) ||
-         cg_sparse_conv_bwd_weight(m, &d, names[2]);
+         cg_sparse_conv_bwd_weight(m, &d, names[2]) ||
+         (e->into_xcs && cg_sparse_conv_fwd_into(m, &d, names[4], e->into_xcs));
   } else {
     cg_linear_desc d = {e->shape[0], e->shape[3], e->wm, e->bm, e->lanes, e->vw};
     rc = cg_sparse_linear_fwd(m, &d, names[0], &ord[0]) ||
@@ -455,16 +466,17 @@ static long text_bytes(LLVMMemoryBufferRef obj) {
 /* Adds a built object to the JIT and resolves its kernels. */
 static int link_entry(cpu_backend *cb, rt_cpu_entry *e, long id, LLVMMemoryBufferRef obj,
                       char *err, size_t errlen) {
-  char names[4][64];
-  int nk = kernel_names(e, id, names);
+  char names[NKERN][64];
+  kernel_names(e, id, names);
   e->rt = LLVMOrcJITDylibCreateResourceTracker(LLVMOrcLLJITGetMainJITDylib(cb->jit));
   cb->st.cached++;
   LLVMErrorRef er = LLVMOrcLLJITAddObjectFileWithRT(cb->jit, e->rt, obj);
   if (er) /* the JIT owns the buffer even when adding fails */
     return llvm_fail(er, "adding an object", err, errlen);
-  rt_kern *slot[4] = {&e->fwd, &e->bwd_data, &e->bwd_weight, &e->bwd_fused};
+  rt_kern *slot[NKERN] = {&e->fwd, &e->bwd_data, &e->bwd_weight, &e->bwd_fused, &e->fwd_into};
   if (e->kind == IR_LINEAR) slot[1] = &e->bwd;
-  for (int i = 0; i < nk; i++) {
+  for (int i = 0; i < NKERN; i++) {
+    if (!names[i][0]) continue;
     LLVMOrcExecutorAddress a = 0;
     if ((er = LLVMOrcLLJITLookup(cb->jit, &a, names[i])))
       return llvm_fail(er, "linking", err, errlen);
@@ -553,6 +565,20 @@ static void cache_remove(cpu_backend *cb, rt_cpu_entry *e) {
   *p = e->next;
 }
 
+/* The plane stride of the conv that would read a layer of desc d (plan
+ * p) as a remade input (rt_conv_shape.xr) with its own kernel size and
+ * padding at stride 1, where the layer's forward can write straight into
+ * its padded planes (cg_sparse_conv_fwd_into: the same rows, each plane's
+ * rows within its stride); 0 where not, or where d is too costly to
+ * remake. */
+static long into_stride(const cg_conv_desc *d, const cg_conv_plan *p) {
+  if (d->stride != 1 || (long)d->cin * d->k * d->k > RT_REMAT_TAPS) return 0;
+  cg_conv_desc c = {d->cout, p->oh, p->ow, 1, d->k, 1, d->pad, NULL, NULL, d->vw};
+  cg_conv_plan q;
+  if (cg_conv_plan_init(&q, &c) || q.s != 1 || q.wq != p->wq || p->yrs > q.xcs) return 0;
+  return q.xcs;
+}
+
 /* The cache entry of a layer's pattern, made (and cached, not yet built)
  * when new; NULL with a message when out of memory or the shape is bad. */
 static rt_cpu_entry *entry_get(cpu_backend *cb, int layer, const uint8_t *wmask,
@@ -613,6 +639,7 @@ static rt_cpu_entry *entry_get(cpu_backend *cb, int layer, const uint8_t *wmask,
     return NULL;
   }
   if (l->kind == IR_CONV) e->fused = cg_sparse_conv_fusable(&d, e->blocks);
+  if (l->kind == IR_CONV) e->into_xcs = into_stride(&d, &e->plan);
   e->blocks = e->blocks > 1;
   e->next = cb->cache;
   cb->cache = e;
@@ -1122,6 +1149,37 @@ static int xr_direct(rt_kernels *b, const rt_conv_shape *s, const cg_conv_plan *
   return p->s == 1 && !is_dense(b, s->xr->layer);
 }
 
+/* Where the image starts in a padded plane at stride 1 (pack_x). */
+static long xr_top(const rt_conv_shape *s, const cg_conv_plan *p) {
+  return (long)s->pad * p->wq + s->pad;
+}
+
+/* Whether xr_pack's producer writes straight into the consumer's planes
+ * (plan p, samples xs floats apart): its fwd_into was made for them, and
+ * its last plane's rows end within the sample. */
+static int xr_into(rt_kernels *b, const rt_conv_shape *s, const cg_conv_plan *p, long xs) {
+  const rt_cpu_entry *e = entry_for(b, s->xr->layer);
+  return e->fwd_into && e->into_xcs == p->xcs && e->plan.wq == p->wq &&
+         (long)(s->cin - 1) * p->xcs + xr_top(s, p) + e->plan.yrs <= xs;
+}
+
+/* Zeros where pack_x leaves them in one sample's padded planes at stride
+ * 1 (p), after fwd_into wrote the rows there: before each plane's first
+ * row, between its rows (the rows' don't-care tails), after its last row,
+ * and after the last plane. */
+static void zero_frame(const cg_conv_plan *p, const rt_conv_shape *s, float *xp) {
+  long top = xr_top(s, p), last = top + (long)(s->h - 1) * p->wq + s->w;
+  for (int ci = 0; ci < s->cin; ci++) {
+    float *d = xp + ci * p->xcs;
+    memset(d, 0, (size_t)top * sizeof *d);
+    for (int r = 0; r + 1 < s->h; r++)
+      for (long j = top + (long)r * p->wq + s->w; j < top + (long)(r + 1) * p->wq; j++) d[j] = 0.0f;
+    memset(d + last, 0, (size_t)(p->xcs - last) * sizeof *d);
+  }
+  long used = (long)s->cin * p->xcs;
+  memset(xp + used, 0, (size_t)(p->xlen - used) * sizeof *xp);
+}
+
 /* With xr_direct: the remade input of the call's samples n0 .. n0 + nb - 1
  * packed into xp (nb samples, the consumer's plan p): the producer's
  * kernel writes its packed rows in aux (its packed weights first, made
@@ -1138,33 +1196,41 @@ static void xr_pack(rt_kernels *b, const rt_conv_shape *s, const cg_conv_plan *p
   if (first) pack_w(e, 0, r->w, wp);
   for (int i = 0; i < nb; i++)
     pack_x(pl, &t, r->x + (n0 + i) * xns, xpl + i * pl->xlen, n0 + i, xtmp(b, aux, &t));
+  if (xr_into(b, s, p, xs)) { /* the rows straight into xp, then the frame */
+    e->fwd_into(xpl, wp, (float *)r->bias, xp + xr_top(s, p), nb, pl->xlen, xs);
+    for (int i = 0; i < nb; i++) zero_frame(p, s, xp + i * xs);
+    return;
+  }
   e->fwd(xpl, wp, (float *)r->bias, yq, nb, pl->xlen, t.cout * pl->yrs);
   for (int i = 0; i < nb; i++)
     pack_xq(p, s, yq + i * t.cout * pl->yrs, pl->yrs, pl->wq, xp + i * xs);
 }
 
-/* With xr_direct, after xr_pack's samples: the producer's gradients from
- * the consumer's input gradient (dxp, its packed planes), each row
- * through the ReLU (its gate, the producer's packed rows that xr_pack
- * left in aux) as it goes into the producer's packed output gradient
+/* With xr_direct, after xr_pack's samples (in xp, xs floats apart): the
+ * producer's gradients from the consumer's input gradient (dxp, its
+ * packed planes), each row through the ReLU (its gate: the producer's
+ * output as xr_pack left it, in the consumer's planes or its own packed
+ * rows in aux) as it goes into the producer's packed output gradient
  * (dyq, in lbuf, as pack_dy makes it), its input as xr_pack packed it:
  * the same bits as xr_wgrad. */
 static void xr_wgrad_direct(rt_kernels *b, const rt_conv_shape *s, const cg_conv_plan *p, int nb,
-                            const float *aux, const float *dxp, double *bsum, float *lbuf) {
+                            const float *aux, const float *xp, long xs, const float *dxp,
+                            double *bsum, float *lbuf) {
   const rt_conv_src *r = s->xr;
   const rt_cpu_entry *e = entry_for(b, r->layer);
   const cg_conv_plan *pl = &e->plan;
   rt_conv_shape t = xr_shape(s, nb);
   const float *xpl = aux + wp_len(e), *yq = xpl + CONV_SB * pl->xlen;
-  long body = pl->marg + (long)t.oh * pl->wq, in = (long)s->pad * p->wq + s->pad;
+  long body = pl->marg + (long)t.oh * pl->wq, in = xr_top(s, p);
+  int into = xr_into(b, s, p, xs);
   for (int i = 0; i < nb; i++) {
     float *q = lbuf + i * pl->dylen;
     for (int co = 0; co < t.cout; co++) {
       float *d = q + co * pl->dycs;
-      const float *g = yq + (i * t.cout + co) * pl->yrs;
+      const float *g = into ? xp + i * xs + co * p->xcs + in : yq + (i * t.cout + co) * pl->yrs;
       memset(d, 0, (size_t)pl->marg * sizeof *d);
       rt_pad_rows(t.oh, t.ow, dxp + i * p->dxlen + co * p->dxrs + in, p->wq, d + pl->marg, pl->wq,
-                  0, g, pl->wq, NULL);
+                  0, g, into ? p->wq : pl->wq, NULL);
       memset(d + body, 0, (size_t)(pl->dycs - body) * sizeof *d);
     }
     dy_tail(pl, &t, q);
@@ -1525,7 +1591,7 @@ static int cpu_conv_bwd(rt_kernels *b, int l, const rt_conv_shape *s, const floa
       e->bwd_data(dyq, wp, dxp, NULL, nb, p->dylen, p->dxlen);
     }
     if (direct) { /* the producer's gradients from dxp */
-      xr_wgrad_direct(b, s, p, nb, aux, dxp, rbsum, lbuf);
+      xr_wgrad_direct(b, s, p, nb, aux, xp, xs, dxp, rbsum, lbuf);
       continue;
     }
     if (r) { /* x's gradient into aux, and from it the producer's */

@@ -3,7 +3,9 @@
  * CPU backend, bit for bit: the consumer's output, its weight and bias
  * gradients, and the producer's. Random shapes and masks over every path
  * the backend takes: both on the JIT kernels at stride 1 (the producer's
- * packed rows straight into the consumer's packing), the consumer at
+ * kernel writing straight into the consumer's padded planes where their
+ * geometry allows, as the first cases' 3x3 convs on 28x28 do, else its
+ * packed rows into the consumer's packing), the consumer at
  * stride 2 or the producer on OpenBLAS (the samples remade plain), the
  * consumer on OpenBLAS (the call's samples remade whole); 8 and 16 lanes;
  * odd sample counts, so that the last pair is a single sample.
