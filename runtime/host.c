@@ -454,6 +454,27 @@ static int planned_assign(const hx *x, int l) {
   return e->dxa[l] && !x->use_live && !e->layout_bounds;
 }
 
+/* What layer i's op reads under the plan, [*lo, *hi) of a sample (and
+ * its backward writes): its input, or a dead layer's pass-through source;
+ * 0 for an aliased dead layer, whose op does nothing. */
+static int op_reads(const host *e, int i, int64_t *lo, int64_t *hi) {
+  const hx *x = &e->pub;
+  const rt_plan *p = e->plan;
+  const ir_layer *o = &x->g->layers[i];
+  if (p->alias[i] != i && !x->arch->alive[i]) return 0;
+  if (x->arch->alive[i] || o->prev_t < 0)
+    *lo = p->in_off[i], *hi = *lo + (int64_t)o->cin * o->h * o->w;
+  else
+    *lo = p->prev_off[i], *hi = *lo + (int64_t)o->cout * o->oh * o->ow;
+  return 1;
+}
+
+/* Whether [a, b) of a sample overlaps the logits. */
+static int hits_logits(const ir_graph *g, int64_t a, int64_t b) {
+  const ir_tensor *lt = &g->tensors[g->logits_t];
+  return lt->off < b && a < lt->off + (int64_t)lt->c * lt->h * lt->w;
+}
+
 /* Fills e->dxa under the plan: an alive conv layer whose backward is the
  * first to write any of its input slice's gradient (no op before it in
  * the backward writes there: no reader after it in the forward, no dead
@@ -486,17 +507,12 @@ static int plan_dx_assign(host *e, int64_t (*cut)[2]) {
     int other = (l->kind == IR_MAXPOOL || l->kind == IR_GAP || l->kind == IR_COPY) && p->alias[m] == m;
     if (!(conv || other) || !needs_dx(x, l) || pos[m] >= e->nb) continue;
     int64_t a = p->in_off[m], b = a + (int64_t)l->cin * l->h * l->w;
-    const ir_tensor *lt = &g->tensors[g->logits_t];
-    int sole = !(lt->off < b && a < lt->off + (int64_t)lt->c * lt->h * lt->w);
+    int sole = !hits_logits(g, a, b);
     for (int i = 0; i < g->n_layers && sole; i++) {
       const ir_layer *o = &g->layers[i];
-      if (i == m || (p->alias[i] != i && !x->arch->alive[i])) continue; /* no op */
-      if (pos[i] > pos[m]) continue; /* runs after it: adds to what it wrote */
       int64_t w[2][2] = {{0, 0}, {0, 0}}; /* what its backward writes */
-      if (x->arch->alive[i] || o->prev_t < 0)
-        w[0][0] = p->in_off[i], w[0][1] = w[0][0] + (int64_t)o->cin * o->h * o->w;
-      else
-        w[0][0] = p->prev_off[i], w[0][1] = w[0][0] + (int64_t)o->cout * o->oh * o->ow;
+      if (i == m || !op_reads(e, i, &w[0][0], &w[0][1])) continue; /* no op */
+      if (pos[i] > pos[m]) continue; /* runs after it: adds to what it wrote */
       if (o->z_t >= 0) {
         const ir_tensor *t = &g->tensors[o->z_t];
         w[1][0] = t->off, w[1][1] = t->off + (int64_t)t->c * t->h * t->w;
@@ -534,17 +550,11 @@ static void plan_bn_x(host *e) {
       continue;
     const ir_layer *sl = &g->layers[so];
     int64_t plane = (int64_t)sl->oh * sl->ow, a = p->out_off[so], b = a + l->cout * plane;
-    const ir_tensor *lt = &g->tensors[g->logits_t];
-    int reader = -1, ok = !(lt->off < b && a < lt->off + (int64_t)lt->c * lt->h * lt->w);
+    int reader = -1, ok = !hits_logits(g, a, b);
     for (int i = 0; i < g->n_layers && ok; i++) {
       const ir_layer *o = &g->layers[i];
-      if (i == m || i == pl || (p->alias[i] != i && !x->arch->alive[i])) continue; /* no op */
       int64_t lo, hi; /* what it reads */
-      if (x->arch->alive[i] || o->prev_t < 0)
-        lo = p->in_off[i], hi = lo + (int64_t)o->cin * o->h * o->w;
-      else
-        lo = p->prev_off[i], hi = lo + (int64_t)o->cout * o->oh * o->ow;
-      if (!(lo < b && a < hi)) continue;
+      if (i == m || i == pl || !op_reads(e, i, &lo, &hi) || !(lo < b && a < hi)) continue;
       int conv = o->kind == IR_CONV && x->backend->bn_x && o->h == sl->oh && o->w == sl->ow;
       int lin = o->kind == IR_LINEAR && pl >= 0;
       if (reader >= 0 || !(conv || lin) || !x->arch->alive[i] || a < lo || b > hi ||
@@ -624,17 +634,11 @@ static void plan_remat(host *e) {
         (e->pfu && e->pfu[m].pool >= 0))
       continue;
     int64_t a = p->out_off[m], b = a + (int64_t)l->cout * l->oh * l->ow;
-    const ir_tensor *lt = &g->tensors[g->logits_t];
-    int reader = -1, ok = !(lt->off < b && a < lt->off + (int64_t)lt->c * lt->h * lt->w);
+    int reader = -1, ok = !hits_logits(g, a, b);
     for (int i = 0; i < g->n_layers && ok; i++) {
       const ir_layer *o = &g->layers[i];
-      if (i == m || (p->alias[i] != i && !x->arch->alive[i])) continue; /* no op */
       int64_t lo, hi; /* what it reads */
-      if (x->arch->alive[i] || o->prev_t < 0)
-        lo = p->in_off[i], hi = lo + (int64_t)o->cin * o->h * o->w;
-      else
-        lo = p->prev_off[i], hi = lo + (int64_t)o->cout * o->oh * o->ow;
-      if (!(lo < b && a < hi)) continue;
+      if (i == m || !op_reads(e, i, &lo, &hi) || !(lo < b && a < hi)) continue;
       if (reader >= 0 || o->kind != IR_CONV || !x->arch->alive[i] || empty(o) || lo != a ||
           hi != b || o->cin != l->cout || o->h != l->oh || o->w != l->ow || e->xsrc[i] >= 0)
         ok = 0;

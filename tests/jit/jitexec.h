@@ -37,4 +37,15 @@ static inline void jt_wake(rt_exec *x, int li) {
   rt_exec_set_unit(x, l->w_off, ir_fan_in(l) / l->cin, 1, NULL);
 }
 
+/* The loss of an inference pass of exec x over n images in (labels lab),
+ * training switched back on after. */
+static inline double jt_infer_loss(rt_exec *x, const float *in, int n, const ir_label *lab) {
+  rt_exec_set_training(x, 0);
+  rt_exec_set_input(x, in, n);
+  rt_exec_forward(x);
+  double loss = rt_exec_loss(x, lab, 0, NULL);
+  rt_exec_set_training(x, 1);
+  return loss;
+}
+
 #endif

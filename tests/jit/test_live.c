@@ -15,7 +15,7 @@
 #include "runtime/p2.h"
 #include "runtime/packed.h"
 #include "runtime/plan.h"
-#include "tests/jit/jitutil.h"
+#include "tests/jit/jitexec.h"
 #include "tests/jit/deferred.h"
 
 /* Dense stages with batch norm (kernel granularity) and a linear stage:
@@ -152,13 +152,8 @@ static void check_same_losses(const char *backend, const char *src) {
   const float *p0 = rt_exec_view(x[0], RT_PARAMS), *p1 = rt_exec_view(x[1], RT_PARAMS);
   double e = jt_nerr(p0, p1, (size_t)g->n_params);
   CHECK(e < 1e-5, "%s: parameters differ by %g", backend, e);
-  double eval[2];
-  for (int k = 0; k < 2; k++) { /* inference: not worked, batch norm's output is 0 */
-    rt_exec_set_training(x[k], 0);
-    rt_exec_set_input(x[k], in, n);
-    rt_exec_forward(x[k]);
-    eval[k] = rt_exec_loss(x[k], lab, 0, NULL);
-  }
+  /* inference: not worked, batch norm's output is 0 */
+  double eval[2] = {jt_infer_loss(x[0], in, n, lab), jt_infer_loss(x[1], in, n, lab)};
   CHECK(fabs(eval[0] - eval[1]) <= 1e-5 * fabs(eval[1]), "%s: inference loss %.9g under the plan, "
         "%.9g at the bounds", backend, eval[0], eval[1]);
   const float *s0 = rt_exec_view(x[0], RT_STATS), *s1 = rt_exec_view(x[1], RT_STATS);

@@ -21,7 +21,7 @@
 #include "runtime/exec.h"
 #include "runtime/packed.h"
 #include "search/search.h"
-#include "tests/jit/jitutil.h"
+#include "tests/jit/jitexec.h"
 
 static const char *const models[] = {
     /* dense stages with batch norm (kernel granularity), dead layers
@@ -178,14 +178,7 @@ static void check_model(const char *src, const char *kind) {
    * that compute every channel, the live layout keeps them until the
    * channel is (packed.h) */
   memcpy(rt_exec_edit(x[0], RT_STATS), rt_exec_view(x[1], RT_STATS), (size_t)g->n_stats * sizeof(float));
-  double eval[2];
-  for (int k = 0; k < 2; k++) {
-    rt_exec_set_training(x[k], 0);
-    rt_exec_set_input(x[k], in, N);
-    rt_exec_forward(x[k]);
-    eval[k] = rt_exec_loss(x[k], lab, 0, NULL);
-    rt_exec_set_training(x[k], 1);
-  }
+  double eval[2] = {jt_infer_loss(x[0], in, N, lab), jt_infer_loss(x[1], in, N, lab)};
   CHECK(fabs(eval[0] - eval[1]) <= 1e-5 * fabs(eval[1]), "%s, %s: inference loss %.9g live, %.9g at the bounds",
         g->cfg.name, kind, eval[0], eval[1]);
   /* phase II's dense gradient, at every parameter of g */

@@ -12,9 +12,8 @@
  * Then the host step: a model whose first conv its second remakes,
  * trained with remaking and without, growing between steps, on two
  * threads: every loss, the parameters and an inference the same bits. */
-#include "jitutil.h"
+#include "jitexec.h"
 #include "runtime/cpu/cpu.h"
-#include "runtime/exec.h"
 #include "runtime/host.h"
 #include "runtime/kernels.h"
 
@@ -169,13 +168,7 @@ static void train_case(const char *src) {
         rt_host_remade(x[1]->backend));
   CHECK(same(rt_exec_view(x[0], RT_PARAMS), rt_exec_view(x[1], RT_PARAMS), (size_t)g->n_params),
         "the parameters differ");
-  double eval[2];
-  for (int k = 0; k < 2; k++) {
-    rt_exec_set_training(x[k], 0);
-    rt_exec_set_input(x[k], in, N);
-    rt_exec_forward(x[k]);
-    eval[k] = rt_exec_loss(x[k], lab, 0, NULL);
-  }
+  double eval[2] = {jt_infer_loss(x[0], in, N, lab), jt_infer_loss(x[1], in, N, lab)};
   CHECK(eval[0] == eval[1], "inference loss %.9g remade, %.9g apart", eval[0], eval[1]);
   free(in), free(vals);
   rt_exec_free(x[0]), rt_exec_free(x[1]), ir_free(g);
