@@ -752,6 +752,9 @@ static int zip_member(const uint8_t *z, size_t zn, const char *path, const char 
       if (data > zn || csize > zn - data)
         return rt_fail(err, errlen, "%s: %s: truncated (the zip says %llu bytes)", path, name,
                     (unsigned long long)csize);
+      if (method != 0 && method != 8) /* before its size is trusted with memory */
+        return rt_fail(err, errlen, "%s: %s: zip compression method %u (stored or deflate "
+                    "expected)", path, name, (unsigned)method);
       if (usize > SIZE_MAX / 2 || (method == 0 && usize != csize) ||
           (method == 8 && usize / 1032 > csize + 1))
         return rt_fail(err, errlen, "%s: %s: implausible size %llu", path, name,
@@ -760,7 +763,7 @@ static int zip_member(const uint8_t *z, size_t zn, const char *path, const char 
       if (!buf) return rt_fail(err, errlen, "%s: out of memory for %s", path, name);
       if (method == 0) {
         memcpy(buf, z + data, (size_t)usize);
-      } else if (method == 8) {
+      } else {
         z_stream st;
         memset(&st, 0, sizeof st);
         int zr = inflateInit2(&st, -MAX_WBITS);
@@ -780,10 +783,6 @@ static int zip_member(const uint8_t *z, size_t zn, const char *path, const char 
           return rt_fail(err, errlen, "%s: %s: corrupt compressed data (%s)", path, name,
                       zr == Z_STREAM_END ? "wrong size" : st.msg ? st.msg : "cut short");
         }
-      } else {
-        free(buf);
-        return rt_fail(err, errlen, "%s: %s: zip compression method %u (stored or deflate "
-                    "expected)", path, name, (unsigned)method);
       }
       uLong got = 0;
       for (uint64_t o = 0; o < usize; o += 1u << 30) {
