@@ -428,6 +428,13 @@ static void gen_runs(kg_kit *g, const rtab *r, kg_tab trs, kg_tab tro, int rb, i
   kg_loop_close(g, &lr);
 }
 
+/* Where a gather's rows go when not rlen floats apart: `stride` floats
+ * apart, through the ReLU as they are stored (cg_sparse_conv_fwd_into). */
+typedef struct gdst {
+  long stride;
+  int relu;
+} gdst;
+
 /* dst[row * rlen + t .. + 8T) = init(row) + sum over the row's entries e
  * of w[e] * src[off(e) + t ..], for t in [0, rlen) by tiles of T vectors,
  * for every sample of the span. init is the bias (fwd) or 0. The weights
@@ -441,14 +448,8 @@ static void gen_runs(kg_kit *g, const rtab *r, kg_tab trs, kg_tab tro, int rb, i
  * source, drows rows each, all adding into dst row rid[r] (r % drows when
  * rid is NULL), which is first set to init; a slice's source block stays
  * in L1 while every row reads it. A row's runs (r; none when NULL or
- * sliced) come before its entries, their weights before the entries'. */
-/* Where a gather's rows go when not rlen floats apart: `stride` floats
- * apart, through the ReLU as they are stored (cg_sparse_conv_fwd_into). */
-typedef struct gdst {
-  long stride;
-  int relu;
-} gdst;
-
+ * sliced) come before its entries, their weights before the entries'.
+ * With out (not sliced), the rows go where out says. */
 static void gen_gather(kg_kit *g, const etab *t, const rtab r[NRT], int rb, int T, long rlen,
                        span sp, LLVMValueRef src, LLVMValueRef w, LLVMValueRef dst,
                        LLVMValueRef bias, const uint8_t *bm, int drows, const int32_t *rid,
