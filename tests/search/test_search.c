@@ -10,7 +10,7 @@
 #include "base/rng.h"
 #include "search/search.h"
 
-#include "tests/check.h"
+#include "tests/jit/jitexec.h"
 
 
 static ir_graph *build(const char *src) {
@@ -368,17 +368,6 @@ static void check_whole_kernels(const ir_graph *g, const ir_arch *a, const char 
 
 /* Random models and expansions: the budget holds, even for α*; kernel
  * granularity stays whole; the outputs stay finite. */
-/* The loss of one batch in inference mode (batch norm on its running
- * statistics). */
-static double eval_loss(rt_exec *x, const float *in, const ir_label *lab, int n) {
-  rt_exec_set_training(x, 0);
-  rt_exec_set_input(x, in, n);
-  rt_exec_forward(x);
-  double loss = rt_exec_loss(x, lab, 0, NULL);
-  rt_exec_set_training(x, 1);
-  return loss;
-}
-
 static void test_budget(void) {
   rt_rng rng;
   rt_rng_seed(&rng, 2024);
@@ -426,9 +415,9 @@ static void test_budget(void) {
       CHECK(c.active + nn <= g->cfg.budget, "trial %d: α* of %lld would exceed the budget %lld",
             trial, (long long)(c.active + nn), (long long)g->cfg.budget);
       srch_event ev;
-      double eval_before = eval_loss(x, fixed, flab, n);
+      double eval_before = jt_infer_loss(x, fixed, n, flab);
       srch_expand(&s, x, &b, &ev);
-      double eval_after = eval_loss(x, fixed, flab, n);
+      double eval_after = jt_infer_loss(x, fixed, n, flab);
       bn_revivals += bn && ev.new_layers > 0;
       c = ir_count_params(g, x->arch);
       CHECK(c.active <= g->cfg.budget, "trial %d: %lld active > budget %lld", trial,
