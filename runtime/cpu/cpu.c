@@ -638,8 +638,8 @@ static rt_cpu_entry *entry_get(cpu_backend *cb, int layer, const uint8_t *wmask,
     entry_free(cb, e);
     return NULL;
   }
-  if (l->kind == IR_CONV) e->fused = cg_sparse_conv_fusable(&d, e->blocks);
-  if (l->kind == IR_CONV) e->into_xcs = into_stride(&d, &e->plan);
+  if (l->kind == IR_CONV)
+    e->fused = cg_sparse_conv_fusable(&d, e->blocks), e->into_xcs = into_stride(&d, &e->plan);
   e->blocks = e->blocks > 1;
   e->next = cb->cache;
   cb->cache = e;
@@ -862,6 +862,25 @@ static void pack_plane2(const cg_conv_plan *p, const rt_conv_shape *s, const flo
   }
 }
 
+/* One plane at stride 1 into d: the image inside a zero frame, written
+ * once, its rows `pitch` floats apart in src, through map or gated by
+ * gate (rows gpitch apart), as rt_pad_rows takes them. */
+static void pad_plane(const cg_conv_plan *p, const rt_conv_shape *s, const float *src, long pitch,
+                      const float *gate, long gpitch, const rt_affine *map, float *d) {
+  int rows = s->h < p->hq - s->pad ? s->h : p->hq - s->pad;
+  int cols = s->w < p->wq - s->pad ? s->w : p->wq - s->pad;
+  long top = (long)s->pad * p->wq, body = top + (long)rows * p->wq;
+  memset(d, 0, (size_t)top * sizeof *d);
+  rt_pad_rows(rows, cols, src, pitch, d + top, p->wq, s->pad, gate, gpitch, map);
+  memset(d + body, 0, (size_t)(p->pq - body) * sizeof *d);
+}
+
+/* Zeros in xp past its last channel, to the sample's end. */
+static void xp_tail(const cg_conv_plan *p, const rt_conv_shape *s, float *xp) {
+  long used = (long)s->cin * p->xcs;
+  memset(xp + used, 0, (size_t)(p->xlen - used) * sizeof *xp);
+}
+
 /* One sample x [cin][h][w] into xp (cg_conv_plan): padded, split into
  * phase planes, every float of xp written (the slot is shared by layers of
  * other layouts, and the kernels read the don't-care tail). */
@@ -886,13 +905,8 @@ static void pack_x(const cg_conv_plan *p, const rt_conv_shape *s, const float *x
     for (int py = 0; py < S; py++)
       for (int px = 0; px < S; px++) {
         float *d = xp + ci * p->xcs + (py * S + px) * p->pq;
-        if (S == 1) { /* the plane is the image inside a zero frame, written once */
-          int rows = s->h < p->hq - s->pad ? s->h : p->hq - s->pad;
-          int cols = s->w < p->wq - s->pad ? s->w : p->wq - s->pad;
-          long top = (long)s->pad * p->wq, body = top + (long)rows * p->wq;
-          memset(d, 0, (size_t)top * sizeof *d);
-          rt_pad_rows(rows, cols, xc, s->w, d + top, p->wq, s->pad, NULL, 0, map);
-          memset(d + body, 0, (size_t)(p->pq - body) * sizeof *d);
+        if (S == 1) {
+          pad_plane(p, s, xc, s->w, NULL, 0, map, d);
           continue;
         }
         /* plane columns [j0, j1) hold image columns j * S + px - pad */
@@ -914,8 +928,7 @@ static void pack_x(const cg_conv_plan *p, const rt_conv_shape *s, const float *x
         memset(d, 0, (size_t)(p->pq - (long)p->hq * p->wq) * sizeof *d); /* to the plane's end */
       }
   }
-  long used = (long)s->cin * p->xcs;
-  memset(xp + used, 0, (size_t)(p->xlen - used) * sizeof *xp);
+  xp_tail(p, s, xp);
 }
 
 /* One sample of a remade input (rt_conv_shape.xr) into xp at stride 1,
@@ -925,18 +938,9 @@ static void pack_x(const cg_conv_plan *p, const rt_conv_shape *s, const float *x
 static void pack_xq(const cg_conv_plan *p, const rt_conv_shape *s, const float *yq, long yrs,
                     long ywq, float *xp) {
   assert(p->s == 1);
-  int rows = s->h < p->hq - s->pad ? s->h : p->hq - s->pad;
-  int cols = s->w < p->wq - s->pad ? s->w : p->wq - s->pad;
-  long top = (long)s->pad * p->wq, body = top + (long)rows * p->wq;
-  for (int ci = 0; ci < s->cin; ci++) {
-    const float *q = yq + ci * yrs;
-    float *d = xp + ci * p->xcs;
-    memset(d, 0, (size_t)top * sizeof *d);
-    rt_pad_rows(rows, cols, q, ywq, d + top, p->wq, s->pad, q, ywq, NULL); /* (q > 0) * q */
-    memset(d + body, 0, (size_t)(p->pq - body) * sizeof *d);
-  }
-  long used = (long)s->cin * p->xcs;
-  memset(xp + used, 0, (size_t)(p->xlen - used) * sizeof *xp);
+  for (int ci = 0; ci < s->cin; ci++) /* gated by itself: (q > 0) * q */
+    pad_plane(p, s, yq + ci * yrs, ywq, yq + ci * yrs, ywq, NULL, xp + ci * p->xcs);
+  xp_tail(p, s, xp);
 }
 
 /* The floats of dyq past its last channel (the vector a run of the
@@ -1096,14 +1100,16 @@ static void bias_sums(int cout, long len, const float *q, double *bsum) {
 
 /* ---- a remade input (rt_conv_shape.xr) ----------------------------------
  *
- * The input is remade for the kernels' CONV_SB samples at a time, in a
- * scratch slot of its own, where it stays in cache. Where both layers run
- * on their kernels and the consumer at stride 1 (xr_direct), the
- * producer's kernel writes its packed rows there and the consumer packs
- * from them (xr_pack); in the backward, the producer's weight gradient is
- * taken from the consumer's packed input gradient (xr_wgrad_direct): of
- * the five passes over the producer's output and its gradient when the
- * two run apart, three are left, none through memory. Otherwise the
+ * The input is remade for the kernels' CONV_SB samples at a time, where
+ * it stays in cache. Where both layers run on their kernels and the
+ * consumer at stride 1 (xr_direct), the producer's kernel writes through
+ * the ReLU straight into the consumer's padded planes (fwd_into, where
+ * the consumer has its geometry; the frame zeroed after), else its packed
+ * rows into a scratch slot, which the consumer packs from (xr_pack); in
+ * the backward, the producer's weight gradient is taken from the
+ * consumer's packed input gradient (xr_wgrad_direct): of the five passes
+ * over the producer's output and its gradient when the two run apart,
+ * one is left (three without fwd_into), none through memory. Otherwise the
  * samples are remade as the producer's forward writes them, and their
  * gradient set beside them (xr_make, xr_wgrad); on a consumer on
  * OpenBLAS, the call's samples whole (xr_whole). The sums are those of
@@ -1176,8 +1182,7 @@ static void zero_frame(const cg_conv_plan *p, const rt_conv_shape *s, float *xp)
       for (long j = top + (long)r * p->wq + s->w; j < top + (long)(r + 1) * p->wq; j++) d[j] = 0.0f;
     memset(d + last, 0, (size_t)(p->xcs - last) * sizeof *d);
   }
-  long used = (long)s->cin * p->xcs;
-  memset(xp + used, 0, (size_t)(p->xlen - used) * sizeof *xp);
+  xp_tail(p, s, xp);
 }
 
 /* With xr_direct: the remade input of the call's samples n0 .. n0 + nb - 1
