@@ -67,7 +67,7 @@ int main(int argc, char **argv) {
   for (long i = 0; i < q; i++) dp[i] = (float)rand() / RAND_MAX - 0.5f;
   for (int i = 0; i < c; i++)
     gamma[i] = i % 2 ? -1.0f : 1.0f, beta[i] = 0.1f, sm[i] = 0.2f, si[i] = 1.1f, sk[i] = 1.1f;
-  rt_bn_shape s = {1, c, (int)hw, 0, 0};
+  rt_bn_shape s = {1, c, (int)hw, 0, 0, w};
   printf("elem_bench: %d planes of %dx%d, one core, best of 15 x 100 calls; ns an element\n", c, h,
          w);
   double a, b;
@@ -76,6 +76,10 @@ int main(int argc, char **argv) {
   TIME(a, rt_bn_moments(&s, x, mom, 2));
   TIME(b, rt_bn_fwd(NULL, 1, &s, 1, 1, x, NULL, 0, gamma, beta, y, y + c, sm, si, sk, NULL));
   row("rows' moments (rt_bn_moments)", a, "the statistics in one pass (rt_bn_fwd)", b);
+  TIME(a, for (int ch = 0; ch < c; ch++)
+              rt_bn_copy_moments(h, w, x + ch * hw, w, y + ch * hw, w, 0, mom));
+  TIME(b, rt_copy_2d(c * h, w, x, w, y, w); rt_bn_moments(&s, y, mom, 2));
+  row("a copy with its moments", a, "copied, then the moments", b);
   double mp;
   TIME(mp, rt_bn_moments_pool(&s, x, mom, 2, w, gamma, zx, code, 0));
   TIME(b, rt_bn_out(NULL, 1, &s, 1, w, x, beta, sm, sk, NULL, p, 0, code, 0));

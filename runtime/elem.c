@@ -591,9 +591,10 @@ void rt_col2im_add(const rt_conv_shape *s, const float *col, float *dx) {
 /* Batch norm. A channel's rows (one per sample, hw floats) are summed in
  * float, in lanes, while they sit in L1; the row results are
  * combined in double, so that the error grows with hw, not with n * hw.
- * The mean and variance come from each row's sums about its own float
- * mean (shifted sums: no cancellation when the mean is large against the
- * spread), merged row by row as Chan et al.'s parallel variance.
+ * The mean and variance come from each row's sums about its first value
+ * (shifted sums, one pass: no cancellation when the mean is large
+ * against the spread), merged row by row as Chan et al.'s parallel
+ * variance.
  *
  * The row sums need nothing but the row, so the producer of x can take
  * them while x is in its cache (rt_bn_moments); rt_bn_fwd then reads x
@@ -608,16 +609,6 @@ static long bn_y_ns(const rt_bn_shape *s) {
   return s->y_ns ? s->y_ns : (long)s->c * s->hw;
 }
 
-/* A row's sums run in ROW_LANES float lanes, four SSE registers a sum:
- * independent chains of adds, so that a row costs about its loads. */
-enum { ROW_LANES = 16 };
-
-static float lanes16(const float a[ROW_LANES]) {
-  float h[8];
-  for (int j = 0; j < 8; j++) h[j] = a[j] + a[j + 8];
-  return lanes_sum(h);
-}
-
 /* A row's mean and sum of squared deviations into mom, from the sums s1
  * of d = x - m and s2 of d * d about the shift m. */
 static void row_moments(long hw, float m, float s1, float s2, double *mom) {
@@ -625,103 +616,122 @@ static void row_moments(long hw, float m, float s1, float s2, double *mom) {
   mom[0] = rmean, mom[1] = rm2 < 0.0 ? 0.0 : rm2;
 }
 
-/* One row's mean and sum of squared deviations from it: the row's sum,
- * then the sums of d = x - m and of d * d about its float mean m (both
- * passes while the row is in L1). */
-static void row_stats(long hw, const float *restrict x, double *mom) {
-  float a[ROW_LANES] = {0}, b[ROW_LANES] = {0}, ta = 0.0f, tb = 0.0f;
-  long i = 0;
-#if defined(__SSE2__)
-  __m128 a0 = _mm_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-  for (; i + ROW_LANES <= hw; i += ROW_LANES) {
-    a0 = _mm_add_ps(a0, _mm_loadu_ps(x + i)), a1 = _mm_add_ps(a1, _mm_loadu_ps(x + i + 4));
-    a2 = _mm_add_ps(a2, _mm_loadu_ps(x + i + 8)), a3 = _mm_add_ps(a3, _mm_loadu_ps(x + i + 12));
-  }
-  _mm_storeu_ps(a, a0), _mm_storeu_ps(a + 4, a1), _mm_storeu_ps(a + 8, a2);
-  _mm_storeu_ps(a + 12, a3);
-#endif
-  for (; i + ROW_LANES <= hw; i += ROW_LANES)
-    for (int j = 0; j < ROW_LANES; j++) a[j] += x[i + j];
-  for (; i < hw; i++) ta += x[i];
-  const float m = (lanes16(a) + ta) / (float)hw; /* a shift near the row's mean */
-  for (int j = 0; j < ROW_LANES; j++) a[j] = 0.0f;
-  ta = 0.0f, i = 0;
-#if defined(__SSE2__)
-  const __m128 mv = _mm_set1_ps(m);
-  __m128 b0 = _mm_setzero_ps(), b1 = b0, b2 = b0, b3 = b0;
-  a0 = a1 = a2 = a3 = b0;
-  for (; i + ROW_LANES <= hw; i += ROW_LANES) {
-    __m128 d0 = _mm_sub_ps(_mm_loadu_ps(x + i), mv), d1 = _mm_sub_ps(_mm_loadu_ps(x + i + 4), mv);
-    __m128 d2 = _mm_sub_ps(_mm_loadu_ps(x + i + 8), mv);
-    __m128 d3 = _mm_sub_ps(_mm_loadu_ps(x + i + 12), mv);
-    a0 = _mm_add_ps(a0, d0), a1 = _mm_add_ps(a1, d1), a2 = _mm_add_ps(a2, d2);
-    a3 = _mm_add_ps(a3, d3);
-    b0 = _mm_add_ps(b0, _mm_mul_ps(d0, d0)), b1 = _mm_add_ps(b1, _mm_mul_ps(d1, d1));
-    b2 = _mm_add_ps(b2, _mm_mul_ps(d2, d2)), b3 = _mm_add_ps(b3, _mm_mul_ps(d3, d3));
-  }
-  _mm_storeu_ps(a, a0), _mm_storeu_ps(a + 4, a1), _mm_storeu_ps(a + 8, a2);
-  _mm_storeu_ps(a + 12, a3);
-  _mm_storeu_ps(b, b0), _mm_storeu_ps(b + 4, b1), _mm_storeu_ps(b + 8, b2);
-  _mm_storeu_ps(b + 12, b3);
-#endif
-  for (; i + ROW_LANES <= hw; i += ROW_LANES)
-    for (int j = 0; j < ROW_LANES; j++) {
-      float d = x[i + j] - m;
-      a[j] += d, b[j] += d * d;
+/* A plane's sums about its first value k, in one pass: each row by
+ * eights (the last eight overlapping the ones before, the lanes counted
+ * already masked to 0), a row's q-th eight into chain q % 4 of eight
+ * float lanes, so that up to four chains of adds run apart. chains_sum
+ * closes them in a fixed order. Shifted by a value of the plane, the sums
+ * cancel only as far as k lies from the mean against the spread. */
+enum { PLANE_CHAINS = 4 };
+
+static float chains_sum(float a[PLANE_CHAINS][8]) {
+  float h[8];
+  for (int j = 0; j < 8; j++) h[j] = (a[0][j] + a[1][j]) + (a[2][j] + a[3][j]);
+  return lanes_sum(h);
+}
+
+static float plane_first(const float *x, int relu) {
+  return relu && !(x[0] > 0.0f) ? 0.0f : x[0];
+}
+
+static void plane_stats_scalar(int rows, int len, const float *x, long xs, float *y, long ys,
+                               int relu, double *mom) {
+  float a[PLANE_CHAINS][8] = {{0}}, b[PLANE_CHAINS][8] = {{0}};
+  const float k = plane_first(x, relu);
+  const int nq = (len + 7) / 8;
+  for (int r = 0; r < rows; r++) {
+    const float *xr = x + r * xs;
+    for (int q = 0; q < nq; q++) {
+      /* the last eight ends the row (all of it below 8) */
+      int at = len < 8 ? 0 : q < nq - 1 ? 8 * q : len - 8;
+      for (int j = 0; j < 8 && at + j < len; j++) {
+        float v = xr[at + j];
+        if (relu) v = v > 0.0f ? v : 0.0f;
+        if (y) y[r * ys + at + j] = v;
+        float d = at + j >= 8 * q ? v - k : 0.0f;
+        a[q % PLANE_CHAINS][j] += d;
+        b[q % PLANE_CHAINS][j] = fmaf(d, d, b[q % PLANE_CHAINS][j]);
+      }
     }
-  for (; i < hw; i++) {
-    float d = x[i] - m;
-    ta += d, tb += d * d;
   }
-  row_moments(hw, m, lanes16(a) + ta, lanes16(b) + tb, mom);
+  row_moments((long)rows * len, k, chains_sum(a), chains_sum(b), mom);
 }
 
 #if ELEM_AVX2
-/* row_stats of two rows of hw floats at once (x0, x1), each row's sixteen
- * lanes in two AVX2 vectors: the same operations on each lane in the
- * same order, so the same bits. A row's own chains of adds wait on each
- * other's latency; two rows' interleaved do not. */
-__attribute__((target("avx2"))) static void row_stats2_avx2(long hw, const float *x0,
-                                                            const float *x1, double *mom0,
-                                                            double *mom1) {
-  const float *x[2] = {x0, x1};
-  double *mom[2] = {mom0, mom1};
-  const __m256 zero = _mm256_setzero_ps();
-  __m256 a[2][2] = {{zero, zero}, {zero, zero}}, b[2][2] = {{zero, zero}, {zero, zero}};
-  float av[2][ROW_LANES], bv[2][ROW_LANES], m[2];
-  long n16 = hw / ROW_LANES * ROW_LANES;
-  for (long i = 0; i < n16; i += ROW_LANES)
-    for (int r = 0; r < 2; r++) {
-      a[r][0] = _mm256_add_ps(a[r][0], _mm256_loadu_ps(x[r] + i));
-      a[r][1] = _mm256_add_ps(a[r][1], _mm256_loadu_ps(x[r] + i + 8));
+/* One eight of plane_stats_avx2 at xr + at (and yr + at) into the sums
+ * a, b, its lanes masked by m. */
+__attribute__((target("avx2,fma"), always_inline)) static inline void
+plane_eight(const float *xr, float *yr, int at, int relu, __m256 kv, __m256 m, __m256 *a,
+            __m256 *b) {
+  __m256 v = _mm256_loadu_ps(xr + at);
+  if (relu) v = _mm256_and_ps(_mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_GT_OQ), v);
+  if (yr) _mm256_storeu_ps(yr + at, v);
+  __m256 d = _mm256_and_ps(_mm256_sub_ps(v, kv), m);
+  *a = _mm256_add_ps(*a, d), *b = _mm256_fmadd_ps(d, d, *b);
+}
+
+/* plane_stats_scalar on AVX2, for rows of at least 8: the same adds and
+ * fused multiply-adds on each lane in the same order, so the same bits. */
+__attribute__((target("avx2,fma"))) static void plane_stats_avx2(int rows, int len, const float *x,
+                                                            long xs, float *y, long ys, int relu,
+                                                            double *mom) {
+  const __m256 zero = _mm256_setzero_ps(), all = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
+  __m256 a0 = zero, a1 = zero, a2 = zero, a3 = zero, b0 = zero, b1 = zero, b2 = zero, b3 = zero;
+  const float k = plane_first(x, relu);
+  const __m256 kv = _mm256_set1_ps(k);
+  const int nq = (len + 7) / 8, last = len - 8, seen = 8 * (nq - 1) - last;
+  /* the last eight's lanes below seen were counted by the one before */
+  const __m256 tail = _mm256_castsi256_ps(
+      _mm256_cmpgt_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(seen - 1)));
+  for (int r = 0; r < rows; r++) {
+    const float *xr = x + r * xs;
+    float *yr = y ? y + r * ys : NULL;
+    int q = 0;
+    for (; q + 4 < nq; q += 4) {
+      plane_eight(xr, yr, 8 * q, relu, kv, all, &a0, &b0);
+      plane_eight(xr, yr, 8 * q + 8, relu, kv, all, &a1, &b1);
+      plane_eight(xr, yr, 8 * q + 16, relu, kv, all, &a2, &b2);
+      plane_eight(xr, yr, 8 * q + 24, relu, kv, all, &a3, &b3);
     }
-  for (int r = 0; r < 2; r++) {
-    _mm256_storeu_ps(av[r], a[r][0]), _mm256_storeu_ps(av[r] + 8, a[r][1]);
-    float ta = 0.0f;
-    for (long i = n16; i < hw; i++) ta += x[r][i];
-    m[r] = (lanes16(av[r]) + ta) / (float)hw;
-    a[r][0] = a[r][1] = zero;
-  }
-  const __m256 mv[2] = {_mm256_set1_ps(m[0]), _mm256_set1_ps(m[1])};
-  for (long i = 0; i < n16; i += ROW_LANES)
-    for (int r = 0; r < 2; r++)
-      for (int h = 0; h < 2; h++) {
-        __m256 d = _mm256_sub_ps(_mm256_loadu_ps(x[r] + i + 8 * h), mv[r]);
-        a[r][h] = _mm256_add_ps(a[r][h], d);
-        b[r][h] = _mm256_add_ps(b[r][h], _mm256_mul_ps(d, d));
-      }
-  for (int r = 0; r < 2; r++) {
-    _mm256_storeu_ps(av[r], a[r][0]), _mm256_storeu_ps(av[r] + 8, a[r][1]);
-    _mm256_storeu_ps(bv[r], b[r][0]), _mm256_storeu_ps(bv[r] + 8, b[r][1]);
-    float ta = 0.0f, tb = 0.0f;
-    for (long i = n16; i < hw; i++) {
-      float d = x[r][i] - m[r];
-      ta += d, tb += d * d;
+    /* the eights left, the last at the row's end */
+    if (nq - q > 1) plane_eight(xr, yr, 8 * q, relu, kv, all, &a0, &b0);
+    if (nq - q > 2) plane_eight(xr, yr, 8 * q + 8, relu, kv, all, &a1, &b1);
+    if (nq - q > 3) plane_eight(xr, yr, 8 * q + 16, relu, kv, all, &a2, &b2);
+    switch (nq - q) {
+    case 4: plane_eight(xr, yr, last, relu, kv, tail, &a3, &b3); break;
+    case 3: plane_eight(xr, yr, last, relu, kv, tail, &a2, &b2); break;
+    case 2: plane_eight(xr, yr, last, relu, kv, tail, &a1, &b1); break;
+    default: plane_eight(xr, yr, last, relu, kv, tail, &a0, &b0);
     }
-    row_moments(hw, m[r], lanes16(av[r]) + ta, lanes16(bv[r]) + tb, mom[r]);
   }
+  float av[PLANE_CHAINS][8], bv[PLANE_CHAINS][8];
+  _mm256_storeu_ps(av[0], a0), _mm256_storeu_ps(av[1], a1), _mm256_storeu_ps(av[2], a2);
+  _mm256_storeu_ps(av[3], a3), _mm256_storeu_ps(bv[0], b0), _mm256_storeu_ps(bv[1], b1);
+  _mm256_storeu_ps(bv[2], b2), _mm256_storeu_ps(bv[3], b3);
+  row_moments((long)rows * len, k, chains_sum(av), chains_sum(bv), mom);
 }
 #endif
+
+/* A plane's (rows of len, xs apart) mean and sum of squared deviations
+ * into mom; with y, the plane copied there too (ys apart), through the
+ * ReLU with relu, and the moments those of the copy. */
+static void plane_stats(int rows, int len, const float *x, long xs, float *y, long ys, int relu,
+                        double *mom) {
+#if ELEM_AVX2
+  if (len >= 8 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+    plane_stats_avx2(rows, len, x, xs, y, ys, relu, mom);
+    return;
+  }
+#endif
+  plane_stats_scalar(rows, len, x, xs, y, ys, relu, mom);
+}
+
+/* One row of a batch norm shape (a sample's plane of hw floats): its
+ * moments over rows of s->w (all of hw at 0). */
+static void row_stats(const rt_bn_shape *s, const float *x, double *mom) {
+  int w = s->w > 0 ? s->w : s->hw;
+  plane_stats(s->hw / w, w, x, w, NULL, 0, 0, mom);
+}
 
 /* y = (x - m) * k + b, and max(., 0) with relu (as rt_relu: -0 and NaN
  * become +0). */
@@ -783,7 +793,7 @@ static void bn_fwd_task(void *arg, int part) {
         for (int c = g0; c < g1; c++) {
           double own[2];
           const double *r = j->mom ? j->mom + c * j->ms + 2 * n : own;
-          if (!j->mom) row_stats(hw, j->x + n * xns + c * hw, own);
+          if (!j->mom) row_stats(s, j->x + n * xns + c * hw, own);
           double d = r[0] - mean[c - g0];
           mean[c - g0] += d * hw / tot;
           m2[c - g0] += r[1] + d * d * cnt * hw / tot;
@@ -1171,18 +1181,10 @@ void rt_bn_moments_pool(const rt_bn_shape *s, const float *x, double *mom, long 
   assert(!w || (zx && code && w % 2 == 0 && s->hw % (2L * w) == 0));
   if (s->hw <= 0) return;
   if (w && !code_ns) code_ns = (long)s->c * ohw;
-#if ELEM_AVX2
-  const int avx2 = __builtin_cpu_supports("avx2");
-#endif
   for (int n = 0; n < s->n; n++)
     for (int c = 0; c < s->c; c++) {
       const float *xr = x + n * xns + (long)c * s->hw;
-#if ELEM_AVX2
-      if (avx2 && (c % 2 == 0) && c + 1 < s->c)
-        row_stats2_avx2(s->hw, xr, xr + s->hw, mom + c * ms + 2 * n, mom + (c + 1) * ms + 2 * n);
-      else if (!avx2 || c % 2 == 0)
-#endif
-        row_stats(s->hw, xr, mom + c * ms + 2 * n);
+      if (mom) row_stats(s, xr, mom + c * ms + 2 * n);
       if (w)
         row_extremes((int)(s->hw / w), w, xr, gamma[c] < 0.0f, zx + n * code_ns + c * ohw,
                      code + n * code_ns + c * ohw);
@@ -1190,14 +1192,20 @@ void rt_bn_moments_pool(const rt_bn_shape *s, const float *x, double *mom, long 
 }
 
 void rt_bn_moments_at(const rt_bn_shape *s, const float *x, const rt_bn_mom *m, int64_t i0,
-                      int c0, int w) {
-  double *mom = m->mom + c0 * m->ms + 2 * i0;
+                      int c0, int stats) {
+  double *mom = stats ? m->mom + c0 * m->ms + 2 * i0 : NULL;
   if (!m->pool) {
-    rt_bn_moments(s, x, mom, m->ms);
+    if (mom) rt_bn_moments(s, x, mom, m->ms);
     return;
   }
   long at = i0 * m->code_ns + c0 * (s->hw / 4);
-  rt_bn_moments_pool(s, x, mom, m->ms, w, m->gamma + c0, m->zx + at, m->code + at, m->code_ns);
+  rt_bn_moments_pool(s, x, mom, m->ms, s->w, m->gamma + c0, m->zx + at, m->code + at,
+                     m->code_ns);
+}
+
+void rt_bn_copy_moments(int rows, int len, const float *x, long xs, float *y, long ys, int relu,
+                        double *mom) {
+  plane_stats(rows, len, x, xs, y, ys, relu, mom);
 }
 
 /* One window's gradient at its four positions (a b top row, c d), from

@@ -92,8 +92,9 @@ void rt_sgd_packed(size_t j0, size_t j1, const int32_t *idx, float *w, const flo
 /* Batch norm's statistics begin with each row's (a sample's plane of a
  * channel): mom[c * ms + 2 * i] and [... + 1] get row (i, c)'s mean and
  * sum of squared deviations from it, for i < s->n, c < s->c (y_ns
- * unused). A producer of x calls it on the samples it has just written,
- * while they are in its cache; rt_bn_fwd then merges them. */
+ * unused), summed as rt_bn_copy_moments sums a plane of rows s->w long.
+ * A producer of x calls it on the samples it has just written, while
+ * they are in its cache; rt_bn_fwd then merges them. */
 void rt_bn_moments(const rt_bn_shape *s, const float *x, double *mom, long ms);
 /* The same, and for batch norm then its ReLU then a 2x2 max pool (planes
  * w wide, w > 0): each window's extreme of x, its maximum where the
@@ -106,10 +107,19 @@ void rt_bn_moments(const rt_bn_shape *s, const float *x, double *mom, long ms);
  * differ map to the same float. */
 void rt_bn_moments_pool(const rt_bn_shape *s, const float *x, double *mom, long ms, int w,
                         const float *gamma, float *zx, uint8_t *code, long code_ns);
-/* The one of the two that m asks for (rt_conv_shape.mom), planes w wide:
- * x holds samples i0 .. i0 + s->n - 1 of m's, channels c0 .. c0 + s->c - 1. */
+/* The one of the two that m asks for (rt_conv_shape.mom), planes s->w
+ * wide: x holds samples i0 .. i0 + s->n - 1 of m's, channels c0 .. c0 +
+ * s->c - 1. Without stats only the windows (the moments taken already,
+ * rt_bn_copy_moments); mom is NULL there for rt_bn_moments_pool too. */
 void rt_bn_moments_at(const rt_bn_shape *s, const float *x, const rt_bn_mom *m, int64_t i0,
-                      int c0, int w);
+                      int c0, int stats);
+/* A plane of rows of len (x's xs apart) copied into y (ys apart), through
+ * the ReLU with relu, and the copy's mean and sum of squared deviations
+ * into mom[0], mom[1], in the same pass: the bits rt_bn_moments gives on
+ * the copy with w = len. One pass over sums about the plane's first
+ * value, in float lanes. y NULL: the moments alone. */
+void rt_bn_copy_moments(int rows, int len, const float *x, long xs, float *y, long ys, int relu,
+                        double *mom);
 
 /* rt_ref_bn_fwd, then with relu max(y, 0) as rt_relu; and rt_ref_bn_bwd
  * of dy masked by the ReLU's y > 0 with relu, as rt_relu_mask, dy

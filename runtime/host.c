@@ -1515,8 +1515,8 @@ static void bn_moments(hx *x, const ir_layer *l, int64_t z, int n0, int n1) {
   rt_bn_mom m;
   bn_mom_of(x, l, n0, &m);
   for (int c0 = 0, c1; (c1 = next_run(w, &c0, l->cout)) > c0; c0 = c1) {
-    rt_bn_shape s = {n1 - n0, c1 - c0, (int)plane, ns, ns};
-    rt_bn_moments_at(&s, x->act + n0 * ns + z + c0 * plane, &m, 0, c0, l->ow);
+    rt_bn_shape s = {n1 - n0, c1 - c0, (int)plane, ns, ns, l->ow};
+    rt_bn_moments_at(&s, x->act + n0 * ns + z + c0 * plane, &m, 0, c0, 1);
   }
 }
 
@@ -1610,7 +1610,7 @@ static void bn_fwd(hx *e, const ir_layer *ly, int64_t z, int64_t out) {
       rv[c] = (float)((1 - RT_BN_MOMENTUM) * rv[c] + RT_BN_MOMENTUM * unbiased);
     }
     if (c1 <= c0) break;
-    rt_bn_shape s = {e->n, c1 - c0, plane, ns, ns};
+    rt_bn_shape s = {e->n, c1 - c0, plane, ns, ns, ly->ow};
     long ms = 2L * e->cap;
     rt_bn_fwd(((host *)e)->pool, e->threads, &s, e->training,
               ly->relu && ly->bn == IR_BN_BEFORE, e->act + z + (int64_t)c0 * plane,
@@ -1672,7 +1672,7 @@ static void bn_out(hx *e, int c, int64_t z, int64_t y, int64_t pooled) {
          c1 < ly->cout && (!w || w[c1]) == on && (pre && (!wc || wc[c1])) == zc;)
       c1++;
     if (!on && !code) continue;
-    rt_bn_shape s = {e->n, c1 - c0, (int)plane, ns, ns};
+    rt_bn_shape s = {e->n, c1 - c0, (int)plane, ns, ns, ly->ow};
     if (zc) {
       rt_bn_pool_out(h->pool, e->threads, &s, ly->ow, h->pzx + h->bnf[c].code + c0 * op,
                      beta + c0, sm + c0, sk + c0, on ? e->act + pooled + c0 * op : NULL, ns,
@@ -1835,7 +1835,7 @@ static void bn_act_bwd(hx *e, const ir_layer *ly, int64_t z, int64_t out, int fu
   const uint8_t *code = pf ? h->pcode + h->bnf[li].code : NULL; /* the pooling's windows */
   const float *zx = pf && pf->pre ? h->pzx + h->bnf[li].code : NULL; /* and their extremes */
   for (int c0 = 0, c1; (c1 = next_run(w, &c0, ly->cout)) > c0; c0 = c1) {
-    rt_bn_shape s = {e->n, c1 - c0, (int)plane, ns, ns};
+    rt_bn_shape s = {e->n, c1 - c0, (int)plane, ns, ns, ly->ow};
     int64_t o = c0 * plane;
     if (fused) { /* the sums; the conv's kernels make dz as they pack it */
       const float *rows = h->rows[li] ? h->bn_rows + (int64_t)e->cap * ly->s_off + 2 * c0 : NULL;
@@ -2250,7 +2250,7 @@ static int host_channel_stats(rt_backend *b, int li, double *mean, double *var, 
     const ir_layer *p = &g->layers[src];
     const uint8_t *w = worked(x, p);
     for (int c0 = 0, c1; (c1 = next_run(w, &c0, p->cout)) > c0; c0 = c1) {
-      rt_bn_shape s = {x->n, c1 - c0, (int)plane, ns, ns};
+      rt_bn_shape s = {x->n, c1 - c0, (int)plane, ns, ns, p->ow};
       rt_bn_out(e->pool, x->threads, &s, p->relu, p->ow, x->act + e->xz[src] + c0 * plane,
                 e->xbeta + p->s_off + c0, x->bn_save + p->s_off + c0,
                 e->bn_scale + p->s_off + c0, x->act + e->plan->out_off[src] + c0 * plane, NULL,
@@ -2262,7 +2262,7 @@ static int host_channel_stats(rt_backend *b, int li, double *mean, double *var, 
     if (e->bnf[c].pool == src && e->xleft[c]) {
       const ir_layer *p = &g->layers[c];
       int64_t code = e->bnf[c].code;
-      rt_bn_shape s = {x->n, p->cout, p->oh * p->ow, ns, ns};
+      rt_bn_shape s = {x->n, p->cout, p->oh * p->ow, ns, ns, p->ow};
       rt_bn_pool_out(e->pool, x->threads, &s, p->ow, e->pzx + code, e->xbeta + p->s_off,
                      x->bn_save + p->s_off, e->bn_scale + p->s_off, x->act + e->bnf[src].pout,
                      ns, e->pcode + code, e->pcode_ns);

@@ -202,6 +202,8 @@ void rt_ref_relu_bwd(int n, long len, const float *y, long y_ns,
 typedef struct rt_bn_shape {
   int n, c, hw;
   long x_ns, y_ns; /* 0 = packed */
+  int w;           /* a plane's rows' length, which its moments' sums
+                    * follow (rt_bn_copy_moments); 0: one row of hw */
 } rt_bn_shape;
 
 void rt_ref_bn_fwd(const rt_bn_shape *s, int training, const float *x,

@@ -1025,24 +1025,30 @@ static void pool_y(const rt_conv_shape *s, int64_t i, const float *y, long ps, l
 }
 
 /* With s->mom, batch norm's statistics of output channels c0 .. c1 - 1
- * of the call's sample i, from their planes z (as written). */
-static void bn_mom_planes(const rt_conv_shape *s, int64_t i, int c0, int c1, const float *z) {
-  rt_bn_shape bs = {1, c1 - c0, s->oh * s->ow, 0, 0};
-  rt_bn_moments_at(&bs, z, s->mom, i, c0, s->ow);
+ * of the call's sample i, from their planes z (as written); the moments
+ * themselves only with stats (else the windows alone). */
+static void bn_mom_planes(const rt_conv_shape *s, int64_t i, int c0, int c1, const float *z,
+                          int stats) {
+  rt_bn_shape bs = {1, c1 - c0, s->oh * s->ow, 0, 0, s->ow};
+  rt_bn_moments_at(&bs, z, s->mom, i, c0, stats);
 }
 
 /* The packed rows yq of the call's sample i into y, through the ReLU
- * with s->relu; with s->mom, each two planes' statistics taken as soon as
- * they are written, while they are in L1. */
+ * with s->relu; with s->mom, each plane's moments taken as it is copied,
+ * and a pool's windows from each two planes while they are in L1. */
 static void unpack_y(const cg_conv_plan *p, const rt_conv_shape *s, int64_t i, const float *yq,
                      float *y) {
   long ohw = (long)s->oh * s->ow;
   for (int c0 = 0; c0 < s->cout; c0 += 2) {
     int c1 = c0 + 2 < s->cout ? c0 + 2 : s->cout;
     for (int co = c0; co < c1; co++)
-      (s->relu ? rt_relu_2d : rt_copy_2d)(s->oh, s->ow, yq + co * p->yrs, p->wq, y + co * ohw,
-                                          s->ow);
-    if (s->mom) bn_mom_planes(s, i, c0, c1, y + c0 * ohw);
+      if (s->mom)
+        rt_bn_copy_moments(s->oh, s->ow, yq + co * p->yrs, p->wq, y + co * ohw, s->ow, s->relu,
+                           s->mom->mom + co * s->mom->ms + 2 * i);
+      else
+        (s->relu ? rt_relu_2d : rt_copy_2d)(s->oh, s->ow, yq + co * p->yrs, p->wq, y + co * ohw,
+                                            s->ow);
+    if (s->mom && s->mom->pool) bn_mom_planes(s, i, c0, c1, y + c0 * ohw, 0);
   }
 }
 
@@ -1342,7 +1348,7 @@ static int cpu_conv_fwd(rt_kernels *b, int l, const rt_conv_shape *s, const floa
     rt_ref_conv_fwd(s, x, w, bias, e->wm, e->bm, y);
     for (int i = 0; i < s->n; i++) {
       if (s->pool_y) pool_y(s, i, y + i * yns, (long)s->oh * s->ow, s->ow);
-      if (s->mom) bn_mom_planes(s, i, 0, s->cout, y + i * yns);
+      if (s->mom) bn_mom_planes(s, i, 0, s->cout, y + i * yns, 1);
     }
     return 0;
   }
@@ -1360,7 +1366,7 @@ static int cpu_conv_fwd(rt_kernels *b, int l, const rt_conv_shape *s, const floa
                   P, 1.0f, yi, P);
       if (s->relu) rt_relu((long)s->cout * P, yi, yi);
       if (s->pool_y) pool_y(s, i, yi, P, s->ow);
-      if (s->mom) bn_mom_planes(s, i, 0, s->cout, yi);
+      if (s->mom) bn_mom_planes(s, i, 0, s->cout, yi, 1);
     }
   } else {
     float *wp = buf, *xp = buf + wp_len(e), *yq = xp + CONV_SB * p->xlen;

@@ -353,6 +353,7 @@ typedef struct bn_case {
   int n, c, hw;
   float shift; /* added to x: a mean large against the spread */
   int packed;  /* x_ns = y_ns = 0 */
+  int w;       /* rt_bn_shape.w: the rows the moments' sums follow */
 } bn_case;
 
 typedef struct bn_buf {
@@ -380,9 +381,9 @@ static void test_bn_case(rt_pool *pool, const bn_case *k, int training, int relu
   const int n = k->n, c = k->c, hw = k->hw;
   const long len = (long)c * hw, ns = k->packed ? len : 2 * len + 7;
   const long xo = k->packed ? 0 : 3, yo = k->packed ? 0 : len + 5, size = n * ns;
-  rt_bn_shape s = {n, c, hw, k->packed ? 0 : ns, k->packed ? 0 : ns};
+  rt_bn_shape s = {n, c, hw, k->packed ? 0 : ns, k->packed ? 0 : ns, k->w};
   char what[120];
-  snprintf(what, sizeof what, "bn n %d c %d hw %d shift %g%s, %s, relu %d", n, c, hw,
+  snprintf(what, sizeof what, "bn n %d c %d hw %d w %d shift %g%s, %s, relu %d", n, c, hw, k->w,
            (double)k->shift, k->packed ? " packed" : "", training ? "training" : "inference",
            relu);
   /* the inputs: x and the running statistics; the gaps hold garbage */
@@ -483,7 +484,7 @@ static void test_bn_case(rt_pool *pool, const bn_case *k, int training, int relu
     double *mom = malloc((size_t)c * ms * sizeof *mom);
     for (int i0 = 0, i1; i0 < n; i0 = i1) {
       i1 = i0 + 1 + i0 % 3 < n ? i0 + 1 + i0 % 3 : n;
-      rt_bn_shape sp = {i1 - i0, c - 1, hw, s.x_ns ? s.x_ns : len, s.y_ns ? s.y_ns : len};
+      rt_bn_shape sp = {i1 - i0, c - 1, hw, s.x_ns ? s.x_ns : len, s.y_ns ? s.y_ns : len, s.w};
       rt_bn_moments(&sp, f2.a + xo + i0 * sp.x_ns + hw, mom + ms + 2 * i0, ms);
     }
     memcpy(f2.rm, rm0, (size_t)c * sizeof(float)), memcpy(f2.rv, rv0, (size_t)c * sizeof(float));
@@ -642,11 +643,54 @@ static void test_bn_case(rt_pool *pool, const bn_case *k, int training, int relu
   free(gamma), free(beta), free(rm0), free(rv0);
 }
 
+/* rt_bn_copy_moments: the copy as rt_copy_2d / rt_relu_2d make it, the
+ * moments the bits rt_bn_moments takes from the copy over rows of len,
+ * and near the double-precision mean and sum of squared deviations, with
+ * a mean large against the spread and with a constant plane (exactly its
+ * value, and 0). Row lengths below 8, of whole eights and between. */
+static void test_copy_moments(void) {
+  static const int shape[][2] = {{1, 1}, {3, 5}, {7, 7},  {4, 8},   {28, 28}, {14, 14},
+                                 {5, 9}, {2, 17}, {6, 30}, {3, 64}, {1, 300}, {56, 56}};
+  for (size_t k = 0; k < sizeof shape / sizeof *shape; k++)
+    for (int relu = 0; relu < 2; relu++)
+      for (int kind = 0; kind < 3; kind++) { /* spread, shifted, constant */
+        const int rows = shape[k][0], len = shape[k][1];
+        const long xs = len + 3, ys = len + 1, hw = (long)rows * len;
+        float *x = falloc(rows * xs), *y = falloc(rows * ys), *want = falloc(rows * ys);
+        float *flat = falloc(hw);
+        for (long i = 0; i < rows * xs; i++)
+          x[i] = kind == 2 ? 0.75f : (kind ? 1000.0f : 0.0f) + 2.0f * rt_rng_uniform(&rng) - 1.0f;
+        for (long i = 0; i < rows * ys; i++) y[i] = want[i] = -7.0f;
+        double mom[2], mom2[2];
+        rt_bn_copy_moments(rows, len, x, xs, y, ys, relu, mom);
+        (relu ? rt_relu_2d : rt_copy_2d)(rows, len, x, xs, want, ys);
+        char what[80];
+        snprintf(what, sizeof what, "copy with moments %dx%d relu %d kind %d", rows, len, relu,
+                 kind);
+        CHECK(!memcmp(y, want, (size_t)(rows * ys) * sizeof *y), "%s: the copy differs", what);
+        rt_copy_2d(rows, len, want, ys, flat, len);
+        rt_bn_shape s = {1, 1, (int)hw, 0, 0, len};
+        rt_bn_moments(&s, flat, mom2, 2);
+        CHECK(!memcmp(mom, mom2, sizeof mom), "%s: not rt_bn_moments' bits", what);
+        double m = 0.0, m2 = 0.0;
+        for (long i = 0; i < hw; i++) m += flat[i];
+        m /= hw;
+        for (long i = 0; i < hw; i++) m2 += (flat[i] - m) * (flat[i] - m);
+        if (kind == 2)
+          CHECK(mom[0] == 0.75 && mom[1] == 0.0, "%s: constant gives %g %g", what,
+                mom[0], mom[1]);
+        CHECK(fabs(mom[0] - m) <= 1e-6 * (fabs(m) + 1.0) && fabs(mom[1] - m2) <= 1e-4 * (m2 + 1e-3),
+              "%s: moments %.9g %.9g against %.9g %.9g", what, mom[0], mom[1], m, m2);
+        free(x), free(y), free(want), free(flat);
+      }
+}
+
 static void test_bn(void) {
   static const bn_case cases[] = {
-      {2, 3, 5, 0.0f, 0},    {1, 4, 1, 0.0f, 0},   {64, 5, 1, 0.0f, 1},
-      {3, 2, 49, 0.0f, 1},   {4, 3, 784, 0.0f, 0}, {8, 7, 300, 0.0f, 0},
-      {8, 7, 300, 1000.0f, 0}, {16, 9, 196, 0.0f, 1}, {5, 6, 37, -300.0f, 0},
+      {2, 3, 5, 0.0f, 0, 5},       {1, 4, 1, 0.0f, 0, 0},     {64, 5, 1, 0.0f, 1, 1},
+      {3, 2, 49, 0.0f, 1, 7},      {4, 3, 784, 0.0f, 0, 28},  {8, 7, 300, 0.0f, 0, 0},
+      {8, 7, 300, 1000.0f, 0, 20}, {16, 9, 196, 0.0f, 1, 14}, {5, 6, 37, -300.0f, 0, 37},
+      {4, 3, 240, 5.0f, 0, 16},
   };
   rt_pool *pool = rt_pool_new(3);
   CHECK(pool && rt_pool_threads(pool) == 3, "bn: no pool of 3 threads");
@@ -683,7 +727,7 @@ static void test_bn_pool_case(rt_pool *pool, int n, int c, int h, int w) {
   }
   char what[80];
   snprintf(what, sizeof what, "bn+pool n %d c %d %dx%d", n, c, h, w);
-  rt_bn_shape s = {n, c, (int)hw, ns, ns};
+  rt_bn_shape s = {n, c, (int)hw, ns, ns, w};
   rt_pool_shape ps = {n, c, h, w, 2, ns, pns};
   memset(y, 0, (size_t)(n * ns) * sizeof(float));
   rt_bn_fwd(NULL, 1, &s, 1, 1, x + xo, NULL, 0, gamma, beta, rm, rv, sm, si, sk, y + xo);
@@ -911,6 +955,7 @@ int main(void) {
   test_sgd_packed();
   test_zero_masked();
   test_conv_relu();
+  test_copy_moments();
   test_bn();
   test_bn_pool();
   test_pool_relu_rows();
