@@ -164,6 +164,12 @@ typedef struct host {
    * (rt_conv_shape.xr, plan_remat): xr, that producer, or -1; xrby, the
    * producer's consumer, or -1. Off in phase II's passes. */
   int *xr, *xrby;
+  /* A conv with batch norm before its ReLU whose normalisation its reader
+   * makes (xdst), whose weight gradient that reader's backward takes and
+   * its own finishes from sums (rt_conv_shape.xg, plan_remat, bn_grad_of):
+   * zg. */
+  uint8_t *zg;
+  double *gram; /* per chunk: the sums of patch_chunk, RT_GRAM doubles */
   uint8_t *xleft;
   int64_t *xz;
   float *xbeta; /* n_stats: beta as that forward took it (the SGD step moves it
@@ -617,6 +623,15 @@ static int remakeable(const ir_layer *l) {
   return l->kind == IR_CONV && !l->bn && l->relu && (int64_t)l->cin * l->k * l->k <= RT_REMAT_TAPS;
 }
 
+/* A conv layer with batch norm before its ReLU whose input patches are
+ * few enough (RT_BN_GRAM_TAPS) for their Gram matrix (bn_grad_of). */
+enum { RT_GRAM = RT_BN_GRAM_TAPS * (RT_BN_GRAM_TAPS + 1) };
+
+static int gram_able(const ir_layer *l) {
+  return l->kind == IR_CONV && l->bn == IR_BN_BEFORE && l->relu &&
+         (int64_t)l->cin * l->k * l->k <= RT_BN_GRAM_TAPS;
+}
+
 /* Fills e->xr and e->xrby under the plan, on a kernel set that can remake
  * (rt_kernels.remat): an alive remakeable conv layer whose input's
  * gradient nothing wants, whose output no pool takes and exactly one op
@@ -626,7 +641,7 @@ static void plan_remat(host *e) {
   const hx *x = &e->pub;
   const ir_graph *g = x->g;
   const rt_plan *p = e->plan;
-  for (int i = 0; i < g->n_layers; i++) e->xr[i] = e->xrby[i] = -1;
+  for (int i = 0; i < g->n_layers; i++) e->xr[i] = e->xrby[i] = -1, e->zg[i] = 0;
   if (!x->backend->remat || e->layout_bounds || e->no_remat) return;
   for (int m = 0; m < g->n_layers; m++) {
     const ir_layer *l = &g->layers[m];
@@ -645,6 +660,18 @@ static void plan_remat(host *e) {
       reader = i;
     }
     if (ok && reader >= 0) e->xr[reader] = m, e->xrby[m] = reader;
+  }
+  /* e->zg: a gram_able layer whose output its reader makes from z
+   * (plan_bn_x, no pool) as the whole of its input, which nothing else
+   * takes from memory: its own input is */
+  for (int m = 0; m < g->n_layers; m++) {
+    const ir_layer *l = &g->layers[m];
+    int r = e->xdst[m];
+    if (r < 0 || !gram_able(l) || e->xsrc[m] >= 0 || e->xr[m] >= 0 || e->bnf[m].pool >= 0 ||
+        (e->pfu && e->pfu[m].pool >= 0) || needs_dx(x, l))
+      continue;
+    const ir_layer *o = &g->layers[r];
+    e->zg[m] = o->cin == l->cout && p->in_off[r] == p->out_off[m];
   }
 }
 
@@ -716,11 +743,14 @@ static int plan_zero(host *e) {
   e->xdst = malloc(nl * sizeof *e->xdst), e->xsrc = malloc(nl * sizeof *e->xsrc);
   e->xr = malloc(nl * sizeof *e->xr), e->xrby = malloc(nl * sizeof *e->xrby);
   e->xleft = calloc(nl, 1), e->xz = calloc(nl, sizeof *e->xz);
+  e->zg = calloc(nl, 1);
+  e->gram = calloc((size_t)e->pub.threads * RT_GRAM, sizeof *e->gram);
   e->xbeta = calloc((size_t)(g->n_stats ? g->n_stats : 1), sizeof *e->xbeta);
   for (size_t i = 0; e->xdst && e->xsrc && i < nl; i++) e->xdst[i] = e->xsrc[i] = -1;
   for (size_t i = 0; e->xr && e->xrby && i < nl; i++) e->xr[i] = e->xrby[i] = -1;
   if (!e->zero || !e->zlive || !e->zt || !e->znarrow || !e->work_was || !e->alias_was || !e->dxa ||
-      !e->dxn || !e->xdst || !e->xsrc || !e->xr || !e->xrby || !e->xleft || !e->xz || !e->xbeta)
+      !e->dxn || !e->xdst || !e->xsrc || !e->xr || !e->xrby || !e->zg || !e->gram ||
+      !e->xleft || !e->xz || !e->xbeta)
     return -1;
   plan_dx_needs(e);
   int n = 0;
@@ -768,7 +798,7 @@ rt_backend *rt_step_new(const char *backend, const ir_graph *g, const ir_arch *a
     int64_t o = (int64_t)l->cout * l->oh * l->ow;
     if (o > largest_out) largest_out = o;
     if (l->w_off >= 0 && l->n_w + l->cout > largest_w) largest_w = l->n_w + l->cout;
-    if (l->w_off >= 0 && remakeable(l) && l->n_w + l->cout > largest_xr)
+    if (l->w_off >= 0 && (remakeable(l) || gram_able(l)) && l->n_w + l->cout > largest_xr)
       largest_xr = l->n_w + l->cout;
   }
   largest_w += largest_xr; /* a remade producer's partials after its consumer's */
@@ -872,7 +902,8 @@ static void host_free(rt_backend *b) {
   free(e->params), free(x->grads);
   free(x->mom), free(e->gdense), free(e->dirty), free(x->stats), free(x->bn_save);
   free(x->logits), free(e->wpart), free(e->zero), free(e->zlive), free(e->zt),
-      free(e->znarrow), free(e->dxa), free(e->dxn), free(e->xdst), free(e->xsrc), free(e->xr), free(e->xrby), free(e->xleft), free(e->xz), free(e->xbeta),
+      free(e->znarrow), free(e->dxa), free(e->dxn), free(e->xdst), free(e->xsrc), free(e->xr),
+      free(e->xrby), free(e->zg), free(e->gram), free(e->xleft), free(e->xz), free(e->xbeta),
       free(e->work_was), free(e->alias_was), free(e->prof),
       free(e->prof_paused), free(e->active), free(e->assign);
   free(e->pidx), free(e->pn), free(e->gpacked), free(e->pk), free(e->sk), free(e->wc), free(e->wat);
@@ -1312,7 +1343,8 @@ static float *wgrad_of(hx *x, const ir_layer *l, int c, float **db) {
     return x->grads + l->w_off;
   }
   float *p = e->wpart + (c - 1) * e->wpart_size;
-  if (e->xrby[l - x->g->layers] >= 0) /* at the end: its consumer's at the start */
+  int li = (int)(l - x->g->layers);
+  if (e->xrby[li] >= 0 || e->zg[li]) /* at the end: its consumer's at the start */
     p += e->wpart_size - (l->n_w + l->cout);
   *db = p + l->n_w;
   return p;
@@ -1756,6 +1788,105 @@ static const struct pool_fuse *pool_taken(const hx *x, const ir_layer *l) {
   return p >= 0 && e->pfu[p].taken ? &e->pfu[p] : NULL;
 }
 
+/* Whether conv layer l's weight gradient is taken by its reader's
+ * backward in this pass (plan_remat's zg, rt_conv_shape.xg): its forward
+ * left its normalisation to the reader (xleft), which makes l's output
+ * gradient, and its batch norm takes its constants from the rows' sums
+ * (bn_dz_fused, take_rows). */
+static int grads_taken(const hx *x, const ir_layer *l) {
+  const host *e = (const host *)x;
+  int li = (int)(l - x->g->layers), r = e->xdst[li];
+  return e->zg[li] && r >= 0 && e->xleft[li] && needs_dx(x, &x->g->layers[r]) &&
+         bn_dz_fused(x, l);
+}
+
+/* The rows' sums of producer r's batch norm (sums, the chunk's n
+ * samples' rows) from what the reader's chunk took (rt_conv_shape.xg):
+ * the sum of g (r->db) and the sum of g (z - mean), which is W . A +
+ * (bias - mean) sum g since z = W x + bias and A (r->dw) sums g x; the
+ * chunk's whole sums in its first sample's row, the others 0. */
+static void taken_rows(hx *x, const rt_conv_src *r, float *sums, int n) {
+  const ir_layer *l = &x->g->layers[r->layer];
+  const float *mean = x->bn_save + l->s_off;
+  const uint8_t *bmask = x->mask + l->b_off;
+  int64_t per = l->n_w / l->cout;
+  memset(sums, 0, (size_t)n * 2 * (size_t)l->cout * sizeof *sums);
+  for (int c = 0; c < l->cout; c++) {
+    double a = 0.0;
+    for (int64_t u = 0; u < per; u++) a += (double)r->w[c * per + u] * r->dw[c * per + u];
+    double bias = bmask[c] ? r->bias[c] : 0.0, sg = r->db[c];
+    sums[2 * c] = (float)sg, sums[2 * c + 1] = (float)(a + (bias - mean[c]) * sg);
+  }
+}
+
+/* Chunk c's sums over its samples' input patches of layer l (rt_im2col's
+ * rows, T = cin k k of them): their sums B (T doubles) then their Gram
+ * matrix G (T x T, the upper triangle), in e->gram's chunk c. */
+static void patch_chunk(const job *j, int chunk, int n0, int n1) {
+  hx *x = j->x;
+  const ir_layer *l = j->l;
+  int T = l->cin * l->k * l->k, P = l->oh * l->ow;
+  double *B = ((host *)x)->gram + (size_t)chunk * RT_GRAM, *G = B + T;
+  memset(B, 0, RT_GRAM * sizeof *B);
+  float *col = malloc((size_t)T * (size_t)P * sizeof *col);
+  if (!col) {
+    if (atomic_exchange(&((host *)x)->failed, 1) == 0)
+      snprintf(((host *)x)->error, sizeof ((host *)x)->error, "out of memory");
+    return;
+  }
+  rt_conv_shape s = conv_shape(x, l, 1);
+  for (int i = n0; i < n1; i++) {
+    rt_im2col(&s, x->act + (int64_t)i * x->g->act_size + j->in, col);
+    for (int u = 0; u < T; u++) {
+      B[u] += rt_sum(P, col + (int64_t)u * P);
+      for (int t = u; t < T; t++)
+        G[u * T + t] += cblas_sdot(P, col + (int64_t)u * P, 1, col + (int64_t)t * P, 1);
+    }
+  }
+  free(col);
+}
+
+/* Conv layer l's weight and bias gradients under its batch norm, its
+ * reader having taken (grads_taken) into its gradient slots A, the weight
+ * gradient of g (its output gradient through the ReLU, as if it were
+ * z's), and bn_act_bwd the constants of dz = kg (g - gm) - kx (z - m).
+ * With B and G the batch's patches' sums and Gram matrix (patch_chunk):
+ *   dW[c][t] = kg (A[c][t] - gm B[t]) - kx (C[c][t] - m B[t]),
+ *   C[c][t] = sum_u W[c][u] G[u][t] + bias[c] B[t], the sum of z x_t;
+ *   db[c] = -kx (sum_u W[c][u] B[u] + N bias[c] - N m), from the sum of z.
+ * Nothing reads z or dz: the same gradients as the kernels' backward, in
+ * another order of the sums. */
+static void bn_grad_of(hx *x, const ir_layer *l, int64_t in) {
+  host *e = (host *)x;
+  int T = l->cin * l->k * l->k;
+  job j = {x, l, in, 0, 0, patch_chunk, (int64_t)x->n * l->oh * l->ow * T * (T + 1) / 2};
+  int chunks = run_chunks(&j);
+  double *B = e->gram, *G = B + T;
+  for (int c = 1; c < chunks; c++)
+    for (int k = 0; k < T + T * T; k++) B[k] += e->gram[(size_t)c * RT_GRAM + k];
+  for (int u = 0; u < T; u++) /* the lower triangle */
+    for (int t = 0; t < u; t++) G[u * T + t] = G[t * T + u];
+  const float *W = x->params + l->w_off, *bias = x->params + l->b_off;
+  const float *m = x->bn_save + l->s_off;
+  const float *gm = e->bn_dzc + 3 * l->s_off, *kg = gm + l->cout, *kx = kg + l->cout;
+  const uint8_t *wm = x->mask + l->w_off, *bmask = x->mask + l->b_off;
+  float *dw = x->grads + l->w_off, *db = x->grads + l->b_off;
+  double N = (double)x->n * l->oh * l->ow;
+  for (int c = 0; c < l->cout; c++) {
+    const float *w = W + (int64_t)c * T;
+    double b = bmask[c] ? bias[c] : 0.0, sz = N * b;
+    for (int u = 0; u < T; u++) sz += (double)w[u] * B[u];
+    for (int t = 0; t < T; t++) {
+      double cz = b * B[t];
+      for (int u = 0; u < T; u++) cz += (double)w[u] * G[u * T + t];
+      int64_t k = (int64_t)c * T + t;
+      double v = kg[c] * (dw[k] - (double)gm[c] * B[t]) - kx[c] * (cz - (double)m[c] * B[t]);
+      dw[k] = wm[k] ? (float)v : 0.0f;
+    }
+    db[c] = bmask[c] ? (float)(-(double)kx[c] * (sz - N * m[c])) : 0.0f;
+  }
+}
+
 static void conv_bwd_chunk(const job *j, int chunk, int n0, int n1) {
   hx *x = j->x;
   const ir_layer *l = j->l;
@@ -1776,6 +1907,9 @@ static void conv_bwd_chunk(const job *j, int chunk, int n0, int n1) {
   if (s.xbn && e->rows[src]) /* its producer's batch norm takes the row sums from it */
     bx.sums = e->bn_rows + (int64_t)x->cap * x->g->layers[src].s_off +
               (int64_t)n0 * 2 * x->g->layers[src].cout;
+  rt_conv_src gs; /* or its producer's weight gradient, and the sums from it */
+  int taken = s.xbn && bx.sums && grads_taken(x, &x->g->layers[src]);
+  if (taken) gs = conv_src(x, src, o, n1 - n0, chunk), gs.s.relu = 0, s.xg = &gs;
   rt_bn_dz bn;
   if (l->bn && bn_dz_fused(x, l)) { /* the kernels make dz from batch norm's output gradient */
     const float *c = e->bn_dzc + 3 * l->s_off;
@@ -1789,6 +1923,7 @@ static void conv_bwd_chunk(const job *j, int chunk, int n0, int n1) {
     check(x, b, b->conv_bwd(b, li, &s, x->act + o + j->in,
                             x->dact + o + (pf ? pf->pout : j->out), NULL, x->params + l->w_off,
                             dx, dw, db));
+    if (taken) taken_rows(x, &gs, bx.sums, n1 - n0);
     return;
   }
   if (b->conv_bwd) {
@@ -1805,9 +1940,10 @@ static void conv_bwd_chunk(const job *j, int chunk, int n0, int n1) {
     check(x, b, b->conv_bwd(b, li, &s, x->act + o + j->in,
                 x->dact + o + (pp ? pp->dy : s.relu ? j->out : j->z), x->act + o + j->out,
                 x->params + l->w_off, dx, dw, db));
+    if (taken) taken_rows(x, &gs, bx.sums, n1 - n0);
     return;
   }
-  assert(pr < 0);
+  assert(pr < 0 && !taken);
   if (!l->bn) relu_bwd(x, l, j->z, j->out, n0, n1);
   check(x, b, b->conv_bwd_weight(b, li, &s, x->act + o + j->in, x->dact + o + j->z, dw, db));
   if (needs_dx(x, l))
@@ -1884,6 +2020,10 @@ static void conv_bwd_op(RT_OP_ARGS) {
   if (remade(e, ly)) return; /* its consumer's backward made its gradients */
   int fused = ly->bn && bn_dz_fused(e, ly);
   if (ly->bn) bn_act_bwd(e, ly, z, out, fused);
+  if (grads_taken(e, ly)) { /* its reader took A; its gradients from it */
+    bn_grad_of(e, ly, in);
+    return;
+  }
   if (ly->bn == IR_BN_AFTER && ly->relu) { /* then the ReLU's: z > 0 where it passed */
     long plane = (long)ly->oh * ly->ow;
     const uint8_t *w = worked(e, ly);
@@ -1899,9 +2039,11 @@ static void conv_bwd_op(RT_OP_ARGS) {
   take_rows(e, ly);
   h->gpacked[l] = 0; /* conv gradients are dense */
   job j = {e, ly, in, z, out, conv_bwd_chunk, layer_work(e, ly)};
-  int chunks = run_chunks(&j), pr = remakes(e, ly);
+  int chunks = run_chunks(&j), pr = remakes(e, ly), src = h->xsrc[l];
   reduce_wgrad(e, ly, chunks);
   if (pr >= 0) reduce_wgrad(e, &e->g->layers[pr], chunks), h->gpacked[pr] = 0;
+  if (src >= 0 && h->rows[src] && grads_taken(e, &e->g->layers[src])) /* it took its producer's */
+    reduce_wgrad(e, &e->g->layers[src], chunks), h->gpacked[src] = 0;
   if (h->pfu[l].pool >= 0) h->pfu[h->pfu[l].pool].taken = 0; /* taken for this pass only */
 }
 
@@ -2217,10 +2359,12 @@ void rt_host_layout_bounds(rt_backend *b, int on) { ((host *)b)->layout_bounds =
 
 void rt_host_remat(rt_backend *b, int on) { ((host *)b)->no_remat = !on, ((host *)b)->replan = 1; }
 
+rt_kernels *rt_host_kernels(rt_backend *b) { return ((hx *)b)->backend; }
+
 int rt_host_remade(const rt_backend *b) {
   const host *e = (const host *)b;
   int n = 0;
-  for (int i = 0; i < e->pub.g->n_layers; i++) n += e->xrby[i] >= 0;
+  for (int i = 0; i < e->pub.g->n_layers; i++) n += (e->xrby[i] >= 0) + e->zg[i];
   return n;
 }
 

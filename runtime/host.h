@@ -39,13 +39,18 @@ void rt_host_layout_bounds(rt_backend *b, int on);
 long rt_host_narrow_passes(const rt_backend *b);
 
 /* on (the default): host step b lets a conv's kernels remake the output
- * of a cheap conv before it (rt_conv_shape.xr) where its plan allows;
- * off: every layer computed apart (tests compare the two). From the next
- * prepare. */
+ * of a cheap conv before it (rt_conv_shape.xr), or take the weight
+ * gradient of one with batch norm (rt_conv_shape.xg), where its plan
+ * allows; off: every layer computed apart (tests compare the two). From
+ * the next prepare. */
 void rt_host_remat(rt_backend *b, int on);
 
 /* The layers whose output the last plan of host step b has remade by
- * their consumer's kernels (tests). */
+ * their consumer's kernels, or whose weight gradient their consumer's
+ * backward takes (rt_conv_shape.xg) (tests). */
 int rt_host_remade(const rt_backend *b);
+
+/* The kernel set host step b trains on (tests: rt_cpu_set_dense_threshold). */
+rt_kernels *rt_host_kernels(rt_backend *b);
 
 #endif

@@ -46,6 +46,14 @@ typedef struct rt_kernels rt_kernels;
  * in front of the Fashion-MNIST sample: 9. */
 enum { RT_REMAT_TAPS = 32 };
 
+/* The input patches (its inputs by taps) of a conv layer with batch norm
+ * whose weight gradient its reader's backward takes (rt_conv_shape.xg):
+ * its own backward then finishes batch norm's from the gradient g the
+ * reader gave and sums over the batch's patches, their sum and their
+ * Gram matrix (taps^2 / 2 products a position). The 1->32 3x3 conv in
+ * front of the batch norm template: 9. */
+enum { RT_BN_GRAM_TAPS = 12 };
+
 struct rt_kernels {
   const char *name;
   const ir_graph *g;
@@ -105,7 +113,8 @@ struct rt_kernels {
 
   /* 1: conv_fwd and conv_bwd honour rt_conv_shape.xr (conv_bwd_weight
    * and conv_bwd_data are not called with it), for a producer of at most
-   * RT_REMAT_TAPS multiply-adds an output. */
+   * RT_REMAT_TAPS multiply-adds an output; conv_bwd honours
+   * rt_conv_shape.xg. */
   int remat;
   /* Optional, NULL: the graph op calls conv_bwd_weight and conv_bwd_data.
    * Both in one call, sharing the work on dy; the same semantics, and no

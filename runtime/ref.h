@@ -126,6 +126,14 @@ typedef struct rt_conv_shape {
   const struct rt_conv_src *xr; /* conv_fwd, conv_bwd (rt_kernels.remat):
                          * x is not in memory but remade (rt_conv_src);
                          * NULL: x as it is */
+  const struct rt_conv_src *xg; /* conv_bwd (rt_kernels.remat), with xbn:
+                         * x's producer (batch norm before its ReLU, x its
+                         * output through them, all of x), whose gradient
+                         * the call takes instead of writing dx: into its
+                         * dw, the weight gradient of g = dx where x > 0
+                         * (as if g were its pre-activation's gradient),
+                         * and into its db, the sum of g per channel, each
+                         * channel's (whatever its bias). NULL: dx */
 } rt_conv_shape;
 
 /* rt_conv_shape.xr: the input x of a conv layer is the output, after its

@@ -1126,6 +1126,8 @@ static int cpu_conv_fwd(rt_kernels *b, int l, const rt_conv_shape *s, const floa
 static int cpu_conv_bwd(rt_kernels *b, int l, const rt_conv_shape *s, const float *x,
                         const float *dy, const float *y, const float *w, float *dx, float *dw,
                         float *db);
+static int cpu_conv_bwd_weight(rt_kernels *b, int l, const rt_conv_shape *s, const float *x,
+                               const float *dy, float *dw, float *db);
 
 /* Floats of one sample of a remade input. */
 static size_t xr_len(const rt_conv_shape *s) { return (size_t)s->cin * s->h * s->w; }
@@ -1136,15 +1138,17 @@ static int xr_fits(rt_kernels *b, const rt_conv_shape *s) {
   return 2 * lines(CONV_SB * xr_len(s)) <= C(b)->need;
 }
 
-/* The producer's shape for nb samples written xr_len(s) apart. */
-static rt_conv_shape xr_shape(const rt_conv_shape *s, int nb) {
-  rt_conv_shape t = s->xr->s;
+/* The producer r's shape for nb samples written xr_len(s) apart. */
+static rt_conv_shape src_shape(const rt_conv_src *r, const rt_conv_shape *s, int nb) {
+  rt_conv_shape t = r->s;
   assert(t.cout == s->cin && t.oh == s->h && t.ow == s->w);
   t.n = nb, t.y_ns = (long)xr_len(s), t.relu = 1, t.dx_assign = 0;
   t.bn = NULL, t.xbn = NULL, t.pooled = NULL, t.pool_y = NULL, t.pcode = NULL, t.mom = NULL;
-  t.xr = NULL;
+  t.xr = NULL, t.xg = NULL;
   return t;
 }
+
+static rt_conv_shape xr_shape(const rt_conv_shape *s, int nb) { return src_shape(s->xr, s, nb); }
 
 /* The remade input of the call's samples n0 .. n0 + nb - 1 into y. */
 static int xr_make(rt_kernels *b, const rt_conv_shape *s, int n0, int nb, float *y) {
@@ -1218,22 +1222,22 @@ static void xr_pack(rt_kernels *b, const rt_conv_shape *s, const cg_conv_plan *p
 }
 
 /* With xr_direct, after xr_pack's samples (in xp, xs floats apart): the
- * producer's gradients from the consumer's input gradient (dxp, its
+ * producer r's gradients from the consumer's input gradient (dxp, its
  * packed planes), each row through the ReLU (its gate: the producer's
- * output as xr_pack left it, in the consumer's planes or its own packed
- * rows in aux) as it goes into the producer's packed output gradient
- * (dyq, in lbuf, as pack_dy makes it), its input as xr_pack packed it:
- * the same bits as xr_wgrad. */
-static void xr_wgrad_direct(rt_kernels *b, const rt_conv_shape *s, const cg_conv_plan *p, int nb,
-                            const float *aux, const float *xp, long xs, const float *dxp,
-                            double *bsum, float *lbuf) {
-  const rt_conv_src *r = s->xr;
+ * output as xr_pack left it, in the consumer's planes with into, else its
+ * own packed rows in aux) as it goes into the producer's packed output
+ * gradient (dyq, in lbuf, as pack_dy makes it), its input as xr_pack
+ * packed it (after its packed weights in aux): the same bits as
+ * xr_wgrad. With rt_conv_shape.xg, the same from the consumer's packed
+ * input, made from z (xg_pack). */
+static void xr_wgrad_direct(rt_kernels *b, const rt_conv_shape *s, const rt_conv_src *r, int into,
+                            const cg_conv_plan *p, int nb, const float *aux, const float *xp,
+                            long xs, const float *dxp, double *bsum, float *lbuf) {
   const rt_cpu_entry *e = entry_for(b, r->layer);
   const cg_conv_plan *pl = &e->plan;
-  rt_conv_shape t = xr_shape(s, nb);
+  rt_conv_shape t = src_shape(r, s, nb);
   const float *xpl = aux + wp_len(e), *yq = xpl + CONV_SB * pl->xlen;
   long body = pl->marg + (long)t.oh * pl->wq, in = xr_top(s, p);
-  int into = xr_into(b, s, p, xs);
   for (int i = 0; i < nb; i++) {
     float *q = lbuf + i * pl->dylen;
     for (int co = 0; co < t.cout; co++) {
@@ -1275,15 +1279,14 @@ static int xr_whole(rt_kernels *b, int l, const rt_conv_shape *s, const float *d
   return rc;
 }
 
-/* The producer's gradients (s->xr->dw, db): cleared with its bias sums
+/* The producer r's gradients (r->dw, db): cleared with its bias sums
  * (bsum, its cout doubles) before the call's first samples, then the
  * samples n0 .. n0 + nb - 1 added from their input x (remade) and its
  * gradient dx (the ReLU's applied here, in place), each xr_len(s) apart,
  * packed in lbuf (a scratch slot), then the sums made. The producer's
  * own call would add the same terms in the same order: per CONV_SB
  * samples on its kernels, per sample on OpenBLAS. */
-static void xr_wgrad_begin(rt_kernels *b, const rt_conv_shape *s, double *bsum) {
-  const rt_conv_src *r = s->xr;
+static void xr_wgrad_begin(rt_kernels *b, const rt_conv_src *r, double *bsum) {
   memset(r->dw, 0, entry_for(b, r->layer)->nw * sizeof *r->dw);
   memset(bsum, 0, (size_t)r->s.cout * sizeof *bsum);
 }
@@ -1318,12 +1321,80 @@ static void xr_wgrad(rt_kernels *b, const rt_conv_shape *s, int n0, int nb, cons
   e->bwd_weight(xp, dyq, r->dw, NULL, nb, p->xlen, p->dylen);
 }
 
-static void xr_wgrad_end(rt_kernels *b, const rt_conv_shape *s, const double *bsum) {
-  const rt_conv_src *r = s->xr;
+/* all: every channel's sum in db (rt_conv_shape.xg), else its bias's. */
+static void xr_wgrad_end(rt_kernels *b, const rt_conv_src *r, const double *bsum, int all) {
   const rt_cpu_entry *e = entry_for(b, r->layer);
   if (is_dense(b, r->layer) && e->active < e->nw) rt_zero_masked(r->dw, e->wm, e->nw);
   for (int co = 0; r->db && co < r->s.cout; co++)
-    r->db[co] = e->bm[co] ? (float)bsum[co] : 0.0f;
+    r->db[co] = all || e->bm[co] ? (float)bsum[co] : 0.0f;
+}
+
+/* ---- the producer's gradient taken from x's (rt_conv_shape.xg) -----------
+ *
+ * The consumer's input x is its producer's output through batch norm and
+ * the ReLU, made from z as it is packed (xbn). Instead of writing x's
+ * gradient, the consumer's backward gates its packed input gradient by
+ * its packed input (x > 0 where the ReLU passed) into the producer's
+ * packed output gradient and runs the producer's weight-gradient kernel
+ * on it (xr_wgrad_direct): the weight gradient g would have as the
+ * producer's pre-activation gradient, and g's sums. The host finishes
+ * batch norm's backward from them (host.c, bn_grad_of). Where the two do
+ * not both run on their kernels at stride 1, x's gradient is made whole
+ * in dx and the same taken from it (xg_whole). */
+
+/* The producer's input for the call's samples n0 .. n0 + nb - 1, packed
+ * after its packed weights' room in aux, where xr_wgrad_direct reads it. */
+static void xg_pack(rt_kernels *b, const rt_conv_shape *s, int64_t n0, int nb, float *aux) {
+  const rt_conv_src *r = s->xg;
+  const rt_cpu_entry *e = entry_for(b, r->layer);
+  rt_conv_shape t = src_shape(r, s, nb);
+  int64_t xns, yns;
+  conv_strides(&r->s, &xns, &yns);
+  for (int i = 0; i < nb; i++)
+    pack_x(&e->plan, &t, r->x + (n0 + i) * xns, aux + wp_len(e) + i * e->plan.xlen, n0 + i,
+           NULL);
+}
+
+/* Whether the call takes xg's gradients on the kernels (xr_wgrad_direct,
+ * the gate read from the consumer's padded planes at stride 1). */
+static int xg_direct(rt_kernels *b, int l, const rt_conv_shape *s) {
+  return !is_dense(b, l) && !is_dense(b, s->xg->layer) && entry_for(b, l)->plan.s == 1 &&
+         s->xbn->c0 == 0 && s->n > 0;
+}
+
+/* xg through x's gradient made whole in dx (the call's, written), gated
+ * there by x (made from z a plane at a time), then the producer's weight
+ * gradient of it and its sums per channel. */
+static int xg_whole(rt_kernels *b, int l, const rt_conv_shape *s, const float *x,
+                    const float *dy, const float *y, const float *w, float *dx, float *dw,
+                    float *db) {
+  const rt_conv_src *r = s->xg;
+  const rt_bn_x *bn = s->xbn;
+  long hw = (long)s->h * s->w, xns = conv_xns(s);
+  rt_conv_shape t = *s;
+  rt_bn_x xb = *bn; /* its sums are the host's to make */
+  xb.sums = NULL, t.xbn = &xb, t.xg = NULL, t.dx_assign = 1;
+  float *plane = malloc((size_t)(hw ? hw : 1) * sizeof *plane);
+  if (!plane || !dx) return free(plane), xr_fail(b);
+  int rc = cpu_conv_bwd(b, l, &t, x, dy, y, w, dx, dw, db);
+  for (int i = 0; !rc && i < s->n; i++)
+    for (int c = 0; c < s->cin; c++) {
+      float *d = dx + i * xns + c * hw;
+      rt_bn_affine_row(hw, rt_bn_x_z(bn, i, hw, xns, c), bn->m[c], bn->k[c], bn->b[c], bn->relu,
+                       plane);
+      rt_relu_mask(hw, plane, d, d);
+    }
+  free(plane);
+  if (rc) return rc;
+  rt_conv_shape tl = src_shape(r, s, s->n);
+  tl.y_ns = xns, tl.relu = 0;
+  rc = cpu_conv_bwd_weight(b, r->layer, &tl, r->x, dx, r->dw, NULL);
+  for (int c = 0; !rc && c < s->cin; c++) {
+    double sum = 0.0;
+    for (int i = 0; i < s->n; i++) sum += rt_sum(hw, dx + i * xns + c * hw);
+    r->db[c] = (float)sum;
+  }
+  return rc;
 }
 
 static int cpu_conv_fwd(rt_kernels *b, int l, const rt_conv_shape *s, const float *x,
@@ -1507,6 +1578,7 @@ static int cpu_conv_bwd(rt_kernels *b, int l, const rt_conv_shape *s, const floa
   assert(!s->xr || !dx);
   if (s->xr && (is_dense(b, l) || s->n == 0 || !xr_fits(b, s)))
     return xr_whole(b, l, s, dy, y, w, NULL, NULL, dw, db);
+  if (s->xg && !xg_direct(b, l, s)) return xg_whole(b, l, s, x, dy, y, w, dx, dw, db);
   int64_t xns, yns;
   conv_strides(s, &xns, &yns);
   int id;
@@ -1554,12 +1626,12 @@ static int cpu_conv_bwd(rt_kernels *b, int l, const rt_conv_shape *s, const floa
   double *bsum = db ? (double *)(void *)buf : NULL;
   /* with a remade input (xr): the samples in aux, the producer's packed
    * output gradient in lbuf, its bias sums in rbsum */
-  const rt_conv_src *r = s->xr;
-  int want = r ? r->dw != NULL : dx != NULL, aid = -1, lid = -1;
-  float *aux = r ? scratch_get(C(b), &aid) : NULL;
-  float *lbuf = r && want && aux ? scratch_get(C(b), &lid) : NULL;
-  double *rbsum = lbuf ? malloc((size_t)r->s.cout * sizeof *rbsum) : NULL;
-  if (r && (!aux || (want && (!lbuf || !rbsum)))) {
+  const rt_conv_src *r = s->xr, *g = s->xg, *src = r ? r : g; /* with xg: x's producer */
+  int want = src ? src->dw != NULL : dx != NULL, aid = -1, lid = -1;
+  float *aux = src ? scratch_get(C(b), &aid) : NULL;
+  float *lbuf = src && want && aux ? scratch_get(C(b), &lid) : NULL;
+  double *rbsum = lbuf ? malloc((size_t)src->s.cout * sizeof *rbsum) : NULL;
+  if (src && (!aux || (want && (!lbuf || !rbsum)))) {
     free(rbsum);
     if (lbuf) scratch_put(C(b), lbuf, lid);
     if (aux) scratch_put(C(b), aux, aid);
@@ -1571,7 +1643,7 @@ static int cpu_conv_bwd(rt_kernels *b, int l, const rt_conv_shape *s, const floa
   float *rx = aux, *rdx = aux ? aux + lines(CONV_SB * xrl) : NULL;
   rt_conv_shape sa = *s; /* add_dx's into rdx: set */
   sa.dx_assign = 1;
-  if (lbuf) xr_wgrad_begin(b, s, rbsum);
+  if (lbuf) xr_wgrad_begin(b, src, rbsum);
   int fused = want && e->fused;
   long xs = fused ? cg_conv_fused_xslot(p) : p->xlen;
   float *wp = buf + lines(2 * (size_t)s->cout), *dyq = wp + wp_len(e);
@@ -1602,7 +1674,12 @@ static int cpu_conv_bwd(rt_kernels *b, int l, const rt_conv_shape *s, const floa
       e->bwd_data(dyq, wp, dxp, NULL, nb, p->dylen, p->dxlen);
     }
     if (direct) { /* the producer's gradients from dxp */
-      xr_wgrad_direct(b, s, p, nb, aux, xp, xs, dxp, rbsum, lbuf);
+      xr_wgrad_direct(b, s, r, xr_into(b, s, p, xs), p, nb, aux, xp, xs, dxp, rbsum, lbuf);
+      continue;
+    }
+    if (g) { /* x's producer's, from dxp gated by xp */
+      xg_pack(b, s, n0, nb, aux);
+      xr_wgrad_direct(b, s, g, 1, p, nb, aux, xp, xs, dxp, rbsum, lbuf);
       continue;
     }
     if (r) { /* x's gradient into aux, and from it the producer's */
@@ -1615,7 +1692,7 @@ static int cpu_conv_bwd(rt_kernels *b, int l, const rt_conv_shape *s, const floa
       if (s->xbn && s->xbn->sums) bn_x_sums(s, n0 + i, dx + (n0 + i) * xns); /* while in cache */
     }
   }
-  if (lbuf && !rc) xr_wgrad_end(b, s, rbsum);
+  if (lbuf && !rc) xr_wgrad_end(b, src, rbsum, g != NULL);
   free(rbsum);
   if (lbuf) scratch_put(C(b), lbuf, lid);
   if (aux) scratch_put(C(b), aux, aid);

@@ -174,6 +174,83 @@ static void train_case(const char *src) {
   rt_exec_free(x[0]), rt_exec_free(x[1]), ir_free(g);
 }
 
+/* The host step of model src, whose first conv (batch norm before its
+ * ReLU) its reader takes the weight gradient of (rt_conv_shape.xg), and
+ * the same without (rt_host_remat): the same gradients of one backward
+ * but for the order of their sums, each within 2e-4 of its layer's
+ * largest, then the same losses within 1e-4 over STEPS steps with a
+ * growth. The input is not centred, as images are not: the sums the
+ * taken gradient subtracts are then large. */
+static void bn_case(const char *src, int dense) {
+  char err[256];
+  ir_graph *g = jt_build(src);
+  CHECK(g, "model does not build");
+  if (!g) return;
+  enum { N = 7, STEPS = 9 };
+  rt_exec *x[2];
+  for (int k = 0; k < 2; k++) {
+    x[k] = rt_exec_new(g, N, 2, "cpu/bounds", err, sizeof err); /* the host step itself */
+    CHECK(x[k], "exec: %s", err);
+    if (!x[k]) return;
+    rt_exec_init_params(x[k], 5);
+    if (dense) rt_cpu_set_dense_threshold(rt_host_kernels(x[k]->backend), 0.0, 0.0);
+  }
+  rt_host_remat(x[1]->backend, 0);
+  const ir_tensor *t = &g->tensors[g->input_t];
+  size_t img = (size_t)t->c * t->h * t->w;
+  float *in = jt_randf(N * img), *vals = jt_randf(64);
+  for (size_t i = 0; i < N * img; i++) in[i] = 0.5f + 0.5f * in[i]; /* not centred, as images */
+  ir_label lab[N];
+  for (int i = 0; i < N; i++) lab[i] = (ir_label)jt_int(0, g->cfg.classes - 1);
+  for (int step = 0; step < STEPS; step++) {
+    if (step == 4)
+      for (int li = 0; li < g->n_layers; li++) {
+        const ir_layer *l = &g->layers[li];
+        for (int64_t w = l->w_off; l->w_off >= 0 && w < l->w_off + l->n_w; w++)
+          if (!ir_alpha_get(x[0]->arch, w)) {
+            for (int k = 0; k < 2; k++) rt_exec_set_unit(x[k], w, 1, 1, vals + li);
+            break;
+          }
+      }
+    double loss[2];
+    for (int k = 0; k < 2; k++) {
+      CHECK(rt_exec_prepare(x[k], err, sizeof err) == 0, "prepare: %s", err);
+      rt_exec_set_input(x[k], in, N);
+      rt_exec_forward(x[k]);
+      loss[k] = rt_exec_loss(x[k], lab, 1, NULL);
+      rt_exec_backward(x[k]);
+    }
+    const float *g0 = rt_exec_view(x[0], RT_GRADS), *g1 = rt_exec_view(x[1], RT_GRADS);
+    for (int li = 0; step == 0 && li < g->n_layers; li++) {
+      const ir_layer *l = &g->layers[li];
+      int64_t off[3] = {l->w_off, l->b_off, l->g_off}, n[3] = {l->n_w, l->cout, 2 * l->cout};
+      /* the scale: the largest of the layer's (batch norm's conv's bias
+       * gradient is 0 but for rounding) */
+      double big = 1e-12;
+      for (int k = 0; k < 3; k++)
+        for (int64_t i = 0; off[k] >= 0 && i < n[k]; i++) big = fmax(big, fabs(g1[off[k] + i]));
+      for (int k = 0; k < 3; k++) {
+        if (off[k] < 0) continue;
+        double bad = 0.0;
+        for (int64_t i = 0; i < n[k]; i++) bad = fmax(bad, fabs(g0[off[k] + i] - g1[off[k] + i]));
+        CHECK(bad <= 2e-4 * big, "%s's %s gradient: off by %g of %g", l->name,
+              k == 0 ? "weight" : k == 1 ? "bias" : "batch norm", bad, big);
+      }
+    }
+    for (int k = 0; k < 2; k++) {
+      rt_exec_sgd(x[k], 0.05f, 0.9f, 5e-4f);
+      CHECK(rt_exec_status(x[k], err, sizeof err) == 0, "step: %s", err);
+    }
+    CHECK(fabs(loss[0] - loss[1]) <= 1e-4 * fabs(loss[1]), "step %d: loss %.9g taken, %.9g apart",
+          step, loss[0], loss[1]);
+  }
+  CHECK(rt_host_remade(x[0]->backend) == 1 && rt_host_remade(x[1]->backend) == 0,
+        "layers whose gradient their reader takes: %d and %d (1 and 0 wanted)",
+        rt_host_remade(x[0]->backend), rt_host_remade(x[1]->backend));
+  free(in), free(vals);
+  rt_exec_free(x[0]), rt_exec_free(x[1]), ir_free(g);
+}
+
 int main(void) {
   /* the Fashion-MNIST sample's first two convs at its density, each path */
   pair_case(1, 28, 28, 32, 3, 1, 1, 32, 3, 1, 1, 5, 0.25, 0.2, 2.0, 16);
@@ -196,6 +273,16 @@ int main(void) {
   train_case("model r { input 1x14x14; classes 4; search weight from density 0.4 seed 3;"
              " stage conv { layers 2 channels 16 kernel 3x3 } reduce maxpool 2;"
              " stage linear { layers 1 width 12 } }");
+  /* the batch norm template's first two layers: on the kernels, at 30%
+   * and at 100% (row blocks), and on OpenBLAS (x's gradient made whole) */
+  static const char *bn_models[] = {
+      "model r { input 1x14x14; classes 4; search weight from density 0.3 seed 3;"
+      " stage conv { layers 2 channels 16 kernel 3x3 norm batch; } reduce maxpool 2;"
+      " stage linear { layers 1 width 12 } }",
+      "model r { input 1x12x12; classes 4; search weight from density 1 seed 3;"
+      " stage conv { layers 2 channels 8 kernel 3x3 norm batch; } reduce maxpool 2;"
+      " stage linear { layers 1 width 12 } }"};
+  bn_case(bn_models[0], 0), bn_case(bn_models[1], 0), bn_case(bn_models[0], 1);
   if (!failures) printf("test_remat: all passed\n");
   return failures != 0;
 }
