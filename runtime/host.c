@@ -1253,9 +1253,11 @@ static void host_profile_report(const rt_backend *b, FILE *f, long steps) {
     double a = prof[PROF_LAYER + 2 * i], b = prof[PROF_LAYER + 2 * i + 1];
     char by[96] = ""; /* its time in its consumer's rows */
     if (e->xrby[i] >= 0) snprintf(by, sizeof by, "  (remade by %s)", g->layers[e->xrby[i]].name);
+    if (e->zg[i]) /* its weight gradient in its reader's rows (bn_grad_of) */
+      snprintf(by, sizeof by, "  (weight gradient taken by %s)", g->layers[e->xdst[i]].name);
     fprintf(f, "  %-14s %-8s %9.3f %9.3f %5.1f%%%s\n", l->name, ir_kind_name(l->kind), a * k,
             b * k, 100.0 * (a + b) / total,
-            e->xrby[i] >= 0                    ? by
+            e->xrby[i] >= 0 || e->zg[i]        ? by
             : l->w_off < 0 || x->arch->alive[i] ? ""
             : (e->plan->alias[i] != i && !e->layout_bounds) || empty(l) ? "  (dead: aliased)"
                                          : "  (dead: a copy)");
