@@ -658,24 +658,26 @@ static void plane_stats_scalar(int rows, int len, const float *x, long xs, float
 }
 
 #if ELEM_AVX2
-/* One eight of plane_stats_avx2 at xr + at (and yr + at) into the sums
- * a, b, its lanes masked by m. */
+/* One eight of plane_stats_avx2 at xr + at (and yr + at, with copy) into
+ * the sums a, b, with tail its lanes masked by m. */
 __attribute__((target("avx2,fma"), always_inline)) static inline void
-plane_eight(const float *xr, float *yr, int at, int relu, __m256 kv, __m256 m, __m256 *a,
-            __m256 *b) {
+plane_eight(const float *xr, float *yr, int at, const int relu, const int copy, const int tail,
+            __m256 kv, __m256 m, __m256 *a, __m256 *b) {
   __m256 v = _mm256_loadu_ps(xr + at);
   if (relu) v = _mm256_and_ps(_mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_GT_OQ), v);
-  if (yr) _mm256_storeu_ps(yr + at, v);
-  __m256 d = _mm256_and_ps(_mm256_sub_ps(v, kv), m);
+  if (copy) _mm256_storeu_ps(yr + at, v);
+  __m256 d = _mm256_sub_ps(v, kv);
+  if (tail) d = _mm256_and_ps(d, m);
   *a = _mm256_add_ps(*a, d), *b = _mm256_fmadd_ps(d, d, *b);
 }
 
 /* plane_stats_scalar on AVX2, for rows of at least 8: the same adds and
- * fused multiply-adds on each lane in the same order, so the same bits. */
-__attribute__((target("avx2,fma"))) static void plane_stats_avx2(int rows, int len, const float *x,
-                                                            long xs, float *y, long ys, int relu,
-                                                            double *mom) {
-  const __m256 zero = _mm256_setzero_ps(), all = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
+ * fused multiply-adds on each lane in the same order, so the same bits;
+ * made for each of relu and copy (y) constant. */
+__attribute__((target("avx2,fma"), always_inline)) static inline void
+plane_stats_avx2_as(int rows, int len, const float *x, long xs, float *y, long ys, const int relu,
+                    const int copy, double *mom) {
+  const __m256 zero = _mm256_setzero_ps();
   __m256 a0 = zero, a1 = zero, a2 = zero, a3 = zero, b0 = zero, b1 = zero, b2 = zero, b3 = zero;
   const float k = plane_first(x, relu);
   const __m256 kv = _mm256_set1_ps(k);
@@ -685,23 +687,23 @@ __attribute__((target("avx2,fma"))) static void plane_stats_avx2(int rows, int l
       _mm256_cmpgt_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(seen - 1)));
   for (int r = 0; r < rows; r++) {
     const float *xr = x + r * xs;
-    float *yr = y ? y + r * ys : NULL;
+    float *yr = copy ? y + r * ys : NULL;
     int q = 0;
     for (; q + 4 < nq; q += 4) {
-      plane_eight(xr, yr, 8 * q, relu, kv, all, &a0, &b0);
-      plane_eight(xr, yr, 8 * q + 8, relu, kv, all, &a1, &b1);
-      plane_eight(xr, yr, 8 * q + 16, relu, kv, all, &a2, &b2);
-      plane_eight(xr, yr, 8 * q + 24, relu, kv, all, &a3, &b3);
+      plane_eight(xr, yr, 8 * q, relu, copy, 0, kv, tail, &a0, &b0);
+      plane_eight(xr, yr, 8 * q + 8, relu, copy, 0, kv, tail, &a1, &b1);
+      plane_eight(xr, yr, 8 * q + 16, relu, copy, 0, kv, tail, &a2, &b2);
+      plane_eight(xr, yr, 8 * q + 24, relu, copy, 0, kv, tail, &a3, &b3);
     }
     /* the eights left, the last at the row's end */
-    if (nq - q > 1) plane_eight(xr, yr, 8 * q, relu, kv, all, &a0, &b0);
-    if (nq - q > 2) plane_eight(xr, yr, 8 * q + 8, relu, kv, all, &a1, &b1);
-    if (nq - q > 3) plane_eight(xr, yr, 8 * q + 16, relu, kv, all, &a2, &b2);
+    if (nq - q > 1) plane_eight(xr, yr, 8 * q, relu, copy, 0, kv, tail, &a0, &b0);
+    if (nq - q > 2) plane_eight(xr, yr, 8 * q + 8, relu, copy, 0, kv, tail, &a1, &b1);
+    if (nq - q > 3) plane_eight(xr, yr, 8 * q + 16, relu, copy, 0, kv, tail, &a2, &b2);
     switch (nq - q) {
-    case 4: plane_eight(xr, yr, last, relu, kv, tail, &a3, &b3); break;
-    case 3: plane_eight(xr, yr, last, relu, kv, tail, &a2, &b2); break;
-    case 2: plane_eight(xr, yr, last, relu, kv, tail, &a1, &b1); break;
-    default: plane_eight(xr, yr, last, relu, kv, tail, &a0, &b0);
+    case 4: plane_eight(xr, yr, last, relu, copy, 1, kv, tail, &a3, &b3); break;
+    case 3: plane_eight(xr, yr, last, relu, copy, 1, kv, tail, &a2, &b2); break;
+    case 2: plane_eight(xr, yr, last, relu, copy, 1, kv, tail, &a1, &b1); break;
+    default: plane_eight(xr, yr, last, relu, copy, 1, kv, tail, &a0, &b0);
     }
   }
   float av[PLANE_CHAINS][8], bv[PLANE_CHAINS][8];
@@ -709,6 +711,15 @@ __attribute__((target("avx2,fma"))) static void plane_stats_avx2(int rows, int l
   _mm256_storeu_ps(av[3], a3), _mm256_storeu_ps(bv[0], b0), _mm256_storeu_ps(bv[1], b1);
   _mm256_storeu_ps(bv[2], b2), _mm256_storeu_ps(bv[3], b3);
   row_moments((long)rows * len, k, chains_sum(av), chains_sum(bv), mom);
+}
+
+__attribute__((target("avx2,fma"))) static void plane_stats_avx2(int rows, int len, const float *x,
+                                                                long xs, float *y, long ys,
+                                                                int relu, double *mom) {
+  if (relu && y) plane_stats_avx2_as(rows, len, x, xs, y, ys, 1, 1, mom);
+  else if (y) plane_stats_avx2_as(rows, len, x, xs, y, ys, 0, 1, mom);
+  else if (relu) plane_stats_avx2_as(rows, len, x, xs, NULL, 0, 1, 0, mom);
+  else plane_stats_avx2_as(rows, len, x, xs, NULL, 0, 0, 0, mom);
 }
 #endif
 
