@@ -133,7 +133,9 @@ typedef struct rt_conv_shape {
                          * dw, the weight gradient of g = dx where x > 0
                          * (as if g were its pre-activation's gradient),
                          * and into its db, the sum of g per channel, each
-                         * channel's (whatever its bias). NULL: dx */
+                         * channel's (whatever its bias); dx is scratch,
+                         * where a call that makes x's gradient whole
+                         * writes it. NULL: dx */
 } rt_conv_shape;
 
 /* rt_conv_shape.xr: the input x of a conv layer is the output, after its
