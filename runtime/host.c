@@ -2361,8 +2361,6 @@ void rt_host_layout_bounds(rt_backend *b, int on) { ((host *)b)->layout_bounds =
 
 void rt_host_remat(rt_backend *b, int on) { ((host *)b)->no_remat = !on, ((host *)b)->replan = 1; }
 
-rt_kernels *rt_host_kernels(rt_backend *b) { return ((hx *)b)->backend; }
-
 int rt_host_remade(const rt_backend *b) {
   const host *e = (const host *)b;
   int n = 0;

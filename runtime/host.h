@@ -50,7 +50,4 @@ void rt_host_remat(rt_backend *b, int on);
  * backward takes (rt_conv_shape.xg) (tests). */
 int rt_host_remade(const rt_backend *b);
 
-/* The kernel set host step b trains on (tests: rt_cpu_set_dense_threshold). */
-rt_kernels *rt_host_kernels(rt_backend *b);
-
 #endif

@@ -165,7 +165,7 @@ static void train_case(const char *src, int bn, int dense) {
     CHECK(x[k], "exec: %s", err);
     if (!x[k]) return;
     rt_exec_init_params(x[k], 5);
-    if (dense) rt_cpu_set_dense_threshold(rt_host_kernels(x[k]->backend), 0.0, 0.0);
+    if (dense) rt_cpu_set_dense_threshold(x[k]->backend->i->kernels(x[k]->backend), 0.0, 0.0);
   }
   rt_host_remat(x[1]->backend, 0);
   const ir_tensor *t = &g->tensors[g->input_t];
