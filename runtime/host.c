@@ -244,12 +244,16 @@ static const int32_t *packed_of(const host *e, int l, size_t *n) {
   return e->gpacked[l] ? e->pidx[l] : NULL;
 }
 
-/* A kernel's status: the first failure is kept (chunks run on several
- * threads); the operation goes on, its results void, and returns -1 (op_status). */
+/* A failure in a chunk: the first is kept (chunks run on several
+ * threads); the operation goes on, its results void, and returns -1
+ * (op_status). */
+static void fail(host *e, const char *why) {
+  if (atomic_exchange(&e->failed, 1) == 0) snprintf(e->error, sizeof e->error, "%s", why);
+}
+
+/* A kernel's status, a failure kept as fail keeps it. */
 static void check(void *x, rt_kernels *b, int rc) {
-  host *e = x;
-  if (rc && atomic_exchange(&e->failed, 1) == 0)
-    snprintf(e->error, sizeof e->error, "%s", b->error[0] ? b->error : "a kernel failed");
+  if (rc) fail(x, b->error[0] ? b->error : "a kernel failed");
 }
 
 /* An operation's status: 0, or -1 with the first kernel failure in the
@@ -1832,8 +1836,7 @@ static void patch_chunk(const job *j, int chunk, int n0, int n1) {
   memset(B, 0, RT_GRAM * sizeof *B);
   float *col = malloc((size_t)T * (size_t)P * sizeof *col);
   if (!col) {
-    if (atomic_exchange(&((host *)x)->failed, 1) == 0)
-      snprintf(((host *)x)->error, sizeof ((host *)x)->error, "out of memory");
+    fail((host *)x, "out of memory");
     return;
   }
   rt_conv_shape s = conv_shape(x, l, 1);
