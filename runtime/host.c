@@ -640,7 +640,8 @@ static int gram_able(const ir_layer *l) {
  * (rt_kernels.remat): an alive remakeable conv layer whose input's
  * gradient nothing wants, whose output no pool takes and exactly one op
  * reads, an alive conv layer reading all of it as its whole input (no
- * other reader, no dead layer passing it on, not the logits). */
+ * other reader, no dead layer passing it on, not the logits). Then e->zg
+ * on the same kernel set (rt_conv_shape.xg). */
 static void plan_remat(host *e) {
   const hx *x = &e->pub;
   const ir_graph *g = x->g;
@@ -665,9 +666,9 @@ static void plan_remat(host *e) {
     }
     if (ok && reader >= 0) e->xr[reader] = m, e->xrby[m] = reader;
   }
-  /* e->zg: a gram_able layer whose output its reader makes from z
-   * (plan_bn_x, no pool) as the whole of its input, which nothing else
-   * takes from memory: its own input is */
+  /* e->zg: a gram_able layer whose input's gradient nothing wants, whose
+   * output its reader makes from z (plan_bn_x, no pool) as the whole of
+   * its input; its own input in memory (not remade, not made from z) */
   for (int m = 0; m < g->n_layers; m++) {
     const ir_layer *l = &g->layers[m];
     int r = e->xdst[m];

@@ -145,7 +145,8 @@ typedef struct rt_conv_shape {
  * memory, and that layer's forward writes nothing. conv_bwd then also
  * makes that layer's weight and bias gradients (its own input's is
  * never wanted), from x's gradient, which it does not write: its dx is
- * NULL. The same bits as the two layers computed apart. */
+ * NULL. The same bits as the two layers computed apart. The same
+ * struct names the producer of rt_conv_shape.xg (its s.relu 0). */
 typedef struct rt_conv_src {
   int layer;
   struct rt_conv_shape s;     /* its shape: n and the strides as the call's */

@@ -129,7 +129,8 @@ enum { CONV_SB = 2 };
  * lanes, at most LIN_SUB; bounds the scratch by the layer, not the batch. */
 enum { LIN_SUB = 2 * CG_LIN_NB };
 /* Scratch slots: one per concurrent caller, as many as exec's threads,
- * and three more for each that remakes its input (rt_conv_shape.xr). */
+ * and three more for each that remakes its input (rt_conv_shape.xr; two
+ * for one that takes its producer's gradient, .xg). */
 enum { NSLOT = 256 };
 /* Every buffer a kernel reads or writes starts on a cache line (16
  * floats, one AVX-512 vector): the scratch is allocated so, and each part
