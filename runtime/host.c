@@ -128,6 +128,7 @@ typedef struct host {
   int fwd_aliased; /* the last forward followed the plan's aliases */
   int layout_bounds; /* no aliases, every tensor cleared whole (tests) */
   int no_remat;      /* no input remade (tests: rt_host_remat) */
+  int no_fold;       /* no batch norm folded (tests: rt_host_fold) */
   /* A pass under the plan computes its worked channels only (narrow):
    * batch norm, the ReLUs, max pooling and the gradient's clearing skip
    * the others, which hold 0 in the activations and their gradients (so
@@ -169,8 +170,17 @@ typedef struct host {
    * its own finishes from sums (rt_conv_shape.xg, plan_remat, bn_grad_of):
    * zg. */
   uint8_t *zg;
+  /* A zg layer that its reader remakes in training, folded with its batch
+   * norm (plan_remat, fold_fwd): zf. Its batch norm's statistics come from
+   * its input patches' sums (fgram, RT_GRAM doubles a layer, kept for the
+   * backward's bn_grad_of), and its reader's kernels remake its output from
+   * its input with the weights and bias in fold (from fold_off[layer]). */
+  uint8_t *zf;
+  double *fgram;
+  float *fold;
+  int64_t *fold_off;
   double *gram; /* per chunk: the sums of patch_chunk, RT_GRAM doubles */
-  uint8_t *xleft;
+  uint8_t *xleft; /* XLEFT_FOLDED: by fold_fwd, z not made */
   int64_t *xz;
   float *xbeta; /* n_stats: beta as that forward took it (the SGD step moves it
                  * before a late reader, host_channel_stats, writes the output) */
@@ -631,6 +641,8 @@ static int remakeable(const ir_layer *l) {
  * few enough (RT_BN_GRAM_TAPS) for their Gram matrix (bn_grad_of). */
 enum { RT_GRAM = RT_BN_GRAM_TAPS * (RT_BN_GRAM_TAPS + 1) };
 
+enum { XLEFT_FOLDED = 2 };
+
 static int gram_able(const ir_layer *l) {
   return l->kind == IR_CONV && l->bn == IR_BN_BEFORE && l->relu &&
          (int64_t)l->cin * l->k * l->k <= RT_BN_GRAM_TAPS;
@@ -646,7 +658,7 @@ static void plan_remat(host *e) {
   const hx *x = &e->pub;
   const ir_graph *g = x->g;
   const rt_plan *p = e->plan;
-  for (int i = 0; i < g->n_layers; i++) e->xr[i] = e->xrby[i] = -1, e->zg[i] = 0;
+  for (int i = 0; i < g->n_layers; i++) e->xr[i] = e->xrby[i] = -1, e->zg[i] = e->zf[i] = 0;
   if (!x->backend->remat || e->layout_bounds || e->no_remat) return;
   for (int m = 0; m < g->n_layers; m++) {
     const ir_layer *l = &g->layers[m];
@@ -677,6 +689,11 @@ static void plan_remat(host *e) {
       continue;
     const ir_layer *o = &g->layers[r];
     e->zg[m] = o->cin == l->cout && p->in_off[r] == p->out_off[m];
+    /* e->zf: one whose reader can remake it, its input in memory, as
+     * the reader's whole input, the reader remaking nothing else */
+    e->zf[m] = e->zg[m] && (int64_t)l->cin * l->k * l->k <= RT_REMAT_TAPS && o->kind == IR_CONV &&
+               o->h == l->oh && o->w == l->ow && e->xr[r] < 0 && e->fold_off[m] >= 0 && !e->no_fold &&
+               e->dxn[r] && e->assign[m] && x->backend->bn_dz && x->backend->conv_bwd;
   }
 }
 
@@ -749,12 +766,23 @@ static int plan_zero(host *e) {
   e->xr = malloc(nl * sizeof *e->xr), e->xrby = malloc(nl * sizeof *e->xrby);
   e->xleft = calloc(nl, 1), e->xz = calloc(nl, sizeof *e->xz);
   e->zg = calloc(nl, 1);
+  e->zf = calloc(nl, 1);
+  e->fgram = calloc(nl * RT_GRAM, sizeof *e->fgram);
+  e->fold_off = malloc(nl * sizeof *e->fold_off);
+  int64_t nfold = 0;
+  for (int i = 0; e->fold_off && i < g->n_layers; i++) {
+    const ir_layer *l = &g->layers[i];
+    e->fold_off[i] = gram_able(l) && l->w_off >= 0 && l->b_off >= 0 ? nfold : -1;
+    if (e->fold_off[i] >= 0) nfold += l->n_w + l->cout;
+  }
+  e->fold = malloc((size_t)(nfold ? nfold : 1) * sizeof *e->fold);
   e->gram = calloc((size_t)e->pub.threads * RT_GRAM, sizeof *e->gram);
   e->xbeta = calloc((size_t)(g->n_stats ? g->n_stats : 1), sizeof *e->xbeta);
   for (size_t i = 0; e->xdst && e->xsrc && i < nl; i++) e->xdst[i] = e->xsrc[i] = -1;
   for (size_t i = 0; e->xr && e->xrby && i < nl; i++) e->xr[i] = e->xrby[i] = -1;
   if (!e->zero || !e->zlive || !e->zt || !e->znarrow || !e->work_was || !e->alias_was || !e->dxa ||
-      !e->dxn || !e->xdst || !e->xsrc || !e->xr || !e->xrby || !e->zg || !e->gram ||
+      !e->dxn || !e->xdst || !e->xsrc || !e->xr || !e->xrby || !e->zg || !e->gram || !e->zf ||
+      !e->fgram || !e->fold_off || !e->fold ||
       !e->xleft || !e->xz || !e->xbeta)
     return -1;
   plan_dx_needs(e);
@@ -908,7 +936,8 @@ static void host_free(rt_backend *b) {
   free(x->mom), free(e->gdense), free(e->dirty), free(x->stats), free(x->bn_save);
   free(x->logits), free(e->wpart), free(e->zero), free(e->zlive), free(e->zt),
       free(e->znarrow), free(e->dxa), free(e->dxn), free(e->xdst), free(e->xsrc), free(e->xr),
-      free(e->xrby), free(e->zg), free(e->gram), free(e->xleft), free(e->xz), free(e->xbeta),
+      free(e->xrby), free(e->zg), free(e->zf), free(e->fgram), free(e->fold), free(e->fold_off),
+      free(e->gram), free(e->xleft), free(e->xz), free(e->xbeta),
       free(e->work_was), free(e->alias_was), free(e->prof),
       free(e->prof_paused), free(e->active), free(e->assign);
   free(e->pidx), free(e->pn), free(e->gpacked), free(e->pk), free(e->sk), free(e->wc), free(e->wat);
@@ -1464,16 +1493,26 @@ static rt_conv_shape conv_shape(const hx *x, const ir_layer *l, int n) {
   return s;
 }
 
+/* Whether conv layer l runs folded with its batch norm in this pass
+ * (plan_remat's zf: in training), remade by its reader. */
+static int folded(const hx *x, const ir_layer *l) {
+  return !x->use_live && x->training && ((const host *)x)->zf[l - x->g->layers];
+}
+
 /* The producer whose output conv layer l's kernels remake as its input
  * in this pass (plan_remat), or -1. */
 static int remakes(const hx *x, const ir_layer *l) {
-  return x->use_live ? -1 : ((const host *)x)->xr[l - x->g->layers];
+  const host *e = (const host *)x;
+  int li = (int)(l - x->g->layers), src = e->xsrc[li];
+  if (x->use_live) return -1;
+  return e->xr[li] >= 0 ? e->xr[li] : src >= 0 && folded(x, &x->g->layers[src]) ? src : -1;
 }
 
 /* Whether conv layer l's output is remade by its consumer in this pass:
- * then its own forward and backward do nothing. */
+ * then its own forward and backward do nothing (folded: their batch norm
+ * alone). */
 static int remade(const hx *x, const ir_layer *l) {
-  return !x->use_live && ((const host *)x)->xrby[l - x->g->layers] >= 0;
+  return !x->use_live && (((const host *)x)->xrby[l - x->g->layers] >= 0 || folded(x, l));
 }
 
 static float *wgrad_of(hx *x, const ir_layer *l, int c, float **db);
@@ -1483,8 +1522,10 @@ static float *wgrad_of(hx *x, const ir_layer *l, int c, float **db);
 static rt_conv_src conv_src(hx *x, int pr, int64_t o, int n, int chunk) {
   const ir_layer *l = &x->g->layers[pr];
   rt_conv_src r = {pr, conv_shape(x, l, n), x->act + o + ((host *)x)->plan->in_off[pr],
-                   x->params + l->w_off, x->params + l->b_off, NULL, NULL};
+                   x->params + l->w_off, x->params + l->b_off, NULL, NULL, 0};
   r.s.relu = 1;
+  if (folded(x, l)) /* its batch norm folded in (fold_fwd) */
+    r.w = ((host *)x)->fold + ((host *)x)->fold_off[pr], r.bias = r.w + l->n_w, r.bn = 1;
   if (chunk >= 0) r.dw = wgrad_of(x, l, chunk, &r.db);
   return r;
 }
@@ -1565,7 +1606,7 @@ static void bn_moments(hx *x, const ir_layer *l, int64_t z, int n0, int n1) {
 static const rt_bn_x *bn_x_of(const hx *x, const ir_layer *l, int64_t o, rt_bn_x *bx) {
   const host *e = (const host *)x;
   int src = e->xsrc[l - x->g->layers];
-  if (src < 0 || !e->xleft[src]) return NULL;
+  if (src < 0 || !e->xleft[src] || folded(x, &x->g->layers[src])) return NULL; /* or remade */
   const ir_layer *p = &x->g->layers[src];
   int pl = e->bnf[src].pool, so = pl >= 0 ? pl : src; /* under a pool, its windows */
   const ir_layer *sl = &x->g->layers[so];
@@ -1659,6 +1700,8 @@ static void bn_fwd(hx *e, const ir_layer *ly, int64_t z, int64_t out) {
   }
 }
 
+static void fold_fwd(hx *x, const ir_layer *l, int64_t in, int64_t z);
+
 static void conv_fwd_op(RT_OP_ARGS) {
   hx *e = X(x);
   const ir_layer *ly = &e->g->layers[l];
@@ -1669,6 +1712,10 @@ static void conv_fwd_op(RT_OP_ARGS) {
   if (pm) pm->made = pool_dy_fused(e, (int)l) && e->backend->pool_fwd;
   if (!e->arch->alive[l]) {
     pass_fwd(e, ly, prev, out);
+    return;
+  }
+  if (folded(e, ly)) { /* its batch norm's statistics; its reader's kernels make it */
+    fold_fwd(e, ly, in, z);
     return;
   }
   if (remade(e, ly)) return; /* its consumer's kernels make it as they read it */
@@ -1852,6 +1899,69 @@ static void patch_chunk(const job *j, int chunk, int n0, int n1) {
   free(col);
 }
 
+/* The batch's input patch sums of conv layer l (patch_chunk, the chunks
+ * added in order) into out (RT_GRAM doubles): B, then G whole. */
+static void patch_sums(hx *x, const ir_layer *l, int64_t in, double *out) {
+  host *e = (host *)x;
+  int T = l->cin * l->k * l->k;
+  job j = {x, l, in, 0, 0, patch_chunk, (int64_t)x->n * l->oh * l->ow * T * (T + 1) / 2};
+  int chunks = run_chunks(&j);
+  double *B = e->gram, *G = B + T;
+  for (int c = 1; c < chunks; c++)
+    for (int k = 0; k < T + T * T; k++) B[k] += e->gram[(size_t)c * RT_GRAM + k];
+  for (int u = 0; u < T; u++) /* the lower triangle */
+    for (int t = 0; t < u; t++) G[u * T + t] = G[t * T + u];
+  if (out != B) memcpy(out, B, (size_t)(T + T * T) * sizeof *out);
+}
+
+/* A folded conv layer's forward (plan_remat's zf), in training: its batch
+ * norm's statistics from its input patches' sums B and Gram matrix G over
+ * the batch (patch_sums, kept for bn_grad_of): with z = W x + bias, the
+ * mean of z is bias + W B / N and its variance W C W^T, where C = G / N -
+ * (B / N)(B / N)^T is the patches' covariance (N positions in all); then
+ * the weights and bias its reader's kernels remake its output with (the
+ * conv and the normalisation in one map): k W and k (bias - mean) + beta,
+ * k = gamma / sqrt(var + eps). z is never made. The statistics are those
+ * of rt_bn_fwd but for the rounding of their sums; a channel not worked
+ * takes mean 0 and variance 0, as bn_fwd gives it. */
+static void fold_fwd(hx *x, const ir_layer *l, int64_t in, int64_t z) {
+  host *e = (host *)x;
+  int li = (int)(l - x->g->layers), T = l->cin * l->k * l->k;
+  double *B = e->fgram + (size_t)li * RT_GRAM, *G = B + T;
+  patch_sums(x, l, in, B);
+  const float *W = x->params + l->w_off, *bias = x->params + l->b_off;
+  const float *gamma = x->params + l->g_off, *beta = gamma + l->cout;
+  const uint8_t *wm = x->mask + l->w_off, *bm = x->mask + l->b_off, *w = worked(x, l);
+  float *rm = x->stats + l->s_off, *rv = rm + l->cout;
+  float *sm = x->bn_save + l->s_off, *si = sm + l->cout, *sk = e->bn_scale + l->s_off;
+  float *fw = e->fold + e->fold_off[li], *fb = fw + l->n_w;
+  double N = (double)x->n * l->oh * l->ow, C[RT_BN_GRAM_TAPS][RT_BN_GRAM_TAPS];
+  for (int u = 0; u < T; u++)
+    for (int t = 0; t < T; t++) C[u][t] = G[u * T + t] / N - (B[u] / N) * (B[t] / N);
+  for (int c = 0; c < l->cout; c++) {
+    const float *wc = W + (int64_t)c * T;
+    const uint8_t *mc = wm + (int64_t)c * T;
+    double mu = 0.0, var = 0.0;
+    if (!w || w[c]) {
+      mu = bm[c] ? bias[c] : 0.0;
+      for (int u = 0; u < T; u++) {
+        if (!mc[u]) continue;
+        double a = 0.0;
+        for (int t = 0; t < T; t++) a += mc[t] ? (double)wc[t] * C[u][t] : 0.0;
+        mu += (double)wc[u] * B[u] / N, var += (double)wc[u] * a;
+      }
+      if (var < 0.0) var = 0.0; /* rounding: W C W^T >= 0 */
+    }
+    double invstd = 1.0 / sqrt(var + RT_BN_EPS), unbiased = N > 1 ? var * N / (N - 1) : var;
+    sm[c] = (float)mu, si[c] = (float)invstd, sk[c] = (float)(gamma[c] * invstd);
+    rm[c] = (float)((1 - RT_BN_MOMENTUM) * rm[c] + RT_BN_MOMENTUM * mu);
+    rv[c] = (float)((1 - RT_BN_MOMENTUM) * rv[c] + RT_BN_MOMENTUM * unbiased);
+    for (int u = 0; u < T; u++) fw[(int64_t)c * T + u] = mc[u] ? sk[c] * wc[u] : 0.0f;
+    fb[c] = (float)((double)sk[c] * ((bm[c] ? bias[c] : 0.0) - sm[c]) + beta[c]);
+  }
+  e->xleft[li] = XLEFT_FOLDED, e->xz[li] = z;
+}
+
 /* Conv layer l's weight and bias gradients under its batch norm, its
  * reader having taken (grads_taken) into its gradient slots A, the weight
  * gradient of g (its output gradient through the ReLU, as if it were
@@ -1865,13 +1975,12 @@ static void patch_chunk(const job *j, int chunk, int n0, int n1) {
 static void bn_grad_of(hx *x, const ir_layer *l, int64_t in) {
   host *e = (host *)x;
   int T = l->cin * l->k * l->k;
-  job j = {x, l, in, 0, 0, patch_chunk, (int64_t)x->n * l->oh * l->ow * T * (T + 1) / 2};
-  int chunks = run_chunks(&j);
-  double *B = e->gram, *G = B + T;
-  for (int c = 1; c < chunks; c++)
-    for (int k = 0; k < T + T * T; k++) B[k] += e->gram[(size_t)c * RT_GRAM + k];
-  for (int u = 0; u < T; u++) /* the lower triangle */
-    for (int t = 0; t < u; t++) G[u * T + t] = G[t * T + u];
+  double *B = e->gram, *G;
+  if (e->xleft[l - x->g->layers] == XLEFT_FOLDED) /* fold_fwd's, of the same input */
+    B = e->fgram + (size_t)(l - x->g->layers) * RT_GRAM;
+  else
+    patch_sums(x, l, in, B);
+  G = B + T;
   const float *W = x->params + l->w_off, *bias = x->params + l->b_off;
   const float *m = x->bn_save + l->s_off;
   const float *gm = e->bn_dzc + 3 * l->s_off, *kg = gm + l->cout, *kx = kg + l->cout;
@@ -1916,6 +2025,12 @@ static void conv_bwd_chunk(const job *j, int chunk, int n0, int n1) {
   rt_conv_src gs; /* or its producer's weight gradient, and the sums from it */
   int taken = s.xbn && bx.sums && grads_taken(x, &x->g->layers[src]);
   if (taken) gs = conv_src(x, src, o, n1 - n0, chunk), gs.s.relu = 0, s.xg = &gs;
+  if (pr >= 0 && pr == src && e->rows[src]) { /* remade folded: the same sums from xr's */
+    const ir_layer *p = &x->g->layers[src];
+    gs = xr, gs.w = x->params + p->w_off, gs.bias = x->params + p->b_off, gs.bn = 0;
+    bx.sums = e->bn_rows + (int64_t)x->cap * p->s_off + (int64_t)n0 * 2 * p->cout;
+    taken = 1;
+  }
   rt_bn_dz bn;
   if (l->bn && bn_dz_fused(x, l)) { /* the kernels make dz from batch norm's output gradient */
     const float *c = e->bn_dzc + 3 * l->s_off;
@@ -2023,7 +2138,7 @@ static void conv_bwd_op(RT_OP_ARGS) {
     pass_bwd(e, ly, prev, out, 0);
     return;
   }
-  if (remade(e, ly)) return; /* its consumer's backward made its gradients */
+  if (remade(e, ly) && !folded(e, ly)) return; /* its consumer's backward made its gradients */
   int fused = ly->bn && bn_dz_fused(e, ly);
   if (ly->bn) bn_act_bwd(e, ly, z, out, fused);
   if (grads_taken(e, ly)) { /* its reader took A; its gradients from it */
@@ -2048,7 +2163,7 @@ static void conv_bwd_op(RT_OP_ARGS) {
   int chunks = run_chunks(&j), pr = remakes(e, ly), src = h->xsrc[l];
   reduce_wgrad(e, ly, chunks);
   if (pr >= 0) reduce_wgrad(e, &e->g->layers[pr], chunks), h->gpacked[pr] = 0;
-  if (src >= 0 && h->rows[src] && grads_taken(e, &e->g->layers[src])) /* it took its producer's */
+  if (src >= 0 && src != pr && h->rows[src] && grads_taken(e, &e->g->layers[src])) /* it took its producer's */
     reduce_wgrad(e, &e->g->layers[src], chunks), h->gpacked[src] = 0;
   if (h->pfu[l].pool >= 0) h->pfu[h->pfu[l].pool].taken = 0; /* taken for this pass only */
 }
@@ -2364,11 +2479,19 @@ static rt_kernels *host_kernels(rt_backend *b) { return ((hx *)b)->backend; }
 void rt_host_layout_bounds(rt_backend *b, int on) { ((host *)b)->layout_bounds = on; }
 
 void rt_host_remat(rt_backend *b, int on) { ((host *)b)->no_remat = !on, ((host *)b)->replan = 1; }
+void rt_host_fold(rt_backend *b, int on) { ((host *)b)->no_fold = !on, ((host *)b)->replan = 1; }
 
 int rt_host_remade(const rt_backend *b) {
   const host *e = (const host *)b;
   int n = 0;
   for (int i = 0; i < e->pub.g->n_layers; i++) n += (e->xrby[i] >= 0) + e->zg[i];
+  return n;
+}
+
+int rt_host_folded(const rt_backend *b) {
+  const host *e = (const host *)b;
+  int n = 0;
+  for (int i = 0; i < e->pub.g->n_layers; i++) n += e->zf[i];
   return n;
 }
 
@@ -2397,6 +2520,11 @@ static int host_channel_stats(rt_backend *b, int li, double *mean, double *var, 
   if (e->xleft[src] && e->bnf[src].pool < 0) {
     const ir_layer *p = &g->layers[src];
     const uint8_t *w = worked(x, p);
+    if (e->xleft[src] == XLEFT_FOLDED) { /* fold_fwd made no z: made now */
+      job j = {x, p, e->plan->in_off[src], e->xz[src], e->plan->out_off[src], conv_fwd_chunk,
+               layer_work(x, p)};
+      run_chunks(&j);
+    }
     for (int c0 = 0, c1; (c1 = next_run(w, &c0, p->cout)) > c0; c0 = c1) {
       rt_bn_shape s = {x->n, c1 - c0, (int)plane, ns, ns, p->ow};
       rt_bn_out(e->pool, x->threads, &s, p->relu, p->ow, x->act + e->xz[src] + c0 * plane,

@@ -45,9 +45,21 @@ long rt_host_narrow_passes(const rt_backend *b);
  * the next prepare. */
 void rt_host_remat(rt_backend *b, int on);
 
+/* on (the default): host step b runs a conv with batch norm whose weight
+ * gradient its reader takes folded with its batch norm in training, its
+ * statistics from its input patches' sums and its output remade by that
+ * reader (the host's fold_fwd); off: taken (rt_conv_shape.xg) but made
+ * and normalised as any other (tests compare the two). From the next
+ * prepare. */
+void rt_host_fold(rt_backend *b, int on);
+
 /* The layers whose output the last plan of host step b has remade by
  * their consumer's kernels, or whose weight gradient their consumer's
  * backward takes (rt_conv_shape.xg) (tests). */
 int rt_host_remade(const rt_backend *b);
+
+/* Of those, the layers the last plan runs folded with their batch norm in
+ * training (rt_host_fold) (tests). */
+int rt_host_folded(const rt_backend *b);
 
 #endif

@@ -402,11 +402,15 @@ static int build_object(const rt_cpu_entry *e_, long id, LLVMTargetMachineRef tm
   if (e->kind == IR_CONV) {
     cg_conv_desc d = {e->shape[0], e->shape[1], e->shape[2], e->shape[3],
                       e->shape[4], e->shape[5], e->shape[6], e->wm, e->bm, e->vw};
+    /* fwd_into adds every row's bias from the array it is given: its
+     * caller masks it, or hands a folded one (xr_pack, rt_conv_src.bn) */
+    cg_conv_desc di = d;
+    di.bm = NULL;
     rc = cg_sparse_conv_fwd(m, &d, names[0], &ord[0]) ||
          (e->fused ? cg_sparse_conv_bwd_fused(m, &d, names[1], names[3], &ord[1])
                    : cg_sparse_conv_bwd_data(m, &d, names[1], &ord[1])) ||
          cg_sparse_conv_bwd_weight(m, &d, names[2]) ||
-         (e->into_xcs && cg_sparse_conv_fwd_into(m, &d, names[4], e->into_xcs));
+         (e->into_xcs && cg_sparse_conv_fwd_into(m, &di, names[4], e->into_xcs));
   } else {
     cg_linear_desc d = {e->shape[0], e->shape[3], e->wm, e->bm, e->lanes, e->vw};
     rc = cg_sparse_linear_fwd(m, &d, names[0], &ord[0]) ||
@@ -1151,13 +1155,34 @@ static rt_conv_shape src_shape(const rt_conv_src *r, const rt_conv_shape *s, int
 
 static rt_conv_shape xr_shape(const rt_conv_shape *s, int nb) { return src_shape(s->xr, s, nb); }
 
+/* Adds a folded producer's bias (rt_conv_src.bn) where its kernels left
+ * it out, the channels whose own bias is masked, to nb samples of its
+ * output rows (rows of `row` floats, `len` floats a row, planes `plane`
+ * apart, samples `ns` apart). */
+static void fold_bias(rt_kernels *b, const rt_conv_src *r, float *y, int nb, int64_t ns,
+                      long plane, int rows, long row, long len) {
+  const uint8_t *bm = entry_for(b, r->layer)->bm;
+  for (int i = 0; i < nb; i++)
+    for (int co = 0; co < r->s.cout; co++)
+      for (int q = 0; !bm[co] && q < rows; q++) {
+        float *d = y + i * ns + co * plane + q * row;
+        for (long k = 0; k < len; k++) d[k] += r->bias[co];
+      }
+}
+
 /* The remade input of the call's samples n0 .. n0 + nb - 1 into y. */
 static int xr_make(rt_kernels *b, const rt_conv_shape *s, int n0, int nb, float *y) {
   const rt_conv_src *r = s->xr;
   rt_conv_shape t = xr_shape(s, nb);
   int64_t xns, yns;
   conv_strides(&r->s, &xns, &yns);
-  return cpu_conv_fwd(b, r->layer, &t, r->x + n0 * xns, r->w, r->bias, y);
+  if (!r->bn) return cpu_conv_fwd(b, r->layer, &t, r->x + n0 * xns, r->w, r->bias, y);
+  t.relu = 0; /* the bias of every channel, then the ReLU */
+  int rc = cpu_conv_fwd(b, r->layer, &t, r->x + n0 * xns, r->w, r->bias, y);
+  long plane = (long)t.oh * t.ow;
+  fold_bias(b, r, y, nb, t.y_ns, plane, 1, plane, plane);
+  for (int i = 0; !rc && i < nb; i++) rt_relu((long)t.cout * plane, y + i * t.y_ns, y + i * t.y_ns);
+  return rc;
 }
 
 /* Whether the remade input goes straight from its producer's kernel to
@@ -1213,11 +1238,18 @@ static void xr_pack(rt_kernels *b, const rt_conv_shape *s, const cg_conv_plan *p
   for (int i = 0; i < nb; i++)
     pack_x(pl, &t, r->x + (n0 + i) * xns, xpl + i * pl->xlen, n0 + i, xtmp(b, aux, &t));
   if (xr_into(b, s, p, xs)) { /* the rows straight into xp, then the frame */
-    e->fwd_into(xpl, wp, (float *)r->bias, xp + xr_top(s, p), nb, pl->xlen, xs);
+    const float *bias = r->bias; /* every row's: masked here unless folded */
+    if (!r->bn) {
+      float *mb = yq; /* unused on this path */
+      for (int co = 0; co < t.cout; co++) mb[co] = e->bm[co] ? r->bias[co] : 0.0f;
+      bias = mb;
+    }
+    e->fwd_into(xpl, wp, (float *)bias, xp + xr_top(s, p), nb, pl->xlen, xs);
     for (int i = 0; i < nb; i++) zero_frame(p, s, xp + i * xs);
     return;
   }
   e->fwd(xpl, wp, (float *)r->bias, yq, nb, pl->xlen, t.cout * pl->yrs);
+  if (r->bn) fold_bias(b, r, yq, nb, (int64_t)t.cout * pl->yrs, pl->yrs, t.oh, pl->wq, t.ow);
   for (int i = 0; i < nb; i++)
     pack_xq(p, s, yq + i * t.cout * pl->yrs, pl->yrs, pl->wq, xp + i * xs);
 }
@@ -1276,6 +1308,16 @@ static int xr_whole(rt_kernels *b, int l, const rt_conv_shape *s, const float *d
   if (!rc && !bwd) rc = cpu_conv_fwd(b, l, &t, xm, w, bias, out);
   if (!rc && bwd) rc = cpu_conv_bwd(b, l, &t, xm, dy, y, w, dxm, dw, db);
   if (!rc && want) rc = cpu_conv_bwd(b, r->layer, &tl, r->x, dxm, xm, r->w, NULL, r->dw, r->db);
+  long plane = (long)tl.oh * tl.ow;
+  for (int co = 0; !rc && want && r->bn && r->db && co < tl.cout; co++) { /* every channel's */
+    double sum = 0.0;
+    for (int i = 0; i < s->n; i++)
+      for (long k = 0; k < plane; k++) {
+        int64_t at = (int64_t)i * (int64_t)len + co * plane + k;
+        sum += xm[at] > 0.0f ? dxm[at] : 0.0f;
+      }
+    r->db[co] = (float)sum;
+  }
   free(xm), free(dxm);
   return rc;
 }
@@ -1693,7 +1735,7 @@ static int cpu_conv_bwd(rt_kernels *b, int l, const rt_conv_shape *s, const floa
       if (s->xbn && s->xbn->sums) bn_x_sums(s, n0 + i, dx + (n0 + i) * xns); /* while in cache */
     }
   }
-  if (lbuf && !rc) xr_wgrad_end(b, src, rbsum, g != NULL);
+  if (lbuf && !rc) xr_wgrad_end(b, src, rbsum, g != NULL || src->bn);
   free(rbsum);
   if (lbuf) scratch_put(C(b), lbuf, lid);
   if (aux) scratch_put(C(b), aux, aid);

@@ -13,8 +13,9 @@
  * trained with remaking and without, growing between steps, on two
  * threads: every loss, the parameters and an inference the same bits.
  * And models whose first conv has batch norm, whose weight gradient its
- * second's backward takes (rt_conv_shape.xg): the same gradients but for
- * the order of their sums, on the kernels and on OpenBLAS. */
+ * second's backward takes (rt_conv_shape.xg), then folded with its batch
+ * norm and remade by the second (rt_host_fold): the same gradients but
+ * for the order of their sums, on the kernels and on OpenBLAS. */
 #include "jitexec.h"
 #include "runtime/cpu/cpu.h"
 #include "runtime/host.h"
@@ -100,7 +101,7 @@ static void pair_case(int cin, int h, int w, int mid, int k0, int s0, int p0, in
   CHECK(b->conv_bwd(b, 0, &s0s, x, dxm, ym, w0, NULL, dw0, db0) == 0, "%s: bwd 0", what);
 
   /* remade */
-  rt_conv_src src = {0, s0s, x, w0, b0, NULL, NULL};
+  rt_conv_src src = {0, s0s, x, w0, b0, NULL, NULL, 0};
   rt_conv_shape t = s1s;
   t.xr = &src;
   float *y2 = jt_randf(ny), *dw1b = jt_randf(nw1), *db1b = jt_randf((size_t)cout);
@@ -146,12 +147,13 @@ static void near_grads(const ir_graph *g, rt_exec *x0, rt_exec *x1) {
 /* The host step with and without remaking (rt_host_remat), the same
  * steps on each, with a growth: model src, one layer of which the plan
  * should remake, or (bn) take the weight gradient of by its reader's
- * backward (rt_conv_shape.xg); with dense, on OpenBLAS. Remade: the same
+ * backward (rt_conv_shape.xg), with fold also folded with its batch norm
+ * and remade (rt_host_fold); with dense, on OpenBLAS. Remade: the same
  * losses, parameters and inference loss, bit for bit. Taken: the first
  * backward's gradients the same but for the order of their sums
  * (near_grads), the losses within 1e-4; the input not centred, as images
  * are not, so that the sums the taken gradient subtracts are large. */
-static void train_case(const char *src, int bn, int dense) {
+static void train_case(const char *src, int bn, int dense, int fold) {
   char err[256];
   ir_graph *g = jt_build(src);
   CHECK(g, "model does not build");
@@ -168,6 +170,7 @@ static void train_case(const char *src, int bn, int dense) {
     if (dense) rt_cpu_set_dense_threshold(x[k]->backend->i->kernels(x[k]->backend), 0.0, 0.0);
   }
   rt_host_remat(x[1]->backend, 0);
+  rt_host_fold(x[0]->backend, fold);
   const ir_tensor *t = &g->tensors[g->input_t];
   size_t img = (size_t)t->c * t->h * t->w;
   float *in = jt_randf(N * img), *vals = jt_randf(64);
@@ -200,6 +203,8 @@ static void train_case(const char *src, int bn, int dense) {
     CHECK(bn ? fabs(loss[0] - loss[1]) <= 1e-4 * fabs(loss[1]) : loss[0] == loss[1],
           "step %d: loss %.9g remade, %.9g apart", step, loss[0], loss[1]);
   }
+  CHECK(rt_host_folded(x[0]->backend) == (bn && fold), "folded layers: %d (%d wanted)",
+        rt_host_folded(x[0]->backend), bn && fold);
   CHECK(rt_host_remade(x[0]->backend) == 1 && rt_host_remade(x[1]->backend) == 0,
         "remade layers: %d and %d (1 and 0 wanted)", rt_host_remade(x[0]->backend),
         rt_host_remade(x[1]->backend));
@@ -234,7 +239,7 @@ int main(void) {
   /* the sample's shape of template: 1 -> 16 remade by 16 -> 16, a pool */
   train_case("model r { input 1x14x14; classes 4; search weight from density 0.4 seed 3;"
              " stage conv { layers 2 channels 16 kernel 3x3 } reduce maxpool 2;"
-             " stage linear { layers 1 width 12 } }", 0, 0);
+             " stage linear { layers 1 width 12 } }", 0, 0, 1);
   /* the batch norm template's first two layers: on the kernels, at 30%
    * and at 100% (row blocks), and on OpenBLAS (x's gradient made whole) */
   static const char *bn_models[] = {
@@ -244,7 +249,9 @@ int main(void) {
       "model r { input 1x12x12; classes 4; search weight from density 1 seed 3;"
       " stage conv { layers 2 channels 8 kernel 3x3 norm batch; } reduce maxpool 2;"
       " stage linear { layers 1 width 12 } }"};
-  train_case(bn_models[0], 1, 0), train_case(bn_models[1], 1, 0), train_case(bn_models[0], 1, 1);
+  for (int fold = 0; fold < 2; fold++) /* taken, then folded (rt_host_fold) */
+    train_case(bn_models[0], 1, 0, fold), train_case(bn_models[1], 1, 0, fold),
+        train_case(bn_models[0], 1, 1, fold);
   if (!failures) printf("test_remat: all passed\n");
   return failures != 0;
 }
