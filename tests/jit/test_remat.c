@@ -148,7 +148,8 @@ static void near_grads(const ir_graph *g, rt_exec *x0, rt_exec *x1) {
  * steps on each, with a growth: model src, one layer of which the plan
  * should remake, or (bn) take the weight gradient of by its reader's
  * backward (rt_conv_shape.xg), with fold also folded with its batch norm
- * and remade (rt_host_fold); with dense, on OpenBLAS. Remade: the same
+ * and remade (rt_host_fold); with dense 1, on OpenBLAS, with 2, on the
+ * kernels of 8 lanes. Remade: the same
  * losses, parameters and inference loss, bit for bit. Taken: the first
  * backward's gradients the same but for the order of their sums
  * (near_grads), the losses within 1e-4; the input not centred, as images
@@ -167,7 +168,9 @@ static void train_case(const char *src, int bn, int dense, int fold) {
     CHECK(x[k], "exec: %s", err);
     if (!x[k]) return;
     rt_exec_init_params(x[k], 5);
-    if (dense) rt_cpu_set_dense_threshold(x[k]->backend->i->kernels(x[k]->backend), 0.0, 0.0);
+    rt_kernels *kb = x[k]->backend->i->kernels(x[k]->backend);
+    if (dense == 1) rt_cpu_set_dense_threshold(kb, 0.0, 0.0);
+    if (dense == 2) CHECK(rt_cpu_set_lanes(kb, 8) == 0, "8 lanes");
   }
   rt_host_remat(x[1]->backend, 0);
   rt_host_fold(x[0]->backend, fold);
@@ -241,7 +244,8 @@ int main(void) {
              " stage conv { layers 2 channels 16 kernel 3x3 } reduce maxpool 2;"
              " stage linear { layers 1 width 12 } }", 0, 0, 1);
   /* the batch norm template's first two layers: on the kernels, at 30%
-   * and at 100% (row blocks), and on OpenBLAS (x's gradient made whole) */
+   * and at 100% (row blocks), on OpenBLAS (x's gradient made whole), and
+   * on the kernels of 8 lanes */
   static const char *bn_models[] = {
       "model r { input 1x14x14; classes 4; search weight from density 0.3 seed 3;"
       " stage conv { layers 2 channels 16 kernel 3x3 norm batch; } reduce maxpool 2;"
@@ -251,7 +255,7 @@ int main(void) {
       " stage linear { layers 1 width 12 } }"};
   for (int fold = 0; fold < 2; fold++) /* taken, then folded (rt_host_fold) */
     train_case(bn_models[0], 1, 0, fold), train_case(bn_models[1], 1, 0, fold),
-        train_case(bn_models[0], 1, 1, fold);
+        train_case(bn_models[0], 1, 1, fold), train_case(bn_models[0], 1, 2, fold);
   if (!failures) printf("test_remat: all passed\n");
   return failures != 0;
 }
