@@ -296,12 +296,21 @@ static void *xcalloc(size_t n, size_t sz, int *oom) {
 }
 
 /* The activation arenas and batch norm's scratch: zeroed memory mapped
- * whole and asked for in 2 MB pages (transparent huge pages, which Linux
- * gives to the regions that ask when set to madvise, its default). A
- * fresh arena's first touch then faults once per 2 MB instead of once per
- * 4 kB: on the 2-core VM the 180 MB of the CIFAR-10 seed's two arenas at
- * batch 128 took 615 ms to touch in 4 kB pages, 32 ms in 2 MB ones, and
- * a growing run makes a fresh arena at every growth (packed.h). */
+ * whole, the activations' and the scratch asked for in 2 MB pages
+ * (transparent huge pages, which Linux gives to the regions that ask when
+ * set to madvise, its default). A fresh arena's first touch then faults
+ * once per 2 MB instead of once per 4 kB: on the 2-core VM the 180 MB of
+ * the CIFAR-10 seed's two arenas at batch 128 took 615 ms to touch in 4 kB
+ * pages, 32 ms in 2 MB ones, and a growing run makes a fresh arena at
+ * every growth (packed.h). The gradients' arena keeps 4 kB pages: the
+ * fused paths write a few of its tensors (a sample's slots lie an arena's
+ * sample apart, so a 2 MB page holds some of every tensor), and in 2 MB
+ * pages the first step zeroed all of it. On the 2-core Intel VM
+ * (2026-12-04, --profile, 6,000 images), the first step in 2 MB pages and
+ * in 4 kB ones: the batch norm template 174 ms and 35 ms (peak resident
+ * set 271 and 201 MB), the sample 72-77 and 15, the template at 100%
+ * 92-95 and 35-36 (the steps after it the same, 33.0-33.5 ms and
+ * 32.5-33.0), on OpenBLAS (--backend blas) 232 and 120. */
 enum { HUGE_PAGE = 2 << 20 };
 
 static size_t arena_bytes(size_t floats) {
@@ -309,7 +318,7 @@ static size_t arena_bytes(size_t floats) {
   return (b + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
 }
 
-static float *arena_new(size_t floats, int *oom) {
+static float *arena_new(size_t floats, int huge, int *oom) {
   size_t len = arena_bytes(floats ? floats : 1);
   char *m = mmap(NULL, len + HUGE_PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (m == MAP_FAILED) {
@@ -320,7 +329,7 @@ static float *arena_new(size_t floats, int *oom) {
   size_t head = (HUGE_PAGE - (uintptr_t)m % HUGE_PAGE) % HUGE_PAGE;
   if (head) munmap(m, head);
   if (HUGE_PAGE - head) munmap(m + head + len, HUGE_PAGE - head);
-  madvise(m + head, len, MADV_HUGEPAGE); /* a hint: 4 kB pages where refused */
+  if (huge) madvise(m + head, len, MADV_HUGEPAGE); /* a hint: 4 kB pages where refused */
   return (float *)(m + head);
 }
 
@@ -837,8 +846,8 @@ rt_backend *rt_step_new(const char *backend, const ir_graph *g, const ir_arch *a
   largest_w += largest_xr; /* a remade producer's partials after its consumer's */
   int oom = 0;
   size_t arena = (size_t)cap * (size_t)g->act_size;
-  x->act = arena_new(arena, &oom);
-  x->dact = arena_new(arena, &oom);
+  x->act = arena_new(arena, 1, &oom);
+  x->dact = arena_new(arena, 0, &oom);
   x->params = e->params = xcalloc((size_t)g->n_params, sizeof(float), &oom);
   x->grads = xcalloc((size_t)g->n_params, sizeof(float), &oom);
   x->mom = xcalloc((size_t)g->n_params, sizeof(float), &oom);
@@ -847,7 +856,7 @@ rt_backend *rt_step_new(const char *backend, const ir_graph *g, const ir_arch *a
   x->stats = xcalloc((size_t)g->n_stats, sizeof(float), &oom);
   x->bn_save = xcalloc((size_t)g->n_stats, sizeof(float), &oom);
   e->scratch_len = (size_t)cap * (size_t)largest_out;
-  x->scratch = arena_new(e->scratch_len, &oom);
+  x->scratch = arena_new(e->scratch_len, 1, &oom);
   x->logits = xcalloc((size_t)cap * (size_t)g->cfg.classes, sizeof(float), &oom);
   e->wpart_size = largest_w;
   e->wpart = xcalloc((size_t)largest_w * (size_t)(x->threads > 1 ? x->threads - 1 : 1),
