@@ -204,7 +204,8 @@ static void train_case(const char *src, int bn, int dense, int fold) {
       CHECK(rt_exec_status(x[k], err, sizeof err) == 0, "step: %s", err);
     }
     CHECK(bn ? fabs(loss[0] - loss[1]) <= 1e-4 * fabs(loss[1]) : loss[0] == loss[1],
-          "step %d: loss %.9g remade, %.9g apart", step, loss[0], loss[1]);
+          "step %d%s: loss %.9g remade, %.9g apart", step, fold ? " (folded)" : "", loss[0],
+          loss[1]);
   }
   CHECK(rt_host_folded(x[0]->backend) == (bn && fold), "folded layers: %d (%d wanted)",
         rt_host_folded(x[0]->backend), bn && fold);
@@ -245,17 +246,30 @@ int main(void) {
              " stage linear { layers 1 width 12 } }", 0, 0, 1);
   /* the batch norm template's first two layers: on the kernels, at 30%
    * and at 100% (row blocks), on OpenBLAS (x's gradient made whole), and
-   * on the kernels of 8 lanes */
+   * on the kernels of 8 lanes; and a 5x5 conv reading a 3x3's, whose rows
+   * are not its planes' (the producer's kernel writes its own rows), with
+   * no pool after it. With a pool, the taken gradient and the apart step
+   * differed at one step in one weight of the 5x5's gradient (0.047
+   * against 0.028; the loss and every other gradient the same), and on
+   * the kernels of 8 lanes the two sides swapped their values: a window's
+   * gradient routed to the other of two tied values (bench/README, batch
+   * norm's cost: a code taken from z), not a wrong sum (not traced
+   * further) */
   static const char *bn_models[] = {
       "model r { input 1x14x14; classes 4; search weight from density 0.3 seed 3;"
       " stage conv { layers 2 channels 16 kernel 3x3 norm batch; } reduce maxpool 2;"
       " stage linear { layers 1 width 12 } }",
       "model r { input 1x12x12; classes 4; search weight from density 1 seed 3;"
       " stage conv { layers 2 channels 8 kernel 3x3 norm batch; } reduce maxpool 2;"
+      " stage linear { layers 1 width 12 } }",
+      "model r { input 1x14x14; classes 4; search weight from density 0.3 seed 3;"
+      " stage conv { layers 1 channels 8 kernel 3x3 norm batch; }"
+      " stage conv { layers 1 channels 8 kernel 5x5 norm batch; }"
       " stage linear { layers 1 width 12 } }"};
   for (int fold = 0; fold < 2; fold++) /* taken, then folded (rt_host_fold) */
     train_case(bn_models[0], 1, 0, fold), train_case(bn_models[1], 1, 0, fold),
-        train_case(bn_models[0], 1, 1, fold), train_case(bn_models[0], 1, 2, fold);
+        train_case(bn_models[0], 1, 1, fold), train_case(bn_models[0], 1, 2, fold),
+        train_case(bn_models[2], 1, 0, fold);
   if (!failures) printf("test_remat: all passed\n");
   return failures != 0;
 }
