@@ -1298,6 +1298,8 @@ static void host_profile_report(const rt_backend *b, FILE *f, long steps) {
     if (e->xrby[i] >= 0) snprintf(by, sizeof by, "  (remade by %s)", g->layers[e->xrby[i]].name);
     if (e->zg[i]) /* its weight gradient in its reader's rows (bn_grad_of) */
       snprintf(by, sizeof by, "  (weight gradient taken by %s)", g->layers[e->xdst[i]].name);
+    if (e->zf[i]) /* and its output, its rows its statistics (fold_fwd) */
+      snprintf(by, sizeof by, "  (folded, remade by %s)", g->layers[e->xdst[i]].name);
     fprintf(f, "  %-14s %-8s %9.3f %9.3f %5.1f%%%s\n", l->name, ir_kind_name(l->kind), a * k,
             b * k, 100.0 * (a + b) / total,
             e->xrby[i] >= 0 || e->zg[i]        ? by
