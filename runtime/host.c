@@ -1934,7 +1934,11 @@ static void patch_sums(hx *x, const ir_layer *l, int64_t in, double *out) {
  * conv and the normalisation in one map): k W and k (bias - mean) + beta,
  * k = gamma / sqrt(var + eps). z is never made. The statistics are those
  * of rt_bn_fwd but for the rounding of their sums; a channel not worked
- * takes mean 0 and variance 0, as bn_fwd gives it. */
+ * takes mean 0 and variance 0, as bn_fwd gives it. C's difference loses
+ * digits as the patches' mean outgrows their spread (a mean of 1000
+ * against a spread of 1 would leave about one); a first conv reads the
+ * data set's images normalised to mean 0 and variance 1 a channel (the
+ * app's rt_data_norm). */
 static void fold_fwd(hx *x, const ir_layer *l, int64_t in, int64_t z) {
   host *e = (host *)x;
   int li = (int)(l - x->g->layers), T = l->cin * l->k * l->k;
@@ -1970,7 +1974,8 @@ static void fold_fwd(hx *x, const ir_layer *l, int64_t in, int64_t z) {
     for (int u = 0; u < T; u++) fw[(int64_t)c * T + u] = mc[u] ? sk[c] * wc[u] : 0.0f;
     fb[c] = (float)((double)sk[c] * ((bm[c] ? bias[c] : 0.0) - sm[c]) + beta[c]);
   }
-  e->xleft[li] = XLEFT_FOLDED, e->xz[li] = z;
+  e->xleft[li] = XLEFT_FOLDED, e->xz[li] = z; /* for a late reader, host_channel_stats */
+  memcpy(e->xbeta + l->s_off, beta, (size_t)l->cout * sizeof *e->xbeta);
 }
 
 /* Conv layer l's weight and bias gradients under its batch norm, its
@@ -2515,6 +2520,30 @@ void rt_host_arena(rt_backend *b, float **act, float **dact, float **grads, size
   *floats = (size_t)x->cap * (size_t)x->g->act_size;
 }
 
+/* A folded layer's output as its last forward's reader remade it (after
+ * that forward the SGD step may have moved its weights; fold holds the
+ * ones it took): relu(k W x + k (bias - mean) + beta), on the backend's
+ * kernels, which add the bias of the channels whose own is active (the
+ * others' added here). */
+static int fold_out(hx *x, const ir_layer *l) {
+  host *e = (host *)x;
+  int li = (int)(l - x->g->layers);
+  const float *fw = e->fold + e->fold_off[li], *fb = fw + l->n_w;
+  const uint8_t *bm = x->mask + l->b_off;
+  int64_t ns = x->g->act_size, plane = (int64_t)l->oh * l->ow, out = e->plan->out_off[li];
+  rt_conv_shape s = conv_shape(x, l, x->n);
+  rt_kernels *b = x->backend;
+  int rc = b->conv_fwd(b, li, &s, x->act + e->plan->in_off[li], fw, fb, x->act + out);
+  check(x, b, rc); /* reported by the next operation too */
+  if (rc) return -1;
+  for (int i = 0; i < x->n; i++)
+    for (int c = 0; c < l->cout; c++) {
+      float *y = x->act + i * ns + out + c * plane;
+      for (int64_t k = 0; k < plane; k++) y[k] = fmaxf(y[k] + (bm[c] ? 0.0f : fb[c]), 0.0f);
+    }
+  return 0;
+}
+
 static int host_channel_stats(rt_backend *b, int li, double *mean, double *var, double *min) {
   hx *x = (hx *)b;
   const ir_graph *g = x->g;
@@ -2528,14 +2557,13 @@ static int host_channel_stats(rt_backend *b, int li, double *mean, double *var, 
   /* an output its forward left to its reader (plan_bn_x), written now as
    * bn_fwd would have: the worked channels of a narrow pass (under a
    * pool, the pool's output is what was left, below) */
+  if (e->xleft[src] == XLEFT_FOLDED) { /* as its reader remade it: folded, no z */
+    if (fold_out(x, &g->layers[src])) return -1;
+    e->xleft[src] = 0;
+  }
   if (e->xleft[src] && e->bnf[src].pool < 0) {
     const ir_layer *p = &g->layers[src];
     const uint8_t *w = worked(x, p);
-    if (e->xleft[src] == XLEFT_FOLDED) { /* fold_fwd made no z: made now */
-      job j = {x, p, e->plan->in_off[src], e->xz[src], e->plan->out_off[src], conv_fwd_chunk,
-               layer_work(x, p)};
-      run_chunks(&j);
-    }
     for (int c0 = 0, c1; (c1 = next_run(w, &c0, p->cout)) > c0; c0 = c1) {
       rt_bn_shape s = {x->n, c1 - c0, (int)plane, ns, ns, p->ow};
       rt_bn_out(e->pool, x->threads, &s, p->relu, p->ow, x->act + e->xz[src] + c0 * plane,
