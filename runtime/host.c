@@ -1886,7 +1886,9 @@ static void taken_rows(hx *x, const rt_conv_src *r, float *sums, int n) {
 
 /* Chunk c's sums over its samples' input patches of layer l (rt_im2col's
  * rows, T = cin k k of them): their sums B (T doubles) then their Gram
- * matrix G (T x T, the upper triangle), in e->gram's chunk c. */
+ * matrix G (T x T, the upper triangle), in e->gram's chunk c; a sample's
+ * in float (G by one sgemm: the batch norm template's conv1.0 forward
+ * 0.19-0.21 ms a step against 0.24-0.25 by 45 sdots), added in double. */
 static void patch_chunk(const job *j, int chunk, int n0, int n1) {
   hx *x = j->x;
   const ir_layer *l = j->l;
@@ -1899,12 +1901,13 @@ static void patch_chunk(const job *j, int chunk, int n0, int n1) {
     return;
   }
   rt_conv_shape s = conv_shape(x, l, 1);
+  float c[RT_BN_GRAM_TAPS * RT_BN_GRAM_TAPS];
   for (int i = n0; i < n1; i++) {
     rt_im2col(&s, x->act + (int64_t)i * x->g->act_size + j->in, col);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, P, 1.0f, col, P, col, P, 0.0f, c, T);
     for (int u = 0; u < T; u++) {
       B[u] += rt_sum(P, col + (int64_t)u * P);
-      for (int t = u; t < T; t++)
-        G[u * T + t] += cblas_sdot(P, col + (int64_t)u * P, 1, col + (int64_t)t * P, 1);
+      for (int t = u; t < T; t++) G[u * T + t] += c[u * T + t];
     }
   }
   free(col);
