@@ -1954,6 +1954,7 @@ static void fold_fwd(hx *x, const ir_layer *l, int64_t in, int64_t z) {
   float *sm = x->bn_save + l->s_off, *si = sm + l->cout, *sk = e->bn_scale + l->s_off;
   float *fw = e->fold + e->fold_off[li], *fb = fw + l->n_w;
   double N = (double)x->n * l->oh * l->ow, C[RT_BN_GRAM_TAPS][RT_BN_GRAM_TAPS];
+  assert(N > 0); /* as rt_bn_fwd's in training */
   for (int u = 0; u < T; u++)
     for (int t = 0; t < T; t++) C[u][t] = G[u * T + t] / N - (B[u] / N) * (B[t] / N);
   for (int c = 0; c < l->cout; c++) {

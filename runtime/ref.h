@@ -152,8 +152,8 @@ typedef struct rt_conv_src {
   struct rt_conv_shape s;     /* its shape: n and the strides as the call's */
   const float *x, *w, *bias;  /* its input at the call's first sample, weights, bias */
   float *dw, *db;             /* conv_bwd: its gradients (overwritten) */
-  int bn;                     /* w and bias are its batch norm's folded in
-                               * (the host's plan_fold): the bias counts in
+  int bn;                     /* w and bias have its batch norm folded in
+                               * (the host's fold_fwd): the bias counts in
                                * every channel, its mask left out, and db
                                * takes every channel's sum, as with xg */
 } rt_conv_src;

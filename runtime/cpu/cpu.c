@@ -1180,9 +1180,10 @@ static int xr_make(rt_kernels *b, const rt_conv_shape *s, int n0, int nb, float 
   t.relu = 0; /* the bias of every channel, then the ReLU */
   int rc = cpu_conv_fwd(b, r->layer, &t, r->x + n0 * xns, r->w, r->bias, y);
   long plane = (long)t.oh * t.ow;
+  if (rc) return rc;
   fold_bias(b, r, y, nb, t.y_ns, plane, 1, plane, plane);
-  for (int i = 0; !rc && i < nb; i++) rt_relu((long)t.cout * plane, y + i * t.y_ns, y + i * t.y_ns);
-  return rc;
+  for (int i = 0; i < nb; i++) rt_relu((long)t.cout * plane, y + i * t.y_ns, y + i * t.y_ns);
+  return 0;
 }
 
 /* Whether the remade input goes straight from its producer's kernel to
