@@ -264,12 +264,12 @@ int main(void) {
    * on the kernels of 8 lanes; and a 5x5 conv reading a 3x3's, whose rows
    * are not its planes' (the producer's kernel writes its own rows), with
    * no pool after it. With a pool, the taken gradient and the apart step
-   * differed at one step in one weight of the 5x5's gradient (0.047
-   * against 0.028; the loss and every other gradient the same), and on
-   * the kernels of 8 lanes the two sides swapped their values: a window's
-   * gradient routed to the other of two tied values (bench/README, batch
-   * norm's cost: a code taken from z), not a wrong sum (not traced
-   * further) */
+   * differed at the fourth step in one weight of the 5x5's gradient (0.047
+   * against 0.028; the loss and every other gradient the same, the
+   * parameters 6e-8 apart from three steps of sums in another order), and
+   * on the kernels of 8 lanes the two sides swapped their values: the mark
+   * of a window whose two nearly equal values swap places as its maximum,
+   * its gradient going to the other (not traced further) */
   static const char *bn_models[] = {
       "model r { input 1x14x14; classes 4; search weight from density 0.3 seed 3;"
       " stage conv { layers 2 channels 16 kernel 3x3 norm batch; } reduce maxpool 2;"
