@@ -269,7 +269,8 @@ int main(void) {
    * parameters 6e-8 apart from three steps of sums in another order), and
    * on the kernels of 8 lanes the two sides swapped their values: the mark
    * of a window whose two nearly equal values swap places as its maximum,
-   * its gradient going to the other (not traced further) */
+   * its gradient going to the other (not traced further); and a stride-2
+   * conv reading a 3x3's (the input remade plain, its gradient apart) */
   static const char *bn_models[] = {
       "model r { input 1x14x14; classes 4; search weight from density 0.3 seed 3;"
       " stage conv { layers 2 channels 16 kernel 3x3 norm batch; } reduce maxpool 2;"
@@ -280,11 +281,14 @@ int main(void) {
       "model r { input 1x14x14; classes 4; search weight from density 0.3 seed 3;"
       " stage conv { layers 1 channels 8 kernel 3x3 norm batch; }"
       " stage conv { layers 1 channels 8 kernel 5x5 norm batch; }"
+      " stage linear { layers 1 width 12 } }",
+      "model r { input 1x14x14; classes 4; search weight from density 0.3 seed 3;"
+      " stage conv { layers 1 channels 8 kernel 3x3 norm batch; } reduce conv 2;"
       " stage linear { layers 1 width 12 } }"};
   for (int fold = 0; fold < 2; fold++) /* taken, then folded (rt_host_fold) */
     train_case(bn_models[0], 1, 0, fold), train_case(bn_models[1], 1, 0, fold),
         train_case(bn_models[0], 1, 1, fold), train_case(bn_models[0], 1, 2, fold),
-        train_case(bn_models[2], 1, 0, fold);
+        train_case(bn_models[2], 1, 0, fold), train_case(bn_models[3], 1, 0, fold);
   if (!failures) printf("test_remat: all passed\n");
   return failures != 0;
 }
