@@ -1866,21 +1866,23 @@ static int grads_taken(const hx *x, const ir_layer *l) {
 }
 
 /* The rows' sums of producer r's batch norm (sums, the chunk's n
- * samples' rows) from what the reader's chunk took (rt_conv_shape.xg):
- * the sum of g (r->db) and the sum of g (z - mean), which is W . A +
- * (bias - mean) sum g since z = W x + bias and A (r->dw) sums g x; the
+ * samples' rows) from what the reader's chunk took (rt_conv_shape.xg, or
+ * xr folded): the sum of g (r->db) and the sum of g (z - mean), which is
+ * W . A + (bias - mean) sum g since z = W x + bias (its own weights and
+ * bias, not the folded ones r may carry) and A (r->dw) sums g x; the
  * chunk's whole sums in its first sample's row, the others 0. */
 static void taken_rows(hx *x, const rt_conv_src *r, float *sums, int n) {
   const ir_layer *l = &x->g->layers[r->layer];
+  const float *W = x->params + l->w_off, *bias = x->params + l->b_off;
   const float *mean = x->bn_save + l->s_off;
   const uint8_t *bmask = x->mask + l->b_off;
   int64_t per = l->n_w / l->cout;
   memset(sums, 0, (size_t)n * 2 * (size_t)l->cout * sizeof *sums);
   for (int c = 0; c < l->cout; c++) {
     double a = 0.0;
-    for (int64_t u = 0; u < per; u++) a += (double)r->w[c * per + u] * r->dw[c * per + u];
-    double bias = bmask[c] ? r->bias[c] : 0.0, sg = r->db[c];
-    sums[2 * c] = (float)sg, sums[2 * c + 1] = (float)(a + (bias - mean[c]) * sg);
+    for (int64_t u = 0; u < per; u++) a += (double)W[c * per + u] * r->dw[c * per + u];
+    double b = bmask[c] ? bias[c] : 0.0, sg = r->db[c];
+    sums[2 * c] = (float)sg, sums[2 * c + 1] = (float)(a + (b - mean[c]) * sg);
   }
 }
 
@@ -2039,18 +2041,18 @@ static void conv_bwd_chunk(const job *j, int chunk, int n0, int n1) {
   rt_bn_x bx;
   s.xbn = x->use_live ? NULL : bn_x_of(x, l, o, &bx);
   int src = e->xsrc[li];
-  if (s.xbn && e->rows[src]) /* its producer's batch norm takes the row sums from it */
-    bx.sums = e->bn_rows + (int64_t)x->cap * x->g->layers[src].s_off +
-              (int64_t)n0 * 2 * x->g->layers[src].cout;
-  rt_conv_src gs; /* or its producer's weight gradient, and the sums from it */
-  int taken = s.xbn && bx.sums && grads_taken(x, &x->g->layers[src]);
-  if (taken) gs = conv_src(x, src, o, n1 - n0, chunk), gs.s.relu = 0, s.xg = &gs;
-  if (pr >= 0 && pr == src && e->rows[src]) { /* remade folded: the same sums from xr's */
-    const ir_layer *p = &x->g->layers[src];
-    gs = xr, gs.w = x->params + p->w_off, gs.bias = x->params + p->b_off, gs.bn = 0;
-    bx.sums = e->bn_rows + (int64_t)x->cap * p->s_off + (int64_t)n0 * 2 * p->cout;
-    taken = 1;
-  }
+  /* its producer's batch norm takes the row sums from it */
+  float *rows = src >= 0 && e->rows[src] ? e->bn_rows + (int64_t)x->cap * x->g->layers[src].s_off +
+                                               (int64_t)n0 * 2 * x->g->layers[src].cout
+                                         : NULL;
+  if (s.xbn) bx.sums = rows;
+  /* or its producer's weight gradient taken (xg), or remade folded (xr),
+   * and the sums from it (taken_rows) */
+  rt_conv_src gs;
+  const rt_conv_src *took = NULL;
+  if (s.xbn && rows && grads_taken(x, &x->g->layers[src]))
+    gs = conv_src(x, src, o, n1 - n0, chunk), gs.s.relu = 0, s.xg = &gs, took = &gs;
+  if (pr >= 0 && pr == src && rows) took = &xr;
   rt_bn_dz bn;
   if (l->bn && bn_dz_fused(x, l)) { /* the kernels make dz from batch norm's output gradient */
     const float *c = e->bn_dzc + 3 * l->s_off;
@@ -2064,7 +2066,7 @@ static void conv_bwd_chunk(const job *j, int chunk, int n0, int n1) {
     check(x, b, b->conv_bwd(b, li, &s, x->act + o + j->in,
                             x->dact + o + (pf ? pf->pout : j->out), NULL, x->params + l->w_off,
                             dx, dw, db));
-    if (taken) taken_rows(x, &gs, bx.sums, n1 - n0);
+    if (took) taken_rows(x, took, rows, n1 - n0);
     return;
   }
   if (b->conv_bwd) {
@@ -2081,10 +2083,10 @@ static void conv_bwd_chunk(const job *j, int chunk, int n0, int n1) {
     check(x, b, b->conv_bwd(b, li, &s, x->act + o + j->in,
                 x->dact + o + (pp ? pp->dy : s.relu ? j->out : j->z), x->act + o + j->out,
                 x->params + l->w_off, dx, dw, db));
-    if (taken) taken_rows(x, &gs, bx.sums, n1 - n0);
+    if (took) taken_rows(x, took, rows, n1 - n0);
     return;
   }
-  assert(pr < 0 && !taken);
+  assert(pr < 0 && !took);
   if (!l->bn) relu_bwd(x, l, j->z, j->out, n0, n1);
   check(x, b, b->conv_bwd_weight(b, li, &s, x->act + o + j->in, x->dact + o + j->z, dw, db));
   if (needs_dx(x, l))
