@@ -1186,6 +1186,16 @@ static int xr_make(rt_kernels *b, const rt_conv_shape *s, int n0, int nb, float 
   return 0;
 }
 
+/* db[c] = the sum of plane c of n samples (planes of hw, samples ns
+ * apart), each plane's in float, added in double. */
+static void channel_sums(int n, int c, long hw, long ns, const float *d, float *db) {
+  for (int k = 0; k < c; k++) {
+    double sum = 0.0;
+    for (int i = 0; i < n; i++) sum += rt_sum(hw, d + i * ns + k * hw);
+    db[k] = (float)sum;
+  }
+}
+
 /* Whether the remade input goes straight from its producer's kernel to
  * the consumer's packing (xr_pack): both on their kernels, at stride 1. */
 static int xr_direct(rt_kernels *b, const rt_conv_shape *s, const cg_conv_plan *p) {
@@ -1309,15 +1319,9 @@ static int xr_whole(rt_kernels *b, int l, const rt_conv_shape *s, const float *d
   if (!rc && !bwd) rc = cpu_conv_fwd(b, l, &t, xm, w, bias, out);
   if (!rc && bwd) rc = cpu_conv_bwd(b, l, &t, xm, dy, y, w, dxm, dw, db);
   if (!rc && want) rc = cpu_conv_bwd(b, r->layer, &tl, r->x, dxm, xm, r->w, NULL, r->dw, r->db);
-  long plane = (long)tl.oh * tl.ow;
-  for (int co = 0; !rc && want && r->bn && r->db && co < tl.cout; co++) { /* every channel's */
-    double sum = 0.0;
-    for (int i = 0; i < s->n; i++)
-      for (long k = 0; k < plane; k++) {
-        int64_t at = (int64_t)i * (int64_t)len + co * plane + k;
-        sum += xm[at] > 0.0f ? dxm[at] : 0.0f;
-      }
-    r->db[co] = (float)sum;
+  if (!rc && want && r->bn && r->db) { /* every channel's sum, through the ReLU */
+    for (int i = 0; i < s->n; i++) rt_relu_mask((long)len, xm + i * len, dxm + i * len, dxm + i * len);
+    channel_sums(s->n, tl.cout, (long)tl.oh * tl.ow, (long)len, dxm, r->db);
   }
   free(xm), free(dxm);
   return rc;
@@ -1433,11 +1437,7 @@ static int xg_whole(rt_kernels *b, int l, const rt_conv_shape *s, const float *x
   rt_conv_shape tl = src_shape(r, s, s->n);
   tl.y_ns = xns, tl.relu = 0;
   rc = cpu_conv_bwd_weight(b, r->layer, &tl, r->x, dx, r->dw, NULL);
-  for (int c = 0; !rc && c < s->cin; c++) {
-    double sum = 0.0;
-    for (int i = 0; i < s->n; i++) sum += rt_sum(hw, dx + i * xns + c * hw);
-    r->db[c] = (float)sum;
-  }
+  if (!rc) channel_sums(s->n, s->cin, hw, xns, dx, r->db);
   return rc;
 }
 
