@@ -8,7 +8,7 @@
  * backward-to-input work is per sample, so chunking changes nothing; weight
  * gradients are summed from per-thread partials in chunk order, so a run is
  * deterministic for a given seed and thread count. */
-#define _DEFAULT_SOURCE /* mmap's MAP_ANONYMOUS, madvise's MADV_HUGEPAGE */
+#define _DEFAULT_SOURCE /* mmap's MAP_ANONYMOUS */
 #include "runtime/host.h"
 
 #include <assert.h>
@@ -295,46 +295,39 @@ static void *xcalloc(size_t n, size_t sz, int *oom) {
   return p;
 }
 
-/* The activation arenas and batch norm's scratch: zeroed memory mapped
- * whole, the activations' and the scratch asked for in 2 MB pages
- * (transparent huge pages, which Linux gives to the regions that ask when
- * set to madvise, its default). A fresh arena's first touch then faults
- * once per 2 MB instead of once per 4 kB: on the 2-core VM the 180 MB of
- * the CIFAR-10 seed's two arenas at batch 128 took 615 ms to touch in 4 kB
- * pages, 32 ms in 2 MB ones, and a growing run makes a fresh arena at
- * every growth (packed.h). The gradients' arena keeps 4 kB pages: the
- * fused paths write a few of its tensors (a sample's slots lie an arena's
- * sample apart, so a 2 MB page holds some of every tensor), and in 2 MB
- * pages the first step zeroed all of it. On the 2-core Intel VM
- * (2026-12-04, --profile, 6,000 images), the first step in 2 MB pages and
- * in 4 kB ones: the batch norm template 174 ms and 35 ms (peak resident
- * set 271 and 201 MB), the sample 72-77 and 15, the template at 100%
- * 92-95 and 35-36 (the steps after it the same, 33.0-33.5 ms and
- * 32.5-33.0), on OpenBLAS (--backend blas) 232 and 120. */
-enum { HUGE_PAGE = 2 << 20 };
+/* The arenas (the activations, their gradients, the scratch): zeroed
+ * memory mapped whole, in 4 kB pages. A sample's slots lie an arena's
+ * sample apart, and a step writes only some of its tensors (a fused or
+ * remade layer's output, a pre-activation without batch norm, never), so
+ * a 2 MB page (transparent huge pages, MADV_HUGEPAGE) would hold some of
+ * every tensor and the first step would touch all of the arena; and
+ * where no free 2 MB block is at hand, Linux compacts memory for each
+ * such page first. A growing run makes fresh arenas at every growth
+ * (packed.h). On the 2-core Intel VM (2026-12-05, --profile, 6,000
+ * images, `--search fixed`, three rounds), one epoch's training seconds
+ * with the activations in 2 MB pages and in 4 kB ones: the sample
+ * 0.925-0.995 and 0.873-0.972, the batch norm template 1.163-1.268 and
+ * 1.030-1.211, its twin without batch norm 1.009-1.155 and 0.961-1.039,
+ * the template at 100% 2.622-2.871 and 2.482-2.641; the CIFAR-10 seed on
+ * random images (6 MB a sample, batch 128) took 1.38-1.97 s and
+ * 1.58-1.63 s for its first step; the steps after the first were within
+ * each other's spread. The gradients alone (2026-12-04), the first step
+ * in 2 MB pages and in 4 kB ones: the batch norm template 174 ms and
+ * 35 ms, the sample 72-77 and 15, the template at 100% 92-95 and 35-36. */
+static size_t arena_bytes(size_t floats) { return (floats ? floats : 1) * sizeof(float); }
 
-static size_t arena_bytes(size_t floats) {
-  size_t b = floats * sizeof(float);
-  return (b + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
-}
-
-static float *arena_new(size_t floats, int huge, int *oom) {
-  size_t len = arena_bytes(floats ? floats : 1);
-  char *m = mmap(NULL, len + HUGE_PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+static float *arena_new(size_t floats, int *oom) {
+  void *m = mmap(NULL, arena_bytes(floats), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                 -1, 0);
   if (m == MAP_FAILED) {
     *oom = 1;
     return NULL;
   }
-  /* aligned to a huge page, the rest of the mapping given back */
-  size_t head = (HUGE_PAGE - (uintptr_t)m % HUGE_PAGE) % HUGE_PAGE;
-  if (head) munmap(m, head);
-  if (HUGE_PAGE - head) munmap(m + head + len, HUGE_PAGE - head);
-  if (huge) madvise(m + head, len, MADV_HUGEPAGE); /* a hint: 4 kB pages where refused */
-  return (float *)(m + head);
+  return m;
 }
 
 static void arena_free(float *p, size_t floats) {
-  if (p) munmap(p, arena_bytes(floats ? floats : 1));
+  if (p) munmap(p, arena_bytes(floats));
 }
 
 static int empty(const ir_layer *l);
@@ -846,8 +839,8 @@ rt_backend *rt_step_new(const char *backend, const ir_graph *g, const ir_arch *a
   largest_w += largest_xr; /* a remade producer's partials after its consumer's */
   int oom = 0;
   size_t arena = (size_t)cap * (size_t)g->act_size;
-  x->act = arena_new(arena, 1, &oom);
-  x->dact = arena_new(arena, 0, &oom);
+  x->act = arena_new(arena, &oom);
+  x->dact = arena_new(arena, &oom);
   x->params = e->params = xcalloc((size_t)g->n_params, sizeof(float), &oom);
   x->grads = xcalloc((size_t)g->n_params, sizeof(float), &oom);
   x->mom = xcalloc((size_t)g->n_params, sizeof(float), &oom);
@@ -856,7 +849,7 @@ rt_backend *rt_step_new(const char *backend, const ir_graph *g, const ir_arch *a
   x->stats = xcalloc((size_t)g->n_stats, sizeof(float), &oom);
   x->bn_save = xcalloc((size_t)g->n_stats, sizeof(float), &oom);
   e->scratch_len = (size_t)cap * (size_t)largest_out;
-  x->scratch = arena_new(e->scratch_len, 1, &oom);
+  x->scratch = arena_new(e->scratch_len, &oom);
   x->logits = xcalloc((size_t)cap * (size_t)g->cfg.classes, sizeof(float), &oom);
   e->wpart_size = largest_w;
   e->wpart = xcalloc((size_t)largest_w * (size_t)(x->threads > 1 ? x->threads - 1 : 1),
