@@ -303,10 +303,10 @@ static void *xcalloc(size_t n, size_t sz, int *oom) {
  * 2 MB page (transparent huge pages, MADV_HUGEPAGE) would hold some of
  * every tensor and the first batch's upload would touch all of the
  * arena; and where no free 2 MB block is at hand, Linux compacts memory
- * for each such page first. (Where the hypervisor has not yet backed the
- * memory, each 4 kB fault costs more: on the other 2-core VM, 180 MB took
- * 615 ms to touch in 4 kB pages and 32 ms in 2 MB ones.) A growing run
- * makes fresh arenas at every growth (packed.h). On the 2-core Intel VM (2026-12-05, --profile, 6,000
+ * for each such page first. (On the other 2-core VM, the AMD one, a 4 kB
+ * fault cost far more: 180 MB took 615 ms to touch in 4 kB pages and
+ * 32 ms in 2 MB ones.) A growing run makes fresh arenas at every growth
+ * (packed.h). On the 2-core Intel VM (2026-12-05, --profile, 6,000
  * images, `--search fixed`, three rounds), one epoch's training seconds
  * with the activations in 2 MB pages and in 4 kB ones: the sample
  * 0.925-0.995 and 0.873-0.972, the batch norm template 1.163-1.268 and
