@@ -49,7 +49,7 @@ static long ystride(const rt_conv_shape *s) { return s->y_ns ? s->y_ns : (long)s
 
 static int blas_conv_fwd(rt_kernels *b, int l, const rt_conv_shape *s, const float *x,
                           const float *w, const float *bias, float *y) {
-  const uint8_t *wm = B(b)->wmask[l], *bm = B(b)->bmask[l];
+  const uint8_t *wm = B(b)->wmask[l], *bm = s->bias_all ? NULL : B(b)->bmask[l];
   long KC = conv_kc(s), P = (long)s->oh * s->ow;
   float *wc = masked(w, wm, (size_t)s->cout * KC), *col = malloc((size_t)(KC * P) * sizeof *col);
   if (!wc || !col) { /* the reference computes the same */

@@ -2525,26 +2525,19 @@ void rt_host_arena(rt_backend *b, float **act, float **dact, float **grads, size
 
 /* A folded layer's output as its last forward's reader remade it (after
  * that forward the SGD step may have moved its weights; fold holds the
- * ones it took): relu(k W x + k (bias - mean) + beta), on the backend's
- * kernels, which add the bias of the channels whose own is active (the
- * others' added here). */
+ * ones it took): relu(k W x + k (bias - mean) + beta), every channel's
+ * bias counting (rt_conv_shape.bias_all), on the backend's kernels. */
 static int fold_out(hx *x, const ir_layer *l) {
   host *e = (host *)x;
   int li = (int)(l - x->g->layers);
   const float *fw = e->fold + e->fold_off[li], *fb = fw + l->n_w;
-  const uint8_t *bm = x->mask + l->b_off;
-  int64_t ns = x->g->act_size, plane = (int64_t)l->oh * l->ow, out = e->plan->out_off[li];
   rt_conv_shape s = conv_shape(x, l, x->n);
+  s.relu = 1, s.bias_all = 1;
   rt_kernels *b = x->backend;
-  int rc = b->conv_fwd(b, li, &s, x->act + e->plan->in_off[li], fw, fb, x->act + out);
+  int rc = b->conv_fwd(b, li, &s, x->act + e->plan->in_off[li], fw, fb,
+                       x->act + e->plan->out_off[li]);
   check(x, b, rc); /* reported by the next operation too */
-  if (rc) return -1;
-  for (int i = 0; i < x->n; i++)
-    for (int c = 0; c < l->cout; c++) {
-      float *y = x->act + i * ns + out + c * plane;
-      for (int64_t k = 0; k < plane; k++) y[k] = fmaxf(y[k] + (bm[c] ? 0.0f : fb[c]), 0.0f);
-    }
-  return 0;
+  return rc ? -1 : 0;
 }
 
 static int host_channel_stats(rt_backend *b, int li, double *mean, double *var, double *min) {

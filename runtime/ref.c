@@ -54,7 +54,7 @@ void rt_ref_conv_fwd(const rt_conv_shape *s, const float *x, const float *w,
     const float *xn = x + n * xns;
     for (int co = 0; co < s->cout; co++) {
       float *yp = y + n * yns + co * ohw;
-      float bias = (b && (!bm || bm[co])) ? b[co] : 0.0f;
+      float bias = (b && (s->bias_all || !bm || bm[co])) ? b[co] : 0.0f;
       for (long i = 0; i < ohw; i++) yp[i] = bias;
       for (int ci = 0; ci < s->cin; ci++) {
         const float *xp = xn + ci * hw;

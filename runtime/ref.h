@@ -136,6 +136,9 @@ typedef struct rt_conv_shape {
                          * channel's (whatever its bias); dx is scratch,
                          * where a call that makes x's gradient whole
                          * writes it. NULL: dx */
+  int bias_all;         /* conv_fwd (rt_kernels.remat): every channel's bias
+                         * counts, its mask left out (a bias with batch
+                         * norm folded in: rt_conv_src.bn) */
 } rt_conv_shape;
 
 /* rt_conv_shape.xr: the input x of a conv layer is the output, after its
@@ -162,7 +165,8 @@ typedef struct rt_conv_src {
 void rt_conv_shape_finish(rt_conv_shape *s);
 
 /* Weights are [cout][cin][k][k]; bias [cout]; masks have the same shapes.
- * The forward applies the ReLU when s->relu; the backward ignores it. */
+ * The forward applies the ReLU when s->relu (the backward ignores it),
+ * and leaves the bias mask out with s->bias_all. */
 void rt_ref_conv_fwd(const rt_conv_shape *s, const float *x, const float *w,
                      const float *b, const uint8_t *wm, const uint8_t *bm,
                      float *y);

@@ -402,11 +402,11 @@ static int build_object(const rt_cpu_entry *e_, long id, LLVMTargetMachineRef tm
   if (e->kind == IR_CONV) {
     cg_conv_desc d = {e->shape[0], e->shape[1], e->shape[2], e->shape[3],
                       e->shape[4], e->shape[5], e->shape[6], e->wm, e->bm, e->vw};
-    /* fwd_into adds every row's bias from the array it is given: its
-     * caller masks it, or hands a folded one (xr_pack, rt_conv_src.bn) */
+    /* the forwards add every row's bias from the array they are given:
+     * their caller masks it (fwd_bias) */
     cg_conv_desc di = d;
     di.bm = NULL;
-    rc = cg_sparse_conv_fwd(m, &d, names[0], &ord[0]) ||
+    rc = cg_sparse_conv_fwd(m, &di, names[0], &ord[0]) ||
          (e->fused ? cg_sparse_conv_bwd_fused(m, &d, names[1], names[3], &ord[1])
                    : cg_sparse_conv_bwd_data(m, &d, names[1], &ord[1])) ||
          cg_sparse_conv_bwd_weight(m, &d, names[2]) ||
@@ -1099,6 +1099,25 @@ static float *xtmp(rt_kernels *b, float *buf, const rt_conv_shape *s) {
   return buf + C(b)->need - (size_t)s->h * s->w;
 }
 
+/* Room for fwd_bias's copy in a scratch buffer: below xtmp's plane, past
+ * the forward's buffers (entry_attach's lines(2 * cout)). */
+static float *btmp(rt_kernels *b, float *buf, const rt_conv_shape *s) {
+  return xtmp(b, buf, s) - lines((size_t)s->cout);
+}
+
+/* The bias a conv forward's kernels take: they add every row's (compiled
+ * without the mask), so the masked channels' are 0 in a copy in mb,
+ * unless every channel's counts (s->bias_all: folded) or none is masked.
+ * The kernels take non-const pointers; they only write their output. */
+static float *fwd_bias(const rt_cpu_entry *e, const rt_conv_shape *s, const float *bias,
+                       float *mb) {
+  int masked = 0;
+  for (int co = 0; bias && !s->bias_all && co < s->cout; co++) masked |= !e->bm[co];
+  if (!masked) return (float *)bias;
+  for (int co = 0; co < s->cout; co++) mb[co] = e->bm[co] ? bias[co] : 0.0f;
+  return mb;
+}
+
 /* bsum[co] += the sum of plane co of q (cout planes of len floats). */
 static void bias_sums(int cout, long len, const float *q, double *bsum) {
   float part[64];
@@ -1149,26 +1168,11 @@ static rt_conv_shape src_shape(const rt_conv_src *r, const rt_conv_shape *s, int
   assert(t.cout == s->cin && t.oh == s->h && t.ow == s->w);
   t.n = nb, t.y_ns = (long)xr_len(s), t.relu = 1, t.dx_assign = 0;
   t.bn = NULL, t.xbn = NULL, t.pooled = NULL, t.pool_y = NULL, t.pcode = NULL, t.mom = NULL;
-  t.xr = NULL, t.xg = NULL;
+  t.xr = NULL, t.xg = NULL, t.bias_all = r->bn;
   return t;
 }
 
 static rt_conv_shape xr_shape(const rt_conv_shape *s, int nb) { return src_shape(s->xr, s, nb); }
-
-/* Adds a folded producer's bias (rt_conv_src.bn) where its kernels left
- * it out, the channels whose own bias is masked, to nb samples of its
- * output rows (rows of `row` floats, `len` floats a row, planes `plane`
- * apart, samples `ns` apart). */
-static void fold_bias(rt_kernels *b, const rt_conv_src *r, float *y, int nb, int64_t ns,
-                      long plane, int rows, long row, long len) {
-  const uint8_t *bm = entry_for(b, r->layer)->bm;
-  for (int i = 0; i < nb; i++)
-    for (int co = 0; co < r->s.cout; co++)
-      for (int q = 0; !bm[co] && q < rows; q++) {
-        float *d = y + i * ns + co * plane + q * row;
-        for (long k = 0; k < len; k++) d[k] += r->bias[co];
-      }
-}
 
 /* The remade input of the call's samples n0 .. n0 + nb - 1 into y. */
 static int xr_make(rt_kernels *b, const rt_conv_shape *s, int n0, int nb, float *y) {
@@ -1176,14 +1180,7 @@ static int xr_make(rt_kernels *b, const rt_conv_shape *s, int n0, int nb, float 
   rt_conv_shape t = xr_shape(s, nb);
   int64_t xns, yns;
   conv_strides(&r->s, &xns, &yns);
-  if (!r->bn) return cpu_conv_fwd(b, r->layer, &t, r->x + n0 * xns, r->w, r->bias, y);
-  t.relu = 0; /* the bias of every channel, then the ReLU */
-  int rc = cpu_conv_fwd(b, r->layer, &t, r->x + n0 * xns, r->w, r->bias, y);
-  long plane = (long)t.oh * t.ow;
-  if (rc) return rc;
-  fold_bias(b, r, y, nb, t.y_ns, plane, 1, plane, plane);
-  for (int i = 0; i < nb; i++) rt_relu((long)t.cout * plane, y + i * t.y_ns, y + i * t.y_ns);
-  return 0;
+  return cpu_conv_fwd(b, r->layer, &t, r->x + n0 * xns, r->w, r->bias, y);
 }
 
 /* db[c] = the sum of plane c of n samples (planes of hw, samples ns
@@ -1248,19 +1245,13 @@ static void xr_pack(rt_kernels *b, const rt_conv_shape *s, const cg_conv_plan *p
   if (first) pack_w(e, 0, r->w, wp);
   for (int i = 0; i < nb; i++)
     pack_x(pl, &t, r->x + (n0 + i) * xns, xpl + i * pl->xlen, n0 + i, xtmp(b, aux, &t));
+  float *bias = fwd_bias(e, &t, r->bias, btmp(b, aux, &t));
   if (xr_into(b, s, p, xs)) { /* the rows straight into xp, then the frame */
-    const float *bias = r->bias; /* every row's: masked here unless folded */
-    if (!r->bn) {
-      float *mb = yq; /* unused on this path */
-      for (int co = 0; co < t.cout; co++) mb[co] = e->bm[co] ? r->bias[co] : 0.0f;
-      bias = mb;
-    }
-    e->fwd_into(xpl, wp, (float *)bias, xp + xr_top(s, p), nb, pl->xlen, xs);
+    e->fwd_into(xpl, wp, bias, xp + xr_top(s, p), nb, pl->xlen, xs);
     for (int i = 0; i < nb; i++) zero_frame(p, s, xp + i * xs);
     return;
   }
-  e->fwd(xpl, wp, (float *)r->bias, yq, nb, pl->xlen, t.cout * pl->yrs);
-  if (r->bn) fold_bias(b, r, yq, nb, (int64_t)t.cout * pl->yrs, pl->yrs, t.oh, pl->wq, t.ow);
+  e->fwd(xpl, wp, bias, yq, nb, pl->xlen, t.cout * pl->yrs);
   for (int i = 0; i < nb; i++)
     pack_xq(p, s, yq + i * t.cout * pl->yrs, pl->yrs, pl->wq, xp + i * xs);
 }
@@ -1460,7 +1451,7 @@ static int cpu_conv_fwd(rt_kernels *b, int l, const rt_conv_shape *s, const floa
   assert(!s->pool_y || (s->relu && s->pcode && s->oh % 2 == 0 && s->ow % 2 == 0));
   assert(!s->mom || !s->pool_y);
   if (!buf) { /* no scratch (or no samples): the reference computes the same */
-    rt_ref_conv_fwd(s, x, w, bias, e->wm, e->bm, y);
+    rt_ref_conv_fwd(s, x, w, bias, e->wm, e->bm, y); /* with s->bias_all */
     for (int i = 0; i < s->n; i++) {
       if (s->pool_y) pool_y(s, i, y + i * yns, (long)s->oh * s->ow, s->ow);
       if (s->mom) bn_mom_planes(s, i, 0, s->cout, y + i * yns, 1);
@@ -1474,7 +1465,7 @@ static int cpu_conv_fwd(rt_kernels *b, int l, const rt_conv_shape *s, const floa
       float *yi = y + i * yns;
       rt_im2col(s, x + i * xns, buf);
       for (int co = 0; co < s->cout; co++) {
-        float bv = bias && e->bm[co] ? bias[co] : 0.0f;
+        float bv = bias && (s->bias_all || e->bm[co]) ? bias[co] : 0.0f;
         for (int q = 0; q < P; q++) yi[(long)co * P + q] = bv;
       }
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, s->cout, P, KC, 1.0f, w, KC, buf,
@@ -1485,6 +1476,7 @@ static int cpu_conv_fwd(rt_kernels *b, int l, const rt_conv_shape *s, const floa
     }
   } else {
     float *wp = buf, *xp = buf + wp_len(e), *yq = xp + CONV_SB * p->xlen;
+    float *kb = fwd_bias(e, s, bias, btmp(b, buf, s));
     pack_w(e, 0, w, wp);
     for (int n0 = 0; n0 < s->n; n0 += CONV_SB) {
       int nb = s->n - n0 < CONV_SB ? s->n - n0 : CONV_SB;
@@ -1497,9 +1489,7 @@ static int cpu_conv_fwd(rt_kernels *b, int l, const rt_conv_shape *s, const floa
       for (int i = 0; i < nb && !(aux && xr_direct(b, s, p)); i++)
         pack_x(p, s, aux ? aux + i * xr_len(s) : x + (n0 + i) * xns, xp + i * p->xlen, n0 + i,
                xtmp(b, buf, s));
-      /* The kernels take non-const pointers (one C type for all of them);
-       * they only write their output. */
-      e->fwd(xp, wp, (float *)bias, yq, nb, p->xlen, s->cout * p->yrs);
+      e->fwd(xp, wp, kb, yq, nb, p->xlen, s->cout * p->yrs);
       for (int i = 0; i < nb; i++)
         if (s->pool_y) /* the pool, straight from the packed rows */
           pool_y(s, n0 + i, yq + i * s->cout * p->yrs, p->yrs, p->wq);
