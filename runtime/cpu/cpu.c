@@ -1106,14 +1106,12 @@ static float *btmp(rt_kernels *b, float *buf, const rt_conv_shape *s) {
 }
 
 /* The bias a conv forward's kernels take: they add every row's (compiled
- * without the mask), so the masked channels' are 0 in a copy in mb,
- * unless every channel's counts (s->bias_all: folded) or none is masked.
- * The kernels take non-const pointers; they only write their output. */
+ * without the mask), so a copy in mb with the masked channels' 0, unless
+ * every channel's counts (s->bias_all: folded). The kernels take
+ * non-const pointers; they only write their output. */
 static float *fwd_bias(const rt_cpu_entry *e, const rt_conv_shape *s, const float *bias,
                        float *mb) {
-  int masked = 0;
-  for (int co = 0; bias && !s->bias_all && co < s->cout; co++) masked |= !e->bm[co];
-  if (!masked) return (float *)bias;
+  if (!bias || s->bias_all) return (float *)bias;
   for (int co = 0; co < s->cout; co++) mb[co] = e->bm[co] ? bias[co] : 0.0f;
   return mb;
 }
