@@ -1449,7 +1449,7 @@ static int cpu_conv_fwd(rt_kernels *b, int l, const rt_conv_shape *s, const floa
   assert(!s->pool_y || (s->relu && s->pcode && s->oh % 2 == 0 && s->ow % 2 == 0));
   assert(!s->mom || !s->pool_y);
   if (!buf) { /* no scratch (or no samples): the reference computes the same */
-    rt_ref_conv_fwd(s, x, w, bias, e->wm, e->bm, y); /* with s->bias_all */
+    rt_ref_conv_fwd(s, x, w, bias, e->wm, e->bm, y); /* it honours s->bias_all */
     for (int i = 0; i < s->n; i++) {
       if (s->pool_y) pool_y(s, i, y + i * yns, (long)s->oh * s->ow, s->ow);
       if (s->mom) bn_mom_planes(s, i, 0, s->cout, y + i * yns, 1);
