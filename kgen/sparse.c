@@ -1,9 +1,12 @@
 /* sparse.c: the sparse kernel generators (see sparse.h).
  *
- * Shape of the generated code. Every kernel is one of three loop nests over
- * constant index tables; no per-weight code is emitted, so a layer of a
- * million active weights is a few hundred instructions and its compile
- * time is that of its tables (well under a second).
+ * Shape of the generated code. Every kernel but one is one of three loop
+ * nests over constant index tables; no per-weight code is emitted, so a
+ * layer of a million active weights is a few hundred instructions and its
+ * compile time is that of its tables (well under a second). The one is
+ * the conv forward at 16 lanes of a layer of up to UNROLL_MAX active
+ * weights: straight-line code, an FMA a weight (the unrolled forward,
+ * below gen_unrolled).
  *
  *   gather (conv fwd, conv bwd_data, linear fwd): per
  *     output row, per register tile of T vectors of 8 floats (16 with
@@ -886,6 +889,135 @@ int cg_sparse_conv_row_block(const cg_conv_desc *d) {
   return rb;
 }
 
+/* ---- the unrolled forward ------------------------------------------------ */
+
+/* Output channels a block of the unrolled forward keeps in registers (one
+ * vector each), the FMAs a chunk of its straight-line code takes, and the
+ * most active weights a layer may have for it (its code grows with them:
+ * LLVM builds it at about 55 us a weight on the Intel VM). Measured on the
+ * batch norm template's twin (bench/README.md): blocks of 12 to 24 alike,
+ * 28 and 32 slower (spills); chunks of 128 to 512 alike. */
+enum { UNROLL_ROWS = 16, UNROLL_CHUNK = 256, UNROLL_MAX = 1 << 15 };
+
+typedef struct uent {
+  int32_t off, row, wi; /* source offset, row in its block, weight index */
+} uent;
+
+static int uent_cmp(const void *a, const void *b) {
+  const uent *x = a, *y = b;
+  if (x->off != y->off) return x->off < y->off ? -1 : 1;
+  return (x->row > y->row) - (x->row < y->row);
+}
+
+/* The weights' pointer through an empty asm with side effects, once an
+ * iteration of a plane's loop: the weights' loads then stay in the loop,
+ * folded into their FMAs as broadcasts, where LICM would hoist all of
+ * them out of it and spill the broadcast vectors to the stack. */
+static LLVMValueRef laundered(kg_kit *g, LLVMValueRef w) {
+  LLVMTypeRef ft = LLVMFunctionType(g->fp, &g->fp, 1, 0);
+  LLVMValueRef asm_ = LLVMGetInlineAsm(ft, "", 0, "=r,0", 4, 1, 0, LLVMInlineAsmDialectATT, 0);
+  return LLVMBuildCall2(g->b, ft, asm_, &w, 1, "");
+}
+
+/* One chunk of a block (entries e[0 .. n - 1], sorted by offset, weights
+ * from packed index k on): a loop over the plane's vectors whose body
+ * sums the chunk's entries into the block's rows' accumulators, one
+ * vector a row, starting from init (NULL: the sums the chunk before
+ * stored) and storing them at the end. Each whole vector of the source is
+ * loaded once a chunk; an entry's span, made from two of them (one
+ * valignd), feeds the FMAs of every row of the block that has that tap. */
+static void gen_unrolled_chunk(kg_kit *g, const uent *e, long n, long k, int rows, long rlen,
+                               long dstride, int relu, LLVMValueRef ss, LLVMValueRef ds,
+                               LLVMValueRef w, const LLVMValueRef *init) {
+  const int vw = g->vw;
+  kg_loop lv;
+  kg_loop_open(g, &lv, kg_c64(g, 0), kg_c64(g, rlen), vw);
+  LLVMValueRef wl = laundered(g, w), acc[UNROLL_ROWS], at[UNROLL_ROWS];
+  for (int q = 0; q < rows; q++) {
+    at[q] = kg_add(g, kg_c64(g, q * dstride), lv.iv);
+    acc[q] = init ? init[q] : ldv(g, ds, at[q]);
+  }
+  int32_t lo_at = -1, hi_at = -1; /* the last two whole vectors loaded */
+  LLVMValueRef lo_v = NULL, hi_v = NULL;
+  for (long i = 0; i < n;) {
+    int32_t off = e[i].off, c = off % vw, base = off - c;
+    LLVMValueRef a = base == lo_at ? lo_v
+                     : base == hi_at ? hi_v
+                                     : ldv(g, ss, kg_add(g, lv.iv, kg_c64(g, base)));
+    LLVMValueRef b = !c ? NULL
+                     : base + vw == hi_at ? hi_v
+                                          : ldv(g, ss, kg_add(g, lv.iv, kg_c64(g, base + vw)));
+    lo_at = base, lo_v = a;
+    if (b) hi_at = base + vw, hi_v = b;
+    LLVMValueRef x = c ? shifted(g, a, b, c) : a;
+    for (; i < n && e[i].off == off; i++, k++)
+      acc[e[i].row] = fma3(g, splat(g, kg_ldf(g, wl, kg_c64(g, k))), x, acc[e[i].row]);
+  }
+  for (int q = 0; q < rows; q++) {
+    LLVMValueRef a = acc[q];
+    if (relu) { /* a > 0 ? a : 0, as rt_relu */
+      LLVMValueRef z = LLVMConstNull(g->vec);
+      a = LLVMBuildSelect(g->b, LLVMBuildFCmp(g->b, LLVMRealOGT, a, z, ""), a, z, "");
+    }
+    stv(g, a, ds, at[q]);
+  }
+  kg_loop_close(g, &lv);
+}
+
+/* The unrolled forward (cg_sparse_conv_fwd and _fwd_into, which read the
+ * same packed weights, at 16 lanes, stride 1, no row blocks, up to
+ * UNROLL_MAX weights; with out, rows out->stride apart, through the ReLU
+ * with out->relu): output channels in blocks of
+ * UNROLL_ROWS; per sample and block, the block's entries (all its rows',
+ * by source offset) in chunks of about UNROLL_CHUNK FMAs of straight-line
+ * code (gen_unrolled_chunk). Where the gather takes one shifted span (a
+ * valignd or a split load) for every FMA, here a span feeds every row of
+ * the block with that tap: at 21% about 3.4 FMAs. The packed weights come
+ * in the code's order (ord). */
+static void gen_unrolled(kg_kit *g, const etab *t, long rlen, span sp, LLVMValueRef src,
+                         LLVMValueRef w, LLVMValueRef dst, LLVMValueRef bias, const uint8_t *bm,
+                         cg_order *ord, const gdst *out) {
+  const long dstride = out ? out->stride : rlen;
+  uent *e = malloc(((size_t)t->n + 1) * sizeof *e);
+  if (ord) ord->n = t->n, ord->idx = malloc(((size_t)t->n + 1) * sizeof *ord->idx);
+  if (!e || (ord && !ord->idx)) {
+    free(e);
+    kg_fail(g, "out of memory");
+    return;
+  }
+  kg_loop ls;
+  kg_loop_open(g, &ls, kg_c64(g, 0), sp.count, 1);
+  LLVMValueRef ss = kg_at(g, src, kg_mul(g, ls.iv, sp.sstride));
+  LLVMValueRef ds = kg_at(g, dst, kg_mul(g, ls.iv, sp.dstride));
+  long k = 0;
+  for (int c0 = 0; c0 < t->rows; c0 += UNROLL_ROWS) {
+    int rows = t->rows - c0 < UNROLL_ROWS ? t->rows - c0 : UNROLL_ROWS;
+    long n = 0;
+    for (int r = c0; r < c0 + rows; r++)
+      for (int32_t j = t->start[r]; j < t->start[r + 1]; j++)
+        e[n++] = (uent){t->pair[2 * j], r - c0, t->pair[2 * j + 1]};
+    qsort(e, (size_t)n, sizeof *e, uent_cmp);
+    LLVMValueRef init[UNROLL_ROWS];
+    for (int q = 0; q < rows; q++)
+      init[q] = bias ? splat(g, bias_of(g, bias, bm, t->rows, kg_c64(g, c0 + q)))
+                     : LLVMConstNull(g->vec);
+    LLVMValueRef bd = kg_at(g, ds, kg_c64(g, (long)c0 * dstride));
+    long i0 = 0;
+    do { /* whole offsets a chunk; a block without entries stores its bias */
+      long i1 = i0;
+      while (i1 < n && i1 - i0 < UNROLL_CHUNK)
+        for (int32_t off = e[i1].off; i1 < n && e[i1].off == off;) i1++;
+      gen_unrolled_chunk(g, e + i0, i1 - i0, k + i0, rows, rlen, dstride,
+                         out && out->relu && i1 == n, ss, bd, w, i0 ? NULL : init);
+      for (long i = i0; ord && i < i1; i++) ord->idx[k + i] = e[i].wi;
+      i0 = i1;
+    } while (i0 < n);
+    k += n;
+  }
+  kg_loop_close(g, &ls);
+  free(e);
+}
+
 static int conv_fwd(LLVMModuleRef m, const cg_conv_desc *d, const char *name, cg_order *ord,
                     const gdst *out) {
   cg_conv_plan p;
@@ -893,6 +1025,16 @@ static int conv_fwd(LLVMModuleRef m, const cg_conv_desc *d, const char *name, cg
   rtab r[NRT];
   int rb = fwd_tables(d, &p, &t, r);
   if (rb < 0) return -1;
+  if (rb == 1 && p.vw == 16 && p.s == 1 && t.n + rtabs_weights(r) <= UNROLL_MAX) {
+    etab_free(&t), rtabs_free(r); /* every entry, runs too, one by one */
+    if (conv_fwd_tab(&t, d, &p)) return -1;
+    kg_kit G, *g = &G;
+    gen_begin(g, m, name, p.vw);
+    span sp = {g->n, g->a_ns, g->b_ns};
+    gen_unrolled(g, &t, p.yrs, sp, g->pa, g->pb, g->pd, g->pc, d->bm, ord, out);
+    etab_free(&t);
+    return kg_end(g);
+  }
   if ((p.vw == 16 && sort_by_shift(&t, p.vw)) || take_order(&t, r, rb, ord))
     return etab_free(&t), rtabs_free(r), -1;
   kg_kit G, *g = &G;
