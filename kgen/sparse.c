@@ -1018,6 +1018,25 @@ static void gen_unrolled(kg_kit *g, const etab *t, long rlen, span sp, LLVMValue
   free(e);
 }
 
+/* The unrolled forward's kernel when d takes it (16 lanes, stride 1, up
+ * to UNROLL_MAX active weights; its caller has checked that the layer
+ * has no row blocks): 0 built, -1 failed, 1 not taken. */
+static int conv_fwd_unrolled(LLVMModuleRef m, const cg_conv_desc *d, const char *name,
+                             cg_order *ord, const gdst *out) {
+  cg_conv_plan p;
+  etab t;
+  if (cg_conv_plan_init(&p, d)) return -1;
+  if (p.vw != 16 || p.s != 1 || d->no_unroll) return 1;
+  if (conv_fwd_tab(&t, d, &p)) return -1;
+  if (t.n > UNROLL_MAX) return etab_free(&t), 1;
+  kg_kit G, *g = &G;
+  gen_begin(g, m, name, p.vw);
+  span sp = {g->n, g->a_ns, g->b_ns};
+  gen_unrolled(g, &t, p.yrs, sp, g->pa, g->pb, g->pd, g->pc, d->bm, ord, out);
+  etab_free(&t);
+  return kg_end(g) ? -1 : 0;
+}
+
 static int conv_fwd(LLVMModuleRef m, const cg_conv_desc *d, const char *name, cg_order *ord,
                     const gdst *out) {
   cg_conv_plan p;
@@ -1025,15 +1044,12 @@ static int conv_fwd(LLVMModuleRef m, const cg_conv_desc *d, const char *name, cg
   rtab r[NRT];
   int rb = fwd_tables(d, &p, &t, r);
   if (rb < 0) return -1;
-  if (rb == 1 && p.vw == 16 && p.s == 1 && t.n + rtabs_weights(r) <= UNROLL_MAX) {
-    etab_free(&t), rtabs_free(r); /* every entry, runs too, one by one */
-    if (conv_fwd_tab(&t, d, &p)) return -1;
-    kg_kit G, *g = &G;
-    gen_begin(g, m, name, p.vw);
-    span sp = {g->n, g->a_ns, g->b_ns};
-    gen_unrolled(g, &t, p.yrs, sp, g->pa, g->pb, g->pd, g->pc, d->bm, ord, out);
-    etab_free(&t);
-    return kg_end(g);
+  /* a full layer keeps its row blocks: at 100% (bench/fmnist_dense.ilnas)
+   * the unrolled forward was no faster */
+  if (rb == 1) {
+    etab_free(&t), rtabs_free(r);
+    int rc = conv_fwd_unrolled(m, d, name, ord, out);
+    if (rc <= 0 || fwd_tables(d, &p, &t, r) < 0) return rc <= 0 ? rc : -1;
   }
   if ((p.vw == 16 && sort_by_shift(&t, p.vw)) || take_order(&t, r, rb, ord))
     return etab_free(&t), rtabs_free(r), -1;

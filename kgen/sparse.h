@@ -93,6 +93,8 @@ typedef struct cg_conv_desc {
   const uint8_t *wm;      /* [cout][cin][k][k], 1 = active; NULL = all */
   const uint8_t *bm;      /* [cout]; NULL = all */
   int vw;                 /* lanes of the kernels' vectors: 8 or 16; 0 = 8 */
+  int no_unroll;          /* 1: the forward's gather even where the unrolled
+                           * forward applies (tests cover both) */
 } cg_conv_desc;
 
 typedef struct cg_linear_desc {

@@ -55,6 +55,7 @@ typedef struct rt_cpu_entry {
   size_t active;              /* active weights in wm */
   int lanes;                  /* linear: the kernels' block of samples */
   int vw;                     /* lanes of the kernels' vectors */
+  int no_unroll;              /* the conv forward's gather, never unrolled */
   /* How fwd (0) and bwd_data (1; for linear the fused bwd) read w
    * packed: the j-th active weight (ascending index act[j]) goes to
    * wp[pos[dir][j]]; the fused bwd's npad padding slots pad[] hold 0 */
@@ -183,6 +184,7 @@ typedef struct cpu_backend {
   double thr_conv, thr_lin;   /* density from which a layer runs dense;
                                  thr_conv < 0: by the layer (conv_dense_from) */
   int vw;                     /* lanes of the kernels' vectors: 16 with AVX-512 */
+  int no_unroll;              /* rt_cpu_set_unroll(b, 0) */
   int wide_gemm;              /* OpenBLAS runs its AVX-512 kernels */
   size_t need;                /* scratch floats of the largest prepared layer */
   rt_cpu_slot slots[NSLOT];
@@ -401,7 +403,8 @@ static int build_object(const rt_cpu_entry *e_, long id, LLVMTargetMachineRef tm
   cg_order ord[2] = {{NULL, 0}, {NULL, 0}};
   if (e->kind == IR_CONV) {
     cg_conv_desc d = {e->shape[0], e->shape[1], e->shape[2], e->shape[3],
-                      e->shape[4], e->shape[5], e->shape[6], e->wm, e->bm, e->vw};
+                      e->shape[4], e->shape[5], e->shape[6], e->wm, e->bm, e->vw,
+                      e->no_unroll};
     /* the forwards add every row's bias from the array they are given:
      * their caller masks it (fwd_bias) */
     cg_conv_desc di = d;
@@ -578,7 +581,7 @@ static void cache_remove(cpu_backend *cb, rt_cpu_entry *e) {
  * remake. */
 static long into_stride(const cg_conv_desc *d, const cg_conv_plan *p) {
   if (d->stride != 1 || (long)d->cin * d->k * d->k > RT_REMAT_TAPS) return 0;
-  cg_conv_desc c = {d->cout, p->oh, p->ow, 1, d->k, 1, d->pad, NULL, NULL, d->vw};
+  cg_conv_desc c = {d->cout, p->oh, p->ow, 1, d->k, 1, d->pad, NULL, NULL, d->vw, 0};
   cg_conv_plan q;
   if (cg_conv_plan_init(&q, &c) || q.s != 1 || q.wq != p->wq || p->yrs > q.xcs) return 0;
   return q.xcs;
@@ -609,10 +612,11 @@ static rt_cpu_entry *entry_get(cpu_backend *cb, int layer, const uint8_t *wmask,
                   : CG_LIN_NB;
   uint64_t h = mix(0x1234567ull, (uint64_t)l->kind);
   for (int i = 0; i < 7; i++) h = mix(h, (uint64_t)(uint32_t)shape[i]);
-  h = hash_bytes(hash_bytes(mix(mix(h, (uint64_t)lanes), (uint64_t)cb->vw), wm, nw), bm, nb);
+  h = mix(mix(mix(h, (uint64_t)lanes), (uint64_t)cb->vw), (uint64_t)cb->no_unroll);
+  h = hash_bytes(hash_bytes(h, wm, nw), bm, nb);
   for (rt_cpu_entry *e = cb->cache; e; e = e->next)
     if (e->hash == h && e->kind == (int)l->kind && !memcmp(e->shape, shape, sizeof shape) &&
-        e->lanes == lanes && e->vw == cb->vw && e->nw == nw && !memcmp(e->wm, wm, nw) && !memcmp(e->bm, bm, nb)) {
+        e->lanes == lanes && e->vw == cb->vw && e->no_unroll == cb->no_unroll && e->nw == nw && !memcmp(e->wm, wm, nw) && !memcmp(e->bm, bm, nb)) {
       cb->st.hits++;
       free(wm), free(bm);
       return e;
@@ -624,7 +628,7 @@ static rt_cpu_entry *entry_get(cpu_backend *cb, int layer, const uint8_t *wmask,
     return NULL;
   }
   *e = (rt_cpu_entry){.hash = h, .kind = (int)l->kind, .wm = wm, .bm = bm, .nw = nw, .nb = nb,
-                      .lanes = lanes, .vw = cb->vw};
+                      .lanes = lanes, .vw = cb->vw, .no_unroll = cb->no_unroll};
   memcpy(e->shape, shape, sizeof shape);
   for (size_t i = 0; i < nw; i++) e->active += wm[i];
   if (l->kind == IR_LINEAR) {
@@ -632,7 +636,7 @@ static rt_cpu_entry *entry_get(cpu_backend *cb, int layer, const uint8_t *wmask,
     e->nbwd = cg_sparse_linear_bwd_len(&ld);
   }
   cg_conv_desc d = {shape[0], shape[1], shape[2], shape[3], shape[4], shape[5], shape[6], wm, bm,
-                    cb->vw};
+                    cb->vw, cb->no_unroll};
   if (l->kind == IR_CONV && cg_conv_plan_init(&e->plan, &d)) {
     snprintf(err, errlen, "cpu backend: layer %d (%s): shape too large or empty", layer, l->name);
     entry_free(cb, e);
@@ -2042,6 +2046,11 @@ int rt_cpu_set_lanes(rt_kernels *b, int vw) {
   if (vw != 8 && vw != 16) return -1;
   C(b)->vw = vw;
   return 0;
+}
+
+void rt_cpu_set_unroll(rt_kernels *b, int on) {
+  assert(b && strcmp(b->name, "cpu") == 0);
+  C(b)->no_unroll = !on;
 }
 
 int rt_cpu_lanes(const rt_kernels *b) {

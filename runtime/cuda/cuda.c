@@ -81,7 +81,7 @@ static int cuda_prepare(rt_kernels *b, int layer, const uint8_t *wmask, const ui
   }
   cu_kern_desc d = {0};
   d.conv = il->kind == IR_CONV;
-  if (d.conv) d.cd = (cg_conv_desc){il->cin, il->h, il->w, il->cout, il->k, il->stride, il->pad, wmask, bmask, 0};
+  if (d.conv) d.cd = (cg_conv_desc){il->cin, il->h, il->w, il->cout, il->k, il->stride, il->pad, wmask, bmask, 0, 0};
   else d.ld = (cg_linear_desc){il->cin, il->cout, wmask, bmask, 0, 0};
   cu_kern *k = &cb->layers[layer];
   if (cu_kern_same(k, &d)) return 0; /* unchanged pattern: keep the loaded kernels */

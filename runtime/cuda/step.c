@@ -959,7 +959,7 @@ static int p2_kernels(dstep *d) {
     const ir_layer *l = &g->layers[i];
     if ((l->kind != IR_CONV && l->kind != IR_LINEAR) || l->cout == 0 || l->cin == 0) continue;
     cu_kern_desc kd = {.conv = l->kind == IR_CONV};
-    if (kd.conv) kd.cd = (cg_conv_desc){l->cin, l->h, l->w, l->cout, l->k, l->stride, l->pad, NULL, NULL, 0};
+    if (kd.conv) kd.cd = (cg_conv_desc){l->cin, l->h, l->w, l->cout, l->k, l->stride, l->pad, NULL, NULL, 0, 0};
     else kd.ld = (cg_linear_desc){l->cin, l->cout, NULL, NULL, 0, 0};
     if (cu_kern_build_dense(&d->dense[i], &kd, d->blas, d->sm, err, sizeof err)) {
       snprintf(d->pub.error, sizeof d->pub.error, "cuda backend: phase II's kernels of layer %s: %s", l->name, err);

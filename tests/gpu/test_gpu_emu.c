@@ -162,7 +162,7 @@ static void conv_case(int cin, int h, int w, int cout, int k, int stride, int pa
   char what[160];
   snprintf(what, sizeof what, "conv cin %d %dx%d cout %d k %d s %d p %d n %d dens %.2f %s%s", cin, h, w,
            cout, k, stride, pad, n, dens, kernel_gran ? "kernel" : "weight", with_bias ? "" : " nobias");
-  cg_conv_desc d = {cin, h, w, cout, k, stride, pad, wm, bm, 0};
+  cg_conv_desc d = {cin, h, w, cout, k, stride, pad, wm, bm, 0, 0};
   emu E;
   if (emu_new(&E, IR_CONV, &d, NULL, cout, (int64_t)s.oh * s.ow, bm) == 0) {
     float *x = jt_randf(nx), *dy = jt_randf(ny);
@@ -288,7 +288,7 @@ static void dense_case(int cin, int h, int w, int cout, int k, int stride, int p
   char what[160];
   snprintf(what, sizeof what, "dense conv cin %d %dx%d cout %d k %d s %d p %d n %d", cin, h, w, cout, k, stride,
            pad, n);
-  cg_conv_desc d = {cin, h, w, cout, k, stride, pad, wm, bm, 0};
+  cg_conv_desc d = {cin, h, w, cout, k, stride, pad, wm, bm, 0, 0};
   dense_arg a = {&d, P};
   static const char *const names[6] = {"k_im2col", "k_col2im", "k_to_cm", "k_from_cm", "k_scale", "k_bias_fill"};
   emu E;

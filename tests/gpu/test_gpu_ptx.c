@@ -118,7 +118,7 @@ static void layer_case(const char *what, int kind, const cg_conv_desc *cd, const
 static void dense_case(int conv) {
   LLVMContextRef ctx = LLVMContextCreate();
   LLVMModuleRef m = LLVMModuleCreateWithNameInContext("dense", ctx);
-  cg_conv_desc cd = {5, 9, 7, 6, 3, 2, 1, NULL, NULL, 0};
+  cg_conv_desc cd = {5, 9, 7, 6, 3, 2, 1, NULL, NULL, 0, 0};
   int64_t nout = conv ? cd.cout : 40, plane = conv ? 5 * 4 : 1;
   int rc = conv && (cg_ptx_im2col(m, &cd, "k_im2col") || cg_ptx_col2im(m, &cd, "k_col2im"));
   rc = rc || cg_ptx_bias_grad(m, nout, plane, NULL, "k_bias") || cg_ptx_to_cm(m, nout, plane, "k_to_cm") ||
@@ -207,7 +207,7 @@ static void sample_case(const char *path) {
     uint8_t *wm = malloc((size_t)l->n_w), *bm = malloc((size_t)l->cout);
     for (int64_t j = 0; j < l->n_w; j++) wm[j] = (uint8_t)ir_alpha_get(&g->arch, l->w_off + j);
     for (int j = 0; j < l->cout; j++) bm[j] = (uint8_t)(l->b_off < 0 || ir_alpha_get(&g->arch, l->b_off + j));
-    cg_conv_desc cd = {l->cin, l->h, l->w, l->cout, l->k, l->stride, l->pad, wm, bm, 0};
+    cg_conv_desc cd = {l->cin, l->h, l->w, l->cout, l->k, l->stride, l->pad, wm, bm, 0, 0};
     cg_linear_desc ld = {l->cin, l->cout, wm, bm, 0, 0};
     char what[256];
     snprintf(what, sizeof what, "%.180s: layer %.60s", path, l->name);
@@ -260,7 +260,7 @@ int main(int argc, char **argv) {
     double d = dens[c % 4];
     size_t nw = (size_t)cout * cin * k * k;
     uint8_t *wm = jt_mask(nw, c % 2 ? (size_t)k * k : 1, d), *bm = jt_mask((size_t)cout, 1, 0.5);
-    cg_conv_desc cd = {cin, h, w, cout, k, stride, pad, wm, bm, 0};
+    cg_conv_desc cd = {cin, h, w, cout, k, stride, pad, wm, bm, 0, 0};
     char what[160];
     snprintf(what, sizeof what, "conv cin %d %dx%d cout %d k %d s %d p %d dens %.2f", cin, h, w, cout, k,
              stride, pad, d);

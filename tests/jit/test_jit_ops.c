@@ -5,8 +5,9 @@
  * exact where the semantics are exact (dx accumulates, masked dw is 0).
  * Every case runs three times: with the backend's measured dense
  * threshold, and forced onto the JIT kernels and onto OpenBLAS; the cases
- * alternate between kernels of 8 and of 16 lanes; full layers run on the
- * 16-lane kernels' row blocks.
+ * alternate between kernels of 8 and of 16 lanes, and at 16 between conv
+ * forwards unrolled and gathered; full layers run on the 16-lane kernels'
+ * row blocks.
  * The same cases for the blas backend (phase II's), and that it follows
  * masks changed after prepare, as phase II changes them. */
 #include "backend_cases.h"
@@ -31,6 +32,9 @@ static void force(rt_kernels *b) {
   CHECK(rt_cpu_set_lanes(b, 12) == -1, "12 lanes accepted");
   CHECK(rt_cpu_set_lanes(b, calls / 2 % 2 ? 16 : 8) == 0 && rt_cpu_lanes(b) == (calls / 2 % 2 ? 16 : 8),
         "lanes not kept");
+  /* and, at 16 lanes, conv forwards unrolled and not (every 4th case
+   * through the gather) */
+  rt_cpu_set_unroll(b, calls / 4 % 2 == 0);
 }
 
 static void check_path(rt_kernels *b, int layer, const char *what) {
@@ -150,7 +154,7 @@ static void random_cases(const bc_hooks *hk, int nconv, int nlin) {
 static void row_block_rule(void) {
   enum { CIN = 3, COUT = 8, K = 3, KK = K * K };
   uint8_t wm[COUT * CIN * KK];
-  cg_conv_desc d = {CIN, 9, 9, COUT, K, 1, 1, NULL, NULL, 16};
+  cg_conv_desc d = {CIN, 9, 9, COUT, K, 1, 1, NULL, NULL, 16, 0};
   CHECK(cg_sparse_conv_row_block(&d) == 4, "full layer: no row blocks");
   d.vw = 8;
   CHECK(cg_sparse_conv_row_block(&d) == 1, "row blocks at 8 lanes");
