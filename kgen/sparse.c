@@ -909,6 +909,22 @@ static int uent_cmp(const void *a, const void *b) {
   return (x->row > y->row) - (x->row < y->row);
 }
 
+/* The rows' bias, by constant row: the bias pointer, or where it is NULL
+ * an array of rows zeros, chosen once a kernel (bias_of makes a table and
+ * a select for each row it is asked). */
+static LLVMValueRef rbias_of(kg_kit *g, LLVMValueRef bias, int rows) {
+  char nm[256];
+  snprintf(nm, sizeof nm, "%s_bzero", g->name);
+  LLVMTypeRef at = LLVMArrayType(g->f32, (unsigned)rows);
+  LLVMValueRef zero = LLVMAddGlobal(g->m, at, nm);
+  LLVMSetInitializer(zero, LLVMConstNull(at));
+  LLVMSetGlobalConstant(zero, 1);
+  LLVMSetLinkage(zero, LLVMPrivateLinkage);
+  LLVMValueRef z = LLVMBuildBitCast(g->b, zero, g->fp, "");
+  return LLVMBuildSelect(g->b, LLVMBuildICmp(g->b, LLVMIntNE, bias, LLVMConstNull(g->fp), ""),
+                         bias, z, "");
+}
+
 /* The weights' pointer through an empty asm with side effects, once an
  * iteration of a plane's loop: the weights' loads then stay in the loop,
  * folded into their FMAs as broadcasts, where LICM would hoist all of
@@ -928,14 +944,19 @@ static LLVMValueRef laundered(kg_kit *g, LLVMValueRef w) {
  * valignd), feeds the FMAs of every row of the block that has that tap. */
 static void gen_unrolled_chunk(kg_kit *g, const uent *e, long n, long k, int rows, long rlen,
                                long dstride, int relu, LLVMValueRef ss, LLVMValueRef ds,
-                               LLVMValueRef w, const LLVMValueRef *init) {
+                               LLVMValueRef w, int first, LLVMValueRef bias, int c0) {
   const int vw = g->vw;
   kg_loop lv;
   kg_loop_open(g, &lv, kg_c64(g, 0), kg_c64(g, rlen), vw);
   LLVMValueRef wl = laundered(g, w), acc[UNROLL_ROWS], at[UNROLL_ROWS];
+  /* the bias through a laundered pointer too: hoisted, every row's
+   * broadcast of every block would live across the whole kernel */
+  LLVMValueRef bl = first && bias ? laundered(g, bias) : NULL;
   for (int q = 0; q < rows; q++) {
     at[q] = kg_add(g, kg_c64(g, q * dstride), lv.iv);
-    acc[q] = init ? init[q] : ldv(g, ds, at[q]);
+    acc[q] = !first ? ldv(g, ds, at[q])
+             : bl   ? splat(g, kg_ldf(g, bl, kg_c64(g, c0 + q)))
+                    : LLVMConstNull(g->vec);
   }
   int32_t lo_at = -1, hi_at = -1; /* the last two whole vectors loaded */
   LLVMValueRef lo_v = NULL, hi_v = NULL;
@@ -985,6 +1006,9 @@ static void gen_unrolled(kg_kit *g, const etab *t, long rlen, span sp, LLVMValue
     kg_fail(g, "out of memory");
     return;
   }
+  assert(!bm);
+  (void)bm;
+  LLVMValueRef rb = bias ? rbias_of(g, bias, t->rows) : NULL;
   kg_loop ls;
   kg_loop_open(g, &ls, kg_c64(g, 0), sp.count, 1);
   LLVMValueRef ss = kg_at(g, src, kg_mul(g, ls.iv, sp.sstride));
@@ -997,10 +1021,6 @@ static void gen_unrolled(kg_kit *g, const etab *t, long rlen, span sp, LLVMValue
       for (int32_t j = t->start[r]; j < t->start[r + 1]; j++)
         e[n++] = (uent){t->pair[2 * j], r - c0, t->pair[2 * j + 1]};
     qsort(e, (size_t)n, sizeof *e, uent_cmp);
-    LLVMValueRef init[UNROLL_ROWS];
-    for (int q = 0; q < rows; q++)
-      init[q] = bias ? splat(g, bias_of(g, bias, bm, t->rows, kg_c64(g, c0 + q)))
-                     : LLVMConstNull(g->vec);
     LLVMValueRef bd = kg_at(g, ds, kg_c64(g, (long)c0 * dstride));
     long i0 = 0;
     do { /* whole offsets a chunk; a block without entries stores its bias */
@@ -1008,7 +1028,7 @@ static void gen_unrolled(kg_kit *g, const etab *t, long rlen, span sp, LLVMValue
       while (i1 < n && i1 - i0 < UNROLL_CHUNK)
         for (int32_t off = e[i1].off; i1 < n && e[i1].off == off;) i1++;
       gen_unrolled_chunk(g, e + i0, i1 - i0, k + i0, rows, rlen, dstride,
-                         out && out->relu && i1 == n, ss, bd, w, i0 ? NULL : init);
+                         out && out->relu && i1 == n, ss, bd, w, i0 == 0, rb, c0);
       for (long i = i0; ord && i < i1; i++) ord->idx[k + i] = e[i].wi;
       i0 = i1;
     } while (i0 < n);
@@ -1026,7 +1046,7 @@ static int conv_fwd_unrolled(LLVMModuleRef m, const cg_conv_desc *d, const char 
   cg_conv_plan p;
   etab t;
   if (cg_conv_plan_init(&p, d)) return -1;
-  if (p.vw != 16 || p.s != 1 || d->no_unroll) return 1;
+  if (p.vw != 16 || p.s != 1 || d->no_unroll || d->bm) return 1;
   if (conv_fwd_tab(&t, d, &p)) return -1;
   if (t.n > UNROLL_MAX) return etab_free(&t), 1;
   kg_kit G, *g = &G;

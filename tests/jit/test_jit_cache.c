@@ -117,16 +117,19 @@ static void test_swap(void) {
   jt_graph_free(g);
 }
 
-/* The machine code of one prepare of layer 0 at density dens: bytes of
- * .text (the tables apart), and the seconds it took (printed, not held to
- * a bound: timings belong in benchmarks). */
-static long code_of(ir_kind kind, int cin, int h, int cout, int k, double dens, size_t *active) {
+/* The machine code of one prepare of layer 0 at density dens, its conv
+ * forward unrolled where it may be (unroll) or not: bytes of .text (the
+ * tables apart), and the seconds it took (printed, not held to a bound:
+ * timings belong in benchmarks). */
+static long code_of(ir_kind kind, int cin, int h, int cout, int k, double dens, int unroll,
+                    size_t *active) {
   char err[256];
   ir_graph *g = jt_graph(kind, cin, h, h, cout, k, 1, k / 2);
   rt_kernels *b = rt_kernels_new("cpu", g, err, sizeof err);
   CHECK(b, "cpu backend: %s", err);
   if (!b) return -1;
   rt_cpu_set_dense_threshold(b, 2.0, 2.0);
+  rt_cpu_set_unroll(b, unroll);
   size_t nw = (size_t)g->layers[0].n_w;
   uint8_t *wm = jt_mask(nw, 1, dens), *bm = jt_mask((size_t)cout, 1, 1.0);
   /* and a few whole kernel rows, so that the sparse mask too has runs of
@@ -154,17 +157,24 @@ static long code_of(ir_kind kind, int cin, int h, int cout, int k, double dens, 
   return s.code_bytes;
 }
 
-/* No per-weight code: a layer of about a million active weights compiles
- * to the same loop nests as the same shape with a few hundred (its
- * weights are tables), so its compile time is that of its tables. */
+/* No per-weight code in the loop nests: a layer of about a million
+ * active weights compiles to the same loop nests as the same shape with a
+ * few hundred (its weights are tables), so its compile time is that of
+ * its tables. The unrolled conv forward (per-weight code) takes the small
+ * layer alone, under its bound on weights, and its code grows by at most
+ * about a hundred bytes a weight and a loop a block of rows. */
 static void test_big(ir_kind kind, int cin, int h, int cout, int k, double dens) {
-  size_t nbig, nsmall;
-  long big = code_of(kind, cin, h, cout, k, dens, &nbig);
-  long small = code_of(kind, cin, h, cout, k, 200.0 / ((double)cin * cout * k * k), &nsmall);
+  size_t nbig, nsmall, n;
+  long big = code_of(kind, cin, h, cout, k, dens, 1, &nbig);
+  long small = code_of(kind, cin, h, cout, k, 200.0 / ((double)cin * cout * k * k), 0, &nsmall);
   CHECK(nbig > 100000 && nsmall < 1000, "masks of %zu and %zu active weights", nbig, nsmall);
   CHECK(small > 0 && big > 0, "no code measured (%ld, %ld bytes)", small, big);
   CHECK(big <= small + small / 2 + 1024, "%zu active weights: %ld bytes of code against %ld for %zu",
         nbig, big, small, nsmall);
+  long unrolled = code_of(kind, cin, h, cout, k, 200.0 / ((double)cin * cout * k * k), 1, &n);
+  long most = small + 100 * (long)n + (kind == IR_CONV ? 64L * (cout / 16 + 1) : 0);
+  CHECK(n < 1000 && unrolled <= most, "%zu active weights unrolled: %ld bytes of code, more "
+        "than %ld", n, unrolled, most);
 }
 
 int main(void) {
