@@ -894,7 +894,7 @@ int cg_sparse_conv_row_block(const cg_conv_desc *d) {
 /* Output channels a block of the unrolled forward keeps in registers (one
  * vector each), the FMAs a chunk of its straight-line code takes, and the
  * most active weights a layer may have for it (its code grows with them:
- * LLVM builds it at about 55 us a weight on the Intel VM). Measured on the
+ * LLVM builds it at about 50 us a weight on the Intel VM). Measured on the
  * batch norm template's twin (bench/README.md): blocks of 12 to 24 alike,
  * 28 and 32 slower (spills); chunks of 128 to 512 alike. */
 enum { UNROLL_ROWS = 16, UNROLL_CHUNK = 256, UNROLL_MAX = 1 << 15 };
@@ -935,11 +935,13 @@ static LLVMValueRef laundered(kg_kit *g, LLVMValueRef w) {
   return LLVMBuildCall2(g->b, ft, asm_, &w, 1, "");
 }
 
-/* One chunk of a block (entries e[0 .. n - 1], sorted by offset, weights
- * from packed index k on): a loop over the plane's vectors whose body
- * sums the chunk's entries into the block's rows' accumulators, one
- * vector a row, starting from init (NULL: the sums the chunk before
- * stored) and storing them at the end. Each whole vector of the source is
+/* One chunk of the block of rows c0 .. c0 + rows - 1 (entries e[0 .. n -
+ * 1], sorted by offset, weights from packed index k on): a loop over the
+ * plane's vectors whose body sums the chunk's entries into the block's
+ * rows' accumulators, one vector a row, starting from the rows' bias
+ * (NULL: 0) in the block's first chunk and from the sums the chunk
+ * before stored in the others, and storing them at the end (through the
+ * ReLU with relu, in the last). Each whole vector of the source is
  * loaded once a chunk; an entry's span, made from two of them (one
  * valignd), feeds the FMAs of every row of the block that has that tap. */
 static void gen_unrolled_chunk(kg_kit *g, const uent *e, long n, long k, int rows, long rlen,
@@ -994,10 +996,10 @@ static void gen_unrolled_chunk(kg_kit *g, const uent *e, long n, long k, int row
  * code (gen_unrolled_chunk). Where the gather takes one shifted span (a
  * valignd or a split load) for every FMA, here a span feeds every row of
  * the block with that tap: at 21% about 3.4 FMAs. The packed weights come
- * in the code's order (ord). */
+ * in the code's order (ord). Every row's bias counts (no bias mask). */
 static void gen_unrolled(kg_kit *g, const etab *t, long rlen, span sp, LLVMValueRef src,
-                         LLVMValueRef w, LLVMValueRef dst, LLVMValueRef bias, const uint8_t *bm,
-                         cg_order *ord, const gdst *out) {
+                         LLVMValueRef w, LLVMValueRef dst, LLVMValueRef bias, cg_order *ord,
+                         const gdst *out) {
   const long dstride = out ? out->stride : rlen;
   uent *e = malloc(((size_t)t->n + 1) * sizeof *e);
   if (ord) ord->n = t->n, ord->idx = malloc(((size_t)t->n + 1) * sizeof *ord->idx);
@@ -1006,8 +1008,6 @@ static void gen_unrolled(kg_kit *g, const etab *t, long rlen, span sp, LLVMValue
     kg_fail(g, "out of memory");
     return;
   }
-  assert(!bm);
-  (void)bm;
   LLVMValueRef rb = bias ? rbias_of(g, bias, t->rows) : NULL;
   kg_loop ls;
   kg_loop_open(g, &ls, kg_c64(g, 0), sp.count, 1);
@@ -1052,7 +1052,7 @@ static int conv_fwd_unrolled(LLVMModuleRef m, const cg_conv_desc *d, const char 
   kg_kit G, *g = &G;
   gen_begin(g, m, name, p.vw);
   span sp = {g->n, g->a_ns, g->b_ns};
-  gen_unrolled(g, &t, p.yrs, sp, g->pa, g->pb, g->pd, g->pc, d->bm, ord, out);
+  gen_unrolled(g, &t, p.yrs, sp, g->pa, g->pb, g->pd, g->pc, ord, out);
   etab_free(&t);
   return kg_end(g) ? -1 : 0;
 }
