@@ -944,12 +944,12 @@ static LLVMValueRef laundered(kg_kit *g, LLVMValueRef w) {
  * ReLU with relu, in the last). Each whole vector of the source is
  * loaded once a chunk; an entry's span, made from two of them (one
  * valignd), feeds the FMAs of every row of the block that has that tap. */
-static void gen_unrolled_chunk(kg_kit *g, const uent *e, long n, long k, int rows, long rlen,
+static void gen_unrolled_chunk(kg_kit *g, const uent *e, long n, long k, int rows, long len,
                                long dstride, int relu, LLVMValueRef ss, LLVMValueRef ds,
                                LLVMValueRef w, int first, LLVMValueRef bias, int c0) {
   const int vw = g->vw;
   kg_loop lv;
-  kg_loop_open(g, &lv, kg_c64(g, 0), kg_c64(g, rlen), vw);
+  kg_loop_open(g, &lv, kg_c64(g, 0), kg_c64(g, len), vw);
   LLVMValueRef wl = laundered(g, w), acc[UNROLL_ROWS], at[UNROLL_ROWS];
   /* the bias through a laundered pointer too: hoisted, every row's
    * broadcast of every block would live across the whole kernel */
@@ -989,15 +989,16 @@ static void gen_unrolled_chunk(kg_kit *g, const uent *e, long n, long k, int row
 
 /* The unrolled forward (cg_sparse_conv_fwd and _fwd_into, which read the
  * same packed weights, at 16 lanes, stride 1, no row blocks, up to
- * UNROLL_MAX weights; with out, rows out->stride apart, through the ReLU
- * with out->relu): output channels in blocks of
+ * UNROLL_MAX weights; rows rlen floats apart, or out->stride with out,
+ * through the ReLU with out->relu; the first len floats of each, rounded
+ * up to a vector, where the gather's tiles write all of rlen): output channels in blocks of
  * UNROLL_ROWS; per sample and block, the block's entries (all its rows',
  * by source offset) in chunks of about UNROLL_CHUNK FMAs of straight-line
  * code (gen_unrolled_chunk). Where the gather takes one shifted span (a
  * valignd or a split load) for every FMA, here a span feeds every row of
  * the block with that tap: at 21% about 3.4 FMAs. The packed weights come
  * in the code's order (ord). Every row's bias counts (no bias mask). */
-static void gen_unrolled(kg_kit *g, const etab *t, long rlen, span sp, LLVMValueRef src,
+static void gen_unrolled(kg_kit *g, const etab *t, long rlen, long len, span sp, LLVMValueRef src,
                          LLVMValueRef w, LLVMValueRef dst, LLVMValueRef bias, cg_order *ord,
                          const gdst *out) {
   const long dstride = out ? out->stride : rlen;
@@ -1027,7 +1028,7 @@ static void gen_unrolled(kg_kit *g, const etab *t, long rlen, span sp, LLVMValue
       long i1 = i0;
       while (i1 < n && i1 - i0 < UNROLL_CHUNK)
         for (int32_t off = e[i1].off; i1 < n && e[i1].off == off;) i1++;
-      gen_unrolled_chunk(g, e + i0, i1 - i0, k + i0, rows, rlen, dstride,
+      gen_unrolled_chunk(g, e + i0, i1 - i0, k + i0, rows, round_up(len, g->vw), dstride,
                          out && out->relu && i1 == n, ss, bd, w, i0 == 0, rb, c0);
       for (long i = i0; ord && i < i1; i++) ord->idx[k + i] = e[i].wi;
       i0 = i1;
@@ -1052,7 +1053,7 @@ static int conv_fwd_unrolled(LLVMModuleRef m, const cg_conv_desc *d, const char 
   kg_kit G, *g = &G;
   gen_begin(g, m, name, p.vw);
   span sp = {g->n, g->a_ns, g->b_ns};
-  gen_unrolled(g, &t, p.yrs, sp, g->pa, g->pb, g->pd, g->pc, ord, out);
+  gen_unrolled(g, &t, p.yrs, p.yq, sp, g->pa, g->pb, g->pd, g->pc, ord, out);
   etab_free(&t);
   return kg_end(g) ? -1 : 0;
 }
