@@ -4,9 +4,9 @@
  * nests over constant index tables; no per-weight code is emitted, so a
  * layer of a million active weights is a few hundred instructions and its
  * compile time is that of its tables (well under a second). The one is
- * the conv forward at 16 lanes of a layer of up to UNROLL_MAX active
- * weights: straight-line code, an FMA a weight (the unrolled forward,
- * below gen_unrolled).
+ * the conv forward (and _fwd_into) at 16 lanes and stride 1 of a layer
+ * without row blocks of up to UNROLL_MAX active weights: straight-line
+ * code, an FMA a weight (gen_unrolled, below).
  *
  *   gather (conv fwd, conv bwd_data, linear fwd): per
  *     output row, per register tile of T vectors of 8 floats (16 with

@@ -616,7 +616,8 @@ static rt_cpu_entry *entry_get(cpu_backend *cb, int layer, const uint8_t *wmask,
   h = hash_bytes(hash_bytes(h, wm, nw), bm, nb);
   for (rt_cpu_entry *e = cb->cache; e; e = e->next)
     if (e->hash == h && e->kind == (int)l->kind && !memcmp(e->shape, shape, sizeof shape) &&
-        e->lanes == lanes && e->vw == cb->vw && e->no_unroll == cb->no_unroll && e->nw == nw && !memcmp(e->wm, wm, nw) && !memcmp(e->bm, bm, nb)) {
+        e->lanes == lanes && e->vw == cb->vw && e->no_unroll == cb->no_unroll && e->nw == nw &&
+        !memcmp(e->wm, wm, nw) && !memcmp(e->bm, bm, nb)) {
       cb->st.hits++;
       free(wm), free(bm);
       return e;
@@ -2048,14 +2049,14 @@ int rt_cpu_set_lanes(rt_kernels *b, int vw) {
   return 0;
 }
 
-void rt_cpu_set_unroll(rt_kernels *b, int on) {
-  assert(b && strcmp(b->name, "cpu") == 0);
-  C(b)->no_unroll = !on;
-}
-
 int rt_cpu_lanes(const rt_kernels *b) {
   assert(b && strcmp(b->name, "cpu") == 0);
   return ((const cpu_backend *)b)->vw;
+}
+
+void rt_cpu_set_unroll(rt_kernels *b, int on) {
+  assert(b && strcmp(b->name, "cpu") == 0);
+  C(b)->no_unroll = !on;
 }
 
 rt_cpu_stats rt_cpu_get_stats(const rt_kernels *b) {

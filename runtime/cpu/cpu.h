@@ -42,12 +42,12 @@ void rt_cpu_set_dense_threshold(rt_kernels *b, double conv, double linear);
  * host that LLVM targets (16 as pairs of 8 without AVX-512): the tests
  * run both. */
 int rt_cpu_set_lanes(rt_kernels *b, int vw);
+int rt_cpu_lanes(const rt_kernels *b);
 
 /* Whether the conv forwards of the layers prepared after the call may be
  * unrolled (kgen/sparse.c, gen_unrolled; the default) or always take the
  * gather's loop nest: the tests run both. */
 void rt_cpu_set_unroll(rt_kernels *b, int on);
-int rt_cpu_lanes(const rt_kernels *b);
 
 /* Whether the layer was prepared for the dense path. */
 int rt_cpu_layer_dense(const rt_kernels *b, int layer);

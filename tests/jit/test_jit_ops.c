@@ -32,8 +32,8 @@ static void force(rt_kernels *b) {
   CHECK(rt_cpu_set_lanes(b, 12) == -1, "12 lanes accepted");
   CHECK(rt_cpu_set_lanes(b, calls / 2 % 2 ? 16 : 8) == 0 && rt_cpu_lanes(b) == (calls / 2 % 2 ? 16 : 8),
         "lanes not kept");
-  /* and, at 16 lanes, conv forwards unrolled and not (every 4th case
-   * through the gather) */
+  /* and, at 16 lanes, conv forwards unrolled and not (four cases one
+   * way, four the other) */
   rt_cpu_set_unroll(b, calls / 4 % 2 == 0);
 }
 
