@@ -180,6 +180,8 @@ typedef struct host {
   float *fold;
   int64_t *fold_off;
   double *gram; /* per chunk: the sums of patch_chunk, RT_GRAM doubles */
+  float *pcols; /* per chunk: patch_chunk's im2col of a sample, pcols_len floats */
+  size_t pcols_len;
   uint8_t *xleft; /* XLEFT_FOLDED: by fold_fwd, z not made */
   int64_t *xz;
   float *xbeta; /* n_stats: beta as that forward took it (the SGD step moves it
@@ -783,11 +785,17 @@ static int plan_zero(host *e) {
   }
   e->fold = malloc((size_t)(nfold ? nfold : 1) * sizeof *e->fold);
   e->gram = calloc((size_t)e->pub.threads * RT_GRAM, sizeof *e->gram);
+  for (int i = 0; i < g->n_layers; i++) {
+    const ir_layer *l = &g->layers[i];
+    size_t cols = (size_t)l->cin * l->k * l->k * (size_t)l->oh * l->ow;
+    if (gram_able(l) && cols > e->pcols_len) e->pcols_len = cols;
+  }
+  e->pcols = malloc((size_t)e->pub.threads * (e->pcols_len ? e->pcols_len : 1) * sizeof *e->pcols);
   e->xbeta = calloc((size_t)(g->n_stats ? g->n_stats : 1), sizeof *e->xbeta);
   for (size_t i = 0; e->xdst && e->xsrc && i < nl; i++) e->xdst[i] = e->xsrc[i] = -1;
   for (size_t i = 0; e->xr && e->xrby && i < nl; i++) e->xr[i] = e->xrby[i] = -1;
   if (!e->zero || !e->zlive || !e->zt || !e->znarrow || !e->work_was || !e->alias_was || !e->dxa ||
-      !e->dxn || !e->xdst || !e->xsrc || !e->xr || !e->xrby || !e->zg || !e->gram || !e->zf ||
+      !e->dxn || !e->xdst || !e->xsrc || !e->xr || !e->xrby || !e->zg || !e->gram || !e->pcols || !e->zf ||
       !e->fgram || !e->fold_off || !e->fold ||
       !e->xleft || !e->xz || !e->xbeta)
     return -1;
@@ -943,7 +951,7 @@ static void host_free(rt_backend *b) {
   free(x->logits), free(e->wpart), free(e->zero), free(e->zlive), free(e->zt),
       free(e->znarrow), free(e->dxa), free(e->dxn), free(e->xdst), free(e->xsrc), free(e->xr),
       free(e->xrby), free(e->zg), free(e->zf), free(e->fgram), free(e->fold), free(e->fold_off),
-      free(e->gram), free(e->xleft), free(e->xz), free(e->xbeta),
+      free(e->gram), free(e->pcols), free(e->xleft), free(e->xz), free(e->xbeta),
       free(e->work_was), free(e->alias_was), free(e->prof),
       free(e->prof_paused), free(e->active), free(e->assign);
   free(e->pidx), free(e->pn), free(e->gpacked), free(e->pk), free(e->sk), free(e->wc), free(e->wat);
@@ -1885,20 +1893,19 @@ static void taken_rows(hx *x, const rt_conv_src *r, float *sums, int n) {
 
 /* Chunk c's sums over its samples' input patches of layer l (rt_im2col's
  * rows, T = cin k k of them): their sums B (T doubles) then their Gram
- * matrix G (T x T, the upper triangle), in e->gram's chunk c; a sample's
+ * matrix G (T x T, the upper triangle), in e->gram's chunk c (each
+ * sample's patches in e->pcols' chunk c, made when the host was); a sample's
  * in float (G by one sgemm: the batch norm template's conv1.0 forward
  * 0.19-0.21 ms a step against 0.24-0.25 by 45 sdots), added in double. */
 static void patch_chunk(const job *j, int chunk, int n0, int n1) {
   hx *x = j->x;
   const ir_layer *l = j->l;
   int T = l->cin * l->k * l->k, P = l->oh * l->ow;
-  double *B = ((host *)x)->gram + (size_t)chunk * RT_GRAM, *G = B + T;
+  const host *e = (const host *)x;
+  double *B = e->gram + (size_t)chunk * RT_GRAM, *G = B + T;
   memset(B, 0, RT_GRAM * sizeof *B);
-  float *col = malloc((size_t)T * (size_t)P * sizeof *col);
-  if (!col) {
-    fail((host *)x, "out of memory");
-    return;
-  }
+  float *col = e->pcols + (size_t)chunk * e->pcols_len;
+  assert((size_t)T * P <= e->pcols_len);
   rt_conv_shape s = conv_shape(x, l, 1);
   float c[RT_BN_GRAM_TAPS * RT_BN_GRAM_TAPS];
   for (int i = n0; i < n1; i++) {
@@ -1909,7 +1916,6 @@ static void patch_chunk(const job *j, int chunk, int n0, int n1) {
       for (int t = u; t < T; t++) G[u * T + t] += c[u * T + t];
     }
   }
-  free(col);
 }
 
 /* The batch's input patch sums of conv layer l (patch_chunk, the chunks
