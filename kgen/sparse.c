@@ -395,7 +395,8 @@ typedef struct span {
 } span;
 
 /* Lanes j .. j + vw - 1 of a then b: a vector j floats on from a (a
- * itself for j = 0), one valignd. */
+ * itself for j = 0), one two-source shuffle (valignd's work; LLVM 14
+ * picks vpermt2ps with an index vector). */
 static LLVMValueRef shifted(kg_kit *g, LLVMValueRef a, LLVMValueRef b, int j) {
   if (!j) return a;
   LLVMValueRef m[KG_VW_MAX];
@@ -943,7 +944,8 @@ static LLVMValueRef laundered(kg_kit *g, LLVMValueRef w) {
  * before stored in the others, and storing them at the end (through the
  * ReLU with relu, in the last). Each whole vector of the source is
  * loaded once a chunk; an entry's span, made from two of them (one
- * valignd), feeds the FMAs of every row of the block that has that tap. */
+ * shuffle, shifted), feeds the FMAs of every row of the block that has
+ * that tap. */
 static void gen_unrolled_chunk(kg_kit *g, const uent *e, long n, long k, int rows, long len,
                                long dstride, int relu, LLVMValueRef ss, LLVMValueRef ds,
                                LLVMValueRef w, int first, LLVMValueRef bias, int c0) {
