@@ -795,8 +795,8 @@ static int plan_zero(host *e) {
   for (size_t i = 0; e->xdst && e->xsrc && i < nl; i++) e->xdst[i] = e->xsrc[i] = -1;
   for (size_t i = 0; e->xr && e->xrby && i < nl; i++) e->xr[i] = e->xrby[i] = -1;
   if (!e->zero || !e->zlive || !e->zt || !e->znarrow || !e->work_was || !e->alias_was || !e->dxa ||
-      !e->dxn || !e->xdst || !e->xsrc || !e->xr || !e->xrby || !e->zg || !e->gram || !e->pcols || !e->zf ||
-      !e->fgram || !e->fold_off || !e->fold ||
+      !e->dxn || !e->xdst || !e->xsrc || !e->xr || !e->xrby || !e->zg || !e->gram || !e->zf ||
+      !e->fgram || !e->fold_off || !e->fold || !e->pcols ||
       !e->xleft || !e->xz || !e->xbeta)
     return -1;
   plan_dx_needs(e);
@@ -1893,9 +1893,9 @@ static void taken_rows(hx *x, const rt_conv_src *r, float *sums, int n) {
 
 /* Chunk c's sums over its samples' input patches of layer l (rt_im2col's
  * rows, T = cin k k of them): their sums B (T doubles) then their Gram
- * matrix G (T x T, the upper triangle), in e->gram's chunk c (each
- * sample's patches in e->pcols' chunk c, made when the host was); a sample's
- * in float (G by one sgemm: the batch norm template's conv1.0 forward
+ * matrix G (T x T, the upper triangle), in e->gram's chunk c, each
+ * sample's patches made in e->pcols' chunk c (sized for the largest such
+ * layer when the host was made); a sample's in float (G by one sgemm: the batch norm template's conv1.0 forward
  * 0.19-0.21 ms a step against 0.24-0.25 by 45 sdots), added in double. */
 static void patch_chunk(const job *j, int chunk, int n0, int n1) {
   hx *x = j->x;
