@@ -993,11 +993,12 @@ static void gen_unrolled_chunk(kg_kit *g, const uent *e, long n, long k, int row
  * same packed weights, at 16 lanes, stride 1, no row blocks, up to
  * UNROLL_MAX weights; rows rlen floats apart, or out->stride with out,
  * through the ReLU with out->relu; the first len floats of each, rounded
- * up to a vector, where the gather's tiles write all of rlen): output channels in blocks of
- * UNROLL_ROWS; per sample and block, the block's entries (all its rows',
- * by source offset) in chunks of about UNROLL_CHUNK FMAs of straight-line
- * code (gen_unrolled_chunk). Where the gather takes one shifted span (a
- * valignd or a split load) for every FMA, here a span feeds every row of
+ * up to a vector, where the gather's tiles write all of rlen): output
+ * channels in blocks of UNROLL_ROWS; per sample and block, the block's
+ * entries (all its rows', by source offset) in chunks of about
+ * UNROLL_CHUNK FMAs of straight-line code (gen_unrolled_chunk). Where the
+ * gather takes one shifted span (a shuffle or a split load) for every
+ * FMA, here a span feeds every row of
  * the block with that tap: at 21% about 3.4 FMAs. The packed weights come
  * in the code's order (ord). Every row's bias counts (no bias mask). */
 static void gen_unrolled(kg_kit *g, const etab *t, long rlen, long len, span sp, LLVMValueRef src,
@@ -1041,23 +1042,25 @@ static void gen_unrolled(kg_kit *g, const etab *t, long rlen, long len, span sp,
   free(e);
 }
 
-/* The unrolled forward's kernel when d takes it (16 lanes, stride 1, up
- * to UNROLL_MAX active weights; its caller has checked that the layer
- * has no row blocks): 0 built, -1 failed, 1 not taken. */
-static int conv_fwd_unrolled(LLVMModuleRef m, const cg_conv_desc *d, const char *name,
-                             cg_order *ord, const gdst *out) {
-  cg_conv_plan p;
+/* Whether d's forward, of plan p and of `active` live entries, is
+ * unrolled: 16 lanes, stride 1, no bias mask, no more than UNROLL_MAX
+ * (its caller has checked that the layer has no row blocks). */
+static int unrolls(const cg_conv_desc *d, const cg_conv_plan *p, long active) {
+  return p->vw == 16 && p->s == 1 && !d->no_unroll && !d->bm && active <= UNROLL_MAX;
+}
+
+/* The unrolled forward's kernel of d (plan p): its table whole, every
+ * entry one by one (no runs). */
+static int conv_fwd_unrolled(LLVMModuleRef m, const cg_conv_desc *d, const cg_conv_plan *p,
+                             const char *name, cg_order *ord, const gdst *out) {
   etab t;
-  if (cg_conv_plan_init(&p, d)) return -1;
-  if (p.vw != 16 || p.s != 1 || d->no_unroll || d->bm) return 1;
-  if (conv_fwd_tab(&t, d, &p)) return -1;
-  if (t.n > UNROLL_MAX) return etab_free(&t), 1;
+  if (conv_fwd_tab(&t, d, p)) return -1;
   kg_kit G, *g = &G;
-  gen_begin(g, m, name, p.vw);
+  gen_begin(g, m, name, p->vw);
   span sp = {g->n, g->a_ns, g->b_ns};
-  gen_unrolled(g, &t, p.yrs, p.yq, sp, g->pa, g->pb, g->pd, g->pc, ord, out);
+  gen_unrolled(g, &t, p->yrs, p->yq, sp, g->pa, g->pb, g->pd, g->pc, ord, out);
   etab_free(&t);
-  return kg_end(g) ? -1 : 0;
+  return kg_end(g);
 }
 
 static int conv_fwd(LLVMModuleRef m, const cg_conv_desc *d, const char *name, cg_order *ord,
@@ -1069,10 +1072,9 @@ static int conv_fwd(LLVMModuleRef m, const cg_conv_desc *d, const char *name, cg
   if (rb < 0) return -1;
   /* a full layer keeps its row blocks: at 100% (bench/fmnist_dense.ilnas)
    * the unrolled forward was no faster */
-  if (rb == 1) {
+  if (rb == 1 && unrolls(d, &p, t.n + rtabs_weights(r))) {
     etab_free(&t), rtabs_free(r);
-    int rc = conv_fwd_unrolled(m, d, name, ord, out);
-    if (rc <= 0 || fwd_tables(d, &p, &t, r) < 0) return rc <= 0 ? rc : -1;
+    return conv_fwd_unrolled(m, d, &p, name, ord, out);
   }
   if ((p.vw == 16 && sort_by_shift(&t, p.vw)) || take_order(&t, r, rb, ord))
     return etab_free(&t), rtabs_free(r), -1;

@@ -1895,8 +1895,9 @@ static void taken_rows(hx *x, const rt_conv_src *r, float *sums, int n) {
  * rows, T = cin k k of them): their sums B (T doubles) then their Gram
  * matrix G (T x T, the upper triangle), in e->gram's chunk c, each
  * sample's patches made in e->pcols' chunk c (sized for the largest such
- * layer when the host was made); a sample's in float (G by one sgemm: the batch norm template's conv1.0 forward
- * 0.19-0.21 ms a step against 0.24-0.25 by 45 sdots), added in double. */
+ * layer when the host was made); a sample's in float (G by one sgemm:
+ * the batch norm template's conv1.0 forward 0.19-0.21 ms a step against
+ * 0.24-0.25 by 45 sdots), added in double. */
 static void patch_chunk(const job *j, int chunk, int n0, int n1) {
   hx *x = j->x;
   const ir_layer *l = j->l;
