@@ -1193,9 +1193,10 @@ static void gen_fused_tiles(kg_kit *g, const fuse_nest *f, long lo, long hi, int
  * the input channel's packed plane x; each entry's output-gradient
  * vectors, loaded once, feed the tile's FMAs and that entry's weight
  * gradient, sum(dy[off + q] * x[q]) over the positions q, added into a
- * vector of lanes an entry (fz) that the caller clears and sums. */
-static void gen_fused(kg_kit *g, const etab *t, int T, long rlen, long xcs, long xslot,
-                      long nent) {
+ * vector of lanes an entry (fz) that the caller clears and sums. The
+ * positions are [lo, hi) of each row (dx_span), rows rlen apart. */
+static void gen_fused(kg_kit *g, const etab *t, int T, long lo, long hi, long rlen, long xcs,
+                      long xslot, long nent) {
   const int vw = g->vw;
   const long npad = round_up(nent, 16);
   int32_t *offs = NULL, *bstart = block_tab(t->start, t->pair, 2, t->rows, 1, &offs);
@@ -1216,10 +1217,10 @@ static void gen_fused(kg_kit *g, const etab *t, int T, long rlen, long xcs, long
   f.ss = kg_at(g, g->pa, kg_mul(g, ls.iv, g->a_ns));
   f.ds = kg_at(g, g->pc, kg_mul(g, ls.iv, g->b_ns));
   f.xs = kg_at(g, xp, kg_mul(g, ls.iv, kg_c64(g, xslot)));
-  /* whole tiles of T vectors, then the rest of a row as one tile */
-  long nv = rlen / vw, whole = nv / T * T * vw;
-  gen_fused_tiles(g, &f, 0, whole, T, acc);
-  if (whole < rlen) gen_fused_tiles(g, &f, whole, rlen, (int)(nv % T), acc);
+  /* whole tiles of T vectors, then the rest of the span as one tile */
+  long nv = (hi - lo) / vw, whole = lo + nv / T * T * vw;
+  gen_fused_tiles(g, &f, lo, whole, T, acc);
+  if (whole < hi) gen_fused_tiles(g, &f, whole, hi, (int)(nv % T), acc);
   kg_loop_close(g, &ls);
 }
 
@@ -1236,9 +1237,23 @@ static void gen_fused(kg_kit *g, const etab *t, int T, long rlen, long xcs, long
  * 0.0266-0.0296 by 1). Tiles of up to 6 vectors took conv1.1's rows by
  * 5 and the sample's step 12.5-12.8 ms, against 12.4-12.6 by 11; 15
  * vectors 12.4-12.5; 3, 13.8. */
-static int fused_tile(const cg_conv_plan *p) {
-  long nv = p->dxrs / p->vw, most = p->vw == 16 ? 12 : 6, tiles = (nv + most - 1) / most;
+static int fused_tile(const cg_conv_plan *p, long lo, long hi) {
+  long nv = (hi - lo) / p->vw, most = p->vw == 16 ? 12 : 6, tiles = (nv + most - 1) / most;
   return (int)((nv + tiles - 1) / tiles);
+}
+
+/* The vectors [*lo, *hi) of a stride-1 plane of dxp that hold the image
+ * (rows pad .. pad + h - 1, their columns pad .. pad + w - 1): the only
+ * ones its readers take (the runtime's add_dx and the producer's packed
+ * output gradient). The fused backward makes no others: on 14x14 with
+ * pad 1, 14 of the plane's 15 vectors; 52 of 55 on 28x28. The weight
+ * gradient loses nothing: the input is zero past them. */
+static void dx_span(const cg_conv_desc *d, const cg_conv_plan *p, long *lo, long *hi) {
+  long first = (long)d->pad * p->wq + d->pad;
+  long end = (long)(d->pad + d->h - 1) * p->wq + d->pad + d->w;
+  *lo = first / p->vw * p->vw;
+  *hi = round_up(end, p->vw);
+  if (*hi > p->dxrs) *hi = p->dxrs;
 }
 
 long cg_conv_fused_xslot(const cg_conv_plan *p) {
@@ -1274,8 +1289,10 @@ int cg_sparse_conv_bwd_fused(LLVMModuleRef m, const cg_conv_desc *d, const char 
              NULL);
   int rc = kg_end(g);
   if (!rc) {
+    long lo, hi;
+    dx_span(d, &p, &lo, &hi);
     gen_begin(g, m, fused, p.vw);
-    gen_fused(g, &t, fused_tile(&p), p.dxrs, p.xcs, cg_conv_fused_xslot(&p), nnz);
+    gen_fused(g, &t, fused_tile(&p, lo, hi), lo, hi, p.dxrs, p.xcs, cg_conv_fused_xslot(&p), nnz);
     rc = kg_end(g);
   }
   etab_free(&t);
