@@ -95,6 +95,16 @@ int main(int argc, char **argv) {
   });
   row("packing through the map", a, "the map written, then packed", b);
 
+  /* the ReLU's pool (the twin's forward) on the widest vectors against
+   * AVX2's (rt_elem_set_isa); each on a CPU that has it */
+  TIME(a, for (int ch = 0; ch < c; ch++)
+              rt_relu_pool_rows(h, w, x + ch * hw, w, p + ch * (hw / 4), code + ch * (hw / 4)));
+  rt_elem_set_isa(RT_ISA_AVX2);
+  TIME(b, for (int ch = 0; ch < c; ch++)
+              rt_relu_pool_rows(h, w, x + ch * hw, w, p + ch * (hw / 4), code + ch * (hw / 4)));
+  rt_elem_set_isa(RT_ISA_AVX512);
+  row("the ReLU's pool and codes", a, "on AVX2 (rt_elem_set_isa)", b);
+
   /* backward: the codes as the pooling left them */
   rt_bn_moments_pool(&s, x, mom, 2, w, gamma, zx, code, 0);
   rt_bn_pool_out(NULL, 1, &s, w, zx, beta, sm, sk, p, 0, code, 0);

@@ -19,6 +19,19 @@
 #define ELEM_AVX2 0
 #endif
 
+/* The widest vectors the kernels below may take (rt_elem_set_isa): the
+ * CPU's widest unless capped. */
+static int isa_cap = RT_ISA_AVX512;
+
+void rt_elem_set_isa(int level) { isa_cap = level; }
+
+#if ELEM_AVX2
+static int use_avx2(void) { return isa_cap >= RT_ISA_AVX2 && __builtin_cpu_supports("avx2"); }
+static int use_avx512(void) {
+  return isa_cap >= RT_ISA_AVX512 && __builtin_cpu_supports("avx512f");
+}
+#endif
+
 static void relu_inplace(long len, float *restrict y) {
   for (long i = 0; i < len; i++) {
     float v = y[i];
@@ -73,7 +86,7 @@ __attribute__((target("avx2"))) static void rows_avx2(int op, int rows, int len,
 /* The op on rows of len, x's xs apart, y's ys apart. */
 static void rows_op(int op, int rows, int len, const float *x, long xs, float *y, long ys) {
 #if ELEM_AVX2
-  if (len >= 8 && __builtin_cpu_supports("avx2")) {
+  if (len >= 8 && use_avx2()) {
     rows_avx2(op, rows, len, x, xs, y, ys);
     return;
   }
@@ -183,7 +196,7 @@ __attribute__((target("avx2"))) static void pad_rows_avx2(int rows, int len, con
 void rt_pad_rows(int rows, int len, const float *x, long xs, float *y, long ys, int lpad,
                  const float *gate, long gs, const rt_affine *map) {
 #if ELEM_AVX2
-  if (len >= 8 && __builtin_cpu_supports("avx2")) {
+  if (len >= 8 && use_avx2()) {
     pad_rows_avx2(rows, len, x, xs, y, ys, lpad, gate, gs, map);
     return;
   }
@@ -275,7 +288,7 @@ __attribute__((target("avx2"))) static void sum4_avx2(long len, const float *x, 
 void rt_sum_rows(int rows, long len, const float *x, long xs, float *out) {
   int r = 0;
 #if ELEM_AVX2
-  if (__builtin_cpu_supports("avx2"))
+  if (use_avx2())
     for (; r + 4 <= rows; r += 4) sum4_avx2(len, x + r * xs, xs, out + r);
 #endif
   for (; r < rows; r++) out[r] = rt_sum(len, x + r * xs);
@@ -729,7 +742,7 @@ __attribute__((target("avx2,fma"))) static void plane_stats_avx2(int rows, int l
 static void plane_stats(int rows, int len, const float *x, long xs, float *y, long ys, int relu,
                         double *mom) {
 #if ELEM_AVX2
-  if (len >= 8 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+  if (len >= 8 && use_avx2() && __builtin_cpu_supports("fma")) {
     plane_stats_avx2(rows, len, x, xs, y, ys, relu, mom);
     return;
   }
@@ -1004,6 +1017,69 @@ __attribute__((target("avx2"))) static int extremes8_avx2(int ow, const float *r
 }
 #endif
 
+#if ELEM_AVX2
+/* ---- the 2x2 max pool's forward on AVX-512: a row pair's 32 columns (16
+ * windows) a vector pair, under masks, so that rows of 14 or 28 columns
+ * (the convs' 14x14 and 28x28 planes) take one pass, where AVX2 takes
+ * its last eight windows again and SSE (rows of 14) four at a time. The
+ * same operations on each value as the narrower paths, so the same bits.
+ * The pool's backward and batch norm's through it, written the same way,
+ * were no faster (bench/README.md). */
+
+/* Lanes [0, n) of 16 (none for n <= 0). */
+static inline __mmask16 lanes16(int n) {
+  return n >= 16 ? (__mmask16)0xffff : n <= 0 ? 0 : (__mmask16)((1u << n) - 1);
+}
+
+/* A row's columns [0, 2n) of n <= 16 windows, zeros past them. */
+__attribute__((target("avx512f"))) static inline void row32_avx512(const float *r, int n,
+                                                                   __m512 v[2]) {
+  v[0] = _mm512_maskz_loadu_ps(lanes16(2 * n), r);
+  v[1] = _mm512_maskz_loadu_ps(lanes16(2 * n - 16), r + 16);
+}
+
+/* A row's even (odd) columns of its two vectors, in window order. */
+__attribute__((target("avx512f"))) static inline __m512 phase16(const __m512 v[2], int odd) {
+  const __m512i ev = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  return _mm512_permutex2var_ps(v[0], _mm512_add_epi32(ev, _mm512_set1_epi32(odd)), v[1]);
+}
+
+/* row_affine_pool's windows of one row pair, pool8_avx2's operations. */
+__attribute__((target("avx512f"))) static void pool16_avx512(int ow, const float *r0,
+                                                             const float *r1, float m, float k,
+                                                             float b, float *po, uint8_t *co) {
+  const __m512 zero = _mm512_setzero_ps(), mv = _mm512_set1_ps(m), kv = _mm512_set1_ps(k),
+               bv = _mm512_set1_ps(b);
+  const int plain = m == 0.0f && k == 1.0f && b == 0.0f; /* as pool8_avx2's */
+  for (int ox = 0; ox < ow; ox += 16) {
+    int n = ow - ox < 16 ? ow - ox : 16;
+    __m512 v[4];
+    row32_avx512(r0 + 2 * ox, n, v), row32_avx512(r1 + 2 * ox, n, v + 2);
+    for (int t = 0; t < 4; t++) {
+      __m512 u = plain ? v[t] : _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(v[t], mv), kv), bv);
+      v[t] = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(u, zero, _CMP_GT_OQ), u);
+    }
+    __m512 w0 = phase16(v, 0), w1 = phase16(v, 1), w2 = phase16(v + 2, 0), w3 = phase16(v + 2, 1);
+    _mm512_mask_storeu_ps(po + ox, lanes16(n),
+                          _mm512_max_ps(_mm512_max_ps(w0, w1), _mm512_max_ps(w2, w3)));
+    if (!co) continue;
+    /* first_max8's codes */
+    __mmask16 t1 = _mm512_cmp_ps_mask(w1, w0, _CMP_GT_OQ);
+    __m512 mx = _mm512_mask_blend_ps(t1, w0, w1);
+    __mmask16 t2 = _mm512_cmp_ps_mask(w2, mx, _CMP_GT_OQ);
+    mx = _mm512_mask_blend_ps(t2, mx, w2);
+    __mmask16 t3 = _mm512_cmp_ps_mask(w3, mx, _CMP_GT_OQ);
+    mx = _mm512_mask_blend_ps(t3, mx, w3);
+    __m512i kk = _mm512_maskz_mov_epi32(t1, _mm512_set1_epi32(1));
+    kk = _mm512_mask_mov_epi32(kk, t2, _mm512_set1_epi32(2));
+    kk = _mm512_mask_mov_epi32(kk, t3, _mm512_set1_epi32(3));
+    kk = _mm512_mask_mov_epi32(_mm512_set1_epi32(4), _mm512_cmp_ps_mask(mx, zero, _CMP_GT_OQ), kk);
+    _mm512_mask_cvtepi32_storeu_epi8(co + ox, lanes16(n), kk);
+  }
+}
+
+#endif
+
 /* The ReLU's output of one h x w plane (rows xs floats apart), (x - m) *
  * k + b as row_affine, max pooled 2x2 into p (h/2 x w/2): the maximum of
  * the same values, which are never NaN or -0 (the first maximum's value
@@ -1012,7 +1088,7 @@ static void row_affine_pool(int h, int w, const float *restrict x, long xs, floa
                             float b, float *restrict p, uint8_t *restrict code) {
   const int ow = w / 2;
 #if ELEM_AVX2
-  const int avx2 = __builtin_cpu_supports("avx2");
+  const int avx2 = use_avx2(), avx512 = use_avx512();
 #endif
 #if defined(__SSE2__)
   const __m128 zero = _mm_setzero_ps(), mv = _mm_set1_ps(m), kv = _mm_set1_ps(k),
@@ -1025,6 +1101,10 @@ static void row_affine_pool(int h, int w, const float *restrict x, long xs, floa
     uint8_t *co = code ? code + (long)oy * ow : NULL;
     int ox = 0;
 #if ELEM_AVX2
+    if (avx512) {
+      pool16_avx512(ow, r0, r1, m, k, b, po, co);
+      continue;
+    }
     if (avx2 && ow >= 8) {
       ox = pool8_avx2(ow, r0, r1, m, k, b, po, co);
       if (ox < ow) /* the last eight again, overlapping: the same values */
@@ -1088,7 +1168,7 @@ static void row_extremes(int h, int w, const float *restrict x, int neg, float *
   const int ow = w / 2;
   const float sg = neg ? -0.0f : 0.0f;
 #if ELEM_AVX2
-  const int avx2 = __builtin_cpu_supports("avx2");
+  const int avx2 = use_avx2();
 #endif
   for (int oy = 0; oy < h / 2; oy++) {
     const float *r0 = x + 2L * oy * w, *r1 = r0 + w;
@@ -1158,7 +1238,7 @@ static void row_affine_codes(long len, const float *restrict zx, float m, float 
                              float *restrict p, uint8_t *restrict code) {
   long i = 0;
 #if ELEM_AVX2
-  if (__builtin_cpu_supports("avx2")) i = affine_codes8_avx2(len, zx, m, k, b, p, code);
+  if (use_avx2()) i = affine_codes8_avx2(len, zx, m, k, b, p, code);
 #endif
 #if defined(__SSE2__)
   const __m128 zero = _mm_setzero_ps(), mv = _mm_set1_ps(m), kv = _mm_set1_ps(k),
@@ -1286,7 +1366,7 @@ static void row_pool_scatter(int h, int w, const uint8_t *restrict code, const f
                              float *restrict g, long gs) {
   const int ow = w / 2;
 #if ELEM_AVX2
-  const int avx2 = __builtin_cpu_supports("avx2");
+  const int avx2 = use_avx2();
 #endif
   for (int oy = 0; oy < h / 2; oy++) {
     float *g0 = g + (long)2 * oy * gs, *g1 = g0 + gs;
@@ -1416,7 +1496,7 @@ static void row_grad_sums(long len, const float *x, const float *y, const float 
   float a[8] = {0}, c[8] = {0}, ta = 0.0f, tb = 0.0f;
   long i = 0;
 #if ELEM_AVX2 /* x86-64: SSE2 too */
-  i = __builtin_cpu_supports("avx2") ? grad_sums8_avx2(len, x, y, dy, mask, m, k, b, a, c, gout)
+  i = use_avx2() ? grad_sums8_avx2(len, x, y, dy, mask, m, k, b, a, c, gout)
                                      : grad_sums8_sse(len, x, y, dy, mask, m, k, b, a, c, gout);
 #elif defined(__SSE2__)
   i = grad_sums8_sse(len, x, y, dy, mask, m, k, b, a, c, gout);
@@ -1719,7 +1799,7 @@ __attribute__((target("avx2"))) static void dx_rows_avx2(int rows, int len, cons
 void rt_bn_dx_rows(int rows, int len, const float *x, const float *dy, int relu, float m, float k,
                    float b, float gm, float kg, float kx, float *dx, long ds) {
 #if ELEM_AVX2
-  if (len >= 8 && __builtin_cpu_supports("avx2")) {
+  if (len >= 8 && use_avx2()) {
     dx_rows_avx2(rows, len, x, dy, relu, m, k, b, gm, kg, kx, dx, ds);
     return;
   }
@@ -1771,7 +1851,7 @@ void rt_bn_pool_dx_rows(int h, int w, const uint8_t *code, const float *dp, cons
   assert(h % 2 == 0 && w % 2 == 0 && ds >= w);
   const int ow = w / 2;
 #if ELEM_AVX2
-  const int avx2 = __builtin_cpu_supports("avx2");
+  const int avx2 = use_avx2();
 #endif
   for (int oy = 0; oy < h / 2; oy++) {
     const float *x0 = x + (long)2 * oy * w, *x1 = x0 + w, *dr = dp + (long)oy * ow;

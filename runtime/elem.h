@@ -33,6 +33,12 @@ typedef struct rt_affine {
   int relu;
 } rt_affine;
 
+/* The widest vectors the kernels here take: each op picks its code for
+ * the CPU at run time, up to this level (default RT_ISA_AVX512). The
+ * paths give the same bits; tests cap it to run each on one machine. */
+enum { RT_ISA_SSE2 = 0, RT_ISA_AVX2 = 1, RT_ISA_AVX512 = 2 };
+void rt_elem_set_isa(int level);
+
 /* Whole rows of ys floats: lpad zeros, x's row (rows of len, xs apart),
  * zeros to the end (lpad + len <= ys): a plane into a zero frame in one
  * pass. With a gate (rows gs apart), x's values where the gate is > 0, as
