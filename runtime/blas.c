@@ -40,7 +40,7 @@ static float *masked(const float *w, const uint8_t *m, size_t n) {
 }
 
 static float bias_at(const float *bias, const uint8_t *bm, int o) {
-  return bias && (!bm || bm[o]) ? bias[o] : 0.0f;
+  return bias && rt_bias_counts(bm, 0, o) ? bias[o] : 0.0f;
 }
 
 static long conv_kc(const rt_conv_shape *s) { return (long)s->cin * s->k * s->k; }
@@ -119,7 +119,7 @@ static int blas_conv_bwd_weight(rt_kernels *b, int l, const rt_conv_shape *s, co
   for (int co = 0; co < s->cout; co++) {
     double acc = 0.0;
     for (int i = 0; i < s->n; i++) acc += rt_sum(P, dy + i * ystride(s) + co * P);
-    db[co] = !bm || bm[co] ? (float)acc : 0.0f;
+    db[co] = rt_bias_counts(bm, 0, co) ? (float)acc : 0.0f;
   }
   return 0;
 }
@@ -174,7 +174,7 @@ static int blas_linear_bwd_weight(rt_kernels *b, int l, const rt_linear_shape *s
   for (int o = 0; o < s->out; o++) {
     double acc = 0.0;
     for (int i = 0; i < s->n; i++) acc += dy[i * lin_y_ns(s) + o];
-    db[o] = !bm || bm[o] ? (float)acc : 0.0f;
+    db[o] = rt_bias_counts(bm, 0, o) ? (float)acc : 0.0f;
   }
   return 0;
 }

@@ -1886,7 +1886,7 @@ static void taken_rows(hx *x, const rt_conv_src *r, float *sums, int n) {
   for (int c = 0; c < l->cout; c++) {
     double a = 0.0;
     for (int64_t u = 0; u < per; u++) a += (double)W[c * per + u] * r->dw[c * per + u];
-    double b = bmask[c] ? bias[c] : 0.0, sg = r->db[c];
+    double b = rt_bias_counts(bmask, 0, c) ? bias[c] : 0.0, sg = r->db[c];
     sums[2 * c] = (float)sg, sums[2 * c + 1] = (float)(a + (b - mean[c]) * sg);
   }
 }
@@ -1968,7 +1968,7 @@ static void fold_fwd(hx *x, const ir_layer *l, int64_t in, int64_t z) {
     const uint8_t *mc = wm + (int64_t)c * T;
     double mu = 0.0, var = 0.0;
     if (!w || w[c]) {
-      mu = bm[c] ? bias[c] : 0.0;
+      mu = rt_bias_counts(bm, 0, c) ? bias[c] : 0.0;
       for (int u = 0; u < T; u++) {
         if (!mc[u]) continue;
         double a = 0.0;
@@ -1982,7 +1982,7 @@ static void fold_fwd(hx *x, const ir_layer *l, int64_t in, int64_t z) {
     rm[c] = (float)((1 - RT_BN_MOMENTUM) * rm[c] + RT_BN_MOMENTUM * mu);
     rv[c] = (float)((1 - RT_BN_MOMENTUM) * rv[c] + RT_BN_MOMENTUM * unbiased);
     for (int u = 0; u < T; u++) fw[(int64_t)c * T + u] = mc[u] ? sk[c] * wc[u] : 0.0f;
-    fb[c] = (float)((double)sk[c] * ((bm[c] ? bias[c] : 0.0) - sm[c]) + beta[c]);
+    fb[c] = (float)((double)sk[c] * ((rt_bias_counts(bm, 0, c) ? bias[c] : 0.0) - sm[c]) + beta[c]);
   }
   e->xleft[li] = XLEFT_FOLDED, e->xz[li] = z; /* for a late reader, host_channel_stats */
   memcpy(e->xbeta + l->s_off, beta, (size_t)l->cout * sizeof *e->xbeta);
@@ -2015,7 +2015,7 @@ static void bn_grad_of(hx *x, const ir_layer *l, int64_t in) {
   double N = (double)x->n * l->oh * l->ow;
   for (int c = 0; c < l->cout; c++) {
     const float *w = W + (int64_t)c * T;
-    double b = bmask[c] ? bias[c] : 0.0, sz = N * b;
+    double b = rt_bias_counts(bmask, 0, c) ? bias[c] : 0.0, sz = N * b;
     for (int u = 0; u < T; u++) sz += (double)w[u] * B[u];
     for (int t = 0; t < T; t++) {
       double cz = b * B[t];
@@ -2024,7 +2024,7 @@ static void bn_grad_of(hx *x, const ir_layer *l, int64_t in) {
       double v = kg[c] * (dw[k] - (double)gm[c] * B[t]) - kx[c] * (cz - (double)m[c] * B[t]);
       dw[k] = wm[k] ? (float)v : 0.0f;
     }
-    db[c] = bmask[c] ? (float)(-(double)kx[c] * (sz - N * m[c])) : 0.0f;
+    db[c] = rt_bias_counts(bmask, 0, c) ? (float)(-(double)kx[c] * (sz - N * m[c])) : 0.0f;
   }
 }
 

@@ -54,7 +54,7 @@ void rt_ref_conv_fwd(const rt_conv_shape *s, const float *x, const float *w,
     const float *xn = x + n * xns;
     for (int co = 0; co < s->cout; co++) {
       float *yp = y + n * yns + co * ohw;
-      float bias = (b && (s->bias_all || !bm || bm[co])) ? b[co] : 0.0f;
+      float bias = b && rt_bias_counts(bm, s->bias_all, co) ? b[co] : 0.0f;
       for (long i = 0; i < ohw; i++) yp[i] = bias;
       for (int ci = 0; ci < s->cin; ci++) {
         const float *xp = xn + ci * hw;
@@ -171,7 +171,7 @@ void rt_ref_conv_bwd_weight(const rt_conv_shape *s, const float *x,
   }
   if (!db) return;
   for (int co = 0; co < s->cout; co++) {
-    if (bm && !bm[co]) {
+    if (!rt_bias_counts(bm, 0, co)) {
       db[co] = 0.0f;
       continue;
     }
@@ -211,7 +211,7 @@ void rt_ref_linear_fwd(const rt_linear_shape *s, const float *x,
         for (int i = 0; i < s->in; i++) acc += mr[i] ? wr[i] * xr[i] : 0.0f;
       else
         for (int i = 0; i < s->in; i++) acc += wr[i] * xr[i];
-      if (b && (!bm || bm[o])) acc += b[o];
+      if (b && rt_bias_counts(bm, 0, o)) acc += b[o];
       yr[o] = acc;
     }
   }
@@ -259,7 +259,7 @@ void rt_ref_linear_bwd_weight(const rt_linear_shape *s, const float *x,
       if (!wm[i]) dw[i] = 0.0f;
   if (!db) return;
   for (int o = 0; o < s->out; o++) {
-    if (bm && !bm[o]) {
+    if (!rt_bias_counts(bm, 0, o)) {
       db[o] = 0.0f;
       continue;
     }

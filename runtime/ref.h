@@ -164,6 +164,14 @@ typedef struct rt_conv_src {
 /* Fills oh, ow from h, w, k, stride, pad, and packed strides where 0. */
 void rt_conv_shape_finish(rt_conv_shape *s);
 
+/* The bias mask's one rule: output channel o's bias counts (in a
+ * forward, and its gradient is kept) where its bit in bm is set; every
+ * channel's without a mask, or with all (rt_conv_shape.bias_all, a bias
+ * with batch norm folded in, and rt_conv_shape.xg's sums). */
+static inline int rt_bias_counts(const uint8_t *bm, int all, int o) {
+  return all || !bm || bm[o];
+}
+
 /* Weights are [cout][cin][k][k]; bias [cout]; masks have the same shapes.
  * The forward applies the ReLU when s->relu (the backward ignores it),
  * and leaves the bias mask out with s->bias_all. */

@@ -1117,7 +1117,7 @@ static float *btmp(rt_kernels *b, float *buf, const rt_conv_shape *s) {
 static float *fwd_bias(const rt_cpu_entry *e, const rt_conv_shape *s, const float *bias,
                        float *mb) {
   if (!bias || s->bias_all) return (float *)bias;
-  for (int co = 0; co < s->cout; co++) mb[co] = e->bm[co] ? bias[co] : 0.0f;
+  for (int co = 0; co < s->cout; co++) mb[co] = rt_bias_counts(e->bm, 0, co) ? bias[co] : 0.0f;
   return mb;
 }
 
@@ -1368,7 +1368,7 @@ static void xr_wgrad_end(rt_kernels *b, const rt_conv_src *r, const double *bsum
   const rt_cpu_entry *e = entry_for(b, r->layer);
   if (is_dense(b, r->layer) && e->active < e->nw) rt_zero_masked(r->dw, e->wm, e->nw);
   for (int co = 0; r->db && co < r->s.cout; co++)
-    r->db[co] = all || e->bm[co] ? (float)bsum[co] : 0.0f;
+    r->db[co] = rt_bias_counts(e->bm, all, co) ? (float)bsum[co] : 0.0f;
 }
 
 /* ---- the producer's gradient taken from x's (rt_conv_shape.xg) -----------
@@ -1468,7 +1468,7 @@ static int cpu_conv_fwd(rt_kernels *b, int l, const rt_conv_shape *s, const floa
       float *yi = y + i * yns;
       rt_im2col(s, x + i * xns, buf);
       for (int co = 0; co < s->cout; co++) {
-        float bv = bias && (s->bias_all || e->bm[co]) ? bias[co] : 0.0f;
+        float bv = bias && rt_bias_counts(e->bm, s->bias_all, co) ? bias[co] : 0.0f;
         for (int q = 0; q < P; q++) yi[(long)co * P + q] = bv;
       }
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, s->cout, P, KC, 1.0f, w, KC, buf,
@@ -1559,7 +1559,7 @@ static void conv_bias_grad(const rt_cpu_entry *e, const rt_conv_shape *s, const 
   long ohw = (long)s->oh * s->ow;
   for (int co = 0; co < s->cout; co++) {
     double acc = 0.0;
-    if (e->bm[co])
+    if (rt_bias_counts(e->bm, 0, co))
       for (int n = 0; n < s->n; n++) acc += rt_sum(ohw, dy + n * yns + co * ohw);
     db[co] = (float)acc;
   }
@@ -1738,7 +1738,8 @@ static int cpu_conv_bwd(rt_kernels *b, int l, const rt_conv_shape *s, const floa
    * adds to, 0); summed once, after every sample */
   for (size_t j = 0; fused && j < e->active; j++)
     dw[e->act[j]] = lanes_sum(fz + (size_t)e->pos[1][j] * e->vw, e->vw);
-  for (int co = 0; bsum && co < s->cout; co++) db[co] = e->bm[co] ? (float)bsum[co] : 0.0f;
+  for (int co = 0; bsum && co < s->cout; co++)
+    db[co] = rt_bias_counts(e->bm, 0, co) ? (float)bsum[co] : 0.0f;
   scratch_put(C(b), buf, id);
   return rc;
 }
@@ -1856,7 +1857,8 @@ static int cpu_linear_fwd(rt_kernels *b, int l, const rt_linear_shape *s, const 
   if (s->n <= 0) return 0;
   if (is_dense(b, l)) {
     for (int n = 0; n < s->n; n++)
-      for (int o = 0; o < s->out; o++) y[n * yns + o] = bias && e->bm[o] ? bias[o] : 0.0f;
+      for (int o = 0; o < s->out; o++)
+        y[n * yns + o] = bias && rt_bias_counts(e->bm, 0, o) ? bias[o] : 0.0f;
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, s->n, s->out, s->in, 1.0f, x,
                 (int)xns, w, s->in, 1.0f, y, (int)yns);
     return 0;
@@ -1962,7 +1964,8 @@ static int cpu_linear_bwd(rt_kernels *b, int l, const rt_linear_shape *s, const 
     double acc[OB] = {0};
     for (int n = 0; n < s->n; n++)
       for (int o = 0; o < m; o++) acc[o] += dy[n * yns + o0 + o];
-    for (int o = 0; o < m; o++) db[o0 + o] = e->bm[o0 + o] ? (float)acc[o] : 0.0f;
+    for (int o = 0; o < m; o++)
+      db[o0 + o] = rt_bias_counts(e->bm, 0, o0 + o) ? (float)acc[o] : 0.0f;
   }
   return 0;
 }
