@@ -1225,8 +1225,11 @@ static void zero_frame(const cg_conv_plan *p, const rt_conv_shape *s, float *xp)
   for (int ci = 0; ci < s->cin; ci++) {
     float *d = xp + ci * p->xcs;
     memset(d, 0, (size_t)top * sizeof *d);
-    for (int r = 0; r + 1 < s->h; r++)
-      for (long j = top + (long)r * p->wq + s->w; j < top + (long)(r + 1) * p->wq; j++) d[j] = 0.0f;
+    /* the rows' tails by column, down the plane: as a loop along a row,
+     * the compiler makes each row's tail (one float at pad 1) a call to
+     * memset, some 400,000 a step of the twin */
+    for (long j = top + s->w; j < top + p->wq; j++)
+      for (int r = 0; r + 1 < s->h; r++) d[j + (long)r * p->wq] = 0.0f;
     memset(d + last, 0, (size_t)(p->xcs - last) * sizeof *d);
   }
   xp_tail(p, s, xp);
