@@ -173,7 +173,8 @@ static void test_stride2(void) {
 }
 
 static void test_transpose(void) {
-  static const int shapes[][2] = {{1, 1}, {3, 5}, {4, 4}, {16, 8}, {9, 8}, {17, 19}, {24, 40}, {64, 37}, {5, 130}};
+  static const int shapes[][2] = {{1, 1},   {3, 5},   {4, 4},   {16, 8},  {9, 8},   {17, 19},
+                                  {24, 40}, {64, 37}, {5, 130}, {16, 48}, {48, 16}, {33, 35}};
   for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++)
     for (int add = 0; add < 2; add++) {
       int R = shapes[k][0], C = shapes[k][1];
