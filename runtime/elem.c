@@ -1077,7 +1077,6 @@ __attribute__((target("avx512f"))) static void pool16_avx512(int ow, const float
     _mm512_mask_cvtepi32_storeu_epi8(co + ox, lanes16(n), kk);
   }
 }
-
 #endif
 
 /* The ReLU's output of one h x w plane (rows xs floats apart), (x - m) *
@@ -1497,7 +1496,7 @@ static void row_grad_sums(long len, const float *x, const float *y, const float 
   long i = 0;
 #if ELEM_AVX2 /* x86-64: SSE2 too */
   i = use_avx2() ? grad_sums8_avx2(len, x, y, dy, mask, m, k, b, a, c, gout)
-                                     : grad_sums8_sse(len, x, y, dy, mask, m, k, b, a, c, gout);
+                 : grad_sums8_sse(len, x, y, dy, mask, m, k, b, a, c, gout);
 #elif defined(__SSE2__)
   i = grad_sums8_sse(len, x, y, dy, mask, m, k, b, a, c, gout);
 #endif
