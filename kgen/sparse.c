@@ -1224,9 +1224,9 @@ static void gen_fused(kg_kit *g, const etab *t, int T, long lo, long hi, long rl
   kg_loop_close(g, &ls);
 }
 
-/* The fused backward's tile: a row's vectors in the fewest tiles of at
- * most 12 (6 at 8 lanes), as even as they come (the last tile of a row
- * takes what is left): the tile, the input's vectors beside it, an
+/* The fused backward's tile: a row's vectors [lo, hi) (dx_span) in the
+ * fewest tiles of at most 12 (6 at 8 lanes), as even as they come (the
+ * last tile of a row takes what is left): the tile, the input's vectors beside it, an
  * entry's sum, its weight and its output-gradient vector fit AVX-512's
  * 32 registers (AVX2's 16). Measured on the Fashion-MNIST sample
  * (2026-12-04, --profile, three rounds): as fast as the largest tile
@@ -1236,7 +1236,9 @@ static void gen_fused(kg_kit *g, const etab *t, int T, long lo, long hi, long rl
  * 32`, rows of 143 vectors: by 6 and 5, 0.0164-0.0181 s at 25% against
  * 0.0266-0.0296 by 1). Tiles of up to 6 vectors took conv1.1's rows by
  * 5 and the sample's step 12.5-12.8 ms, against 12.4-12.6 by 11; 15
- * vectors 12.4-12.5; 3, 13.8. */
+ * vectors 12.4-12.5; 3, 13.8. Those were whole rows; on the spans
+ * (2026-12-05, the twin, bench/README.md) tiles of up to 14 spill, and
+ * up to 9, 8 or 7 run as 12. */
 static int fused_tile(const cg_conv_plan *p, long lo, long hi) {
   long nv = (hi - lo) / p->vw, most = p->vw == 16 ? 12 : 6, tiles = (nv + most - 1) / most;
   return (int)((nv + tiles - 1) / tiles);
