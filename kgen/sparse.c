@@ -998,9 +998,9 @@ static void gen_unrolled_chunk(kg_kit *g, const uent *e, long n, long k, int row
  * entries (all its rows', by source offset) in chunks of about
  * UNROLL_CHUNK FMAs of straight-line code (gen_unrolled_chunk). Where the
  * gather takes one shifted span (a shuffle or a split load) for every
- * FMA, here a span feeds every row of
- * the block with that tap: at 21% about 3.4 FMAs. The packed weights come
- * in the code's order (ord). Every row's bias counts (no bias mask). */
+ * FMA, here a span feeds every row of the block with that tap: at 21%
+ * about 3.4 FMAs. The packed weights come in the code's order (ord).
+ * Every row's bias counts (no bias mask). */
 static void gen_unrolled(kg_kit *g, const etab *t, long rlen, long len, span sp, LLVMValueRef src,
                          LLVMValueRef w, LLVMValueRef dst, LLVMValueRef bias, cg_order *ord,
                          const gdst *out) {
@@ -1226,9 +1226,9 @@ static void gen_fused(kg_kit *g, const etab *t, int T, long lo, long hi, long rl
 
 /* The fused backward's tile: a row's vectors [lo, hi) (dx_span) in the
  * fewest tiles of at most 12 (6 at 8 lanes), as even as they come (the
- * last tile of a row takes what is left): the tile, the input's vectors beside it, an
- * entry's sum, its weight and its output-gradient vector fit AVX-512's
- * 32 registers (AVX2's 16). Measured on the Fashion-MNIST sample
+ * last tile of a row takes what is left): the tile, the input's vectors
+ * beside it, an entry's sum, its weight and its output-gradient vector
+ * fit AVX-512's 32 registers (AVX2's 16). Measured on the Fashion-MNIST sample
  * (2026-12-04, --profile, three rounds): as fast as the largest tile
  * under the bound that divides a row (conv1.1's rows of 55 vectors by 11
  * both ways, 14x14's of 15 by 8 and 7 against by 5); where no divisor
