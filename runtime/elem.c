@@ -27,8 +27,11 @@ void rt_elem_set_isa(int level) { isa_cap = level; }
 
 #if ELEM_AVX2
 static int use_avx2(void) { return isa_cap >= RT_ISA_AVX2 && __builtin_cpu_supports("avx2"); }
+/* AVX-512 with its byte and 128/256-bit forms (every AVX-512 CPU but
+ * the Xeon Phi's) */
 static int use_avx512(void) {
-  return isa_cap >= RT_ISA_AVX512 && __builtin_cpu_supports("avx512f");
+  return isa_cap >= RT_ISA_AVX512 && __builtin_cpu_supports("avx512f") &&
+         __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
 }
 #endif
 
@@ -1845,12 +1848,81 @@ __attribute__((target("avx2"))) static int pool_dx8_avx2(int ow, int ox0, const 
 }
 #endif
 
+#if ELEM_AVX2
+/* window_g4 for n <= 16 windows: g[0], g[1] the top row's 32 positions,
+ * g[2], g[3] the bottom's (zeros past the windows). */
+__attribute__((target("avx512f,avx512bw,avx512vl"))) static inline void
+window_g16(const uint8_t *code, const float *dp, int n, __m512 g[4]) {
+  __m512i k = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(lanes16(n), code));
+  __m512 v = _mm512_add_ps(_mm512_setzero_ps(), _mm512_maskz_loadu_ps(lanes16(n), dp)), w4[4];
+  for (int q = 0; q < 4; q++)
+    w4[q] = _mm512_maskz_mov_ps(
+        _mm512_mask_cmpeq_epi32_mask(lanes16(n), k, _mm512_set1_epi32(q)), v);
+  /* each row's 32 columns: the windows' two values in turn */
+  const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+  const __m512i hi = _mm512_add_epi32(lo, _mm512_set1_epi32(8));
+  g[0] = _mm512_permutex2var_ps(w4[0], lo, w4[1]), g[1] = _mm512_permutex2var_ps(w4[0], hi, w4[1]);
+  g[2] = _mm512_permutex2var_ps(w4[2], lo, w4[3]), g[3] = _mm512_permutex2var_ps(w4[2], hi, w4[3]);
+}
+
+/* rt_bn_pool_dx_rows' rows of one plane of ow <= 16 windows a row pair
+ * (x0, x1 the rows of x, o0, o1 of dx), a row pair a pass:
+ * pool_dx8_avx2's operations, so the same bits. Each row's columns from
+ * w to ds are written 0 as far as 32, the rest of them left to the
+ * caller; wide: the rows are longer than 16 (columns 16 to 31 made). */
+__attribute__((target("avx512f,avx512bw,avx512vl"), always_inline)) static inline void
+pool_dx16_rows(int h, int ow, long ds, const uint8_t *code, const float *dp, const float *x,
+               float m, float gm, float kg, float kx, float *dx, const int wide) {
+  const __m512 zero = _mm512_setzero_ps(), mv = _mm512_set1_ps(m), gmv = _mm512_set1_ps(gm),
+               kgv = _mm512_set1_ps(kg), kxv = _mm512_set1_ps(kx);
+  const int w = 2 * ow;
+  /* each half row's lanes of the image, and of the row to ds */
+  const __mmask16 real[2] = {lanes16(w), lanes16(w - 16)};
+  const __mmask16 put[2] = {lanes16(ds > 16 ? 16 : (int)ds), lanes16(ds > 32 ? 16 : (int)ds - 16)};
+  for (int oy = 0; oy < h / 2; oy++) {
+    const float *x0 = x + (long)2 * oy * w;
+    float *o0 = dx + (long)2 * oy * ds;
+    __m512 g[4];
+    window_g16(code + (long)oy * ow, dp + (long)oy * ow, ow, g);
+    for (int t = 0; t < 4; t++) {
+      const int half = t & 1, row = t >> 1;
+      if (half && !wide) { /* the row's columns to ds past 16 */
+        if (put[1]) _mm512_mask_storeu_ps(o0 + row * ds + 16, put[1], zero);
+        continue;
+      }
+      const float *xs = x0 + (long)row * w + 16 * half;
+      __m512 r = _mm512_sub_ps(
+          _mm512_mul_ps(_mm512_sub_ps(g[t], gmv), kgv),
+          _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(real[half], xs), mv), kxv));
+      _mm512_mask_storeu_ps(o0 + row * ds + 16 * half, put[half],
+                            _mm512_maskz_mov_ps(real[half], _mm512_add_ps(zero, r)));
+    }
+  }
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl"))) static void
+pool_dx16_avx512(int h, int ow, long ds, const uint8_t *code, const float *dp, const float *x,
+                 float m, float gm, float kg, float kx, float *dx) {
+  if (ow > 8)
+    pool_dx16_rows(h, ow, ds, code, dp, x, m, gm, kg, kx, dx, 1);
+  else
+    pool_dx16_rows(h, ow, ds, code, dp, x, m, gm, kg, kx, dx, 0);
+}
+#endif
+
 void rt_bn_pool_dx_rows(int h, int w, const uint8_t *code, const float *dp, const float *x,
                         float m, float gm, float kg, float kx, float *dx, long ds) {
   assert(h % 2 == 0 && w % 2 == 0 && ds >= w);
   const int ow = w / 2;
 #if ELEM_AVX2
-  const int avx2 = use_avx2();
+  const int avx2 = use_avx2(), avx512 = use_avx512();
+#endif
+#if ELEM_AVX2
+  if (avx512 && ow <= 16) {
+    pool_dx16_avx512(h, ow, ds, code, dp, x, m, gm, kg, kx, dx);
+    if (ds > 32) zero_tails(h, 32, dx, ds);
+    return;
+  }
 #endif
   for (int oy = 0; oy < h / 2; oy++) {
     const float *x0 = x + (long)2 * oy * w, *x1 = x0 + w, *dr = dp + (long)oy * ow;

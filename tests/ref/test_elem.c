@@ -940,6 +940,8 @@ static void test_bn_pool(void) {
   test_bn_pool_case(pool, 130, 2, 2, 6);
   test_bn_pool_case(pool, 64, 5, 14, 14);
   test_bn_pool_case(pool, 3, 5, 6, 36); /* 18 windows a row: two vectors of 8 and an overlapping one */
+  test_bn_pool_case(pool, 3, 2, 4, 32); /* 16 windows a row, rows 35 apart: zeros past 32 */
+  test_bn_pool_case(pool, 2, 3, 4, 18); /* 9 windows: the second half row of 2 columns */
   rt_pool_free(pool);
 }
 
