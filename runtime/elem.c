@@ -1080,6 +1080,35 @@ __attribute__((target("avx512f"))) static void pool16_avx512(int ow, const float
     _mm512_mask_cvtepi32_storeu_epi8(co + ox, lanes16(n), kk);
   }
 }
+
+/* row_extremes' windows of a plane of ow <= 16 windows a row pair,
+ * extremes8_avx2's operations (first_max8's codes). */
+__attribute__((target("avx512f"))) static void extremes16_avx512(int h, int w, const float *x,
+                                                                 float sg, float *zx,
+                                                                 uint8_t *code) {
+  const int ow = w / 2;
+  const __m512i f = _mm512_castps_si512(_mm512_set1_ps(sg));
+  const __mmask16 on = lanes16(ow);
+  for (int oy = 0; oy < h / 2; oy++) {
+    __m512 v[4];
+    row32_avx512(x + 2L * oy * w, ow, v), row32_avx512(x + (2L * oy + 1) * w, ow, v + 2);
+    for (int t = 0; t < 4; t++)
+      v[t] = _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(v[t]), f));
+    __m512 w0 = phase16(v, 0), w1 = phase16(v, 1), w2 = phase16(v + 2, 0), w3 = phase16(v + 2, 1);
+    __mmask16 t1 = _mm512_cmp_ps_mask(w1, w0, _CMP_GT_OQ);
+    __m512 mx = _mm512_mask_blend_ps(t1, w0, w1);
+    __mmask16 t2 = _mm512_cmp_ps_mask(w2, mx, _CMP_GT_OQ);
+    mx = _mm512_mask_blend_ps(t2, mx, w2);
+    __mmask16 t3 = _mm512_cmp_ps_mask(w3, mx, _CMP_GT_OQ);
+    mx = _mm512_mask_blend_ps(t3, mx, w3);
+    __m512i kk = _mm512_maskz_mov_epi32(t1, _mm512_set1_epi32(1));
+    kk = _mm512_mask_mov_epi32(kk, t2, _mm512_set1_epi32(2));
+    kk = _mm512_mask_mov_epi32(kk, t3, _mm512_set1_epi32(3));
+    _mm512_mask_cvtepi32_storeu_epi8(code + (long)oy * ow, on, kk);
+    _mm512_mask_storeu_ps(zx + (long)oy * ow, on,
+                          _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(mx), f)));
+  }
+}
 #endif
 
 /* The ReLU's output of one h x w plane (rows xs floats apart), (x - m) *
@@ -1171,6 +1200,10 @@ static void row_extremes(int h, int w, const float *restrict x, int neg, float *
   const float sg = neg ? -0.0f : 0.0f;
 #if ELEM_AVX2
   const int avx2 = use_avx2();
+  if (ow <= 16 && use_avx512()) {
+    extremes16_avx512(h, w, x, sg, zx, code);
+    return;
+  }
 #endif
   for (int oy = 0; oy < h / 2; oy++) {
     const float *r0 = x + 2L * oy * w, *r1 = r0 + w;
