@@ -1933,6 +1933,23 @@ pool_dx16_rows(int h, int ow, long ds, const uint8_t *code, const float *dp, con
   }
 }
 
+/* row_pool_scatter's rows of one plane of ow <= 16 windows a row pair
+ * into g (rows gs apart), window_g4's values; each row written to
+ * column to (at least w, at most 32), zeros past w (window_g16's). */
+__attribute__((target("avx512f,avx512bw,avx512vl"))) static void
+scatter16_avx512(int h, int ow, const uint8_t *code, const float *dp, float *g, long gs,
+                 int to) {
+  const __mmask16 put[2] = {lanes16(to), lanes16(to - 16)};
+  for (int oy = 0; oy < h / 2; oy++) {
+    float *g0 = g + (long)2 * oy * gs;
+    __m512 v[4];
+    window_g16(code + (long)oy * ow, dp + (long)oy * ow, ow, v);
+    for (int t = 0; t < 4; t++)
+      if (put[t & 1])
+        _mm512_mask_storeu_ps(g0 + (t >> 1) * gs + 16 * (t & 1), put[t & 1], v[t]);
+  }
+}
+
 __attribute__((target("avx512f,avx512bw,avx512vl"))) static void
 pool_dx16_avx512(int h, int ow, long ds, const uint8_t *code, const float *dp, const float *x,
                  float m, float gm, float kg, float kx, float *dx) {
@@ -2014,6 +2031,13 @@ void rt_relu_pool_rows(int h, int w, const float *x, long xs, float *p, uint8_t 
 
 void rt_pool_code_rows(int h, int w, const uint8_t *code, const float *dp, float *d, long ds) {
   assert(h % 2 == 0 && w % 2 == 0 && ds >= w);
+#if ELEM_AVX2
+  if (w <= 32 && use_avx512()) {
+    scatter16_avx512(h, w / 2, code, dp, d, ds, ds < 32 ? (int)ds : 32);
+    if (ds > 32) zero_tails(h, 32, d, ds);
+    return;
+  }
+#endif
   row_pool_scatter(h, w, code, dp, d, ds);
   zero_tails(h, w, d, ds);
 }
