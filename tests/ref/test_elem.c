@@ -106,8 +106,9 @@ static const rt_affine maps[] = {{0.25f, 1.5f, -0.1f, 1}, {-0.5f, 0.75f, 0.2f, 0
 static void test_pad_rows(void) {
   static const int geo[][4] = {/* len, xs, ys, lpad */
                                {13, 17, 23, 3}, {5, 7, 9, 1},   {16, 16, 16, 0},
-                               {16, 20, 40, 10}, {28, 28, 32, 1}, {9, 9, 30, 0}};
-  enum { R = 5, XMAX = 28, YMAX = 40 };
+                               {16, 20, 40, 10}, {28, 28, 32, 1}, {9, 9, 30, 0},
+                               {14, 14, 15, 1},  {28, 28, 29, 1}, {16, 16, 48, 16}};
+  enum { R = 5, XMAX = 28, YMAX = 48 };
   for (size_t t = 0; t < sizeof geo / sizeof geo[0]; t++) {
     const int L = geo[t][0], XS = geo[t][1], YS = geo[t][2], PAD = geo[t][3];
     float x[R * XMAX], g[R * XMAX], y[R * YMAX + 4], want[R * YMAX + 4];
