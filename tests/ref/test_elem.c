@@ -71,8 +71,8 @@ static void test_relu(void) {
 /* The row operations on rows shorter than a vector, of whole vectors and
  * with a partial last one; the gaps between rows stay. */
 static void test_2d(void) {
-  enum { R = 5, LMAX = 28 };
-  static const int lens[] = {5, 8, 13, 16, 28};
+  enum { R = 5, LMAX = 40 };
+  static const int lens[] = {5, 8, 13, 14, 16, 28, 32, 40};
   static const char *const names[] = {"copy_2d", "relu_2d", "set_2d", "add_2d"};
   void (*const ops[])(int, int, const float *, long, float *, long) = {rt_copy_2d, rt_relu_2d,
                                                                        rt_set_2d, rt_add_2d};
