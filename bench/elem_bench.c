@@ -133,6 +133,29 @@ int main(int argc, char **argv) {
   TIME(b, for (int ch = 0; ch < c; ch++)
               rt_pad_rows(h, w, y + ch * hw, w, rows + ch * ps, ws, 0, x + ch * hw, w, NULL));
   row("dz's rows through the ReLU", a, "no batch norm: the ReLU's gate", b);
+
+  /* the AVX-512 paths against AVX2's (rt_elem_set_isa), into rows w + 1
+   * apart, as a conv at pad 1 packs them; each on a CPU that has it */
+  const long wq = w + 1;
+#define AGAINST_AVX2(what, stmt)                                                                   \
+  do {                                                                                             \
+    TIME(a, stmt);                                                                                 \
+    rt_elem_set_isa(RT_ISA_AVX2);                                                                  \
+    TIME(b, stmt);                                                                                 \
+    rt_elem_set_isa(RT_ISA_AVX512);                                                                \
+    row(what, a, "on AVX2 (rt_elem_set_isa)", b);                                                  \
+  } while (0)
+  AGAINST_AVX2("pooled dz, rows w + 1 apart", for (int ch = 0; ch < c; ch++) rt_bn_pool_dx_rows(
+      h, w, code + ch * (hw / 4), dp + ch * (hw / 4), x + ch * hw, 0.2f, 0.01f, 1.1f, 0.02f,
+      rows + ch * ps, wq));
+  AGAINST_AVX2("the pool's gradient rows, the same", for (int ch = 0; ch < c; ch++)
+      rt_pool_code_rows(h, w, code + ch * (hw / 4), dp + ch * (hw / 4), rows + ch * ps, wq));
+  AGAINST_AVX2("padded rows, the same", for (int ch = 0; ch < c; ch++) rt_pad_rows(
+      h, w, x + ch * hw, w, rows + ch * ps + wq, wq, 1, NULL, 0, NULL));
+  AGAINST_AVX2("padded rows, gated by the ReLU", for (int ch = 0; ch < c; ch++) rt_pad_rows(
+      h, w, x + ch * hw, w, rows + ch * ps + wq, wq, 1, y + ch * hw, w, NULL));
+  AGAINST_AVX2("the windows' extremes alone",
+               rt_bn_moments_pool(&s, x, NULL, 2, w, gamma, zx, code, 0));
   free(x), free(y), free(dp), free(zx), free(p), free(rows), free(g), free(code), free(gamma);
   free(beta), free(sm), free(si), free(sk), free(dg), free(db), free(k3), free(mom);
   return 0;
