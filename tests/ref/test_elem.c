@@ -946,8 +946,46 @@ static void test_bn_pool(void) {
   rt_pool_free(pool);
 }
 
+/* rt_im2col against the patches read one by one, each column's slots
+ * first set to a marker: every slot written, zeros outside the image,
+ * at strides 1 and 2, pads 0 to 2 and a window that misses the image. */
+static void test_im2col(void) {
+  static const int geo[][6] = {/* cin, h, w, k, stride, pad */
+                               {1, 28, 28, 3, 1, 1}, {2, 7, 5, 3, 2, 1}, {3, 6, 9, 5, 1, 2},
+                               {1, 4, 4, 3, 1, 0},   {2, 5, 6, 3, 2, 2}, {1, 1, 3, 5, 1, 2}};
+  for (size_t t = 0; t < sizeof geo / sizeof geo[0]; t++) {
+    const int *g = geo[t];
+    rt_conv_shape s = {0};
+    s.n = 1, s.cin = g[0], s.h = g[1], s.w = g[2], s.k = g[3], s.stride = g[4], s.pad = g[5];
+    s.cout = 1, s.oh = (s.h + 2 * s.pad - s.k) / s.stride + 1;
+    s.ow = (s.w + 2 * s.pad - s.k) / s.stride + 1;
+    long P = (long)s.oh * s.ow, len = (long)s.cin * s.k * s.k * P;
+    float *x = falloc((long)s.cin * s.h * s.w), *col = falloc(len);
+    fill(x, (long)s.cin * s.h * s.w, 0);
+    for (long i = 0; i < len; i++) col[i] = 7.5f;
+    rt_im2col(&s, x, col);
+    long bad = 0;
+    for (int ci = 0; ci < s.cin; ci++)
+      for (int ky = 0; ky < s.k; ky++)
+        for (int kx = 0; kx < s.k; kx++)
+          for (int oy = 0; oy < s.oh; oy++)
+            for (int ox = 0; ox < s.ow; ox++) {
+              int iy = oy * s.stride - s.pad + ky, ix = ox * s.stride - s.pad + kx;
+              float want = iy < 0 || iy >= s.h || ix < 0 || ix >= s.w
+                               ? 0.0f
+                               : x[((long)ci * s.h + iy) * s.w + ix];
+              float got = col[(((long)ci * s.k + ky) * s.k + kx) * P + (long)oy * s.ow + ox];
+              bad += memcmp(&want, &got, sizeof want) != 0;
+            }
+    CHECK(!bad, "im2col %dx%dx%d k %d stride %d pad %d: %ld slots differ", s.cin, s.h, s.w, s.k,
+          s.stride, s.pad, bad);
+    free(x), free(col);
+  }
+}
+
 static void run_all(void) {
   test_relu();
+  test_im2col();
   test_2d();
   test_pad_rows();
   test_stride2();
