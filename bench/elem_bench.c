@@ -154,6 +154,9 @@ int main(int argc, char **argv) {
       h, w, x + ch * hw, w, rows + ch * ps + wq, wq, 1, NULL, 0, NULL));
   AGAINST_AVX2("padded rows, gated by the ReLU", for (int ch = 0; ch < c; ch++) rt_pad_rows(
       h, w, x + ch * hw, w, rows + ch * ps + wq, wq, 1, y + ch * hw, w, NULL));
+  AGAINST_AVX2("dz rows through the ReLU, the same", for (int ch = 0; ch < c; ch++)
+      rt_bn_dx_rows(h, w, x + ch * hw, y + ch * hw, 1, 0.2f, 1.1f, 0.1f, 0.01f, 1.1f, 0.02f,
+                    rows + ch * ps, wq));
   AGAINST_AVX2("the windows' extremes alone",
                rt_bn_moments_pool(&s, x, NULL, 2, w, gamma, zx, code, 0));
   free(x), free(y), free(dp), free(zx), free(p), free(rows), free(g), free(code), free(gamma);

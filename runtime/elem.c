@@ -1883,9 +1883,51 @@ __attribute__((target("avx2"))) static void dx_rows_avx2(int rows, int len, cons
 }
 #endif
 
+#if ELEM_AVX2
+/* rt_bn_dx_rows on AVX-512 for rows of up to 32 and ds up to 48: each
+ * row as two masked vectors, the zeros after it to ds in the same stores
+ * and a third; dx_rows_avx2's operations, so the same bits. */
+__attribute__((target("avx512f,avx512bw,avx512vl"), always_inline)) static inline void
+dx_rows32(int rows, int len, const float *x, const float *dy, const int relu, float m, float k,
+          float b, float gm, float kg, float kx, float *dx, long ds) {
+  const __m512 zero = _mm512_setzero_ps(), mv = _mm512_set1_ps(m), kv = _mm512_set1_ps(k),
+               bv = _mm512_set1_ps(b), gmv = _mm512_set1_ps(gm), kgv = _mm512_set1_ps(kg),
+               kxv = _mm512_set1_ps(kx);
+  const __mmask16 real[2] = {lanes16(len), lanes16(len - 16)};
+  const __mmask16 put[3] = {lanes16((int)ds), lanes16((int)ds - 16), lanes16((int)ds - 32)};
+  for (int r = 0; r < rows; r++) {
+    const float *xr = x + (long)r * len, *gr = dy + (long)r * len;
+    float *d = dx + r * ds;
+    for (int h = 0; h < 2 && put[h]; h++) {
+      __m512 dv = _mm512_sub_ps(_mm512_maskz_loadu_ps(real[h], xr + 16 * h), mv);
+      __m512 g = _mm512_maskz_loadu_ps(real[h], gr + 16 * h);
+      if (relu)
+        g = _mm512_maskz_mov_ps(
+            _mm512_cmp_ps_mask(_mm512_add_ps(_mm512_mul_ps(dv, kv), bv), zero, _CMP_GT_OQ),
+            _mm512_add_ps(zero, g));
+      __m512 res = _mm512_sub_ps(_mm512_mul_ps(_mm512_sub_ps(g, gmv), kgv), _mm512_mul_ps(dv, kxv));
+      _mm512_mask_storeu_ps(d + 16 * h, put[h],
+                            _mm512_maskz_mov_ps(real[h], _mm512_add_ps(zero, res)));
+    }
+    if (put[2]) _mm512_mask_storeu_ps(d + 32, put[2], zero);
+  }
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl"))) static void
+dx_rows_avx512(int rows, int len, const float *x, const float *dy, int relu, float m, float k,
+               float b, float gm, float kg, float kx, float *dx, long ds) {
+  if (relu) dx_rows32(rows, len, x, dy, 1, m, k, b, gm, kg, kx, dx, ds);
+  else dx_rows32(rows, len, x, dy, 0, m, k, b, gm, kg, kx, dx, ds);
+}
+#endif
+
 void rt_bn_dx_rows(int rows, int len, const float *x, const float *dy, int relu, float m, float k,
                    float b, float gm, float kg, float kx, float *dx, long ds) {
 #if ELEM_AVX2
+  if (len > 0 && len <= 32 && ds <= 48 && use_avx512()) {
+    dx_rows_avx512(rows, len, x, dy, relu, m, k, b, gm, kg, kx, dx, ds);
+    return;
+  }
   if (len >= 8 && use_avx2()) {
     dx_rows_avx2(rows, len, x, dy, relu, m, k, b, gm, kg, kx, dx, ds);
     return;

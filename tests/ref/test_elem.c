@@ -626,6 +626,7 @@ static void test_bn_case(rt_pool *pool, const bn_case *k, int training, int relu
         for (int i = 0; i < n; i++)
           for (int ch = 0; ch < c; ch++) {
             long at = i * ns + ch * hw;
+            for (long q = 0; q < nr * ds; q++) rows[q] = 7.0f; /* every float written */
             rt_bn_dx_rows(nr, rl, f.a + xo + at, gbr + yo + at, 1, f.sm[ch], f.sk[ch], beta[ch],
                           k3[ch], k3[c + ch], k3[2 * c + ch], rows, ds);
             for (int q = 0; q < nr; q++) {
@@ -810,6 +811,7 @@ static void test_bn_pool_case(rt_pool *pool, int n, int c, int h, int w) {
                     (size_t)hw * sizeof(float)) != 0;
       /* and row by row into rows of w + 3 (a packed layout), zeros after */
       float *rows = falloc((long)h * (w + 3));
+      for (long q = 0; q < (long)h * (w + 3); q++) rows[q] = 7.0f; /* every float written */
       rt_bn_dx_rows(h, w, xr, g, 0, sm[ch], sk[ch], beta[ch], gm[ch], kg[ch], kx[ch], rows, w + 3);
       for (int r = 0; r < h; r++) {
         const float *got = rows + (long)r * (w + 3);
