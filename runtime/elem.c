@@ -1082,9 +1082,10 @@ __attribute__((target("avx2"))) static int extremes8_avx2(int ow, const float *r
  * (the convs' 14x14 and 28x28 planes) take one pass, where AVX2 takes
  * its last eight windows again and SSE (rows of 14) four at a time. The
  * same operations on each value as the narrower paths, so the same bits.
- * The pool's backward and batch norm's through it, written the same way,
- * were no faster (bench/README.md). */
-
+ * The other AVX-512 passes below (the pool's backward, batch norm's dz,
+ * the padded rows) are written the same way, a plane a call with the
+ * masks made once: a row pair a call, they were no faster than AVX2
+ * (bench/README.md). */
 
 /* A row's columns [0, 2n) of n <= 16 windows, zeros past them. */
 __attribute__((target("avx512f"))) static inline void row32_avx512(const float *r, int n,
@@ -1992,11 +1993,11 @@ window_g16(const uint8_t *code, const float *dp, int n, __m512 g[4]) {
   g[2] = _mm512_permutex2var_ps(w4[2], lo, w4[3]), g[3] = _mm512_permutex2var_ps(w4[2], hi, w4[3]);
 }
 
-/* rt_bn_pool_dx_rows' rows of one plane of ow <= 16 windows a row pair
- * (x0, x1 the rows of x, o0, o1 of dx), a row pair a pass:
- * pool_dx8_avx2's operations, so the same bits. Each row's columns from
- * w to ds are written 0 as far as 32, the rest of them left to the
- * caller; wide: the rows are longer than 16 (columns 16 to 31 made). */
+/* rt_bn_pool_dx_rows' rows of one plane of ow <= 16 windows a row pair,
+ * a row pair a pass: pool_dx8_avx2's operations, so the same bits. Each
+ * row's columns from w to ds are written 0 as far as 32, the rest of
+ * them left to the caller; wide: the rows are longer than 16 (columns
+ * 16 to 31 made). */
 __attribute__((target("avx512f,avx512bw,avx512vl"), always_inline)) static inline void
 pool_dx16_rows(int h, int ow, long ds, const uint8_t *code, const float *dp, const float *x,
                float m, float gm, float kg, float kx, float *dx, const int wide) {
@@ -2005,7 +2006,7 @@ pool_dx16_rows(int h, int ow, long ds, const uint8_t *code, const float *dp, con
   const int w = 2 * ow;
   /* each half row's lanes of the image, and of the row to ds */
   const __mmask16 real[2] = {lanes16(w), lanes16(w - 16)};
-  const __mmask16 put[2] = {lanes16(ds > 16 ? 16 : (int)ds), lanes16(ds > 32 ? 16 : (int)ds - 16)};
+  const __mmask16 put[2] = {lanes16((int)ds), lanes16((int)ds - 16)};
   for (int oy = 0; oy < h / 2; oy++) {
     const float *x0 = x + (long)2 * oy * w;
     float *o0 = dx + (long)2 * oy * ds;
@@ -2059,10 +2060,8 @@ void rt_bn_pool_dx_rows(int h, int w, const uint8_t *code, const float *dp, cons
   assert(h % 2 == 0 && w % 2 == 0 && ds >= w);
   const int ow = w / 2;
 #if ELEM_AVX2
-  const int avx2 = use_avx2(), avx512 = use_avx512();
-#endif
-#if ELEM_AVX2
-  if (avx512 && ow <= 16) {
+  const int avx2 = use_avx2();
+  if (ow <= 16 && use_avx512()) {
     pool_dx16_avx512(h, ow, ds, code, dp, x, m, gm, kg, kx, dx);
     if (ds > 32) zero_tails(h, 32, dx, ds);
     return;
