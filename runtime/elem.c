@@ -1134,6 +1134,50 @@ __attribute__((target("avx512f"))) static void pool16_avx512(int ow, const float
   }
 }
 
+/* pool16_avx512 for a plane of ow <= 16 windows a row pair (rows xs
+ * apart), the masks made once, made for plain and codes constant. */
+__attribute__((target("avx512f"), always_inline)) static inline void
+pool16_rows(int h, int ow, const float *x, long xs, float m, float k, float b, float *p,
+            uint8_t *code, const int plain, const int codes) {
+  const __m512 zero = _mm512_setzero_ps(), mv = _mm512_set1_ps(m), kv = _mm512_set1_ps(k),
+               bv = _mm512_set1_ps(b);
+  const __mmask16 in[2] = {lanes16(2 * ow), lanes16(2 * ow - 16)}, on = lanes16(ow);
+  for (int oy = 0; oy < h / 2; oy++) {
+    const float *r0 = x + 2L * oy * xs, *r1 = r0 + xs;
+    __m512 v[4] = {_mm512_maskz_loadu_ps(in[0], r0), _mm512_maskz_loadu_ps(in[1], r0 + 16),
+                   _mm512_maskz_loadu_ps(in[0], r1), _mm512_maskz_loadu_ps(in[1], r1 + 16)};
+    for (int t = 0; t < 4; t++) {
+      __m512 u = plain ? v[t] : _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(v[t], mv), kv), bv);
+      v[t] = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(u, zero, _CMP_GT_OQ), u);
+    }
+    __m512 w0 = phase16(v, 0), w1 = phase16(v, 1), w2 = phase16(v + 2, 0), w3 = phase16(v + 2, 1);
+    _mm512_mask_storeu_ps(p + (long)oy * ow, on,
+                          _mm512_max_ps(_mm512_max_ps(w0, w1), _mm512_max_ps(w2, w3)));
+    if (!codes) continue;
+    __mmask16 t1 = _mm512_cmp_ps_mask(w1, w0, _CMP_GT_OQ);
+    __m512 mx = _mm512_mask_blend_ps(t1, w0, w1);
+    __mmask16 t2 = _mm512_cmp_ps_mask(w2, mx, _CMP_GT_OQ);
+    mx = _mm512_mask_blend_ps(t2, mx, w2);
+    __mmask16 t3 = _mm512_cmp_ps_mask(w3, mx, _CMP_GT_OQ);
+    mx = _mm512_mask_blend_ps(t3, mx, w3);
+    __m512i kk = _mm512_maskz_mov_epi32(t1, _mm512_set1_epi32(1));
+    kk = _mm512_mask_mov_epi32(kk, t2, _mm512_set1_epi32(2));
+    kk = _mm512_mask_mov_epi32(kk, t3, _mm512_set1_epi32(3));
+    kk = _mm512_mask_mov_epi32(_mm512_set1_epi32(4), _mm512_cmp_ps_mask(mx, zero, _CMP_GT_OQ), kk);
+    _mm512_mask_cvtepi32_storeu_epi8(code + (long)oy * ow, on, kk);
+  }
+}
+
+__attribute__((target("avx512f"))) static void pool16_plane(int h, int ow, const float *x,
+                                                            long xs, float m, float k, float b,
+                                                            float *p, uint8_t *code) {
+  const int plain = m == 0.0f && k == 1.0f && b == 0.0f; /* as pool8_avx2's */
+  if (plain && code) pool16_rows(h, ow, x, xs, m, k, b, p, code, 1, 1);
+  else if (plain) pool16_rows(h, ow, x, xs, m, k, b, p, NULL, 1, 0);
+  else if (code) pool16_rows(h, ow, x, xs, m, k, b, p, code, 0, 1);
+  else pool16_rows(h, ow, x, xs, m, k, b, p, NULL, 0, 0);
+}
+
 /* row_extremes' windows of a plane of ow <= 16 windows a row pair,
  * extremes8_avx2's operations (first_max8's codes). */
 __attribute__((target("avx512f"))) static void extremes16_avx512(int h, int w, const float *x,
@@ -1173,6 +1217,10 @@ static void row_affine_pool(int h, int w, const float *restrict x, long xs, floa
   const int ow = w / 2;
 #if ELEM_AVX2
   const int avx2 = use_avx2(), avx512 = use_avx512();
+  if (avx512 && ow <= 16) {
+    pool16_plane(h, ow, x, xs, m, k, b, p, code);
+    return;
+  }
 #endif
 #if defined(__SSE2__)
   const __m128 zero = _mm_setzero_ps(), mv = _mm_set1_ps(m), kv = _mm_set1_ps(k),
