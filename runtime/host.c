@@ -1637,6 +1637,7 @@ static const rt_bn_x *bn_x_of(const hx *x, const ir_layer *l, int64_t o, rt_bn_x
 
 static const struct pool_fuse *pool_made(const hx *x, const ir_layer *l);
 static int pool_dy_fused(const hx *x, int c);
+static int pool_eval_fused(const hx *x, int c);
 
 static void conv_fwd_chunk(const job *j, int chunk, int n0, int n1) {
   (void)chunk;
@@ -1725,7 +1726,8 @@ static void conv_fwd_op(RT_OP_ARGS) {
   if (pf) pf->pend = pf->fused = pf->pre = 0;
   ((host *)e)->xleft[l] = ((host *)e)->rows[l] = 0;
   struct pool_fuse *pu = ((host *)e)->pfu, *pm = pu[l].pool >= 0 ? &pu[pu[l].pool] : NULL;
-  if (pm) pm->made = pool_dy_fused(e, (int)l) && e->backend->pool_fwd;
+  if (pm) /* in training where the backward takes the pool's gradient; in inference */
+    pm->made = (pool_dy_fused(e, (int)l) || pool_eval_fused(e, (int)l)) && e->backend->pool_fwd;
   if (!e->arch->alive[l]) {
     pass_fwd(e, ly, prev, out);
     return;
@@ -1838,6 +1840,15 @@ static int pool_dy_fused(const hx *x, int c) {
   int p = e->pfu[c].pool;
   return p >= 0 && x->training && !x->use_live && x->arch->alive[c] &&
          needs_dx(x, &x->g->layers[p]) && x->backend->pool_dy && x->backend->conv_bwd &&
+         x->backend->fuses_relu;
+}
+
+/* Whether conv layer c's forward makes the output of the pool after it
+ * in inference: nothing reads its own output but the pool (pool_plan),
+ * and no backward will need it. */
+static int pool_eval_fused(const hx *x, int c) {
+  const host *e = (const host *)x;
+  return e->pfu[c].pool >= 0 && !x->training && !x->use_live && x->arch->alive[c] &&
          x->backend->fuses_relu;
 }
 

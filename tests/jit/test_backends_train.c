@@ -4,7 +4,8 @@
  * emulation of a GPU (tests/gpu/emu_driver.h). Each backend runs its own
  * search, so the growth it picks comes from its own gradients. Every
  * step's loss must agree with ref's within 1e-5 relative, and the final
- * architecture (α, alive layers) must be ref's, bit for bit.
+ * architecture (α, alive layers) must be ref's, bit for bit; so must the
+ * loss of a forward in inference after the steps.
  *
  * The models: weight granularity; kernel granularity with batch norm in
  * a dense conv stage and a dead layer that the growth brings alive; batch
@@ -105,6 +106,7 @@ typedef struct leg {
   srch_state s;
   int have_s;
   double loss[STEPS];
+  double eval_loss; /* after the steps, in inference, on the first batch */
   srch_event ev;
   int grown;       /* srch_expand returned 0 */
   int dead_before; /* dead layers just before the expansion */
@@ -186,6 +188,15 @@ static int train(leg *L, const char *backend, const model_case *mc, const float 
     rt_exec_run(L->x, L->bw, L->nb);
     rt_exec_sgd(L->x, 0.05f, 0.9f, 5e-4f);
   }
+  /* inference: batch norm on its running statistics, and no backward to
+   * come (a conv may then write its pool's output, never its own) */
+  rt_exec_set_training(L->x, 0);
+  rt_exec_set_input(L->x, in, BATCH);
+  rt_exec_run(L->x, L->f, L->nf);
+  L->eval_loss = rt_exec_loss(L->x, lab, 1, NULL);
+  rt_exec_set_training(L->x, 1);
+  CHECK(rt_exec_status(L->x, err, sizeof err) == 0, "%s, %s: inference: %s", mc->name, backend,
+        err);
   return 0;
 }
 
@@ -237,6 +248,9 @@ static void check_model(const model_case *mc) {
       CHECK(rel <= 1e-5, "%s, %s: step %d: loss %.8f, ref %.8f (rel %.2e)", mc->name,
             backends[b], it, L->loss[it], R->loss[it], rel);
     }
+    double erel = fabs(L->eval_loss - R->eval_loss) / fabs(R->eval_loss);
+    CHECK(erel <= 1e-5, "%s, %s: inference: loss %.8f, ref %.8f (rel %.2e)", mc->name,
+          backends[b], L->eval_loss, R->eval_loss, erel);
     CHECK(L->grown == R->grown && L->ev.added == R->ev.added,
           "%s, %s: grew %lld parameters, ref %lld", mc->name, backends[b],
           (long long)L->ev.added, (long long)R->ev.added);
