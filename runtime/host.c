@@ -1726,7 +1726,7 @@ static void conv_fwd_op(RT_OP_ARGS) {
   if (pf) pf->pend = pf->fused = pf->pre = 0;
   ((host *)e)->xleft[l] = ((host *)e)->rows[l] = 0;
   struct pool_fuse *pu = ((host *)e)->pfu, *pm = pu[l].pool >= 0 ? &pu[pu[l].pool] : NULL;
-  if (pm) /* in training where the backward takes the pool's gradient; in inference */
+  if (pm) /* where the backward will take the pool's gradient, and in inference */
     pm->made = (pool_dy_fused(e, (int)l) || pool_eval_fused(e, (int)l)) && e->backend->pool_fwd;
   if (!e->arch->alive[l]) {
     pass_fwd(e, ly, prev, out);

@@ -4,8 +4,8 @@
  * emulation of a GPU (tests/gpu/emu_driver.h). Each backend runs its own
  * search, so the growth it picks comes from its own gradients. Every
  * step's loss must agree with ref's within 1e-5 relative, and the final
- * architecture (α, alive layers) must be ref's, bit for bit; so must the
- * loss of a forward in inference after the steps.
+ * architecture (α, alive layers) must be ref's, bit for bit. A forward in
+ * inference after the steps must give ref's loss within 1e-5 too.
  *
  * The models: weight granularity; kernel granularity with batch norm in
  * a dense conv stage and a dead layer that the growth brings alive; batch
