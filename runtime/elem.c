@@ -1100,72 +1100,76 @@ __attribute__((target("avx512f"))) static inline __m512 phase16(const __m512 v[2
   return _mm512_permutex2var_ps(v[0], _mm512_add_epi32(ev, _mm512_set1_epi32(odd)), v[1]);
 }
 
-/* row_affine_pool's windows of one row pair, pool8_avx2's operations. */
-__attribute__((target("avx512f"))) static void pool16_avx512(int ow, const float *r0,
-                                                             const float *r1, float m, float k,
-                                                             float b, float *po, uint8_t *co) {
-  const __m512 zero = _mm512_setzero_ps(), mv = _mm512_set1_ps(m), kv = _mm512_set1_ps(k),
-               bv = _mm512_set1_ps(b);
-  const int plain = m == 0.0f && k == 1.0f && b == 0.0f; /* as pool8_avx2's */
-  for (int ox = 0; ox < ow; ox += 16) {
-    int n = ow - ox < 16 ? ow - ox : 16;
-    __m512 v[4];
-    row32_avx512(r0 + 2 * ox, n, v), row32_avx512(r1 + 2 * ox, n, v + 2);
-    for (int t = 0; t < 4; t++) {
-      __m512 u = plain ? v[t] : _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(v[t], mv), kv), bv);
-      v[t] = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(u, zero, _CMP_GT_OQ), u);
-    }
-    __m512 w0 = phase16(v, 0), w1 = phase16(v, 1), w2 = phase16(v + 2, 0), w3 = phase16(v + 2, 1);
-    _mm512_mask_storeu_ps(po + ox, lanes16(n),
-                          _mm512_max_ps(_mm512_max_ps(w0, w1), _mm512_max_ps(w2, w3)));
-    if (!co) continue;
-    /* first_max8's codes */
-    __mmask16 t1 = _mm512_cmp_ps_mask(w1, w0, _CMP_GT_OQ);
-    __m512 mx = _mm512_mask_blend_ps(t1, w0, w1);
-    __mmask16 t2 = _mm512_cmp_ps_mask(w2, mx, _CMP_GT_OQ);
-    mx = _mm512_mask_blend_ps(t2, mx, w2);
-    __mmask16 t3 = _mm512_cmp_ps_mask(w3, mx, _CMP_GT_OQ);
-    mx = _mm512_mask_blend_ps(t3, mx, w3);
-    __m512i kk = _mm512_maskz_mov_epi32(t1, _mm512_set1_epi32(1));
-    kk = _mm512_mask_mov_epi32(kk, t2, _mm512_set1_epi32(2));
-    kk = _mm512_mask_mov_epi32(kk, t3, _mm512_set1_epi32(3));
-    kk = _mm512_mask_mov_epi32(_mm512_set1_epi32(4), _mm512_cmp_ps_mask(mx, zero, _CMP_GT_OQ), kk);
-    _mm512_mask_cvtepi32_storeu_epi8(co + ox, lanes16(n), kk);
-  }
+/* first_max8's codes of 16 windows (w0, w1 the top row's values, w2, w3
+ * the bottom's), the maximum into *mx. */
+__attribute__((target("avx512f"))) static inline __m512i first_max16(__m512 w0, __m512 w1,
+                                                                    __m512 w2, __m512 w3,
+                                                                    __m512 *mx) {
+  __mmask16 t1 = _mm512_cmp_ps_mask(w1, w0, _CMP_GT_OQ);
+  __m512 m = _mm512_mask_blend_ps(t1, w0, w1);
+  __mmask16 t2 = _mm512_cmp_ps_mask(w2, m, _CMP_GT_OQ);
+  m = _mm512_mask_blend_ps(t2, m, w2);
+  __mmask16 t3 = _mm512_cmp_ps_mask(w3, m, _CMP_GT_OQ);
+  *mx = _mm512_mask_blend_ps(t3, m, w3);
+  __m512i kk = _mm512_maskz_mov_epi32(t1, _mm512_set1_epi32(1));
+  kk = _mm512_mask_mov_epi32(kk, t2, _mm512_set1_epi32(2));
+  return _mm512_mask_mov_epi32(kk, t3, _mm512_set1_epi32(3));
 }
 
-/* pool16_avx512 for a plane of ow <= 16 windows a row pair (rows xs
- * apart), the masks made once, made for plain and codes constant. */
+/* row_affine_pool's windows of one row pair (a0, a1), at most 16 (the
+ * lanes of in[0], in[1] their columns, of on the windows), pool8_avx2's
+ * operations: into po and, with codes, co. */
+__attribute__((target("avx512f"), always_inline)) static inline void
+pool16_pair(const float *a0, const float *a1, const __mmask16 in[2], __mmask16 on, __m512 mv,
+            __m512 kv, __m512 bv, float *po, uint8_t *co, const int plain, const int codes) {
+  const __m512 zero = _mm512_setzero_ps();
+  __m512 v[4] = {_mm512_maskz_loadu_ps(in[0], a0), _mm512_maskz_loadu_ps(in[1], a0 + 16),
+                 _mm512_maskz_loadu_ps(in[0], a1), _mm512_maskz_loadu_ps(in[1], a1 + 16)};
+  for (int t = 0; t < 4; t++) {
+    __m512 u = plain ? v[t] : _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(v[t], mv), kv), bv);
+    v[t] = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(u, zero, _CMP_GT_OQ), u);
+  }
+  __m512 w0 = phase16(v, 0), w1 = phase16(v, 1), w2 = phase16(v + 2, 0),
+         w3 = phase16(v + 2, 1), mx;
+  _mm512_mask_storeu_ps(po, on, _mm512_max_ps(_mm512_max_ps(w0, w1), _mm512_max_ps(w2, w3)));
+  if (!codes) return;
+  __m512i kk = first_max16(w0, w1, w2, w3, &mx); /* 4 where the ReLU stopped all four */
+  kk = _mm512_mask_mov_epi32(_mm512_set1_epi32(4), _mm512_cmp_ps_mask(mx, zero, _CMP_GT_OQ), kk);
+  _mm512_mask_cvtepi32_storeu_epi8(co, on, kk);
+}
+
+/* row_affine_pool's windows of a plane of ow <= 16 windows a row pair
+ * (rows xs apart), a row pair a pass, the masks made once, made for
+ * plain and codes constant. */
 __attribute__((target("avx512f"), always_inline)) static inline void
 pool16_rows(int h, int ow, const float *x, long xs, float m, float k, float b, float *p,
             uint8_t *code, const int plain, const int codes) {
-  const __m512 zero = _mm512_setzero_ps(), mv = _mm512_set1_ps(m), kv = _mm512_set1_ps(k),
-               bv = _mm512_set1_ps(b);
+  const __m512 mv = _mm512_set1_ps(m), kv = _mm512_set1_ps(k), bv = _mm512_set1_ps(b);
   const __mmask16 in[2] = {lanes16(2 * ow), lanes16(2 * ow - 16)}, on = lanes16(ow);
   for (int oy = 0; oy < h / 2; oy++) {
-    const float *r0 = x + 2L * oy * xs, *r1 = r0 + xs;
-    __m512 v[4] = {_mm512_maskz_loadu_ps(in[0], r0), _mm512_maskz_loadu_ps(in[1], r0 + 16),
-                   _mm512_maskz_loadu_ps(in[0], r1), _mm512_maskz_loadu_ps(in[1], r1 + 16)};
-    for (int t = 0; t < 4; t++) {
-      __m512 u = plain ? v[t] : _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(v[t], mv), kv), bv);
-      v[t] = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(u, zero, _CMP_GT_OQ), u);
-    }
-    __m512 w0 = phase16(v, 0), w1 = phase16(v, 1), w2 = phase16(v + 2, 0), w3 = phase16(v + 2, 1);
-    _mm512_mask_storeu_ps(p + (long)oy * ow, on,
-                          _mm512_max_ps(_mm512_max_ps(w0, w1), _mm512_max_ps(w2, w3)));
-    if (!codes) continue;
-    __mmask16 t1 = _mm512_cmp_ps_mask(w1, w0, _CMP_GT_OQ);
-    __m512 mx = _mm512_mask_blend_ps(t1, w0, w1);
-    __mmask16 t2 = _mm512_cmp_ps_mask(w2, mx, _CMP_GT_OQ);
-    mx = _mm512_mask_blend_ps(t2, mx, w2);
-    __mmask16 t3 = _mm512_cmp_ps_mask(w3, mx, _CMP_GT_OQ);
-    mx = _mm512_mask_blend_ps(t3, mx, w3);
-    __m512i kk = _mm512_maskz_mov_epi32(t1, _mm512_set1_epi32(1));
-    kk = _mm512_mask_mov_epi32(kk, t2, _mm512_set1_epi32(2));
-    kk = _mm512_mask_mov_epi32(kk, t3, _mm512_set1_epi32(3));
-    kk = _mm512_mask_mov_epi32(_mm512_set1_epi32(4), _mm512_cmp_ps_mask(mx, zero, _CMP_GT_OQ), kk);
-    _mm512_mask_cvtepi32_storeu_epi8(code + (long)oy * ow, on, kk);
+    const float *r0 = x + 2L * oy * xs;
+    pool16_pair(r0, r0 + xs, in, on, mv, kv, bv, p + (long)oy * ow,
+                codes ? code + (long)oy * ow : NULL, plain, codes);
   }
+}
+
+/* The same for rows of more than 16 windows, 16 a pass, the masks made
+ * for each, plain and codes tested in it (no layer of the templates has
+ * such rows). */
+__attribute__((target("avx512f"))) static void pool16_wide(int h, int ow, const float *x, long xs,
+                                                           float m, float k, float b, float *p,
+                                                           uint8_t *code) {
+  const __m512 mv = _mm512_set1_ps(m), kv = _mm512_set1_ps(k), bv = _mm512_set1_ps(b);
+  const int plain = m == 0.0f && k == 1.0f && b == 0.0f; /* as pool8_avx2's */
+  for (int oy = 0; oy < h / 2; oy++)
+    for (int ox = 0; ox < ow; ox += 16) {
+      int n = ow - ox < 16 ? ow - ox : 16;
+      const float *a0 = x + 2L * oy * xs + 2 * ox;
+      const __mmask16 in[2] = {lanes16(2 * n), lanes16(2 * n - 16)};
+      long at = (long)oy * ow + ox;
+      pool16_pair(a0, a0 + xs, in, lanes16(n), mv, kv, bv, p + at, code ? code + at : NULL,
+                  plain, code != NULL);
+    }
 }
 
 __attribute__((target("avx512f"))) static void pool16_plane(int h, int ow, const float *x,
@@ -1192,16 +1196,8 @@ __attribute__((target("avx512f"))) static void extremes16_avx512(int h, int w, c
     for (int t = 0; t < 4; t++)
       v[t] = _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(v[t]), f));
     __m512 w0 = phase16(v, 0), w1 = phase16(v, 1), w2 = phase16(v + 2, 0), w3 = phase16(v + 2, 1);
-    __mmask16 t1 = _mm512_cmp_ps_mask(w1, w0, _CMP_GT_OQ);
-    __m512 mx = _mm512_mask_blend_ps(t1, w0, w1);
-    __mmask16 t2 = _mm512_cmp_ps_mask(w2, mx, _CMP_GT_OQ);
-    mx = _mm512_mask_blend_ps(t2, mx, w2);
-    __mmask16 t3 = _mm512_cmp_ps_mask(w3, mx, _CMP_GT_OQ);
-    mx = _mm512_mask_blend_ps(t3, mx, w3);
-    __m512i kk = _mm512_maskz_mov_epi32(t1, _mm512_set1_epi32(1));
-    kk = _mm512_mask_mov_epi32(kk, t2, _mm512_set1_epi32(2));
-    kk = _mm512_mask_mov_epi32(kk, t3, _mm512_set1_epi32(3));
-    _mm512_mask_cvtepi32_storeu_epi8(code + (long)oy * ow, on, kk);
+    __m512 mx;
+    _mm512_mask_cvtepi32_storeu_epi8(code + (long)oy * ow, on, first_max16(w0, w1, w2, w3, &mx));
     _mm512_mask_storeu_ps(zx + (long)oy * ow, on,
                           _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(mx), f)));
   }
@@ -1216,9 +1212,9 @@ static void row_affine_pool(int h, int w, const float *restrict x, long xs, floa
                             float b, float *restrict p, uint8_t *restrict code) {
   const int ow = w / 2;
 #if ELEM_AVX2
-  const int avx2 = use_avx2(), avx512 = use_avx512();
-  if (avx512 && ow <= 16) {
-    pool16_plane(h, ow, x, xs, m, k, b, p, code);
+  const int avx2 = use_avx2();
+  if (use_avx512()) {
+    (ow <= 16 ? pool16_plane : pool16_wide)(h, ow, x, xs, m, k, b, p, code);
     return;
   }
 #endif
@@ -1233,10 +1229,6 @@ static void row_affine_pool(int h, int w, const float *restrict x, long xs, floa
     uint8_t *co = code ? code + (long)oy * ow : NULL;
     int ox = 0;
 #if ELEM_AVX2
-    if (avx512) {
-      pool16_avx512(ow, r0, r1, m, k, b, po, co);
-      continue;
-    }
     if (avx2 && ow >= 8) {
       ox = pool8_avx2(ow, r0, r1, m, k, b, po, co);
       if (ox < ow) /* the last eight again, overlapping: the same values */
