@@ -96,22 +96,23 @@ echo "an image folder on 2 ranks = 1 process: $(paste -d' ' f1.l f2.l | tr '\n' 
 
 # Several tasks: each task's batch split over the ranks, its gradients
 # summed before the shared step; without batch norm, the run of one
-# process within rounding (the tasks' sets pass several times, so the
-# sums' order drifts further than above: after the fourth task-epoch the
-# loss was 1.9e-3 off, relative, with the conv backward's two kernels and
-# 4.4e-3 with the fused one, 2026-12-04; a gradient lost or scaled wrongly
-# is off by far more); with it, the search grows the shared and the own
-# architectures alike on every rank.
+# process within rounding (the tasks' sets pass several times and the
+# sums' order makes the runs drift apart, the more the longer they train:
+# at 1500 images a task the fourth task-epoch's loss was 1.2e-2 off on an
+# AMD Zen 5 box, 2026-12-05, and one process on 2 threads was 5.6e-3 off
+# its run on one; at 640 images both stayed within 2.3e-4, so a gradient
+# lost or scaled wrongly stands out); with batch norm, the search grows the
+# shared and the own architectures alike on every rank.
 python3 "$here/coarse.py" "$data" coarse.csv 3000
 sed 's/ norm batch//' "$tasks" >pair_nobn.ilnas && "$ilnasc" pair_nobn.ilnas -o pair_nobn
 "$ilnasc" "$tasks" -o pair
 topts="--train-limit 1500 --test-limit 400 --quiet"
 pairs() { grep -o '"train_loss": [0-9.]*, "train_acc": [0-9.]*' "$1/metrics.jsonl" | sed 's/[^0-9. ]//g; s/^ *//'; }
-./pair_nobn train $topts --epochs 2 --search fixed --threads 1 --run-dir t1 >/dev/null
-mpi 2 ./pair_nobn train $topts --epochs 2 --search fixed --run-dir t2 >/dev/null 2>&1
+./pair_nobn train $opts --epochs 2 --search fixed --threads 1 --run-dir t1 >/dev/null
+mpi 2 ./pair_nobn train $opts --epochs 2 --search fixed --run-dir t2 >/dev/null 2>&1
 pairs t1 >t1.l && pairs t2 >t2.l
 [ "$(wc -l <t1.l)" -eq 4 ] || fail "tasks: $(wc -l <t1.l) task-epochs in t1/metrics.jsonl, want 4"
-agree t1.l t2.l 1e-2 || { paste t1.l t2.l; fail "two tasks on two ranks: not one process's losses"; }
+agree t1.l t2.l 2e-3 || { paste t1.l t2.l; fail "two tasks on two ranks: not one process's losses"; }
 echo "2 tasks on 2 ranks = 1 process: $(paste -d' ' t1.l t2.l | tr '\n' ' ')"
 line=$(mpi 2 ./pair train $topts --epochs 3 --run-dir tg 2>/dev/null)
 grep -q '"event": "expand"' tg/metrics.jsonl || fail "two tasks on two ranks did not grow"
