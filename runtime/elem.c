@@ -363,6 +363,80 @@ float rt_sum(long len, const float *x) {
   return lanes_sum(a) + tail;
 }
 
+/* One dot product of rt_gram: eight interleaved chains of fused
+ * multiply-adds, the tail after them in order, as rt_sum adds. */
+static float dot8(long len, const float *a, const float *b) {
+  float l[8] = {0};
+  long i = 0;
+  for (; i + 8 <= len; i += 8)
+    for (int j = 0; j < 8; j++) l[j] = fmaf(a[i + j], b[i + j], l[j]);
+  float tail = 0.0f;
+  for (; i < len; i++) tail = fmaf(a[i], b[i], tail);
+  return lanes_sum(l) + tail;
+}
+
+#if ELEM_AVX2
+/* The lanes of v added as lanes_sum adds them, and the tail's products
+ * of a and b from i to len added in order, as dot8's. */
+__attribute__((target("avx2,fma"))) static float lanes_dot_tail(__m256 v, long i, long len,
+                                                               const float *a, const float *b) {
+  float l[8], tail = 0.0f;
+  _mm256_storeu_ps(l, v);
+  for (; i < len; i++) tail = fmaf(a[i], b[i], tail);
+  return lanes_sum(l) + tail;
+}
+
+/* rt_gram on AVX2: row u against four rows at a time (the last row
+ * standing in for those past it, its products not kept), and row u's sum
+ * in the same pass; the same operations on each lane, so the same bits. */
+__attribute__((target("avx2,fma"))) static void gram_avx2(int rows, long len, const float *x,
+                                                         long xs, float *sums, float *g) {
+  const long n8 = len / 8 * 8;
+  for (int u = 0; u < rows; u++) {
+    const float *xu = x + u * xs;
+    for (int t = u; t < rows; t += 4) {
+      const float *x0 = x + t * xs;
+      const float *x1 = x + (t + 1 < rows ? t + 1 : rows - 1) * xs;
+      const float *x2 = x + (t + 2 < rows ? t + 2 : rows - 1) * xs;
+      const float *x3 = x + (t + 3 < rows ? t + 3 : rows - 1) * xs;
+      __m256 s = _mm256_setzero_ps(), a0 = s, a1 = s, a2 = s, a3 = s;
+      for (long i = 0; i < n8; i += 8) {
+        __m256 v = _mm256_loadu_ps(xu + i);
+        s = _mm256_add_ps(s, v);
+        a0 = _mm256_fmadd_ps(v, _mm256_loadu_ps(x0 + i), a0);
+        a1 = _mm256_fmadd_ps(v, _mm256_loadu_ps(x1 + i), a1);
+        a2 = _mm256_fmadd_ps(v, _mm256_loadu_ps(x2 + i), a2);
+        a3 = _mm256_fmadd_ps(v, _mm256_loadu_ps(x3 + i), a3);
+      }
+      if (t == u) {
+        float l[8], tail = 0.0f;
+        _mm256_storeu_ps(l, s);
+        for (long i = n8; i < len; i++) tail += xu[i];
+        sums[u] = lanes_sum(l) + tail;
+      }
+      float *gu = g + (long)u * rows;
+      gu[t] = lanes_dot_tail(a0, n8, len, xu, x0);
+      if (t + 1 < rows) gu[t + 1] = lanes_dot_tail(a1, n8, len, xu, x1);
+      if (t + 2 < rows) gu[t + 2] = lanes_dot_tail(a2, n8, len, xu, x2);
+      if (t + 3 < rows) gu[t + 3] = lanes_dot_tail(a3, n8, len, xu, x3);
+    }
+  }
+}
+#endif
+
+void rt_gram(int rows, long len, const float *x, long xs, float *sums, float *g) {
+#if ELEM_AVX2
+  if (use_avx2() && __builtin_cpu_supports("fma")) {
+    gram_avx2(rows, len, x, xs, sums, g);
+    return;
+  }
+#endif
+  for (int u = 0; u < rows; u++) {
+    sums[u] = rt_sum(len, x + u * xs);
+    for (int t = u; t < rows; t++) g[(long)u * rows + t] = dot8(len, x + u * xs, x + t * xs);
+  }
+}
+
 void rt_relu_mask(long len, const float *restrict y, const float *restrict dy,
                   float *restrict dx) {
   /* 0 + dy, as the reference's accumulation into zeros: -0 becomes +0 */

@@ -66,6 +66,13 @@ float rt_sum(long len, const float *x);
  * same bits. */
 void rt_sum_rows(int rows, long len, const float *x, long xs, float *out);
 
+/* The sums and the Gram matrix of rows rows of len floats, xs apart:
+ * sums[r] = rt_sum of row r (the same bits), and g[u * rows + t] for
+ * t >= u the dot product of rows u and t, in eight interleaved chains of
+ * fused multiply-adds and the tail after them, added as rt_sum adds (the
+ * lower triangle is left alone). */
+void rt_gram(int rows, long len, const float *x, long xs, float *sums, float *g);
+
 /* The dense lowering of a convolution, one sample (x, dx: [cin][h][w]):
  * col [cin*k*k][oh*ow], one plane per tap, the input shifted by the tap
  * inside a zero frame; and dx += its transpose applied to col. */

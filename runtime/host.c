@@ -1906,9 +1906,10 @@ static void taken_rows(hx *x, const rt_conv_src *r, float *sums, int n) {
  * rows, T = cin k k of them): their sums B (T doubles) then their Gram
  * matrix G (T x T, the upper triangle), in e->gram's chunk c, each
  * sample's patches made in e->pcols' chunk c (sized for the largest such
- * layer when the host was made); a sample's in float (G by one sgemm:
- * the batch norm template's conv1.0 forward 0.19-0.21 ms a step against
- * 0.24-0.25 by 45 sdots), added in double. */
+ * layer when the host was made); a sample's in float (rt_gram: the batch
+ * norm template's conv1.0 forward 0.18-0.26 ms a step on a 2-core AMD
+ * Zen 5 VM against 0.55-0.73 by one sgemm of OpenBLAS 0.3.21, whose
+ * small-matrix calls cost more than their work), added in double. */
 static void patch_chunk(const job *j, int chunk, int n0, int n1) {
   hx *x = j->x;
   const ir_layer *l = j->l;
@@ -1919,12 +1920,12 @@ static void patch_chunk(const job *j, int chunk, int n0, int n1) {
   float *col = e->pcols + (size_t)chunk * e->pcols_len;
   assert((size_t)T * P <= e->pcols_len);
   rt_conv_shape s = conv_shape(x, l, 1);
-  float c[RT_BN_GRAM_TAPS * RT_BN_GRAM_TAPS];
+  float b[RT_BN_GRAM_TAPS], c[RT_BN_GRAM_TAPS * RT_BN_GRAM_TAPS];
   for (int i = n0; i < n1; i++) {
     rt_im2col(&s, x->act + (int64_t)i * x->g->act_size + j->in, col);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, P, 1.0f, col, P, col, P, 0.0f, c, T);
+    rt_gram(T, P, col, P, b, c);
     for (int u = 0; u < T; u++) {
-      B[u] += rt_sum(P, col + (int64_t)u * P);
+      B[u] += b[u];
       for (int t = u; t < T; t++) G[u * T + t] += c[u * T + t];
     }
   }

@@ -17,6 +17,7 @@
 #include "tests/check.h"
 
 static rt_rng rng;
+static int isa_now; /* the vector width run_all runs at */
 
 static float *falloc(long n) {
   float *p = calloc((size_t)(n > 0 ? n : 1), sizeof *p);
@@ -216,6 +217,53 @@ static void test_sum(void) {
         bad += memcmp(&want, &out[r], sizeof want) != 0;
       }
       CHECK(!bad, "sum_rows: %d of %d rows of %ld differ from rt_sum", bad, rows, len);
+    }
+}
+
+/* rt_gram: its sums rt_sum's bits, its products the scalar chains' (the
+ * vector paths against the plain one, which the narrowest width takes)
+ * and within rounding of the products summed in double; the lower
+ * triangle untouched. Rows of 1 to 12 (the Gram taps of batch norm's
+ * patch sums), lengths about every multiple of eight and its tails. */
+static void test_gram(void) {
+  enum { XS = 203, R = 12 };
+  static float x[R * XS], g[R * R], sums[R];
+  static float g0[R * R];
+  fill(x, R * XS, 0);
+  for (int i = 0; i < R * XS; i++) x[i] = isnan(x[i]) ? 0.25f : x[i];
+  const long lens[] = {0, 1, 7, 8, 9, 16, 23, 196, 200};
+  for (int rows = 1; rows <= R; rows++)
+    for (size_t k = 0; k < sizeof lens / sizeof *lens; k++) {
+      long len = lens[k];
+      for (int i = 0; i < R * R; i++) g[i] = -7.0f;
+      rt_gram(rows, len, x, XS, sums, g);
+      int bad = 0, far = 0, lower = 0;
+      for (int u = 0; u < rows; u++) {
+        float want = rt_sum(len, x + u * XS);
+        bad += memcmp(&want, &sums[u], sizeof want) != 0;
+        for (int t = 0; t < rows; t++) {
+          float v = g[u * rows + t];
+          if (t < u) {
+            lower += v != -7.0f;
+            continue;
+          }
+          double d = 0.0, a = 0.0;
+          for (long i = 0; i < len; i++)
+            d += (double)x[u * XS + i] * x[t * XS + i], a += fabs((double)x[u * XS + i] * x[t * XS + i]);
+          far += fabs(v - d) > 1e-6 * a + 1e-30;
+        }
+      }
+      CHECK(!bad, "gram: %d of %d sums of %ld differ from rt_sum", bad, rows, len);
+      CHECK(!far, "gram: %d products of %d rows of %ld off the double sums", far, rows, len);
+      CHECK(!lower, "gram: %d of %d rows' lower triangle written", lower, rows);
+      /* the plain path's bits, at every width */
+      rt_elem_set_isa(RT_ISA_SSE2);
+      rt_gram(rows, len, x, XS, sums, g0);
+      rt_elem_set_isa(isa_now);
+      for (int u = 0; u < rows; u++)
+        for (int t = u; t < rows; t++) bad += memcmp(&g0[u * rows + t], &g[u * rows + t], 4) != 0;
+      CHECK(!bad, "gram: %d products of %d rows of %ld differ from the plain path's", bad, rows,
+            len);
     }
 }
 
@@ -1002,6 +1050,7 @@ static void run_all(void) {
   test_bn();
   test_bn_pool();
   test_pool_relu_rows();
+  test_gram();
 }
 
 /* Every test at each vector width the kernels may take (rt_elem_set_isa),
@@ -1009,7 +1058,7 @@ static void run_all(void) {
  * has the wider ones too. */
 int main(void) {
   for (int isa = RT_ISA_AVX512; isa >= RT_ISA_SSE2; isa--) {
-    rt_elem_set_isa(isa);
+    rt_elem_set_isa(isa_now = isa);
     rt_rng_seed(&rng, 20261128);
     run_all();
     if (failures) {
