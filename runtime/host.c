@@ -179,6 +179,13 @@ typedef struct host {
   double *fgram;
   float *fold;
   int64_t *fold_off;
+  /* A conv layer with batch norm before its ReLU, in inference on a
+   * backend whose kernels fuse the ReLU (eval_folded): its weights and
+   * bias with the running statistics' map folded in (eval_fold), from
+   * efold_off[layer] (-1: none), so that its kernels write its output,
+   * or its pool's, in one pass as a conv's without batch norm. */
+  float *efold;
+  int64_t *efold_off;
   double *gram; /* per chunk: the sums of patch_chunk, RT_GRAM doubles */
   float *pcols; /* per chunk: patch_chunk's im2col of a sample, pcols_len floats */
   size_t pcols_len;
@@ -394,7 +401,8 @@ static void pool_fusable(const ir_graph *g, struct pool_fuse *f) {
   for (int i = 0; i < g->n_layers; i++) f[i].cand = f[i].pool = f[i].conv = -1;
   for (int i = 0; i < g->n_layers; i++) {
     const ir_layer *l = &g->layers[i];
-    if (l->bn || !l->relu) continue;
+    /* with batch norm before the ReLU: in inference, folded (eval_folded) */
+    if ((l->bn && l->bn != IR_BN_BEFORE) || !l->relu) continue;
     int others, p = pool_among(g, l, &others);
     f[i].cand = p;
     if (p >= 0 && !others) f[i].pool = p, f[p].conv = i;
@@ -784,6 +792,15 @@ static int plan_zero(host *e) {
     if (e->fold_off[i] >= 0) nfold += l->n_w + l->cout;
   }
   e->fold = malloc((size_t)(nfold ? nfold : 1) * sizeof *e->fold);
+  e->efold_off = malloc(nl * sizeof *e->efold_off);
+  nfold = 0;
+  for (int i = 0; e->efold_off && i < g->n_layers; i++) {
+    const ir_layer *l = &g->layers[i];
+    e->efold_off[i] =
+        l->kind == IR_CONV && l->bn == IR_BN_BEFORE && l->w_off >= 0 && l->b_off >= 0 ? nfold : -1;
+    if (e->efold_off[i] >= 0) nfold += l->n_w + l->cout;
+  }
+  e->efold = malloc((size_t)(nfold ? nfold : 1) * sizeof *e->efold);
   e->gram = calloc((size_t)e->pub.threads * RT_GRAM, sizeof *e->gram);
   for (int i = 0; i < g->n_layers; i++) {
     const ir_layer *l = &g->layers[i];
@@ -796,7 +813,7 @@ static int plan_zero(host *e) {
   for (size_t i = 0; e->xr && e->xrby && i < nl; i++) e->xr[i] = e->xrby[i] = -1;
   if (!e->zero || !e->zlive || !e->zt || !e->znarrow || !e->work_was || !e->alias_was || !e->dxa ||
       !e->dxn || !e->xdst || !e->xsrc || !e->xr || !e->xrby || !e->zg || !e->gram || !e->zf ||
-      !e->fgram || !e->fold_off || !e->fold || !e->pcols ||
+      !e->fgram || !e->fold_off || !e->fold || !e->efold_off || !e->efold || !e->pcols ||
       !e->xleft || !e->xz || !e->xbeta)
     return -1;
   plan_dx_needs(e);
@@ -951,6 +968,7 @@ static void host_free(rt_backend *b) {
   free(x->logits), free(e->wpart), free(e->zero), free(e->zlive), free(e->zt),
       free(e->znarrow), free(e->dxa), free(e->dxn), free(e->xdst), free(e->xsrc), free(e->xr),
       free(e->xrby), free(e->zg), free(e->zf), free(e->fgram), free(e->fold), free(e->fold_off),
+      free(e->efold), free(e->efold_off),
       free(e->gram), free(e->pcols), free(e->xleft), free(e->xz), free(e->xbeta),
       free(e->work_was), free(e->alias_was), free(e->prof),
       free(e->prof_paused), free(e->active), free(e->assign);
@@ -1639,6 +1657,40 @@ static const struct pool_fuse *pool_made(const hx *x, const ir_layer *l);
 static int pool_dy_fused(const hx *x, int c);
 static int pool_eval_fused(const hx *x, int c);
 
+/* Whether conv layer l's forward takes its batch norm folded into its
+ * weights and bias (efold): in inference, batch norm before the ReLU, on
+ * a backend whose kernels fuse the ReLU (and honour
+ * rt_conv_shape.bias_all). */
+static int eval_folded(const hx *x, const ir_layer *l) {
+  return l->bn == IR_BN_BEFORE && !x->training && !x->use_live && x->backend->fuses_relu &&
+         ((const host *)x)->efold_off[l - x->g->layers] >= 0;
+}
+
+/* Conv layer l's weights and bias with its batch norm's inference map
+ * folded in (eval_folded), into efold: k W and k (bias - mean) + beta,
+ * the map's k = gamma / sqrt(var + eps) as rt_bn_fwd makes it from the
+ * running statistics. A channel that cannot vary (bn_constants) takes
+ * beta alone, one not worked 0. The output differs from the conv's and
+ * the map's apart by the rounding of the folded products. */
+static void eval_fold(hx *x, const ir_layer *l) {
+  host *e = (host *)x;
+  int64_t T = l->n_w / l->cout;
+  const float *W = x->params + l->w_off, *bias = x->params + l->b_off;
+  const float *gamma = x->params + l->g_off, *beta = gamma + l->cout;
+  const float *rm = x->stats + l->s_off, *rv = rm + l->cout;
+  const uint8_t *wm = x->mask + l->w_off, *bm = x->mask + l->b_off, *w = worked(x, l);
+  const uint8_t *v = e->varies ? e->varies + ir_chan_base(x->g, l->out_t) + l->out_ch : NULL;
+  float *fw = e->efold + e->efold_off[l - x->g->layers], *fb = fw + l->n_w;
+  for (int c = 0; c < l->cout; c++) {
+    float m = rm[c], k = (float)(gamma[c] * (1.0 / sqrt((double)rv[c] + RT_BN_EPS)));
+    int off = w && !w[c], still = off || (v && !v[c]);
+    for (int64_t t = 0; t < T; t++)
+      fw[c * T + t] = !still && wm[c * T + t] ? k * W[c * T + t] : 0.0f;
+    double b = rt_bias_counts(bm, 0, c) ? bias[c] : 0.0;
+    fb[c] = off ? 0.0f : still ? beta[c] : (float)((double)k * (b - m) + beta[c]);
+  }
+}
+
 static void conv_fwd_chunk(const job *j, int chunk, int n0, int n1) {
   (void)chunk;
   hx *x = j->x;
@@ -1648,8 +1700,10 @@ static void conv_fwd_chunk(const job *j, int chunk, int n0, int n1) {
    * backend that fuses the ReLU writes the activation directly; with batch
    * norm after the ReLU, z holds the ReLU's output, batch norm's input
    * (z > 0 where the pre-activation was, for the backward). */
-  int after = l->bn == IR_BN_AFTER && l->relu, rows = bn_rows(x, l);
-  int relu = (!l->bn || after) && l->relu && b->fuses_relu;
+  int after = l->bn == IR_BN_AFTER && l->relu, rows = bn_rows(x, l), ef = eval_folded(x, l);
+  int relu = (!l->bn || after || ef) && l->relu && b->fuses_relu;
+  const float *w = x->params + l->w_off, *bias = x->params + l->b_off;
+  if (ef) w = ((host *)x)->efold + ((host *)x)->efold_off[l - x->g->layers], bias = w + l->n_w;
   /* the rows' moments: taken by the kernels as they write z, or else a
    * few samples a call, each read back while in the cache */
   int kmom = rows && b->bn_mom && (!after || relu);
@@ -1661,7 +1715,7 @@ static void conv_fwd_chunk(const job *j, int chunk, int n0, int n1) {
     rt_bn_x bx;
     rt_bn_mom bm;
     s.xbn = x->use_live ? NULL : bn_x_of(x, l, o, &bx);
-    s.relu = relu;
+    s.relu = relu, s.bias_all = ef;
     if (kmom) s.mom = bn_mom_of(x, l, a, &bm);
     int pr = remakes(x, l);
     rt_conv_src src;
@@ -1672,9 +1726,8 @@ static void conv_fwd_chunk(const job *j, int chunk, int n0, int n1) {
       s.pool_y = x->act + o + e->fc[e->pfu[l - x->g->layers].pool].args[3];
       s.pcode = e->pcode + pm->code + (int64_t)a * e->pcode_ns, s.pcode_ns = (long)e->pcode_ns;
     }
-    check(x, b, b->conv_fwd(b, (int)(l - x->g->layers), &s, x->act + o + j->in,
-                x->params + l->w_off, x->params + l->b_off,
-                x->act + o + (s.relu && !l->bn ? j->out : j->z)));
+    check(x, b, b->conv_fwd(b, (int)(l - x->g->layers), &s, x->act + o + j->in, w, bias,
+                x->act + o + ((s.relu && !l->bn) || ef ? j->out : j->z)));
     if (!l->bn && l->relu && !s.relu) relu_fwd(x, l, j->z, j->out, a, a1);
     if (after && !s.relu) relu_fwd(x, l, j->z, j->z, a, a1);
     if (rows && !kmom) bn_moments(x, l, j->z, a, a1);
@@ -1737,9 +1790,11 @@ static void conv_fwd_op(RT_OP_ARGS) {
     return;
   }
   if (remade(e, ly)) return; /* its consumer's kernels make it as they read it */
+  int ef = eval_folded(e, ly);
+  if (ef) eval_fold(e, ly); /* its kernels make its output */
   job j = {e, ly, in, z, out, conv_fwd_chunk, layer_work(e, ly)};
   run_chunks(&j);
-  if (ly->bn) {
+  if (ly->bn && !ef) {
     /* phase II's passes read every output (host_dense_grad) */
     host *h = (host *)e;
     int leave = pf && e->training && !e->use_live;
@@ -1838,7 +1893,7 @@ static const struct bn_fuse *bn_pool_of(const hx *x, const ir_layer *l) {
 static int pool_dy_fused(const hx *x, int c) {
   const host *e = (const host *)x;
   int p = e->pfu[c].pool;
-  return p >= 0 && x->training && !x->use_live && x->arch->alive[c] &&
+  return p >= 0 && !x->g->layers[c].bn && x->training && !x->use_live && x->arch->alive[c] &&
          needs_dx(x, &x->g->layers[p]) && x->backend->pool_dy && x->backend->conv_bwd &&
          x->backend->fuses_relu;
 }
@@ -1848,8 +1903,9 @@ static int pool_dy_fused(const hx *x, int c) {
  * and no backward will need it. */
 static int pool_eval_fused(const hx *x, int c) {
   const host *e = (const host *)x;
+  const ir_layer *l = &x->g->layers[c];
   return e->pfu[c].pool >= 0 && !x->training && !x->use_live && x->arch->alive[c] &&
-         x->backend->fuses_relu;
+         x->backend->fuses_relu && (!l->bn || eval_folded(x, l));
 }
 
 /* Conv layer l's own pool_fuse (its codes) when its last forward made
