@@ -1527,10 +1527,14 @@ static rt_conv_shape conv_shape(const hx *x, const ir_layer *l, int n) {
   return s;
 }
 
+static int eval_folded(const hx *x, const ir_layer *l);
+
 /* Whether conv layer l runs folded with its batch norm in this pass
- * (plan_remat's zf: in training), remade by its reader. */
+ * (plan_remat's zf), remade by its reader: in training with the batch's
+ * statistics (fold_fwd), in inference with the running ones (eval_fold). */
 static int folded(const hx *x, const ir_layer *l) {
-  return !x->use_live && x->training && ((const host *)x)->zf[l - x->g->layers];
+  return !x->use_live && ((const host *)x)->zf[l - x->g->layers] &&
+         (x->training || eval_folded(x, l));
 }
 
 /* The producer whose output conv layer l's kernels remake as its input
@@ -1558,8 +1562,11 @@ static rt_conv_src conv_src(hx *x, int pr, int64_t o, int n, int chunk) {
   rt_conv_src r = {pr, conv_shape(x, l, n), x->act + o + ((host *)x)->plan->in_off[pr],
                    x->params + l->w_off, x->params + l->b_off, NULL, NULL, 0};
   r.s.relu = 1;
-  if (folded(x, l)) /* its batch norm folded in (fold_fwd) */
-    r.w = ((host *)x)->fold + ((host *)x)->fold_off[pr], r.bias = r.w + l->n_w, r.bn = 1;
+  if (folded(x, l)) { /* its batch norm folded in (fold_fwd, eval_fold) */
+    const host *e = (const host *)x;
+    r.w = x->training ? e->fold + e->fold_off[pr] : e->efold + e->efold_off[pr];
+    r.bias = r.w + l->n_w, r.bn = 1;
+  }
   if (chunk >= 0) r.dw = wgrad_of(x, l, chunk, &r.db);
   return r;
 }
@@ -1656,6 +1663,7 @@ static const rt_bn_x *bn_x_of(const hx *x, const ir_layer *l, int64_t o, rt_bn_x
 static const struct pool_fuse *pool_made(const hx *x, const ir_layer *l);
 static int pool_dy_fused(const hx *x, int c);
 static int pool_eval_fused(const hx *x, int c);
+static void eval_fold(hx *x, const ir_layer *l);
 
 /* Whether conv layer l's forward takes its batch norm folded into its
  * weights and bias (efold): in inference, batch norm before the ReLU, on
@@ -1786,7 +1794,8 @@ static void conv_fwd_op(RT_OP_ARGS) {
     return;
   }
   if (folded(e, ly)) { /* its batch norm's statistics; its reader's kernels make it */
-    fold_fwd(e, ly, in, z);
+    if (e->training) fold_fwd(e, ly, in, z);
+    else eval_fold(e, ly);
     return;
   }
   if (remade(e, ly)) return; /* its consumer's kernels make it as they read it */

@@ -15,7 +15,8 @@
  * And models whose first conv has batch norm, whose weight gradient its
  * second's backward takes (rt_conv_shape.xg), then folded with its batch
  * norm and remade by the second (rt_host_fold): the same gradients but
- * for the order of their sums, on the kernels and on OpenBLAS. */
+ * for the order of their sums, on the kernels and on OpenBLAS; and in
+ * inference, folded with the running statistics, within 1e-5 of apart. */
 #include "jitexec.h"
 #include "runtime/cpu/cpu.h"
 #include "runtime/host.h"
@@ -232,6 +233,15 @@ static void train_case(const char *src, int bn, int dense, int fold) {
           "the parameters differ");
     double eval[2] = {jt_infer_loss(x[0], in, N, lab), jt_infer_loss(x[1], in, N, lab)};
     CHECK(eval[0] == eval[1], "inference loss %.9g remade, %.9g apart", eval[0], eval[1]);
+  } else { /* inference on x[0]'s parameters and running statistics: the first
+            * conv folded with them and remade (x[0], fold) against made apart */
+    memcpy(rt_exec_params_write(x[1]), rt_exec_view(x[0], RT_PARAMS),
+           (size_t)g->n_params * sizeof(float));
+    memcpy(rt_exec_edit(x[1], RT_STATS), rt_exec_view(x[0], RT_STATS),
+           (size_t)g->n_stats * sizeof(float));
+    double eval[2] = {jt_infer_loss(x[0], in, N, lab), jt_infer_loss(x[1], in, N, lab)};
+    CHECK(fabs(eval[0] - eval[1]) <= 1e-5 * fabs(eval[1]), "inference loss %.9g%s, %.9g apart",
+          eval[0], fold ? " folded" : "", eval[1]);
   }
   free(in), free(vals);
   rt_exec_free(x[0]), rt_exec_free(x[1]), ir_free(g);
