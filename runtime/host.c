@@ -1527,7 +1527,39 @@ static rt_conv_shape conv_shape(const hx *x, const ir_layer *l, int n) {
   return s;
 }
 
-static int eval_folded(const hx *x, const ir_layer *l);
+/* Whether conv layer l's forward takes its batch norm folded into its
+ * weights and bias (efold): in inference, batch norm before the ReLU, on
+ * a backend whose kernels fuse the ReLU (and honour
+ * rt_conv_shape.bias_all). */
+static int eval_folded(const hx *x, const ir_layer *l) {
+  return l->bn == IR_BN_BEFORE && !x->training && !x->use_live && x->backend->fuses_relu &&
+         ((const host *)x)->efold_off[l - x->g->layers] >= 0;
+}
+
+/* Conv layer l's weights and bias with its batch norm's inference map
+ * folded in (eval_folded), into efold: k W and k (bias - mean) + beta,
+ * the map's k = gamma / sqrt(var + eps) as rt_bn_fwd makes it from the
+ * running statistics. A channel that cannot vary (bn_constants) takes
+ * beta alone, one not worked 0. The output differs from the conv's and
+ * the map's apart by the rounding of the folded products. */
+static void eval_fold(hx *x, const ir_layer *l) {
+  host *e = (host *)x;
+  int64_t T = l->n_w / l->cout;
+  const float *W = x->params + l->w_off, *bias = x->params + l->b_off;
+  const float *gamma = x->params + l->g_off, *beta = gamma + l->cout;
+  const float *rm = x->stats + l->s_off, *rv = rm + l->cout;
+  const uint8_t *wm = x->mask + l->w_off, *bm = x->mask + l->b_off, *w = worked(x, l);
+  const uint8_t *v = e->varies ? e->varies + ir_chan_base(x->g, l->out_t) + l->out_ch : NULL;
+  float *fw = e->efold + e->efold_off[l - x->g->layers], *fb = fw + l->n_w;
+  for (int c = 0; c < l->cout; c++) {
+    float m = rm[c], k = (float)(gamma[c] * (1.0 / sqrt((double)rv[c] + RT_BN_EPS)));
+    int off = w && !w[c], still = off || (v && !v[c]);
+    for (int64_t t = 0; t < T; t++)
+      fw[c * T + t] = !still && wm[c * T + t] ? k * W[c * T + t] : 0.0f;
+    double b = rt_bias_counts(bm, 0, c) ? bias[c] : 0.0;
+    fb[c] = off ? 0.0f : still ? beta[c] : (float)((double)k * (b - m) + beta[c]);
+  }
+}
 
 /* Whether conv layer l runs folded with its batch norm in this pass
  * (plan_remat's zf), remade by its reader: in training with the batch's
@@ -1663,41 +1695,6 @@ static const rt_bn_x *bn_x_of(const hx *x, const ir_layer *l, int64_t o, rt_bn_x
 static const struct pool_fuse *pool_made(const hx *x, const ir_layer *l);
 static int pool_dy_fused(const hx *x, int c);
 static int pool_eval_fused(const hx *x, int c);
-static void eval_fold(hx *x, const ir_layer *l);
-
-/* Whether conv layer l's forward takes its batch norm folded into its
- * weights and bias (efold): in inference, batch norm before the ReLU, on
- * a backend whose kernels fuse the ReLU (and honour
- * rt_conv_shape.bias_all). */
-static int eval_folded(const hx *x, const ir_layer *l) {
-  return l->bn == IR_BN_BEFORE && !x->training && !x->use_live && x->backend->fuses_relu &&
-         ((const host *)x)->efold_off[l - x->g->layers] >= 0;
-}
-
-/* Conv layer l's weights and bias with its batch norm's inference map
- * folded in (eval_folded), into efold: k W and k (bias - mean) + beta,
- * the map's k = gamma / sqrt(var + eps) as rt_bn_fwd makes it from the
- * running statistics. A channel that cannot vary (bn_constants) takes
- * beta alone, one not worked 0. The output differs from the conv's and
- * the map's apart by the rounding of the folded products. */
-static void eval_fold(hx *x, const ir_layer *l) {
-  host *e = (host *)x;
-  int64_t T = l->n_w / l->cout;
-  const float *W = x->params + l->w_off, *bias = x->params + l->b_off;
-  const float *gamma = x->params + l->g_off, *beta = gamma + l->cout;
-  const float *rm = x->stats + l->s_off, *rv = rm + l->cout;
-  const uint8_t *wm = x->mask + l->w_off, *bm = x->mask + l->b_off, *w = worked(x, l);
-  const uint8_t *v = e->varies ? e->varies + ir_chan_base(x->g, l->out_t) + l->out_ch : NULL;
-  float *fw = e->efold + e->efold_off[l - x->g->layers], *fb = fw + l->n_w;
-  for (int c = 0; c < l->cout; c++) {
-    float m = rm[c], k = (float)(gamma[c] * (1.0 / sqrt((double)rv[c] + RT_BN_EPS)));
-    int off = w && !w[c], still = off || (v && !v[c]);
-    for (int64_t t = 0; t < T; t++)
-      fw[c * T + t] = !still && wm[c * T + t] ? k * W[c * T + t] : 0.0f;
-    double b = rt_bias_counts(bm, 0, c) ? bias[c] : 0.0;
-    fb[c] = off ? 0.0f : still ? beta[c] : (float)((double)k * (b - m) + beta[c]);
-  }
-}
 
 static void conv_fwd_chunk(const job *j, int chunk, int n0, int n1) {
   (void)chunk;
