@@ -99,7 +99,7 @@ echo "an image folder on 2 ranks = 1 process: $(paste -d' ' f1.l f2.l | tr '\n' 
 # process within rounding (the tasks' sets pass several times and the
 # sums' order makes the runs drift apart, the more the longer they train:
 # at 1500 images a task the fourth task-epoch's loss was 1.2e-2 off on an
-# AMD Zen 5 box, 2026-12-05, and one process on 2 threads was 5.6e-3 off
+# AMD Zen 5 VM, 2026-12-05, and one process on 2 threads was 5.6e-3 off
 # its run on one; at 640 images both stayed within 2.3e-4, so a gradient
 # lost or scaled wrongly stands out); with batch norm, the search grows the
 # shared and the own architectures alike on every rank.
