@@ -1161,11 +1161,15 @@ __attribute__((target("avx2"))) static int extremes8_avx2(int ow, const float *r
  * masks made once: a row pair a call, they were no faster than AVX2
  * (bench/README.md). */
 
-/* A row's columns [0, 2n) of n <= 16 windows, zeros past them. */
-__attribute__((target("avx512f"))) static inline void row32_avx512(const float *r, int n,
-                                                                   __m512 v[2]) {
-  v[0] = _mm512_maskz_loadu_ps(lanes16(2 * n), r);
-  v[1] = _mm512_maskz_loadu_ps(lanes16(2 * n - 16), r + 16);
+/* A row pair's columns (a0's, then a1's, two vectors each) in the lanes
+ * in, by halves (a row of n <= 16 windows: lanes16(2 n), lanes16(2 n -
+ * 16)), zeros past them. */
+__attribute__((target("avx512f"))) static inline void pair32_avx512(const float *a0,
+                                                                    const float *a1,
+                                                                    const __mmask16 in[2],
+                                                                    __m512 v[4]) {
+  v[0] = _mm512_maskz_loadu_ps(in[0], a0), v[1] = _mm512_maskz_loadu_ps(in[1], a0 + 16);
+  v[2] = _mm512_maskz_loadu_ps(in[0], a1), v[3] = _mm512_maskz_loadu_ps(in[1], a1 + 16);
 }
 
 /* A row's even (odd) columns of its two vectors, in window order. */
@@ -1197,8 +1201,8 @@ __attribute__((target("avx512f"), always_inline)) static inline void
 pool16_pair(const float *a0, const float *a1, const __mmask16 in[2], __mmask16 on, __m512 mv,
             __m512 kv, __m512 bv, float *po, uint8_t *co, const int plain, const int codes) {
   const __m512 zero = _mm512_setzero_ps();
-  __m512 v[4] = {_mm512_maskz_loadu_ps(in[0], a0), _mm512_maskz_loadu_ps(in[1], a0 + 16),
-                 _mm512_maskz_loadu_ps(in[0], a1), _mm512_maskz_loadu_ps(in[1], a1 + 16)};
+  __m512 v[4];
+  pair32_avx512(a0, a1, in, v);
   for (int t = 0; t < 4; t++) {
     __m512 u = plain ? v[t] : _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(v[t], mv), kv), bv);
     v[t] = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(u, zero, _CMP_GT_OQ), u);
@@ -1263,10 +1267,10 @@ __attribute__((target("avx512f"))) static void extremes16_avx512(int h, int w, c
                                                                  uint8_t *code) {
   const int ow = w / 2;
   const __m512i f = _mm512_castps_si512(_mm512_set1_ps(sg));
-  const __mmask16 on = lanes16(ow);
+  const __mmask16 in[2] = {lanes16(2 * ow), lanes16(2 * ow - 16)}, on = lanes16(ow);
   for (int oy = 0; oy < h / 2; oy++) {
     __m512 v[4];
-    row32_avx512(x + 2L * oy * w, ow, v), row32_avx512(x + (2L * oy + 1) * w, ow, v + 2);
+    pair32_avx512(x + 2L * oy * w, x + (2L * oy + 1) * w, in, v);
     for (int t = 0; t < 4; t++)
       v[t] = _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(v[t]), f));
     __m512 w0 = phase16(v, 0), w1 = phase16(v, 1), w2 = phase16(v + 2, 0), w3 = phase16(v + 2, 1);
