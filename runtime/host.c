@@ -785,22 +785,18 @@ static int plan_zero(host *e) {
   e->zf = calloc(nl, 1);
   e->fgram = calloc(nl * RT_GRAM, sizeof *e->fgram);
   e->fold_off = malloc(nl * sizeof *e->fold_off);
-  int64_t nfold = 0;
-  for (int i = 0; e->fold_off && i < g->n_layers; i++) {
+  e->efold_off = malloc(nl * sizeof *e->efold_off);
+  int64_t nfold = 0, nefold = 0;
+  for (int i = 0; e->fold_off && e->efold_off && i < g->n_layers; i++) {
     const ir_layer *l = &g->layers[i];
-    e->fold_off[i] = gram_able(l) && l->w_off >= 0 && l->b_off >= 0 ? nfold : -1;
-    if (e->fold_off[i] >= 0) nfold += l->n_w + l->cout;
+    int bn = l->kind == IR_CONV && l->bn == IR_BN_BEFORE && l->w_off >= 0 && l->b_off >= 0;
+    e->fold_off[i] = bn && gram_able(l) ? nfold : -1;
+    e->efold_off[i] = bn ? nefold : -1;
+    nfold += e->fold_off[i] >= 0 ? l->n_w + l->cout : 0;
+    nefold += bn ? l->n_w + l->cout : 0;
   }
   e->fold = malloc((size_t)(nfold ? nfold : 1) * sizeof *e->fold);
-  e->efold_off = malloc(nl * sizeof *e->efold_off);
-  nfold = 0;
-  for (int i = 0; e->efold_off && i < g->n_layers; i++) {
-    const ir_layer *l = &g->layers[i];
-    e->efold_off[i] =
-        l->kind == IR_CONV && l->bn == IR_BN_BEFORE && l->w_off >= 0 && l->b_off >= 0 ? nfold : -1;
-    if (e->efold_off[i] >= 0) nfold += l->n_w + l->cout;
-  }
-  e->efold = malloc((size_t)(nfold ? nfold : 1) * sizeof *e->efold);
+  e->efold = malloc((size_t)(nefold ? nefold : 1) * sizeof *e->efold);
   e->gram = calloc((size_t)e->pub.threads * RT_GRAM, sizeof *e->gram);
   for (int i = 0; i < g->n_layers; i++) {
     const ir_layer *l = &g->layers[i];
@@ -1536,28 +1532,43 @@ static int eval_folded(const hx *x, const ir_layer *l) {
          ((const host *)x)->efold_off[l - x->g->layers] >= 0;
 }
 
+/* Output channel c of conv layer l folded with the map (z - m) k + beta
+ * of its batch norm into fw (its weights, l->n_w) and fb (its bias): k W
+ * where a weight is active, and k (bias - m) + beta, the bias 0 where
+ * masked. */
+static void fold_channel(const hx *x, const ir_layer *l, int c, float m, float k, float *fw,
+                         float *fb) {
+  int64_t T = l->n_w / l->cout;
+  const float *wc = x->params + l->w_off + c * T, *bias = x->params + l->b_off;
+  const uint8_t *mc = x->mask + l->w_off + c * T;
+  for (int64_t t = 0; t < T; t++) fw[c * T + t] = mc[t] ? k * wc[t] : 0.0f;
+  double b = rt_bias_counts(x->mask + l->b_off, 0, c) ? bias[c] : 0.0;
+  fb[c] = (float)((double)k * (b - m) + x->params[l->g_off + l->cout + c]);
+}
+
 /* Conv layer l's weights and bias with its batch norm's inference map
- * folded in (eval_folded), into efold: k W and k (bias - mean) + beta,
+ * folded in (eval_folded), into efold (fold_channel): k W and k (bias - mean) + beta,
  * the map's k = gamma / sqrt(var + eps) as rt_bn_fwd makes it from the
  * running statistics. A channel that cannot vary (bn_constants) takes
  * beta alone, one not worked 0. The output differs from the conv's and
  * the map's apart by the rounding of the folded products. */
 static void eval_fold(hx *x, const ir_layer *l) {
   host *e = (host *)x;
-  int64_t T = l->n_w / l->cout;
-  const float *W = x->params + l->w_off, *bias = x->params + l->b_off;
   const float *gamma = x->params + l->g_off, *beta = gamma + l->cout;
   const float *rm = x->stats + l->s_off, *rv = rm + l->cout;
-  const uint8_t *wm = x->mask + l->w_off, *bm = x->mask + l->b_off, *w = worked(x, l);
+  const uint8_t *w = worked(x, l);
   const uint8_t *v = e->varies ? e->varies + ir_chan_base(x->g, l->out_t) + l->out_ch : NULL;
   float *fw = e->efold + e->efold_off[l - x->g->layers], *fb = fw + l->n_w;
+  int64_t T = l->n_w / l->cout;
   for (int c = 0; c < l->cout; c++) {
-    float m = rm[c], k = (float)(gamma[c] * (1.0 / sqrt((double)rv[c] + RT_BN_EPS)));
-    int off = w && !w[c], still = off || (v && !v[c]);
-    for (int64_t t = 0; t < T; t++)
-      fw[c * T + t] = !still && wm[c * T + t] ? k * W[c * T + t] : 0.0f;
-    double b = rt_bias_counts(bm, 0, c) ? bias[c] : 0.0;
-    fb[c] = off ? 0.0f : still ? beta[c] : (float)((double)k * (b - m) + beta[c]);
+    int off = w && !w[c];
+    if (off || (v && !v[c])) {
+      memset(fw + c * T, 0, (size_t)T * sizeof *fw);
+      fb[c] = off ? 0.0f : beta[c];
+      continue;
+    }
+    float k = (float)(gamma[c] * (1.0 / sqrt((double)rv[c] + RT_BN_EPS)));
+    fold_channel(x, l, c, rm[c], k, fw, fb);
   }
 }
 
@@ -2055,8 +2066,7 @@ static void fold_fwd(hx *x, const ir_layer *l, int64_t in, int64_t z) {
     sm[c] = (float)mu, si[c] = (float)invstd, sk[c] = (float)(gamma[c] * invstd);
     rm[c] = (float)((1 - RT_BN_MOMENTUM) * rm[c] + RT_BN_MOMENTUM * mu);
     rv[c] = (float)((1 - RT_BN_MOMENTUM) * rv[c] + RT_BN_MOMENTUM * unbiased);
-    for (int u = 0; u < T; u++) fw[(int64_t)c * T + u] = mc[u] ? sk[c] * wc[u] : 0.0f;
-    fb[c] = (float)((double)sk[c] * ((rt_bias_counts(bm, 0, c) ? bias[c] : 0.0) - sm[c]) + beta[c]);
+    fold_channel(x, l, c, sm[c], sk[c], fw, fb);
   }
   e->xleft[li] = XLEFT_FOLDED, e->xz[li] = z; /* for a late reader, host_channel_stats */
   memcpy(e->xbeta + l->s_off, beta, (size_t)l->cout * sizeof *e->xbeta);
