@@ -1867,12 +1867,14 @@ static void bn_bwd_task(void *arg, int part) {
   }
 }
 
-/* Below this many values a layer's batch norm stays on the caller: a
- * dispatch to sleeping workers costs tens of microseconds (pool.c). */
+/* Below this many values read (row: a row's, of a sample's plane of a
+ * channel) a layer's batch norm stays on the caller: a dispatch to
+ * sleeping workers costs tens of microseconds (pool.c), and each is a
+ * join that waits for the slowest thread. */
 enum { BN_SPLIT = 1 << 14 };
 
-static int bn_parts(rt_pool *pool, int parts, const rt_bn_shape *s) {
-  if (!pool || (long)s->n * s->c * s->hw < BN_SPLIT) return 1;
+static int bn_parts(rt_pool *pool, int parts, const rt_bn_shape *s, long row) {
+  if (!pool || (long)s->n * s->c * row < BN_SPLIT) return 1;
   if (parts > s->c) parts = s->c;
   return parts < 1 ? 1 : parts;
 }
@@ -1881,7 +1883,9 @@ void rt_bn_fwd(rt_pool *pool, int parts, const rt_bn_shape *s, int training, int
                const float *x, const double *mom, long ms, const float *gamma,
                const float *beta, float *run_mean, float *run_var, float *save_mean,
                float *save_invstd, float *save_scale, float *y) {
-  bn_job j = {.s = s, .parts = bn_parts(pool, parts, s), .training = training, .relu = relu,
+  /* with the rows' moments taken and no output, a row costs about a value */
+  bn_job j = {.s = s, .parts = bn_parts(pool, parts, s, mom && !y ? 1 : s->hw),
+              .training = training, .relu = relu,
               .x = x, .mom = mom, .ms = ms, .gamma = gamma, .beta = beta,
               .run_mean = run_mean, .run_var = run_var, .save_mean_w = save_mean,
               .save_invstd_w = save_invstd, .scale_w = save_scale, .out = y};
@@ -1895,7 +1899,7 @@ void rt_bn_out(rt_pool *pool, int parts, const rt_bn_shape *s, int relu, int w, 
   assert(y ? !p && !code
            : (p || code) && relu && w > 0 && s->hw % (2L * w) == 0 && w % 2 == 0 &&
                  s->hw <= RT_BN_POOL_HW);
-  bn_job j = {.s = s, .parts = bn_parts(pool, parts, s), .relu = relu, .x = x, .beta = beta,
+  bn_job j = {.s = s, .parts = bn_parts(pool, parts, s, s->hw), .relu = relu, .x = x, .beta = beta,
               .save_mean = save_mean, .scale = scale, .out = y,
               .w = w, .p = p, .p_ns = p_ns ? p_ns : (long)s->c * (s->hw / 4), .code = code,
               .code_ns = code_ns ? code_ns : (long)s->c * (s->hw / 4)};
@@ -1907,7 +1911,7 @@ void rt_bn_pool_out(rt_pool *pool, int parts, const rt_bn_shape *s, int w, const
                     const float *beta, const float *save_mean, const float *scale, float *p,
                     long p_ns, uint8_t *code, long code_ns) {
   assert(zx && code && w > 0 && s->hw % (2L * w) == 0 && w % 2 == 0);
-  bn_job j = {.s = s, .parts = bn_parts(pool, parts, s), .relu = 1, .beta = beta,
+  bn_job j = {.s = s, .parts = bn_parts(pool, parts, s, s->hw), .relu = 1, .beta = beta,
               .save_mean = save_mean, .scale = scale, .w = w, .p = p,
               .p_ns = p_ns ? p_ns : (long)s->c * (s->hw / 4), .code = code,
               .code_ns = code_ns ? code_ns : (long)s->c * (s->hw / 4), .zx = zx};
@@ -1921,7 +1925,7 @@ void rt_bn_pool_bwd(rt_pool *pool, int parts, const rt_bn_shape *s, int w, int a
                     const float *save_invstd, const float *scale, float *dx, float *dgamma,
                     float *dbeta) {
   assert(code && w > 0 && w % 2 == 0 && s->hw % (2L * w) == 0 && s->hw <= RT_BN_POOL_HW);
-  bn_job j = {.s = s, .parts = bn_parts(pool, parts, s), .relu = 1, .assign = assign, .x = x,
+  bn_job j = {.s = s, .parts = bn_parts(pool, parts, s, s->hw), .relu = 1, .assign = assign, .x = x,
               .code = (uint8_t *)code, .code_ns = code_ns ? code_ns : (long)s->c * (s->hw / 4),
               .dy = dp, .w = w, .p_ns = p_ns ? p_ns : (long)s->c * (s->hw / 4), .gamma = gamma,
               .beta = beta, .save_mean = save_mean, .save_invstd = save_invstd, .scale = scale,
@@ -1951,7 +1955,10 @@ void rt_bn_bwd_sums(rt_pool *pool, int parts, const rt_bn_shape *s, int relu, in
   assert(w == 0 ||
          (code && relu && w % 2 == 0 && s->hw % (2L * w) == 0 && s->hw <= RT_BN_POOL_HW));
   assert(!zx || w);
-  bn_job j = {.s = s, .parts = bn_parts(pool, parts, s), .relu = relu, .x = x, .dy = dy,
+  /* a row taken as its two sums costs about a value; from the windows, a
+   * quarter of its values */
+  long row = rows ? 1 : zx ? s->hw / 4 : s->hw;
+  bn_job j = {.s = s, .parts = bn_parts(pool, parts, s, row), .relu = relu, .x = x, .dy = dy,
               .rows = rows, .rows_ns = rows_ns, .code = (uint8_t *)code,
               .code_ns = code_ns ? code_ns : (long)s->c * (s->hw / 4), .zx = zx,
               .w = w, .p_ns = w && !p_ns ? (long)s->c * (s->hw / 4) : p_ns,
@@ -2313,7 +2320,7 @@ void rt_bn_bwd(rt_pool *pool, int parts, const rt_bn_shape *s, int relu, int ass
                const float *x, const float *y, const float *dy, const float *gamma,
                const float *beta, const float *save_mean, const float *save_invstd,
                const float *scale, float *dx, float *dgamma, float *dbeta) {
-  bn_job j = {.s = s, .parts = bn_parts(pool, parts, s), .relu = relu, .assign = assign,
+  bn_job j = {.s = s, .parts = bn_parts(pool, parts, s, s->hw), .relu = relu, .assign = assign,
               .x = x, .y = y, .dy = dy, .gamma = gamma, .beta = beta, .save_mean = save_mean,
               .save_invstd = save_invstd, .scale = scale, .dx = dx, .dgamma = dgamma,
               .dbeta = dbeta};
