@@ -11,7 +11,11 @@
 # batch norm's output is pooled as it is made and its backward takes the
 # pool's; a pool's output left to the one layer that reads it is made,
 # and its sums taken, in that layer's rows). Medians and minimums at the
-# end, and the same from each profile row's minimum over the pairs.
+# end, and the same from each profile row's minimum over the pairs; last,
+# each layer's forward and backward, with batch norm less without, from
+# their least over the pairs. On a VM whose speed drifts from one minute
+# to the next, THREADS=1 gives the steadier share: no step waits on a
+# descheduled second thread.
 # usage: [PAIRS=N] bench/bn_cost.sh [IMAGES=6000] [THREADS=2] [BACKEND=cpu]
 #   ILNASC=FILE       the compiler (default: build/bin/ilnasc, built here)
 #   BASE_ILNASC=FILE  a second compiler (another commit's build) measured
@@ -95,4 +99,20 @@ rowmins() {
 for side in $sides; do
   set -- $(rowmins "$side"-bn.*.prof) $(rowmins "$side"-nobn.*.prof)
   line "$side" "rows' minimums" "$1" "$3" "$2" "$4"
+done
+# by layer: each layer row's least forward and least backward over the
+# pairs, with batch norm less without (milliseconds a step)
+for side in $sides; do
+  echo "$side by layer (each row's least over the pairs, with batch norm less without):"
+  for f in "$side"-bn.*.prof "$side"-nobn.*.prof; do
+    case $f in *-nobn.*) echo "nobn $f" ;; *) echo "bn $f" ;; esac
+  done | while read -r k f; do
+    awk -v k="$k" '$2 == "conv" || $2 == "maxpool" || $2 == "linear" { print k, $1, $3, $4 }' "$f"
+  done | awk '{ f = $1 " " $2
+      if (!(f in fw) || $3 < fw[f]) fw[f] = $3
+      if (!(f in bw) || $4 < bw[f]) bw[f] = $4
+      if ($1 == "bn" && !($2 in seen)) { seen[$2] = 1; order[++n] = $2 } }
+    END { for (i = 1; i <= n; i++) { r = order[i]
+        printf "  %-12s forward %+.3f ms, backward %+.3f ms\n", r,
+          fw["bn " r] - fw["nobn " r], bw["bn " r] - bw["nobn " r] } }'
 done
