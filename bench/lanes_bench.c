@@ -1,5 +1,5 @@
 /* lanes_bench: what putting the batch in the vector lanes would give the
- * sparse conv kernels (bench/README.md, "The batch in the lanes").
+ * sparse conv kernels (bench/README.md, "How the CPU backend runs a step").
  *
  * One conv 3x3 layer, pad 1, random per-weight masks, 16 samples, on one
  * core: the forward and the weight gradient written two ways over the same
