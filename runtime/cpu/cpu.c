@@ -116,11 +116,17 @@ typedef struct rt_cpu_entry {
  * it the two are within noise, and the GEMM's speed does not depend on
  * the pattern. A threshold set by rt_cpu_set_dense_threshold replaces it.
  *
- * Linear 3136->512: JIT 0.018-0.026 s at 25% and 0.032-0.046 s at 50%
- * against 0.020-0.025 s and 0.023-0.037 s dense (2026-11-28), crossing
- * between 25% and 35%. */
+ * Linear 3136->512 (linear_dense_from): where the two cross depends on
+ * the lanes of both. 2026-12-05, the AMD Zen 5 VM, 38c3a5a, 2 threads
+ * (one thread crosses later): against AVX2 GEMM (Haswell) the 16-lane
+ * JIT 0.0048 s at 50% and 0.0058 at 60% against 0.0065 and 0.0064
+ * dense, 0.0075 at 70% against 0.0066; the 8-lane JIT 0.0043 at 40% and
+ * 0.0071 at 50% against 0.0062 and 0.0069; against AVX-512 GEMM
+ * (Cooperlake) the 16-lane JIT 0.0032 at 30% and 0.0050 at 40% against
+ * 0.0038 and 0.0039. On the 2-core VM (2026-12-02, 36812d3, 16 lanes,
+ * AVX2 GEMM) 0.0092 at 50% against 0.0083. */
 #define RT_CPU_DENSE_CONV_AUTO (-1.0)
-#define RT_CPU_DENSE_LINEAR 0.30
+#define RT_CPU_DENSE_LINEAR_AUTO (-1.0)
 
 /* Conv samples packed per kernel call: two samples' planes (about 0.6 MB
  * for 64 channels at 14x14) stay in L2 while the weight-gradient groups
@@ -181,8 +187,9 @@ typedef struct cpu_backend {
   rt_cpu_stats st;
   uint8_t *dense;             /* per layer: runs on OpenBLAS */
   rt_cpu_wpack *wpack;        /* per layer */
-  double thr_conv, thr_lin;   /* density from which a layer runs dense;
-                                 thr_conv < 0: by the layer (conv_dense_from) */
+  double thr_conv, thr_lin;   /* density from which a layer runs dense; < 0:
+                                 by the layer (conv_dense_from,
+                                 linear_dense_from) */
   int vw;                     /* lanes of the kernels' vectors: 16 with AVX-512 */
   int no_unroll;              /* rt_cpu_set_unroll(b, 0) */
   int wide_gemm;              /* OpenBLAS runs its AVX-512 kernels */
@@ -673,9 +680,19 @@ static double conv_dense_from(const cpu_backend *cb, long oh, long ow, int block
   return a >= 100 || (blocks && a >= 36) ? 2.0 : a >= 36 ? 0.9 : 0.35;
 }
 
+/* The density from which a linear layer runs dense (the figures above
+ * RT_CPU_DENSE_LINEAR_AUTO): against AVX2 GEMM between the two AMD VMs'
+ * crossings at 16 lanes (about 50% and 62%) and at the 8-lane one's;
+ * against AVX-512 GEMM a little below the crossing (about 34%). */
+static double linear_dense_from(const cpu_backend *cb) {
+  if (cb->wide_gemm) return 0.3;
+  return cb->vw == 8 ? 0.5 : 0.55;
+}
+
 static int entry_dense(const cpu_backend *cb, const rt_cpu_entry *e) {
   double density = e->nw ? (double)e->active / (double)e->nw : 0.0;
-  if (e->kind != IR_CONV) return density >= cb->thr_lin;
+  if (e->kind != IR_CONV)
+    return density >= (cb->thr_lin >= 0 ? cb->thr_lin : linear_dense_from(cb));
   return density >= (cb->thr_conv >= 0 ? cb->thr_conv
                                         : conv_dense_from(cb, e->plan.oh, e->plan.ow, e->blocks));
 }
@@ -2088,7 +2105,7 @@ rt_kernels *rt_kernels_cpu_new(const ir_graph *g, char *err, size_t errlen) {
   }
   for (int i = 0; i < NSLOT; i++) atomic_flag_clear(&cb->slots[i].busy);
   for (int l = 0; l < g->n_layers; l++) pthread_mutex_init(&cb->wpack[l].mu, NULL);
-  cb->thr_conv = RT_CPU_DENSE_CONV_AUTO, cb->thr_lin = RT_CPU_DENSE_LINEAR;
+  cb->thr_conv = RT_CPU_DENSE_CONV_AUTO, cb->thr_lin = RT_CPU_DENSE_LINEAR_AUTO;
   /* exec splits the batch into one chunk per thread and calls the backend
    * on each at once: OpenBLAS threading inside would oversubscribe the
    * cores. OpenBLAS 0.3.21 has no per-call thread count; this is global. */

@@ -31,9 +31,9 @@ rt_cpu_stats rt_cpu_get_stats(const rt_kernels *b);
 /* The densities from which conv and linear layers run dense on OpenBLAS
  * instead of JIT kernels, for the layers prepared after the call: 0 makes
  * every layer dense, anything above 1 none (tests and benchmarks force the
- * two paths so); a negative conv threshold restores the default. Defaults:
+ * two paths so); a negative threshold restores its default. Defaults:
  * measured, RT_CPU_DENSE_* in cpu.c (a conv layer's by its output plane,
- * the kernels' lanes and OpenBLAS's). */
+ * the kernels' lanes and OpenBLAS's; a linear layer's by the lanes). */
 void rt_cpu_set_dense_threshold(rt_kernels *b, double conv, double linear);
 
 /* Lanes of the kernels' float vectors, for the layers prepared after the
