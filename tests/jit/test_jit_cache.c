@@ -2,7 +2,8 @@
  * the layer whose mask changed, and compiles a layer of about a million
  * active weights to no more code than a layer of a few hundred. The layers are forced onto the JIT path
  * (their densities would run dense on OpenBLAS by default, compiling
- * nothing); one more check: a dense layer compiles nothing. */
+ * nothing); two more checks: a dense layer compiles nothing, and by
+ * default a linear layer at 25% runs on the JIT kernels, at 100% dense. */
 #include <time.h>
 
 #include "jitutil.h"
@@ -74,6 +75,19 @@ static void test_cache(void) {
   CHECK(s.compiles == 4 && rt_cpu_layer_dense(b, 1), "dense layer compiled (%ld)", s.compiles);
   b->linear_fwd(b, 1, &ls, x, w, bias, y1);
   CHECK(jt_nerr(y1, y0, 21) <= 1e-6, "dense linear: %g", jt_nerr(y1, y0, 21));
+  /* the defaults back (a negative threshold): whatever the lanes and
+   * OpenBLAS's kernels, a linear layer at 25% runs on the JIT kernels,
+   * one at 100% on OpenBLAS (linear_dense_from) */
+  rt_cpu_set_dense_threshold(b, -1.0, -1.0);
+  for (int lanes = 8; lanes <= 16; lanes += 8) {
+    CHECK(rt_cpu_set_lanes(b, lanes) == 0, "set lanes %d", lanes);
+    for (int i = 0; i < 140; i++) lm[i] = i % 4 == 0;
+    CHECK(b->prepare(b, 1, lm, lb, err, sizeof err) == 0, "%s", err);
+    CHECK(!rt_cpu_layer_dense(b, 1), "linear at 25%%, %d lanes: dense by default", lanes);
+    memset(lm, 1, 140);
+    CHECK(b->prepare(b, 1, lm, lb, err, sizeof err) == 0, "%s", err);
+    CHECK(rt_cpu_layer_dense(b, 1), "linear at 100%%, %d lanes: not dense by default", lanes);
+  }
   free(x), free(w), free(bias);
   free(wm), free(wm2), free(bm), free(lm), free(lb);
   b->free(b);
