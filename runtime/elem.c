@@ -1867,9 +1867,10 @@ static void bn_bwd_task(void *arg, int part) {
   }
 }
 
-/* Below this many values read (row: a row's, of a sample's plane of a
- * channel) a layer's batch norm stays on the caller: a dispatch to
- * sleeping workers costs tens of microseconds (pool.c), and each is a
+/* Below this many values read (n * c rows, a sample's plane of a
+ * channel each, of `row` values: fewer where the row's moments or sums
+ * were taken before) a layer's batch norm stays on the caller: a dispatch
+ * to sleeping workers costs tens of microseconds (pool.c), and each is a
  * join that waits for the slowest thread. */
 enum { BN_SPLIT = 1 << 14 };
 

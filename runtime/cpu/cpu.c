@@ -681,9 +681,9 @@ static double conv_dense_from(const cpu_backend *cb, long oh, long ow, int block
 }
 
 /* The density from which a linear layer runs dense (the figures above
- * RT_CPU_DENSE_LINEAR_AUTO): against AVX2 GEMM between the two AMD VMs'
- * crossings at 16 lanes (about 50% and 62%) and at the 8-lane one's;
- * against AVX-512 GEMM a little below the crossing (about 34%). */
+ * RT_CPU_DENSE_LINEAR_AUTO): against AVX2 GEMM, at 16 lanes between the
+ * two AMD VMs' crossings (about 50% and 62%), at 8 lanes at its crossing
+ * (about 50%); against AVX-512 GEMM a little below it (about 34%). */
 static double linear_dense_from(const cpu_backend *cb) {
   if (cb->wide_gemm) return 0.3;
   return cb->vw == 8 ? 0.5 : 0.55;
