@@ -813,25 +813,7 @@ static int plan_zero(host *e) {
       !e->xleft || !e->xz || !e->xbeta)
     return -1;
   plan_dx_needs(e);
-  int n = 0;
-  for (int t = 0; t < g->n_tensors; t++) {
-    const ir_tensor *r = &g->tensors[t];
-    if (t == g->input_t) continue;
-    int z = rt_plan_z_writer(g, t);
-    if (z >= 0) {
-      e->assign[z] = g->layers[z].bn; /* batch norm's writes add unless told */
-      continue;
-    }
-    int pool = rt_plan_sole_pool_writer(g, t);
-    if (pool >= 0) {
-      e->assign[pool] = 1;
-      continue;
-    }
-    e->zero[n][0] = r->off, e->zero[n][1] = r->off + (int64_t)r->c * r->h * r->w;
-    e->zt[t] = 1;
-    n++;
-  }
-  e->n_zero = merge_ranges(e->zero, n);
+  e->n_zero = merge_ranges(e->zero, rt_plan_grad_clears(g, e->assign, e->zero, e->zt));
   return 0;
 }
 

@@ -250,3 +250,25 @@ int rt_plan_sole_pool_writer(const ir_graph *g, int t) {
     return -1;
   return w;
 }
+
+int rt_plan_grad_clears(const ir_graph *g, uint8_t *assign, int64_t (*zero)[2], uint8_t *zt) {
+  int n = 0;
+  for (int t = 0; t < g->n_tensors; t++) {
+    const ir_tensor *r = &g->tensors[t];
+    if (t == g->input_t) continue;
+    int z = rt_plan_z_writer(g, t);
+    if (z >= 0) {
+      assign[z] = (uint8_t)g->layers[z].bn; /* batch norm's writes add unless told */
+      continue;
+    }
+    int pool = rt_plan_sole_pool_writer(g, t);
+    if (pool >= 0) {
+      assign[pool] = 1;
+      continue;
+    }
+    zero[n][0] = r->off, zero[n][1] = r->off + (int64_t)r->c * r->h * r->w;
+    if (zt) zt[t] = 1;
+    n++;
+  }
+  return n;
+}

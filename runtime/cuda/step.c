@@ -151,24 +151,8 @@ static int plan_zero(dstep *d) {
   const ir_graph *g = d->pub.g;
   d->zero = malloc((size_t)(g->n_tensors ? g->n_tensors : 1) * sizeof *d->zero);
   if (!d->zero) return -1;
-  int n = 0;
-  for (int t = 0; t < g->n_tensors; t++) {
-    const ir_tensor *r = &g->tensors[t];
-    if (t == g->input_t) continue;
-    int z = rt_plan_z_writer(g, t);
-    if (z >= 0) {
-      d->assign[z] = (uint8_t)g->layers[z].bn;
-      continue;
-    }
-    int pool = rt_plan_sole_pool_writer(g, t);
-    if (pool >= 0) {
-      d->assign[pool] = 1;
-      continue;
-    }
-    d->zero[n][0] = r->off, d->zero[n][1] = r->off + (int64_t)r->c * r->h * r->w;
-    n++;
-  }
-  d->n_zero = n; /* adjacent ranges stay apart: one memset each */
+  /* adjacent ranges stay apart: one memset each */
+  d->n_zero = rt_plan_grad_clears(g, d->assign, d->zero, NULL);
   return 0;
 }
 
