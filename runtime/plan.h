@@ -70,11 +70,13 @@ void rt_plan_make(rt_plan *p, const ir_arch *a, const uint8_t *mask, const float
 int rt_plan_z_writer(const ir_graph *g, int t);
 int rt_plan_sole_pool_writer(const ir_graph *g, int t);
 
-/* The backward's clearing plan from the two: for each tensor but the
- * input, either its gradient's writer assigns (assign[layer]: a pool's
- * 1, a pre-activation writer's its batch norm, whose backward overwrites)
- * or its per-sample range [begin, end) goes into zero, in tensor order,
- * and zt[t] = 1 where zt is given. The number of ranges. */
+/* The backward's clearing plan from the two, for each tensor but the
+ * input: where one of them writes its gradient, assign[writer] is set (a
+ * pool's to 1; a pre-activation writer's to its batch norm, so that
+ * batch norm's backward overwrites where it would add); else the
+ * tensor's per-sample range [begin, end) goes into zero (room for
+ * n_tensors), in tensor order, and zt[t] = 1 where zt is given. The
+ * number of ranges. */
 int rt_plan_grad_clears(const ir_graph *g, uint8_t *assign, int64_t (*zero)[2], uint8_t *zt);
 
 /* Floats per sample of the live activations of architecture a over g,
