@@ -923,7 +923,10 @@ static void pack_x(const cg_conv_plan *p, const rt_conv_shape *s, const float *x
       int c = ci - bn->c0;
       f = (rt_affine){bn->m[c], bn->k[c], bn->b[c], bn->relu};
       xc = rt_bn_x_z(bn, i, hw, conv_xns(s), c), map = &f; /* mapped as it is packed */
+      rt_ahead(xc, hw * (long)sizeof *xc, RT_AHEAD, ci == bn->c0);
       if (S > 2) rt_bn_affine_row(hw, xc, f.m, f.k, f.b, f.relu, tmp), xc = tmp, map = NULL;
+    } else {
+      rt_ahead(xc, hw * (long)sizeof *xc, RT_AHEAD, ci == 0);
     }
     if (S == 2) {
       pack_plane2(p, s, xc, xp + ci * p->xcs, map);
@@ -1003,6 +1006,27 @@ static const float *bn_dy_plane(const rt_conv_shape *s, const float *dy, int co)
   return dy + co * (s->bn->pool ? ohw / 4 : ohw);
 }
 
+/* What pack_dy reads for sample i's channel co, asked for ahead
+ * (rt_ahead): dy's plane (under a pool, a quarter plane), and z's (s->bn),
+ * y's or the windows' codes (a byte a window). Inlined, as rt_ahead. */
+__attribute__((always_inline)) static inline void ahead_dy(const rt_conv_shape *s, int64_t i,
+                                                           int co, const float *dy,
+                                                           const float *y, const uint8_t *code) {
+  long ohw = (long)s->oh * s->ow, f = sizeof *dy;
+  int64_t xns, yns;
+  int pooled = s->bn ? s->bn->pool : s->pooled != NULL, first = co == 0;
+  conv_strides(s, &xns, &yns);
+  if (pooled) rt_ahead(dy + co * (ohw / 4), ohw, RT_AHEAD / 4, first);
+  else rt_ahead(dy + co * ohw, ohw * f, RT_AHEAD, first);
+  if (s->bn) {
+    rt_ahead(s->bn->z + i * yns + co * ohw, ohw * f, RT_AHEAD, first);
+    if (pooled) code = s->bn->code + i * s->bn->code_ns;
+  } else if (y) {
+    rt_ahead(y + co * ohw, ohw * f, RT_AHEAD, first);
+  }
+  if (pooled && code) rt_ahead(code + co * (ohw / 4), ohw / 4, RT_AHEAD / 16, first);
+}
+
 /* Sample i's dy [cout][oh][ow] into dyq: a zero margin, rows of wq with
  * zero don't-care columns, zeros to the channel stride; every float
  * written once. The rows:
@@ -1023,6 +1047,7 @@ static void pack_dy(const cg_conv_plan *p, const rt_conv_shape *s, int64_t i, co
   assert(s->bn || !s->pooled || y || code);
   for (int co = 0; co < s->cout; co++) {
     float *d = dyq + co * p->dycs;
+    ahead_dy(s, i, co, dy, y, code);
     memset(d, 0, (size_t)p->marg * sizeof *d);
     if (s->bn)
       bn_dz_rows(s, i, co, bn_dy_plane(s, dy, co), s->bn->z + i * yns + co * ohw, d + p->marg,
