@@ -11,9 +11,10 @@
 # batch norm's output is pooled as it is made and its backward takes the
 # pool's; a pool's output left to the one layer that reads it is made,
 # and its sums taken, in that layer's rows). Medians and minimums at the
-# end, and the same from each profile row's minimum over the pairs; last,
-# each layer's forward and backward, with batch norm less without, from
-# their least over the pairs. On a VM whose speed drifts from one minute
+# end, the median of the pairs' own shares, and the same from each
+# profile row's minimum over the pairs; last, each layer's forward and
+# backward, with batch norm less without, from their least over the
+# pairs. On a VM whose speed drifts from one minute
 # to the next, THREADS=1 gives the steadier share: no step waits on a
 # descheduled second thread.
 # usage: [PAIRS=N] bench/bn_cost.sh [IMAGES=6000] [THREADS=2] [BACKEND=cpu]
@@ -86,6 +87,15 @@ for side in $sides; do
     awk -v k="$k" '{ print $k }' "$side.txt" | sort -n | head -n 1
   done)
   line "$side" "min" "$1" "$2" "$3" "$4"
+done
+# the median of the pairs' own shares: a spell that moves both runs of a
+# pair cancels in that pair's share, where the medians of each column
+# above may take their two sides from different pairs
+for side in $sides; do
+  awk '{ print 100 * ($3 - $4) / $1 }' "$side.txt" | sort -n |
+    awk -v s="$side" '{ v[NR] = $1 } END {
+      printf "%s pairs'"'"' shares: median %.1f%%, from %.1f%% to %.1f%% (%d pairs)\n", s,
+        v[int((NR + 1) / 2)], v[1], v[NR], NR }'
 done
 # each row's least over the pairs (forward and backward together), then
 # their sums: on a noisy machine a pair's total carries that pair's
