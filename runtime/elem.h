@@ -44,7 +44,8 @@ typedef struct rt_affine {
  * Inlined always: GCC takes a function of prefetches alone for one
  * without effects, and drops its calls. */
 enum { RT_AHEAD = 2048 };
-__attribute__((always_inline)) static inline void rt_ahead(const void *p, long n, long ahead, int first) {
+__attribute__((always_inline)) static inline void rt_ahead(const void *p, long n, long ahead,
+                                                           int first) {
   const char *c = (const char *)p;
   for (long b = first ? 0 : ahead; b < ahead + n; b += 64) __builtin_prefetch(c + b);
 }
