@@ -2308,13 +2308,12 @@ void rt_bn_x_sums(const rt_bn_x *bn, int64_t i, long hw, long x_ns, float *dx) {
   int nc = bn->c1 - bn->c0;
   for (int c = 0; c < nc; c++) {
     float *d = dx + (bn->c0 + c) * hw, *sums = bn->sums + i * 2 * nc + 2 * c;
-    rt_ahead(rt_bn_x_z(bn, i, hw, x_ns, c), hw * (long)sizeof *d, RT_AHEAD, c == 0);
+    const float *z = rt_bn_x_z(bn, i, hw, x_ns, c);
+    rt_ahead(z, hw * (long)sizeof *z, RT_AHEAD, c == 0);
     if (bn->stops)
-      rt_bn_grad_sums_stop_row(hw, rt_bn_x_z(bn, i, hw, x_ns, c), d, bn->m[c], bn->k[c], bn->b[c],
-                               sums);
+      rt_bn_grad_sums_stop_row(hw, z, d, bn->m[c], bn->k[c], bn->b[c], sums);
     else
-      rt_bn_grad_sums_row(hw, rt_bn_x_z(bn, i, hw, x_ns, c), d, bn->relu, bn->m[c], bn->k[c],
-                          bn->b[c], sums);
+      rt_bn_grad_sums_row(hw, z, d, bn->relu, bn->m[c], bn->k[c], bn->b[c], sums);
   }
 }
 

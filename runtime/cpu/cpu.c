@@ -1007,15 +1007,14 @@ static const float *bn_dy_plane(const rt_conv_shape *s, const float *dy, int co)
 }
 
 /* What pack_dy reads for sample i's channel co, asked for ahead
- * (rt_ahead): dy's plane (under a pool, a quarter plane), and z's (s->bn),
- * y's or the windows' codes (a byte a window). Inlined, as rt_ahead. */
+ * (rt_ahead): dy's plane (under a pool, a quarter plane), and z's (s->bn,
+ * samples yns apart), y's or the windows' codes (a byte a window).
+ * Inlined, as rt_ahead. */
 __attribute__((always_inline)) static inline void ahead_dy(const rt_conv_shape *s, int64_t i,
-                                                           int co, const float *dy,
+                                                           int64_t yns, int co, const float *dy,
                                                            const float *y, const uint8_t *code) {
   long ohw = (long)s->oh * s->ow, f = sizeof *dy;
-  int64_t xns, yns;
   int pooled = s->bn ? s->bn->pool : s->pooled != NULL, first = co == 0;
-  conv_strides(s, &xns, &yns);
   if (pooled) rt_ahead(dy + co * (ohw / 4), ohw, RT_AHEAD / 4, first);
   else rt_ahead(dy + co * ohw, ohw * f, RT_AHEAD, first);
   if (s->bn) {
@@ -1047,7 +1046,7 @@ static void pack_dy(const cg_conv_plan *p, const rt_conv_shape *s, int64_t i, co
   assert(s->bn || !s->pooled || y || code);
   for (int co = 0; co < s->cout; co++) {
     float *d = dyq + co * p->dycs;
-    ahead_dy(s, i, co, dy, y, code);
+    ahead_dy(s, i, yns, co, dy, y, code);
     memset(d, 0, (size_t)p->marg * sizeof *d);
     if (s->bn)
       bn_dz_rows(s, i, co, bn_dy_plane(s, dy, co), s->bn->z + i * yns + co * ohw, d + p->marg,
