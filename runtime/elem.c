@@ -386,41 +386,63 @@ __attribute__((target("avx2,fma"))) static float lanes_dot_tail(__m256 v, long i
   return lanes_sum(l) + tail;
 }
 
-/* rt_gram on AVX2: row u against four rows at a time (the last row
- * standing in for those past it, its products not kept), and row u's sum
- * in the same pass; the same operations on each lane, so the same bits. */
-__attribute__((target("avx2,fma"))) static void gram_avx2(int rows, long len, const float *x,
-                                                         long xs, float *sums, float *g) {
+/* A block of rt_gram on AVX2: rows u0 .. u0 + 2 against rows t0 .. t0 + 2
+ * (a row past the last stands in as the last, its products not kept),
+ * nine chains of fused multiply-adds at once where one chain a pair
+ * would wait on each add; on the diagonal (t0 == u0) the six pairs of
+ * the upper triangle and the three rows' sums. Each pair's chain is the
+ * same, in the same order, whichever block makes it: the same bits. */
+__attribute__((target("avx2,fma"), always_inline)) static inline void
+gram_block3(int rows, long len, const float *x, long xs, int u0, int t0, float *sums, float *g) {
   const long n8 = len / 8 * 8;
-  for (int u = 0; u < rows; u++) {
-    const float *xu = x + u * xs;
-    for (int t = u; t < rows; t += 4) {
-      const float *x0 = x + t * xs;
-      const float *x1 = x + (t + 1 < rows ? t + 1 : rows - 1) * xs;
-      const float *x2 = x + (t + 2 < rows ? t + 2 : rows - 1) * xs;
-      const float *x3 = x + (t + 3 < rows ? t + 3 : rows - 1) * xs;
-      __m256 s = _mm256_setzero_ps(), a0 = s, a1 = s, a2 = s, a3 = s;
-      for (long i = 0; i < n8; i += 8) {
-        __m256 v = _mm256_loadu_ps(xu + i);
-        s = _mm256_add_ps(s, v);
-        a0 = _mm256_fmadd_ps(v, _mm256_loadu_ps(x0 + i), a0);
-        a1 = _mm256_fmadd_ps(v, _mm256_loadu_ps(x1 + i), a1);
-        a2 = _mm256_fmadd_ps(v, _mm256_loadu_ps(x2 + i), a2);
-        a3 = _mm256_fmadd_ps(v, _mm256_loadu_ps(x3 + i), a3);
-      }
-      if (t == u) {
-        float l[8], tail = 0.0f;
-        _mm256_storeu_ps(l, s);
-        for (long i = n8; i < len; i++) tail += xu[i];
-        sums[u] = lanes_sum(l) + tail;
-      }
-      float *gu = g + (long)u * rows;
-      gu[t] = lanes_dot_tail(a0, n8, len, xu, x0);
-      if (t + 1 < rows) gu[t + 1] = lanes_dot_tail(a1, n8, len, xu, x1);
-      if (t + 2 < rows) gu[t + 2] = lanes_dot_tail(a2, n8, len, xu, x2);
-      if (t + 3 < rows) gu[t + 3] = lanes_dot_tail(a3, n8, len, xu, x3);
+  const float *u[3], *t[3];
+  for (int q = 0; q < 3; q++) {
+    u[q] = x + (u0 + q < rows ? u0 + q : rows - 1) * xs;
+    t[q] = x + (t0 + q < rows ? t0 + q : rows - 1) * xs;
+  }
+  const __m256 z = _mm256_setzero_ps();
+  __m256 a00 = z, a01 = z, a02 = z, a10 = z, a11 = z, a12 = z, a20 = z, a21 = z, a22 = z;
+  if (t0 == u0) { /* a10, a20, a21: the rows' sums */
+    for (long i = 0; i < n8; i += 8) {
+      __m256 v0 = _mm256_loadu_ps(u[0] + i), v1 = _mm256_loadu_ps(u[1] + i),
+             v2 = _mm256_loadu_ps(u[2] + i);
+      a10 = _mm256_add_ps(a10, v0), a20 = _mm256_add_ps(a20, v1), a21 = _mm256_add_ps(a21, v2);
+      a00 = _mm256_fmadd_ps(v0, v0, a00), a01 = _mm256_fmadd_ps(v0, v1, a01);
+      a02 = _mm256_fmadd_ps(v0, v2, a02), a11 = _mm256_fmadd_ps(v1, v1, a11);
+      a12 = _mm256_fmadd_ps(v1, v2, a12), a22 = _mm256_fmadd_ps(v2, v2, a22);
+    }
+    __m256 sv[3] = {a10, a20, a21};
+    for (int q = 0; q < 3 && u0 + q < rows; q++) {
+      float l[8], tail = 0.0f;
+      _mm256_storeu_ps(l, sv[q]);
+      for (long i = n8; i < len; i++) tail += u[q][i];
+      sums[u0 + q] = lanes_sum(l) + tail;
+    }
+  } else {
+    for (long i = 0; i < n8; i += 8) {
+      __m256 v0 = _mm256_loadu_ps(u[0] + i), v1 = _mm256_loadu_ps(u[1] + i),
+             v2 = _mm256_loadu_ps(u[2] + i), w = _mm256_loadu_ps(t[0] + i);
+      a00 = _mm256_fmadd_ps(v0, w, a00), a10 = _mm256_fmadd_ps(v1, w, a10);
+      a20 = _mm256_fmadd_ps(v2, w, a20), w = _mm256_loadu_ps(t[1] + i);
+      a01 = _mm256_fmadd_ps(v0, w, a01), a11 = _mm256_fmadd_ps(v1, w, a11);
+      a21 = _mm256_fmadd_ps(v2, w, a21), w = _mm256_loadu_ps(t[2] + i);
+      a02 = _mm256_fmadd_ps(v0, w, a02), a12 = _mm256_fmadd_ps(v1, w, a12);
+      a22 = _mm256_fmadd_ps(v2, w, a22);
     }
   }
+  __m256 acc[3][3] = {{a00, a01, a02}, {a10, a11, a12}, {a20, a21, a22}};
+  for (int p = 0; p < 3 && u0 + p < rows; p++)
+    for (int q = 0; q < 3 && t0 + q < rows; q++)
+      if (t0 + q >= u0 + p)
+        g[(long)(u0 + p) * rows + t0 + q] = lanes_dot_tail(acc[p][q], n8, len, u[p], t[q]);
+}
+
+/* rt_gram on AVX2: by blocks of three rows against three, the upper
+ * triangle's. */
+__attribute__((target("avx2,fma"))) static void gram_avx2(int rows, long len, const float *x,
+                                                         long xs, float *sums, float *g) {
+  for (int u0 = 0; u0 < rows; u0 += 3)
+    for (int t0 = u0; t0 < rows; t0 += 3) gram_block3(rows, len, x, xs, u0, t0, sums, g);
 }
 #endif
 
