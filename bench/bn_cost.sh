@@ -14,9 +14,9 @@
 # end, the median of the pairs' own shares, and the same from each
 # profile row's minimum over the pairs; last, each layer's forward and
 # backward, with batch norm less without, from their least over the
-# pairs. On a VM whose speed drifts from one minute to the next,
-# THREADS=1 gives the steadier share: no step waits on a descheduled
-# second thread.
+# pairs. The pairs alternate which of the two runs first. On a VM whose
+# speed drifts from one minute to the next, THREADS=1 gives the steadier
+# share: no step waits on a descheduled second thread.
 # usage: [PAIRS=N] bench/bn_cost.sh [IMAGES=6000] [THREADS=2] [BACKEND=cpu]
 #   ILNASC=FILE       the compiler (default: build/bin/ilnasc, built here)
 #   BASE_ILNASC=FILE  a second compiler (another commit's build) measured
@@ -63,7 +63,10 @@ pairs=${PAIRS:-3}
 i=1
 while [ "$i" -le "$pairs" ]; do
   for side in $sides; do
-    run "$side-bn" && run "$side-nobn"
+    # odd pairs run batch norm first, even pairs the twin: a drift of
+    # the machine's speed through the run falls on both sides alike
+    if [ $((i % 2)) -eq 1 ]; then run "$side-bn" && run "$side-nobn"
+    else run "$side-nobn" && run "$side-bn"; fi
     a=$(total "$side-bn.prof") b=$(total "$side-nobn.prof")
     c=$(convs "$side-bn.prof") d=$(convs "$side-nobn.prof")
     echo "$a $b $c $d" >>"$side.txt"
