@@ -402,16 +402,17 @@ gram_block3(int rows, long len, const float *x, long xs, int u0, int t0, float *
   }
   const __m256 z = _mm256_setzero_ps();
   __m256 a00 = z, a01 = z, a02 = z, a10 = z, a11 = z, a12 = z, a20 = z, a21 = z, a22 = z;
-  if (t0 == u0) { /* a10, a20, a21: the rows' sums */
+  if (t0 == u0) { /* the lower triangle's three chains: the rows' sums */
+    __m256 s0 = z, s1 = z, s2 = z;
     for (long i = 0; i < n8; i += 8) {
       __m256 v0 = _mm256_loadu_ps(u[0] + i), v1 = _mm256_loadu_ps(u[1] + i),
              v2 = _mm256_loadu_ps(u[2] + i);
-      a10 = _mm256_add_ps(a10, v0), a20 = _mm256_add_ps(a20, v1), a21 = _mm256_add_ps(a21, v2);
+      s0 = _mm256_add_ps(s0, v0), s1 = _mm256_add_ps(s1, v1), s2 = _mm256_add_ps(s2, v2);
       a00 = _mm256_fmadd_ps(v0, v0, a00), a01 = _mm256_fmadd_ps(v0, v1, a01);
       a02 = _mm256_fmadd_ps(v0, v2, a02), a11 = _mm256_fmadd_ps(v1, v1, a11);
       a12 = _mm256_fmadd_ps(v1, v2, a12), a22 = _mm256_fmadd_ps(v2, v2, a22);
     }
-    __m256 sv[3] = {a10, a20, a21};
+    __m256 sv[3] = {s0, s1, s2};
     for (int q = 0; q < 3 && u0 + q < rows; q++) {
       float l[8], tail = 0.0f;
       _mm256_storeu_ps(l, sv[q]);
