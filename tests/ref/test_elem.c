@@ -1035,6 +1035,48 @@ static void test_im2col(void) {
   }
 }
 
+/* rt_bn_x_sums (a conv's input gradient's batch norm sums, by its own
+ * loop on AVX2) against rt_bn_grad_sums_row and rt_bn_grad_sums_stop_row
+ * a channel at a time, bit for bit, the stopped gradient too: with and
+ * without the ReLU, with stops; planes of 1 to 200 floats (whole eights,
+ * a tail, none), 1 to 9 channels, a sample past the first, zeros of both
+ * signs in the gradient. */
+static void test_bn_x_sums(void) {
+  const long hws[] = {1, 7, 8, 13, 49, 196, 200};
+  for (size_t t = 0; t < sizeof hws / sizeof *hws; t++)
+    for (int nc = 1; nc <= 9; nc += 2)
+      for (int mode = 0; mode < 3; mode++) { /* no ReLU, ReLU, stops */
+        long hw = hws[t], zns = (long)nc * hw + 5, xns = (long)(nc + 1) * hw;
+        float *z = falloc(2 * zns), *m = falloc(nc), *k = falloc(nc), *b = falloc(nc);
+        float *dx = falloc(2 * xns), *dx2 = falloc(2 * xns);
+        float *sums = falloc(4L * nc), *want = falloc(4L * nc);
+        fill(z, 2 * zns, t % 2), fill(dx, 2 * xns, 0);
+        for (long i = 0; i < 2 * zns; i++) z[i] = isnan(z[i]) ? 0.25f : z[i];
+        for (long i = 0; i < 2 * xns; i++) dx[i] = isnan(dx[i]) ? -0.0f : dx[i];
+        for (int c = 0; c < nc; c++) {
+          m[c] = 0.5f * rt_rng_uniform(&rng) - 0.25f, k[c] = 4.0f * rt_rng_uniform(&rng) - 2.0f;
+          b[c] = rt_rng_uniform(&rng) - 0.5f;
+        }
+        memcpy(dx2, dx, (size_t)(2 * xns) * sizeof *dx);
+        rt_bn_x bx = {z, m, k, b, mode == 1, 1, 1 + nc, sums, zns, mode == 2};
+        for (int i = 0; i < 2; i++) {
+          rt_bn_x_sums(&bx, i, hw, xns, dx + i * xns);
+          for (int c = 0; c < nc; c++) {
+            const float *zr = z + i * zns + c * hw;
+            float *d = dx2 + i * xns + (1 + c) * hw, *w = want + 2L * (i * nc + c);
+            if (mode == 2) rt_bn_grad_sums_stop_row(hw, zr, d, m[c], k[c], b[c], w);
+            else rt_bn_grad_sums_row(hw, zr, d, mode == 1, m[c], k[c], b[c], w);
+          }
+        }
+        long at;
+        CHECK(same_bits(want, sums, 4L * nc, &at), "bn_x_sums: hw %ld, %d channels, mode %d: "
+              "sum %ld differs", hw, nc, mode, at);
+        CHECK(same_bits(dx2, dx, 2 * xns, &at), "bn_x_sums: hw %ld, %d channels, mode %d: "
+              "gradient %ld differs", hw, nc, mode, at);
+        free(z), free(m), free(k), free(b), free(dx), free(dx2), free(sums), free(want);
+      }
+}
+
 static void run_all(void) {
   test_relu();
   test_im2col();
@@ -1053,6 +1095,7 @@ static void run_all(void) {
   test_bn_pool();
   test_pool_relu_rows();
   test_gram();
+  test_bn_x_sums();
 }
 
 /* Every test at each vector width the kernels may take (rt_elem_set_isa),
