@@ -2383,9 +2383,11 @@ const float *rt_bn_x_z(const rt_bn_x *bn, int64_t i, long hw, long x_ns, int c) 
 
 void rt_bn_x_write(const rt_bn_x *bn, int n, long hw, long x_ns, float *x) {
   for (int i = 0; i < n; i++)
-    for (int c = 0; c < bn->c1 - bn->c0; c++)
-      row_affine(hw, rt_bn_x_z(bn, i, hw, x_ns, c), bn->m[c], bn->k[c], bn->b[c], bn->relu,
-                 x + i * x_ns + (bn->c0 + c) * hw);
+    for (int c = 0; c < bn->c1 - bn->c0; c++) {
+      const float *z = rt_bn_x_z(bn, i, hw, x_ns, c);
+      rt_ahead(z, hw * (long)sizeof *z, RT_AHEAD, i == 0 && c == 0);
+      row_affine(hw, z, bn->m[c], bn->k[c], bn->b[c], bn->relu, x + i * x_ns + (bn->c0 + c) * hw);
+    }
 }
 
 void rt_bn_x_sums(const rt_bn_x *bn, int64_t i, long hw, long x_ns, float *dx) {
