@@ -1220,7 +1220,8 @@ __attribute__((target("avx512f"))) static inline __m512i first_max16(__m512 w0, 
 /* A row of n <= 16 windows' results stored without a mask: masked
  * stores that miss the cache write at about half the speed of whole
  * ones on the AMD Zen 5 VM (13 against 25 GB/s into 64 MB, 2026-12-05;
- * alike in cache), and the pools' outputs and codes go to the arena.
+ * a tenth slower in L2), and the pools' outputs and codes go to the
+ * arena.
  * Whole vectors from 4 windows up, the last overlapping the ones before
  * (a value written twice is the same value); below 4, the mask. put16
  * holds what a plane's rows share. */
@@ -1723,10 +1724,9 @@ enum { MASK_NONE, MASK_Y, MASK_X };
 #if ELEM_AVX2
 /* row_grad_sums' eight lanes in one AVX2 vector: the same operations on
  * each lane in the same order, so the same bits; the position reached. */
-__attribute__((target("avx2"))) static long grad_sums8_avx2(long len, const float *x,
-                                                            const float *y, const float *dy,
-                                                            int mask, float m, float k, float b,
-                                                            float a[8], float c[8], float *gout) {
+__attribute__((target("avx2"), always_inline)) static inline long
+grad_sums8_avx2_v(long len, const float *x, const float *y, const float *dy, int mask, float m,
+                  float k, float b, __m256 *a, __m256 *c, float *gout) {
   const __m256 zero = _mm256_setzero_ps(), mv = _mm256_set1_ps(m), kv = _mm256_set1_ps(k),
                bv = _mm256_set1_ps(b);
   __m256 av = zero, cv = zero;
@@ -1740,6 +1740,16 @@ __attribute__((target("avx2"))) static long grad_sums8_avx2(long len, const floa
     if (gout) _mm256_storeu_ps(gout + i, g);
     av = _mm256_add_ps(av, g), cv = _mm256_add_ps(cv, _mm256_mul_ps(g, d));
   }
+  *a = av, *c = cv;
+  return i;
+}
+
+__attribute__((target("avx2"))) static long grad_sums8_avx2(long len, const float *x,
+                                                            const float *y, const float *dy,
+                                                            int mask, float m, float k, float b,
+                                                            float a[8], float c[8], float *gout) {
+  __m256 av, cv;
+  long i = grad_sums8_avx2_v(len, x, y, dy, mask, m, k, b, &av, &cv, gout);
   _mm256_storeu_ps(a, av), _mm256_storeu_ps(c, cv);
   return i;
 }
@@ -1778,6 +1788,24 @@ static long grad_sums8_sse(long len, const float *x, const float *y, const float
 }
 #endif
 
+/* row_grad_sums' values from i to len (past its eights) into its tail
+ * sums *ta and *tb, in order. */
+static inline void grad_sums_tail(long i, long len, const float *x, const float *y,
+                                  const float *dy, int mask, float m, float k, float b,
+                                  float *gout, float *ta, float *tb) {
+  for (; i < len; i++) {
+    if (mask == MASK_NONE) {
+      *ta += dy[i], *tb += dy[i] * (x[i] - m);
+      continue;
+    }
+    float d = x[i] - m, v = mask == MASK_Y ? y[i] : d * k + b;
+    float g = 0.0f + dy[i];
+    if (gout) gout[i] = v > 0.0f ? dy[i] : 0.0f;
+    g = v > 0.0f ? g : 0.0f;
+    *ta += g, *tb += g * d;
+  }
+}
+
 /* With gout (and a mask), dy as the mask leaves it written there too: dy
  * where it passes, 0 where it stops (gout may be dy). */
 static void row_grad_sums(long len, const float *x, const float *y, const float *dy, int mask,
@@ -1799,18 +1827,11 @@ static void row_grad_sums(long len, const float *x, const float *y, const float 
         g = v > 0.0f ? g : 0.0f;
         a[t] += g, c[t] += g * d;
       }
-    for (; i < len; i++) {
-      float d = x[i] - m, v = mask == MASK_Y ? y[i] : d * k + b;
-      float g = 0.0f + dy[i];
-      if (gout) gout[i] = v > 0.0f ? dy[i] : 0.0f;
-      g = v > 0.0f ? g : 0.0f;
-      ta += g, tb += g * d;
-    }
   } else {
     for (; i + 8 <= len; i += 8)
       for (int t = 0; t < 8; t++) a[t] += dy[i + t], c[t] += dy[i + t] * (x[i + t] - m);
-    for (; i < len; i++) ta += dy[i], tb += dy[i] * (x[i] - m);
   }
+  grad_sums_tail(i, len, x, y, dy, mask, m, k, b, gout, &ta, &tb);
   *sg = lanes_sum(a) + ta, *sgx = lanes_sum(c) + tb;
 }
 
@@ -1823,40 +1844,17 @@ __attribute__((target("avx2"), always_inline)) static inline float lanes_sum_avx
   return _mm_cvtss_f32(_mm_add_ss(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)));
 }
 
-/* row_grad_sums of one row, whole, on AVX2, for rt_bn_x_sums: mask
- * MASK_X or MASK_NONE, with stop dy as the mask leaves it written back;
- * grad_sums8_avx2's loop, row_grad_sums' tail, and its close with the
- * lanes summed in vectors: the same bits, without the calls and the
- * lanes' round trip through memory that cost a row of 196 floats more
- * than its loop. */
+/* row_grad_sums of one row, whole, on AVX2, for rt_bn_x_sums (gout
+ * NULL or dy): its loop, its tail and its close, the lanes summed in
+ * vectors, so the same bits, without the calls and the lanes' round trip
+ * through memory that cost a row of 196 floats more than its loop. */
 __attribute__((target("avx2"), always_inline)) static inline void
 grad_sums_row_avx2(long len, const float *x, float *dy, int mask, float m, float k, float b,
-                   int stop, float sums[2]) {
-  const __m256 zero = _mm256_setzero_ps(), mv = _mm256_set1_ps(m), kv = _mm256_set1_ps(k),
-               bv = _mm256_set1_ps(b);
-  __m256 av = zero, cv = zero;
-  long i = 0;
-  for (; i + 8 <= len; i += 8) {
-    __m256 d = _mm256_sub_ps(_mm256_loadu_ps(x + i), mv), g = _mm256_loadu_ps(dy + i);
-    if (mask == MASK_X) {
-      __m256 v = _mm256_add_ps(_mm256_mul_ps(d, kv), bv);
-      g = _mm256_and_ps(_mm256_cmp_ps(v, zero, _CMP_GT_OQ), g);
-    }
-    if (stop) _mm256_storeu_ps(dy + i, g);
-    av = _mm256_add_ps(av, g), cv = _mm256_add_ps(cv, _mm256_mul_ps(g, d));
-  }
+                   float *gout, float sums[2]) {
+  __m256 av, cv;
   float ta = 0.0f, tb = 0.0f;
-  for (; i < len; i++) {
-    float d = x[i] - m;
-    if (mask == MASK_NONE) {
-      ta += dy[i], tb += dy[i] * d;
-      continue;
-    }
-    float v = d * k + b, g = 0.0f + dy[i];
-    if (stop) dy[i] = v > 0.0f ? dy[i] : 0.0f;
-    g = v > 0.0f ? g : 0.0f;
-    ta += g, tb += g * d;
-  }
+  long i = grad_sums8_avx2_v(len, x, NULL, dy, mask, m, k, b, &av, &cv, gout);
+  grad_sums_tail(i, len, x, NULL, dy, mask, m, k, b, gout, &ta, &tb);
   sums[0] = lanes_sum_avx2(av) + ta, sums[1] = lanes_sum_avx2(cv) + tb;
 }
 
@@ -1869,8 +1867,8 @@ __attribute__((target("avx2"))) static void x_sums_avx2(const rt_bn_x *bn, int64
     float *d = dx + (bn->c0 + c) * hw, *sums = bn->sums + i * 2 * nc + 2 * c;
     const float *z = z0 + c * hw;
     rt_ahead(z, hw * (long)sizeof *z, RT_AHEAD, c == 0);
-    if (bn->stops) grad_sums_row_avx2(hw, z, d, MASK_X, bn->m[c], bn->k[c], bn->b[c], 1, sums);
-    else grad_sums_row_avx2(hw, z, d, mask, bn->m[c], bn->k[c], bn->b[c], 0, sums);
+    if (bn->stops) grad_sums_row_avx2(hw, z, d, MASK_X, bn->m[c], bn->k[c], bn->b[c], d, sums);
+    else grad_sums_row_avx2(hw, z, d, mask, bn->m[c], bn->k[c], bn->b[c], NULL, sums);
   }
 }
 #endif
