@@ -1867,8 +1867,7 @@ __attribute__((target("avx2"))) static void x_sums_avx2(const rt_bn_x *bn, int64
     float *d = dx + (bn->c0 + c) * hw, *sums = bn->sums + i * 2 * nc + 2 * c;
     const float *z = z0 + c * hw;
     rt_ahead(z, hw * (long)sizeof *z, RT_AHEAD, c == 0);
-    if (bn->stops) grad_sums_row_avx2(hw, z, d, MASK_X, bn->m[c], bn->k[c], bn->b[c], d, sums);
-    else grad_sums_row_avx2(hw, z, d, mask, bn->m[c], bn->k[c], bn->b[c], NULL, sums);
+    grad_sums_row_avx2(hw, z, d, mask, bn->m[c], bn->k[c], bn->b[c], bn->stops ? d : NULL, sums);
   }
 }
 #endif
@@ -2443,27 +2442,29 @@ void rt_bn_x_write(const rt_bn_x *bn, int n, long hw, long x_ns, float *x) {
   for (int i = 0; i < n; i++)
     for (int c = 0; c < bn->c1 - bn->c0; c++) {
       const float *z = rt_bn_x_z(bn, i, hw, x_ns, c);
+      float *y = x + i * x_ns + (bn->c0 + c) * hw;
       rt_ahead(z, hw * (long)sizeof *z, RT_AHEAD, i == 0 && c == 0);
-      row_affine(hw, z, bn->m[c], bn->k[c], bn->b[c], bn->relu, x + i * x_ns + (bn->c0 + c) * hw);
+      row_affine(hw, z, bn->m[c], bn->k[c], bn->b[c], bn->relu, y);
     }
 }
 
+/* With stops, the ReLU's mask (MASK_X) whatever relu says, and the
+ * gradient written back where it stops (rt_bn_grad_sums_stop_row). */
 void rt_bn_x_sums(const rt_bn_x *bn, int64_t i, long hw, long x_ns, float *dx) {
-  int nc = bn->c1 - bn->c0;
 #if ELEM_AVX2
   if (use_avx2()) {
     x_sums_avx2(bn, i, hw, x_ns, dx);
     return;
   }
 #endif
+  const int nc = bn->c1 - bn->c0, mask = bn->stops || bn->relu ? MASK_X : MASK_NONE;
+  const float *z0 = rt_bn_x_z(bn, i, hw, x_ns, 0); /* channel c's at z0 + c hw */
   for (int c = 0; c < nc; c++) {
     float *d = dx + (bn->c0 + c) * hw, *sums = bn->sums + i * 2 * nc + 2 * c;
-    const float *z = rt_bn_x_z(bn, i, hw, x_ns, c);
+    const float *z = z0 + c * hw;
     rt_ahead(z, hw * (long)sizeof *z, RT_AHEAD, c == 0);
-    if (bn->stops)
-      rt_bn_grad_sums_stop_row(hw, z, d, bn->m[c], bn->k[c], bn->b[c], sums);
-    else
-      rt_bn_grad_sums_row(hw, z, d, bn->relu, bn->m[c], bn->k[c], bn->b[c], sums);
+    row_grad_sums(hw, z, NULL, d, mask, bn->m[c], bn->k[c], bn->b[c], &sums[0], &sums[1],
+                  bn->stops ? d : NULL);
   }
 }
 
