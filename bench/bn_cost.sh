@@ -79,26 +79,25 @@ done
 # the medians of the times are compared), and minimums: on a machine
 # shared with other work, each column's least is the nearest to an idle
 # machine's
+# order: numbers on stdin, one a line -> "median least most count"
+order() {
+  sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)], v[1], v[NR], NR }'
+}
+# column k of a side's pairs: the median (what=1) or the least (what=2)
+column() { awk -v k="$2" '{ print $k }' "$1.txt" | order | awk -v w="$3" '{ print $w }'; }
 for side in $sides; do
-  set -- $(for k in 1 2 3 4; do
-    awk -v k="$k" '{ print $k }' "$side.txt" | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'
-  done)
-  line "$side" "median" "$1" "$2" "$3" "$4"
+  line "$side" "median" $(for k in 1 2 3 4; do column "$side" "$k" 1; done)
 done
 for side in $sides; do
-  set -- $(for k in 1 2 3 4; do
-    awk -v k="$k" '{ print $k }' "$side.txt" | sort -n | head -n 1
-  done)
-  line "$side" "min" "$1" "$2" "$3" "$4"
+  line "$side" "min" $(for k in 1 2 3 4; do column "$side" "$k" 2; done)
 done
 # the median of the pairs' own shares: a spell that moves both runs of a
 # pair cancels in that pair's share, where the medians of each column
 # above may take their two sides from different pairs
 for side in $sides; do
-  awk '{ print 100 * ($3 - $4) / $1 }' "$side.txt" | sort -n |
-    awk -v s="$side" '{ v[NR] = $1 } END {
-      printf "%s pairs'"'"' shares: median %.1f%%, from %.1f%% to %.1f%% (%d pairs)\n", s,
-        v[int((NR + 1) / 2)], v[1], v[NR], NR }'
+  set -- $(awk '{ print 100 * ($3 - $4) / $1 }' "$side.txt" | order)
+  printf "%s pairs' shares: median %.1f%%, from %.1f%% to %.1f%% (%d pairs)\n" "$side" "$1" "$2" \
+    "$3" "$4"
 done
 # each row's least over the pairs (forward and backward together), then
 # their sums: on a noisy machine a pair's total carries that pair's
