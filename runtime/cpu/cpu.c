@@ -1020,7 +1020,7 @@ __attribute__((always_inline)) static inline void ahead_dy(const rt_conv_shape *
   if (s->bn) {
     rt_ahead(s->bn->z + i * yns + co * ohw, ohw * f, RT_AHEAD, first);
     if (pooled) code = s->bn->code + i * s->bn->code_ns;
-  } else if (y) {
+  } else if (y && !(pooled && code)) { /* the codes route dy without y */
     rt_ahead(y + co * ohw, ohw * f, RT_AHEAD, first);
   }
   if (pooled && code) rt_ahead(code + co * (ohw / 4), ohw / 4, RT_AHEAD / 16, first);
