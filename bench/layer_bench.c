@@ -135,7 +135,7 @@ static void *run_task(void *arg) {
     float *y = L->y + (long)T->n0 * L->out, *dx = L->dx + (long)T->n0 * L->in;
     if (T->jit) {
       /* one pass per run, as a training step: its calls share wgen */
-      rt_linear_shape s = {n, L->in, L->out, 0, 0, L->pass};
+      rt_linear_shape s = {.n = n, .in = L->in, .out = L->out, .wgen = L->pass};
       L->b->linear_fwd(L->b, 0, &s, x, L->wt, L->bias, y);
       if (L->b->linear_bwd) { /* what runtime/host.c calls when the backend has it */
         L->b->linear_bwd(L->b, 0, &s, x, dy, L->wt, dx, L->dw[T->t], L->db[T->t]);

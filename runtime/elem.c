@@ -926,6 +926,17 @@ static void row_affine(long len, const float *restrict x, float m, float k, floa
     for (long i = 0; i < len; i++) y[i] = (x[i] - m) * k + b;
 }
 
+/* row_affine of v in place: the same arithmetic, so the same bits. */
+static void row_affine_in_place(long len, float *v, float m, float k, float b, int relu) {
+  if (relu)
+    for (long i = 0; i < len; i++) {
+      float u = (v[i] - m) * k + b;
+      v[i] = u > 0.0f ? u : 0.0f;
+    }
+  else
+    for (long i = 0; i < len; i++) v[i] = (v[i] - m) * k + b;
+}
+
 typedef struct bn_job {
   const rt_bn_shape *s;
   int parts, training, relu, assign;
@@ -2432,6 +2443,21 @@ void rt_pool_relu_rows(int h, int w, const float *y, const float *dp, float *d, 
 
 void rt_bn_affine_row(long len, const float *x, float m, float k, float b, int relu, float *y) {
   row_affine(len, x, m, k, b, relu, y);
+}
+
+void rt_bn_x_lanes(const rt_bn_x *bn, int64_t i0, int m, long hw, long x_ns, float *x, int NB) {
+  const int nc = bn->c1 - bn->c0;
+  float *d = x + (long)bn->c0 * hw * NB;
+  if (m <= 0 || nc <= 0 || hw <= 0) return;
+  rt_transpose(m, (int)(nc * hw), rt_bn_x_z(bn, i0, hw, x_ns, 0), bn->z_ns ? bn->z_ns : x_ns, d,
+               NB, 0);
+  for (int c = 0; c < nc; c++) { /* a channel's rows are one run where every lane is real */
+    float *r = d + c * hw * NB;
+    if (m == NB) row_affine_in_place(hw * NB, r, bn->m[c], bn->k[c], bn->b[c], bn->relu);
+    else
+      for (long p = 0; p < hw; p++)
+        row_affine_in_place(m, r + p * NB, bn->m[c], bn->k[c], bn->b[c], bn->relu);
+  }
 }
 
 const float *rt_bn_x_z(const rt_bn_x *bn, int64_t i, long hw, long x_ns, int c) {

@@ -261,6 +261,12 @@ void rt_bn_affine_row(long len, const float *x, float m, float k, float b, int r
  * zeroes it where the ReLU stopped (rt_bn_grad_sums_stop_row). */
 void rt_bn_x_write(const rt_bn_x *bn, int n, long hw, long x_ns, float *x);
 void rt_bn_x_sums(const rt_bn_x *bn, int64_t i, long hw, long x_ns, float *dx);
+/* rt_bn_x_write's values for samples i0 .. i0 + m - 1 (m <= NB), in
+ * lanes, as a linear layer's kernels read x: feature (c0 + c) hw + p of
+ * sample i0 + j at x[((c0 + c) hw + p) NB + j]; lanes m .. NB - 1 and the
+ * other channels' features not written. z's planes transposed, then
+ * mapped in place: the same arithmetic, so the same bits. */
+void rt_bn_x_lanes(const rt_bn_x *bn, int64_t i0, int m, long hw, long x_ns, float *x, int NB);
 /* Sample i's plane of bn's channel c (of c1 - c0) in z, laid out as
  * above. */
 const float *rt_bn_x_z(const rt_bn_x *bn, int64_t i, long hw, long x_ns, int c);

@@ -2261,8 +2261,8 @@ static void conv_bwd_op(RT_OP_ARGS) {
 }
 
 static rt_linear_shape lin_shape(const hx *x, const ir_layer *l, int n) {
-  rt_linear_shape s = {n, l->cin, l->cout, x->g->act_size, x->g->act_size,
-                       ((const host *)x)->wgen};
+  rt_linear_shape s = {.n = n, .in = l->cin, .out = l->cout, .x_ns = x->g->act_size,
+                       .y_ns = x->g->act_size, .wgen = ((const host *)x)->wgen};
   return s;
 }
 
@@ -2280,11 +2280,14 @@ static void lin_fwd_chunk(const job *j, int chunk, int n0, int n1) {
   const ir_layer *l = j->l;
   int64_t ns = x->g->act_size, o = (int64_t)n0 * ns;
   rt_linear_shape s = lin_shape(x, l, n1 - n0);
-  rt_bn_x bx;
-  if (!x->use_live && bn_x_of(x, l, o, &bx)) /* the pool's output, from its windows */
-    rt_bn_x_write(&bx, n1 - n0, lin_bn_hw(x, l), (long)ns, x->act + o + j->in);
-  int64_t dst = l->relu ? j->z : j->out;
   rt_kernels *b = x->use_live ? x->live : x->backend;
+  rt_bn_x bx;
+  const rt_bn_x *xb = x->use_live ? NULL : bn_x_of(x, l, o, &bx); /* the pool's output */
+  if (xb && b->bn_x) /* made from its windows as the kernels read it */
+    s.xbn = xb, s.xbn_hw = lin_bn_hw(x, l);
+  else if (xb) /* written from them first */
+    rt_bn_x_write(xb, n1 - n0, lin_bn_hw(x, l), (long)ns, x->act + o + j->in);
+  int64_t dst = l->relu ? j->z : j->out;
   check(x, b, b->linear_fwd(b, (int)(l - x->g->layers), &s, x->act + o + j->in,
                 x->params + l->w_off, x->params + l->b_off, x->act + o + dst));
   if (l->relu) relu_fwd(x, l, j->z, j->out, n0, n1);
@@ -2310,6 +2313,16 @@ static void lin_bwd_chunk(const job *j, int chunk, int n0, int n1) {
   float *db, *dw = wgrad_of(x, l, chunk, &db);
   rt_kernels *b = x->use_live ? x->live : x->backend;
   int li = (int)(l - x->g->layers);
+  const host *e = (const host *)x;
+  int src = e->xsrc[li];
+  rt_bn_x bx;
+  const rt_bn_x *xb = x->use_live ? NULL : bn_x_of(x, l, o, &bx); /* the pool's output */
+  if (xb && src >= 0 && e->rows[src]) /* its producer's sums, from dx */
+    bx.sums = e->bn_rows + (int64_t)x->cap * x->g->layers[src].s_off +
+              (int64_t)n0 * 2 * x->g->layers[src].cout;
+  else
+    bx.sums = NULL;
+  if (xb && b->bn_x) s.xbn = xb, s.xbn_hw = lin_bn_hw(x, l); /* the kernels take them */
   if (l->relu && !l->bn) relu_bwd(x, l, j->z, j->out, n0, n1);
   if (b->linear_bwd) {
     check(x, b, b->linear_bwd(b, li, &s, x->act + o + j->in, x->dact + o + dz, x->params + l->w_off,
@@ -2320,16 +2333,9 @@ static void lin_bwd_chunk(const job *j, int chunk, int n0, int n1) {
       check(x, b, b->linear_bwd_data(b, li, &s, x->dact + o + dz, x->params + l->w_off,
                          x->dact + o + j->in));
   }
-  const host *e = (const host *)x;
-  int src = e->xsrc[li];
-  rt_bn_x bx;
-  if (src >= 0 && e->rows[src] && bn_x_of(x, l, o, &bx)) { /* its producer's sums, from dx */
-    bx.sums = e->bn_rows + (int64_t)x->cap * x->g->layers[src].s_off +
-              (int64_t)n0 * 2 * x->g->layers[src].cout;
-    long hw = lin_bn_hw(x, l);
+  if (xb && bx.sums && !s.xbn) /* the sums, where the kernels did not take them */
     for (int i = 0; i < n1 - n0; i++)
-      rt_bn_x_sums(&bx, i, hw, (long)ns, x->dact + o + i * ns + j->in);
-  }
+      rt_bn_x_sums(xb, i, lin_bn_hw(x, l), (long)ns, x->dact + o + i * ns + j->in);
 }
 
 static void linear_bwd_op(RT_OP_ARGS) {
@@ -2897,7 +2903,7 @@ static int host_dense_grad(rt_backend *b_, const float *in, const ir_label *labe
         rt_conv_shape_finish(&s);
         rc = b->conv_dense_wgrad(b, li, &s, xin, dz, dw, db, err, errlen);
       } else {
-        rt_linear_shape s = {n, l->cin, l->cout, ns, dz_ns, 0};
+        rt_linear_shape s = {.n = n, .in = l->cin, .out = l->cout, .x_ns = ns, .y_ns = dz_ns};
         rc = b->linear_dense_wgrad(b, li, &s, xin, dz, dw, db, err, errlen);
       }
     } else {

@@ -92,10 +92,11 @@ struct rt_kernels {
    * gradient and makes its pre-activation's (rt_bn_dz) as it packs it,
    * writing it out (to bn->dz) only where it must. */
   int bn_dz;
-  /* 1: conv_fwd, conv_bwd and conv_bwd_weight honour rt_conv_shape.xbn:
-   * the input is batch norm's output, made from its pre-activation as
-   * the kernels read it; conv_bwd writes the row sums its backward needs
-   * (rt_bn_x.sums) once it has made their gradient. */
+  /* 1: conv_fwd, conv_bwd and conv_bwd_weight honour rt_conv_shape.xbn,
+   * and linear_fwd and linear_bwd rt_linear_shape.xbn: the input is
+   * batch norm's output, made from its pre-activation as the kernels
+   * read it; conv_bwd and linear_bwd write the row sums its backward
+   * needs (rt_bn_x.sums) once they have made their gradient. */
   int bn_x;
   /* 1: conv_bwd honours rt_conv_shape.pooled: with relu, it takes the
    * gradient of the 2x2 max pool after the ReLU and routes it back

@@ -193,6 +193,14 @@ typedef struct rt_linear_shape {
    * from them (the graph ops name the parameters' values: a new wgen at
    * every change of them, rt_exec_params_write). 0: no promise. */
   uint64_t wgen;
+  /* linear_fwd, linear_bwd (rt_kernels.bn_x): x's features of channels
+   * xbn->c0 .. c1 - 1 (planes of xbn_hw) are batch norm's output, made
+   * from its pool's windows as the kernels read them, not read from x;
+   * linear_bwd then takes the row sums (xbn->sums, where not NULL) from
+   * dx as it makes it, and with xbn->stops zeroes dx where the ReLU
+   * stopped. NULL: x is read whole. */
+  const rt_bn_x *xbn;
+  long xbn_hw;
 } rt_linear_shape;
 
 void rt_ref_linear_fwd(const rt_linear_shape *s, const float *x,

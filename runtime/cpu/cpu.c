@@ -1806,6 +1806,44 @@ static void to_lanes(const float *src, int n, int f, int extra, int64_t ns, floa
   }
 }
 
+/* to_lanes of x for a linear layer's samples i0 .. i0 + n - 1 (of the
+ * call's), with s->xbn its features of batch norm's channels made from
+ * their windows as rt_bn_x_write would write them (rt_bn_x_lanes), not
+ * read from src. */
+static void x_lanes(const rt_linear_shape *s, const float *src, int64_t i0, int n, int64_t ns,
+                    float *dst, int64_t np, int NB) {
+  const rt_bn_x *bn = s->xbn;
+  int f = s->in;
+  if (!bn) {
+    to_lanes(src, n, f, 0, ns, dst, np, NB);
+    return;
+  }
+  long a = bn->c0 * s->xbn_hw, e = bn->c1 * s->xbn_hw; /* its features [a, e) */
+  for (int64_t b0 = 0; b0 < np; b0 += NB, dst += (int64_t)f * NB) {
+    int m = n - b0 < NB ? (int)(n - b0) : NB;
+    for (int i = 0; m < NB && i < f; i++)
+      memset(dst + (int64_t)i * NB + m, 0, (size_t)(NB - m) * sizeof *dst);
+    if (m <= 0) continue;
+    const float *r = src + b0 * ns;
+    if (a > 0) rt_transpose(m, (int)a, r, ns, dst, NB, 0);
+    if (e < f) rt_transpose(m, (int)(f - e), r + e, ns, dst + e * NB, NB, 0);
+    rt_bn_x_lanes(bn, i0 + b0, m, s->xbn_hw, ns, dst, NB);
+  }
+}
+
+/* x whole, with s->xbn, as batch norm's forward would have written it:
+ * for the paths that read x as it is (dense, the reference's). */
+static void lin_x_write(const rt_linear_shape *s, const float *x, int64_t xns) {
+  if (s->xbn && x) rt_bn_x_write(s->xbn, s->n, s->xbn_hw, (long)xns, (float *)x);
+}
+
+/* With s->xbn->sums, samples i0 .. i0 + n - 1's row sums of batch norm's
+ * channels from dx, their input gradient, made whole (rt_bn_x_sums). */
+static void lin_x_sums(const rt_linear_shape *s, int64_t i0, int n, int64_t xns, float *dx) {
+  for (int i = 0; s->xbn && s->xbn->sums && dx && i < n; i++)
+    rt_bn_x_sums(s->xbn, i0 + i, s->xbn_hw, (long)xns, dx + (i0 + i) * xns);
+}
+
 /* The inverse for n real samples: dst[s][i] = (or +=) the lanes. */
 static void from_lanes(const float *src, int n, int f, int64_t ns, float *dst, int add, int NB) {
   for (int b0 = 0; b0 < n; b0 += NB, src += (int64_t)f * NB) {
@@ -1900,6 +1938,7 @@ static int cpu_linear_fwd(rt_kernels *b, int l, const rt_linear_shape *s, const 
   int64_t xns = s->x_ns ? s->x_ns : s->in, yns = s->y_ns ? s->y_ns : s->out;
   if (s->n <= 0) return 0;
   if (is_dense(b, l)) {
+    lin_x_write(s, x, xns);
     for (int n = 0; n < s->n; n++)
       for (int o = 0; o < s->out; o++)
         y[n * yns + o] = bias && rt_bias_counts(e->bm, 0, o) ? bias[o] : 0.0f;
@@ -1910,6 +1949,7 @@ static int cpu_linear_fwd(rt_kernels *b, int l, const rt_linear_shape *s, const 
   int id;
   float *buf = scratch_get(C(b), &id);
   if (!buf) {
+    lin_x_write(s, x, xns);
     rt_ref_linear_fwd(s, x, w, bias, e->wm, e->bm, y);
     return 0;
   }
@@ -1920,7 +1960,7 @@ static int cpu_linear_fwd(rt_kernels *b, int l, const rt_linear_shape *s, const 
   for (int n0 = 0; n0 < s->n; n0 += sub) {
     int nb = s->n - n0 < sub ? s->n - n0 : sub;
     int64_t np = lin_pad(nb, NB);
-    to_lanes(x + n0 * xns, nb, s->in, 0, xns, xT, np, NB);
+    x_lanes(s, x + n0 * xns, n0, nb, xns, xT, np, NB);
     /* The kernels take non-const pointers (one C type for all of them) */
     e->fwd(xT, (float *)wp, (float *)bias, yT, np, 0, 0);
     from_lanes(yT, nb, s->out, yns, y + n0 * yns, 0, NB);
@@ -1955,20 +1995,23 @@ static int cpu_linear_bwd(rt_kernels *b, int l, const rt_linear_shape *s, const 
   int id = -1, packed = b->packed_wgrad && !is_dense(b, l);
   float *buf = s->n > 0 && !is_dense(b, l) ? scratch_get(C(b), &id) : NULL;
   if (s->n > 0 && !is_dense(b, l) && !buf) {
-    if (dw) rt_ref_linear_bwd_weight(s, x, dy, e->wm, e->bm, dw, db);
+    if (dw) lin_x_write(s, x, xns), rt_ref_linear_bwd_weight(s, x, dy, e->wm, e->bm, dw, db);
     if (dw && packed) /* in place: act[j] >= j */
       for (size_t j = 0; j < e->active; j++) dw[j] = dw[e->act[j]];
-    if (dx) rt_ref_linear_bwd_data(s, dy, w, e->wm, dx);
+    if (dx) rt_ref_linear_bwd_data(s, dy, w, e->wm, dx), lin_x_sums(s, 0, s->n, xns, dx);
     return 0;
   }
   if (dw && s->n > 0 && is_dense(b, l)) { /* beta 0: sgemm overwrites all of dw */
+    lin_x_write(s, x, xns);
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, s->out, s->in, s->n, 1.0f, dy,
                 (int)yns, x, (int)xns, 0.0f, dw, s->in);
     if (e->active < e->nw) rt_zero_masked(dw, e->wm, e->nw);
   }
-  if (dx && s->n > 0 && is_dense(b, l))
+  if (dx && s->n > 0 && is_dense(b, l)) {
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, s->n, s->in, s->out, 1.0f, dy,
                 (int)yns, w, s->in, 1.0f, dx, (int)xns);
+    lin_x_sums(s, 0, s->n, xns, dx);
+  }
   if (buf) {
     enum { NB = CG_LIN_BWD_NB };
     /* scratch: [wp] [dwp dxT] [xT] [dyT]; c of the kernel is dwp then dxT,
@@ -1983,11 +2026,12 @@ static int cpu_linear_bwd(rt_kernels *b, int l, const rt_linear_shape *s, const 
     for (int n0 = 0; n0 < s->n; n0 += LIN_SUB) {
       int nb = s->n - n0 < LIN_SUB ? s->n - n0 : LIN_SUB;
       int64_t np = lin_pad(nb, NB);
-      if (x) to_lanes(x + n0 * xns, nb, s->in, 0, xns, xT, np, NB);
+      if (x) x_lanes(s, x + n0 * xns, n0, nb, xns, xT, np, NB);
       else memset(xT, 0, (size_t)(np * s->in) * sizeof *xT);
       to_lanes(dy + n0 * yns, nb, s->out, 1, yns, dyT, np, NB);
       e->bwd(xT, dyT, dwp, (float *)wk, np, 0, 0);
       if (dx) from_lanes(dxT, nb, s->in, xns, dx + n0 * xns, 1, NB);
+      lin_x_sums(s, n0, nb, xns, dx); /* while dx is in cache */
     }
     if (dw && packed) { /* the kernel's order to the packed layout */
       const int32_t *pos = e->pos[1];

@@ -59,7 +59,7 @@ static void test_cache(void) {
   s = rt_cpu_get_stats(b);
   CHECK(s.compiles == 4, "bias mask change: %ld compiles", s.compiles);
   /* and the recompiled kernel is the new pattern's */
-  rt_linear_shape ls = {3, 20, 7, 0, 0, 0};
+  rt_linear_shape ls = {.n = 3, .in = 20, .out = 7};
   float *x = jt_randf(60), *w = jt_randf(140), *bias = jt_randf(7), y0[21], y1[21];
   for (int i = 0; i < 140; i++)
     if (!lm[i]) w[i] = 0;

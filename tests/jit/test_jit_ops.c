@@ -106,7 +106,7 @@ static void live_masks(void) {
     rt_conv_shape cs = {.n = n, .cin = cin, .h = 6, .w = 6, .cout = cout, .k = 3, .stride = 1,
                         .pad = 1};
     rt_conv_shape_finish(&cs);
-    rt_linear_shape ls = {n, cin, cout, 0, 0, 0};
+    rt_linear_shape ls = {.n = n, .in = cin, .out = cout};
     size_t nx = conv ? (size_t)n * cs.x_ns : (size_t)n * cin;
     size_t ny = conv ? (size_t)n * cs.y_ns : (size_t)n * cout;
     float *x = jt_randf(nx), *dy = jt_randf(ny), *y0 = jt_randf(ny), *y1 = jt_randf(ny);

@@ -1077,6 +1077,49 @@ static void test_bn_x_sums(void) {
       }
 }
 
+/* rt_bn_x_lanes (a linear layer's input made from batch norm's windows
+ * in its kernels' lanes) against rt_bn_x_write then a transpose, bit for
+ * bit: lane blocks of 8 and 16, whole and partial, samples past the
+ * first, channels after others, z's samples apart or as x's, with and
+ * without the ReLU; the lanes past the block's samples and the features
+ * of the other channels left as they were. */
+static void test_bn_x_lanes(void) {
+  const long hws[] = {1, 7, 49};
+  for (size_t t = 0; t < sizeof hws / sizeof *hws; t++)
+    for (int NB = 8; NB <= 16; NB += 8)
+      for (int m = 1; m <= NB; m += NB / 2 - 1)
+        for (int mode = 0; mode < 4; mode++) { /* relu, z_ns */
+          long hw = hws[t];
+          int nc = 1 + (int)t + mode, c0 = mode % 2, f = (c0 + nc + 1) * (int)hw;
+          long xns = f + 3, zns = mode < 2 ? nc * hw + 5 : 0, i0 = 2;
+          long zlen = (i0 + m) * (zns ? zns : xns);
+          float *z = falloc(zlen), *mm = falloc(nc), *k = falloc(nc), *b = falloc(nc);
+          float *x = falloc((i0 + m) * xns), *got = falloc((long)f * NB);
+          float *want = falloc((long)f * NB);
+          fill(z, zlen, 0);
+          for (long i = 0; i < zlen; i++) z[i] = isnan(z[i]) || i % 3 == 0 ? -0.0f : z[i];
+          for (int c = 0; c < nc; c++) {
+            mm[c] = 0.5f * rt_rng_uniform(&rng) - 0.25f, k[c] = 4.0f * rt_rng_uniform(&rng) - 2.0f;
+            b[c] = rt_rng_uniform(&rng) - 0.5f;
+          }
+          mm[0] = 0.0f, k[0] = 1.5f, b[0] = -0.0f; /* -0 out of the map, which the ReLU makes +0 */
+          for (long i = 0; i < (long)f * NB; i++) got[i] = want[i] = (float)i;
+          /* z as x's, or apart: the channel at c0's plane of sample i */
+          const float *zb = zns ? z : z + c0 * hw;
+          rt_bn_x bx = {zb, mm, k, b, mode % 2 == 0, c0, c0 + nc, NULL, zns, 0};
+          rt_bn_x_write(&bx, (int)(i0 + m), hw, xns, x);
+          for (int j = 0; j < m; j++)
+            for (long q = c0 * hw; q < (c0 + nc) * hw; q++)
+              want[q * NB + j] = x[(i0 + j) * xns + q];
+          rt_bn_x_lanes(&bx, i0, m, hw, xns, got, NB);
+          long at;
+          CHECK(same_bits(want, got, (long)f * NB, &at),
+                "bn_x_lanes: hw %ld, NB %d, %d samples, mode %d: value %ld differs", hw, NB, m,
+                mode, at);
+          free(z), free(mm), free(k), free(b), free(x), free(got), free(want);
+        }
+}
+
 static void run_all(void) {
   test_relu();
   test_im2col();
@@ -1096,6 +1139,7 @@ static void run_all(void) {
   test_pool_relu_rows();
   test_gram();
   test_bn_x_sums();
+  test_bn_x_lanes();
 }
 
 /* Every test at each vector width the kernels may take (rt_elem_set_isa),
