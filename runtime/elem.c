@@ -460,6 +460,149 @@ void rt_gram(int rows, long len, const float *x, long xs, float *sums, float *g)
   }
 }
 
+/* rt_gram3x3's autocorrelations: the plane in pad's rows of GP(w)
+ * floats, at column 8 of each, zeros around it, so that every offset's
+ * products over a row read whole eights. */
+static long gp_stride(int w) { return ((long)w + 7) / 8 * 8 + 16; }
+
+/* Sixteen lanes added as lanes_sum adds eight: lane j and j + 8 first. */
+static float lanes16_sum(const float a[16]) {
+  float h[8];
+  for (int j = 0; j < 8; j++) h[j] = a[j] + a[j + 8];
+  return lanes_sum(h);
+}
+
+/* The plane's 13 autocorrelations (the offsets (dy, dx) of a 3 x 3
+ * window, dy 0 to 2, dx -2 to 2, those of dy 0 from 0): ac[dy][dx + 2],
+ * over every pair of values both in the plane, each offset in sixteen
+ * float lanes (a row's column c into lane c % 16, the rows in order, a
+ * fused multiply-add each; two chains of eight, where one would wait on
+ * its latency) closed as lanes16_sum. */
+static void autocorr_scalar(int h, int w, const float *pad, float ac[3][5]) {
+  const long P = gp_stride(w), W8 = ((long)w + 7) / 8 * 8;
+  for (int dy = 0; dy < 3; dy++)
+    for (int dx = dy ? -2 : 0; dx <= 2; dx++) {
+      float a[16] = {0};
+      for (int r = 0; r + dy < h; r++) {
+        const float *p = pad + r * P + 8, *q = pad + (r + dy) * P + 8 + dx;
+        for (long c = 0; c < W8; c++) a[c % 16] = fmaf(p[c], q[c], a[c % 16]);
+      }
+      ac[dy][dx + 2] = lanes16_sum(a);
+    }
+}
+
+#if ELEM_AVX2
+/* One eight of autocorr_avx2's row at c into its chains a (the offsets
+ * dx -2 to 2). */
+__attribute__((target("avx2,fma"), always_inline)) static inline void
+ac_eight(const float *p, const float *q, long c, __m256 a[5]) {
+  __m256 v = _mm256_loadu_ps(p + c);
+  a[0] = _mm256_fmadd_ps(v, _mm256_loadu_ps(q + c - 2), a[0]);
+  a[1] = _mm256_fmadd_ps(v, _mm256_loadu_ps(q + c - 1), a[1]);
+  a[2] = _mm256_fmadd_ps(v, _mm256_loadu_ps(q + c), a[2]);
+  a[3] = _mm256_fmadd_ps(v, _mm256_loadu_ps(q + c + 1), a[3]);
+  a[4] = _mm256_fmadd_ps(v, _mm256_loadu_ps(q + c + 2), a[4]);
+}
+
+__attribute__((target("avx2,fma"))) static void autocorr_avx2(int h, int w, const float *pad,
+                                                              float ac[3][5]) {
+  const long P = gp_stride(w), W8 = ((long)w + 7) / 8 * 8;
+  for (int dy = 0; dy < 3; dy++) { /* dy 0's offsets below 0 made too, not kept */
+    __m256 a[5], b[5]; /* the even eights' chains, the odd ones' */
+    for (int k = 0; k < 5; k++) a[k] = b[k] = _mm256_setzero_ps();
+    for (int r = 0; r + dy < h; r++) {
+      const float *p = pad + r * P + 8, *q = pad + (r + dy) * P + 8;
+      long c = 0;
+      for (; c + 16 <= W8; c += 16) ac_eight(p, q, c, a), ac_eight(p, q, c + 8, b);
+      if (c < W8) ac_eight(p, q, c, a);
+    }
+    for (int k = dy ? 0 : 2; k < 5; k++) {
+      float l[16];
+      _mm256_storeu_ps(l, a[k]), _mm256_storeu_ps(l + 8, b[k]);
+      ac[dy][k] = lanes16_sum(l);
+    }
+  }
+}
+
+__attribute__((target("avx2,fma"))) static void line_ac_avx2(long n8, const float *p,
+                                                             float out[3]) {
+  __m256 a[3] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+  for (long c = 0; c < n8; c += 8) {
+    __m256 v = _mm256_loadu_ps(p + c);
+    for (int d = 0; d < 3; d++) a[d] = _mm256_fmadd_ps(v, _mm256_loadu_ps(p + c + d), a[d]);
+  }
+  for (int d = 0; d < 3; d++) {
+    float l[8];
+    _mm256_storeu_ps(l, a[d]);
+    out[d] = lanes_sum(l);
+  }
+}
+#endif
+
+/* out[d] = the sum over c < n8 of p[c] p[c + d], d = 0, 1, 2 (p zero
+ * from n's end on), in eight float lanes (c into lane c % 8, a fused
+ * multiply-add each) closed as lanes_sum: one row's or column's
+ * autocorrelations. */
+static void line_ac(long n8, const float *p, float out[3]) {
+#if ELEM_AVX2
+  if (use_avx2() && __builtin_cpu_supports("fma")) {
+    line_ac_avx2(n8, p, out);
+    return;
+  }
+#endif
+  for (int d = 0; d < 3; d++) {
+    float a[8] = {0};
+    for (long c = 0; c < n8; c++) a[c % 8] = fmaf(p[c], p[c + d], a[c % 8]);
+    out[d] = lanes_sum(a);
+  }
+}
+
+void rt_gram3x3(int h, int w, const float *x, float sums[9], float g[81], float *pad) {
+  assert(h >= 2 && w >= 2);
+  const long P = gp_stride(w), H8 = ((long)h + 7) / 8 * 8, W8 = ((long)w + 7) / 8 * 8;
+  float *col = pad + h * P; /* a column at 8, zeros after it */
+  memset(pad, 0, (size_t)(h * P + H8 + 16) * sizeof *pad);
+  for (int r = 0; r < h; r++) memcpy(pad + r * P + 8, x + (long)r * w, (size_t)w * sizeof *x);
+  float ac[3][5] = {{0}};
+#if ELEM_AVX2
+  if (use_avx2() && __builtin_cpu_supports("fma")) autocorr_avx2(h, w, pad, ac);
+  else autocorr_scalar(h, w, pad, ac);
+#else
+  autocorr_scalar(h, w, pad, ac);
+#endif
+  /* a tap (a, b) reads the plane at (oy + a - 1, ox + b - 1): a = 0
+   * leaves out its last row, a = 2 its first, b so the columns */
+  const int er[3] = {h - 1, -1, 0}, ec[3] = {w - 1, -1, 0};
+  float all = rt_sum((long)h * w, x), rs[3] = {0}, cs[3] = {0}, rac[3][3] = {{0}},
+        cac[3][3] = {{0}};
+  for (int a = 0; a < 3; a += 2) { /* the rows and columns left out */
+    rs[a] = rt_sum(w, x + (long)er[a] * w);
+    line_ac(W8, pad + er[a] * P + 8, rac[a]);
+    for (int r = 0; r < h; r++) col[8 + r] = x[(long)r * w + ec[a]];
+    cs[a] = rt_sum(h, col + 8);
+    line_ac(H8, col + 8, cac[a]);
+  }
+  for (int u = 0; u < 9; u++) {
+    const int a = u / 3, b = u % 3;
+    float v = all;
+    if (a != 1) v -= rs[a];
+    if (b != 1) v -= cs[b];
+    if (a != 1 && b != 1) v += x[(long)er[a] * w + ec[b]];
+    sums[u] = v;
+    for (int t = u; t < 9; t++) { /* t >= u: dy >= 0, and dx >= 0 where dy is 0 */
+      const int a2 = t / 3, b2 = t % 3, dy = a2 - a, dx = b2 - b;
+      float e = ac[dy][dx + 2];
+      if (a == a2 && a != 1) e -= rac[a][dx < 0 ? -dx : dx];
+      if (b == b2 && b != 1) e -= cac[b][dy];
+      if (t == u && a != 1 && b != 1) {
+        const float c = x[(long)er[a] * w + ec[b]];
+        e += c * c;
+      }
+      g[u * 9 + t] = e;
+    }
+  }
+}
+
 void rt_relu_mask(long len, const float *restrict y, const float *restrict dy,
                   float *restrict dx) {
   /* 0 + dy, as the reference's accumulation into zeros: -0 becomes +0 */

@@ -1961,10 +1961,12 @@ static void taken_rows(hx *x, const rt_conv_src *r, float *sums, int n) {
  * rows, T = cin k k of them): their sums B (T doubles) then their Gram
  * matrix G (T x T, the upper triangle), in e->gram's chunk c, each
  * sample's patches made in e->pcols' chunk c (sized for the largest such
- * layer when the host was made); a sample's in float (rt_gram: the batch
- * norm template's conv1.0 forward 0.18-0.26 ms a step on a 2-core AMD
- * Zen 5 VM against 0.55-0.73 by one sgemm of OpenBLAS 0.3.21, whose
- * small-matrix calls cost more than their work), added in double. */
+ * layer when the host was made); a sample's in float (rt_gram; for one
+ * plane's 3 x 3 patches rt_gram3x3, which makes no patches: the batch
+ * norm template's conv1.0, 128 samples, 78-80 us against 165-167 made and
+ * summed by rt_gram, 2026-12-05 on a 2-core AMD Zen 5 VM, where one sgemm
+ * of OpenBLAS 0.3.21 took more, its small-matrix calls costing more than
+ * their work), added in double. */
 static void patch_chunk(const job *j, int chunk, int n0, int n1) {
   hx *x = j->x;
   const ir_layer *l = j->l;
@@ -1976,9 +1978,18 @@ static void patch_chunk(const job *j, int chunk, int n0, int n1) {
   assert((size_t)T * P <= e->pcols_len);
   rt_conv_shape s = conv_shape(x, l, 1);
   float b[RT_BN_GRAM_TAPS], c[RT_BN_GRAM_TAPS * RT_BN_GRAM_TAPS];
+  /* one plane, 3 x 3, the same size out: from its autocorrelations */
+  int ac = l->cin == 1 && l->k == 3 && l->stride == 1 && l->pad == 1 && l->oh == l->h &&
+           l->ow == l->w && l->h >= 2 && l->w >= 2 &&
+           (size_t)RT_GRAM3X3_PAD(l->h, l->w) <= e->pcols_len;
   for (int i = n0; i < n1; i++) {
-    rt_im2col(&s, x->act + (int64_t)i * x->g->act_size + j->in, col);
-    rt_gram(T, P, col, P, b, c);
+    const float *xi = x->act + (int64_t)i * x->g->act_size + j->in;
+    if (ac) {
+      rt_gram3x3(l->h, l->w, xi, b, c, col);
+    } else {
+      rt_im2col(&s, xi, col);
+      rt_gram(T, P, col, P, b, c);
+    }
     for (int u = 0; u < T; u++) {
       B[u] += b[u];
       for (int t = u; t < T; t++) G[u * T + t] += c[u * T + t];

@@ -269,6 +269,61 @@ static void test_gram(void) {
     }
 }
 
+/* rt_gram3x3 against the double sums of rt_im2col's nine rows (a 3 x 3
+ * conv at stride 1 in a zero frame of 1), within rounding of the plane's
+ * own sums (the taps' are those less a row or a column), the lower
+ * triangle left alone, and the plain path's bits at every width: planes
+ * of 2 x 2 to 30 x 31 (widths under, at and past whole eights). */
+static void test_gram3x3(void) {
+  const int hs[] = {2, 3, 5, 14, 28, 30}, ws[] = {2, 3, 7, 8, 9, 14, 28, 31};
+  for (size_t i = 0; i < sizeof hs / sizeof *hs; i++)
+    for (size_t j = 0; j < sizeof ws / sizeof *ws; j++) {
+      int h = hs[i], w = ws[j];
+      long hw = (long)h * w;
+      float *x = falloc(hw), *col = falloc(9 * hw), *pad = falloc(RT_GRAM3X3_PAD(h, w));
+      float sums[9], g[81], g0[81], sums0[9];
+      fill(x, hw, 0);
+      for (long q = 0; q < hw; q++) x[q] = isnan(x[q]) ? 0.25f : x[q];
+      rt_conv_shape s = {.n = 1, .cin = 1, .h = h, .w = w, .cout = 1, .oh = h, .ow = w, .k = 3,
+                         .stride = 1, .pad = 1};
+      rt_im2col(&s, x, col);
+      for (int q = 0; q < 81; q++) g[q] = -7.0f;
+      rt_gram3x3(h, w, x, sums, g, pad);
+      /* within rounding of the plane's own sums, which the taps' leave
+       * a row or a column of */
+      double mass = 0.0, energy = 0.0;
+      for (long q = 0; q < hw; q++) mass += fabs(x[q]), energy += (double)x[q] * x[q];
+      int far = 0, lower = 0;
+      for (int u = 0; u < 9; u++) {
+        double d = 0.0, a = 0.0;
+        for (long q = 0; q < hw; q++) d += col[u * hw + q], a += fabs(col[u * hw + q]);
+        far += fabs(sums[u] - d) > 1e-6 * (a + mass);
+        for (int t = 0; t < 9; t++) {
+          if (t < u) {
+            lower += g[u * 9 + t] != -7.0f;
+            continue;
+          }
+          d = 0.0, a = 0.0;
+          for (long q = 0; q < hw; q++) {
+            double pr = (double)col[u * hw + q] * col[t * hw + q];
+            d += pr, a += fabs(pr);
+          }
+          far += fabs(g[u * 9 + t] - d) > 1e-6 * (a + energy);
+        }
+      }
+      CHECK(!far, "gram3x3 %dx%d: %d sums or products off the patches' double sums", h, w, far);
+      CHECK(!lower, "gram3x3 %dx%d: %d of the lower triangle written", h, w, lower);
+      rt_elem_set_isa(RT_ISA_SSE2);
+      rt_gram3x3(h, w, x, sums0, g0, pad);
+      rt_elem_set_isa(isa_now);
+      int bad = memcmp(sums0, sums, sizeof sums) != 0;
+      for (int u = 0; u < 9; u++)
+        for (int t = u; t < 9; t++) bad += memcmp(&g0[u * 9 + t], &g[u * 9 + t], 4) != 0;
+      CHECK(!bad, "gram3x3 %dx%d: %d values differ from the plain path's", h, w, bad);
+      free(x), free(col), free(pad);
+    }
+}
+
 static void pool_case(int n, int c, int h, int w, int f, long xextra, long yextra) {
   rt_pool_shape s = {n, c, h, w, f, 0, 0};
   long xns = (long)c * h * w + xextra, yns = (long)c * (h / f) * (w / f) + yextra;
@@ -1138,6 +1193,7 @@ static void run_all(void) {
   test_bn_pool();
   test_pool_relu_rows();
   test_gram();
+  test_gram3x3();
   test_bn_x_sums();
   test_bn_x_lanes();
 }
