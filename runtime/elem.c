@@ -460,9 +460,9 @@ void rt_gram(int rows, long len, const float *x, long xs, float *sums, float *g)
   }
 }
 
-/* rt_gram3x3's autocorrelations: the plane in pad's rows of GP(w)
- * floats, at column 8 of each, zeros around it, so that every offset's
- * products over a row read whole eights. */
+/* rt_gram3x3's pad: the plane in rows of gp_stride(w) floats, at column
+ * 8 of each, zeros around it, so that every offset's products over a row
+ * read whole eights. */
 static long gp_stride(int w) { return ((long)w + 7) / 8 * 8 + 16; }
 
 /* Sixteen lanes added as lanes_sum adds eight: lane j and j + 8 first. */
@@ -540,9 +540,9 @@ __attribute__((target("avx2,fma"))) static void line_ac_avx2(long n8, const floa
 #endif
 
 /* out[d] = the sum over c < n8 of p[c] p[c + d], d = 0, 1, 2 (p zero
- * from n's end on), in eight float lanes (c into lane c % 8, a fused
- * multiply-add each) closed as lanes_sum: one row's or column's
- * autocorrelations. */
+ * past the line's values, to n8 + 2), in eight float lanes (c into lane
+ * c % 8, a fused multiply-add each) closed as lanes_sum: one row's or
+ * column's autocorrelations. */
 static void line_ac(long n8, const float *p, float out[3]) {
 #if ELEM_AVX2
   if (use_avx2() && __builtin_cpu_supports("fma")) {

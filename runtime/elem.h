@@ -91,11 +91,12 @@ void rt_sum_rows(int rows, long len, const float *x, long xs, float *out);
 void rt_gram(int rows, long len, const float *x, long xs, float *sums, float *g);
 /* rt_gram's sums and upper triangle of the nine rows rt_im2col makes of
  * one h x w plane x for a 3 x 3 conv at stride 1 with a zero frame of 1
- * (its patches, tap (a, b) the a-th row's b-th, out h x w; h, w >= 2),
- * without the rows: from the plane's autocorrelations at the window's
- * offsets, less the row or column that a tap's patches leave out. The
- * same sums in another order (not rt_gram's bits), in about a third of
- * the multiply-adds. pad: RT_GRAM3X3_PAD(h, w) floats of scratch. */
+ * (its patches, tap (a, b) in row 3 a + b, out h x w; h, w >= 2),
+ * without making the rows: from the plane's autocorrelations at the
+ * window's offsets, less the row or column that a tap's patches leave
+ * out. The same sums in another order (not rt_gram's bits), in about a
+ * third of the multiply-adds. pad: RT_GRAM3X3_PAD(h, w) floats of
+ * scratch. */
 #define RT_GRAM3X3_PAD(h, w)                                                                   \
   ((long)(h) * (((long)(w) + 7) / 8 * 8 + 16) + ((long)(h) + 7) / 8 * 8 + 16)
 void rt_gram3x3(int h, int w, const float *x, float sums[9], float g[81], float *pad);
