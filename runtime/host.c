@@ -571,8 +571,9 @@ static int plan_dx_assign(host *e, int64_t (*cut)[2]) {
  * no dead layer passing it on, not the logits), on a kernel set that can;
  * a reader takes one such producer. Under a pool, that conv makes the
  * pool's output from the windows' extremes (bn_x_of); or an alive linear
- * layer reading all of it, on any kernel set: the host makes it from
- * them in the linear's chunks (lin_fwd_chunk). */
+ * layer reading all of it, on any kernel set: the linear's kernels make
+ * it from them as they read it (rt_kernels.bn_x), or else the host in the
+ * linear's chunks (lin_fwd_chunk). */
 static void plan_bn_x(host *e) {
   const hx *x = &e->pub;
   const ir_graph *g = x->g;
