@@ -1057,9 +1057,8 @@ static void row_stats(const rt_bn_shape *s, const float *x, double *mom) {
 }
 
 /* y = (x - m) * k + b, and max(., 0) with relu (as rt_relu: -0 and NaN
- * become +0). */
-static void row_affine(long len, const float *restrict x, float m, float k, float b, int relu,
-                       float *restrict y) {
+ * become +0). y may be x: each value is read before its own is written. */
+static void row_affine(long len, const float *x, float m, float k, float b, int relu, float *y) {
   if (relu)
     for (long i = 0; i < len; i++) {
       float v = (x[i] - m) * k + b;
@@ -1067,17 +1066,6 @@ static void row_affine(long len, const float *restrict x, float m, float k, floa
     }
   else
     for (long i = 0; i < len; i++) y[i] = (x[i] - m) * k + b;
-}
-
-/* row_affine of v in place: the same arithmetic, so the same bits. */
-static void row_affine_in_place(long len, float *v, float m, float k, float b, int relu) {
-  if (relu)
-    for (long i = 0; i < len; i++) {
-      float u = (v[i] - m) * k + b;
-      v[i] = u > 0.0f ? u : 0.0f;
-    }
-  else
-    for (long i = 0; i < len; i++) v[i] = (v[i] - m) * k + b;
 }
 
 typedef struct bn_job {
@@ -2596,10 +2584,10 @@ void rt_bn_x_lanes(const rt_bn_x *bn, int64_t i0, int m, long hw, long x_ns, flo
                NB, 0);
   for (int c = 0; c < nc; c++) { /* a channel's rows are one run where every lane is real */
     float *r = d + c * hw * NB;
-    if (m == NB) row_affine_in_place(hw * NB, r, bn->m[c], bn->k[c], bn->b[c], bn->relu);
+    if (m == NB) row_affine(hw * NB, r, bn->m[c], bn->k[c], bn->b[c], bn->relu, r);
     else
       for (long p = 0; p < hw; p++)
-        row_affine_in_place(m, r + p * NB, bn->m[c], bn->k[c], bn->b[c], bn->relu);
+        row_affine(m, r + p * NB, bn->m[c], bn->k[c], bn->b[c], bn->relu, r + p * NB);
   }
 }
 
