@@ -1794,40 +1794,23 @@ static int cpu_conv_bwd(rt_kernels *b, int l, const rt_conv_shape *s, const floa
 static int64_t lin_pad(int n, int NB) { return ((int64_t)n + NB - 1) / NB * NB; }
 
 /* src [n][f] (stride ns) -> dst [np/NB][f + extra][NB], padding lanes and
- * the extra rows of each block zero. */
+ * the extra rows of each block zero. With bn (samples i0 .. of its call,
+ * planes of hw), the features of its channels are made from its windows
+ * as rt_bn_x_write would write them (rt_bn_x_lanes), not read from src. */
 static void to_lanes(const float *src, int n, int f, int extra, int64_t ns, float *dst,
-                     int64_t np, int NB) {
+                     int64_t np, int NB, const rt_bn_x *bn, long hw, int64_t i0) {
+  long a = bn ? bn->c0 * hw : f, e = bn ? bn->c1 * hw : f; /* features [a, e) from bn */
   for (int64_t b0 = 0; b0 < np; b0 += NB, dst += (int64_t)(f + extra) * NB) {
     int m = n - b0 < NB ? (int)(n - b0) : NB;
     if (m < NB)
       for (int i = 0; i < f; i++) memset(dst + (int64_t)i * NB + m, 0, (size_t)(NB - m) * sizeof *dst);
-    if (m > 0) rt_transpose(m, f, src + b0 * ns, ns, dst, NB, 0);
+    if (m > 0) {
+      const float *r = src + b0 * ns;
+      if (a > 0) rt_transpose(m, (int)a, r, ns, dst, NB, 0);
+      if (e < f) rt_transpose(m, (int)(f - e), r + e, ns, dst + e * NB, NB, 0);
+      if (bn) rt_bn_x_lanes(bn, i0 + b0, m, hw, ns, dst, NB);
+    }
     memset(dst + (int64_t)f * NB, 0, (size_t)extra * NB * sizeof *dst);
-  }
-}
-
-/* to_lanes of x for a linear layer's samples i0 .. i0 + n - 1 (of the
- * call's), with s->xbn its features of batch norm's channels made from
- * their windows as rt_bn_x_write would write them (rt_bn_x_lanes), not
- * read from src. */
-static void x_lanes(const rt_linear_shape *s, const float *src, int64_t i0, int n, int64_t ns,
-                    float *dst, int64_t np, int NB) {
-  const rt_bn_x *bn = s->xbn;
-  int f = s->in;
-  if (!bn) {
-    to_lanes(src, n, f, 0, ns, dst, np, NB);
-    return;
-  }
-  long a = bn->c0 * s->xbn_hw, e = bn->c1 * s->xbn_hw; /* its features [a, e) */
-  for (int64_t b0 = 0; b0 < np; b0 += NB, dst += (int64_t)f * NB) {
-    int m = n - b0 < NB ? (int)(n - b0) : NB;
-    for (int i = 0; m < NB && i < f; i++)
-      memset(dst + (int64_t)i * NB + m, 0, (size_t)(NB - m) * sizeof *dst);
-    if (m <= 0) continue;
-    const float *r = src + b0 * ns;
-    if (a > 0) rt_transpose(m, (int)a, r, ns, dst, NB, 0);
-    if (e < f) rt_transpose(m, (int)(f - e), r + e, ns, dst + e * NB, NB, 0);
-    rt_bn_x_lanes(bn, i0 + b0, m, s->xbn_hw, ns, dst, NB);
   }
 }
 
@@ -1960,7 +1943,7 @@ static int cpu_linear_fwd(rt_kernels *b, int l, const rt_linear_shape *s, const 
   for (int n0 = 0; n0 < s->n; n0 += sub) {
     int nb = s->n - n0 < sub ? s->n - n0 : sub;
     int64_t np = lin_pad(nb, NB);
-    x_lanes(s, x + n0 * xns, n0, nb, xns, xT, np, NB);
+    to_lanes(x + n0 * xns, nb, s->in, 0, xns, xT, np, NB, s->xbn, s->xbn_hw, n0);
     /* The kernels take non-const pointers (one C type for all of them) */
     e->fwd(xT, (float *)wp, (float *)bias, yT, np, 0, 0);
     from_lanes(yT, nb, s->out, yns, y + n0 * yns, 0, NB);
@@ -2026,9 +2009,9 @@ static int cpu_linear_bwd(rt_kernels *b, int l, const rt_linear_shape *s, const 
     for (int n0 = 0; n0 < s->n; n0 += LIN_SUB) {
       int nb = s->n - n0 < LIN_SUB ? s->n - n0 : LIN_SUB;
       int64_t np = lin_pad(nb, NB);
-      if (x) x_lanes(s, x + n0 * xns, n0, nb, xns, xT, np, NB);
+      if (x) to_lanes(x + n0 * xns, nb, s->in, 0, xns, xT, np, NB, s->xbn, s->xbn_hw, n0);
       else memset(xT, 0, (size_t)(np * s->in) * sizeof *xT);
-      to_lanes(dy + n0 * yns, nb, s->out, 1, yns, dyT, np, NB);
+      to_lanes(dy + n0 * yns, nb, s->out, 1, yns, dyT, np, NB, NULL, 0, 0);
       e->bwd(xT, dyT, dwp, (float *)wk, np, 0, 0);
       if (dx) from_lanes(dxT, nb, s->in, xns, dx + n0 * xns, 1, NB);
       lin_x_sums(s, n0, nb, xns, dx); /* while dx is in cache */
