@@ -463,7 +463,8 @@ void rt_gram(int rows, long len, const float *x, long xs, float *sums, float *g)
 /* rt_gram3x3's pad: the plane in rows of gp_stride(w) floats, at column
  * 8 of each, zeros around it, so that every offset's products over a row
  * read whole eights. */
-static long gp_stride(int w) { return ((long)w + 7) / 8 * 8 + 16; }
+static long eights(long n) { return (n + 7) / 8 * 8; }
+static long gp_stride(int w) { return eights(w) + 16; }
 
 /* Sixteen lanes added as lanes_sum adds eight: lane j and j + 8 first. */
 static float lanes16_sum(const float a[16]) {
@@ -479,7 +480,7 @@ static float lanes16_sum(const float a[16]) {
  * fused multiply-add each; two chains of eight, where one would wait on
  * its latency) closed as lanes16_sum. */
 static void autocorr_scalar(int h, int w, const float *pad, float ac[3][5]) {
-  const long P = gp_stride(w), W8 = ((long)w + 7) / 8 * 8;
+  const long P = gp_stride(w), W8 = eights(w);
   for (int dy = 0; dy < 3; dy++)
     for (int dx = dy ? -2 : 0; dx <= 2; dx++) {
       float a[16] = {0};
@@ -506,7 +507,7 @@ ac_eight(const float *p, const float *q, long c, __m256 a[5]) {
 
 __attribute__((target("avx2,fma"))) static void autocorr_avx2(int h, int w, const float *pad,
                                                               float ac[3][5]) {
-  const long P = gp_stride(w), W8 = ((long)w + 7) / 8 * 8;
+  const long P = gp_stride(w), W8 = eights(w);
   for (int dy = 0; dy < 3; dy++) { /* dy 0's offsets below 0 made too, not kept */
     __m256 a[5], b[5]; /* the even eights' chains, the odd ones' */
     for (int k = 0; k < 5; k++) a[k] = b[k] = _mm256_setzero_ps();
@@ -559,7 +560,7 @@ static void line_ac(long n8, const float *p, float out[3]) {
 
 void rt_gram3x3(int h, int w, const float *x, float sums[9], float g[81], float *pad) {
   assert(h >= 2 && w >= 2);
-  const long P = gp_stride(w), H8 = ((long)h + 7) / 8 * 8, W8 = ((long)w + 7) / 8 * 8;
+  const long P = gp_stride(w), H8 = eights(h), W8 = eights(w);
   float *col = pad + h * P; /* a column at 8, zeros after it */
   memset(pad, 0, (size_t)(h * P + H8 + 16) * sizeof *pad);
   for (int r = 0; r < h; r++) memcpy(pad + r * P + 8, x + (long)r * w, (size_t)w * sizeof *x);
