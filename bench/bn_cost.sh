@@ -10,9 +10,12 @@
 # without, over the step (the pools and the linear layer: under a pool,
 # batch norm's output is pooled as it is made and its backward takes the
 # pool's; a pool's output left to the one layer that reads it is made,
-# and its sums taken, in that layer's rows). Medians and minimums at the
-# end, the median of the pairs' own shares, and the same from each
-# profile row's minimum over the pairs; last, each layer's forward and
+# and its sums taken, in that layer's rows), and the share of the whole
+# step from each run's median step (--profile's steps line: a step that
+# lost its core moves a mean, not a median). Medians and minimums at the
+# end, the median of the pairs' own shares (by the rows, and by the
+# median steps), and the same from each profile row's minimum over the
+# pairs; last, each layer's forward and
 # backward, with batch norm less without, from their least over the
 # pairs. The pairs alternate which of the two runs first. On a VM whose
 # speed drifts from one minute to the next, THREADS=1 gives the steadier
@@ -50,6 +53,8 @@ run() {
 }
 # ms per step, and the layers' rows' forward + backward
 total() { awk '$1 == "total" { print $2 }' "$1"; }
+# the median of the run's steps of a whole batch (--profile's "steps:")
+median() { awk '$1 == "steps:" { print $3 }' "$1"; }
 convs() { awk '$2 == "conv" || $2 == "maxpool" || $2 == "linear" { s += $3 + $4 } END { printf "%.3f", s }' "$1"; }
 echo "bn_template: $images images, batch 128, $threads threads, --backend $backend"
 # one line per pair and side: ms/step with and without batch norm, and
@@ -69,9 +74,13 @@ while [ "$i" -le "$pairs" ]; do
     else run "$side-nobn" && run "$side-bn"; fi
     a=$(total "$side-bn.prof") b=$(total "$side-nobn.prof")
     c=$(convs "$side-bn.prof") d=$(convs "$side-nobn.prof")
-    echo "$a $b $c $d" >>"$side.txt"
+    e=$(median "$side-bn.prof") f=$(median "$side-nobn.prof")
+    echo "$a $b $c $d $e $f" >>"$side.txt"
     cp "$side-bn.prof" "$side-bn.$i.prof" && cp "$side-nobn.prof" "$side-nobn.$i.prof"
     line "$side" "pair $i" "$a" "$b" "$c" "$d"
+    [ -z "$e" ] || [ -z "$f" ] || awk -v e="$e" -v f="$f" 'BEGIN {
+      printf "  median steps: %.1f ms with batch norm, %.1f without: %.1f%% of the step\n",
+        e, f, 100 * (e - f) / e }'
   done
   i=$((i + 1))
 done
@@ -98,6 +107,13 @@ for side in $sides; do
   set -- $(awk '{ print 100 * ($3 - $4) / $1 }' "$side.txt" | order)
   printf "%s pairs' shares: median %.1f%%, from %.1f%% to %.1f%% (%d pairs)\n" "$side" "$1" "$2" \
     "$3" "$4"
+  # the same from each run's median step: a step that lost its core to
+  # another program moves a run's mean, not its median
+  set -- $(awk 'NF == 6 { print 100 * ($5 - $6) / $5 }' "$side.txt" | order)
+  if [ $# -eq 4 ]; then
+    printf "%s pairs' shares by the steps' medians: median %.1f%%, from %.1f%% to %.1f%%\n" \
+      "$side" "$1" "$2" "$3"
+  fi
 done
 # each row's least over the pairs (forward and backward together), then
 # their sums: on a noisy machine a pair's total carries that pair's

@@ -44,6 +44,11 @@ cat prof.out
 grep -q "^profile: milliseconds per training step over 9 steps" prof.out
 grep -q "^first step: [0-9.]* ms, not in the table" prof.out
 grep -q "^data: [0-9]* of 10 steps" prof.out
+# the timed steps' median, middle half and extremes, in order
+awk '/^steps: median/ && / \(9 steps of a whole batch\)$/ {
+  gsub(/,/, ""); m = $3; q1 = $7; q3 = $9; lo = $12; hi = $15
+  ok = lo > 0 && lo <= q1 && q1 <= m && m <= q3 && q3 <= hi }
+  END { exit !ok }' prof.out || { echo "FAIL: the profile's step times"; exit 1; }
 for op in conv1.0 conv2.0 reduce1 linear1.0 classifier loss sgd total; do
   grep -q "^  $op " prof.out || { echo "FAIL: the profile lacks $op"; exit 1; }
 done
