@@ -16,6 +16,17 @@
 #include "search/search.h"
 
 double run_now(void);
+/* --profile: the wall times of the timed steps of a whole batch (the
+ * last of an epoch may hold fewer samples), for their median, middle
+ * half and extremes: the profile table's figures are means, which a
+ * step that lost its core to another program moves; the median is what
+ * a step takes. run_step_time: 0, or -1 after a message. */
+typedef struct run_step_times {
+  double *ms;
+  long n, cap;
+} run_step_times;
+int run_step_time(run_step_times *t, double ms);
+void run_step_times_report(const run_step_times *t, FILE *f);
 /* Both splits of g's data (path: NULL for the model's), checked against
  * its input and classes. 0, or -1 after a message. */
 int run_load_data(const ir_graph *g, const char *path, int skip_bad, int threads,

@@ -88,6 +88,8 @@ typedef struct mt_run {
   double first_ms;        /* --profile: the run's first step, left out of the
                            * tables (its arenas' pages touched first); 0
                            * while it has not run or was timed */
+  run_step_times times;   /* --profile: the timed steps where every task
+                           * took a whole batch */
 } mt_run;
 
 /* The run's own checkpoint record; the tasks' are theirs (run_ckpt_add). */
@@ -546,7 +548,8 @@ static int train_epoch(mt_run *r, double *start) {
      * steps to come, the tables leave it out */
     int first = r->o->profile && r->profiled == 0 && r->first_ms == 0.0 &&
                 (s + 1 < r->steps || ep + 1 < r->epochs);
-    double t_first = first ? run_now() : 0.0;
+    double t_step = r->o->profile ? run_now() : 0.0;
+    int whole = 1; /* every task's batch whole */
     for (int k = 0; k < r->n && first; k++) rt_exec_profile_pause(xs[k], 1);
     for (int k = 0; k < r->n; k++) {
       task *t = &r->t[k];
@@ -570,6 +573,7 @@ static int train_epoch(mt_run *r, double *start) {
        * the loss, the hits and the images (a failure: the status below) */
       rt_exec_sum_ranks(t->x, &loss, &c, &b);
       t->loss_sum += loss * b, t->seen += b, t->correct += c;
+      whole &= b == m->batch;
     }
     rt_exec_sgd_shared(xs, r->n, r->idx, r->n_idx, r->sum,
                        run_lr_at(m, r->lr, r->epochs, ep, (double)s / r->steps), (float)m->momentum,
@@ -582,7 +586,9 @@ static int train_epoch(mt_run *r, double *start) {
       }
     if (first) {
       for (int k = 0; k < r->n; k++) rt_exec_profile_pause(xs[k], 0);
-      r->first_ms = 1e3 * (run_now() - t_first);
+      r->first_ms = 1e3 * (run_now() - t_step);
+    } else if (r->o->profile && whole && run_step_time(&r->times, 1e3 * (run_now() - t_step))) {
+      return -1;
     }
     r->step++, r->profiled += !first;
     if (r->tty && (s % 8 == 0 || s == r->steps - 1)) {
@@ -771,6 +777,7 @@ static int finish(mt_run *r) {
     fprintf(stderr, "task %s:\n", r->t[k].name);
     rt_exec_profile_report(r->t[k].x, stderr, r->profiled);
   }
+  if (r->o->profile) run_step_times_report(&r->times, stderr);
   if (r->o->profile && r->first_ms > 0.0)
     fprintf(stderr, "first step: %.1f ms, not in the tables (it touches the arenas' pages for "
             "the first time)\n", r->first_ms);
@@ -806,7 +813,7 @@ static void teardown(mt_run *r) {
   if (r->have_srch) srch_free(&r->ss);
   if (r->metrics) fclose(r->metrics);
   ir_arch_free(&r->shared);
-  free(r->idx), free(r->sum);
+  free(r->idx), free(r->sum), free(r->times.ms);
 }
 
 int run_train_tasks(ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd, const app_train_opts *o) {

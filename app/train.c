@@ -298,6 +298,39 @@ int run_make_dir(const char *dir) {
   return -1;
 }
 
+/* --profile's step times (run.h). */
+int run_step_time(run_step_times *t, double ms) {
+  if (t->n >= t->cap) {
+    long cap = t->cap ? 2 * t->cap : 256;
+    double *v = realloc(t->ms, (size_t)cap * sizeof *v);
+    if (!v) {
+      fprintf(stderr, "error: out of memory for the profile's step times\n");
+      return -1;
+    }
+    t->ms = v, t->cap = cap;
+  }
+  t->ms[t->n++] = ms;
+  return 0;
+}
+
+static int by_value(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+void run_step_times_report(const run_step_times *t, FILE *f) {
+  long n = t->n;
+  double *v = n > 0 ? malloc((size_t)n * sizeof *v) : NULL;
+  if (!v) return;
+  memcpy(v, t->ms, (size_t)n * sizeof *v);
+  qsort(v, (size_t)n, sizeof *v, by_value);
+  double med = n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+  fprintf(f, "steps: median %.3f ms, middle half %.3f to %.3f ms, fastest %.3f ms, "
+          "slowest %.3f ms (%ld steps of a whole batch)\n",
+          med, v[n / 4], v[n - 1 - n / 4], v[0], v[n - 1], n);
+  free(v);
+}
+
 void run_shuffle(int *idx, int n, rt_rng *rng) {
   for (int i = 0; i < n; i++) idx[i] = i;
   for (int i = n - 1; i > 0; i--) {
@@ -410,10 +443,7 @@ typedef struct train_run {
   rt_stream *stream;       /* the training batches */
   char *classes;           /* the data's class names, one per line, or NULL */
   double train_secs;       /* the training steps of every epoch, for --profile */
-  double *step_ms;         /* --profile: the wall time of each timed step
-                            * of a whole batch (the last of an epoch may
-                            * hold fewer samples) */
-  long timed, step_cap;    /* step_ms's values, and its room */
+  run_step_times times;    /* --profile: the timed steps of a whole batch */
   int same_head;           /* --from: the checkpoint's classifier carried over */
   double from_acc;         /* --from with the same classes: test accuracy before training */
   int at_chance;           /* epochs in a row that ended at chance (chance_warning) */
@@ -771,42 +801,6 @@ static int setup(train_run *r, ir_graph *g, rt_graph_fn fwd, rt_graph_fn bwd,
   return 0;
 }
 
-/* --profile: a timed step's wall time kept. 0, or -1 after a message. */
-static int step_time(train_run *r, double ms) {
-  if (r->timed >= r->step_cap) {
-    long cap = r->step_cap ? 2 * r->step_cap : 256;
-    double *t = realloc(r->step_ms, (size_t)cap * sizeof *t);
-    if (!t) {
-      fprintf(stderr, "error: out of memory for the profile's step times\n");
-      return -1;
-    }
-    r->step_ms = t, r->step_cap = cap;
-  }
-  r->step_ms[r->timed++] = ms;
-  return 0;
-}
-
-static int by_value(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
-}
-
-/* --profile: the median, middle half and extremes of the timed steps of
- * a whole batch. The table's figures are means, which a step that lost
- * its core to another program moves; the median is what a step takes. */
-static void step_times_report(const train_run *r) {
-  long n = r->timed;
-  double *t = n > 0 ? malloc((size_t)n * sizeof *t) : NULL;
-  if (!t) return;
-  memcpy(t, r->step_ms, (size_t)n * sizeof *t);
-  qsort(t, (size_t)n, sizeof *t, by_value);
-  double med = n % 2 ? t[n / 2] : 0.5 * (t[n / 2 - 1] + t[n / 2]);
-  fprintf(stderr, "steps: median %.3f ms, middle half %.3f to %.3f ms, fastest %.3f ms, "
-          "slowest %.3f ms (%ld steps of a whole batch)\n",
-          med, t[n / 4], t[n - 1 - n / 4], t[0], t[n - 1], n);
-  free(t);
-}
-
 /* Phase I: one epoch of SGD over the shuffled training set, with a
  * progress line on a terminal. */
 static int train_epoch(train_run *r, epoch_stats *e) {
@@ -856,7 +850,7 @@ static int train_epoch(train_run *r, epoch_stats *e) {
     /* the loss and hits are the whole batch's, of every rank */
     int all = r->train.n - s * m->batch < m->batch ? r->train.n - s * m->batch : m->batch;
     if (r->o->profile && !first && all == m->batch &&
-        step_time(r, 1e3 * (run_now() - t_step)))
+        run_step_time(&r->times, 1e3 * (run_now() - t_step)))
       return -1;
     r->st.step++, r->profiled += !first;
     loss_sum += loss * all, seen += all, correct += c;
@@ -1005,7 +999,7 @@ static int stop_here(const train_run *r) {
 /* --profile: the ops' table, then how long the steps waited for data. */
 static void profile_report(const train_run *r) {
   rt_exec_profile_report(r->x, stderr, r->profiled);
-  step_times_report(r);
+  run_step_times_report(&r->times, stderr);
   if (r->first_ms > 0.0)
     fprintf(stderr, "first step: %.1f ms, not in the table (it touches the arenas' pages for the "
             "first time)\n", r->first_ms);
@@ -1060,7 +1054,7 @@ static void teardown(train_run *r) {
   if (r->metrics) fclose(r->metrics);
   if (r->have_srch) srch_free(&r->ss);
   rt_exec_free(r->x);
-  free(r->order), free(r->step_ms);
+  free(r->order), free(r->times.ms);
   free(r->pbuf), free(r->plab);
   rt_stream_free(r->stream);
   free(r->classes);

@@ -36,6 +36,14 @@ done
 grep -q "run: coarse (final test acc" curves.svg || fail "the plot has no line for coarse"
 echo "fashion $fa, coarse $ca; $fp + $cp parameters, $shared of them shared, $stored stored"
 
+# --profile: each task's table, then the steps' times, every task's
+# batch whole in each of them
+./pair train --train-limit 640 --test-limit 100 --epochs 1 --threads 2 --quiet --profile \
+  --run-dir prof >/dev/null 2>prof.out
+for t in fashion coarse; do grep -q "^task $t:" prof.out || fail "the profile lacks task $t"; done
+grep -q "^steps: median [0-9.]* ms, .* (9 steps of a whole batch)$" prof.out ||
+  { cat prof.out; fail "the profile lacks the steps' times"; }
+
 # eval and info, per task
 ev=$(./pair eval run/final.ckpt --threads 2)
 echo "$ev" | grep -q "\"fashion\": {\"test_acc\": $fa" || fail "eval: $ev (train said $fa)"
