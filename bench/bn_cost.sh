@@ -15,11 +15,11 @@
 # lost its core moves a mean, not a median). Medians and minimums at the
 # end, the median of the pairs' own shares (by the rows, and by the
 # median steps), and the same from each profile row's minimum over the
-# pairs; last, each layer's forward and
-# backward, with batch norm less without, from their least over the
-# pairs. The pairs alternate which of the two runs first. On a VM whose
-# speed drifts from one minute to the next, THREADS=1 gives the steadier
-# share: no step waits on a descheduled second thread.
+# pairs; last, each layer's forward and backward, with batch norm less
+# without, from their least over the pairs. The pairs alternate which of
+# the two runs first. On a VM whose speed drifts from one minute to the
+# next, THREADS=1 gives the steadier share: no step waits on a
+# descheduled second thread.
 # usage: [PAIRS=N] bench/bn_cost.sh [IMAGES=6000] [THREADS=2] [BACKEND=cpu]
 #   ILNASC=FILE       the compiler (default: build/bin/ilnasc, built here)
 #   BASE_ILNASC=FILE  a second compiler (another commit's build) measured
