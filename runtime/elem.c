@@ -27,6 +27,8 @@ void rt_elem_set_isa(int level) { isa_cap = level; }
 
 #if ELEM_AVX2
 static int use_avx2(void) { return isa_cap >= RT_ISA_AVX2 && __builtin_cpu_supports("avx2"); }
+/* AVX2 with the fused multiply-adds (the kernels that need both) */
+static int use_avx2_fma(void) { return use_avx2() && __builtin_cpu_supports("fma"); }
 /* AVX-512 with its byte and 128/256-bit forms (every AVX-512 CPU but
  * the Xeon Phi's) */
 static int use_avx512(void) {
@@ -449,7 +451,7 @@ __attribute__((target("avx2,fma"))) static void gram_avx2(int rows, long len, co
 
 void rt_gram(int rows, long len, const float *x, long xs, float *sums, float *g) {
 #if ELEM_AVX2
-  if (use_avx2() && __builtin_cpu_supports("fma")) {
+  if (use_avx2_fma()) {
     gram_avx2(rows, len, x, xs, sums, g);
     return;
   }
@@ -546,7 +548,7 @@ __attribute__((target("avx2,fma"))) static void line_ac_avx2(long n8, const floa
  * column's autocorrelations. */
 static void line_ac(long n8, const float *p, float out[3]) {
 #if ELEM_AVX2
-  if (use_avx2() && __builtin_cpu_supports("fma")) {
+  if (use_avx2_fma()) {
     line_ac_avx2(n8, p, out);
     return;
   }
@@ -566,7 +568,7 @@ void rt_gram3x3(int h, int w, const float *x, float sums[9], float g[81], float 
   for (int r = 0; r < h; r++) memcpy(pad + r * P + 8, x + (long)r * w, (size_t)w * sizeof *x);
   float ac[3][5] = {{0}};
 #if ELEM_AVX2
-  if (use_avx2() && __builtin_cpu_supports("fma")) autocorr_avx2(h, w, pad, ac);
+  if (use_avx2_fma()) autocorr_avx2(h, w, pad, ac);
   else autocorr_scalar(h, w, pad, ac);
 #else
   autocorr_scalar(h, w, pad, ac);
@@ -1042,7 +1044,7 @@ __attribute__((target("avx2,fma"))) static void plane_stats_avx2(int rows, int l
 static void plane_stats(int rows, int len, const float *x, long xs, float *y, long ys, int relu,
                         double *mom) {
 #if ELEM_AVX2
-  if (len >= 8 && use_avx2() && __builtin_cpu_supports("fma")) {
+  if (len >= 8 && use_avx2_fma()) {
     plane_stats_avx2(rows, len, x, xs, y, ys, relu, mom);
     return;
   }
