@@ -2579,12 +2579,14 @@ void rt_bn_affine_row(long len, const float *x, float m, float k, float b, int r
   row_affine(len, x, m, k, b, relu, y);
 }
 
+/* Floats between samples of bn's z (its own, or x's). */
+static long bn_z_ns(const rt_bn_x *bn, long x_ns) { return bn->z_ns ? bn->z_ns : x_ns; }
+
 void rt_bn_x_lanes(const rt_bn_x *bn, int64_t i0, int m, long hw, long x_ns, float *x, int NB) {
   const int nc = bn->c1 - bn->c0;
   float *d = x + (long)bn->c0 * hw * NB;
   if (m <= 0 || nc <= 0 || hw <= 0) return;
-  rt_transpose(m, (int)(nc * hw), rt_bn_x_z(bn, i0, hw, x_ns, 0), bn->z_ns ? bn->z_ns : x_ns, d,
-               NB, 0);
+  rt_transpose(m, (int)(nc * hw), rt_bn_x_z(bn, i0, hw, x_ns, 0), bn_z_ns(bn, x_ns), d, NB, 0);
   for (int c = 0; c < nc; c++) { /* a channel's rows are one run where every lane is real */
     float *r = d + c * hw * NB;
     if (m == NB) row_affine(hw * NB, r, bn->m[c], bn->k[c], bn->b[c], bn->relu, r);
@@ -2595,7 +2597,7 @@ void rt_bn_x_lanes(const rt_bn_x *bn, int64_t i0, int m, long hw, long x_ns, flo
 }
 
 const float *rt_bn_x_z(const rt_bn_x *bn, int64_t i, long hw, long x_ns, int c) {
-  return bn->z + i * (bn->z_ns ? bn->z_ns : x_ns) + c * hw;
+  return bn->z + i * bn_z_ns(bn, x_ns) + c * hw;
 }
 
 void rt_bn_x_write(const rt_bn_x *bn, int n, long hw, long x_ns, float *x) {
