@@ -159,6 +159,10 @@ int main(int argc, char **argv) {
                     rows + ch * ps, wq));
   AGAINST_AVX2("the windows' extremes alone",
                rt_bn_moments_pool(&s, x, NULL, 2, w, gamma, zx, code, 0));
+  /* a reader's sums of batch norm's rows from its input gradient y,
+   * through the ReLU's mask from z = x (conv2.1's backward, of conv2.0) */
+  rt_bn_x bx = {x, sm, sk, beta, 1, 0, c, k3, 0, 0};
+  AGAINST_AVX2("a reader's row sums (rt_bn_x_sums)", rt_bn_x_sums(&bx, 0, hw, len, y));
   free(x), free(y), free(dp), free(zx), free(p), free(rows), free(g), free(code), free(gamma);
   free(beta), free(sm), free(si), free(sk), free(dg), free(db), free(k3), free(mom);
   return 0;

@@ -1865,157 +1865,184 @@ static void bn_out_task(void *arg, int part) {
  * recomputed from x as the forward computed it, (x - m) * k + b. */
 enum { MASK_NONE, MASK_Y, MASK_X };
 
-/* Sum of g and of g * (x - m) over one row. */
+/* A row's sums of g and of g * (x - m) (row_grad_sums), taken by
+ * sixteens: sixteen q, the row's values from 16 q, adds into chain q % 2
+ * of sixteen float lanes, its lanes past the row left out. The two
+ * chains close lane by lane, then the lanes pairwise (gs_close). Every
+ * width does the same adds on each lane in the same order, so the same
+ * bits; the two chains' adds run apart, and AVX-512 takes a sixteen in
+ * one vector. */
+enum { GS_LANES = 16, GS_CHAINS = 2 };
+
+static float gs_close(float a[GS_CHAINS][GS_LANES]) {
+  float h[8];
+  for (int t = 0; t < 8; t++) h[t] = (a[0][t] + a[1][t]) + (a[0][t + 8] + a[1][t + 8]);
+  return lanes_sum(h);
+}
+
+static void grad_sums_scalar(long len, const float *x, const float *y, const float *dy, int mask,
+                             float m, float k, float b, float *sg, float *sgx, float *gout) {
+  float a[GS_CHAINS][GS_LANES] = {{0}}, c[GS_CHAINS][GS_LANES] = {{0}};
+  for (long i = 0; i < len; i++) {
+    const long q = i / GS_LANES, t = i % GS_LANES;
+    float d = x[i] - m, g = dy[i];
+    if (mask != MASK_NONE) {
+      float v = mask == MASK_Y ? y[i] : d * k + b;
+      g = v > 0.0f ? g : 0.0f;
+      if (gout) gout[i] = g;
+    }
+    a[q % GS_CHAINS][t] += g, c[q % GS_CHAINS][t] += g * d;
+  }
+  *sg = gs_close(a), *sgx = gs_close(c);
+}
+
 #if ELEM_AVX2
-/* row_grad_sums' eight lanes in one AVX2 vector: the same operations on
- * each lane in the same order, so the same bits; the position reached. */
-__attribute__((target("avx2"), always_inline)) static inline long
-grad_sums8_avx2_v(long len, const float *x, const float *y, const float *dy, int mask, float m,
-                  float k, float b, __m256 *a, __m256 *c, float *gout) {
-  const __m256 zero = _mm256_setzero_ps(), mv = _mm256_set1_ps(m), kv = _mm256_set1_ps(k),
-               bv = _mm256_set1_ps(b);
-  __m256 av = zero, cv = zero;
-  long i = 0;
-  for (; i + 8 <= len; i += 8) {
-    __m256 d = _mm256_sub_ps(_mm256_loadu_ps(x + i), mv), g = _mm256_loadu_ps(dy + i);
+/* One sixteen of grad_sums_scalar at x, y, dy (gout) into the sums a, c,
+ * as two eights; with part, only the lanes where use is set are read,
+ * written and added (the others add +0: the sums start at +0 and never
+ * become -0, so adding +0 is leaving out). */
+__attribute__((target("avx2"), always_inline)) static inline void
+gs16_avx2(const float *x, const float *y, const float *dy, const int mask, __m256 mv, __m256 kv,
+          __m256 bv, float *gout, const __m256i use[2], const int part, __m256 a[2],
+          __m256 c[2]) {
+  for (int h = 0; h < 2; h++) {
+    __m256 xv = part ? _mm256_maskload_ps(x + 8 * h, use[h]) : _mm256_loadu_ps(x + 8 * h);
+    __m256 g = part ? _mm256_maskload_ps(dy + 8 * h, use[h]) : _mm256_loadu_ps(dy + 8 * h);
+    __m256 d = _mm256_sub_ps(xv, mv);
     if (mask != MASK_NONE) {
-      __m256 v = mask == MASK_Y ? _mm256_loadu_ps(y + i) : _mm256_add_ps(_mm256_mul_ps(d, kv), bv);
-      g = _mm256_and_ps(_mm256_cmp_ps(v, zero, _CMP_GT_OQ), g);
+      __m256 v = mask != MASK_Y ? _mm256_add_ps(_mm256_mul_ps(d, kv), bv)
+                 : part         ? _mm256_maskload_ps(y + 8 * h, use[h])
+                                : _mm256_loadu_ps(y + 8 * h);
+      g = _mm256_and_ps(_mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_GT_OQ), g);
+      if (gout && part) _mm256_maskstore_ps(gout + 8 * h, use[h], g);
+      else if (gout) _mm256_storeu_ps(gout + 8 * h, g);
     }
-    if (gout) _mm256_storeu_ps(gout + i, g);
-    av = _mm256_add_ps(av, g), cv = _mm256_add_ps(cv, _mm256_mul_ps(g, d));
+    __m256 gd = _mm256_mul_ps(g, d);
+    if (part) {
+      const __m256 u = _mm256_castsi256_ps(use[h]);
+      g = _mm256_and_ps(g, u), gd = _mm256_and_ps(gd, u);
+    }
+    a[h] = _mm256_add_ps(a[h], g), c[h] = _mm256_add_ps(c[h], gd);
   }
-  *a = av, *c = cv;
-  return i;
 }
 
-__attribute__((target("avx2"))) static long grad_sums8_avx2(long len, const float *x,
-                                                            const float *y, const float *dy,
-                                                            int mask, float m, float k, float b,
-                                                            float a[8], float c[8], float *gout) {
-  __m256 av, cv;
-  long i = grad_sums8_avx2_v(len, x, y, dy, mask, m, k, b, &av, &cv, gout);
-  _mm256_storeu_ps(a, av), _mm256_storeu_ps(c, cv);
-  return i;
+/* gs_close of two chains of two eights each, in vectors: the same adds. */
+__attribute__((target("avx2"), always_inline)) static inline float
+gs_close_avx2(const __m256 a0[2], const __m256 a1[2]) {
+  __m256 h = _mm256_add_ps(_mm256_add_ps(a0[0], a1[0]), _mm256_add_ps(a0[1], a1[1]));
+  float v[8];
+  _mm256_storeu_ps(v, h);
+  return lanes_sum(v);
+}
+
+__attribute__((target("avx2"), always_inline)) static inline void
+grad_sums_avx2_as(long len, const float *x, const float *y, const float *dy, const int mask,
+                  float m, float k, float b, float *sg, float *sgx, float *gout) {
+  y = mask == MASK_Y ? y : x; /* read only with MASK_Y; a pointer to step either way */
+  const __m256 mv = _mm256_set1_ps(m), kv = _mm256_set1_ps(k), bv = _mm256_set1_ps(b);
+  const __m256 zero = _mm256_setzero_ps();
+  __m256 a0[2] = {zero, zero}, a1[2] = {zero, zero}, c0[2] = {zero, zero}, c1[2] = {zero, zero};
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), none[2] = {lane, lane};
+  long i = 0;
+  for (; i + 2 * GS_LANES <= len; i += 2 * GS_LANES) {
+    gs16_avx2(x + i, y + i, dy + i, mask, mv, kv, bv, gout ? gout + i : NULL, none, 0, a0, c0);
+    long j = i + GS_LANES;
+    gs16_avx2(x + j, y + j, dy + j, mask, mv, kv, bv, gout ? gout + j : NULL, none, 0, a1, c1);
+  }
+  for (int q = 0; i < len; i += GS_LANES, q++) { /* chain 0, then 1: the lanes to len */
+    const int n = len - i < GS_LANES ? (int)(len - i) : GS_LANES;
+    const __m256i use[2] = {_mm256_cmpgt_epi32(_mm256_set1_epi32(n), lane),
+                            _mm256_cmpgt_epi32(_mm256_set1_epi32(n - 8), lane)};
+    if (q == 0)
+      gs16_avx2(x + i, y + i, dy + i, mask, mv, kv, bv, gout ? gout + i : NULL, use, 1, a0, c0);
+    else
+      gs16_avx2(x + i, y + i, dy + i, mask, mv, kv, bv, gout ? gout + i : NULL, use, 1, a1, c1);
+  }
+  *sg = gs_close_avx2(a0, a1), *sgx = gs_close_avx2(c0, c1);
+}
+
+__attribute__((target("avx2"))) static void grad_sums_avx2(long len, const float *x,
+                                                           const float *y, const float *dy,
+                                                           int mask, float m, float k, float b,
+                                                           float *sg, float *sgx, float *gout) {
+  if (mask == MASK_X) grad_sums_avx2_as(len, x, y, dy, MASK_X, m, k, b, sg, sgx, gout);
+  else if (mask == MASK_Y) grad_sums_avx2_as(len, x, y, dy, MASK_Y, m, k, b, sg, sgx, gout);
+  else grad_sums_avx2_as(len, x, y, dy, MASK_NONE, m, k, b, sg, sgx, gout);
+}
+
+/* One sixteen of grad_sums_scalar in one vector, its lanes use read,
+ * written and added (the rest left out: a masked add). */
+__attribute__((target("avx512f,avx512bw,avx512vl"), always_inline)) static inline void
+gs16_avx512(const float *x, const float *y, const float *dy, const int mask, __m512 mv,
+            __m512 kv, __m512 bv, float *gout, __mmask16 use, __m512 *a, __m512 *c) {
+  __m512 d = _mm512_sub_ps(_mm512_maskz_loadu_ps(use, x), mv), g = _mm512_maskz_loadu_ps(use, dy);
+  if (mask != MASK_NONE) {
+    __m512 v = mask == MASK_Y ? _mm512_maskz_loadu_ps(use, y)
+                              : _mm512_add_ps(_mm512_mul_ps(d, kv), bv);
+    g = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_GT_OQ), g);
+    if (gout) _mm512_mask_storeu_ps(gout, use, g);
+  }
+  *a = _mm512_mask_add_ps(*a, use, *a, g), *c = _mm512_mask_add_ps(*c, use, *c, _mm512_mul_ps(g, d));
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl"), always_inline)) static inline float
+gs_close_avx512(__m512 a0, __m512 a1) {
+  __m512 h = _mm512_add_ps(a0, a1);
+  __m256 s = _mm256_add_ps(_mm512_castps512_ps256(h),
+                           _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(h), 1)));
+  float v[8];
+  _mm256_storeu_ps(v, s);
+  return lanes_sum(v);
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl"), always_inline)) static inline void
+grad_sums_avx512_as(long len, const float *x, const float *y, const float *dy, const int mask,
+                    float m, float k, float b, float *sg, float *sgx, float *gout) {
+  y = mask == MASK_Y ? y : x; /* read only with MASK_Y; a pointer to step either way */
+  const __m512 mv = _mm512_set1_ps(m), kv = _mm512_set1_ps(k), bv = _mm512_set1_ps(b);
+  __m512 a0 = _mm512_setzero_ps(), a1 = a0, c0 = a0, c1 = a0;
+  long i = 0;
+  for (; i + 2 * GS_LANES <= len; i += 2 * GS_LANES) {
+    gs16_avx512(x + i, y + i, dy + i, mask, mv, kv, bv, gout ? gout + i : NULL, 0xffff, &a0, &c0);
+    long j = i + GS_LANES;
+    gs16_avx512(x + j, y + j, dy + j, mask, mv, kv, bv, gout ? gout + j : NULL, 0xffff, &a1, &c1);
+  }
+  if (i < len) /* chain 0 */
+    gs16_avx512(x + i, y + i, dy + i, mask, mv, kv, bv, gout ? gout + i : NULL,
+                lanes16((int)(len - i)), &a0, &c0);
+  if ((i += GS_LANES) < len) /* chain 1 */
+    gs16_avx512(x + i, y + i, dy + i, mask, mv, kv, bv, gout ? gout + i : NULL,
+                lanes16((int)(len - i)), &a1, &c1);
+  *sg = gs_close_avx512(a0, a1), *sgx = gs_close_avx512(c0, c1);
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl"))) static void
+grad_sums_avx512(long len, const float *x, const float *y, const float *dy, int mask, float m,
+                 float k, float b, float *sg, float *sgx, float *gout) {
+  if (mask == MASK_X) grad_sums_avx512_as(len, x, y, dy, MASK_X, m, k, b, sg, sgx, gout);
+  else if (mask == MASK_Y) grad_sums_avx512_as(len, x, y, dy, MASK_Y, m, k, b, sg, sgx, gout);
+  else grad_sums_avx512_as(len, x, y, dy, MASK_NONE, m, k, b, sg, sgx, gout);
 }
 #endif
 
-#if defined(__SSE2__)
-/* row_grad_sums' eight lanes in two SSE vectors; the position reached. */
-static long grad_sums8_sse(long len, const float *x, const float *y, const float *dy, int mask,
-                           float m, float k, float b, float a[8], float c[8], float *gout) {
-  long i = 0;
-  /* GCC 12 neither if-converts the select of the loops below nor keeps
-   * their eight lanes in registers: the same lanes, by hand (an and with
-   * the mask is the select; adding +0 instead of -0 changes no sum, which
-   * starts at +0) */
-  const __m128 zero = _mm_setzero_ps(), mv = _mm_set1_ps(m), kv = _mm_set1_ps(k),
-               bv = _mm_set1_ps(b);
-  __m128 a0 = zero, a1 = zero, b0 = zero, b1 = zero;
-  for (; i + 8 <= len; i += 8) {
-    __m128 d0 = _mm_sub_ps(_mm_loadu_ps(x + i), mv), d1 = _mm_sub_ps(_mm_loadu_ps(x + i + 4), mv);
-    __m128 g0 = _mm_loadu_ps(dy + i), g1 = _mm_loadu_ps(dy + i + 4);
-    if (mask != MASK_NONE) {
-      __m128 v0, v1;
-      if (mask == MASK_Y)
-        v0 = _mm_loadu_ps(y + i), v1 = _mm_loadu_ps(y + i + 4);
-      else
-        v0 = _mm_add_ps(_mm_mul_ps(d0, kv), bv), v1 = _mm_add_ps(_mm_mul_ps(d1, kv), bv);
-      g0 = _mm_and_ps(_mm_cmpgt_ps(v0, zero), g0), g1 = _mm_and_ps(_mm_cmpgt_ps(v1, zero), g1);
-    }
-    if (gout) _mm_storeu_ps(gout + i, g0), _mm_storeu_ps(gout + i + 4, g1);
-    a0 = _mm_add_ps(a0, g0), a1 = _mm_add_ps(a1, g1);
-    b0 = _mm_add_ps(b0, _mm_mul_ps(g0, d0)), b1 = _mm_add_ps(b1, _mm_mul_ps(g1, d1));
-  }
-  _mm_storeu_ps(a, a0), _mm_storeu_ps(a + 4, a1);
-  _mm_storeu_ps(c, b0), _mm_storeu_ps(c + 4, b1);
-  return i;
-}
-#endif
+typedef void grad_sums_fn(long len, const float *x, const float *y, const float *dy, int mask,
+                          float m, float k, float b, float *sg, float *sgx, float *gout);
 
-/* row_grad_sums' values from i to len (past its eights) into its tail
- * sums *ta and *tb, in order. */
-static inline void grad_sums_tail(long i, long len, const float *x, const float *y,
-                                  const float *dy, int mask, float m, float k, float b,
-                                  float *gout, float *ta, float *tb) {
-  for (; i < len; i++) {
-    if (mask == MASK_NONE) {
-      *ta += dy[i], *tb += dy[i] * (x[i] - m);
-      continue;
-    }
-    float d = x[i] - m, v = mask == MASK_Y ? y[i] : d * k + b;
-    float g = 0.0f + dy[i];
-    if (gout) gout[i] = v > 0.0f ? dy[i] : 0.0f;
-    g = v > 0.0f ? g : 0.0f;
-    *ta += g, *tb += g * d;
-  }
+/* The widest grad_sums the CPU (and the cap) allows. */
+static grad_sums_fn *grad_sums_pick(void) {
+#if ELEM_AVX2
+  if (use_avx512()) return grad_sums_avx512;
+  if (use_avx2()) return grad_sums_avx2;
+#endif
+  return grad_sums_scalar;
 }
 
 /* With gout (and a mask), dy as the mask leaves it written there too: dy
  * where it passes, 0 where it stops (gout may be dy). */
 static void row_grad_sums(long len, const float *x, const float *y, const float *dy, int mask,
                           float m, float k, float b, float *sg, float *sgx, float *gout) {
-  float a[8] = {0}, c[8] = {0}, ta = 0.0f, tb = 0.0f;
-  long i = 0;
-#if ELEM_AVX2 /* x86-64: SSE2 too */
-  i = use_avx2() ? grad_sums8_avx2(len, x, y, dy, mask, m, k, b, a, c, gout)
-                 : grad_sums8_sse(len, x, y, dy, mask, m, k, b, a, c, gout);
-#elif defined(__SSE2__)
-  i = grad_sums8_sse(len, x, y, dy, mask, m, k, b, a, c, gout);
-#endif
-  if (mask != MASK_NONE) {
-    for (; i + 8 <= len; i += 8)
-      for (int t = 0; t < 8; t++) {
-        float d = x[i + t] - m, v = mask == MASK_Y ? y[i + t] : d * k + b;
-        float g = 0.0f + dy[i + t];
-        if (gout) gout[i + t] = v > 0.0f ? dy[i + t] : 0.0f;
-        g = v > 0.0f ? g : 0.0f;
-        a[t] += g, c[t] += g * d;
-      }
-  } else {
-    for (; i + 8 <= len; i += 8)
-      for (int t = 0; t < 8; t++) a[t] += dy[i + t], c[t] += dy[i + t] * (x[i + t] - m);
-  }
-  grad_sums_tail(i, len, x, y, dy, mask, m, k, b, gout, &ta, &tb);
-  *sg = lanes_sum(a) + ta, *sgx = lanes_sum(c) + tb;
+  grad_sums_pick()(len, x, y, dy, mask, m, k, b, sg, sgx, gout);
 }
-
-#if ELEM_AVX2
-/* lanes_sum of v's eight lanes, in vectors: the same pairs added in the
- * same tree, so the same bits. */
-__attribute__((target("avx2"), always_inline)) static inline float lanes_sum_avx2(__m256 v) {
-  __m256 h = _mm256_hadd_ps(v, v); /* (0 + 1), (2 + 3) | (4 + 5), (6 + 7) */
-  h = _mm256_hadd_ps(h, h);        /* ((0 + 1) + (2 + 3)) | ((4 + 5) + (6 + 7)) */
-  return _mm_cvtss_f32(_mm_add_ss(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)));
-}
-
-/* row_grad_sums of one row, whole, on AVX2, for rt_bn_x_sums (gout
- * NULL or dy): its loop, its tail and its close, the lanes summed in
- * vectors, so the same bits, without the calls and the lanes' round trip
- * through memory that cost a row of 196 floats more than its loop. */
-__attribute__((target("avx2"), always_inline)) static inline void
-grad_sums_row_avx2(long len, const float *x, float *dy, int mask, float m, float k, float b,
-                   float *gout, float sums[2]) {
-  __m256 av, cv;
-  float ta = 0.0f, tb = 0.0f;
-  long i = grad_sums8_avx2_v(len, x, NULL, dy, mask, m, k, b, &av, &cv, gout);
-  grad_sums_tail(i, len, x, NULL, dy, mask, m, k, b, gout, &ta, &tb);
-  sums[0] = lanes_sum_avx2(av) + ta, sums[1] = lanes_sum_avx2(cv) + tb;
-}
-
-/* rt_bn_x_sums on AVX2. */
-__attribute__((target("avx2"))) static void x_sums_avx2(const rt_bn_x *bn, int64_t i, long hw,
-                                                        long x_ns, float *dx) {
-  const int nc = bn->c1 - bn->c0, mask = bn->stops || bn->relu ? MASK_X : MASK_NONE;
-  const float *z0 = rt_bn_x_z(bn, i, hw, x_ns, 0); /* channel c's at z0 + c hw */
-  for (int c = 0; c < nc; c++) {
-    float *d = dx + (bn->c0 + c) * hw, *sums = bn->sums + i * 2 * nc + 2 * c;
-    const float *z = z0 + c * hw;
-    rt_ahead(z, hw * (long)sizeof *z, RT_AHEAD, c == 0);
-    grad_sums_row_avx2(hw, z, d, mask, bn->m[c], bn->k[c], bn->b[c], bn->stops ? d : NULL, sums);
-  }
-}
-#endif
 
 /* row_grad_sums' two sums for a plane whose ReLU output a 2x2 max pool
  * read, from its len windows alone: g = 0 + dp where the window's code
@@ -2024,33 +2051,13 @@ __attribute__((target("avx2"))) static void x_sums_avx2(const rt_bn_x *bn, int64
  * that row_pool_scatter makes, in another order. */
 static void row_code_sums(long len, const uint8_t *restrict code, const float *restrict dp,
                           const float *restrict zx, float m, float *sg, float *sgx) {
-  float a[8] = {0}, c[8] = {0}, ta = 0.0f, tb = 0.0f;
-  long i = 0;
-#if defined(__SSE2__)
-  const __m128 zero = _mm_setzero_ps(), mv = _mm_set1_ps(m);
-  __m128 a0 = zero, a1 = zero, b0 = zero, b1 = zero;
-  for (; i + 8 <= len; i += 8) {
-    uint64_t b8;
-    memcpy(&b8, code + i, 8);
-    __m128i k = _mm_unpacklo_epi8(_mm_cvtsi64_si128((long long)b8), _mm_setzero_si128());
-    __m128i k0 = _mm_unpacklo_epi16(k, _mm_setzero_si128()),
-            k1 = _mm_unpackhi_epi16(k, _mm_setzero_si128());
-    __m128 g0 = _mm_and_ps(_mm_castsi128_ps(_mm_cmplt_epi32(k0, _mm_set1_epi32(4))),
-                           _mm_add_ps(zero, _mm_loadu_ps(dp + i)));
-    __m128 g1 = _mm_and_ps(_mm_castsi128_ps(_mm_cmplt_epi32(k1, _mm_set1_epi32(4))),
-                           _mm_add_ps(zero, _mm_loadu_ps(dp + i + 4)));
-    a0 = _mm_add_ps(a0, g0), a1 = _mm_add_ps(a1, g1);
-    b0 = _mm_add_ps(b0, _mm_mul_ps(g0, _mm_sub_ps(_mm_loadu_ps(zx + i), mv)));
-    b1 = _mm_add_ps(b1, _mm_mul_ps(g1, _mm_sub_ps(_mm_loadu_ps(zx + i + 4), mv)));
+  float a[GS_CHAINS][GS_LANES] = {{0}}, c[GS_CHAINS][GS_LANES] = {{0}};
+  for (long i = 0; i < len; i++) {
+    const long q = i / GS_LANES, t = i % GS_LANES;
+    float g = code[i] < 4 ? dp[i] : 0.0f;
+    a[q % GS_CHAINS][t] += g, c[q % GS_CHAINS][t] += g * (zx[i] - m);
   }
-  _mm_storeu_ps(a, a0), _mm_storeu_ps(a + 4, a1);
-  _mm_storeu_ps(c, b0), _mm_storeu_ps(c + 4, b1);
-#endif
-  for (; i < len; i++) {
-    float g = code[i] < 4 ? 0.0f + dp[i] : 0.0f;
-    ta += g, tb += g * (zx[i] - m);
-  }
-  *sg = lanes_sum(a) + ta, *sgx = lanes_sum(c) + tb;
+  *sg = gs_close(a), *sgx = gs_close(c);
 }
 
 /* dx += (g - gm) * kg - (x - m) * kx; with assign, dx = 0 + it (as added
@@ -2612,21 +2619,17 @@ void rt_bn_x_write(const rt_bn_x *bn, int n, long hw, long x_ns, float *x) {
 
 /* With stops, the ReLU's mask (MASK_X) whatever relu says, and the
  * gradient written back where it stops (rt_bn_grad_sums_stop_row). */
+
 void rt_bn_x_sums(const rt_bn_x *bn, int64_t i, long hw, long x_ns, float *dx) {
-#if ELEM_AVX2
-  if (use_avx2()) {
-    x_sums_avx2(bn, i, hw, x_ns, dx);
-    return;
-  }
-#endif
   const int nc = bn->c1 - bn->c0, mask = bn->stops || bn->relu ? MASK_X : MASK_NONE;
   const float *z0 = rt_bn_x_z(bn, i, hw, x_ns, 0); /* channel c's at z0 + c hw */
+  grad_sums_fn *sums_of = grad_sums_pick();
   for (int c = 0; c < nc; c++) {
     float *d = dx + (bn->c0 + c) * hw, *sums = bn->sums + i * 2 * nc + 2 * c;
     const float *z = z0 + c * hw;
     rt_ahead(z, hw * (long)sizeof *z, RT_AHEAD, c == 0);
-    row_grad_sums(hw, z, NULL, d, mask, bn->m[c], bn->k[c], bn->b[c], &sums[0], &sums[1],
-                  bn->stops ? d : NULL);
+    sums_of(hw, z, NULL, d, mask, bn->m[c], bn->k[c], bn->b[c], &sums[0], &sums[1],
+            bn->stops ? d : NULL);
   }
 }
 

@@ -1090,14 +1090,15 @@ static void test_im2col(void) {
   }
 }
 
-/* rt_bn_x_sums (a conv's input gradient's batch norm sums, by its own
- * loop on AVX2) against rt_bn_grad_sums_row and rt_bn_grad_sums_stop_row
- * a channel at a time, bit for bit, the stopped gradient too: with and
- * without the ReLU, with stops; planes of 1 to 200 floats (whole eights,
- * a tail, none), 1 to 9 channels, a sample past the first, zeros of both
- * signs in the gradient. */
+/* rt_bn_x_sums (a conv's input gradient's batch norm sums, the widest
+ * row sums picked once a sample) against rt_bn_grad_sums_row and
+ * rt_bn_grad_sums_stop_row a channel at a time, bit for bit, the stopped
+ * gradient too: with and without the ReLU, with stops; planes of 1 to
+ * 200 floats (under a sixteen, whole sixteens of either chain, a tail),
+ * 1 to 9 channels, a sample past the first, zeros of both signs in the
+ * gradient. */
 static void test_bn_x_sums(void) {
-  const long hws[] = {1, 7, 8, 13, 49, 196, 200};
+  const long hws[] = {1, 7, 8, 13, 16, 17, 32, 33, 48, 49, 196, 200};
   for (size_t t = 0; t < sizeof hws / sizeof *hws; t++)
     for (int nc = 1; nc <= 9; nc += 2)
       for (int mode = 0; mode < 3; mode++) { /* no ReLU, ReLU, stops */
