@@ -1942,12 +1942,13 @@ grad_sums_avx2_as(long len, const float *x, const float *y, const float *dy, con
   const __m256 mv = _mm256_set1_ps(m), kv = _mm256_set1_ps(k), bv = _mm256_set1_ps(b);
   const __m256 zero = _mm256_setzero_ps();
   __m256 a0[2] = {zero, zero}, a1[2] = {zero, zero}, c0[2] = {zero, zero}, c1[2] = {zero, zero};
-  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), none[2] = {lane, lane};
+  /* whole sixteens read every lane (the masks unused) */
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), whole[2] = {lane, lane};
   long i = 0;
   for (; i + 2 * GS_LANES <= len; i += 2 * GS_LANES) {
-    gs16_avx2(x + i, y + i, dy + i, mask, mv, kv, bv, gout ? gout + i : NULL, none, 0, a0, c0);
+    gs16_avx2(x + i, y + i, dy + i, mask, mv, kv, bv, gout ? gout + i : NULL, whole, 0, a0, c0);
     long j = i + GS_LANES;
-    gs16_avx2(x + j, y + j, dy + j, mask, mv, kv, bv, gout ? gout + j : NULL, none, 0, a1, c1);
+    gs16_avx2(x + j, y + j, dy + j, mask, mv, kv, bv, gout ? gout + j : NULL, whole, 0, a1, c1);
   }
   for (int q = 0; i < len; i += GS_LANES, q++) { /* chain 0, then 1: the lanes to len */
     const int n = len - i < GS_LANES ? (int)(len - i) : GS_LANES;
@@ -1982,7 +1983,8 @@ gs16_avx512(const float *x, const float *y, const float *dy, const int mask, __m
     g = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_GT_OQ), g);
     if (gout) _mm512_mask_storeu_ps(gout, use, g);
   }
-  *a = _mm512_mask_add_ps(*a, use, *a, g), *c = _mm512_mask_add_ps(*c, use, *c, _mm512_mul_ps(g, d));
+  *a = _mm512_mask_add_ps(*a, use, *a, g);
+  *c = _mm512_mask_add_ps(*c, use, *c, _mm512_mul_ps(g, d));
 }
 
 __attribute__((target("avx512f,avx512bw,avx512vl"), always_inline)) static inline float
@@ -2045,10 +2047,11 @@ static void row_grad_sums(long len, const float *x, const float *y, const float 
 }
 
 /* row_grad_sums' two sums for a plane whose ReLU output a 2x2 max pool
- * read, from its len windows alone: g = 0 + dp where the window's code
+ * read, from its len windows alone: g = dp where the window's code
  * passes (< 4), 0 elsewhere; the sum of g and of g * (zx - m), zx the
- * value at the code (row_extremes'). The same terms as over the plane
- * that row_pool_scatter makes, in another order. */
+ * value at the code (row_extremes'), in row_grad_sums' lanes and chains
+ * (the bits of rt_bn_grad_sums_stop_row over the windows). The same
+ * terms as over the plane that row_pool_scatter makes, in another order. */
 static void row_code_sums(long len, const uint8_t *restrict code, const float *restrict dp,
                           const float *restrict zx, float m, float *sg, float *sgx) {
   float a[GS_CHAINS][GS_LANES] = {{0}}, c[GS_CHAINS][GS_LANES] = {{0}};
