@@ -22,6 +22,11 @@ set -eu
 images=${1:-60000} threads=${2:-2} pairs=${PAIRS:-3}
 top=$(cd "$(dirname "$0")/.." && pwd)
 work=${BENCH_DIR:-$top/build/bench-bn-profile}
+case $pairs in
+'' | *[!0-9]* | 0) echo "bn_profile.sh: PAIRS must be a count of 1 or more"; exit 2 ;;
+esac
+command -v perf >/dev/null ||
+  { echo "bn_profile.sh: perf is not installed (apt-get install linux-perf)"; exit 1; }
 rm -rf "$work" && mkdir -p "$work"
 files=""
 for p in $(seq "$pairs"); do
@@ -29,7 +34,7 @@ for p in $(seq "$pairs"); do
   [ $((p % 2)) -eq 0 ] && order="bn_template_nonorm bn_template"
   for m in $order; do
     BENCH_DIR="$work/$m-$p" "$top/bench/profile.sh" "$images" "$threads" \
-      "$top/bench/$m.ilnas" >"$work/$m-$p.profile"
+      "$top/bench/$m.ilnas" >"$work/$m-$p.profile" || { cat "$work/$m-$p.profile"; exit 1; }
     # "pct samples pid:comm [.] symbol" to "pid:comm samples symbol [.]"
     perf report -i "$work/$m-$p/perf.jit.data" --no-children --sort pid,symbol --stdio -n \
       2>/dev/null | awk '$1 ~ /%$/ && ($4 == "[.]" || $4 == "[k]") { print $3, $2, $5, $4 }' \
