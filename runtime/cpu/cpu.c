@@ -1006,10 +1006,20 @@ static const float *bn_dy_plane(const rt_conv_shape *s, const float *dy, int co)
   return dy + co * (s->bn->pool ? ohw / 4 : ohw);
 }
 
+/* How far ahead pack_dy asks for batch norm's pre-activation z, the
+ * widest of the streams it reads: 8 KB, where 2 KB (RT_AHEAD) left the
+ * step 0.2-1.5% slower in seven runs of two threads and 0.5-1.8% in two
+ * of one (steps in turn, 24,000 and 12,000 images of
+ * bench/bn_template.ilnas, the AMD Zen 5 VM); 4 KB read alike within the
+ * noise, 16 KB slower. RT_AHEAD itself at 8 KB for every stream made the
+ * step 0.1-1.0% slower, and z's packing for a reader (pack_x) did not
+ * change. */
+enum { AHEAD_Z = 8192 };
+
 /* What pack_dy reads for sample i's channel co, asked for ahead
  * (rt_ahead): dy's plane (under a pool, a quarter plane), and z's (s->bn,
- * samples yns apart), y's or the windows' codes (a byte a window).
- * Inlined, as rt_ahead. */
+ * samples yns apart; AHEAD_Z), y's or the windows' codes (a byte a
+ * window). Inlined, as rt_ahead. */
 __attribute__((always_inline)) static inline void ahead_dy(const rt_conv_shape *s, int64_t i,
                                                            int64_t yns, int co, const float *dy,
                                                            const float *y, const uint8_t *code) {
@@ -1018,7 +1028,7 @@ __attribute__((always_inline)) static inline void ahead_dy(const rt_conv_shape *
   if (pooled) rt_ahead(dy + co * (ohw / 4), ohw, RT_AHEAD / 4, first);
   else rt_ahead(dy + co * ohw, ohw * f, RT_AHEAD, first);
   if (s->bn) {
-    rt_ahead(s->bn->z + i * yns + co * ohw, ohw * f, RT_AHEAD, first);
+    rt_ahead(s->bn->z + i * yns + co * ohw, ohw * f, AHEAD_Z, first);
     if (pooled) code = s->bn->code + i * s->bn->code_ns;
   } else if (y && !(pooled && code)) { /* the codes route dy without y */
     rt_ahead(y + co * ohw, ohw * f, RT_AHEAD, first);
