@@ -50,6 +50,14 @@ __attribute__((always_inline)) static inline void rt_ahead(const void *p, long n
   for (long b = first ? 0 : ahead; b < ahead + n; b += 64) __builtin_prefetch(c + b);
 }
 
+/* rt_ahead for a stream of planes a pass will write (prefetchw): each
+ * line asked for, to be written, before the stores reach it. */
+__attribute__((always_inline)) static inline void rt_ahead_w(void *p, long n, long ahead,
+                                                             int first) {
+  char *c = (char *)p;
+  for (long b = first ? 0 : ahead; b < ahead + n; b += 64) __builtin_prefetch(c + b, 1);
+}
+
 /* The widest vectors the kernels here take: each op picks its code for
  * the CPU at run time, up to this level (default RT_ISA_AVX512). The
  * paths give the same bits; tests cap it to run each on one machine. */
