@@ -1095,10 +1095,11 @@ static void bn_mom_planes(const rt_conv_shape *s, int64_t i, int c0, int c1, con
 }
 
 /* How far ahead unpack_y asks for the lines of batch norm's
- * pre-activation z that it will write (rt_ahead_w). Against no asking,
- * in steps in turn of one run (bench/bn_template.ilnas, the AMD Zen 5 VM,
- * 2026-12-05): the step 0.8-5.4% faster on two threads (2 KB 1.0-1.7%, 4
- * KB 1.0-5.4%, 8 KB 0.7-1.3%, each in four to six runs) and 1.2-2.2% on
+ * pre-activation z that it will write (rt_ahead_w): its stores miss,
+ * each line read for ownership as they reach it. Against no asking, in
+ * steps in turn of one run (bench/bn_template.ilnas, the AMD Zen 5 VM,
+ * 2026-12-05): the step 0.7-5.4% faster on two threads (2 KB 0.8-1.7%, 4
+ * KB 0.8-5.4%, 8 KB 0.7-1.3%, four or five runs each) and 1.2-2.2% on
  * one (4 KB). The twin's copy of its ReLU's output, asked the same, was
  * 0.7-0.9% slower: not asked. */
 enum { AHEAD_W = 4096 };
