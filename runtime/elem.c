@@ -1935,6 +1935,14 @@ gs_close_avx2(const __m256 a0[2], const __m256 a1[2]) {
   return lanes_sum(v);
 }
 
+/* gs16_avx2's lanes of a sixteen that holds n of the row's values (all
+ * sixteen for n >= 16), as two eights' masks. */
+__attribute__((target("avx2"), always_inline)) static inline void gs_use_avx2(long n, __m256i lane,
+                                                                            __m256i use[2]) {
+  use[0] = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), lane);
+  use[1] = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n - 8), lane);
+}
+
 __attribute__((target("avx2"), always_inline)) static inline void
 grad_sums_avx2_as(long len, const float *x, const float *y, const float *dy, const int mask,
                   float m, float k, float b, float *sg, float *sgx, float *gout) {
@@ -1950,14 +1958,14 @@ grad_sums_avx2_as(long len, const float *x, const float *y, const float *dy, con
     long j = i + GS_LANES;
     gs16_avx2(x + j, y + j, dy + j, mask, mv, kv, bv, gout ? gout + j : NULL, whole, 0, a1, c1);
   }
-  for (int q = 0; i < len; i += GS_LANES, q++) { /* chain 0, then 1: the lanes to len */
-    const int n = len - i < GS_LANES ? (int)(len - i) : GS_LANES;
-    const __m256i use[2] = {_mm256_cmpgt_epi32(_mm256_set1_epi32(n), lane),
-                            _mm256_cmpgt_epi32(_mm256_set1_epi32(n - 8), lane)};
-    if (q == 0)
-      gs16_avx2(x + i, y + i, dy + i, mask, mv, kv, bv, gout ? gout + i : NULL, use, 1, a0, c0);
-    else
-      gs16_avx2(x + i, y + i, dy + i, mask, mv, kv, bv, gout ? gout + i : NULL, use, 1, a1, c1);
+  __m256i use[2];
+  if (i < len) { /* chain 0 */
+    gs_use_avx2(len - i, lane, use);
+    gs16_avx2(x + i, y + i, dy + i, mask, mv, kv, bv, gout ? gout + i : NULL, use, 1, a0, c0);
+  }
+  if ((i += GS_LANES) < len) { /* chain 1 */
+    gs_use_avx2(len - i, lane, use);
+    gs16_avx2(x + i, y + i, dy + i, mask, mv, kv, bv, gout ? gout + i : NULL, use, 1, a1, c1);
   }
   *sg = gs_close_avx2(a0, a1), *sgx = gs_close_avx2(c0, c1);
 }
