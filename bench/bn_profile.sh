@@ -25,8 +25,6 @@ work=${BENCH_DIR:-$top/build/bench-bn-profile}
 case $pairs in
 '' | *[!0-9]* | 0) echo "bn_profile.sh: PAIRS must be a count of 1 or more"; exit 2 ;;
 esac
-command -v perf >/dev/null ||
-  { echo "bn_profile.sh: perf is not installed (apt-get install linux-perf)"; exit 1; }
 rm -rf "$work" && mkdir -p "$work"
 files=""
 for p in $(seq "$pairs"); do
