@@ -1,0 +1,284 @@
+/* pair_steps: what a training step of model A costs against one of model
+ * B, measured in one process: the two models' steps in turn, on the same
+ * batches, so that the machine's drift (a VM's speed moves from one
+ * minute to the next, and its two vCPUs run at different speeds) falls
+ * on both alike. Each round makes one batch of the training set (in
+ * order, from A's data statement) and runs one step of each model on it,
+ * A first in even rounds and B first in odd ones, each step after a
+ * pause of PAUSE_US (so that the other model's pool has gone to sleep:
+ * its workers spin a third of a millisecond after a job, runtime/pool.c).
+ * A step is rt_exec_train_step alone (forward, loss, backward, SGD), as
+ * --profile times it; the graph is interpreted (no ilnasc driver).
+ *
+ * Prints each model's median step and middle half, A's step less B's as
+ * a share of A's (from the medians), the rounds' own shares (median and
+ * middle half), and the medians' share in each quarter of the rounds: the
+ * spread of those four is what the figure is good to. With --profile,
+ * each model's profile table of the counted rounds after (rt_exec_profile:
+ * each op timed, so the steps themselves run a little slower).
+ *
+ * usage: pair_steps [--rounds N] [--warmup N] [--threads T] [--backend B]
+ *                   [--data DIR] [--profile] A.ilnas B.ilnas
+ * bench/README.md: batch norm's share of a step. */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "app/run.h"
+#include "frontend/spec.h"
+#include "runtime/exec.h"
+
+enum { PAUSE_US = 2000 };
+
+typedef struct side {
+  const char *path;
+  ir_graph *g;
+  rt_exec *x;
+  double *ms; /* per counted round */
+} side;
+
+static double now_ms(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return 1e3 * (double)t.tv_sec + 1e-6 * (double)t.tv_nsec;
+}
+
+static void pause_us(long us) {
+  struct timespec t = {us / 1000000, us % 1000000 * 1000};
+  while (nanosleep(&t, &t) && errno == EINTR) {}
+}
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+/* The q-quantile (0..1, linear between order statistics) of v[0..n),
+ * sorted in place. */
+static double quantile(double *v, long n, double q) {
+  qsort(v, (size_t)n, sizeof *v, cmp_double);
+  double at = q * (double)(n - 1);
+  long i = (long)at;
+  return i + 1 < n ? v[i] + (at - (double)i) * (v[i + 1] - v[i]) : v[i];
+}
+
+static double median_of(const double *v, long n, double *tmp) {
+  memcpy(tmp, v, (size_t)n * sizeof *v);
+  return quantile(tmp, n, 0.5);
+}
+
+/* Model file path, parsed, lowered and on backend; 0, or -1 after a
+ * message. */
+static int side_open(side *s, int batch, int threads, const char *backend) {
+  fe_model m;
+  char err[1024];
+  if (fe_parse_file(s->path, &m, stderr)) return -1;
+  s->g = ir_build(&m, stderr);
+  fe_model_free(&m);
+  if (!s->g) return -1;
+  if (s->g->cfg.n_tasks) {
+    fprintf(stderr, "error: %s: a multi-task model; pair_steps runs single-task ones\n", s->path);
+    return -1;
+  }
+  s->x = rt_exec_new(s->g, batch, threads, backend, err, sizeof err);
+  if (!s->x) {
+    fprintf(stderr, "error: %s: %s\n", s->path, err);
+    return -1;
+  }
+  rt_exec_init_params(s->x, 1);
+  if (rt_exec_prepare(s->x, err, sizeof err)) {
+    fprintf(stderr, "error: %s: %s\n", s->path, err);
+    return -1;
+  }
+  return 0;
+}
+
+/* One training step of s on the batch; its wall time in *ms. 0, or -1
+ * after a message. */
+static int side_step(side *s, const float *xb, const ir_label *yb, int n, double *ms) {
+  const fe_model *m = &s->g->cfg;
+  char err[1024];
+  pause_us(PAUSE_US);
+  rt_exec_set_input(s->x, xb, n);
+  double t0 = now_ms();
+  double loss = rt_exec_train_step(s->x, yb, (float)m->lr, (float)m->momentum, (float)m->decay,
+                                   NULL);
+  *ms = now_ms() - t0;
+  if (rt_exec_status(s->x, err, sizeof err)) {
+    fprintf(stderr, "error: %s: %s\n", s->path, err);
+    return -1;
+  }
+  if (!isfinite(loss)) {
+    fprintf(stderr, "error: %s: the training loss diverged (lr %g)\n", s->path, m->lr);
+    return -1;
+  }
+  return 0;
+}
+
+static void usage(FILE *f) {
+  fprintf(f,
+          "usage: pair_steps [options] A.ilnas B.ilnas\n"
+          "Times training steps of models A and B in turn, on the same batches, and prints\n"
+          "A's step less B's as a share of A's.\n"
+          "  --rounds N    rounds counted, each one step of each model (default 300)\n"
+          "  --warmup N    rounds first, not counted (default 10)\n"
+          "  --threads T   worker threads of each model (default 2)\n"
+          "  --backend B   cpu, blas, ref, auto (default cpu)\n"
+          "  --data DIR    the data set (default: A's data statement's)\n"
+          "  --profile     each model's table of its layers' times after\n");
+}
+
+static int int_arg(const char *name, const char *v, int lo, int *out) {
+  char *end;
+  errno = 0;
+  long n = v ? strtol(v, &end, 10) : 0;
+  if (!v || errno || *end || n < lo || n > 1000000) {
+    fprintf(stderr, "error: %s needs a whole number of at least %d\n", name, lo);
+    return -1;
+  }
+  *out = (int)n;
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  int rounds = 300, warmup = 10, threads = 2;
+  const char *backend = "cpu", *data = NULL;
+  side sd[2] = {{0}, {0}};
+  int files = 0, rc = 1, profile = 0;
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+    if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+      usage(stdout);
+      return 0;
+    } else if (!strcmp(a, "--profile")) {
+      profile = 1;
+    } else if (!strcmp(a, "--rounds")) {
+      if (int_arg(a, v, 1, &rounds)) return 2;
+      i++;
+    } else if (!strcmp(a, "--warmup")) {
+      if (int_arg(a, v, 0, &warmup)) return 2;
+      i++;
+    } else if (!strcmp(a, "--threads")) {
+      if (int_arg(a, v, 1, &threads)) return 2;
+      i++;
+    } else if (!strcmp(a, "--backend") || !strcmp(a, "--data")) {
+      if (!v) {
+        fprintf(stderr, "error: %s needs a value\n", a);
+        return 2;
+      }
+      *(a[2] == 'b' ? &backend : &data) = v, i++;
+    } else if (a[0] == '-' || files == 2) {
+      fprintf(stderr, "error: unexpected argument '%s'\n", a);
+      usage(stderr);
+      return 2;
+    } else {
+      sd[files++].path = a;
+    }
+  }
+  if (files != 2) {
+    usage(stderr);
+    return 2;
+  }
+  /* both models on batch A's, the data A's */
+  fe_model ma;
+  if (fe_parse_file(sd[0].path, &ma, stderr)) return 1;
+  int batch = ma.batch;
+  fe_model_free(&ma);
+  rt_dataset train = {0}, test = {0};
+  double *tmp = NULL;
+  float *xb = NULL;
+  ir_label *yb = NULL;
+  int *idx = NULL;
+  for (int k = 0; k < 2; k++)
+    if (side_open(&sd[k], batch, threads, backend)) goto out;
+  const fe_model *m0 = &sd[0].g->cfg, *m1 = &sd[1].g->cfg;
+  if (m0->in_c != m1->in_c || m0->in_h != m1->in_h || m0->in_w != m1->in_w ||
+      m0->classes != m1->classes) {
+    fprintf(stderr, "error: %s and %s differ in their input or classes\n", sd[0].path,
+            sd[1].path);
+    goto out;
+  }
+  if (run_load_data(sd[0].g, data, 0, 2, 0, &train, &test)) goto out;
+  if (train.src) {
+    fprintf(stderr, "error: %s: an image folder; pair_steps reads data sets held in memory\n",
+            data ? data : m0->data_path);
+    goto out;
+  }
+  rt_norm nm;
+  rt_data_norm(&train, &nm);
+  size_t img = (size_t)train.c * train.h * train.w;
+  xb = malloc((size_t)batch * img * sizeof *xb);
+  yb = malloc((size_t)batch * sizeof *yb);
+  idx = malloc((size_t)batch * sizeof *idx);
+  tmp = malloc((size_t)rounds * sizeof *tmp);
+  for (int k = 0; k < 2; k++) sd[k].ms = malloc((size_t)rounds * sizeof *sd[k].ms);
+  if (!xb || !yb || !idx || !tmp || !sd[0].ms || !sd[1].ms) {
+    fprintf(stderr, "error: out of memory\n");
+    goto out;
+  }
+  int n = batch < train.n ? batch : train.n, tty = isatty(2);
+  rt_rng rng;
+  rt_rng_seed(&rng, 1);
+  fprintf(stderr, "%d rounds (after %d), batch %d, %d threads, backend %s: %s against %s\n",
+          rounds, warmup, n, threads, backend, sd[0].path, sd[1].path);
+  for (int r = 0; r < warmup + rounds; r++) {
+    if (profile && r == warmup)
+      for (int k = 0; k < 2; k++)
+        if (rt_exec_profile(sd[k].x)) {
+          fprintf(stderr, "error: out of memory\n");
+          goto out;
+        }
+    for (int k = 0; k < n; k++) idx[k] = (int)(((long)r * n + k) % train.n);
+    rt_data_batch(&train, idx, n, &nm, 0, 0, &rng, xb, yb);
+    for (int t = 0; t < 2; t++) {
+      int k = (r + t) % 2; /* A first in even rounds */
+      double ms;
+      if (side_step(&sd[k], xb, yb, n, &ms)) goto out;
+      if (r >= warmup) sd[k].ms[r - warmup] = ms;
+    }
+    if (tty && r % 16 == 0)
+      fprintf(stderr, "\rround %d/%d ", r + 1, warmup + rounds);
+  }
+  if (tty) fprintf(stderr, "\r%*s\r", 24, "");
+  double med[2];
+  for (int k = 0; k < 2; k++) {
+    memcpy(tmp, sd[k].ms, (size_t)rounds * sizeof *tmp);
+    med[k] = quantile(tmp, rounds, 0.5);
+    printf("%s %s: median %.2f ms/step, middle half %.2f-%.2f\n", k ? "B" : "A", sd[k].path,
+           med[k], quantile(tmp, rounds, 0.25), quantile(tmp, rounds, 0.75));
+  }
+  printf("A against B: %.3fx; A's step less B's: %.2f ms, %.1f%% of A's (medians)\n",
+         med[0] / med[1], med[0] - med[1], 100 * (med[0] - med[1]) / med[0]);
+  for (int r = 0; r < rounds; r++) tmp[r] = 100 * (sd[0].ms[r] - sd[1].ms[r]) / sd[0].ms[r];
+  double q1 = quantile(tmp, rounds, 0.25), q3 = quantile(tmp, rounds, 0.75);
+  printf("the rounds' own shares: median %.1f%%, middle half %.1f%% to %.1f%%\n",
+         quantile(tmp, rounds, 0.5), q1, q3);
+  if (rounds >= 8) {
+    printf("by quarters of the rounds (medians' share):");
+    for (int q = 0; q < 4; q++) {
+      long lo = (long)rounds * q / 4, len = (long)rounds * (q + 1) / 4 - lo;
+      double a = median_of(sd[0].ms + lo, len, tmp), b = median_of(sd[1].ms + lo, len, tmp);
+      printf(" %.1f%%", 100 * (a - b) / a);
+    }
+    printf("\n");
+  }
+  for (int k = 0; profile && k < 2; k++) {
+    printf("\n%s %s:\n", k ? "B" : "A", sd[k].path);
+    rt_exec_profile_report(sd[k].x, stdout, rounds);
+  }
+  rc = 0;
+out:
+  for (int k = 0; k < 2; k++) {
+    if (sd[k].x) rt_exec_free(sd[k].x);
+    if (sd[k].g) ir_free(sd[k].g);
+    free(sd[k].ms);
+  }
+  rt_dataset_free(&train);
+  rt_dataset_free(&test);
+  free(xb), free(yb), free(idx), free(tmp);
+  return rc;
+}
