@@ -2,23 +2,28 @@
  * B, measured in one process: the two models' steps in turn, on the same
  * batches, so that the machine's drift (a VM's speed moves from one
  * minute to the next, and its two vCPUs run at different speeds) falls
- * on both alike. Each round makes one batch of the training set (in
- * order, from A's data statement) and runs one step of each model on it,
- * A first in even rounds and B first in odd ones, each step after a
- * pause of PAUSE_US (so that the other model's pool has gone to sleep:
- * its workers spin a third of a millisecond after a job, runtime/pool.c).
- * A step is rt_exec_train_step alone (forward, loss, backward, SGD), as
- * --profile times it; the graph is interpreted (no ilnasc driver).
+ * on both alike. Each round makes BURST batches of the training set (in
+ * order, from A's data statement) and gives each model a turn of BURST
+ * steps on them, A first in even rounds and B first in odd ones; a turn
+ * begins after a pause of PAUSE_US (so that the other model's pool has
+ * gone to sleep: its workers spin a third of a millisecond after a job,
+ * runtime/pool.c), and its steps then follow each other as in training.
+ * The first step of a turn finds the caches as the other model left
+ * them; with BURST > 1 it is not counted, and a round's time for a
+ * model is the median of its turn's others. A step is
+ * rt_exec_train_step alone (forward, loss, backward, SGD), as --profile
+ * times it; the graph is interpreted (no ilnasc driver).
  *
- * Prints each model's median step and middle half, A's step less B's as
- * a share of A's (from the medians), the rounds' own shares (median and
- * middle half), and the medians' share in each quarter of the rounds: the
- * spread of those four is what the figure is good to. With --profile,
- * each model's profile table of the counted rounds after (rt_exec_profile:
- * each op timed, so the steps themselves run a little slower).
+ * Prints each model's median step and middle half (of the rounds'
+ * times), A's step less B's as a share of A's (from the medians), the
+ * rounds' own shares (median and middle half), and the medians' share in
+ * each quarter of the rounds: the spread of those four is what the
+ * figure is good to. With --profile, each model's profile table of the
+ * counted steps after (rt_exec_profile: each op timed, so the steps
+ * themselves run a little slower).
  *
- * usage: pair_steps [--rounds N] [--warmup N] [--threads T] [--backend B]
- *                   [--data DIR] [--profile] A.ilnas B.ilnas
+ * usage: pair_steps [--rounds N] [--burst N] [--warmup N] [--threads T]
+ *                   [--backend B] [--data DIR] [--profile] A.ilnas B.ilnas
  * bench/README.md: batch norm's share of a step. */
 #include <errno.h>
 #include <math.h>
@@ -102,7 +107,6 @@ static int side_open(side *s, int batch, int threads, const char *backend) {
 static int side_step(side *s, const float *xb, const ir_label *yb, int n, double *ms) {
   const fe_model *m = &s->g->cfg;
   char err[1024];
-  pause_us(PAUSE_US);
   rt_exec_set_input(s->x, xb, n);
   double t0 = now_ms();
   double loss = rt_exec_train_step(s->x, yb, (float)m->lr, (float)m->momentum, (float)m->decay,
@@ -124,8 +128,9 @@ static void usage(FILE *f) {
           "usage: pair_steps [options] A.ilnas B.ilnas\n"
           "Times training steps of models A and B in turn, on the same batches, and prints\n"
           "A's step less B's as a share of A's.\n"
-          "  --rounds N    rounds counted, each one step of each model (default 300)\n"
-          "  --warmup N    rounds first, not counted (default 10)\n"
+          "  --rounds N    rounds counted, each a turn of each model (default 100)\n"
+          "  --burst N     steps in a turn, the first not counted if N > 1 (default 4)\n"
+          "  --warmup N    rounds first, not counted (default 5)\n"
           "  --threads T   worker threads of each model (default 2)\n"
           "  --backend B   cpu, blas, ref, auto (default cpu)\n"
           "  --data DIR    the data set (default: A's data statement's)\n"
@@ -145,7 +150,7 @@ static int int_arg(const char *name, const char *v, int lo, int *out) {
 }
 
 int main(int argc, char **argv) {
-  int rounds = 300, warmup = 10, threads = 2;
+  int rounds = 100, burst = 4, warmup = 5, threads = 2;
   const char *backend = "cpu", *data = NULL;
   side sd[2] = {{0}, {0}};
   int files = 0, rc = 1, profile = 0;
@@ -158,6 +163,9 @@ int main(int argc, char **argv) {
       profile = 1;
     } else if (!strcmp(a, "--rounds")) {
       if (int_arg(a, v, 1, &rounds)) return 2;
+      i++;
+    } else if (!strcmp(a, "--burst")) {
+      if (int_arg(a, v, 1, &burst)) return 2;
       i++;
     } else if (!strcmp(a, "--warmup")) {
       if (int_arg(a, v, 0, &warmup)) return 2;
@@ -211,10 +219,10 @@ int main(int argc, char **argv) {
   rt_norm nm;
   rt_data_norm(&train, &nm);
   size_t img = (size_t)train.c * train.h * train.w;
-  xb = malloc((size_t)batch * img * sizeof *xb);
-  yb = malloc((size_t)batch * sizeof *yb);
+  xb = malloc((size_t)burst * batch * img * sizeof *xb);
+  yb = malloc((size_t)burst * batch * sizeof *yb);
   idx = malloc((size_t)batch * sizeof *idx);
-  tmp = malloc((size_t)rounds * sizeof *tmp);
+  tmp = malloc((size_t)(rounds > burst ? rounds : burst) * sizeof *tmp);
   for (int k = 0; k < 2; k++) sd[k].ms = malloc((size_t)rounds * sizeof *sd[k].ms);
   if (!xb || !yb || !idx || !tmp || !sd[0].ms || !sd[1].ms) {
     fprintf(stderr, "error: out of memory\n");
@@ -223,8 +231,8 @@ int main(int argc, char **argv) {
   int n = batch < train.n ? batch : train.n, tty = isatty(2);
   rt_rng rng;
   rt_rng_seed(&rng, 1);
-  fprintf(stderr, "%d rounds (after %d), batch %d, %d threads, backend %s: %s against %s\n",
-          rounds, warmup, n, threads, backend, sd[0].path, sd[1].path);
+  fprintf(stderr, "%d rounds (after %d) of %d steps a model, batch %d, %d threads, backend %s: "
+          "%s against %s\n", rounds, warmup, burst, n, threads, backend, sd[0].path, sd[1].path);
   for (int r = 0; r < warmup + rounds; r++) {
     if (profile && r == warmup)
       for (int k = 0; k < 2; k++)
@@ -232,13 +240,20 @@ int main(int argc, char **argv) {
           fprintf(stderr, "error: out of memory\n");
           goto out;
         }
-    for (int k = 0; k < n; k++) idx[k] = (int)(((long)r * n + k) % train.n);
-    rt_data_batch(&train, idx, n, &nm, 0, 0, &rng, xb, yb);
+    for (int b = 0; b < burst; b++) {
+      for (int k = 0; k < n; k++) idx[k] = (int)((((long)r * burst + b) * n + k) % train.n);
+      rt_data_batch(&train, idx, n, &nm, 0, 0, &rng, xb + (size_t)b * n * img, yb + b * n);
+    }
     for (int t = 0; t < 2; t++) {
       int k = (r + t) % 2; /* A first in even rounds */
-      double ms;
-      if (side_step(&sd[k], xb, yb, n, &ms)) goto out;
-      if (r >= warmup) sd[k].ms[r - warmup] = ms;
+      pause_us(PAUSE_US);
+      for (int b = 0; b < burst; b++) {
+        int skip = burst > 1 && b == 0; /* after the other model's turn */
+        if (profile && r >= warmup) rt_exec_profile_pause(sd[k].x, skip);
+        if (side_step(&sd[k], xb + (size_t)b * n * img, yb + b * n, n, &tmp[b])) goto out;
+      }
+      if (r < warmup) continue;
+      sd[k].ms[r - warmup] = quantile(tmp + (burst > 1), burst > 1 ? burst - 1 : 1, 0.5);
     }
     if (tty && r % 16 == 0)
       fprintf(stderr, "\rround %d/%d ", r + 1, warmup + rounds);
@@ -268,7 +283,7 @@ int main(int argc, char **argv) {
   }
   for (int k = 0; profile && k < 2; k++) {
     printf("\n%s %s:\n", k ? "B" : "A", sd[k].path);
-    rt_exec_profile_report(sd[k].x, stdout, rounds);
+    rt_exec_profile_report(sd[k].x, stdout, (long)rounds * (burst > 1 ? burst - 1 : 1));
   }
   rc = 0;
 out:
