@@ -127,7 +127,8 @@ static void usage(FILE *f) {
   fprintf(f,
           "usage: pair_steps [options] A.ilnas B.ilnas\n"
           "Times training steps of models A and B in turn, on the same batches, and prints\n"
-          "A's step less B's as a share of A's.\n"
+          "A's step less B's as a share of A's. Both train on A's data at A's batch size,\n"
+          "each with its own learning rate, momentum and decay (a constant rate).\n"
           "  --rounds N    rounds counted, each a turn of each model (default 100)\n"
           "  --burst N     steps in a turn, the first not counted if N > 1 (default 4)\n"
           "  --warmup N    rounds first, not counted (default 5)\n"
