@@ -76,8 +76,8 @@ static double median_of(const double *v, long n, double *tmp) {
   return quantile(tmp, n, 0.5);
 }
 
-/* Model file path, parsed, lowered and on backend; 0, or -1 after a
- * message. */
+/* s->path's model parsed, lowered and made an exec on backend, its
+ * parameters drawn and its kernels prepared; 0, or -1 after a message. */
 static int side_open(side *s, int batch, int threads, const char *backend) {
   fe_model m;
   char err[1024];
