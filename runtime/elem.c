@@ -2630,7 +2630,6 @@ void rt_bn_x_write(const rt_bn_x *bn, int n, long hw, long x_ns, float *x) {
 
 /* With stops, the ReLU's mask (MASK_X) whatever relu says, and the
  * gradient written back where it stops (rt_bn_grad_sums_stop_row). */
-
 void rt_bn_x_sums(const rt_bn_x *bn, int64_t i, long hw, long x_ns, float *dx) {
   const int nc = bn->c1 - bn->c0, mask = bn->stops || bn->relu ? MASK_X : MASK_NONE;
   const float *z0 = rt_bn_x_z(bn, i, hw, x_ns, 0); /* channel c's at z0 + c hw */
