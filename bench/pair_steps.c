@@ -76,8 +76,9 @@ static double median_of(const double *v, long n, double *tmp) {
   return quantile(tmp, n, 0.5);
 }
 
-/* s->path's model parsed, lowered and made an exec on backend, its
- * parameters drawn and its kernels prepared; 0, or -1 after a message. */
+/* s->path's model parsed, lowered and made an exec on backend for
+ * batches of `batch` (0: the model's own), its parameters drawn and its
+ * kernels prepared; 0, or -1 after a message. */
 static int side_open(side *s, int batch, int threads, const char *backend) {
   fe_model m;
   char err[1024];
@@ -89,7 +90,7 @@ static int side_open(side *s, int batch, int threads, const char *backend) {
     fprintf(stderr, "error: %s: a multi-task model; pair_steps runs single-task ones\n", s->path);
     return -1;
   }
-  s->x = rt_exec_new(s->g, batch, threads, backend, err, sizeof err);
+  s->x = rt_exec_new(s->g, batch ? batch : s->g->cfg.batch, threads, backend, err, sizeof err);
   if (!s->x) {
     fprintf(stderr, "error: %s: %s\n", s->path, err);
     return -1;
@@ -155,25 +156,24 @@ int main(int argc, char **argv) {
   const char *backend = "cpu", *data = NULL;
   side sd[2] = {{0}, {0}};
   int files = 0, rc = 1, profile = 0;
+  const struct {
+    const char *name;
+    int lo, *v;
+  } ints[] = {{"--rounds", 1, &rounds}, {"--burst", 1, &burst}, {"--warmup", 0, &warmup},
+              {"--threads", 1, &threads}};
+  const int n_ints = (int)(sizeof ints / sizeof *ints);
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-    if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+    int o = 0;
+    while (o < n_ints && strcmp(a, ints[o].name)) o++;
+    if (o < n_ints) {
+      if (int_arg(a, v, ints[o].lo, ints[o].v)) return 2;
+      i++;
+    } else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
       usage(stdout);
       return 0;
     } else if (!strcmp(a, "--profile")) {
       profile = 1;
-    } else if (!strcmp(a, "--rounds")) {
-      if (int_arg(a, v, 1, &rounds)) return 2;
-      i++;
-    } else if (!strcmp(a, "--burst")) {
-      if (int_arg(a, v, 1, &burst)) return 2;
-      i++;
-    } else if (!strcmp(a, "--warmup")) {
-      if (int_arg(a, v, 0, &warmup)) return 2;
-      i++;
-    } else if (!strcmp(a, "--threads")) {
-      if (int_arg(a, v, 1, &threads)) return 2;
-      i++;
     } else if (!strcmp(a, "--backend") || !strcmp(a, "--data")) {
       if (!v) {
         fprintf(stderr, "error: %s needs a value\n", a);
@@ -192,18 +192,15 @@ int main(int argc, char **argv) {
     usage(stderr);
     return 2;
   }
-  /* both models on batch A's, the data A's */
-  fe_model ma;
-  if (fe_parse_file(sd[0].path, &ma, stderr)) return 1;
-  int batch = ma.batch;
-  fe_model_free(&ma);
   rt_dataset train = {0}, test = {0};
   double *tmp = NULL;
   float *xb = NULL;
   ir_label *yb = NULL;
   int *idx = NULL;
-  for (int k = 0; k < 2; k++)
-    if (side_open(&sd[k], batch, threads, backend)) goto out;
+  /* both models on A's batch and A's data */
+  if (side_open(&sd[0], 0, threads, backend)) goto out;
+  int batch = sd[0].g->cfg.batch;
+  if (side_open(&sd[1], batch, threads, backend)) goto out;
   const fe_model *m0 = &sd[0].g->cfg, *m1 = &sd[1].g->cfg;
   if (m0->in_c != m1->in_c || m0->in_h != m1->in_h || m0->in_w != m1->in_w ||
       m0->classes != m1->classes) {
