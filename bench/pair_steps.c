@@ -128,12 +128,14 @@ static void usage(FILE *f) {
   fprintf(f,
           "usage: pair_steps [options] A.ilnas B.ilnas\n"
           "Times training steps of models A and B in turn, on the same batches, and prints\n"
-          "A's step less B's as a share of A's. Both train on A's data at A's batch size,\n"
-          "each with its own learning rate, momentum and decay (a constant rate).\n"
+          "A's step less B's as a share of A's. Both train on A's data at A's batch size\n"
+          "(or --batch's), each with its own learning rate, momentum and decay (a constant\n"
+          "rate).\n"
           "  --rounds N    rounds counted, each a turn of each model (default 100)\n"
           "  --burst N     steps in a turn, the first not counted if N > 1 (default 4)\n"
           "  --warmup N    rounds first, not counted (default 5)\n"
           "  --threads T   worker threads of each model (default 2)\n"
+          "  --batch N     images a step (default: A's train statement's)\n"
           "  --backend B   cpu, blas, ref, auto (default cpu)\n"
           "  --data DIR    the data set (default: A's data statement's)\n"
           "  --profile     each model's table of its layers' times after\n");
@@ -152,7 +154,7 @@ static int int_arg(const char *name, const char *v, int lo, int *out) {
 }
 
 int main(int argc, char **argv) {
-  int rounds = 100, burst = 4, warmup = 5, threads = 2;
+  int rounds = 100, burst = 4, warmup = 5, threads = 2, batch = 0;
   const char *backend = "cpu", *data = NULL;
   side sd[2] = {{0}, {0}};
   int files = 0, rc = 1, profile = 0;
@@ -160,7 +162,7 @@ int main(int argc, char **argv) {
     const char *name;
     int lo, *v;
   } ints[] = {{"--rounds", 1, &rounds}, {"--burst", 1, &burst}, {"--warmup", 0, &warmup},
-              {"--threads", 1, &threads}};
+              {"--threads", 1, &threads}, {"--batch", 1, &batch}};
   const int n_ints = (int)(sizeof ints / sizeof *ints);
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -197,9 +199,9 @@ int main(int argc, char **argv) {
   float *xb = NULL;
   ir_label *yb = NULL;
   int *idx = NULL;
-  /* both models on A's batch and A's data */
-  if (side_open(&sd[0], 0, threads, backend)) goto out;
-  int batch = sd[0].g->cfg.batch;
+  /* both models on A's batch (or --batch) and A's data */
+  if (side_open(&sd[0], batch, threads, backend)) goto out;
+  if (!batch) batch = sd[0].g->cfg.batch;
   if (side_open(&sd[1], batch, threads, backend)) goto out;
   const fe_model *m0 = &sd[0].g->cfg, *m1 = &sd[1].g->cfg;
   if (m0->in_c != m1->in_c || m0->in_h != m1->in_h || m0->in_w != m1->in_w ||
