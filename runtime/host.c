@@ -129,6 +129,8 @@ typedef struct host {
   int layout_bounds; /* no aliases, every tensor cleared whole (tests) */
   int no_remat;      /* no input remade (tests: rt_host_remat) */
   int no_fold;       /* no batch norm folded (tests: rt_host_fold) */
+  int no_dx_z;       /* no input gradient in a z (tests: rt_host_dx_in_z) */
+  int dx_z_layers;   /* the layers whose last backward wrote it there */
   /* A pass under the plan computes its worked channels only (narrow):
    * batch norm, the ReLUs, max pooling and the gradient's clearing skip
    * the others, which hold 0 in the activations and their gradients (so
@@ -191,6 +193,11 @@ typedef struct host {
   size_t pcols_len;
   uint8_t *xleft; /* XLEFT_FOLDED: by fold_fwd, z not made */
   int64_t *xz;
+  /* Per conv layer with batch norm: where its output's gradient (its
+   * fused pool's) is in this backward pass, -1 at its place in dact, or
+   * an offset in act: its reader's z, into which that reader's backward
+   * wrote its input gradient (dx_in_z). Reset before each pass. */
+  int64_t *gz;
   float *xbeta; /* n_stats: beta as that forward took it (the SGD step moves it
                  * before a late reader, host_channel_stats, writes the output) */
   /* Batch norm's row moments (rt_bn_moments), taken by the conv chunks
@@ -782,6 +789,7 @@ static int plan_zero(host *e) {
   e->xdst = malloc(nl * sizeof *e->xdst), e->xsrc = malloc(nl * sizeof *e->xsrc);
   e->xr = malloc(nl * sizeof *e->xr), e->xrby = malloc(nl * sizeof *e->xrby);
   e->xleft = calloc(nl, 1), e->xz = calloc(nl, sizeof *e->xz);
+  e->gz = malloc(nl * sizeof *e->gz);
   e->zg = calloc(nl, 1);
   e->zf = calloc(nl, 1);
   e->fgram = calloc(nl * RT_GRAM, sizeof *e->fgram);
@@ -808,10 +816,11 @@ static int plan_zero(host *e) {
   e->xbeta = calloc((size_t)(g->n_stats ? g->n_stats : 1), sizeof *e->xbeta);
   for (size_t i = 0; e->xdst && e->xsrc && i < nl; i++) e->xdst[i] = e->xsrc[i] = -1;
   for (size_t i = 0; e->xr && e->xrby && i < nl; i++) e->xr[i] = e->xrby[i] = -1;
+  for (size_t i = 0; e->gz && i < nl; i++) e->gz[i] = -1;
   if (!e->zero || !e->zlive || !e->zt || !e->znarrow || !e->work_was || !e->alias_was || !e->dxa ||
       !e->dxn || !e->xdst || !e->xsrc || !e->xr || !e->xrby || !e->zg || !e->gram || !e->zf ||
       !e->fgram || !e->fold_off || !e->fold || !e->efold_off || !e->efold || !e->pcols ||
-      !e->xleft || !e->xz || !e->xbeta)
+      !e->xleft || !e->xz || !e->gz || !e->xbeta)
     return -1;
   plan_dx_needs(e);
   e->n_zero = merge_ranges(e->zero, rt_plan_grad_clears(g, e->assign, e->zero, e->zt));
@@ -948,7 +957,7 @@ static void host_free(rt_backend *b) {
       free(e->znarrow), free(e->dxa), free(e->dxn), free(e->xdst), free(e->xsrc), free(e->xr),
       free(e->xrby), free(e->zg), free(e->zf), free(e->fgram), free(e->fold), free(e->fold_off),
       free(e->efold), free(e->efold_off),
-      free(e->gram), free(e->pcols), free(e->xleft), free(e->xz), free(e->xbeta),
+      free(e->gram), free(e->pcols), free(e->xleft), free(e->xz), free(e->gz), free(e->xbeta),
       free(e->work_was), free(e->alias_was), free(e->prof),
       free(e->prof_paused), free(e->active), free(e->assign);
   free(e->pidx), free(e->pn), free(e->gpacked), free(e->pk), free(e->sk), free(e->wc), free(e->wat);
@@ -1937,6 +1946,31 @@ static int grads_taken(const hx *x, const ir_layer *l) {
          bn_dz_fused(x, l);
 }
 
+/* Whether conv layer l's backward writes its input gradient into its own
+ * z (act, each sample's place) in this pass, where its producer's
+ * backward then reads it (host.gz): not into dact, whose lines would be
+ * one more tensor in the caches, when z's lines have just been read.
+ * Its z is read by nothing after its kernels make dz from it
+ * (bn_dz_fused), each sample's before they write its dx (rt_kernels.bn_dz),
+ * and dx fits it; l's input is all of its producer's output (or its
+ * fused pool's: plan_bn_x's pair, l the one reader), which l alone
+ * writes the gradient of (planned_assign), and which that producer's
+ * backward reads only in its own kernels and batch norm's sums
+ * (bn_dz_fused, its gradient not taken). */
+static int dx_in_z(const hx *x, const ir_layer *l) {
+  const host *e = (const host *)x;
+  int li = (int)(l - x->g->layers), src = e->xsrc[li];
+  if (e->no_dx_z || src < 0 || l->kind != IR_CONV || !l->bn || !bn_dz_fused(x, l) ||
+      remakes(x, l) >= 0 || !needs_dx(x, l) || !planned_assign(x, li) || !x->arch->alive[src])
+    return 0;
+  const ir_layer *p = &x->g->layers[src];
+  int pl = e->bnf[src].pool, so = pl >= 0 ? pl : src; /* a pool: fused, or its op reads it */
+  return p->kind == IR_CONV && p->bn && bn_dz_fused(x, p) && !grads_taken(x, p) &&
+         !folded(x, p) && (pl < 0 || bn_pool_of(x, p)) && p->cout == l->cin &&
+         e->plan->out_off[so] == e->plan->in_off[li] &&
+         (int64_t)l->cin * l->h * l->w <= (int64_t)l->cout * l->oh * l->ow;
+}
+
 /* The rows' sums of producer r's batch norm (sums, the chunk's n
  * samples' rows) from what the reader's chunk took (rt_conv_shape.xg, or
  * xr folded): the sum of g (r->db) and the sum of g (z - mean), which is
@@ -2120,6 +2154,7 @@ static void conv_bwd_chunk(const job *j, int chunk, int n0, int n1) {
   rt_conv_src xr;
   if (pr >= 0) xr = conv_src(x, pr, o, n1 - n0, chunk), s.xr = &xr;
   float *dx = pr < 0 && needs_dx(x, l) ? x->dact + o + j->in : NULL;
+  if (dx && e->xsrc[li] >= 0 && e->gz[e->xsrc[li]] == j->z) dx = x->act + o + j->z; /* dx_in_z */
   rt_bn_x bx;
   s.xbn = x->use_live ? NULL : bn_x_of(x, l, o, &bx);
   int src = e->xsrc[li];
@@ -2145,9 +2180,10 @@ static void conv_bwd_chunk(const job *j, int chunk, int n0, int n1) {
                     pf ? e->pcode + e->bnf[li].code + (int64_t)n0 * e->pcode_ns : NULL,
                     e->pcode_ns};
     s.bn = &bn;
-    check(x, b, b->conv_bwd(b, li, &s, x->act + o + j->in,
-                            x->dact + o + (pf ? pf->pout : j->out), NULL, x->params + l->w_off,
-                            dx, dw, db));
+    const float *dy = e->gz[li] >= 0 ? x->act + o + e->gz[li] /* in its reader's z */
+                                     : x->dact + o + (pf ? pf->pout : j->out);
+    check(x, b, b->conv_bwd(b, li, &s, x->act + o + j->in, dy, NULL, x->params + l->w_off, dx,
+                            dw, db));
     if (took) taken_rows(x, took, rows, n1 - n0);
     return;
   }
@@ -2200,14 +2236,18 @@ static void bn_act_bwd(hx *e, const ir_layer *ly, int64_t z, int64_t out, int fu
     int64_t o = c0 * plane;
     if (fused) { /* the sums; the conv's kernels make dz as they pack it */
       const float *rows = h->rows[li] ? h->bn_rows + (int64_t)e->cap * ly->s_off + 2 * c0 : NULL;
+      /* the output's gradient, or its pool's; or in its reader's z (dx_in_z) */
+      const float *dy = h->gz[li] >= 0 ? e->act + h->gz[li] + (pf ? o / 4 : o)
+                        : pf           ? e->dact + pf->pout + o / 4
+                                       : e->dact + out + o;
       rt_bn_bwd_sums(h->pool, e->threads, &s, ly->relu, pf ? ly->ow : 0, pf ? ns : 0,
                      code ? code + o / 4 : NULL, h->pcode_ns, zx ? zx + o / 4 : NULL, rows,
-                     2L * ly->cout, e->act + z + o,
-                     pf ? e->dact + pf->pout + o / 4 : e->dact + out + o,
+                     2L * ly->cout, e->act + z + o, dy,
                      e->params + ly->g_off + c0, e->params + ly->g_off + ly->cout + c0, sm + c0,
                      si + c0, sk + c0, dgamma + c0, dbeta + c0, gm + c0, kg + c0, kx + c0);
       continue;
     }
+    assert(h->gz[li] < 0);
     if (pf) { /* through the max pool, whose forward pooled from z */
       rt_bn_pool_bwd(h->pool, e->threads, &s, ly->ow, h->assign[li], code + o / 4, h->pcode_ns,
                      e->act + z + o, e->dact + pf->pout + o / 4, ns, e->params + ly->g_off + c0,
@@ -2263,6 +2303,7 @@ static void conv_bwd_op(RT_OP_ARGS) {
   host *h = (host *)e;
   take_rows(e, ly);
   h->gpacked[l] = 0; /* conv gradients are dense */
+  if (dx_in_z(e, ly)) h->gz[h->xsrc[l]] = z, h->dx_z_layers++; /* its input's gradient in its z */
   job j = {e, ly, in, z, out, conv_bwd_chunk, layer_work(e, ly)};
   int chunks = run_chunks(&j), pr = remakes(e, ly), src = h->xsrc[l];
   reduce_wgrad(e, ly, chunks);
@@ -2553,6 +2594,8 @@ static int host_backward(rt_backend *b) {
   host *e = (host *)x;
   if (ready(x)) return -1;
   e->gedit = 0;
+  for (int i = 0; i < x->g->n_layers; i++) e->gz[i] = -1;
+  e->dx_z_layers = 0;
   if (e->bwd) e->bwd(x);
   else run_calls(x, e->bc, e->nb);
   int rc = op_status(x);
@@ -2590,6 +2633,8 @@ void rt_host_layout_bounds(rt_backend *b, int on) { ((host *)b)->layout_bounds =
 
 void rt_host_remat(rt_backend *b, int on) { ((host *)b)->no_remat = !on, ((host *)b)->replan = 1; }
 void rt_host_fold(rt_backend *b, int on) { ((host *)b)->no_fold = !on, ((host *)b)->replan = 1; }
+void rt_host_dx_in_z(rt_backend *b, int on) { ((host *)b)->no_dx_z = !on; }
+int rt_host_dx_in_z_layers(const rt_backend *b) { return ((const host *)b)->dx_z_layers; }
 
 int rt_host_remade(const rt_backend *b) {
   const host *e = (const host *)b;

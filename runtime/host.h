@@ -53,6 +53,17 @@ void rt_host_remat(rt_backend *b, int on);
  * prepare. */
 void rt_host_fold(rt_backend *b, int on);
 
+/* on (the default): host step b lets a conv with batch norm write its
+ * input gradient into its own pre-activation z, whose lines it has just
+ * read, where its producer's backward then reads it (the host's
+ * dx_in_z); off: into the gradients' arena (tests compare the two).
+ * From the next backward. */
+void rt_host_dx_in_z(rt_backend *b, int on);
+
+/* The layers whose last backward in host step b wrote their input
+ * gradient into their z (tests). */
+int rt_host_dx_in_z_layers(const rt_backend *b);
+
 /* The layers whose output the last plan of host step b has remade by
  * their consumer's kernels, or whose weight gradient their consumer's
  * backward takes (rt_conv_shape.xg) (tests). */

@@ -90,7 +90,9 @@ struct rt_kernels {
   int assigns_dx;
   /* 1: conv_bwd honours rt_conv_shape.bn: it takes batch norm's output
    * gradient and makes its pre-activation's (rt_bn_dz) as it packs it,
-   * writing it out (to bn->dz) only where it must. */
+   * writing it out (to bn->dz) only where it must. It reads each
+   * sample's z before it writes that sample's dx, so that dx may be
+   * given in z's place (the samples' slots the same, dx no larger). */
   int bn_dz;
   /* 1: conv_fwd, conv_bwd and conv_bwd_weight honour rt_conv_shape.xbn,
    * and linear_fwd and linear_bwd rt_linear_shape.xbn: the input is
