@@ -11,7 +11,7 @@ pair=$1 bench=$2 work=$3
 "$pair" --help | grep -q -- "--batch"
 "$pair" --rounds 8 --warmup 1 --burst 2 --batch 16 --threads 1 \
   "$bench/bn_template.ilnas" "$bench/bn_template_nonorm.ilnas" >out.txt 2>&1 ||
-  { cat out.txt; fail "pair_steps exited $?"; }
+  { rc=$?; cat out.txt; fail "pair_steps exited $rc"; }
 cat out.txt
 grep -q "^8 rounds (after 1) of 2 steps a model, batch 16, 1 threads, backend cpu" out.txt ||
   fail "no header with the options given"
@@ -21,7 +21,7 @@ for line in "^A .*bn_template.ilnas: median" "^B .*bn_template_nonorm.ilnas: med
 done
 "$pair" --rounds 2 --warmup 0 --burst 1 --batch 8 --threads 1 --profile \
   "$bench/bn_template.ilnas" "$bench/bn_template.ilnas" >self.txt 2>&1 ||
-  { cat self.txt; fail "against itself: exited $?"; }
+  { rc=$?; cat self.txt; fail "against itself: exited $rc"; }
 grep -q "conv1.1 " self.txt || { cat self.txt; fail "--profile: no layer table"; }
 
 if "$pair" --batch 0 a b >err.txt 2>&1; then fail "--batch 0 accepted"; fi
