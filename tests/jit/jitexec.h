@@ -37,6 +37,21 @@ static inline void jt_wake(rt_exec *x, int li) {
   rt_exec_set_unit(x, l->w_off, ir_fan_in(l) / l->cin, 1, NULL);
 }
 
+/* Growth in each of the n execs x[] of one graph, which hold the same
+ * α: the first missing weight of every weighted layer joins, each
+ * layer's at vals[layer]. The caller prepares. */
+static inline void jt_grow_each(rt_exec **x, int n, const float *vals) {
+  const ir_graph *g = x[0]->g;
+  for (int li = 0; li < g->n_layers; li++) {
+    const ir_layer *l = &g->layers[li];
+    for (int64_t w = l->w_off; l->w_off >= 0 && w < l->w_off + l->n_w; w++)
+      if (!ir_alpha_get(x[0]->arch, w)) {
+        for (int k = 0; k < n; k++) rt_exec_set_unit(x[k], w, 1, 1, vals + li);
+        break;
+      }
+  }
+}
+
 /* The loss of an inference pass of exec x over n images in (labels lab),
  * training switched back on after. */
 static inline double jt_infer_loss(rt_exec *x, const float *in, int n, const ir_label *lab) {

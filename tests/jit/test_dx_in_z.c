@@ -48,15 +48,7 @@ static void train_case(const char *what, const char *src, int want, int dense, i
   ir_label lab[N];
   for (int i = 0; i < N; i++) lab[i] = (ir_label)jt_int(0, g->cfg.classes - 1);
   for (int step = 0; step < STEPS; step++) {
-    if (step == 4) /* growth: a missing weight of every weighted layer joins */
-      for (int li = 0; li < g->n_layers; li++) {
-        const ir_layer *l = &g->layers[li];
-        for (int64_t w = l->w_off; l->w_off >= 0 && w < l->w_off + l->n_w; w++)
-          if (!ir_alpha_get(x[0]->arch, w)) {
-            for (int k = 0; k < 2; k++) rt_exec_set_unit(x[k], w, 1, 1, vals + li);
-            break;
-          }
-      }
+    if (step == 4) jt_grow_each(x, 2, vals); /* growth */
     double loss[2];
     for (int k = 0; k < 2; k++) {
       CHECK(rt_exec_prepare(x[k], err, sizeof err) == 0, "%s: prepare: %s", what, err);
